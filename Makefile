@@ -1,0 +1,137 @@
+# cnnc — one plain Makefile. `make` builds build/cnnc; `make check` runs
+# every test CI runs; `make demo` runs the main job. `make deps` installs
+# what the build and the tests need from Debian, skipping what is present.
+
+PREFIX  ?= /usr/local
+CC      ?= cc
+BUILD   ?= build
+PYTHON  ?= /usr/bin/python3
+
+# A curated warning list: these catch real bugs in this code base.
+WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+          -Wno-unused-parameter -Wformat=2 -Wvla
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_XOPEN_SOURCE=700 $(WARN) $(CFLAGS) \
+             -Icompiler -I$(BUILD)
+# Generated scanner/parser code is not ours to lint.
+GEN_CFLAGS = -std=c11 -D_XOPEN_SOURCE=700 -Wall -Wno-unused-function \
+             -Wno-unused-parameter $(CFLAGS) -Icompiler -I$(BUILD)
+
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+# The compiler, in pipeline order (docs/architecture.md follows this list).
+LIB_SRC = compiler/mem.c compiler/diag.c compiler/ast.c compiler/load.c \
+          compiler/ops.c compiler/graph.c compiler/elaborate.c \
+          compiler/shape.c compiler/check.c compiler/dot.c
+GEN_SRC = $(BUILD)/parser.c $(BUILD)/lexer.c
+MAIN_SRC = compiler/main.c
+
+LIB_OBJ = $(LIB_SRC:compiler/%.c=$(BUILD)/obj/%.o) \
+          $(BUILD)/obj/parser.o $(BUILD)/obj/lexer.o
+SAN_OBJ = $(LIB_SRC:compiler/%.c=$(BUILD)/san/%.o) \
+          $(BUILD)/san/parser.o $(BUILD)/san/lexer.o
+
+UNIT_TESTS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all deps check check-unit check-diagnostics check-oracle demo \
+        install clean format-check
+.SUFFIXES:
+
+all: $(BUILD)/cnnc
+
+# --- dependencies -----------------------------------------------------
+# Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
+# torchvision. Training demo data: dataset-fashion-mnist.
+DEB_PKGS = gcc make flex bison libcmocka-dev python3 python3-torch \
+           python3-torchvision dataset-fashion-mnist
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "deps: all present"; fi
+
+# --- the compiler -----------------------------------------------------
+$(BUILD)/parser.c $(BUILD)/parser.h: compiler/parser.y
+	@mkdir -p $(BUILD)
+	bison -Wall -Werror --defines=$(BUILD)/parser.h -o $(BUILD)/parser.c $<
+
+$(BUILD)/lexer.c: compiler/lexer.l
+	@mkdir -p $(BUILD)
+	flex -o $@ $<
+
+$(BUILD)/obj/%.o: compiler/%.c $(BUILD)/parser.h $(wildcard compiler/*.h compiler/*.def)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DCNNC_VERSION='"$(VERSION)"' -c -o $@ $<
+
+$(BUILD)/obj/%.o: $(BUILD)/%.c $(BUILD)/parser.h $(wildcard compiler/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(GEN_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libcnnc.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/cnnc: $(BUILD)/obj/main.o $(BUILD)/libcnnc.a
+	$(CC) $(CFLAGS) -o $@ $^ -lm
+
+# The same compiler under AddressSanitizer and UndefinedBehaviorSanitizer.
+$(BUILD)/san/%.o: compiler/%.c $(BUILD)/parser.h $(wildcard compiler/*.h compiler/*.def)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -DCNNC_VERSION='"$(VERSION)"' -c -o $@ $<
+
+$(BUILD)/san/%.o: $(BUILD)/%.c $(BUILD)/parser.h $(wildcard compiler/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(GEN_CFLAGS) $(SAN_FLAGS) -c -o $@ $<
+
+$(BUILD)/cnnc-san: $(BUILD)/san/main.o $(SAN_OBJ)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lm
+
+# --- tests --------------------------------------------------------------
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcnnc.a tests/unit/testutil.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libcnnc.a -lcmocka -lm
+
+check: deps all $(BUILD)/cnnc-san $(UNIT_TESTS)
+	@$(MAKE) --no-print-directory check-unit check-diagnostics check-oracle
+
+check-unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+check-diagnostics: $(BUILD)/cnnc $(BUILD)/cnnc-san
+	@echo "== diagnostics catalogue (build/cnnc)"
+	@tests/diagnostics/run.sh $(BUILD)/cnnc
+	@echo "== diagnostics catalogue under ASan+UBSan (build/cnnc-san)"
+	@tests/diagnostics/run.sh $(BUILD)/cnnc-san
+	@echo "== examples under ASan+UBSan"
+	@set -e; for f in dsl-examples/*.cnn; do \
+	  $(BUILD)/cnnc-san check $$f >/dev/null || { echo "FAIL: $$f"; exit 1; }; \
+	done; echo "examples: all checked clean"
+
+check-oracle: $(BUILD)/cnnc
+	@echo "== parameter totals"
+	@CNNC=$(BUILD)/cnnc bash tests/oracle/param_counts.sh
+	@echo "== state_dict names against torchvision"
+	@$(PYTHON) tests/oracle/state_dict.py $(BUILD)/cnnc
+
+# --- the main job ---------------------------------------------------------
+demo: deps all
+	@set -e; for f in dsl-examples/*.cnn; do \
+	  echo "== $(BUILD)/cnnc check $$f"; $(BUILD)/cnnc check $$f; echo; \
+	done
+
+install: $(BUILD)/cnnc
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BUILD)/cnnc $(DESTDIR)$(PREFIX)/bin/cnnc
+
+format-check:
+	clang-format --dry-run -Werror compiler/*.c compiler/*.h tests/unit/*.c
+
+clean:
+	rm -rf $(BUILD)
