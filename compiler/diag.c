@@ -62,6 +62,15 @@ static void emit(Diag *d, Loc loc, const char *kind, const char *suffix,
   show_line(d, loc);
 }
 
+static void add_context(Diag *d) {
+  if (d->context && !d->muted) {
+    void (*context)(void *, Diag *) = d->context;
+    d->context = NULL; /* its notes must not add context of their own */
+    context(d->context_data, d);
+    d->context = context;
+  }
+}
+
 static int over_limit(Diag *d) {
   return d->max_errors > 0 && d->errors > d->max_errors;
 }
@@ -82,6 +91,7 @@ void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
   va_start(ap, fmt);
   emit(d, loc, "error", "", fmt, ap);
   va_end(ap);
+  add_context(d);
 }
 
 void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
@@ -97,6 +107,7 @@ void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
     emit(d, loc, "warning", "", fmt, ap);
   }
   va_end(ap);
+  add_context(d);
 }
 
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) {

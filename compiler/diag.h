@@ -31,6 +31,10 @@ typedef struct Diag {
   int max_errors; /* stop printing after this many (0: no limit) */
   int internal;   /* an internal compiler error happened */
   int muted;      /* the last error was not printed: drop its notes too */
+  /* Called after each printed error or warning to add notes about where
+   * it happened (the block calls that led there). */
+  void (*context)(void *data, struct Diag *d);
+  void *context_data;
 } Diag;
 
 void diag_init(Diag *d, Arena *a, FILE *out);

@@ -60,6 +60,7 @@ typedef struct Elab {
   Scope *cluster;
   Counter *counters;
   const Ast *calls[MAX_CALL_DEPTH];
+  Loc call_locs[MAX_CALL_DEPTH];
   int depth;
   int64_t steps;
   int too_big; /* a size limit was hit: stop building */
@@ -201,6 +202,20 @@ static const char *suggest(Elab *E, Env *env, const char *name, int values,
 
 static const char *did_you_mean(Elab *E, const char *best) {
   return best ? arena_printf(E->a, "; did you mean '%s'?", best) : "";
+}
+
+/* Notes after an error inside block calls: the calls that led there,
+ * innermost first. */
+static void call_context(void *data, Diag *d) {
+  Elab *E = data;
+  for (int i = E->depth - 1, shown = 0; i >= 0; i--, shown++) {
+    if (shown == 4) {
+      diag_note(d, E->call_locs[0], "... in %d more calls, from here", i + 1);
+      break;
+    }
+    diag_note(d, E->call_locs[i], "in block '%s', called here",
+              E->calls[i]->name);
+  }
 }
 
 /* --- values ---------------------------------------------------------------- */
@@ -625,6 +640,7 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
     diag_error(E->d, loc, "blocks nested more than %d deep", MAX_CALL_DEPTH);
     return poison();
   }
+  E->call_locs[E->depth] = loc;
   int nparams = bk->list.n;
   Value *vals = arena_alloc(E->a, sizeof(Value) * (size_t)(nparams + 1));
   int *given = arena_alloc(E->a, sizeof(int) * (size_t)(nparams + 1));
@@ -665,6 +681,7 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
       if (given[slot]) {
         diag_error(E->d, a->loc, "parameter '%s' of block '%s' is given twice",
                    a->name, bk->name);
+        diag_note(E->d, bk->loc, "'%s' defined here", bk->name);
         ok = 0;
         continue;
       }
@@ -826,11 +843,13 @@ static void register_params(Elab *E, Node *n) {
       const Param *q = E->g->params.v[j];
       if (strcmp(q->name, p->name) == 0) {
         diag_error(E->d, n->loc, "redefinition of parameter '%s'", p->name);
-        diag_note(E->d, q->owner->loc, "'%s' first defined here", q->name);
-        if (E->depth > 0)
+        if (memcmp(&q->owner->loc, &n->loc, sizeof n->loc) == 0)
           diag_note(E->d, n->loc,
-                    "give each repetition its own label, like '[i]:' or "
-                    "\"name{i}\":");
+                    "this line defined it already when it ran before (in a "
+                    "loop or an earlier call); give each repetition its own "
+                    "label, like '[i]:' or \"name{i}\":");
+        else
+          diag_note(E->d, q->owner->loc, "'%s' first defined here", q->name);
         return;
       }
     }
@@ -850,6 +869,14 @@ static Value make_op(Elab *E, OpKind op, const Value *in, int nin,
   if (E->g->nodes.n >= MAX_NODES) {
     diag_error(E->d, loc, "the model has more than %d layers", MAX_NODES);
     E->too_big = 1;
+    return poison();
+  }
+  if (op == OP_MSE && in[1].t->op != OP_INPUT) {
+    diag_error(E->d, loc,
+               "mse compares against a declared input, but its target comes "
+               "from '%s'",
+               in[1].t->name);
+    diag_note(E->d, in[1].t->loc, "'%s' is computed here", in[1].t->name);
     return poison();
   }
   Node *labels = NULL;
@@ -890,7 +917,7 @@ static void exec_input(Elab *E, Frame *f, const Ast *s) {
     }
   Shape sh = {0, {0}};
   int ok = 1;
-  if (s->list.n < 1 || s->list.n > 3) {
+  if (s->list.n != 1 && s->list.n != 3) {
     diag_error(E->d, s->loc,
                "input '%s' has %d dimensions; write [C, H, W] or [F] (the "
                "batch is not written)",
@@ -970,7 +997,7 @@ static void exec_loss(Elab *E, Frame *f, const Ast *s) {
     return;
   }
   if (E->g->loss) {
-    diag_error(E->d, s->loc, "a model has one loss; add the terms instead");
+    diag_error(E->d, s->loc, "a model has one loss");
     diag_note(E->d, E->loss_loc, "the loss was declared here");
     return;
   }
@@ -1070,7 +1097,8 @@ static void apply_freezes(Elab *E) {
     int hits = 0;
     for (int j = 0; j < E->g->params.n; j++) {
       Param *p = E->g->params.v[j];
-      if (strncmp(p->name, fr->label, len) == 0 && p->name[len] == '.') {
+      if (strncmp(p->name, fr->label, len) == 0 &&
+          (p->name[len] == '.' || p->name[len] == 0)) {
         p->frozen = 1;
         p->owner->frozen = 1;
         hits++;
@@ -1112,10 +1140,13 @@ Graph *elaborate(Diag *d, Arena *a, const Program *p, const char *model) {
   E.p = p;
   E.g = graph_new(a, m->name, m->loc);
   E.scope = "";
+  d->context = call_context;
+  d->context_data = &E;
   Env env = {0};
   Frame f = {&env, NULL, {0}, 0};
   push_cluster(&E, m->name, m->loc);
   exec_stmts(&E, &f, &m->list2);
+  d->context = NULL;
   apply_freezes(&E);
   if (d->errors == 0 && E.g->inputs.n == 0)
     diag_error(d, m->loc, "model '%s' has no input; declare one with 'input x[C, H, W]'",

@@ -5,6 +5,7 @@
 %define api.pure full
 %define api.prefix {cnnyy}
 %define parse.error detailed
+%define parse.lac full
 %define api.location.type {Loc}
 %locations
 %param {Parser *P}
@@ -35,6 +36,7 @@ struct Parser {
   int last;        /* the last token handed to the parser */
   char *brackets;  /* open brackets: '(' '[' '{' and 'S' for seq { */
   int depth, cap;
+  int recovering;  /* after a syntax error, until the next line break */
   AstFile *file;
   Ast *expr;
 };
@@ -290,6 +292,11 @@ path
 
 void cnnyyerror(Loc *lloc, Parser *P, const char *msg) {
   diag_error(P->d, *lloc, "%s", msg);
+  /* Recovery resumes at the next line: forget brackets left open by the
+   * broken statement, or every later newline would look bracketed. */
+  while (P->depth > 0 && P->brackets[P->depth - 1] != '{')
+    P->depth--;
+  P->recovering = 1;
 }
 
 /* Tokens after which a line break does not end the statement. */
@@ -334,8 +341,11 @@ static void track_brackets(Parser *P, int tok) {
       P->cap = ncap;
     }
     P->brackets[P->depth++] = (tok == '{' && P->last == T_SEQ) ? 'S' : (char)tok;
-  } else if ((tok == ')' || tok == ']' || tok == '}') && P->depth > 0) {
-    P->depth--;
+  } else if (P->depth > 0) {
+    char top = P->brackets[P->depth - 1];
+    if ((tok == ')' && top == '(') || (tok == ']' && top == '[') ||
+        (tok == '}' && (top == '{' || top == 'S')))
+      P->depth--;
   }
 }
 
@@ -356,6 +366,10 @@ int cnnyylex(CNNYYSTYPE *lval, Loc *lloc, Parser *P) {
     read_raw(P, &t);
     if (t.kind != T_NEWLINE)
       break;
+    if (P->recovering) {
+      P->recovering = 0;
+      break;
+    }
     char top = P->depth ? P->brackets[P->depth - 1] : 0;
     if (top == '(' || top == '[' || top == 'S' || continues(P->last))
       continue;
@@ -392,7 +406,8 @@ int cnnyylex(CNNYYSTYPE *lval, Loc *lloc, Parser *P) {
   default:
     break;
   }
-  track_brackets(P, t.kind);
+  if (!P->recovering || t.kind == '{' || t.kind == '}')
+    track_brackets(P, t.kind);
   P->last = t.kind;
   return t.kind;
 }
