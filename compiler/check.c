@@ -285,9 +285,14 @@ void check_print_table(FILE *out, const Graph *g, const char *path) {
   fprintf(out, "model %s (%s)\n\n", g->name, path);
   for (int i = 0; i < nrows; i++) {
     const Row *r = &rows[i];
-    fprintf(out, "%-*s  %-*s  %-*s  %*s  %*s  %-*s  %s\n", w[0], r->col[0],
-            w[1], r->col[1], w[2], r->col[2], w[3], r->col[3], w[4],
-            r->col[4], w[5], r->col[5], r->col[6]);
+    char line[1024];
+    snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %*s  %*s  %-*s  %s", w[0],
+             r->col[0], w[1], r->col[1], w[2], r->col[2], w[3], r->col[3],
+             w[4], r->col[4], w[5], r->col[5], r->col[6]);
+    size_t len = strlen(line);
+    while (len > 0 && line[len - 1] == ' ')
+      line[--len] = 0;
+    fprintf(out, "%s\n", line);
   }
   Totals t = check_totals(g);
   char b1[32], b2[32], b3[32], h[32];
