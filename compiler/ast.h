@@ -29,8 +29,8 @@ typedef enum AstKind {
   A_LABEL_EXPR, /* [a] */
   A_LABEL_STR,  /* a: A_STR */
   /* statements */
-  A_INPUT,  /* name [list] */
-  A_OUTPUT, /* name [= a] */
+  A_INPUT,  /* name [list]; loc is the keyword's, b the name */
+  A_OUTPUT, /* name [= a]; loc is the keyword's, b the name */
   A_BIND,   /* name = a */
   A_RETURN, /* a */
   A_FOR,    /* for name in a { list } */

@@ -45,6 +45,8 @@ typedef struct Counter {
   struct Counter *next;
 } Counter;
 
+VEC_TYPE(LocVec, Loc);
+
 typedef struct Freeze {
   const char *label;
   Loc loc;
@@ -61,7 +63,12 @@ typedef struct Elab {
   Counter *counters;
   const Ast *calls[MAX_CALL_DEPTH];
   Loc call_locs[MAX_CALL_DEPTH];
+  int call_ids[MAX_CALL_DEPTH];
+  const Loc *arg_locs[MAX_CALL_DEPTH]; /* per parameter; file 0: default */
   int depth;
+  int ncalls;       /* block calls made so far: the next call's id */
+  int context_top;  /* call frames the context notes show */
+  LocVec dup_reported;
   int64_t steps;
   int too_big; /* a size limit was hit: stop building */
   FreezeVec freezes;
@@ -171,6 +178,8 @@ static int distance(const char *a, const char *b) {
 
 static void consider(const char *name, const char *cand, const char **best,
                      int *bestd) {
+  if (strlen(name) <= 2 || strlen(cand) <= 2)
+    return; /* every short name is close to every other */
   int dist = distance(name, cand);
   int limit = strlen(name) <= 3 ? 1 : 2;
   if (dist <= limit && dist < *bestd) {
@@ -208,7 +217,7 @@ static const char *did_you_mean(Elab *E, const char *best) {
  * innermost first. */
 static void call_context(void *data, Diag *d) {
   Elab *E = data;
-  for (int i = E->depth - 1, shown = 0; i >= 0; i--, shown++) {
+  for (int i = E->context_top - 1, shown = 0; i >= 0; i--, shown++) {
     if (shown == 4) {
       diag_note(d, E->call_locs[0], "... in %d more calls, from here", i + 1);
       break;
@@ -216,6 +225,45 @@ static void call_context(void *data, Diag *d) {
     diag_note(d, E->call_locs[i], "in block '%s', called here",
               E->calls[i]->name);
   }
+}
+
+/* The running call frame v was passed into as an argument, or -1. */
+static int arg_frame(const Elab *E, Value v) {
+  if (!v.param)
+    return -1;
+  for (int i = E->depth - 1; i >= 0; i--)
+    if (E->call_ids[i] == v.call)
+      return i;
+  return -1;
+}
+
+/* Reports that v cannot be used at `at` (msg says why). A block argument
+ * misused inside its block is the caller's mistake: it is reported at the
+ * call, naming the parameter, with a note at the use. */
+static void misuse(Elab *E, Value v, Loc at, const char *msg) {
+  int f = arg_frame(E, v);
+  if (f < 0) {
+    diag_error(E->d, at, "%s", msg);
+    return;
+  }
+  Loc where = E->call_locs[f];
+  const Ast *bk = E->calls[f];
+  for (int j = 0; j < bk->list.n; j++)
+    if (bk->list.v[j] == v.param && E->arg_locs[f][j].file)
+      where = E->arg_locs[f][j];
+  E->context_top = f;
+  diag_error(E->d, where, "argument '%s' of block '%s' cannot be %s: %s",
+             v.param->name, bk->name, value_kind_name(v.k), msg);
+  E->context_top = E->depth;
+  diag_note(E->d, at, "'%s' is used here", v.param->name);
+}
+
+static int blame_arg(void *ctx, const Arg *a, Loc at, const char *msg) {
+  Elab *E = ctx;
+  if (arg_frame(E, a->v) < 0)
+    return 0;
+  misuse(E, a->v, at, msg);
+  return 1;
 }
 
 /* --- values ---------------------------------------------------------------- */
@@ -264,7 +312,8 @@ static int64_t floor_div(int64_t a, int64_t b) {
 }
 
 static Value make_op(Elab *E, OpKind op, const Value *in, int nin,
-                     const Arg *args, int nargs, const char *label, Loc loc);
+                     const Arg *args, int nargs, const char *label,
+                     Loc label_loc, Loc loc);
 
 static Value arith(Elab *E, int op, Value a, Value b, Loc loc) {
   if (a.k == V_INT && b.k == V_INT) {
@@ -357,7 +406,7 @@ static Value eval_binop(Elab *E, Env *env, const Ast *n) {
     if (a.k == V_POISON)
       return a;
     if (a.k != V_BOOL) {
-      diag_error(E->d, n->a->loc, "'%s' needs booleans, not %s",
+      diag_error(E->d, n->loc, "'%s' needs booleans, not %s",
                  ast_op_name(n->op), value_kind_name(a.k));
       return poison();
     }
@@ -365,7 +414,7 @@ static Value eval_binop(Elab *E, Env *env, const Ast *n) {
       return a; /* short circuit */
     Value b = eval(E, env, n->b);
     if (b.k != V_BOOL && b.k != V_POISON) {
-      diag_error(E->d, n->b->loc, "'%s' needs booleans, not %s",
+      diag_error(E->d, n->loc, "'%s' needs booleans, not %s",
                  ast_op_name(n->op), value_kind_name(b.k));
       return poison();
     }
@@ -378,7 +427,7 @@ static Value eval_binop(Elab *E, Env *env, const Ast *n) {
   case '+':
     if (a.k == V_TENSOR && b.k == V_TENSOR) {
       Value in[2] = {a, b};
-      return make_op(E, OP_ADD, in, 2, NULL, 0, NULL, n->loc);
+      return make_op(E, OP_ADD, in, 2, NULL, 0, NULL, n->loc, n->loc);
     }
     if (a.k == V_STR && b.k == V_STR)
       return (Value){.k = V_STR, .s = arena_printf(E->a, "%s%s", a.s, b.s)};
@@ -488,7 +537,7 @@ static Value eval(Elab *E, Env *env, const Ast *n) {
       if (!label)
         return poison();
     }
-    return apply(E, env, st->b, &in, label, st->loc);
+    return apply(E, env, st->b, &in, label, st->a ? st->a->loc : st->loc);
   }
   case A_STRPART:
   case A_KWARG:
@@ -613,8 +662,9 @@ static Value builtin(Elab *E, const char *name, const ArgVec *args, Loc loc,
     return poison();
   }
   if (v.k != V_TENSOR) {
-    diag_error(E->d, args->v[0].loc, "'%s' needs a tensor, not %s", name,
-               value_kind_name(v.k));
+    misuse(E, v, args->v[0].loc,
+           arena_printf(E->a, "'%s' needs a tensor, not %s", name,
+                        value_kind_name(v.k)));
     return poison();
   }
   Shape s = v.t->shape;
@@ -622,8 +672,8 @@ static Value builtin(Elab *E, const char *name, const ArgVec *args, Loc loc,
     return vint(s.d[0]);
   if (which > 0 && s.rank == 3)
     return vint(s.d[which]);
-  diag_error(E->d, args->v[0].loc, "'%s' of a tensor of shape %s", name,
-             shape_str(E->a, s));
+  diag_error(E->d, args->v[0].loc, "'%s' needs a [C, H, W] tensor, not %s",
+             name, shape_str(E->a, s));
   return poison();
 }
 
@@ -644,6 +694,7 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
   int nparams = bk->list.n;
   Value *vals = arena_alloc(E->a, sizeof(Value) * (size_t)(nparams + 1));
   int *given = arena_alloc(E->a, sizeof(int) * (size_t)(nparams + 1));
+  Loc *at = arena_alloc(E->a, sizeof(Loc) * (size_t)(nparams + 1));
   int ok = 1, npos = 0, seen_kw = 0;
   for (int i = 0; i < args->n; i++) {
     const Arg *a = &args->v[i];
@@ -688,26 +739,33 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
     }
     given[slot] = 1;
     vals[slot] = a->v;
+    at[slot] = a->loc;
   }
-  Env env = {0};
-  E->calls[E->depth++] = bk;
-  for (int j = 0; j < nparams && ok; j++) {
-    const Ast *prm = bk->list.v[j];
-    if (!given[j]) {
-      if (!prm->a) {
-        diag_error(E->d, loc, "block '%s' needs argument '%s'", bk->name,
-                   prm->name);
-        diag_note(E->d, prm->loc, "parameter '%s' declared here", prm->name);
-        ok = 0;
-        break;
-      }
-      vals[j] = eval(E, &env, prm->a);
+  for (int j = 0; j < nparams && ok; j++)
+    if (!given[j] && !bk->list.v[j]->a) {
+      diag_error(E->d, loc, "block '%s' needs argument '%s'", bk->name,
+                 bk->list.v[j]->name);
+      diag_note(E->d, bk->list.v[j]->loc, "parameter '%s' declared here",
+                bk->list.v[j]->name);
+      ok = 0;
     }
-    bind(E, &env, prm->name, vals[j]);
-  }
-  if (!ok) {
-    E->depth--;
+  if (!ok)
     return poison();
+  /* Enter the call: defaults are evaluated inside it. */
+  Env env = {0};
+  int id = ++E->ncalls;
+  E->call_ids[E->depth] = id;
+  E->arg_locs[E->depth] = at;
+  E->calls[E->depth++] = bk;
+  E->context_top = E->depth;
+  for (int j = 0; j < nparams; j++) {
+    const Ast *prm = bk->list.v[j];
+    Value v = given[j] ? vals[j] : eval(E, &env, prm->a);
+    if (v.k != V_POISON && v.k != V_NONE) {
+      v.param = prm;
+      v.call = id;
+    }
+    bind(E, &env, prm->name, v);
   }
   const char *saved_scope = E->scope;
   if (label)
@@ -717,8 +775,15 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
   exec_stmts(E, &f, &bk->list2);
   E->scope = saved_scope;
   E->cluster = saved_cluster;
-  E->depth--;
-  return f.returned ? f.ret : (Value){.k = V_NONE};
+  E->context_top = --E->depth;
+  if (!f.returned) {
+    diag_error(E->d, loc, "block '%s' returns no value", bk->name);
+    diag_note(E->d, bk->loc, "'%s' has no 'return'", bk->name);
+    return poison();
+  }
+  if (f.ret.param && arg_frame(E, f.ret) < 0)
+    f.ret.param = NULL; /* no longer an argument of a running call */
+  return f.ret;
 }
 
 static Value apply_seq(Elab *E, Env *env, const Ast *seq, const Value *in,
@@ -736,7 +801,8 @@ static Value apply_seq(Elab *E, Env *env, const Ast *seq, const Value *in,
     const Ast *st = seq->list.v[i];
     const char *l = st->a ? elab_label(E, env, st->a)
                           : arena_printf(E->a, "%d", i);
-    cur = l ? apply(E, env, st->b, &cur, l, st->loc) : poison();
+    cur = l ? apply(E, env, st->b, &cur, l, st->a ? st->a->loc : st->loc)
+            : poison();
   }
   E->scope = saved_scope;
   E->cluster = saved_cluster;
@@ -787,8 +853,9 @@ static Value apply(Elab *E, Env *env, const Ast *target, const Value *in,
   if (nin < want) {
     const Arg *bad = nin < args.n && !args.v[nin].name ? &args.v[nin] : NULL;
     if (bad)
-      diag_error(E->d, bad->loc, "'%s' needs a tensor here, not %s", name,
-                 value_kind_name(bad->v.k));
+      misuse(E, bad->v, bad->loc,
+             arena_printf(E->a, "'%s' needs a tensor here, not %s", name,
+                          value_kind_name(bad->v.k)));
     else if (want == 1)
       diag_error(E->d, target->loc,
                  "'%s' needs an input tensor: write 'x -> %s' or '%s(x, ...)'",
@@ -798,7 +865,15 @@ static Value apply(Elab *E, Env *env, const Ast *target, const Value *in,
                  want);
     return poison();
   }
-  return make_op(E, op, ins, nin, args.v + nin, args.n - nin, label,
+  if (op == OP_MSE && ins[1].k == V_TENSOR && ins[1].t->op != OP_INPUT) {
+    diag_error(E->d, args.v[1].loc,
+               "mse compares against a declared input, but its target comes "
+               "from '%s'",
+               ins[1].t->name);
+    diag_note(E->d, ins[1].t->loc, "'%s' is computed here", ins[1].t->name);
+    return poison();
+  }
+  return make_op(E, op, ins, nin, args.v + nin, args.n - nin, label, loc,
                  target->loc);
 }
 
@@ -842,14 +917,20 @@ static void register_params(Elab *E, Node *n) {
     for (int j = 0; j < E->g->params.n; j++) {
       const Param *q = E->g->params.v[j];
       if (strcmp(q->name, p->name) == 0) {
-        diag_error(E->d, n->loc, "redefinition of parameter '%s'", p->name);
-        if (memcmp(&q->owner->loc, &n->loc, sizeof n->loc) == 0)
-          diag_note(E->d, n->loc,
+        Loc at = n->label_loc;
+        for (int k = 0; k < E->dup_reported.n; k++)
+          if (memcmp(&E->dup_reported.v[k], &at, sizeof at) == 0)
+            return; /* a loop repeating the same mistake */
+        vec_push(E->a, E->dup_reported, at);
+        diag_error(E->d, at, "redefinition of parameter '%s'", p->name);
+        if (memcmp(&q->owner->label_loc, &at, sizeof at) == 0)
+          diag_note(E->d, at,
                     "this line defined it already when it ran before (in a "
                     "loop or an earlier call); give each repetition its own "
                     "label, like '[i]:' or \"name{i}\":");
         else
-          diag_note(E->d, q->owner->loc, "'%s' first defined here", q->name);
+          diag_note(E->d, q->owner->label_loc, "'%s' first defined here",
+                    q->name);
         return;
       }
     }
@@ -858,9 +939,11 @@ static void register_params(Elab *E, Node *n) {
 }
 
 static Value make_op(Elab *E, OpKind op, const Value *in, int nin,
-                     const Arg *args, int nargs, const char *label, Loc loc) {
+                     const Arg *args, int nargs, const char *label,
+                     Loc label_loc, Loc loc) {
   Attrs at = {0};
-  int ok = op_bind(E->d, op, args, nargs, loc, &at);
+  const char *name = label ? join(E, E->scope, label) : auto_name(E, op);
+  int ok = op_bind(E->d, op, name, args, nargs, loc, &at, blame_arg, E);
   for (int i = 0; i < nin; i++)
     if (in[i].k != V_TENSOR)
       ok = 0;
@@ -871,19 +954,11 @@ static Value make_op(Elab *E, OpKind op, const Value *in, int nin,
     E->too_big = 1;
     return poison();
   }
-  if (op == OP_MSE && in[1].t->op != OP_INPUT) {
-    diag_error(E->d, loc,
-               "mse compares against a declared input, but its target comes "
-               "from '%s'",
-               in[1].t->name);
-    diag_note(E->d, in[1].t->loc, "'%s' is computed here", in[1].t->name);
-    return poison();
-  }
   Node *labels = NULL;
   if (op == OP_CROSS_ENTROPY && !(labels = labels_input(E, in[0].t, loc)))
     return poison();
-  const char *name = label ? join(E, E->scope, label) : auto_name(E, op);
   Node *n = graph_add_node(E->g, op, loc, name);
+  n->label_loc = label ? label_loc : loc;
   n->at = at;
   n->scope = E->cluster;
   for (int i = 0; i < nin; i++)
@@ -911,14 +986,14 @@ static void exec_input(Elab *E, Frame *f, const Ast *s) {
     return;
   for (int i = 0; i < E->g->inputs.n; i++)
     if (strcmp(E->g->inputs.v[i]->name, s->name) == 0) {
-      diag_error(E->d, s->loc, "input '%s' declared twice", s->name);
+      diag_error(E->d, s->b->loc, "input '%s' declared twice", s->name);
       diag_note(E->d, E->g->inputs.v[i]->loc, "first declared here");
       return;
     }
   Shape sh = {0, {0}};
   int ok = 1;
   if (s->list.n != 1 && s->list.n != 3) {
-    diag_error(E->d, s->loc,
+    diag_error(E->d, s->b->loc,
                "input '%s' has %d dimensions; write [C, H, W] or [F] (the "
                "batch is not written)",
                s->name, s->list.n);
@@ -942,7 +1017,8 @@ static void exec_input(Elab *E, Frame *f, const Ast *s) {
     bind(E, f->env, s->name, poison());
     return;
   }
-  Node *n = graph_add_node(E->g, OP_INPUT, s->loc, s->name);
+  Node *n = graph_add_node(E->g, OP_INPUT, s->b->loc, s->name);
+  n->label_loc = n->loc;
   n->shape = sh;
   n->scope = E->cluster;
   vec_push(E->a, E->g->inputs, n);
@@ -959,7 +1035,7 @@ static void exec_output(Elab *E, Frame *f, const Ast *s) {
   } else {
     Value *p = lookup(f->env, s->name);
     if (!p) {
-      diag_error(E->d, s->loc, "'%s' is not defined", s->name);
+      diag_error(E->d, s->b->loc, "'%s' is not defined", s->name);
       return;
     }
     v = *p;
@@ -967,17 +1043,17 @@ static void exec_output(Elab *E, Frame *f, const Ast *s) {
   if (v.k == V_POISON)
     return;
   if (v.k != V_TENSOR) {
-    diag_error(E->d, s->loc, "output '%s' must be a tensor, not %s", s->name,
-               value_kind_name(v.k));
+    diag_error(E->d, s->b->loc, "output '%s' must be a tensor, not %s",
+               s->name, value_kind_name(v.k));
     return;
   }
   for (int i = 0; i < E->g->outputs.n; i++)
     if (strcmp(E->g->outputs.v[i].name, s->name) == 0) {
-      diag_error(E->d, s->loc, "output '%s' declared twice", s->name);
+      diag_error(E->d, s->b->loc, "output '%s' declared twice", s->name);
       diag_note(E->d, E->g->outputs.v[i].loc, "first declared here");
       return;
     }
-  Output o = {s->name, v.t, s->loc};
+  Output o = {s->name, v.t, s->b->loc};
   vec_push(E->a, E->g->outputs, o);
 }
 
@@ -1025,8 +1101,9 @@ static void exec_for(Elab *E, Frame *f, const Ast *s) {
   else if (it.k == V_LIST)
     count = it.n;
   else {
-    diag_error(E->d, s->a->loc, "'for' needs a range or a list, not %s",
-               value_kind_name(it.k));
+    misuse(E, it, s->a->loc,
+           arena_printf(E->a, "'for' needs a range or a list, not %s",
+                        value_kind_name(it.k)));
     return;
   }
   if (count > MAX_LOOP_STEPS - E->steps) {
@@ -1049,8 +1126,9 @@ static void exec_if(Elab *E, Frame *f, const Ast *s) {
   if (c.k == V_POISON)
     return;
   if (c.k != V_BOOL) {
-    diag_error(E->d, s->a->loc, "'if' needs a boolean condition, not %s",
-               value_kind_name(c.k));
+    misuse(E, c, s->a->loc,
+           arena_printf(E->a, "'if' needs a boolean condition, not %s",
+                        value_kind_name(c.k)));
     return;
   }
   exec_stmts(E, f, c.i ? &s->list : &s->list2);
@@ -1119,18 +1197,25 @@ Graph *elaborate(Diag *d, Arena *a, const Program *p, const char *model) {
     }
   } else {
     int count = 0;
+    const Ast *second = NULL;
     for (int i = 0; i < p->main->items.n; i++)
-      if (p->main->items.v[i]->kind == A_MODEL && count++ == 0)
-        m = p->main->items.v[i];
+      if (p->main->items.v[i]->kind == A_MODEL) {
+        if (count++ == 0)
+          m = p->main->items.v[i];
+        else if (!second)
+          second = p->main->items.v[i];
+      }
     if (count == 0) {
       diag_error(d, (Loc){0, 0, 0}, "%s: no model to check (the file has %s)",
                  p->main->path, p->blocks.n ? "only blocks" : "no models");
       return NULL;
     }
     if (count > 1) {
-      diag_error(d, (Loc){0, 0, 0},
-                 "%s has %d models; choose one with --model NAME",
-                 p->main->path, count);
+      diag_error(d, second->loc,
+                 "the file defines several models ('%s', '%s'%s); choose one "
+                 "with --model NAME",
+                 m->name, second->name, count > 2 ? ", ..." : "");
+      diag_note(d, m->loc, "model '%s' is defined here", m->name);
       return NULL;
     }
   }
@@ -1218,7 +1303,8 @@ static void train_call(Elab *E, Env *env, const Ast *s) {
   Value v[SIG_MAX];
   Loc at[SIG_MAX];
   memset(v, 0, sizeof v);
-  if (!sig_bind(E->d, fn->name, fn->sig, args.v, args.n, c->loc, v, at))
+  if (!sig_bind(E->d, fn->name, fn->sig, args.v, args.n, c->loc, v, at, NULL,
+                NULL))
     return;
   TrainCfg *t = &E->g->train;
   if (strcmp(fn->name, "sgd") == 0) {

@@ -89,6 +89,46 @@ static void add_named(Loader *L, AstList *list, Ast *item, const char *what) {
   vec_push(L->a, *list, item);
 }
 
+/* "a/b/../c" -> "a/c" and "./x" -> "x", for the paths users read. */
+static char *normalize(Arena *a, const char *path) {
+  char *out = arena_alloc(a, strlen(path) + 2);
+  const char *seg[256];
+  size_t len[256];
+  int n = 0, up = 0, abs = path[0] == '/';
+  const char *p = path;
+  while (*p) {
+    while (*p == '/')
+      p++;
+    const char *s = p;
+    while (*p && *p != '/')
+      p++;
+    size_t l = (size_t)(p - s);
+    if (l == 0 || (l == 1 && s[0] == '.'))
+      continue;
+    if (l == 2 && s[0] == '.' && s[1] == '.' && n > up) {
+      n--;
+      continue;
+    }
+    if (n == 256)
+      return arena_strdup(a, path);
+    if (l == 2 && s[0] == '.' && s[1] == '.')
+      up++;
+    seg[n] = s;
+    len[n++] = l;
+  }
+  char *o = out;
+  if (abs)
+    *o++ = '/';
+  for (int i = 0; i < n; i++) {
+    if (i)
+      *o++ = '/';
+    memcpy(o, seg[i], len[i]);
+    o += len[i];
+  }
+  *o = 0;
+  return out;
+}
+
 static char *dir_of(Arena *a, const char *path) {
   const char *slash = strrchr(path, '/');
   if (!slash)
@@ -104,14 +144,25 @@ static AstFile *load_one(Loader *L, const char *path, Loc at) {
     Loaded *f = &L->files.v[i];
     if (strcmp(f->real, real) != 0)
       continue;
-    if (!f->done) {
-      diag_error(L->d, at, "import cycle: '%s' is being imported already",
-                 path);
-      for (int j = i + 1; j < L->files.n; j++)
-        if (!L->files.v[j].done)
-          diag_note(L->d, L->files.v[j].from, "'%s' imported here",
-                    L->files.v[j].file ? L->files.v[j].file->path : "?");
+    if (f->done)
+      return NULL;
+    /* A cycle through the files still loading, from file i back to it:
+     * reported at the import in file i that started it. */
+    const Loaded *next = NULL;
+    for (int j = i + 1; j < L->files.n && !next; j++)
+      if (!L->files.v[j].done)
+        next = &L->files.v[j];
+    if (!next) {
+      diag_error(L->d, at, "import cycle: '%s' imports itself", path);
+      return NULL;
     }
+    diag_error(L->d, next->from, "import cycle: '%s' leads back to '%s'",
+               next->file ? next->file->path : "?", f->file->path);
+    for (int j = (int)(next - L->files.v) + 1; j < L->files.n; j++)
+      if (!L->files.v[j].done)
+        diag_note(L->d, L->files.v[j].from, "which imports '%s'",
+                  L->files.v[j].file ? L->files.v[j].file->path : "?");
+    diag_note(L->d, at, "which imports '%s'", f->file->path);
     return NULL;
   }
   size_t len = 0;
@@ -145,8 +196,8 @@ static void collect(Loader *L, AstFile *f, const char *dir) {
         break;
       }
       const char *rel = s->list.v[0]->name;
-      const char *path =
-          rel[0] == '/' ? rel : arena_printf(L->a, "%s%s", dir, rel);
+      const char *path = normalize(
+          L->a, rel[0] == '/' ? rel : arena_printf(L->a, "%s%s", dir, rel));
       load_one(L, path, s->loc);
       break;
     }

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +27,7 @@ const char *value_kind_name(VKind k) {
   case V_NONE: return "nothing";
   case V_POISON: return "an erroneous value";
   case V_INT: return "an integer";
-  case V_FLOAT: return "a number";
+  case V_FLOAT: return "a float";
   case V_BOOL: return "a boolean";
   case V_STR: return "a string";
   case V_LIST: return "a list";
@@ -136,7 +137,8 @@ static Value parse_default(Arena *ar, const SigArg *s, const Value *slots,
 }
 
 int sig_bind(Diag *d, const char *what, const char *sig, const Arg *args,
-             int nargs, Loc call, Value *slots, Loc *locs) {
+             int nargs, Loc call, Value *slots, Loc *locs, ArgBlame blame,
+             void *ctx) {
   SigArg sa[SIG_MAX];
   int n = sig_parse(sig, sa);
   int given[SIG_MAX] = {0};
@@ -195,13 +197,16 @@ int sig_bind(Diag *d, const char *what, const char *sig, const Arg *args,
       continue;
     }
     if (!conform(sa[slot].type, &slots[slot])) {
-      diag_error(d, a->loc, "argument '%s' of '%s' must be %s, not %s",
-                 sa[slot].name, what, type_name(sa[slot].type),
-                 value_kind_name(a->v.k));
+      char msg[256];
+      snprintf(msg, sizeof msg, "argument '%s' of '%s' must be %s, not %s",
+               sa[slot].name, what, type_name(sa[slot].type),
+               value_kind_name(a->v.k));
+      if (!blame || !blame(ctx, a, a->loc, msg))
+        diag_error(d, a->loc, "%s", msg);
       ok = 0;
     }
   }
-  for (int j = 0; j < n; j++) {
+  for (int j = 0; j < n && ok; j++) {
     if (given[j])
       continue;
     if (!sa[j].def[0]) {
@@ -270,13 +275,55 @@ static int check_float(Diag *d, const char *op, const char *name, double v,
   return 1;
 }
 
-int op_bind(Diag *d, OpKind op, const Arg *args, int nargs, Loc call,
-            Attrs *at) {
+/* The place of the signature argument called `name` (the call's place for
+ * a default). */
+static Loc loc_of(const SigArg *sa, int n, const Loc *locs, const char *name,
+                  Loc call) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(sa[i].name, name) == 0)
+      return locs[i];
+  return call;
+}
+
+/* Rules between arguments, reported at the argument at fault. */
+static int relations(Diag *d, OpKind op, const char *name, const Attrs *at,
+                     const SigArg *sa, int n, const Loc *locs, Loc call) {
+  const char *opname = op_info[op].name;
+  for (int ax = 0; ax < 2; ax++) {
+    if (op == OP_CONV && at->same && at->s[ax] != 1) {
+      diag_error(d, loc_of(sa, n, locs, "p", call),
+                 "%s '%s': p=\"same\" needs stride 1 (PyTorch's rule), but "
+                 "the stride is %lld",
+                 opname, name, (long long)at->s[ax]);
+      return 0;
+    }
+    if ((op == OP_MAXPOOL || op == OP_AVGPOOL) && 2 * at->p[ax] > at->k[ax]) {
+      diag_error(d, loc_of(sa, n, locs, "p", call),
+                 "%s '%s': padding %lld is more than half the kernel %lld "
+                 "(PyTorch's rule)",
+                 opname, name, (long long)at->p[ax], (long long)at->k[ax]);
+      return 0;
+    }
+    if (op == OP_DECONV && at->output_padding[ax] >= at->s[ax] &&
+        at->output_padding[ax] >= at->d[ax]) {
+      diag_error(d, loc_of(sa, n, locs, "output_padding", call),
+                 "%s '%s': output_padding %lld must be smaller than the stride "
+                 "or the dilation",
+                 opname, name, (long long)at->output_padding[ax]);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
+            Loc call, Attrs *at, ArgBlame blame, void *ctx) {
   const OpInfo *info = &op_info[op];
   Value slots[SIG_MAX];
   Loc locs[SIG_MAX];
   memset(slots, 0, sizeof slots);
-  if (!sig_bind(d, info->name, info->sig, args, nargs, call, slots, locs))
+  if (!sig_bind(d, info->name, info->sig, args, nargs, call, slots, locs,
+                blame, ctx))
     return 0;
   SigArg sa[SIG_MAX];
   int n = sig_parse(info->sig, sa);
@@ -347,5 +394,5 @@ int op_bind(Diag *d, OpKind op, const Arg *args, int nargs, Loc call,
                    info->name, at->mode);
     ok = 0;
   }
-  return ok;
+  return ok && relations(d, op, name, at, sa, n, locs, call);
 }

@@ -24,11 +24,13 @@ enum { SIG_MAX = 12 };
  * the signature, locs[i] where it was written (call for defaults). what
  * names the callee in messages. Returns 0 after reporting an error. */
 int sig_bind(Diag *d, const char *what, const char *sig, const Arg *args,
-             int nargs, Loc call, Value *slots, Loc *locs);
+             int nargs, Loc call, Value *slots, Loc *locs, ArgBlame blame,
+             void *ctx);
 
 /* Binds the non-tensor arguments of an operator call into attributes,
- * checking each value's range. Returns 0 after reporting an error. */
-int op_bind(Diag *d, OpKind op, const Arg *args, int nargs, Loc call,
-            Attrs *at);
+ * checking each value's range and the relations between them; name is
+ * the layer's. Returns 0 after reporting an error. */
+int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
+            Loc call, Attrs *at, ArgBlame blame, void *ctx);
 
 #endif

@@ -4,7 +4,7 @@
  * run reports several. */
 %define api.pure full
 %define api.prefix {cnnyy}
-%define parse.error detailed
+%define parse.error custom
 %define parse.lac full
 %define api.location.type {Loc}
 %locations
@@ -21,6 +21,8 @@ void cnnyyerror(Loc *lloc, Parser *P, const char *msg);
 }
 
 %code {
+#include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lexer.h"
@@ -35,7 +37,10 @@ struct Parser {
   int has_peek;
   int last;        /* the last token handed to the parser */
   char *brackets;  /* open brackets: '(' '[' '{' and 'S' for seq { */
+  Loc *bracket_at; /* where each was opened */
   int depth, cap;
+  const char *text; /* the spelling of the last token read */
+  int textlen;
   int recovering;  /* after a syntax error, until the next line break */
   AstFile *file;
   Ast *expr;
@@ -73,11 +78,14 @@ static Ast *binop(Parser *P, int op, Loc loc, Ast *a, Ast *b) {
 %token T_START_FILE T_START_EXPR
 %token <node> T_IDENT "identifier" T_INT "integer" T_FLOAT "number" T_STRING "string"
 %token T_NEWLINE "end of line"
-%token T_ARROW "->" T_DOTDOT ".." T_IDIV "//" T_EQ "==" T_NE "!=" T_LE "<=" T_GE ">="
-%token T_IMPORT "import" T_BLOCK "block" T_MODEL "model" T_INPUT "input"
-%token T_OUTPUT "output" T_RETURN "return" T_FOR "for" T_IN "in" T_IF "if"
-%token T_ELSE "else" T_LOSS "loss" T_FREEZE "freeze" T_TRAIN "train" T_SEQ "seq"
-%token T_TRUE "true" T_FALSE "false" T_AND "and" T_OR "or" T_NOT "not"
+%token T_ERROR "invalid token"
+%token T_ARROW "'->'" T_DOTDOT "'..'" T_IDIV "'//'" T_EQ "'=='" T_NE "'!='"
+%token T_LE "'<='" T_GE "'>='"
+%token T_IMPORT "'import'" T_BLOCK "'block'" T_MODEL "'model'" T_INPUT "'input'"
+%token T_OUTPUT "'output'" T_RETURN "'return'" T_FOR "'for'" T_IN "'in'"
+%token T_IF "'if'" T_ELSE "'else'" T_LOSS "'loss'" T_FREEZE "'freeze'"
+%token T_TRAIN "'train'" T_SEQ "'seq'" T_TRUE "'true'" T_FALSE "'false'"
+%token T_AND "'and'" T_OR "'or'" T_NOT "'not'"
 
 %type <node> item stmt expr primary call arg stage target label path param
 %type <node> train_item if_stmt
@@ -151,9 +159,9 @@ opt_seps : %empty | seps ;
 
 stmt
   : T_INPUT T_IDENT '[' exprs ']'
-                               { $$ = mk(P, A_INPUT, @2); $$->name = $2->name; $$->list = $4; }
-  | T_OUTPUT T_IDENT           { $$ = mk(P, A_OUTPUT, @2); $$->name = $2->name; }
-  | T_OUTPUT T_IDENT '=' expr  { $$ = mk(P, A_OUTPUT, @2); $$->name = $2->name; $$->a = $4; }
+                               { $$ = mk(P, A_INPUT, @1); $$->name = $2->name; $$->b = $2; $$->list = $4; }
+  | T_OUTPUT T_IDENT           { $$ = mk(P, A_OUTPUT, @1); $$->name = $2->name; $$->b = $2; }
+  | T_OUTPUT T_IDENT '=' expr  { $$ = mk(P, A_OUTPUT, @1); $$->name = $2->name; $$->b = $2; $$->a = $4; }
   | T_IDENT '=' expr           { $$ = mk(P, A_BIND, @1); $$->name = $1->name; $$->a = $3; }
   | T_RETURN expr              { $$ = mk(P, A_RETURN, @1); $$->a = $2; }
   | T_FOR T_IDENT T_IN expr body
@@ -292,11 +300,75 @@ path
 
 void cnnyyerror(Loc *lloc, Parser *P, const char *msg) {
   diag_error(P->d, *lloc, "%s", msg);
-  /* Recovery resumes at the next line: forget brackets left open by the
-   * broken statement, or every later newline would look bracketed. */
+}
+
+/* Recovery resumes at the next line: forget brackets left open by the
+ * broken statement, or every later newline would look bracketed. */
+static void start_recovery(Parser *P) {
   while (P->depth > 0 && P->brackets[P->depth - 1] != '{')
     P->depth--;
   P->recovering = 1;
+}
+
+static int closes(int tok, char open) {
+  return (tok == ')' && open == '(') || (tok == ']' && open == '[') ||
+         (tok == '}' && (open == '{' || open == 'S'));
+}
+
+/* Syntax errors in the words of the language: what was found, what could
+ * stand there, and the bracket a misplaced closer or the end fails to
+ * match. Tokens the lexer already reported are not reported again. */
+static int yyreport_syntax_error(const yypcontext_t *ctx, Parser *P) {
+  yysymbol_kind_t tok = yypcontext_token(ctx);
+  const Loc *loc = yypcontext_location(ctx);
+  if (tok == YYSYMBOL_T_ERROR) {
+    start_recovery(P);
+    return 0;
+  }
+  yysymbol_kind_t exp[6];
+  int n = yypcontext_expected_tokens(ctx, exp, 6);
+  int want_ident = 0, top_level = 0;
+  for (int i = 0; i < n; i++) {
+    want_ident |= exp[i] == YYSYMBOL_T_IDENT;
+    top_level |= exp[i] == YYSYMBOL_T_IMPORT;
+  }
+  char found[96];
+  if (tok == YYSYMBOL_T_IDENT || tok == YYSYMBOL_T_INT || tok == YYSYMBOL_T_FLOAT)
+    snprintf(found, sizeof found, "%s '%.*s'", yysymbol_name(tok),
+             P->textlen > 40 ? 40 : P->textlen, P->text);
+  else
+    snprintf(found, sizeof found, "%s", yysymbol_name(tok));
+  const char *word = yysymbol_name(tok);
+  if (want_ident && word[0] == '\'' && isalpha((unsigned char)word[1])) {
+    diag_error(P->d, *loc, "%s is a reserved word and cannot be used as a name",
+               word);
+  } else if (top_level) {
+    diag_error(P->d, *loc,
+               "expected 'import', 'block' or 'model' at the top level, not %s",
+               found);
+  } else {
+    char expected[256] = "";
+    if (n > 0 && n <= 4) {
+      strcat(expected, ", expected ");
+      for (int i = 0; i < n; i++) {
+        if (i)
+          strcat(expected, i == n - 1 ? " or " : ", ");
+        strncat(expected, yysymbol_name(exp[i]), 40);
+      }
+    }
+    diag_error(P->d, *loc, "syntax error: unexpected %s%s", found, expected);
+  }
+  /* Which bracket is left open? */
+  int open = P->depth - 1;
+  int tk = P->last;
+  int closer = tk == ')' || tk == ']' || tk == '}';
+  if (open >= 0 &&
+      (tk == 0 || tk == T_MODEL || tk == T_BLOCK || tk == T_IMPORT ||
+       (closer && P->brackets[open] != '{' && !closes(tk, P->brackets[open]))))
+    diag_note(P->d, P->bracket_at[open], "to match this '%c'",
+              P->brackets[open] == 'S' ? '{' : P->brackets[open]);
+  start_recovery(P);
+  return 0;
 }
 
 /* Tokens after which a line break does not end the statement. */
@@ -330,23 +402,38 @@ static void read_raw(Parser *P, Tok *t) {
   }
 }
 
-static void track_brackets(Parser *P, int tok) {
+static void track_brackets(Parser *P, int tok, Loc at) {
   if (tok == '(' || tok == '[' || tok == '{') {
     if (P->depth == P->cap) {
       int ncap = P->cap ? P->cap * 2 : 64;
       char *nb = arena_alloc(P->ar, (size_t)ncap);
-      if (P->depth)
+      Loc *nl = arena_alloc(P->ar, sizeof(Loc) * (size_t)ncap);
+      if (P->depth) {
         memcpy(nb, P->brackets, (size_t)P->depth);
+        memcpy(nl, P->bracket_at, sizeof(Loc) * (size_t)P->depth);
+      }
       P->brackets = nb;
+      P->bracket_at = nl;
       P->cap = ncap;
     }
+    P->bracket_at[P->depth] = at;
     P->brackets[P->depth++] = (tok == '{' && P->last == T_SEQ) ? 'S' : (char)tok;
-  } else if (P->depth > 0) {
-    char top = P->brackets[P->depth - 1];
-    if ((tok == ')' && top == '(') || (tok == ']' && top == '[') ||
-        (tok == '}' && (top == '{' || top == 'S')))
-      P->depth--;
+  } else if (P->depth > 0 && closes(tok, P->brackets[P->depth - 1])) {
+    P->depth--;
   }
+}
+
+/* While recovering, a { ... } group is skipped whole, so the statements of
+ * a broken if or for are not taken for statements of the enclosing body. */
+static void skip_group(Parser *P, Tok *t) {
+  int nest = 1;
+  while (nest > 0) {
+    read_raw(P, t);
+    if (t->kind == 0)
+      return;
+    nest += t->kind == '{' ? 1 : t->kind == '}' ? -1 : 0;
+  }
+  read_raw(P, t);
 }
 
 /* The token filter between flex and bison: drops newlines inside brackets
@@ -364,6 +451,8 @@ int cnnyylex(CNNYYSTYPE *lval, Loc *lloc, Parser *P) {
   }
   for (;;) {
     read_raw(P, &t);
+    if (P->recovering && t.kind == '{')
+      skip_group(P, &t);
     if (t.kind != T_NEWLINE)
       break;
     if (P->recovering) {
@@ -386,6 +475,8 @@ int cnnyylex(CNNYYSTYPE *lval, Loc *lloc, Parser *P) {
     break;
   }
   *lloc = t.loc;
+  P->text = t.text;
+  P->textlen = (int)t.len;
   lval->node = NULL;
   switch (t.kind) {
   case T_IDENT:
@@ -406,8 +497,8 @@ int cnnyylex(CNNYYSTYPE *lval, Loc *lloc, Parser *P) {
   default:
     break;
   }
-  if (!P->recovering || t.kind == '{' || t.kind == '}')
-    track_brackets(P, t.kind);
+  if (!P->recovering || t.kind == '}')
+    track_brackets(P, t.kind, t.loc);
   P->last = t.kind;
   return t.kind;
 }
@@ -502,7 +593,7 @@ Ast *parse_embedded_expr(Diag *d, Arena *ar, Loc loc, const char *text,
   P.start = T_START_EXPR;
   /* An embedded expression never spans lines: treat it as bracketed. */
   P.last = '(';
-  track_brackets(&P, '(');
+  track_brackets(&P, '(', loc);
   int errors = d->errors;
   run(&P, text, len);
   return d->errors == errors ? P.expr : NULL;

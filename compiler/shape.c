@@ -72,7 +72,8 @@ static void buffer(Graph *g, Node *n, const char *role, Shape s, DType t) {
 }
 
 static const char *const axis_name[2] = {"height", "width"};
-static const char *const axis_rows[2] = {"rows", "columns"};
+static const char *const axis_rows[2][2] = {{"row", "rows"},
+                                             {"column", "columns"}};
 
 /* Output size along one axis of a window sliding over the padded input,
  * PyTorch's formula; warns when real input rows are never read. */
@@ -107,7 +108,8 @@ static int window(Diag *d, Arena *a, const Node *n, int ax, int64_t in,
                    " (%" PRId64 " + padding %" PRId64 " - kernel %" PRId64
                    " is not a multiple of the stride %" PRId64
                    "); an input %s of %" PRId64 " or %" PRId64 " divides exactly",
-                   op_info[n->op].name, n->name, unread, axis_rows[ax], in,
+                   op_info[n->op].name, n->name, unread,
+                   axis_rows[ax][unread > 1], in,
                    in, p_lo + p_hi, eff, s, axis_name[ax], down, up);
     }
   }
@@ -133,8 +135,6 @@ static int conv_like(Diag *d, Graph *g, Node *n) {
   int64_t o[2];
   for (int ax = 0; ax < 2; ax++) {
     if (at->same) {
-      if (at->s[ax] != 1)
-        return fail(d, n, "p=\"same\" needs stride 1 (PyTorch's rule)");
       int64_t total = at->d[ax] * (at->k[ax] - 1);
       at->p[ax] = total / 2;
       at->pad_end[ax] = total - total / 2;
@@ -142,12 +142,6 @@ static int conv_like(Diag *d, Graph *g, Node *n) {
       at->pad_end[ax] = at->p[ax];
     }
     if (deconv) {
-      if (at->output_padding[ax] >= at->s[ax] &&
-          at->output_padding[ax] >= at->d[ax])
-        return fail(d, n,
-                    "output_padding %" PRId64 " must be smaller than the "
-                    "stride or the dilation",
-                    at->output_padding[ax]);
       o[ax] = (x.d[ax + 1] - 1) * at->s[ax] - 2 * at->p[ax] +
               at->d[ax] * (at->k[ax] - 1) + at->output_padding[ax] + 1;
       if (o[ax] < 1)
@@ -176,11 +170,6 @@ static int pool(Diag *d, Graph *g, Node *n) {
   Shape x = n->in.v[0]->shape;
   int64_t o[2];
   for (int ax = 0; ax < 2; ax++) {
-    if (2 * at->p[ax] > at->k[ax])
-      return fail(d, n,
-                  "padding %" PRId64 " is more than half the kernel %" PRId64
-                  " (PyTorch's rule)",
-                  at->p[ax], at->k[ax]);
     at->pad_end[ax] = at->p[ax];
     at->d[ax] = 1;
     if (!window(d, g->a, n, ax, x.d[ax + 1], at->k[ax], at->s[ax], at->p[ax],

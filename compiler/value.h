@@ -25,6 +25,10 @@ typedef struct Value {
   struct Value *items;
   int n;
   Node *t;
+  /* A value passed to a block keeps where it came from, so misuse inside
+   * the block can be blamed on the call: the parameter, and the call. */
+  const struct Ast *param;
+  int call;
 } Value;
 
 /* An argument of a call: name is NULL for a positional one. */
@@ -35,5 +39,9 @@ typedef struct Arg {
 } Arg;
 
 const char *value_kind_name(VKind k);
+
+/* Lets the caller of an argument check take over reporting a misused
+ * argument (msg says what is wrong); returns 1 if it did. */
+typedef int (*ArgBlame)(void *ctx, const Arg *a, Loc at, const char *msg);
 
 #endif

@@ -25,7 +25,7 @@ for f in "$dir"/*.cnn; do
     case "$kind" in
       "# expect") want="$rel:$rest"
         case "$rest" in *": error: "*) want_status=1 ;; esac ;;
-      "# expect-note") want="$rel:${rest%%: *}: note: ${rest#*: *: }" ;;
+      "# expect-note") want="$rel:${rest%%: *}: note: ${rest#*: }" ;;
       *) continue ;;
     esac
     if ! grep -qF -- "$want" <<<"$out"; then

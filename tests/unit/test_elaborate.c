@@ -127,7 +127,8 @@ static void values(void **state) {
                 "'if' needs a boolean");
   compile_fails("model m { input x[1]\n output y = x -> relu -> dens(3) }",
                 "did you mean 'dense'");
-  compile_fails("model m { input x[1]\n output y = xx }", "did you mean 'x'");
+  compile_fails("model m { input image[1]\n output y = imagee }",
+                "did you mean 'image'");
 }
 
 static void floor_semantics(void **state) {

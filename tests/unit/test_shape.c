@@ -146,7 +146,7 @@ static void unread_rows_warning(void **state) {
                         "  output y = x -> conv(1, k=3, s=2)\n}\n");
   assert_int_equal(c->d.errors, 0);
   assert_int_equal(c->d.warnings, 2); /* rows and columns */
-  assert_non_null(strstr(c->msgs, "never reads the last 1 input rows of 10"));
+  assert_non_null(strstr(c->msgs, "never reads the last 1 input row of 10"));
   release(c);
   c = compile("model m {\n  input x[1, 11, 11]\n"
               "  output y = x -> conv(1, k=3, s=2) -> conv(1, k=1, s=2)\n}\n");
