@@ -45,7 +45,7 @@ all: $(BUILD)/cnnc
 # --- dependencies -----------------------------------------------------
 # Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
 # torchvision. Training demo data: dataset-fashion-mnist.
-DEB_PKGS = gcc make flex bison libcmocka-dev python3 python3-torch \
+DEB_PKGS = gcc make flex bison libcmocka-dev clang-format python3 python3-torch \
            python3-torchvision dataset-fashion-mnist
 
 deps:
@@ -94,12 +94,14 @@ $(BUILD)/cnnc-san: $(BUILD)/san/main.o $(SAN_OBJ)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lm
 
 # --- tests --------------------------------------------------------------
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcnnc.a tests/unit/testutil.h
+# Unit tests run against the sanitizer build of the compiler's objects.
+$(BUILD)/tests/%: tests/unit/%.c $(SAN_OBJ) tests/unit/testutil.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libcnnc.a -lcmocka -lm
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -o $@ $< $(SAN_OBJ) -lcmocka -lm
 
 check: deps all $(BUILD)/cnnc-san $(UNIT_TESTS)
-	@$(MAKE) --no-print-directory check-unit check-diagnostics check-oracle
+	@$(MAKE) --no-print-directory format-check check-unit check-diagnostics \
+	  check-oracle
 
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
@@ -131,7 +133,8 @@ install: $(BUILD)/cnnc
 	install -m 755 $(BUILD)/cnnc $(DESTDIR)$(PREFIX)/bin/cnnc
 
 format-check:
-	clang-format --dry-run -Werror compiler/*.c compiler/*.h tests/unit/*.c
+	@clang-format --dry-run -Werror compiler/*.c compiler/*.h tests/unit/*.c \
+	  tests/unit/*.h && echo "format: clean"
 
 clean:
 	rm -rf $(BUILD)

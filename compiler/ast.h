@@ -9,35 +9,35 @@
 
 typedef enum AstKind {
   /* expressions */
-  A_INT,    /* ival */
-  A_FLOAT,  /* fval */
-  A_BOOL,   /* ival */
-  A_STR,    /* list: parts, A_STRPART (text in name) or expressions */
+  A_INT,   /* ival */
+  A_FLOAT, /* fval */
+  A_BOOL,  /* ival */
+  A_STR,   /* list: parts, A_STRPART (text in name) or expressions */
   A_STRPART,
-  A_NAME,   /* name */
-  A_LIST,   /* list: elements */
-  A_RANGE,  /* a .. b */
-  A_BINOP,  /* a op b; op is a token code, loc is the operator's */
-  A_UNOP,   /* op a */
-  A_CALL,   /* name(list); keyword arguments are A_KWARG */
-  A_KWARG,  /* name = a */
-  A_PIPE,   /* a -> b, b an A_STAGE */
-  A_STAGE,  /* a: label or NULL, b: A_CALL, A_NAME or A_SEQ */
-  A_SEQ,    /* list: A_STAGEs */
+  A_NAME,  /* name */
+  A_LIST,  /* list: elements */
+  A_RANGE, /* a .. b */
+  A_BINOP, /* a op b; op is a token code, loc is the operator's */
+  A_UNOP,  /* op a */
+  A_CALL,  /* name(list); keyword arguments are A_KWARG */
+  A_KWARG, /* name = a */
+  A_PIPE,  /* a -> b, b an A_STAGE */
+  A_STAGE, /* a: label or NULL, b: A_CALL, A_NAME or A_SEQ */
+  A_SEQ,   /* list: A_STAGEs */
   /* labels */
   A_LABEL_PATH, /* list: A_NAME and A_INT components */
   A_LABEL_EXPR, /* [a] */
   A_LABEL_STR,  /* a: A_STR */
   /* statements */
-  A_INPUT,  /* name [list]; loc is the keyword's, b the name */
-  A_OUTPUT, /* name [= a]; loc is the keyword's, b the name */
-  A_BIND,   /* name = a */
-  A_RETURN, /* a */
-  A_FOR,    /* for name in a { list } */
-  A_IF,     /* if a { list } else { list2 } */
-  A_LOSS,   /* a */
-  A_FREEZE, /* list: labels */
-  A_TRAIN,  /* list: A_TRAIN_SET and A_TRAIN_CALL */
+  A_INPUT,      /* name [list]; loc is the keyword's, b the name */
+  A_OUTPUT,     /* name [= a]; loc is the keyword's, b the name */
+  A_BIND,       /* name = a */
+  A_RETURN,     /* a */
+  A_FOR,        /* for name in a { list } */
+  A_IF,         /* if a { list } else { list2 } */
+  A_LOSS,       /* a */
+  A_FREEZE,     /* list: labels */
+  A_TRAIN,      /* list: A_TRAIN_SET and A_TRAIN_CALL */
   A_TRAIN_SET,  /* name = a */
   A_TRAIN_CALL, /* name a, a an A_CALL or A_NAME */
   /* top level */

@@ -22,10 +22,9 @@ int64_t check_macs(const Node *n) {
     return shape_numel(n->shape) * (n->in.v[0]->shape.d[0] / at->groups) *
            at->k[0] * at->k[1];
   case OP_DECONV:
-    return shape_numel(n->in.v[0]->shape) * (at->out / at->groups) *
-           at->k[0] * at->k[1];
-  case OP_DENSE:
-    return n->in.v[0]->shape.d[0] * at->out;
+    return shape_numel(n->in.v[0]->shape) * (at->out / at->groups) * at->k[0] *
+           at->k[1];
+  case OP_DENSE: return n->in.v[0]->shape.d[0] * at->out;
   case OP_INPUT:
   case OP_MAXPOOL:
   case OP_AVGPOOL:
@@ -50,8 +49,7 @@ int64_t check_macs(const Node *n) {
   case OP_CROSS_ENTROPY:
   case OP_MSE:
   case OP_NONE:
-  case OP_COUNT:
-    break;
+  case OP_COUNT: break;
   }
   return 0;
 }
@@ -78,7 +76,8 @@ Totals check_totals(const Graph *g) {
   return t;
 }
 
-/* --- receptive fields ------------------------------------------------------ */
+/* --- receptive fields ------------------------------------------------------
+ */
 
 typedef enum { RF_NONE, RF_LOCAL, RF_ALL } RfKind;
 typedef struct Rf {
@@ -129,8 +128,7 @@ static Rf rf_node(const Node *n, const Rf *rf) {
   const Attrs *at = &n->at;
   Rf all = {RF_ALL, {0}, {0}, {0}};
   switch (n->op) {
-  case OP_CONV:
-    return rf_window(r, at->k, at->s, at->p, at->d);
+  case OP_CONV: return rf_window(r, at->k, at->s, at->p, at->d);
   case OP_MAXPOOL:
   case OP_AVGPOOL: {
     const int64_t one[2] = {1, 1};
@@ -173,8 +171,7 @@ static Rf rf_node(const Node *n, const Rf *rf) {
   case OP_INSTANCENORM:
   case OP_GROUPNORM:
   case OP_CROSS_ENTROPY:
-  case OP_MSE:
-    return all;
+  case OP_MSE: return all;
   case OP_INPUT:
   case OP_RELU:
   case OP_LEAKY_RELU:
@@ -187,8 +184,7 @@ static Rf rf_node(const Node *n, const Rf *rf) {
   case OP_CONCAT:
   case OP_ADD:
   case OP_NONE:
-  case OP_COUNT:
-    break;
+  case OP_COUNT: break;
   }
   return r;
 }
@@ -244,7 +240,8 @@ void check_print_table(FILE *out, const Graph *g, const char *path) {
       extent[1] = g->inputs.v[i]->shape.d[2];
     }
   Row *rows = arena_alloc(a, sizeof(Row) * (size_t)(g->nodes.n + 1));
-  rows[0] = (Row){{"layer", "op", "output", "params", "MACs", "receptive field", "train"}};
+  rows[0] = (Row){
+      {"layer", "op", "output", "params", "MACs", "receptive field", "train"}};
   int nrows = 1;
   for (int i = 0; i < g->nodes.n; i++) {
     const Node *n = g->nodes.v[i];
@@ -287,8 +284,8 @@ void check_print_table(FILE *out, const Graph *g, const char *path) {
     const Row *r = &rows[i];
     char line[1024];
     snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %*s  %*s  %-*s  %s", w[0],
-             r->col[0], w[1], r->col[1], w[2], r->col[2], w[3], r->col[3],
-             w[4], r->col[4], w[5], r->col[5], r->col[6]);
+             r->col[0], w[1], r->col[1], w[2], r->col[2], w[3], r->col[3], w[4],
+             r->col[4], w[5], r->col[5], r->col[6]);
     size_t len = strlen(line);
     while (len > 0 && line[len - 1] == ' ')
       line[--len] = 0;
@@ -302,8 +299,7 @@ void check_print_table(FILE *out, const Graph *g, const char *path) {
             shape_str(a, g->outputs.v[i].node->shape),
             g->outputs.v[i].node->name);
   if (g->loss)
-    fprintf(out, "loss: %s ('%s')\n", op_info[g->loss->op].name,
-            g->loss->name);
+    fprintf(out, "loss: %s ('%s')\n", op_info[g->loss->op].name, g->loss->name);
   fprintf(out, "parameters: %s total, %s trainable, %s frozen\n",
           commas(b1, t.params), commas(b2, t.trainable), commas(b3, t.frozen));
   if (t.buffer_values)
@@ -312,8 +308,9 @@ void check_print_table(FILE *out, const Graph *g, const char *path) {
   human(h, sizeof h, (double)t.macs, "MAC");
   fprintf(out, "MACs per sample: %s (%s)\n", commas(b1, t.macs), h);
   human(h, sizeof h, (double)t.activations * 4.0, "B");
-  fprintf(out, "activation memory per sample: %s (%s float32 values in all "
-               "layer outputs)\n",
+  fprintf(out,
+          "activation memory per sample: %s (%s float32 values in all "
+          "layer outputs)\n",
           h, commas(b1, t.activations));
 }
 

@@ -52,14 +52,42 @@ static void show_line(Diag *d, Loc loc) {
 static void emit(Diag *d, Loc loc, const char *kind, const char *suffix,
                  const char *fmt, va_list ap) {
   if (loc.file > 0 && loc.file < d->srcs.n)
-    fprintf(d->out, "%s:%d:%d: ", d->srcs.v[loc.file].path, loc.line,
-            loc.col);
+    fprintf(d->out, "%s:%d:%d: ", d->srcs.v[loc.file].path, loc.line, loc.col);
   else
     fprintf(d->out, "cnnc: ");
   fprintf(d->out, "%s: ", kind);
   vfprintf(d->out, fmt, ap);
   fprintf(d->out, "%s\n", suffix);
   show_line(d, loc);
+}
+
+typedef struct Later {
+  Loc loc;
+  const char *text;
+  struct Later *next;
+} Later;
+
+void diag_later(Diag *d, Loc loc, const char *fmt, ...) {
+  if (d->muted)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  Later *l = arena_alloc(d->arena, sizeof *l);
+  l->loc = loc;
+  l->text = arena_vprintf(d->arena, fmt, ap);
+  va_end(ap);
+  Later **tail = &d->later;
+  while (*tail)
+    tail = &(*tail)->next;
+  *tail = l;
+}
+
+void diag_flush(Diag *d) {
+  Later *l = d->later;
+  d->later = NULL;
+  for (; l; l = l->next)
+    diag_note(d, l->loc, "%s", l->text);
+  fflush(d->out);
 }
 
 static void add_context(Diag *d) {
@@ -84,6 +112,7 @@ static void count_error(Diag *d) {
 }
 
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
+  diag_flush(d);
   count_error(d);
   if (d->muted)
     return;
@@ -95,6 +124,7 @@ void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
 }
 
 void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
+  diag_flush(d);
   va_list ap;
   va_start(ap, fmt);
   if (d->werror) {
@@ -119,8 +149,7 @@ void diag_note(Diag *d, Loc loc, const char *fmt, ...) {
   va_end(ap);
 }
 
-void diag_internal_(Diag *d, const char *file, int line, const char *fmt,
-                    ...) {
+void diag_internal_(Diag *d, const char *file, int line, const char *fmt, ...) {
   d->errors++;
   d->internal = 1;
   va_list ap;

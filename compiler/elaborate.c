@@ -66,8 +66,8 @@ typedef struct Elab {
   int call_ids[MAX_CALL_DEPTH];
   const Loc *arg_locs[MAX_CALL_DEPTH]; /* per parameter; file 0: default */
   int depth;
-  int ncalls;       /* block calls made so far: the next call's id */
-  int context_top;  /* call frames the context notes show */
+  int ncalls;      /* block calls made so far: the next call's id */
+  int context_top; /* call frames the context notes show */
   LocVec dup_reported;
   int64_t steps;
   int too_big; /* a size limit was hit: stop building */
@@ -219,11 +219,11 @@ static void call_context(void *data, Diag *d) {
   Elab *E = data;
   for (int i = E->context_top - 1, shown = 0; i >= 0; i--, shown++) {
     if (shown == 4) {
-      diag_note(d, E->call_locs[0], "... in %d more calls, from here", i + 1);
+      diag_later(d, E->call_locs[0], "... in %d more calls, from here", i + 1);
       break;
     }
-    diag_note(d, E->call_locs[i], "in block '%s', called here",
-              E->calls[i]->name);
+    diag_later(d, E->call_locs[i], "in block '%s', called here",
+               E->calls[i]->name);
   }
 }
 
@@ -266,7 +266,8 @@ static int blame_arg(void *ctx, const Arg *a, Loc at, const char *msg) {
   return 1;
 }
 
-/* --- values ---------------------------------------------------------------- */
+/* --- values ----------------------------------------------------------------
+ */
 
 static const char *to_text(Elab *E, Value v, Loc loc, int *ok) {
   switch (v.k) {
@@ -278,8 +279,7 @@ static const char *to_text(Elab *E, Value v, Loc loc, int *ok) {
   case V_NONE:
   case V_LIST:
   case V_RANGE:
-  case V_TENSOR:
-    break;
+  case V_TENSOR: break;
   }
   diag_error(E->d, loc, "cannot put %s into a string", value_kind_name(v.k));
   *ok = 0;
@@ -451,8 +451,7 @@ static Value eval_binop(Elab *E, Env *env, const Ast *n) {
       return poison();
     }
     return arith(E, n->op, a, b, n->loc);
-  default:
-    return compare(E, n->op, a, b, n->loc);
+  default: return compare(E, n->op, a, b, n->loc);
   }
 }
 
@@ -560,8 +559,7 @@ static Value eval(Elab *E, Env *env, const Ast *n) {
   case A_IMPORT:
   case A_BLOCK:
   case A_PARAM:
-  case A_MODEL:
-    break;
+  case A_MODEL: break;
   }
   if (n->kind == A_SEQ) {
     diag_error(E->d, n->loc, "a seq needs an input: write 'x -> seq { ... }'");
@@ -578,9 +576,8 @@ static const char *elab_label(Elab *E, Env *env, const Ast *l) {
     const char *s = "";
     for (int i = 0; i < l->list.n; i++) {
       const Ast *c = l->list.v[i];
-      const char *part = c->kind == A_INT
-                             ? arena_printf(E->a, "%" PRId64, c->ival)
-                             : c->name;
+      const char *part =
+          c->kind == A_INT ? arena_printf(E->a, "%" PRId64, c->ival) : c->name;
       s = i ? arena_printf(E->a, "%s.%s", s, part) : part;
     }
     return s;
@@ -638,7 +635,7 @@ static int eval_args(Elab *E, Env *env, const Ast *call, const Value *in,
 static Value builtin(Elab *E, const char *name, const ArgVec *args, Loc loc,
                      int *handled) {
   *handled = 1;
-  int which = strcmp(name, "channels") == 0  ? 0
+  int which = strcmp(name, "channels") == 0 ? 0
               : strcmp(name, "height") == 0 ? 1
               : strcmp(name, "width") == 0  ? 2
               : strcmp(name, "len") == 0    ? 3
@@ -707,8 +704,8 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
       }
       if (npos >= nparams) {
         diag_error(E->d, a->loc,
-                   "too many arguments to block '%s' (it takes %d%s)",
-                   bk->name, nparams,
+                   "too many arguments to block '%s' (it takes %d%s)", bk->name,
+                   nparams,
                    i == 0 || args->v[0].loc.col == loc.col
                        ? ", counting the piped input"
                        : "");
@@ -789,7 +786,8 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
 static Value apply_seq(Elab *E, Env *env, const Ast *seq, const Value *in,
                        const char *label, Loc loc) {
   if (!in) {
-    diag_error(E->d, seq->loc, "a seq needs an input: write 'x -> seq { ... }'");
+    diag_error(E->d, seq->loc,
+               "a seq needs an input: write 'x -> seq { ... }'");
     return poison();
   }
   const char *saved_scope = E->scope;
@@ -799,8 +797,8 @@ static Value apply_seq(Elab *E, Env *env, const Ast *seq, const Value *in,
   Value cur = *in;
   for (int i = 0; i < seq->list.n && cur.k != V_POISON; i++) {
     const Ast *st = seq->list.v[i];
-    const char *l = st->a ? elab_label(E, env, st->a)
-                          : arena_printf(E->a, "%d", i);
+    const char *l =
+        st->a ? elab_label(E, env, st->a) : arena_printf(E->a, "%d", i);
     cur = l ? apply(E, env, st->b, &cur, l, st->a ? st->a->loc : st->loc)
             : poison();
   }
@@ -861,8 +859,7 @@ static Value apply(Elab *E, Env *env, const Ast *target, const Value *in,
                  "'%s' needs an input tensor: write 'x -> %s' or '%s(x, ...)'",
                  name, name, name);
     else
-      diag_error(E->d, target->loc, "'%s' needs %d input tensors", name,
-                 want);
+      diag_error(E->d, target->loc, "'%s' needs %d input tensors", name, want);
     return poison();
   }
   if (op == OP_MSE && ins[1].k == V_TENSOR && ins[1].t->op != OP_INPUT) {
@@ -894,7 +891,8 @@ static Node *labels_input(Elab *E, const Node *logits, Loc loc) {
       diag_note(E->d, loc, "cross_entropy used here");
       return NULL;
     }
-    if (n->shape.rank != want.rank || memcmp(n->shape.d, want.d, sizeof want.d)) {
+    if (n->shape.rank != want.rank ||
+        memcmp(n->shape.d, want.d, sizeof want.d)) {
       diag_error(E->d, loc,
                  "cross_entropy needs labels of shape %s, but an earlier "
                  "loss uses %s",
@@ -1043,8 +1041,8 @@ static void exec_output(Elab *E, Frame *f, const Ast *s) {
   if (v.k == V_POISON)
     return;
   if (v.k != V_TENSOR) {
-    diag_error(E->d, s->b->loc, "output '%s' must be a tensor, not %s",
-               s->name, value_kind_name(v.k));
+    diag_error(E->d, s->b->loc, "output '%s' must be a tensor, not %s", s->name,
+               value_kind_name(v.k));
     return;
   }
   for (int i = 0; i < E->g->outputs.n; i++)
@@ -1138,9 +1136,7 @@ static void exec_stmts(Elab *E, Frame *f, const AstList *stmts) {
   for (int i = 0; i < stmts->n && !f->returned && !E->too_big; i++) {
     const Ast *s = stmts->v[i];
     switch (s->kind) {
-    case A_BIND:
-      bind(E, f->env, s->name, eval(E, f->env, s->a));
-      break;
+    case A_BIND: bind(E, f->env, s->name, eval(E, f->env, s->a)); break;
     case A_RETURN:
       if (!f->block) {
         diag_error(E->d, s->loc, "'return' outside a block");
@@ -1232,12 +1228,15 @@ Graph *elaborate(Diag *d, Arena *a, const Program *p, const char *model) {
   push_cluster(&E, m->name, m->loc);
   exec_stmts(&E, &f, &m->list2);
   d->context = NULL;
+  diag_flush(d);
   apply_freezes(&E);
   if (d->errors == 0 && E.g->inputs.n == 0)
-    diag_error(d, m->loc, "model '%s' has no input; declare one with 'input x[C, H, W]'",
+    diag_error(d, m->loc,
+               "model '%s' has no input; declare one with 'input x[C, H, W]'",
                m->name);
   else if (d->errors == 0 && E.g->outputs.n == 0)
-    diag_error(d, m->loc, "model '%s' has no output; mark one with 'output y = ...'",
+    diag_error(d, m->loc,
+               "model '%s' has no output; mark one with 'output y = ...'",
                m->name);
   return E.g;
 }

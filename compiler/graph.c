@@ -35,9 +35,7 @@ Node *graph_add_node(Graph *g, OpKind op, Loc loc, const char *name) {
   return n;
 }
 
-void graph_add_input(Graph *g, Node *n, Node *in) {
-  vec_push(g->a, n->in, in);
-}
+void graph_add_input(Graph *g, Node *n, Node *in) { vec_push(g->a, n->in, in); }
 
 Param *graph_add_param(Graph *g, Node *n, const char *role, Shape shape,
                        ParamKind kind, DType dtype) {

@@ -68,8 +68,8 @@ VEC_TYPE(ScopeVec, Scope *);
 struct Node {
   int id;
   OpKind op;
-  Loc loc;       /* the operator's name in the source */
-  Loc label_loc; /* its label, where its name comes from (else loc) */
+  Loc loc;          /* the operator's name in the source */
+  Loc label_loc;    /* its label, where its name comes from (else loc) */
   const char *name; /* "layer1.0.conv1", or an automatic "relu3" */
   NodeVec in;
   Shape shape;

@@ -201,12 +201,8 @@ static void collect(Loader *L, AstFile *f, const char *dir) {
       load_one(L, path, s->loc);
       break;
     }
-    case A_BLOCK:
-      add_named(L, &L->p->blocks, it, "block");
-      break;
-    case A_MODEL:
-      add_named(L, &L->p->models, it, "model");
-      break;
+    case A_BLOCK: add_named(L, &L->p->blocks, it, "block"); break;
+    case A_MODEL: add_named(L, &L->p->models, it, "model"); break;
     default:
       diag_internal(L->d, "unexpected top-level item %d", (int)it->kind);
       break;

@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
       status = 0;
     }
   }
+  diag_flush(&d);
   if (d.internal)
     status = 3;
   else if (d.errors)

@@ -87,8 +87,7 @@ static const char *type_name(char t) {
  * lists, integers given for numbers become floats. */
 static int conform(char t, Value *v) {
   switch (t) {
-  case 'i':
-    return v->k == V_INT;
+  case 'i': return v->k == V_INT;
   case 'P':
     if (v->k == V_STR)
       return strcmp(v->s, "same") == 0;
@@ -104,12 +103,9 @@ static int conform(char t, Value *v) {
       v->f = (double)v->i;
     }
     return v->k == V_FLOAT;
-  case 'b':
-    return v->k == V_BOOL;
-  case 's':
-    return v->k == V_STR;
-  default:
-    return 0;
+  case 'b': return v->k == V_BOOL;
+  case 's': return v->k == V_STR;
+  default: return 0;
   }
 }
 
@@ -157,8 +153,8 @@ int sig_bind(Diag *d, const char *what, const char *sig, const Arg *args,
           diag_error(d, a->loc, "'%s' takes no arguments", what);
         else
           diag_error(d, a->loc,
-                     "too many arguments to '%s' (it takes at most %d)",
-                     what, n);
+                     "too many arguments to '%s' (it takes at most %d)", what,
+                     n);
         ok = 0;
         continue;
       }
@@ -229,7 +225,8 @@ typedef struct Field {
   int64_t min;
 } Field;
 
-#define F(n, t, f, m) {n, t, offsetof(Attrs, f), m}
+#define F(n, t, f, m)                                                          \
+  { n, t, offsetof(Attrs, f), m }
 static const Field fields[] = {
     F("out", 'i', out, 1),
     F("groups", 'i', groups, 1),
@@ -263,13 +260,11 @@ static int check_float(Diag *d, const char *op, const char *name, double v,
     return 0;
   }
   if (strcmp(name, "momentum") == 0 && !(v >= 0 && v <= 1)) {
-    diag_error(d, loc, "'%s': momentum must be between 0 and 1, got %g", op,
-               v);
+    diag_error(d, loc, "'%s': momentum must be between 0 and 1, got %g", op, v);
     return 0;
   }
   if (strcmp(name, "p") == 0 && !(v >= 0 && v < 1)) {
-    diag_error(d, loc, "'%s': p must be at least 0 and below 1, got %g", op,
-               v);
+    diag_error(d, loc, "'%s': p must be at least 0 and below 1, got %g", op, v);
     return 0;
   }
   return 1;
@@ -322,8 +317,8 @@ int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
   Value slots[SIG_MAX];
   Loc locs[SIG_MAX];
   memset(slots, 0, sizeof slots);
-  if (!sig_bind(d, info->name, info->sig, args, nargs, call, slots, locs,
-                blame, ctx))
+  if (!sig_bind(d, info->name, info->sig, args, nargs, call, slots, locs, blame,
+                ctx))
     return 0;
   SigArg sa[SIG_MAX];
   int n = sig_parse(info->sig, sa);
@@ -331,7 +326,8 @@ int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
   for (int i = 0; i < n; i++) {
     const Field *f = NULL;
     for (size_t j = 0; j < sizeof fields / sizeof fields[0]; j++)
-      if (fields[j].type == sa[i].type && strcmp(fields[j].name, sa[i].name) == 0)
+      if (fields[j].type == sa[i].type &&
+          strcmp(fields[j].name, sa[i].name) == 0)
         f = &fields[j];
     if (!f) {
       diag_internal(d, "no attribute field for '%s' of '%s'", sa[i].name,
@@ -363,7 +359,7 @@ int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
       }
       pair[0] = v->k == V_INT ? v->i : v->items[0].i;
       pair[1] = v->k == V_INT ? v->i : v->items[1].i;
-      int bad = pair[0] < f->min || pair[0] > INT32_MAX ? 0
+      int bad = pair[0] < f->min || pair[0] > INT32_MAX   ? 0
                 : pair[1] < f->min || pair[1] > INT32_MAX ? 1
                                                           : -1;
       if (bad >= 0) {
@@ -378,11 +374,8 @@ int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
       *(double *)base = v->f;
       ok &= check_float(d, info->name, f->name, v->f, locs[i]);
       break;
-    case 's':
-      *(const char **)base = v->s;
-      break;
-    default:
-      break;
+    case 's': *(const char **)base = v->s; break;
+    default: break;
     }
   }
   if (ok && at->mode && strcmp(at->mode, "nearest") != 0 &&

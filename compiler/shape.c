@@ -46,8 +46,9 @@ static int need_rank(Diag *d, Arena *a, const Node *n, int rank) {
   if (s.rank == rank)
     return 1;
   if (rank == 3 && s.rank == 1)
-    fail(d, n, "needs a [C, H, W] input, but gets %s (apply it before "
-               "'flatten')",
+    fail(d, n,
+         "needs a [C, H, W] input, but gets %s (apply it before "
+         "'flatten')",
          shape_str(a, s));
   else if (rank == 3)
     fail(d, n, "needs a [C, H, W] input, but gets %s", shape_str(a, s));
@@ -73,13 +74,13 @@ static void buffer(Graph *g, Node *n, const char *role, Shape s, DType t) {
 
 static const char *const axis_name[2] = {"height", "width"};
 static const char *const axis_rows[2][2] = {{"row", "rows"},
-                                             {"column", "columns"}};
+                                            {"column", "columns"}};
 
 /* Output size along one axis of a window sliding over the padded input,
  * PyTorch's formula; warns when real input rows are never read. */
 static int window(Diag *d, Arena *a, const Node *n, int ax, int64_t in,
-                  int64_t k, int64_t s, int64_t p_lo, int64_t p_hi,
-                  int64_t dil, int ceil_mode, int64_t *out) {
+                  int64_t k, int64_t s, int64_t p_lo, int64_t p_hi, int64_t dil,
+                  int ceil_mode, int64_t *out) {
   int64_t eff = dil * (k - 1) + 1;
   int64_t span = in + p_lo + p_hi - eff;
   if (span < 0) {
@@ -103,14 +104,14 @@ static int window(Diag *d, Arena *a, const Node *n, int ax, int64_t in,
     int64_t unread = span % s - p_hi;
     if (unread > 0 && eff >= s) {
       int64_t down = in - span % s, up = down + s;
-      diag_warning(d, n->loc,
-                   "%s '%s' never reads the last %" PRId64 " input %s of %" PRId64
-                   " (%" PRId64 " + padding %" PRId64 " - kernel %" PRId64
-                   " is not a multiple of the stride %" PRId64
-                   "); an input %s of %" PRId64 " or %" PRId64 " divides exactly",
-                   op_info[n->op].name, n->name, unread,
-                   axis_rows[ax][unread > 1], in,
-                   in, p_lo + p_hi, eff, s, axis_name[ax], down, up);
+      diag_warning(
+          d, n->loc,
+          "%s '%s' never reads the last %" PRId64 " input %s of %" PRId64
+          " (%" PRId64 " + padding %" PRId64 " - kernel %" PRId64
+          " is not a multiple of the stride %" PRId64
+          "); an input %s of %" PRId64 " or %" PRId64 " divides exactly",
+          op_info[n->op].name, n->name, unread, axis_rows[ax][unread > 1], in,
+          in, p_lo + p_hi, eff, s, axis_name[ax], down, up);
     }
   }
   *out = o;
@@ -126,8 +127,9 @@ static int conv_like(Diag *d, Graph *g, Node *n) {
   int64_t c = x.d[0];
   int deconv = n->op == OP_DECONV;
   if (c % at->groups || at->out % at->groups) {
-    fail(d, n, "groups=%" PRId64 " must divide both the input channels (%"
-               PRId64 ") and the output channels (%" PRId64 ")",
+    fail(d, n,
+         "groups=%" PRId64 " must divide both the input channels (%" PRId64
+         ") and the output channels (%" PRId64 ")",
          at->groups, c, at->out);
     from(d, a, n, 0);
     return 0;
@@ -145,8 +147,8 @@ static int conv_like(Diag *d, Graph *g, Node *n) {
       o[ax] = (x.d[ax + 1] - 1) * at->s[ax] - 2 * at->p[ax] +
               at->d[ax] * (at->k[ax] - 1) + at->output_padding[ax] + 1;
       if (o[ax] < 1)
-        return fail(d, n, "the output %s would be %" PRId64,
-                    axis_name[ax], o[ax]);
+        return fail(d, n, "the output %s would be %" PRId64, axis_name[ax],
+                    o[ax]);
     } else if (!window(d, a, n, ax, x.d[ax + 1], at->k[ax], at->s[ax],
                        at->p[ax], at->pad_end[ax], at->d[ax], 0, &o[ax])) {
       from(d, a, n, 0);
@@ -205,9 +207,8 @@ static int concat(Diag *d, Graph *g, Node *n) {
     int ok = s.rank == first.rank &&
              (s.rank == 1 || (s.d[1] == first.d[1] && s.d[2] == first.d[2]));
     if (!ok) {
-      fail(d, n,
-           "input %d has shape %s but input 1 has %s; %s",
-           i + 1, shape_str(a, s), shape_str(a, first),
+      fail(d, n, "input %d has shape %s but input 1 has %s; %s", i + 1,
+           shape_str(a, s), shape_str(a, first),
            first.rank == 3 ? "height and width must match (crop the larger "
                              "one)"
                            : "both must be [C, H, W] or both [F]");
@@ -239,11 +240,9 @@ static int rules(Diag *d, Graph *g, Node *n) {
   Attrs *at = &n->at;
   Shape x = n->in.n ? n->in.v[0]->shape : n->shape;
   switch (n->op) {
-  case OP_INPUT:
-    return 1;
+  case OP_INPUT: return 1;
   case OP_CONV:
-  case OP_DECONV:
-    return conv_like(d, g, n);
+  case OP_DECONV: return conv_like(d, g, n);
   case OP_DENSE:
     if (!need_rank(d, a, n, 1))
       return 0;
@@ -253,8 +252,7 @@ static int rules(Diag *d, Graph *g, Node *n) {
       param(g, n, "bias", shp(1, at->out, 0, 0, 0));
     return 1;
   case OP_MAXPOOL:
-  case OP_AVGPOOL:
-    return pool(d, g, n);
+  case OP_AVGPOOL: return pool(d, g, n);
   case OP_GLOBAL_AVGPOOL:
     if (!need_rank(d, a, n, 3))
       return 0;
@@ -269,9 +267,7 @@ static int rules(Diag *d, Graph *g, Node *n) {
   case OP_LEAKY_RELU:
   case OP_TANH:
   case OP_SIGMOID:
-  case OP_DROPOUT:
-    n->shape = x;
-    return 1;
+  case OP_DROPOUT: n->shape = x; return 1;
   case OP_SOFTMAX:
     if (x.rank < 1)
       return fail(d, n, "needs a tensor with channels, not a scalar");
@@ -309,8 +305,8 @@ static int rules(Diag *d, Graph *g, Node *n) {
     if (!need_rank(d, a, n, 3))
       return 0;
     if (x.d[0] % at->g) {
-      fail(d, n, "%" PRId64 " groups do not divide %" PRId64 " channels",
-           at->g, x.d[0]);
+      fail(d, n, "%" PRId64 " groups do not divide %" PRId64 " channels", at->g,
+           x.d[0]);
       from(d, a, n, 0);
       return 0;
     }
@@ -329,12 +325,9 @@ static int rules(Diag *d, Graph *g, Node *n) {
     n->shape = shp(1, shape_numel(x), 0, 0, 0);
     return 1;
   }
-  case OP_CONCAT:
-    return concat(d, g, n);
-  case OP_ADD:
-    return binary_same(d, g, n, "add");
-  case OP_MSE:
-    return binary_same(d, g, n, "compare");
+  case OP_CONCAT: return concat(d, g, n);
+  case OP_ADD: return binary_same(d, g, n, "add");
+  case OP_MSE: return binary_same(d, g, n, "compare");
   case OP_UPSAMPLE:
     if (!need_rank(d, a, n, 3))
       return 0;
@@ -367,8 +360,7 @@ static int rules(Diag *d, Graph *g, Node *n) {
     n->shape = shp(0, 0, 0, 0, 0);
     return 1;
   case OP_NONE:
-  case OP_COUNT:
-    break;
+  case OP_COUNT: break;
   }
   diag_internal(d, "no shape rule for operator %d", (int)n->op);
   return 0;
@@ -391,7 +383,6 @@ int shape_infer(Diag *d, Graph *g, Node *n) {
   for (int i = 0; i < n->params.n; i++)
     if (too_large(n->params.v[i]->shape))
       return fail(d, n, "its %s %s has more than 2^40 elements",
-                  n->params.v[i]->role,
-                  shape_str(g->a, n->params.v[i]->shape));
+                  n->params.v[i]->role, shape_str(g->a, n->params.v[i]->shape));
   return 1;
 }

@@ -24,7 +24,8 @@ static void pytorch_names(void **state) {
   char src[2048];
   snprintf(src, sizeof src,
            "%smodel m {\n  input x[64, 56, 56]\n"
-           "  output y = x -> layer1: stage(64, 2, 1) -> layer2: stage(128, 2, 2)\n}\n",
+           "  output y = x -> layer1: stage(64, 2, 1) -> layer2: stage(128, 2, "
+           "2)\n}\n",
            resnet_block);
   Compiled *c = compile_ok(src);
   const Param *p = param_named(c->g, "layer1.0.conv1.weight");
@@ -36,7 +37,8 @@ static void pytorch_names(void **state) {
   p = param_named(c->g, "layer2.0.downsample.0.weight");
   assert_non_null(p);
   ASSERT_SHAPE(p->shape, 4, 128, 64, 1);
-  assert_non_null(param_named(c->g, "layer2.0.downsample.1.num_batches_tracked"));
+  assert_non_null(
+      param_named(c->g, "layer2.0.downsample.1.num_batches_tracked"));
   assert_null(param_named(c->g, "layer2.0.conv1.bias"));
   ASSERT_SHAPE(c->g->outputs.v[0].node->shape, 3, 128, 28, 28);
   release(c);
@@ -57,11 +59,10 @@ static void seq_numbering(void **state) {
 
 /* Unlabelled operators outside a seq are <op><n>, counted per scope. */
 static void automatic_names(void **state) {
-  Compiled *c = compile_ok(
-      "block b(x) { return x -> conv(4, k=1) -> relu }\n"
-      "model m {\n  input x[3, 8, 8]\n"
-      "  y = x -> conv(4, k=1) -> relu -> conv(4, k=1)\n"
-      "  output z = y -> blk: b -> b\n}\n");
+  Compiled *c = compile_ok("block b(x) { return x -> conv(4, k=1) -> relu }\n"
+                           "model m {\n  input x[3, 8, 8]\n"
+                           "  y = x -> conv(4, k=1) -> relu -> conv(4, k=1)\n"
+                           "  output z = y -> blk: b -> b\n}\n");
   assert_non_null(param_named(c->g, "conv0.weight"));
   assert_non_null(param_named(c->g, "conv1.weight"));
   assert_non_null(param_named(c->g, "blk.conv0.weight"));
@@ -107,14 +108,14 @@ static void arguments(void **state) {
 }
 
 static void values(void **state) {
-  Compiled *c = compile_ok(
-      "model m {\n  input x[3, 10, 12]\n"
-      "  c = channels(x) * 2 + height(x) // 3 - width(x) % 5\n"
-      "  if c == 7 and not (c < 0) { x = x -> conv(c, k=1) }\n"
-      "  else { x = x -> conv(1, k=1) }\n"
-      "  n = len([1, 2, 3])\n"
-      "  for i in 0..n { x = x -> relu }\n"
-      "  output y = x\n}\n");
+  Compiled *c =
+      compile_ok("model m {\n  input x[3, 10, 12]\n"
+                 "  c = channels(x) * 2 + height(x) // 3 - width(x) % 5\n"
+                 "  if c == 7 and not (c < 0) { x = x -> conv(c, k=1) }\n"
+                 "  else { x = x -> conv(1, k=1) }\n"
+                 "  n = len([1, 2, 3])\n"
+                 "  for i in 0..n { x = x -> relu }\n"
+                 "  output y = x\n}\n");
   /* 3*2 + 10//3 - 12%5 = 6 + 3 - 2 = 7 */
   ASSERT_SHAPE(c->g->outputs.v[0].node->shape, 3, 7, 10, 12);
   assert_non_null(node_named(c->g, "relu2"));
@@ -153,10 +154,11 @@ static void duplicates(void **state) {
 }
 
 static void freezing(void **state) {
-  Compiled *c = compile_ok("model m {\n  input x[3, 8, 8]\n"
-                           "  output y = x -> body: seq { conv(4, k=3) -> bn }\n"
-                           "    -> flatten -> head: dense(2)\n"
-                           "  freeze body\n}\n");
+  Compiled *c =
+      compile_ok("model m {\n  input x[3, 8, 8]\n"
+                 "  output y = x -> body: seq { conv(4, k=3) -> bn }\n"
+                 "    -> flatten -> head: dense(2)\n"
+                 "  freeze body\n}\n");
   assert_true(param_named(c->g, "body.0.weight")->frozen);
   assert_true(param_named(c->g, "body.1.running_mean")->frozen);
   assert_false(param_named(c->g, "head.weight")->frozen);
@@ -172,7 +174,8 @@ static void train_section(void **state) {
       "model m {\n  input x[4]\n  output y = x -> dense(3)\n"
       "  loss cross_entropy(y)\n"
       "  train {\n    batch = 32\n    epochs = 3\n    seed = 7\n"
-      "    optimizer sgd(lr=0.1, momentum=0.9, nesterov=true, weight_decay=1e-4)\n"
+      "    optimizer sgd(lr=0.1, momentum=0.9, nesterov=true, "
+      "weight_decay=1e-4)\n"
       "    schedule step(every=2, gamma=0.5)\n    init he\n  }\n}\n");
   const TrainCfg *t = &c->g->train;
   assert_int_equal(t->batch, 32);
@@ -197,8 +200,9 @@ static void train_section(void **state) {
   compile_fails("model m { input x[4]\n output y = x\n"
                 " train { optimiser adam() } }",
                 "unknown training setting 'optimiser'");
-  compile_fails("model m { input x[4]\n output y = x\n train { optimizer rmsprop } }",
-                "unknown optimizer 'rmsprop'");
+  compile_fails(
+      "model m { input x[4]\n output y = x\n train { optimizer rmsprop } }",
+      "unknown optimizer 'rmsprop'");
 }
 
 int main(void) {

@@ -78,8 +78,8 @@ static void ranges(void **state) {
 
 static void operators_and_keywords(void **state) {
   Lexed r = lex_all("-> // == != <= >= and or not seq model relu");
-  int want[] = {T_ARROW, T_IDIV, T_EQ, T_NE, T_LE, T_GE, T_AND,
-                T_OR,    T_NOT,  T_SEQ, T_MODEL, T_IDENT};
+  int want[] = {T_ARROW, T_IDIV, T_EQ,  T_NE,  T_LE,    T_GE,
+                T_AND,   T_OR,   T_NOT, T_SEQ, T_MODEL, T_IDENT};
   assert_int_equal(r.n, 12);
   for (int i = 0; i < 12; i++)
     assert_int_equal(r.t[i].kind, want[i]);
@@ -107,9 +107,9 @@ static void bad_input(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(numbers),     cmocka_unit_test(label_paths),
-      cmocka_unit_test(ranges),      cmocka_unit_test(operators_and_keywords),
-      cmocka_unit_test(places),      cmocka_unit_test(bad_input),
+      cmocka_unit_test(numbers), cmocka_unit_test(label_paths),
+      cmocka_unit_test(ranges),  cmocka_unit_test(operators_and_keywords),
+      cmocka_unit_test(places),  cmocka_unit_test(bad_input),
   };
   return cmocka_run_group_tests_name("lexer", tests, NULL, NULL);
 }

@@ -133,11 +133,12 @@ static void interpolation(void **state) {
 }
 
 static void top_level(void **state) {
-  Parsed *p = parse("import \"a.cnn\"\n\nblock b(x, c, s=1) { return x }\n"
-                    "model m { input x[1, 2, 3]; output y = x\n loss mse(y, x)\n"
-                    "  freeze a.b, [0], \"c{1}\"\n"
-                    "  train { batch = 4; optimizer sgd(lr=0.1)\n schedule cosine }\n"
-                    "}\n");
+  Parsed *p =
+      parse("import \"a.cnn\"\n\nblock b(x, c, s=1) { return x }\n"
+            "model m { input x[1, 2, 3]; output y = x\n loss mse(y, x)\n"
+            "  freeze a.b, [0], \"c{1}\"\n"
+            "  train { batch = 4; optimizer sgd(lr=0.1)\n schedule cosine }\n"
+            "}\n");
   assert_int_equal(p->d.errors, 0);
   assert_int_equal(p->f->items.n, 3);
   assert_int_equal(p->f->items.v[0]->kind, A_IMPORT);
@@ -164,10 +165,13 @@ static void recovery(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(precedence),     cmocka_unit_test(pipes),
-      cmocka_unit_test(labels_and_seq), cmocka_unit_test(continuation),
+      cmocka_unit_test(precedence),
+      cmocka_unit_test(pipes),
+      cmocka_unit_test(labels_and_seq),
+      cmocka_unit_test(continuation),
       cmocka_unit_test(if_else_on_next_line),
-      cmocka_unit_test(interpolation),  cmocka_unit_test(top_level),
+      cmocka_unit_test(interpolation),
+      cmocka_unit_test(top_level),
       cmocka_unit_test(recovery),
   };
   return cmocka_run_group_tests_name("parser", tests, NULL, NULL);

@@ -33,7 +33,7 @@ static inline Compiled *compile(const char *src) {
   Program *p = load_program_text(&c->d, c->a, "t.cnn", src);
   if (p && c->d.errors == 0)
     c->g = elaborate(&c->d, c->a, p, NULL);
-  fflush(c->f);
+  diag_flush(&c->d);
   return c;
 }
 
