@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "ops.h"
+
 Graph *graph_new(Arena *a, const char *name, Loc loc) {
   Graph *g = arena_alloc(a, sizeof *g);
   g->a = a;
@@ -68,4 +70,30 @@ Shape shape_of(int rank, const int64_t *dims) {
   Shape s = {rank, {0}};
   memcpy(s.d, dims, sizeof(int64_t) * (size_t)rank);
   return s;
+}
+
+static const char *dtype_name(DType t) { return t == DT_I64 ? "i64" : "f32"; }
+
+void graph_print(FILE *out, const Graph *g) {
+  fprintf(out, "graph %s\n", g->name);
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = g->nodes.v[i];
+    fprintf(out, "%%%d = %s %s", n->id, op_info[n->op].name, n->name);
+    for (int j = 0; j < n->in.n; j++)
+      fprintf(out, " %%%d", n->in.v[j]->id);
+    op_print_attrs(out, n);
+    fprintf(out, " : %s %s\n", dtype_name(n->dtype), shape_str(g->a, n->shape));
+  }
+  for (int i = 0; i < g->params.n; i++) {
+    const Param *p = g->params.v[i];
+    fprintf(out, "param %%%d %s %s %s %s%s\n", p->owner->id, p->name,
+            dtype_name(p->dtype), shape_str(g->a, p->shape),
+            p->kind == PK_PARAM ? "param" : "buffer",
+            p->frozen ? " frozen" : "");
+  }
+  for (int i = 0; i < g->outputs.n; i++)
+    fprintf(out, "output %s = %%%d\n", g->outputs.v[i].name,
+            g->outputs.v[i].node->id);
+  if (g->loss)
+    fprintf(out, "loss = %%%d\n", g->loss->id);
 }

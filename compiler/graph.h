@@ -6,6 +6,7 @@
 #define CNNC_GRAPH_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "diag.h"
 
@@ -130,5 +131,13 @@ Param *graph_add_param(Graph *g, Node *n, const char *role, Shape shape,
 int64_t shape_numel(Shape s);
 char *shape_str(Arena *a, Shape s);
 Shape shape_of(int rank, const int64_t *dims);
+
+/* The graph's one text form, for --dump-after and tests:
+ *   graph NAME
+ *   %ID = OP NAME %IN... ATTR=VALUE... : DTYPE [DIMS]
+ *   param %OWNER NAME DTYPE [DIMS] param|buffer [frozen]
+ *   output NAME = %ID
+ *   loss = %ID */
+void graph_print(FILE *out, const Graph *g);
 
 #endif

@@ -30,12 +30,14 @@ static const char usage[] =
     "  dot        print the graph in Graphviz's language (blocks as clusters)\n"
     "\n"
     "options:\n"
-    "  --model NAME   the model to use when the file defines several\n"
-    "  --params       (check) list every parameter and buffer instead:\n"
-    "                 name, dimensions, param or buffer; one per line\n"
-    "  -Werror        treat warnings as errors\n"
-    "  -h, --help     show this help\n"
-    "  --version      show the version\n"
+    "  --model NAME       the model to use when the file defines several\n"
+    "  --params           (check) list every parameter and buffer instead:\n"
+    "                     name, dimensions, param or buffer; one per line\n"
+    "  --dump-after=PASS  print the IR after PASS (elaborate: the graph) in\n"
+    "                     its text form instead of the command's output\n"
+    "  -Werror            treat warnings as errors\n"
+    "  -h, --help         show this help\n"
+    "  --version          show the version\n"
     "\n"
     "Exit status: 0 ok, 1 errors in the model, 2 bad usage, 3 internal error.\n"
     "The language is described in docs/language.md.\n";
@@ -58,7 +60,7 @@ static int usage_error(const char *fmt, ...) {
 }
 
 int main(int argc, char **argv) {
-  const char *command = NULL, *path = NULL, *model = NULL;
+  const char *command = NULL, *path = NULL, *model = NULL, *dump = NULL;
   int params = 0, werror = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -72,6 +74,12 @@ int main(int argc, char **argv) {
       if (++i == argc)
         return usage_error("%s needs a model name", a);
       model = argv[i];
+    } else if (strncmp(a, "--dump-after=", 13) == 0) {
+      dump = a + 13;
+      if (strcmp(dump, "elaborate") != 0)
+        return usage_error("--dump-after: unknown pass '%s' (passes: "
+                           "elaborate)",
+                           dump);
     } else if (strcmp(a, "--params") == 0) {
       params = 1;
     } else if (strcmp(a, "-Werror") == 0) {
@@ -107,7 +115,9 @@ int main(int argc, char **argv) {
   if (p && d.errors == 0) {
     Graph *g = elaborate(&d, arena, p, model);
     if (g && d.errors == 0) {
-      if (strcmp(command, "dot") == 0)
+      if (dump)
+        graph_print(stdout, g);
+      else if (strcmp(command, "dot") == 0)
         dot_print(stdout, g);
       else if (params)
         check_print_params(stdout, g);

@@ -389,3 +389,47 @@ int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
   }
   return ok && relations(d, op, name, at, sa, n, locs, call);
 }
+
+static const Field *field_of(const SigArg *sa) {
+  for (size_t j = 0; j < sizeof fields / sizeof fields[0]; j++)
+    if (fields[j].type == sa->type && strcmp(fields[j].name, sa->name) == 0)
+      return &fields[j];
+  return NULL;
+}
+
+void op_print_attrs(FILE *out, const Node *n) {
+  SigArg sa[SIG_MAX];
+  int count = sig_parse(op_info[n->op].sig, sa);
+  const char *base = (const char *)&n->at;
+  for (int i = 0; i < count; i++) {
+    const Field *f = field_of(&sa[i]);
+    if (!f)
+      continue;
+    const char *p = base + f->off;
+    switch (f->type) {
+    case 'i':
+      fprintf(out, " %s=%lld", f->name, (long long)*(const int64_t *)p);
+      break;
+    case 'b':
+      fprintf(out, " %s=%s", f->name, *(const int *)p ? "true" : "false");
+      break;
+    case 'p':
+    case 'P': {
+      const int64_t *v = (const int64_t *)p;
+      fprintf(out, " %s=%lld,%lld", f->name, (long long)v[0], (long long)v[1]);
+      break;
+    }
+    case 'f': fprintf(out, " %s=%.9g", f->name, *(const double *)p); break;
+    case 's':
+      fprintf(out, " %s=\"%s\"", f->name, *(const char *const *)p);
+      break;
+    default: break;
+    }
+  }
+  if (n->op == OP_CONV || n->op == OP_MAXPOOL || n->op == OP_AVGPOOL)
+    fprintf(out, " pad_end=%lld,%lld", (long long)n->at.pad_end[0],
+            (long long)n->at.pad_end[1]);
+  if (n->op == OP_CROP)
+    fprintf(out, " offset=%lld,%lld", (long long)n->at.p[0],
+            (long long)n->at.p[1]);
+}

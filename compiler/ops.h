@@ -3,6 +3,8 @@
 #ifndef CNNC_OPS_H
 #define CNNC_OPS_H
 
+#include <stdio.h>
+
 #include "graph.h"
 #include "value.h"
 
@@ -32,5 +34,9 @@ int sig_bind(Diag *d, const char *what, const char *sig, const Arg *args,
  * the layer's. Returns 0 after reporting an error. */
 int op_bind(Diag *d, OpKind op, const char *name, const Arg *args, int nargs,
             Loc call, Attrs *at, ArgBlame blame, void *ctx);
+
+/* Prints " name=value" for each attribute of n's operator, as the graph's
+ * text form shows them (pairs as "h,w"). */
+void op_print_attrs(FILE *out, const Node *n);
 
 #endif
