@@ -25,22 +25,40 @@ VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 # The compiler, in pipeline order (docs/architecture.md follows this list).
 LIB_SRC = compiler/mem.c compiler/diag.c compiler/ast.c compiler/load.c \
           compiler/ops.c compiler/graph.c compiler/elaborate.c \
-          compiler/shape.c compiler/check.c compiler/dot.c
-GEN_SRC = $(BUILD)/parser.c $(BUILD)/lexer.c
+          compiler/shape.c compiler/check.c compiler/dot.c compiler/loop.c \
+          compiler/lower.c compiler/plan.c compiler/emit_c.c compiler/run.c
+GEN_SRC = $(BUILD)/parser.c $(BUILD)/lexer.c $(BUILD)/gen/st_template.c
 MAIN_SRC = compiler/main.c
 
 LIB_OBJ = $(LIB_SRC:compiler/%.c=$(BUILD)/obj/%.o) \
-          $(BUILD)/obj/parser.o $(BUILD)/obj/lexer.o
+          $(BUILD)/obj/parser.o $(BUILD)/obj/lexer.o $(BUILD)/obj/st_template.o
 SAN_OBJ = $(LIB_SRC:compiler/%.c=$(BUILD)/san/%.o) \
-          $(BUILD)/san/parser.o $(BUILD)/san/lexer.o
+          $(BUILD)/san/parser.o $(BUILD)/san/lexer.o $(BUILD)/san/st_template.o
 
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps check check-unit check-diagnostics check-oracle demo \
+        check-generated \
         install clean format-check
 .SUFFIXES:
 
-all: $(BUILD)/cnnc
+# The C of the examples a reader opens first, kept in the tree.
+GENERATED = generated/lenet5.c generated/resnet18.c generated/unet.c
+
+all: $(BUILD)/cnnc $(GENERATED)
+
+# Inference code for one sample at a time, as a product would embed it.
+generated/%.c: dsl-examples/%.cnn $(BUILD)/cnnc
+	$(BUILD)/cnnc $< -o $@ --batch 1
+
+# Fails when generated/ is not what this cnnc prints.
+check-generated: $(BUILD)/cnnc
+	@mkdir -p $(BUILD)/generated
+	@set -e; for f in $(GENERATED); do b=$$(basename $$f .c); \
+	  $(BUILD)/cnnc dsl-examples/$$b.cnn -o $(BUILD)/generated/$$b.c --batch 1; \
+	  cmp -s $(BUILD)/generated/$$b.c $$f && cmp -s $(BUILD)/generated/$$b.h generated/$$b.h \
+	    || { echo "generated/$$b.c is stale: run make"; exit 1; }; \
+	done; echo "generated: up to date"
 
 # --- dependencies -----------------------------------------------------
 # Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
@@ -75,6 +93,21 @@ $(BUILD)/obj/%.o: $(BUILD)/%.c $(BUILD)/parser.h $(wildcard compiler/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(GEN_CFLAGS) -c -o $@ $<
 
+$(BUILD)/obj/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(@D)
+	$(CC) $(GEN_CFLAGS) -c -o $@ $<
+
+$(BUILD)/san/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(@D)
+	$(CC) $(GEN_CFLAGS) $(SAN_FLAGS) -c -o $@ $<
+
+# The safetensors code every model.c carries, as a string in cnnc.
+$(BUILD)/gen/st_template.c: compiler/emit_c_safetensors.c.in
+	@mkdir -p $(@D)
+	{ echo 'const char emit_c_safetensors_template[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/  "/' -e 's/$$/\\n"/' $<; \
+	  echo '  "";'; } > $@
+
 $(BUILD)/libcnnc.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
@@ -93,7 +126,18 @@ $(BUILD)/san/%.o: $(BUILD)/%.c $(BUILD)/parser.h $(wildcard compiler/*.h)
 $(BUILD)/cnnc-san: $(BUILD)/san/main.o $(SAN_OBJ)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lm
 
+# The safetensors reader/writer printed into generated code, instantiated
+# with the prefix "t" for its unit test.
+$(BUILD)/gen/safetensors_t.c: compiler/emit_c_safetensors.c.in
+	@mkdir -p $(@D)
+	sed 's/PREFIX/t/g' $< > $@
+
 # --- tests --------------------------------------------------------------
+# The generated-code safetensors reader, tested through its instance "t".
+$(BUILD)/tests/test_safetensors_gen: tests/unit/test_safetensors_gen.c $(BUILD)/gen/safetensors_t.c
+	@mkdir -p $(@D)
+	$(CC) -std=c99 -Wall -Wextra -Werror $(CFLAGS) $(SAN_FLAGS) -I$(BUILD)/gen -o $@ $< -lcmocka
+
 # Unit tests run against the sanitizer build of the compiler's objects.
 $(BUILD)/tests/%: tests/unit/%.c $(SAN_OBJ) tests/unit/testutil.h
 	@mkdir -p $(@D)
@@ -101,7 +145,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(SAN_OBJ) tests/unit/testutil.h
 
 check: deps all $(BUILD)/cnnc-san $(UNIT_TESTS)
 	@$(MAKE) --no-print-directory format-check check-unit check-diagnostics \
-	  check-oracle
+	  check-generated check-oracle
 
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
@@ -129,8 +173,9 @@ demo: deps all
 	done
 
 install: $(BUILD)/cnnc
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/cnnc/runtime
 	install -m 755 $(BUILD)/cnnc $(DESTDIR)$(PREFIX)/bin/cnnc
+	install -m 644 runtime/*.c runtime/*.h $(DESTDIR)$(PREFIX)/share/cnnc/runtime
 
 format-check:
 	@clang-format --dry-run -Werror compiler/*.c compiler/*.h tests/unit/*.c \

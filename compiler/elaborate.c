@@ -26,6 +26,7 @@ enum {
   MAX_CALL_DEPTH = 200,
   MAX_LOOP_STEPS = 1000000, /* loop iterations in one model */
   MAX_NODES = 1000000,
+  MAX_PARAM_NAME = 255, /* what generated loaders compare */
 };
 
 typedef struct Binding {
@@ -56,7 +57,7 @@ VEC_TYPE(FreezeVec, Freeze);
 typedef struct Elab {
   Diag *d;
   Arena *a;
-  const Program *p;
+  const Sources *p;
   Graph *g;
   const char *scope; /* parameter-name prefix of the current scope */
   Scope *cluster;
@@ -912,6 +913,12 @@ static Node *labels_input(Elab *E, const Node *logits, Loc loc) {
 static void register_params(Elab *E, Node *n) {
   for (int i = 0; i < n->params.n; i++) {
     Param *p = n->params.v[i];
+    if (strlen(p->name) > MAX_PARAM_NAME) {
+      diag_error(E->d, n->label_loc,
+                 "parameter name '%.40s...' is longer than %d bytes", p->name,
+                 MAX_PARAM_NAME);
+      return;
+    }
     for (int j = 0; j < E->g->params.n; j++) {
       const Param *q = E->g->params.v[j];
       if (strcmp(q->name, p->name) == 0) {
@@ -1183,7 +1190,7 @@ static void apply_freezes(Elab *E) {
   }
 }
 
-Graph *elaborate(Diag *d, Arena *a, const Program *p, const char *model) {
+Graph *elaborate(Diag *d, Arena *a, const Sources *p, const char *model) {
   const Ast *m = NULL;
   if (model) {
     m = program_model(p, model);

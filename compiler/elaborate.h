@@ -9,6 +9,6 @@
 
 /* Elaborates the model called `model`, or the only model of the main file
  * when model is NULL. Errors go to d; NULL when there is no graph at all. */
-Graph *elaborate(Diag *d, Arena *a, const Program *p, const char *model);
+Graph *elaborate(Diag *d, Arena *a, const Sources *p, const char *model);
 
 #endif

@@ -24,7 +24,7 @@ VEC_TYPE(LoadedVec, Loaded);
 typedef struct Loader {
   Diag *d;
   Arena *a;
-  Program *p;
+  Sources *p;
   LoadedVec files;
 } Loader;
 
@@ -210,15 +210,15 @@ static void collect(Loader *L, AstFile *f, const char *dir) {
   }
 }
 
-Program *load_program(Diag *d, Arena *a, const char *path) {
-  Loader L = {d, a, arena_alloc(a, sizeof(Program)), {0}};
+Sources *load_program(Diag *d, Arena *a, const char *path) {
+  Loader L = {d, a, arena_alloc(a, sizeof(Sources)), {0}};
   L.p->main = load_one(&L, path, (Loc){0, 0, 0});
   return L.p->main ? L.p : NULL;
 }
 
-Program *load_program_text(Diag *d, Arena *a, const char *name,
+Sources *load_program_text(Diag *d, Arena *a, const char *name,
                            const char *text) {
-  Loader L = {d, a, arena_alloc(a, sizeof(Program)), {0}};
+  Loader L = {d, a, arena_alloc(a, sizeof(Sources)), {0}};
   Loaded entry = {arena_strdup(a, name), 0, {0, 0, 0}, NULL};
   vec_push(a, L.files, entry);
   int id = diag_add_source(d, arena_strdup(a, name), arena_strdup(a, text),
@@ -230,14 +230,14 @@ Program *load_program_text(Diag *d, Arena *a, const char *name,
   return L.p;
 }
 
-const Ast *program_block(const Program *p, const char *name) {
+const Ast *program_block(const Sources *p, const char *name) {
   for (int i = 0; i < p->blocks.n; i++)
     if (strcmp(p->blocks.v[i]->name, name) == 0)
       return p->blocks.v[i];
   return NULL;
 }
 
-const Ast *program_model(const Program *p, const char *name) {
+const Ast *program_model(const Sources *p, const char *name) {
   for (int i = 0; i < p->models.n; i++)
     if (strcmp(p->models.v[i]->name, name) == 0)
       return p->models.v[i];

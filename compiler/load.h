@@ -5,21 +5,21 @@
 
 #include "ast.h"
 
-typedef struct Program {
+typedef struct Sources {
   AstFile *main;
   AstList blocks; /* A_BLOCK of every loaded file */
   AstList models; /* A_MODEL of every loaded file */
-} Program;
+} Sources;
 
 /* NULL only when the main file itself cannot be read; other problems are
  * reported to d and leave a partial program. */
-Program *load_program(Diag *d, Arena *a, const char *path);
+Sources *load_program(Diag *d, Arena *a, const char *path);
 /* The same for text held in memory; imports resolve against the current
  * directory. */
-Program *load_program_text(Diag *d, Arena *a, const char *name,
+Sources *load_program_text(Diag *d, Arena *a, const char *name,
                            const char *text);
 
-const Ast *program_block(const Program *p, const char *name);
-const Ast *program_model(const Program *p, const char *name);
+const Ast *program_block(const Sources *p, const char *name);
+const Ast *program_model(const Sources *p, const char *name);
 
 #endif

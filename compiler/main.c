@@ -1,10 +1,14 @@
-/* The cnnc driver: parses the command line and runs the pipeline.
+/* The cnnc driver: parses the command line and runs the pipeline, one
+ * phase after another:
  *
- *   load (lexer, parser, imports) -> elaborate (with shape inference)
+ *   load (lexer, parser, imports)
+ *   elaborate (blocks, loops, names; shapes as nodes are made)
  *   -> check table | dot
+ *   lower (loop nests, eval mode) -> plan (memory) -> emit_c | run
  *
  * Exit status: 0 success, 1 errors in the model or its files, 2 a bad
  * command line, 3 an internal compiler error. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,33 +18,57 @@
 #include "diag.h"
 #include "dot.h"
 #include "elaborate.h"
+#include "emit_c.h"
 #include "load.h"
+#include "lower.h"
+#include "plan.h"
+#include "run.h"
 
 #ifndef CNNC_VERSION
 #define CNNC_VERSION "0.0.0"
 #endif
 
 static const char usage[] =
-    "usage: cnnc <command> [options] MODEL.cnn\n"
+    "usage: cnnc MODEL.cnn -o MODEL.c [options]\n"
+    "       cnnc <command> [options] MODEL.cnn\n"
+    "\n"
+    "  cnnc MODEL.cnn -o FILE.c  write standalone C for the model's forward\n"
+    "             pass (inference): FILE.c and FILE.h, C99, libm only\n"
     "\n"
     "commands:\n"
     "  check      parse the model, build its graph and infer every shape;\n"
     "             print one row per layer (output shape, parameters, MACs,\n"
     "             receptive field) and the totals\n"
     "  dot        print the graph in Graphviz's language (blocks as clusters)\n"
+    "  run        run the forward pass (eval mode) on the samples of a file:\n"
+    "             --weights W.safetensors --input I.safetensors\n"
+    "             --output O.safetensors; compiles with the system C compiler\n"
+    "             and caches the program in ~/.cache/cnnc\n"
     "\n"
     "options:\n"
+    "  -o FILE.c          (compile) where to write the C; the header goes\n"
+    "                     beside it with the extension .h\n"
+    "  --batch N          samples per call of the generated code (default:\n"
+    "                     the model's train { batch }, else 1)\n"
+    "  --weights FILE     (run) the parameters and buffers, by name\n"
+    "  --input FILE       (run) one float32 tensor per model input, [N, ...]\n"
+    "  --output FILE      (run) where each model output is written, [N, ...]\n"
+    "  --cc CMD           (run) the C compiler to use (default: cc)\n"
     "  --model NAME       the model to use when the file defines several\n"
     "  --params           (check) list every parameter and buffer instead:\n"
     "                     name, dimensions, param or buffer; one per line\n"
-    "  --dump-after=PASS  print the IR after PASS (elaborate: the graph) in\n"
-    "                     its text form instead of the command's output\n"
+    "  --dump-after=PASS  print the IR after PASS in its text form instead of\n"
+    "                     the command's output; PASS is elaborate (the "
+    "graph),\n"
+    "                     lower (the loop nests) or plan (with memory "
+    "offsets)\n"
     "  -Werror            treat warnings as errors\n"
+    "  -v, --verbose      say what run compiles and where\n"
     "  -h, --help         show this help\n"
     "  --version          show the version\n"
     "\n"
-    "Exit status: 0 ok, 1 errors in the model, 2 bad usage, 3 internal error.\n"
-    "The language is described in docs/language.md.\n";
+    "Exit status: 0 ok, 1 errors in the model or its files, 2 bad usage,\n"
+    "3 internal error. The language is described in docs/language.md.\n";
 
 static void out_of_memory(void) {
   fputs("cnnc: out of memory\n", stderr);
@@ -59,73 +87,195 @@ static int usage_error(const char *fmt, ...) {
   return 2;
 }
 
-int main(int argc, char **argv) {
-  const char *command = NULL, *path = NULL, *model = NULL, *dump = NULL;
-  int params = 0, werror = 0;
+typedef struct Options {
+  const char *command, *path, *model, *dump, *out;
+  const char *weights, *input, *output, *cc;
+  long long batch;
+  int params, werror, verbose;
+} Options;
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Options that take a value: "--name VALUE" or "--name=VALUE". */
+static const char *value_of(int argc, char **argv, int *i, const char *name) {
+  size_t n = strlen(name);
+  if (strncmp(argv[*i], name, n) != 0)
+    return NULL;
+  if (argv[*i][n] == '=')
+    return argv[*i] + n + 1;
+  if (argv[*i][n] != 0)
+    return NULL;
+  if (*i + 1 == argc)
+    return "";
+  return argv[++*i];
+}
+
+static int parse_args(int argc, char **argv, Options *o) {
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
+    const char *a = argv[i], *v;
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       fputs(usage, stdout);
-      return 0;
+      exit(0);
     } else if (strcmp(a, "--version") == 0) {
       printf("cnnc %s\n", CNNC_VERSION);
-      return 0;
-    } else if (strcmp(a, "--model") == 0) {
-      if (++i == argc)
-        return usage_error("%s needs a model name", a);
-      model = argv[i];
+      exit(0);
+    } else if ((v = value_of(argc, argv, &i, "--model"))) {
+      o->model = v;
+    } else if ((v = value_of(argc, argv, &i, "-o"))) {
+      o->out = v;
+    } else if ((v = value_of(argc, argv, &i, "--weights"))) {
+      o->weights = v;
+    } else if ((v = value_of(argc, argv, &i, "--input"))) {
+      o->input = v;
+    } else if ((v = value_of(argc, argv, &i, "--output"))) {
+      o->output = v;
+    } else if ((v = value_of(argc, argv, &i, "--cc"))) {
+      o->cc = v;
+    } else if ((v = value_of(argc, argv, &i, "--batch"))) {
+      char *end;
+      errno = 0;
+      o->batch = strtoll(v, &end, 10);
+      if (!*v || *end || errno || o->batch < 1 || o->batch > 1000000)
+        return usage_error("--batch needs a number from 1 to 1000000, not '%s'",
+                           v);
     } else if (strncmp(a, "--dump-after=", 13) == 0) {
-      dump = a + 13;
-      if (strcmp(dump, "elaborate") != 0)
+      o->dump = a + 13;
+      if (strcmp(o->dump, "elaborate") && strcmp(o->dump, "lower") &&
+          strcmp(o->dump, "plan"))
         return usage_error("--dump-after: unknown pass '%s' (passes: "
-                           "elaborate)",
-                           dump);
+                           "elaborate, lower, plan)",
+                           o->dump);
     } else if (strcmp(a, "--params") == 0) {
-      params = 1;
+      o->params = 1;
     } else if (strcmp(a, "-Werror") == 0) {
-      werror = 1;
+      o->werror = 1;
+    } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+      o->verbose = 1;
     } else if (a[0] == '-' && a[1]) {
       return usage_error("unknown option '%s'", a);
-    } else if (!command) {
-      command = a;
-    } else if (!path) {
-      path = a;
+    } else if (!o->command && !o->path && ends_with(a, ".cnn")) {
+      o->command = "compile";
+      o->path = a;
+    } else if (!o->command) {
+      o->command = a;
+    } else if (!o->path) {
+      o->path = a;
     } else {
       return usage_error("unexpected argument '%s'", a);
     }
   }
-  if (!command) {
+  if (!o->command) {
     fputs(usage, stderr);
     return 2;
   }
-  if (strcmp(command, "check") != 0 && strcmp(command, "dot") != 0)
-    return usage_error("unknown command '%s' (commands: check, dot)", command);
-  if (!path)
-    return usage_error("%s needs a model file", command);
-  if (params && strcmp(command, "check") != 0)
-    return usage_error("--params goes with check, not %s", command);
+  const char *c = o->command;
+  if (strcmp(c, "check") && strcmp(c, "dot") && strcmp(c, "run") &&
+      strcmp(c, "compile"))
+    return usage_error("unknown command '%s' (commands: check, dot, run; or "
+                       "give a .cnn file to compile)",
+                       c);
+  if (!o->path)
+    return usage_error("%s needs a model file", c);
+  if (o->params && strcmp(c, "check"))
+    return usage_error("--params goes with check, not %s", c);
+  if (!strcmp(c, "compile") && !o->out && !o->dump)
+    return usage_error("say where to write the C code with -o FILE.c");
+  if (o->out && (!ends_with(o->out, ".c") || strlen(o->out) < 3))
+    return usage_error("-o needs a file name ending in .c, not '%s'", o->out);
+  if (!strcmp(c, "run") && !o->dump && (!o->weights || !o->input || !o->output))
+    return usage_error("run needs --weights, --input and --output files");
+  return -1;
+}
 
+/* Writes FILE.c and FILE.h; 0 on success. */
+static int write_c(Diag *d, const Program *p, const char *out) {
+  size_t n = strlen(out);
+  char *hpath = mem_alloc(n + 1);
+  memcpy(hpath, out, n + 1);
+  hpath[n - 1] = 'h';
+  const char *slash = strrchr(hpath, '/');
+  const char *hname = slash ? slash + 1 : hpath;
+  FILE *c = fopen(out, "w"), *h = fopen(hpath, "w");
+  int rc = 0;
+  if (!c || !h) {
+    diag_error(d, (Loc){0, 0, 0}, "cannot write %s: %s", !c ? out : hpath,
+               strerror(errno));
+    rc = 1;
+  } else {
+    emit_c(c, h, p, d, hname);
+  }
+  if ((c && fclose(c)) || (h && fclose(h))) {
+    diag_error(d, (Loc){0, 0, 0}, "cannot write %s", out);
+    rc = 1;
+  }
+  mem_free(hpath);
+  return rc;
+}
+
+static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
+  Sources *prog = load_program(d, arena, o->path);
+  if (!prog || d->errors)
+    return 1;
+  Graph *g = elaborate(d, arena, prog, o->model);
+  if (!g || d->errors)
+    return 1;
+  const char *c = o->command;
+  if (o->dump && !strcmp(o->dump, "elaborate")) {
+    graph_print(stdout, g);
+    return 0;
+  }
+  if (!strcmp(c, "dot")) {
+    dot_print(stdout, g);
+    return 0;
+  }
+  if (!strcmp(c, "check")) {
+    if (o->params) {
+      check_print_params(stdout, g);
+      return 0;
+    }
+    check_print_table(stdout, g, o->path);
+    /* What the generated code will need: the planned arena, one sample. */
+    Program *one = lower(d, arena, g, 1);
+    plan(one);
+    printf("activation arena per sample: %.1f KB planned, against %.1f KB "
+           "for every layer output apart\n",
+           (double)one->arena_count * 4 / 1024,
+           (double)one->activation_sum * 4 / 1024);
+    return 0;
+  }
+  int64_t batch = o->batch ? o->batch : g->train.batch;
+  Program *p = lower(d, arena, g, batch);
+  if (d->errors)
+    return 1;
+  if (o->dump && !strcmp(o->dump, "lower")) {
+    loop_print(stdout, p);
+    return 0;
+  }
+  plan(p);
+  if (o->dump) {
+    loop_print(stdout, p);
+    return 0;
+  }
+  if (!strcmp(c, "compile"))
+    return write_c(d, p, o->out);
+  RunOptions ro = {o->weights, o->input, o->output, o->cc, self, o->verbose};
+  return run_program(d, p, &ro);
+}
+
+int main(int argc, char **argv) {
+  Options o = {0};
+  int rc = parse_args(argc, argv, &o);
+  if (rc >= 0)
+    return rc;
   mem_set_oom_handler(out_of_memory);
   Arena *arena = arena_new();
   Diag d;
   diag_init(&d, arena, stderr);
-  d.werror = werror;
-  int status = 1;
-  Program *p = load_program(&d, arena, path);
-  if (p && d.errors == 0) {
-    Graph *g = elaborate(&d, arena, p, model);
-    if (g && d.errors == 0) {
-      if (dump)
-        graph_print(stdout, g);
-      else if (strcmp(command, "dot") == 0)
-        dot_print(stdout, g);
-      else if (params)
-        check_print_params(stdout, g);
-      else
-        check_print_table(stdout, g, path);
-      status = 0;
-    }
-  }
+  d.werror = o.werror;
+  int status = compile(&d, arena, &o, argv[0]);
   diag_flush(&d);
   if (d.internal)
     status = 3;

@@ -30,7 +30,7 @@ static inline Compiled *compile(const char *src) {
   c->a = arena_new();
   c->f = open_memstream(&c->msgs, &c->len);
   diag_init(&c->d, c->a, c->f);
-  Program *p = load_program_text(&c->d, c->a, "t.cnn", src);
+  Sources *p = load_program_text(&c->d, c->a, "t.cnn", src);
   if (p && c->d.errors == 0)
     c->g = elaborate(&c->d, c->a, p, NULL);
   diag_flush(&c->d);

@@ -1,0 +1,363 @@
+/* The C backend. It prints the loop IR as C99 and decides nothing: every
+ * loop, index and buffer offset comes from lowering and planning. The
+ * output depends only on the program, so it is byte-identical across
+ * runs. model.c needs libm and nothing else: no malloc, no stdio, no
+ * global state; the caller owns the one state struct. */
+#include "emit_c.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "ops.h"
+
+extern const char emit_c_safetensors_template[];
+
+static void upper(char *dst, const char *src, size_t n) {
+  size_t i = 0;
+  for (; src[i] && i + 1 < n; i++)
+    dst[i] = (char)toupper((unsigned char)src[i]);
+  dst[i] = 0;
+}
+
+/* The template with PREFIX replaced by the model's name. */
+static void print_template(FILE *out, const char *text, const char *prefix) {
+  const char *p = text;
+  while (*p) {
+    const char *hit = strstr(p, "PREFIX");
+    if (!hit) {
+      fputs(p, out);
+      return;
+    }
+    fwrite(p, 1, (size_t)(hit - p), out);
+    fputs(prefix, out);
+    p = hit + 6;
+  }
+}
+
+static void mark_expr(const Expr *e, char *used) {
+  if (!e)
+    return;
+  if (e->k == X_LOAD)
+    used[e->buf->id] |= 1;
+  mark_expr(e->a, used);
+  mark_expr(e->b, used);
+  mark_expr(e->c, used);
+}
+
+static void mark_stmts(const StmtVec *body, char *used) {
+  for (int i = 0; i < body->n; i++) {
+    const Stmt *s = body->v[i];
+    if (s->buf)
+      used[s->buf->id] |= 2;
+    mark_expr(s->index, used);
+    mark_expr(s->value, used);
+    mark_stmts(&s->body, used);
+  }
+}
+
+static const Buffer *root(const Buffer *b) {
+  while (b->alias)
+    b = b->alias;
+  return b;
+}
+
+static void declare(FILE *o, const Buffer *b, int writes) {
+  const Buffer *r = root(b);
+  const char *type = r->kind == BUF_I64 ? "int64_t" : "float";
+  const char *cq = writes ? "" : "const ";
+  switch (r->kind) {
+  case BUF_F32:
+    fprintf(o, "    %s%s *%s = s->f32 + %" PRId64 ";", cq, type, b->name,
+            r->offset);
+    break;
+  case BUF_I64:
+    fprintf(o, "    %s%s *%s = s->i64 + %" PRId64 ";", cq, type, b->name,
+            r->offset);
+    break;
+  case BUF_ARENA:
+    fprintf(o, "    %s%s *%s = s->arena + %" PRId64 ";", cq, type, b->name,
+            r->offset);
+    break;
+  case BUF_INPUT:
+  case BUF_OUTPUT:
+    if (r == b)
+      return; /* a parameter of the function */
+    fprintf(o, "    %s%s *%s = %s;", r->kind == BUF_INPUT ? "const " : cq, type,
+            b->name, r->name);
+    break;
+  }
+  if (b->param)
+    fprintf(o, " /* %s */\n", b->param->name);
+  else
+    fputc('\n', o);
+}
+
+static void print_stmts(FILE *o, const Kernel *k, const StmtVec *body,
+                        int depth) {
+  for (int i = 0; i < body->n; i++) {
+    const Stmt *s = body->v[i];
+    fprintf(o, "%*s", depth * 2, "");
+    switch (s->k) {
+    case S_FOR:
+      if (s->extent < 0)
+        fprintf(o, "for (ptrdiff_t %s = 0; %s < count; %s++) {\n",
+                k->vars[s->var], k->vars[s->var], k->vars[s->var]);
+      else
+        fprintf(o, "for (ptrdiff_t %s = 0; %s < %" PRId64 "; %s++) {\n",
+                k->vars[s->var], k->vars[s->var], s->extent, k->vars[s->var]);
+      print_stmts(o, k, &s->body, depth + 1);
+      fprintf(o, "%*s}\n", depth * 2, "");
+      break;
+    case S_IF:
+      fputs("if (", o);
+      loop_print_expr(o, k, s->value, 1);
+      fputs(") {\n", o);
+      print_stmts(o, k, &s->body, depth + 1);
+      fprintf(o, "%*s}\n", depth * 2, "");
+      break;
+    case S_STORE:
+    case S_ACCUM:
+      fprintf(o, "%s[", s->buf->name);
+      loop_print_expr(o, k, s->index, 1);
+      fprintf(o, "] %s ", s->k == S_STORE ? "=" : "+=");
+      loop_print_expr(o, k, s->value, 1);
+      fputs(";\n", o);
+      break;
+    case S_LET:
+    case S_SET:
+      fprintf(o, "%s%s = ", s->k == S_LET ? "float " : "", k->vars[s->var]);
+      loop_print_expr(o, k, s->value, 1);
+      fputs(";\n", o);
+      break;
+    }
+  }
+}
+
+static void print_kernel(FILE *o, const Program *p, const Kernel *k,
+                         const Diag *d) {
+  const char *path = diag_path(d, k->loc);
+  const char *slash = strrchr(path, '/');
+  fprintf(o, "  /* %s: %s", k->name, k->what);
+  if (k->loc.file)
+    fprintf(o, ", %s:%d", slash ? slash + 1 : path, k->loc.line);
+  fprintf(o, " */\n  {\n");
+  char *used = arena_alloc(p->a, (size_t)p->bufs.n + 1);
+  mark_stmts(&k->body, used);
+  for (int i = 0; i < p->bufs.n; i++)
+    if (used[i])
+      declare(o, p->bufs.v[i], used[i] & 2);
+  print_stmts(o, k, &k->body, 2);
+  fprintf(o, "  }\n");
+}
+
+static void dims(FILE *o, Shape s) {
+  fputc('[', o);
+  for (int i = 0; i < s.rank; i++)
+    fprintf(o, "%s%" PRId64, i ? ", " : "", s.d[i]);
+  fputc(']', o);
+}
+
+/* The function's parameters: the inputs, then the outputs. */
+static void io_params(FILE *o, const Program *p) {
+  for (int i = 0; i < p->inputs.n; i++)
+    fprintf(o, ", const float *%s", p->inputs.v[i]->name);
+  for (int i = 0; i < p->outputs.n; i++)
+    fprintf(o, ", float *%s", p->outputs.v[i]->name);
+}
+
+static void emit_header(FILE *h, const Program *p, const char *M,
+                        const char *m) {
+  const Graph *g = p->g;
+  fprintf(h, "/* %s.h: the %s model, generated by cnnc. Do not edit. */\n", m,
+          m);
+  fprintf(h, "#ifndef %s_H\n#define %s_H\n\n", M, M);
+  fprintf(h, "#include <stddef.h>\n#include <stdint.h>\n\n");
+  fprintf(h, "/* Samples one call handles at most. */\n");
+  fprintf(h, "#define %s_BATCH %" PRId64 "\n", M, p->batch);
+  fprintf(
+      h, "/* Values per sample of each input and output (NCHW, float32). */\n");
+  for (int i = 0; i < p->inputs.n; i++) {
+    char U[256];
+    upper(U, p->inputs.v[i]->name, sizeof U);
+    fprintf(h, "#define %s_%s_SIZE %" PRId64 " /* input ", M, U,
+            shape_numel(p->inputs.v[i]->shape));
+    dims(h, p->inputs.v[i]->shape);
+    fprintf(h, " */\n");
+  }
+  for (int i = 0; i < p->outputs.n; i++) {
+    char U[256];
+    upper(U, p->outputs.v[i]->name, sizeof U);
+    fprintf(h, "#define %s_%s_SIZE %" PRId64 " /* output ", M, U,
+            shape_numel(p->outputs.v[i]->shape));
+    dims(h, p->outputs.v[i]->shape);
+    fprintf(h, " */\n");
+  }
+  fprintf(
+      h,
+      "\n/* Everything the model needs: parameters, buffers and the\n"
+      " * activation arena. Its size is fixed; place it where you like. */\n");
+  fprintf(h, "typedef struct %s_state {\n", m);
+  fprintf(h, "  float f32[%" PRId64 "];   /* parameters and float buffers */\n",
+          p->f32_count ? p->f32_count : 1);
+  fprintf(h, "  int64_t i64[%" PRId64 "]; /* integer buffers */\n",
+          p->i64_count ? p->i64_count : 1);
+  fprintf(h, "  float arena[%" PRId64 "]; /* activations, planned */\n",
+          p->arena_count ? p->arena_count : 1);
+  fprintf(h, "} %s_state;\n\n", m);
+  fprintf(h,
+          "/* Initializes every parameter as the model's train section says\n"
+          " * (PyTorch's defaults unless told otherwise), from seed. */\n");
+  fprintf(h, "void %s_init(%s_state *s, uint64_t seed);\n\n", m, m);
+  fprintf(h,
+          "/* The forward pass (inference) for count samples, 1 <= count <=\n"
+          " * %s_BATCH. Returns 0, or -1 if count is out of range. */\n",
+          M);
+  fprintf(h, "int %s_forward(%s_state *s, int count", m, m);
+  io_params(h, p);
+  fprintf(h, ");\n\n");
+  fprintf(
+      h, "/* Loads weights from a safetensors image in memory: every tensor\n"
+         " * must be present with its name, dtype and shape (a missing\n"
+         " * num_batches_tracked is allowed). Returns 0, or -1 with a message\n"
+         " * in err. */\n");
+  fprintf(h,
+          "int %s_load(%s_state *s, const void *data, size_t size, char *err,\n"
+          "              size_t errlen);\n",
+          m, m);
+  fprintf(h, "/* Bytes of the safetensors image %s_save writes. */\n", m);
+  fprintf(h, "size_t %s_save_size(void);\n", m);
+  fprintf(h, "/* Writes the weights as a safetensors image; returns the bytes\n"
+             " * written, or 0 if size is too small. */\n");
+  fprintf(h, "size_t %s_save(const %s_state *s, void *data, size_t size);\n\n",
+          m, m);
+  fprintf(h, "#endif\n");
+  (void)g;
+}
+
+static void emit_tables(FILE *c, const Program *p, const char *m) {
+  fprintf(c, "/* The state's tensors, named as in PyTorch's state_dict. */\n");
+  fprintf(c,
+          "typedef struct %s_tensor {\n  const char *name;\n  int dtype; /* 0: "
+          "float32, 1: int64 */\n"
+          "  int ndim;\n  int64_t shape[4];\n  size_t offset; /* into f32 or "
+          "i64 */\n"
+          "  size_t numel;\n} %s_tensor;\n\n",
+          m, m);
+  int n = 0;
+  fprintf(c, "static const %s_tensor %s_tensors[] = {\n", m, m);
+  for (int i = 0; i < p->bufs.n; i++) {
+    const Buffer *b = p->bufs.v[i];
+    if (!b->param)
+      continue;
+    fprintf(c, "    {\"%s\", %d, %d, {", b->param->name, b->kind == BUF_I64,
+            b->shape.rank);
+    for (int j = 0; j < 4; j++)
+      fprintf(c, "%s%" PRId64, j ? ", " : "",
+              j < b->shape.rank ? b->shape.d[j] : 0);
+    fprintf(c, "}, %" PRId64 ", %" PRId64 "},\n", b->offset, b->size);
+    n++;
+  }
+  if (!n)
+    fprintf(c, "    {\"\", 0, 0, {0, 0, 0, 0}, 0, 0},\n");
+  fprintf(c, "};\nenum { %s_NTENSORS = %d };\n\n", m, n);
+}
+
+static void emit_init(FILE *c, const Program *p, const char *m) {
+  fprintf(c,
+          "/* How init() fills each float tensor: uniform in [-bound, bound],\n"
+          " * or the constant value. */\n");
+  fprintf(
+      c,
+      "static const struct {\n  size_t offset, count;\n  float bound, value;\n"
+      "} %s_fills[] = {\n",
+      m);
+  int n = 0;
+  for (int i = 0; i < p->inits.n; i++) {
+    const ParamInit *pi = &p->inits.v[i];
+    if (pi->buf->kind != BUF_F32)
+      continue;
+    fprintf(c, "    {%" PRId64 ", %" PRId64 ", ", pi->buf->offset,
+            pi->buf->size);
+    loop_print_float(c, pi->fill == FILL_UNIFORM ? pi->bound : 0.0, 1);
+    fputs(", ", c);
+    loop_print_float(c, pi->fill == FILL_CONST ? pi->value : 0.0, 1);
+    fprintf(c, "}, /* %s */\n", pi->buf->param->name);
+    n++;
+  }
+  if (!n)
+    fprintf(c, "    {0, 0, 0.0f, 0.0f},\n");
+  fprintf(c, "};\n\n");
+  fprintf(c,
+          "/* splitmix64: a small, well-distributed generator whose state the\n"
+          " * caller holds. */\n");
+  fprintf(c,
+          "static uint64_t %s_random(uint64_t *state) {\n"
+          "  uint64_t z = (*state += 0x9e3779b97f4a7c15u);\n"
+          "  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;\n"
+          "  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;\n"
+          "  return z ^ (z >> 31);\n}\n\n",
+          m);
+  fprintf(c, "void %s_init(%s_state *s, uint64_t seed) {\n", m, m);
+  fprintf(c, "  uint64_t state = seed;\n");
+  fprintf(c, "  memset(s->i64, 0, sizeof s->i64);\n");
+  fprintf(
+      c,
+      "  for (size_t t = 0; t < sizeof %s_fills / sizeof %s_fills[0]; t++) {\n",
+      m, m);
+  fprintf(c, "    float *dst = s->f32 + %s_fills[t].offset;\n", m);
+  fprintf(c, "    for (size_t i = 0; i < %s_fills[t].count; i++) {\n", m);
+  fprintf(c, "      /* 24 random bits: a float in [0, 1) */\n");
+  fprintf(c,
+          "      float u = (float)(%s_random(&state) >> 40) * (1.0f / "
+          "16777216.0f);\n",
+          m);
+  fprintf(c,
+          "      dst[i] = %s_fills[t].bound != 0.0f\n"
+          "                   ? (2.0f * u - 1.0f) * %s_fills[t].bound\n"
+          "                   : %s_fills[t].value;\n",
+          m, m, m);
+  fprintf(c, "    }\n  }\n}\n\n");
+}
+
+void emit_c(FILE *c, FILE *h, const Program *p, const Diag *d,
+            const char *header_name) {
+  const char *m = p->g->name;
+  char M[256];
+  upper(M, m, sizeof M);
+  emit_header(h, p, M, m);
+
+  fprintf(c,
+          "/* %s.c: the %s model, generated by cnnc from %s. Do not edit.\n"
+          " * C99; needs libm only. */\n",
+          m, m, diag_path(d, p->g->loc));
+  fprintf(c, "#include \"%s\"\n\n", header_name);
+  fprintf(c, "#include <math.h>\n#include <stddef.h>\n#include "
+             "<stdint.h>\n#include <string.h>\n\n");
+  emit_tables(c, p, m);
+  print_template(c, emit_c_safetensors_template, m);
+  fprintf(c, "\n");
+  emit_init(c, p, m);
+  fprintf(
+      c,
+      "int %s_load(%s_state *s, const void *data, size_t size, char *err,\n"
+      "              size_t errlen) {\n"
+      "  return %s_st_load((const unsigned char *)data, size, %s_tensors,\n"
+      "                    %s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
+      m, m, m, m, m);
+  fprintf(c,
+          "size_t %s_save_size(void) {\n"
+          "  return %s_st_size(%s_tensors, %s_NTENSORS);\n}\n\n",
+          m, m, m, m);
+  fprintf(c,
+          "size_t %s_save(const %s_state *s, void *data, size_t size) {\n"
+          "  return %s_st_save((unsigned char *)data, size, %s_tensors,\n"
+          "                    %s_NTENSORS, s->f32, s->i64);\n}\n\n",
+          m, m, m, m, m);
+  fprintf(c, "int %s_forward(%s_state *s, int count", m, m);
+  io_params(c, p);
+  fprintf(c, ") {\n  if (count < 1 || count > %s_BATCH)\n    return -1;\n", M);
+  for (int i = 0; i < p->kernels.n; i++)
+    print_kernel(c, p, p->kernels.v[i], d);
+  fprintf(c, "  return 0;\n}\n");
+}

@@ -1,0 +1,169 @@
+/* The loop IR: what the graph becomes before a backend prints it. A
+ * program is a list of kernels, one per layer, each a nest of loops with
+ * constant extents (the batch loop runs to the caller's n) over loads and
+ * stores into planned buffers, with scalar arithmetic. The C backend and
+ * the LLVM backend both walk this IR; neither decides anything. */
+#ifndef CNNC_LOOP_H
+#define CNNC_LOOP_H
+
+#include <stdio.h>
+
+#include "graph.h"
+
+typedef enum BufKind {
+  BUF_F32,    /* a parameter or float buffer: state f32 area */
+  BUF_I64,    /* an integer buffer (num_batches_tracked): state i64 area */
+  BUF_ARENA,  /* an activation: the state's arena, offset by the planner */
+  BUF_INPUT,  /* a model input: the caller's array */
+  BUF_OUTPUT, /* a model output: the caller's array */
+} BufKind;
+
+typedef struct Buffer {
+  int id;
+  const char *name; /* a C identifier made from the model's name for it */
+  BufKind kind;
+  int64_t size;   /* elements, all samples of the batch */
+  int64_t offset; /* elements into its area */
+  Shape shape;    /* per sample for activations, whole for parameters */
+  const Node *node;
+  const Param *param;
+  struct Buffer *alias; /* shares this buffer's storage (flatten, ...) */
+  int first, last;      /* kernels that write it first and read it last */
+} Buffer;
+VEC_TYPE(BufferVec, Buffer *);
+
+typedef enum XKind {
+  X_INT,   /* i */
+  X_FLOAT, /* f */
+  X_VAR,   /* loop variable var */
+  X_TEMP,  /* scalar temporary var */
+  X_N,     /* the number of samples the caller passed */
+  X_LOAD,  /* buf[a] */
+  X_ADD,
+  X_SUB,
+  X_MUL,
+  X_DIV, /* floor division for integers */
+  X_MOD, /* integers, non-negative operands */
+  X_MAX,
+  X_MIN,
+  X_NEG,
+  X_EXP,
+  X_LOG,
+  X_TANH,
+  X_SQRT,
+  X_POW,
+  X_LT, /* comparisons and conjunction give booleans */
+  X_LE,
+  X_EQ,
+  X_AND,
+  X_SELECT,  /* a ? b : c */
+  X_TOFLOAT, /* integer to float */
+} XKind;
+
+typedef struct Expr {
+  XKind k;
+  int isint; /* integer (index) or boolean, else float */
+  int64_t i;
+  double f;
+  int var;
+  Buffer *buf;
+  struct Expr *a, *b, *c;
+} Expr;
+
+typedef enum SKind {
+  S_FOR,   /* for var in [0, extent) (extent -1: the caller's n) body */
+  S_STORE, /* buf[index] = value */
+  S_ACCUM, /* buf[index] += value */
+  S_LET,   /* float temp var = value (declares it) */
+  S_SET,   /* temp var = value */
+  S_IF,    /* if (value) body */
+} SKind;
+
+typedef struct Stmt Stmt;
+VEC_TYPE(StmtVec, Stmt *);
+
+struct Stmt {
+  SKind k;
+  int var;
+  int64_t extent;
+  Buffer *buf;
+  Expr *index, *value;
+  StmtVec body;
+};
+
+/* One layer's loop nest. */
+typedef struct Kernel {
+  const char *name; /* the layer's name */
+  const char *what; /* its operator, or what the kernel does */
+  Loc loc;
+  StmtVec body;
+  const char **vars; /* names of loop variables and temporaries, by id */
+  int nvars;
+  int temps; /* which of them are float temporaries: bit set per id */
+} Kernel;
+VEC_TYPE(KernelVec, Kernel *);
+
+/* How init() fills a parameter or buffer. */
+typedef enum InitFill {
+  FILL_UNIFORM, /* uniform in [-bound, bound] */
+  FILL_CONST,   /* every element = value */
+} InitFill;
+
+typedef struct ParamInit {
+  Buffer *buf;
+  InitFill fill;
+  double bound, value;
+} ParamInit;
+VEC_TYPE(ParamInitVec, ParamInit);
+
+typedef struct Program {
+  Arena *a;
+  const Graph *g;
+  int64_t batch;
+  BufferVec bufs;
+  BufferVec inputs, outputs; /* the caller's arrays, in declaration order */
+  KernelVec kernels;         /* the forward pass, in order */
+  ParamInitVec inits;
+  int64_t f32_count, i64_count, arena_count;
+  int64_t activation_sum; /* elements of all arena buffers, unshared */
+} Program;
+
+/* Building kernels. */
+Kernel *loop_kernel(Program *p, const char *name, const char *what, Loc loc);
+int loop_var(Program *p, Kernel *k, const char *name, int temp);
+Stmt *loop_stmt(Program *p, SKind kind);
+Expr *x_int(Program *p, int64_t v);
+Expr *x_float(Program *p, double v);
+Expr *x_var(Program *p, int var);
+Expr *x_temp(Program *p, int var);
+Expr *x_n(Program *p);
+Expr *x_load(Program *p, Buffer *b, Expr *index);
+Expr *x_bin(Program *p, XKind k, Expr *a, Expr *b); /* folds constants */
+Expr *x_un(Program *p, XKind k, Expr *a);
+Expr *x_select(Program *p, Expr *c, Expr *a, Expr *b);
+
+/* Builds a kernel's statements with a stack of open loop bodies. */
+typedef struct LoopBuilder {
+  Program *p;
+  Kernel *k;
+  StmtVec *open[16];
+  int depth;
+} LoopBuilder;
+
+LoopBuilder lb_start(Program *p, Kernel *k);
+int lb_for(LoopBuilder *b, const char *var, int64_t extent); /* -1: n */
+void lb_if(LoopBuilder *b, Expr *cond);
+void lb_end(LoopBuilder *b); /* closes the innermost for or if */
+void lb_store(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value);
+void lb_accum(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value);
+int lb_let(LoopBuilder *b, const char *temp, Expr *value);
+void lb_set(LoopBuilder *b, int temp, Expr *value);
+
+/* Prints an expression; c selects C syntax (for the C backend) over the
+ * IR's own text form. */
+void loop_print_expr(FILE *out, const Kernel *k, const Expr *e, int c);
+/* A float constant, in C syntax when c ("0.5f", "-INFINITY"). */
+void loop_print_float(FILE *out, double f, int c);
+void loop_print(FILE *out, const Program *p);
+
+#endif

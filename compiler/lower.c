@@ -1,0 +1,853 @@
+/* Lowering of every operator's forward pass, eval mode: batch norm with
+ * running statistics, dropout as identity. Each case of lower_node says
+ * how one operator computes, as loops; PyTorch's definitions are the
+ * reference (the oracle tests compare against it). Activations are NCHW
+ * with the batch outermost; an element's index is built by idx(). */
+#include "lower.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+
+/* C keywords and the generated code's own names, which buffers avoid. */
+static const char *const reserved[] = {
+    "auto",
+    "break",
+    "case",
+    "char",
+    "const",
+    "continue",
+    "default",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "extern",
+    "float",
+    "for",
+    "goto",
+    "if",
+    "inline",
+    "int",
+    "long",
+    "register",
+    "restrict",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "typedef",
+    "union",
+    "unsigned",
+    "void",
+    "volatile",
+    "while",
+    "s",
+    "count",
+    "INFINITY",
+    "NAN",
+    "int64_t",
+    "size_t",
+    "uint64_t",
+    "main",
+    "ptrdiff_t",
+    "err",
+    "errlen",
+    "seed",
+    "data",
+    "size",
+    /* loop variables and temporaries of the kernels */
+    "n",
+    "g",
+    "oc",
+    "ocg",
+    "oh",
+    "ow",
+    "ic",
+    "icg",
+    "kh",
+    "kw",
+    "i",
+    "ih",
+    "iw",
+    "o",
+    "c",
+    "p",
+    "j",
+    "h",
+    "w",
+    "acc",
+    "v",
+    "m",
+    "sum",
+    "scale",
+    "shift",
+    "mean",
+    "sq",
+    "d",
+    "inv",
+    "lh",
+    "lw",
+};
+
+static int name_taken(const Program *p, const char *name) {
+  for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++) {
+    size_t len = strlen(reserved[i]);
+    if (strncmp(reserved[i], name, len) != 0)
+      continue;
+    /* the name itself, or a numbered loop variable like "c_2" */
+    if (name[len] == 0 ||
+        (name[len] == '_' && isdigit((unsigned char)name[len + 1])))
+      return 1;
+  }
+  for (int i = 0; i < p->bufs.n; i++)
+    if (strcmp(p->bufs.v[i]->name, name) == 0)
+      return 1;
+  return 0;
+}
+
+/* A C identifier for a model name: "layer1.0.conv1" -> "layer1_0_conv1". */
+static const char *c_name(Program *p, const char *model_name) {
+  size_t len = strlen(model_name);
+  char *s = arena_alloc(p->a, len + 2);
+  size_t k = 0;
+  if (!isalpha((unsigned char)model_name[0]) && model_name[0] != '_')
+    s[k++] = 't';
+  for (size_t i = 0; i < len; i++)
+    s[k++] = isalnum((unsigned char)model_name[i]) ? model_name[i] : '_';
+  const char *name = s;
+  for (int suffix = 1; name_taken(p, name); suffix++)
+    name = suffix == 1 ? arena_printf(p->a, "%s_t", s)
+                       : arena_printf(p->a, "%s_t%d", s, suffix);
+  return name;
+}
+
+static Buffer *new_buffer(Program *p, const char *name, BufKind kind,
+                          int64_t size) {
+  Buffer *b = arena_alloc(p->a, sizeof *b);
+  b->id = p->bufs.n;
+  b->name = c_name(p, name);
+  b->kind = kind;
+  b->size = size;
+  b->first = b->last = -1;
+  vec_push(p->a, p->bufs, b);
+  return b;
+}
+
+/* --- index helpers ----------------------------------------------------- */
+
+typedef struct Lower {
+  Program *p;
+  LoopBuilder b;
+  const Node *node;
+} Lower;
+
+static Expr *I(Lower *L, int64_t v) { return x_int(L->p, v); }
+static Expr *F(Lower *L, double v) { return x_float(L->p, v); }
+static Expr *V(Lower *L, int var) { return x_var(L->p, var); }
+static Expr *add(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_ADD, a, b);
+}
+static Expr *sub(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_SUB, a, b);
+}
+static Expr *mul(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_MUL, a, b);
+}
+static Expr *dvd(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_DIV, a, b);
+}
+static Expr *load(Lower *L, Buffer *b, Expr *i) { return x_load(L->p, b, i); }
+
+/* The element (n, c, h, w) of a per-sample [C, H, W] tensor. */
+static Expr *idx(Lower *L, Expr *n, Expr *c, Expr *h, Expr *w, Shape s) {
+  int64_t C = s.d[0], H = s.rank == 3 ? s.d[1] : 1,
+          W = s.rank == 3 ? s.d[2] : 1;
+  Expr *e = add(L, mul(L, n, I(L, C)), c);
+  e = add(L, mul(L, e, I(L, H)), h);
+  return add(L, mul(L, e, I(L, W)), w);
+}
+
+/* The element i of sample n, the sample seen as flat. */
+static Expr *flat(Lower *L, Expr *n, Expr *i, Shape s) {
+  return add(L, mul(L, n, I(L, shape_numel(s))), i);
+}
+
+/* lo <= e < hi, leaving out halves that always hold. */
+static Expr *in_range(Lower *L, Expr *e, int64_t lo, int64_t hi, int64_t min_e,
+                      int64_t max_e) {
+  Expr *c = I(L, 1);
+  if (min_e < lo)
+    c = x_bin(L->p, X_LE, I(L, lo), e);
+  if (max_e >= hi) {
+    Expr *u = x_bin(L->p, X_LT, e, I(L, hi));
+    c = c->k == X_INT ? u : x_bin(L->p, X_AND, c, u);
+  }
+  return c;
+}
+
+static int open_if(Lower *L, Expr *cond) {
+  if (cond->k == X_INT)
+    return 0;
+  lb_if(&L->b, cond);
+  return 1;
+}
+
+static void close(Lower *L, int n) {
+  while (n-- > 0)
+    lb_end(&L->b);
+}
+
+/* --- operators ----------------------------------------------------------- */
+
+/* Sliding windows (conv, pools): the input coordinate of output o and
+ * kernel tap k along one axis, and whether it can leave the input. */
+static Expr *window_coord(Lower *L, int o, int k, const Attrs *at, int ax) {
+  return add(L, sub(L, mul(L, V(L, o), I(L, at->s[ax])), I(L, at->p[ax])),
+             mul(L, V(L, k), I(L, at->d[ax] ? at->d[ax] : 1)));
+}
+
+static Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
+                          Shape x, Shape y) {
+  int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
+  int64_t maxh = (y.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * dh;
+  int64_t maxw = (y.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * dw;
+  Expr *gh = in_range(L, ih, 0, x.d[1], -at->p[0], maxh);
+  Expr *gw = in_range(L, iw, 0, x.d[2], -at->p[1], maxw);
+  if (gh->k == X_INT)
+    return gw;
+  if (gw->k == X_INT)
+    return gh;
+  return x_bin(L->p, X_AND, gh, gw);
+}
+
+static void lower_conv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
+                       Buffer *bias) {
+  const Node *nd = L->node;
+  const Attrs *at = &nd->at;
+  Shape xs = nd->in.v[0]->shape, ys = nd->shape;
+  int64_t G = at->groups, Cg = xs.d[0] / G, Og = ys.d[0] / G;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int g = G > 1 ? lb_for(b, "g", G) : -1;
+  int oc = lb_for(b, G > 1 ? "ocg" : "oc", Og);
+  int oh = lb_for(b, "oh", ys.d[1]);
+  int ow = lb_for(b, "ow", ys.d[2]);
+  Expr *ocx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Og)), V(L, oc)) : V(L, oc);
+  int acc = lb_let(b, "acc", bias ? load(L, bias, ocx) : F(L, 0));
+  int ic = lb_for(b, "ic", Cg);
+  int kh = lb_for(b, "kh", at->k[0]);
+  int kw = lb_for(b, "kw", at->k[1]);
+  Expr *ih = window_coord(L, oh, kh, at, 0),
+       *iw = window_coord(L, ow, kw, at, 1);
+  int opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
+  Expr *icx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Cg)), V(L, ic)) : V(L, ic);
+  Expr *xv = load(L, x, idx(L, V(L, n), icx, ih, iw, xs));
+  Shape ws = {3, {Cg, at->k[0], at->k[1], 0}};
+  Expr *wv = load(L, w, idx(L, ocx, V(L, ic), V(L, kh), V(L, kw), ws));
+  lb_set(b, acc, add(L, x_temp(L->p, acc), mul(L, xv, wv)));
+  close(L, opened + 3);
+  lb_store(b, y, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys),
+           x_temp(L->p, acc));
+  close(L, 4 + (g >= 0));
+}
+
+/* Transposed convolution as a scatter: every input element adds its
+ * kernel-weighted contributions to the outputs it reaches. */
+static void lower_deconv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
+                         Buffer *bias) {
+  const Node *nd = L->node;
+  const Attrs *at = &nd->at;
+  Shape xs = nd->in.v[0]->shape, ys = nd->shape;
+  int64_t G = at->groups, Cg = xs.d[0] / G, Og = ys.d[0] / G;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int i = lb_for(b, "i", shape_numel(ys));
+  Expr *start =
+      bias ? load(L, bias, dvd(L, V(L, i), I(L, ys.d[1] * ys.d[2]))) : F(L, 0);
+  lb_store(b, y, flat(L, V(L, n), V(L, i), ys), start);
+  close(L, 1);
+  int g = G > 1 ? lb_for(b, "g", G) : -1;
+  int ic = lb_for(b, G > 1 ? "icg" : "ic", Cg);
+  int ih = lb_for(b, "ih", xs.d[1]);
+  int iw = lb_for(b, "iw", xs.d[2]);
+  Expr *icx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Cg)), V(L, ic)) : V(L, ic);
+  int xv =
+      lb_let(b, "v", load(L, x, idx(L, V(L, n), icx, V(L, ih), V(L, iw), xs)));
+  int oc = lb_for(b, "ocg", Og);
+  int kh = lb_for(b, "kh", at->k[0]);
+  int kw = lb_for(b, "kw", at->k[1]);
+  Expr *oh = add(L, sub(L, mul(L, V(L, ih), I(L, at->s[0])), I(L, at->p[0])),
+                 mul(L, V(L, kh), I(L, at->d[0])));
+  Expr *ow = add(L, sub(L, mul(L, V(L, iw), I(L, at->s[1])), I(L, at->p[1])),
+                 mul(L, V(L, kw), I(L, at->d[1])));
+  int64_t maxh =
+      (xs.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * at->d[0];
+  int64_t maxw =
+      (xs.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
+  Expr *gh = in_range(L, oh, 0, ys.d[1], -at->p[0], maxh);
+  Expr *gw = in_range(L, ow, 0, ys.d[2], -at->p[1], maxw);
+  Expr *guard = gh->k == X_INT   ? gw
+                : gw->k == X_INT ? gh
+                                 : x_bin(L->p, X_AND, gh, gw);
+  int opened = open_if(L, guard);
+  Expr *ocx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Og)), V(L, oc)) : V(L, oc);
+  Shape ws = {3, {Og, at->k[0], at->k[1], 0}};
+  Expr *wv = load(L, w, idx(L, icx, V(L, oc), V(L, kh), V(L, kw), ws));
+  lb_accum(b, y, idx(L, V(L, n), ocx, oh, ow, ys),
+           mul(L, x_temp(L->p, xv), wv));
+  close(L, opened + 3 + 4 + (g >= 0));
+}
+
+static void lower_dense(Lower *L, Buffer *y, Buffer *x, Buffer *w,
+                        Buffer *bias) {
+  const Node *nd = L->node;
+  int64_t in = nd->in.v[0]->shape.d[0], out = nd->shape.d[0];
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int o = lb_for(b, "o", out);
+  int acc = lb_let(b, "acc", bias ? load(L, bias, V(L, o)) : F(L, 0));
+  int i = lb_for(b, "i", in);
+  Expr *xv = load(L, x, add(L, mul(L, V(L, n), I(L, in)), V(L, i)));
+  Expr *wv = load(L, w, add(L, mul(L, V(L, o), I(L, in)), V(L, i)));
+  lb_set(b, acc, add(L, x_temp(L->p, acc), mul(L, xv, wv)));
+  close(L, 1);
+  lb_store(b, y, add(L, mul(L, V(L, n), I(L, out)), V(L, o)),
+           x_temp(L->p, acc));
+  close(L, 2);
+}
+
+static void lower_pool(Lower *L, Buffer *y, Buffer *x) {
+  const Node *nd = L->node;
+  const Attrs *at = &nd->at;
+  int max = nd->op == OP_MAXPOOL;
+  Shape xs = nd->in.v[0]->shape, ys = nd->shape;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int c = lb_for(b, "c", ys.d[0]);
+  int oh = lb_for(b, "oh", ys.d[1]);
+  int ow = lb_for(b, "ow", ys.d[2]);
+  int acc = lb_let(b, max ? "m" : "sum", F(L, max ? -INFINITY : 0));
+  int kh = lb_for(b, "kh", at->k[0]);
+  int kw = lb_for(b, "kw", at->k[1]);
+  Expr *ih = window_coord(L, oh, kh, at, 0),
+       *iw = window_coord(L, ow, kw, at, 1);
+  int opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
+  Expr *xv = load(L, x, idx(L, V(L, n), V(L, c), ih, iw, xs));
+  Expr *t = x_temp(L->p, acc);
+  lb_set(b, acc, max ? x_bin(L->p, X_MAX, t, xv) : add(L, t, xv));
+  close(L, opened + 2);
+  Expr *r = x_temp(L->p, acc);
+  if (!max) {
+    /* PyTorch counts padding, but not the part of a ceil-mode window
+     * that hangs past the padding. */
+    Expr *hs = sub(L, mul(L, V(L, oh), I(L, at->s[0])), I(L, at->p[0]));
+    Expr *ws = sub(L, mul(L, V(L, ow), I(L, at->s[1])), I(L, at->p[1]));
+    Expr *hn = x_bin(L->p, X_MIN, I(L, at->k[0]),
+                     sub(L, I(L, xs.d[1] + at->p[0]), hs));
+    Expr *wn = x_bin(L->p, X_MIN, I(L, at->k[1]),
+                     sub(L, I(L, xs.d[2] + at->p[1]), ws));
+    int exact = !at->ceil;
+    Expr *count = exact ? I(L, at->k[0] * at->k[1]) : mul(L, hn, wn);
+    r = x_bin(L->p, X_DIV, r, x_un(L->p, X_TOFLOAT, count));
+  }
+  lb_store(b, y, idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys), r);
+  close(L, 4);
+}
+
+/* Adaptive average pooling: output cell o covers input rows
+ * [floor(o*H/O), ceil((o+1)*H/O)), PyTorch's windows. */
+static void lower_adaptive(Lower *L, Buffer *y, Buffer *x) {
+  const Node *nd = L->node;
+  Shape xs = nd->in.v[0]->shape, ys = nd->shape;
+  int64_t H = xs.d[1], W = xs.d[2], OH = ys.d[1], OW = ys.d[2];
+  int64_t KH = (H + OH - 1) / OH + 1, KW = (W + OW - 1) / OW + 1;
+  if (KH > H)
+    KH = H;
+  if (KW > W)
+    KW = W;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int c = lb_for(b, "c", ys.d[0]);
+  int oh = lb_for(b, "oh", OH);
+  int ow = lb_for(b, "ow", OW);
+  Expr *h0 = dvd(L, mul(L, V(L, oh), I(L, H)), I(L, OH));
+  Expr *h1 =
+      dvd(L, add(L, mul(L, add(L, V(L, oh), I(L, 1)), I(L, H)), I(L, OH - 1)),
+          I(L, OH));
+  Expr *w0 = dvd(L, mul(L, V(L, ow), I(L, W)), I(L, OW));
+  Expr *w1 =
+      dvd(L, add(L, mul(L, add(L, V(L, ow), I(L, 1)), I(L, W)), I(L, OW - 1)),
+          I(L, OW));
+  int sum = lb_let(b, "sum", F(L, 0));
+  int kh = lb_for(b, "kh", KH);
+  int kw = lb_for(b, "kw", KW);
+  Expr *ih = add(L, h0, V(L, kh)), *iw = add(L, w0, V(L, kw));
+  lb_if(b, x_bin(L->p, X_AND, x_bin(L->p, X_LT, ih, h1),
+                 x_bin(L->p, X_LT, iw, w1)));
+  lb_set(b, sum,
+         add(L, x_temp(L->p, sum),
+             load(L, x, idx(L, V(L, n), V(L, c), ih, iw, xs))));
+  close(L, 3);
+  Expr *count = x_un(L->p, X_TOFLOAT, mul(L, sub(L, h1, h0), sub(L, w1, w0)));
+  lb_store(b, y, idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys),
+           x_bin(L->p, X_DIV, x_temp(L->p, sum), count));
+  close(L, 4);
+}
+
+/* y = f(x) element by element; f is built from the loaded value. */
+static Expr *activation(Lower *L, Expr *v) {
+  const Node *nd = L->node;
+  Program *p = L->p;
+  switch (nd->op) {
+  case OP_RELU: return x_bin(p, X_MAX, v, F(L, 0));
+  case OP_LEAKY_RELU:
+    return x_select(p, x_bin(p, X_LT, F(L, 0), v), v,
+                    mul(L, F(L, nd->at.a), v));
+  case OP_TANH: return x_un(p, X_TANH, v);
+  case OP_SIGMOID:
+    return x_bin(p, X_DIV, F(L, 1),
+                 add(L, F(L, 1), x_un(p, X_EXP, x_un(p, X_NEG, v))));
+  default: return v;
+  }
+}
+
+static void lower_elementwise(Lower *L, Buffer *y, Buffer *x) {
+  Shape s = L->node->shape;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int i = lb_for(b, "i", shape_numel(s));
+  Expr *at = flat(L, V(L, n), V(L, i), s);
+  int v = lb_let(b, "v", load(L, x, at));
+  lb_store(b, y, at, activation(L, x_temp(L->p, v)));
+  close(L, 2);
+}
+
+static void lower_add(Lower *L, Buffer *y, Buffer *a, Buffer *c) {
+  Shape s = L->node->shape;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int i = lb_for(b, "i", shape_numel(s));
+  Expr *at = flat(L, V(L, n), V(L, i), s);
+  lb_store(b, y, at, add(L, load(L, a, at), load(L, c, at)));
+  close(L, 2);
+}
+
+/* Softmax over channels, at every pixel: subtract the maximum first so
+ * exp cannot overflow. */
+static void lower_softmax(Lower *L, Buffer *y, Buffer *x) {
+  Shape s = L->node->shape;
+  int64_t C = s.d[0], P = shape_numel(s) / C;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int pix = lb_for(b, "p", P);
+  Shape cp = {2, {C, P, 0, 0}};
+  int m = lb_let(b, "m", F(L, -INFINITY));
+  int c = lb_for(b, "c", C);
+#define AT(cv)                                                                 \
+  add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), (cv)), I(L, P)), V(L, pix))
+  lb_set(b, m, x_bin(L->p, X_MAX, x_temp(L->p, m), load(L, x, AT(V(L, c)))));
+  close(L, 1);
+  int sum = lb_let(b, "sum", F(L, 0));
+  c = lb_for(b, "c", C);
+  Expr *e = x_un(L->p, X_EXP, sub(L, load(L, x, AT(V(L, c))), x_temp(L->p, m)));
+  lb_store(b, y, AT(V(L, c)), e);
+  lb_set(b, sum, add(L, x_temp(L->p, sum), load(L, y, AT(V(L, c)))));
+  close(L, 1);
+  c = lb_for(b, "c", C);
+  lb_store(b, y, AT(V(L, c)),
+           x_bin(L->p, X_DIV, load(L, y, AT(V(L, c))), x_temp(L->p, sum)));
+#undef AT
+  (void)cp;
+  close(L, 3);
+}
+
+static Buffer *param(Buffer **params, const Node *nd, const char *role) {
+  for (int i = 0; i < nd->params.n; i++)
+    if (strcmp(nd->params.v[i]->role, role) == 0)
+      return params[i];
+  return NULL;
+}
+
+static void lower_bn(Lower *L, Buffer *y, Buffer *x, Buffer **ps) {
+  const Node *nd = L->node;
+  Shape s = nd->shape;
+  int64_t C = s.d[0], P = shape_numel(s) / C;
+  Buffer *w = param(ps, nd, "weight"), *bias = param(ps, nd, "bias");
+  Buffer *mean = param(ps, nd, "running_mean"),
+         *var = param(ps, nd, "running_var");
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int c = lb_for(b, "c", C);
+  Expr *scale = x_bin(
+      L->p, X_DIV, load(L, w, V(L, c)),
+      x_un(L->p, X_SQRT, add(L, load(L, var, V(L, c)), F(L, nd->at.eps))));
+  int sc = lb_let(b, "scale", scale);
+  int sh = lb_let(b, "shift",
+                  sub(L, load(L, bias, V(L, c)),
+                      mul(L, load(L, mean, V(L, c)), x_temp(L->p, sc))));
+  int i = lb_for(b, "i", P);
+  Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)),
+                 V(L, i));
+  lb_store(b, y, at,
+           add(L, mul(L, load(L, x, at), x_temp(L->p, sc)), x_temp(L->p, sh)));
+  close(L, 3);
+}
+
+/* Normalizations over groups of contiguous elements of a sample: layer
+ * (one group, element-wise affine), instance (a group per channel) and
+ * group norm (a group per g channels). Biased variance, as PyTorch. */
+static void lower_norm(Lower *L, Buffer *y, Buffer *x, Buffer **ps) {
+  const Node *nd = L->node;
+  Shape s = nd->shape;
+  int64_t numel = shape_numel(s), C = s.d[0], P = numel / C;
+  int64_t groups = nd->op == OP_LAYERNORM      ? 1
+                   : nd->op == OP_INSTANCENORM ? C
+                                               : nd->at.g;
+  int64_t len = numel / groups;
+  Buffer *w = param(ps, nd, "weight"), *bias = param(ps, nd, "bias");
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int g = lb_for(b, "g", groups);
+  Expr *base =
+      mul(L, add(L, mul(L, V(L, n), I(L, groups)), V(L, g)), I(L, len));
+  int sum = lb_let(b, "sum", F(L, 0));
+  int i = lb_for(b, "i", len);
+  lb_set(b, sum, add(L, x_temp(L->p, sum), load(L, x, add(L, base, V(L, i)))));
+  close(L, 1);
+  int mean = lb_let(b, "mean",
+                    x_bin(L->p, X_DIV, x_temp(L->p, sum), F(L, (double)len)));
+  int sq = lb_let(b, "sq", F(L, 0));
+  i = lb_for(b, "i", len);
+  int dv = lb_let(
+      b, "d", sub(L, load(L, x, add(L, base, V(L, i))), x_temp(L->p, mean)));
+  lb_set(b, sq,
+         add(L, x_temp(L->p, sq), mul(L, x_temp(L->p, dv), x_temp(L->p, dv))));
+  close(L, 1);
+  int inv = lb_let(
+      b, "inv",
+      x_bin(L->p, X_DIV, F(L, 1),
+            x_un(L->p, X_SQRT,
+                 add(L, x_bin(L->p, X_DIV, x_temp(L->p, sq), F(L, (double)len)),
+                     F(L, nd->at.eps)))));
+  i = lb_for(b, "i", len);
+  Expr *at = add(L, base, V(L, i));
+  /* the affine parameters: per element (layer norm) or per channel */
+  Expr *pi = nd->op == OP_LAYERNORM
+                 ? V(L, i)
+                 : dvd(L, add(L, mul(L, V(L, g), I(L, len)), V(L, i)), I(L, P));
+  Expr *norm =
+      mul(L, sub(L, load(L, x, at), x_temp(L->p, mean)), x_temp(L->p, inv));
+  lb_store(b, y, at, add(L, mul(L, norm, load(L, w, pi)), load(L, bias, pi)));
+  close(L, 3);
+}
+
+/* Local response normalization across channels, as nn.LocalResponseNorm:
+ * the window [c - size/2, c + (size-1)/2] is zero-padded and averaged. */
+static void lower_lrn(Lower *L, Buffer *y, Buffer *x) {
+  const Node *nd = L->node;
+  const Attrs *at = &nd->at;
+  Shape s = nd->shape;
+  int64_t C = s.d[0], P = s.d[1] * s.d[2];
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int c = lb_for(b, "c", C);
+  int pix = lb_for(b, "p", P);
+  int sum = lb_let(b, "sum", F(L, 0));
+  int j = lb_for(b, "j", at->size);
+  Expr *cj = add(L, V(L, c), sub(L, V(L, j), I(L, at->size / 2)));
+  lb_if(b, x_bin(L->p, X_AND, x_bin(L->p, X_LE, I(L, 0), cj),
+                 x_bin(L->p, X_LT, cj, I(L, C))));
+  int v =
+      lb_let(b, "v",
+             load(L, x,
+                  add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), cj), I(L, P)),
+                      V(L, pix))));
+  lb_set(b, sum,
+         add(L, x_temp(L->p, sum), mul(L, x_temp(L->p, v), x_temp(L->p, v))));
+  close(L, 2);
+  Expr *here = add(
+      L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)), V(L, pix));
+  Expr *div =
+      x_bin(L->p, X_POW,
+            add(L, F(L, at->lrn_k),
+                mul(L, F(L, at->alpha / (double)at->size), x_temp(L->p, sum))),
+            F(L, at->beta));
+  lb_store(b, y, here, x_bin(L->p, X_DIV, load(L, x, here), div));
+  close(L, 3);
+}
+
+static void lower_concat(Lower *L, Buffer *y, Buffer **in) {
+  const Node *nd = L->node;
+  Shape ys = nd->shape;
+  int64_t P = shape_numel(ys) / ys.d[0], off = 0;
+  LoopBuilder *b = &L->b;
+  for (int k = 0; k < nd->in.n; k++) {
+    Shape xs = nd->in.v[k]->shape;
+    int n = lb_for(b, "n", -1);
+    int i = lb_for(b, "i", shape_numel(xs));
+    Expr *dst =
+        add(L, add(L, mul(L, V(L, n), I(L, shape_numel(ys))), I(L, off * P)),
+            V(L, i));
+    lb_store(b, y, dst, load(L, in[k], flat(L, V(L, n), V(L, i), xs)));
+    close(L, 2);
+    off += xs.d[0];
+  }
+}
+
+static void lower_upsample(Lower *L, Buffer *y, Buffer *x) {
+  const Node *nd = L->node;
+  Shape xs = nd->in.v[0]->shape, ys = nd->shape;
+  int64_t S = nd->at.scale;
+  LoopBuilder *b = &L->b;
+  if (strcmp(nd->at.mode, "nearest") == 0) {
+    int n = lb_for(b, "n", -1);
+    int c = lb_for(b, "c", ys.d[0]);
+    int oh = lb_for(b, "oh", ys.d[1]);
+    int ow = lb_for(b, "ow", ys.d[2]);
+    lb_store(b, y, idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys),
+             load(L, x,
+                  idx(L, V(L, n), V(L, c), dvd(L, V(L, oh), I(L, S)),
+                      dvd(L, V(L, ow), I(L, S)), xs)));
+    close(L, 4);
+    return;
+  }
+  /* Bilinear, align_corners=False: output o = S*i + r reads source
+   * position i + (r + 0.5)/S - 0.5, clamped at 0. Each phase r has
+   * constant weights, so each (rh, rw) gets its own nest. */
+  for (int64_t rh = 0; rh < S; rh++)
+    for (int64_t rw = 0; rw < S; rw++) {
+      double fh = ((double)rh + 0.5) / (double)S - 0.5;
+      double fw = ((double)rw + 0.5) / (double)S - 0.5;
+      int n = lb_for(b, "n", -1);
+      int c = lb_for(b, "c", ys.d[0]);
+      int ih = lb_for(b, "ih", xs.d[1]);
+      int iw = lb_for(b, "iw", xs.d[2]);
+      Expr *h0, *w0, *lh, *lw;
+      if (fh >= 0) {
+        h0 = V(L, ih);
+        lh = F(L, fh);
+      } else {
+        Expr *first = x_bin(L->p, X_EQ, V(L, ih), I(L, 0));
+        h0 = x_select(L->p, first, I(L, 0), sub(L, V(L, ih), I(L, 1)));
+        lh = x_select(L->p, first, F(L, 0), F(L, 1 + fh));
+      }
+      if (fw >= 0) {
+        w0 = V(L, iw);
+        lw = F(L, fw);
+      } else {
+        Expr *first = x_bin(L->p, X_EQ, V(L, iw), I(L, 0));
+        w0 = x_select(L->p, first, I(L, 0), sub(L, V(L, iw), I(L, 1)));
+        lw = x_select(L->p, first, F(L, 0), F(L, 1 + fw));
+      }
+      Expr *h1 = x_bin(L->p, X_MIN, add(L, h0, I(L, 1)), I(L, xs.d[1] - 1));
+      Expr *w1 = x_bin(L->p, X_MIN, add(L, w0, I(L, 1)), I(L, xs.d[2] - 1));
+      int vh = lb_let(b, "lh", lh), vw = lb_let(b, "lw", lw);
+      Expr *a = load(L, x, idx(L, V(L, n), V(L, c), h0, w0, xs));
+      Expr *bb = load(L, x, idx(L, V(L, n), V(L, c), h0, w1, xs));
+      Expr *cc = load(L, x, idx(L, V(L, n), V(L, c), h1, w0, xs));
+      Expr *dd = load(L, x, idx(L, V(L, n), V(L, c), h1, w1, xs));
+      Expr *Lh = x_temp(L->p, vh), *Lw = x_temp(L->p, vw);
+      Expr *top = add(L, mul(L, a, sub(L, F(L, 1), Lw)), mul(L, bb, Lw));
+      Expr *bot = add(L, mul(L, cc, sub(L, F(L, 1), Lw)), mul(L, dd, Lw));
+      Expr *v = add(L, mul(L, top, sub(L, F(L, 1), Lh)), mul(L, bot, Lh));
+      Expr *oh = add(L, mul(L, V(L, ih), I(L, S)), I(L, rh));
+      Expr *ow = add(L, mul(L, V(L, iw), I(L, S)), I(L, rw));
+      lb_store(b, y, idx(L, V(L, n), V(L, c), oh, ow, ys), v);
+      close(L, 4);
+    }
+}
+
+static void lower_crop(Lower *L, Buffer *y, Buffer *x) {
+  const Node *nd = L->node;
+  Shape xs = nd->in.v[0]->shape, ys = nd->shape;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int c = lb_for(b, "c", ys.d[0]);
+  int h = lb_for(b, "h", ys.d[1]);
+  int w = lb_for(b, "w", ys.d[2]);
+  lb_store(b, y, idx(L, V(L, n), V(L, c), V(L, h), V(L, w), ys),
+           load(L, x,
+                idx(L, V(L, n), V(L, c), add(L, V(L, h), I(L, nd->at.p[0])),
+                    add(L, V(L, w), I(L, nd->at.p[1])), xs)));
+  close(L, 4);
+}
+
+static void copy_kernel(Lower *L, Buffer *dst, Buffer *src, Shape s) {
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int i = lb_for(b, "i", shape_numel(s));
+  Expr *at = flat(L, V(L, n), V(L, i), s);
+  lb_store(b, dst, at, load(L, src, at));
+  close(L, 2);
+}
+
+/* Returns 0 when the operator has no kernel of its own (its output
+ * aliases its input). */
+static int lower_node(Lower *L, Buffer *y, Buffer **in, Buffer **ps) {
+  const Node *nd = L->node;
+  switch (nd->op) {
+  case OP_CONV: lower_conv(L, y, in[0], ps[0], param(ps, nd, "bias")); return 1;
+  case OP_DECONV:
+    lower_deconv(L, y, in[0], ps[0], param(ps, nd, "bias"));
+    return 1;
+  case OP_DENSE:
+    lower_dense(L, y, in[0], ps[0], param(ps, nd, "bias"));
+    return 1;
+  case OP_MAXPOOL:
+  case OP_AVGPOOL: lower_pool(L, y, in[0]); return 1;
+  case OP_GLOBAL_AVGPOOL:
+  case OP_ADAPTIVE_AVGPOOL: lower_adaptive(L, y, in[0]); return 1;
+  case OP_RELU:
+  case OP_LEAKY_RELU:
+  case OP_TANH:
+  case OP_SIGMOID: lower_elementwise(L, y, in[0]); return 1;
+  case OP_SOFTMAX: lower_softmax(L, y, in[0]); return 1;
+  case OP_BN: lower_bn(L, y, in[0], ps); return 1;
+  case OP_LAYERNORM:
+  case OP_INSTANCENORM:
+  case OP_GROUPNORM: lower_norm(L, y, in[0], ps); return 1;
+  case OP_LRN: lower_lrn(L, y, in[0]); return 1;
+  case OP_CONCAT: lower_concat(L, y, in); return 1;
+  case OP_ADD: lower_add(L, y, in[0], in[1]); return 1;
+  case OP_UPSAMPLE: lower_upsample(L, y, in[0]); return 1;
+  case OP_CROP: lower_crop(L, y, in[0]); return 1;
+  case OP_DROPOUT:
+  case OP_FLATTEN:
+  case OP_INPUT:
+  case OP_CROSS_ENTROPY:
+  case OP_MSE:
+  case OP_NONE:
+  case OP_COUNT: break;
+  }
+  return 0;
+}
+
+/* --- the program --------------------------------------------------------- */
+
+static int aliases_input(OpKind op) {
+  return op == OP_DROPOUT || op == OP_FLATTEN;
+}
+
+/* Parameter initialization, PyTorch's layer defaults or the model's
+ * train { init } choice. */
+static void add_inits(Program *p, Buffer *b, const Param *prm) {
+  const Node *nd = prm->owner;
+  ParamInit pi = {b, FILL_CONST, 0, 0};
+  int64_t fan_in = 1, fan_out = 1;
+  const Shape s = prm->shape;
+  if (nd->op == OP_CONV || nd->op == OP_DENSE || nd->op == OP_DECONV) {
+    const Shape w = nd->params.v[0]->shape;
+    int64_t rf = w.rank == 4 ? w.d[2] * w.d[3] : 1;
+    fan_in = w.d[1] * rf;
+    fan_out = w.d[0] * rf;
+    InitKind init = p->g->train.init;
+    int weight = strcmp(prm->role, "weight") == 0;
+    if (init == INIT_DEFAULT) {
+      /* kaiming_uniform(a=sqrt(5)) for weights, U(+-1/sqrt(fan_in)) for
+       * biases: both give a bound of 1/sqrt(fan_in) */
+      pi.fill = FILL_UNIFORM;
+      pi.bound = 1.0 / sqrt((double)fan_in);
+    } else if (weight) {
+      pi.fill = FILL_UNIFORM;
+      pi.bound = init == INIT_XAVIER ? sqrt(6.0 / (double)(fan_in + fan_out))
+                                     : sqrt(6.0 / (double)fan_in);
+    }
+  } else if (strcmp(prm->role, "weight") == 0 ||
+             strcmp(prm->role, "running_var") == 0) {
+    pi.value = 1;
+  }
+  (void)s;
+  vec_push(p->a, p->inits, pi);
+}
+
+Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch) {
+  Program *p = arena_alloc(a, sizeof *p);
+  p->a = a;
+  p->g = g;
+  p->batch = batch;
+  int nn = g->nodes.n;
+  int *needed = arena_alloc(a, sizeof(int) * (size_t)(nn + 1));
+  for (int i = 0; i < g->outputs.n; i++)
+    needed[g->outputs.v[i].node->id] = 1;
+  for (int i = nn - 1; i >= 0; i--)
+    if (needed[i])
+      for (int j = 0; j < g->nodes.v[i]->in.n; j++)
+        needed[g->nodes.v[i]->in.v[j]->id] = 1;
+  /* Parameters and buffers, in the graph's order. */
+  Buffer **pbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(g->params.n + 1));
+  for (int i = 0; i < g->params.n; i++) {
+    const Param *prm = g->params.v[i];
+    Buffer *b =
+        new_buffer(p, prm->name, prm->dtype == DT_I64 ? BUF_I64 : BUF_F32,
+                   shape_numel(prm->shape));
+    b->param = prm;
+    b->shape = prm->shape;
+    pbuf[i] = b;
+    add_inits(p, b, prm);
+  }
+  /* Inputs in declaration order, then one buffer per needed node. */
+  Buffer **nbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(nn + 1));
+  for (int i = 0; i < g->inputs.n; i++) {
+    const Node *in = g->inputs.v[i];
+    if (in->dtype != DT_F32)
+      continue; /* labels feed only the loss */
+    Buffer *b =
+        new_buffer(p, in->name, BUF_INPUT, shape_numel(in->shape) * batch);
+    b->node = in;
+    b->shape = in->shape;
+    nbuf[in->id] = b;
+    vec_push(a, p->inputs, b);
+  }
+  for (int i = 0; i < nn; i++) {
+    const Node *nd = g->nodes.v[i];
+    if (!needed[i] || nd->op == OP_INPUT)
+      continue;
+    Buffer *b =
+        new_buffer(p, nd->name, BUF_ARENA, shape_numel(nd->shape) * batch);
+    b->node = nd;
+    b->shape = nd->shape;
+    if (aliases_input(nd->op))
+      b->alias = nbuf[nd->in.v[0]->id];
+    nbuf[i] = b;
+  }
+  for (int i = 0; i < nn; i++) {
+    const Node *nd = g->nodes.v[i];
+    if (!needed[i] || nd->op == OP_INPUT)
+      continue;
+    Buffer *in[64];
+    Buffer **ins = nd->in.n <= 64
+                       ? in
+                       : arena_alloc(a, sizeof(Buffer *) * (size_t)nd->in.n);
+    for (int j = 0; j < nd->in.n; j++)
+      ins[j] = nbuf[nd->in.v[j]->id];
+    Buffer **ps = arena_alloc(a, sizeof(Buffer *) * (size_t)(nd->params.n + 1));
+    for (int j = 0; j < nd->params.n; j++)
+      for (int k = 0; k < g->params.n; k++)
+        if (g->params.v[k] == nd->params.v[j])
+          ps[j] = pbuf[k];
+    Kernel *k = loop_kernel(p, nd->name, op_info[nd->op].name, nd->loc);
+    Lower L = {p, lb_start(p, k), nd};
+    if (!lower_node(&L, nbuf[i], ins, ps))
+      p->kernels.n--; /* an alias: nothing to compute */
+  }
+  for (int i = 0; i < g->outputs.n; i++) {
+    const Output *o = &g->outputs.v[i];
+    Buffer *b =
+        new_buffer(p, o->name, BUF_OUTPUT, shape_numel(o->node->shape) * batch);
+    b->node = o->node;
+    b->shape = o->node->shape;
+    vec_push(a, p->outputs, b);
+    Kernel *k = loop_kernel(p, o->name, "output", o->loc);
+    Lower L = {p, lb_start(p, k), o->node};
+    Buffer *src = nbuf[o->node->id];
+    copy_kernel(&L, b, src, o->node->shape);
+  }
+  (void)d;
+  return p;
+}

@@ -1,0 +1,11 @@
+/* Lowering: the graph's forward pass (eval mode) as loop nests over
+ * buffers, one kernel per layer that an output needs. */
+#ifndef CNNC_LOWER_H
+#define CNNC_LOWER_H
+
+#include "loop.h"
+
+/* batch: the samples the generated code handles at most per call. */
+Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch);
+
+#endif
