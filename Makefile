@@ -63,7 +63,7 @@ check-generated: $(BUILD)/cnnc
 # --- dependencies -----------------------------------------------------
 # Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
 # torchvision. Training demo data: dataset-fashion-mnist.
-DEB_PKGS = gcc make flex bison libcmocka-dev clang-format python3 python3-torch \
+DEB_PKGS = gcc make flex bison libcmocka-dev zlib1g-dev clang-format python3 python3-torch \
            python3-torchvision dataset-fashion-mnist
 
 deps:
@@ -133,6 +133,12 @@ $(BUILD)/gen/safetensors_t.c: compiler/emit_c_safetensors.c.in
 	sed 's/PREFIX/t/g' $< > $@
 
 # --- tests --------------------------------------------------------------
+# The runtime: host-side files for drivers and tests (IDX needs zlib).
+RT_SRC = $(wildcard runtime/*.c)
+$(BUILD)/tests/test_runtime: tests/unit/test_runtime.c $(RT_SRC) $(wildcard runtime/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Iruntime -o $@ $< $(RT_SRC) -lcmocka -lz
+
 # The generated-code safetensors reader, tested through its instance "t".
 $(BUILD)/tests/test_safetensors_gen: tests/unit/test_safetensors_gen.c $(BUILD)/gen/safetensors_t.c
 	@mkdir -p $(@D)
@@ -179,7 +185,7 @@ install: $(BUILD)/cnnc
 
 format-check:
 	@clang-format --dry-run -Werror compiler/*.c compiler/*.h tests/unit/*.c \
-	  tests/unit/*.h && echo "format: clean"
+	  tests/unit/*.h runtime/*.c runtime/*.h && echo "format: clean"
 
 clean:
 	rm -rf $(BUILD)
