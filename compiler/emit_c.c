@@ -198,12 +198,13 @@ static void emit_header(FILE *h, const Program *p, const char *M,
       "\n/* Everything the model needs: parameters, buffers and the\n"
       " * activation arena. Its size is fixed; place it where you like. */\n");
   fprintf(h, "typedef struct %s_state {\n", m);
-  fprintf(h, "  float f32[%" PRId64 "];   /* parameters and float buffers */\n",
+  fprintf(h, "  float f32[%" PRId64 "]; /* parameters and float buffers */\n",
           p->f32_count ? p->f32_count : 1);
   fprintf(h, "  int64_t i64[%" PRId64 "]; /* integer buffers */\n",
           p->i64_count ? p->i64_count : 1);
-  fprintf(h, "  float arena[%" PRId64 "]; /* activations, planned */\n",
-          p->arena_count ? p->arena_count : 1);
+  fprintf(
+      h, "  float arena[%" PRId64 "]; /* activations, planned by lifetime */\n",
+      p->arena_count ? p->arena_count : 1);
   fprintf(h, "} %s_state;\n\n", m);
   fprintf(h,
           "/* Initializes every parameter as the model's train section says\n"
@@ -222,9 +223,9 @@ static void emit_header(FILE *h, const Program *p, const char *M,
          " * num_batches_tracked is allowed). Returns 0, or -1 with a message\n"
          " * in err. */\n");
   fprintf(h,
-          "int %s_load(%s_state *s, const void *data, size_t size, char *err,\n"
-          "              size_t errlen);\n",
-          m, m);
+          "int %s_load(%s_state *s, const void *data, size_t size,\n"
+          "%*schar *err, size_t errlen);\n",
+          m, m, (int)strlen(m) + 10, "");
   fprintf(h, "/* Bytes of the safetensors image %s_save writes. */\n", m);
   fprintf(h, "size_t %s_save_size(void);\n", m);
   fprintf(h, "/* Writes the weights as a safetensors image; returns the bytes\n"
@@ -338,13 +339,12 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Diag *d,
   print_template(c, emit_c_safetensors_template, m);
   fprintf(c, "\n");
   emit_init(c, p, m);
-  fprintf(
-      c,
-      "int %s_load(%s_state *s, const void *data, size_t size, char *err,\n"
-      "              size_t errlen) {\n"
-      "  return %s_st_load((const unsigned char *)data, size, %s_tensors,\n"
-      "                    %s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
-      m, m, m, m, m);
+  fprintf(c,
+          "int %s_load(%s_state *s, const void *data, size_t size,\n"
+          "%*schar *err, size_t errlen) {\n"
+          "  return %s_st_load((const unsigned char *)data, size, %s_tensors,\n"
+          "%*s%s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
+          m, m, (int)strlen(m) + 10, "", m, m, (int)strlen(m) + 18, "", m);
   fprintf(c,
           "size_t %s_save_size(void) {\n"
           "  return %s_st_size(%s_tensors, %s_NTENSORS);\n}\n\n",
@@ -352,8 +352,8 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Diag *d,
   fprintf(c,
           "size_t %s_save(const %s_state *s, void *data, size_t size) {\n"
           "  return %s_st_save((unsigned char *)data, size, %s_tensors,\n"
-          "                    %s_NTENSORS, s->f32, s->i64);\n}\n\n",
-          m, m, m, m, m);
+          "%*s%s_NTENSORS, s->f32, s->i64);\n}\n\n",
+          m, m, m, m, (int)strlen(m) + 18, "", m);
   fprintf(c, "int %s_forward(%s_state *s, int count", m, m);
   io_params(c, p);
   fprintf(c, ") {\n  if (count < 1 || count > %s_BATCH)\n    return -1;\n", M);
