@@ -751,10 +751,10 @@ void lenet5_init(lenet5_state *s, uint64_t seed) {
   }
 }
 
-int lenet5_load(lenet5_state *s, const void *data, size_t size, char *err,
-              size_t errlen) {
+int lenet5_load(lenet5_state *s, const void *data, size_t size,
+                char *err, size_t errlen) {
   return lenet5_st_load((const unsigned char *)data, size, lenet5_tensors,
-                    lenet5_NTENSORS, s->f32, s->i64, err, errlen);
+                        lenet5_NTENSORS, s->f32, s->i64, err, errlen);
 }
 
 size_t lenet5_save_size(void) {
@@ -763,7 +763,7 @@ size_t lenet5_save_size(void) {
 
 size_t lenet5_save(const lenet5_state *s, void *data, size_t size) {
   return lenet5_st_save((unsigned char *)data, size, lenet5_tensors,
-                    lenet5_NTENSORS, s->f32, s->i64);
+                        lenet5_NTENSORS, s->f32, s->i64);
 }
 
 int lenet5_forward(lenet5_state *s, int count, const float *x, float *logits) {

@@ -14,9 +14,9 @@
 /* Everything the model needs: parameters, buffers and the
  * activation arena. Its size is fixed; place it where you like. */
 typedef struct lenet5_state {
-  float f32[61706];   /* parameters and float buffers */
+  float f32[61706]; /* parameters and float buffers */
   int64_t i64[1]; /* integer buffers */
-  float arena[9408]; /* activations, planned */
+  float arena[9408]; /* activations, planned by lifetime */
 } lenet5_state;
 
 /* Initializes every parameter as the model's train section says
@@ -31,8 +31,8 @@ int lenet5_forward(lenet5_state *s, int count, const float *x, float *logits);
  * must be present with its name, dtype and shape (a missing
  * num_batches_tracked is allowed). Returns 0, or -1 with a message
  * in err. */
-int lenet5_load(lenet5_state *s, const void *data, size_t size, char *err,
-              size_t errlen);
+int lenet5_load(lenet5_state *s, const void *data, size_t size,
+                char *err, size_t errlen);
 /* Bytes of the safetensors image lenet5_save writes. */
 size_t lenet5_save_size(void);
 /* Writes the weights as a safetensors image; returns the bytes

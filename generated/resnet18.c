@@ -955,10 +955,10 @@ void resnet18_init(resnet18_state *s, uint64_t seed) {
   }
 }
 
-int resnet18_load(resnet18_state *s, const void *data, size_t size, char *err,
-              size_t errlen) {
+int resnet18_load(resnet18_state *s, const void *data, size_t size,
+                  char *err, size_t errlen) {
   return resnet18_st_load((const unsigned char *)data, size, resnet18_tensors,
-                    resnet18_NTENSORS, s->f32, s->i64, err, errlen);
+                          resnet18_NTENSORS, s->f32, s->i64, err, errlen);
 }
 
 size_t resnet18_save_size(void) {
@@ -967,7 +967,7 @@ size_t resnet18_save_size(void) {
 
 size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
   return resnet18_st_save((unsigned char *)data, size, resnet18_tensors,
-                    resnet18_NTENSORS, s->f32, s->i64);
+                          resnet18_NTENSORS, s->f32, s->i64);
 }
 
 int resnet18_forward(resnet18_state *s, int count, const float *x, float *y) {

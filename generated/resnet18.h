@@ -14,9 +14,9 @@
 /* Everything the model needs: parameters, buffers and the
  * activation arena. Its size is fixed; place it where you like. */
 typedef struct resnet18_state {
-  float f32[11699112];   /* parameters and float buffers */
+  float f32[11699112]; /* parameters and float buffers */
   int64_t i64[20]; /* integer buffers */
-  float arena[1605632]; /* activations, planned */
+  float arena[1605632]; /* activations, planned by lifetime */
 } resnet18_state;
 
 /* Initializes every parameter as the model's train section says
@@ -31,8 +31,8 @@ int resnet18_forward(resnet18_state *s, int count, const float *x, float *y);
  * must be present with its name, dtype and shape (a missing
  * num_batches_tracked is allowed). Returns 0, or -1 with a message
  * in err. */
-int resnet18_load(resnet18_state *s, const void *data, size_t size, char *err,
-              size_t errlen);
+int resnet18_load(resnet18_state *s, const void *data, size_t size,
+                  char *err, size_t errlen);
 /* Bytes of the safetensors image resnet18_save writes. */
 size_t resnet18_save_size(void);
 /* Writes the weights as a safetensors image; returns the bytes

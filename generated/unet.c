@@ -823,10 +823,10 @@ void unet_init(unet_state *s, uint64_t seed) {
   }
 }
 
-int unet_load(unet_state *s, const void *data, size_t size, char *err,
-              size_t errlen) {
+int unet_load(unet_state *s, const void *data, size_t size,
+              char *err, size_t errlen) {
   return unet_st_load((const unsigned char *)data, size, unet_tensors,
-                    unet_NTENSORS, s->f32, s->i64, err, errlen);
+                      unet_NTENSORS, s->f32, s->i64, err, errlen);
 }
 
 size_t unet_save_size(void) {
@@ -835,7 +835,7 @@ size_t unet_save_size(void) {
 
 size_t unet_save(const unet_state *s, void *data, size_t size) {
   return unet_st_save((unsigned char *)data, size, unet_tensors,
-                    unet_NTENSORS, s->f32, s->i64);
+                      unet_NTENSORS, s->f32, s->i64);
 }
 
 int unet_forward(unet_state *s, int count, const float *x, float *logits) {

@@ -14,9 +14,9 @@
 /* Everything the model needs: parameters, buffers and the
  * activation arena. Its size is fixed; place it where you like. */
 typedef struct unet_state {
-  float f32[31030658];   /* parameters and float buffers */
+  float f32[31030658]; /* parameters and float buffers */
   int64_t i64[1]; /* integer buffers */
-  float arena[60964864]; /* activations, planned */
+  float arena[60964864]; /* activations, planned by lifetime */
 } unet_state;
 
 /* Initializes every parameter as the model's train section says
@@ -31,8 +31,8 @@ int unet_forward(unet_state *s, int count, const float *x, float *logits);
  * must be present with its name, dtype and shape (a missing
  * num_batches_tracked is allowed). Returns 0, or -1 with a message
  * in err. */
-int unet_load(unet_state *s, const void *data, size_t size, char *err,
-              size_t errlen);
+int unet_load(unet_state *s, const void *data, size_t size,
+              char *err, size_t errlen);
 /* Bytes of the safetensors image unet_save writes. */
 size_t unet_save_size(void);
 /* Writes the weights as a safetensors image; returns the bytes
