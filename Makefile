@@ -26,7 +26,8 @@ VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 LIB_SRC = compiler/mem.c compiler/diag.c compiler/ast.c compiler/load.c \
           compiler/ops.c compiler/graph.c compiler/elaborate.c \
           compiler/shape.c compiler/check.c compiler/dot.c compiler/loop.c \
-          compiler/lower.c compiler/plan.c compiler/emit_c.c compiler/run.c
+          compiler/lower.c compiler/lower_grad.c compiler/autodiff.c \
+          compiler/plan.c compiler/emit_c.c compiler/run.c
 GEN_SRC = $(BUILD)/parser.c $(BUILD)/lexer.c $(BUILD)/gen/st_template.c
 MAIN_SRC = compiler/main.c
 
@@ -58,7 +59,8 @@ check-generated: $(BUILD)/cnnc
 	  $(BUILD)/cnnc dsl-examples/$$b.cnn -o $(BUILD)/generated/$$b.c --batch 1; \
 	  cmp -s $(BUILD)/generated/$$b.c $$f && cmp -s $(BUILD)/generated/$$b.h generated/$$b.h \
 	    || { echo "generated/$$b.c is stale: run make"; exit 1; }; \
-	done; echo "generated: up to date"
+	  $(CC) -std=c99 -pedantic -Wall -Wextra -Werror -c $$f -o $(BUILD)/generated/$$b.o; \
+	done; echo "generated: up to date, and compiles with -std=c99 -pedantic -Wall -Wextra -Werror"
 
 # --- dependencies -----------------------------------------------------
 # Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
@@ -171,6 +173,10 @@ check-oracle: $(BUILD)/cnnc
 	@CNNC=$(BUILD)/cnnc bash tests/oracle/param_counts.sh
 	@echo "== state_dict names against torchvision"
 	@$(PYTHON) tests/oracle/state_dict.py $(BUILD)/cnnc
+	@echo "== cnnc run with bad files"
+	@$(PYTHON) tests/oracle/run_errors.py $(BUILD)/cnnc
+	@echo "== forward pass of every operator and example against PyTorch"
+	@$(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc
 
 # --- the main job ---------------------------------------------------------
 demo: deps all

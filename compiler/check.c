@@ -48,6 +48,28 @@ int64_t check_macs(const Node *n) {
   case OP_CROP:
   case OP_CROSS_ENTROPY:
   case OP_MSE:
+  case OP_PARAM:
+  case OP_CONV_DX:
+  case OP_CONV_DW:
+  case OP_DECONV_DX:
+  case OP_DECONV_DW:
+  case OP_DENSE_DX:
+  case OP_DENSE_DW:
+  case OP_BIAS_GRAD:
+  case OP_POOL_DX:
+  case OP_ACT_DX:
+  case OP_SOFTMAX_DX:
+  case OP_BN_DX:
+  case OP_BN_DW:
+  case OP_NORM_DX:
+  case OP_NORM_DW:
+  case OP_NORM_DB:
+  case OP_LRN_DX:
+  case OP_DROPOUT_DX:
+  case OP_SLICE:
+  case OP_UPSAMPLE_DX:
+  case OP_CROP_DX:
+  case OP_LOSS_DX:
   case OP_NONE:
   case OP_COUNT: break;
   }
@@ -183,6 +205,28 @@ static Rf rf_node(const Node *n, const Rf *rf) {
   case OP_DROPOUT:
   case OP_CONCAT:
   case OP_ADD:
+  case OP_PARAM:
+  case OP_CONV_DX:
+  case OP_CONV_DW:
+  case OP_DECONV_DX:
+  case OP_DECONV_DW:
+  case OP_DENSE_DX:
+  case OP_DENSE_DW:
+  case OP_BIAS_GRAD:
+  case OP_POOL_DX:
+  case OP_ACT_DX:
+  case OP_SOFTMAX_DX:
+  case OP_BN_DX:
+  case OP_BN_DW:
+  case OP_NORM_DX:
+  case OP_NORM_DW:
+  case OP_NORM_DB:
+  case OP_LRN_DX:
+  case OP_DROPOUT_DX:
+  case OP_SLICE:
+  case OP_UPSAMPLE_DX:
+  case OP_CROP_DX:
+  case OP_LOSS_DX:
   case OP_NONE:
   case OP_COUNT: break;
   }

@@ -200,7 +200,7 @@ static const char *suggest(Elab *E, Env *env, const char *name, int values,
     for (int i = 0; i < E->p->blocks.n; i++)
       consider(name, E->p->blocks.v[i]->name, &best, &bestd);
     for (int i = 0; i < OP_COUNT; i++)
-      if (i != OP_INPUT)
+      if (i != OP_INPUT && !(op_info[i].flags & OPF_INTERNAL))
         consider(name, op_info[i].name, &best, &bestd);
     static const char *const builtins[] = {"channels", "height", "width",
                                            "len"};

@@ -6,8 +6,9 @@
 
 #include "loop.h"
 
-/* header_name is how model.c includes model.h (e.g. "lenet5.h"). */
-void emit_c(FILE *c, FILE *h, const Program *p, const Diag *d,
+/* p: the forward pass; t: the training step, or NULL for inference
+ * only. header_name is how model.c includes model.h (e.g. "lenet5.h"). */
+void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
             const char *header_name);
 
 #endif

@@ -18,7 +18,7 @@ typedef enum OpKind {
   OP_COUNT
 } OpKind;
 
-enum { OPF_PARAMS = 1, OPF_LOSS = 2 };
+enum { OPF_PARAMS = 1, OPF_LOSS = 2, OPF_INTERNAL = 4 };
 
 enum { MAX_RANK = 4 };
 typedef struct Shape {
@@ -79,6 +79,14 @@ struct Node {
   ParamVec params;
   Scope *scope;
   int frozen;
+  /* Made by autodiff: the forward node this one differentiates (its
+   * attributes and name), the parameter whose gradient it is, and the
+   * parameter an OP_PARAM node reads. */
+  const Node *of;
+  const Param *grad_of;
+  const Param *param;
+  int whole;      /* one value for the whole batch, not one per sample */
+  int64_t offset; /* OP_SLICE: first channel */
 };
 
 typedef struct Output {
@@ -120,6 +128,7 @@ typedef struct Graph {
   ScopeVec scopes;
   Node *loss;
   TrainCfg train;
+  int backward; /* nodes from this index on are the backward pass */
 } Graph;
 
 Graph *graph_new(Arena *a, const char *name, Loc loc);

@@ -31,12 +31,15 @@ int loop_var(Program *p, Kernel *k, const char *name, int temp) {
   }
   const char **vars =
       arena_alloc(p->a, sizeof(char *) * (size_t)(k->nvars + 1));
-  if (k->nvars)
+  unsigned char *kinds = arena_alloc(p->a, (size_t)k->nvars + 1);
+  if (k->nvars) {
     memcpy(vars, k->vars, sizeof(char *) * (size_t)k->nvars);
+    memcpy(kinds, k->kinds, (size_t)k->nvars);
+  }
   vars[k->nvars] = use;
+  kinds[k->nvars] = (unsigned char)temp;
   k->vars = vars;
-  if (temp && k->nvars < 31)
-    k->temps |= 1 << k->nvars;
+  k->kinds = kinds;
   return k->nvars++;
 }
 
@@ -79,8 +82,23 @@ Expr *x_temp(Program *p, int var) {
 
 Expr *x_n(Program *p) { return mk(p, X_N, 1); }
 
+Expr *x_itemp(Program *p, int var) {
+  Expr *e = mk(p, X_TEMP, 1);
+  e->var = var;
+  return e;
+}
+
+Expr *x_rand(Program *p, int64_t stream, Expr *key) {
+  Expr *e = mk(p, X_RAND, 0);
+  e->i = stream;
+  e->a = key;
+  return e;
+}
+
+Expr *x_state(Program *p, XKind k) { return mk(p, k, k == X_STEP); }
+
 Expr *x_load(Program *p, Buffer *b, Expr *index) {
-  Expr *e = mk(p, X_LOAD, b->kind == BUF_I64);
+  Expr *e = mk(p, X_LOAD, b->is_int);
   e->buf = b;
   e->a = index;
   return e;
@@ -210,9 +228,15 @@ void lb_accum(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value) {
   store(b, S_ACCUM, buf, index, value);
 }
 
+void lb_fail_if(LoopBuilder *b, Expr *cond) {
+  Stmt *s = loop_stmt(b->p, S_FAIL);
+  s->value = cond;
+  add(b, s);
+}
+
 int lb_let(LoopBuilder *b, const char *temp, Expr *value) {
   Stmt *s = loop_stmt(b->p, S_LET);
-  s->var = loop_var(b->p, b->k, temp, 1);
+  s->var = loop_var(b->p, b->k, temp, value->isint ? 2 : 1);
   s->value = value;
   add(b, s);
   return s->var;
@@ -296,6 +320,14 @@ void loop_print_expr(FILE *out, const Kernel *k, const Expr *e, int c) {
   case X_VAR:
   case X_TEMP: fputs(k->vars[e->var], out); return;
   case X_N: fputs("count", out); return;
+  case X_LR: fputs(c ? "s->lr" : "lr", out); return;
+  case X_STEP: fputs(c ? "s->step" : "step", out); return;
+  case X_RAND:
+    fprintf(out, c ? "uniform(s, %" PRId64 ", " : "rand(%" PRId64 ", ",
+            e->i);
+    loop_print_expr(out, k, e->a, c);
+    fputc(')', out);
+    return;
   case X_LOAD:
     fprintf(out, "%s[", e->buf->name);
     loop_print_expr(out, k, e->a, c);
@@ -384,6 +416,11 @@ static void print_stmts(FILE *out, const Kernel *k, const StmtVec *body,
       loop_print_expr(out, k, s->value, 0);
       fputc('\n', out);
       break;
+    case S_FAIL:
+      fputs("fail if ", out);
+      loop_print_expr(out, k, s->value, 0);
+      fputc('\n', out);
+      break;
     }
   }
 }
@@ -395,12 +432,16 @@ static const char *kind_name(BufKind k) {
   case BUF_ARENA: return "arena";
   case BUF_INPUT: return "input";
   case BUF_OUTPUT: return "output";
+  case BUF_GRAD: return "grad";
+  case BUF_M: return "m";
+  case BUF_V: return "v";
   }
   return "?";
 }
 
 void loop_print(FILE *out, const Program *p) {
-  fprintf(out, "program %s batch %" PRId64 "\n", p->g->name, p->batch);
+  fprintf(out, "program %s %s batch %" PRId64 "\n", p->g->name,
+          p->train ? "train" : "forward", p->batch);
   for (int i = 0; i < p->bufs.n; i++) {
     const Buffer *b = p->bufs.v[i];
     fprintf(out, "buffer %s %s %" PRId64 " at %" PRId64, b->name,
@@ -412,6 +453,11 @@ void loop_print(FILE *out, const Program *p) {
   for (int i = 0; i < p->kernels.n; i++) {
     const Kernel *k = p->kernels.v[i];
     fprintf(out, "kernel %s (%s)\n", k->name, k->what);
+    print_stmts(out, k, &k->body, 1);
+  }
+  for (int i = 0; i < p->update.n; i++) {
+    const Kernel *k = p->update.v[i];
+    fprintf(out, "update %s (%s)\n", k->name, k->what);
     print_stmts(out, k, &k->body, 1);
   }
 }

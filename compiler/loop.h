@@ -16,6 +16,9 @@ typedef enum BufKind {
   BUF_ARENA,  /* an activation: the state's arena, offset by the planner */
   BUF_INPUT,  /* a model input: the caller's array */
   BUF_OUTPUT, /* a model output: the caller's array */
+  BUF_GRAD,   /* a parameter's gradient: the state's g32 area */
+  BUF_M,      /* optimizer state: momentum, or Adam's first moment (m32) */
+  BUF_V,      /* Adam's second moment (v32) */
 } BufKind;
 
 typedef struct Buffer {
@@ -27,8 +30,10 @@ typedef struct Buffer {
   Shape shape;    /* per sample for activations, whole for parameters */
   const Node *node;
   const Param *param;
-  struct Buffer *alias; /* shares this buffer's storage (flatten, ...) */
-  int first, last;      /* kernels that write it first and read it last */
+  struct Buffer *alias;     /* shares this buffer's storage (flatten, ...) */
+  struct Buffer *param_buf; /* BUF_GRAD: the parameter's own buffer */
+  int is_int;               /* int64 elements (labels, counters) */
+  int first, last;          /* kernels that write it first and read it last */
 } Buffer;
 VEC_TYPE(BufferVec, Buffer *);
 
@@ -58,6 +63,9 @@ typedef enum XKind {
   X_AND,
   X_SELECT,  /* a ? b : c */
   X_TOFLOAT, /* integer to float */
+  X_RAND,    /* uniform in [0, 1) from key a, stream i and the state's seed */
+  X_LR,      /* the state's learning rate */
+  X_STEP,    /* the state's optimizer step count (integer) */
 } XKind;
 
 typedef struct Expr {
@@ -77,6 +85,7 @@ typedef enum SKind {
   S_LET,   /* float temp var = value (declares it) */
   S_SET,   /* temp var = value */
   S_IF,    /* if (value) body */
+  S_FAIL,  /* if (value) the call fails: the function returns -1 */
 } SKind;
 
 typedef struct Stmt Stmt;
@@ -99,7 +108,8 @@ typedef struct Kernel {
   StmtVec body;
   const char **vars; /* names of loop variables and temporaries, by id */
   int nvars;
-  int temps; /* which of them are float temporaries: bit set per id */
+  unsigned char *kinds; /* by id: 0 loop variable, 1 float temporary,
+                           2 integer temporary */
 } Kernel;
 VEC_TYPE(KernelVec, Kernel *);
 
@@ -122,7 +132,10 @@ typedef struct Program {
   int64_t batch;
   BufferVec bufs;
   BufferVec inputs, outputs; /* the caller's arrays, in declaration order */
-  KernelVec kernels;         /* the forward pass, in order */
+  KernelVec kernels;         /* in order */
+  int train;                 /* the training step, not the forward pass */
+  Buffer *loss;              /* train: the loss value */
+  KernelVec update;          /* train: the optimizer's update */
   ParamInitVec inits;
   int64_t f32_count, i64_count, arena_count;
   int64_t activation_sum; /* elements of all arena buffers, unshared */
@@ -141,6 +154,9 @@ Expr *x_load(Program *p, Buffer *b, Expr *index);
 Expr *x_bin(Program *p, XKind k, Expr *a, Expr *b); /* folds constants */
 Expr *x_un(Program *p, XKind k, Expr *a);
 Expr *x_select(Program *p, Expr *c, Expr *a, Expr *b);
+Expr *x_itemp(Program *p, int var);
+Expr *x_rand(Program *p, int64_t stream, Expr *key);
+Expr *x_state(Program *p, XKind k); /* X_LR or X_STEP */
 
 /* Builds a kernel's statements with a stack of open loop bodies. */
 typedef struct LoopBuilder {
@@ -158,6 +174,7 @@ void lb_store(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value);
 void lb_accum(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value);
 int lb_let(LoopBuilder *b, const char *temp, Expr *value);
 void lb_set(LoopBuilder *b, int temp, Expr *value);
+void lb_fail_if(LoopBuilder *b, Expr *cond);
 
 /* Prints an expression; c selects C syntax (for the C backend) over the
  * IR's own text form. */

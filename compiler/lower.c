@@ -3,7 +3,7 @@
  * how one operator computes, as loops; PyTorch's definitions are the
  * reference (the oracle tests compare against it). Activations are NCHW
  * with the batch outermost; an element's index is built by idx(). */
-#include "lower.h"
+#include "lower_impl.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -137,93 +137,6 @@ static Buffer *new_buffer(Program *p, const char *name, BufKind kind,
   b->first = b->last = -1;
   vec_push(p->a, p->bufs, b);
   return b;
-}
-
-/* --- index helpers ----------------------------------------------------- */
-
-typedef struct Lower {
-  Program *p;
-  LoopBuilder b;
-  const Node *node;
-} Lower;
-
-static Expr *I(Lower *L, int64_t v) { return x_int(L->p, v); }
-static Expr *F(Lower *L, double v) { return x_float(L->p, v); }
-static Expr *V(Lower *L, int var) { return x_var(L->p, var); }
-static Expr *add(Lower *L, Expr *a, Expr *b) {
-  return x_bin(L->p, X_ADD, a, b);
-}
-static Expr *sub(Lower *L, Expr *a, Expr *b) {
-  return x_bin(L->p, X_SUB, a, b);
-}
-static Expr *mul(Lower *L, Expr *a, Expr *b) {
-  return x_bin(L->p, X_MUL, a, b);
-}
-static Expr *dvd(Lower *L, Expr *a, Expr *b) {
-  return x_bin(L->p, X_DIV, a, b);
-}
-static Expr *load(Lower *L, Buffer *b, Expr *i) { return x_load(L->p, b, i); }
-
-/* The element (n, c, h, w) of a per-sample [C, H, W] tensor. */
-static Expr *idx(Lower *L, Expr *n, Expr *c, Expr *h, Expr *w, Shape s) {
-  int64_t C = s.d[0], H = s.rank == 3 ? s.d[1] : 1,
-          W = s.rank == 3 ? s.d[2] : 1;
-  Expr *e = add(L, mul(L, n, I(L, C)), c);
-  e = add(L, mul(L, e, I(L, H)), h);
-  return add(L, mul(L, e, I(L, W)), w);
-}
-
-/* The element i of sample n, the sample seen as flat. */
-static Expr *flat(Lower *L, Expr *n, Expr *i, Shape s) {
-  return add(L, mul(L, n, I(L, shape_numel(s))), i);
-}
-
-/* lo <= e < hi, leaving out halves that always hold. */
-static Expr *in_range(Lower *L, Expr *e, int64_t lo, int64_t hi, int64_t min_e,
-                      int64_t max_e) {
-  Expr *c = I(L, 1);
-  if (min_e < lo)
-    c = x_bin(L->p, X_LE, I(L, lo), e);
-  if (max_e >= hi) {
-    Expr *u = x_bin(L->p, X_LT, e, I(L, hi));
-    c = c->k == X_INT ? u : x_bin(L->p, X_AND, c, u);
-  }
-  return c;
-}
-
-static int open_if(Lower *L, Expr *cond) {
-  if (cond->k == X_INT)
-    return 0;
-  lb_if(&L->b, cond);
-  return 1;
-}
-
-static void close(Lower *L, int n) {
-  while (n-- > 0)
-    lb_end(&L->b);
-}
-
-/* --- operators ----------------------------------------------------------- */
-
-/* Sliding windows (conv, pools): the input coordinate of output o and
- * kernel tap k along one axis, and whether it can leave the input. */
-static Expr *window_coord(Lower *L, int o, int k, const Attrs *at, int ax) {
-  return add(L, sub(L, mul(L, V(L, o), I(L, at->s[ax])), I(L, at->p[ax])),
-             mul(L, V(L, k), I(L, at->d[ax] ? at->d[ax] : 1)));
-}
-
-static Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
-                          Shape x, Shape y) {
-  int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
-  int64_t maxh = (y.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * dh;
-  int64_t maxw = (y.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * dw;
-  Expr *gh = in_range(L, ih, 0, x.d[1], -at->p[0], maxh);
-  Expr *gw = in_range(L, iw, 0, x.d[2], -at->p[1], maxw);
-  if (gh->k == X_INT)
-    return gw;
-  if (gw->k == X_INT)
-    return gh;
-  return x_bin(L->p, X_AND, gh, gw);
 }
 
 static void lower_conv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
@@ -717,6 +630,28 @@ static int lower_node(Lower *L, Buffer *y, Buffer **in, Buffer **ps) {
   case OP_ADD: lower_add(L, y, in[0], in[1]); return 1;
   case OP_UPSAMPLE: lower_upsample(L, y, in[0]); return 1;
   case OP_CROP: lower_crop(L, y, in[0]); return 1;
+  case OP_PARAM:
+  case OP_CONV_DX:
+  case OP_CONV_DW:
+  case OP_DECONV_DX:
+  case OP_DECONV_DW:
+  case OP_DENSE_DX:
+  case OP_DENSE_DW:
+  case OP_BIAS_GRAD:
+  case OP_POOL_DX:
+  case OP_ACT_DX:
+  case OP_SOFTMAX_DX:
+  case OP_BN_DX:
+  case OP_BN_DW:
+  case OP_NORM_DX:
+  case OP_NORM_DW:
+  case OP_NORM_DB:
+  case OP_LRN_DX:
+  case OP_DROPOUT_DX:
+  case OP_SLICE:
+  case OP_UPSAMPLE_DX:
+  case OP_CROP_DX:
+  case OP_LOSS_DX: return lower_grad_node(L, y, in, ps);
   case OP_DROPOUT:
   case OP_FLATTEN:
   case OP_INPUT:
@@ -766,15 +701,115 @@ static void add_inits(Program *p, Buffer *b, const Param *prm) {
   vec_push(p->a, p->inits, pi);
 }
 
-Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch) {
+static int param_index(const Graph *g, const Param *p) {
+  for (int k = 0; k < g->params.n; k++)
+    if (g->params.v[k] == p)
+      return k;
+  return -1;
+}
+
+/* Training: the labels must name a class, or the step fails before it
+ * reads outside the logits. */
+static void check_labels(Program *p, const Node *loss, Buffer *labels) {
+  const Shape ls = loss->in.v[0]->shape;
+  Kernel *k = loop_kernel(p, labels->name, "label check", labels->node->loc);
+  Lower L = {p, lb_start(p, k), loss};
+  int n = lb_for(&L.b, "n", -1);
+  int i = lb_for(&L.b, "i", shape_numel(labels->shape));
+  Expr *v = load(&L, labels, flat(&L, V(&L, n), V(&L, i), labels->shape));
+  lb_fail_if(&L.b, x_bin(p, X_LT, v, I(&L, 0)));
+  lb_fail_if(&L.b, x_bin(p, X_LE, I(&L, ls.d[0]), v));
+  close(&L, 2);
+}
+
+/* The optimizer's update of every trainable parameter, PyTorch's rules:
+ * SGD with momentum (the buffer starts at zero, which equals PyTorch's
+ * first-step copy), Nesterov and weight decay; Adam with bias correction
+ * and weight decay added to the gradient. The caller counts the step. */
+static void lower_update(Program *p, Buffer **pbuf) {
+  const Graph *g = p->g;
+  const TrainCfg *t = &g->train;
+  KernelVec forward = p->kernels;
+  p->kernels = (KernelVec){0};
+  for (int i = 0; i < g->params.n; i++) {
+    const Param *prm = g->params.v[i];
+    if (prm->kind != PK_PARAM || prm->frozen)
+      continue;
+    Buffer *w = pbuf[i];
+    Buffer *gr = NULL;
+    for (int j = 0; j < p->bufs.n; j++)
+      if (p->bufs.v[j]->kind == BUF_GRAD && p->bufs.v[j]->param_buf == w)
+        gr = p->bufs.v[j];
+    Buffer *m =
+        new_buffer(p, arena_printf(p->a, "%s.m", prm->name), BUF_M, w->size);
+    m->param_buf = w;
+    Buffer *v = NULL;
+    if (t->opt == OPT_ADAM) {
+      v = new_buffer(p, arena_printf(p->a, "%s.v", prm->name), BUF_V, w->size);
+      v->param_buf = w;
+    }
+    Kernel *k = loop_kernel(p, prm->name, t->opt == OPT_ADAM ? "adam" : "sgd",
+                            prm->owner->loc);
+    Lower L = {p, lb_start(p, k), prm->owner};
+    LoopBuilder *b = &L.b;
+    int e = lb_for(b, "i", w->size);
+    Expr *at = V(&L, e);
+    Expr *grad = load(&L, gr, at);
+    if (t->weight_decay != 0)
+      grad = add(&L, grad, mul(&L, F(&L, t->weight_decay), load(&L, w, at)));
+    int gv = lb_let(b, "g", grad);
+    Expr *G = x_temp(p, gv), *step;
+    if (t->opt == OPT_ADAM) {
+      int mv = lb_let(b, "m",
+                      add(&L, mul(&L, F(&L, t->beta1), load(&L, m, at)),
+                          mul(&L, F(&L, 1 - t->beta1), G)));
+      int vv = lb_let(b, "v",
+                      add(&L, mul(&L, F(&L, t->beta2), load(&L, v, at)),
+                          mul(&L, F(&L, 1 - t->beta2), mul(&L, G, G))));
+      lb_store(b, m, at, x_temp(p, mv));
+      lb_store(b, v, at, x_temp(p, vv));
+      Expr *tt = x_un(p, X_TOFLOAT, x_state(p, X_STEP));
+      Expr *bc1 = sub(&L, F(&L, 1), x_bin(p, X_POW, F(&L, t->beta1), tt));
+      Expr *bc2 = sub(&L, F(&L, 1), x_bin(p, X_POW, F(&L, t->beta2), tt));
+      Expr *denom = add(
+          &L,
+          x_bin(p, X_DIV, x_un(p, X_SQRT, x_temp(p, vv)), x_un(p, X_SQRT, bc2)),
+          F(&L, t->eps));
+      step = x_bin(p, X_DIV, x_bin(p, X_DIV, x_temp(p, mv), bc1), denom);
+    } else if (t->momentum != 0) {
+      int mv = lb_let(b, "buf",
+                      add(&L, mul(&L, F(&L, t->momentum), load(&L, m, at)), G));
+      lb_store(b, m, at, x_temp(p, mv));
+      step = t->nesterov
+                 ? add(&L, G, mul(&L, F(&L, t->momentum), x_temp(p, mv)))
+                 : x_temp(p, mv);
+    } else {
+      step = G;
+    }
+    lb_store(b, w, at,
+             sub(&L, load(&L, w, at), mul(&L, x_state(p, X_LR), step)));
+    close(&L, 1);
+  }
+  p->update = p->kernels;
+  p->kernels = forward;
+}
+
+Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train) {
   Program *p = arena_alloc(a, sizeof *p);
   p->a = a;
   p->g = g;
   p->batch = batch;
+  p->train = train;
   int nn = g->nodes.n;
   int *needed = arena_alloc(a, sizeof(int) * (size_t)(nn + 1));
-  for (int i = 0; i < g->outputs.n; i++)
-    needed[g->outputs.v[i].node->id] = 1;
+  if (train) {
+    needed[g->loss->id] = 1;
+    for (int i = 0; i < nn; i++)
+      needed[i] |= g->nodes.v[i]->grad_of != NULL;
+  } else {
+    for (int i = 0; i < g->outputs.n; i++)
+      needed[g->outputs.v[i].node->id] = 1;
+  }
   for (int i = nn - 1; i >= 0; i--)
     if (needed[i])
       for (int j = 0; j < g->nodes.v[i]->in.n; j++)
@@ -788,37 +823,55 @@ Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch) {
                    shape_numel(prm->shape));
     b->param = prm;
     b->shape = prm->shape;
+    b->is_int = prm->dtype == DT_I64;
     pbuf[i] = b;
     add_inits(p, b, prm);
   }
   /* Inputs in declaration order, then one buffer per needed node. */
   Buffer **nbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(nn + 1));
+  Buffer *labels = NULL;
   for (int i = 0; i < g->inputs.n; i++) {
     const Node *in = g->inputs.v[i];
-    if (in->dtype != DT_F32)
+    if (in->dtype != DT_F32 && !train)
       continue; /* labels feed only the loss */
     Buffer *b =
         new_buffer(p, in->name, BUF_INPUT, shape_numel(in->shape) * batch);
     b->node = in;
     b->shape = in->shape;
+    b->is_int = in->dtype == DT_I64;
     nbuf[in->id] = b;
     vec_push(a, p->inputs, b);
+    if (b->is_int)
+      labels = b;
   }
   for (int i = 0; i < nn; i++) {
     const Node *nd = g->nodes.v[i];
     if (!needed[i] || nd->op == OP_INPUT)
       continue;
-    Buffer *b =
-        new_buffer(p, nd->name, BUF_ARENA, shape_numel(nd->shape) * batch);
+    if (nd->op == OP_PARAM) {
+      nbuf[i] = pbuf[param_index(g, nd->param)];
+      continue;
+    }
+    int64_t size = shape_numel(nd->shape) * (nd->whole ? 1 : batch);
+    Buffer *b;
+    if (nd->grad_of) {
+      b = new_buffer(p, arena_printf(a, "%s.grad", nd->grad_of->name), BUF_GRAD,
+                     size);
+      b->param_buf = pbuf[param_index(g, nd->grad_of)];
+    } else {
+      b = new_buffer(p, nd->name, BUF_ARENA, size);
+    }
     b->node = nd;
     b->shape = nd->shape;
-    if (aliases_input(nd->op))
+    if (aliases_input(nd->op) && !(train && nd->op == OP_DROPOUT))
       b->alias = nbuf[nd->in.v[0]->id];
     nbuf[i] = b;
   }
+  if (train && labels && g->loss->op == OP_CROSS_ENTROPY)
+    check_labels(p, g->loss, labels);
   for (int i = 0; i < nn; i++) {
     const Node *nd = g->nodes.v[i];
-    if (!needed[i] || nd->op == OP_INPUT)
+    if (!needed[i] || nd->op == OP_INPUT || nd->op == OP_PARAM)
       continue;
     Buffer *in[64];
     Buffer **ins = nd->in.n <= 64
@@ -826,15 +879,42 @@ Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch) {
                        : arena_alloc(a, sizeof(Buffer *) * (size_t)nd->in.n);
     for (int j = 0; j < nd->in.n; j++)
       ins[j] = nbuf[nd->in.v[j]->id];
-    Buffer **ps = arena_alloc(a, sizeof(Buffer *) * (size_t)(nd->params.n + 1));
-    for (int j = 0; j < nd->params.n; j++)
-      for (int k = 0; k < g->params.n; k++)
-        if (g->params.v[k] == nd->params.v[j])
-          ps[j] = pbuf[k];
+    /* Backward nodes see the parameters of the node they differentiate. */
+    const Node *owner =
+        nd->of && op_info[nd->op].flags & OPF_INTERNAL ? nd->of : nd;
+    Buffer **ps =
+        arena_alloc(a, sizeof(Buffer *) * (size_t)(owner->params.n + 1));
+    for (int j = 0; j < owner->params.n; j++)
+      ps[j] = pbuf[param_index(g, owner->params.v[j])];
     Kernel *k = loop_kernel(p, nd->name, op_info[nd->op].name, nd->loc);
     Lower L = {p, lb_start(p, k), nd};
-    if (!lower_node(&L, nbuf[i], ins, ps))
+    int made = train && lower_train_node(&L, nbuf[i], ins, ps);
+    if (!made && !lower_node(&L, nbuf[i], ins, ps))
       p->kernels.n--; /* an alias: nothing to compute */
+  }
+  if (train) {
+    p->loss = nbuf[g->loss->id];
+    /* A trainable parameter the loss does not reach has a zero gradient. */
+    for (int i = 0; i < g->params.n; i++) {
+      const Param *prm = g->params.v[i];
+      int has = prm->kind != PK_PARAM || prm->frozen;
+      for (int j = g->backward; j < nn && !has; j++)
+        has = g->nodes.v[j]->grad_of == prm;
+      if (has)
+        continue;
+      Buffer *b = new_buffer(p, arena_printf(a, "%s.grad", prm->name), BUF_GRAD,
+                             shape_numel(prm->shape));
+      b->param_buf = pbuf[i];
+      b->shape = prm->shape;
+      Kernel *k = loop_kernel(p, b->name, "zero gradient", prm->owner->loc);
+      Lower L = {p, lb_start(p, k), prm->owner};
+      int e = lb_for(&L.b, "i", b->size);
+      lb_store(&L.b, b, V(&L, e), F(&L, 0));
+      close(&L, 1);
+    }
+    lower_update(p, pbuf);
+    (void)d;
+    return p;
   }
   for (int i = 0; i < g->outputs.n; i++) {
     const Output *o = &g->outputs.v[i];

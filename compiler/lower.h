@@ -5,7 +5,9 @@
 
 #include "loop.h"
 
-/* batch: the samples the generated code handles at most per call. */
-Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch);
+/* batch: the samples the generated code handles at most per call. train:
+ * the training step (forward in training mode, loss, backward; needs
+ * autodiff first) instead of the forward pass. */
+Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autodiff.h"
 #include "check.h"
 #include "diag.h"
 #include "dot.h"
@@ -32,8 +33,9 @@ static const char usage[] =
     "usage: cnnc MODEL.cnn -o MODEL.c [options]\n"
     "       cnnc <command> [options] MODEL.cnn\n"
     "\n"
-    "  cnnc MODEL.cnn -o FILE.c  write standalone C for the model's forward\n"
-    "             pass (inference): FILE.c and FILE.h, C99, libm only\n"
+    "  cnnc MODEL.cnn -o FILE.c  write standalone C for the model: FILE.c and\n"
+    "             FILE.h, C99, libm only; inference, and training when the\n"
+    "             model has a loss (unless --infer-only)\n"
     "\n"
     "commands:\n"
     "  check      parse the model, build its graph and infer every shape;\n"
@@ -44,16 +46,21 @@ static const char usage[] =
     "             --weights W.safetensors --input I.safetensors\n"
     "             --output O.safetensors; compiles with the system C compiler\n"
     "             and caches the program in ~/.cache/cnnc\n"
+    "  grad       one training-mode forward and backward pass on the samples\n"
+    "             of a file (inputs and labels): writes the loss and the\n"
+    "             gradient of every trainable parameter, by name, to --output\n"
     "\n"
     "options:\n"
     "  -o FILE.c          (compile) where to write the C; the header goes\n"
     "                     beside it with the extension .h\n"
+    "  --infer-only       (compile) leave the training code out\n"
     "  --batch N          samples per call of the generated code (default:\n"
     "                     the model's train { batch }, else 1)\n"
-    "  --weights FILE     (run) the parameters and buffers, by name\n"
-    "  --input FILE       (run) one float32 tensor per model input, [N, ...]\n"
-    "  --output FILE      (run) where each model output is written, [N, ...]\n"
-    "  --cc CMD           (run) the C compiler to use (default: cc)\n"
+    "  --weights FILE     (run, grad) the parameters and buffers, by name\n"
+    "  --input FILE       (run, grad) one tensor per model input, [N, ...];\n"
+    "                     for grad also the labels (int64) or targets\n"
+    "  --output FILE      (run, grad) where the results are written\n"
+    "  --cc CMD           (run, grad) the C compiler to use (default: cc)\n"
     "  --model NAME       the model to use when the file defines several\n"
     "  --params           (check) list every parameter and buffer instead:\n"
     "                     name, dimensions, param or buffer; one per line\n"
@@ -91,7 +98,7 @@ typedef struct Options {
   const char *command, *path, *model, *dump, *out;
   const char *weights, *input, *output, *cc;
   long long batch;
-  int params, werror, verbose;
+  int params, werror, verbose, infer_only;
 } Options;
 
 static int ends_with(const char *s, const char *suffix) {
@@ -148,6 +155,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("--dump-after: unknown pass '%s' (passes: "
                            "elaborate, lower, plan)",
                            o->dump);
+    } else if (strcmp(a, "--infer-only") == 0) {
+      o->infer_only = 1;
     } else if (strcmp(a, "--params") == 0) {
       o->params = 1;
     } else if (strcmp(a, "-Werror") == 0) {
@@ -173,9 +182,9 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   const char *c = o->command;
   if (strcmp(c, "check") && strcmp(c, "dot") && strcmp(c, "run") &&
-      strcmp(c, "compile"))
-    return usage_error("unknown command '%s' (commands: check, dot, run; or "
-                       "give a .cnn file to compile)",
+      strcmp(c, "grad") && strcmp(c, "compile"))
+    return usage_error("unknown command '%s' (commands: check, dot, run, "
+                       "grad; or give a .cnn file to compile)",
                        c);
   if (!o->path)
     return usage_error("%s needs a model file", c);
@@ -185,13 +194,15 @@ static int parse_args(int argc, char **argv, Options *o) {
     return usage_error("say where to write the C code with -o FILE.c");
   if (o->out && (!ends_with(o->out, ".c") || strlen(o->out) < 3))
     return usage_error("-o needs a file name ending in .c, not '%s'", o->out);
-  if (!strcmp(c, "run") && !o->dump && (!o->weights || !o->input || !o->output))
-    return usage_error("run needs --weights, --input and --output files");
+  if ((!strcmp(c, "run") || !strcmp(c, "grad")) && !o->dump &&
+      (!o->weights || !o->input || !o->output))
+    return usage_error("%s needs --weights, --input and --output files", c);
   return -1;
 }
 
 /* Writes FILE.c and FILE.h; 0 on success. */
-static int write_c(Diag *d, const Program *p, const char *out) {
+static int write_c(Diag *d, const Program *p, const Program *t,
+                   const char *out) {
   size_t n = strlen(out);
   char *hpath = mem_alloc(n + 1);
   memcpy(hpath, out, n + 1);
@@ -205,7 +216,7 @@ static int write_c(Diag *d, const Program *p, const char *out) {
                strerror(errno));
     rc = 1;
   } else {
-    emit_c(c, h, p, d, hname);
+    emit_c(c, h, p, t, d, hname);
   }
   if ((c && fclose(c)) || (h && fclose(h))) {
     diag_error(d, (Loc){0, 0, 0}, "cannot write %s", out);
@@ -238,7 +249,7 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
     }
     check_print_table(stdout, g, o->path);
     /* What the generated code will need: the planned arena, one sample. */
-    Program *one = lower(d, arena, g, 1);
+    Program *one = lower(d, arena, g, 1, 0);
     plan(one);
     printf("activation arena per sample: %.1f KB planned, against %.1f KB "
            "for every layer output apart\n",
@@ -247,22 +258,41 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
     return 0;
   }
   int64_t batch = o->batch ? o->batch : g->train.batch;
-  Program *p = lower(d, arena, g, batch);
+  int grad = !strcmp(c, "grad");
+  if (grad && !g->loss) {
+    diag_error(d, g->loc,
+               "model '%s' has no loss to differentiate; add one "
+               "with 'loss cross_entropy(y)'",
+               g->name);
+    return 1;
+  }
+  Program *p = lower(d, arena, g, batch, 0), *t = NULL;
   if (d->errors)
     return 1;
+  /* The training step exists when the model has a loss; autodiff appends
+   * the backward nodes after the forward pass is lowered. */
+  if (g->loss && (grad || (!strcmp(c, "compile") && !o->infer_only))) {
+    autodiff(d, g);
+    t = lower(d, arena, g, batch, 1);
+    if (d->errors)
+      return 1;
+  }
+  const Program *shown = grad ? t : p;
   if (o->dump && !strcmp(o->dump, "lower")) {
-    loop_print(stdout, p);
+    loop_print(stdout, shown);
     return 0;
   }
   plan(p);
+  if (t)
+    plan(t);
   if (o->dump) {
-    loop_print(stdout, p);
+    loop_print(stdout, shown);
     return 0;
   }
   if (!strcmp(c, "compile"))
-    return write_c(d, p, o->out);
+    return write_c(d, p, t, o->out);
   RunOptions ro = {o->weights, o->input, o->output, o->cc, self, o->verbose};
-  return run_program(d, p, &ro);
+  return run_program(d, p, grad ? t : NULL, &ro);
 }
 
 int main(int argc, char **argv) {

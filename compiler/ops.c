@@ -17,7 +17,8 @@ const OpInfo op_info[OP_COUNT] = {
 
 OpKind op_lookup(const char *name) {
   for (int i = 0; i < OP_COUNT; i++)
-    if (i != OP_INPUT && strcmp(op_info[i].name, name) == 0)
+    if (i != OP_INPUT && !(op_info[i].flags & OPF_INTERNAL) &&
+        strcmp(op_info[i].name, name) == 0)
       return (OpKind)i;
   return OP_NONE;
 }

@@ -64,8 +64,15 @@ void plan(Program *p) {
       p->i64_count += b->size;
     }
   }
+  for (int i = 0; i < p->bufs.n; i++) {
+    Buffer *b = p->bufs.v[i];
+    if (b->kind == BUF_GRAD || b->kind == BUF_M || b->kind == BUF_V)
+      b->offset = b->param_buf->offset; /* they mirror the f32 area */
+  }
   for (int k = 0; k < p->kernels.n; k++)
     stmt_uses(&p->kernels.v[k]->body, k);
+  if (p->loss) /* read by the caller after the last kernel */
+    touch(p->loss, p->kernels.n);
   Buffer **arena = mem_alloc(sizeof(Buffer *) * (size_t)(p->bufs.n + 1));
   int n = 0;
   for (int i = 0; i < p->bufs.n; i++) {

@@ -271,7 +271,134 @@ static int spawn(char *const argv[]) {
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-int run_program(Diag *d, const Program *p, const RunOptions *o) {
+/* The driver of cnnc grad: one training-mode forward and backward pass on
+ * all the samples of the input file, then the loss and the gradients. */
+static void grad_driver(FILE *o, const Program *t) {
+  const char *m = t->g->name;
+  char M[256];
+  size_t k = 0;
+  for (; m[k] && k < sizeof M - 1; k++)
+    M[k] = (char)(m[k] >= 'a' && m[k] <= 'z' ? m[k] - 32 : m[k]);
+  M[k] = 0;
+  fprintf(
+      o,
+      "/* Driver of cnnc grad for %s: weights, inputs -> loss, gradients. */\n",
+      m);
+  fprintf(o,
+          "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n\n");
+  fprintf(o, "#include \"cnnc_runtime.h\"\n#include \"%s.h\"\n\n", m);
+  fprintf(
+      o, "static int fail(const char *file, const char *msg) {\n"
+         "  if (file)\n    fprintf(stderr, \"cnnc: %%s: %%s\\n\", file, msg);\n"
+         "  else\n    fprintf(stderr, \"cnnc: %%s\\n\", msg);\n  return "
+         "1;\n}\n\n");
+  fprintf(
+      o,
+      "/* An input as the model wants it: float32 [N, dims], or the labels\n"
+      " * as int64 (int32 is widened). Returns its data, or NULL. */\n"
+      "static const void *take(const char *file, rt_tensors *in, const char "
+      "*name,\n"
+      "                        int want_int, int ndim, const int64_t *dims,\n"
+      "                        int64_t *count) {\n"
+      "  char msg[512];\n"
+      "  rt_tensor *t = NULL;\n"
+      "  for (int i = 0; i < in->n; i++)\n"
+      "    if (!strcmp(in->v[i].name, name))\n      t = &in->v[i];\n"
+      "  if (!t) {\n"
+      "    snprintf(msg, sizeof msg, \"no tensor '%%s' (an input of the "
+      "model)\", name);\n"
+      "    fail(file, msg);\n    return NULL;\n  }\n"
+      "  int ok = t->ndim == ndim + 1 && t->shape[0] >= 1 &&\n"
+      "           (want_int ? t->dtype == RT_I64 || t->dtype == RT_I32 : "
+      "t->dtype == RT_F32);\n"
+      "  for (int i = 0; ok && i < ndim; i++)\n    ok = t->shape[i + 1] == "
+      "dims[i];\n"
+      "  if (!ok || (*count >= 0 && t->shape[0] != *count)) {\n"
+      "    snprintf(msg, sizeof msg, \"tensor '%%s' must be %%s [N%%s] with "
+      "the same N as the \"\n"
+      "             \"other inputs\", name, want_int ? \"I64\" : \"F32\", ndim "
+      "? \", ...\" : \"\");\n"
+      "    fail(file, msg);\n    return NULL;\n  }\n"
+      "  *count = t->shape[0];\n"
+      "  if (want_int && t->dtype == RT_I32) {\n"
+      "    int64_t n = rt_tensor_numel(t);\n"
+      "    int64_t *wide = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));\n"
+      "    if (!wide)\n      return NULL;\n"
+      "    for (int64_t i = 0; i < n; i++)\n      wide[i] = ((const int32_t "
+      "*)t->data)[i];\n"
+      "    return wide;\n  }\n"
+      "  return t->data;\n}\n\n");
+  fprintf(o,
+          "int main(int argc, char **argv) {\n"
+          "  char err[512];\n"
+          "  if (argc != 4)\n    return fail(NULL, \"usage: grad WEIGHTS "
+          "INPUTS OUTPUTS\");\n"
+          "  %s_state *s = malloc(sizeof *s);\n"
+          "  if (!s)\n    return fail(NULL, \"out of memory\");\n"
+          "  %s_init(s, 0);\n"
+          "  unsigned char *buf;\n  size_t len;\n"
+          "  if (rt_read_file(argv[1], &buf, &len, err, sizeof err))\n    "
+          "return fail(NULL, err);\n"
+          "  if (%s_load(s, buf, len, err, sizeof err))\n    return "
+          "fail(argv[1], err);\n"
+          "  free(buf);\n"
+          "  rt_tensors in = {0}, out = {0};\n"
+          "  if (rt_safetensors_read(argv[2], &in, err, sizeof err))\n    "
+          "return fail(NULL, err);\n"
+          "  int64_t count = -1;\n",
+          m, m, m);
+  for (int i = 0; i < t->inputs.n; i++) {
+    const Buffer *b = t->inputs.v[i];
+    fprintf(o, "  static const int64_t dims_%s[] = {0", b->name);
+    for (int j = 0; j < b->shape.rank; j++)
+      fprintf(o, ", %" PRId64, b->shape.d[j]);
+    fprintf(o,
+            "};\n  const void *in_%s = take(argv[2], &in, \"%s\", %d, %d, "
+            "dims_%s + 1, &count);\n"
+            "  if (!in_%s)\n    return 1;\n",
+            b->name, b->node->name, b->is_int, b->shape.rank, b->name, b->name);
+  }
+  fprintf(o,
+          "  if (in.n != %d)\n"
+          "    return fail(argv[2], \"the file holds tensors that are not "
+          "inputs of the model\");\n",
+          t->inputs.n);
+  fprintf(o,
+          "  if (count > %s_BATCH) {\n"
+          "    snprintf(err, sizeof err, \"%%lld samples, but the model's "
+          "batch is %%d \"\n"
+          "             \"(use --batch)\", (long long)count, %s_BATCH);\n"
+          "    return fail(argv[2], err);\n  }\n",
+          M, M);
+  fprintf(o, "  float loss;\n  if (%s_backward(s, (int)count", m);
+  for (int i = 0; i < t->inputs.n; i++)
+    fprintf(o, ", in_%s", t->inputs.v[i]->name);
+  fprintf(
+      o,
+      ", &loss) != 0)\n"
+      "    return fail(argv[2], \"a label is not a class of the model\");\n");
+  fprintf(o, "  if (rt_tensors_add(&out, \"loss\", RT_F32, 0, NULL, &loss))\n"
+             "    return fail(NULL, \"out of memory\");\n");
+  for (int i = 0; i < t->bufs.n; i++) {
+    const Buffer *b = t->bufs.v[i];
+    if (b->kind != BUF_GRAD)
+      continue;
+    const Param *prm = b->param_buf->param;
+    fprintf(o, "  {\n    static const int64_t shape[] = {0");
+    for (int j = 0; j < prm->shape.rank; j++)
+      fprintf(o, ", %" PRId64, prm->shape.d[j]);
+    fprintf(o,
+            "};\n    if (rt_tensors_add(&out, \"%s\", RT_F32, %d, shape + 1, "
+            "s->g32 + %" PRId64 "))\n"
+            "      return fail(NULL, \"out of memory\");\n  }\n",
+            prm->name, prm->shape.rank, b->param_buf->offset);
+  }
+  fprintf(o, "  if (rt_safetensors_write(argv[3], &out, err, sizeof err))\n"
+             "    return fail(NULL, err);\n  return 0;\n}\n");
+}
+
+int run_program(Diag *d, const Program *p, const Program *train,
+                const RunOptions *o) {
   const char *m = p->g->name;
   char *csrc = NULL, *hsrc = NULL, *dsrc = NULL;
   size_t clen = 0, hlen = 0, dlen = 0;
@@ -279,8 +406,11 @@ int run_program(Diag *d, const Program *p, const RunOptions *o) {
   FILE *dr = open_memstream(&dsrc, &dlen);
   char hname[300];
   snprintf(hname, sizeof hname, "%s.h", m);
-  emit_c(c, h, p, d, hname);
-  driver(dr, p);
+  emit_c(c, h, p, train, d, hname);
+  if (train)
+    grad_driver(dr, train);
+  else
+    driver(dr, p);
   fclose(c);
   fclose(h);
   fclose(dr);

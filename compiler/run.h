@@ -13,8 +13,11 @@ typedef struct RunOptions {
   int verbose;      /* say what is compiled and where */
 } RunOptions;
 
-/* Returns the exit status to report: 0, 1 for bad files (the driver says
- * why), or 1 after reporting a failure to compile or start. */
-int run_program(Diag *d, const Program *p, const RunOptions *o);
+/* Runs the forward pass p, or with train (cnnc grad) one training step's
+ * loss and gradients. Returns the exit status to report: 0, 1 for bad
+ * files (the driver says why), or 1 after reporting a failure to compile
+ * or start. */
+int run_program(Diag *d, const Program *p, const Program *train,
+                const RunOptions *o);
 
 #endif

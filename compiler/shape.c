@@ -359,6 +359,28 @@ static int rules(Diag *d, Graph *g, Node *n) {
     }
     n->shape = shp(0, 0, 0, 0, 0);
     return 1;
+  case OP_PARAM:
+  case OP_CONV_DX:
+  case OP_CONV_DW:
+  case OP_DECONV_DX:
+  case OP_DECONV_DW:
+  case OP_DENSE_DX:
+  case OP_DENSE_DW:
+  case OP_BIAS_GRAD:
+  case OP_POOL_DX:
+  case OP_ACT_DX:
+  case OP_SOFTMAX_DX:
+  case OP_BN_DX:
+  case OP_BN_DW:
+  case OP_NORM_DX:
+  case OP_NORM_DW:
+  case OP_NORM_DB:
+  case OP_LRN_DX:
+  case OP_DROPOUT_DX:
+  case OP_SLICE:
+  case OP_UPSAMPLE_DX:
+  case OP_CROP_DX:
+  case OP_LOSS_DX: return 1; /* shaped by the pass that makes them */
   case OP_NONE:
   case OP_COUNT: break;
   }

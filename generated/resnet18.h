@@ -16,7 +16,13 @@
 typedef struct resnet18_state {
   float f32[11699112]; /* parameters and float buffers */
   int64_t i64[20]; /* integer buffers */
-  float arena[1605632]; /* activations, planned by lifetime */
+  float arena[7325697]; /* activations, planned by lifetime */
+  float g32[11699112]; /* gradients, as f32 */
+  float m32[11699112]; /* optimizer state: momentum */
+  float lr;       /* the learning rate */
+  int64_t step;   /* optimizer steps taken */
+  uint64_t seed;  /* dropout's random stream */
+  uint64_t draws; /* training steps that drew from it */
 } resnet18_state;
 
 /* Initializes every parameter as the model's train section says
@@ -38,5 +44,18 @@ size_t resnet18_save_size(void);
 /* Writes the weights as a safetensors image; returns the bytes
  * written, or 0 if size is too small. */
 size_t resnet18_save(const resnet18_state *s, void *data, size_t size);
+
+/* Training. backward runs the forward pass in training mode on
+ * count samples (batch statistics, dropout), the loss, and the
+ * backward pass: the gradients land in s->g32. It returns 0 and
+ * the loss, or -1 if count is out of range or a label is not a
+ * class. update applies the optimizer to the gradients; between
+ * the two, gradients may be combined across replicas. train_step
+ * is both, and returns the loss (NaN if backward failed). */
+int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_t *labels, float *loss);
+void resnet18_update(resnet18_state *s);
+float resnet18_train_step(resnet18_state *s, int count, const float *x, const int64_t *labels);
+/* Sets the learning rate of the next updates. */
+void resnet18_set_lr(resnet18_state *s, float lr);
 
 #endif

@@ -16,7 +16,13 @@
 typedef struct unet_state {
   float f32[31030658]; /* parameters and float buffers */
   int64_t i64[1]; /* integer buffers */
-  float arena[60964864]; /* activations, planned by lifetime */
+  float arena[296953345]; /* activations, planned by lifetime */
+  float g32[31030658]; /* gradients, as f32 */
+  float m32[31030658]; /* optimizer state: momentum */
+  float lr;       /* the learning rate */
+  int64_t step;   /* optimizer steps taken */
+  uint64_t seed;  /* dropout's random stream */
+  uint64_t draws; /* training steps that drew from it */
 } unet_state;
 
 /* Initializes every parameter as the model's train section says
@@ -38,5 +44,18 @@ size_t unet_save_size(void);
 /* Writes the weights as a safetensors image; returns the bytes
  * written, or 0 if size is too small. */
 size_t unet_save(const unet_state *s, void *data, size_t size);
+
+/* Training. backward runs the forward pass in training mode on
+ * count samples (batch statistics, dropout), the loss, and the
+ * backward pass: the gradients land in s->g32. It returns 0 and
+ * the loss, or -1 if count is out of range or a label is not a
+ * class. update applies the optimizer to the gradients; between
+ * the two, gradients may be combined across replicas. train_step
+ * is both, and returns the loss (NaN if backward failed). */
+int unet_backward(unet_state *s, int count, const float *x, const int64_t *labels, float *loss);
+void unet_update(unet_state *s);
+float unet_train_step(unet_state *s, int count, const float *x, const int64_t *labels);
+/* Sets the learning rate of the next updates. */
+void unet_set_lr(unet_state *s, float lr);
 
 #endif

@@ -1,0 +1,749 @@
+/* The LLVM backend. It walks the same loop IR the C backend prints and
+ * builds, through LLVM's C API, exactly what that C computes:
+ *
+ * - every kernel becomes one function, (count, state, one pointer per
+ *   buffer it touches), whose loops, guards, loads and stores are the
+ *   IR's; the entry point NAME_forward checks count and calls the kernels
+ *   in order with their buffers' addresses. Kernels that are the same IR
+ *   over different buffers (ResNet's repeated blocks) share one function,
+ *   which keeps compile time down; the arithmetic is the same either way.
+ * - C's arithmetic: floats in single precision, with no contraction into
+ *   fused multiply-adds (ISO C mode, as `cc -std=c99` compiles model.c);
+ *   indices in 64-bit integers (ptrdiff_t), signed overflow undefined as
+ *   in C; integer division and remainder truncate (the IR only divides
+ *   non-negative operands); && and ?: evaluate only what C evaluates, so
+ *   a guarded load never runs when its guard is false.
+ * - float constants are what the C compiler reads from the printed
+ *   literal ("%.9g" then strtof), so both see the same bits.
+ * - fmaxf/fminf are written out as glibc's x86-64 code computes them
+ *   (maxss/minss, with the NaN cases: fmaxf(x, y) is x > y ? x : y, and
+ *   x when y is NaN), which vectorizes; expf, logf, tanhf and powf are
+ *   calls into the process's libm, marked nobuiltin so LLVM neither folds
+ *   nor rewrites them (powf(2, x) is not exp2f(x) to the last bit);
+ *   sqrtf is llvm.sqrt, correctly rounded like sqrtss and libm.
+ *
+ * Function arguments are noalias when the IR guarantees it: the buffers
+ * of a kernel are disjoint unless two of them share storage, which is
+ * checked here from the plan's offsets. */
+#if CNNC_LLVM
+
+#include "emit_llvm.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+/* Kernels already built, by their IR with buffers replaced by slots. */
+typedef struct Built {
+  char *key;
+  size_t len;
+  LLVMValueRef fn;
+  LLVMTypeRef type;
+} Built;
+VEC_TYPE(BuiltVec, Built);
+
+typedef struct Emit {
+  Diag *d;
+  Arena *a;
+  const Program *p;
+  LLVMContextRef cx;
+  LLVMModuleRef m;
+  LLVMBuilderRef b;
+  LLVMTypeRef f32, i64, i32, i1, i8p, state, statep, un, bin;
+  LLVMValueRef expf_, logf_, tanhf_, powf_, sqrt_;
+  LLVMAttributeRef nobuiltin;
+  char *cpu, *features;
+  BuiltVec built;
+  /* the kernel being built */
+  const Kernel *k;
+  LLVMValueRef fn, count;
+  LLVMValueRef *vars; /* by variable id: its stack slot */
+  int *slot;          /* by buffer id: the argument of its root, or -1 */
+  const Buffer **roots;
+  int nroots;
+  LLVMValueRef *args; /* by slot */
+  int bad;            /* a construct this backend cannot compile */
+} Emit;
+
+static const Buffer *root(const Buffer *b) {
+  while (b->alias)
+    b = b->alias;
+  return b;
+}
+
+static int is_int_buffer(const Buffer *r) {
+  return r->kind == BUF_I64 || r->is_int;
+}
+
+static LLVMTypeRef elem_type(Emit *e, const Buffer *r) {
+  return is_int_buffer(r) ? e->i64 : e->f32;
+}
+
+/* The float a C compiler reads from the literal emit_c prints. */
+static float c_float(double f) {
+  char buf[64];
+  if (isinf(f) || isnan(f))
+    return (float)f;
+  snprintf(buf, sizeof buf, "%.9g", f);
+  return strtof(buf, NULL);
+}
+
+static LLVMValueRef ci64(Emit *e, int64_t v) {
+  return LLVMConstInt(e->i64, (unsigned long long)v, 1);
+}
+
+/* --- conversions, as C's usual arithmetic conversions make them ------- */
+
+static int is_float(Emit *e, LLVMValueRef v) { return LLVMTypeOf(v) == e->f32; }
+
+static LLVMValueRef to_float(Emit *e, LLVMValueRef v) {
+  LLVMTypeRef t = LLVMTypeOf(v);
+  if (t == e->f32)
+    return v;
+  if (t == e->i1)
+    return LLVMBuildUIToFP(e->b, v, e->f32, "");
+  return LLVMBuildSIToFP(e->b, v, e->f32, "");
+}
+
+static LLVMValueRef to_int(Emit *e, LLVMValueRef v) {
+  LLVMTypeRef t = LLVMTypeOf(v);
+  if (t == e->i64)
+    return v;
+  if (t == e->i1)
+    return LLVMBuildZExt(e->b, v, e->i64, "");
+  return LLVMBuildFPToSI(e->b, v, e->i64, "");
+}
+
+static LLVMValueRef to_bool(Emit *e, LLVMValueRef v) {
+  LLVMTypeRef t = LLVMTypeOf(v);
+  if (t == e->i1)
+    return v;
+  if (t == e->f32) /* nonzero, NaN included */
+    return LLVMBuildFCmp(e->b, LLVMRealUNE, v, LLVMConstReal(e->f32, 0), "");
+  return LLVMBuildICmp(e->b, LLVMIntNE, v, ci64(e, 0), "");
+}
+
+static LLVMValueRef to_type(Emit *e, LLVMValueRef v, LLVMTypeRef t) {
+  return t == e->f32 ? to_float(e, v) : to_int(e, v);
+}
+
+/* --- expressions ------------------------------------------------------ */
+
+static LLVMBasicBlockRef block(Emit *e, const char *name) {
+  return LLVMAppendBasicBlockInContext(e->cx, e->fn, name);
+}
+
+static void unsupported(Emit *e, const char *what) {
+  if (!e->bad)
+    diag_error(e->d, (Loc){0, 0, 0},
+               "the LLVM backend cannot compile %s yet (kernel '%s'); run "
+               "it through the C compiler (--cc)",
+               what, e->k->name);
+  e->bad = 1;
+}
+
+static LLVMValueRef expr(Emit *e, const Expr *x);
+
+static LLVMValueRef call(Emit *e, LLVMValueRef fn, LLVMTypeRef type,
+                         LLVMValueRef *args, unsigned n) {
+  LLVMValueRef c = LLVMBuildCall2(e->b, type, fn, args, n, "");
+  LLVMAddCallSiteAttribute(c, LLVMAttributeFunctionIndex, e->nobuiltin);
+  return c;
+}
+
+static LLVMValueRef address(Emit *e, const Buffer *b, const Expr *index) {
+  const Buffer *r = root(b);
+  LLVMValueRef i = to_int(e, expr(e, index));
+  return LLVMBuildInBoundsGEP2(e->b, elem_type(e, r), e->args[e->slot[r->id]],
+                               &i, 1, "");
+}
+
+/* glibc's fmaxf (x86-64: maxss, then the NaN cases): x > y ? x : y, but x
+ * when y is NaN. fminf likewise with <. */
+static LLVMValueRef fminmax(Emit *e, int max, LLVMValueRef x, LLVMValueRef y) {
+  LLVMValueRef gt =
+      LLVMBuildFCmp(e->b, max ? LLVMRealOGT : LLVMRealOLT, x, y, "");
+  LLVMValueRef ynan = LLVMBuildFCmp(e->b, LLVMRealUNO, y, y, "");
+  return LLVMBuildSelect(e->b, gt, x, LLVMBuildSelect(e->b, ynan, x, y, ""),
+                         max ? "fmaxf" : "fminf");
+}
+
+static LLVMValueRef binary(Emit *e, const Expr *x) {
+  LLVMValueRef a = expr(e, x->a), b = expr(e, x->b);
+  if (is_float(e, a) || is_float(e, b)) {
+    a = to_float(e, a);
+    b = to_float(e, b);
+    switch (x->k) {
+    case X_ADD: return LLVMBuildFAdd(e->b, a, b, "");
+    case X_SUB: return LLVMBuildFSub(e->b, a, b, "");
+    case X_MUL: return LLVMBuildFMul(e->b, a, b, "");
+    case X_DIV: return LLVMBuildFDiv(e->b, a, b, "");
+    case X_MOD: return LLVMBuildFRem(e->b, a, b, "");
+    case X_MAX: return fminmax(e, 1, a, b);
+    case X_MIN: return fminmax(e, 0, a, b);
+    case X_LT: return LLVMBuildFCmp(e->b, LLVMRealOLT, a, b, "");
+    case X_LE: return LLVMBuildFCmp(e->b, LLVMRealOLE, a, b, "");
+    case X_EQ: return LLVMBuildFCmp(e->b, LLVMRealOEQ, a, b, "");
+    case X_POW: {
+      LLVMValueRef args[2] = {a, b};
+      return call(e, e->powf_, e->bin, args, 2);
+    }
+    default: break;
+    }
+  } else {
+    a = to_int(e, a);
+    b = to_int(e, b);
+    switch (x->k) {
+    case X_ADD: return LLVMBuildNSWAdd(e->b, a, b, "");
+    case X_SUB: return LLVMBuildNSWSub(e->b, a, b, "");
+    case X_MUL: return LLVMBuildNSWMul(e->b, a, b, "");
+    case X_DIV: return LLVMBuildSDiv(e->b, a, b, "");
+    case X_MOD: return LLVMBuildSRem(e->b, a, b, "");
+    case X_MAX:
+      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSGT, a, b, ""), a,
+                             b, "");
+    case X_MIN:
+      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, b, ""), a,
+                             b, "");
+    case X_LT: return LLVMBuildICmp(e->b, LLVMIntSLT, a, b, "");
+    case X_LE: return LLVMBuildICmp(e->b, LLVMIntSLE, a, b, "");
+    case X_EQ: return LLVMBuildICmp(e->b, LLVMIntEQ, a, b, "");
+    case X_POW: { /* C converts both to float for powf */
+      LLVMValueRef args[2] = {to_float(e, a), to_float(e, b)};
+      return call(e, e->powf_, e->bin, args, 2);
+    }
+    default: break;
+    }
+  }
+  diag_internal(e->d, "emit_llvm: %d is not a binary operator", (int)x->k);
+  e->bad = 1;
+  return LLVMGetUndef(e->f32);
+}
+
+/* C's a && b: b only when a holds. */
+static LLVMValueRef conjunction(Emit *e, const Expr *x) {
+  LLVMValueRef a = to_bool(e, expr(e, x->a));
+  LLVMBasicBlockRef from = LLVMGetInsertBlock(e->b);
+  LLVMBasicBlockRef rhs = block(e, "and.rhs"), end = block(e, "and.end");
+  LLVMBuildCondBr(e->b, a, rhs, end);
+  LLVMPositionBuilderAtEnd(e->b, rhs);
+  LLVMValueRef b = to_bool(e, expr(e, x->b));
+  LLVMBasicBlockRef rhs_end = LLVMGetInsertBlock(e->b);
+  LLVMBuildBr(e->b, end);
+  LLVMPositionBuilderAtEnd(e->b, end);
+  LLVMValueRef phi = LLVMBuildPhi(e->b, e->i1, "and");
+  LLVMValueRef vals[2] = {LLVMConstInt(e->i1, 0, 0), b};
+  LLVMBasicBlockRef from_blocks[2] = {from, rhs_end};
+  LLVMAddIncoming(phi, vals, from_blocks, 2);
+  return phi;
+}
+
+/* C's c ? a : b: only the chosen operand is evaluated. */
+static LLVMValueRef conditional(Emit *e, const Expr *x) {
+  LLVMTypeRef t = x->isint ? e->i64 : e->f32;
+  LLVMValueRef c = to_bool(e, expr(e, x->a));
+  LLVMBasicBlockRef yes = block(e, "sel.true"), no = block(e, "sel.false"),
+                    end = block(e, "sel.end");
+  LLVMBuildCondBr(e->b, c, yes, no);
+  LLVMPositionBuilderAtEnd(e->b, yes);
+  LLVMValueRef a = to_type(e, expr(e, x->b), t);
+  LLVMBasicBlockRef yes_end = LLVMGetInsertBlock(e->b);
+  LLVMBuildBr(e->b, end);
+  LLVMPositionBuilderAtEnd(e->b, no);
+  LLVMValueRef b = to_type(e, expr(e, x->c), t);
+  LLVMBasicBlockRef no_end = LLVMGetInsertBlock(e->b);
+  LLVMBuildBr(e->b, end);
+  LLVMPositionBuilderAtEnd(e->b, end);
+  LLVMValueRef phi = LLVMBuildPhi(e->b, t, "sel");
+  LLVMValueRef vals[2] = {a, b};
+  LLVMBasicBlockRef from[2] = {yes_end, no_end};
+  LLVMAddIncoming(phi, vals, from, 2);
+  return phi;
+}
+
+static LLVMValueRef expr(Emit *e, const Expr *x) {
+  switch (x->k) {
+  case X_INT: return ci64(e, x->i);
+  case X_FLOAT: return LLVMConstReal(e->f32, (double)c_float(x->f));
+  case X_VAR:
+    return LLVMBuildLoad2(e->b, e->i64, e->vars[x->var], e->k->vars[x->var]);
+  case X_TEMP:
+    return LLVMBuildLoad2(e->b, e->k->kinds[x->var] == 2 ? e->i64 : e->f32,
+                          e->vars[x->var], e->k->vars[x->var]);
+  case X_N: return e->count;
+  case X_LOAD: {
+    const Buffer *r = root(x->buf);
+    return LLVMBuildLoad2(e->b, elem_type(e, r), address(e, x->buf, x->a),
+                          x->buf->name);
+  }
+  case X_ADD:
+  case X_SUB:
+  case X_MUL:
+  case X_DIV:
+  case X_MOD:
+  case X_MAX:
+  case X_MIN:
+  case X_POW:
+  case X_LT:
+  case X_LE:
+  case X_EQ: return binary(e, x);
+  case X_AND: return conjunction(e, x);
+  case X_SELECT: return conditional(e, x);
+  case X_NEG: {
+    LLVMValueRef a = expr(e, x->a);
+    if (is_float(e, a))
+      return LLVMBuildFNeg(e->b, a, "");
+    return LLVMBuildNSWNeg(e->b, to_int(e, a), "");
+  }
+  case X_EXP:
+  case X_LOG:
+  case X_TANH:
+  case X_SQRT: {
+    LLVMValueRef a = to_float(e, expr(e, x->a));
+    LLVMValueRef fn = x->k == X_EXP    ? e->expf_
+                      : x->k == X_LOG  ? e->logf_
+                      : x->k == X_TANH ? e->tanhf_
+                                       : e->sqrt_;
+    if (x->k == X_SQRT) /* an intrinsic, not a library call */
+      return LLVMBuildCall2(e->b, e->un, fn, &a, 1, "");
+    return call(e, fn, e->un, &a, 1);
+  }
+  case X_TOFLOAT: return to_float(e, expr(e, x->a));
+  case X_RAND: unsupported(e, "random numbers (dropout in training)"); break;
+  case X_LR: unsupported(e, "the learning rate"); break;
+  case X_STEP: unsupported(e, "the optimizer step"); break;
+  }
+  return x->isint ? ci64(e, 0) : LLVMConstReal(e->f32, 0);
+}
+
+/* --- statements ------------------------------------------------------- */
+
+static void stmts(Emit *e, const StmtVec *body);
+
+static void stmt(Emit *e, const Stmt *s) {
+  switch (s->k) {
+  case S_FOR: {
+    const char *name = e->k->vars[s->var];
+    LLVMValueRef var = e->vars[s->var];
+    LLVMBuildStore(e->b, ci64(e, 0), var);
+    LLVMBasicBlockRef head = block(e, name),
+                      body = block(e, arena_printf(e->a, "%s.body", name)),
+                      end = block(e, arena_printf(e->a, "%s.end", name));
+    LLVMBuildBr(e->b, head);
+    LLVMPositionBuilderAtEnd(e->b, head);
+    LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, var, name);
+    LLVMValueRef n = s->extent < 0 ? e->count : ci64(e, s->extent);
+    LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, i, n, ""), body, end);
+    LLVMPositionBuilderAtEnd(e->b, body);
+    stmts(e, &s->body);
+    i = LLVMBuildLoad2(e->b, e->i64, var, name);
+    LLVMBuildStore(e->b, LLVMBuildNSWAdd(e->b, i, ci64(e, 1), ""), var);
+    LLVMBuildBr(e->b, head);
+    LLVMMoveBasicBlockAfter(end, LLVMGetInsertBlock(e->b));
+    LLVMPositionBuilderAtEnd(e->b, end);
+    break;
+  }
+  case S_IF: {
+    LLVMValueRef c = to_bool(e, expr(e, s->value));
+    LLVMBasicBlockRef then = block(e, "if"), end = block(e, "endif");
+    LLVMBuildCondBr(e->b, c, then, end);
+    LLVMPositionBuilderAtEnd(e->b, then);
+    stmts(e, &s->body);
+    LLVMBuildBr(e->b, end);
+    LLVMMoveBasicBlockAfter(end, LLVMGetInsertBlock(e->b));
+    LLVMPositionBuilderAtEnd(e->b, end);
+    break;
+  }
+  case S_STORE:
+  case S_ACCUM: {
+    const Buffer *r = root(s->buf);
+    LLVMTypeRef t = elem_type(e, r);
+    LLVMValueRef at = address(e, s->buf, s->index);
+    LLVMValueRef v = expr(e, s->value);
+    if (s->k == S_ACCUM) { /* buf[i] = buf[i] + v, in C's types */
+      LLVMValueRef old = LLVMBuildLoad2(e->b, t, at, s->buf->name);
+      if (t == e->f32 || is_float(e, v))
+        v = LLVMBuildFAdd(e->b, to_float(e, old), to_float(e, v), "");
+      else
+        v = LLVMBuildNSWAdd(e->b, old, to_int(e, v), "");
+    }
+    LLVMBuildStore(e->b, to_type(e, v, t), at);
+    break;
+  }
+  case S_LET:
+  case S_SET: {
+    LLVMTypeRef t = e->k->kinds[s->var] == 2 ? e->i64 : e->f32;
+    LLVMBuildStore(e->b, to_type(e, expr(e, s->value), t), e->vars[s->var]);
+    break;
+  }
+  case S_FAIL: {
+    LLVMValueRef c = to_bool(e, expr(e, s->value));
+    LLVMBasicBlockRef fail = block(e, "fail"), ok = block(e, "ok");
+    LLVMBuildCondBr(e->b, c, fail, ok);
+    LLVMPositionBuilderAtEnd(e->b, fail);
+    LLVMBuildRet(e->b, LLVMConstInt(e->i32, (unsigned long long)-1, 1));
+    LLVMPositionBuilderAtEnd(e->b, ok);
+    break;
+  }
+  }
+}
+
+static void stmts(Emit *e, const StmtVec *body) {
+  for (int i = 0; i < body->n; i++)
+    stmt(e, body->v[i]);
+}
+
+/* --- kernels ------------------------------------------------------------ */
+
+static void use(Emit *e, const Buffer *b) {
+  const Buffer *r = root(b);
+  if (e->slot[r->id] < 0) {
+    e->slot[r->id] = e->nroots;
+    e->roots[e->nroots++] = r;
+  }
+}
+
+static void find_expr(Emit *e, const Expr *x) {
+  if (!x)
+    return;
+  if (x->k == X_LOAD)
+    use(e, x->buf);
+  find_expr(e, x->a);
+  find_expr(e, x->b);
+  find_expr(e, x->c);
+}
+
+/* Numbers the roots of the kernel's buffers in order of first use. */
+static void find_buffers(Emit *e, const StmtVec *body) {
+  for (int i = 0; i < body->n; i++) {
+    const Stmt *s = body->v[i];
+    if (s->buf)
+      use(e, s->buf);
+    find_expr(e, s->index);
+    find_expr(e, s->value);
+    find_buffers(e, &s->body);
+  }
+}
+
+/* The kernel's IR with buffers as slots: kernels with the same key are
+ * the same function of their buffers. */
+static void key_expr(Emit *e, FILE *f, const Expr *x) {
+  if (!x) {
+    fputc('.', f);
+    return;
+  }
+  fprintf(f, "(%d %d %" PRId64 " %a %d", (int)x->k, x->isint, x->i, x->f,
+          x->var);
+  if (x->buf)
+    fprintf(f, " b%d", e->slot[root(x->buf)->id]);
+  key_expr(e, f, x->a);
+  key_expr(e, f, x->b);
+  key_expr(e, f, x->c);
+  fputc(')', f);
+}
+
+static void key_stmts(Emit *e, FILE *f, const StmtVec *body) {
+  for (int i = 0; i < body->n; i++) {
+    const Stmt *s = body->v[i];
+    fprintf(f, "[%d %d %" PRId64, (int)s->k, s->var, s->extent);
+    if (s->buf)
+      fprintf(f, " b%d", e->slot[root(s->buf)->id]);
+    key_expr(e, f, s->index);
+    key_expr(e, f, s->value);
+    key_stmts(e, f, &s->body);
+    fputc(']', f);
+  }
+}
+
+/* Whether two of the kernel's buffers can overlap: roots in the same area
+ * whose planned ranges intersect. The caller's arrays are disjoint. */
+static int overlapping(Emit *e) {
+  for (int i = 0; i < e->nroots; i++)
+    for (int j = i + 1; j < e->nroots; j++) {
+      const Buffer *a = e->roots[i], *b = e->roots[j];
+      if (a->kind != b->kind || a->kind == BUF_INPUT || a->kind == BUF_OUTPUT)
+        continue;
+      if (a->offset < b->offset + b->size && b->offset < a->offset + a->size)
+        return 1;
+    }
+  return 0;
+}
+
+static void add_attr(Emit *e, LLVMValueRef fn, unsigned index,
+                     const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(e->cx, kind, 0));
+}
+
+static void target_attrs(Emit *e, LLVMValueRef fn) {
+  static const char cpu[] = "target-cpu", feat[] = "target-features";
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(e->cx, cpu, sizeof cpu - 1,
+                                                    e->cpu,
+                                                    (unsigned)strlen(e->cpu)));
+  LLVMAddAttributeAtIndex(
+      fn, LLVMAttributeFunctionIndex,
+      LLVMCreateStringAttribute(e->cx, feat, sizeof feat - 1, e->features,
+                                (unsigned)strlen(e->features)));
+  add_attr(e, fn, LLVMAttributeFunctionIndex, "nounwind");
+}
+
+/* int32_t kernel(int64_t count, EmitLlvmState *s, T *buf0, T *buf1, ...):
+ * returns 0, or -1 when an S_FAIL fires. */
+static int kernel_function(Emit *e, const Kernel *k) {
+  char *key = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&key, &len);
+  int noalias = !overlapping(e);
+  fprintf(f, "%d:", noalias);
+  for (int i = 0; i < e->nroots; i++)
+    fputc(is_int_buffer(e->roots[i]) ? 'i' : 'f', f);
+  for (int i = 0; i < k->nvars; i++)
+    fputc('0' + k->kinds[i], f);
+  key_stmts(e, f, &k->body);
+  fclose(f);
+  for (int i = 0; i < e->built.n; i++)
+    if (e->built.v[i].len == len && memcmp(e->built.v[i].key, key, len) == 0) {
+      free(key);
+      return i;
+    }
+  Built nb = {arena_strndup(e->a, key, len), len, NULL, NULL};
+  free(key);
+
+  int n = 2 + e->nroots;
+  LLVMTypeRef *params = arena_alloc(e->a, sizeof *params * (size_t)n);
+  params[0] = e->i64;
+  params[1] = e->statep;
+  for (int i = 0; i < e->nroots; i++)
+    params[2 + i] = LLVMPointerType(elem_type(e, e->roots[i]), 0);
+  nb.type = LLVMFunctionType(e->i32, params, (unsigned)n, 0);
+  char *name = arena_printf(e->a, "%s.%s", e->p->g->name, k->name);
+  nb.fn = e->fn = LLVMAddFunction(e->m, name, nb.type);
+  LLVMSetLinkage(e->fn, LLVMInternalLinkage);
+  target_attrs(e, e->fn);
+  /* one function per kernel keeps each optimization problem small */
+  add_attr(e, e->fn, LLVMAttributeFunctionIndex, "noinline");
+  e->count = LLVMGetParam(e->fn, 0);
+  LLVMSetValueName2(e->count, "count", 5);
+  LLVMSetValueName2(LLVMGetParam(e->fn, 1), "s", 1);
+  for (int i = 0; i < e->nroots; i++) {
+    e->args[i] = LLVMGetParam(e->fn, (unsigned)(2 + i));
+    LLVMSetValueName2(e->args[i], e->roots[i]->name, strlen(e->roots[i]->name));
+    add_attr(e, e->fn, (unsigned)(3 + i), "nocapture");
+    if (noalias)
+      add_attr(e, e->fn, (unsigned)(3 + i), "noalias");
+  }
+
+  LLVMBasicBlockRef entry = block(e, "entry");
+  LLVMPositionBuilderAtEnd(e->b, entry);
+  e->vars = arena_alloc(e->a, sizeof *e->vars * (size_t)(k->nvars + 1));
+  for (int i = 0; i < k->nvars; i++)
+    e->vars[i] =
+        LLVMBuildAlloca(e->b, k->kinds[i] == 1 ? e->f32 : e->i64, k->vars[i]);
+  stmts(e, &k->body);
+  LLVMBuildRet(e->b, LLVMConstInt(e->i32, 0, 0));
+  vec_push(e->a, e->built, nb);
+  return e->built.n - 1;
+}
+
+/* --- the module ---------------------------------------------------------- */
+
+const char *emit_llvm_entry_name(Arena *a, const Program *p) {
+  return arena_printf(a, "%s_%s", p->g->name,
+                      p->train ? "train_step" : "forward");
+}
+
+static LLVMValueRef libm(Emit *e, const char *name, LLVMTypeRef type) {
+  LLVMValueRef fn = LLVMAddFunction(e->m, name, type);
+  add_attr(e, fn, LLVMAttributeFunctionIndex, "nounwind");
+  add_attr(e, fn, LLVMAttributeFunctionIndex, "willreturn");
+  /* errno aside, which the model never reads */
+  add_attr(e, fn, LLVMAttributeFunctionIndex, "readnone");
+  return fn;
+}
+
+static int index_of(const BufferVec *v, const Buffer *b) {
+  for (int i = 0; i < v->n; i++)
+    if (root(v->v[i]) == b)
+      return i;
+  return -1;
+}
+
+/* The address of a root buffer in the entry point. */
+static LLVMValueRef base(Emit *e, const Buffer *r, LLVMValueRef *areas,
+                         LLVMValueRef in, LLVMValueRef out) {
+  LLVMTypeRef pt = LLVMPointerType(elem_type(e, r), 0);
+  int area = r->kind == BUF_F32     ? 0
+             : r->kind == BUF_I64   ? 1
+             : r->kind == BUF_ARENA ? 2
+             : r->kind == BUF_GRAD  ? 3
+                                    : -1;
+  if (area >= 0) {
+    LLVMValueRef off = ci64(e, r->offset);
+    return LLVMBuildInBoundsGEP2(e->b, area == 1 ? e->i64 : e->f32, areas[area],
+                                 &off, 1, r->name);
+  }
+  const BufferVec *list = r->kind == BUF_INPUT ? &e->p->inputs : &e->p->outputs;
+  int i = index_of(list, r);
+  if (i < 0) {
+    diag_internal(e->d, "emit_llvm: buffer %s is not among the %s", r->name,
+                  r->kind == BUF_INPUT ? "inputs" : "outputs");
+    e->bad = 1;
+    return LLVMConstNull(pt);
+  }
+  LLVMValueRef idx = ci64(e, i);
+  LLVMValueRef at = LLVMBuildInBoundsGEP2(
+      e->b, e->i8p, r->kind == BUF_INPUT ? in : out, &idx, 1, "");
+  LLVMValueRef p = LLVMBuildLoad2(e->b, e->i8p, at, "");
+  return LLVMBuildBitCast(e->b, p, pt, r->name);
+}
+
+LLVMModuleRef emit_llvm(Diag *d, LLVMContextRef ctx, const Program *p,
+                        LLVMTargetMachineRef tm) {
+  Emit E = {0}, *e = &E;
+  e->d = d;
+  e->a = p->a;
+  e->p = p;
+  e->cx = ctx;
+  e->m = LLVMModuleCreateWithNameInContext(p->g->name, ctx);
+  char *triple = LLVMGetTargetMachineTriple(tm);
+  LLVMSetTarget(e->m, triple);
+  LLVMDisposeMessage(triple);
+  LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
+  LLVMSetModuleDataLayout(e->m, layout);
+  LLVMDisposeTargetData(layout);
+  e->cpu = LLVMGetTargetMachineCPU(tm);
+  e->features = LLVMGetTargetMachineFeatureString(tm);
+  e->b = LLVMCreateBuilderInContext(ctx);
+  e->f32 = LLVMFloatTypeInContext(ctx);
+  e->i64 = LLVMInt64TypeInContext(ctx);
+  e->i32 = LLVMInt32TypeInContext(ctx);
+  e->i1 = LLVMInt1TypeInContext(ctx);
+  e->i8p = LLVMPointerType(LLVMInt8TypeInContext(ctx), 0);
+  LLVMTypeRef f32p = LLVMPointerType(e->f32, 0);
+  LLVMTypeRef fields[4] = {f32p, LLVMPointerType(e->i64, 0), f32p, f32p};
+  e->state = LLVMStructCreateNamed(ctx, "state");
+  LLVMStructSetBody(e->state, fields, 4, 0);
+  e->statep = LLVMPointerType(e->state, 0);
+  LLVMTypeRef two[2] = {e->f32, e->f32};
+  e->un = LLVMFunctionType(e->f32, two, 1, 0);
+  e->bin = LLVMFunctionType(e->f32, two, 2, 0);
+  e->expf_ = libm(e, "expf", e->un);
+  e->logf_ = libm(e, "logf", e->un);
+  e->tanhf_ = libm(e, "tanhf", e->un);
+  e->powf_ = libm(e, "powf", e->bin);
+  e->sqrt_ = LLVMGetIntrinsicDeclaration(
+      e->m, LLVMLookupIntrinsicID("llvm.sqrt", 9), &e->f32, 1);
+  e->nobuiltin = LLVMCreateEnumAttribute(
+      ctx, LLVMGetEnumAttributeKindForName("nobuiltin", 9), 0);
+  e->slot = arena_alloc(p->a, sizeof(int) * (size_t)(p->bufs.n + 1));
+  e->roots = arena_alloc(p->a, sizeof(Buffer *) * (size_t)(p->bufs.n + 1));
+  e->args = arena_alloc(p->a, sizeof(LLVMValueRef) * (size_t)(p->bufs.n + 1));
+
+  /* The kernels, then the entry point that calls them. */
+  int *calls = arena_alloc(p->a, sizeof(int) * (size_t)(p->kernels.n + 1));
+  const Buffer ***call_roots =
+      arena_alloc(p->a, sizeof(Buffer **) * (size_t)(p->kernels.n + 1));
+  int *call_n = arena_alloc(p->a, sizeof(int) * (size_t)(p->kernels.n + 1));
+  for (int i = 0; i < p->kernels.n && !e->bad; i++) {
+    e->k = p->kernels.v[i];
+    for (int j = 0; j < p->bufs.n; j++)
+      e->slot[j] = -1;
+    e->nroots = 0;
+    find_buffers(e, &e->k->body);
+    calls[i] = kernel_function(e, e->k);
+    call_n[i] = e->nroots;
+    call_roots[i] =
+        arena_alloc(p->a, sizeof(Buffer *) * (size_t)(e->nroots + 1));
+    memcpy(call_roots[i], e->roots, sizeof(Buffer *) * (size_t)e->nroots);
+  }
+
+  LLVMTypeRef params[4] = {e->statep, e->i64, LLVMPointerType(e->i8p, 0),
+                           LLVMPointerType(e->i8p, 0)};
+  LLVMTypeRef type = LLVMFunctionType(e->i32, params, 4, 0);
+  e->fn = LLVMAddFunction(e->m, emit_llvm_entry_name(p->a, p), type);
+  target_attrs(e, e->fn);
+  LLVMValueRef s = LLVMGetParam(e->fn, 0), count = LLVMGetParam(e->fn, 1);
+  LLVMValueRef in = LLVMGetParam(e->fn, 2), out = LLVMGetParam(e->fn, 3);
+  LLVMSetValueName2(s, "s", 1);
+  LLVMSetValueName2(count, "count", 5);
+  LLVMSetValueName2(in, "inputs", 6);
+  LLVMSetValueName2(out, "outputs", 7);
+  LLVMBasicBlockRef entry = block(e, "entry"), run = block(e, "run"),
+                    fail = block(e, "fail");
+  LLVMPositionBuilderAtEnd(e->b, entry);
+  LLVMValueRef low = LLVMBuildICmp(e->b, LLVMIntSLT, count, ci64(e, 1), "");
+  LLVMValueRef high =
+      LLVMBuildICmp(e->b, LLVMIntSGT, count, ci64(e, p->batch), "");
+  LLVMBuildCondBr(e->b, LLVMBuildOr(e->b, low, high, ""), fail, run);
+  LLVMPositionBuilderAtEnd(e->b, fail);
+  LLVMBuildRet(e->b, LLVMConstInt(e->i32, (unsigned long long)-1, 1));
+  LLVMPositionBuilderAtEnd(e->b, run);
+  static const char *const area_names[4] = {"f32", "i64", "arena", "g32"};
+  LLVMValueRef areas[4];
+  for (unsigned i = 0; i < 4; i++) {
+    LLVMValueRef at = LLVMBuildStructGEP2(e->b, e->state, s, i, "");
+    areas[i] = LLVMBuildLoad2(e->b, fields[i], at, area_names[i]);
+  }
+  for (int i = 0; i < p->kernels.n && !e->bad; i++) {
+    int n = 2 + call_n[i];
+    LLVMValueRef *args = arena_alloc(p->a, sizeof *args * (size_t)n);
+    args[0] = count;
+    args[1] = s;
+    for (int j = 0; j < call_n[i]; j++)
+      args[2 + j] = base(e, call_roots[i][j], areas, in, out);
+    const Built *fn = &e->built.v[calls[i]];
+    LLVMValueRef r = LLVMBuildCall2(e->b, fn->type, fn->fn, args, (unsigned)n,
+                                    p->kernels.v[i]->name);
+    LLVMBasicBlockRef next = block(e, "next");
+    LLVMBuildCondBr(
+        e->b, LLVMBuildICmp(e->b, LLVMIntNE, r, LLVMConstInt(e->i32, 0, 0), ""),
+        fail, next);
+    LLVMPositionBuilderAtEnd(e->b, next);
+  }
+  LLVMBuildRet(e->b, LLVMConstInt(e->i32, 0, 0));
+  LLVMDisposeBuilder(e->b);
+  LLVMDisposeMessage(e->cpu);
+  LLVMDisposeMessage(e->features);
+  if (e->bad) {
+    LLVMDisposeModule(e->m);
+    return NULL;
+  }
+  char *msg = NULL;
+  if (LLVMVerifyModule(e->m, LLVMReturnStatusAction, &msg)) {
+    diag_internal(d, "emit_llvm built an invalid module: %s", msg);
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(e->m);
+    return NULL;
+  }
+  LLVMDisposeMessage(msg);
+  return e->m;
+}
+
+int emit_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int level,
+                       char **err) {
+  char pipeline[32];
+  snprintf(pipeline, sizeof pipeline, "default<O%d>",
+           level < 0   ? 0
+           : level > 3 ? 3
+                       : level);
+  LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
+  LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
+  LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
+  LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
+  LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
+  LLVMErrorRef e = LLVMRunPasses(m, pipeline, tm, o);
+  LLVMDisposePassBuilderOptions(o);
+  if (e) {
+    *err = LLVMGetErrorMessage(e);
+    return -1;
+  }
+  return 0;
+}
+
+#endif

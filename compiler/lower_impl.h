@@ -1,0 +1,101 @@
+/* What the lowering files share: the state of lowering one node and small
+ * builders for index arithmetic. Private to lower*.c. */
+#ifndef CNNC_LOWER_IMPL_H
+#define CNNC_LOWER_IMPL_H
+
+#include "lower.h"
+
+typedef struct Lower {
+  Program *p;
+  LoopBuilder b;
+  const Node *node;
+} Lower;
+
+static inline Expr *I(Lower *L, int64_t v) { return x_int(L->p, v); }
+static inline Expr *F(Lower *L, double v) { return x_float(L->p, v); }
+static inline Expr *V(Lower *L, int var) { return x_var(L->p, var); }
+static inline Expr *add(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_ADD, a, b);
+}
+static inline Expr *sub(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_SUB, a, b);
+}
+static inline Expr *mul(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_MUL, a, b);
+}
+static inline Expr *dvd(Lower *L, Expr *a, Expr *b) {
+  return x_bin(L->p, X_DIV, a, b);
+}
+static inline Expr *load(Lower *L, Buffer *b, Expr *i) {
+  return x_load(L->p, b, i);
+}
+
+/* The element (n, c, h, w) of a per-sample [C, H, W] tensor. */
+static inline Expr *idx(Lower *L, Expr *n, Expr *c, Expr *h, Expr *w, Shape s) {
+  int64_t C = s.d[0], H = s.rank == 3 ? s.d[1] : 1,
+          W = s.rank == 3 ? s.d[2] : 1;
+  Expr *e = add(L, mul(L, n, I(L, C)), c);
+  e = add(L, mul(L, e, I(L, H)), h);
+  return add(L, mul(L, e, I(L, W)), w);
+}
+
+/* The element i of sample n, the sample seen as flat. */
+static inline Expr *flat(Lower *L, Expr *n, Expr *i, Shape s) {
+  return add(L, mul(L, n, I(L, shape_numel(s))), i);
+}
+
+/* lo <= e < hi, leaving out halves that always hold. */
+static inline Expr *in_range(Lower *L, Expr *e, int64_t lo, int64_t hi,
+                             int64_t min_e, int64_t max_e) {
+  Expr *c = I(L, 1);
+  if (min_e < lo)
+    c = x_bin(L->p, X_LE, I(L, lo), e);
+  if (max_e >= hi) {
+    Expr *u = x_bin(L->p, X_LT, e, I(L, hi));
+    c = c->k == X_INT ? u : x_bin(L->p, X_AND, c, u);
+  }
+  return c;
+}
+
+static inline int open_if(Lower *L, Expr *cond) {
+  if (cond->k == X_INT)
+    return 0;
+  lb_if(&L->b, cond);
+  return 1;
+}
+
+static inline void close(Lower *L, int n) {
+  while (n-- > 0)
+    lb_end(&L->b);
+}
+
+/* Sliding windows (conv, pools): the input coordinate of output o and
+ * kernel tap k along one axis, and whether it can leave the input. */
+static inline Expr *window_coord(Lower *L, int o, int k, const Attrs *at,
+                                 int ax) {
+  return add(L, sub(L, mul(L, V(L, o), I(L, at->s[ax])), I(L, at->p[ax])),
+             mul(L, V(L, k), I(L, at->d[ax] ? at->d[ax] : 1)));
+}
+
+static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
+                                 Shape x, Shape y) {
+  int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
+  int64_t maxh = (y.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * dh;
+  int64_t maxw = (y.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * dw;
+  Expr *gh = in_range(L, ih, 0, x.d[1], -at->p[0], maxh);
+  Expr *gw = in_range(L, iw, 0, x.d[2], -at->p[1], maxw);
+  if (gh->k == X_INT)
+    return gw;
+  if (gw->k == X_INT)
+    return gh;
+  return x_bin(L->p, X_AND, gh, gw);
+}
+
+/* Lowers an internal (autodiff) operator or a forward operator in training
+ * mode; returns 0 when the node has no kernel of its own. */
+int lower_grad_node(Lower *L, Buffer *y, Buffer **in, Buffer **ps);
+/* The forward kernels whose training mode differs (batch norm, dropout)
+ * and the loss; returns 0 when the node computes as in eval mode. */
+int lower_train_node(Lower *L, Buffer *y, Buffer **in, Buffer **ps);
+
+#endif
