@@ -239,6 +239,13 @@ static void emit_header(FILE *h, const Program *p, const Program *t,
               "]; /* optimizer state: second moments */\n",
               n);
     fprintf(h, "  float lr;       /* the learning rate */\n");
+    fprintf(
+        h, "  float base_lr;  /* the train section's rate, for schedules */\n");
+    fprintf(
+        h,
+        "  float best;     /* plateau: the best validation error so far */\n");
+    fprintf(h,
+            "  int64_t bad_epochs; /* plateau: epochs since it improved */\n");
     fprintf(h, "  int64_t step;   /* optimizer steps taken */\n");
     fprintf(h, "  uint64_t seed;  /* dropout's random stream */\n");
     fprintf(h, "  uint64_t draws; /* training steps that drew from it */\n");
@@ -286,8 +293,18 @@ static void emit_header(FILE *h, const Program *p, const Program *t,
     fprintf(h, "float %s_train_step(%s_state *s, int count", m, m);
     io_params(h, t);
     fprintf(h, ");\n");
-    fprintf(h, "/* Sets the learning rate of the next updates. */\n");
-    fprintf(h, "void %s_set_lr(%s_state *s, float lr);\n\n", m, m);
+    fprintf(h,
+            "/* Sets the learning rate of the next updates, and the rate the\n"
+            " * schedule scales from. */\n");
+    fprintf(h, "void %s_set_lr(%s_state *s, float lr);\n", m, m);
+    fprintf(
+        h, "/* Applies the train section's schedule after epoch (counted from\n"
+           " * 0) of epochs, given that epoch's validation error (used by\n"
+           " * plateau); returns the new learning rate. */\n");
+    fprintf(h,
+            "float %s_end_epoch(%s_state *s, int epoch, int epochs, float "
+            "val_error);\n\n",
+            m, m);
   }
   fprintf(h, "#endif\n");
   (void)g;
@@ -366,7 +383,9 @@ static void emit_init(FILE *c, const Program *p, const Program *t,
       fprintf(c, "  memset(s->v32, 0, sizeof s->v32);\n");
     fprintf(c, "  s->lr = ");
     loop_print_float(c, p->g->train.lr, 1);
-    fprintf(c, ";\n  s->step = 0;\n  s->seed = seed;\n  s->draws = 0;\n");
+    fprintf(c, ";\n  s->base_lr = s->lr;\n  s->best = INFINITY;\n  "
+               "s->bad_epochs = 0;\n"
+               "  s->step = 0;\n  s->seed = seed;\n  s->draws = 0;\n");
   }
   fprintf(c, "  memset(s->i64, 0, sizeof s->i64);\n");
   fprintf(
@@ -414,7 +433,51 @@ static void emit_train(FILE *c, const Program *t, const Diag *d, const char *m,
       c,
       ", &loss) != 0)\n    return NAN;\n  %s_update(s);\n  return loss;\n}\n\n",
       m);
-  fprintf(c, "void %s_set_lr(%s_state *s, float lr) { s->lr = lr; }\n", m, m);
+  fprintf(c,
+          "void %s_set_lr(%s_state *s, float lr) {\n  s->lr = lr;\n  "
+          "s->base_lr = lr;\n}\n\n",
+          m, m);
+  const TrainCfg *tc = &t->g->train;
+  fprintf(c,
+          "float %s_end_epoch(%s_state *s, int epoch, int epochs, float "
+          "val_error) {\n",
+          m, m);
+  switch (tc->sched) {
+  case SCHED_STEP:
+    fprintf(c,
+            "  /* step(every=%" PRId64 ", gamma=%g), as StepLR */\n"
+            "  (void)epochs;\n  (void)val_error;\n"
+            "  s->lr = s->base_lr * powf(%.9gf, (float)((epoch + 1) / %" PRId64
+            "));\n",
+            tc->every, tc->gamma, tc->gamma, tc->every);
+    break;
+  case SCHED_COSINE:
+    fprintf(
+        c,
+        "  /* cosine annealing to 0 over the epochs, as CosineAnnealingLR */\n"
+        "  (void)val_error;\n"
+        "  s->lr = s->base_lr * 0.5f * (1.0f + cosf(3.14159265f * "
+        "(float)(epoch + 1) /\n"
+        "                                              (float)(epochs > 0 ? "
+        "epochs : 1)));\n");
+    break;
+  case SCHED_PLATEAU:
+    fprintf(c,
+            "  /* plateau(factor=%g, patience=%" PRId64
+            "), as ReduceLROnPlateau: the\n"
+            "   * error must improve on the best by a relative 1e-4 */\n"
+            "  (void)epoch;\n  (void)epochs;\n"
+            "  if (val_error < s->best * (1.0f - 1e-4f)) {\n"
+            "    s->best = val_error;\n    s->bad_epochs = 0;\n"
+            "  } else if (++s->bad_epochs > %" PRId64 ") {\n"
+            "    s->lr *= %.9gf;\n    s->bad_epochs = 0;\n  }\n",
+            tc->factor, tc->patience, tc->patience, tc->factor);
+    break;
+  case SCHED_CONSTANT:
+    fprintf(c, "  (void)epoch;\n  (void)epochs;\n  (void)val_error;\n");
+    break;
+  }
+  fprintf(c, "  return s->lr;\n}\n");
 }
 
 /* Dropout's random numbers: a hash of the state's seed, the training step,

@@ -732,12 +732,19 @@ int emit_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int level,
            level < 0   ? 0
            : level > 3 ? 3
                        : level);
+  char devp[4096];
+  if (getenv("DEV_PASSES")) {
+    snprintf(devp, sizeof devp, "%s", getenv("DEV_PASSES"));
+  } /* DEV */
   LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
   LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
   LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
   LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
-  LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
-  LLVMErrorRef e = LLVMRunPasses(m, pipeline, tm, o);
+  LLVMPassBuilderOptionsSetLoopUnrolling(o, !getenv("DEV_NOUNROLL")); /* DEV */
+  LLVMPassBuilderOptionsSetLoopInterleaving(
+      o, !getenv("DEV_NOINTERLEAVE")); /* DEV */
+  LLVMErrorRef e =
+      LLVMRunPasses(m, getenv("DEV_PASSES") ? devp : pipeline, tm, o); /* DEV */
   LLVMDisposePassBuilderOptions(o);
   if (e) {
     *err = LLVMGetErrorMessage(e);

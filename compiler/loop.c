@@ -323,8 +323,7 @@ void loop_print_expr(FILE *out, const Kernel *k, const Expr *e, int c) {
   case X_LR: fputs(c ? "s->lr" : "lr", out); return;
   case X_STEP: fputs(c ? "s->step" : "step", out); return;
   case X_RAND:
-    fprintf(out, c ? "uniform(s, %" PRId64 ", " : "rand(%" PRId64 ", ",
-            e->i);
+    fprintf(out, c ? "uniform(s, %" PRId64 ", " : "rand(%" PRId64 ", ", e->i);
     loop_print_expr(out, k, e->a, c);
     fputc(')', out);
     return;

@@ -741,6 +741,9 @@ void lenet5_init(lenet5_state *s, uint64_t seed) {
   memset(s->g32, 0, sizeof s->g32);
   memset(s->m32, 0, sizeof s->m32);
   s->lr = 0.01f;
+  s->base_lr = s->lr;
+  s->best = INFINITY;
+  s->bad_epochs = 0;
   s->step = 0;
   s->seed = seed;
   s->draws = 0;
@@ -1679,4 +1682,15 @@ float lenet5_train_step(lenet5_state *s, int count, const float *x, const int64_
   return loss;
 }
 
-void lenet5_set_lr(lenet5_state *s, float lr) { s->lr = lr; }
+void lenet5_set_lr(lenet5_state *s, float lr) {
+  s->lr = lr;
+  s->base_lr = lr;
+}
+
+float lenet5_end_epoch(lenet5_state *s, int epoch, int epochs, float val_error) {
+  /* step(every=5, gamma=0.1), as StepLR */
+  (void)epochs;
+  (void)val_error;
+  s->lr = s->base_lr * powf(0.1f, (float)((epoch + 1) / 5));
+  return s->lr;
+}

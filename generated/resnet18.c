@@ -945,6 +945,9 @@ void resnet18_init(resnet18_state *s, uint64_t seed) {
   memset(s->g32, 0, sizeof s->g32);
   memset(s->m32, 0, sizeof s->m32);
   s->lr = 0.1f;
+  s->base_lr = s->lr;
+  s->best = INFINITY;
+  s->bad_epochs = 0;
   s->step = 0;
   s->seed = seed;
   s->draws = 0;
@@ -7898,4 +7901,22 @@ float resnet18_train_step(resnet18_state *s, int count, const float *x, const in
   return loss;
 }
 
-void resnet18_set_lr(resnet18_state *s, float lr) { s->lr = lr; }
+void resnet18_set_lr(resnet18_state *s, float lr) {
+  s->lr = lr;
+  s->base_lr = lr;
+}
+
+float resnet18_end_epoch(resnet18_state *s, int epoch, int epochs, float val_error) {
+  /* plateau(factor=0.1, patience=2), as ReduceLROnPlateau: the
+   * error must improve on the best by a relative 1e-4 */
+  (void)epoch;
+  (void)epochs;
+  if (val_error < s->best * (1.0f - 1e-4f)) {
+    s->best = val_error;
+    s->bad_epochs = 0;
+  } else if (++s->bad_epochs > 2) {
+    s->lr *= 0.1f;
+    s->bad_epochs = 0;
+  }
+  return s->lr;
+}

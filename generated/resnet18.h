@@ -20,6 +20,9 @@ typedef struct resnet18_state {
   float g32[11699112]; /* gradients, as f32 */
   float m32[11699112]; /* optimizer state: momentum */
   float lr;       /* the learning rate */
+  float base_lr;  /* the train section's rate, for schedules */
+  float best;     /* plateau: the best validation error so far */
+  int64_t bad_epochs; /* plateau: epochs since it improved */
   int64_t step;   /* optimizer steps taken */
   uint64_t seed;  /* dropout's random stream */
   uint64_t draws; /* training steps that drew from it */
@@ -55,7 +58,12 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size);
 int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_t *labels, float *loss);
 void resnet18_update(resnet18_state *s);
 float resnet18_train_step(resnet18_state *s, int count, const float *x, const int64_t *labels);
-/* Sets the learning rate of the next updates. */
+/* Sets the learning rate of the next updates, and the rate the
+ * schedule scales from. */
 void resnet18_set_lr(resnet18_state *s, float lr);
+/* Applies the train section's schedule after epoch (counted from
+ * 0) of epochs, given that epoch's validation error (used by
+ * plateau); returns the new learning rate. */
+float resnet18_end_epoch(resnet18_state *s, int epoch, int epochs, float val_error);
 
 #endif

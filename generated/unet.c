@@ -813,6 +813,9 @@ void unet_init(unet_state *s, uint64_t seed) {
   memset(s->g32, 0, sizeof s->g32);
   memset(s->m32, 0, sizeof s->m32);
   s->lr = 0.01f;
+  s->base_lr = s->lr;
+  s->best = INFINITY;
+  s->bad_epochs = 0;
   s->step = 0;
   s->seed = seed;
   s->draws = 0;
@@ -5494,4 +5497,14 @@ float unet_train_step(unet_state *s, int count, const float *x, const int64_t *l
   return loss;
 }
 
-void unet_set_lr(unet_state *s, float lr) { s->lr = lr; }
+void unet_set_lr(unet_state *s, float lr) {
+  s->lr = lr;
+  s->base_lr = lr;
+}
+
+float unet_end_epoch(unet_state *s, int epoch, int epochs, float val_error) {
+  (void)epoch;
+  (void)epochs;
+  (void)val_error;
+  return s->lr;
+}
