@@ -139,7 +139,7 @@ $(BUILD)/gen/safetensors_t.c: compiler/emit_c_safetensors.c.in
 RT_SRC = $(wildcard runtime/*.c)
 $(BUILD)/tests/test_runtime: tests/unit/test_runtime.c $(RT_SRC) $(wildcard runtime/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Iruntime -o $@ $< $(RT_SRC) -lcmocka -lz
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Iruntime -o $@ $< $(RT_SRC) -lcmocka -lz -lm
 
 # The generated-code safetensors reader, tested through its instance "t".
 $(BUILD)/tests/test_safetensors_gen: tests/unit/test_safetensors_gen.c $(BUILD)/gen/safetensors_t.c

@@ -913,6 +913,13 @@ static Node *labels_input(Elab *E, const Node *logits, Loc loc) {
 static void register_params(Elab *E, Node *n) {
   for (int i = 0; i < n->params.n; i++) {
     Param *p = n->params.v[i];
+    if (p->name[0] == '_' && p->name[1] == '_') {
+      diag_error(E->d, n->label_loc,
+                 "parameter name '%s' starts with '__', which cnnc reserves "
+                 "for its own tensors",
+                 p->name);
+      return;
+    }
     if (strlen(p->name) > MAX_PARAM_NAME) {
       diag_error(E->d, n->label_loc,
                  "parameter name '%.40s...' is longer than %d bytes", p->name,

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops.h"
@@ -68,21 +69,21 @@ static void declare(FILE *o, const Buffer *b, int writes) {
   const char *cq = writes ? "" : "const ";
   switch (r->kind) {
   case BUF_F32:
-    fprintf(o, "    %s%s *%s = s->f32 + %" PRId64 ";", cq, type, b->name,
+    fprintf(o, "  %s%s *%s = s->f32 + %" PRId64 ";", cq, type, b->name,
             r->offset);
     break;
   case BUF_I64:
-    fprintf(o, "    %s%s *%s = s->i64 + %" PRId64 ";", cq, type, b->name,
+    fprintf(o, "  %s%s *%s = s->i64 + %" PRId64 ";", cq, type, b->name,
             r->offset);
     break;
   case BUF_ARENA:
-    fprintf(o, "    %s%s *%s = s->arena + %" PRId64 ";", cq, type, b->name,
+    fprintf(o, "  %s%s *%s = s->arena + %" PRId64 ";", cq, type, b->name,
             r->offset);
     break;
   case BUF_GRAD:
   case BUF_M:
   case BUF_V:
-    fprintf(o, "    float *%s = s->%s + %" PRId64 ";", b->name,
+    fprintf(o, "  float *%s = s->%s + %" PRId64 ";", b->name,
             r->kind == BUF_GRAD ? "g32"
             : r->kind == BUF_M  ? "m32"
                                 : "v32",
@@ -92,7 +93,7 @@ static void declare(FILE *o, const Buffer *b, int writes) {
   case BUF_OUTPUT:
     if (r == b)
       return; /* a parameter of the function */
-    fprintf(o, "    %s%s *%s = %s;", r->kind == BUF_INPUT ? "const " : cq, type,
+    fprintf(o, "  %s%s *%s = %s;", r->kind == BUF_INPUT ? "const " : cq, type,
             b->name, r->name);
     break;
   }
@@ -153,21 +154,131 @@ static void print_stmts(FILE *o, const Kernel *k, const StmtVec *body,
   }
 }
 
-static void print_kernel(FILE *o, const Program *p, const Kernel *k,
-                         const Diag *d) {
+static int uses_count_expr(const Expr *e) {
+  return e && (e->k == X_N || uses_count_expr(e->a) || uses_count_expr(e->b) ||
+               uses_count_expr(e->c));
+}
+
+/* What a kernel function needs from its caller: count, failure. */
+static void scan(const StmtVec *body, int *count, int *fails) {
+  for (int i = 0; i < body->n; i++) {
+    const Stmt *s = body->v[i];
+    *count |= (s->k == S_FOR && s->extent < 0) || uses_count_expr(s->index) ||
+              uses_count_expr(s->value);
+    *fails |= s->k == S_FAIL;
+    scan(&s->body, count, fails);
+  }
+}
+
+/* Names of the kernel functions of one file, unique. */
+typedef struct Names {
+  const char **v;
+  int n, cap;
+} Names;
+
+static const char *kernel_name(Arena *a, Names *names, const char *prefix,
+                               const char *kname) {
+  size_t len = strlen(kname);
+  char *s = arena_alloc(a, len + strlen(prefix) + 2);
+  size_t k = (size_t)sprintf(s, "%s_", prefix);
+  for (size_t i = 0; i < len; i++)
+    s[k++] = isalnum((unsigned char)kname[i]) ? kname[i] : '_';
+  s[k] = 0;
+  const char *name = s;
+  for (int suffix = 2;; suffix++) {
+    int taken = 0;
+    for (int i = 0; i < names->n && !taken; i++)
+      taken = strcmp(names->v[i], name) == 0;
+    if (!taken)
+      break;
+    name = arena_printf(a, "%s_%d", s, suffix);
+  }
+  if (names->n == names->cap) {
+    int cap = names->cap ? names->cap * 2 : 64;
+    const char **v = arena_alloc(a, sizeof(char *) * (size_t)cap);
+    if (names->n)
+      memcpy(v, names->v, sizeof(char *) * (size_t)names->n);
+    names->v = v;
+    names->cap = cap;
+  }
+  names->v[names->n++] = name;
+  return name;
+}
+
+/* The caller's arrays a kernel reads or writes, in the program's order. */
+static void io_args(FILE *o, const Program *p, const char *used, int decl) {
+  for (int i = 0; i < p->bufs.n; i++) {
+    const Buffer *b = p->bufs.v[i];
+    if ((b->kind != BUF_INPUT && b->kind != BUF_OUTPUT) || b->alias)
+      continue;
+    int any = used[i];
+    for (int j = 0; j < p->bufs.n && !any; j++)
+      any = used[j] && root(p->bufs.v[j]) == b;
+    if (!any)
+      continue;
+    if (decl)
+      fprintf(o, ", %s%s *%s", b->kind == BUF_INPUT ? "const " : "",
+              b->is_int ? "int64_t" : "float", b->name);
+    else
+      fprintf(o, ", %s", b->name);
+  }
+}
+
+/* One layer's loop nest as a static function, and its call. Small
+ * functions keep the C compiler fast on models of hundreds of layers. */
+static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
+                         const Diag *d, const char *model, const char *fname) {
   const char *path = diag_path(d, k->loc);
   const char *slash = strrchr(path, '/');
-  fprintf(o, "  /* %s: %s", k->name, k->what);
+  fprintf(o, "/* %s: %s", k->name, k->what);
   if (k->loc.file)
     fprintf(o, ", %s:%d", slash ? slash + 1 : path, k->loc.line);
-  fprintf(o, " */\n  {\n");
+  fprintf(o, " */\n");
   char *used = arena_alloc(p->a, (size_t)p->bufs.n + 1);
   mark_stmts(&k->body, used);
+  int count = 0, fails = 0;
+  scan(&k->body, &count, &fails);
+  int state = 0;
+  for (int i = 0; i < p->bufs.n; i++) {
+    const Buffer *r = root(p->bufs.v[i]);
+    state |= used[i] && r->kind != BUF_INPUT && r->kind != BUF_OUTPUT;
+  }
+  fprintf(o, "static %s %s(%s%s_state *s, ptrdiff_t count",
+          fails ? "int" : "void", fname, state ? "" : "const ", model);
+  io_args(o, p, used, 1);
+  fprintf(o, ") {\n");
+  if (!state)
+    fprintf(o, "  (void)s;\n");
+  if (!count)
+    fprintf(o, "  (void)count;\n");
   for (int i = 0; i < p->bufs.n; i++)
     if (used[i])
       declare(o, p->bufs.v[i], used[i] & 2);
-  print_stmts(o, k, &k->body, 2);
-  fprintf(o, "  }\n");
+  print_stmts(o, k, &k->body, 1);
+  if (fails)
+    fprintf(o, "  return 0;\n");
+  fprintf(o, "}\n\n");
+  if (fails)
+    fprintf(call, "  if (%s(s, count", fname);
+  else
+    fprintf(call, "  %s(s, count", fname);
+  io_args(call, p, used, 0);
+  fprintf(call, fails ? "))\n    return -1;\n" : ");\n");
+}
+
+/* Prints the kernels as functions into o and their calls into a buffer
+ * that the caller prints as the body of the public function. */
+static char *print_kernels(FILE *o, const Program *p, const KernelVec *ks,
+                           const Diag *d, const char *model, const char *prefix,
+                           Names *names) {
+  char *calls = NULL;
+  size_t len = 0;
+  FILE *call = open_memstream(&calls, &len);
+  for (int i = 0; i < ks->n; i++)
+    print_kernel(o, call, p, ks->v[i], d, model,
+                 kernel_name(p->a, names, prefix, ks->v[i]->name));
+  fclose(call);
+  return calls;
 }
 
 static void dims(FILE *o, Shape s) {
@@ -408,7 +519,9 @@ static void emit_init(FILE *c, const Program *p, const Program *t,
 }
 
 static void emit_train(FILE *c, const Program *t, const Diag *d, const char *m,
-                       const char *M) {
+                       const char *M, Names *names) {
+  char *calls = print_kernels(c, t, &t->kernels, d, m, "train", names);
+  char *updates = print_kernels(c, t, &t->update, d, m, "update", names);
   fprintf(c, "int %s_backward(%s_state *s, int count", m, m);
   io_params(c, t);
   fprintf(c,
@@ -416,14 +529,17 @@ static void emit_train(FILE *c, const Program *t, const Diag *d, const char *m,
           "-1;\n",
           M);
   fprintf(c, "  s->draws++;\n");
-  for (int i = 0; i < t->kernels.n; i++)
-    print_kernel(c, t, t->kernels.v[i], d);
+  fputs(calls, c);
   fprintf(c, "  *loss = s->arena[%" PRId64 "];\n  return 0;\n}\n\n",
           t->loss->offset);
-  fprintf(c, "void %s_update(%s_state *s) {\n  s->step++;\n", m, m);
-  for (int i = 0; i < t->update.n; i++)
-    print_kernel(c, t, t->update.v[i], d);
-  fprintf(c, "}\n\n");
+  fprintf(c,
+          "void %s_update(%s_state *s) {\n  ptrdiff_t count = 0;\n"
+          "  s->step++;\n",
+          m, m);
+  fputs(updates, c);
+  fprintf(c, "  (void)count;\n}\n\n");
+  free(calls);
+  free(updates);
   fprintf(c, "float %s_train_step(%s_state *s, int count", m, m);
   io_params(c, t);
   fprintf(c, ") {\n  float loss;\n  if (%s_backward(s, count", m);
@@ -543,11 +659,13 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
           "  return %s_st_save((unsigned char *)data, size, %s_tensors,\n"
           "%*s%s_NTENSORS, s->f32, s->i64);\n}\n\n",
           m, m, m, m, (int)strlen(m) + 18, "", m);
+  Names names = {0};
+  char *calls = print_kernels(c, p, &p->kernels, d, m, "forward", &names);
   fprintf(c, "int %s_forward(%s_state *s, int count", m, m);
   io_params(c, p);
   fprintf(c, ") {\n  if (count < 1 || count > %s_BATCH)\n    return -1;\n", M);
-  for (int i = 0; i < p->kernels.n; i++)
-    print_kernel(c, p, p->kernels.v[i], d);
+  fputs(calls, c);
+  free(calls);
   fprintf(c, "  return 0;\n}\n");
   if (t) {
     fprintf(c, "\n");
@@ -556,6 +674,6 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
       rand |= uses_rand(&t->kernels.v[i]->body);
     if (rand)
       emit_uniform(c, m);
-    emit_train(c, t, d, m, M);
+    emit_train(c, t, d, m, M, &names);
   }
 }

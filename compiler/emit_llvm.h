@@ -9,39 +9,37 @@
 
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
-#include <stdint.h>
 
+#include "jit.h"
 #include "loop.h"
 
-/* What the generated entry point reads the state's areas from (the C
- * backend's state struct holds the same arrays inline). */
-typedef struct EmitLlvmState {
-  float *f32;   /* parameters and float buffers: BUF_F32 */
-  int64_t *i64; /* integer buffers: BUF_I64 */
-  float *arena; /* activations: BUF_ARENA */
-  float *g32;   /* gradients: BUF_GRAD */
-} EmitLlvmState;
-
-/* The entry point's signature. inputs and outputs hold one array per
- * p->inputs and p->outputs, in order, each count samples (float, or
- * int64_t for an integer buffer). Returns 0, or -1 when count is not in
- * 1..p->batch or a check of the program failed (S_FAIL). */
-typedef int32_t (*EmitLlvmEntry)(EmitLlvmState *s, int64_t count,
+/* The entry points the module defines, each
+ *
+ *   int32_t NAME(JitState *s, int64_t count, void *const *inputs,
+ *                void *const *outputs);
+ *
+ * inputs and outputs hold one array per p->inputs and p->outputs, in
+ * order, each count samples (float, or int64_t for an integer buffer).
+ * They return 0, or -1 when count is not in 1..p->batch or a check of the
+ * program failed (S_FAIL). A forward program has NAME_forward; a training
+ * program NAME_backward (its kernels, after counting the draw in
+ * s->draws) and NAME_update (its update kernels, after counting the step
+ * in s->step; count and the arrays are not used). */
+typedef int32_t (*EmitLlvmEntry)(JitState *s, int64_t count,
                                  void *const *inputs, void *const *outputs);
 
-/* The entry point's name in the module: NAME_forward, or NAME_train_step
- * for a training program. */
-const char *emit_llvm_entry_name(Arena *a, const Program *p);
+/* The name of p's first entry point, or with update of NAME_update. */
+const char *emit_llvm_entry_name(Arena *a, const Program *p, int update);
 
 /* Builds the module for p (after plan()) in ctx, for tm's target, CPU and
- * features. Returns NULL after reporting a construct this backend cannot
- * compile. */
+ * features. Returns NULL after reporting a failure. */
 LLVMModuleRef emit_llvm(Diag *d, LLVMContextRef ctx, const Program *p,
                         LLVMTargetMachineRef tm);
 
-/* Runs LLVM's default<O{level}> pipeline (level 0..3) with loop and SLP
- * vectorization, for tm's CPU. Returns 0, or -1 with *err set (free it
- * with LLVMDisposeErrorMessage). */
+/* Optimizes m for tm's CPU with loop and SLP vectorization. Level 2 (what
+ * the JIT runs) is LLVM's O2 without partial and runtime loop unrolling;
+ * 0, 1 and 3 are LLVM's default<O0>, <O1> and <O3>. Returns 0, or -1 with
+ * *err set (free it with LLVMDisposeErrorMessage). */
 int emit_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int level,
                        char **err);
 

@@ -54,8 +54,8 @@ typedef struct PREFIX_tensor {
 struct Jit {
   const Program *p;
   LLVMOrcLLJITRef jit;
-  EmitLlvmEntry entry;
-  EmitLlvmState st;
+  EmitLlvmEntry entry, update;
+  JitState st;
   PREFIX_tensor *tab;
   int ntab;
   double t_ir, t_opt, t_code;
@@ -210,11 +210,20 @@ static int compile_into(Diag *d, Jit *j, int level) {
     return llvm_failed(d, err, "add the module") ? -1 : 0;
   }
   LLVMOrcExecutorAddress addr = 0;
-  const char *name = emit_llvm_entry_name(p->a, p);
-  if (llvm_failed(d, LLVMOrcLLJITLookup(j->jit, &addr, name),
-                  "compile the module"))
+  if (llvm_failed(
+          d,
+          LLVMOrcLLJITLookup(j->jit, &addr, emit_llvm_entry_name(p->a, p, 0)),
+          "compile the module"))
     return -1;
   j->entry = (EmitLlvmEntry)(uintptr_t)addr;
+  if (p->train) {
+    if (llvm_failed(
+            d,
+            LLVMOrcLLJITLookup(j->jit, &addr, emit_llvm_entry_name(p->a, p, 1)),
+            "compile the module"))
+      return -1;
+    j->update = (EmitLlvmEntry)(uintptr_t)addr;
+  }
   j->t_ir = t1 - t0;
   j->t_opt = t2 - t1;
   j->t_code = now() - t2;
@@ -227,7 +236,16 @@ static Jit *jit_new(const Program *p) {
   j->st.f32 = mem_alloc(sizeof(float) * (size_t)p->f32_count);
   j->st.i64 = mem_alloc(sizeof(int64_t) * (size_t)p->i64_count);
   j->st.arena = mem_alloc(sizeof(float) * (size_t)p->arena_count);
-  j->st.g32 = NULL; /* gradients: training programs, not built yet */
+  /* the training areas mirror f32, where the program has them */
+  for (int i = 0; i < p->bufs.n; i++) {
+    BufKind k = p->bufs.v[i]->kind;
+    float **area = k == BUF_GRAD ? &j->st.g32
+                   : k == BUF_M  ? &j->st.m32
+                   : k == BUF_V  ? &j->st.v32
+                                 : NULL;
+    if (area && !*area)
+      *area = mem_alloc(sizeof(float) * (size_t)p->f32_count);
+  }
   j->tab = weights_table(p, &j->ntab);
   return j;
 }
@@ -244,6 +262,8 @@ void jit_free(Jit *j) {
   mem_free(j->st.i64);
   mem_free(j->st.arena);
   mem_free(j->st.g32);
+  mem_free(j->st.m32);
+  mem_free(j->st.v32);
   mem_free(j->tab);
   mem_free(j);
 }
@@ -262,12 +282,15 @@ int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen) {
                         errlen);
 }
 
-float *jit_f32(Jit *j) { return j->st.f32; }
-int64_t *jit_i64(Jit *j) { return j->st.i64; }
+JitState *jit_state(Jit *j) { return &j->st; }
 
 int jit_call(Jit *j, int64_t count, const void *const *inputs,
              void *const *outputs) {
   return j->entry(&j->st, count, (void *const *)inputs, outputs);
+}
+
+int jit_update(Jit *j) {
+  return j->update ? j->update(&j->st, 0, NULL, NULL) : -1;
 }
 
 void jit_times(const Jit *j, double *ir, double *opt, double *code) {
@@ -286,7 +309,7 @@ int jit_write_ll(Diag *d, const Program *p, const char *path) {
   int rc = 1;
   if (!m)
     goto done;
-  if (emit_llvm_optimize(m, tm, 3, &msg)) {
+  if (emit_llvm_optimize(m, tm, 2, &msg)) {
     diag_internal(d, "LLVM failed to optimize: %s", msg);
     LLVMDisposeErrorMessage(msg);
   } else if (LLVMPrintModuleToFile(m, path, &msg)) {
@@ -343,6 +366,10 @@ static int check_input(Diag *d, const char *file, const rt_tensor *t,
 
 int jit_run(Diag *d, const Program *p, const RunOptions *o) {
   Loc none = {0, 0, 0};
+  if (p->train) {
+    diag_internal(d, "jit_run runs forward programs, not training ones");
+    return 1;
+  }
   char err[512];
   unsigned char *buf = NULL;
   size_t len = 0;
@@ -394,7 +421,7 @@ int jit_run(Diag *d, const Program *p, const RunOptions *o) {
     results[i] = mem_alloc(sizeof(float) * (size_t)(count * per));
   }
 
-  if (compile_into(d, j, 3))
+  if (compile_into(d, j, 2))
     goto done;
   if (o->verbose)
     fprintf(stderr,
@@ -484,8 +511,9 @@ int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen) {
   return -1;
 }
 
-float *jit_f32(Jit *j) { return (void)j, NULL; }
-int64_t *jit_i64(Jit *j) { return (void)j, NULL; }
+JitState *jit_state(Jit *j) { return (void)j, NULL; }
+
+int jit_update(Jit *j) { return (void)j, -1; }
 
 int jit_call(Jit *j, int64_t count, const void *const *inputs,
              void *const *outputs) {

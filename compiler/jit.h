@@ -25,25 +25,44 @@ int jit_run(Diag *d, const Program *p, const RunOptions *o);
  * this machine, as LLVM IR text. Returns 0, or 1 after reporting. */
 int jit_write_ll(Diag *d, const Program *p, const char *path);
 
+/* What the compiled code works on: the areas of the state, as the planner
+ * laid them out, and the training scalars (the fields of emit_c's state
+ * struct of the same names). */
+typedef struct JitState {
+  float *f32;     /* parameters and float buffers */
+  int64_t *i64;   /* integer buffers */
+  float *arena;   /* activations */
+  float *g32;     /* training: gradients */
+  float *m32;     /* training: momentum, or Adam's first moments */
+  float *v32;     /* training: Adam's second moments */
+  float lr;       /* training: the learning rate */
+  int64_t step;   /* training: optimizer steps taken */
+  uint64_t seed;  /* training: dropout's random stream */
+  uint64_t draws; /* training: steps that drew from it */
+} JitState;
+
 /* The pieces, for tests and benchmarks. A Jit owns the compiled code and
- * one state (parameters, buffers, arena), zeroed at first. */
+ * one state, zeroed at first (the areas a program does not use are
+ * NULL). */
 typedef struct Jit Jit;
 
-/* Compiles p (after plan()) at LLVM optimization level 0..3 (run uses
- * 3). Returns NULL after reporting a failure. */
+/* Compiles p (after plan()) at optimization level 0..3, as
+ * emit_llvm_optimize() says (jit_run uses 2). Returns NULL after
+ * reporting a failure. */
 Jit *jit_compile(Diag *d, const Program *p, int level);
 /* Loads weights from a safetensors image in memory with NAME_load's
  * checks and messages. Returns 0, or -1 with a message in err (errlen
  * bytes) and the state unchanged. */
 int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen);
-/* The state's areas, as the planner laid them out. */
-float *jit_f32(Jit *j);
-int64_t *jit_i64(Jit *j);
-/* One call of the compiled entry point on count samples (1..p->batch):
- * one array per model input, then per output, in declaration order.
- * Returns 0, or -1 when count is out of range. */
+JitState *jit_state(Jit *j);
+/* One call of the program's entry point (forward, or a training
+ * program's backward) on count samples (1..p->batch): one array per model
+ * input, then per output, in declaration order. Returns 0, or -1 when
+ * count is out of range or a check failed (a label out of range). */
 int jit_call(Jit *j, int64_t count, const void *const *inputs,
              void *const *outputs);
+/* A training program's optimizer update; -1 for a forward program. */
+int jit_update(Jit *j);
 /* Seconds spent building the IR, optimizing it, and making machine code. */
 void jit_times(const Jit *j, double *ir, double *opt, double *code);
 void jit_free(Jit *j);

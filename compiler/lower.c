@@ -139,6 +139,10 @@ static Buffer *new_buffer(Program *p, const char *name, BufKind kind,
   return b;
 }
 
+/* Convolution, accumulating each (input channel, tap) into the output
+ * plane: the innermost loop walks an output row and the matching input
+ * row, which compilers vectorize, and every output element still sums
+ * bias, then channels and taps in PyTorch's order. */
 static void lower_conv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
                        Buffer *bias) {
   const Node *nd = L->node;
@@ -149,25 +153,33 @@ static void lower_conv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
   int n = lb_for(b, "n", -1);
   int g = G > 1 ? lb_for(b, "g", G) : -1;
   int oc = lb_for(b, G > 1 ? "ocg" : "oc", Og);
+  Expr *ocx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Og)), V(L, oc)) : V(L, oc);
   int oh = lb_for(b, "oh", ys.d[1]);
   int ow = lb_for(b, "ow", ys.d[2]);
-  Expr *ocx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Og)), V(L, oc)) : V(L, oc);
-  int acc = lb_let(b, "acc", bias ? load(L, bias, ocx) : F(L, 0));
+  lb_store(b, y, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys),
+           bias ? load(L, bias, ocx) : F(L, 0));
+  close(L, 2);
   int ic = lb_for(b, "ic", Cg);
   int kh = lb_for(b, "kh", at->k[0]);
   int kw = lb_for(b, "kw", at->k[1]);
-  Expr *ih = window_coord(L, oh, kh, at, 0),
-       *iw = window_coord(L, ow, kw, at, 1);
-  int opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
   Expr *icx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Cg)), V(L, ic)) : V(L, ic);
-  Expr *xv = load(L, x, idx(L, V(L, n), icx, ih, iw, xs));
   Shape ws = {3, {Cg, at->k[0], at->k[1], 0}};
-  Expr *wv = load(L, w, idx(L, ocx, V(L, ic), V(L, kh), V(L, kw), ws));
-  lb_set(b, acc, add(L, x_temp(L->p, acc), mul(L, xv, wv)));
-  close(L, opened + 3);
-  lb_store(b, y, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys),
-           x_temp(L->p, acc));
-  close(L, 4 + (g >= 0));
+  int wv = lb_let(b, "wv",
+                  load(L, w, idx(L, ocx, V(L, ic), V(L, kh), V(L, kw), ws)));
+  oh = lb_for(b, "oh", ys.d[1]);
+  Expr *ih = window_coord(L, oh, kh, at, 0);
+  int64_t maxh =
+      (ys.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * at->d[0];
+  int gh = open_if(L, in_range(L, ih, 0, xs.d[1], -at->p[0], maxh));
+  ow = lb_for(b, "ow", ys.d[2]);
+  Expr *iw = window_coord(L, ow, kw, at, 1);
+  int64_t maxw =
+      (ys.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
+  int gw = open_if(L, in_range(L, iw, 0, xs.d[2], -at->p[1], maxw));
+  lb_accum(
+      b, y, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys),
+      mul(L, load(L, x, idx(L, V(L, n), icx, ih, iw, xs)), x_temp(L->p, wv)));
+  close(L, gw + 1 + gh + 1 + 3 + 2 + (g >= 0));
 }
 
 /* Transposed convolution as a scatter: every input element adds its

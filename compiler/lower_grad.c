@@ -223,23 +223,28 @@ static void conv_dx(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
   int n = lb_for(b, "n", -1);
   int g = lb_for(b, "g", G);
   int oc = lb_for(b, "ocg", Og);
-  int oh = lb_for(b, "oh", ys.d[1]);
-  int ow = lb_for(b, "ow", ys.d[2]);
-  Expr *ocx = add(L, mul(L, V(L, g), I(L, Og)), V(L, oc));
-  int v =
-      lb_let(b, "v", load(L, dy, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys)));
   int ic = lb_for(b, "icg", Cg);
   int kh = lb_for(b, "kh", at->k[0]);
   int kw = lb_for(b, "kw", at->k[1]);
-  Expr *ih = window_coord(L, oh, kh, at, 0),
-       *iw = window_coord(L, ow, kw, at, 1);
-  int opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
+  Expr *ocx = add(L, mul(L, V(L, g), I(L, Og)), V(L, oc));
   Expr *icx = add(L, mul(L, V(L, g), I(L, Cg)), V(L, ic));
   Shape ws = {3, {Cg, at->k[0], at->k[1], 0}};
+  int wv = lb_let(b, "wv",
+                  load(L, w, idx(L, ocx, V(L, ic), V(L, kh), V(L, kw), ws)));
+  int oh = lb_for(b, "oh", ys.d[1]);
+  Expr *ih = window_coord(L, oh, kh, at, 0);
+  int64_t maxh =
+      (ys.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * at->d[0];
+  int gh = open_if(L, in_range(L, ih, 0, xs.d[1], -at->p[0], maxh));
+  int ow = lb_for(b, "ow", ys.d[2]);
+  Expr *iw = window_coord(L, ow, kw, at, 1);
+  int64_t maxw =
+      (ys.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
+  int gw = open_if(L, in_range(L, iw, 0, xs.d[2], -at->p[1], maxw));
   lb_accum(b, dx, idx(L, V(L, n), icx, ih, iw, xs),
-           mul(L, T(L, v),
-               load(L, w, idx(L, ocx, V(L, ic), V(L, kh), V(L, kw), ws))));
-  close(L, opened + 3 + 5);
+           mul(L, load(L, dy, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys)),
+               T(L, wv)));
+  close(L, gw + 1 + gh + 1 + 6);
 }
 
 static void conv_dw(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {

@@ -46,6 +46,11 @@ static const char usage[] =
     "             --weights W.safetensors --input I.safetensors\n"
     "             --output O.safetensors; compiles with the system C compiler\n"
     "             and caches the program in ~/.cache/cnnc\n"
+    "  train      train the model on an IDX data set of images and class\n"
+    "             labels (default: Debian's Fashion-MNIST), with a progress\n"
+    "             bar, test accuracy after every epoch, a CSV log and its "
+    "plot,\n"
+    "             and a checkpoint after every epoch\n"
     "  grad       one training-mode forward and backward pass on the samples\n"
     "             of a file (inputs and labels): writes the loss and the\n"
     "             gradient of every trainable parameter, by name, to --output\n"
@@ -61,6 +66,20 @@ static const char usage[] =
     "                     for grad also the labels (int64) or targets\n"
     "  --output FILE      (run, grad) where the results are written\n"
     "  --cc CMD           (run, grad) the C compiler to use (default: cc)\n"
+    "  --data DIR         (train) the IDX files: train-images-idx3-ubyte,\n"
+    "                     train-labels-idx1-ubyte, t10k-... (gzip or plain)\n"
+    "  --epochs E, --lr X, --seed S\n"
+    "                     (train) override the model's train section\n"
+    "  --save FILE        (train) the checkpoint, written after every epoch\n"
+    "                     (default: MODEL.safetensors); it loads as weights\n"
+    "  --resume FILE      (train) continue from a checkpoint\n"
+    "  --except NAME      (train) with --weights: keep these parameters\n"
+    "                     (a label, e.g. the new head) at their initial "
+    "values\n"
+    "  --log FILE.csv     (train) the log (default: MODEL.csv); with gnuplot\n"
+    "                     installed, its plot goes beside it as FILE.png\n"
+    "  --quiet            (train) no progress display\n"
+    "  --threads T        accepted; this version's code runs on one thread\n"
     "  --model NAME       the model to use when the file defines several\n"
     "  --params           (check) list every parameter and buffer instead:\n"
     "                     name, dimensions, param or buffer; one per line\n"
@@ -97,6 +116,8 @@ static int usage_error(const char *fmt, ...) {
 typedef struct Options {
   const char *command, *path, *model, *dump, *out;
   const char *weights, *input, *output, *cc;
+  const char *data, *save, *resume, *except, *log, *epochs, *lr, *seed;
+  int quiet;
   long long batch;
   int params, werror, verbose, infer_only;
 } Options;
@@ -141,6 +162,42 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->output = v;
     } else if ((v = value_of(argc, argv, &i, "--cc"))) {
       o->cc = v;
+    } else if ((v = value_of(argc, argv, &i, "--data"))) {
+      o->data = v;
+    } else if ((v = value_of(argc, argv, &i, "--save"))) {
+      o->save = v;
+    } else if ((v = value_of(argc, argv, &i, "--resume"))) {
+      o->resume = v;
+    } else if ((v = value_of(argc, argv, &i, "--except"))) {
+      o->except = v;
+    } else if ((v = value_of(argc, argv, &i, "--log"))) {
+      o->log = v;
+    } else if ((v = value_of(argc, argv, &i, "--epochs"))) {
+      char *end;
+      long e = strtol(v, &end, 10);
+      if (!*v || *end || e < 1 || e > 100000)
+        return usage_error("--epochs needs a number from 1 to 100000, not '%s'",
+                           v);
+      o->epochs = v;
+    } else if ((v = value_of(argc, argv, &i, "--lr"))) {
+      char *end;
+      double lr = strtod(v, &end);
+      if (!*v || *end || !(lr > 0))
+        return usage_error("--lr needs a positive number, not '%s'", v);
+      o->lr = v;
+    } else if ((v = value_of(argc, argv, &i, "--seed"))) {
+      char *end;
+      long long sd = strtoll(v, &end, 10);
+      if (!*v || *end || sd < 0)
+        return usage_error("--seed needs a number of at least 0, not '%s'", v);
+      o->seed = v;
+    } else if ((v = value_of(argc, argv, &i, "--threads"))) {
+      char *end;
+      long th = strtol(v, &end, 10);
+      if (!*v || *end || th < 1)
+        return usage_error("--threads needs a positive number, not '%s'", v);
+    } else if (strcmp(a, "--quiet") == 0) {
+      o->quiet = 1;
     } else if ((v = value_of(argc, argv, &i, "--batch"))) {
       char *end;
       errno = 0;
@@ -182,9 +239,9 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   const char *c = o->command;
   if (strcmp(c, "check") && strcmp(c, "dot") && strcmp(c, "run") &&
-      strcmp(c, "grad") && strcmp(c, "compile"))
+      strcmp(c, "grad") && strcmp(c, "train") && strcmp(c, "compile"))
     return usage_error("unknown command '%s' (commands: check, dot, run, "
-                       "grad; or give a .cnn file to compile)",
+                       "grad, train; or give a .cnn file to compile)",
                        c);
   if (!o->path)
     return usage_error("%s needs a model file", c);
@@ -194,6 +251,8 @@ static int parse_args(int argc, char **argv, Options *o) {
     return usage_error("say where to write the C code with -o FILE.c");
   if (o->out && (!ends_with(o->out, ".c") || strlen(o->out) < 3))
     return usage_error("-o needs a file name ending in .c, not '%s'", o->out);
+  if (!strcmp(c, "train") && (o->input || o->output))
+    return usage_error("train reads --data, not --input/--output");
   if ((!strcmp(c, "run") || !strcmp(c, "grad")) && !o->dump &&
       (!o->weights || !o->input || !o->output))
     return usage_error("%s needs --weights, --input and --output files", c);
@@ -223,6 +282,79 @@ static int write_c(Diag *d, const Program *p, const Program *t,
     rc = 1;
   }
   mem_free(hpath);
+  return rc;
+}
+
+/* cnnc train reads images and class labels: the model must take one
+ * image and end in cross_entropy over [K] logits, its one output. */
+static int trainable_classifier(Diag *d, const Graph *g) {
+  int images = 0;
+  for (int i = 0; i < g->inputs.n; i++)
+    images += g->inputs.v[i]->dtype == DT_F32;
+  const Node *x = g->inputs.n ? g->inputs.v[0] : NULL;
+  if (images == 1 && x && x->shape.rank == 3 && g->loss &&
+      g->loss->op == OP_CROSS_ENTROPY && g->loss->in.v[0]->shape.rank == 1 &&
+      g->outputs.n == 1 && g->outputs.v[0].node == g->loss->in.v[0])
+    return 1;
+  diag_error(d, g->loc,
+             "cnnc train reads images and class labels: model '%s' needs one "
+             "input [C, H, W], one output of class scores [K], and 'loss "
+             "cross_entropy' of that output",
+             g->name);
+  return 0;
+}
+
+static const char default_data[] = "/usr/share/datasets/fashion-mnist";
+
+/* Runs the training driver, then plots the log with gnuplot if there is
+ * one: users would rather look at a curve than read a table. */
+static int train_model(Diag *d, Arena *a, const Graph *g, const Program *p,
+                       const Program *t, const Options *o, RunOptions *ro) {
+  const char *save =
+      o->save ? o->save : arena_printf(a, "%s.safetensors", g->name);
+  const char *log = o->log ? o->log : arena_printf(a, "%s.csv", g->name);
+  char *argv[16];
+  int n = 0;
+  argv[n++] = NULL; /* the program's name */
+  argv[n++] = arena_printf(a, "data=%s", o->data ? o->data : default_data);
+  argv[n++] = arena_printf(a, "save=%s", save);
+  argv[n++] = arena_printf(a, "log=%s", log);
+  if (o->resume)
+    argv[n++] = arena_printf(a, "resume=%s", o->resume);
+  if (o->weights)
+    argv[n++] = arena_printf(a, "weights=%s", o->weights);
+  if (o->except)
+    argv[n++] = arena_printf(a, "except=%s", o->except);
+  if (o->epochs)
+    argv[n++] = arena_printf(a, "epochs=%s", o->epochs);
+  if (o->lr)
+    argv[n++] = arena_printf(a, "lr=%s", o->lr);
+  if (o->seed)
+    argv[n++] = arena_printf(a, "seed=%s", o->seed);
+  if (o->quiet)
+    argv[n++] = "quiet=1";
+  argv[n] = NULL;
+  ro->train_argv = argv;
+  int rc = run_program(d, p, t, ro);
+  if (rc == 0 && system("command -v gnuplot >/dev/null 2>&1") == 0) {
+    size_t len = strlen(log);
+    const char *png = len > 4 && !strcmp(log + len - 4, ".csv")
+                          ? arena_printf(a, "%.*s.png", (int)(len - 4), log)
+                          : arena_printf(a, "%s.png", log);
+    const char *cmd = arena_printf(
+        a,
+        "gnuplot -e \"set datafile separator ','; set terminal png size "
+        "800,500; "
+        "set output '%s'; set title '%s'; set xlabel 'epoch'; set ylabel "
+        "'accuracy'; set y2label 'loss'; set y2tics; set ytics nomirror; set "
+        "key center right; plot '%s' using 1:3 with linespoints title 'train "
+        "accuracy', '' using 1:4 with linespoints title 'test accuracy', '' "
+        "using 1:2 axes x1y2 with linespoints title 'loss'\" 2>/dev/null",
+        png, g->name, log);
+    if (system(cmd) == 0)
+      fprintf(stderr, "cnnc: log in %s, plot in %s, weights in %s\n", log, png,
+              save);
+  }
   return rc;
 }
 
@@ -258,8 +390,10 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
     return 0;
   }
   int64_t batch = o->batch ? o->batch : g->train.batch;
-  int grad = !strcmp(c, "grad");
-  if (grad && !g->loss) {
+  int grad = !strcmp(c, "grad"), train = !strcmp(c, "train");
+  if (train && !trainable_classifier(d, g))
+    return 1;
+  if ((grad || train) && !g->loss) {
     diag_error(d, g->loc,
                "model '%s' has no loss to differentiate; add one "
                "with 'loss cross_entropy(y)'",
@@ -271,7 +405,7 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
     return 1;
   /* The training step exists when the model has a loss; autodiff appends
    * the backward nodes after the forward pass is lowered. */
-  if (g->loss && (grad || (!strcmp(c, "compile") && !o->infer_only))) {
+  if (g->loss && (grad || train || (!strcmp(c, "compile") && !o->infer_only))) {
     autodiff(d, g);
     t = lower(d, arena, g, batch, 1);
     if (d->errors)
@@ -291,7 +425,10 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
   }
   if (!strcmp(c, "compile"))
     return write_c(d, p, t, o->out);
-  RunOptions ro = {o->weights, o->input, o->output, o->cc, self, o->verbose};
+  RunOptions ro = {o->weights, o->input,   o->output, o->cc,
+                   self,       o->verbose, NULL};
+  if (train)
+    return train_model(d, arena, g, p, t, o, &ro);
   return run_program(d, p, grad ? t : NULL, &ro);
 }
 

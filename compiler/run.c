@@ -21,9 +21,10 @@
 
 /* Whether a runtime file goes into the driver: everything but the IDX
  * reader, which needs zlib and serves training. */
-static int driver_source(const char *path) {
+static int driver_source(const char *path, int train) {
   const char *base = strrchr(path, '/');
-  return strcmp(base ? base + 1 : path, "idx.c") != 0;
+  base = base ? base + 1 : path;
+  return train || (strcmp(base, "idx.c") != 0 && strcmp(base, "train.c") != 0);
 }
 
 static void driver(FILE *o, const Program *p) {
@@ -397,6 +398,91 @@ static void grad_driver(FILE *o, const Program *t) {
              "    return fail(NULL, err);\n  return 0;\n}\n");
 }
 
+/* The driver of cnnc train: the generated model behind runtime/train.c's
+ * rt_model, through adapters that take the state as void *. */
+static void train_driver(FILE *o, const Program *p, const Program *t) {
+  const char *m = p->g->name;
+  const Graph *g = p->g;
+  char M[256];
+  size_t k = 0;
+  for (; m[k] && k < sizeof M - 1; k++)
+    M[k] = (char)(m[k] >= 'a' && m[k] <= 'z' ? m[k] - 32 : m[k]);
+  M[k] = 0;
+  const Buffer *x = p->inputs.v[0];
+  fprintf(o,
+          "/* Driver of cnnc train for %s. */\n#include \"cnnc_runtime.h\"\n"
+          "#include \"%s.h\"\n\n",
+          m, m);
+  fprintf(o,
+          "static void w_init(void *s, uint64_t seed) { %s_init(s, seed); }\n",
+          m);
+  fprintf(
+      o,
+      "static int w_forward(void *s, int count, const float *x, float *y) {\n"
+      "  return %s_forward(s, count, x, y);\n}\n",
+      m);
+  fprintf(o,
+          "static float w_step(void *s, int count, const float *x, const "
+          "int64_t *y) {\n"
+          "  return %s_train_step(s, count, x, y);\n}\n",
+          m);
+  fprintf(o, "static void w_set_lr(void *s, float lr) { %s_set_lr(s, lr); }\n",
+          m);
+  fprintf(o,
+          "static float w_end(void *s, int e, int n, float err) {\n"
+          "  return %s_end_epoch(s, e, n, err);\n}\n",
+          m);
+  fprintf(o, "static float *w_f32(void *s) { return ((%s_state *)s)->f32; }\n",
+          m);
+  fprintf(o,
+          "static int64_t *w_i64(void *s) { return ((%s_state *)s)->i64; }\n",
+          m);
+  fprintf(o, "static float *w_m32(void *s) { return ((%s_state *)s)->m32; }\n",
+          m);
+  if (g->train.opt == OPT_ADAM)
+    fprintf(o,
+            "static float *w_v32(void *s) { return ((%s_state *)s)->v32; }\n",
+            m);
+  else
+    fprintf(o,
+            "static float *w_v32(void *s) {\n  (void)s;\n  return NULL;\n}\n");
+  fprintf(o, "static float *w_lr(void *s) { return &((%s_state *)s)->lr; }\n",
+          m);
+  fprintf(o,
+          "static int64_t *w_step_of(void *s) { return &((%s_state *)s)->step; "
+          "}\n\n",
+          m);
+  fprintf(o, "static const rt_param params[] = {\n");
+  int n = 0;
+  for (int i = 0; i < p->bufs.n; i++) {
+    const Buffer *b = p->bufs.v[i];
+    if (!b->param)
+      continue;
+    fprintf(o, "    {\"%s\", %d, %d, {", b->param->name, b->is_int,
+            b->shape.rank);
+    for (int j = 0; j < 4; j++)
+      fprintf(o, "%s%" PRId64, j ? ", " : "",
+              j < b->shape.rank ? b->shape.d[j] : 0);
+    fprintf(o, "}, %" PRId64 ", %" PRId64 ", %d},\n", b->offset, b->size,
+            b->param->kind == PK_PARAM && !b->param->frozen);
+    n++;
+  }
+  fprintf(o, "};\n\nint main(int argc, char **argv) {\n");
+  fprintf(o,
+          "  static const rt_model m = {\n"
+          "      \"%s\", %s_BATCH, %" PRId64 ", %" PRId64 ", %" PRId64
+          ", %" PRId64 ",\n"
+          "      sizeof(%s_state), %" PRId64 ", %.9gf, %" PRId64
+          "u, params, %d,\n"
+          "      w_init, w_forward, w_step, w_set_lr, w_end, w_f32, w_i64,\n"
+          "      w_m32, w_v32, w_lr, w_step_of, %" PRId64 "};\n",
+          m, M, x->shape.d[0], x->shape.d[1], x->shape.d[2],
+          p->outputs.v[0]->shape.d[0], m, g->train.epochs, g->train.lr,
+          g->train.seed, n, p->f32_count);
+  fprintf(o, "  return rt_train_main(&m, argc, argv);\n}\n");
+  (void)t;
+}
+
 int run_program(Diag *d, const Program *p, const Program *train,
                 const RunOptions *o) {
   const char *m = p->g->name;
@@ -407,7 +493,9 @@ int run_program(Diag *d, const Program *p, const Program *train,
   char hname[300];
   snprintf(hname, sizeof hname, "%s.h", m);
   emit_c(c, h, p, train, d, hname);
-  if (train)
+  if (o->train_argv)
+    train_driver(dr, p, train);
+  else if (train)
     grad_driver(dr, train);
   else
     driver(dr, p);
@@ -437,7 +525,7 @@ int run_program(Diag *d, const Program *p, const Program *train,
   }
   char cfiles[8 * PATH_MAX] = "";
   for (size_t i = 0; i < rs.gl_pathc; i++) {
-    if (!driver_source(rs.gl_pathv[i]))
+    if (!driver_source(rs.gl_pathv[i], o->train_argv != NULL))
       continue;
     size_t n;
     char *text = slurp(rs.gl_pathv[i], &n);
@@ -485,13 +573,16 @@ int run_program(Diag *d, const Program *p, const Program *train,
                  strerror(errno));
       goto done;
     }
-    /* cc may carry flags ("gcc -march=native"): the shell splits it. */
+    /* cc may carry flags ("gcc -O1"): the shell splits it. By default the
+     * program is built for this machine; ISO C mode keeps the compiler
+     * from fusing multiply-adds, so results do not depend on the CPU. */
     char cmd[8 * PATH_MAX];
     snprintf(cmd, sizeof cmd,
-             "cd '%s' && %s -std=c99 -O2 -D_XOPEN_SOURCE=700 -I'%s' -o run.tmp "
+             "cd '%s' && %s -std=c99 %s -D_XOPEN_SOURCE=700 -I'%s' -o run.tmp "
              "%s.c driver.c "
-             "%s -lm && mv run.tmp run",
-             dir, cc, rt, m, cfiles);
+             "%s -lm%s && mv run.tmp run",
+             dir, cc, o->cc ? "" : "-O3 -march=native", rt, m, cfiles,
+             o->train_argv ? " -lz" : "");
     if (o->verbose)
       fprintf(stderr, "cnnc: compiling: %s\n", cmd);
     char *argv[] = {"/bin/sh", "-c", cmd, NULL};
@@ -506,8 +597,13 @@ int run_program(Diag *d, const Program *p, const Program *train,
     fprintf(stderr, "cnnc: using the compiled model in %s\n", dir);
   }
   {
-    char *argv[] = {prog, (char *)o->weights, (char *)o->input,
-                    (char *)o->output, NULL};
+    char *argv3[] = {prog, (char *)o->weights, (char *)o->input,
+                     (char *)o->output, NULL};
+    char **argv = argv3;
+    if (o->train_argv) {
+      argv = o->train_argv;
+      argv[0] = prog;
+    }
     int rc = spawn(argv);
     if (rc < 0 || rc == 127) {
       diag_error(d, (Loc){0, 0, 0}, "cannot run %s", prog);

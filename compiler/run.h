@@ -11,6 +11,9 @@ typedef struct RunOptions {
   const char *cc;   /* compiler command; NULL: "cc" */
   const char *self; /* argv[0], to find the runtime */
   int verbose;      /* say what is compiled and where */
+  /* cnnc train: the driver's command line ("key=value" words after a
+   * slot for the program's name), NULL otherwise */
+  char **train_argv;
 } RunOptions;
 
 /* Runs the forward pass p, or with train (cnnc grad) one training step's

@@ -123,4 +123,49 @@ typedef struct rt_idx {
 int rt_idx_read(const char *path, rt_idx *out, char *err, size_t errlen);
 void rt_idx_free(rt_idx *x);
 
+/* Training a classifier on IDX data (cnnc train). The driver cnnc
+ * generates fills an rt_model from the generated model code and calls
+ * rt_train_main; the loop, the data, the progress display, checkpoints and
+ * the log live here. */
+typedef struct rt_param {
+  const char *name;
+  int is_int; /* int64 (num_batches_tracked), else float32 */
+  int ndim;
+  int64_t shape[4];
+  size_t offset; /* into the f32 (or i64) area */
+  size_t numel;
+  int trainable;
+} rt_param;
+
+typedef struct rt_model {
+  const char *name;
+  int batch;
+  int64_t channels, height, width; /* the image input */
+  int64_t classes;                 /* the logits */
+  size_t state_size;
+  int epochs;    /* the train section's */
+  float lr;      /* the train section's */
+  uint64_t seed; /* the train section's */
+  const rt_param *params;
+  int nparams;
+  void (*init)(void *s, uint64_t seed);
+  int (*forward)(void *s, int count, const float *x, float *logits);
+  float (*train_step)(void *s, int count, const float *x, const int64_t *y);
+  void (*set_lr)(void *s, float lr);
+  float (*end_epoch)(void *s, int epoch, int epochs, float val_error);
+  /* the state's areas: f32, i64, m32, v32 (NULL when absent), and its
+   * scalars */
+  float *(*f32)(void *s);
+  int64_t *(*i64)(void *s);
+  float *(*m32)(void *s);
+  float *(*v32)(void *s);
+  float *(*lr_of)(void *s);
+  int64_t *(*step_of)(void *s);
+  size_t f32_count;
+} rt_model;
+
+/* Runs cnnc train with the command line the generated driver got;
+ * returns the exit status. */
+int rt_train_main(const rt_model *m, int argc, char **argv);
+
 #endif
