@@ -65,7 +65,8 @@ check-generated: $(BUILD)/cnnc
 # --- dependencies -----------------------------------------------------
 # Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
 # torchvision. Training demo data: dataset-fashion-mnist.
-DEB_PKGS = gcc make flex bison libcmocka-dev zlib1g-dev clang-format python3 python3-torch \
+DEB_PKGS = gcc make flex bison libcmocka-dev zlib1g-dev clang-format gnuplot-nox \
+           python3 python3-torch \
            python3-torchvision dataset-fashion-mnist
 
 deps:
@@ -179,10 +180,27 @@ check-oracle: $(BUILD)/cnnc
 	@$(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc
 
 # --- the main job ---------------------------------------------------------
+# Trains LeNet-5 on Fashion-MNIST with the generated training code, then
+# classifies test images with a standalone program built on the generated
+# lenet5.c (demo/classify.c, walked through in docs/tutorial.md).
+DEMO_EPOCHS ?= 5
+FMNIST ?= /usr/share/datasets/fashion-mnist
+DEMO = $(BUILD)/demo
+
 demo: deps all
-	@set -e; for f in dsl-examples/*.cnn; do \
-	  echo "== $(BUILD)/cnnc check $$f"; $(BUILD)/cnnc check $$f; echo; \
-	done
+	@echo "== build/cnnc check dsl-examples/lenet5.cnn"
+	@$(BUILD)/cnnc check dsl-examples/lenet5.cnn
+	@mkdir -p $(DEMO)
+	@echo "== build/cnnc train dsl-examples/lenet5.cnn --epochs $(DEMO_EPOCHS)"
+	@$(BUILD)/cnnc train dsl-examples/lenet5.cnn --epochs $(DEMO_EPOCHS) \
+	  --data $(FMNIST) --save $(DEMO)/lenet5.safetensors --log $(DEMO)/lenet5.csv
+	@echo "== a standalone program on the generated lenet5.c"
+	$(BUILD)/cnnc dsl-examples/lenet5.cnn -o $(DEMO)/lenet5.c --infer-only --batch 1
+	$(CC) -std=c99 -O2 -Wall -Wextra -I$(DEMO) -o $(DEMO)/classify demo/classify.c $(DEMO)/lenet5.c -lm
+	@gzip -dc $(FMNIST)/t10k-images-idx3-ubyte.gz > $(DEMO)/t10k-images-idx3-ubyte
+	@gzip -dc $(FMNIST)/t10k-labels-idx1-ubyte.gz > $(DEMO)/t10k-labels-idx1-ubyte
+	$(DEMO)/classify $(DEMO)/lenet5.safetensors $(DEMO)/t10k-images-idx3-ubyte \
+	  $(DEMO)/t10k-labels-idx1-ubyte 10
 
 install: $(BUILD)/cnnc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/cnnc/runtime

@@ -588,6 +588,12 @@ static int lenet5_st_walk(lenet5_st_in *in, int base, unsigned char *seen,
     } else {
       if (lenet5_st_entry_read(in, &e))
         return -1;
+      /* Names starting with "__" are cnnc's own (a checkpoint's optimizer
+       * state), never a parameter's: a model loads past them. */
+      if (len >= 2 && name[0] == '_' && name[1] == '_') {
+        r = lenet5_st_more(in, '}');
+        continue;
+      }
       i = lenet5_st_find(in, name, len);
       if (i < 0) {
         lenet5_st_puts(&in->msg, "unexpected ");
@@ -775,903 +781,1050 @@ size_t lenet5_save(const lenet5_state *s, void *data, size_t size) {
                         lenet5_NTENSORS, s->f32, s->i64);
 }
 
-int lenet5_forward(lenet5_state *s, int count, const float *x, float *logits) {
-  if (count < 1 || count > LENET5_BATCH)
-    return -1;
-  /* c1: conv, lenet5.cnn:9 */
-  {
-    const float *c1_weight = s->f32 + 0; /* c1.weight */
-    const float *c1_bias = s->f32 + 150; /* c1.bias */
-    float *c1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 6; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = c1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1; ic++) {
-              for (ptrdiff_t kh = 0; kh < 5; kh++) {
-                for (ptrdiff_t kw = 0; kw < 5; kw++) {
-                  if (0 <= oh - 2 + kh && oh - 2 + kh < 28 && (0 <= ow - 2 + kw && ow - 2 + kw < 28)) {
-                    acc = acc + x[((n + ic) * 28 + oh - 2 + kh) * 28 + ow - 2 + kw] * c1_weight[((oc + ic) * 5 + kh) * 5 + kw];
+/* c1: conv, lenet5.cnn:9 */
+static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
+  const float *c1_weight = s->f32 + 0; /* c1.weight */
+  const float *c1_bias = s->f32 + 150; /* c1.bias */
+  float *c1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 6; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          c1[((n * 6 + oc) * 28 + oh) * 28 + ow] = c1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 5; kh++) {
+          for (ptrdiff_t kw = 0; kw < 5; kw++) {
+            float wv = c1_weight[((oc + ic) * 5 + kh) * 5 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 2 + kh && oh_2 - 2 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 2 + kw && ow_2 - 2 + kw < 28) {
+                    c1[((n * 6 + oc) * 28 + oh_2) * 28 + ow_2] += x[((n + ic) * 28 + oh_2 - 2 + kh) * 28 + ow_2 - 2 + kw] * wv;
                   }
                 }
               }
             }
-            c1[((n * 6 + oc) * 28 + oh) * 28 + ow] = acc;
           }
         }
       }
     }
   }
-  /* tanh0: tanh, lenet5.cnn:9 */
-  {
-    const float *c1 = s->arena + 0;
-    float *tanh0 = s->arena + 4704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4704; i++) {
-        float v = c1[n * 4704 + i];
-        tanh0[n * 4704 + i] = tanhf(v);
+}
+
+/* tanh0: tanh, lenet5.cnn:9 */
+static void forward_tanh0(lenet5_state *s, ptrdiff_t count) {
+  const float *c1 = s->arena + 0;
+  float *tanh0 = s->arena + 4704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4704; i++) {
+      float v = c1[n * 4704 + i];
+      tanh0[n * 4704 + i] = tanhf(v);
+    }
+  }
+}
+
+/* avgpool0: avgpool, lenet5.cnn:9 */
+static void forward_avgpool0(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh0 = s->arena + 4704;
+  float *avgpool0 = s->arena + 1600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 6; c++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          float sum = 0.0f;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              sum = sum + tanh0[((n * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw];
+            }
+          }
+          avgpool0[((n * 6 + c) * 14 + oh) * 14 + ow] = sum / 4.0f;
+        }
       }
     }
   }
-  /* avgpool0: avgpool, lenet5.cnn:9 */
-  {
-    const float *tanh0 = s->arena + 4704;
-    float *avgpool0 = s->arena + 1600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 6; c++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float sum = 0.0f;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                sum = sum + tanh0[((n * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw];
+}
+
+/* c3: conv, lenet5.cnn:10 */
+static void forward_c3(lenet5_state *s, ptrdiff_t count) {
+  const float *c3_weight = s->f32 + 156; /* c3.weight */
+  const float *c3_bias = s->f32 + 2556; /* c3.bias */
+  const float *avgpool0 = s->arena + 1600;
+  float *c3 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 16; oc++) {
+      for (ptrdiff_t oh = 0; oh < 10; oh++) {
+        for (ptrdiff_t ow = 0; ow < 10; ow++) {
+          c3[((n * 16 + oc) * 10 + oh) * 10 + ow] = c3_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 6; ic++) {
+        for (ptrdiff_t kh = 0; kh < 5; kh++) {
+          for (ptrdiff_t kw = 0; kw < 5; kw++) {
+            float wv = c3_weight[((oc * 6 + ic) * 5 + kh) * 5 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 10; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 10; ow_2++) {
+                c3[((n * 16 + oc) * 10 + oh_2) * 10 + ow_2] += avgpool0[((n * 6 + ic) * 14 + oh_2 + kh) * 14 + ow_2 + kw] * wv;
               }
             }
-            avgpool0[((n * 6 + c) * 14 + oh) * 14 + ow] = sum / 4.0f;
           }
         }
       }
     }
   }
-  /* c3: conv, lenet5.cnn:10 */
-  {
-    const float *c3_weight = s->f32 + 156; /* c3.weight */
-    const float *c3_bias = s->f32 + 2556; /* c3.bias */
-    const float *avgpool0 = s->arena + 1600;
-    float *c3 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 16; oc++) {
-        for (ptrdiff_t oh = 0; oh < 10; oh++) {
-          for (ptrdiff_t ow = 0; ow < 10; ow++) {
-            float acc = c3_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 6; ic++) {
-              for (ptrdiff_t kh = 0; kh < 5; kh++) {
-                for (ptrdiff_t kw = 0; kw < 5; kw++) {
-                  acc = acc + avgpool0[((n * 6 + ic) * 14 + oh + kh) * 14 + ow + kw] * c3_weight[((oc * 6 + ic) * 5 + kh) * 5 + kw];
-                }
-              }
+}
+
+/* tanh1: tanh, lenet5.cnn:10 */
+static void forward_tanh1(lenet5_state *s, ptrdiff_t count) {
+  const float *c3 = s->arena + 0;
+  float *tanh1 = s->arena + 1600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1600; i++) {
+      float v = c3[n * 1600 + i];
+      tanh1[n * 1600 + i] = tanhf(v);
+    }
+  }
+}
+
+/* avgpool1: avgpool, lenet5.cnn:10 */
+static void forward_avgpool1(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh1 = s->arena + 1600;
+  float *avgpool1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 16; c++) {
+      for (ptrdiff_t oh = 0; oh < 5; oh++) {
+        for (ptrdiff_t ow = 0; ow < 5; ow++) {
+          float sum = 0.0f;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              sum = sum + tanh1[((n * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw];
             }
-            c3[((n * 16 + oc) * 10 + oh) * 10 + ow] = acc;
           }
+          avgpool1[((n * 16 + c) * 5 + oh) * 5 + ow] = sum / 4.0f;
         }
       }
     }
   }
-  /* tanh1: tanh, lenet5.cnn:10 */
-  {
-    const float *c3 = s->arena + 0;
-    float *tanh1 = s->arena + 1600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1600; i++) {
-        float v = c3[n * 1600 + i];
-        tanh1[n * 1600 + i] = tanhf(v);
+}
+
+/* f5: dense, lenet5.cnn:12 */
+static void forward_f5(lenet5_state *s, ptrdiff_t count) {
+  const float *f5_weight = s->f32 + 2572; /* f5.weight */
+  const float *f5_bias = s->f32 + 50572; /* f5.bias */
+  const float *flatten0 = s->arena + 0;
+  float *f5 = s->arena + 400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 120; o++) {
+      float acc = f5_bias[o];
+      for (ptrdiff_t i = 0; i < 400; i++) {
+        acc = acc + flatten0[n * 400 + i] * f5_weight[o * 400 + i];
       }
+      f5[n * 120 + o] = acc;
     }
   }
-  /* avgpool1: avgpool, lenet5.cnn:10 */
-  {
-    const float *tanh1 = s->arena + 1600;
-    float *avgpool1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 16; c++) {
-        for (ptrdiff_t oh = 0; oh < 5; oh++) {
-          for (ptrdiff_t ow = 0; ow < 5; ow++) {
-            float sum = 0.0f;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                sum = sum + tanh1[((n * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw];
-              }
-            }
-            avgpool1[((n * 16 + c) * 5 + oh) * 5 + ow] = sum / 4.0f;
-          }
-        }
-      }
+}
+
+/* tanh2: tanh, lenet5.cnn:12 */
+static void forward_tanh2(lenet5_state *s, ptrdiff_t count) {
+  const float *f5 = s->arena + 400;
+  float *tanh2 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 120; i++) {
+      float v = f5[n * 120 + i];
+      tanh2[n * 120 + i] = tanhf(v);
     }
   }
-  /* f5: dense, lenet5.cnn:12 */
-  {
-    const float *f5_weight = s->f32 + 2572; /* f5.weight */
-    const float *f5_bias = s->f32 + 50572; /* f5.bias */
-    const float *flatten0 = s->arena + 0;
-    float *f5 = s->arena + 400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 120; o++) {
-        float acc = f5_bias[o];
-        for (ptrdiff_t i = 0; i < 400; i++) {
-          acc = acc + flatten0[n * 400 + i] * f5_weight[o * 400 + i];
-        }
-        f5[n * 120 + o] = acc;
-      }
-    }
-  }
-  /* tanh2: tanh, lenet5.cnn:12 */
-  {
-    const float *f5 = s->arena + 400;
-    float *tanh2 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
+}
+
+/* f6: dense, lenet5.cnn:13 */
+static void forward_f6(lenet5_state *s, ptrdiff_t count) {
+  const float *f6_weight = s->f32 + 50692; /* f6.weight */
+  const float *f6_bias = s->f32 + 60772; /* f6.bias */
+  const float *tanh2 = s->arena + 0;
+  float *f6 = s->arena + 120;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 84; o++) {
+      float acc = f6_bias[o];
       for (ptrdiff_t i = 0; i < 120; i++) {
-        float v = f5[n * 120 + i];
-        tanh2[n * 120 + i] = tanhf(v);
+        acc = acc + tanh2[n * 120 + i] * f6_weight[o * 120 + i];
       }
+      f6[n * 84 + o] = acc;
     }
   }
-  /* f6: dense, lenet5.cnn:13 */
-  {
-    const float *f6_weight = s->f32 + 50692; /* f6.weight */
-    const float *f6_bias = s->f32 + 60772; /* f6.bias */
-    const float *tanh2 = s->arena + 0;
-    float *f6 = s->arena + 120;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 84; o++) {
-        float acc = f6_bias[o];
-        for (ptrdiff_t i = 0; i < 120; i++) {
-          acc = acc + tanh2[n * 120 + i] * f6_weight[o * 120 + i];
-        }
-        f6[n * 84 + o] = acc;
-      }
+}
+
+/* tanh3: tanh, lenet5.cnn:13 */
+static void forward_tanh3(lenet5_state *s, ptrdiff_t count) {
+  const float *f6 = s->arena + 120;
+  float *tanh3 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 84; i++) {
+      float v = f6[n * 84 + i];
+      tanh3[n * 84 + i] = tanhf(v);
     }
   }
-  /* tanh3: tanh, lenet5.cnn:13 */
-  {
-    const float *f6 = s->arena + 120;
-    float *tanh3 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
+}
+
+/* f7: dense, lenet5.cnn:14 */
+static void forward_f7(lenet5_state *s, ptrdiff_t count) {
+  const float *f7_weight = s->f32 + 60856; /* f7.weight */
+  const float *f7_bias = s->f32 + 61696; /* f7.bias */
+  const float *tanh3 = s->arena + 0;
+  float *f7 = s->arena + 84;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 10; o++) {
+      float acc = f7_bias[o];
       for (ptrdiff_t i = 0; i < 84; i++) {
-        float v = f6[n * 84 + i];
-        tanh3[n * 84 + i] = tanhf(v);
+        acc = acc + tanh3[n * 84 + i] * f7_weight[o * 84 + i];
       }
+      f7[n * 10 + o] = acc;
     }
   }
-  /* f7: dense, lenet5.cnn:14 */
-  {
-    const float *f7_weight = s->f32 + 60856; /* f7.weight */
-    const float *f7_bias = s->f32 + 61696; /* f7.bias */
-    const float *tanh3 = s->arena + 0;
-    float *f7 = s->arena + 84;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 10; o++) {
-        float acc = f7_bias[o];
-        for (ptrdiff_t i = 0; i < 84; i++) {
-          acc = acc + tanh3[n * 84 + i] * f7_weight[o * 84 + i];
-        }
-        f7[n * 10 + o] = acc;
-      }
+}
+
+/* logits: output, lenet5.cnn:8 */
+static void forward_logits(lenet5_state *s, ptrdiff_t count, float *logits) {
+  const float *f7 = s->arena + 84;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10; i++) {
+      logits[n * 10 + i] = f7[n * 10 + i];
     }
   }
-  /* logits: output, lenet5.cnn:8 */
-  {
-    const float *f7 = s->arena + 84;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10; i++) {
-        logits[n * 10 + i] = f7[n * 10 + i];
-      }
+}
+
+int lenet5_forward(lenet5_state *s, int count, const float *x, float *logits) {
+  if (count < 1 || count > LENET5_BATCH)
+    return -1;
+  forward_c1(s, count, x);
+  forward_tanh0(s, count);
+  forward_avgpool0(s, count);
+  forward_c3(s, count);
+  forward_tanh1(s, count);
+  forward_avgpool1(s, count);
+  forward_f5(s, count);
+  forward_tanh2(s, count);
+  forward_f6(s, count);
+  forward_tanh3(s, count);
+  forward_f7(s, count);
+  forward_logits(s, count, logits);
+  return 0;
+}
+
+/* labels: label check, lenet5.cnn:15 */
+static int train_labels(const lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
+  (void)s;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1; i++) {
+      if (labels[n + i] < 0)
+        return -1;
+      if (10 <= labels[n + i])
+        return -1;
     }
   }
   return 0;
+}
+
+/* c1: conv, lenet5.cnn:9 */
+static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
+  const float *c1_weight = s->f32 + 0; /* c1.weight */
+  const float *c1_bias = s->f32 + 150; /* c1.bias */
+  float *c1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 6; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          c1[((n * 6 + oc) * 28 + oh) * 28 + ow] = c1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 5; kh++) {
+          for (ptrdiff_t kw = 0; kw < 5; kw++) {
+            float wv = c1_weight[((oc + ic) * 5 + kh) * 5 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 2 + kh && oh_2 - 2 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 2 + kw && ow_2 - 2 + kw < 28) {
+                    c1[((n * 6 + oc) * 28 + oh_2) * 28 + ow_2] += x[((n + ic) * 28 + oh_2 - 2 + kh) * 28 + ow_2 - 2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* tanh0: tanh, lenet5.cnn:9 */
+static void train_tanh0(lenet5_state *s, ptrdiff_t count) {
+  const float *c1 = s->arena + 0;
+  float *tanh0 = s->arena + 4704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4704; i++) {
+      float v = c1[n * 4704 + i];
+      tanh0[n * 4704 + i] = tanhf(v);
+    }
+  }
+}
+
+/* avgpool0: avgpool, lenet5.cnn:9 */
+static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh0 = s->arena + 4704;
+  float *avgpool0 = s->arena + 3200;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 6; c++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          float sum = 0.0f;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              sum = sum + tanh0[((n * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw];
+            }
+          }
+          avgpool0[((n * 6 + c) * 14 + oh) * 14 + ow] = sum / 4.0f;
+        }
+      }
+    }
+  }
+}
+
+/* c3: conv, lenet5.cnn:10 */
+static void train_c3(lenet5_state *s, ptrdiff_t count) {
+  const float *c3_weight = s->f32 + 156; /* c3.weight */
+  const float *c3_bias = s->f32 + 2556; /* c3.bias */
+  const float *avgpool0 = s->arena + 3200;
+  float *c3 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 16; oc++) {
+      for (ptrdiff_t oh = 0; oh < 10; oh++) {
+        for (ptrdiff_t ow = 0; ow < 10; ow++) {
+          c3[((n * 16 + oc) * 10 + oh) * 10 + ow] = c3_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 6; ic++) {
+        for (ptrdiff_t kh = 0; kh < 5; kh++) {
+          for (ptrdiff_t kw = 0; kw < 5; kw++) {
+            float wv = c3_weight[((oc * 6 + ic) * 5 + kh) * 5 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 10; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 10; ow_2++) {
+                c3[((n * 16 + oc) * 10 + oh_2) * 10 + ow_2] += avgpool0[((n * 6 + ic) * 14 + oh_2 + kh) * 14 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* tanh1: tanh, lenet5.cnn:10 */
+static void train_tanh1(lenet5_state *s, ptrdiff_t count) {
+  const float *c3 = s->arena + 0;
+  float *tanh1 = s->arena + 1600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1600; i++) {
+      float v = c3[n * 1600 + i];
+      tanh1[n * 1600 + i] = tanhf(v);
+    }
+  }
+}
+
+/* avgpool1: avgpool, lenet5.cnn:10 */
+static void train_avgpool1(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh1 = s->arena + 1600;
+  float *avgpool1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 16; c++) {
+      for (ptrdiff_t oh = 0; oh < 5; oh++) {
+        for (ptrdiff_t ow = 0; ow < 5; ow++) {
+          float sum = 0.0f;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              sum = sum + tanh1[((n * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw];
+            }
+          }
+          avgpool1[((n * 16 + c) * 5 + oh) * 5 + ow] = sum / 4.0f;
+        }
+      }
+    }
+  }
+}
+
+/* f5: dense, lenet5.cnn:12 */
+static void train_f5(lenet5_state *s, ptrdiff_t count) {
+  const float *f5_weight = s->f32 + 2572; /* f5.weight */
+  const float *f5_bias = s->f32 + 50572; /* f5.bias */
+  const float *flatten0 = s->arena + 0;
+  float *f5 = s->arena + 400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 120; o++) {
+      float acc = f5_bias[o];
+      for (ptrdiff_t i = 0; i < 400; i++) {
+        acc = acc + flatten0[n * 400 + i] * f5_weight[o * 400 + i];
+      }
+      f5[n * 120 + o] = acc;
+    }
+  }
+}
+
+/* tanh2: tanh, lenet5.cnn:12 */
+static void train_tanh2(lenet5_state *s, ptrdiff_t count) {
+  const float *f5 = s->arena + 400;
+  float *tanh2 = s->arena + 520;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 120; i++) {
+      float v = f5[n * 120 + i];
+      tanh2[n * 120 + i] = tanhf(v);
+    }
+  }
+}
+
+/* f6: dense, lenet5.cnn:13 */
+static void train_f6(lenet5_state *s, ptrdiff_t count) {
+  const float *f6_weight = s->f32 + 50692; /* f6.weight */
+  const float *f6_bias = s->f32 + 60772; /* f6.bias */
+  const float *tanh2 = s->arena + 520;
+  float *f6 = s->arena + 400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 84; o++) {
+      float acc = f6_bias[o];
+      for (ptrdiff_t i = 0; i < 120; i++) {
+        acc = acc + tanh2[n * 120 + i] * f6_weight[o * 120 + i];
+      }
+      f6[n * 84 + o] = acc;
+    }
+  }
+}
+
+/* tanh3: tanh, lenet5.cnn:13 */
+static void train_tanh3(lenet5_state *s, ptrdiff_t count) {
+  const float *f6 = s->arena + 400;
+  float *tanh3 = s->arena + 640;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 84; i++) {
+      float v = f6[n * 84 + i];
+      tanh3[n * 84 + i] = tanhf(v);
+    }
+  }
+}
+
+/* f7: dense, lenet5.cnn:14 */
+static void train_f7(lenet5_state *s, ptrdiff_t count) {
+  const float *f7_weight = s->f32 + 60856; /* f7.weight */
+  const float *f7_bias = s->f32 + 61696; /* f7.bias */
+  const float *tanh3 = s->arena + 640;
+  float *f7 = s->arena + 400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 10; o++) {
+      float acc = f7_bias[o];
+      for (ptrdiff_t i = 0; i < 84; i++) {
+        acc = acc + tanh3[n * 84 + i] * f7_weight[o * 84 + i];
+      }
+      f7[n * 10 + o] = acc;
+    }
+  }
+}
+
+/* cross_entropy0: cross_entropy, lenet5.cnn:15 */
+static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
+  const float *f7 = s->arena + 400;
+  float *cross_entropy0 = s->arena + 14112;
+  float total = 0.0f;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t p = 0; p < 1; p++) {
+      float m = -INFINITY;
+      for (ptrdiff_t k = 0; k < 10; k++) {
+        m = fmaxf(m, f7[n * 10 + k + p]);
+      }
+      float se = 0.0f;
+      for (ptrdiff_t k_2 = 0; k_2 < 10; k_2++) {
+        se = se + expf(f7[n * 10 + k_2 + p] - m);
+      }
+      ptrdiff_t label = labels[n + p];
+      total = total + m + logf(se) - f7[n * 10 + label + p];
+    }
+  }
+  cross_entropy0[0] = total / (float)count;
+}
+
+/* cross_entropy0.dx: loss_dx, lenet5.cnn:15 */
+static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
+  const float *f7 = s->arena + 400;
+  float *cross_entropy0_dx = s->arena + 484;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t p = 0; p < 1; p++) {
+      float m = -INFINITY;
+      for (ptrdiff_t k = 0; k < 10; k++) {
+        m = fmaxf(m, f7[n * 10 + k + p]);
+      }
+      float se = 0.0f;
+      for (ptrdiff_t k_2 = 0; k_2 < 10; k_2++) {
+        se = se + expf(f7[n * 10 + k_2 + p] - m);
+      }
+      ptrdiff_t label = labels[n + p];
+      float scale = 1.0f / (float)count;
+      for (ptrdiff_t k_3 = 0; k_3 < 10; k_3++) {
+        cross_entropy0_dx[n * 10 + k_3 + p] = (expf(f7[n * 10 + k_3 + p] - m) / se - (k_3 == label ? 1.0f : 0.0f)) * scale;
+      }
+    }
+  }
+}
+
+/* f7.dx: dense_dx, lenet5.cnn:14 */
+static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *f7_weight = s->f32 + 60856; /* f7.weight */
+  const float *cross_entropy0_dx = s->arena + 484;
+  float *f7_dx = s->arena + 400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 84; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t o = 0; o < 10; o++) {
+        acc = acc + cross_entropy0_dx[n * 10 + o] * f7_weight[o * 84 + i];
+      }
+      f7_dx[n * 84 + i] = acc;
+    }
+  }
+}
+
+/* f7.dweight: dense_dw, lenet5.cnn:14 */
+static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh3 = s->arena + 640;
+  const float *cross_entropy0_dx = s->arena + 484;
+  float *f7_weight_grad = s->g32 + 60856;
+  for (ptrdiff_t o = 0; o < 10; o++) {
+    for (ptrdiff_t i = 0; i < 84; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        acc = acc + cross_entropy0_dx[n * 10 + o] * tanh3[n * 84 + i];
+      }
+      f7_weight_grad[o * 84 + i] = acc;
+    }
+  }
+}
+
+/* f7.dbias: bias_grad, lenet5.cnn:14 */
+static void train_f7_dbias(lenet5_state *s, ptrdiff_t count) {
+  const float *cross_entropy0_dx = s->arena + 484;
+  float *f7_bias_grad = s->g32 + 61696;
+  for (ptrdiff_t c = 0; c < 10; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 1; i++) {
+        acc = acc + cross_entropy0_dx[n * 10 + c + i];
+      }
+    }
+    f7_bias_grad[c] = acc;
+  }
+}
+
+/* tanh3.dx: act_dx, lenet5.cnn:13 */
+static void train_tanh3_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh3 = s->arena + 640;
+  const float *f7_dx = s->arena + 400;
+  float *tanh3_dx = s->arena + 724;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 84; i++) {
+      float y = tanh3[n * 84 + i];
+      tanh3_dx[n * 84 + i] = f7_dx[n * 84 + i] * (1.0f - y * y);
+    }
+  }
+}
+
+/* f6.dx: dense_dx, lenet5.cnn:13 */
+static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *f6_weight = s->f32 + 50692; /* f6.weight */
+  const float *tanh3_dx = s->arena + 724;
+  float *f6_dx = s->arena + 400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 120; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t o = 0; o < 84; o++) {
+        acc = acc + tanh3_dx[n * 84 + o] * f6_weight[o * 120 + i];
+      }
+      f6_dx[n * 120 + i] = acc;
+    }
+  }
+}
+
+/* f6.dweight: dense_dw, lenet5.cnn:13 */
+static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh2 = s->arena + 520;
+  const float *tanh3_dx = s->arena + 724;
+  float *f6_weight_grad = s->g32 + 50692;
+  for (ptrdiff_t o = 0; o < 84; o++) {
+    for (ptrdiff_t i = 0; i < 120; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        acc = acc + tanh3_dx[n * 84 + o] * tanh2[n * 120 + i];
+      }
+      f6_weight_grad[o * 120 + i] = acc;
+    }
+  }
+}
+
+/* f6.dbias: bias_grad, lenet5.cnn:13 */
+static void train_f6_dbias(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh3_dx = s->arena + 724;
+  float *f6_bias_grad = s->g32 + 60772;
+  for (ptrdiff_t c = 0; c < 84; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 1; i++) {
+        acc = acc + tanh3_dx[n * 84 + c + i];
+      }
+    }
+    f6_bias_grad[c] = acc;
+  }
+}
+
+/* tanh2.dx: act_dx, lenet5.cnn:12 */
+static void train_tanh2_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh2 = s->arena + 520;
+  const float *f6_dx = s->arena + 400;
+  float *tanh2_dx = s->arena + 640;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 120; i++) {
+      float y = tanh2[n * 120 + i];
+      tanh2_dx[n * 120 + i] = f6_dx[n * 120 + i] * (1.0f - y * y);
+    }
+  }
+}
+
+/* f5.dx: dense_dx, lenet5.cnn:12 */
+static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *f5_weight = s->f32 + 2572; /* f5.weight */
+  const float *tanh2_dx = s->arena + 640;
+  float *f5_dx = s->arena + 9408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 400; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t o = 0; o < 120; o++) {
+        acc = acc + tanh2_dx[n * 120 + o] * f5_weight[o * 400 + i];
+      }
+      f5_dx[n * 400 + i] = acc;
+    }
+  }
+}
+
+/* f5.dweight: dense_dw, lenet5.cnn:12 */
+static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
+  const float *flatten0 = s->arena + 0;
+  const float *tanh2_dx = s->arena + 640;
+  float *f5_weight_grad = s->g32 + 2572;
+  for (ptrdiff_t o = 0; o < 120; o++) {
+    for (ptrdiff_t i = 0; i < 400; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        acc = acc + tanh2_dx[n * 120 + o] * flatten0[n * 400 + i];
+      }
+      f5_weight_grad[o * 400 + i] = acc;
+    }
+  }
+}
+
+/* f5.dbias: bias_grad, lenet5.cnn:12 */
+static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh2_dx = s->arena + 640;
+  float *f5_bias_grad = s->g32 + 50572;
+  for (ptrdiff_t c = 0; c < 120; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 1; i++) {
+        acc = acc + tanh2_dx[n * 120 + c + i];
+      }
+    }
+    f5_bias_grad[c] = acc;
+  }
+}
+
+/* avgpool1.dx: pool_dx, lenet5.cnn:10 */
+static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *flatten0_dx = s->arena + 9408;
+  float *avgpool1_dx = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1600; i++) {
+      avgpool1_dx[n * 1600 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 16; c++) {
+      for (ptrdiff_t oh = 0; oh < 5; oh++) {
+        for (ptrdiff_t ow = 0; ow < 5; ow++) {
+          float g = flatten0_dx[((n_2 * 16 + c) * 5 + oh) * 5 + ow] / 4.0f;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              avgpool1_dx[((n_2 * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw] += g;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* tanh1.dx: act_dx, lenet5.cnn:10 */
+static void train_tanh1_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh1 = s->arena + 1600;
+  const float *avgpool1_dx = s->arena + 0;
+  float *tanh1_dx = s->arena + 9408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1600; i++) {
+      float y = tanh1[n * 1600 + i];
+      tanh1_dx[n * 1600 + i] = avgpool1_dx[n * 1600 + i] * (1.0f - y * y);
+    }
+  }
+}
+
+/* c3.dx: conv_dx, lenet5.cnn:10 */
+static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *c3_weight = s->f32 + 156; /* c3.weight */
+  const float *tanh1_dx = s->arena + 9408;
+  float *c3_dx = s->arena + 11008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1176; i++) {
+      c3_dx[n * 1176 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 16; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 6; icg++) {
+          for (ptrdiff_t kh = 0; kh < 5; kh++) {
+            for (ptrdiff_t kw = 0; kw < 5; kw++) {
+              float wv = c3_weight[(((g * 16 + ocg) * 6 + icg) * 5 + kh) * 5 + kw];
+              for (ptrdiff_t oh = 0; oh < 10; oh++) {
+                for (ptrdiff_t ow = 0; ow < 10; ow++) {
+                  c3_dx[((n_2 * 6 + g * 6 + icg) * 14 + oh + kh) * 14 + ow + kw] += tanh1_dx[((n_2 * 16 + g * 16 + ocg) * 10 + oh) * 10 + ow] * wv;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* c3.dweight: conv_dw, lenet5.cnn:10 */
+static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
+  const float *avgpool0 = s->arena + 3200;
+  const float *tanh1_dx = s->arena + 9408;
+  float *c3_weight_grad = s->g32 + 156;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 16; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 6; icg++) {
+        for (ptrdiff_t kh = 0; kh < 5; kh++) {
+          for (ptrdiff_t kw = 0; kw < 5; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 10; oh++) {
+                for (ptrdiff_t ow = 0; ow < 10; ow++) {
+                  acc = acc + tanh1_dx[((n * 16 + g * 16 + ocg) * 10 + oh) * 10 + ow] * avgpool0[((n * 6 + g * 6 + icg) * 14 + oh + kh) * 14 + ow + kw];
+                }
+              }
+            }
+            c3_weight_grad[(((g * 16 + ocg) * 6 + icg) * 5 + kh) * 5 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* c3.dbias: bias_grad, lenet5.cnn:10 */
+static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh1_dx = s->arena + 9408;
+  float *c3_bias_grad = s->g32 + 2556;
+  for (ptrdiff_t c = 0; c < 16; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 100; i++) {
+        acc = acc + tanh1_dx[(n * 16 + c) * 100 + i];
+      }
+    }
+    c3_bias_grad[c] = acc;
+  }
+}
+
+/* avgpool0.dx: pool_dx, lenet5.cnn:9 */
+static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *c3_dx = s->arena + 11008;
+  float *avgpool0_dx = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4704; i++) {
+      avgpool0_dx[n * 4704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 6; c++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          float g = c3_dx[((n_2 * 6 + c) * 14 + oh) * 14 + ow] / 4.0f;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              avgpool0_dx[((n_2 * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += g;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* tanh0.dx: act_dx, lenet5.cnn:9 */
+static void train_tanh0_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh0 = s->arena + 4704;
+  const float *avgpool0_dx = s->arena + 0;
+  float *tanh0_dx = s->arena + 9408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4704; i++) {
+      float y = tanh0[n * 4704 + i];
+      tanh0_dx[n * 4704 + i] = avgpool0_dx[n * 4704 + i] * (1.0f - y * y);
+    }
+  }
+}
+
+/* c1.dweight: conv_dw, lenet5.cnn:9 */
+static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
+  const float *tanh0_dx = s->arena + 9408;
+  float *c1_weight_grad = s->g32 + 0;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 6; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 1; icg++) {
+        for (ptrdiff_t kh = 0; kh < 5; kh++) {
+          for (ptrdiff_t kw = 0; kw < 5; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  if (0 <= oh - 2 + kh && oh - 2 + kh < 28 && (0 <= ow - 2 + kw && ow - 2 + kw < 28)) {
+                    acc = acc + tanh0_dx[((n * 6 + g * 6 + ocg) * 28 + oh) * 28 + ow] * x[((n + g + icg) * 28 + oh - 2 + kh) * 28 + ow - 2 + kw];
+                  }
+                }
+              }
+            }
+            c1_weight_grad[((g * 6 + ocg + icg) * 5 + kh) * 5 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* c1.dbias: bias_grad, lenet5.cnn:9 */
+static void train_c1_dbias(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh0_dx = s->arena + 9408;
+  float *c1_bias_grad = s->g32 + 150;
+  for (ptrdiff_t c = 0; c < 6; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        acc = acc + tanh0_dx[(n * 6 + c) * 784 + i];
+      }
+    }
+    c1_bias_grad[c] = acc;
+  }
+}
+
+/* c1.weight: sgd, lenet5.cnn:9 */
+static void update_c1_weight(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *c1_weight = s->f32 + 0; /* c1.weight */
+  float *c1_weight_grad = s->g32 + 0;
+  float *c1_weight_m = s->m32 + 0;
+  for (ptrdiff_t i = 0; i < 150; i++) {
+    float g = c1_weight_grad[i] + 0.0005f * c1_weight[i];
+    float buf = 0.9f * c1_weight_m[i] + g;
+    c1_weight_m[i] = buf;
+    c1_weight[i] = c1_weight[i] - s->lr * buf;
+  }
+}
+
+/* c1.bias: sgd, lenet5.cnn:9 */
+static void update_c1_bias(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *c1_bias = s->f32 + 150; /* c1.bias */
+  float *c1_bias_grad = s->g32 + 150;
+  float *c1_bias_m = s->m32 + 150;
+  for (ptrdiff_t i = 0; i < 6; i++) {
+    float g = c1_bias_grad[i] + 0.0005f * c1_bias[i];
+    float buf = 0.9f * c1_bias_m[i] + g;
+    c1_bias_m[i] = buf;
+    c1_bias[i] = c1_bias[i] - s->lr * buf;
+  }
+}
+
+/* c3.weight: sgd, lenet5.cnn:10 */
+static void update_c3_weight(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *c3_weight = s->f32 + 156; /* c3.weight */
+  float *c3_weight_grad = s->g32 + 156;
+  float *c3_weight_m = s->m32 + 156;
+  for (ptrdiff_t i = 0; i < 2400; i++) {
+    float g = c3_weight_grad[i] + 0.0005f * c3_weight[i];
+    float buf = 0.9f * c3_weight_m[i] + g;
+    c3_weight_m[i] = buf;
+    c3_weight[i] = c3_weight[i] - s->lr * buf;
+  }
+}
+
+/* c3.bias: sgd, lenet5.cnn:10 */
+static void update_c3_bias(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *c3_bias = s->f32 + 2556; /* c3.bias */
+  float *c3_bias_grad = s->g32 + 2556;
+  float *c3_bias_m = s->m32 + 2556;
+  for (ptrdiff_t i = 0; i < 16; i++) {
+    float g = c3_bias_grad[i] + 0.0005f * c3_bias[i];
+    float buf = 0.9f * c3_bias_m[i] + g;
+    c3_bias_m[i] = buf;
+    c3_bias[i] = c3_bias[i] - s->lr * buf;
+  }
+}
+
+/* f5.weight: sgd, lenet5.cnn:12 */
+static void update_f5_weight(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *f5_weight = s->f32 + 2572; /* f5.weight */
+  float *f5_weight_grad = s->g32 + 2572;
+  float *f5_weight_m = s->m32 + 2572;
+  for (ptrdiff_t i = 0; i < 48000; i++) {
+    float g = f5_weight_grad[i] + 0.0005f * f5_weight[i];
+    float buf = 0.9f * f5_weight_m[i] + g;
+    f5_weight_m[i] = buf;
+    f5_weight[i] = f5_weight[i] - s->lr * buf;
+  }
+}
+
+/* f5.bias: sgd, lenet5.cnn:12 */
+static void update_f5_bias(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *f5_bias = s->f32 + 50572; /* f5.bias */
+  float *f5_bias_grad = s->g32 + 50572;
+  float *f5_bias_m = s->m32 + 50572;
+  for (ptrdiff_t i = 0; i < 120; i++) {
+    float g = f5_bias_grad[i] + 0.0005f * f5_bias[i];
+    float buf = 0.9f * f5_bias_m[i] + g;
+    f5_bias_m[i] = buf;
+    f5_bias[i] = f5_bias[i] - s->lr * buf;
+  }
+}
+
+/* f6.weight: sgd, lenet5.cnn:13 */
+static void update_f6_weight(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *f6_weight = s->f32 + 50692; /* f6.weight */
+  float *f6_weight_grad = s->g32 + 50692;
+  float *f6_weight_m = s->m32 + 50692;
+  for (ptrdiff_t i = 0; i < 10080; i++) {
+    float g = f6_weight_grad[i] + 0.0005f * f6_weight[i];
+    float buf = 0.9f * f6_weight_m[i] + g;
+    f6_weight_m[i] = buf;
+    f6_weight[i] = f6_weight[i] - s->lr * buf;
+  }
+}
+
+/* f6.bias: sgd, lenet5.cnn:13 */
+static void update_f6_bias(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *f6_bias = s->f32 + 60772; /* f6.bias */
+  float *f6_bias_grad = s->g32 + 60772;
+  float *f6_bias_m = s->m32 + 60772;
+  for (ptrdiff_t i = 0; i < 84; i++) {
+    float g = f6_bias_grad[i] + 0.0005f * f6_bias[i];
+    float buf = 0.9f * f6_bias_m[i] + g;
+    f6_bias_m[i] = buf;
+    f6_bias[i] = f6_bias[i] - s->lr * buf;
+  }
+}
+
+/* f7.weight: sgd, lenet5.cnn:14 */
+static void update_f7_weight(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *f7_weight = s->f32 + 60856; /* f7.weight */
+  float *f7_weight_grad = s->g32 + 60856;
+  float *f7_weight_m = s->m32 + 60856;
+  for (ptrdiff_t i = 0; i < 840; i++) {
+    float g = f7_weight_grad[i] + 0.0005f * f7_weight[i];
+    float buf = 0.9f * f7_weight_m[i] + g;
+    f7_weight_m[i] = buf;
+    f7_weight[i] = f7_weight[i] - s->lr * buf;
+  }
+}
+
+/* f7.bias: sgd, lenet5.cnn:14 */
+static void update_f7_bias(lenet5_state *s, ptrdiff_t count) {
+  (void)count;
+  float *f7_bias = s->f32 + 61696; /* f7.bias */
+  float *f7_bias_grad = s->g32 + 61696;
+  float *f7_bias_m = s->m32 + 61696;
+  for (ptrdiff_t i = 0; i < 10; i++) {
+    float g = f7_bias_grad[i] + 0.0005f * f7_bias[i];
+    float buf = 0.9f * f7_bias_m[i] + g;
+    f7_bias_m[i] = buf;
+    f7_bias[i] = f7_bias[i] - s->lr * buf;
+  }
 }
 
 int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *labels, float *loss) {
   if (count < 1 || count > LENET5_BATCH)
     return -1;
   s->draws++;
-  /* labels: label check, lenet5.cnn:15 */
-  {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1; i++) {
-        if (labels[n + i] < 0)
-          return -1;
-        if (10 <= labels[n + i])
-          return -1;
-      }
-    }
-  }
-  /* c1: conv, lenet5.cnn:9 */
-  {
-    const float *c1_weight = s->f32 + 0; /* c1.weight */
-    const float *c1_bias = s->f32 + 150; /* c1.bias */
-    float *c1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 6; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = c1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1; ic++) {
-              for (ptrdiff_t kh = 0; kh < 5; kh++) {
-                for (ptrdiff_t kw = 0; kw < 5; kw++) {
-                  if (0 <= oh - 2 + kh && oh - 2 + kh < 28 && (0 <= ow - 2 + kw && ow - 2 + kw < 28)) {
-                    acc = acc + x[((n + ic) * 28 + oh - 2 + kh) * 28 + ow - 2 + kw] * c1_weight[((oc + ic) * 5 + kh) * 5 + kw];
-                  }
-                }
-              }
-            }
-            c1[((n * 6 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* tanh0: tanh, lenet5.cnn:9 */
-  {
-    const float *c1 = s->arena + 0;
-    float *tanh0 = s->arena + 4704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4704; i++) {
-        float v = c1[n * 4704 + i];
-        tanh0[n * 4704 + i] = tanhf(v);
-      }
-    }
-  }
-  /* avgpool0: avgpool, lenet5.cnn:9 */
-  {
-    const float *tanh0 = s->arena + 4704;
-    float *avgpool0 = s->arena + 3200;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 6; c++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float sum = 0.0f;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                sum = sum + tanh0[((n * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw];
-              }
-            }
-            avgpool0[((n * 6 + c) * 14 + oh) * 14 + ow] = sum / 4.0f;
-          }
-        }
-      }
-    }
-  }
-  /* c3: conv, lenet5.cnn:10 */
-  {
-    const float *c3_weight = s->f32 + 156; /* c3.weight */
-    const float *c3_bias = s->f32 + 2556; /* c3.bias */
-    const float *avgpool0 = s->arena + 3200;
-    float *c3 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 16; oc++) {
-        for (ptrdiff_t oh = 0; oh < 10; oh++) {
-          for (ptrdiff_t ow = 0; ow < 10; ow++) {
-            float acc = c3_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 6; ic++) {
-              for (ptrdiff_t kh = 0; kh < 5; kh++) {
-                for (ptrdiff_t kw = 0; kw < 5; kw++) {
-                  acc = acc + avgpool0[((n * 6 + ic) * 14 + oh + kh) * 14 + ow + kw] * c3_weight[((oc * 6 + ic) * 5 + kh) * 5 + kw];
-                }
-              }
-            }
-            c3[((n * 16 + oc) * 10 + oh) * 10 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* tanh1: tanh, lenet5.cnn:10 */
-  {
-    const float *c3 = s->arena + 0;
-    float *tanh1 = s->arena + 1600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1600; i++) {
-        float v = c3[n * 1600 + i];
-        tanh1[n * 1600 + i] = tanhf(v);
-      }
-    }
-  }
-  /* avgpool1: avgpool, lenet5.cnn:10 */
-  {
-    const float *tanh1 = s->arena + 1600;
-    float *avgpool1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 16; c++) {
-        for (ptrdiff_t oh = 0; oh < 5; oh++) {
-          for (ptrdiff_t ow = 0; ow < 5; ow++) {
-            float sum = 0.0f;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                sum = sum + tanh1[((n * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw];
-              }
-            }
-            avgpool1[((n * 16 + c) * 5 + oh) * 5 + ow] = sum / 4.0f;
-          }
-        }
-      }
-    }
-  }
-  /* f5: dense, lenet5.cnn:12 */
-  {
-    const float *f5_weight = s->f32 + 2572; /* f5.weight */
-    const float *f5_bias = s->f32 + 50572; /* f5.bias */
-    const float *flatten0 = s->arena + 0;
-    float *f5 = s->arena + 400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 120; o++) {
-        float acc = f5_bias[o];
-        for (ptrdiff_t i = 0; i < 400; i++) {
-          acc = acc + flatten0[n * 400 + i] * f5_weight[o * 400 + i];
-        }
-        f5[n * 120 + o] = acc;
-      }
-    }
-  }
-  /* tanh2: tanh, lenet5.cnn:12 */
-  {
-    const float *f5 = s->arena + 400;
-    float *tanh2 = s->arena + 520;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 120; i++) {
-        float v = f5[n * 120 + i];
-        tanh2[n * 120 + i] = tanhf(v);
-      }
-    }
-  }
-  /* f6: dense, lenet5.cnn:13 */
-  {
-    const float *f6_weight = s->f32 + 50692; /* f6.weight */
-    const float *f6_bias = s->f32 + 60772; /* f6.bias */
-    const float *tanh2 = s->arena + 520;
-    float *f6 = s->arena + 400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 84; o++) {
-        float acc = f6_bias[o];
-        for (ptrdiff_t i = 0; i < 120; i++) {
-          acc = acc + tanh2[n * 120 + i] * f6_weight[o * 120 + i];
-        }
-        f6[n * 84 + o] = acc;
-      }
-    }
-  }
-  /* tanh3: tanh, lenet5.cnn:13 */
-  {
-    const float *f6 = s->arena + 400;
-    float *tanh3 = s->arena + 640;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 84; i++) {
-        float v = f6[n * 84 + i];
-        tanh3[n * 84 + i] = tanhf(v);
-      }
-    }
-  }
-  /* f7: dense, lenet5.cnn:14 */
-  {
-    const float *f7_weight = s->f32 + 60856; /* f7.weight */
-    const float *f7_bias = s->f32 + 61696; /* f7.bias */
-    const float *tanh3 = s->arena + 640;
-    float *f7 = s->arena + 400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 10; o++) {
-        float acc = f7_bias[o];
-        for (ptrdiff_t i = 0; i < 84; i++) {
-          acc = acc + tanh3[n * 84 + i] * f7_weight[o * 84 + i];
-        }
-        f7[n * 10 + o] = acc;
-      }
-    }
-  }
-  /* cross_entropy0: cross_entropy, lenet5.cnn:15 */
-  {
-    const float *f7 = s->arena + 400;
-    float *cross_entropy0 = s->arena + 14112;
-    float total = 0.0f;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t p = 0; p < 1; p++) {
-        float m = -INFINITY;
-        for (ptrdiff_t k = 0; k < 10; k++) {
-          m = fmaxf(m, f7[n * 10 + k + p]);
-        }
-        float se = 0.0f;
-        for (ptrdiff_t k_2 = 0; k_2 < 10; k_2++) {
-          se = se + expf(f7[n * 10 + k_2 + p] - m);
-        }
-        ptrdiff_t label = labels[n + p];
-        total = total + m + logf(se) - f7[n * 10 + label + p];
-      }
-    }
-    cross_entropy0[0] = total / (float)count;
-  }
-  /* cross_entropy0.dx: loss_dx, lenet5.cnn:15 */
-  {
-    const float *f7 = s->arena + 400;
-    float *cross_entropy0_dx = s->arena + 484;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t p = 0; p < 1; p++) {
-        float m = -INFINITY;
-        for (ptrdiff_t k = 0; k < 10; k++) {
-          m = fmaxf(m, f7[n * 10 + k + p]);
-        }
-        float se = 0.0f;
-        for (ptrdiff_t k_2 = 0; k_2 < 10; k_2++) {
-          se = se + expf(f7[n * 10 + k_2 + p] - m);
-        }
-        ptrdiff_t label = labels[n + p];
-        float scale = 1.0f / (float)count;
-        for (ptrdiff_t k_3 = 0; k_3 < 10; k_3++) {
-          cross_entropy0_dx[n * 10 + k_3 + p] = (expf(f7[n * 10 + k_3 + p] - m) / se - (k_3 == label ? 1.0f : 0.0f)) * scale;
-        }
-      }
-    }
-  }
-  /* f7.dx: dense_dx, lenet5.cnn:14 */
-  {
-    const float *f7_weight = s->f32 + 60856; /* f7.weight */
-    const float *cross_entropy0_dx = s->arena + 484;
-    float *f7_dx = s->arena + 400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 84; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t o = 0; o < 10; o++) {
-          acc = acc + cross_entropy0_dx[n * 10 + o] * f7_weight[o * 84 + i];
-        }
-        f7_dx[n * 84 + i] = acc;
-      }
-    }
-  }
-  /* f7.dweight: dense_dw, lenet5.cnn:14 */
-  {
-    const float *tanh3 = s->arena + 640;
-    const float *cross_entropy0_dx = s->arena + 484;
-    float *f7_weight_grad = s->g32 + 60856;
-    for (ptrdiff_t o = 0; o < 10; o++) {
-      for (ptrdiff_t i = 0; i < 84; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t n = 0; n < count; n++) {
-          acc = acc + cross_entropy0_dx[n * 10 + o] * tanh3[n * 84 + i];
-        }
-        f7_weight_grad[o * 84 + i] = acc;
-      }
-    }
-  }
-  /* f7.dbias: bias_grad, lenet5.cnn:14 */
-  {
-    const float *cross_entropy0_dx = s->arena + 484;
-    float *f7_bias_grad = s->g32 + 61696;
-    for (ptrdiff_t c = 0; c < 10; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 1; i++) {
-          acc = acc + cross_entropy0_dx[n * 10 + c + i];
-        }
-      }
-      f7_bias_grad[c] = acc;
-    }
-  }
-  /* tanh3.dx: act_dx, lenet5.cnn:13 */
-  {
-    const float *tanh3 = s->arena + 640;
-    const float *f7_dx = s->arena + 400;
-    float *tanh3_dx = s->arena + 724;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 84; i++) {
-        float y = tanh3[n * 84 + i];
-        tanh3_dx[n * 84 + i] = f7_dx[n * 84 + i] * (1.0f - y * y);
-      }
-    }
-  }
-  /* f6.dx: dense_dx, lenet5.cnn:13 */
-  {
-    const float *f6_weight = s->f32 + 50692; /* f6.weight */
-    const float *tanh3_dx = s->arena + 724;
-    float *f6_dx = s->arena + 400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 120; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t o = 0; o < 84; o++) {
-          acc = acc + tanh3_dx[n * 84 + o] * f6_weight[o * 120 + i];
-        }
-        f6_dx[n * 120 + i] = acc;
-      }
-    }
-  }
-  /* f6.dweight: dense_dw, lenet5.cnn:13 */
-  {
-    const float *tanh2 = s->arena + 520;
-    const float *tanh3_dx = s->arena + 724;
-    float *f6_weight_grad = s->g32 + 50692;
-    for (ptrdiff_t o = 0; o < 84; o++) {
-      for (ptrdiff_t i = 0; i < 120; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t n = 0; n < count; n++) {
-          acc = acc + tanh3_dx[n * 84 + o] * tanh2[n * 120 + i];
-        }
-        f6_weight_grad[o * 120 + i] = acc;
-      }
-    }
-  }
-  /* f6.dbias: bias_grad, lenet5.cnn:13 */
-  {
-    const float *tanh3_dx = s->arena + 724;
-    float *f6_bias_grad = s->g32 + 60772;
-    for (ptrdiff_t c = 0; c < 84; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 1; i++) {
-          acc = acc + tanh3_dx[n * 84 + c + i];
-        }
-      }
-      f6_bias_grad[c] = acc;
-    }
-  }
-  /* tanh2.dx: act_dx, lenet5.cnn:12 */
-  {
-    const float *tanh2 = s->arena + 520;
-    const float *f6_dx = s->arena + 400;
-    float *tanh2_dx = s->arena + 640;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 120; i++) {
-        float y = tanh2[n * 120 + i];
-        tanh2_dx[n * 120 + i] = f6_dx[n * 120 + i] * (1.0f - y * y);
-      }
-    }
-  }
-  /* f5.dx: dense_dx, lenet5.cnn:12 */
-  {
-    const float *f5_weight = s->f32 + 2572; /* f5.weight */
-    const float *tanh2_dx = s->arena + 640;
-    float *f5_dx = s->arena + 9408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 400; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t o = 0; o < 120; o++) {
-          acc = acc + tanh2_dx[n * 120 + o] * f5_weight[o * 400 + i];
-        }
-        f5_dx[n * 400 + i] = acc;
-      }
-    }
-  }
-  /* f5.dweight: dense_dw, lenet5.cnn:12 */
-  {
-    const float *flatten0 = s->arena + 0;
-    const float *tanh2_dx = s->arena + 640;
-    float *f5_weight_grad = s->g32 + 2572;
-    for (ptrdiff_t o = 0; o < 120; o++) {
-      for (ptrdiff_t i = 0; i < 400; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t n = 0; n < count; n++) {
-          acc = acc + tanh2_dx[n * 120 + o] * flatten0[n * 400 + i];
-        }
-        f5_weight_grad[o * 400 + i] = acc;
-      }
-    }
-  }
-  /* f5.dbias: bias_grad, lenet5.cnn:12 */
-  {
-    const float *tanh2_dx = s->arena + 640;
-    float *f5_bias_grad = s->g32 + 50572;
-    for (ptrdiff_t c = 0; c < 120; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 1; i++) {
-          acc = acc + tanh2_dx[n * 120 + c + i];
-        }
-      }
-      f5_bias_grad[c] = acc;
-    }
-  }
-  /* avgpool1.dx: pool_dx, lenet5.cnn:10 */
-  {
-    const float *flatten0_dx = s->arena + 9408;
-    float *avgpool1_dx = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1600; i++) {
-        avgpool1_dx[n * 1600 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 16; c++) {
-        for (ptrdiff_t oh = 0; oh < 5; oh++) {
-          for (ptrdiff_t ow = 0; ow < 5; ow++) {
-            float g = flatten0_dx[((n_2 * 16 + c) * 5 + oh) * 5 + ow] / 4.0f;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                avgpool1_dx[((n_2 * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw] += g;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* tanh1.dx: act_dx, lenet5.cnn:10 */
-  {
-    const float *tanh1 = s->arena + 1600;
-    const float *avgpool1_dx = s->arena + 0;
-    float *tanh1_dx = s->arena + 9408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1600; i++) {
-        float y = tanh1[n * 1600 + i];
-        tanh1_dx[n * 1600 + i] = avgpool1_dx[n * 1600 + i] * (1.0f - y * y);
-      }
-    }
-  }
-  /* c3.dx: conv_dx, lenet5.cnn:10 */
-  {
-    const float *c3_weight = s->f32 + 156; /* c3.weight */
-    const float *tanh1_dx = s->arena + 9408;
-    float *c3_dx = s->arena + 11008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1176; i++) {
-        c3_dx[n * 1176 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 16; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 10; oh++) {
-            for (ptrdiff_t ow = 0; ow < 10; ow++) {
-              float v = tanh1_dx[((n_2 * 16 + g * 16 + ocg) * 10 + oh) * 10 + ow];
-              for (ptrdiff_t icg = 0; icg < 6; icg++) {
-                for (ptrdiff_t kh = 0; kh < 5; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 5; kw++) {
-                    c3_dx[((n_2 * 6 + g * 6 + icg) * 14 + oh + kh) * 14 + ow + kw] += v * c3_weight[(((g * 16 + ocg) * 6 + icg) * 5 + kh) * 5 + kw];
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* c3.dweight: conv_dw, lenet5.cnn:10 */
-  {
-    const float *avgpool0 = s->arena + 3200;
-    const float *tanh1_dx = s->arena + 9408;
-    float *c3_weight_grad = s->g32 + 156;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 16; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 6; icg++) {
-          for (ptrdiff_t kh = 0; kh < 5; kh++) {
-            for (ptrdiff_t kw = 0; kw < 5; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 10; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 10; ow++) {
-                    acc = acc + tanh1_dx[((n * 16 + g * 16 + ocg) * 10 + oh) * 10 + ow] * avgpool0[((n * 6 + g * 6 + icg) * 14 + oh + kh) * 14 + ow + kw];
-                  }
-                }
-              }
-              c3_weight_grad[(((g * 16 + ocg) * 6 + icg) * 5 + kh) * 5 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* c3.dbias: bias_grad, lenet5.cnn:10 */
-  {
-    const float *tanh1_dx = s->arena + 9408;
-    float *c3_bias_grad = s->g32 + 2556;
-    for (ptrdiff_t c = 0; c < 16; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 100; i++) {
-          acc = acc + tanh1_dx[(n * 16 + c) * 100 + i];
-        }
-      }
-      c3_bias_grad[c] = acc;
-    }
-  }
-  /* avgpool0.dx: pool_dx, lenet5.cnn:9 */
-  {
-    const float *c3_dx = s->arena + 11008;
-    float *avgpool0_dx = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4704; i++) {
-        avgpool0_dx[n * 4704 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 6; c++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float g = c3_dx[((n_2 * 6 + c) * 14 + oh) * 14 + ow] / 4.0f;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                avgpool0_dx[((n_2 * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += g;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* tanh0.dx: act_dx, lenet5.cnn:9 */
-  {
-    const float *tanh0 = s->arena + 4704;
-    const float *avgpool0_dx = s->arena + 0;
-    float *tanh0_dx = s->arena + 9408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4704; i++) {
-        float y = tanh0[n * 4704 + i];
-        tanh0_dx[n * 4704 + i] = avgpool0_dx[n * 4704 + i] * (1.0f - y * y);
-      }
-    }
-  }
-  /* c1.dweight: conv_dw, lenet5.cnn:9 */
-  {
-    const float *tanh0_dx = s->arena + 9408;
-    float *c1_weight_grad = s->g32 + 0;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 6; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 1; icg++) {
-          for (ptrdiff_t kh = 0; kh < 5; kh++) {
-            for (ptrdiff_t kw = 0; kw < 5; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= oh - 2 + kh && oh - 2 + kh < 28 && (0 <= ow - 2 + kw && ow - 2 + kw < 28)) {
-                      acc = acc + tanh0_dx[((n * 6 + g * 6 + ocg) * 28 + oh) * 28 + ow] * x[((n + g + icg) * 28 + oh - 2 + kh) * 28 + ow - 2 + kw];
-                    }
-                  }
-                }
-              }
-              c1_weight_grad[((g * 6 + ocg + icg) * 5 + kh) * 5 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* c1.dbias: bias_grad, lenet5.cnn:9 */
-  {
-    const float *tanh0_dx = s->arena + 9408;
-    float *c1_bias_grad = s->g32 + 150;
-    for (ptrdiff_t c = 0; c < 6; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          acc = acc + tanh0_dx[(n * 6 + c) * 784 + i];
-        }
-      }
-      c1_bias_grad[c] = acc;
-    }
-  }
+  if (train_labels(s, count, labels))
+    return -1;
+  train_c1(s, count, x);
+  train_tanh0(s, count);
+  train_avgpool0(s, count);
+  train_c3(s, count);
+  train_tanh1(s, count);
+  train_avgpool1(s, count);
+  train_f5(s, count);
+  train_tanh2(s, count);
+  train_f6(s, count);
+  train_tanh3(s, count);
+  train_f7(s, count);
+  train_cross_entropy0(s, count, labels);
+  train_cross_entropy0_dx(s, count, labels);
+  train_f7_dx(s, count);
+  train_f7_dweight(s, count);
+  train_f7_dbias(s, count);
+  train_tanh3_dx(s, count);
+  train_f6_dx(s, count);
+  train_f6_dweight(s, count);
+  train_f6_dbias(s, count);
+  train_tanh2_dx(s, count);
+  train_f5_dx(s, count);
+  train_f5_dweight(s, count);
+  train_f5_dbias(s, count);
+  train_avgpool1_dx(s, count);
+  train_tanh1_dx(s, count);
+  train_c3_dx(s, count);
+  train_c3_dweight(s, count);
+  train_c3_dbias(s, count);
+  train_avgpool0_dx(s, count);
+  train_tanh0_dx(s, count);
+  train_c1_dweight(s, count, x);
+  train_c1_dbias(s, count);
   *loss = s->arena[14112];
   return 0;
 }
 
 void lenet5_update(lenet5_state *s) {
+  ptrdiff_t count = 0;
   s->step++;
-  /* c1.weight: sgd, lenet5.cnn:9 */
-  {
-    float *c1_weight = s->f32 + 0; /* c1.weight */
-    float *c1_weight_grad = s->g32 + 0;
-    float *c1_weight_m = s->m32 + 0;
-    for (ptrdiff_t i = 0; i < 150; i++) {
-      float g = c1_weight_grad[i] + 0.0005f * c1_weight[i];
-      float buf = 0.9f * c1_weight_m[i] + g;
-      c1_weight_m[i] = buf;
-      c1_weight[i] = c1_weight[i] - s->lr * buf;
-    }
-  }
-  /* c1.bias: sgd, lenet5.cnn:9 */
-  {
-    float *c1_bias = s->f32 + 150; /* c1.bias */
-    float *c1_bias_grad = s->g32 + 150;
-    float *c1_bias_m = s->m32 + 150;
-    for (ptrdiff_t i = 0; i < 6; i++) {
-      float g = c1_bias_grad[i] + 0.0005f * c1_bias[i];
-      float buf = 0.9f * c1_bias_m[i] + g;
-      c1_bias_m[i] = buf;
-      c1_bias[i] = c1_bias[i] - s->lr * buf;
-    }
-  }
-  /* c3.weight: sgd, lenet5.cnn:10 */
-  {
-    float *c3_weight = s->f32 + 156; /* c3.weight */
-    float *c3_weight_grad = s->g32 + 156;
-    float *c3_weight_m = s->m32 + 156;
-    for (ptrdiff_t i = 0; i < 2400; i++) {
-      float g = c3_weight_grad[i] + 0.0005f * c3_weight[i];
-      float buf = 0.9f * c3_weight_m[i] + g;
-      c3_weight_m[i] = buf;
-      c3_weight[i] = c3_weight[i] - s->lr * buf;
-    }
-  }
-  /* c3.bias: sgd, lenet5.cnn:10 */
-  {
-    float *c3_bias = s->f32 + 2556; /* c3.bias */
-    float *c3_bias_grad = s->g32 + 2556;
-    float *c3_bias_m = s->m32 + 2556;
-    for (ptrdiff_t i = 0; i < 16; i++) {
-      float g = c3_bias_grad[i] + 0.0005f * c3_bias[i];
-      float buf = 0.9f * c3_bias_m[i] + g;
-      c3_bias_m[i] = buf;
-      c3_bias[i] = c3_bias[i] - s->lr * buf;
-    }
-  }
-  /* f5.weight: sgd, lenet5.cnn:12 */
-  {
-    float *f5_weight = s->f32 + 2572; /* f5.weight */
-    float *f5_weight_grad = s->g32 + 2572;
-    float *f5_weight_m = s->m32 + 2572;
-    for (ptrdiff_t i = 0; i < 48000; i++) {
-      float g = f5_weight_grad[i] + 0.0005f * f5_weight[i];
-      float buf = 0.9f * f5_weight_m[i] + g;
-      f5_weight_m[i] = buf;
-      f5_weight[i] = f5_weight[i] - s->lr * buf;
-    }
-  }
-  /* f5.bias: sgd, lenet5.cnn:12 */
-  {
-    float *f5_bias = s->f32 + 50572; /* f5.bias */
-    float *f5_bias_grad = s->g32 + 50572;
-    float *f5_bias_m = s->m32 + 50572;
-    for (ptrdiff_t i = 0; i < 120; i++) {
-      float g = f5_bias_grad[i] + 0.0005f * f5_bias[i];
-      float buf = 0.9f * f5_bias_m[i] + g;
-      f5_bias_m[i] = buf;
-      f5_bias[i] = f5_bias[i] - s->lr * buf;
-    }
-  }
-  /* f6.weight: sgd, lenet5.cnn:13 */
-  {
-    float *f6_weight = s->f32 + 50692; /* f6.weight */
-    float *f6_weight_grad = s->g32 + 50692;
-    float *f6_weight_m = s->m32 + 50692;
-    for (ptrdiff_t i = 0; i < 10080; i++) {
-      float g = f6_weight_grad[i] + 0.0005f * f6_weight[i];
-      float buf = 0.9f * f6_weight_m[i] + g;
-      f6_weight_m[i] = buf;
-      f6_weight[i] = f6_weight[i] - s->lr * buf;
-    }
-  }
-  /* f6.bias: sgd, lenet5.cnn:13 */
-  {
-    float *f6_bias = s->f32 + 60772; /* f6.bias */
-    float *f6_bias_grad = s->g32 + 60772;
-    float *f6_bias_m = s->m32 + 60772;
-    for (ptrdiff_t i = 0; i < 84; i++) {
-      float g = f6_bias_grad[i] + 0.0005f * f6_bias[i];
-      float buf = 0.9f * f6_bias_m[i] + g;
-      f6_bias_m[i] = buf;
-      f6_bias[i] = f6_bias[i] - s->lr * buf;
-    }
-  }
-  /* f7.weight: sgd, lenet5.cnn:14 */
-  {
-    float *f7_weight = s->f32 + 60856; /* f7.weight */
-    float *f7_weight_grad = s->g32 + 60856;
-    float *f7_weight_m = s->m32 + 60856;
-    for (ptrdiff_t i = 0; i < 840; i++) {
-      float g = f7_weight_grad[i] + 0.0005f * f7_weight[i];
-      float buf = 0.9f * f7_weight_m[i] + g;
-      f7_weight_m[i] = buf;
-      f7_weight[i] = f7_weight[i] - s->lr * buf;
-    }
-  }
-  /* f7.bias: sgd, lenet5.cnn:14 */
-  {
-    float *f7_bias = s->f32 + 61696; /* f7.bias */
-    float *f7_bias_grad = s->g32 + 61696;
-    float *f7_bias_m = s->m32 + 61696;
-    for (ptrdiff_t i = 0; i < 10; i++) {
-      float g = f7_bias_grad[i] + 0.0005f * f7_bias[i];
-      float buf = 0.9f * f7_bias_m[i] + g;
-      f7_bias_m[i] = buf;
-      f7_bias[i] = f7_bias[i] - s->lr * buf;
-    }
-  }
+  update_c1_weight(s, count);
+  update_c1_bias(s, count);
+  update_c3_weight(s, count);
+  update_c3_bias(s, count);
+  update_f5_weight(s, count);
+  update_f5_bias(s, count);
+  update_f6_weight(s, count);
+  update_f6_bias(s, count);
+  update_f7_weight(s, count);
+  update_f7_bias(s, count);
+  (void)count;
 }
 
 float lenet5_train_step(lenet5_state *s, int count, const float *x, const int64_t *labels) {

@@ -700,6 +700,12 @@ static int resnet18_st_walk(resnet18_st_in *in, int base, unsigned char *seen,
     } else {
       if (resnet18_st_entry_read(in, &e))
         return -1;
+      /* Names starting with "__" are cnnc's own (a checkpoint's optimizer
+       * state), never a parameter's: a model loads past them. */
+      if (len >= 2 && name[0] == '_' && name[1] == '_') {
+        r = resnet18_st_more(in, '}');
+        continue;
+      }
       i = resnet18_st_find(in, name, len);
       if (i < 0) {
         resnet18_st_puts(&in->msg, "unexpected ");
@@ -979,6918 +985,7907 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
                           resnet18_NTENSORS, s->f32, s->i64);
 }
 
+/* conv1: conv, resnet18.cnn:29 */
+static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
+  const float *conv1_weight = s->f32 + 0; /* conv1.weight */
+  float *conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 112; oh++) {
+        for (ptrdiff_t ow = 0; ow < 112; ow++) {
+          conv1[((n * 64 + oc) * 112 + oh) * 112 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 3; ic++) {
+        for (ptrdiff_t kh = 0; kh < 7; kh++) {
+          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+            float wv = conv1_weight[((oc * 3 + ic) * 7 + kh) * 7 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 112; oh_2++) {
+              if (0 <= oh_2 * 2 - 3 + kh && oh_2 * 2 - 3 + kh < 224) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
+                  if (0 <= ow_2 * 2 - 3 + kw && ow_2 * 2 - 3 + kw < 224) {
+                    conv1[((n * 64 + oc) * 112 + oh_2) * 112 + ow_2] += x[((n * 3 + ic) * 224 + oh_2 * 2 - 3 + kh) * 224 + ow_2 * 2 - 3 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bn1: bn, resnet18.cnn:29 */
+static void forward_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
+  const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
+  const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
+  const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
+  const float *conv1 = s->arena + 0;
+  float *bn1 = s->arena + 802816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
+      float shift = bn1_bias[c] - bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 12544; i++) {
+        bn1[(n * 64 + c) * 12544 + i] = conv1[(n * 64 + c) * 12544 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* relu0: relu, resnet18.cnn:29 */
+static void forward_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *bn1 = s->arena + 802816;
+  float *relu0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      float v = bn1[n * 802816 + i];
+      relu0[n * 802816 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool0: maxpool, resnet18.cnn:30 */
+static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
+  const float *relu0 = s->arena + 0;
+  float *maxpool0 = s->arena + 802816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                m = fmaxf(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
+              }
+            }
+          }
+          maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.conv1: conv, resnet18.cnn:12 */
+static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
+  const float *maxpool0 = s->arena + 802816;
+  float *layer1_0_conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_0_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_0_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += maxpool0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.bn1: bn, resnet18.cnn:12 */
+static void forward_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
+  const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
+  const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
+  const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
+  const float *layer1_0_conv1 = s->arena + 0;
+  float *layer1_0_bn1 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      float scale = layer1_0_bn1_weight[c] / sqrtf(layer1_0_bn1_running_var[c] + 1e-05f);
+      float shift = layer1_0_bn1_bias[c] - layer1_0_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        layer1_0_bn1[(n * 64 + c) * 3136 + i] = layer1_0_conv1[(n * 64 + c) * 3136 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer1.0.relu0: relu, resnet18.cnn:12 */
+static void forward_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn1 = s->arena + 200704;
+  float *layer1_0_relu0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_0_bn1[n * 200704 + i];
+      layer1_0_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer1.0.conv2: conv, resnet18.cnn:13 */
+static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
+  const float *layer1_0_relu0 = s->arena + 0;
+  float *layer1_0_conv2 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_0_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_0_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_0_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.bn2: bn, resnet18.cnn:13 */
+static void forward_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
+  const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
+  const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
+  const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
+  const float *layer1_0_conv2 = s->arena + 200704;
+  float *layer1_0_bn2 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      float scale = layer1_0_bn2_weight[c] / sqrtf(layer1_0_bn2_running_var[c] + 1e-05f);
+      float shift = layer1_0_bn2_bias[c] - layer1_0_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        layer1_0_bn2[(n * 64 + c) * 3136 + i] = layer1_0_conv2[(n * 64 + c) * 3136 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer1.0.add0: add, resnet18.cnn:18 */
+static void forward_layer1_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *maxpool0 = s->arena + 802816;
+  const float *layer1_0_bn2 = s->arena + 0;
+  float *layer1_0_add0 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_0_add0[n * 200704 + i] = layer1_0_bn2[n * 200704 + i] + maxpool0[n * 200704 + i];
+    }
+  }
+}
+
+/* layer1.0.relu1: relu, resnet18.cnn:18 */
+static void forward_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_add0 = s->arena + 200704;
+  float *layer1_0_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_0_add0[n * 200704 + i];
+      layer1_0_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer1.1.conv1: conv, resnet18.cnn:12 */
+static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
+  const float *layer1_0_relu1 = s->arena + 0;
+  float *layer1_1_conv1 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_1_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_1_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_1_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu1[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.bn1: bn, resnet18.cnn:12 */
+static void forward_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
+  const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
+  const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
+  const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
+  const float *layer1_1_conv1 = s->arena + 200704;
+  float *layer1_1_bn1 = s->arena + 401408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      float scale = layer1_1_bn1_weight[c] / sqrtf(layer1_1_bn1_running_var[c] + 1e-05f);
+      float shift = layer1_1_bn1_bias[c] - layer1_1_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        layer1_1_bn1[(n * 64 + c) * 3136 + i] = layer1_1_conv1[(n * 64 + c) * 3136 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer1.1.relu0: relu, resnet18.cnn:12 */
+static void forward_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn1 = s->arena + 401408;
+  float *layer1_1_relu0 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_1_bn1[n * 200704 + i];
+      layer1_1_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer1.1.conv2: conv, resnet18.cnn:13 */
+static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
+  const float *layer1_1_relu0 = s->arena + 200704;
+  float *layer1_1_conv2 = s->arena + 401408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_1_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_1_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_1_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.bn2: bn, resnet18.cnn:13 */
+static void forward_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
+  const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
+  const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
+  const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
+  const float *layer1_1_conv2 = s->arena + 401408;
+  float *layer1_1_bn2 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      float scale = layer1_1_bn2_weight[c] / sqrtf(layer1_1_bn2_running_var[c] + 1e-05f);
+      float shift = layer1_1_bn2_bias[c] - layer1_1_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        layer1_1_bn2[(n * 64 + c) * 3136 + i] = layer1_1_conv2[(n * 64 + c) * 3136 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer1.1.add0: add, resnet18.cnn:18 */
+static void forward_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_relu1 = s->arena + 0;
+  const float *layer1_1_bn2 = s->arena + 200704;
+  float *layer1_1_add0 = s->arena + 401408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
+    }
+  }
+}
+
+/* layer1.1.relu1: relu, resnet18.cnn:18 */
+static void forward_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_add0 = s->arena + 401408;
+  float *layer1_1_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_1_add0[n * 200704 + i];
+      layer1_1_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.0.conv1: conv, resnet18.cnn:12 */
+static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
+  const float *layer1_1_relu1 = s->arena + 0;
+  float *layer2_0_conv1 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_0_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 * 2 - 1 + kh) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 * 2 - 1 + kw) {
+                    layer2_0_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 - 1 + kh) * 56 + ow_2 * 2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.bn1: bn, resnet18.cnn:12 */
+static void forward_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
+  const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
+  const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
+  const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
+  const float *layer2_0_conv1 = s->arena + 200704;
+  float *layer2_0_bn1 = s->arena + 301056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
+      float shift = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        layer2_0_bn1[(n * 128 + c) * 784 + i] = layer2_0_conv1[(n * 128 + c) * 784 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer2.0.relu0: relu, resnet18.cnn:12 */
+static void forward_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn1 = s->arena + 301056;
+  float *layer2_0_relu0 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_0_bn1[n * 100352 + i];
+      layer2_0_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.0.conv2: conv, resnet18.cnn:13 */
+static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
+  const float *layer2_0_relu0 = s->arena + 200704;
+  float *layer2_0_conv2 = s->arena + 301056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_0_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_0_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
+                    layer2_0_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.bn2: bn, resnet18.cnn:13 */
+static void forward_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
+  const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
+  const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
+  const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
+  const float *layer2_0_conv2 = s->arena + 301056;
+  float *layer2_0_bn2 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
+      float shift = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        layer2_0_bn2[(n * 128 + c) * 784 + i] = layer2_0_conv2[(n * 128 + c) * 784 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer2.0.downsample.0: conv, resnet18.cnn:16 */
+static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
+  const float *layer1_1_relu1 = s->arena + 0;
+  float *layer2_0_downsample_0 = s->arena + 301056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_0_downsample_0[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = layer2_0_downsample_0_weight[oc * 64 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                layer2_0_downsample_0[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 + kh) * 56 + ow_2 * 2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.downsample.1: bn, resnet18.cnn:16 */
+static void forward_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
+  const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
+  const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
+  const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
+  const float *layer2_0_downsample_0 = s->arena + 301056;
+  float *layer2_0_downsample_1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      float scale = layer2_0_downsample_1_weight[c] / sqrtf(layer2_0_downsample_1_running_var[c] + 1e-05f);
+      float shift = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        layer2_0_downsample_1[(n * 128 + c) * 784 + i] = layer2_0_downsample_0[(n * 128 + c) * 784 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer2.0.add0: add, resnet18.cnn:18 */
+static void forward_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn2 = s->arena + 200704;
+  const float *layer2_0_downsample_1 = s->arena + 0;
+  float *layer2_0_add0 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_0_add0[n * 100352 + i] = layer2_0_bn2[n * 100352 + i] + layer2_0_downsample_1[n * 100352 + i];
+    }
+  }
+}
+
+/* layer2.0.relu1: relu, resnet18.cnn:18 */
+static void forward_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_add0 = s->arena + 100352;
+  float *layer2_0_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_0_add0[n * 100352 + i];
+      layer2_0_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.1.conv1: conv, resnet18.cnn:12 */
+static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
+  const float *layer2_0_relu1 = s->arena + 0;
+  float *layer2_1_conv1 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_1_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
+                    layer2_1_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu1[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.bn1: bn, resnet18.cnn:12 */
+static void forward_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
+  const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
+  const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
+  const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
+  const float *layer2_1_conv1 = s->arena + 100352;
+  float *layer2_1_bn1 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
+      float shift = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        layer2_1_bn1[(n * 128 + c) * 784 + i] = layer2_1_conv1[(n * 128 + c) * 784 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer2.1.relu0: relu, resnet18.cnn:12 */
+static void forward_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn1 = s->arena + 200704;
+  float *layer2_1_relu0 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_1_bn1[n * 100352 + i];
+      layer2_1_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.1.conv2: conv, resnet18.cnn:13 */
+static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
+  const float *layer2_1_relu0 = s->arena + 100352;
+  float *layer2_1_conv2 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_1_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_1_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
+                    layer2_1_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_1_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.bn2: bn, resnet18.cnn:13 */
+static void forward_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
+  const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
+  const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
+  const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
+  const float *layer2_1_conv2 = s->arena + 200704;
+  float *layer2_1_bn2 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
+      float shift = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        layer2_1_bn2[(n * 128 + c) * 784 + i] = layer2_1_conv2[(n * 128 + c) * 784 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer2.1.add0: add, resnet18.cnn:18 */
+static void forward_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_relu1 = s->arena + 0;
+  const float *layer2_1_bn2 = s->arena + 100352;
+  float *layer2_1_add0 = s->arena + 200704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
+    }
+  }
+}
+
+/* layer2.1.relu1: relu, resnet18.cnn:18 */
+static void forward_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_add0 = s->arena + 200704;
+  float *layer2_1_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_1_add0[n * 100352 + i];
+      layer2_1_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.0.conv1: conv, resnet18.cnn:12 */
+static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
+  const float *layer2_1_relu1 = s->arena + 0;
+  float *layer3_0_conv1 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_0_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_0_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 * 2 - 1 + kh) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 * 2 - 1 + kw) {
+                    layer3_0_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 - 1 + kh) * 28 + ow_2 * 2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.bn1: bn, resnet18.cnn:12 */
+static void forward_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
+  const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
+  const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
+  const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
+  const float *layer3_0_conv1 = s->arena + 100352;
+  float *layer3_0_bn1 = s->arena + 150528;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
+      float shift = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        layer3_0_bn1[(n * 256 + c) * 196 + i] = layer3_0_conv1[(n * 256 + c) * 196 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer3.0.relu0: relu, resnet18.cnn:12 */
+static void forward_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn1 = s->arena + 150528;
+  float *layer3_0_relu0 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_0_bn1[n * 50176 + i];
+      layer3_0_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.0.conv2: conv, resnet18.cnn:13 */
+static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
+  const float *layer3_0_relu0 = s->arena + 100352;
+  float *layer3_0_conv2 = s->arena + 150528;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_0_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_0_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
+                    layer3_0_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.bn2: bn, resnet18.cnn:13 */
+static void forward_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
+  const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
+  const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
+  const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
+  const float *layer3_0_conv2 = s->arena + 150528;
+  float *layer3_0_bn2 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
+      float shift = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        layer3_0_bn2[(n * 256 + c) * 196 + i] = layer3_0_conv2[(n * 256 + c) * 196 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer3.0.downsample.0: conv, resnet18.cnn:16 */
+static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
+  const float *layer2_1_relu1 = s->arena + 0;
+  float *layer3_0_downsample_0 = s->arena + 150528;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_0_downsample_0[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = layer3_0_downsample_0_weight[oc * 128 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                layer3_0_downsample_0[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 + kh) * 28 + ow_2 * 2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.downsample.1: bn, resnet18.cnn:16 */
+static void forward_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
+  const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
+  const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
+  const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
+  const float *layer3_0_downsample_0 = s->arena + 150528;
+  float *layer3_0_downsample_1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      float scale = layer3_0_downsample_1_weight[c] / sqrtf(layer3_0_downsample_1_running_var[c] + 1e-05f);
+      float shift = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        layer3_0_downsample_1[(n * 256 + c) * 196 + i] = layer3_0_downsample_0[(n * 256 + c) * 196 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer3.0.add0: add, resnet18.cnn:18 */
+static void forward_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn2 = s->arena + 100352;
+  const float *layer3_0_downsample_1 = s->arena + 0;
+  float *layer3_0_add0 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_0_add0[n * 50176 + i] = layer3_0_bn2[n * 50176 + i] + layer3_0_downsample_1[n * 50176 + i];
+    }
+  }
+}
+
+/* layer3.0.relu1: relu, resnet18.cnn:18 */
+static void forward_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_add0 = s->arena + 50176;
+  float *layer3_0_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_0_add0[n * 50176 + i];
+      layer3_0_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.1.conv1: conv, resnet18.cnn:12 */
+static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
+  const float *layer3_0_relu1 = s->arena + 0;
+  float *layer3_1_conv1 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_1_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_1_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
+                    layer3_1_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu1[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.bn1: bn, resnet18.cnn:12 */
+static void forward_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
+  const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
+  const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
+  const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
+  const float *layer3_1_conv1 = s->arena + 50176;
+  float *layer3_1_bn1 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
+      float shift = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        layer3_1_bn1[(n * 256 + c) * 196 + i] = layer3_1_conv1[(n * 256 + c) * 196 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer3.1.relu0: relu, resnet18.cnn:12 */
+static void forward_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn1 = s->arena + 100352;
+  float *layer3_1_relu0 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_1_bn1[n * 50176 + i];
+      layer3_1_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.1.conv2: conv, resnet18.cnn:13 */
+static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
+  const float *layer3_1_relu0 = s->arena + 50176;
+  float *layer3_1_conv2 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_1_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_1_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
+                    layer3_1_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_1_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.bn2: bn, resnet18.cnn:13 */
+static void forward_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
+  const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
+  const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
+  const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
+  const float *layer3_1_conv2 = s->arena + 100352;
+  float *layer3_1_bn2 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
+      float shift = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        layer3_1_bn2[(n * 256 + c) * 196 + i] = layer3_1_conv2[(n * 256 + c) * 196 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer3.1.add0: add, resnet18.cnn:18 */
+static void forward_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_relu1 = s->arena + 0;
+  const float *layer3_1_bn2 = s->arena + 50176;
+  float *layer3_1_add0 = s->arena + 100352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
+    }
+  }
+}
+
+/* layer3.1.relu1: relu, resnet18.cnn:18 */
+static void forward_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_add0 = s->arena + 100352;
+  float *layer3_1_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_1_add0[n * 50176 + i];
+      layer3_1_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.0.conv1: conv, resnet18.cnn:12 */
+static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
+  const float *layer3_1_relu1 = s->arena + 0;
+  float *layer4_0_conv1 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_0_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_0_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 * 2 - 1 + kh) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 * 2 - 1 + kw) {
+                    layer4_0_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 - 1 + kh) * 14 + ow_2 * 2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.bn1: bn, resnet18.cnn:12 */
+static void forward_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
+  const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
+  const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
+  const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
+  const float *layer4_0_conv1 = s->arena + 50176;
+  float *layer4_0_bn1 = s->arena + 75264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
+      float shift = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        layer4_0_bn1[(n * 512 + c) * 49 + i] = layer4_0_conv1[(n * 512 + c) * 49 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer4.0.relu0: relu, resnet18.cnn:12 */
+static void forward_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn1 = s->arena + 75264;
+  float *layer4_0_relu0 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_0_bn1[n * 25088 + i];
+      layer4_0_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.0.conv2: conv, resnet18.cnn:13 */
+static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
+  const float *layer4_0_relu0 = s->arena + 50176;
+  float *layer4_0_conv2 = s->arena + 75264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_0_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_0_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
+                    layer4_0_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.bn2: bn, resnet18.cnn:13 */
+static void forward_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
+  const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
+  const float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
+  const float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
+  const float *layer4_0_conv2 = s->arena + 75264;
+  float *layer4_0_bn2 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
+      float shift = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        layer4_0_bn2[(n * 512 + c) * 49 + i] = layer4_0_conv2[(n * 512 + c) * 49 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer4.0.downsample.0: conv, resnet18.cnn:16 */
+static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
+  const float *layer3_1_relu1 = s->arena + 0;
+  float *layer4_0_downsample_0 = s->arena + 75264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_0_downsample_0[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = layer4_0_downsample_0_weight[oc * 256 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                layer4_0_downsample_0[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 + kh) * 14 + ow_2 * 2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.downsample.1: bn, resnet18.cnn:16 */
+static void forward_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
+  const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
+  const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
+  const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
+  const float *layer4_0_downsample_0 = s->arena + 75264;
+  float *layer4_0_downsample_1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
+      float shift = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        layer4_0_downsample_1[(n * 512 + c) * 49 + i] = layer4_0_downsample_0[(n * 512 + c) * 49 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer4.0.add0: add, resnet18.cnn:18 */
+static void forward_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn2 = s->arena + 50176;
+  const float *layer4_0_downsample_1 = s->arena + 0;
+  float *layer4_0_add0 = s->arena + 25088;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_0_add0[n * 25088 + i] = layer4_0_bn2[n * 25088 + i] + layer4_0_downsample_1[n * 25088 + i];
+    }
+  }
+}
+
+/* layer4.0.relu1: relu, resnet18.cnn:18 */
+static void forward_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_add0 = s->arena + 25088;
+  float *layer4_0_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_0_add0[n * 25088 + i];
+      layer4_0_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.1.conv1: conv, resnet18.cnn:12 */
+static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
+  const float *layer4_0_relu1 = s->arena + 0;
+  float *layer4_1_conv1 = s->arena + 25088;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_1_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_1_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
+                    layer4_1_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu1[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.1.bn1: bn, resnet18.cnn:12 */
+static void forward_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
+  const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
+  const float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
+  const float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
+  const float *layer4_1_conv1 = s->arena + 25088;
+  float *layer4_1_bn1 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
+      float shift = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        layer4_1_bn1[(n * 512 + c) * 49 + i] = layer4_1_conv1[(n * 512 + c) * 49 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer4.1.relu0: relu, resnet18.cnn:12 */
+static void forward_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn1 = s->arena + 50176;
+  float *layer4_1_relu0 = s->arena + 25088;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_1_bn1[n * 25088 + i];
+      layer4_1_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.1.conv2: conv, resnet18.cnn:13 */
+static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
+  const float *layer4_1_relu0 = s->arena + 25088;
+  float *layer4_1_conv2 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_1_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_1_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
+                    layer4_1_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_1_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.1.bn2: bn, resnet18.cnn:13 */
+static void forward_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
+  const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
+  const float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
+  const float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
+  const float *layer4_1_conv2 = s->arena + 50176;
+  float *layer4_1_bn2 = s->arena + 25088;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
+      float shift = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        layer4_1_bn2[(n * 512 + c) * 49 + i] = layer4_1_conv2[(n * 512 + c) * 49 + i] * scale + shift;
+      }
+    }
+  }
+}
+
+/* layer4.1.add0: add, resnet18.cnn:18 */
+static void forward_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_relu1 = s->arena + 0;
+  const float *layer4_1_bn2 = s->arena + 25088;
+  float *layer4_1_add0 = s->arena + 50176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
+    }
+  }
+}
+
+/* layer4.1.relu1: relu, resnet18.cnn:18 */
+static void forward_layer4_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_add0 = s->arena + 50176;
+  float *layer4_1_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_1_add0[n * 25088 + i];
+      layer4_1_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* global_avgpool0: global_avgpool, resnet18.cnn:33 */
+static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_relu1 = s->arena + 0;
+  float *global_avgpool0 = s->arena + 25088;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t oh = 0; oh < 1; oh++) {
+        for (ptrdiff_t ow = 0; ow < 1; ow++) {
+          float sum = 0.0f;
+          for (ptrdiff_t kh = 0; kh < 7; kh++) {
+            for (ptrdiff_t kw = 0; kw < 7; kw++) {
+              if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
+                sum = sum + layer4_1_relu1[((n * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw];
+              }
+            }
+          }
+          global_avgpool0[n * 512 + c + oh + ow] = sum / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
+        }
+      }
+    }
+  }
+}
+
+/* fc: dense, resnet18.cnn:38 */
+static void forward_fc(resnet18_state *s, ptrdiff_t count) {
+  const float *fc_weight = s->f32 + 11186112; /* fc.weight */
+  const float *fc_bias = s->f32 + 11698112; /* fc.bias */
+  const float *flatten0 = s->arena + 25088;
+  float *fc = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 1000; o++) {
+      float acc = fc_bias[o];
+      for (ptrdiff_t i = 0; i < 512; i++) {
+        acc = acc + flatten0[n * 512 + i] * fc_weight[o * 512 + i];
+      }
+      fc[n * 1000 + o] = acc;
+    }
+  }
+}
+
+/* y: output, resnet18.cnn:38 */
+static void forward_y(resnet18_state *s, ptrdiff_t count, float *y) {
+  const float *fc = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1000; i++) {
+      y[n * 1000 + i] = fc[n * 1000 + i];
+    }
+  }
+}
+
 int resnet18_forward(resnet18_state *s, int count, const float *x, float *y) {
   if (count < 1 || count > RESNET18_BATCH)
     return -1;
-  /* conv1: conv, resnet18.cnn:29 */
-  {
-    const float *conv1_weight = s->f32 + 0; /* conv1.weight */
-    float *conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 112; oh++) {
-          for (ptrdiff_t ow = 0; ow < 112; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 3; ic++) {
-              for (ptrdiff_t kh = 0; kh < 7; kh++) {
-                for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                  if (0 <= oh * 2 - 3 + kh && oh * 2 - 3 + kh < 224 && (0 <= ow * 2 - 3 + kw && ow * 2 - 3 + kw < 224)) {
-                    acc = acc + x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + ow * 2 - 3 + kw] * conv1_weight[((oc * 3 + ic) * 7 + kh) * 7 + kw];
-                  }
-                }
-              }
-            }
-            conv1[((n * 64 + oc) * 112 + oh) * 112 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* bn1: bn, resnet18.cnn:29 */
-  {
-    const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
-    const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
-    const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
-    const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
-    const float *conv1 = s->arena + 0;
-    float *bn1 = s->arena + 802816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
-        float shift = bn1_bias[c] - bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 12544; i++) {
-          bn1[(n * 64 + c) * 12544 + i] = conv1[(n * 64 + c) * 12544 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* relu0: relu, resnet18.cnn:29 */
-  {
-    const float *bn1 = s->arena + 802816;
-    float *relu0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        float v = bn1[n * 802816 + i];
-        relu0[n * 802816 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool0: maxpool, resnet18.cnn:30 */
-  {
-    const float *relu0 = s->arena + 0;
-    float *maxpool0 = s->arena + 802816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                  m = fmaxf(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
-                }
-              }
-            }
-            maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-    const float *maxpool0 = s->arena + 802816;
-    float *layer1_0_conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_0_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-    const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
-    const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
-    const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
-    const float *layer1_0_conv1 = s->arena + 0;
-    float *layer1_0_bn1 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        float scale = layer1_0_bn1_weight[c] / sqrtf(layer1_0_bn1_running_var[c] + 1e-05f);
-        float shift = layer1_0_bn1_bias[c] - layer1_0_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          layer1_0_bn1[(n * 64 + c) * 3136 + i] = layer1_0_conv1[(n * 64 + c) * 3136 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer1.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer1_0_bn1 = s->arena + 200704;
-    float *layer1_0_relu0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_0_bn1[n * 200704 + i];
-        layer1_0_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer1.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-    const float *layer1_0_relu0 = s->arena + 0;
-    float *layer1_0_conv2 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_0_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_0_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-    const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
-    const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
-    const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
-    const float *layer1_0_conv2 = s->arena + 200704;
-    float *layer1_0_bn2 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        float scale = layer1_0_bn2_weight[c] / sqrtf(layer1_0_bn2_running_var[c] + 1e-05f);
-        float shift = layer1_0_bn2_bias[c] - layer1_0_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          layer1_0_bn2[(n * 64 + c) * 3136 + i] = layer1_0_conv2[(n * 64 + c) * 3136 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer1.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *maxpool0 = s->arena + 802816;
-    const float *layer1_0_bn2 = s->arena + 0;
-    float *layer1_0_add0 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_0_add0[n * 200704 + i] = layer1_0_bn2[n * 200704 + i] + maxpool0[n * 200704 + i];
-      }
-    }
-  }
-  /* layer1.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer1_0_add0 = s->arena + 200704;
-    float *layer1_0_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_0_add0[n * 200704 + i];
-        layer1_0_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer1.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-    const float *layer1_0_relu1 = s->arena + 0;
-    float *layer1_1_conv1 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_1_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_1_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-    const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
-    const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
-    const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
-    const float *layer1_1_conv1 = s->arena + 200704;
-    float *layer1_1_bn1 = s->arena + 401408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        float scale = layer1_1_bn1_weight[c] / sqrtf(layer1_1_bn1_running_var[c] + 1e-05f);
-        float shift = layer1_1_bn1_bias[c] - layer1_1_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          layer1_1_bn1[(n * 64 + c) * 3136 + i] = layer1_1_conv1[(n * 64 + c) * 3136 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer1.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer1_1_bn1 = s->arena + 401408;
-    float *layer1_1_relu0 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_1_bn1[n * 200704 + i];
-        layer1_1_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer1.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-    const float *layer1_1_relu0 = s->arena + 200704;
-    float *layer1_1_conv2 = s->arena + 401408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_1_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-    const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
-    const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
-    const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
-    const float *layer1_1_conv2 = s->arena + 401408;
-    float *layer1_1_bn2 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        float scale = layer1_1_bn2_weight[c] / sqrtf(layer1_1_bn2_running_var[c] + 1e-05f);
-        float shift = layer1_1_bn2_bias[c] - layer1_1_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          layer1_1_bn2[(n * 64 + c) * 3136 + i] = layer1_1_conv2[(n * 64 + c) * 3136 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer1.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer1_0_relu1 = s->arena + 0;
-    const float *layer1_1_bn2 = s->arena + 200704;
-    float *layer1_1_add0 = s->arena + 401408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
-      }
-    }
-  }
-  /* layer1.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer1_1_add0 = s->arena + 401408;
-    float *layer1_1_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_1_add0[n * 200704 + i];
-        layer1_1_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-    const float *layer1_1_relu1 = s->arena + 0;
-    float *layer2_0_conv1 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw] * layer2_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_0_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-    const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
-    const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
-    const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
-    const float *layer2_0_conv1 = s->arena + 200704;
-    float *layer2_0_bn1 = s->arena + 301056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
-        float shift = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          layer2_0_bn1[(n * 128 + c) * 784 + i] = layer2_0_conv1[(n * 128 + c) * 784 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer2.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer2_0_bn1 = s->arena + 301056;
-    float *layer2_0_relu0 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_0_bn1[n * 100352 + i];
-        layer2_0_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-    const float *layer2_0_relu0 = s->arena + 200704;
-    float *layer2_0_conv2 = s->arena + 301056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] * layer2_0_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_0_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-    const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
-    const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
-    const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-    const float *layer2_0_conv2 = s->arena + 301056;
-    float *layer2_0_bn2 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
-        float shift = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          layer2_0_bn2[(n * 128 + c) * 784 + i] = layer2_0_conv2[(n * 128 + c) * 784 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer2.0.downsample.0: conv, resnet18.cnn:16 */
-  {
-    const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-    const float *layer1_1_relu1 = s->arena + 0;
-    float *layer2_0_downsample_0 = s->arena + 301056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw] * layer2_0_downsample_0_weight[oc * 64 + ic + kh + kw];
-                }
-              }
-            }
-            layer2_0_downsample_0[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.downsample.1: bn, resnet18.cnn:16 */
-  {
-    const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-    const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
-    const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
-    const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
-    const float *layer2_0_downsample_0 = s->arena + 301056;
-    float *layer2_0_downsample_1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        float scale = layer2_0_downsample_1_weight[c] / sqrtf(layer2_0_downsample_1_running_var[c] + 1e-05f);
-        float shift = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          layer2_0_downsample_1[(n * 128 + c) * 784 + i] = layer2_0_downsample_0[(n * 128 + c) * 784 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer2.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer2_0_bn2 = s->arena + 200704;
-    const float *layer2_0_downsample_1 = s->arena + 0;
-    float *layer2_0_add0 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_0_add0[n * 100352 + i] = layer2_0_bn2[n * 100352 + i] + layer2_0_downsample_1[n * 100352 + i];
-      }
-    }
-  }
-  /* layer2.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer2_0_add0 = s->arena + 100352;
-    float *layer2_0_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_0_add0[n * 100352 + i];
-        layer2_0_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-    const float *layer2_0_relu1 = s->arena + 0;
-    float *layer2_1_conv1 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] * layer2_1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_1_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-    const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
-    const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
-    const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-    const float *layer2_1_conv1 = s->arena + 100352;
-    float *layer2_1_bn1 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
-        float shift = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          layer2_1_bn1[(n * 128 + c) * 784 + i] = layer2_1_conv1[(n * 128 + c) * 784 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer2.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer2_1_bn1 = s->arena + 200704;
-    float *layer2_1_relu0 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_1_bn1[n * 100352 + i];
-        layer2_1_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-    const float *layer2_1_relu0 = s->arena + 100352;
-    float *layer2_1_conv2 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] * layer2_1_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_1_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-    const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
-    const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
-    const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-    const float *layer2_1_conv2 = s->arena + 200704;
-    float *layer2_1_bn2 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
-        float shift = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          layer2_1_bn2[(n * 128 + c) * 784 + i] = layer2_1_conv2[(n * 128 + c) * 784 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer2.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer2_0_relu1 = s->arena + 0;
-    const float *layer2_1_bn2 = s->arena + 100352;
-    float *layer2_1_add0 = s->arena + 200704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
-      }
-    }
-  }
-  /* layer2.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer2_1_add0 = s->arena + 200704;
-    float *layer2_1_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_1_add0[n * 100352 + i];
-        layer2_1_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-    const float *layer2_1_relu1 = s->arena + 0;
-    float *layer3_0_conv1 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw] * layer3_0_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_0_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-    const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
-    const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
-    const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-    const float *layer3_0_conv1 = s->arena + 100352;
-    float *layer3_0_bn1 = s->arena + 150528;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
-        float shift = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          layer3_0_bn1[(n * 256 + c) * 196 + i] = layer3_0_conv1[(n * 256 + c) * 196 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer3.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer3_0_bn1 = s->arena + 150528;
-    float *layer3_0_relu0 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_0_bn1[n * 50176 + i];
-        layer3_0_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-    const float *layer3_0_relu0 = s->arena + 100352;
-    float *layer3_0_conv2 = s->arena + 150528;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] * layer3_0_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_0_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-    const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
-    const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
-    const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-    const float *layer3_0_conv2 = s->arena + 150528;
-    float *layer3_0_bn2 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
-        float shift = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          layer3_0_bn2[(n * 256 + c) * 196 + i] = layer3_0_conv2[(n * 256 + c) * 196 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer3.0.downsample.0: conv, resnet18.cnn:16 */
-  {
-    const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-    const float *layer2_1_relu1 = s->arena + 0;
-    float *layer3_0_downsample_0 = s->arena + 150528;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] * layer3_0_downsample_0_weight[oc * 128 + ic + kh + kw];
-                }
-              }
-            }
-            layer3_0_downsample_0[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.downsample.1: bn, resnet18.cnn:16 */
-  {
-    const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-    const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
-    const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
-    const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-    const float *layer3_0_downsample_0 = s->arena + 150528;
-    float *layer3_0_downsample_1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        float scale = layer3_0_downsample_1_weight[c] / sqrtf(layer3_0_downsample_1_running_var[c] + 1e-05f);
-        float shift = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          layer3_0_downsample_1[(n * 256 + c) * 196 + i] = layer3_0_downsample_0[(n * 256 + c) * 196 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer3.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer3_0_bn2 = s->arena + 100352;
-    const float *layer3_0_downsample_1 = s->arena + 0;
-    float *layer3_0_add0 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_0_add0[n * 50176 + i] = layer3_0_bn2[n * 50176 + i] + layer3_0_downsample_1[n * 50176 + i];
-      }
-    }
-  }
-  /* layer3.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer3_0_add0 = s->arena + 50176;
-    float *layer3_0_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_0_add0[n * 50176 + i];
-        layer3_0_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-    const float *layer3_0_relu1 = s->arena + 0;
-    float *layer3_1_conv1 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] * layer3_1_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_1_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-    const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
-    const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
-    const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-    const float *layer3_1_conv1 = s->arena + 50176;
-    float *layer3_1_bn1 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
-        float shift = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          layer3_1_bn1[(n * 256 + c) * 196 + i] = layer3_1_conv1[(n * 256 + c) * 196 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer3.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer3_1_bn1 = s->arena + 100352;
-    float *layer3_1_relu0 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_1_bn1[n * 50176 + i];
-        layer3_1_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-    const float *layer3_1_relu0 = s->arena + 50176;
-    float *layer3_1_conv2 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] * layer3_1_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_1_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-    const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
-    const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
-    const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-    const float *layer3_1_conv2 = s->arena + 100352;
-    float *layer3_1_bn2 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
-        float shift = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          layer3_1_bn2[(n * 256 + c) * 196 + i] = layer3_1_conv2[(n * 256 + c) * 196 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer3.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer3_0_relu1 = s->arena + 0;
-    const float *layer3_1_bn2 = s->arena + 50176;
-    float *layer3_1_add0 = s->arena + 100352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
-      }
-    }
-  }
-  /* layer3.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer3_1_add0 = s->arena + 100352;
-    float *layer3_1_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_1_add0[n * 50176 + i];
-        layer3_1_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-    const float *layer3_1_relu1 = s->arena + 0;
-    float *layer4_0_conv1 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw] * layer4_0_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_0_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-    const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
-    const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
-    const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-    const float *layer4_0_conv1 = s->arena + 50176;
-    float *layer4_0_bn1 = s->arena + 75264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
-        float shift = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          layer4_0_bn1[(n * 512 + c) * 49 + i] = layer4_0_conv1[(n * 512 + c) * 49 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer4.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer4_0_bn1 = s->arena + 75264;
-    float *layer4_0_relu0 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_0_bn1[n * 25088 + i];
-        layer4_0_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-    const float *layer4_0_relu0 = s->arena + 50176;
-    float *layer4_0_conv2 = s->arena + 75264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] * layer4_0_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_0_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-    const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
-    const float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
-    const float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-    const float *layer4_0_conv2 = s->arena + 75264;
-    float *layer4_0_bn2 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
-        float shift = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          layer4_0_bn2[(n * 512 + c) * 49 + i] = layer4_0_conv2[(n * 512 + c) * 49 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer4.0.downsample.0: conv, resnet18.cnn:16 */
-  {
-    const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-    const float *layer3_1_relu1 = s->arena + 0;
-    float *layer4_0_downsample_0 = s->arena + 75264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw] * layer4_0_downsample_0_weight[oc * 256 + ic + kh + kw];
-                }
-              }
-            }
-            layer4_0_downsample_0[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.downsample.1: bn, resnet18.cnn:16 */
-  {
-    const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-    const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
-    const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
-    const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-    const float *layer4_0_downsample_0 = s->arena + 75264;
-    float *layer4_0_downsample_1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
-        float shift = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          layer4_0_downsample_1[(n * 512 + c) * 49 + i] = layer4_0_downsample_0[(n * 512 + c) * 49 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer4.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer4_0_bn2 = s->arena + 50176;
-    const float *layer4_0_downsample_1 = s->arena + 0;
-    float *layer4_0_add0 = s->arena + 25088;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_0_add0[n * 25088 + i] = layer4_0_bn2[n * 25088 + i] + layer4_0_downsample_1[n * 25088 + i];
-      }
-    }
-  }
-  /* layer4.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer4_0_add0 = s->arena + 25088;
-    float *layer4_0_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_0_add0[n * 25088 + i];
-        layer4_0_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-    const float *layer4_0_relu1 = s->arena + 0;
-    float *layer4_1_conv1 = s->arena + 25088;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] * layer4_1_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_1_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-    const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
-    const float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
-    const float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
-    const float *layer4_1_conv1 = s->arena + 25088;
-    float *layer4_1_bn1 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
-        float shift = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          layer4_1_bn1[(n * 512 + c) * 49 + i] = layer4_1_conv1[(n * 512 + c) * 49 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer4.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer4_1_bn1 = s->arena + 50176;
-    float *layer4_1_relu0 = s->arena + 25088;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_1_bn1[n * 25088 + i];
-        layer4_1_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-    const float *layer4_1_relu0 = s->arena + 25088;
-    float *layer4_1_conv2 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] * layer4_1_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_1_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-    const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
-    const float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
-    const float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
-    const float *layer4_1_conv2 = s->arena + 50176;
-    float *layer4_1_bn2 = s->arena + 25088;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
-        float shift = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          layer4_1_bn2[(n * 512 + c) * 49 + i] = layer4_1_conv2[(n * 512 + c) * 49 + i] * scale + shift;
-        }
-      }
-    }
-  }
-  /* layer4.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer4_0_relu1 = s->arena + 0;
-    const float *layer4_1_bn2 = s->arena + 25088;
-    float *layer4_1_add0 = s->arena + 50176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
-      }
-    }
-  }
-  /* layer4.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer4_1_add0 = s->arena + 50176;
-    float *layer4_1_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_1_add0[n * 25088 + i];
-        layer4_1_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
-  {
-    const float *layer4_1_relu1 = s->arena + 0;
-    float *global_avgpool0 = s->arena + 25088;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t oh = 0; oh < 1; oh++) {
-          for (ptrdiff_t ow = 0; ow < 1; ow++) {
-            float sum = 0.0f;
-            for (ptrdiff_t kh = 0; kh < 7; kh++) {
-              for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
-                  sum = sum + layer4_1_relu1[((n * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw];
-                }
-              }
-            }
-            global_avgpool0[n * 512 + c + oh + ow] = sum / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
-          }
-        }
-      }
-    }
-  }
-  /* fc: dense, resnet18.cnn:38 */
-  {
-    const float *fc_weight = s->f32 + 11186112; /* fc.weight */
-    const float *fc_bias = s->f32 + 11698112; /* fc.bias */
-    const float *flatten0 = s->arena + 25088;
-    float *fc = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 1000; o++) {
-        float acc = fc_bias[o];
-        for (ptrdiff_t i = 0; i < 512; i++) {
-          acc = acc + flatten0[n * 512 + i] * fc_weight[o * 512 + i];
-        }
-        fc[n * 1000 + o] = acc;
-      }
-    }
-  }
-  /* y: output, resnet18.cnn:38 */
-  {
-    const float *fc = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1000; i++) {
-        y[n * 1000 + i] = fc[n * 1000 + i];
-      }
+  forward_conv1(s, count, x);
+  forward_bn1(s, count);
+  forward_relu0(s, count);
+  forward_maxpool0(s, count);
+  forward_layer1_0_conv1(s, count);
+  forward_layer1_0_bn1(s, count);
+  forward_layer1_0_relu0(s, count);
+  forward_layer1_0_conv2(s, count);
+  forward_layer1_0_bn2(s, count);
+  forward_layer1_0_add0(s, count);
+  forward_layer1_0_relu1(s, count);
+  forward_layer1_1_conv1(s, count);
+  forward_layer1_1_bn1(s, count);
+  forward_layer1_1_relu0(s, count);
+  forward_layer1_1_conv2(s, count);
+  forward_layer1_1_bn2(s, count);
+  forward_layer1_1_add0(s, count);
+  forward_layer1_1_relu1(s, count);
+  forward_layer2_0_conv1(s, count);
+  forward_layer2_0_bn1(s, count);
+  forward_layer2_0_relu0(s, count);
+  forward_layer2_0_conv2(s, count);
+  forward_layer2_0_bn2(s, count);
+  forward_layer2_0_downsample_0(s, count);
+  forward_layer2_0_downsample_1(s, count);
+  forward_layer2_0_add0(s, count);
+  forward_layer2_0_relu1(s, count);
+  forward_layer2_1_conv1(s, count);
+  forward_layer2_1_bn1(s, count);
+  forward_layer2_1_relu0(s, count);
+  forward_layer2_1_conv2(s, count);
+  forward_layer2_1_bn2(s, count);
+  forward_layer2_1_add0(s, count);
+  forward_layer2_1_relu1(s, count);
+  forward_layer3_0_conv1(s, count);
+  forward_layer3_0_bn1(s, count);
+  forward_layer3_0_relu0(s, count);
+  forward_layer3_0_conv2(s, count);
+  forward_layer3_0_bn2(s, count);
+  forward_layer3_0_downsample_0(s, count);
+  forward_layer3_0_downsample_1(s, count);
+  forward_layer3_0_add0(s, count);
+  forward_layer3_0_relu1(s, count);
+  forward_layer3_1_conv1(s, count);
+  forward_layer3_1_bn1(s, count);
+  forward_layer3_1_relu0(s, count);
+  forward_layer3_1_conv2(s, count);
+  forward_layer3_1_bn2(s, count);
+  forward_layer3_1_add0(s, count);
+  forward_layer3_1_relu1(s, count);
+  forward_layer4_0_conv1(s, count);
+  forward_layer4_0_bn1(s, count);
+  forward_layer4_0_relu0(s, count);
+  forward_layer4_0_conv2(s, count);
+  forward_layer4_0_bn2(s, count);
+  forward_layer4_0_downsample_0(s, count);
+  forward_layer4_0_downsample_1(s, count);
+  forward_layer4_0_add0(s, count);
+  forward_layer4_0_relu1(s, count);
+  forward_layer4_1_conv1(s, count);
+  forward_layer4_1_bn1(s, count);
+  forward_layer4_1_relu0(s, count);
+  forward_layer4_1_conv2(s, count);
+  forward_layer4_1_bn2(s, count);
+  forward_layer4_1_add0(s, count);
+  forward_layer4_1_relu1(s, count);
+  forward_global_avgpool0(s, count);
+  forward_fc(s, count);
+  forward_y(s, count, y);
+  return 0;
+}
+
+/* labels: label check, resnet18.cnn:39 */
+static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
+  (void)s;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1; i++) {
+      if (labels[n + i] < 0)
+        return -1;
+      if (1000 <= labels[n + i])
+        return -1;
     }
   }
   return 0;
+}
+
+/* conv1: conv, resnet18.cnn:29 */
+static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
+  const float *conv1_weight = s->f32 + 0; /* conv1.weight */
+  float *conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 112; oh++) {
+        for (ptrdiff_t ow = 0; ow < 112; ow++) {
+          conv1[((n * 64 + oc) * 112 + oh) * 112 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 3; ic++) {
+        for (ptrdiff_t kh = 0; kh < 7; kh++) {
+          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+            float wv = conv1_weight[((oc * 3 + ic) * 7 + kh) * 7 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 112; oh_2++) {
+              if (0 <= oh_2 * 2 - 3 + kh && oh_2 * 2 - 3 + kh < 224) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
+                  if (0 <= ow_2 * 2 - 3 + kw && ow_2 * 2 - 3 + kw < 224) {
+                    conv1[((n * 64 + oc) * 112 + oh_2) * 112 + ow_2] += x[((n * 3 + ic) * 224 + oh_2 * 2 - 3 + kh) * 224 + ow_2 * 2 - 3 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bn1: bn, resnet18.cnn:29 */
+static void train_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
+  const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
+  float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
+  float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
+  int64_t *bn1_num_batches_tracked = s->i64 + 0; /* bn1.num_batches_tracked */
+  const float *conv1 = s->arena + 0;
+  float *bn1 = s->arena + 802816;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 12544; i++) {
+        sum = sum + conv1[(n * 64 + c) * 12544 + i];
+      }
+    }
+    float mean = sum / (float)(count * 12544);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
+        float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 12544);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    bn1_running_mean[c] = 0.9f * bn1_running_mean[c] + 0.1f * mean;
+    bn1_running_var[c] = 0.9f * bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 12544) ? sq / ((float)(count * 12544) - 1.0f) : var);
+    float scale = bn1_weight[c] * inv;
+    float shift = bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
+        bn1[(n_3 * 64 + c) * 12544 + i_3] = conv1[(n_3 * 64 + c) * 12544 + i_3] * scale + shift;
+      }
+    }
+  }
+  bn1_num_batches_tracked[0] += 1;
+}
+
+/* relu0: relu, resnet18.cnn:29 */
+static void train_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *bn1 = s->arena + 802816;
+  float *relu0 = s->arena + 1605632;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      float v = bn1[n * 802816 + i];
+      relu0[n * 802816 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool0: maxpool, resnet18.cnn:30 */
+static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
+  const float *relu0 = s->arena + 1605632;
+  float *maxpool0 = s->arena + 2408448;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                m = fmaxf(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
+              }
+            }
+          }
+          maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.conv1: conv, resnet18.cnn:12 */
+static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
+  const float *maxpool0 = s->arena + 2408448;
+  float *layer1_0_conv1 = s->arena + 2609152;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_0_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_0_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += maxpool0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.bn1: bn, resnet18.cnn:12 */
+static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
+  const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
+  float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
+  float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
+  int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 1; /* layer1.0.bn1.num_batches_tracked */
+  const float *layer1_0_conv1 = s->arena + 2609152;
+  float *layer1_0_bn1 = s->arena + 2809856;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer1_0_bn1_running_mean[c] = 0.9f * layer1_0_bn1_running_mean[c] + 0.1f * mean;
+    layer1_0_bn1_running_var[c] = 0.9f * layer1_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
+    float scale = layer1_0_bn1_weight[c] * inv;
+    float shift = layer1_0_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        layer1_0_bn1[(n_3 * 64 + c) * 3136 + i_3] = layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer1_0_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer1.0.relu0: relu, resnet18.cnn:12 */
+static void train_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn1 = s->arena + 2809856;
+  float *layer1_0_relu0 = s->arena + 3010560;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_0_bn1[n * 200704 + i];
+      layer1_0_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer1.0.conv2: conv, resnet18.cnn:13 */
+static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
+  const float *layer1_0_relu0 = s->arena + 3010560;
+  float *layer1_0_conv2 = s->arena + 3211264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_0_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_0_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_0_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.bn2: bn, resnet18.cnn:13 */
+static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
+  const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
+  float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
+  float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
+  int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 2; /* layer1.0.bn2.num_batches_tracked */
+  const float *layer1_0_conv2 = s->arena + 3211264;
+  float *layer1_0_bn2 = s->arena + 3411968;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer1_0_bn2_running_mean[c] = 0.9f * layer1_0_bn2_running_mean[c] + 0.1f * mean;
+    layer1_0_bn2_running_var[c] = 0.9f * layer1_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
+    float scale = layer1_0_bn2_weight[c] * inv;
+    float shift = layer1_0_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        layer1_0_bn2[(n_3 * 64 + c) * 3136 + i_3] = layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer1_0_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer1.0.add0: add, resnet18.cnn:18 */
+static void train_layer1_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *maxpool0 = s->arena + 2408448;
+  const float *layer1_0_bn2 = s->arena + 3411968;
+  float *layer1_0_add0 = s->arena + 3612672;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_0_add0[n * 200704 + i] = layer1_0_bn2[n * 200704 + i] + maxpool0[n * 200704 + i];
+    }
+  }
+}
+
+/* layer1.0.relu1: relu, resnet18.cnn:18 */
+static void train_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_add0 = s->arena + 3612672;
+  float *layer1_0_relu1 = s->arena + 3411968;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_0_add0[n * 200704 + i];
+      layer1_0_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer1.1.conv1: conv, resnet18.cnn:12 */
+static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
+  const float *layer1_0_relu1 = s->arena + 3411968;
+  float *layer1_1_conv1 = s->arena + 3813376;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_1_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_1_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_1_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu1[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.bn1: bn, resnet18.cnn:12 */
+static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
+  const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
+  float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
+  float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
+  int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 3; /* layer1.1.bn1.num_batches_tracked */
+  const float *layer1_1_conv1 = s->arena + 3813376;
+  float *layer1_1_bn1 = s->arena + 4014080;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer1_1_bn1_running_mean[c] = 0.9f * layer1_1_bn1_running_mean[c] + 0.1f * mean;
+    layer1_1_bn1_running_var[c] = 0.9f * layer1_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
+    float scale = layer1_1_bn1_weight[c] * inv;
+    float shift = layer1_1_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        layer1_1_bn1[(n_3 * 64 + c) * 3136 + i_3] = layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer1_1_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer1.1.relu0: relu, resnet18.cnn:12 */
+static void train_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn1 = s->arena + 4014080;
+  float *layer1_1_relu0 = s->arena + 4214784;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_1_bn1[n * 200704 + i];
+      layer1_1_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer1.1.conv2: conv, resnet18.cnn:13 */
+static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
+  const float *layer1_1_relu0 = s->arena + 4214784;
+  float *layer1_1_conv2 = s->arena + 4415488;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          layer1_1_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer1_1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
+                    layer1_1_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_1_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.bn2: bn, resnet18.cnn:13 */
+static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
+  const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
+  float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
+  float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
+  int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 4; /* layer1.1.bn2.num_batches_tracked */
+  const float *layer1_1_conv2 = s->arena + 4415488;
+  float *layer1_1_bn2 = s->arena + 4616192;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer1_1_bn2_running_mean[c] = 0.9f * layer1_1_bn2_running_mean[c] + 0.1f * mean;
+    layer1_1_bn2_running_var[c] = 0.9f * layer1_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
+    float scale = layer1_1_bn2_weight[c] * inv;
+    float shift = layer1_1_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        layer1_1_bn2[(n_3 * 64 + c) * 3136 + i_3] = layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer1_1_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer1.1.add0: add, resnet18.cnn:18 */
+static void train_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_relu1 = s->arena + 3411968;
+  const float *layer1_1_bn2 = s->arena + 4616192;
+  float *layer1_1_add0 = s->arena + 4816896;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
+    }
+  }
+}
+
+/* layer1.1.relu1: relu, resnet18.cnn:18 */
+static void train_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_add0 = s->arena + 4816896;
+  float *layer1_1_relu1 = s->arena + 4616192;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float v = layer1_1_add0[n * 200704 + i];
+      layer1_1_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.0.conv1: conv, resnet18.cnn:12 */
+static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
+  const float *layer1_1_relu1 = s->arena + 4616192;
+  float *layer2_0_conv1 = s->arena + 5218304;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_0_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 * 2 - 1 + kh) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 * 2 - 1 + kw) {
+                    layer2_0_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 - 1 + kh) * 56 + ow_2 * 2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.bn1: bn, resnet18.cnn:12 */
+static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
+  const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
+  float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
+  float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
+  int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 5; /* layer2.0.bn1.num_batches_tracked */
+  const float *layer2_0_conv1 = s->arena + 5218304;
+  float *layer2_0_bn1 = s->arena + 5318656;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer2_0_bn1_running_mean[c] = 0.9f * layer2_0_bn1_running_mean[c] + 0.1f * mean;
+    layer2_0_bn1_running_var[c] = 0.9f * layer2_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
+    float scale = layer2_0_bn1_weight[c] * inv;
+    float shift = layer2_0_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        layer2_0_bn1[(n_3 * 128 + c) * 784 + i_3] = layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer2_0_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer2.0.relu0: relu, resnet18.cnn:12 */
+static void train_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn1 = s->arena + 5318656;
+  float *layer2_0_relu0 = s->arena + 5419008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_0_bn1[n * 100352 + i];
+      layer2_0_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.0.conv2: conv, resnet18.cnn:13 */
+static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
+  const float *layer2_0_relu0 = s->arena + 5419008;
+  float *layer2_0_conv2 = s->arena + 5519360;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_0_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_0_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
+                    layer2_0_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.bn2: bn, resnet18.cnn:13 */
+static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
+  const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
+  float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
+  float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
+  int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
+  const float *layer2_0_conv2 = s->arena + 5519360;
+  float *layer2_0_bn2 = s->arena + 5017600;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer2_0_bn2_running_mean[c] = 0.9f * layer2_0_bn2_running_mean[c] + 0.1f * mean;
+    layer2_0_bn2_running_var[c] = 0.9f * layer2_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
+    float scale = layer2_0_bn2_weight[c] * inv;
+    float shift = layer2_0_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        layer2_0_bn2[(n_3 * 128 + c) * 784 + i_3] = layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer2_0_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer2.0.downsample.0: conv, resnet18.cnn:16 */
+static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
+  const float *layer1_1_relu1 = s->arena + 4616192;
+  float *layer2_0_downsample_0 = s->arena + 5117952;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_0_downsample_0[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = layer2_0_downsample_0_weight[oc * 64 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                layer2_0_downsample_0[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 + kh) * 56 + ow_2 * 2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.downsample.1: bn, resnet18.cnn:16 */
+static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
+  const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
+  float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
+  float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
+  int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 7; /* layer2.0.downsample.1.num_batches_tracked */
+  const float *layer2_0_downsample_0 = s->arena + 5117952;
+  float *layer2_0_downsample_1 = s->arena + 5619712;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer2_0_downsample_1_running_mean[c] = 0.9f * layer2_0_downsample_1_running_mean[c] + 0.1f * mean;
+    layer2_0_downsample_1_running_var[c] = 0.9f * layer2_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
+    float scale = layer2_0_downsample_1_weight[c] * inv;
+    float shift = layer2_0_downsample_1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        layer2_0_downsample_1[(n_3 * 128 + c) * 784 + i_3] = layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer2_0_downsample_1_num_batches_tracked[0] += 1;
+}
+
+/* layer2.0.add0: add, resnet18.cnn:18 */
+static void train_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn2 = s->arena + 5017600;
+  const float *layer2_0_downsample_1 = s->arena + 5619712;
+  float *layer2_0_add0 = s->arena + 5720064;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_0_add0[n * 100352 + i] = layer2_0_bn2[n * 100352 + i] + layer2_0_downsample_1[n * 100352 + i];
+    }
+  }
+}
+
+/* layer2.0.relu1: relu, resnet18.cnn:18 */
+static void train_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_add0 = s->arena + 5720064;
+  float *layer2_0_relu1 = s->arena + 5017600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_0_add0[n * 100352 + i];
+      layer2_0_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.1.conv1: conv, resnet18.cnn:12 */
+static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
+  const float *layer2_0_relu1 = s->arena + 5017600;
+  float *layer2_1_conv1 = s->arena + 5619712;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_1_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
+                    layer2_1_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu1[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.bn1: bn, resnet18.cnn:12 */
+static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
+  const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
+  float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
+  float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
+  int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 8; /* layer2.1.bn1.num_batches_tracked */
+  const float *layer2_1_conv1 = s->arena + 5619712;
+  float *layer2_1_bn1 = s->arena + 5820416;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer2_1_bn1_running_mean[c] = 0.9f * layer2_1_bn1_running_mean[c] + 0.1f * mean;
+    layer2_1_bn1_running_var[c] = 0.9f * layer2_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
+    float scale = layer2_1_bn1_weight[c] * inv;
+    float shift = layer2_1_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        layer2_1_bn1[(n_3 * 128 + c) * 784 + i_3] = layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer2_1_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer2.1.relu0: relu, resnet18.cnn:12 */
+static void train_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn1 = s->arena + 5820416;
+  float *layer2_1_relu0 = s->arena + 5920768;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_1_bn1[n * 100352 + i];
+      layer2_1_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer2.1.conv2: conv, resnet18.cnn:13 */
+static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
+  const float *layer2_1_relu0 = s->arena + 5920768;
+  float *layer2_1_conv2 = s->arena + 6021120;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          layer2_1_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer2_1_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
+                    layer2_1_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_1_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.bn2: bn, resnet18.cnn:13 */
+static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
+  const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
+  float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
+  float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
+  int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 9; /* layer2.1.bn2.num_batches_tracked */
+  const float *layer2_1_conv2 = s->arena + 6021120;
+  float *layer2_1_bn2 = s->arena + 6121472;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer2_1_bn2_running_mean[c] = 0.9f * layer2_1_bn2_running_mean[c] + 0.1f * mean;
+    layer2_1_bn2_running_var[c] = 0.9f * layer2_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
+    float scale = layer2_1_bn2_weight[c] * inv;
+    float shift = layer2_1_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        layer2_1_bn2[(n_3 * 128 + c) * 784 + i_3] = layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer2_1_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer2.1.add0: add, resnet18.cnn:18 */
+static void train_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_relu1 = s->arena + 5017600;
+  const float *layer2_1_bn2 = s->arena + 6121472;
+  float *layer2_1_add0 = s->arena + 6221824;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
+    }
+  }
+}
+
+/* layer2.1.relu1: relu, resnet18.cnn:18 */
+static void train_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_add0 = s->arena + 6221824;
+  float *layer2_1_relu1 = s->arena + 6121472;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float v = layer2_1_add0[n * 100352 + i];
+      layer2_1_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.0.conv1: conv, resnet18.cnn:12 */
+static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
+  const float *layer2_1_relu1 = s->arena + 6121472;
+  float *layer3_0_conv1 = s->arena + 6422528;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_0_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_0_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 * 2 - 1 + kh) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 * 2 - 1 + kw) {
+                    layer3_0_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 - 1 + kh) * 28 + ow_2 * 2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.bn1: bn, resnet18.cnn:12 */
+static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
+  const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
+  float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
+  float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
+  int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 10; /* layer3.0.bn1.num_batches_tracked */
+  const float *layer3_0_conv1 = s->arena + 6422528;
+  float *layer3_0_bn1 = s->arena + 6472704;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer3_0_bn1_running_mean[c] = 0.9f * layer3_0_bn1_running_mean[c] + 0.1f * mean;
+    layer3_0_bn1_running_var[c] = 0.9f * layer3_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
+    float scale = layer3_0_bn1_weight[c] * inv;
+    float shift = layer3_0_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        layer3_0_bn1[(n_3 * 256 + c) * 196 + i_3] = layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer3_0_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer3.0.relu0: relu, resnet18.cnn:12 */
+static void train_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn1 = s->arena + 6472704;
+  float *layer3_0_relu0 = s->arena + 6522880;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_0_bn1[n * 50176 + i];
+      layer3_0_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.0.conv2: conv, resnet18.cnn:13 */
+static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
+  const float *layer3_0_relu0 = s->arena + 6522880;
+  float *layer3_0_conv2 = s->arena + 6573056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_0_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_0_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
+                    layer3_0_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.bn2: bn, resnet18.cnn:13 */
+static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
+  const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
+  float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
+  float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
+  int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
+  const float *layer3_0_conv2 = s->arena + 6573056;
+  float *layer3_0_bn2 = s->arena + 6322176;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer3_0_bn2_running_mean[c] = 0.9f * layer3_0_bn2_running_mean[c] + 0.1f * mean;
+    layer3_0_bn2_running_var[c] = 0.9f * layer3_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
+    float scale = layer3_0_bn2_weight[c] * inv;
+    float shift = layer3_0_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        layer3_0_bn2[(n_3 * 256 + c) * 196 + i_3] = layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer3_0_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer3.0.downsample.0: conv, resnet18.cnn:16 */
+static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
+  const float *layer2_1_relu1 = s->arena + 6121472;
+  float *layer3_0_downsample_0 = s->arena + 6372352;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_0_downsample_0[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = layer3_0_downsample_0_weight[oc * 128 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                layer3_0_downsample_0[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 + kh) * 28 + ow_2 * 2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.downsample.1: bn, resnet18.cnn:16 */
+static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
+  const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
+  float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
+  float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
+  int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 12; /* layer3.0.downsample.1.num_batches_tracked */
+  const float *layer3_0_downsample_0 = s->arena + 6372352;
+  float *layer3_0_downsample_1 = s->arena + 6623232;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer3_0_downsample_1_running_mean[c] = 0.9f * layer3_0_downsample_1_running_mean[c] + 0.1f * mean;
+    layer3_0_downsample_1_running_var[c] = 0.9f * layer3_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
+    float scale = layer3_0_downsample_1_weight[c] * inv;
+    float shift = layer3_0_downsample_1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        layer3_0_downsample_1[(n_3 * 256 + c) * 196 + i_3] = layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer3_0_downsample_1_num_batches_tracked[0] += 1;
+}
+
+/* layer3.0.add0: add, resnet18.cnn:18 */
+static void train_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn2 = s->arena + 6322176;
+  const float *layer3_0_downsample_1 = s->arena + 6623232;
+  float *layer3_0_add0 = s->arena + 6673408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_0_add0[n * 50176 + i] = layer3_0_bn2[n * 50176 + i] + layer3_0_downsample_1[n * 50176 + i];
+    }
+  }
+}
+
+/* layer3.0.relu1: relu, resnet18.cnn:18 */
+static void train_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_add0 = s->arena + 6673408;
+  float *layer3_0_relu1 = s->arena + 6322176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_0_add0[n * 50176 + i];
+      layer3_0_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.1.conv1: conv, resnet18.cnn:12 */
+static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
+  const float *layer3_0_relu1 = s->arena + 6322176;
+  float *layer3_1_conv1 = s->arena + 6623232;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_1_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_1_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
+                    layer3_1_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu1[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.bn1: bn, resnet18.cnn:12 */
+static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
+  const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
+  float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
+  float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
+  int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 13; /* layer3.1.bn1.num_batches_tracked */
+  const float *layer3_1_conv1 = s->arena + 6623232;
+  float *layer3_1_bn1 = s->arena + 6723584;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer3_1_bn1_running_mean[c] = 0.9f * layer3_1_bn1_running_mean[c] + 0.1f * mean;
+    layer3_1_bn1_running_var[c] = 0.9f * layer3_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
+    float scale = layer3_1_bn1_weight[c] * inv;
+    float shift = layer3_1_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        layer3_1_bn1[(n_3 * 256 + c) * 196 + i_3] = layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer3_1_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer3.1.relu0: relu, resnet18.cnn:12 */
+static void train_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn1 = s->arena + 6723584;
+  float *layer3_1_relu0 = s->arena + 6773760;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_1_bn1[n * 50176 + i];
+      layer3_1_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer3.1.conv2: conv, resnet18.cnn:13 */
+static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
+  const float *layer3_1_relu0 = s->arena + 6773760;
+  float *layer3_1_conv2 = s->arena + 6823936;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
+        for (ptrdiff_t ow = 0; ow < 14; ow++) {
+          layer3_1_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer3_1_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
+                    layer3_1_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_1_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.bn2: bn, resnet18.cnn:13 */
+static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
+  const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
+  float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
+  float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
+  int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 14; /* layer3.1.bn2.num_batches_tracked */
+  const float *layer3_1_conv2 = s->arena + 6823936;
+  float *layer3_1_bn2 = s->arena + 6874112;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer3_1_bn2_running_mean[c] = 0.9f * layer3_1_bn2_running_mean[c] + 0.1f * mean;
+    layer3_1_bn2_running_var[c] = 0.9f * layer3_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
+    float scale = layer3_1_bn2_weight[c] * inv;
+    float shift = layer3_1_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        layer3_1_bn2[(n_3 * 256 + c) * 196 + i_3] = layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer3_1_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer3.1.add0: add, resnet18.cnn:18 */
+static void train_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_relu1 = s->arena + 6322176;
+  const float *layer3_1_bn2 = s->arena + 6874112;
+  float *layer3_1_add0 = s->arena + 6924288;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
+    }
+  }
+}
+
+/* layer3.1.relu1: relu, resnet18.cnn:18 */
+static void train_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_add0 = s->arena + 6924288;
+  float *layer3_1_relu1 = s->arena + 6874112;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float v = layer3_1_add0[n * 50176 + i];
+      layer3_1_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.0.conv1: conv, resnet18.cnn:12 */
+static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
+  const float *layer3_1_relu1 = s->arena + 6874112;
+  float *layer4_0_conv1 = s->arena + 7024640;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_0_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_0_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 * 2 - 1 + kh) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 * 2 - 1 + kw) {
+                    layer4_0_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 - 1 + kh) * 14 + ow_2 * 2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.bn1: bn, resnet18.cnn:12 */
+static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
+  const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
+  float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
+  float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
+  int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 15; /* layer4.0.bn1.num_batches_tracked */
+  const float *layer4_0_conv1 = s->arena + 7024640;
+  float *layer4_0_bn1 = s->arena + 7049728;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer4_0_bn1_running_mean[c] = 0.9f * layer4_0_bn1_running_mean[c] + 0.1f * mean;
+    layer4_0_bn1_running_var[c] = 0.9f * layer4_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
+    float scale = layer4_0_bn1_weight[c] * inv;
+    float shift = layer4_0_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        layer4_0_bn1[(n_3 * 512 + c) * 49 + i_3] = layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer4_0_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer4.0.relu0: relu, resnet18.cnn:12 */
+static void train_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn1 = s->arena + 7049728;
+  float *layer4_0_relu0 = s->arena + 7074816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_0_bn1[n * 25088 + i];
+      layer4_0_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.0.conv2: conv, resnet18.cnn:13 */
+static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
+  const float *layer4_0_relu0 = s->arena + 7074816;
+  float *layer4_0_conv2 = s->arena + 7099904;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_0_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_0_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
+                    layer4_0_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.bn2: bn, resnet18.cnn:13 */
+static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
+  const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
+  float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
+  float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
+  int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
+  const float *layer4_0_conv2 = s->arena + 7099904;
+  float *layer4_0_bn2 = s->arena + 6974464;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer4_0_bn2_running_mean[c] = 0.9f * layer4_0_bn2_running_mean[c] + 0.1f * mean;
+    layer4_0_bn2_running_var[c] = 0.9f * layer4_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
+    float scale = layer4_0_bn2_weight[c] * inv;
+    float shift = layer4_0_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        layer4_0_bn2[(n_3 * 512 + c) * 49 + i_3] = layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer4_0_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer4.0.downsample.0: conv, resnet18.cnn:16 */
+static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
+  const float *layer3_1_relu1 = s->arena + 6874112;
+  float *layer4_0_downsample_0 = s->arena + 6999552;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_0_downsample_0[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = layer4_0_downsample_0_weight[oc * 256 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                layer4_0_downsample_0[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 + kh) * 14 + ow_2 * 2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.downsample.1: bn, resnet18.cnn:16 */
+static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
+  const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
+  float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
+  float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
+  int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 17; /* layer4.0.downsample.1.num_batches_tracked */
+  const float *layer4_0_downsample_0 = s->arena + 6999552;
+  float *layer4_0_downsample_1 = s->arena + 7124992;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer4_0_downsample_1_running_mean[c] = 0.9f * layer4_0_downsample_1_running_mean[c] + 0.1f * mean;
+    layer4_0_downsample_1_running_var[c] = 0.9f * layer4_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
+    float scale = layer4_0_downsample_1_weight[c] * inv;
+    float shift = layer4_0_downsample_1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        layer4_0_downsample_1[(n_3 * 512 + c) * 49 + i_3] = layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer4_0_downsample_1_num_batches_tracked[0] += 1;
+}
+
+/* layer4.0.add0: add, resnet18.cnn:18 */
+static void train_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn2 = s->arena + 6974464;
+  const float *layer4_0_downsample_1 = s->arena + 7124992;
+  float *layer4_0_add0 = s->arena + 7150080;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_0_add0[n * 25088 + i] = layer4_0_bn2[n * 25088 + i] + layer4_0_downsample_1[n * 25088 + i];
+    }
+  }
+}
+
+/* layer4.0.relu1: relu, resnet18.cnn:18 */
+static void train_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_add0 = s->arena + 7150080;
+  float *layer4_0_relu1 = s->arena + 6974464;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_0_add0[n * 25088 + i];
+      layer4_0_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.1.conv1: conv, resnet18.cnn:12 */
+static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
+  const float *layer4_0_relu1 = s->arena + 6974464;
+  float *layer4_1_conv1 = s->arena + 7124992;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_1_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_1_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
+                    layer4_1_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu1[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.1.bn1: bn, resnet18.cnn:12 */
+static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
+  const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
+  float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
+  float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
+  int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 18; /* layer4.1.bn1.num_batches_tracked */
+  const float *layer4_1_conv1 = s->arena + 7124992;
+  float *layer4_1_bn1 = s->arena + 7175168;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer4_1_bn1_running_mean[c] = 0.9f * layer4_1_bn1_running_mean[c] + 0.1f * mean;
+    layer4_1_bn1_running_var[c] = 0.9f * layer4_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
+    float scale = layer4_1_bn1_weight[c] * inv;
+    float shift = layer4_1_bn1_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        layer4_1_bn1[(n_3 * 512 + c) * 49 + i_3] = layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer4_1_bn1_num_batches_tracked[0] += 1;
+}
+
+/* layer4.1.relu0: relu, resnet18.cnn:12 */
+static void train_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn1 = s->arena + 7175168;
+  float *layer4_1_relu0 = s->arena + 7200256;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_1_bn1[n * 25088 + i];
+      layer4_1_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* layer4.1.conv2: conv, resnet18.cnn:13 */
+static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
+  const float *layer4_1_relu0 = s->arena + 7200256;
+  float *layer4_1_conv2 = s->arena + 7225344;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
+        for (ptrdiff_t ow = 0; ow < 7; ow++) {
+          layer4_1_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = layer4_1_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
+              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
+                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
+                    layer4_1_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_1_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.1.bn2: bn, resnet18.cnn:13 */
+static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
+  const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
+  float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
+  float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
+  int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 19; /* layer4.1.bn2.num_batches_tracked */
+  const float *layer4_1_conv2 = s->arena + 7225344;
+  float *layer4_1_bn2 = s->arena + 7250432;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer4_1_bn2_running_mean[c] = 0.9f * layer4_1_bn2_running_mean[c] + 0.1f * mean;
+    layer4_1_bn2_running_var[c] = 0.9f * layer4_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
+    float scale = layer4_1_bn2_weight[c] * inv;
+    float shift = layer4_1_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        layer4_1_bn2[(n_3 * 512 + c) * 49 + i_3] = layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+      }
+    }
+  }
+  layer4_1_bn2_num_batches_tracked[0] += 1;
+}
+
+/* layer4.1.add0: add, resnet18.cnn:18 */
+static void train_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_relu1 = s->arena + 6974464;
+  const float *layer4_1_bn2 = s->arena + 7250432;
+  float *layer4_1_add0 = s->arena + 7275520;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
+    }
+  }
+}
+
+/* layer4.1.relu1: relu, resnet18.cnn:18 */
+static void train_layer4_1_relu1(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_add0 = s->arena + 7275520;
+  float *layer4_1_relu1 = s->arena + 7250432;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float v = layer4_1_add0[n * 25088 + i];
+      layer4_1_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* global_avgpool0: global_avgpool, resnet18.cnn:33 */
+static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_relu1 = s->arena + 7250432;
+  float *global_avgpool0 = s->arena + 7300608;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t oh = 0; oh < 1; oh++) {
+        for (ptrdiff_t ow = 0; ow < 1; ow++) {
+          float sum = 0.0f;
+          for (ptrdiff_t kh = 0; kh < 7; kh++) {
+            for (ptrdiff_t kw = 0; kw < 7; kw++) {
+              if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
+                sum = sum + layer4_1_relu1[((n * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw];
+              }
+            }
+          }
+          global_avgpool0[n * 512 + c + oh + ow] = sum / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
+        }
+      }
+    }
+  }
+}
+
+/* fc: dense, resnet18.cnn:38 */
+static void train_fc(resnet18_state *s, ptrdiff_t count) {
+  const float *fc_weight = s->f32 + 11186112; /* fc.weight */
+  const float *fc_bias = s->f32 + 11698112; /* fc.bias */
+  const float *flatten0 = s->arena + 7300608;
+  float *fc = s->arena + 7250432;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t o = 0; o < 1000; o++) {
+      float acc = fc_bias[o];
+      for (ptrdiff_t i = 0; i < 512; i++) {
+        acc = acc + flatten0[n * 512 + i] * fc_weight[o * 512 + i];
+      }
+      fc[n * 1000 + o] = acc;
+    }
+  }
+}
+
+/* cross_entropy0: cross_entropy, resnet18.cnn:39 */
+static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
+  const float *fc = s->arena + 7250432;
+  float *cross_entropy0 = s->arena + 7325696;
+  float total = 0.0f;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t p = 0; p < 1; p++) {
+      float m = -INFINITY;
+      for (ptrdiff_t k = 0; k < 1000; k++) {
+        m = fmaxf(m, fc[n * 1000 + k + p]);
+      }
+      float se = 0.0f;
+      for (ptrdiff_t k_2 = 0; k_2 < 1000; k_2++) {
+        se = se + expf(fc[n * 1000 + k_2 + p] - m);
+      }
+      ptrdiff_t label = labels[n + p];
+      total = total + m + logf(se) - fc[n * 1000 + label + p];
+    }
+  }
+  cross_entropy0[0] = total / (float)count;
+}
+
+/* cross_entropy0.dx: loss_dx, resnet18.cnn:39 */
+static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
+  const float *fc = s->arena + 7250432;
+  float *cross_entropy0_dx = s->arena + 7251432;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t p = 0; p < 1; p++) {
+      float m = -INFINITY;
+      for (ptrdiff_t k = 0; k < 1000; k++) {
+        m = fmaxf(m, fc[n * 1000 + k + p]);
+      }
+      float se = 0.0f;
+      for (ptrdiff_t k_2 = 0; k_2 < 1000; k_2++) {
+        se = se + expf(fc[n * 1000 + k_2 + p] - m);
+      }
+      ptrdiff_t label = labels[n + p];
+      float scale = 1.0f / (float)count;
+      for (ptrdiff_t k_3 = 0; k_3 < 1000; k_3++) {
+        cross_entropy0_dx[n * 1000 + k_3 + p] = (expf(fc[n * 1000 + k_3 + p] - m) / se - (k_3 == label ? 1.0f : 0.0f)) * scale;
+      }
+    }
+  }
+}
+
+/* fc.dx: dense_dx, resnet18.cnn:38 */
+static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *fc_weight = s->f32 + 11186112; /* fc.weight */
+  const float *cross_entropy0_dx = s->arena + 7251432;
+  float *fc_dx = s->arena + 7301120;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 512; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t o = 0; o < 1000; o++) {
+        acc = acc + cross_entropy0_dx[n * 1000 + o] * fc_weight[o * 512 + i];
+      }
+      fc_dx[n * 512 + i] = acc;
+    }
+  }
+}
+
+/* fc.dweight: dense_dw, resnet18.cnn:38 */
+static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *flatten0 = s->arena + 7300608;
+  const float *cross_entropy0_dx = s->arena + 7251432;
+  float *fc_weight_grad = s->g32 + 11186112;
+  for (ptrdiff_t o = 0; o < 1000; o++) {
+    for (ptrdiff_t i = 0; i < 512; i++) {
+      float acc = 0.0f;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        acc = acc + cross_entropy0_dx[n * 1000 + o] * flatten0[n * 512 + i];
+      }
+      fc_weight_grad[o * 512 + i] = acc;
+    }
+  }
+}
+
+/* fc.dbias: bias_grad, resnet18.cnn:38 */
+static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *cross_entropy0_dx = s->arena + 7251432;
+  float *fc_bias_grad = s->g32 + 11698112;
+  for (ptrdiff_t c = 0; c < 1000; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 1; i++) {
+        acc = acc + cross_entropy0_dx[n * 1000 + c + i];
+      }
+    }
+    fc_bias_grad[c] = acc;
+  }
+}
+
+/* global_avgpool0.dx: pool_dx, resnet18.cnn:33 */
+static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *flatten0_dx = s->arena + 7301120;
+  float *global_avgpool0_dx = s->arena + 7250432;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      global_avgpool0_dx[n * 25088 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t oh = 0; oh < 1; oh++) {
+        for (ptrdiff_t ow = 0; ow < 1; ow++) {
+          float g = flatten0_dx[n_2 * 512 + c + oh + ow] / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
+          for (ptrdiff_t kh = 0; kh < 7; kh++) {
+            for (ptrdiff_t kw = 0; kw < 7; kw++) {
+              if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
+                global_avgpool0_dx[((n_2 * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw] += g;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.1.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer4_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_add0 = s->arena + 7275520;
+  const float *global_avgpool0_dx = s->arena + 7250432;
+  float *layer4_1_relu1_dx = s->arena + 7300608;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float x = layer4_1_add0[n * 25088 + i];
+      layer4_1_relu1_dx[n * 25088 + i] = 0.0f < x ? global_avgpool0_dx[n * 25088 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer4.1.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
+  const float *layer4_1_conv2 = s->arena + 7225344;
+  const float *layer4_1_relu1_dx = s->arena + 7300608;
+  float *layer4_1_bn2_dx = s->arena + 7250432;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_1_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer4_1_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
+        layer4_1_bn2_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_1_relu1_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_1_conv2[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv2 = s->arena + 7225344;
+  const float *layer4_1_relu1_dx = s->arena + 7300608;
+  float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_1_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer4_1_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_relu1_dx = s->arena + 7300608;
+  float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        acc = acc + layer4_1_relu1_dx[(n * 512 + c) * 49 + i];
+      }
+    }
+    layer4_1_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer4.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
+  const float *layer4_1_bn2_dx = s->arena + 7250432;
+  float *layer4_1_conv2_dx = s->arena + 7225344;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_1_conv2_dx[n * 25088 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer4_1_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
+                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 7) {
+                      layer4_1_conv2_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += layer4_1_bn2_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_relu0 = s->arena + 7200256;
+  const float *layer4_1_bn2_dx = s->arena + 7250432;
+  float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 512; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
+                    acc = acc + layer4_1_bn2_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_1_relu0[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer4_1_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.1.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer4_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn1 = s->arena + 7175168;
+  const float *layer4_1_conv2_dx = s->arena + 7225344;
+  float *layer4_1_relu0_dx = s->arena + 7200256;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float x = layer4_1_bn1[n * 25088 + i];
+      layer4_1_relu0_dx[n * 25088 + i] = 0.0f < x ? layer4_1_conv2_dx[n * 25088 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
+  const float *layer4_1_conv1 = s->arena + 7124992;
+  const float *layer4_1_relu0_dx = s->arena + 7200256;
+  float *layer4_1_bn1_dx = s->arena + 7175168;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_1_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer4_1_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
+        layer4_1_bn1_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_1_relu0_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_1_conv1[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv1 = s->arena + 7124992;
+  const float *layer4_1_relu0_dx = s->arena + 7200256;
+  float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_1_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer4_1_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_relu0_dx = s->arena + 7200256;
+  float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        acc = acc + layer4_1_relu0_dx[(n * 512 + c) * 49 + i];
+      }
+    }
+    layer4_1_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer4.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
+  const float *layer4_1_bn1_dx = s->arena + 7175168;
+  float *layer4_1_conv1_dx = s->arena + 7124992;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_1_conv1_dx[n * 25088 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer4_1_conv1_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
+                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 7) {
+                      layer4_1_conv1_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += layer4_1_bn1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.relu1.dsum: add, resnet18.cnn:18 */
+static void train_layer4_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_relu1_dx = s->arena + 7300608;
+  const float *layer4_1_conv1_dx = s->arena + 7124992;
+  float *layer4_0_relu1_dsum = s->arena + 7200256;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_0_relu1_dsum[n * 25088 + i] = layer4_1_relu1_dx[n * 25088 + i] + layer4_1_conv1_dx[n * 25088 + i];
+    }
+  }
+}
+
+/* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_relu1 = s->arena + 6974464;
+  const float *layer4_1_bn1_dx = s->arena + 7175168;
+  float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 512; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
+                    acc = acc + layer4_1_bn1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_0_relu1[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer4_1_conv1_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer4_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_add0 = s->arena + 7150080;
+  const float *layer4_0_relu1_dsum = s->arena + 7200256;
+  float *layer4_0_relu1_dx = s->arena + 7124992;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float x = layer4_0_add0[n * 25088 + i];
+      layer4_0_relu1_dx[n * 25088 + i] = 0.0f < x ? layer4_0_relu1_dsum[n * 25088 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
+static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
+  const float *layer4_0_downsample_0 = s->arena + 6999552;
+  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  float *layer4_0_downsample_1_dx = s->arena + 7150080;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer4_0_downsample_1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
+        layer4_0_downsample_1_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_0_relu1_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_0_downsample_0[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
+static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_0 = s->arena + 6999552;
+  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer4_0_downsample_1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
+static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        acc = acc + layer4_0_relu1_dx[(n * 512 + c) * 49 + i];
+      }
+    }
+    layer4_0_downsample_1_bias_grad[c] = acc;
+  }
+}
+
+/* layer4.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
+static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
+  const float *layer4_0_downsample_1_dx = s->arena + 7150080;
+  float *layer4_0_downsample_0_dx = s->arena + 6974464;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer4_0_downsample_0_dx[n * 50176 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              float wv = layer4_0_downsample_0_weight[(g * 512 + ocg) * 256 + icg + kh + kw];
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                  layer4_0_downsample_0_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw] += layer4_0_downsample_1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
+static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_relu1 = s->arena + 6874112;
+  const float *layer4_0_downsample_1_dx = s->arena + 7150080;
+  float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                  acc = acc + layer4_0_downsample_1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw];
+                }
+              }
+            }
+            layer4_0_downsample_0_weight_grad[(g * 512 + ocg) * 256 + icg + kh + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
+  const float *layer4_0_conv2 = s->arena + 7099904;
+  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  float *layer4_0_bn2_dx = s->arena + 7150080;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer4_0_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
+        layer4_0_bn2_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_0_relu1_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_0_conv2[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv2 = s->arena + 7099904;
+  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer4_0_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        acc = acc + layer4_0_relu1_dx[(n * 512 + c) * 49 + i];
+      }
+    }
+    layer4_0_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer4.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
+  const float *layer4_0_bn2_dx = s->arena + 7150080;
+  float *layer4_0_conv2_dx = s->arena + 7099904;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      layer4_0_conv2_dx[n * 25088 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer4_0_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
+                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 7) {
+                      layer4_0_conv2_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += layer4_0_bn2_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_relu0 = s->arena + 7074816;
+  const float *layer4_0_bn2_dx = s->arena + 7150080;
+  float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 512; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
+                    acc = acc + layer4_0_bn2_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_0_relu0[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer4_0_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer4.0.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer4_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn1 = s->arena + 7049728;
+  const float *layer4_0_conv2_dx = s->arena + 7099904;
+  float *layer4_0_relu0_dx = s->arena + 7074816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 25088; i++) {
+      float x = layer4_0_bn1[n * 25088 + i];
+      layer4_0_relu0_dx[n * 25088 + i] = 0.0f < x ? layer4_0_conv2_dx[n * 25088 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
+  const float *layer4_0_conv1 = s->arena + 7024640;
+  const float *layer4_0_relu0_dx = s->arena + 7074816;
+  float *layer4_0_bn1_dx = s->arena + 7124992;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_0_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer4_0_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
+        layer4_0_bn1_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_0_relu0_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_0_conv1[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv1 = s->arena + 7024640;
+  const float *layer4_0_relu0_dx = s->arena + 7074816;
+  float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
+      }
+    }
+    float mean = sum / (float)(count * 49);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float g = layer4_0_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
+        float xhat = (layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer4_0_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_relu0_dx = s->arena + 7074816;
+  float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        acc = acc + layer4_0_relu0_dx[(n * 512 + c) * 49 + i];
+      }
+    }
+    layer4_0_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
+  const float *layer4_0_bn1_dx = s->arena + 7124992;
+  float *layer4_0_conv1_dx = s->arena + 7024640;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer4_0_conv1_dx[n * 50176 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer4_0_conv1_weight[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                if (0 <= oh * 2 - 1 + kh) {
+                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                    if (0 <= ow * 2 - 1 + kw) {
+                      layer4_0_conv1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw] += layer4_0_bn1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.relu1.dsum: add, resnet18.cnn:18 */
+static void train_layer3_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_0_dx = s->arena + 6974464;
+  const float *layer4_0_conv1_dx = s->arena + 7024640;
+  float *layer3_1_relu1_dsum = s->arena + 7074816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_1_relu1_dsum[n * 50176 + i] = layer4_0_downsample_0_dx[n * 50176 + i] + layer4_0_conv1_dx[n * 50176 + i];
+    }
+  }
+}
+
+/* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_relu1 = s->arena + 6874112;
+  const float *layer4_0_bn1_dx = s->arena + 7124992;
+  float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                    acc = acc + layer4_0_bn1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + g * 256 + icg) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer4_0_conv1_weight_grad[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer3_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_add0 = s->arena + 6924288;
+  const float *layer3_1_relu1_dsum = s->arena + 7074816;
+  float *layer3_1_relu1_dx = s->arena + 6874112;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float x = layer3_1_add0[n * 50176 + i];
+      layer3_1_relu1_dx[n * 50176 + i] = 0.0f < x ? layer3_1_relu1_dsum[n * 50176 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
+  const float *layer3_1_conv2 = s->arena + 6823936;
+  const float *layer3_1_relu1_dx = s->arena + 6874112;
+  float *layer3_1_bn2_dx = s->arena + 6924288;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer3_1_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
+        layer3_1_bn2_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_1_relu1_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_1_conv2[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv2 = s->arena + 6823936;
+  const float *layer3_1_relu1_dx = s->arena + 6874112;
+  float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer3_1_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_relu1_dx = s->arena + 6874112;
+  float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        acc = acc + layer3_1_relu1_dx[(n * 256 + c) * 196 + i];
+      }
+    }
+    layer3_1_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer3.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
+  const float *layer3_1_bn2_dx = s->arena + 6924288;
+  float *layer3_1_conv2_dx = s->arena + 6823936;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_1_conv2_dx[n * 50176 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer3_1_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
+                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 14) {
+                      layer3_1_conv2_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += layer3_1_bn2_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_relu0 = s->arena + 6773760;
+  const float *layer3_1_bn2_dx = s->arena + 6924288;
+  float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
+                    acc = acc + layer3_1_bn2_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_1_relu0[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer3_1_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.1.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer3_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn1 = s->arena + 6723584;
+  const float *layer3_1_conv2_dx = s->arena + 6823936;
+  float *layer3_1_relu0_dx = s->arena + 6773760;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float x = layer3_1_bn1[n * 50176 + i];
+      layer3_1_relu0_dx[n * 50176 + i] = 0.0f < x ? layer3_1_conv2_dx[n * 50176 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
+  const float *layer3_1_conv1 = s->arena + 6623232;
+  const float *layer3_1_relu0_dx = s->arena + 6773760;
+  float *layer3_1_bn1_dx = s->arena + 6723584;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_1_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer3_1_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
+        layer3_1_bn1_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_1_relu0_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_1_conv1[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv1 = s->arena + 6623232;
+  const float *layer3_1_relu0_dx = s->arena + 6773760;
+  float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_1_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer3_1_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_relu0_dx = s->arena + 6773760;
+  float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        acc = acc + layer3_1_relu0_dx[(n * 256 + c) * 196 + i];
+      }
+    }
+    layer3_1_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer3.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
+  const float *layer3_1_bn1_dx = s->arena + 6723584;
+  float *layer3_1_conv1_dx = s->arena + 6623232;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_1_conv1_dx[n * 50176 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer3_1_conv1_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
+                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 14) {
+                      layer3_1_conv1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += layer3_1_bn1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.relu1.dsum: add, resnet18.cnn:18 */
+static void train_layer3_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_relu1_dx = s->arena + 6874112;
+  const float *layer3_1_conv1_dx = s->arena + 6623232;
+  float *layer3_0_relu1_dsum = s->arena + 6773760;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_0_relu1_dsum[n * 50176 + i] = layer3_1_relu1_dx[n * 50176 + i] + layer3_1_conv1_dx[n * 50176 + i];
+    }
+  }
+}
+
+/* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_relu1 = s->arena + 6322176;
+  const float *layer3_1_bn1_dx = s->arena + 6723584;
+  float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
+                    acc = acc + layer3_1_bn1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_0_relu1[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer3_1_conv1_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer3_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_add0 = s->arena + 6673408;
+  const float *layer3_0_relu1_dsum = s->arena + 6773760;
+  float *layer3_0_relu1_dx = s->arena + 6623232;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float x = layer3_0_add0[n * 50176 + i];
+      layer3_0_relu1_dx[n * 50176 + i] = 0.0f < x ? layer3_0_relu1_dsum[n * 50176 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
+static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
+  const float *layer3_0_downsample_0 = s->arena + 6372352;
+  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  float *layer3_0_downsample_1_dx = s->arena + 6673408;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer3_0_downsample_1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
+        layer3_0_downsample_1_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_0_relu1_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_0_downsample_0[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
+static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_0 = s->arena + 6372352;
+  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer3_0_downsample_1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
+static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        acc = acc + layer3_0_relu1_dx[(n * 256 + c) * 196 + i];
+      }
+    }
+    layer3_0_downsample_1_bias_grad[c] = acc;
+  }
+}
+
+/* layer3.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
+static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
+  const float *layer3_0_downsample_1_dx = s->arena + 6673408;
+  float *layer3_0_downsample_0_dx = s->arena + 6322176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer3_0_downsample_0_dx[n * 100352 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              float wv = layer3_0_downsample_0_weight[(g * 256 + ocg) * 128 + icg + kh + kw];
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                  layer3_0_downsample_0_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += layer3_0_downsample_1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
+static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_relu1 = s->arena + 6121472;
+  const float *layer3_0_downsample_1_dx = s->arena + 6673408;
+  float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                  acc = acc + layer3_0_downsample_1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw];
+                }
+              }
+            }
+            layer3_0_downsample_0_weight_grad[(g * 256 + ocg) * 128 + icg + kh + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
+  const float *layer3_0_conv2 = s->arena + 6573056;
+  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  float *layer3_0_bn2_dx = s->arena + 6673408;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer3_0_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
+        layer3_0_bn2_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_0_relu1_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_0_conv2[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv2 = s->arena + 6573056;
+  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer3_0_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        acc = acc + layer3_0_relu1_dx[(n * 256 + c) * 196 + i];
+      }
+    }
+    layer3_0_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer3.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
+  const float *layer3_0_bn2_dx = s->arena + 6673408;
+  float *layer3_0_conv2_dx = s->arena + 6573056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      layer3_0_conv2_dx[n * 50176 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer3_0_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
+                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 14) {
+                      layer3_0_conv2_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += layer3_0_bn2_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_relu0 = s->arena + 6522880;
+  const float *layer3_0_bn2_dx = s->arena + 6673408;
+  float *layer3_0_conv2_weight_grad = s->g32 + 980928;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
+                    acc = acc + layer3_0_bn2_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_0_relu0[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer3_0_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer3_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn1 = s->arena + 6472704;
+  const float *layer3_0_conv2_dx = s->arena + 6573056;
+  float *layer3_0_relu0_dx = s->arena + 6522880;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 50176; i++) {
+      float x = layer3_0_bn1[n * 50176 + i];
+      layer3_0_relu0_dx[n * 50176 + i] = 0.0f < x ? layer3_0_conv2_dx[n * 50176 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
+  const float *layer3_0_conv1 = s->arena + 6422528;
+  const float *layer3_0_relu0_dx = s->arena + 6522880;
+  float *layer3_0_bn1_dx = s->arena + 6623232;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_0_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer3_0_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
+        layer3_0_bn1_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_0_relu0_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_0_conv1[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv1 = s->arena + 6422528;
+  const float *layer3_0_relu0_dx = s->arena + 6522880;
+  float *layer3_0_bn1_weight_grad = s->g32 + 979904;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
+      }
+    }
+    float mean = sum / (float)(count * 196);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float g = layer3_0_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
+        float xhat = (layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer3_0_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_relu0_dx = s->arena + 6522880;
+  float *layer3_0_bn1_bias_grad = s->g32 + 980160;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        acc = acc + layer3_0_relu0_dx[(n * 256 + c) * 196 + i];
+      }
+    }
+    layer3_0_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
+  const float *layer3_0_bn1_dx = s->arena + 6623232;
+  float *layer3_0_conv1_dx = s->arena + 6422528;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer3_0_conv1_dx[n * 100352 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer3_0_conv1_weight[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                if (0 <= oh * 2 - 1 + kh) {
+                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                    if (0 <= ow * 2 - 1 + kw) {
+                      layer3_0_conv1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw] += layer3_0_bn1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.relu1.dsum: add, resnet18.cnn:18 */
+static void train_layer2_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_0_dx = s->arena + 6322176;
+  const float *layer3_0_conv1_dx = s->arena + 6422528;
+  float *layer2_1_relu1_dsum = s->arena + 6522880;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_1_relu1_dsum[n * 100352 + i] = layer3_0_downsample_0_dx[n * 100352 + i] + layer3_0_conv1_dx[n * 100352 + i];
+    }
+  }
+}
+
+/* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_relu1 = s->arena + 6121472;
+  const float *layer3_0_bn1_dx = s->arena + 6623232;
+  float *layer3_0_conv1_weight_grad = s->g32 + 684992;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                    acc = acc + layer3_0_bn1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + g * 128 + icg) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer3_0_conv1_weight_grad[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer2_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_add0 = s->arena + 6221824;
+  const float *layer2_1_relu1_dsum = s->arena + 6522880;
+  float *layer2_1_relu1_dx = s->arena + 6121472;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float x = layer2_1_add0[n * 100352 + i];
+      layer2_1_relu1_dx[n * 100352 + i] = 0.0f < x ? layer2_1_relu1_dsum[n * 100352 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
+  const float *layer2_1_conv2 = s->arena + 6021120;
+  const float *layer2_1_relu1_dx = s->arena + 6121472;
+  float *layer2_1_bn2_dx = s->arena + 6221824;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer2_1_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        layer2_1_bn2_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_1_relu1_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_1_conv2[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv2 = s->arena + 6021120;
+  const float *layer2_1_relu1_dx = s->arena + 6121472;
+  float *layer2_1_bn2_weight_grad = s->g32 + 684480;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer2_1_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer2.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_relu1_dx = s->arena + 6121472;
+  float *layer2_1_bn2_bias_grad = s->g32 + 684608;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        acc = acc + layer2_1_relu1_dx[(n * 128 + c) * 784 + i];
+      }
+    }
+    layer2_1_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer2.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
+  const float *layer2_1_bn2_dx = s->arena + 6221824;
+  float *layer2_1_conv2_dx = s->arena + 6021120;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_1_conv2_dx[n * 100352 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer2_1_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
+                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 28) {
+                      layer2_1_conv2_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += layer2_1_bn2_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_relu0 = s->arena + 5920768;
+  const float *layer2_1_bn2_dx = s->arena + 6221824;
+  float *layer2_1_conv2_weight_grad = s->g32 + 537024;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
+                    acc = acc + layer2_1_bn2_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_1_relu0[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer2_1_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.1.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer2_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn1 = s->arena + 5820416;
+  const float *layer2_1_conv2_dx = s->arena + 6021120;
+  float *layer2_1_relu0_dx = s->arena + 5920768;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float x = layer2_1_bn1[n * 100352 + i];
+      layer2_1_relu0_dx[n * 100352 + i] = 0.0f < x ? layer2_1_conv2_dx[n * 100352 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
+  const float *layer2_1_conv1 = s->arena + 5619712;
+  const float *layer2_1_relu0_dx = s->arena + 5920768;
+  float *layer2_1_bn1_dx = s->arena + 5820416;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_1_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer2_1_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        layer2_1_bn1_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_1_relu0_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_1_conv1[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv1 = s->arena + 5619712;
+  const float *layer2_1_relu0_dx = s->arena + 5920768;
+  float *layer2_1_bn1_weight_grad = s->g32 + 536512;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_1_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer2_1_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer2.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_relu0_dx = s->arena + 5920768;
+  float *layer2_1_bn1_bias_grad = s->g32 + 536640;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        acc = acc + layer2_1_relu0_dx[(n * 128 + c) * 784 + i];
+      }
+    }
+    layer2_1_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer2.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
+  const float *layer2_1_bn1_dx = s->arena + 5820416;
+  float *layer2_1_conv1_dx = s->arena + 5619712;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_1_conv1_dx[n * 100352 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer2_1_conv1_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
+                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 28) {
+                      layer2_1_conv1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += layer2_1_bn1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.relu1.dsum: add, resnet18.cnn:18 */
+static void train_layer2_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_relu1_dx = s->arena + 6121472;
+  const float *layer2_1_conv1_dx = s->arena + 5619712;
+  float *layer2_0_relu1_dsum = s->arena + 5920768;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_0_relu1_dsum[n * 100352 + i] = layer2_1_relu1_dx[n * 100352 + i] + layer2_1_conv1_dx[n * 100352 + i];
+    }
+  }
+}
+
+/* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_relu1 = s->arena + 5017600;
+  const float *layer2_1_bn1_dx = s->arena + 5820416;
+  float *layer2_1_conv1_weight_grad = s->g32 + 389056;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
+                    acc = acc + layer2_1_bn1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_0_relu1[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer2_1_conv1_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer2_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_add0 = s->arena + 5720064;
+  const float *layer2_0_relu1_dsum = s->arena + 5920768;
+  float *layer2_0_relu1_dx = s->arena + 5619712;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float x = layer2_0_add0[n * 100352 + i];
+      layer2_0_relu1_dx[n * 100352 + i] = 0.0f < x ? layer2_0_relu1_dsum[n * 100352 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
+static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
+  const float *layer2_0_downsample_0 = s->arena + 5117952;
+  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  float *layer2_0_downsample_1_dx = s->arena + 5720064;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer2_0_downsample_1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        layer2_0_downsample_1_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_0_relu1_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_0_downsample_0[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
+static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_0 = s->arena + 5117952;
+  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer2_0_downsample_1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer2.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
+static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        acc = acc + layer2_0_relu1_dx[(n * 128 + c) * 784 + i];
+      }
+    }
+    layer2_0_downsample_1_bias_grad[c] = acc;
+  }
+}
+
+/* layer2.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
+static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
+  const float *layer2_0_downsample_1_dx = s->arena + 5720064;
+  float *layer2_0_downsample_0_dx = s->arena + 5017600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer2_0_downsample_0_dx[n * 200704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              float wv = layer2_0_downsample_0_weight[(g * 128 + ocg) * 64 + icg + kh + kw];
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  layer2_0_downsample_0_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw] += layer2_0_downsample_1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
+static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_relu1 = s->arena + 4616192;
+  const float *layer2_0_downsample_1_dx = s->arena + 5720064;
+  float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  acc = acc + layer2_0_downsample_1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw];
+                }
+              }
+            }
+            layer2_0_downsample_0_weight_grad[(g * 128 + ocg) * 64 + icg + kh + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
+  const float *layer2_0_conv2 = s->arena + 5519360;
+  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  float *layer2_0_bn2_dx = s->arena + 5720064;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer2_0_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        layer2_0_bn2_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_0_relu1_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_0_conv2[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv2 = s->arena + 5519360;
+  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  float *layer2_0_bn2_weight_grad = s->g32 + 379840;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer2_0_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer2.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  float *layer2_0_bn2_bias_grad = s->g32 + 379968;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        acc = acc + layer2_0_relu1_dx[(n * 128 + c) * 784 + i];
+      }
+    }
+    layer2_0_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer2.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
+  const float *layer2_0_bn2_dx = s->arena + 5720064;
+  float *layer2_0_conv2_dx = s->arena + 5519360;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      layer2_0_conv2_dx[n * 100352 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer2_0_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
+                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 28) {
+                      layer2_0_conv2_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += layer2_0_bn2_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_relu0 = s->arena + 5419008;
+  const float *layer2_0_bn2_dx = s->arena + 5720064;
+  float *layer2_0_conv2_weight_grad = s->g32 + 232384;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
+                    acc = acc + layer2_0_bn2_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_0_relu0[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer2_0_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer2.0.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer2_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn1 = s->arena + 5318656;
+  const float *layer2_0_conv2_dx = s->arena + 5519360;
+  float *layer2_0_relu0_dx = s->arena + 5419008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 100352; i++) {
+      float x = layer2_0_bn1[n * 100352 + i];
+      layer2_0_relu0_dx[n * 100352 + i] = 0.0f < x ? layer2_0_conv2_dx[n * 100352 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
+  const float *layer2_0_conv1 = s->arena + 5218304;
+  const float *layer2_0_relu0_dx = s->arena + 5419008;
+  float *layer2_0_bn1_dx = s->arena + 5619712;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_0_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer2_0_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        layer2_0_bn1_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_0_relu0_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_0_conv1[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv1 = s->arena + 5218304;
+  const float *layer2_0_relu0_dx = s->arena + 5419008;
+  float *layer2_0_bn1_weight_grad = s->g32 + 231872;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
+      }
+    }
+    float mean = sum / (float)(count * 784);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float g = layer2_0_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
+        float xhat = (layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer2_0_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer2.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_relu0_dx = s->arena + 5419008;
+  float *layer2_0_bn1_bias_grad = s->g32 + 232000;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        acc = acc + layer2_0_relu0_dx[(n * 128 + c) * 784 + i];
+      }
+    }
+    layer2_0_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
+  const float *layer2_0_bn1_dx = s->arena + 5619712;
+  float *layer2_0_conv1_dx = s->arena + 5218304;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer2_0_conv1_dx[n * 200704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer2_0_conv1_weight[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                if (0 <= oh * 2 - 1 + kh) {
+                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                    if (0 <= ow * 2 - 1 + kw) {
+                      layer2_0_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw] += layer2_0_bn1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.relu1.dsum: add, resnet18.cnn:18 */
+static void train_layer1_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_0_dx = s->arena + 5017600;
+  const float *layer2_0_conv1_dx = s->arena + 5218304;
+  float *layer1_1_relu1_dsum = s->arena + 5419008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_1_relu1_dsum[n * 200704 + i] = layer2_0_downsample_0_dx[n * 200704 + i] + layer2_0_conv1_dx[n * 200704 + i];
+    }
+  }
+}
+
+/* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_relu1 = s->arena + 4616192;
+  const float *layer2_0_bn1_dx = s->arena + 5619712;
+  float *layer2_0_conv1_weight_grad = s->g32 + 158144;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                    acc = acc + layer2_0_bn1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + g * 64 + icg) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer2_0_conv1_weight_grad[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer1_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_add0 = s->arena + 4816896;
+  const float *layer1_1_relu1_dsum = s->arena + 5419008;
+  float *layer1_1_relu1_dx = s->arena + 4616192;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float x = layer1_1_add0[n * 200704 + i];
+      layer1_1_relu1_dx[n * 200704 + i] = 0.0f < x ? layer1_1_relu1_dsum[n * 200704 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer1.1.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
+  const float *layer1_1_conv2 = s->arena + 4415488;
+  const float *layer1_1_relu1_dx = s->arena + 4616192;
+  float *layer1_1_bn2_dx = s->arena + 4816896;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer1_1_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        layer1_1_bn2_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_1_relu1_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_1_conv2[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv2 = s->arena + 4415488;
+  const float *layer1_1_relu1_dx = s->arena + 4616192;
+  float *layer1_1_bn2_weight_grad = s->g32 + 157888;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer1_1_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer1.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_relu1_dx = s->arena + 4616192;
+  float *layer1_1_bn2_bias_grad = s->g32 + 157952;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        acc = acc + layer1_1_relu1_dx[(n * 64 + c) * 3136 + i];
+      }
+    }
+    layer1_1_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer1.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
+  const float *layer1_1_bn2_dx = s->arena + 4816896;
+  float *layer1_1_conv2_dx = s->arena + 4415488;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_1_conv2_dx[n * 200704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer1_1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
+                      layer1_1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_1_bn2_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_relu0 = s->arena + 4214784;
+  const float *layer1_1_bn2_dx = s->arena + 4816896;
+  float *layer1_1_conv2_weight_grad = s->g32 + 121024;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
+                    acc = acc + layer1_1_bn2_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_1_relu0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer1_1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.1.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer1_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn1 = s->arena + 4014080;
+  const float *layer1_1_conv2_dx = s->arena + 4415488;
+  float *layer1_1_relu0_dx = s->arena + 4214784;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float x = layer1_1_bn1[n * 200704 + i];
+      layer1_1_relu0_dx[n * 200704 + i] = 0.0f < x ? layer1_1_conv2_dx[n * 200704 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer1.1.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
+  const float *layer1_1_conv1 = s->arena + 3813376;
+  const float *layer1_1_relu0_dx = s->arena + 4214784;
+  float *layer1_1_bn1_dx = s->arena + 4014080;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_1_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer1_1_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        layer1_1_bn1_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_1_relu0_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_1_conv1[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv1 = s->arena + 3813376;
+  const float *layer1_1_relu0_dx = s->arena + 4214784;
+  float *layer1_1_bn1_weight_grad = s->g32 + 120768;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_1_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer1_1_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_relu0_dx = s->arena + 4214784;
+  float *layer1_1_bn1_bias_grad = s->g32 + 120832;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        acc = acc + layer1_1_relu0_dx[(n * 64 + c) * 3136 + i];
+      }
+    }
+    layer1_1_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer1.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
+  const float *layer1_1_bn1_dx = s->arena + 4014080;
+  float *layer1_1_conv1_dx = s->arena + 3813376;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_1_conv1_dx[n * 200704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer1_1_conv1_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
+                      layer1_1_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_1_bn1_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.relu1.dsum: add, resnet18.cnn:18 */
+static void train_layer1_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_relu1_dx = s->arena + 4616192;
+  const float *layer1_1_conv1_dx = s->arena + 3813376;
+  float *layer1_0_relu1_dsum = s->arena + 4214784;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_0_relu1_dsum[n * 200704 + i] = layer1_1_relu1_dx[n * 200704 + i] + layer1_1_conv1_dx[n * 200704 + i];
+    }
+  }
+}
+
+/* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_relu1 = s->arena + 3411968;
+  const float *layer1_1_bn1_dx = s->arena + 4014080;
+  float *layer1_1_conv1_weight_grad = s->g32 + 83904;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
+                    acc = acc + layer1_1_bn1_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_0_relu1[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer1_1_conv1_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.relu1.dx: act_dx, resnet18.cnn:18 */
+static void train_layer1_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_add0 = s->arena + 3612672;
+  const float *layer1_0_relu1_dsum = s->arena + 4214784;
+  float *layer1_0_relu1_dx = s->arena + 3411968;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float x = layer1_0_add0[n * 200704 + i];
+      layer1_0_relu1_dx[n * 200704 + i] = 0.0f < x ? layer1_0_relu1_dsum[n * 200704 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer1.0.bn2.dx: bn_dx, resnet18.cnn:13 */
+static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
+  const float *layer1_0_conv2 = s->arena + 3211264;
+  const float *layer1_0_relu1_dx = s->arena + 3411968;
+  float *layer1_0_bn2_dx = s->arena + 3612672;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_0_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer1_0_bn2_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        layer1_0_bn2_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_0_relu1_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_0_conv2[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
+static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv2 = s->arena + 3211264;
+  const float *layer1_0_relu1_dx = s->arena + 3411968;
+  float *layer1_0_bn2_weight_grad = s->g32 + 83648;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_0_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer1_0_bn2_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
+static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_relu1_dx = s->arena + 3411968;
+  float *layer1_0_bn2_bias_grad = s->g32 + 83712;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        acc = acc + layer1_0_relu1_dx[(n * 64 + c) * 3136 + i];
+      }
+    }
+    layer1_0_bn2_bias_grad[c] = acc;
+  }
+}
+
+/* layer1.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
+  const float *layer1_0_bn2_dx = s->arena + 3612672;
+  float *layer1_0_conv2_dx = s->arena + 3211264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_0_conv2_dx[n * 200704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer1_0_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
+                      layer1_0_conv2_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_0_bn2_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_relu0 = s->arena + 3010560;
+  const float *layer1_0_bn2_dx = s->arena + 3612672;
+  float *layer1_0_conv2_weight_grad = s->g32 + 46784;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
+                    acc = acc + layer1_0_bn2_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_0_relu0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer1_0_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer1.0.relu0.dx: act_dx, resnet18.cnn:12 */
+static void train_layer1_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn1 = s->arena + 2809856;
+  const float *layer1_0_conv2_dx = s->arena + 3211264;
+  float *layer1_0_relu0_dx = s->arena + 3010560;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      float x = layer1_0_bn1[n * 200704 + i];
+      layer1_0_relu0_dx[n * 200704 + i] = 0.0f < x ? layer1_0_conv2_dx[n * 200704 + i] : 0.0f;
+    }
+  }
+}
+
+/* layer1.0.bn1.dx: bn_dx, resnet18.cnn:12 */
+static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
+  const float *layer1_0_conv1 = s->arena + 2609152;
+  const float *layer1_0_relu0_dx = s->arena + 3010560;
+  float *layer1_0_bn1_dx = s->arena + 2809856;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_0_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = layer1_0_bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        layer1_0_bn1_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_0_relu0_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_0_conv1[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
+static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv1 = s->arena + 2609152;
+  const float *layer1_0_relu0_dx = s->arena + 3010560;
+  float *layer1_0_bn1_weight_grad = s->g32 + 46528;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
+      }
+    }
+    float mean = sum / (float)(count * 3136);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 3136);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
+        float g = layer1_0_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
+        float xhat = (layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    layer1_0_bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
+static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_relu0_dx = s->arena + 3010560;
+  float *layer1_0_bn1_bias_grad = s->g32 + 46592;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        acc = acc + layer1_0_relu0_dx[(n * 64 + c) * 3136 + i];
+      }
+    }
+    layer1_0_bn1_bias_grad[c] = acc;
+  }
+}
+
+/* layer1.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
+  const float *layer1_0_bn1_dx = s->arena + 2809856;
+  float *layer1_0_conv1_dx = s->arena + 2609152;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      layer1_0_conv1_dx[n * 200704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              float wv = layer1_0_conv1_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
+                      layer1_0_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_0_bn1_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* maxpool0.dsum: add, resnet18.cnn:30 */
+static void train_maxpool0_dsum(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_relu1_dx = s->arena + 3411968;
+  const float *layer1_0_conv1_dx = s->arena + 2609152;
+  float *maxpool0_dsum = s->arena + 3211264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 200704; i++) {
+      maxpool0_dsum[n * 200704 + i] = layer1_0_relu1_dx[n * 200704 + i] + layer1_0_conv1_dx[n * 200704 + i];
+    }
+  }
+}
+
+/* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *maxpool0 = s->arena + 2408448;
+  const float *layer1_0_bn1_dx = s->arena + 2809856;
+  float *layer1_0_conv1_weight_grad = s->g32 + 9664;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 56; oh++) {
+                for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
+                    acc = acc + layer1_0_bn1_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * maxpool0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                  }
+                }
+              }
+            }
+            layer1_0_conv1_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* maxpool0.dx: pool_dx, resnet18.cnn:30 */
+static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *relu0 = s->arena + 1605632;
+  const float *maxpool0_dsum = s->arena + 3211264;
+  float *maxpool0_dx = s->arena + 2408448;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      maxpool0_dx[n * 802816 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+        for (ptrdiff_t ow = 0; ow < 56; ow++) {
+          float m = -INFINITY;
+          ptrdiff_t arg = -1;
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                float v = relu0[((n_2 * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw];
+                if (m < v && 1) {
+                  m = v;
+                  arg = ((n_2 * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw;
+                }
+              }
+            }
+          }
+          if (0 <= arg) {
+            maxpool0_dx[arg] += maxpool0_dsum[((n_2 * 64 + c) * 56 + oh) * 56 + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/* relu0.dx: act_dx, resnet18.cnn:29 */
+static void train_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *bn1 = s->arena + 802816;
+  const float *maxpool0_dx = s->arena + 2408448;
+  float *relu0_dx = s->arena + 1605632;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      float x = bn1[n * 802816 + i];
+      relu0_dx[n * 802816 + i] = 0.0f < x ? maxpool0_dx[n * 802816 + i] : 0.0f;
+    }
+  }
+}
+
+/* bn1.dx: bn_dx, resnet18.cnn:29 */
+static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
+  const float *conv1 = s->arena + 0;
+  const float *relu0_dx = s->arena + 1605632;
+  float *bn1_dx = s->arena + 802816;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 12544; i++) {
+        sum = sum + conv1[(n * 64 + c) * 12544 + i];
+      }
+    }
+    float mean = sum / (float)(count * 12544);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
+        float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 12544);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
+        float g = relu0_dx[(n_3 * 64 + c) * 12544 + i_3];
+        float xhat = (conv1[(n_3 * 64 + c) * 12544 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    float k = bn1_weight[c] * inv;
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 12544; i_4++) {
+        bn1_dx[(n_4 * 64 + c) * 12544 + i_4] = k / (float)(count * 12544) * ((float)(count * 12544) * relu0_dx[(n_4 * 64 + c) * 12544 + i_4] - sum_dy - (conv1[(n_4 * 64 + c) * 12544 + i_4] - mean) * inv * sum_dy_xhat);
+      }
+    }
+  }
+}
+
+/* bn1.dweight: bn_dw, resnet18.cnn:29 */
+static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
+  const float *conv1 = s->arena + 0;
+  const float *relu0_dx = s->arena + 1605632;
+  float *bn1_weight_grad = s->g32 + 9408;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 12544; i++) {
+        sum = sum + conv1[(n * 64 + c) * 12544 + i];
+      }
+    }
+    float mean = sum / (float)(count * 12544);
+    float sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
+        float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    float var = sq / (float)(count * 12544);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    float sum_dy = 0.0f;
+    float sum_dy_xhat = 0.0f;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
+        float g = relu0_dx[(n_3 * 64 + c) * 12544 + i_3];
+        float xhat = (conv1[(n_3 * 64 + c) * 12544 + i_3] - mean) * inv;
+        sum_dy = sum_dy + g;
+        sum_dy_xhat = sum_dy_xhat + g * xhat;
+      }
+    }
+    bn1_weight_grad[c] = sum_dy_xhat;
+  }
+}
+
+/* bn1.dbias: bias_grad, resnet18.cnn:29 */
+static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
+  const float *relu0_dx = s->arena + 1605632;
+  float *bn1_bias_grad = s->g32 + 9472;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 12544; i++) {
+        acc = acc + relu0_dx[(n * 64 + c) * 12544 + i];
+      }
+    }
+    bn1_bias_grad[c] = acc;
+  }
+}
+
+/* conv1.dweight: conv_dw, resnet18.cnn:29 */
+static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
+  const float *bn1_dx = s->arena + 802816;
+  float *conv1_weight_grad = s->g32 + 0;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 3; icg++) {
+        for (ptrdiff_t kh = 0; kh < 7; kh++) {
+          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 112; oh++) {
+                for (ptrdiff_t ow = 0; ow < 112; ow++) {
+                  if (0 <= oh * 2 - 3 + kh && oh * 2 - 3 + kh < 224 && (0 <= ow * 2 - 3 + kw && ow * 2 - 3 + kw < 224)) {
+                    acc = acc + bn1_dx[((n * 64 + g * 64 + ocg) * 112 + oh) * 112 + ow] * x[((n * 3 + g * 3 + icg) * 224 + oh * 2 - 3 + kh) * 224 + ow * 2 - 3 + kw];
+                  }
+                }
+              }
+            }
+            conv1_weight_grad[(((g * 64 + ocg) * 3 + icg) * 7 + kh) * 7 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* conv1.weight: sgd, resnet18.cnn:29 */
+static void update_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *conv1_weight = s->f32 + 0; /* conv1.weight */
+  float *conv1_weight_grad = s->g32 + 0;
+  float *conv1_weight_m = s->m32 + 0;
+  for (ptrdiff_t i = 0; i < 9408; i++) {
+    float g = conv1_weight_grad[i] + 0.0001f * conv1_weight[i];
+    float buf = 0.9f * conv1_weight_m[i] + g;
+    conv1_weight_m[i] = buf;
+    conv1_weight[i] = conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* bn1.weight: sgd, resnet18.cnn:29 */
+static void update_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *bn1_weight = s->f32 + 9408; /* bn1.weight */
+  float *bn1_weight_grad = s->g32 + 9408;
+  float *bn1_weight_m = s->m32 + 9408;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = bn1_weight_grad[i] + 0.0001f * bn1_weight[i];
+    float buf = 0.9f * bn1_weight_m[i] + g;
+    bn1_weight_m[i] = buf;
+    bn1_weight[i] = bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* bn1.bias: sgd, resnet18.cnn:29 */
+static void update_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *bn1_bias = s->f32 + 9472; /* bn1.bias */
+  float *bn1_bias_grad = s->g32 + 9472;
+  float *bn1_bias_m = s->m32 + 9472;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = bn1_bias_grad[i] + 0.0001f * bn1_bias[i];
+    float buf = 0.9f * bn1_bias_m[i] + g;
+    bn1_bias_m[i] = buf;
+    bn1_bias[i] = bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer1.0.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer1_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
+  float *layer1_0_conv1_weight_grad = s->g32 + 9664;
+  float *layer1_0_conv1_weight_m = s->m32 + 9664;
+  for (ptrdiff_t i = 0; i < 36864; i++) {
+    float g = layer1_0_conv1_weight_grad[i] + 0.0001f * layer1_0_conv1_weight[i];
+    float buf = 0.9f * layer1_0_conv1_weight_m[i] + g;
+    layer1_0_conv1_weight_m[i] = buf;
+    layer1_0_conv1_weight[i] = layer1_0_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.0.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer1_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
+  float *layer1_0_bn1_weight_grad = s->g32 + 46528;
+  float *layer1_0_bn1_weight_m = s->m32 + 46528;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_0_bn1_weight_grad[i] + 0.0001f * layer1_0_bn1_weight[i];
+    float buf = 0.9f * layer1_0_bn1_weight_m[i] + g;
+    layer1_0_bn1_weight_m[i] = buf;
+    layer1_0_bn1_weight[i] = layer1_0_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.0.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer1_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
+  float *layer1_0_bn1_bias_grad = s->g32 + 46592;
+  float *layer1_0_bn1_bias_m = s->m32 + 46592;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_0_bn1_bias_grad[i] + 0.0001f * layer1_0_bn1_bias[i];
+    float buf = 0.9f * layer1_0_bn1_bias_m[i] + g;
+    layer1_0_bn1_bias_m[i] = buf;
+    layer1_0_bn1_bias[i] = layer1_0_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer1.0.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer1_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
+  float *layer1_0_conv2_weight_grad = s->g32 + 46784;
+  float *layer1_0_conv2_weight_m = s->m32 + 46784;
+  for (ptrdiff_t i = 0; i < 36864; i++) {
+    float g = layer1_0_conv2_weight_grad[i] + 0.0001f * layer1_0_conv2_weight[i];
+    float buf = 0.9f * layer1_0_conv2_weight_m[i] + g;
+    layer1_0_conv2_weight_m[i] = buf;
+    layer1_0_conv2_weight[i] = layer1_0_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.0.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer1_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
+  float *layer1_0_bn2_weight_grad = s->g32 + 83648;
+  float *layer1_0_bn2_weight_m = s->m32 + 83648;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_0_bn2_weight_grad[i] + 0.0001f * layer1_0_bn2_weight[i];
+    float buf = 0.9f * layer1_0_bn2_weight_m[i] + g;
+    layer1_0_bn2_weight_m[i] = buf;
+    layer1_0_bn2_weight[i] = layer1_0_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.0.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer1_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
+  float *layer1_0_bn2_bias_grad = s->g32 + 83712;
+  float *layer1_0_bn2_bias_m = s->m32 + 83712;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_0_bn2_bias_grad[i] + 0.0001f * layer1_0_bn2_bias[i];
+    float buf = 0.9f * layer1_0_bn2_bias_m[i] + g;
+    layer1_0_bn2_bias_m[i] = buf;
+    layer1_0_bn2_bias[i] = layer1_0_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer1.1.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer1_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
+  float *layer1_1_conv1_weight_grad = s->g32 + 83904;
+  float *layer1_1_conv1_weight_m = s->m32 + 83904;
+  for (ptrdiff_t i = 0; i < 36864; i++) {
+    float g = layer1_1_conv1_weight_grad[i] + 0.0001f * layer1_1_conv1_weight[i];
+    float buf = 0.9f * layer1_1_conv1_weight_m[i] + g;
+    layer1_1_conv1_weight_m[i] = buf;
+    layer1_1_conv1_weight[i] = layer1_1_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.1.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer1_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
+  float *layer1_1_bn1_weight_grad = s->g32 + 120768;
+  float *layer1_1_bn1_weight_m = s->m32 + 120768;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_1_bn1_weight_grad[i] + 0.0001f * layer1_1_bn1_weight[i];
+    float buf = 0.9f * layer1_1_bn1_weight_m[i] + g;
+    layer1_1_bn1_weight_m[i] = buf;
+    layer1_1_bn1_weight[i] = layer1_1_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.1.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer1_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
+  float *layer1_1_bn1_bias_grad = s->g32 + 120832;
+  float *layer1_1_bn1_bias_m = s->m32 + 120832;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_1_bn1_bias_grad[i] + 0.0001f * layer1_1_bn1_bias[i];
+    float buf = 0.9f * layer1_1_bn1_bias_m[i] + g;
+    layer1_1_bn1_bias_m[i] = buf;
+    layer1_1_bn1_bias[i] = layer1_1_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer1.1.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer1_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
+  float *layer1_1_conv2_weight_grad = s->g32 + 121024;
+  float *layer1_1_conv2_weight_m = s->m32 + 121024;
+  for (ptrdiff_t i = 0; i < 36864; i++) {
+    float g = layer1_1_conv2_weight_grad[i] + 0.0001f * layer1_1_conv2_weight[i];
+    float buf = 0.9f * layer1_1_conv2_weight_m[i] + g;
+    layer1_1_conv2_weight_m[i] = buf;
+    layer1_1_conv2_weight[i] = layer1_1_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.1.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer1_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
+  float *layer1_1_bn2_weight_grad = s->g32 + 157888;
+  float *layer1_1_bn2_weight_m = s->m32 + 157888;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_1_bn2_weight_grad[i] + 0.0001f * layer1_1_bn2_weight[i];
+    float buf = 0.9f * layer1_1_bn2_weight_m[i] + g;
+    layer1_1_bn2_weight_m[i] = buf;
+    layer1_1_bn2_weight[i] = layer1_1_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer1.1.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer1_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
+  float *layer1_1_bn2_bias_grad = s->g32 + 157952;
+  float *layer1_1_bn2_bias_m = s->m32 + 157952;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = layer1_1_bn2_bias_grad[i] + 0.0001f * layer1_1_bn2_bias[i];
+    float buf = 0.9f * layer1_1_bn2_bias_m[i] + g;
+    layer1_1_bn2_bias_m[i] = buf;
+    layer1_1_bn2_bias[i] = layer1_1_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer2_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
+  float *layer2_0_conv1_weight_grad = s->g32 + 158144;
+  float *layer2_0_conv1_weight_m = s->m32 + 158144;
+  for (ptrdiff_t i = 0; i < 73728; i++) {
+    float g = layer2_0_conv1_weight_grad[i] + 0.0001f * layer2_0_conv1_weight[i];
+    float buf = 0.9f * layer2_0_conv1_weight_m[i] + g;
+    layer2_0_conv1_weight_m[i] = buf;
+    layer2_0_conv1_weight[i] = layer2_0_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer2_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
+  float *layer2_0_bn1_weight_grad = s->g32 + 231872;
+  float *layer2_0_bn1_weight_m = s->m32 + 231872;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_0_bn1_weight_grad[i] + 0.0001f * layer2_0_bn1_weight[i];
+    float buf = 0.9f * layer2_0_bn1_weight_m[i] + g;
+    layer2_0_bn1_weight_m[i] = buf;
+    layer2_0_bn1_weight[i] = layer2_0_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer2_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
+  float *layer2_0_bn1_bias_grad = s->g32 + 232000;
+  float *layer2_0_bn1_bias_m = s->m32 + 232000;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_0_bn1_bias_grad[i] + 0.0001f * layer2_0_bn1_bias[i];
+    float buf = 0.9f * layer2_0_bn1_bias_m[i] + g;
+    layer2_0_bn1_bias_m[i] = buf;
+    layer2_0_bn1_bias[i] = layer2_0_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer2_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
+  float *layer2_0_conv2_weight_grad = s->g32 + 232384;
+  float *layer2_0_conv2_weight_m = s->m32 + 232384;
+  for (ptrdiff_t i = 0; i < 147456; i++) {
+    float g = layer2_0_conv2_weight_grad[i] + 0.0001f * layer2_0_conv2_weight[i];
+    float buf = 0.9f * layer2_0_conv2_weight_m[i] + g;
+    layer2_0_conv2_weight_m[i] = buf;
+    layer2_0_conv2_weight[i] = layer2_0_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer2_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
+  float *layer2_0_bn2_weight_grad = s->g32 + 379840;
+  float *layer2_0_bn2_weight_m = s->m32 + 379840;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_0_bn2_weight_grad[i] + 0.0001f * layer2_0_bn2_weight[i];
+    float buf = 0.9f * layer2_0_bn2_weight_m[i] + g;
+    layer2_0_bn2_weight_m[i] = buf;
+    layer2_0_bn2_weight[i] = layer2_0_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer2_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
+  float *layer2_0_bn2_bias_grad = s->g32 + 379968;
+  float *layer2_0_bn2_bias_m = s->m32 + 379968;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_0_bn2_bias_grad[i] + 0.0001f * layer2_0_bn2_bias[i];
+    float buf = 0.9f * layer2_0_bn2_bias_m[i] + g;
+    layer2_0_bn2_bias_m[i] = buf;
+    layer2_0_bn2_bias[i] = layer2_0_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.downsample.0.weight: sgd, resnet18.cnn:16 */
+static void update_layer2_0_downsample_0_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
+  float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
+  float *layer2_0_downsample_0_weight_m = s->m32 + 380352;
+  for (ptrdiff_t i = 0; i < 8192; i++) {
+    float g = layer2_0_downsample_0_weight_grad[i] + 0.0001f * layer2_0_downsample_0_weight[i];
+    float buf = 0.9f * layer2_0_downsample_0_weight_m[i] + g;
+    layer2_0_downsample_0_weight_m[i] = buf;
+    layer2_0_downsample_0_weight[i] = layer2_0_downsample_0_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.downsample.1.weight: sgd, resnet18.cnn:16 */
+static void update_layer2_0_downsample_1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
+  float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
+  float *layer2_0_downsample_1_weight_m = s->m32 + 388544;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_0_downsample_1_weight_grad[i] + 0.0001f * layer2_0_downsample_1_weight[i];
+    float buf = 0.9f * layer2_0_downsample_1_weight_m[i] + g;
+    layer2_0_downsample_1_weight_m[i] = buf;
+    layer2_0_downsample_1_weight[i] = layer2_0_downsample_1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.0.downsample.1.bias: sgd, resnet18.cnn:16 */
+static void update_layer2_0_downsample_1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
+  float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
+  float *layer2_0_downsample_1_bias_m = s->m32 + 388672;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_0_downsample_1_bias_grad[i] + 0.0001f * layer2_0_downsample_1_bias[i];
+    float buf = 0.9f * layer2_0_downsample_1_bias_m[i] + g;
+    layer2_0_downsample_1_bias_m[i] = buf;
+    layer2_0_downsample_1_bias[i] = layer2_0_downsample_1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer2.1.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer2_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
+  float *layer2_1_conv1_weight_grad = s->g32 + 389056;
+  float *layer2_1_conv1_weight_m = s->m32 + 389056;
+  for (ptrdiff_t i = 0; i < 147456; i++) {
+    float g = layer2_1_conv1_weight_grad[i] + 0.0001f * layer2_1_conv1_weight[i];
+    float buf = 0.9f * layer2_1_conv1_weight_m[i] + g;
+    layer2_1_conv1_weight_m[i] = buf;
+    layer2_1_conv1_weight[i] = layer2_1_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.1.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer2_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
+  float *layer2_1_bn1_weight_grad = s->g32 + 536512;
+  float *layer2_1_bn1_weight_m = s->m32 + 536512;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_1_bn1_weight_grad[i] + 0.0001f * layer2_1_bn1_weight[i];
+    float buf = 0.9f * layer2_1_bn1_weight_m[i] + g;
+    layer2_1_bn1_weight_m[i] = buf;
+    layer2_1_bn1_weight[i] = layer2_1_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.1.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer2_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
+  float *layer2_1_bn1_bias_grad = s->g32 + 536640;
+  float *layer2_1_bn1_bias_m = s->m32 + 536640;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_1_bn1_bias_grad[i] + 0.0001f * layer2_1_bn1_bias[i];
+    float buf = 0.9f * layer2_1_bn1_bias_m[i] + g;
+    layer2_1_bn1_bias_m[i] = buf;
+    layer2_1_bn1_bias[i] = layer2_1_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer2.1.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer2_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
+  float *layer2_1_conv2_weight_grad = s->g32 + 537024;
+  float *layer2_1_conv2_weight_m = s->m32 + 537024;
+  for (ptrdiff_t i = 0; i < 147456; i++) {
+    float g = layer2_1_conv2_weight_grad[i] + 0.0001f * layer2_1_conv2_weight[i];
+    float buf = 0.9f * layer2_1_conv2_weight_m[i] + g;
+    layer2_1_conv2_weight_m[i] = buf;
+    layer2_1_conv2_weight[i] = layer2_1_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.1.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer2_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
+  float *layer2_1_bn2_weight_grad = s->g32 + 684480;
+  float *layer2_1_bn2_weight_m = s->m32 + 684480;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_1_bn2_weight_grad[i] + 0.0001f * layer2_1_bn2_weight[i];
+    float buf = 0.9f * layer2_1_bn2_weight_m[i] + g;
+    layer2_1_bn2_weight_m[i] = buf;
+    layer2_1_bn2_weight[i] = layer2_1_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer2.1.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer2_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
+  float *layer2_1_bn2_bias_grad = s->g32 + 684608;
+  float *layer2_1_bn2_bias_m = s->m32 + 684608;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = layer2_1_bn2_bias_grad[i] + 0.0001f * layer2_1_bn2_bias[i];
+    float buf = 0.9f * layer2_1_bn2_bias_m[i] + g;
+    layer2_1_bn2_bias_m[i] = buf;
+    layer2_1_bn2_bias[i] = layer2_1_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer3_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
+  float *layer3_0_conv1_weight_grad = s->g32 + 684992;
+  float *layer3_0_conv1_weight_m = s->m32 + 684992;
+  for (ptrdiff_t i = 0; i < 294912; i++) {
+    float g = layer3_0_conv1_weight_grad[i] + 0.0001f * layer3_0_conv1_weight[i];
+    float buf = 0.9f * layer3_0_conv1_weight_m[i] + g;
+    layer3_0_conv1_weight_m[i] = buf;
+    layer3_0_conv1_weight[i] = layer3_0_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer3_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
+  float *layer3_0_bn1_weight_grad = s->g32 + 979904;
+  float *layer3_0_bn1_weight_m = s->m32 + 979904;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_0_bn1_weight_grad[i] + 0.0001f * layer3_0_bn1_weight[i];
+    float buf = 0.9f * layer3_0_bn1_weight_m[i] + g;
+    layer3_0_bn1_weight_m[i] = buf;
+    layer3_0_bn1_weight[i] = layer3_0_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer3_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
+  float *layer3_0_bn1_bias_grad = s->g32 + 980160;
+  float *layer3_0_bn1_bias_m = s->m32 + 980160;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_0_bn1_bias_grad[i] + 0.0001f * layer3_0_bn1_bias[i];
+    float buf = 0.9f * layer3_0_bn1_bias_m[i] + g;
+    layer3_0_bn1_bias_m[i] = buf;
+    layer3_0_bn1_bias[i] = layer3_0_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer3_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
+  float *layer3_0_conv2_weight_grad = s->g32 + 980928;
+  float *layer3_0_conv2_weight_m = s->m32 + 980928;
+  for (ptrdiff_t i = 0; i < 589824; i++) {
+    float g = layer3_0_conv2_weight_grad[i] + 0.0001f * layer3_0_conv2_weight[i];
+    float buf = 0.9f * layer3_0_conv2_weight_m[i] + g;
+    layer3_0_conv2_weight_m[i] = buf;
+    layer3_0_conv2_weight[i] = layer3_0_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer3_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
+  float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
+  float *layer3_0_bn2_weight_m = s->m32 + 1570752;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_0_bn2_weight_grad[i] + 0.0001f * layer3_0_bn2_weight[i];
+    float buf = 0.9f * layer3_0_bn2_weight_m[i] + g;
+    layer3_0_bn2_weight_m[i] = buf;
+    layer3_0_bn2_weight[i] = layer3_0_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer3_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
+  float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
+  float *layer3_0_bn2_bias_m = s->m32 + 1571008;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_0_bn2_bias_grad[i] + 0.0001f * layer3_0_bn2_bias[i];
+    float buf = 0.9f * layer3_0_bn2_bias_m[i] + g;
+    layer3_0_bn2_bias_m[i] = buf;
+    layer3_0_bn2_bias[i] = layer3_0_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.downsample.0.weight: sgd, resnet18.cnn:16 */
+static void update_layer3_0_downsample_0_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
+  float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
+  float *layer3_0_downsample_0_weight_m = s->m32 + 1571776;
+  for (ptrdiff_t i = 0; i < 32768; i++) {
+    float g = layer3_0_downsample_0_weight_grad[i] + 0.0001f * layer3_0_downsample_0_weight[i];
+    float buf = 0.9f * layer3_0_downsample_0_weight_m[i] + g;
+    layer3_0_downsample_0_weight_m[i] = buf;
+    layer3_0_downsample_0_weight[i] = layer3_0_downsample_0_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.downsample.1.weight: sgd, resnet18.cnn:16 */
+static void update_layer3_0_downsample_1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
+  float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
+  float *layer3_0_downsample_1_weight_m = s->m32 + 1604544;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_0_downsample_1_weight_grad[i] + 0.0001f * layer3_0_downsample_1_weight[i];
+    float buf = 0.9f * layer3_0_downsample_1_weight_m[i] + g;
+    layer3_0_downsample_1_weight_m[i] = buf;
+    layer3_0_downsample_1_weight[i] = layer3_0_downsample_1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.0.downsample.1.bias: sgd, resnet18.cnn:16 */
+static void update_layer3_0_downsample_1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
+  float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
+  float *layer3_0_downsample_1_bias_m = s->m32 + 1604800;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_0_downsample_1_bias_grad[i] + 0.0001f * layer3_0_downsample_1_bias[i];
+    float buf = 0.9f * layer3_0_downsample_1_bias_m[i] + g;
+    layer3_0_downsample_1_bias_m[i] = buf;
+    layer3_0_downsample_1_bias[i] = layer3_0_downsample_1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer3.1.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer3_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
+  float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
+  float *layer3_1_conv1_weight_m = s->m32 + 1605568;
+  for (ptrdiff_t i = 0; i < 589824; i++) {
+    float g = layer3_1_conv1_weight_grad[i] + 0.0001f * layer3_1_conv1_weight[i];
+    float buf = 0.9f * layer3_1_conv1_weight_m[i] + g;
+    layer3_1_conv1_weight_m[i] = buf;
+    layer3_1_conv1_weight[i] = layer3_1_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.1.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer3_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
+  float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
+  float *layer3_1_bn1_weight_m = s->m32 + 2195392;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_1_bn1_weight_grad[i] + 0.0001f * layer3_1_bn1_weight[i];
+    float buf = 0.9f * layer3_1_bn1_weight_m[i] + g;
+    layer3_1_bn1_weight_m[i] = buf;
+    layer3_1_bn1_weight[i] = layer3_1_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.1.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer3_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
+  float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
+  float *layer3_1_bn1_bias_m = s->m32 + 2195648;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_1_bn1_bias_grad[i] + 0.0001f * layer3_1_bn1_bias[i];
+    float buf = 0.9f * layer3_1_bn1_bias_m[i] + g;
+    layer3_1_bn1_bias_m[i] = buf;
+    layer3_1_bn1_bias[i] = layer3_1_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer3.1.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer3_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
+  float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
+  float *layer3_1_conv2_weight_m = s->m32 + 2196416;
+  for (ptrdiff_t i = 0; i < 589824; i++) {
+    float g = layer3_1_conv2_weight_grad[i] + 0.0001f * layer3_1_conv2_weight[i];
+    float buf = 0.9f * layer3_1_conv2_weight_m[i] + g;
+    layer3_1_conv2_weight_m[i] = buf;
+    layer3_1_conv2_weight[i] = layer3_1_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.1.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer3_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
+  float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
+  float *layer3_1_bn2_weight_m = s->m32 + 2786240;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_1_bn2_weight_grad[i] + 0.0001f * layer3_1_bn2_weight[i];
+    float buf = 0.9f * layer3_1_bn2_weight_m[i] + g;
+    layer3_1_bn2_weight_m[i] = buf;
+    layer3_1_bn2_weight[i] = layer3_1_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer3.1.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer3_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
+  float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
+  float *layer3_1_bn2_bias_m = s->m32 + 2786496;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = layer3_1_bn2_bias_grad[i] + 0.0001f * layer3_1_bn2_bias[i];
+    float buf = 0.9f * layer3_1_bn2_bias_m[i] + g;
+    layer3_1_bn2_bias_m[i] = buf;
+    layer3_1_bn2_bias[i] = layer3_1_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer4_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
+  float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
+  float *layer4_0_conv1_weight_m = s->m32 + 2787264;
+  for (ptrdiff_t i = 0; i < 1179648; i++) {
+    float g = layer4_0_conv1_weight_grad[i] + 0.0001f * layer4_0_conv1_weight[i];
+    float buf = 0.9f * layer4_0_conv1_weight_m[i] + g;
+    layer4_0_conv1_weight_m[i] = buf;
+    layer4_0_conv1_weight[i] = layer4_0_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer4_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
+  float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
+  float *layer4_0_bn1_weight_m = s->m32 + 3966912;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_0_bn1_weight_grad[i] + 0.0001f * layer4_0_bn1_weight[i];
+    float buf = 0.9f * layer4_0_bn1_weight_m[i] + g;
+    layer4_0_bn1_weight_m[i] = buf;
+    layer4_0_bn1_weight[i] = layer4_0_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer4_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
+  float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
+  float *layer4_0_bn1_bias_m = s->m32 + 3967424;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_0_bn1_bias_grad[i] + 0.0001f * layer4_0_bn1_bias[i];
+    float buf = 0.9f * layer4_0_bn1_bias_m[i] + g;
+    layer4_0_bn1_bias_m[i] = buf;
+    layer4_0_bn1_bias[i] = layer4_0_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer4_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
+  float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
+  float *layer4_0_conv2_weight_m = s->m32 + 3968960;
+  for (ptrdiff_t i = 0; i < 2359296; i++) {
+    float g = layer4_0_conv2_weight_grad[i] + 0.0001f * layer4_0_conv2_weight[i];
+    float buf = 0.9f * layer4_0_conv2_weight_m[i] + g;
+    layer4_0_conv2_weight_m[i] = buf;
+    layer4_0_conv2_weight[i] = layer4_0_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer4_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
+  float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
+  float *layer4_0_bn2_weight_m = s->m32 + 6328256;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_0_bn2_weight_grad[i] + 0.0001f * layer4_0_bn2_weight[i];
+    float buf = 0.9f * layer4_0_bn2_weight_m[i] + g;
+    layer4_0_bn2_weight_m[i] = buf;
+    layer4_0_bn2_weight[i] = layer4_0_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer4_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
+  float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
+  float *layer4_0_bn2_bias_m = s->m32 + 6328768;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_0_bn2_bias_grad[i] + 0.0001f * layer4_0_bn2_bias[i];
+    float buf = 0.9f * layer4_0_bn2_bias_m[i] + g;
+    layer4_0_bn2_bias_m[i] = buf;
+    layer4_0_bn2_bias[i] = layer4_0_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.downsample.0.weight: sgd, resnet18.cnn:16 */
+static void update_layer4_0_downsample_0_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
+  float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
+  float *layer4_0_downsample_0_weight_m = s->m32 + 6330304;
+  for (ptrdiff_t i = 0; i < 131072; i++) {
+    float g = layer4_0_downsample_0_weight_grad[i] + 0.0001f * layer4_0_downsample_0_weight[i];
+    float buf = 0.9f * layer4_0_downsample_0_weight_m[i] + g;
+    layer4_0_downsample_0_weight_m[i] = buf;
+    layer4_0_downsample_0_weight[i] = layer4_0_downsample_0_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.downsample.1.weight: sgd, resnet18.cnn:16 */
+static void update_layer4_0_downsample_1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
+  float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
+  float *layer4_0_downsample_1_weight_m = s->m32 + 6461376;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_0_downsample_1_weight_grad[i] + 0.0001f * layer4_0_downsample_1_weight[i];
+    float buf = 0.9f * layer4_0_downsample_1_weight_m[i] + g;
+    layer4_0_downsample_1_weight_m[i] = buf;
+    layer4_0_downsample_1_weight[i] = layer4_0_downsample_1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.0.downsample.1.bias: sgd, resnet18.cnn:16 */
+static void update_layer4_0_downsample_1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
+  float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
+  float *layer4_0_downsample_1_bias_m = s->m32 + 6461888;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_0_downsample_1_bias_grad[i] + 0.0001f * layer4_0_downsample_1_bias[i];
+    float buf = 0.9f * layer4_0_downsample_1_bias_m[i] + g;
+    layer4_0_downsample_1_bias_m[i] = buf;
+    layer4_0_downsample_1_bias[i] = layer4_0_downsample_1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer4.1.conv1.weight: sgd, resnet18.cnn:12 */
+static void update_layer4_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
+  float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
+  float *layer4_1_conv1_weight_m = s->m32 + 6463424;
+  for (ptrdiff_t i = 0; i < 2359296; i++) {
+    float g = layer4_1_conv1_weight_grad[i] + 0.0001f * layer4_1_conv1_weight[i];
+    float buf = 0.9f * layer4_1_conv1_weight_m[i] + g;
+    layer4_1_conv1_weight_m[i] = buf;
+    layer4_1_conv1_weight[i] = layer4_1_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.1.bn1.weight: sgd, resnet18.cnn:12 */
+static void update_layer4_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
+  float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
+  float *layer4_1_bn1_weight_m = s->m32 + 8822720;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_1_bn1_weight_grad[i] + 0.0001f * layer4_1_bn1_weight[i];
+    float buf = 0.9f * layer4_1_bn1_weight_m[i] + g;
+    layer4_1_bn1_weight_m[i] = buf;
+    layer4_1_bn1_weight[i] = layer4_1_bn1_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.1.bn1.bias: sgd, resnet18.cnn:12 */
+static void update_layer4_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
+  float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
+  float *layer4_1_bn1_bias_m = s->m32 + 8823232;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_1_bn1_bias_grad[i] + 0.0001f * layer4_1_bn1_bias[i];
+    float buf = 0.9f * layer4_1_bn1_bias_m[i] + g;
+    layer4_1_bn1_bias_m[i] = buf;
+    layer4_1_bn1_bias[i] = layer4_1_bn1_bias[i] - s->lr * buf;
+  }
+}
+
+/* layer4.1.conv2.weight: sgd, resnet18.cnn:13 */
+static void update_layer4_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
+  float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
+  float *layer4_1_conv2_weight_m = s->m32 + 8824768;
+  for (ptrdiff_t i = 0; i < 2359296; i++) {
+    float g = layer4_1_conv2_weight_grad[i] + 0.0001f * layer4_1_conv2_weight[i];
+    float buf = 0.9f * layer4_1_conv2_weight_m[i] + g;
+    layer4_1_conv2_weight_m[i] = buf;
+    layer4_1_conv2_weight[i] = layer4_1_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.1.bn2.weight: sgd, resnet18.cnn:13 */
+static void update_layer4_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
+  float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
+  float *layer4_1_bn2_weight_m = s->m32 + 11184064;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_1_bn2_weight_grad[i] + 0.0001f * layer4_1_bn2_weight[i];
+    float buf = 0.9f * layer4_1_bn2_weight_m[i] + g;
+    layer4_1_bn2_weight_m[i] = buf;
+    layer4_1_bn2_weight[i] = layer4_1_bn2_weight[i] - s->lr * buf;
+  }
+}
+
+/* layer4.1.bn2.bias: sgd, resnet18.cnn:13 */
+static void update_layer4_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
+  float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
+  float *layer4_1_bn2_bias_m = s->m32 + 11184576;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = layer4_1_bn2_bias_grad[i] + 0.0001f * layer4_1_bn2_bias[i];
+    float buf = 0.9f * layer4_1_bn2_bias_m[i] + g;
+    layer4_1_bn2_bias_m[i] = buf;
+    layer4_1_bn2_bias[i] = layer4_1_bn2_bias[i] - s->lr * buf;
+  }
+}
+
+/* fc.weight: sgd, resnet18.cnn:38 */
+static void update_fc_weight(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *fc_weight = s->f32 + 11186112; /* fc.weight */
+  float *fc_weight_grad = s->g32 + 11186112;
+  float *fc_weight_m = s->m32 + 11186112;
+  for (ptrdiff_t i = 0; i < 512000; i++) {
+    float g = fc_weight_grad[i] + 0.0001f * fc_weight[i];
+    float buf = 0.9f * fc_weight_m[i] + g;
+    fc_weight_m[i] = buf;
+    fc_weight[i] = fc_weight[i] - s->lr * buf;
+  }
+}
+
+/* fc.bias: sgd, resnet18.cnn:38 */
+static void update_fc_bias(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  float *fc_bias = s->f32 + 11698112; /* fc.bias */
+  float *fc_bias_grad = s->g32 + 11698112;
+  float *fc_bias_m = s->m32 + 11698112;
+  for (ptrdiff_t i = 0; i < 1000; i++) {
+    float g = fc_bias_grad[i] + 0.0001f * fc_bias[i];
+    float buf = 0.9f * fc_bias_m[i] + g;
+    fc_bias_m[i] = buf;
+    fc_bias[i] = fc_bias[i] - s->lr * buf;
+  }
 }
 
 int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_t *labels, float *loss) {
   if (count < 1 || count > RESNET18_BATCH)
     return -1;
   s->draws++;
-  /* labels: label check, resnet18.cnn:39 */
-  {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1; i++) {
-        if (labels[n + i] < 0)
-          return -1;
-        if (1000 <= labels[n + i])
-          return -1;
-      }
-    }
-  }
-  /* conv1: conv, resnet18.cnn:29 */
-  {
-    const float *conv1_weight = s->f32 + 0; /* conv1.weight */
-    float *conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 112; oh++) {
-          for (ptrdiff_t ow = 0; ow < 112; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 3; ic++) {
-              for (ptrdiff_t kh = 0; kh < 7; kh++) {
-                for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                  if (0 <= oh * 2 - 3 + kh && oh * 2 - 3 + kh < 224 && (0 <= ow * 2 - 3 + kw && ow * 2 - 3 + kw < 224)) {
-                    acc = acc + x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + ow * 2 - 3 + kw] * conv1_weight[((oc * 3 + ic) * 7 + kh) * 7 + kw];
-                  }
-                }
-              }
-            }
-            conv1[((n * 64 + oc) * 112 + oh) * 112 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* bn1: bn, resnet18.cnn:29 */
-  {
-    const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
-    const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
-    float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
-    float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
-    int64_t *bn1_num_batches_tracked = s->i64 + 0; /* bn1.num_batches_tracked */
-    const float *conv1 = s->arena + 0;
-    float *bn1 = s->arena + 802816;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 12544; i++) {
-          sum = sum + conv1[(n * 64 + c) * 12544 + i];
-        }
-      }
-      float mean = sum / (float)(count * 12544);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
-          float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 12544);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      bn1_running_mean[c] = 0.9f * bn1_running_mean[c] + 0.1f * mean;
-      bn1_running_var[c] = 0.9f * bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 12544) ? sq / ((float)(count * 12544) - 1.0f) : var);
-      float scale = bn1_weight[c] * inv;
-      float shift = bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
-          bn1[(n_3 * 64 + c) * 12544 + i_3] = conv1[(n_3 * 64 + c) * 12544 + i_3] * scale + shift;
-        }
-      }
-    }
-    bn1_num_batches_tracked[0] += 1;
-  }
-  /* relu0: relu, resnet18.cnn:29 */
-  {
-    const float *bn1 = s->arena + 802816;
-    float *relu0 = s->arena + 1605632;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        float v = bn1[n * 802816 + i];
-        relu0[n * 802816 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool0: maxpool, resnet18.cnn:30 */
-  {
-    const float *relu0 = s->arena + 1605632;
-    float *maxpool0 = s->arena + 2408448;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                  m = fmaxf(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
-                }
-              }
-            }
-            maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-    const float *maxpool0 = s->arena + 2408448;
-    float *layer1_0_conv1 = s->arena + 2609152;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_0_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-    const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
-    float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
-    float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
-    int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 1; /* layer1.0.bn1.num_batches_tracked */
-    const float *layer1_0_conv1 = s->arena + 2609152;
-    float *layer1_0_bn1 = s->arena + 2809856;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer1_0_bn1_running_mean[c] = 0.9f * layer1_0_bn1_running_mean[c] + 0.1f * mean;
-      layer1_0_bn1_running_var[c] = 0.9f * layer1_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
-      float scale = layer1_0_bn1_weight[c] * inv;
-      float shift = layer1_0_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          layer1_0_bn1[(n_3 * 64 + c) * 3136 + i_3] = layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer1_0_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer1.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer1_0_bn1 = s->arena + 2809856;
-    float *layer1_0_relu0 = s->arena + 3010560;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_0_bn1[n * 200704 + i];
-        layer1_0_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer1.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-    const float *layer1_0_relu0 = s->arena + 3010560;
-    float *layer1_0_conv2 = s->arena + 3211264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_0_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_0_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-    const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
-    float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
-    float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
-    int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 2; /* layer1.0.bn2.num_batches_tracked */
-    const float *layer1_0_conv2 = s->arena + 3211264;
-    float *layer1_0_bn2 = s->arena + 3411968;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer1_0_bn2_running_mean[c] = 0.9f * layer1_0_bn2_running_mean[c] + 0.1f * mean;
-      layer1_0_bn2_running_var[c] = 0.9f * layer1_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
-      float scale = layer1_0_bn2_weight[c] * inv;
-      float shift = layer1_0_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          layer1_0_bn2[(n_3 * 64 + c) * 3136 + i_3] = layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer1_0_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer1.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *maxpool0 = s->arena + 2408448;
-    const float *layer1_0_bn2 = s->arena + 3411968;
-    float *layer1_0_add0 = s->arena + 3612672;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_0_add0[n * 200704 + i] = layer1_0_bn2[n * 200704 + i] + maxpool0[n * 200704 + i];
-      }
-    }
-  }
-  /* layer1.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer1_0_add0 = s->arena + 3612672;
-    float *layer1_0_relu1 = s->arena + 3411968;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_0_add0[n * 200704 + i];
-        layer1_0_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer1.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-    const float *layer1_0_relu1 = s->arena + 3411968;
-    float *layer1_1_conv1 = s->arena + 3813376;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_1_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_1_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-    const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
-    float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
-    float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
-    int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 3; /* layer1.1.bn1.num_batches_tracked */
-    const float *layer1_1_conv1 = s->arena + 3813376;
-    float *layer1_1_bn1 = s->arena + 4014080;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer1_1_bn1_running_mean[c] = 0.9f * layer1_1_bn1_running_mean[c] + 0.1f * mean;
-      layer1_1_bn1_running_var[c] = 0.9f * layer1_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
-      float scale = layer1_1_bn1_weight[c] * inv;
-      float shift = layer1_1_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          layer1_1_bn1[(n_3 * 64 + c) * 3136 + i_3] = layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer1_1_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer1.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer1_1_bn1 = s->arena + 4014080;
-    float *layer1_1_relu0 = s->arena + 4214784;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_1_bn1[n * 200704 + i];
-        layer1_1_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer1.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-    const float *layer1_1_relu0 = s->arena + 4214784;
-    float *layer1_1_conv2 = s->arena + 4415488;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] * layer1_1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer1_1_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-    const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
-    float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
-    float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
-    int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 4; /* layer1.1.bn2.num_batches_tracked */
-    const float *layer1_1_conv2 = s->arena + 4415488;
-    float *layer1_1_bn2 = s->arena + 4616192;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer1_1_bn2_running_mean[c] = 0.9f * layer1_1_bn2_running_mean[c] + 0.1f * mean;
-      layer1_1_bn2_running_var[c] = 0.9f * layer1_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
-      float scale = layer1_1_bn2_weight[c] * inv;
-      float shift = layer1_1_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          layer1_1_bn2[(n_3 * 64 + c) * 3136 + i_3] = layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer1_1_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer1.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer1_0_relu1 = s->arena + 3411968;
-    const float *layer1_1_bn2 = s->arena + 4616192;
-    float *layer1_1_add0 = s->arena + 4816896;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
-      }
-    }
-  }
-  /* layer1.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer1_1_add0 = s->arena + 4816896;
-    float *layer1_1_relu1 = s->arena + 4616192;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float v = layer1_1_add0[n * 200704 + i];
-        layer1_1_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-    const float *layer1_1_relu1 = s->arena + 4616192;
-    float *layer2_0_conv1 = s->arena + 5218304;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw] * layer2_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_0_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-    const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
-    float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
-    float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
-    int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 5; /* layer2.0.bn1.num_batches_tracked */
-    const float *layer2_0_conv1 = s->arena + 5218304;
-    float *layer2_0_bn1 = s->arena + 5318656;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer2_0_bn1_running_mean[c] = 0.9f * layer2_0_bn1_running_mean[c] + 0.1f * mean;
-      layer2_0_bn1_running_var[c] = 0.9f * layer2_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
-      float scale = layer2_0_bn1_weight[c] * inv;
-      float shift = layer2_0_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          layer2_0_bn1[(n_3 * 128 + c) * 784 + i_3] = layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer2_0_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer2.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer2_0_bn1 = s->arena + 5318656;
-    float *layer2_0_relu0 = s->arena + 5419008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_0_bn1[n * 100352 + i];
-        layer2_0_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-    const float *layer2_0_relu0 = s->arena + 5419008;
-    float *layer2_0_conv2 = s->arena + 5519360;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] * layer2_0_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_0_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-    const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
-    float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
-    float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-    int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
-    const float *layer2_0_conv2 = s->arena + 5519360;
-    float *layer2_0_bn2 = s->arena + 5017600;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer2_0_bn2_running_mean[c] = 0.9f * layer2_0_bn2_running_mean[c] + 0.1f * mean;
-      layer2_0_bn2_running_var[c] = 0.9f * layer2_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
-      float scale = layer2_0_bn2_weight[c] * inv;
-      float shift = layer2_0_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          layer2_0_bn2[(n_3 * 128 + c) * 784 + i_3] = layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer2_0_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer2.0.downsample.0: conv, resnet18.cnn:16 */
-  {
-    const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-    const float *layer1_1_relu1 = s->arena + 4616192;
-    float *layer2_0_downsample_0 = s->arena + 5117952;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw] * layer2_0_downsample_0_weight[oc * 64 + ic + kh + kw];
-                }
-              }
-            }
-            layer2_0_downsample_0[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.downsample.1: bn, resnet18.cnn:16 */
-  {
-    const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-    const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
-    float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
-    float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
-    int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 7; /* layer2.0.downsample.1.num_batches_tracked */
-    const float *layer2_0_downsample_0 = s->arena + 5117952;
-    float *layer2_0_downsample_1 = s->arena + 5619712;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer2_0_downsample_1_running_mean[c] = 0.9f * layer2_0_downsample_1_running_mean[c] + 0.1f * mean;
-      layer2_0_downsample_1_running_var[c] = 0.9f * layer2_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
-      float scale = layer2_0_downsample_1_weight[c] * inv;
-      float shift = layer2_0_downsample_1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          layer2_0_downsample_1[(n_3 * 128 + c) * 784 + i_3] = layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer2_0_downsample_1_num_batches_tracked[0] += 1;
-  }
-  /* layer2.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer2_0_bn2 = s->arena + 5017600;
-    const float *layer2_0_downsample_1 = s->arena + 5619712;
-    float *layer2_0_add0 = s->arena + 5720064;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_0_add0[n * 100352 + i] = layer2_0_bn2[n * 100352 + i] + layer2_0_downsample_1[n * 100352 + i];
-      }
-    }
-  }
-  /* layer2.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer2_0_add0 = s->arena + 5720064;
-    float *layer2_0_relu1 = s->arena + 5017600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_0_add0[n * 100352 + i];
-        layer2_0_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-    const float *layer2_0_relu1 = s->arena + 5017600;
-    float *layer2_1_conv1 = s->arena + 5619712;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] * layer2_1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_1_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-    const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
-    float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
-    float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-    int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 8; /* layer2.1.bn1.num_batches_tracked */
-    const float *layer2_1_conv1 = s->arena + 5619712;
-    float *layer2_1_bn1 = s->arena + 5820416;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer2_1_bn1_running_mean[c] = 0.9f * layer2_1_bn1_running_mean[c] + 0.1f * mean;
-      layer2_1_bn1_running_var[c] = 0.9f * layer2_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
-      float scale = layer2_1_bn1_weight[c] * inv;
-      float shift = layer2_1_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          layer2_1_bn1[(n_3 * 128 + c) * 784 + i_3] = layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer2_1_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer2.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer2_1_bn1 = s->arena + 5820416;
-    float *layer2_1_relu0 = s->arena + 5920768;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_1_bn1[n * 100352 + i];
-        layer2_1_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer2.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-    const float *layer2_1_relu0 = s->arena + 5920768;
-    float *layer2_1_conv2 = s->arena + 6021120;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] * layer2_1_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer2_1_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-    const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
-    float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
-    float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-    int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 9; /* layer2.1.bn2.num_batches_tracked */
-    const float *layer2_1_conv2 = s->arena + 6021120;
-    float *layer2_1_bn2 = s->arena + 6121472;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer2_1_bn2_running_mean[c] = 0.9f * layer2_1_bn2_running_mean[c] + 0.1f * mean;
-      layer2_1_bn2_running_var[c] = 0.9f * layer2_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
-      float scale = layer2_1_bn2_weight[c] * inv;
-      float shift = layer2_1_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          layer2_1_bn2[(n_3 * 128 + c) * 784 + i_3] = layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer2_1_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer2.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer2_0_relu1 = s->arena + 5017600;
-    const float *layer2_1_bn2 = s->arena + 6121472;
-    float *layer2_1_add0 = s->arena + 6221824;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
-      }
-    }
-  }
-  /* layer2.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer2_1_add0 = s->arena + 6221824;
-    float *layer2_1_relu1 = s->arena + 6121472;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float v = layer2_1_add0[n * 100352 + i];
-        layer2_1_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-    const float *layer2_1_relu1 = s->arena + 6121472;
-    float *layer3_0_conv1 = s->arena + 6422528;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw] * layer3_0_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_0_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-    const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
-    float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
-    float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-    int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 10; /* layer3.0.bn1.num_batches_tracked */
-    const float *layer3_0_conv1 = s->arena + 6422528;
-    float *layer3_0_bn1 = s->arena + 6472704;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer3_0_bn1_running_mean[c] = 0.9f * layer3_0_bn1_running_mean[c] + 0.1f * mean;
-      layer3_0_bn1_running_var[c] = 0.9f * layer3_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
-      float scale = layer3_0_bn1_weight[c] * inv;
-      float shift = layer3_0_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          layer3_0_bn1[(n_3 * 256 + c) * 196 + i_3] = layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer3_0_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer3.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer3_0_bn1 = s->arena + 6472704;
-    float *layer3_0_relu0 = s->arena + 6522880;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_0_bn1[n * 50176 + i];
-        layer3_0_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-    const float *layer3_0_relu0 = s->arena + 6522880;
-    float *layer3_0_conv2 = s->arena + 6573056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] * layer3_0_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_0_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-    const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
-    float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
-    float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-    int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
-    const float *layer3_0_conv2 = s->arena + 6573056;
-    float *layer3_0_bn2 = s->arena + 6322176;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer3_0_bn2_running_mean[c] = 0.9f * layer3_0_bn2_running_mean[c] + 0.1f * mean;
-      layer3_0_bn2_running_var[c] = 0.9f * layer3_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
-      float scale = layer3_0_bn2_weight[c] * inv;
-      float shift = layer3_0_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          layer3_0_bn2[(n_3 * 256 + c) * 196 + i_3] = layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer3_0_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer3.0.downsample.0: conv, resnet18.cnn:16 */
-  {
-    const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-    const float *layer2_1_relu1 = s->arena + 6121472;
-    float *layer3_0_downsample_0 = s->arena + 6372352;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] * layer3_0_downsample_0_weight[oc * 128 + ic + kh + kw];
-                }
-              }
-            }
-            layer3_0_downsample_0[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.downsample.1: bn, resnet18.cnn:16 */
-  {
-    const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-    const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
-    float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
-    float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-    int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 12; /* layer3.0.downsample.1.num_batches_tracked */
-    const float *layer3_0_downsample_0 = s->arena + 6372352;
-    float *layer3_0_downsample_1 = s->arena + 6623232;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer3_0_downsample_1_running_mean[c] = 0.9f * layer3_0_downsample_1_running_mean[c] + 0.1f * mean;
-      layer3_0_downsample_1_running_var[c] = 0.9f * layer3_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
-      float scale = layer3_0_downsample_1_weight[c] * inv;
-      float shift = layer3_0_downsample_1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          layer3_0_downsample_1[(n_3 * 256 + c) * 196 + i_3] = layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer3_0_downsample_1_num_batches_tracked[0] += 1;
-  }
-  /* layer3.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer3_0_bn2 = s->arena + 6322176;
-    const float *layer3_0_downsample_1 = s->arena + 6623232;
-    float *layer3_0_add0 = s->arena + 6673408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_0_add0[n * 50176 + i] = layer3_0_bn2[n * 50176 + i] + layer3_0_downsample_1[n * 50176 + i];
-      }
-    }
-  }
-  /* layer3.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer3_0_add0 = s->arena + 6673408;
-    float *layer3_0_relu1 = s->arena + 6322176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_0_add0[n * 50176 + i];
-        layer3_0_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-    const float *layer3_0_relu1 = s->arena + 6322176;
-    float *layer3_1_conv1 = s->arena + 6623232;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] * layer3_1_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_1_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-    const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
-    float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
-    float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-    int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 13; /* layer3.1.bn1.num_batches_tracked */
-    const float *layer3_1_conv1 = s->arena + 6623232;
-    float *layer3_1_bn1 = s->arena + 6723584;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer3_1_bn1_running_mean[c] = 0.9f * layer3_1_bn1_running_mean[c] + 0.1f * mean;
-      layer3_1_bn1_running_var[c] = 0.9f * layer3_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
-      float scale = layer3_1_bn1_weight[c] * inv;
-      float shift = layer3_1_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          layer3_1_bn1[(n_3 * 256 + c) * 196 + i_3] = layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer3_1_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer3.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer3_1_bn1 = s->arena + 6723584;
-    float *layer3_1_relu0 = s->arena + 6773760;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_1_bn1[n * 50176 + i];
-        layer3_1_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer3.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-    const float *layer3_1_relu0 = s->arena + 6773760;
-    float *layer3_1_conv2 = s->arena + 6823936;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 14; oh++) {
-          for (ptrdiff_t ow = 0; ow < 14; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] * layer3_1_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer3_1_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-    const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
-    float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
-    float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-    int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 14; /* layer3.1.bn2.num_batches_tracked */
-    const float *layer3_1_conv2 = s->arena + 6823936;
-    float *layer3_1_bn2 = s->arena + 6874112;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer3_1_bn2_running_mean[c] = 0.9f * layer3_1_bn2_running_mean[c] + 0.1f * mean;
-      layer3_1_bn2_running_var[c] = 0.9f * layer3_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
-      float scale = layer3_1_bn2_weight[c] * inv;
-      float shift = layer3_1_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          layer3_1_bn2[(n_3 * 256 + c) * 196 + i_3] = layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer3_1_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer3.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer3_0_relu1 = s->arena + 6322176;
-    const float *layer3_1_bn2 = s->arena + 6874112;
-    float *layer3_1_add0 = s->arena + 6924288;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
-      }
-    }
-  }
-  /* layer3.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer3_1_add0 = s->arena + 6924288;
-    float *layer3_1_relu1 = s->arena + 6874112;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float v = layer3_1_add0[n * 50176 + i];
-        layer3_1_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.0.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-    const float *layer3_1_relu1 = s->arena + 6874112;
-    float *layer4_0_conv1 = s->arena + 7024640;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw] * layer4_0_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_0_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-    const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
-    float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
-    float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-    int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 15; /* layer4.0.bn1.num_batches_tracked */
-    const float *layer4_0_conv1 = s->arena + 7024640;
-    float *layer4_0_bn1 = s->arena + 7049728;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer4_0_bn1_running_mean[c] = 0.9f * layer4_0_bn1_running_mean[c] + 0.1f * mean;
-      layer4_0_bn1_running_var[c] = 0.9f * layer4_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
-      float scale = layer4_0_bn1_weight[c] * inv;
-      float shift = layer4_0_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          layer4_0_bn1[(n_3 * 512 + c) * 49 + i_3] = layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer4_0_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer4.0.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer4_0_bn1 = s->arena + 7049728;
-    float *layer4_0_relu0 = s->arena + 7074816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_0_bn1[n * 25088 + i];
-        layer4_0_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.0.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-    const float *layer4_0_relu0 = s->arena + 7074816;
-    float *layer4_0_conv2 = s->arena + 7099904;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] * layer4_0_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_0_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-    const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
-    float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
-    float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-    int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
-    const float *layer4_0_conv2 = s->arena + 7099904;
-    float *layer4_0_bn2 = s->arena + 6974464;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer4_0_bn2_running_mean[c] = 0.9f * layer4_0_bn2_running_mean[c] + 0.1f * mean;
-      layer4_0_bn2_running_var[c] = 0.9f * layer4_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
-      float scale = layer4_0_bn2_weight[c] * inv;
-      float shift = layer4_0_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          layer4_0_bn2[(n_3 * 512 + c) * 49 + i_3] = layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer4_0_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer4.0.downsample.0: conv, resnet18.cnn:16 */
-  {
-    const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-    const float *layer3_1_relu1 = s->arena + 6874112;
-    float *layer4_0_downsample_0 = s->arena + 6999552;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw] * layer4_0_downsample_0_weight[oc * 256 + ic + kh + kw];
-                }
-              }
-            }
-            layer4_0_downsample_0[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.downsample.1: bn, resnet18.cnn:16 */
-  {
-    const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-    const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
-    float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
-    float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-    int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 17; /* layer4.0.downsample.1.num_batches_tracked */
-    const float *layer4_0_downsample_0 = s->arena + 6999552;
-    float *layer4_0_downsample_1 = s->arena + 7124992;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer4_0_downsample_1_running_mean[c] = 0.9f * layer4_0_downsample_1_running_mean[c] + 0.1f * mean;
-      layer4_0_downsample_1_running_var[c] = 0.9f * layer4_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
-      float scale = layer4_0_downsample_1_weight[c] * inv;
-      float shift = layer4_0_downsample_1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          layer4_0_downsample_1[(n_3 * 512 + c) * 49 + i_3] = layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer4_0_downsample_1_num_batches_tracked[0] += 1;
-  }
-  /* layer4.0.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer4_0_bn2 = s->arena + 6974464;
-    const float *layer4_0_downsample_1 = s->arena + 7124992;
-    float *layer4_0_add0 = s->arena + 7150080;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_0_add0[n * 25088 + i] = layer4_0_bn2[n * 25088 + i] + layer4_0_downsample_1[n * 25088 + i];
-      }
-    }
-  }
-  /* layer4.0.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer4_0_add0 = s->arena + 7150080;
-    float *layer4_0_relu1 = s->arena + 6974464;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_0_add0[n * 25088 + i];
-        layer4_0_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.1.conv1: conv, resnet18.cnn:12 */
-  {
-    const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-    const float *layer4_0_relu1 = s->arena + 6974464;
-    float *layer4_1_conv1 = s->arena + 7124992;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] * layer4_1_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_1_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.1.bn1: bn, resnet18.cnn:12 */
-  {
-    const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-    const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
-    float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
-    float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
-    int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 18; /* layer4.1.bn1.num_batches_tracked */
-    const float *layer4_1_conv1 = s->arena + 7124992;
-    float *layer4_1_bn1 = s->arena + 7175168;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer4_1_bn1_running_mean[c] = 0.9f * layer4_1_bn1_running_mean[c] + 0.1f * mean;
-      layer4_1_bn1_running_var[c] = 0.9f * layer4_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
-      float scale = layer4_1_bn1_weight[c] * inv;
-      float shift = layer4_1_bn1_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          layer4_1_bn1[(n_3 * 512 + c) * 49 + i_3] = layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer4_1_bn1_num_batches_tracked[0] += 1;
-  }
-  /* layer4.1.relu0: relu, resnet18.cnn:12 */
-  {
-    const float *layer4_1_bn1 = s->arena + 7175168;
-    float *layer4_1_relu0 = s->arena + 7200256;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_1_bn1[n * 25088 + i];
-        layer4_1_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* layer4.1.conv2: conv, resnet18.cnn:13 */
-  {
-    const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-    const float *layer4_1_relu0 = s->arena + 7200256;
-    float *layer4_1_conv2 = s->arena + 7225344;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 7; oh++) {
-          for (ptrdiff_t ow = 0; ow < 7; ow++) {
-            float acc = 0.0f;
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] * layer4_1_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                  }
-                }
-              }
-            }
-            layer4_1_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* layer4.1.bn2: bn, resnet18.cnn:13 */
-  {
-    const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-    const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
-    float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
-    float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
-    int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 19; /* layer4.1.bn2.num_batches_tracked */
-    const float *layer4_1_conv2 = s->arena + 7225344;
-    float *layer4_1_bn2 = s->arena + 7250432;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      layer4_1_bn2_running_mean[c] = 0.9f * layer4_1_bn2_running_mean[c] + 0.1f * mean;
-      layer4_1_bn2_running_var[c] = 0.9f * layer4_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
-      float scale = layer4_1_bn2_weight[c] * inv;
-      float shift = layer4_1_bn2_bias[c] - mean * scale;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          layer4_1_bn2[(n_3 * 512 + c) * 49 + i_3] = layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
-        }
-      }
-    }
-    layer4_1_bn2_num_batches_tracked[0] += 1;
-  }
-  /* layer4.1.add0: add, resnet18.cnn:18 */
-  {
-    const float *layer4_0_relu1 = s->arena + 6974464;
-    const float *layer4_1_bn2 = s->arena + 7250432;
-    float *layer4_1_add0 = s->arena + 7275520;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
-      }
-    }
-  }
-  /* layer4.1.relu1: relu, resnet18.cnn:18 */
-  {
-    const float *layer4_1_add0 = s->arena + 7275520;
-    float *layer4_1_relu1 = s->arena + 7250432;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float v = layer4_1_add0[n * 25088 + i];
-        layer4_1_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
-  {
-    const float *layer4_1_relu1 = s->arena + 7250432;
-    float *global_avgpool0 = s->arena + 7300608;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t oh = 0; oh < 1; oh++) {
-          for (ptrdiff_t ow = 0; ow < 1; ow++) {
-            float sum = 0.0f;
-            for (ptrdiff_t kh = 0; kh < 7; kh++) {
-              for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
-                  sum = sum + layer4_1_relu1[((n * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw];
-                }
-              }
-            }
-            global_avgpool0[n * 512 + c + oh + ow] = sum / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
-          }
-        }
-      }
-    }
-  }
-  /* fc: dense, resnet18.cnn:38 */
-  {
-    const float *fc_weight = s->f32 + 11186112; /* fc.weight */
-    const float *fc_bias = s->f32 + 11698112; /* fc.bias */
-    const float *flatten0 = s->arena + 7300608;
-    float *fc = s->arena + 7250432;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t o = 0; o < 1000; o++) {
-        float acc = fc_bias[o];
-        for (ptrdiff_t i = 0; i < 512; i++) {
-          acc = acc + flatten0[n * 512 + i] * fc_weight[o * 512 + i];
-        }
-        fc[n * 1000 + o] = acc;
-      }
-    }
-  }
-  /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
-  {
-    const float *fc = s->arena + 7250432;
-    float *cross_entropy0 = s->arena + 7325696;
-    float total = 0.0f;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t p = 0; p < 1; p++) {
-        float m = -INFINITY;
-        for (ptrdiff_t k = 0; k < 1000; k++) {
-          m = fmaxf(m, fc[n * 1000 + k + p]);
-        }
-        float se = 0.0f;
-        for (ptrdiff_t k_2 = 0; k_2 < 1000; k_2++) {
-          se = se + expf(fc[n * 1000 + k_2 + p] - m);
-        }
-        ptrdiff_t label = labels[n + p];
-        total = total + m + logf(se) - fc[n * 1000 + label + p];
-      }
-    }
-    cross_entropy0[0] = total / (float)count;
-  }
-  /* cross_entropy0.dx: loss_dx, resnet18.cnn:39 */
-  {
-    const float *fc = s->arena + 7250432;
-    float *cross_entropy0_dx = s->arena + 7251432;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t p = 0; p < 1; p++) {
-        float m = -INFINITY;
-        for (ptrdiff_t k = 0; k < 1000; k++) {
-          m = fmaxf(m, fc[n * 1000 + k + p]);
-        }
-        float se = 0.0f;
-        for (ptrdiff_t k_2 = 0; k_2 < 1000; k_2++) {
-          se = se + expf(fc[n * 1000 + k_2 + p] - m);
-        }
-        ptrdiff_t label = labels[n + p];
-        float scale = 1.0f / (float)count;
-        for (ptrdiff_t k_3 = 0; k_3 < 1000; k_3++) {
-          cross_entropy0_dx[n * 1000 + k_3 + p] = (expf(fc[n * 1000 + k_3 + p] - m) / se - (k_3 == label ? 1.0f : 0.0f)) * scale;
-        }
-      }
-    }
-  }
-  /* fc.dx: dense_dx, resnet18.cnn:38 */
-  {
-    const float *fc_weight = s->f32 + 11186112; /* fc.weight */
-    const float *cross_entropy0_dx = s->arena + 7251432;
-    float *fc_dx = s->arena + 7301120;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 512; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t o = 0; o < 1000; o++) {
-          acc = acc + cross_entropy0_dx[n * 1000 + o] * fc_weight[o * 512 + i];
-        }
-        fc_dx[n * 512 + i] = acc;
-      }
-    }
-  }
-  /* fc.dweight: dense_dw, resnet18.cnn:38 */
-  {
-    const float *flatten0 = s->arena + 7300608;
-    const float *cross_entropy0_dx = s->arena + 7251432;
-    float *fc_weight_grad = s->g32 + 11186112;
-    for (ptrdiff_t o = 0; o < 1000; o++) {
-      for (ptrdiff_t i = 0; i < 512; i++) {
-        float acc = 0.0f;
-        for (ptrdiff_t n = 0; n < count; n++) {
-          acc = acc + cross_entropy0_dx[n * 1000 + o] * flatten0[n * 512 + i];
-        }
-        fc_weight_grad[o * 512 + i] = acc;
-      }
-    }
-  }
-  /* fc.dbias: bias_grad, resnet18.cnn:38 */
-  {
-    const float *cross_entropy0_dx = s->arena + 7251432;
-    float *fc_bias_grad = s->g32 + 11698112;
-    for (ptrdiff_t c = 0; c < 1000; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 1; i++) {
-          acc = acc + cross_entropy0_dx[n * 1000 + c + i];
-        }
-      }
-      fc_bias_grad[c] = acc;
-    }
-  }
-  /* global_avgpool0.dx: pool_dx, resnet18.cnn:33 */
-  {
-    const float *flatten0_dx = s->arena + 7301120;
-    float *global_avgpool0_dx = s->arena + 7250432;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        global_avgpool0_dx[n * 25088 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t oh = 0; oh < 1; oh++) {
-          for (ptrdiff_t ow = 0; ow < 1; ow++) {
-            float g = flatten0_dx[n_2 * 512 + c + oh + ow] / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
-            for (ptrdiff_t kh = 0; kh < 7; kh++) {
-              for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
-                  global_avgpool0_dx[((n_2 * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw] += g;
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.1.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer4_1_add0 = s->arena + 7275520;
-    const float *global_avgpool0_dx = s->arena + 7250432;
-    float *layer4_1_relu1_dx = s->arena + 7300608;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float x = layer4_1_add0[n * 25088 + i];
-        layer4_1_relu1_dx[n * 25088 + i] = 0.0f < x ? global_avgpool0_dx[n * 25088 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer4.1.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-    const float *layer4_1_conv2 = s->arena + 7225344;
-    const float *layer4_1_relu1_dx = s->arena + 7300608;
-    float *layer4_1_bn2_dx = s->arena + 7250432;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_1_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer4_1_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
-          layer4_1_bn2_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_1_relu1_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_1_conv2[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer4_1_conv2 = s->arena + 7225344;
-    const float *layer4_1_relu1_dx = s->arena + 7300608;
-    float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_1_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer4_1_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer4_1_relu1_dx = s->arena + 7300608;
-    float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          acc = acc + layer4_1_relu1_dx[(n * 512 + c) * 49 + i];
-        }
-      }
-      layer4_1_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer4.1.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-    const float *layer4_1_bn2_dx = s->arena + 7250432;
-    float *layer4_1_conv2_dx = s->arena + 7225344;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_1_conv2_dx[n * 25088 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            for (ptrdiff_t ow = 0; ow < 7; ow++) {
-              float v = layer4_1_bn2_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow];
-              for (ptrdiff_t icg = 0; icg < 512; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                      layer4_1_conv2_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += v * layer4_1_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer4_1_relu0 = s->arena + 7200256;
-    const float *layer4_1_bn2_dx = s->arena + 7250432;
-    float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                      acc = acc + layer4_1_bn2_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_1_relu0[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer4_1_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.1.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer4_1_bn1 = s->arena + 7175168;
-    const float *layer4_1_conv2_dx = s->arena + 7225344;
-    float *layer4_1_relu0_dx = s->arena + 7200256;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float x = layer4_1_bn1[n * 25088 + i];
-        layer4_1_relu0_dx[n * 25088 + i] = 0.0f < x ? layer4_1_conv2_dx[n * 25088 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-    const float *layer4_1_conv1 = s->arena + 7124992;
-    const float *layer4_1_relu0_dx = s->arena + 7200256;
-    float *layer4_1_bn1_dx = s->arena + 7175168;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_1_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer4_1_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
-          layer4_1_bn1_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_1_relu0_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_1_conv1[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer4_1_conv1 = s->arena + 7124992;
-    const float *layer4_1_relu0_dx = s->arena + 7200256;
-    float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_1_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer4_1_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer4_1_relu0_dx = s->arena + 7200256;
-    float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          acc = acc + layer4_1_relu0_dx[(n * 512 + c) * 49 + i];
-        }
-      }
-      layer4_1_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer4.1.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-    const float *layer4_1_bn1_dx = s->arena + 7175168;
-    float *layer4_1_conv1_dx = s->arena + 7124992;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_1_conv1_dx[n * 25088 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            for (ptrdiff_t ow = 0; ow < 7; ow++) {
-              float v = layer4_1_bn1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow];
-              for (ptrdiff_t icg = 0; icg < 512; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                      layer4_1_conv1_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += v * layer4_1_conv1_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.relu1.dsum: add, resnet18.cnn:18 */
-  {
-    const float *layer4_1_relu1_dx = s->arena + 7300608;
-    const float *layer4_1_conv1_dx = s->arena + 7124992;
-    float *layer4_0_relu1_dsum = s->arena + 7200256;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_0_relu1_dsum[n * 25088 + i] = layer4_1_relu1_dx[n * 25088 + i] + layer4_1_conv1_dx[n * 25088 + i];
-      }
-    }
-  }
-  /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *layer4_0_relu1 = s->arena + 6974464;
-    const float *layer4_1_bn1_dx = s->arena + 7175168;
-    float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                      acc = acc + layer4_1_bn1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_0_relu1[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer4_1_conv1_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer4_0_add0 = s->arena + 7150080;
-    const float *layer4_0_relu1_dsum = s->arena + 7200256;
-    float *layer4_0_relu1_dx = s->arena + 7124992;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float x = layer4_0_add0[n * 25088 + i];
-        layer4_0_relu1_dx[n * 25088 + i] = 0.0f < x ? layer4_0_relu1_dsum[n * 25088 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
-  {
-    const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-    const float *layer4_0_downsample_0 = s->arena + 6999552;
-    const float *layer4_0_relu1_dx = s->arena + 7124992;
-    float *layer4_0_downsample_1_dx = s->arena + 7150080;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer4_0_downsample_1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
-          layer4_0_downsample_1_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_0_relu1_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_0_downsample_0[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
-  {
-    const float *layer4_0_downsample_0 = s->arena + 6999552;
-    const float *layer4_0_relu1_dx = s->arena + 7124992;
-    float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer4_0_downsample_1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
-  {
-    const float *layer4_0_relu1_dx = s->arena + 7124992;
-    float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          acc = acc + layer4_0_relu1_dx[(n * 512 + c) * 49 + i];
-        }
-      }
-      layer4_0_downsample_1_bias_grad[c] = acc;
-    }
-  }
-  /* layer4.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
-  {
-    const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-    const float *layer4_0_downsample_1_dx = s->arena + 7150080;
-    float *layer4_0_downsample_0_dx = s->arena + 6974464;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer4_0_downsample_0_dx[n * 50176 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            for (ptrdiff_t ow = 0; ow < 7; ow++) {
-              float v = layer4_0_downsample_1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                    layer4_0_downsample_0_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw] += v * layer4_0_downsample_0_weight[(g * 512 + ocg) * 256 + icg + kh + kw];
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
-  {
-    const float *layer3_1_relu1 = s->arena + 6874112;
-    const float *layer4_0_downsample_1_dx = s->arena + 7150080;
-    float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    acc = acc + layer4_0_downsample_1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw];
-                  }
-                }
-              }
-              layer4_0_downsample_0_weight_grad[(g * 512 + ocg) * 256 + icg + kh + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-    const float *layer4_0_conv2 = s->arena + 7099904;
-    const float *layer4_0_relu1_dx = s->arena + 7124992;
-    float *layer4_0_bn2_dx = s->arena + 7150080;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer4_0_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
-          layer4_0_bn2_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_0_relu1_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_0_conv2[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer4_0_conv2 = s->arena + 7099904;
-    const float *layer4_0_relu1_dx = s->arena + 7124992;
-    float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer4_0_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer4_0_relu1_dx = s->arena + 7124992;
-    float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          acc = acc + layer4_0_relu1_dx[(n * 512 + c) * 49 + i];
-        }
-      }
-      layer4_0_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer4.0.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-    const float *layer4_0_bn2_dx = s->arena + 7150080;
-    float *layer4_0_conv2_dx = s->arena + 7099904;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        layer4_0_conv2_dx[n * 25088 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            for (ptrdiff_t ow = 0; ow < 7; ow++) {
-              float v = layer4_0_bn2_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow];
-              for (ptrdiff_t icg = 0; icg < 512; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                      layer4_0_conv2_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += v * layer4_0_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer4_0_relu0 = s->arena + 7074816;
-    const float *layer4_0_bn2_dx = s->arena + 7150080;
-    float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                      acc = acc + layer4_0_bn2_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_0_relu0[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer4_0_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer4.0.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer4_0_bn1 = s->arena + 7049728;
-    const float *layer4_0_conv2_dx = s->arena + 7099904;
-    float *layer4_0_relu0_dx = s->arena + 7074816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 25088; i++) {
-        float x = layer4_0_bn1[n * 25088 + i];
-        layer4_0_relu0_dx[n * 25088 + i] = 0.0f < x ? layer4_0_conv2_dx[n * 25088 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-    const float *layer4_0_conv1 = s->arena + 7024640;
-    const float *layer4_0_relu0_dx = s->arena + 7074816;
-    float *layer4_0_bn1_dx = s->arena + 7124992;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_0_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer4_0_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 49; i_4++) {
-          layer4_0_bn1_dx[(n_4 * 512 + c) * 49 + i_4] = k / (float)(count * 49) * ((float)(count * 49) * layer4_0_relu0_dx[(n_4 * 512 + c) * 49 + i_4] - sum_dy - (layer4_0_conv1[(n_4 * 512 + c) * 49 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer4_0_conv1 = s->arena + 7024640;
-    const float *layer4_0_relu0_dx = s->arena + 7074816;
-    float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
-        }
-      }
-      float mean = sum / (float)(count * 49);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-          float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 49);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-          float g = layer4_0_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
-          float xhat = (layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer4_0_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer4_0_relu0_dx = s->arena + 7074816;
-    float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 49; i++) {
-          acc = acc + layer4_0_relu0_dx[(n * 512 + c) * 49 + i];
-        }
-      }
-      layer4_0_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-    const float *layer4_0_bn1_dx = s->arena + 7124992;
-    float *layer4_0_conv1_dx = s->arena + 7024640;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer4_0_conv1_dx[n * 50176 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            for (ptrdiff_t ow = 0; ow < 7; ow++) {
-              float v = layer4_0_bn1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                      layer4_0_conv1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw] += v * layer4_0_conv1_weight[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.relu1.dsum: add, resnet18.cnn:18 */
-  {
-    const float *layer4_0_downsample_0_dx = s->arena + 6974464;
-    const float *layer4_0_conv1_dx = s->arena + 7024640;
-    float *layer3_1_relu1_dsum = s->arena + 7074816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_1_relu1_dsum[n * 50176 + i] = layer4_0_downsample_0_dx[n * 50176 + i] + layer4_0_conv1_dx[n * 50176 + i];
-      }
-    }
-  }
-  /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *layer3_1_relu1 = s->arena + 6874112;
-    const float *layer4_0_bn1_dx = s->arena + 7124992;
-    float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                      acc = acc + layer4_0_bn1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + g * 256 + icg) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer4_0_conv1_weight_grad[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer3_1_add0 = s->arena + 6924288;
-    const float *layer3_1_relu1_dsum = s->arena + 7074816;
-    float *layer3_1_relu1_dx = s->arena + 6874112;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float x = layer3_1_add0[n * 50176 + i];
-        layer3_1_relu1_dx[n * 50176 + i] = 0.0f < x ? layer3_1_relu1_dsum[n * 50176 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-    const float *layer3_1_conv2 = s->arena + 6823936;
-    const float *layer3_1_relu1_dx = s->arena + 6874112;
-    float *layer3_1_bn2_dx = s->arena + 6924288;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer3_1_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
-          layer3_1_bn2_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_1_relu1_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_1_conv2[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer3_1_conv2 = s->arena + 6823936;
-    const float *layer3_1_relu1_dx = s->arena + 6874112;
-    float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer3_1_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer3_1_relu1_dx = s->arena + 6874112;
-    float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          acc = acc + layer3_1_relu1_dx[(n * 256 + c) * 196 + i];
-        }
-      }
-      layer3_1_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer3.1.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-    const float *layer3_1_bn2_dx = s->arena + 6924288;
-    float *layer3_1_conv2_dx = s->arena + 6823936;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_1_conv2_dx[n * 50176 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            for (ptrdiff_t ow = 0; ow < 14; ow++) {
-              float v = layer3_1_bn2_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                      layer3_1_conv2_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += v * layer3_1_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer3_1_relu0 = s->arena + 6773760;
-    const float *layer3_1_bn2_dx = s->arena + 6924288;
-    float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                      acc = acc + layer3_1_bn2_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_1_relu0[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer3_1_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.1.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer3_1_bn1 = s->arena + 6723584;
-    const float *layer3_1_conv2_dx = s->arena + 6823936;
-    float *layer3_1_relu0_dx = s->arena + 6773760;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float x = layer3_1_bn1[n * 50176 + i];
-        layer3_1_relu0_dx[n * 50176 + i] = 0.0f < x ? layer3_1_conv2_dx[n * 50176 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-    const float *layer3_1_conv1 = s->arena + 6623232;
-    const float *layer3_1_relu0_dx = s->arena + 6773760;
-    float *layer3_1_bn1_dx = s->arena + 6723584;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_1_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer3_1_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
-          layer3_1_bn1_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_1_relu0_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_1_conv1[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer3_1_conv1 = s->arena + 6623232;
-    const float *layer3_1_relu0_dx = s->arena + 6773760;
-    float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_1_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer3_1_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer3_1_relu0_dx = s->arena + 6773760;
-    float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          acc = acc + layer3_1_relu0_dx[(n * 256 + c) * 196 + i];
-        }
-      }
-      layer3_1_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer3.1.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-    const float *layer3_1_bn1_dx = s->arena + 6723584;
-    float *layer3_1_conv1_dx = s->arena + 6623232;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_1_conv1_dx[n * 50176 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            for (ptrdiff_t ow = 0; ow < 14; ow++) {
-              float v = layer3_1_bn1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                      layer3_1_conv1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += v * layer3_1_conv1_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.relu1.dsum: add, resnet18.cnn:18 */
-  {
-    const float *layer3_1_relu1_dx = s->arena + 6874112;
-    const float *layer3_1_conv1_dx = s->arena + 6623232;
-    float *layer3_0_relu1_dsum = s->arena + 6773760;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_0_relu1_dsum[n * 50176 + i] = layer3_1_relu1_dx[n * 50176 + i] + layer3_1_conv1_dx[n * 50176 + i];
-      }
-    }
-  }
-  /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *layer3_0_relu1 = s->arena + 6322176;
-    const float *layer3_1_bn1_dx = s->arena + 6723584;
-    float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                      acc = acc + layer3_1_bn1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_0_relu1[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer3_1_conv1_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer3_0_add0 = s->arena + 6673408;
-    const float *layer3_0_relu1_dsum = s->arena + 6773760;
-    float *layer3_0_relu1_dx = s->arena + 6623232;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float x = layer3_0_add0[n * 50176 + i];
-        layer3_0_relu1_dx[n * 50176 + i] = 0.0f < x ? layer3_0_relu1_dsum[n * 50176 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
-  {
-    const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-    const float *layer3_0_downsample_0 = s->arena + 6372352;
-    const float *layer3_0_relu1_dx = s->arena + 6623232;
-    float *layer3_0_downsample_1_dx = s->arena + 6673408;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer3_0_downsample_1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
-          layer3_0_downsample_1_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_0_relu1_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_0_downsample_0[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
-  {
-    const float *layer3_0_downsample_0 = s->arena + 6372352;
-    const float *layer3_0_relu1_dx = s->arena + 6623232;
-    float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer3_0_downsample_1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
-  {
-    const float *layer3_0_relu1_dx = s->arena + 6623232;
-    float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          acc = acc + layer3_0_relu1_dx[(n * 256 + c) * 196 + i];
-        }
-      }
-      layer3_0_downsample_1_bias_grad[c] = acc;
-    }
-  }
-  /* layer3.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
-  {
-    const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-    const float *layer3_0_downsample_1_dx = s->arena + 6673408;
-    float *layer3_0_downsample_0_dx = s->arena + 6322176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer3_0_downsample_0_dx[n * 100352 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            for (ptrdiff_t ow = 0; ow < 14; ow++) {
-              float v = layer3_0_downsample_1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                    layer3_0_downsample_0_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += v * layer3_0_downsample_0_weight[(g * 256 + ocg) * 128 + icg + kh + kw];
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
-  {
-    const float *layer2_1_relu1 = s->arena + 6121472;
-    const float *layer3_0_downsample_1_dx = s->arena + 6673408;
-    float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    acc = acc + layer3_0_downsample_1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw];
-                  }
-                }
-              }
-              layer3_0_downsample_0_weight_grad[(g * 256 + ocg) * 128 + icg + kh + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-    const float *layer3_0_conv2 = s->arena + 6573056;
-    const float *layer3_0_relu1_dx = s->arena + 6623232;
-    float *layer3_0_bn2_dx = s->arena + 6673408;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer3_0_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
-          layer3_0_bn2_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_0_relu1_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_0_conv2[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer3_0_conv2 = s->arena + 6573056;
-    const float *layer3_0_relu1_dx = s->arena + 6623232;
-    float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer3_0_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer3_0_relu1_dx = s->arena + 6623232;
-    float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          acc = acc + layer3_0_relu1_dx[(n * 256 + c) * 196 + i];
-        }
-      }
-      layer3_0_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer3.0.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-    const float *layer3_0_bn2_dx = s->arena + 6673408;
-    float *layer3_0_conv2_dx = s->arena + 6573056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        layer3_0_conv2_dx[n * 50176 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            for (ptrdiff_t ow = 0; ow < 14; ow++) {
-              float v = layer3_0_bn2_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                      layer3_0_conv2_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += v * layer3_0_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer3_0_relu0 = s->arena + 6522880;
-    const float *layer3_0_bn2_dx = s->arena + 6673408;
-    float *layer3_0_conv2_weight_grad = s->g32 + 980928;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                      acc = acc + layer3_0_bn2_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_0_relu0[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer3_0_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer3.0.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer3_0_bn1 = s->arena + 6472704;
-    const float *layer3_0_conv2_dx = s->arena + 6573056;
-    float *layer3_0_relu0_dx = s->arena + 6522880;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 50176; i++) {
-        float x = layer3_0_bn1[n * 50176 + i];
-        layer3_0_relu0_dx[n * 50176 + i] = 0.0f < x ? layer3_0_conv2_dx[n * 50176 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-    const float *layer3_0_conv1 = s->arena + 6422528;
-    const float *layer3_0_relu0_dx = s->arena + 6522880;
-    float *layer3_0_bn1_dx = s->arena + 6623232;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_0_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer3_0_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 196; i_4++) {
-          layer3_0_bn1_dx[(n_4 * 256 + c) * 196 + i_4] = k / (float)(count * 196) * ((float)(count * 196) * layer3_0_relu0_dx[(n_4 * 256 + c) * 196 + i_4] - sum_dy - (layer3_0_conv1[(n_4 * 256 + c) * 196 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer3_0_conv1 = s->arena + 6422528;
-    const float *layer3_0_relu0_dx = s->arena + 6522880;
-    float *layer3_0_bn1_weight_grad = s->g32 + 979904;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
-        }
-      }
-      float mean = sum / (float)(count * 196);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-          float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 196);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-          float g = layer3_0_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
-          float xhat = (layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer3_0_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer3_0_relu0_dx = s->arena + 6522880;
-    float *layer3_0_bn1_bias_grad = s->g32 + 980160;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 196; i++) {
-          acc = acc + layer3_0_relu0_dx[(n * 256 + c) * 196 + i];
-        }
-      }
-      layer3_0_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-    const float *layer3_0_bn1_dx = s->arena + 6623232;
-    float *layer3_0_conv1_dx = s->arena + 6422528;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer3_0_conv1_dx[n * 100352 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            for (ptrdiff_t ow = 0; ow < 14; ow++) {
-              float v = layer3_0_bn1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                      layer3_0_conv1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw] += v * layer3_0_conv1_weight[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.relu1.dsum: add, resnet18.cnn:18 */
-  {
-    const float *layer3_0_downsample_0_dx = s->arena + 6322176;
-    const float *layer3_0_conv1_dx = s->arena + 6422528;
-    float *layer2_1_relu1_dsum = s->arena + 6522880;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_1_relu1_dsum[n * 100352 + i] = layer3_0_downsample_0_dx[n * 100352 + i] + layer3_0_conv1_dx[n * 100352 + i];
-      }
-    }
-  }
-  /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *layer2_1_relu1 = s->arena + 6121472;
-    const float *layer3_0_bn1_dx = s->arena + 6623232;
-    float *layer3_0_conv1_weight_grad = s->g32 + 684992;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                      acc = acc + layer3_0_bn1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + g * 128 + icg) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer3_0_conv1_weight_grad[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer2_1_add0 = s->arena + 6221824;
-    const float *layer2_1_relu1_dsum = s->arena + 6522880;
-    float *layer2_1_relu1_dx = s->arena + 6121472;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float x = layer2_1_add0[n * 100352 + i];
-        layer2_1_relu1_dx[n * 100352 + i] = 0.0f < x ? layer2_1_relu1_dsum[n * 100352 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-    const float *layer2_1_conv2 = s->arena + 6021120;
-    const float *layer2_1_relu1_dx = s->arena + 6121472;
-    float *layer2_1_bn2_dx = s->arena + 6221824;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer2_1_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
-          layer2_1_bn2_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_1_relu1_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_1_conv2[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer2_1_conv2 = s->arena + 6021120;
-    const float *layer2_1_relu1_dx = s->arena + 6121472;
-    float *layer2_1_bn2_weight_grad = s->g32 + 684480;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer2_1_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer2.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer2_1_relu1_dx = s->arena + 6121472;
-    float *layer2_1_bn2_bias_grad = s->g32 + 684608;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          acc = acc + layer2_1_relu1_dx[(n * 128 + c) * 784 + i];
-        }
-      }
-      layer2_1_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer2.1.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-    const float *layer2_1_bn2_dx = s->arena + 6221824;
-    float *layer2_1_conv2_dx = s->arena + 6021120;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_1_conv2_dx[n * 100352 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t ow = 0; ow < 28; ow++) {
-              float v = layer2_1_bn2_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                      layer2_1_conv2_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += v * layer2_1_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer2_1_relu0 = s->arena + 5920768;
-    const float *layer2_1_bn2_dx = s->arena + 6221824;
-    float *layer2_1_conv2_weight_grad = s->g32 + 537024;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                      acc = acc + layer2_1_bn2_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_1_relu0[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer2_1_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.1.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer2_1_bn1 = s->arena + 5820416;
-    const float *layer2_1_conv2_dx = s->arena + 6021120;
-    float *layer2_1_relu0_dx = s->arena + 5920768;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float x = layer2_1_bn1[n * 100352 + i];
-        layer2_1_relu0_dx[n * 100352 + i] = 0.0f < x ? layer2_1_conv2_dx[n * 100352 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-    const float *layer2_1_conv1 = s->arena + 5619712;
-    const float *layer2_1_relu0_dx = s->arena + 5920768;
-    float *layer2_1_bn1_dx = s->arena + 5820416;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_1_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer2_1_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
-          layer2_1_bn1_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_1_relu0_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_1_conv1[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer2_1_conv1 = s->arena + 5619712;
-    const float *layer2_1_relu0_dx = s->arena + 5920768;
-    float *layer2_1_bn1_weight_grad = s->g32 + 536512;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_1_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer2_1_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer2.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer2_1_relu0_dx = s->arena + 5920768;
-    float *layer2_1_bn1_bias_grad = s->g32 + 536640;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          acc = acc + layer2_1_relu0_dx[(n * 128 + c) * 784 + i];
-        }
-      }
-      layer2_1_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer2.1.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-    const float *layer2_1_bn1_dx = s->arena + 5820416;
-    float *layer2_1_conv1_dx = s->arena + 5619712;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_1_conv1_dx[n * 100352 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t ow = 0; ow < 28; ow++) {
-              float v = layer2_1_bn1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                      layer2_1_conv1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += v * layer2_1_conv1_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.relu1.dsum: add, resnet18.cnn:18 */
-  {
-    const float *layer2_1_relu1_dx = s->arena + 6121472;
-    const float *layer2_1_conv1_dx = s->arena + 5619712;
-    float *layer2_0_relu1_dsum = s->arena + 5920768;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_0_relu1_dsum[n * 100352 + i] = layer2_1_relu1_dx[n * 100352 + i] + layer2_1_conv1_dx[n * 100352 + i];
-      }
-    }
-  }
-  /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *layer2_0_relu1 = s->arena + 5017600;
-    const float *layer2_1_bn1_dx = s->arena + 5820416;
-    float *layer2_1_conv1_weight_grad = s->g32 + 389056;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                      acc = acc + layer2_1_bn1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_0_relu1[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer2_1_conv1_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer2_0_add0 = s->arena + 5720064;
-    const float *layer2_0_relu1_dsum = s->arena + 5920768;
-    float *layer2_0_relu1_dx = s->arena + 5619712;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float x = layer2_0_add0[n * 100352 + i];
-        layer2_0_relu1_dx[n * 100352 + i] = 0.0f < x ? layer2_0_relu1_dsum[n * 100352 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
-  {
-    const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-    const float *layer2_0_downsample_0 = s->arena + 5117952;
-    const float *layer2_0_relu1_dx = s->arena + 5619712;
-    float *layer2_0_downsample_1_dx = s->arena + 5720064;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer2_0_downsample_1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
-          layer2_0_downsample_1_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_0_relu1_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_0_downsample_0[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
-  {
-    const float *layer2_0_downsample_0 = s->arena + 5117952;
-    const float *layer2_0_relu1_dx = s->arena + 5619712;
-    float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer2_0_downsample_1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer2.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
-  {
-    const float *layer2_0_relu1_dx = s->arena + 5619712;
-    float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          acc = acc + layer2_0_relu1_dx[(n * 128 + c) * 784 + i];
-        }
-      }
-      layer2_0_downsample_1_bias_grad[c] = acc;
-    }
-  }
-  /* layer2.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
-  {
-    const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-    const float *layer2_0_downsample_1_dx = s->arena + 5720064;
-    float *layer2_0_downsample_0_dx = s->arena + 5017600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer2_0_downsample_0_dx[n * 200704 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t ow = 0; ow < 28; ow++) {
-              float v = layer2_0_downsample_1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                    layer2_0_downsample_0_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw] += v * layer2_0_downsample_0_weight[(g * 128 + ocg) * 64 + icg + kh + kw];
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
-  {
-    const float *layer1_1_relu1 = s->arena + 4616192;
-    const float *layer2_0_downsample_1_dx = s->arena + 5720064;
-    float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    acc = acc + layer2_0_downsample_1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw];
-                  }
-                }
-              }
-              layer2_0_downsample_0_weight_grad[(g * 128 + ocg) * 64 + icg + kh + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-    const float *layer2_0_conv2 = s->arena + 5519360;
-    const float *layer2_0_relu1_dx = s->arena + 5619712;
-    float *layer2_0_bn2_dx = s->arena + 5720064;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer2_0_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
-          layer2_0_bn2_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_0_relu1_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_0_conv2[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer2_0_conv2 = s->arena + 5519360;
-    const float *layer2_0_relu1_dx = s->arena + 5619712;
-    float *layer2_0_bn2_weight_grad = s->g32 + 379840;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer2_0_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer2.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer2_0_relu1_dx = s->arena + 5619712;
-    float *layer2_0_bn2_bias_grad = s->g32 + 379968;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          acc = acc + layer2_0_relu1_dx[(n * 128 + c) * 784 + i];
-        }
-      }
-      layer2_0_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer2.0.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-    const float *layer2_0_bn2_dx = s->arena + 5720064;
-    float *layer2_0_conv2_dx = s->arena + 5519360;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        layer2_0_conv2_dx[n * 100352 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t ow = 0; ow < 28; ow++) {
-              float v = layer2_0_bn2_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                      layer2_0_conv2_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += v * layer2_0_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer2_0_relu0 = s->arena + 5419008;
-    const float *layer2_0_bn2_dx = s->arena + 5720064;
-    float *layer2_0_conv2_weight_grad = s->g32 + 232384;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                      acc = acc + layer2_0_bn2_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_0_relu0[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer2_0_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer2.0.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer2_0_bn1 = s->arena + 5318656;
-    const float *layer2_0_conv2_dx = s->arena + 5519360;
-    float *layer2_0_relu0_dx = s->arena + 5419008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100352; i++) {
-        float x = layer2_0_bn1[n * 100352 + i];
-        layer2_0_relu0_dx[n * 100352 + i] = 0.0f < x ? layer2_0_conv2_dx[n * 100352 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-    const float *layer2_0_conv1 = s->arena + 5218304;
-    const float *layer2_0_relu0_dx = s->arena + 5419008;
-    float *layer2_0_bn1_dx = s->arena + 5619712;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_0_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer2_0_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
-          layer2_0_bn1_dx[(n_4 * 128 + c) * 784 + i_4] = k / (float)(count * 784) * ((float)(count * 784) * layer2_0_relu0_dx[(n_4 * 128 + c) * 784 + i_4] - sum_dy - (layer2_0_conv1[(n_4 * 128 + c) * 784 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer2_0_conv1 = s->arena + 5218304;
-    const float *layer2_0_relu0_dx = s->arena + 5419008;
-    float *layer2_0_bn1_weight_grad = s->g32 + 231872;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
-        }
-      }
-      float mean = sum / (float)(count * 784);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-          float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 784);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-          float g = layer2_0_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
-          float xhat = (layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer2_0_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer2.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer2_0_relu0_dx = s->arena + 5419008;
-    float *layer2_0_bn1_bias_grad = s->g32 + 232000;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          acc = acc + layer2_0_relu0_dx[(n * 128 + c) * 784 + i];
-        }
-      }
-      layer2_0_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-    const float *layer2_0_bn1_dx = s->arena + 5619712;
-    float *layer2_0_conv1_dx = s->arena + 5218304;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer2_0_conv1_dx[n * 200704 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t ow = 0; ow < 28; ow++) {
-              float v = layer2_0_bn1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                      layer2_0_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw] += v * layer2_0_conv1_weight[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.relu1.dsum: add, resnet18.cnn:18 */
-  {
-    const float *layer2_0_downsample_0_dx = s->arena + 5017600;
-    const float *layer2_0_conv1_dx = s->arena + 5218304;
-    float *layer1_1_relu1_dsum = s->arena + 5419008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_1_relu1_dsum[n * 200704 + i] = layer2_0_downsample_0_dx[n * 200704 + i] + layer2_0_conv1_dx[n * 200704 + i];
-      }
-    }
-  }
-  /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *layer1_1_relu1 = s->arena + 4616192;
-    const float *layer2_0_bn1_dx = s->arena + 5619712;
-    float *layer2_0_conv1_weight_grad = s->g32 + 158144;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                      acc = acc + layer2_0_bn1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + g * 64 + icg) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer2_0_conv1_weight_grad[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer1_1_add0 = s->arena + 4816896;
-    const float *layer1_1_relu1_dsum = s->arena + 5419008;
-    float *layer1_1_relu1_dx = s->arena + 4616192;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float x = layer1_1_add0[n * 200704 + i];
-        layer1_1_relu1_dx[n * 200704 + i] = 0.0f < x ? layer1_1_relu1_dsum[n * 200704 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer1.1.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-    const float *layer1_1_conv2 = s->arena + 4415488;
-    const float *layer1_1_relu1_dx = s->arena + 4616192;
-    float *layer1_1_bn2_dx = s->arena + 4816896;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer1_1_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
-          layer1_1_bn2_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_1_relu1_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_1_conv2[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer1_1_conv2 = s->arena + 4415488;
-    const float *layer1_1_relu1_dx = s->arena + 4616192;
-    float *layer1_1_bn2_weight_grad = s->g32 + 157888;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer1_1_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer1.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer1_1_relu1_dx = s->arena + 4616192;
-    float *layer1_1_bn2_bias_grad = s->g32 + 157952;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          acc = acc + layer1_1_relu1_dx[(n * 64 + c) * 3136 + i];
-        }
-      }
-      layer1_1_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer1.1.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-    const float *layer1_1_bn2_dx = s->arena + 4816896;
-    float *layer1_1_conv2_dx = s->arena + 4415488;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_1_conv2_dx[n * 200704 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            for (ptrdiff_t ow = 0; ow < 56; ow++) {
-              float v = layer1_1_bn2_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      layer1_1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += v * layer1_1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer1_1_relu0 = s->arena + 4214784;
-    const float *layer1_1_bn2_dx = s->arena + 4816896;
-    float *layer1_1_conv2_weight_grad = s->g32 + 121024;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      acc = acc + layer1_1_bn2_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_1_relu0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer1_1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.1.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer1_1_bn1 = s->arena + 4014080;
-    const float *layer1_1_conv2_dx = s->arena + 4415488;
-    float *layer1_1_relu0_dx = s->arena + 4214784;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float x = layer1_1_bn1[n * 200704 + i];
-        layer1_1_relu0_dx[n * 200704 + i] = 0.0f < x ? layer1_1_conv2_dx[n * 200704 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer1.1.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-    const float *layer1_1_conv1 = s->arena + 3813376;
-    const float *layer1_1_relu0_dx = s->arena + 4214784;
-    float *layer1_1_bn1_dx = s->arena + 4014080;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_1_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer1_1_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
-          layer1_1_bn1_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_1_relu0_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_1_conv1[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer1_1_conv1 = s->arena + 3813376;
-    const float *layer1_1_relu0_dx = s->arena + 4214784;
-    float *layer1_1_bn1_weight_grad = s->g32 + 120768;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_1_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer1_1_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer1_1_relu0_dx = s->arena + 4214784;
-    float *layer1_1_bn1_bias_grad = s->g32 + 120832;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          acc = acc + layer1_1_relu0_dx[(n * 64 + c) * 3136 + i];
-        }
-      }
-      layer1_1_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer1.1.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-    const float *layer1_1_bn1_dx = s->arena + 4014080;
-    float *layer1_1_conv1_dx = s->arena + 3813376;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_1_conv1_dx[n * 200704 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            for (ptrdiff_t ow = 0; ow < 56; ow++) {
-              float v = layer1_1_bn1_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      layer1_1_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += v * layer1_1_conv1_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.relu1.dsum: add, resnet18.cnn:18 */
-  {
-    const float *layer1_1_relu1_dx = s->arena + 4616192;
-    const float *layer1_1_conv1_dx = s->arena + 3813376;
-    float *layer1_0_relu1_dsum = s->arena + 4214784;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_0_relu1_dsum[n * 200704 + i] = layer1_1_relu1_dx[n * 200704 + i] + layer1_1_conv1_dx[n * 200704 + i];
-      }
-    }
-  }
-  /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *layer1_0_relu1 = s->arena + 3411968;
-    const float *layer1_1_bn1_dx = s->arena + 4014080;
-    float *layer1_1_conv1_weight_grad = s->g32 + 83904;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      acc = acc + layer1_1_bn1_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_0_relu1[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer1_1_conv1_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.relu1.dx: act_dx, resnet18.cnn:18 */
-  {
-    const float *layer1_0_add0 = s->arena + 3612672;
-    const float *layer1_0_relu1_dsum = s->arena + 4214784;
-    float *layer1_0_relu1_dx = s->arena + 3411968;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float x = layer1_0_add0[n * 200704 + i];
-        layer1_0_relu1_dx[n * 200704 + i] = 0.0f < x ? layer1_0_relu1_dsum[n * 200704 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer1.0.bn2.dx: bn_dx, resnet18.cnn:13 */
-  {
-    const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-    const float *layer1_0_conv2 = s->arena + 3211264;
-    const float *layer1_0_relu1_dx = s->arena + 3411968;
-    float *layer1_0_bn2_dx = s->arena + 3612672;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_0_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer1_0_bn2_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
-          layer1_0_bn2_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_0_relu1_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_0_conv2[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
-  {
-    const float *layer1_0_conv2 = s->arena + 3211264;
-    const float *layer1_0_relu1_dx = s->arena + 3411968;
-    float *layer1_0_bn2_weight_grad = s->g32 + 83648;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_0_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer1_0_bn2_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
-  {
-    const float *layer1_0_relu1_dx = s->arena + 3411968;
-    float *layer1_0_bn2_bias_grad = s->g32 + 83712;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          acc = acc + layer1_0_relu1_dx[(n * 64 + c) * 3136 + i];
-        }
-      }
-      layer1_0_bn2_bias_grad[c] = acc;
-    }
-  }
-  /* layer1.0.conv2.dx: conv_dx, resnet18.cnn:13 */
-  {
-    const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-    const float *layer1_0_bn2_dx = s->arena + 3612672;
-    float *layer1_0_conv2_dx = s->arena + 3211264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_0_conv2_dx[n * 200704 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            for (ptrdiff_t ow = 0; ow < 56; ow++) {
-              float v = layer1_0_bn2_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      layer1_0_conv2_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += v * layer1_0_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
-  {
-    const float *layer1_0_relu0 = s->arena + 3010560;
-    const float *layer1_0_bn2_dx = s->arena + 3612672;
-    float *layer1_0_conv2_weight_grad = s->g32 + 46784;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      acc = acc + layer1_0_bn2_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_0_relu0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer1_0_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* layer1.0.relu0.dx: act_dx, resnet18.cnn:12 */
-  {
-    const float *layer1_0_bn1 = s->arena + 2809856;
-    const float *layer1_0_conv2_dx = s->arena + 3211264;
-    float *layer1_0_relu0_dx = s->arena + 3010560;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        float x = layer1_0_bn1[n * 200704 + i];
-        layer1_0_relu0_dx[n * 200704 + i] = 0.0f < x ? layer1_0_conv2_dx[n * 200704 + i] : 0.0f;
-      }
-    }
-  }
-  /* layer1.0.bn1.dx: bn_dx, resnet18.cnn:12 */
-  {
-    const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-    const float *layer1_0_conv1 = s->arena + 2609152;
-    const float *layer1_0_relu0_dx = s->arena + 3010560;
-    float *layer1_0_bn1_dx = s->arena + 2809856;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_0_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = layer1_0_bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
-          layer1_0_bn1_dx[(n_4 * 64 + c) * 3136 + i_4] = k / (float)(count * 3136) * ((float)(count * 3136) * layer1_0_relu0_dx[(n_4 * 64 + c) * 3136 + i_4] - sum_dy - (layer1_0_conv1[(n_4 * 64 + c) * 3136 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
-  {
-    const float *layer1_0_conv1 = s->arena + 2609152;
-    const float *layer1_0_relu0_dx = s->arena + 3010560;
-    float *layer1_0_bn1_weight_grad = s->g32 + 46528;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
-        }
-      }
-      float mean = sum / (float)(count * 3136);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-          float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 3136);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-          float g = layer1_0_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
-          float xhat = (layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      layer1_0_bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
-  {
-    const float *layer1_0_relu0_dx = s->arena + 3010560;
-    float *layer1_0_bn1_bias_grad = s->g32 + 46592;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          acc = acc + layer1_0_relu0_dx[(n * 64 + c) * 3136 + i];
-        }
-      }
-      layer1_0_bn1_bias_grad[c] = acc;
-    }
-  }
-  /* layer1.0.conv1.dx: conv_dx, resnet18.cnn:12 */
-  {
-    const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-    const float *layer1_0_bn1_dx = s->arena + 2809856;
-    float *layer1_0_conv1_dx = s->arena + 2609152;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        layer1_0_conv1_dx[n * 200704 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            for (ptrdiff_t ow = 0; ow < 56; ow++) {
-              float v = layer1_0_bn1_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      layer1_0_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += v * layer1_0_conv1_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* maxpool0.dsum: add, resnet18.cnn:30 */
-  {
-    const float *layer1_0_relu1_dx = s->arena + 3411968;
-    const float *layer1_0_conv1_dx = s->arena + 2609152;
-    float *maxpool0_dsum = s->arena + 3211264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 200704; i++) {
-        maxpool0_dsum[n * 200704 + i] = layer1_0_relu1_dx[n * 200704 + i] + layer1_0_conv1_dx[n * 200704 + i];
-      }
-    }
-  }
-  /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
-  {
-    const float *maxpool0 = s->arena + 2408448;
-    const float *layer1_0_bn1_dx = s->arena + 2809856;
-    float *layer1_0_conv1_weight_grad = s->g32 + 9664;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                      acc = acc + layer1_0_bn1_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * maxpool0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              layer1_0_conv1_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* maxpool0.dx: pool_dx, resnet18.cnn:30 */
-  {
-    const float *relu0 = s->arena + 1605632;
-    const float *maxpool0_dsum = s->arena + 3211264;
-    float *maxpool0_dx = s->arena + 2408448;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        maxpool0_dx[n * 802816 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t oh = 0; oh < 56; oh++) {
-          for (ptrdiff_t ow = 0; ow < 56; ow++) {
-            float m = -INFINITY;
-            ptrdiff_t arg = -1;
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                  float v = relu0[((n_2 * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw];
-                  if (m < v && 1) {
-                    m = v;
-                    arg = ((n_2 * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw;
-                  }
-                }
-              }
-            }
-            if (0 <= arg) {
-              maxpool0_dx[arg] += maxpool0_dsum[((n_2 * 64 + c) * 56 + oh) * 56 + ow];
-            }
-          }
-        }
-      }
-    }
-  }
-  /* relu0.dx: act_dx, resnet18.cnn:29 */
-  {
-    const float *bn1 = s->arena + 802816;
-    const float *maxpool0_dx = s->arena + 2408448;
-    float *relu0_dx = s->arena + 1605632;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        float x = bn1[n * 802816 + i];
-        relu0_dx[n * 802816 + i] = 0.0f < x ? maxpool0_dx[n * 802816 + i] : 0.0f;
-      }
-    }
-  }
-  /* bn1.dx: bn_dx, resnet18.cnn:29 */
-  {
-    const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
-    const float *conv1 = s->arena + 0;
-    const float *relu0_dx = s->arena + 1605632;
-    float *bn1_dx = s->arena + 802816;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 12544; i++) {
-          sum = sum + conv1[(n * 64 + c) * 12544 + i];
-        }
-      }
-      float mean = sum / (float)(count * 12544);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
-          float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 12544);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
-          float g = relu0_dx[(n_3 * 64 + c) * 12544 + i_3];
-          float xhat = (conv1[(n_3 * 64 + c) * 12544 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      float k = bn1_weight[c] * inv;
-      for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 12544; i_4++) {
-          bn1_dx[(n_4 * 64 + c) * 12544 + i_4] = k / (float)(count * 12544) * ((float)(count * 12544) * relu0_dx[(n_4 * 64 + c) * 12544 + i_4] - sum_dy - (conv1[(n_4 * 64 + c) * 12544 + i_4] - mean) * inv * sum_dy_xhat);
-        }
-      }
-    }
-  }
-  /* bn1.dweight: bn_dw, resnet18.cnn:29 */
-  {
-    const float *conv1 = s->arena + 0;
-    const float *relu0_dx = s->arena + 1605632;
-    float *bn1_weight_grad = s->g32 + 9408;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float sum = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 12544; i++) {
-          sum = sum + conv1[(n * 64 + c) * 12544 + i];
-        }
-      }
-      float mean = sum / (float)(count * 12544);
-      float sq = 0.0f;
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
-          float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
-          sq = sq + d * d;
-        }
-      }
-      float var = sq / (float)(count * 12544);
-      float inv = 1.0f / sqrtf(var + 1e-05f);
-      float sum_dy = 0.0f;
-      float sum_dy_xhat = 0.0f;
-      for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-        for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
-          float g = relu0_dx[(n_3 * 64 + c) * 12544 + i_3];
-          float xhat = (conv1[(n_3 * 64 + c) * 12544 + i_3] - mean) * inv;
-          sum_dy = sum_dy + g;
-          sum_dy_xhat = sum_dy_xhat + g * xhat;
-        }
-      }
-      bn1_weight_grad[c] = sum_dy_xhat;
-    }
-  }
-  /* bn1.dbias: bias_grad, resnet18.cnn:29 */
-  {
-    const float *relu0_dx = s->arena + 1605632;
-    float *bn1_bias_grad = s->g32 + 9472;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 12544; i++) {
-          acc = acc + relu0_dx[(n * 64 + c) * 12544 + i];
-        }
-      }
-      bn1_bias_grad[c] = acc;
-    }
-  }
-  /* conv1.dweight: conv_dw, resnet18.cnn:29 */
-  {
-    const float *bn1_dx = s->arena + 802816;
-    float *conv1_weight_grad = s->g32 + 0;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 3; icg++) {
-          for (ptrdiff_t kh = 0; kh < 7; kh++) {
-            for (ptrdiff_t kw = 0; kw < 7; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 112; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 112; ow++) {
-                    if (0 <= oh * 2 - 3 + kh && oh * 2 - 3 + kh < 224 && (0 <= ow * 2 - 3 + kw && ow * 2 - 3 + kw < 224)) {
-                      acc = acc + bn1_dx[((n * 64 + g * 64 + ocg) * 112 + oh) * 112 + ow] * x[((n * 3 + g * 3 + icg) * 224 + oh * 2 - 3 + kh) * 224 + ow * 2 - 3 + kw];
-                    }
-                  }
-                }
-              }
-              conv1_weight_grad[(((g * 64 + ocg) * 3 + icg) * 7 + kh) * 7 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
+  if (train_labels(s, count, labels))
+    return -1;
+  train_conv1(s, count, x);
+  train_bn1(s, count);
+  train_relu0(s, count);
+  train_maxpool0(s, count);
+  train_layer1_0_conv1(s, count);
+  train_layer1_0_bn1(s, count);
+  train_layer1_0_relu0(s, count);
+  train_layer1_0_conv2(s, count);
+  train_layer1_0_bn2(s, count);
+  train_layer1_0_add0(s, count);
+  train_layer1_0_relu1(s, count);
+  train_layer1_1_conv1(s, count);
+  train_layer1_1_bn1(s, count);
+  train_layer1_1_relu0(s, count);
+  train_layer1_1_conv2(s, count);
+  train_layer1_1_bn2(s, count);
+  train_layer1_1_add0(s, count);
+  train_layer1_1_relu1(s, count);
+  train_layer2_0_conv1(s, count);
+  train_layer2_0_bn1(s, count);
+  train_layer2_0_relu0(s, count);
+  train_layer2_0_conv2(s, count);
+  train_layer2_0_bn2(s, count);
+  train_layer2_0_downsample_0(s, count);
+  train_layer2_0_downsample_1(s, count);
+  train_layer2_0_add0(s, count);
+  train_layer2_0_relu1(s, count);
+  train_layer2_1_conv1(s, count);
+  train_layer2_1_bn1(s, count);
+  train_layer2_1_relu0(s, count);
+  train_layer2_1_conv2(s, count);
+  train_layer2_1_bn2(s, count);
+  train_layer2_1_add0(s, count);
+  train_layer2_1_relu1(s, count);
+  train_layer3_0_conv1(s, count);
+  train_layer3_0_bn1(s, count);
+  train_layer3_0_relu0(s, count);
+  train_layer3_0_conv2(s, count);
+  train_layer3_0_bn2(s, count);
+  train_layer3_0_downsample_0(s, count);
+  train_layer3_0_downsample_1(s, count);
+  train_layer3_0_add0(s, count);
+  train_layer3_0_relu1(s, count);
+  train_layer3_1_conv1(s, count);
+  train_layer3_1_bn1(s, count);
+  train_layer3_1_relu0(s, count);
+  train_layer3_1_conv2(s, count);
+  train_layer3_1_bn2(s, count);
+  train_layer3_1_add0(s, count);
+  train_layer3_1_relu1(s, count);
+  train_layer4_0_conv1(s, count);
+  train_layer4_0_bn1(s, count);
+  train_layer4_0_relu0(s, count);
+  train_layer4_0_conv2(s, count);
+  train_layer4_0_bn2(s, count);
+  train_layer4_0_downsample_0(s, count);
+  train_layer4_0_downsample_1(s, count);
+  train_layer4_0_add0(s, count);
+  train_layer4_0_relu1(s, count);
+  train_layer4_1_conv1(s, count);
+  train_layer4_1_bn1(s, count);
+  train_layer4_1_relu0(s, count);
+  train_layer4_1_conv2(s, count);
+  train_layer4_1_bn2(s, count);
+  train_layer4_1_add0(s, count);
+  train_layer4_1_relu1(s, count);
+  train_global_avgpool0(s, count);
+  train_fc(s, count);
+  train_cross_entropy0(s, count, labels);
+  train_cross_entropy0_dx(s, count, labels);
+  train_fc_dx(s, count);
+  train_fc_dweight(s, count);
+  train_fc_dbias(s, count);
+  train_global_avgpool0_dx(s, count);
+  train_layer4_1_relu1_dx(s, count);
+  train_layer4_1_bn2_dx(s, count);
+  train_layer4_1_bn2_dweight(s, count);
+  train_layer4_1_bn2_dbias(s, count);
+  train_layer4_1_conv2_dx(s, count);
+  train_layer4_1_conv2_dweight(s, count);
+  train_layer4_1_relu0_dx(s, count);
+  train_layer4_1_bn1_dx(s, count);
+  train_layer4_1_bn1_dweight(s, count);
+  train_layer4_1_bn1_dbias(s, count);
+  train_layer4_1_conv1_dx(s, count);
+  train_layer4_0_relu1_dsum(s, count);
+  train_layer4_1_conv1_dweight(s, count);
+  train_layer4_0_relu1_dx(s, count);
+  train_layer4_0_downsample_1_dx(s, count);
+  train_layer4_0_downsample_1_dweight(s, count);
+  train_layer4_0_downsample_1_dbias(s, count);
+  train_layer4_0_downsample_0_dx(s, count);
+  train_layer4_0_downsample_0_dweight(s, count);
+  train_layer4_0_bn2_dx(s, count);
+  train_layer4_0_bn2_dweight(s, count);
+  train_layer4_0_bn2_dbias(s, count);
+  train_layer4_0_conv2_dx(s, count);
+  train_layer4_0_conv2_dweight(s, count);
+  train_layer4_0_relu0_dx(s, count);
+  train_layer4_0_bn1_dx(s, count);
+  train_layer4_0_bn1_dweight(s, count);
+  train_layer4_0_bn1_dbias(s, count);
+  train_layer4_0_conv1_dx(s, count);
+  train_layer3_1_relu1_dsum(s, count);
+  train_layer4_0_conv1_dweight(s, count);
+  train_layer3_1_relu1_dx(s, count);
+  train_layer3_1_bn2_dx(s, count);
+  train_layer3_1_bn2_dweight(s, count);
+  train_layer3_1_bn2_dbias(s, count);
+  train_layer3_1_conv2_dx(s, count);
+  train_layer3_1_conv2_dweight(s, count);
+  train_layer3_1_relu0_dx(s, count);
+  train_layer3_1_bn1_dx(s, count);
+  train_layer3_1_bn1_dweight(s, count);
+  train_layer3_1_bn1_dbias(s, count);
+  train_layer3_1_conv1_dx(s, count);
+  train_layer3_0_relu1_dsum(s, count);
+  train_layer3_1_conv1_dweight(s, count);
+  train_layer3_0_relu1_dx(s, count);
+  train_layer3_0_downsample_1_dx(s, count);
+  train_layer3_0_downsample_1_dweight(s, count);
+  train_layer3_0_downsample_1_dbias(s, count);
+  train_layer3_0_downsample_0_dx(s, count);
+  train_layer3_0_downsample_0_dweight(s, count);
+  train_layer3_0_bn2_dx(s, count);
+  train_layer3_0_bn2_dweight(s, count);
+  train_layer3_0_bn2_dbias(s, count);
+  train_layer3_0_conv2_dx(s, count);
+  train_layer3_0_conv2_dweight(s, count);
+  train_layer3_0_relu0_dx(s, count);
+  train_layer3_0_bn1_dx(s, count);
+  train_layer3_0_bn1_dweight(s, count);
+  train_layer3_0_bn1_dbias(s, count);
+  train_layer3_0_conv1_dx(s, count);
+  train_layer2_1_relu1_dsum(s, count);
+  train_layer3_0_conv1_dweight(s, count);
+  train_layer2_1_relu1_dx(s, count);
+  train_layer2_1_bn2_dx(s, count);
+  train_layer2_1_bn2_dweight(s, count);
+  train_layer2_1_bn2_dbias(s, count);
+  train_layer2_1_conv2_dx(s, count);
+  train_layer2_1_conv2_dweight(s, count);
+  train_layer2_1_relu0_dx(s, count);
+  train_layer2_1_bn1_dx(s, count);
+  train_layer2_1_bn1_dweight(s, count);
+  train_layer2_1_bn1_dbias(s, count);
+  train_layer2_1_conv1_dx(s, count);
+  train_layer2_0_relu1_dsum(s, count);
+  train_layer2_1_conv1_dweight(s, count);
+  train_layer2_0_relu1_dx(s, count);
+  train_layer2_0_downsample_1_dx(s, count);
+  train_layer2_0_downsample_1_dweight(s, count);
+  train_layer2_0_downsample_1_dbias(s, count);
+  train_layer2_0_downsample_0_dx(s, count);
+  train_layer2_0_downsample_0_dweight(s, count);
+  train_layer2_0_bn2_dx(s, count);
+  train_layer2_0_bn2_dweight(s, count);
+  train_layer2_0_bn2_dbias(s, count);
+  train_layer2_0_conv2_dx(s, count);
+  train_layer2_0_conv2_dweight(s, count);
+  train_layer2_0_relu0_dx(s, count);
+  train_layer2_0_bn1_dx(s, count);
+  train_layer2_0_bn1_dweight(s, count);
+  train_layer2_0_bn1_dbias(s, count);
+  train_layer2_0_conv1_dx(s, count);
+  train_layer1_1_relu1_dsum(s, count);
+  train_layer2_0_conv1_dweight(s, count);
+  train_layer1_1_relu1_dx(s, count);
+  train_layer1_1_bn2_dx(s, count);
+  train_layer1_1_bn2_dweight(s, count);
+  train_layer1_1_bn2_dbias(s, count);
+  train_layer1_1_conv2_dx(s, count);
+  train_layer1_1_conv2_dweight(s, count);
+  train_layer1_1_relu0_dx(s, count);
+  train_layer1_1_bn1_dx(s, count);
+  train_layer1_1_bn1_dweight(s, count);
+  train_layer1_1_bn1_dbias(s, count);
+  train_layer1_1_conv1_dx(s, count);
+  train_layer1_0_relu1_dsum(s, count);
+  train_layer1_1_conv1_dweight(s, count);
+  train_layer1_0_relu1_dx(s, count);
+  train_layer1_0_bn2_dx(s, count);
+  train_layer1_0_bn2_dweight(s, count);
+  train_layer1_0_bn2_dbias(s, count);
+  train_layer1_0_conv2_dx(s, count);
+  train_layer1_0_conv2_dweight(s, count);
+  train_layer1_0_relu0_dx(s, count);
+  train_layer1_0_bn1_dx(s, count);
+  train_layer1_0_bn1_dweight(s, count);
+  train_layer1_0_bn1_dbias(s, count);
+  train_layer1_0_conv1_dx(s, count);
+  train_maxpool0_dsum(s, count);
+  train_layer1_0_conv1_dweight(s, count);
+  train_maxpool0_dx(s, count);
+  train_relu0_dx(s, count);
+  train_bn1_dx(s, count);
+  train_bn1_dweight(s, count);
+  train_bn1_dbias(s, count);
+  train_conv1_dweight(s, count, x);
   *loss = s->arena[7325696];
   return 0;
 }
 
 void resnet18_update(resnet18_state *s) {
+  ptrdiff_t count = 0;
   s->step++;
-  /* conv1.weight: sgd, resnet18.cnn:29 */
-  {
-    float *conv1_weight = s->f32 + 0; /* conv1.weight */
-    float *conv1_weight_grad = s->g32 + 0;
-    float *conv1_weight_m = s->m32 + 0;
-    for (ptrdiff_t i = 0; i < 9408; i++) {
-      float g = conv1_weight_grad[i] + 0.0001f * conv1_weight[i];
-      float buf = 0.9f * conv1_weight_m[i] + g;
-      conv1_weight_m[i] = buf;
-      conv1_weight[i] = conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* bn1.weight: sgd, resnet18.cnn:29 */
-  {
-    float *bn1_weight = s->f32 + 9408; /* bn1.weight */
-    float *bn1_weight_grad = s->g32 + 9408;
-    float *bn1_weight_m = s->m32 + 9408;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = bn1_weight_grad[i] + 0.0001f * bn1_weight[i];
-      float buf = 0.9f * bn1_weight_m[i] + g;
-      bn1_weight_m[i] = buf;
-      bn1_weight[i] = bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* bn1.bias: sgd, resnet18.cnn:29 */
-  {
-    float *bn1_bias = s->f32 + 9472; /* bn1.bias */
-    float *bn1_bias_grad = s->g32 + 9472;
-    float *bn1_bias_m = s->m32 + 9472;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = bn1_bias_grad[i] + 0.0001f * bn1_bias[i];
-      float buf = 0.9f * bn1_bias_m[i] + g;
-      bn1_bias_m[i] = buf;
-      bn1_bias[i] = bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer1.0.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-    float *layer1_0_conv1_weight_grad = s->g32 + 9664;
-    float *layer1_0_conv1_weight_m = s->m32 + 9664;
-    for (ptrdiff_t i = 0; i < 36864; i++) {
-      float g = layer1_0_conv1_weight_grad[i] + 0.0001f * layer1_0_conv1_weight[i];
-      float buf = 0.9f * layer1_0_conv1_weight_m[i] + g;
-      layer1_0_conv1_weight_m[i] = buf;
-      layer1_0_conv1_weight[i] = layer1_0_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.0.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-    float *layer1_0_bn1_weight_grad = s->g32 + 46528;
-    float *layer1_0_bn1_weight_m = s->m32 + 46528;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_0_bn1_weight_grad[i] + 0.0001f * layer1_0_bn1_weight[i];
-      float buf = 0.9f * layer1_0_bn1_weight_m[i] + g;
-      layer1_0_bn1_weight_m[i] = buf;
-      layer1_0_bn1_weight[i] = layer1_0_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.0.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
-    float *layer1_0_bn1_bias_grad = s->g32 + 46592;
-    float *layer1_0_bn1_bias_m = s->m32 + 46592;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_0_bn1_bias_grad[i] + 0.0001f * layer1_0_bn1_bias[i];
-      float buf = 0.9f * layer1_0_bn1_bias_m[i] + g;
-      layer1_0_bn1_bias_m[i] = buf;
-      layer1_0_bn1_bias[i] = layer1_0_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer1.0.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-    float *layer1_0_conv2_weight_grad = s->g32 + 46784;
-    float *layer1_0_conv2_weight_m = s->m32 + 46784;
-    for (ptrdiff_t i = 0; i < 36864; i++) {
-      float g = layer1_0_conv2_weight_grad[i] + 0.0001f * layer1_0_conv2_weight[i];
-      float buf = 0.9f * layer1_0_conv2_weight_m[i] + g;
-      layer1_0_conv2_weight_m[i] = buf;
-      layer1_0_conv2_weight[i] = layer1_0_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.0.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-    float *layer1_0_bn2_weight_grad = s->g32 + 83648;
-    float *layer1_0_bn2_weight_m = s->m32 + 83648;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_0_bn2_weight_grad[i] + 0.0001f * layer1_0_bn2_weight[i];
-      float buf = 0.9f * layer1_0_bn2_weight_m[i] + g;
-      layer1_0_bn2_weight_m[i] = buf;
-      layer1_0_bn2_weight[i] = layer1_0_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.0.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
-    float *layer1_0_bn2_bias_grad = s->g32 + 83712;
-    float *layer1_0_bn2_bias_m = s->m32 + 83712;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_0_bn2_bias_grad[i] + 0.0001f * layer1_0_bn2_bias[i];
-      float buf = 0.9f * layer1_0_bn2_bias_m[i] + g;
-      layer1_0_bn2_bias_m[i] = buf;
-      layer1_0_bn2_bias[i] = layer1_0_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer1.1.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-    float *layer1_1_conv1_weight_grad = s->g32 + 83904;
-    float *layer1_1_conv1_weight_m = s->m32 + 83904;
-    for (ptrdiff_t i = 0; i < 36864; i++) {
-      float g = layer1_1_conv1_weight_grad[i] + 0.0001f * layer1_1_conv1_weight[i];
-      float buf = 0.9f * layer1_1_conv1_weight_m[i] + g;
-      layer1_1_conv1_weight_m[i] = buf;
-      layer1_1_conv1_weight[i] = layer1_1_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.1.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-    float *layer1_1_bn1_weight_grad = s->g32 + 120768;
-    float *layer1_1_bn1_weight_m = s->m32 + 120768;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_1_bn1_weight_grad[i] + 0.0001f * layer1_1_bn1_weight[i];
-      float buf = 0.9f * layer1_1_bn1_weight_m[i] + g;
-      layer1_1_bn1_weight_m[i] = buf;
-      layer1_1_bn1_weight[i] = layer1_1_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.1.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
-    float *layer1_1_bn1_bias_grad = s->g32 + 120832;
-    float *layer1_1_bn1_bias_m = s->m32 + 120832;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_1_bn1_bias_grad[i] + 0.0001f * layer1_1_bn1_bias[i];
-      float buf = 0.9f * layer1_1_bn1_bias_m[i] + g;
-      layer1_1_bn1_bias_m[i] = buf;
-      layer1_1_bn1_bias[i] = layer1_1_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer1.1.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-    float *layer1_1_conv2_weight_grad = s->g32 + 121024;
-    float *layer1_1_conv2_weight_m = s->m32 + 121024;
-    for (ptrdiff_t i = 0; i < 36864; i++) {
-      float g = layer1_1_conv2_weight_grad[i] + 0.0001f * layer1_1_conv2_weight[i];
-      float buf = 0.9f * layer1_1_conv2_weight_m[i] + g;
-      layer1_1_conv2_weight_m[i] = buf;
-      layer1_1_conv2_weight[i] = layer1_1_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.1.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-    float *layer1_1_bn2_weight_grad = s->g32 + 157888;
-    float *layer1_1_bn2_weight_m = s->m32 + 157888;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_1_bn2_weight_grad[i] + 0.0001f * layer1_1_bn2_weight[i];
-      float buf = 0.9f * layer1_1_bn2_weight_m[i] + g;
-      layer1_1_bn2_weight_m[i] = buf;
-      layer1_1_bn2_weight[i] = layer1_1_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer1.1.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
-    float *layer1_1_bn2_bias_grad = s->g32 + 157952;
-    float *layer1_1_bn2_bias_m = s->m32 + 157952;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = layer1_1_bn2_bias_grad[i] + 0.0001f * layer1_1_bn2_bias[i];
-      float buf = 0.9f * layer1_1_bn2_bias_m[i] + g;
-      layer1_1_bn2_bias_m[i] = buf;
-      layer1_1_bn2_bias[i] = layer1_1_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-    float *layer2_0_conv1_weight_grad = s->g32 + 158144;
-    float *layer2_0_conv1_weight_m = s->m32 + 158144;
-    for (ptrdiff_t i = 0; i < 73728; i++) {
-      float g = layer2_0_conv1_weight_grad[i] + 0.0001f * layer2_0_conv1_weight[i];
-      float buf = 0.9f * layer2_0_conv1_weight_m[i] + g;
-      layer2_0_conv1_weight_m[i] = buf;
-      layer2_0_conv1_weight[i] = layer2_0_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-    float *layer2_0_bn1_weight_grad = s->g32 + 231872;
-    float *layer2_0_bn1_weight_m = s->m32 + 231872;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_0_bn1_weight_grad[i] + 0.0001f * layer2_0_bn1_weight[i];
-      float buf = 0.9f * layer2_0_bn1_weight_m[i] + g;
-      layer2_0_bn1_weight_m[i] = buf;
-      layer2_0_bn1_weight[i] = layer2_0_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
-    float *layer2_0_bn1_bias_grad = s->g32 + 232000;
-    float *layer2_0_bn1_bias_m = s->m32 + 232000;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_0_bn1_bias_grad[i] + 0.0001f * layer2_0_bn1_bias[i];
-      float buf = 0.9f * layer2_0_bn1_bias_m[i] + g;
-      layer2_0_bn1_bias_m[i] = buf;
-      layer2_0_bn1_bias[i] = layer2_0_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-    float *layer2_0_conv2_weight_grad = s->g32 + 232384;
-    float *layer2_0_conv2_weight_m = s->m32 + 232384;
-    for (ptrdiff_t i = 0; i < 147456; i++) {
-      float g = layer2_0_conv2_weight_grad[i] + 0.0001f * layer2_0_conv2_weight[i];
-      float buf = 0.9f * layer2_0_conv2_weight_m[i] + g;
-      layer2_0_conv2_weight_m[i] = buf;
-      layer2_0_conv2_weight[i] = layer2_0_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-    float *layer2_0_bn2_weight_grad = s->g32 + 379840;
-    float *layer2_0_bn2_weight_m = s->m32 + 379840;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_0_bn2_weight_grad[i] + 0.0001f * layer2_0_bn2_weight[i];
-      float buf = 0.9f * layer2_0_bn2_weight_m[i] + g;
-      layer2_0_bn2_weight_m[i] = buf;
-      layer2_0_bn2_weight[i] = layer2_0_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
-    float *layer2_0_bn2_bias_grad = s->g32 + 379968;
-    float *layer2_0_bn2_bias_m = s->m32 + 379968;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_0_bn2_bias_grad[i] + 0.0001f * layer2_0_bn2_bias[i];
-      float buf = 0.9f * layer2_0_bn2_bias_m[i] + g;
-      layer2_0_bn2_bias_m[i] = buf;
-      layer2_0_bn2_bias[i] = layer2_0_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.downsample.0.weight: sgd, resnet18.cnn:16 */
-  {
-    float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-    float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
-    float *layer2_0_downsample_0_weight_m = s->m32 + 380352;
-    for (ptrdiff_t i = 0; i < 8192; i++) {
-      float g = layer2_0_downsample_0_weight_grad[i] + 0.0001f * layer2_0_downsample_0_weight[i];
-      float buf = 0.9f * layer2_0_downsample_0_weight_m[i] + g;
-      layer2_0_downsample_0_weight_m[i] = buf;
-      layer2_0_downsample_0_weight[i] = layer2_0_downsample_0_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.downsample.1.weight: sgd, resnet18.cnn:16 */
-  {
-    float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-    float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
-    float *layer2_0_downsample_1_weight_m = s->m32 + 388544;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_0_downsample_1_weight_grad[i] + 0.0001f * layer2_0_downsample_1_weight[i];
-      float buf = 0.9f * layer2_0_downsample_1_weight_m[i] + g;
-      layer2_0_downsample_1_weight_m[i] = buf;
-      layer2_0_downsample_1_weight[i] = layer2_0_downsample_1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.0.downsample.1.bias: sgd, resnet18.cnn:16 */
-  {
-    float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
-    float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
-    float *layer2_0_downsample_1_bias_m = s->m32 + 388672;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_0_downsample_1_bias_grad[i] + 0.0001f * layer2_0_downsample_1_bias[i];
-      float buf = 0.9f * layer2_0_downsample_1_bias_m[i] + g;
-      layer2_0_downsample_1_bias_m[i] = buf;
-      layer2_0_downsample_1_bias[i] = layer2_0_downsample_1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer2.1.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-    float *layer2_1_conv1_weight_grad = s->g32 + 389056;
-    float *layer2_1_conv1_weight_m = s->m32 + 389056;
-    for (ptrdiff_t i = 0; i < 147456; i++) {
-      float g = layer2_1_conv1_weight_grad[i] + 0.0001f * layer2_1_conv1_weight[i];
-      float buf = 0.9f * layer2_1_conv1_weight_m[i] + g;
-      layer2_1_conv1_weight_m[i] = buf;
-      layer2_1_conv1_weight[i] = layer2_1_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.1.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-    float *layer2_1_bn1_weight_grad = s->g32 + 536512;
-    float *layer2_1_bn1_weight_m = s->m32 + 536512;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_1_bn1_weight_grad[i] + 0.0001f * layer2_1_bn1_weight[i];
-      float buf = 0.9f * layer2_1_bn1_weight_m[i] + g;
-      layer2_1_bn1_weight_m[i] = buf;
-      layer2_1_bn1_weight[i] = layer2_1_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.1.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
-    float *layer2_1_bn1_bias_grad = s->g32 + 536640;
-    float *layer2_1_bn1_bias_m = s->m32 + 536640;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_1_bn1_bias_grad[i] + 0.0001f * layer2_1_bn1_bias[i];
-      float buf = 0.9f * layer2_1_bn1_bias_m[i] + g;
-      layer2_1_bn1_bias_m[i] = buf;
-      layer2_1_bn1_bias[i] = layer2_1_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer2.1.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-    float *layer2_1_conv2_weight_grad = s->g32 + 537024;
-    float *layer2_1_conv2_weight_m = s->m32 + 537024;
-    for (ptrdiff_t i = 0; i < 147456; i++) {
-      float g = layer2_1_conv2_weight_grad[i] + 0.0001f * layer2_1_conv2_weight[i];
-      float buf = 0.9f * layer2_1_conv2_weight_m[i] + g;
-      layer2_1_conv2_weight_m[i] = buf;
-      layer2_1_conv2_weight[i] = layer2_1_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.1.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-    float *layer2_1_bn2_weight_grad = s->g32 + 684480;
-    float *layer2_1_bn2_weight_m = s->m32 + 684480;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_1_bn2_weight_grad[i] + 0.0001f * layer2_1_bn2_weight[i];
-      float buf = 0.9f * layer2_1_bn2_weight_m[i] + g;
-      layer2_1_bn2_weight_m[i] = buf;
-      layer2_1_bn2_weight[i] = layer2_1_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer2.1.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
-    float *layer2_1_bn2_bias_grad = s->g32 + 684608;
-    float *layer2_1_bn2_bias_m = s->m32 + 684608;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = layer2_1_bn2_bias_grad[i] + 0.0001f * layer2_1_bn2_bias[i];
-      float buf = 0.9f * layer2_1_bn2_bias_m[i] + g;
-      layer2_1_bn2_bias_m[i] = buf;
-      layer2_1_bn2_bias[i] = layer2_1_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-    float *layer3_0_conv1_weight_grad = s->g32 + 684992;
-    float *layer3_0_conv1_weight_m = s->m32 + 684992;
-    for (ptrdiff_t i = 0; i < 294912; i++) {
-      float g = layer3_0_conv1_weight_grad[i] + 0.0001f * layer3_0_conv1_weight[i];
-      float buf = 0.9f * layer3_0_conv1_weight_m[i] + g;
-      layer3_0_conv1_weight_m[i] = buf;
-      layer3_0_conv1_weight[i] = layer3_0_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-    float *layer3_0_bn1_weight_grad = s->g32 + 979904;
-    float *layer3_0_bn1_weight_m = s->m32 + 979904;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_0_bn1_weight_grad[i] + 0.0001f * layer3_0_bn1_weight[i];
-      float buf = 0.9f * layer3_0_bn1_weight_m[i] + g;
-      layer3_0_bn1_weight_m[i] = buf;
-      layer3_0_bn1_weight[i] = layer3_0_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
-    float *layer3_0_bn1_bias_grad = s->g32 + 980160;
-    float *layer3_0_bn1_bias_m = s->m32 + 980160;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_0_bn1_bias_grad[i] + 0.0001f * layer3_0_bn1_bias[i];
-      float buf = 0.9f * layer3_0_bn1_bias_m[i] + g;
-      layer3_0_bn1_bias_m[i] = buf;
-      layer3_0_bn1_bias[i] = layer3_0_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-    float *layer3_0_conv2_weight_grad = s->g32 + 980928;
-    float *layer3_0_conv2_weight_m = s->m32 + 980928;
-    for (ptrdiff_t i = 0; i < 589824; i++) {
-      float g = layer3_0_conv2_weight_grad[i] + 0.0001f * layer3_0_conv2_weight[i];
-      float buf = 0.9f * layer3_0_conv2_weight_m[i] + g;
-      layer3_0_conv2_weight_m[i] = buf;
-      layer3_0_conv2_weight[i] = layer3_0_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-    float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
-    float *layer3_0_bn2_weight_m = s->m32 + 1570752;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_0_bn2_weight_grad[i] + 0.0001f * layer3_0_bn2_weight[i];
-      float buf = 0.9f * layer3_0_bn2_weight_m[i] + g;
-      layer3_0_bn2_weight_m[i] = buf;
-      layer3_0_bn2_weight[i] = layer3_0_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
-    float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
-    float *layer3_0_bn2_bias_m = s->m32 + 1571008;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_0_bn2_bias_grad[i] + 0.0001f * layer3_0_bn2_bias[i];
-      float buf = 0.9f * layer3_0_bn2_bias_m[i] + g;
-      layer3_0_bn2_bias_m[i] = buf;
-      layer3_0_bn2_bias[i] = layer3_0_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.downsample.0.weight: sgd, resnet18.cnn:16 */
-  {
-    float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-    float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
-    float *layer3_0_downsample_0_weight_m = s->m32 + 1571776;
-    for (ptrdiff_t i = 0; i < 32768; i++) {
-      float g = layer3_0_downsample_0_weight_grad[i] + 0.0001f * layer3_0_downsample_0_weight[i];
-      float buf = 0.9f * layer3_0_downsample_0_weight_m[i] + g;
-      layer3_0_downsample_0_weight_m[i] = buf;
-      layer3_0_downsample_0_weight[i] = layer3_0_downsample_0_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.downsample.1.weight: sgd, resnet18.cnn:16 */
-  {
-    float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-    float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
-    float *layer3_0_downsample_1_weight_m = s->m32 + 1604544;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_0_downsample_1_weight_grad[i] + 0.0001f * layer3_0_downsample_1_weight[i];
-      float buf = 0.9f * layer3_0_downsample_1_weight_m[i] + g;
-      layer3_0_downsample_1_weight_m[i] = buf;
-      layer3_0_downsample_1_weight[i] = layer3_0_downsample_1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.0.downsample.1.bias: sgd, resnet18.cnn:16 */
-  {
-    float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
-    float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
-    float *layer3_0_downsample_1_bias_m = s->m32 + 1604800;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_0_downsample_1_bias_grad[i] + 0.0001f * layer3_0_downsample_1_bias[i];
-      float buf = 0.9f * layer3_0_downsample_1_bias_m[i] + g;
-      layer3_0_downsample_1_bias_m[i] = buf;
-      layer3_0_downsample_1_bias[i] = layer3_0_downsample_1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer3.1.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-    float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
-    float *layer3_1_conv1_weight_m = s->m32 + 1605568;
-    for (ptrdiff_t i = 0; i < 589824; i++) {
-      float g = layer3_1_conv1_weight_grad[i] + 0.0001f * layer3_1_conv1_weight[i];
-      float buf = 0.9f * layer3_1_conv1_weight_m[i] + g;
-      layer3_1_conv1_weight_m[i] = buf;
-      layer3_1_conv1_weight[i] = layer3_1_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.1.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-    float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
-    float *layer3_1_bn1_weight_m = s->m32 + 2195392;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_1_bn1_weight_grad[i] + 0.0001f * layer3_1_bn1_weight[i];
-      float buf = 0.9f * layer3_1_bn1_weight_m[i] + g;
-      layer3_1_bn1_weight_m[i] = buf;
-      layer3_1_bn1_weight[i] = layer3_1_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.1.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
-    float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
-    float *layer3_1_bn1_bias_m = s->m32 + 2195648;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_1_bn1_bias_grad[i] + 0.0001f * layer3_1_bn1_bias[i];
-      float buf = 0.9f * layer3_1_bn1_bias_m[i] + g;
-      layer3_1_bn1_bias_m[i] = buf;
-      layer3_1_bn1_bias[i] = layer3_1_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer3.1.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-    float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
-    float *layer3_1_conv2_weight_m = s->m32 + 2196416;
-    for (ptrdiff_t i = 0; i < 589824; i++) {
-      float g = layer3_1_conv2_weight_grad[i] + 0.0001f * layer3_1_conv2_weight[i];
-      float buf = 0.9f * layer3_1_conv2_weight_m[i] + g;
-      layer3_1_conv2_weight_m[i] = buf;
-      layer3_1_conv2_weight[i] = layer3_1_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.1.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-    float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
-    float *layer3_1_bn2_weight_m = s->m32 + 2786240;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_1_bn2_weight_grad[i] + 0.0001f * layer3_1_bn2_weight[i];
-      float buf = 0.9f * layer3_1_bn2_weight_m[i] + g;
-      layer3_1_bn2_weight_m[i] = buf;
-      layer3_1_bn2_weight[i] = layer3_1_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer3.1.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
-    float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
-    float *layer3_1_bn2_bias_m = s->m32 + 2786496;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = layer3_1_bn2_bias_grad[i] + 0.0001f * layer3_1_bn2_bias[i];
-      float buf = 0.9f * layer3_1_bn2_bias_m[i] + g;
-      layer3_1_bn2_bias_m[i] = buf;
-      layer3_1_bn2_bias[i] = layer3_1_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-    float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
-    float *layer4_0_conv1_weight_m = s->m32 + 2787264;
-    for (ptrdiff_t i = 0; i < 1179648; i++) {
-      float g = layer4_0_conv1_weight_grad[i] + 0.0001f * layer4_0_conv1_weight[i];
-      float buf = 0.9f * layer4_0_conv1_weight_m[i] + g;
-      layer4_0_conv1_weight_m[i] = buf;
-      layer4_0_conv1_weight[i] = layer4_0_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-    float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
-    float *layer4_0_bn1_weight_m = s->m32 + 3966912;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_0_bn1_weight_grad[i] + 0.0001f * layer4_0_bn1_weight[i];
-      float buf = 0.9f * layer4_0_bn1_weight_m[i] + g;
-      layer4_0_bn1_weight_m[i] = buf;
-      layer4_0_bn1_weight[i] = layer4_0_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
-    float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
-    float *layer4_0_bn1_bias_m = s->m32 + 3967424;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_0_bn1_bias_grad[i] + 0.0001f * layer4_0_bn1_bias[i];
-      float buf = 0.9f * layer4_0_bn1_bias_m[i] + g;
-      layer4_0_bn1_bias_m[i] = buf;
-      layer4_0_bn1_bias[i] = layer4_0_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-    float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
-    float *layer4_0_conv2_weight_m = s->m32 + 3968960;
-    for (ptrdiff_t i = 0; i < 2359296; i++) {
-      float g = layer4_0_conv2_weight_grad[i] + 0.0001f * layer4_0_conv2_weight[i];
-      float buf = 0.9f * layer4_0_conv2_weight_m[i] + g;
-      layer4_0_conv2_weight_m[i] = buf;
-      layer4_0_conv2_weight[i] = layer4_0_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-    float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
-    float *layer4_0_bn2_weight_m = s->m32 + 6328256;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_0_bn2_weight_grad[i] + 0.0001f * layer4_0_bn2_weight[i];
-      float buf = 0.9f * layer4_0_bn2_weight_m[i] + g;
-      layer4_0_bn2_weight_m[i] = buf;
-      layer4_0_bn2_weight[i] = layer4_0_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
-    float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
-    float *layer4_0_bn2_bias_m = s->m32 + 6328768;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_0_bn2_bias_grad[i] + 0.0001f * layer4_0_bn2_bias[i];
-      float buf = 0.9f * layer4_0_bn2_bias_m[i] + g;
-      layer4_0_bn2_bias_m[i] = buf;
-      layer4_0_bn2_bias[i] = layer4_0_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.downsample.0.weight: sgd, resnet18.cnn:16 */
-  {
-    float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-    float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
-    float *layer4_0_downsample_0_weight_m = s->m32 + 6330304;
-    for (ptrdiff_t i = 0; i < 131072; i++) {
-      float g = layer4_0_downsample_0_weight_grad[i] + 0.0001f * layer4_0_downsample_0_weight[i];
-      float buf = 0.9f * layer4_0_downsample_0_weight_m[i] + g;
-      layer4_0_downsample_0_weight_m[i] = buf;
-      layer4_0_downsample_0_weight[i] = layer4_0_downsample_0_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.downsample.1.weight: sgd, resnet18.cnn:16 */
-  {
-    float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-    float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
-    float *layer4_0_downsample_1_weight_m = s->m32 + 6461376;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_0_downsample_1_weight_grad[i] + 0.0001f * layer4_0_downsample_1_weight[i];
-      float buf = 0.9f * layer4_0_downsample_1_weight_m[i] + g;
-      layer4_0_downsample_1_weight_m[i] = buf;
-      layer4_0_downsample_1_weight[i] = layer4_0_downsample_1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.0.downsample.1.bias: sgd, resnet18.cnn:16 */
-  {
-    float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
-    float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
-    float *layer4_0_downsample_1_bias_m = s->m32 + 6461888;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_0_downsample_1_bias_grad[i] + 0.0001f * layer4_0_downsample_1_bias[i];
-      float buf = 0.9f * layer4_0_downsample_1_bias_m[i] + g;
-      layer4_0_downsample_1_bias_m[i] = buf;
-      layer4_0_downsample_1_bias[i] = layer4_0_downsample_1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer4.1.conv1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-    float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
-    float *layer4_1_conv1_weight_m = s->m32 + 6463424;
-    for (ptrdiff_t i = 0; i < 2359296; i++) {
-      float g = layer4_1_conv1_weight_grad[i] + 0.0001f * layer4_1_conv1_weight[i];
-      float buf = 0.9f * layer4_1_conv1_weight_m[i] + g;
-      layer4_1_conv1_weight_m[i] = buf;
-      layer4_1_conv1_weight[i] = layer4_1_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.1.bn1.weight: sgd, resnet18.cnn:12 */
-  {
-    float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-    float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
-    float *layer4_1_bn1_weight_m = s->m32 + 8822720;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_1_bn1_weight_grad[i] + 0.0001f * layer4_1_bn1_weight[i];
-      float buf = 0.9f * layer4_1_bn1_weight_m[i] + g;
-      layer4_1_bn1_weight_m[i] = buf;
-      layer4_1_bn1_weight[i] = layer4_1_bn1_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.1.bn1.bias: sgd, resnet18.cnn:12 */
-  {
-    float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
-    float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
-    float *layer4_1_bn1_bias_m = s->m32 + 8823232;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_1_bn1_bias_grad[i] + 0.0001f * layer4_1_bn1_bias[i];
-      float buf = 0.9f * layer4_1_bn1_bias_m[i] + g;
-      layer4_1_bn1_bias_m[i] = buf;
-      layer4_1_bn1_bias[i] = layer4_1_bn1_bias[i] - s->lr * buf;
-    }
-  }
-  /* layer4.1.conv2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-    float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
-    float *layer4_1_conv2_weight_m = s->m32 + 8824768;
-    for (ptrdiff_t i = 0; i < 2359296; i++) {
-      float g = layer4_1_conv2_weight_grad[i] + 0.0001f * layer4_1_conv2_weight[i];
-      float buf = 0.9f * layer4_1_conv2_weight_m[i] + g;
-      layer4_1_conv2_weight_m[i] = buf;
-      layer4_1_conv2_weight[i] = layer4_1_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.1.bn2.weight: sgd, resnet18.cnn:13 */
-  {
-    float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-    float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
-    float *layer4_1_bn2_weight_m = s->m32 + 11184064;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_1_bn2_weight_grad[i] + 0.0001f * layer4_1_bn2_weight[i];
-      float buf = 0.9f * layer4_1_bn2_weight_m[i] + g;
-      layer4_1_bn2_weight_m[i] = buf;
-      layer4_1_bn2_weight[i] = layer4_1_bn2_weight[i] - s->lr * buf;
-    }
-  }
-  /* layer4.1.bn2.bias: sgd, resnet18.cnn:13 */
-  {
-    float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
-    float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
-    float *layer4_1_bn2_bias_m = s->m32 + 11184576;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = layer4_1_bn2_bias_grad[i] + 0.0001f * layer4_1_bn2_bias[i];
-      float buf = 0.9f * layer4_1_bn2_bias_m[i] + g;
-      layer4_1_bn2_bias_m[i] = buf;
-      layer4_1_bn2_bias[i] = layer4_1_bn2_bias[i] - s->lr * buf;
-    }
-  }
-  /* fc.weight: sgd, resnet18.cnn:38 */
-  {
-    float *fc_weight = s->f32 + 11186112; /* fc.weight */
-    float *fc_weight_grad = s->g32 + 11186112;
-    float *fc_weight_m = s->m32 + 11186112;
-    for (ptrdiff_t i = 0; i < 512000; i++) {
-      float g = fc_weight_grad[i] + 0.0001f * fc_weight[i];
-      float buf = 0.9f * fc_weight_m[i] + g;
-      fc_weight_m[i] = buf;
-      fc_weight[i] = fc_weight[i] - s->lr * buf;
-    }
-  }
-  /* fc.bias: sgd, resnet18.cnn:38 */
-  {
-    float *fc_bias = s->f32 + 11698112; /* fc.bias */
-    float *fc_bias_grad = s->g32 + 11698112;
-    float *fc_bias_m = s->m32 + 11698112;
-    for (ptrdiff_t i = 0; i < 1000; i++) {
-      float g = fc_bias_grad[i] + 0.0001f * fc_bias[i];
-      float buf = 0.9f * fc_bias_m[i] + g;
-      fc_bias_m[i] = buf;
-      fc_bias[i] = fc_bias[i] - s->lr * buf;
-    }
-  }
+  update_conv1_weight(s, count);
+  update_bn1_weight(s, count);
+  update_bn1_bias(s, count);
+  update_layer1_0_conv1_weight(s, count);
+  update_layer1_0_bn1_weight(s, count);
+  update_layer1_0_bn1_bias(s, count);
+  update_layer1_0_conv2_weight(s, count);
+  update_layer1_0_bn2_weight(s, count);
+  update_layer1_0_bn2_bias(s, count);
+  update_layer1_1_conv1_weight(s, count);
+  update_layer1_1_bn1_weight(s, count);
+  update_layer1_1_bn1_bias(s, count);
+  update_layer1_1_conv2_weight(s, count);
+  update_layer1_1_bn2_weight(s, count);
+  update_layer1_1_bn2_bias(s, count);
+  update_layer2_0_conv1_weight(s, count);
+  update_layer2_0_bn1_weight(s, count);
+  update_layer2_0_bn1_bias(s, count);
+  update_layer2_0_conv2_weight(s, count);
+  update_layer2_0_bn2_weight(s, count);
+  update_layer2_0_bn2_bias(s, count);
+  update_layer2_0_downsample_0_weight(s, count);
+  update_layer2_0_downsample_1_weight(s, count);
+  update_layer2_0_downsample_1_bias(s, count);
+  update_layer2_1_conv1_weight(s, count);
+  update_layer2_1_bn1_weight(s, count);
+  update_layer2_1_bn1_bias(s, count);
+  update_layer2_1_conv2_weight(s, count);
+  update_layer2_1_bn2_weight(s, count);
+  update_layer2_1_bn2_bias(s, count);
+  update_layer3_0_conv1_weight(s, count);
+  update_layer3_0_bn1_weight(s, count);
+  update_layer3_0_bn1_bias(s, count);
+  update_layer3_0_conv2_weight(s, count);
+  update_layer3_0_bn2_weight(s, count);
+  update_layer3_0_bn2_bias(s, count);
+  update_layer3_0_downsample_0_weight(s, count);
+  update_layer3_0_downsample_1_weight(s, count);
+  update_layer3_0_downsample_1_bias(s, count);
+  update_layer3_1_conv1_weight(s, count);
+  update_layer3_1_bn1_weight(s, count);
+  update_layer3_1_bn1_bias(s, count);
+  update_layer3_1_conv2_weight(s, count);
+  update_layer3_1_bn2_weight(s, count);
+  update_layer3_1_bn2_bias(s, count);
+  update_layer4_0_conv1_weight(s, count);
+  update_layer4_0_bn1_weight(s, count);
+  update_layer4_0_bn1_bias(s, count);
+  update_layer4_0_conv2_weight(s, count);
+  update_layer4_0_bn2_weight(s, count);
+  update_layer4_0_bn2_bias(s, count);
+  update_layer4_0_downsample_0_weight(s, count);
+  update_layer4_0_downsample_1_weight(s, count);
+  update_layer4_0_downsample_1_bias(s, count);
+  update_layer4_1_conv1_weight(s, count);
+  update_layer4_1_bn1_weight(s, count);
+  update_layer4_1_bn1_bias(s, count);
+  update_layer4_1_conv2_weight(s, count);
+  update_layer4_1_bn2_weight(s, count);
+  update_layer4_1_bn2_bias(s, count);
+  update_fc_weight(s, count);
+  update_fc_bias(s, count);
+  (void)count;
 }
 
 float resnet18_train_step(resnet18_state *s, int count, const float *x, const int64_t *labels) {

@@ -624,6 +624,12 @@ static int unet_st_walk(unet_st_in *in, int base, unsigned char *seen,
     } else {
       if (unet_st_entry_read(in, &e))
         return -1;
+      /* Names starting with "__" are cnnc's own (a checkpoint's optimizer
+       * state), never a parameter's: a model loads past them. */
+      if (len >= 2 && name[0] == '_' && name[1] == '_') {
+        r = unet_st_more(in, '}');
+        continue;
+      }
       i = unet_st_find(in, name, len);
       if (i < 0) {
         unet_st_puts(&in->msg, "unexpected ");
@@ -847,975 +853,1159 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
                       unet_NTENSORS, s->f32, s->i64);
 }
 
+/* down1.conv1: conv, unet.cnn:13 */
+static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
+  const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
+  const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
+  float *down1_conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 570; oh++) {
+        for (ptrdiff_t ow = 0; ow < 570; ow++) {
+          down1_conv1[((n * 64 + oc) * 570 + oh) * 570 + ow] = down1_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down1_conv1_weight[((oc + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 570; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
+                down1_conv1[((n * 64 + oc) * 570 + oh_2) * 570 + ow_2] += x[((n + ic) * 572 + oh_2 + kh) * 572 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down1.relu0: relu, unet.cnn:13 */
+static void forward_down1_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv1 = s->arena + 0;
+  float *down1_relu0 = s->arena + 20793600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20793600; i++) {
+      float v = down1_conv1[n * 20793600 + i];
+      down1_relu0[n * 20793600 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down1.conv2: conv, unet.cnn:13 */
+static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
+  const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
+  const float *down1_relu0 = s->arena + 20793600;
+  float *down1_conv2 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 568; oh++) {
+        for (ptrdiff_t ow = 0; ow < 568; ow++) {
+          down1_conv2[((n * 64 + oc) * 568 + oh) * 568 + ow] = down1_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 568; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 568; ow_2++) {
+                down1_conv2[((n * 64 + oc) * 568 + oh_2) * 568 + ow_2] += down1_relu0[((n * 64 + ic) * 570 + oh_2 + kh) * 570 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down1.relu1: relu, unet.cnn:13 */
+static void forward_down1_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv2 = s->arena + 0;
+  float *down1_relu1 = s->arena + 20647936;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20647936; i++) {
+      float v = down1_conv2[n * 20647936 + i];
+      down1_relu1[n * 20647936 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool0: maxpool, unet.cnn:27 */
+static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu1 = s->arena + 20647936;
+  float *maxpool0 = s->arena + 10179072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t oh = 0; oh < 284; oh++) {
+        for (ptrdiff_t ow = 0; ow < 284; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
+            }
+          }
+          maxpool0[((n * 64 + c) * 284 + oh) * 284 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* down2.conv1: conv, unet.cnn:13 */
+static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
+  const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
+  const float *maxpool0 = s->arena + 10179072;
+  float *down2_conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 282; oh++) {
+        for (ptrdiff_t ow = 0; ow < 282; ow++) {
+          down2_conv1[((n * 128 + oc) * 282 + oh) * 282 + ow] = down2_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down2_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 282; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 282; ow_2++) {
+                down2_conv1[((n * 128 + oc) * 282 + oh_2) * 282 + ow_2] += maxpool0[((n * 64 + ic) * 284 + oh_2 + kh) * 284 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down2.relu0: relu, unet.cnn:13 */
+static void forward_down2_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv1 = s->arena + 0;
+  float *down2_relu0 = s->arena + 10179072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10179072; i++) {
+      float v = down2_conv1[n * 10179072 + i];
+      down2_relu0[n * 10179072 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down2.conv2: conv, unet.cnn:13 */
+static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
+  const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
+  const float *down2_relu0 = s->arena + 10179072;
+  float *down2_conv2 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 280; oh++) {
+        for (ptrdiff_t ow = 0; ow < 280; ow++) {
+          down2_conv2[((n * 128 + oc) * 280 + oh) * 280 + ow] = down2_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 280; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 280; ow_2++) {
+                down2_conv2[((n * 128 + oc) * 280 + oh_2) * 280 + ow_2] += down2_relu0[((n * 128 + ic) * 282 + oh_2 + kh) * 282 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down2.relu1: relu, unet.cnn:13 */
+static void forward_down2_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv2 = s->arena + 0;
+  float *down2_relu1 = s->arena + 10035200;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10035200; i++) {
+      float v = down2_conv2[n * 10035200 + i];
+      down2_relu1[n * 10035200 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool1: maxpool, unet.cnn:28 */
+static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu1 = s->arena + 10035200;
+  float *maxpool1 = s->arena + 4875264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t oh = 0; oh < 140; oh++) {
+        for (ptrdiff_t ow = 0; ow < 140; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
+            }
+          }
+          maxpool1[((n * 128 + c) * 140 + oh) * 140 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* down3.conv1: conv, unet.cnn:13 */
+static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
+  const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
+  const float *maxpool1 = s->arena + 4875264;
+  float *down3_conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 138; oh++) {
+        for (ptrdiff_t ow = 0; ow < 138; ow++) {
+          down3_conv1[((n * 256 + oc) * 138 + oh) * 138 + ow] = down3_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down3_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 138; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 138; ow_2++) {
+                down3_conv1[((n * 256 + oc) * 138 + oh_2) * 138 + ow_2] += maxpool1[((n * 128 + ic) * 140 + oh_2 + kh) * 140 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down3.relu0: relu, unet.cnn:13 */
+static void forward_down3_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv1 = s->arena + 0;
+  float *down3_relu0 = s->arena + 4875264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4875264; i++) {
+      float v = down3_conv1[n * 4875264 + i];
+      down3_relu0[n * 4875264 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down3.conv2: conv, unet.cnn:13 */
+static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
+  const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
+  const float *down3_relu0 = s->arena + 4875264;
+  float *down3_conv2 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 136; oh++) {
+        for (ptrdiff_t ow = 0; ow < 136; ow++) {
+          down3_conv2[((n * 256 + oc) * 136 + oh) * 136 + ow] = down3_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 136; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 136; ow_2++) {
+                down3_conv2[((n * 256 + oc) * 136 + oh_2) * 136 + ow_2] += down3_relu0[((n * 256 + ic) * 138 + oh_2 + kh) * 138 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down3.relu1: relu, unet.cnn:13 */
+static void forward_down3_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv2 = s->arena + 0;
+  float *down3_relu1 = s->arena + 4734976;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4734976; i++) {
+      float v = down3_conv2[n * 4734976 + i];
+      down3_relu1[n * 4734976 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool2: maxpool, unet.cnn:29 */
+static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu1 = s->arena + 4734976;
+  float *maxpool2 = s->arena + 2230272;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t oh = 0; oh < 68; oh++) {
+        for (ptrdiff_t ow = 0; ow < 68; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
+            }
+          }
+          maxpool2[((n * 256 + c) * 68 + oh) * 68 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* down4.conv1: conv, unet.cnn:13 */
+static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
+  const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
+  const float *maxpool2 = s->arena + 2230272;
+  float *down4_conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 66; oh++) {
+        for (ptrdiff_t ow = 0; ow < 66; ow++) {
+          down4_conv1[((n * 512 + oc) * 66 + oh) * 66 + ow] = down4_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down4_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 66; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 66; ow_2++) {
+                down4_conv1[((n * 512 + oc) * 66 + oh_2) * 66 + ow_2] += maxpool2[((n * 256 + ic) * 68 + oh_2 + kh) * 68 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down4.relu0: relu, unet.cnn:13 */
+static void forward_down4_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv1 = s->arena + 0;
+  float *down4_relu0 = s->arena + 2230272;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2230272; i++) {
+      float v = down4_conv1[n * 2230272 + i];
+      down4_relu0[n * 2230272 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down4.conv2: conv, unet.cnn:13 */
+static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
+  const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
+  const float *down4_relu0 = s->arena + 2230272;
+  float *down4_conv2 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 64; oh++) {
+        for (ptrdiff_t ow = 0; ow < 64; ow++) {
+          down4_conv2[((n * 512 + oc) * 64 + oh) * 64 + ow] = down4_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 64; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 64; ow_2++) {
+                down4_conv2[((n * 512 + oc) * 64 + oh_2) * 64 + ow_2] += down4_relu0[((n * 512 + ic) * 66 + oh_2 + kh) * 66 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down4.relu1: relu, unet.cnn:13 */
+static void forward_down4_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv2 = s->arena + 0;
+  float *down4_relu1 = s->arena + 2097152;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2097152; i++) {
+      float v = down4_conv2[n * 2097152 + i];
+      down4_relu1[n * 2097152 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool3: maxpool, unet.cnn:30 */
+static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu1 = s->arena + 2097152;
+  float *maxpool3 = s->arena + 921600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t oh = 0; oh < 32; oh++) {
+        for (ptrdiff_t ow = 0; ow < 32; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
+            }
+          }
+          maxpool3[((n * 512 + c) * 32 + oh) * 32 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* bottom.conv1: conv, unet.cnn:13 */
+static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
+  const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
+  const float *maxpool3 = s->arena + 921600;
+  float *bottom_conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
+      for (ptrdiff_t oh = 0; oh < 30; oh++) {
+        for (ptrdiff_t ow = 0; ow < 30; ow++) {
+          bottom_conv1[((n * 1024 + oc) * 30 + oh) * 30 + ow] = bottom_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = bottom_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 30; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 30; ow_2++) {
+                bottom_conv1[((n * 1024 + oc) * 30 + oh_2) * 30 + ow_2] += maxpool3[((n * 512 + ic) * 32 + oh_2 + kh) * 32 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bottom.relu0: relu, unet.cnn:13 */
+static void forward_bottom_relu0(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv1 = s->arena + 0;
+  float *bottom_relu0 = s->arena + 921600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 921600; i++) {
+      float v = bottom_conv1[n * 921600 + i];
+      bottom_relu0[n * 921600 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* bottom.conv2: conv, unet.cnn:13 */
+static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
+  const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
+  const float *bottom_relu0 = s->arena + 921600;
+  float *bottom_conv2 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          bottom_conv2[((n * 1024 + oc) * 28 + oh) * 28 + ow] = bottom_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = bottom_conv2_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                bottom_conv2[((n * 1024 + oc) * 28 + oh_2) * 28 + ow_2] += bottom_relu0[((n * 1024 + ic) * 30 + oh_2 + kh) * 30 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bottom.relu1: relu, unet.cnn:13 */
+static void forward_bottom_relu1(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv2 = s->arena + 0;
+  float *bottom_relu1 = s->arena + 802816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      float v = bottom_conv2[n * 802816 + i];
+      bottom_relu1[n * 802816 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up4.upconv: deconv, unet.cnn:19 */
+static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
+  const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
+  const float *dropout0 = s->arena + 802816;
+  float *up4_upconv = s->arena + 41295872;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1605632; i++) {
+      up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
+    }
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t ih = 0; ih < 28; ih++) {
+        for (ptrdiff_t iw = 0; iw < 28; iw++) {
+          float v = dropout0[((n * 1024 + ic) * 28 + ih) * 28 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] += v * up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.crop0: crop, unet.cnn:20 */
+static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu1 = s->arena + 2097152;
+  float *up4_crop0 = s->arena + 42901504;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 56; h++) {
+        for (ptrdiff_t w = 0; w < 56; w++) {
+          up4_crop0[((n * 512 + c) * 56 + h) * 56 + w] = down4_relu1[((n * 512 + c) * 64 + h + 4) * 64 + w + 4];
+        }
+      }
+    }
+  }
+}
+
+/* up4.concat0: concat, unet.cnn:20 */
+static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up4_upconv = s->arena + 41295872;
+  const float *up4_crop0 = s->arena + 42901504;
+  float *up4_concat0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1605632; i++) {
+      up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 1605632; i_2++) {
+      up4_concat0[n_2 * 3211264 + 1605632 + i_2] = up4_upconv[n_2 * 1605632 + i_2];
+    }
+  }
+}
+
+/* up4.conv1: conv, unet.cnn:13 */
+static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
+  const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
+  const float *up4_concat0 = s->arena + 0;
+  float *up4_conv1 = s->arena + 3211264;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 54; oh++) {
+        for (ptrdiff_t ow = 0; ow < 54; ow++) {
+          up4_conv1[((n * 512 + oc) * 54 + oh) * 54 + ow] = up4_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up4_conv1_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 54; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 54; ow_2++) {
+                up4_conv1[((n * 512 + oc) * 54 + oh_2) * 54 + ow_2] += up4_concat0[((n * 1024 + ic) * 56 + oh_2 + kh) * 56 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.relu0: relu, unet.cnn:13 */
+static void forward_up4_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1 = s->arena + 3211264;
+  float *up4_relu0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1492992; i++) {
+      float v = up4_conv1[n * 1492992 + i];
+      up4_relu0[n * 1492992 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up4.conv2: conv, unet.cnn:13 */
+static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
+  const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
+  const float *up4_relu0 = s->arena + 0;
+  float *up4_conv2 = s->arena + 1492992;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 52; oh++) {
+        for (ptrdiff_t ow = 0; ow < 52; ow++) {
+          up4_conv2[((n * 512 + oc) * 52 + oh) * 52 + ow] = up4_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 52; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 52; ow_2++) {
+                up4_conv2[((n * 512 + oc) * 52 + oh_2) * 52 + ow_2] += up4_relu0[((n * 512 + ic) * 54 + oh_2 + kh) * 54 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.relu1: relu, unet.cnn:13 */
+static void forward_up4_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv2 = s->arena + 1492992;
+  float *up4_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1384448; i++) {
+      float v = up4_conv2[n * 1384448 + i];
+      up4_relu1[n * 1384448 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up3.upconv: deconv, unet.cnn:19 */
+static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
+  const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
+  const float *up4_relu1 = s->arena + 0;
+  float *up3_upconv = s->arena + 41295872;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2768896; i++) {
+      up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
+    }
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t ih = 0; ih < 52; ih++) {
+        for (ptrdiff_t iw = 0; iw < 52; iw++) {
+          float v = up4_relu1[((n * 512 + ic) * 52 + ih) * 52 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] += v * up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.crop0: crop, unet.cnn:20 */
+static void forward_up3_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu1 = s->arena + 4734976;
+  float *up3_crop0 = s->arena + 44064768;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 104; h++) {
+        for (ptrdiff_t w = 0; w < 104; w++) {
+          up3_crop0[((n * 256 + c) * 104 + h) * 104 + w] = down3_relu1[((n * 256 + c) * 136 + h + 16) * 136 + w + 16];
+        }
+      }
+    }
+  }
+}
+
+/* up3.concat0: concat, unet.cnn:20 */
+static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up3_upconv = s->arena + 41295872;
+  const float *up3_crop0 = s->arena + 44064768;
+  float *up3_concat0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2768896; i++) {
+      up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 2768896; i_2++) {
+      up3_concat0[n_2 * 5537792 + 2768896 + i_2] = up3_upconv[n_2 * 2768896 + i_2];
+    }
+  }
+}
+
+/* up3.conv1: conv, unet.cnn:13 */
+static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
+  const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
+  const float *up3_concat0 = s->arena + 0;
+  float *up3_conv1 = s->arena + 5537792;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 102; oh++) {
+        for (ptrdiff_t ow = 0; ow < 102; ow++) {
+          up3_conv1[((n * 256 + oc) * 102 + oh) * 102 + ow] = up3_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up3_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 102; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 102; ow_2++) {
+                up3_conv1[((n * 256 + oc) * 102 + oh_2) * 102 + ow_2] += up3_concat0[((n * 512 + ic) * 104 + oh_2 + kh) * 104 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.relu0: relu, unet.cnn:13 */
+static void forward_up3_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1 = s->arena + 5537792;
+  float *up3_relu0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2663424; i++) {
+      float v = up3_conv1[n * 2663424 + i];
+      up3_relu0[n * 2663424 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up3.conv2: conv, unet.cnn:13 */
+static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
+  const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
+  const float *up3_relu0 = s->arena + 0;
+  float *up3_conv2 = s->arena + 2663424;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 100; oh++) {
+        for (ptrdiff_t ow = 0; ow < 100; ow++) {
+          up3_conv2[((n * 256 + oc) * 100 + oh) * 100 + ow] = up3_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 100; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 100; ow_2++) {
+                up3_conv2[((n * 256 + oc) * 100 + oh_2) * 100 + ow_2] += up3_relu0[((n * 256 + ic) * 102 + oh_2 + kh) * 102 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.relu1: relu, unet.cnn:13 */
+static void forward_up3_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv2 = s->arena + 2663424;
+  float *up3_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2560000; i++) {
+      float v = up3_conv2[n * 2560000 + i];
+      up3_relu1[n * 2560000 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up2.upconv: deconv, unet.cnn:19 */
+static void forward_up2_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
+  const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
+  const float *up3_relu1 = s->arena + 0;
+  float *up2_upconv = s->arena + 41295872;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5120000; i++) {
+      up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
+    }
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t ih = 0; ih < 100; ih++) {
+        for (ptrdiff_t iw = 0; iw < 100; iw++) {
+          float v = up3_relu1[((n * 256 + ic) * 100 + ih) * 100 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] += v * up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.crop0: crop, unet.cnn:20 */
+static void forward_up2_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu1 = s->arena + 10035200;
+  float *up2_crop0 = s->arena + 46415872;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 200; h++) {
+        for (ptrdiff_t w = 0; w < 200; w++) {
+          up2_crop0[((n * 128 + c) * 200 + h) * 200 + w] = down2_relu1[((n * 128 + c) * 280 + h + 40) * 280 + w + 40];
+        }
+      }
+    }
+  }
+}
+
+/* up2.concat0: concat, unet.cnn:20 */
+static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up2_upconv = s->arena + 41295872;
+  const float *up2_crop0 = s->arena + 46415872;
+  float *up2_concat0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5120000; i++) {
+      up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 5120000; i_2++) {
+      up2_concat0[n_2 * 10240000 + 5120000 + i_2] = up2_upconv[n_2 * 5120000 + i_2];
+    }
+  }
+}
+
+/* up2.conv1: conv, unet.cnn:13 */
+static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
+  const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
+  const float *up2_concat0 = s->arena + 0;
+  float *up2_conv1 = s->arena + 10240000;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 198; oh++) {
+        for (ptrdiff_t ow = 0; ow < 198; ow++) {
+          up2_conv1[((n * 128 + oc) * 198 + oh) * 198 + ow] = up2_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up2_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 198; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 198; ow_2++) {
+                up2_conv1[((n * 128 + oc) * 198 + oh_2) * 198 + ow_2] += up2_concat0[((n * 256 + ic) * 200 + oh_2 + kh) * 200 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.relu0: relu, unet.cnn:13 */
+static void forward_up2_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1 = s->arena + 10240000;
+  float *up2_relu0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5018112; i++) {
+      float v = up2_conv1[n * 5018112 + i];
+      up2_relu0[n * 5018112 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up2.conv2: conv, unet.cnn:13 */
+static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
+  const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
+  const float *up2_relu0 = s->arena + 0;
+  float *up2_conv2 = s->arena + 5018112;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 196; oh++) {
+        for (ptrdiff_t ow = 0; ow < 196; ow++) {
+          up2_conv2[((n * 128 + oc) * 196 + oh) * 196 + ow] = up2_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 196; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 196; ow_2++) {
+                up2_conv2[((n * 128 + oc) * 196 + oh_2) * 196 + ow_2] += up2_relu0[((n * 128 + ic) * 198 + oh_2 + kh) * 198 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.relu1: relu, unet.cnn:13 */
+static void forward_up2_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv2 = s->arena + 5018112;
+  float *up2_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4917248; i++) {
+      float v = up2_conv2[n * 4917248 + i];
+      up2_relu1[n * 4917248 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up1.upconv: deconv, unet.cnn:19 */
+static void forward_up1_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
+  const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
+  const float *up2_relu1 = s->arena + 0;
+  float *up1_upconv = s->arena + 41295872;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9834496; i++) {
+      up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
+    }
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t ih = 0; ih < 196; ih++) {
+        for (ptrdiff_t iw = 0; iw < 196; iw++) {
+          float v = up2_relu1[((n * 128 + ic) * 196 + ih) * 196 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] += v * up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.crop0: crop, unet.cnn:20 */
+static void forward_up1_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu1 = s->arena + 20647936;
+  float *up1_crop0 = s->arena + 51130368;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 392; h++) {
+        for (ptrdiff_t w = 0; w < 392; w++) {
+          up1_crop0[((n * 64 + c) * 392 + h) * 392 + w] = down1_relu1[((n * 64 + c) * 568 + h + 88) * 568 + w + 88];
+        }
+      }
+    }
+  }
+}
+
+/* up1.concat0: concat, unet.cnn:20 */
+static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up1_upconv = s->arena + 41295872;
+  const float *up1_crop0 = s->arena + 51130368;
+  float *up1_concat0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9834496; i++) {
+      up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 9834496; i_2++) {
+      up1_concat0[n_2 * 19668992 + 9834496 + i_2] = up1_upconv[n_2 * 9834496 + i_2];
+    }
+  }
+}
+
+/* up1.conv1: conv, unet.cnn:13 */
+static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
+  const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
+  const float *up1_concat0 = s->arena + 0;
+  float *up1_conv1 = s->arena + 19668992;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 390; oh++) {
+        for (ptrdiff_t ow = 0; ow < 390; ow++) {
+          up1_conv1[((n * 64 + oc) * 390 + oh) * 390 + ow] = up1_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 390; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 390; ow_2++) {
+                up1_conv1[((n * 64 + oc) * 390 + oh_2) * 390 + ow_2] += up1_concat0[((n * 128 + ic) * 392 + oh_2 + kh) * 392 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.relu0: relu, unet.cnn:13 */
+static void forward_up1_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1 = s->arena + 19668992;
+  float *up1_relu0 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9734400; i++) {
+      float v = up1_conv1[n * 9734400 + i];
+      up1_relu0[n * 9734400 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up1.conv2: conv, unet.cnn:13 */
+static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
+  const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
+  const float *up1_relu0 = s->arena + 0;
+  float *up1_conv2 = s->arena + 9734400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 388; oh++) {
+        for (ptrdiff_t ow = 0; ow < 388; ow++) {
+          up1_conv2[((n * 64 + oc) * 388 + oh) * 388 + ow] = up1_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
+                up1_conv2[((n * 64 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu0[((n * 64 + ic) * 390 + oh_2 + kh) * 390 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.relu1: relu, unet.cnn:13 */
+static void forward_up1_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv2 = s->arena + 9734400;
+  float *up1_relu1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9634816; i++) {
+      float v = up1_conv2[n * 9634816 + i];
+      up1_relu1[n * 9634816 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* head: conv, unet.cnn:36 */
+static void forward_head(unet_state *s, ptrdiff_t count) {
+  const float *head_weight = s->f32 + 31030528; /* head.weight */
+  const float *head_bias = s->f32 + 31030656; /* head.bias */
+  const float *up1_relu1 = s->arena + 0;
+  float *head = s->arena + 9634816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 2; oc++) {
+      for (ptrdiff_t oh = 0; oh < 388; oh++) {
+        for (ptrdiff_t ow = 0; ow < 388; ow++) {
+          head[((n * 2 + oc) * 388 + oh) * 388 + ow] = head_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = head_weight[oc * 64 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
+                head[((n * 2 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu1[((n * 64 + ic) * 388 + oh_2 + kh) * 388 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* logits: output, unet.cnn:36 */
+static void forward_logits(unet_state *s, ptrdiff_t count, float *logits) {
+  const float *head = s->arena + 9634816;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 301088; i++) {
+      logits[n * 301088 + i] = head[n * 301088 + i];
+    }
+  }
+}
+
 int unet_forward(unet_state *s, int count, const float *x, float *logits) {
   if (count < 1 || count > UNET_BATCH)
     return -1;
-  /* down1.conv1: conv, unet.cnn:13 */
-  {
-    const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
-    const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-    float *down1_conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 570; oh++) {
-          for (ptrdiff_t ow = 0; ow < 570; ow++) {
-            float acc = down1_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + x[((n + ic) * 572 + oh + kh) * 572 + ow + kw] * down1_conv1_weight[((oc + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down1_conv1[((n * 64 + oc) * 570 + oh) * 570 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down1.relu0: relu, unet.cnn:13 */
-  {
-    const float *down1_conv1 = s->arena + 0;
-    float *down1_relu0 = s->arena + 20793600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20793600; i++) {
-        float v = down1_conv1[n * 20793600 + i];
-        down1_relu0[n * 20793600 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down1.conv2: conv, unet.cnn:13 */
-  {
-    const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-    const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-    const float *down1_relu0 = s->arena + 20793600;
-    float *down1_conv2 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 568; oh++) {
-          for (ptrdiff_t ow = 0; ow < 568; ow++) {
-            float acc = down1_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down1_relu0[((n * 64 + ic) * 570 + oh + kh) * 570 + ow + kw] * down1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down1_conv2[((n * 64 + oc) * 568 + oh) * 568 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down1.relu1: relu, unet.cnn:13 */
-  {
-    const float *down1_conv2 = s->arena + 0;
-    float *down1_relu1 = s->arena + 20647936;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20647936; i++) {
-        float v = down1_conv2[n * 20647936 + i];
-        down1_relu1[n * 20647936 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool0: maxpool, unet.cnn:27 */
-  {
-    const float *down1_relu1 = s->arena + 20647936;
-    float *maxpool0 = s->arena + 10179072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t oh = 0; oh < 284; oh++) {
-          for (ptrdiff_t ow = 0; ow < 284; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
-              }
-            }
-            maxpool0[((n * 64 + c) * 284 + oh) * 284 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* down2.conv1: conv, unet.cnn:13 */
-  {
-    const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-    const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-    const float *maxpool0 = s->arena + 10179072;
-    float *down2_conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 282; oh++) {
-          for (ptrdiff_t ow = 0; ow < 282; ow++) {
-            float acc = down2_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool0[((n * 64 + ic) * 284 + oh + kh) * 284 + ow + kw] * down2_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down2_conv1[((n * 128 + oc) * 282 + oh) * 282 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down2.relu0: relu, unet.cnn:13 */
-  {
-    const float *down2_conv1 = s->arena + 0;
-    float *down2_relu0 = s->arena + 10179072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10179072; i++) {
-        float v = down2_conv1[n * 10179072 + i];
-        down2_relu0[n * 10179072 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down2.conv2: conv, unet.cnn:13 */
-  {
-    const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-    const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-    const float *down2_relu0 = s->arena + 10179072;
-    float *down2_conv2 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 280; oh++) {
-          for (ptrdiff_t ow = 0; ow < 280; ow++) {
-            float acc = down2_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down2_relu0[((n * 128 + ic) * 282 + oh + kh) * 282 + ow + kw] * down2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down2_conv2[((n * 128 + oc) * 280 + oh) * 280 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down2.relu1: relu, unet.cnn:13 */
-  {
-    const float *down2_conv2 = s->arena + 0;
-    float *down2_relu1 = s->arena + 10035200;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10035200; i++) {
-        float v = down2_conv2[n * 10035200 + i];
-        down2_relu1[n * 10035200 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool1: maxpool, unet.cnn:28 */
-  {
-    const float *down2_relu1 = s->arena + 10035200;
-    float *maxpool1 = s->arena + 4875264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t oh = 0; oh < 140; oh++) {
-          for (ptrdiff_t ow = 0; ow < 140; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
-              }
-            }
-            maxpool1[((n * 128 + c) * 140 + oh) * 140 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* down3.conv1: conv, unet.cnn:13 */
-  {
-    const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-    const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-    const float *maxpool1 = s->arena + 4875264;
-    float *down3_conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 138; oh++) {
-          for (ptrdiff_t ow = 0; ow < 138; ow++) {
-            float acc = down3_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool1[((n * 128 + ic) * 140 + oh + kh) * 140 + ow + kw] * down3_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down3_conv1[((n * 256 + oc) * 138 + oh) * 138 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down3.relu0: relu, unet.cnn:13 */
-  {
-    const float *down3_conv1 = s->arena + 0;
-    float *down3_relu0 = s->arena + 4875264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4875264; i++) {
-        float v = down3_conv1[n * 4875264 + i];
-        down3_relu0[n * 4875264 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down3.conv2: conv, unet.cnn:13 */
-  {
-    const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-    const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-    const float *down3_relu0 = s->arena + 4875264;
-    float *down3_conv2 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 136; oh++) {
-          for (ptrdiff_t ow = 0; ow < 136; ow++) {
-            float acc = down3_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down3_relu0[((n * 256 + ic) * 138 + oh + kh) * 138 + ow + kw] * down3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down3_conv2[((n * 256 + oc) * 136 + oh) * 136 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down3.relu1: relu, unet.cnn:13 */
-  {
-    const float *down3_conv2 = s->arena + 0;
-    float *down3_relu1 = s->arena + 4734976;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4734976; i++) {
-        float v = down3_conv2[n * 4734976 + i];
-        down3_relu1[n * 4734976 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool2: maxpool, unet.cnn:29 */
-  {
-    const float *down3_relu1 = s->arena + 4734976;
-    float *maxpool2 = s->arena + 2230272;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t oh = 0; oh < 68; oh++) {
-          for (ptrdiff_t ow = 0; ow < 68; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
-              }
-            }
-            maxpool2[((n * 256 + c) * 68 + oh) * 68 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* down4.conv1: conv, unet.cnn:13 */
-  {
-    const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-    const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-    const float *maxpool2 = s->arena + 2230272;
-    float *down4_conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 66; oh++) {
-          for (ptrdiff_t ow = 0; ow < 66; ow++) {
-            float acc = down4_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool2[((n * 256 + ic) * 68 + oh + kh) * 68 + ow + kw] * down4_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down4_conv1[((n * 512 + oc) * 66 + oh) * 66 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down4.relu0: relu, unet.cnn:13 */
-  {
-    const float *down4_conv1 = s->arena + 0;
-    float *down4_relu0 = s->arena + 2230272;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2230272; i++) {
-        float v = down4_conv1[n * 2230272 + i];
-        down4_relu0[n * 2230272 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down4.conv2: conv, unet.cnn:13 */
-  {
-    const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-    const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-    const float *down4_relu0 = s->arena + 2230272;
-    float *down4_conv2 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 64; oh++) {
-          for (ptrdiff_t ow = 0; ow < 64; ow++) {
-            float acc = down4_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down4_relu0[((n * 512 + ic) * 66 + oh + kh) * 66 + ow + kw] * down4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down4_conv2[((n * 512 + oc) * 64 + oh) * 64 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down4.relu1: relu, unet.cnn:13 */
-  {
-    const float *down4_conv2 = s->arena + 0;
-    float *down4_relu1 = s->arena + 2097152;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2097152; i++) {
-        float v = down4_conv2[n * 2097152 + i];
-        down4_relu1[n * 2097152 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool3: maxpool, unet.cnn:30 */
-  {
-    const float *down4_relu1 = s->arena + 2097152;
-    float *maxpool3 = s->arena + 921600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t oh = 0; oh < 32; oh++) {
-          for (ptrdiff_t ow = 0; ow < 32; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
-              }
-            }
-            maxpool3[((n * 512 + c) * 32 + oh) * 32 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* bottom.conv1: conv, unet.cnn:13 */
-  {
-    const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-    const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-    const float *maxpool3 = s->arena + 921600;
-    float *bottom_conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-        for (ptrdiff_t oh = 0; oh < 30; oh++) {
-          for (ptrdiff_t ow = 0; ow < 30; ow++) {
-            float acc = bottom_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool3[((n * 512 + ic) * 32 + oh + kh) * 32 + ow + kw] * bottom_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            bottom_conv1[((n * 1024 + oc) * 30 + oh) * 30 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* bottom.relu0: relu, unet.cnn:13 */
-  {
-    const float *bottom_conv1 = s->arena + 0;
-    float *bottom_relu0 = s->arena + 921600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 921600; i++) {
-        float v = bottom_conv1[n * 921600 + i];
-        bottom_relu0[n * 921600 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* bottom.conv2: conv, unet.cnn:13 */
-  {
-    const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-    const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-    const float *bottom_relu0 = s->arena + 921600;
-    float *bottom_conv2 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = bottom_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + bottom_relu0[((n * 1024 + ic) * 30 + oh + kh) * 30 + ow + kw] * bottom_conv2_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            bottom_conv2[((n * 1024 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* bottom.relu1: relu, unet.cnn:13 */
-  {
-    const float *bottom_conv2 = s->arena + 0;
-    float *bottom_relu1 = s->arena + 802816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        float v = bottom_conv2[n * 802816 + i];
-        bottom_relu1[n * 802816 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up4.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-    const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-    const float *dropout0 = s->arena + 802816;
-    float *up4_upconv = s->arena + 41295872;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1605632; i++) {
-        up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
-      }
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t ih = 0; ih < 28; ih++) {
-          for (ptrdiff_t iw = 0; iw < 28; iw++) {
-            float v = dropout0[((n * 1024 + ic) * 28 + ih) * 28 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] += v * up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw];
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up4.crop0: crop, unet.cnn:20 */
-  {
-    const float *down4_relu1 = s->arena + 2097152;
-    float *up4_crop0 = s->arena + 42901504;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t h = 0; h < 56; h++) {
-          for (ptrdiff_t w = 0; w < 56; w++) {
-            up4_crop0[((n * 512 + c) * 56 + h) * 56 + w] = down4_relu1[((n * 512 + c) * 64 + h + 4) * 64 + w + 4];
-          }
-        }
-      }
-    }
-  }
-  /* up4.concat0: concat, unet.cnn:20 */
-  {
-    const float *up4_upconv = s->arena + 41295872;
-    const float *up4_crop0 = s->arena + 42901504;
-    float *up4_concat0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1605632; i++) {
-        up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 1605632; i_2++) {
-        up4_concat0[n_2 * 3211264 + 1605632 + i_2] = up4_upconv[n_2 * 1605632 + i_2];
-      }
-    }
-  }
-  /* up4.conv1: conv, unet.cnn:13 */
-  {
-    const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-    const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-    const float *up4_concat0 = s->arena + 0;
-    float *up4_conv1 = s->arena + 3211264;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 54; oh++) {
-          for (ptrdiff_t ow = 0; ow < 54; ow++) {
-            float acc = up4_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up4_concat0[((n * 1024 + ic) * 56 + oh + kh) * 56 + ow + kw] * up4_conv1_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up4_conv1[((n * 512 + oc) * 54 + oh) * 54 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up4.relu0: relu, unet.cnn:13 */
-  {
-    const float *up4_conv1 = s->arena + 3211264;
-    float *up4_relu0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1492992; i++) {
-        float v = up4_conv1[n * 1492992 + i];
-        up4_relu0[n * 1492992 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up4.conv2: conv, unet.cnn:13 */
-  {
-    const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-    const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-    const float *up4_relu0 = s->arena + 0;
-    float *up4_conv2 = s->arena + 1492992;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 52; oh++) {
-          for (ptrdiff_t ow = 0; ow < 52; ow++) {
-            float acc = up4_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up4_relu0[((n * 512 + ic) * 54 + oh + kh) * 54 + ow + kw] * up4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up4_conv2[((n * 512 + oc) * 52 + oh) * 52 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up4.relu1: relu, unet.cnn:13 */
-  {
-    const float *up4_conv2 = s->arena + 1492992;
-    float *up4_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1384448; i++) {
-        float v = up4_conv2[n * 1384448 + i];
-        up4_relu1[n * 1384448 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up3.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-    const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-    const float *up4_relu1 = s->arena + 0;
-    float *up3_upconv = s->arena + 41295872;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2768896; i++) {
-        up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t ih = 0; ih < 52; ih++) {
-          for (ptrdiff_t iw = 0; iw < 52; iw++) {
-            float v = up4_relu1[((n * 512 + ic) * 52 + ih) * 52 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] += v * up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw];
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up3.crop0: crop, unet.cnn:20 */
-  {
-    const float *down3_relu1 = s->arena + 4734976;
-    float *up3_crop0 = s->arena + 44064768;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t h = 0; h < 104; h++) {
-          for (ptrdiff_t w = 0; w < 104; w++) {
-            up3_crop0[((n * 256 + c) * 104 + h) * 104 + w] = down3_relu1[((n * 256 + c) * 136 + h + 16) * 136 + w + 16];
-          }
-        }
-      }
-    }
-  }
-  /* up3.concat0: concat, unet.cnn:20 */
-  {
-    const float *up3_upconv = s->arena + 41295872;
-    const float *up3_crop0 = s->arena + 44064768;
-    float *up3_concat0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2768896; i++) {
-        up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 2768896; i_2++) {
-        up3_concat0[n_2 * 5537792 + 2768896 + i_2] = up3_upconv[n_2 * 2768896 + i_2];
-      }
-    }
-  }
-  /* up3.conv1: conv, unet.cnn:13 */
-  {
-    const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-    const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-    const float *up3_concat0 = s->arena + 0;
-    float *up3_conv1 = s->arena + 5537792;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 102; oh++) {
-          for (ptrdiff_t ow = 0; ow < 102; ow++) {
-            float acc = up3_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up3_concat0[((n * 512 + ic) * 104 + oh + kh) * 104 + ow + kw] * up3_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up3_conv1[((n * 256 + oc) * 102 + oh) * 102 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up3.relu0: relu, unet.cnn:13 */
-  {
-    const float *up3_conv1 = s->arena + 5537792;
-    float *up3_relu0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2663424; i++) {
-        float v = up3_conv1[n * 2663424 + i];
-        up3_relu0[n * 2663424 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up3.conv2: conv, unet.cnn:13 */
-  {
-    const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-    const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-    const float *up3_relu0 = s->arena + 0;
-    float *up3_conv2 = s->arena + 2663424;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 100; oh++) {
-          for (ptrdiff_t ow = 0; ow < 100; ow++) {
-            float acc = up3_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up3_relu0[((n * 256 + ic) * 102 + oh + kh) * 102 + ow + kw] * up3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up3_conv2[((n * 256 + oc) * 100 + oh) * 100 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up3.relu1: relu, unet.cnn:13 */
-  {
-    const float *up3_conv2 = s->arena + 2663424;
-    float *up3_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2560000; i++) {
-        float v = up3_conv2[n * 2560000 + i];
-        up3_relu1[n * 2560000 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up2.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-    const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-    const float *up3_relu1 = s->arena + 0;
-    float *up2_upconv = s->arena + 41295872;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5120000; i++) {
-        up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t ih = 0; ih < 100; ih++) {
-          for (ptrdiff_t iw = 0; iw < 100; iw++) {
-            float v = up3_relu1[((n * 256 + ic) * 100 + ih) * 100 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] += v * up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw];
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up2.crop0: crop, unet.cnn:20 */
-  {
-    const float *down2_relu1 = s->arena + 10035200;
-    float *up2_crop0 = s->arena + 46415872;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t h = 0; h < 200; h++) {
-          for (ptrdiff_t w = 0; w < 200; w++) {
-            up2_crop0[((n * 128 + c) * 200 + h) * 200 + w] = down2_relu1[((n * 128 + c) * 280 + h + 40) * 280 + w + 40];
-          }
-        }
-      }
-    }
-  }
-  /* up2.concat0: concat, unet.cnn:20 */
-  {
-    const float *up2_upconv = s->arena + 41295872;
-    const float *up2_crop0 = s->arena + 46415872;
-    float *up2_concat0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5120000; i++) {
-        up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 5120000; i_2++) {
-        up2_concat0[n_2 * 10240000 + 5120000 + i_2] = up2_upconv[n_2 * 5120000 + i_2];
-      }
-    }
-  }
-  /* up2.conv1: conv, unet.cnn:13 */
-  {
-    const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-    const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-    const float *up2_concat0 = s->arena + 0;
-    float *up2_conv1 = s->arena + 10240000;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 198; oh++) {
-          for (ptrdiff_t ow = 0; ow < 198; ow++) {
-            float acc = up2_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up2_concat0[((n * 256 + ic) * 200 + oh + kh) * 200 + ow + kw] * up2_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up2_conv1[((n * 128 + oc) * 198 + oh) * 198 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up2.relu0: relu, unet.cnn:13 */
-  {
-    const float *up2_conv1 = s->arena + 10240000;
-    float *up2_relu0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5018112; i++) {
-        float v = up2_conv1[n * 5018112 + i];
-        up2_relu0[n * 5018112 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up2.conv2: conv, unet.cnn:13 */
-  {
-    const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-    const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-    const float *up2_relu0 = s->arena + 0;
-    float *up2_conv2 = s->arena + 5018112;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 196; oh++) {
-          for (ptrdiff_t ow = 0; ow < 196; ow++) {
-            float acc = up2_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up2_relu0[((n * 128 + ic) * 198 + oh + kh) * 198 + ow + kw] * up2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up2_conv2[((n * 128 + oc) * 196 + oh) * 196 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up2.relu1: relu, unet.cnn:13 */
-  {
-    const float *up2_conv2 = s->arena + 5018112;
-    float *up2_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4917248; i++) {
-        float v = up2_conv2[n * 4917248 + i];
-        up2_relu1[n * 4917248 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up1.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-    const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-    const float *up2_relu1 = s->arena + 0;
-    float *up1_upconv = s->arena + 41295872;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9834496; i++) {
-        up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t ih = 0; ih < 196; ih++) {
-          for (ptrdiff_t iw = 0; iw < 196; iw++) {
-            float v = up2_relu1[((n * 128 + ic) * 196 + ih) * 196 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] += v * up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw];
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up1.crop0: crop, unet.cnn:20 */
-  {
-    const float *down1_relu1 = s->arena + 20647936;
-    float *up1_crop0 = s->arena + 51130368;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t h = 0; h < 392; h++) {
-          for (ptrdiff_t w = 0; w < 392; w++) {
-            up1_crop0[((n * 64 + c) * 392 + h) * 392 + w] = down1_relu1[((n * 64 + c) * 568 + h + 88) * 568 + w + 88];
-          }
-        }
-      }
-    }
-  }
-  /* up1.concat0: concat, unet.cnn:20 */
-  {
-    const float *up1_upconv = s->arena + 41295872;
-    const float *up1_crop0 = s->arena + 51130368;
-    float *up1_concat0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9834496; i++) {
-        up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 9834496; i_2++) {
-        up1_concat0[n_2 * 19668992 + 9834496 + i_2] = up1_upconv[n_2 * 9834496 + i_2];
-      }
-    }
-  }
-  /* up1.conv1: conv, unet.cnn:13 */
-  {
-    const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-    const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-    const float *up1_concat0 = s->arena + 0;
-    float *up1_conv1 = s->arena + 19668992;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 390; oh++) {
-          for (ptrdiff_t ow = 0; ow < 390; ow++) {
-            float acc = up1_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up1_concat0[((n * 128 + ic) * 392 + oh + kh) * 392 + ow + kw] * up1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up1_conv1[((n * 64 + oc) * 390 + oh) * 390 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up1.relu0: relu, unet.cnn:13 */
-  {
-    const float *up1_conv1 = s->arena + 19668992;
-    float *up1_relu0 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9734400; i++) {
-        float v = up1_conv1[n * 9734400 + i];
-        up1_relu0[n * 9734400 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up1.conv2: conv, unet.cnn:13 */
-  {
-    const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-    const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-    const float *up1_relu0 = s->arena + 0;
-    float *up1_conv2 = s->arena + 9734400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 388; oh++) {
-          for (ptrdiff_t ow = 0; ow < 388; ow++) {
-            float acc = up1_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up1_relu0[((n * 64 + ic) * 390 + oh + kh) * 390 + ow + kw] * up1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up1_conv2[((n * 64 + oc) * 388 + oh) * 388 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up1.relu1: relu, unet.cnn:13 */
-  {
-    const float *up1_conv2 = s->arena + 9734400;
-    float *up1_relu1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9634816; i++) {
-        float v = up1_conv2[n * 9634816 + i];
-        up1_relu1[n * 9634816 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* head: conv, unet.cnn:36 */
-  {
-    const float *head_weight = s->f32 + 31030528; /* head.weight */
-    const float *head_bias = s->f32 + 31030656; /* head.bias */
-    const float *up1_relu1 = s->arena + 0;
-    float *head = s->arena + 9634816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 2; oc++) {
-        for (ptrdiff_t oh = 0; oh < 388; oh++) {
-          for (ptrdiff_t ow = 0; ow < 388; ow++) {
-            float acc = head_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + up1_relu1[((n * 64 + ic) * 388 + oh + kh) * 388 + ow + kw] * head_weight[oc * 64 + ic + kh + kw];
-                }
-              }
-            }
-            head[((n * 2 + oc) * 388 + oh) * 388 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* logits: output, unet.cnn:36 */
-  {
-    const float *head = s->arena + 9634816;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 301088; i++) {
-        logits[n * 301088 + i] = head[n * 301088 + i];
-      }
-    }
-  }
+  forward_down1_conv1(s, count, x);
+  forward_down1_relu0(s, count);
+  forward_down1_conv2(s, count);
+  forward_down1_relu1(s, count);
+  forward_maxpool0(s, count);
+  forward_down2_conv1(s, count);
+  forward_down2_relu0(s, count);
+  forward_down2_conv2(s, count);
+  forward_down2_relu1(s, count);
+  forward_maxpool1(s, count);
+  forward_down3_conv1(s, count);
+  forward_down3_relu0(s, count);
+  forward_down3_conv2(s, count);
+  forward_down3_relu1(s, count);
+  forward_maxpool2(s, count);
+  forward_down4_conv1(s, count);
+  forward_down4_relu0(s, count);
+  forward_down4_conv2(s, count);
+  forward_down4_relu1(s, count);
+  forward_maxpool3(s, count);
+  forward_bottom_conv1(s, count);
+  forward_bottom_relu0(s, count);
+  forward_bottom_conv2(s, count);
+  forward_bottom_relu1(s, count);
+  forward_up4_upconv(s, count);
+  forward_up4_crop0(s, count);
+  forward_up4_concat0(s, count);
+  forward_up4_conv1(s, count);
+  forward_up4_relu0(s, count);
+  forward_up4_conv2(s, count);
+  forward_up4_relu1(s, count);
+  forward_up3_upconv(s, count);
+  forward_up3_crop0(s, count);
+  forward_up3_concat0(s, count);
+  forward_up3_conv1(s, count);
+  forward_up3_relu0(s, count);
+  forward_up3_conv2(s, count);
+  forward_up3_relu1(s, count);
+  forward_up2_upconv(s, count);
+  forward_up2_crop0(s, count);
+  forward_up2_concat0(s, count);
+  forward_up2_conv1(s, count);
+  forward_up2_relu0(s, count);
+  forward_up2_conv2(s, count);
+  forward_up2_relu1(s, count);
+  forward_up1_upconv(s, count);
+  forward_up1_crop0(s, count);
+  forward_up1_concat0(s, count);
+  forward_up1_conv1(s, count);
+  forward_up1_relu0(s, count);
+  forward_up1_conv2(s, count);
+  forward_up1_relu1(s, count);
+  forward_head(s, count);
+  forward_logits(s, count, logits);
   return 0;
 }
 
@@ -1828,479 +2018,39 @@ static float uniform(const unet_state *s, uint64_t layer, uint64_t key) {
   return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
-int unet_backward(unet_state *s, int count, const float *x, const int64_t *labels, float *loss) {
-  if (count < 1 || count > UNET_BATCH)
-    return -1;
-  s->draws++;
-  /* labels: label check, unet.cnn:37 */
-  {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 150544; i++) {
-        if (labels[n * 150544 + i] < 0)
-          return -1;
-        if (2 <= labels[n * 150544 + i])
-          return -1;
-      }
+/* labels: label check, unet.cnn:37 */
+static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *labels) {
+  (void)s;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 150544; i++) {
+      if (labels[n * 150544 + i] < 0)
+        return -1;
+      if (2 <= labels[n * 150544 + i])
+        return -1;
     }
   }
-  /* down1.conv1: conv, unet.cnn:13 */
-  {
-    const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
-    const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-    float *down1_conv1 = s->arena + 0;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 570; oh++) {
-          for (ptrdiff_t ow = 0; ow < 570; ow++) {
-            float acc = down1_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + x[((n + ic) * 572 + oh + kh) * 572 + ow + kw] * down1_conv1_weight[((oc + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down1_conv1[((n * 64 + oc) * 570 + oh) * 570 + ow] = acc;
-          }
+  return 0;
+}
+
+/* down1.conv1: conv, unet.cnn:13 */
+static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
+  const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
+  const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
+  float *down1_conv1 = s->arena + 0;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 570; oh++) {
+        for (ptrdiff_t ow = 0; ow < 570; ow++) {
+          down1_conv1[((n * 64 + oc) * 570 + oh) * 570 + ow] = down1_conv1_bias[oc];
         }
       }
-    }
-  }
-  /* down1.relu0: relu, unet.cnn:13 */
-  {
-    const float *down1_conv1 = s->arena + 0;
-    float *down1_relu0 = s->arena + 20793600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20793600; i++) {
-        float v = down1_conv1[n * 20793600 + i];
-        down1_relu0[n * 20793600 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down1.conv2: conv, unet.cnn:13 */
-  {
-    const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-    const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-    const float *down1_relu0 = s->arena + 20793600;
-    float *down1_conv2 = s->arena + 41587200;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 568; oh++) {
-          for (ptrdiff_t ow = 0; ow < 568; ow++) {
-            float acc = down1_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down1_relu0[((n * 64 + ic) * 570 + oh + kh) * 570 + ow + kw] * down1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down1_conv2[((n * 64 + oc) * 568 + oh) * 568 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down1.relu1: relu, unet.cnn:13 */
-  {
-    const float *down1_conv2 = s->arena + 41587200;
-    float *down1_relu1 = s->arena + 62235136;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20647936; i++) {
-        float v = down1_conv2[n * 20647936 + i];
-        down1_relu1[n * 20647936 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool0: maxpool, unet.cnn:27 */
-  {
-    const float *down1_relu1 = s->arena + 62235136;
-    float *maxpool0 = s->arena + 216966656;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t oh = 0; oh < 284; oh++) {
-          for (ptrdiff_t ow = 0; ow < 284; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
-              }
-            }
-            maxpool0[((n * 64 + c) * 284 + oh) * 284 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* down2.conv1: conv, unet.cnn:13 */
-  {
-    const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-    const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-    const float *maxpool0 = s->arena + 216966656;
-    float *down2_conv1 = s->arena + 132461056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 282; oh++) {
-          for (ptrdiff_t ow = 0; ow < 282; ow++) {
-            float acc = down2_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool0[((n * 64 + ic) * 284 + oh + kh) * 284 + ow + kw] * down2_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down2_conv1[((n * 128 + oc) * 282 + oh) * 282 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down2.relu0: relu, unet.cnn:13 */
-  {
-    const float *down2_conv1 = s->arena + 132461056;
-    float *down2_relu0 = s->arena + 142640128;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10179072; i++) {
-        float v = down2_conv1[n * 10179072 + i];
-        down2_relu0[n * 10179072 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down2.conv2: conv, unet.cnn:13 */
-  {
-    const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-    const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-    const float *down2_relu0 = s->arena + 142640128;
-    float *down2_conv2 = s->arena + 152819200;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 280; oh++) {
-          for (ptrdiff_t ow = 0; ow < 280; ow++) {
-            float acc = down2_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down2_relu0[((n * 128 + ic) * 282 + oh + kh) * 282 + ow + kw] * down2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down2_conv2[((n * 128 + oc) * 280 + oh) * 280 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down2.relu1: relu, unet.cnn:13 */
-  {
-    const float *down2_conv2 = s->arena + 152819200;
-    float *down2_relu1 = s->arena + 162854400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10035200; i++) {
-        float v = down2_conv2[n * 10035200 + i];
-        down2_relu1[n * 10035200 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool1: maxpool, unet.cnn:28 */
-  {
-    const float *down2_relu1 = s->arena + 162854400;
-    float *maxpool1 = s->arena + 274877952;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t oh = 0; oh < 140; oh++) {
-          for (ptrdiff_t ow = 0; ow < 140; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
-              }
-            }
-            maxpool1[((n * 128 + c) * 140 + oh) * 140 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* down3.conv1: conv, unet.cnn:13 */
-  {
-    const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-    const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-    const float *maxpool1 = s->arena + 274877952;
-    float *down3_conv1 = s->arena + 241999360;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 138; oh++) {
-          for (ptrdiff_t ow = 0; ow < 138; ow++) {
-            float acc = down3_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool1[((n * 128 + ic) * 140 + oh + kh) * 140 + ow + kw] * down3_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down3_conv1[((n * 256 + oc) * 138 + oh) * 138 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down3.relu0: relu, unet.cnn:13 */
-  {
-    const float *down3_conv1 = s->arena + 241999360;
-    float *down3_relu0 = s->arena + 246874624;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4875264; i++) {
-        float v = down3_conv1[n * 4875264 + i];
-        down3_relu0[n * 4875264 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down3.conv2: conv, unet.cnn:13 */
-  {
-    const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-    const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-    const float *down3_relu0 = s->arena + 246874624;
-    float *down3_conv2 = s->arena + 251749888;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 136; oh++) {
-          for (ptrdiff_t ow = 0; ow < 136; ow++) {
-            float acc = down3_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down3_relu0[((n * 256 + ic) * 138 + oh + kh) * 138 + ow + kw] * down3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down3_conv2[((n * 256 + oc) * 136 + oh) * 136 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down3.relu1: relu, unet.cnn:13 */
-  {
-    const float *down3_conv2 = s->arena + 251749888;
-    float *down3_relu1 = s->arena + 256484864;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4734976; i++) {
-        float v = down3_conv2[n * 4734976 + i];
-        down3_relu1[n * 4734976 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool2: maxpool, unet.cnn:29 */
-  {
-    const float *down3_relu1 = s->arena + 256484864;
-    float *maxpool2 = s->arena + 291796480;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t oh = 0; oh < 68; oh++) {
-          for (ptrdiff_t ow = 0; ow < 68; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
-              }
-            }
-            maxpool2[((n * 256 + c) * 68 + oh) * 68 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* down4.conv1: conv, unet.cnn:13 */
-  {
-    const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-    const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-    const float *maxpool2 = s->arena + 291796480;
-    float *down4_conv1 = s->arena + 277386752;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 66; oh++) {
-          for (ptrdiff_t ow = 0; ow < 66; ow++) {
-            float acc = down4_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool2[((n * 256 + ic) * 68 + oh + kh) * 68 + ow + kw] * down4_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down4_conv1[((n * 512 + oc) * 66 + oh) * 66 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down4.relu0: relu, unet.cnn:13 */
-  {
-    const float *down4_conv1 = s->arena + 277386752;
-    float *down4_relu0 = s->arena + 279617024;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2230272; i++) {
-        float v = down4_conv1[n * 2230272 + i];
-        down4_relu0[n * 2230272 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* down4.conv2: conv, unet.cnn:13 */
-  {
-    const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-    const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-    const float *down4_relu0 = s->arena + 279617024;
-    float *down4_conv2 = s->arena + 281847296;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 64; oh++) {
-          for (ptrdiff_t ow = 0; ow < 64; ow++) {
-            float acc = down4_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + down4_relu0[((n * 512 + ic) * 66 + oh + kh) * 66 + ow + kw] * down4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            down4_conv2[((n * 512 + oc) * 64 + oh) * 64 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* down4.relu1: relu, unet.cnn:13 */
-  {
-    const float *down4_conv2 = s->arena + 281847296;
-    float *down4_relu1 = s->arena + 283944448;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2097152; i++) {
-        float v = down4_conv2[n * 2097152 + i];
-        down4_relu1[n * 2097152 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* maxpool3: maxpool, unet.cnn:30 */
-  {
-    const float *down4_relu1 = s->arena + 283944448;
-    float *maxpool3 = s->arena + 296429056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t oh = 0; oh < 32; oh++) {
-          for (ptrdiff_t ow = 0; ow < 32; ow++) {
-            float m = -INFINITY;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                m = fmaxf(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
-              }
-            }
-            maxpool3[((n * 512 + c) * 32 + oh) * 32 + ow] = m;
-          }
-        }
-      }
-    }
-  }
-  /* bottom.conv1: conv, unet.cnn:13 */
-  {
-    const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-    const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-    const float *maxpool3 = s->arena + 296429056;
-    float *bottom_conv1 = s->arena + 292980224;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-        for (ptrdiff_t oh = 0; oh < 30; oh++) {
-          for (ptrdiff_t ow = 0; ow < 30; ow++) {
-            float acc = bottom_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + maxpool3[((n * 512 + ic) * 32 + oh + kh) * 32 + ow + kw] * bottom_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            bottom_conv1[((n * 1024 + oc) * 30 + oh) * 30 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* bottom.relu0: relu, unet.cnn:13 */
-  {
-    const float *bottom_conv1 = s->arena + 292980224;
-    float *bottom_relu0 = s->arena + 293901824;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 921600; i++) {
-        float v = bottom_conv1[n * 921600 + i];
-        bottom_relu0[n * 921600 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* bottom.conv2: conv, unet.cnn:13 */
-  {
-    const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-    const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-    const float *bottom_relu0 = s->arena + 293901824;
-    float *bottom_conv2 = s->arena + 294823424;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-        for (ptrdiff_t oh = 0; oh < 28; oh++) {
-          for (ptrdiff_t ow = 0; ow < 28; ow++) {
-            float acc = bottom_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + bottom_relu0[((n * 1024 + ic) * 30 + oh + kh) * 30 + ow + kw] * bottom_conv2_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            bottom_conv2[((n * 1024 + oc) * 28 + oh) * 28 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* bottom.relu1: relu, unet.cnn:13 */
-  {
-    const float *bottom_conv2 = s->arena + 294823424;
-    float *bottom_relu1 = s->arena + 82883072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        float v = bottom_conv2[n * 802816 + i];
-        bottom_relu1[n * 802816 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* dropout0: dropout, unet.cnn:30 */
-  {
-    const float *bottom_relu1 = s->arena + 82883072;
-    float *dropout0 = s->arena + 295626240;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        dropout0[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? bottom_relu1[n * 802816 + i] * 2.0f : 0.0f;
-      }
-    }
-  }
-  /* up4.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-    const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-    const float *dropout0 = s->arena + 295626240;
-    float *up4_upconv = s->arena + 82883072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1605632; i++) {
-        up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
-      }
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t ih = 0; ih < 28; ih++) {
-          for (ptrdiff_t iw = 0; iw < 28; iw++) {
-            float v = dropout0[((n * 1024 + ic) * 28 + ih) * 28 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] += v * up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw];
-                }
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down1_conv1_weight[((oc + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 570; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
+                down1_conv1[((n * 64 + oc) * 570 + oh_2) * 570 + ow_2] += x[((n + ic) * 572 + oh_2 + kh) * 572 + ow_2 + kw] * wv;
               }
             }
           }
@@ -2308,125 +2058,40 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up4.crop0: crop, unet.cnn:20 */
-  {
-    const float *down4_relu1 = s->arena + 283944448;
-    float *up4_crop0 = s->arena + 84488704;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t h = 0; h < 56; h++) {
-          for (ptrdiff_t w = 0; w < 56; w++) {
-            up4_crop0[((n * 512 + c) * 56 + h) * 56 + w] = down4_relu1[((n * 512 + c) * 64 + h + 4) * 64 + w + 4];
-          }
+}
+
+/* down1.relu0: relu, unet.cnn:13 */
+static void train_down1_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv1 = s->arena + 0;
+  float *down1_relu0 = s->arena + 20793600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20793600; i++) {
+      float v = down1_conv1[n * 20793600 + i];
+      down1_relu0[n * 20793600 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down1.conv2: conv, unet.cnn:13 */
+static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
+  const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
+  const float *down1_relu0 = s->arena + 20793600;
+  float *down1_conv2 = s->arena + 41587200;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 568; oh++) {
+        for (ptrdiff_t ow = 0; ow < 568; ow++) {
+          down1_conv2[((n * 64 + oc) * 568 + oh) * 568 + ow] = down1_conv2_bias[oc];
         }
       }
-    }
-  }
-  /* up4.concat0: concat, unet.cnn:20 */
-  {
-    const float *up4_upconv = s->arena + 82883072;
-    const float *up4_crop0 = s->arena + 84488704;
-    float *up4_concat0 = s->arena + 261219840;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1605632; i++) {
-        up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 1605632; i_2++) {
-        up4_concat0[n_2 * 3211264 + 1605632 + i_2] = up4_upconv[n_2 * 1605632 + i_2];
-      }
-    }
-  }
-  /* up4.conv1: conv, unet.cnn:13 */
-  {
-    const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-    const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-    const float *up4_concat0 = s->arena + 261219840;
-    float *up4_conv1 = s->arena + 286041600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 54; oh++) {
-          for (ptrdiff_t ow = 0; ow < 54; ow++) {
-            float acc = up4_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up4_concat0[((n * 1024 + ic) * 56 + oh + kh) * 56 + ow + kw] * up4_conv1_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up4_conv1[((n * 512 + oc) * 54 + oh) * 54 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up4.relu0: relu, unet.cnn:13 */
-  {
-    const float *up4_conv1 = s->arena + 286041600;
-    float *up4_relu0 = s->arena + 287534592;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1492992; i++) {
-        float v = up4_conv1[n * 1492992 + i];
-        up4_relu0[n * 1492992 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up4.conv2: conv, unet.cnn:13 */
-  {
-    const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-    const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-    const float *up4_relu0 = s->arena + 287534592;
-    float *up4_conv2 = s->arena + 289027584;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 512; oc++) {
-        for (ptrdiff_t oh = 0; oh < 52; oh++) {
-          for (ptrdiff_t ow = 0; ow < 52; ow++) {
-            float acc = up4_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up4_relu0[((n * 512 + ic) * 54 + oh + kh) * 54 + ow + kw] * up4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up4_conv2[((n * 512 + oc) * 52 + oh) * 52 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up4.relu1: relu, unet.cnn:13 */
-  {
-    const float *up4_conv2 = s->arena + 289027584;
-    float *up4_relu1 = s->arena + 290412032;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1384448; i++) {
-        float v = up4_conv2[n * 1384448 + i];
-        up4_relu1[n * 1384448 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up3.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-    const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-    const float *up4_relu1 = s->arena + 290412032;
-    float *up3_upconv = s->arena + 82883072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2768896; i++) {
-        up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t ih = 0; ih < 52; ih++) {
-          for (ptrdiff_t iw = 0; iw < 52; iw++) {
-            float v = up4_relu1[((n * 512 + ic) * 52 + ih) * 52 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] += v * up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw];
-                }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 568; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 568; ow_2++) {
+                down1_conv2[((n * 64 + oc) * 568 + oh_2) * 568 + ow_2] += down1_relu0[((n * 64 + ic) * 570 + oh_2 + kh) * 570 + ow_2 + kw] * wv;
               }
             }
           }
@@ -2434,125 +2099,61 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up3.crop0: crop, unet.cnn:20 */
-  {
-    const float *down3_relu1 = s->arena + 256484864;
-    float *up3_crop0 = s->arena + 85651968;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t h = 0; h < 104; h++) {
-          for (ptrdiff_t w = 0; w < 104; w++) {
-            up3_crop0[((n * 256 + c) * 104 + h) * 104 + w] = down3_relu1[((n * 256 + c) * 136 + h + 16) * 136 + w + 16];
-          }
-        }
-      }
+}
+
+/* down1.relu1: relu, unet.cnn:13 */
+static void train_down1_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv2 = s->arena + 41587200;
+  float *down1_relu1 = s->arena + 62235136;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20647936; i++) {
+      float v = down1_conv2[n * 20647936 + i];
+      down1_relu1[n * 20647936 + i] = fmaxf(v, 0.0f);
     }
   }
-  /* up3.concat0: concat, unet.cnn:20 */
-  {
-    const float *up3_upconv = s->arena + 82883072;
-    const float *up3_crop0 = s->arena + 85651968;
-    float *up3_concat0 = s->arena + 211428864;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2768896; i++) {
-        up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 2768896; i_2++) {
-        up3_concat0[n_2 * 5537792 + 2768896 + i_2] = up3_upconv[n_2 * 2768896 + i_2];
-      }
-    }
-  }
-  /* up3.conv1: conv, unet.cnn:13 */
-  {
-    const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-    const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-    const float *up3_concat0 = s->arena + 211428864;
-    float *up3_conv1 = s->arena + 264431104;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 102; oh++) {
-          for (ptrdiff_t ow = 0; ow < 102; ow++) {
-            float acc = up3_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 512; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up3_concat0[((n * 512 + ic) * 104 + oh + kh) * 104 + ow + kw] * up3_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
+}
+
+/* maxpool0: maxpool, unet.cnn:27 */
+static void train_maxpool0(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu1 = s->arena + 62235136;
+  float *maxpool0 = s->arena + 216966656;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t oh = 0; oh < 284; oh++) {
+        for (ptrdiff_t ow = 0; ow < 284; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
             }
-            up3_conv1[((n * 256 + oc) * 102 + oh) * 102 + ow] = acc;
           }
+          maxpool0[((n * 64 + c) * 284 + oh) * 284 + ow] = m;
         }
       }
     }
   }
-  /* up3.relu0: relu, unet.cnn:13 */
-  {
-    const float *up3_conv1 = s->arena + 264431104;
-    float *up3_relu0 = s->arena + 267094528;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2663424; i++) {
-        float v = up3_conv1[n * 2663424 + i];
-        up3_relu0[n * 2663424 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up3.conv2: conv, unet.cnn:13 */
-  {
-    const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-    const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-    const float *up3_relu0 = s->arena + 267094528;
-    float *up3_conv2 = s->arena + 269757952;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 256; oc++) {
-        for (ptrdiff_t oh = 0; oh < 100; oh++) {
-          for (ptrdiff_t ow = 0; ow < 100; ow++) {
-            float acc = up3_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up3_relu0[((n * 256 + ic) * 102 + oh + kh) * 102 + ow + kw] * up3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up3_conv2[((n * 256 + oc) * 100 + oh) * 100 + ow] = acc;
-          }
+}
+
+/* down2.conv1: conv, unet.cnn:13 */
+static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
+  const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
+  const float *maxpool0 = s->arena + 216966656;
+  float *down2_conv1 = s->arena + 132461056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 282; oh++) {
+        for (ptrdiff_t ow = 0; ow < 282; ow++) {
+          down2_conv1[((n * 128 + oc) * 282 + oh) * 282 + ow] = down2_conv1_bias[oc];
         }
       }
-    }
-  }
-  /* up3.relu1: relu, unet.cnn:13 */
-  {
-    const float *up3_conv2 = s->arena + 269757952;
-    float *up3_relu1 = s->arena + 272317952;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2560000; i++) {
-        float v = up3_conv2[n * 2560000 + i];
-        up3_relu1[n * 2560000 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up2.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-    const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-    const float *up3_relu1 = s->arena + 272317952;
-    float *up2_upconv = s->arena + 82883072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5120000; i++) {
-        up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t ih = 0; ih < 100; ih++) {
-          for (ptrdiff_t iw = 0; iw < 100; iw++) {
-            float v = up3_relu1[((n * 256 + ic) * 100 + ih) * 100 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] += v * up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw];
-                }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down2_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 282; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 282; ow_2++) {
+                down2_conv1[((n * 128 + oc) * 282 + oh_2) * 282 + ow_2] += maxpool0[((n * 64 + ic) * 284 + oh_2 + kh) * 284 + ow_2 + kw] * wv;
               }
             }
           }
@@ -2560,125 +2161,40 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up2.crop0: crop, unet.cnn:20 */
-  {
-    const float *down2_relu1 = s->arena + 162854400;
-    float *up2_crop0 = s->arena + 88003072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t h = 0; h < 200; h++) {
-          for (ptrdiff_t w = 0; w < 200; w++) {
-            up2_crop0[((n * 128 + c) * 200 + h) * 200 + w] = down2_relu1[((n * 128 + c) * 280 + h + 40) * 280 + w + 40];
-          }
+}
+
+/* down2.relu0: relu, unet.cnn:13 */
+static void train_down2_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv1 = s->arena + 132461056;
+  float *down2_relu0 = s->arena + 142640128;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10179072; i++) {
+      float v = down2_conv1[n * 10179072 + i];
+      down2_relu0[n * 10179072 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down2.conv2: conv, unet.cnn:13 */
+static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
+  const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
+  const float *down2_relu0 = s->arena + 142640128;
+  float *down2_conv2 = s->arena + 152819200;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 280; oh++) {
+        for (ptrdiff_t ow = 0; ow < 280; ow++) {
+          down2_conv2[((n * 128 + oc) * 280 + oh) * 280 + ow] = down2_conv2_bias[oc];
         }
-      }
-    }
-  }
-  /* up2.concat0: concat, unet.cnn:20 */
-  {
-    const float *up2_upconv = s->arena + 82883072;
-    const float *up2_crop0 = s->arena + 88003072;
-    float *up2_concat0 = s->arena + 122221056;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5120000; i++) {
-        up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 5120000; i_2++) {
-        up2_concat0[n_2 * 10240000 + 5120000 + i_2] = up2_upconv[n_2 * 5120000 + i_2];
-      }
-    }
-  }
-  /* up2.conv1: conv, unet.cnn:13 */
-  {
-    const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-    const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-    const float *up2_concat0 = s->arena + 122221056;
-    float *up2_conv1 = s->arena + 222128640;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 198; oh++) {
-          for (ptrdiff_t ow = 0; ow < 198; ow++) {
-            float acc = up2_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 256; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up2_concat0[((n * 256 + ic) * 200 + oh + kh) * 200 + ow + kw] * up2_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up2_conv1[((n * 128 + oc) * 198 + oh) * 198 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up2.relu0: relu, unet.cnn:13 */
-  {
-    const float *up2_conv1 = s->arena + 222128640;
-    float *up2_relu0 = s->arena + 227146752;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5018112; i++) {
-        float v = up2_conv1[n * 5018112 + i];
-        up2_relu0[n * 5018112 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up2.conv2: conv, unet.cnn:13 */
-  {
-    const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-    const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-    const float *up2_relu0 = s->arena + 227146752;
-    float *up2_conv2 = s->arena + 232164864;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 128; oc++) {
-        for (ptrdiff_t oh = 0; oh < 196; oh++) {
-          for (ptrdiff_t ow = 0; ow < 196; ow++) {
-            float acc = up2_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up2_relu0[((n * 128 + ic) * 198 + oh + kh) * 198 + ow + kw] * up2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up2_conv2[((n * 128 + oc) * 196 + oh) * 196 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* up2.relu1: relu, unet.cnn:13 */
-  {
-    const float *up2_conv2 = s->arena + 232164864;
-    float *up2_relu1 = s->arena + 237082112;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4917248; i++) {
-        float v = up2_conv2[n * 4917248 + i];
-        up2_relu1[n * 4917248 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up1.upconv: deconv, unet.cnn:19 */
-  {
-    const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-    const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-    const float *up2_relu1 = s->arena + 237082112;
-    float *up1_upconv = s->arena + 102552064;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9834496; i++) {
-        up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
       }
       for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t ih = 0; ih < 196; ih++) {
-          for (ptrdiff_t iw = 0; iw < 196; iw++) {
-            float v = up2_relu1[((n * 128 + ic) * 196 + ih) * 196 + iw];
-            for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-              for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] += v * up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw];
-                }
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 280; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 280; ow_2++) {
+                down2_conv2[((n * 128 + oc) * 280 + oh_2) * 280 + ow_2] += down2_relu0[((n * 128 + ic) * 282 + oh_2 + kh) * 282 + ow_2 + kw] * wv;
               }
             }
           }
@@ -2686,195 +2202,61 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up1.crop0: crop, unet.cnn:20 */
-  {
-    const float *down1_relu1 = s->arena + 62235136;
-    float *up1_crop0 = s->arena + 112386560;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t h = 0; h < 392; h++) {
-          for (ptrdiff_t w = 0; w < 392; w++) {
-            up1_crop0[((n * 64 + c) * 392 + h) * 392 + w] = down1_relu1[((n * 64 + c) * 568 + h + 88) * 568 + w + 88];
-          }
-        }
-      }
+}
+
+/* down2.relu1: relu, unet.cnn:13 */
+static void train_down2_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv2 = s->arena + 152819200;
+  float *down2_relu1 = s->arena + 162854400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10035200; i++) {
+      float v = down2_conv2[n * 10035200 + i];
+      down2_relu1[n * 10035200 + i] = fmaxf(v, 0.0f);
     }
   }
-  /* up1.concat0: concat, unet.cnn:20 */
-  {
-    const float *up1_upconv = s->arena + 102552064;
-    const float *up1_crop0 = s->arena + 112386560;
-    float *up1_concat0 = s->arena + 82883072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9834496; i++) {
-        up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 9834496; i_2++) {
-        up1_concat0[n_2 * 19668992 + 9834496 + i_2] = up1_upconv[n_2 * 9834496 + i_2];
-      }
-    }
-  }
-  /* up1.conv1: conv, unet.cnn:13 */
-  {
-    const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-    const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-    const float *up1_concat0 = s->arena + 82883072;
-    float *up1_conv1 = s->arena + 102552064;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 390; oh++) {
-          for (ptrdiff_t ow = 0; ow < 390; ow++) {
-            float acc = up1_conv1_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 128; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up1_concat0[((n * 128 + ic) * 392 + oh + kh) * 392 + ow + kw] * up1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
+}
+
+/* maxpool1: maxpool, unet.cnn:28 */
+static void train_maxpool1(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu1 = s->arena + 162854400;
+  float *maxpool1 = s->arena + 274877952;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t oh = 0; oh < 140; oh++) {
+        for (ptrdiff_t ow = 0; ow < 140; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
             }
-            up1_conv1[((n * 64 + oc) * 390 + oh) * 390 + ow] = acc;
           }
+          maxpool1[((n * 128 + c) * 140 + oh) * 140 + ow] = m;
         }
       }
     }
   }
-  /* up1.relu0: relu, unet.cnn:13 */
-  {
-    const float *up1_conv1 = s->arena + 102552064;
-    float *up1_relu0 = s->arena + 112286464;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9734400; i++) {
-        float v = up1_conv1[n * 9734400 + i];
-        up1_relu0[n * 9734400 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* up1.conv2: conv, unet.cnn:13 */
-  {
-    const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-    const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-    const float *up1_relu0 = s->arena + 112286464;
-    float *up1_conv2 = s->arena + 172889600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 64; oc++) {
-        for (ptrdiff_t oh = 0; oh < 388; oh++) {
-          for (ptrdiff_t ow = 0; ow < 388; ow++) {
-            float acc = up1_conv2_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  acc = acc + up1_relu0[((n * 64 + ic) * 390 + oh + kh) * 390 + ow + kw] * up1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-                }
-              }
-            }
-            up1_conv2[((n * 64 + oc) * 388 + oh) * 388 + ow] = acc;
-          }
+}
+
+/* down3.conv1: conv, unet.cnn:13 */
+static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
+  const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
+  const float *maxpool1 = s->arena + 274877952;
+  float *down3_conv1 = s->arena + 241999360;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 138; oh++) {
+        for (ptrdiff_t ow = 0; ow < 138; ow++) {
+          down3_conv1[((n * 256 + oc) * 138 + oh) * 138 + ow] = down3_conv1_bias[oc];
         }
       }
-    }
-  }
-  /* up1.relu1: relu, unet.cnn:13 */
-  {
-    const float *up1_conv2 = s->arena + 172889600;
-    float *up1_relu1 = s->arena + 182524416;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9634816; i++) {
-        float v = up1_conv2[n * 9634816 + i];
-        up1_relu1[n * 9634816 + i] = fmaxf(v, 0.0f);
-      }
-    }
-  }
-  /* head: conv, unet.cnn:36 */
-  {
-    const float *head_weight = s->f32 + 31030528; /* head.weight */
-    const float *head_bias = s->f32 + 31030656; /* head.bias */
-    const float *up1_relu1 = s->arena + 182524416;
-    float *head = s->arena + 192159232;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oc = 0; oc < 2; oc++) {
-        for (ptrdiff_t oh = 0; oh < 388; oh++) {
-          for (ptrdiff_t ow = 0; ow < 388; ow++) {
-            float acc = head_bias[oc];
-            for (ptrdiff_t ic = 0; ic < 64; ic++) {
-              for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  acc = acc + up1_relu1[((n * 64 + ic) * 388 + oh + kh) * 388 + ow + kw] * head_weight[oc * 64 + ic + kh + kw];
-                }
-              }
-            }
-            head[((n * 2 + oc) * 388 + oh) * 388 + ow] = acc;
-          }
-        }
-      }
-    }
-  }
-  /* cross_entropy0: cross_entropy, unet.cnn:37 */
-  {
-    const float *head = s->arena + 192159232;
-    float *cross_entropy0 = s->arena + 296953344;
-    float total = 0.0f;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t p = 0; p < 150544; p++) {
-        float m = -INFINITY;
-        for (ptrdiff_t k = 0; k < 2; k++) {
-          m = fmaxf(m, head[(n * 2 + k) * 150544 + p]);
-        }
-        float se = 0.0f;
-        for (ptrdiff_t k_2 = 0; k_2 < 2; k_2++) {
-          se = se + expf(head[(n * 2 + k_2) * 150544 + p] - m);
-        }
-        ptrdiff_t label = labels[n * 150544 + p];
-        total = total + m + logf(se) - head[(n * 2 + label) * 150544 + p];
-      }
-    }
-    cross_entropy0[0] = total / (float)(count * 150544);
-  }
-  /* cross_entropy0.dx: loss_dx, unet.cnn:37 */
-  {
-    const float *head = s->arena + 192159232;
-    float *cross_entropy0_dx = s->arena + 201794048;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t p = 0; p < 150544; p++) {
-        float m = -INFINITY;
-        for (ptrdiff_t k = 0; k < 2; k++) {
-          m = fmaxf(m, head[(n * 2 + k) * 150544 + p]);
-        }
-        float se = 0.0f;
-        for (ptrdiff_t k_2 = 0; k_2 < 2; k_2++) {
-          se = se + expf(head[(n * 2 + k_2) * 150544 + p] - m);
-        }
-        ptrdiff_t label = labels[n * 150544 + p];
-        float scale = 1.0f / (float)(count * 150544);
-        for (ptrdiff_t k_3 = 0; k_3 < 2; k_3++) {
-          cross_entropy0_dx[(n * 2 + k_3) * 150544 + p] = (expf(head[(n * 2 + k_3) * 150544 + p] - m) / se - (k_3 == label ? 1.0f : 0.0f)) * scale;
-        }
-      }
-    }
-  }
-  /* head.dx: conv_dx, unet.cnn:36 */
-  {
-    const float *head_weight = s->f32 + 31030528; /* head.weight */
-    const float *cross_entropy0_dx = s->arena + 201794048;
-    float *head_dx = s->arena + 192159232;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9634816; i++) {
-        head_dx[n * 9634816 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 2; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 388; oh++) {
-            for (ptrdiff_t ow = 0; ow < 388; ow++) {
-              float v = cross_entropy0_dx[((n_2 * 2 + g * 2 + ocg) * 388 + oh) * 388 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 1; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                    head_dx[((n_2 * 64 + g * 64 + icg) * 388 + oh + kh) * 388 + ow + kw] += v * head_weight[(g * 2 + ocg) * 64 + icg + kh + kw];
-                  }
-                }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down3_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 138; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 138; ow_2++) {
+                down3_conv1[((n * 256 + oc) * 138 + oh_2) * 138 + ow_2] += maxpool1[((n * 128 + ic) * 140 + oh_2 + kh) * 140 + ow_2 + kw] * wv;
               }
             }
           }
@@ -2882,78 +2264,936 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* head.dweight: conv_dw, unet.cnn:36 */
-  {
-    const float *up1_relu1 = s->arena + 182524416;
-    const float *cross_entropy0_dx = s->arena + 201794048;
-    float *head_weight_grad = s->g32 + 31030528;
+}
+
+/* down3.relu0: relu, unet.cnn:13 */
+static void train_down3_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv1 = s->arena + 241999360;
+  float *down3_relu0 = s->arena + 246874624;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4875264; i++) {
+      float v = down3_conv1[n * 4875264 + i];
+      down3_relu0[n * 4875264 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down3.conv2: conv, unet.cnn:13 */
+static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
+  const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
+  const float *down3_relu0 = s->arena + 246874624;
+  float *down3_conv2 = s->arena + 251749888;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 136; oh++) {
+        for (ptrdiff_t ow = 0; ow < 136; ow++) {
+          down3_conv2[((n * 256 + oc) * 136 + oh) * 136 + ow] = down3_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 136; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 136; ow_2++) {
+                down3_conv2[((n * 256 + oc) * 136 + oh_2) * 136 + ow_2] += down3_relu0[((n * 256 + ic) * 138 + oh_2 + kh) * 138 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down3.relu1: relu, unet.cnn:13 */
+static void train_down3_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv2 = s->arena + 251749888;
+  float *down3_relu1 = s->arena + 256484864;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4734976; i++) {
+      float v = down3_conv2[n * 4734976 + i];
+      down3_relu1[n * 4734976 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool2: maxpool, unet.cnn:29 */
+static void train_maxpool2(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu1 = s->arena + 256484864;
+  float *maxpool2 = s->arena + 291796480;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t oh = 0; oh < 68; oh++) {
+        for (ptrdiff_t ow = 0; ow < 68; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
+            }
+          }
+          maxpool2[((n * 256 + c) * 68 + oh) * 68 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* down4.conv1: conv, unet.cnn:13 */
+static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
+  const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
+  const float *maxpool2 = s->arena + 291796480;
+  float *down4_conv1 = s->arena + 277386752;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 66; oh++) {
+        for (ptrdiff_t ow = 0; ow < 66; ow++) {
+          down4_conv1[((n * 512 + oc) * 66 + oh) * 66 + ow] = down4_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down4_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 66; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 66; ow_2++) {
+                down4_conv1[((n * 512 + oc) * 66 + oh_2) * 66 + ow_2] += maxpool2[((n * 256 + ic) * 68 + oh_2 + kh) * 68 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down4.relu0: relu, unet.cnn:13 */
+static void train_down4_relu0(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv1 = s->arena + 277386752;
+  float *down4_relu0 = s->arena + 279617024;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2230272; i++) {
+      float v = down4_conv1[n * 2230272 + i];
+      down4_relu0[n * 2230272 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* down4.conv2: conv, unet.cnn:13 */
+static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
+  const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
+  const float *down4_relu0 = s->arena + 279617024;
+  float *down4_conv2 = s->arena + 281847296;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 64; oh++) {
+        for (ptrdiff_t ow = 0; ow < 64; ow++) {
+          down4_conv2[((n * 512 + oc) * 64 + oh) * 64 + ow] = down4_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = down4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 64; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 64; ow_2++) {
+                down4_conv2[((n * 512 + oc) * 64 + oh_2) * 64 + ow_2] += down4_relu0[((n * 512 + ic) * 66 + oh_2 + kh) * 66 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down4.relu1: relu, unet.cnn:13 */
+static void train_down4_relu1(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv2 = s->arena + 281847296;
+  float *down4_relu1 = s->arena + 283944448;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2097152; i++) {
+      float v = down4_conv2[n * 2097152 + i];
+      down4_relu1[n * 2097152 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* maxpool3: maxpool, unet.cnn:30 */
+static void train_maxpool3(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu1 = s->arena + 283944448;
+  float *maxpool3 = s->arena + 296429056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t oh = 0; oh < 32; oh++) {
+        for (ptrdiff_t ow = 0; ow < 32; ow++) {
+          float m = -INFINITY;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              m = fmaxf(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
+            }
+          }
+          maxpool3[((n * 512 + c) * 32 + oh) * 32 + ow] = m;
+        }
+      }
+    }
+  }
+}
+
+/* bottom.conv1: conv, unet.cnn:13 */
+static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
+  const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
+  const float *maxpool3 = s->arena + 296429056;
+  float *bottom_conv1 = s->arena + 292980224;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
+      for (ptrdiff_t oh = 0; oh < 30; oh++) {
+        for (ptrdiff_t ow = 0; ow < 30; ow++) {
+          bottom_conv1[((n * 1024 + oc) * 30 + oh) * 30 + ow] = bottom_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = bottom_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 30; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 30; ow_2++) {
+                bottom_conv1[((n * 1024 + oc) * 30 + oh_2) * 30 + ow_2] += maxpool3[((n * 512 + ic) * 32 + oh_2 + kh) * 32 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bottom.relu0: relu, unet.cnn:13 */
+static void train_bottom_relu0(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv1 = s->arena + 292980224;
+  float *bottom_relu0 = s->arena + 293901824;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 921600; i++) {
+      float v = bottom_conv1[n * 921600 + i];
+      bottom_relu0[n * 921600 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* bottom.conv2: conv, unet.cnn:13 */
+static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
+  const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
+  const float *bottom_relu0 = s->arena + 293901824;
+  float *bottom_conv2 = s->arena + 294823424;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
+        for (ptrdiff_t ow = 0; ow < 28; ow++) {
+          bottom_conv2[((n * 1024 + oc) * 28 + oh) * 28 + ow] = bottom_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = bottom_conv2_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
+                bottom_conv2[((n * 1024 + oc) * 28 + oh_2) * 28 + ow_2] += bottom_relu0[((n * 1024 + ic) * 30 + oh_2 + kh) * 30 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bottom.relu1: relu, unet.cnn:13 */
+static void train_bottom_relu1(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv2 = s->arena + 294823424;
+  float *bottom_relu1 = s->arena + 82883072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      float v = bottom_conv2[n * 802816 + i];
+      bottom_relu1[n * 802816 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* dropout0: dropout, unet.cnn:30 */
+static void train_dropout0(unet_state *s, ptrdiff_t count) {
+  const float *bottom_relu1 = s->arena + 82883072;
+  float *dropout0 = s->arena + 295626240;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      dropout0[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? bottom_relu1[n * 802816 + i] * 2.0f : 0.0f;
+    }
+  }
+}
+
+/* up4.upconv: deconv, unet.cnn:19 */
+static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
+  const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
+  const float *dropout0 = s->arena + 295626240;
+  float *up4_upconv = s->arena + 82883072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1605632; i++) {
+      up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
+    }
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t ih = 0; ih < 28; ih++) {
+        for (ptrdiff_t iw = 0; iw < 28; iw++) {
+          float v = dropout0[((n * 1024 + ic) * 28 + ih) * 28 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] += v * up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.crop0: crop, unet.cnn:20 */
+static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu1 = s->arena + 283944448;
+  float *up4_crop0 = s->arena + 84488704;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 56; h++) {
+        for (ptrdiff_t w = 0; w < 56; w++) {
+          up4_crop0[((n * 512 + c) * 56 + h) * 56 + w] = down4_relu1[((n * 512 + c) * 64 + h + 4) * 64 + w + 4];
+        }
+      }
+    }
+  }
+}
+
+/* up4.concat0: concat, unet.cnn:20 */
+static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up4_upconv = s->arena + 82883072;
+  const float *up4_crop0 = s->arena + 84488704;
+  float *up4_concat0 = s->arena + 261219840;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1605632; i++) {
+      up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 1605632; i_2++) {
+      up4_concat0[n_2 * 3211264 + 1605632 + i_2] = up4_upconv[n_2 * 1605632 + i_2];
+    }
+  }
+}
+
+/* up4.conv1: conv, unet.cnn:13 */
+static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
+  const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
+  const float *up4_concat0 = s->arena + 261219840;
+  float *up4_conv1 = s->arena + 286041600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 54; oh++) {
+        for (ptrdiff_t ow = 0; ow < 54; ow++) {
+          up4_conv1[((n * 512 + oc) * 54 + oh) * 54 + ow] = up4_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up4_conv1_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 54; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 54; ow_2++) {
+                up4_conv1[((n * 512 + oc) * 54 + oh_2) * 54 + ow_2] += up4_concat0[((n * 1024 + ic) * 56 + oh_2 + kh) * 56 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.relu0: relu, unet.cnn:13 */
+static void train_up4_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1 = s->arena + 286041600;
+  float *up4_relu0 = s->arena + 287534592;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1492992; i++) {
+      float v = up4_conv1[n * 1492992 + i];
+      up4_relu0[n * 1492992 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up4.conv2: conv, unet.cnn:13 */
+static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
+  const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
+  const float *up4_relu0 = s->arena + 287534592;
+  float *up4_conv2 = s->arena + 289027584;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 512; oc++) {
+      for (ptrdiff_t oh = 0; oh < 52; oh++) {
+        for (ptrdiff_t ow = 0; ow < 52; ow++) {
+          up4_conv2[((n * 512 + oc) * 52 + oh) * 52 + ow] = up4_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 52; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 52; ow_2++) {
+                up4_conv2[((n * 512 + oc) * 52 + oh_2) * 52 + ow_2] += up4_relu0[((n * 512 + ic) * 54 + oh_2 + kh) * 54 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.relu1: relu, unet.cnn:13 */
+static void train_up4_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv2 = s->arena + 289027584;
+  float *up4_relu1 = s->arena + 290412032;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1384448; i++) {
+      float v = up4_conv2[n * 1384448 + i];
+      up4_relu1[n * 1384448 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up3.upconv: deconv, unet.cnn:19 */
+static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
+  const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
+  const float *up4_relu1 = s->arena + 290412032;
+  float *up3_upconv = s->arena + 82883072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2768896; i++) {
+      up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
+    }
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t ih = 0; ih < 52; ih++) {
+        for (ptrdiff_t iw = 0; iw < 52; iw++) {
+          float v = up4_relu1[((n * 512 + ic) * 52 + ih) * 52 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] += v * up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.crop0: crop, unet.cnn:20 */
+static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu1 = s->arena + 256484864;
+  float *up3_crop0 = s->arena + 85651968;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 104; h++) {
+        for (ptrdiff_t w = 0; w < 104; w++) {
+          up3_crop0[((n * 256 + c) * 104 + h) * 104 + w] = down3_relu1[((n * 256 + c) * 136 + h + 16) * 136 + w + 16];
+        }
+      }
+    }
+  }
+}
+
+/* up3.concat0: concat, unet.cnn:20 */
+static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up3_upconv = s->arena + 82883072;
+  const float *up3_crop0 = s->arena + 85651968;
+  float *up3_concat0 = s->arena + 211428864;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2768896; i++) {
+      up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 2768896; i_2++) {
+      up3_concat0[n_2 * 5537792 + 2768896 + i_2] = up3_upconv[n_2 * 2768896 + i_2];
+    }
+  }
+}
+
+/* up3.conv1: conv, unet.cnn:13 */
+static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
+  const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
+  const float *up3_concat0 = s->arena + 211428864;
+  float *up3_conv1 = s->arena + 264431104;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 102; oh++) {
+        for (ptrdiff_t ow = 0; ow < 102; ow++) {
+          up3_conv1[((n * 256 + oc) * 102 + oh) * 102 + ow] = up3_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up3_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 102; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 102; ow_2++) {
+                up3_conv1[((n * 256 + oc) * 102 + oh_2) * 102 + ow_2] += up3_concat0[((n * 512 + ic) * 104 + oh_2 + kh) * 104 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.relu0: relu, unet.cnn:13 */
+static void train_up3_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1 = s->arena + 264431104;
+  float *up3_relu0 = s->arena + 267094528;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2663424; i++) {
+      float v = up3_conv1[n * 2663424 + i];
+      up3_relu0[n * 2663424 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up3.conv2: conv, unet.cnn:13 */
+static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
+  const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
+  const float *up3_relu0 = s->arena + 267094528;
+  float *up3_conv2 = s->arena + 269757952;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 256; oc++) {
+      for (ptrdiff_t oh = 0; oh < 100; oh++) {
+        for (ptrdiff_t ow = 0; ow < 100; ow++) {
+          up3_conv2[((n * 256 + oc) * 100 + oh) * 100 + ow] = up3_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 100; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 100; ow_2++) {
+                up3_conv2[((n * 256 + oc) * 100 + oh_2) * 100 + ow_2] += up3_relu0[((n * 256 + ic) * 102 + oh_2 + kh) * 102 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.relu1: relu, unet.cnn:13 */
+static void train_up3_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv2 = s->arena + 269757952;
+  float *up3_relu1 = s->arena + 272317952;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2560000; i++) {
+      float v = up3_conv2[n * 2560000 + i];
+      up3_relu1[n * 2560000 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up2.upconv: deconv, unet.cnn:19 */
+static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
+  const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
+  const float *up3_relu1 = s->arena + 272317952;
+  float *up2_upconv = s->arena + 82883072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5120000; i++) {
+      up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
+    }
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t ih = 0; ih < 100; ih++) {
+        for (ptrdiff_t iw = 0; iw < 100; iw++) {
+          float v = up3_relu1[((n * 256 + ic) * 100 + ih) * 100 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] += v * up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.crop0: crop, unet.cnn:20 */
+static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu1 = s->arena + 162854400;
+  float *up2_crop0 = s->arena + 88003072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 200; h++) {
+        for (ptrdiff_t w = 0; w < 200; w++) {
+          up2_crop0[((n * 128 + c) * 200 + h) * 200 + w] = down2_relu1[((n * 128 + c) * 280 + h + 40) * 280 + w + 40];
+        }
+      }
+    }
+  }
+}
+
+/* up2.concat0: concat, unet.cnn:20 */
+static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up2_upconv = s->arena + 82883072;
+  const float *up2_crop0 = s->arena + 88003072;
+  float *up2_concat0 = s->arena + 122221056;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5120000; i++) {
+      up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 5120000; i_2++) {
+      up2_concat0[n_2 * 10240000 + 5120000 + i_2] = up2_upconv[n_2 * 5120000 + i_2];
+    }
+  }
+}
+
+/* up2.conv1: conv, unet.cnn:13 */
+static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
+  const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
+  const float *up2_concat0 = s->arena + 122221056;
+  float *up2_conv1 = s->arena + 222128640;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 198; oh++) {
+        for (ptrdiff_t ow = 0; ow < 198; ow++) {
+          up2_conv1[((n * 128 + oc) * 198 + oh) * 198 + ow] = up2_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up2_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 198; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 198; ow_2++) {
+                up2_conv1[((n * 128 + oc) * 198 + oh_2) * 198 + ow_2] += up2_concat0[((n * 256 + ic) * 200 + oh_2 + kh) * 200 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.relu0: relu, unet.cnn:13 */
+static void train_up2_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1 = s->arena + 222128640;
+  float *up2_relu0 = s->arena + 227146752;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5018112; i++) {
+      float v = up2_conv1[n * 5018112 + i];
+      up2_relu0[n * 5018112 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up2.conv2: conv, unet.cnn:13 */
+static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
+  const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
+  const float *up2_relu0 = s->arena + 227146752;
+  float *up2_conv2 = s->arena + 232164864;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 128; oc++) {
+      for (ptrdiff_t oh = 0; oh < 196; oh++) {
+        for (ptrdiff_t ow = 0; ow < 196; ow++) {
+          up2_conv2[((n * 128 + oc) * 196 + oh) * 196 + ow] = up2_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 196; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 196; ow_2++) {
+                up2_conv2[((n * 128 + oc) * 196 + oh_2) * 196 + ow_2] += up2_relu0[((n * 128 + ic) * 198 + oh_2 + kh) * 198 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.relu1: relu, unet.cnn:13 */
+static void train_up2_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv2 = s->arena + 232164864;
+  float *up2_relu1 = s->arena + 237082112;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4917248; i++) {
+      float v = up2_conv2[n * 4917248 + i];
+      up2_relu1[n * 4917248 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up1.upconv: deconv, unet.cnn:19 */
+static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
+  const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
+  const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
+  const float *up2_relu1 = s->arena + 237082112;
+  float *up1_upconv = s->arena + 102552064;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9834496; i++) {
+      up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
+    }
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t ih = 0; ih < 196; ih++) {
+        for (ptrdiff_t iw = 0; iw < 196; iw++) {
+          float v = up2_relu1[((n * 128 + ic) * 196 + ih) * 196 + iw];
+          for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+            for (ptrdiff_t kh = 0; kh < 2; kh++) {
+              for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] += v * up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.crop0: crop, unet.cnn:20 */
+static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu1 = s->arena + 62235136;
+  float *up1_crop0 = s->arena + 112386560;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 392; h++) {
+        for (ptrdiff_t w = 0; w < 392; w++) {
+          up1_crop0[((n * 64 + c) * 392 + h) * 392 + w] = down1_relu1[((n * 64 + c) * 568 + h + 88) * 568 + w + 88];
+        }
+      }
+    }
+  }
+}
+
+/* up1.concat0: concat, unet.cnn:20 */
+static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
+  const float *up1_upconv = s->arena + 102552064;
+  const float *up1_crop0 = s->arena + 112386560;
+  float *up1_concat0 = s->arena + 82883072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9834496; i++) {
+      up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t i_2 = 0; i_2 < 9834496; i_2++) {
+      up1_concat0[n_2 * 19668992 + 9834496 + i_2] = up1_upconv[n_2 * 9834496 + i_2];
+    }
+  }
+}
+
+/* up1.conv1: conv, unet.cnn:13 */
+static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
+  const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
+  const float *up1_concat0 = s->arena + 82883072;
+  float *up1_conv1 = s->arena + 102552064;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 390; oh++) {
+        for (ptrdiff_t ow = 0; ow < 390; ow++) {
+          up1_conv1[((n * 64 + oc) * 390 + oh) * 390 + ow] = up1_conv1_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 390; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 390; ow_2++) {
+                up1_conv1[((n * 64 + oc) * 390 + oh_2) * 390 + ow_2] += up1_concat0[((n * 128 + ic) * 392 + oh_2 + kh) * 392 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.relu0: relu, unet.cnn:13 */
+static void train_up1_relu0(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1 = s->arena + 102552064;
+  float *up1_relu0 = s->arena + 112286464;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9734400; i++) {
+      float v = up1_conv1[n * 9734400 + i];
+      up1_relu0[n * 9734400 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* up1.conv2: conv, unet.cnn:13 */
+static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
+  const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
+  const float *up1_relu0 = s->arena + 112286464;
+  float *up1_conv2 = s->arena + 172889600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 64; oc++) {
+      for (ptrdiff_t oh = 0; oh < 388; oh++) {
+        for (ptrdiff_t ow = 0; ow < 388; ow++) {
+          up1_conv2[((n * 64 + oc) * 388 + oh) * 388 + ow] = up1_conv2_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float wv = up1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
+                up1_conv2[((n * 64 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu0[((n * 64 + ic) * 390 + oh_2 + kh) * 390 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.relu1: relu, unet.cnn:13 */
+static void train_up1_relu1(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv2 = s->arena + 172889600;
+  float *up1_relu1 = s->arena + 182524416;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9634816; i++) {
+      float v = up1_conv2[n * 9634816 + i];
+      up1_relu1[n * 9634816 + i] = fmaxf(v, 0.0f);
+    }
+  }
+}
+
+/* head: conv, unet.cnn:36 */
+static void train_head(unet_state *s, ptrdiff_t count) {
+  const float *head_weight = s->f32 + 31030528; /* head.weight */
+  const float *head_bias = s->f32 + 31030656; /* head.bias */
+  const float *up1_relu1 = s->arena + 182524416;
+  float *head = s->arena + 192159232;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t oc = 0; oc < 2; oc++) {
+      for (ptrdiff_t oh = 0; oh < 388; oh++) {
+        for (ptrdiff_t ow = 0; ow < 388; ow++) {
+          head[((n * 2 + oc) * 388 + oh) * 388 + ow] = head_bias[oc];
+        }
+      }
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float wv = head_weight[oc * 64 + ic + kh + kw];
+            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
+                head[((n * 2 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu1[((n * 64 + ic) * 388 + oh_2 + kh) * 388 + ow_2 + kw] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* cross_entropy0: cross_entropy, unet.cnn:37 */
+static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *labels) {
+  const float *head = s->arena + 192159232;
+  float *cross_entropy0 = s->arena + 296953344;
+  float total = 0.0f;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t p = 0; p < 150544; p++) {
+      float m = -INFINITY;
+      for (ptrdiff_t k = 0; k < 2; k++) {
+        m = fmaxf(m, head[(n * 2 + k) * 150544 + p]);
+      }
+      float se = 0.0f;
+      for (ptrdiff_t k_2 = 0; k_2 < 2; k_2++) {
+        se = se + expf(head[(n * 2 + k_2) * 150544 + p] - m);
+      }
+      ptrdiff_t label = labels[n * 150544 + p];
+      total = total + m + logf(se) - head[(n * 2 + label) * 150544 + p];
+    }
+  }
+  cross_entropy0[0] = total / (float)(count * 150544);
+}
+
+/* cross_entropy0.dx: loss_dx, unet.cnn:37 */
+static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_t *labels) {
+  const float *head = s->arena + 192159232;
+  float *cross_entropy0_dx = s->arena + 201794048;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t p = 0; p < 150544; p++) {
+      float m = -INFINITY;
+      for (ptrdiff_t k = 0; k < 2; k++) {
+        m = fmaxf(m, head[(n * 2 + k) * 150544 + p]);
+      }
+      float se = 0.0f;
+      for (ptrdiff_t k_2 = 0; k_2 < 2; k_2++) {
+        se = se + expf(head[(n * 2 + k_2) * 150544 + p] - m);
+      }
+      ptrdiff_t label = labels[n * 150544 + p];
+      float scale = 1.0f / (float)(count * 150544);
+      for (ptrdiff_t k_3 = 0; k_3 < 2; k_3++) {
+        cross_entropy0_dx[(n * 2 + k_3) * 150544 + p] = (expf(head[(n * 2 + k_3) * 150544 + p] - m) / se - (k_3 == label ? 1.0f : 0.0f)) * scale;
+      }
+    }
+  }
+}
+
+/* head.dx: conv_dx, unet.cnn:36 */
+static void train_head_dx(unet_state *s, ptrdiff_t count) {
+  const float *head_weight = s->f32 + 31030528; /* head.weight */
+  const float *cross_entropy0_dx = s->arena + 201794048;
+  float *head_dx = s->arena + 192159232;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9634816; i++) {
+      head_dx[n * 9634816 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 2; ocg++) {
         for (ptrdiff_t icg = 0; icg < 64; icg++) {
           for (ptrdiff_t kh = 0; kh < 1; kh++) {
             for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 388; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 388; ow++) {
-                    acc = acc + cross_entropy0_dx[((n * 2 + g * 2 + ocg) * 388 + oh) * 388 + ow] * up1_relu1[((n * 64 + g * 64 + icg) * 388 + oh + kh) * 388 + ow + kw];
-                  }
-                }
-              }
-              head_weight_grad[(g * 2 + ocg) * 64 + icg + kh + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* head.dbias: bias_grad, unet.cnn:36 */
-  {
-    const float *cross_entropy0_dx = s->arena + 201794048;
-    float *head_bias_grad = s->g32 + 31030656;
-    for (ptrdiff_t c = 0; c < 2; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 150544; i++) {
-          acc = acc + cross_entropy0_dx[(n * 2 + c) * 150544 + i];
-        }
-      }
-      head_bias_grad[c] = acc;
-    }
-  }
-  /* up1.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up1_conv2 = s->arena + 172889600;
-    const float *head_dx = s->arena + 192159232;
-    float *up1_relu1_dx = s->arena + 201794048;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9634816; i++) {
-        float x = up1_conv2[n * 9634816 + i];
-        up1_relu1_dx[n * 9634816 + i] = 0.0f < x ? head_dx[n * 9634816 + i] : 0.0f;
-      }
-    }
-  }
-  /* up1.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-    const float *up1_relu1_dx = s->arena + 201794048;
-    float *up1_conv2_dx = s->arena + 172889600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9734400; i++) {
-        up1_conv2_dx[n * 9734400 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 388; oh++) {
-            for (ptrdiff_t ow = 0; ow < 388; ow++) {
-              float v = up1_relu1_dx[((n_2 * 64 + g * 64 + ocg) * 388 + oh) * 388 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 390 + oh + kh) * 390 + ow + kw] += v * up1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = head_weight[(g * 2 + ocg) * 64 + icg + kh + kw];
+              for (ptrdiff_t oh = 0; oh < 388; oh++) {
+                for (ptrdiff_t ow = 0; ow < 388; ow++) {
+                  head_dx[((n_2 * 64 + g * 64 + icg) * 388 + oh + kh) * 388 + ow + kw] += cross_entropy0_dx[((n_2 * 2 + g * 2 + ocg) * 388 + oh) * 388 + ow] * wv;
                 }
               }
             }
@@ -2962,78 +3202,82 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up1.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up1_relu0 = s->arena + 112286464;
-    const float *up1_relu1_dx = s->arena + 201794048;
-    float *up1_conv2_weight_grad = s->g32 + 30993600;
+}
+
+/* head.dweight: conv_dw, unet.cnn:36 */
+static void train_head_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up1_relu1 = s->arena + 182524416;
+  const float *cross_entropy0_dx = s->arena + 201794048;
+  float *head_weight_grad = s->g32 + 31030528;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 2; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 388; oh++) {
+                for (ptrdiff_t ow = 0; ow < 388; ow++) {
+                  acc = acc + cross_entropy0_dx[((n * 2 + g * 2 + ocg) * 388 + oh) * 388 + ow] * up1_relu1[((n * 64 + g * 64 + icg) * 388 + oh + kh) * 388 + ow + kw];
+                }
+              }
+            }
+            head_weight_grad[(g * 2 + ocg) * 64 + icg + kh + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* head.dbias: bias_grad, unet.cnn:36 */
+static void train_head_dbias(unet_state *s, ptrdiff_t count) {
+  const float *cross_entropy0_dx = s->arena + 201794048;
+  float *head_bias_grad = s->g32 + 31030656;
+  for (ptrdiff_t c = 0; c < 2; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 150544; i++) {
+        acc = acc + cross_entropy0_dx[(n * 2 + c) * 150544 + i];
+      }
+    }
+    head_bias_grad[c] = acc;
+  }
+}
+
+/* up1.relu1.dx: act_dx, unet.cnn:13 */
+static void train_up1_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv2 = s->arena + 172889600;
+  const float *head_dx = s->arena + 192159232;
+  float *up1_relu1_dx = s->arena + 201794048;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9634816; i++) {
+      float x = up1_conv2[n * 9634816 + i];
+      up1_relu1_dx[n * 9634816 + i] = 0.0f < x ? head_dx[n * 9634816 + i] : 0.0f;
+    }
+  }
+}
+
+/* up1.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
+  const float *up1_relu1_dx = s->arena + 201794048;
+  float *up1_conv2_dx = s->arena + 172889600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9734400; i++) {
+      up1_conv2_dx[n * 9734400 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
         for (ptrdiff_t icg = 0; icg < 64; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 388; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 388; ow++) {
-                    acc = acc + up1_relu1_dx[((n * 64 + g * 64 + ocg) * 388 + oh) * 388 + ow] * up1_relu0[((n * 64 + g * 64 + icg) * 390 + oh + kh) * 390 + ow + kw];
-                  }
-                }
-              }
-              up1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up1.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up1_relu1_dx = s->arena + 201794048;
-    float *up1_conv2_bias_grad = s->g32 + 31030464;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 150544; i++) {
-          acc = acc + up1_relu1_dx[(n * 64 + c) * 150544 + i];
-        }
-      }
-      up1_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* up1.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up1_conv1 = s->arena + 102552064;
-    const float *up1_conv2_dx = s->arena + 172889600;
-    float *up1_relu0_dx = s->arena + 182624000;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9734400; i++) {
-        float x = up1_conv1[n * 9734400 + i];
-        up1_relu0_dx[n * 9734400 + i] = 0.0f < x ? up1_conv2_dx[n * 9734400 + i] : 0.0f;
-      }
-    }
-  }
-  /* up1.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-    const float *up1_relu0_dx = s->arena + 182624000;
-    float *up1_conv1_dx = s->arena + 102552064;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 19668992; i++) {
-        up1_conv1_dx[n * 19668992 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 390; oh++) {
-            for (ptrdiff_t ow = 0; ow < 390; ow++) {
-              float v = up1_relu0_dx[((n_2 * 64 + g * 64 + ocg) * 390 + oh) * 390 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up1_conv1_dx[((n_2 * 128 + g * 128 + icg) * 392 + oh + kh) * 392 + ow + kw] += v * up1_conv1_weight[(((g * 64 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = up1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 388; oh++) {
+                for (ptrdiff_t ow = 0; ow < 388; ow++) {
+                  up1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 390 + oh + kh) * 390 + ow + kw] += up1_relu1_dx[((n_2 * 64 + g * 64 + ocg) * 388 + oh) * 388 + ow] * wv;
                 }
               }
             }
@@ -3042,261 +3286,275 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up1.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up1_concat0 = s->arena + 82883072;
-    const float *up1_relu0_dx = s->arena + 182624000;
-    float *up1_conv1_weight_grad = s->g32 + 30919808;
+}
+
+/* up1.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up1_relu0 = s->arena + 112286464;
+  const float *up1_relu1_dx = s->arena + 201794048;
+  float *up1_conv2_weight_grad = s->g32 + 30993600;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 388; oh++) {
+                for (ptrdiff_t ow = 0; ow < 388; ow++) {
+                  acc = acc + up1_relu1_dx[((n * 64 + g * 64 + ocg) * 388 + oh) * 388 + ow] * up1_relu0[((n * 64 + g * 64 + icg) * 390 + oh + kh) * 390 + ow + kw];
+                }
+              }
+            }
+            up1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up1_relu1_dx = s->arena + 201794048;
+  float *up1_conv2_bias_grad = s->g32 + 31030464;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 150544; i++) {
+        acc = acc + up1_relu1_dx[(n * 64 + c) * 150544 + i];
+      }
+    }
+    up1_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* up1.relu0.dx: act_dx, unet.cnn:13 */
+static void train_up1_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1 = s->arena + 102552064;
+  const float *up1_conv2_dx = s->arena + 172889600;
+  float *up1_relu0_dx = s->arena + 182624000;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9734400; i++) {
+      float x = up1_conv1[n * 9734400 + i];
+      up1_relu0_dx[n * 9734400 + i] = 0.0f < x ? up1_conv2_dx[n * 9734400 + i] : 0.0f;
+    }
+  }
+}
+
+/* up1.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
+  const float *up1_relu0_dx = s->arena + 182624000;
+  float *up1_conv1_dx = s->arena + 102552064;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 19668992; i++) {
+      up1_conv1_dx[n * 19668992 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
         for (ptrdiff_t icg = 0; icg < 128; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 390; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 390; ow++) {
-                    acc = acc + up1_relu0_dx[((n * 64 + g * 64 + ocg) * 390 + oh) * 390 + ow] * up1_concat0[((n * 128 + g * 128 + icg) * 392 + oh + kh) * 392 + ow + kw];
-                  }
+              float wv = up1_conv1_weight[(((g * 64 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 390; oh++) {
+                for (ptrdiff_t ow = 0; ow < 390; ow++) {
+                  up1_conv1_dx[((n_2 * 128 + g * 128 + icg) * 392 + oh + kh) * 392 + ow + kw] += up1_relu0_dx[((n_2 * 64 + g * 64 + ocg) * 390 + oh) * 390 + ow] * wv;
                 }
               }
-              up1_conv1_weight_grad[(((g * 64 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
             }
           }
         }
       }
     }
   }
-  /* up1.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up1_relu0_dx = s->arena + 182624000;
-    float *up1_conv1_bias_grad = s->g32 + 30993536;
+}
+
+/* up1.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up1_concat0 = s->arena + 82883072;
+  const float *up1_relu0_dx = s->arena + 182624000;
+  float *up1_conv1_weight_grad = s->g32 + 30919808;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 390; oh++) {
+                for (ptrdiff_t ow = 0; ow < 390; ow++) {
+                  acc = acc + up1_relu0_dx[((n * 64 + g * 64 + ocg) * 390 + oh) * 390 + ow] * up1_concat0[((n * 128 + g * 128 + icg) * 392 + oh + kh) * 392 + ow + kw];
+                }
+              }
+            }
+            up1_conv1_weight_grad[(((g * 64 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up1.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up1_relu0_dx = s->arena + 182624000;
+  float *up1_conv1_bias_grad = s->g32 + 30993536;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 152100; i++) {
+        acc = acc + up1_relu0_dx[(n * 64 + c) * 152100 + i];
+      }
+    }
+    up1_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* up1.concat0.dx0: slice, unet.cnn:20 */
+static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1_dx = s->arena + 102552064;
+  float *up1_concat0_dx0 = s->arena + 172889600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9834496; i++) {
+      up1_concat0_dx0[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + i];
+    }
+  }
+}
+
+/* up1.concat0.dx1: slice, unet.cnn:20 */
+static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv1_dx = s->arena + 102552064;
+  float *up1_concat0_dx1 = s->arena + 182724096;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 9834496; i++) {
+      up1_concat0_dx1[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + 9834496 + i];
+    }
+  }
+}
+
+/* up1.crop0.dx: crop_dx, unet.cnn:20 */
+static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up1_concat0_dx0 = s->arena + 172889600;
+  float *up1_crop0_dx = s->arena + 82883072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20647936; i++) {
+      up1_crop0_dx[n * 20647936 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 152100; i++) {
-          acc = acc + up1_relu0_dx[(n * 64 + c) * 152100 + i];
-        }
-      }
-      up1_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* up1.concat0.dx0: slice, unet.cnn:20 */
-  {
-    const float *up1_conv1_dx = s->arena + 102552064;
-    float *up1_concat0_dx0 = s->arena + 172889600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9834496; i++) {
-        up1_concat0_dx0[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + i];
-      }
-    }
-  }
-  /* up1.concat0.dx1: slice, unet.cnn:20 */
-  {
-    const float *up1_conv1_dx = s->arena + 102552064;
-    float *up1_concat0_dx1 = s->arena + 182724096;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 9834496; i++) {
-        up1_concat0_dx1[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + 9834496 + i];
-      }
-    }
-  }
-  /* up1.crop0.dx: crop_dx, unet.cnn:20 */
-  {
-    const float *up1_concat0_dx0 = s->arena + 172889600;
-    float *up1_crop0_dx = s->arena + 82883072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20647936; i++) {
-        up1_crop0_dx[n * 20647936 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t h = 0; h < 392; h++) {
-          for (ptrdiff_t w = 0; w < 392; w++) {
-            up1_crop0_dx[((n_2 * 64 + c) * 568 + h + 88) * 568 + w + 88] = up1_concat0_dx0[((n_2 * 64 + c) * 392 + h) * 392 + w];
-          }
+      for (ptrdiff_t h = 0; h < 392; h++) {
+        for (ptrdiff_t w = 0; w < 392; w++) {
+          up1_crop0_dx[((n_2 * 64 + c) * 568 + h + 88) * 568 + w + 88] = up1_concat0_dx0[((n_2 * 64 + c) * 392 + h) * 392 + w];
         }
       }
     }
   }
-  /* up1.upconv.dx: deconv_dx, unet.cnn:19 */
-  {
-    const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-    const float *up1_concat0_dx1 = s->arena + 182724096;
-    float *up1_upconv_dx = s->arena + 103531008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
-          for (ptrdiff_t ih = 0; ih < 196; ih++) {
-            for (ptrdiff_t iw = 0; iw < 196; iw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-                for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                    acc = acc + up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] * up1_upconv_weight[(((g * 128 + icg) * 64 + ocg) * 2 + kh) * 2 + kw];
-                  }
-                }
-              }
-              up1_upconv_dx[((n * 128 + g * 128 + icg) * 196 + ih) * 196 + iw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up1.upconv.dweight: deconv_dw, unet.cnn:19 */
-  {
-    const float *up2_relu1 = s->arena + 237082112;
-    const float *up1_concat0_dx1 = s->arena + 182724096;
-    float *up1_upconv_weight_grad = s->g32 + 30886976;
+}
+
+/* up1.upconv.dx: deconv_dx, unet.cnn:19 */
+static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
+  const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
+  const float *up1_concat0_dx1 = s->arena + 182724096;
+  float *up1_upconv_dx = s->arena + 103531008;
+  for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t kh = 0; kh < 2; kh++) {
-            for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t ih = 0; ih < 196; ih++) {
-                  for (ptrdiff_t iw = 0; iw < 196; iw++) {
-                    acc = acc + up2_relu1[((n * 128 + g * 128 + icg) * 196 + ih) * 196 + iw] * up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw];
-                  }
+        for (ptrdiff_t ih = 0; ih < 196; ih++) {
+          for (ptrdiff_t iw = 0; iw < 196; iw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+              for (ptrdiff_t kh = 0; kh < 2; kh++) {
+                for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                  acc = acc + up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] * up1_upconv_weight[(((g * 128 + icg) * 64 + ocg) * 2 + kh) * 2 + kw];
                 }
               }
-              up1_upconv_weight_grad[(((g * 128 + icg) * 64 + ocg) * 2 + kh) * 2 + kw] = acc;
             }
+            up1_upconv_dx[((n * 128 + g * 128 + icg) * 196 + ih) * 196 + iw] = acc;
           }
         }
       }
     }
   }
-  /* up1.upconv.dbias: bias_grad, unet.cnn:19 */
-  {
-    const float *up1_concat0_dx1 = s->arena + 182724096;
-    float *up1_upconv_bias_grad = s->g32 + 30919744;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 153664; i++) {
-          acc = acc + up1_concat0_dx1[(n * 64 + c) * 153664 + i];
-        }
-      }
-      up1_upconv_bias_grad[c] = acc;
-    }
-  }
-  /* up2.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up2_conv2 = s->arena + 232164864;
-    const float *up1_upconv_dx = s->arena + 103531008;
-    float *up2_relu1_dx = s->arena + 108549120;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4917248; i++) {
-        float x = up2_conv2[n * 4917248 + i];
-        up2_relu1_dx[n * 4917248 + i] = 0.0f < x ? up1_upconv_dx[n * 4917248 + i] : 0.0f;
-      }
-    }
-  }
-  /* up2.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-    const float *up2_relu1_dx = s->arena + 108549120;
-    float *up2_conv2_dx = s->arena + 103531008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5018112; i++) {
-        up2_conv2_dx[n * 5018112 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 196; oh++) {
-            for (ptrdiff_t ow = 0; ow < 196; ow++) {
-              float v = up2_relu1_dx[((n_2 * 128 + g * 128 + ocg) * 196 + oh) * 196 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up2_conv2_dx[((n_2 * 128 + g * 128 + icg) * 198 + oh + kh) * 198 + ow + kw] += v * up2_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                  }
+}
+
+/* up1.upconv.dweight: deconv_dw, unet.cnn:19 */
+static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up2_relu1 = s->arena + 237082112;
+  const float *up1_concat0_dx1 = s->arena + 182724096;
+  float *up1_upconv_weight_grad = s->g32 + 30886976;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t icg = 0; icg < 128; icg++) {
+      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+        for (ptrdiff_t kh = 0; kh < 2; kh++) {
+          for (ptrdiff_t kw = 0; kw < 2; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t ih = 0; ih < 196; ih++) {
+                for (ptrdiff_t iw = 0; iw < 196; iw++) {
+                  acc = acc + up2_relu1[((n * 128 + g * 128 + icg) * 196 + ih) * 196 + iw] * up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw];
                 }
               }
             }
+            up1_upconv_weight_grad[(((g * 128 + icg) * 64 + ocg) * 2 + kh) * 2 + kw] = acc;
           }
         }
       }
     }
   }
-  /* up2.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up2_relu0 = s->arena + 227146752;
-    const float *up2_relu1_dx = s->arena + 108549120;
-    float *up2_conv2_weight_grad = s->g32 + 30739392;
+}
+
+/* up1.upconv.dbias: bias_grad, unet.cnn:19 */
+static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up1_concat0_dx1 = s->arena + 182724096;
+  float *up1_upconv_bias_grad = s->g32 + 30919744;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 153664; i++) {
+        acc = acc + up1_concat0_dx1[(n * 64 + c) * 153664 + i];
+      }
+    }
+    up1_upconv_bias_grad[c] = acc;
+  }
+}
+
+/* up2.relu1.dx: act_dx, unet.cnn:13 */
+static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv2 = s->arena + 232164864;
+  const float *up1_upconv_dx = s->arena + 103531008;
+  float *up2_relu1_dx = s->arena + 108549120;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4917248; i++) {
+      float x = up2_conv2[n * 4917248 + i];
+      up2_relu1_dx[n * 4917248 + i] = 0.0f < x ? up1_upconv_dx[n * 4917248 + i] : 0.0f;
+    }
+  }
+}
+
+/* up2.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
+  const float *up2_relu1_dx = s->arena + 108549120;
+  float *up2_conv2_dx = s->arena + 103531008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5018112; i++) {
+      up2_conv2_dx[n * 5018112 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
         for (ptrdiff_t icg = 0; icg < 128; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 196; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 196; ow++) {
-                    acc = acc + up2_relu1_dx[((n * 128 + g * 128 + ocg) * 196 + oh) * 196 + ow] * up2_relu0[((n * 128 + g * 128 + icg) * 198 + oh + kh) * 198 + ow + kw];
-                  }
-                }
-              }
-              up2_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up2.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up2_relu1_dx = s->arena + 108549120;
-    float *up2_conv2_bias_grad = s->g32 + 30886848;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 38416; i++) {
-          acc = acc + up2_relu1_dx[(n * 128 + c) * 38416 + i];
-        }
-      }
-      up2_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* up2.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up2_conv1 = s->arena + 222128640;
-    const float *up2_conv2_dx = s->arena + 103531008;
-    float *up2_relu0_dx = s->arena + 113771008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5018112; i++) {
-        float x = up2_conv1[n * 5018112 + i];
-        up2_relu0_dx[n * 5018112 + i] = 0.0f < x ? up2_conv2_dx[n * 5018112 + i] : 0.0f;
-      }
-    }
-  }
-  /* up2.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-    const float *up2_relu0_dx = s->arena + 113771008;
-    float *up2_conv1_dx = s->arena + 103531008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10240000; i++) {
-        up2_conv1_dx[n * 10240000 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 198; oh++) {
-            for (ptrdiff_t ow = 0; ow < 198; ow++) {
-              float v = up2_relu0_dx[((n_2 * 128 + g * 128 + ocg) * 198 + oh) * 198 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up2_conv1_dx[((n_2 * 256 + g * 256 + icg) * 200 + oh + kh) * 200 + ow + kw] += v * up2_conv1_weight[(((g * 128 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = up2_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 196; oh++) {
+                for (ptrdiff_t ow = 0; ow < 196; ow++) {
+                  up2_conv2_dx[((n_2 * 128 + g * 128 + icg) * 198 + oh + kh) * 198 + ow + kw] += up2_relu1_dx[((n_2 * 128 + g * 128 + ocg) * 196 + oh) * 196 + ow] * wv;
                 }
               }
             }
@@ -3305,261 +3563,275 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up2.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up2_concat0 = s->arena + 122221056;
-    const float *up2_relu0_dx = s->arena + 113771008;
-    float *up2_conv1_weight_grad = s->g32 + 30444352;
+}
+
+/* up2.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up2_relu0 = s->arena + 227146752;
+  const float *up2_relu1_dx = s->arena + 108549120;
+  float *up2_conv2_weight_grad = s->g32 + 30739392;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 196; oh++) {
+                for (ptrdiff_t ow = 0; ow < 196; ow++) {
+                  acc = acc + up2_relu1_dx[((n * 128 + g * 128 + ocg) * 196 + oh) * 196 + ow] * up2_relu0[((n * 128 + g * 128 + icg) * 198 + oh + kh) * 198 + ow + kw];
+                }
+              }
+            }
+            up2_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up2_relu1_dx = s->arena + 108549120;
+  float *up2_conv2_bias_grad = s->g32 + 30886848;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 38416; i++) {
+        acc = acc + up2_relu1_dx[(n * 128 + c) * 38416 + i];
+      }
+    }
+    up2_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* up2.relu0.dx: act_dx, unet.cnn:13 */
+static void train_up2_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1 = s->arena + 222128640;
+  const float *up2_conv2_dx = s->arena + 103531008;
+  float *up2_relu0_dx = s->arena + 113771008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5018112; i++) {
+      float x = up2_conv1[n * 5018112 + i];
+      up2_relu0_dx[n * 5018112 + i] = 0.0f < x ? up2_conv2_dx[n * 5018112 + i] : 0.0f;
+    }
+  }
+}
+
+/* up2.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
+  const float *up2_relu0_dx = s->arena + 113771008;
+  float *up2_conv1_dx = s->arena + 103531008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10240000; i++) {
+      up2_conv1_dx[n * 10240000 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
         for (ptrdiff_t icg = 0; icg < 256; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 198; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 198; ow++) {
-                    acc = acc + up2_relu0_dx[((n * 128 + g * 128 + ocg) * 198 + oh) * 198 + ow] * up2_concat0[((n * 256 + g * 256 + icg) * 200 + oh + kh) * 200 + ow + kw];
-                  }
+              float wv = up2_conv1_weight[(((g * 128 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 198; oh++) {
+                for (ptrdiff_t ow = 0; ow < 198; ow++) {
+                  up2_conv1_dx[((n_2 * 256 + g * 256 + icg) * 200 + oh + kh) * 200 + ow + kw] += up2_relu0_dx[((n_2 * 128 + g * 128 + ocg) * 198 + oh) * 198 + ow] * wv;
                 }
               }
-              up2_conv1_weight_grad[(((g * 128 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
             }
           }
         }
       }
     }
   }
-  /* up2.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up2_relu0_dx = s->arena + 113771008;
-    float *up2_conv1_bias_grad = s->g32 + 30739264;
+}
+
+/* up2.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up2_concat0 = s->arena + 122221056;
+  const float *up2_relu0_dx = s->arena + 113771008;
+  float *up2_conv1_weight_grad = s->g32 + 30444352;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 198; oh++) {
+                for (ptrdiff_t ow = 0; ow < 198; ow++) {
+                  acc = acc + up2_relu0_dx[((n * 128 + g * 128 + ocg) * 198 + oh) * 198 + ow] * up2_concat0[((n * 256 + g * 256 + icg) * 200 + oh + kh) * 200 + ow + kw];
+                }
+              }
+            }
+            up2_conv1_weight_grad[(((g * 128 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up2.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up2_relu0_dx = s->arena + 113771008;
+  float *up2_conv1_bias_grad = s->g32 + 30739264;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 39204; i++) {
+        acc = acc + up2_relu0_dx[(n * 128 + c) * 39204 + i];
+      }
+    }
+    up2_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* up2.concat0.dx0: slice, unet.cnn:20 */
+static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1_dx = s->arena + 103531008;
+  float *up2_concat0_dx0 = s->arena + 113771008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5120000; i++) {
+      up2_concat0_dx0[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + i];
+    }
+  }
+}
+
+/* up2.concat0.dx1: slice, unet.cnn:20 */
+static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv1_dx = s->arena + 103531008;
+  float *up2_concat0_dx1 = s->arena + 118891008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5120000; i++) {
+      up2_concat0_dx1[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + 5120000 + i];
+    }
+  }
+}
+
+/* up2.crop0.dx: crop_dx, unet.cnn:20 */
+static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up2_concat0_dx0 = s->arena + 113771008;
+  float *up2_crop0_dx = s->arena + 103531008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10035200; i++) {
+      up2_crop0_dx[n * 10035200 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 39204; i++) {
-          acc = acc + up2_relu0_dx[(n * 128 + c) * 39204 + i];
-        }
-      }
-      up2_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* up2.concat0.dx0: slice, unet.cnn:20 */
-  {
-    const float *up2_conv1_dx = s->arena + 103531008;
-    float *up2_concat0_dx0 = s->arena + 113771008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5120000; i++) {
-        up2_concat0_dx0[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + i];
-      }
-    }
-  }
-  /* up2.concat0.dx1: slice, unet.cnn:20 */
-  {
-    const float *up2_conv1_dx = s->arena + 103531008;
-    float *up2_concat0_dx1 = s->arena + 118891008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5120000; i++) {
-        up2_concat0_dx1[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + 5120000 + i];
-      }
-    }
-  }
-  /* up2.crop0.dx: crop_dx, unet.cnn:20 */
-  {
-    const float *up2_concat0_dx0 = s->arena + 113771008;
-    float *up2_crop0_dx = s->arena + 103531008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10035200; i++) {
-        up2_crop0_dx[n * 10035200 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t h = 0; h < 200; h++) {
-          for (ptrdiff_t w = 0; w < 200; w++) {
-            up2_crop0_dx[((n_2 * 128 + c) * 280 + h + 40) * 280 + w + 40] = up2_concat0_dx0[((n_2 * 128 + c) * 200 + h) * 200 + w];
-          }
+      for (ptrdiff_t h = 0; h < 200; h++) {
+        for (ptrdiff_t w = 0; w < 200; w++) {
+          up2_crop0_dx[((n_2 * 128 + c) * 280 + h + 40) * 280 + w + 40] = up2_concat0_dx0[((n_2 * 128 + c) * 200 + h) * 200 + w];
         }
       }
     }
   }
-  /* up2.upconv.dx: deconv_dx, unet.cnn:19 */
-  {
-    const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-    const float *up2_concat0_dx1 = s->arena + 118891008;
-    float *up2_upconv_dx = s->arena + 113566208;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
-          for (ptrdiff_t ih = 0; ih < 100; ih++) {
-            for (ptrdiff_t iw = 0; iw < 100; iw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-                for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                    acc = acc + up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] * up2_upconv_weight[(((g * 256 + icg) * 128 + ocg) * 2 + kh) * 2 + kw];
-                  }
-                }
-              }
-              up2_upconv_dx[((n * 256 + g * 256 + icg) * 100 + ih) * 100 + iw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up2.upconv.dweight: deconv_dw, unet.cnn:19 */
-  {
-    const float *up3_relu1 = s->arena + 272317952;
-    const float *up2_concat0_dx1 = s->arena + 118891008;
-    float *up2_upconv_weight_grad = s->g32 + 30313152;
+}
+
+/* up2.upconv.dx: deconv_dx, unet.cnn:19 */
+static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
+  const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
+  const float *up2_concat0_dx1 = s->arena + 118891008;
+  float *up2_upconv_dx = s->arena + 113566208;
+  for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t kh = 0; kh < 2; kh++) {
-            for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t ih = 0; ih < 100; ih++) {
-                  for (ptrdiff_t iw = 0; iw < 100; iw++) {
-                    acc = acc + up3_relu1[((n * 256 + g * 256 + icg) * 100 + ih) * 100 + iw] * up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw];
-                  }
+        for (ptrdiff_t ih = 0; ih < 100; ih++) {
+          for (ptrdiff_t iw = 0; iw < 100; iw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+              for (ptrdiff_t kh = 0; kh < 2; kh++) {
+                for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                  acc = acc + up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] * up2_upconv_weight[(((g * 256 + icg) * 128 + ocg) * 2 + kh) * 2 + kw];
                 }
               }
-              up2_upconv_weight_grad[(((g * 256 + icg) * 128 + ocg) * 2 + kh) * 2 + kw] = acc;
             }
+            up2_upconv_dx[((n * 256 + g * 256 + icg) * 100 + ih) * 100 + iw] = acc;
           }
         }
       }
     }
   }
-  /* up2.upconv.dbias: bias_grad, unet.cnn:19 */
-  {
-    const float *up2_concat0_dx1 = s->arena + 118891008;
-    float *up2_upconv_bias_grad = s->g32 + 30444224;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 40000; i++) {
-          acc = acc + up2_concat0_dx1[(n * 128 + c) * 40000 + i];
-        }
-      }
-      up2_upconv_bias_grad[c] = acc;
-    }
-  }
-  /* up3.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up3_conv2 = s->arena + 269757952;
-    const float *up2_upconv_dx = s->arena + 113566208;
-    float *up3_relu1_dx = s->arena + 116229632;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2560000; i++) {
-        float x = up3_conv2[n * 2560000 + i];
-        up3_relu1_dx[n * 2560000 + i] = 0.0f < x ? up2_upconv_dx[n * 2560000 + i] : 0.0f;
-      }
-    }
-  }
-  /* up3.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-    const float *up3_relu1_dx = s->arena + 116229632;
-    float *up3_conv2_dx = s->arena + 113566208;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2663424; i++) {
-        up3_conv2_dx[n * 2663424 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 100; oh++) {
-            for (ptrdiff_t ow = 0; ow < 100; ow++) {
-              float v = up3_relu1_dx[((n_2 * 256 + g * 256 + ocg) * 100 + oh) * 100 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up3_conv2_dx[((n_2 * 256 + g * 256 + icg) * 102 + oh + kh) * 102 + ow + kw] += v * up3_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                  }
+}
+
+/* up2.upconv.dweight: deconv_dw, unet.cnn:19 */
+static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up3_relu1 = s->arena + 272317952;
+  const float *up2_concat0_dx1 = s->arena + 118891008;
+  float *up2_upconv_weight_grad = s->g32 + 30313152;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t icg = 0; icg < 256; icg++) {
+      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+        for (ptrdiff_t kh = 0; kh < 2; kh++) {
+          for (ptrdiff_t kw = 0; kw < 2; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t ih = 0; ih < 100; ih++) {
+                for (ptrdiff_t iw = 0; iw < 100; iw++) {
+                  acc = acc + up3_relu1[((n * 256 + g * 256 + icg) * 100 + ih) * 100 + iw] * up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw];
                 }
               }
             }
+            up2_upconv_weight_grad[(((g * 256 + icg) * 128 + ocg) * 2 + kh) * 2 + kw] = acc;
           }
         }
       }
     }
   }
-  /* up3.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up3_relu0 = s->arena + 267094528;
-    const float *up3_relu1_dx = s->arena + 116229632;
-    float *up3_conv2_weight_grad = s->g32 + 29723072;
+}
+
+/* up2.upconv.dbias: bias_grad, unet.cnn:19 */
+static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up2_concat0_dx1 = s->arena + 118891008;
+  float *up2_upconv_bias_grad = s->g32 + 30444224;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 40000; i++) {
+        acc = acc + up2_concat0_dx1[(n * 128 + c) * 40000 + i];
+      }
+    }
+    up2_upconv_bias_grad[c] = acc;
+  }
+}
+
+/* up3.relu1.dx: act_dx, unet.cnn:13 */
+static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv2 = s->arena + 269757952;
+  const float *up2_upconv_dx = s->arena + 113566208;
+  float *up3_relu1_dx = s->arena + 116229632;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2560000; i++) {
+      float x = up3_conv2[n * 2560000 + i];
+      up3_relu1_dx[n * 2560000 + i] = 0.0f < x ? up2_upconv_dx[n * 2560000 + i] : 0.0f;
+    }
+  }
+}
+
+/* up3.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
+  const float *up3_relu1_dx = s->arena + 116229632;
+  float *up3_conv2_dx = s->arena + 113566208;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2663424; i++) {
+      up3_conv2_dx[n * 2663424 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
         for (ptrdiff_t icg = 0; icg < 256; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 100; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 100; ow++) {
-                    acc = acc + up3_relu1_dx[((n * 256 + g * 256 + ocg) * 100 + oh) * 100 + ow] * up3_relu0[((n * 256 + g * 256 + icg) * 102 + oh + kh) * 102 + ow + kw];
-                  }
-                }
-              }
-              up3_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up3.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up3_relu1_dx = s->arena + 116229632;
-    float *up3_conv2_bias_grad = s->g32 + 30312896;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 10000; i++) {
-          acc = acc + up3_relu1_dx[(n * 256 + c) * 10000 + i];
-        }
-      }
-      up3_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* up3.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up3_conv1 = s->arena + 264431104;
-    const float *up3_conv2_dx = s->arena + 113566208;
-    float *up3_relu0_dx = s->arena + 119104000;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2663424; i++) {
-        float x = up3_conv1[n * 2663424 + i];
-        up3_relu0_dx[n * 2663424 + i] = 0.0f < x ? up3_conv2_dx[n * 2663424 + i] : 0.0f;
-      }
-    }
-  }
-  /* up3.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-    const float *up3_relu0_dx = s->arena + 119104000;
-    float *up3_conv1_dx = s->arena + 113566208;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5537792; i++) {
-        up3_conv1_dx[n * 5537792 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 102; oh++) {
-            for (ptrdiff_t ow = 0; ow < 102; ow++) {
-              float v = up3_relu0_dx[((n_2 * 256 + g * 256 + ocg) * 102 + oh) * 102 + ow];
-              for (ptrdiff_t icg = 0; icg < 512; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up3_conv1_dx[((n_2 * 512 + g * 512 + icg) * 104 + oh + kh) * 104 + ow + kw] += v * up3_conv1_weight[(((g * 256 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = up3_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 100; oh++) {
+                for (ptrdiff_t ow = 0; ow < 100; ow++) {
+                  up3_conv2_dx[((n_2 * 256 + g * 256 + icg) * 102 + oh + kh) * 102 + ow + kw] += up3_relu1_dx[((n_2 * 256 + g * 256 + ocg) * 100 + oh) * 100 + ow] * wv;
                 }
               }
             }
@@ -3568,261 +3840,275 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up3.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up3_concat0 = s->arena + 211428864;
-    const float *up3_relu0_dx = s->arena + 119104000;
-    float *up3_conv1_weight_grad = s->g32 + 28543168;
+}
+
+/* up3.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up3_relu0 = s->arena + 267094528;
+  const float *up3_relu1_dx = s->arena + 116229632;
+  float *up3_conv2_weight_grad = s->g32 + 29723072;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 100; oh++) {
+                for (ptrdiff_t ow = 0; ow < 100; ow++) {
+                  acc = acc + up3_relu1_dx[((n * 256 + g * 256 + ocg) * 100 + oh) * 100 + ow] * up3_relu0[((n * 256 + g * 256 + icg) * 102 + oh + kh) * 102 + ow + kw];
+                }
+              }
+            }
+            up3_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up3_relu1_dx = s->arena + 116229632;
+  float *up3_conv2_bias_grad = s->g32 + 30312896;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 10000; i++) {
+        acc = acc + up3_relu1_dx[(n * 256 + c) * 10000 + i];
+      }
+    }
+    up3_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* up3.relu0.dx: act_dx, unet.cnn:13 */
+static void train_up3_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1 = s->arena + 264431104;
+  const float *up3_conv2_dx = s->arena + 113566208;
+  float *up3_relu0_dx = s->arena + 119104000;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2663424; i++) {
+      float x = up3_conv1[n * 2663424 + i];
+      up3_relu0_dx[n * 2663424 + i] = 0.0f < x ? up3_conv2_dx[n * 2663424 + i] : 0.0f;
+    }
+  }
+}
+
+/* up3.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
+  const float *up3_relu0_dx = s->arena + 119104000;
+  float *up3_conv1_dx = s->arena + 113566208;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5537792; i++) {
+      up3_conv1_dx[n * 5537792 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
         for (ptrdiff_t icg = 0; icg < 512; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 102; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 102; ow++) {
-                    acc = acc + up3_relu0_dx[((n * 256 + g * 256 + ocg) * 102 + oh) * 102 + ow] * up3_concat0[((n * 512 + g * 512 + icg) * 104 + oh + kh) * 104 + ow + kw];
-                  }
+              float wv = up3_conv1_weight[(((g * 256 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 102; oh++) {
+                for (ptrdiff_t ow = 0; ow < 102; ow++) {
+                  up3_conv1_dx[((n_2 * 512 + g * 512 + icg) * 104 + oh + kh) * 104 + ow + kw] += up3_relu0_dx[((n_2 * 256 + g * 256 + ocg) * 102 + oh) * 102 + ow] * wv;
                 }
               }
-              up3_conv1_weight_grad[(((g * 256 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
             }
           }
         }
       }
     }
   }
-  /* up3.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up3_relu0_dx = s->arena + 119104000;
-    float *up3_conv1_bias_grad = s->g32 + 29722816;
+}
+
+/* up3.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up3_concat0 = s->arena + 211428864;
+  const float *up3_relu0_dx = s->arena + 119104000;
+  float *up3_conv1_weight_grad = s->g32 + 28543168;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 512; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 102; oh++) {
+                for (ptrdiff_t ow = 0; ow < 102; ow++) {
+                  acc = acc + up3_relu0_dx[((n * 256 + g * 256 + ocg) * 102 + oh) * 102 + ow] * up3_concat0[((n * 512 + g * 512 + icg) * 104 + oh + kh) * 104 + ow + kw];
+                }
+              }
+            }
+            up3_conv1_weight_grad[(((g * 256 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up3.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up3_relu0_dx = s->arena + 119104000;
+  float *up3_conv1_bias_grad = s->g32 + 29722816;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 10404; i++) {
+        acc = acc + up3_relu0_dx[(n * 256 + c) * 10404 + i];
+      }
+    }
+    up3_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* up3.concat0.dx0: slice, unet.cnn:20 */
+static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1_dx = s->arena + 113566208;
+  float *up3_concat0_dx0 = s->arena + 119104000;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2768896; i++) {
+      up3_concat0_dx0[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + i];
+    }
+  }
+}
+
+/* up3.concat0.dx1: slice, unet.cnn:20 */
+static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv1_dx = s->arena + 113566208;
+  float *up3_concat0_dx1 = s->arena + 121872896;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2768896; i++) {
+      up3_concat0_dx1[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + 2768896 + i];
+    }
+  }
+}
+
+/* up3.crop0.dx: crop_dx, unet.cnn:20 */
+static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up3_concat0_dx0 = s->arena + 119104000;
+  float *up3_crop0_dx = s->arena + 113566208;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4734976; i++) {
+      up3_crop0_dx[n * 4734976 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 10404; i++) {
-          acc = acc + up3_relu0_dx[(n * 256 + c) * 10404 + i];
-        }
-      }
-      up3_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* up3.concat0.dx0: slice, unet.cnn:20 */
-  {
-    const float *up3_conv1_dx = s->arena + 113566208;
-    float *up3_concat0_dx0 = s->arena + 119104000;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2768896; i++) {
-        up3_concat0_dx0[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + i];
-      }
-    }
-  }
-  /* up3.concat0.dx1: slice, unet.cnn:20 */
-  {
-    const float *up3_conv1_dx = s->arena + 113566208;
-    float *up3_concat0_dx1 = s->arena + 121872896;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2768896; i++) {
-        up3_concat0_dx1[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + 2768896 + i];
-      }
-    }
-  }
-  /* up3.crop0.dx: crop_dx, unet.cnn:20 */
-  {
-    const float *up3_concat0_dx0 = s->arena + 119104000;
-    float *up3_crop0_dx = s->arena + 113566208;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4734976; i++) {
-        up3_crop0_dx[n * 4734976 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t h = 0; h < 104; h++) {
-          for (ptrdiff_t w = 0; w < 104; w++) {
-            up3_crop0_dx[((n_2 * 256 + c) * 136 + h + 16) * 136 + w + 16] = up3_concat0_dx0[((n_2 * 256 + c) * 104 + h) * 104 + w];
-          }
+      for (ptrdiff_t h = 0; h < 104; h++) {
+        for (ptrdiff_t w = 0; w < 104; w++) {
+          up3_crop0_dx[((n_2 * 256 + c) * 136 + h + 16) * 136 + w + 16] = up3_concat0_dx0[((n_2 * 256 + c) * 104 + h) * 104 + w];
         }
       }
     }
   }
-  /* up3.upconv.dx: deconv_dx, unet.cnn:19 */
-  {
-    const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-    const float *up3_concat0_dx1 = s->arena + 121872896;
-    float *up3_upconv_dx = s->arena + 118301184;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
-          for (ptrdiff_t ih = 0; ih < 52; ih++) {
-            for (ptrdiff_t iw = 0; iw < 52; iw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-                for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                    acc = acc + up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] * up3_upconv_weight[(((g * 512 + icg) * 256 + ocg) * 2 + kh) * 2 + kw];
-                  }
-                }
-              }
-              up3_upconv_dx[((n * 512 + g * 512 + icg) * 52 + ih) * 52 + iw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
-  {
-    const float *up4_relu1 = s->arena + 290412032;
-    const float *up3_concat0_dx1 = s->arena + 121872896;
-    float *up3_upconv_weight_grad = s->g32 + 28018624;
+}
+
+/* up3.upconv.dx: deconv_dx, unet.cnn:19 */
+static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
+  const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
+  const float *up3_concat0_dx1 = s->arena + 121872896;
+  float *up3_upconv_dx = s->arena + 118301184;
+  for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t kh = 0; kh < 2; kh++) {
-            for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t ih = 0; ih < 52; ih++) {
-                  for (ptrdiff_t iw = 0; iw < 52; iw++) {
-                    acc = acc + up4_relu1[((n * 512 + g * 512 + icg) * 52 + ih) * 52 + iw] * up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw];
-                  }
+        for (ptrdiff_t ih = 0; ih < 52; ih++) {
+          for (ptrdiff_t iw = 0; iw < 52; iw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+              for (ptrdiff_t kh = 0; kh < 2; kh++) {
+                for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                  acc = acc + up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] * up3_upconv_weight[(((g * 512 + icg) * 256 + ocg) * 2 + kh) * 2 + kw];
                 }
               }
-              up3_upconv_weight_grad[(((g * 512 + icg) * 256 + ocg) * 2 + kh) * 2 + kw] = acc;
             }
+            up3_upconv_dx[((n * 512 + g * 512 + icg) * 52 + ih) * 52 + iw] = acc;
           }
         }
       }
     }
   }
-  /* up3.upconv.dbias: bias_grad, unet.cnn:19 */
-  {
-    const float *up3_concat0_dx1 = s->arena + 121872896;
-    float *up3_upconv_bias_grad = s->g32 + 28542912;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 10816; i++) {
-          acc = acc + up3_concat0_dx1[(n * 256 + c) * 10816 + i];
-        }
-      }
-      up3_upconv_bias_grad[c] = acc;
-    }
-  }
-  /* up4.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up4_conv2 = s->arena + 289027584;
-    const float *up3_upconv_dx = s->arena + 118301184;
-    float *up4_relu1_dx = s->arena + 119794176;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1384448; i++) {
-        float x = up4_conv2[n * 1384448 + i];
-        up4_relu1_dx[n * 1384448 + i] = 0.0f < x ? up3_upconv_dx[n * 1384448 + i] : 0.0f;
-      }
-    }
-  }
-  /* up4.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-    const float *up4_relu1_dx = s->arena + 119794176;
-    float *up4_conv2_dx = s->arena + 118301184;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1492992; i++) {
-        up4_conv2_dx[n * 1492992 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 52; oh++) {
-            for (ptrdiff_t ow = 0; ow < 52; ow++) {
-              float v = up4_relu1_dx[((n_2 * 512 + g * 512 + ocg) * 52 + oh) * 52 + ow];
-              for (ptrdiff_t icg = 0; icg < 512; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up4_conv2_dx[((n_2 * 512 + g * 512 + icg) * 54 + oh + kh) * 54 + ow + kw] += v * up4_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-                  }
+}
+
+/* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
+static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up4_relu1 = s->arena + 290412032;
+  const float *up3_concat0_dx1 = s->arena + 121872896;
+  float *up3_upconv_weight_grad = s->g32 + 28018624;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t icg = 0; icg < 512; icg++) {
+      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+        for (ptrdiff_t kh = 0; kh < 2; kh++) {
+          for (ptrdiff_t kw = 0; kw < 2; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t ih = 0; ih < 52; ih++) {
+                for (ptrdiff_t iw = 0; iw < 52; iw++) {
+                  acc = acc + up4_relu1[((n * 512 + g * 512 + icg) * 52 + ih) * 52 + iw] * up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw];
                 }
               }
             }
+            up3_upconv_weight_grad[(((g * 512 + icg) * 256 + ocg) * 2 + kh) * 2 + kw] = acc;
           }
         }
       }
     }
   }
-  /* up4.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up4_relu0 = s->arena + 287534592;
-    const float *up4_relu1_dx = s->arena + 119794176;
-    float *up4_conv2_weight_grad = s->g32 + 25658816;
+}
+
+/* up3.upconv.dbias: bias_grad, unet.cnn:19 */
+static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up3_concat0_dx1 = s->arena + 121872896;
+  float *up3_upconv_bias_grad = s->g32 + 28542912;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 10816; i++) {
+        acc = acc + up3_concat0_dx1[(n * 256 + c) * 10816 + i];
+      }
+    }
+    up3_upconv_bias_grad[c] = acc;
+  }
+}
+
+/* up4.relu1.dx: act_dx, unet.cnn:13 */
+static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv2 = s->arena + 289027584;
+  const float *up3_upconv_dx = s->arena + 118301184;
+  float *up4_relu1_dx = s->arena + 119794176;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1384448; i++) {
+      float x = up4_conv2[n * 1384448 + i];
+      up4_relu1_dx[n * 1384448 + i] = 0.0f < x ? up3_upconv_dx[n * 1384448 + i] : 0.0f;
+    }
+  }
+}
+
+/* up4.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
+  const float *up4_relu1_dx = s->arena + 119794176;
+  float *up4_conv2_dx = s->arena + 118301184;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1492992; i++) {
+      up4_conv2_dx[n * 1492992 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
         for (ptrdiff_t icg = 0; icg < 512; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 52; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 52; ow++) {
-                    acc = acc + up4_relu1_dx[((n * 512 + g * 512 + ocg) * 52 + oh) * 52 + ow] * up4_relu0[((n * 512 + g * 512 + icg) * 54 + oh + kh) * 54 + ow + kw];
-                  }
-                }
-              }
-              up4_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up4.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up4_relu1_dx = s->arena + 119794176;
-    float *up4_conv2_bias_grad = s->g32 + 28018112;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 2704; i++) {
-          acc = acc + up4_relu1_dx[(n * 512 + c) * 2704 + i];
-        }
-      }
-      up4_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* up4.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *up4_conv1 = s->arena + 286041600;
-    const float *up4_conv2_dx = s->arena + 118301184;
-    float *up4_relu0_dx = s->arena + 121512448;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1492992; i++) {
-        float x = up4_conv1[n * 1492992 + i];
-        up4_relu0_dx[n * 1492992 + i] = 0.0f < x ? up4_conv2_dx[n * 1492992 + i] : 0.0f;
-      }
-    }
-  }
-  /* up4.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-    const float *up4_relu0_dx = s->arena + 121512448;
-    float *up4_conv1_dx = s->arena + 118301184;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 3211264; i++) {
-        up4_conv1_dx[n * 3211264 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 54; oh++) {
-            for (ptrdiff_t ow = 0; ow < 54; ow++) {
-              float v = up4_relu0_dx[((n_2 * 512 + g * 512 + ocg) * 54 + oh) * 54 + ow];
-              for (ptrdiff_t icg = 0; icg < 1024; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    up4_conv1_dx[((n_2 * 1024 + g * 1024 + icg) * 56 + oh + kh) * 56 + ow + kw] += v * up4_conv1_weight[(((g * 512 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = up4_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 52; oh++) {
+                for (ptrdiff_t ow = 0; ow < 52; ow++) {
+                  up4_conv2_dx[((n_2 * 512 + g * 512 + icg) * 54 + oh + kh) * 54 + ow + kw] += up4_relu1_dx[((n_2 * 512 + g * 512 + ocg) * 52 + oh) * 52 + ow] * wv;
                 }
               }
             }
@@ -3831,271 +4117,286 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* up4.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *up4_concat0 = s->arena + 261219840;
-    const float *up4_relu0_dx = s->arena + 121512448;
-    float *up4_conv1_weight_grad = s->g32 + 20939712;
+}
+
+/* up4.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up4_relu0 = s->arena + 287534592;
+  const float *up4_relu1_dx = s->arena + 119794176;
+  float *up4_conv2_weight_grad = s->g32 + 25658816;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 512; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 52; oh++) {
+                for (ptrdiff_t ow = 0; ow < 52; ow++) {
+                  acc = acc + up4_relu1_dx[((n * 512 + g * 512 + ocg) * 52 + oh) * 52 + ow] * up4_relu0[((n * 512 + g * 512 + icg) * 54 + oh + kh) * 54 + ow + kw];
+                }
+              }
+            }
+            up4_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up4_relu1_dx = s->arena + 119794176;
+  float *up4_conv2_bias_grad = s->g32 + 28018112;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 2704; i++) {
+        acc = acc + up4_relu1_dx[(n * 512 + c) * 2704 + i];
+      }
+    }
+    up4_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* up4.relu0.dx: act_dx, unet.cnn:13 */
+static void train_up4_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1 = s->arena + 286041600;
+  const float *up4_conv2_dx = s->arena + 118301184;
+  float *up4_relu0_dx = s->arena + 121512448;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1492992; i++) {
+      float x = up4_conv1[n * 1492992 + i];
+      up4_relu0_dx[n * 1492992 + i] = 0.0f < x ? up4_conv2_dx[n * 1492992 + i] : 0.0f;
+    }
+  }
+}
+
+/* up4.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
+  const float *up4_relu0_dx = s->arena + 121512448;
+  float *up4_conv1_dx = s->arena + 118301184;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 3211264; i++) {
+      up4_conv1_dx[n * 3211264 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
         for (ptrdiff_t icg = 0; icg < 1024; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 54; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 54; ow++) {
-                    acc = acc + up4_relu0_dx[((n * 512 + g * 512 + ocg) * 54 + oh) * 54 + ow] * up4_concat0[((n * 1024 + g * 1024 + icg) * 56 + oh + kh) * 56 + ow + kw];
-                  }
+              float wv = up4_conv1_weight[(((g * 512 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 54; oh++) {
+                for (ptrdiff_t ow = 0; ow < 54; ow++) {
+                  up4_conv1_dx[((n_2 * 1024 + g * 1024 + icg) * 56 + oh + kh) * 56 + ow + kw] += up4_relu0_dx[((n_2 * 512 + g * 512 + ocg) * 54 + oh) * 54 + ow] * wv;
                 }
               }
-              up4_conv1_weight_grad[(((g * 512 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw] = acc;
             }
           }
         }
       }
     }
   }
-  /* up4.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *up4_relu0_dx = s->arena + 121512448;
-    float *up4_conv1_bias_grad = s->g32 + 25658304;
+}
+
+/* up4.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *up4_concat0 = s->arena + 261219840;
+  const float *up4_relu0_dx = s->arena + 121512448;
+  float *up4_conv1_weight_grad = s->g32 + 20939712;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 1024; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 54; oh++) {
+                for (ptrdiff_t ow = 0; ow < 54; ow++) {
+                  acc = acc + up4_relu0_dx[((n * 512 + g * 512 + ocg) * 54 + oh) * 54 + ow] * up4_concat0[((n * 1024 + g * 1024 + icg) * 56 + oh + kh) * 56 + ow + kw];
+                }
+              }
+            }
+            up4_conv1_weight_grad[(((g * 512 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* up4.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up4_relu0_dx = s->arena + 121512448;
+  float *up4_conv1_bias_grad = s->g32 + 25658304;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 2916; i++) {
+        acc = acc + up4_relu0_dx[(n * 512 + c) * 2916 + i];
+      }
+    }
+    up4_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* up4.concat0.dx0: slice, unet.cnn:20 */
+static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1_dx = s->arena + 118301184;
+  float *up4_concat0_dx0 = s->arena + 121512448;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1605632; i++) {
+      up4_concat0_dx0[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + i];
+    }
+  }
+}
+
+/* up4.concat0.dx1: slice, unet.cnn:20 */
+static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv1_dx = s->arena + 118301184;
+  float *up4_concat0_dx1 = s->arena + 123118080;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1605632; i++) {
+      up4_concat0_dx1[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + 1605632 + i];
+    }
+  }
+}
+
+/* up4.crop0.dx: crop_dx, unet.cnn:20 */
+static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_concat0_dx0 = s->arena + 121512448;
+  float *up4_crop0_dx = s->arena + 118301184;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2097152; i++) {
+      up4_crop0_dx[n * 2097152 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 2916; i++) {
-          acc = acc + up4_relu0_dx[(n * 512 + c) * 2916 + i];
-        }
-      }
-      up4_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* up4.concat0.dx0: slice, unet.cnn:20 */
-  {
-    const float *up4_conv1_dx = s->arena + 118301184;
-    float *up4_concat0_dx0 = s->arena + 121512448;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1605632; i++) {
-        up4_concat0_dx0[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + i];
-      }
-    }
-  }
-  /* up4.concat0.dx1: slice, unet.cnn:20 */
-  {
-    const float *up4_conv1_dx = s->arena + 118301184;
-    float *up4_concat0_dx1 = s->arena + 123118080;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1605632; i++) {
-        up4_concat0_dx1[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + 1605632 + i];
-      }
-    }
-  }
-  /* up4.crop0.dx: crop_dx, unet.cnn:20 */
-  {
-    const float *up4_concat0_dx0 = s->arena + 121512448;
-    float *up4_crop0_dx = s->arena + 118301184;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2097152; i++) {
-        up4_crop0_dx[n * 2097152 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t h = 0; h < 56; h++) {
-          for (ptrdiff_t w = 0; w < 56; w++) {
-            up4_crop0_dx[((n_2 * 512 + c) * 64 + h + 4) * 64 + w + 4] = up4_concat0_dx0[((n_2 * 512 + c) * 56 + h) * 56 + w];
-          }
+      for (ptrdiff_t h = 0; h < 56; h++) {
+        for (ptrdiff_t w = 0; w < 56; w++) {
+          up4_crop0_dx[((n_2 * 512 + c) * 64 + h + 4) * 64 + w + 4] = up4_concat0_dx0[((n_2 * 512 + c) * 56 + h) * 56 + w];
         }
       }
     }
   }
-  /* up4.upconv.dx: deconv_dx, unet.cnn:19 */
-  {
-    const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-    const float *up4_concat0_dx1 = s->arena + 123118080;
-    float *up4_upconv_dx = s->arena + 120398336;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t icg = 0; icg < 1024; icg++) {
-          for (ptrdiff_t ih = 0; ih < 28; ih++) {
-            for (ptrdiff_t iw = 0; iw < 28; iw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-                for (ptrdiff_t kh = 0; kh < 2; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                    acc = acc + up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] * up4_upconv_weight[(((g * 1024 + icg) * 512 + ocg) * 2 + kh) * 2 + kw];
-                  }
-                }
-              }
-              up4_upconv_dx[((n * 1024 + g * 1024 + icg) * 28 + ih) * 28 + iw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
-  {
-    const float *dropout0 = s->arena + 295626240;
-    const float *up4_concat0_dx1 = s->arena + 123118080;
-    float *up4_upconv_weight_grad = s->g32 + 18842048;
+}
+
+/* up4.upconv.dx: deconv_dx, unet.cnn:19 */
+static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
+  const float *up4_concat0_dx1 = s->arena + 123118080;
+  float *up4_upconv_dx = s->arena + 120398336;
+  for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 1024; icg++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t kh = 0; kh < 2; kh++) {
-            for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t ih = 0; ih < 28; ih++) {
-                  for (ptrdiff_t iw = 0; iw < 28; iw++) {
-                    acc = acc + dropout0[((n * 1024 + g * 1024 + icg) * 28 + ih) * 28 + iw] * up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw];
-                  }
+        for (ptrdiff_t ih = 0; ih < 28; ih++) {
+          for (ptrdiff_t iw = 0; iw < 28; iw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+              for (ptrdiff_t kh = 0; kh < 2; kh++) {
+                for (ptrdiff_t kw = 0; kw < 2; kw++) {
+                  acc = acc + up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] * up4_upconv_weight[(((g * 1024 + icg) * 512 + ocg) * 2 + kh) * 2 + kw];
                 }
               }
-              up4_upconv_weight_grad[(((g * 1024 + icg) * 512 + ocg) * 2 + kh) * 2 + kw] = acc;
             }
+            up4_upconv_dx[((n * 1024 + g * 1024 + icg) * 28 + ih) * 28 + iw] = acc;
           }
         }
       }
     }
   }
-  /* up4.upconv.dbias: bias_grad, unet.cnn:19 */
-  {
-    const float *up4_concat0_dx1 = s->arena + 123118080;
-    float *up4_upconv_bias_grad = s->g32 + 20939200;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 3136; i++) {
-          acc = acc + up4_concat0_dx1[(n * 512 + c) * 3136 + i];
-        }
-      }
-      up4_upconv_bias_grad[c] = acc;
-    }
-  }
-  /* dropout0.dx: dropout_dx, unet.cnn:30 */
-  {
-    const float *up4_upconv_dx = s->arena + 120398336;
-    float *dropout0_dx = s->arena + 121201152;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        dropout0_dx[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? up4_upconv_dx[n * 802816 + i] * 2.0f : 0.0f;
-      }
-    }
-  }
-  /* bottom.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *bottom_conv2 = s->arena + 294823424;
-    const float *dropout0_dx = s->arena + 121201152;
-    float *bottom_relu1_dx = s->arena + 122003968;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 802816; i++) {
-        float x = bottom_conv2[n * 802816 + i];
-        bottom_relu1_dx[n * 802816 + i] = 0.0f < x ? dropout0_dx[n * 802816 + i] : 0.0f;
-      }
-    }
-  }
-  /* bottom.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-    const float *bottom_relu1_dx = s->arena + 122003968;
-    float *bottom_conv2_dx = s->arena + 120398336;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 921600; i++) {
-        bottom_conv2_dx[n * 921600 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t ow = 0; ow < 28; ow++) {
-              float v = bottom_relu1_dx[((n_2 * 1024 + g * 1024 + ocg) * 28 + oh) * 28 + ow];
-              for (ptrdiff_t icg = 0; icg < 1024; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    bottom_conv2_dx[((n_2 * 1024 + g * 1024 + icg) * 30 + oh + kh) * 30 + ow + kw] += v * bottom_conv2_weight[(((g * 1024 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw];
-                  }
+}
+
+/* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
+static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
+  const float *dropout0 = s->arena + 295626240;
+  const float *up4_concat0_dx1 = s->arena + 123118080;
+  float *up4_upconv_weight_grad = s->g32 + 18842048;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t icg = 0; icg < 1024; icg++) {
+      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+        for (ptrdiff_t kh = 0; kh < 2; kh++) {
+          for (ptrdiff_t kw = 0; kw < 2; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t ih = 0; ih < 28; ih++) {
+                for (ptrdiff_t iw = 0; iw < 28; iw++) {
+                  acc = acc + dropout0[((n * 1024 + g * 1024 + icg) * 28 + ih) * 28 + iw] * up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw];
                 }
               }
             }
+            up4_upconv_weight_grad[(((g * 1024 + icg) * 512 + ocg) * 2 + kh) * 2 + kw] = acc;
           }
         }
       }
     }
   }
-  /* bottom.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *bottom_relu0 = s->arena + 293901824;
-    const float *bottom_relu1_dx = s->arena + 122003968;
-    float *bottom_conv2_weight_grad = s->g32 + 9403840;
+}
+
+/* up4.upconv.dbias: bias_grad, unet.cnn:19 */
+static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
+  const float *up4_concat0_dx1 = s->arena + 123118080;
+  float *up4_upconv_bias_grad = s->g32 + 20939200;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        acc = acc + up4_concat0_dx1[(n * 512 + c) * 3136 + i];
+      }
+    }
+    up4_upconv_bias_grad[c] = acc;
+  }
+}
+
+/* dropout0.dx: dropout_dx, unet.cnn:30 */
+static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_upconv_dx = s->arena + 120398336;
+  float *dropout0_dx = s->arena + 121201152;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      dropout0_dx[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? up4_upconv_dx[n * 802816 + i] * 2.0f : 0.0f;
+    }
+  }
+}
+
+/* bottom.relu1.dx: act_dx, unet.cnn:13 */
+static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv2 = s->arena + 294823424;
+  const float *dropout0_dx = s->arena + 121201152;
+  float *bottom_relu1_dx = s->arena + 122003968;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 802816; i++) {
+      float x = bottom_conv2[n * 802816 + i];
+      bottom_relu1_dx[n * 802816 + i] = 0.0f < x ? dropout0_dx[n * 802816 + i] : 0.0f;
+    }
+  }
+}
+
+/* bottom.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
+  const float *bottom_relu1_dx = s->arena + 122003968;
+  float *bottom_conv2_dx = s->arena + 120398336;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 921600; i++) {
+      bottom_conv2_dx[n * 921600 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
         for (ptrdiff_t icg = 0; icg < 1024; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    acc = acc + bottom_relu1_dx[((n * 1024 + g * 1024 + ocg) * 28 + oh) * 28 + ow] * bottom_relu0[((n * 1024 + g * 1024 + icg) * 30 + oh + kh) * 30 + ow + kw];
-                  }
-                }
-              }
-              bottom_conv2_weight_grad[(((g * 1024 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *bottom_relu1_dx = s->arena + 122003968;
-    float *bottom_conv2_bias_grad = s->g32 + 18841024;
-    for (ptrdiff_t c = 0; c < 1024; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 784; i++) {
-          acc = acc + bottom_relu1_dx[(n * 1024 + c) * 784 + i];
-        }
-      }
-      bottom_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* bottom.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *bottom_conv1 = s->arena + 292980224;
-    const float *bottom_conv2_dx = s->arena + 120398336;
-    float *bottom_relu0_dx = s->arena + 121319936;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 921600; i++) {
-        float x = bottom_conv1[n * 921600 + i];
-        bottom_relu0_dx[n * 921600 + i] = 0.0f < x ? bottom_conv2_dx[n * 921600 + i] : 0.0f;
-      }
-    }
-  }
-  /* bottom.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-    const float *bottom_relu0_dx = s->arena + 121319936;
-    float *bottom_conv1_dx = s->arena + 122495488;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 524288; i++) {
-        bottom_conv1_dx[n * 524288 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 30; oh++) {
-            for (ptrdiff_t ow = 0; ow < 30; ow++) {
-              float v = bottom_relu0_dx[((n_2 * 1024 + g * 1024 + ocg) * 30 + oh) * 30 + ow];
-              for (ptrdiff_t icg = 0; icg < 512; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    bottom_conv1_dx[((n_2 * 512 + g * 512 + icg) * 32 + oh + kh) * 32 + ow + kw] += v * bottom_conv1_weight[(((g * 1024 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = bottom_conv2_weight[(((g * 1024 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  bottom_conv2_dx[((n_2 * 1024 + g * 1024 + icg) * 30 + oh + kh) * 30 + ow + kw] += bottom_relu1_dx[((n_2 * 1024 + g * 1024 + ocg) * 28 + oh) * 28 + ow] * wv;
                 }
               }
             }
@@ -4104,122 +4405,82 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* bottom.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *maxpool3 = s->arena + 296429056;
-    const float *bottom_relu0_dx = s->arena + 121319936;
-    float *bottom_conv1_weight_grad = s->g32 + 4684224;
+}
+
+/* bottom.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *bottom_relu0 = s->arena + 293901824;
+  const float *bottom_relu1_dx = s->arena + 122003968;
+  float *bottom_conv2_weight_grad = s->g32 + 9403840;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 1024; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  acc = acc + bottom_relu1_dx[((n * 1024 + g * 1024 + ocg) * 28 + oh) * 28 + ow] * bottom_relu0[((n * 1024 + g * 1024 + icg) * 30 + oh + kh) * 30 + ow + kw];
+                }
+              }
+            }
+            bottom_conv2_weight_grad[(((g * 1024 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *bottom_relu1_dx = s->arena + 122003968;
+  float *bottom_conv2_bias_grad = s->g32 + 18841024;
+  for (ptrdiff_t c = 0; c < 1024; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        acc = acc + bottom_relu1_dx[(n * 1024 + c) * 784 + i];
+      }
+    }
+    bottom_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* bottom.relu0.dx: act_dx, unet.cnn:13 */
+static void train_bottom_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv1 = s->arena + 292980224;
+  const float *bottom_conv2_dx = s->arena + 120398336;
+  float *bottom_relu0_dx = s->arena + 121319936;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 921600; i++) {
+      float x = bottom_conv1[n * 921600 + i];
+      bottom_relu0_dx[n * 921600 + i] = 0.0f < x ? bottom_conv2_dx[n * 921600 + i] : 0.0f;
+    }
+  }
+}
+
+/* bottom.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
+  const float *bottom_relu0_dx = s->arena + 121319936;
+  float *bottom_conv1_dx = s->arena + 122495488;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 524288; i++) {
+      bottom_conv1_dx[n * 524288 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
         for (ptrdiff_t icg = 0; icg < 512; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 30; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 30; ow++) {
-                    acc = acc + bottom_relu0_dx[((n * 1024 + g * 1024 + ocg) * 30 + oh) * 30 + ow] * maxpool3[((n * 512 + g * 512 + icg) * 32 + oh + kh) * 32 + ow + kw];
-                  }
-                }
-              }
-              bottom_conv1_weight_grad[(((g * 1024 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *bottom_relu0_dx = s->arena + 121319936;
-    float *bottom_conv1_bias_grad = s->g32 + 9402816;
-    for (ptrdiff_t c = 0; c < 1024; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 900; i++) {
-          acc = acc + bottom_relu0_dx[(n * 1024 + c) * 900 + i];
-        }
-      }
-      bottom_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* maxpool3.dx: pool_dx, unet.cnn:30 */
-  {
-    const float *down4_relu1 = s->arena + 283944448;
-    const float *bottom_conv1_dx = s->arena + 122495488;
-    float *maxpool3_dx = s->arena + 120398336;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2097152; i++) {
-        maxpool3_dx[n * 2097152 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t oh = 0; oh < 32; oh++) {
-          for (ptrdiff_t ow = 0; ow < 32; ow++) {
-            float m = -INFINITY;
-            ptrdiff_t arg = -1;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                float v = down4_relu1[((n_2 * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw];
-                if (m < v && 1) {
-                  m = v;
-                  arg = ((n_2 * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw;
-                }
-              }
-            }
-            if (0 <= arg) {
-              maxpool3_dx[arg] += bottom_conv1_dx[((n_2 * 512 + c) * 32 + oh) * 32 + ow];
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down4.relu1.dsum: add, unet.cnn:13 */
-  {
-    const float *up4_crop0_dx = s->arena + 118301184;
-    const float *maxpool3_dx = s->arena + 120398336;
-    float *down4_relu1_dsum = s->arena + 122495488;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2097152; i++) {
-        down4_relu1_dsum[n * 2097152 + i] = up4_crop0_dx[n * 2097152 + i] + maxpool3_dx[n * 2097152 + i];
-      }
-    }
-  }
-  /* down4.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down4_conv2 = s->arena + 281847296;
-    const float *down4_relu1_dsum = s->arena + 122495488;
-    float *down4_relu1_dx = s->arena + 124592640;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2097152; i++) {
-        float x = down4_conv2[n * 2097152 + i];
-        down4_relu1_dx[n * 2097152 + i] = 0.0f < x ? down4_relu1_dsum[n * 2097152 + i] : 0.0f;
-      }
-    }
-  }
-  /* down4.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-    const float *down4_relu1_dx = s->arena + 124592640;
-    float *down4_conv2_dx = s->arena + 118301184;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2230272; i++) {
-        down4_conv2_dx[n * 2230272 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 64; oh++) {
-            for (ptrdiff_t ow = 0; ow < 64; ow++) {
-              float v = down4_relu1_dx[((n_2 * 512 + g * 512 + ocg) * 64 + oh) * 64 + ow];
-              for (ptrdiff_t icg = 0; icg < 512; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    down4_conv2_dx[((n_2 * 512 + g * 512 + icg) * 66 + oh + kh) * 66 + ow + kw] += v * down4_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = bottom_conv1_weight[(((g * 1024 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 30; oh++) {
+                for (ptrdiff_t ow = 0; ow < 30; ow++) {
+                  bottom_conv1_dx[((n_2 * 512 + g * 512 + icg) * 32 + oh + kh) * 32 + ow + kw] += bottom_relu0_dx[((n_2 * 1024 + g * 1024 + ocg) * 30 + oh) * 30 + ow] * wv;
                 }
               }
             }
@@ -4228,78 +4489,128 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* down4.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *down4_relu0 = s->arena + 279617024;
-    const float *down4_relu1_dx = s->arena + 124592640;
-    float *down4_conv2_weight_grad = s->g32 + 2324416;
+}
+
+/* bottom.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *maxpool3 = s->arena + 296429056;
+  const float *bottom_relu0_dx = s->arena + 121319936;
+  float *bottom_conv1_weight_grad = s->g32 + 4684224;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 512; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 30; oh++) {
+                for (ptrdiff_t ow = 0; ow < 30; ow++) {
+                  acc = acc + bottom_relu0_dx[((n * 1024 + g * 1024 + ocg) * 30 + oh) * 30 + ow] * maxpool3[((n * 512 + g * 512 + icg) * 32 + oh + kh) * 32 + ow + kw];
+                }
+              }
+            }
+            bottom_conv1_weight_grad[(((g * 1024 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *bottom_relu0_dx = s->arena + 121319936;
+  float *bottom_conv1_bias_grad = s->g32 + 9402816;
+  for (ptrdiff_t c = 0; c < 1024; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 900; i++) {
+        acc = acc + bottom_relu0_dx[(n * 1024 + c) * 900 + i];
+      }
+    }
+    bottom_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* maxpool3.dx: pool_dx, unet.cnn:30 */
+static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu1 = s->arena + 283944448;
+  const float *bottom_conv1_dx = s->arena + 122495488;
+  float *maxpool3_dx = s->arena + 120398336;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2097152; i++) {
+      maxpool3_dx[n * 2097152 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t oh = 0; oh < 32; oh++) {
+        for (ptrdiff_t ow = 0; ow < 32; ow++) {
+          float m = -INFINITY;
+          ptrdiff_t arg = -1;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              float v = down4_relu1[((n_2 * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw];
+              if (m < v && 1) {
+                m = v;
+                arg = ((n_2 * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw;
+              }
+            }
+          }
+          if (0 <= arg) {
+            maxpool3_dx[arg] += bottom_conv1_dx[((n_2 * 512 + c) * 32 + oh) * 32 + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down4.relu1.dsum: add, unet.cnn:13 */
+static void train_down4_relu1_dsum(unet_state *s, ptrdiff_t count) {
+  const float *up4_crop0_dx = s->arena + 118301184;
+  const float *maxpool3_dx = s->arena + 120398336;
+  float *down4_relu1_dsum = s->arena + 122495488;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2097152; i++) {
+      down4_relu1_dsum[n * 2097152 + i] = up4_crop0_dx[n * 2097152 + i] + maxpool3_dx[n * 2097152 + i];
+    }
+  }
+}
+
+/* down4.relu1.dx: act_dx, unet.cnn:13 */
+static void train_down4_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv2 = s->arena + 281847296;
+  const float *down4_relu1_dsum = s->arena + 122495488;
+  float *down4_relu1_dx = s->arena + 124592640;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2097152; i++) {
+      float x = down4_conv2[n * 2097152 + i];
+      down4_relu1_dx[n * 2097152 + i] = 0.0f < x ? down4_relu1_dsum[n * 2097152 + i] : 0.0f;
+    }
+  }
+}
+
+/* down4.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
+  const float *down4_relu1_dx = s->arena + 124592640;
+  float *down4_conv2_dx = s->arena + 118301184;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2230272; i++) {
+      down4_conv2_dx[n * 2230272 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
         for (ptrdiff_t icg = 0; icg < 512; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 64; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 64; ow++) {
-                    acc = acc + down4_relu1_dx[((n * 512 + g * 512 + ocg) * 64 + oh) * 64 + ow] * down4_relu0[((n * 512 + g * 512 + icg) * 66 + oh + kh) * 66 + ow + kw];
-                  }
-                }
-              }
-              down4_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down4.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down4_relu1_dx = s->arena + 124592640;
-    float *down4_conv2_bias_grad = s->g32 + 4683712;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 4096; i++) {
-          acc = acc + down4_relu1_dx[(n * 512 + c) * 4096 + i];
-        }
-      }
-      down4_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* down4.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down4_conv1 = s->arena + 277386752;
-    const float *down4_conv2_dx = s->arena + 118301184;
-    float *down4_relu0_dx = s->arena + 120531456;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2230272; i++) {
-        float x = down4_conv1[n * 2230272 + i];
-        down4_relu0_dx[n * 2230272 + i] = 0.0f < x ? down4_conv2_dx[n * 2230272 + i] : 0.0f;
-      }
-    }
-  }
-  /* down4.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-    const float *down4_relu0_dx = s->arena + 120531456;
-    float *down4_conv1_dx = s->arena + 123036160;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 1183744; i++) {
-        down4_conv1_dx[n * 1183744 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 66; oh++) {
-            for (ptrdiff_t ow = 0; ow < 66; ow++) {
-              float v = down4_relu0_dx[((n_2 * 512 + g * 512 + ocg) * 66 + oh) * 66 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    down4_conv1_dx[((n_2 * 256 + g * 256 + icg) * 68 + oh + kh) * 68 + ow + kw] += v * down4_conv1_weight[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = down4_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 64; oh++) {
+                for (ptrdiff_t ow = 0; ow < 64; ow++) {
+                  down4_conv2_dx[((n_2 * 512 + g * 512 + icg) * 66 + oh + kh) * 66 + ow + kw] += down4_relu1_dx[((n_2 * 512 + g * 512 + ocg) * 64 + oh) * 64 + ow] * wv;
                 }
               }
             }
@@ -4308,122 +4619,82 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* down4.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *maxpool2 = s->arena + 291796480;
-    const float *down4_relu0_dx = s->arena + 120531456;
-    float *down4_conv1_weight_grad = s->g32 + 1144256;
+}
+
+/* down4.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu0 = s->arena + 279617024;
+  const float *down4_relu1_dx = s->arena + 124592640;
+  float *down4_conv2_weight_grad = s->g32 + 2324416;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 512; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 64; oh++) {
+                for (ptrdiff_t ow = 0; ow < 64; ow++) {
+                  acc = acc + down4_relu1_dx[((n * 512 + g * 512 + ocg) * 64 + oh) * 64 + ow] * down4_relu0[((n * 512 + g * 512 + icg) * 66 + oh + kh) * 66 + ow + kw];
+                }
+              }
+            }
+            down4_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down4.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu1_dx = s->arena + 124592640;
+  float *down4_conv2_bias_grad = s->g32 + 4683712;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 4096; i++) {
+        acc = acc + down4_relu1_dx[(n * 512 + c) * 4096 + i];
+      }
+    }
+    down4_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* down4.relu0.dx: act_dx, unet.cnn:13 */
+static void train_down4_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv1 = s->arena + 277386752;
+  const float *down4_conv2_dx = s->arena + 118301184;
+  float *down4_relu0_dx = s->arena + 120531456;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2230272; i++) {
+      float x = down4_conv1[n * 2230272 + i];
+      down4_relu0_dx[n * 2230272 + i] = 0.0f < x ? down4_conv2_dx[n * 2230272 + i] : 0.0f;
+    }
+  }
+}
+
+/* down4.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
+  const float *down4_relu0_dx = s->arena + 120531456;
+  float *down4_conv1_dx = s->arena + 123036160;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 1183744; i++) {
+      down4_conv1_dx[n * 1183744 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
         for (ptrdiff_t icg = 0; icg < 256; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 66; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 66; ow++) {
-                    acc = acc + down4_relu0_dx[((n * 512 + g * 512 + ocg) * 66 + oh) * 66 + ow] * maxpool2[((n * 256 + g * 256 + icg) * 68 + oh + kh) * 68 + ow + kw];
-                  }
-                }
-              }
-              down4_conv1_weight_grad[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down4.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down4_relu0_dx = s->arena + 120531456;
-    float *down4_conv1_bias_grad = s->g32 + 2323904;
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 4356; i++) {
-          acc = acc + down4_relu0_dx[(n * 512 + c) * 4356 + i];
-        }
-      }
-      down4_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* maxpool2.dx: pool_dx, unet.cnn:29 */
-  {
-    const float *down3_relu1 = s->arena + 256484864;
-    const float *down4_conv1_dx = s->arena + 123036160;
-    float *maxpool2_dx = s->arena + 118301184;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4734976; i++) {
-        maxpool2_dx[n * 4734976 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t oh = 0; oh < 68; oh++) {
-          for (ptrdiff_t ow = 0; ow < 68; ow++) {
-            float m = -INFINITY;
-            ptrdiff_t arg = -1;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                float v = down3_relu1[((n_2 * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw];
-                if (m < v && 1) {
-                  m = v;
-                  arg = ((n_2 * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw;
-                }
-              }
-            }
-            if (0 <= arg) {
-              maxpool2_dx[arg] += down4_conv1_dx[((n_2 * 256 + c) * 68 + oh) * 68 + ow];
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down3.relu1.dsum: add, unet.cnn:13 */
-  {
-    const float *up3_crop0_dx = s->arena + 113566208;
-    const float *maxpool2_dx = s->arena + 118301184;
-    float *down3_relu1_dsum = s->arena + 123036160;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4734976; i++) {
-        down3_relu1_dsum[n * 4734976 + i] = up3_crop0_dx[n * 4734976 + i] + maxpool2_dx[n * 4734976 + i];
-      }
-    }
-  }
-  /* down3.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down3_conv2 = s->arena + 251749888;
-    const float *down3_relu1_dsum = s->arena + 123036160;
-    float *down3_relu1_dx = s->arena + 172889600;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4734976; i++) {
-        float x = down3_conv2[n * 4734976 + i];
-        down3_relu1_dx[n * 4734976 + i] = 0.0f < x ? down3_relu1_dsum[n * 4734976 + i] : 0.0f;
-      }
-    }
-  }
-  /* down3.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-    const float *down3_relu1_dx = s->arena + 172889600;
-    float *down3_conv2_dx = s->arena + 113566208;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4875264; i++) {
-        down3_conv2_dx[n * 4875264 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 136; oh++) {
-            for (ptrdiff_t ow = 0; ow < 136; ow++) {
-              float v = down3_relu1_dx[((n_2 * 256 + g * 256 + ocg) * 136 + oh) * 136 + ow];
-              for (ptrdiff_t icg = 0; icg < 256; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    down3_conv2_dx[((n_2 * 256 + g * 256 + icg) * 138 + oh + kh) * 138 + ow + kw] += v * down3_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = down4_conv1_weight[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 66; oh++) {
+                for (ptrdiff_t ow = 0; ow < 66; ow++) {
+                  down4_conv1_dx[((n_2 * 256 + g * 256 + icg) * 68 + oh + kh) * 68 + ow + kw] += down4_relu0_dx[((n_2 * 512 + g * 512 + ocg) * 66 + oh) * 66 + ow] * wv;
                 }
               }
             }
@@ -4432,78 +4703,128 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* down3.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *down3_relu0 = s->arena + 246874624;
-    const float *down3_relu1_dx = s->arena + 172889600;
-    float *down3_conv2_weight_grad = s->g32 + 554176;
+}
+
+/* down4.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *maxpool2 = s->arena + 291796480;
+  const float *down4_relu0_dx = s->arena + 120531456;
+  float *down4_conv1_weight_grad = s->g32 + 1144256;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 66; oh++) {
+                for (ptrdiff_t ow = 0; ow < 66; ow++) {
+                  acc = acc + down4_relu0_dx[((n * 512 + g * 512 + ocg) * 66 + oh) * 66 + ow] * maxpool2[((n * 256 + g * 256 + icg) * 68 + oh + kh) * 68 + ow + kw];
+                }
+              }
+            }
+            down4_conv1_weight_grad[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down4.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down4_relu0_dx = s->arena + 120531456;
+  float *down4_conv1_bias_grad = s->g32 + 2323904;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 4356; i++) {
+        acc = acc + down4_relu0_dx[(n * 512 + c) * 4356 + i];
+      }
+    }
+    down4_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* maxpool2.dx: pool_dx, unet.cnn:29 */
+static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu1 = s->arena + 256484864;
+  const float *down4_conv1_dx = s->arena + 123036160;
+  float *maxpool2_dx = s->arena + 118301184;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4734976; i++) {
+      maxpool2_dx[n * 4734976 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t oh = 0; oh < 68; oh++) {
+        for (ptrdiff_t ow = 0; ow < 68; ow++) {
+          float m = -INFINITY;
+          ptrdiff_t arg = -1;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              float v = down3_relu1[((n_2 * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw];
+              if (m < v && 1) {
+                m = v;
+                arg = ((n_2 * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw;
+              }
+            }
+          }
+          if (0 <= arg) {
+            maxpool2_dx[arg] += down4_conv1_dx[((n_2 * 256 + c) * 68 + oh) * 68 + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down3.relu1.dsum: add, unet.cnn:13 */
+static void train_down3_relu1_dsum(unet_state *s, ptrdiff_t count) {
+  const float *up3_crop0_dx = s->arena + 113566208;
+  const float *maxpool2_dx = s->arena + 118301184;
+  float *down3_relu1_dsum = s->arena + 123036160;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4734976; i++) {
+      down3_relu1_dsum[n * 4734976 + i] = up3_crop0_dx[n * 4734976 + i] + maxpool2_dx[n * 4734976 + i];
+    }
+  }
+}
+
+/* down3.relu1.dx: act_dx, unet.cnn:13 */
+static void train_down3_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv2 = s->arena + 251749888;
+  const float *down3_relu1_dsum = s->arena + 123036160;
+  float *down3_relu1_dx = s->arena + 172889600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4734976; i++) {
+      float x = down3_conv2[n * 4734976 + i];
+      down3_relu1_dx[n * 4734976 + i] = 0.0f < x ? down3_relu1_dsum[n * 4734976 + i] : 0.0f;
+    }
+  }
+}
+
+/* down3.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
+  const float *down3_relu1_dx = s->arena + 172889600;
+  float *down3_conv2_dx = s->arena + 113566208;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4875264; i++) {
+      down3_conv2_dx[n * 4875264 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
         for (ptrdiff_t icg = 0; icg < 256; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 136; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 136; ow++) {
-                    acc = acc + down3_relu1_dx[((n * 256 + g * 256 + ocg) * 136 + oh) * 136 + ow] * down3_relu0[((n * 256 + g * 256 + icg) * 138 + oh + kh) * 138 + ow + kw];
-                  }
-                }
-              }
-              down3_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down3.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down3_relu1_dx = s->arena + 172889600;
-    float *down3_conv2_bias_grad = s->g32 + 1144000;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 18496; i++) {
-          acc = acc + down3_relu1_dx[(n * 256 + c) * 18496 + i];
-        }
-      }
-      down3_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* down3.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down3_conv1 = s->arena + 241999360;
-    const float *down3_conv2_dx = s->arena + 113566208;
-    float *down3_relu0_dx = s->arena + 118441472;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4875264; i++) {
-        float x = down3_conv1[n * 4875264 + i];
-        down3_relu0_dx[n * 4875264 + i] = 0.0f < x ? down3_conv2_dx[n * 4875264 + i] : 0.0f;
-      }
-    }
-  }
-  /* down3.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-    const float *down3_relu0_dx = s->arena + 118441472;
-    float *down3_conv1_dx = s->arena + 123601408;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2508800; i++) {
-        down3_conv1_dx[n * 2508800 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 138; oh++) {
-            for (ptrdiff_t ow = 0; ow < 138; ow++) {
-              float v = down3_relu0_dx[((n_2 * 256 + g * 256 + ocg) * 138 + oh) * 138 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    down3_conv1_dx[((n_2 * 128 + g * 128 + icg) * 140 + oh + kh) * 140 + ow + kw] += v * down3_conv1_weight[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = down3_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 136; oh++) {
+                for (ptrdiff_t ow = 0; ow < 136; ow++) {
+                  down3_conv2_dx[((n_2 * 256 + g * 256 + icg) * 138 + oh + kh) * 138 + ow + kw] += down3_relu1_dx[((n_2 * 256 + g * 256 + ocg) * 136 + oh) * 136 + ow] * wv;
                 }
               }
             }
@@ -4512,122 +4833,82 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* down3.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *maxpool1 = s->arena + 274877952;
-    const float *down3_relu0_dx = s->arena + 118441472;
-    float *down3_conv1_weight_grad = s->g32 + 259008;
+}
+
+/* down3.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu0 = s->arena + 246874624;
+  const float *down3_relu1_dx = s->arena + 172889600;
+  float *down3_conv2_weight_grad = s->g32 + 554176;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 256; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 136; oh++) {
+                for (ptrdiff_t ow = 0; ow < 136; ow++) {
+                  acc = acc + down3_relu1_dx[((n * 256 + g * 256 + ocg) * 136 + oh) * 136 + ow] * down3_relu0[((n * 256 + g * 256 + icg) * 138 + oh + kh) * 138 + ow + kw];
+                }
+              }
+            }
+            down3_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down3.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu1_dx = s->arena + 172889600;
+  float *down3_conv2_bias_grad = s->g32 + 1144000;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 18496; i++) {
+        acc = acc + down3_relu1_dx[(n * 256 + c) * 18496 + i];
+      }
+    }
+    down3_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* down3.relu0.dx: act_dx, unet.cnn:13 */
+static void train_down3_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv1 = s->arena + 241999360;
+  const float *down3_conv2_dx = s->arena + 113566208;
+  float *down3_relu0_dx = s->arena + 118441472;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 4875264; i++) {
+      float x = down3_conv1[n * 4875264 + i];
+      down3_relu0_dx[n * 4875264 + i] = 0.0f < x ? down3_conv2_dx[n * 4875264 + i] : 0.0f;
+    }
+  }
+}
+
+/* down3.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
+  const float *down3_relu0_dx = s->arena + 118441472;
+  float *down3_conv1_dx = s->arena + 123601408;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 2508800; i++) {
+      down3_conv1_dx[n * 2508800 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
         for (ptrdiff_t icg = 0; icg < 128; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 138; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 138; ow++) {
-                    acc = acc + down3_relu0_dx[((n * 256 + g * 256 + ocg) * 138 + oh) * 138 + ow] * maxpool1[((n * 128 + g * 128 + icg) * 140 + oh + kh) * 140 + ow + kw];
-                  }
-                }
-              }
-              down3_conv1_weight_grad[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down3.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down3_relu0_dx = s->arena + 118441472;
-    float *down3_conv1_bias_grad = s->g32 + 553920;
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 19044; i++) {
-          acc = acc + down3_relu0_dx[(n * 256 + c) * 19044 + i];
-        }
-      }
-      down3_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* maxpool1.dx: pool_dx, unet.cnn:28 */
-  {
-    const float *down2_relu1 = s->arena + 162854400;
-    const float *down3_conv1_dx = s->arena + 123601408;
-    float *maxpool1_dx = s->arena + 113566208;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10035200; i++) {
-        maxpool1_dx[n * 10035200 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t oh = 0; oh < 140; oh++) {
-          for (ptrdiff_t ow = 0; ow < 140; ow++) {
-            float m = -INFINITY;
-            ptrdiff_t arg = -1;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                float v = down2_relu1[((n_2 * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw];
-                if (m < v && 1) {
-                  m = v;
-                  arg = ((n_2 * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw;
-                }
-              }
-            }
-            if (0 <= arg) {
-              maxpool1_dx[arg] += down3_conv1_dx[((n_2 * 128 + c) * 140 + oh) * 140 + ow];
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down2.relu1.dsum: add, unet.cnn:13 */
-  {
-    const float *up2_crop0_dx = s->arena + 103531008;
-    const float *maxpool1_dx = s->arena + 113566208;
-    float *down2_relu1_dsum = s->arena + 162854400;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10035200; i++) {
-        down2_relu1_dsum[n * 10035200 + i] = up2_crop0_dx[n * 10035200 + i] + maxpool1_dx[n * 10035200 + i];
-      }
-    }
-  }
-  /* down2.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down2_conv2 = s->arena + 152819200;
-    const float *down2_relu1_dsum = s->arena + 162854400;
-    float *down2_relu1_dx = s->arena + 113710080;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10035200; i++) {
-        float x = down2_conv2[n * 10035200 + i];
-        down2_relu1_dx[n * 10035200 + i] = 0.0f < x ? down2_relu1_dsum[n * 10035200 + i] : 0.0f;
-      }
-    }
-  }
-  /* down2.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-    const float *down2_relu1_dx = s->arena + 113710080;
-    float *down2_conv2_dx = s->arena + 103531008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10179072; i++) {
-        down2_conv2_dx[n * 10179072 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 280; oh++) {
-            for (ptrdiff_t ow = 0; ow < 280; ow++) {
-              float v = down2_relu1_dx[((n_2 * 128 + g * 128 + ocg) * 280 + oh) * 280 + ow];
-              for (ptrdiff_t icg = 0; icg < 128; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    down2_conv2_dx[((n_2 * 128 + g * 128 + icg) * 282 + oh + kh) * 282 + ow + kw] += v * down2_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = down3_conv1_weight[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 138; oh++) {
+                for (ptrdiff_t ow = 0; ow < 138; ow++) {
+                  down3_conv1_dx[((n_2 * 128 + g * 128 + icg) * 140 + oh + kh) * 140 + ow + kw] += down3_relu0_dx[((n_2 * 256 + g * 256 + ocg) * 138 + oh) * 138 + ow] * wv;
                 }
               }
             }
@@ -4636,78 +4917,128 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* down2.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *down2_relu0 = s->arena + 142640128;
-    const float *down2_relu1_dx = s->arena + 113710080;
-    float *down2_conv2_weight_grad = s->g32 + 111424;
+}
+
+/* down3.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *maxpool1 = s->arena + 274877952;
+  const float *down3_relu0_dx = s->arena + 118441472;
+  float *down3_conv1_weight_grad = s->g32 + 259008;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 138; oh++) {
+                for (ptrdiff_t ow = 0; ow < 138; ow++) {
+                  acc = acc + down3_relu0_dx[((n * 256 + g * 256 + ocg) * 138 + oh) * 138 + ow] * maxpool1[((n * 128 + g * 128 + icg) * 140 + oh + kh) * 140 + ow + kw];
+                }
+              }
+            }
+            down3_conv1_weight_grad[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down3.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down3_relu0_dx = s->arena + 118441472;
+  float *down3_conv1_bias_grad = s->g32 + 553920;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 19044; i++) {
+        acc = acc + down3_relu0_dx[(n * 256 + c) * 19044 + i];
+      }
+    }
+    down3_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* maxpool1.dx: pool_dx, unet.cnn:28 */
+static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu1 = s->arena + 162854400;
+  const float *down3_conv1_dx = s->arena + 123601408;
+  float *maxpool1_dx = s->arena + 113566208;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10035200; i++) {
+      maxpool1_dx[n * 10035200 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t oh = 0; oh < 140; oh++) {
+        for (ptrdiff_t ow = 0; ow < 140; ow++) {
+          float m = -INFINITY;
+          ptrdiff_t arg = -1;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              float v = down2_relu1[((n_2 * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw];
+              if (m < v && 1) {
+                m = v;
+                arg = ((n_2 * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw;
+              }
+            }
+          }
+          if (0 <= arg) {
+            maxpool1_dx[arg] += down3_conv1_dx[((n_2 * 128 + c) * 140 + oh) * 140 + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down2.relu1.dsum: add, unet.cnn:13 */
+static void train_down2_relu1_dsum(unet_state *s, ptrdiff_t count) {
+  const float *up2_crop0_dx = s->arena + 103531008;
+  const float *maxpool1_dx = s->arena + 113566208;
+  float *down2_relu1_dsum = s->arena + 162854400;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10035200; i++) {
+      down2_relu1_dsum[n * 10035200 + i] = up2_crop0_dx[n * 10035200 + i] + maxpool1_dx[n * 10035200 + i];
+    }
+  }
+}
+
+/* down2.relu1.dx: act_dx, unet.cnn:13 */
+static void train_down2_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv2 = s->arena + 152819200;
+  const float *down2_relu1_dsum = s->arena + 162854400;
+  float *down2_relu1_dx = s->arena + 113710080;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10035200; i++) {
+      float x = down2_conv2[n * 10035200 + i];
+      down2_relu1_dx[n * 10035200 + i] = 0.0f < x ? down2_relu1_dsum[n * 10035200 + i] : 0.0f;
+    }
+  }
+}
+
+/* down2.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
+  const float *down2_relu1_dx = s->arena + 113710080;
+  float *down2_conv2_dx = s->arena + 103531008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10179072; i++) {
+      down2_conv2_dx[n * 10179072 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
         for (ptrdiff_t icg = 0; icg < 128; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 280; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 280; ow++) {
-                    acc = acc + down2_relu1_dx[((n * 128 + g * 128 + ocg) * 280 + oh) * 280 + ow] * down2_relu0[((n * 128 + g * 128 + icg) * 282 + oh + kh) * 282 + ow + kw];
-                  }
-                }
-              }
-              down2_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down2.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down2_relu1_dx = s->arena + 113710080;
-    float *down2_conv2_bias_grad = s->g32 + 258880;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 78400; i++) {
-          acc = acc + down2_relu1_dx[(n * 128 + c) * 78400 + i];
-        }
-      }
-      down2_conv2_bias_grad[c] = acc;
-    }
-  }
-  /* down2.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down2_conv1 = s->arena + 132461056;
-    const float *down2_conv2_dx = s->arena + 103531008;
-    float *down2_relu0_dx = s->arena + 113710080;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10179072; i++) {
-        float x = down2_conv1[n * 10179072 + i];
-        down2_relu0_dx[n * 10179072 + i] = 0.0f < x ? down2_conv2_dx[n * 10179072 + i] : 0.0f;
-      }
-    }
-  }
-  /* down2.conv1.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-    const float *down2_relu0_dx = s->arena + 113710080;
-    float *down2_conv1_dx = s->arena + 124178944;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 5161984; i++) {
-        down2_conv1_dx[n * 5161984 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 282; oh++) {
-            for (ptrdiff_t ow = 0; ow < 282; ow++) {
-              float v = down2_relu0_dx[((n_2 * 128 + g * 128 + ocg) * 282 + oh) * 282 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    down2_conv1_dx[((n_2 * 64 + g * 64 + icg) * 284 + oh + kh) * 284 + ow + kw] += v * down2_conv1_weight[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = down2_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 280; oh++) {
+                for (ptrdiff_t ow = 0; ow < 280; ow++) {
+                  down2_conv2_dx[((n_2 * 128 + g * 128 + icg) * 282 + oh + kh) * 282 + ow + kw] += down2_relu1_dx[((n_2 * 128 + g * 128 + ocg) * 280 + oh) * 280 + ow] * wv;
                 }
               }
             }
@@ -4716,122 +5047,82 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* down2.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *maxpool0 = s->arena + 216966656;
-    const float *down2_relu0_dx = s->arena + 113710080;
-    float *down2_conv1_weight_grad = s->g32 + 37568;
+}
+
+/* down2.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu0 = s->arena + 142640128;
+  const float *down2_relu1_dx = s->arena + 113710080;
+  float *down2_conv2_weight_grad = s->g32 + 111424;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 128; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 280; oh++) {
+                for (ptrdiff_t ow = 0; ow < 280; ow++) {
+                  acc = acc + down2_relu1_dx[((n * 128 + g * 128 + ocg) * 280 + oh) * 280 + ow] * down2_relu0[((n * 128 + g * 128 + icg) * 282 + oh + kh) * 282 + ow + kw];
+                }
+              }
+            }
+            down2_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down2.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu1_dx = s->arena + 113710080;
+  float *down2_conv2_bias_grad = s->g32 + 258880;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 78400; i++) {
+        acc = acc + down2_relu1_dx[(n * 128 + c) * 78400 + i];
+      }
+    }
+    down2_conv2_bias_grad[c] = acc;
+  }
+}
+
+/* down2.relu0.dx: act_dx, unet.cnn:13 */
+static void train_down2_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv1 = s->arena + 132461056;
+  const float *down2_conv2_dx = s->arena + 103531008;
+  float *down2_relu0_dx = s->arena + 113710080;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 10179072; i++) {
+      float x = down2_conv1[n * 10179072 + i];
+      down2_relu0_dx[n * 10179072 + i] = 0.0f < x ? down2_conv2_dx[n * 10179072 + i] : 0.0f;
+    }
+  }
+}
+
+/* down2.conv1.dx: conv_dx, unet.cnn:13 */
+static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
+  const float *down2_relu0_dx = s->arena + 113710080;
+  float *down2_conv1_dx = s->arena + 124178944;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 5161984; i++) {
+      down2_conv1_dx[n * 5161984 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
         for (ptrdiff_t icg = 0; icg < 64; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 282; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 282; ow++) {
-                    acc = acc + down2_relu0_dx[((n * 128 + g * 128 + ocg) * 282 + oh) * 282 + ow] * maxpool0[((n * 64 + g * 64 + icg) * 284 + oh + kh) * 284 + ow + kw];
-                  }
-                }
-              }
-              down2_conv1_weight_grad[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down2.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down2_relu0_dx = s->arena + 113710080;
-    float *down2_conv1_bias_grad = s->g32 + 111296;
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 79524; i++) {
-          acc = acc + down2_relu0_dx[(n * 128 + c) * 79524 + i];
-        }
-      }
-      down2_conv1_bias_grad[c] = acc;
-    }
-  }
-  /* maxpool0.dx: pool_dx, unet.cnn:27 */
-  {
-    const float *down1_relu1 = s->arena + 62235136;
-    const float *down2_conv1_dx = s->arena + 124178944;
-    float *maxpool0_dx = s->arena + 103531008;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20647936; i++) {
-        maxpool0_dx[n * 20647936 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t oh = 0; oh < 284; oh++) {
-          for (ptrdiff_t ow = 0; ow < 284; ow++) {
-            float m = -INFINITY;
-            ptrdiff_t arg = -1;
-            for (ptrdiff_t kh = 0; kh < 2; kh++) {
-              for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                float v = down1_relu1[((n_2 * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw];
-                if (m < v && 1) {
-                  m = v;
-                  arg = ((n_2 * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw;
-                }
-              }
-            }
-            if (0 <= arg) {
-              maxpool0_dx[arg] += down2_conv1_dx[((n_2 * 64 + c) * 284 + oh) * 284 + ow];
-            }
-          }
-        }
-      }
-    }
-  }
-  /* down1.relu1.dsum: add, unet.cnn:13 */
-  {
-    const float *up1_crop0_dx = s->arena + 82883072;
-    const float *maxpool0_dx = s->arena + 103531008;
-    float *down1_relu1_dsum = s->arena + 62235136;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20647936; i++) {
-        down1_relu1_dsum[n * 20647936 + i] = up1_crop0_dx[n * 20647936 + i] + maxpool0_dx[n * 20647936 + i];
-      }
-    }
-  }
-  /* down1.relu1.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down1_conv2 = s->arena + 41587200;
-    const float *down1_relu1_dsum = s->arena + 62235136;
-    float *down1_relu1_dx = s->arena + 82883072;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20647936; i++) {
-        float x = down1_conv2[n * 20647936 + i];
-        down1_relu1_dx[n * 20647936 + i] = 0.0f < x ? down1_relu1_dsum[n * 20647936 + i] : 0.0f;
-      }
-    }
-  }
-  /* down1.conv2.dx: conv_dx, unet.cnn:13 */
-  {
-    const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-    const float *down1_relu1_dx = s->arena + 82883072;
-    float *down1_conv2_dx = s->arena + 41587200;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20793600; i++) {
-        down1_conv2_dx[n * 20793600 + i] = 0.0f;
-      }
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t g = 0; g < 1; g++) {
-        for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-          for (ptrdiff_t oh = 0; oh < 568; oh++) {
-            for (ptrdiff_t ow = 0; ow < 568; ow++) {
-              float v = down1_relu1_dx[((n_2 * 64 + g * 64 + ocg) * 568 + oh) * 568 + ow];
-              for (ptrdiff_t icg = 0; icg < 64; icg++) {
-                for (ptrdiff_t kh = 0; kh < 3; kh++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    down1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 570 + oh + kh) * 570 + ow + kw] += v * down1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-                  }
+              float wv = down2_conv1_weight[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 282; oh++) {
+                for (ptrdiff_t ow = 0; ow < 282; ow++) {
+                  down2_conv1_dx[((n_2 * 64 + g * 64 + icg) * 284 + oh + kh) * 284 + ow + kw] += down2_relu0_dx[((n_2 * 128 + g * 128 + ocg) * 282 + oh) * 282 + ow] * wv;
                 }
               }
             }
@@ -4840,653 +5131,1099 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
       }
     }
   }
-  /* down1.conv2.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *down1_relu0 = s->arena + 20793600;
-    const float *down1_relu1_dx = s->arena + 82883072;
-    float *down1_conv2_weight_grad = s->g32 + 640;
+}
+
+/* down2.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
+  const float *maxpool0 = s->arena + 216966656;
+  const float *down2_relu0_dx = s->arena + 113710080;
+  float *down2_conv1_weight_grad = s->g32 + 37568;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 282; oh++) {
+                for (ptrdiff_t ow = 0; ow < 282; ow++) {
+                  acc = acc + down2_relu0_dx[((n * 128 + g * 128 + ocg) * 282 + oh) * 282 + ow] * maxpool0[((n * 64 + g * 64 + icg) * 284 + oh + kh) * 284 + ow + kw];
+                }
+              }
+            }
+            down2_conv1_weight_grad[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down2.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down2_relu0_dx = s->arena + 113710080;
+  float *down2_conv1_bias_grad = s->g32 + 111296;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 79524; i++) {
+        acc = acc + down2_relu0_dx[(n * 128 + c) * 79524 + i];
+      }
+    }
+    down2_conv1_bias_grad[c] = acc;
+  }
+}
+
+/* maxpool0.dx: pool_dx, unet.cnn:27 */
+static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu1 = s->arena + 62235136;
+  const float *down2_conv1_dx = s->arena + 124178944;
+  float *maxpool0_dx = s->arena + 103531008;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20647936; i++) {
+      maxpool0_dx[n * 20647936 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t oh = 0; oh < 284; oh++) {
+        for (ptrdiff_t ow = 0; ow < 284; ow++) {
+          float m = -INFINITY;
+          ptrdiff_t arg = -1;
+          for (ptrdiff_t kh = 0; kh < 2; kh++) {
+            for (ptrdiff_t kw = 0; kw < 2; kw++) {
+              float v = down1_relu1[((n_2 * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw];
+              if (m < v && 1) {
+                m = v;
+                arg = ((n_2 * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw;
+              }
+            }
+          }
+          if (0 <= arg) {
+            maxpool0_dx[arg] += down2_conv1_dx[((n_2 * 64 + c) * 284 + oh) * 284 + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/* down1.relu1.dsum: add, unet.cnn:13 */
+static void train_down1_relu1_dsum(unet_state *s, ptrdiff_t count) {
+  const float *up1_crop0_dx = s->arena + 82883072;
+  const float *maxpool0_dx = s->arena + 103531008;
+  float *down1_relu1_dsum = s->arena + 62235136;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20647936; i++) {
+      down1_relu1_dsum[n * 20647936 + i] = up1_crop0_dx[n * 20647936 + i] + maxpool0_dx[n * 20647936 + i];
+    }
+  }
+}
+
+/* down1.relu1.dx: act_dx, unet.cnn:13 */
+static void train_down1_relu1_dx(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv2 = s->arena + 41587200;
+  const float *down1_relu1_dsum = s->arena + 62235136;
+  float *down1_relu1_dx = s->arena + 82883072;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20647936; i++) {
+      float x = down1_conv2[n * 20647936 + i];
+      down1_relu1_dx[n * 20647936 + i] = 0.0f < x ? down1_relu1_dsum[n * 20647936 + i] : 0.0f;
+    }
+  }
+}
+
+/* down1.conv2.dx: conv_dx, unet.cnn:13 */
+static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
+  const float *down1_relu1_dx = s->arena + 82883072;
+  float *down1_conv2_dx = s->arena + 41587200;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20793600; i++) {
+      down1_conv2_dx[n * 20793600 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
         for (ptrdiff_t icg = 0; icg < 64; icg++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 568; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 568; ow++) {
-                    acc = acc + down1_relu1_dx[((n * 64 + g * 64 + ocg) * 568 + oh) * 568 + ow] * down1_relu0[((n * 64 + g * 64 + icg) * 570 + oh + kh) * 570 + ow + kw];
-                  }
+              float wv = down1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
+              for (ptrdiff_t oh = 0; oh < 568; oh++) {
+                for (ptrdiff_t ow = 0; ow < 568; ow++) {
+                  down1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 570 + oh + kh) * 570 + ow + kw] += down1_relu1_dx[((n_2 * 64 + g * 64 + ocg) * 568 + oh) * 568 + ow] * wv;
                 }
               }
-              down1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
             }
           }
         }
       }
     }
   }
-  /* down1.conv2.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down1_relu1_dx = s->arena + 82883072;
-    float *down1_conv2_bias_grad = s->g32 + 37504;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 322624; i++) {
-          acc = acc + down1_relu1_dx[(n * 64 + c) * 322624 + i];
+}
+
+/* down1.conv2.dweight: conv_dw, unet.cnn:13 */
+static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu0 = s->arena + 20793600;
+  const float *down1_relu1_dx = s->arena + 82883072;
+  float *down1_conv2_weight_grad = s->g32 + 640;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 64; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 568; oh++) {
+                for (ptrdiff_t ow = 0; ow < 568; ow++) {
+                  acc = acc + down1_relu1_dx[((n * 64 + g * 64 + ocg) * 568 + oh) * 568 + ow] * down1_relu0[((n * 64 + g * 64 + icg) * 570 + oh + kh) * 570 + ow + kw];
+                }
+              }
+            }
+            down1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
         }
       }
-      down1_conv2_bias_grad[c] = acc;
     }
   }
-  /* down1.relu0.dx: act_dx, unet.cnn:13 */
-  {
-    const float *down1_conv1 = s->arena + 0;
-    const float *down1_conv2_dx = s->arena + 41587200;
-    float *down1_relu0_dx = s->arena + 20793600;
+}
+
+/* down1.conv2.dbias: bias_grad, unet.cnn:13 */
+static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu1_dx = s->arena + 82883072;
+  float *down1_conv2_bias_grad = s->g32 + 37504;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 20793600; i++) {
-        float x = down1_conv1[n * 20793600 + i];
-        down1_relu0_dx[n * 20793600 + i] = 0.0f < x ? down1_conv2_dx[n * 20793600 + i] : 0.0f;
+      for (ptrdiff_t i = 0; i < 322624; i++) {
+        acc = acc + down1_relu1_dx[(n * 64 + c) * 322624 + i];
       }
     }
+    down1_conv2_bias_grad[c] = acc;
   }
-  /* down1.conv1.dweight: conv_dw, unet.cnn:13 */
-  {
-    const float *down1_relu0_dx = s->arena + 20793600;
-    float *down1_conv1_weight_grad = s->g32 + 0;
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 1; icg++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float acc = 0.0f;
-              for (ptrdiff_t n = 0; n < count; n++) {
-                for (ptrdiff_t oh = 0; oh < 570; oh++) {
-                  for (ptrdiff_t ow = 0; ow < 570; ow++) {
-                    acc = acc + down1_relu0_dx[((n * 64 + g * 64 + ocg) * 570 + oh) * 570 + ow] * x[((n + g + icg) * 572 + oh + kh) * 572 + ow + kw];
-                  }
+}
+
+/* down1.relu0.dx: act_dx, unet.cnn:13 */
+static void train_down1_relu0_dx(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv1 = s->arena + 0;
+  const float *down1_conv2_dx = s->arena + 41587200;
+  float *down1_relu0_dx = s->arena + 20793600;
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t i = 0; i < 20793600; i++) {
+      float x = down1_conv1[n * 20793600 + i];
+      down1_relu0_dx[n * 20793600 + i] = 0.0f < x ? down1_conv2_dx[n * 20793600 + i] : 0.0f;
+    }
+  }
+}
+
+/* down1.conv1.dweight: conv_dw, unet.cnn:13 */
+static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
+  const float *down1_relu0_dx = s->arena + 20793600;
+  float *down1_conv1_weight_grad = s->g32 + 0;
+  for (ptrdiff_t g = 0; g < 1; g++) {
+    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
+      for (ptrdiff_t icg = 0; icg < 1; icg++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            float acc = 0.0f;
+            for (ptrdiff_t n = 0; n < count; n++) {
+              for (ptrdiff_t oh = 0; oh < 570; oh++) {
+                for (ptrdiff_t ow = 0; ow < 570; ow++) {
+                  acc = acc + down1_relu0_dx[((n * 64 + g * 64 + ocg) * 570 + oh) * 570 + ow] * x[((n + g + icg) * 572 + oh + kh) * 572 + ow + kw];
                 }
               }
-              down1_conv1_weight_grad[((g * 64 + ocg + icg) * 3 + kh) * 3 + kw] = acc;
             }
+            down1_conv1_weight_grad[((g * 64 + ocg + icg) * 3 + kh) * 3 + kw] = acc;
           }
         }
       }
     }
   }
-  /* down1.conv1.dbias: bias_grad, unet.cnn:13 */
-  {
-    const float *down1_relu0_dx = s->arena + 20793600;
-    float *down1_conv1_bias_grad = s->g32 + 576;
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        for (ptrdiff_t i = 0; i < 324900; i++) {
-          acc = acc + down1_relu0_dx[(n * 64 + c) * 324900 + i];
-        }
+}
+
+/* down1.conv1.dbias: bias_grad, unet.cnn:13 */
+static void train_down1_conv1_dbias(unet_state *s, ptrdiff_t count) {
+  const float *down1_relu0_dx = s->arena + 20793600;
+  float *down1_conv1_bias_grad = s->g32 + 576;
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float acc = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 324900; i++) {
+        acc = acc + down1_relu0_dx[(n * 64 + c) * 324900 + i];
       }
-      down1_conv1_bias_grad[c] = acc;
     }
+    down1_conv1_bias_grad[c] = acc;
   }
+}
+
+/* down1.conv1.weight: sgd, unet.cnn:13 */
+static void update_down1_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
+  float *down1_conv1_weight_grad = s->g32 + 0;
+  float *down1_conv1_weight_m = s->m32 + 0;
+  for (ptrdiff_t i = 0; i < 576; i++) {
+    float g = down1_conv1_weight_grad[i];
+    float buf = 0.99f * down1_conv1_weight_m[i] + g;
+    down1_conv1_weight_m[i] = buf;
+    down1_conv1_weight[i] = down1_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* down1.conv1.bias: sgd, unet.cnn:13 */
+static void update_down1_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
+  float *down1_conv1_bias_grad = s->g32 + 576;
+  float *down1_conv1_bias_m = s->m32 + 576;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = down1_conv1_bias_grad[i];
+    float buf = 0.99f * down1_conv1_bias_m[i] + g;
+    down1_conv1_bias_m[i] = buf;
+    down1_conv1_bias[i] = down1_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* down1.conv2.weight: sgd, unet.cnn:13 */
+static void update_down1_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
+  float *down1_conv2_weight_grad = s->g32 + 640;
+  float *down1_conv2_weight_m = s->m32 + 640;
+  for (ptrdiff_t i = 0; i < 36864; i++) {
+    float g = down1_conv2_weight_grad[i];
+    float buf = 0.99f * down1_conv2_weight_m[i] + g;
+    down1_conv2_weight_m[i] = buf;
+    down1_conv2_weight[i] = down1_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* down1.conv2.bias: sgd, unet.cnn:13 */
+static void update_down1_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
+  float *down1_conv2_bias_grad = s->g32 + 37504;
+  float *down1_conv2_bias_m = s->m32 + 37504;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = down1_conv2_bias_grad[i];
+    float buf = 0.99f * down1_conv2_bias_m[i] + g;
+    down1_conv2_bias_m[i] = buf;
+    down1_conv2_bias[i] = down1_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* down2.conv1.weight: sgd, unet.cnn:13 */
+static void update_down2_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
+  float *down2_conv1_weight_grad = s->g32 + 37568;
+  float *down2_conv1_weight_m = s->m32 + 37568;
+  for (ptrdiff_t i = 0; i < 73728; i++) {
+    float g = down2_conv1_weight_grad[i];
+    float buf = 0.99f * down2_conv1_weight_m[i] + g;
+    down2_conv1_weight_m[i] = buf;
+    down2_conv1_weight[i] = down2_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* down2.conv1.bias: sgd, unet.cnn:13 */
+static void update_down2_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
+  float *down2_conv1_bias_grad = s->g32 + 111296;
+  float *down2_conv1_bias_m = s->m32 + 111296;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = down2_conv1_bias_grad[i];
+    float buf = 0.99f * down2_conv1_bias_m[i] + g;
+    down2_conv1_bias_m[i] = buf;
+    down2_conv1_bias[i] = down2_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* down2.conv2.weight: sgd, unet.cnn:13 */
+static void update_down2_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
+  float *down2_conv2_weight_grad = s->g32 + 111424;
+  float *down2_conv2_weight_m = s->m32 + 111424;
+  for (ptrdiff_t i = 0; i < 147456; i++) {
+    float g = down2_conv2_weight_grad[i];
+    float buf = 0.99f * down2_conv2_weight_m[i] + g;
+    down2_conv2_weight_m[i] = buf;
+    down2_conv2_weight[i] = down2_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* down2.conv2.bias: sgd, unet.cnn:13 */
+static void update_down2_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
+  float *down2_conv2_bias_grad = s->g32 + 258880;
+  float *down2_conv2_bias_m = s->m32 + 258880;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = down2_conv2_bias_grad[i];
+    float buf = 0.99f * down2_conv2_bias_m[i] + g;
+    down2_conv2_bias_m[i] = buf;
+    down2_conv2_bias[i] = down2_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* down3.conv1.weight: sgd, unet.cnn:13 */
+static void update_down3_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
+  float *down3_conv1_weight_grad = s->g32 + 259008;
+  float *down3_conv1_weight_m = s->m32 + 259008;
+  for (ptrdiff_t i = 0; i < 294912; i++) {
+    float g = down3_conv1_weight_grad[i];
+    float buf = 0.99f * down3_conv1_weight_m[i] + g;
+    down3_conv1_weight_m[i] = buf;
+    down3_conv1_weight[i] = down3_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* down3.conv1.bias: sgd, unet.cnn:13 */
+static void update_down3_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
+  float *down3_conv1_bias_grad = s->g32 + 553920;
+  float *down3_conv1_bias_m = s->m32 + 553920;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = down3_conv1_bias_grad[i];
+    float buf = 0.99f * down3_conv1_bias_m[i] + g;
+    down3_conv1_bias_m[i] = buf;
+    down3_conv1_bias[i] = down3_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* down3.conv2.weight: sgd, unet.cnn:13 */
+static void update_down3_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
+  float *down3_conv2_weight_grad = s->g32 + 554176;
+  float *down3_conv2_weight_m = s->m32 + 554176;
+  for (ptrdiff_t i = 0; i < 589824; i++) {
+    float g = down3_conv2_weight_grad[i];
+    float buf = 0.99f * down3_conv2_weight_m[i] + g;
+    down3_conv2_weight_m[i] = buf;
+    down3_conv2_weight[i] = down3_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* down3.conv2.bias: sgd, unet.cnn:13 */
+static void update_down3_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
+  float *down3_conv2_bias_grad = s->g32 + 1144000;
+  float *down3_conv2_bias_m = s->m32 + 1144000;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = down3_conv2_bias_grad[i];
+    float buf = 0.99f * down3_conv2_bias_m[i] + g;
+    down3_conv2_bias_m[i] = buf;
+    down3_conv2_bias[i] = down3_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* down4.conv1.weight: sgd, unet.cnn:13 */
+static void update_down4_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
+  float *down4_conv1_weight_grad = s->g32 + 1144256;
+  float *down4_conv1_weight_m = s->m32 + 1144256;
+  for (ptrdiff_t i = 0; i < 1179648; i++) {
+    float g = down4_conv1_weight_grad[i];
+    float buf = 0.99f * down4_conv1_weight_m[i] + g;
+    down4_conv1_weight_m[i] = buf;
+    down4_conv1_weight[i] = down4_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* down4.conv1.bias: sgd, unet.cnn:13 */
+static void update_down4_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
+  float *down4_conv1_bias_grad = s->g32 + 2323904;
+  float *down4_conv1_bias_m = s->m32 + 2323904;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = down4_conv1_bias_grad[i];
+    float buf = 0.99f * down4_conv1_bias_m[i] + g;
+    down4_conv1_bias_m[i] = buf;
+    down4_conv1_bias[i] = down4_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* down4.conv2.weight: sgd, unet.cnn:13 */
+static void update_down4_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
+  float *down4_conv2_weight_grad = s->g32 + 2324416;
+  float *down4_conv2_weight_m = s->m32 + 2324416;
+  for (ptrdiff_t i = 0; i < 2359296; i++) {
+    float g = down4_conv2_weight_grad[i];
+    float buf = 0.99f * down4_conv2_weight_m[i] + g;
+    down4_conv2_weight_m[i] = buf;
+    down4_conv2_weight[i] = down4_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* down4.conv2.bias: sgd, unet.cnn:13 */
+static void update_down4_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
+  float *down4_conv2_bias_grad = s->g32 + 4683712;
+  float *down4_conv2_bias_m = s->m32 + 4683712;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = down4_conv2_bias_grad[i];
+    float buf = 0.99f * down4_conv2_bias_m[i] + g;
+    down4_conv2_bias_m[i] = buf;
+    down4_conv2_bias[i] = down4_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* bottom.conv1.weight: sgd, unet.cnn:13 */
+static void update_bottom_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
+  float *bottom_conv1_weight_grad = s->g32 + 4684224;
+  float *bottom_conv1_weight_m = s->m32 + 4684224;
+  for (ptrdiff_t i = 0; i < 4718592; i++) {
+    float g = bottom_conv1_weight_grad[i];
+    float buf = 0.99f * bottom_conv1_weight_m[i] + g;
+    bottom_conv1_weight_m[i] = buf;
+    bottom_conv1_weight[i] = bottom_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* bottom.conv1.bias: sgd, unet.cnn:13 */
+static void update_bottom_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
+  float *bottom_conv1_bias_grad = s->g32 + 9402816;
+  float *bottom_conv1_bias_m = s->m32 + 9402816;
+  for (ptrdiff_t i = 0; i < 1024; i++) {
+    float g = bottom_conv1_bias_grad[i];
+    float buf = 0.99f * bottom_conv1_bias_m[i] + g;
+    bottom_conv1_bias_m[i] = buf;
+    bottom_conv1_bias[i] = bottom_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* bottom.conv2.weight: sgd, unet.cnn:13 */
+static void update_bottom_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
+  float *bottom_conv2_weight_grad = s->g32 + 9403840;
+  float *bottom_conv2_weight_m = s->m32 + 9403840;
+  for (ptrdiff_t i = 0; i < 9437184; i++) {
+    float g = bottom_conv2_weight_grad[i];
+    float buf = 0.99f * bottom_conv2_weight_m[i] + g;
+    bottom_conv2_weight_m[i] = buf;
+    bottom_conv2_weight[i] = bottom_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* bottom.conv2.bias: sgd, unet.cnn:13 */
+static void update_bottom_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
+  float *bottom_conv2_bias_grad = s->g32 + 18841024;
+  float *bottom_conv2_bias_m = s->m32 + 18841024;
+  for (ptrdiff_t i = 0; i < 1024; i++) {
+    float g = bottom_conv2_bias_grad[i];
+    float buf = 0.99f * bottom_conv2_bias_m[i] + g;
+    bottom_conv2_bias_m[i] = buf;
+    bottom_conv2_bias[i] = bottom_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* up4.upconv.weight: sgd, unet.cnn:19 */
+static void update_up4_upconv_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
+  float *up4_upconv_weight_grad = s->g32 + 18842048;
+  float *up4_upconv_weight_m = s->m32 + 18842048;
+  for (ptrdiff_t i = 0; i < 2097152; i++) {
+    float g = up4_upconv_weight_grad[i];
+    float buf = 0.99f * up4_upconv_weight_m[i] + g;
+    up4_upconv_weight_m[i] = buf;
+    up4_upconv_weight[i] = up4_upconv_weight[i] - s->lr * buf;
+  }
+}
+
+/* up4.upconv.bias: sgd, unet.cnn:19 */
+static void update_up4_upconv_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
+  float *up4_upconv_bias_grad = s->g32 + 20939200;
+  float *up4_upconv_bias_m = s->m32 + 20939200;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = up4_upconv_bias_grad[i];
+    float buf = 0.99f * up4_upconv_bias_m[i] + g;
+    up4_upconv_bias_m[i] = buf;
+    up4_upconv_bias[i] = up4_upconv_bias[i] - s->lr * buf;
+  }
+}
+
+/* up4.conv1.weight: sgd, unet.cnn:13 */
+static void update_up4_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
+  float *up4_conv1_weight_grad = s->g32 + 20939712;
+  float *up4_conv1_weight_m = s->m32 + 20939712;
+  for (ptrdiff_t i = 0; i < 4718592; i++) {
+    float g = up4_conv1_weight_grad[i];
+    float buf = 0.99f * up4_conv1_weight_m[i] + g;
+    up4_conv1_weight_m[i] = buf;
+    up4_conv1_weight[i] = up4_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* up4.conv1.bias: sgd, unet.cnn:13 */
+static void update_up4_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
+  float *up4_conv1_bias_grad = s->g32 + 25658304;
+  float *up4_conv1_bias_m = s->m32 + 25658304;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = up4_conv1_bias_grad[i];
+    float buf = 0.99f * up4_conv1_bias_m[i] + g;
+    up4_conv1_bias_m[i] = buf;
+    up4_conv1_bias[i] = up4_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* up4.conv2.weight: sgd, unet.cnn:13 */
+static void update_up4_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
+  float *up4_conv2_weight_grad = s->g32 + 25658816;
+  float *up4_conv2_weight_m = s->m32 + 25658816;
+  for (ptrdiff_t i = 0; i < 2359296; i++) {
+    float g = up4_conv2_weight_grad[i];
+    float buf = 0.99f * up4_conv2_weight_m[i] + g;
+    up4_conv2_weight_m[i] = buf;
+    up4_conv2_weight[i] = up4_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* up4.conv2.bias: sgd, unet.cnn:13 */
+static void update_up4_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
+  float *up4_conv2_bias_grad = s->g32 + 28018112;
+  float *up4_conv2_bias_m = s->m32 + 28018112;
+  for (ptrdiff_t i = 0; i < 512; i++) {
+    float g = up4_conv2_bias_grad[i];
+    float buf = 0.99f * up4_conv2_bias_m[i] + g;
+    up4_conv2_bias_m[i] = buf;
+    up4_conv2_bias[i] = up4_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* up3.upconv.weight: sgd, unet.cnn:19 */
+static void update_up3_upconv_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
+  float *up3_upconv_weight_grad = s->g32 + 28018624;
+  float *up3_upconv_weight_m = s->m32 + 28018624;
+  for (ptrdiff_t i = 0; i < 524288; i++) {
+    float g = up3_upconv_weight_grad[i];
+    float buf = 0.99f * up3_upconv_weight_m[i] + g;
+    up3_upconv_weight_m[i] = buf;
+    up3_upconv_weight[i] = up3_upconv_weight[i] - s->lr * buf;
+  }
+}
+
+/* up3.upconv.bias: sgd, unet.cnn:19 */
+static void update_up3_upconv_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
+  float *up3_upconv_bias_grad = s->g32 + 28542912;
+  float *up3_upconv_bias_m = s->m32 + 28542912;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = up3_upconv_bias_grad[i];
+    float buf = 0.99f * up3_upconv_bias_m[i] + g;
+    up3_upconv_bias_m[i] = buf;
+    up3_upconv_bias[i] = up3_upconv_bias[i] - s->lr * buf;
+  }
+}
+
+/* up3.conv1.weight: sgd, unet.cnn:13 */
+static void update_up3_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
+  float *up3_conv1_weight_grad = s->g32 + 28543168;
+  float *up3_conv1_weight_m = s->m32 + 28543168;
+  for (ptrdiff_t i = 0; i < 1179648; i++) {
+    float g = up3_conv1_weight_grad[i];
+    float buf = 0.99f * up3_conv1_weight_m[i] + g;
+    up3_conv1_weight_m[i] = buf;
+    up3_conv1_weight[i] = up3_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* up3.conv1.bias: sgd, unet.cnn:13 */
+static void update_up3_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
+  float *up3_conv1_bias_grad = s->g32 + 29722816;
+  float *up3_conv1_bias_m = s->m32 + 29722816;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = up3_conv1_bias_grad[i];
+    float buf = 0.99f * up3_conv1_bias_m[i] + g;
+    up3_conv1_bias_m[i] = buf;
+    up3_conv1_bias[i] = up3_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* up3.conv2.weight: sgd, unet.cnn:13 */
+static void update_up3_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
+  float *up3_conv2_weight_grad = s->g32 + 29723072;
+  float *up3_conv2_weight_m = s->m32 + 29723072;
+  for (ptrdiff_t i = 0; i < 589824; i++) {
+    float g = up3_conv2_weight_grad[i];
+    float buf = 0.99f * up3_conv2_weight_m[i] + g;
+    up3_conv2_weight_m[i] = buf;
+    up3_conv2_weight[i] = up3_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* up3.conv2.bias: sgd, unet.cnn:13 */
+static void update_up3_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
+  float *up3_conv2_bias_grad = s->g32 + 30312896;
+  float *up3_conv2_bias_m = s->m32 + 30312896;
+  for (ptrdiff_t i = 0; i < 256; i++) {
+    float g = up3_conv2_bias_grad[i];
+    float buf = 0.99f * up3_conv2_bias_m[i] + g;
+    up3_conv2_bias_m[i] = buf;
+    up3_conv2_bias[i] = up3_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* up2.upconv.weight: sgd, unet.cnn:19 */
+static void update_up2_upconv_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
+  float *up2_upconv_weight_grad = s->g32 + 30313152;
+  float *up2_upconv_weight_m = s->m32 + 30313152;
+  for (ptrdiff_t i = 0; i < 131072; i++) {
+    float g = up2_upconv_weight_grad[i];
+    float buf = 0.99f * up2_upconv_weight_m[i] + g;
+    up2_upconv_weight_m[i] = buf;
+    up2_upconv_weight[i] = up2_upconv_weight[i] - s->lr * buf;
+  }
+}
+
+/* up2.upconv.bias: sgd, unet.cnn:19 */
+static void update_up2_upconv_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
+  float *up2_upconv_bias_grad = s->g32 + 30444224;
+  float *up2_upconv_bias_m = s->m32 + 30444224;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = up2_upconv_bias_grad[i];
+    float buf = 0.99f * up2_upconv_bias_m[i] + g;
+    up2_upconv_bias_m[i] = buf;
+    up2_upconv_bias[i] = up2_upconv_bias[i] - s->lr * buf;
+  }
+}
+
+/* up2.conv1.weight: sgd, unet.cnn:13 */
+static void update_up2_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
+  float *up2_conv1_weight_grad = s->g32 + 30444352;
+  float *up2_conv1_weight_m = s->m32 + 30444352;
+  for (ptrdiff_t i = 0; i < 294912; i++) {
+    float g = up2_conv1_weight_grad[i];
+    float buf = 0.99f * up2_conv1_weight_m[i] + g;
+    up2_conv1_weight_m[i] = buf;
+    up2_conv1_weight[i] = up2_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* up2.conv1.bias: sgd, unet.cnn:13 */
+static void update_up2_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
+  float *up2_conv1_bias_grad = s->g32 + 30739264;
+  float *up2_conv1_bias_m = s->m32 + 30739264;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = up2_conv1_bias_grad[i];
+    float buf = 0.99f * up2_conv1_bias_m[i] + g;
+    up2_conv1_bias_m[i] = buf;
+    up2_conv1_bias[i] = up2_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* up2.conv2.weight: sgd, unet.cnn:13 */
+static void update_up2_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
+  float *up2_conv2_weight_grad = s->g32 + 30739392;
+  float *up2_conv2_weight_m = s->m32 + 30739392;
+  for (ptrdiff_t i = 0; i < 147456; i++) {
+    float g = up2_conv2_weight_grad[i];
+    float buf = 0.99f * up2_conv2_weight_m[i] + g;
+    up2_conv2_weight_m[i] = buf;
+    up2_conv2_weight[i] = up2_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* up2.conv2.bias: sgd, unet.cnn:13 */
+static void update_up2_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
+  float *up2_conv2_bias_grad = s->g32 + 30886848;
+  float *up2_conv2_bias_m = s->m32 + 30886848;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = up2_conv2_bias_grad[i];
+    float buf = 0.99f * up2_conv2_bias_m[i] + g;
+    up2_conv2_bias_m[i] = buf;
+    up2_conv2_bias[i] = up2_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* up1.upconv.weight: sgd, unet.cnn:19 */
+static void update_up1_upconv_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
+  float *up1_upconv_weight_grad = s->g32 + 30886976;
+  float *up1_upconv_weight_m = s->m32 + 30886976;
+  for (ptrdiff_t i = 0; i < 32768; i++) {
+    float g = up1_upconv_weight_grad[i];
+    float buf = 0.99f * up1_upconv_weight_m[i] + g;
+    up1_upconv_weight_m[i] = buf;
+    up1_upconv_weight[i] = up1_upconv_weight[i] - s->lr * buf;
+  }
+}
+
+/* up1.upconv.bias: sgd, unet.cnn:19 */
+static void update_up1_upconv_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
+  float *up1_upconv_bias_grad = s->g32 + 30919744;
+  float *up1_upconv_bias_m = s->m32 + 30919744;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = up1_upconv_bias_grad[i];
+    float buf = 0.99f * up1_upconv_bias_m[i] + g;
+    up1_upconv_bias_m[i] = buf;
+    up1_upconv_bias[i] = up1_upconv_bias[i] - s->lr * buf;
+  }
+}
+
+/* up1.conv1.weight: sgd, unet.cnn:13 */
+static void update_up1_conv1_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
+  float *up1_conv1_weight_grad = s->g32 + 30919808;
+  float *up1_conv1_weight_m = s->m32 + 30919808;
+  for (ptrdiff_t i = 0; i < 73728; i++) {
+    float g = up1_conv1_weight_grad[i];
+    float buf = 0.99f * up1_conv1_weight_m[i] + g;
+    up1_conv1_weight_m[i] = buf;
+    up1_conv1_weight[i] = up1_conv1_weight[i] - s->lr * buf;
+  }
+}
+
+/* up1.conv1.bias: sgd, unet.cnn:13 */
+static void update_up1_conv1_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
+  float *up1_conv1_bias_grad = s->g32 + 30993536;
+  float *up1_conv1_bias_m = s->m32 + 30993536;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = up1_conv1_bias_grad[i];
+    float buf = 0.99f * up1_conv1_bias_m[i] + g;
+    up1_conv1_bias_m[i] = buf;
+    up1_conv1_bias[i] = up1_conv1_bias[i] - s->lr * buf;
+  }
+}
+
+/* up1.conv2.weight: sgd, unet.cnn:13 */
+static void update_up1_conv2_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
+  float *up1_conv2_weight_grad = s->g32 + 30993600;
+  float *up1_conv2_weight_m = s->m32 + 30993600;
+  for (ptrdiff_t i = 0; i < 36864; i++) {
+    float g = up1_conv2_weight_grad[i];
+    float buf = 0.99f * up1_conv2_weight_m[i] + g;
+    up1_conv2_weight_m[i] = buf;
+    up1_conv2_weight[i] = up1_conv2_weight[i] - s->lr * buf;
+  }
+}
+
+/* up1.conv2.bias: sgd, unet.cnn:13 */
+static void update_up1_conv2_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
+  float *up1_conv2_bias_grad = s->g32 + 31030464;
+  float *up1_conv2_bias_m = s->m32 + 31030464;
+  for (ptrdiff_t i = 0; i < 64; i++) {
+    float g = up1_conv2_bias_grad[i];
+    float buf = 0.99f * up1_conv2_bias_m[i] + g;
+    up1_conv2_bias_m[i] = buf;
+    up1_conv2_bias[i] = up1_conv2_bias[i] - s->lr * buf;
+  }
+}
+
+/* head.weight: sgd, unet.cnn:36 */
+static void update_head_weight(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *head_weight = s->f32 + 31030528; /* head.weight */
+  float *head_weight_grad = s->g32 + 31030528;
+  float *head_weight_m = s->m32 + 31030528;
+  for (ptrdiff_t i = 0; i < 128; i++) {
+    float g = head_weight_grad[i];
+    float buf = 0.99f * head_weight_m[i] + g;
+    head_weight_m[i] = buf;
+    head_weight[i] = head_weight[i] - s->lr * buf;
+  }
+}
+
+/* head.bias: sgd, unet.cnn:36 */
+static void update_head_bias(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  float *head_bias = s->f32 + 31030656; /* head.bias */
+  float *head_bias_grad = s->g32 + 31030656;
+  float *head_bias_m = s->m32 + 31030656;
+  for (ptrdiff_t i = 0; i < 2; i++) {
+    float g = head_bias_grad[i];
+    float buf = 0.99f * head_bias_m[i] + g;
+    head_bias_m[i] = buf;
+    head_bias[i] = head_bias[i] - s->lr * buf;
+  }
+}
+
+int unet_backward(unet_state *s, int count, const float *x, const int64_t *labels, float *loss) {
+  if (count < 1 || count > UNET_BATCH)
+    return -1;
+  s->draws++;
+  if (train_labels(s, count, labels))
+    return -1;
+  train_down1_conv1(s, count, x);
+  train_down1_relu0(s, count);
+  train_down1_conv2(s, count);
+  train_down1_relu1(s, count);
+  train_maxpool0(s, count);
+  train_down2_conv1(s, count);
+  train_down2_relu0(s, count);
+  train_down2_conv2(s, count);
+  train_down2_relu1(s, count);
+  train_maxpool1(s, count);
+  train_down3_conv1(s, count);
+  train_down3_relu0(s, count);
+  train_down3_conv2(s, count);
+  train_down3_relu1(s, count);
+  train_maxpool2(s, count);
+  train_down4_conv1(s, count);
+  train_down4_relu0(s, count);
+  train_down4_conv2(s, count);
+  train_down4_relu1(s, count);
+  train_maxpool3(s, count);
+  train_bottom_conv1(s, count);
+  train_bottom_relu0(s, count);
+  train_bottom_conv2(s, count);
+  train_bottom_relu1(s, count);
+  train_dropout0(s, count);
+  train_up4_upconv(s, count);
+  train_up4_crop0(s, count);
+  train_up4_concat0(s, count);
+  train_up4_conv1(s, count);
+  train_up4_relu0(s, count);
+  train_up4_conv2(s, count);
+  train_up4_relu1(s, count);
+  train_up3_upconv(s, count);
+  train_up3_crop0(s, count);
+  train_up3_concat0(s, count);
+  train_up3_conv1(s, count);
+  train_up3_relu0(s, count);
+  train_up3_conv2(s, count);
+  train_up3_relu1(s, count);
+  train_up2_upconv(s, count);
+  train_up2_crop0(s, count);
+  train_up2_concat0(s, count);
+  train_up2_conv1(s, count);
+  train_up2_relu0(s, count);
+  train_up2_conv2(s, count);
+  train_up2_relu1(s, count);
+  train_up1_upconv(s, count);
+  train_up1_crop0(s, count);
+  train_up1_concat0(s, count);
+  train_up1_conv1(s, count);
+  train_up1_relu0(s, count);
+  train_up1_conv2(s, count);
+  train_up1_relu1(s, count);
+  train_head(s, count);
+  train_cross_entropy0(s, count, labels);
+  train_cross_entropy0_dx(s, count, labels);
+  train_head_dx(s, count);
+  train_head_dweight(s, count);
+  train_head_dbias(s, count);
+  train_up1_relu1_dx(s, count);
+  train_up1_conv2_dx(s, count);
+  train_up1_conv2_dweight(s, count);
+  train_up1_conv2_dbias(s, count);
+  train_up1_relu0_dx(s, count);
+  train_up1_conv1_dx(s, count);
+  train_up1_conv1_dweight(s, count);
+  train_up1_conv1_dbias(s, count);
+  train_up1_concat0_dx0(s, count);
+  train_up1_concat0_dx1(s, count);
+  train_up1_crop0_dx(s, count);
+  train_up1_upconv_dx(s, count);
+  train_up1_upconv_dweight(s, count);
+  train_up1_upconv_dbias(s, count);
+  train_up2_relu1_dx(s, count);
+  train_up2_conv2_dx(s, count);
+  train_up2_conv2_dweight(s, count);
+  train_up2_conv2_dbias(s, count);
+  train_up2_relu0_dx(s, count);
+  train_up2_conv1_dx(s, count);
+  train_up2_conv1_dweight(s, count);
+  train_up2_conv1_dbias(s, count);
+  train_up2_concat0_dx0(s, count);
+  train_up2_concat0_dx1(s, count);
+  train_up2_crop0_dx(s, count);
+  train_up2_upconv_dx(s, count);
+  train_up2_upconv_dweight(s, count);
+  train_up2_upconv_dbias(s, count);
+  train_up3_relu1_dx(s, count);
+  train_up3_conv2_dx(s, count);
+  train_up3_conv2_dweight(s, count);
+  train_up3_conv2_dbias(s, count);
+  train_up3_relu0_dx(s, count);
+  train_up3_conv1_dx(s, count);
+  train_up3_conv1_dweight(s, count);
+  train_up3_conv1_dbias(s, count);
+  train_up3_concat0_dx0(s, count);
+  train_up3_concat0_dx1(s, count);
+  train_up3_crop0_dx(s, count);
+  train_up3_upconv_dx(s, count);
+  train_up3_upconv_dweight(s, count);
+  train_up3_upconv_dbias(s, count);
+  train_up4_relu1_dx(s, count);
+  train_up4_conv2_dx(s, count);
+  train_up4_conv2_dweight(s, count);
+  train_up4_conv2_dbias(s, count);
+  train_up4_relu0_dx(s, count);
+  train_up4_conv1_dx(s, count);
+  train_up4_conv1_dweight(s, count);
+  train_up4_conv1_dbias(s, count);
+  train_up4_concat0_dx0(s, count);
+  train_up4_concat0_dx1(s, count);
+  train_up4_crop0_dx(s, count);
+  train_up4_upconv_dx(s, count);
+  train_up4_upconv_dweight(s, count);
+  train_up4_upconv_dbias(s, count);
+  train_dropout0_dx(s, count);
+  train_bottom_relu1_dx(s, count);
+  train_bottom_conv2_dx(s, count);
+  train_bottom_conv2_dweight(s, count);
+  train_bottom_conv2_dbias(s, count);
+  train_bottom_relu0_dx(s, count);
+  train_bottom_conv1_dx(s, count);
+  train_bottom_conv1_dweight(s, count);
+  train_bottom_conv1_dbias(s, count);
+  train_maxpool3_dx(s, count);
+  train_down4_relu1_dsum(s, count);
+  train_down4_relu1_dx(s, count);
+  train_down4_conv2_dx(s, count);
+  train_down4_conv2_dweight(s, count);
+  train_down4_conv2_dbias(s, count);
+  train_down4_relu0_dx(s, count);
+  train_down4_conv1_dx(s, count);
+  train_down4_conv1_dweight(s, count);
+  train_down4_conv1_dbias(s, count);
+  train_maxpool2_dx(s, count);
+  train_down3_relu1_dsum(s, count);
+  train_down3_relu1_dx(s, count);
+  train_down3_conv2_dx(s, count);
+  train_down3_conv2_dweight(s, count);
+  train_down3_conv2_dbias(s, count);
+  train_down3_relu0_dx(s, count);
+  train_down3_conv1_dx(s, count);
+  train_down3_conv1_dweight(s, count);
+  train_down3_conv1_dbias(s, count);
+  train_maxpool1_dx(s, count);
+  train_down2_relu1_dsum(s, count);
+  train_down2_relu1_dx(s, count);
+  train_down2_conv2_dx(s, count);
+  train_down2_conv2_dweight(s, count);
+  train_down2_conv2_dbias(s, count);
+  train_down2_relu0_dx(s, count);
+  train_down2_conv1_dx(s, count);
+  train_down2_conv1_dweight(s, count);
+  train_down2_conv1_dbias(s, count);
+  train_maxpool0_dx(s, count);
+  train_down1_relu1_dsum(s, count);
+  train_down1_relu1_dx(s, count);
+  train_down1_conv2_dx(s, count);
+  train_down1_conv2_dweight(s, count);
+  train_down1_conv2_dbias(s, count);
+  train_down1_relu0_dx(s, count);
+  train_down1_conv1_dweight(s, count, x);
+  train_down1_conv1_dbias(s, count);
   *loss = s->arena[296953344];
   return 0;
 }
 
 void unet_update(unet_state *s) {
+  ptrdiff_t count = 0;
   s->step++;
-  /* down1.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
-    float *down1_conv1_weight_grad = s->g32 + 0;
-    float *down1_conv1_weight_m = s->m32 + 0;
-    for (ptrdiff_t i = 0; i < 576; i++) {
-      float g = down1_conv1_weight_grad[i];
-      float buf = 0.99f * down1_conv1_weight_m[i] + g;
-      down1_conv1_weight_m[i] = buf;
-      down1_conv1_weight[i] = down1_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* down1.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-    float *down1_conv1_bias_grad = s->g32 + 576;
-    float *down1_conv1_bias_m = s->m32 + 576;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = down1_conv1_bias_grad[i];
-      float buf = 0.99f * down1_conv1_bias_m[i] + g;
-      down1_conv1_bias_m[i] = buf;
-      down1_conv1_bias[i] = down1_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* down1.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-    float *down1_conv2_weight_grad = s->g32 + 640;
-    float *down1_conv2_weight_m = s->m32 + 640;
-    for (ptrdiff_t i = 0; i < 36864; i++) {
-      float g = down1_conv2_weight_grad[i];
-      float buf = 0.99f * down1_conv2_weight_m[i] + g;
-      down1_conv2_weight_m[i] = buf;
-      down1_conv2_weight[i] = down1_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* down1.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-    float *down1_conv2_bias_grad = s->g32 + 37504;
-    float *down1_conv2_bias_m = s->m32 + 37504;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = down1_conv2_bias_grad[i];
-      float buf = 0.99f * down1_conv2_bias_m[i] + g;
-      down1_conv2_bias_m[i] = buf;
-      down1_conv2_bias[i] = down1_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* down2.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-    float *down2_conv1_weight_grad = s->g32 + 37568;
-    float *down2_conv1_weight_m = s->m32 + 37568;
-    for (ptrdiff_t i = 0; i < 73728; i++) {
-      float g = down2_conv1_weight_grad[i];
-      float buf = 0.99f * down2_conv1_weight_m[i] + g;
-      down2_conv1_weight_m[i] = buf;
-      down2_conv1_weight[i] = down2_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* down2.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-    float *down2_conv1_bias_grad = s->g32 + 111296;
-    float *down2_conv1_bias_m = s->m32 + 111296;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = down2_conv1_bias_grad[i];
-      float buf = 0.99f * down2_conv1_bias_m[i] + g;
-      down2_conv1_bias_m[i] = buf;
-      down2_conv1_bias[i] = down2_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* down2.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-    float *down2_conv2_weight_grad = s->g32 + 111424;
-    float *down2_conv2_weight_m = s->m32 + 111424;
-    for (ptrdiff_t i = 0; i < 147456; i++) {
-      float g = down2_conv2_weight_grad[i];
-      float buf = 0.99f * down2_conv2_weight_m[i] + g;
-      down2_conv2_weight_m[i] = buf;
-      down2_conv2_weight[i] = down2_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* down2.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-    float *down2_conv2_bias_grad = s->g32 + 258880;
-    float *down2_conv2_bias_m = s->m32 + 258880;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = down2_conv2_bias_grad[i];
-      float buf = 0.99f * down2_conv2_bias_m[i] + g;
-      down2_conv2_bias_m[i] = buf;
-      down2_conv2_bias[i] = down2_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* down3.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-    float *down3_conv1_weight_grad = s->g32 + 259008;
-    float *down3_conv1_weight_m = s->m32 + 259008;
-    for (ptrdiff_t i = 0; i < 294912; i++) {
-      float g = down3_conv1_weight_grad[i];
-      float buf = 0.99f * down3_conv1_weight_m[i] + g;
-      down3_conv1_weight_m[i] = buf;
-      down3_conv1_weight[i] = down3_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* down3.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-    float *down3_conv1_bias_grad = s->g32 + 553920;
-    float *down3_conv1_bias_m = s->m32 + 553920;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = down3_conv1_bias_grad[i];
-      float buf = 0.99f * down3_conv1_bias_m[i] + g;
-      down3_conv1_bias_m[i] = buf;
-      down3_conv1_bias[i] = down3_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* down3.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-    float *down3_conv2_weight_grad = s->g32 + 554176;
-    float *down3_conv2_weight_m = s->m32 + 554176;
-    for (ptrdiff_t i = 0; i < 589824; i++) {
-      float g = down3_conv2_weight_grad[i];
-      float buf = 0.99f * down3_conv2_weight_m[i] + g;
-      down3_conv2_weight_m[i] = buf;
-      down3_conv2_weight[i] = down3_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* down3.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-    float *down3_conv2_bias_grad = s->g32 + 1144000;
-    float *down3_conv2_bias_m = s->m32 + 1144000;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = down3_conv2_bias_grad[i];
-      float buf = 0.99f * down3_conv2_bias_m[i] + g;
-      down3_conv2_bias_m[i] = buf;
-      down3_conv2_bias[i] = down3_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* down4.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-    float *down4_conv1_weight_grad = s->g32 + 1144256;
-    float *down4_conv1_weight_m = s->m32 + 1144256;
-    for (ptrdiff_t i = 0; i < 1179648; i++) {
-      float g = down4_conv1_weight_grad[i];
-      float buf = 0.99f * down4_conv1_weight_m[i] + g;
-      down4_conv1_weight_m[i] = buf;
-      down4_conv1_weight[i] = down4_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* down4.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-    float *down4_conv1_bias_grad = s->g32 + 2323904;
-    float *down4_conv1_bias_m = s->m32 + 2323904;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = down4_conv1_bias_grad[i];
-      float buf = 0.99f * down4_conv1_bias_m[i] + g;
-      down4_conv1_bias_m[i] = buf;
-      down4_conv1_bias[i] = down4_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* down4.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-    float *down4_conv2_weight_grad = s->g32 + 2324416;
-    float *down4_conv2_weight_m = s->m32 + 2324416;
-    for (ptrdiff_t i = 0; i < 2359296; i++) {
-      float g = down4_conv2_weight_grad[i];
-      float buf = 0.99f * down4_conv2_weight_m[i] + g;
-      down4_conv2_weight_m[i] = buf;
-      down4_conv2_weight[i] = down4_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* down4.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-    float *down4_conv2_bias_grad = s->g32 + 4683712;
-    float *down4_conv2_bias_m = s->m32 + 4683712;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = down4_conv2_bias_grad[i];
-      float buf = 0.99f * down4_conv2_bias_m[i] + g;
-      down4_conv2_bias_m[i] = buf;
-      down4_conv2_bias[i] = down4_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* bottom.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-    float *bottom_conv1_weight_grad = s->g32 + 4684224;
-    float *bottom_conv1_weight_m = s->m32 + 4684224;
-    for (ptrdiff_t i = 0; i < 4718592; i++) {
-      float g = bottom_conv1_weight_grad[i];
-      float buf = 0.99f * bottom_conv1_weight_m[i] + g;
-      bottom_conv1_weight_m[i] = buf;
-      bottom_conv1_weight[i] = bottom_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* bottom.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-    float *bottom_conv1_bias_grad = s->g32 + 9402816;
-    float *bottom_conv1_bias_m = s->m32 + 9402816;
-    for (ptrdiff_t i = 0; i < 1024; i++) {
-      float g = bottom_conv1_bias_grad[i];
-      float buf = 0.99f * bottom_conv1_bias_m[i] + g;
-      bottom_conv1_bias_m[i] = buf;
-      bottom_conv1_bias[i] = bottom_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* bottom.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-    float *bottom_conv2_weight_grad = s->g32 + 9403840;
-    float *bottom_conv2_weight_m = s->m32 + 9403840;
-    for (ptrdiff_t i = 0; i < 9437184; i++) {
-      float g = bottom_conv2_weight_grad[i];
-      float buf = 0.99f * bottom_conv2_weight_m[i] + g;
-      bottom_conv2_weight_m[i] = buf;
-      bottom_conv2_weight[i] = bottom_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* bottom.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-    float *bottom_conv2_bias_grad = s->g32 + 18841024;
-    float *bottom_conv2_bias_m = s->m32 + 18841024;
-    for (ptrdiff_t i = 0; i < 1024; i++) {
-      float g = bottom_conv2_bias_grad[i];
-      float buf = 0.99f * bottom_conv2_bias_m[i] + g;
-      bottom_conv2_bias_m[i] = buf;
-      bottom_conv2_bias[i] = bottom_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* up4.upconv.weight: sgd, unet.cnn:19 */
-  {
-    float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-    float *up4_upconv_weight_grad = s->g32 + 18842048;
-    float *up4_upconv_weight_m = s->m32 + 18842048;
-    for (ptrdiff_t i = 0; i < 2097152; i++) {
-      float g = up4_upconv_weight_grad[i];
-      float buf = 0.99f * up4_upconv_weight_m[i] + g;
-      up4_upconv_weight_m[i] = buf;
-      up4_upconv_weight[i] = up4_upconv_weight[i] - s->lr * buf;
-    }
-  }
-  /* up4.upconv.bias: sgd, unet.cnn:19 */
-  {
-    float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-    float *up4_upconv_bias_grad = s->g32 + 20939200;
-    float *up4_upconv_bias_m = s->m32 + 20939200;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = up4_upconv_bias_grad[i];
-      float buf = 0.99f * up4_upconv_bias_m[i] + g;
-      up4_upconv_bias_m[i] = buf;
-      up4_upconv_bias[i] = up4_upconv_bias[i] - s->lr * buf;
-    }
-  }
-  /* up4.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-    float *up4_conv1_weight_grad = s->g32 + 20939712;
-    float *up4_conv1_weight_m = s->m32 + 20939712;
-    for (ptrdiff_t i = 0; i < 4718592; i++) {
-      float g = up4_conv1_weight_grad[i];
-      float buf = 0.99f * up4_conv1_weight_m[i] + g;
-      up4_conv1_weight_m[i] = buf;
-      up4_conv1_weight[i] = up4_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* up4.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-    float *up4_conv1_bias_grad = s->g32 + 25658304;
-    float *up4_conv1_bias_m = s->m32 + 25658304;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = up4_conv1_bias_grad[i];
-      float buf = 0.99f * up4_conv1_bias_m[i] + g;
-      up4_conv1_bias_m[i] = buf;
-      up4_conv1_bias[i] = up4_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* up4.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-    float *up4_conv2_weight_grad = s->g32 + 25658816;
-    float *up4_conv2_weight_m = s->m32 + 25658816;
-    for (ptrdiff_t i = 0; i < 2359296; i++) {
-      float g = up4_conv2_weight_grad[i];
-      float buf = 0.99f * up4_conv2_weight_m[i] + g;
-      up4_conv2_weight_m[i] = buf;
-      up4_conv2_weight[i] = up4_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* up4.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-    float *up4_conv2_bias_grad = s->g32 + 28018112;
-    float *up4_conv2_bias_m = s->m32 + 28018112;
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float g = up4_conv2_bias_grad[i];
-      float buf = 0.99f * up4_conv2_bias_m[i] + g;
-      up4_conv2_bias_m[i] = buf;
-      up4_conv2_bias[i] = up4_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* up3.upconv.weight: sgd, unet.cnn:19 */
-  {
-    float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-    float *up3_upconv_weight_grad = s->g32 + 28018624;
-    float *up3_upconv_weight_m = s->m32 + 28018624;
-    for (ptrdiff_t i = 0; i < 524288; i++) {
-      float g = up3_upconv_weight_grad[i];
-      float buf = 0.99f * up3_upconv_weight_m[i] + g;
-      up3_upconv_weight_m[i] = buf;
-      up3_upconv_weight[i] = up3_upconv_weight[i] - s->lr * buf;
-    }
-  }
-  /* up3.upconv.bias: sgd, unet.cnn:19 */
-  {
-    float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-    float *up3_upconv_bias_grad = s->g32 + 28542912;
-    float *up3_upconv_bias_m = s->m32 + 28542912;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = up3_upconv_bias_grad[i];
-      float buf = 0.99f * up3_upconv_bias_m[i] + g;
-      up3_upconv_bias_m[i] = buf;
-      up3_upconv_bias[i] = up3_upconv_bias[i] - s->lr * buf;
-    }
-  }
-  /* up3.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-    float *up3_conv1_weight_grad = s->g32 + 28543168;
-    float *up3_conv1_weight_m = s->m32 + 28543168;
-    for (ptrdiff_t i = 0; i < 1179648; i++) {
-      float g = up3_conv1_weight_grad[i];
-      float buf = 0.99f * up3_conv1_weight_m[i] + g;
-      up3_conv1_weight_m[i] = buf;
-      up3_conv1_weight[i] = up3_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* up3.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-    float *up3_conv1_bias_grad = s->g32 + 29722816;
-    float *up3_conv1_bias_m = s->m32 + 29722816;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = up3_conv1_bias_grad[i];
-      float buf = 0.99f * up3_conv1_bias_m[i] + g;
-      up3_conv1_bias_m[i] = buf;
-      up3_conv1_bias[i] = up3_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* up3.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-    float *up3_conv2_weight_grad = s->g32 + 29723072;
-    float *up3_conv2_weight_m = s->m32 + 29723072;
-    for (ptrdiff_t i = 0; i < 589824; i++) {
-      float g = up3_conv2_weight_grad[i];
-      float buf = 0.99f * up3_conv2_weight_m[i] + g;
-      up3_conv2_weight_m[i] = buf;
-      up3_conv2_weight[i] = up3_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* up3.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-    float *up3_conv2_bias_grad = s->g32 + 30312896;
-    float *up3_conv2_bias_m = s->m32 + 30312896;
-    for (ptrdiff_t i = 0; i < 256; i++) {
-      float g = up3_conv2_bias_grad[i];
-      float buf = 0.99f * up3_conv2_bias_m[i] + g;
-      up3_conv2_bias_m[i] = buf;
-      up3_conv2_bias[i] = up3_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* up2.upconv.weight: sgd, unet.cnn:19 */
-  {
-    float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-    float *up2_upconv_weight_grad = s->g32 + 30313152;
-    float *up2_upconv_weight_m = s->m32 + 30313152;
-    for (ptrdiff_t i = 0; i < 131072; i++) {
-      float g = up2_upconv_weight_grad[i];
-      float buf = 0.99f * up2_upconv_weight_m[i] + g;
-      up2_upconv_weight_m[i] = buf;
-      up2_upconv_weight[i] = up2_upconv_weight[i] - s->lr * buf;
-    }
-  }
-  /* up2.upconv.bias: sgd, unet.cnn:19 */
-  {
-    float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-    float *up2_upconv_bias_grad = s->g32 + 30444224;
-    float *up2_upconv_bias_m = s->m32 + 30444224;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = up2_upconv_bias_grad[i];
-      float buf = 0.99f * up2_upconv_bias_m[i] + g;
-      up2_upconv_bias_m[i] = buf;
-      up2_upconv_bias[i] = up2_upconv_bias[i] - s->lr * buf;
-    }
-  }
-  /* up2.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-    float *up2_conv1_weight_grad = s->g32 + 30444352;
-    float *up2_conv1_weight_m = s->m32 + 30444352;
-    for (ptrdiff_t i = 0; i < 294912; i++) {
-      float g = up2_conv1_weight_grad[i];
-      float buf = 0.99f * up2_conv1_weight_m[i] + g;
-      up2_conv1_weight_m[i] = buf;
-      up2_conv1_weight[i] = up2_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* up2.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-    float *up2_conv1_bias_grad = s->g32 + 30739264;
-    float *up2_conv1_bias_m = s->m32 + 30739264;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = up2_conv1_bias_grad[i];
-      float buf = 0.99f * up2_conv1_bias_m[i] + g;
-      up2_conv1_bias_m[i] = buf;
-      up2_conv1_bias[i] = up2_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* up2.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-    float *up2_conv2_weight_grad = s->g32 + 30739392;
-    float *up2_conv2_weight_m = s->m32 + 30739392;
-    for (ptrdiff_t i = 0; i < 147456; i++) {
-      float g = up2_conv2_weight_grad[i];
-      float buf = 0.99f * up2_conv2_weight_m[i] + g;
-      up2_conv2_weight_m[i] = buf;
-      up2_conv2_weight[i] = up2_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* up2.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-    float *up2_conv2_bias_grad = s->g32 + 30886848;
-    float *up2_conv2_bias_m = s->m32 + 30886848;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = up2_conv2_bias_grad[i];
-      float buf = 0.99f * up2_conv2_bias_m[i] + g;
-      up2_conv2_bias_m[i] = buf;
-      up2_conv2_bias[i] = up2_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* up1.upconv.weight: sgd, unet.cnn:19 */
-  {
-    float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-    float *up1_upconv_weight_grad = s->g32 + 30886976;
-    float *up1_upconv_weight_m = s->m32 + 30886976;
-    for (ptrdiff_t i = 0; i < 32768; i++) {
-      float g = up1_upconv_weight_grad[i];
-      float buf = 0.99f * up1_upconv_weight_m[i] + g;
-      up1_upconv_weight_m[i] = buf;
-      up1_upconv_weight[i] = up1_upconv_weight[i] - s->lr * buf;
-    }
-  }
-  /* up1.upconv.bias: sgd, unet.cnn:19 */
-  {
-    float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-    float *up1_upconv_bias_grad = s->g32 + 30919744;
-    float *up1_upconv_bias_m = s->m32 + 30919744;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = up1_upconv_bias_grad[i];
-      float buf = 0.99f * up1_upconv_bias_m[i] + g;
-      up1_upconv_bias_m[i] = buf;
-      up1_upconv_bias[i] = up1_upconv_bias[i] - s->lr * buf;
-    }
-  }
-  /* up1.conv1.weight: sgd, unet.cnn:13 */
-  {
-    float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-    float *up1_conv1_weight_grad = s->g32 + 30919808;
-    float *up1_conv1_weight_m = s->m32 + 30919808;
-    for (ptrdiff_t i = 0; i < 73728; i++) {
-      float g = up1_conv1_weight_grad[i];
-      float buf = 0.99f * up1_conv1_weight_m[i] + g;
-      up1_conv1_weight_m[i] = buf;
-      up1_conv1_weight[i] = up1_conv1_weight[i] - s->lr * buf;
-    }
-  }
-  /* up1.conv1.bias: sgd, unet.cnn:13 */
-  {
-    float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-    float *up1_conv1_bias_grad = s->g32 + 30993536;
-    float *up1_conv1_bias_m = s->m32 + 30993536;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = up1_conv1_bias_grad[i];
-      float buf = 0.99f * up1_conv1_bias_m[i] + g;
-      up1_conv1_bias_m[i] = buf;
-      up1_conv1_bias[i] = up1_conv1_bias[i] - s->lr * buf;
-    }
-  }
-  /* up1.conv2.weight: sgd, unet.cnn:13 */
-  {
-    float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-    float *up1_conv2_weight_grad = s->g32 + 30993600;
-    float *up1_conv2_weight_m = s->m32 + 30993600;
-    for (ptrdiff_t i = 0; i < 36864; i++) {
-      float g = up1_conv2_weight_grad[i];
-      float buf = 0.99f * up1_conv2_weight_m[i] + g;
-      up1_conv2_weight_m[i] = buf;
-      up1_conv2_weight[i] = up1_conv2_weight[i] - s->lr * buf;
-    }
-  }
-  /* up1.conv2.bias: sgd, unet.cnn:13 */
-  {
-    float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-    float *up1_conv2_bias_grad = s->g32 + 31030464;
-    float *up1_conv2_bias_m = s->m32 + 31030464;
-    for (ptrdiff_t i = 0; i < 64; i++) {
-      float g = up1_conv2_bias_grad[i];
-      float buf = 0.99f * up1_conv2_bias_m[i] + g;
-      up1_conv2_bias_m[i] = buf;
-      up1_conv2_bias[i] = up1_conv2_bias[i] - s->lr * buf;
-    }
-  }
-  /* head.weight: sgd, unet.cnn:36 */
-  {
-    float *head_weight = s->f32 + 31030528; /* head.weight */
-    float *head_weight_grad = s->g32 + 31030528;
-    float *head_weight_m = s->m32 + 31030528;
-    for (ptrdiff_t i = 0; i < 128; i++) {
-      float g = head_weight_grad[i];
-      float buf = 0.99f * head_weight_m[i] + g;
-      head_weight_m[i] = buf;
-      head_weight[i] = head_weight[i] - s->lr * buf;
-    }
-  }
-  /* head.bias: sgd, unet.cnn:36 */
-  {
-    float *head_bias = s->f32 + 31030656; /* head.bias */
-    float *head_bias_grad = s->g32 + 31030656;
-    float *head_bias_m = s->m32 + 31030656;
-    for (ptrdiff_t i = 0; i < 2; i++) {
-      float g = head_bias_grad[i];
-      float buf = 0.99f * head_bias_m[i] + g;
-      head_bias_m[i] = buf;
-      head_bias[i] = head_bias[i] - s->lr * buf;
-    }
-  }
+  update_down1_conv1_weight(s, count);
+  update_down1_conv1_bias(s, count);
+  update_down1_conv2_weight(s, count);
+  update_down1_conv2_bias(s, count);
+  update_down2_conv1_weight(s, count);
+  update_down2_conv1_bias(s, count);
+  update_down2_conv2_weight(s, count);
+  update_down2_conv2_bias(s, count);
+  update_down3_conv1_weight(s, count);
+  update_down3_conv1_bias(s, count);
+  update_down3_conv2_weight(s, count);
+  update_down3_conv2_bias(s, count);
+  update_down4_conv1_weight(s, count);
+  update_down4_conv1_bias(s, count);
+  update_down4_conv2_weight(s, count);
+  update_down4_conv2_bias(s, count);
+  update_bottom_conv1_weight(s, count);
+  update_bottom_conv1_bias(s, count);
+  update_bottom_conv2_weight(s, count);
+  update_bottom_conv2_bias(s, count);
+  update_up4_upconv_weight(s, count);
+  update_up4_upconv_bias(s, count);
+  update_up4_conv1_weight(s, count);
+  update_up4_conv1_bias(s, count);
+  update_up4_conv2_weight(s, count);
+  update_up4_conv2_bias(s, count);
+  update_up3_upconv_weight(s, count);
+  update_up3_upconv_bias(s, count);
+  update_up3_conv1_weight(s, count);
+  update_up3_conv1_bias(s, count);
+  update_up3_conv2_weight(s, count);
+  update_up3_conv2_bias(s, count);
+  update_up2_upconv_weight(s, count);
+  update_up2_upconv_bias(s, count);
+  update_up2_conv1_weight(s, count);
+  update_up2_conv1_bias(s, count);
+  update_up2_conv2_weight(s, count);
+  update_up2_conv2_bias(s, count);
+  update_up1_upconv_weight(s, count);
+  update_up1_upconv_bias(s, count);
+  update_up1_conv1_weight(s, count);
+  update_up1_conv1_bias(s, count);
+  update_up1_conv2_weight(s, count);
+  update_up1_conv2_bias(s, count);
+  update_head_weight(s, count);
+  update_head_bias(s, count);
+  (void)count;
 }
 
 float unet_train_step(unet_state *s, int count, const float *x, const int64_t *labels) {

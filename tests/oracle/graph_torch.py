@@ -22,9 +22,11 @@ not part of the forward outputs and are skipped.
 inputs (float64 makes a more accurate oracle than float32). Every computed
 tensor is checked against the shape cnnc printed for it.
 
-Run as a script, it validates itself against torchvision (the same weights
-and input through torchvision's module and through this interpreter must agree
-to 1e-5 relative):
+Run as a script, it validates itself: on every model of tests/oracle/ops/,
+against the nn.Module equivalents docs/language.md names for each operator
+(build_modules; to 1e-6), and on the torchvision-labelled examples against
+torchvision (the same weights and input through torchvision's module and
+through this interpreter must agree to 1e-5 relative, at --size, default 64):
 
     /usr/bin/python3 tests/oracle/graph_torch.py [CNNC] [--only NAME] [--size S]
 """
@@ -378,7 +380,7 @@ def build(g):
     return run
 
 
-# --- validation against torchvision ----------------------------------
+# --- self-validation: nn modules and torchvision ------------------
 
 TORCHVISION = [
     ("alexnet_tv", lambda m: m.alexnet()),
@@ -411,11 +413,139 @@ def resize_examples(dst, sizes):
     return dst
 
 
+def _module(n, shape_in, weights):
+    """The nn.Module that docs/language.md names as the PyTorch equivalent of
+    node n, with its weights loaded; crop, concat and add are written out."""
+    nn = torch.nn
+    a = n.attrs
+    c = shape_in[0] if shape_in else None
+    op = n.op
+    if op == "conv":
+        same = tuple(a["p"]) != tuple(a["pad_end"])
+        m = nn.Conv2d(c, a["out"], a["k"], stride=a["s"],
+                      padding="same" if same else a["p"], dilation=a["d"],
+                      groups=a["groups"], bias=a["bias"])
+    elif op == "deconv":
+        m = nn.ConvTranspose2d(c, a["out"], a["k"], stride=a["s"], padding=a["p"],
+                               output_padding=a["output_padding"], groups=a["groups"],
+                               bias=a["bias"], dilation=a["d"])
+    elif op == "dense":
+        m = nn.Linear(c, a["out"], bias=a["bias"])
+    elif op == "maxpool":
+        m = nn.MaxPool2d(a["k"], stride=a["s"], padding=a["p"], ceil_mode=a["ceil"])
+    elif op == "avgpool":
+        m = nn.AvgPool2d(a["k"], stride=a["s"], padding=a["p"], ceil_mode=a["ceil"])
+    elif op == "global_avgpool":
+        m = nn.AdaptiveAvgPool2d(1)
+    elif op == "adaptive_avgpool":
+        m = nn.AdaptiveAvgPool2d(a["n"])
+    elif op == "relu":
+        m = nn.ReLU()
+    elif op == "leaky_relu":
+        m = nn.LeakyReLU(negative_slope=a["a"])
+    elif op == "tanh":
+        m = nn.Tanh()
+    elif op == "sigmoid":
+        m = nn.Sigmoid()
+    elif op == "softmax":
+        m = nn.Softmax(dim=1)
+    elif op == "bn":
+        cls = nn.BatchNorm2d if len(shape_in) == 3 else nn.BatchNorm1d
+        m = cls(c, eps=a["eps"], momentum=a["momentum"])
+    elif op == "layernorm":
+        m = nn.LayerNorm(list(shape_in), eps=a["eps"])
+    elif op == "instancenorm":
+        m = nn.InstanceNorm2d(c, eps=a["eps"], affine=True)
+    elif op == "groupnorm":
+        m = nn.GroupNorm(a["g"], c, eps=a["eps"])
+    elif op == "lrn":
+        m = nn.LocalResponseNorm(a["size"], a["alpha"], a["beta"], a["k"])
+    elif op == "dropout":
+        m = nn.Dropout(a["p"])
+    elif op == "flatten":
+        m = nn.Flatten()
+    elif op == "upsample":
+        m = nn.Upsample(scale_factor=a["scale"], mode=a["mode"],
+                        align_corners=False if a["mode"] == "bilinear" else None)
+    elif op == "crop":
+        def crop(x, like):
+            h, w = like.shape[2], like.shape[3]
+            t, l = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+            return x[:, :, t:t + h, l:l + w]
+        return crop
+    elif op == "concat":
+        return lambda *xs: torch.cat(xs, dim=1)
+    elif op == "add":
+        return lambda x, y: x + y
+    else:
+        raise GraphError(f"no module for {n}")
+    prefix = n.name + "."
+    sd = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)
+          and "." not in k[len(prefix):]}
+    m.load_state_dict(sd, strict=True)
+    return m.eval()
+
+
+def build_modules(g):
+    """Like build(), but each operator is the nn.Module docs/language.md names
+    as its PyTorch equivalent: an independent check of build()'s mapping of
+    attributes onto torch.nn.functional."""
+    order = needed(g)
+
+    def run(weights, inputs):
+        vals = {}
+        for nid in order:
+            n = g.nodes[nid]
+            if n.op == "input":
+                vals[nid] = inputs[n.name]
+                continue
+            m = _module(n, g.nodes[n.ins[0]].shape, weights)
+            vals[nid] = m(*[vals[i] for i in n.ins])
+        return {name: vals[nid] for name, nid in g.outputs}
+
+    return run
+
+
+def validate_ops(cnnc, only=None, seed=0):
+    """build() against build_modules() on every model of tests/oracle/ops/."""
+    import glob
+    import warnings
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import forward
+    passed = failed = 0
+    for path in sorted(glob.glob(os.path.join(ROOT, "tests", "oracle", "ops", "*.cnn"))):
+        name = "ops/" + os.path.basename(path)[:-4]
+        if only and name not in only and name[4:] not in only:
+            continue
+        try:
+            g = load(cnnc, path)
+            w = forward.random_weights(g, seed)
+            x = forward.random_inputs(g, seed)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")    # padding="same", even kernels
+                got = build(g)(w, x)
+                want = build_modules(g)(w, x)
+            errs = [(k, (got[k] - want[k]).abs().max().item()) for k in want]
+            bad = [f"{k}: {e:.3g}" for k, e in errs if e > 1e-6 * max(
+                1.0, want[k].abs().max().item())]
+            if bad:
+                failed += 1
+                print(f"FAIL {name}: functional and nn modules differ: {', '.join(bad)}")
+            else:
+                passed += 1
+                print(f"ok   {name}: functional = nn modules "
+                      f"(max err {max(e for _, e in errs):.3g}, {len(errs)} outputs)")
+        except GraphError as e:
+            failed += 1
+            print(f"FAIL {name}: {e}")
+    return passed, failed
+
+
 def validate(cnnc, only=None, size=64, seed=0):
     import warnings
     import torchvision.models
 
-    passed = failed = 0
+    passed, failed = validate_ops(cnnc, only, seed)
     with tempfile.TemporaryDirectory(prefix="cnnc-oracle-") as tmp:
         resize_examples(tmp, {stem: (3, size, size) for stem, _ in TORCHVISION})
         for stem, make in TORCHVISION:

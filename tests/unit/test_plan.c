@@ -20,7 +20,7 @@ static const char resnet_like[] =
     "}\n";
 
 static Program *lowered(Compiled *c, int64_t batch) {
-  Program *p = lower(&c->d, c->a, c->g, batch);
+  Program *p = lower(&c->d, c->a, c->g, batch, 0);
   assert_int_equal(c->d.errors, 0);
   plan(p);
   return p;
