@@ -80,6 +80,8 @@ static const char usage[] =
     "                     installed, its plot goes beside it as FILE.png\n"
     "  --quiet            (train) no progress display\n"
     "  --threads T        accepted; this version's code runs on one thread\n"
+    "  --max-memory SIZE  the most the generated state may take, e.g. 16G\n"
+    "                     or 512M (default: 16G); beyond it is an error\n"
     "  --model NAME       the model to use when the file defines several\n"
     "  --params           (check) list every parameter and buffer instead:\n"
     "                     name, dimensions, param or buffer; one per line\n"
@@ -119,6 +121,7 @@ typedef struct Options {
   const char *data, *save, *resume, *except, *log, *epochs, *lr, *seed;
   int quiet;
   long long batch;
+  double max_memory; /* bytes the generated state may take */
   int params, werror, verbose, infer_only;
 } Options;
 
@@ -162,6 +165,13 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->output = v;
     } else if ((v = value_of(argc, argv, &i, "--cc"))) {
       o->cc = v;
+    } else if ((v = value_of(argc, argv, &i, "--max-memory"))) {
+      char *end;
+      double g = strtod(v, &end);
+      if (!*v || !(g > 0) || (*end && strcmp(end, "G") && strcmp(end, "M")))
+        return usage_error(
+            "--max-memory needs a size like 16G or 512M, not '%s'", v);
+      o->max_memory = g * (*end == 'M' ? 1 << 20 : 1 << 30);
     } else if ((v = value_of(argc, argv, &i, "--data"))) {
       o->data = v;
     } else if ((v = value_of(argc, argv, &i, "--save"))) {
@@ -419,6 +429,25 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
   plan(p);
   if (t)
     plan(t);
+  /* The state struct: parameters, buffers, the larger arena, and with
+   * training the gradients and the optimizer's moments. */
+  double arena_n =
+      (double)(t && t->arena_count > p->arena_count ? t->arena_count
+                                                    : p->arena_count);
+  double bytes =
+      4.0 * ((double)p->f32_count + arena_n) + 8.0 * (double)p->i64_count;
+  if (t)
+    bytes += 4.0 * (double)p->f32_count * (g->train.opt == OPT_ADAM ? 3 : 2);
+  double limit = o->max_memory > 0 ? o->max_memory : 16.0 * (1 << 30);
+  if (bytes > limit) {
+    diag_error(
+        d, g->loc,
+        "model '%s' needs %.1f GB of memory at batch %lld, more than the "
+        "limit of %.1f GB; lower the batch (--batch) or raise the limit "
+        "(--max-memory)",
+        g->name, bytes / (1 << 30), (long long)batch, limit / (1 << 30));
+    return 1;
+  }
   if (o->dump) {
     loop_print(stdout, shown);
     return 0;
