@@ -183,7 +183,7 @@ check-oracle: $(BUILD)/cnnc
 # Trains LeNet-5 on Fashion-MNIST with the generated training code, then
 # classifies test images with a standalone program built on the generated
 # lenet5.c (demo/classify.c, walked through in docs/tutorial.md).
-DEMO_EPOCHS ?= 5
+DEMO_EPOCHS ?= 10
 FMNIST ?= /usr/share/datasets/fashion-mnist
 DEMO = $(BUILD)/demo
 

@@ -139,6 +139,7 @@ static void print_stmts(FILE *o, const Kernel *k, const StmtVec *body,
       fprintf(o, "%s%s = ",
               s->k == S_SET           ? ""
               : k->kinds[s->var] == 2 ? "ptrdiff_t "
+              : k->kinds[s->var] == 3 ? "double "
                                       : "float ",
               k->vars[s->var]);
       loop_print_expr(o, k, s->value, 1);

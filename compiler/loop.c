@@ -242,6 +242,14 @@ int lb_let(LoopBuilder *b, const char *temp, Expr *value) {
   return s->var;
 }
 
+int lb_let_wide(LoopBuilder *b, const char *temp, Expr *value) {
+  Stmt *s = loop_stmt(b->p, S_LET);
+  s->var = loop_var(b->p, b->k, temp, 3);
+  s->value = value;
+  add(b, s);
+  return s->var;
+}
+
 void lb_set(LoopBuilder *b, int temp, Expr *value) {
   Stmt *s = loop_stmt(b->p, S_SET);
   s->var = temp;

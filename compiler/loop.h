@@ -109,7 +109,7 @@ typedef struct Kernel {
   const char **vars; /* names of loop variables and temporaries, by id */
   int nvars;
   unsigned char *kinds; /* by id: 0 loop variable, 1 float temporary,
-                           2 integer temporary */
+                           2 integer temporary, 3 double temporary */
 } Kernel;
 VEC_TYPE(KernelVec, Kernel *);
 
@@ -173,6 +173,9 @@ void lb_end(LoopBuilder *b); /* closes the innermost for or if */
 void lb_store(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value);
 void lb_accum(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value);
 int lb_let(LoopBuilder *b, const char *temp, Expr *value);
+/* A float temporary kept in double precision: sums over a batch, whose
+ * rounding would otherwise show (PyTorch accumulates these in double). */
+int lb_let_wide(LoopBuilder *b, const char *temp, Expr *value);
 void lb_set(LoopBuilder *b, int temp, Expr *value);
 void lb_fail_if(LoopBuilder *b, Expr *cond);
 

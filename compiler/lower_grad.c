@@ -69,23 +69,23 @@ static void bn_stats(Lower *L, Buffer *x, Buffer **ps, int c, int64_t C,
                              F(L, eps)))));
     return;
   }
-  int sum = lb_let(b, "sum", F(L, 0));
+  int sum = lb_let_wide(b, "sum", F(L, 0));
   int n = lb_for(b, "n", -1);
   int i = lb_for(b, "i", P);
   lb_set(
       b, sum,
       add(L, T(L, sum), load(L, x, ncp(L, V(L, n), V(L, c), V(L, i), C, P))));
   close(L, 2);
-  *mean = lb_let(b, "mean", fdiv(L, T(L, sum), batch_count(L, P)));
-  int sq = lb_let(b, "sq", F(L, 0));
+  *mean = lb_let_wide(b, "mean", fdiv(L, T(L, sum), batch_count(L, P)));
+  int sq = lb_let_wide(b, "sq", F(L, 0));
   n = lb_for(b, "n", -1);
   i = lb_for(b, "i", P);
-  int dv = lb_let(
+  int dv = lb_let_wide(
       b, "d",
       sub(L, load(L, x, ncp(L, V(L, n), V(L, c), V(L, i), C, P)), T(L, *mean)));
   lb_set(b, sq, add(L, T(L, sq), mul(L, T(L, dv), T(L, dv))));
   close(L, 2);
-  int var = lb_let(b, "var", fdiv(L, T(L, sq), batch_count(L, P)));
+  int var = lb_let_wide(b, "var", fdiv(L, T(L, sq), batch_count(L, P)));
   *inv = lb_let(
       b, "inv",
       fdiv(L, F(L, 1), x_un(L->p, X_SQRT, add(L, T(L, var), F(L, eps)))));
@@ -532,8 +532,8 @@ static void bn_grad(Lower *L, Buffer *out, Buffer *x, Buffer *dy, Buffer **ps,
   int c = lb_for(b, "c", C);
   int mean, inv;
   bn_stats(L, x, ps, c, C, P, frozen, &mean, &inv);
-  int sdy = lb_let(b, "sum_dy", F(L, 0));
-  int sdx = lb_let(b, "sum_dy_xhat", F(L, 0));
+  int sdy = lb_let_wide(b, "sum_dy", F(L, 0));
+  int sdx = lb_let_wide(b, "sum_dy_xhat", F(L, 0));
   int n = lb_for(b, "n", -1);
   int i = lb_for(b, "i", P);
   Expr *at = ncp(L, V(L, n), V(L, c), V(L, i), C, P);

@@ -2495,21 +2495,21 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *conv1 = s->arena + 0;
   float *bn1 = s->arena + 802816;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 12544; i++) {
         sum = sum + conv1[(n * 64 + c) * 12544 + i];
       }
     }
-    float mean = sum / (float)(count * 12544);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 12544);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
-        float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
+        double d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 12544);
+    double var = sq / (float)(count * 12544);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     bn1_running_mean[c] = 0.9f * bn1_running_mean[c] + 0.1f * mean;
     bn1_running_var[c] = 0.9f * bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 12544) ? sq / ((float)(count * 12544) - 1.0f) : var);
@@ -2601,21 +2601,21 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1 = s->arena + 2609152;
   float *layer1_0_bn1 = s->arena + 2809856;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer1_0_bn1_running_mean[c] = 0.9f * layer1_0_bn1_running_mean[c] + 0.1f * mean;
     layer1_0_bn1_running_var[c] = 0.9f * layer1_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
@@ -2684,21 +2684,21 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2 = s->arena + 3211264;
   float *layer1_0_bn2 = s->arena + 3411968;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer1_0_bn2_running_mean[c] = 0.9f * layer1_0_bn2_running_mean[c] + 0.1f * mean;
     layer1_0_bn2_running_var[c] = 0.9f * layer1_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
@@ -2779,21 +2779,21 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1 = s->arena + 3813376;
   float *layer1_1_bn1 = s->arena + 4014080;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer1_1_bn1_running_mean[c] = 0.9f * layer1_1_bn1_running_mean[c] + 0.1f * mean;
     layer1_1_bn1_running_var[c] = 0.9f * layer1_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
@@ -2862,21 +2862,21 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2 = s->arena + 4415488;
   float *layer1_1_bn2 = s->arena + 4616192;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer1_1_bn2_running_mean[c] = 0.9f * layer1_1_bn2_running_mean[c] + 0.1f * mean;
     layer1_1_bn2_running_var[c] = 0.9f * layer1_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 3136) ? sq / ((float)(count * 3136) - 1.0f) : var);
@@ -2957,21 +2957,21 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1 = s->arena + 5218304;
   float *layer2_0_bn1 = s->arena + 5318656;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer2_0_bn1_running_mean[c] = 0.9f * layer2_0_bn1_running_mean[c] + 0.1f * mean;
     layer2_0_bn1_running_var[c] = 0.9f * layer2_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
@@ -3040,21 +3040,21 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2 = s->arena + 5519360;
   float *layer2_0_bn2 = s->arena + 5017600;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer2_0_bn2_running_mean[c] = 0.9f * layer2_0_bn2_running_mean[c] + 0.1f * mean;
     layer2_0_bn2_running_var[c] = 0.9f * layer2_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
@@ -3107,21 +3107,21 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0 = s->arena + 5117952;
   float *layer2_0_downsample_1 = s->arena + 5619712;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer2_0_downsample_1_running_mean[c] = 0.9f * layer2_0_downsample_1_running_mean[c] + 0.1f * mean;
     layer2_0_downsample_1_running_var[c] = 0.9f * layer2_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
@@ -3202,21 +3202,21 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1 = s->arena + 5619712;
   float *layer2_1_bn1 = s->arena + 5820416;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer2_1_bn1_running_mean[c] = 0.9f * layer2_1_bn1_running_mean[c] + 0.1f * mean;
     layer2_1_bn1_running_var[c] = 0.9f * layer2_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
@@ -3285,21 +3285,21 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2 = s->arena + 6021120;
   float *layer2_1_bn2 = s->arena + 6121472;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer2_1_bn2_running_mean[c] = 0.9f * layer2_1_bn2_running_mean[c] + 0.1f * mean;
     layer2_1_bn2_running_var[c] = 0.9f * layer2_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
@@ -3380,21 +3380,21 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1 = s->arena + 6422528;
   float *layer3_0_bn1 = s->arena + 6472704;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer3_0_bn1_running_mean[c] = 0.9f * layer3_0_bn1_running_mean[c] + 0.1f * mean;
     layer3_0_bn1_running_var[c] = 0.9f * layer3_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
@@ -3463,21 +3463,21 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2 = s->arena + 6573056;
   float *layer3_0_bn2 = s->arena + 6322176;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer3_0_bn2_running_mean[c] = 0.9f * layer3_0_bn2_running_mean[c] + 0.1f * mean;
     layer3_0_bn2_running_var[c] = 0.9f * layer3_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
@@ -3530,21 +3530,21 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0 = s->arena + 6372352;
   float *layer3_0_downsample_1 = s->arena + 6623232;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer3_0_downsample_1_running_mean[c] = 0.9f * layer3_0_downsample_1_running_mean[c] + 0.1f * mean;
     layer3_0_downsample_1_running_var[c] = 0.9f * layer3_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
@@ -3625,21 +3625,21 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1 = s->arena + 6623232;
   float *layer3_1_bn1 = s->arena + 6723584;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer3_1_bn1_running_mean[c] = 0.9f * layer3_1_bn1_running_mean[c] + 0.1f * mean;
     layer3_1_bn1_running_var[c] = 0.9f * layer3_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
@@ -3708,21 +3708,21 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2 = s->arena + 6823936;
   float *layer3_1_bn2 = s->arena + 6874112;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer3_1_bn2_running_mean[c] = 0.9f * layer3_1_bn2_running_mean[c] + 0.1f * mean;
     layer3_1_bn2_running_var[c] = 0.9f * layer3_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
@@ -3803,21 +3803,21 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1 = s->arena + 7024640;
   float *layer4_0_bn1 = s->arena + 7049728;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer4_0_bn1_running_mean[c] = 0.9f * layer4_0_bn1_running_mean[c] + 0.1f * mean;
     layer4_0_bn1_running_var[c] = 0.9f * layer4_0_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
@@ -3886,21 +3886,21 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2 = s->arena + 7099904;
   float *layer4_0_bn2 = s->arena + 6974464;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer4_0_bn2_running_mean[c] = 0.9f * layer4_0_bn2_running_mean[c] + 0.1f * mean;
     layer4_0_bn2_running_var[c] = 0.9f * layer4_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
@@ -3953,21 +3953,21 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0 = s->arena + 6999552;
   float *layer4_0_downsample_1 = s->arena + 7124992;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer4_0_downsample_1_running_mean[c] = 0.9f * layer4_0_downsample_1_running_mean[c] + 0.1f * mean;
     layer4_0_downsample_1_running_var[c] = 0.9f * layer4_0_downsample_1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
@@ -4048,21 +4048,21 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1 = s->arena + 7124992;
   float *layer4_1_bn1 = s->arena + 7175168;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer4_1_bn1_running_mean[c] = 0.9f * layer4_1_bn1_running_mean[c] + 0.1f * mean;
     layer4_1_bn1_running_var[c] = 0.9f * layer4_1_bn1_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
@@ -4131,21 +4131,21 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2 = s->arena + 7225344;
   float *layer4_1_bn2 = s->arena + 7250432;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
     layer4_1_bn2_running_mean[c] = 0.9f * layer4_1_bn2_running_mean[c] + 0.1f * mean;
     layer4_1_bn2_running_var[c] = 0.9f * layer4_1_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
@@ -4363,24 +4363,24 @@ static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu1_dx = s->arena + 7300608;
   float *layer4_1_bn2_dx = s->arena + 7250432;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_1_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -4404,24 +4404,24 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu1_dx = s->arena + 7300608;
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_1_conv2[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_1_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_1_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -4531,24 +4531,24 @@ static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu0_dx = s->arena + 7200256;
   float *layer4_1_bn1_dx = s->arena + 7175168;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_1_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -4572,24 +4572,24 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu0_dx = s->arena + 7200256;
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_1_conv1[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_1_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_1_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -4711,24 +4711,24 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1_dx = s->arena + 7124992;
   float *layer4_0_downsample_1_dx = s->arena + 7150080;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -4752,24 +4752,24 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
   const float *layer4_0_relu1_dx = s->arena + 7124992;
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_downsample_0[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_downsample_0[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -4860,24 +4860,24 @@ static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1_dx = s->arena + 7124992;
   float *layer4_0_bn2_dx = s->arena + 7150080;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -4901,24 +4901,24 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1_dx = s->arena + 7124992;
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_0_relu1_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -5028,24 +5028,24 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu0_dx = s->arena + 7074816;
   float *layer4_0_bn1_dx = s->arena + 7124992;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_0_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -5069,24 +5069,24 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu0_dx = s->arena + 7074816;
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   for (ptrdiff_t c = 0; c < 512; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 49; i++) {
         sum = sum + layer4_0_conv1[(n * 512 + c) * 49 + i];
       }
     }
-    float mean = sum / (float)(count * 49);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
+        double d = layer4_0_conv1[(n_2 * 512 + c) * 49 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 49);
+    double var = sq / (float)(count * 49);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
         float g = layer4_0_relu0_dx[(n_3 * 512 + c) * 49 + i_3];
@@ -5208,24 +5208,24 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1_dx = s->arena + 6874112;
   float *layer3_1_bn2_dx = s->arena + 6924288;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5249,24 +5249,24 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1_dx = s->arena + 6874112;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_1_conv2[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_1_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5376,24 +5376,24 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu0_dx = s->arena + 6773760;
   float *layer3_1_bn1_dx = s->arena + 6723584;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_1_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5417,24 +5417,24 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu0_dx = s->arena + 6773760;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_1_conv1[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_1_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_1_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5556,24 +5556,24 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1_dx = s->arena + 6623232;
   float *layer3_0_downsample_1_dx = s->arena + 6673408;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5597,24 +5597,24 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
   const float *layer3_0_relu1_dx = s->arena + 6623232;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_downsample_0[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_downsample_0[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5705,24 +5705,24 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1_dx = s->arena + 6623232;
   float *layer3_0_bn2_dx = s->arena + 6673408;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5746,24 +5746,24 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1_dx = s->arena + 6623232;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_0_relu1_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5873,24 +5873,24 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0_dx = s->arena + 6522880;
   float *layer3_0_bn1_dx = s->arena + 6623232;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_0_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -5914,24 +5914,24 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0_dx = s->arena + 6522880;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 196; i++) {
         sum = sum + layer3_0_conv1[(n * 256 + c) * 196 + i];
       }
     }
-    float mean = sum / (float)(count * 196);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
+        double d = layer3_0_conv1[(n_2 * 256 + c) * 196 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 196);
+    double var = sq / (float)(count * 196);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
         float g = layer3_0_relu0_dx[(n_3 * 256 + c) * 196 + i_3];
@@ -6053,24 +6053,24 @@ static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1_dx = s->arena + 6121472;
   float *layer2_1_bn2_dx = s->arena + 6221824;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6094,24 +6094,24 @@ static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1_dx = s->arena + 6121472;
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_1_conv2[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_1_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6221,24 +6221,24 @@ static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu0_dx = s->arena + 5920768;
   float *layer2_1_bn1_dx = s->arena + 5820416;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_1_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6262,24 +6262,24 @@ static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu0_dx = s->arena + 5920768;
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_1_conv1[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_1_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_1_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6401,24 +6401,24 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1_dx = s->arena + 5619712;
   float *layer2_0_downsample_1_dx = s->arena + 5720064;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6442,24 +6442,24 @@ static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
   const float *layer2_0_relu1_dx = s->arena + 5619712;
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_downsample_0[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_downsample_0[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6550,24 +6550,24 @@ static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1_dx = s->arena + 5619712;
   float *layer2_0_bn2_dx = s->arena + 5720064;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6591,24 +6591,24 @@ static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1_dx = s->arena + 5619712;
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_0_relu1_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6718,24 +6718,24 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu0_dx = s->arena + 5419008;
   float *layer2_0_bn1_dx = s->arena + 5619712;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_0_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6759,24 +6759,24 @@ static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu0_dx = s->arena + 5419008;
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   for (ptrdiff_t c = 0; c < 128; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 784; i++) {
         sum = sum + layer2_0_conv1[(n * 128 + c) * 784 + i];
       }
     }
-    float mean = sum / (float)(count * 784);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
+        double d = layer2_0_conv1[(n_2 * 128 + c) * 784 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 784);
+    double var = sq / (float)(count * 784);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
         float g = layer2_0_relu0_dx[(n_3 * 128 + c) * 784 + i_3];
@@ -6898,24 +6898,24 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1_dx = s->arena + 4616192;
   float *layer1_1_bn2_dx = s->arena + 4816896;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -6939,24 +6939,24 @@ static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1_dx = s->arena + 4616192;
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_1_conv2[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_1_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -7066,24 +7066,24 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0_dx = s->arena + 4214784;
   float *layer1_1_bn1_dx = s->arena + 4014080;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_1_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -7107,24 +7107,24 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0_dx = s->arena + 4214784;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_1_conv1[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_1_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_1_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -7246,24 +7246,24 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1_dx = s->arena + 3411968;
   float *layer1_0_bn2_dx = s->arena + 3612672;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_0_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -7287,24 +7287,24 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1_dx = s->arena + 3411968;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_0_conv2[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_0_conv2[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_0_relu1_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -7414,24 +7414,24 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu0_dx = s->arena + 3010560;
   float *layer1_0_bn1_dx = s->arena + 2809856;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_0_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -7455,24 +7455,24 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu0_dx = s->arena + 3010560;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 3136; i++) {
         sum = sum + layer1_0_conv1[(n * 64 + c) * 3136 + i];
       }
     }
-    float mean = sum / (float)(count * 3136);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 3136);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
+        double d = layer1_0_conv1[(n_2 * 64 + c) * 3136 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 3136);
+    double var = sq / (float)(count * 3136);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
         float g = layer1_0_relu0_dx[(n_3 * 64 + c) * 3136 + i_3];
@@ -7630,24 +7630,24 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *relu0_dx = s->arena + 1605632;
   float *bn1_dx = s->arena + 802816;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 12544; i++) {
         sum = sum + conv1[(n * 64 + c) * 12544 + i];
       }
     }
-    float mean = sum / (float)(count * 12544);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 12544);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
-        float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
+        double d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 12544);
+    double var = sq / (float)(count * 12544);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
         float g = relu0_dx[(n_3 * 64 + c) * 12544 + i_3];
@@ -7671,24 +7671,24 @@ static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *relu0_dx = s->arena + 1605632;
   float *bn1_weight_grad = s->g32 + 9408;
   for (ptrdiff_t c = 0; c < 64; c++) {
-    float sum = 0.0f;
+    double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t i = 0; i < 12544; i++) {
         sum = sum + conv1[(n * 64 + c) * 12544 + i];
       }
     }
-    float mean = sum / (float)(count * 12544);
-    float sq = 0.0f;
+    double mean = sum / (float)(count * 12544);
+    double sq = 0.0f;
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
-        float d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
+        double d = conv1[(n_2 * 64 + c) * 12544 + i_2] - mean;
         sq = sq + d * d;
       }
     }
-    float var = sq / (float)(count * 12544);
+    double var = sq / (float)(count * 12544);
     float inv = 1.0f / sqrtf(var + 1e-05f);
-    float sum_dy = 0.0f;
-    float sum_dy_xhat = 0.0f;
+    double sum_dy = 0.0f;
+    double sum_dy_xhat = 0.0f;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
         float g = relu0_dx[(n_3 * 64 + c) * 12544 + i_3];
