@@ -519,6 +519,24 @@ static void emit_init(FILE *c, const Program *p, const Program *t,
   fprintf(c, "    }\n  }\n}\n\n");
 }
 
+/* An input the pass does not read (an mse target, for the forward pass)
+ * is still a parameter of the function: say it is unused on purpose. */
+static void unused_io(FILE *c, const Program *p) {
+  char *used = arena_alloc(p->a, (size_t)p->bufs.n + 1);
+  for (int i = 0; i < p->kernels.n; i++)
+    mark_stmts(&p->kernels.v[i]->body, used);
+  for (int i = 0; i < p->bufs.n; i++) {
+    const Buffer *b = p->bufs.v[i];
+    if ((b->kind != BUF_INPUT && b->kind != BUF_OUTPUT) || b->alias)
+      continue;
+    int any = 0;
+    for (int j = 0; j < p->bufs.n && !any; j++)
+      any = used[j] && root(p->bufs.v[j]) == b;
+    if (!any)
+      fprintf(c, "  (void)%s;\n", b->name);
+  }
+}
+
 static void emit_train(FILE *c, const Program *t, const Diag *d, const char *m,
                        const char *M, Names *names) {
   char *calls = print_kernels(c, t, &t->kernels, d, m, "train", names);
@@ -530,6 +548,7 @@ static void emit_train(FILE *c, const Program *t, const Diag *d, const char *m,
           "-1;\n",
           M);
   fprintf(c, "  s->draws++;\n");
+  unused_io(c, t);
   fputs(calls, c);
   fprintf(c, "  *loss = s->arena[%" PRId64 "];\n  return 0;\n}\n\n",
           t->loss->offset);
@@ -665,6 +684,7 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
   fprintf(c, "int %s_forward(%s_state *s, int count", m, m);
   io_params(c, p);
   fprintf(c, ") {\n  if (count < 1 || count > %s_BATCH)\n    return -1;\n", M);
+  unused_io(c, p);
   fputs(calls, c);
   free(calls);
   fprintf(c, "  return 0;\n}\n");
