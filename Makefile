@@ -178,6 +178,12 @@ check-oracle: $(BUILD)/cnnc
 	@$(PYTHON) tests/oracle/run_errors.py $(BUILD)/cnnc
 	@echo "== forward pass of every operator and example against PyTorch"
 	@$(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc
+	@echo "== loss and gradients of every operator and example against PyTorch"
+	@$(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc
+	@echo "== gradients against finite differences of cnnc's own loss"
+	@$(PYTHON) tests/oracle/fd.py $(BUILD)/cnnc
+	@echo "== SGD and Adam steps of the generated code against torch.optim"
+	@$(PYTHON) tests/oracle/optim.py $(BUILD)/cnnc
 
 # --- the main job ---------------------------------------------------------
 # Trains LeNet-5 on Fashion-MNIST with the generated training code, then
