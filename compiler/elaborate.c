@@ -1188,12 +1188,24 @@ static void apply_freezes(Elab *E) {
       if (strncmp(p->name, fr->label, len) == 0 &&
           (p->name[len] == '.' || p->name[len] == 0)) {
         p->frozen = 1;
-        p->owner->frozen = 1;
         hits++;
       }
     }
     if (!hits)
       diag_error(E->d, fr->loc, "freeze '%s' matches no parameter", fr->label);
+  }
+  /* A layer is frozen when all its parameters are: only then does a batch
+   * norm switch to its running statistics (freezing b.weight alone leaves
+   * b normalizing with batch statistics while b.bias trains). */
+  for (int i = 0; i < E->g->nodes.n; i++) {
+    Node *n = E->g->nodes.v[i];
+    int params = 0, frozen = 0;
+    for (int j = 0; j < n->params.n; j++)
+      if (n->params.v[j]->kind == PK_PARAM) {
+        params++;
+        frozen += n->params.v[j]->frozen;
+      }
+    n->frozen = params > 0 && frozen == params;
   }
 }
 
