@@ -22,12 +22,22 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
+# LLVM, for the JIT (cnnc run --jit): LLVM=1 builds it in, LLVM=0 leaves it
+# out (--jit then says so). The default is 1 when llvm-config-14 is found.
+LLVM_CONFIG ?= llvm-config-14
+LLVM ?= $(if $(shell command -v $(LLVM_CONFIG) 2>/dev/null),1,0)
+ifeq ($(LLVM),1)
+LLVM_CFLAGS := -isystem $(shell $(LLVM_CONFIG) --includedir)
+LLVM_LIBS := $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes)
+endif
+
 # The compiler, in pipeline order (docs/architecture.md follows this list).
 LIB_SRC = compiler/mem.c compiler/diag.c compiler/ast.c compiler/load.c \
           compiler/ops.c compiler/graph.c compiler/elaborate.c \
           compiler/shape.c compiler/check.c compiler/dot.c compiler/loop.c \
           compiler/lower.c compiler/lower_grad.c compiler/autodiff.c \
-          compiler/plan.c compiler/emit_c.c compiler/run.c
+          compiler/plan.c compiler/emit_c.c compiler/run.c \
+          compiler/emit_llvm.c compiler/jit.c compiler/jit_train.c
 GEN_SRC = $(BUILD)/parser.c $(BUILD)/lexer.c $(BUILD)/gen/st_template.c
 MAIN_SRC = compiler/main.c
 
@@ -35,11 +45,18 @@ LIB_OBJ = $(LIB_SRC:compiler/%.c=$(BUILD)/obj/%.o) \
           $(BUILD)/obj/parser.o $(BUILD)/obj/lexer.o $(BUILD)/obj/st_template.o
 SAN_OBJ = $(LIB_SRC:compiler/%.c=$(BUILD)/san/%.o) \
           $(BUILD)/san/parser.o $(BUILD)/san/lexer.o $(BUILD)/san/st_template.o
+# The runtime, which the JIT uses as the generated drivers do: files, and
+# the training loop (idx.c reads gzip through zlib).
+RT_LIB_SRC = runtime/json.c runtime/safetensors.c runtime/tensors.c \
+             runtime/idx.c runtime/train.c
+RT_LIBS = -lz
+LIB_OBJ += $(RT_LIB_SRC:runtime/%.c=$(BUILD)/obj/rt_%.o)
+SAN_OBJ += $(RT_LIB_SRC:runtime/%.c=$(BUILD)/san/rt_%.o)
 
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps check check-unit check-diagnostics check-oracle demo \
-        check-generated \
+        check-generated bench-jit \
         install clean format-check
 .SUFFIXES:
 
@@ -66,6 +83,7 @@ check-generated: $(BUILD)/cnnc
 # Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
 # torchvision. Training demo data: dataset-fashion-mnist.
 DEB_PKGS = gcc make flex bison libcmocka-dev zlib1g-dev clang-format gnuplot-nox \
+           llvm-14-dev \
            python3 python3-torch \
            python3-torchvision dataset-fashion-mnist
 
@@ -111,11 +129,31 @@ $(BUILD)/gen/st_template.c: compiler/emit_c_safetensors.c.in
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/  "/' -e 's/$$/\\n"/' $<; \
 	  echo '  "";'; } > $@
 
+# The JIT's files see LLVM's headers (with LLVM=1) and the runtime's; jit.c
+# includes the generated code's weights loader. Objects built for the
+# other setting of LLVM are stale.
+JIT_OBJ = $(BUILD)/obj/jit.o $(BUILD)/obj/emit_llvm.o $(BUILD)/obj/jit_train.o \
+          $(BUILD)/san/jit.o $(BUILD)/san/emit_llvm.o $(BUILD)/san/jit_train.o
+$(JIT_OBJ): ALL_CFLAGS += -DCNNC_LLVM=$(LLVM) $(LLVM_CFLAGS) -Iruntime
+$(JIT_OBJ): $(BUILD)/llvm-$(LLVM).stamp $(wildcard runtime/*.h)
+$(BUILD)/obj/jit.o $(BUILD)/san/jit.o: compiler/emit_c_safetensors.c.in
+$(BUILD)/llvm-$(LLVM).stamp:
+	@mkdir -p $(@D)
+	@rm -f $(BUILD)/llvm-*.stamp && touch $@
+
+$(BUILD)/obj/rt_%.o: runtime/%.c $(wildcard runtime/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iruntime -c -o $@ $<
+
+$(BUILD)/san/rt_%.o: runtime/%.c $(wildcard runtime/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Iruntime -c -o $@ $<
+
 $(BUILD)/libcnnc.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/cnnc: $(BUILD)/obj/main.o $(BUILD)/libcnnc.a
-	$(CC) $(CFLAGS) -o $@ $^ -lm
+	$(CC) $(CFLAGS) -o $@ $^ -lm $(RT_LIBS) $(LLVM_LIBS)
 
 # The same compiler under AddressSanitizer and UndefinedBehaviorSanitizer.
 $(BUILD)/san/%.o: compiler/%.c $(BUILD)/parser.h $(wildcard compiler/*.h compiler/*.def)
@@ -127,7 +165,7 @@ $(BUILD)/san/%.o: $(BUILD)/%.c $(BUILD)/parser.h $(wildcard compiler/*.h)
 	$(CC) $(GEN_CFLAGS) $(SAN_FLAGS) -c -o $@ $<
 
 $(BUILD)/cnnc-san: $(BUILD)/san/main.o $(SAN_OBJ)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lm
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ -lm $(RT_LIBS) $(LLVM_LIBS)
 
 # The safetensors reader/writer printed into generated code, instantiated
 # with the prefix "t" for its unit test.
@@ -150,7 +188,8 @@ $(BUILD)/tests/test_safetensors_gen: tests/unit/test_safetensors_gen.c $(BUILD)/
 # Unit tests run against the sanitizer build of the compiler's objects.
 $(BUILD)/tests/%: tests/unit/%.c $(SAN_OBJ) tests/unit/testutil.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -o $@ $< $(SAN_OBJ) -lcmocka -lm
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -Iruntime -o $@ $< $(SAN_OBJ) \
+	  -lcmocka -lm $(RT_LIBS) $(LLVM_LIBS)
 
 check: deps all $(BUILD)/cnnc-san $(UNIT_TESTS)
 	@$(MAKE) --no-print-directory format-check check-unit check-diagnostics \
@@ -207,6 +246,10 @@ demo: deps all
 	@gzip -dc $(FMNIST)/t10k-labels-idx1-ubyte.gz > $(DEMO)/t10k-labels-idx1-ubyte
 	$(DEMO)/classify $(DEMO)/lenet5.safetensors $(DEMO)/t10k-images-idx3-ubyte \
 	  $(DEMO)/t10k-labels-idx1-ubyte 10
+
+# The JIT against cc -O2: start-up and steady-state speed (docs/jit.md).
+bench-jit: $(BUILD)/cnnc
+	$(PYTHON) bench/jit.py --cnnc $(BUILD)/cnnc
 
 install: $(BUILD)/cnnc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/cnnc/runtime

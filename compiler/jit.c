@@ -58,6 +58,7 @@ struct Jit {
   JitState st;
   PREFIX_tensor *tab;
   int ntab;
+  int borrowed; /* f32 and i64 belong to another Jit (jit_share_params) */
   double t_ir, t_opt, t_code;
 };
 
@@ -257,8 +258,10 @@ void jit_free(Jit *j) {
     if (err)
       LLVMConsumeError(err);
   }
-  mem_free(j->st.f32);
-  mem_free(j->st.i64);
+  if (!j->borrowed) {
+    mem_free(j->st.f32);
+    mem_free(j->st.i64);
+  }
   mem_free(j->st.arena);
   mem_free(j->st.g32);
   mem_free(j->st.m32);
@@ -282,6 +285,16 @@ int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen) {
 }
 
 JitState *jit_state(Jit *j) { return &j->st; }
+
+void jit_share_params(Jit *j, Jit *owner) {
+  if (!j->borrowed) {
+    mem_free(j->st.f32);
+    mem_free(j->st.i64);
+  }
+  j->st.f32 = owner->st.f32;
+  j->st.i64 = owner->st.i64;
+  j->borrowed = 1;
+}
 
 int jit_call(Jit *j, int64_t count, const void *const *inputs,
              void *const *outputs) {
@@ -511,6 +524,11 @@ int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen) {
 }
 
 JitState *jit_state(Jit *j) { return (void)j, NULL; }
+
+void jit_share_params(Jit *j, Jit *owner) {
+  (void)j;
+  (void)owner;
+}
 
 int jit_update(Jit *j) { return (void)j, -1; }
 

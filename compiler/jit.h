@@ -21,6 +21,18 @@ int jit_available(void);
  * reporting what went wrong. */
 int jit_run(Diag *d, const Program *p, const RunOptions *o);
 
+/* `cnnc grad` through the JIT (jit_train.c), with the C driver's
+ * contract: t is the training program; one forward and backward pass on
+ * every sample of the input file (at most t->batch), then the loss and
+ * every gradient written under its parameter's name. */
+int jit_grad(Diag *d, const Program *t, const RunOptions *o);
+
+/* `cnnc train` through the JIT: the forward program p (test accuracy) and
+ * the training program t share one set of weights, behind the runtime's
+ * training loop (rt_train_main) with o->train_argv. Returns its exit
+ * status, or 1 after reporting a failure to compile. */
+int jit_train(Diag *d, const Program *p, const Program *t, const RunOptions *o);
+
 /* `--emit-llvm FILE.ll`: writes the module the JIT runs, optimized for
  * this machine, as LLVM IR text. Returns 0, or 1 after reporting. */
 int jit_write_ll(Diag *d, const Program *p, const char *path);
@@ -55,6 +67,11 @@ Jit *jit_compile(Diag *d, const Program *p, int level);
  * bytes) and the state unchanged. */
 int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen);
 JitState *jit_state(Jit *j);
+/* Points j's parameter and buffer areas (f32, i64) at owner's, so a
+ * forward and a training program compiled from one graph (their planner
+ * places every parameter at the same offset) work on one set of
+ * weights. owner must outlive j. */
+void jit_share_params(Jit *j, Jit *owner);
 /* One call of the program's entry point (forward, or a training
  * program's backward) on count samples (1..p->batch): one array per model
  * input, then per output, in declaration order. Returns 0, or -1 when

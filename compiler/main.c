@@ -4,7 +4,7 @@
  *   load (lexer, parser, imports)
  *   elaborate (blocks, loops, names; shapes as nodes are made)
  *   -> check table | dot
- *   lower (loop nests, eval mode) -> plan (memory) -> emit_c | run
+ *   lower (loop nests, eval mode) -> plan (memory) -> emit_c | run | jit
  *
  * Exit status: 0 success, 1 errors in the model or its files, 2 a bad
  * command line, 3 an internal compiler error. */
@@ -20,6 +20,7 @@
 #include "dot.h"
 #include "elaborate.h"
 #include "emit_c.h"
+#include "jit.h"
 #include "load.h"
 #include "lower.h"
 #include "plan.h"
@@ -44,8 +45,7 @@ static const char usage[] =
     "  dot        print the graph in Graphviz's language (blocks as clusters)\n"
     "  run        run the forward pass (eval mode) on the samples of a file:\n"
     "             --weights W.safetensors --input I.safetensors\n"
-    "             --output O.safetensors; compiles with the system C compiler\n"
-    "             and caches the program in ~/.cache/cnnc\n"
+    "             --output O.safetensors\n"
     "  train      train the model on an IDX data set of images and class\n"
     "             labels (default: Debian's Fashion-MNIST), with a progress\n"
     "             bar, test accuracy after every epoch, a CSV log and its "
@@ -54,6 +54,9 @@ static const char usage[] =
     "  grad       one training-mode forward and backward pass on the samples\n"
     "             of a file (inputs and labels): writes the loss and the\n"
     "             gradient of every trainable parameter, by name, to --output\n"
+    "  run, train and grad compile the model in-process through LLVM (the\n"
+    "  JIT) when this cnnc was built with it, else (or with --cc) with the\n"
+    "  system C compiler, caching the program in ~/.cache/cnnc\n"
     "\n"
     "options:\n"
     "  -o FILE.c          (compile) where to write the C; the header goes\n"
@@ -65,7 +68,13 @@ static const char usage[] =
     "  --input FILE       (run, grad) one tensor per model input, [N, ...];\n"
     "                     for grad also the labels (int64) or targets\n"
     "  --output FILE      (run, grad) where the results are written\n"
-    "  --cc CMD           (run, grad) the C compiler to use (default: cc)\n"
+    "  --jit              (run, grad, train) compile in-process through\n"
+    "                     LLVM: the default when this cnnc was built with it\n"
+    "  --cc CMD           (run, grad, train) compile with this C compiler\n"
+    "                     instead of the JIT, used as given with its flags\n"
+    "                     (default: cc -O3 -march=native)\n"
+    "  --emit-llvm FILE.ll  (compile, run) also write the LLVM IR the JIT\n"
+    "                     runs, optimized for this machine\n"
     "  --data DIR         (train) the IDX files: train-images-idx3-ubyte,\n"
     "                     train-labels-idx1-ubyte, t10k-... (gzip or plain)\n"
     "  --epochs E, --lr X, --seed S\n"
@@ -117,12 +126,12 @@ static int usage_error(const char *fmt, ...) {
 
 typedef struct Options {
   const char *command, *path, *model, *dump, *out;
-  const char *weights, *input, *output, *cc;
+  const char *weights, *input, *output, *cc, *emit_llvm;
   const char *data, *save, *resume, *except, *log, *epochs, *lr, *seed;
   int quiet;
   long long batch;
   double max_memory; /* bytes the generated state may take */
-  int params, werror, verbose, infer_only;
+  int params, werror, verbose, infer_only, jit;
 } Options;
 
 static int ends_with(const char *s, const char *suffix) {
@@ -165,6 +174,10 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->output = v;
     } else if ((v = value_of(argc, argv, &i, "--cc"))) {
       o->cc = v;
+    } else if ((v = value_of(argc, argv, &i, "--emit-llvm"))) {
+      o->emit_llvm = v;
+    } else if (strcmp(a, "--jit") == 0) {
+      o->jit = 1;
     } else if ((v = value_of(argc, argv, &i, "--max-memory"))) {
       char *end;
       double g = strtod(v, &end);
@@ -257,8 +270,16 @@ static int parse_args(int argc, char **argv, Options *o) {
     return usage_error("%s needs a model file", c);
   if (o->params && strcmp(c, "check"))
     return usage_error("--params goes with check, not %s", c);
-  if (!strcmp(c, "compile") && !o->out && !o->dump)
+  if (!strcmp(c, "compile") && !o->out && !o->dump && !o->emit_llvm)
     return usage_error("say where to write the C code with -o FILE.c");
+  if (o->jit && o->cc)
+    return usage_error("--jit and --cc choose different compilers; give one");
+  if (o->jit && strcmp(c, "run") && strcmp(c, "grad") && strcmp(c, "train"))
+    return usage_error("--jit goes with run, grad or train, not %s", c);
+  if (o->emit_llvm && strcmp(c, "run") && strcmp(c, "compile"))
+    return usage_error("--emit-llvm goes with run or compile, not %s", c);
+  if (o->emit_llvm && !*o->emit_llvm)
+    return usage_error("--emit-llvm needs a file name");
   if (o->out && (!ends_with(o->out, ".c") || strlen(o->out) < 3))
     return usage_error("-o needs a file name ending in .c, not '%s'", o->out);
   if (!strcmp(c, "train") && (o->input || o->output))
@@ -319,7 +340,8 @@ static const char default_data[] = "/usr/share/datasets/fashion-mnist";
 /* Runs the training driver, then plots the log with gnuplot if there is
  * one: users would rather look at a curve than read a table. */
 static int train_model(Diag *d, Arena *a, const Graph *g, const Program *p,
-                       const Program *t, const Options *o, RunOptions *ro) {
+                       const Program *t, const Options *o, RunOptions *ro,
+                       int jit) {
   const char *save =
       o->save ? o->save : arena_printf(a, "%s.safetensors", g->name);
   const char *log = o->log ? o->log : arena_printf(a, "%s.csv", g->name);
@@ -345,7 +367,7 @@ static int train_model(Diag *d, Arena *a, const Graph *g, const Program *p,
     argv[n++] = "quiet=1";
   argv[n] = NULL;
   ro->train_argv = argv;
-  int rc = run_program(d, p, t, ro);
+  int rc = jit ? jit_train(d, p, t, ro) : run_program(d, p, t, ro);
   if (rc == 0 && system("command -v gnuplot >/dev/null 2>&1") == 0) {
     size_t len = strlen(log);
     const char *png = len > 4 && !strcmp(log + len - 4, ".csv")
@@ -452,12 +474,19 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
     loop_print(stdout, shown);
     return 0;
   }
+  /* the forward pass as the JIT runs it */
+  if (o->emit_llvm && jit_write_ll(d, p, o->emit_llvm))
+    return 1;
   if (!strcmp(c, "compile"))
-    return write_c(d, p, t, o->out);
+    return o->out ? write_c(d, p, t, o->out) : 0;
   RunOptions ro = {o->weights, o->input,   o->output, o->cc,
                    self,       o->verbose, NULL};
+  /* the JIT unless told --cc, or built without LLVM */
+  int jit = o->jit || (!o->cc && jit_available());
   if (train)
-    return train_model(d, arena, g, p, t, o, &ro);
+    return train_model(d, arena, g, p, t, o, &ro, jit);
+  if (jit)
+    return grad ? jit_grad(d, t, &ro) : jit_run(d, p, &ro);
   return run_program(d, p, grad ? t : NULL, &ro);
 }
 

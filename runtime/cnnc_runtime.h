@@ -162,6 +162,9 @@ typedef struct rt_model {
   float *(*lr_of)(void *s);
   int64_t *(*step_of)(void *s);
   size_t f32_count;
+  /* the state to train, when the caller made it (cnnc's JIT); NULL: a
+   * zeroed block of state_size bytes */
+  void *state;
 } rt_model;
 
 /* Runs cnnc train with the command line the generated driver got;

@@ -333,7 +333,7 @@ int rt_train_main(const rt_model *m, int argc, char **argv) {
   double mean = 0.5, sd = 0.5;
   normalize(&train, mean, sd);
   normalize(&test, mean, sd);
-  void *s = calloc(1, m->state_size);
+  void *s = m->state ? m->state : calloc(1, m->state_size);
   float *batch_x = malloc(sizeof(float) * (size_t)(m->batch * train.size));
   int64_t *batch_y = malloc(sizeof(int64_t) * (size_t)m->batch);
   float *logits = malloc(sizeof(float) * (size_t)(m->batch * m->classes));
@@ -428,7 +428,8 @@ int rt_train_main(const rt_model *m, int argc, char **argv) {
   if (log)
     fclose(log);
   printf("test accuracy: %.2f%%\n", 100 * test_acc);
-  free(s);
+  if (s != m->state)
+    free(s);
   free(batch_x);
   free(batch_y);
   free(logits);
