@@ -251,6 +251,29 @@ demo: deps all
 bench-jit: $(BUILD)/cnnc
 	$(PYTHON) bench/jit.py --cnnc $(BUILD)/cnnc
 
+# cnnc's generated code against PyTorch on one thread (docs/performance.md):
+# `make bench`, LeNet-5's training throughput at batch 64 and latency at
+# batch 1 (bench/speed.py, about a minute); `make bench-accuracy`, the test
+# accuracy each reaches after BENCH_EPOCHS epochs of the model's train
+# section (bench/accuracy.py; slow). PyTorch gets OpenBLAS for its dense
+# layers: Debian's package unpacked under $(BUILD)/openblas, not installed.
+BENCH_EPOCHS ?= 10
+OPENBLAS = $(BUILD)/openblas/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+.PHONY: bench bench-accuracy
+
+bench: deps $(BUILD)/cnnc $(OPENBLAS)
+	$(PYTHON) bench/speed.py --cnnc $(BUILD)/cnnc --out $(BUILD)/bench
+
+bench-accuracy: deps $(BUILD)/cnnc $(OPENBLAS)
+	$(PYTHON) bench/accuracy.py --cnnc $(BUILD)/cnnc --epochs $(BENCH_EPOCHS) \
+	  --data $(FMNIST) --out $(BUILD)/bench
+
+$(OPENBLAS):
+	@[ -e /usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3 ] || { \
+	  mkdir -p $(BUILD)/openblas && cd $(BUILD)/openblas && \
+	  apt-get download -qq libopenblas0-openmp && dpkg -x libopenblas0-openmp_*.deb . ; } \
+	  || echo "bench: no OpenBLAS; PyTorch keeps the reference BLAS"
+
 install: $(BUILD)/cnnc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/cnnc/runtime
 	install -m 755 $(BUILD)/cnnc $(DESTDIR)$(PREFIX)/bin/cnnc

@@ -4,7 +4,7 @@
 usage: /usr/bin/python3 bench/accuracy.py [--cnnc build/cnnc]
            [--model dsl-examples/lenet5.cnn] [--epochs 10] [--seed S]
            [--data /usr/share/datasets/fashion-mnist] [--out build/bench]
-           [--threads 1] [--only cnnc|torch] [--no-openblas]
+           [--threads 1] [--only cnnc|torch] [--cc CMD] [--no-openblas]
 
 Both sides train the model of --model on an IDX data set (Fashion-MNIST by
 default) with the model's train section: batch, optimizer (SGD with
@@ -22,7 +22,10 @@ between two runs of one recipe, and differences of a few tenths of a point
 are within what a change of seed gives on either side.
 
   cnnc     `cnnc train MODEL --epochs E --seed S --data DIR --log OUT/cnnc.csv`:
-           the generated training code, compiled with -O3 -march=native.
+           the generated training code, through cnnc's default back end
+           (the LLVM JIT when cnnc is built with it), or compiled as C by
+           --cc CMD (e.g. --cc "cc -O3 -march=native", what `cnnc run`
+           uses without the JIT).
   PyTorch  tests/oracle/graph_torch.py's model of cnnc's graph (bench/
            torch_model.py), initialized by cnnc's rules (U(+-1/sqrt(fan_in)),
            PyTorch's layer defaults) and trained with torch.optim and
@@ -146,6 +149,8 @@ def train_cnnc(args, seed, out_csv):
     cmd = [args.cnnc, "train", args.model, "--epochs", str(args.epochs),
            "--seed", str(seed), "--data", args.data, "--log", out_csv,
            "--save", os.path.join(args.out, "cnnc.safetensors")]
+    if args.cc:
+        cmd += ["--cc", args.cc]
     print("cnnc: " + " ".join(cmd), file=sys.stderr, flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit("accuracy.py: cnnc train failed")
@@ -163,6 +168,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", choices=["cnnc", "torch"])
+    ap.add_argument("--cc", help="cnnc train's --cc (default: cnnc's back end)")
     ap.add_argument("--no-openblas", action="store_true")
     args = ap.parse_args()
     torch_model.use_openblas(not args.no_openblas)
