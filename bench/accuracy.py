@@ -151,7 +151,8 @@ def train_cnnc(args, seed, out_csv):
            "--save", os.path.join(args.out, "cnnc.safetensors")]
     if args.cc:
         cmd += ["--cc", args.cc]
-    print("cnnc: " + " ".join(cmd), file=sys.stderr, flush=True)
+    backend = "C, compiled by " + args.cc if args.cc else "cnnc's default (the JIT if built in)"
+    print(f"cnnc: {' '.join(cmd)}\ncnnc: back end: {backend}", file=sys.stderr, flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit("accuracy.py: cnnc train failed")
     with open(out_csv) as f:

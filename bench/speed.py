@@ -213,6 +213,10 @@ class TorchInfer:
         return time_loop(once, seconds)
 
 
+def fmt_rate(v):
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def fmt_time(s):
     return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -258,8 +262,8 @@ def bench_model(args, m, work):
             if mode == "train":
                 b = args.train_batch
                 print(f"  round {r + 1} training  {side:13} "
-                      f"{v['runs'] * b / v['seconds']:9.0f} images/s, "
-                      f"{v['runs'] * b / v['cpu']:6.0f} per CPU second  (step median "
+                      f"{fmt_rate(v['runs'] * b / v['seconds']):>9} images/s, "
+                      f"{fmt_rate(v['runs'] * b / v['cpu']):>6} per CPU second  (step median "
                       f"{fmt_time(v['median'])}, {v['runs']:.0f} steps)", flush=True)
             else:
                 print(f"  round {r + 1} inference {side:13} {fmt_time(v['median']):>10} "
@@ -274,8 +278,8 @@ def bench_model(args, m, work):
                 for k, vs in res.items() if k[0] == "train"}
         cpu = {k[1]: med(v["runs"] * b / v["cpu"] for v in vs)
                for k, vs in res.items() if k[0] == "train"}
-        rows.append((g.name, f"training, batch {b} (images/s)", f"{wall['cnnc']:.0f}",
-                     f"{wall['torch eager']:.0f} (eager)",
+        rows.append((g.name, f"training, batch {b} (images/s)", fmt_rate(wall["cnnc"]),
+                     f"{fmt_rate(wall['torch eager'])} (eager)",
                      wall["cnnc"] / wall["torch eager"], cpu["cnnc"] / cpu["torch eager"]))
     if "infer" in sides:
         wall = {k[1]: med(v["median"] for v in vs)
