@@ -15,16 +15,30 @@
 
 #include "ops.h"
 
+/* a * b * c * d, or INT64_MAX when that does not fit. */
+static int64_t product(int64_t a, int64_t b, int64_t c, int64_t d) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
+      __builtin_mul_overflow(r, d, &r))
+    return INT64_MAX;
+  return r;
+}
+
+static int64_t sum(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
 int64_t check_macs(const Node *n) {
   const Attrs *at = &n->at;
   switch (n->op) {
   case OP_CONV:
-    return shape_numel(n->shape) * (n->in.v[0]->shape.d[0] / at->groups) *
-           at->k[0] * at->k[1];
+    return product(shape_numel(n->shape), n->in.v[0]->shape.d[0] / at->groups,
+                   at->k[0], at->k[1]);
   case OP_DECONV:
-    return shape_numel(n->in.v[0]->shape) * (at->out / at->groups) * at->k[0] *
-           at->k[1];
-  case OP_DENSE: return n->in.v[0]->shape.d[0] * at->out;
+    return product(shape_numel(n->in.v[0]->shape), at->out / at->groups,
+                   at->k[0], at->k[1]);
+  case OP_DENSE: return product(n->in.v[0]->shape.d[0], at->out, 1, 1);
   case OP_INPUT:
   case OP_MAXPOOL:
   case OP_AVGPOOL:
@@ -92,7 +106,7 @@ Totals check_totals(const Graph *g) {
       t.trainable += n;
   }
   for (int i = 0; i < g->nodes.n; i++) {
-    t.macs += check_macs(g->nodes.v[i]);
+    t.macs = sum(t.macs, check_macs(g->nodes.v[i]));
     t.activations += shape_numel(g->nodes.v[i]->shape);
   }
   return t;

@@ -25,8 +25,12 @@
 enum {
   MAX_CALL_DEPTH = 200,
   MAX_LOOP_STEPS = 1000000, /* loop iterations in one model */
-  MAX_NODES = 1000000,
-  MAX_PARAM_NAME = 255, /* what generated loaders compare */
+  MAX_NODES = 100000,       /* graph nodes, before autodiff */
+  MAX_PARAM_NAME = 255,     /* what generated loaders compare */
+  MAX_CALLS = 100000,       /* block calls in one model */
+  MAX_EXPR_DEPTH = 10000,   /* nesting of expressions being evaluated */
+  MAX_STRING = 65536,       /* bytes of a string built at compile time */
+  MAX_BATCH = 1000000,      /* as --batch */
 };
 
 typedef struct Binding {
@@ -47,6 +51,13 @@ typedef struct Counter {
 } Counter;
 
 VEC_TYPE(LocVec, Loc);
+
+/* Parameters by name (open addressing), so a model of many parameters
+ * checks each new name for uniqueness in constant time. */
+typedef struct ParamSet {
+  Param **slot;
+  int cap, n;
+} ParamSet;
 
 typedef struct Freeze {
   const char *label;
@@ -72,6 +83,8 @@ typedef struct Elab {
   LocVec dup_reported;
   int64_t steps;
   int too_big; /* a size limit was hit: stop building */
+  int eval_depth;
+  ParamSet names; /* the parameters made so far, by name */
   FreezeVec freezes;
   Loc loss_loc, train_loc;
 } Elab;
@@ -287,6 +300,13 @@ static const char *to_text(Elab *E, Value v, Loc loc, int *ok) {
   return "";
 }
 
+static Value too_long(Elab *E, Loc loc) {
+  diag_error(E->d, loc, "this string would be longer than %d bytes",
+             MAX_STRING);
+  E->too_big = 1;
+  return poison();
+}
+
 static Value eval_string(Elab *E, Env *env, const Ast *n) {
   const char *s = "";
   int ok = 1;
@@ -295,6 +315,8 @@ static Value eval_string(Elab *E, Env *env, const Ast *n) {
     const char *t = part->kind == A_STRPART
                         ? part->name
                         : to_text(E, eval(E, env, part), part->loc, &ok);
+    if (ok && strlen(s) + strlen(t) > MAX_STRING)
+      return too_long(E, n->loc);
     s = i ? arena_printf(E->a, "%s%s", s, t) : t;
   }
   if (!ok)
@@ -430,8 +452,11 @@ static Value eval_binop(Elab *E, Env *env, const Ast *n) {
       Value in[2] = {a, b};
       return make_op(E, OP_ADD, in, 2, NULL, 0, NULL, n->loc, n->loc);
     }
-    if (a.k == V_STR && b.k == V_STR)
+    if (a.k == V_STR && b.k == V_STR) {
+      if (strlen(a.s) + strlen(b.s) > MAX_STRING)
+        return too_long(E, n->loc);
       return (Value){.k = V_STR, .s = arena_printf(E->a, "%s%s", a.s, b.s)};
+    }
     /* fallthrough */
   case '-':
   case '*':
@@ -467,9 +492,26 @@ static Value eval_list(Elab *E, Env *env, const Ast *n) {
   return v;
 }
 
+/* Evaluation recurses once per level of an expression; a long chain
+ * (`1 + 1 + ...`, `x -> relu -> ...`) is as deep as it is long. */
+static Value eval_node(Elab *E, Env *env, const Ast *n);
+
 static Value eval(Elab *E, Env *env, const Ast *n) {
   if (E->too_big)
     return poison();
+  if (E->eval_depth >= MAX_EXPR_DEPTH) {
+    diag_error(E->d, n->loc, "expression nested more than %d deep",
+               MAX_EXPR_DEPTH);
+    E->too_big = 1;
+    return poison();
+  }
+  E->eval_depth++;
+  Value v = eval_node(E, env, n);
+  E->eval_depth--;
+  return v;
+}
+
+static Value eval_node(Elab *E, Env *env, const Ast *n) {
   switch (n->kind) {
   case A_INT: return vint(n->ival);
   case A_FLOAT: return (Value){.k = V_FLOAT, .f = n->fval};
@@ -571,6 +613,16 @@ static Value eval(Elab *E, Env *env, const Ast *n) {
 }
 
 /* The text of a label: "a.b.0", [expr] or "string{i}". NULL on error. */
+/* 1 if s can go into a C string literal and a C comment as it is. */
+static int c_safe(const char *s) {
+  for (const char *p = s; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '\\' || *p == '"' ||
+        (p[0] == '/' && p[1] == '*') || (p[0] == '*' && p[1] == '/') ||
+        (p[0] == '?' && p[1] == '?'))
+      return 0;
+  return 1;
+}
+
 static const char *elab_label(Elab *E, Env *env, const Ast *l) {
   switch (l->kind) {
   case A_LABEL_PATH: {
@@ -590,6 +642,12 @@ static const char *elab_label(Elab *E, Env *env, const Ast *l) {
       return NULL;
     if (v.k == V_INT)
       return arena_printf(E->a, "%" PRId64, v.i);
+    if (v.k == V_STR && !c_safe(v.s)) {
+      diag_error(E->d, l->loc,
+                 "a label may not hold control characters, '\\', '\"', "
+                 "'/*', '*/' or '?\?': its name goes into generated C");
+      return NULL;
+    }
     if (v.k == V_STR && v.s[0] && v.s[0] != '.' &&
         v.s[strlen(v.s) - 1] != '.' && !strchr(v.s, ' '))
       return v.s;
@@ -688,6 +746,12 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
     diag_error(E->d, loc, "blocks nested more than %d deep", MAX_CALL_DEPTH);
     return poison();
   }
+  if (E->ncalls >= MAX_CALLS) {
+    diag_error(E->d, loc, "the model makes more than %d block calls",
+               MAX_CALLS);
+    E->too_big = 1;
+    return poison();
+  }
   E->call_locs[E->depth] = loc;
   int nparams = bk->list.n;
   Value *vals = arena_alloc(E->a, sizeof(Value) * (size_t)(nparams + 1));
@@ -774,6 +838,8 @@ static Value call_block(Elab *E, const Ast *bk, const ArgVec *args,
   E->scope = saved_scope;
   E->cluster = saved_cluster;
   E->context_top = --E->depth;
+  if (E->too_big)
+    return poison(); /* stopped by a limit, reported already */
   if (!f.returned) {
     diag_error(E->d, loc, "block '%s' returns no value", bk->name);
     diag_note(E->d, bk->loc, "'%s' has no 'return'", bk->name);
@@ -910,6 +976,36 @@ static Node *labels_input(Elab *E, const Node *logits, Loc loc) {
   return n;
 }
 
+static uint64_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603u; /* FNV-1a */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211u;
+  return h;
+}
+
+/* The slot of `name` in the set: the parameter, or the empty slot where it
+ * would go. */
+static Param **param_slot(const ParamSet *set, const char *name) {
+  size_t mask = (size_t)set->cap - 1, i = (size_t)name_hash(name) & mask;
+  while (set->slot[i] && strcmp(set->slot[i]->name, name) != 0)
+    i = (i + 1) & mask;
+  return &set->slot[i];
+}
+
+static void param_set_add(Elab *E, ParamSet *set, Param *p) {
+  if (2 * (set->n + 1) > set->cap) {
+    ParamSet bigger = {0, set->cap ? 2 * set->cap : 64, 0};
+    bigger.slot = arena_alloc(E->a, sizeof(Param *) * (size_t)bigger.cap);
+    for (int i = 0; i < set->cap; i++)
+      if (set->slot[i])
+        *param_slot(&bigger, set->slot[i]->name) = set->slot[i];
+    bigger.n = set->n;
+    *set = bigger;
+  }
+  *param_slot(set, p->name) = p;
+  set->n++;
+}
+
 static void register_params(Elab *E, Node *n) {
   for (int i = 0; i < n->params.n; i++) {
     Param *p = n->params.v[i];
@@ -926,26 +1022,25 @@ static void register_params(Elab *E, Node *n) {
                  MAX_PARAM_NAME);
       return;
     }
-    for (int j = 0; j < E->g->params.n; j++) {
-      const Param *q = E->g->params.v[j];
-      if (strcmp(q->name, p->name) == 0) {
-        Loc at = n->label_loc;
-        for (int k = 0; k < E->dup_reported.n; k++)
-          if (memcmp(&E->dup_reported.v[k], &at, sizeof at) == 0)
-            return; /* a loop repeating the same mistake */
-        vec_push(E->a, E->dup_reported, at);
-        diag_error(E->d, at, "redefinition of parameter '%s'", p->name);
-        if (memcmp(&q->owner->label_loc, &at, sizeof at) == 0)
-          diag_note(E->d, at,
-                    "this line defined it already when it ran before (in a "
-                    "loop or an earlier call); give each repetition its own "
-                    "label, like '[i]:' or \"name{i}\":");
-        else
-          diag_note(E->d, q->owner->label_loc, "'%s' first defined here",
-                    q->name);
-        return;
-      }
+    const Param *q = E->names.cap ? *param_slot(&E->names, p->name) : NULL;
+    if (q) {
+      Loc at = n->label_loc;
+      for (int k = 0; k < E->dup_reported.n; k++)
+        if (memcmp(&E->dup_reported.v[k], &at, sizeof at) == 0)
+          return; /* a loop repeating the same mistake */
+      vec_push(E->a, E->dup_reported, at);
+      diag_error(E->d, at, "redefinition of parameter '%s'", p->name);
+      if (memcmp(&q->owner->label_loc, &at, sizeof at) == 0)
+        diag_note(E->d, at,
+                  "this line defined it already when it ran before (in a "
+                  "loop or an earlier call); give each repetition its own "
+                  "label, like '[i]:' or \"name{i}\":");
+      else
+        diag_note(E->d, q->owner->label_loc, "'%s' first defined here",
+                  q->name);
+      return;
     }
+    param_set_add(E, &E->names, p);
     vec_push(E->a, E->g->params, p);
   }
 }
@@ -1394,6 +1489,11 @@ static void train_set(Elab *E, Env *env, const Ast *s) {
   if (v.k != V_INT || v.i < min) {
     diag_error(E->d, s->a->loc, "%s must be an integer of at least %lld",
                s->name, (long long)min);
+    return;
+  }
+  if (slot == &E->g->train.batch && v.i > MAX_BATCH) {
+    diag_error(E->d, s->a->loc, "batch must be at most %d, not %" PRId64,
+               MAX_BATCH, v.i);
     return;
   }
   *slot = v.i;

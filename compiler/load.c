@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ops.h"
 
@@ -163,6 +164,13 @@ static AstFile *load_one(Loader *L, const char *path, Loc at) {
         diag_note(L->d, L->files.v[j].from, "which imports '%s'",
                   L->files.v[j].file ? L->files.v[j].file->path : "?");
     diag_note(L->d, at, "which imports '%s'", f->file->path);
+    return NULL;
+  }
+  /* An import must be a regular file: opening a FIFO or a terminal
+   * (/dev/stdin) would wait for input that may never come. */
+  struct stat st;
+  if (at.file && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    diag_error(L->d, at, "cannot import '%s': not a regular file", path);
     return NULL;
   }
   size_t len = 0;

@@ -8,11 +8,13 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "check.h"
 #include "ops.h"
 
 /* No tensor may hold more elements than this: far beyond any real model,
  * and small enough that byte counts never overflow. */
 #define MAX_ELEMS ((int64_t)1 << 40)
+#define MAX_MACS ((int64_t)1 << 50) /* per node and sample */
 
 static void say(Diag *d, const Node *n, const char *fmt, va_list ap) {
   char msg[512];
@@ -406,5 +408,8 @@ int shape_infer(Diag *d, Graph *g, Node *n) {
     if (too_large(n->params.v[i]->shape))
       return fail(d, n, "its %s %s has more than 2^40 elements",
                   n->params.v[i]->role, shape_str(g->a, n->params.v[i]->shape));
+  if (check_macs(n) > MAX_MACS)
+    return fail(d, n,
+                "it needs more than 2^50 multiply-accumulates per sample");
   return 1;
 }
