@@ -63,10 +63,13 @@ static int load_split(const rt_model *m, const Options *o, const char *prefix,
     rt_idx_free(&img);
     return -1;
   }
-  int64_t per = img.ndim >= 2 ? img.count / img.dims[0] : 0;
+  int64_t per = img.ndim >= 2 && img.dims[0] ? img.count / img.dims[0] : 0;
   int ok = img.type == RT_IDX_U8 && lab.type == RT_IDX_U8 && img.ndim >= 2 &&
            lab.ndim == 1 && lab.dims[0] == img.dims[0];
-  if (!ok) {
+  if (ok && img.dims[0] == 0) {
+    snprintf(err, errlen, "%s/%s-images: no images", o->data, prefix);
+    ok = 0;
+  } else if (!ok) {
     snprintf(err, errlen,
              "%s/%s-*: expected unsigned-byte images and one label per image",
              o->data, prefix);
