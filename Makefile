@@ -56,7 +56,7 @@ SAN_OBJ += $(RT_LIB_SRC:runtime/%.c=$(BUILD)/san/rt_%.o)
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps check check-unit check-diagnostics check-oracle demo \
-        check-generated bench-jit \
+        check-generated check-sanitize bench-jit \
         install clean format-check
 .SUFFIXES:
 
@@ -223,6 +223,18 @@ check-oracle: $(BUILD)/cnnc
 	@$(PYTHON) tests/oracle/fd.py $(BUILD)/cnnc
 	@echo "== SGD and Adam steps of the generated code against torch.optim"
 	@$(PYTHON) tests/oracle/optim.py $(BUILD)/cnnc
+	@echo "== generated C under ASan and UBSan, and against the JIT ($(SANITIZE_EXAMPLES))"
+	@$(PYTHON) tests/oracle/sanitize.py $(BUILD)/cnnc $(SANITIZE_EXAMPLES)
+	@echo "== cnnc train through the JIT against the C path"
+	@$(PYTHON) tests/jit/train.py $(BUILD)/cnnc
+
+# The examples whose generated C check-oracle runs under the sanitizers:
+# together they use every operator any example uses. `make check-sanitize`
+# runs all fourteen (too long for every CI run).
+SANITIZE_EXAMPLES ?= lenet5 alexnet alexnet_tv resnet18 googlenet unet
+
+check-sanitize: $(BUILD)/cnnc
+	@$(PYTHON) tests/oracle/sanitize.py $(BUILD)/cnnc
 
 # --- the main job ---------------------------------------------------------
 # Trains LeNet-5 on Fashion-MNIST with the generated training code, then
