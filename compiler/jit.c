@@ -486,9 +486,10 @@ done:
 
 static void no_jit(Diag *d) {
   diag_error(d, (Loc){0, 0, 0},
-             "this cnnc was built without LLVM, so it has no JIT (cnnc run "
-             "compiles with the C compiler instead); rebuild it with make "
-             "LLVM=1, which needs llvm-14-dev, for --jit and --emit-llvm");
+             "this cnnc was built without LLVM, so it has no JIT (run, grad "
+             "and train compile with the C compiler instead); rebuild it "
+             "with make LLVM=1, which needs llvm-14-dev, for --jit and "
+             "--emit-llvm");
 }
 
 int jit_available(void) { return 0; }
