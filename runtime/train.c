@@ -7,6 +7,7 @@
  * starting with "__", which models load past. Files are written to a
  * temporary name and renamed, so a checkpoint is never half written. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,12 +221,20 @@ static int resume(const rt_model *m, void *s, const char *path, char *err,
     const rt_tensor *lr = rt_tensors_find(&t, "__optimizer.lr");
     const char *ep = rt_tensors_get_meta(&t, "epoch");
     size_t bytes = sizeof(float) * m->f32_count;
-    if (!mm || mm->nbytes != bytes || !st || st->dtype != RT_I64 || !lr ||
-        lr->dtype != RT_F32 || !ep ||
+    char *end = NULL;
+    long epoch = ep ? strtol(ep, &end, 10) : -1;
+    if (!mm || mm->nbytes != bytes || !st || st->dtype != RT_I64 ||
+        st->nbytes != sizeof(int64_t) || !lr || lr->dtype != RT_F32 ||
+        lr->nbytes != sizeof(float) || !ep ||
         (m->v32(s) && (!vv || vv->nbytes != bytes))) {
       snprintf(err, errlen,
                "%s: not a checkpoint of this model's training "
-               "(no optimizer state)",
+               "(no optimizer state, or __optimizer.step or __optimizer.lr "
+               "not a scalar)",
+               path);
+    } else if (end == ep || *end || epoch < 0 || epoch > INT_MAX) {
+      snprintf(err, errlen,
+               "%s: the checkpoint's epoch must be a non-negative integer",
                path);
     } else {
       memcpy(m->m32(s), mm->data, bytes);
@@ -233,7 +242,7 @@ static int resume(const rt_model *m, void *s, const char *path, char *err,
         memcpy(m->v32(s), vv->data, bytes);
       *m->step_of(s) = *(const int64_t *)st->data;
       m->set_lr(s, *(const float *)lr->data);
-      done = atoi(ep);
+      done = (int)epoch;
     }
   }
   rt_tensors_free(&t);
