@@ -146,8 +146,13 @@ static int conv_like(Diag *d, Graph *g, Node *n) {
       at->pad_end[ax] = at->p[ax];
     }
     if (deconv) {
-      o[ax] = (x.d[ax + 1] - 1) * at->s[ax] - 2 * at->p[ax] +
-              at->d[ax] * (at->k[ax] - 1) + at->output_padding[ax] + 1;
+      /* (in - 1) * s can pass 64 bits; the other terms are below 2^63. */
+      int64_t span = at->d[ax] * (at->k[ax] - 1) + at->output_padding[ax] + 1;
+      if (__builtin_mul_overflow(x.d[ax + 1] - 1, at->s[ax], &o[ax]) ||
+          __builtin_add_overflow(o[ax], span, &o[ax]))
+        return fail(d, n, "the output %s would not fit in 64 bits",
+                    axis_name[ax]);
+      o[ax] -= 2 * at->p[ax];
       if (o[ax] < 1)
         return fail(d, n, "the output %s would be %" PRId64, axis_name[ax],
                     o[ax]);
@@ -333,6 +338,12 @@ static int rules(Diag *d, Graph *g, Node *n) {
   case OP_UPSAMPLE:
     if (!need_rank(d, a, n, 3))
       return 0;
+    for (int ax = 1; ax <= 2; ax++) {
+      int64_t o;
+      if (__builtin_mul_overflow(x.d[ax], at->scale, &o))
+        return fail(d, n, "the output %s would not fit in 64 bits",
+                    axis_name[ax - 1]);
+    }
     n->shape = shp(3, x.d[0], x.d[1] * at->scale, x.d[2] * at->scale, 0);
     return 1;
   case OP_CROP: {
