@@ -28,7 +28,7 @@ enum {
   MAX_NODES = 100000,       /* graph nodes, before autodiff */
   MAX_PARAM_NAME = 255,     /* what generated loaders compare */
   MAX_CALLS = 100000,       /* block calls in one model */
-  MAX_EXPR_DEPTH = 10000,   /* nesting of expressions being evaluated */
+  MAX_EXPR_DEPTH = 2000,    /* nesting of expressions being evaluated */
   MAX_STRING = 65536,       /* bytes of a string built at compile time */
   MAX_BATCH = 1000000,      /* as --batch */
 };

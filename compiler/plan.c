@@ -17,6 +17,14 @@ static Buffer *root(Buffer *b) {
   return b;
 }
 
+/* a + b, or INT64_MAX when that does not fit: sizes of absurd models
+ * (--batch 1000000 of tensors of 2^40 values) can pass 64 bits in sum, and
+ * are then refused by the memory limit. */
+static int64_t add_sat(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
 static void touch(Buffer *b, int k) {
   b = root(b);
   if (b->first < 0 || k < b->first)
@@ -58,10 +66,10 @@ void plan(Program *p) {
     Buffer *b = p->bufs.v[i];
     if (b->kind == BUF_F32) {
       b->offset = p->f32_count;
-      p->f32_count += b->size;
+      p->f32_count = add_sat(p->f32_count, b->size);
     } else if (b->kind == BUF_I64) {
       b->offset = p->i64_count;
-      p->i64_count += b->size;
+      p->i64_count = add_sat(p->i64_count, b->size);
     }
   }
   for (int i = 0; i < p->bufs.n; i++) {
@@ -79,7 +87,7 @@ void plan(Program *p) {
     Buffer *b = p->bufs.v[i];
     if (b->kind == BUF_ARENA && !b->alias && b->first >= 0) {
       arena[n++] = b;
-      p->activation_sum += b->size;
+      p->activation_sum = add_sat(p->activation_sum, b->size);
     }
   }
   qsort(arena, (size_t)n, sizeof *arena, by_size);
@@ -91,15 +99,16 @@ void plan(Program *p) {
       for (int j = 0; j < i; j++) {
         const Buffer *o = arena[j];
         int alive = o->first <= b->last && b->first <= o->last;
-        if (alive && at < o->offset + o->size && o->offset < at + b->size) {
-          at = o->offset + o->size;
+        if (alive && at < add_sat(o->offset, o->size) &&
+            o->offset < add_sat(at, b->size)) {
+          at = add_sat(o->offset, o->size);
           moved = 1;
         }
       }
     }
     b->offset = at;
-    if (at + b->size > p->arena_count)
-      p->arena_count = at + b->size;
+    if (add_sat(at, b->size) > p->arena_count)
+      p->arena_count = add_sat(at, b->size);
   }
   mem_free(arena);
   for (int i = 0; i < p->bufs.n; i++) {
