@@ -56,7 +56,8 @@ SAN_OBJ += $(RT_LIB_SRC:runtime/%.c=$(BUILD)/san/rt_%.o)
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps check check-unit check-diagnostics check-oracle demo \
-        check-generated check-sanitize bench-jit \
+        check-generated check-sanitize bench-jit fuzz check-fuzz check-hostile \
+        check-san \
         install clean format-check
 .SUFFIXES:
 
@@ -82,7 +83,9 @@ check-generated: $(BUILD)/cnnc
 # --- dependencies -----------------------------------------------------
 # Build: flex, bison, cmocka. Test oracle: Debian's python3 with torch and
 # torchvision. Training demo data: dataset-fashion-mnist.
+# Fuzzing: clang-14 and its libFuzzer and sanitizer runtimes.
 DEB_PKGS = gcc make flex bison libcmocka-dev zlib1g-dev clang-format gnuplot-nox \
+           clang-14 libclang-rt-14-dev \
            llvm-14-dev \
            python3 python3-torch \
            python3-torchvision dataset-fashion-mnist
@@ -193,7 +196,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(SAN_OBJ) tests/unit/testutil.h
 
 check: deps all $(BUILD)/cnnc-san $(UNIT_TESTS)
 	@$(MAKE) --no-print-directory format-check check-unit check-diagnostics \
-	  check-generated check-oracle
+	  check-generated check-oracle check-hostile check-san check-fuzz
 
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
@@ -228,6 +231,24 @@ check-oracle: $(BUILD)/cnnc
 	@echo "== cnnc train through the JIT against the C path"
 	@$(PYTHON) tests/jit/train.py $(BUILD)/cnnc
 
+# Hostile files and absurd models (tests/hostile/): each refused with a
+# clear error, status 1, no crash or hang. Cases in tests/hostile/open.txt
+# are known failures, listed and skipped.
+check-hostile: $(BUILD)/cnnc
+	@echo "== hostile files and absurd models (build/cnnc)"
+	@tests/hostile/run.sh $(BUILD)/cnnc
+
+# The tests that feed cnnc bad files, under ASan and UBSan: cnnc-san (the
+# compiler and the runtime code it links) and the code cnnc run and train
+# compile for them (--cc with the same sanitizers). The unit tests and the
+# diagnostics catalogue run under them in check-unit and check-diagnostics,
+# the examples' generated code in check-oracle (and check-sanitize).
+check-san: $(BUILD)/cnnc-san
+	@echo "== hostile files and absurd models under ASan+UBSan (build/cnnc-san)"
+	@tests/hostile/run.sh $(BUILD)/cnnc-san
+	@echo "== cnnc run with bad files under ASan+UBSan"
+	@$(PYTHON) tests/oracle/run_errors.py $(BUILD)/cnnc-san
+
 # The examples whose generated C check-oracle runs under the sanitizers:
 # together they use every operator any example uses. `make check-sanitize`
 # runs all fourteen (too long for every CI run).
@@ -235,6 +256,48 @@ SANITIZE_EXAMPLES ?= lenet5 alexnet alexnet_tv resnet18 googlenet unet
 
 check-sanitize: $(BUILD)/cnnc
 	@$(PYTHON) tests/oracle/sanitize.py $(BUILD)/cnnc
+
+# --- fuzzing ----------------------------------------------------------------
+# libFuzzer harnesses (tests/fuzz/) under ASan and UBSan: the .cnn front end
+# through lowering and planning, the runtime's safetensors reader, the
+# loader printed into model.c, the IDX reader. `make fuzz` runs each for
+# FUZZ_SECONDS on seeds made from dsl-examples/, tests/diagnostics/, the
+# hostile catalogue and real files; docs/reliability.md says more.
+FUZZ_CC ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -std=c11 -D_XOPEN_SOURCE=700 -g -O1 -fno-omit-frame-pointer \
+             -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ = $(BUILD)/fuzz
+FUZZERS = $(FUZZ)/fuzz_cnn $(FUZZ)/fuzz_safetensors $(FUZZ)/fuzz_st_loader \
+          $(FUZZ)/fuzz_idx
+# The front end and code generation, without the backends that run code.
+FUZZ_CNN_SRC = $(filter-out compiler/run.c compiler/jit.c compiler/jit_train.c \
+                 compiler/emit_llvm.c,$(LIB_SRC)) $(GEN_SRC)
+FUZZ_RT_SRC = runtime/json.c runtime/safetensors.c runtime/tensors.c runtime/idx.c
+
+$(FUZZ)/fuzz_cnn: tests/fuzz/fuzz_cnn.c $(FUZZ_CNN_SRC) $(wildcard compiler/*.h compiler/*.def)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Icompiler -I$(BUILD) -o $@ $< $(FUZZ_CNN_SRC) -lm
+
+$(FUZZ)/fuzz_st_loader: tests/fuzz/fuzz_st_loader.c $(BUILD)/gen/safetensors_t.c $(FUZZ_RT_SRC) $(wildcard runtime/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Iruntime -I$(BUILD)/gen -o $@ $< $(FUZZ_RT_SRC) -lz
+
+$(FUZZ)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_RT_SRC) $(wildcard runtime/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Iruntime -o $@ $< $(FUZZ_RT_SRC) -lz
+
+$(FUZZ)/seeds.stamp: tests/fuzz/make_seeds.py tests/hostile/make_files.py $(BUILD)/cnnc
+	$(PYTHON) tests/fuzz/make_seeds.py $(BUILD)/cnnc $(FUZZ)/seeds
+	@touch $@
+
+fuzz: deps $(FUZZERS) $(FUZZ)/seeds.stamp
+	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ)
+
+# What CI runs: each fuzzer for FUZZ_SECONDS (60), two at a time.
+check-fuzz: $(FUZZERS) $(FUZZ)/seeds.stamp
+	@echo "== each fuzzer for $(FUZZ_SECONDS) s"
+	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ)
 
 # --- the main job ---------------------------------------------------------
 # Trains LeNet-5 on Fashion-MNIST with the generated training code, then
@@ -293,7 +356,8 @@ install: $(BUILD)/cnnc
 
 format-check:
 	@clang-format --dry-run -Werror compiler/*.c compiler/*.h tests/unit/*.c \
-	  tests/unit/*.h runtime/*.c runtime/*.h && echo "format: clean"
+	  tests/unit/*.h runtime/*.c runtime/*.h tests/fuzz/*.c tests/hostile/*.c \
+	  && echo "format: clean"
 
 clean:
 	rm -rf $(BUILD)
