@@ -328,7 +328,7 @@ bench-jit: $(BUILD)/cnnc
 
 # cnnc's generated code against PyTorch on one thread (docs/performance.md):
 # `make bench`, LeNet-5's training throughput at batch 64 and latency at
-# batch 1 (bench/speed.py, about a minute); `make bench-accuracy`, the test
+# batch 1 (bench/speed.py, a minute or two); `make bench-accuracy`, the test
 # accuracy each reaches after BENCH_EPOCHS epochs of the model's train
 # section (bench/accuracy.py; slow). PyTorch gets OpenBLAS for its dense
 # layers: Debian's package unpacked under $(BUILD)/openblas, not installed.
