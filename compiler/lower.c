@@ -738,6 +738,14 @@ static void check_labels(Program *p, const Node *loss, Buffer *labels) {
  * SGD with momentum (the buffer starts at zero, which equals PyTorch's
  * first-step copy), Nesterov and weight decay; Adam with bias correction
  * and weight decay added to the gradient. The caller counts the step. */
+/* Whether the backward pass computes prm's gradient: the loss reaches it. */
+static int loss_reaches(const Graph *g, const Param *prm) {
+  for (int j = g->backward; j < g->nodes.n; j++)
+    if (g->nodes.v[j]->grad_of == prm)
+      return 1;
+  return 0;
+}
+
 static void lower_update(Program *p, Buffer **pbuf) {
   const Graph *g = p->g;
   const TrainCfg *t = &g->train;
@@ -745,7 +753,10 @@ static void lower_update(Program *p, Buffer **pbuf) {
   p->kernels = (KernelVec){0};
   for (int i = 0; i < g->params.n; i++) {
     const Param *prm = g->params.v[i];
-    if (prm->kind != PK_PARAM || prm->frozen)
+    /* A parameter the loss does not reach (an output outside the loss)
+     * keeps its value, as torch.optim skips a parameter whose gradient is
+     * None: no weight decay, no momentum. */
+    if (prm->kind != PK_PARAM || prm->frozen || !loss_reaches(g, prm))
       continue;
     Buffer *w = pbuf[i];
     Buffer *gr = NULL;
@@ -909,10 +920,7 @@ Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train) {
     /* A trainable parameter the loss does not reach has a zero gradient. */
     for (int i = 0; i < g->params.n; i++) {
       const Param *prm = g->params.v[i];
-      int has = prm->kind != PK_PARAM || prm->frozen;
-      for (int j = g->backward; j < nn && !has; j++)
-        has = g->nodes.v[j]->grad_of == prm;
-      if (has)
+      if (prm->kind != PK_PARAM || prm->frozen || loss_reaches(g, prm))
         continue;
       Buffer *b = new_buffer(p, arena_printf(a, "%s.grad", prm->name), BUF_GRAD,
                              shape_numel(prm->shape));

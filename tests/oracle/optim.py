@@ -86,6 +86,21 @@ model {NAME} {
   }
 }
 """, True),
+    # A second output the loss does not use: its head gets no gradient, and
+    # torch.optim leaves a parameter whose gradient is None alone.
+    "two_heads": ("""
+model {NAME} {
+  input x[6]
+  h = x -> fc1: dense(5) -> tanh
+  output y = h -> fc2: dense(3)
+  output aux = h -> fc3: dense(2)
+  loss cross_entropy(y)
+  train {
+    batch = 4
+    optimizer {OPT}
+  }
+}
+""", False),
 }
 
 # name: (model, optimizer text, torch optimizer, {step: set_lr}, control)
@@ -118,6 +133,12 @@ CASES = [
     ("sgd_momentum_mse", "mse", "sgd(lr=0.2, momentum=0.7)",
      ("SGD", dict(lr=0.2, momentum=0.7)), {1: 0.1},
      (("SGD", dict(lr=0.2, momentum=0.7)), {})),
+    ("sgd_unused_head", "two_heads", "sgd(lr=0.1, momentum=0.9, weight_decay=0.05)",
+     ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.05)), {},
+     (("SGD", dict(lr=0.1, momentum=0.9)), {})),
+    ("adam_unused_head", "two_heads", "adam(lr=0.01, weight_decay=0.1)",
+     ("Adam", dict(lr=0.01, weight_decay=0.1)), {},
+     (("Adam", dict(lr=0.01)), {})),
 ]
 
 
