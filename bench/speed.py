@@ -31,9 +31,10 @@ flags `cnnc run` uses (`cc -std=c99 -O3 -march=native -D_XOPEN_SOURCE=700`,
 compiler/run.c) and timed with clock_gettime; PyTorch is timed in this
 process with time.perf_counter, torch.set_num_threads(--threads) (the
 generated code is single-threaded: --threads 1 is the fair setting). Both
-see the same inputs: the first 1,024 Fashion-MNIST training images (scaled
-to [-1, 1]) when the input is [1, 28, 28] and the data is there, uniform
-noise in [-1, 1] otherwise; the weights are each side's own initialization
+see the same inputs, 16 batches of the largest batch size (fewer for big
+inputs): the first Fashion-MNIST training images (1,024 for LeNet-5,
+scaled to [-1, 1]) when the input is [1, 28, 28] and the data is there,
+uniform noise in [-1, 1] otherwise; the weights are each side's own initialization
 from the same rules. Each measurement warms up, then runs for --seconds
 (at least 5 runs); there are --rounds rounds with the sides interleaved
 (cnnc, PyTorch, cnnc, ...), and the table shows each side's median over the
@@ -65,7 +66,7 @@ import torch_model  # noqa: E402
 ROOT = torch_model.ROOT
 HARNESS = os.path.join(ROOT, "bench", "harness.c")
 CFLAGS = "-std=c99 -O3 -march=native -D_XOPEN_SOURCE=700"  # compiler/run.c
-SAMPLES = 1024
+VALUES = 1 << 24  # at most 64 MB of input samples
 
 
 def model_path(m):
@@ -92,17 +93,20 @@ def resized(path, size, work):
     return new
 
 
-def inputs(g, shape, classes, data):
-    """SAMPLES inputs and labels: Fashion-MNIST for [1, 28, 28] inputs when
-    the data is there, uniform noise otherwise. Returns (x, y, what)."""
+def inputs(g, shape, classes, data, batch):
+    """Inputs and labels for up to 16 batches (1,024 samples at batch 64;
+    fewer when they would pass VALUES values): Fashion-MNIST for [1, 28, 28]
+    inputs when the data is there, uniform noise otherwise. Returns
+    (x, y, what)."""
+    samples = batch * max(1, min(16, VALUES // (batch * _numel(shape))))
     lshape = torch_model.labels_shape(g)
     if tuple(shape) == (1, 28, 28) and lshape == () and \
             os.path.exists(os.path.join(data, "train-images-idx3-ubyte.gz")):
         x, y = accuracy.load_split(data, "train", shape)
-        return x[:SAMPLES].contiguous(), y[:SAMPLES].contiguous(), "Fashion-MNIST"
+        return x[:samples].contiguous(), y[:samples].contiguous(), "Fashion-MNIST"
     gen = torch.Generator().manual_seed(7)
-    x = torch.rand((SAMPLES,) + tuple(shape), generator=gen) * 2 - 1
-    y = torch.randint(0, classes, (SAMPLES,) + tuple(lshape), generator=gen)
+    x = torch.rand((samples,) + tuple(shape), generator=gen) * 2 - 1
+    y = torch.randint(0, classes, (samples,) + tuple(lshape), generator=gen)
     return x, y, "uniform noise"
 
 
@@ -118,7 +122,7 @@ class CSide:
         if not train:
             cmd.append("--infer-only")
         run(cmd)
-        (iname, ishape), = g.inputs()
+        (_, ishape), = g.inputs()
         oshape = g.nodes[g.outputs[0][1]].shape
         self.exe = os.path.join(work, "harness")
         defs = {"MODEL": name, "MODEL_H": f'"{name}.h"',
@@ -228,7 +232,8 @@ def bench_model(args, m, work):
     train = torch_model.train_section(path)
     (_, shape), = g.inputs()
     classes = g.nodes[g.outputs[0][1]].shape[0]
-    x, y, what = inputs(g, shape, classes, args.data)
+    x, y, what = inputs(g, shape, classes, args.data,
+                        max(args.train_batch, args.infer_batch, 1))
     xfile, yfile = os.path.join(work, "x.bin"), os.path.join(work, "y.bin")
     x.numpy().astype(np.float32).tofile(xfile)
     y.numpy().astype(np.int64).tofile(yfile)
