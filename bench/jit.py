@@ -3,6 +3,7 @@
 
 usage: /usr/bin/python3 bench/jit.py [--cnnc build/cnnc] [--reps 3]
                                      [--models lenet5,resnet18,resnet50]
+                                     [--train-models lenet5]
 
 For each model (dsl-examples/NAME.cnn at its published input size, batch 1,
 random He-uniform weights):
@@ -17,6 +18,12 @@ random He-uniform weights):
                 code, (time for 2N samples - time for N samples) / N, which
                 cancels start-up, compilation and file reading; the C
                 programs come from the cache, compiled once.
+
+  training      the steady-state cost of an epoch of `cnnc train` (LeNet-5
+                by default, --train-models), on a synthetic IDX set of
+                TRAIN_IMAGES random images: (time for 2 epochs - time for 1)
+                as images per second, the training step with the model's
+                train section plus the per-epoch test pass.
 
 The C path is timed with two compilers: `--cc "cc -O2"`, the reference the
 JIT is held to, and `--cc "cc -O3 -march=native"`, the flags run.c uses
@@ -177,6 +184,48 @@ def bench_model(cnnc, name, reps, tmp, rng):
     return first, per, phases
 
 
+TRAIN_IMAGES, TEST_IMAGES = 4096, 512
+
+
+def write_idx(directory, prefix, n, rng):
+    """n random 28x28 images and labels, as IDX files."""
+    images = bytes(rng.randrange(256) for _ in range(n * 28 * 28))
+    labels = bytes(rng.randrange(10) for _ in range(n))
+    with open(os.path.join(directory, prefix + "-images-idx3-ubyte"), "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + images)
+    with open(os.path.join(directory, prefix + "-labels-idx1-ubyte"), "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + labels)
+
+
+def train_argv(cnnc, model, data, tmp, epochs, path):
+    argv = [cnnc, "train", model, "--data", data, "--epochs", str(epochs),
+            "--quiet", "--save", os.path.join(tmp, "t.safetensors"),
+            "--log", os.path.join(tmp, "t.csv")]
+    return argv + (["--jit"] if path == "jit" else ["--cc", CC[path]])
+
+
+def bench_train(cnnc, name, reps, tmp, rng):
+    """{path: [(wall, CPU) images/s]} of an epoch of cnnc train."""
+    model = os.path.join(ROOT, "dsl-examples", name + ".cnn")
+    data = os.path.join(tmp, "idx")
+    os.makedirs(data, exist_ok=True)
+    write_idx(data, "train", TRAIN_IMAGES, rng)
+    write_idx(data, "t10k", TEST_IMAGES, rng)
+    cache = tempfile.mkdtemp(dir=tmp)  # the C programs, compiled once
+    env = dict(os.environ, XDG_CACHE_HOME=cache)
+    for path in CC:
+        timed(train_argv(cnnc, model, data, tmp, 1, path), env)
+    speed = {path: [] for path in PATHS}
+    for _ in range(reps):
+        for path in PATHS:
+            a = timed(train_argv(cnnc, model, data, tmp, 1, path), env)
+            b = timed(train_argv(cnnc, model, data, tmp, 2, path), env)
+            speed[path].append((TRAIN_IMAGES / (b[0] - a[0]),
+                                TRAIN_IMAGES / (b[1] - a[1])))
+    shutil.rmtree(cache)
+    return speed
+
+
 def table(rows, which, fmt, scale):
     """One row per model: each path's median wall (CPU), then the ratios."""
     print("%-9s" % "model" + "".join("%19s" % p for p in PATHS) +
@@ -196,6 +245,7 @@ def main():
     ap.add_argument("--cnnc", default=os.path.join(ROOT, "build", "cnnc"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--models", default="lenet5,resnet18,resnet50")
+    ap.add_argument("--train-models", default="lenet5")
     args = ap.parse_args()
     rng = random.Random(1)
     tmp = tempfile.mkdtemp(prefix="cnnc-bench-jit-")
@@ -208,6 +258,8 @@ def main():
                                              rng)
             rows.append((name, first, per))
             print("%s: JIT phases: %s" % (name, "; ".join(phases)))
+        trained = [(name, None, bench_train(args.cnnc, name, args.reps, tmp, rng))
+                   for name in args.train_models.split(",") if name]
     finally:
         shutil.rmtree(tmp)
     print("load average after: %.1f" % os.getloadavg()[0])
@@ -219,6 +271,12 @@ def main():
     print("steady state, one forward pass (per sample), median of %d: wall "
           "(CPU) ms" % args.reps)
     table(rows, 2, "%11.1f (%5.1f)", 1e3)
+    if trained:
+        print()
+        print("training, an epoch of %d images and a test pass of %d, median "
+              "of %d: wall (CPU) images/s; ratios JIT / C above 1: the JIT is "
+              "faster" % (TRAIN_IMAGES, TEST_IMAGES, args.reps))
+        table(trained, 2, "%11.0f (%5.0f)", 1.0)
 
 
 if __name__ == "__main__":
