@@ -39,7 +39,7 @@ static void print_template(FILE *out, const char *text, const char *prefix) {
 static void mark_expr(const Expr *e, char *used) {
   if (!e)
     return;
-  if (e->k == X_LOAD)
+  if (e->k == X_LOAD && e->buf->kind != BUF_LOCAL)
     used[e->buf->id] |= 1;
   mark_expr(e->a, used);
   mark_expr(e->b, used);
@@ -49,7 +49,7 @@ static void mark_expr(const Expr *e, char *used) {
 static void mark_stmts(const StmtVec *body, char *used) {
   for (int i = 0; i < body->n; i++) {
     const Stmt *s = body->v[i];
-    if (s->buf)
+    if (s->buf && s->buf->kind != BUF_LOCAL)
       used[s->buf->id] |= 2;
     mark_expr(s->index, used);
     mark_expr(s->value, used);
@@ -89,6 +89,7 @@ static void declare(FILE *o, const Buffer *b, int writes) {
                                 : "v32",
             r->param_buf->offset);
     break;
+  case BUF_LOCAL: return; /* declared by print_kernel */
   case BUF_INPUT:
   case BUF_OUTPUT:
     if (r == b)
@@ -234,6 +235,8 @@ static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
   fprintf(o, "/* %s: %s", k->name, k->what);
   if (k->loc.file)
     fprintf(o, ", %s:%d", slash ? slash + 1 : path, k->loc.line);
+  if (k->schedule)
+    fprintf(o, "\n * schedule: %s", k->schedule);
   fprintf(o, " */\n");
   char *used = arena_alloc(p->a, (size_t)p->bufs.n + 1);
   mark_stmts(&k->body, used);
@@ -255,6 +258,9 @@ static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
   for (int i = 0; i < p->bufs.n; i++)
     if (used[i])
       declare(o, p->bufs.v[i], used[i] & 2);
+  for (int i = 0; i < k->locals.n; i++)
+    fprintf(o, "  float %s[%" PRId64 "]; /* accumulators */\n",
+            k->locals.v[i]->name, k->locals.v[i]->size);
   print_stmts(o, k, &k->body, 1);
   if (fails)
     fprintf(o, "  return 0;\n");

@@ -65,8 +65,9 @@ typedef struct Emit {
   /* the kernel being built */
   const Kernel *k;
   LLVMValueRef fn, count, s;
-  LLVMValueRef *vars; /* by variable id: its stack slot */
-  int *slot;          /* by buffer id: the argument of its root, or -1 */
+  LLVMValueRef *vars;   /* by variable id: its stack slot */
+  LLVMValueRef *locals; /* by index in the kernel's locals: its array */
+  int *slot;            /* by buffer id: the argument of its root, or -1 */
   const Buffer **roots;
   int nroots;
   LLVMValueRef *args; /* by slot */
@@ -188,9 +189,23 @@ static LLVMValueRef call(Emit *e, LLVMValueRef fn, LLVMTypeRef type,
   return c;
 }
 
+/* The index of a local array among its kernel's. */
+static int local_index(Emit *e, const Buffer *b) {
+  for (int i = 0; i < e->k->locals.n; i++)
+    if (e->k->locals.v[i] == b)
+      return i;
+  return -1;
+}
+
 static LLVMValueRef address(Emit *e, const Buffer *b, const Expr *index) {
   const Buffer *r = root(b);
   LLVMValueRef i = to_int(e, expr(e, index));
+  if (r->kind == BUF_LOCAL) {
+    LLVMValueRef at[2] = {ci64(e, 0), i};
+    LLVMTypeRef t = LLVMArrayType(e->f32, (unsigned)r->size);
+    return LLVMBuildInBoundsGEP2(e->b, t, e->locals[local_index(e, r)], at, 2,
+                                 "");
+  }
   return LLVMBuildInBoundsGEP2(e->b, elem_type(e, r), e->args[e->slot[r->id]],
                                &i, 1, "");
 }
@@ -469,6 +484,8 @@ static void stmts(Emit *e, const StmtVec *body) {
 
 static void use(Emit *e, const Buffer *b) {
   const Buffer *r = root(b);
+  if (r->kind == BUF_LOCAL) /* not an argument: the kernel's own */
+    return;
   if (e->slot[r->id] < 0) {
     e->slot[r->id] = e->nroots;
     e->roots[e->nroots++] = r;
@@ -506,7 +523,9 @@ static void key_expr(Emit *e, FILE *f, const Expr *x) {
   }
   fprintf(f, "(%d %d %" PRId64 " %a %d", (int)x->k, x->isint, x->i, x->f,
           x->var);
-  if (x->buf)
+  if (x->buf && x->buf->kind == BUF_LOCAL)
+    fprintf(f, " l%d", local_index(e, x->buf));
+  else if (x->buf)
     fprintf(f, " b%d", e->slot[root(x->buf)->id]);
   key_expr(e, f, x->a);
   key_expr(e, f, x->b);
@@ -518,7 +537,9 @@ static void key_stmts(Emit *e, FILE *f, const StmtVec *body) {
   for (int i = 0; i < body->n; i++) {
     const Stmt *s = body->v[i];
     fprintf(f, "[%d %d %" PRId64, (int)s->k, s->var, s->extent);
-    if (s->buf)
+    if (s->buf && s->buf->kind == BUF_LOCAL)
+      fprintf(f, " l%d", local_index(e, s->buf));
+    else if (s->buf)
       fprintf(f, " b%d", e->slot[root(s->buf)->id]);
     key_expr(e, f, s->index);
     key_expr(e, f, s->value);
@@ -572,6 +593,8 @@ static int kernel_function(Emit *e, const Kernel *k) {
     fputc(is_int_buffer(e->roots[i]) ? 'i' : 'f', f);
   for (int i = 0; i < k->nvars; i++)
     fputc('0' + k->kinds[i], f);
+  for (int i = 0; i < k->locals.n; i++)
+    fprintf(f, "l%" PRId64, k->locals.v[i]->size);
   key_stmts(e, f, &k->body);
   fclose(f);
   for (int i = 0; i < e->built.n; i++)
@@ -611,7 +634,15 @@ static int kernel_function(Emit *e, const Kernel *k) {
   LLVMPositionBuilderAtEnd(e->b, entry);
   e->vars = arena_alloc(e->a, sizeof *e->vars * (size_t)(k->nvars + 1));
   for (int i = 0; i < k->nvars; i++)
-    e->vars[i] = LLVMBuildAlloca(e->b, var_type(e, i), k->vars[i]);
+    e->vars[i] = k->kinds[i] == 4
+                     ? NULL /* a local array's name */
+                     : LLVMBuildAlloca(e->b, var_type(e, i), k->vars[i]);
+  e->locals = arena_alloc(e->a, sizeof *e->locals * (size_t)(k->locals.n + 1));
+  for (int i = 0; i < k->locals.n; i++) {
+    const Buffer *l = k->locals.v[i];
+    e->locals[i] = LLVMBuildAlloca(
+        e->b, LLVMArrayType(e->f32, (unsigned)l->size), l->name);
+  }
   stmts(e, &k->body);
   LLVMBuildRet(e->b, LLVMConstInt(e->i32, 0, 0));
   vec_push(e->a, e->built, nb);

@@ -43,6 +43,18 @@ int loop_var(Program *p, Kernel *k, const char *name, int temp) {
   return k->nvars++;
 }
 
+Buffer *loop_local(Program *p, Kernel *k, const char *name, int64_t size) {
+  Buffer *b = arena_alloc(p->a, sizeof *b);
+  b->id = -1;
+  int var = loop_var(p, k, name, 4);
+  b->name = k->vars[var];
+  b->kind = BUF_LOCAL;
+  b->size = size;
+  b->first = b->last = -1;
+  vec_push(p->a, k->locals, b);
+  return b;
+}
+
 Stmt *loop_stmt(Program *p, SKind kind) {
   Stmt *s = arena_alloc(p->a, sizeof *s);
   s->k = kind;
@@ -442,6 +454,7 @@ static const char *kind_name(BufKind k) {
   case BUF_GRAD: return "grad";
   case BUF_M: return "m";
   case BUF_V: return "v";
+  case BUF_LOCAL: return "local";
   }
   return "?";
 }
@@ -460,6 +473,11 @@ void loop_print(FILE *out, const Program *p) {
   for (int i = 0; i < p->kernels.n; i++) {
     const Kernel *k = p->kernels.v[i];
     fprintf(out, "kernel %s (%s)\n", k->name, k->what);
+    if (k->schedule)
+      fprintf(out, "  schedule %s\n", k->schedule);
+    for (int j = 0; j < k->locals.n; j++)
+      fprintf(out, "  local %s[%" PRId64 "]\n", k->locals.v[j]->name,
+              k->locals.v[j]->size);
     print_stmts(out, k, &k->body, 1);
   }
   for (int i = 0; i < p->update.n; i++) {

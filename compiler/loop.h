@@ -19,10 +19,12 @@ typedef enum BufKind {
   BUF_GRAD,   /* a parameter's gradient: the state's g32 area */
   BUF_M,      /* optimizer state: momentum, or Adam's first moment (m32) */
   BUF_V,      /* Adam's second moment (v32) */
+  BUF_LOCAL,  /* a kernel's own small array (a tile of accumulators): on
+                 the stack of the kernel's function, not in the state */
 } BufKind;
 
 typedef struct Buffer {
-  int id;
+  int id;           /* index in the program's buffers; -1 for BUF_LOCAL */
   const char *name; /* a C identifier made from the model's name for it */
   BufKind kind;
   int64_t size;   /* elements, all samples of the batch */
@@ -109,7 +111,11 @@ typedef struct Kernel {
   const char **vars; /* names of loop variables and temporaries, by id */
   int nvars;
   unsigned char *kinds; /* by id: 0 loop variable, 1 float temporary,
-                           2 integer temporary, 3 double temporary */
+                           2 integer temporary, 3 double temporary,
+                           4 the name of a local array */
+  BufferVec locals;     /* BUF_LOCAL arrays, float, declared at the top */
+  const char *schedule; /* the loop schedule lowering chose (schedule.h),
+                           for dumps and the generated code's comments */
 } Kernel;
 VEC_TYPE(KernelVec, Kernel *);
 
@@ -134,6 +140,7 @@ typedef struct Program {
   BufferVec inputs, outputs; /* the caller's arrays, in declaration order */
   KernelVec kernels;         /* in order */
   int train;                 /* the training step, not the forward pass */
+  int tile;                  /* lowering tiles loop nests (schedule.h) */
   Buffer *loss;              /* train: the loss value */
   KernelVec update;          /* train: the optimizer's update */
   ParamInitVec inits;
@@ -145,6 +152,9 @@ typedef struct Program {
 Kernel *loop_kernel(Program *p, const char *name, const char *what, Loc loc);
 int loop_var(Program *p, Kernel *k, const char *name, int temp);
 Stmt *loop_stmt(Program *p, SKind kind);
+/* A float array of size elements local to kernel k, named in the
+ * kernel's namespace of variables. */
+Buffer *loop_local(Program *p, Kernel *k, const char *name, int64_t size);
 Expr *x_int(Program *p, int64_t v);
 Expr *x_float(Program *p, double v);
 Expr *x_var(Program *p, int var);

@@ -93,6 +93,11 @@ static const char *const reserved[] = {
     "inv",
     "lh",
     "lw",
+    "wv",
+    "ob",
+    "t",
+    "a",
+    "l",
 };
 
 static int name_taken(const Program *p, const char *name) {
@@ -139,12 +144,23 @@ static Buffer *new_buffer(Program *p, const char *name, BufKind kind,
   return b;
 }
 
+Buffer *lower_scratch(Lower *L, const char *what, Shape s) {
+  const Node *nd = L->node;
+  Buffer *b = new_buffer(L->p, arena_printf(L->p->a, "%s.%s", nd->name, what),
+                         BUF_ARENA, shape_numel(s) * L->p->batch);
+  b->node = nd;
+  b->shape = s;
+  return b;
+}
+
 /* Convolution, accumulating each (input channel, tap) into the output
  * plane: the innermost loop walks an output row and the matching input
  * row, which compilers vectorize, and every output element still sums
  * bias, then channels and taps in PyTorch's order. */
 static void lower_conv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
                        Buffer *bias) {
+  if (lower_conv_tiled(L, y, x, w, bias))
+    return;
   const Node *nd = L->node;
   const Attrs *at = &nd->at;
   Shape xs = nd->in.v[0]->shape, ys = nd->shape;
@@ -231,6 +247,8 @@ static void lower_deconv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
 
 static void lower_dense(Lower *L, Buffer *y, Buffer *x, Buffer *w,
                         Buffer *bias) {
+  if (lower_dense_tiled(L, y, x, w, bias))
+    return;
   const Node *nd = L->node;
   int64_t in = nd->in.v[0]->shape.d[0], out = nd->shape.d[0];
   LoopBuilder *b = &L->b;
@@ -818,8 +836,14 @@ static void lower_update(Program *p, Buffer **pbuf) {
 }
 
 Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train) {
+  return lower_tiled(d, a, g, batch, train, 1);
+}
+
+Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
+                     int train, int tile) {
   Program *p = arena_alloc(a, sizeof *p);
   p->a = a;
+  p->tile = tile;
   p->g = g;
   p->batch = batch;
   p->train = train;

@@ -9,5 +9,9 @@
  * the training step (forward in training mode, loss, backward; needs
  * autodiff first) instead of the forward pass. */
 Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train);
+/* The same with tiling chosen: tile 0 builds every nest plain, one output
+ * element at a time (cnnc -fno-tile); lower() tiles. */
+Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
+                     int train, int tile);
 
 #endif

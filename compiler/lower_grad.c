@@ -214,6 +214,8 @@ int lower_train_node(Lower *L, Buffer *y, Buffer **in, Buffer **ps) {
 /* dx of a convolution: every output gradient flows back to the inputs its
  * window read, scattered like a transposed convolution. */
 static void conv_dx(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
+  if (lower_conv_dx_tiled(L, dx, dy, w))
+    return;
   const Node *nd = L->node, *of = nd->of;
   const Attrs *at = &of->at;
   Shape xs = of->in.v[0]->shape, ys = of->shape;
@@ -248,6 +250,8 @@ static void conv_dx(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
 }
 
 static void conv_dw(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
+  if (lower_conv_dw_tiled(L, dw, x, dy))
+    return;
   const Node *of = L->node->of;
   const Attrs *at = &of->at;
   Shape xs = of->in.v[0]->shape, ys = of->shape;
@@ -352,6 +356,8 @@ static void deconv_grad(Lower *L, Buffer *out, Buffer *a, Buffer *b2,
 }
 
 static void dense_dx(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
+  if (lower_dense_dx_tiled(L, dx, dy, w))
+    return;
   const Node *of = L->node->of;
   int64_t in = of->in.v[0]->shape.d[0], out = of->shape.d[0];
   LoopBuilder *b = &L->b;
@@ -369,6 +375,8 @@ static void dense_dx(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
 }
 
 static void dense_dw(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
+  if (lower_dense_dw_tiled(L, dw, x, dy))
+    return;
   const Node *of = L->node->of;
   int64_t in = of->in.v[0]->shape.d[0], out = of->shape.d[0];
   LoopBuilder *b = &L->b;

@@ -91,6 +91,20 @@ static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
   return x_bin(L->p, X_AND, gh, gw);
 }
 
+/* An activation-arena buffer of shape s per sample that only the kernel
+ * being lowered uses, named after its node and what. */
+Buffer *lower_scratch(Lower *L, const char *what, Shape s);
+
+/* Convolution nests as their schedule says (lower_conv.c); each returns 0
+ * when the schedule is the plain nest, which the caller then builds. */
+int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias);
+int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w);
+int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy);
+/* The same for dense layers (lower_dense.c). */
+int lower_dense_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias);
+int lower_dense_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w);
+int lower_dense_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy);
+
 /* Lowers an internal (autodiff) operator or a forward operator in training
  * mode; returns 0 when the node has no kernel of its own. */
 int lower_grad_node(Lower *L, Buffer *y, Buffer **in, Buffer **ps);

@@ -99,6 +99,11 @@ static const char usage[] =
     "graph),\n"
     "                     lower (the loop nests) or plan (with memory "
     "offsets)\n"
+    "  -fno-tile          build every loop nest plain, one output element at\n"
+    "                     a time, instead of tiling convolutions and dense\n"
+    "                     layers (each kernel's schedule shows in\n"
+    "                     --dump-after=lower); the same results to float\n"
+    "                     rounding, slower\n"
     "  -Werror            treat warnings as errors\n"
     "  -v, --verbose      say what run compiles and where\n"
     "  -h, --help         show this help\n"
@@ -132,6 +137,7 @@ typedef struct Options {
   long long batch;
   double max_memory; /* bytes the generated state may take */
   int params, werror, verbose, infer_only, jit;
+  int no_tile; /* -fno-tile */
 } Options;
 
 static int ends_with(const char *s, const char *suffix) {
@@ -239,6 +245,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->infer_only = 1;
     } else if (strcmp(a, "--params") == 0) {
       o->params = 1;
+    } else if (strcmp(a, "-fno-tile") == 0) {
+      o->no_tile = 1;
     } else if (strcmp(a, "-Werror") == 0) {
       o->werror = 1;
     } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
@@ -432,14 +440,14 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
                g->name);
     return 1;
   }
-  Program *p = lower(d, arena, g, batch, 0), *t = NULL;
+  Program *p = lower_tiled(d, arena, g, batch, 0, !o->no_tile), *t = NULL;
   if (d->errors)
     return 1;
   /* The training step exists when the model has a loss; autodiff appends
    * the backward nodes after the forward pass is lowered. */
   if (g->loss && (grad || train || (!strcmp(c, "compile") && !o->infer_only))) {
     autodiff(d, g);
-    t = lower(d, arena, g, batch, 1);
+    t = lower_tiled(d, arena, g, batch, 1, !o->no_tile);
     if (d->errors)
       return 1;
   }

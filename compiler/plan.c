@@ -26,6 +26,8 @@ static int64_t add_sat(int64_t a, int64_t b) {
 }
 
 static void touch(Buffer *b, int k) {
+  if (b->kind == BUF_LOCAL) /* a kernel's own array */
+    return;
   b = root(b);
   if (b->first < 0 || k < b->first)
     b->first = k;

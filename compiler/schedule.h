@@ -1,0 +1,76 @@
+/* Schedules: how a convolution's loops are blocked and tiled, chosen in
+ * one place (schedule.c) by a cost heuristic from the fixed shapes. The
+ * schedule is data: lowering builds the loop nest it describes, and
+ * --dump-after and the generated code's comments show it. */
+#ifndef CNNC_SCHEDULE_H
+#define CNNC_SCHEDULE_H
+
+#include "mem.h"
+
+#include <stdint.h>
+
+/* A convolution as a direct sum: out[o, oh, ow] = sum over the group's
+ * input channels c and taps (kh, kw) of in[c, oh*sh - ph + kh*dh,
+ * ow*sw - pw + kw*dw] w[...]. Per sample; C and O count all groups. */
+typedef struct ConvGeom {
+  int64_t groups, C, H, W, O, OH, OW;
+  int64_t KH, KW, sh, sw, ph, pw, dh, dw;
+} ConvGeom;
+
+typedef enum ConvPass {
+  CONV_FORWARD, /* out as above (also conv_dx at stride 1, as a forward
+                   convolution of dy with the flipped kernel) */
+  CONV_WEIGHT,  /* the weight gradient: a sum over samples and outputs */
+} ConvPass;
+
+typedef struct ConvSchedule {
+  int tiled;          /* 0: the plain nest, one output element at a time */
+  int pad_copy;       /* the input is first copied into a zero-padded scratch
+                         buffer (padded_geom), so no window needs a guard */
+  int64_t phases;     /* pad_copy at column stride s > 1: s, and each row of
+                         the copy holds its s phases one after the other
+                         (column s*q + r at r*ceil(W/s) + q), so the columns
+                         a tile reads are contiguous; else 1 */
+  int flat;           /* stride 1: the rows of a channel are one run of
+                         positions p = oh * W + ow (W the input's width), every
+                         tap reads in[p + kh*dh*W + kw*dw]; the positions with
+                         ow >= OW are computed and not stored */
+  int64_t positions;  /* flat: (OH - 1) * W + OW, tiled like columns */
+  int64_t ocb;        /* output channels per block, held in accumulators */
+  int64_t width;      /* output columns per tile: the innermost, contiguous
+                         loop, which the backends' compilers vectorize */
+  int64_t tiles;      /* full tiles across the interior columns */
+  int64_t rem;        /* interior columns after them: one narrower tile */
+  int64_t row0, row1; /* output rows [row0, row1) read no padding */
+  int64_t col0, col1; /* output columns [col0, col1) read no padding */
+} ConvSchedule;
+
+typedef enum DensePass {
+  DENSE_FORWARD, /* y[n, o] = b[o] + sum over i of x[n, i] w[o, i] */
+  DENSE_DX,      /* dx[n, i] = sum over o of dy[n, o] w[o, i] */
+  DENSE_WEIGHT,  /* dw[o, i] = sum over n of dy[n, o] x[n, i] */
+} DensePass;
+
+/* A dense layer's tiles: blocks of ob outputs, and the in-features (the
+ * contiguous axis of x and w) in tiles of width, then one of rem. The
+ * forward pass sums width partial sums per output (lanes) and adds them
+ * up at the end; dx and dw keep each element's order of summation and
+ * vectorize across in-features instead. */
+typedef struct DenseSchedule {
+  int tiled;
+  int64_t ob, width, tiles, rem;
+} DenseSchedule;
+
+DenseSchedule schedule_dense(int64_t in, int64_t out, DensePass pass, int tile);
+const char *schedule_describe_dense(Arena *a, const DenseSchedule *s,
+                                    DensePass pass);
+
+/* The schedule of a convolution pass; tile 0 asks for the plain nest. */
+ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile);
+/* The convolution over the zero-padded copy of its input: rows and
+ * columns exactly those the windows reach, no padding. */
+ConvGeom padded_geom(const ConvGeom *g);
+/* One line saying what the schedule is. */
+const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass);
+
+#endif
