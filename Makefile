@@ -212,6 +212,10 @@ check-diagnostics: $(BUILD)/cnnc $(BUILD)/cnnc-san
 	  $(BUILD)/cnnc-san check $$f >/dev/null || { echo "FAIL: $$f"; exit 1; }; \
 	done; echo "examples: all checked clean"
 
+# The cases that run through every tiled nest (convolutions at every
+# stride, padding, dilation and grouping; dense layers), for -fno-tile.
+NO_TILE_CASES = conv_same conv_stride_pad dense lenet5
+
 check-oracle: $(BUILD)/cnnc
 	@echo "== parameter totals"
 	@CNNC=$(BUILD)/cnnc bash tests/oracle/param_counts.sh
@@ -223,6 +227,12 @@ check-oracle: $(BUILD)/cnnc
 	@$(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc
 	@echo "== loss and gradients of every operator and example against PyTorch"
 	@$(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc
+	@echo "== the same with -fno-tile (plain loop nests): the tiled operators"
+	@CNNC_FLAGS=-fno-tile $(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc \
+	  $(NO_TILE_CASES:%=--only %) --only conv_dilation --only conv_groups \
+	  --only alexnet --only resnet18
+	@CNNC_FLAGS=-fno-tile $(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc \
+	  $(NO_TILE_CASES:%=--only %) --only conv_dilation_groups
 	@echo "== gradients against finite differences of cnnc's own loss"
 	@$(PYTHON) tests/oracle/fd.py $(BUILD)/cnnc
 	@echo "== SGD and Adam steps of the generated code against torch.optim"

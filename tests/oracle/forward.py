@@ -33,7 +33,8 @@ resnet18 is also compared with torchvision's resnet18 on the same weights
 the number of CPUs, at most 2). --keep DIR keeps the resized examples and
 every case's files (weights, input, output) there. --f32 computes the
 reference in float32. --fresh gives cnnc an empty cache (XDG_CACHE_HOME), so
-every model is compiled again.
+every model is compiled again. The environment variable CNNC_FLAGS adds
+options to every cnnc command that computes (e.g. CNNC_FLAGS=-fno-tile).
 """
 import concurrent.futures
 import glob
@@ -196,7 +197,7 @@ def compare(name, got, want):
 
 def run_cnnc(cnnc, path, wpath, ipath, opath, env=None):
     cmd = [cnnc, "run", path, "--weights", wpath, "--input", ipath, "--output", opath,
-           "--batch", str(BATCH)]
+           "--batch", str(BATCH)] + os.environ.get("CNNC_FLAGS", "").split()
     t0 = time.time()
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT,

@@ -5,7 +5,9 @@ Usage (Debian's python3 with torch and torchvision):
     /usr/bin/python3 tests/oracle/grad.py [CNNC] [--only NAME]... [-j N]
                                           [--keep DIR] [--fresh] [--seed S]
 
-CNNC defaults to build/cnnc. The cases are every model in tests/oracle/grad_ops/
+CNNC defaults to build/cnnc; the environment variable CNNC_FLAGS adds options
+to its grad commands (e.g. CNNC_FLAGS=-fno-tile; fd.py uses them too). The
+cases are every model in tests/oracle/grad_ops/
 (named grad_ops/STEM) and every example of dsl-examples/ (named by its stem),
 the big ones at a reduced input size (SIZES below). For each case:
 
@@ -167,7 +169,7 @@ def case_weights(name, g, seed, data):
 def run_grad(cnnc, path, wpath, ipath, opath, batch, env=None):
     """Runs `cnnc grad`; returns the seconds it took."""
     cmd = [cnnc, "grad", path, "--weights", wpath, "--input", ipath, "--output", opath,
-           "--batch", str(batch)]
+           "--batch", str(batch)] + os.environ.get("CNNC_FLAGS", "").split()
     if os.path.exists(opath):
         os.remove(opath)
     t0 = time.time()

@@ -7,7 +7,8 @@ Usage:
 
 For each case below, a small model (MODELS) gets the case's train section
 (`optimizer sgd(...)` or `adam(...)`); `CNNC MODEL.cnn -o NAME.c` generates its
-C, which is compiled with optim_driver.c. The driver loads random weights
+C (with the options in the environment variable CNNC_FLAGS, if set), which is
+compiled with optim_driver.c. The driver loads random weights
 (NAME_init(s, 0), then NAME_load), runs K = 5 training steps on fixed batches
 that this script writes (steps 0, 2, 4 with NAME_train_step, steps 1 and 3 with
 NAME_backward then NAME_update; some cases call NAME_set_lr before a step),
@@ -244,7 +245,8 @@ def run_case(case, cnnc, cc, work):
     st.write(wpath, weights)
     write_data(dpath, steps, lrs)
     t0 = time.time()
-    run([cnnc, src, "-o", os.path.join(work, mname + ".c")], "cnnc")
+    run([cnnc, src, "-o", os.path.join(work, mname + ".c")] +
+        os.environ.get("CNNC_FLAGS", "").split(), "cnnc")
     cmd = cc.split() + ["-std=c99", "-O2", "-Wall", "-Wextra", f"-DMODEL={mname}",
                         f'-DMODEL_H="{mname}.h"', "-I", work] + \
         (["-DTARGET"] if target else []) + \
