@@ -781,31 +781,74 @@ size_t lenet5_save(const lenet5_state *s, void *data, size_t size) {
                         lenet5_NTENSORS, s->f32, s->i64);
 }
 
-/* c1: conv, lenet5.cnn:9 */
+/* c1: conv, lenet5.cnn:9
+ * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 6 output channels x 16 positions; 55 tiles + 12, no guards */
 static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
   float *c1 = s->arena + 0;
+  float *c1_padded = s->arena + 4704;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 6; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          c1[((n * 6 + oc) * 28 + oh) * 28 + ow] = c1_bias[oc];
+    for (ptrdiff_t c = 0; c < 1; c++) {
+      for (ptrdiff_t h = 0; h < 32; h++) {
+        for (ptrdiff_t w = 0; w < 32; w++) {
+          c1_padded[((n + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? x[((n + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 5; kh++) {
-          for (ptrdiff_t kw = 0; kw < 5; kw++) {
-            float wv = c1_weight[((oc + ic) * 5 + kh) * 5 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 2 + kh && oh_2 - 2 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 2 + kw && ow_2 - 2 + kw < 28) {
-                    c1[((n * 6 + oc) * 28 + oh_2) * 28 + ow_2] += x[((n + ic) * 28 + oh_2 - 2 + kh) * 28 + ow_2 - 2 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+      for (ptrdiff_t t = 0; t < 55; t++) {
+        for (ptrdiff_t j = 0; j < 6; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = c1_bias[ob * 6 + j];
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 1; ic++) {
+          for (ptrdiff_t kh = 0; kh < 5; kh++) {
+            for (ptrdiff_t kw = 0; kw < 5; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 6; j_2++) {
+                float wv = c1_weight[((ob * 6 + j_2 + ic) * 5 + kh) * 5 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += c1_padded[((n_2 + ic) * 32 + kh) * 32 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 6; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 32 < 28) {
+              c1[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 6; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
+          acc[j_4 * 12 + i_4] = c1_bias[ob * 6 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 6; j_5++) {
+              float wv_2 = c1_weight[((ob * 6 + j_5 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
+                acc[j_5 * 12 + i_5] += c1_padded[((n_2 + ic_2) * 32 + kh_2) * 32 + 880 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 6; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
+          ptrdiff_t p_2 = 880 + i_6;
+          if (p_2 % 32 < 28) {
+            c1[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = acc[j_6 * 12 + i_6];
           }
         }
       }
@@ -846,28 +889,65 @@ static void forward_avgpool0(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* c3: conv, lenet5.cnn:10 */
+/* c3: conv, lenet5.cnn:10
+ * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 5 tiles + 16, no guards */
 static void forward_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
   const float *avgpool0 = s->arena + 1600;
   float *c3 = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 16; oc++) {
-      for (ptrdiff_t oh = 0; oh < 10; oh++) {
-        for (ptrdiff_t ow = 0; ow < 10; ow++) {
-          c3[((n * 16 + oc) * 10 + oh) * 10 + ow] = c3_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t t = 0; t < 5; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = c3_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 6; ic++) {
-        for (ptrdiff_t kh = 0; kh < 5; kh++) {
-          for (ptrdiff_t kw = 0; kw < 5; kw++) {
-            float wv = c3_weight[((oc * 6 + ic) * 5 + kh) * 5 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 10; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 10; ow_2++) {
-                c3[((n * 16 + oc) * 10 + oh_2) * 10 + ow_2] += avgpool0[((n * 6 + ic) * 14 + oh_2 + kh) * 14 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 6; ic++) {
+          for (ptrdiff_t kh = 0; kh < 5; kh++) {
+            for (ptrdiff_t kw = 0; kw < 5; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = c3_weight[(((ob * 4 + j_2) * 6 + ic) * 5 + kh) * 5 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += avgpool0[((n * 6 + ic) * 14 + kh) * 14 + t * 24 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 14 < 10) {
+              c3[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+          acc[j_4 * 16 + i_4] = c3_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = c3_weight[(((ob * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                acc[j_5 * 16 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 120 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+          ptrdiff_t p_2 = 120 + i_6;
+          if (p_2 % 14 < 10) {
+            c3[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_6 * 16 + i_6];
           }
         }
       }
@@ -908,19 +988,33 @@ static void forward_avgpool1(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f5: dense, lenet5.cnn:12 */
+/* f5: dense, lenet5.cnn:12
+ * schedule: accumulators: 8 outputs x 8 lanes of in-features (50 tiles + 0), summed at the end */
 static void forward_f5(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
   const float *f5_bias = s->f32 + 50572; /* f5.bias */
   const float *flatten0 = s->arena + 0;
   float *f5 = s->arena + 400;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 120; o++) {
-      float acc = f5_bias[o];
-      for (ptrdiff_t i = 0; i < 400; i++) {
-        acc = acc + flatten0[n * 400 + i] * f5_weight[o * 400 + i];
+    for (ptrdiff_t ob = 0; ob < 15; ob++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
+        acc[a] = 0.0f;
       }
-      f5[n * 120 + o] = acc;
+      for (ptrdiff_t t = 0; t < 50; t++) {
+        for (ptrdiff_t j = 0; j < 8; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 8 + l] += flatten0[n * 400 + t * 8 + l] * f5_weight[(ob * 8 + j) * 400 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
+        float sum = f5_bias[ob * 8 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          sum = sum + acc[j_2 * 8 + l_2];
+        }
+        f5[n * 120 + ob * 8 + j_2] = sum;
+      }
     }
   }
 }
@@ -937,19 +1031,33 @@ static void forward_tanh2(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f6: dense, lenet5.cnn:13 */
+/* f6: dense, lenet5.cnn:13
+ * schedule: accumulators: 7 outputs x 8 lanes of in-features (15 tiles + 0), summed at the end */
 static void forward_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *f6_bias = s->f32 + 60772; /* f6.bias */
   const float *tanh2 = s->arena + 0;
   float *f6 = s->arena + 120;
+  float acc[56]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 84; o++) {
-      float acc = f6_bias[o];
-      for (ptrdiff_t i = 0; i < 120; i++) {
-        acc = acc + tanh2[n * 120 + i] * f6_weight[o * 120 + i];
+    for (ptrdiff_t ob = 0; ob < 12; ob++) {
+      for (ptrdiff_t a = 0; a < 56; a++) {
+        acc[a] = 0.0f;
       }
-      f6[n * 84 + o] = acc;
+      for (ptrdiff_t t = 0; t < 15; t++) {
+        for (ptrdiff_t j = 0; j < 7; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 8 + l] += tanh2[n * 120 + t * 8 + l] * f6_weight[(ob * 7 + j) * 120 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 7; j_2++) {
+        float sum = f6_bias[ob * 7 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          sum = sum + acc[j_2 * 8 + l_2];
+        }
+        f6[n * 84 + ob * 7 + j_2] = sum;
+      }
     }
   }
 }
@@ -966,19 +1074,38 @@ static void forward_tanh3(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f7: dense, lenet5.cnn:14 */
+/* f7: dense, lenet5.cnn:14
+ * schedule: accumulators: 5 outputs x 8 lanes of in-features (10 tiles + 4), summed at the end */
 static void forward_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *f7_bias = s->f32 + 61696; /* f7.bias */
   const float *tanh3 = s->arena + 0;
   float *f7 = s->arena + 84;
+  float acc[60]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 10; o++) {
-      float acc = f7_bias[o];
-      for (ptrdiff_t i = 0; i < 84; i++) {
-        acc = acc + tanh3[n * 84 + i] * f7_weight[o * 84 + i];
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t a = 0; a < 60; a++) {
+        acc[a] = 0.0f;
       }
-      f7[n * 10 + o] = acc;
+      for (ptrdiff_t t = 0; t < 10; t++) {
+        for (ptrdiff_t j = 0; j < 5; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 12 + l] += tanh3[n * 84 + t * 8 + l] * f7_weight[(ob * 5 + j) * 84 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 5; j_2++) {
+        for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+          acc[j_2 * 12 + 8 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 5 + j_2) * 84 + 80 + l_2];
+        }
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 5; j_3++) {
+        float sum = f7_bias[ob * 5 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+          sum = sum + acc[j_3 * 12 + l_3];
+        }
+        f7[n * 10 + ob * 5 + j_3] = sum;
+      }
     }
   }
 }
@@ -1025,31 +1152,74 @@ static int train_labels(const lenet5_state *s, ptrdiff_t count, const int64_t *l
   return 0;
 }
 
-/* c1: conv, lenet5.cnn:9 */
+/* c1: conv, lenet5.cnn:9
+ * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 6 output channels x 16 positions; 55 tiles + 12, no guards */
 static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
   float *c1 = s->arena + 0;
+  float *c1_padded = s->arena + 4704;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 6; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          c1[((n * 6 + oc) * 28 + oh) * 28 + ow] = c1_bias[oc];
+    for (ptrdiff_t c = 0; c < 1; c++) {
+      for (ptrdiff_t h = 0; h < 32; h++) {
+        for (ptrdiff_t w = 0; w < 32; w++) {
+          c1_padded[((n + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? x[((n + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 5; kh++) {
-          for (ptrdiff_t kw = 0; kw < 5; kw++) {
-            float wv = c1_weight[((oc + ic) * 5 + kh) * 5 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 2 + kh && oh_2 - 2 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 2 + kw && ow_2 - 2 + kw < 28) {
-                    c1[((n * 6 + oc) * 28 + oh_2) * 28 + ow_2] += x[((n + ic) * 28 + oh_2 - 2 + kh) * 28 + ow_2 - 2 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+      for (ptrdiff_t t = 0; t < 55; t++) {
+        for (ptrdiff_t j = 0; j < 6; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = c1_bias[ob * 6 + j];
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 1; ic++) {
+          for (ptrdiff_t kh = 0; kh < 5; kh++) {
+            for (ptrdiff_t kw = 0; kw < 5; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 6; j_2++) {
+                float wv = c1_weight[((ob * 6 + j_2 + ic) * 5 + kh) * 5 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += c1_padded[((n_2 + ic) * 32 + kh) * 32 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 6; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 32 < 28) {
+              c1[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 6; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
+          acc[j_4 * 12 + i_4] = c1_bias[ob * 6 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 6; j_5++) {
+              float wv_2 = c1_weight[((ob * 6 + j_5 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
+                acc[j_5 * 12 + i_5] += c1_padded[((n_2 + ic_2) * 32 + kh_2) * 32 + 880 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 6; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
+          ptrdiff_t p_2 = 880 + i_6;
+          if (p_2 % 32 < 28) {
+            c1[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = acc[j_6 * 12 + i_6];
           }
         }
       }
@@ -1060,7 +1230,7 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
 /* tanh0: tanh, lenet5.cnn:9 */
 static void train_tanh0(lenet5_state *s, ptrdiff_t count) {
   const float *c1 = s->arena + 0;
-  float *tanh0 = s->arena + 4704;
+  float *tanh0 = s->arena + 5184;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
       float v = c1[n * 4704 + i];
@@ -1071,8 +1241,8 @@ static void train_tanh0(lenet5_state *s, ptrdiff_t count) {
 
 /* avgpool0: avgpool, lenet5.cnn:9 */
 static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0 = s->arena + 4704;
-  float *avgpool0 = s->arena + 3200;
+  const float *tanh0 = s->arena + 5184;
+  float *avgpool0 = s->arena + 11488;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 6; c++) {
       for (ptrdiff_t oh = 0; oh < 14; oh++) {
@@ -1090,28 +1260,65 @@ static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* c3: conv, lenet5.cnn:10 */
+/* c3: conv, lenet5.cnn:10
+ * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 5 tiles + 16, no guards */
 static void train_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
-  const float *avgpool0 = s->arena + 3200;
+  const float *avgpool0 = s->arena + 11488;
   float *c3 = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 16; oc++) {
-      for (ptrdiff_t oh = 0; oh < 10; oh++) {
-        for (ptrdiff_t ow = 0; ow < 10; ow++) {
-          c3[((n * 16 + oc) * 10 + oh) * 10 + ow] = c3_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t t = 0; t < 5; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = c3_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 6; ic++) {
-        for (ptrdiff_t kh = 0; kh < 5; kh++) {
-          for (ptrdiff_t kw = 0; kw < 5; kw++) {
-            float wv = c3_weight[((oc * 6 + ic) * 5 + kh) * 5 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 10; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 10; ow_2++) {
-                c3[((n * 16 + oc) * 10 + oh_2) * 10 + ow_2] += avgpool0[((n * 6 + ic) * 14 + oh_2 + kh) * 14 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 6; ic++) {
+          for (ptrdiff_t kh = 0; kh < 5; kh++) {
+            for (ptrdiff_t kw = 0; kw < 5; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = c3_weight[(((ob * 4 + j_2) * 6 + ic) * 5 + kh) * 5 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += avgpool0[((n * 6 + ic) * 14 + kh) * 14 + t * 24 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 14 < 10) {
+              c3[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+          acc[j_4 * 16 + i_4] = c3_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = c3_weight[(((ob * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                acc[j_5 * 16 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 120 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+          ptrdiff_t p_2 = 120 + i_6;
+          if (p_2 % 14 < 10) {
+            c3[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_6 * 16 + i_6];
           }
         }
       }
@@ -1152,19 +1359,33 @@ static void train_avgpool1(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f5: dense, lenet5.cnn:12 */
+/* f5: dense, lenet5.cnn:12
+ * schedule: accumulators: 8 outputs x 8 lanes of in-features (50 tiles + 0), summed at the end */
 static void train_f5(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
   const float *f5_bias = s->f32 + 50572; /* f5.bias */
   const float *flatten0 = s->arena + 0;
   float *f5 = s->arena + 400;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 120; o++) {
-      float acc = f5_bias[o];
-      for (ptrdiff_t i = 0; i < 400; i++) {
-        acc = acc + flatten0[n * 400 + i] * f5_weight[o * 400 + i];
+    for (ptrdiff_t ob = 0; ob < 15; ob++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
+        acc[a] = 0.0f;
       }
-      f5[n * 120 + o] = acc;
+      for (ptrdiff_t t = 0; t < 50; t++) {
+        for (ptrdiff_t j = 0; j < 8; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 8 + l] += flatten0[n * 400 + t * 8 + l] * f5_weight[(ob * 8 + j) * 400 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
+        float sum = f5_bias[ob * 8 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          sum = sum + acc[j_2 * 8 + l_2];
+        }
+        f5[n * 120 + ob * 8 + j_2] = sum;
+      }
     }
   }
 }
@@ -1181,19 +1402,33 @@ static void train_tanh2(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f6: dense, lenet5.cnn:13 */
+/* f6: dense, lenet5.cnn:13
+ * schedule: accumulators: 7 outputs x 8 lanes of in-features (15 tiles + 0), summed at the end */
 static void train_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *f6_bias = s->f32 + 60772; /* f6.bias */
   const float *tanh2 = s->arena + 520;
   float *f6 = s->arena + 400;
+  float acc[56]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 84; o++) {
-      float acc = f6_bias[o];
-      for (ptrdiff_t i = 0; i < 120; i++) {
-        acc = acc + tanh2[n * 120 + i] * f6_weight[o * 120 + i];
+    for (ptrdiff_t ob = 0; ob < 12; ob++) {
+      for (ptrdiff_t a = 0; a < 56; a++) {
+        acc[a] = 0.0f;
       }
-      f6[n * 84 + o] = acc;
+      for (ptrdiff_t t = 0; t < 15; t++) {
+        for (ptrdiff_t j = 0; j < 7; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 8 + l] += tanh2[n * 120 + t * 8 + l] * f6_weight[(ob * 7 + j) * 120 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 7; j_2++) {
+        float sum = f6_bias[ob * 7 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          sum = sum + acc[j_2 * 8 + l_2];
+        }
+        f6[n * 84 + ob * 7 + j_2] = sum;
+      }
     }
   }
 }
@@ -1210,19 +1445,38 @@ static void train_tanh3(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f7: dense, lenet5.cnn:14 */
+/* f7: dense, lenet5.cnn:14
+ * schedule: accumulators: 5 outputs x 8 lanes of in-features (10 tiles + 4), summed at the end */
 static void train_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *f7_bias = s->f32 + 61696; /* f7.bias */
   const float *tanh3 = s->arena + 640;
   float *f7 = s->arena + 400;
+  float acc[60]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 10; o++) {
-      float acc = f7_bias[o];
-      for (ptrdiff_t i = 0; i < 84; i++) {
-        acc = acc + tanh3[n * 84 + i] * f7_weight[o * 84 + i];
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t a = 0; a < 60; a++) {
+        acc[a] = 0.0f;
       }
-      f7[n * 10 + o] = acc;
+      for (ptrdiff_t t = 0; t < 10; t++) {
+        for (ptrdiff_t j = 0; j < 5; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 12 + l] += tanh3[n * 84 + t * 8 + l] * f7_weight[(ob * 5 + j) * 84 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 5; j_2++) {
+        for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+          acc[j_2 * 12 + 8 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 5 + j_2) * 84 + 80 + l_2];
+        }
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 5; j_3++) {
+        float sum = f7_bias[ob * 5 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+          sum = sum + acc[j_3 * 12 + l_3];
+        }
+        f7[n * 10 + ob * 5 + j_3] = sum;
+      }
     }
   }
 }
@@ -1230,7 +1484,7 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, lenet5.cnn:15 */
 static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *f7 = s->arena + 400;
-  float *cross_entropy0 = s->arena + 14112;
+  float *cross_entropy0 = s->arena + 14592;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -1272,34 +1526,84 @@ static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int6
   }
 }
 
-/* f7.dx: dense_dx, lenet5.cnn:14 */
+/* f7.dx: dense_dx, lenet5.cnn:14
+ * schedule: accumulators: 1 sample x 32 in-features (2 tiles + 20) */
 static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *cross_entropy0_dx = s->arena + 484;
   float *f7_dx = s->arena + 400;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 84; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t o = 0; o < 10; o++) {
-        acc = acc + cross_entropy0_dx[n * 10 + o] * f7_weight[o * 84 + i];
+    for (ptrdiff_t t = 0; t < 2; t++) {
+      for (ptrdiff_t l = 0; l < 32; l++) {
+        acc[l] = 0.0f;
       }
-      f7_dx[n * 84 + i] = acc;
+      for (ptrdiff_t o = 0; o < 10; o++) {
+        float d = cross_entropy0_dx[n * 10 + o];
+        for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+          acc[l_2] += d * f7_weight[o * 84 + t * 32 + l_2];
+        }
+      }
+      for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
+        f7_dx[n * 84 + t * 32 + l_3] = acc[l_3];
+      }
+    }
+    for (ptrdiff_t l_4 = 0; l_4 < 20; l_4++) {
+      acc[l_4] = 0.0f;
+    }
+    for (ptrdiff_t o_2 = 0; o_2 < 10; o_2++) {
+      float d_2 = cross_entropy0_dx[n * 10 + o_2];
+      for (ptrdiff_t l_5 = 0; l_5 < 20; l_5++) {
+        acc[l_5] += d_2 * f7_weight[o_2 * 84 + 64 + l_5];
+      }
+    }
+    for (ptrdiff_t l_6 = 0; l_6 < 20; l_6++) {
+      f7_dx[n * 84 + 64 + l_6] = acc[l_6];
     }
   }
 }
 
-/* f7.dweight: dense_dw, lenet5.cnn:14 */
+/* f7.dweight: dense_dw, lenet5.cnn:14
+ * schedule: accumulators: 2 outputs x 16 in-features (5 tiles + 4) */
 static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *tanh3 = s->arena + 640;
   const float *cross_entropy0_dx = s->arena + 484;
   float *f7_weight_grad = s->g32 + 60856;
-  for (ptrdiff_t o = 0; o < 10; o++) {
-    for (ptrdiff_t i = 0; i < 84; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        acc = acc + cross_entropy0_dx[n * 10 + o] * tanh3[n * 84 + i];
+  float acc[32]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 5; ob++) {
+    for (ptrdiff_t t = 0; t < 5; t++) {
+      for (ptrdiff_t a = 0; a < 32; a++) {
+        acc[a] = 0.0f;
       }
-      f7_weight_grad[o * 84 + i] = acc;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          float d = cross_entropy0_dx[n * 10 + ob * 2 + j];
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += d * tanh3[n * 84 + t * 16 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          f7_weight_grad[(ob * 2 + j_2) * 84 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        }
+      }
+    }
+    for (ptrdiff_t a_2 = 0; a_2 < 8; a_2++) {
+      acc[a_2] = 0.0f;
+    }
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+        float d_2 = cross_entropy0_dx[n_2 * 10 + ob * 2 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 4; l_3++) {
+          acc[j_3 * 4 + l_3] += d_2 * tanh3[n_2 * 84 + 80 + l_3];
+        }
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+      for (ptrdiff_t l_4 = 0; l_4 < 4; l_4++) {
+        f7_weight_grad[(ob * 2 + j_4) * 84 + 80 + l_4] = acc[j_4 * 4 + l_4];
+      }
     }
   }
 }
@@ -1332,34 +1636,84 @@ static void train_tanh3_dx(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f6.dx: dense_dx, lenet5.cnn:13 */
+/* f6.dx: dense_dx, lenet5.cnn:13
+ * schedule: accumulators: 1 sample x 32 in-features (3 tiles + 24) */
 static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *tanh3_dx = s->arena + 724;
   float *f6_dx = s->arena + 400;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 120; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t o = 0; o < 84; o++) {
-        acc = acc + tanh3_dx[n * 84 + o] * f6_weight[o * 120 + i];
+    for (ptrdiff_t t = 0; t < 3; t++) {
+      for (ptrdiff_t l = 0; l < 32; l++) {
+        acc[l] = 0.0f;
       }
-      f6_dx[n * 120 + i] = acc;
+      for (ptrdiff_t o = 0; o < 84; o++) {
+        float d = tanh3_dx[n * 84 + o];
+        for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+          acc[l_2] += d * f6_weight[o * 120 + t * 32 + l_2];
+        }
+      }
+      for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
+        f6_dx[n * 120 + t * 32 + l_3] = acc[l_3];
+      }
+    }
+    for (ptrdiff_t l_4 = 0; l_4 < 24; l_4++) {
+      acc[l_4] = 0.0f;
+    }
+    for (ptrdiff_t o_2 = 0; o_2 < 84; o_2++) {
+      float d_2 = tanh3_dx[n * 84 + o_2];
+      for (ptrdiff_t l_5 = 0; l_5 < 24; l_5++) {
+        acc[l_5] += d_2 * f6_weight[o_2 * 120 + 96 + l_5];
+      }
+    }
+    for (ptrdiff_t l_6 = 0; l_6 < 24; l_6++) {
+      f6_dx[n * 120 + 96 + l_6] = acc[l_6];
     }
   }
 }
 
-/* f6.dweight: dense_dw, lenet5.cnn:13 */
+/* f6.dweight: dense_dw, lenet5.cnn:13
+ * schedule: accumulators: 4 outputs x 16 in-features (7 tiles + 8) */
 static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *tanh2 = s->arena + 520;
   const float *tanh3_dx = s->arena + 724;
   float *f6_weight_grad = s->g32 + 50692;
-  for (ptrdiff_t o = 0; o < 84; o++) {
-    for (ptrdiff_t i = 0; i < 120; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        acc = acc + tanh3_dx[n * 84 + o] * tanh2[n * 120 + i];
+  float acc[64]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 21; ob++) {
+    for (ptrdiff_t t = 0; t < 7; t++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
+        acc[a] = 0.0f;
       }
-      f6_weight_grad[o * 120 + i] = acc;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          float d = tanh3_dx[n * 84 + ob * 4 + j];
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += d * tanh2[n * 120 + t * 16 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          f6_weight_grad[(ob * 4 + j_2) * 120 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        }
+      }
+    }
+    for (ptrdiff_t a_2 = 0; a_2 < 32; a_2++) {
+      acc[a_2] = 0.0f;
+    }
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float d_2 = tanh3_dx[n_2 * 84 + ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          acc[j_3 * 8 + l_3] += d_2 * tanh2[n_2 * 120 + 112 + l_3];
+        }
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+      for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+        f6_weight_grad[(ob * 4 + j_4) * 120 + 112 + l_4] = acc[j_4 * 8 + l_4];
+      }
     }
   }
 }
@@ -1392,34 +1746,68 @@ static void train_tanh2_dx(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f5.dx: dense_dx, lenet5.cnn:12 */
+/* f5.dx: dense_dx, lenet5.cnn:12
+ * schedule: accumulators: 1 sample x 32 in-features (12 tiles + 16) */
 static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
   const float *tanh2_dx = s->arena + 640;
-  float *f5_dx = s->arena + 9408;
+  float *f5_dx = s->arena + 3200;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 400; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t o = 0; o < 120; o++) {
-        acc = acc + tanh2_dx[n * 120 + o] * f5_weight[o * 400 + i];
+    for (ptrdiff_t t = 0; t < 12; t++) {
+      for (ptrdiff_t l = 0; l < 32; l++) {
+        acc[l] = 0.0f;
       }
-      f5_dx[n * 400 + i] = acc;
+      for (ptrdiff_t o = 0; o < 120; o++) {
+        float d = tanh2_dx[n * 120 + o];
+        for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+          acc[l_2] += d * f5_weight[o * 400 + t * 32 + l_2];
+        }
+      }
+      for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
+        f5_dx[n * 400 + t * 32 + l_3] = acc[l_3];
+      }
+    }
+    for (ptrdiff_t l_4 = 0; l_4 < 16; l_4++) {
+      acc[l_4] = 0.0f;
+    }
+    for (ptrdiff_t o_2 = 0; o_2 < 120; o_2++) {
+      float d_2 = tanh2_dx[n * 120 + o_2];
+      for (ptrdiff_t l_5 = 0; l_5 < 16; l_5++) {
+        acc[l_5] += d_2 * f5_weight[o_2 * 400 + 384 + l_5];
+      }
+    }
+    for (ptrdiff_t l_6 = 0; l_6 < 16; l_6++) {
+      f5_dx[n * 400 + 384 + l_6] = acc[l_6];
     }
   }
 }
 
-/* f5.dweight: dense_dw, lenet5.cnn:12 */
+/* f5.dweight: dense_dw, lenet5.cnn:12
+ * schedule: accumulators: 4 outputs x 16 in-features (25 tiles + 0) */
 static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 0;
   const float *tanh2_dx = s->arena + 640;
   float *f5_weight_grad = s->g32 + 2572;
-  for (ptrdiff_t o = 0; o < 120; o++) {
-    for (ptrdiff_t i = 0; i < 400; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        acc = acc + tanh2_dx[n * 120 + o] * flatten0[n * 400 + i];
+  float acc[64]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 30; ob++) {
+    for (ptrdiff_t t = 0; t < 25; t++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
+        acc[a] = 0.0f;
       }
-      f5_weight_grad[o * 400 + i] = acc;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          float d = tanh2_dx[n * 120 + ob * 4 + j];
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += d * flatten0[n * 400 + t * 16 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          f5_weight_grad[(ob * 4 + j_2) * 400 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        }
+      }
     }
   }
 }
@@ -1441,7 +1829,7 @@ static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
 
 /* avgpool1.dx: pool_dx, lenet5.cnn:10 */
 static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *flatten0_dx = s->arena + 9408;
+  const float *flatten0_dx = s->arena + 3200;
   float *avgpool1_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
@@ -1468,7 +1856,7 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
 static void train_tanh1_dx(lenet5_state *s, ptrdiff_t count) {
   const float *tanh1 = s->arena + 1600;
   const float *avgpool1_dx = s->arena + 0;
-  float *tanh1_dx = s->arena + 9408;
+  float *tanh1_dx = s->arena + 9888;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
       float y = tanh1[n * 1600 + i];
@@ -1477,29 +1865,74 @@ static void train_tanh1_dx(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* c3.dx: conv_dx, lenet5.cnn:10 */
+/* c3.dx: conv_dx, lenet5.cnn:10
+ * schedule: input copied zero-padded; rows flattened to 248 positions; accumulators: 3 output channels x 32 positions; 7 tiles + 24, no guards */
 static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
-  const float *tanh1_dx = s->arena + 9408;
-  float *c3_dx = s->arena + 11008;
+  const float *tanh1_dx = s->arena + 9888;
+  float *c3_dx = s->arena + 12664;
+  float *c3_dx_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1176; i++) {
-      c3_dx[n * 1176 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 16; c++) {
+      for (ptrdiff_t h = 0; h < 18; h++) {
+        for (ptrdiff_t w = 0; w < 18; w++) {
+          c3_dx_padded[((n * 16 + c) * 18 + h) * 18 + w] = 0 <= h - 4 && h - 4 < 10 && (0 <= w - 4 && w - 4 < 10) ? tanh1_dx[((n * 16 + c) * 10 + h - 4) * 10 + w - 4] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 16; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 6; icg++) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 3; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 16; ic++) {
           for (ptrdiff_t kh = 0; kh < 5; kh++) {
             for (ptrdiff_t kw = 0; kw < 5; kw++) {
-              float wv = c3_weight[(((g * 16 + ocg) * 6 + icg) * 5 + kh) * 5 + kw];
-              for (ptrdiff_t oh = 0; oh < 10; oh++) {
-                for (ptrdiff_t ow = 0; ow < 10; ow++) {
-                  c3_dx[((n_2 * 6 + g * 6 + icg) * 14 + oh + kh) * 14 + ow + kw] += tanh1_dx[((n_2 * 16 + g * 16 + ocg) * 10 + oh) * 10 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
+                float wv = c3_weight[((ic * 6 + ob * 3 + j_2) * 5 + 4 - kh) * 5 + 4 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += c3_dx_padded[((n_2 * 16 + ic) * 18 + kh) * 18 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 18 < 14) {
+              c3_dx[((n_2 * 6 + ob * 3 + j_3) * 14 + p / 18) * 14 + p % 18] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 3; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 16; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 3; j_5++) {
+              float wv_2 = c3_weight[((ic_2 * 6 + ob * 3 + j_5) * 5 + 4 - kh_2) * 5 + 4 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += c3_dx_padded[((n_2 * 16 + ic_2) * 18 + kh_2) * 18 + 224 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 224 + i_6;
+          if (p_2 % 18 < 14) {
+            c3_dx[((n_2 * 6 + ob * 3 + j_6) * 14 + p_2 / 18) * 14 + p_2 % 18] = acc[j_6 * 24 + i_6];
           }
         }
       }
@@ -1507,25 +1940,46 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* c3.dweight: conv_dw, lenet5.cnn:10 */
+/* c3.dweight: conv_dw, lenet5.cnn:10
+ * schedule: accumulators: 1 output channels x kw taps x 8 column lanes; interior columns [0, 10) in 1 tiles + 2, rows [0, 10) unguarded, padding borders guarded */
 static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
-  const float *avgpool0 = s->arena + 3200;
-  const float *tanh1_dx = s->arena + 9408;
+  const float *avgpool0 = s->arena + 11488;
+  const float *tanh1_dx = s->arena + 9888;
   float *c3_weight_grad = s->g32 + 156;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 16; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 6; icg++) {
-        for (ptrdiff_t kh = 0; kh < 5; kh++) {
-          for (ptrdiff_t kw = 0; kw < 5; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 10; oh++) {
-                for (ptrdiff_t ow = 0; ow < 10; ow++) {
-                  acc = acc + tanh1_dx[((n * 16 + g * 16 + ocg) * 10 + oh) * 10 + ow] * avgpool0[((n * 6 + g * 6 + icg) * 14 + oh + kh) * 14 + ow + kw];
+  float acc[50]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t ic = 0; ic < 6; ic++) {
+      for (ptrdiff_t kh = 0; kh < 5; kh++) {
+        for (ptrdiff_t a = 0; a < 50; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 10; oh++) {
+            for (ptrdiff_t t = 0; t < 1; t++) {
+              for (ptrdiff_t j = 0; j < 1; j++) {
+                for (ptrdiff_t kw = 0; kw < 5; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 5 + kw) * 10 + l] += tanh1_dx[((n * 16 + ob + j) * 10 + oh) * 10 + t * 8 + l] * avgpool0[((n * 6 + ic) * 14 + oh + kh) * 14 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            c3_weight_grad[(((g * 16 + ocg) * 6 + icg) * 5 + kh) * 5 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                  acc[(j_2 * 5 + kw_2) * 10 + 8 + l_2] += tanh1_dx[((n * 16 + ob + j_2) * 10 + oh) * 10 + 8 + l_2] * avgpool0[((n * 6 + ic) * 14 + oh + kh) * 14 + 8 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 5; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
+              sum = sum + acc[(j_3 * 5 + kw_3) * 10 + l_3];
+            }
+            c3_weight_grad[(((ob + j_3) * 6 + ic) * 5 + kh) * 5 + kw_3] = sum;
           }
         }
       }
@@ -1535,7 +1989,7 @@ static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* c3.dbias: bias_grad, lenet5.cnn:10 */
 static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh1_dx = s->arena + 9408;
+  const float *tanh1_dx = s->arena + 9888;
   float *c3_bias_grad = s->g32 + 2556;
   for (ptrdiff_t c = 0; c < 16; c++) {
     float acc = 0.0f;
@@ -1550,7 +2004,7 @@ static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
 
 /* avgpool0.dx: pool_dx, lenet5.cnn:9 */
 static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *c3_dx = s->arena + 11008;
+  const float *c3_dx = s->arena + 12664;
   float *avgpool0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
@@ -1575,9 +2029,9 @@ static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
 
 /* tanh0.dx: act_dx, lenet5.cnn:9 */
 static void train_tanh0_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0 = s->arena + 4704;
+  const float *tanh0 = s->arena + 5184;
   const float *avgpool0_dx = s->arena + 0;
-  float *tanh0_dx = s->arena + 9408;
+  float *tanh0_dx = s->arena + 9888;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
       float y = tanh0[n * 4704 + i];
@@ -1586,26 +2040,58 @@ static void train_tanh0_dx(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* c1.dweight: conv_dw, lenet5.cnn:9 */
+/* c1.dweight: conv_dw, lenet5.cnn:9
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [2, 26) in 3 tiles + 0, rows [2, 26) unguarded, padding borders guarded */
 static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
-  const float *tanh0_dx = s->arena + 9408;
+  const float *tanh0_dx = s->arena + 9888;
   float *c1_weight_grad = s->g32 + 0;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 6; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 1; icg++) {
-        for (ptrdiff_t kh = 0; kh < 5; kh++) {
-          for (ptrdiff_t kw = 0; kw < 5; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  if (0 <= oh - 2 + kh && oh - 2 + kh < 28 && (0 <= ow - 2 + kw && ow - 2 + kw < 28)) {
-                    acc = acc + tanh0_dx[((n * 6 + g * 6 + ocg) * 28 + oh) * 28 + ow] * x[((n + g + icg) * 28 + oh - 2 + kh) * 28 + ow - 2 + kw];
+  float acc[90]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 3; ob++) {
+    for (ptrdiff_t ic = 0; ic < 1; ic++) {
+      for (ptrdiff_t kh = 0; kh < 5; kh++) {
+        for (ptrdiff_t a = 0; a < 90; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 28; oh++) {
+            if (0 <= oh - 2 + kh && oh - 2 + kh < 28) {
+              for (ptrdiff_t ow = 0; ow < 2; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 5; kw++) {
+                    if (0 <= ow - 2 + kw) {
+                      acc[(j * 5 + kw) * 9 + 8] += tanh0_dx[((n * 6 + ob * 2 + j) * 28 + oh) * 28 + ow] * x[((n + ic) * 28 + oh - 2 + kh) * 28 + ow - 2 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 5 + kw_2) * 9 + l] += tanh0_dx[((n * 6 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 2 + l] * x[((n + ic) * 28 + oh - 2 + kh) * 28 + t * 8 + 2 + l - 2 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 2; ow_2++) {
+                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                  for (ptrdiff_t kw_3 = 0; kw_3 < 5; kw_3++) {
+                    if (26 + ow_2 - 2 + kw_3 < 28) {
+                      acc[(j_3 * 5 + kw_3) * 9 + 8] += tanh0_dx[((n * 6 + ob * 2 + j_3) * 28 + oh) * 28 + 26 + ow_2] * x[((n + ic) * 28 + oh - 2 + kh) * 28 + 26 + ow_2 - 2 + kw_3];
+                    }
                   }
                 }
               }
             }
-            c1_weight_grad[((g * 6 + ocg + icg) * 5 + kh) * 5 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 5; kw_4++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 9; l_2++) {
+              sum = sum + acc[(j_4 * 5 + kw_4) * 9 + l_2];
+            }
+            c1_weight_grad[((ob * 2 + j_4 + ic) * 5 + kh) * 5 + kw_4] = sum;
           }
         }
       }
@@ -1615,7 +2101,7 @@ static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
 
 /* c1.dbias: bias_grad, lenet5.cnn:9 */
 static void train_c1_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0_dx = s->arena + 9408;
+  const float *tanh0_dx = s->arena + 9888;
   float *c1_bias_grad = s->g32 + 150;
   for (ptrdiff_t c = 0; c < 6; c++) {
     float acc = 0.0f;
@@ -1807,7 +2293,7 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
   train_tanh0_dx(s, count);
   train_c1_dweight(s, count, x);
   train_c1_dbias(s, count);
-  *loss = s->arena[14112];
+  *loss = s->arena[14592];
   return 0;
 }
 

@@ -985,30 +985,71 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
                           resnet18_NTENSORS, s->f32, s->i64);
 }
 
-/* conv1: conv, resnet18.cnn:29 */
+/* conv1: conv, resnet18.cnn:29
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; columns in 4 tiles + 16, no guards */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   float *conv1 = s->arena + 0;
+  float *conv1_padded = s->arena + 802816;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 112; oh++) {
-        for (ptrdiff_t ow = 0; ow < 112; ow++) {
-          conv1[((n * 64 + oc) * 112 + oh) * 112 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 3; c++) {
+      for (ptrdiff_t h = 0; h < 229; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 115; w++) {
+            conv1_padded[((n * 3 + c) * 229 + h) * 230 + r * 115 + w] = 0 <= h - 3 && h - 3 < 224 && (0 <= w * 2 + r - 3 && w * 2 + r - 3 < 224) ? x[((n * 3 + c) * 224 + h - 3) * 224 + w * 2 + r - 3] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 3; ic++) {
-        for (ptrdiff_t kh = 0; kh < 7; kh++) {
-          for (ptrdiff_t kw = 0; kw < 7; kw++) {
-            float wv = conv1_weight[((oc * 3 + ic) * 7 + kh) * 7 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 112; oh_2++) {
-              if (0 <= oh_2 * 2 - 3 + kh && oh_2 * 2 - 3 + kh < 224) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
-                  if (0 <= ow_2 * 2 - 3 + kw && ow_2 * 2 - 3 + kw < 224) {
-                    conv1[((n * 64 + oc) * 112 + oh_2) * 112 + ow_2] += x[((n * 3 + ic) * 224 + oh_2 * 2 - 3 + kh) * 224 + ow_2 * 2 - 3 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 112; oh++) {
+      for (ptrdiff_t ob = 0; ob < 16; ob++) {
+        for (ptrdiff_t t = 0; t < 4; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 3; ic++) {
+            for (ptrdiff_t kh = 0; kh < 7; kh++) {
+              for (ptrdiff_t kw = 0; kw < 7; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 3 + ic) * 229 + oh * 2 + kh) * 230 + kw % 2 * 115 + t * 24 + i_2 + kw / 2] * wv;
                   }
                 }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              conv1[((n_2 * 64 + ob * 4 + j_3) * 112 + oh) * 112 + t * 24 + i_3] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+            acc[j_4 * 16 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = conv1_weight[(((ob * 4 + j_5) * 3 + ic_2) * 7 + kh_2) * 7 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                  acc[j_5 * 16 + i_5] += conv1_padded[((n_2 * 3 + ic_2) * 229 + oh * 2 + kh_2) * 230 + kw_2 % 2 * 115 + 96 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+            conv1[((n_2 * 64 + ob * 4 + j_6) * 112 + oh) * 112 + 96 + i_6] = acc[j_6 * 16 + i_6];
           }
         }
       }
@@ -1070,31 +1111,74 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv1: conv, resnet18.cnn:12 */
+/* layer1.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *maxpool0 = s->arena + 802816;
-  float *layer1_0_conv1 = s->arena + 0;
+  float *layer1_0_conv1 = s->arena + 215296;
+  float *layer1_0_conv1_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_0_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_0_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_0_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += maxpool0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_0_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_0_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1108,8 +1192,8 @@ static void forward_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
   const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
-  const float *layer1_0_conv1 = s->arena + 0;
-  float *layer1_0_bn1 = s->arena + 200704;
+  const float *layer1_0_conv1 = s->arena + 215296;
+  float *layer1_0_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       float scale = layer1_0_bn1_weight[c] / sqrtf(layer1_0_bn1_running_var[c] + 1e-05f);
@@ -1123,8 +1207,8 @@ static void forward_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu0: relu, resnet18.cnn:12 */
 static void forward_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn1 = s->arena + 200704;
-  float *layer1_0_relu0 = s->arena + 0;
+  const float *layer1_0_bn1 = s->arena + 0;
+  float *layer1_0_relu0 = s->arena + 215296;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_0_bn1[n * 200704 + i];
@@ -1133,31 +1217,74 @@ static void forward_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv2: conv, resnet18.cnn:13 */
+/* layer1.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 0;
-  float *layer1_0_conv2 = s->arena + 200704;
+  const float *layer1_0_relu0 = s->arena + 215296;
+  float *layer1_0_conv2 = s->arena + 416000;
+  float *layer1_0_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_0_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_0_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_0_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_0_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_0_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_0_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_0_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_0_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1171,7 +1298,7 @@ static void forward_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
   const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
-  const float *layer1_0_conv2 = s->arena + 200704;
+  const float *layer1_0_conv2 = s->arena + 416000;
   float *layer1_0_bn2 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1199,7 +1326,7 @@ static void forward_layer1_0_add0(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.relu1: relu, resnet18.cnn:18 */
 static void forward_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_add0 = s->arena + 200704;
-  float *layer1_0_relu1 = s->arena + 0;
+  float *layer1_0_relu1 = s->arena + 401408;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_0_add0[n * 200704 + i];
@@ -1208,31 +1335,74 @@ static void forward_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv1: conv, resnet18.cnn:12 */
+/* layer1.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 0;
-  float *layer1_1_conv1 = s->arena + 200704;
+  const float *layer1_0_relu1 = s->arena + 401408;
+  float *layer1_1_conv1 = s->arena + 602112;
+  float *layer1_1_conv1_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_1_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_1_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_1_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu1[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_1_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_1_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1246,8 +1416,8 @@ static void forward_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
   const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
-  const float *layer1_1_conv1 = s->arena + 200704;
-  float *layer1_1_bn1 = s->arena + 401408;
+  const float *layer1_1_conv1 = s->arena + 602112;
+  float *layer1_1_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       float scale = layer1_1_bn1_weight[c] / sqrtf(layer1_1_bn1_running_var[c] + 1e-05f);
@@ -1261,8 +1431,8 @@ static void forward_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu0: relu, resnet18.cnn:12 */
 static void forward_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn1 = s->arena + 401408;
-  float *layer1_1_relu0 = s->arena + 200704;
+  const float *layer1_1_bn1 = s->arena + 0;
+  float *layer1_1_relu0 = s->arena + 602112;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_1_bn1[n * 200704 + i];
@@ -1271,31 +1441,74 @@ static void forward_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv2: conv, resnet18.cnn:13 */
+/* layer1.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 200704;
-  float *layer1_1_conv2 = s->arena + 401408;
+  const float *layer1_1_relu0 = s->arena + 602112;
+  float *layer1_1_conv2 = s->arena + 802816;
+  float *layer1_1_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_1_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_1_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_1_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_1_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_1_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1309,8 +1522,8 @@ static void forward_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
   const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
-  const float *layer1_1_conv2 = s->arena + 401408;
-  float *layer1_1_bn2 = s->arena + 200704;
+  const float *layer1_1_conv2 = s->arena + 802816;
+  float *layer1_1_bn2 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       float scale = layer1_1_bn2_weight[c] / sqrtf(layer1_1_bn2_running_var[c] + 1e-05f);
@@ -1324,9 +1537,9 @@ static void forward_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.add0: add, resnet18.cnn:18 */
 static void forward_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 0;
-  const float *layer1_1_bn2 = s->arena + 200704;
-  float *layer1_1_add0 = s->arena + 401408;
+  const float *layer1_0_relu1 = s->arena + 401408;
+  const float *layer1_1_bn2 = s->arena + 0;
+  float *layer1_1_add0 = s->arena + 200704;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
@@ -1336,8 +1549,8 @@ static void forward_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu1: relu, resnet18.cnn:18 */
 static void forward_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_add0 = s->arena + 401408;
-  float *layer1_1_relu1 = s->arena + 0;
+  const float *layer1_1_add0 = s->arena + 200704;
+  float *layer1_1_relu1 = s->arena + 401408;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_1_add0[n * 200704 + i];
@@ -1346,31 +1559,72 @@ static void forward_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv1: conv, resnet18.cnn:12 */
+/* layer2.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer1_1_relu1 = s->arena + 0;
-  float *layer2_0_conv1 = s->arena + 200704;
+  const float *layer1_1_relu1 = s->arena + 401408;
+  float *layer2_0_conv1 = s->arena + 211584;
+  float *layer2_0_conv1_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_0_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 57; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 29; w++) {
+            layer2_0_conv1_padded[((n * 64 + c) * 57 + h) * 58 + r * 29 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 56) ? layer1_1_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w * 2 + r - 1] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 * 2 - 1 + kh) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 * 2 - 1 + kw) {
-                    layer2_0_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 - 1 + kh) * 56 + ow_2 * 2 - 1 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 28; oh++) {
+      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 16; i++) {
+              acc[j * 16 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                    acc[j_2 * 16 + i_2] += layer2_0_conv1_padded[((n_2 * 64 + ic) * 57 + oh * 2 + kh) * 58 + kw % 2 * 29 + t * 16 + i_2 + kw / 2] * wv;
                   }
                 }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+              layer2_0_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
+            acc[j_4 * 12 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer2_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
+                  acc[j_5 * 12 + i_5] += layer2_0_conv1_padded[((n_2 * 64 + ic_2) * 57 + oh * 2 + kh_2) * 58 + kw_2 % 2 * 29 + 16 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
+            layer2_0_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
           }
         }
       }
@@ -1384,8 +1638,8 @@ static void forward_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
   const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
-  const float *layer2_0_conv1 = s->arena + 200704;
-  float *layer2_0_bn1 = s->arena + 301056;
+  const float *layer2_0_conv1 = s->arena + 211584;
+  float *layer2_0_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
@@ -1399,8 +1653,8 @@ static void forward_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu0: relu, resnet18.cnn:12 */
 static void forward_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn1 = s->arena + 301056;
-  float *layer2_0_relu0 = s->arena + 200704;
+  const float *layer2_0_bn1 = s->arena + 0;
+  float *layer2_0_relu0 = s->arena + 115200;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_0_bn1[n * 100352 + i];
@@ -1409,31 +1663,74 @@ static void forward_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv2: conv, resnet18.cnn:13 */
+/* layer2.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 200704;
-  float *layer2_0_conv2 = s->arena + 301056;
+  const float *layer2_0_relu0 = s->arena + 115200;
+  float *layer2_0_conv2 = s->arena + 215552;
+  float *layer2_0_conv2_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_0_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_0_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_0_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
-                    layer2_0_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_0_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_0_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_0_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1447,8 +1744,8 @@ static void forward_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
   const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-  const float *layer2_0_conv2 = s->arena + 301056;
-  float *layer2_0_bn2 = s->arena + 200704;
+  const float *layer2_0_conv2 = s->arena + 215552;
+  float *layer2_0_bn2 = s->arena + 602112;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
@@ -1460,27 +1757,72 @@ static void forward_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.downsample.0: conv, resnet18.cnn:16 */
+/* layer2.0.downsample.0: conv, resnet18.cnn:16
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 0;
-  float *layer2_0_downsample_0 = s->arena + 301056;
+  const float *layer1_1_relu1 = s->arena + 401408;
+  float *layer2_0_downsample_0 = s->arena + 197120;
+  float *layer2_0_downsample_0_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_0_downsample_0[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 55; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 28; w++) {
+            layer2_0_downsample_0_padded[((n * 64 + c) * 55 + h) * 56 + r * 28 + w] = layer1_1_relu1[((n * 64 + c) * 56 + h) * 56 + w * 2 + r];
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = layer2_0_downsample_0_weight[oc * 64 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                layer2_0_downsample_0[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 + kh) * 56 + ow_2 * 2 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 28; oh++) {
+      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 16; i++) {
+              acc[j * 16 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                    acc[j_2 * 16 + i_2] += layer2_0_downsample_0_padded[((n_2 * 64 + ic) * 55 + oh * 2 + kh) * 56 + kw % 2 * 28 + t * 16 + i_2 + kw / 2] * wv;
+                  }
+                }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+              layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
+            acc[j_4 * 12 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer2_0_downsample_0_weight[(ob * 4 + j_5) * 64 + ic_2 + kh_2 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
+                  acc[j_5 * 12 + i_5] += layer2_0_downsample_0_padded[((n_2 * 64 + ic_2) * 55 + oh * 2 + kh_2) * 56 + kw_2 % 2 * 28 + 16 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
+            layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
           }
         }
       }
@@ -1494,7 +1836,7 @@ static void forward_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
   const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
-  const float *layer2_0_downsample_0 = s->arena + 301056;
+  const float *layer2_0_downsample_0 = s->arena + 197120;
   float *layer2_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -1509,7 +1851,7 @@ static void forward_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.add0: add, resnet18.cnn:18 */
 static void forward_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn2 = s->arena + 200704;
+  const float *layer2_0_bn2 = s->arena + 602112;
   const float *layer2_0_downsample_1 = s->arena + 0;
   float *layer2_0_add0 = s->arena + 100352;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -1522,7 +1864,7 @@ static void forward_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.relu1: relu, resnet18.cnn:18 */
 static void forward_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_add0 = s->arena + 100352;
-  float *layer2_0_relu1 = s->arena + 0;
+  float *layer2_0_relu1 = s->arena + 200704;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_0_add0[n * 100352 + i];
@@ -1531,31 +1873,74 @@ static void forward_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv1: conv, resnet18.cnn:12 */
+/* layer2.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 0;
-  float *layer2_1_conv1 = s->arena + 100352;
+  const float *layer2_0_relu1 = s->arena + 200704;
+  float *layer2_1_conv1 = s->arena + 301056;
+  float *layer2_1_conv1_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_1_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv1_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
-                    layer2_1_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu1[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_1_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_1_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1569,8 +1954,8 @@ static void forward_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
   const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-  const float *layer2_1_conv1 = s->arena + 100352;
-  float *layer2_1_bn1 = s->arena + 200704;
+  const float *layer2_1_conv1 = s->arena + 301056;
+  float *layer2_1_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
@@ -1584,8 +1969,8 @@ static void forward_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu0: relu, resnet18.cnn:12 */
 static void forward_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn1 = s->arena + 200704;
-  float *layer2_1_relu0 = s->arena + 100352;
+  const float *layer2_1_bn1 = s->arena + 0;
+  float *layer2_1_relu0 = s->arena + 301056;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_1_bn1[n * 100352 + i];
@@ -1594,31 +1979,74 @@ static void forward_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv2: conv, resnet18.cnn:13 */
+/* layer2.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 100352;
-  float *layer2_1_conv2 = s->arena + 200704;
+  const float *layer2_1_relu0 = s->arena + 301056;
+  float *layer2_1_conv2 = s->arena + 401408;
+  float *layer2_1_conv2_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_1_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_1_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
-                    layer2_1_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_1_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_1_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_1_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1632,8 +2060,8 @@ static void forward_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
   const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-  const float *layer2_1_conv2 = s->arena + 200704;
-  float *layer2_1_bn2 = s->arena + 100352;
+  const float *layer2_1_conv2 = s->arena + 401408;
+  float *layer2_1_bn2 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
@@ -1647,9 +2075,9 @@ static void forward_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.add0: add, resnet18.cnn:18 */
 static void forward_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 0;
-  const float *layer2_1_bn2 = s->arena + 100352;
-  float *layer2_1_add0 = s->arena + 200704;
+  const float *layer2_0_relu1 = s->arena + 200704;
+  const float *layer2_1_bn2 = s->arena + 0;
+  float *layer2_1_add0 = s->arena + 100352;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
@@ -1659,8 +2087,8 @@ static void forward_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu1: relu, resnet18.cnn:18 */
 static void forward_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_add0 = s->arena + 200704;
-  float *layer2_1_relu1 = s->arena + 0;
+  const float *layer2_1_add0 = s->arena + 100352;
+  float *layer2_1_relu1 = s->arena + 200704;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_1_add0[n * 100352 + i];
@@ -1669,31 +2097,72 @@ static void forward_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv1: conv, resnet18.cnn:12 */
+/* layer3.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer2_1_relu1 = s->arena + 0;
-  float *layer3_0_conv1 = s->arena + 100352;
+  const float *layer2_1_relu1 = s->arena + 200704;
+  float *layer3_0_conv1 = s->arena + 111360;
+  float *layer3_0_conv1_padded = s->arena + 0;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_0_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 29; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 15; w++) {
+            layer3_0_conv1_padded[((n * 128 + c) * 29 + h) * 30 + r * 15 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 28) ? layer2_1_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w * 2 + r - 1] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_0_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 * 2 - 1 + kh) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 * 2 - 1 + kw) {
-                    layer3_0_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 - 1 + kh) * 28 + ow_2 * 2 - 1 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 14; oh++) {
+      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 8; i++) {
+              acc[j * 8 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
+                    acc[j_2 * 8 + i_2] += layer3_0_conv1_padded[((n_2 * 128 + ic) * 29 + oh * 2 + kh) * 30 + kw % 2 * 15 + t * 8 + i_2 + kw / 2] * wv;
                   }
                 }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
+              layer3_0_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+            acc[j_4 * 6 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer3_0_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                  acc[j_5 * 6 + i_5] += layer3_0_conv1_padded[((n_2 * 128 + ic_2) * 29 + oh * 2 + kh_2) * 30 + kw_2 % 2 * 15 + 8 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+            layer3_0_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1707,8 +2176,8 @@ static void forward_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
   const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-  const float *layer3_0_conv1 = s->arena + 100352;
-  float *layer3_0_bn1 = s->arena + 150528;
+  const float *layer3_0_conv1 = s->arena + 111360;
+  float *layer3_0_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
@@ -1722,8 +2191,8 @@ static void forward_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu0: relu, resnet18.cnn:12 */
 static void forward_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn1 = s->arena + 150528;
-  float *layer3_0_relu0 = s->arena + 100352;
+  const float *layer3_0_bn1 = s->arena + 0;
+  float *layer3_0_relu0 = s->arena + 65536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_0_bn1[n * 50176 + i];
@@ -1732,31 +2201,74 @@ static void forward_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv2: conv, resnet18.cnn:13 */
+/* layer3.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 100352;
-  float *layer3_0_conv2 = s->arena + 150528;
+  const float *layer3_0_relu0 = s->arena + 65536;
+  float *layer3_0_conv2 = s->arena + 115712;
+  float *layer3_0_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_0_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_0_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_0_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
-                    layer3_0_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_0_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_0_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_0_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1770,8 +2282,8 @@ static void forward_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
   const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  const float *layer3_0_conv2 = s->arena + 150528;
-  float *layer3_0_bn2 = s->arena + 100352;
+  const float *layer3_0_conv2 = s->arena + 115712;
+  float *layer3_0_bn2 = s->arena + 301056;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
@@ -1783,27 +2295,72 @@ static void forward_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.downsample.0: conv, resnet18.cnn:16 */
+/* layer3.0.downsample.0: conv, resnet18.cnn:16
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 0;
-  float *layer3_0_downsample_0 = s->arena + 150528;
+  const float *layer2_1_relu1 = s->arena + 200704;
+  float *layer3_0_downsample_0 = s->arena + 96768;
+  float *layer3_0_downsample_0_padded = s->arena + 0;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_0_downsample_0[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 27; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 14; w++) {
+            layer3_0_downsample_0_padded[((n * 128 + c) * 27 + h) * 28 + r * 14 + w] = layer2_1_relu1[((n * 128 + c) * 28 + h) * 28 + w * 2 + r];
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = layer3_0_downsample_0_weight[oc * 128 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                layer3_0_downsample_0[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 + kh) * 28 + ow_2 * 2 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 14; oh++) {
+      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 8; i++) {
+              acc[j * 8 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
+                    acc[j_2 * 8 + i_2] += layer3_0_downsample_0_padded[((n_2 * 128 + ic) * 27 + oh * 2 + kh) * 28 + kw % 2 * 14 + t * 8 + i_2 + kw / 2] * wv;
+                  }
+                }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
+              layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+            acc[j_4 * 6 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer3_0_downsample_0_weight[(ob * 4 + j_5) * 128 + ic_2 + kh_2 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                  acc[j_5 * 6 + i_5] += layer3_0_downsample_0_padded[((n_2 * 128 + ic_2) * 27 + oh * 2 + kh_2) * 28 + kw_2 % 2 * 14 + 8 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+            layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1817,7 +2374,7 @@ static void forward_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
   const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-  const float *layer3_0_downsample_0 = s->arena + 150528;
+  const float *layer3_0_downsample_0 = s->arena + 96768;
   float *layer3_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -1832,7 +2389,7 @@ static void forward_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.add0: add, resnet18.cnn:18 */
 static void forward_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn2 = s->arena + 100352;
+  const float *layer3_0_bn2 = s->arena + 301056;
   const float *layer3_0_downsample_1 = s->arena + 0;
   float *layer3_0_add0 = s->arena + 50176;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -1845,7 +2402,7 @@ static void forward_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.relu1: relu, resnet18.cnn:18 */
 static void forward_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_add0 = s->arena + 50176;
-  float *layer3_0_relu1 = s->arena + 0;
+  float *layer3_0_relu1 = s->arena + 100352;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_0_add0[n * 50176 + i];
@@ -1854,31 +2411,74 @@ static void forward_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv1: conv, resnet18.cnn:12 */
+/* layer3.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 0;
-  float *layer3_1_conv1 = s->arena + 50176;
+  const float *layer3_0_relu1 = s->arena + 100352;
+  float *layer3_1_conv1 = s->arena + 150528;
+  float *layer3_1_conv1_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_1_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv1_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_1_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
-                    layer3_1_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu1[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_1_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_1_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1892,8 +2492,8 @@ static void forward_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
   const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-  const float *layer3_1_conv1 = s->arena + 50176;
-  float *layer3_1_bn1 = s->arena + 100352;
+  const float *layer3_1_conv1 = s->arena + 150528;
+  float *layer3_1_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
@@ -1907,8 +2507,8 @@ static void forward_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu0: relu, resnet18.cnn:12 */
 static void forward_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn1 = s->arena + 100352;
-  float *layer3_1_relu0 = s->arena + 50176;
+  const float *layer3_1_bn1 = s->arena + 0;
+  float *layer3_1_relu0 = s->arena + 150528;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_1_bn1[n * 50176 + i];
@@ -1917,31 +2517,74 @@ static void forward_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv2: conv, resnet18.cnn:13 */
+/* layer3.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 50176;
-  float *layer3_1_conv2 = s->arena + 100352;
+  const float *layer3_1_relu0 = s->arena + 150528;
+  float *layer3_1_conv2 = s->arena + 200704;
+  float *layer3_1_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_1_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_1_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
-                    layer3_1_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_1_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_1_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_1_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1955,8 +2598,8 @@ static void forward_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
   const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-  const float *layer3_1_conv2 = s->arena + 100352;
-  float *layer3_1_bn2 = s->arena + 50176;
+  const float *layer3_1_conv2 = s->arena + 200704;
+  float *layer3_1_bn2 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
@@ -1970,9 +2613,9 @@ static void forward_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.add0: add, resnet18.cnn:18 */
 static void forward_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 0;
-  const float *layer3_1_bn2 = s->arena + 50176;
-  float *layer3_1_add0 = s->arena + 100352;
+  const float *layer3_0_relu1 = s->arena + 100352;
+  const float *layer3_1_bn2 = s->arena + 0;
+  float *layer3_1_add0 = s->arena + 50176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
@@ -1982,8 +2625,8 @@ static void forward_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu1: relu, resnet18.cnn:18 */
 static void forward_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_add0 = s->arena + 100352;
-  float *layer3_1_relu1 = s->arena + 0;
+  const float *layer3_1_add0 = s->arena + 50176;
+  float *layer3_1_relu1 = s->arena + 100352;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_1_add0[n * 50176 + i];
@@ -1992,30 +2635,49 @@ static void forward_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv1: conv, resnet18.cnn:12 */
+/* layer4.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 0;
-  float *layer4_0_conv1 = s->arena + 50176;
+  const float *layer3_1_relu1 = s->arena + 100352;
+  float *layer4_0_conv1 = s->arena + 61440;
+  float *layer4_0_conv1_padded = s->arena + 0;
+  float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_0_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 15; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 8; w++) {
+            layer4_0_conv1_padded[((n * 256 + c) * 15 + h) * 16 + r * 8 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 14) ? layer3_1_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w * 2 + r - 1] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_0_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 * 2 - 1 + kh) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 * 2 - 1 + kw) {
-                    layer4_0_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 - 1 + kh) * 14 + ow_2 * 2 - 1 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 7; oh++) {
+      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 7; i++) {
+              acc[j * 7 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
+                    acc[j_2 * 7 + i_2] += layer4_0_conv1_padded[((n_2 * 256 + ic) * 15 + oh * 2 + kh) * 16 + kw % 2 * 8 + t * 7 + i_2 + kw / 2] * wv;
                   }
                 }
               }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
+              layer4_0_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
             }
           }
         }
@@ -2030,8 +2692,8 @@ static void forward_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-  const float *layer4_0_conv1 = s->arena + 50176;
-  float *layer4_0_bn1 = s->arena + 75264;
+  const float *layer4_0_conv1 = s->arena + 61440;
+  float *layer4_0_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
@@ -2045,8 +2707,8 @@ static void forward_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu0: relu, resnet18.cnn:12 */
 static void forward_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn1 = s->arena + 75264;
-  float *layer4_0_relu0 = s->arena + 50176;
+  const float *layer4_0_bn1 = s->arena + 0;
+  float *layer4_0_relu0 = s->arena + 41472;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float v = layer4_0_bn1[n * 25088 + i];
@@ -2055,31 +2717,74 @@ static void forward_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv2: conv, resnet18.cnn:13 */
+/* layer4.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 50176;
-  float *layer4_0_conv2 = s->arena + 75264;
+  const float *layer4_0_relu0 = s->arena + 41472;
+  float *layer4_0_conv2 = s->arena + 66560;
+  float *layer4_0_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_0_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_0_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_0_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
-                    layer4_0_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_0_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_0_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_0_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_0_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_0_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -2093,8 +2798,8 @@ static void forward_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
   const float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   const float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-  const float *layer4_0_conv2 = s->arena + 75264;
-  float *layer4_0_bn2 = s->arena + 50176;
+  const float *layer4_0_conv2 = s->arena + 66560;
+  float *layer4_0_bn2 = s->arena + 150528;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
@@ -2106,26 +2811,49 @@ static void forward_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.downsample.0: conv, resnet18.cnn:16 */
+/* layer4.0.downsample.0: conv, resnet18.cnn:16
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 0;
-  float *layer4_0_downsample_0 = s->arena + 75264;
+  const float *layer3_1_relu1 = s->arena + 100352;
+  float *layer4_0_downsample_0 = s->arena + 46592;
+  float *layer4_0_downsample_0_padded = s->arena + 0;
+  float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_0_downsample_0[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 13; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 7; w++) {
+            layer4_0_downsample_0_padded[((n * 256 + c) * 13 + h) * 14 + r * 7 + w] = layer3_1_relu1[((n * 256 + c) * 14 + h) * 14 + w * 2 + r];
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = layer4_0_downsample_0_weight[oc * 256 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                layer4_0_downsample_0[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 + kh) * 14 + ow_2 * 2 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 7; oh++) {
+      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 7; i++) {
+              acc[j * 7 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
+                    acc[j_2 * 7 + i_2] += layer4_0_downsample_0_padded[((n_2 * 256 + ic) * 13 + oh * 2 + kh) * 14 + kw % 2 * 7 + t * 7 + i_2 + kw / 2] * wv;
+                  }
+                }
               }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
+              layer4_0_downsample_0[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
             }
           }
         }
@@ -2140,7 +2868,7 @@ static void forward_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
   const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-  const float *layer4_0_downsample_0 = s->arena + 75264;
+  const float *layer4_0_downsample_0 = s->arena + 46592;
   float *layer4_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -2155,7 +2883,7 @@ static void forward_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.add0: add, resnet18.cnn:18 */
 static void forward_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn2 = s->arena + 50176;
+  const float *layer4_0_bn2 = s->arena + 150528;
   const float *layer4_0_downsample_1 = s->arena + 0;
   float *layer4_0_add0 = s->arena + 25088;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -2168,7 +2896,7 @@ static void forward_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.relu1: relu, resnet18.cnn:18 */
 static void forward_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_add0 = s->arena + 25088;
-  float *layer4_0_relu1 = s->arena + 0;
+  float *layer4_0_relu1 = s->arena + 50176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float v = layer4_0_add0[n * 25088 + i];
@@ -2177,31 +2905,74 @@ static void forward_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv1: conv, resnet18.cnn:12 */
+/* layer4.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 0;
-  float *layer4_1_conv1 = s->arena + 25088;
+  const float *layer4_0_relu1 = s->arena + 50176;
+  float *layer4_1_conv1 = s->arena + 75264;
+  float *layer4_1_conv1_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_1_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv1_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_1_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
-                    layer4_1_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu1[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_1_conv1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv1_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_1_conv1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -2215,8 +2986,8 @@ static void forward_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
   const float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   const float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
-  const float *layer4_1_conv1 = s->arena + 25088;
-  float *layer4_1_bn1 = s->arena + 50176;
+  const float *layer4_1_conv1 = s->arena + 75264;
+  float *layer4_1_bn1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
@@ -2230,8 +3001,8 @@ static void forward_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu0: relu, resnet18.cnn:12 */
 static void forward_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn1 = s->arena + 50176;
-  float *layer4_1_relu0 = s->arena + 25088;
+  const float *layer4_1_bn1 = s->arena + 0;
+  float *layer4_1_relu0 = s->arena + 75264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float v = layer4_1_bn1[n * 25088 + i];
@@ -2240,31 +3011,74 @@ static void forward_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv2: conv, resnet18.cnn:13 */
+/* layer4.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 25088;
-  float *layer4_1_conv2 = s->arena + 50176;
+  const float *layer4_1_relu0 = s->arena + 75264;
+  float *layer4_1_conv2 = s->arena + 100352;
+  float *layer4_1_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_1_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_1_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
-                    layer4_1_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_1_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_1_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_1_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -2278,8 +3092,8 @@ static void forward_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
   const float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   const float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
-  const float *layer4_1_conv2 = s->arena + 50176;
-  float *layer4_1_bn2 = s->arena + 25088;
+  const float *layer4_1_conv2 = s->arena + 100352;
+  float *layer4_1_bn2 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
@@ -2293,9 +3107,9 @@ static void forward_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.add0: add, resnet18.cnn:18 */
 static void forward_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 0;
-  const float *layer4_1_bn2 = s->arena + 25088;
-  float *layer4_1_add0 = s->arena + 50176;
+  const float *layer4_0_relu1 = s->arena + 50176;
+  const float *layer4_1_bn2 = s->arena + 0;
+  float *layer4_1_add0 = s->arena + 25088;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
@@ -2305,7 +3119,7 @@ static void forward_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu1: relu, resnet18.cnn:18 */
 static void forward_layer4_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_add0 = s->arena + 50176;
+  const float *layer4_1_add0 = s->arena + 25088;
   float *layer4_1_relu1 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
@@ -2338,19 +3152,33 @@ static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* fc: dense, resnet18.cnn:38 */
+/* fc: dense, resnet18.cnn:38
+ * schedule: accumulators: 8 outputs x 8 lanes of in-features (64 tiles + 0), summed at the end */
 static void forward_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
   const float *flatten0 = s->arena + 25088;
   float *fc = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 1000; o++) {
-      float acc = fc_bias[o];
-      for (ptrdiff_t i = 0; i < 512; i++) {
-        acc = acc + flatten0[n * 512 + i] * fc_weight[o * 512 + i];
+    for (ptrdiff_t ob = 0; ob < 125; ob++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
+        acc[a] = 0.0f;
       }
-      fc[n * 1000 + o] = acc;
+      for (ptrdiff_t t = 0; t < 64; t++) {
+        for (ptrdiff_t j = 0; j < 8; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 8 + l] += flatten0[n * 512 + t * 8 + l] * fc_weight[(ob * 8 + j) * 512 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
+        float sum = fc_bias[ob * 8 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          sum = sum + acc[j_2 * 8 + l_2];
+        }
+        fc[n * 1000 + ob * 8 + j_2] = sum;
+      }
     }
   }
 }
@@ -2454,30 +3282,71 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
   return 0;
 }
 
-/* conv1: conv, resnet18.cnn:29 */
+/* conv1: conv, resnet18.cnn:29
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; columns in 4 tiles + 16, no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   float *conv1 = s->arena + 0;
+  float *conv1_padded = s->arena + 802816;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 112; oh++) {
-        for (ptrdiff_t ow = 0; ow < 112; ow++) {
-          conv1[((n * 64 + oc) * 112 + oh) * 112 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 3; c++) {
+      for (ptrdiff_t h = 0; h < 229; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 115; w++) {
+            conv1_padded[((n * 3 + c) * 229 + h) * 230 + r * 115 + w] = 0 <= h - 3 && h - 3 < 224 && (0 <= w * 2 + r - 3 && w * 2 + r - 3 < 224) ? x[((n * 3 + c) * 224 + h - 3) * 224 + w * 2 + r - 3] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 3; ic++) {
-        for (ptrdiff_t kh = 0; kh < 7; kh++) {
-          for (ptrdiff_t kw = 0; kw < 7; kw++) {
-            float wv = conv1_weight[((oc * 3 + ic) * 7 + kh) * 7 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 112; oh_2++) {
-              if (0 <= oh_2 * 2 - 3 + kh && oh_2 * 2 - 3 + kh < 224) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
-                  if (0 <= ow_2 * 2 - 3 + kw && ow_2 * 2 - 3 + kw < 224) {
-                    conv1[((n * 64 + oc) * 112 + oh_2) * 112 + ow_2] += x[((n * 3 + ic) * 224 + oh_2 * 2 - 3 + kh) * 224 + ow_2 * 2 - 3 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 112; oh++) {
+      for (ptrdiff_t ob = 0; ob < 16; ob++) {
+        for (ptrdiff_t t = 0; t < 4; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 3; ic++) {
+            for (ptrdiff_t kh = 0; kh < 7; kh++) {
+              for (ptrdiff_t kw = 0; kw < 7; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 3 + ic) * 229 + oh * 2 + kh) * 230 + kw % 2 * 115 + t * 24 + i_2 + kw / 2] * wv;
                   }
                 }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              conv1[((n_2 * 64 + ob * 4 + j_3) * 112 + oh) * 112 + t * 24 + i_3] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+            acc[j_4 * 16 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = conv1_weight[(((ob * 4 + j_5) * 3 + ic_2) * 7 + kh_2) * 7 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                  acc[j_5 * 16 + i_5] += conv1_padded[((n_2 * 3 + ic_2) * 229 + oh * 2 + kh_2) * 230 + kw_2 % 2 * 115 + 96 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+            conv1[((n_2 * 64 + ob * 4 + j_6) * 112 + oh) * 112 + 96 + i_6] = acc[j_6 * 16 + i_6];
           }
         }
       }
@@ -2539,7 +3408,7 @@ static void train_relu0(resnet18_state *s, ptrdiff_t count) {
 /* maxpool0: maxpool, resnet18.cnn:30 */
 static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 1605632;
-  float *maxpool0 = s->arena + 2408448;
+  float *maxpool0 = s->arena + 2623744;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
@@ -2559,31 +3428,74 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv1: conv, resnet18.cnn:12 */
+/* layer1.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *maxpool0 = s->arena + 2408448;
-  float *layer1_0_conv1 = s->arena + 2609152;
+  const float *maxpool0 = s->arena + 2623744;
+  float *layer1_0_conv1 = s->arena + 2824448;
+  float *layer1_0_conv1_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_0_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_0_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_0_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += maxpool0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_0_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_0_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2598,8 +3510,8 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
   int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 1; /* layer1.0.bn1.num_batches_tracked */
-  const float *layer1_0_conv1 = s->arena + 2609152;
-  float *layer1_0_bn1 = s->arena + 2809856;
+  const float *layer1_0_conv1 = s->arena + 2824448;
+  float *layer1_0_bn1 = s->arena + 3025152;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2632,8 +3544,8 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu0: relu, resnet18.cnn:12 */
 static void train_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn1 = s->arena + 2809856;
-  float *layer1_0_relu0 = s->arena + 3010560;
+  const float *layer1_0_bn1 = s->arena + 3025152;
+  float *layer1_0_relu0 = s->arena + 3225856;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_0_bn1[n * 200704 + i];
@@ -2642,31 +3554,74 @@ static void train_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv2: conv, resnet18.cnn:13 */
+/* layer1.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 3010560;
-  float *layer1_0_conv2 = s->arena + 3211264;
+  const float *layer1_0_relu0 = s->arena + 3225856;
+  float *layer1_0_conv2 = s->arena + 3426560;
+  float *layer1_0_conv2_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_0_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_0_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_0_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_0_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_0_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_0_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_0_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_0_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2681,8 +3636,8 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
   int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 2; /* layer1.0.bn2.num_batches_tracked */
-  const float *layer1_0_conv2 = s->arena + 3211264;
-  float *layer1_0_bn2 = s->arena + 3411968;
+  const float *layer1_0_conv2 = s->arena + 3426560;
+  float *layer1_0_bn2 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2715,9 +3670,9 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.add0: add, resnet18.cnn:18 */
 static void train_layer1_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 2408448;
-  const float *layer1_0_bn2 = s->arena + 3411968;
-  float *layer1_0_add0 = s->arena + 3612672;
+  const float *maxpool0 = s->arena + 2623744;
+  const float *layer1_0_bn2 = s->arena + 2408448;
+  float *layer1_0_add0 = s->arena + 3627264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer1_0_add0[n * 200704 + i] = layer1_0_bn2[n * 200704 + i] + maxpool0[n * 200704 + i];
@@ -2727,8 +3682,8 @@ static void train_layer1_0_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu1: relu, resnet18.cnn:18 */
 static void train_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_add0 = s->arena + 3612672;
-  float *layer1_0_relu1 = s->arena + 3411968;
+  const float *layer1_0_add0 = s->arena + 3627264;
+  float *layer1_0_relu1 = s->arena + 3827968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_0_add0[n * 200704 + i];
@@ -2737,31 +3692,74 @@ static void train_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv1: conv, resnet18.cnn:12 */
+/* layer1.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 3411968;
-  float *layer1_1_conv1 = s->arena + 3813376;
+  const float *layer1_0_relu1 = s->arena + 3827968;
+  float *layer1_1_conv1 = s->arena + 4028672;
+  float *layer1_1_conv1_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_1_conv1[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_1_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_1_conv1[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_0_relu1[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_1_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_1_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2776,8 +3774,8 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
   int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 3; /* layer1.1.bn1.num_batches_tracked */
-  const float *layer1_1_conv1 = s->arena + 3813376;
-  float *layer1_1_bn1 = s->arena + 4014080;
+  const float *layer1_1_conv1 = s->arena + 4028672;
+  float *layer1_1_bn1 = s->arena + 4229376;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2810,8 +3808,8 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu0: relu, resnet18.cnn:12 */
 static void train_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn1 = s->arena + 4014080;
-  float *layer1_1_relu0 = s->arena + 4214784;
+  const float *layer1_1_bn1 = s->arena + 4229376;
+  float *layer1_1_relu0 = s->arena + 4430080;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_1_bn1[n * 200704 + i];
@@ -2820,31 +3818,74 @@ static void train_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv2: conv, resnet18.cnn:13 */
+/* layer1.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 4214784;
-  float *layer1_1_conv2 = s->arena + 4415488;
+  const float *layer1_1_relu0 = s->arena + 4430080;
+  float *layer1_1_conv2 = s->arena + 4630784;
+  float *layer1_1_conv2_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
-        for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          layer1_1_conv2[((n * 64 + oc) * 56 + oh) * 56 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer1_1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 56; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 56) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 56; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 56) {
-                    layer1_1_conv2[((n * 64 + oc) * 56 + oh_2) * 56 + ow_2] += layer1_1_relu0[((n * 64 + ic) * 56 + oh_2 - 1 + kh) * 56 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_1_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_1_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2859,8 +3900,8 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
   int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 4; /* layer1.1.bn2.num_batches_tracked */
-  const float *layer1_1_conv2 = s->arena + 4415488;
-  float *layer1_1_bn2 = s->arena + 4616192;
+  const float *layer1_1_conv2 = s->arena + 4630784;
+  float *layer1_1_bn2 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2893,9 +3934,9 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.add0: add, resnet18.cnn:18 */
 static void train_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 3411968;
-  const float *layer1_1_bn2 = s->arena + 4616192;
-  float *layer1_1_add0 = s->arena + 4816896;
+  const float *layer1_0_relu1 = s->arena + 3827968;
+  const float *layer1_1_bn2 = s->arena + 2408448;
+  float *layer1_1_add0 = s->arena + 4831488;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
@@ -2905,8 +3946,8 @@ static void train_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu1: relu, resnet18.cnn:18 */
 static void train_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_add0 = s->arena + 4816896;
-  float *layer1_1_relu1 = s->arena + 4616192;
+  const float *layer1_1_add0 = s->arena + 4831488;
+  float *layer1_1_relu1 = s->arena + 5032192;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float v = layer1_1_add0[n * 200704 + i];
@@ -2915,31 +3956,72 @@ static void train_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv1: conv, resnet18.cnn:12 */
+/* layer2.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer1_1_relu1 = s->arena + 4616192;
-  float *layer2_0_conv1 = s->arena + 5218304;
+  const float *layer1_1_relu1 = s->arena + 5032192;
+  float *layer2_0_conv1 = s->arena + 5348096;
+  float *layer2_0_conv1_padded = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_0_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 57; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 29; w++) {
+            layer2_0_conv1_padded[((n * 64 + c) * 57 + h) * 58 + r * 29 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 56) ? layer1_1_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w * 2 + r - 1] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_0_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 * 2 - 1 + kh) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 * 2 - 1 + kw) {
-                    layer2_0_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 - 1 + kh) * 56 + ow_2 * 2 - 1 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 28; oh++) {
+      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 16; i++) {
+              acc[j * 16 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                    acc[j_2 * 16 + i_2] += layer2_0_conv1_padded[((n_2 * 64 + ic) * 57 + oh * 2 + kh) * 58 + kw % 2 * 29 + t * 16 + i_2 + kw / 2] * wv;
                   }
                 }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+              layer2_0_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
+            acc[j_4 * 12 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer2_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
+                  acc[j_5 * 12 + i_5] += layer2_0_conv1_padded[((n_2 * 64 + ic_2) * 57 + oh * 2 + kh_2) * 58 + kw_2 % 2 * 29 + 16 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
+            layer2_0_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
           }
         }
       }
@@ -2954,8 +4036,8 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
   int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 5; /* layer2.0.bn1.num_batches_tracked */
-  const float *layer2_0_conv1 = s->arena + 5218304;
-  float *layer2_0_bn1 = s->arena + 5318656;
+  const float *layer2_0_conv1 = s->arena + 5348096;
+  float *layer2_0_bn1 = s->arena + 5448448;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2988,8 +4070,8 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu0: relu, resnet18.cnn:12 */
 static void train_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn1 = s->arena + 5318656;
-  float *layer2_0_relu0 = s->arena + 5419008;
+  const float *layer2_0_bn1 = s->arena + 5448448;
+  float *layer2_0_relu0 = s->arena + 5548800;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_0_bn1[n * 100352 + i];
@@ -2998,31 +4080,74 @@ static void train_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv2: conv, resnet18.cnn:13 */
+/* layer2.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 5419008;
-  float *layer2_0_conv2 = s->arena + 5519360;
+  const float *layer2_0_relu0 = s->arena + 5548800;
+  float *layer2_0_conv2 = s->arena + 5232896;
+  float *layer2_0_conv2_padded = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_0_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_0_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_0_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
-                    layer2_0_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_0_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_0_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_0_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3037,8 +4162,8 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
   int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
-  const float *layer2_0_conv2 = s->arena + 5519360;
-  float *layer2_0_bn2 = s->arena + 5017600;
+  const float *layer2_0_conv2 = s->arena + 5232896;
+  float *layer2_0_bn2 = s->arena + 5649152;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3069,27 +4194,72 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   layer2_0_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer2.0.downsample.0: conv, resnet18.cnn:16 */
+/* layer2.0.downsample.0: conv, resnet18.cnn:16
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 4616192;
-  float *layer2_0_downsample_0 = s->arena + 5117952;
+  const float *layer1_1_relu1 = s->arena + 5032192;
+  float *layer2_0_downsample_0 = s->arena + 5749504;
+  float *layer2_0_downsample_0_padded = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_0_downsample_0[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 55; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 28; w++) {
+            layer2_0_downsample_0_padded[((n * 64 + c) * 55 + h) * 56 + r * 28 + w] = layer1_1_relu1[((n * 64 + c) * 56 + h) * 56 + w * 2 + r];
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = layer2_0_downsample_0_weight[oc * 64 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                layer2_0_downsample_0[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer1_1_relu1[((n * 64 + ic) * 56 + oh_2 * 2 + kh) * 56 + ow_2 * 2 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 28; oh++) {
+      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 16; i++) {
+              acc[j * 16 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                    acc[j_2 * 16 + i_2] += layer2_0_downsample_0_padded[((n_2 * 64 + ic) * 55 + oh * 2 + kh) * 56 + kw % 2 * 28 + t * 16 + i_2 + kw / 2] * wv;
+                  }
+                }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+              layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
+            acc[j_4 * 12 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer2_0_downsample_0_weight[(ob * 4 + j_5) * 64 + ic_2 + kh_2 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
+                  acc[j_5 * 12 + i_5] += layer2_0_downsample_0_padded[((n_2 * 64 + ic_2) * 55 + oh * 2 + kh_2) * 56 + kw_2 % 2 * 28 + 16 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
+            layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
           }
         }
       }
@@ -3104,8 +4274,8 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
   int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 7; /* layer2.0.downsample.1.num_batches_tracked */
-  const float *layer2_0_downsample_0 = s->arena + 5117952;
-  float *layer2_0_downsample_1 = s->arena + 5619712;
+  const float *layer2_0_downsample_0 = s->arena + 5749504;
+  float *layer2_0_downsample_1 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3138,9 +4308,9 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.add0: add, resnet18.cnn:18 */
 static void train_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn2 = s->arena + 5017600;
-  const float *layer2_0_downsample_1 = s->arena + 5619712;
-  float *layer2_0_add0 = s->arena + 5720064;
+  const float *layer2_0_bn2 = s->arena + 5649152;
+  const float *layer2_0_downsample_1 = s->arena + 2408448;
+  float *layer2_0_add0 = s->arena + 5849856;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer2_0_add0[n * 100352 + i] = layer2_0_bn2[n * 100352 + i] + layer2_0_downsample_1[n * 100352 + i];
@@ -3150,8 +4320,8 @@ static void train_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu1: relu, resnet18.cnn:18 */
 static void train_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_add0 = s->arena + 5720064;
-  float *layer2_0_relu1 = s->arena + 5017600;
+  const float *layer2_0_add0 = s->arena + 5849856;
+  float *layer2_0_relu1 = s->arena + 5649152;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_0_add0[n * 100352 + i];
@@ -3160,31 +4330,74 @@ static void train_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv1: conv, resnet18.cnn:12 */
+/* layer2.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 5017600;
-  float *layer2_1_conv1 = s->arena + 5619712;
+  const float *layer2_0_relu1 = s->arena + 5649152;
+  float *layer2_1_conv1 = s->arena + 5950208;
+  float *layer2_1_conv1_padded = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_1_conv1[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv1_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
-                    layer2_1_conv1[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_0_relu1[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_1_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_1_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3199,8 +4412,8 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
   int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 8; /* layer2.1.bn1.num_batches_tracked */
-  const float *layer2_1_conv1 = s->arena + 5619712;
-  float *layer2_1_bn1 = s->arena + 5820416;
+  const float *layer2_1_conv1 = s->arena + 5950208;
+  float *layer2_1_bn1 = s->arena + 6050560;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3233,8 +4446,8 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu0: relu, resnet18.cnn:12 */
 static void train_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn1 = s->arena + 5820416;
-  float *layer2_1_relu0 = s->arena + 5920768;
+  const float *layer2_1_bn1 = s->arena + 6050560;
+  float *layer2_1_relu0 = s->arena + 6150912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_1_bn1[n * 100352 + i];
@@ -3243,31 +4456,74 @@ static void train_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv2: conv, resnet18.cnn:13 */
+/* layer2.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 5920768;
-  float *layer2_1_conv2 = s->arena + 6021120;
+  const float *layer2_1_relu0 = s->arena + 6150912;
+  float *layer2_1_conv2 = s->arena + 6251264;
+  float *layer2_1_conv2_padded = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          layer2_1_conv2[((n * 128 + oc) * 28 + oh) * 28 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer2_1_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 28) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 28) {
-                    layer2_1_conv2[((n * 128 + oc) * 28 + oh_2) * 28 + ow_2] += layer2_1_relu0[((n * 128 + ic) * 28 + oh_2 - 1 + kh) * 28 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_1_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_1_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3282,8 +4538,8 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
   int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 9; /* layer2.1.bn2.num_batches_tracked */
-  const float *layer2_1_conv2 = s->arena + 6021120;
-  float *layer2_1_bn2 = s->arena + 6121472;
+  const float *layer2_1_conv2 = s->arena + 6251264;
+  float *layer2_1_bn2 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3316,9 +4572,9 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.add0: add, resnet18.cnn:18 */
 static void train_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 5017600;
-  const float *layer2_1_bn2 = s->arena + 6121472;
-  float *layer2_1_add0 = s->arena + 6221824;
+  const float *layer2_0_relu1 = s->arena + 5649152;
+  const float *layer2_1_bn2 = s->arena + 2408448;
+  float *layer2_1_add0 = s->arena + 2519808;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
@@ -3328,8 +4584,8 @@ static void train_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu1: relu, resnet18.cnn:18 */
 static void train_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_add0 = s->arena + 6221824;
-  float *layer2_1_relu1 = s->arena + 6121472;
+  const float *layer2_1_add0 = s->arena + 2519808;
+  float *layer2_1_relu1 = s->arena + 6351616;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float v = layer2_1_add0[n * 100352 + i];
@@ -3338,31 +4594,72 @@ static void train_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv1: conv, resnet18.cnn:12 */
+/* layer3.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer2_1_relu1 = s->arena + 6121472;
-  float *layer3_0_conv1 = s->arena + 6422528;
+  const float *layer2_1_relu1 = s->arena + 6351616;
+  float *layer3_0_conv1 = s->arena + 6517504;
+  float *layer3_0_conv1_padded = s->arena + 2408448;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_0_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 29; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 15; w++) {
+            layer3_0_conv1_padded[((n * 128 + c) * 29 + h) * 30 + r * 15 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 28) ? layer2_1_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w * 2 + r - 1] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_0_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 * 2 - 1 + kh) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 * 2 - 1 + kw) {
-                    layer3_0_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 - 1 + kh) * 28 + ow_2 * 2 - 1 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 14; oh++) {
+      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 8; i++) {
+              acc[j * 8 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
+                    acc[j_2 * 8 + i_2] += layer3_0_conv1_padded[((n_2 * 128 + ic) * 29 + oh * 2 + kh) * 30 + kw % 2 * 15 + t * 8 + i_2 + kw / 2] * wv;
                   }
                 }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
+              layer3_0_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+            acc[j_4 * 6 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer3_0_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                  acc[j_5 * 6 + i_5] += layer3_0_conv1_padded[((n_2 * 128 + ic_2) * 29 + oh * 2 + kh_2) * 30 + kw_2 % 2 * 15 + 8 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+            layer3_0_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3377,8 +4674,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
   int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 10; /* layer3.0.bn1.num_batches_tracked */
-  const float *layer3_0_conv1 = s->arena + 6422528;
-  float *layer3_0_bn1 = s->arena + 6472704;
+  const float *layer3_0_conv1 = s->arena + 6517504;
+  float *layer3_0_bn1 = s->arena + 6567680;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3411,8 +4708,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu0: relu, resnet18.cnn:12 */
 static void train_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn1 = s->arena + 6472704;
-  float *layer3_0_relu0 = s->arena + 6522880;
+  const float *layer3_0_bn1 = s->arena + 6567680;
+  float *layer3_0_relu0 = s->arena + 6617856;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_0_bn1[n * 50176 + i];
@@ -3421,31 +4718,74 @@ static void train_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv2: conv, resnet18.cnn:13 */
+/* layer3.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 6522880;
-  float *layer3_0_conv2 = s->arena + 6573056;
+  const float *layer3_0_relu0 = s->arena + 6617856;
+  float *layer3_0_conv2 = s->arena + 6451968;
+  float *layer3_0_conv2_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_0_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_0_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_0_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
-                    layer3_0_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_0_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_0_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_0_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3460,8 +4800,8 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
   int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
-  const float *layer3_0_conv2 = s->arena + 6573056;
-  float *layer3_0_bn2 = s->arena + 6322176;
+  const float *layer3_0_conv2 = s->arena + 6451968;
+  float *layer3_0_bn2 = s->arena + 6668032;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3492,27 +4832,72 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   layer3_0_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer3.0.downsample.0: conv, resnet18.cnn:16 */
+/* layer3.0.downsample.0: conv, resnet18.cnn:16
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 6121472;
-  float *layer3_0_downsample_0 = s->arena + 6372352;
+  const float *layer2_1_relu1 = s->arena + 6351616;
+  float *layer3_0_downsample_0 = s->arena + 6718208;
+  float *layer3_0_downsample_0_padded = s->arena + 2408448;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_0_downsample_0[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 27; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 14; w++) {
+            layer3_0_downsample_0_padded[((n * 128 + c) * 27 + h) * 28 + r * 14 + w] = layer2_1_relu1[((n * 128 + c) * 28 + h) * 28 + w * 2 + r];
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = layer3_0_downsample_0_weight[oc * 128 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                layer3_0_downsample_0[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer2_1_relu1[((n * 128 + ic) * 28 + oh_2 * 2 + kh) * 28 + ow_2 * 2 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 14; oh++) {
+      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 8; i++) {
+              acc[j * 8 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
+                    acc[j_2 * 8 + i_2] += layer3_0_downsample_0_padded[((n_2 * 128 + ic) * 27 + oh * 2 + kh) * 28 + kw % 2 * 14 + t * 8 + i_2 + kw / 2] * wv;
+                  }
+                }
               }
             }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
+              layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
+            }
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+            acc[j_4 * 6 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = layer3_0_downsample_0_weight[(ob * 4 + j_5) * 128 + ic_2 + kh_2 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                  acc[j_5 * 6 + i_5] += layer3_0_downsample_0_padded[((n_2 * 128 + ic_2) * 27 + oh * 2 + kh_2) * 28 + kw_2 % 2 * 14 + 8 + i_5 + kw_2 / 2] * wv_2;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+            layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3527,8 +4912,8 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
   int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 12; /* layer3.0.downsample.1.num_batches_tracked */
-  const float *layer3_0_downsample_0 = s->arena + 6372352;
-  float *layer3_0_downsample_1 = s->arena + 6623232;
+  const float *layer3_0_downsample_0 = s->arena + 6718208;
+  float *layer3_0_downsample_1 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3561,9 +4946,9 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.add0: add, resnet18.cnn:18 */
 static void train_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn2 = s->arena + 6322176;
-  const float *layer3_0_downsample_1 = s->arena + 6623232;
-  float *layer3_0_add0 = s->arena + 6673408;
+  const float *layer3_0_bn2 = s->arena + 6668032;
+  const float *layer3_0_downsample_1 = s->arena + 2408448;
+  float *layer3_0_add0 = s->arena + 6768384;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer3_0_add0[n * 50176 + i] = layer3_0_bn2[n * 50176 + i] + layer3_0_downsample_1[n * 50176 + i];
@@ -3573,8 +4958,8 @@ static void train_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu1: relu, resnet18.cnn:18 */
 static void train_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_add0 = s->arena + 6673408;
-  float *layer3_0_relu1 = s->arena + 6322176;
+  const float *layer3_0_add0 = s->arena + 6768384;
+  float *layer3_0_relu1 = s->arena + 6668032;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_0_add0[n * 50176 + i];
@@ -3583,31 +4968,74 @@ static void train_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv1: conv, resnet18.cnn:12 */
+/* layer3.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 6322176;
-  float *layer3_1_conv1 = s->arena + 6623232;
+  const float *layer3_0_relu1 = s->arena + 6668032;
+  float *layer3_1_conv1 = s->arena + 6818560;
+  float *layer3_1_conv1_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_1_conv1[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv1_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_1_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
-                    layer3_1_conv1[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_0_relu1[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_1_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_1_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3622,8 +5050,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
   int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 13; /* layer3.1.bn1.num_batches_tracked */
-  const float *layer3_1_conv1 = s->arena + 6623232;
-  float *layer3_1_bn1 = s->arena + 6723584;
+  const float *layer3_1_conv1 = s->arena + 6818560;
+  float *layer3_1_bn1 = s->arena + 6868736;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3656,8 +5084,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu0: relu, resnet18.cnn:12 */
 static void train_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn1 = s->arena + 6723584;
-  float *layer3_1_relu0 = s->arena + 6773760;
+  const float *layer3_1_bn1 = s->arena + 6868736;
+  float *layer3_1_relu0 = s->arena + 6918912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_1_bn1[n * 50176 + i];
@@ -3666,31 +5094,74 @@ static void train_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv2: conv, resnet18.cnn:13 */
+/* layer3.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 6773760;
-  float *layer3_1_conv2 = s->arena + 6823936;
+  const float *layer3_1_relu0 = s->arena + 6918912;
+  float *layer3_1_conv2 = s->arena + 6969088;
+  float *layer3_1_conv2_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          layer3_1_conv2[((n * 256 + oc) * 14 + oh) * 14 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer3_1_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 14; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 14) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 14; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 14) {
-                    layer3_1_conv2[((n * 256 + oc) * 14 + oh_2) * 14 + ow_2] += layer3_1_relu0[((n * 256 + ic) * 14 + oh_2 - 1 + kh) * 14 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_1_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_1_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3705,8 +5176,8 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
   int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 14; /* layer3.1.bn2.num_batches_tracked */
-  const float *layer3_1_conv2 = s->arena + 6823936;
-  float *layer3_1_bn2 = s->arena + 6874112;
+  const float *layer3_1_conv2 = s->arena + 6969088;
+  float *layer3_1_bn2 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3739,9 +5210,9 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.add0: add, resnet18.cnn:18 */
 static void train_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 6322176;
-  const float *layer3_1_bn2 = s->arena + 6874112;
-  float *layer3_1_add0 = s->arena + 6924288;
+  const float *layer3_0_relu1 = s->arena + 6668032;
+  const float *layer3_1_bn2 = s->arena + 2408448;
+  float *layer3_1_add0 = s->arena + 7019264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
@@ -3751,8 +5222,8 @@ static void train_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu1: relu, resnet18.cnn:18 */
 static void train_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_add0 = s->arena + 6924288;
-  float *layer3_1_relu1 = s->arena + 6874112;
+  const float *layer3_1_add0 = s->arena + 7019264;
+  float *layer3_1_relu1 = s->arena + 7069440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float v = layer3_1_add0[n * 50176 + i];
@@ -3761,30 +5232,49 @@ static void train_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv1: conv, resnet18.cnn:12 */
+/* layer4.0.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 6874112;
-  float *layer4_0_conv1 = s->arena + 7024640;
+  const float *layer3_1_relu1 = s->arena + 7069440;
+  float *layer4_0_conv1 = s->arena + 7119616;
+  float *layer4_0_conv1_padded = s->arena + 2408448;
+  float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_0_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 15; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 8; w++) {
+            layer4_0_conv1_padded[((n * 256 + c) * 15 + h) * 16 + r * 8 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 14) ? layer3_1_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w * 2 + r - 1] : 0.0f;
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_0_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 * 2 - 1 + kh) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 * 2 - 1 + kw) {
-                    layer4_0_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 - 1 + kh) * 14 + ow_2 * 2 - 1 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 7; oh++) {
+      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 7; i++) {
+              acc[j * 7 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
+                    acc[j_2 * 7 + i_2] += layer4_0_conv1_padded[((n_2 * 256 + ic) * 15 + oh * 2 + kh) * 16 + kw % 2 * 8 + t * 7 + i_2 + kw / 2] * wv;
                   }
                 }
               }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
+              layer4_0_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
             }
           }
         }
@@ -3800,8 +5290,8 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
   int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 15; /* layer4.0.bn1.num_batches_tracked */
-  const float *layer4_0_conv1 = s->arena + 7024640;
-  float *layer4_0_bn1 = s->arena + 7049728;
+  const float *layer4_0_conv1 = s->arena + 7119616;
+  float *layer4_0_bn1 = s->arena + 7144704;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3834,8 +5324,8 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu0: relu, resnet18.cnn:12 */
 static void train_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn1 = s->arena + 7049728;
-  float *layer4_0_relu0 = s->arena + 7074816;
+  const float *layer4_0_bn1 = s->arena + 7144704;
+  float *layer4_0_relu0 = s->arena + 7169792;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float v = layer4_0_bn1[n * 25088 + i];
@@ -3844,31 +5334,74 @@ static void train_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv2: conv, resnet18.cnn:13 */
+/* layer4.0.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 7074816;
-  float *layer4_0_conv2 = s->arena + 7099904;
+  const float *layer4_0_relu0 = s->arena + 7169792;
+  float *layer4_0_conv2 = s->arena + 2458624;
+  float *layer4_0_conv2_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_0_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_0_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_0_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
-                    layer4_0_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_0_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_0_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_0_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_0_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_0_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -3883,8 +5416,8 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
   int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
-  const float *layer4_0_conv2 = s->arena + 7099904;
-  float *layer4_0_bn2 = s->arena + 6974464;
+  const float *layer4_0_conv2 = s->arena + 2458624;
+  float *layer4_0_bn2 = s->arena + 2483712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3915,26 +5448,49 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   layer4_0_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer4.0.downsample.0: conv, resnet18.cnn:16 */
+/* layer4.0.downsample.0: conv, resnet18.cnn:16
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 6874112;
-  float *layer4_0_downsample_0 = s->arena + 6999552;
+  const float *layer3_1_relu1 = s->arena + 7069440;
+  float *layer4_0_downsample_0 = s->arena + 7194880;
+  float *layer4_0_downsample_0_padded = s->arena + 2408448;
+  float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_0_downsample_0[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 13; h++) {
+        for (ptrdiff_t r = 0; r < 2; r++) {
+          for (ptrdiff_t w = 0; w < 7; w++) {
+            layer4_0_downsample_0_padded[((n * 256 + c) * 13 + h) * 14 + r * 7 + w] = layer3_1_relu1[((n * 256 + c) * 14 + h) * 14 + w * 2 + r];
+          }
         }
       }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = layer4_0_downsample_0_weight[oc * 256 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                layer4_0_downsample_0[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer3_1_relu1[((n * 256 + ic) * 14 + oh_2 * 2 + kh) * 14 + ow_2 * 2 + kw] * wv;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t oh = 0; oh < 7; oh++) {
+      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+        for (ptrdiff_t t = 0; t < 1; t++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 7; i++) {
+              acc[j * 7 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
+                    acc[j_2 * 7 + i_2] += layer4_0_downsample_0_padded[((n_2 * 256 + ic) * 13 + oh * 2 + kh) * 14 + kw % 2 * 7 + t * 7 + i_2 + kw / 2] * wv;
+                  }
+                }
               }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
+              layer4_0_downsample_0[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
             }
           }
         }
@@ -3950,8 +5506,8 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
   int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 17; /* layer4.0.downsample.1.num_batches_tracked */
-  const float *layer4_0_downsample_0 = s->arena + 6999552;
-  float *layer4_0_downsample_1 = s->arena + 7124992;
+  const float *layer4_0_downsample_0 = s->arena + 7194880;
+  float *layer4_0_downsample_1 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3984,9 +5540,9 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.add0: add, resnet18.cnn:18 */
 static void train_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn2 = s->arena + 6974464;
-  const float *layer4_0_downsample_1 = s->arena + 7124992;
-  float *layer4_0_add0 = s->arena + 7150080;
+  const float *layer4_0_bn2 = s->arena + 2483712;
+  const float *layer4_0_downsample_1 = s->arena + 2408448;
+  float *layer4_0_add0 = s->arena + 7219968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_0_add0[n * 25088 + i] = layer4_0_bn2[n * 25088 + i] + layer4_0_downsample_1[n * 25088 + i];
@@ -3996,8 +5552,8 @@ static void train_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu1: relu, resnet18.cnn:18 */
 static void train_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_add0 = s->arena + 7150080;
-  float *layer4_0_relu1 = s->arena + 6974464;
+  const float *layer4_0_add0 = s->arena + 7219968;
+  float *layer4_0_relu1 = s->arena + 2483712;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float v = layer4_0_add0[n * 25088 + i];
@@ -4006,31 +5562,74 @@ static void train_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv1: conv, resnet18.cnn:12 */
+/* layer4.1.conv1: conv, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 6974464;
-  float *layer4_1_conv1 = s->arena + 7124992;
+  const float *layer4_0_relu1 = s->arena + 2483712;
+  float *layer4_1_conv1 = s->arena + 7245056;
+  float *layer4_1_conv1_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_1_conv1[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv1_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_1_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
-                    layer4_1_conv1[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_0_relu1[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_1_conv1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv1_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_1_conv1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -4045,8 +5644,8 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
   int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 18; /* layer4.1.bn1.num_batches_tracked */
-  const float *layer4_1_conv1 = s->arena + 7124992;
-  float *layer4_1_bn1 = s->arena + 7175168;
+  const float *layer4_1_conv1 = s->arena + 7245056;
+  float *layer4_1_bn1 = s->arena + 7270144;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4079,8 +5678,8 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu0: relu, resnet18.cnn:12 */
 static void train_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn1 = s->arena + 7175168;
-  float *layer4_1_relu0 = s->arena + 7200256;
+  const float *layer4_1_bn1 = s->arena + 7270144;
+  float *layer4_1_relu0 = s->arena + 7295232;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float v = layer4_1_bn1[n * 25088 + i];
@@ -4089,31 +5688,74 @@ static void train_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv2: conv, resnet18.cnn:13 */
+/* layer4.1.conv2: conv, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 7200256;
-  float *layer4_1_conv2 = s->arena + 7225344;
+  const float *layer4_1_relu0 = s->arena + 7295232;
+  float *layer4_1_conv2 = s->arena + 7320320;
+  float *layer4_1_conv2_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t ow = 0; ow < 7; ow++) {
-          layer4_1_conv2[((n * 512 + oc) * 7 + oh) * 7 + ow] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = layer4_1_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 7; oh_2++) {
-              if (0 <= oh_2 - 1 + kh && oh_2 - 1 + kh < 7) {
-                for (ptrdiff_t ow_2 = 0; ow_2 < 7; ow_2++) {
-                  if (0 <= ow_2 - 1 + kw && ow_2 - 1 + kw < 7) {
-                    layer4_1_conv2[((n * 512 + oc) * 7 + oh_2) * 7 + ow_2] += layer4_1_relu0[((n * 512 + ic) * 7 + oh_2 - 1 + kh) * 7 + ow_2 - 1 + kw] * wv;
-                  }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_1_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_1_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -4128,8 +5770,8 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
   int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 19; /* layer4.1.bn2.num_batches_tracked */
-  const float *layer4_1_conv2 = s->arena + 7225344;
-  float *layer4_1_bn2 = s->arena + 7250432;
+  const float *layer4_1_conv2 = s->arena + 7320320;
+  float *layer4_1_bn2 = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4162,9 +5804,9 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.add0: add, resnet18.cnn:18 */
 static void train_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 6974464;
-  const float *layer4_1_bn2 = s->arena + 7250432;
-  float *layer4_1_add0 = s->arena + 7275520;
+  const float *layer4_0_relu1 = s->arena + 2483712;
+  const float *layer4_1_bn2 = s->arena + 2408448;
+  float *layer4_1_add0 = s->arena + 2433536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
@@ -4174,8 +5816,8 @@ static void train_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu1: relu, resnet18.cnn:18 */
 static void train_layer4_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_add0 = s->arena + 7275520;
-  float *layer4_1_relu1 = s->arena + 7250432;
+  const float *layer4_1_add0 = s->arena + 2433536;
+  float *layer4_1_relu1 = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float v = layer4_1_add0[n * 25088 + i];
@@ -4186,8 +5828,8 @@ static void train_layer4_1_relu1(resnet18_state *s, ptrdiff_t count) {
 
 /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
 static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 7250432;
-  float *global_avgpool0 = s->arena + 7300608;
+  const float *layer4_1_relu1 = s->arena + 2408448;
+  float *global_avgpool0 = s->arena + 2508800;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 1; oh++) {
@@ -4207,27 +5849,41 @@ static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* fc: dense, resnet18.cnn:38 */
+/* fc: dense, resnet18.cnn:38
+ * schedule: accumulators: 8 outputs x 8 lanes of in-features (64 tiles + 0), summed at the end */
 static void train_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
-  const float *flatten0 = s->arena + 7300608;
-  float *fc = s->arena + 7250432;
+  const float *flatten0 = s->arena + 2508800;
+  float *fc = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t o = 0; o < 1000; o++) {
-      float acc = fc_bias[o];
-      for (ptrdiff_t i = 0; i < 512; i++) {
-        acc = acc + flatten0[n * 512 + i] * fc_weight[o * 512 + i];
+    for (ptrdiff_t ob = 0; ob < 125; ob++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
+        acc[a] = 0.0f;
       }
-      fc[n * 1000 + o] = acc;
+      for (ptrdiff_t t = 0; t < 64; t++) {
+        for (ptrdiff_t j = 0; j < 8; j++) {
+          for (ptrdiff_t l = 0; l < 8; l++) {
+            acc[j * 8 + l] += flatten0[n * 512 + t * 8 + l] * fc_weight[(ob * 8 + j) * 512 + t * 8 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
+        float sum = fc_bias[ob * 8 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          sum = sum + acc[j_2 * 8 + l_2];
+        }
+        fc[n * 1000 + ob * 8 + j_2] = sum;
+      }
     }
   }
 }
 
 /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
 static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *fc = s->arena + 7250432;
-  float *cross_entropy0 = s->arena + 7325696;
+  const float *fc = s->arena + 2408448;
+  float *cross_entropy0 = s->arena + 7395584;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -4248,8 +5904,8 @@ static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64
 
 /* cross_entropy0.dx: loss_dx, resnet18.cnn:39 */
 static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *fc = s->arena + 7250432;
-  float *cross_entropy0_dx = s->arena + 7251432;
+  const float *fc = s->arena + 2408448;
+  float *cross_entropy0_dx = s->arena + 2409448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
@@ -4269,41 +5925,63 @@ static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const in
   }
 }
 
-/* fc.dx: dense_dx, resnet18.cnn:38 */
+/* fc.dx: dense_dx, resnet18.cnn:38
+ * schedule: accumulators: 1 sample x 32 in-features (16 tiles + 0) */
 static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
-  const float *cross_entropy0_dx = s->arena + 7251432;
-  float *fc_dx = s->arena + 7301120;
+  const float *cross_entropy0_dx = s->arena + 2409448;
+  float *fc_dx = s->arena + 2509312;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t o = 0; o < 1000; o++) {
-        acc = acc + cross_entropy0_dx[n * 1000 + o] * fc_weight[o * 512 + i];
+    for (ptrdiff_t t = 0; t < 16; t++) {
+      for (ptrdiff_t l = 0; l < 32; l++) {
+        acc[l] = 0.0f;
       }
-      fc_dx[n * 512 + i] = acc;
+      for (ptrdiff_t o = 0; o < 1000; o++) {
+        float d = cross_entropy0_dx[n * 1000 + o];
+        for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+          acc[l_2] += d * fc_weight[o * 512 + t * 32 + l_2];
+        }
+      }
+      for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
+        fc_dx[n * 512 + t * 32 + l_3] = acc[l_3];
+      }
     }
   }
 }
 
-/* fc.dweight: dense_dw, resnet18.cnn:38 */
+/* fc.dweight: dense_dw, resnet18.cnn:38
+ * schedule: accumulators: 4 outputs x 16 in-features (32 tiles + 0) */
 static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *flatten0 = s->arena + 7300608;
-  const float *cross_entropy0_dx = s->arena + 7251432;
+  const float *flatten0 = s->arena + 2508800;
+  const float *cross_entropy0_dx = s->arena + 2409448;
   float *fc_weight_grad = s->g32 + 11186112;
-  for (ptrdiff_t o = 0; o < 1000; o++) {
-    for (ptrdiff_t i = 0; i < 512; i++) {
-      float acc = 0.0f;
-      for (ptrdiff_t n = 0; n < count; n++) {
-        acc = acc + cross_entropy0_dx[n * 1000 + o] * flatten0[n * 512 + i];
+  float acc[64]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 250; ob++) {
+    for (ptrdiff_t t = 0; t < 32; t++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
+        acc[a] = 0.0f;
       }
-      fc_weight_grad[o * 512 + i] = acc;
+      for (ptrdiff_t n = 0; n < count; n++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          float d = cross_entropy0_dx[n * 1000 + ob * 4 + j];
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += d * flatten0[n * 512 + t * 16 + l];
+          }
+        }
+      }
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          fc_weight_grad[(ob * 4 + j_2) * 512 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        }
+      }
     }
   }
 }
 
 /* fc.dbias: bias_grad, resnet18.cnn:38 */
 static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 7251432;
+  const float *cross_entropy0_dx = s->arena + 2409448;
   float *fc_bias_grad = s->g32 + 11698112;
   for (ptrdiff_t c = 0; c < 1000; c++) {
     float acc = 0.0f;
@@ -4318,8 +5996,8 @@ static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
 
 /* global_avgpool0.dx: pool_dx, resnet18.cnn:33 */
 static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *flatten0_dx = s->arena + 7301120;
-  float *global_avgpool0_dx = s->arena + 7250432;
+  const float *flatten0_dx = s->arena + 2509312;
+  float *global_avgpool0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       global_avgpool0_dx[n * 25088 + i] = 0.0f;
@@ -4345,9 +6023,9 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer4_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_add0 = s->arena + 7275520;
-  const float *global_avgpool0_dx = s->arena + 7250432;
-  float *layer4_1_relu1_dx = s->arena + 7300608;
+  const float *layer4_1_add0 = s->arena + 2433536;
+  const float *global_avgpool0_dx = s->arena + 2408448;
+  float *layer4_1_relu1_dx = s->arena + 7345408;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float x = layer4_1_add0[n * 25088 + i];
@@ -4359,9 +6037,9 @@ static void train_layer4_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-  const float *layer4_1_conv2 = s->arena + 7225344;
-  const float *layer4_1_relu1_dx = s->arena + 7300608;
-  float *layer4_1_bn2_dx = s->arena + 7250432;
+  const float *layer4_1_conv2 = s->arena + 7320320;
+  const float *layer4_1_relu1_dx = s->arena + 7345408;
+  float *layer4_1_bn2_dx = s->arena + 7370496;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4400,8 +6078,8 @@ static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv2 = s->arena + 7225344;
-  const float *layer4_1_relu1_dx = s->arena + 7300608;
+  const float *layer4_1_conv2 = s->arena + 7320320;
+  const float *layer4_1_relu1_dx = s->arena + 7345408;
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4436,7 +6114,7 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 7300608;
+  const float *layer4_1_relu1_dx = s->arena + 7345408;
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4449,33 +6127,74 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer4.1.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_bn2_dx = s->arena + 7250432;
-  float *layer4_1_conv2_dx = s->arena + 7225344;
+  const float *layer4_1_bn2_dx = s->arena + 7370496;
+  float *layer4_1_conv2_dx = s->arena + 7320320;
+  float *layer4_1_conv2_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_1_conv2_dx[n * 25088 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer4_1_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 7) {
-                      layer4_1_conv2_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += layer4_1_bn2_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_1_conv2_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_1_conv2_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -4483,27 +6202,59 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0 = s->arena + 7200256;
-  const float *layer4_1_bn2_dx = s->arena + 7250432;
+  const float *layer4_1_relu0 = s->arena + 7295232;
+  const float *layer4_1_bn2_dx = s->arena + 7370496;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_1_bn2_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_1_relu0[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+  float acc[36]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 36; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 7; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 6 + 5] += layer4_1_bn2_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + ow] * layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 5; l++) {
+                      acc[(j_2 * 3 + kw_2) * 6 + l] += layer4_1_bn2_dx[((n * 512 + ob * 2 + j_2) * 7 + oh) * 7 + t * 5 + 1 + l] * layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + t * 5 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                  for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                    if (6 + ow_2 - 1 + kw_3 < 7) {
+                      acc[(j_3 * 3 + kw_3) * 6 + 5] += layer4_1_bn2_dx[((n * 512 + ob * 2 + j_3) * 7 + oh) * 7 + 6 + ow_2] * layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + 6 + ow_2 - 1 + kw_3];
+                    }
                   }
                 }
               }
             }
-            layer4_1_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+              sum = sum + acc[(j_4 * 3 + kw_4) * 6 + l_2];
+            }
+            layer4_1_conv2_weight_grad[(((ob * 2 + j_4) * 512 + ic) * 3 + kh) * 3 + kw_4] = sum;
           }
         }
       }
@@ -4513,9 +6264,9 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer4_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn1 = s->arena + 7175168;
-  const float *layer4_1_conv2_dx = s->arena + 7225344;
-  float *layer4_1_relu0_dx = s->arena + 7200256;
+  const float *layer4_1_bn1 = s->arena + 7270144;
+  const float *layer4_1_conv2_dx = s->arena + 7320320;
+  float *layer4_1_relu0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float x = layer4_1_bn1[n * 25088 + i];
@@ -4527,9 +6278,9 @@ static void train_layer4_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-  const float *layer4_1_conv1 = s->arena + 7124992;
-  const float *layer4_1_relu0_dx = s->arena + 7200256;
-  float *layer4_1_bn1_dx = s->arena + 7175168;
+  const float *layer4_1_conv1 = s->arena + 7245056;
+  const float *layer4_1_relu0_dx = s->arena + 2408448;
+  float *layer4_1_bn1_dx = s->arena + 7270144;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4568,8 +6319,8 @@ static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv1 = s->arena + 7124992;
-  const float *layer4_1_relu0_dx = s->arena + 7200256;
+  const float *layer4_1_conv1 = s->arena + 7245056;
+  const float *layer4_1_relu0_dx = s->arena + 2408448;
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4604,7 +6355,7 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0_dx = s->arena + 7200256;
+  const float *layer4_1_relu0_dx = s->arena + 2408448;
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4617,33 +6368,74 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer4.1.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_1_bn1_dx = s->arena + 7175168;
-  float *layer4_1_conv1_dx = s->arena + 7124992;
+  const float *layer4_1_bn1_dx = s->arena + 7270144;
+  float *layer4_1_conv1_dx = s->arena + 7245056;
+  float *layer4_1_conv1_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_1_conv1_dx[n * 25088 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv1_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn1_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer4_1_conv1_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 7) {
-                      layer4_1_conv1_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += layer4_1_bn1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_1_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_1_conv1_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -4653,9 +6445,9 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer4_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 7300608;
-  const float *layer4_1_conv1_dx = s->arena + 7124992;
-  float *layer4_0_relu1_dsum = s->arena + 7200256;
+  const float *layer4_1_relu1_dx = s->arena + 7345408;
+  const float *layer4_1_conv1_dx = s->arena + 7245056;
+  float *layer4_0_relu1_dsum = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_0_relu1_dsum[n * 25088 + i] = layer4_1_relu1_dx[n * 25088 + i] + layer4_1_conv1_dx[n * 25088 + i];
@@ -4663,27 +6455,59 @@ static void train_layer4_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 6974464;
-  const float *layer4_1_bn1_dx = s->arena + 7175168;
+  const float *layer4_0_relu1 = s->arena + 2483712;
+  const float *layer4_1_bn1_dx = s->arena + 7270144;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_1_bn1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_0_relu1[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+  float acc[36]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 36; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 7; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 6 + 5] += layer4_1_bn1_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + ow] * layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 5; l++) {
+                      acc[(j_2 * 3 + kw_2) * 6 + l] += layer4_1_bn1_dx[((n * 512 + ob * 2 + j_2) * 7 + oh) * 7 + t * 5 + 1 + l] * layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + t * 5 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                  for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                    if (6 + ow_2 - 1 + kw_3 < 7) {
+                      acc[(j_3 * 3 + kw_3) * 6 + 5] += layer4_1_bn1_dx[((n * 512 + ob * 2 + j_3) * 7 + oh) * 7 + 6 + ow_2] * layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + 6 + ow_2 - 1 + kw_3];
+                    }
                   }
                 }
               }
             }
-            layer4_1_conv1_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+              sum = sum + acc[(j_4 * 3 + kw_4) * 6 + l_2];
+            }
+            layer4_1_conv1_weight_grad[(((ob * 2 + j_4) * 512 + ic) * 3 + kh) * 3 + kw_4] = sum;
           }
         }
       }
@@ -4693,9 +6517,9 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer4_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_add0 = s->arena + 7150080;
-  const float *layer4_0_relu1_dsum = s->arena + 7200256;
-  float *layer4_0_relu1_dx = s->arena + 7124992;
+  const float *layer4_0_add0 = s->arena + 7219968;
+  const float *layer4_0_relu1_dsum = s->arena + 2408448;
+  float *layer4_0_relu1_dx = s->arena + 2483712;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float x = layer4_0_add0[n * 25088 + i];
@@ -4707,9 +6531,9 @@ static void train_layer4_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-  const float *layer4_0_downsample_0 = s->arena + 6999552;
-  const float *layer4_0_relu1_dx = s->arena + 7124992;
-  float *layer4_0_downsample_1_dx = s->arena + 7150080;
+  const float *layer4_0_downsample_0 = s->arena + 7194880;
+  const float *layer4_0_relu1_dx = s->arena + 2483712;
+  float *layer4_0_downsample_1_dx = s->arena + 7219968;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4748,8 +6572,8 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0 = s->arena + 6999552;
-  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  const float *layer4_0_downsample_0 = s->arena + 7194880;
+  const float *layer4_0_relu1_dx = s->arena + 2483712;
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4784,7 +6608,7 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  const float *layer4_0_relu1_dx = s->arena + 2483712;
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4800,8 +6624,8 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer4.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer4_0_downsample_1_dx = s->arena + 7150080;
-  float *layer4_0_downsample_0_dx = s->arena + 6974464;
+  const float *layer4_0_downsample_1_dx = s->arena + 7219968;
+  float *layer4_0_downsample_0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer4_0_downsample_0_dx[n * 50176 + i] = 0.0f;
@@ -4827,25 +6651,39 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
+/* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
+ * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 6874112;
-  const float *layer4_0_downsample_1_dx = s->arena + 7150080;
+  const float *layer3_1_relu1 = s->arena + 7069440;
+  const float *layer4_0_downsample_1_dx = s->arena + 7219968;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                  acc = acc + layer4_0_downsample_1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw];
+  float acc[14]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t a = 0; a < 14; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 7; oh++) {
+            for (ptrdiff_t t = 0; t < 1; t++) {
+              for (ptrdiff_t j = 0; j < 2; j++) {
+                for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                  for (ptrdiff_t l = 0; l < 7; l++) {
+                    acc[(j + kw) * 7 + l] += layer4_0_downsample_1_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + t * 7 + l] * layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 + kh) * 14 + (t * 7 + l) * 2 + kw];
+                  }
                 }
               }
             }
-            layer4_0_downsample_0_weight_grad[(g * 512 + ocg) * 256 + icg + kh + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 7; l_2++) {
+              sum = sum + acc[(j_2 + kw_2) * 7 + l_2];
+            }
+            layer4_0_downsample_0_weight_grad[(ob * 2 + j_2) * 256 + ic + kh + kw_2] = sum;
           }
         }
       }
@@ -4856,9 +6694,9 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_conv2 = s->arena + 7099904;
-  const float *layer4_0_relu1_dx = s->arena + 7124992;
-  float *layer4_0_bn2_dx = s->arena + 7150080;
+  const float *layer4_0_conv2 = s->arena + 2458624;
+  const float *layer4_0_relu1_dx = s->arena + 2483712;
+  float *layer4_0_bn2_dx = s->arena + 7194880;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4897,8 +6735,8 @@ static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2 = s->arena + 7099904;
-  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  const float *layer4_0_conv2 = s->arena + 2458624;
+  const float *layer4_0_relu1_dx = s->arena + 2483712;
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4933,7 +6771,7 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 7124992;
+  const float *layer4_0_relu1_dx = s->arena + 2483712;
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4946,33 +6784,74 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer4.0.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_bn2_dx = s->arena + 7150080;
-  float *layer4_0_conv2_dx = s->arena + 7099904;
+  const float *layer4_0_bn2_dx = s->arena + 7194880;
+  float *layer4_0_conv2_dx = s->arena + 7219968;
+  float *layer4_0_conv2_dx_padded = s->arena + 2458624;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_0_conv2_dx[n * 25088 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_0_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer4_0_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 7) {
-                      layer4_0_conv2_dx[((n_2 * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw] += layer4_0_bn2_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_0_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              layer4_0_conv2_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_0_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            layer4_0_conv2_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -4980,27 +6859,59 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0 = s->arena + 7074816;
-  const float *layer4_0_bn2_dx = s->arena + 7150080;
+  const float *layer4_0_relu0 = s->arena + 7169792;
+  const float *layer4_0_bn2_dx = s->arena + 7194880;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 7 && (0 <= ow - 1 + kw && ow - 1 + kw < 7)) {
-                    acc = acc + layer4_0_bn2_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer4_0_relu0[((n * 512 + g * 512 + icg) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+  float acc[36]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 36; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 7; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 6 + 5] += layer4_0_bn2_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + ow] * layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 5; l++) {
+                      acc[(j_2 * 3 + kw_2) * 6 + l] += layer4_0_bn2_dx[((n * 512 + ob * 2 + j_2) * 7 + oh) * 7 + t * 5 + 1 + l] * layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + t * 5 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                  for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                    if (6 + ow_2 - 1 + kw_3 < 7) {
+                      acc[(j_3 * 3 + kw_3) * 6 + 5] += layer4_0_bn2_dx[((n * 512 + ob * 2 + j_3) * 7 + oh) * 7 + 6 + ow_2] * layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + 6 + ow_2 - 1 + kw_3];
+                    }
                   }
                 }
               }
             }
-            layer4_0_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+              sum = sum + acc[(j_4 * 3 + kw_4) * 6 + l_2];
+            }
+            layer4_0_conv2_weight_grad[(((ob * 2 + j_4) * 512 + ic) * 3 + kh) * 3 + kw_4] = sum;
           }
         }
       }
@@ -5010,9 +6921,9 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer4_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn1 = s->arena + 7049728;
-  const float *layer4_0_conv2_dx = s->arena + 7099904;
-  float *layer4_0_relu0_dx = s->arena + 7074816;
+  const float *layer4_0_bn1 = s->arena + 7144704;
+  const float *layer4_0_conv2_dx = s->arena + 7219968;
+  float *layer4_0_relu0_dx = s->arena + 2458624;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       float x = layer4_0_bn1[n * 25088 + i];
@@ -5024,9 +6935,9 @@ static void train_layer4_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-  const float *layer4_0_conv1 = s->arena + 7024640;
-  const float *layer4_0_relu0_dx = s->arena + 7074816;
-  float *layer4_0_bn1_dx = s->arena + 7124992;
+  const float *layer4_0_conv1 = s->arena + 7119616;
+  const float *layer4_0_relu0_dx = s->arena + 2458624;
+  float *layer4_0_bn1_dx = s->arena + 7169792;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5065,8 +6976,8 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv1 = s->arena + 7024640;
-  const float *layer4_0_relu0_dx = s->arena + 7074816;
+  const float *layer4_0_conv1 = s->arena + 7119616;
+  const float *layer4_0_relu0_dx = s->arena + 2458624;
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5101,7 +7012,7 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0_dx = s->arena + 7074816;
+  const float *layer4_0_relu0_dx = s->arena + 2458624;
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5117,8 +7028,8 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 7124992;
-  float *layer4_0_conv1_dx = s->arena + 7024640;
+  const float *layer4_0_bn1_dx = s->arena + 7169792;
+  float *layer4_0_conv1_dx = s->arena + 2458624;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer4_0_conv1_dx[n * 50176 + i] = 0.0f;
@@ -5150,9 +7061,9 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer3_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0_dx = s->arena + 6974464;
-  const float *layer4_0_conv1_dx = s->arena + 7024640;
-  float *layer3_1_relu1_dsum = s->arena + 7074816;
+  const float *layer4_0_downsample_0_dx = s->arena + 2408448;
+  const float *layer4_0_conv1_dx = s->arena + 2458624;
+  float *layer3_1_relu1_dsum = s->arena + 7119616;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer3_1_relu1_dsum[n * 50176 + i] = layer4_0_downsample_0_dx[n * 50176 + i] + layer4_0_conv1_dx[n * 50176 + i];
@@ -5160,27 +7071,50 @@ static void train_layer3_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 6874112;
-  const float *layer4_0_bn1_dx = s->arena + 7124992;
+  const float *layer3_1_relu1 = s->arena + 7069440;
+  const float *layer4_0_bn1_dx = s->arena + 7169792;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer4_0_bn1_dx[((n * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + g * 256 + icg) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw];
+  float acc[21]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 21; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 7; oh++) {
+            if (0 <= oh * 2 - 1 + kh) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow * 2 - 1 + kw) {
+                      acc[(j * 3 + kw) * 7 + 6] += layer4_0_bn1_dx[((n * 512 + ob + j) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 6; l++) {
+                      acc[(j_2 * 3 + kw_2) * 7 + l] += layer4_0_bn1_dx[((n * 512 + ob + j_2) * 7 + oh) * 7 + t * 6 + 1 + l] * layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 - 1 + kh) * 14 + (t * 6 + 1 + l) * 2 - 1 + kw_2];
+                    }
                   }
                 }
               }
             }
-            layer4_0_conv1_weight_grad[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 7; l_2++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 7 + l_2];
+            }
+            layer4_0_conv1_weight_grad[(((ob + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5190,9 +7124,9 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer3_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_add0 = s->arena + 6924288;
-  const float *layer3_1_relu1_dsum = s->arena + 7074816;
-  float *layer3_1_relu1_dx = s->arena + 6874112;
+  const float *layer3_1_add0 = s->arena + 7019264;
+  const float *layer3_1_relu1_dsum = s->arena + 7119616;
+  float *layer3_1_relu1_dx = s->arena + 7069440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float x = layer3_1_add0[n * 50176 + i];
@@ -5204,9 +7138,9 @@ static void train_layer3_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_conv2 = s->arena + 6823936;
-  const float *layer3_1_relu1_dx = s->arena + 6874112;
-  float *layer3_1_bn2_dx = s->arena + 6924288;
+  const float *layer3_1_conv2 = s->arena + 6969088;
+  const float *layer3_1_relu1_dx = s->arena + 7069440;
+  float *layer3_1_bn2_dx = s->arena + 7019264;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5245,8 +7179,8 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2 = s->arena + 6823936;
-  const float *layer3_1_relu1_dx = s->arena + 6874112;
+  const float *layer3_1_conv2 = s->arena + 6969088;
+  const float *layer3_1_relu1_dx = s->arena + 7069440;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -5281,7 +7215,7 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 6874112;
+  const float *layer3_1_relu1_dx = s->arena + 7069440;
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5294,33 +7228,74 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer3.1.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_bn2_dx = s->arena + 6924288;
-  float *layer3_1_conv2_dx = s->arena + 6823936;
+  const float *layer3_1_bn2_dx = s->arena + 7019264;
+  float *layer3_1_conv2_dx = s->arena + 6969088;
+  float *layer3_1_conv2_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_1_conv2_dx[n * 50176 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer3_1_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 14) {
-                      layer3_1_conv2_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += layer3_1_bn2_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_1_conv2_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_1_conv2_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5328,27 +7303,66 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 6773760;
-  const float *layer3_1_bn2_dx = s->arena + 6924288;
+  const float *layer3_1_relu0 = s->arena + 6918912;
+  const float *layer3_1_bn2_dx = s->arena + 7019264;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_1_bn2_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_1_relu0[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+  float acc[156]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 156; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 14; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 13 + 12] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + ow] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 3 + kw_2) * 13 + l] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + t * 8 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 13 + 8 + l_2] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 9 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (13 + ow_2 - 1 + kw_4 < 14) {
+                      acc[(j_4 * 3 + kw_4) * 13 + 12] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j_4) * 14 + oh) * 14 + 13 + ow_2] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 13 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer3_1_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 13; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 13 + l_3];
+            }
+            layer3_1_conv2_weight_grad[(((ob * 4 + j_5) * 256 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -5358,9 +7372,9 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer3_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn1 = s->arena + 6723584;
-  const float *layer3_1_conv2_dx = s->arena + 6823936;
-  float *layer3_1_relu0_dx = s->arena + 6773760;
+  const float *layer3_1_bn1 = s->arena + 6868736;
+  const float *layer3_1_conv2_dx = s->arena + 6969088;
+  float *layer3_1_relu0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float x = layer3_1_bn1[n * 50176 + i];
@@ -5372,9 +7386,9 @@ static void train_layer3_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_conv1 = s->arena + 6623232;
-  const float *layer3_1_relu0_dx = s->arena + 6773760;
-  float *layer3_1_bn1_dx = s->arena + 6723584;
+  const float *layer3_1_conv1 = s->arena + 6818560;
+  const float *layer3_1_relu0_dx = s->arena + 2408448;
+  float *layer3_1_bn1_dx = s->arena + 6868736;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5413,8 +7427,8 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1 = s->arena + 6623232;
-  const float *layer3_1_relu0_dx = s->arena + 6773760;
+  const float *layer3_1_conv1 = s->arena + 6818560;
+  const float *layer3_1_relu0_dx = s->arena + 2408448;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -5449,7 +7463,7 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0_dx = s->arena + 6773760;
+  const float *layer3_1_relu0_dx = s->arena + 2408448;
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5462,33 +7476,74 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer3.1.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_1_bn1_dx = s->arena + 6723584;
-  float *layer3_1_conv1_dx = s->arena + 6623232;
+  const float *layer3_1_bn1_dx = s->arena + 6868736;
+  float *layer3_1_conv1_dx = s->arena + 6818560;
+  float *layer3_1_conv1_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_1_conv1_dx[n * 50176 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv1_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer3_1_conv1_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 14) {
-                      layer3_1_conv1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += layer3_1_bn1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_1_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_1_conv1_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5498,9 +7553,9 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer3_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 6874112;
-  const float *layer3_1_conv1_dx = s->arena + 6623232;
-  float *layer3_0_relu1_dsum = s->arena + 6773760;
+  const float *layer3_1_relu1_dx = s->arena + 7069440;
+  const float *layer3_1_conv1_dx = s->arena + 6818560;
+  float *layer3_0_relu1_dsum = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer3_0_relu1_dsum[n * 50176 + i] = layer3_1_relu1_dx[n * 50176 + i] + layer3_1_conv1_dx[n * 50176 + i];
@@ -5508,27 +7563,66 @@ static void train_layer3_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 6322176;
-  const float *layer3_1_bn1_dx = s->arena + 6723584;
+  const float *layer3_0_relu1 = s->arena + 6668032;
+  const float *layer3_1_bn1_dx = s->arena + 6868736;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_1_bn1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_0_relu1[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+  float acc[156]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 156; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 14; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 13 + 12] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + ow] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 3 + kw_2) * 13 + l] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + t * 8 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 13 + 8 + l_2] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 9 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (13 + ow_2 - 1 + kw_4 < 14) {
+                      acc[(j_4 * 3 + kw_4) * 13 + 12] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j_4) * 14 + oh) * 14 + 13 + ow_2] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 13 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer3_1_conv1_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 13; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 13 + l_3];
+            }
+            layer3_1_conv1_weight_grad[(((ob * 4 + j_5) * 256 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -5538,9 +7632,9 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer3_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_add0 = s->arena + 6673408;
-  const float *layer3_0_relu1_dsum = s->arena + 6773760;
-  float *layer3_0_relu1_dx = s->arena + 6623232;
+  const float *layer3_0_add0 = s->arena + 6768384;
+  const float *layer3_0_relu1_dsum = s->arena + 2408448;
+  float *layer3_0_relu1_dx = s->arena + 6668032;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float x = layer3_0_add0[n * 50176 + i];
@@ -5552,9 +7646,9 @@ static void train_layer3_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_0 = s->arena + 6372352;
-  const float *layer3_0_relu1_dx = s->arena + 6623232;
-  float *layer3_0_downsample_1_dx = s->arena + 6673408;
+  const float *layer3_0_downsample_0 = s->arena + 6718208;
+  const float *layer3_0_relu1_dx = s->arena + 6668032;
+  float *layer3_0_downsample_1_dx = s->arena + 6768384;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5593,8 +7687,8 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0 = s->arena + 6372352;
-  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  const float *layer3_0_downsample_0 = s->arena + 6718208;
+  const float *layer3_0_relu1_dx = s->arena + 6668032;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -5629,7 +7723,7 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  const float *layer3_0_relu1_dx = s->arena + 6668032;
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5645,8 +7739,8 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer3.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer3_0_downsample_1_dx = s->arena + 6673408;
-  float *layer3_0_downsample_0_dx = s->arena + 6322176;
+  const float *layer3_0_downsample_1_dx = s->arena + 6768384;
+  float *layer3_0_downsample_0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer3_0_downsample_0_dx[n * 100352 + i] = 0.0f;
@@ -5672,25 +7766,46 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
+/* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 6121472;
-  const float *layer3_0_downsample_1_dx = s->arena + 6673408;
+  const float *layer2_1_relu1 = s->arena + 6351616;
+  const float *layer3_0_downsample_1_dx = s->arena + 6768384;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                  acc = acc + layer3_0_downsample_1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw];
+  float acc[56]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t a = 0; a < 56; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 14; oh++) {
+            for (ptrdiff_t t = 0; t < 1; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j + kw) * 14 + l] += layer3_0_downsample_1_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + t * 8 + l] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 + kh) * 28 + (t * 8 + l) * 2 + kw];
+                  }
                 }
               }
             }
-            layer3_0_downsample_0_weight_grad[(g * 256 + ocg) * 128 + icg + kh + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                  acc[(j_2 + kw_2) * 14 + 8 + l_2] += layer3_0_downsample_1_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + 8 + l_2] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 + kh) * 28 + (8 + l_2) * 2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 14; l_3++) {
+              sum = sum + acc[(j_3 + kw_3) * 14 + l_3];
+            }
+            layer3_0_downsample_0_weight_grad[(ob * 4 + j_3) * 128 + ic + kh + kw_3] = sum;
           }
         }
       }
@@ -5701,9 +7816,9 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_conv2 = s->arena + 6573056;
-  const float *layer3_0_relu1_dx = s->arena + 6623232;
-  float *layer3_0_bn2_dx = s->arena + 6673408;
+  const float *layer3_0_conv2 = s->arena + 6451968;
+  const float *layer3_0_relu1_dx = s->arena + 6668032;
+  float *layer3_0_bn2_dx = s->arena + 6718208;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5742,8 +7857,8 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2 = s->arena + 6573056;
-  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  const float *layer3_0_conv2 = s->arena + 6451968;
+  const float *layer3_0_relu1_dx = s->arena + 6668032;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -5778,7 +7893,7 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 6623232;
+  const float *layer3_0_relu1_dx = s->arena + 6668032;
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5791,33 +7906,74 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer3.0.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_bn2_dx = s->arena + 6673408;
-  float *layer3_0_conv2_dx = s->arena + 6573056;
+  const float *layer3_0_bn2_dx = s->arena + 6718208;
+  float *layer3_0_conv2_dx = s->arena + 6668032;
+  float *layer3_0_conv2_dx_padded = s->arena + 6451968;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_0_conv2_dx[n * 50176 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_0_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer3_0_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 14) {
-                      layer3_0_conv2_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw] += layer3_0_bn2_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              layer3_0_conv2_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_0_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            layer3_0_conv2_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5825,27 +7981,66 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 6522880;
-  const float *layer3_0_bn2_dx = s->arena + 6673408;
+  const float *layer3_0_relu0 = s->arena + 6617856;
+  const float *layer3_0_bn2_dx = s->arena + 6718208;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 14 && (0 <= ow - 1 + kw && ow - 1 + kw < 14)) {
-                    acc = acc + layer3_0_bn2_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer3_0_relu0[((n * 256 + g * 256 + icg) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+  float acc[156]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 156; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 14; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 13 + 12] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + ow] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 3 + kw_2) * 13 + l] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + t * 8 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 13 + 8 + l_2] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 9 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (13 + ow_2 - 1 + kw_4 < 14) {
+                      acc[(j_4 * 3 + kw_4) * 13 + 12] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j_4) * 14 + oh) * 14 + 13 + ow_2] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 13 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer3_0_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 13; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 13 + l_3];
+            }
+            layer3_0_conv2_weight_grad[(((ob * 4 + j_5) * 256 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -5855,9 +8050,9 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer3_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn1 = s->arena + 6472704;
-  const float *layer3_0_conv2_dx = s->arena + 6573056;
-  float *layer3_0_relu0_dx = s->arena + 6522880;
+  const float *layer3_0_bn1 = s->arena + 6567680;
+  const float *layer3_0_conv2_dx = s->arena + 6668032;
+  float *layer3_0_relu0_dx = s->arena + 6451968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       float x = layer3_0_bn1[n * 50176 + i];
@@ -5869,9 +8064,9 @@ static void train_layer3_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_conv1 = s->arena + 6422528;
-  const float *layer3_0_relu0_dx = s->arena + 6522880;
-  float *layer3_0_bn1_dx = s->arena + 6623232;
+  const float *layer3_0_conv1 = s->arena + 6517504;
+  const float *layer3_0_relu0_dx = s->arena + 6451968;
+  float *layer3_0_bn1_dx = s->arena + 6652672;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5910,8 +8105,8 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv1 = s->arena + 6422528;
-  const float *layer3_0_relu0_dx = s->arena + 6522880;
+  const float *layer3_0_conv1 = s->arena + 6517504;
+  const float *layer3_0_relu0_dx = s->arena + 6451968;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -5946,7 +8141,7 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0_dx = s->arena + 6522880;
+  const float *layer3_0_relu0_dx = s->arena + 6451968;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5962,8 +8157,8 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer3_0_bn1_dx = s->arena + 6623232;
-  float *layer3_0_conv1_dx = s->arena + 6422528;
+  const float *layer3_0_bn1_dx = s->arena + 6652672;
+  float *layer3_0_conv1_dx = s->arena + 6451968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer3_0_conv1_dx[n * 100352 + i] = 0.0f;
@@ -5995,9 +8190,9 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer2_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0_dx = s->arena + 6322176;
-  const float *layer3_0_conv1_dx = s->arena + 6422528;
-  float *layer2_1_relu1_dsum = s->arena + 6522880;
+  const float *layer3_0_downsample_0_dx = s->arena + 2408448;
+  const float *layer3_0_conv1_dx = s->arena + 6451968;
+  float *layer2_1_relu1_dsum = s->arena + 6552320;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer2_1_relu1_dsum[n * 100352 + i] = layer3_0_downsample_0_dx[n * 100352 + i] + layer3_0_conv1_dx[n * 100352 + i];
@@ -6005,27 +8200,57 @@ static void train_layer2_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 6121472;
-  const float *layer3_0_bn1_dx = s->arena + 6623232;
+  const float *layer2_1_relu1 = s->arena + 6351616;
+  const float *layer3_0_bn1_dx = s->arena + 6652672;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer3_0_bn1_dx[((n * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + g * 128 + icg) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw];
+  float acc[84]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 84; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 14; oh++) {
+            if (0 <= oh * 2 - 1 + kh) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow * 2 - 1 + kw) {
+                      acc[(j * 3 + kw) * 14 + 13] += layer3_0_bn1_dx[((n * 256 + ob * 2 + j) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 3 + kw_2) * 14 + l] += layer3_0_bn1_dx[((n * 256 + ob * 2 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + (t * 8 + 1 + l) * 2 - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 5; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 14 + 8 + l_2] += layer3_0_bn1_dx[((n * 256 + ob * 2 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + (9 + l_2) * 2 - 1 + kw_3];
                   }
                 }
               }
             }
-            layer3_0_conv1_weight_grad[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 14; l_3++) {
+              sum = sum + acc[(j_4 * 3 + kw_4) * 14 + l_3];
+            }
+            layer3_0_conv1_weight_grad[(((ob * 2 + j_4) * 128 + ic) * 3 + kh) * 3 + kw_4] = sum;
           }
         }
       }
@@ -6035,9 +8260,9 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer2_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_add0 = s->arena + 6221824;
-  const float *layer2_1_relu1_dsum = s->arena + 6522880;
-  float *layer2_1_relu1_dx = s->arena + 6121472;
+  const float *layer2_1_add0 = s->arena + 2519808;
+  const float *layer2_1_relu1_dsum = s->arena + 6552320;
+  float *layer2_1_relu1_dx = s->arena + 6351616;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float x = layer2_1_add0[n * 100352 + i];
@@ -6049,9 +8274,9 @@ static void train_layer2_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-  const float *layer2_1_conv2 = s->arena + 6021120;
-  const float *layer2_1_relu1_dx = s->arena + 6121472;
-  float *layer2_1_bn2_dx = s->arena + 6221824;
+  const float *layer2_1_conv2 = s->arena + 6251264;
+  const float *layer2_1_relu1_dx = s->arena + 6351616;
+  float *layer2_1_bn2_dx = s->arena + 6451968;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6090,8 +8315,8 @@ static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv2 = s->arena + 6021120;
-  const float *layer2_1_relu1_dx = s->arena + 6121472;
+  const float *layer2_1_conv2 = s->arena + 6251264;
+  const float *layer2_1_relu1_dx = s->arena + 6351616;
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -6126,7 +8351,7 @@ static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 6121472;
+  const float *layer2_1_relu1_dx = s->arena + 6351616;
   float *layer2_1_bn2_bias_grad = s->g32 + 684608;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -6139,33 +8364,74 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer2.1.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_bn2_dx = s->arena + 6221824;
-  float *layer2_1_conv2_dx = s->arena + 6021120;
+  const float *layer2_1_bn2_dx = s->arena + 6451968;
+  float *layer2_1_conv2_dx = s->arena + 6251264;
+  float *layer2_1_conv2_dx_padded = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_1_conv2_dx[n * 100352 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer2_1_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 28) {
-                      layer2_1_conv2_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += layer2_1_bn2_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_1_conv2_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_1_conv2_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -6173,27 +8439,66 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0 = s->arena + 5920768;
-  const float *layer2_1_bn2_dx = s->arena + 6221824;
+  const float *layer2_1_relu0 = s->arena + 6150912;
+  const float *layer2_1_bn2_dx = s->arena + 6451968;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_1_bn2_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_1_relu0[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+  float acc[66]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 66; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 28; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 11 + 10] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j) * 28 + oh) * 28 + ow] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 3 + kw_2) * 11 + l] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 1 + l] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + t * 8 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 11 + 8 + l_2] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j_3) * 28 + oh) * 28 + 25 + l_2] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 25 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (27 + ow_2 - 1 + kw_4 < 28) {
+                      acc[(j_4 * 3 + kw_4) * 11 + 10] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j_4) * 28 + oh) * 28 + 27 + ow_2] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 27 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer2_1_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 11; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 11 + l_3];
+            }
+            layer2_1_conv2_weight_grad[(((ob * 2 + j_5) * 128 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -6203,9 +8508,9 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer2_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn1 = s->arena + 5820416;
-  const float *layer2_1_conv2_dx = s->arena + 6021120;
-  float *layer2_1_relu0_dx = s->arena + 5920768;
+  const float *layer2_1_bn1 = s->arena + 6050560;
+  const float *layer2_1_conv2_dx = s->arena + 6251264;
+  float *layer2_1_relu0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float x = layer2_1_bn1[n * 100352 + i];
@@ -6217,9 +8522,9 @@ static void train_layer2_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-  const float *layer2_1_conv1 = s->arena + 5619712;
-  const float *layer2_1_relu0_dx = s->arena + 5920768;
-  float *layer2_1_bn1_dx = s->arena + 5820416;
+  const float *layer2_1_conv1 = s->arena + 5950208;
+  const float *layer2_1_relu0_dx = s->arena + 2408448;
+  float *layer2_1_bn1_dx = s->arena + 6050560;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6258,8 +8563,8 @@ static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv1 = s->arena + 5619712;
-  const float *layer2_1_relu0_dx = s->arena + 5920768;
+  const float *layer2_1_conv1 = s->arena + 5950208;
+  const float *layer2_1_relu0_dx = s->arena + 2408448;
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -6294,7 +8599,7 @@ static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0_dx = s->arena + 5920768;
+  const float *layer2_1_relu0_dx = s->arena + 2408448;
   float *layer2_1_bn1_bias_grad = s->g32 + 536640;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -6307,33 +8612,74 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer2.1.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_1_bn1_dx = s->arena + 5820416;
-  float *layer2_1_conv1_dx = s->arena + 5619712;
+  const float *layer2_1_bn1_dx = s->arena + 6050560;
+  float *layer2_1_conv1_dx = s->arena + 5950208;
+  float *layer2_1_conv1_dx_padded = s->arena + 2408448;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_1_conv1_dx[n * 100352 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv1_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer2_1_conv1_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 28) {
-                      layer2_1_conv1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += layer2_1_bn1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_1_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_1_conv1_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -6343,9 +8689,9 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer2_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 6121472;
-  const float *layer2_1_conv1_dx = s->arena + 5619712;
-  float *layer2_0_relu1_dsum = s->arena + 5920768;
+  const float *layer2_1_relu1_dx = s->arena + 6351616;
+  const float *layer2_1_conv1_dx = s->arena + 5950208;
+  float *layer2_0_relu1_dsum = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer2_0_relu1_dsum[n * 100352 + i] = layer2_1_relu1_dx[n * 100352 + i] + layer2_1_conv1_dx[n * 100352 + i];
@@ -6353,27 +8699,66 @@ static void train_layer2_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 5017600;
-  const float *layer2_1_bn1_dx = s->arena + 5820416;
+  const float *layer2_0_relu1 = s->arena + 5649152;
+  const float *layer2_1_bn1_dx = s->arena + 6050560;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_1_bn1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_0_relu1[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+  float acc[66]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 66; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 28; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 11 + 10] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j) * 28 + oh) * 28 + ow] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 3 + kw_2) * 11 + l] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 1 + l] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + t * 8 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 11 + 8 + l_2] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j_3) * 28 + oh) * 28 + 25 + l_2] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 25 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (27 + ow_2 - 1 + kw_4 < 28) {
+                      acc[(j_4 * 3 + kw_4) * 11 + 10] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j_4) * 28 + oh) * 28 + 27 + ow_2] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 27 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer2_1_conv1_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 11; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 11 + l_3];
+            }
+            layer2_1_conv1_weight_grad[(((ob * 2 + j_5) * 128 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -6383,9 +8768,9 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer2_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_add0 = s->arena + 5720064;
-  const float *layer2_0_relu1_dsum = s->arena + 5920768;
-  float *layer2_0_relu1_dx = s->arena + 5619712;
+  const float *layer2_0_add0 = s->arena + 5849856;
+  const float *layer2_0_relu1_dsum = s->arena + 2408448;
+  float *layer2_0_relu1_dx = s->arena + 5649152;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float x = layer2_0_add0[n * 100352 + i];
@@ -6397,9 +8782,9 @@ static void train_layer2_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-  const float *layer2_0_downsample_0 = s->arena + 5117952;
-  const float *layer2_0_relu1_dx = s->arena + 5619712;
-  float *layer2_0_downsample_1_dx = s->arena + 5720064;
+  const float *layer2_0_downsample_0 = s->arena + 5749504;
+  const float *layer2_0_relu1_dx = s->arena + 5649152;
+  float *layer2_0_downsample_1_dx = s->arena + 5849856;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6438,8 +8823,8 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0 = s->arena + 5117952;
-  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  const float *layer2_0_downsample_0 = s->arena + 5749504;
+  const float *layer2_0_relu1_dx = s->arena + 5649152;
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -6474,7 +8859,7 @@ static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer2.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  const float *layer2_0_relu1_dx = s->arena + 5649152;
   float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -6490,8 +8875,8 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer2.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer2_0_downsample_1_dx = s->arena + 5720064;
-  float *layer2_0_downsample_0_dx = s->arena + 5017600;
+  const float *layer2_0_downsample_1_dx = s->arena + 5849856;
+  float *layer2_0_downsample_0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer2_0_downsample_0_dx[n * 200704 + i] = 0.0f;
@@ -6517,25 +8902,46 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16 */
+/* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
+ * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 4616192;
-  const float *layer2_0_downsample_1_dx = s->arena + 5720064;
+  const float *layer1_1_relu1 = s->arena + 5032192;
+  const float *layer2_0_downsample_1_dx = s->arena + 5849856;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  acc = acc + layer2_0_downsample_1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw];
+  float acc[112]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t a = 0; a < 112; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 28; oh++) {
+            for (ptrdiff_t t = 0; t < 1; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j + kw) * 28 + l] += layer2_0_downsample_1_dx[((n * 128 + ob * 4 + j) * 28 + oh) * 28 + t * 16 + l] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 + kh) * 56 + (t * 16 + l) * 2 + kw];
+                  }
                 }
               }
             }
-            layer2_0_downsample_0_weight_grad[(g * 128 + ocg) * 64 + icg + kh + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 12; l_2++) {
+                  acc[(j_2 + kw_2) * 28 + 16 + l_2] += layer2_0_downsample_1_dx[((n * 128 + ob * 4 + j_2) * 28 + oh) * 28 + 16 + l_2] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 + kh) * 56 + (16 + l_2) * 2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 28; l_3++) {
+              sum = sum + acc[(j_3 + kw_3) * 28 + l_3];
+            }
+            layer2_0_downsample_0_weight_grad[(ob * 4 + j_3) * 64 + ic + kh + kw_3] = sum;
           }
         }
       }
@@ -6546,9 +8952,9 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_conv2 = s->arena + 5519360;
-  const float *layer2_0_relu1_dx = s->arena + 5619712;
-  float *layer2_0_bn2_dx = s->arena + 5720064;
+  const float *layer2_0_conv2 = s->arena + 5232896;
+  const float *layer2_0_relu1_dx = s->arena + 5649152;
+  float *layer2_0_bn2_dx = s->arena + 5749504;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6587,8 +8993,8 @@ static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2 = s->arena + 5519360;
-  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  const float *layer2_0_conv2 = s->arena + 5232896;
+  const float *layer2_0_relu1_dx = s->arena + 5649152;
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -6623,7 +9029,7 @@ static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 5619712;
+  const float *layer2_0_relu1_dx = s->arena + 5649152;
   float *layer2_0_bn2_bias_grad = s->g32 + 379968;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -6636,33 +9042,74 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer2.0.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_bn2_dx = s->arena + 5720064;
-  float *layer2_0_conv2_dx = s->arena + 5519360;
+  const float *layer2_0_bn2_dx = s->arena + 5749504;
+  float *layer2_0_conv2_dx = s->arena + 5649152;
+  float *layer2_0_conv2_dx_padded = s->arena + 5232896;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_0_conv2_dx[n * 100352 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_0_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer2_0_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 28) {
-                      layer2_0_conv2_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw] += layer2_0_bn2_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              layer2_0_conv2_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_0_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            layer2_0_conv2_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -6670,27 +9117,66 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0 = s->arena + 5419008;
-  const float *layer2_0_bn2_dx = s->arena + 5720064;
+  const float *layer2_0_relu0 = s->arena + 5548800;
+  const float *layer2_0_bn2_dx = s->arena + 5749504;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 28 && (0 <= ow - 1 + kw && ow - 1 + kw < 28)) {
-                    acc = acc + layer2_0_bn2_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer2_0_relu0[((n * 128 + g * 128 + icg) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+  float acc[66]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 66; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 28; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 2; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 11 + 10] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j) * 28 + oh) * 28 + ow] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 8; l++) {
+                      acc[(j_2 * 3 + kw_2) * 11 + l] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 1 + l] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + t * 8 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 11 + 8 + l_2] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j_3) * 28 + oh) * 28 + 25 + l_2] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 25 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (27 + ow_2 - 1 + kw_4 < 28) {
+                      acc[(j_4 * 3 + kw_4) * 11 + 10] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j_4) * 28 + oh) * 28 + 27 + ow_2] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 27 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer2_0_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 11; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 11 + l_3];
+            }
+            layer2_0_conv2_weight_grad[(((ob * 2 + j_5) * 128 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -6700,9 +9186,9 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer2_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn1 = s->arena + 5318656;
-  const float *layer2_0_conv2_dx = s->arena + 5519360;
-  float *layer2_0_relu0_dx = s->arena + 5419008;
+  const float *layer2_0_bn1 = s->arena + 5448448;
+  const float *layer2_0_conv2_dx = s->arena + 5649152;
+  float *layer2_0_relu0_dx = s->arena + 5232896;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       float x = layer2_0_bn1[n * 100352 + i];
@@ -6714,9 +9200,9 @@ static void train_layer2_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-  const float *layer2_0_conv1 = s->arena + 5218304;
-  const float *layer2_0_relu0_dx = s->arena + 5419008;
-  float *layer2_0_bn1_dx = s->arena + 5619712;
+  const float *layer2_0_conv1 = s->arena + 5348096;
+  const float *layer2_0_relu0_dx = s->arena + 5232896;
+  float *layer2_0_bn1_dx = s->arena + 5634304;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6755,8 +9241,8 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv1 = s->arena + 5218304;
-  const float *layer2_0_relu0_dx = s->arena + 5419008;
+  const float *layer2_0_conv1 = s->arena + 5348096;
+  const float *layer2_0_relu0_dx = s->arena + 5232896;
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -6791,7 +9277,7 @@ static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0_dx = s->arena + 5419008;
+  const float *layer2_0_relu0_dx = s->arena + 5232896;
   float *layer2_0_bn1_bias_grad = s->g32 + 232000;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -6807,8 +9293,8 @@ static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer2_0_bn1_dx = s->arena + 5619712;
-  float *layer2_0_conv1_dx = s->arena + 5218304;
+  const float *layer2_0_bn1_dx = s->arena + 5634304;
+  float *layer2_0_conv1_dx = s->arena + 5232896;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer2_0_conv1_dx[n * 200704 + i] = 0.0f;
@@ -6840,9 +9326,9 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer1_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0_dx = s->arena + 5017600;
-  const float *layer2_0_conv1_dx = s->arena + 5218304;
-  float *layer1_1_relu1_dsum = s->arena + 5419008;
+  const float *layer2_0_downsample_0_dx = s->arena + 2408448;
+  const float *layer2_0_conv1_dx = s->arena + 5232896;
+  float *layer1_1_relu1_dsum = s->arena + 5433600;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer1_1_relu1_dsum[n * 200704 + i] = layer2_0_downsample_0_dx[n * 200704 + i] + layer2_0_conv1_dx[n * 200704 + i];
@@ -6850,27 +9336,57 @@ static void train_layer1_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 4616192;
-  const float *layer2_0_bn1_dx = s->arena + 5619712;
+  const float *layer1_1_relu1 = s->arena + 5032192;
+  const float *layer2_0_bn1_dx = s->arena + 5634304;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                    acc = acc + layer2_0_bn1_dx[((n * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + g * 64 + icg) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw];
+  float acc[84]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 84; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 28; oh++) {
+            if (0 <= oh * 2 - 1 + kh) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow * 2 - 1 + kw) {
+                      acc[(j * 3 + kw) * 28 + 27] += layer2_0_bn1_dx[((n * 128 + ob + j) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 1; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[(j_2 * 3 + kw_2) * 28 + l] += layer2_0_bn1_dx[((n * 128 + ob + j_2) * 28 + oh) * 28 + t * 16 + 1 + l] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + (t * 16 + 1 + l) * 2 - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 11; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 28 + 16 + l_2] += layer2_0_bn1_dx[((n * 128 + ob + j_3) * 28 + oh) * 28 + 17 + l_2] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + (17 + l_2) * 2 - 1 + kw_3];
                   }
                 }
               }
             }
-            layer2_0_conv1_weight_grad[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 28; l_3++) {
+              sum = sum + acc[(j_4 * 3 + kw_4) * 28 + l_3];
+            }
+            layer2_0_conv1_weight_grad[(((ob + j_4) * 64 + ic) * 3 + kh) * 3 + kw_4] = sum;
           }
         }
       }
@@ -6880,9 +9396,9 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer1_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_add0 = s->arena + 4816896;
-  const float *layer1_1_relu1_dsum = s->arena + 5419008;
-  float *layer1_1_relu1_dx = s->arena + 4616192;
+  const float *layer1_1_add0 = s->arena + 4831488;
+  const float *layer1_1_relu1_dsum = s->arena + 5433600;
+  float *layer1_1_relu1_dx = s->arena + 5032192;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float x = layer1_1_add0[n * 200704 + i];
@@ -6894,9 +9410,9 @@ static void train_layer1_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-  const float *layer1_1_conv2 = s->arena + 4415488;
-  const float *layer1_1_relu1_dx = s->arena + 4616192;
-  float *layer1_1_bn2_dx = s->arena + 4816896;
+  const float *layer1_1_conv2 = s->arena + 4630784;
+  const float *layer1_1_relu1_dx = s->arena + 5032192;
+  float *layer1_1_bn2_dx = s->arena + 4831488;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6935,8 +9451,8 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv2 = s->arena + 4415488;
-  const float *layer1_1_relu1_dx = s->arena + 4616192;
+  const float *layer1_1_conv2 = s->arena + 4630784;
+  const float *layer1_1_relu1_dx = s->arena + 5032192;
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -6971,7 +9487,7 @@ static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 4616192;
+  const float *layer1_1_relu1_dx = s->arena + 5032192;
   float *layer1_1_bn2_bias_grad = s->g32 + 157952;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -6984,33 +9500,74 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer1.1.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_bn2_dx = s->arena + 4816896;
-  float *layer1_1_conv2_dx = s->arena + 4415488;
+  const float *layer1_1_bn2_dx = s->arena + 4831488;
+  float *layer1_1_conv2_dx = s->arena + 4630784;
+  float *layer1_1_conv2_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_1_conv2_dx[n * 200704 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer1_1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
-                      layer1_1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_1_bn2_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_1_conv2_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_1_conv2_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -7018,27 +9575,66 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0 = s->arena + 4214784;
-  const float *layer1_1_bn2_dx = s->arena + 4816896;
+  const float *layer1_1_relu0 = s->arena + 4430080;
+  const float *layer1_1_bn2_dx = s->arena + 4831488;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_1_bn2_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_1_relu0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+  float acc[69]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 69; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 56; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 23 + 22] += layer1_1_bn2_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_1_bn2_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_1_bn2_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (55 + ow_2 - 1 + kw_4 < 56) {
+                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_1_bn2_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer1_1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+            }
+            layer1_1_conv2_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -7048,9 +9644,9 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer1_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn1 = s->arena + 4014080;
-  const float *layer1_1_conv2_dx = s->arena + 4415488;
-  float *layer1_1_relu0_dx = s->arena + 4214784;
+  const float *layer1_1_bn1 = s->arena + 4229376;
+  const float *layer1_1_conv2_dx = s->arena + 4630784;
+  float *layer1_1_relu0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float x = layer1_1_bn1[n * 200704 + i];
@@ -7062,9 +9658,9 @@ static void train_layer1_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-  const float *layer1_1_conv1 = s->arena + 3813376;
-  const float *layer1_1_relu0_dx = s->arena + 4214784;
-  float *layer1_1_bn1_dx = s->arena + 4014080;
+  const float *layer1_1_conv1 = s->arena + 4028672;
+  const float *layer1_1_relu0_dx = s->arena + 2408448;
+  float *layer1_1_bn1_dx = s->arena + 4229376;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7103,8 +9699,8 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv1 = s->arena + 3813376;
-  const float *layer1_1_relu0_dx = s->arena + 4214784;
+  const float *layer1_1_conv1 = s->arena + 4028672;
+  const float *layer1_1_relu0_dx = s->arena + 2408448;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -7139,7 +9735,7 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0_dx = s->arena + 4214784;
+  const float *layer1_1_relu0_dx = s->arena + 2408448;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -7152,33 +9748,74 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer1.1.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_1_bn1_dx = s->arena + 4014080;
-  float *layer1_1_conv1_dx = s->arena + 3813376;
+  const float *layer1_1_bn1_dx = s->arena + 4229376;
+  float *layer1_1_conv1_dx = s->arena + 4028672;
+  float *layer1_1_conv1_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_1_conv1_dx[n * 200704 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv1_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer1_1_conv1_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
-                      layer1_1_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_1_bn1_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_1_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_1_conv1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -7188,9 +9825,9 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer1_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 4616192;
-  const float *layer1_1_conv1_dx = s->arena + 3813376;
-  float *layer1_0_relu1_dsum = s->arena + 4214784;
+  const float *layer1_1_relu1_dx = s->arena + 5032192;
+  const float *layer1_1_conv1_dx = s->arena + 4028672;
+  float *layer1_0_relu1_dsum = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer1_0_relu1_dsum[n * 200704 + i] = layer1_1_relu1_dx[n * 200704 + i] + layer1_1_conv1_dx[n * 200704 + i];
@@ -7198,27 +9835,66 @@ static void train_layer1_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 3411968;
-  const float *layer1_1_bn1_dx = s->arena + 4014080;
+  const float *layer1_0_relu1 = s->arena + 3827968;
+  const float *layer1_1_bn1_dx = s->arena + 4229376;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_1_bn1_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_0_relu1[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+  float acc[69]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 69; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 56; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 23 + 22] += layer1_1_bn1_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_1_bn1_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_1_bn1_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (55 + ow_2 - 1 + kw_4 < 56) {
+                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_1_bn1_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer1_1_conv1_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+            }
+            layer1_1_conv1_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -7228,9 +9904,9 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer1_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_add0 = s->arena + 3612672;
-  const float *layer1_0_relu1_dsum = s->arena + 4214784;
-  float *layer1_0_relu1_dx = s->arena + 3411968;
+  const float *layer1_0_add0 = s->arena + 3627264;
+  const float *layer1_0_relu1_dsum = s->arena + 2408448;
+  float *layer1_0_relu1_dx = s->arena + 3827968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float x = layer1_0_add0[n * 200704 + i];
@@ -7242,9 +9918,9 @@ static void train_layer1_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-  const float *layer1_0_conv2 = s->arena + 3211264;
-  const float *layer1_0_relu1_dx = s->arena + 3411968;
-  float *layer1_0_bn2_dx = s->arena + 3612672;
+  const float *layer1_0_conv2 = s->arena + 3426560;
+  const float *layer1_0_relu1_dx = s->arena + 3827968;
+  float *layer1_0_bn2_dx = s->arena + 3627264;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7283,8 +9959,8 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv2 = s->arena + 3211264;
-  const float *layer1_0_relu1_dx = s->arena + 3411968;
+  const float *layer1_0_conv2 = s->arena + 3426560;
+  const float *layer1_0_relu1_dx = s->arena + 3827968;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -7319,7 +9995,7 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 3411968;
+  const float *layer1_0_relu1_dx = s->arena + 3827968;
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -7332,33 +10008,74 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv2.dx: conv_dx, resnet18.cnn:13 */
+/* layer1.0.conv2.dx: conv_dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_bn2_dx = s->arena + 3612672;
-  float *layer1_0_conv2_dx = s->arena + 3211264;
+  const float *layer1_0_bn2_dx = s->arena + 3627264;
+  float *layer1_0_conv2_dx = s->arena + 3426560;
+  float *layer1_0_conv2_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_0_conv2_dx[n * 200704 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_0_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer1_0_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
-                      layer1_0_conv2_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_0_bn2_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_0_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_0_conv2_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_0_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_0_conv2_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -7366,27 +10083,66 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13 */
+/* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0 = s->arena + 3010560;
-  const float *layer1_0_bn2_dx = s->arena + 3612672;
+  const float *layer1_0_relu0 = s->arena + 3225856;
+  const float *layer1_0_bn2_dx = s->arena + 3627264;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_0_bn2_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * layer1_0_relu0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+  float acc[69]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 69; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 56; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 23 + 22] += layer1_0_bn2_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_0_bn2_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_0_bn2_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (55 + ow_2 - 1 + kw_4 < 56) {
+                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_0_bn2_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer1_0_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+            }
+            layer1_0_conv2_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -7396,9 +10152,9 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer1_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn1 = s->arena + 2809856;
-  const float *layer1_0_conv2_dx = s->arena + 3211264;
-  float *layer1_0_relu0_dx = s->arena + 3010560;
+  const float *layer1_0_bn1 = s->arena + 3025152;
+  const float *layer1_0_conv2_dx = s->arena + 3426560;
+  float *layer1_0_relu0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       float x = layer1_0_bn1[n * 200704 + i];
@@ -7410,9 +10166,9 @@ static void train_layer1_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-  const float *layer1_0_conv1 = s->arena + 2609152;
-  const float *layer1_0_relu0_dx = s->arena + 3010560;
-  float *layer1_0_bn1_dx = s->arena + 2809856;
+  const float *layer1_0_conv1 = s->arena + 2824448;
+  const float *layer1_0_relu0_dx = s->arena + 2408448;
+  float *layer1_0_bn1_dx = s->arena + 3025152;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7451,8 +10207,8 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv1 = s->arena + 2609152;
-  const float *layer1_0_relu0_dx = s->arena + 3010560;
+  const float *layer1_0_conv1 = s->arena + 2824448;
+  const float *layer1_0_relu0_dx = s->arena + 2408448;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -7487,7 +10243,7 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0_dx = s->arena + 3010560;
+  const float *layer1_0_relu0_dx = s->arena + 2408448;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -7500,33 +10256,74 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer1.0.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *layer1_0_bn1_dx = s->arena + 2809856;
-  float *layer1_0_conv1_dx = s->arena + 2609152;
+  const float *layer1_0_bn1_dx = s->arena + 3025152;
+  float *layer1_0_conv1_dx = s->arena + 2824448;
+  float *layer1_0_conv1_dx_padded = s->arena + 2408448;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_0_conv1_dx[n * 200704 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_0_conv1_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer1_0_conv1_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-                  for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                    if (0 <= ow - 1 + kw && ow - 1 + kw < 56) {
-                      layer1_0_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw] += layer1_0_bn1_dx[((n_2 * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_0_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              layer1_0_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_0_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            layer1_0_conv1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -7536,9 +10333,9 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* maxpool0.dsum: add, resnet18.cnn:30 */
 static void train_maxpool0_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 3411968;
-  const float *layer1_0_conv1_dx = s->arena + 2609152;
-  float *maxpool0_dsum = s->arena + 3211264;
+  const float *layer1_0_relu1_dx = s->arena + 3827968;
+  const float *layer1_0_conv1_dx = s->arena + 2824448;
+  float *maxpool0_dsum = s->arena + 3225856;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       maxpool0_dsum[n * 200704 + i] = layer1_0_relu1_dx[n * 200704 + i] + layer1_0_conv1_dx[n * 200704 + i];
@@ -7546,27 +10343,66 @@ static void train_maxpool0_dsum(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12 */
+/* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 2408448;
-  const float *layer1_0_bn1_dx = s->arena + 2809856;
+  const float *maxpool0 = s->arena + 2623744;
+  const float *layer1_0_bn1_dx = s->arena + 3025152;
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 56; oh++) {
-                for (ptrdiff_t ow = 0; ow < 56; ow++) {
-                  if (0 <= oh - 1 + kh && oh - 1 + kh < 56 && (0 <= ow - 1 + kw && ow - 1 + kw < 56)) {
-                    acc = acc + layer1_0_bn1_dx[((n * 64 + g * 64 + ocg) * 56 + oh) * 56 + ow] * maxpool0[((n * 64 + g * 64 + icg) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+  float acc[69]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 69; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 56; oh++) {
+            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
+              for (ptrdiff_t ow = 0; ow < 1; ow++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                    if (0 <= ow - 1 + kw) {
+                      acc[(j * 3 + kw) * 23 + 22] += layer1_0_bn1_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_0_bn1_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_0_bn1_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+                    if (55 + ow_2 - 1 + kw_4 < 56) {
+                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_0_bn1_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
+                    }
                   }
                 }
               }
             }
-            layer1_0_conv1_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
+              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+            }
+            layer1_0_conv1_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -7577,7 +10413,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 /* maxpool0.dx: pool_dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 1605632;
-  const float *maxpool0_dsum = s->arena + 3211264;
+  const float *maxpool0_dsum = s->arena + 3225856;
   float *maxpool0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
@@ -7716,26 +10552,65 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* conv1.dweight: conv_dw, resnet18.cnn:29 */
+/* conv1.dweight: conv_dw, resnet18.cnn:29
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [2, 111) in 6 tiles + 13, rows [2, 111) unguarded, padding borders guarded */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *bn1_dx = s->arena + 802816;
   float *conv1_weight_grad = s->g32 + 0;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 3; icg++) {
-        for (ptrdiff_t kh = 0; kh < 7; kh++) {
-          for (ptrdiff_t kw = 0; kw < 7; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 112; oh++) {
-                for (ptrdiff_t ow = 0; ow < 112; ow++) {
-                  if (0 <= oh * 2 - 3 + kh && oh * 2 - 3 + kh < 224 && (0 <= ow * 2 - 3 + kw && ow * 2 - 3 + kw < 224)) {
-                    acc = acc + bn1_dx[((n * 64 + g * 64 + ocg) * 112 + oh) * 112 + ow] * x[((n * 3 + g * 3 + icg) * 224 + oh * 2 - 3 + kh) * 224 + ow * 2 - 3 + kw];
+  float acc[210]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 3; ic++) {
+      for (ptrdiff_t kh = 0; kh < 7; kh++) {
+        for (ptrdiff_t a = 0; a < 210; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 112; oh++) {
+            if (0 <= oh * 2 - 3 + kh && oh * 2 - 3 + kh < 224) {
+              for (ptrdiff_t ow = 0; ow < 2; ow++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t kw = 0; kw < 7; kw++) {
+                    if (0 <= ow * 2 - 3 + kw) {
+                      acc[(j * 7 + kw) * 30 + 29] += bn1_dx[((n * 64 + ob + j) * 112 + oh) * 112 + ow] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + ow * 2 - 3 + kw];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t t = 0; t < 6; t++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[(j_2 * 7 + kw_2) * 30 + l] += bn1_dx[((n * 64 + ob + j_2) * 112 + oh) * 112 + t * 16 + 2 + l] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + (t * 16 + 2 + l) * 2 - 3 + kw_2];
+                    }
+                  }
+                }
+              }
+              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+                for (ptrdiff_t kw_3 = 0; kw_3 < 7; kw_3++) {
+                  for (ptrdiff_t l_2 = 0; l_2 < 13; l_2++) {
+                    acc[(j_3 * 7 + kw_3) * 30 + 16 + l_2] += bn1_dx[((n * 64 + ob + j_3) * 112 + oh) * 112 + 98 + l_2] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + (98 + l_2) * 2 - 3 + kw_3];
+                  }
+                }
+              }
+              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
+                  for (ptrdiff_t kw_4 = 0; kw_4 < 7; kw_4++) {
+                    if ((111 + ow_2) * 2 - 3 + kw_4 < 224) {
+                      acc[(j_4 * 7 + kw_4) * 30 + 29] += bn1_dx[((n * 64 + ob + j_4) * 112 + oh) * 112 + 111 + ow_2] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + (111 + ow_2) * 2 - 3 + kw_4];
+                    }
                   }
                 }
               }
             }
-            conv1_weight_grad[(((g * 64 + ocg) * 3 + icg) * 7 + kh) * 7 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
+          for (ptrdiff_t kw_5 = 0; kw_5 < 7; kw_5++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 30; l_3++) {
+              sum = sum + acc[(j_5 * 7 + kw_5) * 30 + l_3];
+            }
+            conv1_weight_grad[(((ob + j_5) * 3 + ic) * 7 + kh) * 7 + kw_5] = sum;
           }
         }
       }
@@ -8816,7 +11691,7 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
   train_bn1_dweight(s, count);
   train_bn1_dbias(s, count);
   train_conv1_dweight(s, count, x);
-  *loss = s->arena[7325696];
+  *loss = s->arena[7395584];
   return 0;
 }
 

@@ -853,27 +853,64 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
                       unet_NTENSORS, s->f32, s->i64);
 }
 
-/* down1.conv1: conv, unet.cnn:13 */
+/* down1.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
   float *down1_conv1 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 570; oh++) {
-        for (ptrdiff_t ow = 0; ow < 570; ow++) {
-          down1_conv1[((n * 64 + oc) * 570 + oh) * 570 + ow] = down1_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 20377; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down1_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down1_conv1_weight[((oc + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 570; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
-                down1_conv1[((n * 64 + oc) * 570 + oh_2) * 570 + ow_2] += x[((n + ic) * 572 + oh_2 + kh) * 572 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 1; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down1_conv1_weight[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 572 < 570) {
+              down1_conv1[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down1_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down1_conv1_weight[((ob * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 326032 + i_6;
+          if (p_2 % 572 < 570) {
+            down1_conv1[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -893,28 +930,65 @@ static void forward_down1_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.conv2: conv, unet.cnn:13 */
+/* down1.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; 10117 tiles + 14, no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
   const float *down1_relu0 = s->arena + 20793600;
   float *down1_conv2 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 568; oh++) {
-        for (ptrdiff_t ow = 0; ow < 568; ow++) {
-          down1_conv2[((n * 64 + oc) * 568 + oh) * 568 + ow] = down1_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 10117; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down1_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 568; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 568; ow_2++) {
-                down1_conv2[((n * 64 + oc) * 568 + oh_2) * 568 + ow_2] += down1_relu0[((n * 64 + ic) * 570 + oh_2 + kh) * 570 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down1_conv2_weight[(((ob * 2 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 570 < 568) {
+              down1_conv2[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = down1_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down1_conv2_weight[(((ob * 2 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323744 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 323744 + i_6;
+          if (p_2 % 570 < 568) {
+            down1_conv2[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -955,28 +1029,65 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv1: conv, unet.cnn:13 */
+/* down2.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
   const float *maxpool0 = s->arena + 10179072;
   float *down2_conv1 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 282; oh++) {
-        for (ptrdiff_t ow = 0; ow < 282; ow++) {
-          down2_conv1[((n * 128 + oc) * 282 + oh) * 282 + ow] = down2_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 5005; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down2_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down2_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 282; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 282; ow_2++) {
-                down2_conv1[((n * 128 + oc) * 282 + oh_2) * 282 + ow_2] += maxpool0[((n * 64 + ic) * 284 + oh_2 + kh) * 284 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down2_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 284 < 282) {
+              down2_conv1[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down2_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down2_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 80080 + i_6;
+          if (p_2 % 284 < 282) {
+            down2_conv1[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -996,28 +1107,65 @@ static void forward_down2_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv2: conv, unet.cnn:13 */
+/* down2.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; 2467 tiles + 14, no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
   const float *down2_relu0 = s->arena + 10179072;
   float *down2_conv2 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 280; oh++) {
-        for (ptrdiff_t ow = 0; ow < 280; ow++) {
-          down2_conv2[((n * 128 + oc) * 280 + oh) * 280 + ow] = down2_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 2467; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down2_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 280; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 280; ow_2++) {
-                down2_conv2[((n * 128 + oc) * 280 + oh_2) * 280 + ow_2] += down2_relu0[((n * 128 + ic) * 282 + oh_2 + kh) * 282 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down2_conv2_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 282 < 280) {
+              down2_conv2[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = down2_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down2_conv2_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78944 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 78944 + i_6;
+          if (p_2 % 282 < 280) {
+            down2_conv2[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -1058,28 +1206,65 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv1: conv, unet.cnn:13 */
+/* down3.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
   const float *maxpool1 = s->arena + 4875264;
   float *down3_conv1 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 138; oh++) {
-        for (ptrdiff_t ow = 0; ow < 138; ow++) {
-          down3_conv1[((n * 256 + oc) * 138 + oh) * 138 + ow] = down3_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1207; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down3_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down3_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 138; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 138; ow_2++) {
-                down3_conv1[((n * 256 + oc) * 138 + oh_2) * 138 + ow_2] += maxpool1[((n * 128 + ic) * 140 + oh_2 + kh) * 140 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down3_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 140 < 138) {
+              down3_conv1[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down3_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down3_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 19312 + i_6;
+          if (p_2 % 140 < 138) {
+            down3_conv1[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1099,28 +1284,65 @@ static void forward_down3_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv2: conv, unet.cnn:13 */
+/* down3.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; 586 tiles + 14, no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
   const float *down3_relu0 = s->arena + 4875264;
   float *down3_conv2 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 136; oh++) {
-        for (ptrdiff_t ow = 0; ow < 136; ow++) {
-          down3_conv2[((n * 256 + oc) * 136 + oh) * 136 + ow] = down3_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 586; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down3_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 136; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 136; ow_2++) {
-                down3_conv2[((n * 256 + oc) * 136 + oh_2) * 136 + ow_2] += down3_relu0[((n * 256 + ic) * 138 + oh_2 + kh) * 138 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down3_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 138 < 136) {
+              down3_conv2[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = down3_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down3_conv2_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18752 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 18752 + i_6;
+          if (p_2 % 138 < 136) {
+            down3_conv2[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -1161,28 +1383,65 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv1: conv, unet.cnn:13 */
+/* down4.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
   const float *maxpool2 = s->arena + 2230272;
   float *down4_conv1 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 66; oh++) {
-        for (ptrdiff_t ow = 0; ow < 66; ow++) {
-          down4_conv1[((n * 512 + oc) * 66 + oh) * 66 + ow] = down4_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down4_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down4_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 66; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 66; ow_2++) {
-                down4_conv1[((n * 512 + oc) * 66 + oh_2) * 66 + ow_2] += maxpool2[((n * 256 + ic) * 68 + oh_2 + kh) * 68 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down4_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 68 < 66) {
+              down4_conv1[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down4_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down4_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 4480 + i_6;
+          if (p_2 % 68 < 66) {
+            down4_conv1[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1202,28 +1461,65 @@ static void forward_down4_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv2: conv, unet.cnn:13 */
+/* down4.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; 131 tiles + 30, no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
   const float *down4_relu0 = s->arena + 2230272;
   float *down4_conv2 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 64; oh++) {
-        for (ptrdiff_t ow = 0; ow < 64; ow++) {
-          down4_conv2[((n * 512 + oc) * 64 + oh) * 64 + ow] = down4_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 131; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down4_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 64; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 64; ow_2++) {
-                down4_conv2[((n * 512 + oc) * 64 + oh_2) * 64 + ow_2] += down4_relu0[((n * 512 + ic) * 66 + oh_2 + kh) * 66 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down4_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 66 < 64) {
+              down4_conv2[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
+          acc[j_4 * 30 + i_4] = down4_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down4_conv2_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
+                acc[j_5 * 30 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4192 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
+          ptrdiff_t p_2 = 4192 + i_6;
+          if (p_2 % 66 < 64) {
+            down4_conv2[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = acc[j_6 * 30 + i_6];
           }
         }
       }
@@ -1264,28 +1560,65 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv1: conv, unet.cnn:13 */
+/* bottom.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
   const float *maxpool3 = s->arena + 921600;
   float *bottom_conv1 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-      for (ptrdiff_t oh = 0; oh < 30; oh++) {
-        for (ptrdiff_t ow = 0; ow < 30; ow++) {
-          bottom_conv1[((n * 1024 + oc) * 30 + oh) * 30 + ow] = bottom_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 512; ob++) {
+      for (ptrdiff_t t = 0; t < 29; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = bottom_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = bottom_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 30; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 30; ow_2++) {
-                bottom_conv1[((n * 1024 + oc) * 30 + oh_2) * 30 + ow_2] += maxpool3[((n * 512 + ic) * 32 + oh_2 + kh) * 32 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = bottom_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 32 < 30) {
+              bottom_conv1[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
+          acc[j_4 * 30 + i_4] = bottom_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = bottom_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
+                acc[j_5 * 30 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
+          ptrdiff_t p_2 = 928 + i_6;
+          if (p_2 % 32 < 30) {
+            bottom_conv1[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = acc[j_6 * 30 + i_6];
           }
         }
       }
@@ -1305,28 +1638,65 @@ static void forward_bottom_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv2: conv, unet.cnn:13 */
+/* bottom.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
   const float *bottom_relu0 = s->arena + 921600;
   float *bottom_conv2 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          bottom_conv2[((n * 1024 + oc) * 28 + oh) * 28 + ow] = bottom_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = bottom_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = bottom_conv2_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                bottom_conv2[((n * 1024 + oc) * 28 + oh_2) * 28 + ow_2] += bottom_relu0[((n * 1024 + ic) * 30 + oh_2 + kh) * 30 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = bottom_conv2_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              bottom_conv2[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = bottom_conv2_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            bottom_conv2[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1405,28 +1775,65 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv1: conv, unet.cnn:13 */
+/* up4.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
   const float *up4_concat0 = s->arena + 0;
   float *up4_conv1 = s->arena + 3211264;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 54; oh++) {
-        for (ptrdiff_t ow = 0; ow < 54; ow++) {
-          up4_conv1[((n * 512 + oc) * 54 + oh) * 54 + ow] = up4_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 94; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up4_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up4_conv1_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 54; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 54; ow_2++) {
-                up4_conv1[((n * 512 + oc) * 54 + oh_2) * 54 + ow_2] += up4_concat0[((n * 1024 + ic) * 56 + oh_2 + kh) * 56 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up4_conv1_weight[(((ob * 2 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 56 < 54) {
+              up4_conv1[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up4_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up4_conv1_weight[(((ob * 2 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 3008 + i_6;
+          if (p_2 % 56 < 54) {
+            up4_conv1[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -1446,28 +1853,65 @@ static void forward_up4_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv2: conv, unet.cnn:13 */
+/* up4.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; 175 tiles + 6, no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
   const float *up4_relu0 = s->arena + 0;
   float *up4_conv2 = s->arena + 1492992;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 52; oh++) {
-        for (ptrdiff_t ow = 0; ow < 52; ow++) {
-          up4_conv2[((n * 512 + oc) * 52 + oh) * 52 + ow] = up4_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 175; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up4_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 52; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 52; ow_2++) {
-                up4_conv2[((n * 512 + oc) * 52 + oh_2) * 52 + ow_2] += up4_relu0[((n * 512 + ic) * 54 + oh_2 + kh) * 54 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 54 < 52) {
+              up4_conv2[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up4_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2800 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 2800 + i_6;
+          if (p_2 % 54 < 52) {
+            up4_conv2[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1546,28 +1990,65 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv1: conv, unet.cnn:13 */
+/* up3.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
   const float *up3_concat0 = s->arena + 0;
   float *up3_conv1 = s->arena + 5537792;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 102; oh++) {
-        for (ptrdiff_t ow = 0; ow < 102; ow++) {
-          up3_conv1[((n * 256 + oc) * 102 + oh) * 102 + ow] = up3_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 331; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up3_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up3_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 102; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 102; ow_2++) {
-                up3_conv1[((n * 256 + oc) * 102 + oh_2) * 102 + ow_2] += up3_concat0[((n * 512 + ic) * 104 + oh_2 + kh) * 104 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up3_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 104 < 102) {
+              up3_conv1[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up3_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up3_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 10592 + i_6;
+          if (p_2 % 104 < 102) {
+            up3_conv1[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -1587,28 +2068,65 @@ static void forward_up3_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv2: conv, unet.cnn:13 */
+/* up3.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; 637 tiles + 6, no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
   const float *up3_relu0 = s->arena + 0;
   float *up3_conv2 = s->arena + 2663424;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 100; oh++) {
-        for (ptrdiff_t ow = 0; ow < 100; ow++) {
-          up3_conv2[((n * 256 + oc) * 100 + oh) * 100 + ow] = up3_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 637; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up3_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 100; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 100; ow_2++) {
-                up3_conv2[((n * 256 + oc) * 100 + oh_2) * 100 + ow_2] += up3_relu0[((n * 256 + ic) * 102 + oh_2 + kh) * 102 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 102 < 100) {
+              up3_conv2[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up3_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10192 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 10192 + i_6;
+          if (p_2 % 102 < 100) {
+            up3_conv2[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1687,28 +2205,65 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv1: conv, unet.cnn:13 */
+/* up2.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 0;
   float *up2_conv1 = s->arena + 10240000;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 198; oh++) {
-        for (ptrdiff_t ow = 0; ow < 198; ow++) {
-          up2_conv1[((n * 128 + oc) * 198 + oh) * 198 + ow] = up2_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1237; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up2_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up2_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 198; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 198; ow_2++) {
-                up2_conv1[((n * 128 + oc) * 198 + oh_2) * 198 + ow_2] += up2_concat0[((n * 256 + ic) * 200 + oh_2 + kh) * 200 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up2_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 200 < 198) {
+              up2_conv1[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up2_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up2_conv1_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 39584 + i_6;
+          if (p_2 % 200 < 198) {
+            up2_conv1[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -1728,28 +2283,65 @@ static void forward_up2_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv2: conv, unet.cnn:13 */
+/* up2.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; 2425 tiles + 6, no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
   const float *up2_relu0 = s->arena + 0;
   float *up2_conv2 = s->arena + 5018112;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 196; oh++) {
-        for (ptrdiff_t ow = 0; ow < 196; ow++) {
-          up2_conv2[((n * 128 + oc) * 196 + oh) * 196 + ow] = up2_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 2425; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up2_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 196; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 196; ow_2++) {
-                up2_conv2[((n * 128 + oc) * 196 + oh_2) * 196 + ow_2] += up2_relu0[((n * 128 + ic) * 198 + oh_2 + kh) * 198 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 198 < 196) {
+              up2_conv2[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up2_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38800 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 38800 + i_6;
+          if (p_2 % 198 < 196) {
+            up2_conv2[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1828,28 +2420,65 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv1: conv, unet.cnn:13 */
+/* up1.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
   const float *up1_concat0 = s->arena + 0;
   float *up1_conv1 = s->arena + 19668992;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 390; oh++) {
-        for (ptrdiff_t ow = 0; ow < 390; ow++) {
-          up1_conv1[((n * 64 + oc) * 390 + oh) * 390 + ow] = up1_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 4777; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up1_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 390; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 390; ow_2++) {
-                up1_conv1[((n * 64 + oc) * 390 + oh_2) * 390 + ow_2] += up1_concat0[((n * 128 + ic) * 392 + oh_2 + kh) * 392 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up1_conv1_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 392 < 390) {
+              up1_conv1[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up1_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up1_conv1_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 152864 + i_6;
+          if (p_2 % 392 < 390) {
+            up1_conv1[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -1869,28 +2498,65 @@ static void forward_up1_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv2: conv, unet.cnn:13 */
+/* up1.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; 9457 tiles + 6, no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
   const float *up1_relu0 = s->arena + 0;
   float *up1_conv2 = s->arena + 9734400;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 388; oh++) {
-        for (ptrdiff_t ow = 0; ow < 388; ow++) {
-          up1_conv2[((n * 64 + oc) * 388 + oh) * 388 + ow] = up1_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 9457; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up1_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
-                up1_conv2[((n * 64 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu0[((n * 64 + ic) * 390 + oh_2 + kh) * 390 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 390 < 388) {
+              up1_conv2[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up1_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151312 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 151312 + i_6;
+          if (p_2 % 390 < 388) {
+            up1_conv2[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -1910,28 +2576,65 @@ static void forward_up1_relu1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* head: conv, unet.cnn:36 */
+/* head: conv, unet.cnn:36
+ * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4704 tiles + 16, no guards */
 static void forward_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
   const float *up1_relu1 = s->arena + 0;
   float *head = s->arena + 9634816;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 2; oc++) {
-      for (ptrdiff_t oh = 0; oh < 388; oh++) {
-        for (ptrdiff_t ow = 0; ow < 388; ow++) {
-          head[((n * 2 + oc) * 388 + oh) * 388 + ow] = head_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+      for (ptrdiff_t t = 0; t < 4704; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = head_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = head_weight[oc * 64 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
-                head[((n * 2 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu1[((n * 64 + ic) * 388 + oh_2 + kh) * 388 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = head_weight[(ob * 2 + j_2) * 64 + ic + kh + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up1_relu1[((n * 64 + ic) * 388 + kh) * 388 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 388 < 388) {
+              head[((n * 2 + ob * 2 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+          acc[j_4 * 16 + i_4] = head_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = head_weight[(ob * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                acc[j_5 * 16 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+          ptrdiff_t p_2 = 150528 + i_6;
+          if (p_2 % 388 < 388) {
+            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 16 + i_6];
           }
         }
       }
@@ -2032,27 +2735,64 @@ static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *lab
   return 0;
 }
 
-/* down1.conv1: conv, unet.cnn:13 */
+/* down1.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
 static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-  float *down1_conv1 = s->arena + 0;
+  float *down1_conv1 = s->arena + 20939776;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 570; oh++) {
-        for (ptrdiff_t ow = 0; ow < 570; ow++) {
-          down1_conv1[((n * 64 + oc) * 570 + oh) * 570 + ow] = down1_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 20377; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down1_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down1_conv1_weight[((oc + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 570; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
-                down1_conv1[((n * 64 + oc) * 570 + oh_2) * 570 + ow_2] += x[((n + ic) * 572 + oh_2 + kh) * 572 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 1; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down1_conv1_weight[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 572 < 570) {
+              down1_conv1[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down1_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down1_conv1_weight[((ob * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 326032 + i_6;
+          if (p_2 % 572 < 570) {
+            down1_conv1[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2062,8 +2802,8 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
 
 /* down1.relu0: relu, unet.cnn:13 */
 static void train_down1_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv1 = s->arena + 0;
-  float *down1_relu0 = s->arena + 20793600;
+  const float *down1_conv1 = s->arena + 20939776;
+  float *down1_relu0 = s->arena + 41733376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20793600; i++) {
       float v = down1_conv1[n * 20793600 + i];
@@ -2072,28 +2812,65 @@ static void train_down1_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.conv2: conv, unet.cnn:13 */
+/* down1.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; 10117 tiles + 14, no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-  const float *down1_relu0 = s->arena + 20793600;
-  float *down1_conv2 = s->arena + 41587200;
+  const float *down1_relu0 = s->arena + 41733376;
+  float *down1_conv2 = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 568; oh++) {
-        for (ptrdiff_t ow = 0; ow < 568; ow++) {
-          down1_conv2[((n * 64 + oc) * 568 + oh) * 568 + ow] = down1_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 10117; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down1_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 568; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 568; ow_2++) {
-                down1_conv2[((n * 64 + oc) * 568 + oh_2) * 568 + ow_2] += down1_relu0[((n * 64 + ic) * 570 + oh_2 + kh) * 570 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down1_conv2_weight[(((ob * 2 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 570 < 568) {
+              down1_conv2[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = down1_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down1_conv2_weight[(((ob * 2 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323744 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 323744 + i_6;
+          if (p_2 % 570 < 568) {
+            down1_conv2[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -2103,8 +2880,8 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
 
 /* down1.relu1: relu, unet.cnn:13 */
 static void train_down1_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv2 = s->arena + 41587200;
-  float *down1_relu1 = s->arena + 62235136;
+  const float *down1_conv2 = s->arena + 0;
+  float *down1_relu1 = s->arena + 62526976;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       float v = down1_conv2[n * 20647936 + i];
@@ -2115,8 +2892,8 @@ static void train_down1_relu1(unet_state *s, ptrdiff_t count) {
 
 /* maxpool0: maxpool, unet.cnn:27 */
 static void train_maxpool0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 62235136;
-  float *maxpool0 = s->arena + 216966656;
+  const float *down1_relu1 = s->arena + 62526976;
+  float *maxpool0 = s->arena + 217358080;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
@@ -2134,28 +2911,65 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv1: conv, unet.cnn:13 */
+/* down2.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-  const float *maxpool0 = s->arena + 216966656;
-  float *down2_conv1 = s->arena + 132461056;
+  const float *maxpool0 = s->arena + 217358080;
+  float *down2_conv1 = s->arena + 132752896;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 282; oh++) {
-        for (ptrdiff_t ow = 0; ow < 282; ow++) {
-          down2_conv1[((n * 128 + oc) * 282 + oh) * 282 + ow] = down2_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 5005; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down2_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down2_conv1_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 282; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 282; ow_2++) {
-                down2_conv1[((n * 128 + oc) * 282 + oh_2) * 282 + ow_2] += maxpool0[((n * 64 + ic) * 284 + oh_2 + kh) * 284 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down2_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 284 < 282) {
+              down2_conv1[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down2_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down2_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 80080 + i_6;
+          if (p_2 % 284 < 282) {
+            down2_conv1[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2165,8 +2979,8 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu0: relu, unet.cnn:13 */
 static void train_down2_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv1 = s->arena + 132461056;
-  float *down2_relu0 = s->arena + 142640128;
+  const float *down2_conv1 = s->arena + 132752896;
+  float *down2_relu0 = s->arena + 142931968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10179072; i++) {
       float v = down2_conv1[n * 10179072 + i];
@@ -2175,28 +2989,65 @@ static void train_down2_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv2: conv, unet.cnn:13 */
+/* down2.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; 2467 tiles + 14, no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-  const float *down2_relu0 = s->arena + 142640128;
-  float *down2_conv2 = s->arena + 152819200;
+  const float *down2_relu0 = s->arena + 142931968;
+  float *down2_conv2 = s->arena + 153111040;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 280; oh++) {
-        for (ptrdiff_t ow = 0; ow < 280; ow++) {
-          down2_conv2[((n * 128 + oc) * 280 + oh) * 280 + ow] = down2_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 2467; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down2_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 280; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 280; ow_2++) {
-                down2_conv2[((n * 128 + oc) * 280 + oh_2) * 280 + ow_2] += down2_relu0[((n * 128 + ic) * 282 + oh_2 + kh) * 282 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down2_conv2_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 282 < 280) {
+              down2_conv2[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = down2_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down2_conv2_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78944 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 78944 + i_6;
+          if (p_2 % 282 < 280) {
+            down2_conv2[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -2206,8 +3057,8 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu1: relu, unet.cnn:13 */
 static void train_down2_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv2 = s->arena + 152819200;
-  float *down2_relu1 = s->arena + 162854400;
+  const float *down2_conv2 = s->arena + 153111040;
+  float *down2_relu1 = s->arena + 163146240;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       float v = down2_conv2[n * 10035200 + i];
@@ -2218,8 +3069,8 @@ static void train_down2_relu1(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1: maxpool, unet.cnn:28 */
 static void train_maxpool1(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 162854400;
-  float *maxpool1 = s->arena + 274877952;
+  const float *down2_relu1 = s->arena + 163146240;
+  float *maxpool1 = s->arena + 275269376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
@@ -2237,28 +3088,65 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv1: conv, unet.cnn:13 */
+/* down3.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-  const float *maxpool1 = s->arena + 274877952;
-  float *down3_conv1 = s->arena + 241999360;
+  const float *maxpool1 = s->arena + 275269376;
+  float *down3_conv1 = s->arena + 242390784;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 138; oh++) {
-        for (ptrdiff_t ow = 0; ow < 138; ow++) {
-          down3_conv1[((n * 256 + oc) * 138 + oh) * 138 + ow] = down3_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1207; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down3_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down3_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 138; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 138; ow_2++) {
-                down3_conv1[((n * 256 + oc) * 138 + oh_2) * 138 + ow_2] += maxpool1[((n * 128 + ic) * 140 + oh_2 + kh) * 140 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down3_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 140 < 138) {
+              down3_conv1[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down3_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down3_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 19312 + i_6;
+          if (p_2 % 140 < 138) {
+            down3_conv1[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2268,8 +3156,8 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu0: relu, unet.cnn:13 */
 static void train_down3_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv1 = s->arena + 241999360;
-  float *down3_relu0 = s->arena + 246874624;
+  const float *down3_conv1 = s->arena + 242390784;
+  float *down3_relu0 = s->arena + 247266048;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4875264; i++) {
       float v = down3_conv1[n * 4875264 + i];
@@ -2278,28 +3166,65 @@ static void train_down3_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv2: conv, unet.cnn:13 */
+/* down3.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; 586 tiles + 14, no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-  const float *down3_relu0 = s->arena + 246874624;
-  float *down3_conv2 = s->arena + 251749888;
+  const float *down3_relu0 = s->arena + 247266048;
+  float *down3_conv2 = s->arena + 252141312;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 136; oh++) {
-        for (ptrdiff_t ow = 0; ow < 136; ow++) {
-          down3_conv2[((n * 256 + oc) * 136 + oh) * 136 + ow] = down3_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 586; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down3_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 136; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 136; ow_2++) {
-                down3_conv2[((n * 256 + oc) * 136 + oh_2) * 136 + ow_2] += down3_relu0[((n * 256 + ic) * 138 + oh_2 + kh) * 138 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down3_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 138 < 136) {
+              down3_conv2[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = down3_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down3_conv2_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18752 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 18752 + i_6;
+          if (p_2 % 138 < 136) {
+            down3_conv2[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -2309,8 +3234,8 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu1: relu, unet.cnn:13 */
 static void train_down3_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv2 = s->arena + 251749888;
-  float *down3_relu1 = s->arena + 256484864;
+  const float *down3_conv2 = s->arena + 252141312;
+  float *down3_relu1 = s->arena + 256876288;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       float v = down3_conv2[n * 4734976 + i];
@@ -2321,8 +3246,8 @@ static void train_down3_relu1(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2: maxpool, unet.cnn:29 */
 static void train_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 256484864;
-  float *maxpool2 = s->arena + 291796480;
+  const float *down3_relu1 = s->arena + 256876288;
+  float *maxpool2 = s->arena + 292187904;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
@@ -2340,28 +3265,65 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv1: conv, unet.cnn:13 */
+/* down4.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 291796480;
-  float *down4_conv1 = s->arena + 277386752;
+  const float *maxpool2 = s->arena + 292187904;
+  float *down4_conv1 = s->arena + 277778176;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 66; oh++) {
-        for (ptrdiff_t ow = 0; ow < 66; ow++) {
-          down4_conv1[((n * 512 + oc) * 66 + oh) * 66 + ow] = down4_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = down4_conv1_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down4_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 66; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 66; ow_2++) {
-                down4_conv1[((n * 512 + oc) * 66 + oh_2) * 66 + ow_2] += maxpool2[((n * 256 + ic) * 68 + oh_2 + kh) * 68 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down4_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 68 < 66) {
+              down4_conv1[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = down4_conv1_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down4_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 4480 + i_6;
+          if (p_2 % 68 < 66) {
+            down4_conv1[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2371,8 +3333,8 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu0: relu, unet.cnn:13 */
 static void train_down4_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv1 = s->arena + 277386752;
-  float *down4_relu0 = s->arena + 279617024;
+  const float *down4_conv1 = s->arena + 277778176;
+  float *down4_relu0 = s->arena + 280008448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2230272; i++) {
       float v = down4_conv1[n * 2230272 + i];
@@ -2381,28 +3343,65 @@ static void train_down4_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv2: conv, unet.cnn:13 */
+/* down4.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; 131 tiles + 30, no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 279617024;
-  float *down4_conv2 = s->arena + 281847296;
+  const float *down4_relu0 = s->arena + 280008448;
+  float *down4_conv2 = s->arena + 282238720;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 64; oh++) {
-        for (ptrdiff_t ow = 0; ow < 64; ow++) {
-          down4_conv2[((n * 512 + oc) * 64 + oh) * 64 + ow] = down4_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 131; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = down4_conv2_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = down4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 64; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 64; ow_2++) {
-                down4_conv2[((n * 512 + oc) * 64 + oh_2) * 64 + ow_2] += down4_relu0[((n * 512 + ic) * 66 + oh_2 + kh) * 66 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = down4_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 66 < 64) {
+              down4_conv2[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
+          acc[j_4 * 30 + i_4] = down4_conv2_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = down4_conv2_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
+                acc[j_5 * 30 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4192 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
+          ptrdiff_t p_2 = 4192 + i_6;
+          if (p_2 % 66 < 64) {
+            down4_conv2[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = acc[j_6 * 30 + i_6];
           }
         }
       }
@@ -2412,8 +3411,8 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu1: relu, unet.cnn:13 */
 static void train_down4_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv2 = s->arena + 281847296;
-  float *down4_relu1 = s->arena + 283944448;
+  const float *down4_conv2 = s->arena + 282238720;
+  float *down4_relu1 = s->arena + 284335872;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       float v = down4_conv2[n * 2097152 + i];
@@ -2424,8 +3423,8 @@ static void train_down4_relu1(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3: maxpool, unet.cnn:30 */
 static void train_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 283944448;
-  float *maxpool3 = s->arena + 296429056;
+  const float *down4_relu1 = s->arena + 284335872;
+  float *maxpool3 = s->arena + 296820480;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
@@ -2443,28 +3442,65 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv1: conv, unet.cnn:13 */
+/* bottom.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 296429056;
-  float *bottom_conv1 = s->arena + 292980224;
+  const float *maxpool3 = s->arena + 296820480;
+  float *bottom_conv1 = s->arena + 293371648;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-      for (ptrdiff_t oh = 0; oh < 30; oh++) {
-        for (ptrdiff_t ow = 0; ow < 30; ow++) {
-          bottom_conv1[((n * 1024 + oc) * 30 + oh) * 30 + ow] = bottom_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 512; ob++) {
+      for (ptrdiff_t t = 0; t < 29; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = bottom_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = bottom_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 30; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 30; ow_2++) {
-                bottom_conv1[((n * 1024 + oc) * 30 + oh_2) * 30 + ow_2] += maxpool3[((n * 512 + ic) * 32 + oh_2 + kh) * 32 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = bottom_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 32 < 30) {
+              bottom_conv1[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
+          acc[j_4 * 30 + i_4] = bottom_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = bottom_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
+                acc[j_5 * 30 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
+          ptrdiff_t p_2 = 928 + i_6;
+          if (p_2 % 32 < 30) {
+            bottom_conv1[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = acc[j_6 * 30 + i_6];
           }
         }
       }
@@ -2474,8 +3510,8 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu0: relu, unet.cnn:13 */
 static void train_bottom_relu0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv1 = s->arena + 292980224;
-  float *bottom_relu0 = s->arena + 293901824;
+  const float *bottom_conv1 = s->arena + 293371648;
+  float *bottom_relu0 = s->arena + 294293248;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 921600; i++) {
       float v = bottom_conv1[n * 921600 + i];
@@ -2484,28 +3520,65 @@ static void train_bottom_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv2: conv, unet.cnn:13 */
+/* bottom.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 293901824;
-  float *bottom_conv2 = s->arena + 294823424;
+  const float *bottom_relu0 = s->arena + 294293248;
+  float *bottom_conv2 = s->arena + 295214848;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 1024; oc++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t ow = 0; ow < 28; ow++) {
-          bottom_conv2[((n * 1024 + oc) * 28 + oh) * 28 + ow] = bottom_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = bottom_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = bottom_conv2_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 28; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 28; ow_2++) {
-                bottom_conv2[((n * 1024 + oc) * 28 + oh_2) * 28 + ow_2] += bottom_relu0[((n * 1024 + ic) * 30 + oh_2 + kh) * 30 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = bottom_conv2_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              bottom_conv2[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = bottom_conv2_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            bottom_conv2[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2515,8 +3588,8 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu1: relu, unet.cnn:13 */
 static void train_bottom_relu1(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv2 = s->arena + 294823424;
-  float *bottom_relu1 = s->arena + 82883072;
+  const float *bottom_conv2 = s->arena + 295214848;
+  float *bottom_relu1 = s->arena + 83174912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       float v = bottom_conv2[n * 802816 + i];
@@ -2527,8 +3600,8 @@ static void train_bottom_relu1(unet_state *s, ptrdiff_t count) {
 
 /* dropout0: dropout, unet.cnn:30 */
 static void train_dropout0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 82883072;
-  float *dropout0 = s->arena + 295626240;
+  const float *bottom_relu1 = s->arena + 83174912;
+  float *dropout0 = s->arena + 296017664;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? bottom_relu1[n * 802816 + i] * 2.0f : 0.0f;
@@ -2540,8 +3613,8 @@ static void train_dropout0(unet_state *s, ptrdiff_t count) {
 static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 295626240;
-  float *up4_upconv = s->arena + 82883072;
+  const float *dropout0 = s->arena + 296017664;
+  float *up4_upconv = s->arena + 83174912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
@@ -2565,8 +3638,8 @@ static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 283944448;
-  float *up4_crop0 = s->arena + 84488704;
+  const float *down4_relu1 = s->arena + 284335872;
+  float *up4_crop0 = s->arena + 84780544;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t h = 0; h < 56; h++) {
@@ -2580,9 +3653,9 @@ static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0: concat, unet.cnn:20 */
 static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv = s->arena + 82883072;
-  const float *up4_crop0 = s->arena + 84488704;
-  float *up4_concat0 = s->arena + 261219840;
+  const float *up4_upconv = s->arena + 83174912;
+  const float *up4_crop0 = s->arena + 84780544;
+  float *up4_concat0 = s->arena + 261611264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -2595,28 +3668,65 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv1: conv, unet.cnn:13 */
+/* up4.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 261219840;
-  float *up4_conv1 = s->arena + 286041600;
+  const float *up4_concat0 = s->arena + 261611264;
+  float *up4_conv1 = s->arena + 286433024;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 54; oh++) {
-        for (ptrdiff_t ow = 0; ow < 54; ow++) {
-          up4_conv1[((n * 512 + oc) * 54 + oh) * 54 + ow] = up4_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 94; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up4_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up4_conv1_weight[((oc * 1024 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 54; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 54; ow_2++) {
-                up4_conv1[((n * 512 + oc) * 54 + oh_2) * 54 + ow_2] += up4_concat0[((n * 1024 + ic) * 56 + oh_2 + kh) * 56 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up4_conv1_weight[(((ob * 2 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 56 < 54) {
+              up4_conv1[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up4_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up4_conv1_weight[(((ob * 2 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 3008 + i_6;
+          if (p_2 % 56 < 54) {
+            up4_conv1[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -2626,8 +3736,8 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu0: relu, unet.cnn:13 */
 static void train_up4_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1 = s->arena + 286041600;
-  float *up4_relu0 = s->arena + 287534592;
+  const float *up4_conv1 = s->arena + 286433024;
+  float *up4_relu0 = s->arena + 287926016;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1492992; i++) {
       float v = up4_conv1[n * 1492992 + i];
@@ -2636,28 +3746,65 @@ static void train_up4_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv2: conv, unet.cnn:13 */
+/* up4.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; 175 tiles + 6, no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 287534592;
-  float *up4_conv2 = s->arena + 289027584;
+  const float *up4_relu0 = s->arena + 287926016;
+  float *up4_conv2 = s->arena + 289419008;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 512; oc++) {
-      for (ptrdiff_t oh = 0; oh < 52; oh++) {
-        for (ptrdiff_t ow = 0; ow < 52; ow++) {
-          up4_conv2[((n * 512 + oc) * 52 + oh) * 52 + ow] = up4_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 175; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up4_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up4_conv2_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 52; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 52; ow_2++) {
-                up4_conv2[((n * 512 + oc) * 52 + oh_2) * 52 + ow_2] += up4_relu0[((n * 512 + ic) * 54 + oh_2 + kh) * 54 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 54 < 52) {
+              up4_conv2[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up4_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2800 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 2800 + i_6;
+          if (p_2 % 54 < 52) {
+            up4_conv2[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2667,8 +3814,8 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu1: relu, unet.cnn:13 */
 static void train_up4_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv2 = s->arena + 289027584;
-  float *up4_relu1 = s->arena + 290412032;
+  const float *up4_conv2 = s->arena + 289419008;
+  float *up4_relu1 = s->arena + 290803456;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1384448; i++) {
       float v = up4_conv2[n * 1384448 + i];
@@ -2681,8 +3828,8 @@ static void train_up4_relu1(unet_state *s, ptrdiff_t count) {
 static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 290412032;
-  float *up3_upconv = s->arena + 82883072;
+  const float *up4_relu1 = s->arena + 290803456;
+  float *up3_upconv = s->arena + 83174912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
@@ -2706,8 +3853,8 @@ static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 256484864;
-  float *up3_crop0 = s->arena + 85651968;
+  const float *down3_relu1 = s->arena + 256876288;
+  float *up3_crop0 = s->arena + 85943808;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t h = 0; h < 104; h++) {
@@ -2721,9 +3868,9 @@ static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0: concat, unet.cnn:20 */
 static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up3_upconv = s->arena + 82883072;
-  const float *up3_crop0 = s->arena + 85651968;
-  float *up3_concat0 = s->arena + 211428864;
+  const float *up3_upconv = s->arena + 83174912;
+  const float *up3_crop0 = s->arena + 85943808;
+  float *up3_concat0 = s->arena + 211820288;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
@@ -2736,28 +3883,65 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv1: conv, unet.cnn:13 */
+/* up3.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-  const float *up3_concat0 = s->arena + 211428864;
-  float *up3_conv1 = s->arena + 264431104;
+  const float *up3_concat0 = s->arena + 211820288;
+  float *up3_conv1 = s->arena + 264822528;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 102; oh++) {
-        for (ptrdiff_t ow = 0; ow < 102; ow++) {
-          up3_conv1[((n * 256 + oc) * 102 + oh) * 102 + ow] = up3_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 331; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up3_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up3_conv1_weight[((oc * 512 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 102; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 102; ow_2++) {
-                up3_conv1[((n * 256 + oc) * 102 + oh_2) * 102 + ow_2] += up3_concat0[((n * 512 + ic) * 104 + oh_2 + kh) * 104 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up3_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 104 < 102) {
+              up3_conv1[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up3_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up3_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 10592 + i_6;
+          if (p_2 % 104 < 102) {
+            up3_conv1[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -2767,8 +3951,8 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu0: relu, unet.cnn:13 */
 static void train_up3_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1 = s->arena + 264431104;
-  float *up3_relu0 = s->arena + 267094528;
+  const float *up3_conv1 = s->arena + 264822528;
+  float *up3_relu0 = s->arena + 267485952;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2663424; i++) {
       float v = up3_conv1[n * 2663424 + i];
@@ -2777,28 +3961,65 @@ static void train_up3_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv2: conv, unet.cnn:13 */
+/* up3.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; 637 tiles + 6, no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-  const float *up3_relu0 = s->arena + 267094528;
-  float *up3_conv2 = s->arena + 269757952;
+  const float *up3_relu0 = s->arena + 267485952;
+  float *up3_conv2 = s->arena + 270149376;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 256; oc++) {
-      for (ptrdiff_t oh = 0; oh < 100; oh++) {
-        for (ptrdiff_t ow = 0; ow < 100; ow++) {
-          up3_conv2[((n * 256 + oc) * 100 + oh) * 100 + ow] = up3_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 637; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up3_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up3_conv2_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 100; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 100; ow_2++) {
-                up3_conv2[((n * 256 + oc) * 100 + oh_2) * 100 + ow_2] += up3_relu0[((n * 256 + ic) * 102 + oh_2 + kh) * 102 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 102 < 100) {
+              up3_conv2[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up3_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10192 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 10192 + i_6;
+          if (p_2 % 102 < 100) {
+            up3_conv2[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2808,8 +4029,8 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu1: relu, unet.cnn:13 */
 static void train_up3_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv2 = s->arena + 269757952;
-  float *up3_relu1 = s->arena + 272317952;
+  const float *up3_conv2 = s->arena + 270149376;
+  float *up3_relu1 = s->arena + 272709376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2560000; i++) {
       float v = up3_conv2[n * 2560000 + i];
@@ -2822,8 +4043,8 @@ static void train_up3_relu1(unet_state *s, ptrdiff_t count) {
 static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
   const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-  const float *up3_relu1 = s->arena + 272317952;
-  float *up2_upconv = s->arena + 82883072;
+  const float *up3_relu1 = s->arena + 272709376;
+  float *up2_upconv = s->arena + 83174912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
@@ -2847,8 +4068,8 @@ static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0: crop, unet.cnn:20 */
 static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 162854400;
-  float *up2_crop0 = s->arena + 88003072;
+  const float *down2_relu1 = s->arena + 163146240;
+  float *up2_crop0 = s->arena + 88294912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t h = 0; h < 200; h++) {
@@ -2862,9 +4083,9 @@ static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0: concat, unet.cnn:20 */
 static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up2_upconv = s->arena + 82883072;
-  const float *up2_crop0 = s->arena + 88003072;
-  float *up2_concat0 = s->arena + 122221056;
+  const float *up2_upconv = s->arena + 83174912;
+  const float *up2_crop0 = s->arena + 88294912;
+  float *up2_concat0 = s->arena + 122512896;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
@@ -2877,28 +4098,65 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv1: conv, unet.cnn:13 */
+/* up2.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-  const float *up2_concat0 = s->arena + 122221056;
-  float *up2_conv1 = s->arena + 222128640;
+  const float *up2_concat0 = s->arena + 122512896;
+  float *up2_conv1 = s->arena + 222520064;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 198; oh++) {
-        for (ptrdiff_t ow = 0; ow < 198; ow++) {
-          up2_conv1[((n * 128 + oc) * 198 + oh) * 198 + ow] = up2_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1237; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up2_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up2_conv1_weight[((oc * 256 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 198; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 198; ow_2++) {
-                up2_conv1[((n * 128 + oc) * 198 + oh_2) * 198 + ow_2] += up2_concat0[((n * 256 + ic) * 200 + oh_2 + kh) * 200 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up2_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 200 < 198) {
+              up2_conv1[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up2_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up2_conv1_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 39584 + i_6;
+          if (p_2 % 200 < 198) {
+            up2_conv1[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -2908,8 +4166,8 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu0: relu, unet.cnn:13 */
 static void train_up2_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1 = s->arena + 222128640;
-  float *up2_relu0 = s->arena + 227146752;
+  const float *up2_conv1 = s->arena + 222520064;
+  float *up2_relu0 = s->arena + 227538176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5018112; i++) {
       float v = up2_conv1[n * 5018112 + i];
@@ -2918,28 +4176,65 @@ static void train_up2_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv2: conv, unet.cnn:13 */
+/* up2.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; 2425 tiles + 6, no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-  const float *up2_relu0 = s->arena + 227146752;
-  float *up2_conv2 = s->arena + 232164864;
+  const float *up2_relu0 = s->arena + 227538176;
+  float *up2_conv2 = s->arena + 232556288;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 128; oc++) {
-      for (ptrdiff_t oh = 0; oh < 196; oh++) {
-        for (ptrdiff_t ow = 0; ow < 196; ow++) {
-          up2_conv2[((n * 128 + oc) * 196 + oh) * 196 + ow] = up2_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 2425; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up2_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up2_conv2_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 196; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 196; ow_2++) {
-                up2_conv2[((n * 128 + oc) * 196 + oh_2) * 196 + ow_2] += up2_relu0[((n * 128 + ic) * 198 + oh_2 + kh) * 198 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 198 < 196) {
+              up2_conv2[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up2_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38800 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 38800 + i_6;
+          if (p_2 % 198 < 196) {
+            up2_conv2[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -2949,8 +4244,8 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu1: relu, unet.cnn:13 */
 static void train_up2_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv2 = s->arena + 232164864;
-  float *up2_relu1 = s->arena + 237082112;
+  const float *up2_conv2 = s->arena + 232556288;
+  float *up2_relu1 = s->arena + 237473536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4917248; i++) {
       float v = up2_conv2[n * 4917248 + i];
@@ -2963,8 +4258,8 @@ static void train_up2_relu1(unet_state *s, ptrdiff_t count) {
 static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
   const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-  const float *up2_relu1 = s->arena + 237082112;
-  float *up1_upconv = s->arena + 102552064;
+  const float *up2_relu1 = s->arena + 237473536;
+  float *up1_upconv = s->arena + 102843904;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
@@ -2988,8 +4283,8 @@ static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0: crop, unet.cnn:20 */
 static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 62235136;
-  float *up1_crop0 = s->arena + 112386560;
+  const float *down1_relu1 = s->arena + 62526976;
+  float *up1_crop0 = s->arena + 112678400;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t h = 0; h < 392; h++) {
@@ -3003,9 +4298,9 @@ static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0: concat, unet.cnn:20 */
 static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up1_upconv = s->arena + 102552064;
-  const float *up1_crop0 = s->arena + 112386560;
-  float *up1_concat0 = s->arena + 82883072;
+  const float *up1_upconv = s->arena + 102843904;
+  const float *up1_crop0 = s->arena + 112678400;
+  float *up1_concat0 = s->arena + 83174912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
@@ -3018,28 +4313,65 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv1: conv, unet.cnn:13 */
+/* up1.conv1: conv, unet.cnn:13
+ * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-  const float *up1_concat0 = s->arena + 82883072;
-  float *up1_conv1 = s->arena + 102552064;
+  const float *up1_concat0 = s->arena + 83174912;
+  float *up1_conv1 = s->arena + 112678400;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 390; oh++) {
-        for (ptrdiff_t ow = 0; ow < 390; ow++) {
-          up1_conv1[((n * 64 + oc) * 390 + oh) * 390 + ow] = up1_conv1_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 4777; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = up1_conv1_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up1_conv1_weight[((oc * 128 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 390; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 390; ow_2++) {
-                up1_conv1[((n * 64 + oc) * 390 + oh_2) * 390 + ow_2] += up1_concat0[((n * 128 + ic) * 392 + oh_2 + kh) * 392 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up1_conv1_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 392 < 390) {
+              up1_conv1[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = up1_conv1_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up1_conv1_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 152864 + i_6;
+          if (p_2 % 392 < 390) {
+            up1_conv1[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -3049,8 +4381,8 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
 
 /* up1.relu0: relu, unet.cnn:13 */
 static void train_up1_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1 = s->arena + 102552064;
-  float *up1_relu0 = s->arena + 112286464;
+  const float *up1_conv1 = s->arena + 112678400;
+  float *up1_relu0 = s->arena + 173181440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9734400; i++) {
       float v = up1_conv1[n * 9734400 + i];
@@ -3059,28 +4391,65 @@ static void train_up1_relu0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv2: conv, unet.cnn:13 */
+/* up1.conv2: conv, unet.cnn:13
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; 9457 tiles + 6, no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-  const float *up1_relu0 = s->arena + 112286464;
-  float *up1_conv2 = s->arena + 172889600;
+  const float *up1_relu0 = s->arena + 173181440;
+  float *up1_conv2 = s->arena + 102843904;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 64; oc++) {
-      for (ptrdiff_t oh = 0; oh < 388; oh++) {
-        for (ptrdiff_t ow = 0; ow < 388; ow++) {
-          up1_conv2[((n * 64 + oc) * 388 + oh) * 388 + ow] = up1_conv2_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 9457; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = up1_conv2_bias[ob * 4 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float wv = up1_conv2_weight[((oc * 64 + ic) * 3 + kh) * 3 + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
-                up1_conv2[((n * 64 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu0[((n * 64 + ic) * 390 + oh_2 + kh) * 390 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 16 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 390 < 388) {
+              up1_conv2[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = up1_conv2_bias[ob * 4 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151312 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 151312 + i_6;
+          if (p_2 % 390 < 388) {
+            up1_conv2[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3090,8 +4459,8 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
 
 /* up1.relu1: relu, unet.cnn:13 */
 static void train_up1_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv2 = s->arena + 172889600;
-  float *up1_relu1 = s->arena + 182524416;
+  const float *up1_conv2 = s->arena + 102843904;
+  float *up1_relu1 = s->arena + 182915840;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9634816; i++) {
       float v = up1_conv2[n * 9634816 + i];
@@ -3100,28 +4469,65 @@ static void train_up1_relu1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* head: conv, unet.cnn:36 */
+/* head: conv, unet.cnn:36
+ * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4704 tiles + 16, no guards */
 static void train_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
-  const float *up1_relu1 = s->arena + 182524416;
-  float *head = s->arena + 192159232;
+  const float *up1_relu1 = s->arena + 182915840;
+  float *head = s->arena + 192550656;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t oc = 0; oc < 2; oc++) {
-      for (ptrdiff_t oh = 0; oh < 388; oh++) {
-        for (ptrdiff_t ow = 0; ow < 388; ow++) {
-          head[((n * 2 + oc) * 388 + oh) * 388 + ow] = head_bias[oc];
+    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+      for (ptrdiff_t t = 0; t < 4704; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = head_bias[ob * 2 + j];
+          }
         }
-      }
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float wv = head_weight[oc * 64 + ic + kh + kw];
-            for (ptrdiff_t oh_2 = 0; oh_2 < 388; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 388; ow_2++) {
-                head[((n * 2 + oc) * 388 + oh_2) * 388 + ow_2] += up1_relu1[((n * 64 + ic) * 388 + oh_2 + kh) * 388 + ow_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = head_weight[(ob * 2 + j_2) * 64 + ic + kh + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up1_relu1[((n * 64 + ic) * 388 + kh) * 388 + t * 32 + i_2 + kw] * wv;
+                }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 388 < 388) {
+              head[((n * 2 + ob * 2 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+          acc[j_4 * 16 + i_4] = head_bias[ob * 2 + j_4];
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = head_weight[(ob * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                acc[j_5 * 16 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+          ptrdiff_t p_2 = 150528 + i_6;
+          if (p_2 % 388 < 388) {
+            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 16 + i_6];
           }
         }
       }
@@ -3131,8 +4537,8 @@ static void train_head(unet_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, unet.cnn:37 */
 static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 192159232;
-  float *cross_entropy0 = s->arena + 296953344;
+  const float *head = s->arena + 192550656;
+  float *cross_entropy0 = s->arena + 297344768;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
@@ -3153,8 +4559,8 @@ static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *
 
 /* cross_entropy0.dx: loss_dx, unet.cnn:37 */
 static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 192159232;
-  float *cross_entropy0_dx = s->arena + 201794048;
+  const float *head = s->arena + 192550656;
+  float *cross_entropy0_dx = s->arena + 202185472;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
       float m = -INFINITY;
@@ -3174,29 +4580,64 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
   }
 }
 
-/* head.dx: conv_dx, unet.cnn:36 */
+/* head.dx: conv_dx, unet.cnn:36
+ * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; 6272 tiles + 16, no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
-  const float *cross_entropy0_dx = s->arena + 201794048;
-  float *head_dx = s->arena + 192159232;
+  const float *cross_entropy0_dx = s->arena + 202185472;
+  float *head_dx = s->arena + 192550656;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9634816; i++) {
-      head_dx[n * 9634816 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 2; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 6272; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 2; ic++) {
           for (ptrdiff_t kh = 0; kh < 1; kh++) {
             for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float wv = head_weight[(g * 2 + ocg) * 64 + icg + kh + kw];
-              for (ptrdiff_t oh = 0; oh < 388; oh++) {
-                for (ptrdiff_t ow = 0; ow < 388; ow++) {
-                  head_dx[((n_2 * 64 + g * 64 + icg) * 388 + oh + kh) * 388 + ow + kw] += cross_entropy0_dx[((n_2 * 2 + g * 2 + ocg) * 388 + oh) * 388 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = head_weight[ic * 64 + ob * 4 + j_2 + 0 - kh + 0 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 388 < 388) {
+              head_dx[((n * 64 + ob * 4 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+          acc[j_4 * 16 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = head_weight[ic_2 * 64 + ob * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                acc[j_5 * 16 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+          ptrdiff_t p_2 = 150528 + i_6;
+          if (p_2 % 388 < 388) {
+            head_dx[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 16 + i_6];
           }
         }
       }
@@ -3204,25 +4645,46 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* head.dweight: conv_dw, unet.cnn:36 */
+/* head.dweight: conv_dw, unet.cnn:36
+ * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 388) in 24 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_head_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1 = s->arena + 182524416;
-  const float *cross_entropy0_dx = s->arena + 201794048;
+  const float *up1_relu1 = s->arena + 182915840;
+  const float *cross_entropy0_dx = s->arena + 202185472;
   float *head_weight_grad = s->g32 + 31030528;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 2; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 388; oh++) {
-                for (ptrdiff_t ow = 0; ow < 388; ow++) {
-                  acc = acc + cross_entropy0_dx[((n * 2 + g * 2 + ocg) * 388 + oh) * 388 + ow] * up1_relu1[((n * 64 + g * 64 + icg) * 388 + oh + kh) * 388 + ow + kw];
+  float acc[40]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 1; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t a = 0; a < 40; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 388; oh++) {
+            for (ptrdiff_t t = 0; t < 24; t++) {
+              for (ptrdiff_t j = 0; j < 2; j++) {
+                for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j + kw) * 20 + l] += cross_entropy0_dx[((n * 2 + ob * 2 + j) * 388 + oh) * 388 + t * 16 + l] * up1_relu1[((n * 64 + ic) * 388 + oh + kh) * 388 + t * 16 + l + kw];
+                  }
                 }
               }
             }
-            head_weight_grad[(g * 2 + ocg) * 64 + icg + kh + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                  acc[(j_2 + kw_2) * 20 + 16 + l_2] += cross_entropy0_dx[((n * 2 + ob * 2 + j_2) * 388 + oh) * 388 + 384 + l_2] * up1_relu1[((n * 64 + ic) * 388 + oh + kh) * 388 + 384 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 20; l_3++) {
+              sum = sum + acc[(j_3 + kw_3) * 20 + l_3];
+            }
+            head_weight_grad[(ob * 2 + j_3) * 64 + ic + kh + kw_3] = sum;
           }
         }
       }
@@ -3232,7 +4694,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
 
 /* head.dbias: bias_grad, unet.cnn:36 */
 static void train_head_dbias(unet_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 201794048;
+  const float *cross_entropy0_dx = s->arena + 202185472;
   float *head_bias_grad = s->g32 + 31030656;
   for (ptrdiff_t c = 0; c < 2; c++) {
     float acc = 0.0f;
@@ -3247,9 +4709,9 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up1_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv2 = s->arena + 172889600;
-  const float *head_dx = s->arena + 192159232;
-  float *up1_relu1_dx = s->arena + 201794048;
+  const float *up1_conv2 = s->arena + 102843904;
+  const float *head_dx = s->arena + 192550656;
+  float *up1_relu1_dx = s->arena + 202185472;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9634816; i++) {
       float x = up1_conv2[n * 9634816 + i];
@@ -3258,29 +4720,74 @@ static void train_up1_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv2.dx: conv_dx, unet.cnn:13 */
+/* up1.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-  const float *up1_relu1_dx = s->arena + 201794048;
-  float *up1_conv2_dx = s->arena + 172889600;
+  const float *up1_relu1_dx = s->arena + 202185472;
+  float *up1_conv2_dx = s->arena + 182915840;
+  float *up1_conv2_dx_padded = s->arena + 102843904;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9734400; i++) {
-      up1_conv2_dx[n * 9734400 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 392; h++) {
+        for (ptrdiff_t w = 0; w < 392; w++) {
+          up1_conv2_dx_padded[((n * 64 + c) * 392 + h) * 392 + w] = 0 <= h - 2 && h - 2 < 388 && (0 <= w - 2 && w - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + h - 2) * 388 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 4777; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 388; oh++) {
-                for (ptrdiff_t ow = 0; ow < 388; ow++) {
-                  up1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 390 + oh + kh) * 390 + ow + kw] += up1_relu1_dx[((n_2 * 64 + g * 64 + ocg) * 388 + oh) * 388 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up1_conv2_weight[((ic * 64 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 392 < 390) {
+              up1_conv2_dx[((n_2 * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up1_conv2_weight[((ic_2 * 64 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up1_conv2_dx_padded[((n_2 * 64 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 152864 + i_6;
+          if (p_2 % 392 < 390) {
+            up1_conv2_dx[((n_2 * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -3288,25 +4795,46 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv2.dweight: conv_dw, unet.cnn:13 */
+/* up1.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0 = s->arena + 112286464;
-  const float *up1_relu1_dx = s->arena + 201794048;
+  const float *up1_relu0 = s->arena + 173181440;
+  const float *up1_relu1_dx = s->arena + 202185472;
   float *up1_conv2_weight_grad = s->g32 + 30993600;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 388; oh++) {
-                for (ptrdiff_t ow = 0; ow < 388; ow++) {
-                  acc = acc + up1_relu1_dx[((n * 64 + g * 64 + ocg) * 388 + oh) * 388 + ow] * up1_relu0[((n * 64 + g * 64 + icg) * 390 + oh + kh) * 390 + ow + kw];
+  float acc[144]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 144; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 388; oh++) {
+            for (ptrdiff_t t = 0; t < 48; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 12 + l] += up1_relu1_dx[((n * 64 + ob * 4 + j) * 388 + oh) * 388 + t * 8 + l] * up1_relu0[((n * 64 + ic) * 390 + oh + kh) * 390 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            up1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up1_relu1_dx[((n * 64 + ob * 4 + j_2) * 388 + oh) * 388 + 384 + l_2] * up1_relu0[((n * 64 + ic) * 390 + oh + kh) * 390 + 384 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+            }
+            up1_conv2_weight_grad[(((ob * 4 + j_3) * 64 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -3316,7 +4844,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1_dx = s->arena + 201794048;
+  const float *up1_relu1_dx = s->arena + 202185472;
   float *up1_conv2_bias_grad = s->g32 + 31030464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -3331,9 +4859,9 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up1_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1 = s->arena + 102552064;
-  const float *up1_conv2_dx = s->arena + 172889600;
-  float *up1_relu0_dx = s->arena + 182624000;
+  const float *up1_conv1 = s->arena + 112678400;
+  const float *up1_conv2_dx = s->arena + 182915840;
+  float *up1_relu0_dx = s->arena + 192650240;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9734400; i++) {
       float x = up1_conv1[n * 9734400 + i];
@@ -3342,29 +4870,74 @@ static void train_up1_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv1.dx: conv_dx, unet.cnn:13 */
+/* up1.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; 6435 tiles + 6, no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-  const float *up1_relu0_dx = s->arena + 182624000;
-  float *up1_conv1_dx = s->arena + 102552064;
+  const float *up1_relu0_dx = s->arena + 192650240;
+  float *up1_conv1_dx = s->arena + 102843904;
+  float *up1_conv1_dx_padded = s->arena + 173181440;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 19668992; i++) {
-      up1_conv1_dx[n * 19668992 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 394; h++) {
+        for (ptrdiff_t w = 0; w < 394; w++) {
+          up1_conv1_dx_padded[((n * 64 + c) * 394 + h) * 394 + w] = 0 <= h - 2 && h - 2 < 390 && (0 <= w - 2 && w - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + h - 2) * 390 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 6435; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up1_conv1_weight[(((g * 64 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 390; oh++) {
-                for (ptrdiff_t ow = 0; ow < 390; ow++) {
-                  up1_conv1_dx[((n_2 * 128 + g * 128 + icg) * 392 + oh + kh) * 392 + ow + kw] += up1_relu0_dx[((n_2 * 64 + g * 64 + ocg) * 390 + oh) * 390 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up1_conv1_dx_padded[((n_2 * 64 + ic) * 394 + kh) * 394 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 394 < 392) {
+              up1_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 392 + p / 394) * 392 + p % 394] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up1_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up1_conv1_dx_padded[((n_2 * 64 + ic_2) * 394 + kh_2) * 394 + 154440 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 154440 + i_6;
+          if (p_2 % 394 < 392) {
+            up1_conv1_dx[((n_2 * 128 + ob * 4 + j_6) * 392 + p_2 / 394) * 392 + p_2 % 394] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3372,25 +4945,46 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv1.dweight: conv_dw, unet.cnn:13 */
+/* up1.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 390) in 24 tiles + 6, rows [0, 390) unguarded, padding borders guarded */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0 = s->arena + 82883072;
-  const float *up1_relu0_dx = s->arena + 182624000;
+  const float *up1_concat0 = s->arena + 83174912;
+  const float *up1_relu0_dx = s->arena + 192650240;
   float *up1_conv1_weight_grad = s->g32 + 30919808;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 390; oh++) {
-                for (ptrdiff_t ow = 0; ow < 390; ow++) {
-                  acc = acc + up1_relu0_dx[((n * 64 + g * 64 + ocg) * 390 + oh) * 390 + ow] * up1_concat0[((n * 128 + g * 128 + icg) * 392 + oh + kh) * 392 + ow + kw];
+  float acc[66]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 66; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 390; oh++) {
+            for (ptrdiff_t t = 0; t < 24; t++) {
+              for (ptrdiff_t j = 0; j < 1; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j * 3 + kw) * 22 + l] += up1_relu0_dx[((n * 64 + ob + j) * 390 + oh) * 390 + t * 16 + l] * up1_concat0[((n * 128 + ic) * 392 + oh + kh) * 392 + t * 16 + l + kw];
+                  }
                 }
               }
             }
-            up1_conv1_weight_grad[(((g * 64 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up1_relu0_dx[((n * 64 + ob + j_2) * 390 + oh) * 390 + 384 + l_2] * up1_concat0[((n * 128 + ic) * 392 + oh + kh) * 392 + 384 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+            }
+            up1_conv1_weight_grad[(((ob + j_3) * 128 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -3400,7 +4994,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0_dx = s->arena + 182624000;
+  const float *up1_relu0_dx = s->arena + 192650240;
   float *up1_conv1_bias_grad = s->g32 + 30993536;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -3415,8 +5009,8 @@ static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx0: slice, unet.cnn:20 */
 static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 102552064;
-  float *up1_concat0_dx0 = s->arena + 172889600;
+  const float *up1_conv1_dx = s->arena + 102843904;
+  float *up1_concat0_dx0 = s->arena + 173181440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0_dx0[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + i];
@@ -3426,8 +5020,8 @@ static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx1: slice, unet.cnn:20 */
 static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 102552064;
-  float *up1_concat0_dx1 = s->arena + 182724096;
+  const float *up1_conv1_dx = s->arena + 102843904;
+  float *up1_concat0_dx1 = s->arena + 183015936;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0_dx1[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + 9834496 + i];
@@ -3437,8 +5031,8 @@ static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0_dx0 = s->arena + 172889600;
-  float *up1_crop0_dx = s->arena + 82883072;
+  const float *up1_concat0_dx0 = s->arena + 173181440;
+  float *up1_crop0_dx = s->arena + 83174912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       up1_crop0_dx[n * 20647936 + i] = 0.0f;
@@ -3458,8 +5052,8 @@ static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up1.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-  const float *up1_concat0_dx1 = s->arena + 182724096;
-  float *up1_upconv_dx = s->arena + 103531008;
+  const float *up1_concat0_dx1 = s->arena + 183015936;
+  float *up1_upconv_dx = s->arena + 103822848;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 128; icg++) {
@@ -3483,8 +5077,8 @@ static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 237082112;
-  const float *up1_concat0_dx1 = s->arena + 182724096;
+  const float *up2_relu1 = s->arena + 237473536;
+  const float *up1_concat0_dx1 = s->arena + 183015936;
   float *up1_upconv_weight_grad = s->g32 + 30886976;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 128; icg++) {
@@ -3509,7 +5103,7 @@ static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0_dx1 = s->arena + 182724096;
+  const float *up1_concat0_dx1 = s->arena + 183015936;
   float *up1_upconv_bias_grad = s->g32 + 30919744;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -3524,9 +5118,9 @@ static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv2 = s->arena + 232164864;
-  const float *up1_upconv_dx = s->arena + 103531008;
-  float *up2_relu1_dx = s->arena + 108549120;
+  const float *up2_conv2 = s->arena + 232556288;
+  const float *up1_upconv_dx = s->arena + 103822848;
+  float *up2_relu1_dx = s->arena + 113960960;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4917248; i++) {
       float x = up2_conv2[n * 4917248 + i];
@@ -3535,29 +5129,74 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv2.dx: conv_dx, unet.cnn:13 */
+/* up2.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-  const float *up2_relu1_dx = s->arena + 108549120;
-  float *up2_conv2_dx = s->arena + 103531008;
+  const float *up2_relu1_dx = s->arena + 113960960;
+  float *up2_conv2_dx = s->arena + 108942848;
+  float *up2_conv2_dx_padded = s->arena + 103822848;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 5018112; i++) {
-      up2_conv2_dx[n * 5018112 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 200; h++) {
+        for (ptrdiff_t w = 0; w < 200; w++) {
+          up2_conv2_dx_padded[((n * 128 + c) * 200 + h) * 200 + w] = 0 <= h - 2 && h - 2 < 196 && (0 <= w - 2 && w - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + h - 2) * 196 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1237; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up2_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 196; oh++) {
-                for (ptrdiff_t ow = 0; ow < 196; ow++) {
-                  up2_conv2_dx[((n_2 * 128 + g * 128 + icg) * 198 + oh + kh) * 198 + ow + kw] += up2_relu1_dx[((n_2 * 128 + g * 128 + ocg) * 196 + oh) * 196 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up2_conv2_weight[((ic * 128 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 200 < 198) {
+              up2_conv2_dx[((n_2 * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up2_conv2_weight[((ic_2 * 128 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up2_conv2_dx_padded[((n_2 * 128 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 39584 + i_6;
+          if (p_2 % 200 < 198) {
+            up2_conv2_dx[((n_2 * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -3565,25 +5204,46 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv2.dweight: conv_dw, unet.cnn:13 */
+/* up2.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0 = s->arena + 227146752;
-  const float *up2_relu1_dx = s->arena + 108549120;
+  const float *up2_relu0 = s->arena + 227538176;
+  const float *up2_relu1_dx = s->arena + 113960960;
   float *up2_conv2_weight_grad = s->g32 + 30739392;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 196; oh++) {
-                for (ptrdiff_t ow = 0; ow < 196; ow++) {
-                  acc = acc + up2_relu1_dx[((n * 128 + g * 128 + ocg) * 196 + oh) * 196 + ow] * up2_relu0[((n * 128 + g * 128 + icg) * 198 + oh + kh) * 198 + ow + kw];
+  float acc[144]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 144; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 196; oh++) {
+            for (ptrdiff_t t = 0; t < 24; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 12 + l] += up2_relu1_dx[((n * 128 + ob * 4 + j) * 196 + oh) * 196 + t * 8 + l] * up2_relu0[((n * 128 + ic) * 198 + oh + kh) * 198 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            up2_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up2_relu1_dx[((n * 128 + ob * 4 + j_2) * 196 + oh) * 196 + 192 + l_2] * up2_relu0[((n * 128 + ic) * 198 + oh + kh) * 198 + 192 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+            }
+            up2_conv2_weight_grad[(((ob * 4 + j_3) * 128 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -3593,7 +5253,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1_dx = s->arena + 108549120;
+  const float *up2_relu1_dx = s->arena + 113960960;
   float *up2_conv2_bias_grad = s->g32 + 30886848;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -3608,9 +5268,9 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up2_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1 = s->arena + 222128640;
-  const float *up2_conv2_dx = s->arena + 103531008;
-  float *up2_relu0_dx = s->arena + 113771008;
+  const float *up2_conv1 = s->arena + 222520064;
+  const float *up2_conv2_dx = s->arena + 108942848;
+  float *up2_relu0_dx = s->arena + 173181440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5018112; i++) {
       float x = up2_conv1[n * 5018112 + i];
@@ -3619,29 +5279,74 @@ static void train_up2_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv1.dx: conv_dx, unet.cnn:13 */
+/* up2.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; 1683 tiles + 6, no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-  const float *up2_relu0_dx = s->arena + 113771008;
-  float *up2_conv1_dx = s->arena + 103531008;
+  const float *up2_relu0_dx = s->arena + 173181440;
+  float *up2_conv1_dx = s->arena + 103822848;
+  float *up2_conv1_dx_padded = s->arena + 114062848;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10240000; i++) {
-      up2_conv1_dx[n * 10240000 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 202; h++) {
+        for (ptrdiff_t w = 0; w < 202; w++) {
+          up2_conv1_dx_padded[((n * 128 + c) * 202 + h) * 202 + w] = 0 <= h - 2 && h - 2 < 198 && (0 <= w - 2 && w - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + h - 2) * 198 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1683; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up2_conv1_weight[(((g * 128 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 198; oh++) {
-                for (ptrdiff_t ow = 0; ow < 198; ow++) {
-                  up2_conv1_dx[((n_2 * 256 + g * 256 + icg) * 200 + oh + kh) * 200 + ow + kw] += up2_relu0_dx[((n_2 * 128 + g * 128 + ocg) * 198 + oh) * 198 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up2_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up2_conv1_dx_padded[((n_2 * 128 + ic) * 202 + kh) * 202 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 202 < 200) {
+              up2_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 200 + p / 202) * 200 + p % 202] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up2_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up2_conv1_dx_padded[((n_2 * 128 + ic_2) * 202 + kh_2) * 202 + 40392 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 40392 + i_6;
+          if (p_2 % 202 < 200) {
+            up2_conv1_dx[((n_2 * 256 + ob * 4 + j_6) * 200 + p_2 / 202) * 200 + p_2 % 202] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3649,25 +5354,46 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv1.dweight: conv_dw, unet.cnn:13 */
+/* up2.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 198) in 12 tiles + 6, rows [0, 198) unguarded, padding borders guarded */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0 = s->arena + 122221056;
-  const float *up2_relu0_dx = s->arena + 113771008;
+  const float *up2_concat0 = s->arena + 122512896;
+  const float *up2_relu0_dx = s->arena + 173181440;
   float *up2_conv1_weight_grad = s->g32 + 30444352;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 198; oh++) {
-                for (ptrdiff_t ow = 0; ow < 198; ow++) {
-                  acc = acc + up2_relu0_dx[((n * 128 + g * 128 + ocg) * 198 + oh) * 198 + ow] * up2_concat0[((n * 256 + g * 256 + icg) * 200 + oh + kh) * 200 + ow + kw];
+  float acc[66]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 66; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 198; oh++) {
+            for (ptrdiff_t t = 0; t < 12; t++) {
+              for (ptrdiff_t j = 0; j < 1; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j * 3 + kw) * 22 + l] += up2_relu0_dx[((n * 128 + ob + j) * 198 + oh) * 198 + t * 16 + l] * up2_concat0[((n * 256 + ic) * 200 + oh + kh) * 200 + t * 16 + l + kw];
+                  }
                 }
               }
             }
-            up2_conv1_weight_grad[(((g * 128 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up2_relu0_dx[((n * 128 + ob + j_2) * 198 + oh) * 198 + 192 + l_2] * up2_concat0[((n * 256 + ic) * 200 + oh + kh) * 200 + 192 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+            }
+            up2_conv1_weight_grad[(((ob + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -3677,7 +5403,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0_dx = s->arena + 113771008;
+  const float *up2_relu0_dx = s->arena + 173181440;
   float *up2_conv1_bias_grad = s->g32 + 30739264;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -3692,8 +5418,8 @@ static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx0: slice, unet.cnn:20 */
 static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 103531008;
-  float *up2_concat0_dx0 = s->arena + 113771008;
+  const float *up2_conv1_dx = s->arena + 103822848;
+  float *up2_concat0_dx0 = s->arena + 114062848;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx0[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + i];
@@ -3703,8 +5429,8 @@ static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx1: slice, unet.cnn:20 */
 static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 103531008;
-  float *up2_concat0_dx1 = s->arena + 118891008;
+  const float *up2_conv1_dx = s->arena + 103822848;
+  float *up2_concat0_dx1 = s->arena + 119182848;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx1[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + 5120000 + i];
@@ -3714,8 +5440,8 @@ static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx0 = s->arena + 113771008;
-  float *up2_crop0_dx = s->arena + 103531008;
+  const float *up2_concat0_dx0 = s->arena + 114062848;
+  float *up2_crop0_dx = s->arena + 103822848;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       up2_crop0_dx[n * 10035200 + i] = 0.0f;
@@ -3735,8 +5461,8 @@ static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up2.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-  const float *up2_concat0_dx1 = s->arena + 118891008;
-  float *up2_upconv_dx = s->arena + 113566208;
+  const float *up2_concat0_dx1 = s->arena + 119182848;
+  float *up2_upconv_dx = s->arena + 113858048;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 256; icg++) {
@@ -3760,8 +5486,8 @@ static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 272317952;
-  const float *up2_concat0_dx1 = s->arena + 118891008;
+  const float *up3_relu1 = s->arena + 272709376;
+  const float *up2_concat0_dx1 = s->arena + 119182848;
   float *up2_upconv_weight_grad = s->g32 + 30313152;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 256; icg++) {
@@ -3786,7 +5512,7 @@ static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx1 = s->arena + 118891008;
+  const float *up2_concat0_dx1 = s->arena + 119182848;
   float *up2_upconv_bias_grad = s->g32 + 30444224;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -3801,9 +5527,9 @@ static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv2 = s->arena + 269757952;
-  const float *up2_upconv_dx = s->arena + 113566208;
-  float *up3_relu1_dx = s->arena + 116229632;
+  const float *up3_conv2 = s->arena + 270149376;
+  const float *up2_upconv_dx = s->arena + 113858048;
+  float *up3_relu1_dx = s->arena + 119290368;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2560000; i++) {
       float x = up3_conv2[n * 2560000 + i];
@@ -3812,29 +5538,74 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv2.dx: conv_dx, unet.cnn:13 */
+/* up3.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-  const float *up3_relu1_dx = s->arena + 116229632;
-  float *up3_conv2_dx = s->arena + 113566208;
+  const float *up3_relu1_dx = s->arena + 119290368;
+  float *up3_conv2_dx = s->arena + 116626944;
+  float *up3_conv2_dx_padded = s->arena + 113858048;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2663424; i++) {
-      up3_conv2_dx[n * 2663424 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 104; h++) {
+        for (ptrdiff_t w = 0; w < 104; w++) {
+          up3_conv2_dx_padded[((n * 256 + c) * 104 + h) * 104 + w] = 0 <= h - 2 && h - 2 < 100 && (0 <= w - 2 && w - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + h - 2) * 100 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 331; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up3_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 100; oh++) {
-                for (ptrdiff_t ow = 0; ow < 100; ow++) {
-                  up3_conv2_dx[((n_2 * 256 + g * 256 + icg) * 102 + oh + kh) * 102 + ow + kw] += up3_relu1_dx[((n_2 * 256 + g * 256 + ocg) * 100 + oh) * 100 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up3_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 104 < 102) {
+              up3_conv2_dx[((n_2 * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up3_conv2_weight[((ic_2 * 256 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up3_conv2_dx_padded[((n_2 * 256 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 10592 + i_6;
+          if (p_2 % 104 < 102) {
+            up3_conv2_dx[((n_2 * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -3842,25 +5613,46 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv2.dweight: conv_dw, unet.cnn:13 */
+/* up3.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0 = s->arena + 267094528;
-  const float *up3_relu1_dx = s->arena + 116229632;
+  const float *up3_relu0 = s->arena + 267485952;
+  const float *up3_relu1_dx = s->arena + 119290368;
   float *up3_conv2_weight_grad = s->g32 + 29723072;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 100; oh++) {
-                for (ptrdiff_t ow = 0; ow < 100; ow++) {
-                  acc = acc + up3_relu1_dx[((n * 256 + g * 256 + ocg) * 100 + oh) * 100 + ow] * up3_relu0[((n * 256 + g * 256 + icg) * 102 + oh + kh) * 102 + ow + kw];
+  float acc[144]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 144; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 100; oh++) {
+            for (ptrdiff_t t = 0; t < 12; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 12 + l] += up3_relu1_dx[((n * 256 + ob * 4 + j) * 100 + oh) * 100 + t * 8 + l] * up3_relu0[((n * 256 + ic) * 102 + oh + kh) * 102 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            up3_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up3_relu1_dx[((n * 256 + ob * 4 + j_2) * 100 + oh) * 100 + 96 + l_2] * up3_relu0[((n * 256 + ic) * 102 + oh + kh) * 102 + 96 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+            }
+            up3_conv2_weight_grad[(((ob * 4 + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -3870,7 +5662,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1_dx = s->arena + 116229632;
+  const float *up3_relu1_dx = s->arena + 119290368;
   float *up3_conv2_bias_grad = s->g32 + 30312896;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -3885,9 +5677,9 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up3_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1 = s->arena + 264431104;
-  const float *up3_conv2_dx = s->arena + 113566208;
-  float *up3_relu0_dx = s->arena + 119104000;
+  const float *up3_conv1 = s->arena + 264822528;
+  const float *up3_conv2_dx = s->arena + 116626944;
+  float *up3_relu0_dx = s->arena + 122272256;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2663424; i++) {
       float x = up3_conv1[n * 2663424 + i];
@@ -3896,29 +5688,74 @@ static void train_up3_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv1.dx: conv_dx, unet.cnn:13 */
+/* up3.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; 459 tiles + 6, no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-  const float *up3_relu0_dx = s->arena + 119104000;
-  float *up3_conv1_dx = s->arena + 113566208;
+  const float *up3_relu0_dx = s->arena + 122272256;
+  float *up3_conv1_dx = s->arena + 113858048;
+  float *up3_conv1_dx_padded = s->arena + 119395840;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 5537792; i++) {
-      up3_conv1_dx[n * 5537792 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 106; h++) {
+        for (ptrdiff_t w = 0; w < 106; w++) {
+          up3_conv1_dx_padded[((n * 256 + c) * 106 + h) * 106 + w] = 0 <= h - 2 && h - 2 < 102 && (0 <= w - 2 && w - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + h - 2) * 102 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 459; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up3_conv1_weight[(((g * 256 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 102; oh++) {
-                for (ptrdiff_t ow = 0; ow < 102; ow++) {
-                  up3_conv1_dx[((n_2 * 512 + g * 512 + icg) * 104 + oh + kh) * 104 + ow + kw] += up3_relu0_dx[((n_2 * 256 + g * 256 + ocg) * 102 + oh) * 102 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up3_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up3_conv1_dx_padded[((n_2 * 256 + ic) * 106 + kh) * 106 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 106 < 104) {
+              up3_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 104 + p / 106) * 104 + p % 106] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up3_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up3_conv1_dx_padded[((n_2 * 256 + ic_2) * 106 + kh_2) * 106 + 11016 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 11016 + i_6;
+          if (p_2 % 106 < 104) {
+            up3_conv1_dx[((n_2 * 512 + ob * 4 + j_6) * 104 + p_2 / 106) * 104 + p_2 % 106] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3926,25 +5763,46 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv1.dweight: conv_dw, unet.cnn:13 */
+/* up3.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 102) in 6 tiles + 6, rows [0, 102) unguarded, padding borders guarded */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0 = s->arena + 211428864;
-  const float *up3_relu0_dx = s->arena + 119104000;
+  const float *up3_concat0 = s->arena + 211820288;
+  const float *up3_relu0_dx = s->arena + 122272256;
   float *up3_conv1_weight_grad = s->g32 + 28543168;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 102; oh++) {
-                for (ptrdiff_t ow = 0; ow < 102; ow++) {
-                  acc = acc + up3_relu0_dx[((n * 256 + g * 256 + ocg) * 102 + oh) * 102 + ow] * up3_concat0[((n * 512 + g * 512 + icg) * 104 + oh + kh) * 104 + ow + kw];
+  float acc[66]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 66; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 102; oh++) {
+            for (ptrdiff_t t = 0; t < 6; t++) {
+              for (ptrdiff_t j = 0; j < 1; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j * 3 + kw) * 22 + l] += up3_relu0_dx[((n * 256 + ob + j) * 102 + oh) * 102 + t * 16 + l] * up3_concat0[((n * 512 + ic) * 104 + oh + kh) * 104 + t * 16 + l + kw];
+                  }
                 }
               }
             }
-            up3_conv1_weight_grad[(((g * 256 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up3_relu0_dx[((n * 256 + ob + j_2) * 102 + oh) * 102 + 96 + l_2] * up3_concat0[((n * 512 + ic) * 104 + oh + kh) * 104 + 96 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+            }
+            up3_conv1_weight_grad[(((ob + j_3) * 512 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -3954,7 +5812,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0_dx = s->arena + 119104000;
+  const float *up3_relu0_dx = s->arena + 122272256;
   float *up3_conv1_bias_grad = s->g32 + 29722816;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -3969,8 +5827,8 @@ static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx0: slice, unet.cnn:20 */
 static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 113566208;
-  float *up3_concat0_dx0 = s->arena + 119104000;
+  const float *up3_conv1_dx = s->arena + 113858048;
+  float *up3_concat0_dx0 = s->arena + 119395840;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx0[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + i];
@@ -3980,8 +5838,8 @@ static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx1: slice, unet.cnn:20 */
 static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 113566208;
-  float *up3_concat0_dx1 = s->arena + 121872896;
+  const float *up3_conv1_dx = s->arena + 113858048;
+  float *up3_concat0_dx1 = s->arena + 122164736;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx1[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + 2768896 + i];
@@ -3991,8 +5849,8 @@ static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx0 = s->arena + 119104000;
-  float *up3_crop0_dx = s->arena + 113566208;
+  const float *up3_concat0_dx0 = s->arena + 119395840;
+  float *up3_crop0_dx = s->arena + 113858048;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       up3_crop0_dx[n * 4734976 + i] = 0.0f;
@@ -4012,8 +5870,8 @@ static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up3.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-  const float *up3_concat0_dx1 = s->arena + 121872896;
-  float *up3_upconv_dx = s->arena + 118301184;
+  const float *up3_concat0_dx1 = s->arena + 122164736;
+  float *up3_upconv_dx = s->arena + 118593024;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -4037,8 +5895,8 @@ static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 290412032;
-  const float *up3_concat0_dx1 = s->arena + 121872896;
+  const float *up4_relu1 = s->arena + 290803456;
+  const float *up3_concat0_dx1 = s->arena + 122164736;
   float *up3_upconv_weight_grad = s->g32 + 28018624;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -4063,7 +5921,7 @@ static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx1 = s->arena + 121872896;
+  const float *up3_concat0_dx1 = s->arena + 122164736;
   float *up3_upconv_bias_grad = s->g32 + 28542912;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -4078,9 +5936,9 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv2 = s->arena + 289027584;
-  const float *up3_upconv_dx = s->arena + 118301184;
-  float *up4_relu1_dx = s->arena + 119794176;
+  const float *up4_conv2 = s->arena + 289419008;
+  const float *up3_upconv_dx = s->arena + 118593024;
+  float *up4_relu1_dx = s->arena + 121691648;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1384448; i++) {
       float x = up4_conv2[n * 1384448 + i];
@@ -4089,29 +5947,74 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv2.dx: conv_dx, unet.cnn:13 */
+/* up4.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-  const float *up4_relu1_dx = s->arena + 119794176;
-  float *up4_conv2_dx = s->arena + 118301184;
+  const float *up4_relu1_dx = s->arena + 121691648;
+  float *up4_conv2_dx = s->arena + 120198656;
+  float *up4_conv2_dx_padded = s->arena + 118593024;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1492992; i++) {
-      up4_conv2_dx[n * 1492992 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 56; h++) {
+        for (ptrdiff_t w = 0; w < 56; w++) {
+          up4_conv2_dx_padded[((n * 512 + c) * 56 + h) * 56 + w] = 0 <= h - 2 && h - 2 < 52 && (0 <= w - 2 && w - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + h - 2) * 52 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 94; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up4_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 52; oh++) {
-                for (ptrdiff_t ow = 0; ow < 52; ow++) {
-                  up4_conv2_dx[((n_2 * 512 + g * 512 + icg) * 54 + oh + kh) * 54 + ow + kw] += up4_relu1_dx[((n_2 * 512 + g * 512 + ocg) * 52 + oh) * 52 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up4_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 56 < 54) {
+              up4_conv2_dx[((n_2 * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up4_conv2_weight[((ic_2 * 512 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up4_conv2_dx_padded[((n_2 * 512 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 3008 + i_6;
+          if (p_2 % 56 < 54) {
+            up4_conv2_dx[((n_2 * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = acc[j_6 * 14 + i_6];
           }
         }
       }
@@ -4119,25 +6022,46 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv2.dweight: conv_dw, unet.cnn:13 */
+/* up4.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0 = s->arena + 287534592;
-  const float *up4_relu1_dx = s->arena + 119794176;
+  const float *up4_relu0 = s->arena + 287926016;
+  const float *up4_relu1_dx = s->arena + 121691648;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 52; oh++) {
-                for (ptrdiff_t ow = 0; ow < 52; ow++) {
-                  acc = acc + up4_relu1_dx[((n * 512 + g * 512 + ocg) * 52 + oh) * 52 + ow] * up4_relu0[((n * 512 + g * 512 + icg) * 54 + oh + kh) * 54 + ow + kw];
+  float acc[144]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 144; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 52; oh++) {
+            for (ptrdiff_t t = 0; t < 6; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 12 + l] += up4_relu1_dx[((n * 512 + ob * 4 + j) * 52 + oh) * 52 + t * 8 + l] * up4_relu0[((n * 512 + ic) * 54 + oh + kh) * 54 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            up4_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up4_relu1_dx[((n * 512 + ob * 4 + j_2) * 52 + oh) * 52 + 48 + l_2] * up4_relu0[((n * 512 + ic) * 54 + oh + kh) * 54 + 48 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+            }
+            up4_conv2_weight_grad[(((ob * 4 + j_3) * 512 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4147,7 +6071,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1_dx = s->arena + 119794176;
+  const float *up4_relu1_dx = s->arena + 121691648;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4162,9 +6086,9 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1 = s->arena + 286041600;
-  const float *up4_conv2_dx = s->arena + 118301184;
-  float *up4_relu0_dx = s->arena + 121512448;
+  const float *up4_conv1 = s->arena + 286433024;
+  const float *up4_conv2_dx = s->arena + 120198656;
+  float *up4_relu0_dx = s->arena + 123526656;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1492992; i++) {
       float x = up4_conv1[n * 1492992 + i];
@@ -4173,29 +6097,74 @@ static void train_up4_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv1.dx: conv_dx, unet.cnn:13 */
+/* up4.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-  const float *up4_relu0_dx = s->arena + 121512448;
-  float *up4_conv1_dx = s->arena + 118301184;
+  const float *up4_relu0_dx = s->arena + 123526656;
+  float *up4_conv1_dx = s->arena + 118593024;
+  float *up4_conv1_dx_padded = s->arena + 121804288;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 3211264; i++) {
-      up4_conv1_dx[n * 3211264 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          up4_conv1_dx_padded[((n * 512 + c) * 58 + h) * 58 + w] = 0 <= h - 2 && h - 2 < 54 && (0 <= w - 2 && w - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + h - 2) * 54 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 1024; icg++) {
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = up4_conv1_weight[(((g * 512 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 54; oh++) {
-                for (ptrdiff_t ow = 0; ow < 54; ow++) {
-                  up4_conv1_dx[((n_2 * 1024 + g * 1024 + icg) * 56 + oh + kh) * 56 + ow + kw] += up4_relu0_dx[((n_2 * 512 + g * 512 + ocg) * 54 + oh) * 54 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up4_conv1_weight[((ic * 1024 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up4_conv1_dx_padded[((n_2 * 512 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              up4_conv1_dx[((n_2 * 1024 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up4_conv1_weight[((ic_2 * 1024 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += up4_conv1_dx_padded[((n_2 * 512 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            up4_conv1_dx[((n_2 * 1024 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4203,25 +6172,46 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv1.dweight: conv_dw, unet.cnn:13 */
+/* up4.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 54) in 3 tiles + 6, rows [0, 54) unguarded, padding borders guarded */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0 = s->arena + 261219840;
-  const float *up4_relu0_dx = s->arena + 121512448;
+  const float *up4_concat0 = s->arena + 261611264;
+  const float *up4_relu0_dx = s->arena + 123526656;
   float *up4_conv1_weight_grad = s->g32 + 20939712;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 1024; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 54; oh++) {
-                for (ptrdiff_t ow = 0; ow < 54; ow++) {
-                  acc = acc + up4_relu0_dx[((n * 512 + g * 512 + ocg) * 54 + oh) * 54 + ow] * up4_concat0[((n * 1024 + g * 1024 + icg) * 56 + oh + kh) * 56 + ow + kw];
+  float acc[66]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 66; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 54; oh++) {
+            for (ptrdiff_t t = 0; t < 3; t++) {
+              for (ptrdiff_t j = 0; j < 1; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j * 3 + kw) * 22 + l] += up4_relu0_dx[((n * 512 + ob + j) * 54 + oh) * 54 + t * 16 + l] * up4_concat0[((n * 1024 + ic) * 56 + oh + kh) * 56 + t * 16 + l + kw];
+                  }
                 }
               }
             }
-            up4_conv1_weight_grad[(((g * 512 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up4_relu0_dx[((n * 512 + ob + j_2) * 54 + oh) * 54 + 48 + l_2] * up4_concat0[((n * 1024 + ic) * 56 + oh + kh) * 56 + 48 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+            }
+            up4_conv1_weight_grad[(((ob + j_3) * 1024 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4231,7 +6221,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0_dx = s->arena + 121512448;
+  const float *up4_relu0_dx = s->arena + 123526656;
   float *up4_conv1_bias_grad = s->g32 + 25658304;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4246,8 +6236,8 @@ static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx0: slice, unet.cnn:20 */
 static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 118301184;
-  float *up4_concat0_dx0 = s->arena + 121512448;
+  const float *up4_conv1_dx = s->arena + 118593024;
+  float *up4_concat0_dx0 = s->arena + 121804288;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx0[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + i];
@@ -4257,8 +6247,8 @@ static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx1: slice, unet.cnn:20 */
 static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 118301184;
-  float *up4_concat0_dx1 = s->arena + 123118080;
+  const float *up4_conv1_dx = s->arena + 118593024;
+  float *up4_concat0_dx1 = s->arena + 123409920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx1[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + 1605632 + i];
@@ -4268,8 +6258,8 @@ static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx0 = s->arena + 121512448;
-  float *up4_crop0_dx = s->arena + 118301184;
+  const float *up4_concat0_dx0 = s->arena + 121804288;
+  float *up4_crop0_dx = s->arena + 118593024;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       up4_crop0_dx[n * 2097152 + i] = 0.0f;
@@ -4289,8 +6279,8 @@ static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up4.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-  const float *up4_concat0_dx1 = s->arena + 123118080;
-  float *up4_upconv_dx = s->arena + 120398336;
+  const float *up4_concat0_dx1 = s->arena + 123409920;
+  float *up4_upconv_dx = s->arena + 120690176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -4314,8 +6304,8 @@ static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *dropout0 = s->arena + 295626240;
-  const float *up4_concat0_dx1 = s->arena + 123118080;
+  const float *dropout0 = s->arena + 296017664;
+  const float *up4_concat0_dx1 = s->arena + 123409920;
   float *up4_upconv_weight_grad = s->g32 + 18842048;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -4340,7 +6330,7 @@ static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx1 = s->arena + 123118080;
+  const float *up4_concat0_dx1 = s->arena + 123409920;
   float *up4_upconv_bias_grad = s->g32 + 20939200;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4355,8 +6345,8 @@ static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* dropout0.dx: dropout_dx, unet.cnn:30 */
 static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv_dx = s->arena + 120398336;
-  float *dropout0_dx = s->arena + 121201152;
+  const float *up4_upconv_dx = s->arena + 120690176;
+  float *dropout0_dx = s->arena + 121492992;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0_dx[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? up4_upconv_dx[n * 802816 + i] * 2.0f : 0.0f;
@@ -4366,9 +6356,9 @@ static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu1.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv2 = s->arena + 294823424;
-  const float *dropout0_dx = s->arena + 121201152;
-  float *bottom_relu1_dx = s->arena + 122003968;
+  const float *bottom_conv2 = s->arena + 295214848;
+  const float *dropout0_dx = s->arena + 121492992;
+  float *bottom_relu1_dx = s->arena + 122660352;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       float x = bottom_conv2[n * 802816 + i];
@@ -4377,29 +6367,74 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv2.dx: conv_dx, unet.cnn:13 */
+/* bottom.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-  const float *bottom_relu1_dx = s->arena + 122003968;
-  float *bottom_conv2_dx = s->arena + 120398336;
+  const float *bottom_relu1_dx = s->arena + 122660352;
+  float *bottom_conv2_dx = s->arena + 121738752;
+  float *bottom_conv2_dx_padded = s->arena + 120690176;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 921600; i++) {
-      bottom_conv2_dx[n * 921600 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 1024; c++) {
+      for (ptrdiff_t h = 0; h < 32; h++) {
+        for (ptrdiff_t w = 0; w < 32; w++) {
+          bottom_conv2_dx_padded[((n * 1024 + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 1024; icg++) {
+    for (ptrdiff_t ob = 0; ob < 512; ob++) {
+      for (ptrdiff_t t = 0; t < 29; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = bottom_conv2_weight[(((g * 1024 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  bottom_conv2_dx[((n_2 * 1024 + g * 1024 + icg) * 30 + oh + kh) * 30 + ow + kw] += bottom_relu1_dx[((n_2 * 1024 + g * 1024 + ocg) * 28 + oh) * 28 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = bottom_conv2_weight[((ic * 1024 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 32 < 30) {
+              bottom_conv2_dx[((n_2 * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
+          acc[j_4 * 30 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = bottom_conv2_weight[((ic_2 * 1024 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
+                acc[j_5 * 30 + i_5] += bottom_conv2_dx_padded[((n_2 * 1024 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
+          ptrdiff_t p_2 = 928 + i_6;
+          if (p_2 % 32 < 30) {
+            bottom_conv2_dx[((n_2 * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = acc[j_6 * 30 + i_6];
           }
         }
       }
@@ -4407,25 +6442,46 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv2.dweight: conv_dw, unet.cnn:13 */
+/* bottom.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0 = s->arena + 293901824;
-  const float *bottom_relu1_dx = s->arena + 122003968;
+  const float *bottom_relu0 = s->arena + 294293248;
+  const float *bottom_relu1_dx = s->arena + 122660352;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 1024; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  acc = acc + bottom_relu1_dx[((n * 1024 + g * 1024 + ocg) * 28 + oh) * 28 + ow] * bottom_relu0[((n * 1024 + g * 1024 + icg) * 30 + oh + kh) * 30 + ow + kw];
+  float acc[144]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 144; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 28; oh++) {
+            for (ptrdiff_t t = 0; t < 3; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 12 + l] += bottom_relu1_dx[((n * 1024 + ob * 4 + j) * 28 + oh) * 28 + t * 8 + l] * bottom_relu0[((n * 1024 + ic) * 30 + oh + kh) * 30 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            bottom_conv2_weight_grad[(((g * 1024 + ocg) * 1024 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += bottom_relu1_dx[((n * 1024 + ob * 4 + j_2) * 28 + oh) * 28 + 24 + l_2] * bottom_relu0[((n * 1024 + ic) * 30 + oh + kh) * 30 + 24 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+            }
+            bottom_conv2_weight_grad[(((ob * 4 + j_3) * 1024 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4435,7 +6491,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1_dx = s->arena + 122003968;
+  const float *bottom_relu1_dx = s->arena + 122660352;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -4450,9 +6506,9 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu0.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv1 = s->arena + 292980224;
-  const float *bottom_conv2_dx = s->arena + 120398336;
-  float *bottom_relu0_dx = s->arena + 121319936;
+  const float *bottom_conv1 = s->arena + 293371648;
+  const float *bottom_conv2_dx = s->arena + 121738752;
+  float *bottom_relu0_dx = s->arena + 122660352;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 921600; i++) {
       float x = bottom_conv1[n * 921600 + i];
@@ -4461,29 +6517,74 @@ static void train_bottom_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv1.dx: conv_dx, unet.cnn:13 */
+/* bottom.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; 45 tiles + 6, no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-  const float *bottom_relu0_dx = s->arena + 121319936;
-  float *bottom_conv1_dx = s->arena + 122495488;
+  const float *bottom_relu0_dx = s->arena + 122660352;
+  float *bottom_conv1_dx = s->arena + 123581952;
+  float *bottom_conv1_dx_padded = s->arena + 120690176;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 524288; i++) {
-      bottom_conv1_dx[n * 524288 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 1024; c++) {
+      for (ptrdiff_t h = 0; h < 34; h++) {
+        for (ptrdiff_t w = 0; w < 34; w++) {
+          bottom_conv1_dx_padded[((n * 1024 + c) * 34 + h) * 34 + w] = 0 <= h - 2 && h - 2 < 30 && (0 <= w - 2 && w - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + h - 2) * 30 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 45; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = bottom_conv1_weight[(((g * 1024 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 30; oh++) {
-                for (ptrdiff_t ow = 0; ow < 30; ow++) {
-                  bottom_conv1_dx[((n_2 * 512 + g * 512 + icg) * 32 + oh + kh) * 32 + ow + kw] += bottom_relu0_dx[((n_2 * 1024 + g * 1024 + ocg) * 30 + oh) * 30 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = bottom_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += bottom_conv1_dx_padded[((n_2 * 1024 + ic) * 34 + kh) * 34 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 34 < 32) {
+              bottom_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 32 + p / 34) * 32 + p % 34] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = bottom_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += bottom_conv1_dx_padded[((n_2 * 1024 + ic_2) * 34 + kh_2) * 34 + 1080 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 1080 + i_6;
+          if (p_2 % 34 < 32) {
+            bottom_conv1_dx[((n_2 * 512 + ob * 4 + j_6) * 32 + p_2 / 34) * 32 + p_2 % 34] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4491,25 +6592,46 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv1.dweight: conv_dw, unet.cnn:13 */
+/* bottom.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool3 = s->arena + 296429056;
-  const float *bottom_relu0_dx = s->arena + 121319936;
+  const float *maxpool3 = s->arena + 296820480;
+  const float *bottom_relu0_dx = s->arena + 122660352;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 1024; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 30; oh++) {
-                for (ptrdiff_t ow = 0; ow < 30; ow++) {
-                  acc = acc + bottom_relu0_dx[((n * 1024 + g * 1024 + ocg) * 30 + oh) * 30 + ow] * maxpool3[((n * 512 + g * 512 + icg) * 32 + oh + kh) * 32 + ow + kw];
+  float acc[90]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 1024; ob++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 90; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 30; oh++) {
+            for (ptrdiff_t t = 0; t < 1; t++) {
+              for (ptrdiff_t j = 0; j < 1; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j * 3 + kw) * 30 + l] += bottom_relu0_dx[((n * 1024 + ob + j) * 30 + oh) * 30 + t * 16 + l] * maxpool3[((n * 512 + ic) * 32 + oh + kh) * 32 + t * 16 + l + kw];
+                  }
                 }
               }
             }
-            bottom_conv1_weight_grad[(((g * 1024 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 14; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 30 + 16 + l_2] += bottom_relu0_dx[((n * 1024 + ob + j_2) * 30 + oh) * 30 + 16 + l_2] * maxpool3[((n * 512 + ic) * 32 + oh + kh) * 32 + 16 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 30; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 30 + l_3];
+            }
+            bottom_conv1_weight_grad[(((ob + j_3) * 512 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4519,7 +6641,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0_dx = s->arena + 121319936;
+  const float *bottom_relu0_dx = s->arena + 122660352;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -4534,9 +6656,9 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3.dx: pool_dx, unet.cnn:30 */
 static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 283944448;
-  const float *bottom_conv1_dx = s->arena + 122495488;
-  float *maxpool3_dx = s->arena + 120398336;
+  const float *down4_relu1 = s->arena + 284335872;
+  const float *bottom_conv1_dx = s->arena + 123581952;
+  float *maxpool3_dx = s->arena + 120690176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       maxpool3_dx[n * 2097152 + i] = 0.0f;
@@ -4568,9 +6690,9 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu1.dsum: add, unet.cnn:13 */
 static void train_down4_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up4_crop0_dx = s->arena + 118301184;
-  const float *maxpool3_dx = s->arena + 120398336;
-  float *down4_relu1_dsum = s->arena + 122495488;
+  const float *up4_crop0_dx = s->arena + 118593024;
+  const float *maxpool3_dx = s->arena + 120690176;
+  float *down4_relu1_dsum = s->arena + 122787328;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       down4_relu1_dsum[n * 2097152 + i] = up4_crop0_dx[n * 2097152 + i] + maxpool3_dx[n * 2097152 + i];
@@ -4580,9 +6702,9 @@ static void train_down4_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv2 = s->arena + 281847296;
-  const float *down4_relu1_dsum = s->arena + 122495488;
-  float *down4_relu1_dx = s->arena + 124592640;
+  const float *down4_conv2 = s->arena + 282238720;
+  const float *down4_relu1_dsum = s->arena + 122787328;
+  float *down4_relu1_dx = s->arena + 124884480;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       float x = down4_conv2[n * 2097152 + i];
@@ -4591,29 +6713,74 @@ static void train_down4_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv2.dx: conv_dx, unet.cnn:13 */
+/* down4.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-  const float *down4_relu1_dx = s->arena + 124592640;
-  float *down4_conv2_dx = s->arena + 118301184;
+  const float *down4_relu1_dx = s->arena + 124884480;
+  float *down4_conv2_dx = s->arena + 120960512;
+  float *down4_conv2_dx_padded = s->arena + 118593024;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2230272; i++) {
-      down4_conv2_dx[n * 2230272 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 68; h++) {
+        for (ptrdiff_t w = 0; w < 68; w++) {
+          down4_conv2_dx_padded[((n * 512 + c) * 68 + h) * 68 + w] = 0 <= h - 2 && h - 2 < 64 && (0 <= w - 2 && w - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + h - 2) * 64 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 512; icg++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = down4_conv2_weight[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 64; oh++) {
-                for (ptrdiff_t ow = 0; ow < 64; ow++) {
-                  down4_conv2_dx[((n_2 * 512 + g * 512 + icg) * 66 + oh + kh) * 66 + ow + kw] += down4_relu1_dx[((n_2 * 512 + g * 512 + ocg) * 64 + oh) * 64 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down4_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 68 < 66) {
+              down4_conv2_dx[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down4_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down4_conv2_dx_padded[((n_2 * 512 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 4480 + i_6;
+          if (p_2 % 68 < 66) {
+            down4_conv2_dx[((n_2 * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4621,25 +6788,39 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv2.dweight: conv_dw, unet.cnn:13 */
+/* down4.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0 = s->arena + 279617024;
-  const float *down4_relu1_dx = s->arena + 124592640;
+  const float *down4_relu0 = s->arena + 280008448;
+  const float *down4_relu1_dx = s->arena + 124884480;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 512; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 64; oh++) {
-                for (ptrdiff_t ow = 0; ow < 64; ow++) {
-                  acc = acc + down4_relu1_dx[((n * 512 + g * 512 + ocg) * 64 + oh) * 64 + ow] * down4_relu0[((n * 512 + g * 512 + icg) * 66 + oh + kh) * 66 + ow + kw];
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 96; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 64; oh++) {
+            for (ptrdiff_t t = 0; t < 8; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 8 + l] += down4_relu1_dx[((n * 512 + ob * 4 + j) * 64 + oh) * 64 + t * 8 + l] * down4_relu0[((n * 512 + ic) * 66 + oh + kh) * 66 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            down4_conv2_weight_grad[(((g * 512 + ocg) * 512 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+            }
+            down4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -4649,7 +6830,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1_dx = s->arena + 124592640;
+  const float *down4_relu1_dx = s->arena + 124884480;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4664,9 +6845,9 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down4_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv1 = s->arena + 277386752;
-  const float *down4_conv2_dx = s->arena + 118301184;
-  float *down4_relu0_dx = s->arena + 120531456;
+  const float *down4_conv1 = s->arena + 277778176;
+  const float *down4_conv2_dx = s->arena + 120960512;
+  float *down4_relu0_dx = s->arena + 123190784;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2230272; i++) {
       float x = down4_conv1[n * 2230272 + i];
@@ -4675,29 +6856,74 @@ static void train_down4_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv1.dx: conv_dx, unet.cnn:13 */
+/* down4.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; 198 tiles + 6, no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-  const float *down4_relu0_dx = s->arena + 120531456;
-  float *down4_conv1_dx = s->arena + 123036160;
+  const float *down4_relu0_dx = s->arena + 123190784;
+  float *down4_conv1_dx = s->arena + 125421056;
+  float *down4_conv1_dx_padded = s->arena + 118593024;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1183744; i++) {
-      down4_conv1_dx[n * 1183744 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 70; h++) {
+        for (ptrdiff_t w = 0; w < 70; w++) {
+          down4_conv1_dx_padded[((n * 512 + c) * 70 + h) * 70 + w] = 0 <= h - 2 && h - 2 < 66 && (0 <= w - 2 && w - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + h - 2) * 66 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 198; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = down4_conv1_weight[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 66; oh++) {
-                for (ptrdiff_t ow = 0; ow < 66; ow++) {
-                  down4_conv1_dx[((n_2 * 256 + g * 256 + icg) * 68 + oh + kh) * 68 + ow + kw] += down4_relu0_dx[((n_2 * 512 + g * 512 + ocg) * 66 + oh) * 66 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down4_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down4_conv1_dx_padded[((n_2 * 512 + ic) * 70 + kh) * 70 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 70 < 68) {
+              down4_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 68 + p / 70) * 68 + p % 70] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down4_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down4_conv1_dx_padded[((n_2 * 512 + ic_2) * 70 + kh_2) * 70 + 4752 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 4752 + i_6;
+          if (p_2 % 70 < 68) {
+            down4_conv1_dx[((n_2 * 256 + ob * 4 + j_6) * 68 + p_2 / 70) * 68 + p_2 % 70] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4705,25 +6931,46 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv1.dweight: conv_dw, unet.cnn:13 */
+/* down4.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool2 = s->arena + 291796480;
-  const float *down4_relu0_dx = s->arena + 120531456;
+  const float *maxpool2 = s->arena + 292187904;
+  const float *down4_relu0_dx = s->arena + 123190784;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 66; oh++) {
-                for (ptrdiff_t ow = 0; ow < 66; ow++) {
-                  acc = acc + down4_relu0_dx[((n * 512 + g * 512 + ocg) * 66 + oh) * 66 + ow] * maxpool2[((n * 256 + g * 256 + icg) * 68 + oh + kh) * 68 + ow + kw];
+  float acc[108]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 108; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 66; oh++) {
+            for (ptrdiff_t t = 0; t < 4; t++) {
+              for (ptrdiff_t j = 0; j < 2; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[(j * 3 + kw) * 18 + l] += down4_relu0_dx[((n * 512 + ob * 2 + j) * 66 + oh) * 66 + t * 16 + l] * maxpool2[((n * 256 + ic) * 68 + oh + kh) * 68 + t * 16 + l + kw];
+                  }
                 }
               }
             }
-            down4_conv1_weight_grad[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 18 + 16 + l_2] += down4_relu0_dx[((n * 512 + ob * 2 + j_2) * 66 + oh) * 66 + 64 + l_2] * maxpool2[((n * 256 + ic) * 68 + oh + kh) * 68 + 64 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 18; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 18 + l_3];
+            }
+            down4_conv1_weight_grad[(((ob * 2 + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4733,7 +6980,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0_dx = s->arena + 120531456;
+  const float *down4_relu0_dx = s->arena + 123190784;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4748,9 +6995,9 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2.dx: pool_dx, unet.cnn:29 */
 static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 256484864;
-  const float *down4_conv1_dx = s->arena + 123036160;
-  float *maxpool2_dx = s->arena + 118301184;
+  const float *down3_relu1 = s->arena + 256876288;
+  const float *down4_conv1_dx = s->arena + 125421056;
+  float *maxpool2_dx = s->arena + 118593024;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       maxpool2_dx[n * 4734976 + i] = 0.0f;
@@ -4782,9 +7029,9 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu1.dsum: add, unet.cnn:13 */
 static void train_down3_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up3_crop0_dx = s->arena + 113566208;
-  const float *maxpool2_dx = s->arena + 118301184;
-  float *down3_relu1_dsum = s->arena + 123036160;
+  const float *up3_crop0_dx = s->arena + 113858048;
+  const float *maxpool2_dx = s->arena + 118593024;
+  float *down3_relu1_dsum = s->arena + 123328000;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       down3_relu1_dsum[n * 4734976 + i] = up3_crop0_dx[n * 4734976 + i] + maxpool2_dx[n * 4734976 + i];
@@ -4794,9 +7041,9 @@ static void train_down3_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv2 = s->arena + 251749888;
-  const float *down3_relu1_dsum = s->arena + 123036160;
-  float *down3_relu1_dx = s->arena + 172889600;
+  const float *down3_conv2 = s->arena + 252141312;
+  const float *down3_relu1_dsum = s->arena + 123328000;
+  float *down3_relu1_dx = s->arena + 173181440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       float x = down3_conv2[n * 4734976 + i];
@@ -4805,29 +7052,74 @@ static void train_down3_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv2.dx: conv_dx, unet.cnn:13 */
+/* down3.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-  const float *down3_relu1_dx = s->arena + 172889600;
-  float *down3_conv2_dx = s->arena + 113566208;
+  const float *down3_relu1_dx = s->arena + 173181440;
+  float *down3_conv2_dx = s->arena + 118875648;
+  float *down3_conv2_dx_padded = s->arena + 113858048;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4875264; i++) {
-      down3_conv2_dx[n * 4875264 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 140; h++) {
+        for (ptrdiff_t w = 0; w < 140; w++) {
+          down3_conv2_dx_padded[((n * 256 + c) * 140 + h) * 140 + w] = 0 <= h - 2 && h - 2 < 136 && (0 <= w - 2 && w - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + h - 2) * 136 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1207; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = down3_conv2_weight[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 136; oh++) {
-                for (ptrdiff_t ow = 0; ow < 136; ow++) {
-                  down3_conv2_dx[((n_2 * 256 + g * 256 + icg) * 138 + oh + kh) * 138 + ow + kw] += down3_relu1_dx[((n_2 * 256 + g * 256 + ocg) * 136 + oh) * 136 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down3_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 140 < 138) {
+              down3_conv2_dx[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down3_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down3_conv2_dx_padded[((n_2 * 256 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 19312 + i_6;
+          if (p_2 % 140 < 138) {
+            down3_conv2_dx[((n_2 * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4835,25 +7127,39 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv2.dweight: conv_dw, unet.cnn:13 */
+/* down3.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0 = s->arena + 246874624;
-  const float *down3_relu1_dx = s->arena + 172889600;
+  const float *down3_relu0 = s->arena + 247266048;
+  const float *down3_relu1_dx = s->arena + 173181440;
   float *down3_conv2_weight_grad = s->g32 + 554176;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 256; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 136; oh++) {
-                for (ptrdiff_t ow = 0; ow < 136; ow++) {
-                  acc = acc + down3_relu1_dx[((n * 256 + g * 256 + ocg) * 136 + oh) * 136 + ow] * down3_relu0[((n * 256 + g * 256 + icg) * 138 + oh + kh) * 138 + ow + kw];
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 96; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 136; oh++) {
+            for (ptrdiff_t t = 0; t < 17; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 8 + l] += down3_relu1_dx[((n * 256 + ob * 4 + j) * 136 + oh) * 136 + t * 8 + l] * down3_relu0[((n * 256 + ic) * 138 + oh + kh) * 138 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            down3_conv2_weight_grad[(((g * 256 + ocg) * 256 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+            }
+            down3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -4863,7 +7169,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1_dx = s->arena + 172889600;
+  const float *down3_relu1_dx = s->arena + 173181440;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -4878,9 +7184,9 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down3_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv1 = s->arena + 241999360;
-  const float *down3_conv2_dx = s->arena + 113566208;
-  float *down3_relu0_dx = s->arena + 118441472;
+  const float *down3_conv1 = s->arena + 242390784;
+  const float *down3_conv2_dx = s->arena + 118875648;
+  float *down3_relu0_dx = s->arena + 123750912;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4875264; i++) {
       float x = down3_conv1[n * 4875264 + i];
@@ -4889,29 +7195,74 @@ static void train_down3_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv1.dx: conv_dx, unet.cnn:13 */
+/* down3.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; 828 tiles + 6, no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-  const float *down3_relu0_dx = s->arena + 118441472;
-  float *down3_conv1_dx = s->arena + 123601408;
+  const float *down3_relu0_dx = s->arena + 123750912;
+  float *down3_conv1_dx = s->arena + 128626176;
+  float *down3_conv1_dx_padded = s->arena + 113858048;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2508800; i++) {
-      down3_conv1_dx[n * 2508800 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 142; h++) {
+        for (ptrdiff_t w = 0; w < 142; w++) {
+          down3_conv1_dx_padded[((n * 256 + c) * 142 + h) * 142 + w] = 0 <= h - 2 && h - 2 < 138 && (0 <= w - 2 && w - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + h - 2) * 138 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 828; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = down3_conv1_weight[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 138; oh++) {
-                for (ptrdiff_t ow = 0; ow < 138; ow++) {
-                  down3_conv1_dx[((n_2 * 128 + g * 128 + icg) * 140 + oh + kh) * 140 + ow + kw] += down3_relu0_dx[((n_2 * 256 + g * 256 + ocg) * 138 + oh) * 138 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down3_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down3_conv1_dx_padded[((n_2 * 256 + ic) * 142 + kh) * 142 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 142 < 140) {
+              down3_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 140 + p / 142) * 140 + p % 142] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down3_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down3_conv1_dx_padded[((n_2 * 256 + ic_2) * 142 + kh_2) * 142 + 19872 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 19872 + i_6;
+          if (p_2 % 142 < 140) {
+            down3_conv1_dx[((n_2 * 128 + ob * 4 + j_6) * 140 + p_2 / 142) * 140 + p_2 % 142] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4919,25 +7270,46 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv1.dweight: conv_dw, unet.cnn:13 */
+/* down3.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool1 = s->arena + 274877952;
-  const float *down3_relu0_dx = s->arena + 118441472;
+  const float *maxpool1 = s->arena + 275269376;
+  const float *down3_relu0_dx = s->arena + 123750912;
   float *down3_conv1_weight_grad = s->g32 + 259008;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 138; oh++) {
-                for (ptrdiff_t ow = 0; ow < 138; ow++) {
-                  acc = acc + down3_relu0_dx[((n * 256 + g * 256 + ocg) * 138 + oh) * 138 + ow] * maxpool1[((n * 128 + g * 128 + icg) * 140 + oh + kh) * 140 + ow + kw];
+  float acc[60]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 60; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 138; oh++) {
+            for (ptrdiff_t t = 0; t < 17; t++) {
+              for (ptrdiff_t j = 0; j < 2; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 10 + l] += down3_relu0_dx[((n * 256 + ob * 2 + j) * 138 + oh) * 138 + t * 8 + l] * maxpool1[((n * 128 + ic) * 140 + oh + kh) * 140 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            down3_conv1_weight_grad[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 10 + 8 + l_2] += down3_relu0_dx[((n * 256 + ob * 2 + j_2) * 138 + oh) * 138 + 136 + l_2] * maxpool1[((n * 128 + ic) * 140 + oh + kh) * 140 + 136 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 10 + l_3];
+            }
+            down3_conv1_weight_grad[(((ob * 2 + j_3) * 128 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4947,7 +7319,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0_dx = s->arena + 118441472;
+  const float *down3_relu0_dx = s->arena + 123750912;
   float *down3_conv1_bias_grad = s->g32 + 553920;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -4962,9 +7334,9 @@ static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1.dx: pool_dx, unet.cnn:28 */
 static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 162854400;
-  const float *down3_conv1_dx = s->arena + 123601408;
-  float *maxpool1_dx = s->arena + 113566208;
+  const float *down2_relu1 = s->arena + 163146240;
+  const float *down3_conv1_dx = s->arena + 128626176;
+  float *maxpool1_dx = s->arena + 113858048;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       maxpool1_dx[n * 10035200 + i] = 0.0f;
@@ -4996,9 +7368,9 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu1.dsum: add, unet.cnn:13 */
 static void train_down2_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up2_crop0_dx = s->arena + 103531008;
-  const float *maxpool1_dx = s->arena + 113566208;
-  float *down2_relu1_dsum = s->arena + 162854400;
+  const float *up2_crop0_dx = s->arena + 103822848;
+  const float *maxpool1_dx = s->arena + 113858048;
+  float *down2_relu1_dsum = s->arena + 163146240;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       down2_relu1_dsum[n * 10035200 + i] = up2_crop0_dx[n * 10035200 + i] + maxpool1_dx[n * 10035200 + i];
@@ -5008,9 +7380,9 @@ static void train_down2_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv2 = s->arena + 152819200;
-  const float *down2_relu1_dsum = s->arena + 162854400;
-  float *down2_relu1_dx = s->arena + 113710080;
+  const float *down2_conv2 = s->arena + 153111040;
+  const float *down2_relu1_dsum = s->arena + 163146240;
+  float *down2_relu1_dx = s->arena + 173181440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       float x = down2_conv2[n * 10035200 + i];
@@ -5019,29 +7391,74 @@ static void train_down2_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv2.dx: conv_dx, unet.cnn:13 */
+/* down2.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-  const float *down2_relu1_dx = s->arena + 113710080;
-  float *down2_conv2_dx = s->arena + 103531008;
+  const float *down2_relu1_dx = s->arena + 173181440;
+  float *down2_conv2_dx = s->arena + 114146816;
+  float *down2_conv2_dx_padded = s->arena + 103822848;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10179072; i++) {
-      down2_conv2_dx[n * 10179072 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 284; h++) {
+        for (ptrdiff_t w = 0; w < 284; w++) {
+          down2_conv2_dx_padded[((n * 128 + c) * 284 + h) * 284 + w] = 0 <= h - 2 && h - 2 < 280 && (0 <= w - 2 && w - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + h - 2) * 280 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 5005; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = down2_conv2_weight[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 280; oh++) {
-                for (ptrdiff_t ow = 0; ow < 280; ow++) {
-                  down2_conv2_dx[((n_2 * 128 + g * 128 + icg) * 282 + oh + kh) * 282 + ow + kw] += down2_relu1_dx[((n_2 * 128 + g * 128 + ocg) * 280 + oh) * 280 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down2_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 284 < 282) {
+              down2_conv2_dx[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down2_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down2_conv2_dx_padded[((n_2 * 128 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 80080 + i_6;
+          if (p_2 % 284 < 282) {
+            down2_conv2_dx[((n_2 * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5049,25 +7466,39 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv2.dweight: conv_dw, unet.cnn:13 */
+/* down2.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0 = s->arena + 142640128;
-  const float *down2_relu1_dx = s->arena + 113710080;
+  const float *down2_relu0 = s->arena + 142931968;
+  const float *down2_relu1_dx = s->arena + 173181440;
   float *down2_conv2_weight_grad = s->g32 + 111424;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 128; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 280; oh++) {
-                for (ptrdiff_t ow = 0; ow < 280; ow++) {
-                  acc = acc + down2_relu1_dx[((n * 128 + g * 128 + ocg) * 280 + oh) * 280 + ow] * down2_relu0[((n * 128 + g * 128 + icg) * 282 + oh + kh) * 282 + ow + kw];
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 96; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 280; oh++) {
+            for (ptrdiff_t t = 0; t < 35; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 8 + l] += down2_relu1_dx[((n * 128 + ob * 4 + j) * 280 + oh) * 280 + t * 8 + l] * down2_relu0[((n * 128 + ic) * 282 + oh + kh) * 282 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            down2_conv2_weight_grad[(((g * 128 + ocg) * 128 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+            }
+            down2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -5077,7 +7508,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1_dx = s->arena + 113710080;
+  const float *down2_relu1_dx = s->arena + 173181440;
   float *down2_conv2_bias_grad = s->g32 + 258880;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -5092,9 +7523,9 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down2_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv1 = s->arena + 132461056;
-  const float *down2_conv2_dx = s->arena + 103531008;
-  float *down2_relu0_dx = s->arena + 113710080;
+  const float *down2_conv1 = s->arena + 132752896;
+  const float *down2_conv2_dx = s->arena + 114146816;
+  float *down2_relu0_dx = s->arena + 142931968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10179072; i++) {
       float x = down2_conv1[n * 10179072 + i];
@@ -5103,29 +7534,74 @@ static void train_down2_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv1.dx: conv_dx, unet.cnn:13 */
+/* down2.conv1.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; 3384 tiles + 6, no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-  const float *down2_relu0_dx = s->arena + 113710080;
-  float *down2_conv1_dx = s->arena + 124178944;
+  const float *down2_relu0_dx = s->arena + 142931968;
+  float *down2_conv1_dx = s->arena + 124470784;
+  float *down2_conv1_dx_padded = s->arena + 103822848;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 5161984; i++) {
-      down2_conv1_dx[n * 5161984 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 286; h++) {
+        for (ptrdiff_t w = 0; w < 286; w++) {
+          down2_conv1_dx_padded[((n * 128 + c) * 286 + h) * 286 + w] = 0 <= h - 2 && h - 2 < 282 && (0 <= w - 2 && w - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + h - 2) * 282 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 3384; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = down2_conv1_weight[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 282; oh++) {
-                for (ptrdiff_t ow = 0; ow < 282; ow++) {
-                  down2_conv1_dx[((n_2 * 64 + g * 64 + icg) * 284 + oh + kh) * 284 + ow + kw] += down2_relu0_dx[((n_2 * 128 + g * 128 + ocg) * 282 + oh) * 282 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down2_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down2_conv1_dx_padded[((n_2 * 128 + ic) * 286 + kh) * 286 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 286 < 284) {
+              down2_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 284 + p / 286) * 284 + p % 286] = acc[j_3 * 24 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down2_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down2_conv1_dx_padded[((n_2 * 128 + ic_2) * 286 + kh_2) * 286 + 81216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 81216 + i_6;
+          if (p_2 % 286 < 284) {
+            down2_conv1_dx[((n_2 * 64 + ob * 4 + j_6) * 284 + p_2 / 286) * 284 + p_2 % 286] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5133,25 +7609,46 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv1.dweight: conv_dw, unet.cnn:13 */
+/* down2.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 216966656;
-  const float *down2_relu0_dx = s->arena + 113710080;
+  const float *maxpool0 = s->arena + 217358080;
+  const float *down2_relu0_dx = s->arena + 142931968;
   float *down2_conv1_weight_grad = s->g32 + 37568;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 282; oh++) {
-                for (ptrdiff_t ow = 0; ow < 282; ow++) {
-                  acc = acc + down2_relu0_dx[((n * 128 + g * 128 + ocg) * 282 + oh) * 282 + ow] * maxpool0[((n * 64 + g * 64 + icg) * 284 + oh + kh) * 284 + ow + kw];
+  float acc[60]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 60; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 282; oh++) {
+            for (ptrdiff_t t = 0; t < 35; t++) {
+              for (ptrdiff_t j = 0; j < 2; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 10 + l] += down2_relu0_dx[((n * 128 + ob * 2 + j) * 282 + oh) * 282 + t * 8 + l] * maxpool0[((n * 64 + ic) * 284 + oh + kh) * 284 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            down2_conv1_weight_grad[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 10 + 8 + l_2] += down2_relu0_dx[((n * 128 + ob * 2 + j_2) * 282 + oh) * 282 + 280 + l_2] * maxpool0[((n * 64 + ic) * 284 + oh + kh) * 284 + 280 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 10 + l_3];
+            }
+            down2_conv1_weight_grad[(((ob * 2 + j_3) * 64 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5161,7 +7658,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0_dx = s->arena + 113710080;
+  const float *down2_relu0_dx = s->arena + 142931968;
   float *down2_conv1_bias_grad = s->g32 + 111296;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -5176,9 +7673,9 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool0.dx: pool_dx, unet.cnn:27 */
 static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 62235136;
-  const float *down2_conv1_dx = s->arena + 124178944;
-  float *maxpool0_dx = s->arena + 103531008;
+  const float *down1_relu1 = s->arena + 62526976;
+  const float *down2_conv1_dx = s->arena + 124470784;
+  float *maxpool0_dx = s->arena + 103822848;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       maxpool0_dx[n * 20647936 + i] = 0.0f;
@@ -5210,9 +7707,9 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
 
 /* down1.relu1.dsum: add, unet.cnn:13 */
 static void train_down1_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up1_crop0_dx = s->arena + 82883072;
-  const float *maxpool0_dx = s->arena + 103531008;
-  float *down1_relu1_dsum = s->arena + 62235136;
+  const float *up1_crop0_dx = s->arena + 83174912;
+  const float *maxpool0_dx = s->arena + 103822848;
+  float *down1_relu1_dsum = s->arena + 62526976;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       down1_relu1_dsum[n * 20647936 + i] = up1_crop0_dx[n * 20647936 + i] + maxpool0_dx[n * 20647936 + i];
@@ -5222,9 +7719,9 @@ static void train_down1_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down1.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down1_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv2 = s->arena + 41587200;
-  const float *down1_relu1_dsum = s->arena + 62235136;
-  float *down1_relu1_dx = s->arena + 82883072;
+  const float *down1_conv2 = s->arena + 0;
+  const float *down1_relu1_dsum = s->arena + 62526976;
+  float *down1_relu1_dx = s->arena + 83320576;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       float x = down1_conv2[n * 20647936 + i];
@@ -5233,29 +7730,74 @@ static void train_down1_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.conv2.dx: conv_dx, unet.cnn:13 */
+/* down1.conv2.dx: conv_dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-  const float *down1_relu1_dx = s->arena + 82883072;
-  float *down1_conv2_dx = s->arena + 41587200;
+  const float *down1_relu1_dx = s->arena + 83320576;
+  float *down1_conv2_dx = s->arena + 62526976;
+  float *down1_conv2_dx_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20793600; i++) {
-      down1_conv2_dx[n * 20793600 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 572; h++) {
+        for (ptrdiff_t w = 0; w < 572; w++) {
+          down1_conv2_dx_padded[((n * 64 + c) * 572 + h) * 572 + w] = 0 <= h - 2 && h - 2 < 568 && (0 <= w - 2 && w - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + h - 2) * 568 + w - 2] : 0.0f;
+        }
+      }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 20377; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = down1_conv2_weight[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 568; oh++) {
-                for (ptrdiff_t ow = 0; ow < 568; ow++) {
-                  down1_conv2_dx[((n_2 * 64 + g * 64 + icg) * 570 + oh + kh) * 570 + ow + kw] += down1_relu1_dx[((n_2 * 64 + g * 64 + ocg) * 568 + oh) * 568 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
                 }
               }
             }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 572 < 570) {
+              down1_conv2_dx[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = acc[j_3 * 16 + i_3];
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down1_conv2_dx_padded[((n_2 * 64 + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 326032 + i_6;
+          if (p_2 % 572 < 570) {
+            down1_conv2_dx[((n_2 * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5263,25 +7805,39 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.conv2.dweight: conv_dw, unet.cnn:13 */
+/* down1.conv2.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu0 = s->arena + 20793600;
-  const float *down1_relu1_dx = s->arena + 82883072;
+  const float *down1_relu0 = s->arena + 41733376;
+  const float *down1_relu1_dx = s->arena + 83320576;
   float *down1_conv2_weight_grad = s->g32 + 640;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 64; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 568; oh++) {
-                for (ptrdiff_t ow = 0; ow < 568; ow++) {
-                  acc = acc + down1_relu1_dx[((n * 64 + g * 64 + ocg) * 568 + oh) * 568 + ow] * down1_relu0[((n * 64 + g * 64 + icg) * 570 + oh + kh) * 570 + ow + kw];
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 96; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 568; oh++) {
+            for (ptrdiff_t t = 0; t < 71; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 8 + l] += down1_relu1_dx[((n * 64 + ob * 4 + j) * 568 + oh) * 568 + t * 8 + l] * down1_relu0[((n * 64 + ic) * 570 + oh + kh) * 570 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            down1_conv2_weight_grad[(((g * 64 + ocg) * 64 + icg) * 3 + kh) * 3 + kw] = acc;
+          }
+        }
+        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+            }
+            down1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -5291,7 +7847,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1_dx = s->arena + 82883072;
+  const float *down1_relu1_dx = s->arena + 83320576;
   float *down1_conv2_bias_grad = s->g32 + 37504;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -5306,9 +7862,9 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down1.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down1_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv1 = s->arena + 0;
-  const float *down1_conv2_dx = s->arena + 41587200;
-  float *down1_relu0_dx = s->arena + 20793600;
+  const float *down1_conv1 = s->arena + 20939776;
+  const float *down1_conv2_dx = s->arena + 62526976;
+  float *down1_relu0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20793600; i++) {
       float x = down1_conv1[n * 20793600 + i];
@@ -5317,24 +7873,45 @@ static void train_down1_relu0_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.conv1.dweight: conv_dw, unet.cnn:13 */
+/* down1.conv1.dweight: conv_dw, unet.cnn:13
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 570) in 71 tiles + 2, rows [0, 570) unguarded, padding borders guarded */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
-  const float *down1_relu0_dx = s->arena + 20793600;
+  const float *down1_relu0_dx = s->arena + 0;
   float *down1_conv1_weight_grad = s->g32 + 0;
-  for (ptrdiff_t g = 0; g < 1; g++) {
-    for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
-      for (ptrdiff_t icg = 0; icg < 1; icg++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            float acc = 0.0f;
-            for (ptrdiff_t n = 0; n < count; n++) {
-              for (ptrdiff_t oh = 0; oh < 570; oh++) {
-                for (ptrdiff_t ow = 0; ow < 570; ow++) {
-                  acc = acc + down1_relu0_dx[((n * 64 + g * 64 + ocg) * 570 + oh) * 570 + ow] * x[((n + g + icg) * 572 + oh + kh) * 572 + ow + kw];
+  float acc[60]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t ic = 0; ic < 1; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t a = 0; a < 60; a++) {
+          acc[a] = 0.0f;
+        }
+        for (ptrdiff_t n = 0; n < count; n++) {
+          for (ptrdiff_t oh = 0; oh < 570; oh++) {
+            for (ptrdiff_t t = 0; t < 71; t++) {
+              for (ptrdiff_t j = 0; j < 2; j++) {
+                for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                  for (ptrdiff_t l = 0; l < 8; l++) {
+                    acc[(j * 3 + kw) * 10 + l] += down1_relu0_dx[((n * 64 + ob * 2 + j) * 570 + oh) * 570 + t * 8 + l] * x[((n + ic) * 572 + oh + kh) * 572 + t * 8 + l + kw];
+                  }
                 }
               }
             }
-            down1_conv1_weight_grad[((g * 64 + ocg + icg) * 3 + kh) * 3 + kw] = acc;
+            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
+                  acc[(j_2 * 3 + kw_2) * 10 + 8 + l_2] += down1_relu0_dx[((n * 64 + ob * 2 + j_2) * 570 + oh) * 570 + 568 + l_2] * x[((n + ic) * 572 + oh + kh) * 572 + 568 + l_2 + kw_2];
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            float sum = 0.0f;
+            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
+              sum = sum + acc[(j_3 * 3 + kw_3) * 10 + l_3];
+            }
+            down1_conv1_weight_grad[((ob * 2 + j_3 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5344,7 +7921,7 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
 
 /* down1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu0_dx = s->arena + 20793600;
+  const float *down1_relu0_dx = s->arena + 0;
   float *down1_conv1_bias_grad = s->g32 + 576;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -6170,7 +8747,7 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_down1_relu0_dx(s, count);
   train_down1_conv1_dweight(s, count, x);
   train_down1_conv1_dbias(s, count);
-  *loss = s->arena[296953344];
+  *loss = s->arena[297344768];
   return 0;
 }
 
