@@ -20,6 +20,9 @@
 #   FUZZ_RSS_MB=M     memory limit, also for single allocations (default 2048)
 #   FUZZ_ONLY="a b"   run only these fuzzers (names without fuzz_)
 #   FUZZ_ARGS=...     more libFuzzer options
+#   FUZZ_CORPUS=DIR   keep the corpora in DIR/NAME, not FUZZDIR/corpus/NAME
+#                     (libFuzzer runs every input of a corpus before the
+#                     time limit counts, so a large one delays the start)
 set -u
 seconds=${1:?usage: tests/fuzz/run.sh SECONDS [FUZZDIR]}
 fuzzdir=${2:-build/fuzz}
@@ -30,6 +33,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 fuzzdir=$(mkdir -p "$fuzzdir" && cd "$fuzzdir" && pwd)
 seeds=$fuzzdir/seeds
+corpora=${FUZZ_CORPUS:-$fuzzdir/corpus}
+corpora=$(mkdir -p "$corpora" && cd "$corpora" && pwd)
 names=${FUZZ_ONLY:-cnn safetensors st_loader idx}
 
 # The seed directories of each fuzzer (those that exist).
@@ -48,7 +53,7 @@ seeds() {
 # Runs one fuzzer; its summary goes to $fuzzdir/logs/NAME.summary.
 run_one() {
   local name=$1 bin=$fuzzdir/fuzz_$1 log=$fuzzdir/logs/$1.log
-  local corpus=$fuzzdir/corpus/$1 scratch=$fuzzdir/scratch/$1
+  local corpus=$corpora/$1 scratch=$fuzzdir/scratch/$1
   local sum=$fuzzdir/logs/$1.summary
   rm -rf "$scratch" && mkdir -p "$corpus" "$scratch" "$fuzzdir/findings"
   if [ ! -x "$bin" ]; then
