@@ -1,0 +1,155 @@
+/* Schedules (schedule.c) and the tiled nests lowering builds from them:
+ * the interior a schedule leaves unguarded is exactly the outputs whose
+ * windows stay inside the input, the tiles cover it, blocks divide the
+ * channels; lowering records the schedule on its kernel, with local
+ * accumulator arrays, and -fno-tile (tile 0) gives the plain nests. That
+ * tiled and plain nests compute the same values is the oracle tests' job
+ * (make check runs them both ways); test_jit compares the backends on the
+ * tiled nests. */
+#include <string.h>
+
+#include "testutil.h"
+
+#include "lower.h"
+#include "schedule.h"
+
+static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p,
+                        int64_t d) {
+  return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
+
+/* Whether every tap of output position o reads inside [0, in). */
+static int inside(int64_t o, int64_t in, int64_t k, int64_t s, int64_t p,
+                  int64_t d) {
+  return o * s - p >= 0 && o * s - p + (k - 1) * d < in;
+}
+
+static void check(const ConvGeom *g, ConvPass pass) {
+  ConvSchedule s = schedule_conv(g, pass, 1);
+  assert_true(s.tiled);
+  assert_true(s.ocb >= 1 && (g->O / g->groups) % s.ocb == 0);
+  assert_true(s.width >= 1);
+  if (s.pad_copy || s.flat) { /* the copy has no padding: all interior */
+    assert_int_equal(s.row0, 0);
+    assert_int_equal(s.row1, g->OH);
+    assert_int_equal(s.col0, 0);
+    assert_int_equal(s.col1, g->OW);
+  } else {
+    for (int64_t o = 0; o < g->OW; o++)
+      assert_int_equal(o >= s.col0 && o < s.col1,
+                       inside(o, g->W, g->KW, g->sw, g->pw, g->dw));
+    for (int64_t o = 0; o < g->OH; o++)
+      assert_int_equal(o >= s.row0 && o < s.row1,
+                       inside(o, g->H, g->KH, g->sh, g->ph, g->dh));
+  }
+  int64_t span = s.flat ? s.positions : s.col1 - s.col0;
+  if (s.flat) /* stride 1: the last position is the last output */
+    assert_int_equal(s.positions, (g->OH - 1) * padded_geom(g).W + g->OW);
+  assert_int_equal(s.tiles * s.width + s.rem, span);
+  assert_true(s.rem < s.width || s.width == 1);
+  ConvSchedule plain = schedule_conv(g, pass, 0);
+  assert_false(plain.tiled);
+}
+
+static void interior_and_tiles(void **state) {
+  static const int64_t sizes[] = {1, 5, 7, 10, 14, 28, 56};
+  static const int64_t ks[] = {1, 3, 5, 7};
+  int n = 0;
+  for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
+    for (size_t b = 0; b < sizeof ks / sizeof *ks; b++)
+      for (int64_t st = 1; st <= 2; st++)
+        for (int64_t p = 0; p <= 3; p++)
+          for (int64_t d = 1; d <= 2; d++)
+            for (int64_t groups = 1; groups <= 2; groups++) {
+              int64_t H = sizes[a], k = ks[b];
+              int64_t OH = out_size(H, k, st, p, d);
+              if (OH < 1)
+                continue;
+              ConvGeom g = {groups,
+                            4 * groups,
+                            H,
+                            H + 1,
+                            6 * groups,
+                            OH,
+                            out_size(H + 1, k, st, p, d),
+                            k,
+                            k,
+                            st,
+                            st,
+                            p,
+                            p,
+                            d,
+                            d};
+              if (g.OW < 1)
+                continue;
+              check(&g, CONV_FORWARD);
+              check(&g, CONV_WEIGHT);
+              n++;
+            }
+  assert_true(n > 300);
+  (void)state;
+}
+
+static void dense_tiles(void **state) {
+  for (int64_t in = 1; in <= 100; in += 3)
+    for (int64_t out = 1; out <= 20; out += 3)
+      for (int p = DENSE_FORWARD; p <= DENSE_WEIGHT; p++) {
+        DenseSchedule s = schedule_dense(in, out, (DensePass)p, 1);
+        if (!s.tiled)
+          continue;
+        assert_true(s.ob >= 1 && out % s.ob == 0);
+        assert_int_equal(s.tiles * s.width + s.rem, in);
+        assert_false(schedule_dense(in, out, (DensePass)p, 0).tiled);
+      }
+  (void)state;
+}
+
+static const char lenet[] =
+    "model m {\n"
+    "  input x[1, 28, 28]\n"
+    "  output y = x -> c1: conv(6, k=5, p=2) -> tanh -> avgpool(2)\n"
+    "    -> c3: conv(16, k=5, s=2) -> flatten -> f5: dense(10)\n"
+    "  loss cross_entropy(y)\n"
+    "}\n";
+
+/* The kernel of the layer called name. */
+static const Kernel *kernel(const Program *p, const char *name) {
+  for (int i = 0; i < p->kernels.n; i++)
+    if (strcmp(p->kernels.v[i]->name, name) == 0)
+      return p->kernels.v[i];
+  fail_msg("no kernel %s", name);
+  return NULL;
+}
+
+static void lowering_records_schedules(void **state) {
+  Compiled *c = compile_ok(lenet);
+  Program *t = lower_tiled(&c->d, c->a, c->g, 4, 0, 1);
+  Program *p = lower_tiled(&c->d, c->a, c->g, 4, 0, 0);
+  assert_int_equal(c->d.errors, 0);
+  static const char *const names[] = {"c1", "c3", "f5"};
+  for (int i = 0; i < 3; i++) {
+    const Kernel *kt = kernel(t, names[i]), *kp = kernel(p, names[i]);
+    assert_non_null(kt->schedule);
+    assert_non_null(strstr(kt->schedule, "accumulators"));
+    assert_int_equal(kt->locals.n, 1);
+    assert_int_equal(kt->locals.v[0]->kind, BUF_LOCAL);
+    assert_string_equal(kp->schedule, "plain (tiling off)");
+    assert_int_equal(kp->locals.n, 0);
+  }
+  /* padding 2 at stride 1: a zero-padded copy, rows flattened */
+  assert_non_null(strstr(kernel(t, "c1")->schedule, "zero-padded"));
+  assert_non_null(strstr(kernel(t, "c1")->schedule, "flattened"));
+  /* stride 2: the copy split into phases */
+  assert_non_null(strstr(kernel(t, "c3")->schedule, "phases"));
+  release(c);
+  (void)state;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(interior_and_tiles),
+      cmocka_unit_test(dense_tiles),
+      cmocka_unit_test(lowering_records_schedules),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
