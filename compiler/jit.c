@@ -419,8 +419,9 @@ int jit_run(Diag *d, const Program *p, const RunOptions *o) {
       for (int k = 0; k < p->inputs.n; k++)
         known |= strcmp(in.v[i].name, p->inputs.v[k]->node->name) == 0;
       if (!known) {
+        char shown[256];
         diag_error(d, none, "%s: tensor '%s' is not an input of the model",
-                   o->input, in.v[i].name);
+                   o->input, rt_printable(in.v[i].name, shown, sizeof shown));
         goto done;
       }
     }

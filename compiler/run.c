@@ -110,8 +110,11 @@ static void driver(FILE *o, const Program *p) {
     fprintf(o, "      known |= strcmp(in.v[i].name, \"%s\") == 0;\n",
             p->inputs.v[i]->node->name);
   fprintf(o, "      if (!known) {\n"
+             "        char shown[256];\n"
              "        snprintf(err, sizeof err, \"tensor '%%s' is not an input "
-             "of the model\", in.v[i].name);\n"
+             "of the model\",\n"
+             "                 rt_printable(in.v[i].name, shown, sizeof "
+             "shown));\n"
              "        return fail(argv[2], err);\n      }\n    }\n  }\n");
   for (int i = 0; i < p->outputs.n; i++) {
     const Buffer *b = p->outputs.v[i];

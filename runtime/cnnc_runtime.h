@@ -66,6 +66,10 @@ typedef struct rt_tensors {
 int rt_tensors_add(rt_tensors *t, const char *name, rt_dtype dtype, int ndim,
                    const int64_t *shape, const void *data);
 const rt_tensor *rt_tensors_find(const rt_tensors *t, const char *name);
+/* A name from a file, fit for a message: control characters (a terminal
+ * escape sequence in a hostile file) become '?', and it is cut to n - 1
+ * bytes. Returns buf. */
+const char *rt_printable(const char *name, char *buf, size_t n);
 int64_t rt_tensor_numel(const rt_tensor *x);
 /* Sets or replaces one metadata entry. */
 int rt_tensors_set_meta(rt_tensors *t, const char *key, const char *value);

@@ -45,6 +45,15 @@ int64_t rt_tensor_numel(const rt_tensor *x) {
   return n;
 }
 
+const char *rt_printable(const char *name, char *buf, size_t n) {
+  size_t k = 0;
+  for (; n && name[k] && k < n - 1; k++)
+    buf[k] = (unsigned char)name[k] < 0x20 || name[k] == 0x7f ? '?' : name[k];
+  if (n)
+    buf[k] = '\0';
+  return buf;
+}
+
 const rt_tensor *rt_tensors_find(const rt_tensors *t, const char *name) {
   for (int i = 0; i < t->n; i++)
     if (strcmp(t->v[i].name, name) == 0)
