@@ -78,8 +78,8 @@ enum { unet_NTENSORS = 46 };
  *
  * Loading is all or nothing: the whole header is checked against the table
  * before the first byte is copied, so a failed load leaves the model as it
- * was. Data regions need not tile the data section (gaps and overlaps are
- * accepted: they cannot make the loader read outside the buffer). The host
+ * was. Data regions need not tile the data section (gaps are accepted), but
+ * no two may overlap; strings must be valid UTF-8. The host
  * is assumed little-endian, like the format; data is copied with memcpy
  * because nothing in the file is aligned for float or int64_t. */
 #include <stddef.h>
@@ -410,6 +410,24 @@ static int unet_st_string(unet_st_in *in, char *out, size_t cap,
         break;
       default: return unet_st_bad(in, "invalid escape in a string");
       }
+    } else if (c >= 0x80) {
+      /* Raw UTF-8: a lead byte and its continuation bytes, none overlong,
+       * no surrogate, nothing past U+10FFFF. */
+      unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+      unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+      nb = c >= 0xC2 && c <= 0xDF   ? 2
+           : c >= 0xE0 && c <= 0xEF ? 3
+           : c >= 0xF0 && c <= 0xF4 ? 4
+                                    : 0;
+      if (!nb || in->end - in->p < nb - 1)
+        return unet_st_bad(in, "invalid UTF-8 in a string");
+      for (int k = 1; k < nb; k++) {
+        unsigned u = in->p[k - 1];
+        if (u < (k == 1 ? lo : 0x80) || u > (k == 1 ? hi : 0xBF))
+          return unet_st_bad(in, "invalid UTF-8 in a string");
+        b[k] = (unsigned char)u;
+      }
+      in->p += nb - 1;
     }
     for (int k = 0; k < nb; k++, n++)
       if (out && n + 1 < cap)
@@ -657,6 +675,52 @@ static int unet_st_walk(unet_st_in *in, int base, unsigned char *seen,
   return r;
 }
 
+/* Reads the next member of the header object: its name, and its entry
+ * unless it is __metadata__ (then *meta is 1). */
+static int unet_st_member(unet_st_in *in, char *name, size_t *len,
+                            unet_st_entry *e, int *meta) {
+  if (unet_st_string(in, name, unet_ST_NAME_MAX + 1, len) ||
+      unet_st_expect(in, ':'))
+    return -1;
+  *meta = unet_st_is(name, *len, "__metadata__");
+  return *meta ? unet_st_metadata(in) : unet_st_entry_read(in, e);
+}
+
+/* No two tensors may share bytes of the data section: a file that says
+ * they do lies about one of them. Each entry is compared with every later
+ * one by walking the rest of the header again, which needs no storage. */
+static int unet_st_disjoint(unet_st_in *in) {
+  int r;
+  in->p = in->json;
+  r = unet_st_open(in, '{', '}');
+  while (r > 0) {
+    char name[unet_ST_NAME_MAX + 1], other[unet_ST_NAME_MAX + 1];
+    size_t len, olen;
+    unet_st_entry e, f;
+    int meta, r2;
+    if (unet_st_member(in, name, &len, &e, &meta))
+      return -1;
+    r = unet_st_more(in, '}');
+    if (meta || e.off[0] >= e.off[1] || r <= 0)
+      continue;
+    const unsigned char *next = in->p;
+    for (r2 = 1; r2 > 0; r2 = unet_st_more(in, '}')) {
+      if (unet_st_member(in, other, &olen, &f, &meta))
+        return -1;
+      if (!meta && f.off[0] < e.off[1] && e.off[0] < f.off[1]) {
+        unet_st_about(in, name, len, "overlaps tensor '");
+        unet_st_putcut(&in->msg, other, olen, unet_ST_NAME_MAX);
+        unet_st_puts(&in->msg, "' in the data section");
+        return -1;
+      }
+    }
+    if (r2 < 0)
+      return -1;
+    in->p = next;
+  }
+  return r;
+}
+
 static int unet_st_read(unet_st_in *in, const unsigned char *buf,
                           size_t len, float *f32, int64_t *i64) {
   unsigned char seen[unet_ST_WINDOW / 8];
@@ -702,6 +766,8 @@ static int unet_st_read(unet_st_in *in, const unsigned char *buf,
     if (in->n - base <= unet_ST_WINDOW)
       break;
   }
+  if (unet_st_disjoint(in))
+    return -1;
   return unet_st_walk(in, 0, NULL, f32, i64);
 }
 
