@@ -11,8 +11,12 @@
  *             over samples and output rows, then summed into dw.
  *
  * Rows and columns whose windows reach into the padding get bounds checks;
- * the interior has none. Every output element of the forward nest sums
- * its bias, then channels and taps, in the plain nest's order. */
+ * the interior has none. When the schedule says so, the forward nest first
+ * copies its input zero-padded into a scratch activation (split into the
+ * stride's phases at a column stride above 1) and needs no checks; at
+ * stride 1 its tiles then run along the flattened rows. Every output
+ * element of the forward nest sums its bias, then channels and taps, in
+ * the plain nest's order. */
 #include "lower_impl.h"
 #include "schedule.h"
 
