@@ -58,6 +58,8 @@ enum { lenet5_NTENSORS = 10 };
 /* The reference implementation's bound: a larger length field means the
  * file is not safetensors at all, which is the more useful message. */
 #define lenet5_ST_HEADER_MAX 100000000u
+/* Data regions compared per two walks of the header (overlap check). */
+#define lenet5_ST_SPAN 256
 /* Dimensions of a file tensor kept for the shape check and its message;
  * the table has at most 4, so any more can only mismatch. */
 #define lenet5_ST_MAXDIM 8
@@ -651,38 +653,58 @@ static int lenet5_st_member(lenet5_st_in *in, char *name, size_t *len,
 }
 
 /* No two tensors may share bytes of the data section: a file that says
- * they do lies about one of them. Each entry is compared with every later
- * one by walking the rest of the header again, which needs no storage. */
+ * they do lies about one of them. The regions of a span of entries are
+ * gathered on the stack in one walk of the header, and a second walk
+ * compares every entry with them, span after span. */
 static int lenet5_st_disjoint(lenet5_st_in *in) {
-  int r;
-  in->p = in->json;
-  r = lenet5_st_open(in, '{', '}');
-  while (r > 0) {
-    char name[lenet5_ST_NAME_MAX + 1], other[lenet5_ST_NAME_MAX + 1];
-    size_t len, olen;
-    lenet5_st_entry e, f;
-    int meta, r2;
-    if (lenet5_st_member(in, name, &len, &e, &meta))
-      return -1;
-    r = lenet5_st_more(in, '}');
-    if (meta || e.off[0] >= e.off[1] || r <= 0)
-      continue;
-    const unsigned char *next = in->p;
-    for (r2 = 1; r2 > 0; r2 = lenet5_st_more(in, '}')) {
-      if (lenet5_st_member(in, other, &olen, &f, &meta))
+  uint64_t lo[lenet5_ST_SPAN], hi[lenet5_ST_SPAN];
+  const unsigned char *at[lenet5_ST_SPAN]; /* where each one's name is */
+  int index[lenet5_ST_SPAN];
+  for (int first = 0;; first += lenet5_ST_SPAN) {
+    char name[lenet5_ST_NAME_MAX + 1];
+    size_t len;
+    lenet5_st_entry e;
+    int meta, r, k = 0, j = 0;
+    in->p = in->json;
+    for (r = lenet5_st_open(in, '{', '}'); r > 0; r = lenet5_st_more(in, '}')) {
+      const unsigned char *here = in->p;
+      if (lenet5_st_member(in, name, &len, &e, &meta))
         return -1;
-      if (!meta && f.off[0] < e.off[1] && e.off[0] < f.off[1]) {
-        lenet5_st_about(in, name, len, "overlaps tensor '");
-        lenet5_st_putcut(&in->msg, other, olen, lenet5_ST_NAME_MAX);
-        lenet5_st_puts(&in->msg, "' in the data section");
-        return -1;
-      }
+      if (meta || j++ < first || k == lenet5_ST_SPAN || e.off[0] >= e.off[1])
+        continue;
+      lo[k] = e.off[0];
+      hi[k] = e.off[1];
+      at[k] = here;
+      index[k++] = j - 1;
     }
-    if (r2 < 0)
+    if (r < 0)
       return -1;
-    in->p = next;
+    if (k == 0)
+      return 0;
+    in->p = in->json;
+    j = 0;
+    for (r = lenet5_st_open(in, '{', '}'); r > 0; r = lenet5_st_more(in, '}')) {
+      if (lenet5_st_member(in, name, &len, &e, &meta))
+        return -1;
+      if (meta)
+        continue;
+      for (int i = 0; i < k; i++)
+        if (index[i] != j && e.off[0] < hi[i] && lo[i] < e.off[1]) {
+          char other[lenet5_ST_NAME_MAX + 1];
+          size_t olen;
+          in->p = at[i];
+          if (lenet5_st_string(in, other, sizeof other, &olen))
+            return -1;
+          lenet5_st_about(in, name, len, "overlaps tensor '");
+          lenet5_st_putcut(&in->msg, other, olen, lenet5_ST_NAME_MAX);
+          lenet5_st_puts(&in->msg, "' in the data section");
+          return -1;
+        }
+      j++;
+    }
+    if (r < 0)
+      return -1;
   }
-  return r;
 }
 
 static int lenet5_st_read(lenet5_st_in *in, const unsigned char *buf,

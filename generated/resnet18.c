@@ -170,6 +170,8 @@ enum { resnet18_NTENSORS = 122 };
 /* The reference implementation's bound: a larger length field means the
  * file is not safetensors at all, which is the more useful message. */
 #define resnet18_ST_HEADER_MAX 100000000u
+/* Data regions compared per two walks of the header (overlap check). */
+#define resnet18_ST_SPAN 256
 /* Dimensions of a file tensor kept for the shape check and its message;
  * the table has at most 4, so any more can only mismatch. */
 #define resnet18_ST_MAXDIM 8
@@ -763,38 +765,58 @@ static int resnet18_st_member(resnet18_st_in *in, char *name, size_t *len,
 }
 
 /* No two tensors may share bytes of the data section: a file that says
- * they do lies about one of them. Each entry is compared with every later
- * one by walking the rest of the header again, which needs no storage. */
+ * they do lies about one of them. The regions of a span of entries are
+ * gathered on the stack in one walk of the header, and a second walk
+ * compares every entry with them, span after span. */
 static int resnet18_st_disjoint(resnet18_st_in *in) {
-  int r;
-  in->p = in->json;
-  r = resnet18_st_open(in, '{', '}');
-  while (r > 0) {
-    char name[resnet18_ST_NAME_MAX + 1], other[resnet18_ST_NAME_MAX + 1];
-    size_t len, olen;
-    resnet18_st_entry e, f;
-    int meta, r2;
-    if (resnet18_st_member(in, name, &len, &e, &meta))
-      return -1;
-    r = resnet18_st_more(in, '}');
-    if (meta || e.off[0] >= e.off[1] || r <= 0)
-      continue;
-    const unsigned char *next = in->p;
-    for (r2 = 1; r2 > 0; r2 = resnet18_st_more(in, '}')) {
-      if (resnet18_st_member(in, other, &olen, &f, &meta))
+  uint64_t lo[resnet18_ST_SPAN], hi[resnet18_ST_SPAN];
+  const unsigned char *at[resnet18_ST_SPAN]; /* where each one's name is */
+  int index[resnet18_ST_SPAN];
+  for (int first = 0;; first += resnet18_ST_SPAN) {
+    char name[resnet18_ST_NAME_MAX + 1];
+    size_t len;
+    resnet18_st_entry e;
+    int meta, r, k = 0, j = 0;
+    in->p = in->json;
+    for (r = resnet18_st_open(in, '{', '}'); r > 0; r = resnet18_st_more(in, '}')) {
+      const unsigned char *here = in->p;
+      if (resnet18_st_member(in, name, &len, &e, &meta))
         return -1;
-      if (!meta && f.off[0] < e.off[1] && e.off[0] < f.off[1]) {
-        resnet18_st_about(in, name, len, "overlaps tensor '");
-        resnet18_st_putcut(&in->msg, other, olen, resnet18_ST_NAME_MAX);
-        resnet18_st_puts(&in->msg, "' in the data section");
-        return -1;
-      }
+      if (meta || j++ < first || k == resnet18_ST_SPAN || e.off[0] >= e.off[1])
+        continue;
+      lo[k] = e.off[0];
+      hi[k] = e.off[1];
+      at[k] = here;
+      index[k++] = j - 1;
     }
-    if (r2 < 0)
+    if (r < 0)
       return -1;
-    in->p = next;
+    if (k == 0)
+      return 0;
+    in->p = in->json;
+    j = 0;
+    for (r = resnet18_st_open(in, '{', '}'); r > 0; r = resnet18_st_more(in, '}')) {
+      if (resnet18_st_member(in, name, &len, &e, &meta))
+        return -1;
+      if (meta)
+        continue;
+      for (int i = 0; i < k; i++)
+        if (index[i] != j && e.off[0] < hi[i] && lo[i] < e.off[1]) {
+          char other[resnet18_ST_NAME_MAX + 1];
+          size_t olen;
+          in->p = at[i];
+          if (resnet18_st_string(in, other, sizeof other, &olen))
+            return -1;
+          resnet18_st_about(in, name, len, "overlaps tensor '");
+          resnet18_st_putcut(&in->msg, other, olen, resnet18_ST_NAME_MAX);
+          resnet18_st_puts(&in->msg, "' in the data section");
+          return -1;
+        }
+      j++;
+    }
+    if (r < 0)
+      return -1;
   }
-  return r;
 }
 
 static int resnet18_st_read(resnet18_st_in *in, const unsigned char *buf,

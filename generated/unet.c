@@ -94,6 +94,8 @@ enum { unet_NTENSORS = 46 };
 /* The reference implementation's bound: a larger length field means the
  * file is not safetensors at all, which is the more useful message. */
 #define unet_ST_HEADER_MAX 100000000u
+/* Data regions compared per two walks of the header (overlap check). */
+#define unet_ST_SPAN 256
 /* Dimensions of a file tensor kept for the shape check and its message;
  * the table has at most 4, so any more can only mismatch. */
 #define unet_ST_MAXDIM 8
@@ -687,38 +689,58 @@ static int unet_st_member(unet_st_in *in, char *name, size_t *len,
 }
 
 /* No two tensors may share bytes of the data section: a file that says
- * they do lies about one of them. Each entry is compared with every later
- * one by walking the rest of the header again, which needs no storage. */
+ * they do lies about one of them. The regions of a span of entries are
+ * gathered on the stack in one walk of the header, and a second walk
+ * compares every entry with them, span after span. */
 static int unet_st_disjoint(unet_st_in *in) {
-  int r;
-  in->p = in->json;
-  r = unet_st_open(in, '{', '}');
-  while (r > 0) {
-    char name[unet_ST_NAME_MAX + 1], other[unet_ST_NAME_MAX + 1];
-    size_t len, olen;
-    unet_st_entry e, f;
-    int meta, r2;
-    if (unet_st_member(in, name, &len, &e, &meta))
-      return -1;
-    r = unet_st_more(in, '}');
-    if (meta || e.off[0] >= e.off[1] || r <= 0)
-      continue;
-    const unsigned char *next = in->p;
-    for (r2 = 1; r2 > 0; r2 = unet_st_more(in, '}')) {
-      if (unet_st_member(in, other, &olen, &f, &meta))
+  uint64_t lo[unet_ST_SPAN], hi[unet_ST_SPAN];
+  const unsigned char *at[unet_ST_SPAN]; /* where each one's name is */
+  int index[unet_ST_SPAN];
+  for (int first = 0;; first += unet_ST_SPAN) {
+    char name[unet_ST_NAME_MAX + 1];
+    size_t len;
+    unet_st_entry e;
+    int meta, r, k = 0, j = 0;
+    in->p = in->json;
+    for (r = unet_st_open(in, '{', '}'); r > 0; r = unet_st_more(in, '}')) {
+      const unsigned char *here = in->p;
+      if (unet_st_member(in, name, &len, &e, &meta))
         return -1;
-      if (!meta && f.off[0] < e.off[1] && e.off[0] < f.off[1]) {
-        unet_st_about(in, name, len, "overlaps tensor '");
-        unet_st_putcut(&in->msg, other, olen, unet_ST_NAME_MAX);
-        unet_st_puts(&in->msg, "' in the data section");
-        return -1;
-      }
+      if (meta || j++ < first || k == unet_ST_SPAN || e.off[0] >= e.off[1])
+        continue;
+      lo[k] = e.off[0];
+      hi[k] = e.off[1];
+      at[k] = here;
+      index[k++] = j - 1;
     }
-    if (r2 < 0)
+    if (r < 0)
       return -1;
-    in->p = next;
+    if (k == 0)
+      return 0;
+    in->p = in->json;
+    j = 0;
+    for (r = unet_st_open(in, '{', '}'); r > 0; r = unet_st_more(in, '}')) {
+      if (unet_st_member(in, name, &len, &e, &meta))
+        return -1;
+      if (meta)
+        continue;
+      for (int i = 0; i < k; i++)
+        if (index[i] != j && e.off[0] < hi[i] && lo[i] < e.off[1]) {
+          char other[unet_ST_NAME_MAX + 1];
+          size_t olen;
+          in->p = at[i];
+          if (unet_st_string(in, other, sizeof other, &olen))
+            return -1;
+          unet_st_about(in, name, len, "overlaps tensor '");
+          unet_st_putcut(&in->msg, other, olen, unet_ST_NAME_MAX);
+          unet_st_puts(&in->msg, "' in the data section");
+          return -1;
+        }
+      j++;
+    }
+    if (r < 0)
+      return -1;
   }
-  return r;
 }
 
 static int unet_st_read(unet_st_in *in, const unsigned char *buf,
