@@ -834,7 +834,7 @@ void lenet5_init(lenet5_state *s, uint64_t seed) {
   uint64_t state = seed;
   memset(s->g32, 0, sizeof s->g32);
   memset(s->m32, 0, sizeof s->m32);
-  s->lr = 0.01f;
+  s->lr = 0.02f;
   s->base_lr = s->lr;
   s->best = INFINITY;
   s->bad_epochs = 0;
@@ -2415,9 +2415,9 @@ void lenet5_set_lr(lenet5_state *s, float lr) {
 }
 
 float lenet5_end_epoch(lenet5_state *s, int epoch, int epochs, float val_error) {
-  /* step(every=5, gamma=0.1), as StepLR */
+  /* step(every=8, gamma=0.1), as StepLR */
   (void)epochs;
   (void)val_error;
-  s->lr = s->base_lr * powf(0.1f, (float)((epoch + 1) / 5));
+  s->lr = s->base_lr * powf(0.1f, (float)((epoch + 1) / 8));
   return s->lr;
 }
