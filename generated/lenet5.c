@@ -585,6 +585,17 @@ static void lenet5_st_copy(const lenet5_st_in *in, const lenet5_st_entry *e,
     memcpy(i64 + t->offset, in->data + e->off[0], bytes);
 }
 
+/* Reads the next member of the header object: its name, and its entry
+ * unless it is __metadata__ (then *meta is 1). */
+static int lenet5_st_member(lenet5_st_in *in, char *name, size_t *len,
+                            lenet5_st_entry *e, int *meta) {
+  if (lenet5_st_string(in, name, lenet5_ST_NAME_MAX + 1, len) ||
+      lenet5_st_expect(in, ':'))
+    return -1;
+  *meta = lenet5_st_is(name, *len, "__metadata__");
+  return *meta ? lenet5_st_metadata(in) : lenet5_st_entry_read(in, e);
+}
+
 /* One walk over the header. With seen, it checks the entries of table rows
  * base .. base + lenet5_ST_WINDOW - 1 and marks them in seen (every name is
  * looked up on every walk, so an unknown one fails the first); without, it
@@ -598,16 +609,10 @@ static int lenet5_st_walk(lenet5_st_in *in, int base, unsigned char *seen,
     char name[lenet5_ST_NAME_MAX + 1];
     size_t len;
     lenet5_st_entry e;
-    int i;
-    if (lenet5_st_string(in, name, sizeof name, &len) ||
-        lenet5_st_expect(in, ':'))
+    int i, meta;
+    if (lenet5_st_member(in, name, &len, &e, &meta))
       return -1;
-    if (lenet5_st_is(name, len, "__metadata__")) {
-      if (lenet5_st_metadata(in))
-        return -1;
-    } else {
-      if (lenet5_st_entry_read(in, &e))
-        return -1;
+    if (!meta) {
       /* Names starting with "__" are cnnc's own (a checkpoint's optimizer
        * state), never a parameter's: a model loads past them. */
       if (len >= 2 && name[0] == '_' && name[1] == '_') {
@@ -639,17 +644,6 @@ static int lenet5_st_walk(lenet5_st_in *in, int base, unsigned char *seen,
   if (r == 0 && lenet5_st_next(in) != -1)
     return lenet5_st_bad(in, "text after the header object");
   return r;
-}
-
-/* Reads the next member of the header object: its name, and its entry
- * unless it is __metadata__ (then *meta is 1). */
-static int lenet5_st_member(lenet5_st_in *in, char *name, size_t *len,
-                            lenet5_st_entry *e, int *meta) {
-  if (lenet5_st_string(in, name, lenet5_ST_NAME_MAX + 1, len) ||
-      lenet5_st_expect(in, ':'))
-    return -1;
-  *meta = lenet5_st_is(name, *len, "__metadata__");
-  return *meta ? lenet5_st_metadata(in) : lenet5_st_entry_read(in, e);
 }
 
 /* No two tensors may share bytes of the data section: a file that says

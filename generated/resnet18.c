@@ -697,6 +697,17 @@ static void resnet18_st_copy(const resnet18_st_in *in, const resnet18_st_entry *
     memcpy(i64 + t->offset, in->data + e->off[0], bytes);
 }
 
+/* Reads the next member of the header object: its name, and its entry
+ * unless it is __metadata__ (then *meta is 1). */
+static int resnet18_st_member(resnet18_st_in *in, char *name, size_t *len,
+                            resnet18_st_entry *e, int *meta) {
+  if (resnet18_st_string(in, name, resnet18_ST_NAME_MAX + 1, len) ||
+      resnet18_st_expect(in, ':'))
+    return -1;
+  *meta = resnet18_st_is(name, *len, "__metadata__");
+  return *meta ? resnet18_st_metadata(in) : resnet18_st_entry_read(in, e);
+}
+
 /* One walk over the header. With seen, it checks the entries of table rows
  * base .. base + resnet18_ST_WINDOW - 1 and marks them in seen (every name is
  * looked up on every walk, so an unknown one fails the first); without, it
@@ -710,16 +721,10 @@ static int resnet18_st_walk(resnet18_st_in *in, int base, unsigned char *seen,
     char name[resnet18_ST_NAME_MAX + 1];
     size_t len;
     resnet18_st_entry e;
-    int i;
-    if (resnet18_st_string(in, name, sizeof name, &len) ||
-        resnet18_st_expect(in, ':'))
+    int i, meta;
+    if (resnet18_st_member(in, name, &len, &e, &meta))
       return -1;
-    if (resnet18_st_is(name, len, "__metadata__")) {
-      if (resnet18_st_metadata(in))
-        return -1;
-    } else {
-      if (resnet18_st_entry_read(in, &e))
-        return -1;
+    if (!meta) {
       /* Names starting with "__" are cnnc's own (a checkpoint's optimizer
        * state), never a parameter's: a model loads past them. */
       if (len >= 2 && name[0] == '_' && name[1] == '_') {
@@ -751,17 +756,6 @@ static int resnet18_st_walk(resnet18_st_in *in, int base, unsigned char *seen,
   if (r == 0 && resnet18_st_next(in) != -1)
     return resnet18_st_bad(in, "text after the header object");
   return r;
-}
-
-/* Reads the next member of the header object: its name, and its entry
- * unless it is __metadata__ (then *meta is 1). */
-static int resnet18_st_member(resnet18_st_in *in, char *name, size_t *len,
-                            resnet18_st_entry *e, int *meta) {
-  if (resnet18_st_string(in, name, resnet18_ST_NAME_MAX + 1, len) ||
-      resnet18_st_expect(in, ':'))
-    return -1;
-  *meta = resnet18_st_is(name, *len, "__metadata__");
-  return *meta ? resnet18_st_metadata(in) : resnet18_st_entry_read(in, e);
 }
 
 /* No two tensors may share bytes of the data section: a file that says

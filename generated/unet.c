@@ -621,6 +621,17 @@ static void unet_st_copy(const unet_st_in *in, const unet_st_entry *e,
     memcpy(i64 + t->offset, in->data + e->off[0], bytes);
 }
 
+/* Reads the next member of the header object: its name, and its entry
+ * unless it is __metadata__ (then *meta is 1). */
+static int unet_st_member(unet_st_in *in, char *name, size_t *len,
+                            unet_st_entry *e, int *meta) {
+  if (unet_st_string(in, name, unet_ST_NAME_MAX + 1, len) ||
+      unet_st_expect(in, ':'))
+    return -1;
+  *meta = unet_st_is(name, *len, "__metadata__");
+  return *meta ? unet_st_metadata(in) : unet_st_entry_read(in, e);
+}
+
 /* One walk over the header. With seen, it checks the entries of table rows
  * base .. base + unet_ST_WINDOW - 1 and marks them in seen (every name is
  * looked up on every walk, so an unknown one fails the first); without, it
@@ -634,16 +645,10 @@ static int unet_st_walk(unet_st_in *in, int base, unsigned char *seen,
     char name[unet_ST_NAME_MAX + 1];
     size_t len;
     unet_st_entry e;
-    int i;
-    if (unet_st_string(in, name, sizeof name, &len) ||
-        unet_st_expect(in, ':'))
+    int i, meta;
+    if (unet_st_member(in, name, &len, &e, &meta))
       return -1;
-    if (unet_st_is(name, len, "__metadata__")) {
-      if (unet_st_metadata(in))
-        return -1;
-    } else {
-      if (unet_st_entry_read(in, &e))
-        return -1;
+    if (!meta) {
       /* Names starting with "__" are cnnc's own (a checkpoint's optimizer
        * state), never a parameter's: a model loads past them. */
       if (len >= 2 && name[0] == '_' && name[1] == '_') {
@@ -675,17 +680,6 @@ static int unet_st_walk(unet_st_in *in, int base, unsigned char *seen,
   if (r == 0 && unet_st_next(in) != -1)
     return unet_st_bad(in, "text after the header object");
   return r;
-}
-
-/* Reads the next member of the header object: its name, and its entry
- * unless it is __metadata__ (then *meta is 1). */
-static int unet_st_member(unet_st_in *in, char *name, size_t *len,
-                            unet_st_entry *e, int *meta) {
-  if (unet_st_string(in, name, unet_ST_NAME_MAX + 1, len) ||
-      unet_st_expect(in, ':'))
-    return -1;
-  *meta = unet_st_is(name, *len, "__metadata__");
-  return *meta ? unet_st_metadata(in) : unet_st_entry_read(in, e);
 }
 
 /* No two tensors may share bytes of the data section: a file that says
