@@ -53,20 +53,19 @@ static const Param *param_of(const Node *n, const char *role) {
 
 /* The value of a parameter as a node (for the rules that read weights). */
 static Node *value(AD *A, const Param *p) {
-  for (int i = 0; i < A->g->params.n; i++)
-    if (A->g->params.v[i] == p) {
-      if (!A->pvalue[i]) {
-        Node *n = graph_add_node(A->g, OP_PARAM, p->owner->loc, p->name);
-        n->param = p;
-        n->of = p->owner;
-        n->shape = p->shape;
-        n->whole = 1;
-        n->scope = p->owner->scope;
-        A->pvalue[i] = n;
-      }
-      return A->pvalue[i];
-    }
-  return NULL;
+  int i = p->index;
+  if (i < 0)
+    return NULL;
+  if (!A->pvalue[i]) {
+    Node *n = graph_add_node(A->g, OP_PARAM, p->owner->loc, p->name);
+    n->param = p;
+    n->of = p->owner;
+    n->shape = p->shape;
+    n->whole = 1;
+    n->scope = p->owner->scope;
+    A->pvalue[i] = n;
+  }
+  return A->pvalue[i];
 }
 
 /* Adds dx to the gradient of x. */

@@ -1041,6 +1041,7 @@ static void register_params(Elab *E, Node *n) {
       return;
     }
     param_set_add(E, &E->names, p);
+    p->index = E->g->params.n;
     vec_push(E->a, E->g->params, p);
   }
 }

@@ -36,25 +36,69 @@ static void print_template(FILE *out, const char *text, const char *prefix) {
   }
 }
 
-static void mark_expr(const Expr *e, char *used) {
-  if (!e)
-    return;
-  if (e->k == X_LOAD && e->buf->kind != BUF_LOCAL)
-    used[e->buf->id] |= 1;
-  mark_expr(e->a, used);
-  mark_expr(e->b, used);
-  mark_expr(e->c, used);
+/* The buffers some kernels read (mark 1) or write (mark 2), and a list of
+ * them: a kernel's prologue costs what it uses, not the program's size. */
+typedef struct {
+  char *mark; /* by buffer id */
+  int *ids;
+  int n;
+} Used;
+
+static Used used_new(const Program *p) {
+  Used u = {mem_alloc((size_t)p->bufs.n + 1),
+            mem_alloc(sizeof(int) * ((size_t)p->bufs.n + 1)), 0};
+  memset(u.mark, 0, (size_t)p->bufs.n + 1);
+  return u;
 }
 
-static void mark_stmts(const StmtVec *body, char *used) {
+static void used_free(Used *u) {
+  mem_free(u->mark);
+  mem_free(u->ids);
+}
+
+static void use(Used *u, const Buffer *b, int how) {
+  if (b->kind == BUF_LOCAL)
+    return;
+  if (!u->mark[b->id])
+    u->ids[u->n++] = b->id;
+  u->mark[b->id] |= (char)how;
+}
+
+static void mark_expr(const Expr *e, Used *u) {
+  if (!e)
+    return;
+  if (e->k == X_LOAD)
+    use(u, e->buf, 1);
+  mark_expr(e->a, u);
+  mark_expr(e->b, u);
+  mark_expr(e->c, u);
+}
+
+static void mark_stmts(const StmtVec *body, Used *u) {
   for (int i = 0; i < body->n; i++) {
     const Stmt *s = body->v[i];
-    if (s->buf && s->buf->kind != BUF_LOCAL)
-      used[s->buf->id] |= 2;
-    mark_expr(s->index, used);
-    mark_expr(s->value, used);
-    mark_stmts(&s->body, used);
+    if (s->buf)
+      use(u, s->buf, 2);
+    mark_expr(s->index, u);
+    mark_expr(s->value, u);
+    mark_stmts(&s->body, u);
   }
+}
+
+static int by_int(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  return (x > y) - (x < y);
+}
+
+/* In the program's order, which is the order of the declarations. */
+static void used_sort(Used *u) {
+  qsort(u->ids, (size_t)u->n, sizeof *u->ids, by_int);
+}
+
+static void used_clear(Used *u) {
+  for (int i = 0; i < u->n; i++)
+    u->mark[u->ids[i]] = 0;
+  u->n = 0;
 }
 
 static const Buffer *root(const Buffer *b) {
@@ -173,12 +217,7 @@ static void scan(const StmtVec *body, int *count, int *fails) {
 }
 
 /* Names of the kernel functions of one file, unique. */
-typedef struct Names {
-  const char **v;
-  int n, cap;
-} Names;
-
-static const char *kernel_name(Arena *a, Names *names, const char *prefix,
+static const char *kernel_name(Arena *a, NameSet *names, const char *prefix,
                                const char *kname) {
   size_t len = strlen(kname);
   char *s = arena_alloc(a, len + strlen(prefix) + 2);
@@ -187,37 +226,32 @@ static const char *kernel_name(Arena *a, Names *names, const char *prefix,
     s[k++] = isalnum((unsigned char)kname[i]) ? kname[i] : '_';
   s[k] = 0;
   const char *name = s;
-  for (int suffix = 2;; suffix++) {
-    int taken = 0;
-    for (int i = 0; i < names->n && !taken; i++)
-      taken = strcmp(names->v[i], name) == 0;
-    if (!taken)
-      break;
+  for (int suffix = 2; nameset_has(names, name); suffix++)
     name = arena_printf(a, "%s_%d", s, suffix);
-  }
-  if (names->n == names->cap) {
-    int cap = names->cap ? names->cap * 2 : 64;
-    const char **v = arena_alloc(a, sizeof(char *) * (size_t)cap);
-    if (names->n)
-      memcpy(v, names->v, sizeof(char *) * (size_t)names->n);
-    names->v = v;
-    names->cap = cap;
-  }
-  names->v[names->n++] = name;
+  nameset_add(a, names, name);
   return name;
 }
 
-/* The caller's arrays a kernel reads or writes, in the program's order. */
-static void io_args(FILE *o, const Program *p, const char *used, int decl) {
-  for (int i = 0; i < p->bufs.n; i++) {
-    const Buffer *b = p->bufs.v[i];
-    if ((b->kind != BUF_INPUT && b->kind != BUF_OUTPUT) || b->alias)
-      continue;
-    int any = used[i];
-    for (int j = 0; j < p->bufs.n && !any; j++)
-      any = used[j] && root(p->bufs.v[j]) == b;
-    if (!any)
-      continue;
+/* The caller's arrays a kernel reads or writes (directly or through an
+ * alias), in the program's order: their ids, sorted, in io[0..return). */
+static int io_ids(const Program *p, const Used *u, int *io) {
+  int n = 0;
+  for (int i = 0; i < u->n; i++) {
+    const Buffer *r = root(p->bufs.v[u->ids[i]]);
+    if (r->kind == BUF_INPUT || r->kind == BUF_OUTPUT)
+      io[n++] = r->id;
+  }
+  qsort(io, (size_t)n, sizeof *io, by_int);
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (!m || io[m - 1] != io[i])
+      io[m++] = io[i];
+  return m;
+}
+
+static void io_args(FILE *o, const Program *p, const int *io, int n, int decl) {
+  for (int i = 0; i < n; i++) {
+    const Buffer *b = p->bufs.v[io[i]];
     if (decl)
       fprintf(o, ", %s%s *%s", b->kind == BUF_INPUT ? "const " : "",
               b->is_int ? "int64_t" : "float", b->name);
@@ -229,7 +263,8 @@ static void io_args(FILE *o, const Program *p, const char *used, int decl) {
 /* One layer's loop nest as a static function, and its call. Small
  * functions keep the C compiler fast on models of hundreds of layers. */
 static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
-                         const Diag *d, const char *model, const char *fname) {
+                         const Diag *d, const char *model, const char *fname,
+                         Used *used) {
   const char *path = diag_path(d, k->loc);
   const char *slash = strrchr(path, '/');
   fprintf(o, "/* %s: %s", k->name, k->what);
@@ -238,26 +273,27 @@ static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
   if (k->schedule)
     fprintf(o, "\n * schedule: %s", k->schedule);
   fprintf(o, " */\n");
-  char *used = arena_alloc(p->a, (size_t)p->bufs.n + 1);
   mark_stmts(&k->body, used);
+  used_sort(used);
   int count = 0, fails = 0;
   scan(&k->body, &count, &fails);
   int state = 0;
-  for (int i = 0; i < p->bufs.n; i++) {
-    const Buffer *r = root(p->bufs.v[i]);
-    state |= used[i] && r->kind != BUF_INPUT && r->kind != BUF_OUTPUT;
+  for (int i = 0; i < used->n; i++) {
+    const Buffer *r = root(p->bufs.v[used->ids[i]]);
+    state |= r->kind != BUF_INPUT && r->kind != BUF_OUTPUT;
   }
+  int *io = mem_alloc(sizeof(int) * ((size_t)used->n + 1));
+  int nio = io_ids(p, used, io);
   fprintf(o, "static %s %s(%s%s_state *s, ptrdiff_t count",
           fails ? "int" : "void", fname, state ? "" : "const ", model);
-  io_args(o, p, used, 1);
+  io_args(o, p, io, nio, 1);
   fprintf(o, ") {\n");
   if (!state)
     fprintf(o, "  (void)s;\n");
   if (!count)
     fprintf(o, "  (void)count;\n");
-  for (int i = 0; i < p->bufs.n; i++)
-    if (used[i])
-      declare(o, p->bufs.v[i], used[i] & 2);
+  for (int i = 0; i < used->n; i++)
+    declare(o, p->bufs.v[used->ids[i]], used->mark[used->ids[i]] & 2);
   for (int i = 0; i < k->locals.n; i++)
     fprintf(o, "  float %s[%" PRId64 "]; /* accumulators */\n",
             k->locals.v[i]->name, k->locals.v[i]->size);
@@ -269,21 +305,25 @@ static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
     fprintf(call, "  if (%s(s, count", fname);
   else
     fprintf(call, "  %s(s, count", fname);
-  io_args(call, p, used, 0);
+  io_args(call, p, io, nio, 0);
   fprintf(call, fails ? "))\n    return -1;\n" : ");\n");
+  mem_free(io);
+  used_clear(used);
 }
 
 /* Prints the kernels as functions into o and their calls into a buffer
  * that the caller prints as the body of the public function. */
 static char *print_kernels(FILE *o, const Program *p, const KernelVec *ks,
                            const Diag *d, const char *model, const char *prefix,
-                           Names *names) {
+                           NameSet *names) {
   char *calls = NULL;
   size_t len = 0;
   FILE *call = open_memstream(&calls, &len);
+  Used used = used_new(p);
   for (int i = 0; i < ks->n; i++)
     print_kernel(o, call, p, ks->v[i], d, model,
-                 kernel_name(p->a, names, prefix, ks->v[i]->name));
+                 kernel_name(p->a, names, prefix, ks->v[i]->name), &used);
+  used_free(&used);
   fclose(call);
   return calls;
 }
@@ -528,23 +568,26 @@ static void emit_init(FILE *c, const Program *p, const Program *t,
 /* An input the pass does not read (an mse target, for the forward pass)
  * is still a parameter of the function: say it is unused on purpose. */
 static void unused_io(FILE *c, const Program *p) {
-  char *used = arena_alloc(p->a, (size_t)p->bufs.n + 1);
+  Used used = used_new(p);
   for (int i = 0; i < p->kernels.n; i++)
-    mark_stmts(&p->kernels.v[i]->body, used);
-  for (int i = 0; i < p->bufs.n; i++) {
+    mark_stmts(&p->kernels.v[i]->body, &used);
+  int *io = mem_alloc(sizeof(int) * ((size_t)used.n + 1));
+  int nio = io_ids(p, &used, io);
+  for (int i = 0, j = 0; i < p->bufs.n; i++) {
     const Buffer *b = p->bufs.v[i];
     if ((b->kind != BUF_INPUT && b->kind != BUF_OUTPUT) || b->alias)
       continue;
-    int any = 0;
-    for (int j = 0; j < p->bufs.n && !any; j++)
-      any = used[j] && root(p->bufs.v[j]) == b;
-    if (!any)
+    while (j < nio && io[j] < i)
+      j++;
+    if (j == nio || io[j] != i)
       fprintf(c, "  (void)%s;\n", b->name);
   }
+  mem_free(io);
+  used_free(&used);
 }
 
 static void emit_train(FILE *c, const Program *t, const Diag *d, const char *m,
-                       const char *M, Names *names) {
+                       const char *M, NameSet *names) {
   char *calls = print_kernels(c, t, &t->kernels, d, m, "train", names);
   char *updates = print_kernels(c, t, &t->update, d, m, "update", names);
   fprintf(c, "int %s_backward(%s_state *s, int count", m, m);
@@ -685,7 +728,7 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
           "  return %s_st_save((unsigned char *)data, size, %s_tensors,\n"
           "%*s%s_NTENSORS, s->f32, s->i64);\n}\n\n",
           m, m, m, m, (int)strlen(m) + 18, "", m);
-  Names names = {0};
+  NameSet names = {0};
   char *calls = print_kernels(c, p, &p->kernels, d, m, "forward", &names);
   fprintf(c, "int %s_forward(%s_state *s, int count", m, m);
   io_params(c, p);

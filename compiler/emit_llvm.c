@@ -720,14 +720,14 @@ static void entry_point(Emit *e, const char *name, const KernelVec *ks,
   int *nroots = arena_alloc(e->a, sizeof(int) * (size_t)(ks->n + 1));
   for (int i = 0; i < ks->n && !e->bad; i++) {
     e->k = ks->v[i];
-    for (int j = 0; j < p->bufs.n; j++)
-      e->slot[j] = -1;
     e->nroots = 0;
     find_buffers(e, &e->k->body);
     fn[i] = kernel_function(e, e->k);
     nroots[i] = e->nroots;
     roots[i] = arena_alloc(e->a, sizeof(Buffer *) * (size_t)(e->nroots + 1));
     memcpy(roots[i], e->roots, sizeof(Buffer *) * (size_t)e->nroots);
+    for (int j = 0; j < e->nroots; j++) /* unnumbered for the next kernel */
+      e->slot[e->roots[j]->id] = -1;
   }
   if (e->bad)
     return;
@@ -835,6 +835,8 @@ LLVMModuleRef emit_llvm(Diag *d, LLVMContextRef ctx, const Program *p,
   e->nobuiltin = LLVMCreateEnumAttribute(
       ctx, LLVMGetEnumAttributeKindForName("nobuiltin", 9), 0);
   e->slot = arena_alloc(p->a, sizeof(int) * (size_t)(p->bufs.n + 1));
+  for (int i = 0; i < p->bufs.n; i++)
+    e->slot[i] = -1;
   e->roots = arena_alloc(p->a, sizeof(Buffer *) * (size_t)(p->bufs.n + 1));
   e->args = arena_alloc(p->a, sizeof(LLVMValueRef) * (size_t)(p->bufs.n + 1));
 

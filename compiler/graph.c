@@ -48,6 +48,7 @@ Param *graph_add_param(Graph *g, Node *n, const char *role, Shape shape,
   p->kind = kind;
   p->dtype = dtype;
   p->owner = n;
+  p->index = -1;
   vec_push(g->a, n->params, p);
   return p;
 }

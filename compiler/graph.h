@@ -51,6 +51,7 @@ typedef struct Param {
   ParamKind kind;
   int frozen;
   Node *owner;
+  int index; /* in the graph's params, or -1 before it joins them */
 } Param;
 
 VEC_TYPE(NodeVec, Node *);

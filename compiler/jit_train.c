@@ -256,20 +256,24 @@ static int64_t *t_step_of(void *state) { return &((Trainer *)state)->s->step; }
 static int same_layout(const Program *p, const Program *t) {
   if (p->f32_count != t->f32_count || p->i64_count != t->i64_count)
     return 0;
-  for (int i = 0; i < p->bufs.n; i++) {
+  int n = p->g->params.n;
+  const Buffer **in_t = mem_alloc(sizeof *in_t * ((size_t)n + 1));
+  memset(in_t, 0, sizeof *in_t * ((size_t)n + 1));
+  for (int k = 0; k < t->bufs.n; k++) {
+    const Buffer *b = t->bufs.v[k];
+    if (b->param && b->param->index >= 0 && b->param->index < n)
+      in_t[b->param->index] = b;
+  }
+  int same = 1;
+  for (int i = 0; i < p->bufs.n && same; i++) {
     const Buffer *a = p->bufs.v[i];
     if (!a->param)
       continue;
-    int found = 0;
-    for (int k = 0; k < t->bufs.n && !found; k++) {
-      const Buffer *b = t->bufs.v[k];
-      found =
-          b->param == a->param && b->kind == a->kind && b->offset == a->offset;
-    }
-    if (!found)
-      return 0;
+    const Buffer *b = a->param->index >= 0 ? in_t[a->param->index] : NULL;
+    same = b && b->kind == a->kind && b->offset == a->offset;
   }
-  return 1;
+  mem_free(in_t);
+  return same;
 }
 
 int jit_train(Diag *d, const Program *p, const Program *t,

@@ -146,6 +146,7 @@ typedef struct Program {
   ParamInitVec inits;
   int64_t f32_count, i64_count, arena_count;
   int64_t activation_sum; /* elements of all arena buffers, unshared */
+  NameSet names;          /* the buffers' names: lowering keeps them unique */
 } Program;
 
 /* Building kernels. */

@@ -110,10 +110,7 @@ static int name_taken(const Program *p, const char *name) {
         (name[len] == '_' && isdigit((unsigned char)name[len + 1])))
       return 1;
   }
-  for (int i = 0; i < p->bufs.n; i++)
-    if (strcmp(p->bufs.v[i]->name, name) == 0)
-      return 1;
-  return 0;
+  return nameset_has(&p->names, name);
 }
 
 /* A C identifier for a model name: "layer1.0.conv1" -> "layer1_0_conv1". */
@@ -137,6 +134,7 @@ static Buffer *new_buffer(Program *p, const char *name, BufKind kind,
   Buffer *b = arena_alloc(p->a, sizeof *b);
   b->id = p->bufs.n;
   b->name = c_name(p, name);
+  nameset_add(p->a, &p->names, b->name);
   b->kind = kind;
   b->size = size;
   b->first = b->last = -1;
@@ -731,13 +729,6 @@ static void add_inits(Program *p, Buffer *b, const Param *prm) {
   vec_push(p->a, p->inits, pi);
 }
 
-static int param_index(const Graph *g, const Param *p) {
-  for (int k = 0; k < g->params.n; k++)
-    if (g->params.v[k] == p)
-      return k;
-  return -1;
-}
-
 /* Training: the labels must name a class, or the step fails before it
  * reads outside the logits. */
 static void check_labels(Program *p, const Node *loss, Buffer *labels) {
@@ -756,15 +747,9 @@ static void check_labels(Program *p, const Node *loss, Buffer *labels) {
  * SGD with momentum (the buffer starts at zero, which equals PyTorch's
  * first-step copy), Nesterov and weight decay; Adam with bias correction
  * and weight decay added to the gradient. The caller counts the step. */
-/* Whether the backward pass computes prm's gradient: the loss reaches it. */
-static int loss_reaches(const Graph *g, const Param *prm) {
-  for (int j = g->backward; j < g->nodes.n; j++)
-    if (g->nodes.v[j]->grad_of == prm)
-      return 1;
-  return 0;
-}
-
-static void lower_update(Program *p, Buffer **pbuf) {
+/* gbuf[i]: the gradient the backward pass computes for parameter i, or
+ * NULL where the loss does not reach it. */
+static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
   const Graph *g = p->g;
   const TrainCfg *t = &g->train;
   KernelVec forward = p->kernels;
@@ -774,13 +759,10 @@ static void lower_update(Program *p, Buffer **pbuf) {
     /* A parameter the loss does not reach (an output outside the loss)
      * keeps its value, as torch.optim skips a parameter whose gradient is
      * None: no weight decay, no momentum. */
-    if (prm->kind != PK_PARAM || prm->frozen || !loss_reaches(g, prm))
+    if (prm->kind != PK_PARAM || prm->frozen || !gbuf[i])
       continue;
     Buffer *w = pbuf[i];
-    Buffer *gr = NULL;
-    for (int j = 0; j < p->bufs.n; j++)
-      if (p->bufs.v[j]->kind == BUF_GRAD && p->bufs.v[j]->param_buf == w)
-        gr = p->bufs.v[j];
+    Buffer *gr = gbuf[i];
     Buffer *m =
         new_buffer(p, arena_printf(p->a, "%s.m", prm->name), BUF_M, w->size);
     m->param_buf = w;
@@ -863,6 +845,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
         needed[g->nodes.v[i]->in.v[j]->id] = 1;
   /* Parameters and buffers, in the graph's order. */
   Buffer **pbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(g->params.n + 1));
+  Buffer **gbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(g->params.n + 1));
   for (int i = 0; i < g->params.n; i++) {
     const Param *prm = g->params.v[i];
     Buffer *b =
@@ -896,7 +879,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     if (!needed[i] || nd->op == OP_INPUT)
       continue;
     if (nd->op == OP_PARAM) {
-      nbuf[i] = pbuf[param_index(g, nd->param)];
+      nbuf[i] = pbuf[nd->param->index];
       continue;
     }
     int64_t size = shape_numel(nd->shape) * (nd->whole ? 1 : batch);
@@ -904,7 +887,8 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     if (nd->grad_of) {
       b = new_buffer(p, arena_printf(a, "%s.grad", nd->grad_of->name), BUF_GRAD,
                      size);
-      b->param_buf = pbuf[param_index(g, nd->grad_of)];
+      b->param_buf = pbuf[nd->grad_of->index];
+      gbuf[nd->grad_of->index] = b;
     } else {
       b = new_buffer(p, nd->name, BUF_ARENA, size);
     }
@@ -932,7 +916,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     Buffer **ps =
         arena_alloc(a, sizeof(Buffer *) * (size_t)(owner->params.n + 1));
     for (int j = 0; j < owner->params.n; j++)
-      ps[j] = pbuf[param_index(g, owner->params.v[j])];
+      ps[j] = pbuf[owner->params.v[j]->index];
     Kernel *k = loop_kernel(p, nd->name, op_info[nd->op].name, nd->loc);
     Lower L = {p, lb_start(p, k), nd};
     int made = train && lower_train_node(&L, nbuf[i], ins, ps);
@@ -944,7 +928,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     /* A trainable parameter the loss does not reach has a zero gradient. */
     for (int i = 0; i < g->params.n; i++) {
       const Param *prm = g->params.v[i];
-      if (prm->kind != PK_PARAM || prm->frozen || loss_reaches(g, prm))
+      if (prm->kind != PK_PARAM || prm->frozen || gbuf[i])
         continue;
       Buffer *b = new_buffer(p, arena_printf(a, "%s.grad", prm->name), BUF_GRAD,
                              shape_numel(prm->shape));
@@ -956,7 +940,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
       lb_store(&L.b, b, V(&L, e), F(&L, 0));
       close(&L, 1);
     }
-    lower_update(p, pbuf);
+    lower_update(p, pbuf, gbuf);
     (void)d;
     return p;
   }

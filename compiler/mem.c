@@ -112,3 +112,41 @@ void vec_grow_(Arena *a, void **v, int *cap, size_t elem) {
   *v = nv;
   *cap = ncap;
 }
+
+static size_t name_hash(const char *s) {
+  uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 0x100000001b3u;
+  return (size_t)h;
+}
+
+int nameset_has(const NameSet *s, const char *name) {
+  if (!s->cap)
+    return 0;
+  for (size_t i = name_hash(name) & (s->cap - 1); s->slot[i];
+       i = (i + 1) & (s->cap - 1))
+    if (strcmp(s->slot[i], name) == 0)
+      return 1;
+  return 0;
+}
+
+static void slot_put(const char **slot, size_t cap, const char *name) {
+  size_t i = name_hash(name) & (cap - 1);
+  while (slot[i])
+    i = (i + 1) & (cap - 1);
+  slot[i] = name;
+}
+
+void nameset_add(Arena *a, NameSet *s, const char *name) {
+  if (2 * (s->n + 1) > s->cap) { /* at most half full: short probes */
+    size_t cap = s->cap ? 2 * s->cap : 64;
+    const char **slot = arena_alloc(a, sizeof *slot * cap);
+    for (size_t i = 0; i < s->cap; i++)
+      if (s->slot[i])
+        slot_put(slot, cap, s->slot[i]);
+    s->slot = slot;
+    s->cap = cap;
+  }
+  slot_put(s->slot, s->cap, name);
+  s->n++;
+}

@@ -58,6 +58,64 @@ static void arena_invariant(void **state) {
   release(c);
 }
 
+static int alive_together(const Buffer *a, const Buffer *b) {
+  return a->first <= b->last && b->first <= a->last;
+}
+
+static int overlap_at(const Buffer *o, int64_t at, int64_t size) {
+  return at < o->offset + o->size && o->offset < at + size;
+}
+
+/* Placed largest first (ties by id), each buffer sits at the lowest offset
+ * that meets no buffer placed before it and alive with it: every lower
+ * offset where it could start (0, or the end of such a buffer) collides.
+ * The training program keeps forward outputs alive into the backward pass,
+ * so lifetimes there are long and overlap a lot. */
+static void lowest_fit(void **state) {
+  Compiled *c = compile_ok(resnet_like);
+  Program *p = lower(&c->d, c->a, c->g, 2, 1);
+  assert_int_equal(c->d.errors, 0);
+  plan(p);
+  int checked = 0;
+  for (int i = 0; i < p->bufs.n; i++) {
+    const Buffer *b = p->bufs.v[i];
+    if (b->kind != BUF_ARENA || b->alias || b->first < 0)
+      continue;
+    for (int j = -1; j < p->bufs.n; j++) {
+      const Buffer *o = j < 0 ? NULL : p->bufs.v[j];
+      if (o && (o->kind != BUF_ARENA || o->alias || o->first < 0 ||
+                !alive_together(o, b)))
+        continue;
+      if (o && (o->size < b->size || (o->size == b->size && o->id >= b->id)))
+        continue; /* placed after b */
+      int64_t at = o ? o->offset + o->size : 0;
+      if (at >= b->offset)
+        continue;
+      int collides = 0;
+      for (int k = 0; k < p->bufs.n && !collides; k++) {
+        const Buffer *q = p->bufs.v[k];
+        collides =
+            q != b && q->kind == BUF_ARENA && !q->alias && q->first >= 0 &&
+            alive_together(q, b) &&
+            (q->size > b->size || (q->size == b->size && q->id < b->id)) &&
+            overlap_at(q, at, b->size);
+      }
+      if (!collides)
+        fprintf(stderr, "%s could start at %lld, below %lld\n", b->name,
+                (long long)at, (long long)b->offset);
+      assert_true(collides);
+      checked++;
+    }
+    for (int k = 0; k < p->bufs.n; k++) {
+      const Buffer *q = p->bufs.v[k];
+      if (q != b && q->kind == BUF_ARENA && !q->alias && q->first >= 0)
+        assert_false(alive_together(q, b) && overlap_at(q, b->offset, b->size));
+    }
+  }
+  assert_true(checked > 20);
+  release(c);
+}
+
 static void parameters_in_one_block(void **state) {
   Compiled *c = compile_ok(resnet_like);
   Program *p = lowered(c, 1);
@@ -121,6 +179,7 @@ static void c_names(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(arena_invariant),
+      cmocka_unit_test(lowest_fit),
       cmocka_unit_test(parameters_in_one_block),
       cmocka_unit_test(aliases),
       cmocka_unit_test(c_names),
