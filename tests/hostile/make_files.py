@@ -460,7 +460,7 @@ def catalogue(out):
 
 
 def main(argv):
-    if len(argv) != 2:
+    if len(argv) != 2 or argv[1].startswith("-"):
         sys.exit(__doc__)
     lines = catalogue(argv[1]) + work_files(argv[1])
     with open(os.path.join(argv[1], "cases.txt"), "w") as f:
