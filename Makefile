@@ -156,8 +156,10 @@ $(BUILD)/san/rt_%.o: runtime/%.c $(wildcard runtime/*.h)
 $(BUILD)/libcnnc.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
+# Linked under another name and renamed: a cnnc running during a rebuild
+# (a benchmark, a test) keeps its file.
 $(BUILD)/cnnc: $(BUILD)/obj/main.o $(BUILD)/libcnnc.a
-	$(CC) $(CFLAGS) -o $@ $^ -lm $(RT_LIBS) $(LLVM_LIBS)
+	$(CC) $(CFLAGS) -o $@.tmp $^ -lm $(RT_LIBS) $(LLVM_LIBS) && mv -f $@.tmp $@
 
 # The same compiler under AddressSanitizer and UndefinedBehaviorSanitizer.
 $(BUILD)/san/%.o: compiler/%.c $(BUILD)/parser.h $(wildcard compiler/*.h compiler/*.def)

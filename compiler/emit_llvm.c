@@ -72,6 +72,12 @@ typedef struct Emit {
   int nroots;
   LLVMValueRef *args; /* by slot */
   int bad;            /* a failure was reported */
+  /* the part of the program this module holds (emit_llvm_part) */
+  int part, nparts;
+  /* the kernels of a forward or backward pass at batch 1: the entry
+   * points take no other count, so the loops over samples go */
+  int count_is_1;
+  int64_t load[EMIT_LLVM_MAX_PARTS]; /* estimated size of each part */
 } Emit;
 
 static const Buffer *root(const Buffer *b) {
@@ -581,14 +587,54 @@ static void target_attrs(Emit *e, LLVMValueRef fn) {
   add_attr(e, fn, LLVMAttributeFunctionIndex, "nounwind");
 }
 
+/* A kernel's size after LLVM fully unrolls its short constant loops (the
+ * accumulator tiles, not the loops around them): roughly what optimizing
+ * it costs. *flat: the statements hold no loop that stays a loop. */
+static int64_t expr_size(const Expr *x) {
+  return x ? 1 + expr_size(x->a) + expr_size(x->b) + expr_size(x->c) : 0;
+}
+
+static int64_t stmts_size(const StmtVec *body, int *flat) {
+  int64_t n = 0;
+  *flat = 1;
+  for (int i = 0; i < body->n; i++) {
+    const Stmt *s = body->v[i];
+    int inner_flat;
+    int64_t inner = stmts_size(&s->body, &inner_flat);
+    if (s->k == S_FOR && inner_flat && s->extent > 0 && s->extent <= 32 &&
+        inner * s->extent <= 2048)
+      inner *= s->extent; /* unrolled */
+    else if (s->k == S_FOR)
+      *flat = 0;
+    *flat &= inner_flat;
+    /* a branch costs more than its size: blocks for every pass to walk */
+    n += (s->k == S_IF ? 8 : 1) + expr_size(s->index) + expr_size(s->value) +
+         inner;
+  }
+  return n;
+}
+
+/* The part a new kernel function goes to: the smallest so far. Every
+ * module of a split program makes the same choices in the same order. */
+static int choose_part(Emit *e, const Kernel *k) {
+  int best = 0;
+  for (int i = 1; i < e->nparts; i++)
+    if (e->load[i] < e->load[best])
+      best = i;
+  int flat;
+  e->load[best] += stmts_size(&k->body, &flat);
+  return best;
+}
+
 /* int32_t kernel(int64_t count, JitState *s, T *buf0, T *buf1, ...):
- * returns 0, or -1 when an S_FAIL fires. */
+ * returns 0, or -1 when an S_FAIL fires. In a split program, the kernels
+ * of other parts are only declared. */
 static int kernel_function(Emit *e, const Kernel *k) {
   char *key = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&key, &len);
   int noalias = !overlapping(e);
-  fprintf(f, "%d:", noalias);
+  fprintf(f, "%d%d:", noalias, e->count_is_1);
   for (int i = 0; i < e->nroots; i++)
     fputc(is_int_buffer(e->roots[i]) ? 'i' : 'f', f);
   for (int i = 0; i < k->nvars; i++)
@@ -614,12 +660,16 @@ static int kernel_function(Emit *e, const Kernel *k) {
   nb.type = LLVMFunctionType(e->i32, params, (unsigned)n, 0);
   char *name = arena_printf(e->a, "%s.%s", e->p->g->name, k->name);
   nb.fn = e->fn = LLVMAddFunction(e->m, name, nb.type);
-  LLVMSetLinkage(e->fn, LLVMInternalLinkage);
+  int here = choose_part(e, k) == e->part;
+  if (e->nparts == 1) /* else part 0 calls it by name */
+    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
   target_attrs(e, e->fn);
   /* one function per kernel keeps each optimization problem small */
   add_attr(e, e->fn, LLVMAttributeFunctionIndex, "noinline");
   e->count = LLVMGetParam(e->fn, 0);
   LLVMSetValueName2(e->count, "count", 5);
+  if (e->count_is_1)
+    e->count = ci64(e, 1);
   e->s = LLVMGetParam(e->fn, 1);
   LLVMSetValueName2(e->s, "s", 1);
   for (int i = 0; i < e->nroots; i++) {
@@ -628,6 +678,10 @@ static int kernel_function(Emit *e, const Kernel *k) {
     add_attr(e, e->fn, (unsigned)(3 + i), "nocapture");
     if (noalias)
       add_attr(e, e->fn, (unsigned)(3 + i), "noalias");
+  }
+  if (!here) {
+    vec_push(e->a, e->built, nb);
+    return e->built.n - 1;
   }
 
   LLVMBasicBlockRef entry = block(e, "entry");
@@ -718,6 +772,7 @@ static void entry_point(Emit *e, const char *name, const KernelVec *ks,
   const Buffer ***roots =
       arena_alloc(e->a, sizeof(Buffer **) * (size_t)(ks->n + 1));
   int *nroots = arena_alloc(e->a, sizeof(int) * (size_t)(ks->n + 1));
+  e->count_is_1 = p->batch == 1 && what != ENTRY_UPDATE;
   for (int i = 0; i < ks->n && !e->bad; i++) {
     e->k = ks->v[i];
     e->nroots = 0;
@@ -729,7 +784,7 @@ static void entry_point(Emit *e, const char *name, const KernelVec *ks,
     for (int j = 0; j < e->nroots; j++) /* unnumbered for the next kernel */
       e->slot[e->roots[j]->id] = -1;
   }
-  if (e->bad)
+  if (e->bad || e->part != 0) /* the entry points are part 0's */
     return;
 
   LLVMTypeRef params[4] = {e->statep, e->i64, LLVMPointerType(e->i8p, 0),
@@ -791,7 +846,16 @@ const char *emit_llvm_entry_name(Arena *a, const Program *p, int update) {
 
 LLVMModuleRef emit_llvm(Diag *d, LLVMContextRef ctx, const Program *p,
                         LLVMTargetMachineRef tm) {
+  return emit_llvm_part(d, ctx, p, tm, 0, 1);
+}
+
+LLVMModuleRef emit_llvm_part(Diag *d, LLVMContextRef ctx, const Program *p,
+                             LLVMTargetMachineRef tm, int part, int nparts) {
   Emit E = {0}, *e = &E;
+  e->part = part;
+  e->nparts = nparts < 1                     ? 1
+              : nparts > EMIT_LLVM_MAX_PARTS ? EMIT_LLVM_MAX_PARTS
+                                             : nparts;
   e->d = d;
   e->a = p->a;
   e->p = p;

@@ -36,6 +36,15 @@ const char *emit_llvm_entry_name(Arena *a, const Program *p, int update);
 LLVMModuleRef emit_llvm(Diag *d, LLVMContextRef ctx, const Program *p,
                         LLVMTargetMachineRef tm);
 
+/* The same program split into nparts modules that can be optimized and
+ * compiled at the same time, on as many threads: part 0 holds the entry
+ * points and some kernels, the others the rest of the kernels, which part
+ * 0 calls by name. Each kernel goes to the part with the least code so
+ * far. Calls with the same p and nparts agree on the split. */
+#define EMIT_LLVM_MAX_PARTS 16
+LLVMModuleRef emit_llvm_part(Diag *d, LLVMContextRef ctx, const Program *p,
+                             LLVMTargetMachineRef tm, int part, int nparts);
+
 /* Optimizes m for tm's CPU with loop and SLP vectorization. Level 2 (what
  * the JIT runs) is LLVM's O2 without partial and runtime loop unrolling;
  * 0, 1 and 3 are LLVM's default<O0>, <O1> and <O3>. Returns 0, or -1 with

@@ -21,10 +21,12 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
@@ -60,6 +62,7 @@ struct Jit {
   int ntab;
   int borrowed; /* f32 and i64 belong to another Jit (jit_share_params) */
   double t_ir, t_opt, t_code;
+  int nparts; /* compiled on as many threads */
 };
 
 static double now(void) {
@@ -158,76 +161,145 @@ static int define_symbols(Diag *d, LLVMOrcLLJITRef jit) {
   return 0;
 }
 
-/* Builds, optimizes and compiles p; the entry point goes into j. */
-static int compile_into(Diag *d, Jit *j, int level) {
-  const Program *p = j->p;
-  LLVMTargetMachineRef tm = host_machine(d), jtm = host_machine(d);
-  if (!tm || !jtm) {
-    if (tm)
-      LLVMDisposeTargetMachine(tm);
-    if (jtm)
-      LLVMDisposeTargetMachine(jtm);
-    return -1;
-  }
+/* One part of a split program (emit_llvm_part), optimized and made into
+ * an object file on a thread of its own. */
+typedef struct Part {
+  LLVMContextRef cx;
+  LLVMModuleRef m;
+  LLVMTargetMachineRef tm;
+  int level;
+  LLVMMemoryBufferRef obj;
+  char *opt_err;  /* LLVMDisposeErrorMessage */
+  char *code_err; /* LLVMDisposeMessage */
+  double t_opt, t_code;
+  pthread_t thread;
+  int started;
+} Part;
+
+static void *compile_part(void *arg) {
+  Part *pt = arg;
   double t0 = now();
-  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-  LLVMModuleRef m =
-      emit_llvm(d, LLVMOrcThreadSafeContextGetContext(tsc), p, tm);
+  if (emit_llvm_optimize(pt->m, pt->tm, pt->level, &pt->opt_err))
+    return NULL;
   double t1 = now();
-  char *msg = NULL;
-  int bad = !m;
-  if (m && emit_llvm_optimize(m, tm, level, &msg)) {
-    diag_internal(d, "LLVM failed to optimize: %s", msg);
-    LLVMDisposeErrorMessage(msg);
-    bad = 1;
+  if (LLVMTargetMachineEmitToMemoryBuffer(pt->tm, pt->m, LLVMObjectFile,
+                                          &pt->code_err, &pt->obj))
+    pt->obj = NULL;
+  pt->t_opt = t1 - t0;
+  pt->t_code = now() - t1;
+  return NULL;
+}
+
+/* As many parts as the machine has processors: optimizing and making
+ * machine code is most of the JIT's start-up, and each part is a separate
+ * problem for LLVM. */
+static int part_count(const Program *p, int want) {
+  long n = want > 0 ? want : sysconf(_SC_NPROCESSORS_ONLN);
+  if (n > p->kernels.n + p->update.n)
+    n = p->kernels.n + p->update.n;
+  return n < 1 ? 1 : n > EMIT_LLVM_MAX_PARTS ? EMIT_LLVM_MAX_PARTS : (int)n;
+}
+
+/* Builds, optimizes and compiles p; the entry points go into j. The parts
+ * are compiled at the same time, the first on this thread; LLJIT links
+ * their object files. */
+static int compile_into(Diag *d, Jit *j, int level, int nparts) {
+  const Program *p = j->p;
+  Part part[EMIT_LLVM_MAX_PARTS];
+  int n = part_count(p, nparts), bad = 0;
+  memset(part, 0, sizeof part);
+  double t0 = now();
+  for (int i = 0; i < n && !bad; i++) {
+    part[i].level = level;
+    part[i].tm = host_machine(d);
+    part[i].cx = LLVMContextCreate();
+    part[i].m =
+        part[i].tm ? emit_llvm_part(d, part[i].cx, p, part[i].tm, i, n) : NULL;
+    bad = !part[i].m;
   }
-  LLVMDisposeTargetMachine(tm);
-  double t2 = now();
-  if (bad) {
-    if (m)
-      LLVMDisposeModule(m);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    LLVMDisposeTargetMachine(jtm);
+  double t1 = now();
+  for (int i = 1; i < n && !bad; i++)
+    part[i].started =
+        pthread_create(&part[i].thread, NULL, compile_part, &part[i]) == 0;
+  if (!bad)
+    compile_part(&part[0]);
+  for (int i = 1; i < n; i++)
+    if (part[i].started)
+      pthread_join(part[i].thread, NULL);
+    else if (!bad)
+      compile_part(&part[i]); /* no thread to be had: here, then */
+  double t2 = now(), t_opt = 0, t_code = 0;
+  for (int i = 0; i < n; i++) {
+    if (part[i].opt_err) {
+      diag_internal(d, "LLVM failed to optimize: %s", part[i].opt_err);
+      LLVMDisposeErrorMessage(part[i].opt_err);
+      bad = 1;
+    } else if (part[i].code_err) {
+      diag_internal(d, "LLVM failed to make machine code: %s",
+                    part[i].code_err);
+      LLVMDisposeMessage(part[i].code_err);
+      bad = 1;
+    }
+    if (part[i].t_opt > t_opt) /* the longest part is the time it took */
+      t_opt = part[i].t_opt, t_code = part[i].t_code;
+    if (part[i].m)
+      LLVMDisposeModule(part[i].m);
+    if (part[i].cx)
+      LLVMContextDispose(part[i].cx);
+    if (part[i].tm)
+      LLVMDisposeTargetMachine(part[i].tm);
+  }
+  LLVMTargetMachineRef jtm = bad ? NULL : host_machine(d);
+  if (!jtm) {
+    for (int i = 0; i < n; i++)
+      if (part[i].obj)
+        LLVMDisposeMemoryBuffer(part[i].obj);
     return -1;
   }
-  /* LLJIT makes machine code for the same CPU, at -O3 in the backend */
+  /* LLJIT links the object files, for the same CPU */
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(
       builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(jtm));
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, tsc);
-  LLVMOrcDisposeThreadSafeContext(tsc); /* the module holds it now */
+  int i = 0;
   if (llvm_failed(d, LLVMOrcCreateLLJIT(&j->jit, builder), "start the JIT")) {
     j->jit = NULL;
-    LLVMOrcDisposeThreadSafeModule(tsm);
-    return -1;
+    goto fail;
   }
-  if (define_symbols(d, j->jit)) {
-    LLVMOrcDisposeThreadSafeModule(tsm);
-    return -1;
-  }
-  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(
-      j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
-  if (llvm_failed(d, err, "add the module")) /* it took the module anyway */
-    return -1;
+  if (define_symbols(d, j->jit))
+    goto fail;
+  for (; i < n; i++) /* each call takes its buffer, failing or not */
+    if (llvm_failed(
+            d,
+            LLVMOrcLLJITAddObjectFile(
+                j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), part[i].obj),
+            "add the machine code")) {
+      i++;
+      goto fail;
+    }
   LLVMOrcExecutorAddress addr = 0;
   if (llvm_failed(
           d,
           LLVMOrcLLJITLookup(j->jit, &addr, emit_llvm_entry_name(p->a, p, 0)),
-          "compile the module"))
+          "link the machine code"))
     return -1;
   j->entry = (EmitLlvmEntry)(uintptr_t)addr;
   if (p->train) {
     if (llvm_failed(
             d,
             LLVMOrcLLJITLookup(j->jit, &addr, emit_llvm_entry_name(p->a, p, 1)),
-            "compile the module"))
+            "link the machine code"))
       return -1;
     j->update = (EmitLlvmEntry)(uintptr_t)addr;
   }
   j->t_ir = t1 - t0;
-  j->t_opt = t2 - t1;
-  j->t_code = now() - t2;
+  j->t_opt = t_opt;
+  j->t_code = now() - t2 + t_code;
+  j->nparts = n;
   return 0;
+fail:
+  for (; i < n; i++)
+    LLVMDisposeMemoryBuffer(part[i].obj);
+  return -1;
 }
 
 static Jit *jit_new(const Program *p) {
@@ -271,8 +343,12 @@ void jit_free(Jit *j) {
 }
 
 Jit *jit_compile(Diag *d, const Program *p, int level) {
+  return jit_compile_parts(d, p, level, 0);
+}
+
+Jit *jit_compile_parts(Diag *d, const Program *p, int level, int nparts) {
   Jit *j = jit_new(p);
-  if (compile_into(d, j, level)) {
+  if (compile_into(d, j, level, nparts)) {
     jit_free(j);
     return NULL;
   }
@@ -434,13 +510,14 @@ int jit_run(Diag *d, const Program *p, const RunOptions *o) {
     results[i] = mem_alloc(sizeof(float) * (size_t)(count * per));
   }
 
-  if (compile_into(d, j, 2))
+  if (compile_into(d, j, 2, 0))
     goto done;
   if (o->verbose)
     fprintf(stderr,
             "cnnc: jit: IR %.0f ms, optimization %.0f ms, machine code "
-            "%.0f ms\n",
-            1e3 * j->t_ir, 1e3 * j->t_opt, 1e3 * j->t_code);
+            "%.0f ms (%d part%s at once)\n",
+            1e3 * j->t_ir, 1e3 * j->t_opt, 1e3 * j->t_code, j->nparts,
+            j->nparts == 1 ? "" : "s");
   for (int64_t at = 0; at < count; at += p->batch) {
     int64_t n = count - at < p->batch ? count - at : p->batch;
     for (int i = 0; i < p->inputs.n; i++)
@@ -514,6 +591,11 @@ Jit *jit_compile(Diag *d, const Program *p, int level) {
   (void)level;
   no_jit(d);
   return NULL;
+}
+
+Jit *jit_compile_parts(Diag *d, const Program *p, int level, int nparts) {
+  (void)nparts;
+  return jit_compile(d, p, level);
 }
 
 int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen) {

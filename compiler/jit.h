@@ -62,6 +62,10 @@ typedef struct Jit Jit;
  * emit_llvm_optimize() says (jit_run uses 2). Returns NULL after
  * reporting a failure. */
 Jit *jit_compile(Diag *d, const Program *p, int level);
+/* The same, split into nparts modules compiled at the same time (0: one a
+ * processor, as jit_compile does; at most 16). The split changes no
+ * result. */
+Jit *jit_compile_parts(Diag *d, const Program *p, int level, int nparts);
 /* Loads weights from a safetensors image in memory with NAME_load's
  * checks and messages. Returns 0, or -1 with a message in err (errlen
  * bytes) and the state unchanged. */

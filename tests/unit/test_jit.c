@@ -298,9 +298,9 @@ static void test_lenet5(void **state) {
 }
 
 /* A model's outputs through jit_compile at level, on fixed files. */
-static float *jit_outputs(Compiled *c, Program *p, int level, int64_t count,
-                          size_t *n) {
-  Jit *j = compiled(c, jit_compile(&c->d, p, level));
+static float *jit_outputs_parts(Compiled *c, Program *p, int level, int nparts,
+                                int64_t count, size_t *n) {
+  Jit *j = compiled(c, jit_compile_parts(&c->d, p, level, nparts));
   unsigned char *data;
   size_t len;
   char err[512];
@@ -325,6 +325,49 @@ static float *jit_outputs(Compiled *c, Program *p, int level, int64_t count,
   rt_tensors_free(&in);
   jit_free(j);
   return all;
+}
+
+static float *jit_outputs(Compiled *c, Program *p, int level, int64_t count,
+                          size_t *n) {
+  return jit_outputs_parts(c, p, level, 0, count, n);
+}
+
+static void same_bits(const float *ref, const float *got, size_t n,
+                      const char *what, int how) {
+  for (size_t i = 0; i < n; i++)
+    if (memcmp(&ref[i], &got[i], 4) != 0 && !(isnan(ref[i]) && isnan(got[i]))) {
+      fprintf(stderr, "%s (%d) [%zu]: %.9g, against %.9g\n", what, how, i,
+              got[i], ref[i]);
+      fail();
+    }
+}
+
+/* Splitting the program into modules compiled at the same time changes no
+ * bit, whether a kernel's count is fixed (batch 1) or not, and with more
+ * parts than kernels. */
+static void test_parts(void **state) {
+  (void)state;
+  static const char *const models[] = {"dsl-examples/lenet5.cnn",
+                                       "tests/oracle/ops/two_io.cnn",
+                                       "tests/oracle/ops/lrn.cnn"};
+  for (size_t m = 0; m < sizeof models / sizeof models[0]; m++)
+    for (int64_t batch = 1; batch <= 3; batch += 2) {
+      Compiled *c = compile_file(models[m]);
+      Program *p = forward(c, batch);
+      rng = 7;
+      write_weights(p, W, (Spoil){0});
+      write_inputs(p, IN, batch, 1, (BadInput){0});
+      size_t n, k;
+      float *ref = jit_outputs_parts(c, p, 2, 1, batch, &n);
+      for (int parts = 2; parts <= 16; parts *= 2) {
+        float *got = jit_outputs_parts(c, p, 2, parts, batch, &k);
+        assert_int_equal(n, k);
+        same_bits(ref, got, n, models[m], parts);
+        free(got);
+      }
+      free(ref);
+      release(c);
+    }
 }
 
 /* Switching LLVM's optimizations off changes no bit. */
@@ -633,6 +676,7 @@ int main(void) {
       cmocka_unit_test(test_ops),
       cmocka_unit_test(test_lenet5),
       cmocka_unit_test(test_levels),
+      cmocka_unit_test(test_parts),
       cmocka_unit_test(test_detects_difference),
       cmocka_unit_test(test_bad_weights),
       cmocka_unit_test(test_bad_inputs),
