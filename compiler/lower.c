@@ -835,6 +835,11 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     needed[g->loss->id] = 1;
     for (int i = 0; i < nn; i++)
       needed[i] |= g->nodes.v[i]->grad_of != NULL;
+    /* The forward pass computes every output, as a PyTorch training loop
+     * calling the model does: a batch norm on an output outside the loss
+     * still updates its running statistics. */
+    for (int i = 0; i < g->outputs.n; i++)
+      needed[g->outputs.v[i].node->id] = 1;
   } else {
     for (int i = 0; i < g->outputs.n; i++)
       needed[g->outputs.v[i].node->id] = 1;

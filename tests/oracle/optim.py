@@ -102,6 +102,22 @@ model {NAME} {
   }
 }
 """, False),
+    # The same with a batch norm on the head the loss does not use: the
+    # forward pass still runs it, so its running statistics move, as in a
+    # PyTorch loop that computes every output.
+    "two_heads_bn": ("""
+model {NAME} {
+  input x[6]
+  h = x -> fc1: dense(5) -> tanh
+  output y = h -> fc2: dense(3)
+  output aux = h -> fc3: dense(2) -> b3: bn(momentum=0.3)
+  loss cross_entropy(y)
+  train {
+    batch = 4
+    optimizer {OPT}
+  }
+}
+""", False),
 }
 
 # name: (model, optimizer text, torch optimizer, {step: set_lr}, control)
@@ -140,6 +156,9 @@ CASES = [
     ("adam_unused_head", "two_heads", "adam(lr=0.01, weight_decay=0.1)",
      ("Adam", dict(lr=0.01, weight_decay=0.1)), {},
      (("Adam", dict(lr=0.01)), {})),
+    ("sgd_unused_bn_head", "two_heads_bn", "sgd(lr=0.1, momentum=0.9)",
+     ("SGD", dict(lr=0.1, momentum=0.9)), {},
+     (("SGD", dict(lr=0.1)), {})),
 ]
 
 
