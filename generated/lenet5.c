@@ -945,7 +945,9 @@ static void forward_tanh0(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
       float v = c1[n * 4704 + i];
-      tanh0[n * 4704 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh0[n * 4704 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1044,7 +1046,9 @@ static void forward_tanh1(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
       float v = c3[n * 1600 + i];
-      tanh1[n * 1600 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh1[n * 1600 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1108,7 +1112,9 @@ static void forward_tanh2(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 120; i++) {
       float v = f5[n * 120 + i];
-      tanh2[n * 120 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh2[n * 120 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1151,7 +1157,9 @@ static void forward_tanh3(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 84; i++) {
       float v = f6[n * 84 + i];
-      tanh3[n * 84 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh3[n * 84 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1316,7 +1324,9 @@ static void train_tanh0(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
       float v = c1[n * 4704 + i];
-      tanh0[n * 4704 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh0[n * 4704 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1415,7 +1425,9 @@ static void train_tanh1(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
       float v = c3[n * 1600 + i];
-      tanh1[n * 1600 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh1[n * 1600 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1479,7 +1491,9 @@ static void train_tanh2(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 120; i++) {
       float v = f5[n * 120 + i];
-      tanh2[n * 120 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh2[n * 120 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1522,7 +1536,9 @@ static void train_tanh3(lenet5_state *s, ptrdiff_t count) {
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 84; i++) {
       float v = f6[n * 84 + i];
-      tanh3[n * 84 + i] = tanhf(v);
+      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c * c;
+      tanh3[n * 84 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }

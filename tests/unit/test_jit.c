@@ -370,6 +370,52 @@ static void test_parts(void **state) {
     }
 }
 
+/* tanh, which cnnc computes as a rational function (lower.c, tanh_of),
+ * against the C library's tanh in double: within 6 float ulps of it over
+ * [-10, 10] and at the edges of float, never above 1 in size, and odd;
+ * -0, NaN and the infinities give -0, NaN and +-1 within an ulp. The C
+ * path computes the same bits (test_ops runs ops/activations.cnn). */
+static void test_tanh(void **state) {
+  (void)state;
+  enum { WIDTH = 1024, B = 64, N = WIDTH * B };
+  Compiled *c =
+      compile_ok("model t {\n  input x[1024]\n  output y = x -> tanh\n}\n");
+  Program *p = forward(c, B);
+  Jit *j = compiled(c, jit_compile(&c->d, p, 2));
+  static float x[N], y[N];
+  static const float special[] = {0.0f,  -0.0f, 1e-30f,    -1e-30f,   1e-3f,
+                                  0.55f, 7.9f,  7.905311f, 7.91f,     8.0f,
+                                  20.0f, 3e38f, INFINITY,  -INFINITY, NAN};
+  int ns = (int)(sizeof special / sizeof *special);
+  for (int i = 0; i < N; i++)
+    x[i] = i < ns ? special[i] : -10.0f + 20.0f * (float)(i - ns) / (N - ns);
+  const void *ins[] = {x};
+  void *outs[] = {y};
+  assert_int_equal(jit_call(j, B, ins, outs), 0);
+  double worst = 0;
+  for (int i = 0; i < N; i++) {
+    if (isnan(x[i])) {
+      assert_true(isnan(y[i]));
+      continue;
+    }
+    double t = tanh((double)x[i]);
+    float ft = (float)fabs(t);
+    double ulp = (double)nextafterf(ft, INFINITY) - (double)ft;
+    double err = fabs((double)y[i] - t) / ulp;
+    if (err > worst)
+      worst = err;
+    if (err > 6 || fabsf(y[i]) > 1 || signbit(y[i]) != signbit(x[i]))
+      fprintf(stderr, "tanh(%.9g) = %.9g, against %.9g: %.2f ulps\n", x[i],
+              y[i], t, err);
+    assert_true(err <= 6);
+    assert_true(fabsf(y[i]) <= 1);
+    assert_true(signbit(y[i]) == signbit(x[i]));
+  }
+  printf("  tanh: worst %.2f ulps over %d values\n", worst, N);
+  jit_free(j);
+  release(c);
+}
+
 /* Switching LLVM's optimizations off changes no bit. */
 static void test_levels(void **state) {
   (void)state;
@@ -677,6 +723,7 @@ int main(void) {
       cmocka_unit_test(test_lenet5),
       cmocka_unit_test(test_levels),
       cmocka_unit_test(test_parts),
+      cmocka_unit_test(test_tanh),
       cmocka_unit_test(test_detects_difference),
       cmocka_unit_test(test_bad_weights),
       cmocka_unit_test(test_bad_inputs),
