@@ -19,7 +19,7 @@
  *   literal ("%.9g" then strtof), so both see the same bits.
  * - fmaxf/fminf are written out as glibc's x86-64 code computes them
  *   (maxss/minss, with the NaN cases: fmaxf(x, y) is x > y ? x : y, and
- *   x when y is NaN), which vectorizes; expf, logf, tanhf and powf are
+ *   x when y is NaN), which vectorizes; expf, logf and powf are
  *   calls into the process's libm, marked nobuiltin so LLVM neither folds
  *   nor rewrites them (powf(2, x) is not exp2f(x) to the last bit);
  *   sqrtf is llvm.sqrt, correctly rounded like sqrtss and libm.
@@ -58,7 +58,7 @@ typedef struct Emit {
   LLVMBuilderRef b;
   LLVMTypeRef f32, f64, i64, i32, i1, i8p, state, statep, un, bin;
   LLVMTypeRef *fields; /* of JitState */
-  LLVMValueRef expf_, logf_, tanhf_, powf_, sqrt_;
+  LLVMValueRef expf_, logf_, powf_, sqrt_;
   LLVMAttributeRef nobuiltin;
   char *cpu, *features;
   BuiltVec built;
@@ -388,13 +388,11 @@ static LLVMValueRef expr(Emit *e, const Expr *x) {
   }
   case X_EXP:
   case X_LOG:
-  case X_TANH:
   case X_SQRT: {
     LLVMValueRef a = to_float(e, expr(e, x->a));
-    LLVMValueRef fn = x->k == X_EXP    ? e->expf_
-                      : x->k == X_LOG  ? e->logf_
-                      : x->k == X_TANH ? e->tanhf_
-                                       : e->sqrt_;
+    LLVMValueRef fn = x->k == X_EXP   ? e->expf_
+                      : x->k == X_LOG ? e->logf_
+                                      : e->sqrt_;
     if (x->k == X_SQRT) /* an intrinsic, not a library call */
       return LLVMBuildCall2(e->b, e->un, fn, &a, 1, "");
     return call(e, fn, e->un, &a, 1);
@@ -892,7 +890,6 @@ LLVMModuleRef emit_llvm_part(Diag *d, LLVMContextRef ctx, const Program *p,
   e->bin = LLVMFunctionType(e->f32, two, 2, 0);
   e->expf_ = libm(e, "expf", e->un);
   e->logf_ = libm(e, "logf", e->un);
-  e->tanhf_ = libm(e, "tanhf", e->un);
   e->powf_ = libm(e, "powf", e->bin);
   e->sqrt_ = LLVMGetIntrinsicDeclaration(
       e->m, LLVMLookupIntrinsicID("llvm.sqrt", 9), &e->f32, 1);

@@ -9,7 +9,7 @@
  * code, with the driver's checks and messages. Files are checked before
  * anything is compiled, so a wrong file costs no compile time.
  *
- * The compiled code calls expf, logf, tanhf and powf: they are bound to
+ * The compiled code calls expf, logf and powf: they are bound to
  * this process's libm, the functions the C path's code calls; anything
  * else the code generator asks for (memset, memcpy) comes from the
  * process too.
@@ -127,7 +127,7 @@ static PREFIX_tensor *weights_table(const Program *p, int *n) {
   return tab;
 }
 
-static const char *const libm_names[] = {"expf",   "logf",   "tanhf",  "powf",
+static const char *const libm_names[] = {"expf",   "logf",   "powf",
                                          "memset", "memcpy", "memmove"};
 
 /* Binds the library functions the code calls to this process's. */
@@ -140,7 +140,7 @@ static int define_symbols(Diag *d, LLVMOrcLLJITRef jit) {
                   "search this process for symbols"))
     return -1;
   LLVMOrcJITDylibAddGenerator(jd, gen);
-  void *addr[] = {(void *)expf,   (void *)logf,   (void *)tanhf,  (void *)powf,
+  void *addr[] = {(void *)expf,   (void *)logf,   (void *)powf,
                   (void *)memset, (void *)memcpy, (void *)memmove};
   enum { N = sizeof addr / sizeof addr[0] };
   LLVMJITCSymbolMapPair syms[N];

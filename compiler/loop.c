@@ -371,7 +371,6 @@ void loop_print_expr(FILE *out, const Kernel *k, const Expr *e, int c) {
   case X_MIN: fn = e->isint ? "min" : c ? "fminf" : "min"; break;
   case X_EXP: fn = c ? "expf" : "exp"; break;
   case X_LOG: fn = c ? "logf" : "log"; break;
-  case X_TANH: fn = c ? "tanhf" : "tanh"; break;
   case X_SQRT: fn = c ? "sqrtf" : "sqrt"; break;
   case X_POW: fn = c ? "powf" : "pow"; break;
   default: break;

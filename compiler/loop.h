@@ -56,7 +56,6 @@ typedef enum XKind {
   X_NEG,
   X_EXP,
   X_LOG,
-  X_TANH,
   X_SQRT,
   X_POW,
   X_LT, /* comparisons and conjunction give booleans */

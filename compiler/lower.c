@@ -775,8 +775,8 @@ static void check_labels(Program *p, const Node *loss, Buffer *labels) {
 /* The optimizer's update of every trainable parameter, PyTorch's rules:
  * SGD with momentum (the buffer starts at zero, which equals PyTorch's
  * first-step copy), Nesterov and weight decay; Adam with bias correction
- * and weight decay added to the gradient. The caller counts the step. */
-/* gbuf[i]: the gradient the backward pass computes for parameter i, or
+ * and weight decay added to the gradient. The caller counts the step.
+ * gbuf[i] is the gradient the backward pass computes for parameter i, or
  * NULL where the loss does not reach it. */
 static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
   const Graph *g = p->g;
@@ -860,18 +860,15 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
   p->train = train;
   int nn = g->nodes.n;
   int *needed = arena_alloc(a, sizeof(int) * (size_t)(nn + 1));
+  /* The forward pass computes every output, in training too, as a PyTorch
+   * loop calling the model does: a batch norm on an output outside the
+   * loss still updates its running statistics. */
+  for (int i = 0; i < g->outputs.n; i++)
+    needed[g->outputs.v[i].node->id] = 1;
   if (train) {
     needed[g->loss->id] = 1;
     for (int i = 0; i < nn; i++)
       needed[i] |= g->nodes.v[i]->grad_of != NULL;
-    /* The forward pass computes every output, as a PyTorch training loop
-     * calling the model does: a batch norm on an output outside the loss
-     * still updates its running statistics. */
-    for (int i = 0; i < g->outputs.n; i++)
-      needed[g->outputs.v[i].node->id] = 1;
-  } else {
-    for (int i = 0; i < g->outputs.n; i++)
-      needed[g->outputs.v[i].node->id] = 1;
   }
   for (int i = nn - 1; i >= 0; i--)
     if (needed[i])

@@ -48,12 +48,9 @@ __attribute__((format(printf, 2, 3))) static int bad(Ctx *c, const char *fmt,
 
 /* A name from a hostile file, fit to print: short, no control bytes. */
 static const char *shown(const char *s, char buf[SHOWN]) {
-  size_t i = 0;
-  for (; s[i] && i < SHOWN - 4; i++)
-    buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+  size_t i = strlen(rt_printable(s, buf, SHOWN - 3));
   if (s[i])
-    memcpy(buf + i, "...", 3), i += 3;
-  buf[i] = 0;
+    memcpy(buf + i, "...", 4);
   return buf;
 }
 
