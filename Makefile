@@ -37,6 +37,7 @@ LIB_SRC = compiler/mem.c compiler/diag.c compiler/ast.c compiler/load.c \
           compiler/shape.c compiler/check.c compiler/dot.c compiler/loop.c \
           compiler/lower.c compiler/lower_grad.c compiler/lower_conv.c \
           compiler/lower_dense.c compiler/schedule.c compiler/autodiff.c \
+          compiler/fuse.c \
           compiler/plan.c compiler/emit_c.c compiler/run.c \
           compiler/emit_llvm.c compiler/jit.c compiler/jit_train.c
 GEN_SRC = $(BUILD)/parser.c $(BUILD)/lexer.c $(BUILD)/gen/st_template.c
@@ -216,7 +217,10 @@ check-diagnostics: $(BUILD)/cnnc $(BUILD)/cnnc-san
 
 # The cases that run through every tiled nest (convolutions at every
 # stride, padding, dilation and grouping; dense layers), for -fno-tile.
-NO_TILE_CASES = conv_same conv_stride_pad dense lenet5
+NO_TILE_CASES = conv_same conv_stride_pad dense lenet5 fusion
+# The cases whose chains the fusion pass fuses (conv, dense or batch norm
+# with batch norm, residual add and activation), for -fno-fuse.
+NO_FUSE_CASES = fusion bn add lenet5
 
 check-oracle: $(BUILD)/cnnc
 	@echo "== parameter totals"
@@ -235,6 +239,11 @@ check-oracle: $(BUILD)/cnnc
 	  --only alexnet --only resnet18
 	@CNNC_FLAGS=-fno-tile $(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc \
 	  $(NO_TILE_CASES:%=--only %) --only conv_dilation_groups
+	@echo "== the same with -fno-fuse (a kernel per layer): the fused chains"
+	@CNNC_FLAGS=-fno-fuse $(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc \
+	  $(NO_FUSE_CASES:%=--only %) --only resnet18
+	@CNNC_FLAGS=-fno-fuse $(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc \
+	  $(NO_FUSE_CASES:%=--only %)
 	@echo "== gradients against finite differences of cnnc's own loss"
 	@$(PYTHON) tests/oracle/fd.py $(BUILD)/cnnc
 	@echo "== SGD and Adam steps of the generated code against torch.optim"

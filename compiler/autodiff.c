@@ -126,11 +126,13 @@ static void rule(AD *A, Node *n, Node *dy) {
     if (dx_wanted)
       give(A, x, make(A, OP_POOL_DX, n, "dx", x->shape, x, dy, NULL));
     return;
-  case OP_RELU:
-  case OP_LEAKY_RELU:
+  case OP_LEAKY_RELU: /* with a negative slope, y > 0 does not say x > 0 */
     if (dx_wanted)
       give(A, x, make(A, OP_ACT_DX, n, "dx", x->shape, x, dy, NULL));
     return;
+  /* The output is enough (relu: y > 0 exactly where x > 0), so the input
+   * need not be kept for the backward pass and fusion can drop it. */
+  case OP_RELU:
   case OP_TANH:
   case OP_SIGMOID:
     if (dx_wanted)

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fuse.h"
 #include "ops.h"
 
 /* C keywords and the generated code's own names, which buffers avoid. */
@@ -151,6 +152,8 @@ Buffer *lower_scratch(Lower *L, const char *what, Shape s) {
   return b;
 }
 
+static void epilogue_pass(Lower *L, Buffer *y);
+
 /* Convolution, accumulating each (input channel, tap) into the output
  * plane: the innermost loop walks an output row and the matching input
  * row, which compilers vectorize, and every output element still sums
@@ -194,6 +197,7 @@ static void lower_conv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
       b, y, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys),
       mul(L, load(L, x, idx(L, V(L, n), icx, ih, iw, xs)), x_temp(L->p, wv)));
   close(L, gw + 1 + gh + 1 + 3 + 2 + (g >= 0));
+  epilogue_pass(L, y);
 }
 
 /* Transposed convolution as a scatter: every input element adds its
@@ -258,8 +262,8 @@ static void lower_dense(Lower *L, Buffer *y, Buffer *x, Buffer *w,
   Expr *wv = load(L, w, add(L, mul(L, V(L, o), I(L, in)), V(L, i)));
   lb_set(b, acc, add(L, x_temp(L->p, acc), mul(L, xv, wv)));
   close(L, 1);
-  lb_store(b, y, add(L, mul(L, V(L, n), I(L, out)), V(L, o)),
-           x_temp(L->p, acc));
+  Expr *at = add(L, mul(L, V(L, n), I(L, out)), V(L, o));
+  lb_store(b, y, at, lower_epilogue(L, x_temp(L->p, acc), V(L, o), at));
   close(L, 2);
 }
 
@@ -341,18 +345,29 @@ static void lower_adaptive(Lower *L, Buffer *y, Buffer *x) {
   close(L, 4);
 }
 
-/* y = f(x) element by element; f is built from the loaded value. */
-static Expr *activation(Lower *L, Expr *v) {
-  const Node *nd = L->node;
+static Expr *tanh_of(Lower *L, int v);
+
+/* y = f(x) element by element, f being activation node nd's. */
+static Expr *activation(Lower *L, const Node *nd, Expr *v) {
   Program *p = L->p;
   switch (nd->op) {
-  case OP_RELU: return x_bin(p, X_MAX, v, F(L, 0));
-  case OP_LEAKY_RELU:
-    return x_select(p, x_bin(p, X_LT, F(L, 0), v), v,
-                    mul(L, F(L, nd->at.a), v));
+  /* v < 0 ? 0 : v, not fmaxf: NaN and -0 pass as in PyTorch, and a call
+   * of fmaxf (which gcc does not inline) would keep the nest around it
+   * from vectorizing and its registers from living across it. */
+  case OP_RELU: {
+    int t = lb_let(&L->b, "v", v);
+    return x_select(p, x_bin(p, X_LT, x_temp(p, t), F(L, 0)), F(L, 0),
+                    x_temp(p, t));
+  }
+  case OP_LEAKY_RELU: {
+    int t = lb_let(&L->b, "v", v);
+    return x_select(p, x_bin(p, X_LT, F(L, 0), x_temp(p, t)), x_temp(p, t),
+                    mul(L, F(L, nd->at.a), x_temp(p, t)));
+  }
   case OP_SIGMOID:
     return x_bin(p, X_DIV, F(L, 1),
                  add(L, F(L, 1), x_un(p, X_EXP, x_un(p, X_NEG, v))));
+  case OP_TANH: return tanh_of(L, lb_let(&L->b, "v", v));
   default: return v;
   }
 }
@@ -391,11 +406,36 @@ static void lower_elementwise(Lower *L, Buffer *y, Buffer *x) {
   int n = lb_for(b, "n", -1);
   int i = lb_for(b, "i", shape_numel(s));
   Expr *at = flat(L, V(L, n), V(L, i), s);
-  int v = lb_let(b, "v", load(L, x, at));
-  lb_store(b, y, at,
-           L->node->op == OP_TANH ? tanh_of(L, v)
-                                  : activation(L, x_temp(L->p, v)));
+  lb_store(b, y, at, activation(L, L->node, load(L, x, at)));
   close(L, 2);
+}
+
+Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at) {
+  const Epilogue *e = L->ep;
+  if (!e)
+    return v;
+  if (e->scale)
+    v = add(L, mul(L, v, load(L, e->scale, ch)), load(L, e->shift, ch));
+  if (e->residual)
+    v = add(L, v, load(L, e->residual, at));
+  return e->act ? activation(L, e->act, v) : v;
+}
+
+/* The epilogue as a pass over y, after a head whose nest accumulates in
+ * y itself (the plain convolution). */
+static void epilogue_pass(Lower *L, Buffer *y) {
+  if (!L->ep)
+    return;
+  Shape s = L->node->shape;
+  int64_t C = s.d[0], P = shape_numel(s) / C;
+  LoopBuilder *b = &L->b;
+  int n = lb_for(b, "n", -1);
+  int c = lb_for(b, "c", C);
+  int i = lb_for(b, "i", P);
+  Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)),
+                 V(L, i));
+  lb_store(b, y, at, lower_epilogue(L, load(L, y, at), V(L, c), at));
+  close(L, 3);
 }
 
 static void lower_add(Lower *L, Buffer *y, Buffer *a, Buffer *c) {
@@ -404,7 +444,8 @@ static void lower_add(Lower *L, Buffer *y, Buffer *a, Buffer *c) {
   int n = lb_for(b, "n", -1);
   int i = lb_for(b, "i", shape_numel(s));
   Expr *at = flat(L, V(L, n), V(L, i), s);
-  lb_store(b, y, at, add(L, load(L, a, at), load(L, c, at)));
+  lb_store(b, y, at,
+           lower_epilogue(L, add(L, load(L, a, at), load(L, c, at)), NULL, at));
   close(L, 2);
 }
 
@@ -465,7 +506,10 @@ static void lower_bn(Lower *L, Buffer *y, Buffer *x, Buffer **ps) {
   Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)),
                  V(L, i));
   lb_store(b, y, at,
-           add(L, mul(L, load(L, x, at), x_temp(L->p, sc)), x_temp(L->p, sh)));
+           lower_epilogue(L,
+                          add(L, mul(L, load(L, x, at), x_temp(L->p, sc)),
+                              x_temp(L->p, sh)),
+                          NULL, at));
   close(L, 3);
 }
 
@@ -763,7 +807,7 @@ static void add_inits(Program *p, Buffer *b, const Param *prm) {
 static void check_labels(Program *p, const Node *loss, Buffer *labels) {
   const Shape ls = loss->in.v[0]->shape;
   Kernel *k = loop_kernel(p, labels->name, "label check", labels->node->loc);
-  Lower L = {p, lb_start(p, k), loss};
+  Lower L = {p, lb_start(p, k), loss, NULL};
   int n = lb_for(&L.b, "n", -1);
   int i = lb_for(&L.b, "i", shape_numel(labels->shape));
   Expr *v = load(&L, labels, flat(&L, V(&L, n), V(&L, i), labels->shape));
@@ -802,7 +846,7 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
     }
     Kernel *k = loop_kernel(p, prm->name, t->opt == OPT_ADAM ? "adam" : "sgd",
                             prm->owner->loc);
-    Lower L = {p, lb_start(p, k), prm->owner};
+    Lower L = {p, lb_start(p, k), prm->owner, NULL};
     LoopBuilder *b = &L.b;
     int e = lb_for(b, "i", w->size);
     Expr *at = V(&L, e);
@@ -846,15 +890,66 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
   p->kernels = forward;
 }
 
-Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train) {
-  return lower_tiled(d, a, g, batch, train, 1);
+/* A fused chain's batch norm as per-channel scale and shift, computed at
+ * the start of the chain's kernel exactly as lower_bn computes them. */
+static void bn_coefficients(Lower *L, Epilogue *ep, const Node *bn,
+                            Buffer **pbuf) {
+  Program *p = L->p;
+  int64_t C = bn->shape.d[0];
+  Buffer *ps[8] = {0};
+  for (int j = 0; j < bn->params.n && j < 8; j++)
+    ps[j] = pbuf[bn->params.v[j]->index];
+  Buffer *w = param(ps, bn, "weight"), *bias = param(ps, bn, "bias");
+  Buffer *mean = param(ps, bn, "running_mean"),
+         *var = param(ps, bn, "running_var");
+  Buffer **out[2] = {&ep->scale, &ep->shift};
+  const char *what[2] = {"scale", "shift"};
+  for (int j = 0; j < 2; j++) {
+    Buffer *b = new_buffer(p, arena_printf(p->a, "%s.%s", bn->name, what[j]),
+                           BUF_ARENA, C);
+    b->node = bn;
+    b->shape = shape_of(1, &C);
+    *out[j] = b;
+  }
+  LoopBuilder *b = &L->b;
+  int c = lb_for(b, "c", C);
+  Expr *scale =
+      x_bin(p, X_DIV, load(L, w, V(L, c)),
+            x_un(p, X_SQRT, add(L, load(L, var, V(L, c)), F(L, bn->at.eps))));
+  int sc = lb_let(b, "scale", scale);
+  lb_store(b, ep->scale, V(L, c), x_temp(p, sc));
+  lb_store(b, ep->shift, V(L, c),
+           sub(L, load(L, bias, V(L, c)),
+               mul(L, load(L, mean, V(L, c)), x_temp(p, sc))));
+  close(L, 1);
 }
 
-Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
-                     int train, int tile) {
+/* "conv+bn+relu with bn1 and relu0": the operators, then the layers the
+ * head's kernel computes too. */
+static const char *chain_what(Arena *a, const Chain *ch) {
+  const Node *m[3];
+  int n = 0;
+  if (ch->bn)
+    m[n++] = ch->bn;
+  if (ch->add)
+    m[n++] = ch->add;
+  if (ch->act)
+    m[n++] = ch->act;
+  const char *s = arena_printf(a, "%s with %s", ch->what, m[0]->name);
+  for (int i = 1; i < n; i++)
+    s = arena_printf(a, "%s%s%s", s, i == n - 1 ? " and " : ", ", m[i]->name);
+  return s;
+}
+
+Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train) {
+  return lower_passes(d, a, g, batch, train, LOWER_TILE | LOWER_FUSE);
+}
+
+Program *lower_passes(Diag *d, Arena *a, const Graph *g, int64_t batch,
+                      int train, unsigned passes) {
   Program *p = arena_alloc(a, sizeof *p);
   p->a = a;
-  p->tile = tile;
+  p->tile = (passes & LOWER_TILE) != 0;
   p->g = g;
   p->batch = batch;
   p->train = train;
@@ -874,6 +969,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     if (needed[i])
       for (int j = 0; j < g->nodes.v[i]->in.n; j++)
         needed[g->nodes.v[i]->in.v[j]->id] = 1;
+  Chain **chain = passes & LOWER_FUSE ? fuse(a, g, needed, train) : NULL;
   /* Parameters and buffers, in the graph's order. */
   Buffer **pbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(g->params.n + 1));
   Buffer **gbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(g->params.n + 1));
@@ -909,6 +1005,8 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     const Node *nd = g->nodes.v[i];
     if (!needed[i] || nd->op == OP_INPUT)
       continue;
+    if (chain && chain[i] && chain[i]->last != nd)
+      continue; /* inside a fused kernel, never stored */
     if (nd->op == OP_PARAM) {
       nbuf[i] = pbuf[nd->param->index];
       continue;
@@ -932,9 +1030,14 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
   if (train && labels && g->loss->op == OP_CROSS_ENTROPY)
     check_labels(p, g->loss, labels);
   for (int i = 0; i < nn; i++) {
-    const Node *nd = g->nodes.v[i];
-    if (!needed[i] || nd->op == OP_INPUT || nd->op == OP_PARAM)
+    const Node *last = g->nodes.v[i];
+    if (!needed[i] || last->op == OP_INPUT || last->op == OP_PARAM)
       continue;
+    /* A fused chain is one kernel, the head's, where its last node was. */
+    const Chain *ch = chain ? chain[i] : NULL;
+    if (ch && ch->last != last)
+      continue;
+    const Node *nd = ch ? ch->head : last;
     Buffer *in[64];
     Buffer **ins = nd->in.n <= 64
                        ? in
@@ -948,8 +1051,16 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
         arena_alloc(a, sizeof(Buffer *) * (size_t)(owner->params.n + 1));
     for (int j = 0; j < owner->params.n; j++)
       ps[j] = pbuf[owner->params.v[j]->index];
-    Kernel *k = loop_kernel(p, nd->name, op_info[nd->op].name, nd->loc);
-    Lower L = {p, lb_start(p, k), nd};
+    Kernel *k = loop_kernel(
+        p, nd->name, ch ? chain_what(a, ch) : op_info[nd->op].name, nd->loc);
+    Epilogue ep = {NULL, NULL, NULL, NULL};
+    Lower L = {p, lb_start(p, k), nd, ch ? &ep : NULL};
+    if (ch) {
+      if (ch->bn)
+        bn_coefficients(&L, &ep, ch->bn, pbuf);
+      ep.residual = ch->residual ? nbuf[ch->residual->id] : NULL;
+      ep.act = ch->act;
+    }
     int made = train && lower_train_node(&L, nbuf[i], ins, ps);
     if (!made && !lower_node(&L, nbuf[i], ins, ps))
       p->kernels.n--; /* an alias: nothing to compute */
@@ -966,7 +1077,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
       b->param_buf = pbuf[i];
       b->shape = prm->shape;
       Kernel *k = loop_kernel(p, b->name, "zero gradient", prm->owner->loc);
-      Lower L = {p, lb_start(p, k), prm->owner};
+      Lower L = {p, lb_start(p, k), prm->owner, NULL};
       int e = lb_for(&L.b, "i", b->size);
       lb_store(&L.b, b, V(&L, e), F(&L, 0));
       close(&L, 1);
@@ -983,7 +1094,7 @@ Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
     b->shape = o->node->shape;
     vec_push(a, p->outputs, b);
     Kernel *k = loop_kernel(p, o->name, "output", o->loc);
-    Lower L = {p, lb_start(p, k), o->node};
+    Lower L = {p, lb_start(p, k), o->node, NULL};
     Buffer *src = nbuf[o->node->id];
     copy_kernel(&L, b, src, o->node->shape);
   }

@@ -9,9 +9,13 @@
  * the training step (forward in training mode, loss, backward; needs
  * autodiff first) instead of the forward pass. */
 Program *lower(Diag *d, Arena *a, const Graph *g, int64_t batch, int train);
-/* The same with tiling chosen: tile 0 builds every nest plain, one output
- * element at a time (cnnc -fno-tile); lower() tiles. */
-Program *lower_tiled(Diag *d, Arena *a, const Graph *g, int64_t batch,
-                     int train, int tile);
+/* The passes lowering runs; lower() runs them all. */
+enum {
+  LOWER_TILE = 1, /* tiled nests (schedule.h); without it every nest is
+                     plain, one output element at a time (cnnc -fno-tile) */
+  LOWER_FUSE = 2, /* one kernel per fused chain (fuse.h; cnnc -fno-fuse) */
+};
+Program *lower_passes(Diag *d, Arena *a, const Graph *g, int64_t batch,
+                      int train, unsigned passes);
 
 #endif

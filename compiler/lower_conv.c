@@ -109,10 +109,13 @@ static void fwd_tile(Lower *L, Conv *c, Expr *oh, Expr *col, int64_t width,
   close(L, gw + 1 + 1 + 1 + gh + 1 + 1);
   j = lb_for(b, "j", ocb);
   i = lb_for(b, "i", width);
-  lb_store(b, c->y,
-           idx(L, V(L, c->n), add(L, ocx0, V(L, j)), oh, add(L, col, V(L, i)),
-               c->ys),
-           load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i))));
+  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), oh,
+                  add(L, col, V(L, i)), c->ys);
+  lb_store(b, c->y, yat,
+           lower_epilogue(
+               L,
+               load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i))),
+               add(L, ocx0, V(L, j)), yat));
   close(L, 2);
 }
 
@@ -152,10 +155,13 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0) {
   Expr *p = x_itemp(L->p, pv);
   Expr *col = x_bin(L->p, X_MOD, p, I(L, g->W));
   lb_if(b, x_bin(L->p, X_LT, col, I(L, g->OW)));
-  lb_store(b, c->y,
-           idx(L, V(L, c->n), add(L, ocx0, V(L, j)), dvd(L, p, I(L, g->W)), col,
-               c->ys),
-           load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i))));
+  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), dvd(L, p, I(L, g->W)),
+                  col, c->ys);
+  lb_store(b, c->y, yat,
+           lower_epilogue(
+               L,
+               load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i))),
+               add(L, ocx0, V(L, j)), yat));
   close(L, 3);
 }
 

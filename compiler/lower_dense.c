@@ -72,7 +72,8 @@ int lower_dense_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
          add(L, x_temp(L->p, sum),
              load(L, acc, add(L, mul(L, V(L, j), I(L, lanes)), V(L, l)))));
   close(L, 1);
-  lb_store(b, y, at2(L, V(L, n), out, o), x_temp(L->p, sum));
+  Expr *at = at2(L, V(L, n), out, o);
+  lb_store(b, y, at, lower_epilogue(L, x_temp(L->p, sum), o, at));
   close(L, 3);
   return 1;
 }

@@ -123,7 +123,9 @@ static void bn_train(Lower *L, Buffer *y, Buffer *x, Buffer **ps) {
   int n = lb_for(b, "n", -1);
   int i = lb_for(b, "i", P);
   Expr *at = ncp(L, V(L, n), V(L, c), V(L, i), C, P);
-  lb_store(b, y, at, add(L, mul(L, load(L, x, at), T(L, sc)), T(L, sh)));
+  lb_store(b, y, at,
+           lower_epilogue(L, add(L, mul(L, load(L, x, at), T(L, sc)), T(L, sh)),
+                          NULL, at));
   close(L, 3);
   Buffer *nbt = role(nd, ps, "num_batches_tracked");
   lb_accum(b, nbt, I(L, 0), I(L, 1));
@@ -494,8 +496,7 @@ static void act_dx(Lower *L, Buffer *dx, Buffer *v, Buffer *dy) {
   int n = lb_for(b, "n", -1);
   int i = lb_for(b, "i", shape_numel(s));
   Expr *at = flat(L, V(L, n), V(L, i), s);
-  int t = lb_let(b, of->op == OP_RELU || of->op == OP_LEAKY_RELU ? "x" : "y",
-                 load(L, v, at));
+  int t = lb_let(b, of->op == OP_LEAKY_RELU ? "x" : "y", load(L, v, at));
   Expr *g = load(L, dy, at), *r;
   switch (of->op) {
   case OP_RELU: r = x_select(L->p, lt(L, F(L, 0), T(L, t)), g, F(L, 0)); break;

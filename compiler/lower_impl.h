@@ -5,10 +5,21 @@
 
 #include "lower.h"
 
+/* What a fused kernel (fuse.h) applies to every value its head computes
+ * before storing it: a batch norm's per-channel scale and shift (computed
+ * at the kernel's start), a residual added at the same element, and an
+ * activation. */
+typedef struct Epilogue {
+  Buffer *scale, *shift;
+  Buffer *residual;
+  const Node *act;
+} Epilogue;
+
 typedef struct Lower {
   Program *p;
   LoopBuilder b;
   const Node *node;
+  const Epilogue *ep; /* NULL outside a fused kernel's head */
 } Lower;
 
 static inline Expr *I(Lower *L, int64_t v) { return x_int(L->p, v); }
@@ -94,6 +105,11 @@ static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
 /* An activation-arena buffer of shape s per sample that only the kernel
  * being lowered uses, named after its node and what. */
 Buffer *lower_scratch(Lower *L, const char *what, Shape s);
+
+/* The value v of element at (channel ch) of the head's output, as the
+ * chain's last node has it; v itself without an epilogue. ch may be NULL
+ * when the epilogue has no scale. */
+Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at);
 
 /* Convolution nests as their schedule says (lower_conv.c); each returns 0
  * when the schedule is the plain nest, which the caller then builds. */

@@ -104,6 +104,11 @@ static const char usage[] =
     "                     layers (each kernel's schedule shows in\n"
     "                     --dump-after=lower); the same results to float\n"
     "                     rounding, slower\n"
+    "  -fno-fuse          give every layer a kernel of its own instead of\n"
+    "                     fusing a convolution or dense layer with the\n"
+    "                     batch norm, residual add and activation after it\n"
+    "                     (kernels show as conv+bn+relu in\n"
+    "                     --dump-after=lower); the same results, slower\n"
     "  -Werror            treat warnings as errors\n"
     "  -v, --verbose      say what run compiles and where\n"
     "  -h, --help         show this help\n"
@@ -138,6 +143,7 @@ typedef struct Options {
   double max_memory; /* bytes the generated state may take */
   int params, werror, verbose, infer_only, jit;
   int no_tile; /* -fno-tile */
+  int no_fuse; /* -fno-fuse */
 } Options;
 
 static int ends_with(const char *s, const char *suffix) {
@@ -247,6 +253,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->params = 1;
     } else if (strcmp(a, "-fno-tile") == 0) {
       o->no_tile = 1;
+    } else if (strcmp(a, "-fno-fuse") == 0) {
+      o->no_fuse = 1;
     } else if (strcmp(a, "-Werror") == 0) {
       o->werror = 1;
     } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
@@ -440,14 +448,16 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
                g->name);
     return 1;
   }
-  Program *p = lower_tiled(d, arena, g, batch, 0, !o->no_tile), *t = NULL;
+  unsigned passes =
+      (o->no_tile ? 0u : LOWER_TILE) | (o->no_fuse ? 0u : LOWER_FUSE);
+  Program *p = lower_passes(d, arena, g, batch, 0, passes), *t = NULL;
   if (d->errors)
     return 1;
   /* The training step exists when the model has a loss; autodiff appends
    * the backward nodes after the forward pass is lowered. */
   if (g->loss && (grad || train || (!strcmp(c, "compile") && !o->infer_only))) {
     autodiff(d, g);
-    t = lower_tiled(d, arena, g, batch, 1, !o->no_tile);
+    t = lower_passes(d, arena, g, batch, 1, passes);
     if (d->errors)
       return 1;
   }

@@ -863,12 +863,12 @@ size_t lenet5_save(const lenet5_state *s, void *data, size_t size) {
                         lenet5_NTENSORS, s->f32, s->i64);
 }
 
-/* c1: conv, lenet5.cnn:9
+/* c1: conv+tanh with tanh0, lenet5.cnn:9
  * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 6 output channels x 16 positions; 55 tiles + 12, no guards */
 static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
-  float *c1 = s->arena + 0;
+  float *tanh0 = s->arena + 0;
   float *c1_padded = s->arena + 4704;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -904,7 +904,10 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 32 < 28) {
-              c1[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+              float z = c_2 * c_2;
+              tanh0[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
             }
           }
         }
@@ -930,7 +933,10 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
         for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
           ptrdiff_t p_2 = 880 + i_6;
           if (p_2 % 32 < 28) {
-            c1[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = acc[j_6 * 12 + i_6];
+            float v_2 = acc[j_6 * 12 + i_6];
+            float c_3 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
+            float z_2 = c_3 * c_3;
+            tanh0[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = c_3 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
@@ -938,24 +944,10 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   }
 }
 
-/* tanh0: tanh, lenet5.cnn:9 */
-static void forward_tanh0(lenet5_state *s, ptrdiff_t count) {
-  const float *c1 = s->arena + 0;
-  float *tanh0 = s->arena + 4704;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4704; i++) {
-      float v = c1[n * 4704 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh0[n * 4704 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
-    }
-  }
-}
-
 /* avgpool0: avgpool, lenet5.cnn:9 */
 static void forward_avgpool0(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0 = s->arena + 4704;
-  float *avgpool0 = s->arena + 1600;
+  const float *tanh0 = s->arena + 0;
+  float *avgpool0 = s->arena + 4704;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 6; c++) {
       for (ptrdiff_t oh = 0; oh < 14; oh++) {
@@ -973,13 +965,13 @@ static void forward_avgpool0(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* c3: conv, lenet5.cnn:10
+/* c3: conv+tanh with tanh1, lenet5.cnn:10
  * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 5 tiles + 16, no guards */
 static void forward_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
-  const float *avgpool0 = s->arena + 1600;
-  float *c3 = s->arena + 0;
+  const float *avgpool0 = s->arena + 4704;
+  float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 4; ob++) {
@@ -1005,7 +997,10 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 14 < 10) {
-              c3[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3];
+              float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+              float z = c * c;
+              tanh1[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
             }
           }
         }
@@ -1031,7 +1026,10 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
           ptrdiff_t p_2 = 120 + i_6;
           if (p_2 % 14 < 10) {
-            c3[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_6 * 16 + i_6];
+            float v_2 = acc[j_6 * 16 + i_6];
+            float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
+            float z_2 = c_2 * c_2;
+            tanh1[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
@@ -1039,24 +1037,10 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* tanh1: tanh, lenet5.cnn:10 */
-static void forward_tanh1(lenet5_state *s, ptrdiff_t count) {
-  const float *c3 = s->arena + 0;
-  float *tanh1 = s->arena + 1600;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1600; i++) {
-      float v = c3[n * 1600 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh1[n * 1600 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
-    }
-  }
-}
-
 /* avgpool1: avgpool, lenet5.cnn:10 */
 static void forward_avgpool1(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh1 = s->arena + 1600;
-  float *avgpool1 = s->arena + 0;
+  const float *tanh1 = s->arena + 0;
+  float *avgpool1 = s->arena + 1600;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 16; c++) {
       for (ptrdiff_t oh = 0; oh < 5; oh++) {
@@ -1074,13 +1058,13 @@ static void forward_avgpool1(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f5: dense, lenet5.cnn:12
+/* f5: dense+tanh with tanh2, lenet5.cnn:12
  * schedule: accumulators: 8 outputs x 8 lanes of in-features (50 tiles + 0), summed at the end */
 static void forward_f5(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
   const float *f5_bias = s->f32 + 50572; /* f5.bias */
-  const float *flatten0 = s->arena + 0;
-  float *f5 = s->arena + 400;
+  const float *flatten0 = s->arena + 1600;
+  float *tanh2 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 15; ob++) {
@@ -1099,33 +1083,22 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
           sum = sum + acc[j_2 * 8 + l_2];
         }
-        f5[n * 120 + ob * 8 + j_2] = sum;
+        float v = sum;
+        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+        float z = c * c;
+        tanh2[n * 120 + ob * 8 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
     }
   }
 }
 
-/* tanh2: tanh, lenet5.cnn:12 */
-static void forward_tanh2(lenet5_state *s, ptrdiff_t count) {
-  const float *f5 = s->arena + 400;
-  float *tanh2 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 120; i++) {
-      float v = f5[n * 120 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh2[n * 120 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
-    }
-  }
-}
-
-/* f6: dense, lenet5.cnn:13
+/* f6: dense+tanh with tanh3, lenet5.cnn:13
  * schedule: accumulators: 7 outputs x 8 lanes of in-features (15 tiles + 0), summed at the end */
 static void forward_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *f6_bias = s->f32 + 60772; /* f6.bias */
   const float *tanh2 = s->arena + 0;
-  float *f6 = s->arena + 120;
+  float *tanh3 = s->arena + 120;
   float acc[56]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 12; ob++) {
@@ -1144,22 +1117,11 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
           sum = sum + acc[j_2 * 8 + l_2];
         }
-        f6[n * 84 + ob * 7 + j_2] = sum;
+        float v = sum;
+        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+        float z = c * c;
+        tanh3[n * 84 + ob * 7 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
-    }
-  }
-}
-
-/* tanh3: tanh, lenet5.cnn:13 */
-static void forward_tanh3(lenet5_state *s, ptrdiff_t count) {
-  const float *f6 = s->arena + 120;
-  float *tanh3 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 84; i++) {
-      float v = f6[n * 84 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh3[n * 84 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1169,8 +1131,8 @@ static void forward_tanh3(lenet5_state *s, ptrdiff_t count) {
 static void forward_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *f7_bias = s->f32 + 61696; /* f7.bias */
-  const float *tanh3 = s->arena + 0;
-  float *f7 = s->arena + 84;
+  const float *tanh3 = s->arena + 120;
+  float *f7 = s->arena + 0;
   float acc[60]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -1202,7 +1164,7 @@ static void forward_f7(lenet5_state *s, ptrdiff_t count) {
 
 /* logits: output, lenet5.cnn:8 */
 static void forward_logits(lenet5_state *s, ptrdiff_t count, float *logits) {
-  const float *f7 = s->arena + 84;
+  const float *f7 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10; i++) {
       logits[n * 10 + i] = f7[n * 10 + i];
@@ -1214,15 +1176,11 @@ int lenet5_forward(lenet5_state *s, int count, const float *x, float *logits) {
   if (count < 1 || count > LENET5_BATCH)
     return -1;
   forward_c1(s, count, x);
-  forward_tanh0(s, count);
   forward_avgpool0(s, count);
   forward_c3(s, count);
-  forward_tanh1(s, count);
   forward_avgpool1(s, count);
   forward_f5(s, count);
-  forward_tanh2(s, count);
   forward_f6(s, count);
-  forward_tanh3(s, count);
   forward_f7(s, count);
   forward_logits(s, count, logits);
   return 0;
@@ -1242,13 +1200,13 @@ static int train_labels(const lenet5_state *s, ptrdiff_t count, const int64_t *l
   return 0;
 }
 
-/* c1: conv, lenet5.cnn:9
+/* c1: conv+tanh with tanh0, lenet5.cnn:9
  * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 6 output channels x 16 positions; 55 tiles + 12, no guards */
 static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
-  float *c1 = s->arena + 0;
-  float *c1_padded = s->arena + 4704;
+  float *tanh0 = s->arena + 5184;
+  float *c1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1; c++) {
@@ -1283,7 +1241,10 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 32 < 28) {
-              c1[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+              float z = c_2 * c_2;
+              tanh0[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
             }
           }
         }
@@ -1309,24 +1270,13 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
         for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
           ptrdiff_t p_2 = 880 + i_6;
           if (p_2 % 32 < 28) {
-            c1[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = acc[j_6 * 12 + i_6];
+            float v_2 = acc[j_6 * 12 + i_6];
+            float c_3 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
+            float z_2 = c_3 * c_3;
+            tanh0[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = c_3 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
-    }
-  }
-}
-
-/* tanh0: tanh, lenet5.cnn:9 */
-static void train_tanh0(lenet5_state *s, ptrdiff_t count) {
-  const float *c1 = s->arena + 0;
-  float *tanh0 = s->arena + 5184;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4704; i++) {
-      float v = c1[n * 4704 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh0[n * 4704 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1352,13 +1302,13 @@ static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* c3: conv, lenet5.cnn:10
+/* c3: conv+tanh with tanh1, lenet5.cnn:10
  * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 5 tiles + 16, no guards */
 static void train_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
   const float *avgpool0 = s->arena + 11488;
-  float *c3 = s->arena + 0;
+  float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 4; ob++) {
@@ -1384,7 +1334,10 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 14 < 10) {
-              c3[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3];
+              float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+              float z = c * c;
+              tanh1[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
             }
           }
         }
@@ -1410,7 +1363,10 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
           ptrdiff_t p_2 = 120 + i_6;
           if (p_2 % 14 < 10) {
-            c3[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_6 * 16 + i_6];
+            float v_2 = acc[j_6 * 16 + i_6];
+            float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
+            float z_2 = c_2 * c_2;
+            tanh1[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
@@ -1418,24 +1374,10 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* tanh1: tanh, lenet5.cnn:10 */
-static void train_tanh1(lenet5_state *s, ptrdiff_t count) {
-  const float *c3 = s->arena + 0;
-  float *tanh1 = s->arena + 1600;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1600; i++) {
-      float v = c3[n * 1600 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh1[n * 1600 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
-    }
-  }
-}
-
 /* avgpool1: avgpool, lenet5.cnn:10 */
 static void train_avgpool1(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh1 = s->arena + 1600;
-  float *avgpool1 = s->arena + 0;
+  const float *tanh1 = s->arena + 0;
+  float *avgpool1 = s->arena + 1600;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 16; c++) {
       for (ptrdiff_t oh = 0; oh < 5; oh++) {
@@ -1453,13 +1395,13 @@ static void train_avgpool1(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* f5: dense, lenet5.cnn:12
+/* f5: dense+tanh with tanh2, lenet5.cnn:12
  * schedule: accumulators: 8 outputs x 8 lanes of in-features (50 tiles + 0), summed at the end */
 static void train_f5(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
   const float *f5_bias = s->f32 + 50572; /* f5.bias */
-  const float *flatten0 = s->arena + 0;
-  float *f5 = s->arena + 400;
+  const float *flatten0 = s->arena + 1600;
+  float *tanh2 = s->arena + 2000;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 15; ob++) {
@@ -1478,33 +1420,22 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
           sum = sum + acc[j_2 * 8 + l_2];
         }
-        f5[n * 120 + ob * 8 + j_2] = sum;
+        float v = sum;
+        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+        float z = c * c;
+        tanh2[n * 120 + ob * 8 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
     }
   }
 }
 
-/* tanh2: tanh, lenet5.cnn:12 */
-static void train_tanh2(lenet5_state *s, ptrdiff_t count) {
-  const float *f5 = s->arena + 400;
-  float *tanh2 = s->arena + 520;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 120; i++) {
-      float v = f5[n * 120 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh2[n * 120 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
-    }
-  }
-}
-
-/* f6: dense, lenet5.cnn:13
+/* f6: dense+tanh with tanh3, lenet5.cnn:13
  * schedule: accumulators: 7 outputs x 8 lanes of in-features (15 tiles + 0), summed at the end */
 static void train_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *f6_bias = s->f32 + 60772; /* f6.bias */
-  const float *tanh2 = s->arena + 520;
-  float *f6 = s->arena + 400;
+  const float *tanh2 = s->arena + 2000;
+  float *tanh3 = s->arena + 2120;
   float acc[56]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 12; ob++) {
@@ -1523,22 +1454,11 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
           sum = sum + acc[j_2 * 8 + l_2];
         }
-        f6[n * 84 + ob * 7 + j_2] = sum;
+        float v = sum;
+        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+        float z = c * c;
+        tanh3[n * 84 + ob * 7 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
-    }
-  }
-}
-
-/* tanh3: tanh, lenet5.cnn:13 */
-static void train_tanh3(lenet5_state *s, ptrdiff_t count) {
-  const float *f6 = s->arena + 400;
-  float *tanh3 = s->arena + 640;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 84; i++) {
-      float v = f6[n * 84 + i];
-      float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c * c;
-      tanh3[n * 84 + i] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
     }
   }
 }
@@ -1548,8 +1468,8 @@ static void train_tanh3(lenet5_state *s, ptrdiff_t count) {
 static void train_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *f7_bias = s->f32 + 61696; /* f7.bias */
-  const float *tanh3 = s->arena + 640;
-  float *f7 = s->arena + 400;
+  const float *tanh3 = s->arena + 2120;
+  float *f7 = s->arena + 2204;
   float acc[60]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -1581,7 +1501,7 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, lenet5.cnn:15 */
 static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *f7 = s->arena + 400;
+  const float *f7 = s->arena + 2204;
   float *cross_entropy0 = s->arena + 14592;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -1603,8 +1523,8 @@ static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t
 
 /* cross_entropy0.dx: loss_dx, lenet5.cnn:15 */
 static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *f7 = s->arena + 400;
-  float *cross_entropy0_dx = s->arena + 484;
+  const float *f7 = s->arena + 2204;
+  float *cross_entropy0_dx = s->arena + 2288;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
@@ -1628,8 +1548,8 @@ static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int6
  * schedule: accumulators: 1 sample x 32 in-features (2 tiles + 20) */
 static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
-  const float *cross_entropy0_dx = s->arena + 484;
-  float *f7_dx = s->arena + 400;
+  const float *cross_entropy0_dx = s->arena + 2288;
+  float *f7_dx = s->arena + 2204;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 2; t++) {
@@ -1664,8 +1584,8 @@ static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
 /* f7.dweight: dense_dw, lenet5.cnn:14
  * schedule: accumulators: 2 outputs x 16 in-features (5 tiles + 4) */
 static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh3 = s->arena + 640;
-  const float *cross_entropy0_dx = s->arena + 484;
+  const float *tanh3 = s->arena + 2120;
+  const float *cross_entropy0_dx = s->arena + 2288;
   float *f7_weight_grad = s->g32 + 60856;
   float acc[32]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 5; ob++) {
@@ -1708,7 +1628,7 @@ static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* f7.dbias: bias_grad, lenet5.cnn:14 */
 static void train_f7_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 484;
+  const float *cross_entropy0_dx = s->arena + 2288;
   float *f7_bias_grad = s->g32 + 61696;
   for (ptrdiff_t c = 0; c < 10; c++) {
     float acc = 0.0f;
@@ -1723,9 +1643,9 @@ static void train_f7_dbias(lenet5_state *s, ptrdiff_t count) {
 
 /* tanh3.dx: act_dx, lenet5.cnn:13 */
 static void train_tanh3_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh3 = s->arena + 640;
-  const float *f7_dx = s->arena + 400;
-  float *tanh3_dx = s->arena + 724;
+  const float *tanh3 = s->arena + 2120;
+  const float *f7_dx = s->arena + 2204;
+  float *tanh3_dx = s->arena + 2288;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 84; i++) {
       float y = tanh3[n * 84 + i];
@@ -1738,8 +1658,8 @@ static void train_tanh3_dx(lenet5_state *s, ptrdiff_t count) {
  * schedule: accumulators: 1 sample x 32 in-features (3 tiles + 24) */
 static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
-  const float *tanh3_dx = s->arena + 724;
-  float *f6_dx = s->arena + 400;
+  const float *tanh3_dx = s->arena + 2288;
+  float *f6_dx = s->arena + 2120;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 3; t++) {
@@ -1774,8 +1694,8 @@ static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
 /* f6.dweight: dense_dw, lenet5.cnn:13
  * schedule: accumulators: 4 outputs x 16 in-features (7 tiles + 8) */
 static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh2 = s->arena + 520;
-  const float *tanh3_dx = s->arena + 724;
+  const float *tanh2 = s->arena + 2000;
+  const float *tanh3_dx = s->arena + 2288;
   float *f6_weight_grad = s->g32 + 50692;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
@@ -1818,7 +1738,7 @@ static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* f6.dbias: bias_grad, lenet5.cnn:13 */
 static void train_f6_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh3_dx = s->arena + 724;
+  const float *tanh3_dx = s->arena + 2288;
   float *f6_bias_grad = s->g32 + 60772;
   for (ptrdiff_t c = 0; c < 84; c++) {
     float acc = 0.0f;
@@ -1833,9 +1753,9 @@ static void train_f6_dbias(lenet5_state *s, ptrdiff_t count) {
 
 /* tanh2.dx: act_dx, lenet5.cnn:12 */
 static void train_tanh2_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh2 = s->arena + 520;
-  const float *f6_dx = s->arena + 400;
-  float *tanh2_dx = s->arena + 640;
+  const float *tanh2 = s->arena + 2000;
+  const float *f6_dx = s->arena + 2120;
+  float *tanh2_dx = s->arena + 2240;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 120; i++) {
       float y = tanh2[n * 120 + i];
@@ -1848,7 +1768,7 @@ static void train_tanh2_dx(lenet5_state *s, ptrdiff_t count) {
  * schedule: accumulators: 1 sample x 32 in-features (12 tiles + 16) */
 static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
-  const float *tanh2_dx = s->arena + 640;
+  const float *tanh2_dx = s->arena + 2240;
   float *f5_dx = s->arena + 3200;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -1884,8 +1804,8 @@ static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
 /* f5.dweight: dense_dw, lenet5.cnn:12
  * schedule: accumulators: 4 outputs x 16 in-features (25 tiles + 0) */
 static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
-  const float *flatten0 = s->arena + 0;
-  const float *tanh2_dx = s->arena + 640;
+  const float *flatten0 = s->arena + 1600;
+  const float *tanh2_dx = s->arena + 2240;
   float *f5_weight_grad = s->g32 + 2572;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 30; ob++) {
@@ -1912,7 +1832,7 @@ static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* f5.dbias: bias_grad, lenet5.cnn:12 */
 static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh2_dx = s->arena + 640;
+  const float *tanh2_dx = s->arena + 2240;
   float *f5_bias_grad = s->g32 + 50572;
   for (ptrdiff_t c = 0; c < 120; c++) {
     float acc = 0.0f;
@@ -1928,7 +1848,7 @@ static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
 /* avgpool1.dx: pool_dx, lenet5.cnn:10 */
 static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0_dx = s->arena + 3200;
-  float *avgpool1_dx = s->arena + 0;
+  float *avgpool1_dx = s->arena + 1600;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
       avgpool1_dx[n * 1600 + i] = 0.0f;
@@ -1952,8 +1872,8 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
 
 /* tanh1.dx: act_dx, lenet5.cnn:10 */
 static void train_tanh1_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh1 = s->arena + 1600;
-  const float *avgpool1_dx = s->arena + 0;
+  const float *tanh1 = s->arena + 0;
+  const float *avgpool1_dx = s->arena + 1600;
   float *tanh1_dx = s->arena + 9888;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
@@ -2359,15 +2279,11 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
   if (train_labels(s, count, labels))
     return -1;
   train_c1(s, count, x);
-  train_tanh0(s, count);
   train_avgpool0(s, count);
   train_c3(s, count);
-  train_tanh1(s, count);
   train_avgpool1(s, count);
   train_f5(s, count);
-  train_tanh2(s, count);
   train_f6(s, count);
-  train_tanh3(s, count);
   train_f7(s, count);
   train_cross_entropy0(s, count, labels);
   train_cross_entropy0_dx(s, count, labels);

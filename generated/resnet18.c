@@ -1067,19 +1067,30 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
                           resnet18_NTENSORS, s->f32, s->i64);
 }
 
-/* conv1: conv, resnet18.cnn:29
+/* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; columns in 4 tiles + 16, no guards */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
-  float *conv1 = s->arena + 0;
+  const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
+  const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
+  const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
+  const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
+  float *relu0 = s->arena + 0;
+  float *bn1_scale = s->arena + 960826;
+  float *bn1_shift = s->arena + 960890;
   float *conv1_padded = s->arena + 802816;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
+    bn1_scale[c] = scale;
+    bn1_shift[c] = bn1_bias[c] - bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 3; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
       for (ptrdiff_t h = 0; h < 229; h++) {
         for (ptrdiff_t r = 0; r < 2; r++) {
           for (ptrdiff_t w = 0; w < 115; w++) {
-            conv1_padded[((n * 3 + c) * 229 + h) * 230 + r * 115 + w] = 0 <= h - 3 && h - 3 < 224 && (0 <= w * 2 + r - 3 && w * 2 + r - 3 < 224) ? x[((n * 3 + c) * 224 + h - 3) * 224 + w * 2 + r - 3] : 0.0f;
+            conv1_padded[((n * 3 + c_2) * 229 + h) * 230 + r * 115 + w] = 0 <= h - 3 && h - 3 < 224 && (0 <= w * 2 + r - 3 && w * 2 + r - 3 < 224) ? x[((n * 3 + c_2) * 224 + h - 3) * 224 + w * 2 + r - 3] : 0.0f;
           }
         }
       }
@@ -1108,7 +1119,8 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
             for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              conv1[((n_2 * 64 + ob * 4 + j_3) * 112 + oh) * 112 + t * 24 + i_3] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * bn1_scale[ob * 4 + j_3] + bn1_shift[ob * 4 + j_3];
+              relu0[((n_2 * 64 + ob * 4 + j_3) * 112 + oh) * 112 + t * 24 + i_3] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1131,41 +1143,11 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
           for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-            conv1[((n_2 * 64 + ob * 4 + j_6) * 112 + oh) * 112 + 96 + i_6] = acc[j_6 * 16 + i_6];
+            float v_2 = acc[j_6 * 16 + i_6] * bn1_scale[ob * 4 + j_6] + bn1_shift[ob * 4 + j_6];
+            relu0[((n_2 * 64 + ob * 4 + j_6) * 112 + oh) * 112 + 96 + i_6] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* bn1: bn, resnet18.cnn:29 */
-static void forward_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
-  const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
-  const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
-  const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
-  const float *conv1 = s->arena + 0;
-  float *bn1 = s->arena + 802816;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
-      float shift = bn1_bias[c] - bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 12544; i++) {
-        bn1[(n * 64 + c) * 12544 + i] = conv1[(n * 64 + c) * 12544 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* relu0: relu, resnet18.cnn:29 */
-static void forward_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *bn1 = s->arena + 802816;
-  float *relu0 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 802816; i++) {
-      float v = bn1[n * 802816 + i];
-      relu0[n * 802816 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -1193,19 +1175,30 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv1: conv, resnet18.cnn:12
+/* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
+  const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
+  const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
+  const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
+  const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
   const float *maxpool0 = s->arena + 802816;
-  float *layer1_0_conv1 = s->arena + 215296;
+  float *layer1_0_relu0 = s->arena + 215296;
+  float *layer1_0_bn1_scale = s->arena + 416000;
+  float *layer1_0_bn1_shift = s->arena + 416064;
   float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float scale = layer1_0_bn1_weight[c] / sqrtf(layer1_0_bn1_running_var[c] + 1e-05f);
+    layer1_0_bn1_scale[c] = scale;
+    layer1_0_bn1_shift[c] = layer1_0_bn1_bias[c] - layer1_0_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t h = 0; h < 58; h++) {
         for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+          layer1_0_conv1_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
     }
@@ -1234,7 +1227,8 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 58 < 56) {
-              layer1_0_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[ob * 4 + j_3] + layer1_0_bn1_shift[ob * 4 + j_3];
+              layer1_0_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1260,7 +1254,8 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 3240 + i_6;
           if (p_2 % 58 < 56) {
-            layer1_0_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer1_0_bn1_scale[ob * 4 + j_6] + layer1_0_bn1_shift[ob * 4 + j_6];
+            layer1_0_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1268,50 +1263,31 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.bn1: bn, resnet18.cnn:12 */
-static void forward_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-  const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
-  const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
-  const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
-  const float *layer1_0_conv1 = s->arena + 215296;
-  float *layer1_0_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float scale = layer1_0_bn1_weight[c] / sqrtf(layer1_0_bn1_running_var[c] + 1e-05f);
-      float shift = layer1_0_bn1_bias[c] - layer1_0_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        layer1_0_bn1[(n * 64 + c) * 3136 + i] = layer1_0_conv1[(n * 64 + c) * 3136 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer1.0.relu0: relu, resnet18.cnn:12 */
-static void forward_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn1 = s->arena + 0;
-  float *layer1_0_relu0 = s->arena + 215296;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_0_bn1[n * 200704 + i];
-      layer1_0_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer1.0.conv2: conv, resnet18.cnn:13
+/* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
+  const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
+  const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
+  const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
+  const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
+  const float *maxpool0 = s->arena + 802816;
   const float *layer1_0_relu0 = s->arena + 215296;
-  float *layer1_0_conv2 = s->arena + 416000;
+  float *layer1_0_relu1 = s->arena + 416000;
+  float *layer1_0_bn2_scale = s->arena + 616704;
+  float *layer1_0_bn2_shift = s->arena + 616768;
   float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float scale = layer1_0_bn2_weight[c] / sqrtf(layer1_0_bn2_running_var[c] + 1e-05f);
+    layer1_0_bn2_scale[c] = scale;
+    layer1_0_bn2_shift[c] = layer1_0_bn2_bias[c] - layer1_0_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t h = 0; h < 58; h++) {
         for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+          layer1_0_conv2_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
     }
@@ -1340,7 +1316,8 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 58 < 56) {
-              layer1_0_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[ob * 4 + j_3] + layer1_0_bn2_shift[ob * 4 + j_3] + maxpool0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+              layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1366,7 +1343,8 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 3240 + i_6;
           if (p_2 % 58 < 56) {
-            layer1_0_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer1_0_bn2_scale[ob * 4 + j_6] + layer1_0_bn2_shift[ob * 4 + j_6] + maxpool0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
+            layer1_0_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1374,62 +1352,30 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.bn2: bn, resnet18.cnn:13 */
-static void forward_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-  const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
-  const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
-  const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
-  const float *layer1_0_conv2 = s->arena + 416000;
-  float *layer1_0_bn2 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float scale = layer1_0_bn2_weight[c] / sqrtf(layer1_0_bn2_running_var[c] + 1e-05f);
-      float shift = layer1_0_bn2_bias[c] - layer1_0_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        layer1_0_bn2[(n * 64 + c) * 3136 + i] = layer1_0_conv2[(n * 64 + c) * 3136 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer1.0.add0: add, resnet18.cnn:18 */
-static void forward_layer1_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 802816;
-  const float *layer1_0_bn2 = s->arena + 0;
-  float *layer1_0_add0 = s->arena + 200704;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_0_add0[n * 200704 + i] = layer1_0_bn2[n * 200704 + i] + maxpool0[n * 200704 + i];
-    }
-  }
-}
-
-/* layer1.0.relu1: relu, resnet18.cnn:18 */
-static void forward_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_add0 = s->arena + 200704;
-  float *layer1_0_relu1 = s->arena + 401408;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_0_add0[n * 200704 + i];
-      layer1_0_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer1.1.conv1: conv, resnet18.cnn:12
+/* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 401408;
-  float *layer1_1_conv1 = s->arena + 602112;
+  const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
+  const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
+  const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
+  const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
+  const float *layer1_0_relu1 = s->arena + 416000;
+  float *layer1_1_relu0 = s->arena + 215296;
+  float *layer1_1_bn1_scale = s->arena + 616704;
+  float *layer1_1_bn1_shift = s->arena + 616768;
   float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float scale = layer1_1_bn1_weight[c] / sqrtf(layer1_1_bn1_running_var[c] + 1e-05f);
+    layer1_1_bn1_scale[c] = scale;
+    layer1_1_bn1_shift[c] = layer1_1_bn1_bias[c] - layer1_1_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t h = 0; h < 58; h++) {
         for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+          layer1_1_conv1_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
     }
@@ -1458,7 +1404,8 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 58 < 56) {
-              layer1_1_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[ob * 4 + j_3] + layer1_1_bn1_shift[ob * 4 + j_3];
+              layer1_1_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1484,7 +1431,8 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 3240 + i_6;
           if (p_2 % 58 < 56) {
-            layer1_1_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer1_1_bn1_scale[ob * 4 + j_6] + layer1_1_bn1_shift[ob * 4 + j_6];
+            layer1_1_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1492,50 +1440,31 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.bn1: bn, resnet18.cnn:12 */
-static void forward_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-  const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
-  const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
-  const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
-  const float *layer1_1_conv1 = s->arena + 602112;
-  float *layer1_1_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float scale = layer1_1_bn1_weight[c] / sqrtf(layer1_1_bn1_running_var[c] + 1e-05f);
-      float shift = layer1_1_bn1_bias[c] - layer1_1_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        layer1_1_bn1[(n * 64 + c) * 3136 + i] = layer1_1_conv1[(n * 64 + c) * 3136 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer1.1.relu0: relu, resnet18.cnn:12 */
-static void forward_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn1 = s->arena + 0;
-  float *layer1_1_relu0 = s->arena + 602112;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_1_bn1[n * 200704 + i];
-      layer1_1_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer1.1.conv2: conv, resnet18.cnn:13
+/* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 602112;
-  float *layer1_1_conv2 = s->arena + 802816;
+  const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
+  const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
+  const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
+  const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
+  const float *layer1_0_relu1 = s->arena + 416000;
+  const float *layer1_1_relu0 = s->arena + 215296;
+  float *layer1_1_relu1 = s->arena + 616704;
+  float *layer1_1_bn2_scale = s->arena + 817408;
+  float *layer1_1_bn2_shift = s->arena + 817472;
   float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    float scale = layer1_1_bn2_weight[c] / sqrtf(layer1_1_bn2_running_var[c] + 1e-05f);
+    layer1_1_bn2_scale[c] = scale;
+    layer1_1_bn2_shift[c] = layer1_1_bn2_bias[c] - layer1_1_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t h = 0; h < 58; h++) {
         for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+          layer1_1_conv2_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
         }
       }
     }
@@ -1564,7 +1493,8 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 58 < 56) {
-              layer1_1_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[ob * 4 + j_3] + layer1_1_bn2_shift[ob * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+              layer1_1_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1590,7 +1520,8 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 3240 + i_6;
           if (p_2 % 58 < 56) {
-            layer1_1_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer1_1_bn2_scale[ob * 4 + j_6] + layer1_1_bn2_shift[ob * 4 + j_6] + layer1_0_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
+            layer1_1_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1598,63 +1529,31 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.bn2: bn, resnet18.cnn:13 */
-static void forward_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-  const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
-  const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
-  const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
-  const float *layer1_1_conv2 = s->arena + 802816;
-  float *layer1_1_bn2 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      float scale = layer1_1_bn2_weight[c] / sqrtf(layer1_1_bn2_running_var[c] + 1e-05f);
-      float shift = layer1_1_bn2_bias[c] - layer1_1_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        layer1_1_bn2[(n * 64 + c) * 3136 + i] = layer1_1_conv2[(n * 64 + c) * 3136 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer1.1.add0: add, resnet18.cnn:18 */
-static void forward_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 401408;
-  const float *layer1_1_bn2 = s->arena + 0;
-  float *layer1_1_add0 = s->arena + 200704;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
-    }
-  }
-}
-
-/* layer1.1.relu1: relu, resnet18.cnn:18 */
-static void forward_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_add0 = s->arena + 200704;
-  float *layer1_1_relu1 = s->arena + 401408;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_1_add0[n * 200704 + i];
-      layer1_1_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer2.0.conv1: conv, resnet18.cnn:12
+/* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer1_1_relu1 = s->arena + 401408;
-  float *layer2_0_conv1 = s->arena + 211584;
+  const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
+  const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
+  const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
+  const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
+  const float *layer1_1_relu1 = s->arena + 616704;
+  float *layer2_0_relu0 = s->arena + 211584;
+  float *layer2_0_bn1_scale = s->arena + 311936;
+  float *layer2_0_bn1_shift = s->arena + 312064;
   float *layer2_0_conv1_padded = s->arena + 0;
   float acc[64]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
+    layer2_0_bn1_scale[c] = scale;
+    layer2_0_bn1_shift[c] = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t h = 0; h < 57; h++) {
         for (ptrdiff_t r = 0; r < 2; r++) {
           for (ptrdiff_t w = 0; w < 29; w++) {
-            layer2_0_conv1_padded[((n * 64 + c) * 57 + h) * 58 + r * 29 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 56) ? layer1_1_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w * 2 + r - 1] : 0.0f;
+            layer2_0_conv1_padded[((n * 64 + c_2) * 57 + h) * 58 + r * 29 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 56) ? layer1_1_relu1[((n * 64 + c_2) * 56 + h - 1) * 56 + w * 2 + r - 1] : 0.0f;
           }
         }
       }
@@ -1683,7 +1582,8 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
             for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-              layer2_0_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3] * layer2_0_bn1_scale[ob * 4 + j_3] + layer2_0_bn1_shift[ob * 4 + j_3];
+              layer2_0_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1706,7 +1606,8 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
           for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-            layer2_0_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
+            float v_2 = acc[j_6 * 12 + i_6] * layer2_0_bn1_scale[ob * 4 + j_6] + layer2_0_bn1_shift[ob * 4 + j_6];
+            layer2_0_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1714,145 +1615,31 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.bn1: bn, resnet18.cnn:12 */
-static void forward_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-  const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
-  const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
-  const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
-  const float *layer2_0_conv1 = s->arena + 211584;
-  float *layer2_0_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
-      float shift = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        layer2_0_bn1[(n * 128 + c) * 784 + i] = layer2_0_conv1[(n * 128 + c) * 784 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer2.0.relu0: relu, resnet18.cnn:12 */
-static void forward_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn1 = s->arena + 0;
-  float *layer2_0_relu0 = s->arena + 115200;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_0_bn1[n * 100352 + i];
-      layer2_0_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer2.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
-static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 115200;
-  float *layer2_0_conv2 = s->arena + 215552;
-  float *layer2_0_conv2_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_0_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              layer2_0_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_0_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            layer2_0_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer2.0.bn2: bn, resnet18.cnn:13 */
-static void forward_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
-  const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
-  const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-  const float *layer2_0_conv2 = s->arena + 215552;
-  float *layer2_0_bn2 = s->arena + 602112;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
-      float shift = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        layer2_0_bn2[(n * 128 + c) * 784 + i] = layer2_0_conv2[(n * 128 + c) * 784 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer2.0.downsample.0: conv, resnet18.cnn:16
+/* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 401408;
-  float *layer2_0_downsample_0 = s->arena + 197120;
+  const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
+  const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
+  const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
+  const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
+  const float *layer1_1_relu1 = s->arena + 616704;
+  float *layer2_0_downsample_1 = s->arena + 311936;
+  float *layer2_0_downsample_1_scale = s->arena + 197120;
+  float *layer2_0_downsample_1_shift = s->arena + 197248;
   float *layer2_0_downsample_0_padded = s->arena + 0;
   float acc[64]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float scale = layer2_0_downsample_1_weight[c] / sqrtf(layer2_0_downsample_1_running_var[c] + 1e-05f);
+    layer2_0_downsample_1_scale[c] = scale;
+    layer2_0_downsample_1_shift[c] = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t h = 0; h < 55; h++) {
         for (ptrdiff_t r = 0; r < 2; r++) {
           for (ptrdiff_t w = 0; w < 28; w++) {
-            layer2_0_downsample_0_padded[((n * 64 + c) * 55 + h) * 56 + r * 28 + w] = layer1_1_relu1[((n * 64 + c) * 56 + h) * 56 + w * 2 + r];
+            layer2_0_downsample_0_padded[((n * 64 + c_2) * 55 + h) * 56 + r * 28 + w] = layer1_1_relu1[((n * 64 + c_2) * 56 + h) * 56 + w * 2 + r];
           }
         }
       }
@@ -1881,7 +1668,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
             for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-              layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
+              layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3] * layer2_0_downsample_1_scale[ob * 4 + j_3] + layer2_0_downsample_1_shift[ob * 4 + j_3];
             }
           }
         }
@@ -1904,7 +1691,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
           for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-            layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
+            layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6] * layer2_0_downsample_1_scale[ob * 4 + j_6] + layer2_0_downsample_1_shift[ob * 4 + j_6];
           }
         }
       }
@@ -1912,62 +1699,119 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.downsample.1: bn, resnet18.cnn:16 */
-static void forward_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-  const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
-  const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
-  const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
-  const float *layer2_0_downsample_0 = s->arena + 197120;
-  float *layer2_0_downsample_1 = s->arena + 0;
+/* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
+  const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
+  const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
+  const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
+  const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
+  const float *layer2_0_relu0 = s->arena + 211584;
+  const float *layer2_0_downsample_1 = s->arena + 311936;
+  float *layer2_0_relu1 = s->arena + 412288;
+  float *layer2_0_bn2_scale = s->arena + 115200;
+  float *layer2_0_bn2_shift = s->arena + 115328;
+  float *layer2_0_conv2_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
+    layer2_0_bn2_scale[c] = scale;
+    layer2_0_bn2_shift[c] = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float scale = layer2_0_downsample_1_weight[c] / sqrtf(layer2_0_downsample_1_running_var[c] + 1e-05f);
-      float shift = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        layer2_0_downsample_1[(n * 128 + c) * 784 + i] = layer2_0_downsample_0[(n * 128 + c) * 784 + i] * scale + shift;
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_0_conv2_padded[((n * 128 + c_2) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              float v = acc[j_3 * 16 + i_3] * layer2_0_bn2_scale[ob * 4 + j_3] + layer2_0_bn2_shift[ob * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+              layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_0_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            float v_2 = acc[j_6 * 6 + i_6] * layer2_0_bn2_scale[ob * 4 + j_6] + layer2_0_bn2_shift[ob * 4 + j_6] + layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
+            layer2_0_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
+          }
+        }
       }
     }
   }
 }
 
-/* layer2.0.add0: add, resnet18.cnn:18 */
-static void forward_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn2 = s->arena + 602112;
-  const float *layer2_0_downsample_1 = s->arena + 0;
-  float *layer2_0_add0 = s->arena + 100352;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_0_add0[n * 100352 + i] = layer2_0_bn2[n * 100352 + i] + layer2_0_downsample_1[n * 100352 + i];
-    }
-  }
-}
-
-/* layer2.0.relu1: relu, resnet18.cnn:18 */
-static void forward_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_add0 = s->arena + 100352;
-  float *layer2_0_relu1 = s->arena + 200704;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_0_add0[n * 100352 + i];
-      layer2_0_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer2.1.conv1: conv, resnet18.cnn:12
+/* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 200704;
-  float *layer2_1_conv1 = s->arena + 301056;
+  const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
+  const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
+  const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
+  const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
+  const float *layer2_0_relu1 = s->arena + 412288;
+  float *layer2_1_relu0 = s->arena + 115200;
+  float *layer2_1_bn1_scale = s->arena + 215552;
+  float *layer2_1_bn1_shift = s->arena + 215680;
   float *layer2_1_conv1_padded = s->arena + 0;
   float acc[64]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
+    layer2_1_bn1_scale[c] = scale;
+    layer2_1_bn1_shift[c] = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
       for (ptrdiff_t h = 0; h < 30; h++) {
         for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv1_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+          layer2_1_conv1_padded[((n * 128 + c_2) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
     }
@@ -1996,7 +1840,8 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 30 < 28) {
-              layer2_1_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3] * layer2_1_bn1_scale[ob * 4 + j_3] + layer2_1_bn1_shift[ob * 4 + j_3];
+              layer2_1_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2022,7 +1867,8 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 832 + i_6;
           if (p_2 % 30 < 28) {
-            layer2_1_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer2_1_bn1_scale[ob * 4 + j_6] + layer2_1_bn1_shift[ob * 4 + j_6];
+            layer2_1_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2030,50 +1876,31 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.bn1: bn, resnet18.cnn:12 */
-static void forward_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-  const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
-  const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
-  const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-  const float *layer2_1_conv1 = s->arena + 301056;
-  float *layer2_1_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
-      float shift = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        layer2_1_bn1[(n * 128 + c) * 784 + i] = layer2_1_conv1[(n * 128 + c) * 784 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer2.1.relu0: relu, resnet18.cnn:12 */
-static void forward_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn1 = s->arena + 0;
-  float *layer2_1_relu0 = s->arena + 301056;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_1_bn1[n * 100352 + i];
-      layer2_1_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer2.1.conv2: conv, resnet18.cnn:13
+/* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 301056;
-  float *layer2_1_conv2 = s->arena + 401408;
+  const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
+  const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
+  const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
+  const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
+  const float *layer2_0_relu1 = s->arena + 412288;
+  const float *layer2_1_relu0 = s->arena + 115200;
+  float *layer2_1_relu1 = s->arena + 215552;
+  float *layer2_1_bn2_scale = s->arena + 315904;
+  float *layer2_1_bn2_shift = s->arena + 316032;
   float *layer2_1_conv2_padded = s->arena + 0;
   float acc[64]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
+    layer2_1_bn2_scale[c] = scale;
+    layer2_1_bn2_shift[c] = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
       for (ptrdiff_t h = 0; h < 30; h++) {
         for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+          layer2_1_conv2_padded[((n * 128 + c_2) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + h - 1) * 28 + w - 1] : 0.0f;
         }
       }
     }
@@ -2102,7 +1929,8 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 30 < 28) {
-              layer2_1_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3] * layer2_1_bn2_scale[ob * 4 + j_3] + layer2_1_bn2_shift[ob * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+              layer2_1_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2128,7 +1956,8 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 832 + i_6;
           if (p_2 % 30 < 28) {
-            layer2_1_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer2_1_bn2_scale[ob * 4 + j_6] + layer2_1_bn2_shift[ob * 4 + j_6] + layer2_0_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
+            layer2_1_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2136,63 +1965,31 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.bn2: bn, resnet18.cnn:13 */
-static void forward_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-  const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
-  const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
-  const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-  const float *layer2_1_conv2 = s->arena + 401408;
-  float *layer2_1_bn2 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
-      float shift = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        layer2_1_bn2[(n * 128 + c) * 784 + i] = layer2_1_conv2[(n * 128 + c) * 784 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer2.1.add0: add, resnet18.cnn:18 */
-static void forward_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 200704;
-  const float *layer2_1_bn2 = s->arena + 0;
-  float *layer2_1_add0 = s->arena + 100352;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
-    }
-  }
-}
-
-/* layer2.1.relu1: relu, resnet18.cnn:18 */
-static void forward_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_add0 = s->arena + 100352;
-  float *layer2_1_relu1 = s->arena + 200704;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_1_add0[n * 100352 + i];
-      layer2_1_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer3.0.conv1: conv, resnet18.cnn:12
+/* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer2_1_relu1 = s->arena + 200704;
-  float *layer3_0_conv1 = s->arena + 111360;
+  const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
+  const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
+  const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
+  const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
+  const float *layer2_1_relu1 = s->arena + 215552;
+  float *layer3_0_relu0 = s->arena + 111360;
+  float *layer3_0_bn1_scale = s->arena + 161536;
+  float *layer3_0_bn1_shift = s->arena + 161792;
   float *layer3_0_conv1_padded = s->arena + 0;
   float acc[32]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
+    layer3_0_bn1_scale[c] = scale;
+    layer3_0_bn1_shift[c] = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
       for (ptrdiff_t h = 0; h < 29; h++) {
         for (ptrdiff_t r = 0; r < 2; r++) {
           for (ptrdiff_t w = 0; w < 15; w++) {
-            layer3_0_conv1_padded[((n * 128 + c) * 29 + h) * 30 + r * 15 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 28) ? layer2_1_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w * 2 + r - 1] : 0.0f;
+            layer3_0_conv1_padded[((n * 128 + c_2) * 29 + h) * 30 + r * 15 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 28) ? layer2_1_relu1[((n * 128 + c_2) * 28 + h - 1) * 28 + w * 2 + r - 1] : 0.0f;
           }
         }
       }
@@ -2221,7 +2018,8 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
             for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
-              layer3_0_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
+              float v = acc[j_3 * 8 + i_3] * layer3_0_bn1_scale[ob * 4 + j_3] + layer3_0_bn1_shift[ob * 4 + j_3];
+              layer3_0_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2244,7 +2042,8 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
           for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-            layer3_0_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer3_0_bn1_scale[ob * 4 + j_6] + layer3_0_bn1_shift[ob * 4 + j_6];
+            layer3_0_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2252,145 +2051,31 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.bn1: bn, resnet18.cnn:12 */
-static void forward_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
-  const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
-  const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-  const float *layer3_0_conv1 = s->arena + 111360;
-  float *layer3_0_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
-      float shift = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        layer3_0_bn1[(n * 256 + c) * 196 + i] = layer3_0_conv1[(n * 256 + c) * 196 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer3.0.relu0: relu, resnet18.cnn:12 */
-static void forward_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn1 = s->arena + 0;
-  float *layer3_0_relu0 = s->arena + 65536;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_0_bn1[n * 50176 + i];
-      layer3_0_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer3.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
-static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 65536;
-  float *layer3_0_conv2 = s->arena + 115712;
-  float *layer3_0_conv2_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_0_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              layer3_0_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_0_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            layer3_0_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer3.0.bn2: bn, resnet18.cnn:13 */
-static void forward_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
-  const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
-  const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  const float *layer3_0_conv2 = s->arena + 115712;
-  float *layer3_0_bn2 = s->arena + 301056;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
-      float shift = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        layer3_0_bn2[(n * 256 + c) * 196 + i] = layer3_0_conv2[(n * 256 + c) * 196 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer3.0.downsample.0: conv, resnet18.cnn:16
+/* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 200704;
-  float *layer3_0_downsample_0 = s->arena + 96768;
+  const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
+  const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
+  const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
+  const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
+  const float *layer2_1_relu1 = s->arena + 215552;
+  float *layer3_0_downsample_1 = s->arena + 161536;
+  float *layer3_0_downsample_1_scale = s->arena + 96768;
+  float *layer3_0_downsample_1_shift = s->arena + 97024;
   float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[32]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float scale = layer3_0_downsample_1_weight[c] / sqrtf(layer3_0_downsample_1_running_var[c] + 1e-05f);
+    layer3_0_downsample_1_scale[c] = scale;
+    layer3_0_downsample_1_shift[c] = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
       for (ptrdiff_t h = 0; h < 27; h++) {
         for (ptrdiff_t r = 0; r < 2; r++) {
           for (ptrdiff_t w = 0; w < 14; w++) {
-            layer3_0_downsample_0_padded[((n * 128 + c) * 27 + h) * 28 + r * 14 + w] = layer2_1_relu1[((n * 128 + c) * 28 + h) * 28 + w * 2 + r];
+            layer3_0_downsample_0_padded[((n * 128 + c_2) * 27 + h) * 28 + r * 14 + w] = layer2_1_relu1[((n * 128 + c_2) * 28 + h) * 28 + w * 2 + r];
           }
         }
       }
@@ -2419,7 +2104,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
             for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
-              layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
+              layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3] * layer3_0_downsample_1_scale[ob * 4 + j_3] + layer3_0_downsample_1_shift[ob * 4 + j_3];
             }
           }
         }
@@ -2442,7 +2127,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
           for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-            layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
+            layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6] * layer3_0_downsample_1_scale[ob * 4 + j_6] + layer3_0_downsample_1_shift[ob * 4 + j_6];
           }
         }
       }
@@ -2450,62 +2135,119 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.downsample.1: bn, resnet18.cnn:16 */
-static void forward_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
-  const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
-  const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-  const float *layer3_0_downsample_0 = s->arena + 96768;
-  float *layer3_0_downsample_1 = s->arena + 0;
+/* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
+  const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
+  const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
+  const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
+  const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
+  const float *layer3_0_relu0 = s->arena + 111360;
+  const float *layer3_0_downsample_1 = s->arena + 161536;
+  float *layer3_0_relu1 = s->arena + 211712;
+  float *layer3_0_bn2_scale = s->arena + 65536;
+  float *layer3_0_bn2_shift = s->arena + 65792;
+  float *layer3_0_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
+    layer3_0_bn2_scale[c] = scale;
+    layer3_0_bn2_shift[c] = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float scale = layer3_0_downsample_1_weight[c] / sqrtf(layer3_0_downsample_1_running_var[c] + 1e-05f);
-      float shift = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        layer3_0_downsample_1[(n * 256 + c) * 196 + i] = layer3_0_downsample_0[(n * 256 + c) * 196 + i] * scale + shift;
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_0_conv2_padded[((n * 256 + c_2) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              float v = acc[j_3 * 24 + i_3] * layer3_0_bn2_scale[ob * 4 + j_3] + layer3_0_bn2_shift[ob * 4 + j_3] + layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_0_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_0_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            float v_2 = acc[j_6 * 6 + i_6] * layer3_0_bn2_scale[ob * 4 + j_6] + layer3_0_bn2_shift[ob * 4 + j_6] + layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
+            layer3_0_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = v_2 < 0.0f ? 0.0f : v_2;
+          }
+        }
       }
     }
   }
 }
 
-/* layer3.0.add0: add, resnet18.cnn:18 */
-static void forward_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn2 = s->arena + 301056;
-  const float *layer3_0_downsample_1 = s->arena + 0;
-  float *layer3_0_add0 = s->arena + 50176;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_0_add0[n * 50176 + i] = layer3_0_bn2[n * 50176 + i] + layer3_0_downsample_1[n * 50176 + i];
-    }
-  }
-}
-
-/* layer3.0.relu1: relu, resnet18.cnn:18 */
-static void forward_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_add0 = s->arena + 50176;
-  float *layer3_0_relu1 = s->arena + 100352;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_0_add0[n * 50176 + i];
-      layer3_0_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer3.1.conv1: conv, resnet18.cnn:12
+/* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 100352;
-  float *layer3_1_conv1 = s->arena + 150528;
+  const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
+  const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
+  const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
+  const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
+  const float *layer3_0_relu1 = s->arena + 211712;
+  float *layer3_1_relu0 = s->arena + 65536;
+  float *layer3_1_bn1_scale = s->arena + 115712;
+  float *layer3_1_bn1_shift = s->arena + 115968;
   float *layer3_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
+    layer3_1_bn1_scale[c] = scale;
+    layer3_1_bn1_shift[c] = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
       for (ptrdiff_t h = 0; h < 16; h++) {
         for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv1_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+          layer3_1_conv1_padded[((n * 256 + c_2) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
     }
@@ -2534,7 +2276,8 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 16 < 14) {
-              layer3_1_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer3_1_bn1_scale[ob * 4 + j_3] + layer3_1_bn1_shift[ob * 4 + j_3];
+              layer3_1_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2560,7 +2303,8 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 216 + i_6;
           if (p_2 % 16 < 14) {
-            layer3_1_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer3_1_bn1_scale[ob * 4 + j_6] + layer3_1_bn1_shift[ob * 4 + j_6];
+            layer3_1_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2568,50 +2312,31 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.bn1: bn, resnet18.cnn:12 */
-static void forward_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
-  const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
-  const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-  const float *layer3_1_conv1 = s->arena + 150528;
-  float *layer3_1_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
-      float shift = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        layer3_1_bn1[(n * 256 + c) * 196 + i] = layer3_1_conv1[(n * 256 + c) * 196 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer3.1.relu0: relu, resnet18.cnn:12 */
-static void forward_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn1 = s->arena + 0;
-  float *layer3_1_relu0 = s->arena + 150528;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_1_bn1[n * 50176 + i];
-      layer3_1_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer3.1.conv2: conv, resnet18.cnn:13
+/* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 150528;
-  float *layer3_1_conv2 = s->arena + 200704;
+  const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
+  const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
+  const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
+  const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
+  const float *layer3_0_relu1 = s->arena + 211712;
+  const float *layer3_1_relu0 = s->arena + 65536;
+  float *layer3_1_relu1 = s->arena + 115712;
+  float *layer3_1_bn2_scale = s->arena + 165888;
+  float *layer3_1_bn2_shift = s->arena + 166144;
   float *layer3_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
+    layer3_1_bn2_scale[c] = scale;
+    layer3_1_bn2_shift[c] = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
       for (ptrdiff_t h = 0; h < 16; h++) {
         for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+          layer3_1_conv2_padded[((n * 256 + c_2) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + h - 1) * 14 + w - 1] : 0.0f;
         }
       }
     }
@@ -2640,7 +2365,8 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 16 < 14) {
-              layer3_1_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer3_1_bn2_scale[ob * 4 + j_3] + layer3_1_bn2_shift[ob * 4 + j_3] + layer3_0_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_1_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2666,7 +2392,8 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 216 + i_6;
           if (p_2 % 16 < 14) {
-            layer3_1_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6] * layer3_1_bn2_scale[ob * 4 + j_6] + layer3_1_bn2_shift[ob * 4 + j_6] + layer3_0_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
+            layer3_1_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2674,63 +2401,31 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.bn2: bn, resnet18.cnn:13 */
-static void forward_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
-  const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
-  const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-  const float *layer3_1_conv2 = s->arena + 200704;
-  float *layer3_1_bn2 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
-      float shift = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        layer3_1_bn2[(n * 256 + c) * 196 + i] = layer3_1_conv2[(n * 256 + c) * 196 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer3.1.add0: add, resnet18.cnn:18 */
-static void forward_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 100352;
-  const float *layer3_1_bn2 = s->arena + 0;
-  float *layer3_1_add0 = s->arena + 50176;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
-    }
-  }
-}
-
-/* layer3.1.relu1: relu, resnet18.cnn:18 */
-static void forward_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_add0 = s->arena + 50176;
-  float *layer3_1_relu1 = s->arena + 100352;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_1_add0[n * 50176 + i];
-      layer3_1_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer4.0.conv1: conv, resnet18.cnn:12
+/* layer4.0.conv1: conv+bn+relu with layer4.0.bn1 and layer4.0.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 100352;
-  float *layer4_0_conv1 = s->arena + 61440;
+  const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
+  const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
+  const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
+  const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
+  const float *layer3_1_relu1 = s->arena + 115712;
+  float *layer4_0_relu0 = s->arena + 61440;
+  float *layer4_0_bn1_scale = s->arena + 86528;
+  float *layer4_0_bn1_shift = s->arena + 87040;
   float *layer4_0_conv1_padded = s->arena + 0;
   float acc[14]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
+    layer4_0_bn1_scale[c] = scale;
+    layer4_0_bn1_shift[c] = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
       for (ptrdiff_t h = 0; h < 15; h++) {
         for (ptrdiff_t r = 0; r < 2; r++) {
           for (ptrdiff_t w = 0; w < 8; w++) {
-            layer4_0_conv1_padded[((n * 256 + c) * 15 + h) * 16 + r * 8 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 14) ? layer3_1_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w * 2 + r - 1] : 0.0f;
+            layer4_0_conv1_padded[((n * 256 + c_2) * 15 + h) * 16 + r * 8 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 14) ? layer3_1_relu1[((n * 256 + c_2) * 14 + h - 1) * 14 + w * 2 + r - 1] : 0.0f;
           }
         }
       }
@@ -2759,7 +2454,8 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
             for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
-              layer4_0_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
+              float v = acc[j_3 * 7 + i_3] * layer4_0_bn1_scale[ob * 2 + j_3] + layer4_0_bn1_shift[ob * 2 + j_3];
+              layer4_0_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2768,145 +2464,31 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.bn1: bn, resnet18.cnn:12 */
-static void forward_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-  const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
-  const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
-  const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-  const float *layer4_0_conv1 = s->arena + 61440;
-  float *layer4_0_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
-      float shift = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        layer4_0_bn1[(n * 512 + c) * 49 + i] = layer4_0_conv1[(n * 512 + c) * 49 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer4.0.relu0: relu, resnet18.cnn:12 */
-static void forward_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn1 = s->arena + 0;
-  float *layer4_0_relu0 = s->arena + 41472;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_0_bn1[n * 25088 + i];
-      layer4_0_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer4.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
-static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 41472;
-  float *layer4_0_conv2 = s->arena + 66560;
-  float *layer4_0_conv2_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_0_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_0_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              layer4_0_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_0_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_0_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            layer4_0_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer4.0.bn2: bn, resnet18.cnn:13 */
-static void forward_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
-  const float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
-  const float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-  const float *layer4_0_conv2 = s->arena + 66560;
-  float *layer4_0_bn2 = s->arena + 150528;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
-      float shift = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        layer4_0_bn2[(n * 512 + c) * 49 + i] = layer4_0_conv2[(n * 512 + c) * 49 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer4.0.downsample.0: conv, resnet18.cnn:16
+/* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 100352;
-  float *layer4_0_downsample_0 = s->arena + 46592;
+  const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
+  const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
+  const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
+  const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
+  const float *layer3_1_relu1 = s->arena + 115712;
+  float *layer4_0_downsample_1 = s->arena + 86528;
+  float *layer4_0_downsample_1_scale = s->arena + 46592;
+  float *layer4_0_downsample_1_shift = s->arena + 47104;
   float *layer4_0_downsample_0_padded = s->arena + 0;
   float acc[14]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
+    layer4_0_downsample_1_scale[c] = scale;
+    layer4_0_downsample_1_shift[c] = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
       for (ptrdiff_t h = 0; h < 13; h++) {
         for (ptrdiff_t r = 0; r < 2; r++) {
           for (ptrdiff_t w = 0; w < 7; w++) {
-            layer4_0_downsample_0_padded[((n * 256 + c) * 13 + h) * 14 + r * 7 + w] = layer3_1_relu1[((n * 256 + c) * 14 + h) * 14 + w * 2 + r];
+            layer4_0_downsample_0_padded[((n * 256 + c_2) * 13 + h) * 14 + r * 7 + w] = layer3_1_relu1[((n * 256 + c_2) * 14 + h) * 14 + w * 2 + r];
           }
         }
       }
@@ -2935,7 +2517,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
             for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
-              layer4_0_downsample_0[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
+              layer4_0_downsample_1[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3] * layer4_0_downsample_1_scale[ob * 2 + j_3] + layer4_0_downsample_1_shift[ob * 2 + j_3];
             }
           }
         }
@@ -2944,62 +2526,119 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.downsample.1: bn, resnet18.cnn:16 */
-static void forward_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-  const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
-  const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
-  const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-  const float *layer4_0_downsample_0 = s->arena + 46592;
-  float *layer4_0_downsample_1 = s->arena + 0;
+/* layer4.0.conv2: conv+bn+add+relu with layer4.0.bn2, layer4.0.add0 and layer4.0.relu1, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
+  const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
+  const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
+  const float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
+  const float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
+  const float *layer4_0_relu0 = s->arena + 61440;
+  const float *layer4_0_downsample_1 = s->arena + 86528;
+  float *layer4_0_relu1 = s->arena + 111616;
+  float *layer4_0_bn2_scale = s->arena + 41472;
+  float *layer4_0_bn2_shift = s->arena + 41984;
+  float *layer4_0_conv2_padded = s->arena + 0;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
+    layer4_0_bn2_scale[c] = scale;
+    layer4_0_bn2_shift[c] = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
-      float shift = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        layer4_0_downsample_1[(n * 512 + c) * 49 + i] = layer4_0_downsample_0[(n * 512 + c) * 49 + i] * scale + shift;
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_0_conv2_padded[((n * 512 + c_2) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu0[((n * 512 + c_2) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_0_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              float v = acc[j_3 * 24 + i_3] * layer4_0_bn2_scale[ob * 4 + j_3] + layer4_0_bn2_shift[ob * 4 + j_3] + layer4_0_downsample_1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_0_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_0_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_0_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            float v_2 = acc[j_6 * 13 + i_6] * layer4_0_bn2_scale[ob * 4 + j_6] + layer4_0_bn2_shift[ob * 4 + j_6] + layer4_0_downsample_1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
+            layer4_0_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = v_2 < 0.0f ? 0.0f : v_2;
+          }
+        }
       }
     }
   }
 }
 
-/* layer4.0.add0: add, resnet18.cnn:18 */
-static void forward_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn2 = s->arena + 150528;
-  const float *layer4_0_downsample_1 = s->arena + 0;
-  float *layer4_0_add0 = s->arena + 25088;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_0_add0[n * 25088 + i] = layer4_0_bn2[n * 25088 + i] + layer4_0_downsample_1[n * 25088 + i];
-    }
-  }
-}
-
-/* layer4.0.relu1: relu, resnet18.cnn:18 */
-static void forward_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_add0 = s->arena + 25088;
-  float *layer4_0_relu1 = s->arena + 50176;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_0_add0[n * 25088 + i];
-      layer4_0_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer4.1.conv1: conv, resnet18.cnn:12
+/* layer4.1.conv1: conv+bn+relu with layer4.1.bn1 and layer4.1.relu0, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 50176;
-  float *layer4_1_conv1 = s->arena + 75264;
+  const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
+  const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
+  const float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
+  const float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
+  const float *layer4_0_relu1 = s->arena + 111616;
+  float *layer4_1_relu0 = s->arena + 41472;
+  float *layer4_1_bn1_scale = s->arena + 66560;
+  float *layer4_1_bn1_shift = s->arena + 67072;
   float *layer4_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
+    layer4_1_bn1_scale[c] = scale;
+    layer4_1_bn1_shift[c] = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
       for (ptrdiff_t h = 0; h < 9; h++) {
         for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv1_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+          layer4_1_conv1_padded[((n * 512 + c_2) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu1[((n * 512 + c_2) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
     }
@@ -3028,7 +2667,8 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 9 < 7) {
-              layer4_1_conv1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer4_1_bn1_scale[ob * 4 + j_3] + layer4_1_bn1_shift[ob * 4 + j_3];
+              layer4_1_relu0[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3054,7 +2694,8 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
           ptrdiff_t p_2 = 48 + i_6;
           if (p_2 % 9 < 7) {
-            layer4_1_conv1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
+            float v_2 = acc[j_6 * 13 + i_6] * layer4_1_bn1_scale[ob * 4 + j_6] + layer4_1_bn1_shift[ob * 4 + j_6];
+            layer4_1_relu0[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3062,50 +2703,31 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.bn1: bn, resnet18.cnn:12 */
-static void forward_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-  const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
-  const float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
-  const float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
-  const float *layer4_1_conv1 = s->arena + 75264;
-  float *layer4_1_bn1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
-      float shift = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        layer4_1_bn1[(n * 512 + c) * 49 + i] = layer4_1_conv1[(n * 512 + c) * 49 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer4.1.relu0: relu, resnet18.cnn:12 */
-static void forward_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn1 = s->arena + 0;
-  float *layer4_1_relu0 = s->arena + 75264;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_1_bn1[n * 25088 + i];
-      layer4_1_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* layer4.1.conv2: conv, resnet18.cnn:13
+/* layer4.1.conv2: conv+bn+add+relu with layer4.1.bn2, layer4.1.add0 and layer4.1.relu1, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 75264;
-  float *layer4_1_conv2 = s->arena + 100352;
+  const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
+  const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
+  const float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
+  const float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
+  const float *layer4_0_relu1 = s->arena + 111616;
+  const float *layer4_1_relu0 = s->arena + 41472;
+  float *layer4_1_relu1 = s->arena + 66560;
+  float *layer4_1_bn2_scale = s->arena + 91648;
+  float *layer4_1_bn2_shift = s->arena + 92160;
   float *layer4_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
+    layer4_1_bn2_scale[c] = scale;
+    layer4_1_bn2_shift[c] = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
       for (ptrdiff_t h = 0; h < 9; h++) {
         for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+          layer4_1_conv2_padded[((n * 512 + c_2) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_relu0[((n * 512 + c_2) * 7 + h - 1) * 7 + w - 1] : 0.0f;
         }
       }
     }
@@ -3134,7 +2756,8 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 9 < 7) {
-              layer4_1_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+              float v = acc[j_3 * 24 + i_3] * layer4_1_bn2_scale[ob * 4 + j_3] + layer4_1_bn2_shift[ob * 4 + j_3] + layer4_0_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_1_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3160,7 +2783,8 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
           ptrdiff_t p_2 = 48 + i_6;
           if (p_2 % 9 < 7) {
-            layer4_1_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
+            float v_2 = acc[j_6 * 13 + i_6] * layer4_1_bn2_scale[ob * 4 + j_6] + layer4_1_bn2_shift[ob * 4 + j_6] + layer4_0_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
+            layer4_1_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3168,53 +2792,10 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.bn2: bn, resnet18.cnn:13 */
-static void forward_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-  const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
-  const float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
-  const float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
-  const float *layer4_1_conv2 = s->arena + 100352;
-  float *layer4_1_bn2 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
-      float shift = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        layer4_1_bn2[(n * 512 + c) * 49 + i] = layer4_1_conv2[(n * 512 + c) * 49 + i] * scale + shift;
-      }
-    }
-  }
-}
-
-/* layer4.1.add0: add, resnet18.cnn:18 */
-static void forward_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 50176;
-  const float *layer4_1_bn2 = s->arena + 0;
-  float *layer4_1_add0 = s->arena + 25088;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
-    }
-  }
-}
-
-/* layer4.1.relu1: relu, resnet18.cnn:18 */
-static void forward_layer4_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_add0 = s->arena + 25088;
-  float *layer4_1_relu1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_1_add0[n * 25088 + i];
-      layer4_1_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
 static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 0;
-  float *global_avgpool0 = s->arena + 25088;
+  const float *layer4_1_relu1 = s->arena + 66560;
+  float *global_avgpool0 = s->arena + 1000;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 1; oh++) {
@@ -3239,7 +2820,7 @@ static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
 static void forward_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
-  const float *flatten0 = s->arena + 25088;
+  const float *flatten0 = s->arena + 1000;
   float *fc = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -3279,71 +2860,26 @@ int resnet18_forward(resnet18_state *s, int count, const float *x, float *y) {
   if (count < 1 || count > RESNET18_BATCH)
     return -1;
   forward_conv1(s, count, x);
-  forward_bn1(s, count);
-  forward_relu0(s, count);
   forward_maxpool0(s, count);
   forward_layer1_0_conv1(s, count);
-  forward_layer1_0_bn1(s, count);
-  forward_layer1_0_relu0(s, count);
   forward_layer1_0_conv2(s, count);
-  forward_layer1_0_bn2(s, count);
-  forward_layer1_0_add0(s, count);
-  forward_layer1_0_relu1(s, count);
   forward_layer1_1_conv1(s, count);
-  forward_layer1_1_bn1(s, count);
-  forward_layer1_1_relu0(s, count);
   forward_layer1_1_conv2(s, count);
-  forward_layer1_1_bn2(s, count);
-  forward_layer1_1_add0(s, count);
-  forward_layer1_1_relu1(s, count);
   forward_layer2_0_conv1(s, count);
-  forward_layer2_0_bn1(s, count);
-  forward_layer2_0_relu0(s, count);
-  forward_layer2_0_conv2(s, count);
-  forward_layer2_0_bn2(s, count);
   forward_layer2_0_downsample_0(s, count);
-  forward_layer2_0_downsample_1(s, count);
-  forward_layer2_0_add0(s, count);
-  forward_layer2_0_relu1(s, count);
+  forward_layer2_0_conv2(s, count);
   forward_layer2_1_conv1(s, count);
-  forward_layer2_1_bn1(s, count);
-  forward_layer2_1_relu0(s, count);
   forward_layer2_1_conv2(s, count);
-  forward_layer2_1_bn2(s, count);
-  forward_layer2_1_add0(s, count);
-  forward_layer2_1_relu1(s, count);
   forward_layer3_0_conv1(s, count);
-  forward_layer3_0_bn1(s, count);
-  forward_layer3_0_relu0(s, count);
-  forward_layer3_0_conv2(s, count);
-  forward_layer3_0_bn2(s, count);
   forward_layer3_0_downsample_0(s, count);
-  forward_layer3_0_downsample_1(s, count);
-  forward_layer3_0_add0(s, count);
-  forward_layer3_0_relu1(s, count);
+  forward_layer3_0_conv2(s, count);
   forward_layer3_1_conv1(s, count);
-  forward_layer3_1_bn1(s, count);
-  forward_layer3_1_relu0(s, count);
   forward_layer3_1_conv2(s, count);
-  forward_layer3_1_bn2(s, count);
-  forward_layer3_1_add0(s, count);
-  forward_layer3_1_relu1(s, count);
   forward_layer4_0_conv1(s, count);
-  forward_layer4_0_bn1(s, count);
-  forward_layer4_0_relu0(s, count);
-  forward_layer4_0_conv2(s, count);
-  forward_layer4_0_bn2(s, count);
   forward_layer4_0_downsample_0(s, count);
-  forward_layer4_0_downsample_1(s, count);
-  forward_layer4_0_add0(s, count);
-  forward_layer4_0_relu1(s, count);
+  forward_layer4_0_conv2(s, count);
   forward_layer4_1_conv1(s, count);
-  forward_layer4_1_bn1(s, count);
-  forward_layer4_1_relu0(s, count);
   forward_layer4_1_conv2(s, count);
-  forward_layer4_1_bn2(s, count);
-  forward_layer4_1_add0(s, count);
-  forward_layer4_1_relu1(s, count);
   forward_global_avgpool0(s, count);
   forward_fc(s, count);
   forward_y(s, count, y);
@@ -3436,7 +2972,7 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   }
 }
 
-/* bn1: bn, resnet18.cnn:29 */
+/* bn1: bn+relu with relu0, resnet18.cnn:29 */
 static void train_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
   const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
@@ -3444,7 +2980,7 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
   float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
   int64_t *bn1_num_batches_tracked = s->i64 + 0; /* bn1.num_batches_tracked */
   const float *conv1 = s->arena + 0;
-  float *bn1 = s->arena + 802816;
+  float *relu0 = s->arena + 802816;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3468,29 +3004,18 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
-        bn1[(n_3 * 64 + c) * 12544 + i_3] = conv1[(n_3 * 64 + c) * 12544 + i_3] * scale + shift;
+        float v = conv1[(n_3 * 64 + c) * 12544 + i_3] * scale + shift;
+        relu0[(n_3 * 64 + c) * 12544 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   bn1_num_batches_tracked[0] += 1;
 }
 
-/* relu0: relu, resnet18.cnn:29 */
-static void train_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *bn1 = s->arena + 802816;
-  float *relu0 = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 802816; i++) {
-      float v = bn1[n * 802816 + i];
-      relu0[n * 802816 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool0: maxpool, resnet18.cnn:30 */
 static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 1605632;
-  float *maxpool0 = s->arena + 2623744;
+  const float *relu0 = s->arena + 802816;
+  float *maxpool0 = s->arena + 1820928;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
@@ -3514,9 +3039,9 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *maxpool0 = s->arena + 2623744;
-  float *layer1_0_conv1 = s->arena + 2824448;
-  float *layer1_0_conv1_padded = s->arena + 2408448;
+  const float *maxpool0 = s->arena + 1820928;
+  float *layer1_0_conv1 = s->arena + 2021632;
+  float *layer1_0_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -3585,15 +3110,15 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.bn1: bn, resnet18.cnn:12 */
+/* layer1.0.bn1: bn+relu with layer1.0.relu0, resnet18.cnn:12 */
 static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
   const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
   float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
   int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 1; /* layer1.0.bn1.num_batches_tracked */
-  const float *layer1_0_conv1 = s->arena + 2824448;
-  float *layer1_0_bn1 = s->arena + 3025152;
+  const float *layer1_0_conv1 = s->arena + 2021632;
+  float *layer1_0_relu0 = s->arena + 2222336;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3617,32 +3142,21 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        layer1_0_bn1[(n_3 * 64 + c) * 3136 + i_3] = layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        float v = layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        layer1_0_relu0[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer1_0_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer1.0.relu0: relu, resnet18.cnn:12 */
-static void train_layer1_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn1 = s->arena + 3025152;
-  float *layer1_0_relu0 = s->arena + 3225856;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_0_bn1[n * 200704 + i];
-      layer1_0_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer1.0.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 3225856;
-  float *layer1_0_conv2 = s->arena + 3426560;
-  float *layer1_0_conv2_padded = s->arena + 2408448;
+  const float *layer1_0_relu0 = s->arena + 2222336;
+  float *layer1_0_conv2 = s->arena + 2423040;
+  float *layer1_0_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -3711,15 +3225,16 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.bn2: bn, resnet18.cnn:13 */
+/* layer1.0.bn2: bn+add+relu with layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13 */
 static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
   const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
   float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
   int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 2; /* layer1.0.bn2.num_batches_tracked */
-  const float *layer1_0_conv2 = s->arena + 3426560;
-  float *layer1_0_bn2 = s->arena + 2408448;
+  const float *maxpool0 = s->arena + 1820928;
+  const float *layer1_0_conv2 = s->arena + 2423040;
+  float *layer1_0_relu1 = s->arena + 2623744;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3743,44 +3258,21 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_0_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        layer1_0_bn2[(n_3 * 64 + c) * 3136 + i_3] = layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        float v = layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift + maxpool0[(n_3 * 64 + c) * 3136 + i_3];
+        layer1_0_relu1[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer1_0_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer1.0.add0: add, resnet18.cnn:18 */
-static void train_layer1_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 2623744;
-  const float *layer1_0_bn2 = s->arena + 2408448;
-  float *layer1_0_add0 = s->arena + 3627264;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_0_add0[n * 200704 + i] = layer1_0_bn2[n * 200704 + i] + maxpool0[n * 200704 + i];
-    }
-  }
-}
-
-/* layer1.0.relu1: relu, resnet18.cnn:18 */
-static void train_layer1_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_add0 = s->arena + 3627264;
-  float *layer1_0_relu1 = s->arena + 3827968;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_0_add0[n * 200704 + i];
-      layer1_0_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer1.1.conv1: conv, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 3827968;
-  float *layer1_1_conv1 = s->arena + 4028672;
-  float *layer1_1_conv1_padded = s->arena + 2408448;
+  const float *layer1_0_relu1 = s->arena + 2623744;
+  float *layer1_1_conv1 = s->arena + 2824448;
+  float *layer1_1_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -3849,15 +3341,15 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.bn1: bn, resnet18.cnn:12 */
+/* layer1.1.bn1: bn+relu with layer1.1.relu0, resnet18.cnn:12 */
 static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
   const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
   float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
   int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 3; /* layer1.1.bn1.num_batches_tracked */
-  const float *layer1_1_conv1 = s->arena + 4028672;
-  float *layer1_1_bn1 = s->arena + 4229376;
+  const float *layer1_1_conv1 = s->arena + 2824448;
+  float *layer1_1_relu0 = s->arena + 3025152;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3881,32 +3373,21 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        layer1_1_bn1[(n_3 * 64 + c) * 3136 + i_3] = layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        float v = layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        layer1_1_relu0[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer1_1_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer1.1.relu0: relu, resnet18.cnn:12 */
-static void train_layer1_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn1 = s->arena + 4229376;
-  float *layer1_1_relu0 = s->arena + 4430080;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_1_bn1[n * 200704 + i];
-      layer1_1_relu0[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer1.1.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 4430080;
-  float *layer1_1_conv2 = s->arena + 4630784;
-  float *layer1_1_conv2_padded = s->arena + 2408448;
+  const float *layer1_1_relu0 = s->arena + 3025152;
+  float *layer1_1_conv2 = s->arena + 3225856;
+  float *layer1_1_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -3975,15 +3456,16 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.bn2: bn, resnet18.cnn:13 */
+/* layer1.1.bn2: bn+add+relu with layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13 */
 static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
   const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
   float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
   int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 4; /* layer1.1.bn2.num_batches_tracked */
-  const float *layer1_1_conv2 = s->arena + 4630784;
-  float *layer1_1_bn2 = s->arena + 2408448;
+  const float *layer1_0_relu1 = s->arena + 2623744;
+  const float *layer1_1_conv2 = s->arena + 3225856;
+  float *layer1_1_relu1 = s->arena + 3426560;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4007,44 +3489,21 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        layer1_1_bn2[(n_3 * 64 + c) * 3136 + i_3] = layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        float v = layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift + layer1_0_relu1[(n_3 * 64 + c) * 3136 + i_3];
+        layer1_1_relu1[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer1_1_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer1.1.add0: add, resnet18.cnn:18 */
-static void train_layer1_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 3827968;
-  const float *layer1_1_bn2 = s->arena + 2408448;
-  float *layer1_1_add0 = s->arena + 4831488;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_1_add0[n * 200704 + i] = layer1_1_bn2[n * 200704 + i] + layer1_0_relu1[n * 200704 + i];
-    }
-  }
-}
-
-/* layer1.1.relu1: relu, resnet18.cnn:18 */
-static void train_layer1_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_add0 = s->arena + 4831488;
-  float *layer1_1_relu1 = s->arena + 5032192;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float v = layer1_1_add0[n * 200704 + i];
-      layer1_1_relu1[n * 200704 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer2.0.conv1: conv, resnet18.cnn:12
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer1_1_relu1 = s->arena + 5032192;
-  float *layer2_0_conv1 = s->arena + 5348096;
-  float *layer2_0_conv1_padded = s->arena + 2408448;
+  const float *layer1_1_relu1 = s->arena + 3426560;
+  float *layer2_0_conv1 = s->arena + 3742464;
+  float *layer2_0_conv1_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -4111,15 +3570,15 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.bn1: bn, resnet18.cnn:12 */
+/* layer2.0.bn1: bn+relu with layer2.0.relu0, resnet18.cnn:12 */
 static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
   const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
   float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
   int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 5; /* layer2.0.bn1.num_batches_tracked */
-  const float *layer2_0_conv1 = s->arena + 5348096;
-  float *layer2_0_bn1 = s->arena + 5448448;
+  const float *layer2_0_conv1 = s->arena + 3742464;
+  float *layer2_0_relu0 = s->arena + 3842816;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4143,32 +3602,21 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        layer2_0_bn1[(n_3 * 128 + c) * 784 + i_3] = layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        float v = layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        layer2_0_relu0[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer2_0_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer2.0.relu0: relu, resnet18.cnn:12 */
-static void train_layer2_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn1 = s->arena + 5448448;
-  float *layer2_0_relu0 = s->arena + 5548800;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_0_bn1[n * 100352 + i];
-      layer2_0_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer2.0.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 5548800;
-  float *layer2_0_conv2 = s->arena + 5232896;
-  float *layer2_0_conv2_padded = s->arena + 2408448;
+  const float *layer2_0_relu0 = s->arena + 3842816;
+  float *layer2_0_conv2 = s->arena + 3627264;
+  float *layer2_0_conv2_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -4237,52 +3685,13 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.bn2: bn, resnet18.cnn:13 */
-static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
-  float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
-  float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-  int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
-  const float *layer2_0_conv2 = s->arena + 5232896;
-  float *layer2_0_bn2 = s->arena + 5649152;
-  for (ptrdiff_t c = 0; c < 128; c++) {
-    double sum = 0.0f;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
-      }
-    }
-    double mean = sum / (float)(count * 784);
-    double sq = 0.0f;
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        double d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
-        sq = sq + d * d;
-      }
-    }
-    double var = sq / (float)(count * 784);
-    float inv = 1.0f / sqrtf(var + 1e-05f);
-    layer2_0_bn2_running_mean[c] = 0.9f * layer2_0_bn2_running_mean[c] + 0.1f * mean;
-    layer2_0_bn2_running_var[c] = 0.9f * layer2_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
-    float scale = layer2_0_bn2_weight[c] * inv;
-    float shift = layer2_0_bn2_bias[c] - mean * scale;
-    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        layer2_0_bn2[(n_3 * 128 + c) * 784 + i_3] = layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
-      }
-    }
-  }
-  layer2_0_bn2_num_batches_tracked[0] += 1;
-}
-
 /* layer2.0.downsample.0: conv, resnet18.cnn:16
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 5032192;
-  float *layer2_0_downsample_0 = s->arena + 5749504;
-  float *layer2_0_downsample_0_padded = s->arena + 2408448;
+  const float *layer1_1_relu1 = s->arena + 3426560;
+  float *layer2_0_downsample_0 = s->arena + 3943168;
+  float *layer2_0_downsample_0_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -4356,8 +3765,8 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
   int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 7; /* layer2.0.downsample.1.num_batches_tracked */
-  const float *layer2_0_downsample_0 = s->arena + 5749504;
-  float *layer2_0_downsample_1 = s->arena + 2408448;
+  const float *layer2_0_downsample_0 = s->arena + 3943168;
+  float *layer2_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4388,37 +3797,54 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   layer2_0_downsample_1_num_batches_tracked[0] += 1;
 }
 
-/* layer2.0.add0: add, resnet18.cnn:18 */
-static void train_layer2_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn2 = s->arena + 5649152;
-  const float *layer2_0_downsample_1 = s->arena + 2408448;
-  float *layer2_0_add0 = s->arena + 5849856;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_0_add0[n * 100352 + i] = layer2_0_bn2[n * 100352 + i] + layer2_0_downsample_1[n * 100352 + i];
+/* layer2.0.bn2: bn+add+relu with layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13 */
+static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
+  const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
+  float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
+  float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
+  int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
+  const float *layer2_0_conv2 = s->arena + 3627264;
+  const float *layer2_0_downsample_1 = s->arena + 1605632;
+  float *layer2_0_relu1 = s->arena + 4043520;
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    double sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        sum = sum + layer2_0_conv2[(n * 128 + c) * 784 + i];
+      }
+    }
+    double mean = sum / (float)(count * 784);
+    double sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        double d = layer2_0_conv2[(n_2 * 128 + c) * 784 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    double var = sq / (float)(count * 784);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer2_0_bn2_running_mean[c] = 0.9f * layer2_0_bn2_running_mean[c] + 0.1f * mean;
+    layer2_0_bn2_running_var[c] = 0.9f * layer2_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 784) ? sq / ((float)(count * 784) - 1.0f) : var);
+    float scale = layer2_0_bn2_weight[c] * inv;
+    float shift = layer2_0_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
+        float v = layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift + layer2_0_downsample_1[(n_3 * 128 + c) * 784 + i_3];
+        layer2_0_relu1[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
+      }
     }
   }
-}
-
-/* layer2.0.relu1: relu, resnet18.cnn:18 */
-static void train_layer2_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_add0 = s->arena + 5849856;
-  float *layer2_0_relu1 = s->arena + 5649152;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_0_add0[n * 100352 + i];
-      layer2_0_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
+  layer2_0_bn2_num_batches_tracked[0] += 1;
 }
 
 /* layer2.1.conv1: conv, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 5649152;
-  float *layer2_1_conv1 = s->arena + 5950208;
-  float *layer2_1_conv1_padded = s->arena + 2408448;
+  const float *layer2_0_relu1 = s->arena + 4043520;
+  float *layer2_1_conv1 = s->arena + 4143872;
+  float *layer2_1_conv1_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -4487,15 +3913,15 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.bn1: bn, resnet18.cnn:12 */
+/* layer2.1.bn1: bn+relu with layer2.1.relu0, resnet18.cnn:12 */
 static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
   const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
   float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
   int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 8; /* layer2.1.bn1.num_batches_tracked */
-  const float *layer2_1_conv1 = s->arena + 5950208;
-  float *layer2_1_bn1 = s->arena + 6050560;
+  const float *layer2_1_conv1 = s->arena + 4143872;
+  float *layer2_1_relu0 = s->arena + 4244224;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4519,32 +3945,21 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        layer2_1_bn1[(n_3 * 128 + c) * 784 + i_3] = layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        float v = layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        layer2_1_relu0[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer2_1_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer2.1.relu0: relu, resnet18.cnn:12 */
-static void train_layer2_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn1 = s->arena + 6050560;
-  float *layer2_1_relu0 = s->arena + 6150912;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_1_bn1[n * 100352 + i];
-      layer2_1_relu0[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer2.1.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 6150912;
-  float *layer2_1_conv2 = s->arena + 6251264;
-  float *layer2_1_conv2_padded = s->arena + 2408448;
+  const float *layer2_1_relu0 = s->arena + 4244224;
+  float *layer2_1_conv2 = s->arena + 4344576;
+  float *layer2_1_conv2_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -4613,15 +4028,16 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.bn2: bn, resnet18.cnn:13 */
+/* layer2.1.bn2: bn+add+relu with layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13 */
 static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
   const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
   float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
   int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 9; /* layer2.1.bn2.num_batches_tracked */
-  const float *layer2_1_conv2 = s->arena + 6251264;
-  float *layer2_1_bn2 = s->arena + 2408448;
+  const float *layer2_0_relu1 = s->arena + 4043520;
+  const float *layer2_1_conv2 = s->arena + 4344576;
+  float *layer2_1_relu1 = s->arena + 1716992;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4645,44 +4061,21 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        layer2_1_bn2[(n_3 * 128 + c) * 784 + i_3] = layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        float v = layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift + layer2_0_relu1[(n_3 * 128 + c) * 784 + i_3];
+        layer2_1_relu1[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer2_1_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer2.1.add0: add, resnet18.cnn:18 */
-static void train_layer2_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 5649152;
-  const float *layer2_1_bn2 = s->arena + 2408448;
-  float *layer2_1_add0 = s->arena + 2519808;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_1_add0[n * 100352 + i] = layer2_1_bn2[n * 100352 + i] + layer2_0_relu1[n * 100352 + i];
-    }
-  }
-}
-
-/* layer2.1.relu1: relu, resnet18.cnn:18 */
-static void train_layer2_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_add0 = s->arena + 2519808;
-  float *layer2_1_relu1 = s->arena + 6351616;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float v = layer2_1_add0[n * 100352 + i];
-      layer2_1_relu1[n * 100352 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer3.0.conv1: conv, resnet18.cnn:12
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer2_1_relu1 = s->arena + 6351616;
-  float *layer3_0_conv1 = s->arena + 6517504;
-  float *layer3_0_conv1_padded = s->arena + 2408448;
+  const float *layer2_1_relu1 = s->arena + 1716992;
+  float *layer3_0_conv1 = s->arena + 4510464;
+  float *layer3_0_conv1_padded = s->arena + 1605632;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -4749,15 +4142,15 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.bn1: bn, resnet18.cnn:12 */
+/* layer3.0.bn1: bn+relu with layer3.0.relu0, resnet18.cnn:12 */
 static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
   const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
   float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
   int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 10; /* layer3.0.bn1.num_batches_tracked */
-  const float *layer3_0_conv1 = s->arena + 6517504;
-  float *layer3_0_bn1 = s->arena + 6567680;
+  const float *layer3_0_conv1 = s->arena + 4510464;
+  float *layer3_0_relu0 = s->arena + 4560640;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4781,32 +4174,21 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        layer3_0_bn1[(n_3 * 256 + c) * 196 + i_3] = layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        float v = layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        layer3_0_relu0[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer3_0_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer3.0.relu0: relu, resnet18.cnn:12 */
-static void train_layer3_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn1 = s->arena + 6567680;
-  float *layer3_0_relu0 = s->arena + 6617856;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_0_bn1[n * 50176 + i];
-      layer3_0_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer3.0.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 6617856;
-  float *layer3_0_conv2 = s->arena + 6451968;
-  float *layer3_0_conv2_padded = s->arena + 2408448;
+  const float *layer3_0_relu0 = s->arena + 4560640;
+  float *layer3_0_conv2 = s->arena + 4444928;
+  float *layer3_0_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -4875,52 +4257,13 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.bn2: bn, resnet18.cnn:13 */
-static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
-  float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
-  float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
-  const float *layer3_0_conv2 = s->arena + 6451968;
-  float *layer3_0_bn2 = s->arena + 6668032;
-  for (ptrdiff_t c = 0; c < 256; c++) {
-    double sum = 0.0f;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
-      }
-    }
-    double mean = sum / (float)(count * 196);
-    double sq = 0.0f;
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        double d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
-        sq = sq + d * d;
-      }
-    }
-    double var = sq / (float)(count * 196);
-    float inv = 1.0f / sqrtf(var + 1e-05f);
-    layer3_0_bn2_running_mean[c] = 0.9f * layer3_0_bn2_running_mean[c] + 0.1f * mean;
-    layer3_0_bn2_running_var[c] = 0.9f * layer3_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
-    float scale = layer3_0_bn2_weight[c] * inv;
-    float shift = layer3_0_bn2_bias[c] - mean * scale;
-    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        layer3_0_bn2[(n_3 * 256 + c) * 196 + i_3] = layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
-      }
-    }
-  }
-  layer3_0_bn2_num_batches_tracked[0] += 1;
-}
-
 /* layer3.0.downsample.0: conv, resnet18.cnn:16
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 6351616;
-  float *layer3_0_downsample_0 = s->arena + 6718208;
-  float *layer3_0_downsample_0_padded = s->arena + 2408448;
+  const float *layer2_1_relu1 = s->arena + 1716992;
+  float *layer3_0_downsample_0 = s->arena + 4610816;
+  float *layer3_0_downsample_0_padded = s->arena + 1605632;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -4994,8 +4337,8 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
   int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 12; /* layer3.0.downsample.1.num_batches_tracked */
-  const float *layer3_0_downsample_0 = s->arena + 6718208;
-  float *layer3_0_downsample_1 = s->arena + 2408448;
+  const float *layer3_0_downsample_0 = s->arena + 4610816;
+  float *layer3_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5026,37 +4369,54 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   layer3_0_downsample_1_num_batches_tracked[0] += 1;
 }
 
-/* layer3.0.add0: add, resnet18.cnn:18 */
-static void train_layer3_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn2 = s->arena + 6668032;
-  const float *layer3_0_downsample_1 = s->arena + 2408448;
-  float *layer3_0_add0 = s->arena + 6768384;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_0_add0[n * 50176 + i] = layer3_0_bn2[n * 50176 + i] + layer3_0_downsample_1[n * 50176 + i];
+/* layer3.0.bn2: bn+add+relu with layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13 */
+static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
+  const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
+  float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
+  float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
+  int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
+  const float *layer3_0_conv2 = s->arena + 4444928;
+  const float *layer3_0_downsample_1 = s->arena + 1605632;
+  float *layer3_0_relu1 = s->arena + 4660992;
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    double sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        sum = sum + layer3_0_conv2[(n * 256 + c) * 196 + i];
+      }
+    }
+    double mean = sum / (float)(count * 196);
+    double sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        double d = layer3_0_conv2[(n_2 * 256 + c) * 196 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    double var = sq / (float)(count * 196);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer3_0_bn2_running_mean[c] = 0.9f * layer3_0_bn2_running_mean[c] + 0.1f * mean;
+    layer3_0_bn2_running_var[c] = 0.9f * layer3_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 196) ? sq / ((float)(count * 196) - 1.0f) : var);
+    float scale = layer3_0_bn2_weight[c] * inv;
+    float shift = layer3_0_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
+        float v = layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift + layer3_0_downsample_1[(n_3 * 256 + c) * 196 + i_3];
+        layer3_0_relu1[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
+      }
     }
   }
-}
-
-/* layer3.0.relu1: relu, resnet18.cnn:18 */
-static void train_layer3_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_add0 = s->arena + 6768384;
-  float *layer3_0_relu1 = s->arena + 6668032;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_0_add0[n * 50176 + i];
-      layer3_0_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
+  layer3_0_bn2_num_batches_tracked[0] += 1;
 }
 
 /* layer3.1.conv1: conv, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 6668032;
-  float *layer3_1_conv1 = s->arena + 6818560;
-  float *layer3_1_conv1_padded = s->arena + 2408448;
+  const float *layer3_0_relu1 = s->arena + 4660992;
+  float *layer3_1_conv1 = s->arena + 4711168;
+  float *layer3_1_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5125,15 +4485,15 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.bn1: bn, resnet18.cnn:12 */
+/* layer3.1.bn1: bn+relu with layer3.1.relu0, resnet18.cnn:12 */
 static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
   const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
   float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
   int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 13; /* layer3.1.bn1.num_batches_tracked */
-  const float *layer3_1_conv1 = s->arena + 6818560;
-  float *layer3_1_bn1 = s->arena + 6868736;
+  const float *layer3_1_conv1 = s->arena + 4711168;
+  float *layer3_1_relu0 = s->arena + 4761344;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5157,32 +4517,21 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        layer3_1_bn1[(n_3 * 256 + c) * 196 + i_3] = layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        float v = layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        layer3_1_relu0[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer3_1_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer3.1.relu0: relu, resnet18.cnn:12 */
-static void train_layer3_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn1 = s->arena + 6868736;
-  float *layer3_1_relu0 = s->arena + 6918912;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_1_bn1[n * 50176 + i];
-      layer3_1_relu0[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer3.1.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 6918912;
-  float *layer3_1_conv2 = s->arena + 6969088;
-  float *layer3_1_conv2_padded = s->arena + 2408448;
+  const float *layer3_1_relu0 = s->arena + 4761344;
+  float *layer3_1_conv2 = s->arena + 4811520;
+  float *layer3_1_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5251,15 +4600,16 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.bn2: bn, resnet18.cnn:13 */
+/* layer3.1.bn2: bn+add+relu with layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13 */
 static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
   const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
   float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
   int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 14; /* layer3.1.bn2.num_batches_tracked */
-  const float *layer3_1_conv2 = s->arena + 6969088;
-  float *layer3_1_bn2 = s->arena + 2408448;
+  const float *layer3_0_relu1 = s->arena + 4660992;
+  const float *layer3_1_conv2 = s->arena + 4811520;
+  float *layer3_1_relu1 = s->arena + 4861696;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5283,44 +4633,21 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        layer3_1_bn2[(n_3 * 256 + c) * 196 + i_3] = layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        float v = layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift + layer3_0_relu1[(n_3 * 256 + c) * 196 + i_3];
+        layer3_1_relu1[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer3_1_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer3.1.add0: add, resnet18.cnn:18 */
-static void train_layer3_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 6668032;
-  const float *layer3_1_bn2 = s->arena + 2408448;
-  float *layer3_1_add0 = s->arena + 7019264;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_1_add0[n * 50176 + i] = layer3_1_bn2[n * 50176 + i] + layer3_0_relu1[n * 50176 + i];
-    }
-  }
-}
-
-/* layer3.1.relu1: relu, resnet18.cnn:18 */
-static void train_layer3_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_add0 = s->arena + 7019264;
-  float *layer3_1_relu1 = s->arena + 7069440;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float v = layer3_1_add0[n * 50176 + i];
-      layer3_1_relu1[n * 50176 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer4.0.conv1: conv, resnet18.cnn:12
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 7069440;
-  float *layer4_0_conv1 = s->arena + 7119616;
-  float *layer4_0_conv1_padded = s->arena + 2408448;
+  const float *layer3_1_relu1 = s->arena + 4861696;
+  float *layer4_0_conv1 = s->arena + 4911872;
+  float *layer4_0_conv1_padded = s->arena + 1605632;
   float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5365,15 +4692,15 @@ static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.bn1: bn, resnet18.cnn:12 */
+/* layer4.0.bn1: bn+relu with layer4.0.relu0, resnet18.cnn:12 */
 static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
   int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 15; /* layer4.0.bn1.num_batches_tracked */
-  const float *layer4_0_conv1 = s->arena + 7119616;
-  float *layer4_0_bn1 = s->arena + 7144704;
+  const float *layer4_0_conv1 = s->arena + 4911872;
+  float *layer4_0_relu0 = s->arena + 4936960;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5397,32 +4724,21 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        layer4_0_bn1[(n_3 * 512 + c) * 49 + i_3] = layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        float v = layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        layer4_0_relu0[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer4_0_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer4.0.relu0: relu, resnet18.cnn:12 */
-static void train_layer4_0_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn1 = s->arena + 7144704;
-  float *layer4_0_relu0 = s->arena + 7169792;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_0_bn1[n * 25088 + i];
-      layer4_0_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer4.0.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 7169792;
-  float *layer4_0_conv2 = s->arena + 2458624;
-  float *layer4_0_conv2_padded = s->arena + 2408448;
+  const float *layer4_0_relu0 = s->arena + 4936960;
+  float *layer4_0_conv2 = s->arena + 1655808;
+  float *layer4_0_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5491,52 +4807,13 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.bn2: bn, resnet18.cnn:13 */
-static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
-  float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
-  float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-  int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
-  const float *layer4_0_conv2 = s->arena + 2458624;
-  float *layer4_0_bn2 = s->arena + 2483712;
-  for (ptrdiff_t c = 0; c < 512; c++) {
-    double sum = 0.0f;
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
-      }
-    }
-    double mean = sum / (float)(count * 49);
-    double sq = 0.0f;
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        double d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
-        sq = sq + d * d;
-      }
-    }
-    double var = sq / (float)(count * 49);
-    float inv = 1.0f / sqrtf(var + 1e-05f);
-    layer4_0_bn2_running_mean[c] = 0.9f * layer4_0_bn2_running_mean[c] + 0.1f * mean;
-    layer4_0_bn2_running_var[c] = 0.9f * layer4_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
-    float scale = layer4_0_bn2_weight[c] * inv;
-    float shift = layer4_0_bn2_bias[c] - mean * scale;
-    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        layer4_0_bn2[(n_3 * 512 + c) * 49 + i_3] = layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
-      }
-    }
-  }
-  layer4_0_bn2_num_batches_tracked[0] += 1;
-}
-
 /* layer4.0.downsample.0: conv, resnet18.cnn:16
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 7069440;
-  float *layer4_0_downsample_0 = s->arena + 7194880;
-  float *layer4_0_downsample_0_padded = s->arena + 2408448;
+  const float *layer3_1_relu1 = s->arena + 4861696;
+  float *layer4_0_downsample_0 = s->arena + 1680896;
+  float *layer4_0_downsample_0_padded = s->arena + 1605632;
   float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5588,8 +4865,8 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
   int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 17; /* layer4.0.downsample.1.num_batches_tracked */
-  const float *layer4_0_downsample_0 = s->arena + 7194880;
-  float *layer4_0_downsample_1 = s->arena + 2408448;
+  const float *layer4_0_downsample_0 = s->arena + 1680896;
+  float *layer4_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5620,37 +4897,54 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   layer4_0_downsample_1_num_batches_tracked[0] += 1;
 }
 
-/* layer4.0.add0: add, resnet18.cnn:18 */
-static void train_layer4_0_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn2 = s->arena + 2483712;
-  const float *layer4_0_downsample_1 = s->arena + 2408448;
-  float *layer4_0_add0 = s->arena + 7219968;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_0_add0[n * 25088 + i] = layer4_0_bn2[n * 25088 + i] + layer4_0_downsample_1[n * 25088 + i];
+/* layer4.0.bn2: bn+add+relu with layer4.0.add0 and layer4.0.relu1, resnet18.cnn:13 */
+static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
+  const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
+  float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
+  float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
+  int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
+  const float *layer4_0_conv2 = s->arena + 1655808;
+  const float *layer4_0_downsample_1 = s->arena + 1605632;
+  float *layer4_0_relu1 = s->arena + 4962048;
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    double sum = 0.0f;
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        sum = sum + layer4_0_conv2[(n * 512 + c) * 49 + i];
+      }
+    }
+    double mean = sum / (float)(count * 49);
+    double sq = 0.0f;
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        double d = layer4_0_conv2[(n_2 * 512 + c) * 49 + i_2] - mean;
+        sq = sq + d * d;
+      }
+    }
+    double var = sq / (float)(count * 49);
+    float inv = 1.0f / sqrtf(var + 1e-05f);
+    layer4_0_bn2_running_mean[c] = 0.9f * layer4_0_bn2_running_mean[c] + 0.1f * mean;
+    layer4_0_bn2_running_var[c] = 0.9f * layer4_0_bn2_running_var[c] + 0.1f * (1.0f < (float)(count * 49) ? sq / ((float)(count * 49) - 1.0f) : var);
+    float scale = layer4_0_bn2_weight[c] * inv;
+    float shift = layer4_0_bn2_bias[c] - mean * scale;
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
+        float v = layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift + layer4_0_downsample_1[(n_3 * 512 + c) * 49 + i_3];
+        layer4_0_relu1[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
+      }
     }
   }
-}
-
-/* layer4.0.relu1: relu, resnet18.cnn:18 */
-static void train_layer4_0_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_add0 = s->arena + 7219968;
-  float *layer4_0_relu1 = s->arena + 2483712;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_0_add0[n * 25088 + i];
-      layer4_0_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
+  layer4_0_bn2_num_batches_tracked[0] += 1;
 }
 
 /* layer4.1.conv1: conv, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 2483712;
-  float *layer4_1_conv1 = s->arena + 7245056;
-  float *layer4_1_conv1_padded = s->arena + 2408448;
+  const float *layer4_0_relu1 = s->arena + 4962048;
+  float *layer4_1_conv1 = s->arena + 4987136;
+  float *layer4_1_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5719,15 +5013,15 @@ static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.bn1: bn, resnet18.cnn:12 */
+/* layer4.1.bn1: bn+relu with layer4.1.relu0, resnet18.cnn:12 */
 static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
   const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
   float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
   int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 18; /* layer4.1.bn1.num_batches_tracked */
-  const float *layer4_1_conv1 = s->arena + 7245056;
-  float *layer4_1_bn1 = s->arena + 7270144;
+  const float *layer4_1_conv1 = s->arena + 4987136;
+  float *layer4_1_relu0 = s->arena + 5012224;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5751,32 +5045,21 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        layer4_1_bn1[(n_3 * 512 + c) * 49 + i_3] = layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        float v = layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        layer4_1_relu0[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer4_1_bn1_num_batches_tracked[0] += 1;
 }
 
-/* layer4.1.relu0: relu, resnet18.cnn:12 */
-static void train_layer4_1_relu0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn1 = s->arena + 7270144;
-  float *layer4_1_relu0 = s->arena + 7295232;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_1_bn1[n * 25088 + i];
-      layer4_1_relu0[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* layer4.1.conv2: conv, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 7295232;
-  float *layer4_1_conv2 = s->arena + 7320320;
-  float *layer4_1_conv2_padded = s->arena + 2408448;
+  const float *layer4_1_relu0 = s->arena + 5012224;
+  float *layer4_1_conv2 = s->arena + 5037312;
+  float *layer4_1_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5845,15 +5128,16 @@ static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.bn2: bn, resnet18.cnn:13 */
+/* layer4.1.bn2: bn+add+relu with layer4.1.add0 and layer4.1.relu1, resnet18.cnn:13 */
 static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
   const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
   float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
   int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 19; /* layer4.1.bn2.num_batches_tracked */
-  const float *layer4_1_conv2 = s->arena + 7320320;
-  float *layer4_1_bn2 = s->arena + 2408448;
+  const float *layer4_0_relu1 = s->arena + 4962048;
+  const float *layer4_1_conv2 = s->arena + 5037312;
+  float *layer4_1_relu1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5877,41 +5161,18 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        layer4_1_bn2[(n_3 * 512 + c) * 49 + i_3] = layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        float v = layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift + layer4_0_relu1[(n_3 * 512 + c) * 49 + i_3];
+        layer4_1_relu1[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
   }
   layer4_1_bn2_num_batches_tracked[0] += 1;
 }
 
-/* layer4.1.add0: add, resnet18.cnn:18 */
-static void train_layer4_1_add0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 2483712;
-  const float *layer4_1_bn2 = s->arena + 2408448;
-  float *layer4_1_add0 = s->arena + 2433536;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_1_add0[n * 25088 + i] = layer4_1_bn2[n * 25088 + i] + layer4_0_relu1[n * 25088 + i];
-    }
-  }
-}
-
-/* layer4.1.relu1: relu, resnet18.cnn:18 */
-static void train_layer4_1_relu1(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_add0 = s->arena + 2433536;
-  float *layer4_1_relu1 = s->arena + 2408448;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float v = layer4_1_add0[n * 25088 + i];
-      layer4_1_relu1[n * 25088 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
 static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 2408448;
-  float *global_avgpool0 = s->arena + 2508800;
+  const float *layer4_1_relu1 = s->arena + 1605632;
+  float *global_avgpool0 = s->arena + 1632720;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 1; oh++) {
@@ -5936,8 +5197,8 @@ static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
 static void train_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
-  const float *flatten0 = s->arena + 2508800;
-  float *fc = s->arena + 2408448;
+  const float *flatten0 = s->arena + 1632720;
+  float *fc = s->arena + 1630720;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 125; ob++) {
@@ -5964,8 +5225,8 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
 static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *fc = s->arena + 2408448;
-  float *cross_entropy0 = s->arena + 7395584;
+  const float *fc = s->arena + 1630720;
+  float *cross_entropy0 = s->arena + 5112576;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -5986,8 +5247,8 @@ static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64
 
 /* cross_entropy0.dx: loss_dx, resnet18.cnn:39 */
 static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *fc = s->arena + 2408448;
-  float *cross_entropy0_dx = s->arena + 2409448;
+  const float *fc = s->arena + 1630720;
+  float *cross_entropy0_dx = s->arena + 1631720;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
@@ -6011,8 +5272,8 @@ static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const in
  * schedule: accumulators: 1 sample x 32 in-features (16 tiles + 0) */
 static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
-  const float *cross_entropy0_dx = s->arena + 2409448;
-  float *fc_dx = s->arena + 2509312;
+  const float *cross_entropy0_dx = s->arena + 1631720;
+  float *fc_dx = s->arena + 1705984;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 16; t++) {
@@ -6035,8 +5296,8 @@ static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
 /* fc.dweight: dense_dw, resnet18.cnn:38
  * schedule: accumulators: 4 outputs x 16 in-features (32 tiles + 0) */
 static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *flatten0 = s->arena + 2508800;
-  const float *cross_entropy0_dx = s->arena + 2409448;
+  const float *flatten0 = s->arena + 1632720;
+  const float *cross_entropy0_dx = s->arena + 1631720;
   float *fc_weight_grad = s->g32 + 11186112;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 250; ob++) {
@@ -6063,7 +5324,7 @@ static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* fc.dbias: bias_grad, resnet18.cnn:38 */
 static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 2409448;
+  const float *cross_entropy0_dx = s->arena + 1631720;
   float *fc_bias_grad = s->g32 + 11698112;
   for (ptrdiff_t c = 0; c < 1000; c++) {
     float acc = 0.0f;
@@ -6078,8 +5339,8 @@ static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
 
 /* global_avgpool0.dx: pool_dx, resnet18.cnn:33 */
 static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *flatten0_dx = s->arena + 2509312;
-  float *global_avgpool0_dx = s->arena + 2408448;
+  const float *flatten0_dx = s->arena + 1705984;
+  float *global_avgpool0_dx = s->arena + 1630720;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       global_avgpool0_dx[n * 25088 + i] = 0.0f;
@@ -6105,13 +5366,13 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer4_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_add0 = s->arena + 2433536;
-  const float *global_avgpool0_dx = s->arena + 2408448;
-  float *layer4_1_relu1_dx = s->arena + 7345408;
+  const float *layer4_1_relu1 = s->arena + 1605632;
+  const float *global_avgpool0_dx = s->arena + 1630720;
+  float *layer4_1_relu1_dx = s->arena + 5062400;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
-      float x = layer4_1_add0[n * 25088 + i];
-      layer4_1_relu1_dx[n * 25088 + i] = 0.0f < x ? global_avgpool0_dx[n * 25088 + i] : 0.0f;
+      float y = layer4_1_relu1[n * 25088 + i];
+      layer4_1_relu1_dx[n * 25088 + i] = 0.0f < y ? global_avgpool0_dx[n * 25088 + i] : 0.0f;
     }
   }
 }
@@ -6119,9 +5380,9 @@ static void train_layer4_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-  const float *layer4_1_conv2 = s->arena + 7320320;
-  const float *layer4_1_relu1_dx = s->arena + 7345408;
-  float *layer4_1_bn2_dx = s->arena + 7370496;
+  const float *layer4_1_conv2 = s->arena + 5037312;
+  const float *layer4_1_relu1_dx = s->arena + 5062400;
+  float *layer4_1_bn2_dx = s->arena + 5087488;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6160,8 +5421,8 @@ static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv2 = s->arena + 7320320;
-  const float *layer4_1_relu1_dx = s->arena + 7345408;
+  const float *layer4_1_conv2 = s->arena + 5037312;
+  const float *layer4_1_relu1_dx = s->arena + 5062400;
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6196,7 +5457,7 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 7345408;
+  const float *layer4_1_relu1_dx = s->arena + 5062400;
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6213,9 +5474,9 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_bn2_dx = s->arena + 7370496;
-  float *layer4_1_conv2_dx = s->arena + 7320320;
-  float *layer4_1_conv2_dx_padded = s->arena + 2408448;
+  const float *layer4_1_bn2_dx = s->arena + 5087488;
+  float *layer4_1_conv2_dx = s->arena + 5037312;
+  float *layer4_1_conv2_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6287,8 +5548,8 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0 = s->arena + 7295232;
-  const float *layer4_1_bn2_dx = s->arena + 7370496;
+  const float *layer4_1_relu0 = s->arena + 5012224;
+  const float *layer4_1_bn2_dx = s->arena + 5087488;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
   float acc[36]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6346,13 +5607,13 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer4_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_bn1 = s->arena + 7270144;
-  const float *layer4_1_conv2_dx = s->arena + 7320320;
-  float *layer4_1_relu0_dx = s->arena + 2408448;
+  const float *layer4_1_relu0 = s->arena + 5012224;
+  const float *layer4_1_conv2_dx = s->arena + 5037312;
+  float *layer4_1_relu0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
-      float x = layer4_1_bn1[n * 25088 + i];
-      layer4_1_relu0_dx[n * 25088 + i] = 0.0f < x ? layer4_1_conv2_dx[n * 25088 + i] : 0.0f;
+      float y = layer4_1_relu0[n * 25088 + i];
+      layer4_1_relu0_dx[n * 25088 + i] = 0.0f < y ? layer4_1_conv2_dx[n * 25088 + i] : 0.0f;
     }
   }
 }
@@ -6360,9 +5621,9 @@ static void train_layer4_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-  const float *layer4_1_conv1 = s->arena + 7245056;
-  const float *layer4_1_relu0_dx = s->arena + 2408448;
-  float *layer4_1_bn1_dx = s->arena + 7270144;
+  const float *layer4_1_conv1 = s->arena + 4987136;
+  const float *layer4_1_relu0_dx = s->arena + 1605632;
+  float *layer4_1_bn1_dx = s->arena + 5012224;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6401,8 +5662,8 @@ static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv1 = s->arena + 7245056;
-  const float *layer4_1_relu0_dx = s->arena + 2408448;
+  const float *layer4_1_conv1 = s->arena + 4987136;
+  const float *layer4_1_relu0_dx = s->arena + 1605632;
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6437,7 +5698,7 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0_dx = s->arena + 2408448;
+  const float *layer4_1_relu0_dx = s->arena + 1605632;
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6454,9 +5715,9 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_1_bn1_dx = s->arena + 7270144;
-  float *layer4_1_conv1_dx = s->arena + 7245056;
-  float *layer4_1_conv1_dx_padded = s->arena + 2408448;
+  const float *layer4_1_bn1_dx = s->arena + 5012224;
+  float *layer4_1_conv1_dx = s->arena + 4987136;
+  float *layer4_1_conv1_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6527,9 +5788,9 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer4_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 7345408;
-  const float *layer4_1_conv1_dx = s->arena + 7245056;
-  float *layer4_0_relu1_dsum = s->arena + 2408448;
+  const float *layer4_1_relu1_dx = s->arena + 5062400;
+  const float *layer4_1_conv1_dx = s->arena + 4987136;
+  float *layer4_0_relu1_dsum = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_0_relu1_dsum[n * 25088 + i] = layer4_1_relu1_dx[n * 25088 + i] + layer4_1_conv1_dx[n * 25088 + i];
@@ -6540,8 +5801,8 @@ static void train_layer4_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 2483712;
-  const float *layer4_1_bn1_dx = s->arena + 7270144;
+  const float *layer4_0_relu1 = s->arena + 4962048;
+  const float *layer4_1_bn1_dx = s->arena + 5012224;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
   float acc[36]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6599,13 +5860,13 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer4_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_add0 = s->arena + 7219968;
-  const float *layer4_0_relu1_dsum = s->arena + 2408448;
-  float *layer4_0_relu1_dx = s->arena + 2483712;
+  const float *layer4_0_relu1 = s->arena + 4962048;
+  const float *layer4_0_relu1_dsum = s->arena + 1605632;
+  float *layer4_0_relu1_dx = s->arena + 4987136;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
-      float x = layer4_0_add0[n * 25088 + i];
-      layer4_0_relu1_dx[n * 25088 + i] = 0.0f < x ? layer4_0_relu1_dsum[n * 25088 + i] : 0.0f;
+      float y = layer4_0_relu1[n * 25088 + i];
+      layer4_0_relu1_dx[n * 25088 + i] = 0.0f < y ? layer4_0_relu1_dsum[n * 25088 + i] : 0.0f;
     }
   }
 }
@@ -6613,9 +5874,9 @@ static void train_layer4_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-  const float *layer4_0_downsample_0 = s->arena + 7194880;
-  const float *layer4_0_relu1_dx = s->arena + 2483712;
-  float *layer4_0_downsample_1_dx = s->arena + 7219968;
+  const float *layer4_0_downsample_0 = s->arena + 1680896;
+  const float *layer4_0_relu1_dx = s->arena + 4987136;
+  float *layer4_0_downsample_1_dx = s->arena + 4962048;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6654,8 +5915,8 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0 = s->arena + 7194880;
-  const float *layer4_0_relu1_dx = s->arena + 2483712;
+  const float *layer4_0_downsample_0 = s->arena + 1680896;
+  const float *layer4_0_relu1_dx = s->arena + 4987136;
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6690,7 +5951,7 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 2483712;
+  const float *layer4_0_relu1_dx = s->arena + 4987136;
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6706,8 +5967,8 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer4.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer4_0_downsample_1_dx = s->arena + 7219968;
-  float *layer4_0_downsample_0_dx = s->arena + 2408448;
+  const float *layer4_0_downsample_1_dx = s->arena + 4962048;
+  float *layer4_0_downsample_0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer4_0_downsample_0_dx[n * 50176 + i] = 0.0f;
@@ -6736,8 +5997,8 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 7069440;
-  const float *layer4_0_downsample_1_dx = s->arena + 7219968;
+  const float *layer3_1_relu1 = s->arena + 4861696;
+  const float *layer4_0_downsample_1_dx = s->arena + 4962048;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
   float acc[14]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6776,9 +6037,9 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_conv2 = s->arena + 2458624;
-  const float *layer4_0_relu1_dx = s->arena + 2483712;
-  float *layer4_0_bn2_dx = s->arena + 7194880;
+  const float *layer4_0_conv2 = s->arena + 1655808;
+  const float *layer4_0_relu1_dx = s->arena + 4987136;
+  float *layer4_0_bn2_dx = s->arena + 4962048;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6817,8 +6078,8 @@ static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2 = s->arena + 2458624;
-  const float *layer4_0_relu1_dx = s->arena + 2483712;
+  const float *layer4_0_conv2 = s->arena + 1655808;
+  const float *layer4_0_relu1_dx = s->arena + 4987136;
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6853,7 +6114,7 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 2483712;
+  const float *layer4_0_relu1_dx = s->arena + 4987136;
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6870,9 +6131,9 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_bn2_dx = s->arena + 7194880;
-  float *layer4_0_conv2_dx = s->arena + 7219968;
-  float *layer4_0_conv2_dx_padded = s->arena + 2458624;
+  const float *layer4_0_bn2_dx = s->arena + 4962048;
+  float *layer4_0_conv2_dx = s->arena + 4987136;
+  float *layer4_0_conv2_dx_padded = s->arena + 1655808;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6944,8 +6205,8 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0 = s->arena + 7169792;
-  const float *layer4_0_bn2_dx = s->arena + 7194880;
+  const float *layer4_0_relu0 = s->arena + 4936960;
+  const float *layer4_0_bn2_dx = s->arena + 4962048;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
   float acc[36]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -7003,13 +6264,13 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer4_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_bn1 = s->arena + 7144704;
-  const float *layer4_0_conv2_dx = s->arena + 7219968;
-  float *layer4_0_relu0_dx = s->arena + 2458624;
+  const float *layer4_0_relu0 = s->arena + 4936960;
+  const float *layer4_0_conv2_dx = s->arena + 4987136;
+  float *layer4_0_relu0_dx = s->arena + 1655808;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
-      float x = layer4_0_bn1[n * 25088 + i];
-      layer4_0_relu0_dx[n * 25088 + i] = 0.0f < x ? layer4_0_conv2_dx[n * 25088 + i] : 0.0f;
+      float y = layer4_0_relu0[n * 25088 + i];
+      layer4_0_relu0_dx[n * 25088 + i] = 0.0f < y ? layer4_0_conv2_dx[n * 25088 + i] : 0.0f;
     }
   }
 }
@@ -7017,9 +6278,9 @@ static void train_layer4_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-  const float *layer4_0_conv1 = s->arena + 7119616;
-  const float *layer4_0_relu0_dx = s->arena + 2458624;
-  float *layer4_0_bn1_dx = s->arena + 7169792;
+  const float *layer4_0_conv1 = s->arena + 4911872;
+  const float *layer4_0_relu0_dx = s->arena + 1655808;
+  float *layer4_0_bn1_dx = s->arena + 4962048;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7058,8 +6319,8 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv1 = s->arena + 7119616;
-  const float *layer4_0_relu0_dx = s->arena + 2458624;
+  const float *layer4_0_conv1 = s->arena + 4911872;
+  const float *layer4_0_relu0_dx = s->arena + 1655808;
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -7094,7 +6355,7 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0_dx = s->arena + 2458624;
+  const float *layer4_0_relu0_dx = s->arena + 1655808;
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -7110,8 +6371,8 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 7169792;
-  float *layer4_0_conv1_dx = s->arena + 2458624;
+  const float *layer4_0_bn1_dx = s->arena + 4962048;
+  float *layer4_0_conv1_dx = s->arena + 1655808;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer4_0_conv1_dx[n * 50176 + i] = 0.0f;
@@ -7143,9 +6404,9 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer3_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0_dx = s->arena + 2408448;
-  const float *layer4_0_conv1_dx = s->arena + 2458624;
-  float *layer3_1_relu1_dsum = s->arena + 7119616;
+  const float *layer4_0_downsample_0_dx = s->arena + 1605632;
+  const float *layer4_0_conv1_dx = s->arena + 1655808;
+  float *layer3_1_relu1_dsum = s->arena + 4911872;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer3_1_relu1_dsum[n * 50176 + i] = layer4_0_downsample_0_dx[n * 50176 + i] + layer4_0_conv1_dx[n * 50176 + i];
@@ -7156,8 +6417,8 @@ static void train_layer3_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 7069440;
-  const float *layer4_0_bn1_dx = s->arena + 7169792;
+  const float *layer3_1_relu1 = s->arena + 4861696;
+  const float *layer4_0_bn1_dx = s->arena + 4962048;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float acc[21]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 512; ob++) {
@@ -7206,13 +6467,13 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer3_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_add0 = s->arena + 7019264;
-  const float *layer3_1_relu1_dsum = s->arena + 7119616;
-  float *layer3_1_relu1_dx = s->arena + 7069440;
+  const float *layer3_1_relu1 = s->arena + 4861696;
+  const float *layer3_1_relu1_dsum = s->arena + 4911872;
+  float *layer3_1_relu1_dx = s->arena + 4962048;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
-      float x = layer3_1_add0[n * 50176 + i];
-      layer3_1_relu1_dx[n * 50176 + i] = 0.0f < x ? layer3_1_relu1_dsum[n * 50176 + i] : 0.0f;
+      float y = layer3_1_relu1[n * 50176 + i];
+      layer3_1_relu1_dx[n * 50176 + i] = 0.0f < y ? layer3_1_relu1_dsum[n * 50176 + i] : 0.0f;
     }
   }
 }
@@ -7220,9 +6481,9 @@ static void train_layer3_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_conv2 = s->arena + 6969088;
-  const float *layer3_1_relu1_dx = s->arena + 7069440;
-  float *layer3_1_bn2_dx = s->arena + 7019264;
+  const float *layer3_1_conv2 = s->arena + 4811520;
+  const float *layer3_1_relu1_dx = s->arena + 4962048;
+  float *layer3_1_bn2_dx = s->arena + 4861696;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7261,8 +6522,8 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2 = s->arena + 6969088;
-  const float *layer3_1_relu1_dx = s->arena + 7069440;
+  const float *layer3_1_conv2 = s->arena + 4811520;
+  const float *layer3_1_relu1_dx = s->arena + 4962048;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7297,7 +6558,7 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 7069440;
+  const float *layer3_1_relu1_dx = s->arena + 4962048;
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7314,9 +6575,9 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_bn2_dx = s->arena + 7019264;
-  float *layer3_1_conv2_dx = s->arena + 6969088;
-  float *layer3_1_conv2_dx_padded = s->arena + 2408448;
+  const float *layer3_1_bn2_dx = s->arena + 4861696;
+  float *layer3_1_conv2_dx = s->arena + 4811520;
+  float *layer3_1_conv2_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7388,8 +6649,8 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 6918912;
-  const float *layer3_1_bn2_dx = s->arena + 7019264;
+  const float *layer3_1_relu0 = s->arena + 4761344;
+  const float *layer3_1_bn2_dx = s->arena + 4861696;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
   float acc[156]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7454,13 +6715,13 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer3_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_bn1 = s->arena + 6868736;
-  const float *layer3_1_conv2_dx = s->arena + 6969088;
-  float *layer3_1_relu0_dx = s->arena + 2408448;
+  const float *layer3_1_relu0 = s->arena + 4761344;
+  const float *layer3_1_conv2_dx = s->arena + 4811520;
+  float *layer3_1_relu0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
-      float x = layer3_1_bn1[n * 50176 + i];
-      layer3_1_relu0_dx[n * 50176 + i] = 0.0f < x ? layer3_1_conv2_dx[n * 50176 + i] : 0.0f;
+      float y = layer3_1_relu0[n * 50176 + i];
+      layer3_1_relu0_dx[n * 50176 + i] = 0.0f < y ? layer3_1_conv2_dx[n * 50176 + i] : 0.0f;
     }
   }
 }
@@ -7468,9 +6729,9 @@ static void train_layer3_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_conv1 = s->arena + 6818560;
-  const float *layer3_1_relu0_dx = s->arena + 2408448;
-  float *layer3_1_bn1_dx = s->arena + 6868736;
+  const float *layer3_1_conv1 = s->arena + 4711168;
+  const float *layer3_1_relu0_dx = s->arena + 1605632;
+  float *layer3_1_bn1_dx = s->arena + 4761344;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7509,8 +6770,8 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1 = s->arena + 6818560;
-  const float *layer3_1_relu0_dx = s->arena + 2408448;
+  const float *layer3_1_conv1 = s->arena + 4711168;
+  const float *layer3_1_relu0_dx = s->arena + 1605632;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7545,7 +6806,7 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0_dx = s->arena + 2408448;
+  const float *layer3_1_relu0_dx = s->arena + 1605632;
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7562,9 +6823,9 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_1_bn1_dx = s->arena + 6868736;
-  float *layer3_1_conv1_dx = s->arena + 6818560;
-  float *layer3_1_conv1_dx_padded = s->arena + 2408448;
+  const float *layer3_1_bn1_dx = s->arena + 4761344;
+  float *layer3_1_conv1_dx = s->arena + 4711168;
+  float *layer3_1_conv1_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7635,9 +6896,9 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer3_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 7069440;
-  const float *layer3_1_conv1_dx = s->arena + 6818560;
-  float *layer3_0_relu1_dsum = s->arena + 2408448;
+  const float *layer3_1_relu1_dx = s->arena + 4962048;
+  const float *layer3_1_conv1_dx = s->arena + 4711168;
+  float *layer3_0_relu1_dsum = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer3_0_relu1_dsum[n * 50176 + i] = layer3_1_relu1_dx[n * 50176 + i] + layer3_1_conv1_dx[n * 50176 + i];
@@ -7648,8 +6909,8 @@ static void train_layer3_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 6668032;
-  const float *layer3_1_bn1_dx = s->arena + 6868736;
+  const float *layer3_0_relu1 = s->arena + 4660992;
+  const float *layer3_1_bn1_dx = s->arena + 4761344;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
   float acc[156]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7714,13 +6975,13 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer3_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_add0 = s->arena + 6768384;
-  const float *layer3_0_relu1_dsum = s->arena + 2408448;
-  float *layer3_0_relu1_dx = s->arena + 6668032;
+  const float *layer3_0_relu1 = s->arena + 4660992;
+  const float *layer3_0_relu1_dsum = s->arena + 1605632;
+  float *layer3_0_relu1_dx = s->arena + 4711168;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
-      float x = layer3_0_add0[n * 50176 + i];
-      layer3_0_relu1_dx[n * 50176 + i] = 0.0f < x ? layer3_0_relu1_dsum[n * 50176 + i] : 0.0f;
+      float y = layer3_0_relu1[n * 50176 + i];
+      layer3_0_relu1_dx[n * 50176 + i] = 0.0f < y ? layer3_0_relu1_dsum[n * 50176 + i] : 0.0f;
     }
   }
 }
@@ -7728,9 +6989,9 @@ static void train_layer3_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_0 = s->arena + 6718208;
-  const float *layer3_0_relu1_dx = s->arena + 6668032;
-  float *layer3_0_downsample_1_dx = s->arena + 6768384;
+  const float *layer3_0_downsample_0 = s->arena + 4610816;
+  const float *layer3_0_relu1_dx = s->arena + 4711168;
+  float *layer3_0_downsample_1_dx = s->arena + 4660992;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7769,8 +7030,8 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0 = s->arena + 6718208;
-  const float *layer3_0_relu1_dx = s->arena + 6668032;
+  const float *layer3_0_downsample_0 = s->arena + 4610816;
+  const float *layer3_0_relu1_dx = s->arena + 4711168;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7805,7 +7066,7 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 6668032;
+  const float *layer3_0_relu1_dx = s->arena + 4711168;
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7821,8 +7082,8 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer3.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer3_0_downsample_1_dx = s->arena + 6768384;
-  float *layer3_0_downsample_0_dx = s->arena + 2408448;
+  const float *layer3_0_downsample_1_dx = s->arena + 4660992;
+  float *layer3_0_downsample_0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer3_0_downsample_0_dx[n * 100352 + i] = 0.0f;
@@ -7851,8 +7112,8 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 6351616;
-  const float *layer3_0_downsample_1_dx = s->arena + 6768384;
+  const float *layer2_1_relu1 = s->arena + 1716992;
+  const float *layer3_0_downsample_1_dx = s->arena + 4660992;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float acc[56]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7898,9 +7159,9 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_conv2 = s->arena + 6451968;
-  const float *layer3_0_relu1_dx = s->arena + 6668032;
-  float *layer3_0_bn2_dx = s->arena + 6718208;
+  const float *layer3_0_conv2 = s->arena + 4444928;
+  const float *layer3_0_relu1_dx = s->arena + 4711168;
+  float *layer3_0_bn2_dx = s->arena + 4610816;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7939,8 +7200,8 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2 = s->arena + 6451968;
-  const float *layer3_0_relu1_dx = s->arena + 6668032;
+  const float *layer3_0_conv2 = s->arena + 4444928;
+  const float *layer3_0_relu1_dx = s->arena + 4711168;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7975,7 +7236,7 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 6668032;
+  const float *layer3_0_relu1_dx = s->arena + 4711168;
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7992,9 +7253,9 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_bn2_dx = s->arena + 6718208;
-  float *layer3_0_conv2_dx = s->arena + 6668032;
-  float *layer3_0_conv2_dx_padded = s->arena + 6451968;
+  const float *layer3_0_bn2_dx = s->arena + 4610816;
+  float *layer3_0_conv2_dx = s->arena + 4660992;
+  float *layer3_0_conv2_dx_padded = s->arena + 4444928;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -8066,8 +7327,8 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 6617856;
-  const float *layer3_0_bn2_dx = s->arena + 6718208;
+  const float *layer3_0_relu0 = s->arena + 4560640;
+  const float *layer3_0_bn2_dx = s->arena + 4610816;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
   float acc[156]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -8132,13 +7393,13 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer3_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_bn1 = s->arena + 6567680;
-  const float *layer3_0_conv2_dx = s->arena + 6668032;
-  float *layer3_0_relu0_dx = s->arena + 6451968;
+  const float *layer3_0_relu0 = s->arena + 4560640;
+  const float *layer3_0_conv2_dx = s->arena + 4660992;
+  float *layer3_0_relu0_dx = s->arena + 4444928;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
-      float x = layer3_0_bn1[n * 50176 + i];
-      layer3_0_relu0_dx[n * 50176 + i] = 0.0f < x ? layer3_0_conv2_dx[n * 50176 + i] : 0.0f;
+      float y = layer3_0_relu0[n * 50176 + i];
+      layer3_0_relu0_dx[n * 50176 + i] = 0.0f < y ? layer3_0_conv2_dx[n * 50176 + i] : 0.0f;
     }
   }
 }
@@ -8146,9 +7407,9 @@ static void train_layer3_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_conv1 = s->arena + 6517504;
-  const float *layer3_0_relu0_dx = s->arena + 6451968;
-  float *layer3_0_bn1_dx = s->arena + 6652672;
+  const float *layer3_0_conv1 = s->arena + 4510464;
+  const float *layer3_0_relu0_dx = s->arena + 4444928;
+  float *layer3_0_bn1_dx = s->arena + 4645632;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8187,8 +7448,8 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv1 = s->arena + 6517504;
-  const float *layer3_0_relu0_dx = s->arena + 6451968;
+  const float *layer3_0_conv1 = s->arena + 4510464;
+  const float *layer3_0_relu0_dx = s->arena + 4444928;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -8223,7 +7484,7 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0_dx = s->arena + 6451968;
+  const float *layer3_0_relu0_dx = s->arena + 4444928;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -8239,8 +7500,8 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer3_0_bn1_dx = s->arena + 6652672;
-  float *layer3_0_conv1_dx = s->arena + 6451968;
+  const float *layer3_0_bn1_dx = s->arena + 4645632;
+  float *layer3_0_conv1_dx = s->arena + 4444928;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer3_0_conv1_dx[n * 100352 + i] = 0.0f;
@@ -8272,9 +7533,9 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer2_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0_dx = s->arena + 2408448;
-  const float *layer3_0_conv1_dx = s->arena + 6451968;
-  float *layer2_1_relu1_dsum = s->arena + 6552320;
+  const float *layer3_0_downsample_0_dx = s->arena + 1605632;
+  const float *layer3_0_conv1_dx = s->arena + 4444928;
+  float *layer2_1_relu1_dsum = s->arena + 4545280;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer2_1_relu1_dsum[n * 100352 + i] = layer3_0_downsample_0_dx[n * 100352 + i] + layer3_0_conv1_dx[n * 100352 + i];
@@ -8285,8 +7546,8 @@ static void train_layer2_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 6351616;
-  const float *layer3_0_bn1_dx = s->arena + 6652672;
+  const float *layer2_1_relu1 = s->arena + 1716992;
+  const float *layer3_0_bn1_dx = s->arena + 4645632;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
   float acc[84]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -8342,13 +7603,13 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer2_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_add0 = s->arena + 2519808;
-  const float *layer2_1_relu1_dsum = s->arena + 6552320;
-  float *layer2_1_relu1_dx = s->arena + 6351616;
+  const float *layer2_1_relu1 = s->arena + 1716992;
+  const float *layer2_1_relu1_dsum = s->arena + 4545280;
+  float *layer2_1_relu1_dx = s->arena + 4444928;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
-      float x = layer2_1_add0[n * 100352 + i];
-      layer2_1_relu1_dx[n * 100352 + i] = 0.0f < x ? layer2_1_relu1_dsum[n * 100352 + i] : 0.0f;
+      float y = layer2_1_relu1[n * 100352 + i];
+      layer2_1_relu1_dx[n * 100352 + i] = 0.0f < y ? layer2_1_relu1_dsum[n * 100352 + i] : 0.0f;
     }
   }
 }
@@ -8356,9 +7617,9 @@ static void train_layer2_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-  const float *layer2_1_conv2 = s->arena + 6251264;
-  const float *layer2_1_relu1_dx = s->arena + 6351616;
-  float *layer2_1_bn2_dx = s->arena + 6451968;
+  const float *layer2_1_conv2 = s->arena + 4344576;
+  const float *layer2_1_relu1_dx = s->arena + 4444928;
+  float *layer2_1_bn2_dx = s->arena + 4545280;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8397,8 +7658,8 @@ static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv2 = s->arena + 6251264;
-  const float *layer2_1_relu1_dx = s->arena + 6351616;
+  const float *layer2_1_conv2 = s->arena + 4344576;
+  const float *layer2_1_relu1_dx = s->arena + 4444928;
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8433,7 +7694,7 @@ static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 6351616;
+  const float *layer2_1_relu1_dx = s->arena + 4444928;
   float *layer2_1_bn2_bias_grad = s->g32 + 684608;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8450,9 +7711,9 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_bn2_dx = s->arena + 6451968;
-  float *layer2_1_conv2_dx = s->arena + 6251264;
-  float *layer2_1_conv2_dx_padded = s->arena + 2408448;
+  const float *layer2_1_bn2_dx = s->arena + 4545280;
+  float *layer2_1_conv2_dx = s->arena + 4344576;
+  float *layer2_1_conv2_dx_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8524,8 +7785,8 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0 = s->arena + 6150912;
-  const float *layer2_1_bn2_dx = s->arena + 6451968;
+  const float *layer2_1_relu0 = s->arena + 4244224;
+  const float *layer2_1_bn2_dx = s->arena + 4545280;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -8590,13 +7851,13 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer2_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_bn1 = s->arena + 6050560;
-  const float *layer2_1_conv2_dx = s->arena + 6251264;
-  float *layer2_1_relu0_dx = s->arena + 2408448;
+  const float *layer2_1_relu0 = s->arena + 4244224;
+  const float *layer2_1_conv2_dx = s->arena + 4344576;
+  float *layer2_1_relu0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
-      float x = layer2_1_bn1[n * 100352 + i];
-      layer2_1_relu0_dx[n * 100352 + i] = 0.0f < x ? layer2_1_conv2_dx[n * 100352 + i] : 0.0f;
+      float y = layer2_1_relu0[n * 100352 + i];
+      layer2_1_relu0_dx[n * 100352 + i] = 0.0f < y ? layer2_1_conv2_dx[n * 100352 + i] : 0.0f;
     }
   }
 }
@@ -8604,9 +7865,9 @@ static void train_layer2_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-  const float *layer2_1_conv1 = s->arena + 5950208;
-  const float *layer2_1_relu0_dx = s->arena + 2408448;
-  float *layer2_1_bn1_dx = s->arena + 6050560;
+  const float *layer2_1_conv1 = s->arena + 4143872;
+  const float *layer2_1_relu0_dx = s->arena + 1605632;
+  float *layer2_1_bn1_dx = s->arena + 4244224;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8645,8 +7906,8 @@ static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv1 = s->arena + 5950208;
-  const float *layer2_1_relu0_dx = s->arena + 2408448;
+  const float *layer2_1_conv1 = s->arena + 4143872;
+  const float *layer2_1_relu0_dx = s->arena + 1605632;
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8681,7 +7942,7 @@ static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0_dx = s->arena + 2408448;
+  const float *layer2_1_relu0_dx = s->arena + 1605632;
   float *layer2_1_bn1_bias_grad = s->g32 + 536640;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8698,9 +7959,9 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_1_bn1_dx = s->arena + 6050560;
-  float *layer2_1_conv1_dx = s->arena + 5950208;
-  float *layer2_1_conv1_dx_padded = s->arena + 2408448;
+  const float *layer2_1_bn1_dx = s->arena + 4244224;
+  float *layer2_1_conv1_dx = s->arena + 4143872;
+  float *layer2_1_conv1_dx_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8771,9 +8032,9 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer2_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 6351616;
-  const float *layer2_1_conv1_dx = s->arena + 5950208;
-  float *layer2_0_relu1_dsum = s->arena + 2408448;
+  const float *layer2_1_relu1_dx = s->arena + 4444928;
+  const float *layer2_1_conv1_dx = s->arena + 4143872;
+  float *layer2_0_relu1_dsum = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer2_0_relu1_dsum[n * 100352 + i] = layer2_1_relu1_dx[n * 100352 + i] + layer2_1_conv1_dx[n * 100352 + i];
@@ -8784,8 +8045,8 @@ static void train_layer2_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 5649152;
-  const float *layer2_1_bn1_dx = s->arena + 6050560;
+  const float *layer2_0_relu1 = s->arena + 4043520;
+  const float *layer2_1_bn1_dx = s->arena + 4244224;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -8850,13 +8111,13 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer2_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_add0 = s->arena + 5849856;
-  const float *layer2_0_relu1_dsum = s->arena + 2408448;
-  float *layer2_0_relu1_dx = s->arena + 5649152;
+  const float *layer2_0_relu1 = s->arena + 4043520;
+  const float *layer2_0_relu1_dsum = s->arena + 1605632;
+  float *layer2_0_relu1_dx = s->arena + 4143872;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
-      float x = layer2_0_add0[n * 100352 + i];
-      layer2_0_relu1_dx[n * 100352 + i] = 0.0f < x ? layer2_0_relu1_dsum[n * 100352 + i] : 0.0f;
+      float y = layer2_0_relu1[n * 100352 + i];
+      layer2_0_relu1_dx[n * 100352 + i] = 0.0f < y ? layer2_0_relu1_dsum[n * 100352 + i] : 0.0f;
     }
   }
 }
@@ -8864,9 +8125,9 @@ static void train_layer2_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-  const float *layer2_0_downsample_0 = s->arena + 5749504;
-  const float *layer2_0_relu1_dx = s->arena + 5649152;
-  float *layer2_0_downsample_1_dx = s->arena + 5849856;
+  const float *layer2_0_downsample_0 = s->arena + 3943168;
+  const float *layer2_0_relu1_dx = s->arena + 4143872;
+  float *layer2_0_downsample_1_dx = s->arena + 4043520;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8905,8 +8166,8 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0 = s->arena + 5749504;
-  const float *layer2_0_relu1_dx = s->arena + 5649152;
+  const float *layer2_0_downsample_0 = s->arena + 3943168;
+  const float *layer2_0_relu1_dx = s->arena + 4143872;
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8941,7 +8202,7 @@ static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer2.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 5649152;
+  const float *layer2_0_relu1_dx = s->arena + 4143872;
   float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8957,8 +8218,8 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer2.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer2_0_downsample_1_dx = s->arena + 5849856;
-  float *layer2_0_downsample_0_dx = s->arena + 2408448;
+  const float *layer2_0_downsample_1_dx = s->arena + 4043520;
+  float *layer2_0_downsample_0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer2_0_downsample_0_dx[n * 200704 + i] = 0.0f;
@@ -8987,8 +8248,8 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 5032192;
-  const float *layer2_0_downsample_1_dx = s->arena + 5849856;
+  const float *layer1_1_relu1 = s->arena + 3426560;
+  const float *layer2_0_downsample_1_dx = s->arena + 4043520;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
   float acc[112]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -9034,9 +8295,9 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_conv2 = s->arena + 5232896;
-  const float *layer2_0_relu1_dx = s->arena + 5649152;
-  float *layer2_0_bn2_dx = s->arena + 5749504;
+  const float *layer2_0_conv2 = s->arena + 3627264;
+  const float *layer2_0_relu1_dx = s->arena + 4143872;
+  float *layer2_0_bn2_dx = s->arena + 3943168;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9075,8 +8336,8 @@ static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2 = s->arena + 5232896;
-  const float *layer2_0_relu1_dx = s->arena + 5649152;
+  const float *layer2_0_conv2 = s->arena + 3627264;
+  const float *layer2_0_relu1_dx = s->arena + 4143872;
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -9111,7 +8372,7 @@ static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 5649152;
+  const float *layer2_0_relu1_dx = s->arena + 4143872;
   float *layer2_0_bn2_bias_grad = s->g32 + 379968;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -9128,9 +8389,9 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_bn2_dx = s->arena + 5749504;
-  float *layer2_0_conv2_dx = s->arena + 5649152;
-  float *layer2_0_conv2_dx_padded = s->arena + 5232896;
+  const float *layer2_0_bn2_dx = s->arena + 3943168;
+  float *layer2_0_conv2_dx = s->arena + 4043520;
+  float *layer2_0_conv2_dx_padded = s->arena + 3627264;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -9202,8 +8463,8 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0 = s->arena + 5548800;
-  const float *layer2_0_bn2_dx = s->arena + 5749504;
+  const float *layer2_0_relu0 = s->arena + 3842816;
+  const float *layer2_0_bn2_dx = s->arena + 3943168;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -9268,13 +8529,13 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer2_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_bn1 = s->arena + 5448448;
-  const float *layer2_0_conv2_dx = s->arena + 5649152;
-  float *layer2_0_relu0_dx = s->arena + 5232896;
+  const float *layer2_0_relu0 = s->arena + 3842816;
+  const float *layer2_0_conv2_dx = s->arena + 4043520;
+  float *layer2_0_relu0_dx = s->arena + 3627264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
-      float x = layer2_0_bn1[n * 100352 + i];
-      layer2_0_relu0_dx[n * 100352 + i] = 0.0f < x ? layer2_0_conv2_dx[n * 100352 + i] : 0.0f;
+      float y = layer2_0_relu0[n * 100352 + i];
+      layer2_0_relu0_dx[n * 100352 + i] = 0.0f < y ? layer2_0_conv2_dx[n * 100352 + i] : 0.0f;
     }
   }
 }
@@ -9282,9 +8543,9 @@ static void train_layer2_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-  const float *layer2_0_conv1 = s->arena + 5348096;
-  const float *layer2_0_relu0_dx = s->arena + 5232896;
-  float *layer2_0_bn1_dx = s->arena + 5634304;
+  const float *layer2_0_conv1 = s->arena + 3742464;
+  const float *layer2_0_relu0_dx = s->arena + 3627264;
+  float *layer2_0_bn1_dx = s->arena + 4028672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9323,8 +8584,8 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv1 = s->arena + 5348096;
-  const float *layer2_0_relu0_dx = s->arena + 5232896;
+  const float *layer2_0_conv1 = s->arena + 3742464;
+  const float *layer2_0_relu0_dx = s->arena + 3627264;
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -9359,7 +8620,7 @@ static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0_dx = s->arena + 5232896;
+  const float *layer2_0_relu0_dx = s->arena + 3627264;
   float *layer2_0_bn1_bias_grad = s->g32 + 232000;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -9375,8 +8636,8 @@ static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer2_0_bn1_dx = s->arena + 5634304;
-  float *layer2_0_conv1_dx = s->arena + 5232896;
+  const float *layer2_0_bn1_dx = s->arena + 4028672;
+  float *layer2_0_conv1_dx = s->arena + 3627264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer2_0_conv1_dx[n * 200704 + i] = 0.0f;
@@ -9408,9 +8669,9 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer1_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0_dx = s->arena + 2408448;
-  const float *layer2_0_conv1_dx = s->arena + 5232896;
-  float *layer1_1_relu1_dsum = s->arena + 5433600;
+  const float *layer2_0_downsample_0_dx = s->arena + 1605632;
+  const float *layer2_0_conv1_dx = s->arena + 3627264;
+  float *layer1_1_relu1_dsum = s->arena + 3827968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer1_1_relu1_dsum[n * 200704 + i] = layer2_0_downsample_0_dx[n * 200704 + i] + layer2_0_conv1_dx[n * 200704 + i];
@@ -9421,8 +8682,8 @@ static void train_layer1_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 5032192;
-  const float *layer2_0_bn1_dx = s->arena + 5634304;
+  const float *layer1_1_relu1 = s->arena + 3426560;
+  const float *layer2_0_bn1_dx = s->arena + 4028672;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
   float acc[84]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -9478,13 +8739,13 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer1_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_add0 = s->arena + 4831488;
-  const float *layer1_1_relu1_dsum = s->arena + 5433600;
-  float *layer1_1_relu1_dx = s->arena + 5032192;
+  const float *layer1_1_relu1 = s->arena + 3426560;
+  const float *layer1_1_relu1_dsum = s->arena + 3827968;
+  float *layer1_1_relu1_dx = s->arena + 3627264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
-      float x = layer1_1_add0[n * 200704 + i];
-      layer1_1_relu1_dx[n * 200704 + i] = 0.0f < x ? layer1_1_relu1_dsum[n * 200704 + i] : 0.0f;
+      float y = layer1_1_relu1[n * 200704 + i];
+      layer1_1_relu1_dx[n * 200704 + i] = 0.0f < y ? layer1_1_relu1_dsum[n * 200704 + i] : 0.0f;
     }
   }
 }
@@ -9492,9 +8753,9 @@ static void train_layer1_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-  const float *layer1_1_conv2 = s->arena + 4630784;
-  const float *layer1_1_relu1_dx = s->arena + 5032192;
-  float *layer1_1_bn2_dx = s->arena + 4831488;
+  const float *layer1_1_conv2 = s->arena + 3225856;
+  const float *layer1_1_relu1_dx = s->arena + 3627264;
+  float *layer1_1_bn2_dx = s->arena + 3426560;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9533,8 +8794,8 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv2 = s->arena + 4630784;
-  const float *layer1_1_relu1_dx = s->arena + 5032192;
+  const float *layer1_1_conv2 = s->arena + 3225856;
+  const float *layer1_1_relu1_dx = s->arena + 3627264;
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9569,7 +8830,7 @@ static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 5032192;
+  const float *layer1_1_relu1_dx = s->arena + 3627264;
   float *layer1_1_bn2_bias_grad = s->g32 + 157952;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -9586,9 +8847,9 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_bn2_dx = s->arena + 4831488;
-  float *layer1_1_conv2_dx = s->arena + 4630784;
-  float *layer1_1_conv2_dx_padded = s->arena + 2408448;
+  const float *layer1_1_bn2_dx = s->arena + 3426560;
+  float *layer1_1_conv2_dx = s->arena + 3225856;
+  float *layer1_1_conv2_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9660,8 +8921,8 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0 = s->arena + 4430080;
-  const float *layer1_1_bn2_dx = s->arena + 4831488;
+  const float *layer1_1_relu0 = s->arena + 3025152;
+  const float *layer1_1_bn2_dx = s->arena + 3426560;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
   float acc[69]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -9726,13 +8987,13 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer1_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_bn1 = s->arena + 4229376;
-  const float *layer1_1_conv2_dx = s->arena + 4630784;
-  float *layer1_1_relu0_dx = s->arena + 2408448;
+  const float *layer1_1_relu0 = s->arena + 3025152;
+  const float *layer1_1_conv2_dx = s->arena + 3225856;
+  float *layer1_1_relu0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
-      float x = layer1_1_bn1[n * 200704 + i];
-      layer1_1_relu0_dx[n * 200704 + i] = 0.0f < x ? layer1_1_conv2_dx[n * 200704 + i] : 0.0f;
+      float y = layer1_1_relu0[n * 200704 + i];
+      layer1_1_relu0_dx[n * 200704 + i] = 0.0f < y ? layer1_1_conv2_dx[n * 200704 + i] : 0.0f;
     }
   }
 }
@@ -9740,9 +9001,9 @@ static void train_layer1_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-  const float *layer1_1_conv1 = s->arena + 4028672;
-  const float *layer1_1_relu0_dx = s->arena + 2408448;
-  float *layer1_1_bn1_dx = s->arena + 4229376;
+  const float *layer1_1_conv1 = s->arena + 2824448;
+  const float *layer1_1_relu0_dx = s->arena + 1605632;
+  float *layer1_1_bn1_dx = s->arena + 3025152;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9781,8 +9042,8 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv1 = s->arena + 4028672;
-  const float *layer1_1_relu0_dx = s->arena + 2408448;
+  const float *layer1_1_conv1 = s->arena + 2824448;
+  const float *layer1_1_relu0_dx = s->arena + 1605632;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9817,7 +9078,7 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0_dx = s->arena + 2408448;
+  const float *layer1_1_relu0_dx = s->arena + 1605632;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -9834,9 +9095,9 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_1_bn1_dx = s->arena + 4229376;
-  float *layer1_1_conv1_dx = s->arena + 4028672;
-  float *layer1_1_conv1_dx_padded = s->arena + 2408448;
+  const float *layer1_1_bn1_dx = s->arena + 3025152;
+  float *layer1_1_conv1_dx = s->arena + 2824448;
+  float *layer1_1_conv1_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9907,9 +9168,9 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu1.dsum: add, resnet18.cnn:18 */
 static void train_layer1_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 5032192;
-  const float *layer1_1_conv1_dx = s->arena + 4028672;
-  float *layer1_0_relu1_dsum = s->arena + 2408448;
+  const float *layer1_1_relu1_dx = s->arena + 3627264;
+  const float *layer1_1_conv1_dx = s->arena + 2824448;
+  float *layer1_0_relu1_dsum = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer1_0_relu1_dsum[n * 200704 + i] = layer1_1_relu1_dx[n * 200704 + i] + layer1_1_conv1_dx[n * 200704 + i];
@@ -9920,8 +9181,8 @@ static void train_layer1_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 3827968;
-  const float *layer1_1_bn1_dx = s->arena + 4229376;
+  const float *layer1_0_relu1 = s->arena + 2623744;
+  const float *layer1_1_bn1_dx = s->arena + 3025152;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
   float acc[69]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -9986,13 +9247,13 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu1.dx: act_dx, resnet18.cnn:18 */
 static void train_layer1_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_add0 = s->arena + 3627264;
-  const float *layer1_0_relu1_dsum = s->arena + 2408448;
-  float *layer1_0_relu1_dx = s->arena + 3827968;
+  const float *layer1_0_relu1 = s->arena + 2623744;
+  const float *layer1_0_relu1_dsum = s->arena + 1605632;
+  float *layer1_0_relu1_dx = s->arena + 2824448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
-      float x = layer1_0_add0[n * 200704 + i];
-      layer1_0_relu1_dx[n * 200704 + i] = 0.0f < x ? layer1_0_relu1_dsum[n * 200704 + i] : 0.0f;
+      float y = layer1_0_relu1[n * 200704 + i];
+      layer1_0_relu1_dx[n * 200704 + i] = 0.0f < y ? layer1_0_relu1_dsum[n * 200704 + i] : 0.0f;
     }
   }
 }
@@ -10000,9 +9261,9 @@ static void train_layer1_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-  const float *layer1_0_conv2 = s->arena + 3426560;
-  const float *layer1_0_relu1_dx = s->arena + 3827968;
-  float *layer1_0_bn2_dx = s->arena + 3627264;
+  const float *layer1_0_conv2 = s->arena + 2423040;
+  const float *layer1_0_relu1_dx = s->arena + 2824448;
+  float *layer1_0_bn2_dx = s->arena + 2623744;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -10041,8 +9302,8 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv2 = s->arena + 3426560;
-  const float *layer1_0_relu1_dx = s->arena + 3827968;
+  const float *layer1_0_conv2 = s->arena + 2423040;
+  const float *layer1_0_relu1_dx = s->arena + 2824448;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -10077,7 +9338,7 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 3827968;
+  const float *layer1_0_relu1_dx = s->arena + 2824448;
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -10094,9 +9355,9 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_bn2_dx = s->arena + 3627264;
-  float *layer1_0_conv2_dx = s->arena + 3426560;
-  float *layer1_0_conv2_dx_padded = s->arena + 2408448;
+  const float *layer1_0_bn2_dx = s->arena + 2623744;
+  float *layer1_0_conv2_dx = s->arena + 2423040;
+  float *layer1_0_conv2_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -10168,8 +9429,8 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0 = s->arena + 3225856;
-  const float *layer1_0_bn2_dx = s->arena + 3627264;
+  const float *layer1_0_relu0 = s->arena + 2222336;
+  const float *layer1_0_bn2_dx = s->arena + 2623744;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
   float acc[69]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -10234,13 +9495,13 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.relu0.dx: act_dx, resnet18.cnn:12 */
 static void train_layer1_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_bn1 = s->arena + 3025152;
-  const float *layer1_0_conv2_dx = s->arena + 3426560;
-  float *layer1_0_relu0_dx = s->arena + 2408448;
+  const float *layer1_0_relu0 = s->arena + 2222336;
+  const float *layer1_0_conv2_dx = s->arena + 2423040;
+  float *layer1_0_relu0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
-      float x = layer1_0_bn1[n * 200704 + i];
-      layer1_0_relu0_dx[n * 200704 + i] = 0.0f < x ? layer1_0_conv2_dx[n * 200704 + i] : 0.0f;
+      float y = layer1_0_relu0[n * 200704 + i];
+      layer1_0_relu0_dx[n * 200704 + i] = 0.0f < y ? layer1_0_conv2_dx[n * 200704 + i] : 0.0f;
     }
   }
 }
@@ -10248,9 +9509,9 @@ static void train_layer1_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-  const float *layer1_0_conv1 = s->arena + 2824448;
-  const float *layer1_0_relu0_dx = s->arena + 2408448;
-  float *layer1_0_bn1_dx = s->arena + 3025152;
+  const float *layer1_0_conv1 = s->arena + 2021632;
+  const float *layer1_0_relu0_dx = s->arena + 1605632;
+  float *layer1_0_bn1_dx = s->arena + 2222336;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -10289,8 +9550,8 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv1 = s->arena + 2824448;
-  const float *layer1_0_relu0_dx = s->arena + 2408448;
+  const float *layer1_0_conv1 = s->arena + 2021632;
+  const float *layer1_0_relu0_dx = s->arena + 1605632;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -10325,7 +9586,7 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0_dx = s->arena + 2408448;
+  const float *layer1_0_relu0_dx = s->arena + 1605632;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -10342,9 +9603,9 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *layer1_0_bn1_dx = s->arena + 3025152;
-  float *layer1_0_conv1_dx = s->arena + 2824448;
-  float *layer1_0_conv1_dx_padded = s->arena + 2408448;
+  const float *layer1_0_bn1_dx = s->arena + 2222336;
+  float *layer1_0_conv1_dx = s->arena + 2021632;
+  float *layer1_0_conv1_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -10415,9 +9676,9 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* maxpool0.dsum: add, resnet18.cnn:30 */
 static void train_maxpool0_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 3827968;
-  const float *layer1_0_conv1_dx = s->arena + 2824448;
-  float *maxpool0_dsum = s->arena + 3225856;
+  const float *layer1_0_relu1_dx = s->arena + 2824448;
+  const float *layer1_0_conv1_dx = s->arena + 2021632;
+  float *maxpool0_dsum = s->arena + 2423040;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       maxpool0_dsum[n * 200704 + i] = layer1_0_relu1_dx[n * 200704 + i] + layer1_0_conv1_dx[n * 200704 + i];
@@ -10428,8 +9689,8 @@ static void train_maxpool0_dsum(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 2623744;
-  const float *layer1_0_bn1_dx = s->arena + 3025152;
+  const float *maxpool0 = s->arena + 1820928;
+  const float *layer1_0_bn1_dx = s->arena + 2222336;
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
   float acc[69]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -10494,9 +9755,9 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* maxpool0.dx: pool_dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 1605632;
-  const float *maxpool0_dsum = s->arena + 3225856;
-  float *maxpool0_dx = s->arena + 2408448;
+  const float *relu0 = s->arena + 802816;
+  const float *maxpool0_dsum = s->arena + 2423040;
+  float *maxpool0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       maxpool0_dx[n * 802816 + i] = 0.0f;
@@ -10530,13 +9791,13 @@ static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* relu0.dx: act_dx, resnet18.cnn:29 */
 static void train_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *bn1 = s->arena + 802816;
-  const float *maxpool0_dx = s->arena + 2408448;
-  float *relu0_dx = s->arena + 1605632;
+  const float *relu0 = s->arena + 802816;
+  const float *maxpool0_dx = s->arena + 1605632;
+  float *relu0_dx = s->arena + 2408448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
-      float x = bn1[n * 802816 + i];
-      relu0_dx[n * 802816 + i] = 0.0f < x ? maxpool0_dx[n * 802816 + i] : 0.0f;
+      float y = relu0[n * 802816 + i];
+      relu0_dx[n * 802816 + i] = 0.0f < y ? maxpool0_dx[n * 802816 + i] : 0.0f;
     }
   }
 }
@@ -10545,7 +9806,7 @@ static void train_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
   const float *conv1 = s->arena + 0;
-  const float *relu0_dx = s->arena + 1605632;
+  const float *relu0_dx = s->arena + 2408448;
   float *bn1_dx = s->arena + 802816;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -10586,7 +9847,7 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* bn1.dweight: bn_dw, resnet18.cnn:29 */
 static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *conv1 = s->arena + 0;
-  const float *relu0_dx = s->arena + 1605632;
+  const float *relu0_dx = s->arena + 2408448;
   float *bn1_weight_grad = s->g32 + 9408;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -10621,7 +9882,7 @@ static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* bn1.dbias: bias_grad, resnet18.cnn:29 */
 static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0_dx = s->arena + 1605632;
+  const float *relu0_dx = s->arena + 2408448;
   float *bn1_bias_grad = s->g32 + 9472;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -11576,70 +10837,45 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
     return -1;
   train_conv1(s, count, x);
   train_bn1(s, count);
-  train_relu0(s, count);
   train_maxpool0(s, count);
   train_layer1_0_conv1(s, count);
   train_layer1_0_bn1(s, count);
-  train_layer1_0_relu0(s, count);
   train_layer1_0_conv2(s, count);
   train_layer1_0_bn2(s, count);
-  train_layer1_0_add0(s, count);
-  train_layer1_0_relu1(s, count);
   train_layer1_1_conv1(s, count);
   train_layer1_1_bn1(s, count);
-  train_layer1_1_relu0(s, count);
   train_layer1_1_conv2(s, count);
   train_layer1_1_bn2(s, count);
-  train_layer1_1_add0(s, count);
-  train_layer1_1_relu1(s, count);
   train_layer2_0_conv1(s, count);
   train_layer2_0_bn1(s, count);
-  train_layer2_0_relu0(s, count);
   train_layer2_0_conv2(s, count);
-  train_layer2_0_bn2(s, count);
   train_layer2_0_downsample_0(s, count);
   train_layer2_0_downsample_1(s, count);
-  train_layer2_0_add0(s, count);
-  train_layer2_0_relu1(s, count);
+  train_layer2_0_bn2(s, count);
   train_layer2_1_conv1(s, count);
   train_layer2_1_bn1(s, count);
-  train_layer2_1_relu0(s, count);
   train_layer2_1_conv2(s, count);
   train_layer2_1_bn2(s, count);
-  train_layer2_1_add0(s, count);
-  train_layer2_1_relu1(s, count);
   train_layer3_0_conv1(s, count);
   train_layer3_0_bn1(s, count);
-  train_layer3_0_relu0(s, count);
   train_layer3_0_conv2(s, count);
-  train_layer3_0_bn2(s, count);
   train_layer3_0_downsample_0(s, count);
   train_layer3_0_downsample_1(s, count);
-  train_layer3_0_add0(s, count);
-  train_layer3_0_relu1(s, count);
+  train_layer3_0_bn2(s, count);
   train_layer3_1_conv1(s, count);
   train_layer3_1_bn1(s, count);
-  train_layer3_1_relu0(s, count);
   train_layer3_1_conv2(s, count);
   train_layer3_1_bn2(s, count);
-  train_layer3_1_add0(s, count);
-  train_layer3_1_relu1(s, count);
   train_layer4_0_conv1(s, count);
   train_layer4_0_bn1(s, count);
-  train_layer4_0_relu0(s, count);
   train_layer4_0_conv2(s, count);
-  train_layer4_0_bn2(s, count);
   train_layer4_0_downsample_0(s, count);
   train_layer4_0_downsample_1(s, count);
-  train_layer4_0_add0(s, count);
-  train_layer4_0_relu1(s, count);
+  train_layer4_0_bn2(s, count);
   train_layer4_1_conv1(s, count);
   train_layer4_1_bn1(s, count);
-  train_layer4_1_relu0(s, count);
   train_layer4_1_conv2(s, count);
   train_layer4_1_bn2(s, count);
-  train_layer4_1_add0(s, count);
-  train_layer4_1_relu1(s, count);
   train_global_avgpool0(s, count);
   train_fc(s, count);
   train_cross_entropy0(s, count, labels);
@@ -11773,7 +11009,7 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
   train_bn1_dweight(s, count);
   train_bn1_dbias(s, count);
   train_conv1_dweight(s, count, x);
-  *loss = s->arena[7395584];
+  *loss = s->arena[5112576];
   return 0;
 }
 

@@ -935,12 +935,12 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
                       unet_NTENSORS, s->f32, s->i64);
 }
 
-/* down1.conv1: conv, unet.cnn:13
+/* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
  * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-  float *down1_conv1 = s->arena + 0;
+  float *down1_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -966,7 +966,8 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 572 < 570) {
-              down1_conv1[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down1_relu0[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -992,7 +993,8 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 326032 + i_6;
           if (p_2 % 572 < 570) {
-            down1_conv1[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down1_relu0[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1000,25 +1002,13 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
   }
 }
 
-/* down1.relu0: relu, unet.cnn:13 */
-static void forward_down1_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv1 = s->arena + 0;
-  float *down1_relu0 = s->arena + 20793600;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20793600; i++) {
-      float v = down1_conv1[n * 20793600 + i];
-      down1_relu0[n * 20793600 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down1.conv2: conv, unet.cnn:13
+/* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
  * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; 10117 tiles + 14, no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-  const float *down1_relu0 = s->arena + 20793600;
-  float *down1_conv2 = s->arena + 0;
+  const float *down1_relu0 = s->arena + 0;
+  float *down1_relu1 = s->arena + 20793600;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -1044,7 +1034,8 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 570 < 568) {
-              down1_conv2[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down1_relu1[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1070,7 +1061,8 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 323744 + i_6;
           if (p_2 % 570 < 568) {
-            down1_conv2[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            down1_relu1[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1078,21 +1070,9 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.relu1: relu, unet.cnn:13 */
-static void forward_down1_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv2 = s->arena + 0;
-  float *down1_relu1 = s->arena + 20647936;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20647936; i++) {
-      float v = down1_conv2[n * 20647936 + i];
-      down1_relu1[n * 20647936 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool0: maxpool, unet.cnn:27 */
 static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 20647936;
+  const float *down1_relu1 = s->arena + 20793600;
   float *maxpool0 = s->arena + 10179072;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1111,13 +1091,13 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv1: conv, unet.cnn:13
+/* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
  * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
   const float *maxpool0 = s->arena + 10179072;
-  float *down2_conv1 = s->arena + 0;
+  float *down2_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -1143,7 +1123,8 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 284 < 282) {
-              down2_conv1[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down2_relu0[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1169,7 +1150,8 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 80080 + i_6;
           if (p_2 % 284 < 282) {
-            down2_conv1[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down2_relu0[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1177,25 +1159,13 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.relu0: relu, unet.cnn:13 */
-static void forward_down2_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv1 = s->arena + 0;
-  float *down2_relu0 = s->arena + 10179072;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10179072; i++) {
-      float v = down2_conv1[n * 10179072 + i];
-      down2_relu0[n * 10179072 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down2.conv2: conv, unet.cnn:13
+/* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
  * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; 2467 tiles + 14, no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-  const float *down2_relu0 = s->arena + 10179072;
-  float *down2_conv2 = s->arena + 0;
+  const float *down2_relu0 = s->arena + 0;
+  float *down2_relu1 = s->arena + 10179072;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -1221,7 +1191,8 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 282 < 280) {
-              down2_conv2[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down2_relu1[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1247,7 +1218,8 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 78944 + i_6;
           if (p_2 % 282 < 280) {
-            down2_conv2[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            down2_relu1[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1255,21 +1227,9 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.relu1: relu, unet.cnn:13 */
-static void forward_down2_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv2 = s->arena + 0;
-  float *down2_relu1 = s->arena + 10035200;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10035200; i++) {
-      float v = down2_conv2[n * 10035200 + i];
-      down2_relu1[n * 10035200 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool1: maxpool, unet.cnn:28 */
 static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 10035200;
+  const float *down2_relu1 = s->arena + 10179072;
   float *maxpool1 = s->arena + 4875264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -1288,13 +1248,13 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv1: conv, unet.cnn:13
+/* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
  * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
   const float *maxpool1 = s->arena + 4875264;
-  float *down3_conv1 = s->arena + 0;
+  float *down3_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -1320,7 +1280,8 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 140 < 138) {
-              down3_conv1[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down3_relu0[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1346,7 +1307,8 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 19312 + i_6;
           if (p_2 % 140 < 138) {
-            down3_conv1[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down3_relu0[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1354,25 +1316,13 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.relu0: relu, unet.cnn:13 */
-static void forward_down3_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv1 = s->arena + 0;
-  float *down3_relu0 = s->arena + 4875264;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4875264; i++) {
-      float v = down3_conv1[n * 4875264 + i];
-      down3_relu0[n * 4875264 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down3.conv2: conv, unet.cnn:13
+/* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
  * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; 586 tiles + 14, no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-  const float *down3_relu0 = s->arena + 4875264;
-  float *down3_conv2 = s->arena + 0;
+  const float *down3_relu0 = s->arena + 0;
+  float *down3_relu1 = s->arena + 4875264;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -1398,7 +1348,8 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 138 < 136) {
-              down3_conv2[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down3_relu1[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1424,7 +1375,8 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 18752 + i_6;
           if (p_2 % 138 < 136) {
-            down3_conv2[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            down3_relu1[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1432,21 +1384,9 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.relu1: relu, unet.cnn:13 */
-static void forward_down3_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv2 = s->arena + 0;
-  float *down3_relu1 = s->arena + 4734976;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4734976; i++) {
-      float v = down3_conv2[n * 4734976 + i];
-      down3_relu1[n * 4734976 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool2: maxpool, unet.cnn:29 */
 static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 4734976;
+  const float *down3_relu1 = s->arena + 4875264;
   float *maxpool2 = s->arena + 2230272;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -1465,13 +1405,13 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv1: conv, unet.cnn:13
+/* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
  * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
   const float *maxpool2 = s->arena + 2230272;
-  float *down4_conv1 = s->arena + 0;
+  float *down4_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -1497,7 +1437,8 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 68 < 66) {
-              down4_conv1[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down4_relu0[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1523,7 +1464,8 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 4480 + i_6;
           if (p_2 % 68 < 66) {
-            down4_conv1[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down4_relu0[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1531,25 +1473,13 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.relu0: relu, unet.cnn:13 */
-static void forward_down4_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv1 = s->arena + 0;
-  float *down4_relu0 = s->arena + 2230272;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2230272; i++) {
-      float v = down4_conv1[n * 2230272 + i];
-      down4_relu0[n * 2230272 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down4.conv2: conv, unet.cnn:13
+/* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
  * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; 131 tiles + 30, no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 2230272;
-  float *down4_conv2 = s->arena + 0;
+  const float *down4_relu0 = s->arena + 0;
+  float *down4_relu1 = s->arena + 2230272;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -1575,7 +1505,8 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 66 < 64) {
-              down4_conv2[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down4_relu1[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1601,7 +1532,8 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
           ptrdiff_t p_2 = 4192 + i_6;
           if (p_2 % 66 < 64) {
-            down4_conv2[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = acc[j_6 * 30 + i_6];
+            float v_2 = acc[j_6 * 30 + i_6];
+            down4_relu1[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1609,21 +1541,9 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.relu1: relu, unet.cnn:13 */
-static void forward_down4_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv2 = s->arena + 0;
-  float *down4_relu1 = s->arena + 2097152;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2097152; i++) {
-      float v = down4_conv2[n * 2097152 + i];
-      down4_relu1[n * 2097152 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool3: maxpool, unet.cnn:30 */
 static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 2097152;
+  const float *down4_relu1 = s->arena + 2230272;
   float *maxpool3 = s->arena + 921600;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -1642,13 +1562,13 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv1: conv, unet.cnn:13
+/* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
  * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
   const float *maxpool3 = s->arena + 921600;
-  float *bottom_conv1 = s->arena + 0;
+  float *bottom_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 512; ob++) {
@@ -1674,7 +1594,8 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 32 < 30) {
-              bottom_conv1[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              bottom_relu0[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1700,7 +1621,8 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
           ptrdiff_t p_2 = 928 + i_6;
           if (p_2 % 32 < 30) {
-            bottom_conv1[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = acc[j_6 * 30 + i_6];
+            float v_2 = acc[j_6 * 30 + i_6];
+            bottom_relu0[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1708,25 +1630,13 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.relu0: relu, unet.cnn:13 */
-static void forward_bottom_relu0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv1 = s->arena + 0;
-  float *bottom_relu0 = s->arena + 921600;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 921600; i++) {
-      float v = bottom_conv1[n * 921600 + i];
-      bottom_relu0[n * 921600 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* bottom.conv2: conv, unet.cnn:13
+/* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
  * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 921600;
-  float *bottom_conv2 = s->arena + 0;
+  const float *bottom_relu0 = s->arena + 0;
+  float *bottom_relu1 = s->arena + 921600;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -1752,7 +1662,8 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 30 < 28) {
-              bottom_conv2[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              bottom_relu1[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1778,22 +1689,11 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 832 + i_6;
           if (p_2 % 30 < 28) {
-            bottom_conv2[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            bottom_relu1[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* bottom.relu1: relu, unet.cnn:13 */
-static void forward_bottom_relu1(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv2 = s->arena + 0;
-  float *bottom_relu1 = s->arena + 802816;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 802816; i++) {
-      float v = bottom_conv2[n * 802816 + i];
-      bottom_relu1[n * 802816 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -1802,8 +1702,8 @@ static void forward_bottom_relu1(unet_state *s, ptrdiff_t count) {
 static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 802816;
-  float *up4_upconv = s->arena + 41295872;
+  const float *dropout0 = s->arena + 921600;
+  float *up4_upconv = s->arena + 41441536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
@@ -1827,8 +1727,8 @@ static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 2097152;
-  float *up4_crop0 = s->arena + 42901504;
+  const float *down4_relu1 = s->arena + 2230272;
+  float *up4_crop0 = s->arena + 43047168;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t h = 0; h < 56; h++) {
@@ -1842,8 +1742,8 @@ static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0: concat, unet.cnn:20 */
 static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv = s->arena + 41295872;
-  const float *up4_crop0 = s->arena + 42901504;
+  const float *up4_upconv = s->arena + 41441536;
+  const float *up4_crop0 = s->arena + 43047168;
   float *up4_concat0 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
@@ -1857,13 +1757,13 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv1: conv, unet.cnn:13
+/* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
  * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
   const float *up4_concat0 = s->arena + 0;
-  float *up4_conv1 = s->arena + 3211264;
+  float *up4_relu0 = s->arena + 3211264;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -1889,7 +1789,8 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 56 < 54) {
-              up4_conv1[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up4_relu0[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1915,7 +1816,8 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 3008 + i_6;
           if (p_2 % 56 < 54) {
-            up4_conv1[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up4_relu0[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1923,25 +1825,13 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.relu0: relu, unet.cnn:13 */
-static void forward_up4_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1 = s->arena + 3211264;
-  float *up4_relu0 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1492992; i++) {
-      float v = up4_conv1[n * 1492992 + i];
-      up4_relu0[n * 1492992 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up4.conv2: conv, unet.cnn:13
+/* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
  * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; 175 tiles + 6, no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 0;
-  float *up4_conv2 = s->arena + 1492992;
+  const float *up4_relu0 = s->arena + 3211264;
+  float *up4_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -1967,7 +1857,8 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 54 < 52) {
-              up4_conv2[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up4_relu1[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1993,22 +1884,11 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 2800 + i_6;
           if (p_2 % 54 < 52) {
-            up4_conv2[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up4_relu1[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up4.relu1: relu, unet.cnn:13 */
-static void forward_up4_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv2 = s->arena + 1492992;
-  float *up4_relu1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1384448; i++) {
-      float v = up4_conv2[n * 1384448 + i];
-      up4_relu1[n * 1384448 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -2018,7 +1898,7 @@ static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
   const float *up4_relu1 = s->arena + 0;
-  float *up3_upconv = s->arena + 41295872;
+  float *up3_upconv = s->arena + 41441536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
@@ -2042,8 +1922,8 @@ static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void forward_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 4734976;
-  float *up3_crop0 = s->arena + 44064768;
+  const float *down3_relu1 = s->arena + 4875264;
+  float *up3_crop0 = s->arena + 44210432;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t h = 0; h < 104; h++) {
@@ -2057,8 +1937,8 @@ static void forward_up3_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0: concat, unet.cnn:20 */
 static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up3_upconv = s->arena + 41295872;
-  const float *up3_crop0 = s->arena + 44064768;
+  const float *up3_upconv = s->arena + 41441536;
+  const float *up3_crop0 = s->arena + 44210432;
   float *up3_concat0 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
@@ -2072,13 +1952,13 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv1: conv, unet.cnn:13
+/* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
  * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
   const float *up3_concat0 = s->arena + 0;
-  float *up3_conv1 = s->arena + 5537792;
+  float *up3_relu0 = s->arena + 5537792;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -2104,7 +1984,8 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 104 < 102) {
-              up3_conv1[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up3_relu0[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2130,7 +2011,8 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 10592 + i_6;
           if (p_2 % 104 < 102) {
-            up3_conv1[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up3_relu0[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2138,25 +2020,13 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.relu0: relu, unet.cnn:13 */
-static void forward_up3_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1 = s->arena + 5537792;
-  float *up3_relu0 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2663424; i++) {
-      float v = up3_conv1[n * 2663424 + i];
-      up3_relu0[n * 2663424 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up3.conv2: conv, unet.cnn:13
+/* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
  * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; 637 tiles + 6, no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-  const float *up3_relu0 = s->arena + 0;
-  float *up3_conv2 = s->arena + 2663424;
+  const float *up3_relu0 = s->arena + 5537792;
+  float *up3_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -2182,7 +2052,8 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 102 < 100) {
-              up3_conv2[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up3_relu1[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2208,22 +2079,11 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 10192 + i_6;
           if (p_2 % 102 < 100) {
-            up3_conv2[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up3_relu1[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up3.relu1: relu, unet.cnn:13 */
-static void forward_up3_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv2 = s->arena + 2663424;
-  float *up3_relu1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2560000; i++) {
-      float v = up3_conv2[n * 2560000 + i];
-      up3_relu1[n * 2560000 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -2233,7 +2093,7 @@ static void forward_up2_upconv(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
   const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
   const float *up3_relu1 = s->arena + 0;
-  float *up2_upconv = s->arena + 41295872;
+  float *up2_upconv = s->arena + 41441536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
@@ -2257,8 +2117,8 @@ static void forward_up2_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0: crop, unet.cnn:20 */
 static void forward_up2_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 10035200;
-  float *up2_crop0 = s->arena + 46415872;
+  const float *down2_relu1 = s->arena + 10179072;
+  float *up2_crop0 = s->arena + 46561536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t h = 0; h < 200; h++) {
@@ -2272,8 +2132,8 @@ static void forward_up2_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0: concat, unet.cnn:20 */
 static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up2_upconv = s->arena + 41295872;
-  const float *up2_crop0 = s->arena + 46415872;
+  const float *up2_upconv = s->arena + 41441536;
+  const float *up2_crop0 = s->arena + 46561536;
   float *up2_concat0 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
@@ -2287,13 +2147,13 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv1: conv, unet.cnn:13
+/* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
  * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 0;
-  float *up2_conv1 = s->arena + 10240000;
+  float *up2_relu0 = s->arena + 10240000;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -2319,7 +2179,8 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 200 < 198) {
-              up2_conv1[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up2_relu0[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2345,7 +2206,8 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 39584 + i_6;
           if (p_2 % 200 < 198) {
-            up2_conv1[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up2_relu0[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2353,25 +2215,13 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.relu0: relu, unet.cnn:13 */
-static void forward_up2_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1 = s->arena + 10240000;
-  float *up2_relu0 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 5018112; i++) {
-      float v = up2_conv1[n * 5018112 + i];
-      up2_relu0[n * 5018112 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up2.conv2: conv, unet.cnn:13
+/* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
  * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; 2425 tiles + 6, no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-  const float *up2_relu0 = s->arena + 0;
-  float *up2_conv2 = s->arena + 5018112;
+  const float *up2_relu0 = s->arena + 10240000;
+  float *up2_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -2397,7 +2247,8 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 198 < 196) {
-              up2_conv2[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up2_relu1[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2423,22 +2274,11 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 38800 + i_6;
           if (p_2 % 198 < 196) {
-            up2_conv2[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up2_relu1[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up2.relu1: relu, unet.cnn:13 */
-static void forward_up2_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv2 = s->arena + 5018112;
-  float *up2_relu1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4917248; i++) {
-      float v = up2_conv2[n * 4917248 + i];
-      up2_relu1[n * 4917248 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -2448,7 +2288,7 @@ static void forward_up1_upconv(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
   const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
   const float *up2_relu1 = s->arena + 0;
-  float *up1_upconv = s->arena + 41295872;
+  float *up1_upconv = s->arena + 41441536;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
@@ -2472,8 +2312,8 @@ static void forward_up1_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0: crop, unet.cnn:20 */
 static void forward_up1_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 20647936;
-  float *up1_crop0 = s->arena + 51130368;
+  const float *down1_relu1 = s->arena + 20793600;
+  float *up1_crop0 = s->arena + 51276032;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t h = 0; h < 392; h++) {
@@ -2487,8 +2327,8 @@ static void forward_up1_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0: concat, unet.cnn:20 */
 static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up1_upconv = s->arena + 41295872;
-  const float *up1_crop0 = s->arena + 51130368;
+  const float *up1_upconv = s->arena + 41441536;
+  const float *up1_crop0 = s->arena + 51276032;
   float *up1_concat0 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
@@ -2502,13 +2342,13 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv1: conv, unet.cnn:13
+/* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
  * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
   const float *up1_concat0 = s->arena + 0;
-  float *up1_conv1 = s->arena + 19668992;
+  float *up1_relu0 = s->arena + 19668992;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -2534,7 +2374,8 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 392 < 390) {
-              up1_conv1[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up1_relu0[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2560,7 +2401,8 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 152864 + i_6;
           if (p_2 % 392 < 390) {
-            up1_conv1[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up1_relu0[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2568,25 +2410,13 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.relu0: relu, unet.cnn:13 */
-static void forward_up1_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1 = s->arena + 19668992;
-  float *up1_relu0 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9734400; i++) {
-      float v = up1_conv1[n * 9734400 + i];
-      up1_relu0[n * 9734400 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up1.conv2: conv, unet.cnn:13
+/* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
  * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; 9457 tiles + 6, no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-  const float *up1_relu0 = s->arena + 0;
-  float *up1_conv2 = s->arena + 9734400;
+  const float *up1_relu0 = s->arena + 19668992;
+  float *up1_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -2612,7 +2442,8 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 390 < 388) {
-              up1_conv2[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2638,22 +2469,11 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 151312 + i_6;
           if (p_2 % 390 < 388) {
-            up1_conv2[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up1.relu1: relu, unet.cnn:13 */
-static void forward_up1_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv2 = s->arena + 9734400;
-  float *up1_relu1 = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9634816; i++) {
-      float v = up1_conv2[n * 9634816 + i];
-      up1_relu1[n * 9634816 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -2738,57 +2558,39 @@ int unet_forward(unet_state *s, int count, const float *x, float *logits) {
   if (count < 1 || count > UNET_BATCH)
     return -1;
   forward_down1_conv1(s, count, x);
-  forward_down1_relu0(s, count);
   forward_down1_conv2(s, count);
-  forward_down1_relu1(s, count);
   forward_maxpool0(s, count);
   forward_down2_conv1(s, count);
-  forward_down2_relu0(s, count);
   forward_down2_conv2(s, count);
-  forward_down2_relu1(s, count);
   forward_maxpool1(s, count);
   forward_down3_conv1(s, count);
-  forward_down3_relu0(s, count);
   forward_down3_conv2(s, count);
-  forward_down3_relu1(s, count);
   forward_maxpool2(s, count);
   forward_down4_conv1(s, count);
-  forward_down4_relu0(s, count);
   forward_down4_conv2(s, count);
-  forward_down4_relu1(s, count);
   forward_maxpool3(s, count);
   forward_bottom_conv1(s, count);
-  forward_bottom_relu0(s, count);
   forward_bottom_conv2(s, count);
-  forward_bottom_relu1(s, count);
   forward_up4_upconv(s, count);
   forward_up4_crop0(s, count);
   forward_up4_concat0(s, count);
   forward_up4_conv1(s, count);
-  forward_up4_relu0(s, count);
   forward_up4_conv2(s, count);
-  forward_up4_relu1(s, count);
   forward_up3_upconv(s, count);
   forward_up3_crop0(s, count);
   forward_up3_concat0(s, count);
   forward_up3_conv1(s, count);
-  forward_up3_relu0(s, count);
   forward_up3_conv2(s, count);
-  forward_up3_relu1(s, count);
   forward_up2_upconv(s, count);
   forward_up2_crop0(s, count);
   forward_up2_concat0(s, count);
   forward_up2_conv1(s, count);
-  forward_up2_relu0(s, count);
   forward_up2_conv2(s, count);
-  forward_up2_relu1(s, count);
   forward_up1_upconv(s, count);
   forward_up1_crop0(s, count);
   forward_up1_concat0(s, count);
   forward_up1_conv1(s, count);
-  forward_up1_relu0(s, count);
   forward_up1_conv2(s, count);
-  forward_up1_relu1(s, count);
   forward_head(s, count);
   forward_logits(s, count, logits);
   return 0;
@@ -2817,12 +2619,12 @@ static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *lab
   return 0;
 }
 
-/* down1.conv1: conv, unet.cnn:13
+/* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
  * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
 static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-  float *down1_conv1 = s->arena + 20939776;
+  float *down1_relu0 = s->arena + 20939776;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -2848,7 +2650,8 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 572 < 570) {
-              down1_conv1[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down1_relu0[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2874,7 +2677,8 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 326032 + i_6;
           if (p_2 % 572 < 570) {
-            down1_conv1[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down1_relu0[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2882,25 +2686,13 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   }
 }
 
-/* down1.relu0: relu, unet.cnn:13 */
-static void train_down1_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv1 = s->arena + 20939776;
-  float *down1_relu0 = s->arena + 41733376;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20793600; i++) {
-      float v = down1_conv1[n * 20793600 + i];
-      down1_relu0[n * 20793600 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down1.conv2: conv, unet.cnn:13
+/* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
  * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; 10117 tiles + 14, no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-  const float *down1_relu0 = s->arena + 41733376;
-  float *down1_conv2 = s->arena + 0;
+  const float *down1_relu0 = s->arena + 20939776;
+  float *down1_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -2926,7 +2718,8 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 570 < 568) {
-              down1_conv2[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down1_relu1[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2952,7 +2745,8 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 323744 + i_6;
           if (p_2 % 570 < 568) {
-            down1_conv2[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            down1_relu1[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2960,22 +2754,10 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.relu1: relu, unet.cnn:13 */
-static void train_down1_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv2 = s->arena + 0;
-  float *down1_relu1 = s->arena + 62526976;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20647936; i++) {
-      float v = down1_conv2[n * 20647936 + i];
-      down1_relu1[n * 20647936 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool0: maxpool, unet.cnn:27 */
 static void train_maxpool0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 62526976;
-  float *maxpool0 = s->arena + 217358080;
+  const float *down1_relu1 = s->arena + 0;
+  float *maxpool0 = s->arena + 136732928;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
@@ -2993,13 +2775,13 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.conv1: conv, unet.cnn:13
+/* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
  * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-  const float *maxpool0 = s->arena + 217358080;
-  float *down2_conv1 = s->arena + 132752896;
+  const float *maxpool0 = s->arena + 136732928;
+  float *down2_relu0 = s->arena + 91311360;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -3025,7 +2807,8 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 284 < 282) {
-              down2_conv1[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down2_relu0[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3051,7 +2834,8 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 80080 + i_6;
           if (p_2 % 284 < 282) {
-            down2_conv1[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down2_relu0[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3059,25 +2843,13 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.relu0: relu, unet.cnn:13 */
-static void train_down2_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv1 = s->arena + 132752896;
-  float *down2_relu0 = s->arena + 142931968;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10179072; i++) {
-      float v = down2_conv1[n * 10179072 + i];
-      down2_relu0[n * 10179072 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down2.conv2: conv, unet.cnn:13
+/* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
  * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; 2467 tiles + 14, no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-  const float *down2_relu0 = s->arena + 142931968;
-  float *down2_conv2 = s->arena + 153111040;
+  const float *down2_relu0 = s->arena + 91311360;
+  float *down2_relu1 = s->arena + 101490432;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -3103,7 +2875,8 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 282 < 280) {
-              down2_conv2[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down2_relu1[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3129,7 +2902,8 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 78944 + i_6;
           if (p_2 % 282 < 280) {
-            down2_conv2[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            down2_relu1[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3137,22 +2911,10 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.relu1: relu, unet.cnn:13 */
-static void train_down2_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv2 = s->arena + 153111040;
-  float *down2_relu1 = s->arena + 163146240;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10035200; i++) {
-      float v = down2_conv2[n * 10035200 + i];
-      down2_relu1[n * 10035200 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool1: maxpool, unet.cnn:28 */
 static void train_maxpool1(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 163146240;
-  float *maxpool1 = s->arena + 275269376;
+  const float *down2_relu1 = s->arena + 101490432;
+  float *maxpool1 = s->arena + 169875200;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
@@ -3170,13 +2932,13 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.conv1: conv, unet.cnn:13
+/* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
  * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-  const float *maxpool1 = s->arena + 275269376;
-  float *down3_conv1 = s->arena + 242390784;
+  const float *maxpool1 = s->arena + 169875200;
+  float *down3_relu0 = s->arena + 151830272;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -3202,7 +2964,8 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 140 < 138) {
-              down3_conv1[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down3_relu0[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3228,7 +2991,8 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 19312 + i_6;
           if (p_2 % 140 < 138) {
-            down3_conv1[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down3_relu0[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3236,25 +3000,13 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.relu0: relu, unet.cnn:13 */
-static void train_down3_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv1 = s->arena + 242390784;
-  float *down3_relu0 = s->arena + 247266048;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4875264; i++) {
-      float v = down3_conv1[n * 4875264 + i];
-      down3_relu0[n * 4875264 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down3.conv2: conv, unet.cnn:13
+/* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
  * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; 586 tiles + 14, no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-  const float *down3_relu0 = s->arena + 247266048;
-  float *down3_conv2 = s->arena + 252141312;
+  const float *down3_relu0 = s->arena + 151830272;
+  float *down3_relu1 = s->arena + 156705536;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -3280,7 +3032,8 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 138 < 136) {
-              down3_conv2[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down3_relu1[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3306,7 +3059,8 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 18752 + i_6;
           if (p_2 % 138 < 136) {
-            down3_conv2[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            down3_relu1[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3314,22 +3068,10 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.relu1: relu, unet.cnn:13 */
-static void train_down3_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv2 = s->arena + 252141312;
-  float *down3_relu1 = s->arena + 256876288;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4734976; i++) {
-      float v = down3_conv2[n * 4734976 + i];
-      down3_relu1[n * 4734976 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool2: maxpool, unet.cnn:29 */
 static void train_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 256876288;
-  float *maxpool2 = s->arena + 292187904;
+  const float *down3_relu1 = s->arena + 156705536;
+  float *maxpool2 = s->arena + 179588864;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
@@ -3347,13 +3089,13 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.conv1: conv, unet.cnn:13
+/* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
  * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 292187904;
-  float *down4_conv1 = s->arena + 277778176;
+  const float *maxpool2 = s->arena + 179588864;
+  float *down4_relu0 = s->arena + 172384000;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -3379,7 +3121,8 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 68 < 66) {
-              down4_conv1[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              down4_relu0[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3405,7 +3148,8 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 4480 + i_6;
           if (p_2 % 68 < 66) {
-            down4_conv1[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            down4_relu0[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3413,25 +3157,13 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.relu0: relu, unet.cnn:13 */
-static void train_down4_relu0(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv1 = s->arena + 277778176;
-  float *down4_relu0 = s->arena + 280008448;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2230272; i++) {
-      float v = down4_conv1[n * 2230272 + i];
-      down4_relu0[n * 2230272 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* down4.conv2: conv, unet.cnn:13
+/* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
  * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; 131 tiles + 30, no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 280008448;
-  float *down4_conv2 = s->arena + 282238720;
+  const float *down4_relu0 = s->arena + 172384000;
+  float *down4_relu1 = s->arena + 174614272;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -3457,7 +3189,8 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 66 < 64) {
-              down4_conv2[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              down4_relu1[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3483,7 +3216,8 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
           ptrdiff_t p_2 = 4192 + i_6;
           if (p_2 % 66 < 64) {
-            down4_conv2[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = acc[j_6 * 30 + i_6];
+            float v_2 = acc[j_6 * 30 + i_6];
+            down4_relu1[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3491,22 +3225,10 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.relu1: relu, unet.cnn:13 */
-static void train_down4_relu1(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv2 = s->arena + 282238720;
-  float *down4_relu1 = s->arena + 284335872;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2097152; i++) {
-      float v = down4_conv2[n * 2097152 + i];
-      down4_relu1[n * 2097152 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* maxpool3: maxpool, unet.cnn:30 */
 static void train_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 284335872;
-  float *maxpool3 = s->arena + 296820480;
+  const float *down4_relu1 = s->arena + 174614272;
+  float *maxpool3 = s->arena + 183299840;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
@@ -3524,13 +3246,13 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv1: conv, unet.cnn:13
+/* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
  * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 296820480;
-  float *bottom_conv1 = s->arena + 293371648;
+  const float *maxpool3 = s->arena + 183299840;
+  float *bottom_relu0 = s->arena + 180772608;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 512; ob++) {
@@ -3556,7 +3278,8 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 32 < 30) {
-              bottom_conv1[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              bottom_relu0[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3582,7 +3305,8 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
           ptrdiff_t p_2 = 928 + i_6;
           if (p_2 % 32 < 30) {
-            bottom_conv1[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = acc[j_6 * 30 + i_6];
+            float v_2 = acc[j_6 * 30 + i_6];
+            bottom_relu0[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3590,25 +3314,13 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.relu0: relu, unet.cnn:13 */
-static void train_bottom_relu0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv1 = s->arena + 293371648;
-  float *bottom_relu0 = s->arena + 294293248;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 921600; i++) {
-      float v = bottom_conv1[n * 921600 + i];
-      bottom_relu0[n * 921600 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* bottom.conv2: conv, unet.cnn:13
+/* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
  * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 294293248;
-  float *bottom_conv2 = s->arena + 295214848;
+  const float *bottom_relu0 = s->arena + 180772608;
+  float *bottom_relu1 = s->arena + 181694208;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -3634,7 +3346,8 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 30 < 28) {
-              bottom_conv2[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              bottom_relu1[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3660,7 +3373,8 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 832 + i_6;
           if (p_2 % 30 < 28) {
-            bottom_conv2[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            bottom_relu1[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3668,22 +3382,10 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.relu1: relu, unet.cnn:13 */
-static void train_bottom_relu1(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv2 = s->arena + 295214848;
-  float *bottom_relu1 = s->arena + 83174912;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 802816; i++) {
-      float v = bottom_conv2[n * 802816 + i];
-      bottom_relu1[n * 802816 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
 /* dropout0: dropout, unet.cnn:30 */
 static void train_dropout0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 83174912;
-  float *dropout0 = s->arena + 296017664;
+  const float *bottom_relu1 = s->arena + 181694208;
+  float *dropout0 = s->arena + 182497024;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? bottom_relu1[n * 802816 + i] * 2.0f : 0.0f;
@@ -3695,8 +3397,8 @@ static void train_dropout0(unet_state *s, ptrdiff_t count) {
 static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 296017664;
-  float *up4_upconv = s->arena + 83174912;
+  const float *dropout0 = s->arena + 182497024;
+  float *up4_upconv = s->arena + 41733376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
@@ -3720,8 +3422,8 @@ static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 284335872;
-  float *up4_crop0 = s->arena + 84780544;
+  const float *down4_relu1 = s->arena + 174614272;
+  float *up4_crop0 = s->arena + 43339008;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t h = 0; h < 56; h++) {
@@ -3735,9 +3437,9 @@ static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0: concat, unet.cnn:20 */
 static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv = s->arena + 83174912;
-  const float *up4_crop0 = s->arena + 84780544;
-  float *up4_concat0 = s->arena + 261611264;
+  const float *up4_upconv = s->arena + 41733376;
+  const float *up4_crop0 = s->arena + 43339008;
+  float *up4_concat0 = s->arena + 161440512;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -3750,13 +3452,13 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv1: conv, unet.cnn:13
+/* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
  * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 261611264;
-  float *up4_conv1 = s->arena + 286433024;
+  const float *up4_concat0 = s->arena + 161440512;
+  float *up4_relu0 = s->arena + 176711424;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -3782,7 +3484,8 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 56 < 54) {
-              up4_conv1[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up4_relu0[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3808,7 +3511,8 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 3008 + i_6;
           if (p_2 % 56 < 54) {
-            up4_conv1[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up4_relu0[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3816,25 +3520,13 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.relu0: relu, unet.cnn:13 */
-static void train_up4_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1 = s->arena + 286433024;
-  float *up4_relu0 = s->arena + 287926016;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1492992; i++) {
-      float v = up4_conv1[n * 1492992 + i];
-      up4_relu0[n * 1492992 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up4.conv2: conv, unet.cnn:13
+/* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
  * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; 175 tiles + 6, no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 287926016;
-  float *up4_conv2 = s->arena + 289419008;
+  const float *up4_relu0 = s->arena + 176711424;
+  float *up4_relu1 = s->arena + 178204416;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -3860,7 +3552,8 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 54 < 52) {
-              up4_conv2[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up4_relu1[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -3886,22 +3579,11 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 2800 + i_6;
           if (p_2 % 54 < 52) {
-            up4_conv2[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up4_relu1[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up4.relu1: relu, unet.cnn:13 */
-static void train_up4_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv2 = s->arena + 289419008;
-  float *up4_relu1 = s->arena + 290803456;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1384448; i++) {
-      float v = up4_conv2[n * 1384448 + i];
-      up4_relu1[n * 1384448 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -3910,8 +3592,8 @@ static void train_up4_relu1(unet_state *s, ptrdiff_t count) {
 static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 290803456;
-  float *up3_upconv = s->arena + 83174912;
+  const float *up4_relu1 = s->arena + 178204416;
+  float *up3_upconv = s->arena + 41733376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
@@ -3935,8 +3617,8 @@ static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 256876288;
-  float *up3_crop0 = s->arena + 85943808;
+  const float *down3_relu1 = s->arena + 156705536;
+  float *up3_crop0 = s->arena + 44502272;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t h = 0; h < 104; h++) {
@@ -3950,9 +3632,9 @@ static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0: concat, unet.cnn:20 */
 static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up3_upconv = s->arena + 83174912;
-  const float *up3_crop0 = s->arena + 85943808;
-  float *up3_concat0 = s->arena + 211820288;
+  const float *up3_upconv = s->arena + 41733376;
+  const float *up3_crop0 = s->arena + 44502272;
+  float *up3_concat0 = s->arena + 131195136;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
@@ -3965,13 +3647,13 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv1: conv, unet.cnn:13
+/* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
  * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-  const float *up3_concat0 = s->arena + 211820288;
-  float *up3_conv1 = s->arena + 264822528;
+  const float *up3_concat0 = s->arena + 131195136;
+  float *up3_relu0 = s->arena + 164651776;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -3997,7 +3679,8 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 104 < 102) {
-              up3_conv1[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up3_relu0[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -4023,7 +3706,8 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 10592 + i_6;
           if (p_2 % 104 < 102) {
-            up3_conv1[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up3_relu0[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4031,25 +3715,13 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.relu0: relu, unet.cnn:13 */
-static void train_up3_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1 = s->arena + 264822528;
-  float *up3_relu0 = s->arena + 267485952;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2663424; i++) {
-      float v = up3_conv1[n * 2663424 + i];
-      up3_relu0[n * 2663424 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up3.conv2: conv, unet.cnn:13
+/* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
  * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; 637 tiles + 6, no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-  const float *up3_relu0 = s->arena + 267485952;
-  float *up3_conv2 = s->arena + 270149376;
+  const float *up3_relu0 = s->arena + 164651776;
+  float *up3_relu1 = s->arena + 167315200;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -4075,7 +3747,8 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 102 < 100) {
-              up3_conv2[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up3_relu1[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -4101,22 +3774,11 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 10192 + i_6;
           if (p_2 % 102 < 100) {
-            up3_conv2[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up3_relu1[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up3.relu1: relu, unet.cnn:13 */
-static void train_up3_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv2 = s->arena + 270149376;
-  float *up3_relu1 = s->arena + 272709376;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2560000; i++) {
-      float v = up3_conv2[n * 2560000 + i];
-      up3_relu1[n * 2560000 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -4125,8 +3787,8 @@ static void train_up3_relu1(unet_state *s, ptrdiff_t count) {
 static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
   const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-  const float *up3_relu1 = s->arena + 272709376;
-  float *up2_upconv = s->arena + 83174912;
+  const float *up3_relu1 = s->arena + 167315200;
+  float *up2_upconv = s->arena + 41733376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
@@ -4150,8 +3812,8 @@ static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0: crop, unet.cnn:20 */
 static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 163146240;
-  float *up2_crop0 = s->arena + 88294912;
+  const float *down2_relu1 = s->arena + 101490432;
+  float *up2_crop0 = s->arena + 46853376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t h = 0; h < 200; h++) {
@@ -4165,9 +3827,9 @@ static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0: concat, unet.cnn:20 */
 static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up2_upconv = s->arena + 83174912;
-  const float *up2_crop0 = s->arena + 88294912;
-  float *up2_concat0 = s->arena + 122512896;
+  const float *up2_upconv = s->arena + 41733376;
+  const float *up2_crop0 = s->arena + 46853376;
+  float *up2_concat0 = s->arena + 81071360;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
@@ -4180,13 +3842,13 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv1: conv, unet.cnn:13
+/* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
  * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-  const float *up2_concat0 = s->arena + 122512896;
-  float *up2_conv1 = s->arena + 222520064;
+  const float *up2_concat0 = s->arena + 81071360;
+  float *up2_relu0 = s->arena + 141894912;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -4212,7 +3874,8 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 200 < 198) {
-              up2_conv1[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up2_relu0[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -4238,7 +3901,8 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 39584 + i_6;
           if (p_2 % 200 < 198) {
-            up2_conv1[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up2_relu0[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4246,25 +3910,13 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.relu0: relu, unet.cnn:13 */
-static void train_up2_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1 = s->arena + 222520064;
-  float *up2_relu0 = s->arena + 227538176;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 5018112; i++) {
-      float v = up2_conv1[n * 5018112 + i];
-      up2_relu0[n * 5018112 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up2.conv2: conv, unet.cnn:13
+/* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
  * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; 2425 tiles + 6, no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-  const float *up2_relu0 = s->arena + 227538176;
-  float *up2_conv2 = s->arena + 232556288;
+  const float *up2_relu0 = s->arena + 141894912;
+  float *up2_relu1 = s->arena + 146913024;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -4290,7 +3942,8 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 198 < 196) {
-              up2_conv2[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up2_relu1[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -4316,22 +3969,11 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 38800 + i_6;
           if (p_2 % 198 < 196) {
-            up2_conv2[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up2_relu1[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up2.relu1: relu, unet.cnn:13 */
-static void train_up2_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv2 = s->arena + 232556288;
-  float *up2_relu1 = s->arena + 237473536;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4917248; i++) {
-      float v = up2_conv2[n * 4917248 + i];
-      up2_relu1[n * 4917248 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -4340,8 +3982,8 @@ static void train_up2_relu1(unet_state *s, ptrdiff_t count) {
 static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
   const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-  const float *up2_relu1 = s->arena + 237473536;
-  float *up1_upconv = s->arena + 102843904;
+  const float *up2_relu1 = s->arena + 146913024;
+  float *up1_upconv = s->arena + 61402368;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
@@ -4365,8 +4007,8 @@ static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0: crop, unet.cnn:20 */
 static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 62526976;
-  float *up1_crop0 = s->arena + 112678400;
+  const float *down1_relu1 = s->arena + 0;
+  float *up1_crop0 = s->arena + 71236864;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t h = 0; h < 392; h++) {
@@ -4380,9 +4022,9 @@ static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0: concat, unet.cnn:20 */
 static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up1_upconv = s->arena + 102843904;
-  const float *up1_crop0 = s->arena + 112678400;
-  float *up1_concat0 = s->arena + 83174912;
+  const float *up1_upconv = s->arena + 61402368;
+  const float *up1_crop0 = s->arena + 71236864;
+  float *up1_concat0 = s->arena + 41733376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
@@ -4395,13 +4037,13 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.conv1: conv, unet.cnn:13
+/* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
  * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-  const float *up1_concat0 = s->arena + 83174912;
-  float *up1_conv1 = s->arena + 112678400;
+  const float *up1_concat0 = s->arena + 41733376;
+  float *up1_relu0 = s->arena + 71236864;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -4427,7 +4069,8 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
             if (p % 392 < 390) {
-              up1_conv1[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = acc[j_3 * 32 + i_3];
+              float v = acc[j_3 * 32 + i_3];
+              up1_relu0[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -4453,7 +4096,8 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
           ptrdiff_t p_2 = 152864 + i_6;
           if (p_2 % 392 < 390) {
-            up1_conv1[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = acc[j_6 * 14 + i_6];
+            float v_2 = acc[j_6 * 14 + i_6];
+            up1_relu0[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4461,25 +4105,13 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.relu0: relu, unet.cnn:13 */
-static void train_up1_relu0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1 = s->arena + 112678400;
-  float *up1_relu0 = s->arena + 173181440;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9734400; i++) {
-      float v = up1_conv1[n * 9734400 + i];
-      up1_relu0[n * 9734400 + i] = fmaxf(v, 0.0f);
-    }
-  }
-}
-
-/* up1.conv2: conv, unet.cnn:13
+/* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
  * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; 9457 tiles + 6, no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-  const float *up1_relu0 = s->arena + 173181440;
-  float *up1_conv2 = s->arena + 102843904;
+  const float *up1_relu0 = s->arena + 71236864;
+  float *up1_relu1 = s->arena + 61402368;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -4505,7 +4137,8 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
             ptrdiff_t p = t * 16 + i_3;
             if (p % 390 < 388) {
-              up1_conv2[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 16 + i_3];
+              up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -4531,22 +4164,11 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 151312 + i_6;
           if (p_2 % 390 < 388) {
-            up1_conv2[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = acc[j_6 * 6 + i_6];
+            float v_2 = acc[j_6 * 6 + i_6];
+            up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
-    }
-  }
-}
-
-/* up1.relu1: relu, unet.cnn:13 */
-static void train_up1_relu1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv2 = s->arena + 102843904;
-  float *up1_relu1 = s->arena + 182915840;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9634816; i++) {
-      float v = up1_conv2[n * 9634816 + i];
-      up1_relu1[n * 9634816 + i] = fmaxf(v, 0.0f);
     }
   }
 }
@@ -4556,8 +4178,8 @@ static void train_up1_relu1(unet_state *s, ptrdiff_t count) {
 static void train_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
-  const float *up1_relu1 = s->arena + 182915840;
-  float *head = s->arena + 192550656;
+  const float *up1_relu1 = s->arena + 61402368;
+  float *head = s->arena + 111525632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 1; ob++) {
@@ -4619,8 +4241,8 @@ static void train_head(unet_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, unet.cnn:37 */
 static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 192550656;
-  float *cross_entropy0 = s->arena + 297344768;
+  const float *head = s->arena + 111525632;
+  float *cross_entropy0 = s->arena + 183824128;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
@@ -4641,8 +4263,8 @@ static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *
 
 /* cross_entropy0.dx: loss_dx, unet.cnn:37 */
 static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 192550656;
-  float *cross_entropy0_dx = s->arena + 202185472;
+  const float *head = s->arena + 111525632;
+  float *cross_entropy0_dx = s->arena + 121160448;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
       float m = -INFINITY;
@@ -4666,8 +4288,8 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
  * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; 6272 tiles + 16, no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
-  const float *cross_entropy0_dx = s->arena + 202185472;
-  float *head_dx = s->arena + 192550656;
+  const float *cross_entropy0_dx = s->arena + 121160448;
+  float *head_dx = s->arena + 111525632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -4730,8 +4352,8 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
 /* head.dweight: conv_dw, unet.cnn:36
  * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 388) in 24 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_head_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1 = s->arena + 182915840;
-  const float *cross_entropy0_dx = s->arena + 202185472;
+  const float *up1_relu1 = s->arena + 61402368;
+  const float *cross_entropy0_dx = s->arena + 121160448;
   float *head_weight_grad = s->g32 + 31030528;
   float acc[40]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 1; ob++) {
@@ -4776,7 +4398,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
 
 /* head.dbias: bias_grad, unet.cnn:36 */
 static void train_head_dbias(unet_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 202185472;
+  const float *cross_entropy0_dx = s->arena + 121160448;
   float *head_bias_grad = s->g32 + 31030656;
   for (ptrdiff_t c = 0; c < 2; c++) {
     float acc = 0.0f;
@@ -4791,13 +4413,13 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up1_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv2 = s->arena + 102843904;
-  const float *head_dx = s->arena + 192550656;
-  float *up1_relu1_dx = s->arena + 202185472;
+  const float *up1_relu1 = s->arena + 61402368;
+  const float *head_dx = s->arena + 111525632;
+  float *up1_relu1_dx = s->arena + 121260032;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9634816; i++) {
-      float x = up1_conv2[n * 9634816 + i];
-      up1_relu1_dx[n * 9634816 + i] = 0.0f < x ? head_dx[n * 9634816 + i] : 0.0f;
+      float y = up1_relu1[n * 9634816 + i];
+      up1_relu1_dx[n * 9634816 + i] = 0.0f < y ? head_dx[n * 9634816 + i] : 0.0f;
     }
   }
 }
@@ -4806,9 +4428,9 @@ static void train_up1_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-  const float *up1_relu1_dx = s->arena + 202185472;
-  float *up1_conv2_dx = s->arena + 182915840;
-  float *up1_conv2_dx_padded = s->arena + 102843904;
+  const float *up1_relu1_dx = s->arena + 121260032;
+  float *up1_conv2_dx = s->arena + 111525632;
+  float *up1_conv2_dx_padded = s->arena + 61402368;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -4880,8 +4502,8 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* up1.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0 = s->arena + 173181440;
-  const float *up1_relu1_dx = s->arena + 202185472;
+  const float *up1_relu0 = s->arena + 71236864;
+  const float *up1_relu1_dx = s->arena + 121260032;
   float *up1_conv2_weight_grad = s->g32 + 30993600;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -4926,7 +4548,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1_dx = s->arena + 202185472;
+  const float *up1_relu1_dx = s->arena + 121260032;
   float *up1_conv2_bias_grad = s->g32 + 31030464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -4941,13 +4563,13 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up1_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1 = s->arena + 112678400;
-  const float *up1_conv2_dx = s->arena + 182915840;
-  float *up1_relu0_dx = s->arena + 192650240;
+  const float *up1_relu0 = s->arena + 71236864;
+  const float *up1_conv2_dx = s->arena + 111525632;
+  float *up1_relu0_dx = s->arena + 121460736;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9734400; i++) {
-      float x = up1_conv1[n * 9734400 + i];
-      up1_relu0_dx[n * 9734400 + i] = 0.0f < x ? up1_conv2_dx[n * 9734400 + i] : 0.0f;
+      float y = up1_relu0[n * 9734400 + i];
+      up1_relu0_dx[n * 9734400 + i] = 0.0f < y ? up1_conv2_dx[n * 9734400 + i] : 0.0f;
     }
   }
 }
@@ -4956,9 +4578,9 @@ static void train_up1_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; 6435 tiles + 6, no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-  const float *up1_relu0_dx = s->arena + 192650240;
-  float *up1_conv1_dx = s->arena + 102843904;
-  float *up1_conv1_dx_padded = s->arena + 173181440;
+  const float *up1_relu0_dx = s->arena + 121460736;
+  float *up1_conv1_dx = s->arena + 61402368;
+  float *up1_conv1_dx_padded = s->arena + 111525632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -5030,8 +4652,8 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up1.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 390) in 24 tiles + 6, rows [0, 390) unguarded, padding borders guarded */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0 = s->arena + 83174912;
-  const float *up1_relu0_dx = s->arena + 192650240;
+  const float *up1_concat0 = s->arena + 41733376;
+  const float *up1_relu0_dx = s->arena + 121460736;
   float *up1_conv1_weight_grad = s->g32 + 30919808;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -5076,7 +4698,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0_dx = s->arena + 192650240;
+  const float *up1_relu0_dx = s->arena + 121460736;
   float *up1_conv1_bias_grad = s->g32 + 30993536;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -5091,8 +4713,8 @@ static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx0: slice, unet.cnn:20 */
 static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 102843904;
-  float *up1_concat0_dx0 = s->arena + 173181440;
+  const float *up1_conv1_dx = s->arena + 61402368;
+  float *up1_concat0_dx0 = s->arena + 111525632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0_dx0[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + i];
@@ -5102,8 +4724,8 @@ static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx1: slice, unet.cnn:20 */
 static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 102843904;
-  float *up1_concat0_dx1 = s->arena + 183015936;
+  const float *up1_conv1_dx = s->arena + 61402368;
+  float *up1_concat0_dx1 = s->arena + 121360128;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0_dx1[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + 9834496 + i];
@@ -5113,8 +4735,8 @@ static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0_dx0 = s->arena + 173181440;
-  float *up1_crop0_dx = s->arena + 83174912;
+  const float *up1_concat0_dx0 = s->arena + 111525632;
+  float *up1_crop0_dx = s->arena + 41733376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       up1_crop0_dx[n * 20647936 + i] = 0.0f;
@@ -5134,8 +4756,8 @@ static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up1.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-  const float *up1_concat0_dx1 = s->arena + 183015936;
-  float *up1_upconv_dx = s->arena + 103822848;
+  const float *up1_concat0_dx1 = s->arena + 121360128;
+  float *up1_upconv_dx = s->arena + 62381312;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 128; icg++) {
@@ -5159,8 +4781,8 @@ static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 237473536;
-  const float *up1_concat0_dx1 = s->arena + 183015936;
+  const float *up2_relu1 = s->arena + 146913024;
+  const float *up1_concat0_dx1 = s->arena + 121360128;
   float *up1_upconv_weight_grad = s->g32 + 30886976;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 128; icg++) {
@@ -5185,7 +4807,7 @@ static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0_dx1 = s->arena + 183015936;
+  const float *up1_concat0_dx1 = s->arena + 121360128;
   float *up1_upconv_bias_grad = s->g32 + 30919744;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -5200,13 +4822,13 @@ static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv2 = s->arena + 232556288;
-  const float *up1_upconv_dx = s->arena + 103822848;
-  float *up2_relu1_dx = s->arena + 113960960;
+  const float *up2_relu1 = s->arena + 146913024;
+  const float *up1_upconv_dx = s->arena + 62381312;
+  float *up2_relu1_dx = s->arena + 72519424;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4917248; i++) {
-      float x = up2_conv2[n * 4917248 + i];
-      up2_relu1_dx[n * 4917248 + i] = 0.0f < x ? up1_upconv_dx[n * 4917248 + i] : 0.0f;
+      float y = up2_relu1[n * 4917248 + i];
+      up2_relu1_dx[n * 4917248 + i] = 0.0f < y ? up1_upconv_dx[n * 4917248 + i] : 0.0f;
     }
   }
 }
@@ -5215,9 +4837,9 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-  const float *up2_relu1_dx = s->arena + 113960960;
-  float *up2_conv2_dx = s->arena + 108942848;
-  float *up2_conv2_dx_padded = s->arena + 103822848;
+  const float *up2_relu1_dx = s->arena + 72519424;
+  float *up2_conv2_dx = s->arena + 67501312;
+  float *up2_conv2_dx_padded = s->arena + 62381312;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -5289,8 +4911,8 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0 = s->arena + 227538176;
-  const float *up2_relu1_dx = s->arena + 113960960;
+  const float *up2_relu0 = s->arena + 141894912;
+  const float *up2_relu1_dx = s->arena + 72519424;
   float *up2_conv2_weight_grad = s->g32 + 30739392;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -5335,7 +4957,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1_dx = s->arena + 113960960;
+  const float *up2_relu1_dx = s->arena + 72519424;
   float *up2_conv2_bias_grad = s->g32 + 30886848;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -5350,13 +4972,13 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up2_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1 = s->arena + 222520064;
-  const float *up2_conv2_dx = s->arena + 108942848;
-  float *up2_relu0_dx = s->arena + 173181440;
+  const float *up2_relu0 = s->arena + 141894912;
+  const float *up2_conv2_dx = s->arena + 67501312;
+  float *up2_relu0_dx = s->arena + 111525632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5018112; i++) {
-      float x = up2_conv1[n * 5018112 + i];
-      up2_relu0_dx[n * 5018112 + i] = 0.0f < x ? up2_conv2_dx[n * 5018112 + i] : 0.0f;
+      float y = up2_relu0[n * 5018112 + i];
+      up2_relu0_dx[n * 5018112 + i] = 0.0f < y ? up2_conv2_dx[n * 5018112 + i] : 0.0f;
     }
   }
 }
@@ -5365,9 +4987,9 @@ static void train_up2_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; 1683 tiles + 6, no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-  const float *up2_relu0_dx = s->arena + 173181440;
-  float *up2_conv1_dx = s->arena + 103822848;
-  float *up2_conv1_dx_padded = s->arena + 114062848;
+  const float *up2_relu0_dx = s->arena + 111525632;
+  float *up2_conv1_dx = s->arena + 62381312;
+  float *up2_conv1_dx_padded = s->arena + 72621312;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -5439,8 +5061,8 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up2.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 198) in 12 tiles + 6, rows [0, 198) unguarded, padding borders guarded */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0 = s->arena + 122512896;
-  const float *up2_relu0_dx = s->arena + 173181440;
+  const float *up2_concat0 = s->arena + 81071360;
+  const float *up2_relu0_dx = s->arena + 111525632;
   float *up2_conv1_weight_grad = s->g32 + 30444352;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -5485,7 +5107,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0_dx = s->arena + 173181440;
+  const float *up2_relu0_dx = s->arena + 111525632;
   float *up2_conv1_bias_grad = s->g32 + 30739264;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -5500,8 +5122,8 @@ static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx0: slice, unet.cnn:20 */
 static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 103822848;
-  float *up2_concat0_dx0 = s->arena + 114062848;
+  const float *up2_conv1_dx = s->arena + 62381312;
+  float *up2_concat0_dx0 = s->arena + 72621312;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx0[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + i];
@@ -5511,8 +5133,8 @@ static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx1: slice, unet.cnn:20 */
 static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 103822848;
-  float *up2_concat0_dx1 = s->arena + 119182848;
+  const float *up2_conv1_dx = s->arena + 62381312;
+  float *up2_concat0_dx1 = s->arena + 77741312;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx1[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + 5120000 + i];
@@ -5522,8 +5144,8 @@ static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx0 = s->arena + 114062848;
-  float *up2_crop0_dx = s->arena + 103822848;
+  const float *up2_concat0_dx0 = s->arena + 72621312;
+  float *up2_crop0_dx = s->arena + 62381312;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       up2_crop0_dx[n * 10035200 + i] = 0.0f;
@@ -5543,8 +5165,8 @@ static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up2.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-  const float *up2_concat0_dx1 = s->arena + 119182848;
-  float *up2_upconv_dx = s->arena + 113858048;
+  const float *up2_concat0_dx1 = s->arena + 77741312;
+  float *up2_upconv_dx = s->arena + 72416512;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 256; icg++) {
@@ -5568,8 +5190,8 @@ static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 272709376;
-  const float *up2_concat0_dx1 = s->arena + 119182848;
+  const float *up3_relu1 = s->arena + 167315200;
+  const float *up2_concat0_dx1 = s->arena + 77741312;
   float *up2_upconv_weight_grad = s->g32 + 30313152;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 256; icg++) {
@@ -5594,7 +5216,7 @@ static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx1 = s->arena + 119182848;
+  const float *up2_concat0_dx1 = s->arena + 77741312;
   float *up2_upconv_bias_grad = s->g32 + 30444224;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -5609,13 +5231,13 @@ static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv2 = s->arena + 270149376;
-  const float *up2_upconv_dx = s->arena + 113858048;
-  float *up3_relu1_dx = s->arena + 119290368;
+  const float *up3_relu1 = s->arena + 167315200;
+  const float *up2_upconv_dx = s->arena + 72416512;
+  float *up3_relu1_dx = s->arena + 77848832;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2560000; i++) {
-      float x = up3_conv2[n * 2560000 + i];
-      up3_relu1_dx[n * 2560000 + i] = 0.0f < x ? up2_upconv_dx[n * 2560000 + i] : 0.0f;
+      float y = up3_relu1[n * 2560000 + i];
+      up3_relu1_dx[n * 2560000 + i] = 0.0f < y ? up2_upconv_dx[n * 2560000 + i] : 0.0f;
     }
   }
 }
@@ -5624,9 +5246,9 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-  const float *up3_relu1_dx = s->arena + 119290368;
-  float *up3_conv2_dx = s->arena + 116626944;
-  float *up3_conv2_dx_padded = s->arena + 113858048;
+  const float *up3_relu1_dx = s->arena + 77848832;
+  float *up3_conv2_dx = s->arena + 75185408;
+  float *up3_conv2_dx_padded = s->arena + 72416512;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5698,8 +5320,8 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0 = s->arena + 267485952;
-  const float *up3_relu1_dx = s->arena + 119290368;
+  const float *up3_relu0 = s->arena + 164651776;
+  const float *up3_relu1_dx = s->arena + 77848832;
   float *up3_conv2_weight_grad = s->g32 + 29723072;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -5744,7 +5366,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1_dx = s->arena + 119290368;
+  const float *up3_relu1_dx = s->arena + 77848832;
   float *up3_conv2_bias_grad = s->g32 + 30312896;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5759,13 +5381,13 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up3_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1 = s->arena + 264822528;
-  const float *up3_conv2_dx = s->arena + 116626944;
-  float *up3_relu0_dx = s->arena + 122272256;
+  const float *up3_relu0 = s->arena + 164651776;
+  const float *up3_conv2_dx = s->arena + 75185408;
+  float *up3_relu0_dx = s->arena + 80830720;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2663424; i++) {
-      float x = up3_conv1[n * 2663424 + i];
-      up3_relu0_dx[n * 2663424 + i] = 0.0f < x ? up3_conv2_dx[n * 2663424 + i] : 0.0f;
+      float y = up3_relu0[n * 2663424 + i];
+      up3_relu0_dx[n * 2663424 + i] = 0.0f < y ? up3_conv2_dx[n * 2663424 + i] : 0.0f;
     }
   }
 }
@@ -5774,9 +5396,9 @@ static void train_up3_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; 459 tiles + 6, no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-  const float *up3_relu0_dx = s->arena + 122272256;
-  float *up3_conv1_dx = s->arena + 113858048;
-  float *up3_conv1_dx_padded = s->arena + 119395840;
+  const float *up3_relu0_dx = s->arena + 80830720;
+  float *up3_conv1_dx = s->arena + 72416512;
+  float *up3_conv1_dx_padded = s->arena + 77954304;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5848,8 +5470,8 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up3.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 102) in 6 tiles + 6, rows [0, 102) unguarded, padding borders guarded */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0 = s->arena + 211820288;
-  const float *up3_relu0_dx = s->arena + 122272256;
+  const float *up3_concat0 = s->arena + 131195136;
+  const float *up3_relu0_dx = s->arena + 80830720;
   float *up3_conv1_weight_grad = s->g32 + 28543168;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -5894,7 +5516,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0_dx = s->arena + 122272256;
+  const float *up3_relu0_dx = s->arena + 80830720;
   float *up3_conv1_bias_grad = s->g32 + 29722816;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5909,8 +5531,8 @@ static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx0: slice, unet.cnn:20 */
 static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 113858048;
-  float *up3_concat0_dx0 = s->arena + 119395840;
+  const float *up3_conv1_dx = s->arena + 72416512;
+  float *up3_concat0_dx0 = s->arena + 77954304;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx0[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + i];
@@ -5920,8 +5542,8 @@ static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx1: slice, unet.cnn:20 */
 static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 113858048;
-  float *up3_concat0_dx1 = s->arena + 122164736;
+  const float *up3_conv1_dx = s->arena + 72416512;
+  float *up3_concat0_dx1 = s->arena + 80723200;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx1[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + 2768896 + i];
@@ -5931,8 +5553,8 @@ static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx0 = s->arena + 119395840;
-  float *up3_crop0_dx = s->arena + 113858048;
+  const float *up3_concat0_dx0 = s->arena + 77954304;
+  float *up3_crop0_dx = s->arena + 72416512;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       up3_crop0_dx[n * 4734976 + i] = 0.0f;
@@ -5952,8 +5574,8 @@ static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up3.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-  const float *up3_concat0_dx1 = s->arena + 122164736;
-  float *up3_upconv_dx = s->arena + 118593024;
+  const float *up3_concat0_dx1 = s->arena + 80723200;
+  float *up3_upconv_dx = s->arena + 77151488;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -5977,8 +5599,8 @@ static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 290803456;
-  const float *up3_concat0_dx1 = s->arena + 122164736;
+  const float *up4_relu1 = s->arena + 178204416;
+  const float *up3_concat0_dx1 = s->arena + 80723200;
   float *up3_upconv_weight_grad = s->g32 + 28018624;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -6003,7 +5625,7 @@ static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx1 = s->arena + 122164736;
+  const float *up3_concat0_dx1 = s->arena + 80723200;
   float *up3_upconv_bias_grad = s->g32 + 28542912;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6018,13 +5640,13 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv2 = s->arena + 289419008;
-  const float *up3_upconv_dx = s->arena + 118593024;
-  float *up4_relu1_dx = s->arena + 121691648;
+  const float *up4_relu1 = s->arena + 178204416;
+  const float *up3_upconv_dx = s->arena + 77151488;
+  float *up4_relu1_dx = s->arena + 80250112;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1384448; i++) {
-      float x = up4_conv2[n * 1384448 + i];
-      up4_relu1_dx[n * 1384448 + i] = 0.0f < x ? up3_upconv_dx[n * 1384448 + i] : 0.0f;
+      float y = up4_relu1[n * 1384448 + i];
+      up4_relu1_dx[n * 1384448 + i] = 0.0f < y ? up3_upconv_dx[n * 1384448 + i] : 0.0f;
     }
   }
 }
@@ -6033,9 +5655,9 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-  const float *up4_relu1_dx = s->arena + 121691648;
-  float *up4_conv2_dx = s->arena + 120198656;
-  float *up4_conv2_dx_padded = s->arena + 118593024;
+  const float *up4_relu1_dx = s->arena + 80250112;
+  float *up4_conv2_dx = s->arena + 78757120;
+  float *up4_conv2_dx_padded = s->arena + 77151488;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6107,8 +5729,8 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0 = s->arena + 287926016;
-  const float *up4_relu1_dx = s->arena + 121691648;
+  const float *up4_relu0 = s->arena + 176711424;
+  const float *up4_relu1_dx = s->arena + 80250112;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -6153,7 +5775,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1_dx = s->arena + 121691648;
+  const float *up4_relu1_dx = s->arena + 80250112;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6168,13 +5790,13 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu0.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1 = s->arena + 286433024;
-  const float *up4_conv2_dx = s->arena + 120198656;
-  float *up4_relu0_dx = s->arena + 123526656;
+  const float *up4_relu0 = s->arena + 176711424;
+  const float *up4_conv2_dx = s->arena + 78757120;
+  float *up4_relu0_dx = s->arena + 82085120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1492992; i++) {
-      float x = up4_conv1[n * 1492992 + i];
-      up4_relu0_dx[n * 1492992 + i] = 0.0f < x ? up4_conv2_dx[n * 1492992 + i] : 0.0f;
+      float y = up4_relu0[n * 1492992 + i];
+      up4_relu0_dx[n * 1492992 + i] = 0.0f < y ? up4_conv2_dx[n * 1492992 + i] : 0.0f;
     }
   }
 }
@@ -6183,9 +5805,9 @@ static void train_up4_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-  const float *up4_relu0_dx = s->arena + 123526656;
-  float *up4_conv1_dx = s->arena + 118593024;
-  float *up4_conv1_dx_padded = s->arena + 121804288;
+  const float *up4_relu0_dx = s->arena + 82085120;
+  float *up4_conv1_dx = s->arena + 77151488;
+  float *up4_conv1_dx_padded = s->arena + 80362752;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6257,8 +5879,8 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up4.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 54) in 3 tiles + 6, rows [0, 54) unguarded, padding borders guarded */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0 = s->arena + 261611264;
-  const float *up4_relu0_dx = s->arena + 123526656;
+  const float *up4_concat0 = s->arena + 161440512;
+  const float *up4_relu0_dx = s->arena + 82085120;
   float *up4_conv1_weight_grad = s->g32 + 20939712;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 512; ob++) {
@@ -6303,7 +5925,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0_dx = s->arena + 123526656;
+  const float *up4_relu0_dx = s->arena + 82085120;
   float *up4_conv1_bias_grad = s->g32 + 25658304;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6318,8 +5940,8 @@ static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx0: slice, unet.cnn:20 */
 static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 118593024;
-  float *up4_concat0_dx0 = s->arena + 121804288;
+  const float *up4_conv1_dx = s->arena + 77151488;
+  float *up4_concat0_dx0 = s->arena + 80362752;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx0[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + i];
@@ -6329,8 +5951,8 @@ static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx1: slice, unet.cnn:20 */
 static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 118593024;
-  float *up4_concat0_dx1 = s->arena + 123409920;
+  const float *up4_conv1_dx = s->arena + 77151488;
+  float *up4_concat0_dx1 = s->arena + 81968384;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx1[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + 1605632 + i];
@@ -6340,8 +5962,8 @@ static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx0 = s->arena + 121804288;
-  float *up4_crop0_dx = s->arena + 118593024;
+  const float *up4_concat0_dx0 = s->arena + 80362752;
+  float *up4_crop0_dx = s->arena + 77151488;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       up4_crop0_dx[n * 2097152 + i] = 0.0f;
@@ -6361,8 +5983,8 @@ static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up4.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-  const float *up4_concat0_dx1 = s->arena + 123409920;
-  float *up4_upconv_dx = s->arena + 120690176;
+  const float *up4_concat0_dx1 = s->arena + 81968384;
+  float *up4_upconv_dx = s->arena + 79248640;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -6386,8 +6008,8 @@ static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *dropout0 = s->arena + 296017664;
-  const float *up4_concat0_dx1 = s->arena + 123409920;
+  const float *dropout0 = s->arena + 182497024;
+  const float *up4_concat0_dx1 = s->arena + 81968384;
   float *up4_upconv_weight_grad = s->g32 + 18842048;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -6412,7 +6034,7 @@ static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx1 = s->arena + 123409920;
+  const float *up4_concat0_dx1 = s->arena + 81968384;
   float *up4_upconv_bias_grad = s->g32 + 20939200;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6427,8 +6049,8 @@ static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* dropout0.dx: dropout_dx, unet.cnn:30 */
 static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv_dx = s->arena + 120690176;
-  float *dropout0_dx = s->arena + 121492992;
+  const float *up4_upconv_dx = s->arena + 79248640;
+  float *dropout0_dx = s->arena + 80051456;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0_dx[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? up4_upconv_dx[n * 802816 + i] * 2.0f : 0.0f;
@@ -6438,13 +6060,13 @@ static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu1.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv2 = s->arena + 295214848;
-  const float *dropout0_dx = s->arena + 121492992;
-  float *bottom_relu1_dx = s->arena + 122660352;
+  const float *bottom_relu1 = s->arena + 181694208;
+  const float *dropout0_dx = s->arena + 80051456;
+  float *bottom_relu1_dx = s->arena + 81218816;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
-      float x = bottom_conv2[n * 802816 + i];
-      bottom_relu1_dx[n * 802816 + i] = 0.0f < x ? dropout0_dx[n * 802816 + i] : 0.0f;
+      float y = bottom_relu1[n * 802816 + i];
+      bottom_relu1_dx[n * 802816 + i] = 0.0f < y ? dropout0_dx[n * 802816 + i] : 0.0f;
     }
   }
 }
@@ -6453,9 +6075,9 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-  const float *bottom_relu1_dx = s->arena + 122660352;
-  float *bottom_conv2_dx = s->arena + 121738752;
-  float *bottom_conv2_dx_padded = s->arena + 120690176;
+  const float *bottom_relu1_dx = s->arena + 81218816;
+  float *bottom_conv2_dx = s->arena + 80297216;
+  float *bottom_conv2_dx_padded = s->arena + 79248640;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
@@ -6527,8 +6149,8 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0 = s->arena + 294293248;
-  const float *bottom_relu1_dx = s->arena + 122660352;
+  const float *bottom_relu0 = s->arena + 180772608;
+  const float *bottom_relu1_dx = s->arena + 81218816;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6573,7 +6195,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1_dx = s->arena + 122660352;
+  const float *bottom_relu1_dx = s->arena + 81218816;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6588,13 +6210,13 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu0.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv1 = s->arena + 293371648;
-  const float *bottom_conv2_dx = s->arena + 121738752;
-  float *bottom_relu0_dx = s->arena + 122660352;
+  const float *bottom_relu0 = s->arena + 180772608;
+  const float *bottom_conv2_dx = s->arena + 80297216;
+  float *bottom_relu0_dx = s->arena + 81218816;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 921600; i++) {
-      float x = bottom_conv1[n * 921600 + i];
-      bottom_relu0_dx[n * 921600 + i] = 0.0f < x ? bottom_conv2_dx[n * 921600 + i] : 0.0f;
+      float y = bottom_relu0[n * 921600 + i];
+      bottom_relu0_dx[n * 921600 + i] = 0.0f < y ? bottom_conv2_dx[n * 921600 + i] : 0.0f;
     }
   }
 }
@@ -6603,9 +6225,9 @@ static void train_bottom_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; 45 tiles + 6, no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-  const float *bottom_relu0_dx = s->arena + 122660352;
-  float *bottom_conv1_dx = s->arena + 123581952;
-  float *bottom_conv1_dx_padded = s->arena + 120690176;
+  const float *bottom_relu0_dx = s->arena + 81218816;
+  float *bottom_conv1_dx = s->arena + 82140416;
+  float *bottom_conv1_dx_padded = s->arena + 79248640;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
@@ -6677,8 +6299,8 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* bottom.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool3 = s->arena + 296820480;
-  const float *bottom_relu0_dx = s->arena + 122660352;
+  const float *maxpool3 = s->arena + 183299840;
+  const float *bottom_relu0_dx = s->arena + 81218816;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
   float acc[90]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 1024; ob++) {
@@ -6723,7 +6345,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0_dx = s->arena + 122660352;
+  const float *bottom_relu0_dx = s->arena + 81218816;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6738,9 +6360,9 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3.dx: pool_dx, unet.cnn:30 */
 static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 284335872;
-  const float *bottom_conv1_dx = s->arena + 123581952;
-  float *maxpool3_dx = s->arena + 120690176;
+  const float *down4_relu1 = s->arena + 174614272;
+  const float *bottom_conv1_dx = s->arena + 82140416;
+  float *maxpool3_dx = s->arena + 79248640;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       maxpool3_dx[n * 2097152 + i] = 0.0f;
@@ -6772,9 +6394,9 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu1.dsum: add, unet.cnn:13 */
 static void train_down4_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up4_crop0_dx = s->arena + 118593024;
-  const float *maxpool3_dx = s->arena + 120690176;
-  float *down4_relu1_dsum = s->arena + 122787328;
+  const float *up4_crop0_dx = s->arena + 77151488;
+  const float *maxpool3_dx = s->arena + 79248640;
+  float *down4_relu1_dsum = s->arena + 81345792;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       down4_relu1_dsum[n * 2097152 + i] = up4_crop0_dx[n * 2097152 + i] + maxpool3_dx[n * 2097152 + i];
@@ -6784,13 +6406,13 @@ static void train_down4_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv2 = s->arena + 282238720;
-  const float *down4_relu1_dsum = s->arena + 122787328;
-  float *down4_relu1_dx = s->arena + 124884480;
+  const float *down4_relu1 = s->arena + 174614272;
+  const float *down4_relu1_dsum = s->arena + 81345792;
+  float *down4_relu1_dx = s->arena + 83442944;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
-      float x = down4_conv2[n * 2097152 + i];
-      down4_relu1_dx[n * 2097152 + i] = 0.0f < x ? down4_relu1_dsum[n * 2097152 + i] : 0.0f;
+      float y = down4_relu1[n * 2097152 + i];
+      down4_relu1_dx[n * 2097152 + i] = 0.0f < y ? down4_relu1_dsum[n * 2097152 + i] : 0.0f;
     }
   }
 }
@@ -6799,9 +6421,9 @@ static void train_down4_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-  const float *down4_relu1_dx = s->arena + 124884480;
-  float *down4_conv2_dx = s->arena + 120960512;
-  float *down4_conv2_dx_padded = s->arena + 118593024;
+  const float *down4_relu1_dx = s->arena + 83442944;
+  float *down4_conv2_dx = s->arena + 79518976;
+  float *down4_conv2_dx_padded = s->arena + 77151488;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6873,8 +6495,8 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* down4.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0 = s->arena + 280008448;
-  const float *down4_relu1_dx = s->arena + 124884480;
+  const float *down4_relu0 = s->arena + 172384000;
+  const float *down4_relu1_dx = s->arena + 83442944;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -6912,7 +6534,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1_dx = s->arena + 124884480;
+  const float *down4_relu1_dx = s->arena + 83442944;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6927,13 +6549,13 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down4.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down4_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv1 = s->arena + 277778176;
-  const float *down4_conv2_dx = s->arena + 120960512;
-  float *down4_relu0_dx = s->arena + 123190784;
+  const float *down4_relu0 = s->arena + 172384000;
+  const float *down4_conv2_dx = s->arena + 79518976;
+  float *down4_relu0_dx = s->arena + 81749248;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2230272; i++) {
-      float x = down4_conv1[n * 2230272 + i];
-      down4_relu0_dx[n * 2230272 + i] = 0.0f < x ? down4_conv2_dx[n * 2230272 + i] : 0.0f;
+      float y = down4_relu0[n * 2230272 + i];
+      down4_relu0_dx[n * 2230272 + i] = 0.0f < y ? down4_conv2_dx[n * 2230272 + i] : 0.0f;
     }
   }
 }
@@ -6942,9 +6564,9 @@ static void train_down4_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; 198 tiles + 6, no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-  const float *down4_relu0_dx = s->arena + 123190784;
-  float *down4_conv1_dx = s->arena + 125421056;
-  float *down4_conv1_dx_padded = s->arena + 118593024;
+  const float *down4_relu0_dx = s->arena + 81749248;
+  float *down4_conv1_dx = s->arena + 83979520;
+  float *down4_conv1_dx_padded = s->arena + 77151488;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -7016,8 +6638,8 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* down4.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool2 = s->arena + 292187904;
-  const float *down4_relu0_dx = s->arena + 123190784;
+  const float *maxpool2 = s->arena + 179588864;
+  const float *down4_relu0_dx = s->arena + 81749248;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
   float acc[108]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -7062,7 +6684,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0_dx = s->arena + 123190784;
+  const float *down4_relu0_dx = s->arena + 81749248;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -7077,9 +6699,9 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2.dx: pool_dx, unet.cnn:29 */
 static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 256876288;
-  const float *down4_conv1_dx = s->arena + 125421056;
-  float *maxpool2_dx = s->arena + 118593024;
+  const float *down3_relu1 = s->arena + 156705536;
+  const float *down4_conv1_dx = s->arena + 83979520;
+  float *maxpool2_dx = s->arena + 77151488;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       maxpool2_dx[n * 4734976 + i] = 0.0f;
@@ -7111,9 +6733,9 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu1.dsum: add, unet.cnn:13 */
 static void train_down3_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up3_crop0_dx = s->arena + 113858048;
-  const float *maxpool2_dx = s->arena + 118593024;
-  float *down3_relu1_dsum = s->arena + 123328000;
+  const float *up3_crop0_dx = s->arena + 72416512;
+  const float *maxpool2_dx = s->arena + 77151488;
+  float *down3_relu1_dsum = s->arena + 81886464;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       down3_relu1_dsum[n * 4734976 + i] = up3_crop0_dx[n * 4734976 + i] + maxpool2_dx[n * 4734976 + i];
@@ -7123,13 +6745,13 @@ static void train_down3_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv2 = s->arena + 252141312;
-  const float *down3_relu1_dsum = s->arena + 123328000;
-  float *down3_relu1_dx = s->arena + 173181440;
+  const float *down3_relu1 = s->arena + 156705536;
+  const float *down3_relu1_dsum = s->arena + 81886464;
+  float *down3_relu1_dx = s->arena + 111525632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
-      float x = down3_conv2[n * 4734976 + i];
-      down3_relu1_dx[n * 4734976 + i] = 0.0f < x ? down3_relu1_dsum[n * 4734976 + i] : 0.0f;
+      float y = down3_relu1[n * 4734976 + i];
+      down3_relu1_dx[n * 4734976 + i] = 0.0f < y ? down3_relu1_dsum[n * 4734976 + i] : 0.0f;
     }
   }
 }
@@ -7138,9 +6760,9 @@ static void train_down3_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-  const float *down3_relu1_dx = s->arena + 173181440;
-  float *down3_conv2_dx = s->arena + 118875648;
-  float *down3_conv2_dx_padded = s->arena + 113858048;
+  const float *down3_relu1_dx = s->arena + 111525632;
+  float *down3_conv2_dx = s->arena + 77434112;
+  float *down3_conv2_dx_padded = s->arena + 72416512;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7212,8 +6834,8 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* down3.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0 = s->arena + 247266048;
-  const float *down3_relu1_dx = s->arena + 173181440;
+  const float *down3_relu0 = s->arena + 151830272;
+  const float *down3_relu1_dx = s->arena + 111525632;
   float *down3_conv2_weight_grad = s->g32 + 554176;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7251,7 +6873,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1_dx = s->arena + 173181440;
+  const float *down3_relu1_dx = s->arena + 111525632;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7266,13 +6888,13 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down3.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down3_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv1 = s->arena + 242390784;
-  const float *down3_conv2_dx = s->arena + 118875648;
-  float *down3_relu0_dx = s->arena + 123750912;
+  const float *down3_relu0 = s->arena + 151830272;
+  const float *down3_conv2_dx = s->arena + 77434112;
+  float *down3_relu0_dx = s->arena + 82309376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4875264; i++) {
-      float x = down3_conv1[n * 4875264 + i];
-      down3_relu0_dx[n * 4875264 + i] = 0.0f < x ? down3_conv2_dx[n * 4875264 + i] : 0.0f;
+      float y = down3_relu0[n * 4875264 + i];
+      down3_relu0_dx[n * 4875264 + i] = 0.0f < y ? down3_conv2_dx[n * 4875264 + i] : 0.0f;
     }
   }
 }
@@ -7281,9 +6903,9 @@ static void train_down3_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; 828 tiles + 6, no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-  const float *down3_relu0_dx = s->arena + 123750912;
-  float *down3_conv1_dx = s->arena + 128626176;
-  float *down3_conv1_dx_padded = s->arena + 113858048;
+  const float *down3_relu0_dx = s->arena + 82309376;
+  float *down3_conv1_dx = s->arena + 87184640;
+  float *down3_conv1_dx_padded = s->arena + 72416512;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7355,8 +6977,8 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* down3.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool1 = s->arena + 275269376;
-  const float *down3_relu0_dx = s->arena + 123750912;
+  const float *maxpool1 = s->arena + 169875200;
+  const float *down3_relu0_dx = s->arena + 82309376;
   float *down3_conv1_weight_grad = s->g32 + 259008;
   float acc[60]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -7401,7 +7023,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0_dx = s->arena + 123750912;
+  const float *down3_relu0_dx = s->arena + 82309376;
   float *down3_conv1_bias_grad = s->g32 + 553920;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7416,9 +7038,9 @@ static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1.dx: pool_dx, unet.cnn:28 */
 static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 163146240;
-  const float *down3_conv1_dx = s->arena + 128626176;
-  float *maxpool1_dx = s->arena + 113858048;
+  const float *down2_relu1 = s->arena + 101490432;
+  const float *down3_conv1_dx = s->arena + 87184640;
+  float *maxpool1_dx = s->arena + 72416512;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       maxpool1_dx[n * 10035200 + i] = 0.0f;
@@ -7450,9 +7072,9 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu1.dsum: add, unet.cnn:13 */
 static void train_down2_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up2_crop0_dx = s->arena + 103822848;
-  const float *maxpool1_dx = s->arena + 113858048;
-  float *down2_relu1_dsum = s->arena + 163146240;
+  const float *up2_crop0_dx = s->arena + 62381312;
+  const float *maxpool1_dx = s->arena + 72416512;
+  float *down2_relu1_dsum = s->arena + 111525632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       down2_relu1_dsum[n * 10035200 + i] = up2_crop0_dx[n * 10035200 + i] + maxpool1_dx[n * 10035200 + i];
@@ -7462,13 +7084,13 @@ static void train_down2_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv2 = s->arena + 153111040;
-  const float *down2_relu1_dsum = s->arena + 163146240;
-  float *down2_relu1_dx = s->arena + 173181440;
+  const float *down2_relu1 = s->arena + 101490432;
+  const float *down2_relu1_dsum = s->arena + 111525632;
+  float *down2_relu1_dx = s->arena + 121560832;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
-      float x = down2_conv2[n * 10035200 + i];
-      down2_relu1_dx[n * 10035200 + i] = 0.0f < x ? down2_relu1_dsum[n * 10035200 + i] : 0.0f;
+      float y = down2_relu1[n * 10035200 + i];
+      down2_relu1_dx[n * 10035200 + i] = 0.0f < y ? down2_relu1_dsum[n * 10035200 + i] : 0.0f;
     }
   }
 }
@@ -7477,9 +7099,9 @@ static void train_down2_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-  const float *down2_relu1_dx = s->arena + 173181440;
-  float *down2_conv2_dx = s->arena + 114146816;
-  float *down2_conv2_dx_padded = s->arena + 103822848;
+  const float *down2_relu1_dx = s->arena + 121560832;
+  float *down2_conv2_dx = s->arena + 72705280;
+  float *down2_conv2_dx_padded = s->arena + 62381312;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7551,8 +7173,8 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* down2.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0 = s->arena + 142931968;
-  const float *down2_relu1_dx = s->arena + 173181440;
+  const float *down2_relu0 = s->arena + 91311360;
+  const float *down2_relu1_dx = s->arena + 121560832;
   float *down2_conv2_weight_grad = s->g32 + 111424;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -7590,7 +7212,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1_dx = s->arena + 173181440;
+  const float *down2_relu1_dx = s->arena + 121560832;
   float *down2_conv2_bias_grad = s->g32 + 258880;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7605,13 +7227,13 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down2.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down2_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv1 = s->arena + 132752896;
-  const float *down2_conv2_dx = s->arena + 114146816;
-  float *down2_relu0_dx = s->arena + 142931968;
+  const float *down2_relu0 = s->arena + 91311360;
+  const float *down2_conv2_dx = s->arena + 72705280;
+  float *down2_relu0_dx = s->arena + 101490432;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10179072; i++) {
-      float x = down2_conv1[n * 10179072 + i];
-      down2_relu0_dx[n * 10179072 + i] = 0.0f < x ? down2_conv2_dx[n * 10179072 + i] : 0.0f;
+      float y = down2_relu0[n * 10179072 + i];
+      down2_relu0_dx[n * 10179072 + i] = 0.0f < y ? down2_conv2_dx[n * 10179072 + i] : 0.0f;
     }
   }
 }
@@ -7620,9 +7242,9 @@ static void train_down2_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; 3384 tiles + 6, no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-  const float *down2_relu0_dx = s->arena + 142931968;
-  float *down2_conv1_dx = s->arena + 124470784;
-  float *down2_conv1_dx_padded = s->arena + 103822848;
+  const float *down2_relu0_dx = s->arena + 101490432;
+  float *down2_conv1_dx = s->arena + 83029248;
+  float *down2_conv1_dx_padded = s->arena + 62381312;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7694,8 +7316,8 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* down2.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 217358080;
-  const float *down2_relu0_dx = s->arena + 142931968;
+  const float *maxpool0 = s->arena + 136732928;
+  const float *down2_relu0_dx = s->arena + 101490432;
   float *down2_conv1_weight_grad = s->g32 + 37568;
   float acc[60]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7740,7 +7362,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0_dx = s->arena + 142931968;
+  const float *down2_relu0_dx = s->arena + 101490432;
   float *down2_conv1_bias_grad = s->g32 + 111296;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7755,9 +7377,9 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool0.dx: pool_dx, unet.cnn:27 */
 static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 62526976;
-  const float *down2_conv1_dx = s->arena + 124470784;
-  float *maxpool0_dx = s->arena + 103822848;
+  const float *down1_relu1 = s->arena + 0;
+  const float *down2_conv1_dx = s->arena + 83029248;
+  float *maxpool0_dx = s->arena + 62381312;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       maxpool0_dx[n * 20647936 + i] = 0.0f;
@@ -7789,9 +7411,9 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
 
 /* down1.relu1.dsum: add, unet.cnn:13 */
 static void train_down1_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up1_crop0_dx = s->arena + 83174912;
-  const float *maxpool0_dx = s->arena + 103822848;
-  float *down1_relu1_dsum = s->arena + 62526976;
+  const float *up1_crop0_dx = s->arena + 41733376;
+  const float *maxpool0_dx = s->arena + 62381312;
+  float *down1_relu1_dsum = s->arena + 83029248;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       down1_relu1_dsum[n * 20647936 + i] = up1_crop0_dx[n * 20647936 + i] + maxpool0_dx[n * 20647936 + i];
@@ -7801,13 +7423,13 @@ static void train_down1_relu1_dsum(unet_state *s, ptrdiff_t count) {
 
 /* down1.relu1.dx: act_dx, unet.cnn:13 */
 static void train_down1_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv2 = s->arena + 0;
-  const float *down1_relu1_dsum = s->arena + 62526976;
-  float *down1_relu1_dx = s->arena + 83320576;
+  const float *down1_relu1 = s->arena + 0;
+  const float *down1_relu1_dsum = s->arena + 83029248;
+  float *down1_relu1_dx = s->arena + 103677184;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
-      float x = down1_conv2[n * 20647936 + i];
-      down1_relu1_dx[n * 20647936 + i] = 0.0f < x ? down1_relu1_dsum[n * 20647936 + i] : 0.0f;
+      float y = down1_relu1[n * 20647936 + i];
+      down1_relu1_dx[n * 20647936 + i] = 0.0f < y ? down1_relu1_dsum[n * 20647936 + i] : 0.0f;
     }
   }
 }
@@ -7816,8 +7438,8 @@ static void train_down1_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-  const float *down1_relu1_dx = s->arena + 83320576;
-  float *down1_conv2_dx = s->arena + 62526976;
+  const float *down1_relu1_dx = s->arena + 103677184;
+  float *down1_conv2_dx = s->arena + 41733376;
   float *down1_conv2_dx_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -7890,8 +7512,8 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
 /* down1.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu0 = s->arena + 41733376;
-  const float *down1_relu1_dx = s->arena + 83320576;
+  const float *down1_relu0 = s->arena + 20939776;
+  const float *down1_relu1_dx = s->arena + 103677184;
   float *down1_conv2_weight_grad = s->g32 + 640;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -7929,7 +7551,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1_dx = s->arena + 83320576;
+  const float *down1_relu1_dx = s->arena + 103677184;
   float *down1_conv2_bias_grad = s->g32 + 37504;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -7944,13 +7566,13 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 
 /* down1.relu0.dx: act_dx, unet.cnn:13 */
 static void train_down1_relu0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv1 = s->arena + 20939776;
-  const float *down1_conv2_dx = s->arena + 62526976;
+  const float *down1_relu0 = s->arena + 20939776;
+  const float *down1_conv2_dx = s->arena + 41733376;
   float *down1_relu0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20793600; i++) {
-      float x = down1_conv1[n * 20793600 + i];
-      down1_relu0_dx[n * 20793600 + i] = 0.0f < x ? down1_conv2_dx[n * 20793600 + i] : 0.0f;
+      float y = down1_relu0[n * 20793600 + i];
+      down1_relu0_dx[n * 20793600 + i] = 0.0f < y ? down1_conv2_dx[n * 20793600 + i] : 0.0f;
     }
   }
 }
@@ -8667,58 +8289,40 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   if (train_labels(s, count, labels))
     return -1;
   train_down1_conv1(s, count, x);
-  train_down1_relu0(s, count);
   train_down1_conv2(s, count);
-  train_down1_relu1(s, count);
   train_maxpool0(s, count);
   train_down2_conv1(s, count);
-  train_down2_relu0(s, count);
   train_down2_conv2(s, count);
-  train_down2_relu1(s, count);
   train_maxpool1(s, count);
   train_down3_conv1(s, count);
-  train_down3_relu0(s, count);
   train_down3_conv2(s, count);
-  train_down3_relu1(s, count);
   train_maxpool2(s, count);
   train_down4_conv1(s, count);
-  train_down4_relu0(s, count);
   train_down4_conv2(s, count);
-  train_down4_relu1(s, count);
   train_maxpool3(s, count);
   train_bottom_conv1(s, count);
-  train_bottom_relu0(s, count);
   train_bottom_conv2(s, count);
-  train_bottom_relu1(s, count);
   train_dropout0(s, count);
   train_up4_upconv(s, count);
   train_up4_crop0(s, count);
   train_up4_concat0(s, count);
   train_up4_conv1(s, count);
-  train_up4_relu0(s, count);
   train_up4_conv2(s, count);
-  train_up4_relu1(s, count);
   train_up3_upconv(s, count);
   train_up3_crop0(s, count);
   train_up3_concat0(s, count);
   train_up3_conv1(s, count);
-  train_up3_relu0(s, count);
   train_up3_conv2(s, count);
-  train_up3_relu1(s, count);
   train_up2_upconv(s, count);
   train_up2_crop0(s, count);
   train_up2_concat0(s, count);
   train_up2_conv1(s, count);
-  train_up2_relu0(s, count);
   train_up2_conv2(s, count);
-  train_up2_relu1(s, count);
   train_up1_upconv(s, count);
   train_up1_crop0(s, count);
   train_up1_concat0(s, count);
   train_up1_conv1(s, count);
-  train_up1_relu0(s, count);
   train_up1_conv2(s, count);
-  train_up1_relu1(s, count);
   train_head(s, count);
   train_cross_entropy0(s, count, labels);
   train_cross_entropy0_dx(s, count, labels);
@@ -8829,7 +8433,7 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_down1_relu0_dx(s, count);
   train_down1_conv1_dweight(s, count, x);
   train_down1_conv1_dbias(s, count);
-  *loss = s->arena[297344768];
+  *loss = s->arena[183824128];
   return 0;
 }
 

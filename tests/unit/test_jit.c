@@ -370,6 +370,43 @@ static void test_parts(void **state) {
     }
 }
 
+/* Fusion (compiler/fuse.c) changes no bit: each model's forward program
+ * with and without it gives the same outputs, through fewer kernels. */
+static void test_fusion(void **state) {
+  (void)state;
+  static const char *const models[] = {
+      "tests/oracle/ops/fusion.cnn", "tests/oracle/ops/bn.cnn",
+      "dsl-examples/lenet5.cnn", "dsl-examples/resnet18.cnn"};
+  for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+    /* ResNet-18's plain nests take minutes: tiled only */
+    unsigned first = strstr(models[m], "resnet") ? LOWER_TILE : 0;
+    for (unsigned tile = first; tile <= LOWER_TILE; tile += LOWER_TILE) {
+      Compiled *c = compile_file(models[m]);
+      Program *fused = lower_passes(&c->d, c->a, c->g, 2, 0, tile | LOWER_FUSE);
+      Program *apart = lower_passes(&c->d, c->a, c->g, 2, 0, tile);
+      assert_int_equal(c->d.errors, 0);
+      plan(fused);
+      plan(apart);
+      assert_true(fused->kernels.n < apart->kernels.n);
+      rng = 5;
+      write_weights(fused, W, (Spoil){0});
+      write_inputs(fused, IN, 2, 0, (BadInput){0}); /* no NaN to hide in */
+      size_t n, k;
+      float *ref = jit_outputs(c, apart, 2, 2, &n);
+      float *got = jit_outputs(c, fused, 2, 2, &k);
+      assert_int_equal(n, k);
+      same_bits(ref, got, n, models[m], (int)tile);
+      printf("  ok %-32s %s: %d kernels fused into %d, %zu outputs the "
+             "same\n",
+             models[m], tile ? "tiled" : "plain", apart->kernels.n,
+             fused->kernels.n, n);
+      free(ref);
+      free(got);
+      release(c);
+    }
+  }
+}
+
 /* tanh, which cnnc computes as a rational function (lower.c, tanh_of),
  * against the C library's tanh in double: within 6 float ulps of it over
  * [-10, 10] and at the edges of float, never above 1 in size, and odd;
@@ -724,6 +761,7 @@ int main(void) {
       cmocka_unit_test(test_levels),
       cmocka_unit_test(test_parts),
       cmocka_unit_test(test_tanh),
+      cmocka_unit_test(test_fusion),
       cmocka_unit_test(test_detects_difference),
       cmocka_unit_test(test_bad_weights),
       cmocka_unit_test(test_bad_inputs),

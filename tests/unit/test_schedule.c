@@ -123,8 +123,8 @@ static const Kernel *kernel(const Program *p, const char *name) {
 
 static void lowering_records_schedules(void **state) {
   Compiled *c = compile_ok(lenet);
-  Program *t = lower_tiled(&c->d, c->a, c->g, 4, 0, 1);
-  Program *p = lower_tiled(&c->d, c->a, c->g, 4, 0, 0);
+  Program *t = lower_passes(&c->d, c->a, c->g, 4, 0, LOWER_TILE | LOWER_FUSE);
+  Program *p = lower_passes(&c->d, c->a, c->g, 4, 0, LOWER_FUSE);
   assert_int_equal(c->d.errors, 0);
   static const char *const names[] = {"c1", "c3", "f5"};
   for (int i = 0; i < 3; i++) {
