@@ -48,12 +48,15 @@ Chain **fuse(Arena *a, const Graph *g, const int *needed, int train) {
     uses[g->loss->id] += 2;
   for (int i = 0; i < nn; i++) {
     const Node *h = g->nodes.v[i];
-    if (!needed[i] || of[i] || !forward(h))
+    if (!needed[i] || of[i])
       continue;
     int weighted = h->op == OP_CONV || h->op == OP_DENSE;
-    if (!weighted && h->op != OP_BN && h->op != OP_ADD)
+    int gradient = h->op == OP_CONV_DX || h->op == OP_DENSE_DX ||
+                   h->op == OP_POOL_DX || (h->op == OP_ADD && h->of);
+    if (!gradient &&
+        (!forward(h) || (!weighted && h->op != OP_BN && h->op != OP_ADD)))
       continue;
-    Chain c = {h, NULL, NULL, NULL, NULL, h, NULL};
+    Chain c = {h, NULL, NULL, NULL, NULL, NULL, NULL, h, NULL};
     const Node *next = sole(h, uses, user, of);
     if (weighted && !train && next && next->op == OP_BN) {
       c.bn = c.last = next;
@@ -68,18 +71,25 @@ Chain **fuse(Arena *a, const Graph *g, const int *needed, int train) {
     }
     if (next && is_activation(next->op))
       c.act = c.last = next;
+    /* A gradient times the activation's derivative, which reads the
+     * activation's value at the same element. */
+    if (gradient && next && next->op == OP_ACT_DX && next->in.v[1] == c.last &&
+        next->in.v[0] != c.last) {
+      c.act_dx = c.last = next;
+      c.value = next->in.v[0];
+    }
     if (c.last == h)
       continue;
     char what[64];
-    snprintf(what, sizeof what, "%s%s%s%s%s%s%s", op_info[h->op].name,
+    snprintf(what, sizeof what, "%s%s%s%s%s%s%s%s", op_info[h->op].name,
              c.bn ? "+" : "", c.bn ? "bn" : "", c.add ? "+" : "",
              c.add ? "add" : "", c.act ? "+" : "",
-             c.act ? op_info[c.act->op].name : "");
+             c.act ? op_info[c.act->op].name : "", c.act_dx ? "+act_dx" : "");
     c.what = arena_strdup(a, what);
     Chain *keep = arena_alloc(a, sizeof *keep);
     *keep = c;
-    const Node *member[] = {c.head, c.bn, c.add, c.act};
-    for (int m = 0; m < 4; m++)
+    const Node *member[] = {c.head, c.bn, c.add, c.act, c.act_dx};
+    for (int m = 0; m < 5; m++)
       if (member[m])
         of[member[m]->id] = keep;
   }

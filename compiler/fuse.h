@@ -7,6 +7,10 @@
  *   bn             [add]  [activation]
  *   add            [activation]
  *
+ * and in the backward pass, a gradient times an activation's derivative:
+ *
+ *   conv_dx | dense_dx | pool_dx | add   act_dx
+ *
  * A node joins only when it is the one consumer of the chain so far (in
  * training, backward nodes count as consumers), so nothing else reads
  * what the chain no longer stores. */
@@ -21,6 +25,8 @@ typedef struct Chain {
   const Node *add;      /* adds residual */
   const Node *residual; /* the add's other input */
   const Node *act;      /* relu, leaky_relu, tanh or sigmoid, last */
+  const Node *act_dx;   /* the derivative of an activation, last */
+  const Node *value;    /* the activation value act_dx reads */
   const Node *last;     /* the node whose value the chain stores */
   const char *what;     /* "conv+bn+add+relu", for the kernel's comment */
 } Chain;

@@ -152,8 +152,6 @@ Buffer *lower_scratch(Lower *L, const char *what, Shape s) {
   return b;
 }
 
-static void epilogue_pass(Lower *L, Buffer *y);
-
 /* Convolution, accumulating each (input channel, tap) into the output
  * plane: the innermost loop walks an output row and the matching input
  * row, which compilers vectorize, and every output element still sums
@@ -197,7 +195,6 @@ static void lower_conv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
       b, y, idx(L, V(L, n), ocx, V(L, oh), V(L, ow), ys),
       mul(L, load(L, x, idx(L, V(L, n), icx, ih, iw, xs)), x_temp(L->p, wv)));
   close(L, gw + 1 + gh + 1 + 3 + 2 + (g >= 0));
-  epilogue_pass(L, y);
 }
 
 /* Transposed convolution as a scatter: every input element adds its
@@ -414,18 +411,21 @@ Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at) {
   const Epilogue *e = L->ep;
   if (!e)
     return v;
+  L->ep_used = 1;
   if (e->scale)
     v = add(L, mul(L, v, load(L, e->scale, ch)), load(L, e->shift, ch));
   if (e->residual)
     v = add(L, v, load(L, e->residual, at));
-  return e->act ? activation(L, e->act, v) : v;
+  if (e->act)
+    v = activation(L, e->act, v);
+  if (e->act_dx)
+    v = lower_act_grad(L, e->act_dx->of, load(L, e->value, at), v);
+  return v;
 }
 
-/* The epilogue as a pass over y, after a head whose nest accumulates in
- * y itself (the plain convolution). */
+/* The epilogue as a pass over y, after a head whose nest does not apply
+ * it in its stores (the plain nests, which accumulate in y itself). */
 static void epilogue_pass(Lower *L, Buffer *y) {
-  if (!L->ep)
-    return;
   Shape s = L->node->shape;
   int64_t C = s.d[0], P = shape_numel(s) / C;
   LoopBuilder *b = &L->b;
@@ -807,7 +807,7 @@ static void add_inits(Program *p, Buffer *b, const Param *prm) {
 static void check_labels(Program *p, const Node *loss, Buffer *labels) {
   const Shape ls = loss->in.v[0]->shape;
   Kernel *k = loop_kernel(p, labels->name, "label check", labels->node->loc);
-  Lower L = {p, lb_start(p, k), loss, NULL};
+  Lower L = {p, lb_start(p, k), loss, NULL, 0};
   int n = lb_for(&L.b, "n", -1);
   int i = lb_for(&L.b, "i", shape_numel(labels->shape));
   Expr *v = load(&L, labels, flat(&L, V(&L, n), V(&L, i), labels->shape));
@@ -846,7 +846,7 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
     }
     Kernel *k = loop_kernel(p, prm->name, t->opt == OPT_ADAM ? "adam" : "sgd",
                             prm->owner->loc);
-    Lower L = {p, lb_start(p, k), prm->owner, NULL};
+    Lower L = {p, lb_start(p, k), prm->owner, NULL, 0};
     LoopBuilder *b = &L.b;
     int e = lb_for(b, "i", w->size);
     Expr *at = V(&L, e);
@@ -927,7 +927,7 @@ static void bn_coefficients(Lower *L, Epilogue *ep, const Node *bn,
 /* "conv+bn+relu with bn1 and relu0": the operators, then the layers the
  * head's kernel computes too. */
 static const char *chain_what(Arena *a, const Chain *ch) {
-  const Node *m[3];
+  const Node *m[4];
   int n = 0;
   if (ch->bn)
     m[n++] = ch->bn;
@@ -935,6 +935,8 @@ static const char *chain_what(Arena *a, const Chain *ch) {
     m[n++] = ch->add;
   if (ch->act)
     m[n++] = ch->act;
+  if (ch->act_dx)
+    m[n++] = ch->act_dx;
   const char *s = arena_printf(a, "%s with %s", ch->what, m[0]->name);
   for (int i = 1; i < n; i++)
     s = arena_printf(a, "%s%s%s", s, i == n - 1 ? " and " : ", ", m[i]->name);
@@ -1053,17 +1055,21 @@ Program *lower_passes(Diag *d, Arena *a, const Graph *g, int64_t batch,
       ps[j] = pbuf[owner->params.v[j]->index];
     Kernel *k = loop_kernel(
         p, nd->name, ch ? chain_what(a, ch) : op_info[nd->op].name, nd->loc);
-    Epilogue ep = {NULL, NULL, NULL, NULL};
-    Lower L = {p, lb_start(p, k), nd, ch ? &ep : NULL};
+    Epilogue ep = {NULL, NULL, NULL, NULL, NULL, NULL};
+    Lower L = {p, lb_start(p, k), nd, ch ? &ep : NULL, 0};
     if (ch) {
       if (ch->bn)
         bn_coefficients(&L, &ep, ch->bn, pbuf);
       ep.residual = ch->residual ? nbuf[ch->residual->id] : NULL;
       ep.act = ch->act;
+      ep.act_dx = ch->act_dx;
+      ep.value = ch->value ? nbuf[ch->value->id] : NULL;
     }
     int made = train && lower_train_node(&L, nbuf[i], ins, ps);
     if (!made && !lower_node(&L, nbuf[i], ins, ps))
       p->kernels.n--; /* an alias: nothing to compute */
+    else if (ch && !L.ep_used)
+      epilogue_pass(&L, nbuf[i]);
   }
   if (train) {
     p->loss = nbuf[g->loss->id];
@@ -1077,7 +1083,7 @@ Program *lower_passes(Diag *d, Arena *a, const Graph *g, int64_t batch,
       b->param_buf = pbuf[i];
       b->shape = prm->shape;
       Kernel *k = loop_kernel(p, b->name, "zero gradient", prm->owner->loc);
-      Lower L = {p, lb_start(p, k), prm->owner, NULL};
+      Lower L = {p, lb_start(p, k), prm->owner, NULL, 0};
       int e = lb_for(&L.b, "i", b->size);
       lb_store(&L.b, b, V(&L, e), F(&L, 0));
       close(&L, 1);
@@ -1094,7 +1100,7 @@ Program *lower_passes(Diag *d, Arena *a, const Graph *g, int64_t batch,
     b->shape = o->node->shape;
     vec_push(a, p->outputs, b);
     Kernel *k = loop_kernel(p, o->name, "output", o->loc);
-    Lower L = {p, lb_start(p, k), o->node, NULL};
+    Lower L = {p, lb_start(p, k), o->node, NULL, 0};
     Buffer *src = nbuf[o->node->id];
     copy_kernel(&L, b, src, o->node->shape);
   }

@@ -93,8 +93,8 @@ static void dx_piece(Lower *L, Buffer *acc, Buffer *dx, Buffer *dy, Buffer *w,
                load(L, w, at2(L, V(L, o), in, add(L, i0, V(L, l))))));
   close(L, 2);
   l = lb_for(b, "l", width);
-  lb_store(b, dx, at2(L, V(L, n), in, add(L, i0, V(L, l))),
-           load(L, acc, V(L, l)));
+  Expr *at = at2(L, V(L, n), in, add(L, i0, V(L, l)));
+  lb_store(b, dx, at, lower_epilogue(L, load(L, acc, V(L, l)), NULL, at));
   close(L, 1);
 }
 

@@ -489,24 +489,27 @@ static void pool_dx(Lower *L, Buffer *dx, Buffer *x, Buffer *dy) {
 
 /* --- element-wise and normalizations -------------------------------------- */
 
+Expr *lower_act_grad(Lower *L, const Node *of, Expr *value, Expr *g) {
+  int t = lb_let(&L->b, of->op == OP_LEAKY_RELU ? "x" : "y", value);
+  switch (of->op) {
+  case OP_RELU: return x_select(L->p, lt(L, F(L, 0), T(L, t)), g, F(L, 0));
+  case OP_LEAKY_RELU:
+    return x_select(L->p, lt(L, F(L, 0), T(L, t)), g,
+                    mul(L, F(L, of->at.a), g));
+  case OP_TANH: return mul(L, g, sub(L, F(L, 1), mul(L, T(L, t), T(L, t))));
+  default: return mul(L, g, mul(L, T(L, t), sub(L, F(L, 1), T(L, t))));
+  }
+}
+
 static void act_dx(Lower *L, Buffer *dx, Buffer *v, Buffer *dy) {
-  const Node *nd = L->node, *of = nd->of;
+  const Node *nd = L->node;
   Shape s = nd->shape;
   LoopBuilder *b = &L->b;
   int n = lb_for(b, "n", -1);
   int i = lb_for(b, "i", shape_numel(s));
   Expr *at = flat(L, V(L, n), V(L, i), s);
-  int t = lb_let(b, of->op == OP_LEAKY_RELU ? "x" : "y", load(L, v, at));
-  Expr *g = load(L, dy, at), *r;
-  switch (of->op) {
-  case OP_RELU: r = x_select(L->p, lt(L, F(L, 0), T(L, t)), g, F(L, 0)); break;
-  case OP_LEAKY_RELU:
-    r = x_select(L->p, lt(L, F(L, 0), T(L, t)), g, mul(L, F(L, of->at.a), g));
-    break;
-  case OP_TANH: r = mul(L, g, sub(L, F(L, 1), mul(L, T(L, t), T(L, t)))); break;
-  default: r = mul(L, g, mul(L, T(L, t), sub(L, F(L, 1), T(L, t)))); break;
-  }
-  lb_store(b, dx, at, r);
+  lb_store(b, dx, at,
+           lower_act_grad(L, nd->of, load(L, v, at), load(L, dy, at)));
   close(L, 2);
 }
 

@@ -13,6 +13,8 @@ typedef struct Epilogue {
   Buffer *scale, *shift;
   Buffer *residual;
   const Node *act;
+  const Node *act_dx; /* backward: times its activation's derivative */
+  Buffer *value;      /* at the activation's value there */
 } Epilogue;
 
 typedef struct Lower {
@@ -20,6 +22,7 @@ typedef struct Lower {
   LoopBuilder b;
   const Node *node;
   const Epilogue *ep; /* NULL outside a fused kernel's head */
+  int ep_used;        /* the head's nest applied ep in its stores */
 } Lower;
 
 static inline Expr *I(Lower *L, int64_t v) { return x_int(L->p, v); }
@@ -110,6 +113,10 @@ Buffer *lower_scratch(Lower *L, const char *what, Shape s);
  * chain's last node has it; v itself without an epilogue. ch may be NULL
  * when the epilogue has no scale. */
 Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at);
+
+/* g times the derivative of activation node of, at its value (its output;
+ * its input for leaky_relu). */
+Expr *lower_act_grad(Lower *L, const Node *of, Expr *value, Expr *g);
 
 /* Convolution nests as their schedule says (lower_conv.c); each returns 0
  * when the schedule is the plain nest, which the caller then builds. */

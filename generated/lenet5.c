@@ -1502,7 +1502,7 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, lenet5.cnn:15 */
 static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *f7 = s->arena + 2204;
-  float *cross_entropy0 = s->arena + 14592;
+  float *cross_entropy0 = s->arena + 13840;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -1540,43 +1540,6 @@ static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int6
       for (ptrdiff_t k_3 = 0; k_3 < 10; k_3++) {
         cross_entropy0_dx[n * 10 + k_3 + p] = (expf(f7[n * 10 + k_3 + p] - m) / se - (k_3 == label ? 1.0f : 0.0f)) * scale;
       }
-    }
-  }
-}
-
-/* f7.dx: dense_dx, lenet5.cnn:14
- * schedule: accumulators: 1 sample x 32 in-features (2 tiles + 20) */
-static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *f7_weight = s->f32 + 60856; /* f7.weight */
-  const float *cross_entropy0_dx = s->arena + 2288;
-  float *f7_dx = s->arena + 2204;
-  float acc[32]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t t = 0; t < 2; t++) {
-      for (ptrdiff_t l = 0; l < 32; l++) {
-        acc[l] = 0.0f;
-      }
-      for (ptrdiff_t o = 0; o < 10; o++) {
-        float d = cross_entropy0_dx[n * 10 + o];
-        for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-          acc[l_2] += d * f7_weight[o * 84 + t * 32 + l_2];
-        }
-      }
-      for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
-        f7_dx[n * 84 + t * 32 + l_3] = acc[l_3];
-      }
-    }
-    for (ptrdiff_t l_4 = 0; l_4 < 20; l_4++) {
-      acc[l_4] = 0.0f;
-    }
-    for (ptrdiff_t o_2 = 0; o_2 < 10; o_2++) {
-      float d_2 = cross_entropy0_dx[n * 10 + o_2];
-      for (ptrdiff_t l_5 = 0; l_5 < 20; l_5++) {
-        acc[l_5] += d_2 * f7_weight[o_2 * 84 + 64 + l_5];
-      }
-    }
-    for (ptrdiff_t l_6 = 0; l_6 < 20; l_6++) {
-      f7_dx[n * 84 + 64 + l_6] = acc[l_6];
     }
   }
 }
@@ -1641,52 +1604,42 @@ static void train_f7_dbias(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* tanh3.dx: act_dx, lenet5.cnn:13 */
-static void train_tanh3_dx(lenet5_state *s, ptrdiff_t count) {
+/* f7.dx: dense_dx+act_dx with tanh3.dx, lenet5.cnn:14
+ * schedule: accumulators: 1 sample x 32 in-features (2 tiles + 20) */
+static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *tanh3 = s->arena + 2120;
-  const float *f7_dx = s->arena + 2204;
-  float *tanh3_dx = s->arena + 2288;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 84; i++) {
-      float y = tanh3[n * 84 + i];
-      tanh3_dx[n * 84 + i] = f7_dx[n * 84 + i] * (1.0f - y * y);
-    }
-  }
-}
-
-/* f6.dx: dense_dx, lenet5.cnn:13
- * schedule: accumulators: 1 sample x 32 in-features (3 tiles + 24) */
-static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *f6_weight = s->f32 + 50692; /* f6.weight */
-  const float *tanh3_dx = s->arena + 2288;
-  float *f6_dx = s->arena + 2120;
+  const float *cross_entropy0_dx = s->arena + 2288;
+  float *tanh3_dx = s->arena + 2204;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t t = 0; t < 3; t++) {
+    for (ptrdiff_t t = 0; t < 2; t++) {
       for (ptrdiff_t l = 0; l < 32; l++) {
         acc[l] = 0.0f;
       }
-      for (ptrdiff_t o = 0; o < 84; o++) {
-        float d = tanh3_dx[n * 84 + o];
+      for (ptrdiff_t o = 0; o < 10; o++) {
+        float d = cross_entropy0_dx[n * 10 + o];
         for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-          acc[l_2] += d * f6_weight[o * 120 + t * 32 + l_2];
+          acc[l_2] += d * f7_weight[o * 84 + t * 32 + l_2];
         }
       }
       for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
-        f6_dx[n * 120 + t * 32 + l_3] = acc[l_3];
+        float y = tanh3[n * 84 + t * 32 + l_3];
+        tanh3_dx[n * 84 + t * 32 + l_3] = acc[l_3] * (1.0f - y * y);
       }
     }
-    for (ptrdiff_t l_4 = 0; l_4 < 24; l_4++) {
+    for (ptrdiff_t l_4 = 0; l_4 < 20; l_4++) {
       acc[l_4] = 0.0f;
     }
-    for (ptrdiff_t o_2 = 0; o_2 < 84; o_2++) {
-      float d_2 = tanh3_dx[n * 84 + o_2];
-      for (ptrdiff_t l_5 = 0; l_5 < 24; l_5++) {
-        acc[l_5] += d_2 * f6_weight[o_2 * 120 + 96 + l_5];
+    for (ptrdiff_t o_2 = 0; o_2 < 10; o_2++) {
+      float d_2 = cross_entropy0_dx[n * 10 + o_2];
+      for (ptrdiff_t l_5 = 0; l_5 < 20; l_5++) {
+        acc[l_5] += d_2 * f7_weight[o_2 * 84 + 64 + l_5];
       }
     }
-    for (ptrdiff_t l_6 = 0; l_6 < 24; l_6++) {
-      f6_dx[n * 120 + 96 + l_6] = acc[l_6];
+    for (ptrdiff_t l_6 = 0; l_6 < 20; l_6++) {
+      float y_2 = tanh3[n * 84 + 64 + l_6];
+      tanh3_dx[n * 84 + 64 + l_6] = acc[l_6] * (1.0f - y_2 * y_2);
     }
   }
 }
@@ -1695,7 +1648,7 @@ static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 outputs x 16 in-features (7 tiles + 8) */
 static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *tanh2 = s->arena + 2000;
-  const float *tanh3_dx = s->arena + 2288;
+  const float *tanh3_dx = s->arena + 2204;
   float *f6_weight_grad = s->g32 + 50692;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
@@ -1738,7 +1691,7 @@ static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* f6.dbias: bias_grad, lenet5.cnn:13 */
 static void train_f6_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh3_dx = s->arena + 2288;
+  const float *tanh3_dx = s->arena + 2204;
   float *f6_bias_grad = s->g32 + 60772;
   for (ptrdiff_t c = 0; c < 84; c++) {
     float acc = 0.0f;
@@ -1751,15 +1704,42 @@ static void train_f6_dbias(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* tanh2.dx: act_dx, lenet5.cnn:12 */
-static void train_tanh2_dx(lenet5_state *s, ptrdiff_t count) {
+/* f6.dx: dense_dx+act_dx with tanh2.dx, lenet5.cnn:13
+ * schedule: accumulators: 1 sample x 32 in-features (3 tiles + 24) */
+static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *tanh2 = s->arena + 2000;
-  const float *f6_dx = s->arena + 2120;
-  float *tanh2_dx = s->arena + 2240;
+  const float *tanh3_dx = s->arena + 2204;
+  float *tanh2_dx = s->arena + 2400;
+  float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 120; i++) {
-      float y = tanh2[n * 120 + i];
-      tanh2_dx[n * 120 + i] = f6_dx[n * 120 + i] * (1.0f - y * y);
+    for (ptrdiff_t t = 0; t < 3; t++) {
+      for (ptrdiff_t l = 0; l < 32; l++) {
+        acc[l] = 0.0f;
+      }
+      for (ptrdiff_t o = 0; o < 84; o++) {
+        float d = tanh3_dx[n * 84 + o];
+        for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+          acc[l_2] += d * f6_weight[o * 120 + t * 32 + l_2];
+        }
+      }
+      for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
+        float y = tanh2[n * 120 + t * 32 + l_3];
+        tanh2_dx[n * 120 + t * 32 + l_3] = acc[l_3] * (1.0f - y * y);
+      }
+    }
+    for (ptrdiff_t l_4 = 0; l_4 < 24; l_4++) {
+      acc[l_4] = 0.0f;
+    }
+    for (ptrdiff_t o_2 = 0; o_2 < 84; o_2++) {
+      float d_2 = tanh3_dx[n * 84 + o_2];
+      for (ptrdiff_t l_5 = 0; l_5 < 24; l_5++) {
+        acc[l_5] += d_2 * f6_weight[o_2 * 120 + 96 + l_5];
+      }
+    }
+    for (ptrdiff_t l_6 = 0; l_6 < 24; l_6++) {
+      float y_2 = tanh2[n * 120 + 96 + l_6];
+      tanh2_dx[n * 120 + 96 + l_6] = acc[l_6] * (1.0f - y_2 * y_2);
     }
   }
 }
@@ -1768,8 +1748,8 @@ static void train_tanh2_dx(lenet5_state *s, ptrdiff_t count) {
  * schedule: accumulators: 1 sample x 32 in-features (12 tiles + 16) */
 static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
-  const float *tanh2_dx = s->arena + 2240;
-  float *f5_dx = s->arena + 3200;
+  const float *tanh2_dx = s->arena + 2400;
+  float *f5_dx = s->arena + 2000;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 12; t++) {
@@ -1805,7 +1785,7 @@ static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 outputs x 16 in-features (25 tiles + 0) */
 static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1600;
-  const float *tanh2_dx = s->arena + 2240;
+  const float *tanh2_dx = s->arena + 2400;
   float *f5_weight_grad = s->g32 + 2572;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 30; ob++) {
@@ -1832,7 +1812,7 @@ static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* f5.dbias: bias_grad, lenet5.cnn:12 */
 static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh2_dx = s->arena + 2240;
+  const float *tanh2_dx = s->arena + 2400;
   float *f5_bias_grad = s->g32 + 50572;
   for (ptrdiff_t c = 0; c < 120; c++) {
     float acc = 0.0f;
@@ -1845,13 +1825,14 @@ static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* avgpool1.dx: pool_dx, lenet5.cnn:10 */
+/* avgpool1.dx: pool_dx+act_dx with tanh1.dx, lenet5.cnn:10 */
 static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *flatten0_dx = s->arena + 3200;
-  float *avgpool1_dx = s->arena + 1600;
+  const float *tanh1 = s->arena + 0;
+  const float *flatten0_dx = s->arena + 2000;
+  float *tanh1_dx = s->arena + 9888;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
-      avgpool1_dx[n * 1600 + i] = 0.0f;
+      tanh1_dx[n * 1600 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -1861,24 +1842,19 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
           float g = flatten0_dx[((n_2 * 16 + c) * 5 + oh) * 5 + ow] / 4.0f;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              avgpool1_dx[((n_2 * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw] += g;
+              tanh1_dx[((n_2 * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw] += g;
             }
           }
         }
       }
     }
   }
-}
-
-/* tanh1.dx: act_dx, lenet5.cnn:10 */
-static void train_tanh1_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh1 = s->arena + 0;
-  const float *avgpool1_dx = s->arena + 1600;
-  float *tanh1_dx = s->arena + 9888;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1600; i++) {
-      float y = tanh1[n * 1600 + i];
-      tanh1_dx[n * 1600 + i] = avgpool1_dx[n * 1600 + i] * (1.0f - y * y);
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 16; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 100; i_2++) {
+        float y = tanh1[(n_3 * 16 + c_2) * 100 + i_2];
+        tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] = tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] * (1.0f - y * y);
+      }
     }
   }
 }
@@ -2020,13 +1996,14 @@ static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
   }
 }
 
-/* avgpool0.dx: pool_dx, lenet5.cnn:9 */
+/* avgpool0.dx: pool_dx+act_dx with tanh0.dx, lenet5.cnn:9 */
 static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
+  const float *tanh0 = s->arena + 5184;
   const float *c3_dx = s->arena + 12664;
-  float *avgpool0_dx = s->arena + 0;
+  float *tanh0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
-      avgpool0_dx[n * 4704 + i] = 0.0f;
+      tanh0_dx[n * 4704 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -2036,24 +2013,19 @@ static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
           float g = c3_dx[((n_2 * 6 + c) * 14 + oh) * 14 + ow] / 4.0f;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              avgpool0_dx[((n_2 * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += g;
+              tanh0_dx[((n_2 * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += g;
             }
           }
         }
       }
     }
   }
-}
-
-/* tanh0.dx: act_dx, lenet5.cnn:9 */
-static void train_tanh0_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0 = s->arena + 5184;
-  const float *avgpool0_dx = s->arena + 0;
-  float *tanh0_dx = s->arena + 9888;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4704; i++) {
-      float y = tanh0[n * 4704 + i];
-      tanh0_dx[n * 4704 + i] = avgpool0_dx[n * 4704 + i] * (1.0f - y * y);
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 6; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float y = tanh0[(n_3 * 6 + c_2) * 784 + i_2];
+        tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] = tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] * (1.0f - y * y);
+      }
     }
   }
 }
@@ -2061,7 +2033,7 @@ static void train_tanh0_dx(lenet5_state *s, ptrdiff_t count) {
 /* c1.dweight: conv_dw, lenet5.cnn:9
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [2, 26) in 3 tiles + 0, rows [2, 26) unguarded, padding borders guarded */
 static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
-  const float *tanh0_dx = s->arena + 9888;
+  const float *tanh0_dx = s->arena + 0;
   float *c1_weight_grad = s->g32 + 0;
   float acc[90]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 3; ob++) {
@@ -2119,7 +2091,7 @@ static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
 
 /* c1.dbias: bias_grad, lenet5.cnn:9 */
 static void train_c1_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0_dx = s->arena + 9888;
+  const float *tanh0_dx = s->arena + 0;
   float *c1_bias_grad = s->g32 + 150;
   for (ptrdiff_t c = 0; c < 6; c++) {
     float acc = 0.0f;
@@ -2287,27 +2259,23 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
   train_f7(s, count);
   train_cross_entropy0(s, count, labels);
   train_cross_entropy0_dx(s, count, labels);
-  train_f7_dx(s, count);
   train_f7_dweight(s, count);
   train_f7_dbias(s, count);
-  train_tanh3_dx(s, count);
-  train_f6_dx(s, count);
+  train_f7_dx(s, count);
   train_f6_dweight(s, count);
   train_f6_dbias(s, count);
-  train_tanh2_dx(s, count);
+  train_f6_dx(s, count);
   train_f5_dx(s, count);
   train_f5_dweight(s, count);
   train_f5_dbias(s, count);
   train_avgpool1_dx(s, count);
-  train_tanh1_dx(s, count);
   train_c3_dx(s, count);
   train_c3_dweight(s, count);
   train_c3_dbias(s, count);
   train_avgpool0_dx(s, count);
-  train_tanh0_dx(s, count);
   train_c1_dweight(s, count, x);
   train_c1_dbias(s, count);
-  *loss = s->arena[14592];
+  *loss = s->arena[13840];
   return 0;
 }
 

@@ -3502,7 +3502,7 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer1_1_relu1 = s->arena + 3426560;
-  float *layer2_0_conv1 = s->arena + 3742464;
+  float *layer2_0_conv1 = s->arena + 3627264;
   float *layer2_0_conv1_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -3577,8 +3577,8 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
   int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 5; /* layer2.0.bn1.num_batches_tracked */
-  const float *layer2_0_conv1 = s->arena + 3742464;
-  float *layer2_0_relu0 = s->arena + 3842816;
+  const float *layer2_0_conv1 = s->arena + 3627264;
+  float *layer2_0_relu0 = s->arena + 3727616;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3614,8 +3614,8 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 3842816;
-  float *layer2_0_conv2 = s->arena + 3627264;
+  const float *layer2_0_relu0 = s->arena + 3727616;
+  float *layer2_0_conv2 = s->arena + 3827968;
   float *layer2_0_conv2_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -3690,7 +3690,7 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer1_1_relu1 = s->arena + 3426560;
-  float *layer2_0_downsample_0 = s->arena + 3943168;
+  float *layer2_0_downsample_0 = s->arena + 3928320;
   float *layer2_0_downsample_0_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -3765,7 +3765,7 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
   int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 7; /* layer2.0.downsample.1.num_batches_tracked */
-  const float *layer2_0_downsample_0 = s->arena + 3943168;
+  const float *layer2_0_downsample_0 = s->arena + 3928320;
   float *layer2_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -3804,9 +3804,9 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
   int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
-  const float *layer2_0_conv2 = s->arena + 3627264;
+  const float *layer2_0_conv2 = s->arena + 3827968;
   const float *layer2_0_downsample_1 = s->arena + 1605632;
-  float *layer2_0_relu1 = s->arena + 4043520;
+  float *layer2_0_relu1 = s->arena + 4028672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3842,8 +3842,8 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 4043520;
-  float *layer2_1_conv1 = s->arena + 4143872;
+  const float *layer2_0_relu1 = s->arena + 4028672;
+  float *layer2_1_conv1 = s->arena + 4129024;
   float *layer2_1_conv1_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -3920,8 +3920,8 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
   int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 8; /* layer2.1.bn1.num_batches_tracked */
-  const float *layer2_1_conv1 = s->arena + 4143872;
-  float *layer2_1_relu0 = s->arena + 4244224;
+  const float *layer2_1_conv1 = s->arena + 4129024;
+  float *layer2_1_relu0 = s->arena + 4229376;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3957,8 +3957,8 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 4244224;
-  float *layer2_1_conv2 = s->arena + 4344576;
+  const float *layer2_1_relu0 = s->arena + 4229376;
+  float *layer2_1_conv2 = s->arena + 4329728;
   float *layer2_1_conv2_padded = s->arena + 1605632;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4035,8 +4035,8 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
   int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 9; /* layer2.1.bn2.num_batches_tracked */
-  const float *layer2_0_relu1 = s->arena + 4043520;
-  const float *layer2_1_conv2 = s->arena + 4344576;
+  const float *layer2_0_relu1 = s->arena + 4028672;
+  const float *layer2_1_conv2 = s->arena + 4329728;
   float *layer2_1_relu1 = s->arena + 1716992;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -4074,7 +4074,7 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer2_1_relu1 = s->arena + 1716992;
-  float *layer3_0_conv1 = s->arena + 4510464;
+  float *layer3_0_conv1 = s->arena + 4430080;
   float *layer3_0_conv1_padded = s->arena + 1605632;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4149,8 +4149,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
   int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 10; /* layer3.0.bn1.num_batches_tracked */
-  const float *layer3_0_conv1 = s->arena + 4510464;
-  float *layer3_0_relu0 = s->arena + 4560640;
+  const float *layer3_0_conv1 = s->arena + 4430080;
+  float *layer3_0_relu0 = s->arena + 4480256;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4186,8 +4186,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 4560640;
-  float *layer3_0_conv2 = s->arena + 4444928;
+  const float *layer3_0_relu0 = s->arena + 4480256;
+  float *layer3_0_conv2 = s->arena + 4530432;
   float *layer3_0_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4262,7 +4262,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 1716992;
-  float *layer3_0_downsample_0 = s->arena + 4610816;
+  float *layer3_0_downsample_0 = s->arena + 4580608;
   float *layer3_0_downsample_0_padded = s->arena + 1605632;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4337,7 +4337,7 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
   int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 12; /* layer3.0.downsample.1.num_batches_tracked */
-  const float *layer3_0_downsample_0 = s->arena + 4610816;
+  const float *layer3_0_downsample_0 = s->arena + 4580608;
   float *layer3_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -4376,9 +4376,9 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
   int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
-  const float *layer3_0_conv2 = s->arena + 4444928;
+  const float *layer3_0_conv2 = s->arena + 4530432;
   const float *layer3_0_downsample_1 = s->arena + 1605632;
-  float *layer3_0_relu1 = s->arena + 4660992;
+  float *layer3_0_relu1 = s->arena + 4630784;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4414,8 +4414,8 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 4660992;
-  float *layer3_1_conv1 = s->arena + 4711168;
+  const float *layer3_0_relu1 = s->arena + 4630784;
+  float *layer3_1_conv1 = s->arena + 4680960;
   float *layer3_1_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4492,8 +4492,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
   int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 13; /* layer3.1.bn1.num_batches_tracked */
-  const float *layer3_1_conv1 = s->arena + 4711168;
-  float *layer3_1_relu0 = s->arena + 4761344;
+  const float *layer3_1_conv1 = s->arena + 4680960;
+  float *layer3_1_relu0 = s->arena + 4731136;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4529,8 +4529,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 4761344;
-  float *layer3_1_conv2 = s->arena + 4811520;
+  const float *layer3_1_relu0 = s->arena + 4731136;
+  float *layer3_1_conv2 = s->arena + 4781312;
   float *layer3_1_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4607,9 +4607,9 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
   int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 14; /* layer3.1.bn2.num_batches_tracked */
-  const float *layer3_0_relu1 = s->arena + 4660992;
-  const float *layer3_1_conv2 = s->arena + 4811520;
-  float *layer3_1_relu1 = s->arena + 4861696;
+  const float *layer3_0_relu1 = s->arena + 4630784;
+  const float *layer3_1_conv2 = s->arena + 4781312;
+  float *layer3_1_relu1 = s->arena + 4831488;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4645,8 +4645,8 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 4861696;
-  float *layer4_0_conv1 = s->arena + 4911872;
+  const float *layer3_1_relu1 = s->arena + 4831488;
+  float *layer4_0_conv1 = s->arena + 1667072;
   float *layer4_0_conv1_padded = s->arena + 1605632;
   float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4699,8 +4699,8 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
   int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 15; /* layer4.0.bn1.num_batches_tracked */
-  const float *layer4_0_conv1 = s->arena + 4911872;
-  float *layer4_0_relu0 = s->arena + 4936960;
+  const float *layer4_0_conv1 = s->arena + 1667072;
+  float *layer4_0_relu0 = s->arena + 4881664;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4736,8 +4736,8 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 4936960;
-  float *layer4_0_conv2 = s->arena + 1655808;
+  const float *layer4_0_relu0 = s->arena + 4881664;
+  float *layer4_0_conv2 = s->arena + 4906752;
   float *layer4_0_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4811,8 +4811,8 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 4861696;
-  float *layer4_0_downsample_0 = s->arena + 1680896;
+  const float *layer3_1_relu1 = s->arena + 4831488;
+  float *layer4_0_downsample_0 = s->arena + 4931840;
   float *layer4_0_downsample_0_padded = s->arena + 1605632;
   float acc[14]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4865,7 +4865,7 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
   int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 17; /* layer4.0.downsample.1.num_batches_tracked */
-  const float *layer4_0_downsample_0 = s->arena + 1680896;
+  const float *layer4_0_downsample_0 = s->arena + 4931840;
   float *layer4_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4904,9 +4904,9 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
   int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
-  const float *layer4_0_conv2 = s->arena + 1655808;
+  const float *layer4_0_conv2 = s->arena + 4906752;
   const float *layer4_0_downsample_1 = s->arena + 1605632;
-  float *layer4_0_relu1 = s->arena + 4962048;
+  float *layer4_0_relu1 = s->arena + 4956928;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4942,8 +4942,8 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 4962048;
-  float *layer4_1_conv1 = s->arena + 4987136;
+  const float *layer4_0_relu1 = s->arena + 4956928;
+  float *layer4_1_conv1 = s->arena + 4982016;
   float *layer4_1_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -5020,8 +5020,8 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
   int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 18; /* layer4.1.bn1.num_batches_tracked */
-  const float *layer4_1_conv1 = s->arena + 4987136;
-  float *layer4_1_relu0 = s->arena + 5012224;
+  const float *layer4_1_conv1 = s->arena + 4982016;
+  float *layer4_1_relu0 = s->arena + 5007104;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5057,8 +5057,8 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 5012224;
-  float *layer4_1_conv2 = s->arena + 5037312;
+  const float *layer4_1_relu0 = s->arena + 5007104;
+  float *layer4_1_conv2 = s->arena + 5032192;
   float *layer4_1_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -5135,8 +5135,8 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
   int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 19; /* layer4.1.bn2.num_batches_tracked */
-  const float *layer4_0_relu1 = s->arena + 4962048;
-  const float *layer4_1_conv2 = s->arena + 5037312;
+  const float *layer4_0_relu1 = s->arena + 4956928;
+  const float *layer4_1_conv2 = s->arena + 5032192;
   float *layer4_1_relu1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5226,7 +5226,7 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
 static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *fc = s->arena + 1630720;
-  float *cross_entropy0 = s->arena + 5112576;
+  float *cross_entropy0 = s->arena + 5107456;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -5273,7 +5273,7 @@ static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const in
 static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *cross_entropy0_dx = s->arena + 1631720;
-  float *fc_dx = s->arena + 1705984;
+  float *fc_dx = s->arena + 1630720;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 16; t++) {
@@ -5337,13 +5337,14 @@ static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* global_avgpool0.dx: pool_dx, resnet18.cnn:33 */
+/* global_avgpool0.dx: pool_dx+act_dx with layer4.1.relu1.dx, resnet18.cnn:33 */
 static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *flatten0_dx = s->arena + 1705984;
-  float *global_avgpool0_dx = s->arena + 1630720;
+  const float *layer4_1_relu1 = s->arena + 1605632;
+  const float *flatten0_dx = s->arena + 1630720;
+  float *layer4_1_relu1_dx = s->arena + 5057280;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
-      global_avgpool0_dx[n * 25088 + i] = 0.0f;
+      layer4_1_relu1_dx[n * 25088 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -5354,7 +5355,7 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh = 0; kh < 7; kh++) {
             for (ptrdiff_t kw = 0; kw < 7; kw++) {
               if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
-                global_avgpool0_dx[((n_2 * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw] += g;
+                layer4_1_relu1_dx[((n_2 * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw] += g;
               }
             }
           }
@@ -5362,17 +5363,12 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-}
-
-/* layer4.1.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer4_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 1605632;
-  const float *global_avgpool0_dx = s->arena + 1630720;
-  float *layer4_1_relu1_dx = s->arena + 5062400;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float y = layer4_1_relu1[n * 25088 + i];
-      layer4_1_relu1_dx[n * 25088 + i] = 0.0f < y ? global_avgpool0_dx[n * 25088 + i] : 0.0f;
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
+        float y = layer4_1_relu1[(n_3 * 512 + c_2) * 49 + i_2];
+        layer4_1_relu1_dx[(n_3 * 512 + c_2) * 49 + i_2] = 0.0f < y ? layer4_1_relu1_dx[(n_3 * 512 + c_2) * 49 + i_2] : 0.0f;
+      }
     }
   }
 }
@@ -5380,9 +5376,9 @@ static void train_layer4_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-  const float *layer4_1_conv2 = s->arena + 5037312;
-  const float *layer4_1_relu1_dx = s->arena + 5062400;
-  float *layer4_1_bn2_dx = s->arena + 5087488;
+  const float *layer4_1_conv2 = s->arena + 5032192;
+  const float *layer4_1_relu1_dx = s->arena + 5057280;
+  float *layer4_1_bn2_dx = s->arena + 5082368;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5421,8 +5417,8 @@ static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv2 = s->arena + 5037312;
-  const float *layer4_1_relu1_dx = s->arena + 5062400;
+  const float *layer4_1_conv2 = s->arena + 5032192;
+  const float *layer4_1_relu1_dx = s->arena + 5057280;
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5457,7 +5453,7 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 5062400;
+  const float *layer4_1_relu1_dx = s->arena + 5057280;
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5470,86 +5466,11 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
-static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_bn2_dx = s->arena + 5087488;
-  float *layer4_1_conv2_dx = s->arena + 5037312;
-  float *layer4_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              layer4_1_conv2_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            layer4_1_conv2_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0 = s->arena + 5012224;
-  const float *layer4_1_bn2_dx = s->arena + 5087488;
+  const float *layer4_1_relu0 = s->arena + 5007104;
+  const float *layer4_1_bn2_dx = s->arena + 5082368;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
   float acc[36]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -5605,15 +5526,80 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer4_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0 = s->arena + 5012224;
-  const float *layer4_1_conv2_dx = s->arena + 5037312;
-  float *layer4_1_relu0_dx = s->arena + 1605632;
+/* layer4.1.conv2.dx: conv_dx+act_dx with layer4.1.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
+  const float *layer4_1_relu0 = s->arena + 5007104;
+  const float *layer4_1_bn2_dx = s->arena + 5082368;
+  float *layer4_1_relu0_dx = s->arena + 5032192;
+  float *layer4_1_conv2_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float y = layer4_1_relu0[n * 25088 + i];
-      layer4_1_relu0_dx[n * 25088 + i] = 0.0f < y ? layer4_1_conv2_dx[n * 25088 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              float y = layer4_1_relu0[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_1_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            float y_2 = layer4_1_relu0[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
+            layer4_1_relu0_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = 0.0f < y_2 ? acc[j_6 * 13 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -5621,9 +5607,9 @@ static void train_layer4_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-  const float *layer4_1_conv1 = s->arena + 4987136;
-  const float *layer4_1_relu0_dx = s->arena + 1605632;
-  float *layer4_1_bn1_dx = s->arena + 5012224;
+  const float *layer4_1_conv1 = s->arena + 4982016;
+  const float *layer4_1_relu0_dx = s->arena + 5032192;
+  float *layer4_1_bn1_dx = s->arena + 5007104;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5662,8 +5648,8 @@ static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv1 = s->arena + 4987136;
-  const float *layer4_1_relu0_dx = s->arena + 1605632;
+  const float *layer4_1_conv1 = s->arena + 4982016;
+  const float *layer4_1_relu0_dx = s->arena + 5032192;
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5698,7 +5684,7 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0_dx = s->arena + 1605632;
+  const float *layer4_1_relu0_dx = s->arena + 5032192;
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5711,98 +5697,11 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.1.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
-static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_1_bn1_dx = s->arena + 5012224;
-  float *layer4_1_conv1_dx = s->arena + 4987136;
-  float *layer4_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv1_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn1_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              layer4_1_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            layer4_1_conv1_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer4.0.relu1.dsum: add, resnet18.cnn:18 */
-static void train_layer4_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 5062400;
-  const float *layer4_1_conv1_dx = s->arena + 4987136;
-  float *layer4_0_relu1_dsum = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_0_relu1_dsum[n * 25088 + i] = layer4_1_relu1_dx[n * 25088 + i] + layer4_1_conv1_dx[n * 25088 + i];
-    }
-  }
-}
-
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 4962048;
-  const float *layer4_1_bn1_dx = s->arena + 5012224;
+  const float *layer4_0_relu1 = s->arena + 4956928;
+  const float *layer4_1_bn1_dx = s->arena + 5007104;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
   float acc[36]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -5858,15 +5757,81 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer4_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 4962048;
-  const float *layer4_0_relu1_dsum = s->arena + 1605632;
-  float *layer4_0_relu1_dx = s->arena + 4987136;
+/* layer4.1.conv1.dx: conv_dx+add+act_dx with layer4.0.relu1.dsum and layer4.0.relu1.dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
+  const float *layer4_0_relu1 = s->arena + 4956928;
+  const float *layer4_1_relu1_dx = s->arena + 5057280;
+  const float *layer4_1_bn1_dx = s->arena + 5007104;
+  float *layer4_0_relu1_dx = s->arena + 4982016;
+  float *layer4_1_conv1_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float y = layer4_0_relu1[n * 25088 + i];
-      layer4_0_relu1_dx[n * 25088 + i] = 0.0f < y ? layer4_0_relu1_dsum[n * 25088 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_1_conv1_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn1_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_1_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              float y = layer4_0_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_0_relu1_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_1_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            float y_2 = layer4_0_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
+            layer4_0_relu1_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = 0.0f < y_2 ? acc[j_6 * 13 + i_6] + layer4_1_relu1_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -5874,9 +5839,9 @@ static void train_layer4_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-  const float *layer4_0_downsample_0 = s->arena + 1680896;
-  const float *layer4_0_relu1_dx = s->arena + 4987136;
-  float *layer4_0_downsample_1_dx = s->arena + 4962048;
+  const float *layer4_0_downsample_0 = s->arena + 4931840;
+  const float *layer4_0_relu1_dx = s->arena + 4982016;
+  float *layer4_0_downsample_1_dx = s->arena + 4956928;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5915,8 +5880,8 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0 = s->arena + 1680896;
-  const float *layer4_0_relu1_dx = s->arena + 4987136;
+  const float *layer4_0_downsample_0 = s->arena + 4931840;
+  const float *layer4_0_relu1_dx = s->arena + 4982016;
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5951,7 +5916,7 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 4987136;
+  const float *layer4_0_relu1_dx = s->arena + 4982016;
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5964,41 +5929,11 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
   }
 }
 
-/* layer4.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
-static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer4_0_downsample_1_dx = s->arena + 4962048;
-  float *layer4_0_downsample_0_dx = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer4_0_downsample_0_dx[n * 50176 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float wv = layer4_0_downsample_0_weight[(g * 512 + ocg) * 256 + icg + kh + kw];
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                  layer4_0_downsample_0_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw] += layer4_0_downsample_1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 4861696;
-  const float *layer4_0_downsample_1_dx = s->arena + 4962048;
+  const float *layer3_1_relu1 = s->arena + 4831488;
+  const float *layer4_0_downsample_1_dx = s->arena + 4956928;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
   float acc[14]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6037,9 +5972,9 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_conv2 = s->arena + 1655808;
-  const float *layer4_0_relu1_dx = s->arena + 4987136;
-  float *layer4_0_bn2_dx = s->arena + 4962048;
+  const float *layer4_0_conv2 = s->arena + 4906752;
+  const float *layer4_0_relu1_dx = s->arena + 4982016;
+  float *layer4_0_bn2_dx = s->arena + 4931840;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6078,8 +6013,8 @@ static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2 = s->arena + 1655808;
-  const float *layer4_0_relu1_dx = s->arena + 4987136;
+  const float *layer4_0_conv2 = s->arena + 4906752;
+  const float *layer4_0_relu1_dx = s->arena + 4982016;
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6114,7 +6049,7 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 4987136;
+  const float *layer4_0_relu1_dx = s->arena + 4982016;
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6127,86 +6062,11 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
-static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_bn2_dx = s->arena + 4962048;
-  float *layer4_0_conv2_dx = s->arena + 4987136;
-  float *layer4_0_conv2_dx_padded = s->arena + 1655808;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_0_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_0_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              layer4_0_conv2_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_0_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            layer4_0_conv2_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0 = s->arena + 4936960;
-  const float *layer4_0_bn2_dx = s->arena + 4962048;
+  const float *layer4_0_relu0 = s->arena + 4881664;
+  const float *layer4_0_bn2_dx = s->arena + 4931840;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
   float acc[36]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6262,15 +6122,80 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer4_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0 = s->arena + 4936960;
-  const float *layer4_0_conv2_dx = s->arena + 4987136;
-  float *layer4_0_relu0_dx = s->arena + 1655808;
+/* layer4.0.conv2.dx: conv_dx+act_dx with layer4.0.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
+  const float *layer4_0_relu0 = s->arena + 4881664;
+  const float *layer4_0_bn2_dx = s->arena + 4931840;
+  float *layer4_0_relu0_dx = s->arena + 4906752;
+  float *layer4_0_conv2_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      float y = layer4_0_relu0[n * 25088 + i];
-      layer4_0_relu0_dx[n * 25088 + i] = 0.0f < y ? layer4_0_conv2_dx[n * 25088 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 9; h++) {
+        for (ptrdiff_t w = 0; w < 9; w++) {
+          layer4_0_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_0_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 9 < 7) {
+              float y = layer4_0_relu0[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_0_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
+          acc[j_4 * 13 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer4_0_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
+                acc[j_5 * 13 + i_5] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
+          ptrdiff_t p_2 = 48 + i_6;
+          if (p_2 % 9 < 7) {
+            float y_2 = layer4_0_relu0[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
+            layer4_0_relu0_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = 0.0f < y_2 ? acc[j_6 * 13 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -6278,9 +6203,9 @@ static void train_layer4_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-  const float *layer4_0_conv1 = s->arena + 4911872;
-  const float *layer4_0_relu0_dx = s->arena + 1655808;
-  float *layer4_0_bn1_dx = s->arena + 4962048;
+  const float *layer4_0_conv1 = s->arena + 1667072;
+  const float *layer4_0_relu0_dx = s->arena + 4906752;
+  float *layer4_0_bn1_dx = s->arena + 4881664;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6319,8 +6244,8 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv1 = s->arena + 4911872;
-  const float *layer4_0_relu0_dx = s->arena + 1655808;
+  const float *layer4_0_conv1 = s->arena + 1667072;
+  const float *layer4_0_relu0_dx = s->arena + 4906752;
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6355,7 +6280,7 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0_dx = s->arena + 1655808;
+  const float *layer4_0_relu0_dx = s->arena + 4906752;
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6371,8 +6296,8 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 4962048;
-  float *layer4_0_conv1_dx = s->arena + 1655808;
+  const float *layer4_0_bn1_dx = s->arena + 4881664;
+  float *layer4_0_conv1_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
       layer4_0_conv1_dx[n * 50176 + i] = 0.0f;
@@ -6402,23 +6327,11 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.relu1.dsum: add, resnet18.cnn:18 */
-static void train_layer3_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0_dx = s->arena + 1605632;
-  const float *layer4_0_conv1_dx = s->arena + 1655808;
-  float *layer3_1_relu1_dsum = s->arena + 4911872;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_1_relu1_dsum[n * 50176 + i] = layer4_0_downsample_0_dx[n * 50176 + i] + layer4_0_conv1_dx[n * 50176 + i];
-    }
-  }
-}
-
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 4861696;
-  const float *layer4_0_bn1_dx = s->arena + 4962048;
+  const float *layer3_1_relu1 = s->arena + 4831488;
+  const float *layer4_0_bn1_dx = s->arena + 4881664;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float acc[21]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 512; ob++) {
@@ -6465,15 +6378,42 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer3_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 4861696;
-  const float *layer3_1_relu1_dsum = s->arena + 4911872;
-  float *layer3_1_relu1_dx = s->arena + 4962048;
+/* layer4.0.downsample.0.dx: conv_dx+add+act_dx with layer3.1.relu1.dsum and layer3.1.relu1.dx, resnet18.cnn:16 */
+static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
+  const float *layer3_1_relu1 = s->arena + 4831488;
+  const float *layer4_0_downsample_1_dx = s->arena + 4956928;
+  const float *layer4_0_conv1_dx = s->arena + 1605632;
+  float *layer3_1_relu1_dx = s->arena + 4881664;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 50176; i++) {
-      float y = layer3_1_relu1[n * 50176 + i];
-      layer3_1_relu1_dx[n * 50176 + i] = 0.0f < y ? layer3_1_relu1_dsum[n * 50176 + i] : 0.0f;
+      layer3_1_relu1_dx[n * 50176 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              float wv = layer4_0_downsample_0_weight[(g * 512 + ocg) * 256 + icg + kh + kw];
+              for (ptrdiff_t oh = 0; oh < 7; oh++) {
+                for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                  layer3_1_relu1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw] += layer4_0_downsample_1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
+        float y = layer3_1_relu1[(n_3 * 256 + c) * 196 + i_2];
+        layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_2] = 0.0f < y ? layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_2] + layer4_0_conv1_dx[(n_3 * 256 + c) * 196 + i_2] : 0.0f;
+      }
     }
   }
 }
@@ -6481,9 +6421,9 @@ static void train_layer3_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_conv2 = s->arena + 4811520;
-  const float *layer3_1_relu1_dx = s->arena + 4962048;
-  float *layer3_1_bn2_dx = s->arena + 4861696;
+  const float *layer3_1_conv2 = s->arena + 4781312;
+  const float *layer3_1_relu1_dx = s->arena + 4881664;
+  float *layer3_1_bn2_dx = s->arena + 4831488;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6522,8 +6462,8 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2 = s->arena + 4811520;
-  const float *layer3_1_relu1_dx = s->arena + 4962048;
+  const float *layer3_1_conv2 = s->arena + 4781312;
+  const float *layer3_1_relu1_dx = s->arena + 4881664;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6558,7 +6498,7 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 4962048;
+  const float *layer3_1_relu1_dx = s->arena + 4881664;
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6571,86 +6511,11 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
-static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_bn2_dx = s->arena + 4861696;
-  float *layer3_1_conv2_dx = s->arena + 4811520;
-  float *layer3_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              layer3_1_conv2_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            layer3_1_conv2_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 4761344;
-  const float *layer3_1_bn2_dx = s->arena + 4861696;
+  const float *layer3_1_relu0 = s->arena + 4731136;
+  const float *layer3_1_bn2_dx = s->arena + 4831488;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
   float acc[156]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -6713,15 +6578,80 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer3_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 4761344;
-  const float *layer3_1_conv2_dx = s->arena + 4811520;
-  float *layer3_1_relu0_dx = s->arena + 1605632;
+/* layer3.1.conv2.dx: conv_dx+act_dx with layer3.1.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
+  const float *layer3_1_relu0 = s->arena + 4731136;
+  const float *layer3_1_bn2_dx = s->arena + 4831488;
+  float *layer3_1_relu0_dx = s->arena + 4781312;
+  float *layer3_1_conv2_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float y = layer3_1_relu0[n * 50176 + i];
-      layer3_1_relu0_dx[n * 50176 + i] = 0.0f < y ? layer3_1_conv2_dx[n * 50176 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              float y = layer3_1_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_1_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            float y_2 = layer3_1_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
+            layer3_1_relu0_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -6729,9 +6659,9 @@ static void train_layer3_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_conv1 = s->arena + 4711168;
-  const float *layer3_1_relu0_dx = s->arena + 1605632;
-  float *layer3_1_bn1_dx = s->arena + 4761344;
+  const float *layer3_1_conv1 = s->arena + 4680960;
+  const float *layer3_1_relu0_dx = s->arena + 4781312;
+  float *layer3_1_bn1_dx = s->arena + 4731136;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6770,8 +6700,8 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1 = s->arena + 4711168;
-  const float *layer3_1_relu0_dx = s->arena + 1605632;
+  const float *layer3_1_conv1 = s->arena + 4680960;
+  const float *layer3_1_relu0_dx = s->arena + 4781312;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6806,7 +6736,7 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0_dx = s->arena + 1605632;
+  const float *layer3_1_relu0_dx = s->arena + 4781312;
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6819,98 +6749,11 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.1.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
-static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_1_bn1_dx = s->arena + 4761344;
-  float *layer3_1_conv1_dx = s->arena + 4711168;
-  float *layer3_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv1_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              layer3_1_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            layer3_1_conv1_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer3.0.relu1.dsum: add, resnet18.cnn:18 */
-static void train_layer3_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 4962048;
-  const float *layer3_1_conv1_dx = s->arena + 4711168;
-  float *layer3_0_relu1_dsum = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_0_relu1_dsum[n * 50176 + i] = layer3_1_relu1_dx[n * 50176 + i] + layer3_1_conv1_dx[n * 50176 + i];
-    }
-  }
-}
-
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 4660992;
-  const float *layer3_1_bn1_dx = s->arena + 4761344;
+  const float *layer3_0_relu1 = s->arena + 4630784;
+  const float *layer3_1_bn1_dx = s->arena + 4731136;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
   float acc[156]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -6973,15 +6816,81 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer3_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 4660992;
-  const float *layer3_0_relu1_dsum = s->arena + 1605632;
-  float *layer3_0_relu1_dx = s->arena + 4711168;
+/* layer3.1.conv1.dx: conv_dx+add+act_dx with layer3.0.relu1.dsum and layer3.0.relu1.dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
+  const float *layer3_0_relu1 = s->arena + 4630784;
+  const float *layer3_1_relu1_dx = s->arena + 4881664;
+  const float *layer3_1_bn1_dx = s->arena + 4731136;
+  float *layer3_0_relu1_dx = s->arena + 4680960;
+  float *layer3_1_conv1_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float y = layer3_0_relu1[n * 50176 + i];
-      layer3_0_relu1_dx[n * 50176 + i] = 0.0f < y ? layer3_0_relu1_dsum[n * 50176 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_1_conv1_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_1_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              float y = layer3_0_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_0_relu1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_1_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            float y_2 = layer3_0_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
+            layer3_0_relu1_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] + layer3_1_relu1_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -6989,9 +6898,9 @@ static void train_layer3_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_0 = s->arena + 4610816;
-  const float *layer3_0_relu1_dx = s->arena + 4711168;
-  float *layer3_0_downsample_1_dx = s->arena + 4660992;
+  const float *layer3_0_downsample_0 = s->arena + 4580608;
+  const float *layer3_0_relu1_dx = s->arena + 4680960;
+  float *layer3_0_downsample_1_dx = s->arena + 4630784;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7030,8 +6939,8 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0 = s->arena + 4610816;
-  const float *layer3_0_relu1_dx = s->arena + 4711168;
+  const float *layer3_0_downsample_0 = s->arena + 4580608;
+  const float *layer3_0_relu1_dx = s->arena + 4680960;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7066,7 +6975,7 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 4711168;
+  const float *layer3_0_relu1_dx = s->arena + 4680960;
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7079,41 +6988,11 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
   }
 }
 
-/* layer3.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
-static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer3_0_downsample_1_dx = s->arena + 4660992;
-  float *layer3_0_downsample_0_dx = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer3_0_downsample_0_dx[n * 100352 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float wv = layer3_0_downsample_0_weight[(g * 256 + ocg) * 128 + icg + kh + kw];
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                  layer3_0_downsample_0_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += layer3_0_downsample_1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 1716992;
-  const float *layer3_0_downsample_1_dx = s->arena + 4660992;
+  const float *layer3_0_downsample_1_dx = s->arena + 4630784;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float acc[56]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7159,9 +7038,9 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_conv2 = s->arena + 4444928;
-  const float *layer3_0_relu1_dx = s->arena + 4711168;
-  float *layer3_0_bn2_dx = s->arena + 4610816;
+  const float *layer3_0_conv2 = s->arena + 4530432;
+  const float *layer3_0_relu1_dx = s->arena + 4680960;
+  float *layer3_0_bn2_dx = s->arena + 4580608;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7200,8 +7079,8 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2 = s->arena + 4444928;
-  const float *layer3_0_relu1_dx = s->arena + 4711168;
+  const float *layer3_0_conv2 = s->arena + 4530432;
+  const float *layer3_0_relu1_dx = s->arena + 4680960;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7236,7 +7115,7 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 4711168;
+  const float *layer3_0_relu1_dx = s->arena + 4680960;
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7249,86 +7128,11 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
-static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_bn2_dx = s->arena + 4610816;
-  float *layer3_0_conv2_dx = s->arena + 4660992;
-  float *layer3_0_conv2_dx_padded = s->arena + 4444928;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_0_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              layer3_0_conv2_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_0_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            layer3_0_conv2_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 4560640;
-  const float *layer3_0_bn2_dx = s->arena + 4610816;
+  const float *layer3_0_relu0 = s->arena + 4480256;
+  const float *layer3_0_bn2_dx = s->arena + 4580608;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
   float acc[156]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7391,15 +7195,80 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer3_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 4560640;
-  const float *layer3_0_conv2_dx = s->arena + 4660992;
-  float *layer3_0_relu0_dx = s->arena + 4444928;
+/* layer3.0.conv2.dx: conv_dx+act_dx with layer3.0.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
+  const float *layer3_0_relu0 = s->arena + 4480256;
+  const float *layer3_0_bn2_dx = s->arena + 4580608;
+  float *layer3_0_relu0_dx = s->arena + 4530432;
+  float *layer3_0_conv2_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      float y = layer3_0_relu0[n * 50176 + i];
-      layer3_0_relu0_dx[n * 50176 + i] = 0.0f < y ? layer3_0_conv2_dx[n * 50176 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 16; h++) {
+        for (ptrdiff_t w = 0; w < 16; w++) {
+          layer3_0_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 16 < 14) {
+              float y = layer3_0_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_0_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer3_0_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 216 + i_6;
+          if (p_2 % 16 < 14) {
+            float y_2 = layer3_0_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
+            layer3_0_relu0_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -7407,9 +7276,9 @@ static void train_layer3_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_conv1 = s->arena + 4510464;
-  const float *layer3_0_relu0_dx = s->arena + 4444928;
-  float *layer3_0_bn1_dx = s->arena + 4645632;
+  const float *layer3_0_conv1 = s->arena + 4430080;
+  const float *layer3_0_relu0_dx = s->arena + 4530432;
+  float *layer3_0_bn1_dx = s->arena + 4480256;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7448,8 +7317,8 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv1 = s->arena + 4510464;
-  const float *layer3_0_relu0_dx = s->arena + 4444928;
+  const float *layer3_0_conv1 = s->arena + 4430080;
+  const float *layer3_0_relu0_dx = s->arena + 4530432;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7484,7 +7353,7 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0_dx = s->arena + 4444928;
+  const float *layer3_0_relu0_dx = s->arena + 4530432;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7500,8 +7369,8 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer3_0_bn1_dx = s->arena + 4645632;
-  float *layer3_0_conv1_dx = s->arena + 4444928;
+  const float *layer3_0_bn1_dx = s->arena + 4480256;
+  float *layer3_0_conv1_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
       layer3_0_conv1_dx[n * 100352 + i] = 0.0f;
@@ -7531,23 +7400,11 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.relu1.dsum: add, resnet18.cnn:18 */
-static void train_layer2_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0_dx = s->arena + 1605632;
-  const float *layer3_0_conv1_dx = s->arena + 4444928;
-  float *layer2_1_relu1_dsum = s->arena + 4545280;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_1_relu1_dsum[n * 100352 + i] = layer3_0_downsample_0_dx[n * 100352 + i] + layer3_0_conv1_dx[n * 100352 + i];
-    }
-  }
-}
-
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 1716992;
-  const float *layer3_0_bn1_dx = s->arena + 4645632;
+  const float *layer3_0_bn1_dx = s->arena + 4480256;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
   float acc[84]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -7601,15 +7458,42 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer2_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+/* layer3.0.downsample.0.dx: conv_dx+add+act_dx with layer2.1.relu1.dsum and layer2.1.relu1.dx, resnet18.cnn:16 */
+static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 1716992;
-  const float *layer2_1_relu1_dsum = s->arena + 4545280;
-  float *layer2_1_relu1_dx = s->arena + 4444928;
+  const float *layer3_0_downsample_1_dx = s->arena + 4630784;
+  const float *layer3_0_conv1_dx = s->arena + 1605632;
+  float *layer2_1_relu1_dx = s->arena + 4430080;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 100352; i++) {
-      float y = layer2_1_relu1[n * 100352 + i];
-      layer2_1_relu1_dx[n * 100352 + i] = 0.0f < y ? layer2_1_relu1_dsum[n * 100352 + i] : 0.0f;
+      layer2_1_relu1_dx[n * 100352 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              float wv = layer3_0_downsample_0_weight[(g * 256 + ocg) * 128 + icg + kh + kw];
+              for (ptrdiff_t oh = 0; oh < 14; oh++) {
+                for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                  layer2_1_relu1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += layer3_0_downsample_1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
+        float y = layer2_1_relu1[(n_3 * 128 + c) * 784 + i_2];
+        layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_2] = 0.0f < y ? layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_2] + layer3_0_conv1_dx[(n_3 * 128 + c) * 784 + i_2] : 0.0f;
+      }
     }
   }
 }
@@ -7617,9 +7501,9 @@ static void train_layer2_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-  const float *layer2_1_conv2 = s->arena + 4344576;
-  const float *layer2_1_relu1_dx = s->arena + 4444928;
-  float *layer2_1_bn2_dx = s->arena + 4545280;
+  const float *layer2_1_conv2 = s->arena + 4329728;
+  const float *layer2_1_relu1_dx = s->arena + 4430080;
+  float *layer2_1_bn2_dx = s->arena + 4530432;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7658,8 +7542,8 @@ static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv2 = s->arena + 4344576;
-  const float *layer2_1_relu1_dx = s->arena + 4444928;
+  const float *layer2_1_conv2 = s->arena + 4329728;
+  const float *layer2_1_relu1_dx = s->arena + 4430080;
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7694,7 +7578,7 @@ static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 4444928;
+  const float *layer2_1_relu1_dx = s->arena + 4430080;
   float *layer2_1_bn2_bias_grad = s->g32 + 684608;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7707,86 +7591,11 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
-static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_bn2_dx = s->arena + 4545280;
-  float *layer2_1_conv2_dx = s->arena + 4344576;
-  float *layer2_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              layer2_1_conv2_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            layer2_1_conv2_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0 = s->arena + 4244224;
-  const float *layer2_1_bn2_dx = s->arena + 4545280;
+  const float *layer2_1_relu0 = s->arena + 4229376;
+  const float *layer2_1_bn2_dx = s->arena + 4530432;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7849,15 +7658,80 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer2_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0 = s->arena + 4244224;
-  const float *layer2_1_conv2_dx = s->arena + 4344576;
-  float *layer2_1_relu0_dx = s->arena + 1605632;
+/* layer2.1.conv2.dx: conv_dx+act_dx with layer2.1.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
+  const float *layer2_1_relu0 = s->arena + 4229376;
+  const float *layer2_1_bn2_dx = s->arena + 4530432;
+  float *layer2_1_relu0_dx = s->arena + 4329728;
+  float *layer2_1_conv2_dx_padded = s->arena + 1605632;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float y = layer2_1_relu0[n * 100352 + i];
-      layer2_1_relu0_dx[n * 100352 + i] = 0.0f < y ? layer2_1_conv2_dx[n * 100352 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              float y = layer2_1_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+              layer2_1_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            float y_2 = layer2_1_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
+            layer2_1_relu0_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -7865,9 +7739,9 @@ static void train_layer2_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-  const float *layer2_1_conv1 = s->arena + 4143872;
-  const float *layer2_1_relu0_dx = s->arena + 1605632;
-  float *layer2_1_bn1_dx = s->arena + 4244224;
+  const float *layer2_1_conv1 = s->arena + 4129024;
+  const float *layer2_1_relu0_dx = s->arena + 4329728;
+  float *layer2_1_bn1_dx = s->arena + 4229376;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7906,8 +7780,8 @@ static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv1 = s->arena + 4143872;
-  const float *layer2_1_relu0_dx = s->arena + 1605632;
+  const float *layer2_1_conv1 = s->arena + 4129024;
+  const float *layer2_1_relu0_dx = s->arena + 4329728;
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7942,7 +7816,7 @@ static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0_dx = s->arena + 1605632;
+  const float *layer2_1_relu0_dx = s->arena + 4329728;
   float *layer2_1_bn1_bias_grad = s->g32 + 536640;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7955,98 +7829,11 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.1.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
-static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_1_bn1_dx = s->arena + 4244224;
-  float *layer2_1_conv1_dx = s->arena + 4143872;
-  float *layer2_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv1_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              layer2_1_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            layer2_1_conv1_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer2.0.relu1.dsum: add, resnet18.cnn:18 */
-static void train_layer2_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 4444928;
-  const float *layer2_1_conv1_dx = s->arena + 4143872;
-  float *layer2_0_relu1_dsum = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_0_relu1_dsum[n * 100352 + i] = layer2_1_relu1_dx[n * 100352 + i] + layer2_1_conv1_dx[n * 100352 + i];
-    }
-  }
-}
-
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 4043520;
-  const float *layer2_1_bn1_dx = s->arena + 4244224;
+  const float *layer2_0_relu1 = s->arena + 4028672;
+  const float *layer2_1_bn1_dx = s->arena + 4229376;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -8109,15 +7896,81 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer2_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 4043520;
-  const float *layer2_0_relu1_dsum = s->arena + 1605632;
-  float *layer2_0_relu1_dx = s->arena + 4143872;
+/* layer2.1.conv1.dx: conv_dx+add+act_dx with layer2.0.relu1.dsum and layer2.0.relu1.dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
+  const float *layer2_0_relu1 = s->arena + 4028672;
+  const float *layer2_1_relu1_dx = s->arena + 4430080;
+  const float *layer2_1_bn1_dx = s->arena + 4229376;
+  float *layer2_0_relu1_dx = s->arena + 4129024;
+  float *layer2_1_conv1_dx_padded = s->arena + 1605632;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float y = layer2_0_relu1[n * 100352 + i];
-      layer2_0_relu1_dx[n * 100352 + i] = 0.0f < y ? layer2_0_relu1_dsum[n * 100352 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_1_conv1_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              float y = layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+              layer2_0_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 16 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_1_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            float y_2 = layer2_0_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
+            layer2_0_relu1_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] + layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -8125,9 +7978,9 @@ static void train_layer2_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-  const float *layer2_0_downsample_0 = s->arena + 3943168;
-  const float *layer2_0_relu1_dx = s->arena + 4143872;
-  float *layer2_0_downsample_1_dx = s->arena + 4043520;
+  const float *layer2_0_downsample_0 = s->arena + 3928320;
+  const float *layer2_0_relu1_dx = s->arena + 4129024;
+  float *layer2_0_downsample_1_dx = s->arena + 4028672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8166,8 +8019,8 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0 = s->arena + 3943168;
-  const float *layer2_0_relu1_dx = s->arena + 4143872;
+  const float *layer2_0_downsample_0 = s->arena + 3928320;
+  const float *layer2_0_relu1_dx = s->arena + 4129024;
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8202,7 +8055,7 @@ static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer2.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 4143872;
+  const float *layer2_0_relu1_dx = s->arena + 4129024;
   float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8215,41 +8068,11 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
   }
 }
 
-/* layer2.0.downsample.0.dx: conv_dx, resnet18.cnn:16 */
-static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer2_0_downsample_1_dx = s->arena + 4043520;
-  float *layer2_0_downsample_0_dx = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer2_0_downsample_0_dx[n * 200704 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float wv = layer2_0_downsample_0_weight[(g * 128 + ocg) * 64 + icg + kh + kw];
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  layer2_0_downsample_0_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw] += layer2_0_downsample_1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 3426560;
-  const float *layer2_0_downsample_1_dx = s->arena + 4043520;
+  const float *layer2_0_downsample_1_dx = s->arena + 4028672;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
   float acc[112]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -8295,9 +8118,9 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_conv2 = s->arena + 3627264;
-  const float *layer2_0_relu1_dx = s->arena + 4143872;
-  float *layer2_0_bn2_dx = s->arena + 3943168;
+  const float *layer2_0_conv2 = s->arena + 3827968;
+  const float *layer2_0_relu1_dx = s->arena + 4129024;
+  float *layer2_0_bn2_dx = s->arena + 3928320;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8336,8 +8159,8 @@ static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2 = s->arena + 3627264;
-  const float *layer2_0_relu1_dx = s->arena + 4143872;
+  const float *layer2_0_conv2 = s->arena + 3827968;
+  const float *layer2_0_relu1_dx = s->arena + 4129024;
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8372,7 +8195,7 @@ static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 4143872;
+  const float *layer2_0_relu1_dx = s->arena + 4129024;
   float *layer2_0_bn2_bias_grad = s->g32 + 379968;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8385,86 +8208,11 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
-static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_bn2_dx = s->arena + 3943168;
-  float *layer2_0_conv2_dx = s->arena + 4043520;
-  float *layer2_0_conv2_dx_padded = s->arena + 3627264;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_0_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              layer2_0_conv2_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_0_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            layer2_0_conv2_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0 = s->arena + 3842816;
-  const float *layer2_0_bn2_dx = s->arena + 3943168;
+  const float *layer2_0_relu0 = s->arena + 3727616;
+  const float *layer2_0_bn2_dx = s->arena + 3928320;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
   float acc[66]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -8527,15 +8275,80 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer2_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0 = s->arena + 3842816;
-  const float *layer2_0_conv2_dx = s->arena + 4043520;
-  float *layer2_0_relu0_dx = s->arena + 3627264;
+/* layer2.0.conv2.dx: conv_dx+act_dx with layer2.0.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
+  const float *layer2_0_relu0 = s->arena + 3727616;
+  const float *layer2_0_bn2_dx = s->arena + 3928320;
+  float *layer2_0_relu0_dx = s->arena + 3827968;
+  float *layer2_0_conv2_dx_padded = s->arena + 1605632;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      float y = layer2_0_relu0[n * 100352 + i];
-      layer2_0_relu0_dx[n * 100352 + i] = 0.0f < y ? layer2_0_conv2_dx[n * 100352 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 30; h++) {
+        for (ptrdiff_t w = 0; w < 30; w++) {
+          layer2_0_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 52; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 30 < 28) {
+              float y = layer2_0_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+              layer2_0_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer2_0_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 832 + i_6;
+          if (p_2 % 30 < 28) {
+            float y_2 = layer2_0_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
+            layer2_0_relu0_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -8543,9 +8356,9 @@ static void train_layer2_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-  const float *layer2_0_conv1 = s->arena + 3742464;
-  const float *layer2_0_relu0_dx = s->arena + 3627264;
-  float *layer2_0_bn1_dx = s->arena + 4028672;
+  const float *layer2_0_conv1 = s->arena + 3627264;
+  const float *layer2_0_relu0_dx = s->arena + 3827968;
+  float *layer2_0_bn1_dx = s->arena + 3727616;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8584,8 +8397,8 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv1 = s->arena + 3742464;
-  const float *layer2_0_relu0_dx = s->arena + 3627264;
+  const float *layer2_0_conv1 = s->arena + 3627264;
+  const float *layer2_0_relu0_dx = s->arena + 3827968;
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8620,7 +8433,7 @@ static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0_dx = s->arena + 3627264;
+  const float *layer2_0_relu0_dx = s->arena + 3827968;
   float *layer2_0_bn1_bias_grad = s->g32 + 232000;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8636,8 +8449,8 @@ static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12 */
 static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer2_0_bn1_dx = s->arena + 4028672;
-  float *layer2_0_conv1_dx = s->arena + 3627264;
+  const float *layer2_0_bn1_dx = s->arena + 3727616;
+  float *layer2_0_conv1_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
       layer2_0_conv1_dx[n * 200704 + i] = 0.0f;
@@ -8667,23 +8480,11 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.relu1.dsum: add, resnet18.cnn:18 */
-static void train_layer1_1_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0_dx = s->arena + 1605632;
-  const float *layer2_0_conv1_dx = s->arena + 3627264;
-  float *layer1_1_relu1_dsum = s->arena + 3827968;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_1_relu1_dsum[n * 200704 + i] = layer2_0_downsample_0_dx[n * 200704 + i] + layer2_0_conv1_dx[n * 200704 + i];
-    }
-  }
-}
-
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 3426560;
-  const float *layer2_0_bn1_dx = s->arena + 4028672;
+  const float *layer2_0_bn1_dx = s->arena + 3727616;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
   float acc[84]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -8737,15 +8538,42 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer1_1_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+/* layer2.0.downsample.0.dx: conv_dx+add+act_dx with layer1.1.relu1.dsum and layer1.1.relu1.dx, resnet18.cnn:16 */
+static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer1_1_relu1 = s->arena + 3426560;
-  const float *layer1_1_relu1_dsum = s->arena + 3827968;
+  const float *layer2_0_downsample_1_dx = s->arena + 4028672;
+  const float *layer2_0_conv1_dx = s->arena + 1605632;
   float *layer1_1_relu1_dx = s->arena + 3627264;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 200704; i++) {
-      float y = layer1_1_relu1[n * 200704 + i];
-      layer1_1_relu1_dx[n * 200704 + i] = 0.0f < y ? layer1_1_relu1_dsum[n * 200704 + i] : 0.0f;
+      layer1_1_relu1_dx[n * 200704 + i] = 0.0f;
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t g = 0; g < 1; g++) {
+      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
+        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              float wv = layer2_0_downsample_0_weight[(g * 128 + ocg) * 64 + icg + kh + kw];
+              for (ptrdiff_t oh = 0; oh < 28; oh++) {
+                for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                  layer1_1_relu1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw] += layer2_0_downsample_1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
+        float y = layer1_1_relu1[(n_3 * 64 + c) * 3136 + i_2];
+        layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_2] = 0.0f < y ? layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_2] + layer2_0_conv1_dx[(n_3 * 64 + c) * 3136 + i_2] : 0.0f;
+      }
     }
   }
 }
@@ -8843,81 +8671,6 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
-static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_bn2_dx = s->arena + 3426560;
-  float *layer1_1_conv2_dx = s->arena + 3225856;
-  float *layer1_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
-              layer1_1_conv2_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            layer1_1_conv2_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
@@ -8985,15 +8738,80 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.1.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer1_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+/* layer1.1.conv2.dx: conv_dx+act_dx with layer1.1.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3025152;
-  const float *layer1_1_conv2_dx = s->arena + 3225856;
-  float *layer1_1_relu0_dx = s->arena + 1605632;
+  const float *layer1_1_bn2_dx = s->arena + 3426560;
+  float *layer1_1_relu0_dx = s->arena + 3225856;
+  float *layer1_1_conv2_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float y = layer1_1_relu0[n * 200704 + i];
-      layer1_1_relu0_dx[n * 200704 + i] = 0.0f < y ? layer1_1_conv2_dx[n * 200704 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              float y = layer1_1_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+              layer1_1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            float y_2 = layer1_1_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
+            layer1_1_relu0_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -9002,7 +8820,7 @@ static void train_layer1_1_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
   const float *layer1_1_conv1 = s->arena + 2824448;
-  const float *layer1_1_relu0_dx = s->arena + 1605632;
+  const float *layer1_1_relu0_dx = s->arena + 3225856;
   float *layer1_1_bn1_dx = s->arena + 3025152;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9043,7 +8861,7 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1 = s->arena + 2824448;
-  const float *layer1_1_relu0_dx = s->arena + 1605632;
+  const float *layer1_1_relu0_dx = s->arena + 3225856;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9078,7 +8896,7 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0_dx = s->arena + 1605632;
+  const float *layer1_1_relu0_dx = s->arena + 3225856;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -9088,93 +8906,6 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
       }
     }
     layer1_1_bn1_bias_grad[c] = acc;
-  }
-}
-
-/* layer1.1.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
-static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_1_bn1_dx = s->arena + 3025152;
-  float *layer1_1_conv1_dx = s->arena + 2824448;
-  float *layer1_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv1_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
-              layer1_1_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            layer1_1_conv1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer1.0.relu1.dsum: add, resnet18.cnn:18 */
-static void train_layer1_0_relu1_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 3627264;
-  const float *layer1_1_conv1_dx = s->arena + 2824448;
-  float *layer1_0_relu1_dsum = s->arena + 1605632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_0_relu1_dsum[n * 200704 + i] = layer1_1_relu1_dx[n * 200704 + i] + layer1_1_conv1_dx[n * 200704 + i];
-    }
   }
 }
 
@@ -9245,15 +8976,81 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.relu1.dx: act_dx, resnet18.cnn:18 */
-static void train_layer1_0_relu1_dx(resnet18_state *s, ptrdiff_t count) {
+/* layer1.1.conv1.dx: conv_dx+add+act_dx with layer1.0.relu1.dsum and layer1.0.relu1.dx, resnet18.cnn:12
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 2623744;
-  const float *layer1_0_relu1_dsum = s->arena + 1605632;
+  const float *layer1_1_relu1_dx = s->arena + 3627264;
+  const float *layer1_1_bn1_dx = s->arena + 3025152;
   float *layer1_0_relu1_dx = s->arena + 2824448;
+  float *layer1_1_conv1_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float y = layer1_0_relu1[n * 200704 + i];
-      layer1_0_relu1_dx[n * 200704 + i] = 0.0f < y ? layer1_0_relu1_dsum[n * 200704 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_1_conv1_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_1_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              float y = layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+              layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_1_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            float y_2 = layer1_0_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
+            layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] + layer1_1_relu1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -9351,81 +9148,6 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv2.dx: conv_dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
-static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_bn2_dx = s->arena + 2623744;
-  float *layer1_0_conv2_dx = s->arena + 2423040;
-  float *layer1_0_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_0_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
-              layer1_0_conv2_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_0_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            layer1_0_conv2_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
@@ -9493,15 +9215,80 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.relu0.dx: act_dx, resnet18.cnn:12 */
-static void train_layer1_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
+/* layer1.0.conv2.dx: conv_dx+act_dx with layer1.0.relu0.dx, resnet18.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
+  const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 2222336;
-  const float *layer1_0_conv2_dx = s->arena + 2423040;
-  float *layer1_0_relu0_dx = s->arena + 1605632;
+  const float *layer1_0_bn2_dx = s->arena + 2623744;
+  float *layer1_0_relu0_dx = s->arena + 2423040;
+  float *layer1_0_conv2_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      float y = layer1_0_relu0[n * 200704 + i];
-      layer1_0_relu0_dx[n * 200704 + i] = 0.0f < y ? layer1_0_conv2_dx[n * 200704 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 58; h++) {
+        for (ptrdiff_t w = 0; w < 58; w++) {
+          layer1_0_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 135; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer1_0_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56) {
+              float y = layer1_0_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+              layer1_0_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = layer1_0_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 3240 + i_6;
+          if (p_2 % 58 < 56) {
+            float y_2 = layer1_0_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
+            layer1_0_relu0_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -9510,7 +9297,7 @@ static void train_layer1_0_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
   const float *layer1_0_conv1 = s->arena + 2021632;
-  const float *layer1_0_relu0_dx = s->arena + 1605632;
+  const float *layer1_0_relu0_dx = s->arena + 2423040;
   float *layer1_0_bn1_dx = s->arena + 2222336;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9551,7 +9338,7 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1 = s->arena + 2021632;
-  const float *layer1_0_relu0_dx = s->arena + 1605632;
+  const float *layer1_0_relu0_dx = s->arena + 2423040;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9586,7 +9373,7 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0_dx = s->arena + 1605632;
+  const float *layer1_0_relu0_dx = s->arena + 2423040;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -9599,12 +9386,13 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer1.0.conv1.dx: conv_dx, resnet18.cnn:12
+/* layer1.0.conv1.dx: conv_dx+add with maxpool0.dsum, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
+  const float *layer1_0_relu1_dx = s->arena + 2824448;
   const float *layer1_0_bn1_dx = s->arena + 2222336;
-  float *layer1_0_conv1_dx = s->arena + 2021632;
+  float *maxpool0_dsum = s->arena + 2423040;
   float *layer1_0_conv1_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -9640,7 +9428,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
             if (p % 58 < 56) {
-              layer1_0_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              maxpool0_dsum[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
             }
           }
         }
@@ -9666,22 +9454,10 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
           ptrdiff_t p_2 = 3240 + i_6;
           if (p_2 % 58 < 56) {
-            layer1_0_conv1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
+            maxpool0_dsum[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6] + layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
           }
         }
       }
-    }
-  }
-}
-
-/* maxpool0.dsum: add, resnet18.cnn:30 */
-static void train_maxpool0_dsum(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 2824448;
-  const float *layer1_0_conv1_dx = s->arena + 2021632;
-  float *maxpool0_dsum = s->arena + 2423040;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      maxpool0_dsum[n * 200704 + i] = layer1_0_relu1_dx[n * 200704 + i] + layer1_0_conv1_dx[n * 200704 + i];
     }
   }
 }
@@ -9753,14 +9529,14 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* maxpool0.dx: pool_dx, resnet18.cnn:30 */
+/* maxpool0.dx: pool_dx+act_dx with relu0.dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 802816;
   const float *maxpool0_dsum = s->arena + 2423040;
-  float *maxpool0_dx = s->arena + 1605632;
+  float *relu0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
-      maxpool0_dx[n * 802816 + i] = 0.0f;
+      relu0_dx[n * 802816 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -9781,23 +9557,18 @@ static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           if (0 <= arg) {
-            maxpool0_dx[arg] += maxpool0_dsum[((n_2 * 64 + c) * 56 + oh) * 56 + ow];
+            relu0_dx[arg] += maxpool0_dsum[((n_2 * 64 + c) * 56 + oh) * 56 + ow];
           }
         }
       }
     }
   }
-}
-
-/* relu0.dx: act_dx, resnet18.cnn:29 */
-static void train_relu0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 802816;
-  const float *maxpool0_dx = s->arena + 1605632;
-  float *relu0_dx = s->arena + 2408448;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 802816; i++) {
-      float y = relu0[n * 802816 + i];
-      relu0_dx[n * 802816 + i] = 0.0f < y ? maxpool0_dx[n * 802816 + i] : 0.0f;
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
+        float y = relu0[(n_3 * 64 + c_2) * 12544 + i_2];
+        relu0_dx[(n_3 * 64 + c_2) * 12544 + i_2] = 0.0f < y ? relu0_dx[(n_3 * 64 + c_2) * 12544 + i_2] : 0.0f;
+      }
     }
   }
 }
@@ -9806,7 +9577,7 @@ static void train_relu0_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
   const float *conv1 = s->arena + 0;
-  const float *relu0_dx = s->arena + 2408448;
+  const float *relu0_dx = s->arena + 1605632;
   float *bn1_dx = s->arena + 802816;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9847,7 +9618,7 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* bn1.dweight: bn_dw, resnet18.cnn:29 */
 static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *conv1 = s->arena + 0;
-  const float *relu0_dx = s->arena + 2408448;
+  const float *relu0_dx = s->arena + 1605632;
   float *bn1_weight_grad = s->g32 + 9408;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9882,7 +9653,7 @@ static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* bn1.dbias: bias_grad, resnet18.cnn:29 */
 static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0_dx = s->arena + 2408448;
+  const float *relu0_dx = s->arena + 1605632;
   float *bn1_bias_grad = s->g32 + 9472;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -10884,132 +10655,107 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
   train_fc_dweight(s, count);
   train_fc_dbias(s, count);
   train_global_avgpool0_dx(s, count);
-  train_layer4_1_relu1_dx(s, count);
   train_layer4_1_bn2_dx(s, count);
   train_layer4_1_bn2_dweight(s, count);
   train_layer4_1_bn2_dbias(s, count);
-  train_layer4_1_conv2_dx(s, count);
   train_layer4_1_conv2_dweight(s, count);
-  train_layer4_1_relu0_dx(s, count);
+  train_layer4_1_conv2_dx(s, count);
   train_layer4_1_bn1_dx(s, count);
   train_layer4_1_bn1_dweight(s, count);
   train_layer4_1_bn1_dbias(s, count);
-  train_layer4_1_conv1_dx(s, count);
-  train_layer4_0_relu1_dsum(s, count);
   train_layer4_1_conv1_dweight(s, count);
-  train_layer4_0_relu1_dx(s, count);
+  train_layer4_1_conv1_dx(s, count);
   train_layer4_0_downsample_1_dx(s, count);
   train_layer4_0_downsample_1_dweight(s, count);
   train_layer4_0_downsample_1_dbias(s, count);
-  train_layer4_0_downsample_0_dx(s, count);
   train_layer4_0_downsample_0_dweight(s, count);
   train_layer4_0_bn2_dx(s, count);
   train_layer4_0_bn2_dweight(s, count);
   train_layer4_0_bn2_dbias(s, count);
-  train_layer4_0_conv2_dx(s, count);
   train_layer4_0_conv2_dweight(s, count);
-  train_layer4_0_relu0_dx(s, count);
+  train_layer4_0_conv2_dx(s, count);
   train_layer4_0_bn1_dx(s, count);
   train_layer4_0_bn1_dweight(s, count);
   train_layer4_0_bn1_dbias(s, count);
   train_layer4_0_conv1_dx(s, count);
-  train_layer3_1_relu1_dsum(s, count);
   train_layer4_0_conv1_dweight(s, count);
-  train_layer3_1_relu1_dx(s, count);
+  train_layer4_0_downsample_0_dx(s, count);
   train_layer3_1_bn2_dx(s, count);
   train_layer3_1_bn2_dweight(s, count);
   train_layer3_1_bn2_dbias(s, count);
-  train_layer3_1_conv2_dx(s, count);
   train_layer3_1_conv2_dweight(s, count);
-  train_layer3_1_relu0_dx(s, count);
+  train_layer3_1_conv2_dx(s, count);
   train_layer3_1_bn1_dx(s, count);
   train_layer3_1_bn1_dweight(s, count);
   train_layer3_1_bn1_dbias(s, count);
-  train_layer3_1_conv1_dx(s, count);
-  train_layer3_0_relu1_dsum(s, count);
   train_layer3_1_conv1_dweight(s, count);
-  train_layer3_0_relu1_dx(s, count);
+  train_layer3_1_conv1_dx(s, count);
   train_layer3_0_downsample_1_dx(s, count);
   train_layer3_0_downsample_1_dweight(s, count);
   train_layer3_0_downsample_1_dbias(s, count);
-  train_layer3_0_downsample_0_dx(s, count);
   train_layer3_0_downsample_0_dweight(s, count);
   train_layer3_0_bn2_dx(s, count);
   train_layer3_0_bn2_dweight(s, count);
   train_layer3_0_bn2_dbias(s, count);
-  train_layer3_0_conv2_dx(s, count);
   train_layer3_0_conv2_dweight(s, count);
-  train_layer3_0_relu0_dx(s, count);
+  train_layer3_0_conv2_dx(s, count);
   train_layer3_0_bn1_dx(s, count);
   train_layer3_0_bn1_dweight(s, count);
   train_layer3_0_bn1_dbias(s, count);
   train_layer3_0_conv1_dx(s, count);
-  train_layer2_1_relu1_dsum(s, count);
   train_layer3_0_conv1_dweight(s, count);
-  train_layer2_1_relu1_dx(s, count);
+  train_layer3_0_downsample_0_dx(s, count);
   train_layer2_1_bn2_dx(s, count);
   train_layer2_1_bn2_dweight(s, count);
   train_layer2_1_bn2_dbias(s, count);
-  train_layer2_1_conv2_dx(s, count);
   train_layer2_1_conv2_dweight(s, count);
-  train_layer2_1_relu0_dx(s, count);
+  train_layer2_1_conv2_dx(s, count);
   train_layer2_1_bn1_dx(s, count);
   train_layer2_1_bn1_dweight(s, count);
   train_layer2_1_bn1_dbias(s, count);
-  train_layer2_1_conv1_dx(s, count);
-  train_layer2_0_relu1_dsum(s, count);
   train_layer2_1_conv1_dweight(s, count);
-  train_layer2_0_relu1_dx(s, count);
+  train_layer2_1_conv1_dx(s, count);
   train_layer2_0_downsample_1_dx(s, count);
   train_layer2_0_downsample_1_dweight(s, count);
   train_layer2_0_downsample_1_dbias(s, count);
-  train_layer2_0_downsample_0_dx(s, count);
   train_layer2_0_downsample_0_dweight(s, count);
   train_layer2_0_bn2_dx(s, count);
   train_layer2_0_bn2_dweight(s, count);
   train_layer2_0_bn2_dbias(s, count);
-  train_layer2_0_conv2_dx(s, count);
   train_layer2_0_conv2_dweight(s, count);
-  train_layer2_0_relu0_dx(s, count);
+  train_layer2_0_conv2_dx(s, count);
   train_layer2_0_bn1_dx(s, count);
   train_layer2_0_bn1_dweight(s, count);
   train_layer2_0_bn1_dbias(s, count);
   train_layer2_0_conv1_dx(s, count);
-  train_layer1_1_relu1_dsum(s, count);
   train_layer2_0_conv1_dweight(s, count);
-  train_layer1_1_relu1_dx(s, count);
+  train_layer2_0_downsample_0_dx(s, count);
   train_layer1_1_bn2_dx(s, count);
   train_layer1_1_bn2_dweight(s, count);
   train_layer1_1_bn2_dbias(s, count);
-  train_layer1_1_conv2_dx(s, count);
   train_layer1_1_conv2_dweight(s, count);
-  train_layer1_1_relu0_dx(s, count);
+  train_layer1_1_conv2_dx(s, count);
   train_layer1_1_bn1_dx(s, count);
   train_layer1_1_bn1_dweight(s, count);
   train_layer1_1_bn1_dbias(s, count);
-  train_layer1_1_conv1_dx(s, count);
-  train_layer1_0_relu1_dsum(s, count);
   train_layer1_1_conv1_dweight(s, count);
-  train_layer1_0_relu1_dx(s, count);
+  train_layer1_1_conv1_dx(s, count);
   train_layer1_0_bn2_dx(s, count);
   train_layer1_0_bn2_dweight(s, count);
   train_layer1_0_bn2_dbias(s, count);
-  train_layer1_0_conv2_dx(s, count);
   train_layer1_0_conv2_dweight(s, count);
-  train_layer1_0_relu0_dx(s, count);
+  train_layer1_0_conv2_dx(s, count);
   train_layer1_0_bn1_dx(s, count);
   train_layer1_0_bn1_dweight(s, count);
   train_layer1_0_bn1_dbias(s, count);
   train_layer1_0_conv1_dx(s, count);
-  train_maxpool0_dsum(s, count);
   train_layer1_0_conv1_dweight(s, count);
   train_maxpool0_dx(s, count);
-  train_relu0_dx(s, count);
   train_bn1_dx(s, count);
   train_bn1_dweight(s, count);
   train_bn1_dbias(s, count);
   train_conv1_dweight(s, count, x);
-  *loss = s->arena[5112576];
+  *loss = s->arena[5107456];
   return 0;
 }
 

@@ -4284,71 +4284,6 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
   }
 }
 
-/* head.dx: conv_dx, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; 6272 tiles + 16, no guards */
-static void train_head_dx(unet_state *s, ptrdiff_t count) {
-  const float *head_weight = s->f32 + 31030528; /* head.weight */
-  const float *cross_entropy0_dx = s->arena + 121160448;
-  float *head_dx = s->arena + 111525632;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
-      for (ptrdiff_t t = 0; t < 6272; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 2; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = head_weight[ic * 64 + ob * 4 + j_2 + 0 - kh + 0 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 388 < 388) {
-              head_dx[((n * 64 + ob * 4 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 24 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-          acc[j_4 * 16 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = head_weight[ic_2 * 64 + ob * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                acc[j_5 * 16 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-          ptrdiff_t p_2 = 150528 + i_6;
-          if (p_2 % 388 < 388) {
-            head_dx[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 16 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* head.dweight: conv_dw, unet.cnn:36
  * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 388) in 24 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_head_dweight(unet_state *s, ptrdiff_t count) {
@@ -4411,87 +4346,67 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.relu1.dx: act_dx, unet.cnn:13 */
-static void train_up1_relu1_dx(unet_state *s, ptrdiff_t count) {
+/* head.dx: conv_dx+act_dx with up1.relu1.dx, unet.cnn:36
+ * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; 6272 tiles + 16, no guards */
+static void train_head_dx(unet_state *s, ptrdiff_t count) {
+  const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *up1_relu1 = s->arena + 61402368;
-  const float *head_dx = s->arena + 111525632;
-  float *up1_relu1_dx = s->arena + 121260032;
+  const float *cross_entropy0_dx = s->arena + 121160448;
+  float *up1_relu1_dx = s->arena + 111525632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9634816; i++) {
-      float y = up1_relu1[n * 9634816 + i];
-      up1_relu1_dx[n * 9634816 + i] = 0.0f < y ? head_dx[n * 9634816 + i] : 0.0f;
-    }
-  }
-}
-
-/* up1.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
-static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-  const float *up1_relu1_dx = s->arena + 121260032;
-  float *up1_conv2_dx = s->arena + 111525632;
-  float *up1_conv2_dx_padded = s->arena + 61402368;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 392; h++) {
-        for (ptrdiff_t w = 0; w < 392; w++) {
-          up1_conv2_dx_padded[((n * 64 + c) * 392 + h) * 392 + w] = 0 <= h - 2 && h - 2 < 388 && (0 <= w - 2 && w - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + h - 2) * 388 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
-      for (ptrdiff_t t = 0; t < 4777; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 6272; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up1_conv2_weight[((ic * 64 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
+        for (ptrdiff_t ic = 0; ic < 2; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = head_weight[ic * 64 + ob * 4 + j_2 + 0 - kh + 0 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 392 < 390) {
-              up1_conv2_dx[((n_2 * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = acc[j_3 * 32 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 388 < 388) {
+              float y = up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 388) * 388 + p % 388];
+              up1_relu1_dx[((n * 64 + ob * 4 + j_3) * 388 + p / 388) * 388 + p % 388] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
+          acc[j_4 * 16 + i_4] = 0.0f;
         }
       }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up1_conv2_weight[((ic_2 * 64 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up1_conv2_dx_padded[((n_2 * 64 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
+      for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = head_weight[ic_2 * 64 + ob * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
+                acc[j_5 * 16 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 152864 + i_6;
-          if (p_2 % 392 < 390) {
-            up1_conv2_dx[((n_2 * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = acc[j_6 * 14 + i_6];
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
+          ptrdiff_t p_2 = 150528 + i_6;
+          if (p_2 % 388 < 388) {
+            float y_2 = up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388];
+            up1_relu1_dx[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = 0.0f < y_2 ? acc[j_6 * 16 + i_6] : 0.0f;
           }
         }
       }
@@ -4503,7 +4418,7 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_relu0 = s->arena + 71236864;
-  const float *up1_relu1_dx = s->arena + 121260032;
+  const float *up1_relu1_dx = s->arena + 111525632;
   float *up1_conv2_weight_grad = s->g32 + 30993600;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -4548,7 +4463,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1_dx = s->arena + 121260032;
+  const float *up1_relu1_dx = s->arena + 111525632;
   float *up1_conv2_bias_grad = s->g32 + 31030464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -4561,15 +4476,80 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up1.relu0.dx: act_dx, unet.cnn:13 */
-static void train_up1_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* up1.conv2.dx: conv_dx+act_dx with up1.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
+static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_relu0 = s->arena + 71236864;
-  const float *up1_conv2_dx = s->arena + 111525632;
+  const float *up1_relu1_dx = s->arena + 111525632;
   float *up1_relu0_dx = s->arena + 121460736;
+  float *up1_conv2_dx_padded = s->arena + 61402368;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 9734400; i++) {
-      float y = up1_relu0[n * 9734400 + i];
-      up1_relu0_dx[n * 9734400 + i] = 0.0f < y ? up1_conv2_dx[n * 9734400 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 392; h++) {
+        for (ptrdiff_t w = 0; w < 392; w++) {
+          up1_conv2_dx_padded[((n * 64 + c) * 392 + h) * 392 + w] = 0 <= h - 2 && h - 2 < 388 && (0 <= w - 2 && w - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + h - 2) * 388 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 4777; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up1_conv2_weight[((ic * 64 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 392 < 390) {
+              float y = up1_relu0[((n_2 * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392];
+              up1_relu0_dx[((n_2 * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up1_conv2_weight[((ic_2 * 64 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up1_conv2_dx_padded[((n_2 * 64 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 152864 + i_6;
+          if (p_2 % 392 < 390) {
+            float y_2 = up1_relu0[((n_2 * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392];
+            up1_relu0_dx[((n_2 * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -4824,7 +4804,7 @@ static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
 static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_relu1 = s->arena + 146913024;
   const float *up1_upconv_dx = s->arena + 62381312;
-  float *up2_relu1_dx = s->arena + 72519424;
+  float *up2_relu1_dx = s->arena + 67501312;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4917248; i++) {
       float y = up2_relu1[n * 4917248 + i];
@@ -4833,86 +4813,11 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
-static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-  const float *up2_relu1_dx = s->arena + 72519424;
-  float *up2_conv2_dx = s->arena + 67501312;
-  float *up2_conv2_dx_padded = s->arena + 62381312;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 200; h++) {
-        for (ptrdiff_t w = 0; w < 200; w++) {
-          up2_conv2_dx_padded[((n * 128 + c) * 200 + h) * 200 + w] = 0 <= h - 2 && h - 2 < 196 && (0 <= w - 2 && w - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + h - 2) * 196 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
-      for (ptrdiff_t t = 0; t < 1237; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up2_conv2_weight[((ic * 128 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 200 < 198) {
-              up2_conv2_dx[((n_2 * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = acc[j_3 * 32 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up2_conv2_weight[((ic_2 * 128 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up2_conv2_dx_padded[((n_2 * 128 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 39584 + i_6;
-          if (p_2 % 200 < 198) {
-            up2_conv2_dx[((n_2 * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = acc[j_6 * 14 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_relu0 = s->arena + 141894912;
-  const float *up2_relu1_dx = s->arena + 72519424;
+  const float *up2_relu1_dx = s->arena + 67501312;
   float *up2_conv2_weight_grad = s->g32 + 30739392;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -4957,7 +4862,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1_dx = s->arena + 72519424;
+  const float *up2_relu1_dx = s->arena + 67501312;
   float *up2_conv2_bias_grad = s->g32 + 30886848;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -4970,15 +4875,80 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up2.relu0.dx: act_dx, unet.cnn:13 */
-static void train_up2_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* up2.conv2.dx: conv_dx+act_dx with up2.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
+static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_relu0 = s->arena + 141894912;
-  const float *up2_conv2_dx = s->arena + 67501312;
+  const float *up2_relu1_dx = s->arena + 67501312;
   float *up2_relu0_dx = s->arena + 111525632;
+  float *up2_conv2_dx_padded = s->arena + 62381312;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 5018112; i++) {
-      float y = up2_relu0[n * 5018112 + i];
-      up2_relu0_dx[n * 5018112 + i] = 0.0f < y ? up2_conv2_dx[n * 5018112 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 200; h++) {
+        for (ptrdiff_t w = 0; w < 200; w++) {
+          up2_conv2_dx_padded[((n * 128 + c) * 200 + h) * 200 + w] = 0 <= h - 2 && h - 2 < 196 && (0 <= w - 2 && w - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + h - 2) * 196 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1237; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up2_conv2_weight[((ic * 128 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 200 < 198) {
+              float y = up2_relu0[((n_2 * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200];
+              up2_relu0_dx[((n_2 * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up2_conv2_weight[((ic_2 * 128 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up2_conv2_dx_padded[((n_2 * 128 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 39584 + i_6;
+          if (p_2 % 200 < 198) {
+            float y_2 = up2_relu0[((n_2 * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200];
+            up2_relu0_dx[((n_2 * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -5233,7 +5203,7 @@ static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
 static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_relu1 = s->arena + 167315200;
   const float *up2_upconv_dx = s->arena + 72416512;
-  float *up3_relu1_dx = s->arena + 77848832;
+  float *up3_relu1_dx = s->arena + 75185408;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2560000; i++) {
       float y = up3_relu1[n * 2560000 + i];
@@ -5242,86 +5212,11 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
-static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-  const float *up3_relu1_dx = s->arena + 77848832;
-  float *up3_conv2_dx = s->arena + 75185408;
-  float *up3_conv2_dx_padded = s->arena + 72416512;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 104; h++) {
-        for (ptrdiff_t w = 0; w < 104; w++) {
-          up3_conv2_dx_padded[((n * 256 + c) * 104 + h) * 104 + w] = 0 <= h - 2 && h - 2 < 100 && (0 <= w - 2 && w - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + h - 2) * 100 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
-      for (ptrdiff_t t = 0; t < 331; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up3_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 104 < 102) {
-              up3_conv2_dx[((n_2 * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = acc[j_3 * 32 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up3_conv2_weight[((ic_2 * 256 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up3_conv2_dx_padded[((n_2 * 256 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 10592 + i_6;
-          if (p_2 % 104 < 102) {
-            up3_conv2_dx[((n_2 * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = acc[j_6 * 14 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up3_relu0 = s->arena + 164651776;
-  const float *up3_relu1_dx = s->arena + 77848832;
+  const float *up3_relu1_dx = s->arena + 75185408;
   float *up3_conv2_weight_grad = s->g32 + 29723072;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -5366,7 +5261,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1_dx = s->arena + 77848832;
+  const float *up3_relu1_dx = s->arena + 75185408;
   float *up3_conv2_bias_grad = s->g32 + 30312896;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5379,15 +5274,80 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up3.relu0.dx: act_dx, unet.cnn:13 */
-static void train_up3_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* up3.conv2.dx: conv_dx+act_dx with up3.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
+static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_relu0 = s->arena + 164651776;
-  const float *up3_conv2_dx = s->arena + 75185408;
+  const float *up3_relu1_dx = s->arena + 75185408;
   float *up3_relu0_dx = s->arena + 80830720;
+  float *up3_conv2_dx_padded = s->arena + 72416512;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2663424; i++) {
-      float y = up3_relu0[n * 2663424 + i];
-      up3_relu0_dx[n * 2663424 + i] = 0.0f < y ? up3_conv2_dx[n * 2663424 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 104; h++) {
+        for (ptrdiff_t w = 0; w < 104; w++) {
+          up3_conv2_dx_padded[((n * 256 + c) * 104 + h) * 104 + w] = 0 <= h - 2 && h - 2 < 100 && (0 <= w - 2 && w - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + h - 2) * 100 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 331; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up3_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 104 < 102) {
+              float y = up3_relu0[((n_2 * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104];
+              up3_relu0_dx[((n_2 * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up3_conv2_weight[((ic_2 * 256 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up3_conv2_dx_padded[((n_2 * 256 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 10592 + i_6;
+          if (p_2 % 104 < 102) {
+            float y_2 = up3_relu0[((n_2 * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104];
+            up3_relu0_dx[((n_2 * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -5642,7 +5602,7 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
 static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_relu1 = s->arena + 178204416;
   const float *up3_upconv_dx = s->arena + 77151488;
-  float *up4_relu1_dx = s->arena + 80250112;
+  float *up4_relu1_dx = s->arena + 78757120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1384448; i++) {
       float y = up4_relu1[n * 1384448 + i];
@@ -5651,86 +5611,11 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
-static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-  const float *up4_relu1_dx = s->arena + 80250112;
-  float *up4_conv2_dx = s->arena + 78757120;
-  float *up4_conv2_dx_padded = s->arena + 77151488;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 56; h++) {
-        for (ptrdiff_t w = 0; w < 56; w++) {
-          up4_conv2_dx_padded[((n * 512 + c) * 56 + h) * 56 + w] = 0 <= h - 2 && h - 2 < 52 && (0 <= w - 2 && w - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + h - 2) * 52 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
-      for (ptrdiff_t t = 0; t < 94; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up4_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 56 < 54) {
-              up4_conv2_dx[((n_2 * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = acc[j_3 * 32 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up4_conv2_weight[((ic_2 * 512 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up4_conv2_dx_padded[((n_2 * 512 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 3008 + i_6;
-          if (p_2 % 56 < 54) {
-            up4_conv2_dx[((n_2 * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = acc[j_6 * 14 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_relu0 = s->arena + 176711424;
-  const float *up4_relu1_dx = s->arena + 80250112;
+  const float *up4_relu1_dx = s->arena + 78757120;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -5775,7 +5660,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1_dx = s->arena + 80250112;
+  const float *up4_relu1_dx = s->arena + 78757120;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5788,15 +5673,80 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* up4.relu0.dx: act_dx, unet.cnn:13 */
-static void train_up4_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* up4.conv2.dx: conv_dx+act_dx with up4.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
+static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_relu0 = s->arena + 176711424;
-  const float *up4_conv2_dx = s->arena + 78757120;
+  const float *up4_relu1_dx = s->arena + 78757120;
   float *up4_relu0_dx = s->arena + 82085120;
+  float *up4_conv2_dx_padded = s->arena + 77151488;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1492992; i++) {
-      float y = up4_relu0[n * 1492992 + i];
-      up4_relu0_dx[n * 1492992 + i] = 0.0f < y ? up4_conv2_dx[n * 1492992 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 56; h++) {
+        for (ptrdiff_t w = 0; w < 56; w++) {
+          up4_conv2_dx_padded[((n * 512 + c) * 56 + h) * 56 + w] = 0 <= h - 2 && h - 2 < 52 && (0 <= w - 2 && w - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + h - 2) * 52 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t t = 0; t < 94; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = up4_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 56 < 54) {
+              float y = up4_relu0[((n_2 * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56];
+              up4_relu0_dx[((n_2 * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
+          acc[j_4 * 14 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = up4_conv2_weight[((ic_2 * 512 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
+                acc[j_5 * 14 + i_5] += up4_conv2_dx_padded[((n_2 * 512 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
+          ptrdiff_t p_2 = 3008 + i_6;
+          if (p_2 % 56 < 54) {
+            float y_2 = up4_relu0[((n_2 * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56];
+            up4_relu0_dx[((n_2 * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -6062,7 +6012,7 @@ static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
 static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu1 = s->arena + 181694208;
   const float *dropout0_dx = s->arena + 80051456;
-  float *bottom_relu1_dx = s->arena + 81218816;
+  float *bottom_relu1_dx = s->arena + 81353984;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       float y = bottom_relu1[n * 802816 + i];
@@ -6071,86 +6021,11 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
-static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-  const float *bottom_relu1_dx = s->arena + 81218816;
-  float *bottom_conv2_dx = s->arena + 80297216;
-  float *bottom_conv2_dx_padded = s->arena + 79248640;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t h = 0; h < 32; h++) {
-        for (ptrdiff_t w = 0; w < 32; w++) {
-          bottom_conv2_dx_padded[((n * 1024 + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 512; ob++) {
-      for (ptrdiff_t t = 0; t < 29; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = bottom_conv2_weight[((ic * 1024 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 32 < 30) {
-              bottom_conv2_dx[((n_2 * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = acc[j_3 * 32 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
-          acc[j_4 * 30 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = bottom_conv2_weight[((ic_2 * 1024 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
-                acc[j_5 * 30 + i_5] += bottom_conv2_dx_padded[((n_2 * 1024 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
-          ptrdiff_t p_2 = 928 + i_6;
-          if (p_2 % 32 < 30) {
-            bottom_conv2_dx[((n_2 * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = acc[j_6 * 30 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu0 = s->arena + 180772608;
-  const float *bottom_relu1_dx = s->arena + 81218816;
+  const float *bottom_relu1_dx = s->arena + 81353984;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
   float acc[144]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6195,7 +6070,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1_dx = s->arena + 81218816;
+  const float *bottom_relu1_dx = s->arena + 81353984;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6208,15 +6083,80 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* bottom.relu0.dx: act_dx, unet.cnn:13 */
-static void train_bottom_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* bottom.conv2.dx: conv_dx+act_dx with bottom.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
+static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_relu0 = s->arena + 180772608;
-  const float *bottom_conv2_dx = s->arena + 80297216;
-  float *bottom_relu0_dx = s->arena + 81218816;
+  const float *bottom_relu1_dx = s->arena + 81353984;
+  float *bottom_relu0_dx = s->arena + 80432384;
+  float *bottom_conv2_dx_padded = s->arena + 79248640;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 921600; i++) {
-      float y = bottom_relu0[n * 921600 + i];
-      bottom_relu0_dx[n * 921600 + i] = 0.0f < y ? bottom_conv2_dx[n * 921600 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 1024; c++) {
+      for (ptrdiff_t h = 0; h < 32; h++) {
+        for (ptrdiff_t w = 0; w < 32; w++) {
+          bottom_conv2_dx_padded[((n * 1024 + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 512; ob++) {
+      for (ptrdiff_t t = 0; t < 29; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = bottom_conv2_weight[((ic * 1024 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 32 < 30) {
+              float y = bottom_relu0[((n_2 * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32];
+              bottom_relu0_dx[((n_2 * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
+          acc[j_4 * 30 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+              float wv_2 = bottom_conv2_weight[((ic_2 * 1024 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
+                acc[j_5 * 30 + i_5] += bottom_conv2_dx_padded[((n_2 * 1024 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
+          ptrdiff_t p_2 = 928 + i_6;
+          if (p_2 % 32 < 30) {
+            float y_2 = bottom_relu0[((n_2 * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32];
+            bottom_relu0_dx[((n_2 * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = 0.0f < y_2 ? acc[j_6 * 30 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -6225,8 +6165,8 @@ static void train_bottom_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; 45 tiles + 6, no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-  const float *bottom_relu0_dx = s->arena + 81218816;
-  float *bottom_conv1_dx = s->arena + 82140416;
+  const float *bottom_relu0_dx = s->arena + 80432384;
+  float *bottom_conv1_dx = s->arena + 81353984;
   float *bottom_conv1_dx_padded = s->arena + 79248640;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -6300,7 +6240,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool3 = s->arena + 183299840;
-  const float *bottom_relu0_dx = s->arena + 81218816;
+  const float *bottom_relu0_dx = s->arena + 80432384;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
   float acc[90]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 1024; ob++) {
@@ -6345,7 +6285,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0_dx = s->arena + 81218816;
+  const float *bottom_relu0_dx = s->arena + 80432384;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6358,14 +6298,15 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* maxpool3.dx: pool_dx, unet.cnn:30 */
+/* maxpool3.dx: pool_dx+add+act_dx with down4.relu1.dsum and down4.relu1.dx, unet.cnn:30 */
 static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_relu1 = s->arena + 174614272;
-  const float *bottom_conv1_dx = s->arena + 82140416;
-  float *maxpool3_dx = s->arena + 79248640;
+  const float *up4_crop0_dx = s->arena + 77151488;
+  const float *bottom_conv1_dx = s->arena + 81353984;
+  float *down4_relu1_dx = s->arena + 81890560;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
-      maxpool3_dx[n * 2097152 + i] = 0.0f;
+      down4_relu1_dx[n * 2097152 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -6384,109 +6325,17 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           if (0 <= arg) {
-            maxpool3_dx[arg] += bottom_conv1_dx[((n_2 * 512 + c) * 32 + oh) * 32 + ow];
+            down4_relu1_dx[arg] += bottom_conv1_dx[((n_2 * 512 + c) * 32 + oh) * 32 + ow];
           }
         }
       }
     }
   }
-}
-
-/* down4.relu1.dsum: add, unet.cnn:13 */
-static void train_down4_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up4_crop0_dx = s->arena + 77151488;
-  const float *maxpool3_dx = s->arena + 79248640;
-  float *down4_relu1_dsum = s->arena + 81345792;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2097152; i++) {
-      down4_relu1_dsum[n * 2097152 + i] = up4_crop0_dx[n * 2097152 + i] + maxpool3_dx[n * 2097152 + i];
-    }
-  }
-}
-
-/* down4.relu1.dx: act_dx, unet.cnn:13 */
-static void train_down4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 174614272;
-  const float *down4_relu1_dsum = s->arena + 81345792;
-  float *down4_relu1_dx = s->arena + 83442944;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2097152; i++) {
-      float y = down4_relu1[n * 2097152 + i];
-      down4_relu1_dx[n * 2097152 + i] = 0.0f < y ? down4_relu1_dsum[n * 2097152 + i] : 0.0f;
-    }
-  }
-}
-
-/* down4.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
-static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-  const float *down4_relu1_dx = s->arena + 83442944;
-  float *down4_conv2_dx = s->arena + 79518976;
-  float *down4_conv2_dx_padded = s->arena + 77151488;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 68; h++) {
-        for (ptrdiff_t w = 0; w < 68; w++) {
-          down4_conv2_dx_padded[((n * 512 + c) * 68 + h) * 68 + w] = 0 <= h - 2 && h - 2 < 64 && (0 <= w - 2 && w - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + h - 2) * 64 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
-      for (ptrdiff_t t = 0; t < 280; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down4_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 68 < 66) {
-              down4_conv2_dx[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down4_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down4_conv2_dx_padded[((n_2 * 512 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 4480 + i_6;
-          if (p_2 % 68 < 66) {
-            down4_conv2_dx[((n_2 * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = acc[j_6 * 6 + i_6];
-          }
-        }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 4096; i_2++) {
+        float y = down4_relu1[(n_3 * 512 + c_2) * 4096 + i_2];
+        down4_relu1_dx[(n_3 * 512 + c_2) * 4096 + i_2] = 0.0f < y ? down4_relu1_dx[(n_3 * 512 + c_2) * 4096 + i_2] + up4_crop0_dx[(n_3 * 512 + c_2) * 4096 + i_2] : 0.0f;
       }
     }
   }
@@ -6496,7 +6345,7 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down4_relu0 = s->arena + 172384000;
-  const float *down4_relu1_dx = s->arena + 83442944;
+  const float *down4_relu1_dx = s->arena + 81890560;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -6534,7 +6383,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1_dx = s->arena + 83442944;
+  const float *down4_relu1_dx = s->arena + 81890560;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6547,15 +6396,80 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down4.relu0.dx: act_dx, unet.cnn:13 */
-static void train_down4_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* down4.conv2.dx: conv_dx+act_dx with down4.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
+static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_relu0 = s->arena + 172384000;
-  const float *down4_conv2_dx = s->arena + 79518976;
-  float *down4_relu0_dx = s->arena + 81749248;
+  const float *down4_relu1_dx = s->arena + 81890560;
+  float *down4_relu0_dx = s->arena + 79660288;
+  float *down4_conv2_dx_padded = s->arena + 77151488;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2230272; i++) {
-      float y = down4_relu0[n * 2230272 + i];
-      down4_relu0_dx[n * 2230272 + i] = 0.0f < y ? down4_conv2_dx[n * 2230272 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t h = 0; h < 68; h++) {
+        for (ptrdiff_t w = 0; w < 68; w++) {
+          down4_conv2_dx_padded[((n * 512 + c) * 68 + h) * 68 + w] = 0 <= h - 2 && h - 2 < 64 && (0 <= w - 2 && w - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + h - 2) * 64 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down4_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 68 < 66) {
+              float y = down4_relu0[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68];
+              down4_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down4_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down4_conv2_dx_padded[((n_2 * 512 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 4480 + i_6;
+          if (p_2 % 68 < 66) {
+            float y_2 = down4_relu0[((n_2 * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68];
+            down4_relu0_dx[((n_2 * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -6564,8 +6478,8 @@ static void train_down4_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; 198 tiles + 6, no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-  const float *down4_relu0_dx = s->arena + 81749248;
-  float *down4_conv1_dx = s->arena + 83979520;
+  const float *down4_relu0_dx = s->arena + 79660288;
+  float *down4_conv1_dx = s->arena + 87188736;
   float *down4_conv1_dx_padded = s->arena + 77151488;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -6639,7 +6553,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool2 = s->arena + 179588864;
-  const float *down4_relu0_dx = s->arena + 81749248;
+  const float *down4_relu0_dx = s->arena + 79660288;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
   float acc[108]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
@@ -6684,7 +6598,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0_dx = s->arena + 81749248;
+  const float *down4_relu0_dx = s->arena + 79660288;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6697,14 +6611,15 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* maxpool2.dx: pool_dx, unet.cnn:29 */
+/* maxpool2.dx: pool_dx+add+act_dx with down3.relu1.dsum and down3.relu1.dx, unet.cnn:29 */
 static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_relu1 = s->arena + 156705536;
-  const float *down4_conv1_dx = s->arena + 83979520;
-  float *maxpool2_dx = s->arena + 77151488;
+  const float *up3_crop0_dx = s->arena + 72416512;
+  const float *down4_conv1_dx = s->arena + 87188736;
+  float *down3_relu1_dx = s->arena + 82453760;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
-      maxpool2_dx[n * 4734976 + i] = 0.0f;
+      down3_relu1_dx[n * 4734976 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -6723,109 +6638,17 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           if (0 <= arg) {
-            maxpool2_dx[arg] += down4_conv1_dx[((n_2 * 256 + c) * 68 + oh) * 68 + ow];
+            down3_relu1_dx[arg] += down4_conv1_dx[((n_2 * 256 + c) * 68 + oh) * 68 + ow];
           }
         }
       }
     }
   }
-}
-
-/* down3.relu1.dsum: add, unet.cnn:13 */
-static void train_down3_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up3_crop0_dx = s->arena + 72416512;
-  const float *maxpool2_dx = s->arena + 77151488;
-  float *down3_relu1_dsum = s->arena + 81886464;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4734976; i++) {
-      down3_relu1_dsum[n * 4734976 + i] = up3_crop0_dx[n * 4734976 + i] + maxpool2_dx[n * 4734976 + i];
-    }
-  }
-}
-
-/* down3.relu1.dx: act_dx, unet.cnn:13 */
-static void train_down3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 156705536;
-  const float *down3_relu1_dsum = s->arena + 81886464;
-  float *down3_relu1_dx = s->arena + 111525632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4734976; i++) {
-      float y = down3_relu1[n * 4734976 + i];
-      down3_relu1_dx[n * 4734976 + i] = 0.0f < y ? down3_relu1_dsum[n * 4734976 + i] : 0.0f;
-    }
-  }
-}
-
-/* down3.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
-static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-  const float *down3_relu1_dx = s->arena + 111525632;
-  float *down3_conv2_dx = s->arena + 77434112;
-  float *down3_conv2_dx_padded = s->arena + 72416512;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 140; h++) {
-        for (ptrdiff_t w = 0; w < 140; w++) {
-          down3_conv2_dx_padded[((n * 256 + c) * 140 + h) * 140 + w] = 0 <= h - 2 && h - 2 < 136 && (0 <= w - 2 && w - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + h - 2) * 136 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
-      for (ptrdiff_t t = 0; t < 1207; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down3_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 140 < 138) {
-              down3_conv2_dx[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down3_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down3_conv2_dx_padded[((n_2 * 256 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 19312 + i_6;
-          if (p_2 % 140 < 138) {
-            down3_conv2_dx[((n_2 * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = acc[j_6 * 6 + i_6];
-          }
-        }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 18496; i_2++) {
+        float y = down3_relu1[(n_3 * 256 + c_2) * 18496 + i_2];
+        down3_relu1_dx[(n_3 * 256 + c_2) * 18496 + i_2] = 0.0f < y ? down3_relu1_dx[(n_3 * 256 + c_2) * 18496 + i_2] + up3_crop0_dx[(n_3 * 256 + c_2) * 18496 + i_2] : 0.0f;
       }
     }
   }
@@ -6835,7 +6658,7 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down3_relu0 = s->arena + 151830272;
-  const float *down3_relu1_dx = s->arena + 111525632;
+  const float *down3_relu1_dx = s->arena + 82453760;
   float *down3_conv2_weight_grad = s->g32 + 554176;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -6873,7 +6696,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1_dx = s->arena + 111525632;
+  const float *down3_relu1_dx = s->arena + 82453760;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6886,15 +6709,80 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down3.relu0.dx: act_dx, unet.cnn:13 */
-static void train_down3_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* down3.conv2.dx: conv_dx+act_dx with down3.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
+static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_relu0 = s->arena + 151830272;
-  const float *down3_conv2_dx = s->arena + 77434112;
-  float *down3_relu0_dx = s->arena + 82309376;
+  const float *down3_relu1_dx = s->arena + 82453760;
+  float *down3_relu0_dx = s->arena + 77578496;
+  float *down3_conv2_dx_padded = s->arena + 72416512;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4875264; i++) {
-      float y = down3_relu0[n * 4875264 + i];
-      down3_relu0_dx[n * 4875264 + i] = 0.0f < y ? down3_conv2_dx[n * 4875264 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t h = 0; h < 140; h++) {
+        for (ptrdiff_t w = 0; w < 140; w++) {
+          down3_conv2_dx_padded[((n * 256 + c) * 140 + h) * 140 + w] = 0 <= h - 2 && h - 2 < 136 && (0 <= w - 2 && w - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + h - 2) * 136 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t t = 0; t < 1207; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down3_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 140 < 138) {
+              float y = down3_relu0[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140];
+              down3_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down3_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down3_conv2_dx_padded[((n_2 * 256 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 19312 + i_6;
+          if (p_2 % 140 < 138) {
+            float y_2 = down3_relu0[((n_2 * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140];
+            down3_relu0_dx[((n_2 * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -6903,8 +6791,8 @@ static void train_down3_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; 828 tiles + 6, no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-  const float *down3_relu0_dx = s->arena + 82309376;
-  float *down3_conv1_dx = s->arena + 87184640;
+  const float *down3_relu0_dx = s->arena + 77578496;
+  float *down3_conv1_dx = s->arena + 82453760;
   float *down3_conv1_dx_padded = s->arena + 72416512;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -6978,7 +6866,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool1 = s->arena + 169875200;
-  const float *down3_relu0_dx = s->arena + 82309376;
+  const float *down3_relu0_dx = s->arena + 77578496;
   float *down3_conv1_weight_grad = s->g32 + 259008;
   float acc[60]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
@@ -7023,7 +6911,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0_dx = s->arena + 82309376;
+  const float *down3_relu0_dx = s->arena + 77578496;
   float *down3_conv1_bias_grad = s->g32 + 553920;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7036,14 +6924,15 @@ static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* maxpool1.dx: pool_dx, unet.cnn:28 */
+/* maxpool1.dx: pool_dx+add+act_dx with down2.relu1.dsum and down2.relu1.dx, unet.cnn:28 */
 static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_relu1 = s->arena + 101490432;
-  const float *down3_conv1_dx = s->arena + 87184640;
-  float *maxpool1_dx = s->arena + 72416512;
+  const float *up2_crop0_dx = s->arena + 62381312;
+  const float *down3_conv1_dx = s->arena + 82453760;
+  float *down2_relu1_dx = s->arena + 111525632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
-      maxpool1_dx[n * 10035200 + i] = 0.0f;
+      down2_relu1_dx[n * 10035200 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -7062,109 +6951,17 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           if (0 <= arg) {
-            maxpool1_dx[arg] += down3_conv1_dx[((n_2 * 128 + c) * 140 + oh) * 140 + ow];
+            down2_relu1_dx[arg] += down3_conv1_dx[((n_2 * 128 + c) * 140 + oh) * 140 + ow];
           }
         }
       }
     }
   }
-}
-
-/* down2.relu1.dsum: add, unet.cnn:13 */
-static void train_down2_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up2_crop0_dx = s->arena + 62381312;
-  const float *maxpool1_dx = s->arena + 72416512;
-  float *down2_relu1_dsum = s->arena + 111525632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10035200; i++) {
-      down2_relu1_dsum[n * 10035200 + i] = up2_crop0_dx[n * 10035200 + i] + maxpool1_dx[n * 10035200 + i];
-    }
-  }
-}
-
-/* down2.relu1.dx: act_dx, unet.cnn:13 */
-static void train_down2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 101490432;
-  const float *down2_relu1_dsum = s->arena + 111525632;
-  float *down2_relu1_dx = s->arena + 121560832;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10035200; i++) {
-      float y = down2_relu1[n * 10035200 + i];
-      down2_relu1_dx[n * 10035200 + i] = 0.0f < y ? down2_relu1_dsum[n * 10035200 + i] : 0.0f;
-    }
-  }
-}
-
-/* down2.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
-static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-  const float *down2_relu1_dx = s->arena + 121560832;
-  float *down2_conv2_dx = s->arena + 72705280;
-  float *down2_conv2_dx_padded = s->arena + 62381312;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 284; h++) {
-        for (ptrdiff_t w = 0; w < 284; w++) {
-          down2_conv2_dx_padded[((n * 128 + c) * 284 + h) * 284 + w] = 0 <= h - 2 && h - 2 < 280 && (0 <= w - 2 && w - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + h - 2) * 280 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
-      for (ptrdiff_t t = 0; t < 5005; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down2_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 284 < 282) {
-              down2_conv2_dx[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down2_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down2_conv2_dx_padded[((n_2 * 128 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 80080 + i_6;
-          if (p_2 % 284 < 282) {
-            down2_conv2_dx[((n_2 * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = acc[j_6 * 6 + i_6];
-          }
-        }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 78400; i_2++) {
+        float y = down2_relu1[(n_3 * 128 + c_2) * 78400 + i_2];
+        down2_relu1_dx[(n_3 * 128 + c_2) * 78400 + i_2] = 0.0f < y ? down2_relu1_dx[(n_3 * 128 + c_2) * 78400 + i_2] + up2_crop0_dx[(n_3 * 128 + c_2) * 78400 + i_2] : 0.0f;
       }
     }
   }
@@ -7174,7 +6971,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0 = s->arena + 91311360;
-  const float *down2_relu1_dx = s->arena + 121560832;
+  const float *down2_relu1_dx = s->arena + 111525632;
   float *down2_conv2_weight_grad = s->g32 + 111424;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -7212,7 +7009,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1_dx = s->arena + 121560832;
+  const float *down2_relu1_dx = s->arena + 111525632;
   float *down2_conv2_bias_grad = s->g32 + 258880;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7225,15 +7022,80 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down2.relu0.dx: act_dx, unet.cnn:13 */
-static void train_down2_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* down2.conv2.dx: conv_dx+act_dx with down2.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
+static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_relu0 = s->arena + 91311360;
-  const float *down2_conv2_dx = s->arena + 72705280;
-  float *down2_relu0_dx = s->arena + 101490432;
+  const float *down2_relu1_dx = s->arena + 111525632;
+  float *down2_relu0_dx = s->arena + 72851200;
+  float *down2_conv2_dx_padded = s->arena + 62381312;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10179072; i++) {
-      float y = down2_relu0[n * 10179072 + i];
-      down2_relu0_dx[n * 10179072 + i] = 0.0f < y ? down2_conv2_dx[n * 10179072 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t h = 0; h < 284; h++) {
+        for (ptrdiff_t w = 0; w < 284; w++) {
+          down2_conv2_dx_padded[((n * 128 + c) * 284 + h) * 284 + w] = 0 <= h - 2 && h - 2 < 280 && (0 <= w - 2 && w - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + h - 2) * 280 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t t = 0; t < 5005; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down2_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 284 < 282) {
+              float y = down2_relu0[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284];
+              down2_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down2_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down2_conv2_dx_padded[((n_2 * 128 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 80080 + i_6;
+          if (p_2 % 284 < 282) {
+            float y_2 = down2_relu0[((n_2 * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284];
+            down2_relu0_dx[((n_2 * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -7242,8 +7104,8 @@ static void train_down2_relu0_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; 3384 tiles + 6, no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-  const float *down2_relu0_dx = s->arena + 101490432;
-  float *down2_conv1_dx = s->arena + 83029248;
+  const float *down2_relu0_dx = s->arena + 72851200;
+  float *down2_conv1_dx = s->arena + 83174912;
   float *down2_conv1_dx_padded = s->arena + 62381312;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -7317,7 +7179,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 136732928;
-  const float *down2_relu0_dx = s->arena + 101490432;
+  const float *down2_relu0_dx = s->arena + 72851200;
   float *down2_conv1_weight_grad = s->g32 + 37568;
   float acc[60]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
@@ -7362,7 +7224,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0_dx = s->arena + 101490432;
+  const float *down2_relu0_dx = s->arena + 72851200;
   float *down2_conv1_bias_grad = s->g32 + 111296;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7375,14 +7237,15 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* maxpool0.dx: pool_dx, unet.cnn:27 */
+/* maxpool0.dx: pool_dx+add+act_dx with down1.relu1.dsum and down1.relu1.dx, unet.cnn:27 */
 static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 0;
-  const float *down2_conv1_dx = s->arena + 83029248;
-  float *maxpool0_dx = s->arena + 62381312;
+  const float *up1_crop0_dx = s->arena + 41733376;
+  const float *down2_conv1_dx = s->arena + 83174912;
+  float *down1_relu1_dx = s->arena + 62526976;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
-      maxpool0_dx[n * 20647936 + i] = 0.0f;
+      down1_relu1_dx[n * 20647936 + i] = 0.0f;
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
@@ -7401,109 +7264,17 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           if (0 <= arg) {
-            maxpool0_dx[arg] += down2_conv1_dx[((n_2 * 64 + c) * 284 + oh) * 284 + ow];
+            down1_relu1_dx[arg] += down2_conv1_dx[((n_2 * 64 + c) * 284 + oh) * 284 + ow];
           }
         }
       }
     }
   }
-}
-
-/* down1.relu1.dsum: add, unet.cnn:13 */
-static void train_down1_relu1_dsum(unet_state *s, ptrdiff_t count) {
-  const float *up1_crop0_dx = s->arena + 41733376;
-  const float *maxpool0_dx = s->arena + 62381312;
-  float *down1_relu1_dsum = s->arena + 83029248;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20647936; i++) {
-      down1_relu1_dsum[n * 20647936 + i] = up1_crop0_dx[n * 20647936 + i] + maxpool0_dx[n * 20647936 + i];
-    }
-  }
-}
-
-/* down1.relu1.dx: act_dx, unet.cnn:13 */
-static void train_down1_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 0;
-  const float *down1_relu1_dsum = s->arena + 83029248;
-  float *down1_relu1_dx = s->arena + 103677184;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20647936; i++) {
-      float y = down1_relu1[n * 20647936 + i];
-      down1_relu1_dx[n * 20647936 + i] = 0.0f < y ? down1_relu1_dsum[n * 20647936 + i] : 0.0f;
-    }
-  }
-}
-
-/* down1.conv2.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
-static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-  const float *down1_relu1_dx = s->arena + 103677184;
-  float *down1_conv2_dx = s->arena + 41733376;
-  float *down1_conv2_dx_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 572; h++) {
-        for (ptrdiff_t w = 0; w < 572; w++) {
-          down1_conv2_dx_padded[((n * 64 + c) * 572 + h) * 572 + w] = 0 <= h - 2 && h - 2 < 568 && (0 <= w - 2 && w - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + h - 2) * 568 + w - 2] : 0.0f;
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
-      for (ptrdiff_t t = 0; t < 20377; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 572 < 570) {
-              down1_conv2_dx[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = acc[j_3 * 16 + i_3];
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down1_conv2_dx_padded[((n_2 * 64 + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 326032 + i_6;
-          if (p_2 % 572 < 570) {
-            down1_conv2_dx[((n_2 * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = acc[j_6 * 6 + i_6];
-          }
-        }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_2 = 0; i_2 < 322624; i_2++) {
+        float y = down1_relu1[(n_3 * 64 + c_2) * 322624 + i_2];
+        down1_relu1_dx[(n_3 * 64 + c_2) * 322624 + i_2] = 0.0f < y ? down1_relu1_dx[(n_3 * 64 + c_2) * 322624 + i_2] + up1_crop0_dx[(n_3 * 64 + c_2) * 322624 + i_2] : 0.0f;
       }
     }
   }
@@ -7513,7 +7284,7 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down1_relu0 = s->arena + 20939776;
-  const float *down1_relu1_dx = s->arena + 103677184;
+  const float *down1_relu1_dx = s->arena + 62526976;
   float *down1_conv2_weight_grad = s->g32 + 640;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -7551,7 +7322,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1_dx = s->arena + 103677184;
+  const float *down1_relu1_dx = s->arena + 62526976;
   float *down1_conv2_bias_grad = s->g32 + 37504;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -7564,15 +7335,80 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
   }
 }
 
-/* down1.relu0.dx: act_dx, unet.cnn:13 */
-static void train_down1_relu0_dx(unet_state *s, ptrdiff_t count) {
+/* down1.conv2.dx: conv_dx+act_dx with down1.relu0.dx, unet.cnn:13
+ * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
+static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
+  const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_relu0 = s->arena + 20939776;
-  const float *down1_conv2_dx = s->arena + 41733376;
-  float *down1_relu0_dx = s->arena + 0;
+  const float *down1_relu1_dx = s->arena + 62526976;
+  float *down1_relu0_dx = s->arena + 41733376;
+  float *down1_conv2_dx_padded = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20793600; i++) {
-      float y = down1_relu0[n * 20793600 + i];
-      down1_relu0_dx[n * 20793600 + i] = 0.0f < y ? down1_conv2_dx[n * 20793600 + i] : 0.0f;
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t h = 0; h < 572; h++) {
+        for (ptrdiff_t w = 0; w < 572; w++) {
+          down1_conv2_dx_padded[((n * 64 + c) * 572 + h) * 572 + w] = 0 <= h - 2 && h - 2 < 568 && (0 <= w - 2 && w - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + h - 2) * 568 + w - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t t = 0; t < 20377; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 16; i++) {
+            acc[j * 16 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
+                  acc[j_2 * 16 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
+            ptrdiff_t p = t * 16 + i_3;
+            if (p % 572 < 570) {
+              float y = down1_relu0[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572];
+              down1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
+          acc[j_4 * 6 + i_4] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
+                acc[j_5 * 6 + i_5] += down1_conv2_dx_padded[((n_2 * 64 + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
+          ptrdiff_t p_2 = 326032 + i_6;
+          if (p_2 % 572 < 570) {
+            float y_2 = down1_relu0[((n_2 * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572];
+            down1_relu0_dx[((n_2 * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
+          }
+        }
+      }
     }
   }
 }
@@ -7580,7 +7416,7 @@ static void train_down1_relu0_dx(unet_state *s, ptrdiff_t count) {
 /* down1.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 570) in 71 tiles + 2, rows [0, 570) unguarded, padding borders guarded */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
-  const float *down1_relu0_dx = s->arena + 0;
+  const float *down1_relu0_dx = s->arena + 41733376;
   float *down1_conv1_weight_grad = s->g32 + 0;
   float acc[60]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
@@ -7625,7 +7461,7 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
 
 /* down1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu0_dx = s->arena + 0;
+  const float *down1_relu0_dx = s->arena + 41733376;
   float *down1_conv1_bias_grad = s->g32 + 576;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -8326,14 +8162,12 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_head(s, count);
   train_cross_entropy0(s, count, labels);
   train_cross_entropy0_dx(s, count, labels);
-  train_head_dx(s, count);
   train_head_dweight(s, count);
   train_head_dbias(s, count);
-  train_up1_relu1_dx(s, count);
-  train_up1_conv2_dx(s, count);
+  train_head_dx(s, count);
   train_up1_conv2_dweight(s, count);
   train_up1_conv2_dbias(s, count);
-  train_up1_relu0_dx(s, count);
+  train_up1_conv2_dx(s, count);
   train_up1_conv1_dx(s, count);
   train_up1_conv1_dweight(s, count);
   train_up1_conv1_dbias(s, count);
@@ -8344,10 +8178,9 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_up1_upconv_dweight(s, count);
   train_up1_upconv_dbias(s, count);
   train_up2_relu1_dx(s, count);
-  train_up2_conv2_dx(s, count);
   train_up2_conv2_dweight(s, count);
   train_up2_conv2_dbias(s, count);
-  train_up2_relu0_dx(s, count);
+  train_up2_conv2_dx(s, count);
   train_up2_conv1_dx(s, count);
   train_up2_conv1_dweight(s, count);
   train_up2_conv1_dbias(s, count);
@@ -8358,10 +8191,9 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_up2_upconv_dweight(s, count);
   train_up2_upconv_dbias(s, count);
   train_up3_relu1_dx(s, count);
-  train_up3_conv2_dx(s, count);
   train_up3_conv2_dweight(s, count);
   train_up3_conv2_dbias(s, count);
-  train_up3_relu0_dx(s, count);
+  train_up3_conv2_dx(s, count);
   train_up3_conv1_dx(s, count);
   train_up3_conv1_dweight(s, count);
   train_up3_conv1_dbias(s, count);
@@ -8372,10 +8204,9 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_up3_upconv_dweight(s, count);
   train_up3_upconv_dbias(s, count);
   train_up4_relu1_dx(s, count);
-  train_up4_conv2_dx(s, count);
   train_up4_conv2_dweight(s, count);
   train_up4_conv2_dbias(s, count);
-  train_up4_relu0_dx(s, count);
+  train_up4_conv2_dx(s, count);
   train_up4_conv1_dx(s, count);
   train_up4_conv1_dweight(s, count);
   train_up4_conv1_dbias(s, count);
@@ -8387,50 +8218,37 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_up4_upconv_dbias(s, count);
   train_dropout0_dx(s, count);
   train_bottom_relu1_dx(s, count);
-  train_bottom_conv2_dx(s, count);
   train_bottom_conv2_dweight(s, count);
   train_bottom_conv2_dbias(s, count);
-  train_bottom_relu0_dx(s, count);
+  train_bottom_conv2_dx(s, count);
   train_bottom_conv1_dx(s, count);
   train_bottom_conv1_dweight(s, count);
   train_bottom_conv1_dbias(s, count);
   train_maxpool3_dx(s, count);
-  train_down4_relu1_dsum(s, count);
-  train_down4_relu1_dx(s, count);
-  train_down4_conv2_dx(s, count);
   train_down4_conv2_dweight(s, count);
   train_down4_conv2_dbias(s, count);
-  train_down4_relu0_dx(s, count);
+  train_down4_conv2_dx(s, count);
   train_down4_conv1_dx(s, count);
   train_down4_conv1_dweight(s, count);
   train_down4_conv1_dbias(s, count);
   train_maxpool2_dx(s, count);
-  train_down3_relu1_dsum(s, count);
-  train_down3_relu1_dx(s, count);
-  train_down3_conv2_dx(s, count);
   train_down3_conv2_dweight(s, count);
   train_down3_conv2_dbias(s, count);
-  train_down3_relu0_dx(s, count);
+  train_down3_conv2_dx(s, count);
   train_down3_conv1_dx(s, count);
   train_down3_conv1_dweight(s, count);
   train_down3_conv1_dbias(s, count);
   train_maxpool1_dx(s, count);
-  train_down2_relu1_dsum(s, count);
-  train_down2_relu1_dx(s, count);
-  train_down2_conv2_dx(s, count);
   train_down2_conv2_dweight(s, count);
   train_down2_conv2_dbias(s, count);
-  train_down2_relu0_dx(s, count);
+  train_down2_conv2_dx(s, count);
   train_down2_conv1_dx(s, count);
   train_down2_conv1_dweight(s, count);
   train_down2_conv1_dbias(s, count);
   train_maxpool0_dx(s, count);
-  train_down1_relu1_dsum(s, count);
-  train_down1_relu1_dx(s, count);
-  train_down1_conv2_dx(s, count);
   train_down1_conv2_dweight(s, count);
   train_down1_conv2_dbias(s, count);
-  train_down1_relu0_dx(s, count);
+  train_down1_conv2_dx(s, count);
   train_down1_conv1_dweight(s, count, x);
   train_down1_conv1_dbias(s, count);
   *loss = s->arena[183824128];

@@ -633,21 +633,12 @@ static const char train_model_src[] =
     "    optimizer adam(lr=0.01)\n  }\n"
     "}\n";
 
-static void grad_agrees(Compiled *c, const char *what) {
-  assert_int_equal(c->d.errors, 0);
-  int64_t batch = c->g->train.batch, count = batch < 3 ? batch : 3;
-  Program *p = lower(&c->d, c->a, c->g, batch, 0);
-  autodiff(&c->d, c->g);
-  Program *t = lower(&c->d, c->a, c->g, batch, 1);
-  assert_int_equal(c->d.errors, 0);
-  plan(p);
-  plan(t);
-  rng = 11;
-  write_weights(t, W, (Spoil){0});
-  /* the float inputs, and labels that are classes of the model */
+/* The float inputs of training program t, random, and labels that are
+ * classes of the model, written to IN; ins points at each input's data. */
+static void train_inputs(Compiled *c, const Program *t, int64_t count,
+                         rt_tensors *in_, const void **ins) {
   rt_tensors in = {0};
   int64_t classes = shape_numel(c->g->outputs.v[0].node->shape);
-  const void *ins[8];
   for (int i = 0; i < t->inputs.n; i++) {
     const Buffer *b = t->inputs.v[i];
     int64_t shape[MAX_RANK + 1] = {count};
@@ -674,8 +665,26 @@ static void grad_agrees(Compiled *c, const char *what) {
   }
   char err[512];
   assert_int_equal(rt_safetensors_write(IN, &in, err, sizeof err), 0);
+  *in_ = in;
   for (int i = 0; i < t->inputs.n; i++)
-    ins[i] = rt_tensors_find(&in, t->inputs.v[i]->node->name)->data;
+    ins[i] = rt_tensors_find(in_, t->inputs.v[i]->node->name)->data;
+}
+
+static void grad_agrees(Compiled *c, const char *what) {
+  assert_int_equal(c->d.errors, 0);
+  int64_t batch = c->g->train.batch, count = batch < 3 ? batch : 3;
+  Program *p = lower(&c->d, c->a, c->g, batch, 0);
+  autodiff(&c->d, c->g);
+  Program *t = lower(&c->d, c->a, c->g, batch, 1);
+  assert_int_equal(c->d.errors, 0);
+  plan(p);
+  plan(t);
+  rng = 11;
+  write_weights(t, W, (Spoil){0});
+  rt_tensors in = {0};
+  const void *ins[8];
+  train_inputs(c, t, count, &in, ins);
+  char err[512];
 
   RunOptions o = {.weights = W, .input = IN, .output = OUT_C};
   int rc = run_program(&c->d, p, t, &o);
@@ -734,6 +743,72 @@ static void grad_agrees(Compiled *c, const char *what) {
   jit_free(j);
 }
 
+/* The gradients of training program t through the JIT, by parameter. */
+static float *jit_gradients(Compiled *c, const Program *t, int64_t count,
+                            const void **ins, size_t *n) {
+  Jit *j = compiled(c, jit_compile(&c->d, t, 2));
+  unsigned char *data;
+  size_t len;
+  char err[512];
+  assert_int_equal(rt_read_file(W, &data, &len, err, sizeof err), 0);
+  assert_int_equal(jit_load(j, data, len, err, sizeof err), 0);
+  free(data);
+  assert_int_equal(jit_call(j, count, ins, NULL), 0);
+  const JitState *s = jit_state(j);
+  *n = 0;
+  for (int i = 0; i < t->bufs.n; i++)
+    *n += t->bufs.v[i]->kind == BUF_GRAD ? (size_t)t->bufs.v[i]->size : 0;
+  float *all = calloc(*n + 1, sizeof *all), *at = all;
+  for (int pi = 0; pi < c->g->params.n; pi++)
+    for (int i = 0; i < t->bufs.n; i++) {
+      const Buffer *b = t->bufs.v[i];
+      if (b->kind == BUF_GRAD && b->param_buf->param->index == pi) {
+        memcpy(at, s->g32 + b->offset, sizeof *at * (size_t)b->size);
+        at += b->size;
+      }
+    }
+  jit_free(j);
+  return all;
+}
+
+/* Fusion changes no bit of a training step either: the same gradients
+ * with and without it, through fewer kernels (the backward pass's
+ * act_dx fused into the gradient before it). */
+static void test_fusion_train(void **state) {
+  (void)state;
+  static const char *const models[] = {"tests/oracle/grad_ops/fusion.cnn",
+                                       "tests/oracle/grad_ops/bn.cnn",
+                                       "dsl-examples/lenet5.cnn"};
+  for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+    Compiled *c = compile_file(models[m]);
+    int64_t batch = c->g->train.batch, count = batch < 3 ? batch : 3;
+    autodiff(&c->d, c->g);
+    Program *fused =
+        lower_passes(&c->d, c->a, c->g, batch, 1, LOWER_TILE | LOWER_FUSE);
+    Program *apart = lower_passes(&c->d, c->a, c->g, batch, 1, LOWER_TILE);
+    assert_int_equal(c->d.errors, 0);
+    plan(fused);
+    plan(apart);
+    assert_true(fused->kernels.n < apart->kernels.n);
+    rng = 13;
+    write_weights(fused, W, (Spoil){0});
+    rt_tensors in = {0};
+    const void *ins[8];
+    train_inputs(c, fused, count, &in, ins);
+    size_t n, k;
+    float *ref = jit_gradients(c, apart, count, ins, &n);
+    float *got = jit_gradients(c, fused, count, ins, &k);
+    assert_int_equal(n, k);
+    same_bits(ref, got, n, models[m], 1);
+    printf("  ok %-34s %d kernels fused into %d, %zu gradients the same\n",
+           models[m], apart->kernels.n, fused->kernels.n, n);
+    free(ref);
+    free(got);
+    rt_tensors_free(&in);
+    release(c);
+  }
+}
+
 static void test_gradients(void **state) {
   (void)state;
   Compiled *c = compile_ok(train_model_src);
@@ -762,6 +837,7 @@ int main(void) {
       cmocka_unit_test(test_parts),
       cmocka_unit_test(test_tanh),
       cmocka_unit_test(test_fusion),
+      cmocka_unit_test(test_fusion_train),
       cmocka_unit_test(test_detects_difference),
       cmocka_unit_test(test_bad_weights),
       cmocka_unit_test(test_bad_inputs),
