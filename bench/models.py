@@ -3,7 +3,7 @@
 against PyTorch, and the arithmetic rate each reaches against this core's
 peak, in one run.
 
-usage: /usr/bin/python3 bench/models.py [--cnnc build/cnnc] [--model M]...
+usage: /usr/bin/python3 bench/models.py [--cnnc build/cnnc] [--model M]... [--threads 1]
            [--seconds 2] [--rounds 1] [--no-train] [--out build/bench]
 
 Measures, through bench/speed.py (its harness, its PyTorch side, its
@@ -71,10 +71,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     args = ap.parse_args()
     speed.torch_model.use_openblas(True)  # re-executes once, before anything
-    speed.torch.set_num_threads(1)
+    speed.torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     top = peak(args.cc, args.out)
     print(f"models.py: one core's peak {top:.1f} GFLOP/s (fused multiply-adds); "
@@ -98,7 +99,7 @@ def main():
         measured.clear()
         sargs = argparse.Namespace(
             cnnc=args.cnnc, size=None, train_batch=tb, infer_batch=ib,
-            seconds=args.seconds, rounds=args.rounds, threads=1, cc=args.cc,
+            seconds=args.seconds, rounds=args.rounds, threads=args.threads, cc=args.cc,
             data="/usr/share/datasets/fashion-mnist", out=args.out, no_openblas=False)
         work = os.path.join(args.out, "models", f"{m}-{'train' if tb else 'infer'}")
         mac = macs(args.cnnc, m)

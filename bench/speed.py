@@ -27,10 +27,11 @@ default; --size changes its input to [C, H, W]):
              torch.jit.optimize_for_inference); the faster one is compared.
 
 The C side is bench/harness.c, compiled against the generated code with the
-flags `cnnc run` uses (`cc -std=c99 -O3 -march=native -D_XOPEN_SOURCE=700`,
-compiler/run.c) and timed with clock_gettime; PyTorch is timed in this
-process with time.perf_counter, torch.set_num_threads(--threads) (the
-generated code is single-threaded: --threads 1 is the fair setting). Both
+flags `cnnc run` uses (`cc -std=c99 -O3 -march=native -fopenmp
+-D_XOPEN_SOURCE=700`, compiler/run.c) and timed with clock_gettime; its
+parallel loops run on OMP_NUM_THREADS=--threads threads. PyTorch is timed
+in this process with time.perf_counter, torch.set_num_threads(--threads).
+Both
 see the same inputs, 16 batches of the largest batch size (fewer for big
 inputs): the first Fashion-MNIST training images (1,024 for LeNet-5,
 scaled to [-1, 1]) when the input is [1, 28, 28] and the data is there,
@@ -65,7 +66,7 @@ import torch_model  # noqa: E402
 
 ROOT = torch_model.ROOT
 HARNESS = os.path.join(ROOT, "bench", "harness.c")
-CFLAGS = "-std=c99 -O3 -march=native -D_XOPEN_SOURCE=700"  # compiler/run.c
+CFLAGS = "-std=c99 -O3 -march=native -fopenmp -D_XOPEN_SOURCE=700"  # compiler/run.c
 VALUES = 1 << 24  # at most 64 MB of input samples
 
 
@@ -115,6 +116,7 @@ class CSide:
 
     def __init__(self, args, path, g, batch, train, work):
         self.work, self.batch = work, batch
+        self.env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         name = g.name
         os.makedirs(work, exist_ok=True)
         c = os.path.join(work, name + ".c")
@@ -136,7 +138,8 @@ class CSide:
 
     def measure(self, seconds, xfile, yfile):
         out = subprocess.run([self.exe, str(seconds), "5", xfile, yfile],
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True,
+                             env=self.env).stdout
         return {k: float(v) for k, v in re.findall(r"(\w+)=(\S+)", out)}
 
 

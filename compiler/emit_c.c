@@ -148,27 +148,35 @@ static void declare(FILE *o, const Buffer *b, int writes) {
     fputc('\n', o);
 }
 
+/* M: the model's name in capitals, its macros' prefix. */
 static void print_stmts(FILE *o, const Kernel *k, const StmtVec *body,
-                        int depth) {
+                        int depth, const char *M) {
   for (int i = 0; i < body->n; i++) {
     const Stmt *s = body->v[i];
     fprintf(o, "%*s", depth * 2, "");
     switch (s->k) {
     case S_FOR:
+      if (s->parallel) { /* the kernel's accumulators, one set per thread */
+        fprintf(o, "%s_PARALLEL_FOR(", M);
+        for (int l = 0; l < k->locals.n; l++)
+          fprintf(o, "%s%s%s", l ? ", " : "private(", k->locals.v[l]->name,
+                  l == k->locals.n - 1 ? ")" : "");
+        fprintf(o, ")\n%*s", depth * 2, "");
+      }
       if (s->extent < 0)
         fprintf(o, "for (ptrdiff_t %s = 0; %s < count; %s++) {\n",
                 k->vars[s->var], k->vars[s->var], k->vars[s->var]);
       else
         fprintf(o, "for (ptrdiff_t %s = 0; %s < %" PRId64 "; %s++) {\n",
                 k->vars[s->var], k->vars[s->var], s->extent, k->vars[s->var]);
-      print_stmts(o, k, &s->body, depth + 1);
+      print_stmts(o, k, &s->body, depth + 1, M);
       fprintf(o, "%*s}\n", depth * 2, "");
       break;
     case S_IF:
       fputs("if (", o);
       loop_print_expr(o, k, s->value, 1);
       fputs(") {\n", o);
-      print_stmts(o, k, &s->body, depth + 1);
+      print_stmts(o, k, &s->body, depth + 1, M);
       fprintf(o, "%*s}\n", depth * 2, "");
       break;
     case S_STORE:
@@ -297,7 +305,9 @@ static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
   for (int i = 0; i < k->locals.n; i++)
     fprintf(o, "  float %s[%" PRId64 "]; /* accumulators */\n",
             k->locals.v[i]->name, k->locals.v[i]->size);
-  print_stmts(o, k, &k->body, 1);
+  char M[256];
+  upper(M, model, sizeof M);
+  print_stmts(o, k, &k->body, 1, M);
   if (fails)
     fprintf(o, "  return 0;\n");
   fprintf(o, "}\n\n");
@@ -709,6 +719,17 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
   fprintf(c, "#include \"%s\"\n\n", header_name);
   fprintf(c, "#include <math.h>\n#include <stddef.h>\n#include "
              "<stdint.h>\n#include <string.h>\n\n");
+  fprintf(c,
+          "/* Compiled with OpenMP (-fopenmp), the loops marked so run on its\n"
+          " * threads (OMP_NUM_THREADS); without it, in order. */\n"
+          "#ifdef _OPENMP\n"
+          "#define %s_PRAGMA(x) _Pragma(#x)\n"
+          "#define %s_PARALLEL_FOR(clauses) %s_PRAGMA(omp parallel for "
+          "clauses)\n"
+          "#else\n"
+          "#define %s_PARALLEL_FOR(clauses)\n"
+          "#endif\n\n",
+          M, M, M, M);
   emit_tables(c, p, m);
   print_template(c, emit_c_safetensors_template, m);
   fprintf(c, "\n");

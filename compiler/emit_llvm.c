@@ -59,6 +59,8 @@ typedef struct Emit {
   LLVMTypeRef f32, f64, i64, i32, i1, i8p, state, statep, un, bin;
   LLVMTypeRef *fields; /* of JitState */
   LLVMValueRef expf_, logf_, powf_, sqrt_;
+  LLVMValueRef parallel_for; /* threads_parallel_for, in cnnc */
+  LLVMTypeRef parallel_type, body_type;
   LLVMAttributeRef nobuiltin;
   char *cpu, *features;
   BuiltVec built;
@@ -410,10 +412,15 @@ static LLVMValueRef expr(Emit *e, const Expr *x) {
 /* --- statements ------------------------------------------------------- */
 
 static void stmts(Emit *e, const StmtVec *body);
+static void parallel_loop(Emit *e, const Stmt *s);
 
 static void stmt(Emit *e, const Stmt *s) {
   switch (s->k) {
   case S_FOR: {
+    if (s->parallel) {
+      parallel_loop(e, s);
+      break;
+    }
     const char *name = e->k->vars[s->var];
     LLVMValueRef var = e->vars[s->var];
     LLVMBuildStore(e->b, ci64(e, 0), var);
@@ -701,6 +708,124 @@ static int kernel_function(Emit *e, const Kernel *k) {
   return e->built.n - 1;
 }
 
+/* A parallel loop (Stmt.parallel) becomes two functions:
+ *   i32 K.par(count, s, buffers..., i64 lo, i64 hi): the loop over
+ *       [lo, hi), with the kernel's arguments and their noalias;
+ *   void K.range(const i64 *args, i64 lo, i64 hi): calls it with the
+ *       count, state and buffers args holds;
+ * and the kernel calls threads_parallel_for(K.range, args, extent). Every
+ * range has its own temporaries and accumulators. */
+static void parallel_loop(Emit *e, const Stmt *s) {
+  const Kernel *k = e->k;
+  LLVMValueRef fn = e->fn, count = e->count, st = e->s;
+  LLVMValueRef *vars = e->vars, *locals = e->locals;
+  LLVMValueRef *args =
+      arena_alloc(e->a, sizeof *args * (size_t)(e->nroots + 1));
+  memcpy(args, e->args, sizeof *args * (size_t)e->nroots);
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(e->b);
+  const char *name = LLVMGetValueName(fn);
+  /* K.par */
+  int n = 4 + e->nroots;
+  LLVMTypeRef *params = arena_alloc(e->a, sizeof *params * (size_t)n);
+  params[0] = e->i64;
+  params[1] = e->statep;
+  for (int i = 0; i < e->nroots; i++)
+    params[2 + i] = LLVMPointerType(elem_type(e, e->roots[i]), 0);
+  params[n - 2] = params[n - 1] = e->i64;
+  LLVMTypeRef par_type = LLVMFunctionType(e->i32, params, (unsigned)n, 0);
+  LLVMValueRef par =
+      LLVMAddFunction(e->m, arena_printf(e->a, "%s.par", name), par_type);
+  LLVMSetLinkage(par, LLVMInternalLinkage);
+  target_attrs(e, par);
+  int noalias = !overlapping(e);
+  for (int i = 0; i < e->nroots; i++) {
+    add_attr(e, par, (unsigned)(3 + i), "nocapture");
+    if (noalias)
+      add_attr(e, par, (unsigned)(3 + i), "noalias");
+  }
+  e->fn = par;
+  LLVMPositionBuilderAtEnd(e->b, block(e, "entry"));
+  e->count = e->count_is_1 ? ci64(e, 1) : LLVMGetParam(par, 0);
+  e->s = LLVMGetParam(par, 1);
+  for (int i = 0; i < e->nroots; i++)
+    e->args[i] = LLVMGetParam(par, (unsigned)(2 + i));
+  e->vars = arena_alloc(e->a, sizeof *e->vars * (size_t)(k->nvars + 1));
+  for (int i = 0; i < k->nvars; i++)
+    e->vars[i] = k->kinds[i] == 4
+                     ? NULL
+                     : LLVMBuildAlloca(e->b, var_type(e, i), k->vars[i]);
+  e->locals = arena_alloc(e->a, sizeof *e->locals * (size_t)(k->locals.n + 1));
+  for (int i = 0; i < k->locals.n; i++)
+    e->locals[i] = LLVMBuildAlloca(
+        e->b, LLVMArrayType(e->f32, (unsigned)k->locals.v[i]->size),
+        k->locals.v[i]->name);
+  const char *vn = k->vars[s->var];
+  LLVMValueRef var = e->vars[s->var];
+  LLVMBuildStore(e->b, LLVMGetParam(par, (unsigned)(n - 2)), var);
+  LLVMBasicBlockRef head = block(e, vn),
+                    body = block(e, arena_printf(e->a, "%s.body", vn)),
+                    end = block(e, arena_printf(e->a, "%s.end", vn));
+  LLVMBuildBr(e->b, head);
+  LLVMPositionBuilderAtEnd(e->b, head);
+  LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, var, vn);
+  LLVMBuildCondBr(e->b,
+                  LLVMBuildICmp(e->b, LLVMIntSLT, i,
+                                LLVMGetParam(par, (unsigned)(n - 1)), ""),
+                  body, end);
+  LLVMPositionBuilderAtEnd(e->b, body);
+  stmts(e, &s->body);
+  i = LLVMBuildLoad2(e->b, e->i64, var, vn);
+  LLVMBuildStore(e->b, LLVMBuildNSWAdd(e->b, i, ci64(e, 1), ""), var);
+  LLVMBuildBr(e->b, head);
+  LLVMMoveBasicBlockAfter(end, LLVMGetInsertBlock(e->b));
+  LLVMPositionBuilderAtEnd(e->b, end);
+  LLVMBuildRet(e->b, LLVMConstInt(e->i32, 0, 0));
+  /* K.range */
+  LLVMValueRef range =
+      LLVMAddFunction(e->m, arena_printf(e->a, "%s.range", name), e->body_type);
+  LLVMSetLinkage(range, LLVMInternalLinkage);
+  target_attrs(e, range);
+  LLVMPositionBuilderAtEnd(
+      e->b, LLVMAppendBasicBlockInContext(e->cx, range, "entry"));
+  LLVMValueRef a = LLVMGetParam(range, 0);
+  LLVMValueRef *call = arena_alloc(e->a, sizeof *call * (size_t)n);
+  for (int j = 0; j < 2 + e->nroots; j++) {
+    LLVMValueRef at = ci64(e, j);
+    LLVMValueRef v = LLVMBuildLoad2(
+        e->b, e->i64, LLVMBuildInBoundsGEP2(e->b, e->i64, a, &at, 1, ""), "");
+    call[j] = j == 0 ? v : LLVMBuildIntToPtr(e->b, v, params[j], "");
+  }
+  call[n - 2] = LLVMGetParam(range, 1);
+  call[n - 1] = LLVMGetParam(range, 2);
+  LLVMBuildCall2(e->b, par_type, par, call, (unsigned)n, "");
+  LLVMBuildRetVoid(e->b);
+  /* back in the kernel: the arguments, then the call */
+  e->fn = fn;
+  e->count = count;
+  e->s = st;
+  e->vars = vars;
+  e->locals = locals;
+  memcpy(e->args, args, sizeof *args * (size_t)e->nroots);
+  LLVMPositionBuilderAtEnd(e->b, here);
+  LLVMValueRef arr = LLVMBuildAlloca(
+      e->b, LLVMArrayType(e->i64, (unsigned)(2 + e->nroots)), "args");
+  for (int j = 0; j < 2 + e->nroots; j++) {
+    LLVMValueRef idx[2] = {ci64(e, 0), ci64(e, j)};
+    LLVMValueRef v = j == 0 ? count
+                     : j == 1
+                         ? LLVMBuildPtrToInt(e->b, st, e->i64, "")
+                         : LLVMBuildPtrToInt(e->b, args[j - 2], e->i64, "");
+    LLVMBuildStore(e->b, v,
+                   LLVMBuildInBoundsGEP2(
+                       e->b, LLVMArrayType(e->i64, (unsigned)(2 + e->nroots)),
+                       arr, idx, 2, ""));
+  }
+  LLVMValueRef argv[3] = {
+      range, LLVMBuildBitCast(e->b, arr, LLVMPointerType(e->i64, 0), ""),
+      s->extent < 0 ? count : ci64(e, s->extent)};
+  LLVMBuildCall2(e->b, e->parallel_type, e->parallel_for, argv, 3, "");
+}
+
 /* --- the module ---------------------------------------------------------- */
 
 static LLVMValueRef libm(Emit *e, const char *name, LLVMTypeRef type) {
@@ -891,6 +1016,16 @@ LLVMModuleRef emit_llvm_part(Diag *d, LLVMContextRef ctx, const Program *p,
   e->expf_ = libm(e, "expf", e->un);
   e->logf_ = libm(e, "logf", e->un);
   e->powf_ = libm(e, "powf", e->bin);
+  LLVMTypeRef i64p = LLVMPointerType(e->i64, 0);
+  LLVMTypeRef range_params[3] = {i64p, e->i64, e->i64};
+  e->body_type =
+      LLVMFunctionType(LLVMVoidTypeInContext(ctx), range_params, 3, 0);
+  LLVMTypeRef pf_params[3] = {LLVMPointerType(e->body_type, 0), i64p, e->i64};
+  e->parallel_type =
+      LLVMFunctionType(LLVMVoidTypeInContext(ctx), pf_params, 3, 0);
+  e->parallel_for =
+      LLVMAddFunction(e->m, "threads_parallel_for", e->parallel_type);
+  add_attr(e, e->parallel_for, LLVMAttributeFunctionIndex, "nounwind");
   e->sqrt_ = LLVMGetIntrinsicDeclaration(
       e->m, LLVMLookupIntrinsicID("llvm.sqrt", 9), &e->f32, 1);
   e->nobuiltin = LLVMCreateEnumAttribute(

@@ -37,6 +37,7 @@
 
 #include "cnnc_runtime.h"
 #include "emit_llvm.h"
+#include "threads.h"
 
 /* The generated code's weights loader, with its identifiers kept as
  * PREFIX_...: it needs the table row type, as emit_c prints it. */
@@ -127,8 +128,13 @@ static PREFIX_tensor *weights_table(const Program *p, int *n) {
   return tab;
 }
 
-static const char *const libm_names[] = {"expf",   "logf",   "powf",
-                                         "memset", "memcpy", "memmove"};
+static const char *const libm_names[] = {"expf",
+                                         "logf",
+                                         "powf",
+                                         "memset",
+                                         "memcpy",
+                                         "memmove",
+                                         "threads_parallel_for"};
 
 /* Binds the library functions the code calls to this process's. */
 static int define_symbols(Diag *d, LLVMOrcLLJITRef jit) {
@@ -140,8 +146,13 @@ static int define_symbols(Diag *d, LLVMOrcLLJITRef jit) {
                   "search this process for symbols"))
     return -1;
   LLVMOrcJITDylibAddGenerator(jd, gen);
-  void *addr[] = {(void *)expf,   (void *)logf,   (void *)powf,
-                  (void *)memset, (void *)memcpy, (void *)memmove};
+  void *addr[] = {(void *)expf,
+                  (void *)logf,
+                  (void *)powf,
+                  (void *)memset,
+                  (void *)memcpy,
+                  (void *)memmove,
+                  (void *)threads_parallel_for};
   enum { N = sizeof addr / sizeof addr[0] };
   LLVMJITCSymbolMapPair syms[N];
   for (int i = 0; i < N; i++) {
@@ -194,7 +205,7 @@ static void *compile_part(void *arg) {
  * machine code is most of the JIT's start-up, and each part is a separate
  * problem for LLVM. */
 static int part_count(const Program *p, int want) {
-  long n = want > 0 ? want : sysconf(_SC_NPROCESSORS_ONLN);
+  long n = want > 0 ? want : threads_count();
   if (n > p->kernels.n + p->update.n)
     n = p->kernels.n + p->update.n;
   return n < 1 ? 1 : n > EMIT_LLVM_MAX_PARTS ? EMIT_LLVM_MAX_PARTS : (int)n;

@@ -214,6 +214,13 @@ int lb_for(LoopBuilder *b, const char *var, int64_t extent) {
   return s->var;
 }
 
+int lb_parallel_for(LoopBuilder *b, const char *var, int64_t extent) {
+  int v = lb_for(b, var, extent);
+  StmtVec *top = b->open[b->depth - 2];
+  top->v[top->n - 1]->parallel = b->depth == 2; /* else a plain loop */
+  return v;
+}
+
 void lb_if(LoopBuilder *b, Expr *cond) {
   Stmt *s = loop_stmt(b->p, S_IF);
   s->value = cond;
@@ -408,10 +415,11 @@ static void print_stmts(FILE *out, const Kernel *k, const StmtVec *body,
     fprintf(out, "%*s", depth * 2, "");
     switch (s->k) {
     case S_FOR:
+      fputs(s->parallel ? "parallel for " : "for ", out);
       if (s->extent < 0)
-        fprintf(out, "for %s in 0..count\n", k->vars[s->var]);
+        fprintf(out, "%s in 0..count\n", k->vars[s->var]);
       else
-        fprintf(out, "for %s in 0..%" PRId64 "\n", k->vars[s->var], s->extent);
+        fprintf(out, "%s in 0..%" PRId64 "\n", k->vars[s->var], s->extent);
       print_stmts(out, k, &s->body, depth + 1);
       break;
     case S_IF:

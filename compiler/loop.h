@@ -96,6 +96,9 @@ struct Stmt {
   SKind k;
   int var;
   int64_t extent;
+  int parallel; /* S_FOR at a kernel's top: its iterations write apart
+                   and read nothing another writes, and use no temporary
+                   from outside, so they may run on several threads */
   Buffer *buf;
   Expr *index, *value;
   StmtVec body;
@@ -178,6 +181,8 @@ typedef struct LoopBuilder {
 
 LoopBuilder lb_start(Program *p, Kernel *k);
 int lb_for(LoopBuilder *b, const char *var, int64_t extent); /* -1: n */
+/* The same, a parallel loop (Stmt.parallel); only at a kernel's top. */
+int lb_parallel_for(LoopBuilder *b, const char *var, int64_t extent);
 void lb_if(LoopBuilder *b, Expr *cond);
 void lb_end(LoopBuilder *b); /* closes the innermost for or if */
 void lb_store(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value);

@@ -216,11 +216,14 @@ static void lower_forward(Lower *L, Conv *c) {
   int64_t Og = g->O / g->groups;
   LoopBuilder *b = &L->b;
   c->acc = loop_local(L->p, b->k, "acc", s->ocb * acc_width(s, g->OW));
+  /* blocks of output channels outermost: they write apart, so threads can
+   * share them out, and a block's weights stay in cache for every row */
+  int ob = s->parallel ? lb_parallel_for(b, "ob", Og / s->ocb)
+                       : lb_for(b, "ob", Og / s->ocb);
+  Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
   c->n = lb_for(b, "n", -1);
   c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
   if (s->flat) {
-    int ob = lb_for(b, "ob", Og / s->ocb);
-    Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
     if (s->tiles > 0) {
       int t = lb_for(b, "t", s->tiles);
       flat_tile(L, c, mul(L, V(L, t), I(L, s->width)), s->width, ocl0);
@@ -238,8 +241,6 @@ static void lower_forward(Lower *L, Conv *c) {
       continue;
     int ohv = lb_for(b, "oh", r1 - r0);
     Expr *oh = add(L, V(L, ohv), I(L, r0));
-    int ob = lb_for(b, "ob", Og / s->ocb);
-    Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
     if (s->col0 > 0)
       fwd_tile(L, c, oh, I(L, 0), s->col0, ocl0, r0, r1, 0, s->col0);
     if (s->tiles > 0) {
@@ -254,9 +255,9 @@ static void lower_forward(Lower *L, Conv *c) {
     if (s->col1 < g->OW)
       fwd_tile(L, c, oh, I(L, s->col1), g->OW - s->col1, ocl0, r0, r1, s->col1,
                g->OW);
-    close(L, 2);
+    close(L, 1);
   }
-  close(L, 1 + (c->grp >= 0));
+  close(L, 2 + (c->grp >= 0));
 }
 
 static ConvGeom geom(const Node *of) {
@@ -383,8 +384,12 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   int64_t lanes = dw_lanes(s, g->OW), size = s->ocb * g->KW * lanes;
   LoopBuilder *b = &L->b;
   c.acc = loop_local(L->p, b->k, "acc", size);
-  c.grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
-  int ob = lb_for(b, "ob", Og / s->ocb);
+  /* groups and blocks of output channels write apart */
+  c.grp = g->groups <= 1 ? -1
+          : s->parallel  ? lb_parallel_for(b, "g", g->groups)
+                         : lb_for(b, "g", g->groups);
+  int ob = s->parallel && c.grp < 0 ? lb_parallel_for(b, "ob", Og / s->ocb)
+                                    : lb_for(b, "ob", Og / s->ocb);
   Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
   int ic = lb_for(b, "ic", Cg);
   Expr *icx = add(L, group_base(L, &c, Cg), V(L, ic));

@@ -49,8 +49,11 @@ int lower_dense_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   LoopBuilder *b = &L->b;
   int64_t lanes = s.width + s.rem;
   Buffer *acc = loop_local(L->p, b->k, "acc", s.ob * lanes);
+  /* blocks of outputs write apart: threads can share them out */
+  int ob = in * out >= PARALLEL_WORK && out / s.ob >= 2
+               ? lb_parallel_for(b, "ob", out / s.ob)
+               : lb_for(b, "ob", out / s.ob);
   int n = lb_for(b, "n", -1);
-  int ob = lb_for(b, "ob", out / s.ob);
   Expr *o0 = mul(L, V(L, ob), I(L, s.ob));
   int a = lb_for(b, "a", s.ob * lanes);
   lb_store(b, acc, V(L, a), F(L, 0));

@@ -25,6 +25,7 @@
 #include "lower.h"
 #include "plan.h"
 #include "run.h"
+#include "threads.h"
 
 #ifndef CNNC_VERSION
 #define CNNC_VERSION "0.0.0"
@@ -72,7 +73,7 @@ static const char usage[] =
     "                     LLVM: the default when this cnnc was built with it\n"
     "  --cc CMD           (run, grad, train) compile with this C compiler\n"
     "                     instead of the JIT, used as given with its flags\n"
-    "                     (default: cc -O3 -march=native)\n"
+    "                     (default: cc -O3 -march=native -fopenmp)\n"
     "  --emit-llvm FILE.ll  (compile, run) also write the LLVM IR the JIT\n"
     "                     runs, optimized for this machine\n"
     "  --data DIR         (train) the IDX files: train-images-idx3-ubyte,\n"
@@ -88,7 +89,11 @@ static const char usage[] =
     "  --log FILE.csv     (train) the log (default: MODEL.csv); with gnuplot\n"
     "                     installed, its plot goes beside it as FILE.png\n"
     "  --quiet            (train) no progress display\n"
-    "  --threads T        accepted; this version's code runs on one thread\n"
+    "  --threads T        (run, grad, train) run the big loop nests (large\n"
+    "                     convolutions and dense layers) on T threads\n"
+    "                     (default: one per processor): the JIT's own, or\n"
+    "                     OpenMP's on the C path (OMP_NUM_THREADS); the\n"
+    "                     results are the same on any number of threads\n"
     "  --max-memory SIZE  the most the generated state may take, e.g. 16G\n"
     "                     or 512M (default: 16G); beyond it is an error\n"
     "  --model NAME       the model to use when the file defines several\n"
@@ -142,8 +147,9 @@ typedef struct Options {
   long long batch;
   double max_memory; /* bytes the generated state may take */
   int params, werror, verbose, infer_only, jit;
-  int no_tile; /* -fno-tile */
-  int no_fuse; /* -fno-fuse */
+  int no_tile;         /* -fno-tile */
+  int no_fuse;         /* -fno-fuse */
+  const char *threads; /* --threads */
 } Options;
 
 static int ends_with(const char *s, const char *suffix) {
@@ -229,8 +235,10 @@ static int parse_args(int argc, char **argv, Options *o) {
     } else if ((v = value_of(argc, argv, &i, "--threads"))) {
       char *end;
       long th = strtol(v, &end, 10);
-      if (!*v || *end || th < 1)
-        return usage_error("--threads needs a positive number, not '%s'", v);
+      if (!*v || *end || th < 1 || th > 64)
+        return usage_error("--threads needs a number from 1 to 64, not '%s'",
+                           v);
+      o->threads = v;
     } else if (strcmp(a, "--quiet") == 0) {
       o->quiet = 1;
     } else if ((v = value_of(argc, argv, &i, "--batch"))) {
@@ -436,6 +444,10 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
            (double)one->arena_count * 4 / 1024,
            (double)one->activation_sum * 4 / 1024);
     return 0;
+  }
+  if (o->threads) { /* the JIT's pool, and OpenMP's in programs run */
+    threads_set(atoi(o->threads));
+    setenv("OMP_NUM_THREADS", o->threads, 1);
   }
   int64_t batch = o->batch ? o->batch : g->train.batch;
   int grad = !strcmp(c, "grad"), train = !strcmp(c, "train");

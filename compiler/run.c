@@ -584,7 +584,7 @@ int run_program(Diag *d, const Program *p, const Program *train,
              "cd '%s' && %s -std=c99 %s -D_XOPEN_SOURCE=700 -I'%s' -o run.tmp "
              "%s.c driver.c "
              "%s -lm%s && mv run.tmp run",
-             dir, cc, o->cc ? "" : "-O3 -march=native", rt, m, cfiles,
+             dir, cc, o->cc ? "" : "-O3 -march=native -fopenmp", rt, m, cfiles,
              o->train_argv ? " -lz" : "");
     if (o->verbose)
       fprintf(stderr, "cnnc: compiling: %s\n", cmd);

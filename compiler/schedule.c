@@ -134,6 +134,10 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   s.tiled = 1;
   s.tiles = wi / s.width;
   s.rem = wi % s.width;
+  int64_t work = g->O * g->OH * g->OW * (g->C / g->groups) * g->KH * g->KW;
+  int64_t shares =
+      pass == CONV_WEIGHT && g->groups > 1 ? g->groups : og / s.ocb;
+  s.parallel = work >= PARALLEL_WORK && shares >= 2;
   return s;
 }
 
@@ -150,6 +154,8 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
           : arena_printf(
                 a, "accumulators: %" PRId64 " output channels x %" PRId64 " %s",
                 s->ocb, s->width, s->flat ? "positions" : "output columns");
+  if (s->parallel)
+    acc = arena_printf(a, "%s; the outer loop shared out among threads", acc);
   if (s->flat)
     return arena_printf(a,
                         "%srows flattened to %" PRId64

@@ -43,7 +43,14 @@ typedef struct ConvSchedule {
   int64_t rem;        /* interior columns after them: one narrower tile */
   int64_t row0, row1; /* output rows [row0, row1) read no padding */
   int64_t col0, col1; /* output columns [col0, col1) read no padding */
+  int parallel;       /* the blocks of output channels (the weight gradient:
+                         the groups, if several) are shared out among
+                         threads: the nest is big enough to pay for them */
 } ConvSchedule;
+
+/* Work (multiply-adds per sample) below which a nest runs on one thread:
+ * handing out a loop costs a few microseconds. */
+enum { PARALLEL_WORK = 1 << 20 };
 
 typedef enum DensePass {
   DENSE_FORWARD, /* y[n, o] = b[o] + sum over i of x[n, i] w[o, i] */

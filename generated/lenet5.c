@@ -7,6 +7,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Compiled with OpenMP (-fopenmp), the loops marked so run on its
+ * threads (OMP_NUM_THREADS); without it, in order. */
+#ifdef _OPENMP
+#define LENET5_PRAGMA(x) _Pragma(#x)
+#define LENET5_PARALLEL_FOR(clauses) LENET5_PRAGMA(omp parallel for clauses)
+#else
+#define LENET5_PARALLEL_FOR(clauses)
+#endif
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct lenet5_tensor {
   const char *name;
@@ -880,8 +889,8 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+  for (ptrdiff_t ob = 0; ob < 1; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 55; t++) {
         for (ptrdiff_t j = 0; j < 6; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -973,8 +982,8 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
   const float *avgpool0 = s->arena + 4704;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 5; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -1066,8 +1075,8 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1600;
   float *tanh2 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 15; ob++) {
+  for (ptrdiff_t ob = 0; ob < 15; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
@@ -1100,8 +1109,8 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
   const float *tanh2 = s->arena + 0;
   float *tanh3 = s->arena + 120;
   float acc[56]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 12; ob++) {
+  for (ptrdiff_t ob = 0; ob < 12; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 56; a++) {
         acc[a] = 0.0f;
       }
@@ -1134,8 +1143,8 @@ static void forward_f7(lenet5_state *s, ptrdiff_t count) {
   const float *tanh3 = s->arena + 120;
   float *f7 = s->arena + 0;
   float acc[60]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 60; a++) {
         acc[a] = 0.0f;
       }
@@ -1217,8 +1226,8 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+  for (ptrdiff_t ob = 0; ob < 1; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 55; t++) {
         for (ptrdiff_t j = 0; j < 6; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1310,8 +1319,8 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
   const float *avgpool0 = s->arena + 11488;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 5; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -1403,8 +1412,8 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1600;
   float *tanh2 = s->arena + 2000;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 15; ob++) {
+  for (ptrdiff_t ob = 0; ob < 15; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
@@ -1437,8 +1446,8 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
   const float *tanh2 = s->arena + 2000;
   float *tanh3 = s->arena + 2120;
   float acc[56]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 12; ob++) {
+  for (ptrdiff_t ob = 0; ob < 12; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 56; a++) {
         acc[a] = 0.0f;
       }
@@ -1471,8 +1480,8 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
   const float *tanh3 = s->arena + 2120;
   float *f7 = s->arena + 2204;
   float acc[60]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 60; a++) {
         acc[a] = 0.0f;
       }
@@ -1876,8 +1885,8 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
         for (ptrdiff_t j = 0; j < 3; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {

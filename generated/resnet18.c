@@ -7,6 +7,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Compiled with OpenMP (-fopenmp), the loops marked so run on its
+ * threads (OMP_NUM_THREADS); without it, in order. */
+#ifdef _OPENMP
+#define RESNET18_PRAGMA(x) _Pragma(#x)
+#define RESNET18_PARALLEL_FOR(clauses) RESNET18_PRAGMA(omp parallel for clauses)
+#else
+#define RESNET18_PARALLEL_FOR(clauses)
+#endif
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct resnet18_tensor {
   const char *name;
@@ -1068,7 +1077,7 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; columns in 4 tiles + 16, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; the outer loop shared out among threads; columns in 4 tiles + 16, no guards */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
@@ -1096,9 +1105,10 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 112; oh++) {
-      for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 112; oh++) {
         for (ptrdiff_t t = 0; t < 4; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 24; i++) {
@@ -1176,7 +1186,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
@@ -1203,8 +1213,9 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -1264,7 +1275,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
@@ -1292,8 +1303,9 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -1353,7 +1365,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
@@ -1380,8 +1392,9 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -1441,7 +1454,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
@@ -1469,8 +1482,9 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -1530,7 +1544,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
@@ -1559,9 +1573,10 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 28; oh++) {
-      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1616,7 +1631,7 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
@@ -1645,9 +1660,10 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 28; oh++) {
-      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1700,7 +1716,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
@@ -1728,8 +1744,9 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1789,7 +1806,7 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
@@ -1816,8 +1833,9 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1877,7 +1895,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
@@ -1905,8 +1923,9 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1966,7 +1985,7 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
@@ -1995,9 +2014,10 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 14; oh++) {
-      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 8; i++) {
@@ -2052,7 +2072,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
@@ -2081,9 +2101,10 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 14; oh++) {
-      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 8; i++) {
@@ -2136,7 +2157,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
@@ -2164,8 +2185,9 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -2225,7 +2247,7 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
@@ -2252,8 +2274,9 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -2313,7 +2336,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
@@ -2341,8 +2364,9 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -2402,7 +2426,7 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv+bn+relu with layer4.0.bn1 and layer4.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
@@ -2431,9 +2455,10 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 7; oh++) {
-      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 2; j++) {
             for (ptrdiff_t i = 0; i < 7; i++) {
@@ -2465,7 +2490,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
@@ -2494,9 +2519,10 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 7; oh++) {
-      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 2; j++) {
             for (ptrdiff_t i = 0; i < 7; i++) {
@@ -2527,7 +2553,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv+bn+add+relu with layer4.0.bn2, layer4.0.add0 and layer4.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
@@ -2555,8 +2581,9 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -2616,7 +2643,7 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv+bn+relu with layer4.1.bn1 and layer4.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
@@ -2643,8 +2670,9 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -2704,7 +2732,7 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv+bn+add+relu with layer4.1.bn2, layer4.1.add0 and layer4.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
@@ -2732,8 +2760,9 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -2823,8 +2852,8 @@ static void forward_fc(resnet18_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1000;
   float *fc = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 125; ob++) {
+  for (ptrdiff_t ob = 0; ob < 125; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
@@ -2901,7 +2930,7 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
 }
 
 /* conv1: conv, resnet18.cnn:29
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; columns in 4 tiles + 16, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; the outer loop shared out among threads; columns in 4 tiles + 16, no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   float *conv1 = s->arena + 0;
@@ -2918,9 +2947,10 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 112; oh++) {
-      for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 112; oh++) {
         for (ptrdiff_t t = 0; t < 4; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 24; i++) {
@@ -3036,7 +3066,7 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *maxpool0 = s->arena + 1820928;
@@ -3052,8 +3082,9 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -3151,7 +3182,7 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 2222336;
@@ -3167,8 +3198,9 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -3267,7 +3299,7 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 2623744;
@@ -3283,8 +3315,9 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -3382,7 +3415,7 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3025152;
@@ -3398,8 +3431,9 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -3498,7 +3532,7 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer1_1_relu1 = s->arena + 3426560;
@@ -3516,9 +3550,10 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 28; oh++) {
-      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3611,7 +3646,7 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 3727616;
@@ -3627,8 +3662,9 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3686,7 +3722,7 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer1_1_relu1 = s->arena + 3426560;
@@ -3704,9 +3740,10 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 28; oh++) {
-      for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 28; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3839,7 +3876,7 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 4028672;
@@ -3855,8 +3892,9 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3954,7 +3992,7 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 4229376;
@@ -3970,8 +4008,9 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -4070,7 +4109,7 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer2_1_relu1 = s->arena + 1716992;
@@ -4088,9 +4127,10 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 14; oh++) {
-      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 8; i++) {
@@ -4183,7 +4223,7 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_relu0 = s->arena + 4480256;
@@ -4199,8 +4239,9 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -4258,7 +4299,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 1716992;
@@ -4276,9 +4317,10 @@ static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 14; oh++) {
-      for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 14; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 8; i++) {
@@ -4411,7 +4453,7 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_0_relu1 = s->arena + 4630784;
@@ -4427,8 +4469,9 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -4526,7 +4569,7 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_relu0 = s->arena + 4731136;
@@ -4542,8 +4585,9 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -4642,7 +4686,7 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer3_1_relu1 = s->arena + 4831488;
@@ -4660,9 +4704,10 @@ static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 7; oh++) {
-      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 2; j++) {
             for (ptrdiff_t i = 0; i < 7; i++) {
@@ -4733,7 +4778,7 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_relu0 = s->arena + 4881664;
@@ -4749,8 +4794,9 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -4808,7 +4854,7 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer3_1_relu1 = s->arena + 4831488;
@@ -4826,9 +4872,10 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 7; oh++) {
-      for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t oh = 0; oh < 7; oh++) {
         for (ptrdiff_t t = 0; t < 1; t++) {
           for (ptrdiff_t j = 0; j < 2; j++) {
             for (ptrdiff_t i = 0; i < 7; i++) {
@@ -4939,7 +4986,7 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_0_relu1 = s->arena + 4956928;
@@ -4955,8 +5002,9 @@ static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -5054,7 +5102,7 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_relu0 = s->arena + 5007104;
@@ -5070,8 +5118,9 @@ static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -5200,8 +5249,8 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1632720;
   float *fc = s->arena + 1630720;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 125; ob++) {
+  for (ptrdiff_t ob = 0; ob < 125; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
@@ -5467,12 +5516,13 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; the outer loop shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu0 = s->arena + 5007104;
   const float *layer4_1_bn2_dx = s->arena + 5082368;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
   float acc[36]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5527,7 +5577,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dx: conv_dx+act_dx with layer4.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_relu0 = s->arena + 5007104;
@@ -5544,8 +5594,9 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -5698,12 +5749,13 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; the outer loop shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1 = s->arena + 4956928;
   const float *layer4_1_bn1_dx = s->arena + 5007104;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
   float acc[36]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5758,7 +5810,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dx: conv_dx+add+act_dx with layer4.0.relu1.dsum and layer4.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_0_relu1 = s->arena + 4956928;
@@ -5776,8 +5828,9 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -5930,12 +5983,13 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; the outer loop shared out among threads; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 4831488;
   const float *layer4_0_downsample_1_dx = s->arena + 4956928;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
   float acc[14]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -6063,12 +6117,13 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; the outer loop shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu0 = s->arena + 4881664;
   const float *layer4_0_bn2_dx = s->arena + 4931840;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
   float acc[36]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6123,7 +6178,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dx: conv_dx+act_dx with layer4.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_relu0 = s->arena + 4881664;
@@ -6140,8 +6195,9 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -6328,12 +6384,13 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; the outer loop shared out among threads; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 4831488;
   const float *layer4_0_bn1_dx = s->arena + 4881664;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float acc[21]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 512; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6512,12 +6569,13 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu0 = s->arena + 4731136;
   const float *layer3_1_bn2_dx = s->arena + 4831488;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
   float acc[156]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6579,7 +6637,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dx: conv_dx+act_dx with layer3.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_relu0 = s->arena + 4731136;
@@ -6596,8 +6654,9 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -6750,12 +6809,13 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1 = s->arena + 4630784;
   const float *layer3_1_bn1_dx = s->arena + 4731136;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
   float acc[156]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6817,7 +6877,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dx: conv_dx+add+act_dx with layer3.0.relu1.dsum and layer3.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_0_relu1 = s->arena + 4630784;
@@ -6835,8 +6895,9 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -6989,12 +7050,13 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 1716992;
   const float *layer3_0_downsample_1_dx = s->arena + 4630784;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float acc[56]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -7129,12 +7191,13 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0 = s->arena + 4480256;
   const float *layer3_0_bn2_dx = s->arena + 4580608;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
   float acc[156]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7196,7 +7259,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dx: conv_dx+act_dx with layer3.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_relu0 = s->arena + 4480256;
@@ -7213,8 +7276,9 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -7401,12 +7465,13 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 1716992;
   const float *layer3_0_bn1_dx = s->arena + 4480256;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
   float acc[84]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7592,12 +7657,13 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu0 = s->arena + 4229376;
   const float *layer2_1_bn2_dx = s->arena + 4530432;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
   float acc[66]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7659,7 +7725,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dx: conv_dx+act_dx with layer2.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 4229376;
@@ -7676,8 +7742,9 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -7830,12 +7897,13 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1 = s->arena + 4028672;
   const float *layer2_1_bn1_dx = s->arena + 4229376;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
   float acc[66]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7897,7 +7965,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dx: conv_dx+add+act_dx with layer2.0.relu1.dsum and layer2.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 4028672;
@@ -7915,8 +7983,9 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -8069,12 +8138,13 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 3426560;
   const float *layer2_0_downsample_1_dx = s->arena + 4028672;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
   float acc[112]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -8209,12 +8279,13 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu0 = s->arena + 3727616;
   const float *layer2_0_bn2_dx = s->arena + 3928320;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
   float acc[66]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -8276,7 +8347,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dx: conv_dx+act_dx with layer2.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 3727616;
@@ -8293,8 +8364,9 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -8481,12 +8553,13 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 3426560;
   const float *layer2_0_bn1_dx = s->arena + 3727616;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
   float acc[84]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -8672,12 +8745,13 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0 = s->arena + 3025152;
   const float *layer1_1_bn2_dx = s->arena + 3426560;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
   float acc[69]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -8739,7 +8813,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dx: conv_dx+act_dx with layer1.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3025152;
@@ -8756,8 +8830,9 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -8910,12 +8985,13 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1 = s->arena + 2623744;
   const float *layer1_1_bn1_dx = s->arena + 3025152;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
   float acc[69]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -8977,7 +9053,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dx: conv_dx+add+act_dx with layer1.0.relu1.dsum and layer1.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 2623744;
@@ -8995,8 +9071,9 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -9149,12 +9226,13 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu0 = s->arena + 2222336;
   const float *layer1_0_bn2_dx = s->arena + 2623744;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
   float acc[69]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -9216,7 +9294,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dx: conv_dx+act_dx with layer1.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 2222336;
@@ -9233,8 +9311,9 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -9387,7 +9466,7 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dx: conv_dx+add with maxpool0.dsum, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_relu1_dx = s->arena + 2824448;
@@ -9404,8 +9483,9 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -9463,12 +9543,13 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 1820928;
   const float *layer1_0_bn1_dx = s->arena + 2222336;
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
   float acc[69]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -9667,11 +9748,12 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* conv1.dweight: conv_dw, resnet18.cnn:29
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [2, 111) in 6 tiles + 13, rows [2, 111) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [2, 111) in 6 tiles + 13, rows [2, 111) unguarded, padding borders guarded */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *bn1_dx = s->arena + 802816;
   float *conv1_weight_grad = s->g32 + 0;
   float acc[210]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 3; ic++) {
       for (ptrdiff_t kh = 0; kh < 7; kh++) {

@@ -7,6 +7,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Compiled with OpenMP (-fopenmp), the loops marked so run on its
+ * threads (OMP_NUM_THREADS); without it, in order. */
+#ifdef _OPENMP
+#define UNET_PRAGMA(x) _Pragma(#x)
+#define UNET_PARALLEL_FOR(clauses) UNET_PRAGMA(omp parallel for clauses)
+#else
+#define UNET_PARALLEL_FOR(clauses)
+#endif
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct unet_tensor {
   const char *name;
@@ -936,14 +945,15 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 20377 tiles + 6, no guards */
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
   float *down1_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 20377; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1003,15 +1013,16 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; 10117 tiles + 14, no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 10117 tiles + 14, no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
   const float *down1_relu0 = s->arena + 0;
   float *down1_relu1 = s->arena + 20793600;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 10117; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -1092,15 +1103,16 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 5005 tiles + 6, no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
   const float *maxpool0 = s->arena + 10179072;
   float *down2_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 5005; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1160,15 +1172,16 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; 2467 tiles + 14, no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 2467 tiles + 14, no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
   const float *down2_relu0 = s->arena + 0;
   float *down2_relu1 = s->arena + 10179072;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 2467; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -1249,15 +1262,16 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 1207 tiles + 6, no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
   const float *maxpool1 = s->arena + 4875264;
   float *down3_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1207; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1317,15 +1331,16 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; 586 tiles + 14, no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 586 tiles + 14, no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
   const float *down3_relu0 = s->arena + 0;
   float *down3_relu1 = s->arena + 4875264;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 586; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -1406,15 +1421,16 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 280 tiles + 6, no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
   const float *maxpool2 = s->arena + 2230272;
   float *down4_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 280; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1474,15 +1490,16 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; 131 tiles + 30, no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 131 tiles + 30, no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
   const float *down4_relu0 = s->arena + 0;
   float *down4_relu1 = s->arena + 2230272;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 131; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -1563,15 +1580,16 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 29 tiles + 30, no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
   const float *maxpool3 = s->arena + 921600;
   float *bottom_relu0 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 512; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 29; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -1631,15 +1649,16 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
   const float *bottom_relu0 = s->arena + 0;
   float *bottom_relu1 = s->arena + 921600;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1758,15 +1777,16 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 94 tiles + 14, no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
   const float *up4_concat0 = s->arena + 0;
   float *up4_relu0 = s->arena + 3211264;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 94; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -1826,15 +1846,16 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; 175 tiles + 6, no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 175 tiles + 6, no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
   const float *up4_relu0 = s->arena + 3211264;
   float *up4_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 175; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -1953,15 +1974,16 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 331 tiles + 14, no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
   const float *up3_concat0 = s->arena + 0;
   float *up3_relu0 = s->arena + 5537792;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 331; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -2021,15 +2043,16 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; 637 tiles + 6, no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 637 tiles + 6, no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
   const float *up3_relu0 = s->arena + 5537792;
   float *up3_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 637; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -2148,15 +2171,16 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 1237 tiles + 14, no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 0;
   float *up2_relu0 = s->arena + 10240000;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1237; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -2216,15 +2240,16 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; 2425 tiles + 6, no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 2425 tiles + 6, no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
   const float *up2_relu0 = s->arena + 10240000;
   float *up2_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 2425; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -2343,15 +2368,16 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 4777 tiles + 14, no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
   const float *up1_concat0 = s->arena + 0;
   float *up1_relu0 = s->arena + 19668992;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 4777; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -2411,15 +2437,16 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; 9457 tiles + 6, no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 9457 tiles + 6, no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
   const float *up1_relu0 = s->arena + 19668992;
   float *up1_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 9457; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -2486,8 +2513,8 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
   const float *up1_relu1 = s->arena + 0;
   float *head = s->arena + 9634816;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+  for (ptrdiff_t ob = 0; ob < 1; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 4704; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -2620,14 +2647,15 @@ static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *lab
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 20377 tiles + 6, no guards */
 static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
   float *down1_relu0 = s->arena + 20939776;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 20377; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -2687,15 +2715,16 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; 10117 tiles + 14, no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 10117 tiles + 14, no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
   const float *down1_relu0 = s->arena + 20939776;
   float *down1_relu1 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 10117; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -2776,15 +2805,16 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 5005 tiles + 6, no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
   const float *maxpool0 = s->arena + 136732928;
   float *down2_relu0 = s->arena + 91311360;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 5005; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -2844,15 +2874,16 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; 2467 tiles + 14, no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 2467 tiles + 14, no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
   const float *down2_relu0 = s->arena + 91311360;
   float *down2_relu1 = s->arena + 101490432;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 2467; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -2933,15 +2964,16 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 1207 tiles + 6, no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
   const float *maxpool1 = s->arena + 169875200;
   float *down3_relu0 = s->arena + 151830272;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1207; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3001,15 +3033,16 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; 586 tiles + 14, no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 586 tiles + 14, no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
   const float *down3_relu0 = s->arena + 151830272;
   float *down3_relu1 = s->arena + 156705536;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 586; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -3090,15 +3123,16 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 280 tiles + 6, no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
   const float *maxpool2 = s->arena + 179588864;
   float *down4_relu0 = s->arena + 172384000;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 280; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3158,15 +3192,16 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; 131 tiles + 30, no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 131 tiles + 30, no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
   const float *down4_relu0 = s->arena + 172384000;
   float *down4_relu1 = s->arena + 174614272;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 131; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -3247,15 +3282,16 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 29 tiles + 30, no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
   const float *maxpool3 = s->arena + 183299840;
   float *bottom_relu0 = s->arena + 180772608;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 512; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 29; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -3315,15 +3351,16 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; 52 tiles + 6, no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
   const float *bottom_relu0 = s->arena + 180772608;
   float *bottom_relu1 = s->arena + 181694208;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 52; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3453,15 +3490,16 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 94 tiles + 14, no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
   const float *up4_concat0 = s->arena + 161440512;
   float *up4_relu0 = s->arena + 176711424;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 94; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -3521,15 +3559,16 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; 175 tiles + 6, no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 175 tiles + 6, no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
   const float *up4_relu0 = s->arena + 176711424;
   float *up4_relu1 = s->arena + 178204416;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 175; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3648,15 +3687,16 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 331 tiles + 14, no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
   const float *up3_concat0 = s->arena + 131195136;
   float *up3_relu0 = s->arena + 164651776;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 331; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -3716,15 +3756,16 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; 637 tiles + 6, no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 637 tiles + 6, no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
   const float *up3_relu0 = s->arena + 164651776;
   float *up3_relu1 = s->arena + 167315200;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 637; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -3843,15 +3884,16 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 1237 tiles + 14, no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 81071360;
   float *up2_relu0 = s->arena + 141894912;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1237; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -3911,15 +3953,16 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; 2425 tiles + 6, no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 2425 tiles + 6, no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
   const float *up2_relu0 = s->arena + 141894912;
   float *up2_relu1 = s->arena + 146913024;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 2425; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -4038,15 +4081,16 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 4777 tiles + 14, no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
   const float *up1_concat0 = s->arena + 41733376;
   float *up1_relu0 = s->arena + 71236864;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 4777; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -4106,15 +4150,16 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; 9457 tiles + 6, no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 9457 tiles + 6, no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
   const float *up1_relu0 = s->arena + 71236864;
   float *up1_relu1 = s->arena + 61402368;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 9457; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -4181,8 +4226,8 @@ static void train_head(unet_state *s, ptrdiff_t count) {
   const float *up1_relu1 = s->arena + 61402368;
   float *head = s->arena + 111525632;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 1; ob++) {
+  for (ptrdiff_t ob = 0; ob < 1; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 4704; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -4347,15 +4392,16 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* head.dx: conv_dx+act_dx with up1.relu1.dx, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; 6272 tiles + 16, no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 6272 tiles + 16, no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *up1_relu1 = s->arena + 61402368;
   const float *cross_entropy0_dx = s->arena + 121160448;
   float *up1_relu1_dx = s->arena + 111525632;
   float acc[96]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 6272; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -4415,12 +4461,13 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_relu0 = s->arena + 71236864;
   const float *up1_relu1_dx = s->arena + 111525632;
   float *up1_conv2_weight_grad = s->g32 + 30993600;
   float acc[144]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4477,7 +4524,7 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dx: conv_dx+act_dx with up1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; 4777 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 4777 tiles + 14, no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_relu0 = s->arena + 71236864;
@@ -4494,8 +4541,9 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 4777; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -4555,7 +4603,7 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; 6435 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 6435 tiles + 6, no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_relu0_dx = s->arena + 121460736;
@@ -4571,8 +4619,9 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 6435; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -4630,12 +4679,13 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 390) in 24 tiles + 6, rows [0, 390) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 390) in 24 tiles + 6, rows [0, 390) unguarded, padding borders guarded */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_concat0 = s->arena + 41733376;
   const float *up1_relu0_dx = s->arena + 121460736;
   float *up1_conv1_weight_grad = s->g32 + 30919808;
   float acc[66]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4814,12 +4864,13 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_relu0 = s->arena + 141894912;
   const float *up2_relu1_dx = s->arena + 67501312;
   float *up2_conv2_weight_grad = s->g32 + 30739392;
   float acc[144]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4876,7 +4927,7 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dx: conv_dx+act_dx with up2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; 1237 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 1237 tiles + 14, no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_relu0 = s->arena + 141894912;
@@ -4893,8 +4944,9 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 1237; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -4954,7 +5006,7 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; 1683 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 1683 tiles + 6, no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_relu0_dx = s->arena + 111525632;
@@ -4970,8 +5022,9 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 1683; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -5029,12 +5082,13 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 198) in 12 tiles + 6, rows [0, 198) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 198) in 12 tiles + 6, rows [0, 198) unguarded, padding borders guarded */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_concat0 = s->arena + 81071360;
   const float *up2_relu0_dx = s->arena + 111525632;
   float *up2_conv1_weight_grad = s->g32 + 30444352;
   float acc[66]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5213,12 +5267,13 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up3_relu0 = s->arena + 164651776;
   const float *up3_relu1_dx = s->arena + 75185408;
   float *up3_conv2_weight_grad = s->g32 + 29723072;
   float acc[144]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5275,7 +5330,7 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dx: conv_dx+act_dx with up3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; 331 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 331 tiles + 14, no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_relu0 = s->arena + 164651776;
@@ -5292,8 +5347,9 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 331; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -5353,7 +5409,7 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; 459 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 459 tiles + 6, no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_relu0_dx = s->arena + 80830720;
@@ -5369,8 +5425,9 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 459; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -5428,12 +5485,13 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 102) in 6 tiles + 6, rows [0, 102) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 102) in 6 tiles + 6, rows [0, 102) unguarded, padding borders guarded */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up3_concat0 = s->arena + 131195136;
   const float *up3_relu0_dx = s->arena + 80830720;
   float *up3_conv1_weight_grad = s->g32 + 28543168;
   float acc[66]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5612,12 +5670,13 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_relu0 = s->arena + 176711424;
   const float *up4_relu1_dx = s->arena + 78757120;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
   float acc[144]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5674,7 +5733,7 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dx: conv_dx+act_dx with up4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; 94 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 94 tiles + 14, no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_relu0 = s->arena + 176711424;
@@ -5691,8 +5750,9 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 94; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -5752,7 +5812,7 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_relu0_dx = s->arena + 82085120;
@@ -5768,8 +5828,9 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 135; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -5827,12 +5888,13 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 54) in 3 tiles + 6, rows [0, 54) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 54) in 3 tiles + 6, rows [0, 54) unguarded, padding borders guarded */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_concat0 = s->arena + 161440512;
   const float *up4_relu0_dx = s->arena + 82085120;
   float *up4_conv1_weight_grad = s->g32 + 20939712;
   float acc[66]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 512; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6022,12 +6084,13 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu0 = s->arena + 180772608;
   const float *bottom_relu1_dx = s->arena + 81353984;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
   float acc[144]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6084,7 +6147,7 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dx: conv_dx+act_dx with bottom.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; 29 tiles + 30, no guards */
+ * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 29 tiles + 30, no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_relu0 = s->arena + 180772608;
@@ -6101,8 +6164,9 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 512; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 29; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
@@ -6162,7 +6226,7 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; 45 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 45 tiles + 6, no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_relu0_dx = s->arena + 80432384;
@@ -6178,8 +6242,9 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 45; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -6237,12 +6302,13 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool3 = s->arena + 183299840;
   const float *bottom_relu0_dx = s->arena + 80432384;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
   float acc[90]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 1024; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6342,12 +6408,13 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down4_relu0 = s->arena + 172384000;
   const float *down4_relu1_dx = s->arena + 81890560;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6397,7 +6464,7 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dx: conv_dx+act_dx with down4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; 280 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 280 tiles + 6, no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_relu0 = s->arena + 172384000;
@@ -6414,8 +6481,9 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 280; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -6475,7 +6543,7 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; 198 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 198 tiles + 6, no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_relu0_dx = s->arena + 79660288;
@@ -6491,8 +6559,9 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 198; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -6550,12 +6619,13 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool2 = s->arena + 179588864;
   const float *down4_relu0_dx = s->arena + 79660288;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
   float acc[108]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6655,12 +6725,13 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down3_relu0 = s->arena + 151830272;
   const float *down3_relu1_dx = s->arena + 82453760;
   float *down3_conv2_weight_grad = s->g32 + 554176;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6710,7 +6781,7 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dx: conv_dx+act_dx with down3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; 1207 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 1207 tiles + 6, no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_relu0 = s->arena + 151830272;
@@ -6727,8 +6798,9 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 1207; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -6788,7 +6860,7 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; 828 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 828 tiles + 6, no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_relu0_dx = s->arena + 77578496;
@@ -6804,8 +6876,9 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 828; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -6863,12 +6936,13 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool1 = s->arena + 169875200;
   const float *down3_relu0_dx = s->arena + 77578496;
   float *down3_conv1_weight_grad = s->g32 + 259008;
   float acc[60]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6968,12 +7042,13 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0 = s->arena + 91311360;
   const float *down2_relu1_dx = s->arena + 111525632;
   float *down2_conv2_weight_grad = s->g32 + 111424;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7023,7 +7098,7 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dx: conv_dx+act_dx with down2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; 5005 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 5005 tiles + 6, no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_relu0 = s->arena + 91311360;
@@ -7040,8 +7115,9 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 5005; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -7101,7 +7177,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; 3384 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 3384 tiles + 6, no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_relu0_dx = s->arena + 72851200;
@@ -7117,8 +7193,9 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 3384; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
@@ -7176,12 +7253,13 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 136732928;
   const float *down2_relu0_dx = s->arena + 72851200;
   float *down2_conv1_weight_grad = s->g32 + 37568;
   float acc[60]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7281,12 +7359,13 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down1_relu0 = s->arena + 20939776;
   const float *down1_relu1_dx = s->arena + 62526976;
   float *down1_conv2_weight_grad = s->g32 + 640;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7336,7 +7415,7 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dx: conv_dx+act_dx with down1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; 20377 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 20377 tiles + 6, no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_relu0 = s->arena + 20939776;
@@ -7353,8 +7432,9 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 20377; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 16; i++) {
@@ -7414,11 +7494,12 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [0, 570) in 71 tiles + 2, rows [0, 570) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 570) in 71 tiles + 2, rows [0, 570) unguarded, padding borders guarded */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_relu0_dx = s->arena + 41733376;
   float *down1_conv1_weight_grad = s->g32 + 0;
   float acc[60]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 1; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {

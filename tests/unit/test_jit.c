@@ -24,6 +24,7 @@
 #include "lower.h"
 #include "plan.h"
 #include "run.h"
+#include "threads.h"
 
 /* The files the tests write, in a fresh directory. */
 static char tmp[64];
@@ -809,6 +810,75 @@ static void test_fusion_train(void **state) {
   }
 }
 
+/* Threads change no bit: the parallel loops (large convolutions and
+ * dense layers) split their blocks among 1, 2 or 3 threads, forward and
+ * training step. */
+static const char threads_model_src[] =
+    "model t_threads {\n"
+    "  input x[8, 24, 24]\n"
+    "  output y = x -> c1: conv(32, k=3, p=1) -> b1: bn -> relu\n"
+    "    -> c2: conv(32, k=3, s=2, p=1) -> relu -> flatten\n"
+    "    -> fc1: dense(300) -> relu -> fc2: dense(10)\n"
+    "  loss cross_entropy(y)\n"
+    "  train { batch = 3 }\n"
+    "}\n";
+
+static void test_threads(void **state) {
+  (void)state;
+  Compiled *c = compile_ok(threads_model_src);
+  Program *p = forward(c, 3);
+  autodiff(&c->d, c->g);
+  Program *t = lower(&c->d, c->a, c->g, 3, 1);
+  assert_int_equal(c->d.errors, 0);
+  plan(t);
+  int parallel = 0;
+  for (int i = 0; i < p->kernels.n; i++)
+    for (int j = 0; j < p->kernels.v[i]->body.n; j++)
+      parallel += p->kernels.v[i]->body.v[j]->parallel;
+  assert_true(parallel >= 3); /* c1, c2, fc1 */
+  rng = 17;
+  write_weights(t, W, (Spoil){0});
+  write_inputs(p, IN, 3, 0, (BadInput){0});
+  rt_tensors in = {0};
+  const void *ins[8];
+  train_inputs(c, t, 3, &in, ins);
+  size_t n, k, gn, gk;
+  threads_set(1);
+  float *ref = jit_outputs(c, p, 2, 3, &n);
+  float *gref = jit_gradients(c, t, 3, ins, &gn);
+  for (int th = 2; th <= 3; th++) {
+    threads_set(th);
+    float *got = jit_outputs(c, p, 2, 3, &k);
+    float *ggot = jit_gradients(c, t, 3, ins, &gk);
+    assert_int_equal(n, k);
+    assert_int_equal(gn, gk);
+    same_bits(ref, got, n, "outputs", th);
+    same_bits(gref, ggot, gn, "gradients", th);
+    free(got);
+    free(ggot);
+  }
+  printf("  ok %d parallel loops: %zu outputs, %zu gradients the same on 1, "
+         "2 and 3 threads\n",
+         parallel, n, gn);
+  threads_set(0);
+  free(ref);
+  free(gref);
+  rt_tensors_free(&in);
+  release(c);
+  /* the C path's OpenMP loops (cc -fopenmp) against the JIT's threads */
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/threads.cnn", tmp);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(threads_model_src, f);
+  fclose(f);
+  setenv("OMP_NUM_THREADS", "2", 1);
+  threads_set(2);
+  agree(path, 3, 3);
+  unsetenv("OMP_NUM_THREADS");
+  threads_set(0);
+}
+
 static void test_gradients(void **state) {
   (void)state;
   Compiled *c = compile_ok(train_model_src);
@@ -838,6 +908,7 @@ int main(void) {
       cmocka_unit_test(test_tanh),
       cmocka_unit_test(test_fusion),
       cmocka_unit_test(test_fusion_train),
+      cmocka_unit_test(test_threads),
       cmocka_unit_test(test_detects_difference),
       cmocka_unit_test(test_bad_weights),
       cmocka_unit_test(test_bad_inputs),
