@@ -715,8 +715,20 @@ static int kernel_function(Emit *e, const Kernel *k) {
  *       count, state and buffers args holds;
  * and the kernel calls threads_parallel_for(K.range, args, extent). Every
  * range has its own temporaries and accumulators. */
+static int can_fail(const StmtVec *body) {
+  for (int i = 0; i < body->n; i++)
+    if (body->v[i]->k == S_FAIL || can_fail(&body->v[i]->body))
+      return 1;
+  return 0;
+}
+
 static void parallel_loop(Emit *e, const Stmt *s) {
   const Kernel *k = e->k;
+  if (can_fail(&s->body)) { /* a range has no way to report it */
+    diag_internal(e->d, "kernel %s: a parallel loop that can fail", k->name);
+    e->bad = 1;
+    return;
+  }
   LLVMValueRef fn = e->fn, count = e->count, st = e->s;
   LLVMValueRef *vars = e->vars, *locals = e->locals;
   LLVMValueRef *args =
