@@ -181,7 +181,8 @@ static void pad_input(Lower *L, Conv *c) {
   Shape ps = {3, {g->C, p.H, S * wq, 0}};
   Buffer *pad = lower_scratch(L, "padded", ps);
   LoopBuilder *b = &L->b;
-  int n = lb_for(b, "n", -1);
+  int n = c->s.parallel == PAR_SAMPLES ? lb_parallel_for(b, "n", -1)
+                                       : lb_for(b, "n", -1);
   int ch = lb_for(b, "c", g->C);
   int r = lb_for(b, "h", p.H);
   int phase = S > 1 ? lb_for(b, "r", S) : -1;
@@ -216,12 +217,19 @@ static void lower_forward(Lower *L, Conv *c) {
   int64_t Og = g->O / g->groups;
   LoopBuilder *b = &L->b;
   c->acc = loop_local(L->p, b->k, "acc", s->ocb * acc_width(s, g->OW));
-  /* blocks of output channels outermost: they write apart, so threads can
-   * share them out, and a block's weights stay in cache for every row */
-  int ob = s->parallel ? lb_parallel_for(b, "ob", Og / s->ocb)
-                       : lb_for(b, "ob", Og / s->ocb);
+  /* samples or blocks of output channels outermost: either writes apart,
+   * so threads can share them out; a block's weights stay in cache for
+   * every row */
+  int ob;
+  if (s->parallel == PAR_SAMPLES) {
+    c->n = lb_parallel_for(b, "n", -1);
+    ob = lb_for(b, "ob", Og / s->ocb);
+  } else {
+    ob = s->parallel ? lb_parallel_for(b, "ob", Og / s->ocb)
+                     : lb_for(b, "ob", Og / s->ocb);
+    c->n = lb_for(b, "n", -1);
+  }
   Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
-  c->n = lb_for(b, "n", -1);
   c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
   if (s->flat) {
     if (s->tiles > 0) {
@@ -291,6 +299,9 @@ int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   c.xs = nd->in.v[0]->shape;
   c.ys = nd->shape;
   c.s = schedule_conv(&c.g, CONV_FORWARD, L->p->tile);
+  if (c.s.tiled)
+    c.s.parallel = schedule_parallel(schedule_conv_work(&c.g), L->p->batch,
+                                     c.g.O / c.g.groups / c.s.ocb, 1);
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;
@@ -322,6 +333,9 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
   c.xs = of->shape;
   c.ys = of->in.v[0]->shape;
   c.s = schedule_conv(&g, CONV_FORWARD, L->p->tile);
+  if (c.s.tiled)
+    c.s.parallel = schedule_parallel(schedule_conv_work(&g), L->p->batch,
+                                     g.O / g.groups / c.s.ocb, 1);
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;
@@ -376,6 +390,10 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   c.ys = of->shape;
   const ConvGeom *g = &c.g;
   c.s = schedule_conv(g, CONV_WEIGHT, L->p->tile);
+  if (c.s.tiled)
+    c.s.parallel = schedule_parallel(
+        schedule_conv_work(g), L->p->batch,
+        g->groups > 1 ? g->groups : g->O / g->groups / c.s.ocb, 0);
   describe(L, &c.s, CONV_WEIGHT);
   if (!c.s.tiled)
     return 0;

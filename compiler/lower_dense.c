@@ -49,11 +49,17 @@ int lower_dense_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   LoopBuilder *b = &L->b;
   int64_t lanes = s.width + s.rem;
   Buffer *acc = loop_local(L->p, b->k, "acc", s.ob * lanes);
-  /* blocks of outputs write apart: threads can share them out */
-  int ob = in * out >= PARALLEL_WORK && out / s.ob >= 2
-               ? lb_parallel_for(b, "ob", out / s.ob)
-               : lb_for(b, "ob", out / s.ob);
-  int n = lb_for(b, "n", -1);
+  /* samples or blocks of outputs write apart: threads can share them */
+  Parallel par = schedule_parallel(in * out, L->p->batch, out / s.ob, 1);
+  int ob, n;
+  if (par == PAR_SAMPLES) {
+    n = lb_parallel_for(b, "n", -1);
+    ob = lb_for(b, "ob", out / s.ob);
+  } else {
+    ob = par ? lb_parallel_for(b, "ob", out / s.ob)
+             : lb_for(b, "ob", out / s.ob);
+    n = lb_for(b, "n", -1);
+  }
   Expr *o0 = mul(L, V(L, ob), I(L, s.ob));
   int a = lb_for(b, "a", s.ob * lanes);
   lb_store(b, acc, V(L, a), F(L, 0));

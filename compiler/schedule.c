@@ -134,11 +134,21 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   s.tiled = 1;
   s.tiles = wi / s.width;
   s.rem = wi % s.width;
-  int64_t work = g->O * g->OH * g->OW * (g->C / g->groups) * g->KH * g->KW;
-  int64_t shares =
-      pass == CONV_WEIGHT && g->groups > 1 ? g->groups : og / s.ocb;
-  s.parallel = work >= PARALLEL_WORK && shares >= 2;
   return s;
+}
+
+int64_t schedule_conv_work(const ConvGeom *g) {
+  return g->O * g->OH * g->OW * (g->C / g->groups) * g->KH * g->KW;
+}
+
+Parallel schedule_parallel(int64_t work, int64_t batch, int64_t blocks,
+                           int by_sample) {
+  if (work * batch < PARALLEL_WORK)
+    return PAR_NONE;
+  /* samples first: as many as threads or more, each a whole pass */
+  if (by_sample && batch >= 4)
+    return PAR_SAMPLES;
+  return blocks >= 2 ? PAR_BLOCKS : PAR_NONE;
 }
 
 const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
@@ -155,7 +165,8 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
                 a, "accumulators: %" PRId64 " output channels x %" PRId64 " %s",
                 s->ocb, s->width, s->flat ? "positions" : "output columns");
   if (s->parallel)
-    acc = arena_printf(a, "%s; the outer loop shared out among threads", acc);
+    acc = arena_printf(a, "%s; %s shared out among threads", acc,
+                       s->parallel == PAR_SAMPLES ? "samples" : "blocks");
   if (s->flat)
     return arena_printf(a,
                         "%srows flattened to %" PRId64

@@ -43,14 +43,26 @@ typedef struct ConvSchedule {
   int64_t rem;        /* interior columns after them: one narrower tile */
   int64_t row0, row1; /* output rows [row0, row1) read no padding */
   int64_t col0, col1; /* output columns [col0, col1) read no padding */
-  int parallel;       /* the blocks of output channels (the weight gradient:
-                         the groups, if several) are shared out among
-                         threads: the nest is big enough to pay for them */
+  int parallel;       /* Parallel: what threads share out, set by lowering */
 } ConvSchedule;
 
-/* Work (multiply-adds per sample) below which a nest runs on one thread:
+/* Work (multiply-adds per call) below which a nest runs on one thread:
  * handing out a loop costs a few microseconds. */
 enum { PARALLEL_WORK = 1 << 20 };
+
+/* What a nest's outermost, parallel loop runs over (Stmt.parallel). */
+typedef enum Parallel {
+  PAR_NONE,
+  PAR_BLOCKS,  /* blocks of output channels (weight gradient: groups) */
+  PAR_SAMPLES, /* the samples of the batch */
+} Parallel;
+
+/* work: multiply-adds per sample; batch: samples per call at most;
+ * blocks: iterations of the block loop; by_sample: the samples write
+ * apart (not in a weight gradient, which sums over them). */
+Parallel schedule_parallel(int64_t work, int64_t batch, int64_t blocks,
+                           int by_sample);
+int64_t schedule_conv_work(const ConvGeom *g);
 
 typedef enum DensePass {
   DENSE_FORWARD, /* y[n, o] = b[o] + sum over i of x[n, i] w[o, i] */

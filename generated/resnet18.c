@@ -1077,7 +1077,7 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; the outer loop shared out among threads; columns in 4 tiles + 16, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; blocks shared out among threads; columns in 4 tiles + 16, no guards */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
@@ -1186,7 +1186,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
@@ -1275,7 +1275,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
@@ -1365,7 +1365,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
@@ -1454,7 +1454,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
@@ -1544,7 +1544,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
@@ -1631,7 +1631,7 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
@@ -1716,7 +1716,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
@@ -1806,7 +1806,7 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
@@ -1895,7 +1895,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
@@ -1985,7 +1985,7 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
@@ -2072,7 +2072,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
@@ -2157,7 +2157,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
@@ -2247,7 +2247,7 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
@@ -2336,7 +2336,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
@@ -2426,7 +2426,7 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv+bn+relu with layer4.0.bn1 and layer4.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
@@ -2490,7 +2490,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
@@ -2553,7 +2553,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv+bn+add+relu with layer4.0.bn2, layer4.0.add0 and layer4.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
@@ -2643,7 +2643,7 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv+bn+relu with layer4.1.bn1 and layer4.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
@@ -2732,7 +2732,7 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv+bn+add+relu with layer4.1.bn2, layer4.1.add0 and layer4.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
@@ -2930,7 +2930,7 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
 }
 
 /* conv1: conv, resnet18.cnn:29
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; the outer loop shared out among threads; columns in 4 tiles + 16, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; blocks shared out among threads; columns in 4 tiles + 16, no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   float *conv1 = s->arena + 0;
@@ -3066,7 +3066,7 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *maxpool0 = s->arena + 1820928;
@@ -3182,7 +3182,7 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 2222336;
@@ -3299,7 +3299,7 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 2623744;
@@ -3415,7 +3415,7 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3025152;
@@ -3532,7 +3532,7 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer1_1_relu1 = s->arena + 3426560;
@@ -3646,7 +3646,7 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 3727616;
@@ -3722,7 +3722,7 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; the outer loop shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer1_1_relu1 = s->arena + 3426560;
@@ -3876,7 +3876,7 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 4028672;
@@ -3992,7 +3992,7 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 4229376;
@@ -4109,7 +4109,7 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer2_1_relu1 = s->arena + 1716992;
@@ -4223,7 +4223,7 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_relu0 = s->arena + 4480256;
@@ -4299,7 +4299,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; the outer loop shared out among threads; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 1716992;
@@ -4453,7 +4453,7 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_0_relu1 = s->arena + 4630784;
@@ -4569,7 +4569,7 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_relu0 = s->arena + 4731136;
@@ -4686,7 +4686,7 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer3_1_relu1 = s->arena + 4831488;
@@ -4778,7 +4778,7 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_relu0 = s->arena + 4881664;
@@ -4854,7 +4854,7 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; the outer loop shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer3_1_relu1 = s->arena + 4831488;
@@ -4986,7 +4986,7 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_0_relu1 = s->arena + 4956928;
@@ -5102,7 +5102,7 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_relu0 = s->arena + 5007104;
@@ -5516,7 +5516,7 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; the outer loop shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; blocks shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu0 = s->arena + 5007104;
   const float *layer4_1_bn2_dx = s->arena + 5082368;
@@ -5577,7 +5577,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dx: conv_dx+act_dx with layer4.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_relu0 = s->arena + 5007104;
@@ -5749,7 +5749,7 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; the outer loop shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; blocks shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1 = s->arena + 4956928;
   const float *layer4_1_bn1_dx = s->arena + 5007104;
@@ -5810,7 +5810,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dx: conv_dx+add+act_dx with layer4.0.relu1.dsum and layer4.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_0_relu1 = s->arena + 4956928;
@@ -5983,7 +5983,7 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; the outer loop shared out among threads; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; blocks shared out among threads; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 4831488;
   const float *layer4_0_downsample_1_dx = s->arena + 4956928;
@@ -6117,7 +6117,7 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; the outer loop shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; blocks shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu0 = s->arena + 4881664;
   const float *layer4_0_bn2_dx = s->arena + 4931840;
@@ -6178,7 +6178,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dx: conv_dx+act_dx with layer4.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_relu0 = s->arena + 4881664;
@@ -6384,7 +6384,7 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; the outer loop shared out among threads; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; blocks shared out among threads; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 4831488;
   const float *layer4_0_bn1_dx = s->arena + 4881664;
@@ -6569,7 +6569,7 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu0 = s->arena + 4731136;
   const float *layer3_1_bn2_dx = s->arena + 4831488;
@@ -6637,7 +6637,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dx: conv_dx+act_dx with layer3.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_relu0 = s->arena + 4731136;
@@ -6809,7 +6809,7 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1 = s->arena + 4630784;
   const float *layer3_1_bn1_dx = s->arena + 4731136;
@@ -6877,7 +6877,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dx: conv_dx+add+act_dx with layer3.0.relu1.dsum and layer3.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_0_relu1 = s->arena + 4630784;
@@ -7050,7 +7050,7 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 1716992;
   const float *layer3_0_downsample_1_dx = s->arena + 4630784;
@@ -7191,7 +7191,7 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0 = s->arena + 4480256;
   const float *layer3_0_bn2_dx = s->arena + 4580608;
@@ -7259,7 +7259,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dx: conv_dx+act_dx with layer3.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_relu0 = s->arena + 4480256;
@@ -7465,7 +7465,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 1716992;
   const float *layer3_0_bn1_dx = s->arena + 4480256;
@@ -7657,7 +7657,7 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu0 = s->arena + 4229376;
   const float *layer2_1_bn2_dx = s->arena + 4530432;
@@ -7725,7 +7725,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dx: conv_dx+act_dx with layer2.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 4229376;
@@ -7897,7 +7897,7 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1 = s->arena + 4028672;
   const float *layer2_1_bn1_dx = s->arena + 4229376;
@@ -7965,7 +7965,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dx: conv_dx+add+act_dx with layer2.0.relu1.dsum and layer2.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 4028672;
@@ -8138,7 +8138,7 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 3426560;
   const float *layer2_0_downsample_1_dx = s->arena + 4028672;
@@ -8279,7 +8279,7 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu0 = s->arena + 3727616;
   const float *layer2_0_bn2_dx = s->arena + 3928320;
@@ -8347,7 +8347,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dx: conv_dx+act_dx with layer2.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 3727616;
@@ -8553,7 +8553,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 3426560;
   const float *layer2_0_bn1_dx = s->arena + 3727616;
@@ -8745,7 +8745,7 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0 = s->arena + 3025152;
   const float *layer1_1_bn2_dx = s->arena + 3426560;
@@ -8813,7 +8813,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dx: conv_dx+act_dx with layer1.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3025152;
@@ -8985,7 +8985,7 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1 = s->arena + 2623744;
   const float *layer1_1_bn1_dx = s->arena + 3025152;
@@ -9053,7 +9053,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dx: conv_dx+add+act_dx with layer1.0.relu1.dsum and layer1.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 2623744;
@@ -9226,7 +9226,7 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu0 = s->arena + 2222336;
   const float *layer1_0_bn2_dx = s->arena + 2623744;
@@ -9294,7 +9294,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dx: conv_dx+act_dx with layer1.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 2222336;
@@ -9466,7 +9466,7 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dx: conv_dx+add with maxpool0.dsum, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_relu1_dx = s->arena + 2824448;
@@ -9543,7 +9543,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 1820928;
   const float *layer1_0_bn1_dx = s->arena + 2222336;
@@ -9748,7 +9748,7 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* conv1.dweight: conv_dw, resnet18.cnn:29
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [2, 111) in 6 tiles + 13, rows [2, 111) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [2, 111) in 6 tiles + 13, rows [2, 111) unguarded, padding borders guarded */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *bn1_dx = s->arena + 802816;
   float *conv1_weight_grad = s->g32 + 0;

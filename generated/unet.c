@@ -945,7 +945,7 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 20377 tiles + 6, no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 20377 tiles + 6, no guards */
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
@@ -1013,7 +1013,7 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 10117 tiles + 14, no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 10117 tiles + 14, no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
@@ -1103,7 +1103,7 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 5005 tiles + 6, no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 5005 tiles + 6, no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
@@ -1172,7 +1172,7 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 2467 tiles + 14, no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2467 tiles + 14, no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
@@ -1262,7 +1262,7 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 1207 tiles + 6, no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 1207 tiles + 6, no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
@@ -1331,7 +1331,7 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 586 tiles + 14, no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 586 tiles + 14, no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
@@ -1421,7 +1421,7 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 280 tiles + 6, no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 280 tiles + 6, no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
@@ -1490,7 +1490,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 131 tiles + 30, no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 131 tiles + 30, no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
@@ -1580,7 +1580,7 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 29 tiles + 30, no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 29 tiles + 30, no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
@@ -1649,7 +1649,7 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
@@ -1777,7 +1777,7 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 94 tiles + 14, no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 94 tiles + 14, no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
@@ -1846,7 +1846,7 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 175 tiles + 6, no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 175 tiles + 6, no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
@@ -1974,7 +1974,7 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 331 tiles + 14, no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 331 tiles + 14, no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
@@ -2043,7 +2043,7 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 637 tiles + 6, no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 637 tiles + 6, no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
@@ -2171,7 +2171,7 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 1237 tiles + 14, no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 1237 tiles + 14, no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
@@ -2240,7 +2240,7 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 2425 tiles + 6, no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 2425 tiles + 6, no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
@@ -2368,7 +2368,7 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 4777 tiles + 14, no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 4777 tiles + 14, no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
@@ -2437,7 +2437,7 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 9457 tiles + 6, no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 9457 tiles + 6, no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
@@ -2647,7 +2647,7 @@ static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *lab
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 20377 tiles + 6, no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 20377 tiles + 6, no guards */
 static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
@@ -2715,7 +2715,7 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 10117 tiles + 14, no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 10117 tiles + 14, no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
@@ -2805,7 +2805,7 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 5005 tiles + 6, no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 5005 tiles + 6, no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
@@ -2874,7 +2874,7 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 2467 tiles + 14, no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2467 tiles + 14, no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
@@ -2964,7 +2964,7 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 1207 tiles + 6, no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 1207 tiles + 6, no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
@@ -3033,7 +3033,7 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 586 tiles + 14, no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 586 tiles + 14, no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
@@ -3123,7 +3123,7 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 280 tiles + 6, no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 280 tiles + 6, no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
@@ -3192,7 +3192,7 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 131 tiles + 30, no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 131 tiles + 30, no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
@@ -3282,7 +3282,7 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 29 tiles + 30, no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 29 tiles + 30, no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
@@ -3351,7 +3351,7 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 52 tiles + 6, no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
@@ -3490,7 +3490,7 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 94 tiles + 14, no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 94 tiles + 14, no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
@@ -3559,7 +3559,7 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 175 tiles + 6, no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 175 tiles + 6, no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
@@ -3687,7 +3687,7 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 331 tiles + 14, no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 331 tiles + 14, no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
@@ -3756,7 +3756,7 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 637 tiles + 6, no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 637 tiles + 6, no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
@@ -3884,7 +3884,7 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 1237 tiles + 14, no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 1237 tiles + 14, no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
@@ -3953,7 +3953,7 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 2425 tiles + 6, no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 2425 tiles + 6, no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
@@ -4081,7 +4081,7 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 4777 tiles + 14, no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 4777 tiles + 14, no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
@@ -4150,7 +4150,7 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 9457 tiles + 6, no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 9457 tiles + 6, no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
@@ -4392,7 +4392,7 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* head.dx: conv_dx+act_dx with up1.relu1.dx, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 6272 tiles + 16, no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6272 tiles + 16, no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *up1_relu1 = s->arena + 61402368;
@@ -4461,7 +4461,7 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_relu0 = s->arena + 71236864;
   const float *up1_relu1_dx = s->arena + 111525632;
@@ -4524,7 +4524,7 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dx: conv_dx+act_dx with up1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 4777 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 4777 tiles + 14, no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_relu0 = s->arena + 71236864;
@@ -4603,7 +4603,7 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 6435 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6435 tiles + 6, no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_relu0_dx = s->arena + 121460736;
@@ -4679,7 +4679,7 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 390) in 24 tiles + 6, rows [0, 390) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 390) in 24 tiles + 6, rows [0, 390) unguarded, padding borders guarded */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_concat0 = s->arena + 41733376;
   const float *up1_relu0_dx = s->arena + 121460736;
@@ -4864,7 +4864,7 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_relu0 = s->arena + 141894912;
   const float *up2_relu1_dx = s->arena + 67501312;
@@ -4927,7 +4927,7 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dx: conv_dx+act_dx with up2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 1237 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 1237 tiles + 14, no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_relu0 = s->arena + 141894912;
@@ -5006,7 +5006,7 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 1683 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1683 tiles + 6, no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_relu0_dx = s->arena + 111525632;
@@ -5082,7 +5082,7 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 198) in 12 tiles + 6, rows [0, 198) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 198) in 12 tiles + 6, rows [0, 198) unguarded, padding borders guarded */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_concat0 = s->arena + 81071360;
   const float *up2_relu0_dx = s->arena + 111525632;
@@ -5267,7 +5267,7 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up3_relu0 = s->arena + 164651776;
   const float *up3_relu1_dx = s->arena + 75185408;
@@ -5330,7 +5330,7 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dx: conv_dx+act_dx with up3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 331 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 331 tiles + 14, no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_relu0 = s->arena + 164651776;
@@ -5409,7 +5409,7 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 459 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 459 tiles + 6, no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_relu0_dx = s->arena + 80830720;
@@ -5485,7 +5485,7 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 102) in 6 tiles + 6, rows [0, 102) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 102) in 6 tiles + 6, rows [0, 102) unguarded, padding borders guarded */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up3_concat0 = s->arena + 131195136;
   const float *up3_relu0_dx = s->arena + 80830720;
@@ -5670,7 +5670,7 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_relu0 = s->arena + 176711424;
   const float *up4_relu1_dx = s->arena + 78757120;
@@ -5733,7 +5733,7 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dx: conv_dx+act_dx with up4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 94 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 94 tiles + 14, no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_relu0 = s->arena + 176711424;
@@ -5812,7 +5812,7 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_relu0_dx = s->arena + 82085120;
@@ -5888,7 +5888,7 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 54) in 3 tiles + 6, rows [0, 54) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 54) in 3 tiles + 6, rows [0, 54) unguarded, padding borders guarded */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_concat0 = s->arena + 161440512;
   const float *up4_relu0_dx = s->arena + 82085120;
@@ -6084,7 +6084,7 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu0 = s->arena + 180772608;
   const float *bottom_relu1_dx = s->arena + 81353984;
@@ -6147,7 +6147,7 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dx: conv_dx+act_dx with bottom.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; the outer loop shared out among threads; 29 tiles + 30, no guards */
+ * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 29 tiles + 30, no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_relu0 = s->arena + 180772608;
@@ -6226,7 +6226,7 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 45 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 45 tiles + 6, no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_relu0_dx = s->arena + 80432384;
@@ -6302,7 +6302,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
+ * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool3 = s->arena + 183299840;
   const float *bottom_relu0_dx = s->arena + 80432384;
@@ -6408,7 +6408,7 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down4_relu0 = s->arena + 172384000;
   const float *down4_relu1_dx = s->arena + 81890560;
@@ -6464,7 +6464,7 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dx: conv_dx+act_dx with down4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 280 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 280 tiles + 6, no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_relu0 = s->arena + 172384000;
@@ -6543,7 +6543,7 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 198 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 198 tiles + 6, no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_relu0_dx = s->arena + 79660288;
@@ -6619,7 +6619,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; the outer loop shared out among threads; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool2 = s->arena + 179588864;
   const float *down4_relu0_dx = s->arena + 79660288;
@@ -6725,7 +6725,7 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down3_relu0 = s->arena + 151830272;
   const float *down3_relu1_dx = s->arena + 82453760;
@@ -6781,7 +6781,7 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dx: conv_dx+act_dx with down3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 1207 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 1207 tiles + 6, no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_relu0 = s->arena + 151830272;
@@ -6860,7 +6860,7 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 828 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 828 tiles + 6, no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_relu0_dx = s->arena + 77578496;
@@ -6936,7 +6936,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool1 = s->arena + 169875200;
   const float *down3_relu0_dx = s->arena + 77578496;
@@ -7042,7 +7042,7 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0 = s->arena + 91311360;
   const float *down2_relu1_dx = s->arena + 111525632;
@@ -7098,7 +7098,7 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dx: conv_dx+act_dx with down2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 5005 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 5005 tiles + 6, no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_relu0 = s->arena + 91311360;
@@ -7177,7 +7177,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; the outer loop shared out among threads; 3384 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3384 tiles + 6, no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_relu0_dx = s->arena + 72851200;
@@ -7253,7 +7253,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 136732928;
   const float *down2_relu0_dx = s->arena + 72851200;
@@ -7359,7 +7359,7 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
+ * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down1_relu0 = s->arena + 20939776;
   const float *down1_relu1_dx = s->arena + 62526976;
@@ -7415,7 +7415,7 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dx: conv_dx+act_dx with down1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; the outer loop shared out among threads; 20377 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 20377 tiles + 6, no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_relu0 = s->arena + 20939776;
@@ -7494,7 +7494,7 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; the outer loop shared out among threads; interior columns [0, 570) in 71 tiles + 2, rows [0, 570) unguarded, padding borders guarded */
+ * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 570) in 71 tiles + 2, rows [0, 570) unguarded, padding borders guarded */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_relu0_dx = s->arena + 41733376;
   float *down1_conv1_weight_grad = s->g32 + 0;

@@ -811,8 +811,9 @@ static void test_fusion_train(void **state) {
 }
 
 /* Threads change no bit: the parallel loops (large convolutions and
- * dense layers) split their blocks among 1, 2 or 3 threads, forward and
- * training step. */
+ * dense layers) split their blocks of channels (batch 1, and weight
+ * gradients) or their samples (batch 4) among 1, 2 or 3 threads, forward
+ * and training step. */
 static const char threads_model_src[] =
     "model t_threads {\n"
     "  input x[8, 24, 24]\n"
@@ -820,51 +821,53 @@ static const char threads_model_src[] =
     "    -> c2: conv(32, k=3, s=2, p=1) -> relu -> flatten\n"
     "    -> fc1: dense(300) -> relu -> fc2: dense(10)\n"
     "  loss cross_entropy(y)\n"
-    "  train { batch = 3 }\n"
+    "  train { batch = 4 }\n"
     "}\n";
 
 static void test_threads(void **state) {
   (void)state;
-  Compiled *c = compile_ok(threads_model_src);
-  Program *p = forward(c, 3);
-  autodiff(&c->d, c->g);
-  Program *t = lower(&c->d, c->a, c->g, 3, 1);
-  assert_int_equal(c->d.errors, 0);
-  plan(t);
-  int parallel = 0;
-  for (int i = 0; i < p->kernels.n; i++)
-    for (int j = 0; j < p->kernels.v[i]->body.n; j++)
-      parallel += p->kernels.v[i]->body.v[j]->parallel;
-  assert_true(parallel >= 3); /* c1, c2, fc1 */
-  rng = 17;
-  write_weights(t, W, (Spoil){0});
-  write_inputs(p, IN, 3, 0, (BadInput){0});
-  rt_tensors in = {0};
-  const void *ins[8];
-  train_inputs(c, t, 3, &in, ins);
-  size_t n, k, gn, gk;
-  threads_set(1);
-  float *ref = jit_outputs(c, p, 2, 3, &n);
-  float *gref = jit_gradients(c, t, 3, ins, &gn);
-  for (int th = 2; th <= 3; th++) {
-    threads_set(th);
-    float *got = jit_outputs(c, p, 2, 3, &k);
-    float *ggot = jit_gradients(c, t, 3, ins, &gk);
-    assert_int_equal(n, k);
-    assert_int_equal(gn, gk);
-    same_bits(ref, got, n, "outputs", th);
-    same_bits(gref, ggot, gn, "gradients", th);
-    free(got);
-    free(ggot);
+  for (int64_t batch = 1; batch <= 4; batch += 3) {
+    Compiled *c = compile_ok(threads_model_src);
+    Program *p = forward(c, batch);
+    autodiff(&c->d, c->g);
+    Program *t = lower(&c->d, c->a, c->g, 4, 1);
+    assert_int_equal(c->d.errors, 0);
+    plan(t);
+    int parallel = 0;
+    for (int i = 0; i < p->kernels.n; i++)
+      for (int j = 0; j < p->kernels.v[i]->body.n; j++)
+        parallel += p->kernels.v[i]->body.v[j]->parallel;
+    assert_true(parallel >= 3); /* c1, c2, fc1 */
+    rng = 17;
+    write_weights(t, W, (Spoil){0});
+    write_inputs(p, IN, batch, 0, (BadInput){0});
+    rt_tensors in = {0};
+    const void *ins[8];
+    train_inputs(c, t, 4, &in, ins);
+    size_t n, k, gn, gk;
+    threads_set(1);
+    float *ref = jit_outputs(c, p, 2, batch, &n);
+    float *gref = jit_gradients(c, t, 4, ins, &gn);
+    for (int th = 2; th <= 3; th++) {
+      threads_set(th);
+      float *got = jit_outputs(c, p, 2, batch, &k);
+      float *ggot = jit_gradients(c, t, 4, ins, &gk);
+      assert_int_equal(n, k);
+      assert_int_equal(gn, gk);
+      same_bits(ref, got, n, "outputs", th);
+      same_bits(gref, ggot, gn, "gradients", th);
+      free(got);
+      free(ggot);
+    }
+    printf("  ok batch %lld, %d parallel loops: %zu outputs, %zu gradients "
+           "the same on 1, 2 and 3 threads\n",
+           (long long)batch, parallel, n, gn);
+    threads_set(0);
+    free(ref);
+    free(gref);
+    rt_tensors_free(&in);
+    release(c);
   }
-  printf("  ok %d parallel loops: %zu outputs, %zu gradients the same on 1, "
-         "2 and 3 threads\n",
-         parallel, n, gn);
-  threads_set(0);
-  free(ref);
-  free(gref);
-  rt_tensors_free(&in);
-  release(c);
   /* the C path's OpenMP loops (cc -fopenmp) against the JIT's threads */
   char path[PATH_MAX];
   snprintf(path, sizeof path, "%s/threads.cnn", tmp);
@@ -874,7 +877,8 @@ static void test_threads(void **state) {
   fclose(f);
   setenv("OMP_NUM_THREADS", "2", 1);
   threads_set(2);
-  agree(path, 3, 3);
+  agree(path, 1, 1);
+  agree(path, 4, 4);
   unsetenv("OMP_NUM_THREADS");
   threads_set(0);
 }
