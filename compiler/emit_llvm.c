@@ -414,33 +414,35 @@ static LLVMValueRef expr(Emit *e, const Expr *x) {
 static void stmts(Emit *e, const StmtVec *body);
 static void parallel_loop(Emit *e, const Stmt *s);
 
+/* for var in [lo, hi): s's body. */
+static void loop(Emit *e, const Stmt *s, LLVMValueRef lo, LLVMValueRef hi) {
+  const char *name = e->k->vars[s->var];
+  LLVMValueRef var = e->vars[s->var];
+  LLVMBuildStore(e->b, lo, var);
+  LLVMBasicBlockRef head = block(e, name),
+                    body = block(e, arena_printf(e->a, "%s.body", name)),
+                    end = block(e, arena_printf(e->a, "%s.end", name));
+  LLVMBuildBr(e->b, head);
+  LLVMPositionBuilderAtEnd(e->b, head);
+  LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, var, name);
+  LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, i, hi, ""), body, end);
+  LLVMPositionBuilderAtEnd(e->b, body);
+  stmts(e, &s->body);
+  i = LLVMBuildLoad2(e->b, e->i64, var, name);
+  LLVMBuildStore(e->b, LLVMBuildNSWAdd(e->b, i, ci64(e, 1), ""), var);
+  LLVMBuildBr(e->b, head);
+  LLVMMoveBasicBlockAfter(end, LLVMGetInsertBlock(e->b));
+  LLVMPositionBuilderAtEnd(e->b, end);
+}
+
 static void stmt(Emit *e, const Stmt *s) {
   switch (s->k) {
-  case S_FOR: {
-    if (s->parallel) {
+  case S_FOR:
+    if (s->parallel)
       parallel_loop(e, s);
-      break;
-    }
-    const char *name = e->k->vars[s->var];
-    LLVMValueRef var = e->vars[s->var];
-    LLVMBuildStore(e->b, ci64(e, 0), var);
-    LLVMBasicBlockRef head = block(e, name),
-                      body = block(e, arena_printf(e->a, "%s.body", name)),
-                      end = block(e, arena_printf(e->a, "%s.end", name));
-    LLVMBuildBr(e->b, head);
-    LLVMPositionBuilderAtEnd(e->b, head);
-    LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, var, name);
-    LLVMValueRef n = s->extent < 0 ? e->count : ci64(e, s->extent);
-    LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, i, n, ""), body, end);
-    LLVMPositionBuilderAtEnd(e->b, body);
-    stmts(e, &s->body);
-    i = LLVMBuildLoad2(e->b, e->i64, var, name);
-    LLVMBuildStore(e->b, LLVMBuildNSWAdd(e->b, i, ci64(e, 1), ""), var);
-    LLVMBuildBr(e->b, head);
-    LLVMMoveBasicBlockAfter(end, LLVMGetInsertBlock(e->b));
-    LLVMPositionBuilderAtEnd(e->b, end);
+    else
+      loop(e, s, ci64(e, 0), s->extent < 0 ? e->count : ci64(e, s->extent));
     break;
-  }
   case S_IF: {
     LLVMValueRef c = to_bool(e, expr(e, s->value));
     LLVMBasicBlockRef then = block(e, "if"), end = block(e, "endif");
@@ -631,6 +633,24 @@ static int choose_part(Emit *e, const Kernel *k) {
   return best;
 }
 
+/* The kernel's temporaries and local arrays, on the stack of the function
+ * being built: each kernel function, and each range of a parallel loop,
+ * has its own. */
+static void frame(Emit *e) {
+  const Kernel *k = e->k;
+  e->vars = arena_alloc(e->a, sizeof *e->vars * (size_t)(k->nvars + 1));
+  for (int i = 0; i < k->nvars; i++)
+    e->vars[i] = k->kinds[i] == 4
+                     ? NULL /* a local array's name */
+                     : LLVMBuildAlloca(e->b, var_type(e, i), k->vars[i]);
+  e->locals = arena_alloc(e->a, sizeof *e->locals * (size_t)(k->locals.n + 1));
+  for (int i = 0; i < k->locals.n; i++) {
+    const Buffer *l = k->locals.v[i];
+    e->locals[i] = LLVMBuildAlloca(
+        e->b, LLVMArrayType(e->f32, (unsigned)l->size), l->name);
+  }
+}
+
 /* int32_t kernel(int64_t count, JitState *s, T *buf0, T *buf1, ...):
  * returns 0, or -1 when an S_FAIL fires. In a split program, the kernels
  * of other parts are only declared. */
@@ -689,19 +709,8 @@ static int kernel_function(Emit *e, const Kernel *k) {
     return e->built.n - 1;
   }
 
-  LLVMBasicBlockRef entry = block(e, "entry");
-  LLVMPositionBuilderAtEnd(e->b, entry);
-  e->vars = arena_alloc(e->a, sizeof *e->vars * (size_t)(k->nvars + 1));
-  for (int i = 0; i < k->nvars; i++)
-    e->vars[i] = k->kinds[i] == 4
-                     ? NULL /* a local array's name */
-                     : LLVMBuildAlloca(e->b, var_type(e, i), k->vars[i]);
-  e->locals = arena_alloc(e->a, sizeof *e->locals * (size_t)(k->locals.n + 1));
-  for (int i = 0; i < k->locals.n; i++) {
-    const Buffer *l = k->locals.v[i];
-    e->locals[i] = LLVMBuildAlloca(
-        e->b, LLVMArrayType(e->f32, (unsigned)l->size), l->name);
-  }
+  LLVMPositionBuilderAtEnd(e->b, block(e, "entry"));
+  frame(e);
   stmts(e, &k->body);
   LLVMBuildRet(e->b, LLVMConstInt(e->i32, 0, 0));
   vec_push(e->a, e->built, nb);
@@ -761,36 +770,9 @@ static void parallel_loop(Emit *e, const Stmt *s) {
   e->s = LLVMGetParam(par, 1);
   for (int i = 0; i < e->nroots; i++)
     e->args[i] = LLVMGetParam(par, (unsigned)(2 + i));
-  e->vars = arena_alloc(e->a, sizeof *e->vars * (size_t)(k->nvars + 1));
-  for (int i = 0; i < k->nvars; i++)
-    e->vars[i] = k->kinds[i] == 4
-                     ? NULL
-                     : LLVMBuildAlloca(e->b, var_type(e, i), k->vars[i]);
-  e->locals = arena_alloc(e->a, sizeof *e->locals * (size_t)(k->locals.n + 1));
-  for (int i = 0; i < k->locals.n; i++)
-    e->locals[i] = LLVMBuildAlloca(
-        e->b, LLVMArrayType(e->f32, (unsigned)k->locals.v[i]->size),
-        k->locals.v[i]->name);
-  const char *vn = k->vars[s->var];
-  LLVMValueRef var = e->vars[s->var];
-  LLVMBuildStore(e->b, LLVMGetParam(par, (unsigned)(n - 2)), var);
-  LLVMBasicBlockRef head = block(e, vn),
-                    body = block(e, arena_printf(e->a, "%s.body", vn)),
-                    end = block(e, arena_printf(e->a, "%s.end", vn));
-  LLVMBuildBr(e->b, head);
-  LLVMPositionBuilderAtEnd(e->b, head);
-  LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, var, vn);
-  LLVMBuildCondBr(e->b,
-                  LLVMBuildICmp(e->b, LLVMIntSLT, i,
-                                LLVMGetParam(par, (unsigned)(n - 1)), ""),
-                  body, end);
-  LLVMPositionBuilderAtEnd(e->b, body);
-  stmts(e, &s->body);
-  i = LLVMBuildLoad2(e->b, e->i64, var, vn);
-  LLVMBuildStore(e->b, LLVMBuildNSWAdd(e->b, i, ci64(e, 1), ""), var);
-  LLVMBuildBr(e->b, head);
-  LLVMMoveBasicBlockAfter(end, LLVMGetInsertBlock(e->b));
-  LLVMPositionBuilderAtEnd(e->b, end);
+  frame(e);
+  loop(e, s, LLVMGetParam(par, (unsigned)(n - 2)),
+       LLVMGetParam(par, (unsigned)(n - 1)));
   LLVMBuildRet(e->b, LLVMConstInt(e->i32, 0, 0));
   /* K.range */
   LLVMValueRef range =

@@ -485,23 +485,31 @@ static Buffer *param(Buffer **params, const Node *nd, const char *role) {
   return NULL;
 }
 
+/* Batch norm node bn in eval mode as y = x * scale + shift for channel c:
+ * the temporaries *sc and *sh. ps: bn's parameters and buffers. */
+static void bn_eval(Lower *L, const Node *bn, Buffer **ps, int c, int *sc,
+                    int *sh) {
+  Buffer *w = param(ps, bn, "weight"), *bias = param(ps, bn, "bias");
+  Buffer *mean = param(ps, bn, "running_mean"),
+         *var = param(ps, bn, "running_var");
+  Expr *scale = x_bin(
+      L->p, X_DIV, load(L, w, V(L, c)),
+      x_un(L->p, X_SQRT, add(L, load(L, var, V(L, c)), F(L, bn->at.eps))));
+  *sc = lb_let(&L->b, "scale", scale);
+  *sh = lb_let(&L->b, "shift",
+               sub(L, load(L, bias, V(L, c)),
+                   mul(L, load(L, mean, V(L, c)), x_temp(L->p, *sc))));
+}
+
 static void lower_bn(Lower *L, Buffer *y, Buffer *x, Buffer **ps) {
   const Node *nd = L->node;
   Shape s = nd->shape;
   int64_t C = s.d[0], P = shape_numel(s) / C;
-  Buffer *w = param(ps, nd, "weight"), *bias = param(ps, nd, "bias");
-  Buffer *mean = param(ps, nd, "running_mean"),
-         *var = param(ps, nd, "running_var");
   LoopBuilder *b = &L->b;
   int n = lb_for(b, "n", -1);
   int c = lb_for(b, "c", C);
-  Expr *scale = x_bin(
-      L->p, X_DIV, load(L, w, V(L, c)),
-      x_un(L->p, X_SQRT, add(L, load(L, var, V(L, c)), F(L, nd->at.eps))));
-  int sc = lb_let(b, "scale", scale);
-  int sh = lb_let(b, "shift",
-                  sub(L, load(L, bias, V(L, c)),
-                      mul(L, load(L, mean, V(L, c)), x_temp(L->p, sc))));
+  int sc, sh;
+  bn_eval(L, nd, ps, c, &sc, &sh);
   int i = lb_for(b, "i", P);
   Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)),
                  V(L, i));
@@ -891,7 +899,7 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
 }
 
 /* A fused chain's batch norm as per-channel scale and shift, computed at
- * the start of the chain's kernel exactly as lower_bn computes them. */
+ * the start of the chain's kernel as lower_bn computes them. */
 static void bn_coefficients(Lower *L, Epilogue *ep, const Node *bn,
                             Buffer **pbuf) {
   Program *p = L->p;
@@ -899,9 +907,6 @@ static void bn_coefficients(Lower *L, Epilogue *ep, const Node *bn,
   Buffer *ps[8] = {0};
   for (int j = 0; j < bn->params.n && j < 8; j++)
     ps[j] = pbuf[bn->params.v[j]->index];
-  Buffer *w = param(ps, bn, "weight"), *bias = param(ps, bn, "bias");
-  Buffer *mean = param(ps, bn, "running_mean"),
-         *var = param(ps, bn, "running_var");
   Buffer **out[2] = {&ep->scale, &ep->shift};
   const char *what[2] = {"scale", "shift"};
   for (int j = 0; j < 2; j++) {
@@ -912,15 +917,10 @@ static void bn_coefficients(Lower *L, Epilogue *ep, const Node *bn,
     *out[j] = b;
   }
   LoopBuilder *b = &L->b;
-  int c = lb_for(b, "c", C);
-  Expr *scale =
-      x_bin(p, X_DIV, load(L, w, V(L, c)),
-            x_un(p, X_SQRT, add(L, load(L, var, V(L, c)), F(L, bn->at.eps))));
-  int sc = lb_let(b, "scale", scale);
+  int c = lb_for(b, "c", C), sc, sh;
+  bn_eval(L, bn, ps, c, &sc, &sh);
   lb_store(b, ep->scale, V(L, c), x_temp(p, sc));
-  lb_store(b, ep->shift, V(L, c),
-           sub(L, load(L, bias, V(L, c)),
-               mul(L, load(L, mean, V(L, c)), x_temp(p, sc))));
+  lb_store(b, ep->shift, V(L, c), x_temp(p, sh));
   close(L, 1);
 }
 

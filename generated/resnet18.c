@@ -1091,8 +1091,9 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
+    float shift = bn1_bias[c] - bn1_running_mean[c] * scale;
     bn1_scale[c] = scale;
-    bn1_shift[c] = bn1_bias[c] - bn1_running_mean[c] * scale;
+    bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
@@ -1201,8 +1202,9 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_0_bn1_weight[c] / sqrtf(layer1_0_bn1_running_var[c] + 1e-05f);
+    float shift = layer1_0_bn1_bias[c] - layer1_0_bn1_running_mean[c] * scale;
     layer1_0_bn1_scale[c] = scale;
-    layer1_0_bn1_shift[c] = layer1_0_bn1_bias[c] - layer1_0_bn1_running_mean[c] * scale;
+    layer1_0_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1291,8 +1293,9 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_0_bn2_weight[c] / sqrtf(layer1_0_bn2_running_var[c] + 1e-05f);
+    float shift = layer1_0_bn2_bias[c] - layer1_0_bn2_running_mean[c] * scale;
     layer1_0_bn2_scale[c] = scale;
-    layer1_0_bn2_shift[c] = layer1_0_bn2_bias[c] - layer1_0_bn2_running_mean[c] * scale;
+    layer1_0_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1380,8 +1383,9 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_1_bn1_weight[c] / sqrtf(layer1_1_bn1_running_var[c] + 1e-05f);
+    float shift = layer1_1_bn1_bias[c] - layer1_1_bn1_running_mean[c] * scale;
     layer1_1_bn1_scale[c] = scale;
-    layer1_1_bn1_shift[c] = layer1_1_bn1_bias[c] - layer1_1_bn1_running_mean[c] * scale;
+    layer1_1_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1470,8 +1474,9 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_1_bn2_weight[c] / sqrtf(layer1_1_bn2_running_var[c] + 1e-05f);
+    float shift = layer1_1_bn2_bias[c] - layer1_1_bn2_running_mean[c] * scale;
     layer1_1_bn2_scale[c] = scale;
-    layer1_1_bn2_shift[c] = layer1_1_bn2_bias[c] - layer1_1_bn2_running_mean[c] * scale;
+    layer1_1_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1559,8 +1564,9 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
+    float shift = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
     layer2_0_bn1_scale[c] = scale;
-    layer2_0_bn1_shift[c] = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
+    layer2_0_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1646,8 +1652,9 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_downsample_1_weight[c] / sqrtf(layer2_0_downsample_1_running_var[c] + 1e-05f);
+    float shift = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
     layer2_0_downsample_1_scale[c] = scale;
-    layer2_0_downsample_1_shift[c] = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
+    layer2_0_downsample_1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1732,8 +1739,9 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
+    float shift = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
     layer2_0_bn2_scale[c] = scale;
-    layer2_0_bn2_shift[c] = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
+    layer2_0_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -1821,8 +1829,9 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
+    float shift = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
     layer2_1_bn1_scale[c] = scale;
-    layer2_1_bn1_shift[c] = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
+    layer2_1_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -1911,8 +1920,9 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
+    float shift = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
     layer2_1_bn2_scale[c] = scale;
-    layer2_1_bn2_shift[c] = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
+    layer2_1_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -2000,8 +2010,9 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
+    float shift = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
     layer3_0_bn1_scale[c] = scale;
-    layer3_0_bn1_shift[c] = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
+    layer3_0_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -2087,8 +2098,9 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float acc[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_downsample_1_weight[c] / sqrtf(layer3_0_downsample_1_running_var[c] + 1e-05f);
+    float shift = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
     layer3_0_downsample_1_scale[c] = scale;
-    layer3_0_downsample_1_shift[c] = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
+    layer3_0_downsample_1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -2173,8 +2185,9 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
+    float shift = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
     layer3_0_bn2_scale[c] = scale;
-    layer3_0_bn2_shift[c] = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
+    layer3_0_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
@@ -2262,8 +2275,9 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
+    float shift = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
     layer3_1_bn1_scale[c] = scale;
-    layer3_1_bn1_shift[c] = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
+    layer3_1_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
@@ -2352,8 +2366,9 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
+    float shift = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
     layer3_1_bn2_scale[c] = scale;
-    layer3_1_bn2_shift[c] = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
+    layer3_1_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
@@ -2441,8 +2456,9 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[14]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
+    float shift = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
     layer4_0_bn1_scale[c] = scale;
-    layer4_0_bn1_shift[c] = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
+    layer4_0_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
@@ -2505,8 +2521,9 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float acc[14]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
+    float shift = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
     layer4_0_downsample_1_scale[c] = scale;
-    layer4_0_downsample_1_shift[c] = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
+    layer4_0_downsample_1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
@@ -2569,8 +2586,9 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
+    float shift = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
     layer4_0_bn2_scale[c] = scale;
-    layer4_0_bn2_shift[c] = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
+    layer4_0_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
@@ -2658,8 +2676,9 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
+    float shift = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
     layer4_1_bn1_scale[c] = scale;
-    layer4_1_bn1_shift[c] = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
+    layer4_1_bn1_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
@@ -2748,8 +2767,9 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
+    float shift = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
     layer4_1_bn2_scale[c] = scale;
-    layer4_1_bn2_shift[c] = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
+    layer4_1_bn2_shift[c] = shift;
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
