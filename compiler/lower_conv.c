@@ -1,24 +1,28 @@
 /* Tiled convolution nests, built as their schedule (schedule.h) says:
  *
- *   forward   for each sample, group, output row and block of output
- *             channels, tiles of output columns are accumulated in a
- *             local array over input channels and taps, then stored.
- *             conv_dx at stride 1 is the same nest: a forward convolution
- *             of dy, padded by d(k - 1) - p, with the kernel's input and
- *             output channels swapped and its taps reversed.
- *   weight    for each block of output channels, input channel and kernel
- *   gradient  row, lanes of column sums for every kw tap are accumulated
- *             over samples and output rows, then summed into dw.
+ *   forward   for each sample, group and block of output channels, tiles
+ *             of positions along the flattened output rows are
+ *             accumulated in a local array over input channels and taps,
+ *             then stored. With padding or a stride, the input is first
+ *             copied zero-padded into a scratch buffer, split into planes
+ *             of the stride's phases, so that every tap of a tile reads a
+ *             contiguous run and no window needs a guard.
+ *             conv_dx is the same nest: a forward convolution of dy,
+ *             padded by d(k - 1) - p, with the kernel's input and output
+ *             channels swapped and its taps reversed; at a stride above 1,
+ *             dy spread that far apart with zeros in the copy.
+ *   weight    for each block of output channels, input channel, kernel
+ *   gradient  row and block of kw taps, lanes of dot products of dy
+ *             (copied along the same positions, zero where no output is)
+ *             with each tap's run of the copy are accumulated over samples
+ *             and tiles, then summed into dw.
  *
- * Rows and columns whose windows reach into the padding get bounds checks;
- * the interior has none. When the schedule says so, the forward nest first
- * copies its input zero-padded into a scratch activation (split into the
- * stride's phases at a column stride above 1) and needs no checks; at
- * stride 1 its tiles then run along the flattened rows. Every output
- * element of the forward nest sums its bias, then channels and taps, in
- * the plain nest's order. */
+ * Every output element of the forward nest sums its bias, then channels
+ * and taps, in the plain nest's order. */
 #include "lower_impl.h"
 #include "schedule.h"
+
+#include <inttypes.h>
 
 typedef struct Conv {
   Buffer *x, *y, *w, *bias; /* bias: NULL starts from zero */
@@ -29,7 +33,6 @@ typedef struct Conv {
   ConvSchedule s;
   Buffer *acc;
   int n, grp; /* loop variables: sample, group (-1: one group) */
-  int64_t wq; /* the input's rows are split into phases of this length */
 } Conv;
 
 static Expr *group_base(Lower *L, const Conv *c, int64_t per) {
@@ -53,78 +56,26 @@ static Expr *weight(Lower *L, const Conv *c, Expr *ocl, Expr *icl, Expr *kh,
   return load(L, c->w, add(L, mul(L, e, I(L, g->KW)), kw));
 }
 
-/* The guard lo <= coordinate < hi of positions [first, last) along an
- * axis, taps included; constant true in the interior. */
-static Expr *axis_guard(Lower *L, Expr *coord, int64_t in, int64_t first,
-                        int64_t last, int64_t s, int64_t p, int64_t k,
-                        int64_t d) {
-  return in_range(L, coord, 0, in, first * s - p,
-                  (last - 1) * s - p + (k - 1) * d);
+/* A tap's offset along an axis in the copy's planes: the plane's phase
+ * (the offset modulo the stride) and the shift within it. */
+static Expr *tap_phase(Lower *L, Expr *off, int64_t phases) {
+  return phases > 1 ? x_bin(L->p, X_MOD, off, I(L, phases)) : I(L, 0);
 }
 
-/* Forward: output columns [col, col + width) of row oh for the block of
- * output channels starting at local channel ocl0. Rows [r0, r1) and
- * columns [c0, c1) bound the guards' ranges. */
-static void fwd_tile(Lower *L, Conv *c, Expr *oh, Expr *col, int64_t width,
-                     Expr *ocl0, int64_t r0, int64_t r1, int64_t c0,
-                     int64_t c1) {
-  const ConvGeom *g = &c->g;
-  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = c->s.ocb;
-  LoopBuilder *b = &L->b;
-  Expr *ocx0 = add(L, group_base(L, c, Og), ocl0);
-  int j = lb_for(b, "j", ocb);
-  int i = lb_for(b, "i", width);
-  Expr *at = add(L, mul(L, V(L, j), I(L, width)), V(L, i));
-  lb_store(b, c->acc, at,
-           c->bias ? load(L, c->bias, add(L, ocx0, V(L, j))) : F(L, 0));
-  close(L, 2);
-  int ic = lb_for(b, "ic", Cg);
-  int kh = lb_for(b, "kh", g->KH);
-  Expr *ih = add(L, sub(L, mul(L, oh, I(L, g->sh)), I(L, g->ph)),
-                 mul(L, V(L, kh), I(L, g->dh)));
-  int gh =
-      open_if(L, axis_guard(L, ih, g->H, r0, r1, g->sh, g->ph, g->KH, g->dh));
-  int kw = lb_for(b, "kw", g->KW);
-  j = lb_for(b, "j", ocb);
-  int wv =
-      lb_let(b, "wv",
-             weight(L, c, add(L, ocl0, V(L, j)), V(L, ic), V(L, kh), V(L, kw)));
-  i = lb_for(b, "i", width);
-  Expr *iw =
-      add(L, sub(L, mul(L, add(L, col, V(L, i)), I(L, g->sw)), I(L, g->pw)),
-          mul(L, V(L, kw), I(L, g->dw)));
-  int gw =
-      open_if(L, axis_guard(L, iw, g->W, c0, c1, g->sw, g->pw, g->KW, g->dw));
-  if (c->wq) { /* tap kw reads phase kw*dw % sw, shifted by kw*dw / sw */
-    Expr *tap = mul(L, V(L, kw), I(L, g->dw));
-    iw = add(L,
-             add(L, mul(L, x_bin(L->p, X_MOD, tap, I(L, g->sw)), I(L, c->wq)),
-                 add(L, col, V(L, i))),
-             dvd(L, tap, I(L, g->sw)));
-  }
-  Expr *icx = add(L, group_base(L, c, Cg), V(L, ic));
-  lb_accum(b, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)),
-           mul(L, load(L, c->x, idx(L, V(L, c->n), icx, ih, iw, c->xs)),
-               x_temp(L->p, wv)));
-  close(L, gw + 1 + 1 + 1 + gh + 1 + 1);
-  j = lb_for(b, "j", ocb);
-  i = lb_for(b, "i", width);
-  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), oh,
-                  add(L, col, V(L, i)), c->ys);
-  lb_store(b, c->y, yat,
-           lower_epilogue(
-               L,
-               load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i))),
-               add(L, ocx0, V(L, j)), yat));
-  close(L, 2);
+static Expr *tap_shift(Lower *L, Expr *off, int64_t phases) {
+  return phases > 1 ? dvd(L, off, I(L, phases)) : off;
 }
 
-/* Flat (stride 1, no padding): positions [p0, p0 + width) of every row
- * of the block's channels, each tap reading in[p + kh*dh*W + kw*dw]; the
- * positions past a row's last output column are not stored. */
-static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0) {
+/* Positions [p0, p0 + width) of every output row of the block's channels,
+ * tap (kh, kw) reading its plane at p + shift; the positions past a row's
+ * last output column, past the last output, or below from (stored by the
+ * tile before), are not stored. */
+static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
+                      int64_t from) {
   const ConvGeom *g = &c->g;
-  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = c->s.ocb;
+  const ConvSchedule *s = &c->s;
+  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb;
+  int64_t PH = s->phase_h, PW = s->phase_w;
   LoopBuilder *b = &L->b;
   Expr *ocx0 = add(L, group_base(L, c, Og), ocl0);
   int j = lb_for(b, "j", ocb);
@@ -141,22 +92,35 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0) {
              weight(L, c, add(L, ocl0, V(L, j)), V(L, ic), V(L, kh), V(L, kw)));
   i = lb_for(b, "i", width);
   Expr *icx = add(L, group_base(L, c, Cg), V(L, ic));
-  Expr *at = add(L, add(L, p0, V(L, i)), mul(L, V(L, kw), I(L, g->dw)));
-  lb_accum(b, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)),
-           mul(L,
-               load(L, c->x,
-                    idx(L, V(L, c->n), icx, mul(L, V(L, kh), I(L, g->dh)), at,
-                        c->xs)),
-               x_temp(L->p, wv)));
+  Expr *offh = mul(L, V(L, kh), I(L, g->dh)),
+       *offw = mul(L, V(L, kw), I(L, g->dw));
+  Expr *plane = icx;
+  if (PH * PW > 1)
+    plane = add(
+        L,
+        mul(L, add(L, mul(L, icx, I(L, PH)), tap_phase(L, offh, PH)), I(L, PW)),
+        tap_phase(L, offw, PW));
+  Expr *at = add(L, add(L, p0, V(L, i)), tap_shift(L, offw, PW));
+  lb_accum(
+      b, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)),
+      mul(L,
+          load(L, c->x,
+               idx(L, V(L, c->n), plane, tap_shift(L, offh, PH), at, c->xs)),
+          x_temp(L->p, wv)));
   close(L, 5);
   j = lb_for(b, "j", ocb);
   i = lb_for(b, "i", width);
   int pv = lb_let(b, "p", add(L, p0, V(L, i)));
   Expr *p = x_itemp(L->p, pv);
-  Expr *col = x_bin(L->p, X_MOD, p, I(L, g->W));
-  lb_if(b, x_bin(L->p, X_LT, col, I(L, g->OW)));
-  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), dvd(L, p, I(L, g->W)),
-                  col, c->ys);
+  Expr *col = x_bin(L->p, X_MOD, p, I(L, s->plane_w));
+  Expr *keep = x_bin(L->p, X_LT, col, I(L, g->OW));
+  if (s->pad_copy && s->tiles * s->width > s->positions) /* spare ones */
+    keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LT, p, I(L, s->positions)));
+  if (from > 0)
+    keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
+  lb_if(b, keep);
+  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)),
+                  dvd(L, p, I(L, s->plane_w)), col, c->ys);
   lb_store(b, c->y, yat,
            lower_epilogue(
                L,
@@ -165,48 +129,55 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0) {
   close(L, 3);
 }
 
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-/* The accumulators: the widest piece of a row. */
-static int64_t acc_width(const ConvSchedule *s, int64_t out) {
-  return max64(max64(s->width, s->rem), max64(s->col0, out - s->col1));
-}
-
-/* The input, zero-padded into a scratch buffer: rows and columns exactly
- * those the windows reach. The convolution then reads it unguarded. */
+/* The input, zero-padded into a scratch buffer of planes (schedule.h):
+ * rows and columns exactly those the windows reach, then zero rows. The
+ * convolution then reads it unguarded. */
 static void pad_input(Lower *L, Conv *c) {
   const ConvGeom *g = &c->g;
-  ConvGeom p = padded_geom(g);
-  int64_t S = c->s.phases > 1 ? c->s.phases : 1, wq = (p.W + S - 1) / S;
-  Shape ps = {3, {g->C, p.H, S * wq, 0}};
+  const ConvSchedule *s = &c->s;
+  int64_t PH = s->phase_h, PW = s->phase_w;
+  Shape ps = {3, {g->C * PH * PW, s->plane_h, s->plane_w, 0}};
   Buffer *pad = lower_scratch(L, "padded", ps);
   LoopBuilder *b = &L->b;
-  int n = c->s.parallel == PAR_SAMPLES ? lb_parallel_for(b, "n", -1)
-                                       : lb_for(b, "n", -1);
+  int n = s->parallel == PAR_SAMPLES ? lb_parallel_for(b, "n", -1)
+                                     : lb_for(b, "n", -1);
   int ch = lb_for(b, "c", g->C);
-  int r = lb_for(b, "h", p.H);
-  int phase = S > 1 ? lb_for(b, "r", S) : -1;
-  int q = lb_for(b, "w", wq);
-  /* the padded column q * S + r */
-  Expr *pc =
-      phase >= 0 ? add(L, mul(L, V(L, q), I(L, S)), V(L, phase)) : V(L, q);
-  Expr *ih = sub(L, V(L, r), I(L, g->ph)), *iw = sub(L, pc, I(L, g->pw));
-  Expr *gh = in_range(L, ih, 0, g->H, -g->ph, p.H - 1 - g->ph);
-  Expr *gw = in_range(L, iw, 0, g->W, -g->pw, S * wq - 1 - g->pw);
+  int rh = PH > 1 ? lb_for(b, "rh", PH) : -1;
+  int rw = PW > 1 ? lb_for(b, "rw", PW) : -1;
+  int a = lb_for(b, "a", s->plane_h);
+  int q = lb_for(b, "q", s->plane_w);
+  /* the padded row a * PH + rh and column q * PW + rw */
+  Expr *pr = rh >= 0 ? add(L, mul(L, V(L, a), I(L, PH)), V(L, rh)) : V(L, a);
+  Expr *pc = rw >= 0 ? add(L, mul(L, V(L, q), I(L, PW)), V(L, rw)) : V(L, q);
+  Expr *ih = sub(L, pr, I(L, g->ph)), *iw = sub(L, pc, I(L, g->pw));
+  Expr *gh = in_range(L, ih, 0, g->H, -g->ph, PH * s->plane_h - 1 - g->ph);
+  Expr *gw = in_range(L, iw, 0, g->W, -g->pw, PW * s->plane_w - 1 - g->pw);
   Expr *in = gh->k == X_INT   ? gw
              : gw->k == X_INT ? gh
                               : x_bin(L->p, X_AND, gh, gw);
-  Expr *at =
-      phase >= 0 ? add(L, mul(L, V(L, phase), I(L, wq)), V(L, q)) : V(L, q);
-  lb_store(b, pad, idx(L, V(L, n), V(L, ch), V(L, r), at, ps),
+  /* an input spread apart: the rows and columns between its own are 0 */
+  int64_t u[2] = {g->uh > 1 ? g->uh : 1, g->uw > 1 ? g->uw : 1};
+  Expr **at[2] = {&ih, &iw};
+  for (int ax = 0; ax < 2; ax++) {
+    if (u[ax] == 1)
+      continue;
+    Expr *on =
+        x_bin(L->p, X_EQ, x_bin(L->p, X_MOD, *at[ax], I(L, u[ax])), I(L, 0));
+    in = in->k == X_INT ? on : x_bin(L->p, X_AND, in, on);
+    *at[ax] = dvd(L, *at[ax], I(L, u[ax]));
+  }
+  Expr *plane = V(L, ch);
+  if (rh >= 0)
+    plane = add(L, mul(L, plane, I(L, PH)), V(L, rh));
+  if (PW > 1)
+    plane = add(L, mul(L, plane, I(L, PW)), rw >= 0 ? V(L, rw) : I(L, 0));
+  lb_store(b, pad, idx(L, V(L, n), plane, V(L, a), V(L, q), ps),
            x_select(L->p, in,
                     load(L, c->x, idx(L, V(L, n), V(L, ch), ih, iw, c->xs)),
                     F(L, 0)));
-  close(L, 4 + (phase >= 0));
+  close(L, 4 + (rh >= 0) + (rw >= 0));
   c->x = pad;
   c->xs = ps;
-  c->g = p;
-  c->wq = S > 1 ? wq : 0;
 }
 
 static void lower_forward(Lower *L, Conv *c) {
@@ -216,10 +187,10 @@ static void lower_forward(Lower *L, Conv *c) {
   const ConvSchedule *s = &c->s;
   int64_t Og = g->O / g->groups;
   LoopBuilder *b = &L->b;
-  c->acc = loop_local(L->p, b->k, "acc", s->ocb * acc_width(s, g->OW));
+  c->acc = loop_local(L->p, b->k, "acc", s->ocb * s->width);
   /* samples or blocks of output channels outermost: either writes apart,
    * so threads can share them out; a block's weights stay in cache for
-   * every row */
+   * every tile */
   int ob;
   if (s->parallel == PAR_SAMPLES) {
     c->n = lb_parallel_for(b, "n", -1);
@@ -231,40 +202,16 @@ static void lower_forward(Lower *L, Conv *c) {
   }
   Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
   c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
-  if (s->flat) {
-    if (s->tiles > 0) {
-      int t = lb_for(b, "t", s->tiles);
-      flat_tile(L, c, mul(L, V(L, t), I(L, s->width)), s->width, ocl0);
-      close(L, 1);
-    }
-    if (s->rem > 0)
-      flat_tile(L, c, I(L, s->tiles * s->width), s->rem, ocl0);
-    close(L, 2 + (c->grp >= 0));
-    return;
-  }
-  int64_t rows[4] = {0, s->row0, s->row1, g->OH};
-  for (int seg = 0; seg < 3; seg++) {
-    int64_t r0 = rows[seg], r1 = rows[seg + 1];
-    if (r1 <= r0)
-      continue;
-    int ohv = lb_for(b, "oh", r1 - r0);
-    Expr *oh = add(L, V(L, ohv), I(L, r0));
-    if (s->col0 > 0)
-      fwd_tile(L, c, oh, I(L, 0), s->col0, ocl0, r0, r1, 0, s->col0);
-    if (s->tiles > 0) {
-      int t = lb_for(b, "t", s->tiles);
-      fwd_tile(L, c, oh, add(L, mul(L, V(L, t), I(L, s->width)), I(L, s->col0)),
-               s->width, ocl0, r0, r1, s->col0, s->col1);
-      close(L, 1);
-    }
-    if (s->rem > 0)
-      fwd_tile(L, c, oh, I(L, s->col0 + s->tiles * s->width), s->rem, ocl0, r0,
-               r1, s->col0, s->col1);
-    if (s->col1 < g->OW)
-      fwd_tile(L, c, oh, I(L, s->col1), g->OW - s->col1, ocl0, r0, r1, s->col1,
-               g->OW);
+  /* without a copy, a last tile that would run past the positions ends
+   * at the last one instead */
+  int64_t w = s->width, shifted = !s->pad_copy && s->tiles * w > s->positions;
+  if (s->tiles - shifted > 0) {
+    int t = lb_for(b, "t", s->tiles - shifted);
+    flat_tile(L, c, mul(L, V(L, t), I(L, w)), w, ocl0, 0);
     close(L, 1);
   }
+  if (shifted)
+    flat_tile(L, c, I(L, s->positions - w), w, ocl0, (s->tiles - 1) * w);
   close(L, 2 + (c->grp >= 0));
 }
 
@@ -285,7 +232,9 @@ static ConvGeom geom(const Node *of) {
                 at->p[0],
                 at->p[1],
                 at->d[0] ? at->d[0] : 1,
-                at->d[1] ? at->d[1] : 1};
+                at->d[1] ? at->d[1] : 1,
+                1,
+                1};
   return g;
 }
 
@@ -326,9 +275,18 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
                 f.dh * (f.KH - 1) - f.ph,
                 f.dw * (f.KW - 1) - f.pw,
                 f.dh,
-                f.dw};
-  if (f.sh != 1 || f.sw != 1 || g.ph < 0 || g.pw < 0)
+                f.dw,
+                1,
+                1};
+  if (g.ph < 0 || g.pw < 0)
     return 0; /* the plain scatter */
+  /* at a stride, dy spread apart by it, zeros between: the transposed
+   * convolution as a direct one, stride^2 times the multiply-adds (most
+   * of them by zero), in the tiled nest rather than a scatter */
+  g.H = (f.OH - 1) * f.sh + 1;
+  g.W = (f.OW - 1) * f.sw + 1;
+  g.uh = f.sh;
+  g.uw = f.sw;
   Conv c = {.x = dy, .y = dx, .w = w, .g = g, .flip = 1};
   c.xs = of->shape;
   c.ys = of->in.v[0]->shape;
@@ -339,49 +297,43 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;
+  if (g.uh > 1 || g.uw > 1)
+    L->b.k->schedule = arena_printf(
+        L->p->a, "dy spread %" PRId64 " x %" PRId64 " apart with zeros; %s",
+        g.uh, g.uw, L->b.k->schedule);
   lower_forward(L, &c);
   return 1;
 }
 
-/* Lanes of each (channel, kw) accumulator of the weight gradient: the
- * tiles', the narrower tile's, and one for the guarded columns. Each
- * piece has lanes of its own, so no two pieces touch the same element
- * with different widths (which would defeat register allocation). */
-static int64_t dw_lanes(const ConvSchedule *s, int64_t ow) {
-  return s->width + s->rem + (s->col0 > 0 || s->col1 < ow);
-}
-
-/* Weight gradient: columns [col, col + width) of row oh into lanes
- * [lane, lane + width) of every (channel, kw) accumulator; guarded
- * columns [c0, c1) go one by one into lane `lane`. */
-static void dw_piece(Lower *L, Conv *c, Expr *ih, Expr *oh, Expr *col,
-                     int64_t width, int64_t lane, int guarded, Expr *ocl0,
-                     Expr *icx, int64_t c0, int64_t c1) {
+/* dy along the positions of the copy's planes (schedule.h), zero where
+ * no output is, through the last tile's end. */
+static Buffer *flat_dy(Lower *L, Conv *c) {
   const ConvGeom *g = &c->g;
-  int64_t Og = g->O / g->groups, lanes = dw_lanes(&c->s, g->OW);
+  const ConvSchedule *s = &c->s;
+  int64_t P = s->tiles * s->width;
+  Shape fs = {3, {g->O, 1, P, 0}};
+  Buffer *f = lower_scratch(L, "dy_flat", fs);
   LoopBuilder *b = &L->b;
-  int cv = guarded ? lb_for(b, "ow", width) : -1;
-  int j = lb_for(b, "j", c->s.ocb);
-  int kw = lb_for(b, "kw", g->KW);
-  int l = guarded ? -1 : lb_for(b, "l", width);
-  Expr *ow = add(L, col, V(L, guarded ? cv : l));
-  Expr *iw = add(L, sub(L, mul(L, ow, I(L, g->sw)), I(L, g->pw)),
-                 mul(L, V(L, kw), I(L, g->dw)));
-  int gw = guarded ? open_if(L, axis_guard(L, iw, g->W, c0, c1, g->sw, g->pw,
-                                           g->KW, g->dw))
-                   : 0;
-  Expr *slot = add(
-      L, mul(L, add(L, mul(L, V(L, j), I(L, g->KW)), V(L, kw)), I(L, lanes)),
-      I(L, lane));
-  if (!guarded)
-    slot = add(L, slot, V(L, l));
-  Expr *ocx = add(L, add(L, group_base(L, c, Og), ocl0), V(L, j));
-  lb_accum(b, c->acc, slot,
-           mul(L, load(L, c->y, idx(L, V(L, c->n), ocx, oh, ow, c->ys)),
-               load(L, c->x, idx(L, V(L, c->n), icx, ih, iw, c->xs))));
-  close(L, gw + 3);
+  int n = lb_for(b, "n", -1);
+  int o = lb_for(b, "o", g->O);
+  int q = lb_for(b, "p", P);
+  Expr *col = x_bin(L->p, X_MOD, V(L, q), I(L, s->plane_w));
+  Expr *row = dvd(L, V(L, q), I(L, s->plane_w));
+  Expr *in = x_bin(L->p, X_LT, col, I(L, g->OW));
+  if (P > s->positions)
+    in = x_bin(L->p, X_AND, in, x_bin(L->p, X_LT, V(L, q), I(L, s->positions)));
+  lb_store(b, f, idx(L, V(L, n), V(L, o), I(L, 0), V(L, q), fs),
+           x_select(L->p, in,
+                    load(L, c->y, idx(L, V(L, n), V(L, o), row, col, c->ys)),
+                    F(L, 0)));
+  close(L, 3);
+  return f;
 }
 
+/* The weight gradient: for each block of output channels, input channel,
+ * kernel row and block of kw taps, lanes of dot products of dy with the
+ * tap's run of the copy, over samples and tiles of positions, then their
+ * sums. */
 int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   const Node *of = L->node->of;
   /* c.y is dy, read; the result goes to dw */
@@ -398,61 +350,65 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   if (!c.s.tiled)
     return 0;
   const ConvSchedule *s = &c.s;
-  int64_t Og = g->O / g->groups, Cg = g->C / g->groups;
-  int64_t lanes = dw_lanes(s, g->OW), size = s->ocb * g->KW * lanes;
+  pad_input(L, &c);
+  Buffer *fy = flat_dy(L, &c);
+  Shape fs = {3, {g->O, 1, s->tiles * s->width, 0}};
+  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, PH = s->phase_h,
+          PW = s->phase_w, ocb = s->ocb, kwb = s->kwb, w = s->width;
+  int64_t size = ocb * kwb * w;
   LoopBuilder *b = &L->b;
   c.acc = loop_local(L->p, b->k, "acc", size);
   /* groups and blocks of output channels write apart */
   c.grp = g->groups <= 1 ? -1
           : s->parallel  ? lb_parallel_for(b, "g", g->groups)
                          : lb_for(b, "g", g->groups);
-  int ob = s->parallel && c.grp < 0 ? lb_parallel_for(b, "ob", Og / s->ocb)
-                                    : lb_for(b, "ob", Og / s->ocb);
-  Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
+  int ob = s->parallel && c.grp < 0 ? lb_parallel_for(b, "ob", Og / ocb)
+                                    : lb_for(b, "ob", Og / ocb);
+  Expr *ocl0 = mul(L, V(L, ob), I(L, ocb));
   int ic = lb_for(b, "ic", Cg);
   Expr *icx = add(L, group_base(L, &c, Cg), V(L, ic));
   int kh = lb_for(b, "kh", g->KH);
+  int kc = g->KW > kwb ? lb_for(b, "kc", g->KW / kwb) : -1;
   int a = lb_for(b, "a", size);
   lb_store(b, c.acc, V(L, a), F(L, 0));
   close(L, 1);
   c.n = lb_for(b, "n", -1);
-  int ohv = lb_for(b, "oh", g->OH);
-  Expr *oh = V(L, ohv);
-  Expr *ih = add(L, sub(L, mul(L, oh, I(L, g->sh)), I(L, g->ph)),
-                 mul(L, V(L, kh), I(L, g->dh)));
-  int gh =
-      open_if(L, axis_guard(L, ih, g->H, 0, g->OH, g->sh, g->ph, g->KH, g->dh));
-  int64_t edge = s->width + s->rem; /* the guarded columns' lane */
-  if (s->col0 > 0)
-    dw_piece(L, &c, ih, oh, I(L, 0), s->col0, edge, 1, ocl0, icx, 0, s->col0);
-  if (s->tiles > 0) {
-    int t = lb_for(b, "t", s->tiles);
-    dw_piece(L, &c, ih, oh,
-             add(L, mul(L, V(L, t), I(L, s->width)), I(L, s->col0)), s->width,
-             0, 0, ocl0, icx, s->col0, s->col1);
-    close(L, 1);
-  }
-  if (s->rem > 0)
-    dw_piece(L, &c, ih, oh, I(L, s->col0 + s->tiles * s->width), s->rem,
-             s->width, 0, ocl0, icx, s->col0, s->col1);
-  if (s->col1 < g->OW)
-    dw_piece(L, &c, ih, oh, I(L, s->col1), g->OW - s->col1, edge, 1, ocl0, icx,
-             s->col1, g->OW);
-  close(L, gh + 2);
-  int j = lb_for(b, "j", s->ocb);
-  int kw = lb_for(b, "kw", g->KW);
-  Expr *base =
-      mul(L, add(L, mul(L, V(L, j), I(L, g->KW)), V(L, kw)), I(L, lanes));
+  int t = lb_for(b, "t", s->tiles);
+  int j = lb_for(b, "j", ocb);
+  int k = lb_for(b, "k", kwb);
+  int l = lb_for(b, "l", w);
+  Expr *kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
+  Expr *offh = mul(L, V(L, kh), I(L, g->dh)), *offw = mul(L, kw, I(L, g->dw));
+  Expr *plane = icx;
+  if (PH * PW > 1)
+    plane = add(
+        L,
+        mul(L, add(L, mul(L, icx, I(L, PH)), tap_phase(L, offh, PH)), I(L, PW)),
+        tap_phase(L, offw, PW));
+  Expr *pos = add(L, mul(L, V(L, t), I(L, w)), V(L, l));
+  Expr *ocx = add(L, add(L, group_base(L, &c, Og), ocl0), V(L, j));
+  lb_accum(b, c.acc,
+           add(L, mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w)),
+               V(L, l)),
+           mul(L, load(L, fy, idx(L, V(L, c.n), ocx, I(L, 0), pos, fs)),
+               load(L, c.x,
+                    idx(L, V(L, c.n), plane, tap_shift(L, offh, PH),
+                        add(L, pos, tap_shift(L, offw, PW)), c.xs))));
+  close(L, 5);
+  j = lb_for(b, "j", ocb);
+  k = lb_for(b, "k", kwb);
+  kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
+  Expr *base = mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w));
   int sum = lb_let(b, "sum", F(L, 0));
-  int l = lb_for(b, "l", lanes);
+  l = lb_for(b, "l", w);
   lb_set(b, sum,
          add(L, x_temp(L->p, sum), load(L, c.acc, add(L, base, V(L, l)))));
   close(L, 1);
-  Expr *ocx = add(L, add(L, group_base(L, &c, Og), ocl0), V(L, j));
+  ocx = add(L, add(L, group_base(L, &c, Og), ocl0), V(L, j));
   Expr *at =
       add(L, mul(L, add(L, mul(L, ocx, I(L, Cg)), V(L, ic)), I(L, g->KH)),
           V(L, kh));
-  lb_store(b, dw, add(L, mul(L, at, I(L, g->KW)), V(L, kw)), x_temp(L->p, sum));
-  close(L, 2 + 3 + 1 + (c.grp >= 0));
+  lb_store(b, dw, add(L, mul(L, at, I(L, g->KW)), kw), x_temp(L->p, sum));
+  close(L, 2 + (kc >= 0) + 3 + (c.grp >= 0));
   return 1;
 }

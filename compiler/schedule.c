@@ -1,28 +1,27 @@
 /* The schedule heuristic for convolutions, in one place.
  *
  * A tiled convolution keeps a block of output channels times a tile of
- * output columns in accumulators (a local array the C compiler and LLVM
+ * output positions in accumulators (a local array the C compiler and LLVM
  * keep in vector registers) while it walks the input channels and taps;
- * the tile's columns are the innermost loop, contiguous in memory. Only
- * the rows and columns whose windows reach into the padding need bounds
- * checks, so the interior is split from the border: rows [row0, row1) and
- * columns [col0, col1) read no padding.
+ * the tile's positions are the innermost loop, contiguous in memory.
  *
  * The sizes come from a small cost model of this machine class (AVX2:
  * 8 floats per vector, 16 vector registers, two loads and two multiply-
- * add pairs per cycle): a tile of ocb channels by width columns costs per
+ * add pairs per cycle): a tile of ocb channels by width positions costs per
  * tap max(ocb * v / 2, (ocb + v) / 2) + 1/2 cycles for its v vector
  * operations (width/8 full vectors; leftover lanes cost about as much as
  * vectors each), with at most 12 accumulator registers; the plan with the
- * fewest cycles per output row wins. The weight gradient sums over columns
- * instead: its accumulators are ocb channels by every kw tap by width
- * lanes, summed at the end.
+ * fewest cycles wins. The weight gradient sums over positions instead:
+ * its accumulators are ocb channels by kwb kw taps by width lanes, summed
+ * at the end.
  *
- * At stride 1 the rows of a plane are taken as one run of positions
- * (schedule.h, flat): tiles then span row ends, so narrow images (LeNet's
+ * Both take the rows of a plane as one run of positions (schedule.h,
+ * positions): tiles then span row ends, so narrow images (LeNet's
  * 10 columns, ResNet's 7 and 14) still fill whole vectors, at the price
- * of computing the W - OW columns past each row's end and dropping them.
- * A padded input is first copied into a zero-padded buffer.
+ * of computing the columns past each row's end and dropping them. With
+ * padding or a stride, the input is first copied zero-padded, in planes
+ * of the stride's phases, so a strided window's taps read contiguous runs
+ * too.
  *
  * Tiling changes no result of the forward pass: each output still sums
  * its bias, then channels and taps in order. The weight gradient's sums
@@ -39,31 +38,18 @@ static int64_t vectors(int64_t width) {
   return width / LANES + width % LANES / (LANES / 2) + width % (LANES / 2);
 }
 
-/* The first output position whose window starts inside the input, and
- * one past the last whose window ends inside it, along one axis. */
-static void interior(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p,
-                     int64_t d, int64_t *lo, int64_t *hi) {
-  int64_t first = p <= 0 ? 0 : (p + s - 1) / s;
-  int64_t reach = in - 1 + p - (k - 1) * d; /* oh * s must not pass it */
-  int64_t last = reach < 0 ? 0 : reach / s + 1;
-  if (first > out)
-    first = out;
-  if (last > out)
-    last = out;
-  if (last < first)
-    last = first;
-  *lo = first;
-  *hi = last;
+/* Cycles per tap of a forward tile of ocb channels by width positions:
+ * the broadcast weights and the input's vectors, then the multiply-adds. */
+static double tile_cost(int64_t ocb, int64_t width) {
+  double v = (double)vectors(width), ops = ocb * v / 2, mem = (ocb + v) / 2;
+  return (ops > mem ? ops : mem) + 0.5;
 }
 
-/* Cycles per tap of a tile of ocb channels by width columns (forward),
- * or of ocb channels by kw taps by width lanes (weight gradient). */
-static double tile_cost(int64_t ocb, int64_t width, int64_t kw) {
-  if (width <= 0)
-    return 0;
-  double v = (double)vectors(width), acc = (double)ocb * kw * v;
-  double loads = (double)ocb + (double)kw * v;
-  double ops = acc / 2, mem = loads / 2;
+/* Cycles per tile of the weight gradient with ocb channels by kwb taps by
+ * width lanes: dy's vectors for each channel, x's for each tap. */
+static double dw_cost(int64_t ocb, int64_t kwb, int64_t width) {
+  double v = (double)vectors(width), ops = ocb * kwb * v / 2,
+         mem = (ocb + kwb) * v / 2;
   return (ops > mem ? ops : mem) + 0.5;
 }
 
@@ -77,63 +63,68 @@ ConvGeom padded_geom(const ConvGeom *g) {
 
 ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   ConvSchedule s = {0};
-  interior(g->H, g->OH, g->KH, g->sh, g->ph, g->dh, &s.row0, &s.row1);
-  interior(g->W, g->OW, g->KW, g->sw, g->pw, g->dw, &s.col0, &s.col1);
   if (!tile)
     return s;
-  /* Guarded windows cost several times an interior one: when more than
-   * a quarter of the outputs have them, copying the input into a padded
-   * buffer (a few percent of the work) is cheaper. At a column stride
-   * above 1 the copy also splits each row into its phases, which makes
-   * the tiles' loads contiguous. */
-  int64_t inner = (s.row1 - s.row0) * (s.col1 - s.col0);
-  int flat = pass == CONV_FORWARD && g->sh == 1 && g->sw == 1;
-  int copy =
-      pass == CONV_FORWARD && (g->sw > 1 || 4 * inner < 3 * g->OH * g->OW);
-  if (flat || copy) { /* every window inside the (copied) input */
-    ConvGeom p = padded_geom(g);
-    s.pad_copy = copy || g->ph != 0 || g->pw != 0;
-    s.phases = copy ? g->sw : 1;
-    s.flat = flat;
-    s.positions = flat ? (g->OH - 1) * p.W + g->OW : 0;
-    s.row0 = s.col0 = 0;
-    s.row1 = g->OH;
-    s.col1 = g->OW;
-  }
-  int64_t og = g->O / g->groups, wi = s.flat ? s.positions : s.col1 - s.col0;
-  int64_t kw = pass == CONV_WEIGHT ? g->KW : 1;
+  /* The rows run as one stretch of positions, in a copy when there is
+   * padding or a stride (the weight gradient always copies: its last tile
+   * runs past the positions). The copy costs a few percent of the work;
+   * guarded windows, strided loads and narrow rows (ResNet's 7 and 14
+   * columns) would cost more. */
+  ConvGeom p = padded_geom(g);
+  s.pad_copy = pass == CONV_WEIGHT || g->sh > 1 || g->sw > 1 || g->ph != 0 ||
+               g->pw != 0 || g->uh > 1 || g->uw > 1;
+  s.phase_h = s.pad_copy ? g->sh : 1;
+  s.phase_w = s.pad_copy ? g->sw : 1;
+  s.plane_h = s.pad_copy ? (p.H + s.phase_h - 1) / s.phase_h : g->H;
+  s.plane_w = s.pad_copy ? (p.W + s.phase_w - 1) / s.phase_w : g->W;
+  s.positions = (g->OH - 1) * s.plane_w + g->OW;
+  int64_t wi = s.positions, og = g->O / g->groups;
   static const int64_t widths[] = {8, 16, 24, 32};
   double best = -1;
   for (int i = 0; i <= 4; i++) {
-    int64_t w = i < 4 ? widths[i] : wi; /* the whole interior, if narrow */
-    /* tiles of whole vectors: a tile with leftover lanes is unrolled into
-     * scalar code by the C compiler rather than vectorized */
-    if (w <= 0 || w > wi || (i == 4 && (w > 32 || (w % LANES && wi > LANES))))
+    int64_t w = i < 4 ? widths[i] : wi; /* one tile, if narrow */
+    /* The last tile is a whole one: past the positions into the copy's
+     * zero rows, or without a copy ending at the last position
+     * (schedule.h); without a copy, w = wi is one exact tile. Tiles are
+     * wider than 16 when they can be: gcc unrolls a loop of 16 or fewer
+     * iterations completely, and then vectorizes the tile across the
+     * wrong loop or leaves part of it in memory (2 to 10 times slower);
+     * LLVM does as well either way. */
+    if (w <= 0 || (w > wi && !s.pad_copy) ||
+        (i == 4 && (s.pad_copy || w > 32 || (w % LANES && wi > LANES))))
       continue;
-    if (pass == CONV_WEIGHT && w > 16)
+    if (w <= 16 && (s.pad_copy || wi >= 24))
       continue;
+    double tiles = (double)((wi + w - 1) / w);
     for (int64_t ocb = 1; ocb <= og && ocb <= 16; ocb++) {
-      int64_t regs =
-          vectors(w) > vectors(wi % w) ? vectors(w) : vectors(wi % w);
-      if (og % ocb || (ocb > 1 && ocb * kw * regs > MAX_ACC))
+      if (og % ocb)
         continue;
-      double row =
-          (double)(og / ocb) * ((double)(wi / w) * tile_cost(ocb, w, kw) +
-                                tile_cost(ocb, wi % w, kw));
-      if (best < 0 || row < best - 1e-9) {
-        best = row;
-        s.ocb = ocb;
-        s.width = w;
+      for (int64_t kwb = 1; kwb <= (pass == CONV_WEIGHT ? g->KW : 1); kwb++) {
+        if (g->KW % kwb ||
+            ((ocb > 1 || kwb > 1) && ocb * kwb * vectors(w) > MAX_ACC))
+          continue;
+        double cost =
+            (double)(og / ocb) * tiles *
+            (pass == CONV_WEIGHT ? (double)(g->KW / kwb) * dw_cost(ocb, kwb, w)
+                                 : tile_cost(ocb, w));
+        if (best < 0 || cost < best - 1e-9) {
+          best = cost;
+          s.ocb = ocb;
+          s.kwb = kwb;
+          s.width = w;
+        }
       }
     }
   }
-  if (best < 0) { /* no interior column: one channel at a time, guarded */
-    s.ocb = 1;
-    s.width = 1;
-  }
   s.tiled = 1;
-  s.tiles = wi / s.width;
-  s.rem = wi % s.width;
+  s.tiles = (wi + s.width - 1) / s.width;
+  if (s.pad_copy) { /* the last tile's reads, deepest tap */
+    int64_t reach = s.tiles * s.width +
+                    (g->KH - 1) * g->dh / s.phase_h * s.plane_w +
+                    (g->KW - 1) * g->dw / s.phase_w;
+    if (reach > s.plane_h * s.plane_w)
+      s.plane_h = (reach + s.plane_w - 1) / s.plane_w;
+  }
   return s;
 }
 
@@ -157,36 +148,35 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
   const char *acc =
       pass == CONV_WEIGHT
           ? arena_printf(a,
-                         "accumulators: %" PRId64
-                         " output channels x kw taps x "
-                         "%" PRId64 " column lanes",
-                         s->ocb, s->width)
-          : arena_printf(
-                a, "accumulators: %" PRId64 " output channels x %" PRId64 " %s",
-                s->ocb, s->width, s->flat ? "positions" : "output columns");
+                         "accumulators: %" PRId64 " output channels x %" PRId64
+                         " kw taps x %" PRId64 " lanes of positions",
+                         s->ocb, s->kwb, s->width)
+          : arena_printf(a,
+                         "accumulators: %" PRId64 " output channels x %" PRId64
+                         " positions",
+                         s->ocb, s->width);
   if (s->parallel)
     acc = arena_printf(a, "%s; %s shared out among threads", acc,
                        s->parallel == PAR_SAMPLES ? "samples" : "blocks");
-  if (s->flat)
-    return arena_printf(a,
-                        "%srows flattened to %" PRId64
-                        " positions; %s; %" PRId64 " tiles + %" PRId64
-                        ", no guards",
-                        s->pad_copy ? "input copied zero-padded; " : "",
-                        s->positions, acc, s->tiles, s->rem);
-  if (s->pad_copy)
-    return arena_printf(a,
-                        "input copied zero-padded%s; %s; columns in %" PRId64
-                        " tiles + %" PRId64 ", no guards",
-                        s->phases > 1 ? ", rows split into the stride's phases"
-                                      : "",
-                        acc, s->tiles, s->rem);
+  const char *copy =
+      !s->pad_copy ? ""
+      : s->phase_h * s->phase_w > 1
+          ? arena_printf(a,
+                         "input copied zero-padded into %" PRId64 " x %" PRId64
+                         " planes of the stride's phases; ",
+                         s->phase_h, s->phase_w)
+          : "input copied zero-padded; ";
+  int64_t spare = s->tiles * s->width - s->positions;
+  const char *last =
+      spare == 0    ? ""
+      : s->pad_copy ? arena_printf(a, " (%" PRId64 " spare positions)", spare)
+                    : " (the last ending at the last position)";
   return arena_printf(a,
-                      "%s; interior columns [%" PRId64 ", %" PRId64
-                      ") in %" PRId64 " tiles + %" PRId64 ", rows [%" PRId64
-                      ", %" PRId64 ") unguarded, padding borders guarded",
-                      acc, s->col0, s->col1, s->tiles, s->rem, s->row0,
-                      s->row1);
+                      "%srows flattened to %" PRId64
+                      " positions%s; %s; %" PRId64 " tiles%s, no guards",
+                      copy, s->positions,
+                      pass == CONV_WEIGHT ? ", dy copied along them" : "", acc,
+                      s->tiles, last);
 }
 
 static int64_t largest_divisor(int64_t n, int64_t most) {

@@ -15,35 +15,48 @@
 typedef struct ConvGeom {
   int64_t groups, C, H, W, O, OH, OW;
   int64_t KH, KW, sh, sw, ph, pw, dh, dw;
+  int64_t uh, uw; /* the input's rows and columns are uh and uw apart, zeros
+                     between them (H and W count both; 0 is 1): conv_dx at a
+                     stride above 1 */
 } ConvGeom;
 
 typedef enum ConvPass {
   CONV_FORWARD, /* out as above (also conv_dx at stride 1, as a forward
                    convolution of dy with the flipped kernel) */
-  CONV_WEIGHT,  /* the weight gradient: a sum over samples and outputs */
+  CONV_WEIGHT,  /* the weight gradient: a sum over samples and outputs;
+                   dy is copied along the positions (zero where ow >= OW)
+                   and every tap is a dot product of it with the copy */
 } ConvPass;
 
 typedef struct ConvSchedule {
-  int tiled;          /* 0: the plain nest, one output element at a time */
-  int pad_copy;       /* the input is first copied into a zero-padded scratch
-                         buffer (padded_geom), so no window needs a guard */
-  int64_t phases;     /* pad_copy at column stride s > 1: s, and each row of
-                         the copy holds its s phases one after the other
-                         (column s*q + r at r*ceil(W/s) + q), so the columns
-                         a tile reads are contiguous; else 1 */
-  int flat;           /* stride 1: the rows of a channel are one run of
-                         positions p = oh * W + ow (W the input's width), every
-                         tap reads in[p + kh*dh*W + kw*dw]; the positions with
-                         ow >= OW are computed and not stored */
-  int64_t positions;  /* flat: (OH - 1) * W + OW, tiled like columns */
-  int64_t ocb;        /* output channels per block, held in accumulators */
-  int64_t width;      /* output columns per tile: the innermost, contiguous
-                         loop, which the backends' compilers vectorize */
-  int64_t tiles;      /* full tiles across the interior columns */
-  int64_t rem;        /* interior columns after them: one narrower tile */
-  int64_t row0, row1; /* output rows [row0, row1) read no padding */
-  int64_t col0, col1; /* output columns [col0, col1) read no padding */
-  int parallel;       /* Parallel: what threads share out, set by lowering */
+  int tiled;         /* 0: the plain nest, one output element at a time */
+  int pad_copy;      /* the input is first copied into a zero-padded scratch
+                        buffer (padded_geom), so no window needs a guard */
+  int64_t phase_h;   /* pad_copy: the strides; the copy holds each channel */
+  int64_t phase_w;   /* as phase_h x phase_w planes, the padded element
+                        (r, q) in plane (r % phase_h, q % phase_w) at
+                        (r / phase_h, q / phase_w), so the taps of a
+                        strided window read contiguous runs; else 1 */
+  int64_t plane_h;   /* a plane's rows, with zero rows after the last so
+                        that the last tile's spare positions read inside */
+  int64_t plane_w;   /* a plane's columns (the input's width without a
+                        copy) */
+  int64_t positions; /* the output rows as one run of positions
+                        p = oh * plane_w + ow, (OH - 1) * plane_w + OW of
+                        them; tap (kh, kw) reads its plane at p +
+                        (kh*dh / phase_h) * plane_w + kw*dw / phase_w. The
+                        positions with ow >= OW are computed and dropped */
+  int64_t ocb;       /* output channels per block, held in accumulators */
+  int64_t kwb;       /* weight gradient: kw taps per block */
+  int64_t width;     /* positions per tile: the innermost, contiguous
+                        loop, which the backends' compilers vectorize */
+  int64_t tiles;     /* tiles across the positions, the last a whole one
+                        when they are not a whole number of tiles: with a
+                        copy it runs past them into the planes' zero rows,
+                        without one it ends at the last position
+                        (overlapping the one before, and storing only what
+                        that did not) */
+  int parallel;      /* Parallel: what threads share out, set by lowering */
 } ConvSchedule;
 
 /* Work (multiply-adds per call) below which a nest runs on one thread:

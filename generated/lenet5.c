@@ -873,7 +873,7 @@ size_t lenet5_save(const lenet5_state *s, void *data, size_t size) {
 }
 
 /* c1: conv+tanh with tanh0, lenet5.cnn:9
- * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 6 output channels x 16 positions; 55 tiles + 12, no guards */
+ * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; 28 tiles (4 spare positions), no guards */
 static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
@@ -882,70 +882,42 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1; c++) {
-      for (ptrdiff_t h = 0; h < 32; h++) {
-        for (ptrdiff_t w = 0; w < 32; w++) {
-          c1_padded[((n + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? x[((n + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 33; a++) {
+        for (ptrdiff_t q = 0; q < 32; q++) {
+          c1_padded[((n + c) * 33 + a) * 32 + q] = 0 <= a - 2 && a - 2 < 28 && (0 <= q - 2 && q - 2 < 28) ? x[((n + c) * 28 + a - 2) * 28 + q - 2] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t ob = 0; ob < 1; ob++) {
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 55; t++) {
-        for (ptrdiff_t j = 0; j < 6; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = c1_bias[ob * 6 + j];
+      for (ptrdiff_t t = 0; t < 28; t++) {
+        for (ptrdiff_t j = 0; j < 3; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = c1_bias[ob * 3 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1; ic++) {
           for (ptrdiff_t kh = 0; kh < 5; kh++) {
             for (ptrdiff_t kw = 0; kw < 5; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 6; j_2++) {
-                float wv = c1_weight[((ob * 6 + j_2 + ic) * 5 + kh) * 5 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += c1_padded[((n_2 + ic) * 32 + kh) * 32 + t * 16 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
+                float wv = c1_weight[((ob * 3 + j_2 + ic) * 5 + kh) * 5 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += c1_padded[((n_2 + ic) * 33 + kh) * 32 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 6; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 32 < 28) {
-              float v = acc[j_3 * 16 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 32 < 28 && p < 892) {
+              float v = acc[j_3 * 32 + i_3];
               float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
               float z = c_2 * c_2;
-              tanh0[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+              tanh0[((n_2 * 6 + ob * 3 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 6; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
-          acc[j_4 * 12 + i_4] = c1_bias[ob * 6 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 6; j_5++) {
-              float wv_2 = c1_weight[((ob * 6 + j_5 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
-                acc[j_5 * 12 + i_5] += c1_padded[((n_2 + ic_2) * 32 + kh_2) * 32 + 880 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 6; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-          ptrdiff_t p_2 = 880 + i_6;
-          if (p_2 % 32 < 28) {
-            float v_2 = acc[j_6 * 12 + i_6];
-            float c_3 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
-            float z_2 = c_3 * c_3;
-            tanh0[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = c_3 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
@@ -975,7 +947,7 @@ static void forward_avgpool0(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c3: conv+tanh with tanh1, lenet5.cnn:10
- * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 5 tiles + 16, no guards */
+ * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 6 tiles (the last ending at the last position), no guards */
 static void forward_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
@@ -1015,8 +987,8 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-          acc[j_4 * 16 + i_4] = c3_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = c3_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
@@ -1024,18 +996,18 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = c3_weight[(((ob * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                acc[j_5 * 16 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 120 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-          ptrdiff_t p_2 = 120 + i_6;
-          if (p_2 % 14 < 10) {
-            float v_2 = acc[j_6 * 16 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 112 + i_6;
+          if (p_2 % 14 < 10 && 120 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
             float z_2 = c_2 * c_2;
             tanh1[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
@@ -1210,79 +1182,51 @@ static int train_labels(const lenet5_state *s, ptrdiff_t count, const int64_t *l
 }
 
 /* c1: conv+tanh with tanh0, lenet5.cnn:9
- * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 6 output channels x 16 positions; 55 tiles + 12, no guards */
+ * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; 28 tiles (4 spare positions), no guards */
 static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
-  float *tanh0 = s->arena + 5184;
+  float *tanh0 = s->arena + 5472;
   float *c1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1; c++) {
-      for (ptrdiff_t h = 0; h < 32; h++) {
-        for (ptrdiff_t w = 0; w < 32; w++) {
-          c1_padded[((n + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? x[((n + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 33; a++) {
+        for (ptrdiff_t q = 0; q < 32; q++) {
+          c1_padded[((n + c) * 33 + a) * 32 + q] = 0 <= a - 2 && a - 2 < 28 && (0 <= q - 2 && q - 2 < 28) ? x[((n + c) * 28 + a - 2) * 28 + q - 2] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t ob = 0; ob < 1; ob++) {
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 55; t++) {
-        for (ptrdiff_t j = 0; j < 6; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = c1_bias[ob * 6 + j];
+      for (ptrdiff_t t = 0; t < 28; t++) {
+        for (ptrdiff_t j = 0; j < 3; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = c1_bias[ob * 3 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1; ic++) {
           for (ptrdiff_t kh = 0; kh < 5; kh++) {
             for (ptrdiff_t kw = 0; kw < 5; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 6; j_2++) {
-                float wv = c1_weight[((ob * 6 + j_2 + ic) * 5 + kh) * 5 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += c1_padded[((n_2 + ic) * 32 + kh) * 32 + t * 16 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
+                float wv = c1_weight[((ob * 3 + j_2 + ic) * 5 + kh) * 5 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += c1_padded[((n_2 + ic) * 33 + kh) * 32 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 6; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 32 < 28) {
-              float v = acc[j_3 * 16 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 32 < 28 && p < 892) {
+              float v = acc[j_3 * 32 + i_3];
               float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
               float z = c_2 * c_2;
-              tanh0[((n_2 * 6 + ob * 6 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+              tanh0[((n_2 * 6 + ob * 3 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 6; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
-          acc[j_4 * 12 + i_4] = c1_bias[ob * 6 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 6; j_5++) {
-              float wv_2 = c1_weight[((ob * 6 + j_5 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
-                acc[j_5 * 12 + i_5] += c1_padded[((n_2 + ic_2) * 32 + kh_2) * 32 + 880 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 6; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-          ptrdiff_t p_2 = 880 + i_6;
-          if (p_2 % 32 < 28) {
-            float v_2 = acc[j_6 * 12 + i_6];
-            float c_3 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
-            float z_2 = c_3 * c_3;
-            tanh0[((n_2 * 6 + ob * 6 + j_6) * 28 + p_2 / 32) * 28 + p_2 % 32] = c_3 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
@@ -1292,8 +1236,8 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
 
 /* avgpool0: avgpool, lenet5.cnn:9 */
 static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0 = s->arena + 5184;
-  float *avgpool0 = s->arena + 11488;
+  const float *tanh0 = s->arena + 5472;
+  float *avgpool0 = s->arena + 11776;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 6; c++) {
       for (ptrdiff_t oh = 0; oh < 14; oh++) {
@@ -1312,11 +1256,11 @@ static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c3: conv+tanh with tanh1, lenet5.cnn:10
- * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 5 tiles + 16, no guards */
+ * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 6 tiles (the last ending at the last position), no guards */
 static void train_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
-  const float *avgpool0 = s->arena + 11488;
+  const float *avgpool0 = s->arena + 11776;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
@@ -1352,8 +1296,8 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-          acc[j_4 * 16 + i_4] = c3_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = c3_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
@@ -1361,18 +1305,18 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = c3_weight[(((ob * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                acc[j_5 * 16 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 120 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-          ptrdiff_t p_2 = 120 + i_6;
-          if (p_2 % 14 < 10) {
-            float v_2 = acc[j_6 * 16 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 112 + i_6;
+          if (p_2 % 14 < 10 && 120 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
             float z_2 = c_2 * c_2;
             tanh1[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
@@ -1511,7 +1455,7 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, lenet5.cnn:15 */
 static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *f7 = s->arena + 2204;
-  float *cross_entropy0 = s->arena + 13840;
+  float *cross_entropy0 = s->arena + 16056;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -1838,7 +1782,7 @@ static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
 static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
   const float *tanh1 = s->arena + 0;
   const float *flatten0_dx = s->arena + 2000;
-  float *tanh1_dx = s->arena + 9888;
+  float *tanh1_dx = s->arena + 10176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
       tanh1_dx[n * 1600 + i] = 0.0f;
@@ -1869,25 +1813,25 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c3.dx: conv_dx, lenet5.cnn:10
- * schedule: input copied zero-padded; rows flattened to 248 positions; accumulators: 3 output channels x 32 positions; 7 tiles + 24, no guards */
+ * schedule: input copied zero-padded; rows flattened to 248 positions; accumulators: 3 output channels x 32 positions; 8 tiles (8 spare positions), no guards */
 static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
-  const float *tanh1_dx = s->arena + 9888;
-  float *c3_dx = s->arena + 12664;
+  const float *tanh1_dx = s->arena + 10176;
+  float *c3_dx = s->arena + 14880;
   float *c3_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 16; c++) {
-      for (ptrdiff_t h = 0; h < 18; h++) {
-        for (ptrdiff_t w = 0; w < 18; w++) {
-          c3_dx_padded[((n * 16 + c) * 18 + h) * 18 + w] = 0 <= h - 4 && h - 4 < 10 && (0 <= w - 4 && w - 4 < 10) ? tanh1_dx[((n * 16 + c) * 10 + h - 4) * 10 + w - 4] : 0.0f;
+      for (ptrdiff_t a = 0; a < 19; a++) {
+        for (ptrdiff_t q = 0; q < 18; q++) {
+          c3_dx_padded[((n * 16 + c) * 19 + a) * 18 + q] = 0 <= a - 4 && a - 4 < 10 && (0 <= q - 4 && q - 4 < 10) ? tanh1_dx[((n * 16 + c) * 10 + a - 4) * 10 + q - 4] : 0.0f;
         }
       }
     }
   }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
+      for (ptrdiff_t t = 0; t < 8; t++) {
         for (ptrdiff_t j = 0; j < 3; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
             acc[j * 32 + i] = 0.0f;
@@ -1899,7 +1843,7 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
                 float wv = c3_weight[((ic * 6 + ob * 3 + j_2) * 5 + 4 - kh) * 5 + 4 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += c3_dx_padded[((n_2 * 16 + ic) * 18 + kh) * 18 + t * 32 + i_2 + kw] * wv;
+                  acc[j_2 * 32 + i_2] += c3_dx_padded[((n_2 * 16 + ic) * 19 + kh) * 18 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
@@ -1908,34 +1852,9 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
             ptrdiff_t p = t * 32 + i_3;
-            if (p % 18 < 14) {
+            if (p % 18 < 14 && p < 248) {
               c3_dx[((n_2 * 6 + ob * 3 + j_3) * 14 + p / 18) * 14 + p % 18] = acc[j_3 * 32 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 3; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 16; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 3; j_5++) {
-              float wv_2 = c3_weight[((ic_2 * 6 + ob * 3 + j_5) * 5 + 4 - kh_2) * 5 + 4 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += c3_dx_padded[((n_2 * 16 + ic_2) * 18 + kh_2) * 18 + 224 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 224 + i_6;
-          if (p_2 % 18 < 14) {
-            c3_dx[((n_2 * 6 + ob * 3 + j_6) * 14 + p_2 / 18) * 14 + p_2 % 18] = acc[j_6 * 24 + i_6];
           }
         }
       }
@@ -1944,45 +1863,56 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c3.dweight: conv_dw, lenet5.cnn:10
- * schedule: accumulators: 1 output channels x kw taps x 8 column lanes; interior columns [0, 10) in 1 tiles + 2, rows [0, 10) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 136 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; 6 tiles (8 spare positions), no guards */
 static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
-  const float *avgpool0 = s->arena + 11488;
-  const float *tanh1_dx = s->arena + 9888;
+  const float *avgpool0 = s->arena + 11776;
+  const float *tanh1_dx = s->arena + 10176;
   float *c3_weight_grad = s->g32 + 156;
-  float acc[50]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  float *c3_dweight_padded = s->arena + 2304;
+  float *c3_dweight_dy_flat = s->arena + 0;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 6; c++) {
+      for (ptrdiff_t a = 0; a < 15; a++) {
+        for (ptrdiff_t q = 0; q < 14; q++) {
+          c3_dweight_padded[((n * 6 + c) * 15 + a) * 14 + q] = a < 14 ? avgpool0[((n * 6 + c) * 14 + a) * 14 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 16; o++) {
+      for (ptrdiff_t p = 0; p < 144; p++) {
+        c3_dweight_dy_flat[(n_2 * 16 + o) * 144 + p] = p % 14 < 10 && p < 136 ? tanh1_dx[((n_2 * 16 + o) * 10 + p / 14) * 10 + p % 14] : 0.0f;
+      }
+    }
+  }
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 6; ic++) {
       for (ptrdiff_t kh = 0; kh < 5; kh++) {
-        for (ptrdiff_t a = 0; a < 50; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 10; oh++) {
-            for (ptrdiff_t t = 0; t < 1; t++) {
-              for (ptrdiff_t j = 0; j < 1; j++) {
-                for (ptrdiff_t kw = 0; kw < 5; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 5 + kw) * 10 + l] += tanh1_dx[((n * 16 + ob + j) * 10 + oh) * 10 + t * 8 + l] * avgpool0[((n * 6 + ic) * 14 + oh + kh) * 14 + t * 8 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 5; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 6; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += c3_dweight_dy_flat[(n_3 * 16 + ob * 4 + j) * 144 + t * 24 + l] * c3_dweight_padded[((n_3 * 6 + ic) * 15 + kh) * 14 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                  acc[(j_2 * 5 + kw_2) * 10 + 8 + l_2] += tanh1_dx[((n * 16 + ob + j_2) * 10 + oh) * 10 + 8 + l_2] * avgpool0[((n * 6 + ic) * 14 + oh + kh) * 14 + 8 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 5; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
-              sum = sum + acc[(j_3 * 5 + kw_3) * 10 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              c3_weight_grad[(((ob * 4 + j_2) * 6 + ic) * 5 + kh) * 5 + kc + k_2] = sum;
             }
-            c3_weight_grad[(((ob + j_3) * 6 + ic) * 5 + kh) * 5 + kw_3] = sum;
           }
         }
       }
@@ -1992,7 +1922,7 @@ static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* c3.dbias: bias_grad, lenet5.cnn:10 */
 static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh1_dx = s->arena + 9888;
+  const float *tanh1_dx = s->arena + 10176;
   float *c3_bias_grad = s->g32 + 2556;
   for (ptrdiff_t c = 0; c < 16; c++) {
     float acc = 0.0f;
@@ -2007,9 +1937,9 @@ static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
 
 /* avgpool0.dx: pool_dx+act_dx with tanh0.dx, lenet5.cnn:9 */
 static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0 = s->arena + 5184;
-  const float *c3_dx = s->arena + 12664;
-  float *tanh0_dx = s->arena + 0;
+  const float *tanh0 = s->arena + 5472;
+  const float *c3_dx = s->arena + 14880;
+  float *tanh0_dx = s->arena + 10176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
       tanh0_dx[n * 4704 + i] = 0.0f;
@@ -2040,57 +1970,55 @@ static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c1.dweight: conv_dw, lenet5.cnn:9
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; interior columns [2, 26) in 3 tiles + 0, rows [2, 26) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 892 positions, dy copied along them; accumulators: 3 output channels x 1 kw taps x 32 lanes of positions; 28 tiles (4 spare positions), no guards */
 static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
-  const float *tanh0_dx = s->arena + 0;
+  const float *tanh0_dx = s->arena + 10176;
   float *c1_weight_grad = s->g32 + 0;
-  float acc[90]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 3; ob++) {
+  float *c1_dweight_padded = s->arena + 5376;
+  float *c1_dweight_dy_flat = s->arena + 0;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 1; c++) {
+      for (ptrdiff_t a = 0; a < 33; a++) {
+        for (ptrdiff_t q = 0; q < 32; q++) {
+          c1_dweight_padded[((n + c) * 33 + a) * 32 + q] = 0 <= a - 2 && a - 2 < 28 && (0 <= q - 2 && q - 2 < 28) ? x[((n + c) * 28 + a - 2) * 28 + q - 2] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 6; o++) {
+      for (ptrdiff_t p = 0; p < 896; p++) {
+        c1_dweight_dy_flat[(n_2 * 6 + o) * 896 + p] = p % 32 < 28 && p < 892 ? tanh0_dx[((n_2 * 6 + o) * 28 + p / 32) * 28 + p % 32] : 0.0f;
+      }
+    }
+  }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 1; ic++) {
       for (ptrdiff_t kh = 0; kh < 5; kh++) {
-        for (ptrdiff_t a = 0; a < 90; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            if (0 <= oh - 2 + kh && oh - 2 + kh < 28) {
-              for (ptrdiff_t ow = 0; ow < 2; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 5; kw++) {
-                    if (0 <= ow - 2 + kw) {
-                      acc[(j * 5 + kw) * 9 + 8] += tanh0_dx[((n * 6 + ob * 2 + j) * 28 + oh) * 28 + ow] * x[((n + ic) * 28 + oh - 2 + kh) * 28 + ow - 2 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 5 + kw_2) * 9 + l] += tanh0_dx[((n * 6 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 2 + l] * x[((n + ic) * 28 + oh - 2 + kh) * 28 + t * 8 + 2 + l - 2 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 2; ow_2++) {
-                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                  for (ptrdiff_t kw_3 = 0; kw_3 < 5; kw_3++) {
-                    if (26 + ow_2 - 2 + kw_3 < 28) {
-                      acc[(j_3 * 5 + kw_3) * 9 + 8] += tanh0_dx[((n * 6 + ob * 2 + j_3) * 28 + oh) * 28 + 26 + ow_2] * x[((n + ic) * 28 + oh - 2 + kh) * 28 + 26 + ow_2 - 2 + kw_3];
-                    }
+        for (ptrdiff_t kc = 0; kc < 5; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 28; t++) {
+              for (ptrdiff_t j = 0; j < 3; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 32; l++) {
+                    acc[(j + k) * 32 + l] += c1_dweight_dy_flat[(n_3 * 6 + ob * 3 + j) * 896 + t * 32 + l] * c1_dweight_padded[((n_3 + ic) * 33 + kh) * 32 + t * 32 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 5; kw_4++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 9; l_2++) {
-              sum = sum + acc[(j_4 * 5 + kw_4) * 9 + l_2];
+          for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 32 + l_2];
+              }
+              c1_weight_grad[((ob * 3 + j_2 + ic) * 5 + kh) * 5 + kc + k_2] = sum;
             }
-            c1_weight_grad[((ob * 2 + j_4 + ic) * 5 + kh) * 5 + kw_4] = sum;
           }
         }
       }
@@ -2100,7 +2028,7 @@ static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
 
 /* c1.dbias: bias_grad, lenet5.cnn:9 */
 static void train_c1_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh0_dx = s->arena + 0;
+  const float *tanh0_dx = s->arena + 10176;
   float *c1_bias_grad = s->g32 + 150;
   for (ptrdiff_t c = 0; c < 6; c++) {
     float acc = 0.0f;
@@ -2284,7 +2212,7 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
   train_avgpool0_dx(s, count);
   train_c1_dweight(s, count, x);
   train_c1_dbias(s, count);
-  *loss = s->arena[13840];
+  *loss = s->arena[16056];
   return 0;
 }
 

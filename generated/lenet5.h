@@ -16,7 +16,7 @@
 typedef struct lenet5_state {
   float f32[61706]; /* parameters and float buffers */
   int64_t i64[1]; /* integer buffers */
-  float arena[13841]; /* activations, planned by lifetime */
+  float arena[16057]; /* activations, planned by lifetime */
   float g32[61706]; /* gradients, as f32 */
   float m32[61706]; /* optimizer state: momentum */
   float lr;       /* the learning rate */

@@ -1077,7 +1077,7 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; blocks shared out among threads; columns in 4 tiles + 16, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
@@ -1085,8 +1085,8 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
   const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
   float *relu0 = s->arena + 0;
-  float *bn1_scale = s->arena + 960826;
-  float *bn1_shift = s->arena + 960890;
+  float *bn1_scale = s->arena + 962896;
+  float *bn1_shift = s->arena + 962960;
   float *conv1_padded = s->arena + 802816;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1097,10 +1097,12 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
-      for (ptrdiff_t h = 0; h < 229; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 115; w++) {
-            conv1_padded[((n * 3 + c_2) * 229 + h) * 230 + r * 115 + w] = 0 <= h - 3 && h - 3 < 224 && (0 <= w * 2 + r - 3 && w * 2 + r - 3 < 224) ? x[((n * 3 + c_2) * 224 + h - 3) * 224 + w * 2 + r - 3] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 116; a++) {
+            for (ptrdiff_t q = 0; q < 115; q++) {
+              conv1_padded[((n * 12 + (c_2 * 2 + rh) * 2 + rw) * 116 + a) * 115 + q] = 0 <= a * 2 + rh - 3 && a * 2 + rh - 3 < 224 && (0 <= q * 2 + rw - 3 && q * 2 + rw - 3 < 224) ? x[((n * 3 + c_2) * 224 + a * 2 + rh - 3) * 224 + q * 2 + rw - 3] : 0.0f;
+            }
           }
         }
       }
@@ -1109,53 +1111,31 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 112; oh++) {
-        for (ptrdiff_t t = 0; t < 4; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t t = 0; t < 537; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 3; ic++) {
-            for (ptrdiff_t kh = 0; kh < 7; kh++) {
-              for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 3 + ic) * 229 + oh * 2 + kh) * 230 + kw % 2 * 115 + t * 24 + i_2 + kw / 2] * wv;
-                  }
+        }
+        for (ptrdiff_t ic = 0; ic < 3; ic++) {
+          for (ptrdiff_t kh = 0; kh < 7; kh++) {
+            for (ptrdiff_t kw = 0; kw < 7; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 115 < 112 && p < 12877) {
               float v = acc[j_3 * 24 + i_3] * bn1_scale[ob * 4 + j_3] + bn1_shift[ob * 4 + j_3];
-              relu0[((n_2 * 64 + ob * 4 + j_3) * 112 + oh) * 112 + t * 24 + i_3] = v < 0.0f ? 0.0f : v;
+              relu0[((n_2 * 64 + ob * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-            acc[j_4 * 16 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = conv1_weight[(((ob * 4 + j_5) * 3 + ic_2) * 7 + kh_2) * 7 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                  acc[j_5 * 16 + i_5] += conv1_padded[((n_2 * 3 + ic_2) * 229 + oh * 2 + kh_2) * 230 + kw_2 % 2 * 115 + 96 + i_5 + kw_2 / 2] * wv_2;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-            float v_2 = acc[j_6 * 16 + i_6] * bn1_scale[ob * 4 + j_6] + bn1_shift[ob * 4 + j_6];
-            relu0[((n_2 * 64 + ob * 4 + j_6) * 112 + oh) * 112 + 96 + i_6] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1187,7 +1167,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
@@ -1195,9 +1175,9 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
   const float *maxpool0 = s->arena + 802816;
-  float *layer1_0_relu0 = s->arena + 215296;
-  float *layer1_0_bn1_scale = s->arena + 416000;
-  float *layer1_0_bn1_shift = s->arena + 416064;
+  float *layer1_0_relu0 = s->arena + 219008;
+  float *layer1_0_bn1_scale = s->arena + 419712;
+  float *layer1_0_bn1_shift = s->arena + 419776;
   float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1208,9 +1188,9 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv1_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv1_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1218,7 +1198,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -1230,7 +1210,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -1239,36 +1219,10 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[ob * 4 + j_3] + layer1_0_bn1_shift[ob * 4 + j_3];
               layer1_0_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer1_0_bn1_scale[ob * 4 + j_6] + layer1_0_bn1_shift[ob * 4 + j_6];
-            layer1_0_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1277,7 +1231,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
@@ -1285,10 +1239,10 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
   const float *maxpool0 = s->arena + 802816;
-  const float *layer1_0_relu0 = s->arena + 215296;
-  float *layer1_0_relu1 = s->arena + 416000;
-  float *layer1_0_bn2_scale = s->arena + 616704;
-  float *layer1_0_bn2_shift = s->arena + 616768;
+  const float *layer1_0_relu0 = s->arena + 219008;
+  float *layer1_0_relu1 = s->arena + 419712;
+  float *layer1_0_bn2_scale = s->arena + 620416;
+  float *layer1_0_bn2_shift = s->arena + 620480;
   float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1299,9 +1253,9 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv2_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv2_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1309,7 +1263,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -1321,7 +1275,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_0_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -1330,36 +1284,10 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[ob * 4 + j_3] + layer1_0_bn2_shift[ob * 4 + j_3] + maxpool0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
               layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_0_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer1_0_bn2_scale[ob * 4 + j_6] + layer1_0_bn2_shift[ob * 4 + j_6] + maxpool0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
-            layer1_0_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1368,17 +1296,17 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
   const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
   const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
-  const float *layer1_0_relu1 = s->arena + 416000;
-  float *layer1_1_relu0 = s->arena + 215296;
-  float *layer1_1_bn1_scale = s->arena + 616704;
-  float *layer1_1_bn1_shift = s->arena + 616768;
+  const float *layer1_0_relu1 = s->arena + 419712;
+  float *layer1_1_relu0 = s->arena + 219008;
+  float *layer1_1_bn1_scale = s->arena + 620416;
+  float *layer1_1_bn1_shift = s->arena + 620480;
   float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1389,9 +1317,9 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv1_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv1_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1399,7 +1327,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -1411,7 +1339,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_1_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -1420,36 +1348,10 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[ob * 4 + j_3] + layer1_1_bn1_shift[ob * 4 + j_3];
               layer1_1_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer1_1_bn1_scale[ob * 4 + j_6] + layer1_1_bn1_shift[ob * 4 + j_6];
-            layer1_1_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1458,18 +1360,18 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
   const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
   const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
-  const float *layer1_0_relu1 = s->arena + 416000;
-  const float *layer1_1_relu0 = s->arena + 215296;
-  float *layer1_1_relu1 = s->arena + 616704;
-  float *layer1_1_bn2_scale = s->arena + 817408;
-  float *layer1_1_bn2_shift = s->arena + 817472;
+  const float *layer1_0_relu1 = s->arena + 419712;
+  const float *layer1_1_relu0 = s->arena + 219008;
+  float *layer1_1_relu1 = s->arena + 620416;
+  float *layer1_1_bn2_scale = s->arena + 821120;
+  float *layer1_1_bn2_shift = s->arena + 821184;
   float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1480,9 +1382,9 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv2_padded[((n * 64 + c_2) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv2_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1490,7 +1392,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -1502,7 +1404,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -1511,36 +1413,10 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[ob * 4 + j_3] + layer1_1_bn2_shift[ob * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
               layer1_1_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer1_1_bn2_scale[ob * 4 + j_6] + layer1_1_bn2_shift[ob * 4 + j_6] + layer1_0_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
-            layer1_1_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1549,19 +1425,19 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
   const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
   const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
-  const float *layer1_1_relu1 = s->arena + 616704;
-  float *layer2_0_relu0 = s->arena + 211584;
-  float *layer2_0_bn1_scale = s->arena + 311936;
-  float *layer2_0_bn1_shift = s->arena + 312064;
+  const float *layer1_1_relu1 = s->arena + 620416;
+  float *layer2_0_relu0 = s->arena + 222720;
+  float *layer2_0_bn1_scale = s->arena + 323072;
+  float *layer2_0_bn1_shift = s->arena + 323200;
   float *layer2_0_conv1_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
     float shift = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
@@ -1570,10 +1446,12 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t h = 0; h < 57; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 29; w++) {
-            layer2_0_conv1_padded[((n * 64 + c_2) * 57 + h) * 58 + r * 29 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 56) ? layer1_1_relu1[((n * 64 + c_2) * 56 + h - 1) * 56 + w * 2 + r - 1] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 30; a++) {
+            for (ptrdiff_t q = 0; q < 29; q++) {
+              layer2_0_conv1_padded[((n * 256 + (c_2 * 2 + rh) * 2 + rw) * 30 + a) * 29 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 56 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 56) ? layer1_1_relu1[((n * 64 + c_2) * 56 + a * 2 + rh - 1) * 56 + q * 2 + rw - 1] : 0.0f;
+            }
           }
         }
       }
@@ -1582,53 +1460,31 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 16; i++) {
-              acc[j * 16 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                    acc[j_2 * 16 + i_2] += layer2_0_conv1_padded[((n_2 * 64 + ic) * 57 + oh * 2 + kh) * 58 + kw % 2 * 29 + t * 16 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-              float v = acc[j_3 * 16 + i_3] * layer2_0_bn1_scale[ob * 4 + j_3] + layer2_0_bn1_shift[ob * 4 + j_3];
-              layer2_0_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = v < 0.0f ? 0.0f : v;
-            }
+      for (ptrdiff_t t = 0; t < 34; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
-            acc[j_4 * 12 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer2_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
-                  acc[j_5 * 12 + i_5] += layer2_0_conv1_padded[((n_2 * 64 + ic_2) * 57 + oh * 2 + kh_2) * 58 + kw_2 % 2 * 29 + 16 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-            float v_2 = acc[j_6 * 12 + i_6] * layer2_0_bn1_scale[ob * 4 + j_6] + layer2_0_bn1_shift[ob * 4 + j_6];
-            layer2_0_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 29 < 28 && p < 811) {
+              float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[ob * 4 + j_3] + layer2_0_bn1_shift[ob * 4 + j_3];
+              layer2_0_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
+            }
           }
         }
       }
@@ -1637,19 +1493,19 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
   const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
   const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
-  const float *layer1_1_relu1 = s->arena + 616704;
-  float *layer2_0_downsample_1 = s->arena + 311936;
-  float *layer2_0_downsample_1_scale = s->arena + 197120;
-  float *layer2_0_downsample_1_shift = s->arena + 197248;
+  const float *layer1_1_relu1 = s->arena + 620416;
+  float *layer2_0_downsample_1 = s->arena + 323072;
+  float *layer2_0_downsample_1_scale = s->arena + 207872;
+  float *layer2_0_downsample_1_shift = s->arena + 208000;
   float *layer2_0_downsample_0_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_downsample_1_weight[c] / sqrtf(layer2_0_downsample_1_running_var[c] + 1e-05f);
     float shift = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
@@ -1658,10 +1514,12 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t h = 0; h < 55; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 28; w++) {
-            layer2_0_downsample_0_padded[((n * 64 + c_2) * 55 + h) * 56 + r * 28 + w] = layer1_1_relu1[((n * 64 + c_2) * 56 + h) * 56 + w * 2 + r];
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 29; a++) {
+            for (ptrdiff_t q = 0; q < 28; q++) {
+              layer2_0_downsample_0_padded[((n * 256 + (c_2 * 2 + rh) * 2 + rw) * 29 + a) * 28 + q] = a * 2 + rh < 56 ? layer1_1_relu1[((n * 64 + c_2) * 56 + a * 2 + rh) * 56 + q * 2 + rw] : 0.0f;
+            }
           }
         }
       }
@@ -1670,51 +1528,30 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 16; i++) {
-              acc[j * 16 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                    acc[j_2 * 16 + i_2] += layer2_0_downsample_0_padded[((n_2 * 64 + ic) * 55 + oh * 2 + kh) * 56 + kw % 2 * 28 + t * 16 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-              layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3] * layer2_0_downsample_1_scale[ob * 4 + j_3] + layer2_0_downsample_1_shift[ob * 4 + j_3];
-            }
+      for (ptrdiff_t t = 0; t < 33; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
-            acc[j_4 * 12 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer2_0_downsample_0_weight[(ob * 4 + j_5) * 64 + ic_2 + kh_2 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
-                  acc[j_5 * 12 + i_5] += layer2_0_downsample_0_padded[((n_2 * 64 + ic_2) * 55 + oh * 2 + kh_2) * 56 + kw_2 % 2 * 28 + 16 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-            layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6] * layer2_0_downsample_1_scale[ob * 4 + j_6] + layer2_0_downsample_1_shift[ob * 4 + j_6];
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 28 < 28 && p < 784) {
+              layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[ob * 4 + j_3] + layer2_0_downsample_1_shift[ob * 4 + j_3];
+            }
           }
         }
       }
@@ -1723,20 +1560,20 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
   const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
   const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-  const float *layer2_0_relu0 = s->arena + 211584;
-  const float *layer2_0_downsample_1 = s->arena + 311936;
-  float *layer2_0_relu1 = s->arena + 412288;
-  float *layer2_0_bn2_scale = s->arena + 115200;
-  float *layer2_0_bn2_shift = s->arena + 115328;
+  const float *layer2_0_relu0 = s->arena + 222720;
+  const float *layer2_0_downsample_1 = s->arena + 323072;
+  float *layer2_0_relu1 = s->arena + 119040;
+  float *layer2_0_bn2_scale = s->arena + 219392;
+  float *layer2_0_bn2_shift = s->arena + 219520;
   float *layer2_0_conv2_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
     float shift = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
@@ -1745,9 +1582,9 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_0_conv2_padded[((n * 128 + c_2) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_0_conv2_padded[((n * 128 + c_2) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -1755,10 +1592,10 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -1766,46 +1603,20 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              float v = acc[j_3 * 16 + i_3] * layer2_0_bn2_scale[ob * 4 + j_3] + layer2_0_bn2_shift[ob * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[ob * 4 + j_3] + layer2_0_bn2_shift[ob * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
               layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_0_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer2_0_bn2_scale[ob * 4 + j_6] + layer2_0_bn2_shift[ob * 4 + j_6] + layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
-            layer2_0_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1814,19 +1625,19 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
   const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
   const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-  const float *layer2_0_relu1 = s->arena + 412288;
-  float *layer2_1_relu0 = s->arena + 115200;
-  float *layer2_1_bn1_scale = s->arena + 215552;
-  float *layer2_1_bn1_shift = s->arena + 215680;
+  const float *layer2_0_relu1 = s->arena + 119040;
+  float *layer2_1_relu0 = s->arena + 219392;
+  float *layer2_1_bn1_scale = s->arena + 319744;
+  float *layer2_1_bn1_shift = s->arena + 319872;
   float *layer2_1_conv1_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
     float shift = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
@@ -1835,9 +1646,9 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv1_padded[((n * 128 + c_2) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv1_padded[((n * 128 + c_2) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -1845,10 +1656,10 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -1856,46 +1667,20 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              float v = acc[j_3 * 16 + i_3] * layer2_1_bn1_scale[ob * 4 + j_3] + layer2_1_bn1_shift[ob * 4 + j_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[ob * 4 + j_3] + layer2_1_bn1_shift[ob * 4 + j_3];
               layer2_1_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer2_1_bn1_scale[ob * 4 + j_6] + layer2_1_bn1_shift[ob * 4 + j_6];
-            layer2_1_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1904,20 +1689,20 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
   const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
   const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-  const float *layer2_0_relu1 = s->arena + 412288;
-  const float *layer2_1_relu0 = s->arena + 115200;
-  float *layer2_1_relu1 = s->arena + 215552;
-  float *layer2_1_bn2_scale = s->arena + 315904;
-  float *layer2_1_bn2_shift = s->arena + 316032;
+  const float *layer2_0_relu1 = s->arena + 119040;
+  const float *layer2_1_relu0 = s->arena + 219392;
+  float *layer2_1_relu1 = s->arena + 319744;
+  float *layer2_1_bn2_scale = s->arena + 420096;
+  float *layer2_1_bn2_shift = s->arena + 420224;
   float *layer2_1_conv2_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
     float shift = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
@@ -1926,9 +1711,9 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv2_padded[((n * 128 + c_2) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv2_padded[((n * 128 + c_2) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -1936,10 +1721,10 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -1947,46 +1732,20 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_1_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              float v = acc[j_3 * 16 + i_3] * layer2_1_bn2_scale[ob * 4 + j_3] + layer2_1_bn2_shift[ob * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[ob * 4 + j_3] + layer2_1_bn2_shift[ob * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
               layer2_1_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer2_1_bn2_scale[ob * 4 + j_6] + layer2_1_bn2_shift[ob * 4 + j_6] + layer2_0_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
-            layer2_1_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1995,19 +1754,19 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
   const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
   const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-  const float *layer2_1_relu1 = s->arena + 215552;
-  float *layer3_0_relu0 = s->arena + 111360;
-  float *layer3_0_bn1_scale = s->arena + 161536;
-  float *layer3_0_bn1_shift = s->arena + 161792;
+  const float *layer2_1_relu1 = s->arena + 319744;
+  float *layer3_0_relu0 = s->arena + 122880;
+  float *layer3_0_bn1_scale = s->arena + 173056;
+  float *layer3_0_bn1_shift = s->arena + 173312;
   float *layer3_0_conv1_padded = s->arena + 0;
-  float acc[32]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
     float shift = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
@@ -2016,10 +1775,12 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t h = 0; h < 29; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 15; w++) {
-            layer3_0_conv1_padded[((n * 128 + c_2) * 29 + h) * 30 + r * 15 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 28) ? layer2_1_relu1[((n * 128 + c_2) * 28 + h - 1) * 28 + w * 2 + r - 1] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 16; a++) {
+            for (ptrdiff_t q = 0; q < 15; q++) {
+              layer3_0_conv1_padded[((n * 512 + (c_2 * 2 + rh) * 2 + rw) * 16 + a) * 15 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 28 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 28) ? layer2_1_relu1[((n * 128 + c_2) * 28 + a * 2 + rh - 1) * 28 + q * 2 + rw - 1] : 0.0f;
+            }
           }
         }
       }
@@ -2028,53 +1789,31 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 8; i++) {
-              acc[j * 8 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
-                    acc[j_2 * 8 + i_2] += layer3_0_conv1_padded[((n_2 * 128 + ic) * 29 + oh * 2 + kh) * 30 + kw % 2 * 15 + t * 8 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
-              float v = acc[j_3 * 8 + i_3] * layer3_0_bn1_scale[ob * 4 + j_3] + layer3_0_bn1_shift[ob * 4 + j_3];
-              layer3_0_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = v < 0.0f ? 0.0f : v;
-            }
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-            acc[j_4 * 6 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer3_0_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                  acc[j_5 * 6 + i_5] += layer3_0_conv1_padded[((n_2 * 128 + ic_2) * 29 + oh * 2 + kh_2) * 30 + kw_2 % 2 * 15 + 8 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer3_0_bn1_scale[ob * 4 + j_6] + layer3_0_bn1_shift[ob * 4 + j_6];
-            layer3_0_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 15 < 14 && p < 209) {
+              float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[ob * 4 + j_3] + layer3_0_bn1_shift[ob * 4 + j_3];
+              layer3_0_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
+            }
           }
         }
       }
@@ -2083,19 +1822,19 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
   const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
   const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-  const float *layer2_1_relu1 = s->arena + 215552;
-  float *layer3_0_downsample_1 = s->arena + 161536;
-  float *layer3_0_downsample_1_scale = s->arena + 96768;
-  float *layer3_0_downsample_1_shift = s->arena + 97024;
+  const float *layer2_1_relu1 = s->arena + 319744;
+  float *layer3_0_downsample_1 = s->arena + 173056;
+  float *layer3_0_downsample_1_scale = s->arena + 114688;
+  float *layer3_0_downsample_1_shift = s->arena + 114944;
   float *layer3_0_downsample_0_padded = s->arena + 0;
-  float acc[32]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_downsample_1_weight[c] / sqrtf(layer3_0_downsample_1_running_var[c] + 1e-05f);
     float shift = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
@@ -2104,10 +1843,12 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t h = 0; h < 27; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 14; w++) {
-            layer3_0_downsample_0_padded[((n * 128 + c_2) * 27 + h) * 28 + r * 14 + w] = layer2_1_relu1[((n * 128 + c_2) * 28 + h) * 28 + w * 2 + r];
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 16; a++) {
+            for (ptrdiff_t q = 0; q < 14; q++) {
+              layer3_0_downsample_0_padded[((n * 512 + (c_2 * 2 + rh) * 2 + rw) * 16 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c_2) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
+            }
           }
         }
       }
@@ -2116,51 +1857,30 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 8; i++) {
-              acc[j * 8 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
-                    acc[j_2 * 8 + i_2] += layer3_0_downsample_0_padded[((n_2 * 128 + ic) * 27 + oh * 2 + kh) * 28 + kw % 2 * 14 + t * 8 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
-              layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3] * layer3_0_downsample_1_scale[ob * 4 + j_3] + layer3_0_downsample_1_shift[ob * 4 + j_3];
-            }
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-            acc[j_4 * 6 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer3_0_downsample_0_weight[(ob * 4 + j_5) * 128 + ic_2 + kh_2 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                  acc[j_5 * 6 + i_5] += layer3_0_downsample_0_padded[((n_2 * 128 + ic_2) * 27 + oh * 2 + kh_2) * 28 + kw_2 % 2 * 14 + 8 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-            layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6] * layer3_0_downsample_1_scale[ob * 4 + j_6] + layer3_0_downsample_1_shift[ob * 4 + j_6];
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 14 < 14 && p < 196) {
+              layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[ob * 4 + j_3] + layer3_0_downsample_1_shift[ob * 4 + j_3];
+            }
           }
         }
       }
@@ -2169,20 +1889,20 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
   const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
   const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  const float *layer3_0_relu0 = s->arena + 111360;
-  const float *layer3_0_downsample_1 = s->arena + 161536;
-  float *layer3_0_relu1 = s->arena + 211712;
-  float *layer3_0_bn2_scale = s->arena + 65536;
-  float *layer3_0_bn2_shift = s->arena + 65792;
+  const float *layer3_0_relu0 = s->arena + 122880;
+  const float *layer3_0_downsample_1 = s->arena + 173056;
+  float *layer3_0_relu1 = s->arena + 69632;
+  float *layer3_0_bn2_scale = s->arena + 119808;
+  float *layer3_0_bn2_shift = s->arena + 120064;
   float *layer3_0_conv2_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
     float shift = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
@@ -2191,67 +1911,41 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_0_conv2_padded[((n * 256 + c_2) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_0_conv2_padded[((n * 256 + c_2) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_0_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              float v = acc[j_3 * 24 + i_3] * layer3_0_bn2_scale[ob * 4 + j_3] + layer3_0_bn2_shift[ob * 4 + j_3] + layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_0_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[ob * 2 + j_3] + layer3_0_bn2_shift[ob * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_0_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_0_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer3_0_bn2_scale[ob * 4 + j_6] + layer3_0_bn2_shift[ob * 4 + j_6] + layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
-            layer3_0_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2260,19 +1954,19 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
   const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
   const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-  const float *layer3_0_relu1 = s->arena + 211712;
-  float *layer3_1_relu0 = s->arena + 65536;
-  float *layer3_1_bn1_scale = s->arena + 115712;
-  float *layer3_1_bn1_shift = s->arena + 115968;
+  const float *layer3_0_relu1 = s->arena + 69632;
+  float *layer3_1_relu0 = s->arena + 119808;
+  float *layer3_1_bn1_scale = s->arena + 169984;
+  float *layer3_1_bn1_shift = s->arena + 170240;
   float *layer3_1_conv1_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
     float shift = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
@@ -2281,67 +1975,41 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv1_padded[((n * 256 + c_2) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv1_padded[((n * 256 + c_2) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_1_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              float v = acc[j_3 * 24 + i_3] * layer3_1_bn1_scale[ob * 4 + j_3] + layer3_1_bn1_shift[ob * 4 + j_3];
-              layer3_1_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[ob * 2 + j_3] + layer3_1_bn1_shift[ob * 2 + j_3];
+              layer3_1_relu0[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer3_1_bn1_scale[ob * 4 + j_6] + layer3_1_bn1_shift[ob * 4 + j_6];
-            layer3_1_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2350,20 +2018,20 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
   const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
   const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-  const float *layer3_0_relu1 = s->arena + 211712;
-  const float *layer3_1_relu0 = s->arena + 65536;
-  float *layer3_1_relu1 = s->arena + 115712;
-  float *layer3_1_bn2_scale = s->arena + 165888;
-  float *layer3_1_bn2_shift = s->arena + 166144;
+  const float *layer3_0_relu1 = s->arena + 69632;
+  const float *layer3_1_relu0 = s->arena + 119808;
+  float *layer3_1_relu1 = s->arena + 169984;
+  float *layer3_1_bn2_scale = s->arena + 220160;
+  float *layer3_1_bn2_shift = s->arena + 220416;
   float *layer3_1_conv2_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
     float shift = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
@@ -2372,67 +2040,41 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv2_padded[((n * 256 + c_2) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv2_padded[((n * 256 + c_2) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_1_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              float v = acc[j_3 * 24 + i_3] * layer3_1_bn2_scale[ob * 4 + j_3] + layer3_1_bn2_shift[ob * 4 + j_3] + layer3_0_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_1_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[ob * 2 + j_3] + layer3_1_bn2_shift[ob * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_1_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            float v_2 = acc[j_6 * 6 + i_6] * layer3_1_bn2_scale[ob * 4 + j_6] + layer3_1_bn2_shift[ob * 4 + j_6] + layer3_0_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
-            layer3_1_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2441,19 +2083,19 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv+bn+relu with layer4.0.bn1 and layer4.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-  const float *layer3_1_relu1 = s->arena + 115712;
-  float *layer4_0_relu0 = s->arena + 61440;
-  float *layer4_0_bn1_scale = s->arena + 86528;
-  float *layer4_0_bn1_shift = s->arena + 87040;
+  const float *layer3_1_relu1 = s->arena + 169984;
+  float *layer4_0_relu0 = s->arena + 81920;
+  float *layer4_0_bn1_scale = s->arena + 107008;
+  float *layer4_0_bn1_shift = s->arena + 107520;
   float *layer4_0_conv1_padded = s->arena + 0;
-  float acc[14]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
     float shift = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
@@ -2462,10 +2104,12 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t h = 0; h < 15; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 8; w++) {
-            layer4_0_conv1_padded[((n * 256 + c_2) * 15 + h) * 16 + r * 8 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 14) ? layer3_1_relu1[((n * 256 + c_2) * 14 + h - 1) * 14 + w * 2 + r - 1] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 10; a++) {
+            for (ptrdiff_t q = 0; q < 8; q++) {
+              layer4_0_conv1_padded[((n * 1024 + (c_2 * 2 + rh) * 2 + rw) * 10 + a) * 8 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 14 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 14) ? layer3_1_relu1[((n * 256 + c_2) * 14 + a * 2 + rh - 1) * 14 + q * 2 + rw - 1] : 0.0f;
+            }
           }
         }
       }
@@ -2474,29 +2118,30 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 7; i++) {
-              acc[j * 7 + i] = 0.0f;
-            }
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
-                    acc[j_2 * 7 + i_2] += layer4_0_conv1_padded[((n_2 * 256 + ic) * 15 + oh * 2 + kh) * 16 + kw % 2 * 8 + t * 7 + i_2 + kw / 2] * wv;
-                  }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
-              float v = acc[j_3 * 7 + i_3] * layer4_0_bn1_scale[ob * 2 + j_3] + layer4_0_bn1_shift[ob * 2 + j_3];
-              layer4_0_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = v < 0.0f ? 0.0f : v;
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 8 < 7 && p < 55) {
+              float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[ob * 2 + j_3] + layer4_0_bn1_shift[ob * 2 + j_3];
+              layer4_0_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -2506,19 +2151,19 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
   const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
   const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-  const float *layer3_1_relu1 = s->arena + 115712;
-  float *layer4_0_downsample_1 = s->arena + 86528;
-  float *layer4_0_downsample_1_scale = s->arena + 46592;
-  float *layer4_0_downsample_1_shift = s->arena + 47104;
+  const float *layer3_1_relu1 = s->arena + 169984;
+  float *layer4_0_downsample_1 = s->arena + 107008;
+  float *layer4_0_downsample_1_scale = s->arena + 71680;
+  float *layer4_0_downsample_1_shift = s->arena + 72192;
   float *layer4_0_downsample_0_padded = s->arena + 0;
-  float acc[14]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
     float shift = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
@@ -2527,10 +2172,12 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t h = 0; h < 13; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 7; w++) {
-            layer4_0_downsample_0_padded[((n * 256 + c_2) * 13 + h) * 14 + r * 7 + w] = layer3_1_relu1[((n * 256 + c_2) * 14 + h) * 14 + w * 2 + r];
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 10; a++) {
+            for (ptrdiff_t q = 0; q < 7; q++) {
+              layer4_0_downsample_0_padded[((n * 1024 + (c_2 * 2 + rh) * 2 + rw) * 10 + a) * 7 + q] = a * 2 + rh < 14 ? layer3_1_relu1[((n * 256 + c_2) * 14 + a * 2 + rh) * 14 + q * 2 + rw] : 0.0f;
+            }
           }
         }
       }
@@ -2539,28 +2186,29 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 7; i++) {
-              acc[j * 7 + i] = 0.0f;
-            }
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
-                    acc[j_2 * 7 + i_2] += layer4_0_downsample_0_padded[((n_2 * 256 + ic) * 13 + oh * 2 + kh) * 14 + kw % 2 * 7 + t * 7 + i_2 + kw / 2] * wv;
-                  }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
-              layer4_0_downsample_1[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3] * layer4_0_downsample_1_scale[ob * 2 + j_3] + layer4_0_downsample_1_shift[ob * 2 + j_3];
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 7 < 7 && p < 49) {
+              layer4_0_downsample_1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[ob * 2 + j_3] + layer4_0_downsample_1_shift[ob * 2 + j_3];
             }
           }
         }
@@ -2570,20 +2218,20 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv+bn+add+relu with layer4.0.bn2, layer4.0.add0 and layer4.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
   const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
   const float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   const float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-  const float *layer4_0_relu0 = s->arena + 61440;
-  const float *layer4_0_downsample_1 = s->arena + 86528;
-  float *layer4_0_relu1 = s->arena + 111616;
-  float *layer4_0_bn2_scale = s->arena + 41472;
-  float *layer4_0_bn2_shift = s->arena + 41984;
+  const float *layer4_0_relu0 = s->arena + 81920;
+  const float *layer4_0_downsample_1 = s->arena + 107008;
+  float *layer4_0_relu1 = s->arena + 46080;
+  float *layer4_0_bn2_scale = s->arena + 71168;
+  float *layer4_0_bn2_shift = s->arena + 71680;
   float *layer4_0_conv2_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
     float shift = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
@@ -2592,67 +2240,41 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_0_conv2_padded[((n * 512 + c_2) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu0[((n * 512 + c_2) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_0_conv2_padded[((n * 512 + c_2) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c_2) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_0_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              float v = acc[j_3 * 24 + i_3] * layer4_0_bn2_scale[ob * 4 + j_3] + layer4_0_bn2_shift[ob * 4 + j_3] + layer4_0_downsample_1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_0_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[ob * 2 + j_3] + layer4_0_bn2_shift[ob * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_0_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_0_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_0_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            float v_2 = acc[j_6 * 13 + i_6] * layer4_0_bn2_scale[ob * 4 + j_6] + layer4_0_bn2_shift[ob * 4 + j_6] + layer4_0_downsample_1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
-            layer4_0_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2661,19 +2283,19 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv+bn+relu with layer4.1.bn1 and layer4.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
   const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
   const float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   const float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
-  const float *layer4_0_relu1 = s->arena + 111616;
-  float *layer4_1_relu0 = s->arena + 41472;
-  float *layer4_1_bn1_scale = s->arena + 66560;
-  float *layer4_1_bn1_shift = s->arena + 67072;
+  const float *layer4_0_relu1 = s->arena + 46080;
+  float *layer4_1_relu0 = s->arena + 71168;
+  float *layer4_1_bn1_scale = s->arena + 96256;
+  float *layer4_1_bn1_shift = s->arena + 96768;
   float *layer4_1_conv1_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
     float shift = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
@@ -2682,67 +2304,41 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv1_padded[((n * 512 + c_2) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu1[((n * 512 + c_2) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv1_padded[((n * 512 + c_2) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c_2) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_1_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              float v = acc[j_3 * 24 + i_3] * layer4_1_bn1_scale[ob * 4 + j_3] + layer4_1_bn1_shift[ob * 4 + j_3];
-              layer4_1_relu0[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[ob * 2 + j_3] + layer4_1_bn1_shift[ob * 2 + j_3];
+              layer4_1_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv1_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            float v_2 = acc[j_6 * 13 + i_6] * layer4_1_bn1_scale[ob * 4 + j_6] + layer4_1_bn1_shift[ob * 4 + j_6];
-            layer4_1_relu0[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2751,20 +2347,20 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv+bn+add+relu with layer4.1.bn2, layer4.1.add0 and layer4.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
   const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
   const float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   const float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
-  const float *layer4_0_relu1 = s->arena + 111616;
-  const float *layer4_1_relu0 = s->arena + 41472;
-  float *layer4_1_relu1 = s->arena + 66560;
-  float *layer4_1_bn2_scale = s->arena + 91648;
-  float *layer4_1_bn2_shift = s->arena + 92160;
+  const float *layer4_0_relu1 = s->arena + 46080;
+  const float *layer4_1_relu0 = s->arena + 71168;
+  float *layer4_1_relu1 = s->arena + 96256;
+  float *layer4_1_bn2_scale = s->arena + 121344;
+  float *layer4_1_bn2_shift = s->arena + 121856;
   float *layer4_1_conv2_padded = s->arena + 0;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
     float shift = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
@@ -2773,67 +2369,41 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv2_padded[((n * 512 + c_2) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_relu0[((n * 512 + c_2) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv2_padded[((n * 512 + c_2) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c_2) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_1_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              float v = acc[j_3 * 24 + i_3] * layer4_1_bn2_scale[ob * 4 + j_3] + layer4_1_bn2_shift[ob * 4 + j_3] + layer4_0_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_1_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[ob * 2 + j_3] + layer4_1_bn2_shift[ob * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_1_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            float v_2 = acc[j_6 * 13 + i_6] * layer4_1_bn2_scale[ob * 4 + j_6] + layer4_1_bn2_shift[ob * 4 + j_6] + layer4_0_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
-            layer4_1_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2843,7 +2413,7 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
 
 /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
 static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 66560;
+  const float *layer4_1_relu1 = s->arena + 96256;
   float *global_avgpool0 = s->arena + 1000;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -2950,7 +2520,7 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
 }
 
 /* conv1: conv, resnet18.cnn:29
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 24 output columns; blocks shared out among threads; columns in 4 tiles + 16, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   float *conv1 = s->arena + 0;
@@ -2958,10 +2528,12 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 3; c++) {
-      for (ptrdiff_t h = 0; h < 229; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 115; w++) {
-            conv1_padded[((n * 3 + c) * 229 + h) * 230 + r * 115 + w] = 0 <= h - 3 && h - 3 < 224 && (0 <= w * 2 + r - 3 && w * 2 + r - 3 < 224) ? x[((n * 3 + c) * 224 + h - 3) * 224 + w * 2 + r - 3] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 116; a++) {
+            for (ptrdiff_t q = 0; q < 115; q++) {
+              conv1_padded[((n * 12 + (c * 2 + rh) * 2 + rw) * 116 + a) * 115 + q] = 0 <= a * 2 + rh - 3 && a * 2 + rh - 3 < 224 && (0 <= q * 2 + rw - 3 && q * 2 + rw - 3 < 224) ? x[((n * 3 + c) * 224 + a * 2 + rh - 3) * 224 + q * 2 + rw - 3] : 0.0f;
+            }
           }
         }
       }
@@ -2970,51 +2542,30 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 112; oh++) {
-        for (ptrdiff_t t = 0; t < 4; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 3; ic++) {
-            for (ptrdiff_t kh = 0; kh < 7; kh++) {
-              for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 3 + ic) * 229 + oh * 2 + kh) * 230 + kw % 2 * 115 + t * 24 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              conv1[((n_2 * 64 + ob * 4 + j_3) * 112 + oh) * 112 + t * 24 + i_3] = acc[j_3 * 24 + i_3];
-            }
+      for (ptrdiff_t t = 0; t < 537; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-            acc[j_4 * 16 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = conv1_weight[(((ob * 4 + j_5) * 3 + ic_2) * 7 + kh_2) * 7 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                  acc[j_5 * 16 + i_5] += conv1_padded[((n_2 * 3 + ic_2) * 229 + oh * 2 + kh_2) * 230 + kw_2 % 2 * 115 + 96 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 3; ic++) {
+          for (ptrdiff_t kh = 0; kh < 7; kh++) {
+            for (ptrdiff_t kw = 0; kw < 7; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-            conv1[((n_2 * 64 + ob * 4 + j_6) * 112 + oh) * 112 + 96 + i_6] = acc[j_6 * 16 + i_6];
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 115 < 112 && p < 12877) {
+              conv1[((n_2 * 64 + ob * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = acc[j_3 * 24 + i_3];
+            }
           }
         }
       }
@@ -3065,7 +2616,7 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
 /* maxpool0: maxpool, resnet18.cnn:30 */
 static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 802816;
-  float *maxpool0 = s->arena + 1820928;
+  float *maxpool0 = s->arena + 2043648;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
@@ -3086,18 +2637,18 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *maxpool0 = s->arena + 1820928;
-  float *layer1_0_conv1 = s->arena + 2021632;
+  const float *maxpool0 = s->arena + 2043648;
+  float *layer1_0_conv1 = s->arena + 2244352;
   float *layer1_0_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv1_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -3105,7 +2656,7 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -3117,7 +2668,7 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -3126,34 +2677,9 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               layer1_0_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            layer1_0_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3168,8 +2694,8 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
   int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 1; /* layer1.0.bn1.num_batches_tracked */
-  const float *layer1_0_conv1 = s->arena + 2021632;
-  float *layer1_0_relu0 = s->arena + 2222336;
+  const float *layer1_0_conv1 = s->arena + 2244352;
+  float *layer1_0_relu0 = s->arena + 2445056;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3202,18 +2728,18 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 2222336;
-  float *layer1_0_conv2 = s->arena + 2423040;
+  const float *layer1_0_relu0 = s->arena + 2445056;
+  float *layer1_0_conv2 = s->arena + 2645760;
   float *layer1_0_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv2_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -3221,7 +2747,7 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -3233,7 +2759,7 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_0_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -3242,34 +2768,9 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               layer1_0_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_0_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            layer1_0_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3284,9 +2785,9 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
   int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 2; /* layer1.0.bn2.num_batches_tracked */
-  const float *maxpool0 = s->arena + 1820928;
-  const float *layer1_0_conv2 = s->arena + 2423040;
-  float *layer1_0_relu1 = s->arena + 2623744;
+  const float *maxpool0 = s->arena + 2043648;
+  const float *layer1_0_conv2 = s->arena + 2645760;
+  float *layer1_0_relu1 = s->arena + 2846464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3319,18 +2820,18 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 2623744;
-  float *layer1_1_conv1 = s->arena + 2824448;
+  const float *layer1_0_relu1 = s->arena + 2846464;
+  float *layer1_1_conv1 = s->arena + 3047168;
   float *layer1_1_conv1_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv1_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv1_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -3338,7 +2839,7 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -3350,7 +2851,7 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_1_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -3359,34 +2860,9 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               layer1_1_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            layer1_1_conv1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3401,8 +2877,8 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
   int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 3; /* layer1.1.bn1.num_batches_tracked */
-  const float *layer1_1_conv1 = s->arena + 2824448;
-  float *layer1_1_relu0 = s->arena + 3025152;
+  const float *layer1_1_conv1 = s->arena + 3047168;
+  float *layer1_1_relu0 = s->arena + 3247872;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3435,18 +2911,18 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 3025152;
-  float *layer1_1_conv2 = s->arena + 3225856;
+  const float *layer1_1_relu0 = s->arena + 3247872;
+  float *layer1_1_conv2 = s->arena + 3448576;
   float *layer1_1_conv2_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv2_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv2_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -3454,7 +2930,7 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -3466,7 +2942,7 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -3475,34 +2951,9 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               layer1_1_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            layer1_1_conv2[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3517,9 +2968,9 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
   int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 4; /* layer1.1.bn2.num_batches_tracked */
-  const float *layer1_0_relu1 = s->arena + 2623744;
-  const float *layer1_1_conv2 = s->arena + 3225856;
-  float *layer1_1_relu1 = s->arena + 3426560;
+  const float *layer1_0_relu1 = s->arena + 2846464;
+  const float *layer1_1_conv2 = s->arena + 3448576;
+  float *layer1_1_relu1 = s->arena + 3649280;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3552,19 +3003,21 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer1_1_relu1 = s->arena + 3426560;
-  float *layer2_0_conv1 = s->arena + 3627264;
+  const float *layer1_1_relu1 = s->arena + 3649280;
+  float *layer2_0_conv1 = s->arena + 1914880;
   float *layer2_0_conv1_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 57; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 29; w++) {
-            layer2_0_conv1_padded[((n * 64 + c) * 57 + h) * 58 + r * 29 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 56) ? layer1_1_relu1[((n * 64 + c) * 56 + h - 1) * 56 + w * 2 + r - 1] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 30; a++) {
+            for (ptrdiff_t q = 0; q < 29; q++) {
+              layer2_0_conv1_padded[((n * 256 + (c * 2 + rh) * 2 + rw) * 30 + a) * 29 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 56 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 56) ? layer1_1_relu1[((n * 64 + c) * 56 + a * 2 + rh - 1) * 56 + q * 2 + rw - 1] : 0.0f;
+            }
           }
         }
       }
@@ -3573,51 +3026,30 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 16; i++) {
-              acc[j * 16 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                    acc[j_2 * 16 + i_2] += layer2_0_conv1_padded[((n_2 * 64 + ic) * 57 + oh * 2 + kh) * 58 + kw % 2 * 29 + t * 16 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-              layer2_0_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
-            }
+      for (ptrdiff_t t = 0; t < 34; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
-            acc[j_4 * 12 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer2_0_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
-                  acc[j_5 * 12 + i_5] += layer2_0_conv1_padded[((n_2 * 64 + ic_2) * 57 + oh * 2 + kh_2) * 58 + kw_2 % 2 * 29 + 16 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-            layer2_0_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 29 < 28 && p < 811) {
+              layer2_0_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = acc[j_3 * 24 + i_3];
+            }
           }
         }
       }
@@ -3632,8 +3064,8 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
   int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 5; /* layer2.0.bn1.num_batches_tracked */
-  const float *layer2_0_conv1 = s->arena + 3627264;
-  float *layer2_0_relu0 = s->arena + 3727616;
+  const float *layer2_0_conv1 = s->arena + 1914880;
+  float *layer2_0_relu0 = s->arena + 3849984;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3666,18 +3098,18 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 3727616;
-  float *layer2_0_conv2 = s->arena + 3827968;
+  const float *layer2_0_relu0 = s->arena + 3849984;
+  float *layer2_0_conv2 = s->arena + 3950336;
   float *layer2_0_conv2_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_0_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_0_conv2_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -3685,10 +3117,10 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -3696,44 +3128,19 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              layer2_0_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              layer2_0_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_0_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            layer2_0_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3742,19 +3149,21 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 16 output columns; blocks shared out among threads; columns in 1 tiles + 12, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 3426560;
-  float *layer2_0_downsample_0 = s->arena + 3928320;
+  const float *layer1_1_relu1 = s->arena + 3649280;
+  float *layer2_0_downsample_0 = s->arena + 4050688;
   float *layer2_0_downsample_0_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 55; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 28; w++) {
-            layer2_0_downsample_0_padded[((n * 64 + c) * 55 + h) * 56 + r * 28 + w] = layer1_1_relu1[((n * 64 + c) * 56 + h) * 56 + w * 2 + r];
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 29; a++) {
+            for (ptrdiff_t q = 0; q < 28; q++) {
+              layer2_0_downsample_0_padded[((n * 256 + (c * 2 + rh) * 2 + rw) * 29 + a) * 28 + q] = a * 2 + rh < 56 ? layer1_1_relu1[((n * 64 + c) * 56 + a * 2 + rh) * 56 + q * 2 + rw] : 0.0f;
+            }
           }
         }
       }
@@ -3763,51 +3172,30 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 28; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 16; i++) {
-              acc[j * 16 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                    acc[j_2 * 16 + i_2] += layer2_0_downsample_0_padded[((n_2 * 64 + ic) * 55 + oh * 2 + kh) * 56 + kw % 2 * 28 + t * 16 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-              layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_3) * 28 + oh) * 28 + t * 16 + i_3] = acc[j_3 * 16 + i_3];
-            }
+      for (ptrdiff_t t = 0; t < 33; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 12; i_4++) {
-            acc[j_4 * 12 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer2_0_downsample_0_weight[(ob * 4 + j_5) * 64 + ic_2 + kh_2 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 12; i_5++) {
-                  acc[j_5 * 12 + i_5] += layer2_0_downsample_0_padded[((n_2 * 64 + ic_2) * 55 + oh * 2 + kh_2) * 56 + kw_2 % 2 * 28 + 16 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 12; i_6++) {
-            layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_6) * 28 + oh) * 28 + 16 + i_6] = acc[j_6 * 12 + i_6];
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 28 < 28 && p < 784) {
+              layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3];
+            }
           }
         }
       }
@@ -3822,7 +3210,7 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
   int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 7; /* layer2.0.downsample.1.num_batches_tracked */
-  const float *layer2_0_downsample_0 = s->arena + 3928320;
+  const float *layer2_0_downsample_0 = s->arena + 4050688;
   float *layer2_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -3861,9 +3249,9 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
   int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
-  const float *layer2_0_conv2 = s->arena + 3827968;
+  const float *layer2_0_conv2 = s->arena + 3950336;
   const float *layer2_0_downsample_1 = s->arena + 1605632;
-  float *layer2_0_relu1 = s->arena + 4028672;
+  float *layer2_0_relu1 = s->arena + 4151040;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3896,18 +3284,18 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 4028672;
-  float *layer2_1_conv1 = s->arena + 4129024;
+  const float *layer2_0_relu1 = s->arena + 4151040;
+  float *layer2_1_conv1 = s->arena + 4251392;
   float *layer2_1_conv1_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv1_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv1_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -3915,10 +3303,10 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -3926,44 +3314,19 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              layer2_1_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              layer2_1_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            layer2_1_conv1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -3978,8 +3341,8 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
   int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 8; /* layer2.1.bn1.num_batches_tracked */
-  const float *layer2_1_conv1 = s->arena + 4129024;
-  float *layer2_1_relu0 = s->arena + 4229376;
+  const float *layer2_1_conv1 = s->arena + 4251392;
+  float *layer2_1_relu0 = s->arena + 4351744;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4012,18 +3375,18 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 4229376;
-  float *layer2_1_conv2 = s->arena + 4329728;
+  const float *layer2_1_relu0 = s->arena + 4351744;
+  float *layer2_1_conv2 = s->arena + 4452096;
   float *layer2_1_conv2_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv2_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv2_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -4031,10 +3394,10 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -4042,44 +3405,19 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_1_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
-              layer2_1_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 16 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              layer2_1_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            layer2_1_conv2[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4094,9 +3432,9 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
   int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 9; /* layer2.1.bn2.num_batches_tracked */
-  const float *layer2_0_relu1 = s->arena + 4028672;
-  const float *layer2_1_conv2 = s->arena + 4329728;
-  float *layer2_1_relu1 = s->arena + 1716992;
+  const float *layer2_0_relu1 = s->arena + 4151040;
+  const float *layer2_1_conv2 = s->arena + 4452096;
+  float *layer2_1_relu1 = s->arena + 4552448;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4129,19 +3467,21 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer2_1_relu1 = s->arena + 1716992;
-  float *layer3_0_conv1 = s->arena + 4430080;
+  const float *layer2_1_relu1 = s->arena + 4552448;
+  float *layer3_0_conv1 = s->arena + 1775616;
   float *layer3_0_conv1_padded = s->arena + 1605632;
-  float acc[32]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 29; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 15; w++) {
-            layer3_0_conv1_padded[((n * 128 + c) * 29 + h) * 30 + r * 15 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 28) ? layer2_1_relu1[((n * 128 + c) * 28 + h - 1) * 28 + w * 2 + r - 1] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 16; a++) {
+            for (ptrdiff_t q = 0; q < 15; q++) {
+              layer3_0_conv1_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 16 + a) * 15 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 28 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 28) ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh - 1) * 28 + q * 2 + rw - 1] : 0.0f;
+            }
           }
         }
       }
@@ -4150,51 +3490,30 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 8; i++) {
-              acc[j * 8 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
-                    acc[j_2 * 8 + i_2] += layer3_0_conv1_padded[((n_2 * 128 + ic) * 29 + oh * 2 + kh) * 30 + kw % 2 * 15 + t * 8 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
-              layer3_0_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
-            }
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-            acc[j_4 * 6 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer3_0_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                  acc[j_5 * 6 + i_5] += layer3_0_conv1_padded[((n_2 * 128 + ic_2) * 29 + oh * 2 + kh_2) * 30 + kw_2 % 2 * 15 + 8 + i_5 + kw_2 / 2] * wv_2;
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-            layer3_0_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 15 < 14 && p < 209) {
+              layer3_0_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = acc[j_3 * 24 + i_3];
+            }
           }
         }
       }
@@ -4209,8 +3528,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
   int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 10; /* layer3.0.bn1.num_batches_tracked */
-  const float *layer3_0_conv1 = s->arena + 4430080;
-  float *layer3_0_relu0 = s->arena + 4480256;
+  const float *layer3_0_conv1 = s->arena + 1775616;
+  float *layer3_0_relu0 = s->arena + 1825792;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4243,18 +3562,73 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 4480256;
-  float *layer3_0_conv2 = s->arena + 4530432;
+  const float *layer3_0_relu0 = s->arena + 1825792;
+  float *layer3_0_conv2 = s->arena + 4652800;
   float *layer3_0_conv2_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_0_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_0_conv2_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_0_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              layer3_0_conv2[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* layer3.0.downsample.0: conv, resnet18.cnn:16
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
+static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
+  const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
+  const float *layer2_1_relu1 = s->arena + 4552448;
+  float *layer3_0_downsample_0 = s->arena + 4702976;
+  float *layer3_0_downsample_0_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 16; a++) {
+            for (ptrdiff_t q = 0; q < 14; q++) {
+              layer3_0_downsample_0_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 16 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4268,13 +3642,13 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
             acc[j * 24 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
                 }
               }
             }
@@ -4283,108 +3657,9 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              layer3_0_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+            if (p % 14 < 14 && p < 196) {
+              layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_0_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            layer3_0_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
-          }
-        }
-      }
-    }
-  }
-}
-
-/* layer3.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 4 output channels x 8 output columns; blocks shared out among threads; columns in 1 tiles + 6, no guards */
-static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 1716992;
-  float *layer3_0_downsample_0 = s->arena + 4580608;
-  float *layer3_0_downsample_0_padded = s->arena + 1605632;
-  float acc[32]; /* accumulators */
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 27; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 14; w++) {
-            layer3_0_downsample_0_padded[((n * 128 + c) * 27 + h) * 28 + r * 14 + w] = layer2_1_relu1[((n * 128 + c) * 28 + h) * 28 + w * 2 + r];
-          }
-        }
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 14; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 8; i++) {
-              acc[j * 8 + i] = 0.0f;
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 8; i_2++) {
-                    acc[j_2 * 8 + i_2] += layer3_0_downsample_0_padded[((n_2 * 128 + ic) * 27 + oh * 2 + kh) * 28 + kw % 2 * 14 + t * 8 + i_2 + kw / 2] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 8; i_3++) {
-              layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_3) * 14 + oh) * 14 + t * 8 + i_3] = acc[j_3 * 8 + i_3];
-            }
-          }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-            acc[j_4 * 6 + i_4] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = layer3_0_downsample_0_weight[(ob * 4 + j_5) * 128 + ic_2 + kh_2 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                  acc[j_5 * 6 + i_5] += layer3_0_downsample_0_padded[((n_2 * 128 + ic_2) * 27 + oh * 2 + kh_2) * 28 + kw_2 % 2 * 14 + 8 + i_5 + kw_2 / 2] * wv_2;
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-            layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_6) * 14 + oh) * 14 + 8 + i_6] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4399,7 +3674,7 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
   int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 12; /* layer3.0.downsample.1.num_batches_tracked */
-  const float *layer3_0_downsample_0 = s->arena + 4580608;
+  const float *layer3_0_downsample_0 = s->arena + 4702976;
   float *layer3_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -4438,9 +3713,9 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
   int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
-  const float *layer3_0_conv2 = s->arena + 4530432;
+  const float *layer3_0_conv2 = s->arena + 4652800;
   const float *layer3_0_downsample_1 = s->arena + 1605632;
-  float *layer3_0_relu1 = s->arena + 4630784;
+  float *layer3_0_relu1 = s->arena + 4753152;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4473,74 +3748,49 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 4630784;
-  float *layer3_1_conv1 = s->arena + 4680960;
+  const float *layer3_0_relu1 = s->arena + 4753152;
+  float *layer3_1_conv1 = s->arena + 4803328;
   float *layer3_1_conv1_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv1_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv1_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_1_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              layer3_1_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              layer3_1_conv1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            layer3_1_conv1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4555,8 +3805,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
   int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 13; /* layer3.1.bn1.num_batches_tracked */
-  const float *layer3_1_conv1 = s->arena + 4680960;
-  float *layer3_1_relu0 = s->arena + 4731136;
+  const float *layer3_1_conv1 = s->arena + 4803328;
+  float *layer3_1_relu0 = s->arena + 4853504;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4589,74 +3839,49 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 4731136;
-  float *layer3_1_conv2 = s->arena + 4781312;
+  const float *layer3_1_relu0 = s->arena + 4853504;
+  float *layer3_1_conv2 = s->arena + 4903680;
   float *layer3_1_conv2_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv2_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv2_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_1_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              layer3_1_conv2[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 24 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              layer3_1_conv2[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            layer3_1_conv2[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4671,9 +3896,9 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
   int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 14; /* layer3.1.bn2.num_batches_tracked */
-  const float *layer3_0_relu1 = s->arena + 4630784;
-  const float *layer3_1_conv2 = s->arena + 4781312;
-  float *layer3_1_relu1 = s->arena + 4831488;
+  const float *layer3_0_relu1 = s->arena + 4753152;
+  const float *layer3_1_conv2 = s->arena + 4903680;
+  float *layer3_1_relu1 = s->arena + 4953856;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4706,19 +3931,21 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 4831488;
-  float *layer4_0_conv1 = s->arena + 1667072;
+  const float *layer3_1_relu1 = s->arena + 4953856;
+  float *layer4_0_conv1 = s->arena + 1721344;
   float *layer4_0_conv1_padded = s->arena + 1605632;
-  float acc[14]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 15; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 8; w++) {
-            layer4_0_conv1_padded[((n * 256 + c) * 15 + h) * 16 + r * 8 + w] = 0 <= h - 1 && (0 <= w * 2 + r - 1 && w * 2 + r - 1 < 14) ? layer3_1_relu1[((n * 256 + c) * 14 + h - 1) * 14 + w * 2 + r - 1] : 0.0f;
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 10; a++) {
+            for (ptrdiff_t q = 0; q < 8; q++) {
+              layer4_0_conv1_padded[((n * 1024 + (c * 2 + rh) * 2 + rw) * 10 + a) * 8 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 14 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 14) ? layer3_1_relu1[((n * 256 + c) * 14 + a * 2 + rh - 1) * 14 + q * 2 + rw - 1] : 0.0f;
+            }
           }
         }
       }
@@ -4727,28 +3954,29 @@ static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 7; i++) {
-              acc[j * 7 + i] = 0.0f;
-            }
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
-                    acc[j_2 * 7 + i_2] += layer4_0_conv1_padded[((n_2 * 256 + ic) * 15 + oh * 2 + kh) * 16 + kw % 2 * 8 + t * 7 + i_2 + kw / 2] * wv;
-                  }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
-              layer4_0_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 8 < 7 && p < 55) {
+              layer4_0_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = acc[j_3 * 32 + i_3];
             }
           }
         }
@@ -4764,8 +3992,8 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
   int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 15; /* layer4.0.bn1.num_batches_tracked */
-  const float *layer4_0_conv1 = s->arena + 1667072;
-  float *layer4_0_relu0 = s->arena + 4881664;
+  const float *layer4_0_conv1 = s->arena + 1721344;
+  float *layer4_0_relu0 = s->arena + 1746432;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4798,74 +4026,49 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 4881664;
-  float *layer4_0_conv2 = s->arena + 4906752;
+  const float *layer4_0_relu0 = s->arena + 1746432;
+  float *layer4_0_conv2 = s->arena + 1875968;
   float *layer4_0_conv2_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_0_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_0_conv2_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_0_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              layer4_0_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              layer4_0_conv2[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_0_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_0_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            layer4_0_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -4874,19 +4077,21 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded, rows split into the stride's phases; accumulators: 2 output channels x 7 output columns; blocks shared out among threads; columns in 1 tiles + 0, no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 4831488;
-  float *layer4_0_downsample_0 = s->arena + 4931840;
+  const float *layer3_1_relu1 = s->arena + 4953856;
+  float *layer4_0_downsample_0 = s->arena + 1684480;
   float *layer4_0_downsample_0_padded = s->arena + 1605632;
-  float acc[14]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 13; h++) {
-        for (ptrdiff_t r = 0; r < 2; r++) {
-          for (ptrdiff_t w = 0; w < 7; w++) {
-            layer4_0_downsample_0_padded[((n * 256 + c) * 13 + h) * 14 + r * 7 + w] = layer3_1_relu1[((n * 256 + c) * 14 + h) * 14 + w * 2 + r];
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 10; a++) {
+            for (ptrdiff_t q = 0; q < 7; q++) {
+              layer4_0_downsample_0_padded[((n * 1024 + (c * 2 + rh) * 2 + rw) * 10 + a) * 7 + q] = a * 2 + rh < 14 ? layer3_1_relu1[((n * 256 + c) * 14 + a * 2 + rh) * 14 + q * 2 + rw] : 0.0f;
+            }
           }
         }
       }
@@ -4895,28 +4100,29 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 7; oh++) {
-        for (ptrdiff_t t = 0; t < 1; t++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 7; i++) {
-              acc[j * 7 + i] = 0.0f;
-            }
+      for (ptrdiff_t t = 0; t < 2; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 7; i_2++) {
-                    acc[j_2 * 7 + i_2] += layer4_0_downsample_0_padded[((n_2 * 256 + ic) * 13 + oh * 2 + kh) * 14 + kw % 2 * 7 + t * 7 + i_2 + kw / 2] * wv;
-                  }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 7; i_3++) {
-              layer4_0_downsample_0[((n_2 * 512 + ob * 2 + j_3) * 7 + oh) * 7 + t * 7 + i_3] = acc[j_3 * 7 + i_3];
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 7 < 7 && p < 49) {
+              layer4_0_downsample_0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3];
             }
           }
         }
@@ -4932,7 +4138,7 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
   int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 17; /* layer4.0.downsample.1.num_batches_tracked */
-  const float *layer4_0_downsample_0 = s->arena + 4931840;
+  const float *layer4_0_downsample_0 = s->arena + 1684480;
   float *layer4_0_downsample_1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4971,9 +4177,9 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
   int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
-  const float *layer4_0_conv2 = s->arena + 4906752;
+  const float *layer4_0_conv2 = s->arena + 1875968;
   const float *layer4_0_downsample_1 = s->arena + 1605632;
-  float *layer4_0_relu1 = s->arena + 4956928;
+  float *layer4_0_relu1 = s->arena + 2015232;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5006,74 +4212,49 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 4956928;
-  float *layer4_1_conv1 = s->arena + 4982016;
+  const float *layer4_0_relu1 = s->arena + 2015232;
+  float *layer4_1_conv1 = s->arena + 5004032;
   float *layer4_1_conv1_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv1_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv1_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_1_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              layer4_1_conv1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              layer4_1_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv1_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            layer4_1_conv1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -5088,8 +4269,8 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
   int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 18; /* layer4.1.bn1.num_batches_tracked */
-  const float *layer4_1_conv1 = s->arena + 4982016;
-  float *layer4_1_relu0 = s->arena + 5007104;
+  const float *layer4_1_conv1 = s->arena + 5004032;
+  float *layer4_1_relu0 = s->arena + 5029120;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5122,74 +4303,49 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 5007104;
-  float *layer4_1_conv2 = s->arena + 5032192;
+  const float *layer4_1_relu0 = s->arena + 5029120;
+  float *layer4_1_conv2 = s->arena + 1651712;
   float *layer4_1_conv2_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv2_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv2_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_1_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              layer4_1_conv2[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 24 + i_3];
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              layer4_1_conv2[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv2_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            layer4_1_conv2[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = acc[j_6 * 13 + i_6];
           }
         }
       }
@@ -5204,8 +4360,8 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
   int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 19; /* layer4.1.bn2.num_batches_tracked */
-  const float *layer4_0_relu1 = s->arena + 4956928;
-  const float *layer4_1_conv2 = s->arena + 5032192;
+  const float *layer4_0_relu1 = s->arena + 2015232;
+  const float *layer4_1_conv2 = s->arena + 1651712;
   float *layer4_1_relu1 = s->arena + 1605632;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5295,7 +4451,7 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
 static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *fc = s->arena + 1630720;
-  float *cross_entropy0 = s->arena + 5107456;
+  float *cross_entropy0 = s->arena + 5104384;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -5410,7 +4566,7 @@ static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
 static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu1 = s->arena + 1605632;
   const float *flatten0_dx = s->arena + 1630720;
-  float *layer4_1_relu1_dx = s->arena + 5057280;
+  float *layer4_1_relu1_dx = s->arena + 5054208;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_1_relu1_dx[n * 25088 + i] = 0.0f;
@@ -5445,9 +4601,9 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-  const float *layer4_1_conv2 = s->arena + 5032192;
-  const float *layer4_1_relu1_dx = s->arena + 5057280;
-  float *layer4_1_bn2_dx = s->arena + 5082368;
+  const float *layer4_1_conv2 = s->arena + 1651712;
+  const float *layer4_1_relu1_dx = s->arena + 5054208;
+  float *layer4_1_bn2_dx = s->arena + 5079296;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5486,8 +4642,8 @@ static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv2 = s->arena + 5032192;
-  const float *layer4_1_relu1_dx = s->arena + 5057280;
+  const float *layer4_1_conv2 = s->arena + 1651712;
+  const float *layer4_1_relu1_dx = s->arena + 5054208;
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5522,7 +4678,7 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 5057280;
+  const float *layer4_1_relu1_dx = s->arena + 5054208;
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5536,59 +4692,55 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; blocks shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0 = s->arena + 5007104;
-  const float *layer4_1_bn2_dx = s->arena + 5082368;
+  const float *layer4_1_relu0 = s->arena + 5029120;
+  const float *layer4_1_bn2_dx = s->arena + 5079296;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
-  float acc[36]; /* accumulators */
+  float *layer4_1_conv2_dweight_padded = s->arena + 1605632;
+  float *layer4_1_conv2_dweight_dy_flat = s->arena + 1651712;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv2_dweight_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 64; p++) {
+        layer4_1_conv2_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 9 < 7 && p < 61 ? layer4_1_bn2_dx[((n_2 * 512 + o) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 36; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 6 + 5] += layer4_1_bn2_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + ow] * layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 5; l++) {
-                      acc[(j_2 * 3 + kw_2) * 6 + l] += layer4_1_bn2_dx[((n * 512 + ob * 2 + j_2) * 7 + oh) * 7 + t * 5 + 1 + l] * layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + t * 5 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                  for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                    if (6 + ow_2 - 1 + kw_3 < 7) {
-                      acc[(j_3 * 3 + kw_3) * 6 + 5] += layer4_1_bn2_dx[((n * 512 + ob * 2 + j_3) * 7 + oh) * 7 + 6 + ow_2] * layer4_1_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + 6 + ow_2 - 1 + kw_3];
-                    }
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 2; t++) {
+            for (ptrdiff_t j = 0; j < 1; j++) {
+              for (ptrdiff_t k = 0; k < 3; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j * 3 + k) * 32 + l] += layer4_1_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_1_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-              sum = sum + acc[(j_4 * 3 + kw_4) * 6 + l_2];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
             }
-            layer4_1_conv2_weight_grad[(((ob * 2 + j_4) * 512 + ic) * 3 + kh) * 3 + kw_4] = sum;
+            layer4_1_conv2_weight_grad[(((ob + j_2) * 512 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -5597,77 +4749,51 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dx: conv_dx+act_dx with layer4.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 5007104;
-  const float *layer4_1_bn2_dx = s->arena + 5082368;
-  float *layer4_1_relu0_dx = s->arena + 5032192;
+  const float *layer4_1_relu0 = s->arena + 5029120;
+  const float *layer4_1_bn2_dx = s->arena + 5079296;
+  float *layer4_1_relu0_dx = s->arena + 1651712;
   float *layer4_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv2_dx_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_bn2_dx[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_1_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              float y = layer4_1_relu0[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_1_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              float y = layer4_1_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_1_relu0_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            float y_2 = layer4_1_relu0[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
-            layer4_1_relu0_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = 0.0f < y_2 ? acc[j_6 * 13 + i_6] : 0.0f;
           }
         }
       }
@@ -5678,9 +4804,9 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-  const float *layer4_1_conv1 = s->arena + 4982016;
-  const float *layer4_1_relu0_dx = s->arena + 5032192;
-  float *layer4_1_bn1_dx = s->arena + 5007104;
+  const float *layer4_1_conv1 = s->arena + 5004032;
+  const float *layer4_1_relu0_dx = s->arena + 1651712;
+  float *layer4_1_bn1_dx = s->arena + 5029120;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5719,8 +4845,8 @@ static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv1 = s->arena + 4982016;
-  const float *layer4_1_relu0_dx = s->arena + 5032192;
+  const float *layer4_1_conv1 = s->arena + 5004032;
+  const float *layer4_1_relu0_dx = s->arena + 1651712;
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5755,7 +4881,7 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0_dx = s->arena + 5032192;
+  const float *layer4_1_relu0_dx = s->arena + 1651712;
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5769,59 +4895,55 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; blocks shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 4956928;
-  const float *layer4_1_bn1_dx = s->arena + 5007104;
+  const float *layer4_0_relu1 = s->arena + 2015232;
+  const float *layer4_1_bn1_dx = s->arena + 5029120;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
-  float acc[36]; /* accumulators */
+  float *layer4_1_conv1_dweight_padded = s->arena + 1605632;
+  float *layer4_1_conv1_dweight_dy_flat = s->arena + 1651712;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv1_dweight_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 64; p++) {
+        layer4_1_conv1_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 9 < 7 && p < 61 ? layer4_1_bn1_dx[((n_2 * 512 + o) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 36; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 6 + 5] += layer4_1_bn1_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + ow] * layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 5; l++) {
-                      acc[(j_2 * 3 + kw_2) * 6 + l] += layer4_1_bn1_dx[((n * 512 + ob * 2 + j_2) * 7 + oh) * 7 + t * 5 + 1 + l] * layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + t * 5 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                  for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                    if (6 + ow_2 - 1 + kw_3 < 7) {
-                      acc[(j_3 * 3 + kw_3) * 6 + 5] += layer4_1_bn1_dx[((n * 512 + ob * 2 + j_3) * 7 + oh) * 7 + 6 + ow_2] * layer4_0_relu1[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + 6 + ow_2 - 1 + kw_3];
-                    }
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 2; t++) {
+            for (ptrdiff_t j = 0; j < 1; j++) {
+              for (ptrdiff_t k = 0; k < 3; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j * 3 + k) * 32 + l] += layer4_1_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_1_conv1_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-              sum = sum + acc[(j_4 * 3 + kw_4) * 6 + l_2];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
             }
-            layer4_1_conv1_weight_grad[(((ob * 2 + j_4) * 512 + ic) * 3 + kh) * 3 + kw_4] = sum;
+            layer4_1_conv1_weight_grad[(((ob + j_2) * 512 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -5830,78 +4952,52 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dx: conv_dx+add+act_dx with layer4.0.relu1.dsum and layer4.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 4956928;
-  const float *layer4_1_relu1_dx = s->arena + 5057280;
-  const float *layer4_1_bn1_dx = s->arena + 5007104;
-  float *layer4_0_relu1_dx = s->arena + 4982016;
+  const float *layer4_0_relu1 = s->arena + 2015232;
+  const float *layer4_1_relu1_dx = s->arena + 5054208;
+  const float *layer4_1_bn1_dx = s->arena + 5029120;
+  float *layer4_0_relu1_dx = s->arena + 5004032;
   float *layer4_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_1_conv1_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_1_bn1_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_1_conv1_dx_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_bn1_dx[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_1_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_1_conv1_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              float y = layer4_0_relu1[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_0_relu1_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              float y = layer4_0_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_0_relu1_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_1_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            float y_2 = layer4_0_relu1[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
-            layer4_0_relu1_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = 0.0f < y_2 ? acc[j_6 * 13 + i_6] + layer4_1_relu1_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] : 0.0f;
           }
         }
       }
@@ -5912,9 +5008,9 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-  const float *layer4_0_downsample_0 = s->arena + 4931840;
-  const float *layer4_0_relu1_dx = s->arena + 4982016;
-  float *layer4_0_downsample_1_dx = s->arena + 4956928;
+  const float *layer4_0_downsample_0 = s->arena + 1684480;
+  const float *layer4_0_relu1_dx = s->arena + 5004032;
+  float *layer4_0_downsample_1_dx = s->arena + 2015232;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5953,8 +5049,8 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0 = s->arena + 4931840;
-  const float *layer4_0_relu1_dx = s->arena + 4982016;
+  const float *layer4_0_downsample_0 = s->arena + 1684480;
+  const float *layer4_0_relu1_dx = s->arena + 5004032;
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5989,7 +5085,7 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 4982016;
+  const float *layer4_0_relu1_dx = s->arena + 5004032;
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6003,39 +5099,59 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 2 output channels x kw taps x 7 column lanes; blocks shared out among threads; interior columns [0, 7) in 1 tiles + 0, rows [0, 7) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3 tiles (23 spare positions), no guards */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 4831488;
-  const float *layer4_0_downsample_1_dx = s->arena + 4956928;
+  const float *layer3_1_relu1 = s->arena + 4953856;
+  const float *layer4_0_downsample_1_dx = s->arena + 2015232;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
-  float acc[14]; /* accumulators */
+  float *layer4_0_downsample_0_dweight_padded = s->arena + 1605632;
+  float *layer4_0_downsample_0_dweight_dy_flat = s->arena + 1684480;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 11; a++) {
+            for (ptrdiff_t q = 0; q < 7; q++) {
+              layer4_0_downsample_0_dweight_padded[((n * 1024 + (c * 2 + rh) * 2 + rw) * 11 + a) * 7 + q] = a * 2 + rh < 14 ? layer3_1_relu1[((n * 256 + c) * 14 + a * 2 + rh) * 14 + q * 2 + rw] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 72; p++) {
+        layer4_0_downsample_0_dweight_dy_flat[(n_2 * 512 + o) * 72 + p] = p % 7 < 7 && p < 49 ? layer4_0_downsample_1_dx[((n_2 * 512 + o) * 7 + p / 7) * 7 + p % 7] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a = 0; a < 14; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            for (ptrdiff_t t = 0; t < 1; t++) {
-              for (ptrdiff_t j = 0; j < 2; j++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  for (ptrdiff_t l = 0; l < 7; l++) {
-                    acc[(j + kw) * 7 + l] += layer4_0_downsample_1_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + t * 7 + l] * layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 + kh) * 14 + (t * 7 + l) * 2 + kw];
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 3; t++) {
+            for (ptrdiff_t j = 0; j < 4; j++) {
+              for (ptrdiff_t k = 0; k < 1; k++) {
+                for (ptrdiff_t l = 0; l < 24; l++) {
+                  acc[(j + k) * 24 + l] += layer4_0_downsample_0_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 72 + t * 24 + l] * layer4_0_downsample_0_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 11 + kh / 2) * 7 + t * 24 + l + k / 2];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 7; l_2++) {
-              sum = sum + acc[(j_2 + kw_2) * 7 + l_2];
+            for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+              sum = sum + acc[(j_2 + k_2) * 24 + l_2];
             }
-            layer4_0_downsample_0_weight_grad[(ob * 2 + j_2) * 256 + ic + kh + kw_2] = sum;
+            layer4_0_downsample_0_weight_grad[(ob * 4 + j_2) * 256 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -6046,9 +5162,9 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_conv2 = s->arena + 4906752;
-  const float *layer4_0_relu1_dx = s->arena + 4982016;
-  float *layer4_0_bn2_dx = s->arena + 4931840;
+  const float *layer4_0_conv2 = s->arena + 1875968;
+  const float *layer4_0_relu1_dx = s->arena + 5004032;
+  float *layer4_0_bn2_dx = s->arena + 1684480;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6087,8 +5203,8 @@ static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2 = s->arena + 4906752;
-  const float *layer4_0_relu1_dx = s->arena + 4982016;
+  const float *layer4_0_conv2 = s->arena + 1875968;
+  const float *layer4_0_relu1_dx = s->arena + 5004032;
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6123,7 +5239,7 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 4982016;
+  const float *layer4_0_relu1_dx = s->arena + 5004032;
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6137,59 +5253,55 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 5 column lanes; blocks shared out among threads; interior columns [1, 6) in 1 tiles + 0, rows [1, 6) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0 = s->arena + 4881664;
-  const float *layer4_0_bn2_dx = s->arena + 4931840;
+  const float *layer4_0_relu0 = s->arena + 1746432;
+  const float *layer4_0_bn2_dx = s->arena + 1684480;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
-  float acc[36]; /* accumulators */
+  float *layer4_0_conv2_dweight_padded = s->arena + 1605632;
+  float *layer4_0_conv2_dweight_dy_flat = s->arena + 1651712;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_0_conv2_dweight_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 64; p++) {
+        layer4_0_conv2_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 9 < 7 && p < 61 ? layer4_0_bn2_dx[((n_2 * 512 + o) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 512; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 36; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 7) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 6 + 5] += layer4_0_bn2_dx[((n * 512 + ob * 2 + j) * 7 + oh) * 7 + ow] * layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 5; l++) {
-                      acc[(j_2 * 3 + kw_2) * 6 + l] += layer4_0_bn2_dx[((n * 512 + ob * 2 + j_2) * 7 + oh) * 7 + t * 5 + 1 + l] * layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + t * 5 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                  for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                    if (6 + ow_2 - 1 + kw_3 < 7) {
-                      acc[(j_3 * 3 + kw_3) * 6 + 5] += layer4_0_bn2_dx[((n * 512 + ob * 2 + j_3) * 7 + oh) * 7 + 6 + ow_2] * layer4_0_relu0[((n * 512 + ic) * 7 + oh - 1 + kh) * 7 + 6 + ow_2 - 1 + kw_3];
-                    }
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 2; t++) {
+            for (ptrdiff_t j = 0; j < 1; j++) {
+              for (ptrdiff_t k = 0; k < 3; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j * 3 + k) * 32 + l] += layer4_0_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_0_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-              sum = sum + acc[(j_4 * 3 + kw_4) * 6 + l_2];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
             }
-            layer4_0_conv2_weight_grad[(((ob * 2 + j_4) * 512 + ic) * 3 + kh) * 3 + kw_4] = sum;
+            layer4_0_conv2_weight_grad[(((ob + j_2) * 512 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6198,77 +5310,51 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dx: conv_dx+act_dx with layer4.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 2 tiles + 13, no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 4881664;
-  const float *layer4_0_bn2_dx = s->arena + 4931840;
-  float *layer4_0_relu0_dx = s->arena + 4906752;
+  const float *layer4_0_relu0 = s->arena + 1746432;
+  const float *layer4_0_bn2_dx = s->arena + 1684480;
+  float *layer4_0_relu0_dx = s->arena + 1651712;
   float *layer4_0_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 9; h++) {
-        for (ptrdiff_t w = 0; w < 9; w++) {
-          layer4_0_conv2_dx_padded[((n * 512 + c) * 9 + h) * 9 + w] = 0 <= h - 1 && h - 1 < 7 && (0 <= w - 1 && w - 1 < 7) ? layer4_0_bn2_dx[((n * 512 + c) * 7 + h - 1) * 7 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 10; a++) {
+        for (ptrdiff_t q = 0; q < 9; q++) {
+          layer4_0_conv2_dx_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_bn2_dx[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_0_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 9 + kh) * 9 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 9 < 7) {
-              float y = layer4_0_relu0[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_0_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 9 < 7 && p < 61) {
+              float y = layer4_0_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+              layer4_0_relu0_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 13; i_4++) {
-          acc[j_4 * 13 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer4_0_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 13; i_5++) {
-                acc[j_5 * 13 + i_5] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic_2) * 9 + kh_2) * 9 + 48 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 13; i_6++) {
-          ptrdiff_t p_2 = 48 + i_6;
-          if (p_2 % 9 < 7) {
-            float y_2 = layer4_0_relu0[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9];
-            layer4_0_relu0_dx[((n_2 * 512 + ob * 4 + j_6) * 7 + p_2 / 9) * 7 + p_2 % 9] = 0.0f < y_2 ? acc[j_6 * 13 + i_6] : 0.0f;
           }
         }
       }
@@ -6279,9 +5365,9 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-  const float *layer4_0_conv1 = s->arena + 1667072;
-  const float *layer4_0_relu0_dx = s->arena + 4906752;
-  float *layer4_0_bn1_dx = s->arena + 4881664;
+  const float *layer4_0_conv1 = s->arena + 1721344;
+  const float *layer4_0_relu0_dx = s->arena + 1651712;
+  float *layer4_0_bn1_dx = s->arena + 1746432;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6320,8 +5406,8 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv1 = s->arena + 1667072;
-  const float *layer4_0_relu0_dx = s->arena + 4906752;
+  const float *layer4_0_conv1 = s->arena + 1721344;
+  const float *layer4_0_relu0_dx = s->arena + 1651712;
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6356,7 +5442,7 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0_dx = s->arena + 4906752;
+  const float *layer4_0_relu0_dx = s->arena + 1651712;
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6369,32 +5455,49 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 4881664;
-  float *layer4_0_conv1_dx = s->arena + 1605632;
+  const float *layer4_0_bn1_dx = s->arena + 1746432;
+  float *layer4_0_conv1_dx = s->arena + 5004032;
+  float *layer4_0_conv1_dx_padded = s->arena + 1605632;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer4_0_conv1_dx[n * 50176 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer4_0_conv1_dx_padded[((n * 512 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 13 && (0 <= q - 1 && q - 1 < 13) && (a - 1) % 2 == 0 && (q - 1) % 2 == 0 ? layer4_0_bn1_dx[((n * 512 + c) * 7 + (a - 1) / 2) * 7 + (q - 1) / 2] : 0.0f;
+        }
+      }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer4_0_conv1_weight[(((g * 512 + ocg) * 256 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                if (0 <= oh * 2 - 1 + kh) {
-                  for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                    if (0 <= ow * 2 - 1 + kw) {
-                      layer4_0_conv1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw] += layer4_0_bn1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer4_0_conv1_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer4_0_conv1_dx_padded[((n_2 * 512 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              layer4_0_conv1_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
             }
           }
         }
@@ -6404,50 +5507,59 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 6 column lanes; blocks shared out among threads; interior columns [1, 7) in 1 tiles + 0, rows [1, 7) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 4831488;
-  const float *layer4_0_bn1_dx = s->arena + 4881664;
+  const float *layer3_1_relu1 = s->arena + 4953856;
+  const float *layer4_0_bn1_dx = s->arena + 1746432;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
-  float acc[21]; /* accumulators */
+  float *layer4_0_conv1_dweight_padded = s->arena + 1605632;
+  float *layer4_0_conv1_dweight_dy_flat = s->arena + 1687552;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 10; a++) {
+            for (ptrdiff_t q = 0; q < 8; q++) {
+              layer4_0_conv1_dweight_padded[((n * 1024 + (c * 2 + rh) * 2 + rw) * 10 + a) * 8 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 14 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 14) ? layer3_1_relu1[((n * 256 + c) * 14 + a * 2 + rh - 1) * 14 + q * 2 + rw - 1] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 64; p++) {
+        layer4_0_conv1_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 8 < 7 && p < 55 ? layer4_0_bn1_dx[((n_2 * 512 + o) * 7 + p / 8) * 7 + p % 8] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 512; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 21; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 7; oh++) {
-            if (0 <= oh * 2 - 1 + kh) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow * 2 - 1 + kw) {
-                      acc[(j * 3 + kw) * 7 + 6] += layer4_0_bn1_dx[((n * 512 + ob + j) * 7 + oh) * 7 + ow] * layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 - 1 + kh) * 14 + ow * 2 - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 6; l++) {
-                      acc[(j_2 * 3 + kw_2) * 7 + l] += layer4_0_bn1_dx[((n * 512 + ob + j_2) * 7 + oh) * 7 + t * 6 + 1 + l] * layer3_1_relu1[((n * 256 + ic) * 14 + oh * 2 - 1 + kh) * 14 + (t * 6 + 1 + l) * 2 - 1 + kw_2];
-                    }
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 2; t++) {
+            for (ptrdiff_t j = 0; j < 1; j++) {
+              for (ptrdiff_t k = 0; k < 3; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j * 3 + k) * 32 + l] += layer4_0_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_0_conv1_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 10 + kh / 2) * 8 + t * 32 + l + k / 2];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 7; l_2++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 7 + l_2];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
             }
-            layer4_0_conv1_weight_grad[(((ob + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
+            layer4_0_conv1_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6455,41 +5567,55 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer4.0.downsample.0.dx: conv_dx+add+act_dx with layer3.1.relu1.dsum and layer3.1.relu1.dx, resnet18.cnn:16 */
+/* layer4.0.downsample.0.dx: conv_dx+add+act_dx with layer3.1.relu1.dsum and layer3.1.relu1.dx, resnet18.cnn:16
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 4831488;
-  const float *layer4_0_downsample_1_dx = s->arena + 4956928;
-  const float *layer4_0_conv1_dx = s->arena + 1605632;
-  float *layer3_1_relu1_dx = s->arena + 4881664;
+  const float *layer3_1_relu1 = s->arena + 4953856;
+  const float *layer4_0_downsample_1_dx = s->arena + 2015232;
+  const float *layer4_0_conv1_dx = s->arena + 5004032;
+  float *layer3_1_relu1_dx = s->arena + 5054208;
+  float *layer4_0_downsample_0_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 50176; i++) {
-      layer3_1_relu1_dx[n * 50176 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
+        for (ptrdiff_t q = 0; q < 14; q++) {
+          layer4_0_downsample_0_dx_padded[((n * 512 + c) * 16 + a) * 14 + q] = a < 13 && q < 13 && a % 2 == 0 && q % 2 == 0 ? layer4_0_downsample_1_dx[((n * 512 + c) * 7 + a / 2) * 7 + q / 2] : 0.0f;
+        }
+      }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 256; icg++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 9; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 1; kh++) {
             for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float wv = layer4_0_downsample_0_weight[(g * 512 + ocg) * 256 + icg + kh + kw];
-              for (ptrdiff_t oh = 0; oh < 7; oh++) {
-                for (ptrdiff_t ow = 0; ow < 7; ow++) {
-                  layer3_1_relu1_dx[((n_2 * 256 + g * 256 + icg) * 14 + oh * 2 + kh) * 14 + ow * 2 + kw] += layer4_0_downsample_1_dx[((n_2 * 512 + g * 512 + ocg) * 7 + oh) * 7 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer4_0_downsample_0_weight[ic * 256 + ob * 4 + j_2 + 0 - kh + 0 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer4_0_downsample_0_dx_padded[((n_2 * 512 + ic) * 16 + kh) * 14 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-      }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 196; i_2++) {
-        float y = layer3_1_relu1[(n_3 * 256 + c) * 196 + i_2];
-        layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_2] = 0.0f < y ? layer3_1_relu1_dx[(n_3 * 256 + c) * 196 + i_2] + layer4_0_conv1_dx[(n_3 * 256 + c) * 196 + i_2] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 14 < 14 && p < 196) {
+              float y = layer3_1_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
+              layer3_1_relu1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+            }
+          }
+        }
       }
     }
   }
@@ -6498,9 +5624,9 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_conv2 = s->arena + 4781312;
-  const float *layer3_1_relu1_dx = s->arena + 4881664;
-  float *layer3_1_bn2_dx = s->arena + 4831488;
+  const float *layer3_1_conv2 = s->arena + 4903680;
+  const float *layer3_1_relu1_dx = s->arena + 5054208;
+  float *layer3_1_bn2_dx = s->arena + 4953856;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6539,8 +5665,8 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2 = s->arena + 4781312;
-  const float *layer3_1_relu1_dx = s->arena + 4881664;
+  const float *layer3_1_conv2 = s->arena + 4903680;
+  const float *layer3_1_relu1_dx = s->arena + 5054208;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6575,7 +5701,7 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 4881664;
+  const float *layer3_1_relu1_dx = s->arena + 5054208;
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6589,66 +5715,55 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 4731136;
-  const float *layer3_1_bn2_dx = s->arena + 4831488;
+  const float *layer3_1_relu0 = s->arena + 4853504;
+  const float *layer3_1_bn2_dx = s->arena + 4953856;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
-  float acc[156]; /* accumulators */
+  float *layer3_1_conv2_dweight_padded = s->arena + 1605632;
+  float *layer3_1_conv2_dweight_dy_flat = s->arena + 1675264;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv2_dweight_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 224; p++) {
+        layer3_1_conv2_dweight_dy_flat[(n_2 * 256 + o) * 224 + p] = p % 16 < 14 && p < 222 ? layer3_1_bn2_dx[((n_2 * 256 + o) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 156; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 13 + 12] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + ow] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 3 + kw_2) * 13 + l] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + t * 8 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 13 + 8 + l_2] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 9 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (13 + ow_2 - 1 + kw_4 < 14) {
-                      acc[(j_4 * 3 + kw_4) * 13 + 12] += layer3_1_bn2_dx[((n * 256 + ob * 4 + j_4) * 14 + oh) * 14 + 13 + ow_2] * layer3_1_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 13 + ow_2 - 1 + kw_4];
-                    }
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 7; t++) {
+            for (ptrdiff_t j = 0; j < 1; j++) {
+              for (ptrdiff_t k = 0; k < 3; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j * 3 + k) * 32 + l] += layer3_1_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l] * layer3_1_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 13; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 13 + l_3];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
             }
-            layer3_1_conv2_weight_grad[(((ob * 4 + j_5) * 256 + ic) * 3 + kh) * 3 + kw_5] = sum;
+            layer3_1_conv2_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6657,77 +5772,51 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dx: conv_dx+act_dx with layer3.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 4731136;
-  const float *layer3_1_bn2_dx = s->arena + 4831488;
-  float *layer3_1_relu0_dx = s->arena + 4781312;
+  const float *layer3_1_relu0 = s->arena + 4853504;
+  const float *layer3_1_bn2_dx = s->arena + 4953856;
+  float *layer3_1_relu0_dx = s->arena + 1675264;
   float *layer3_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv2_dx_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_1_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              float y = layer3_1_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_1_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              float y = layer3_1_relu0[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_1_relu0_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            float y_2 = layer3_1_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
-            layer3_1_relu0_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -6738,9 +5827,9 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_conv1 = s->arena + 4680960;
-  const float *layer3_1_relu0_dx = s->arena + 4781312;
-  float *layer3_1_bn1_dx = s->arena + 4731136;
+  const float *layer3_1_conv1 = s->arena + 4803328;
+  const float *layer3_1_relu0_dx = s->arena + 1675264;
+  float *layer3_1_bn1_dx = s->arena + 4853504;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6779,8 +5868,8 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1 = s->arena + 4680960;
-  const float *layer3_1_relu0_dx = s->arena + 4781312;
+  const float *layer3_1_conv1 = s->arena + 4803328;
+  const float *layer3_1_relu0_dx = s->arena + 1675264;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6815,7 +5904,7 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0_dx = s->arena + 4781312;
+  const float *layer3_1_relu0_dx = s->arena + 1675264;
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6829,66 +5918,55 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 4630784;
-  const float *layer3_1_bn1_dx = s->arena + 4731136;
+  const float *layer3_0_relu1 = s->arena + 4753152;
+  const float *layer3_1_bn1_dx = s->arena + 4853504;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
-  float acc[156]; /* accumulators */
+  float *layer3_1_conv1_dweight_padded = s->arena + 1605632;
+  float *layer3_1_conv1_dweight_dy_flat = s->arena + 1675264;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv1_dweight_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 224; p++) {
+        layer3_1_conv1_dweight_dy_flat[(n_2 * 256 + o) * 224 + p] = p % 16 < 14 && p < 222 ? layer3_1_bn1_dx[((n_2 * 256 + o) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 156; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 13 + 12] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + ow] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 3 + kw_2) * 13 + l] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + t * 8 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 13 + 8 + l_2] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 9 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (13 + ow_2 - 1 + kw_4 < 14) {
-                      acc[(j_4 * 3 + kw_4) * 13 + 12] += layer3_1_bn1_dx[((n * 256 + ob * 4 + j_4) * 14 + oh) * 14 + 13 + ow_2] * layer3_0_relu1[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 13 + ow_2 - 1 + kw_4];
-                    }
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 7; t++) {
+            for (ptrdiff_t j = 0; j < 1; j++) {
+              for (ptrdiff_t k = 0; k < 3; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j * 3 + k) * 32 + l] += layer3_1_conv1_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l] * layer3_1_conv1_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 13; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 13 + l_3];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
             }
-            layer3_1_conv1_weight_grad[(((ob * 4 + j_5) * 256 + ic) * 3 + kh) * 3 + kw_5] = sum;
+            layer3_1_conv1_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6897,78 +5975,52 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dx: conv_dx+add+act_dx with layer3.0.relu1.dsum and layer3.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 4630784;
-  const float *layer3_1_relu1_dx = s->arena + 4881664;
-  const float *layer3_1_bn1_dx = s->arena + 4731136;
-  float *layer3_0_relu1_dx = s->arena + 4680960;
+  const float *layer3_0_relu1 = s->arena + 4753152;
+  const float *layer3_1_relu1_dx = s->arena + 5054208;
+  const float *layer3_1_bn1_dx = s->arena + 4853504;
+  float *layer3_0_relu1_dx = s->arena + 4803328;
   float *layer3_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_1_conv1_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_1_conv1_dx_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_1_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_1_conv1_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              float y = layer3_0_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_0_relu1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              float y = layer3_0_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_0_relu1_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_1_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            float y_2 = layer3_0_relu1[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
-            layer3_0_relu1_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] + layer3_1_relu1_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] : 0.0f;
           }
         }
       }
@@ -6979,9 +6031,9 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_0 = s->arena + 4580608;
-  const float *layer3_0_relu1_dx = s->arena + 4680960;
-  float *layer3_0_downsample_1_dx = s->arena + 4630784;
+  const float *layer3_0_downsample_0 = s->arena + 4702976;
+  const float *layer3_0_relu1_dx = s->arena + 4803328;
+  float *layer3_0_downsample_1_dx = s->arena + 4853504;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7020,8 +6072,8 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0 = s->arena + 4580608;
-  const float *layer3_0_relu1_dx = s->arena + 4680960;
+  const float *layer3_0_downsample_0 = s->arena + 4702976;
+  const float *layer3_0_relu1_dx = s->arena + 4803328;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7056,7 +6108,7 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 4680960;
+  const float *layer3_0_relu1_dx = s->arena + 4803328;
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7070,46 +6122,59 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 14) in 1 tiles + 6, rows [0, 14) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 1716992;
-  const float *layer3_0_downsample_1_dx = s->arena + 4630784;
+  const float *layer2_1_relu1 = s->arena + 4552448;
+  const float *layer3_0_downsample_1_dx = s->arena + 4853504;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
-  float acc[56]; /* accumulators */
+  float *layer3_0_downsample_0_dweight_padded = s->arena + 1605632;
+  float *layer3_0_downsample_0_dweight_dy_flat = s->arena + 1720320;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 16; a++) {
+            for (ptrdiff_t q = 0; q < 14; q++) {
+              layer3_0_downsample_0_dweight_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 16 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 216; p++) {
+        layer3_0_downsample_0_dweight_dy_flat[(n_2 * 256 + o) * 216 + p] = p % 14 < 14 && p < 196 ? layer3_0_downsample_1_dx[((n_2 * 256 + o) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a = 0; a < 56; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            for (ptrdiff_t t = 0; t < 1; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j + kw) * 14 + l] += layer3_0_downsample_1_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + t * 8 + l] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 + kh) * 28 + (t * 8 + l) * 2 + kw];
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                  acc[(j_2 + kw_2) * 14 + 8 + l_2] += layer3_0_downsample_1_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + 8 + l_2] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 + kh) * 28 + (8 + l_2) * 2 + kw_2];
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 9; t++) {
+            for (ptrdiff_t j = 0; j < 4; j++) {
+              for (ptrdiff_t k = 0; k < 1; k++) {
+                for (ptrdiff_t l = 0; l < 24; l++) {
+                  acc[(j + k) * 24 + l] += layer3_0_downsample_0_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l] * layer3_0_downsample_0_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + k % 2) * 16 + kh / 2) * 14 + t * 24 + l + k / 2];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 14; l_3++) {
-              sum = sum + acc[(j_3 + kw_3) * 14 + l_3];
+            for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+              sum = sum + acc[(j_2 + k_2) * 24 + l_2];
             }
-            layer3_0_downsample_0_weight_grad[(ob * 4 + j_3) * 128 + ic + kh + kw_3] = sum;
+            layer3_0_downsample_0_weight_grad[(ob * 4 + j_2) * 128 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -7120,9 +6185,9 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_conv2 = s->arena + 4530432;
-  const float *layer3_0_relu1_dx = s->arena + 4680960;
-  float *layer3_0_bn2_dx = s->arena + 4580608;
+  const float *layer3_0_conv2 = s->arena + 4652800;
+  const float *layer3_0_relu1_dx = s->arena + 4803328;
+  float *layer3_0_bn2_dx = s->arena + 4702976;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7161,8 +6226,8 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2 = s->arena + 4530432;
-  const float *layer3_0_relu1_dx = s->arena + 4680960;
+  const float *layer3_0_conv2 = s->arena + 4652800;
+  const float *layer3_0_relu1_dx = s->arena + 4803328;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7197,7 +6262,7 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 4680960;
+  const float *layer3_0_relu1_dx = s->arena + 4803328;
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7211,66 +6276,55 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 13) in 1 tiles + 4, rows [1, 13) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 4480256;
-  const float *layer3_0_bn2_dx = s->arena + 4580608;
+  const float *layer3_0_relu0 = s->arena + 1825792;
+  const float *layer3_0_bn2_dx = s->arena + 4702976;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
-  float acc[156]; /* accumulators */
+  float *layer3_0_conv2_dweight_padded = s->arena + 1605632;
+  float *layer3_0_conv2_dweight_dy_flat = s->arena + 1675264;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_0_conv2_dweight_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 224; p++) {
+        layer3_0_conv2_dweight_dy_flat[(n_2 * 256 + o) * 224 + p] = p % 16 < 14 && p < 222 ? layer3_0_bn2_dx[((n_2 * 256 + o) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 156; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 14) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 13 + 12] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j) * 14 + oh) * 14 + ow] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 3 + kw_2) * 13 + l] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + t * 8 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 13 + 8 + l_2] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 9 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (13 + ow_2 - 1 + kw_4 < 14) {
-                      acc[(j_4 * 3 + kw_4) * 13 + 12] += layer3_0_bn2_dx[((n * 256 + ob * 4 + j_4) * 14 + oh) * 14 + 13 + ow_2] * layer3_0_relu0[((n * 256 + ic) * 14 + oh - 1 + kh) * 14 + 13 + ow_2 - 1 + kw_4];
-                    }
-                  }
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 7; t++) {
+            for (ptrdiff_t j = 0; j < 1; j++) {
+              for (ptrdiff_t k = 0; k < 3; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j * 3 + k) * 32 + l] += layer3_0_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l] * layer3_0_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 13; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 13 + l_3];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
             }
-            layer3_0_conv2_weight_grad[(((ob * 4 + j_5) * 256 + ic) * 3 + kh) * 3 + kw_5] = sum;
+            layer3_0_conv2_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -7279,77 +6333,51 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dx: conv_dx+act_dx with layer3.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 4480256;
-  const float *layer3_0_bn2_dx = s->arena + 4580608;
-  float *layer3_0_relu0_dx = s->arena + 4530432;
+  const float *layer3_0_relu0 = s->arena + 1825792;
+  const float *layer3_0_bn2_dx = s->arena + 4702976;
+  float *layer3_0_relu0_dx = s->arena + 1675264;
   float *layer3_0_conv2_dx_padded = s->arena + 1605632;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 16; h++) {
-        for (ptrdiff_t w = 0; w < 16; w++) {
-          layer3_0_conv2_dx_padded[((n * 256 + c) * 16 + h) * 16 + w] = 0 <= h - 1 && h - 1 < 14 && (0 <= w - 1 && w - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + h - 1) * 14 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 17; a++) {
+        for (ptrdiff_t q = 0; q < 16; q++) {
+          layer3_0_conv2_dx_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t i = 0; i < 32; i++) {
+            acc[j * 32 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 16 + kh) * 16 + t * 24 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                float wv = layer3_0_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                  acc[j_2 * 32 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 16 < 14) {
-              float y = layer3_0_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_0_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 16 < 14 && p < 222) {
+              float y = layer3_0_relu0[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+              layer3_0_relu0_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer3_0_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + 216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 216 + i_6;
-          if (p_2 % 16 < 14) {
-            float y_2 = layer3_0_relu0[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16];
-            layer3_0_relu0_dx[((n_2 * 256 + ob * 4 + j_6) * 14 + p_2 / 16) * 14 + p_2 % 16] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -7360,9 +6388,9 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_conv1 = s->arena + 4430080;
-  const float *layer3_0_relu0_dx = s->arena + 4530432;
-  float *layer3_0_bn1_dx = s->arena + 4480256;
+  const float *layer3_0_conv1 = s->arena + 1775616;
+  const float *layer3_0_relu0_dx = s->arena + 1675264;
+  float *layer3_0_bn1_dx = s->arena + 1843712;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7401,8 +6429,8 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv1 = s->arena + 4430080;
-  const float *layer3_0_relu0_dx = s->arena + 4530432;
+  const float *layer3_0_conv1 = s->arena + 1775616;
+  const float *layer3_0_relu0_dx = s->arena + 1675264;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7437,7 +6465,7 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0_dx = s->arena + 4530432;
+  const float *layer3_0_relu0_dx = s->arena + 1675264;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7450,32 +6478,49 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer3_0_bn1_dx = s->arena + 4480256;
-  float *layer3_0_conv1_dx = s->arena + 1605632;
+  const float *layer3_0_bn1_dx = s->arena + 1843712;
+  float *layer3_0_conv1_dx = s->arena + 4652800;
+  float *layer3_0_conv1_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer3_0_conv1_dx[n * 100352 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer3_0_conv1_dx_padded[((n * 256 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 27 && (0 <= q - 1 && q - 1 < 27) && (a - 1) % 2 == 0 && (q - 1) % 2 == 0 ? layer3_0_bn1_dx[((n * 256 + c) * 14 + (a - 1) / 2) * 14 + (q - 1) / 2] : 0.0f;
+        }
+      }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer3_0_conv1_weight[(((g * 256 + ocg) * 128 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                if (0 <= oh * 2 - 1 + kh) {
-                  for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                    if (0 <= ow * 2 - 1 + kw) {
-                      layer3_0_conv1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw] += layer3_0_bn1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_conv1_dx_padded[((n_2 * 256 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              layer3_0_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
             }
           }
         }
@@ -7485,57 +6530,61 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 14) in 1 tiles + 5, rows [1, 14) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 1716992;
-  const float *layer3_0_bn1_dx = s->arena + 4480256;
+  const float *layer2_1_relu1 = s->arena + 4552448;
+  const float *layer3_0_bn1_dx = s->arena + 1843712;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
-  float acc[84]; /* accumulators */
+  float *layer3_0_conv1_dweight_padded = s->arena + 1605632;
+  float *layer3_0_conv1_dweight_dy_flat = s->arena + 1728512;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 16; a++) {
+            for (ptrdiff_t q = 0; q < 15; q++) {
+              layer3_0_conv1_dweight_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 16 + a) * 15 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 28 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 28) ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh - 1) * 28 + q * 2 + rw - 1] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 216; p++) {
+        layer3_0_conv1_dweight_dy_flat[(n_2 * 256 + o) * 216 + p] = p % 15 < 14 && p < 209 ? layer3_0_bn1_dx[((n_2 * 256 + o) * 14 + p / 15) * 14 + p % 15] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 84; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 14; oh++) {
-            if (0 <= oh * 2 - 1 + kh) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow * 2 - 1 + kw) {
-                      acc[(j * 3 + kw) * 14 + 13] += layer3_0_bn1_dx[((n * 256 + ob * 2 + j) * 14 + oh) * 14 + ow] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + ow * 2 - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 3 + kw_2) * 14 + l] += layer3_0_bn1_dx[((n * 256 + ob * 2 + j_2) * 14 + oh) * 14 + t * 8 + 1 + l] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + (t * 8 + 1 + l) * 2 - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 5; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 14 + 8 + l_2] += layer3_0_bn1_dx[((n * 256 + ob * 2 + j_3) * 14 + oh) * 14 + 9 + l_2] * layer2_1_relu1[((n * 128 + ic) * 28 + oh * 2 - 1 + kh) * 28 + (9 + l_2) * 2 - 1 + kw_3];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 9; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer3_0_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l] * layer3_0_conv1_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 16 + kh / 2) * 15 + t * 24 + l + (kc + k) / 2];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 14; l_3++) {
-              sum = sum + acc[(j_4 * 3 + kw_4) * 14 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer3_0_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer3_0_conv1_weight_grad[(((ob * 2 + j_4) * 128 + ic) * 3 + kh) * 3 + kw_4] = sum;
           }
         }
       }
@@ -7543,41 +6592,55 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer3.0.downsample.0.dx: conv_dx+add+act_dx with layer2.1.relu1.dsum and layer2.1.relu1.dx, resnet18.cnn:16 */
+/* layer3.0.downsample.0.dx: conv_dx+add+act_dx with layer2.1.relu1.dsum and layer2.1.relu1.dx, resnet18.cnn:16
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 1716992;
-  const float *layer3_0_downsample_1_dx = s->arena + 4630784;
-  const float *layer3_0_conv1_dx = s->arena + 1605632;
-  float *layer2_1_relu1_dx = s->arena + 4430080;
+  const float *layer2_1_relu1 = s->arena + 4552448;
+  const float *layer3_0_downsample_1_dx = s->arena + 4853504;
+  const float *layer3_0_conv1_dx = s->arena + 4652800;
+  float *layer2_1_relu1_dx = s->arena + 4753152;
+  float *layer3_0_downsample_0_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 100352; i++) {
-      layer2_1_relu1_dx[n * 100352 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 29; a++) {
+        for (ptrdiff_t q = 0; q < 28; q++) {
+          layer3_0_downsample_0_dx_padded[((n * 256 + c) * 29 + a) * 28 + q] = a < 27 && q < 27 && a % 2 == 0 && q % 2 == 0 ? layer3_0_downsample_1_dx[((n * 256 + c) * 14 + a / 2) * 14 + q / 2] : 0.0f;
+        }
+      }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 128; icg++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 33; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 1; kh++) {
             for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float wv = layer3_0_downsample_0_weight[(g * 256 + ocg) * 128 + icg + kh + kw];
-              for (ptrdiff_t oh = 0; oh < 14; oh++) {
-                for (ptrdiff_t ow = 0; ow < 14; ow++) {
-                  layer2_1_relu1_dx[((n_2 * 128 + g * 128 + icg) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += layer3_0_downsample_1_dx[((n_2 * 256 + g * 256 + ocg) * 14 + oh) * 14 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer3_0_downsample_0_weight[ic * 128 + ob * 4 + j_2 + 0 - kh + 0 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer3_0_downsample_0_dx_padded[((n_2 * 256 + ic) * 29 + kh) * 28 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-      }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float y = layer2_1_relu1[(n_3 * 128 + c) * 784 + i_2];
-        layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_2] = 0.0f < y ? layer2_1_relu1_dx[(n_3 * 128 + c) * 784 + i_2] + layer3_0_conv1_dx[(n_3 * 128 + c) * 784 + i_2] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 28 < 28 && p < 784) {
+              float y = layer2_1_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28];
+              layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] : 0.0f;
+            }
+          }
+        }
       }
     }
   }
@@ -7586,9 +6649,9 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-  const float *layer2_1_conv2 = s->arena + 4329728;
-  const float *layer2_1_relu1_dx = s->arena + 4430080;
-  float *layer2_1_bn2_dx = s->arena + 4530432;
+  const float *layer2_1_conv2 = s->arena + 4452096;
+  const float *layer2_1_relu1_dx = s->arena + 4753152;
+  float *layer2_1_bn2_dx = s->arena + 4552448;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7627,8 +6690,8 @@ static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv2 = s->arena + 4329728;
-  const float *layer2_1_relu1_dx = s->arena + 4430080;
+  const float *layer2_1_conv2 = s->arena + 4452096;
+  const float *layer2_1_relu1_dx = s->arena + 4753152;
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7663,7 +6726,7 @@ static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 4430080;
+  const float *layer2_1_relu1_dx = s->arena + 4753152;
   float *layer2_1_bn2_bias_grad = s->g32 + 684608;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7677,66 +6740,57 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0 = s->arena + 4229376;
-  const float *layer2_1_bn2_dx = s->arena + 4530432;
+  const float *layer2_1_relu0 = s->arena + 4351744;
+  const float *layer2_1_bn2_dx = s->arena + 4552448;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
-  float acc[66]; /* accumulators */
+  float *layer2_1_conv2_dweight_padded = s->arena + 1605632;
+  float *layer2_1_conv2_dweight_dy_flat = s->arena + 1724672;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv2_dweight_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 840; p++) {
+        layer2_1_conv2_dweight_dy_flat[(n_2 * 128 + o) * 840 + p] = p % 30 < 28 && p < 838 ? layer2_1_bn2_dx[((n_2 * 128 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 66; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 11 + 10] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j) * 28 + oh) * 28 + ow] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 3 + kw_2) * 11 + l] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 1 + l] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + t * 8 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 11 + 8 + l_2] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j_3) * 28 + oh) * 28 + 25 + l_2] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 25 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (27 + ow_2 - 1 + kw_4 < 28) {
-                      acc[(j_4 * 3 + kw_4) * 11 + 10] += layer2_1_bn2_dx[((n * 128 + ob * 2 + j_4) * 28 + oh) * 28 + 27 + ow_2] * layer2_1_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 27 + ow_2 - 1 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 35; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer2_1_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l] * layer2_1_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 11; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 11 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer2_1_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer2_1_conv2_weight_grad[(((ob * 2 + j_5) * 128 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -7745,19 +6799,19 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dx: conv_dx+act_dx with layer2.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 4229376;
-  const float *layer2_1_bn2_dx = s->arena + 4530432;
-  float *layer2_1_relu0_dx = s->arena + 4329728;
+  const float *layer2_1_relu0 = s->arena + 4351744;
+  const float *layer2_1_bn2_dx = s->arena + 4552448;
+  float *layer2_1_relu0_dx = s->arena + 1724672;
   float *layer2_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv2_dx_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -7765,10 +6819,10 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -7776,46 +6830,20 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_1_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
               float y = layer2_1_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_1_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+              layer2_1_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float y_2 = layer2_1_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
-            layer2_1_relu0_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -7826,9 +6854,9 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-  const float *layer2_1_conv1 = s->arena + 4129024;
-  const float *layer2_1_relu0_dx = s->arena + 4329728;
-  float *layer2_1_bn1_dx = s->arena + 4229376;
+  const float *layer2_1_conv1 = s->arena + 4251392;
+  const float *layer2_1_relu0_dx = s->arena + 1724672;
+  float *layer2_1_bn1_dx = s->arena + 4351744;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7867,8 +6895,8 @@ static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv1 = s->arena + 4129024;
-  const float *layer2_1_relu0_dx = s->arena + 4329728;
+  const float *layer2_1_conv1 = s->arena + 4251392;
+  const float *layer2_1_relu0_dx = s->arena + 1724672;
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7903,7 +6931,7 @@ static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0_dx = s->arena + 4329728;
+  const float *layer2_1_relu0_dx = s->arena + 1724672;
   float *layer2_1_bn1_bias_grad = s->g32 + 536640;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7917,66 +6945,57 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 4028672;
-  const float *layer2_1_bn1_dx = s->arena + 4229376;
+  const float *layer2_0_relu1 = s->arena + 4151040;
+  const float *layer2_1_bn1_dx = s->arena + 4351744;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
-  float acc[66]; /* accumulators */
+  float *layer2_1_conv1_dweight_padded = s->arena + 1605632;
+  float *layer2_1_conv1_dweight_dy_flat = s->arena + 1724672;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv1_dweight_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 840; p++) {
+        layer2_1_conv1_dweight_dy_flat[(n_2 * 128 + o) * 840 + p] = p % 30 < 28 && p < 838 ? layer2_1_bn1_dx[((n_2 * 128 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 66; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 11 + 10] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j) * 28 + oh) * 28 + ow] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 3 + kw_2) * 11 + l] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 1 + l] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + t * 8 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 11 + 8 + l_2] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j_3) * 28 + oh) * 28 + 25 + l_2] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 25 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (27 + ow_2 - 1 + kw_4 < 28) {
-                      acc[(j_4 * 3 + kw_4) * 11 + 10] += layer2_1_bn1_dx[((n * 128 + ob * 2 + j_4) * 28 + oh) * 28 + 27 + ow_2] * layer2_0_relu1[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 27 + ow_2 - 1 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 35; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer2_1_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l] * layer2_1_conv1_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 11; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 11 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer2_1_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer2_1_conv1_weight_grad[(((ob * 2 + j_5) * 128 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -7985,20 +7004,20 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dx: conv_dx+add+act_dx with layer2.0.relu1.dsum and layer2.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 4028672;
-  const float *layer2_1_relu1_dx = s->arena + 4430080;
-  const float *layer2_1_bn1_dx = s->arena + 4229376;
-  float *layer2_0_relu1_dx = s->arena + 4129024;
+  const float *layer2_0_relu1 = s->arena + 4151040;
+  const float *layer2_1_relu1_dx = s->arena + 4753152;
+  const float *layer2_1_bn1_dx = s->arena + 4351744;
+  float *layer2_0_relu1_dx = s->arena + 4251392;
   float *layer2_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_1_conv1_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_1_conv1_dx_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -8006,10 +7025,10 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -8017,46 +7036,20 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
               float y = layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_0_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 16 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+              layer2_0_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_1_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float y_2 = layer2_0_relu1[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
-            layer2_0_relu1_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] + layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] : 0.0f;
           }
         }
       }
@@ -8067,9 +7060,9 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-  const float *layer2_0_downsample_0 = s->arena + 3928320;
-  const float *layer2_0_relu1_dx = s->arena + 4129024;
-  float *layer2_0_downsample_1_dx = s->arena + 4028672;
+  const float *layer2_0_downsample_0 = s->arena + 4050688;
+  const float *layer2_0_relu1_dx = s->arena + 4251392;
+  float *layer2_0_downsample_1_dx = s->arena + 4351744;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8108,8 +7101,8 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0 = s->arena + 3928320;
-  const float *layer2_0_relu1_dx = s->arena + 4129024;
+  const float *layer2_0_downsample_0 = s->arena + 4050688;
+  const float *layer2_0_relu1_dx = s->arena + 4251392;
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8144,7 +7137,7 @@ static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer2.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 4129024;
+  const float *layer2_0_relu1_dx = s->arena + 4251392;
   float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8158,46 +7151,59 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: accumulators: 4 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 28) in 1 tiles + 12, rows [0, 28) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 3426560;
-  const float *layer2_0_downsample_1_dx = s->arena + 4028672;
+  const float *layer1_1_relu1 = s->arena + 3649280;
+  const float *layer2_0_downsample_1_dx = s->arena + 4351744;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
-  float acc[112]; /* accumulators */
+  float *layer2_0_downsample_0_dweight_padded = s->arena + 1605632;
+  float *layer2_0_downsample_0_dweight_dy_flat = s->arena + 1813504;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 29; a++) {
+            for (ptrdiff_t q = 0; q < 28; q++) {
+              layer2_0_downsample_0_dweight_padded[((n * 256 + (c * 2 + rh) * 2 + rw) * 29 + a) * 28 + q] = a * 2 + rh < 56 ? layer1_1_relu1[((n * 64 + c) * 56 + a * 2 + rh) * 56 + q * 2 + rw] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 792; p++) {
+        layer2_0_downsample_0_dweight_dy_flat[(n_2 * 128 + o) * 792 + p] = p % 28 < 28 && p < 784 ? layer2_0_downsample_1_dx[((n_2 * 128 + o) * 28 + p / 28) * 28 + p % 28] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a = 0; a < 112; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t t = 0; t < 1; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j + kw) * 28 + l] += layer2_0_downsample_1_dx[((n * 128 + ob * 4 + j) * 28 + oh) * 28 + t * 16 + l] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 + kh) * 56 + (t * 16 + l) * 2 + kw];
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 12; l_2++) {
-                  acc[(j_2 + kw_2) * 28 + 16 + l_2] += layer2_0_downsample_1_dx[((n * 128 + ob * 4 + j_2) * 28 + oh) * 28 + 16 + l_2] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 + kh) * 56 + (16 + l_2) * 2 + kw_2];
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 33; t++) {
+            for (ptrdiff_t j = 0; j < 4; j++) {
+              for (ptrdiff_t k = 0; k < 1; k++) {
+                for (ptrdiff_t l = 0; l < 24; l++) {
+                  acc[(j + k) * 24 + l] += layer2_0_downsample_0_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 792 + t * 24 + l] * layer2_0_downsample_0_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + k % 2) * 29 + kh / 2) * 28 + t * 24 + l + k / 2];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 28; l_3++) {
-              sum = sum + acc[(j_3 + kw_3) * 28 + l_3];
+            for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+              sum = sum + acc[(j_2 + k_2) * 24 + l_2];
             }
-            layer2_0_downsample_0_weight_grad[(ob * 4 + j_3) * 64 + ic + kh + kw_3] = sum;
+            layer2_0_downsample_0_weight_grad[(ob * 4 + j_2) * 64 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -8208,9 +7214,9 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_conv2 = s->arena + 3827968;
-  const float *layer2_0_relu1_dx = s->arena + 4129024;
-  float *layer2_0_bn2_dx = s->arena + 3928320;
+  const float *layer2_0_conv2 = s->arena + 3950336;
+  const float *layer2_0_relu1_dx = s->arena + 4251392;
+  float *layer2_0_bn2_dx = s->arena + 4050688;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8249,8 +7255,8 @@ static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2 = s->arena + 3827968;
-  const float *layer2_0_relu1_dx = s->arena + 4129024;
+  const float *layer2_0_conv2 = s->arena + 3950336;
+  const float *layer2_0_relu1_dx = s->arena + 4251392;
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8285,7 +7291,7 @@ static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 4129024;
+  const float *layer2_0_relu1_dx = s->arena + 4251392;
   float *layer2_0_bn2_bias_grad = s->g32 + 379968;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8299,66 +7305,57 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [1, 27) in 3 tiles + 2, rows [1, 27) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0 = s->arena + 3727616;
-  const float *layer2_0_bn2_dx = s->arena + 3928320;
+  const float *layer2_0_relu0 = s->arena + 3849984;
+  const float *layer2_0_bn2_dx = s->arena + 4050688;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
-  float acc[66]; /* accumulators */
+  float *layer2_0_conv2_dweight_padded = s->arena + 1605632;
+  float *layer2_0_conv2_dweight_dy_flat = s->arena + 1724672;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_0_conv2_dweight_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 840; p++) {
+        layer2_0_conv2_dweight_dy_flat[(n_2 * 128 + o) * 840 + p] = p % 30 < 28 && p < 838 ? layer2_0_bn2_dx[((n_2 * 128 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 66; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 28) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 2; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 11 + 10] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j) * 28 + oh) * 28 + ow] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 8; l++) {
-                      acc[(j_2 * 3 + kw_2) * 11 + l] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j_2) * 28 + oh) * 28 + t * 8 + 1 + l] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + t * 8 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 11 + 8 + l_2] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j_3) * 28 + oh) * 28 + 25 + l_2] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 25 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (27 + ow_2 - 1 + kw_4 < 28) {
-                      acc[(j_4 * 3 + kw_4) * 11 + 10] += layer2_0_bn2_dx[((n * 128 + ob * 2 + j_4) * 28 + oh) * 28 + 27 + ow_2] * layer2_0_relu0[((n * 128 + ic) * 28 + oh - 1 + kh) * 28 + 27 + ow_2 - 1 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 35; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer2_0_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l] * layer2_0_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 11; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 11 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer2_0_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer2_0_conv2_weight_grad[(((ob * 2 + j_5) * 128 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -8367,19 +7364,19 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dx: conv_dx+act_dx with layer2.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 3727616;
-  const float *layer2_0_bn2_dx = s->arena + 3928320;
-  float *layer2_0_relu0_dx = s->arena + 3827968;
+  const float *layer2_0_relu0 = s->arena + 3849984;
+  const float *layer2_0_bn2_dx = s->arena + 4050688;
+  float *layer2_0_relu0_dx = s->arena + 1724672;
   float *layer2_0_conv2_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 30; h++) {
-        for (ptrdiff_t w = 0; w < 30; w++) {
-          layer2_0_conv2_dx_padded[((n * 128 + c) * 30 + h) * 30 + w] = 0 <= h - 1 && h - 1 < 28 && (0 <= w - 1 && w - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + h - 1) * 28 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          layer2_0_conv2_dx_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -8387,10 +7384,10 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 35; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -8398,46 +7395,20 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer2_0_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 30 < 28) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 30 < 28 && p < 838) {
               float y = layer2_0_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_0_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+              layer2_0_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer2_0_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float y_2 = layer2_0_relu0[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30];
-            layer2_0_relu0_dx[((n_2 * 128 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -8448,9 +7419,9 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-  const float *layer2_0_conv1 = s->arena + 3627264;
-  const float *layer2_0_relu0_dx = s->arena + 3827968;
-  float *layer2_0_bn1_dx = s->arena + 3727616;
+  const float *layer2_0_conv1 = s->arena + 1914880;
+  const float *layer2_0_relu0_dx = s->arena + 1724672;
+  float *layer2_0_bn1_dx = s->arena + 4050688;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8489,8 +7460,8 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv1 = s->arena + 3627264;
-  const float *layer2_0_relu0_dx = s->arena + 3827968;
+  const float *layer2_0_conv1 = s->arena + 1914880;
+  const float *layer2_0_relu0_dx = s->arena + 1724672;
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -8525,7 +7496,7 @@ static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0_dx = s->arena + 3827968;
+  const float *layer2_0_relu0_dx = s->arena + 1724672;
   float *layer2_0_bn1_bias_grad = s->g32 + 232000;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -8538,32 +7509,49 @@ static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12 */
+/* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer2_0_bn1_dx = s->arena + 3727616;
-  float *layer2_0_conv1_dx = s->arena + 1605632;
+  const float *layer2_0_bn1_dx = s->arena + 4050688;
+  float *layer2_0_conv1_dx = s->arena + 3849984;
+  float *layer2_0_conv1_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer2_0_conv1_dx[n * 200704 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer2_0_conv1_dx_padded[((n * 128 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 55 && (0 <= q - 1 && q - 1 < 55) && (a - 1) % 2 == 0 && (q - 1) % 2 == 0 ? layer2_0_bn1_dx[((n * 128 + c) * 28 + (a - 1) / 2) * 28 + (q - 1) / 2] : 0.0f;
+        }
+      }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              float wv = layer2_0_conv1_weight[(((g * 128 + ocg) * 64 + icg) * 3 + kh) * 3 + kw];
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                if (0 <= oh * 2 - 1 + kh) {
-                  for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                    if (0 <= ow * 2 - 1 + kw) {
-                      layer2_0_conv1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw] += layer2_0_bn1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
-                    }
-                  }
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_conv1_dx_padded[((n_2 * 128 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
+            }
+          }
+        }
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 58 < 56 && p < 3246) {
+              layer2_0_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
             }
           }
         }
@@ -8573,57 +7561,61 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 28) in 1 tiles + 11, rows [1, 28) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 3426560;
-  const float *layer2_0_bn1_dx = s->arena + 3727616;
+  const float *layer1_1_relu1 = s->arena + 3649280;
+  const float *layer2_0_bn1_dx = s->arena + 4050688;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
-  float acc[84]; /* accumulators */
+  float *layer2_0_conv1_dweight_padded = s->arena + 1605632;
+  float *layer2_0_conv1_dweight_dy_flat = s->arena + 1828352;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 30; a++) {
+            for (ptrdiff_t q = 0; q < 29; q++) {
+              layer2_0_conv1_dweight_padded[((n * 256 + (c * 2 + rh) * 2 + rw) * 30 + a) * 29 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 56 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 56) ? layer1_1_relu1[((n * 64 + c) * 56 + a * 2 + rh - 1) * 56 + q * 2 + rw - 1] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 816; p++) {
+        layer2_0_conv1_dweight_dy_flat[(n_2 * 128 + o) * 816 + p] = p % 29 < 28 && p < 811 ? layer2_0_bn1_dx[((n_2 * 128 + o) * 28 + p / 29) * 28 + p % 29] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 84; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            if (0 <= oh * 2 - 1 + kh) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow * 2 - 1 + kw) {
-                      acc[(j * 3 + kw) * 28 + 27] += layer2_0_bn1_dx[((n * 128 + ob + j) * 28 + oh) * 28 + ow] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + ow * 2 - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 1; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[(j_2 * 3 + kw_2) * 28 + l] += layer2_0_bn1_dx[((n * 128 + ob + j_2) * 28 + oh) * 28 + t * 16 + 1 + l] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + (t * 16 + 1 + l) * 2 - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 11; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 28 + 16 + l_2] += layer2_0_bn1_dx[((n * 128 + ob + j_3) * 28 + oh) * 28 + 17 + l_2] * layer1_1_relu1[((n * 64 + ic) * 56 + oh * 2 - 1 + kh) * 56 + (17 + l_2) * 2 - 1 + kw_3];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 34; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer2_0_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 816 + t * 24 + l] * layer2_0_conv1_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 30 + kh / 2) * 29 + t * 24 + l + (kc + k) / 2];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 28; l_3++) {
-              sum = sum + acc[(j_4 * 3 + kw_4) * 28 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer2_0_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer2_0_conv1_weight_grad[(((ob + j_4) * 64 + ic) * 3 + kh) * 3 + kw_4] = sum;
           }
         }
       }
@@ -8631,41 +7623,55 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
-/* layer2.0.downsample.0.dx: conv_dx+add+act_dx with layer1.1.relu1.dsum and layer1.1.relu1.dx, resnet18.cnn:16 */
+/* layer2.0.downsample.0.dx: conv_dx+add+act_dx with layer1.1.relu1.dsum and layer1.1.relu1.dx, resnet18.cnn:16
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3136 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 131 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 3426560;
-  const float *layer2_0_downsample_1_dx = s->arena + 4028672;
-  const float *layer2_0_conv1_dx = s->arena + 1605632;
-  float *layer1_1_relu1_dx = s->arena + 3627264;
+  const float *layer1_1_relu1 = s->arena + 3649280;
+  const float *layer2_0_downsample_1_dx = s->arena + 4351744;
+  const float *layer2_0_conv1_dx = s->arena + 3849984;
+  float *layer1_1_relu1_dx = s->arena + 4050688;
+  float *layer2_0_downsample_0_dx_padded = s->arena + 1605632;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 200704; i++) {
-      layer1_1_relu1_dx[n * 200704 + i] = 0.0f;
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 57; a++) {
+        for (ptrdiff_t q = 0; q < 56; q++) {
+          layer2_0_downsample_0_dx_padded[((n * 128 + c) * 57 + a) * 56 + q] = a < 55 && q < 55 && a % 2 == 0 && q % 2 == 0 ? layer2_0_downsample_1_dx[((n * 128 + c) * 28 + a / 2) * 28 + q / 2] : 0.0f;
+        }
+      }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t g = 0; g < 1; g++) {
-      for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
-        for (ptrdiff_t icg = 0; icg < 64; icg++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 131; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 1; kh++) {
             for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              float wv = layer2_0_downsample_0_weight[(g * 128 + ocg) * 64 + icg + kh + kw];
-              for (ptrdiff_t oh = 0; oh < 28; oh++) {
-                for (ptrdiff_t ow = 0; ow < 28; ow++) {
-                  layer1_1_relu1_dx[((n_2 * 64 + g * 64 + icg) * 56 + oh * 2 + kh) * 56 + ow * 2 + kw] += layer2_0_downsample_1_dx[((n_2 * 128 + g * 128 + ocg) * 28 + oh) * 28 + ow] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = layer2_0_downsample_0_weight[ic * 64 + ob * 4 + j_2 + 0 - kh + 0 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += layer2_0_downsample_0_dx_padded[((n_2 * 128 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-      }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t i_2 = 0; i_2 < 3136; i_2++) {
-        float y = layer1_1_relu1[(n_3 * 64 + c) * 3136 + i_2];
-        layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_2] = 0.0f < y ? layer1_1_relu1_dx[(n_3 * 64 + c) * 3136 + i_2] + layer2_0_conv1_dx[(n_3 * 64 + c) * 3136 + i_2] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 56 < 56 && p < 3136) {
+              float y = layer1_1_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 56) * 56 + p % 56];
+              layer1_1_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 56) * 56 + p % 56] : 0.0f;
+            }
+          }
+        }
       }
     }
   }
@@ -8674,9 +7680,9 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-  const float *layer1_1_conv2 = s->arena + 3225856;
-  const float *layer1_1_relu1_dx = s->arena + 3627264;
-  float *layer1_1_bn2_dx = s->arena + 3426560;
+  const float *layer1_1_conv2 = s->arena + 3448576;
+  const float *layer1_1_relu1_dx = s->arena + 4050688;
+  float *layer1_1_bn2_dx = s->arena + 3649280;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8715,8 +7721,8 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv2 = s->arena + 3225856;
-  const float *layer1_1_relu1_dx = s->arena + 3627264;
+  const float *layer1_1_conv2 = s->arena + 3448576;
+  const float *layer1_1_relu1_dx = s->arena + 4050688;
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -8751,7 +7757,7 @@ static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 3627264;
+  const float *layer1_1_relu1_dx = s->arena + 4050688;
   float *layer1_1_bn2_bias_grad = s->g32 + 157952;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -8765,66 +7771,57 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0 = s->arena + 3025152;
-  const float *layer1_1_bn2_dx = s->arena + 3426560;
+  const float *layer1_1_relu0 = s->arena + 3247872;
+  const float *layer1_1_bn2_dx = s->arena + 3649280;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
-  float acc[69]; /* accumulators */
+  float *layer1_1_conv2_dweight_padded = s->arena + 1605632;
+  float *layer1_1_conv2_dweight_dy_flat = s->arena + 1824640;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv2_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 3264; p++) {
+        layer1_1_conv2_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_1_bn2_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 69; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 23 + 22] += layer1_1_bn2_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_1_bn2_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_1_bn2_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (55 + ow_2 - 1 + kw_4 < 56) {
-                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_1_bn2_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * layer1_1_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 136; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer1_1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_1_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer1_1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer1_1_conv2_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -8833,19 +7830,19 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dx: conv_dx+act_dx with layer1.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 3025152;
-  const float *layer1_1_bn2_dx = s->arena + 3426560;
-  float *layer1_1_relu0_dx = s->arena + 3225856;
+  const float *layer1_1_relu0 = s->arena + 3247872;
+  const float *layer1_1_bn2_dx = s->arena + 3649280;
+  float *layer1_1_relu0_dx = s->arena + 1824640;
   float *layer1_1_conv2_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv2_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -8853,7 +7850,7 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -8865,7 +7862,7 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -8874,36 +7871,10 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               float y = layer1_1_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
               layer1_1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            float y_2 = layer1_1_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
-            layer1_1_relu0_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -8914,9 +7885,9 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-  const float *layer1_1_conv1 = s->arena + 2824448;
-  const float *layer1_1_relu0_dx = s->arena + 3225856;
-  float *layer1_1_bn1_dx = s->arena + 3025152;
+  const float *layer1_1_conv1 = s->arena + 3047168;
+  const float *layer1_1_relu0_dx = s->arena + 1824640;
+  float *layer1_1_bn1_dx = s->arena + 3247872;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8955,8 +7926,8 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv1 = s->arena + 2824448;
-  const float *layer1_1_relu0_dx = s->arena + 3225856;
+  const float *layer1_1_conv1 = s->arena + 3047168;
+  const float *layer1_1_relu0_dx = s->arena + 1824640;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -8991,7 +7962,7 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0_dx = s->arena + 3225856;
+  const float *layer1_1_relu0_dx = s->arena + 1824640;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -9005,66 +7976,57 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 2623744;
-  const float *layer1_1_bn1_dx = s->arena + 3025152;
+  const float *layer1_0_relu1 = s->arena + 2846464;
+  const float *layer1_1_bn1_dx = s->arena + 3247872;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
-  float acc[69]; /* accumulators */
+  float *layer1_1_conv1_dweight_padded = s->arena + 1605632;
+  float *layer1_1_conv1_dweight_dy_flat = s->arena + 1824640;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv1_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 3264; p++) {
+        layer1_1_conv1_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_1_bn1_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 69; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 23 + 22] += layer1_1_bn1_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_1_bn1_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_1_bn1_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (55 + ow_2 - 1 + kw_4 < 56) {
-                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_1_bn1_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * layer1_0_relu1[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 136; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer1_1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_1_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer1_1_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer1_1_conv1_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -9073,20 +8035,20 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dx: conv_dx+add+act_dx with layer1.0.relu1.dsum and layer1.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 2623744;
-  const float *layer1_1_relu1_dx = s->arena + 3627264;
-  const float *layer1_1_bn1_dx = s->arena + 3025152;
-  float *layer1_0_relu1_dx = s->arena + 2824448;
+  const float *layer1_0_relu1 = s->arena + 2846464;
+  const float *layer1_1_relu1_dx = s->arena + 4050688;
+  const float *layer1_1_bn1_dx = s->arena + 3247872;
+  float *layer1_0_relu1_dx = s->arena + 3047168;
   float *layer1_1_conv1_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_1_conv1_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_1_conv1_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -9094,7 +8056,7 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -9106,7 +8068,7 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_1_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -9115,36 +8077,10 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               float y = layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
               layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_1_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            float y_2 = layer1_0_relu1[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
-            layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] + layer1_1_relu1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] : 0.0f;
           }
         }
       }
@@ -9155,9 +8091,9 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-  const float *layer1_0_conv2 = s->arena + 2423040;
-  const float *layer1_0_relu1_dx = s->arena + 2824448;
-  float *layer1_0_bn2_dx = s->arena + 2623744;
+  const float *layer1_0_conv2 = s->arena + 2645760;
+  const float *layer1_0_relu1_dx = s->arena + 3047168;
+  float *layer1_0_bn2_dx = s->arena + 2846464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9196,8 +8132,8 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv2 = s->arena + 2423040;
-  const float *layer1_0_relu1_dx = s->arena + 2824448;
+  const float *layer1_0_conv2 = s->arena + 2645760;
+  const float *layer1_0_relu1_dx = s->arena + 3047168;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9232,7 +8168,7 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 2824448;
+  const float *layer1_0_relu1_dx = s->arena + 3047168;
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -9246,66 +8182,57 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0 = s->arena + 2222336;
-  const float *layer1_0_bn2_dx = s->arena + 2623744;
+  const float *layer1_0_relu0 = s->arena + 2445056;
+  const float *layer1_0_bn2_dx = s->arena + 2846464;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
-  float acc[69]; /* accumulators */
+  float *layer1_0_conv2_dweight_padded = s->arena + 1605632;
+  float *layer1_0_conv2_dweight_dy_flat = s->arena + 1824640;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv2_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 3264; p++) {
+        layer1_0_conv2_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_0_bn2_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 69; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 23 + 22] += layer1_0_bn2_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_0_bn2_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_0_bn2_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (55 + ow_2 - 1 + kw_4 < 56) {
-                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_0_bn2_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * layer1_0_relu0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 136; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer1_0_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_0_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer1_0_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer1_0_conv2_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -9314,19 +8241,19 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dx: conv_dx+act_dx with layer1.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 2222336;
-  const float *layer1_0_bn2_dx = s->arena + 2623744;
-  float *layer1_0_relu0_dx = s->arena + 2423040;
+  const float *layer1_0_relu0 = s->arena + 2445056;
+  const float *layer1_0_bn2_dx = s->arena + 2846464;
+  float *layer1_0_relu0_dx = s->arena + 1824640;
   float *layer1_0_conv2_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv2_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv2_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -9334,7 +8261,7 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -9346,7 +8273,7 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_0_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -9355,36 +8282,10 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               float y = layer1_0_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
               layer1_0_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_0_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            float y_2 = layer1_0_relu0[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
-            layer1_0_relu0_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -9395,9 +8296,9 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-  const float *layer1_0_conv1 = s->arena + 2021632;
-  const float *layer1_0_relu0_dx = s->arena + 2423040;
-  float *layer1_0_bn1_dx = s->arena + 2222336;
+  const float *layer1_0_conv1 = s->arena + 2244352;
+  const float *layer1_0_relu0_dx = s->arena + 1824640;
+  float *layer1_0_bn1_dx = s->arena + 2445056;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9436,8 +8337,8 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv1 = s->arena + 2021632;
-  const float *layer1_0_relu0_dx = s->arena + 2423040;
+  const float *layer1_0_conv1 = s->arena + 2244352;
+  const float *layer1_0_relu0_dx = s->arena + 1824640;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -9472,7 +8373,7 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0_dx = s->arena + 2423040;
+  const float *layer1_0_relu0_dx = s->arena + 1824640;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -9486,19 +8387,19 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dx: conv_dx+add with maxpool0.dsum, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *layer1_0_relu1_dx = s->arena + 2824448;
-  const float *layer1_0_bn1_dx = s->arena + 2222336;
-  float *maxpool0_dsum = s->arena + 2423040;
+  const float *layer1_0_relu1_dx = s->arena + 3047168;
+  const float *layer1_0_bn1_dx = s->arena + 2445056;
+  float *maxpool0_dsum = s->arena + 2645760;
   float *layer1_0_conv1_dx_padded = s->arena + 1605632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          layer1_0_conv1_dx_padded[((n * 64 + c) * 58 + h) * 58 + w] = 0 <= h - 1 && h - 1 < 56 && (0 <= w - 1 && w - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + h - 1) * 56 + w - 1] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv1_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -9506,7 +8407,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -9518,7 +8419,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = layer1_0_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -9527,34 +8428,9 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               maxpool0_dsum[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = layer1_0_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            maxpool0_dsum[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6] + layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58];
           }
         }
       }
@@ -9563,66 +8439,57 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [1, 55) in 3 tiles + 6, rows [1, 55) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 1820928;
-  const float *layer1_0_bn1_dx = s->arena + 2222336;
+  const float *maxpool0 = s->arena + 2043648;
+  const float *layer1_0_bn1_dx = s->arena + 2445056;
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
-  float acc[69]; /* accumulators */
+  float *layer1_0_conv1_dweight_padded = s->arena + 1605632;
+  float *layer1_0_conv1_dweight_dy_flat = s->arena + 1824640;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          layer1_0_conv1_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 3264; p++) {
+        layer1_0_conv1_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_0_bn1_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 69; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 56; oh++) {
-            if (0 <= oh - 1 + kh && oh - 1 + kh < 56) {
-              for (ptrdiff_t ow = 0; ow < 1; ow++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                    if (0 <= ow - 1 + kw) {
-                      acc[(j * 3 + kw) * 23 + 22] += layer1_0_bn1_dx[((n * 64 + ob + j) * 56 + oh) * 56 + ow] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + ow - 1 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[(j_2 * 3 + kw_2) * 23 + l] += layer1_0_bn1_dx[((n * 64 + ob + j_2) * 56 + oh) * 56 + t * 16 + 1 + l] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + t * 16 + 1 + l - 1 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                    acc[(j_3 * 3 + kw_3) * 23 + 16 + l_2] += layer1_0_bn1_dx[((n * 64 + ob + j_3) * 56 + oh) * 56 + 49 + l_2] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 49 + l_2 - 1 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 3; kw_4++) {
-                    if (55 + ow_2 - 1 + kw_4 < 56) {
-                      acc[(j_4 * 3 + kw_4) * 23 + 22] += layer1_0_bn1_dx[((n * 64 + ob + j_4) * 56 + oh) * 56 + 55 + ow_2] * maxpool0[((n * 64 + ic) * 56 + oh - 1 + kh) * 56 + 55 + ow_2 - 1 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 136; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += layer1_0_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_0_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 3; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 23; l_3++) {
-              sum = sum + acc[(j_5 * 3 + kw_5) * 23 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              layer1_0_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            layer1_0_conv1_weight_grad[(((ob + j_5) * 64 + ic) * 3 + kh) * 3 + kw_5] = sum;
           }
         }
       }
@@ -9633,7 +8500,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 /* maxpool0.dx: pool_dx+act_dx with relu0.dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 802816;
-  const float *maxpool0_dsum = s->arena + 2423040;
+  const float *maxpool0_dsum = s->arena + 2645760;
   float *relu0_dx = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
@@ -9679,7 +8546,7 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
   const float *conv1 = s->arena + 0;
   const float *relu0_dx = s->arena + 1605632;
-  float *bn1_dx = s->arena + 802816;
+  float *bn1_dx = s->arena + 2408448;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9768,65 +8635,60 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* conv1.dweight: conv_dw, resnet18.cnn:29
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [2, 111) in 6 tiles + 13, rows [2, 111) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
-  const float *bn1_dx = s->arena + 802816;
+  const float *bn1_dx = s->arena + 2408448;
   float *conv1_weight_grad = s->g32 + 0;
-  float acc[210]; /* accumulators */
+  float *conv1_dweight_padded = s->arena + 824832;
+  float *conv1_dweight_dy_flat = s->arena + 0;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 3; c++) {
+      for (ptrdiff_t rh = 0; rh < 2; rh++) {
+        for (ptrdiff_t rw = 0; rw < 2; rw++) {
+          for (ptrdiff_t a = 0; a < 116; a++) {
+            for (ptrdiff_t q = 0; q < 115; q++) {
+              conv1_dweight_padded[((n * 12 + (c * 2 + rh) * 2 + rw) * 116 + a) * 115 + q] = 0 <= a * 2 + rh - 3 && a * 2 + rh - 3 < 224 && (0 <= q * 2 + rw - 3 && q * 2 + rw - 3 < 224) ? x[((n * 3 + c) * 224 + a * 2 + rh - 3) * 224 + q * 2 + rw - 3] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 12888; p++) {
+        conv1_dweight_dy_flat[(n_2 * 64 + o) * 12888 + p] = p % 115 < 112 && p < 12877 ? bn1_dx[((n_2 * 64 + o) * 112 + p / 115) * 112 + p % 115] : 0.0f;
+      }
+    }
+  }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 3; ic++) {
       for (ptrdiff_t kh = 0; kh < 7; kh++) {
-        for (ptrdiff_t a = 0; a < 210; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 112; oh++) {
-            if (0 <= oh * 2 - 3 + kh && oh * 2 - 3 + kh < 224) {
-              for (ptrdiff_t ow = 0; ow < 2; ow++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                    if (0 <= ow * 2 - 3 + kw) {
-                      acc[(j * 7 + kw) * 30 + 29] += bn1_dx[((n * 64 + ob + j) * 112 + oh) * 112 + ow] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + ow * 2 - 3 + kw];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t t = 0; t < 6; t++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-                  for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
-                    for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[(j_2 * 7 + kw_2) * 30 + l] += bn1_dx[((n * 64 + ob + j_2) * 112 + oh) * 112 + t * 16 + 2 + l] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + (t * 16 + 2 + l) * 2 - 3 + kw_2];
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-                for (ptrdiff_t kw_3 = 0; kw_3 < 7; kw_3++) {
-                  for (ptrdiff_t l_2 = 0; l_2 < 13; l_2++) {
-                    acc[(j_3 * 7 + kw_3) * 30 + 16 + l_2] += bn1_dx[((n * 64 + ob + j_3) * 112 + oh) * 112 + 98 + l_2] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + (98 + l_2) * 2 - 3 + kw_3];
-                  }
-                }
-              }
-              for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 1; j_4++) {
-                  for (ptrdiff_t kw_4 = 0; kw_4 < 7; kw_4++) {
-                    if ((111 + ow_2) * 2 - 3 + kw_4 < 224) {
-                      acc[(j_4 * 7 + kw_4) * 30 + 29] += bn1_dx[((n * 64 + ob + j_4) * 112 + oh) * 112 + 111 + ow_2] * x[((n * 3 + ic) * 224 + oh * 2 - 3 + kh) * 224 + (111 + ow_2) * 2 - 3 + kw_4];
-                    }
+        for (ptrdiff_t kc = 0; kc < 7; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 537; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 12888 + t * 24 + l] * conv1_dweight_padded[((n_3 * 12 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 116 + kh / 2) * 115 + t * 24 + l + (kc + k) / 2];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 1; j_5++) {
-          for (ptrdiff_t kw_5 = 0; kw_5 < 7; kw_5++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 30; l_3++) {
-              sum = sum + acc[(j_5 * 7 + kw_5) * 30 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              conv1_weight_grad[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kc + k_2] = sum;
             }
-            conv1_weight_grad[(((ob + j_5) * 3 + ic) * 7 + kh) * 7 + kw_5] = sum;
           }
         }
       }
@@ -10857,7 +9719,7 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
   train_bn1_dweight(s, count);
   train_bn1_dbias(s, count);
   train_conv1_dweight(s, count, x);
-  *loss = s->arena[5107456];
+  *loss = s->arena[5104384];
   return 0;
 }
 

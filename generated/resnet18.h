@@ -16,7 +16,7 @@
 typedef struct resnet18_state {
   float f32[11699112]; /* parameters and float buffers */
   int64_t i64[20]; /* integer buffers */
-  float arena[5107457]; /* activations, planned by lifetime */
+  float arena[5104385]; /* activations, planned by lifetime */
   float g32[11699112]; /* gradients, as f32 */
   float m32[11699112]; /* optimizer state: momentum */
   float lr;       /* the learning rate */

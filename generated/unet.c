@@ -945,19 +945,19 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 20377 tiles + 6, no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
   float *down1_relu0 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 20377; t++) {
+      for (ptrdiff_t t = 0; t < 13584; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down1_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down1_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1; ic++) {
@@ -965,26 +965,26 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down1_conv1_weight[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 572 < 570) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down1_relu0[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down1_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down1_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
@@ -992,18 +992,18 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down1_conv1_weight[((ob * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 326032 + i_6;
-          if (p_2 % 572 < 570) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 326014 + i_6;
+          if (p_2 % 572 < 570 && 326016 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down1_relu0[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -1013,67 +1013,67 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 10117 tiles + 14, no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
   const float *down1_relu0 = s->arena + 0;
   float *down1_relu1 = s->arena + 20793600;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 10117; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down1_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 13489; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down1_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down1_conv2_weight[(((ob * 2 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 570 < 568) {
-              float v = acc[j_3 * 32 + i_3];
-              down1_relu1[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down1_relu1[((n * 64 + ob * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = down1_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down1_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down1_conv2_weight[(((ob * 2 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323744 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 323744 + i_6;
-          if (p_2 % 570 < 568) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            down1_relu1[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 323734 + i_6;
+          if (p_2 % 570 < 568 && 323736 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down1_relu1[((n * 64 + ob * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1103,20 +1103,20 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 5005 tiles + 6, no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
   const float *maxpool0 = s->arena + 10179072;
   float *down2_relu0 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 5005; t++) {
+      for (ptrdiff_t t = 0; t < 3336; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down2_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down2_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
@@ -1124,26 +1124,26 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down2_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 284 < 282) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down2_relu0[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down2_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down2_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
@@ -1151,18 +1151,18 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down2_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 80080 + i_6;
-          if (p_2 % 284 < 282) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 80062 + i_6;
+          if (p_2 % 284 < 282 && 80064 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down2_relu0[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -1172,67 +1172,67 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2467 tiles + 14, no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
   const float *down2_relu0 = s->arena + 0;
   float *down2_relu1 = s->arena + 10179072;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 2467; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down2_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 3289; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down2_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down2_conv2_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 282 < 280) {
-              float v = acc[j_3 * 32 + i_3];
-              down2_relu1[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down2_relu1[((n * 128 + ob * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = down2_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down2_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down2_conv2_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78944 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 78944 + i_6;
-          if (p_2 % 282 < 280) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            down2_relu1[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 78934 + i_6;
+          if (p_2 % 282 < 280 && 78936 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down2_relu1[((n * 128 + ob * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1262,20 +1262,20 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 1207 tiles + 6, no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 805 tiles (the last ending at the last position), no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
   const float *maxpool1 = s->arena + 4875264;
   float *down3_relu0 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1207; t++) {
+      for (ptrdiff_t t = 0; t < 804; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down3_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down3_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -1283,26 +1283,26 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down3_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 140 < 138) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down3_relu0[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down3_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down3_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1310,18 +1310,18 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down3_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 19312 + i_6;
-          if (p_2 % 140 < 138) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 19294 + i_6;
+          if (p_2 % 140 < 138 && 19296 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down3_relu0[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -1331,67 +1331,67 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 586 tiles + 14, no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 782 tiles (the last ending at the last position), no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
   const float *down3_relu0 = s->arena + 0;
   float *down3_relu1 = s->arena + 4875264;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 586; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down3_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 781; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down3_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down3_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 138 < 136) {
-              float v = acc[j_3 * 32 + i_3];
-              down3_relu1[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down3_relu1[((n * 256 + ob * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = down3_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down3_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down3_conv2_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18752 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 18752 + i_6;
-          if (p_2 % 138 < 136) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            down3_relu1[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 18742 + i_6;
+          if (p_2 % 138 < 136 && 18744 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down3_relu1[((n * 256 + ob * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1421,20 +1421,20 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 280 tiles + 6, no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 187 tiles (the last ending at the last position), no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
   const float *maxpool2 = s->arena + 2230272;
   float *down4_relu0 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 280; t++) {
+      for (ptrdiff_t t = 0; t < 186; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down4_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down4_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
@@ -1442,26 +1442,26 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down4_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 68 < 66) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down4_relu0[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down4_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down4_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
@@ -1469,18 +1469,18 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down4_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 4480 + i_6;
-          if (p_2 % 68 < 66) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 4462 + i_6;
+          if (p_2 % 68 < 66 && 4464 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down4_relu0[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -1490,67 +1490,67 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 131 tiles + 30, no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 176 tiles (the last ending at the last position), no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
   const float *down4_relu0 = s->arena + 0;
   float *down4_relu1 = s->arena + 2230272;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 131; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down4_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 175; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down4_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down4_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 66 < 64) {
-              float v = acc[j_3 * 32 + i_3];
-              down4_relu1[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down4_relu1[((n * 512 + ob * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
-          acc[j_4 * 30 + i_4] = down4_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down4_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down4_conv2_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
-                acc[j_5 * 30 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4192 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
-          ptrdiff_t p_2 = 4192 + i_6;
-          if (p_2 % 66 < 64) {
-            float v_2 = acc[j_6 * 30 + i_6];
-            down4_relu1[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 4198 + i_6;
+          if (p_2 % 66 < 64 && 4200 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down4_relu1[((n * 512 + ob * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1580,67 +1580,67 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 29 tiles + 30, no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 40 tiles (the last ending at the last position), no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
   const float *maxpool3 = s->arena + 921600;
   float *bottom_relu0 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 29; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = bottom_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 39; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = bottom_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = bottom_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = bottom_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 32 < 30) {
-              float v = acc[j_3 * 32 + i_3];
-              bottom_relu0[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              bottom_relu0[((n * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
-          acc[j_4 * 30 + i_4] = bottom_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = bottom_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = bottom_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
-                acc[j_5 * 30 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = bottom_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
-          ptrdiff_t p_2 = 928 + i_6;
-          if (p_2 % 32 < 30) {
-            float v_2 = acc[j_6 * 30 + i_6];
-            bottom_relu0[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 934 + i_6;
+          if (p_2 % 32 < 30 && 936 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            bottom_relu0[((n * 1024 + ob * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1649,20 +1649,20 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (the last ending at the last position), no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
   const float *bottom_relu0 = s->arena + 0;
   float *bottom_relu1 = s->arena + 921600;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 34; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = bottom_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = bottom_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1024; ic++) {
@@ -1670,26 +1670,26 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = bottom_conv2_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 30 < 28) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               bottom_relu1[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
@@ -1697,18 +1697,18 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = bottom_conv2_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 814 + i_6;
+          if (p_2 % 30 < 28 && 816 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             bottom_relu1[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -1777,67 +1777,67 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 94 tiles + 14, no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 126 tiles (the last ending at the last position), no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
   const float *up4_concat0 = s->arena + 0;
   float *up4_relu0 = s->arena + 3211264;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 94; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up4_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 125; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up4_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1024; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up4_conv1_weight[(((ob * 2 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up4_conv1_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 56 < 54) {
-              float v = acc[j_3 * 32 + i_3];
-              up4_relu0[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up4_relu0[((n * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up4_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up4_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up4_conv1_weight[(((ob * 2 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up4_conv1_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 3008 + i_6;
-          if (p_2 % 56 < 54) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up4_relu0[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 2998 + i_6;
+          if (p_2 % 56 < 54 && 3000 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up4_relu0[((n * 512 + ob * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1846,20 +1846,20 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 175 tiles + 6, no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 117 tiles (the last ending at the last position), no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
   const float *up4_relu0 = s->arena + 3211264;
   float *up4_relu1 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 175; t++) {
+      for (ptrdiff_t t = 0; t < 116; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up4_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up4_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
@@ -1867,26 +1867,26 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 54 < 52) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up4_relu1[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up4_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up4_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
@@ -1894,18 +1894,18 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2800 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 2800 + i_6;
-          if (p_2 % 54 < 52) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 2782 + i_6;
+          if (p_2 % 54 < 52 && 2784 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up4_relu1[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -1974,67 +1974,67 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 331 tiles + 14, no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 442 tiles (the last ending at the last position), no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
   const float *up3_concat0 = s->arena + 0;
   float *up3_relu0 = s->arena + 5537792;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 331; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up3_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 441; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up3_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up3_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up3_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 104 < 102) {
-              float v = acc[j_3 * 32 + i_3];
-              up3_relu0[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up3_relu0[((n * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up3_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up3_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up3_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up3_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 10592 + i_6;
-          if (p_2 % 104 < 102) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up3_relu0[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 10582 + i_6;
+          if (p_2 % 104 < 102 && 10584 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up3_relu0[((n * 256 + ob * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2043,20 +2043,20 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 637 tiles + 6, no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 425 tiles (the last ending at the last position), no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
   const float *up3_relu0 = s->arena + 5537792;
   float *up3_relu1 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 637; t++) {
+      for (ptrdiff_t t = 0; t < 424; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up3_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up3_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
@@ -2064,26 +2064,26 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 102 < 100) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up3_relu1[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up3_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up3_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
@@ -2091,18 +2091,18 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10192 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 10192 + i_6;
-          if (p_2 % 102 < 100) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 10174 + i_6;
+          if (p_2 % 102 < 100 && 10176 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up3_relu1[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -2171,67 +2171,67 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 1237 tiles + 14, no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 0;
   float *up2_relu0 = s->arena + 10240000;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1237; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up2_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 1649; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up2_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up2_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up2_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 200 < 198) {
-              float v = acc[j_3 * 32 + i_3];
-              up2_relu0[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up2_relu0[((n * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up2_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up2_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up2_conv1_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up2_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 39584 + i_6;
-          if (p_2 % 200 < 198) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up2_relu0[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 39574 + i_6;
+          if (p_2 % 200 < 198 && 39576 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up2_relu0[((n * 128 + ob * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2240,20 +2240,20 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 2425 tiles + 6, no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
   const float *up2_relu0 = s->arena + 10240000;
   float *up2_relu1 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 2425; t++) {
+      for (ptrdiff_t t = 0; t < 1616; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up2_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up2_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -2261,26 +2261,26 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 198 < 196) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up2_relu1[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up2_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up2_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -2288,18 +2288,18 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38800 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 38800 + i_6;
-          if (p_2 % 198 < 196) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 38782 + i_6;
+          if (p_2 % 198 < 196 && 38784 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up2_relu1[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -2368,67 +2368,67 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 4777 tiles + 14, no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
   const float *up1_concat0 = s->arena + 0;
   float *up1_relu0 = s->arena + 19668992;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 4777; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up1_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 6369; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up1_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up1_conv1_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 392 < 390) {
-              float v = acc[j_3 * 32 + i_3];
-              up1_relu0[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up1_relu0[((n * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up1_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up1_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up1_conv1_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 152864 + i_6;
-          if (p_2 % 392 < 390) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up1_relu0[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 152854 + i_6;
+          if (p_2 % 392 < 390 && 152856 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up1_relu0[((n * 64 + ob * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2437,20 +2437,20 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 9457 tiles + 6, no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
   const float *up1_relu0 = s->arena + 19668992;
   float *up1_relu1 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 9457; t++) {
+      for (ptrdiff_t t = 0; t < 6304; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up1_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up1_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
@@ -2458,26 +2458,26 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 390 < 388) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up1_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up1_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
@@ -2485,18 +2485,18 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151312 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 151312 + i_6;
-          if (p_2 % 390 < 388) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 151294 + i_6;
+          if (p_2 % 390 < 388 && 151296 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -2506,7 +2506,7 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
 }
 
 /* head: conv, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4704 tiles + 16, no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4705 tiles (the last ending at the last position), no guards */
 static void forward_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
@@ -2543,8 +2543,8 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-          acc[j_4 * 16 + i_4] = head_bias[ob * 2 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
+          acc[j_4 * 32 + i_4] = head_bias[ob * 2 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
@@ -2552,18 +2552,18 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
               float wv_2 = head_weight[(ob * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                acc[j_5 * 16 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
+                acc[j_5 * 32 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-          ptrdiff_t p_2 = 150528 + i_6;
-          if (p_2 % 388 < 388) {
-            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 16 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+          ptrdiff_t p_2 = 150512 + i_6;
+          if (p_2 % 388 < 388 && 150528 <= p_2) {
+            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
           }
         }
       }
@@ -2647,19 +2647,19 @@ static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *lab
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 20377 tiles + 6, no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
 static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-  float *down1_relu0 = s->arena + 20939776;
-  float acc[64]; /* accumulators */
+  float *down1_relu0 = s->arena + 20976384;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 20377; t++) {
+      for (ptrdiff_t t = 0; t < 13584; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down1_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down1_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1; ic++) {
@@ -2667,26 +2667,26 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down1_conv1_weight[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 572 < 570) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down1_relu0[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down1_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down1_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
@@ -2694,18 +2694,18 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down1_conv1_weight[((ob * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 326032 + i_6;
-          if (p_2 % 572 < 570) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 326014 + i_6;
+          if (p_2 % 572 < 570 && 326016 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down1_relu0[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -2715,67 +2715,67 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 10117 tiles + 14, no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-  const float *down1_relu0 = s->arena + 20939776;
+  const float *down1_relu0 = s->arena + 20976384;
   float *down1_relu1 = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 10117; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down1_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 13489; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down1_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down1_conv2_weight[(((ob * 2 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 570 < 568) {
-              float v = acc[j_3 * 32 + i_3];
-              down1_relu1[((n * 64 + ob * 2 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down1_relu1[((n * 64 + ob * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = down1_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down1_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down1_conv2_weight[(((ob * 2 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323744 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 323744 + i_6;
-          if (p_2 % 570 < 568) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            down1_relu1[((n * 64 + ob * 2 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 323734 + i_6;
+          if (p_2 % 570 < 568 && 323736 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down1_relu1[((n * 64 + ob * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2786,7 +2786,7 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
 /* maxpool0: maxpool, unet.cnn:27 */
 static void train_maxpool0(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 0;
-  float *maxpool0 = s->arena + 136732928;
+  float *maxpool0 = s->arena + 156337920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
@@ -2805,20 +2805,20 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 5005 tiles + 6, no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-  const float *maxpool0 = s->arena + 136732928;
-  float *down2_relu0 = s->arena + 91311360;
-  float acc[64]; /* accumulators */
+  const float *maxpool0 = s->arena + 156337920;
+  float *down2_relu0 = s->arena + 111067136;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 5005; t++) {
+      for (ptrdiff_t t = 0; t < 3336; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down2_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down2_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
@@ -2826,26 +2826,26 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down2_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 284 < 282) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down2_relu0[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down2_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down2_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
@@ -2853,18 +2853,18 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down2_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 80080 + i_6;
-          if (p_2 % 284 < 282) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 80062 + i_6;
+          if (p_2 % 284 < 282 && 80064 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down2_relu0[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -2874,67 +2874,67 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2467 tiles + 14, no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-  const float *down2_relu0 = s->arena + 91311360;
-  float *down2_relu1 = s->arena + 101490432;
-  float acc[64]; /* accumulators */
+  const float *down2_relu0 = s->arena + 111067136;
+  float *down2_relu1 = s->arena + 121246208;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 2467; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down2_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 3289; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down2_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down2_conv2_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 282 < 280) {
-              float v = acc[j_3 * 32 + i_3];
-              down2_relu1[((n * 128 + ob * 2 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down2_relu1[((n * 128 + ob * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = down2_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down2_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down2_conv2_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78944 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 78944 + i_6;
-          if (p_2 % 282 < 280) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            down2_relu1[((n * 128 + ob * 2 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 78934 + i_6;
+          if (p_2 % 282 < 280 && 78936 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down2_relu1[((n * 128 + ob * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2944,8 +2944,8 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1: maxpool, unet.cnn:28 */
 static void train_maxpool1(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 101490432;
-  float *maxpool1 = s->arena + 169875200;
+  const float *down2_relu1 = s->arena + 121246208;
+  float *maxpool1 = s->arena + 189480192;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
@@ -2964,20 +2964,20 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 1207 tiles + 6, no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 805 tiles (the last ending at the last position), no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-  const float *maxpool1 = s->arena + 169875200;
-  float *down3_relu0 = s->arena + 151830272;
-  float acc[64]; /* accumulators */
+  const float *maxpool1 = s->arena + 189480192;
+  float *down3_relu0 = s->arena + 171435264;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1207; t++) {
+      for (ptrdiff_t t = 0; t < 804; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down3_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down3_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -2985,26 +2985,26 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down3_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 140 < 138) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down3_relu0[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down3_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down3_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3012,18 +3012,18 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down3_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 19312 + i_6;
-          if (p_2 % 140 < 138) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 19294 + i_6;
+          if (p_2 % 140 < 138 && 19296 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down3_relu0[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -3033,67 +3033,67 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 586 tiles + 14, no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 782 tiles (the last ending at the last position), no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-  const float *down3_relu0 = s->arena + 151830272;
-  float *down3_relu1 = s->arena + 156705536;
-  float acc[64]; /* accumulators */
+  const float *down3_relu0 = s->arena + 171435264;
+  float *down3_relu1 = s->arena + 176310528;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 586; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down3_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 781; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down3_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down3_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 138 < 136) {
-              float v = acc[j_3 * 32 + i_3];
-              down3_relu1[((n * 256 + ob * 2 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down3_relu1[((n * 256 + ob * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = down3_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down3_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down3_conv2_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18752 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 18752 + i_6;
-          if (p_2 % 138 < 136) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            down3_relu1[((n * 256 + ob * 2 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 18742 + i_6;
+          if (p_2 % 138 < 136 && 18744 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down3_relu1[((n * 256 + ob * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3103,8 +3103,8 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2: maxpool, unet.cnn:29 */
 static void train_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 156705536;
-  float *maxpool2 = s->arena + 179588864;
+  const float *down3_relu1 = s->arena + 176310528;
+  float *maxpool2 = s->arena + 199193856;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
@@ -3123,20 +3123,20 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 280 tiles + 6, no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 187 tiles (the last ending at the last position), no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 179588864;
-  float *down4_relu0 = s->arena + 172384000;
-  float acc[64]; /* accumulators */
+  const float *maxpool2 = s->arena + 199193856;
+  float *down4_relu0 = s->arena + 191988992;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 280; t++) {
+      for (ptrdiff_t t = 0; t < 186; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = down4_conv1_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down4_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
@@ -3144,26 +3144,26 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down4_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 68 < 66) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               down4_relu0[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = down4_conv1_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down4_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
@@ -3171,18 +3171,18 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = down4_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 4480 + i_6;
-          if (p_2 % 68 < 66) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 4462 + i_6;
+          if (p_2 % 68 < 66 && 4464 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             down4_relu0[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -3192,67 +3192,67 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 131 tiles + 30, no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 176 tiles (the last ending at the last position), no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 172384000;
-  float *down4_relu1 = s->arena + 174614272;
-  float acc[64]; /* accumulators */
+  const float *down4_relu0 = s->arena + 191988992;
+  float *down4_relu1 = s->arena + 194219264;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 131; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = down4_conv2_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 175; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = down4_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = down4_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = down4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 66 < 64) {
-              float v = acc[j_3 * 32 + i_3];
-              down4_relu1[((n * 512 + ob * 2 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              down4_relu1[((n * 512 + ob * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
-          acc[j_4 * 30 + i_4] = down4_conv2_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = down4_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = down4_conv2_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
-                acc[j_5 * 30 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4192 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = down4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
-          ptrdiff_t p_2 = 4192 + i_6;
-          if (p_2 % 66 < 64) {
-            float v_2 = acc[j_6 * 30 + i_6];
-            down4_relu1[((n * 512 + ob * 2 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 4198 + i_6;
+          if (p_2 % 66 < 64 && 4200 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            down4_relu1[((n * 512 + ob * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3262,8 +3262,8 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3: maxpool, unet.cnn:30 */
 static void train_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 174614272;
-  float *maxpool3 = s->arena + 183299840;
+  const float *down4_relu1 = s->arena + 194219264;
+  float *maxpool3 = s->arena + 202904832;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
@@ -3282,67 +3282,67 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 29 tiles + 30, no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 40 tiles (the last ending at the last position), no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 183299840;
-  float *bottom_relu0 = s->arena + 180772608;
-  float acc[64]; /* accumulators */
+  const float *maxpool3 = s->arena + 202904832;
+  float *bottom_relu0 = s->arena + 200377600;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 29; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = bottom_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 39; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = bottom_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = bottom_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = bottom_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 32 < 30) {
-              float v = acc[j_3 * 32 + i_3];
-              bottom_relu0[((n * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              bottom_relu0[((n * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
-          acc[j_4 * 30 + i_4] = bottom_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = bottom_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = bottom_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
-                acc[j_5 * 30 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = bottom_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
-          ptrdiff_t p_2 = 928 + i_6;
-          if (p_2 % 32 < 30) {
-            float v_2 = acc[j_6 * 30 + i_6];
-            bottom_relu0[((n * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 934 + i_6;
+          if (p_2 % 32 < 30 && 936 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            bottom_relu0[((n * 1024 + ob * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3351,20 +3351,20 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 52 tiles + 6, no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (the last ending at the last position), no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 180772608;
-  float *bottom_relu1 = s->arena + 181694208;
-  float acc[64]; /* accumulators */
+  const float *bottom_relu0 = s->arena + 200377600;
+  float *bottom_relu1 = s->arena + 201299200;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 52; t++) {
+      for (ptrdiff_t t = 0; t < 34; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = bottom_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = bottom_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1024; ic++) {
@@ -3372,26 +3372,26 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = bottom_conv2_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 30 < 28) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               bottom_relu1[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
@@ -3399,18 +3399,18 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = bottom_conv2_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 832 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 832 + i_6;
-          if (p_2 % 30 < 28) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 814 + i_6;
+          if (p_2 % 30 < 28 && 816 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             bottom_relu1[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -3421,8 +3421,8 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
 
 /* dropout0: dropout, unet.cnn:30 */
 static void train_dropout0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 181694208;
-  float *dropout0 = s->arena + 182497024;
+  const float *bottom_relu1 = s->arena + 201299200;
+  float *dropout0 = s->arena + 202102016;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? bottom_relu1[n * 802816 + i] * 2.0f : 0.0f;
@@ -3434,8 +3434,8 @@ static void train_dropout0(unet_state *s, ptrdiff_t count) {
 static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 182497024;
-  float *up4_upconv = s->arena + 41733376;
+  const float *dropout0 = s->arena + 202102016;
+  float *up4_upconv = s->arena + 41769984;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
@@ -3459,8 +3459,8 @@ static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 174614272;
-  float *up4_crop0 = s->arena + 43339008;
+  const float *down4_relu1 = s->arena + 194219264;
+  float *up4_crop0 = s->arena + 43375616;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t h = 0; h < 56; h++) {
@@ -3474,9 +3474,9 @@ static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0: concat, unet.cnn:20 */
 static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv = s->arena + 41733376;
-  const float *up4_crop0 = s->arena + 43339008;
-  float *up4_concat0 = s->arena + 161440512;
+  const float *up4_upconv = s->arena + 41769984;
+  const float *up4_crop0 = s->arena + 43375616;
+  float *up4_concat0 = s->arena + 181045504;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -3490,67 +3490,67 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 94 tiles + 14, no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 126 tiles (the last ending at the last position), no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 161440512;
-  float *up4_relu0 = s->arena + 176711424;
-  float acc[64]; /* accumulators */
+  const float *up4_concat0 = s->arena + 181045504;
+  float *up4_relu0 = s->arena + 196316416;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 94; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up4_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 125; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up4_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 1024; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up4_conv1_weight[(((ob * 2 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up4_conv1_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 56 < 54) {
-              float v = acc[j_3 * 32 + i_3];
-              up4_relu0[((n * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up4_relu0[((n * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up4_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up4_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up4_conv1_weight[(((ob * 2 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up4_conv1_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 3008 + i_6;
-          if (p_2 % 56 < 54) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up4_relu0[((n * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 2998 + i_6;
+          if (p_2 % 56 < 54 && 3000 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up4_relu0[((n * 512 + ob * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3559,20 +3559,20 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 175 tiles + 6, no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 117 tiles (the last ending at the last position), no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 176711424;
-  float *up4_relu1 = s->arena + 178204416;
-  float acc[64]; /* accumulators */
+  const float *up4_relu0 = s->arena + 196316416;
+  float *up4_relu1 = s->arena + 197809408;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 175; t++) {
+      for (ptrdiff_t t = 0; t < 116; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up4_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up4_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
@@ -3580,26 +3580,26 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 54 < 52) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up4_relu1[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up4_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up4_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
@@ -3607,18 +3607,18 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2800 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 2800 + i_6;
-          if (p_2 % 54 < 52) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 2782 + i_6;
+          if (p_2 % 54 < 52 && 2784 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up4_relu1[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -3631,8 +3631,8 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 178204416;
-  float *up3_upconv = s->arena + 41733376;
+  const float *up4_relu1 = s->arena + 197809408;
+  float *up3_upconv = s->arena + 41769984;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
@@ -3656,8 +3656,8 @@ static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 156705536;
-  float *up3_crop0 = s->arena + 44502272;
+  const float *down3_relu1 = s->arena + 176310528;
+  float *up3_crop0 = s->arena + 44538880;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t h = 0; h < 104; h++) {
@@ -3671,9 +3671,9 @@ static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0: concat, unet.cnn:20 */
 static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up3_upconv = s->arena + 41733376;
-  const float *up3_crop0 = s->arena + 44502272;
-  float *up3_concat0 = s->arena + 131195136;
+  const float *up3_upconv = s->arena + 41769984;
+  const float *up3_crop0 = s->arena + 44538880;
+  float *up3_concat0 = s->arena + 150800128;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
@@ -3687,67 +3687,67 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 331 tiles + 14, no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 442 tiles (the last ending at the last position), no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-  const float *up3_concat0 = s->arena + 131195136;
-  float *up3_relu0 = s->arena + 164651776;
-  float acc[64]; /* accumulators */
+  const float *up3_concat0 = s->arena + 150800128;
+  float *up3_relu0 = s->arena + 184256768;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 331; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up3_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 441; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up3_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up3_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up3_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 104 < 102) {
-              float v = acc[j_3 * 32 + i_3];
-              up3_relu0[((n * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up3_relu0[((n * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up3_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up3_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up3_conv1_weight[(((ob * 2 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up3_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 10592 + i_6;
-          if (p_2 % 104 < 102) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up3_relu0[((n * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 10582 + i_6;
+          if (p_2 % 104 < 102 && 10584 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up3_relu0[((n * 256 + ob * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3756,20 +3756,20 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 637 tiles + 6, no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 425 tiles (the last ending at the last position), no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-  const float *up3_relu0 = s->arena + 164651776;
-  float *up3_relu1 = s->arena + 167315200;
-  float acc[64]; /* accumulators */
+  const float *up3_relu0 = s->arena + 184256768;
+  float *up3_relu1 = s->arena + 186920192;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 637; t++) {
+      for (ptrdiff_t t = 0; t < 424; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up3_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up3_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
@@ -3777,26 +3777,26 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 102 < 100) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up3_relu1[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up3_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up3_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
@@ -3804,18 +3804,18 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10192 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 10192 + i_6;
-          if (p_2 % 102 < 100) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 10174 + i_6;
+          if (p_2 % 102 < 100 && 10176 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up3_relu1[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -3828,8 +3828,8 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
   const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-  const float *up3_relu1 = s->arena + 167315200;
-  float *up2_upconv = s->arena + 41733376;
+  const float *up3_relu1 = s->arena + 186920192;
+  float *up2_upconv = s->arena + 41769984;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
@@ -3853,8 +3853,8 @@ static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0: crop, unet.cnn:20 */
 static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 101490432;
-  float *up2_crop0 = s->arena + 46853376;
+  const float *down2_relu1 = s->arena + 121246208;
+  float *up2_crop0 = s->arena + 46889984;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t h = 0; h < 200; h++) {
@@ -3868,9 +3868,9 @@ static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0: concat, unet.cnn:20 */
 static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up2_upconv = s->arena + 41733376;
-  const float *up2_crop0 = s->arena + 46853376;
-  float *up2_concat0 = s->arena + 81071360;
+  const float *up2_upconv = s->arena + 41769984;
+  const float *up2_crop0 = s->arena + 46889984;
+  float *up2_concat0 = s->arena + 100827136;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
@@ -3884,67 +3884,67 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 1237 tiles + 14, no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-  const float *up2_concat0 = s->arena + 81071360;
-  float *up2_relu0 = s->arena + 141894912;
-  float acc[64]; /* accumulators */
+  const float *up2_concat0 = s->arena + 100827136;
+  float *up2_relu0 = s->arena + 161499904;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1237; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up2_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 1649; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up2_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up2_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up2_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 200 < 198) {
-              float v = acc[j_3 * 32 + i_3];
-              up2_relu0[((n * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up2_relu0[((n * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up2_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up2_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up2_conv1_weight[(((ob * 2 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up2_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 39584 + i_6;
-          if (p_2 % 200 < 198) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up2_relu0[((n * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 39574 + i_6;
+          if (p_2 % 200 < 198 && 39576 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up2_relu0[((n * 128 + ob * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3953,20 +3953,20 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 2425 tiles + 6, no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-  const float *up2_relu0 = s->arena + 141894912;
-  float *up2_relu1 = s->arena + 146913024;
-  float acc[64]; /* accumulators */
+  const float *up2_relu0 = s->arena + 161499904;
+  float *up2_relu1 = s->arena + 166518016;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 2425; t++) {
+      for (ptrdiff_t t = 0; t < 1616; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up2_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up2_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -3974,26 +3974,26 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 198 < 196) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up2_relu1[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up2_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up2_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -4001,18 +4001,18 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38800 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 38800 + i_6;
-          if (p_2 % 198 < 196) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 38782 + i_6;
+          if (p_2 % 198 < 196 && 38784 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up2_relu1[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -4025,8 +4025,8 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
   const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-  const float *up2_relu1 = s->arena + 146913024;
-  float *up1_upconv = s->arena + 61402368;
+  const float *up2_relu1 = s->arena + 166518016;
+  float *up1_upconv = s->arena + 41769984;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
@@ -4051,7 +4051,7 @@ static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
 /* up1.crop0: crop, unet.cnn:20 */
 static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 0;
-  float *up1_crop0 = s->arena + 71236864;
+  float *up1_crop0 = s->arena + 51604480;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t h = 0; h < 392; h++) {
@@ -4065,9 +4065,9 @@ static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0: concat, unet.cnn:20 */
 static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up1_upconv = s->arena + 61402368;
-  const float *up1_crop0 = s->arena + 71236864;
-  float *up1_concat0 = s->arena + 41733376;
+  const float *up1_upconv = s->arena + 41769984;
+  const float *up1_crop0 = s->arena + 51604480;
+  float *up1_concat0 = s->arena + 61489152;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
@@ -4081,67 +4081,67 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 4777 tiles + 14, no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-  const float *up1_concat0 = s->arena + 41733376;
-  float *up1_relu0 = s->arena + 71236864;
-  float acc[64]; /* accumulators */
+  const float *up1_concat0 = s->arena + 61489152;
+  float *up1_relu0 = s->arena + 51629568;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 4777; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = up1_conv1_bias[ob * 2 + j];
+      for (ptrdiff_t t = 0; t < 6369; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up1_conv1_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up1_conv1_weight[(((ob * 2 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 392 < 390) {
-              float v = acc[j_3 * 32 + i_3];
-              up1_relu0[((n * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+              float v = acc[j_3 * 24 + i_3];
+              up1_relu0[((n * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = up1_conv1_bias[ob * 2 + j_4];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up1_conv1_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up1_conv1_weight[(((ob * 2 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = up1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 152864 + i_6;
-          if (p_2 % 392 < 390) {
-            float v_2 = acc[j_6 * 14 + i_6];
-            up1_relu0[((n * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 152854 + i_6;
+          if (p_2 % 392 < 390 && 152856 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
+            up1_relu0[((n * 64 + ob * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4150,20 +4150,20 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 9457 tiles + 6, no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-  const float *up1_relu0 = s->arena + 71236864;
-  float *up1_relu1 = s->arena + 61402368;
-  float acc[64]; /* accumulators */
+  const float *up1_relu0 = s->arena + 51629568;
+  float *up1_relu1 = s->arena + 81158144;
+  float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 9457; t++) {
+      for (ptrdiff_t t = 0; t < 6304; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = up1_conv2_bias[ob * 4 + j];
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = up1_conv2_bias[ob * 4 + j];
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
@@ -4171,26 +4171,26 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 390 < 388) {
-              float v = acc[j_3 * 16 + i_3];
+              float v = acc[j_3 * 24 + i_3];
               up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = up1_conv2_bias[ob * 4 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = up1_conv2_bias[ob * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
@@ -4198,18 +4198,18 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = up1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151312 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 151312 + i_6;
-          if (p_2 % 390 < 388) {
-            float v_2 = acc[j_6 * 6 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 151294 + i_6;
+          if (p_2 % 390 < 388 && 151296 <= p_2) {
+            float v_2 = acc[j_6 * 24 + i_6];
             up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
@@ -4219,12 +4219,12 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
 }
 
 /* head: conv, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4704 tiles + 16, no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4705 tiles (the last ending at the last position), no guards */
 static void train_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
-  const float *up1_relu1 = s->arena + 61402368;
-  float *head = s->arena + 111525632;
+  const float *up1_relu1 = s->arena + 81158144;
+  float *head = s->arena + 20647936;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 1; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4256,8 +4256,8 @@ static void train_head(unet_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-          acc[j_4 * 16 + i_4] = head_bias[ob * 2 + j_4];
+        for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
+          acc[j_4 * 32 + i_4] = head_bias[ob * 2 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
@@ -4265,18 +4265,18 @@ static void train_head(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
               float wv_2 = head_weight[(ob * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                acc[j_5 * 16 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
+                acc[j_5 * 32 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-          ptrdiff_t p_2 = 150528 + i_6;
-          if (p_2 % 388 < 388) {
-            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 16 + i_6];
+        for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+          ptrdiff_t p_2 = 150512 + i_6;
+          if (p_2 % 388 < 388 && 150528 <= p_2) {
+            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
           }
         }
       }
@@ -4286,8 +4286,8 @@ static void train_head(unet_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, unet.cnn:37 */
 static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 111525632;
-  float *cross_entropy0 = s->arena + 183824128;
+  const float *head = s->arena + 20647936;
+  float *cross_entropy0 = s->arena + 203429120;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
@@ -4308,8 +4308,8 @@ static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *
 
 /* cross_entropy0.dx: loss_dx, unet.cnn:37 */
 static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 111525632;
-  float *cross_entropy0_dx = s->arena + 121160448;
+  const float *head = s->arena + 20647936;
+  float *cross_entropy0_dx = s->arena + 100477440;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
       float m = -INFINITY;
@@ -4330,45 +4330,54 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
 }
 
 /* head.dweight: conv_dw, unet.cnn:36
- * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; interior columns [0, 388) in 24 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 150544 positions, dy copied along them; accumulators: 2 output channels x 1 kw taps x 32 lanes of positions; 4705 tiles (16 spare positions), no guards */
 static void train_head_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1 = s->arena + 61402368;
-  const float *cross_entropy0_dx = s->arena + 121160448;
+  const float *up1_relu1 = s->arena + 81158144;
+  const float *cross_entropy0_dx = s->arena + 100477440;
   float *head_weight_grad = s->g32 + 31030528;
-  float acc[40]; /* accumulators */
+  float *head_dweight_padded = s->arena + 41769984;
+  float *head_dweight_dy_flat = s->arena + 20647936;
+  float acc[64]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 389; a++) {
+        for (ptrdiff_t q = 0; q < 388; q++) {
+          head_dweight_padded[((n * 64 + c) * 389 + a) * 388 + q] = a < 388 ? up1_relu1[((n * 64 + c) * 388 + a) * 388 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 2; o++) {
+      for (ptrdiff_t p = 0; p < 150560; p++) {
+        head_dweight_dy_flat[(n_2 * 2 + o) * 150560 + p] = p % 388 < 388 && p < 150544 ? cross_entropy0_dx[((n_2 * 2 + o) * 388 + p / 388) * 388 + p % 388] : 0.0f;
+      }
+    }
+  }
   for (ptrdiff_t ob = 0; ob < 1; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a = 0; a < 40; a++) {
-          acc[a] = 0.0f;
+        for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+          acc[a_2] = 0.0f;
         }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 388; oh++) {
-            for (ptrdiff_t t = 0; t < 24; t++) {
-              for (ptrdiff_t j = 0; j < 2; j++) {
-                for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j + kw) * 20 + l] += cross_entropy0_dx[((n * 2 + ob * 2 + j) * 388 + oh) * 388 + t * 16 + l] * up1_relu1[((n * 64 + ic) * 388 + oh + kh) * 388 + t * 16 + l + kw];
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                  acc[(j_2 + kw_2) * 20 + 16 + l_2] += cross_entropy0_dx[((n * 2 + ob * 2 + j_2) * 388 + oh) * 388 + 384 + l_2] * up1_relu1[((n * 64 + ic) * 388 + oh + kh) * 388 + 384 + l_2 + kw_2];
+        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+          for (ptrdiff_t t = 0; t < 4705; t++) {
+            for (ptrdiff_t j = 0; j < 2; j++) {
+              for (ptrdiff_t k = 0; k < 1; k++) {
+                for (ptrdiff_t l = 0; l < 32; l++) {
+                  acc[(j + k) * 32 + l] += head_dweight_dy_flat[(n_3 * 2 + ob * 2 + j) * 150560 + t * 32 + l] * head_dweight_padded[((n_3 * 64 + ic) * 389 + kh) * 388 + t * 32 + l + k];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
             float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 20; l_3++) {
-              sum = sum + acc[(j_3 + kw_3) * 20 + l_3];
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              sum = sum + acc[(j_2 + k_2) * 32 + l_2];
             }
-            head_weight_grad[(ob * 2 + j_3) * 64 + ic + kh + kw_3] = sum;
+            head_weight_grad[(ob * 2 + j_2) * 64 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -4378,7 +4387,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
 
 /* head.dbias: bias_grad, unet.cnn:36 */
 static void train_head_dbias(unet_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 121160448;
+  const float *cross_entropy0_dx = s->arena + 100477440;
   float *head_bias_grad = s->g32 + 31030656;
   for (ptrdiff_t c = 0; c < 2; c++) {
     float acc = 0.0f;
@@ -4392,12 +4401,12 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* head.dx: conv_dx+act_dx with up1.relu1.dx, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6272 tiles + 16, no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6273 tiles (the last ending at the last position), no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
-  const float *up1_relu1 = s->arena + 61402368;
-  const float *cross_entropy0_dx = s->arena + 121160448;
-  float *up1_relu1_dx = s->arena + 111525632;
+  const float *up1_relu1 = s->arena + 81158144;
+  const float *cross_entropy0_dx = s->arena + 100477440;
+  float *up1_relu1_dx = s->arena + 90842624;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
@@ -4431,8 +4440,8 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 16; i_4++) {
-          acc[j_4 * 16 + i_4] = 0.0f;
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = 0.0f;
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
@@ -4440,19 +4449,19 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
               float wv_2 = head_weight[ic_2 * 64 + ob * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 16; i_5++) {
-                acc[j_5 * 16 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150528 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150520 + i_5 + kw_2] * wv_2;
               }
             }
           }
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 16; i_6++) {
-          ptrdiff_t p_2 = 150528 + i_6;
-          if (p_2 % 388 < 388) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 150520 + i_6;
+          if (p_2 % 388 < 388 && 150528 <= p_2) {
             float y_2 = up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388];
-            up1_relu1_dx[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = 0.0f < y_2 ? acc[j_6 * 16 + i_6] : 0.0f;
+            up1_relu1_dx[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = 0.0f < y_2 ? acc[j_6 * 24 + i_6] : 0.0f;
           }
         }
       }
@@ -4461,46 +4470,57 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 388) in 48 tiles + 4, rows [0, 388) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 151318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 6305 tiles (2 spare positions), no guards */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0 = s->arena + 71236864;
-  const float *up1_relu1_dx = s->arena + 111525632;
+  const float *up1_relu0 = s->arena + 51629568;
+  const float *up1_relu1_dx = s->arena + 90842624;
   float *up1_conv2_weight_grad = s->g32 + 30993600;
-  float acc[144]; /* accumulators */
+  float *up1_conv2_dweight_padded = s->arena + 41769984;
+  float *up1_conv2_dweight_dy_flat = s->arena + 81158144;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 391; a++) {
+        for (ptrdiff_t q = 0; q < 390; q++) {
+          up1_conv2_dweight_padded[((n * 64 + c) * 391 + a) * 390 + q] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 151320; p++) {
+        up1_conv2_dweight_dy_flat[(n_2 * 64 + o) * 151320 + p] = p % 390 < 388 && p < 151318 ? up1_relu1_dx[((n_2 * 64 + o) * 388 + p / 390) * 388 + p % 390] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 144; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 388; oh++) {
-            for (ptrdiff_t t = 0; t < 48; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 6305; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 12 + l] += up1_relu1_dx[((n * 64 + ob * 4 + j) * 388 + oh) * 388 + t * 8 + l] * up1_relu0[((n * 64 + ic) * 390 + oh + kh) * 390 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 151320 + t * 24 + l] * up1_conv2_dweight_padded[((n_3 * 64 + ic) * 391 + kh) * 390 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up1_relu1_dx[((n * 64 + ob * 4 + j_2) * 388 + oh) * 388 + 384 + l_2] * up1_relu0[((n * 64 + ic) * 390 + oh + kh) * 390 + 384 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up1_conv2_weight_grad[(((ob * 4 + j_3) * 64 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4510,7 +4530,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1_dx = s->arena + 111525632;
+  const float *up1_relu1_dx = s->arena + 90842624;
   float *up1_conv2_bias_grad = s->g32 + 31030464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -4524,77 +4544,51 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dx: conv_dx+act_dx with up1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 4777 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6370 tiles (2 spare positions), no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-  const float *up1_relu0 = s->arena + 71236864;
-  const float *up1_relu1_dx = s->arena + 111525632;
-  float *up1_relu0_dx = s->arena + 121460736;
-  float *up1_conv2_dx_padded = s->arena + 61402368;
-  float acc[64]; /* accumulators */
+  const float *up1_relu0 = s->arena + 51629568;
+  const float *up1_relu1_dx = s->arena + 90842624;
+  float *up1_relu0_dx = s->arena + 141065728;
+  float *up1_conv2_dx_padded = s->arena + 41769984;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 392; h++) {
-        for (ptrdiff_t w = 0; w < 392; w++) {
-          up1_conv2_dx_padded[((n * 64 + c) * 392 + h) * 392 + w] = 0 <= h - 2 && h - 2 < 388 && (0 <= w - 2 && w - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + h - 2) * 388 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 393; a++) {
+        for (ptrdiff_t q = 0; q < 392; q++) {
+          up1_conv2_dx_padded[((n * 64 + c) * 393 + a) * 392 + q] = 0 <= a - 2 && a - 2 < 388 && (0 <= q - 2 && q - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + a - 2) * 388 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 4777; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 6370; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up1_conv2_weight[((ic * 64 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 392 + kh) * 392 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 393 + kh) * 392 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 392 < 390) {
-              float y = up1_relu0[((n_2 * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392];
-              up1_relu0_dx[((n_2 * 64 + ob * 2 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 392 < 390 && p < 152878) {
+              float y = up1_relu0[((n_2 * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392];
+              up1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up1_conv2_weight[((ic_2 * 64 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up1_conv2_dx_padded[((n_2 * 64 + ic_2) * 392 + kh_2) * 392 + 152864 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 152864 + i_6;
-          if (p_2 % 392 < 390) {
-            float y_2 = up1_relu0[((n_2 * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392];
-            up1_relu0_dx[((n_2 * 64 + ob * 2 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
           }
         }
       }
@@ -4603,18 +4597,18 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6435 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6436 tiles (18 spare positions), no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-  const float *up1_relu0_dx = s->arena + 121460736;
-  float *up1_conv1_dx = s->arena + 61402368;
-  float *up1_conv1_dx_padded = s->arena + 111525632;
+  const float *up1_relu0_dx = s->arena + 141065728;
+  float *up1_conv1_dx = s->arena + 81158144;
+  float *up1_conv1_dx_padded = s->arena + 41769984;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 394; h++) {
-        for (ptrdiff_t w = 0; w < 394; w++) {
-          up1_conv1_dx_padded[((n * 64 + c) * 394 + h) * 394 + w] = 0 <= h - 2 && h - 2 < 390 && (0 <= w - 2 && w - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + h - 2) * 390 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 395; a++) {
+        for (ptrdiff_t q = 0; q < 394; q++) {
+          up1_conv1_dx_padded[((n * 64 + c) * 395 + a) * 394 + q] = 0 <= a - 2 && a - 2 < 390 && (0 <= q - 2 && q - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + a - 2) * 390 + q - 2] : 0.0f;
         }
       }
     }
@@ -4622,7 +4616,7 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 6435; t++) {
+      for (ptrdiff_t t = 0; t < 6436; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -4634,7 +4628,7 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up1_conv1_dx_padded[((n_2 * 64 + ic) * 394 + kh) * 394 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += up1_conv1_dx_padded[((n_2 * 64 + ic) * 395 + kh) * 394 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -4643,34 +4637,9 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 394 < 392) {
+            if (p % 394 < 392 && p < 154446) {
               up1_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 392 + p / 394) * 392 + p % 394] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up1_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up1_conv1_dx_padded[((n_2 * 64 + ic_2) * 394 + kh_2) * 394 + 154440 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 154440 + i_6;
-          if (p_2 % 394 < 392) {
-            up1_conv1_dx[((n_2 * 128 + ob * 4 + j_6) * 392 + p_2 / 394) * 392 + p_2 % 394] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -4679,46 +4648,57 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 390) in 24 tiles + 6, rows [0, 390) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 152878 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 6370 tiles (2 spare positions), no guards */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0 = s->arena + 41733376;
-  const float *up1_relu0_dx = s->arena + 121460736;
+  const float *up1_concat0 = s->arena + 61489152;
+  const float *up1_relu0_dx = s->arena + 141065728;
   float *up1_conv1_weight_grad = s->g32 + 30919808;
-  float acc[66]; /* accumulators */
+  float *up1_conv1_dweight_padded = s->arena + 41769984;
+  float *up1_conv1_dweight_dy_flat = s->arena + 131281408;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 393; a++) {
+        for (ptrdiff_t q = 0; q < 392; q++) {
+          up1_conv1_dweight_padded[((n * 128 + c) * 393 + a) * 392 + q] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 152880; p++) {
+        up1_conv1_dweight_dy_flat[(n_2 * 64 + o) * 152880 + p] = p % 392 < 390 && p < 152878 ? up1_relu0_dx[((n_2 * 64 + o) * 390 + p / 392) * 390 + p % 392] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 66; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 390; oh++) {
-            for (ptrdiff_t t = 0; t < 24; t++) {
-              for (ptrdiff_t j = 0; j < 1; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j * 3 + kw) * 22 + l] += up1_relu0_dx[((n * 64 + ob + j) * 390 + oh) * 390 + t * 16 + l] * up1_concat0[((n * 128 + ic) * 392 + oh + kh) * 392 + t * 16 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 6370; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 152880 + t * 24 + l] * up1_conv1_dweight_padded[((n_3 * 128 + ic) * 393 + kh) * 392 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up1_relu0_dx[((n * 64 + ob + j_2) * 390 + oh) * 390 + 384 + l_2] * up1_concat0[((n * 128 + ic) * 392 + oh + kh) * 392 + 384 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up1_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up1_conv1_weight_grad[(((ob + j_3) * 128 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4728,7 +4708,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0_dx = s->arena + 121460736;
+  const float *up1_relu0_dx = s->arena + 141065728;
   float *up1_conv1_bias_grad = s->g32 + 30993536;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -4743,8 +4723,8 @@ static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx0: slice, unet.cnn:20 */
 static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 61402368;
-  float *up1_concat0_dx0 = s->arena + 111525632;
+  const float *up1_conv1_dx = s->arena + 81158144;
+  float *up1_concat0_dx0 = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0_dx0[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + i];
@@ -4754,8 +4734,8 @@ static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx1: slice, unet.cnn:20 */
 static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 61402368;
-  float *up1_concat0_dx1 = s->arena + 121360128;
+  const float *up1_conv1_dx = s->arena + 81158144;
+  float *up1_concat0_dx1 = s->arena + 131281408;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0_dx1[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + 9834496 + i];
@@ -4765,8 +4745,8 @@ static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0_dx0 = s->arena + 111525632;
-  float *up1_crop0_dx = s->arena + 41733376;
+  const float *up1_concat0_dx0 = s->arena + 62417920;
+  float *up1_crop0_dx = s->arena + 41769984;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       up1_crop0_dx[n * 20647936 + i] = 0.0f;
@@ -4786,8 +4766,8 @@ static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up1.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-  const float *up1_concat0_dx1 = s->arena + 121360128;
-  float *up1_upconv_dx = s->arena + 62381312;
+  const float *up1_concat0_dx1 = s->arena + 131281408;
+  float *up1_upconv_dx = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 128; icg++) {
@@ -4811,8 +4791,8 @@ static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 146913024;
-  const float *up1_concat0_dx1 = s->arena + 121360128;
+  const float *up2_relu1 = s->arena + 166518016;
+  const float *up1_concat0_dx1 = s->arena + 131281408;
   float *up1_upconv_weight_grad = s->g32 + 30886976;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 128; icg++) {
@@ -4837,7 +4817,7 @@ static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0_dx1 = s->arena + 121360128;
+  const float *up1_concat0_dx1 = s->arena + 131281408;
   float *up1_upconv_bias_grad = s->g32 + 30919744;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -4852,9 +4832,9 @@ static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 146913024;
-  const float *up1_upconv_dx = s->arena + 62381312;
-  float *up2_relu1_dx = s->arena + 67501312;
+  const float *up2_relu1 = s->arena + 166518016;
+  const float *up1_upconv_dx = s->arena + 62417920;
+  float *up2_relu1_dx = s->arena + 72428800;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4917248; i++) {
       float y = up2_relu1[n * 4917248 + i];
@@ -4864,46 +4844,57 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 196) in 24 tiles + 4, rows [0, 196) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 38806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 1617 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0 = s->arena + 141894912;
-  const float *up2_relu1_dx = s->arena + 67501312;
+  const float *up2_relu0 = s->arena + 161499904;
+  const float *up2_relu1_dx = s->arena + 72428800;
   float *up2_conv2_weight_grad = s->g32 + 30739392;
-  float acc[144]; /* accumulators */
+  float *up2_conv2_dweight_padded = s->arena + 62417920;
+  float *up2_conv2_dweight_dy_flat = s->arena + 67461376;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 199; a++) {
+        for (ptrdiff_t q = 0; q < 198; q++) {
+          up2_conv2_dweight_padded[((n * 128 + c) * 199 + a) * 198 + q] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 38808; p++) {
+        up2_conv2_dweight_dy_flat[(n_2 * 128 + o) * 38808 + p] = p % 198 < 196 && p < 38806 ? up2_relu1_dx[((n_2 * 128 + o) * 196 + p / 198) * 196 + p % 198] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 144; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 196; oh++) {
-            for (ptrdiff_t t = 0; t < 24; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 1617; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 12 + l] += up2_relu1_dx[((n * 128 + ob * 4 + j) * 196 + oh) * 196 + t * 8 + l] * up2_relu0[((n * 128 + ic) * 198 + oh + kh) * 198 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 38808 + t * 24 + l] * up2_conv2_dweight_padded[((n_3 * 128 + ic) * 199 + kh) * 198 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up2_relu1_dx[((n * 128 + ob * 4 + j_2) * 196 + oh) * 196 + 192 + l_2] * up2_relu0[((n * 128 + ic) * 198 + oh + kh) * 198 + 192 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up2_conv2_weight_grad[(((ob * 4 + j_3) * 128 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -4913,7 +4904,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1_dx = s->arena + 67501312;
+  const float *up2_relu1_dx = s->arena + 72428800;
   float *up2_conv2_bias_grad = s->g32 + 30886848;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -4927,77 +4918,51 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dx: conv_dx+act_dx with up2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 1237 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1650 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-  const float *up2_relu0 = s->arena + 141894912;
-  const float *up2_relu1_dx = s->arena + 67501312;
-  float *up2_relu0_dx = s->arena + 111525632;
-  float *up2_conv2_dx_padded = s->arena + 62381312;
-  float acc[64]; /* accumulators */
+  const float *up2_relu0 = s->arena + 161499904;
+  const float *up2_relu1_dx = s->arena + 72428800;
+  float *up2_relu0_dx = s->arena + 88017920;
+  float *up2_conv2_dx_padded = s->arena + 62417920;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 200; h++) {
-        for (ptrdiff_t w = 0; w < 200; w++) {
-          up2_conv2_dx_padded[((n * 128 + c) * 200 + h) * 200 + w] = 0 <= h - 2 && h - 2 < 196 && (0 <= w - 2 && w - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + h - 2) * 196 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 201; a++) {
+        for (ptrdiff_t q = 0; q < 200; q++) {
+          up2_conv2_dx_padded[((n * 128 + c) * 201 + a) * 200 + q] = 0 <= a - 2 && a - 2 < 196 && (0 <= q - 2 && q - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + a - 2) * 196 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1237; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 1650; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up2_conv2_weight[((ic * 128 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 200 + kh) * 200 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up2_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 201 + kh) * 200 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 200 < 198) {
-              float y = up2_relu0[((n_2 * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200];
-              up2_relu0_dx[((n_2 * 128 + ob * 2 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 200 < 198 && p < 39598) {
+              float y = up2_relu0[((n_2 * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200];
+              up2_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up2_conv2_weight[((ic_2 * 128 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up2_conv2_dx_padded[((n_2 * 128 + ic_2) * 200 + kh_2) * 200 + 39584 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 39584 + i_6;
-          if (p_2 % 200 < 198) {
-            float y_2 = up2_relu0[((n_2 * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200];
-            up2_relu0_dx[((n_2 * 128 + ob * 2 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
           }
         }
       }
@@ -5006,18 +4971,18 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1683 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1684 tiles (18 spare positions), no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-  const float *up2_relu0_dx = s->arena + 111525632;
-  float *up2_conv1_dx = s->arena + 62381312;
-  float *up2_conv1_dx_padded = s->arena + 72621312;
+  const float *up2_relu0_dx = s->arena + 88017920;
+  float *up2_conv1_dx = s->arena + 72709120;
+  float *up2_conv1_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 202; h++) {
-        for (ptrdiff_t w = 0; w < 202; w++) {
-          up2_conv1_dx_padded[((n * 128 + c) * 202 + h) * 202 + w] = 0 <= h - 2 && h - 2 < 198 && (0 <= w - 2 && w - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + h - 2) * 198 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 203; a++) {
+        for (ptrdiff_t q = 0; q < 202; q++) {
+          up2_conv1_dx_padded[((n * 128 + c) * 203 + a) * 202 + q] = 0 <= a - 2 && a - 2 < 198 && (0 <= q - 2 && q - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + a - 2) * 198 + q - 2] : 0.0f;
         }
       }
     }
@@ -5025,7 +4990,7 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1683; t++) {
+      for (ptrdiff_t t = 0; t < 1684; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -5037,7 +5002,7 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up2_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up2_conv1_dx_padded[((n_2 * 128 + ic) * 202 + kh) * 202 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += up2_conv1_dx_padded[((n_2 * 128 + ic) * 203 + kh) * 202 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -5046,34 +5011,9 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 202 < 200) {
+            if (p % 202 < 200 && p < 40398) {
               up2_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 200 + p / 202) * 200 + p % 202] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up2_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up2_conv1_dx_padded[((n_2 * 128 + ic_2) * 202 + kh_2) * 202 + 40392 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 40392 + i_6;
-          if (p_2 % 202 < 200) {
-            up2_conv1_dx[((n_2 * 256 + ob * 4 + j_6) * 200 + p_2 / 202) * 200 + p_2 % 202] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5082,46 +5022,57 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 198) in 12 tiles + 6, rows [0, 198) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 39598 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 1650 tiles (2 spare positions), no guards */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0 = s->arena + 81071360;
-  const float *up2_relu0_dx = s->arena + 111525632;
+  const float *up2_concat0 = s->arena + 100827136;
+  const float *up2_relu0_dx = s->arena + 88017920;
   float *up2_conv1_weight_grad = s->g32 + 30444352;
-  float acc[66]; /* accumulators */
+  float *up2_conv1_dweight_padded = s->arena + 62417920;
+  float *up2_conv1_dweight_dy_flat = s->arena + 82949120;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 201; a++) {
+        for (ptrdiff_t q = 0; q < 200; q++) {
+          up2_conv1_dweight_padded[((n * 256 + c) * 201 + a) * 200 + q] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 39600; p++) {
+        up2_conv1_dweight_dy_flat[(n_2 * 128 + o) * 39600 + p] = p % 200 < 198 && p < 39598 ? up2_relu0_dx[((n_2 * 128 + o) * 198 + p / 200) * 198 + p % 200] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 66; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 198; oh++) {
-            for (ptrdiff_t t = 0; t < 12; t++) {
-              for (ptrdiff_t j = 0; j < 1; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j * 3 + kw) * 22 + l] += up2_relu0_dx[((n * 128 + ob + j) * 198 + oh) * 198 + t * 16 + l] * up2_concat0[((n * 256 + ic) * 200 + oh + kh) * 200 + t * 16 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 1650; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 39600 + t * 24 + l] * up2_conv1_dweight_padded[((n_3 * 256 + ic) * 201 + kh) * 200 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up2_relu0_dx[((n * 128 + ob + j_2) * 198 + oh) * 198 + 192 + l_2] * up2_concat0[((n * 256 + ic) * 200 + oh + kh) * 200 + 192 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up2_conv1_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up2_conv1_weight_grad[(((ob + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5131,7 +5082,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0_dx = s->arena + 111525632;
+  const float *up2_relu0_dx = s->arena + 88017920;
   float *up2_conv1_bias_grad = s->g32 + 30739264;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -5146,8 +5097,8 @@ static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx0: slice, unet.cnn:20 */
 static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 62381312;
-  float *up2_concat0_dx0 = s->arena + 72621312;
+  const float *up2_conv1_dx = s->arena + 72709120;
+  float *up2_concat0_dx0 = s->arena + 82949120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx0[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + i];
@@ -5157,8 +5108,8 @@ static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx1: slice, unet.cnn:20 */
 static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 62381312;
-  float *up2_concat0_dx1 = s->arena + 77741312;
+  const float *up2_conv1_dx = s->arena + 72709120;
+  float *up2_concat0_dx1 = s->arena + 88069120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx1[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + 5120000 + i];
@@ -5168,8 +5119,8 @@ static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx0 = s->arena + 72621312;
-  float *up2_crop0_dx = s->arena + 62381312;
+  const float *up2_concat0_dx0 = s->arena + 82949120;
+  float *up2_crop0_dx = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       up2_crop0_dx[n * 10035200 + i] = 0.0f;
@@ -5189,8 +5140,8 @@ static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up2.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-  const float *up2_concat0_dx1 = s->arena + 77741312;
-  float *up2_upconv_dx = s->arena + 72416512;
+  const float *up2_concat0_dx1 = s->arena + 88069120;
+  float *up2_upconv_dx = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 256; icg++) {
@@ -5214,8 +5165,8 @@ static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 167315200;
-  const float *up2_concat0_dx1 = s->arena + 77741312;
+  const float *up3_relu1 = s->arena + 186920192;
+  const float *up2_concat0_dx1 = s->arena + 88069120;
   float *up2_upconv_weight_grad = s->g32 + 30313152;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 256; icg++) {
@@ -5240,7 +5191,7 @@ static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx1 = s->arena + 77741312;
+  const float *up2_concat0_dx1 = s->arena + 88069120;
   float *up2_upconv_bias_grad = s->g32 + 30444224;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -5255,9 +5206,9 @@ static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 167315200;
-  const float *up2_upconv_dx = s->arena + 72416512;
-  float *up3_relu1_dx = s->arena + 75185408;
+  const float *up3_relu1 = s->arena + 186920192;
+  const float *up2_upconv_dx = s->arena + 72453120;
+  float *up3_relu1_dx = s->arena + 77753856;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2560000; i++) {
       float y = up3_relu1[n * 2560000 + i];
@@ -5267,46 +5218,57 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 100) in 12 tiles + 4, rows [0, 100) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 10198 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 425 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0 = s->arena + 164651776;
-  const float *up3_relu1_dx = s->arena + 75185408;
+  const float *up3_relu0 = s->arena + 184256768;
+  const float *up3_relu1_dx = s->arena + 77753856;
   float *up3_conv2_weight_grad = s->g32 + 29723072;
-  float acc[144]; /* accumulators */
+  float *up3_conv2_dweight_padded = s->arena + 72453120;
+  float *up3_conv2_dweight_dy_flat = s->arena + 75142656;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 103; a++) {
+        for (ptrdiff_t q = 0; q < 102; q++) {
+          up3_conv2_dweight_padded[((n * 256 + c) * 103 + a) * 102 + q] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 10200; p++) {
+        up3_conv2_dweight_dy_flat[(n_2 * 256 + o) * 10200 + p] = p % 102 < 100 && p < 10198 ? up3_relu1_dx[((n_2 * 256 + o) * 100 + p / 102) * 100 + p % 102] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 144; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 100; oh++) {
-            for (ptrdiff_t t = 0; t < 12; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 425; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 12 + l] += up3_relu1_dx[((n * 256 + ob * 4 + j) * 100 + oh) * 100 + t * 8 + l] * up3_relu0[((n * 256 + ic) * 102 + oh + kh) * 102 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10200 + t * 24 + l] * up3_conv2_dweight_padded[((n_3 * 256 + ic) * 103 + kh) * 102 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up3_relu1_dx[((n * 256 + ob * 4 + j_2) * 100 + oh) * 100 + 96 + l_2] * up3_relu0[((n * 256 + ic) * 102 + oh + kh) * 102 + 96 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up3_conv2_weight_grad[(((ob * 4 + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5316,7 +5278,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1_dx = s->arena + 75185408;
+  const float *up3_relu1_dx = s->arena + 77753856;
   float *up3_conv2_bias_grad = s->g32 + 30312896;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5330,77 +5292,51 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dx: conv_dx+act_dx with up3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 331 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 442 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-  const float *up3_relu0 = s->arena + 164651776;
-  const float *up3_relu1_dx = s->arena + 75185408;
-  float *up3_relu0_dx = s->arena + 80830720;
-  float *up3_conv2_dx_padded = s->arena + 72416512;
-  float acc[64]; /* accumulators */
+  const float *up3_relu0 = s->arena + 184256768;
+  const float *up3_relu1_dx = s->arena + 77753856;
+  float *up3_relu0_dx = s->arena + 86297600;
+  float *up3_conv2_dx_padded = s->arena + 72453120;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 104; h++) {
-        for (ptrdiff_t w = 0; w < 104; w++) {
-          up3_conv2_dx_padded[((n * 256 + c) * 104 + h) * 104 + w] = 0 <= h - 2 && h - 2 < 100 && (0 <= w - 2 && w - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + h - 2) * 100 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 105; a++) {
+        for (ptrdiff_t q = 0; q < 104; q++) {
+          up3_conv2_dx_padded[((n * 256 + c) * 105 + a) * 104 + q] = 0 <= a - 2 && a - 2 < 100 && (0 <= q - 2 && q - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + a - 2) * 100 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 331; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 442; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up3_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 104 + kh) * 104 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up3_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 105 + kh) * 104 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 104 < 102) {
-              float y = up3_relu0[((n_2 * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104];
-              up3_relu0_dx[((n_2 * 256 + ob * 2 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 104 < 102 && p < 10606) {
+              float y = up3_relu0[((n_2 * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104];
+              up3_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up3_conv2_weight[((ic_2 * 256 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up3_conv2_dx_padded[((n_2 * 256 + ic_2) * 104 + kh_2) * 104 + 10592 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 10592 + i_6;
-          if (p_2 % 104 < 102) {
-            float y_2 = up3_relu0[((n_2 * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104];
-            up3_relu0_dx[((n_2 * 256 + ob * 2 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
           }
         }
       }
@@ -5409,18 +5345,18 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 459 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 460 tiles (18 spare positions), no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-  const float *up3_relu0_dx = s->arena + 80830720;
-  float *up3_conv1_dx = s->arena + 72416512;
-  float *up3_conv1_dx_padded = s->arena + 77954304;
+  const float *up3_relu0_dx = s->arena + 86297600;
+  float *up3_conv1_dx = s->arena + 78044160;
+  float *up3_conv1_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 106; h++) {
-        for (ptrdiff_t w = 0; w < 106; w++) {
-          up3_conv1_dx_padded[((n * 256 + c) * 106 + h) * 106 + w] = 0 <= h - 2 && h - 2 < 102 && (0 <= w - 2 && w - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + h - 2) * 102 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 107; a++) {
+        for (ptrdiff_t q = 0; q < 106; q++) {
+          up3_conv1_dx_padded[((n * 256 + c) * 107 + a) * 106 + q] = 0 <= a - 2 && a - 2 < 102 && (0 <= q - 2 && q - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + a - 2) * 102 + q - 2] : 0.0f;
         }
       }
     }
@@ -5428,7 +5364,7 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 459; t++) {
+      for (ptrdiff_t t = 0; t < 460; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -5440,7 +5376,7 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up3_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up3_conv1_dx_padded[((n_2 * 256 + ic) * 106 + kh) * 106 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += up3_conv1_dx_padded[((n_2 * 256 + ic) * 107 + kh) * 106 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -5449,34 +5385,9 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 106 < 104) {
+            if (p % 106 < 104 && p < 11022) {
               up3_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 104 + p / 106) * 104 + p % 106] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up3_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up3_conv1_dx_padded[((n_2 * 256 + ic_2) * 106 + kh_2) * 106 + 11016 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 11016 + i_6;
-          if (p_2 % 106 < 104) {
-            up3_conv1_dx[((n_2 * 512 + ob * 4 + j_6) * 104 + p_2 / 106) * 104 + p_2 % 106] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5485,46 +5396,57 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 102) in 6 tiles + 6, rows [0, 102) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 10606 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 442 tiles (2 spare positions), no guards */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0 = s->arena + 131195136;
-  const float *up3_relu0_dx = s->arena + 80830720;
+  const float *up3_concat0 = s->arena + 150800128;
+  const float *up3_relu0_dx = s->arena + 86297600;
   float *up3_conv1_weight_grad = s->g32 + 28543168;
-  float acc[66]; /* accumulators */
+  float *up3_conv1_dweight_padded = s->arena + 72453120;
+  float *up3_conv1_dweight_dy_flat = s->arena + 83581952;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 105; a++) {
+        for (ptrdiff_t q = 0; q < 104; q++) {
+          up3_conv1_dweight_padded[((n * 512 + c) * 105 + a) * 104 + q] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 10608; p++) {
+        up3_conv1_dweight_dy_flat[(n_2 * 256 + o) * 10608 + p] = p % 104 < 102 && p < 10606 ? up3_relu0_dx[((n_2 * 256 + o) * 102 + p / 104) * 102 + p % 104] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 66; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 102; oh++) {
-            for (ptrdiff_t t = 0; t < 6; t++) {
-              for (ptrdiff_t j = 0; j < 1; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j * 3 + kw) * 22 + l] += up3_relu0_dx[((n * 256 + ob + j) * 102 + oh) * 102 + t * 16 + l] * up3_concat0[((n * 512 + ic) * 104 + oh + kh) * 104 + t * 16 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 442; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10608 + t * 24 + l] * up3_conv1_dweight_padded[((n_3 * 512 + ic) * 105 + kh) * 104 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up3_relu0_dx[((n * 256 + ob + j_2) * 102 + oh) * 102 + 96 + l_2] * up3_concat0[((n * 512 + ic) * 104 + oh + kh) * 104 + 96 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up3_conv1_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up3_conv1_weight_grad[(((ob + j_3) * 512 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5534,7 +5456,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0_dx = s->arena + 80830720;
+  const float *up3_relu0_dx = s->arena + 86297600;
   float *up3_conv1_bias_grad = s->g32 + 29722816;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5549,8 +5471,8 @@ static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx0: slice, unet.cnn:20 */
 static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 72416512;
-  float *up3_concat0_dx0 = s->arena + 77954304;
+  const float *up3_conv1_dx = s->arena + 78044160;
+  float *up3_concat0_dx0 = s->arena + 83581952;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx0[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + i];
@@ -5560,8 +5482,8 @@ static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx1: slice, unet.cnn:20 */
 static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 72416512;
-  float *up3_concat0_dx1 = s->arena + 80723200;
+  const float *up3_conv1_dx = s->arena + 78044160;
+  float *up3_concat0_dx1 = s->arena + 86350848;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx1[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + 2768896 + i];
@@ -5571,8 +5493,8 @@ static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx0 = s->arena + 77954304;
-  float *up3_crop0_dx = s->arena + 72416512;
+  const float *up3_concat0_dx0 = s->arena + 83581952;
+  float *up3_crop0_dx = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       up3_crop0_dx[n * 4734976 + i] = 0.0f;
@@ -5592,8 +5514,8 @@ static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up3.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-  const float *up3_concat0_dx1 = s->arena + 80723200;
-  float *up3_upconv_dx = s->arena + 77151488;
+  const float *up3_concat0_dx1 = s->arena + 86350848;
+  float *up3_upconv_dx = s->arena + 77188096;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -5617,8 +5539,8 @@ static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 178204416;
-  const float *up3_concat0_dx1 = s->arena + 80723200;
+  const float *up4_relu1 = s->arena + 197809408;
+  const float *up3_concat0_dx1 = s->arena + 86350848;
   float *up3_upconv_weight_grad = s->g32 + 28018624;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -5643,7 +5565,7 @@ static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx1 = s->arena + 80723200;
+  const float *up3_concat0_dx1 = s->arena + 86350848;
   float *up3_upconv_bias_grad = s->g32 + 28542912;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5658,9 +5580,9 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 178204416;
-  const float *up3_upconv_dx = s->arena + 77151488;
-  float *up4_relu1_dx = s->arena + 78757120;
+  const float *up4_relu1 = s->arena + 197809408;
+  const float *up3_upconv_dx = s->arena + 77188096;
+  float *up4_relu1_dx = s->arena + 80146432;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1384448; i++) {
       float y = up4_relu1[n * 1384448 + i];
@@ -5670,46 +5592,57 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 52) in 6 tiles + 4, rows [0, 52) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 2806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 117 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0 = s->arena + 176711424;
-  const float *up4_relu1_dx = s->arena + 78757120;
+  const float *up4_relu0 = s->arena + 196316416;
+  const float *up4_relu1_dx = s->arena + 80146432;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
-  float acc[144]; /* accumulators */
+  float *up4_conv2_dweight_padded = s->arena + 77188096;
+  float *up4_conv2_dweight_dy_flat = s->arena + 78708736;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 55; a++) {
+        for (ptrdiff_t q = 0; q < 54; q++) {
+          up4_conv2_dweight_padded[((n * 512 + c) * 55 + a) * 54 + q] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 2808; p++) {
+        up4_conv2_dweight_dy_flat[(n_2 * 512 + o) * 2808 + p] = p % 54 < 52 && p < 2806 ? up4_relu1_dx[((n_2 * 512 + o) * 52 + p / 54) * 52 + p % 54] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 144; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 52; oh++) {
-            for (ptrdiff_t t = 0; t < 6; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 117; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 12 + l] += up4_relu1_dx[((n * 512 + ob * 4 + j) * 52 + oh) * 52 + t * 8 + l] * up4_relu0[((n * 512 + ic) * 54 + oh + kh) * 54 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 2808 + t * 24 + l] * up4_conv2_dweight_padded[((n_3 * 512 + ic) * 55 + kh) * 54 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += up4_relu1_dx[((n * 512 + ob * 4 + j_2) * 52 + oh) * 52 + 48 + l_2] * up4_relu0[((n * 512 + ic) * 54 + oh + kh) * 54 + 48 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up4_conv2_weight_grad[(((ob * 4 + j_3) * 512 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5719,7 +5652,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1_dx = s->arena + 78757120;
+  const float *up4_relu1_dx = s->arena + 80146432;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5733,77 +5666,51 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dx: conv_dx+act_dx with up4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 94 tiles + 14, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-  const float *up4_relu0 = s->arena + 176711424;
-  const float *up4_relu1_dx = s->arena + 78757120;
-  float *up4_relu0_dx = s->arena + 82085120;
-  float *up4_conv2_dx_padded = s->arena + 77151488;
-  float acc[64]; /* accumulators */
+  const float *up4_relu0 = s->arena + 196316416;
+  const float *up4_relu1_dx = s->arena + 80146432;
+  float *up4_relu0_dx = s->arena + 85216256;
+  float *up4_conv2_dx_padded = s->arena + 77188096;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 56; h++) {
-        for (ptrdiff_t w = 0; w < 56; w++) {
-          up4_conv2_dx_padded[((n * 512 + c) * 56 + h) * 56 + w] = 0 <= h - 2 && h - 2 < 52 && (0 <= w - 2 && w - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + h - 2) * 52 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 57; a++) {
+        for (ptrdiff_t q = 0; q < 56; q++) {
+          up4_conv2_dx_padded[((n * 512 + c) * 57 + a) * 56 + q] = 0 <= a - 2 && a - 2 < 52 && (0 <= q - 2 && q - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + a - 2) * 52 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 94; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 126; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = up4_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 56 + kh) * 56 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = up4_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 56 < 54) {
-              float y = up4_relu0[((n_2 * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56];
-              up4_relu0_dx[((n_2 * 512 + ob * 2 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 56 < 54 && p < 3022) {
+              float y = up4_relu0[((n_2 * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56];
+              up4_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 14; i_4++) {
-          acc[j_4 * 14 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = up4_conv2_weight[((ic_2 * 512 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 14; i_5++) {
-                acc[j_5 * 14 + i_5] += up4_conv2_dx_padded[((n_2 * 512 + ic_2) * 56 + kh_2) * 56 + 3008 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 14; i_6++) {
-          ptrdiff_t p_2 = 3008 + i_6;
-          if (p_2 % 56 < 54) {
-            float y_2 = up4_relu0[((n_2 * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56];
-            up4_relu0_dx[((n_2 * 512 + ob * 2 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = 0.0f < y_2 ? acc[j_6 * 14 + i_6] : 0.0f;
           }
         }
       }
@@ -5812,18 +5719,18 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 135 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-  const float *up4_relu0_dx = s->arena + 82085120;
-  float *up4_conv1_dx = s->arena + 77151488;
-  float *up4_conv1_dx_padded = s->arena + 80362752;
+  const float *up4_relu0_dx = s->arena + 85216256;
+  float *up4_conv1_dx = s->arena + 80456704;
+  float *up4_conv1_dx_padded = s->arena + 77188096;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 58; h++) {
-        for (ptrdiff_t w = 0; w < 58; w++) {
-          up4_conv1_dx_padded[((n * 512 + c) * 58 + h) * 58 + w] = 0 <= h - 2 && h - 2 < 54 && (0 <= w - 2 && w - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + h - 2) * 54 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 59; a++) {
+        for (ptrdiff_t q = 0; q < 58; q++) {
+          up4_conv1_dx_padded[((n * 512 + c) * 59 + a) * 58 + q] = 0 <= a - 2 && a - 2 < 54 && (0 <= q - 2 && q - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + a - 2) * 54 + q - 2] : 0.0f;
         }
       }
     }
@@ -5831,7 +5738,7 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 135; t++) {
+      for (ptrdiff_t t = 0; t < 136; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -5843,7 +5750,7 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = up4_conv1_weight[((ic * 1024 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up4_conv1_dx_padded[((n_2 * 512 + ic) * 58 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += up4_conv1_dx_padded[((n_2 * 512 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -5852,34 +5759,9 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56) {
+            if (p % 58 < 56 && p < 3246) {
               up4_conv1_dx[((n_2 * 1024 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up4_conv1_weight[((ic_2 * 1024 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += up4_conv1_dx_padded[((n_2 * 512 + ic_2) * 58 + kh_2) * 58 + 3240 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 3240 + i_6;
-          if (p_2 % 58 < 56) {
-            up4_conv1_dx[((n_2 * 1024 + ob * 4 + j_6) * 56 + p_2 / 58) * 56 + p_2 % 58] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -5888,46 +5770,57 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 54) in 3 tiles + 6, rows [0, 54) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 3022 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0 = s->arena + 161440512;
-  const float *up4_relu0_dx = s->arena + 82085120;
+  const float *up4_concat0 = s->arena + 181045504;
+  const float *up4_relu0_dx = s->arena + 85216256;
   float *up4_conv1_weight_grad = s->g32 + 20939712;
-  float acc[66]; /* accumulators */
+  float *up4_conv1_dweight_padded = s->arena + 77188096;
+  float *up4_conv1_dweight_dy_flat = s->arena + 83667968;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 1024; c++) {
+      for (ptrdiff_t a = 0; a < 57; a++) {
+        for (ptrdiff_t q = 0; q < 56; q++) {
+          up4_conv1_dweight_padded[((n * 1024 + c) * 57 + a) * 56 + q] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 3024; p++) {
+        up4_conv1_dweight_dy_flat[(n_2 * 512 + o) * 3024 + p] = p % 56 < 54 && p < 3022 ? up4_relu0_dx[((n_2 * 512 + o) * 54 + p / 56) * 54 + p % 56] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 66; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 54; oh++) {
-            for (ptrdiff_t t = 0; t < 3; t++) {
-              for (ptrdiff_t j = 0; j < 1; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j * 3 + kw) * 22 + l] += up4_relu0_dx[((n * 512 + ob + j) * 54 + oh) * 54 + t * 16 + l] * up4_concat0[((n * 1024 + ic) * 56 + oh + kh) * 56 + t * 16 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 126; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += up4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 3024 + t * 24 + l] * up4_conv1_dweight_padded[((n_3 * 1024 + ic) * 57 + kh) * 56 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 6; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 22 + 16 + l_2] += up4_relu0_dx[((n * 512 + ob + j_2) * 54 + oh) * 54 + 48 + l_2] * up4_concat0[((n * 1024 + ic) * 56 + oh + kh) * 56 + 48 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 22; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 22 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              up4_conv1_weight_grad[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            up4_conv1_weight_grad[(((ob + j_3) * 1024 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -5937,7 +5830,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0_dx = s->arena + 82085120;
+  const float *up4_relu0_dx = s->arena + 85216256;
   float *up4_conv1_bias_grad = s->g32 + 25658304;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5952,8 +5845,8 @@ static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx0: slice, unet.cnn:20 */
 static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 77151488;
-  float *up4_concat0_dx0 = s->arena + 80362752;
+  const float *up4_conv1_dx = s->arena + 80456704;
+  float *up4_concat0_dx0 = s->arena + 83667968;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx0[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + i];
@@ -5963,8 +5856,8 @@ static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx1: slice, unet.cnn:20 */
 static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 77151488;
-  float *up4_concat0_dx1 = s->arena + 81968384;
+  const float *up4_conv1_dx = s->arena + 80456704;
+  float *up4_concat0_dx1 = s->arena + 85273600;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx1[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + 1605632 + i];
@@ -5974,8 +5867,8 @@ static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx0 = s->arena + 80362752;
-  float *up4_crop0_dx = s->arena + 77151488;
+  const float *up4_concat0_dx0 = s->arena + 83667968;
+  float *up4_crop0_dx = s->arena + 77188096;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       up4_crop0_dx[n * 2097152 + i] = 0.0f;
@@ -5995,8 +5888,8 @@ static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up4.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-  const float *up4_concat0_dx1 = s->arena + 81968384;
-  float *up4_upconv_dx = s->arena + 79248640;
+  const float *up4_concat0_dx1 = s->arena + 85273600;
+  float *up4_upconv_dx = s->arena + 79285248;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -6020,8 +5913,8 @@ static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *dropout0 = s->arena + 182497024;
-  const float *up4_concat0_dx1 = s->arena + 81968384;
+  const float *dropout0 = s->arena + 202102016;
+  const float *up4_concat0_dx1 = s->arena + 85273600;
   float *up4_upconv_weight_grad = s->g32 + 18842048;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -6046,7 +5939,7 @@ static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx1 = s->arena + 81968384;
+  const float *up4_concat0_dx1 = s->arena + 85273600;
   float *up4_upconv_bias_grad = s->g32 + 20939200;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6061,8 +5954,8 @@ static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* dropout0.dx: dropout_dx, unet.cnn:30 */
 static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv_dx = s->arena + 79248640;
-  float *dropout0_dx = s->arena + 80051456;
+  const float *up4_upconv_dx = s->arena + 79285248;
+  float *dropout0_dx = s->arena + 80088064;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0_dx[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? up4_upconv_dx[n * 802816 + i] * 2.0f : 0.0f;
@@ -6072,9 +5965,9 @@ static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu1.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 181694208;
-  const float *dropout0_dx = s->arena + 80051456;
-  float *bottom_relu1_dx = s->arena + 81353984;
+  const float *bottom_relu1 = s->arena + 201299200;
+  const float *dropout0_dx = s->arena + 80088064;
+  float *bottom_relu1_dx = s->arena + 81425408;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       float y = bottom_relu1[n * 802816 + i];
@@ -6084,46 +5977,57 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 28) in 3 tiles + 4, rows [0, 28) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0 = s->arena + 180772608;
-  const float *bottom_relu1_dx = s->arena + 81353984;
+  const float *bottom_relu0 = s->arena + 200377600;
+  const float *bottom_relu1_dx = s->arena + 81425408;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
-  float acc[144]; /* accumulators */
+  float *bottom_conv2_dweight_padded = s->arena + 79285248;
+  float *bottom_conv2_dweight_dy_flat = s->arena + 80237568;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 1024; c++) {
+      for (ptrdiff_t a = 0; a < 31; a++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          bottom_conv2_dweight_padded[((n * 1024 + c) * 31 + a) * 30 + q] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 1024; o++) {
+      for (ptrdiff_t p = 0; p < 840; p++) {
+        bottom_conv2_dweight_dy_flat[(n_2 * 1024 + o) * 840 + p] = p % 30 < 28 && p < 838 ? bottom_relu1_dx[((n_2 * 1024 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 144; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 28; oh++) {
-            for (ptrdiff_t t = 0; t < 3; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 35; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 12 + l] += bottom_relu1_dx[((n * 1024 + ob * 4 + j) * 28 + oh) * 28 + t * 8 + l] * bottom_relu0[((n * 1024 + ic) * 30 + oh + kh) * 30 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += bottom_conv2_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 840 + t * 24 + l] * bottom_conv2_dweight_padded[((n_3 * 1024 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 12 + 8 + l_2] += bottom_relu1_dx[((n * 1024 + ob * 4 + j_2) * 28 + oh) * 28 + 24 + l_2] * bottom_relu0[((n * 1024 + ic) * 30 + oh + kh) * 30 + 24 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 12 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              bottom_conv2_weight_grad[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            bottom_conv2_weight_grad[(((ob * 4 + j_3) * 1024 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -6133,7 +6037,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1_dx = s->arena + 81353984;
+  const float *bottom_relu1_dx = s->arena + 81425408;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6147,77 +6051,51 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dx: conv_dx+act_dx with bottom.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 29 tiles + 30, no guards */
+ * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-  const float *bottom_relu0 = s->arena + 180772608;
-  const float *bottom_relu1_dx = s->arena + 81353984;
-  float *bottom_relu0_dx = s->arena + 80432384;
-  float *bottom_conv2_dx_padded = s->arena + 79248640;
-  float acc[64]; /* accumulators */
+  const float *bottom_relu0 = s->arena + 200377600;
+  const float *bottom_relu1_dx = s->arena + 81425408;
+  float *bottom_relu0_dx = s->arena + 80503808;
+  float *bottom_conv2_dx_padded = s->arena + 79285248;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t h = 0; h < 32; h++) {
-        for (ptrdiff_t w = 0; w < 32; w++) {
-          bottom_conv2_dx_padded[((n * 1024 + c) * 32 + h) * 32 + w] = 0 <= h - 2 && h - 2 < 28 && (0 <= w - 2 && w - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + h - 2) * 28 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 33; a++) {
+        for (ptrdiff_t q = 0; q < 32; q++) {
+          bottom_conv2_dx_padded[((n * 1024 + c) * 33 + a) * 32 + q] = 0 <= a - 2 && a - 2 < 28 && (0 <= q - 2 && q - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + a - 2) * 28 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 29; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 40; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 1024; ic++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = bottom_conv2_weight[((ic * 1024 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 32 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                float wv = bottom_conv2_weight[((ic * 1024 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 33 + kh) * 32 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 32 < 30) {
-              float y = bottom_relu0[((n_2 * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32];
-              bottom_relu0_dx[((n_2 * 1024 + ob * 2 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 32 < 30 && p < 958) {
+              float y = bottom_relu0[((n_2 * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32];
+              bottom_relu0_dx[((n_2 * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 30; i_4++) {
-          acc[j_4 * 30 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = bottom_conv2_weight[((ic_2 * 1024 + ob * 2 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 30; i_5++) {
-                acc[j_5 * 30 + i_5] += bottom_conv2_dx_padded[((n_2 * 1024 + ic_2) * 32 + kh_2) * 32 + 928 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 30; i_6++) {
-          ptrdiff_t p_2 = 928 + i_6;
-          if (p_2 % 32 < 30) {
-            float y_2 = bottom_relu0[((n_2 * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32];
-            bottom_relu0_dx[((n_2 * 1024 + ob * 2 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = 0.0f < y_2 ? acc[j_6 * 30 + i_6] : 0.0f;
           }
         }
       }
@@ -6226,18 +6104,18 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 45 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 46 tiles (18 spare positions), no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-  const float *bottom_relu0_dx = s->arena + 80432384;
-  float *bottom_conv1_dx = s->arena + 81353984;
-  float *bottom_conv1_dx_padded = s->arena + 79248640;
+  const float *bottom_relu0_dx = s->arena + 80503808;
+  float *bottom_conv1_dx = s->arena + 84060160;
+  float *bottom_conv1_dx_padded = s->arena + 79285248;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t h = 0; h < 34; h++) {
-        for (ptrdiff_t w = 0; w < 34; w++) {
-          bottom_conv1_dx_padded[((n * 1024 + c) * 34 + h) * 34 + w] = 0 <= h - 2 && h - 2 < 30 && (0 <= w - 2 && w - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + h - 2) * 30 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 35; a++) {
+        for (ptrdiff_t q = 0; q < 34; q++) {
+          bottom_conv1_dx_padded[((n * 1024 + c) * 35 + a) * 34 + q] = 0 <= a - 2 && a - 2 < 30 && (0 <= q - 2 && q - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + a - 2) * 30 + q - 2] : 0.0f;
         }
       }
     }
@@ -6245,7 +6123,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 45; t++) {
+      for (ptrdiff_t t = 0; t < 46; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -6257,7 +6135,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = bottom_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += bottom_conv1_dx_padded[((n_2 * 1024 + ic) * 34 + kh) * 34 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += bottom_conv1_dx_padded[((n_2 * 1024 + ic) * 35 + kh) * 34 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -6266,34 +6144,9 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 34 < 32) {
+            if (p % 34 < 32 && p < 1086) {
               bottom_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 32 + p / 34) * 32 + p % 34] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = bottom_conv1_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += bottom_conv1_dx_padded[((n_2 * 1024 + ic_2) * 34 + kh_2) * 34 + 1080 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 1080 + i_6;
-          if (p_2 % 34 < 32) {
-            bottom_conv1_dx[((n_2 * 512 + ob * 4 + j_6) * 32 + p_2 / 34) * 32 + p_2 % 34] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -6302,46 +6155,57 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 1 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 30) in 1 tiles + 14, rows [0, 30) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool3 = s->arena + 183299840;
-  const float *bottom_relu0_dx = s->arena + 80432384;
+  const float *maxpool3 = s->arena + 202904832;
+  const float *bottom_relu0_dx = s->arena + 80503808;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
-  float acc[90]; /* accumulators */
+  float *bottom_conv1_dweight_padded = s->arena + 81425408;
+  float *bottom_conv1_dweight_dy_flat = s->arena + 79285248;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 33; a++) {
+        for (ptrdiff_t q = 0; q < 32; q++) {
+          bottom_conv1_dweight_padded[((n * 512 + c) * 33 + a) * 32 + q] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 1024; o++) {
+      for (ptrdiff_t p = 0; p < 960; p++) {
+        bottom_conv1_dweight_dy_flat[(n_2 * 1024 + o) * 960 + p] = p % 32 < 30 && p < 958 ? bottom_relu0_dx[((n_2 * 1024 + o) * 30 + p / 32) * 30 + p % 32] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 1024; ob++) {
+  for (ptrdiff_t ob = 0; ob < 256; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 90; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 30; oh++) {
-            for (ptrdiff_t t = 0; t < 1; t++) {
-              for (ptrdiff_t j = 0; j < 1; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j * 3 + kw) * 30 + l] += bottom_relu0_dx[((n * 1024 + ob + j) * 30 + oh) * 30 + t * 16 + l] * maxpool3[((n * 512 + ic) * 32 + oh + kh) * 32 + t * 16 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 40; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += bottom_conv1_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 960 + t * 24 + l] * bottom_conv1_dweight_padded[((n_3 * 512 + ic) * 33 + kh) * 32 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 14; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 30 + 16 + l_2] += bottom_relu0_dx[((n * 1024 + ob + j_2) * 30 + oh) * 30 + 16 + l_2] * maxpool3[((n * 512 + ic) * 32 + oh + kh) * 32 + 16 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 1; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 30; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 30 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              bottom_conv1_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            bottom_conv1_weight_grad[(((ob + j_3) * 512 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -6351,7 +6215,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0_dx = s->arena + 80432384;
+  const float *bottom_relu0_dx = s->arena + 80503808;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6366,10 +6230,10 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3.dx: pool_dx+add+act_dx with down4.relu1.dsum and down4.relu1.dx, unet.cnn:30 */
 static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 174614272;
-  const float *up4_crop0_dx = s->arena + 77151488;
-  const float *bottom_conv1_dx = s->arena + 81353984;
-  float *down4_relu1_dx = s->arena + 81890560;
+  const float *down4_relu1 = s->arena + 194219264;
+  const float *up4_crop0_dx = s->arena + 77188096;
+  const float *bottom_conv1_dx = s->arena + 84060160;
+  float *down4_relu1_dx = s->arena + 81963008;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       down4_relu1_dx[n * 2097152 + i] = 0.0f;
@@ -6408,39 +6272,57 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 64) in 8 tiles + 0, rows [0, 64) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 4222 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 176 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0 = s->arena + 172384000;
-  const float *down4_relu1_dx = s->arena + 81890560;
+  const float *down4_relu0 = s->arena + 191988992;
+  const float *down4_relu1_dx = s->arena + 81963008;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
+  float *down4_conv2_dweight_padded = s->arena + 77188096;
+  float *down4_conv2_dweight_dy_flat = s->arena + 79452160;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 67; a++) {
+        for (ptrdiff_t q = 0; q < 66; q++) {
+          down4_conv2_dweight_padded[((n * 512 + c) * 67 + a) * 66 + q] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 4224; p++) {
+        down4_conv2_dweight_dy_flat[(n_2 * 512 + o) * 4224 + p] = p % 66 < 64 && p < 4222 ? down4_relu1_dx[((n_2 * 512 + o) * 64 + p / 66) * 64 + p % 66] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 96; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 64; oh++) {
-            for (ptrdiff_t t = 0; t < 8; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 176; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 8 + l] += down4_relu1_dx[((n * 512 + ob * 4 + j) * 64 + oh) * 64 + t * 8 + l] * down4_relu0[((n * 512 + ic) * 66 + oh + kh) * 66 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4224 + t * 24 + l] * down4_conv2_dweight_padded[((n_3 * 512 + ic) * 67 + kh) * 66 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -6450,7 +6332,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1_dx = s->arena + 81890560;
+  const float *down4_relu1_dx = s->arena + 81963008;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6464,19 +6346,19 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dx: conv_dx+act_dx with down4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 280 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-  const float *down4_relu0 = s->arena + 172384000;
-  const float *down4_relu1_dx = s->arena + 81890560;
-  float *down4_relu0_dx = s->arena + 79660288;
-  float *down4_conv2_dx_padded = s->arena + 77151488;
-  float acc[64]; /* accumulators */
+  const float *down4_relu0 = s->arena + 191988992;
+  const float *down4_relu1_dx = s->arena + 81963008;
+  float *down4_relu0_dx = s->arena + 79732736;
+  float *down4_conv2_dx_padded = s->arena + 77188096;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 68; h++) {
-        for (ptrdiff_t w = 0; w < 68; w++) {
-          down4_conv2_dx_padded[((n * 512 + c) * 68 + h) * 68 + w] = 0 <= h - 2 && h - 2 < 64 && (0 <= w - 2 && w - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + h - 2) * 64 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 69; a++) {
+        for (ptrdiff_t q = 0; q < 68; q++) {
+          down4_conv2_dx_padded[((n * 512 + c) * 69 + a) * 68 + q] = 0 <= a - 2 && a - 2 < 64 && (0 <= q - 2 && q - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + a - 2) * 64 + q - 2] : 0.0f;
         }
       }
     }
@@ -6484,10 +6366,10 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 280; t++) {
+      for (ptrdiff_t t = 0; t < 187; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 512; ic++) {
@@ -6495,46 +6377,20 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down4_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 68 + kh) * 68 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 69 + kh) * 68 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 68 < 66) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 68 < 66 && p < 4486) {
               float y = down4_relu0[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68];
-              down4_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+              down4_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down4_conv2_weight[((ic_2 * 512 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down4_conv2_dx_padded[((n_2 * 512 + ic_2) * 68 + kh_2) * 68 + 4480 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 4480 + i_6;
-          if (p_2 % 68 < 66) {
-            float y_2 = down4_relu0[((n_2 * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68];
-            down4_relu0_dx[((n_2 * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -6543,18 +6399,18 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 198 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 199 tiles (18 spare positions), no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-  const float *down4_relu0_dx = s->arena + 79660288;
-  float *down4_conv1_dx = s->arena + 87188736;
-  float *down4_conv1_dx_padded = s->arena + 77151488;
+  const float *down4_relu0_dx = s->arena + 79732736;
+  float *down4_conv1_dx = s->arena + 87261696;
+  float *down4_conv1_dx_padded = s->arena + 77188096;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t h = 0; h < 70; h++) {
-        for (ptrdiff_t w = 0; w < 70; w++) {
-          down4_conv1_dx_padded[((n * 512 + c) * 70 + h) * 70 + w] = 0 <= h - 2 && h - 2 < 66 && (0 <= w - 2 && w - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + h - 2) * 66 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 71; a++) {
+        for (ptrdiff_t q = 0; q < 70; q++) {
+          down4_conv1_dx_padded[((n * 512 + c) * 71 + a) * 70 + q] = 0 <= a - 2 && a - 2 < 66 && (0 <= q - 2 && q - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + a - 2) * 66 + q - 2] : 0.0f;
         }
       }
     }
@@ -6562,7 +6418,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 198; t++) {
+      for (ptrdiff_t t = 0; t < 199; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -6574,7 +6430,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down4_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down4_conv1_dx_padded[((n_2 * 512 + ic) * 70 + kh) * 70 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += down4_conv1_dx_padded[((n_2 * 512 + ic) * 71 + kh) * 70 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -6583,34 +6439,9 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 70 < 68) {
+            if (p % 70 < 68 && p < 4758) {
               down4_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 68 + p / 70) * 68 + p % 70] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down4_conv1_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down4_conv1_dx_padded[((n_2 * 512 + ic_2) * 70 + kh_2) * 70 + 4752 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 4752 + i_6;
-          if (p_2 % 70 < 68) {
-            down4_conv1_dx[((n_2 * 256 + ob * 4 + j_6) * 68 + p_2 / 70) * 68 + p_2 % 70] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -6619,46 +6450,57 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 16 column lanes; blocks shared out among threads; interior columns [0, 66) in 4 tiles + 2, rows [0, 66) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 4486 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool2 = s->arena + 179588864;
-  const float *down4_relu0_dx = s->arena + 79660288;
+  const float *maxpool2 = s->arena + 199193856;
+  const float *down4_relu0_dx = s->arena + 79732736;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
-  float acc[108]; /* accumulators */
+  float *down4_conv1_dweight_padded = s->arena + 81963008;
+  float *down4_conv1_dweight_dy_flat = s->arena + 77188096;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 69; a++) {
+        for (ptrdiff_t q = 0; q < 68; q++) {
+          down4_conv1_dweight_padded[((n * 256 + c) * 69 + a) * 68 + q] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 512; o++) {
+      for (ptrdiff_t p = 0; p < 4488; p++) {
+        down4_conv1_dweight_dy_flat[(n_2 * 512 + o) * 4488 + p] = p % 68 < 66 && p < 4486 ? down4_relu0_dx[((n_2 * 512 + o) * 66 + p / 68) * 66 + p % 68] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t ob = 0; ob < 128; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 108; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 66; oh++) {
-            for (ptrdiff_t t = 0; t < 4; t++) {
-              for (ptrdiff_t j = 0; j < 2; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[(j * 3 + kw) * 18 + l] += down4_relu0_dx[((n * 512 + ob * 2 + j) * 66 + oh) * 66 + t * 16 + l] * maxpool2[((n * 256 + ic) * 68 + oh + kh) * 68 + t * 16 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 187; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4488 + t * 24 + l] * down4_conv1_dweight_padded[((n_3 * 256 + ic) * 69 + kh) * 68 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 18 + 16 + l_2] += down4_relu0_dx[((n * 512 + ob * 2 + j_2) * 66 + oh) * 66 + 64 + l_2] * maxpool2[((n * 256 + ic) * 68 + oh + kh) * 68 + 64 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 18; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 18 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down4_conv1_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down4_conv1_weight_grad[(((ob * 2 + j_3) * 256 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -6668,7 +6510,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0_dx = s->arena + 79660288;
+  const float *down4_relu0_dx = s->arena + 79732736;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6683,10 +6525,10 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2.dx: pool_dx+add+act_dx with down3.relu1.dsum and down3.relu1.dx, unet.cnn:29 */
 static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 156705536;
-  const float *up3_crop0_dx = s->arena + 72416512;
-  const float *down4_conv1_dx = s->arena + 87188736;
-  float *down3_relu1_dx = s->arena + 82453760;
+  const float *down3_relu1 = s->arena + 176310528;
+  const float *up3_crop0_dx = s->arena + 72453120;
+  const float *down4_conv1_dx = s->arena + 87261696;
+  float *down3_relu1_dx = s->arena + 82526720;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       down3_relu1_dx[n * 4734976 + i] = 0.0f;
@@ -6725,39 +6567,57 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 136) in 17 tiles + 0, rows [0, 136) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 18766 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 782 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0 = s->arena + 151830272;
-  const float *down3_relu1_dx = s->arena + 82453760;
+  const float *down3_relu0 = s->arena + 171435264;
+  const float *down3_relu1_dx = s->arena + 82526720;
   float *down3_conv2_weight_grad = s->g32 + 554176;
+  float *down3_conv2_dweight_padded = s->arena + 72453120;
+  float *down3_conv2_dweight_dy_flat = s->arena + 77363712;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t a = 0; a < 139; a++) {
+        for (ptrdiff_t q = 0; q < 138; q++) {
+          down3_conv2_dweight_padded[((n * 256 + c) * 139 + a) * 138 + q] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 18768; p++) {
+        down3_conv2_dweight_dy_flat[(n_2 * 256 + o) * 18768 + p] = p % 138 < 136 && p < 18766 ? down3_relu1_dx[((n_2 * 256 + o) * 136 + p / 138) * 136 + p % 138] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 96; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 136; oh++) {
-            for (ptrdiff_t t = 0; t < 17; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 782; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 8 + l] += down3_relu1_dx[((n * 256 + ob * 4 + j) * 136 + oh) * 136 + t * 8 + l] * down3_relu0[((n * 256 + ic) * 138 + oh + kh) * 138 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 18768 + t * 24 + l] * down3_conv2_dweight_padded[((n_3 * 256 + ic) * 139 + kh) * 138 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -6767,7 +6627,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1_dx = s->arena + 82453760;
+  const float *down3_relu1_dx = s->arena + 82526720;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6781,19 +6641,19 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dx: conv_dx+act_dx with down3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 1207 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-  const float *down3_relu0 = s->arena + 151830272;
-  const float *down3_relu1_dx = s->arena + 82453760;
-  float *down3_relu0_dx = s->arena + 77578496;
-  float *down3_conv2_dx_padded = s->arena + 72416512;
-  float acc[64]; /* accumulators */
+  const float *down3_relu0 = s->arena + 171435264;
+  const float *down3_relu1_dx = s->arena + 82526720;
+  float *down3_relu0_dx = s->arena + 77651456;
+  float *down3_conv2_dx_padded = s->arena + 72453120;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 140; h++) {
-        for (ptrdiff_t w = 0; w < 140; w++) {
-          down3_conv2_dx_padded[((n * 256 + c) * 140 + h) * 140 + w] = 0 <= h - 2 && h - 2 < 136 && (0 <= w - 2 && w - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + h - 2) * 136 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 141; a++) {
+        for (ptrdiff_t q = 0; q < 140; q++) {
+          down3_conv2_dx_padded[((n * 256 + c) * 141 + a) * 140 + q] = 0 <= a - 2 && a - 2 < 136 && (0 <= q - 2 && q - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + a - 2) * 136 + q - 2] : 0.0f;
         }
       }
     }
@@ -6801,10 +6661,10 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1207; t++) {
+      for (ptrdiff_t t = 0; t < 805; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 256; ic++) {
@@ -6812,46 +6672,20 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down3_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 140 + kh) * 140 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 141 + kh) * 140 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 140 < 138) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 140 < 138 && p < 19318) {
               float y = down3_relu0[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140];
-              down3_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+              down3_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down3_conv2_weight[((ic_2 * 256 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down3_conv2_dx_padded[((n_2 * 256 + ic_2) * 140 + kh_2) * 140 + 19312 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 19312 + i_6;
-          if (p_2 % 140 < 138) {
-            float y_2 = down3_relu0[((n_2 * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140];
-            down3_relu0_dx[((n_2 * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -6860,18 +6694,18 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 828 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 829 tiles (18 spare positions), no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-  const float *down3_relu0_dx = s->arena + 77578496;
-  float *down3_conv1_dx = s->arena + 82453760;
-  float *down3_conv1_dx_padded = s->arena + 72416512;
+  const float *down3_relu0_dx = s->arena + 77651456;
+  float *down3_conv1_dx = s->arena + 93138688;
+  float *down3_conv1_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t h = 0; h < 142; h++) {
-        for (ptrdiff_t w = 0; w < 142; w++) {
-          down3_conv1_dx_padded[((n * 256 + c) * 142 + h) * 142 + w] = 0 <= h - 2 && h - 2 < 138 && (0 <= w - 2 && w - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + h - 2) * 138 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 143; a++) {
+        for (ptrdiff_t q = 0; q < 142; q++) {
+          down3_conv1_dx_padded[((n * 256 + c) * 143 + a) * 142 + q] = 0 <= a - 2 && a - 2 < 138 && (0 <= q - 2 && q - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + a - 2) * 138 + q - 2] : 0.0f;
         }
       }
     }
@@ -6879,7 +6713,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 828; t++) {
+      for (ptrdiff_t t = 0; t < 829; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -6891,7 +6725,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down3_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down3_conv1_dx_padded[((n_2 * 256 + ic) * 142 + kh) * 142 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += down3_conv1_dx_padded[((n_2 * 256 + ic) * 143 + kh) * 142 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -6900,34 +6734,9 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 142 < 140) {
+            if (p % 142 < 140 && p < 19878) {
               down3_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 140 + p / 142) * 140 + p % 142] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down3_conv1_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down3_conv1_dx_padded[((n_2 * 256 + ic_2) * 142 + kh_2) * 142 + 19872 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 19872 + i_6;
-          if (p_2 % 142 < 140) {
-            down3_conv1_dx[((n_2 * 128 + ob * 4 + j_6) * 140 + p_2 / 142) * 140 + p_2 % 142] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -6936,46 +6745,57 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 138) in 17 tiles + 2, rows [0, 138) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 19318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool1 = s->arena + 169875200;
-  const float *down3_relu0_dx = s->arena + 77578496;
+  const float *maxpool1 = s->arena + 189480192;
+  const float *down3_relu0_dx = s->arena + 77651456;
   float *down3_conv1_weight_grad = s->g32 + 259008;
-  float acc[60]; /* accumulators */
+  float *down3_conv1_dweight_padded = s->arena + 82526720;
+  float *down3_conv1_dweight_dy_flat = s->arena + 72453120;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 141; a++) {
+        for (ptrdiff_t q = 0; q < 140; q++) {
+          down3_conv1_dweight_padded[((n * 128 + c) * 141 + a) * 140 + q] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 256; o++) {
+      for (ptrdiff_t p = 0; p < 19320; p++) {
+        down3_conv1_dweight_dy_flat[(n_2 * 256 + o) * 19320 + p] = p % 140 < 138 && p < 19318 ? down3_relu0_dx[((n_2 * 256 + o) * 138 + p / 140) * 138 + p % 140] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 60; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 138; oh++) {
-            for (ptrdiff_t t = 0; t < 17; t++) {
-              for (ptrdiff_t j = 0; j < 2; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 10 + l] += down3_relu0_dx[((n * 256 + ob * 2 + j) * 138 + oh) * 138 + t * 8 + l] * maxpool1[((n * 128 + ic) * 140 + oh + kh) * 140 + t * 8 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 805; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 19320 + t * 24 + l] * down3_conv1_dweight_padded[((n_3 * 128 + ic) * 141 + kh) * 140 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 10 + 8 + l_2] += down3_relu0_dx[((n * 256 + ob * 2 + j_2) * 138 + oh) * 138 + 136 + l_2] * maxpool1[((n * 128 + ic) * 140 + oh + kh) * 140 + 136 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 10 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down3_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down3_conv1_weight_grad[(((ob * 2 + j_3) * 128 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -6985,7 +6805,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0_dx = s->arena + 77578496;
+  const float *down3_relu0_dx = s->arena + 77651456;
   float *down3_conv1_bias_grad = s->g32 + 553920;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7000,10 +6820,10 @@ static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1.dx: pool_dx+add+act_dx with down2.relu1.dsum and down2.relu1.dx, unet.cnn:28 */
 static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 101490432;
-  const float *up2_crop0_dx = s->arena + 62381312;
-  const float *down3_conv1_dx = s->arena + 82453760;
-  float *down2_relu1_dx = s->arena + 111525632;
+  const float *down2_relu1 = s->arena + 121246208;
+  const float *up2_crop0_dx = s->arena + 62417920;
+  const float *down3_conv1_dx = s->arena + 93138688;
+  float *down2_relu1_dx = s->arena + 83103488;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       down2_relu1_dx[n * 10035200 + i] = 0.0f;
@@ -7042,39 +6862,57 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 280) in 35 tiles + 0, rows [0, 280) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 78958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3290 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0 = s->arena + 91311360;
-  const float *down2_relu1_dx = s->arena + 111525632;
+  const float *down2_relu0 = s->arena + 111067136;
+  const float *down2_relu1_dx = s->arena + 83103488;
   float *down2_conv2_weight_grad = s->g32 + 111424;
+  float *down2_conv2_dweight_padded = s->arena + 62417920;
+  float *down2_conv2_dweight_dy_flat = s->arena + 72633088;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t a = 0; a < 283; a++) {
+        for (ptrdiff_t q = 0; q < 282; q++) {
+          down2_conv2_dweight_padded[((n * 128 + c) * 283 + a) * 282 + q] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 78960; p++) {
+        down2_conv2_dweight_dy_flat[(n_2 * 128 + o) * 78960 + p] = p % 282 < 280 && p < 78958 ? down2_relu1_dx[((n_2 * 128 + o) * 280 + p / 282) * 280 + p % 282] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 96; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 280; oh++) {
-            for (ptrdiff_t t = 0; t < 35; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 3290; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 8 + l] += down2_relu1_dx[((n * 128 + ob * 4 + j) * 280 + oh) * 280 + t * 8 + l] * down2_relu0[((n * 128 + ic) * 282 + oh + kh) * 282 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 78960 + t * 24 + l] * down2_conv2_dweight_padded[((n_3 * 128 + ic) * 283 + kh) * 282 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -7084,7 +6922,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1_dx = s->arena + 111525632;
+  const float *down2_relu1_dx = s->arena + 83103488;
   float *down2_conv2_bias_grad = s->g32 + 258880;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7098,19 +6936,19 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dx: conv_dx+act_dx with down2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 5005 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-  const float *down2_relu0 = s->arena + 91311360;
-  const float *down2_relu1_dx = s->arena + 111525632;
-  float *down2_relu0_dx = s->arena + 72851200;
-  float *down2_conv2_dx_padded = s->arena + 62381312;
-  float acc[64]; /* accumulators */
+  const float *down2_relu0 = s->arena + 111067136;
+  const float *down2_relu1_dx = s->arena + 83103488;
+  float *down2_relu0_dx = s->arena + 72924416;
+  float *down2_conv2_dx_padded = s->arena + 62417920;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 284; h++) {
-        for (ptrdiff_t w = 0; w < 284; w++) {
-          down2_conv2_dx_padded[((n * 128 + c) * 284 + h) * 284 + w] = 0 <= h - 2 && h - 2 < 280 && (0 <= w - 2 && w - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + h - 2) * 280 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 285; a++) {
+        for (ptrdiff_t q = 0; q < 284; q++) {
+          down2_conv2_dx_padded[((n * 128 + c) * 285 + a) * 284 + q] = 0 <= a - 2 && a - 2 < 280 && (0 <= q - 2 && q - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + a - 2) * 280 + q - 2] : 0.0f;
         }
       }
     }
@@ -7118,10 +6956,10 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 5005; t++) {
+      for (ptrdiff_t t = 0; t < 3337; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 128; ic++) {
@@ -7129,46 +6967,20 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down2_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 284 + kh) * 284 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 285 + kh) * 284 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 284 < 282) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 284 < 282 && p < 80086) {
               float y = down2_relu0[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284];
-              down2_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+              down2_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down2_conv2_weight[((ic_2 * 128 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down2_conv2_dx_padded[((n_2 * 128 + ic_2) * 284 + kh_2) * 284 + 80080 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 80080 + i_6;
-          if (p_2 % 284 < 282) {
-            float y_2 = down2_relu0[((n_2 * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284];
-            down2_relu0_dx[((n_2 * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -7177,18 +6989,18 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3384 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3385 tiles (18 spare positions), no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-  const float *down2_relu0_dx = s->arena + 72851200;
-  float *down2_conv1_dx = s->arena + 83174912;
-  float *down2_conv1_dx_padded = s->arena + 62381312;
+  const float *down2_relu0_dx = s->arena + 72924416;
+  float *down2_conv1_dx = s->arena + 88283648;
+  float *down2_conv1_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t h = 0; h < 286; h++) {
-        for (ptrdiff_t w = 0; w < 286; w++) {
-          down2_conv1_dx_padded[((n * 128 + c) * 286 + h) * 286 + w] = 0 <= h - 2 && h - 2 < 282 && (0 <= w - 2 && w - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + h - 2) * 282 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 287; a++) {
+        for (ptrdiff_t q = 0; q < 286; q++) {
+          down2_conv1_dx_padded[((n * 128 + c) * 287 + a) * 286 + q] = 0 <= a - 2 && a - 2 < 282 && (0 <= q - 2 && q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + q - 2] : 0.0f;
         }
       }
     }
@@ -7196,7 +7008,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 3384; t++) {
+      for (ptrdiff_t t = 0; t < 3385; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = 0.0f;
@@ -7208,7 +7020,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down2_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down2_conv1_dx_padded[((n_2 * 128 + ic) * 286 + kh) * 286 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] += down2_conv1_dx_padded[((n_2 * 128 + ic) * 287 + kh) * 286 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
@@ -7217,34 +7029,9 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
             ptrdiff_t p = t * 24 + i_3;
-            if (p % 286 < 284) {
+            if (p % 286 < 284 && p < 81222) {
               down2_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 284 + p / 286) * 284 + p % 286] = acc[j_3 * 24 + i_3];
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down2_conv1_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down2_conv1_dx_padded[((n_2 * 128 + ic_2) * 286 + kh_2) * 286 + 81216 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 81216 + i_6;
-          if (p_2 % 286 < 284) {
-            down2_conv1_dx[((n_2 * 64 + ob * 4 + j_6) * 284 + p_2 / 286) * 284 + p_2 % 286] = acc[j_6 * 6 + i_6];
           }
         }
       }
@@ -7253,46 +7040,57 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 282) in 35 tiles + 2, rows [0, 282) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 80086 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 136732928;
-  const float *down2_relu0_dx = s->arena + 72851200;
+  const float *maxpool0 = s->arena + 156337920;
+  const float *down2_relu0_dx = s->arena + 72924416;
   float *down2_conv1_weight_grad = s->g32 + 37568;
-  float acc[60]; /* accumulators */
+  float *down2_conv1_dweight_padded = s->arena + 83103488;
+  float *down2_conv1_dweight_dy_flat = s->arena + 62417920;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 285; a++) {
+        for (ptrdiff_t q = 0; q < 284; q++) {
+          down2_conv1_dweight_padded[((n * 64 + c) * 285 + a) * 284 + q] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 128; o++) {
+      for (ptrdiff_t p = 0; p < 80088; p++) {
+        down2_conv1_dweight_dy_flat[(n_2 * 128 + o) * 80088 + p] = p % 284 < 282 && p < 80086 ? down2_relu0_dx[((n_2 * 128 + o) * 282 + p / 284) * 282 + p % 284] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 60; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 282; oh++) {
-            for (ptrdiff_t t = 0; t < 35; t++) {
-              for (ptrdiff_t j = 0; j < 2; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 10 + l] += down2_relu0_dx[((n * 128 + ob * 2 + j) * 282 + oh) * 282 + t * 8 + l] * maxpool0[((n * 64 + ic) * 284 + oh + kh) * 284 + t * 8 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 3337; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 80088 + t * 24 + l] * down2_conv1_dweight_padded[((n_3 * 64 + ic) * 285 + kh) * 284 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 10 + 8 + l_2] += down2_relu0_dx[((n * 128 + ob * 2 + j_2) * 282 + oh) * 282 + 280 + l_2] * maxpool0[((n * 64 + ic) * 284 + oh + kh) * 284 + 280 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 10 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down2_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down2_conv1_weight_grad[(((ob * 2 + j_3) * 64 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -7302,7 +7100,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0_dx = s->arena + 72851200;
+  const float *down2_relu0_dx = s->arena + 72924416;
   float *down2_conv1_bias_grad = s->g32 + 111296;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7318,9 +7116,9 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 /* maxpool0.dx: pool_dx+add+act_dx with down1.relu1.dsum and down1.relu1.dx, unet.cnn:27 */
 static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 0;
-  const float *up1_crop0_dx = s->arena + 41733376;
-  const float *down2_conv1_dx = s->arena + 83174912;
-  float *down1_relu1_dx = s->arena + 62526976;
+  const float *up1_crop0_dx = s->arena + 41769984;
+  const float *down2_conv1_dx = s->arena + 88283648;
+  float *down1_relu1_dx = s->arena + 62563584;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       down1_relu1_dx[n * 20647936 + i] = 0.0f;
@@ -7359,39 +7157,57 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 4 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 568) in 71 tiles + 0, rows [0, 568) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 323758 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 13490 tiles (2 spare positions), no guards */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu0 = s->arena + 20939776;
-  const float *down1_relu1_dx = s->arena + 62526976;
+  const float *down1_relu0 = s->arena + 20976384;
+  const float *down1_relu1_dx = s->arena + 62563584;
   float *down1_conv2_weight_grad = s->g32 + 640;
+  float *down1_conv2_dweight_padded = s->arena + 0;
+  float *down1_conv2_dweight_dy_flat = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 571; a++) {
+        for (ptrdiff_t q = 0; q < 570; q++) {
+          down1_conv2_dweight_padded[((n * 64 + c) * 571 + a) * 570 + q] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 323760; p++) {
+        down1_conv2_dweight_dy_flat[(n_2 * 64 + o) * 323760 + p] = p % 570 < 568 && p < 323758 ? down1_relu1_dx[((n_2 * 64 + o) * 568 + p / 570) * 568 + p % 570] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 96; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 568; oh++) {
-            for (ptrdiff_t t = 0; t < 71; t++) {
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 13490; t++) {
               for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 8 + l] += down1_relu1_dx[((n * 64 + ob * 4 + j) * 568 + oh) * 568 + t * 8 + l] * down1_relu0[((n * 64 + ic) * 570 + oh + kh) * 570 + t * 8 + l + kw];
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 323760 + t * 24 + l] * down1_conv2_dweight_padded[((n_3 * 64 + ic) * 571 + kh) * 570 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-              sum = sum + acc[(j_2 * 3 + kw_2) * 8 + l_2];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw_2] = sum;
           }
         }
       }
@@ -7401,7 +7217,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1_dx = s->arena + 62526976;
+  const float *down1_relu1_dx = s->arena + 62563584;
   float *down1_conv2_bias_grad = s->g32 + 37504;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -7415,19 +7231,19 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dx: conv_dx+act_dx with down1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 16 positions; blocks shared out among threads; 20377 tiles + 6, no guards */
+ * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13585 tiles (2 spare positions), no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
-  const float *down1_relu0 = s->arena + 20939776;
-  const float *down1_relu1_dx = s->arena + 62526976;
-  float *down1_relu0_dx = s->arena + 41733376;
+  const float *down1_relu0 = s->arena + 20976384;
+  const float *down1_relu1_dx = s->arena + 62563584;
+  float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv2_dx_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t h = 0; h < 572; h++) {
-        for (ptrdiff_t w = 0; w < 572; w++) {
-          down1_conv2_dx_padded[((n * 64 + c) * 572 + h) * 572 + w] = 0 <= h - 2 && h - 2 < 568 && (0 <= w - 2 && w - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + h - 2) * 568 + w - 2] : 0.0f;
+      for (ptrdiff_t a = 0; a < 573; a++) {
+        for (ptrdiff_t q = 0; q < 572; q++) {
+          down1_conv2_dx_padded[((n * 64 + c) * 573 + a) * 572 + q] = 0 <= a - 2 && a - 2 < 568 && (0 <= q - 2 && q - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + a - 2) * 568 + q - 2] : 0.0f;
         }
       }
     }
@@ -7435,10 +7251,10 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 20377; t++) {
+      for (ptrdiff_t t = 0; t < 13585; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 16; i++) {
-            acc[j * 16 + i] = 0.0f;
+          for (ptrdiff_t i = 0; i < 24; i++) {
+            acc[j * 24 + i] = 0.0f;
           }
         }
         for (ptrdiff_t ic = 0; ic < 64; ic++) {
@@ -7446,46 +7262,20 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = down1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 16; i_2++) {
-                  acc[j_2 * 16 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 572 + kh) * 572 + t * 16 + i_2 + kw] * wv;
+                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                  acc[j_2 * 24 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 573 + kh) * 572 + t * 24 + i_2 + kw] * wv;
                 }
               }
             }
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 16; i_3++) {
-            ptrdiff_t p = t * 16 + i_3;
-            if (p % 572 < 570) {
+          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+            ptrdiff_t p = t * 24 + i_3;
+            if (p % 572 < 570 && p < 326038) {
               float y = down1_relu0[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572];
-              down1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 16 + i_3] : 0.0f;
+              down1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 6; i_4++) {
-          acc[j_4 * 6 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down1_conv2_weight[((ic_2 * 64 + ob * 4 + j_5) * 3 + 2 - kh_2) * 3 + 2 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 6; i_5++) {
-                acc[j_5 * 6 + i_5] += down1_conv2_dx_padded[((n_2 * 64 + ic_2) * 572 + kh_2) * 572 + 326032 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 6; i_6++) {
-          ptrdiff_t p_2 = 326032 + i_6;
-          if (p_2 % 572 < 570) {
-            float y_2 = down1_relu0[((n_2 * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572];
-            down1_relu0_dx[((n_2 * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = 0.0f < y_2 ? acc[j_6 * 6 + i_6] : 0.0f;
           }
         }
       }
@@ -7494,45 +7284,56 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: accumulators: 2 output channels x kw taps x 8 column lanes; blocks shared out among threads; interior columns [0, 570) in 71 tiles + 2, rows [0, 570) unguarded, padding borders guarded */
+ * schedule: input copied zero-padded; rows flattened to 326038 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 13585 tiles (2 spare positions), no guards */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
-  const float *down1_relu0_dx = s->arena + 41733376;
+  const float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv1_weight_grad = s->g32 + 0;
-  float acc[60]; /* accumulators */
+  float *down1_conv1_dweight_padded = s->arena + 20866560;
+  float *down1_conv1_dweight_dy_flat = s->arena + 0;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 1; c++) {
+      for (ptrdiff_t a = 0; a < 573; a++) {
+        for (ptrdiff_t q = 0; q < 572; q++) {
+          down1_conv1_dweight_padded[((n + c) * 573 + a) * 572 + q] = a < 572 ? x[((n + c) * 572 + a) * 572 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t p = 0; p < 326040; p++) {
+        down1_conv1_dweight_dy_flat[(n_2 * 64 + o) * 326040 + p] = p % 572 < 570 && p < 326038 ? down1_relu0_dx[((n_2 * 64 + o) * 570 + p / 572) * 570 + p % 572] : 0.0f;
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 1; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a = 0; a < 60; a++) {
-          acc[a] = 0.0f;
-        }
-        for (ptrdiff_t n = 0; n < count; n++) {
-          for (ptrdiff_t oh = 0; oh < 570; oh++) {
-            for (ptrdiff_t t = 0; t < 71; t++) {
-              for (ptrdiff_t j = 0; j < 2; j++) {
-                for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                  for (ptrdiff_t l = 0; l < 8; l++) {
-                    acc[(j * 3 + kw) * 10 + l] += down1_relu0_dx[((n * 64 + ob * 2 + j) * 570 + oh) * 570 + t * 8 + l] * x[((n + ic) * 572 + oh + kh) * 572 + t * 8 + l + kw];
+        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 13585; t++) {
+              for (ptrdiff_t j = 0; j < 4; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 24; l++) {
+                    acc[(j + k) * 24 + l] += down1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 326040 + t * 24 + l] * down1_conv1_dweight_padded[((n_3 + ic) * 573 + kh) * 572 + t * 24 + l + kc + k];
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t l_2 = 0; l_2 < 2; l_2++) {
-                  acc[(j_2 * 3 + kw_2) * 10 + 8 + l_2] += down1_relu0_dx[((n * 64 + ob * 2 + j_2) * 570 + oh) * 570 + 568 + l_2] * x[((n + ic) * 572 + oh + kh) * 572 + 568 + l_2 + kw_2];
-                }
-              }
-            }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_3 = 0; l_3 < 10; l_3++) {
-              sum = sum + acc[(j_3 * 3 + kw_3) * 10 + l_3];
+          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              }
+              down1_conv1_weight_grad[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
-            down1_conv1_weight_grad[((ob * 2 + j_3 + ic) * 3 + kh) * 3 + kw_3] = sum;
           }
         }
       }
@@ -7542,7 +7343,7 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
 
 /* down1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu0_dx = s->arena + 41733376;
+  const float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv1_bias_grad = s->g32 + 576;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -8332,7 +8133,7 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   train_down1_conv2_dx(s, count);
   train_down1_conv1_dweight(s, count, x);
   train_down1_conv1_dbias(s, count);
-  *loss = s->arena[183824128];
+  *loss = s->arena[203429120];
   return 0;
 }
 

@@ -16,7 +16,7 @@
 typedef struct unet_state {
   float f32[31030658]; /* parameters and float buffers */
   int64_t i64[1]; /* integer buffers */
-  float arena[183824129]; /* activations, planned by lifetime */
+  float arena[203429121]; /* activations, planned by lifetime */
   float g32[31030658]; /* gradients, as f32 */
   float m32[31030658]; /* optimizer state: momentum */
   float lr;       /* the learning rate */

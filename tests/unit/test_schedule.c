@@ -1,11 +1,11 @@
 /* Schedules (schedule.c) and the tiled nests lowering builds from them:
- * the interior a schedule leaves unguarded is exactly the outputs whose
- * windows stay inside the input, the tiles cover it, blocks divide the
- * channels; lowering records the schedule on its kernel, with local
- * accumulator arrays, and -fno-tile (tile 0) gives the plain nests. That
- * tiled and plain nests compute the same values is the oracle tests' job
- * (make check runs them both ways); test_jit compares the backends on the
- * tiled nests. */
+ * the positions of the copy's planes are those of the outputs, every
+ * window stays in its plane's row, the tiles cover the positions and the
+ * last one's reads stay inside the copy, blocks divide the channels; lowering
+ * records the schedule on its kernel, with local accumulator arrays, and
+ * -fno-tile (tile 0) gives the plain nests. That tiled and plain nests compute
+ * the same values is the oracle tests' job (make check runs them both ways);
+ * test_jit compares the backends on the tiled nests. */
 #include <string.h>
 
 #include "testutil.h"
@@ -18,37 +18,36 @@ static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p,
   return (in + 2 * p - d * (k - 1) - 1) / s + 1;
 }
 
-/* Whether every tap of output position o reads inside [0, in). */
-static int inside(int64_t o, int64_t in, int64_t k, int64_t s, int64_t p,
-                  int64_t d) {
-  return o * s - p >= 0 && o * s - p + (k - 1) * d < in;
-}
-
 static void check(const ConvGeom *g, ConvPass pass) {
   ConvSchedule s = schedule_conv(g, pass, 1);
   assert_true(s.tiled);
   assert_true(s.ocb >= 1 && (g->O / g->groups) % s.ocb == 0);
   assert_true(s.width >= 1);
-  if (s.pad_copy || s.flat) { /* the copy has no padding: all interior */
-    assert_int_equal(s.row0, 0);
-    assert_int_equal(s.row1, g->OH);
-    assert_int_equal(s.col0, 0);
-    assert_int_equal(s.col1, g->OW);
-  } else {
-    for (int64_t o = 0; o < g->OW; o++)
-      assert_int_equal(o >= s.col0 && o < s.col1,
-                       inside(o, g->W, g->KW, g->sw, g->pw, g->dw));
-    for (int64_t o = 0; o < g->OH; o++)
-      assert_int_equal(o >= s.row0 && o < s.row1,
-                       inside(o, g->H, g->KH, g->sh, g->ph, g->dh));
-  }
-  int64_t span = s.flat ? s.positions : s.col1 - s.col0;
-  if (s.flat) /* stride 1: the last position is the last output */
-    assert_int_equal(s.positions, (g->OH - 1) * padded_geom(g).W + g->OW);
-  assert_int_equal(s.tiles * s.width + s.rem, span);
-  assert_true(s.rem < s.width || s.width == 1);
-  ConvSchedule plain = schedule_conv(g, pass, 0);
-  assert_false(plain.tiled);
+  assert_false(schedule_conv(g, pass, 0).tiled);
+  if (pass == CONV_WEIGHT)
+    assert_true(s.kwb >= 1 && g->KW % s.kwb == 0);
+  ConvGeom p = padded_geom(g);
+  /* the weight gradient always copies: its last tile runs past */
+  int copy = pass == CONV_WEIGHT || g->sh > 1 || g->sw > 1 || g->ph > 0 ||
+             g->pw > 0 || g->uh > 1 || g->uw > 1;
+  assert_int_equal(s.pad_copy, copy);
+  int64_t PH = copy ? g->sh : 1, PW = copy ? g->sw : 1;
+  assert_int_equal(s.phase_h, PH);
+  assert_int_equal(s.phase_w, PW);
+  assert_int_equal(s.plane_w, copy ? (p.W + PW - 1) / PW : g->W);
+  assert_int_equal(s.positions, (g->OH - 1) * s.plane_w + g->OW);
+  /* a window's last tap stays in its row of the plane */
+  assert_true(g->OW - 1 + (g->KW - 1) * g->dw / PW < s.plane_w);
+  /* the tiles cover the positions, the last at most a tile past them */
+  int64_t covered = s.tiles * s.width;
+  assert_true(covered >= s.positions);
+  assert_true(covered - s.positions < s.width);
+  int64_t reach =
+      covered + (g->KH - 1) * g->dh / PH * s.plane_w + (g->KW - 1) * g->dw / PW;
+  if (copy) /* the deepest tap of the last tile reads inside its plane */
+    assert_true(reach <= s.plane_h * s.plane_w);
+  else /* the last tile ends at the last position instead */
+    assert_true(covered == s.positions || s.width <= s.positions);
 }
 
 static void interior_and_tiles(void **state) {
@@ -79,11 +78,21 @@ static void interior_and_tiles(void **state) {
                             p,
                             p,
                             d,
-                            d};
+                            d,
+                            1,
+                            1};
               if (g.OW < 1)
                 continue;
               check(&g, CONV_FORWARD);
               check(&g, CONV_WEIGHT);
+              /* conv_dx's input spread apart at stride st: copied */
+              ConvGeom u = g;
+              u.sh = u.sw = 1;
+              u.uh = u.uw = st;
+              u.OH = out_size(H, k, 1, p, d);
+              u.OW = out_size(H + 1, k, 1, p, d);
+              if (u.OH >= 1 && u.OW >= 1)
+                check(&u, CONV_FORWARD);
               n++;
             }
   assert_true(n > 300);
@@ -139,8 +148,8 @@ static void lowering_records_schedules(void **state) {
   /* padding 2 at stride 1: a zero-padded copy, rows flattened */
   assert_non_null(strstr(kernel(t, "c1")->schedule, "zero-padded"));
   assert_non_null(strstr(kernel(t, "c1")->schedule, "flattened"));
-  /* stride 2: the copy split into phases */
-  assert_non_null(strstr(kernel(t, "c3")->schedule, "phases"));
+  /* stride 2: the copy split into 2 x 2 planes of phases */
+  assert_non_null(strstr(kernel(t, "c3")->schedule, "2 x 2 planes"));
   release(c);
   (void)state;
 }
