@@ -3,7 +3,7 @@
 
 Usage:
     /usr/bin/python3 tests/oracle/fd.py [CNNC] [--only NAME]... [-j N]
-                                        [--probes P] [--seed S] [-v]
+                                        [--probes P] [--seed S] [--jit] [-v]
 
 For every model of tests/oracle/grad_ops/ (weights, data and batch as
 grad.py makes them), `CNNC grad` gives the loss L(w) and the gradient g. For
@@ -23,7 +23,11 @@ at h or, failing that, at h/10 (a relu kink or a max-pool window whose
 winner changes within the step spoils the larger one; a wrong gradient fails
 at both).
 
-The compiled program is cached by cnnc, so each probe costs two runs of it.
+cnnc runs the program through the system C compiler (`--cc`, $CC or cc),
+which it caches: each probe then costs two runs of the cached program,
+where the JIT would compile the model again for every run (about 1 s each,
+some 17 minutes in all); --jit runs the JIT instead. That both paths
+compute the same gradients is sanitize.py's and test_jit's job.
 Dropout's mask depends only on the draw count, which is the same in every
 run, so dropout models are smooth too. Random data makes ties in max pooling
 unlikely.
@@ -52,6 +56,7 @@ import graph_train  # noqa: E402
 import st  # noqa: E402
 
 ROOT = graph_torch.ROOT
+EXTRA = ["--cc", os.environ.get("CC", "cc")]  # cnnc grad's options (--jit: none)
 STEP = 1e-2
 RTOL = 2e-2
 ATOL = 1e-3
@@ -61,7 +66,7 @@ def probe_loss(cnnc, path, work, weights, ipath, batch, tag):
     wpath = os.path.join(work, f"w_{tag}.safetensors")
     opath = os.path.join(work, f"g_{tag}.safetensors")
     st.write(wpath, weights)
-    grad.run_grad(cnnc, path, wpath, ipath, opath, batch)
+    grad.run_grad(cnnc, path, wpath, ipath, opath, batch, extra=EXTRA)
     out = grad.read_grads(opath)
     os.remove(wpath)
     os.remove(opath)
@@ -97,7 +102,7 @@ def run_case(case, cnnc, work, seed, probes, verbose):
         opath = os.path.join(work, "grads.safetensors")
         st.write(wpath, weights)
         t0 = time.time()
-        grad.run_grad(cnnc, path, wpath, ipath, opath, batch)
+        grad.run_grad(cnnc, path, wpath, ipath, opath, batch, extra=EXTRA)
         got = grad.read_grads(opath)
         gen = torch.Generator().manual_seed(s + 7)
         fails, worst, n, retried = [], (0.0, ""), 0, 0
@@ -173,6 +178,8 @@ def main(argv):
             seed = int(args.pop(0))
         elif a == "--probes" and args:
             probes = max(1, int(args.pop(0)))
+        elif a == "--jit":
+            EXTRA.clear()
         elif a == "-v":
             verbose = True
         elif a in ("-h", "--help"):

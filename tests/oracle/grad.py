@@ -166,10 +166,10 @@ def case_weights(name, g, seed, data):
     return weights
 
 
-def run_grad(cnnc, path, wpath, ipath, opath, batch, env=None):
-    """Runs `cnnc grad`; returns the seconds it took."""
+def run_grad(cnnc, path, wpath, ipath, opath, batch, env=None, extra=()):
+    """Runs `cnnc grad` (with the options extra); returns the seconds it took."""
     cmd = [cnnc, "grad", path, "--weights", wpath, "--input", ipath, "--output", opath,
-           "--batch", str(batch)] + os.environ.get("CNNC_FLAGS", "").split()
+           "--batch", str(batch)] + os.environ.get("CNNC_FLAGS", "").split() + list(extra)
     if os.path.exists(opath):
         os.remove(opath)
     t0 = time.time()
