@@ -155,14 +155,19 @@ static void pad_input(Lower *L, Conv *c) {
   Expr *in = gh->k == X_INT   ? gw
              : gw->k == X_INT ? gh
                               : x_bin(L->p, X_AND, gh, gw);
-  /* an input spread apart: the rows and columns between its own are 0 */
+  /* an input spread apart: the rows and columns between its own are 0
+   * (the padded coordinate shifted by a multiple of u past the padding,
+   * so that the remainder's operand is not negative) */
   int64_t u[2] = {g->uh > 1 ? g->uh : 1, g->uw > 1 ? g->uw : 1};
-  Expr **at[2] = {&ih, &iw};
+  int64_t lead[2] = {g->ph, g->pw};
+  Expr **at[2] = {&ih, &iw}, *pos[2] = {pr, pc};
   for (int ax = 0; ax < 2; ax++) {
     if (u[ax] == 1)
       continue;
-    Expr *on =
-        x_bin(L->p, X_EQ, x_bin(L->p, X_MOD, *at[ax], I(L, u[ax])), I(L, 0));
+    int64_t shift = (lead[ax] + u[ax] - 1) / u[ax] * u[ax] - lead[ax];
+    Expr *on = x_bin(
+        L->p, X_EQ,
+        x_bin(L->p, X_MOD, add(L, pos[ax], I(L, shift)), I(L, u[ax])), I(L, 0));
     in = in->k == X_INT ? on : x_bin(L->p, X_AND, in, on);
     *at[ax] = dvd(L, *at[ax], I(L, u[ax]));
   }

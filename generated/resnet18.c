@@ -5467,7 +5467,7 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t a = 0; a < 17; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer4_0_conv1_dx_padded[((n * 512 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 13 && (0 <= q - 1 && q - 1 < 13) && (a - 1) % 2 == 0 && (q - 1) % 2 == 0 ? layer4_0_bn1_dx[((n * 512 + c) * 7 + (a - 1) / 2) * 7 + (q - 1) / 2] : 0.0f;
+          layer4_0_conv1_dx_padded[((n * 512 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 13 && (0 <= q - 1 && q - 1 < 13) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer4_0_bn1_dx[((n * 512 + c) * 7 + (a - 1) / 2) * 7 + (q - 1) / 2] : 0.0f;
         }
       }
     }
@@ -6490,7 +6490,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer3_0_conv1_dx_padded[((n * 256 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 27 && (0 <= q - 1 && q - 1 < 27) && (a - 1) % 2 == 0 && (q - 1) % 2 == 0 ? layer3_0_bn1_dx[((n * 256 + c) * 14 + (a - 1) / 2) * 14 + (q - 1) / 2] : 0.0f;
+          layer3_0_conv1_dx_padded[((n * 256 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 27 && (0 <= q - 1 && q - 1 < 27) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer3_0_bn1_dx[((n * 256 + c) * 14 + (a - 1) / 2) * 14 + (q - 1) / 2] : 0.0f;
         }
       }
     }
@@ -7521,7 +7521,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 59; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer2_0_conv1_dx_padded[((n * 128 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 55 && (0 <= q - 1 && q - 1 < 55) && (a - 1) % 2 == 0 && (q - 1) % 2 == 0 ? layer2_0_bn1_dx[((n * 128 + c) * 28 + (a - 1) / 2) * 28 + (q - 1) / 2] : 0.0f;
+          layer2_0_conv1_dx_padded[((n * 128 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 55 && (0 <= q - 1 && q - 1 < 55) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer2_0_bn1_dx[((n * 128 + c) * 28 + (a - 1) / 2) * 28 + (q - 1) / 2] : 0.0f;
         }
       }
     }
