@@ -21,7 +21,13 @@
  * runs, seconds (the timed window), cpu (the process's CPU time in that
  * window: on a loaded machine it counts less of the time spent waiting for
  * a core), and the median, mean, minimum, 10th and 90th percentile of one
- * run's time in seconds. */
+ * run's time in seconds.
+ *
+ * Built with -DPROFILE -DMODEL_C='"NAME.c"' and
+ * -D'NAME_KERNEL(layer, call)=PROFILE_KERNEL(layer, call)' (speed.py
+ * --layers), it compiles the generated code itself with every kernel call
+ * timed, and after that line prints one `layer=NAME seconds=T` line per
+ * layer and pass, T its time per timed run, the slowest first. */
 #ifndef _XOPEN_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -48,6 +54,63 @@ static double cpu(void) {
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
+
+#ifdef PROFILE
+/* Time per kernel call site (a layer's name is one string per site). */
+enum { PROF_MAX = 1 << 13 };
+static struct prof {
+  const char *layer;
+  double t;
+} prof[PROF_MAX];
+
+static void prof_add(const char *layer, double t) {
+  size_t h = (size_t)((uintptr_t)layer >> 3) % PROF_MAX, tries = 0;
+  while (prof[h].layer && prof[h].layer != layer && tries++ < PROF_MAX)
+    h = (h + 1) % PROF_MAX;
+  if (tries >= PROF_MAX)
+    return; /* more call sites than slots: left out */
+  prof[h].layer = layer;
+  prof[h].t += t;
+}
+
+static int by_time(const void *a, const void *b) {
+  double x = ((const struct prof *)a)->t, y = ((const struct prof *)b)->t;
+  return (x < y) - (x > y);
+}
+
+/* The layers' time per run, merged by name, slowest first. */
+static void prof_print(long runs) {
+  static struct prof merged[PROF_MAX];
+  long n = 0;
+  for (long i = 0; i < PROF_MAX; i++) {
+    if (!prof[i].layer)
+      continue;
+    long j = 0;
+    while (j < n && strcmp(merged[j].layer, prof[i].layer) != 0)
+      j++;
+    if (j == n)
+      merged[n++].layer = prof[i].layer;
+    merged[j].t += prof[i].t;
+  }
+  qsort(merged, (size_t)n, sizeof *merged, by_time);
+  for (long i = 0; i < n; i++)
+    printf("layer=%s seconds=%.9f\n", merged[i].layer,
+           merged[i].t / (double)runs);
+}
+
+static void prof_reset(void) {
+  for (long i = 0; i < PROF_MAX; i++)
+    prof[i].t = 0;
+}
+
+#define PROFILE_KERNEL(layer, call)                                            \
+  do {                                                                         \
+    double prof_t0 = now();                                                    \
+    call;                                                                      \
+    prof_add(layer, now() - prof_t0);                                          \
+  } while (0)
+#include MODEL_C
+#endif
 
 static int by_value(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -147,6 +210,9 @@ int main(int argc, char **argv) {
       return 1;
     g = (g + 1) % groups;
   }
+#ifdef PROFILE
+  prof_reset(); /* the warm-up's calls are not counted */
+#endif
   double t0 = now(), c0 = cpu();
   for (;;) {
     double a = now();
@@ -173,6 +239,9 @@ int main(int argc, char **argv) {
          "p10=%.9f p90=%.9f batch=%d sink=%g\n",
          runs, window, cpu_window, times[runs / 2], sum / (double)runs,
          times[0], times[runs / 10], times[runs * 9 / 10], BATCH, sink);
+#ifdef PROFILE
+  prof_print(runs);
+#endif
   free(times);
   free(out);
   free(s);

@@ -4,7 +4,7 @@ against PyTorch, and the arithmetic rate each reaches against this core's
 peak, in one run.
 
 usage: /usr/bin/python3 bench/models.py [--cnnc build/cnnc] [--model M]... [--threads 1]
-           [--seconds 2] [--rounds 1] [--no-train] [--out build/bench]
+           [--seconds 2] [--rounds 1] [--no-train] [--layers 5] [--out build/bench]
 
 Measures, through bench/speed.py (its harness, its PyTorch side, its
 interleaving and medians; see its docstring):
@@ -16,7 +16,8 @@ interleaving and medians; see its docstring):
   training   one training step of resnet18 at batch 8 (--no-train skips
              it), NAME_train_step against PyTorch eager.
 
-and adds, for each, the rate in GFLOP/s: 2 x the multiply-adds `cnnc check`
+prints cnnc's --layers slowest layers of each (speed.py --layers: every
+kernel call timed), and adds, for each, the rate in GFLOP/s: 2 x the multiply-adds `cnnc check`
 counts (convolutions and dense layers; a training step counts three times
 the forward pass: forward, dx and dw), over the CPU time of a run (the
 median of the rounds; on a shared machine wall time mostly measures the
@@ -72,6 +73,7 @@ def main():
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     args = ap.parse_args()
     speed.torch_model.use_openblas(True)  # re-executes once, before anything
@@ -100,7 +102,8 @@ def main():
         sargs = argparse.Namespace(
             cnnc=args.cnnc, size=None, train_batch=tb, infer_batch=ib,
             seconds=args.seconds, rounds=args.rounds, threads=args.threads, cc=args.cc,
-            data="/usr/share/datasets/fashion-mnist", out=args.out, no_openblas=False)
+            data="/usr/share/datasets/fashion-mnist", out=args.out, no_openblas=False,
+            layers=args.layers)
         work = os.path.join(args.out, "models", f"{m}-{'train' if tb else 'infer'}")
         mac = macs(args.cnnc, m)
         for name, what, c, t, ratio, cratio in speed.bench_model(sargs, m, work):

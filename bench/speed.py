@@ -6,7 +6,7 @@ usage: /usr/bin/python3 bench/speed.py [--cnnc build/cnnc] [--model M]...
            [--size C,H,W] [--train-batch 64] [--infer-batch 1]
            [--seconds 3] [--rounds 3] [--threads 1] [--cc cc]
            [--data /usr/share/datasets/fashion-mnist] [--out build/bench]
-           [--no-openblas]
+           [--no-openblas] [--layers N]
 
 For each model (a path, or NAME for dsl-examples/NAME.cnn; lenet5 by
 default; --size changes its input to [C, H, W]):
@@ -41,6 +41,11 @@ from the same rules. Each measurement warms up, then runs for --seconds
 (cnnc, PyTorch, cnnc, ...), and the table shows each side's median over the
 rounds. Throughput is images over the timed window; latency is the median
 run. Ratios are speed-ups of cnnc over PyTorch: above 1, cnnc is faster.
+
+--layers N then prints cnnc's N slowest layers in each mode: the same
+code built with harness.c's PROFILE, which times every kernel call (a
+layer's forward kernel, its .dx and .dweight, its parameters' updates,
+fused layers under their chain's first), run for --seconds.
 
 PyTorch uses OpenBLAS for dense layers when it can find it (make bench
 unpacks Debian's libopenblas0-openmp into build/openblas; the script then
@@ -135,6 +140,23 @@ class CSide:
                         + [f"-D{k}={v}" for k, v in defs.items()]
                         + ["-I", work, "-o", self.exe, HARNESS, c, "-lm"])
         run(self.compile)
+        # --layers: the same code with every kernel call timed (harness.c)
+        self.profiled = os.path.join(work, "harness-layers")
+        hook = f"-D{name.upper()}_KERNEL(layer,call)=PROFILE_KERNEL(layer,call)"
+        self.compile_profiled = (args.cc.split() + CFLAGS.split() + ["-Wall", "-Wextra"]
+                                 + [f"-D{k}={v}" for k, v in defs.items()]
+                                 + ["-DPROFILE", f'-DMODEL_C="{name}.c"', hook, "-I",
+                                    work, "-o", self.profiled, HARNESS, "-lm"])
+
+    def layers(self, seconds, xfile, yfile):
+        """[(layer, seconds per run)], the slowest first."""
+        if not os.path.exists(self.profiled):
+            run(self.compile_profiled)
+        out = subprocess.run([self.profiled, str(seconds), "3", xfile, yfile],
+                             capture_output=True, text=True, check=True,
+                             env=self.env).stdout
+        return [(m.group(1), float(m.group(2)))
+                for m in re.finditer(r"^layer=(\S+) seconds=(\S+)$", out, re.M)]
 
     def measure(self, seconds, xfile, yfile):
         out = subprocess.run([self.exe, str(seconds), "5", xfile, yfile],
@@ -278,6 +300,14 @@ def bench_model(args, m, work):
                       f"median, {fmt_time(v['cpu'] / v['runs']):>10} CPU per run  (mean "
                       f"{fmt_time(v['mean'])}, min {fmt_time(v['min'])}, {v['runs']:.0f} "
                       f"runs)", flush=True)
+    if args.layers:
+        for mode in sides:
+            top = sides[mode][0].layers(args.seconds, xfile, yfile)
+            total = sum(t for _, t in top) or 1
+            print(f"  cnnc's slowest layers, {'training step' if mode == 'train' else 'inference'}"
+                  f" ({fmt_time(total)} in kernels per run, timed call by call):", flush=True)
+            for layer, t in top[:args.layers]:
+                print(f"    {layer:32} {fmt_time(t):>10} {t / total:6.1%}", flush=True)
     med = statistics.median
     rows = []
     if "train" in sides:
@@ -318,6 +348,7 @@ def main():
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--no-openblas", action="store_true")
+    ap.add_argument("--layers", type=int, default=0)
     args = ap.parse_args()
     torch_model.use_openblas(not args.no_openblas)
     torch.set_num_threads(args.threads)

@@ -311,12 +311,13 @@ static void print_kernel(FILE *o, FILE *call, const Program *p, const Kernel *k,
   if (fails)
     fprintf(o, "  return 0;\n");
   fprintf(o, "}\n\n");
+  fprintf(call, "  %s_KERNEL(\"%s\", ", M, k->name);
   if (fails)
-    fprintf(call, "  if (%s(s, count", fname);
+    fprintf(call, "if (%s(s, count", fname);
   else
-    fprintf(call, "  %s(s, count", fname);
+    fprintf(call, "%s(s, count", fname);
   io_args(call, p, io, nio, 0);
-  fprintf(call, fails ? "))\n    return -1;\n" : ");\n");
+  fprintf(call, fails ? ")) return -1);\n" : "));\n");
   mem_free(io);
   used_clear(used);
 }
@@ -719,17 +720,24 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
   fprintf(c, "#include \"%s\"\n\n", header_name);
   fprintf(c, "#include <math.h>\n#include <stddef.h>\n#include "
              "<stdint.h>\n#include <string.h>\n\n");
-  fprintf(c,
-          "/* Compiled with OpenMP (-fopenmp), the loops marked so run on its\n"
-          " * threads (OMP_NUM_THREADS); without it, in order. */\n"
-          "#ifdef _OPENMP\n"
-          "#define %s_PRAGMA(x) _Pragma(#x)\n"
-          "#define %s_PARALLEL_FOR(clauses) %s_PRAGMA(omp parallel for "
-          "clauses)\n"
-          "#else\n"
-          "#define %s_PARALLEL_FOR(clauses)\n"
-          "#endif\n\n",
-          M, M, M, M);
+  fprintf(
+      c,
+      "/* Compiled with OpenMP (-fopenmp), the loops marked so run on its\n"
+      " * threads (OMP_NUM_THREADS); without it, in order. */\n"
+      "#ifdef _OPENMP\n"
+      "#define %s_PRAGMA(x) _Pragma(#x)\n"
+      "#define %s_PARALLEL_FOR(clauses) %s_PRAGMA(omp parallel for "
+      "clauses)\n"
+      "#else\n"
+      "#define %s_PARALLEL_FOR(clauses)\n"
+      "#endif\n\n"
+      "/* Kernels are called as %s_KERNEL(\"layer\", call): defined before\n"
+      " * this file is compiled, it can time the layers (bench/harness.c\n"
+      " * does); by default it is the call alone. */\n"
+      "#ifndef %s_KERNEL\n"
+      "#define %s_KERNEL(layer, call) call\n"
+      "#endif\n\n",
+      M, M, M, M, M, M, M);
   emit_tables(c, p, m);
   print_template(c, emit_c_safetensors_template, m);
   fprintf(c, "\n");

@@ -16,6 +16,13 @@
 #define LENET5_PARALLEL_FOR(clauses)
 #endif
 
+/* Kernels are called as LENET5_KERNEL("layer", call): defined before
+ * this file is compiled, it can time the layers (bench/harness.c
+ * does); by default it is the call alone. */
+#ifndef LENET5_KERNEL
+#define LENET5_KERNEL(layer, call) call
+#endif
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct lenet5_tensor {
   const char *name;
@@ -1156,14 +1163,14 @@ static void forward_logits(lenet5_state *s, ptrdiff_t count, float *logits) {
 int lenet5_forward(lenet5_state *s, int count, const float *x, float *logits) {
   if (count < 1 || count > LENET5_BATCH)
     return -1;
-  forward_c1(s, count, x);
-  forward_avgpool0(s, count);
-  forward_c3(s, count);
-  forward_avgpool1(s, count);
-  forward_f5(s, count);
-  forward_f6(s, count);
-  forward_f7(s, count);
-  forward_logits(s, count, logits);
+  LENET5_KERNEL("c1", forward_c1(s, count, x));
+  LENET5_KERNEL("avgpool0", forward_avgpool0(s, count));
+  LENET5_KERNEL("c3", forward_c3(s, count));
+  LENET5_KERNEL("avgpool1", forward_avgpool1(s, count));
+  LENET5_KERNEL("f5", forward_f5(s, count));
+  LENET5_KERNEL("f6", forward_f6(s, count));
+  LENET5_KERNEL("f7", forward_f7(s, count));
+  LENET5_KERNEL("logits", forward_logits(s, count, logits));
   return 0;
 }
 
@@ -2185,33 +2192,32 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
   if (count < 1 || count > LENET5_BATCH)
     return -1;
   s->draws++;
-  if (train_labels(s, count, labels))
-    return -1;
-  train_c1(s, count, x);
-  train_avgpool0(s, count);
-  train_c3(s, count);
-  train_avgpool1(s, count);
-  train_f5(s, count);
-  train_f6(s, count);
-  train_f7(s, count);
-  train_cross_entropy0(s, count, labels);
-  train_cross_entropy0_dx(s, count, labels);
-  train_f7_dweight(s, count);
-  train_f7_dbias(s, count);
-  train_f7_dx(s, count);
-  train_f6_dweight(s, count);
-  train_f6_dbias(s, count);
-  train_f6_dx(s, count);
-  train_f5_dx(s, count);
-  train_f5_dweight(s, count);
-  train_f5_dbias(s, count);
-  train_avgpool1_dx(s, count);
-  train_c3_dx(s, count);
-  train_c3_dweight(s, count);
-  train_c3_dbias(s, count);
-  train_avgpool0_dx(s, count);
-  train_c1_dweight(s, count, x);
-  train_c1_dbias(s, count);
+  LENET5_KERNEL("labels", if (train_labels(s, count, labels)) return -1);
+  LENET5_KERNEL("c1", train_c1(s, count, x));
+  LENET5_KERNEL("avgpool0", train_avgpool0(s, count));
+  LENET5_KERNEL("c3", train_c3(s, count));
+  LENET5_KERNEL("avgpool1", train_avgpool1(s, count));
+  LENET5_KERNEL("f5", train_f5(s, count));
+  LENET5_KERNEL("f6", train_f6(s, count));
+  LENET5_KERNEL("f7", train_f7(s, count));
+  LENET5_KERNEL("cross_entropy0", train_cross_entropy0(s, count, labels));
+  LENET5_KERNEL("cross_entropy0.dx", train_cross_entropy0_dx(s, count, labels));
+  LENET5_KERNEL("f7.dweight", train_f7_dweight(s, count));
+  LENET5_KERNEL("f7.dbias", train_f7_dbias(s, count));
+  LENET5_KERNEL("f7.dx", train_f7_dx(s, count));
+  LENET5_KERNEL("f6.dweight", train_f6_dweight(s, count));
+  LENET5_KERNEL("f6.dbias", train_f6_dbias(s, count));
+  LENET5_KERNEL("f6.dx", train_f6_dx(s, count));
+  LENET5_KERNEL("f5.dx", train_f5_dx(s, count));
+  LENET5_KERNEL("f5.dweight", train_f5_dweight(s, count));
+  LENET5_KERNEL("f5.dbias", train_f5_dbias(s, count));
+  LENET5_KERNEL("avgpool1.dx", train_avgpool1_dx(s, count));
+  LENET5_KERNEL("c3.dx", train_c3_dx(s, count));
+  LENET5_KERNEL("c3.dweight", train_c3_dweight(s, count));
+  LENET5_KERNEL("c3.dbias", train_c3_dbias(s, count));
+  LENET5_KERNEL("avgpool0.dx", train_avgpool0_dx(s, count));
+  LENET5_KERNEL("c1.dweight", train_c1_dweight(s, count, x));
+  LENET5_KERNEL("c1.dbias", train_c1_dbias(s, count));
   *loss = s->arena[16056];
   return 0;
 }
@@ -2219,16 +2225,16 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
 void lenet5_update(lenet5_state *s) {
   ptrdiff_t count = 0;
   s->step++;
-  update_c1_weight(s, count);
-  update_c1_bias(s, count);
-  update_c3_weight(s, count);
-  update_c3_bias(s, count);
-  update_f5_weight(s, count);
-  update_f5_bias(s, count);
-  update_f6_weight(s, count);
-  update_f6_bias(s, count);
-  update_f7_weight(s, count);
-  update_f7_bias(s, count);
+  LENET5_KERNEL("c1.weight", update_c1_weight(s, count));
+  LENET5_KERNEL("c1.bias", update_c1_bias(s, count));
+  LENET5_KERNEL("c3.weight", update_c3_weight(s, count));
+  LENET5_KERNEL("c3.bias", update_c3_bias(s, count));
+  LENET5_KERNEL("f5.weight", update_f5_weight(s, count));
+  LENET5_KERNEL("f5.bias", update_f5_bias(s, count));
+  LENET5_KERNEL("f6.weight", update_f6_weight(s, count));
+  LENET5_KERNEL("f6.bias", update_f6_bias(s, count));
+  LENET5_KERNEL("f7.weight", update_f7_weight(s, count));
+  LENET5_KERNEL("f7.bias", update_f7_bias(s, count));
   (void)count;
 }
 
