@@ -193,31 +193,41 @@ static void lower_forward(Lower *L, Conv *c) {
   int64_t Og = g->O / g->groups;
   LoopBuilder *b = &L->b;
   c->acc = loop_local(L->p, b->k, "acc", s->ocb * s->width);
-  /* samples or blocks of output channels outermost: either writes apart,
-   * so threads can share them out; a block's weights stay in cache for
-   * every tile */
-  int ob;
+  /* Samples or chunks of blocks of output channels outermost: either
+   * writes apart, so threads can share them out. Within a chunk the tiles
+   * go by once, each through the chunk's blocks: the chunk's weights
+   * stay in cache while the input streams through once (schedule.h). */
+  int64_t nob = Og / s->ocb, per = s->chunk, chunks = nob / per;
+  int ch = -1;
   if (s->parallel == PAR_SAMPLES) {
     c->n = lb_parallel_for(b, "n", -1);
-    ob = lb_for(b, "ob", Og / s->ocb);
+    if (chunks > 1)
+      ch = lb_for(b, "oc", chunks);
   } else {
-    ob = s->parallel ? lb_parallel_for(b, "ob", Og / s->ocb)
-                     : lb_for(b, "ob", Og / s->ocb);
+    if (chunks > 1)
+      ch = s->parallel ? lb_parallel_for(b, "oc", chunks)
+                       : lb_for(b, "oc", chunks);
     c->n = lb_for(b, "n", -1);
   }
-  Expr *ocl0 = mul(L, V(L, ob), I(L, s->ocb));
-  c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
   /* without a copy, a last tile that would run past the positions ends
    * at the last one instead */
   int64_t w = s->width, shifted = !s->pad_copy && s->tiles * w > s->positions;
-  if (s->tiles - shifted > 0) {
-    int t = lb_for(b, "t", s->tiles - shifted);
-    flat_tile(L, c, mul(L, V(L, t), I(L, w)), w, ocl0, 0);
-    close(L, 1);
+  for (int last = 0; last < 2; last++) {
+    if (last ? !shifted : s->tiles - shifted <= 0)
+      continue;
+    int t = last ? -1 : lb_for(b, "t", s->tiles - shifted);
+    int ob = lb_for(b, "ob", per);
+    Expr *blk =
+        ch >= 0 ? add(L, mul(L, V(L, ch), I(L, per)), V(L, ob)) : V(L, ob);
+    Expr *ocl0 = mul(L, blk, I(L, s->ocb));
+    c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
+    if (last)
+      flat_tile(L, c, I(L, s->positions - w), w, ocl0, (s->tiles - 1) * w);
+    else
+      flat_tile(L, c, mul(L, V(L, t), I(L, w)), w, ocl0, 0);
+    close(L, 1 + (t >= 0) + (c->grp >= 0));
   }
-  if (shifted)
-    flat_tile(L, c, I(L, s->positions - w), w, ocl0, (s->tiles - 1) * w);
-  close(L, 2 + (c->grp >= 0));
+  close(L, 1 + (ch >= 0));
 }
 
 static ConvGeom geom(const Node *of) {
@@ -253,9 +263,11 @@ int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   c.xs = nd->in.v[0]->shape;
   c.ys = nd->shape;
   c.s = schedule_conv(&c.g, CONV_FORWARD, L->p->tile);
-  if (c.s.tiled)
+  if (c.s.tiled) {
     c.s.parallel = schedule_parallel(schedule_conv_work(&c.g), L->p->batch,
                                      c.g.O / c.g.groups / c.s.ocb, 1);
+    schedule_chunk(&c.g, &c.s);
+  }
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;
@@ -296,9 +308,11 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
   c.xs = of->shape;
   c.ys = of->in.v[0]->shape;
   c.s = schedule_conv(&g, CONV_FORWARD, L->p->tile);
-  if (c.s.tiled)
+  if (c.s.tiled) {
     c.s.parallel = schedule_parallel(schedule_conv_work(&g), L->p->batch,
                                      g.O / g.groups / c.s.ocb, 1);
+    schedule_chunk(&c.g, &c.s);
+  }
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;

@@ -128,6 +128,24 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   return s;
 }
 
+static int64_t largest_divisor(int64_t n, int64_t most);
+
+/* Bytes of weights a chunk may hold: half of this core class's L2 (512
+ * KB), the rest for the tile's input rows and the stores. Without chunks,
+ * a block's weights stay in cache but the whole input streams through
+ * once per block: VGG16's 224 x 224 layers then ran at half the rate of
+ * its small ones. */
+enum { CHUNK_BYTES = 256 << 10 };
+
+void schedule_chunk(const ConvGeom *g, ConvSchedule *s) {
+  int64_t nob = g->O / g->groups / s->ocb;
+  int64_t block = s->ocb * (g->C / g->groups) * g->KH * g->KW * g->groups * 4;
+  int64_t most = CHUNK_BYTES / block;
+  if (s->parallel == PAR_BLOCKS && most > nob / 2)
+    most = nob / 4; /* chunks for 4 threads at least */
+  s->chunk = largest_divisor(nob, most < 1 ? 1 : most);
+}
+
 int64_t schedule_conv_work(const ConvGeom *g) {
   return g->O * g->OH * g->OW * (g->C / g->groups) * g->KH * g->KW;
 }
@@ -155,9 +173,14 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
                          "accumulators: %" PRId64 " output channels x %" PRId64
                          " positions",
                          s->ocb, s->width);
+  if (s->chunk)
+    acc = arena_printf(a, "%s; tiles through chunks of %" PRId64 " blocks", acc,
+                       s->chunk);
   if (s->parallel)
     acc = arena_printf(a, "%s; %s shared out among threads", acc,
-                       s->parallel == PAR_SAMPLES ? "samples" : "blocks");
+                       s->parallel == PAR_SAMPLES ? "samples"
+                       : s->chunk                 ? "chunks"
+                                                  : "blocks");
   const char *copy =
       !s->pad_copy ? ""
       : s->phase_h * s->phase_w > 1

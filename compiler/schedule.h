@@ -57,6 +57,10 @@ typedef struct ConvSchedule {
                         (overlapping the one before, and storing only what
                         that did not) */
   int parallel;      /* Parallel: what threads share out, set by lowering */
+  int64_t chunk;     /* forward: blocks per chunk, whose weights fit in the
+                        L2 cache: the tiles go by once per chunk, each
+                        through its blocks (at least 4 chunks when threads
+                        share out the blocks); schedule_chunk sets it */
 } ConvSchedule;
 
 /* Work (multiply-adds per call) below which a nest runs on one thread:
@@ -97,6 +101,8 @@ DenseSchedule schedule_dense(int64_t in, int64_t out, DensePass pass, int tile);
 const char *schedule_describe_dense(Arena *a, const DenseSchedule *s,
                                     DensePass pass);
 
+/* Sets s->chunk, once s->parallel is known. */
+void schedule_chunk(const ConvGeom *g, ConvSchedule *s);
 /* The schedule of a convolution pass; tile 0 asks for the plain nest. */
 ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile);
 /* The convolution over the zero-padded copy of its input: rows and

@@ -880,7 +880,7 @@ size_t lenet5_save(const lenet5_state *s, void *data, size_t size) {
 }
 
 /* c1: conv+tanh with tanh0, lenet5.cnn:9
- * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; 28 tiles (4 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; tiles through chunks of 2 blocks; 28 tiles (4 spare positions), no guards */
 static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
@@ -896,9 +896,9 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 28; t++) {
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t t = 0; t < 28; t++) {
+      for (ptrdiff_t ob = 0; ob < 2; ob++) {
         for (ptrdiff_t j = 0; j < 3; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
             acc[j * 32 + i] = c1_bias[ob * 3 + j];
@@ -954,16 +954,16 @@ static void forward_avgpool0(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c3: conv+tanh with tanh1, lenet5.cnn:10
- * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 6 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; 6 tiles (the last ending at the last position), no guards */
 static void forward_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
   const float *avgpool0 = s->arena + 4704;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 5; t++) {
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t t = 0; t < 5; t++) {
+      for (ptrdiff_t ob = 0; ob < 4; ob++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = c3_bias[ob * 4 + j];
@@ -993,16 +993,18 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
           }
         }
       }
+    }
+    for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
         for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = c3_bias[ob * 4 + j_4];
+          acc[j_4 * 24 + i_4] = c3_bias[ob_2 * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = c3_weight[(((ob * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              float wv_2 = c3_weight[(((ob_2 * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
               for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
                 acc[j_5 * 24 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2] * wv_2;
               }
@@ -1017,7 +1019,7 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
             float v_2 = acc[j_6 * 24 + i_6];
             float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
             float z_2 = c_2 * c_2;
-            tanh1[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+            tanh1[((n * 16 + ob_2 * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
@@ -1189,7 +1191,7 @@ static int train_labels(const lenet5_state *s, ptrdiff_t count, const int64_t *l
 }
 
 /* c1: conv+tanh with tanh0, lenet5.cnn:9
- * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; 28 tiles (4 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; tiles through chunks of 2 blocks; 28 tiles (4 spare positions), no guards */
 static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
   const float *c1_bias = s->f32 + 150; /* c1.bias */
@@ -1205,9 +1207,9 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 28; t++) {
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t t = 0; t < 28; t++) {
+      for (ptrdiff_t ob = 0; ob < 2; ob++) {
         for (ptrdiff_t j = 0; j < 3; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
             acc[j * 32 + i] = c1_bias[ob * 3 + j];
@@ -1263,16 +1265,16 @@ static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c3: conv+tanh with tanh1, lenet5.cnn:10
- * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; 6 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; 6 tiles (the last ending at the last position), no guards */
 static void train_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *c3_bias = s->f32 + 2556; /* c3.bias */
   const float *avgpool0 = s->arena + 11776;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 5; t++) {
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t t = 0; t < 5; t++) {
+      for (ptrdiff_t ob = 0; ob < 4; ob++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t i = 0; i < 24; i++) {
             acc[j * 24 + i] = c3_bias[ob * 4 + j];
@@ -1302,16 +1304,18 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
           }
         }
       }
+    }
+    for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
         for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = c3_bias[ob * 4 + j_4];
+          acc[j_4 * 24 + i_4] = c3_bias[ob_2 * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = c3_weight[(((ob * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              float wv_2 = c3_weight[(((ob_2 * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
               for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
                 acc[j_5 * 24 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2] * wv_2;
               }
@@ -1326,7 +1330,7 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
             float v_2 = acc[j_6 * 24 + i_6];
             float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
             float z_2 = c_2 * c_2;
-            tanh1[((n * 16 + ob * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+            tanh1[((n * 16 + ob_2 * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
           }
         }
       }
@@ -1820,7 +1824,7 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* c3.dx: conv_dx, lenet5.cnn:10
- * schedule: input copied zero-padded; rows flattened to 248 positions; accumulators: 3 output channels x 32 positions; 8 tiles (8 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 248 positions; accumulators: 3 output channels x 32 positions; tiles through chunks of 2 blocks; 8 tiles (8 spare positions), no guards */
 static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 156; /* c3.weight */
   const float *tanh1_dx = s->arena + 10176;
@@ -1836,9 +1840,9 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 8; t++) {
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t t = 0; t < 8; t++) {
+      for (ptrdiff_t ob = 0; ob < 2; ob++) {
         for (ptrdiff_t j = 0; j < 3; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
             acc[j * 32 + i] = 0.0f;

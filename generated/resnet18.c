@@ -1084,7 +1084,7 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
@@ -1116,32 +1116,34 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 537; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 3; ic++) {
-          for (ptrdiff_t kh = 0; kh < 7; kh++) {
-            for (ptrdiff_t kw = 0; kw < 7; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 3; ic++) {
+            for (ptrdiff_t kh = 0; kh < 7; kh++) {
+              for (ptrdiff_t kw = 0; kw < 7; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 115 < 112 && p < 12877) {
-              float v = acc[j_3 * 24 + i_3] * bn1_scale[ob * 4 + j_3] + bn1_shift[ob * 4 + j_3];
-              relu0[((n_2 * 64 + ob * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 115 < 112 && p < 12877) {
+                float v = acc[j_3 * 24 + i_3] * bn1_scale[(oc * 4 + ob) * 4 + j_3] + bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1174,7 +1176,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
@@ -1203,32 +1205,34 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_0_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[ob * 4 + j_3] + layer1_0_bn1_shift[ob * 4 + j_3];
-              layer1_0_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1238,7 +1242,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
@@ -1268,32 +1272,34 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_0_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_0_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[ob * 4 + j_3] + layer1_0_bn2_shift[ob * 4 + j_3] + maxpool0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-              layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn2_shift[(oc * 4 + ob) * 4 + j_3] + maxpool0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1303,7 +1309,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
@@ -1332,32 +1338,34 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[ob * 4 + j_3] + layer1_1_bn1_shift[ob * 4 + j_3];
-              layer1_1_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1367,7 +1375,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
@@ -1397,32 +1405,34 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[ob * 4 + j_3] + layer1_1_bn2_shift[ob * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-              layer1_1_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn2_shift[(oc * 4 + ob) * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1432,7 +1442,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
@@ -1465,32 +1475,34 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 29 < 28 && p < 811) {
-              float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[ob * 4 + j_3] + layer2_0_bn1_shift[ob * 4 + j_3];
-              layer2_0_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 29 < 28 && p < 811) {
+                float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1500,7 +1512,7 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
@@ -1533,31 +1545,33 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 33; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_downsample_0_weight[((oc * 8 + ob) * 4 + j_2) * 64 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 28 < 28 && p < 784) {
-              layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[ob * 4 + j_3] + layer2_0_downsample_1_shift[ob * 4 + j_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 28 < 28 && p < 784) {
+                layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1_shift[(oc * 8 + ob) * 4 + j_3];
+              }
             }
           }
         }
@@ -1567,7 +1581,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
@@ -1597,32 +1611,34 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[ob * 4 + j_3] + layer2_0_bn2_shift[ob * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1632,7 +1648,7 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
@@ -1661,32 +1677,34 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_1_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[ob * 4 + j_3] + layer2_1_bn1_shift[ob * 4 + j_3];
-              layer2_1_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1696,7 +1714,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
@@ -1726,32 +1744,34 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_1_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[ob * 4 + j_3] + layer2_1_bn2_shift[ob * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_1_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1761,7 +1781,7 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
@@ -1794,32 +1814,34 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 15 < 14 && p < 209) {
-              float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[ob * 4 + j_3] + layer3_0_bn1_shift[ob * 4 + j_3];
-              layer3_0_relu0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 15 < 14 && p < 209) {
+                float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer3_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1829,7 +1851,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 16 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
@@ -1862,31 +1884,33 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 16; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_downsample_0_weight[((oc * 16 + ob) * 4 + j_2) * 128 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 14 < 14 && p < 196) {
-              layer3_0_downsample_1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[ob * 4 + j_3] + layer3_0_downsample_1_shift[ob * 4 + j_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 14 < 14 && p < 196) {
+                layer3_0_downsample_1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[(oc * 16 + ob) * 4 + j_3] + layer3_0_downsample_1_shift[(oc * 16 + ob) * 4 + j_3];
+              }
             }
           }
         }
@@ -1896,7 +1920,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
@@ -1926,32 +1950,34 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_0_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_0_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[ob * 2 + j_3] + layer3_0_bn2_shift[ob * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_0_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_0_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -1961,7 +1987,7 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
@@ -1990,32 +2016,34 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_1_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_1_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[ob * 2 + j_3] + layer3_1_bn1_shift[ob * 2 + j_3];
-              layer3_1_relu0[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn1_shift[(oc * 8 + ob) * 2 + j_3];
+                layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -2025,7 +2053,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
@@ -2055,32 +2083,34 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_1_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_1_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[ob * 2 + j_3] + layer3_1_bn2_shift[ob * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_1_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_1_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -2090,7 +2120,7 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv+bn+relu with layer4.0.bn1 and layer4.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
@@ -2123,32 +2153,34 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 8 < 7 && p < 55) {
-              float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[ob * 2 + j_3] + layer4_0_bn1_shift[ob * 2 + j_3];
-              layer4_0_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 8 < 7 && p < 55) {
+                float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3];
+                layer4_0_relu0[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -2158,7 +2190,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (15 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 128 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
@@ -2191,31 +2223,33 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 2; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 128; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_downsample_0_weight[((oc * 128 + ob) * 2 + j_2) * 256 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 7 < 7 && p < 49) {
-              layer4_0_downsample_1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[ob * 2 + j_3] + layer4_0_downsample_1_shift[ob * 2 + j_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 7 < 7 && p < 49) {
+                layer4_0_downsample_1[((n_2 * 512 + (oc * 128 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 128 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 128 + ob) * 2 + j_3];
+              }
             }
           }
         }
@@ -2225,7 +2259,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv+bn+add+relu with layer4.0.bn2, layer4.0.add0 and layer4.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
@@ -2255,32 +2289,34 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[ob * 2 + j_3] + layer4_0_bn2_shift[ob * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_0_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -2290,7 +2326,7 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv+bn+relu with layer4.1.bn1 and layer4.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
@@ -2319,32 +2355,34 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_1_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_1_conv1_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[ob * 2 + j_3] + layer4_1_bn1_shift[ob * 2 + j_3];
-              layer4_1_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3];
+                layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -2354,7 +2392,7 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv+bn+add+relu with layer4.1.bn2, layer4.1.add0 and layer4.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
@@ -2384,32 +2422,34 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_1_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_1_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[ob * 2 + j_3] + layer4_1_bn2_shift[ob * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_1_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_1_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+              }
             }
           }
         }
@@ -2527,7 +2567,7 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
 }
 
 /* conv1: conv, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   float *conv1 = s->arena + 0;
@@ -2547,31 +2587,33 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 537; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 3; ic++) {
-          for (ptrdiff_t kh = 0; kh < 7; kh++) {
-            for (ptrdiff_t kw = 0; kw < 7; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = conv1_weight[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 3; ic++) {
+            for (ptrdiff_t kh = 0; kh < 7; kh++) {
+              for (ptrdiff_t kw = 0; kw < 7; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 115 < 112 && p < 12877) {
-              conv1[((n_2 * 64 + ob * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 115 < 112 && p < 12877) {
+                conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -2644,7 +2686,7 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *maxpool0 = s->arena + 2043648;
@@ -2661,31 +2703,33 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_0_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              layer1_0_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_0_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -2735,7 +2779,7 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 2445056;
@@ -2752,31 +2796,33 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_0_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_0_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              layer1_0_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_0_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -2827,7 +2873,7 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 2846464;
@@ -2844,31 +2890,33 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              layer1_1_conv1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_1_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -2918,7 +2966,7 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3247872;
@@ -2935,31 +2983,33 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              layer1_1_conv2[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_1_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3010,7 +3060,7 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer1_1_relu1 = s->arena + 3649280;
@@ -3031,31 +3081,33 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 29 < 28 && p < 811) {
-              layer2_0_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 29 < 28 && p < 811) {
+                layer2_0_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3105,7 +3157,7 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 3849984;
@@ -3122,31 +3174,33 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              layer2_0_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer2_0_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3156,7 +3210,7 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer1_1_relu1 = s->arena + 3649280;
@@ -3177,31 +3231,33 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 33; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_downsample_0_weight[(ob * 4 + j_2) * 64 + ic + kh + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_downsample_0_weight[((oc * 8 + ob) * 4 + j_2) * 64 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 28 < 28 && p < 784) {
-              layer2_0_downsample_0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 28 < 28 && p < 784) {
+                layer2_0_downsample_0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3291,7 +3347,7 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 4151040;
@@ -3308,31 +3364,33 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_1_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              layer2_1_conv1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer2_1_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3382,7 +3440,7 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 4351744;
@@ -3399,31 +3457,33 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_1_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              layer2_1_conv2[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer2_1_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3474,7 +3534,7 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer2_1_relu1 = s->arena + 4552448;
@@ -3495,31 +3555,33 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 15 < 14 && p < 209) {
-              layer3_0_conv1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 15 < 14 && p < 209) {
+                layer3_0_conv1[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3569,7 +3631,7 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_relu0 = s->arena + 1825792;
@@ -3586,31 +3648,33 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_0_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_0_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              layer3_0_conv2[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer3_0_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -3620,7 +3684,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 16 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 4552448;
@@ -3641,31 +3705,33 @@ static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 16; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_downsample_0_weight[(ob * 4 + j_2) * 128 + ic + kh + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_downsample_0_weight[((oc * 16 + ob) * 4 + j_2) * 128 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 14 < 14 && p < 196) {
-              layer3_0_downsample_0[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 14 < 14 && p < 196) {
+                layer3_0_downsample_0[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -3755,7 +3821,7 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_0_relu1 = s->arena + 4753152;
@@ -3772,31 +3838,33 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_1_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_1_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              layer3_1_conv1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer3_1_conv1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -3846,7 +3914,7 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_relu0 = s->arena + 4853504;
@@ -3863,31 +3931,33 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_1_conv2_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_1_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              layer3_1_conv2[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer3_1_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -3938,7 +4008,7 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer3_1_relu1 = s->arena + 4953856;
@@ -3959,31 +4029,33 @@ static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_conv1_weight[(((ob * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 8 < 7 && p < 55) {
-              layer4_0_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 8 < 7 && p < 55) {
+                layer4_0_conv1[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -4033,7 +4105,7 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_relu0 = s->arena + 1746432;
@@ -4050,31 +4122,33 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              layer4_0_conv2[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                layer4_0_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -4084,7 +4158,7 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (15 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 128 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer3_1_relu1 = s->arena + 4953856;
@@ -4105,31 +4179,33 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 2; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 128; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_downsample_0_weight[(ob * 2 + j_2) * 256 + ic + kh + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_downsample_0_weight[((oc * 128 + ob) * 2 + j_2) * 256 + ic + kh + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 7 < 7 && p < 49) {
-              layer4_0_downsample_0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 7 < 7 && p < 49) {
+                layer4_0_downsample_0[((n_2 * 512 + (oc * 128 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -4219,7 +4295,7 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_0_relu1 = s->arena + 2015232;
@@ -4236,31 +4312,33 @@ static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_1_conv1_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_1_conv1_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              layer4_1_conv1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                layer4_1_conv1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -4310,7 +4388,7 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_relu0 = s->arena + 5029120;
@@ -4327,31 +4405,33 @@ static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_1_conv2_weight[(((ob * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_1_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              layer4_1_conv2[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                layer4_1_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -4756,7 +4836,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dx: conv_dx+act_dx with layer4.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_relu0 = s->arena + 5029120;
@@ -4774,32 +4854,34 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_1_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_1_conv2_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              float y = layer4_1_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_1_relu0_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float y = layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_1_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -4959,7 +5041,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dx: conv_dx+add+act_dx with layer4.0.relu1.dsum and layer4.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_0_relu1 = s->arena + 2015232;
@@ -4978,32 +5060,34 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_1_conv1_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_1_conv1_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              float y = layer4_0_relu1[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_0_relu1_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float y = layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_0_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+              }
             }
           }
         }
@@ -5317,7 +5401,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dx: conv_dx+act_dx with layer4.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_relu0 = s->arena + 1746432;
@@ -5335,32 +5419,34 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_conv2_weight[((ic * 512 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv2_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 9 < 7 && p < 61) {
-              float y = layer4_0_relu0[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-              layer4_0_relu0_dx[((n_2 * 512 + ob * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float y = layer4_0_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_0_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -5463,7 +5549,7 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer4_0_bn1_dx = s->arena + 1746432;
@@ -5480,31 +5566,33 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer4_0_conv1_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer4_0_conv1_dx_padded[((n_2 * 512 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv1_weight[((ic * 256 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer4_0_conv1_dx_padded[((n_2 * 512 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              layer4_0_conv1_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer4_0_conv1_dx[((n_2 * 256 + (oc * 4 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -5575,7 +5663,7 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0.dx: conv_dx+add+act_dx with layer3.1.relu1.dsum and layer3.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 32 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer3_1_relu1 = s->arena + 4953856;
@@ -5594,32 +5682,34 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 2; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer4_0_downsample_0_weight[ic * 256 + ob * 4 + j_2 + 0 - kh + 0 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer4_0_downsample_0_dx_padded[((n_2 * 512 + ic) * 16 + kh) * 14 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer4_0_downsample_0_weight[ic * 256 + (oc * 32 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer4_0_downsample_0_dx_padded[((n_2 * 512 + ic) * 16 + kh) * 14 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 14 < 14 && p < 196) {
-              float y = layer3_1_relu1[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
-              layer3_1_relu1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 14 < 14 && p < 196) {
+                float y = layer3_1_relu1[((n_2 * 256 + (oc * 32 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
+                layer3_1_relu1_dx[((n_2 * 256 + (oc * 32 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 32 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+              }
             }
           }
         }
@@ -5779,7 +5869,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dx: conv_dx+act_dx with layer3.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_relu0 = s->arena + 4853504;
@@ -5797,32 +5887,34 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_1_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_1_conv2_weight[((ic * 256 + (oc * 8 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              float y = layer3_1_relu0[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_1_relu0_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float y = layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_1_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -5982,7 +6074,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dx: conv_dx+add+act_dx with layer3.0.relu1.dsum and layer3.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_0_relu1 = s->arena + 4753152;
@@ -6001,32 +6093,34 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_1_conv1_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_1_conv1_weight[((ic * 256 + (oc * 8 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              float y = layer3_0_relu1[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_0_relu1_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float y = layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+              }
             }
           }
         }
@@ -6340,7 +6434,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dx: conv_dx+act_dx with layer3.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_relu0 = s->arena + 1825792;
@@ -6358,32 +6452,34 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t j = 0; j < 2; j++) {
-          for (ptrdiff_t i = 0; i < 32; i++) {
-            acc[j * 32 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                float wv = layer3_0_conv2_weight[((ic * 256 + ob * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer3_0_conv2_weight[((ic * 256 + (oc * 8 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 16 < 14 && p < 222) {
-              float y = layer3_0_relu0[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-              layer3_0_relu0_dx[((n_2 * 256 + ob * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float y = layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -6486,7 +6582,7 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_dx = s->arena + 1843712;
@@ -6503,31 +6599,33 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_conv1_dx_padded[((n_2 * 256 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_conv1_weight[((ic * 128 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer3_0_conv1_dx_padded[((n_2 * 256 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              layer3_0_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer3_0_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -6600,7 +6698,7 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0.dx: conv_dx+add+act_dx with layer2.1.relu1.dsum and layer2.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 4552448;
@@ -6619,32 +6717,34 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 33; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer3_0_downsample_0_weight[ic * 128 + ob * 4 + j_2 + 0 - kh + 0 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer3_0_downsample_0_dx_padded[((n_2 * 256 + ic) * 29 + kh) * 28 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer3_0_downsample_0_weight[ic * 128 + (oc * 8 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer3_0_downsample_0_dx_padded[((n_2 * 256 + ic) * 29 + kh) * 28 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 28 < 28 && p < 784) {
-              float y = layer2_1_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28];
-              layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 28) * 28 + p % 28] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 28 < 28 && p < 784) {
+                float y = layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28];
+                layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] : 0.0f;
+              }
             }
           }
         }
@@ -6806,7 +6906,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dx: conv_dx+act_dx with layer2.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 4351744;
@@ -6824,32 +6924,34 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_1_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              float y = layer2_1_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_1_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float y = layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_1_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -7011,7 +7113,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dx: conv_dx+add+act_dx with layer2.0.relu1.dsum and layer2.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 4151040;
@@ -7030,32 +7132,34 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_1_conv1_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              float y = layer2_0_relu1[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_0_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float y = layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+              }
             }
           }
         }
@@ -7371,7 +7475,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dx: conv_dx+act_dx with layer2.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 3849984;
@@ -7389,32 +7493,34 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              float y = layer2_0_relu0[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-              layer2_0_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float y = layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -7517,7 +7623,7 @@ static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_dx = s->arena + 4050688;
@@ -7534,31 +7640,33 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_conv1_dx_padded[((n_2 * 128 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_conv1_dx_padded[((n_2 * 128 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              layer2_0_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -7631,7 +7739,7 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0.dx: conv_dx+add+act_dx with layer1.1.relu1.dsum and layer1.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3136 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 131 tiles (8 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3136 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 131 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer1_1_relu1 = s->arena + 3649280;
@@ -7650,32 +7758,34 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 131; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer2_0_downsample_0_weight[ic * 64 + ob * 4 + j_2 + 0 - kh + 0 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer2_0_downsample_0_dx_padded[((n_2 * 128 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer2_0_downsample_0_weight[ic * 64 + (oc * 4 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer2_0_downsample_0_dx_padded[((n_2 * 128 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 56 < 56 && p < 3136) {
-              float y = layer1_1_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 56) * 56 + p % 56];
-              layer1_1_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 56) * 56 + p % 56] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 56 && p < 3136) {
+                float y = layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56];
+                layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] : 0.0f;
+              }
             }
           }
         }
@@ -7837,7 +7947,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dx: conv_dx+act_dx with layer1.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3247872;
@@ -7855,32 +7965,34 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_1_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              float y = layer1_1_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-              layer1_1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float y = layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -8042,7 +8154,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dx: conv_dx+add+act_dx with layer1.0.relu1.dsum and layer1.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 2846464;
@@ -8061,32 +8173,34 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_1_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_1_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              float y = layer1_0_relu1[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-              layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float y = layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+              }
             }
           }
         }
@@ -8248,7 +8362,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dx: conv_dx+act_dx with layer1.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 2445056;
@@ -8266,32 +8380,34 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_0_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_0_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              float y = layer1_0_relu0[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-              layer1_0_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float y = layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_0_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -8394,7 +8510,7 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dx: conv_dx+add with maxpool0.dsum, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_relu1_dx = s->arena + 3047168;
@@ -8412,31 +8528,33 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = layer1_0_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = layer1_0_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              maxpool0_dsum[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                maxpool0_dsum[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+              }
             }
           }
         }

@@ -952,66 +952,70 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
   float *down1_relu0 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 13584; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down1_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down1_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 1; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down1_conv1_weight[(((oc * 4 + ob) * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 572 < 570) {
+                float v = acc[j_3 * 24 + i_3];
+                down1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 1; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down1_conv1_weight[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down1_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down1_conv1_weight[(((oc * 4 + ob_2) * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 572 < 570) {
-              float v = acc[j_3 * 24 + i_3];
-              down1_relu0[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 326014 + i_6;
+            if (p_2 % 572 < 570 && 326016 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down1_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down1_conv1_weight[((ob * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 326014 + i_6;
-          if (p_2 % 572 < 570 && 326016 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down1_relu0[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1020,7 +1024,7 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
@@ -1028,59 +1032,63 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   float *down1_relu1 = s->arena + 20793600;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 13489; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down1_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down1_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 570 < 568) {
+                float v = acc[j_3 * 24 + i_3];
+                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 570 < 568) {
-              float v = acc[j_3 * 24 + i_3];
-              down1_relu1[((n * 64 + ob * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 323734 + i_6;
+            if (p_2 % 570 < 568 && 323736 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down1_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 323734 + i_6;
-          if (p_2 % 570 < 568 && 323736 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down1_relu1[((n * 64 + ob * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1110,7 +1118,7 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
@@ -1118,59 +1126,63 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   float *down2_relu0 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 3336; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down2_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down2_conv1_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down2_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 284 < 282) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down2_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down2_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down2_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 284 < 282) {
-              float v = acc[j_3 * 24 + i_3];
-              down2_relu0[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 80062 + i_6;
+            if (p_2 % 284 < 282 && 80064 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down2_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down2_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 80062 + i_6;
-          if (p_2 % 284 < 282 && 80064 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down2_relu0[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1179,7 +1191,7 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
@@ -1187,59 +1199,63 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   float *down2_relu1 = s->arena + 10179072;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 3289; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down2_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down2_conv2_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 282 < 280) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 282 < 280) {
-              float v = acc[j_3 * 24 + i_3];
-              down2_relu1[((n * 128 + ob * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 78934 + i_6;
+            if (p_2 % 282 < 280 && 78936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down2_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 78934 + i_6;
-          if (p_2 % 282 < 280 && 78936 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down2_relu1[((n * 128 + ob * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1269,7 +1285,7 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 805 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 805 tiles (the last ending at the last position), no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
@@ -1277,59 +1293,63 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   float *down3_relu0 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 804; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down3_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down3_conv1_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down3_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 140 < 138) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down3_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down3_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down3_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 140 < 138) {
-              float v = acc[j_3 * 24 + i_3];
-              down3_relu0[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 19294 + i_6;
+            if (p_2 % 140 < 138 && 19296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down3_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down3_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 19294 + i_6;
-          if (p_2 % 140 < 138 && 19296 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down3_relu0[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1338,7 +1358,7 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 782 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 782 tiles (the last ending at the last position), no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
@@ -1346,59 +1366,63 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   float *down3_relu1 = s->arena + 4875264;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 781; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down3_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down3_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 138 < 136) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 138 < 136) {
-              float v = acc[j_3 * 24 + i_3];
-              down3_relu1[((n * 256 + ob * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 18742 + i_6;
+            if (p_2 % 138 < 136 && 18744 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down3_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 18742 + i_6;
-          if (p_2 % 138 < 136 && 18744 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down3_relu1[((n * 256 + ob * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1428,7 +1452,7 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 187 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 187 tiles (the last ending at the last position), no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
@@ -1436,59 +1460,63 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   float *down4_relu0 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 186; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down4_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down4_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down4_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 68 < 66) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down4_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down4_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down4_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 68 < 66) {
-              float v = acc[j_3 * 24 + i_3];
-              down4_relu0[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4462 + i_6;
+            if (p_2 % 68 < 66 && 4464 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down4_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down4_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 4462 + i_6;
-          if (p_2 % 68 < 66 && 4464 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down4_relu0[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1497,7 +1525,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 176 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 176 tiles (the last ending at the last position), no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
@@ -1505,59 +1533,63 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_relu1 = s->arena + 2230272;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 175; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down4_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down4_conv2_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 66 < 64) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 66 < 64) {
-              float v = acc[j_3 * 24 + i_3];
-              down4_relu1[((n * 512 + ob * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4198 + i_6;
+            if (p_2 % 66 < 64 && 4200 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down4_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 4198 + i_6;
-          if (p_2 % 66 < 64 && 4200 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down4_relu1[((n * 512 + ob * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1587,7 +1619,7 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 40 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 40 tiles (the last ending at the last position), no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
@@ -1595,59 +1627,63 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   float *bottom_relu0 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 128; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 39; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = bottom_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = bottom_conv1_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = bottom_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 32 < 30) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = bottom_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = bottom_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = bottom_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 32 < 30) {
-              float v = acc[j_3 * 24 + i_3];
-              bottom_relu0[((n * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 934 + i_6;
+            if (p_2 % 32 < 30 && 936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = bottom_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = bottom_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 934 + i_6;
-          if (p_2 % 32 < 30 && 936 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            bottom_relu0[((n * 1024 + ob * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1656,7 +1692,7 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 35 tiles (the last ending at the last position), no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
@@ -1664,59 +1700,63 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   float *bottom_relu1 = s->arena + 921600;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 256; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = bottom_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 1; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = bottom_conv2_bias[(oc + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = bottom_conv2_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = bottom_conv2_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = bottom_conv2_bias[(oc + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = bottom_conv2_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28) {
-              float v = acc[j_3 * 24 + i_3];
-              bottom_relu1[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 814 + i_6;
+            if (p_2 % 30 < 28 && 816 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = bottom_conv2_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 814 + i_6;
-          if (p_2 % 30 < 28 && 816 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            bottom_relu1[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1784,7 +1824,7 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 126 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 126 tiles (the last ending at the last position), no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
@@ -1792,59 +1832,63 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   float *up4_relu0 = s->arena + 3211264;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 128; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 125; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up4_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 1; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up4_conv1_bias[(oc + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up4_conv1_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 54) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up4_conv1_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up4_conv1_bias[(oc + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up4_conv1_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 56 < 54) {
-              float v = acc[j_3 * 24 + i_3];
-              up4_relu0[((n * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2998 + i_6;
+            if (p_2 % 56 < 54 && 3000 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up4_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up4_conv1_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 2998 + i_6;
-          if (p_2 % 56 < 54 && 3000 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up4_relu0[((n * 512 + ob * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1853,7 +1897,7 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 117 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 117 tiles (the last ending at the last position), no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
@@ -1861,59 +1905,63 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   float *up4_relu1 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 116; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up4_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up4_conv2_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 54 < 52) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 54 < 52) {
-              float v = acc[j_3 * 24 + i_3];
-              up4_relu1[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2782 + i_6;
+            if (p_2 % 54 < 52 && 2784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up4_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 2782 + i_6;
-          if (p_2 % 54 < 52 && 2784 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up4_relu1[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1981,7 +2029,7 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 442 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 442 tiles (the last ending at the last position), no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
@@ -1989,59 +2037,63 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   float *up3_relu0 = s->arena + 5537792;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 441; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up3_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up3_conv1_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up3_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 104 < 102) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up3_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up3_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up3_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 104 < 102) {
-              float v = acc[j_3 * 24 + i_3];
-              up3_relu0[((n * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10582 + i_6;
+            if (p_2 % 104 < 102 && 10584 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up3_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up3_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 10582 + i_6;
-          if (p_2 % 104 < 102 && 10584 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up3_relu0[((n * 256 + ob * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2050,7 +2102,7 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 425 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 425 tiles (the last ending at the last position), no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
@@ -2058,59 +2110,63 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   float *up3_relu1 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 424; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up3_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up3_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 102 < 100) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 102 < 100) {
-              float v = acc[j_3 * 24 + i_3];
-              up3_relu1[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10174 + i_6;
+            if (p_2 % 102 < 100 && 10176 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up3_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 10174 + i_6;
-          if (p_2 % 102 < 100 && 10176 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up3_relu1[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2178,7 +2234,7 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
@@ -2186,59 +2242,63 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   float *up2_relu0 = s->arena + 10240000;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1649; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up2_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up2_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up2_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 200 < 198) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up2_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up2_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up2_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 200 < 198) {
-              float v = acc[j_3 * 24 + i_3];
-              up2_relu0[((n * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 39574 + i_6;
+            if (p_2 % 200 < 198 && 39576 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up2_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up2_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 39574 + i_6;
-          if (p_2 % 200 < 198 && 39576 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up2_relu0[((n * 128 + ob * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2247,7 +2307,7 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
@@ -2255,59 +2315,63 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   float *up2_relu1 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1616; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up2_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up2_conv2_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 198 < 196) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 198 < 196) {
-              float v = acc[j_3 * 24 + i_3];
-              up2_relu1[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 38782 + i_6;
+            if (p_2 % 198 < 196 && 38784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up2_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 38782 + i_6;
-          if (p_2 % 198 < 196 && 38784 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up2_relu1[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2375,7 +2439,7 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
@@ -2383,59 +2447,63 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   float *up1_relu0 = s->arena + 19668992;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 6369; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up1_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up1_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 392 < 390) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up1_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up1_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 392 < 390) {
-              float v = acc[j_3 * 24 + i_3];
-              up1_relu0[((n * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 152854 + i_6;
+            if (p_2 % 392 < 390 && 152856 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up1_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 152854 + i_6;
-          if (p_2 % 392 < 390 && 152856 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up1_relu0[((n * 64 + ob * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2444,7 +2512,7 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
@@ -2452,59 +2520,63 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   float *up1_relu1 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 6304; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up1_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up1_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 390 < 388) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 390 < 388) {
-              float v = acc[j_3 * 24 + i_3];
-              up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 151294 + i_6;
+            if (p_2 % 390 < 388 && 151296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up1_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 151294 + i_6;
-          if (p_2 % 390 < 388 && 151296 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2513,16 +2585,16 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
 }
 
 /* head: conv, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4705 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 1 blocks; 4705 tiles (the last ending at the last position), no guards */
 static void forward_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
   const float *up1_relu1 = s->arena + 0;
   float *head = s->arena + 9634816;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 1; ob++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 4704; t++) {
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t t = 0; t < 4704; t++) {
+      for (ptrdiff_t ob = 0; ob < 1; ob++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
             acc[j * 32 + i] = head_bias[ob * 2 + j];
@@ -2549,16 +2621,18 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
           }
         }
       }
+    }
+    for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
       for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
         for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
-          acc[j_4 * 32 + i_4] = head_bias[ob * 2 + j_4];
+          acc[j_4 * 32 + i_4] = head_bias[ob_2 * 2 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = head_weight[(ob * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
+              float wv_2 = head_weight[(ob_2 * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
               for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
                 acc[j_5 * 32 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2] * wv_2;
               }
@@ -2570,7 +2644,7 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
           ptrdiff_t p_2 = 150512 + i_6;
           if (p_2 % 388 < 388 && 150528 <= p_2) {
-            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
+            head[((n * 2 + ob_2 * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
           }
         }
       }
@@ -2654,66 +2728,70 @@ static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *lab
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
 static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
   float *down1_relu0 = s->arena + 20976384;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 13584; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down1_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down1_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 1; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down1_conv1_weight[(((oc * 4 + ob) * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 572 < 570) {
+                float v = acc[j_3 * 24 + i_3];
+                down1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 1; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down1_conv1_weight[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down1_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down1_conv1_weight[(((oc * 4 + ob_2) * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 572 < 570) {
-              float v = acc[j_3 * 24 + i_3];
-              down1_relu0[((n * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 326014 + i_6;
+            if (p_2 % 572 < 570 && 326016 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down1_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down1_conv1_weight[((ob * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 326014 + i_6;
-          if (p_2 % 572 < 570 && 326016 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down1_relu0[((n * 64 + ob * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2722,7 +2800,7 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
@@ -2730,59 +2808,63 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   float *down1_relu1 = s->arena + 0;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 13489; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down1_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down1_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 570 < 568) {
+                float v = acc[j_3 * 24 + i_3];
+                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 570 < 568) {
-              float v = acc[j_3 * 24 + i_3];
-              down1_relu1[((n * 64 + ob * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 323734 + i_6;
+            if (p_2 % 570 < 568 && 323736 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down1_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 323734 + i_6;
-          if (p_2 % 570 < 568 && 323736 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down1_relu1[((n * 64 + ob * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2812,7 +2894,7 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
@@ -2820,59 +2902,63 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   float *down2_relu0 = s->arena + 111067136;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 3336; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down2_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down2_conv1_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down2_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 284 < 282) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down2_conv1_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down2_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down2_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 284 < 282) {
-              float v = acc[j_3 * 24 + i_3];
-              down2_relu0[((n * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 80062 + i_6;
+            if (p_2 % 284 < 282 && 80064 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down2_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down2_conv1_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 80062 + i_6;
-          if (p_2 % 284 < 282 && 80064 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down2_relu0[((n * 128 + ob * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2881,7 +2967,7 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
@@ -2889,59 +2975,63 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   float *down2_relu1 = s->arena + 121246208;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 3289; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down2_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down2_conv2_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 282 < 280) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 282 < 280) {
-              float v = acc[j_3 * 24 + i_3];
-              down2_relu1[((n * 128 + ob * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 78934 + i_6;
+            if (p_2 % 282 < 280 && 78936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down2_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 78934 + i_6;
-          if (p_2 % 282 < 280 && 78936 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down2_relu1[((n * 128 + ob * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2971,7 +3061,7 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 805 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 805 tiles (the last ending at the last position), no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
@@ -2979,59 +3069,63 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   float *down3_relu0 = s->arena + 171435264;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 804; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down3_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down3_conv1_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down3_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 140 < 138) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down3_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down3_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down3_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 140 < 138) {
-              float v = acc[j_3 * 24 + i_3];
-              down3_relu0[((n * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 19294 + i_6;
+            if (p_2 % 140 < 138 && 19296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down3_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down3_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 19294 + i_6;
-          if (p_2 % 140 < 138 && 19296 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down3_relu0[((n * 256 + ob * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3040,7 +3134,7 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 782 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 782 tiles (the last ending at the last position), no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
@@ -3048,59 +3142,63 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   float *down3_relu1 = s->arena + 176310528;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 781; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down3_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down3_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 138 < 136) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 138 < 136) {
-              float v = acc[j_3 * 24 + i_3];
-              down3_relu1[((n * 256 + ob * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 18742 + i_6;
+            if (p_2 % 138 < 136 && 18744 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down3_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 18742 + i_6;
-          if (p_2 % 138 < 136 && 18744 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down3_relu1[((n * 256 + ob * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3130,7 +3228,7 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 187 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 187 tiles (the last ending at the last position), no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
@@ -3138,59 +3236,63 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   float *down4_relu0 = s->arena + 191988992;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 186; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down4_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down4_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down4_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 68 < 66) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down4_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down4_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down4_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 68 < 66) {
-              float v = acc[j_3 * 24 + i_3];
-              down4_relu0[((n * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4462 + i_6;
+            if (p_2 % 68 < 66 && 4464 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down4_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down4_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 4462 + i_6;
-          if (p_2 % 68 < 66 && 4464 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down4_relu0[((n * 512 + ob * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3199,7 +3301,7 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 176 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 176 tiles (the last ending at the last position), no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
@@ -3207,59 +3309,63 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_relu1 = s->arena + 194219264;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 175; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = down4_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = down4_conv2_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 66 < 64) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = down4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = down4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 66 < 64) {
-              float v = acc[j_3 * 24 + i_3];
-              down4_relu1[((n * 512 + ob * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4198 + i_6;
+            if (p_2 % 66 < 64 && 4200 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = down4_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = down4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 4198 + i_6;
-          if (p_2 % 66 < 64 && 4200 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            down4_relu1[((n * 512 + ob * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3289,7 +3395,7 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 40 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 40 tiles (the last ending at the last position), no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
@@ -3297,59 +3403,63 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   float *bottom_relu0 = s->arena + 200377600;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 128; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 39; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = bottom_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = bottom_conv1_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = bottom_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 32 < 30) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = bottom_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = bottom_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = bottom_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 32 < 30) {
-              float v = acc[j_3 * 24 + i_3];
-              bottom_relu0[((n * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 934 + i_6;
+            if (p_2 % 32 < 30 && 936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = bottom_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = bottom_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 934 + i_6;
-          if (p_2 % 32 < 30 && 936 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            bottom_relu0[((n * 1024 + ob * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3358,7 +3468,7 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 35 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 35 tiles (the last ending at the last position), no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
@@ -3366,59 +3476,63 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   float *bottom_relu1 = s->arena + 201299200;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 256; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = bottom_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 1; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = bottom_conv2_bias[(oc + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = bottom_conv2_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = bottom_conv2_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = bottom_conv2_bias[(oc + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = bottom_conv2_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 30 < 28) {
-              float v = acc[j_3 * 24 + i_3];
-              bottom_relu1[((n * 1024 + ob * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 814 + i_6;
+            if (p_2 % 30 < 28 && 816 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = bottom_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = bottom_conv2_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 814 + i_6;
-          if (p_2 % 30 < 28 && 816 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            bottom_relu1[((n * 1024 + ob * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3497,7 +3611,7 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 126 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 126 tiles (the last ending at the last position), no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
@@ -3505,59 +3619,63 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   float *up4_relu0 = s->arena + 196316416;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 128; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 125; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up4_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 1; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up4_conv1_bias[(oc + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up4_conv1_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 54) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up4_conv1_weight[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up4_conv1_bias[(oc + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up4_conv1_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 56 < 54) {
-              float v = acc[j_3 * 24 + i_3];
-              up4_relu0[((n * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2998 + i_6;
+            if (p_2 % 56 < 54 && 3000 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up4_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up4_conv1_weight[(((ob * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 2998 + i_6;
-          if (p_2 % 56 < 54 && 3000 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up4_relu0[((n * 512 + ob * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3566,7 +3684,7 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 117 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 117 tiles (the last ending at the last position), no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
@@ -3574,59 +3692,63 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   float *up4_relu1 = s->arena + 197809408;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 116; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up4_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up4_conv2_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 54 < 52) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up4_conv2_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 54 < 52) {
-              float v = acc[j_3 * 24 + i_3];
-              up4_relu1[((n * 512 + ob * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2782 + i_6;
+            if (p_2 % 54 < 52 && 2784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up4_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up4_conv2_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 2782 + i_6;
-          if (p_2 % 54 < 52 && 2784 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up4_relu1[((n * 512 + ob * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3694,7 +3816,7 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 442 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 442 tiles (the last ending at the last position), no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
@@ -3702,59 +3824,63 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   float *up3_relu0 = s->arena + 184256768;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 441; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up3_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up3_conv1_bias[(oc * 2 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up3_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 104 < 102) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up3_conv1_weight[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up3_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up3_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 104 < 102) {
-              float v = acc[j_3 * 24 + i_3];
-              up3_relu0[((n * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10582 + i_6;
+            if (p_2 % 104 < 102 && 10584 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up3_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up3_conv1_weight[(((ob * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 10582 + i_6;
-          if (p_2 % 104 < 102 && 10584 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up3_relu0[((n * 256 + ob * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3763,7 +3889,7 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 425 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 425 tiles (the last ending at the last position), no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
@@ -3771,59 +3897,63 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   float *up3_relu1 = s->arena + 186920192;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 424; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up3_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up3_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 102 < 100) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up3_conv2_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 102 < 100) {
-              float v = acc[j_3 * 24 + i_3];
-              up3_relu1[((n * 256 + ob * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10174 + i_6;
+            if (p_2 % 102 < 100 && 10176 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up3_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up3_conv2_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 10174 + i_6;
-          if (p_2 % 102 < 100 && 10176 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up3_relu1[((n * 256 + ob * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3891,7 +4021,7 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
@@ -3899,59 +4029,63 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   float *up2_relu0 = s->arena + 161499904;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1649; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up2_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up2_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up2_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 200 < 198) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up2_conv1_weight[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up2_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up2_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 200 < 198) {
-              float v = acc[j_3 * 24 + i_3];
-              up2_relu0[((n * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 39574 + i_6;
+            if (p_2 % 200 < 198 && 39576 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up2_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up2_conv1_weight[(((ob * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 39574 + i_6;
-          if (p_2 % 200 < 198 && 39576 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up2_relu0[((n * 128 + ob * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3960,7 +4094,7 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
@@ -3968,59 +4102,63 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   float *up2_relu1 = s->arena + 166518016;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 1616; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up2_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up2_conv2_bias[(oc * 8 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 198 < 196) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up2_conv2_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 198 < 196) {
-              float v = acc[j_3 * 24 + i_3];
-              up2_relu1[((n * 128 + ob * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 38782 + i_6;
+            if (p_2 % 198 < 196 && 38784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up2_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up2_conv2_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 38782 + i_6;
-          if (p_2 % 198 < 196 && 38784 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up2_relu1[((n * 128 + ob * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4088,7 +4226,7 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
@@ -4096,59 +4234,63 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   float *up1_relu0 = s->arena + 51629568;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 6369; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up1_conv1_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up1_conv1_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 392 < 390) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up1_conv1_weight[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up1_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up1_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 392 < 390) {
-              float v = acc[j_3 * 24 + i_3];
-              up1_relu0[((n * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 152854 + i_6;
+            if (p_2 % 392 < 390 && 152856 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up1_conv1_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up1_conv1_weight[(((ob * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 152854 + i_6;
-          if (p_2 % 392 < 390 && 152856 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up1_relu0[((n * 64 + ob * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4157,7 +4299,7 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
@@ -4165,59 +4307,63 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   float *up1_relu1 = s->arena + 81158144;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 6304; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = up1_conv2_bias[ob * 4 + j];
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = up1_conv2_bias[(oc * 4 + ob) * 4 + j];
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 390 < 388) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up1_conv2_weight[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = up1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = up1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 390 < 388) {
-              float v = acc[j_3 * 24 + i_3];
-              up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 151294 + i_6;
+            if (p_2 % 390 < 388 && 151296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = up1_conv2_bias[ob * 4 + j_4];
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = up1_conv2_weight[(((ob * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 151294 + i_6;
-          if (p_2 % 390 < 388 && 151296 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4226,16 +4372,16 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
 }
 
 /* head: conv, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; 4705 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 1 blocks; 4705 tiles (the last ending at the last position), no guards */
 static void train_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
   const float *up1_relu1 = s->arena + 81158144;
   float *head = s->arena + 20647936;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 1; ob++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 4704; t++) {
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t t = 0; t < 4704; t++) {
+      for (ptrdiff_t ob = 0; ob < 1; ob++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t i = 0; i < 32; i++) {
             acc[j * 32 + i] = head_bias[ob * 2 + j];
@@ -4262,16 +4408,18 @@ static void train_head(unet_state *s, ptrdiff_t count) {
           }
         }
       }
+    }
+    for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
       for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
         for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
-          acc[j_4 * 32 + i_4] = head_bias[ob * 2 + j_4];
+          acc[j_4 * 32 + i_4] = head_bias[ob_2 * 2 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
             for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-              float wv_2 = head_weight[(ob * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
+              float wv_2 = head_weight[(ob_2 * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
               for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
                 acc[j_5 * 32 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2] * wv_2;
               }
@@ -4283,7 +4431,7 @@ static void train_head(unet_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
           ptrdiff_t p_2 = 150512 + i_6;
           if (p_2 % 388 < 388 && 150528 <= p_2) {
-            head[((n * 2 + ob * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
+            head[((n * 2 + ob_2 * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
           }
         }
       }
@@ -4408,7 +4556,7 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* head.dx: conv_dx+act_dx with up1.relu1.dx, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6273 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6273 tiles (the last ending at the last position), no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *up1_relu1 = s->arena + 81158144;
@@ -4416,59 +4564,63 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
   float *up1_relu1_dx = s->arena + 90842624;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t t = 0; t < 6272; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic = 0; ic < 2; ic++) {
+            for (ptrdiff_t kh = 0; kh < 1; kh++) {
+              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = head_weight[ic * 64 + (oc * 4 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw] * wv;
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 388 < 388) {
+                float y = up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 388) * 388 + p % 388];
+                up1_relu1_dx[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 388) * 388 + p % 388] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
+            }
           }
         }
-        for (ptrdiff_t ic = 0; ic < 2; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t kw = 0; kw < 1; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = head_weight[ic * 64 + ob * 4 + j_2 + 0 - kh + 0 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw] * wv;
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            acc[j_4 * 24 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+                float wv_2 = head_weight[ic_2 * 64 + (oc * 4 + ob_2) * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
+                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                  acc[j_5 * 24 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150520 + i_5 + kw_2] * wv_2;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 388 < 388) {
-              float y = up1_relu1[((n * 64 + ob * 4 + j_3) * 388 + p / 388) * 388 + p % 388];
-              up1_relu1_dx[((n * 64 + ob * 4 + j_3) * 388 + p / 388) * 388 + p % 388] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 150520 + i_6;
+            if (p_2 % 388 < 388 && 150528 <= p_2) {
+              float y_2 = up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388];
+              up1_relu1_dx[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = 0.0f < y_2 ? acc[j_6 * 24 + i_6] : 0.0f;
             }
-          }
-        }
-      }
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = 0.0f;
-        }
-      }
-      for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
-        for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
-          for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = head_weight[ic_2 * 64 + ob * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150520 + i_5 + kw_2] * wv_2;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 150520 + i_6;
-          if (p_2 % 388 < 388 && 150528 <= p_2) {
-            float y_2 = up1_relu1[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388];
-            up1_relu1_dx[((n * 64 + ob * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = 0.0f < y_2 ? acc[j_6 * 24 + i_6] : 0.0f;
           }
         }
       }
@@ -4551,7 +4703,7 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dx: conv_dx+act_dx with up1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6370 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6370 tiles (2 spare positions), no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_relu0 = s->arena + 51629568;
@@ -4569,32 +4721,34 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 6370; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 393 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up1_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 393 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 392 < 390 && p < 152878) {
-              float y = up1_relu0[((n_2 * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392];
-              up1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 392 < 390 && p < 152878) {
+                float y = up1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392];
+                up1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -4604,7 +4758,7 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 6436 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 6436 tiles (18 spare positions), no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_relu0_dx = s->arena + 141065728;
@@ -4621,31 +4775,33 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 6436; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up1_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up1_conv1_dx_padded[((n_2 * 64 + ic) * 395 + kh) * 394 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up1_conv1_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up1_conv1_dx_padded[((n_2 * 64 + ic) * 395 + kh) * 394 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 394 < 392 && p < 154446) {
-              up1_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 392 + p / 394) * 392 + p % 394] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 394 < 392 && p < 154446) {
+                up1_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 392 + p / 394) * 392 + p % 394] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -4925,7 +5081,7 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dx: conv_dx+act_dx with up2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1650 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1650 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_relu0 = s->arena + 161499904;
@@ -4943,32 +5099,34 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 1650; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up2_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 201 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up2_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 201 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 200 < 198 && p < 39598) {
-              float y = up2_relu0[((n_2 * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200];
-              up2_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 200 < 198 && p < 39598) {
+                float y = up2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200];
+                up2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -4978,7 +5136,7 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 1684 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1684 tiles (18 spare positions), no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_relu0_dx = s->arena + 88017920;
@@ -4995,31 +5153,33 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 1684; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up2_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up2_conv1_dx_padded[((n_2 * 128 + ic) * 203 + kh) * 202 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up2_conv1_weight[((ic * 256 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up2_conv1_dx_padded[((n_2 * 128 + ic) * 203 + kh) * 202 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 202 < 200 && p < 40398) {
-              up2_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 200 + p / 202) * 200 + p % 202] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 202 < 200 && p < 40398) {
+                up2_conv1_dx[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 200 + p / 202) * 200 + p % 202] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -5299,7 +5459,7 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dx: conv_dx+act_dx with up3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 442 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 442 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_relu0 = s->arena + 184256768;
@@ -5317,32 +5477,34 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 442; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up3_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 105 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up3_conv2_weight[((ic * 256 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 105 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 104 < 102 && p < 10606) {
-              float y = up3_relu0[((n_2 * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104];
-              up3_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 104 < 102 && p < 10606) {
+                float y = up3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104];
+                up3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -5352,7 +5514,7 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 460 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 460 tiles (18 spare positions), no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_relu0_dx = s->arena + 86297600;
@@ -5369,31 +5531,33 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 460; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up3_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up3_conv1_dx_padded[((n_2 * 256 + ic) * 107 + kh) * 106 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up3_conv1_weight[((ic * 512 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up3_conv1_dx_padded[((n_2 * 256 + ic) * 107 + kh) * 106 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 106 < 104 && p < 11022) {
-              up3_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 104 + p / 106) * 104 + p % 106] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 106 < 104 && p < 11022) {
+                up3_conv1_dx[((n_2 * 512 + (oc * 4 + ob) * 4 + j_3) * 104 + p / 106) * 104 + p % 106] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -5673,7 +5837,7 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dx: conv_dx+act_dx with up4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 126 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_relu0 = s->arena + 196316416;
@@ -5691,32 +5855,34 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 126; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up4_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up4_conv2_weight[((ic * 512 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 56 < 54 && p < 3022) {
-              float y = up4_relu0[((n_2 * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56];
-              up4_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 54 && p < 3022) {
+                float y = up4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56];
+                up4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -5726,7 +5892,7 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_relu0_dx = s->arena + 85216256;
@@ -5743,31 +5909,33 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 128; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = up4_conv1_weight[((ic * 1024 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += up4_conv1_dx_padded[((n_2 * 512 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = up4_conv1_weight[((ic * 1024 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += up4_conv1_dx_padded[((n_2 * 512 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 58 < 56 && p < 3246) {
-              up4_conv1_dx[((n_2 * 1024 + ob * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                up4_conv1_dx[((n_2 * 1024 + (oc * 2 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -6058,7 +6226,7 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dx: conv_dx+act_dx with bottom.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 40 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_relu0 = s->arena + 200377600;
@@ -6076,32 +6244,34 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
+  for (ptrdiff_t oc = 0; oc < 256; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 40; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 1; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = bottom_conv2_weight[((ic * 1024 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 33 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = bottom_conv2_weight[((ic * 1024 + (oc + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 33 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 32 < 30 && p < 958) {
-              float y = bottom_relu0[((n_2 * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32];
-              bottom_relu0_dx[((n_2 * 1024 + ob * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 32 < 30 && p < 958) {
+                float y = bottom_relu0[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32];
+                bottom_relu0_dx[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -6111,7 +6281,7 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 46 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 46 tiles (18 spare positions), no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_relu0_dx = s->arena + 80503808;
@@ -6128,31 +6298,33 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 128; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 46; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 1; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = bottom_conv1_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += bottom_conv1_dx_padded[((n_2 * 1024 + ic) * 35 + kh) * 34 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = bottom_conv1_weight[((ic * 512 + (oc + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += bottom_conv1_dx_padded[((n_2 * 1024 + ic) * 35 + kh) * 34 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 34 < 32 && p < 1086) {
-              bottom_conv1_dx[((n_2 * 512 + ob * 4 + j_3) * 32 + p / 34) * 32 + p % 34] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 34 < 32 && p < 1086) {
+                bottom_conv1_dx[((n_2 * 512 + (oc + ob) * 4 + j_3) * 32 + p / 34) * 32 + p % 34] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -6353,7 +6525,7 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dx: conv_dx+act_dx with down4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 187 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_relu0 = s->arena + 191988992;
@@ -6371,32 +6543,34 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
+  for (ptrdiff_t oc = 0; oc < 64; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 187; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down4_conv2_weight[((ic * 512 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 69 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down4_conv2_weight[((ic * 512 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 69 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 68 < 66 && p < 4486) {
-              float y = down4_relu0[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68];
-              down4_relu0_dx[((n_2 * 512 + ob * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 68 < 66 && p < 4486) {
+                float y = down4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68];
+                down4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -6406,7 +6580,7 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 199 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 199 tiles (18 spare positions), no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_relu0_dx = s->arena + 79732736;
@@ -6423,31 +6597,33 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 199; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 2; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 512; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down4_conv1_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down4_conv1_dx_padded[((n_2 * 512 + ic) * 71 + kh) * 70 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 512; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down4_conv1_weight[((ic * 256 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down4_conv1_dx_padded[((n_2 * 512 + ic) * 71 + kh) * 70 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 70 < 68 && p < 4758) {
-              down4_conv1_dx[((n_2 * 256 + ob * 4 + j_3) * 68 + p / 70) * 68 + p % 70] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 70 < 68 && p < 4758) {
+                down4_conv1_dx[((n_2 * 256 + (oc * 2 + ob) * 4 + j_3) * 68 + p / 70) * 68 + p % 70] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -6648,7 +6824,7 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dx: conv_dx+act_dx with down3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 805 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_relu0 = s->arena + 171435264;
@@ -6666,32 +6842,34 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 805; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down3_conv2_weight[((ic * 256 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 141 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down3_conv2_weight[((ic * 256 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 141 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 140 < 138 && p < 19318) {
-              float y = down3_relu0[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140];
-              down3_relu0_dx[((n_2 * 256 + ob * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 140 < 138 && p < 19318) {
+                float y = down3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140];
+                down3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -6701,7 +6879,7 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 829 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 829 tiles (18 spare positions), no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_relu0_dx = s->arena + 77651456;
@@ -6718,31 +6896,33 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 829; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down3_conv1_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down3_conv1_dx_padded[((n_2 * 256 + ic) * 143 + kh) * 142 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 256; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down3_conv1_weight[((ic * 128 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down3_conv1_dx_padded[((n_2 * 256 + ic) * 143 + kh) * 142 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 142 < 140 && p < 19878) {
-              down3_conv1_dx[((n_2 * 128 + ob * 4 + j_3) * 140 + p / 142) * 140 + p % 142] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 142 < 140 && p < 19878) {
+                down3_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 140 + p / 142) * 140 + p % 142] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -6943,7 +7123,7 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dx: conv_dx+act_dx with down2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3337 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_relu0 = s->arena + 111067136;
@@ -6961,32 +7141,34 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 3337; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 8; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down2_conv2_weight[((ic * 128 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 285 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down2_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 285 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 284 < 282 && p < 80086) {
-              float y = down2_relu0[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284];
-              down2_relu0_dx[((n_2 * 128 + ob * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 284 < 282 && p < 80086) {
+                float y = down2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284];
+                down2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
@@ -6996,7 +7178,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 3385 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 3385 tiles (18 spare positions), no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_relu0_dx = s->arena + 72924416;
@@ -7013,31 +7195,33 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 3385; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 128; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down2_conv1_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down2_conv1_dx_padded[((n_2 * 128 + ic) * 287 + kh) * 286 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 128; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down2_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down2_conv1_dx_padded[((n_2 * 128 + ic) * 287 + kh) * 286 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 286 < 284 && p < 81222) {
-              down2_conv1_dx[((n_2 * 64 + ob * 4 + j_3) * 284 + p / 286) * 284 + p % 286] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 286 < 284 && p < 81222) {
+                down2_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 284 + p / 286) * 284 + p % 286] = acc[j_3 * 24 + i_3];
+              }
             }
           }
         }
@@ -7238,7 +7422,7 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dx: conv_dx+act_dx with down1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; blocks shared out among threads; 13585 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13585 tiles (2 spare positions), no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_relu0 = s->arena + 20976384;
@@ -7256,32 +7440,34 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 13585; t++) {
-        for (ptrdiff_t j = 0; j < 4; j++) {
-          for (ptrdiff_t i = 0; i < 24; i++) {
-            acc[j * 24 + i] = 0.0f;
+        for (ptrdiff_t ob = 0; ob < 4; ob++) {
+          for (ptrdiff_t j = 0; j < 4; j++) {
+            for (ptrdiff_t i = 0; i < 24; i++) {
+              acc[j * 24 + i] = 0.0f;
+            }
           }
-        }
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                float wv = down1_conv2_weight[((ic * 64 + ob * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 573 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic = 0; ic < 64; ic++) {
+            for (ptrdiff_t kh = 0; kh < 3; kh++) {
+              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                  float wv = down1_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
+                    acc[j_2 * 24 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 573 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 572 < 570 && p < 326038) {
-              float y = down1_relu0[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572];
-              down1_relu0_dx[((n_2 * 64 + ob * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 572 < 570 && p < 326038) {
+                float y = down1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572];
+                down1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+              }
             }
           }
         }
