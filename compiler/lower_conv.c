@@ -66,6 +66,24 @@ static Expr *tap_shift(Lower *L, Expr *off, int64_t phases) {
   return phases > 1 ? dvd(L, off, I(L, phases)) : off;
 }
 
+/* What tap (kh, kw) of input channel icx reads at position pos (schedule.h,
+ * positions): its phase's plane, shifted by the tap. */
+static Expr *tap_read(Lower *L, const Conv *c, Expr *icx, Expr *kh, Expr *kw,
+                      Expr *pos) {
+  const ConvGeom *g = &c->g;
+  int64_t PH = c->s.phase_h, PW = c->s.phase_w;
+  Expr *offh = mul(L, kh, I(L, g->dh)), *offw = mul(L, kw, I(L, g->dw));
+  Expr *plane = icx;
+  if (PH * PW > 1)
+    plane = add(
+        L,
+        mul(L, add(L, mul(L, icx, I(L, PH)), tap_phase(L, offh, PH)), I(L, PW)),
+        tap_phase(L, offw, PW));
+  return load(L, c->x,
+              idx(L, V(L, c->n), plane, tap_shift(L, offh, PH),
+                  add(L, pos, tap_shift(L, offw, PW)), c->xs));
+}
+
 /* Positions [p0, p0 + width) of every output row of the block's channels,
  * tap (kh, kw) reading its plane at p + shift; the positions past a row's
  * last output column, past the last output, or below from (stored by the
@@ -75,7 +93,6 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb;
-  int64_t PH = s->phase_h, PW = s->phase_w;
   LoopBuilder *b = &L->b;
   Expr *ocx0 = add(L, group_base(L, c, Og), ocl0);
   int j = lb_for(b, "j", ocb);
@@ -92,21 +109,9 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
              weight(L, c, add(L, ocl0, V(L, j)), V(L, ic), V(L, kh), V(L, kw)));
   i = lb_for(b, "i", width);
   Expr *icx = add(L, group_base(L, c, Cg), V(L, ic));
-  Expr *offh = mul(L, V(L, kh), I(L, g->dh)),
-       *offw = mul(L, V(L, kw), I(L, g->dw));
-  Expr *plane = icx;
-  if (PH * PW > 1)
-    plane = add(
-        L,
-        mul(L, add(L, mul(L, icx, I(L, PH)), tap_phase(L, offh, PH)), I(L, PW)),
-        tap_phase(L, offw, PW));
-  Expr *at = add(L, add(L, p0, V(L, i)), tap_shift(L, offw, PW));
-  lb_accum(
-      b, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)),
-      mul(L,
-          load(L, c->x,
-               idx(L, V(L, c->n), plane, tap_shift(L, offh, PH), at, c->xs)),
-          x_temp(L->p, wv)));
+  lb_accum(b, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)),
+           mul(L, tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))),
+               x_temp(L->p, wv)));
   close(L, 5);
   j = lb_for(b, "j", ocb);
   i = lb_for(b, "i", width);
@@ -372,8 +377,8 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   pad_input(L, &c);
   Buffer *fy = flat_dy(L, &c);
   Shape fs = {3, {g->O, 1, s->tiles * s->width, 0}};
-  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, PH = s->phase_h,
-          PW = s->phase_w, ocb = s->ocb, kwb = s->kwb, w = s->width;
+  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb,
+          kwb = s->kwb, w = s->width;
   int64_t size = ocb * kwb * w;
   LoopBuilder *b = &L->b;
   c.acc = loop_local(L->p, b->k, "acc", size);
@@ -397,22 +402,13 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   int k = lb_for(b, "k", kwb);
   int l = lb_for(b, "l", w);
   Expr *kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
-  Expr *offh = mul(L, V(L, kh), I(L, g->dh)), *offw = mul(L, kw, I(L, g->dw));
-  Expr *plane = icx;
-  if (PH * PW > 1)
-    plane = add(
-        L,
-        mul(L, add(L, mul(L, icx, I(L, PH)), tap_phase(L, offh, PH)), I(L, PW)),
-        tap_phase(L, offw, PW));
   Expr *pos = add(L, mul(L, V(L, t), I(L, w)), V(L, l));
   Expr *ocx = add(L, add(L, group_base(L, &c, Og), ocl0), V(L, j));
   lb_accum(b, c.acc,
            add(L, mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w)),
                V(L, l)),
            mul(L, load(L, fy, idx(L, V(L, c.n), ocx, I(L, 0), pos, fs)),
-               load(L, c.x,
-                    idx(L, V(L, c.n), plane, tap_shift(L, offh, PH),
-                        add(L, pos, tap_shift(L, offw, PW)), c.xs))));
+               tap_read(L, &c, icx, V(L, kh), kw, pos)));
   close(L, 5);
   j = lb_for(b, "j", ocb);
   k = lb_for(b, "k", kwb);
