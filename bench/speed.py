@@ -136,17 +136,15 @@ class CSide:
                 "IN_SIZE": _numel(ishape), "OUT_SIZE": _numel(oshape),
                 "LABELS_SIZE": _numel(torch_model.labels_shape(g)),
                 "CLASSES": oshape[0], "BATCH": batch, "TRAIN": int(train)}
-        self.compile = (args.cc.split() + CFLAGS.split() + ["-Wall", "-Wextra"]
-                        + [f"-D{k}={v}" for k, v in defs.items()]
-                        + ["-I", work, "-o", self.exe, HARNESS, c, "-lm"])
+        cc = (args.cc.split() + CFLAGS.split() + ["-Wall", "-Wextra"]
+              + [f"-D{k}={v}" for k, v in defs.items()] + ["-I", work])
+        self.compile = cc + ["-o", self.exe, HARNESS, c, "-lm"]
         run(self.compile)
         # --layers: the same code with every kernel call timed (harness.c)
         self.profiled = os.path.join(work, "harness-layers")
         hook = f"-D{name.upper()}_KERNEL(layer,call)=PROFILE_KERNEL(layer,call)"
-        self.compile_profiled = (args.cc.split() + CFLAGS.split() + ["-Wall", "-Wextra"]
-                                 + [f"-D{k}={v}" for k, v in defs.items()]
-                                 + ["-DPROFILE", f'-DMODEL_C="{name}.c"', hook, "-I",
-                                    work, "-o", self.profiled, HARNESS, "-lm"])
+        self.compile_profiled = cc + ["-DPROFILE", f'-DMODEL_C="{name}.c"', hook,
+                                      "-o", self.profiled, HARNESS, "-lm"]
 
     def layers(self, seconds, xfile, yfile):
         """[(layer, seconds per run)], the slowest first."""

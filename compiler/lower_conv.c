@@ -84,6 +84,17 @@ static Expr *tap_read(Lower *L, const Conv *c, Expr *icx, Expr *kh, Expr *kw,
                   add(L, pos, tap_shift(L, offw, PW)), c->xs));
 }
 
+/* Whether position p (column col of its row) is an output: one of its
+ * row's first OW columns and, when the last tile runs past the positions
+ * into the copy's zero rows, not past them. */
+static Expr *is_output(Lower *L, const Conv *c, Expr *p, Expr *col) {
+  const ConvSchedule *s = &c->s;
+  Expr *keep = x_bin(L->p, X_LT, col, I(L, c->g.OW));
+  if (s->pad_copy && s->tiles * s->width > s->positions)
+    keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LT, p, I(L, s->positions)));
+  return keep;
+}
+
 /* Positions [p0, p0 + width) of every output row of the block's channels,
  * tap (kh, kw) reading its plane at p + shift; the positions past a row's
  * last output column, past the last output, or below from (stored by the
@@ -118,9 +129,7 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
   int pv = lb_let(b, "p", add(L, p0, V(L, i)));
   Expr *p = x_itemp(L->p, pv);
   Expr *col = x_bin(L->p, X_MOD, p, I(L, s->plane_w));
-  Expr *keep = x_bin(L->p, X_LT, col, I(L, g->OW));
-  if (s->pad_copy && s->tiles * s->width > s->positions) /* spare ones */
-    keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LT, p, I(L, s->positions)));
+  Expr *keep = is_output(L, c, p, col);
   if (from > 0)
     keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
   lb_if(b, keep);
@@ -179,8 +188,8 @@ static void pad_input(Lower *L, Conv *c) {
   Expr *plane = V(L, ch);
   if (rh >= 0)
     plane = add(L, mul(L, plane, I(L, PH)), V(L, rh));
-  if (PW > 1)
-    plane = add(L, mul(L, plane, I(L, PW)), rw >= 0 ? V(L, rw) : I(L, 0));
+  if (rw >= 0)
+    plane = add(L, mul(L, plane, I(L, PW)), V(L, rw));
   lb_store(b, pad, idx(L, V(L, n), plane, V(L, a), V(L, q), ps),
            x_select(L->p, in,
                     load(L, c->x, idx(L, V(L, n), V(L, ch), ih, iw, c->xs)),
@@ -343,11 +352,8 @@ static Buffer *flat_dy(Lower *L, Conv *c) {
   int q = lb_for(b, "p", P);
   Expr *col = x_bin(L->p, X_MOD, V(L, q), I(L, s->plane_w));
   Expr *row = dvd(L, V(L, q), I(L, s->plane_w));
-  Expr *in = x_bin(L->p, X_LT, col, I(L, g->OW));
-  if (P > s->positions)
-    in = x_bin(L->p, X_AND, in, x_bin(L->p, X_LT, V(L, q), I(L, s->positions)));
   lb_store(b, f, idx(L, V(L, n), V(L, o), I(L, 0), V(L, q), fs),
-           x_select(L->p, in,
+           x_select(L->p, is_output(L, c, V(L, q), col),
                     load(L, c->y, idx(L, V(L, n), V(L, o), row, col, c->ys)),
                     F(L, 0)));
   close(L, 3);
@@ -376,7 +382,6 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   const ConvSchedule *s = &c.s;
   pad_input(L, &c);
   Buffer *fy = flat_dy(L, &c);
-  Shape fs = {3, {g->O, 1, s->tiles * s->width, 0}};
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb,
           kwb = s->kwb, w = s->width;
   int64_t size = ocb * kwb * w;
@@ -407,7 +412,7 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   lb_accum(b, c.acc,
            add(L, mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w)),
                V(L, l)),
-           mul(L, load(L, fy, idx(L, V(L, c.n), ocx, I(L, 0), pos, fs)),
+           mul(L, load(L, fy, idx(L, V(L, c.n), ocx, I(L, 0), pos, fy->shape)),
                tap_read(L, &c, icx, V(L, kh), kw, pos)));
   close(L, 5);
   j = lb_for(b, "j", ocb);
