@@ -128,24 +128,6 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   return s;
 }
 
-static int64_t largest_divisor(int64_t n, int64_t most);
-
-/* Bytes of weights a chunk may hold: half of this core class's L2 (512
- * KB), the rest for the tile's input rows and the stores. Without chunks,
- * a block's weights stay in cache but the whole input streams through
- * once per block: VGG16's 224 x 224 layers then ran at half the rate of
- * its small ones. */
-enum { CHUNK_BYTES = 256 << 10 };
-
-void schedule_chunk(const ConvGeom *g, ConvSchedule *s) {
-  int64_t nob = g->O / g->groups / s->ocb;
-  int64_t block = s->ocb * (g->C / g->groups) * g->KH * g->KW * g->groups * 4;
-  int64_t most = CHUNK_BYTES / block;
-  if (s->parallel == PAR_BLOCKS && most > nob / 2)
-    most = nob / 4; /* chunks for 4 threads at least */
-  s->chunk = largest_divisor(nob, most < 1 ? 1 : most);
-}
-
 int64_t schedule_conv_work(const ConvGeom *g) {
   return g->O * g->OH * g->OW * (g->C / g->groups) * g->KH * g->KW;
 }
@@ -207,6 +189,22 @@ static int64_t largest_divisor(int64_t n, int64_t most) {
     if (n % d == 0)
       return d;
   return 1;
+}
+
+/* Bytes of weights a chunk may hold: half of this core class's L2 (512
+ * KB), the rest for the tile's input rows and the stores. Without chunks,
+ * a block's weights stay in cache but the whole input streams through
+ * once per block: VGG16's 224 x 224 layers then ran at half the rate of
+ * its small ones. */
+enum { CHUNK_BYTES = 256 << 10 };
+
+void schedule_chunk(const ConvGeom *g, ConvSchedule *s) {
+  int64_t nob = g->O / g->groups / s->ocb;
+  int64_t block = s->ocb * (g->C / g->groups) * g->KH * g->KW * g->groups * 4;
+  int64_t most = CHUNK_BYTES / block;
+  if (s->parallel == PAR_BLOCKS && most > nob / 4)
+    most = nob / 4; /* chunks for 4 threads at least */
+  s->chunk = largest_divisor(nob, most < 1 ? 1 : most);
 }
 
 /* Dense layers are a matrix product with one small side (the batch), so

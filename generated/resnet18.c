@@ -2190,7 +2190,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 128 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 64 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
@@ -2223,10 +2223,10 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 2; oc++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t ob = 0; ob < 128; ob++) {
+        for (ptrdiff_t ob = 0; ob < 64; ob++) {
           for (ptrdiff_t j = 0; j < 2; j++) {
             for (ptrdiff_t i = 0; i < 32; i++) {
               acc[j * 32 + i] = 0.0f;
@@ -2236,7 +2236,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh = 0; kh < 1; kh++) {
               for (ptrdiff_t kw = 0; kw < 1; kw++) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_downsample_0_weight[((oc * 128 + ob) * 2 + j_2) * 256 + ic + kh + kw];
+                  float wv = layer4_0_downsample_0_weight[((oc * 64 + ob) * 2 + j_2) * 256 + ic + kh + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
                     acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
                   }
@@ -2248,7 +2248,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
               ptrdiff_t p = t * 32 + i_3;
               if (p % 7 < 7 && p < 49) {
-                layer4_0_downsample_1[((n_2 * 512 + (oc * 128 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 128 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 128 + ob) * 2 + j_3];
+                layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3];
               }
             }
           }
@@ -4158,7 +4158,7 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 128 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 64 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer3_1_relu1 = s->arena + 4953856;
@@ -4179,10 +4179,10 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 2; oc++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t ob = 0; ob < 128; ob++) {
+        for (ptrdiff_t ob = 0; ob < 64; ob++) {
           for (ptrdiff_t j = 0; j < 2; j++) {
             for (ptrdiff_t i = 0; i < 32; i++) {
               acc[j * 32 + i] = 0.0f;
@@ -4192,7 +4192,7 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh = 0; kh < 1; kh++) {
               for (ptrdiff_t kw = 0; kw < 1; kw++) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_downsample_0_weight[((oc * 128 + ob) * 2 + j_2) * 256 + ic + kh + kw];
+                  float wv = layer4_0_downsample_0_weight[((oc * 64 + ob) * 2 + j_2) * 256 + ic + kh + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
                     acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
                   }
@@ -4204,7 +4204,7 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
               ptrdiff_t p = t * 32 + i_3;
               if (p % 7 < 7 && p < 49) {
-                layer4_0_downsample_0[((n_2 * 512 + (oc * 128 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3];
+                layer4_0_downsample_0[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -5663,7 +5663,7 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0.dx: conv_dx+add+act_dx with layer3.1.relu1.dsum and layer3.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 32 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 16 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer3_1_relu1 = s->arena + 4953856;
@@ -5682,10 +5682,10 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 2; oc++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+        for (ptrdiff_t ob = 0; ob < 16; ob++) {
           for (ptrdiff_t j = 0; j < 4; j++) {
             for (ptrdiff_t i = 0; i < 24; i++) {
               acc[j * 24 + i] = 0.0f;
@@ -5695,7 +5695,7 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh = 0; kh < 1; kh++) {
               for (ptrdiff_t kw = 0; kw < 1; kw++) {
                 for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer4_0_downsample_0_weight[ic * 256 + (oc * 32 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
+                  float wv = layer4_0_downsample_0_weight[ic * 256 + (oc * 16 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
                     acc[j_2 * 24 + i_2] += layer4_0_downsample_0_dx_padded[((n_2 * 512 + ic) * 16 + kh) * 14 + t * 24 + i_2 + kw] * wv;
                   }
@@ -5707,8 +5707,8 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
               ptrdiff_t p = t * 24 + i_3;
               if (p % 14 < 14 && p < 196) {
-                float y = layer3_1_relu1[((n_2 * 256 + (oc * 32 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
-                layer3_1_relu1_dx[((n_2 * 256 + (oc * 32 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 32 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+                float y = layer3_1_relu1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
+                layer3_1_relu1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
               }
             }
           }

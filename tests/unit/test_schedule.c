@@ -44,6 +44,19 @@ static void check(const ConvGeom *g, ConvPass pass) {
   assert_true(covered - s.positions < s.width);
   int64_t reach =
       covered + (g->KH - 1) * g->dh / PH * s.plane_w + (g->KW - 1) * g->dw / PW;
+  if (pass == CONV_FORWARD) /* chunks: whole blocks that fit the cache */
+    for (int par = PAR_NONE; par <= PAR_BLOCKS; par++) {
+      ConvSchedule t = s;
+      t.parallel = par;
+      schedule_chunk(g, &t);
+      int64_t nob = g->O / g->groups / t.ocb,
+              block =
+                  t.ocb * (g->C / g->groups) * g->KH * g->KW * g->groups * 4;
+      assert_true(t.chunk >= 1 && nob % t.chunk == 0);
+      assert_true(t.chunk == 1 || t.chunk * block <= 256 << 10);
+      if (par == PAR_BLOCKS) /* at least 4 chunks to share out */
+        assert_true(t.chunk == 1 || nob / t.chunk >= 4);
+    }
   if (copy) /* the deepest tap of the last tile reads inside its plane */
     assert_true(reach <= s.plane_h * s.plane_w);
   else /* the last tile ends at the last position instead */
@@ -96,6 +109,19 @@ static void interior_and_tiles(void **state) {
               n++;
             }
   assert_true(n > 300);
+  (void)state;
+}
+
+/* Weights of which 5 blocks fit a chunk, in 12 blocks: shared out among
+ * threads, the chunks are 3 blocks (4 chunks), not 4 (3 chunks). */
+static void chunks_for_threads(void **state) {
+  ConvGeom g = {1, 1344, 7, 7, 12, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvSchedule s = {.tiled = 1, .ocb = 1, .parallel = PAR_NONE};
+  schedule_chunk(&g, &s);
+  assert_int_equal(s.chunk, 4);
+  s.parallel = PAR_BLOCKS;
+  schedule_chunk(&g, &s);
+  assert_int_equal(s.chunk, 3);
   (void)state;
 }
 
@@ -157,6 +183,7 @@ static void lowering_records_schedules(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(interior_and_tiles),
+      cmocka_unit_test(chunks_for_threads),
       cmocka_unit_test(dense_tiles),
       cmocka_unit_test(lowering_records_schedules),
   };
