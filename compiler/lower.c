@@ -569,6 +569,27 @@ static void lower_norm(Lower *L, Buffer *y, Buffer *x, Buffer **ps) {
   close(L, 3);
 }
 
+Expr *lower_pow(Lower *L, Expr *base, double e) {
+  double q = e * 4;
+  if (q != (double)(int)q || q == 0 || q < -8 || q > 8)
+    return x_bin(L->p, X_POW, base, F(L, e));
+  int k = q < 0 ? (int)-q : (int)q;
+  int b = lb_let(&L->b, "base", base);
+  Expr *r = NULL;
+  if (k & 3) {
+    int root = lb_let(&L->b, "root", x_un(L->p, X_SQRT, x_temp(L->p, b)));
+    if (k & 2)
+      r = x_temp(L->p, root);
+    if (k & 1) {
+      Expr *r4 = x_un(L->p, X_SQRT, x_temp(L->p, root));
+      r = r ? mul(L, r, r4) : r4;
+    }
+  }
+  for (int i = 0; i < k / 4; i++)
+    r = r ? mul(L, r, x_temp(L->p, b)) : x_temp(L->p, b);
+  return q < 0 ? dvd(L, F(L, 1), r) : r;
+}
+
 /* Local response normalization across channels, as nn.LocalResponseNorm:
  * the window [c - size/2, c + (size-1)/2] is zero-padded and averaged. */
 static void lower_lrn(Lower *L, Buffer *y, Buffer *x) {
@@ -595,11 +616,11 @@ static void lower_lrn(Lower *L, Buffer *y, Buffer *x) {
   close(L, 2);
   Expr *here = add(
       L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)), V(L, pix));
-  Expr *div =
-      x_bin(L->p, X_POW,
-            add(L, F(L, at->lrn_k),
-                mul(L, F(L, at->alpha / (double)at->size), x_temp(L->p, sum))),
-            F(L, at->beta));
+  Expr *div = lower_pow(
+      L,
+      add(L, F(L, at->lrn_k),
+          mul(L, F(L, at->alpha / (double)at->size), x_temp(L->p, sum))),
+      at->beta);
   lb_store(b, y, here, x_bin(L->p, X_DIV, load(L, x, here), div));
   close(L, 3);
 }

@@ -699,16 +699,14 @@ static void lrn_dx(Lower *L, Buffer *dx, Buffer *x, Buffer *dy) {
   lb_set(b, acc,
          add(L, T(L, acc),
              mul(L, mul(L, load(L, dy, atc), load(L, x, atc)),
-                 x_bin(L->p, X_POW, T(L, dc), F(L, -at->beta - 1)))));
+                 lower_pow(L, T(L, dc), -at->beta - 1))));
   close(L, 2);
   Expr *here = ncp(L, V(L, n), V(L, c), V(L, p), C, P);
-  Expr *r = sub(
-      L,
-      mul(L, load(L, dy, here), x_bin(L->p, X_POW, T(L, di), F(L, -at->beta))),
-      mul(L,
-          mul(L, F(L, 2 * at->alpha * at->beta / (double)at->size),
-              load(L, x, here)),
-          T(L, acc)));
+  Expr *r = sub(L, mul(L, load(L, dy, here), lower_pow(L, T(L, di), -at->beta)),
+                mul(L,
+                    mul(L, F(L, 2 * at->alpha * at->beta / (double)at->size),
+                        load(L, x, here)),
+                    T(L, acc)));
   lb_store(b, dx, here, r);
   close(L, 3);
 }

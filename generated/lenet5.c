@@ -1049,104 +1049,109 @@ static void forward_avgpool1(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* f5: dense+tanh with tanh2, lenet5.cnn:12
- * schedule: accumulators: 8 outputs x 8 lanes of in-features (50 tiles + 0), summed at the end */
+ * schedule: accumulators: 4 outputs x 16 lanes of in-features (25 tiles + 0), summed at the end */
 static void forward_f5(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
   const float *f5_bias = s->f32 + 50572; /* f5.bias */
   const float *flatten0 = s->arena + 1600;
   float *tanh2 = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 15; ob++) {
+  for (ptrdiff_t ob = 0; ob < 30; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 50; t++) {
-        for (ptrdiff_t j = 0; j < 8; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 8 + l] += flatten0[n * 400 + t * 8 + l] * f5_weight[(ob * 8 + j) * 400 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 25; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += flatten0[n * 400 + t * 16 + l] * f5_weight[(ob * 4 + j) * 400 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
-        float sum = f5_bias[ob * 8 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          sum = sum + acc[j_2 * 8 + l_2];
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+        float sum = f5_bias[ob * 4 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          sum = sum + acc[j_2 * 16 + l_2];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh2[n * 120 + ob * 8 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh2[n * 120 + ob * 4 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
     }
   }
 }
 
 /* f6: dense+tanh with tanh3, lenet5.cnn:13
- * schedule: accumulators: 7 outputs x 8 lanes of in-features (15 tiles + 0), summed at the end */
+ * schedule: accumulators: 4 outputs x 16 lanes of in-features (7 tiles + 8), summed at the end */
 static void forward_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *f6_bias = s->f32 + 60772; /* f6.bias */
   const float *tanh2 = s->arena + 0;
   float *tanh3 = s->arena + 120;
-  float acc[56]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 12; ob++) {
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 21; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 56; a++) {
+      for (ptrdiff_t a = 0; a < 96; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 15; t++) {
-        for (ptrdiff_t j = 0; j < 7; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 8 + l] += tanh2[n * 120 + t * 8 + l] * f6_weight[(ob * 7 + j) * 120 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 24 + l] += tanh2[n * 120 + t * 16 + l] * f6_weight[(ob * 4 + j) * 120 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 7; j_2++) {
-        float sum = f6_bias[ob * 7 + j_2];
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          sum = sum + acc[j_2 * 8 + l_2];
+          acc[j_2 * 24 + 16 + l_2] += tanh2[n * 120 + 112 + l_2] * f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2];
+        }
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float sum = f6_bias[ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 24; l_3++) {
+          sum = sum + acc[j_3 * 24 + l_3];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh3[n * 84 + ob * 7 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh3[n * 84 + ob * 4 + j_3] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
     }
   }
 }
 
 /* f7: dense, lenet5.cnn:14
- * schedule: accumulators: 5 outputs x 8 lanes of in-features (10 tiles + 4), summed at the end */
+ * schedule: accumulators: 2 outputs x 16 lanes of in-features (5 tiles + 4), summed at the end */
 static void forward_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *f7_bias = s->f32 + 61696; /* f7.bias */
   const float *tanh3 = s->arena + 120;
   float *f7 = s->arena + 0;
-  float acc[60]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+  float acc[40]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 5; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 60; a++) {
+      for (ptrdiff_t a = 0; a < 40; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 10; t++) {
-        for (ptrdiff_t j = 0; j < 5; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 12 + l] += tanh3[n * 84 + t * 8 + l] * f7_weight[(ob * 5 + j) * 84 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 5; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 20 + l] += tanh3[n * 84 + t * 16 + l] * f7_weight[(ob * 2 + j) * 84 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 5; j_2++) {
+      for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-          acc[j_2 * 12 + 8 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 5 + j_2) * 84 + 80 + l_2];
+          acc[j_2 * 20 + 16 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2];
         }
       }
-      for (ptrdiff_t j_3 = 0; j_3 < 5; j_3++) {
-        float sum = f7_bias[ob * 5 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-          sum = sum + acc[j_3 * 12 + l_3];
+      for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+        float sum = f7_bias[ob * 2 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 20; l_3++) {
+          sum = sum + acc[j_3 * 20 + l_3];
         }
-        f7[n * 10 + ob * 5 + j_3] = sum;
+        f7[n * 10 + ob * 2 + j_3] = sum;
       }
     }
   }
@@ -1360,104 +1365,109 @@ static void train_avgpool1(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* f5: dense+tanh with tanh2, lenet5.cnn:12
- * schedule: accumulators: 8 outputs x 8 lanes of in-features (50 tiles + 0), summed at the end */
+ * schedule: accumulators: 4 outputs x 16 lanes of in-features (25 tiles + 0), summed at the end */
 static void train_f5(lenet5_state *s, ptrdiff_t count) {
   const float *f5_weight = s->f32 + 2572; /* f5.weight */
   const float *f5_bias = s->f32 + 50572; /* f5.bias */
   const float *flatten0 = s->arena + 1600;
   float *tanh2 = s->arena + 2000;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 15; ob++) {
+  for (ptrdiff_t ob = 0; ob < 30; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 50; t++) {
-        for (ptrdiff_t j = 0; j < 8; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 8 + l] += flatten0[n * 400 + t * 8 + l] * f5_weight[(ob * 8 + j) * 400 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 25; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += flatten0[n * 400 + t * 16 + l] * f5_weight[(ob * 4 + j) * 400 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
-        float sum = f5_bias[ob * 8 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          sum = sum + acc[j_2 * 8 + l_2];
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+        float sum = f5_bias[ob * 4 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          sum = sum + acc[j_2 * 16 + l_2];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh2[n * 120 + ob * 8 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh2[n * 120 + ob * 4 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
     }
   }
 }
 
 /* f6: dense+tanh with tanh3, lenet5.cnn:13
- * schedule: accumulators: 7 outputs x 8 lanes of in-features (15 tiles + 0), summed at the end */
+ * schedule: accumulators: 4 outputs x 16 lanes of in-features (7 tiles + 8), summed at the end */
 static void train_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_weight = s->f32 + 50692; /* f6.weight */
   const float *f6_bias = s->f32 + 60772; /* f6.bias */
   const float *tanh2 = s->arena + 2000;
   float *tanh3 = s->arena + 2120;
-  float acc[56]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 12; ob++) {
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 21; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 56; a++) {
+      for (ptrdiff_t a = 0; a < 96; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 15; t++) {
-        for (ptrdiff_t j = 0; j < 7; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 8 + l] += tanh2[n * 120 + t * 8 + l] * f6_weight[(ob * 7 + j) * 120 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 7; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 24 + l] += tanh2[n * 120 + t * 16 + l] * f6_weight[(ob * 4 + j) * 120 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 7; j_2++) {
-        float sum = f6_bias[ob * 7 + j_2];
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          sum = sum + acc[j_2 * 8 + l_2];
+          acc[j_2 * 24 + 16 + l_2] += tanh2[n * 120 + 112 + l_2] * f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2];
+        }
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float sum = f6_bias[ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 24; l_3++) {
+          sum = sum + acc[j_3 * 24 + l_3];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh3[n * 84 + ob * 7 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh3[n * 84 + ob * 4 + j_3] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
       }
     }
   }
 }
 
 /* f7: dense, lenet5.cnn:14
- * schedule: accumulators: 5 outputs x 8 lanes of in-features (10 tiles + 4), summed at the end */
+ * schedule: accumulators: 2 outputs x 16 lanes of in-features (5 tiles + 4), summed at the end */
 static void train_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_weight = s->f32 + 60856; /* f7.weight */
   const float *f7_bias = s->f32 + 61696; /* f7.bias */
   const float *tanh3 = s->arena + 2120;
   float *f7 = s->arena + 2204;
-  float acc[60]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+  float acc[40]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 5; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 60; a++) {
+      for (ptrdiff_t a = 0; a < 40; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 10; t++) {
-        for (ptrdiff_t j = 0; j < 5; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 12 + l] += tanh3[n * 84 + t * 8 + l] * f7_weight[(ob * 5 + j) * 84 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 5; t++) {
+        for (ptrdiff_t j = 0; j < 2; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 20 + l] += tanh3[n * 84 + t * 16 + l] * f7_weight[(ob * 2 + j) * 84 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 5; j_2++) {
+      for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-          acc[j_2 * 12 + 8 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 5 + j_2) * 84 + 80 + l_2];
+          acc[j_2 * 20 + 16 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2];
         }
       }
-      for (ptrdiff_t j_3 = 0; j_3 < 5; j_3++) {
-        float sum = f7_bias[ob * 5 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-          sum = sum + acc[j_3 * 12 + l_3];
+      for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+        float sum = f7_bias[ob * 2 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 20; l_3++) {
+          sum = sum + acc[j_3 * 20 + l_3];
         }
-        f7[n * 10 + ob * 5 + j_3] = sum;
+        f7[n * 10 + ob * 2 + j_3] = sum;
       }
     }
   }

@@ -2482,31 +2482,31 @@ static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* fc: dense, resnet18.cnn:38
- * schedule: accumulators: 8 outputs x 8 lanes of in-features (64 tiles + 0), summed at the end */
+ * schedule: accumulators: 4 outputs x 16 lanes of in-features (32 tiles + 0), summed at the end */
 static void forward_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
   const float *flatten0 = s->arena + 1000;
   float *fc = s->arena + 0;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 125; ob++) {
+  for (ptrdiff_t ob = 0; ob < 250; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 64; t++) {
-        for (ptrdiff_t j = 0; j < 8; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 8 + l] += flatten0[n * 512 + t * 8 + l] * fc_weight[(ob * 8 + j) * 512 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 32; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += flatten0[n * 512 + t * 16 + l] * fc_weight[(ob * 4 + j) * 512 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
-        float sum = fc_bias[ob * 8 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          sum = sum + acc[j_2 * 8 + l_2];
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+        float sum = fc_bias[ob * 4 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          sum = sum + acc[j_2 * 16 + l_2];
         }
-        fc[n * 1000 + ob * 8 + j_2] = sum;
+        fc[n * 1000 + ob * 4 + j_2] = sum;
       }
     }
   }
@@ -4505,31 +4505,31 @@ static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* fc: dense, resnet18.cnn:38
- * schedule: accumulators: 8 outputs x 8 lanes of in-features (64 tiles + 0), summed at the end */
+ * schedule: accumulators: 4 outputs x 16 lanes of in-features (32 tiles + 0), summed at the end */
 static void train_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
   const float *flatten0 = s->arena + 1632720;
   float *fc = s->arena + 1630720;
   float acc[64]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 125; ob++) {
+  for (ptrdiff_t ob = 0; ob < 250; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
-      for (ptrdiff_t t = 0; t < 64; t++) {
-        for (ptrdiff_t j = 0; j < 8; j++) {
-          for (ptrdiff_t l = 0; l < 8; l++) {
-            acc[j * 8 + l] += flatten0[n * 512 + t * 8 + l] * fc_weight[(ob * 8 + j) * 512 + t * 8 + l];
+      for (ptrdiff_t t = 0; t < 32; t++) {
+        for (ptrdiff_t j = 0; j < 4; j++) {
+          for (ptrdiff_t l = 0; l < 16; l++) {
+            acc[j * 16 + l] += flatten0[n * 512 + t * 16 + l] * fc_weight[(ob * 4 + j) * 512 + t * 16 + l];
           }
         }
       }
-      for (ptrdiff_t j_2 = 0; j_2 < 8; j_2++) {
-        float sum = fc_bias[ob * 8 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          sum = sum + acc[j_2 * 8 + l_2];
+      for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+        float sum = fc_bias[ob * 4 + j_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
+          sum = sum + acc[j_2 * 16 + l_2];
         }
-        fc[n * 1000 + ob * 8 + j_2] = sum;
+        fc[n * 1000 + ob * 4 + j_2] = sum;
       }
     }
   }
