@@ -736,7 +736,16 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
       " * does); by default it is the call alone. */\n"
       "#ifndef %s_KERNEL\n"
       "#define %s_KERNEL(layer, call) call\n"
-      "#endif\n\n",
+      "#endif\n\n"
+      "/* fmaxf and fminf as glibc computes them on x86-64 (x > y ? x : y,\n"
+      " * and x when y is NaN), written out: compilers inline and vectorize\n"
+      " * these, where gcc calls fmaxf for every element of a max pool. */\n"
+      "static inline float max_of(float x, float y) {\n"
+      "  return x > y ? x : y != y ? x : y;\n"
+      "}\n\n"
+      "static inline float min_of(float x, float y) {\n"
+      "  return x < y ? x : y != y ? x : y;\n"
+      "}\n\n",
       M, M, M, M, M, M, M);
   emit_tables(c, p, m);
   print_template(c, emit_c_safetensors_template, m);

@@ -374,8 +374,8 @@ void loop_print_expr(FILE *out, const Kernel *k, const Expr *e, int c) {
     fputs(c ? "(float)" : "float ", out);
     sub(out, k, e->a, c, 9);
     return;
-  case X_MAX: fn = e->isint ? "max" : c ? "fmaxf" : "max"; break;
-  case X_MIN: fn = e->isint ? "min" : c ? "fminf" : "min"; break;
+  case X_MAX: fn = e->isint ? "max" : c ? "max_of" : "max"; break;
+  case X_MIN: fn = e->isint ? "min" : c ? "min_of" : "min"; break;
   case X_EXP: fn = c ? "expf" : "exp"; break;
   case X_LOG: fn = c ? "logf" : "log"; break;
   case X_SQRT: fn = c ? "sqrtf" : "sqrt"; break;

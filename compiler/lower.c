@@ -125,6 +125,8 @@ static const char *const reserved[] = {
     "xhat",
     "z",
     /* functions the kernels call */
+    "max_of",
+    "min_of",
     "sqrtf",
     "expf",
     "logf",

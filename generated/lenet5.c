@@ -23,6 +23,17 @@
 #define LENET5_KERNEL(layer, call) call
 #endif
 
+/* fmaxf and fminf as glibc computes them on x86-64 (x > y ? x : y,
+ * and x when y is NaN), written out: compilers inline and vectorize
+ * these, where gcc calls fmaxf for every element of a max pool. */
+static inline float max_of(float x, float y) {
+  return x > y ? x : y != y ? x : y;
+}
+
+static inline float min_of(float x, float y) {
+  return x < y ? x : y != y ? x : y;
+}
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct lenet5_tensor {
   const char *name;
@@ -1482,7 +1493,7 @@ static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
       for (ptrdiff_t k = 0; k < 10; k++) {
-        m = fmaxf(m, f7[n * 10 + k + p]);
+        m = max_of(m, f7[n * 10 + k + p]);
       }
       float se = 0.0f;
       for (ptrdiff_t k_2 = 0; k_2 < 10; k_2++) {
@@ -1503,7 +1514,7 @@ static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int6
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
       for (ptrdiff_t k = 0; k < 10; k++) {
-        m = fmaxf(m, f7[n * 10 + k + p]);
+        m = max_of(m, f7[n * 10 + k + p]);
       }
       float se = 0.0f;
       for (ptrdiff_t k_2 = 0; k_2 < 10; k_2++) {

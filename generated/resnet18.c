@@ -23,6 +23,17 @@
 #define RESNET18_KERNEL(layer, call) call
 #endif
 
+/* fmaxf and fminf as glibc computes them on x86-64 (x > y ? x : y,
+ * and x when y is NaN), written out: compilers inline and vectorize
+ * these, where gcc calls fmaxf for every element of a max pool. */
+static inline float max_of(float x, float y) {
+  return x > y ? x : y != y ? x : y;
+}
+
+static inline float min_of(float x, float y) {
+  return x < y ? x : y != y ? x : y;
+}
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct resnet18_tensor {
   const char *name;
@@ -1164,7 +1175,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                m = fmaxf(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
+                m = max_of(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
               }
             }
           }
@@ -2674,7 +2685,7 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                m = fmaxf(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
+                m = max_of(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
               }
             }
           }
@@ -4544,7 +4555,7 @@ static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
       for (ptrdiff_t k = 0; k < 1000; k++) {
-        m = fmaxf(m, fc[n * 1000 + k + p]);
+        m = max_of(m, fc[n * 1000 + k + p]);
       }
       float se = 0.0f;
       for (ptrdiff_t k_2 = 0; k_2 < 1000; k_2++) {
@@ -4565,7 +4576,7 @@ static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const in
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
       for (ptrdiff_t k = 0; k < 1000; k++) {
-        m = fmaxf(m, fc[n * 1000 + k + p]);
+        m = max_of(m, fc[n * 1000 + k + p]);
       }
       float se = 0.0f;
       for (ptrdiff_t k_2 = 0; k_2 < 1000; k_2++) {

@@ -23,6 +23,17 @@
 #define UNET_KERNEL(layer, call) call
 #endif
 
+/* fmaxf and fminf as glibc computes them on x86-64 (x > y ? x : y,
+ * and x when y is NaN), written out: compilers inline and vectorize
+ * these, where gcc calls fmaxf for every element of a max pool. */
+static inline float max_of(float x, float y) {
+  return x > y ? x : y != y ? x : y;
+}
+
+static inline float min_of(float x, float y) {
+  return x < y ? x : y != y ? x : y;
+}
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct unet_tensor {
   const char *name;
@@ -1107,7 +1118,7 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
+              m = max_of(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
             }
           }
           maxpool0[((n * 64 + c) * 284 + oh) * 284 + ow] = m;
@@ -1274,7 +1285,7 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
+              m = max_of(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
             }
           }
           maxpool1[((n * 128 + c) * 140 + oh) * 140 + ow] = m;
@@ -1441,7 +1452,7 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
+              m = max_of(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
             }
           }
           maxpool2[((n * 256 + c) * 68 + oh) * 68 + ow] = m;
@@ -1608,7 +1619,7 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
+              m = max_of(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
             }
           }
           maxpool3[((n * 512 + c) * 32 + oh) * 32 + ow] = m;
@@ -2883,7 +2894,7 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
+              m = max_of(m, down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw]);
             }
           }
           maxpool0[((n * 64 + c) * 284 + oh) * 284 + ow] = m;
@@ -3050,7 +3061,7 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
+              m = max_of(m, down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw]);
             }
           }
           maxpool1[((n * 128 + c) * 140 + oh) * 140 + ow] = m;
@@ -3217,7 +3228,7 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
+              m = max_of(m, down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw]);
             }
           }
           maxpool2[((n * 256 + c) * 68 + oh) * 68 + ow] = m;
@@ -3384,7 +3395,7 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              m = fmaxf(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
+              m = max_of(m, down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw]);
             }
           }
           maxpool3[((n * 512 + c) * 32 + oh) * 32 + ow] = m;
@@ -4448,7 +4459,7 @@ static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *
     for (ptrdiff_t p = 0; p < 150544; p++) {
       float m = -INFINITY;
       for (ptrdiff_t k = 0; k < 2; k++) {
-        m = fmaxf(m, head[(n * 2 + k) * 150544 + p]);
+        m = max_of(m, head[(n * 2 + k) * 150544 + p]);
       }
       float se = 0.0f;
       for (ptrdiff_t k_2 = 0; k_2 < 2; k_2++) {
@@ -4469,7 +4480,7 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
     for (ptrdiff_t p = 0; p < 150544; p++) {
       float m = -INFINITY;
       for (ptrdiff_t k = 0; k < 2; k++) {
-        m = fmaxf(m, head[(n * 2 + k) * 150544 + p]);
+        m = max_of(m, head[(n * 2 + k) * 150544 + p]);
       }
       float se = 0.0f;
       for (ptrdiff_t k_2 = 0; k_2 < 2; k_2++) {
