@@ -124,6 +124,8 @@ static const char *const reserved[] = {
     "w0",
     "xhat",
     "z",
+    "row",
+    "col",
     /* functions the kernels call */
     "max_of",
     "min_of",
@@ -410,17 +412,14 @@ static Expr *activation(Lower *L, const Node *nd, Expr *v) {
  * towards the largest errors); in float, the result is within 6 ulps of
  * tanh and never above 1 (test_tanh in tests/unit/test_jit.c checks it on
  * both backends' code). */
-static Expr *tanh_of(Lower *L, int v) {
-  static const double edge = 7.905311;
+static const double tanh_edge = 7.905311;
+
+static Expr *tanh_rational(Lower *L, int c) {
   static const double P[] = {1.0, 0.13450314, 0.003578622, 2.2016791e-05,
                              1.5418005e-08};
   static const double Q[] = {1.0, 0.4678364, 0.026190847, 0.00034230313,
                              8.59494e-07};
   Program *p = L->p;
-  Expr *x = x_temp(p, v);
-  Expr *low = x_select(p, x_bin(p, X_LT, x, F(L, -edge)), F(L, -edge), x);
-  int c = lb_let(&L->b, "c",
-                 x_select(p, x_bin(p, X_LT, F(L, edge), x), F(L, edge), low));
   int z = lb_let(&L->b, "z", mul(L, x_temp(p, c), x_temp(p, c)));
   Expr *num = F(L, P[4]), *den = F(L, Q[4]);
   for (int k = 3; k >= 0; k--) {
@@ -428,6 +427,52 @@ static Expr *tanh_of(Lower *L, int v) {
     den = add(L, mul(L, den, x_temp(p, z)), F(L, Q[k]));
   }
   return dvd(L, mul(L, x_temp(p, c), num), den);
+}
+
+static Expr *clamp_above(Lower *L, Expr *x) {
+  return x_select(L->p, x_bin(L->p, X_LT, F(L, tanh_edge), x), F(L, tanh_edge),
+                  x);
+}
+
+static Expr *clamp_below(Lower *L, Expr *x) {
+  return x_select(L->p, x_bin(L->p, X_LT, x, F(L, -tanh_edge)),
+                  F(L, -tanh_edge), x);
+}
+
+static Expr *tanh_of(Lower *L, int v) {
+  Program *p = L->p;
+  Expr *x = x_temp(p, v);
+  Expr *low = clamp_below(L, x);
+  int c = lb_let(
+      &L->b, "c",
+      x_select(p, x_bin(p, X_LT, F(L, tanh_edge), x), F(L, tanh_edge), low));
+  return tanh_rational(L, c);
+}
+
+int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
+                            Expr *ch0) {
+  const Epilogue *e = L->ep;
+  if (!e || e->residual || !e->act || e->act->op != OP_TANH)
+    return 0;
+  L->ep_used = 1;
+  LoopBuilder *b = &L->b;
+  for (int pass = 0; pass < 3; pass++) {
+    int j = lb_for(b, "j", rows);
+    int i = lb_for(b, "i", width);
+    Expr *at = add(L, mul(L, V(L, j), I(L, width)), V(L, i));
+    Expr *v = load(L, acc, at);
+    if (pass == 0 && e->scale) {
+      Expr *ch = add(L, ch0, V(L, j));
+      v = add(L, mul(L, v, load(L, e->scale, ch)), load(L, e->shift, ch));
+    }
+    int t = lb_let(b, pass == 2 ? "c" : "v", v);
+    lb_store(b, acc, at,
+             pass == 0   ? clamp_above(L, x_temp(L->p, t))
+             : pass == 1 ? clamp_below(L, x_temp(L->p, t))
+                         : tanh_rational(L, t));
+    close(L, 2);
+  }
+  return 1;
 }
 
 static void lower_elementwise(Lower *L, Buffer *y, Buffer *x) {

@@ -120,6 +120,15 @@ Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at);
  * keeps the nest from vectorizing, where sqrtf is one instruction. */
 Expr *lower_pow(Lower *L, Expr *base, double e);
 
+/* The epilogue applied in place to rows x width accumulators (row j of
+ * channel ch0 + j), when it has no residual and ends in tanh; 0 (and
+ * nothing built) otherwise. Its clamps and its rational function are
+ * three loops: gcc does not vectorize a select whose value feeds
+ * arithmetic (under its default trapping math), but does one stored as
+ * it is. The stores after it then take the values as they are. */
+int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
+                            Expr *ch0);
+
 /* g times the derivative of activation node of, at its value (its output;
  * its input for leaky_relu). */
 Expr *lower_act_grad(Lower *L, const Node *of, Expr *value, Expr *g);

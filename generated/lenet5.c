@@ -929,12 +929,32 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
         }
         for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 32 < 28 && p < 892) {
-              float v = acc[j_3 * 32 + i_3];
-              float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-              float z = c_2 * c_2;
-              tanh0[((n_2 * 6 + ob * 3 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            float v = acc[j_3 * 32 + i_3];
+            acc[j_3 * 32 + i_3] = 7.905311f < v ? 7.905311f : v;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 3; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
+            float v_2 = acc[j_4 * 32 + i_4];
+            acc[j_4 * 32 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 3; j_5++) {
+          for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
+            float c_2 = acc[j_5 * 32 + i_5];
+            float z = c_2 * c_2;
+            acc[j_5 * 32 + i_5] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
+          for (ptrdiff_t r = 0; r < 1; r++) {
+            ptrdiff_t row = t * 32 / 32 + r;
+            for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+              ptrdiff_t p = t * 32 + i_6;
+              ptrdiff_t col = p - row * 32;
+              if (0 <= col && (col < 28 && p < 892)) {
+                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + col] = acc[j_6 * 32 + i_6];
+              }
             }
           }
         }
@@ -994,43 +1014,83 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 14 < 10) {
-              float v = acc[j_3 * 24 + i_3];
-              float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-              float z = c * c;
-              tanh1[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            float v = acc[j_3 * 24 + i_3];
+            acc[j_3 * 24 + i_3] = 7.905311f < v ? 7.905311f : v;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            float v_2 = acc[j_4 * 24 + i_4];
+            acc[j_4 * 24 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+          for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+            float c = acc[j_5 * 24 + i_5];
+            float z = c * c;
+            acc[j_5 * 24 + i_5] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t r = 0; r < 3; r++) {
+            ptrdiff_t row = t * 24 / 14 + r;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p = t * 24 + i_6;
+              ptrdiff_t col = p - row * 14;
+              if (0 <= col && col < 10) {
+                tanh1[((n * 16 + ob * 4 + j_6) * 10 + row) * 10 + col] = acc[j_6 * 24 + i_6];
+              }
             }
           }
         }
       }
     }
     for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = c3_bias[ob_2 * 4 + j_4];
+      for (ptrdiff_t j_7 = 0; j_7 < 4; j_7++) {
+        for (ptrdiff_t i_7 = 0; i_7 < 24; i_7++) {
+          acc[j_7 * 24 + i_7] = c3_bias[ob_2 * 4 + j_7];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = c3_weight[(((ob_2 * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_8 = 0; j_8 < 4; j_8++) {
+              float wv_2 = c3_weight[(((ob_2 * 4 + j_8) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_8 = 0; i_8 < 24; i_8++) {
+                acc[j_8 * 24 + i_8] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 112 + i_6;
-          if (p_2 % 14 < 10 && 120 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
-            float z_2 = c_2 * c_2;
-            tanh1[((n * 16 + ob_2 * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+      for (ptrdiff_t j_9 = 0; j_9 < 4; j_9++) {
+        for (ptrdiff_t i_9 = 0; i_9 < 24; i_9++) {
+          float v_3 = acc[j_9 * 24 + i_9];
+          acc[j_9 * 24 + i_9] = 7.905311f < v_3 ? 7.905311f : v_3;
+        }
+      }
+      for (ptrdiff_t j_10 = 0; j_10 < 4; j_10++) {
+        for (ptrdiff_t i_10 = 0; i_10 < 24; i_10++) {
+          float v_4 = acc[j_10 * 24 + i_10];
+          acc[j_10 * 24 + i_10] = v_4 < -7.905311f ? -7.905311f : v_4;
+        }
+      }
+      for (ptrdiff_t j_11 = 0; j_11 < 4; j_11++) {
+        for (ptrdiff_t i_11 = 0; i_11 < 24; i_11++) {
+          float c_2 = acc[j_11 * 24 + i_11];
+          float z_2 = c_2 * c_2;
+          acc[j_11 * 24 + i_11] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+        }
+      }
+      for (ptrdiff_t j_12 = 0; j_12 < 4; j_12++) {
+        for (ptrdiff_t r_2 = 0; r_2 < 3; r_2++) {
+          ptrdiff_t row_2 = 8 + r_2;
+          for (ptrdiff_t i_12 = 0; i_12 < 24; i_12++) {
+            ptrdiff_t p_2 = 112 + i_12;
+            ptrdiff_t col_2 = p_2 - row_2 * 14;
+            if (0 <= col_2 && col_2 < 10 && 120 <= p_2) {
+              tanh1[((n * 16 + ob_2 * 4 + j_12) * 10 + row_2) * 10 + col_2] = acc[j_12 * 24 + i_12];
+            }
           }
         }
       }
@@ -1245,12 +1305,32 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
         }
         for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 32 < 28 && p < 892) {
-              float v = acc[j_3 * 32 + i_3];
-              float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-              float z = c_2 * c_2;
-              tanh0[((n_2 * 6 + ob * 3 + j_3) * 28 + p / 32) * 28 + p % 32] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            float v = acc[j_3 * 32 + i_3];
+            acc[j_3 * 32 + i_3] = 7.905311f < v ? 7.905311f : v;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 3; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
+            float v_2 = acc[j_4 * 32 + i_4];
+            acc[j_4 * 32 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 3; j_5++) {
+          for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
+            float c_2 = acc[j_5 * 32 + i_5];
+            float z = c_2 * c_2;
+            acc[j_5 * 32 + i_5] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
+          for (ptrdiff_t r = 0; r < 1; r++) {
+            ptrdiff_t row = t * 32 / 32 + r;
+            for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+              ptrdiff_t p = t * 32 + i_6;
+              ptrdiff_t col = p - row * 32;
+              if (0 <= col && (col < 28 && p < 892)) {
+                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + col] = acc[j_6 * 32 + i_6];
+              }
             }
           }
         }
@@ -1310,43 +1390,83 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            ptrdiff_t p = t * 24 + i_3;
-            if (p % 14 < 10) {
-              float v = acc[j_3 * 24 + i_3];
-              float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-              float z = c * c;
-              tanh1[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            float v = acc[j_3 * 24 + i_3];
+            acc[j_3 * 24 + i_3] = 7.905311f < v ? 7.905311f : v;
+          }
+        }
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+            float v_2 = acc[j_4 * 24 + i_4];
+            acc[j_4 * 24 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
+          }
+        }
+        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+          for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+            float c = acc[j_5 * 24 + i_5];
+            float z = c * c;
+            acc[j_5 * 24 + i_5] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          for (ptrdiff_t r = 0; r < 3; r++) {
+            ptrdiff_t row = t * 24 / 14 + r;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p = t * 24 + i_6;
+              ptrdiff_t col = p - row * 14;
+              if (0 <= col && col < 10) {
+                tanh1[((n * 16 + ob * 4 + j_6) * 10 + row) * 10 + col] = acc[j_6 * 24 + i_6];
+              }
             }
           }
         }
       }
     }
     for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-          acc[j_4 * 24 + i_4] = c3_bias[ob_2 * 4 + j_4];
+      for (ptrdiff_t j_7 = 0; j_7 < 4; j_7++) {
+        for (ptrdiff_t i_7 = 0; i_7 < 24; i_7++) {
+          acc[j_7 * 24 + i_7] = c3_bias[ob_2 * 4 + j_7];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-              float wv_2 = c3_weight[(((ob_2 * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                acc[j_5 * 24 + i_5] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2] * wv_2;
+            for (ptrdiff_t j_8 = 0; j_8 < 4; j_8++) {
+              float wv_2 = c3_weight[(((ob_2 * 4 + j_8) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_8 = 0; i_8 < 24; i_8++) {
+                acc[j_8 * 24 + i_8] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2] * wv_2;
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-          ptrdiff_t p_2 = 112 + i_6;
-          if (p_2 % 14 < 10 && 120 <= p_2) {
-            float v_2 = acc[j_6 * 24 + i_6];
-            float c_2 = 7.905311f < v_2 ? 7.905311f : (v_2 < -7.905311f ? -7.905311f : v_2);
-            float z_2 = c_2 * c_2;
-            tanh1[((n * 16 + ob_2 * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+      for (ptrdiff_t j_9 = 0; j_9 < 4; j_9++) {
+        for (ptrdiff_t i_9 = 0; i_9 < 24; i_9++) {
+          float v_3 = acc[j_9 * 24 + i_9];
+          acc[j_9 * 24 + i_9] = 7.905311f < v_3 ? 7.905311f : v_3;
+        }
+      }
+      for (ptrdiff_t j_10 = 0; j_10 < 4; j_10++) {
+        for (ptrdiff_t i_10 = 0; i_10 < 24; i_10++) {
+          float v_4 = acc[j_10 * 24 + i_10];
+          acc[j_10 * 24 + i_10] = v_4 < -7.905311f ? -7.905311f : v_4;
+        }
+      }
+      for (ptrdiff_t j_11 = 0; j_11 < 4; j_11++) {
+        for (ptrdiff_t i_11 = 0; i_11 < 24; i_11++) {
+          float c_2 = acc[j_11 * 24 + i_11];
+          float z_2 = c_2 * c_2;
+          acc[j_11 * 24 + i_11] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+        }
+      }
+      for (ptrdiff_t j_12 = 0; j_12 < 4; j_12++) {
+        for (ptrdiff_t r_2 = 0; r_2 < 3; r_2++) {
+          ptrdiff_t row_2 = 8 + r_2;
+          for (ptrdiff_t i_12 = 0; i_12 < 24; i_12++) {
+            ptrdiff_t p_2 = 112 + i_12;
+            ptrdiff_t col_2 = p_2 - row_2 * 14;
+            if (0 <= col_2 && col_2 < 10 && 120 <= p_2) {
+              tanh1[((n * 16 + ob_2 * 4 + j_12) * 10 + row_2) * 10 + col_2] = acc[j_12 * 24 + i_12];
+            }
           }
         }
       }
@@ -1882,10 +2002,14 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 18 < 14 && p < 248) {
-              c3_dx[((n_2 * 6 + ob * 3 + j_3) * 14 + p / 18) * 14 + p % 18] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t r = 0; r < 3; r++) {
+            ptrdiff_t row = t * 32 / 18 + r;
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              ptrdiff_t col = p - row * 18;
+              if (0 <= col && (col < 14 && p < 248)) {
+                c3_dx[((n_2 * 6 + ob * 3 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }

@@ -1149,11 +1149,15 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 115 < 112 && p < 12877) {
-                float v = acc[j_3 * 24 + i_3] * bn1_scale[(oc * 4 + ob) * 4 + j_3] + bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 115 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 115;
+                if (0 <= col && (col < 112 && p < 12877)) {
+                  float v = acc[j_3 * 24 + i_3] * bn1_scale[(oc * 4 + ob) * 4 + j_3] + bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                  relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + row) * 112 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1238,11 +1242,15 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                  layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1305,11 +1313,15 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn2_shift[(oc * 4 + ob) * 4 + j_3] + maxpool0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn2_shift[(oc * 4 + ob) * 4 + j_3] + maxpool0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
+                  layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1371,11 +1383,15 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                  layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1438,11 +1454,15 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn2_shift[(oc * 4 + ob) * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn2_shift[(oc * 4 + ob) * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
+                  layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1508,11 +1528,15 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 29 < 28 && p < 811) {
-                float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 29 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 29;
+                if (0 <= col && (col < 28 && p < 811)) {
+                  float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                  layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1578,10 +1602,14 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 28 < 28 && p < 784) {
-                layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1_shift[(oc * 8 + ob) * 4 + j_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 28 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 28;
+                if (0 <= col && (col < 28 && p < 784)) {
+                  layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1_shift[(oc * 8 + ob) * 4 + j_3];
+                }
               }
             }
           }
@@ -1644,11 +1672,15 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
+                  layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1710,11 +1742,15 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                  layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1777,11 +1813,15 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
+                  layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1847,11 +1887,15 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 15 < 14 && p < 209) {
-                float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer3_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 3; r++) {
+              ptrdiff_t row = t * 24 / 15 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 15;
+                if (0 <= col && (col < 14 && p < 209)) {
+                  float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer3_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                  layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1917,10 +1961,14 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 14 < 14 && p < 196) {
-                layer3_0_downsample_1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[(oc * 16 + ob) * 4 + j_3] + layer3_0_downsample_1_shift[(oc * 16 + ob) * 4 + j_3];
+            for (ptrdiff_t r = 0; r < 3; r++) {
+              ptrdiff_t row = t * 24 / 14 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 14;
+                if (0 <= col && (col < 14 && p < 196)) {
+                  layer3_0_downsample_1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[(oc * 16 + ob) * 4 + j_3] + layer3_0_downsample_1_shift[(oc * 16 + ob) * 4 + j_3];
+                }
               }
             }
           }
@@ -1983,11 +2031,15 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_0_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_0_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
+                  layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2049,11 +2101,15 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn1_shift[(oc * 8 + ob) * 2 + j_3];
-                layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn1_shift[(oc * 8 + ob) * 2 + j_3];
+                  layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2116,11 +2172,15 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_1_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
+                  layer3_1_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2186,11 +2246,15 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 8 < 7 && p < 55) {
-                float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3];
-                layer4_0_relu0[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 4; r++) {
+              ptrdiff_t row = t * 32 / 8 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 8;
+                if (0 <= col && (col < 7 && p < 55)) {
+                  float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3];
+                  layer4_0_relu0[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2256,10 +2320,14 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 7 < 7 && p < 49) {
-                layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3];
+            for (ptrdiff_t r = 0; r < 6; r++) {
+              ptrdiff_t row = t * 32 / 7 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 7;
+                if (0 <= col && (col < 7 && p < 49)) {
+                  layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3];
+                }
               }
             }
           }
@@ -2322,11 +2390,15 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-                layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
+                  layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2388,11 +2460,15 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3];
-                layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3];
+                  layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2455,11 +2531,15 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-                layer4_1_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
+                  layer4_1_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2620,10 +2700,14 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 115 < 112 && p < 12877) {
-                conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 115 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 115;
+                if (0 <= col && (col < 112 && p < 12877)) {
+                  conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + row) * 112 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -2736,10 +2820,14 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_0_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  layer1_0_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -2829,10 +2917,14 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_0_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  layer1_0_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -2923,10 +3015,14 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_1_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  layer1_1_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3016,10 +3112,14 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_1_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  layer1_1_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3114,10 +3214,14 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 29 < 28 && p < 811) {
-                layer2_0_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 29 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 29;
+                if (0 <= col && (col < 28 && p < 811)) {
+                  layer2_0_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3207,10 +3311,14 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer2_0_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  layer2_0_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3264,10 +3372,14 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 28 < 28 && p < 784) {
-                layer2_0_downsample_0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 28 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 28;
+                if (0 <= col && (col < 28 && p < 784)) {
+                  layer2_0_downsample_0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3397,10 +3509,14 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer2_1_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  layer2_1_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3490,10 +3606,14 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer2_1_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  layer2_1_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3588,10 +3708,14 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 15 < 14 && p < 209) {
-                layer3_0_conv1[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 3; r++) {
+              ptrdiff_t row = t * 24 / 15 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 15;
+                if (0 <= col && (col < 14 && p < 209)) {
+                  layer3_0_conv1[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3681,10 +3805,14 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer3_0_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  layer3_0_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -3738,10 +3866,14 @@ static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 14 < 14 && p < 196) {
-                layer3_0_downsample_0[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 3; r++) {
+              ptrdiff_t row = t * 24 / 14 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 14;
+                if (0 <= col && (col < 14 && p < 196)) {
+                  layer3_0_downsample_0[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -3871,10 +4003,14 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer3_1_conv1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  layer3_1_conv1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -3964,10 +4100,14 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer3_1_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  layer3_1_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -4062,10 +4202,14 @@ static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 8 < 7 && p < 55) {
-                layer4_0_conv1[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 4; r++) {
+              ptrdiff_t row = t * 32 / 8 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 8;
+                if (0 <= col && (col < 7 && p < 55)) {
+                  layer4_0_conv1[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -4155,10 +4299,14 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                layer4_0_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  layer4_0_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -4212,10 +4360,14 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 7 < 7 && p < 49) {
-                layer4_0_downsample_0[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 6; r++) {
+              ptrdiff_t row = t * 32 / 7 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 7;
+                if (0 <= col && (col < 7 && p < 49)) {
+                  layer4_0_downsample_0[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -4345,10 +4497,14 @@ static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                layer4_1_conv1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  layer4_1_conv1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -4438,10 +4594,14 @@ static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                layer4_1_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  layer4_1_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -4887,11 +5047,15 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float y = layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-                layer4_1_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  float y = layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
+                  layer4_1_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -5093,11 +5257,15 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float y = layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-                layer4_0_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] : 0.0f;
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  float y = layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
+                  layer4_0_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] : 0.0f;
+                }
               }
             }
           }
@@ -5452,11 +5620,15 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float y = layer4_0_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-                layer4_0_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 5; r++) {
+              ptrdiff_t row = t * 32 / 9 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 9;
+                if (0 <= col && (col < 7 && p < 61)) {
+                  float y = layer4_0_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
+                  layer4_0_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -5599,10 +5771,14 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer4_0_conv1_dx[((n_2 * 256 + (oc * 4 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  layer4_0_conv1_dx[((n_2 * 256 + (oc * 4 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
+                }
               }
             }
           }
@@ -5715,11 +5891,15 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 14 < 14 && p < 196) {
-                float y = layer3_1_relu1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
-                layer3_1_relu1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+            for (ptrdiff_t r = 0; r < 3; r++) {
+              ptrdiff_t row = t * 24 / 14 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 14;
+                if (0 <= col && (col < 14 && p < 196)) {
+                  float y = layer3_1_relu1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col];
+                  layer3_1_relu1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] : 0.0f;
+                }
               }
             }
           }
@@ -5920,11 +6100,15 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float y = layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_1_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  float y = layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
+                  layer3_1_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -6126,11 +6310,15 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float y = layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  float y = layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
+                  layer3_0_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] : 0.0f;
+                }
               }
             }
           }
@@ -6485,11 +6673,15 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float y = layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 32 / 16 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                ptrdiff_t p = t * 32 + i_3;
+                ptrdiff_t col = p - row * 16;
+                if (0 <= col && (col < 14 && p < 222)) {
+                  float y = layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
+                  layer3_0_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -6632,10 +6824,14 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer3_0_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  layer3_0_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -6750,11 +6946,15 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 28 < 28 && p < 784) {
-                float y = layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28];
-                layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 28 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 28;
+                if (0 <= col && (col < 28 && p < 784)) {
+                  float y = layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
+                  layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] : 0.0f;
+                }
               }
             }
           }
@@ -6957,11 +7157,15 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float y = layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_1_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  float y = layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
+                  layer2_1_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -7165,11 +7369,15 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float y = layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  float y = layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
+                  layer2_0_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] : 0.0f;
+                }
               }
             }
           }
@@ -7526,11 +7734,15 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float y = layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && (col < 28 && p < 838)) {
+                  float y = layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
+                  layer2_0_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -7673,10 +7885,14 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -7791,11 +8007,15 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 56 && p < 3136) {
-                float y = layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56];
-                layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 56 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 56;
+                if (0 <= col && (col < 56 && p < 3136)) {
+                  float y = layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
+                  layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] : 0.0f;
+                }
               }
             }
           }
@@ -7998,11 +8218,15 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float y = layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  float y = layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
+                  layer1_1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -8206,11 +8430,15 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float y = layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  float y = layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
+                  layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] : 0.0f;
+                }
               }
             }
           }
@@ -8413,11 +8641,15 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float y = layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_0_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  float y = layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
+                  layer1_0_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -8561,10 +8793,14 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                maxpool0_dsum[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  maxpool0_dsum[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
+                }
               }
             }
           }

@@ -992,11 +992,15 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 572 < 570) {
-                float v = acc[j_3 * 24 + i_3];
-                down1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 572 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 572;
+                if (0 <= col && col < 570) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + row) * 570 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1021,11 +1025,15 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 326014 + i_6;
-            if (p_2 % 572 < 570 && 326016 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 569 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 326014 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 572;
+              if (0 <= col_2 && col_2 < 570 && 326016 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 570 + row_2) * 570 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1065,11 +1073,15 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 570 < 568) {
-                float v = acc[j_3 * 24 + i_3];
-                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 570 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 570;
+                if (0 <= col && col < 568) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + row) * 568 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1094,11 +1106,15 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 323734 + i_6;
-            if (p_2 % 570 < 568 && 323736 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 567 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 323734 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 570;
+              if (0 <= col_2 && col_2 < 568 && 323736 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + row_2) * 568 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1159,11 +1175,15 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 284 < 282) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 284 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 284;
+                if (0 <= col && col < 282) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1188,11 +1208,15 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 80062 + i_6;
-            if (p_2 % 284 < 282 && 80064 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 281 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 80062 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 284;
+              if (0 <= col_2 && col_2 < 282 && 80064 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + row_2) * 282 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1232,11 +1256,15 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 282 < 280) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 282 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 282;
+                if (0 <= col && col < 280) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + row) * 280 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1261,11 +1289,15 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 78934 + i_6;
-            if (p_2 % 282 < 280 && 78936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 279 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 78934 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 282;
+              if (0 <= col_2 && col_2 < 280 && 78936 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + row_2) * 280 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1326,11 +1358,15 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 140 < 138) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 140 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 140;
+                if (0 <= col && col < 138) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + row) * 138 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1355,11 +1391,15 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 19294 + i_6;
-            if (p_2 % 140 < 138 && 19296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 137 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 19294 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 140;
+              if (0 <= col_2 && col_2 < 138 && 19296 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + row_2) * 138 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1399,11 +1439,15 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 138 < 136) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 138 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 138;
+                if (0 <= col && col < 136) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + row) * 136 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1428,11 +1472,15 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 18742 + i_6;
-            if (p_2 % 138 < 136 && 18744 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 135 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 18742 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 138;
+              if (0 <= col_2 && col_2 < 136 && 18744 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + row_2) * 136 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1493,11 +1541,15 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 68 < 66) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 68 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 68;
+                if (0 <= col && col < 66) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + row) * 66 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1522,11 +1574,15 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4462 + i_6;
-            if (p_2 % 68 < 66 && 4464 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 65 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 4462 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 68;
+              if (0 <= col_2 && col_2 < 66 && 4464 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + row_2) * 66 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1566,11 +1622,15 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 66 < 64) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 66 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 66;
+                if (0 <= col && col < 64) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + row) * 64 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1595,11 +1655,15 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4198 + i_6;
-            if (p_2 % 66 < 64 && 4200 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 63 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 4198 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 66;
+              if (0 <= col_2 && col_2 < 64 && 4200 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + row_2) * 64 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1660,11 +1724,15 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 32 < 30) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 32 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 32;
+                if (0 <= col && col < 30) {
+                  float v = acc[j_3 * 24 + i_3];
+                  bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + row) * 30 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1689,11 +1757,15 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 934 + i_6;
-            if (p_2 % 32 < 30 && 936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 29 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 934 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 32;
+              if (0 <= col_2 && col_2 < 30 && 936 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + row_2) * 30 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1733,11 +1805,15 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && col < 28) {
+                  float v = acc[j_3 * 24 + i_3];
+                  bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1762,11 +1838,15 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 814 + i_6;
-            if (p_2 % 30 < 28 && 816 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 27 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 814 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 30;
+              if (0 <= col_2 && col_2 < 28 && 816 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + row_2) * 28 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1865,11 +1945,15 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 54) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 56 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 56;
+                if (0 <= col && col < 54) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + row) * 54 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1894,11 +1978,15 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2998 + i_6;
-            if (p_2 % 56 < 54 && 3000 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 53 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 2998 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 56;
+              if (0 <= col_2 && col_2 < 54 && 3000 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + row_2) * 54 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -1938,11 +2026,15 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 54 < 52) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 54 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 54;
+                if (0 <= col && col < 52) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + row) * 52 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -1967,11 +2059,15 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2782 + i_6;
-            if (p_2 % 54 < 52 && 2784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 51 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 2782 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 54;
+              if (0 <= col_2 && col_2 < 52 && 2784 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + row_2) * 52 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2070,11 +2166,15 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 104 < 102) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 104 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 104;
+                if (0 <= col && col < 102) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + row) * 102 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2099,11 +2199,15 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10582 + i_6;
-            if (p_2 % 104 < 102 && 10584 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 101 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 10582 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 104;
+              if (0 <= col_2 && col_2 < 102 && 10584 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + row_2) * 102 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2143,11 +2247,15 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 102 < 100) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 102 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 102;
+                if (0 <= col && col < 100) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + row) * 100 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2172,11 +2280,15 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10174 + i_6;
-            if (p_2 % 102 < 100 && 10176 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 99 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 10174 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 102;
+              if (0 <= col_2 && col_2 < 100 && 10176 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + row_2) * 100 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2275,11 +2387,15 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 200 < 198) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 200 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 200;
+                if (0 <= col && col < 198) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + row) * 198 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2304,11 +2420,15 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 39574 + i_6;
-            if (p_2 % 200 < 198 && 39576 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 197 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 39574 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 200;
+              if (0 <= col_2 && col_2 < 198 && 39576 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + row_2) * 198 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2348,11 +2468,15 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 198 < 196) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 198 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 198;
+                if (0 <= col && col < 196) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + row) * 196 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2377,11 +2501,15 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 38782 + i_6;
-            if (p_2 % 198 < 196 && 38784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 195 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 38782 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 198;
+              if (0 <= col_2 && col_2 < 196 && 38784 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + row_2) * 196 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2480,11 +2608,15 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 392 < 390) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 392 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 392;
+                if (0 <= col && col < 390) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2509,11 +2641,15 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 152854 + i_6;
-            if (p_2 % 392 < 390 && 152856 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 389 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 152854 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 392;
+              if (0 <= col_2 && col_2 < 390 && 152856 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + row_2) * 390 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2553,11 +2689,15 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 390 < 388) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 390 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 390;
+                if (0 <= col && col < 388) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + row) * 388 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2582,11 +2722,15 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 151294 + i_6;
-            if (p_2 % 390 < 388 && 151296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 387 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 151294 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 390;
+              if (0 <= col_2 && col_2 < 388 && 151296 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + row_2) * 388 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2624,10 +2768,14 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 388 < 388) {
-              head[((n * 2 + ob * 2 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t r = 0; r < 2; r++) {
+            ptrdiff_t row = t * 32 / 388 + r;
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              ptrdiff_t col = p - row * 388;
+              if (0 <= col && col < 388) {
+                head[((n * 2 + ob * 2 + j_3) * 388 + row) * 388 + col] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -2652,10 +2800,14 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
-          ptrdiff_t p_2 = 150512 + i_6;
-          if (p_2 % 388 < 388 && 150528 <= p_2) {
-            head[((n * 2 + ob_2 * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
+        for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+          ptrdiff_t row_2 = 387 + r_2;
+          for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+            ptrdiff_t p_2 = 150512 + i_6;
+            ptrdiff_t col_2 = p_2 - row_2 * 388;
+            if (0 <= col_2 && col_2 < 388 && 150528 <= p_2) {
+              head[((n * 2 + ob_2 * 2 + j_6) * 388 + row_2) * 388 + col_2] = acc[j_6 * 32 + i_6];
+            }
           }
         }
       }
@@ -2768,11 +2920,15 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 572 < 570) {
-                float v = acc[j_3 * 24 + i_3];
-                down1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 572 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 572;
+                if (0 <= col && col < 570) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + row) * 570 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2797,11 +2953,15 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 326014 + i_6;
-            if (p_2 % 572 < 570 && 326016 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 570 + p_2 / 572) * 570 + p_2 % 572] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 569 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 326014 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 572;
+              if (0 <= col_2 && col_2 < 570 && 326016 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 570 + row_2) * 570 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2841,11 +3001,15 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 570 < 568) {
-                float v = acc[j_3 * 24 + i_3];
-                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 570 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 570;
+                if (0 <= col && col < 568) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + row) * 568 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2870,11 +3034,15 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 323734 + i_6;
-            if (p_2 % 570 < 568 && 323736 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 567 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 323734 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 570;
+              if (0 <= col_2 && col_2 < 568 && 323736 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + row_2) * 568 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -2935,11 +3103,15 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 284 < 282) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 284 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 284;
+                if (0 <= col && col < 282) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -2964,11 +3136,15 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 80062 + i_6;
-            if (p_2 % 284 < 282 && 80064 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 281 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 80062 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 284;
+              if (0 <= col_2 && col_2 < 282 && 80064 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + row_2) * 282 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3008,11 +3184,15 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 282 < 280) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 282 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 282;
+                if (0 <= col && col < 280) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + row) * 280 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3037,11 +3217,15 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 78934 + i_6;
-            if (p_2 % 282 < 280 && 78936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 279 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 78934 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 282;
+              if (0 <= col_2 && col_2 < 280 && 78936 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + row_2) * 280 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3102,11 +3286,15 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 140 < 138) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 140 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 140;
+                if (0 <= col && col < 138) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + row) * 138 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3131,11 +3319,15 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 19294 + i_6;
-            if (p_2 % 140 < 138 && 19296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 137 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 19294 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 140;
+              if (0 <= col_2 && col_2 < 138 && 19296 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + row_2) * 138 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3175,11 +3367,15 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 138 < 136) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 138 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 138;
+                if (0 <= col && col < 136) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + row) * 136 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3204,11 +3400,15 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 18742 + i_6;
-            if (p_2 % 138 < 136 && 18744 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 135 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 18742 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 138;
+              if (0 <= col_2 && col_2 < 136 && 18744 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + row_2) * 136 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3269,11 +3469,15 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 68 < 66) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 68 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 68;
+                if (0 <= col && col < 66) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + row) * 66 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3298,11 +3502,15 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4462 + i_6;
-            if (p_2 % 68 < 66 && 4464 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 65 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 4462 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 68;
+              if (0 <= col_2 && col_2 < 66 && 4464 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + row_2) * 66 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3342,11 +3550,15 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 66 < 64) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 66 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 66;
+                if (0 <= col && col < 64) {
+                  float v = acc[j_3 * 24 + i_3];
+                  down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + row) * 64 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3371,11 +3583,15 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4198 + i_6;
-            if (p_2 % 66 < 64 && 4200 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 63 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 4198 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 66;
+              if (0 <= col_2 && col_2 < 64 && 4200 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + row_2) * 64 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3436,11 +3652,15 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 32 < 30) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 32 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 32;
+                if (0 <= col && col < 30) {
+                  float v = acc[j_3 * 24 + i_3];
+                  bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + row) * 30 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3465,11 +3685,15 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 934 + i_6;
-            if (p_2 % 32 < 30 && 936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 29 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 934 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 32;
+              if (0 <= col_2 && col_2 < 30 && 936 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + row_2) * 30 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3509,11 +3733,15 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 30 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 30;
+                if (0 <= col && col < 28) {
+                  float v = acc[j_3 * 24 + i_3];
+                  bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3538,11 +3766,15 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 814 + i_6;
-            if (p_2 % 30 < 28 && 816 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 27 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 814 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 30;
+              if (0 <= col_2 && col_2 < 28 && 816 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + row_2) * 28 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3652,11 +3884,15 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 54) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 56 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 56;
+                if (0 <= col && col < 54) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + row) * 54 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3681,11 +3917,15 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2998 + i_6;
-            if (p_2 % 56 < 54 && 3000 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 53 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 2998 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 56;
+              if (0 <= col_2 && col_2 < 54 && 3000 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + row_2) * 54 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3725,11 +3965,15 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 54 < 52) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 54 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 54;
+                if (0 <= col && col < 52) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + row) * 52 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3754,11 +3998,15 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2782 + i_6;
-            if (p_2 % 54 < 52 && 2784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 51 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 2782 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 54;
+              if (0 <= col_2 && col_2 < 52 && 2784 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + row_2) * 52 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3857,11 +4105,15 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 104 < 102) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 104 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 104;
+                if (0 <= col && col < 102) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + row) * 102 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3886,11 +4138,15 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10582 + i_6;
-            if (p_2 % 104 < 102 && 10584 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 101 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 10582 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 104;
+              if (0 <= col_2 && col_2 < 102 && 10584 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + row_2) * 102 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -3930,11 +4186,15 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 102 < 100) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 102 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 102;
+                if (0 <= col && col < 100) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + row) * 100 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -3959,11 +4219,15 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10174 + i_6;
-            if (p_2 % 102 < 100 && 10176 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 99 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 10174 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 102;
+              if (0 <= col_2 && col_2 < 100 && 10176 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + row_2) * 100 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -4062,11 +4326,15 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 200 < 198) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 200 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 200;
+                if (0 <= col && col < 198) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + row) * 198 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -4091,11 +4359,15 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 39574 + i_6;
-            if (p_2 % 200 < 198 && 39576 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 197 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 39574 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 200;
+              if (0 <= col_2 && col_2 < 198 && 39576 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + row_2) * 198 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -4135,11 +4407,15 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 198 < 196) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 198 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 198;
+                if (0 <= col && col < 196) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + row) * 196 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -4164,11 +4440,15 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 38782 + i_6;
-            if (p_2 % 198 < 196 && 38784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 195 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 38782 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 198;
+              if (0 <= col_2 && col_2 < 196 && 38784 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + row_2) * 196 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -4267,11 +4547,15 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 392 < 390) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 392 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 392;
+                if (0 <= col && col < 390) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -4296,11 +4580,15 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 152854 + i_6;
-            if (p_2 % 392 < 390 && 152856 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 389 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 152854 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 392;
+              if (0 <= col_2 && col_2 < 390 && 152856 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + row_2) * 390 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -4340,11 +4628,15 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 390 < 388) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 390 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 390;
+                if (0 <= col && col < 388) {
+                  float v = acc[j_3 * 24 + i_3];
+                  up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + row) * 388 + col] = v < 0.0f ? 0.0f : v;
+                }
               }
             }
           }
@@ -4369,11 +4661,15 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 151294 + i_6;
-            if (p_2 % 390 < 388 && 151296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 387 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 151294 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 390;
+              if (0 <= col_2 && col_2 < 388 && 151296 <= p_2) {
+                float v_2 = acc[j_6 * 24 + i_6];
+                up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + row_2) * 388 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
+              }
             }
           }
         }
@@ -4411,10 +4707,14 @@ static void train_head(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            ptrdiff_t p = t * 32 + i_3;
-            if (p % 388 < 388) {
-              head[((n * 2 + ob * 2 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t r = 0; r < 2; r++) {
+            ptrdiff_t row = t * 32 / 388 + r;
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              ptrdiff_t col = p - row * 388;
+              if (0 <= col && col < 388) {
+                head[((n * 2 + ob * 2 + j_3) * 388 + row) * 388 + col] = acc[j_3 * 32 + i_3];
+              }
             }
           }
         }
@@ -4439,10 +4739,14 @@ static void train_head(unet_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
-          ptrdiff_t p_2 = 150512 + i_6;
-          if (p_2 % 388 < 388 && 150528 <= p_2) {
-            head[((n * 2 + ob_2 * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
+        for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+          ptrdiff_t row_2 = 387 + r_2;
+          for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+            ptrdiff_t p_2 = 150512 + i_6;
+            ptrdiff_t col_2 = p_2 - row_2 * 388;
+            if (0 <= col_2 && col_2 < 388 && 150528 <= p_2) {
+              head[((n * 2 + ob_2 * 2 + j_6) * 388 + row_2) * 388 + col_2] = acc[j_6 * 32 + i_6];
+            }
           }
         }
       }
@@ -4597,11 +4901,15 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 388 < 388) {
-                float y = up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 388) * 388 + p % 388];
-                up1_relu1_dx[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 388) * 388 + p % 388] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 388 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 388;
+                if (0 <= col && col < 388) {
+                  float y = up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + row) * 388 + col];
+                  up1_relu1_dx[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + row) * 388 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -4626,11 +4934,15 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 150520 + i_6;
-            if (p_2 % 388 < 388 && 150528 <= p_2) {
-              float y_2 = up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388];
-              up1_relu1_dx[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = 0.0f < y_2 ? acc[j_6 * 24 + i_6] : 0.0f;
+          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
+            ptrdiff_t row_2 = 387 + r_2;
+            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+              ptrdiff_t p_2 = 150520 + i_6;
+              ptrdiff_t col_2 = p_2 - row_2 * 388;
+              if (0 <= col_2 && col_2 < 388 && 150528 <= p_2) {
+                float y_2 = up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + row_2) * 388 + col_2];
+                up1_relu1_dx[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + row_2) * 388 + col_2] = 0.0f < y_2 ? acc[j_6 * 24 + i_6] : 0.0f;
+              }
             }
           }
         }
@@ -4754,11 +5066,15 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 392 < 390 && p < 152878) {
-                float y = up1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392];
-                up1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 392 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 392;
+                if (0 <= col && (col < 390 && p < 152878)) {
+                  float y = up1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col];
+                  up1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -4808,10 +5124,14 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 394 < 392 && p < 154446) {
-                up1_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 392 + p / 394) * 392 + p % 394] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 394 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 394;
+                if (0 <= col && (col < 392 && p < 154446)) {
+                  up1_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 392 + row) * 392 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -5132,11 +5452,15 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 200 < 198 && p < 39598) {
-                float y = up2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200];
-                up2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 200 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 200;
+                if (0 <= col && (col < 198 && p < 39598)) {
+                  float y = up2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + row) * 198 + col];
+                  up2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + row) * 198 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -5186,10 +5510,14 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 202 < 200 && p < 40398) {
-                up2_conv1_dx[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 200 + p / 202) * 200 + p % 202] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 202 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 202;
+                if (0 <= col && (col < 200 && p < 40398)) {
+                  up2_conv1_dx[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 200 + row) * 200 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -5510,11 +5838,15 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 104 < 102 && p < 10606) {
-                float y = up3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104];
-                up3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 104 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 104;
+                if (0 <= col && (col < 102 && p < 10606)) {
+                  float y = up3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + row) * 102 + col];
+                  up3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + row) * 102 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -5564,10 +5896,14 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 106 < 104 && p < 11022) {
-                up3_conv1_dx[((n_2 * 512 + (oc * 4 + ob) * 4 + j_3) * 104 + p / 106) * 104 + p % 106] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 106 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 106;
+                if (0 <= col && (col < 104 && p < 11022)) {
+                  up3_conv1_dx[((n_2 * 512 + (oc * 4 + ob) * 4 + j_3) * 104 + row) * 104 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -5888,11 +6224,15 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 54 && p < 3022) {
-                float y = up4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56];
-                up4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 56 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 56;
+                if (0 <= col && (col < 54 && p < 3022)) {
+                  float y = up4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + row) * 54 + col];
+                  up4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + row) * 54 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -5942,10 +6282,14 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                up4_conv1_dx[((n_2 * 1024 + (oc * 2 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 58 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 58;
+                if (0 <= col && (col < 56 && p < 3246)) {
+                  up4_conv1_dx[((n_2 * 1024 + (oc * 2 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -6277,11 +6621,15 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 32 < 30 && p < 958) {
-                float y = bottom_relu0[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32];
-                bottom_relu0_dx[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 32 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 32;
+                if (0 <= col && (col < 30 && p < 958)) {
+                  float y = bottom_relu0[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + row) * 30 + col];
+                  bottom_relu0_dx[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + row) * 30 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -6331,10 +6679,14 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 34 < 32 && p < 1086) {
-                bottom_conv1_dx[((n_2 * 512 + (oc + ob) * 4 + j_3) * 32 + p / 34) * 32 + p % 34] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 34 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 34;
+                if (0 <= col && (col < 32 && p < 1086)) {
+                  bottom_conv1_dx[((n_2 * 512 + (oc + ob) * 4 + j_3) * 32 + row) * 32 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -6576,11 +6928,15 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 68 < 66 && p < 4486) {
-                float y = down4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68];
-                down4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 68 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 68;
+                if (0 <= col && (col < 66 && p < 4486)) {
+                  float y = down4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + row) * 66 + col];
+                  down4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + row) * 66 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -6630,10 +6986,14 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 70 < 68 && p < 4758) {
-                down4_conv1_dx[((n_2 * 256 + (oc * 2 + ob) * 4 + j_3) * 68 + p / 70) * 68 + p % 70] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 70 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 70;
+                if (0 <= col && (col < 68 && p < 4758)) {
+                  down4_conv1_dx[((n_2 * 256 + (oc * 2 + ob) * 4 + j_3) * 68 + row) * 68 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -6875,11 +7235,15 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 140 < 138 && p < 19318) {
-                float y = down3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140];
-                down3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 140 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 140;
+                if (0 <= col && (col < 138 && p < 19318)) {
+                  float y = down3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + row) * 138 + col];
+                  down3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + row) * 138 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -6929,10 +7293,14 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 142 < 140 && p < 19878) {
-                down3_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 140 + p / 142) * 140 + p % 142] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 142 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 142;
+                if (0 <= col && (col < 140 && p < 19878)) {
+                  down3_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 140 + row) * 140 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -7174,11 +7542,15 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 284 < 282 && p < 80086) {
-                float y = down2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284];
-                down2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 284 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 284;
+                if (0 <= col && (col < 282 && p < 80086)) {
+                  float y = down2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col];
+                  down2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
@@ -7228,10 +7600,14 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 286 < 284 && p < 81222) {
-                down2_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 284 + p / 286) * 284 + p % 286] = acc[j_3 * 24 + i_3];
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 286 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 286;
+                if (0 <= col && (col < 284 && p < 81222)) {
+                  down2_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 284 + row) * 284 + col] = acc[j_3 * 24 + i_3];
+                }
               }
             }
           }
@@ -7473,11 +7849,15 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 572 < 570 && p < 326038) {
-                float y = down1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572];
-                down1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+            for (ptrdiff_t r = 0; r < 2; r++) {
+              ptrdiff_t row = t * 24 / 572 + r;
+              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+                ptrdiff_t p = t * 24 + i_3;
+                ptrdiff_t col = p - row * 572;
+                if (0 <= col && (col < 570 && p < 326038)) {
+                  float y = down1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + row) * 570 + col];
+                  down1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + row) * 570 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+                }
               }
             }
           }
