@@ -148,8 +148,7 @@ class CSide:
 
     def layers(self, seconds, xfile, yfile):
         """[(layer, seconds per run)], the slowest first."""
-        if not os.path.exists(self.profiled):
-            run(self.compile_profiled)
+        run(self.compile_profiled)  # always: the .c was just generated
         out = subprocess.run([self.profiled, str(seconds), "3", xfile, yfile],
                              capture_output=True, text=True, check=True,
                              env=self.env).stdout
