@@ -124,37 +124,44 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
            mul(L, tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))),
                x_temp(L->p, wv)));
   close(L, 5);
-  /* The stores go row by row of the rows the tile reaches, each a run of
-   * columns whose address and test are affine in i: C compilers vectorize
-   * that (masked stores), where an address of p / plane_w and p %
-   * plane_w kept gcc's store loop scalar (a third of LeNet-5's c1). A
-   * tile starting at a row's start reaches width / plane_w rows when
-   * that divides; any other, up to one more than it spans. */
-  int64_t rows = width % s->plane_w == 0 && from == 0
+  /* The stores: row by row when the schedule says so (each row a run of
+   * columns whose address and test are affine in i, which C compilers
+   * vectorize as masked stores), else position by position. A tile
+   * starting at a row's start reaches width / plane_w rows when that
+   * divides; any other, up to one more than it spans. */
+  int64_t rows = !s->row_stores ? 0
+                 : width % s->plane_w == 0 && from == 0
                      ? width / s->plane_w
                      : (width - 1) / s->plane_w + 2;
-  int in_place =
-      lower_epilogue_in_place(L, c->acc, ocb, width, add(L, ocx0, I(L, 0)));
+  int in_place = lower_epilogue_in_place(L, c->acc, ocb, width, ocx0);
   j = lb_for(b, "j", ocb);
-  int r = lb_for(b, "r", rows);
-  int rv = lb_let(b, "row", add(L, dvd(L, p0, I(L, s->plane_w)), V(L, r)));
+  int r = rows ? lb_for(b, "r", rows) : -1;
+  int rv = rows
+               ? lb_let(b, "row", add(L, dvd(L, p0, I(L, s->plane_w)), V(L, r)))
+               : -1;
   i = lb_for(b, "i", width);
   int pv = lb_let(b, "p", add(L, p0, V(L, i)));
   Expr *p = x_itemp(L->p, pv);
-  int cv =
-      lb_let(b, "col", sub(L, p, mul(L, x_itemp(L->p, rv), I(L, s->plane_w))));
-  Expr *col = x_itemp(L->p, cv);
-  Expr *keep = x_bin(L->p, X_AND, x_bin(L->p, X_LE, I(L, 0), col),
-                     is_output(L, c, p, col));
+  Expr *row, *col, *keep;
+  if (rows) {
+    row = x_itemp(L->p, rv);
+    col = x_itemp(L->p,
+                  lb_let(b, "col", sub(L, p, mul(L, row, I(L, s->plane_w)))));
+    keep = x_bin(L->p, X_AND, x_bin(L->p, X_LE, I(L, 0), col),
+                 is_output(L, c, p, col));
+  } else {
+    row = dvd(L, p, I(L, s->plane_w));
+    col = x_bin(L->p, X_MOD, p, I(L, s->plane_w));
+    keep = is_output(L, c, p, col);
+  }
   if (from > 0)
     keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
   lb_if(b, keep);
-  Expr *yat =
-      idx(L, V(L, c->n), add(L, ocx0, V(L, j)), x_itemp(L->p, rv), col, c->ys);
+  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), row, col, c->ys);
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)));
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
-  close(L, 4);
+  close(L, rows ? 4 : 3);
 }
 
 /* The input, zero-padded into a scratch buffer of planes (schedule.h):

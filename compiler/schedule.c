@@ -30,7 +30,7 @@
 
 #include <inttypes.h>
 
-enum { LANES = 8, MAX_ACC = 12 };
+enum { LANES = 8, MAX_ACC = 12, ROW_STORE_WORK = 32 };
 
 /* The vector operations a row of width columns takes: full vectors,
  * then a half vector, then single lanes. */
@@ -118,6 +118,13 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   }
   s.tiled = 1;
   s.tiles = (wi + s.width - 1) / s.width;
+  /* Row by row, a tile's stores vectorize as masked stores, which cost
+   * this core (Zen 3) about 20 cycles each: they pay where an output is
+   * a few multiply-adds (LeNet-5's c1, 25: its stores went from a third of
+   * the layer to a tenth) and cost 10-15% where it is hundreds (VGG16),
+   * whose scalar stores are a rounding error beside the arithmetic. */
+  s.row_stores = pass != CONV_WEIGHT &&
+                 (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK;
   if (s.pad_copy) { /* the last tile's reads, deepest tap */
     int64_t reach = s.tiles * s.width +
                     (g->KH - 1) * g->dh / s.phase_h * s.plane_w +
@@ -171,6 +178,8 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
                          " planes of the stride's phases; ",
                          s->phase_h, s->phase_w)
           : "input copied zero-padded; ";
+  if (s->row_stores)
+    acc = arena_printf(a, "%s; stores row by row", acc);
   int64_t spare = s->tiles * s->width - s->positions;
   const char *last =
       spare == 0    ? ""

@@ -56,6 +56,8 @@ typedef struct ConvSchedule {
                         without one it ends at the last position
                         (overlapping the one before, and storing only what
                         that did not) */
+  int row_stores;    /* forward: a tile stores row by row (masked vector
+                        stores), not position by position (scalar) */
   int parallel;      /* Parallel: what threads share out, set by lowering */
   int64_t chunk;     /* forward: blocks per chunk, whose weights fit in the
                         L2 cache: the tiles go by once per chunk, each

@@ -296,8 +296,13 @@ static void resnet18_st_putjson(resnet18_st_out *o, const char *s) {
   }
 }
 
-static void resnet18_st_write(resnet18_st_out *o, const resnet18_tensor *tab, int n,
-                            const float *f32, const int64_t *i64) {
+static size_t resnet18_st_bytes(const resnet18_tensor *t) {
+  return t->numel * (size_t)resnet18_st_elsize(t->dtype);
+}
+
+/* The header: its length, then the JSON, padded. The data follows it. */
+static void resnet18_st_header(resnet18_st_out *o, const resnet18_tensor *tab,
+                             int n) {
   static const unsigned char zeros[8] = {0};
   uint64_t at = 0, hlen;
   resnet18_st_put(o, zeros, 8); /* the header length, known only at the end */
@@ -331,16 +336,6 @@ static void resnet18_st_write(resnet18_st_out *o, const resnet18_tensor *tab, in
   if (o->buf && o->cap >= 8)
     for (int k = 0; k < 8; k++)
       o->buf[k] = (unsigned char)(hlen >> 8 * k);
-  for (int i = 0; i < n; i++) {
-    const resnet18_tensor *t = &tab[i];
-    size_t bytes = t->numel * (size_t)resnet18_st_elsize(t->dtype);
-    const void *src = NULL;
-    /* Only now may the arrays be touched: sizing passes NULL for both. */
-    if (o->buf && bytes)
-      src = t->dtype == 0 ? (const void *)(f32 + t->offset)
-                          : (const void *)(i64 + t->offset);
-    resnet18_st_put(o, src, bytes);
-  }
 }
 
 /* --- loading --- */
@@ -919,7 +914,9 @@ static int resnet18_st_load(const unsigned char *buf, size_t len,
 /* Bytes resnet18_st_save will write for this table. */
 static size_t resnet18_st_size(const resnet18_tensor *tab, int n) {
   resnet18_st_out o = {NULL, 0, 0};
-  resnet18_st_write(&o, tab, n, NULL, NULL);
+  resnet18_st_header(&o, tab, n);
+  for (int i = 0; i < n; i++)
+    o.len += resnet18_st_bytes(&tab[i]);
   return o.len;
 }
 
@@ -932,7 +929,17 @@ static size_t resnet18_st_save(unsigned char *buf, size_t cap,
   resnet18_st_out o = {buf, cap, 0};
   if (!buf || resnet18_st_size(tab, n) > cap)
     return 0;
-  resnet18_st_write(&o, tab, n, f32, i64);
+  /* The data is written apart from the header, which sizing also writes:
+   * the arrays are never reached through a NULL pointer, which gcc -O3
+   * saw through the inlined calls (-Wstringop-overread, -Warray-bounds). */
+  resnet18_st_header(&o, tab, n);
+  for (int i = 0; i < n; i++) {
+    const resnet18_tensor *t = &tab[i];
+    if (t->dtype == 0)
+      resnet18_st_put(&o, f32 + t->offset, resnet18_st_bytes(t));
+    else
+      resnet18_st_put(&o, i64 + t->offset, resnet18_st_bytes(t));
+  }
   return o.len;
 }
 
@@ -1149,15 +1156,11 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 115 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 115;
-                if (0 <= col && (col < 112 && p < 12877)) {
-                  float v = acc[j_3 * 24 + i_3] * bn1_scale[(oc * 4 + ob) * 4 + j_3] + bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                  relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + row) * 112 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 115 < 112 && p < 12877) {
+                float v = acc[j_3 * 24 + i_3] * bn1_scale[(oc * 4 + ob) * 4 + j_3] + bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1242,15 +1245,11 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                  layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1313,15 +1312,11 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn2_shift[(oc * 4 + ob) * 4 + j_3] + maxpool0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
-                  layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn2_shift[(oc * 4 + ob) * 4 + j_3] + maxpool0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1383,15 +1378,11 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                  layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn1_shift[(oc * 4 + ob) * 4 + j_3];
+                layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1454,15 +1445,11 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn2_shift[(oc * 4 + ob) * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
-                  layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn2_shift[(oc * 4 + ob) * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1528,15 +1515,11 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 29 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 29;
-                if (0 <= col && (col < 28 && p < 811)) {
-                  float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                  layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 29 < 28 && p < 811) {
+                float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1602,14 +1585,10 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 28 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 28;
-                if (0 <= col && (col < 28 && p < 784)) {
-                  layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1_shift[(oc * 8 + ob) * 4 + j_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 28 < 28 && p < 784) {
+                layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1_shift[(oc * 8 + ob) * 4 + j_3];
               }
             }
           }
@@ -1672,15 +1651,11 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
-                  layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1742,15 +1717,11 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                  layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1813,15 +1784,11 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
-                  layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1887,15 +1854,11 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 3; r++) {
-              ptrdiff_t row = t * 24 / 15 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 15;
-                if (0 <= col && (col < 14 && p < 209)) {
-                  float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer3_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                  layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 15 < 14 && p < 209) {
+                float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer3_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
+                layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1961,14 +1924,10 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 3; r++) {
-              ptrdiff_t row = t * 24 / 14 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 14;
-                if (0 <= col && (col < 14 && p < 196)) {
-                  layer3_0_downsample_1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[(oc * 16 + ob) * 4 + j_3] + layer3_0_downsample_1_shift[(oc * 16 + ob) * 4 + j_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 14 < 14 && p < 196) {
+                layer3_0_downsample_1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[(oc * 16 + ob) * 4 + j_3] + layer3_0_downsample_1_shift[(oc * 16 + ob) * 4 + j_3];
               }
             }
           }
@@ -2031,15 +1990,11 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_0_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
-                  layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_0_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2101,15 +2056,11 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn1_shift[(oc * 8 + ob) * 2 + j_3];
-                  layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn1_shift[(oc * 8 + ob) * 2 + j_3];
+                layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2172,15 +2123,11 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
-                  layer3_1_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_1_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2246,15 +2193,11 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 4; r++) {
-              ptrdiff_t row = t * 32 / 8 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 8;
-                if (0 <= col && (col < 7 && p < 55)) {
-                  float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3];
-                  layer4_0_relu0[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 8 < 7 && p < 55) {
+                float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3];
+                layer4_0_relu0[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2320,14 +2263,10 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 6; r++) {
-              ptrdiff_t row = t * 32 / 7 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 7;
-                if (0 <= col && (col < 7 && p < 49)) {
-                  layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 7 < 7 && p < 49) {
+                layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3];
               }
             }
           }
@@ -2390,15 +2329,11 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
-                  layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2460,15 +2395,11 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3];
-                  layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3];
+                layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2531,15 +2462,11 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
-                  layer4_1_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_1_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2700,14 +2627,10 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 115 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 115;
-                if (0 <= col && (col < 112 && p < 12877)) {
-                  conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + row) * 112 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 115 < 112 && p < 12877) {
+                conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -2820,14 +2743,10 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  layer1_0_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_0_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -2917,14 +2836,10 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  layer1_0_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_0_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3015,14 +2930,10 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  layer1_1_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_1_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3112,14 +3023,10 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  layer1_1_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer1_1_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3214,14 +3121,10 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 29 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 29;
-                if (0 <= col && (col < 28 && p < 811)) {
-                  layer2_0_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 29 < 28 && p < 811) {
+                layer2_0_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3311,14 +3214,10 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  layer2_0_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer2_0_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3372,14 +3271,10 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 28 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 28;
-                if (0 <= col && (col < 28 && p < 784)) {
-                  layer2_0_downsample_0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 28 < 28 && p < 784) {
+                layer2_0_downsample_0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3509,14 +3404,10 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  layer2_1_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer2_1_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3606,14 +3497,10 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  layer2_1_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer2_1_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3708,14 +3595,10 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 3; r++) {
-              ptrdiff_t row = t * 24 / 15 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 15;
-                if (0 <= col && (col < 14 && p < 209)) {
-                  layer3_0_conv1[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 15 < 14 && p < 209) {
+                layer3_0_conv1[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -3805,14 +3688,10 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  layer3_0_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer3_0_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -3866,14 +3745,10 @@ static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 3; r++) {
-              ptrdiff_t row = t * 24 / 14 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 14;
-                if (0 <= col && (col < 14 && p < 196)) {
-                  layer3_0_downsample_0[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 14 < 14 && p < 196) {
+                layer3_0_downsample_0[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -4003,14 +3878,10 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  layer3_1_conv1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer3_1_conv1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -4100,14 +3971,10 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  layer3_1_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer3_1_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -4202,14 +4069,10 @@ static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 4; r++) {
-              ptrdiff_t row = t * 32 / 8 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 8;
-                if (0 <= col && (col < 7 && p < 55)) {
-                  layer4_0_conv1[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 8 < 7 && p < 55) {
+                layer4_0_conv1[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -4299,14 +4162,10 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  layer4_0_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                layer4_0_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -4360,14 +4219,10 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 6; r++) {
-              ptrdiff_t row = t * 32 / 7 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 7;
-                if (0 <= col && (col < 7 && p < 49)) {
-                  layer4_0_downsample_0[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 7 < 7 && p < 49) {
+                layer4_0_downsample_0[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -4497,14 +4352,10 @@ static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  layer4_1_conv1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                layer4_1_conv1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -4594,14 +4445,10 @@ static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  layer4_1_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                layer4_1_conv2[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -5047,15 +4894,11 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  float y = layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
-                  layer4_1_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float y = layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_1_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
               }
             }
           }
@@ -5257,15 +5100,11 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  float y = layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
-                  layer4_0_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float y = layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_0_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer4_1_relu1_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] : 0.0f;
               }
             }
           }
@@ -5620,15 +5459,11 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 5; r++) {
-              ptrdiff_t row = t * 32 / 9 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 9;
-                if (0 <= col && (col < 7 && p < 61)) {
-                  float y = layer4_0_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col];
-                  layer4_0_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + row) * 7 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 9 < 7 && p < 61) {
+                float y = layer4_0_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                layer4_0_relu0_dx[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
               }
             }
           }
@@ -5771,14 +5606,10 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  layer4_0_conv1_dx[((n_2 * 256 + (oc * 4 + ob) * 2 + j_3) * 14 + row) * 14 + col] = acc[j_3 * 32 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                layer4_0_conv1_dx[((n_2 * 256 + (oc * 4 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
               }
             }
           }
@@ -5891,15 +5722,11 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 3; r++) {
-              ptrdiff_t row = t * 24 / 14 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 14;
-                if (0 <= col && (col < 14 && p < 196)) {
-                  float y = layer3_1_relu1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col];
-                  layer3_1_relu1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + row) * 14 + col] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 14 < 14 && p < 196) {
+                float y = layer3_1_relu1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
+                layer3_1_relu1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
               }
             }
           }
@@ -6100,15 +5927,11 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  float y = layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
-                  layer3_1_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float y = layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_1_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
               }
             }
           }
@@ -6310,15 +6133,11 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  float y = layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
-                  layer3_0_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float y = layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
               }
             }
           }
@@ -6673,15 +6492,11 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 32 / 16 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-                ptrdiff_t p = t * 32 + i_3;
-                ptrdiff_t col = p - row * 16;
-                if (0 <= col && (col < 14 && p < 222)) {
-                  float y = layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col];
-                  layer3_0_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + row) * 14 + col] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 16 < 14 && p < 222) {
+                float y = layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
               }
             }
           }
@@ -6824,14 +6639,10 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  layer3_0_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 28 + row) * 28 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                layer3_0_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -6946,15 +6757,11 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 28 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 28;
-                if (0 <= col && (col < 28 && p < 784)) {
-                  float y = layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
-                  layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 28 < 28 && p < 784) {
+                float y = layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28];
+                layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] : 0.0f;
               }
             }
           }
@@ -7157,15 +6964,11 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  float y = layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
-                  layer2_1_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float y = layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_1_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -7369,15 +7172,11 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  float y = layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
-                  layer2_0_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float y = layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
               }
             }
           }
@@ -7734,15 +7533,11 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && (col < 28 && p < 838)) {
-                  float y = layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col];
-                  layer2_0_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + row) * 28 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28 && p < 838) {
+                float y = layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -7885,14 +7680,10 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -8007,15 +7798,11 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 56 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 56;
-                if (0 <= col && (col < 56 && p < 3136)) {
-                  float y = layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
-                  layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 56 && p < 3136) {
+                float y = layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56];
+                layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] : 0.0f;
               }
             }
           }
@@ -8218,15 +8005,11 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  float y = layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
-                  layer1_1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float y = layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -8430,15 +8213,11 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  float y = layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
-                  layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float y = layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] : 0.0f;
               }
             }
           }
@@ -8641,15 +8420,11 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  float y = layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
-                  layer1_0_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                float y = layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
+                layer1_0_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -8793,14 +8568,10 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  maxpool0_dsum[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + row) * 56 + col];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                maxpool0_dsum[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
               }
             }
           }

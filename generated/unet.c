@@ -220,8 +220,13 @@ static void unet_st_putjson(unet_st_out *o, const char *s) {
   }
 }
 
-static void unet_st_write(unet_st_out *o, const unet_tensor *tab, int n,
-                            const float *f32, const int64_t *i64) {
+static size_t unet_st_bytes(const unet_tensor *t) {
+  return t->numel * (size_t)unet_st_elsize(t->dtype);
+}
+
+/* The header: its length, then the JSON, padded. The data follows it. */
+static void unet_st_header(unet_st_out *o, const unet_tensor *tab,
+                             int n) {
   static const unsigned char zeros[8] = {0};
   uint64_t at = 0, hlen;
   unet_st_put(o, zeros, 8); /* the header length, known only at the end */
@@ -255,16 +260,6 @@ static void unet_st_write(unet_st_out *o, const unet_tensor *tab, int n,
   if (o->buf && o->cap >= 8)
     for (int k = 0; k < 8; k++)
       o->buf[k] = (unsigned char)(hlen >> 8 * k);
-  for (int i = 0; i < n; i++) {
-    const unet_tensor *t = &tab[i];
-    size_t bytes = t->numel * (size_t)unet_st_elsize(t->dtype);
-    const void *src = NULL;
-    /* Only now may the arrays be touched: sizing passes NULL for both. */
-    if (o->buf && bytes)
-      src = t->dtype == 0 ? (const void *)(f32 + t->offset)
-                          : (const void *)(i64 + t->offset);
-    unet_st_put(o, src, bytes);
-  }
 }
 
 /* --- loading --- */
@@ -843,7 +838,9 @@ static int unet_st_load(const unsigned char *buf, size_t len,
 /* Bytes unet_st_save will write for this table. */
 static size_t unet_st_size(const unet_tensor *tab, int n) {
   unet_st_out o = {NULL, 0, 0};
-  unet_st_write(&o, tab, n, NULL, NULL);
+  unet_st_header(&o, tab, n);
+  for (int i = 0; i < n; i++)
+    o.len += unet_st_bytes(&tab[i]);
   return o.len;
 }
 
@@ -856,7 +853,17 @@ static size_t unet_st_save(unsigned char *buf, size_t cap,
   unet_st_out o = {buf, cap, 0};
   if (!buf || unet_st_size(tab, n) > cap)
     return 0;
-  unet_st_write(&o, tab, n, f32, i64);
+  /* The data is written apart from the header, which sizing also writes:
+   * the arrays are never reached through a NULL pointer, which gcc -O3
+   * saw through the inlined calls (-Wstringop-overread, -Warray-bounds). */
+  unet_st_header(&o, tab, n);
+  for (int i = 0; i < n; i++) {
+    const unet_tensor *t = &tab[i];
+    if (t->dtype == 0)
+      unet_st_put(&o, f32 + t->offset, unet_st_bytes(t));
+    else
+      unet_st_put(&o, i64 + t->offset, unet_st_bytes(t));
+  }
   return o.len;
 }
 
@@ -963,7 +970,7 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; stores row by row; 13585 tiles (the last ending at the last position), no guards */
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
@@ -1073,15 +1080,11 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 570 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 570;
-                if (0 <= col && col < 568) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + row) * 568 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 570 < 568) {
+                float v = acc[j_3 * 24 + i_3];
+                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1106,15 +1109,11 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 567 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 323734 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 570;
-              if (0 <= col_2 && col_2 < 568 && 323736 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + row_2) * 568 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 323734 + i_6;
+            if (p_2 % 570 < 568 && 323736 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1175,15 +1174,11 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 284 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 284;
-                if (0 <= col && col < 282) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 284 < 282) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1208,15 +1203,11 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 281 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 80062 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 284;
-              if (0 <= col_2 && col_2 < 282 && 80064 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + row_2) * 282 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 80062 + i_6;
+            if (p_2 % 284 < 282 && 80064 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1256,15 +1247,11 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 282 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 282;
-                if (0 <= col && col < 280) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + row) * 280 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 282 < 280) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1289,15 +1276,11 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 279 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 78934 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 282;
-              if (0 <= col_2 && col_2 < 280 && 78936 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + row_2) * 280 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 78934 + i_6;
+            if (p_2 % 282 < 280 && 78936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1358,15 +1341,11 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 140 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 140;
-                if (0 <= col && col < 138) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + row) * 138 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 140 < 138) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1391,15 +1370,11 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 137 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 19294 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 140;
-              if (0 <= col_2 && col_2 < 138 && 19296 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + row_2) * 138 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 19294 + i_6;
+            if (p_2 % 140 < 138 && 19296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1439,15 +1414,11 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 138 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 138;
-                if (0 <= col && col < 136) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + row) * 136 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 138 < 136) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1472,15 +1443,11 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 135 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 18742 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 138;
-              if (0 <= col_2 && col_2 < 136 && 18744 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + row_2) * 136 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 18742 + i_6;
+            if (p_2 % 138 < 136 && 18744 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1541,15 +1508,11 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 68 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 68;
-                if (0 <= col && col < 66) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + row) * 66 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 68 < 66) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1574,15 +1537,11 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 65 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 4462 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 68;
-              if (0 <= col_2 && col_2 < 66 && 4464 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + row_2) * 66 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4462 + i_6;
+            if (p_2 % 68 < 66 && 4464 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1622,15 +1581,11 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 66 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 66;
-                if (0 <= col && col < 64) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + row) * 64 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 66 < 64) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1655,15 +1610,11 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 63 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 4198 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 66;
-              if (0 <= col_2 && col_2 < 64 && 4200 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + row_2) * 64 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4198 + i_6;
+            if (p_2 % 66 < 64 && 4200 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1724,15 +1675,11 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 32 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 32;
-                if (0 <= col && col < 30) {
-                  float v = acc[j_3 * 24 + i_3];
-                  bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + row) * 30 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 32 < 30) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1757,15 +1704,11 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 29 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 934 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 32;
-              if (0 <= col_2 && col_2 < 30 && 936 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + row_2) * 30 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 934 + i_6;
+            if (p_2 % 32 < 30 && 936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1805,15 +1748,11 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && col < 28) {
-                  float v = acc[j_3 * 24 + i_3];
-                  bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1838,15 +1777,11 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 27 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 814 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 30;
-              if (0 <= col_2 && col_2 < 28 && 816 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + row_2) * 28 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 814 + i_6;
+            if (p_2 % 30 < 28 && 816 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1945,15 +1880,11 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 56 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 56;
-                if (0 <= col && col < 54) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + row) * 54 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 54) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1978,15 +1909,11 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 53 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 2998 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 56;
-              if (0 <= col_2 && col_2 < 54 && 3000 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + row_2) * 54 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2998 + i_6;
+            if (p_2 % 56 < 54 && 3000 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2026,15 +1953,11 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 54 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 54;
-                if (0 <= col && col < 52) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + row) * 52 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 54 < 52) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2059,15 +1982,11 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 51 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 2782 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 54;
-              if (0 <= col_2 && col_2 < 52 && 2784 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + row_2) * 52 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2782 + i_6;
+            if (p_2 % 54 < 52 && 2784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2166,15 +2085,11 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 104 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 104;
-                if (0 <= col && col < 102) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + row) * 102 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 104 < 102) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2199,15 +2114,11 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 101 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 10582 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 104;
-              if (0 <= col_2 && col_2 < 102 && 10584 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + row_2) * 102 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10582 + i_6;
+            if (p_2 % 104 < 102 && 10584 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2247,15 +2158,11 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 102 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 102;
-                if (0 <= col && col < 100) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + row) * 100 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 102 < 100) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2280,15 +2187,11 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 99 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 10174 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 102;
-              if (0 <= col_2 && col_2 < 100 && 10176 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + row_2) * 100 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10174 + i_6;
+            if (p_2 % 102 < 100 && 10176 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2387,15 +2290,11 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 200 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 200;
-                if (0 <= col && col < 198) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + row) * 198 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 200 < 198) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2420,15 +2319,11 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 197 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 39574 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 200;
-              if (0 <= col_2 && col_2 < 198 && 39576 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + row_2) * 198 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 39574 + i_6;
+            if (p_2 % 200 < 198 && 39576 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2468,15 +2363,11 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 198 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 198;
-                if (0 <= col && col < 196) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + row) * 196 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 198 < 196) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2501,15 +2392,11 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 195 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 38782 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 198;
-              if (0 <= col_2 && col_2 < 196 && 38784 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + row_2) * 196 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 38782 + i_6;
+            if (p_2 % 198 < 196 && 38784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2608,15 +2495,11 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 392 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 392;
-                if (0 <= col && col < 390) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 392 < 390) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2641,15 +2524,11 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 389 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 152854 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 392;
-              if (0 <= col_2 && col_2 < 390 && 152856 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + row_2) * 390 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 152854 + i_6;
+            if (p_2 % 392 < 390 && 152856 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2689,15 +2568,11 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 390 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 390;
-                if (0 <= col && col < 388) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + row) * 388 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 390 < 388) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2722,15 +2597,11 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 387 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 151294 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 390;
-              if (0 <= col_2 && col_2 < 388 && 151296 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + row_2) * 388 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 151294 + i_6;
+            if (p_2 % 390 < 388 && 151296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2768,14 +2639,10 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t r = 0; r < 2; r++) {
-            ptrdiff_t row = t * 32 / 388 + r;
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              ptrdiff_t col = p - row * 388;
-              if (0 <= col && col < 388) {
-                head[((n * 2 + ob * 2 + j_3) * 388 + row) * 388 + col] = acc[j_3 * 32 + i_3];
-              }
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 388 < 388) {
+              head[((n * 2 + ob * 2 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 32 + i_3];
             }
           }
         }
@@ -2800,14 +2667,10 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-          ptrdiff_t row_2 = 387 + r_2;
-          for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
-            ptrdiff_t p_2 = 150512 + i_6;
-            ptrdiff_t col_2 = p_2 - row_2 * 388;
-            if (0 <= col_2 && col_2 < 388 && 150528 <= p_2) {
-              head[((n * 2 + ob_2 * 2 + j_6) * 388 + row_2) * 388 + col_2] = acc[j_6 * 32 + i_6];
-            }
+        for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+          ptrdiff_t p_2 = 150512 + i_6;
+          if (p_2 % 388 < 388 && 150528 <= p_2) {
+            head[((n * 2 + ob_2 * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
           }
         }
       }
@@ -2891,7 +2754,7 @@ static int train_labels(const unet_state *s, ptrdiff_t count, const int64_t *lab
 }
 
 /* down1.conv1: conv+relu with down1.relu0, unet.cnn:13
- * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13585 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; stores row by row; 13585 tiles (the last ending at the last position), no guards */
 static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
@@ -3001,15 +2864,11 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 570 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 570;
-                if (0 <= col && col < 568) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + row) * 568 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 570 < 568) {
+                float v = acc[j_3 * 24 + i_3];
+                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3034,15 +2893,11 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 567 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 323734 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 570;
-              if (0 <= col_2 && col_2 < 568 && 323736 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + row_2) * 568 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 323734 + i_6;
+            if (p_2 % 570 < 568 && 323736 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3103,15 +2958,11 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 284 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 284;
-                if (0 <= col && col < 282) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 284 < 282) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3136,15 +2987,11 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 281 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 80062 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 284;
-              if (0 <= col_2 && col_2 < 282 && 80064 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + row_2) * 282 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 80062 + i_6;
+            if (p_2 % 284 < 282 && 80064 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3184,15 +3031,11 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 282 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 282;
-                if (0 <= col && col < 280) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + row) * 280 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 282 < 280) {
+                float v = acc[j_3 * 24 + i_3];
+                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3217,15 +3060,11 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 279 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 78934 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 282;
-              if (0 <= col_2 && col_2 < 280 && 78936 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + row_2) * 280 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 78934 + i_6;
+            if (p_2 % 282 < 280 && 78936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3286,15 +3125,11 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 140 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 140;
-                if (0 <= col && col < 138) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + row) * 138 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 140 < 138) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3319,15 +3154,11 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 137 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 19294 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 140;
-              if (0 <= col_2 && col_2 < 138 && 19296 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + row_2) * 138 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 19294 + i_6;
+            if (p_2 % 140 < 138 && 19296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3367,15 +3198,11 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 138 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 138;
-                if (0 <= col && col < 136) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + row) * 136 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 138 < 136) {
+                float v = acc[j_3 * 24 + i_3];
+                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3400,15 +3227,11 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 135 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 18742 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 138;
-              if (0 <= col_2 && col_2 < 136 && 18744 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + row_2) * 136 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 18742 + i_6;
+            if (p_2 % 138 < 136 && 18744 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3469,15 +3292,11 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 68 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 68;
-                if (0 <= col && col < 66) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + row) * 66 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 68 < 66) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3502,15 +3321,11 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 65 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 4462 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 68;
-              if (0 <= col_2 && col_2 < 66 && 4464 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + row_2) * 66 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4462 + i_6;
+            if (p_2 % 68 < 66 && 4464 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3550,15 +3365,11 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 66 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 66;
-                if (0 <= col && col < 64) {
-                  float v = acc[j_3 * 24 + i_3];
-                  down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + row) * 64 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 66 < 64) {
+                float v = acc[j_3 * 24 + i_3];
+                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3583,15 +3394,11 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 63 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 4198 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 66;
-              if (0 <= col_2 && col_2 < 64 && 4200 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + row_2) * 64 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 4198 + i_6;
+            if (p_2 % 66 < 64 && 4200 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3652,15 +3459,11 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 32 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 32;
-                if (0 <= col && col < 30) {
-                  float v = acc[j_3 * 24 + i_3];
-                  bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + row) * 30 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 32 < 30) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3685,15 +3488,11 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 29 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 934 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 32;
-              if (0 <= col_2 && col_2 < 30 && 936 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + row_2) * 30 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 934 + i_6;
+            if (p_2 % 32 < 30 && 936 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3733,15 +3532,11 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 30 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 30;
-                if (0 <= col && col < 28) {
-                  float v = acc[j_3 * 24 + i_3];
-                  bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + row) * 28 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 30 < 28) {
+                float v = acc[j_3 * 24 + i_3];
+                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3766,15 +3561,11 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 27 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 814 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 30;
-              if (0 <= col_2 && col_2 < 28 && 816 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + row_2) * 28 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 814 + i_6;
+            if (p_2 % 30 < 28 && 816 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3884,15 +3675,11 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 56 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 56;
-                if (0 <= col && col < 54) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + row) * 54 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 54) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3917,15 +3704,11 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 53 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 2998 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 56;
-              if (0 <= col_2 && col_2 < 54 && 3000 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + row_2) * 54 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2998 + i_6;
+            if (p_2 % 56 < 54 && 3000 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3965,15 +3748,11 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 54 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 54;
-                if (0 <= col && col < 52) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + row) * 52 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 54 < 52) {
+                float v = acc[j_3 * 24 + i_3];
+                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -3998,15 +3777,11 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 51 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 2782 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 54;
-              if (0 <= col_2 && col_2 < 52 && 2784 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + row_2) * 52 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 2782 + i_6;
+            if (p_2 % 54 < 52 && 2784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4105,15 +3880,11 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 104 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 104;
-                if (0 <= col && col < 102) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + row) * 102 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 104 < 102) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -4138,15 +3909,11 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 101 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 10582 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 104;
-              if (0 <= col_2 && col_2 < 102 && 10584 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + row_2) * 102 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10582 + i_6;
+            if (p_2 % 104 < 102 && 10584 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4186,15 +3953,11 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 102 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 102;
-                if (0 <= col && col < 100) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + row) * 100 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 102 < 100) {
+                float v = acc[j_3 * 24 + i_3];
+                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -4219,15 +3982,11 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 99 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 10174 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 102;
-              if (0 <= col_2 && col_2 < 100 && 10176 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + row_2) * 100 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 10174 + i_6;
+            if (p_2 % 102 < 100 && 10176 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4326,15 +4085,11 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 200 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 200;
-                if (0 <= col && col < 198) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + row) * 198 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 200 < 198) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -4359,15 +4114,11 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 197 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 39574 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 200;
-              if (0 <= col_2 && col_2 < 198 && 39576 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + row_2) * 198 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 39574 + i_6;
+            if (p_2 % 200 < 198 && 39576 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4407,15 +4158,11 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 198 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 198;
-                if (0 <= col && col < 196) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + row) * 196 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 198 < 196) {
+                float v = acc[j_3 * 24 + i_3];
+                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -4440,15 +4187,11 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 195 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 38782 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 198;
-              if (0 <= col_2 && col_2 < 196 && 38784 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + row_2) * 196 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 38782 + i_6;
+            if (p_2 % 198 < 196 && 38784 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4547,15 +4290,11 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 392 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 392;
-                if (0 <= col && col < 390) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 392 < 390) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -4580,15 +4319,11 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 389 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 152854 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 392;
-              if (0 <= col_2 && col_2 < 390 && 152856 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + row_2) * 390 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 152854 + i_6;
+            if (p_2 % 392 < 390 && 152856 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4628,15 +4363,11 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 390 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 390;
-                if (0 <= col && col < 388) {
-                  float v = acc[j_3 * 24 + i_3];
-                  up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + row) * 388 + col] = v < 0.0f ? 0.0f : v;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 390 < 388) {
+                float v = acc[j_3 * 24 + i_3];
+                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -4661,15 +4392,11 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-            ptrdiff_t row_2 = 387 + r_2;
-            for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-              ptrdiff_t p_2 = 151294 + i_6;
-              ptrdiff_t col_2 = p_2 - row_2 * 390;
-              if (0 <= col_2 && col_2 < 388 && 151296 <= p_2) {
-                float v_2 = acc[j_6 * 24 + i_6];
-                up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + row_2) * 388 + col_2] = v_2 < 0.0f ? 0.0f : v_2;
-              }
+          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+            ptrdiff_t p_2 = 151294 + i_6;
+            if (p_2 % 390 < 388 && 151296 <= p_2) {
+              float v_2 = acc[j_6 * 24 + i_6];
+              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4707,14 +4434,10 @@ static void train_head(unet_state *s, ptrdiff_t count) {
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-          for (ptrdiff_t r = 0; r < 2; r++) {
-            ptrdiff_t row = t * 32 / 388 + r;
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              ptrdiff_t col = p - row * 388;
-              if (0 <= col && col < 388) {
-                head[((n * 2 + ob * 2 + j_3) * 388 + row) * 388 + col] = acc[j_3 * 32 + i_3];
-              }
+          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+            ptrdiff_t p = t * 32 + i_3;
+            if (p % 388 < 388) {
+              head[((n * 2 + ob * 2 + j_3) * 388 + p / 388) * 388 + p % 388] = acc[j_3 * 32 + i_3];
             }
           }
         }
@@ -4739,14 +4462,10 @@ static void train_head(unet_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-        for (ptrdiff_t r_2 = 0; r_2 < 2; r_2++) {
-          ptrdiff_t row_2 = 387 + r_2;
-          for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
-            ptrdiff_t p_2 = 150512 + i_6;
-            ptrdiff_t col_2 = p_2 - row_2 * 388;
-            if (0 <= col_2 && col_2 < 388 && 150528 <= p_2) {
-              head[((n * 2 + ob_2 * 2 + j_6) * 388 + row_2) * 388 + col_2] = acc[j_6 * 32 + i_6];
-            }
+        for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+          ptrdiff_t p_2 = 150512 + i_6;
+          if (p_2 % 388 < 388 && 150528 <= p_2) {
+            head[((n * 2 + ob_2 * 2 + j_6) * 388 + p_2 / 388) * 388 + p_2 % 388] = acc[j_6 * 32 + i_6];
           }
         }
       }
@@ -4871,7 +4590,7 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* head.dx: conv_dx+act_dx with up1.relu1.dx, unet.cnn:36
- * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6273 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; stores row by row; 6273 tiles (the last ending at the last position), no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *up1_relu1 = s->arena + 81158144;
@@ -5066,15 +4785,11 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 392 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 392;
-                if (0 <= col && (col < 390 && p < 152878)) {
-                  float y = up1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col];
-                  up1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + row) * 390 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 392 < 390 && p < 152878) {
+                float y = up1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392];
+                up1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -5124,14 +4839,10 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 394 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 394;
-                if (0 <= col && (col < 392 && p < 154446)) {
-                  up1_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 392 + row) * 392 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 394 < 392 && p < 154446) {
+                up1_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 392 + p / 394) * 392 + p % 394] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -5452,15 +5163,11 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 200 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 200;
-                if (0 <= col && (col < 198 && p < 39598)) {
-                  float y = up2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + row) * 198 + col];
-                  up2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + row) * 198 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 200 < 198 && p < 39598) {
+                float y = up2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200];
+                up2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -5510,14 +5217,10 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 202 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 202;
-                if (0 <= col && (col < 200 && p < 40398)) {
-                  up2_conv1_dx[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 200 + row) * 200 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 202 < 200 && p < 40398) {
+                up2_conv1_dx[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 200 + p / 202) * 200 + p % 202] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -5838,15 +5541,11 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 104 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 104;
-                if (0 <= col && (col < 102 && p < 10606)) {
-                  float y = up3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + row) * 102 + col];
-                  up3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + row) * 102 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 104 < 102 && p < 10606) {
+                float y = up3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104];
+                up3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -5896,14 +5595,10 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 106 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 106;
-                if (0 <= col && (col < 104 && p < 11022)) {
-                  up3_conv1_dx[((n_2 * 512 + (oc * 4 + ob) * 4 + j_3) * 104 + row) * 104 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 106 < 104 && p < 11022) {
+                up3_conv1_dx[((n_2 * 512 + (oc * 4 + ob) * 4 + j_3) * 104 + p / 106) * 104 + p % 106] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -6224,15 +5919,11 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 56 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 56;
-                if (0 <= col && (col < 54 && p < 3022)) {
-                  float y = up4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + row) * 54 + col];
-                  up4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + row) * 54 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 56 < 54 && p < 3022) {
+                float y = up4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56];
+                up4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -6282,14 +5973,10 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 58 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 58;
-                if (0 <= col && (col < 56 && p < 3246)) {
-                  up4_conv1_dx[((n_2 * 1024 + (oc * 2 + ob) * 4 + j_3) * 56 + row) * 56 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 58 < 56 && p < 3246) {
+                up4_conv1_dx[((n_2 * 1024 + (oc * 2 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -6621,15 +6308,11 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 32 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 32;
-                if (0 <= col && (col < 30 && p < 958)) {
-                  float y = bottom_relu0[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + row) * 30 + col];
-                  bottom_relu0_dx[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + row) * 30 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 32 < 30 && p < 958) {
+                float y = bottom_relu0[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32];
+                bottom_relu0_dx[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -6679,14 +6362,10 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 34 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 34;
-                if (0 <= col && (col < 32 && p < 1086)) {
-                  bottom_conv1_dx[((n_2 * 512 + (oc + ob) * 4 + j_3) * 32 + row) * 32 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 34 < 32 && p < 1086) {
+                bottom_conv1_dx[((n_2 * 512 + (oc + ob) * 4 + j_3) * 32 + p / 34) * 32 + p % 34] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -6928,15 +6607,11 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 68 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 68;
-                if (0 <= col && (col < 66 && p < 4486)) {
-                  float y = down4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + row) * 66 + col];
-                  down4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + row) * 66 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 68 < 66 && p < 4486) {
+                float y = down4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68];
+                down4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -6986,14 +6661,10 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 70 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 70;
-                if (0 <= col && (col < 68 && p < 4758)) {
-                  down4_conv1_dx[((n_2 * 256 + (oc * 2 + ob) * 4 + j_3) * 68 + row) * 68 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 70 < 68 && p < 4758) {
+                down4_conv1_dx[((n_2 * 256 + (oc * 2 + ob) * 4 + j_3) * 68 + p / 70) * 68 + p % 70] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -7235,15 +6906,11 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 140 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 140;
-                if (0 <= col && (col < 138 && p < 19318)) {
-                  float y = down3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + row) * 138 + col];
-                  down3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + row) * 138 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 140 < 138 && p < 19318) {
+                float y = down3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140];
+                down3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -7293,14 +6960,10 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 142 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 142;
-                if (0 <= col && (col < 140 && p < 19878)) {
-                  down3_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 140 + row) * 140 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 142 < 140 && p < 19878) {
+                down3_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 140 + p / 142) * 140 + p % 142] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -7542,15 +7205,11 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 284 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 284;
-                if (0 <= col && (col < 282 && p < 80086)) {
-                  float y = down2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col];
-                  down2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + row) * 282 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 284 < 282 && p < 80086) {
+                float y = down2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284];
+                down2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }
@@ -7600,14 +7259,10 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 286 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 286;
-                if (0 <= col && (col < 284 && p < 81222)) {
-                  down2_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 284 + row) * 284 + col] = acc[j_3 * 24 + i_3];
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 286 < 284 && p < 81222) {
+                down2_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 284 + p / 286) * 284 + p % 286] = acc[j_3 * 24 + i_3];
               }
             }
           }
@@ -7849,15 +7504,11 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t r = 0; r < 2; r++) {
-              ptrdiff_t row = t * 24 / 572 + r;
-              for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-                ptrdiff_t p = t * 24 + i_3;
-                ptrdiff_t col = p - row * 572;
-                if (0 <= col && (col < 570 && p < 326038)) {
-                  float y = down1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + row) * 570 + col];
-                  down1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + row) * 570 + col] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-                }
+            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
+              ptrdiff_t p = t * 24 + i_3;
+              if (p % 572 < 570 && p < 326038) {
+                float y = down1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572];
+                down1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
               }
             }
           }

@@ -125,6 +125,18 @@ static void chunks_for_threads(void **state) {
   (void)state;
 }
 
+/* Row-by-row (masked) stores only where an output is a few multiply-adds:
+ * LeNet-5's c1 (1 channel, 5 x 5), not a 3 x 3 layer of 64 channels, and
+ * never in the weight gradient, whose stores are its dot products. */
+static void row_stores(void **state) {
+  ConvGeom c1 = {1, 1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1, 1};
+  ConvGeom vgg = {1, 64, 56, 56, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  assert_true(schedule_conv(&c1, CONV_FORWARD, 1).row_stores);
+  assert_false(schedule_conv(&c1, CONV_WEIGHT, 1).row_stores);
+  assert_false(schedule_conv(&vgg, CONV_FORWARD, 1).row_stores);
+  (void)state;
+}
+
 static void dense_tiles(void **state) {
   for (int64_t in = 1; in <= 100; in += 3)
     for (int64_t out = 1; out <= 20; out += 3)
@@ -184,6 +196,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(interior_and_tiles),
       cmocka_unit_test(chunks_for_threads),
+      cmocka_unit_test(row_stores),
       cmocka_unit_test(dense_tiles),
       cmocka_unit_test(lowering_records_schedules),
   };
