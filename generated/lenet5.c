@@ -1641,45 +1641,45 @@ static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int6
 }
 
 /* f7.dweight: dense_dw, lenet5.cnn:14
- * schedule: accumulators: 2 outputs x 16 in-features (5 tiles + 4) */
+ * schedule: accumulators: 2 outputs x 24 in-features (3 tiles + 12) */
 static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *tanh3 = s->arena + 2120;
   const float *cross_entropy0_dx = s->arena + 2288;
   float *f7_weight_grad = s->g32 + 60856;
-  float acc[32]; /* accumulators */
+  float acc[48]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 5; ob++) {
-    for (ptrdiff_t t = 0; t < 5; t++) {
-      for (ptrdiff_t a = 0; a < 32; a++) {
+    for (ptrdiff_t t = 0; t < 3; t++) {
+      for (ptrdiff_t a = 0; a < 48; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t n = 0; n < count; n++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           float d = cross_entropy0_dx[n * 10 + ob * 2 + j];
-          for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += d * tanh3[n * 84 + t * 16 + l];
+          for (ptrdiff_t l = 0; l < 24; l++) {
+            acc[j * 24 + l] += d * tanh3[n * 84 + t * 24 + l];
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          f7_weight_grad[(ob * 2 + j_2) * 84 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+          f7_weight_grad[(ob * 2 + j_2) * 84 + t * 24 + l_2] = acc[j_2 * 24 + l_2];
         }
       }
     }
-    for (ptrdiff_t a_2 = 0; a_2 < 8; a_2++) {
+    for (ptrdiff_t a_2 = 0; a_2 < 24; a_2++) {
       acc[a_2] = 0.0f;
     }
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
         float d_2 = cross_entropy0_dx[n_2 * 10 + ob * 2 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 4; l_3++) {
-          acc[j_3 * 4 + l_3] += d_2 * tanh3[n_2 * 84 + 80 + l_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
+          acc[j_3 * 12 + l_3] += d_2 * tanh3[n_2 * 84 + 72 + l_3];
         }
       }
     }
     for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-      for (ptrdiff_t l_4 = 0; l_4 < 4; l_4++) {
-        f7_weight_grad[(ob * 2 + j_4) * 84 + 80 + l_4] = acc[j_4 * 4 + l_4];
+      for (ptrdiff_t l_4 = 0; l_4 < 12; l_4++) {
+        f7_weight_grad[(ob * 2 + j_4) * 84 + 72 + l_4] = acc[j_4 * 12 + l_4];
       }
     }
   }
@@ -1741,45 +1741,29 @@ static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* f6.dweight: dense_dw, lenet5.cnn:13
- * schedule: accumulators: 4 outputs x 16 in-features (7 tiles + 8) */
+ * schedule: accumulators: 4 outputs x 24 in-features (5 tiles + 0) */
 static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *tanh2 = s->arena + 2000;
   const float *tanh3_dx = s->arena + 2204;
   float *f6_weight_grad = s->g32 + 50692;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
-    for (ptrdiff_t t = 0; t < 7; t++) {
-      for (ptrdiff_t a = 0; a < 64; a++) {
+    for (ptrdiff_t t = 0; t < 5; t++) {
+      for (ptrdiff_t a = 0; a < 96; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t n = 0; n < count; n++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           float d = tanh3_dx[n * 84 + ob * 4 + j];
-          for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += d * tanh2[n * 120 + t * 16 + l];
+          for (ptrdiff_t l = 0; l < 24; l++) {
+            acc[j * 24 + l] += d * tanh2[n * 120 + t * 24 + l];
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          f6_weight_grad[(ob * 4 + j_2) * 120 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+          f6_weight_grad[(ob * 4 + j_2) * 120 + t * 24 + l_2] = acc[j_2 * 24 + l_2];
         }
-      }
-    }
-    for (ptrdiff_t a_2 = 0; a_2 < 32; a_2++) {
-      acc[a_2] = 0.0f;
-    }
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-        float d_2 = tanh3_dx[n_2 * 84 + ob * 4 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          acc[j_3 * 8 + l_3] += d_2 * tanh2[n_2 * 120 + 112 + l_3];
-        }
-      }
-    }
-    for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-      for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
-        f6_weight_grad[(ob * 4 + j_4) * 120 + 112 + l_4] = acc[j_4 * 8 + l_4];
       }
     }
   }
@@ -1878,29 +1862,45 @@ static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
 }
 
 /* f5.dweight: dense_dw, lenet5.cnn:12
- * schedule: accumulators: 4 outputs x 16 in-features (25 tiles + 0) */
+ * schedule: accumulators: 4 outputs x 24 in-features (16 tiles + 16) */
 static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1600;
   const float *tanh2_dx = s->arena + 2400;
   float *f5_weight_grad = s->g32 + 2572;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 30; ob++) {
-    for (ptrdiff_t t = 0; t < 25; t++) {
-      for (ptrdiff_t a = 0; a < 64; a++) {
+    for (ptrdiff_t t = 0; t < 16; t++) {
+      for (ptrdiff_t a = 0; a < 96; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t n = 0; n < count; n++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           float d = tanh2_dx[n * 120 + ob * 4 + j];
-          for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += d * flatten0[n * 400 + t * 16 + l];
+          for (ptrdiff_t l = 0; l < 24; l++) {
+            acc[j * 24 + l] += d * flatten0[n * 400 + t * 24 + l];
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          f5_weight_grad[(ob * 4 + j_2) * 400 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+          f5_weight_grad[(ob * 4 + j_2) * 400 + t * 24 + l_2] = acc[j_2 * 24 + l_2];
         }
+      }
+    }
+    for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+      acc[a_2] = 0.0f;
+    }
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float d_2 = tanh2_dx[n_2 * 120 + ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 16; l_3++) {
+          acc[j_3 * 16 + l_3] += d_2 * flatten0[n_2 * 400 + 384 + l_3];
+        }
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+      for (ptrdiff_t l_4 = 0; l_4 < 16; l_4++) {
+        f5_weight_grad[(ob * 4 + j_4) * 400 + 384 + l_4] = acc[j_4 * 16 + l_4];
       }
     }
   }

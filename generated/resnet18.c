@@ -4624,29 +4624,45 @@ static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* fc.dweight: dense_dw, resnet18.cnn:38
- * schedule: accumulators: 4 outputs x 16 in-features (32 tiles + 0) */
+ * schedule: accumulators: 4 outputs x 24 in-features (21 tiles + 8) */
 static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1632720;
   const float *cross_entropy0_dx = s->arena + 1631720;
   float *fc_weight_grad = s->g32 + 11186112;
-  float acc[64]; /* accumulators */
+  float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 250; ob++) {
-    for (ptrdiff_t t = 0; t < 32; t++) {
-      for (ptrdiff_t a = 0; a < 64; a++) {
+    for (ptrdiff_t t = 0; t < 21; t++) {
+      for (ptrdiff_t a = 0; a < 96; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t n = 0; n < count; n++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           float d = cross_entropy0_dx[n * 1000 + ob * 4 + j];
-          for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += d * flatten0[n * 512 + t * 16 + l];
+          for (ptrdiff_t l = 0; l < 24; l++) {
+            acc[j * 24 + l] += d * flatten0[n * 512 + t * 24 + l];
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          fc_weight_grad[(ob * 4 + j_2) * 512 + t * 16 + l_2] = acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+          fc_weight_grad[(ob * 4 + j_2) * 512 + t * 24 + l_2] = acc[j_2 * 24 + l_2];
         }
+      }
+    }
+    for (ptrdiff_t a_2 = 0; a_2 < 32; a_2++) {
+      acc[a_2] = 0.0f;
+    }
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float d_2 = cross_entropy0_dx[n_2 * 1000 + ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          acc[j_3 * 8 + l_3] += d_2 * flatten0[n_2 * 512 + 504 + l_3];
+        }
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+      for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+        fc_weight_grad[(ob * 4 + j_4) * 512 + 504 + l_4] = acc[j_4 * 8 + l_4];
       }
     }
   }
