@@ -429,9 +429,10 @@ static Expr *tanh_rational(Lower *L, int c) {
   return dvd(L, mul(L, x_temp(p, c), num), den);
 }
 
-static Expr *clamp_above(Lower *L, Expr *x) {
+/* x above the edge: the edge; else otherwise */
+static Expr *clamp_above(Lower *L, Expr *x, Expr *otherwise) {
   return x_select(L->p, x_bin(L->p, X_LT, F(L, tanh_edge), x), F(L, tanh_edge),
-                  x);
+                  otherwise);
 }
 
 static Expr *clamp_below(Lower *L, Expr *x) {
@@ -440,13 +441,16 @@ static Expr *clamp_below(Lower *L, Expr *x) {
 }
 
 static Expr *tanh_of(Lower *L, int v) {
-  Program *p = L->p;
-  Expr *x = x_temp(p, v);
-  Expr *low = clamp_below(L, x);
-  int c = lb_let(
-      &L->b, "c",
-      x_select(p, x_bin(p, X_LT, F(L, tanh_edge), x), F(L, tanh_edge), low));
+  Expr *x = x_temp(L->p, v);
+  int c = lb_let(&L->b, "c", clamp_above(L, x, clamp_below(L, x)));
   return tanh_rational(L, c);
+}
+
+/* v * scale[ch] + shift[ch] when the epilogue folds a batch norm */
+static Expr *epilogue_scale(Lower *L, const Epilogue *e, Expr *v, Expr *ch) {
+  if (!e->scale)
+    return v;
+  return add(L, mul(L, v, load(L, e->scale, ch)), load(L, e->shift, ch));
 }
 
 int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
@@ -461,13 +465,11 @@ int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
     int i = lb_for(b, "i", width);
     Expr *at = add(L, mul(L, V(L, j), I(L, width)), V(L, i));
     Expr *v = load(L, acc, at);
-    if (pass == 0 && e->scale) {
-      Expr *ch = add(L, ch0, V(L, j));
-      v = add(L, mul(L, v, load(L, e->scale, ch)), load(L, e->shift, ch));
-    }
+    if (pass == 0)
+      v = epilogue_scale(L, e, v, add(L, ch0, V(L, j)));
     int t = lb_let(b, pass == 2 ? "c" : "v", v);
     lb_store(b, acc, at,
-             pass == 0   ? clamp_above(L, x_temp(L->p, t))
+             pass == 0   ? clamp_above(L, x_temp(L->p, t), x_temp(L->p, t))
              : pass == 1 ? clamp_below(L, x_temp(L->p, t))
                          : tanh_rational(L, t));
     close(L, 2);
@@ -490,8 +492,7 @@ Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at) {
   if (!e)
     return v;
   L->ep_used = 1;
-  if (e->scale)
-    v = add(L, mul(L, v, load(L, e->scale, ch)), load(L, e->shift, ch));
+  v = epilogue_scale(L, e, v, ch);
   if (e->residual)
     v = add(L, v, load(L, e->residual, at));
   if (e->act)
