@@ -316,9 +316,9 @@ fail:
 static Jit *jit_new(const Program *p) {
   Jit *j = mem_alloc(sizeof *j);
   j->p = p;
-  j->st.f32 = mem_alloc(sizeof(float) * (size_t)p->f32_count);
-  j->st.i64 = mem_alloc(sizeof(int64_t) * (size_t)p->i64_count);
-  j->st.arena = mem_alloc(sizeof(float) * (size_t)p->arena_count);
+  j->st.f32 = mem_alloc_lines(sizeof(float) * (size_t)p->f32_count);
+  j->st.i64 = mem_alloc_lines(sizeof(int64_t) * (size_t)p->i64_count);
+  j->st.arena = mem_alloc_lines(sizeof(float) * (size_t)p->arena_count);
   /* the training areas mirror f32, where the program has them */
   for (int i = 0; i < p->bufs.n; i++) {
     BufKind k = p->bufs.v[i]->kind;
@@ -327,7 +327,7 @@ static Jit *jit_new(const Program *p) {
                    : k == BUF_V  ? &j->st.v32
                                  : NULL;
     if (area && !*area)
-      *area = mem_alloc(sizeof(float) * (size_t)p->f32_count);
+      *area = mem_alloc_lines(sizeof(float) * (size_t)p->f32_count);
   }
   j->tab = weights_table(p, &j->ntab);
   return j;

@@ -291,7 +291,7 @@ int jit_train(Diag *d, const Program *p, const Program *t,
   jit_share_params(tr.forward, tr.step);
   tr.s = jit_state(tr.step);
   if (!tr.s->m32)
-    tr.m_spare = mem_alloc(sizeof(float) * (size_t)p->f32_count);
+    tr.m_spare = mem_alloc_lines(sizeof(float) * (size_t)p->f32_count);
   tr.image = t->inputs.v[0]->is_int;
   tr.labels = !tr.image;
   int n = 0;

@@ -24,6 +24,14 @@ void *mem_alloc(size_t n) {
   return p;
 }
 
+void *mem_alloc_lines(size_t n) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, n ? n : 1))
+    oom_handler();
+  memset(p, 0, n);
+  return p;
+}
+
 void *mem_realloc(void *p, size_t n) {
   void *q = realloc(p, n ? n : 1);
   if (!q)

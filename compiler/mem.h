@@ -14,6 +14,9 @@ typedef struct Arena Arena;
 void mem_set_oom_handler(void (*handler)(void));
 void *mem_alloc(size_t n);
 void *mem_realloc(void *p, size_t n);
+/* Zeroed, at a 64-byte boundary (a cache line): the JIT's state areas,
+ * whose tensors the planner places on lines (plan.c). */
+void *mem_alloc_lines(size_t n);
 void mem_free(void *p);
 
 Arena *arena_new(void);

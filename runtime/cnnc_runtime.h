@@ -77,6 +77,11 @@ const char *rt_tensors_get_meta(const rt_tensors *t, const char *key);
 /* Frees everything and leaves *t empty. */
 void rt_tensors_free(rt_tensors *t);
 
+/* A model's state of size bytes, zeroed, at a 64-byte boundary (the
+ * generated header's advice: its tensors then start on cache lines);
+ * NULL when out of memory. Released with free. */
+void *rt_state_alloc(size_t size);
+
 /* Reads a whole file. *buf is NUL-terminated (not counted in *len) and
  * freed by the caller. */
 int rt_read_file(const char *path, unsigned char **buf, size_t *len, char *err,

@@ -9,6 +9,14 @@
 
 #include "cnnc_runtime.h"
 
+void *rt_state_alloc(size_t size) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, size ? size : 1))
+    return NULL;
+  memset(p, 0, size);
+  return p;
+}
+
 static const struct {
   const char *name;
   size_t size;

@@ -345,7 +345,7 @@ int rt_train_main(const rt_model *m, int argc, char **argv) {
   double mean = 0.5, sd = 0.5;
   normalize(&train, mean, sd);
   normalize(&test, mean, sd);
-  void *s = m->state ? m->state : calloc(1, m->state_size);
+  void *s = m->state ? m->state : rt_state_alloc(m->state_size);
   float *batch_x = malloc(sizeof(float) * (size_t)(m->batch * train.size));
   int64_t *batch_y = malloc(sizeof(int64_t) * (size_t)m->batch);
   float *logits = malloc(sizeof(float) * (size_t)(m->batch * m->classes));

@@ -88,7 +88,7 @@ static void lowest_fit(void **state) {
         continue;
       if (o && (o->size < b->size || (o->size == b->size && o->id >= b->id)))
         continue; /* placed after b */
-      int64_t at = o ? o->offset + o->size : 0;
+      int64_t at = o ? (o->offset + o->size + 15) / 16 * 16 : 0;
       if (at >= b->offset)
         continue;
       int collides = 0;
@@ -111,7 +111,9 @@ static void lowest_fit(void **state) {
       if (q != b && q->kind == BUF_ARENA && !q->alias && q->first >= 0)
         assert_false(alive_together(q, b) && overlap_at(q, b->offset, b->size));
     }
+    assert_int_equal(b->offset % 16, 0); /* on a cache line */
   }
+  assert_int_equal(p->arena_count % 16, 0);
   assert_true(checked > 20);
   release(c);
 }
@@ -119,20 +121,25 @@ static void lowest_fit(void **state) {
 static void parameters_in_one_block(void **state) {
   Compiled *c = compile_ok(resnet_like);
   Program *p = lowered(c, 1);
-  int64_t next_f32 = 0, next_i64 = 0;
+  /* in order, each at the next cache line (16 elements) */
+  int64_t next_f32 = 0, next_i64 = 0, f32 = 0, i64 = 0;
   for (int i = 0; i < p->bufs.n; i++) {
     const Buffer *b = p->bufs.v[i];
     if (b->kind == BUF_F32) {
       assert_int_equal(b->offset, next_f32);
-      next_f32 += b->size;
+      next_f32 = (next_f32 + b->size + 15) / 16 * 16;
+      f32 += b->size;
     } else if (b->kind == BUF_I64) {
       assert_int_equal(b->offset, next_i64);
-      next_i64 += b->size;
+      next_i64 = (next_i64 + b->size + 15) / 16 * 16;
+      i64 += b->size;
     }
   }
+  assert_int_equal(p->f32_count, next_f32);
+  assert_int_equal(p->i64_count, next_i64);
   /* 3 blocks x 2 convs x 8*8*9 + 3 x 2 bn x 4 x 8 + fc 10*8 + 10 */
-  assert_int_equal(next_f32, 3 * 2 * 576 + 3 * 2 * 4 * 8 + 80 + 10);
-  assert_int_equal(next_i64, 6); /* num_batches_tracked of 6 bn */
+  assert_int_equal(f32, 3 * 2 * 576 + 3 * 2 * 4 * 8 + 80 + 10);
+  assert_int_equal(i64, 6); /* num_batches_tracked of 6 bn */
   release(c);
 }
 
