@@ -37,7 +37,7 @@ LIB_SRC = compiler/mem.c compiler/diag.c compiler/ast.c compiler/load.c \
           compiler/shape.c compiler/check.c compiler/dot.c compiler/loop.c \
           compiler/lower.c compiler/lower_grad.c compiler/lower_conv.c \
           compiler/lower_dense.c compiler/schedule.c compiler/autodiff.c \
-          compiler/fuse.c compiler/threads.c \
+          compiler/fuse.c compiler/contract.c compiler/threads.c \
           compiler/plan.c compiler/emit_c.c compiler/run.c \
           compiler/emit_llvm.c compiler/jit.c compiler/jit_train.c
 GEN_SRC = $(BUILD)/parser.c $(BUILD)/lexer.c $(BUILD)/gen/st_template.c
@@ -217,11 +217,14 @@ check-diagnostics: $(BUILD)/cnnc $(BUILD)/cnnc-san
 
 # The cases that run through every tiled nest (convolutions at every
 # stride, padding, dilation and grouping; dense layers), for -fno-tile.
-NO_TILE_CASES = conv_same conv_stride_pad dense lenet5 fusion
+NO_TILE_CASES = conv_same conv_stride_pad dense lenet5 fusion conv_packed
 # The cases whose chains the fusion pass fuses (conv, dense or batch norm
 # with batch norm, residual add and activation), for -fno-fuse; test_fusion
 # compares ResNet-18 with and without fusion to the bit.
 NO_FUSE_CASES = fusion bn add lenet5
+# The cases whose sums contraction fuses into multiply-adds (every tiled
+# nest, the tanh polynomial, batch norm, the optimizer), for -fno-fma.
+NO_FMA_CASES = conv_same conv_packed dense fusion lenet5
 
 check-oracle: $(BUILD)/cnnc
 	@echo "== parameter totals"
@@ -245,6 +248,11 @@ check-oracle: $(BUILD)/cnnc
 	  $(NO_FUSE_CASES:%=--only %)
 	@CNNC_FLAGS=-fno-fuse $(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc \
 	  $(NO_FUSE_CASES:%=--only %)
+	@echo "== the same with -fno-fma (multiplies and adds apart)"
+	@CNNC_FLAGS=-fno-fma $(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc \
+	  $(NO_FMA_CASES:%=--only %)
+	@CNNC_FLAGS=-fno-fma $(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc \
+	  $(NO_FMA_CASES:%=--only %)
 	@echo "== gradients against finite differences of cnnc's own loss"
 	@$(PYTHON) tests/oracle/fd.py $(BUILD)/cnnc
 	@echo "== SGD and Adam steps of the generated code against torch.optim"

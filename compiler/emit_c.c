@@ -388,17 +388,19 @@ static void emit_header(FILE *h, const Program *p, const Program *t,
   fprintf(
       h,
       "\n/* Everything the model needs: parameters, buffers and the\n"
-      " * activation arena. Its size is fixed; place it where you like. */\n");
+      " * activation arena. Its size is fixed; place it where you like.\n"
+      " * At a 64-byte boundary (static storage, posix_memalign) its\n"
+      " * tensors start on cache lines, which the loops are faster for. */\n");
   fprintf(h, "typedef struct %s_state {\n", m);
   fprintf(h, "  float f32[%" PRId64 "]; /* parameters and float buffers */\n",
-          p->f32_count ? p->f32_count : 1);
+          p->f32_count ? p->f32_count : 16);
   fprintf(h, "  int64_t i64[%" PRId64 "]; /* integer buffers */\n",
-          p->i64_count ? p->i64_count : 1);
+          p->i64_count ? p->i64_count : 16);
   fprintf(
       h, "  float arena[%" PRId64 "]; /* activations, planned by lifetime */\n",
-      arena ? arena : 1);
+      arena ? arena : 16);
   if (t) {
-    int64_t n = p->f32_count ? p->f32_count : 1;
+    int64_t n = p->f32_count ? p->f32_count : 16;
     fprintf(h, "  float g32[%" PRId64 "]; /* gradients, as f32 */\n", n);
     fprintf(h, "  float m32[%" PRId64 "]; /* optimizer state: %s */\n", n,
             g->train.opt == OPT_ADAM ? "first moments" : "momentum");
@@ -747,6 +749,18 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
       "  return x < y ? x : y != y ? x : y;\n"
       "}\n\n",
       M, M, M, M, M, M, M);
+  fputs("/* a * b + c rounded once, as the loop nests' fused multiply-adds\n"
+        " * are (cnnc's contraction; -fno-fma leaves none): the instruction\n"
+        " * where the target has one, else a multiply and an add, rounded\n"
+        " * twice, where fmaf would be a library call for each. */\n"
+        "static inline float madd(float a, float b, float c) {\n"
+        "#if defined(FP_FAST_FMAF) || defined(__FMA__)\n"
+        "  return fmaf(a, b, c);\n"
+        "#else\n"
+        "  return a * b + c;\n"
+        "#endif\n"
+        "}\n\n",
+        c);
   emit_tables(c, p, m);
   print_template(c, emit_c_safetensors_template, m);
   fprintf(c, "\n");

@@ -58,7 +58,9 @@ typedef struct Emit {
   LLVMBuilderRef b;
   LLVMTypeRef f32, f64, i64, i32, i1, i8p, state, statep, un, bin;
   LLVMTypeRef *fields; /* of JitState */
-  LLVMValueRef expf_, logf_, powf_, sqrt_;
+  LLVMValueRef expf_, logf_, powf_, sqrt_, fma_;
+  LLVMTypeRef tri;           /* float (float, float, float) */
+  int has_fma;               /* the target machine has the instruction */
   LLVMValueRef parallel_for; /* threads_parallel_for, in cnnc */
   LLVMTypeRef parallel_type, body_type;
   LLVMAttributeRef nobuiltin;
@@ -156,6 +158,20 @@ static LLVMValueRef convert(Emit *e, LLVMValueRef v, LLVMTypeRef t) {
     return LLVMBuildSIToFP(e->b, v, t, "");
   return t == e->f64 ? LLVMBuildFPExt(e->b, v, t, "")
                      : LLVMBuildFPTrunc(e->b, v, t, "");
+}
+
+/* Whether a target's feature string ("+avx2,-avx512f,+fma,...") turns
+ * the feature on. */
+static int has_feature(const char *features, const char *name) {
+  size_t n = strlen(name);
+  for (const char *f = features; f && *f;) {
+    const char *end = strchr(f, ',');
+    size_t len = end ? (size_t)(end - f) : strlen(f);
+    if (len == n + 1 && f[0] == '+' && strncmp(f + 1, name, n) == 0)
+      return 1;
+    f = end ? end + 1 : f + len;
+  }
+  return 0;
 }
 
 static LLVMValueRef to_float(Emit *e, LLVMValueRef v) {
@@ -400,6 +416,16 @@ static LLVMValueRef expr(Emit *e, const Expr *x) {
     return call(e, fn, e->un, &a, 1);
   }
   case X_TOFLOAT: return to_float(e, expr(e, x->a));
+  case X_FMA: {
+    /* madd() in the generated C: fused where the machine has it */
+    LLVMValueRef args[3] = {to_float(e, expr(e, x->a)),
+                            to_float(e, expr(e, x->b)),
+                            to_float(e, expr(e, x->c))};
+    if (e->has_fma)
+      return LLVMBuildCall2(e->b, e->tri, e->fma_, args, 3, "");
+    return LLVMBuildFAdd(e->b, LLVMBuildFMul(e->b, args[0], args[1], ""),
+                         args[2], "");
+  }
   case X_RAND: return uniform(e, x->i, to_int(e, expr(e, x->a)));
   case X_LR: return state_field(e, e->s, SF_LR);
   case X_STEP: return state_field(e, e->s, SF_STEP);
@@ -1022,6 +1048,11 @@ LLVMModuleRef emit_llvm_part(Diag *d, LLVMContextRef ctx, const Program *p,
   add_attr(e, e->parallel_for, LLVMAttributeFunctionIndex, "nounwind");
   e->sqrt_ = LLVMGetIntrinsicDeclaration(
       e->m, LLVMLookupIntrinsicID("llvm.sqrt", 9), &e->f32, 1);
+  LLVMTypeRef three[3] = {e->f32, e->f32, e->f32};
+  e->tri = LLVMFunctionType(e->f32, three, 3, 0);
+  e->fma_ = LLVMGetIntrinsicDeclaration(
+      e->m, LLVMLookupIntrinsicID("llvm.fma", 8), &e->f32, 1);
+  e->has_fma = has_feature(e->features, "fma");
   e->nobuiltin = LLVMCreateEnumAttribute(
       ctx, LLVMGetEnumAttributeKindForName("nobuiltin", 9), 0);
   e->slot = arena_alloc(p->a, sizeof(int) * (size_t)(p->bufs.n + 1));

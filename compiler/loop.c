@@ -109,6 +109,20 @@ Expr *x_rand(Program *p, int64_t stream, Expr *key) {
 
 Expr *x_state(Program *p, XKind k) { return mk(p, k, k == X_STEP); }
 
+Expr *x_fma(Program *p, Expr *a, Expr *b, Expr *c) {
+  Expr *e = mk(p, X_FMA, 0);
+  e->a = a;
+  e->b = b;
+  e->c = c;
+  return e;
+}
+
+Expr *x_copy(Program *p, const Expr *e) {
+  Expr *n = mk(p, e->k, e->isint);
+  *n = *e;
+  return n;
+}
+
 Expr *x_load(Program *p, Buffer *b, Expr *index) {
   Expr *e = mk(p, X_LOAD, b->is_int);
   e->buf = b;
@@ -380,6 +394,7 @@ void loop_print_expr(FILE *out, const Kernel *k, const Expr *e, int c) {
   case X_LOG: fn = c ? "logf" : "log"; break;
   case X_SQRT: fn = c ? "sqrtf" : "sqrt"; break;
   case X_POW: fn = c ? "powf" : "pow"; break;
+  case X_FMA: fn = c ? "madd" : "fma"; break;
   default: break;
   }
   if (!fn) {
@@ -404,6 +419,10 @@ void loop_print_expr(FILE *out, const Kernel *k, const Expr *e, int c) {
   if (e->b) {
     fputs(", ", out);
     loop_print_expr(out, k, e->b, c);
+  }
+  if (e->c) {
+    fputs(", ", out);
+    loop_print_expr(out, k, e->c, c);
   }
   fputc(')', out);
 }

@@ -67,6 +67,7 @@ typedef enum XKind {
   X_RAND,    /* uniform in [0, 1) from key a, stream i and the state's seed */
   X_LR,      /* the state's learning rate */
   X_STEP,    /* the state's optimizer step count (integer) */
+  X_FMA,     /* a * b + c, rounded once (contract.c makes these) */
 } XKind;
 
 typedef struct Expr {
@@ -170,6 +171,8 @@ Expr *x_select(Program *p, Expr *c, Expr *a, Expr *b);
 Expr *x_itemp(Program *p, int var);
 Expr *x_rand(Program *p, int64_t stream, Expr *key);
 Expr *x_state(Program *p, XKind k); /* X_LR or X_STEP */
+Expr *x_fma(Program *p, Expr *a, Expr *b, Expr *c);
+Expr *x_copy(Program *p, const Expr *e); /* a shallow copy */
 
 /* Builds a kernel's statements with a stack of open loop bodies. */
 typedef struct LoopBuilder {

@@ -14,6 +14,7 @@ enum {
   LOWER_TILE = 1, /* tiled nests (schedule.h); without it every nest is
                      plain, one output element at a time (cnnc -fno-tile) */
   LOWER_FUSE = 2, /* one kernel per fused chain (fuse.h; cnnc -fno-fuse) */
+  LOWER_FMA = 4,  /* fused multiply-adds (contract.h; cnnc -fno-fma) */
 };
 Program *lower_passes(Diag *d, Arena *a, const Graph *g, int64_t batch,
                       int train, unsigned passes);

@@ -32,7 +32,8 @@ typedef struct Conv {
                kernel's (ic, oc, KH-1-kh, KW-1-kw) */
   ConvSchedule s;
   Buffer *acc;
-  int n, grp; /* loop variables: sample, group (-1: one group) */
+  Buffer *packed; /* chan_inner: the weights, packed (pack_weights) */
+  int n, grp;     /* loop variables: sample, group (-1: one group) */
 } Conv;
 
 static Expr *group_base(Lower *L, const Conv *c, int64_t per) {
@@ -133,7 +134,7 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
                  : width % s->plane_w == 0 && from == 0
                      ? width / s->plane_w
                      : (width - 1) / s->plane_w + 2;
-  int in_place = lower_epilogue_in_place(L, c->acc, ocb, width, ocx0);
+  int in_place = lower_epilogue_in_place(L, c->acc, ocb, width, ocx0, 0);
   j = lb_for(b, "j", ocb);
   int r = rows ? lb_for(b, "r", rows) : -1;
   int rv = rows
@@ -162,6 +163,82 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
   close(L, rows ? 4 : 3);
+}
+
+/* The same tile with the block's channels innermost (schedule.h,
+ * chan_inner): acc[i * ocb + j] for position p0 + i and channel ocl0 + j,
+ * each tap the position's input times the block's packed weights. */
+static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
+                      int64_t from) {
+  const ConvGeom *g = &c->g;
+  const ConvSchedule *s = &c->s;
+  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb;
+  LoopBuilder *b = &L->b;
+  Expr *ocx0 = add(L, group_base(L, c, Og), mul(L, blk, I(L, ocb)));
+  int i = lb_for(b, "i", width);
+  int j = lb_for(b, "j", ocb);
+  Expr *at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
+  lb_store(b, c->acc, at,
+           c->bias ? load(L, c->bias, add(L, ocx0, V(L, j))) : F(L, 0));
+  close(L, 2);
+  int ic = lb_for(b, "ic", Cg);
+  int kh = lb_for(b, "kh", g->KH);
+  int kw = lb_for(b, "kw", g->KW);
+  i = lb_for(b, "i", width);
+  Expr *icx = add(L, group_base(L, c, Cg), V(L, ic));
+  int xv = lb_let(b, "xv",
+                  tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))));
+  j = lb_for(b, "j", ocb);
+  Expr *bx = add(L, group_base(L, c, Og / ocb), blk);
+  Expr *tap = add(
+      L, mul(L, add(L, mul(L, bx, I(L, Cg)), V(L, ic)), I(L, g->KH)), V(L, kh));
+  tap = add(L, mul(L, tap, I(L, g->KW)), V(L, kw));
+  at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
+  lb_accum(b, c->acc, at,
+           mul(L, x_temp(L->p, xv),
+               load(L, c->packed, add(L, mul(L, tap, I(L, ocb)), V(L, j)))));
+  close(L, 5);
+  int in_place = lower_epilogue_in_place(L, c->acc, width, ocb, ocx0, 1);
+  i = lb_for(b, "i", width);
+  Expr *p = x_itemp(L->p, lb_let(b, "p", add(L, p0, V(L, i))));
+  Expr *row = dvd(L, p, I(L, s->plane_w));
+  Expr *col = x_bin(L->p, X_MOD, p, I(L, s->plane_w));
+  Expr *keep = is_output(L, c, p, col);
+  if (from > 0)
+    keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
+  lb_if(b, keep);
+  j = lb_for(b, "j", ocb);
+  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), row, col, c->ys);
+  Expr *v = load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j)));
+  lb_store(b, c->y, yat,
+           in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
+  close(L, 3);
+}
+
+/* The weights in the order chan_tile reads them: for each group and
+ * block of ocb output channels, input channel and tap, the block's ocb
+ * weights in a run. Written each call, read by every tile. */
+static void pack_weights(Lower *L, Conv *c) {
+  const ConvGeom *g = &c->g;
+  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = c->s.ocb;
+  Buffer *pk = lower_scratch_once(L, "packed", g->O * Cg * g->KH * g->KW);
+  LoopBuilder *b = &L->b;
+  c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
+  int ob = lb_for(b, "ob", Og / ocb);
+  /* the source's runs in order (input channels, then taps) */
+  int j = lb_for(b, "j", ocb);
+  int ic = lb_for(b, "ic", Cg);
+  int kh = lb_for(b, "kh", g->KH);
+  int kw = lb_for(b, "kw", g->KW);
+  Expr *bx = add(L, group_base(L, c, Og / ocb), V(L, ob));
+  Expr *tap = add(
+      L, mul(L, add(L, mul(L, bx, I(L, Cg)), V(L, ic)), I(L, g->KH)), V(L, kh));
+  tap = add(L, mul(L, tap, I(L, g->KW)), V(L, kw));
+  lb_store(b, pk, add(L, mul(L, tap, I(L, ocb)), V(L, j)),
+           weight(L, c, add(L, mul(L, V(L, ob), I(L, ocb)), V(L, j)), V(L, ic),
+                  V(L, kh), V(L, kw)));
+  close(L, 5 + (c->grp >= 0));
+  c->packed = pk;
 }
 
 /* The input, zero-padded into a scratch buffer of planes (schedule.h):
@@ -221,6 +298,8 @@ static void pad_input(Lower *L, Conv *c) {
 }
 
 static void lower_forward(Lower *L, Conv *c) {
+  if (c->s.chan_inner)
+    pack_weights(L, c);
   if (c->s.pad_copy)
     pad_input(L, c);
   const ConvGeom *g = &c->g;
@@ -233,12 +312,12 @@ static void lower_forward(Lower *L, Conv *c) {
    * go by once, each through the chunk's blocks: the chunk's weights
    * stay in cache while the input streams through once (schedule.h). */
   int64_t nob = Og / s->ocb, per = s->chunk, chunks = nob / per;
-  int ch = -1;
+  int ch = -1, tiles_out = s->parallel == PAR_TILES;
   if (s->parallel == PAR_SAMPLES) {
     c->n = lb_parallel_for(b, "n", -1);
     if (chunks > 1)
       ch = lb_for(b, "oc", chunks);
-  } else {
+  } else if (!tiles_out) {
     if (chunks > 1)
       ch = s->parallel ? lb_parallel_for(b, "oc", chunks)
                        : lb_for(b, "oc", chunks);
@@ -250,19 +329,29 @@ static void lower_forward(Lower *L, Conv *c) {
   for (int last = 0; last < 2; last++) {
     if (last ? !shifted : s->tiles - shifted <= 0)
       continue;
-    int t = last ? -1 : lb_for(b, "t", s->tiles - shifted);
+    int t = -1;
+    if (tiles_out) { /* tiles, then chunks and samples within each */
+      t = last ? -1 : lb_parallel_for(b, "t", s->tiles - shifted);
+      ch = chunks > 1 ? lb_for(b, "oc", chunks) : -1;
+      c->n = lb_for(b, "n", -1);
+    } else if (!last) {
+      t = lb_for(b, "t", s->tiles - shifted);
+    }
     int ob = lb_for(b, "ob", per);
     Expr *blk =
         ch >= 0 ? add(L, mul(L, V(L, ch), I(L, per)), V(L, ob)) : V(L, ob);
     Expr *ocl0 = mul(L, blk, I(L, s->ocb));
     c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
-    if (last)
-      flat_tile(L, c, I(L, s->positions - w), w, ocl0, (s->tiles - 1) * w);
+    Expr *p0 = last ? I(L, s->positions - w) : mul(L, V(L, t), I(L, w));
+    int64_t from = last ? (s->tiles - 1) * w : 0;
+    if (s->chan_inner)
+      chan_tile(L, c, p0, w, blk, from);
     else
-      flat_tile(L, c, mul(L, V(L, t), I(L, w)), w, ocl0, 0);
-    close(L, 1 + (t >= 0) + (c->grp >= 0));
+      flat_tile(L, c, p0, w, ocl0, from);
+    close(L, 1 + (t >= 0) + (c->grp >= 0) + (tiles_out ? 1 + (ch >= 0) : 0));
   }
-  close(L, 1 + (ch >= 0));
+  if (!tiles_out)
+    close(L, 1 + (ch >= 0));
 }
 
 static ConvGeom geom(const Node *of) {
@@ -299,8 +388,7 @@ int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   c.ys = nd->shape;
   c.s = schedule_conv(&c.g, CONV_FORWARD, L->p->tile);
   if (c.s.tiled) {
-    c.s.parallel = schedule_parallel(schedule_conv_work(&c.g), L->p->batch,
-                                     c.g.O / c.g.groups / c.s.ocb, 1);
+    c.s.parallel = schedule_conv_parallel(&c.g, &c.s, L->p->batch);
     schedule_chunk(&c.g, &c.s);
   }
   describe(L, &c.s, CONV_FORWARD);
@@ -344,8 +432,7 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
   c.ys = of->in.v[0]->shape;
   c.s = schedule_conv(&g, CONV_FORWARD, L->p->tile);
   if (c.s.tiled) {
-    c.s.parallel = schedule_parallel(schedule_conv_work(&g), L->p->batch,
-                                     g.O / g.groups / c.s.ocb, 1);
+    c.s.parallel = schedule_conv_parallel(&g, &c.s, L->p->batch);
     schedule_chunk(&c.g, &c.s);
   }
   describe(L, &c.s, CONV_FORWARD);

@@ -108,6 +108,8 @@ static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
 /* An activation-arena buffer of shape s per sample that only the kernel
  * being lowered uses, named after its node and what. */
 Buffer *lower_scratch(Lower *L, const char *what, Shape s);
+/* The same, numel elements for the whole batch. */
+Buffer *lower_scratch_once(Lower *L, const char *what, int64_t numel);
 
 /* The value v of element at (channel ch) of the head's output, as the
  * chain's last node has it; v itself without an epilogue. ch may be NULL
@@ -121,13 +123,13 @@ Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at);
 Expr *lower_pow(Lower *L, Expr *base, double e);
 
 /* The epilogue applied in place to rows x width accumulators (row j of
- * channel ch0 + j), when it has no residual and ends in tanh; 0 (and
- * nothing built) otherwise. Its clamps and its rational function are
- * three loops: gcc does not vectorize a select whose value feeds
- * arithmetic (under its default trapping math), but does one stored as
- * it is. The stores after it then take the values as they are. */
+ * channel ch0 + j, or column i of channel ch0 + i when by_column), when it has
+ * no residual and ends in tanh; 0 (and nothing built) otherwise. Its clamps and
+ * its rational function are three loops: gcc does not vectorize a select whose
+ * value feeds arithmetic (under its default trapping math), but does one stored
+ * as it is. The stores after it then take the values as they are. */
 int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
-                            Expr *ch0);
+                            Expr *ch0, int by_column);
 
 /* g times the derivative of activation node of, at its value (its output;
  * its input for leaky_relu). */

@@ -114,6 +114,10 @@ static const char usage[] =
     "                     batch norm, residual add and activation after it\n"
     "                     (kernels show as conv+bn+relu in\n"
     "                     --dump-after=lower); the same results, slower\n"
+    "  -fno-fma           keep every multiply and add apart instead of\n"
+    "                     fusing a product into the sum after it (fma() in\n"
+    "                     --dump-after=lower, madd() in the C); the same\n"
+    "                     results to float rounding, slower\n"
     "  -Werror            treat warnings as errors\n"
     "  -v, --verbose      say what run compiles and where\n"
     "  -h, --help         show this help\n"
@@ -149,6 +153,7 @@ typedef struct Options {
   int params, werror, verbose, infer_only, jit;
   int no_tile;         /* -fno-tile */
   int no_fuse;         /* -fno-fuse */
+  int no_fma;          /* -fno-fma */
   const char *threads; /* --threads */
 } Options;
 
@@ -263,6 +268,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->no_tile = 1;
     } else if (strcmp(a, "-fno-fuse") == 0) {
       o->no_fuse = 1;
+    } else if (strcmp(a, "-fno-fma") == 0) {
+      o->no_fma = 1;
     } else if (strcmp(a, "-Werror") == 0) {
       o->werror = 1;
     } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
@@ -460,8 +467,9 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
                g->name);
     return 1;
   }
-  unsigned passes =
-      (o->no_tile ? 0u : LOWER_TILE) | (o->no_fuse ? 0u : LOWER_FUSE);
+  unsigned passes = (o->no_tile ? 0u : LOWER_TILE) |
+                    (o->no_fuse ? 0u : LOWER_FUSE) |
+                    (o->no_fma ? 0u : LOWER_FMA);
   Program *p = lower_passes(d, arena, g, batch, 0, passes), *t = NULL;
   if (d->errors)
     return 1;

@@ -47,6 +47,13 @@ typedef struct ConvSchedule {
                         (kh*dh / phase_h) * plane_w + kw*dw / phase_w. The
                         positions with ow >= OW are computed and dropped */
   int64_t ocb;       /* output channels per block, held in accumulators */
+  int chan_inner;    /* forward: the block's channels are the innermost,
+                        vectorized loop, each tap a position's input times
+                        a run of the block's weights, packed by block
+                        (ocb of them for each input channel and tap) at
+                        the start of the call; width is then a few
+                        positions. Else the positions are innermost and
+                        each weight is a scalar */
   int64_t kwb;       /* weight gradient: kw taps per block */
   int64_t width;     /* positions per tile: the innermost, contiguous
                         loop, which the backends' compilers vectorize */
@@ -74,6 +81,7 @@ typedef enum Parallel {
   PAR_NONE,
   PAR_BLOCKS,  /* blocks of output channels (weight gradient: groups) */
   PAR_SAMPLES, /* the samples of the batch */
+  PAR_TILES,   /* forward, channels innermost: the tiles of positions */
 } Parallel;
 
 /* work: multiply-adds per sample; batch: samples per call at most;
@@ -82,6 +90,9 @@ typedef enum Parallel {
 Parallel schedule_parallel(int64_t work, int64_t batch, int64_t blocks,
                            int by_sample);
 int64_t schedule_conv_work(const ConvGeom *g);
+/* What threads share out of a tiled forward convolution (s->parallel). */
+Parallel schedule_conv_parallel(const ConvGeom *g, const ConvSchedule *s,
+                                int64_t batch);
 
 typedef enum DensePass {
   DENSE_FORWARD, /* y[n, o] = b[o] + sum over i of x[n, i] w[o, i] */

@@ -34,6 +34,18 @@ static inline float min_of(float x, float y) {
   return x < y ? x : y != y ? x : y;
 }
 
+/* a * b + c rounded once, as the loop nests' fused multiply-adds
+ * are (cnnc's contraction; -fno-fma leaves none): the instruction
+ * where the target has one, else a multiply and an add, rounded
+ * twice, where fmaf would be a library call for each. */
+static inline float madd(float a, float b, float c) {
+#if defined(FP_FAST_FMAF) || defined(__FMA__)
+  return fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct lenet5_tensor {
   const char *name;
@@ -46,15 +58,15 @@ typedef struct lenet5_tensor {
 
 static const lenet5_tensor lenet5_tensors[] = {
     {"c1.weight", 0, 4, {6, 1, 5, 5}, 0, 150},
-    {"c1.bias", 0, 1, {6, 0, 0, 0}, 150, 6},
-    {"c3.weight", 0, 4, {16, 6, 5, 5}, 156, 2400},
-    {"c3.bias", 0, 1, {16, 0, 0, 0}, 2556, 16},
-    {"f5.weight", 0, 2, {120, 400, 0, 0}, 2572, 48000},
-    {"f5.bias", 0, 1, {120, 0, 0, 0}, 50572, 120},
-    {"f6.weight", 0, 2, {84, 120, 0, 0}, 50692, 10080},
-    {"f6.bias", 0, 1, {84, 0, 0, 0}, 60772, 84},
-    {"f7.weight", 0, 2, {10, 84, 0, 0}, 60856, 840},
-    {"f7.bias", 0, 1, {10, 0, 0, 0}, 61696, 10},
+    {"c1.bias", 0, 1, {6, 0, 0, 0}, 160, 6},
+    {"c3.weight", 0, 4, {16, 6, 5, 5}, 176, 2400},
+    {"c3.bias", 0, 1, {16, 0, 0, 0}, 2576, 16},
+    {"f5.weight", 0, 2, {120, 400, 0, 0}, 2592, 48000},
+    {"f5.bias", 0, 1, {120, 0, 0, 0}, 50592, 120},
+    {"f6.weight", 0, 2, {84, 120, 0, 0}, 50720, 10080},
+    {"f6.bias", 0, 1, {84, 0, 0, 0}, 60800, 84},
+    {"f7.weight", 0, 2, {10, 84, 0, 0}, 60896, 840},
+    {"f7.bias", 0, 1, {10, 0, 0, 0}, 61744, 10},
 };
 enum { lenet5_NTENSORS = 10 };
 
@@ -838,15 +850,15 @@ static const struct {
   float bound, value;
 } lenet5_fills[] = {
     {0, 150, 0.2f, 0.0f}, /* c1.weight */
-    {150, 6, 0.2f, 0.0f}, /* c1.bias */
-    {156, 2400, 0.0816496581f, 0.0f}, /* c3.weight */
-    {2556, 16, 0.0816496581f, 0.0f}, /* c3.bias */
-    {2572, 48000, 0.05f, 0.0f}, /* f5.weight */
-    {50572, 120, 0.05f, 0.0f}, /* f5.bias */
-    {50692, 10080, 0.0912870929f, 0.0f}, /* f6.weight */
-    {60772, 84, 0.0912870929f, 0.0f}, /* f6.bias */
-    {60856, 840, 0.109108945f, 0.0f}, /* f7.weight */
-    {61696, 10, 0.109108945f, 0.0f}, /* f7.bias */
+    {160, 6, 0.2f, 0.0f}, /* c1.bias */
+    {176, 2400, 0.0816496581f, 0.0f}, /* c3.weight */
+    {2576, 16, 0.0816496581f, 0.0f}, /* c3.bias */
+    {2592, 48000, 0.05f, 0.0f}, /* f5.weight */
+    {50592, 120, 0.05f, 0.0f}, /* f5.bias */
+    {50720, 10080, 0.0912870929f, 0.0f}, /* f6.weight */
+    {60800, 84, 0.0912870929f, 0.0f}, /* f6.bias */
+    {60896, 840, 0.109108945f, 0.0f}, /* f7.weight */
+    {61744, 10, 0.109108945f, 0.0f}, /* f7.bias */
 };
 
 /* splitmix64: a small, well-distributed generator whose state the
@@ -901,7 +913,7 @@ size_t lenet5_save(const lenet5_state *s, void *data, size_t size) {
  * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; tiles through chunks of 2 blocks; stores row by row; 28 tiles (4 spare positions), no guards */
 static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
-  const float *c1_bias = s->f32 + 150; /* c1.bias */
+  const float *c1_bias = s->f32 + 160; /* c1.bias */
   float *tanh0 = s->arena + 0;
   float *c1_padded = s->arena + 4704;
   float acc[96]; /* accumulators */
@@ -928,7 +940,7 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
               for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
                 float wv = c1_weight[((ob * 3 + j_2 + ic) * 5 + kh) * 5 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += c1_padded[((n_2 + ic) * 33 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+                  acc[j_2 * 32 + i_2] = madd(c1_padded[((n_2 + ic) * 33 + kh) * 32 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                 }
               }
             }
@@ -950,7 +962,7 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
           for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
             float c_2 = acc[j_5 * 32 + i_5];
             float z = c_2 * c_2;
-            acc[j_5 * 32 + i_5] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            acc[j_5 * 32 + i_5] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
@@ -994,8 +1006,8 @@ static void forward_avgpool0(lenet5_state *s, ptrdiff_t count) {
 /* c3: conv+tanh with tanh1, lenet5.cnn:10
  * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; 6 tiles (the last ending at the last position), no guards */
 static void forward_c3(lenet5_state *s, ptrdiff_t count) {
-  const float *c3_weight = s->f32 + 156; /* c3.weight */
-  const float *c3_bias = s->f32 + 2556; /* c3.bias */
+  const float *c3_weight = s->f32 + 176; /* c3.weight */
+  const float *c3_bias = s->f32 + 2576; /* c3.bias */
   const float *avgpool0 = s->arena + 4704;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -1013,7 +1025,7 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = c3_weight[(((ob * 4 + j_2) * 6 + ic) * 5 + kh) * 5 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += avgpool0[((n * 6 + ic) * 14 + kh) * 14 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] = madd(avgpool0[((n * 6 + ic) * 14 + kh) * 14 + t * 24 + i_2 + kw], wv, acc[j_2 * 24 + i_2]);
                 }
               }
             }
@@ -1035,7 +1047,7 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
             float c = acc[j_5 * 24 + i_5];
             float z = c * c;
-            acc[j_5 * 24 + i_5] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            acc[j_5 * 24 + i_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
@@ -1060,7 +1072,7 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
             for (ptrdiff_t j_8 = 0; j_8 < 4; j_8++) {
               float wv_2 = c3_weight[(((ob_2 * 4 + j_8) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
               for (ptrdiff_t i_8 = 0; i_8 < 24; i_8++) {
-                acc[j_8 * 24 + i_8] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2] * wv_2;
+                acc[j_8 * 24 + i_8] = madd(avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2], wv_2, acc[j_8 * 24 + i_8]);
               }
             }
           }
@@ -1082,7 +1094,7 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_11 = 0; i_11 < 24; i_11++) {
           float c_2 = acc[j_11 * 24 + i_11];
           float z_2 = c_2 * c_2;
-          acc[j_11 * 24 + i_11] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+          acc[j_11 * 24 + i_11] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z_2, 2.2016791e-05f), z_2, 0.003578622f), z_2, 0.13450314f), z_2, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z_2, 0.00034230313f), z_2, 0.026190847f), z_2, 0.4678364f), z_2, 1.0f);
         }
       }
       for (ptrdiff_t j_12 = 0; j_12 < 4; j_12++) {
@@ -1121,8 +1133,8 @@ static void forward_avgpool1(lenet5_state *s, ptrdiff_t count) {
 /* f5: dense+tanh with tanh2, lenet5.cnn:12
  * schedule: accumulators: 4 outputs x 16 lanes of in-features (25 tiles + 0), summed at the end */
 static void forward_f5(lenet5_state *s, ptrdiff_t count) {
-  const float *f5_weight = s->f32 + 2572; /* f5.weight */
-  const float *f5_bias = s->f32 + 50572; /* f5.bias */
+  const float *f5_weight = s->f32 + 2592; /* f5.weight */
+  const float *f5_bias = s->f32 + 50592; /* f5.bias */
   const float *flatten0 = s->arena + 1600;
   float *tanh2 = s->arena + 0;
   float acc[64]; /* accumulators */
@@ -1134,7 +1146,7 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 25; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += flatten0[n * 400 + t * 16 + l] * f5_weight[(ob * 4 + j) * 400 + t * 16 + l];
+            acc[j * 16 + l] = madd(flatten0[n * 400 + t * 16 + l], f5_weight[(ob * 4 + j) * 400 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
@@ -1146,7 +1158,7 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh2[n * 120 + ob * 4 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh2[n * 120 + ob * 4 + j_2] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1155,10 +1167,10 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
 /* f6: dense+tanh with tanh3, lenet5.cnn:13
  * schedule: accumulators: 4 outputs x 16 lanes of in-features (7 tiles + 8), summed at the end */
 static void forward_f6(lenet5_state *s, ptrdiff_t count) {
-  const float *f6_weight = s->f32 + 50692; /* f6.weight */
-  const float *f6_bias = s->f32 + 60772; /* f6.bias */
+  const float *f6_weight = s->f32 + 50720; /* f6.weight */
+  const float *f6_bias = s->f32 + 60800; /* f6.bias */
   const float *tanh2 = s->arena + 0;
-  float *tanh3 = s->arena + 120;
+  float *tanh3 = s->arena + 128;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1168,13 +1180,13 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 7; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 24 + l] += tanh2[n * 120 + t * 16 + l] * f6_weight[(ob * 4 + j) * 120 + t * 16 + l];
+            acc[j * 24 + l] = madd(tanh2[n * 120 + t * 16 + l], f6_weight[(ob * 4 + j) * 120 + t * 16 + l], acc[j * 24 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          acc[j_2 * 24 + 16 + l_2] += tanh2[n * 120 + 112 + l_2] * f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2];
+          acc[j_2 * 24 + 16 + l_2] = madd(tanh2[n * 120 + 112 + l_2], f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2], acc[j_2 * 24 + 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
@@ -1185,7 +1197,7 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh3[n * 84 + ob * 4 + j_3] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh3[n * 84 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1194,9 +1206,9 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
 /* f7: dense, lenet5.cnn:14
  * schedule: accumulators: 2 outputs x 16 lanes of in-features (5 tiles + 4), summed at the end */
 static void forward_f7(lenet5_state *s, ptrdiff_t count) {
-  const float *f7_weight = s->f32 + 60856; /* f7.weight */
-  const float *f7_bias = s->f32 + 61696; /* f7.bias */
-  const float *tanh3 = s->arena + 120;
+  const float *f7_weight = s->f32 + 60896; /* f7.weight */
+  const float *f7_bias = s->f32 + 61744; /* f7.bias */
+  const float *tanh3 = s->arena + 128;
   float *f7 = s->arena + 0;
   float acc[40]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 5; ob++) {
@@ -1207,13 +1219,13 @@ static void forward_f7(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 5; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 20 + l] += tanh3[n * 84 + t * 16 + l] * f7_weight[(ob * 2 + j) * 84 + t * 16 + l];
+            acc[j * 20 + l] = madd(tanh3[n * 84 + t * 16 + l], f7_weight[(ob * 2 + j) * 84 + t * 16 + l], acc[j * 20 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-          acc[j_2 * 20 + 16 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2];
+          acc[j_2 * 20 + 16 + l_2] = madd(tanh3[n * 84 + 80 + l_2], f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2], acc[j_2 * 20 + 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
@@ -1269,7 +1281,7 @@ static int train_labels(const lenet5_state *s, ptrdiff_t count, const int64_t *l
  * schedule: input copied zero-padded; rows flattened to 892 positions; accumulators: 3 output channels x 32 positions; tiles through chunks of 2 blocks; stores row by row; 28 tiles (4 spare positions), no guards */
 static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
   const float *c1_weight = s->f32 + 0; /* c1.weight */
-  const float *c1_bias = s->f32 + 150; /* c1.bias */
+  const float *c1_bias = s->f32 + 160; /* c1.bias */
   float *tanh0 = s->arena + 5472;
   float *c1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -1296,7 +1308,7 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
               for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
                 float wv = c1_weight[((ob * 3 + j_2 + ic) * 5 + kh) * 5 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += c1_padded[((n_2 + ic) * 33 + kh) * 32 + t * 32 + i_2 + kw] * wv;
+                  acc[j_2 * 32 + i_2] = madd(c1_padded[((n_2 + ic) * 33 + kh) * 32 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                 }
               }
             }
@@ -1318,7 +1330,7 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
           for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
             float c_2 = acc[j_5 * 32 + i_5];
             float z = c_2 * c_2;
-            acc[j_5 * 32 + i_5] = c_2 * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            acc[j_5 * 32 + i_5] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
@@ -1362,8 +1374,8 @@ static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
 /* c3: conv+tanh with tanh1, lenet5.cnn:10
  * schedule: rows flattened to 136 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; 6 tiles (the last ending at the last position), no guards */
 static void train_c3(lenet5_state *s, ptrdiff_t count) {
-  const float *c3_weight = s->f32 + 156; /* c3.weight */
-  const float *c3_bias = s->f32 + 2556; /* c3.bias */
+  const float *c3_weight = s->f32 + 176; /* c3.weight */
+  const float *c3_bias = s->f32 + 2576; /* c3.bias */
   const float *avgpool0 = s->arena + 11776;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -1381,7 +1393,7 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                 float wv = c3_weight[(((ob * 4 + j_2) * 6 + ic) * 5 + kh) * 5 + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                  acc[j_2 * 24 + i_2] += avgpool0[((n * 6 + ic) * 14 + kh) * 14 + t * 24 + i_2 + kw] * wv;
+                  acc[j_2 * 24 + i_2] = madd(avgpool0[((n * 6 + ic) * 14 + kh) * 14 + t * 24 + i_2 + kw], wv, acc[j_2 * 24 + i_2]);
                 }
               }
             }
@@ -1403,7 +1415,7 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
           for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
             float c = acc[j_5 * 24 + i_5];
             float z = c * c;
-            acc[j_5 * 24 + i_5] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+            acc[j_5 * 24 + i_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
           }
         }
         for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
@@ -1428,7 +1440,7 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
             for (ptrdiff_t j_8 = 0; j_8 < 4; j_8++) {
               float wv_2 = c3_weight[(((ob_2 * 4 + j_8) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
               for (ptrdiff_t i_8 = 0; i_8 < 24; i_8++) {
-                acc[j_8 * 24 + i_8] += avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2] * wv_2;
+                acc[j_8 * 24 + i_8] = madd(avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2], wv_2, acc[j_8 * 24 + i_8]);
               }
             }
           }
@@ -1450,7 +1462,7 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t i_11 = 0; i_11 < 24; i_11++) {
           float c_2 = acc[j_11 * 24 + i_11];
           float z_2 = c_2 * c_2;
-          acc[j_11 * 24 + i_11] = c_2 * ((((1.5418005e-08f * z_2 + 2.2016791e-05f) * z_2 + 0.003578622f) * z_2 + 0.13450314f) * z_2 + 1.0f) / ((((8.59494e-07f * z_2 + 0.00034230313f) * z_2 + 0.026190847f) * z_2 + 0.4678364f) * z_2 + 1.0f);
+          acc[j_11 * 24 + i_11] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z_2, 2.2016791e-05f), z_2, 0.003578622f), z_2, 0.13450314f), z_2, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z_2, 0.00034230313f), z_2, 0.026190847f), z_2, 0.4678364f), z_2, 1.0f);
         }
       }
       for (ptrdiff_t j_12 = 0; j_12 < 4; j_12++) {
@@ -1489,8 +1501,8 @@ static void train_avgpool1(lenet5_state *s, ptrdiff_t count) {
 /* f5: dense+tanh with tanh2, lenet5.cnn:12
  * schedule: accumulators: 4 outputs x 16 lanes of in-features (25 tiles + 0), summed at the end */
 static void train_f5(lenet5_state *s, ptrdiff_t count) {
-  const float *f5_weight = s->f32 + 2572; /* f5.weight */
-  const float *f5_bias = s->f32 + 50572; /* f5.bias */
+  const float *f5_weight = s->f32 + 2592; /* f5.weight */
+  const float *f5_bias = s->f32 + 50592; /* f5.bias */
   const float *flatten0 = s->arena + 1600;
   float *tanh2 = s->arena + 2000;
   float acc[64]; /* accumulators */
@@ -1502,7 +1514,7 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 25; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += flatten0[n * 400 + t * 16 + l] * f5_weight[(ob * 4 + j) * 400 + t * 16 + l];
+            acc[j * 16 + l] = madd(flatten0[n * 400 + t * 16 + l], f5_weight[(ob * 4 + j) * 400 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
@@ -1514,7 +1526,7 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh2[n * 120 + ob * 4 + j_2] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh2[n * 120 + ob * 4 + j_2] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1523,10 +1535,10 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
 /* f6: dense+tanh with tanh3, lenet5.cnn:13
  * schedule: accumulators: 4 outputs x 16 lanes of in-features (7 tiles + 8), summed at the end */
 static void train_f6(lenet5_state *s, ptrdiff_t count) {
-  const float *f6_weight = s->f32 + 50692; /* f6.weight */
-  const float *f6_bias = s->f32 + 60772; /* f6.bias */
+  const float *f6_weight = s->f32 + 50720; /* f6.weight */
+  const float *f6_bias = s->f32 + 60800; /* f6.bias */
   const float *tanh2 = s->arena + 2000;
-  float *tanh3 = s->arena + 2120;
+  float *tanh3 = s->arena + 2128;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1536,13 +1548,13 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 7; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 24 + l] += tanh2[n * 120 + t * 16 + l] * f6_weight[(ob * 4 + j) * 120 + t * 16 + l];
+            acc[j * 24 + l] = madd(tanh2[n * 120 + t * 16 + l], f6_weight[(ob * 4 + j) * 120 + t * 16 + l], acc[j * 24 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          acc[j_2 * 24 + 16 + l_2] += tanh2[n * 120 + 112 + l_2] * f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2];
+          acc[j_2 * 24 + 16 + l_2] = madd(tanh2[n * 120 + 112 + l_2], f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2], acc[j_2 * 24 + 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
@@ -1553,7 +1565,7 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh3[n * 84 + ob * 4 + j_3] = c * ((((1.5418005e-08f * z + 2.2016791e-05f) * z + 0.003578622f) * z + 0.13450314f) * z + 1.0f) / ((((8.59494e-07f * z + 0.00034230313f) * z + 0.026190847f) * z + 0.4678364f) * z + 1.0f);
+        tanh3[n * 84 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1562,10 +1574,10 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
 /* f7: dense, lenet5.cnn:14
  * schedule: accumulators: 2 outputs x 16 lanes of in-features (5 tiles + 4), summed at the end */
 static void train_f7(lenet5_state *s, ptrdiff_t count) {
-  const float *f7_weight = s->f32 + 60856; /* f7.weight */
-  const float *f7_bias = s->f32 + 61696; /* f7.bias */
-  const float *tanh3 = s->arena + 2120;
-  float *f7 = s->arena + 2204;
+  const float *f7_weight = s->f32 + 60896; /* f7.weight */
+  const float *f7_bias = s->f32 + 61744; /* f7.bias */
+  const float *tanh3 = s->arena + 2128;
+  float *f7 = s->arena + 2224;
   float acc[40]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 5; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1575,13 +1587,13 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 5; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 20 + l] += tanh3[n * 84 + t * 16 + l] * f7_weight[(ob * 2 + j) * 84 + t * 16 + l];
+            acc[j * 20 + l] = madd(tanh3[n * 84 + t * 16 + l], f7_weight[(ob * 2 + j) * 84 + t * 16 + l], acc[j * 20 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-          acc[j_2 * 20 + 16 + l_2] += tanh3[n * 84 + 80 + l_2] * f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2];
+          acc[j_2 * 20 + 16 + l_2] = madd(tanh3[n * 84 + 80 + l_2], f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2], acc[j_2 * 20 + 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
@@ -1597,8 +1609,8 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, lenet5.cnn:15 */
 static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *f7 = s->arena + 2204;
-  float *cross_entropy0 = s->arena + 16056;
+  const float *f7 = s->arena + 2224;
+  float *cross_entropy0 = s->arena + 16064;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -1619,8 +1631,8 @@ static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t
 
 /* cross_entropy0.dx: loss_dx, lenet5.cnn:15 */
 static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *f7 = s->arena + 2204;
-  float *cross_entropy0_dx = s->arena + 2288;
+  const float *f7 = s->arena + 2224;
+  float *cross_entropy0_dx = s->arena + 2320;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
@@ -1643,9 +1655,9 @@ static void train_cross_entropy0_dx(lenet5_state *s, ptrdiff_t count, const int6
 /* f7.dweight: dense_dw, lenet5.cnn:14
  * schedule: accumulators: 2 outputs x 24 in-features (3 tiles + 12) */
 static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh3 = s->arena + 2120;
-  const float *cross_entropy0_dx = s->arena + 2288;
-  float *f7_weight_grad = s->g32 + 60856;
+  const float *tanh3 = s->arena + 2128;
+  const float *cross_entropy0_dx = s->arena + 2320;
+  float *f7_weight_grad = s->g32 + 60896;
   float acc[48]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 5; ob++) {
     for (ptrdiff_t t = 0; t < 3; t++) {
@@ -1656,7 +1668,7 @@ static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           float d = cross_entropy0_dx[n * 10 + ob * 2 + j];
           for (ptrdiff_t l = 0; l < 24; l++) {
-            acc[j * 24 + l] += d * tanh3[n * 84 + t * 24 + l];
+            acc[j * 24 + l] = madd(d, tanh3[n * 84 + t * 24 + l], acc[j * 24 + l]);
           }
         }
       }
@@ -1673,7 +1685,7 @@ static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
         float d_2 = cross_entropy0_dx[n_2 * 10 + ob * 2 + j_3];
         for (ptrdiff_t l_3 = 0; l_3 < 12; l_3++) {
-          acc[j_3 * 12 + l_3] += d_2 * tanh3[n_2 * 84 + 72 + l_3];
+          acc[j_3 * 12 + l_3] = madd(d_2, tanh3[n_2 * 84 + 72 + l_3], acc[j_3 * 12 + l_3]);
         }
       }
     }
@@ -1687,8 +1699,8 @@ static void train_f7_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* f7.dbias: bias_grad, lenet5.cnn:14 */
 static void train_f7_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 2288;
-  float *f7_bias_grad = s->g32 + 61696;
+  const float *cross_entropy0_dx = s->arena + 2320;
+  float *f7_bias_grad = s->g32 + 61744;
   for (ptrdiff_t c = 0; c < 10; c++) {
     float acc = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1703,10 +1715,10 @@ static void train_f7_dbias(lenet5_state *s, ptrdiff_t count) {
 /* f7.dx: dense_dx+act_dx with tanh3.dx, lenet5.cnn:14
  * schedule: accumulators: 1 sample x 32 in-features (2 tiles + 20) */
 static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *f7_weight = s->f32 + 60856; /* f7.weight */
-  const float *tanh3 = s->arena + 2120;
-  const float *cross_entropy0_dx = s->arena + 2288;
-  float *tanh3_dx = s->arena + 2204;
+  const float *f7_weight = s->f32 + 60896; /* f7.weight */
+  const float *tanh3 = s->arena + 2128;
+  const float *cross_entropy0_dx = s->arena + 2320;
+  float *tanh3_dx = s->arena + 2224;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 2; t++) {
@@ -1716,12 +1728,12 @@ static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t o = 0; o < 10; o++) {
         float d = cross_entropy0_dx[n * 10 + o];
         for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-          acc[l_2] += d * f7_weight[o * 84 + t * 32 + l_2];
+          acc[l_2] = madd(d, f7_weight[o * 84 + t * 32 + l_2], acc[l_2]);
         }
       }
       for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
         float y = tanh3[n * 84 + t * 32 + l_3];
-        tanh3_dx[n * 84 + t * 32 + l_3] = acc[l_3] * (1.0f - y * y);
+        tanh3_dx[n * 84 + t * 32 + l_3] = acc[l_3] * madd(-y, y, 1.0f);
       }
     }
     for (ptrdiff_t l_4 = 0; l_4 < 20; l_4++) {
@@ -1730,12 +1742,12 @@ static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
     for (ptrdiff_t o_2 = 0; o_2 < 10; o_2++) {
       float d_2 = cross_entropy0_dx[n * 10 + o_2];
       for (ptrdiff_t l_5 = 0; l_5 < 20; l_5++) {
-        acc[l_5] += d_2 * f7_weight[o_2 * 84 + 64 + l_5];
+        acc[l_5] = madd(d_2, f7_weight[o_2 * 84 + 64 + l_5], acc[l_5]);
       }
     }
     for (ptrdiff_t l_6 = 0; l_6 < 20; l_6++) {
       float y_2 = tanh3[n * 84 + 64 + l_6];
-      tanh3_dx[n * 84 + 64 + l_6] = acc[l_6] * (1.0f - y_2 * y_2);
+      tanh3_dx[n * 84 + 64 + l_6] = acc[l_6] * madd(-y_2, y_2, 1.0f);
     }
   }
 }
@@ -1744,8 +1756,8 @@ static void train_f7_dx(lenet5_state *s, ptrdiff_t count) {
  * schedule: accumulators: 4 outputs x 24 in-features (5 tiles + 0) */
 static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *tanh2 = s->arena + 2000;
-  const float *tanh3_dx = s->arena + 2204;
-  float *f6_weight_grad = s->g32 + 50692;
+  const float *tanh3_dx = s->arena + 2224;
+  float *f6_weight_grad = s->g32 + 50720;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
     for (ptrdiff_t t = 0; t < 5; t++) {
@@ -1756,7 +1768,7 @@ static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           float d = tanh3_dx[n * 84 + ob * 4 + j];
           for (ptrdiff_t l = 0; l < 24; l++) {
-            acc[j * 24 + l] += d * tanh2[n * 120 + t * 24 + l];
+            acc[j * 24 + l] = madd(d, tanh2[n * 120 + t * 24 + l], acc[j * 24 + l]);
           }
         }
       }
@@ -1771,8 +1783,8 @@ static void train_f6_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* f6.dbias: bias_grad, lenet5.cnn:13 */
 static void train_f6_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh3_dx = s->arena + 2204;
-  float *f6_bias_grad = s->g32 + 60772;
+  const float *tanh3_dx = s->arena + 2224;
+  float *f6_bias_grad = s->g32 + 60800;
   for (ptrdiff_t c = 0; c < 84; c++) {
     float acc = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1787,9 +1799,9 @@ static void train_f6_dbias(lenet5_state *s, ptrdiff_t count) {
 /* f6.dx: dense_dx+act_dx with tanh2.dx, lenet5.cnn:13
  * schedule: accumulators: 1 sample x 32 in-features (3 tiles + 24) */
 static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *f6_weight = s->f32 + 50692; /* f6.weight */
+  const float *f6_weight = s->f32 + 50720; /* f6.weight */
   const float *tanh2 = s->arena + 2000;
-  const float *tanh3_dx = s->arena + 2204;
+  const float *tanh3_dx = s->arena + 2224;
   float *tanh2_dx = s->arena + 2400;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -1800,12 +1812,12 @@ static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t o = 0; o < 84; o++) {
         float d = tanh3_dx[n * 84 + o];
         for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-          acc[l_2] += d * f6_weight[o * 120 + t * 32 + l_2];
+          acc[l_2] = madd(d, f6_weight[o * 120 + t * 32 + l_2], acc[l_2]);
         }
       }
       for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
         float y = tanh2[n * 120 + t * 32 + l_3];
-        tanh2_dx[n * 120 + t * 32 + l_3] = acc[l_3] * (1.0f - y * y);
+        tanh2_dx[n * 120 + t * 32 + l_3] = acc[l_3] * madd(-y, y, 1.0f);
       }
     }
     for (ptrdiff_t l_4 = 0; l_4 < 24; l_4++) {
@@ -1814,12 +1826,12 @@ static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
     for (ptrdiff_t o_2 = 0; o_2 < 84; o_2++) {
       float d_2 = tanh3_dx[n * 84 + o_2];
       for (ptrdiff_t l_5 = 0; l_5 < 24; l_5++) {
-        acc[l_5] += d_2 * f6_weight[o_2 * 120 + 96 + l_5];
+        acc[l_5] = madd(d_2, f6_weight[o_2 * 120 + 96 + l_5], acc[l_5]);
       }
     }
     for (ptrdiff_t l_6 = 0; l_6 < 24; l_6++) {
       float y_2 = tanh2[n * 120 + 96 + l_6];
-      tanh2_dx[n * 120 + 96 + l_6] = acc[l_6] * (1.0f - y_2 * y_2);
+      tanh2_dx[n * 120 + 96 + l_6] = acc[l_6] * madd(-y_2, y_2, 1.0f);
     }
   }
 }
@@ -1827,7 +1839,7 @@ static void train_f6_dx(lenet5_state *s, ptrdiff_t count) {
 /* f5.dx: dense_dx, lenet5.cnn:12
  * schedule: accumulators: 1 sample x 32 in-features (12 tiles + 16) */
 static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *f5_weight = s->f32 + 2572; /* f5.weight */
+  const float *f5_weight = s->f32 + 2592; /* f5.weight */
   const float *tanh2_dx = s->arena + 2400;
   float *f5_dx = s->arena + 2000;
   float acc[32]; /* accumulators */
@@ -1839,7 +1851,7 @@ static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t o = 0; o < 120; o++) {
         float d = tanh2_dx[n * 120 + o];
         for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-          acc[l_2] += d * f5_weight[o * 400 + t * 32 + l_2];
+          acc[l_2] = madd(d, f5_weight[o * 400 + t * 32 + l_2], acc[l_2]);
         }
       }
       for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
@@ -1852,7 +1864,7 @@ static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
     for (ptrdiff_t o_2 = 0; o_2 < 120; o_2++) {
       float d_2 = tanh2_dx[n * 120 + o_2];
       for (ptrdiff_t l_5 = 0; l_5 < 16; l_5++) {
-        acc[l_5] += d_2 * f5_weight[o_2 * 400 + 384 + l_5];
+        acc[l_5] = madd(d_2, f5_weight[o_2 * 400 + 384 + l_5], acc[l_5]);
       }
     }
     for (ptrdiff_t l_6 = 0; l_6 < 16; l_6++) {
@@ -1866,7 +1878,7 @@ static void train_f5_dx(lenet5_state *s, ptrdiff_t count) {
 static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0 = s->arena + 1600;
   const float *tanh2_dx = s->arena + 2400;
-  float *f5_weight_grad = s->g32 + 2572;
+  float *f5_weight_grad = s->g32 + 2592;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 30; ob++) {
     for (ptrdiff_t t = 0; t < 16; t++) {
@@ -1877,7 +1889,7 @@ static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           float d = tanh2_dx[n * 120 + ob * 4 + j];
           for (ptrdiff_t l = 0; l < 24; l++) {
-            acc[j * 24 + l] += d * flatten0[n * 400 + t * 24 + l];
+            acc[j * 24 + l] = madd(d, flatten0[n * 400 + t * 24 + l], acc[j * 24 + l]);
           }
         }
       }
@@ -1894,7 +1906,7 @@ static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
         float d_2 = tanh2_dx[n_2 * 120 + ob * 4 + j_3];
         for (ptrdiff_t l_3 = 0; l_3 < 16; l_3++) {
-          acc[j_3 * 16 + l_3] += d_2 * flatten0[n_2 * 400 + 384 + l_3];
+          acc[j_3 * 16 + l_3] = madd(d_2, flatten0[n_2 * 400 + 384 + l_3], acc[j_3 * 16 + l_3]);
         }
       }
     }
@@ -1909,7 +1921,7 @@ static void train_f5_dweight(lenet5_state *s, ptrdiff_t count) {
 /* f5.dbias: bias_grad, lenet5.cnn:12 */
 static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
   const float *tanh2_dx = s->arena + 2400;
-  float *f5_bias_grad = s->g32 + 50572;
+  float *f5_bias_grad = s->g32 + 50592;
   for (ptrdiff_t c = 0; c < 120; c++) {
     float acc = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1949,7 +1961,7 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
     for (ptrdiff_t c_2 = 0; c_2 < 16; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 100; i_2++) {
         float y = tanh1[(n_3 * 16 + c_2) * 100 + i_2];
-        tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] = tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] * (1.0f - y * y);
+        tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] = tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] * madd(-y, y, 1.0f);
       }
     }
   }
@@ -1958,7 +1970,7 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
 /* c3.dx: conv_dx, lenet5.cnn:10
  * schedule: input copied zero-padded; rows flattened to 248 positions; accumulators: 3 output channels x 32 positions; tiles through chunks of 2 blocks; 8 tiles (8 spare positions), no guards */
 static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
-  const float *c3_weight = s->f32 + 156; /* c3.weight */
+  const float *c3_weight = s->f32 + 176; /* c3.weight */
   const float *tanh1_dx = s->arena + 10176;
   float *c3_dx = s->arena + 14880;
   float *c3_dx_padded = s->arena + 0;
@@ -1986,7 +1998,7 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
                 float wv = c3_weight[((ic * 6 + ob * 3 + j_2) * 5 + 4 - kh) * 5 + 4 - kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += c3_dx_padded[((n_2 * 16 + ic) * 19 + kh) * 18 + t * 32 + i_2 + kw] * wv;
+                  acc[j_2 * 32 + i_2] = madd(c3_dx_padded[((n_2 * 16 + ic) * 19 + kh) * 18 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                 }
               }
             }
@@ -2010,7 +2022,7 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
 static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
   const float *avgpool0 = s->arena + 11776;
   const float *tanh1_dx = s->arena + 10176;
-  float *c3_weight_grad = s->g32 + 156;
+  float *c3_weight_grad = s->g32 + 176;
   float *c3_dweight_padded = s->arena + 2304;
   float *c3_dweight_dy_flat = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -2042,7 +2054,7 @@ static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += c3_dweight_dy_flat[(n_3 * 16 + ob * 4 + j) * 144 + t * 24 + l] * c3_dweight_padded[((n_3 * 6 + ic) * 15 + kh) * 14 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(c3_dweight_dy_flat[(n_3 * 16 + ob * 4 + j) * 144 + t * 24 + l], c3_dweight_padded[((n_3 * 6 + ic) * 15 + kh) * 14 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -2066,7 +2078,7 @@ static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
 /* c3.dbias: bias_grad, lenet5.cnn:10 */
 static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
   const float *tanh1_dx = s->arena + 10176;
-  float *c3_bias_grad = s->g32 + 2556;
+  float *c3_bias_grad = s->g32 + 2576;
   for (ptrdiff_t c = 0; c < 16; c++) {
     float acc = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2106,7 +2118,7 @@ static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
     for (ptrdiff_t c_2 = 0; c_2 < 6; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
         float y = tanh0[(n_3 * 6 + c_2) * 784 + i_2];
-        tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] = tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] * (1.0f - y * y);
+        tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] = tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] * madd(-y, y, 1.0f);
       }
     }
   }
@@ -2148,7 +2160,7 @@ static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
               for (ptrdiff_t j = 0; j < 3; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 32; l++) {
-                    acc[(j + k) * 32 + l] += c1_dweight_dy_flat[(n_3 * 6 + ob * 3 + j) * 896 + t * 32 + l] * c1_dweight_padded[((n_3 + ic) * 33 + kh) * 32 + t * 32 + l + kc + k];
+                    acc[(j + k) * 32 + l] = madd(c1_dweight_dy_flat[(n_3 * 6 + ob * 3 + j) * 896 + t * 32 + l], c1_dweight_padded[((n_3 + ic) * 33 + kh) * 32 + t * 32 + l + kc + k], acc[(j + k) * 32 + l]);
                   }
                 }
               }
@@ -2172,7 +2184,7 @@ static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
 /* c1.dbias: bias_grad, lenet5.cnn:9 */
 static void train_c1_dbias(lenet5_state *s, ptrdiff_t count) {
   const float *tanh0_dx = s->arena + 10176;
-  float *c1_bias_grad = s->g32 + 150;
+  float *c1_bias_grad = s->g32 + 160;
   for (ptrdiff_t c = 0; c < 6; c++) {
     float acc = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2191,136 +2203,136 @@ static void update_c1_weight(lenet5_state *s, ptrdiff_t count) {
   float *c1_weight_grad = s->g32 + 0;
   float *c1_weight_m = s->m32 + 0;
   for (ptrdiff_t i = 0; i < 150; i++) {
-    float g = c1_weight_grad[i] + 0.0005f * c1_weight[i];
-    float buf = 0.9f * c1_weight_m[i] + g;
+    float g = madd(0.0005f, c1_weight[i], c1_weight_grad[i]);
+    float buf = madd(0.9f, c1_weight_m[i], g);
     c1_weight_m[i] = buf;
-    c1_weight[i] = c1_weight[i] - s->lr * buf;
+    c1_weight[i] = madd(-s->lr, buf, c1_weight[i]);
   }
 }
 
 /* c1.bias: sgd, lenet5.cnn:9 */
 static void update_c1_bias(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *c1_bias = s->f32 + 150; /* c1.bias */
-  float *c1_bias_grad = s->g32 + 150;
-  float *c1_bias_m = s->m32 + 150;
+  float *c1_bias = s->f32 + 160; /* c1.bias */
+  float *c1_bias_grad = s->g32 + 160;
+  float *c1_bias_m = s->m32 + 160;
   for (ptrdiff_t i = 0; i < 6; i++) {
-    float g = c1_bias_grad[i] + 0.0005f * c1_bias[i];
-    float buf = 0.9f * c1_bias_m[i] + g;
+    float g = madd(0.0005f, c1_bias[i], c1_bias_grad[i]);
+    float buf = madd(0.9f, c1_bias_m[i], g);
     c1_bias_m[i] = buf;
-    c1_bias[i] = c1_bias[i] - s->lr * buf;
+    c1_bias[i] = madd(-s->lr, buf, c1_bias[i]);
   }
 }
 
 /* c3.weight: sgd, lenet5.cnn:10 */
 static void update_c3_weight(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *c3_weight = s->f32 + 156; /* c3.weight */
-  float *c3_weight_grad = s->g32 + 156;
-  float *c3_weight_m = s->m32 + 156;
+  float *c3_weight = s->f32 + 176; /* c3.weight */
+  float *c3_weight_grad = s->g32 + 176;
+  float *c3_weight_m = s->m32 + 176;
   for (ptrdiff_t i = 0; i < 2400; i++) {
-    float g = c3_weight_grad[i] + 0.0005f * c3_weight[i];
-    float buf = 0.9f * c3_weight_m[i] + g;
+    float g = madd(0.0005f, c3_weight[i], c3_weight_grad[i]);
+    float buf = madd(0.9f, c3_weight_m[i], g);
     c3_weight_m[i] = buf;
-    c3_weight[i] = c3_weight[i] - s->lr * buf;
+    c3_weight[i] = madd(-s->lr, buf, c3_weight[i]);
   }
 }
 
 /* c3.bias: sgd, lenet5.cnn:10 */
 static void update_c3_bias(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *c3_bias = s->f32 + 2556; /* c3.bias */
-  float *c3_bias_grad = s->g32 + 2556;
-  float *c3_bias_m = s->m32 + 2556;
+  float *c3_bias = s->f32 + 2576; /* c3.bias */
+  float *c3_bias_grad = s->g32 + 2576;
+  float *c3_bias_m = s->m32 + 2576;
   for (ptrdiff_t i = 0; i < 16; i++) {
-    float g = c3_bias_grad[i] + 0.0005f * c3_bias[i];
-    float buf = 0.9f * c3_bias_m[i] + g;
+    float g = madd(0.0005f, c3_bias[i], c3_bias_grad[i]);
+    float buf = madd(0.9f, c3_bias_m[i], g);
     c3_bias_m[i] = buf;
-    c3_bias[i] = c3_bias[i] - s->lr * buf;
+    c3_bias[i] = madd(-s->lr, buf, c3_bias[i]);
   }
 }
 
 /* f5.weight: sgd, lenet5.cnn:12 */
 static void update_f5_weight(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *f5_weight = s->f32 + 2572; /* f5.weight */
-  float *f5_weight_grad = s->g32 + 2572;
-  float *f5_weight_m = s->m32 + 2572;
+  float *f5_weight = s->f32 + 2592; /* f5.weight */
+  float *f5_weight_grad = s->g32 + 2592;
+  float *f5_weight_m = s->m32 + 2592;
   for (ptrdiff_t i = 0; i < 48000; i++) {
-    float g = f5_weight_grad[i] + 0.0005f * f5_weight[i];
-    float buf = 0.9f * f5_weight_m[i] + g;
+    float g = madd(0.0005f, f5_weight[i], f5_weight_grad[i]);
+    float buf = madd(0.9f, f5_weight_m[i], g);
     f5_weight_m[i] = buf;
-    f5_weight[i] = f5_weight[i] - s->lr * buf;
+    f5_weight[i] = madd(-s->lr, buf, f5_weight[i]);
   }
 }
 
 /* f5.bias: sgd, lenet5.cnn:12 */
 static void update_f5_bias(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *f5_bias = s->f32 + 50572; /* f5.bias */
-  float *f5_bias_grad = s->g32 + 50572;
-  float *f5_bias_m = s->m32 + 50572;
+  float *f5_bias = s->f32 + 50592; /* f5.bias */
+  float *f5_bias_grad = s->g32 + 50592;
+  float *f5_bias_m = s->m32 + 50592;
   for (ptrdiff_t i = 0; i < 120; i++) {
-    float g = f5_bias_grad[i] + 0.0005f * f5_bias[i];
-    float buf = 0.9f * f5_bias_m[i] + g;
+    float g = madd(0.0005f, f5_bias[i], f5_bias_grad[i]);
+    float buf = madd(0.9f, f5_bias_m[i], g);
     f5_bias_m[i] = buf;
-    f5_bias[i] = f5_bias[i] - s->lr * buf;
+    f5_bias[i] = madd(-s->lr, buf, f5_bias[i]);
   }
 }
 
 /* f6.weight: sgd, lenet5.cnn:13 */
 static void update_f6_weight(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *f6_weight = s->f32 + 50692; /* f6.weight */
-  float *f6_weight_grad = s->g32 + 50692;
-  float *f6_weight_m = s->m32 + 50692;
+  float *f6_weight = s->f32 + 50720; /* f6.weight */
+  float *f6_weight_grad = s->g32 + 50720;
+  float *f6_weight_m = s->m32 + 50720;
   for (ptrdiff_t i = 0; i < 10080; i++) {
-    float g = f6_weight_grad[i] + 0.0005f * f6_weight[i];
-    float buf = 0.9f * f6_weight_m[i] + g;
+    float g = madd(0.0005f, f6_weight[i], f6_weight_grad[i]);
+    float buf = madd(0.9f, f6_weight_m[i], g);
     f6_weight_m[i] = buf;
-    f6_weight[i] = f6_weight[i] - s->lr * buf;
+    f6_weight[i] = madd(-s->lr, buf, f6_weight[i]);
   }
 }
 
 /* f6.bias: sgd, lenet5.cnn:13 */
 static void update_f6_bias(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *f6_bias = s->f32 + 60772; /* f6.bias */
-  float *f6_bias_grad = s->g32 + 60772;
-  float *f6_bias_m = s->m32 + 60772;
+  float *f6_bias = s->f32 + 60800; /* f6.bias */
+  float *f6_bias_grad = s->g32 + 60800;
+  float *f6_bias_m = s->m32 + 60800;
   for (ptrdiff_t i = 0; i < 84; i++) {
-    float g = f6_bias_grad[i] + 0.0005f * f6_bias[i];
-    float buf = 0.9f * f6_bias_m[i] + g;
+    float g = madd(0.0005f, f6_bias[i], f6_bias_grad[i]);
+    float buf = madd(0.9f, f6_bias_m[i], g);
     f6_bias_m[i] = buf;
-    f6_bias[i] = f6_bias[i] - s->lr * buf;
+    f6_bias[i] = madd(-s->lr, buf, f6_bias[i]);
   }
 }
 
 /* f7.weight: sgd, lenet5.cnn:14 */
 static void update_f7_weight(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *f7_weight = s->f32 + 60856; /* f7.weight */
-  float *f7_weight_grad = s->g32 + 60856;
-  float *f7_weight_m = s->m32 + 60856;
+  float *f7_weight = s->f32 + 60896; /* f7.weight */
+  float *f7_weight_grad = s->g32 + 60896;
+  float *f7_weight_m = s->m32 + 60896;
   for (ptrdiff_t i = 0; i < 840; i++) {
-    float g = f7_weight_grad[i] + 0.0005f * f7_weight[i];
-    float buf = 0.9f * f7_weight_m[i] + g;
+    float g = madd(0.0005f, f7_weight[i], f7_weight_grad[i]);
+    float buf = madd(0.9f, f7_weight_m[i], g);
     f7_weight_m[i] = buf;
-    f7_weight[i] = f7_weight[i] - s->lr * buf;
+    f7_weight[i] = madd(-s->lr, buf, f7_weight[i]);
   }
 }
 
 /* f7.bias: sgd, lenet5.cnn:14 */
 static void update_f7_bias(lenet5_state *s, ptrdiff_t count) {
   (void)count;
-  float *f7_bias = s->f32 + 61696; /* f7.bias */
-  float *f7_bias_grad = s->g32 + 61696;
-  float *f7_bias_m = s->m32 + 61696;
+  float *f7_bias = s->f32 + 61744; /* f7.bias */
+  float *f7_bias_grad = s->g32 + 61744;
+  float *f7_bias_m = s->m32 + 61744;
   for (ptrdiff_t i = 0; i < 10; i++) {
-    float g = f7_bias_grad[i] + 0.0005f * f7_bias[i];
-    float buf = 0.9f * f7_bias_m[i] + g;
+    float g = madd(0.0005f, f7_bias[i], f7_bias_grad[i]);
+    float buf = madd(0.9f, f7_bias_m[i], g);
     f7_bias_m[i] = buf;
-    f7_bias[i] = f7_bias[i] - s->lr * buf;
+    f7_bias[i] = madd(-s->lr, buf, f7_bias[i]);
   }
 }
 
@@ -2354,7 +2366,7 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
   LENET5_KERNEL("avgpool0.dx", train_avgpool0_dx(s, count));
   LENET5_KERNEL("c1.dweight", train_c1_dweight(s, count, x));
   LENET5_KERNEL("c1.dbias", train_c1_dbias(s, count));
-  *loss = s->arena[16056];
+  *loss = s->arena[16064];
   return 0;
 }
 

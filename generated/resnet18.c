@@ -34,6 +34,18 @@ static inline float min_of(float x, float y) {
   return x < y ? x : y != y ? x : y;
 }
 
+/* a * b + c rounded once, as the loop nests' fused multiply-adds
+ * are (cnnc's contraction; -fno-fma leaves none): the instruction
+ * where the target has one, else a multiply and an add, rounded
+ * twice, where fmaf would be a library call for each. */
+static inline float madd(float a, float b, float c) {
+#if defined(FP_FAST_FMAF) || defined(__FMA__)
+  return fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct resnet18_tensor {
   const char *name;
@@ -56,115 +68,115 @@ static const resnet18_tensor resnet18_tensors[] = {
     {"layer1.0.bn1.bias", 0, 1, {64, 0, 0, 0}, 46592, 64},
     {"layer1.0.bn1.running_mean", 0, 1, {64, 0, 0, 0}, 46656, 64},
     {"layer1.0.bn1.running_var", 0, 1, {64, 0, 0, 0}, 46720, 64},
-    {"layer1.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 1, 1},
+    {"layer1.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 16, 1},
     {"layer1.0.conv2.weight", 0, 4, {64, 64, 3, 3}, 46784, 36864},
     {"layer1.0.bn2.weight", 0, 1, {64, 0, 0, 0}, 83648, 64},
     {"layer1.0.bn2.bias", 0, 1, {64, 0, 0, 0}, 83712, 64},
     {"layer1.0.bn2.running_mean", 0, 1, {64, 0, 0, 0}, 83776, 64},
     {"layer1.0.bn2.running_var", 0, 1, {64, 0, 0, 0}, 83840, 64},
-    {"layer1.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 2, 1},
+    {"layer1.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 32, 1},
     {"layer1.1.conv1.weight", 0, 4, {64, 64, 3, 3}, 83904, 36864},
     {"layer1.1.bn1.weight", 0, 1, {64, 0, 0, 0}, 120768, 64},
     {"layer1.1.bn1.bias", 0, 1, {64, 0, 0, 0}, 120832, 64},
     {"layer1.1.bn1.running_mean", 0, 1, {64, 0, 0, 0}, 120896, 64},
     {"layer1.1.bn1.running_var", 0, 1, {64, 0, 0, 0}, 120960, 64},
-    {"layer1.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 3, 1},
+    {"layer1.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 48, 1},
     {"layer1.1.conv2.weight", 0, 4, {64, 64, 3, 3}, 121024, 36864},
     {"layer1.1.bn2.weight", 0, 1, {64, 0, 0, 0}, 157888, 64},
     {"layer1.1.bn2.bias", 0, 1, {64, 0, 0, 0}, 157952, 64},
     {"layer1.1.bn2.running_mean", 0, 1, {64, 0, 0, 0}, 158016, 64},
     {"layer1.1.bn2.running_var", 0, 1, {64, 0, 0, 0}, 158080, 64},
-    {"layer1.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 4, 1},
+    {"layer1.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 64, 1},
     {"layer2.0.conv1.weight", 0, 4, {128, 64, 3, 3}, 158144, 73728},
     {"layer2.0.bn1.weight", 0, 1, {128, 0, 0, 0}, 231872, 128},
     {"layer2.0.bn1.bias", 0, 1, {128, 0, 0, 0}, 232000, 128},
     {"layer2.0.bn1.running_mean", 0, 1, {128, 0, 0, 0}, 232128, 128},
     {"layer2.0.bn1.running_var", 0, 1, {128, 0, 0, 0}, 232256, 128},
-    {"layer2.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 5, 1},
+    {"layer2.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 80, 1},
     {"layer2.0.conv2.weight", 0, 4, {128, 128, 3, 3}, 232384, 147456},
     {"layer2.0.bn2.weight", 0, 1, {128, 0, 0, 0}, 379840, 128},
     {"layer2.0.bn2.bias", 0, 1, {128, 0, 0, 0}, 379968, 128},
     {"layer2.0.bn2.running_mean", 0, 1, {128, 0, 0, 0}, 380096, 128},
     {"layer2.0.bn2.running_var", 0, 1, {128, 0, 0, 0}, 380224, 128},
-    {"layer2.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 6, 1},
+    {"layer2.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 96, 1},
     {"layer2.0.downsample.0.weight", 0, 4, {128, 64, 1, 1}, 380352, 8192},
     {"layer2.0.downsample.1.weight", 0, 1, {128, 0, 0, 0}, 388544, 128},
     {"layer2.0.downsample.1.bias", 0, 1, {128, 0, 0, 0}, 388672, 128},
     {"layer2.0.downsample.1.running_mean", 0, 1, {128, 0, 0, 0}, 388800, 128},
     {"layer2.0.downsample.1.running_var", 0, 1, {128, 0, 0, 0}, 388928, 128},
-    {"layer2.0.downsample.1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 7, 1},
+    {"layer2.0.downsample.1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 112, 1},
     {"layer2.1.conv1.weight", 0, 4, {128, 128, 3, 3}, 389056, 147456},
     {"layer2.1.bn1.weight", 0, 1, {128, 0, 0, 0}, 536512, 128},
     {"layer2.1.bn1.bias", 0, 1, {128, 0, 0, 0}, 536640, 128},
     {"layer2.1.bn1.running_mean", 0, 1, {128, 0, 0, 0}, 536768, 128},
     {"layer2.1.bn1.running_var", 0, 1, {128, 0, 0, 0}, 536896, 128},
-    {"layer2.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 8, 1},
+    {"layer2.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 128, 1},
     {"layer2.1.conv2.weight", 0, 4, {128, 128, 3, 3}, 537024, 147456},
     {"layer2.1.bn2.weight", 0, 1, {128, 0, 0, 0}, 684480, 128},
     {"layer2.1.bn2.bias", 0, 1, {128, 0, 0, 0}, 684608, 128},
     {"layer2.1.bn2.running_mean", 0, 1, {128, 0, 0, 0}, 684736, 128},
     {"layer2.1.bn2.running_var", 0, 1, {128, 0, 0, 0}, 684864, 128},
-    {"layer2.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 9, 1},
+    {"layer2.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 144, 1},
     {"layer3.0.conv1.weight", 0, 4, {256, 128, 3, 3}, 684992, 294912},
     {"layer3.0.bn1.weight", 0, 1, {256, 0, 0, 0}, 979904, 256},
     {"layer3.0.bn1.bias", 0, 1, {256, 0, 0, 0}, 980160, 256},
     {"layer3.0.bn1.running_mean", 0, 1, {256, 0, 0, 0}, 980416, 256},
     {"layer3.0.bn1.running_var", 0, 1, {256, 0, 0, 0}, 980672, 256},
-    {"layer3.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 10, 1},
+    {"layer3.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 160, 1},
     {"layer3.0.conv2.weight", 0, 4, {256, 256, 3, 3}, 980928, 589824},
     {"layer3.0.bn2.weight", 0, 1, {256, 0, 0, 0}, 1570752, 256},
     {"layer3.0.bn2.bias", 0, 1, {256, 0, 0, 0}, 1571008, 256},
     {"layer3.0.bn2.running_mean", 0, 1, {256, 0, 0, 0}, 1571264, 256},
     {"layer3.0.bn2.running_var", 0, 1, {256, 0, 0, 0}, 1571520, 256},
-    {"layer3.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 11, 1},
+    {"layer3.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 176, 1},
     {"layer3.0.downsample.0.weight", 0, 4, {256, 128, 1, 1}, 1571776, 32768},
     {"layer3.0.downsample.1.weight", 0, 1, {256, 0, 0, 0}, 1604544, 256},
     {"layer3.0.downsample.1.bias", 0, 1, {256, 0, 0, 0}, 1604800, 256},
     {"layer3.0.downsample.1.running_mean", 0, 1, {256, 0, 0, 0}, 1605056, 256},
     {"layer3.0.downsample.1.running_var", 0, 1, {256, 0, 0, 0}, 1605312, 256},
-    {"layer3.0.downsample.1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 12, 1},
+    {"layer3.0.downsample.1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 192, 1},
     {"layer3.1.conv1.weight", 0, 4, {256, 256, 3, 3}, 1605568, 589824},
     {"layer3.1.bn1.weight", 0, 1, {256, 0, 0, 0}, 2195392, 256},
     {"layer3.1.bn1.bias", 0, 1, {256, 0, 0, 0}, 2195648, 256},
     {"layer3.1.bn1.running_mean", 0, 1, {256, 0, 0, 0}, 2195904, 256},
     {"layer3.1.bn1.running_var", 0, 1, {256, 0, 0, 0}, 2196160, 256},
-    {"layer3.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 13, 1},
+    {"layer3.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 208, 1},
     {"layer3.1.conv2.weight", 0, 4, {256, 256, 3, 3}, 2196416, 589824},
     {"layer3.1.bn2.weight", 0, 1, {256, 0, 0, 0}, 2786240, 256},
     {"layer3.1.bn2.bias", 0, 1, {256, 0, 0, 0}, 2786496, 256},
     {"layer3.1.bn2.running_mean", 0, 1, {256, 0, 0, 0}, 2786752, 256},
     {"layer3.1.bn2.running_var", 0, 1, {256, 0, 0, 0}, 2787008, 256},
-    {"layer3.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 14, 1},
+    {"layer3.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 224, 1},
     {"layer4.0.conv1.weight", 0, 4, {512, 256, 3, 3}, 2787264, 1179648},
     {"layer4.0.bn1.weight", 0, 1, {512, 0, 0, 0}, 3966912, 512},
     {"layer4.0.bn1.bias", 0, 1, {512, 0, 0, 0}, 3967424, 512},
     {"layer4.0.bn1.running_mean", 0, 1, {512, 0, 0, 0}, 3967936, 512},
     {"layer4.0.bn1.running_var", 0, 1, {512, 0, 0, 0}, 3968448, 512},
-    {"layer4.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 15, 1},
+    {"layer4.0.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 240, 1},
     {"layer4.0.conv2.weight", 0, 4, {512, 512, 3, 3}, 3968960, 2359296},
     {"layer4.0.bn2.weight", 0, 1, {512, 0, 0, 0}, 6328256, 512},
     {"layer4.0.bn2.bias", 0, 1, {512, 0, 0, 0}, 6328768, 512},
     {"layer4.0.bn2.running_mean", 0, 1, {512, 0, 0, 0}, 6329280, 512},
     {"layer4.0.bn2.running_var", 0, 1, {512, 0, 0, 0}, 6329792, 512},
-    {"layer4.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 16, 1},
+    {"layer4.0.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 256, 1},
     {"layer4.0.downsample.0.weight", 0, 4, {512, 256, 1, 1}, 6330304, 131072},
     {"layer4.0.downsample.1.weight", 0, 1, {512, 0, 0, 0}, 6461376, 512},
     {"layer4.0.downsample.1.bias", 0, 1, {512, 0, 0, 0}, 6461888, 512},
     {"layer4.0.downsample.1.running_mean", 0, 1, {512, 0, 0, 0}, 6462400, 512},
     {"layer4.0.downsample.1.running_var", 0, 1, {512, 0, 0, 0}, 6462912, 512},
-    {"layer4.0.downsample.1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 17, 1},
+    {"layer4.0.downsample.1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 272, 1},
     {"layer4.1.conv1.weight", 0, 4, {512, 512, 3, 3}, 6463424, 2359296},
     {"layer4.1.bn1.weight", 0, 1, {512, 0, 0, 0}, 8822720, 512},
     {"layer4.1.bn1.bias", 0, 1, {512, 0, 0, 0}, 8823232, 512},
     {"layer4.1.bn1.running_mean", 0, 1, {512, 0, 0, 0}, 8823744, 512},
     {"layer4.1.bn1.running_var", 0, 1, {512, 0, 0, 0}, 8824256, 512},
-    {"layer4.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 18, 1},
+    {"layer4.1.bn1.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 288, 1},
     {"layer4.1.conv2.weight", 0, 4, {512, 512, 3, 3}, 8824768, 2359296},
     {"layer4.1.bn2.weight", 0, 1, {512, 0, 0, 0}, 11184064, 512},
     {"layer4.1.bn2.bias", 0, 1, {512, 0, 0, 0}, 11184576, 512},
     {"layer4.1.bn2.running_mean", 0, 1, {512, 0, 0, 0}, 11185088, 512},
     {"layer4.1.bn2.running_var", 0, 1, {512, 0, 0, 0}, 11185600, 512},
-    {"layer4.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 19, 1},
+    {"layer4.1.bn2.num_batches_tracked", 1, 0, {0, 0, 0, 0}, 304, 1},
     {"fc.weight", 0, 2, {1000, 512, 0, 0}, 11186112, 512000},
     {"fc.bias", 0, 1, {1000, 0, 0, 0}, 11698112, 1000},
 };
@@ -1102,23 +1114,35 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 537 tiles (11 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
   const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
   const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
   const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
-  float *relu0 = s->arena + 0;
-  float *bn1_scale = s->arena + 962896;
-  float *bn1_shift = s->arena + 962960;
-  float *conv1_padded = s->arena + 802816;
+  float *relu0 = s->arena + 817216;
+  float *bn1_scale = s->arena + 169488;
+  float *bn1_shift = s->arena + 169552;
+  float *conv1_packed = s->arena + 160080;
+  float *conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
-    float shift = bn1_bias[c] - bn1_running_mean[c] * scale;
+    float shift = madd(-bn1_running_mean[c], scale, bn1_bias[c]);
     bn1_scale[c] = scale;
     bn1_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 3; ic++) {
+        for (ptrdiff_t kh = 0; kh < 7; kh++) {
+          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+            conv1_packed[(((ob * 3 + ic) * 7 + kh) * 7 + kw) * 32 + j] = conv1_weight[(((ob * 32 + j) * 3 + ic) * 7 + kh) * 7 + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
@@ -1134,34 +1158,32 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 4293; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 537; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 3; ic++) {
-            for (ptrdiff_t kh = 0; kh < 7; kh++) {
-              for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 115 < 112 && p < 12877) {
-                float v = acc[j_3 * 24 + i_3] * bn1_scale[(oc * 4 + ob) * 4 + j_3] + bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 115 < 112 && p < 12877) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = madd(acc[i_3 * 32 + j_4], bn1_scale[ob_2 * 32 + j_4], bn1_shift[ob_2 * 32 + j_4]);
+              relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1172,21 +1194,29 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
 
 /* maxpool0: maxpool, resnet18.cnn:30 */
 static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 0;
-  float *maxpool0 = s->arena + 802816;
+  const float *relu0 = s->arena + 817216;
+  float *maxpool0 = s->arena + 1620032;
+  float *maxpool0_padded = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 113; a++) {
+        for (ptrdiff_t q = 0; q < 113; q++) {
+          maxpool0_padded[((n * 64 + c) * 113 + a) * 113 + q] = 0 <= a - 1 && 0 <= q - 1 ? relu0[((n * 64 + c) * 112 + a - 1) * 112 + q - 1] : -INFINITY;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                m = max_of(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
-              }
+              m = max_of(m, maxpool0_padded[((n_2 * 64 + c_2) * 113 + oh * 2 - 1 + kh + 1) * 113 + ow * 2 - 1 + kw + 1]);
             }
           }
-          maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
+          maxpool0[((n_2 * 64 + c_2) * 56 + oh) * 56 + ow] = m;
         }
       }
     }
@@ -1194,63 +1224,73 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
   const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
   const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
-  const float *maxpool0 = s->arena + 802816;
-  float *layer1_0_relu0 = s->arena + 219008;
-  float *layer1_0_bn1_scale = s->arena + 419712;
-  float *layer1_0_bn1_shift = s->arena + 419776;
+  const float *maxpool0 = s->arena + 1620032;
+  float *layer1_0_relu0 = s->arena + 215296;
+  float *layer1_0_bn1_scale = s->arena + 452864;
+  float *layer1_0_bn1_shift = s->arena + 452928;
+  float *layer1_0_conv1_packed = s->arena + 416000;
   float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_0_bn1_weight[c] / sqrtf(layer1_0_bn1_running_var[c] + 1e-05f);
-    float shift = layer1_0_bn1_bias[c] - layer1_0_bn1_running_mean[c] * scale;
+    float shift = madd(-layer1_0_bn1_running_mean[c], scale, layer1_0_bn1_bias[c]);
     layer1_0_bn1_scale[c] = scale;
     layer1_0_bn1_shift[c] = shift;
   }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_0_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_0_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = madd(acc[i_3 * 32 + j_4], layer1_0_bn1_scale[ob_2 * 32 + j_4], layer1_0_bn1_shift[ob_2 * 32 + j_4]);
+              layer1_0_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1260,64 +1300,74 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
   const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
   const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
-  const float *maxpool0 = s->arena + 802816;
-  const float *layer1_0_relu0 = s->arena + 219008;
-  float *layer1_0_relu1 = s->arena + 419712;
-  float *layer1_0_bn2_scale = s->arena + 620416;
-  float *layer1_0_bn2_shift = s->arena + 620480;
+  const float *maxpool0 = s->arena + 1620032;
+  const float *layer1_0_relu0 = s->arena + 215296;
+  float *layer1_0_relu1 = s->arena + 416000;
+  float *layer1_0_bn2_scale = s->arena + 653568;
+  float *layer1_0_bn2_shift = s->arena + 653632;
+  float *layer1_0_conv2_packed = s->arena + 616704;
   float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_0_bn2_weight[c] / sqrtf(layer1_0_bn2_running_var[c] + 1e-05f);
-    float shift = layer1_0_bn2_bias[c] - layer1_0_bn2_running_mean[c] * scale;
+    float shift = madd(-layer1_0_bn2_running_mean[c], scale, layer1_0_bn2_bias[c]);
     layer1_0_bn2_scale[c] = scale;
     layer1_0_bn2_shift[c] = shift;
   }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_0_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_0_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_0_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_0_bn2_shift[(oc * 4 + ob) * 4 + j_3] + maxpool0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = madd(acc[i_3 * 32 + j_4], layer1_0_bn2_scale[ob_2 * 32 + j_4], layer1_0_bn2_shift[ob_2 * 32 + j_4]) + maxpool0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
+              layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1327,63 +1377,73 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
   const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
   const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
-  const float *layer1_0_relu1 = s->arena + 419712;
-  float *layer1_1_relu0 = s->arena + 219008;
-  float *layer1_1_bn1_scale = s->arena + 620416;
-  float *layer1_1_bn1_shift = s->arena + 620480;
+  const float *layer1_0_relu1 = s->arena + 416000;
+  float *layer1_1_relu0 = s->arena + 215296;
+  float *layer1_1_bn1_scale = s->arena + 653568;
+  float *layer1_1_bn1_shift = s->arena + 653632;
+  float *layer1_1_conv1_packed = s->arena + 616704;
   float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_1_bn1_weight[c] / sqrtf(layer1_1_bn1_running_var[c] + 1e-05f);
-    float shift = layer1_1_bn1_bias[c] - layer1_1_bn1_running_mean[c] * scale;
+    float shift = madd(-layer1_1_bn1_running_mean[c], scale, layer1_1_bn1_bias[c]);
     layer1_1_bn1_scale[c] = scale;
     layer1_1_bn1_shift[c] = shift;
   }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_1_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_1_bn1_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn1_shift[(oc * 4 + ob) * 4 + j_3];
-                layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = madd(acc[i_3 * 32 + j_4], layer1_1_bn1_scale[ob_2 * 32 + j_4], layer1_1_bn1_shift[ob_2 * 32 + j_4]);
+              layer1_1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1393,64 +1453,74 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
   const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
   const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
-  const float *layer1_0_relu1 = s->arena + 419712;
-  const float *layer1_1_relu0 = s->arena + 219008;
-  float *layer1_1_relu1 = s->arena + 620416;
-  float *layer1_1_bn2_scale = s->arena + 821120;
-  float *layer1_1_bn2_shift = s->arena + 821184;
+  const float *layer1_0_relu1 = s->arena + 416000;
+  const float *layer1_1_relu0 = s->arena + 215296;
+  float *layer1_1_relu1 = s->arena + 616704;
+  float *layer1_1_bn2_scale = s->arena + 854272;
+  float *layer1_1_bn2_shift = s->arena + 854336;
+  float *layer1_1_conv2_packed = s->arena + 817408;
   float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = layer1_1_bn2_weight[c] / sqrtf(layer1_1_bn2_running_var[c] + 1e-05f);
-    float shift = layer1_1_bn2_bias[c] - layer1_1_bn2_running_mean[c] * scale;
+    float shift = madd(-layer1_1_bn2_running_mean[c], scale, layer1_1_bn2_bias[c]);
     layer1_1_bn2_scale[c] = scale;
     layer1_1_bn2_shift[c] = shift;
   }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_padded[((n * 64 + c_2) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float v = acc[j_3 * 24 + i_3] * layer1_1_bn2_scale[(oc * 4 + ob) * 4 + j_3] + layer1_1_bn2_shift[(oc * 4 + ob) * 4 + j_3] + layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = madd(acc[i_3 * 32 + j_4], layer1_1_bn2_scale[ob_2 * 32 + j_4], layer1_1_bn2_shift[ob_2 * 32 + j_4]) + layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
+              layer1_1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1460,24 +1530,36 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 34 tiles (5 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
   const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
   const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
-  const float *layer1_1_relu1 = s->arena + 620416;
-  float *layer2_0_relu0 = s->arena + 222720;
-  float *layer2_0_bn1_scale = s->arena + 323072;
-  float *layer2_0_bn1_shift = s->arena + 323200;
+  const float *layer1_1_relu1 = s->arena + 616704;
+  float *layer2_0_relu0 = s->arena + 266496;
+  float *layer2_0_bn1_scale = s->arena + 222720;
+  float *layer2_0_bn1_shift = s->arena + 222848;
+  float *layer2_0_conv1_packed = s->arena + 366848;
   float *layer2_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_bn1_weight[c] / sqrtf(layer2_0_bn1_running_var[c] + 1e-05f);
-    float shift = layer2_0_bn1_bias[c] - layer2_0_bn1_running_mean[c] * scale;
+    float shift = madd(-layer2_0_bn1_running_mean[c], scale, layer2_0_bn1_bias[c]);
     layer2_0_bn1_scale[c] = scale;
     layer2_0_bn1_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1495,31 +1577,31 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 271; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_conv1_padded[((n_2 * 256 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 30 + kh_2 / 2) * 29 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv1_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 29 < 28 && p < 811) {
-                float v = acc[j_3 * 24 + i_3] * layer2_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 29 < 28 && p < 811) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer2_0_bn1_scale[(oc + ob_2) * 32 + j_4], layer2_0_bn1_shift[(oc + ob_2) * 32 + j_4]);
+                layer2_0_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1530,24 +1612,36 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
   const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
   const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
-  const float *layer1_1_relu1 = s->arena + 620416;
-  float *layer2_0_downsample_1 = s->arena + 323072;
-  float *layer2_0_downsample_1_scale = s->arena + 207872;
-  float *layer2_0_downsample_1_shift = s->arena + 208000;
+  const float *layer1_1_relu1 = s->arena + 616704;
+  float *layer2_0_downsample_1 = s->arena + 366848;
+  float *layer2_0_downsample_1_scale = s->arena + 216064;
+  float *layer2_0_downsample_1_shift = s->arena + 216192;
+  float *layer2_0_downsample_0_packed = s->arena + 207872;
   float *layer2_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_downsample_1_weight[c] / sqrtf(layer2_0_downsample_1_running_var[c] + 1e-05f);
-    float shift = layer2_0_downsample_1_bias[c] - layer2_0_downsample_1_running_mean[c] * scale;
+    float shift = madd(-layer2_0_downsample_1_running_mean[c], scale, layer2_0_downsample_1_bias[c]);
     layer2_0_downsample_1_scale[c] = scale;
     layer2_0_downsample_1_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer2_0_downsample_0_packed[(ob * 64 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[(ob * 32 + j) * 64 + ic + kh + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
@@ -1565,30 +1659,30 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 33; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 262; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_downsample_0_weight[((oc * 8 + ob) * 4 + j_2) * 64 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_downsample_0_padded[((n_2 * 256 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 29 + kh_2 / 2) * 28 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_downsample_0_packed[((oc + ob_2) * 64 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 28 < 28 && p < 784) {
-                layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3] * layer2_0_downsample_1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1_shift[(oc * 8 + ob) * 4 + j_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 28 < 28 && p < 784) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer2_0_downsample_1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28] = madd(acc[i_3 * 32 + j_4], layer2_0_downsample_1_scale[(oc + ob_2) * 32 + j_4], layer2_0_downsample_1_shift[(oc + ob_2) * 32 + j_4]);
               }
             }
           }
@@ -1599,25 +1693,37 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
   const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
   const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-  const float *layer2_0_relu0 = s->arena + 222720;
-  const float *layer2_0_downsample_1 = s->arena + 323072;
-  float *layer2_0_relu1 = s->arena + 119040;
-  float *layer2_0_bn2_scale = s->arena + 219392;
-  float *layer2_0_bn2_shift = s->arena + 219520;
-  float *layer2_0_conv2_padded = s->arena + 0;
+  const float *layer2_0_relu0 = s->arena + 266496;
+  const float *layer2_0_downsample_1 = s->arena + 366848;
+  float *layer2_0_relu1 = s->arena + 467200;
+  float *layer2_0_bn2_scale = s->arena + 567552;
+  float *layer2_0_bn2_shift = s->arena + 567680;
+  float *layer2_0_conv2_packed = s->arena + 0;
+  float *layer2_0_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
-    float shift = layer2_0_bn2_bias[c] - layer2_0_bn2_running_mean[c] * scale;
+    float shift = madd(-layer2_0_bn2_running_mean[c], scale, layer2_0_bn2_bias[c]);
     layer2_0_bn2_scale[c] = scale;
     layer2_0_bn2_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_0_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -1631,31 +1737,31 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float v = acc[j_3 * 24 + i_3] * layer2_0_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_0_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_downsample_1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer2_0_bn2_scale[(oc + ob_2) * 32 + j_4], layer2_0_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer2_0_downsample_1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1666,24 +1772,36 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
   const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
   const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-  const float *layer2_0_relu1 = s->arena + 119040;
-  float *layer2_1_relu0 = s->arena + 219392;
-  float *layer2_1_bn1_scale = s->arena + 319744;
-  float *layer2_1_bn1_shift = s->arena + 319872;
-  float *layer2_1_conv1_padded = s->arena + 0;
+  const float *layer2_0_relu1 = s->arena + 467200;
+  float *layer2_1_relu0 = s->arena + 266496;
+  float *layer2_1_bn1_scale = s->arena + 366848;
+  float *layer2_1_bn1_shift = s->arena + 366976;
+  float *layer2_1_conv1_packed = s->arena + 0;
+  float *layer2_1_conv1_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
-    float shift = layer2_1_bn1_bias[c] - layer2_1_bn1_running_mean[c] * scale;
+    float shift = madd(-layer2_1_bn1_running_mean[c], scale, layer2_1_bn1_bias[c]);
     layer2_1_bn1_scale[c] = scale;
     layer2_1_bn1_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -1697,31 +1815,31 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_1_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float v = acc[j_3 * 24 + i_3] * layer2_1_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer2_1_bn1_scale[(oc + ob_2) * 32 + j_4], layer2_1_bn1_shift[(oc + ob_2) * 32 + j_4]);
+                layer2_1_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1732,25 +1850,37 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
   const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
   const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-  const float *layer2_0_relu1 = s->arena + 119040;
-  const float *layer2_1_relu0 = s->arena + 219392;
-  float *layer2_1_relu1 = s->arena + 319744;
-  float *layer2_1_bn2_scale = s->arena + 420096;
-  float *layer2_1_bn2_shift = s->arena + 420224;
-  float *layer2_1_conv2_padded = s->arena + 0;
+  const float *layer2_0_relu1 = s->arena + 467200;
+  const float *layer2_1_relu0 = s->arena + 266496;
+  float *layer2_1_relu1 = s->arena + 567552;
+  float *layer2_1_bn2_scale = s->arena + 366848;
+  float *layer2_1_bn2_shift = s->arena + 366976;
+  float *layer2_1_conv2_packed = s->arena + 0;
+  float *layer2_1_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
-    float shift = layer2_1_bn2_bias[c] - layer2_1_bn2_running_mean[c] * scale;
+    float shift = madd(-layer2_1_bn2_running_mean[c], scale, layer2_1_bn2_bias[c]);
     layer2_1_bn2_scale[c] = scale;
     layer2_1_bn2_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_1_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -1764,31 +1894,31 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_1_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float v = acc[j_3 * 24 + i_3] * layer2_1_bn2_scale[(oc * 8 + ob) * 4 + j_3] + layer2_1_bn2_shift[(oc * 8 + ob) * 4 + j_3] + layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer2_1_bn2_scale[(oc + ob_2) * 32 + j_4], layer2_1_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
+                layer2_1_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1799,24 +1929,36 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 9 tiles (7 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
   const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
   const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-  const float *layer2_1_relu1 = s->arena + 319744;
-  float *layer3_0_relu0 = s->arena + 122880;
-  float *layer3_0_bn1_scale = s->arena + 173056;
-  float *layer3_0_bn1_shift = s->arena + 173312;
-  float *layer3_0_conv1_padded = s->arena + 0;
+  const float *layer2_1_relu1 = s->arena + 567552;
+  float *layer3_0_relu0 = s->arena + 667904;
+  float *layer3_0_bn1_scale = s->arena + 417792;
+  float *layer3_0_bn1_shift = s->arena + 418048;
+  float *layer3_0_conv1_packed = s->arena + 0;
+  float *layer3_0_conv1_padded = s->arena + 294912;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
-    float shift = layer3_0_bn1_bias[c] - layer3_0_bn1_running_mean[c] * scale;
+    float shift = madd(-layer3_0_bn1_running_mean[c], scale, layer3_0_bn1_bias[c]);
     layer3_0_bn1_scale[c] = scale;
     layer3_0_bn1_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_0_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
@@ -1834,31 +1976,31 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 70; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_conv1_padded[((n_2 * 512 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 16 + kh_2 / 2) * 15 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 15 < 14 && p < 209) {
-                float v = acc[j_3 * 24 + i_3] * layer3_0_bn1_scale[(oc * 8 + ob) * 4 + j_3] + layer3_0_bn1_shift[(oc * 8 + ob) * 4 + j_3];
-                layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 15 < 14 && p < 209) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer3_0_bn1_scale[(oc + ob_2) * 32 + j_4], layer3_0_bn1_shift[(oc + ob_2) * 32 + j_4]);
+                layer3_0_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1869,32 +2011,44 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 16 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
   const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
   const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-  const float *layer2_1_relu1 = s->arena + 319744;
-  float *layer3_0_downsample_1 = s->arena + 173056;
-  float *layer3_0_downsample_1_scale = s->arena + 114688;
-  float *layer3_0_downsample_1_shift = s->arena + 114944;
+  const float *layer2_1_relu1 = s->arena + 567552;
+  float *layer3_0_downsample_1 = s->arena + 718080;
+  float *layer3_0_downsample_1_scale = s->arena + 140288;
+  float *layer3_0_downsample_1_shift = s->arena + 140544;
+  float *layer3_0_downsample_0_packed = s->arena + 107520;
   float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_downsample_1_weight[c] / sqrtf(layer3_0_downsample_1_running_var[c] + 1e-05f);
-    float shift = layer3_0_downsample_1_bias[c] - layer3_0_downsample_1_running_mean[c] * scale;
+    float shift = madd(-layer3_0_downsample_1_running_mean[c], scale, layer3_0_downsample_1_bias[c]);
     layer3_0_downsample_1_scale[c] = scale;
     layer3_0_downsample_1_shift[c] = shift;
+  }
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer3_0_downsample_0_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[(ob * 32 + j) * 128 + ic + kh + kw];
+          }
+        }
+      }
+    }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
         for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 16; a++) {
+          for (ptrdiff_t a = 0; a < 15; a++) {
             for (ptrdiff_t q = 0; q < 14; q++) {
-              layer3_0_downsample_0_padded[((n * 512 + (c_2 * 2 + rh) * 2 + rw) * 16 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c_2) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
+              layer3_0_downsample_0_padded[((n * 512 + (c_2 * 2 + rh) * 2 + rw) * 15 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c_2) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
             }
           }
         }
@@ -1904,30 +2058,30 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t ob = 0; ob < 16; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 66; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_downsample_0_weight[((oc * 16 + ob) * 4 + j_2) * 128 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_downsample_0_padded[((n_2 * 512 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 15 + kh_2 / 2) * 14 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_downsample_0_packed[((oc * 2 + ob_2) * 128 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 14 < 14 && p < 196) {
-                layer3_0_downsample_1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3] * layer3_0_downsample_1_scale[(oc * 16 + ob) * 4 + j_3] + layer3_0_downsample_1_shift[(oc * 16 + ob) * 4 + j_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 14 < 14 && p < 196) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_0_downsample_1[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14] = madd(acc[i_3 * 32 + j_4], layer3_0_downsample_1_scale[(oc * 2 + ob_2) * 32 + j_4], layer3_0_downsample_1_shift[(oc * 2 + ob_2) * 32 + j_4]);
               }
             }
           }
@@ -1938,63 +2092,75 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
   const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
   const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  const float *layer3_0_relu0 = s->arena + 122880;
-  const float *layer3_0_downsample_1 = s->arena + 173056;
-  float *layer3_0_relu1 = s->arena + 69632;
-  float *layer3_0_bn2_scale = s->arena + 119808;
-  float *layer3_0_bn2_shift = s->arena + 120064;
-  float *layer3_0_conv2_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  const float *layer3_0_relu0 = s->arena + 667904;
+  const float *layer3_0_downsample_1 = s->arena + 718080;
+  float *layer3_0_relu1 = s->arena + 768256;
+  float *layer3_0_bn2_scale = s->arena + 655360;
+  float *layer3_0_bn2_shift = s->arena + 655616;
+  float *layer3_0_conv2_packed = s->arena + 0;
+  float *layer3_0_conv2_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
-    float shift = layer3_0_bn2_bias[c] - layer3_0_bn2_running_mean[c] * scale;
+    float shift = madd(-layer3_0_bn2_running_mean[c], scale, layer3_0_bn2_bias[c]);
     layer3_0_bn2_scale[c] = scale;
     layer3_0_bn2_shift[c] = shift;
   }
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_0_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_padded[((n * 256 + c_2) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_padded[((n * 256 + c_2) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_0_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float v = acc[j_3 * 32 + i_3] * layer3_0_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_0_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_downsample_1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer3_0_bn2_scale[(oc + ob_2) * 32 + j_4], layer3_0_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer3_0_downsample_1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2005,62 +2171,74 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
   const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
   const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-  const float *layer3_0_relu1 = s->arena + 69632;
-  float *layer3_1_relu0 = s->arena + 119808;
-  float *layer3_1_bn1_scale = s->arena + 169984;
-  float *layer3_1_bn1_shift = s->arena + 170240;
-  float *layer3_1_conv1_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  const float *layer3_0_relu1 = s->arena + 768256;
+  float *layer3_1_relu0 = s->arena + 655360;
+  float *layer3_1_bn1_scale = s->arena + 705536;
+  float *layer3_1_bn1_shift = s->arena + 705792;
+  float *layer3_1_conv1_packed = s->arena + 0;
+  float *layer3_1_conv1_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
-    float shift = layer3_1_bn1_bias[c] - layer3_1_bn1_running_mean[c] * scale;
+    float shift = madd(-layer3_1_bn1_running_mean[c], scale, layer3_1_bn1_bias[c]);
     layer3_1_bn1_scale[c] = scale;
     layer3_1_bn1_shift[c] = shift;
   }
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_1_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_padded[((n * 256 + c_2) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_padded[((n * 256 + c_2) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_1_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float v = acc[j_3 * 32 + i_3] * layer3_1_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn1_shift[(oc * 8 + ob) * 2 + j_3];
-                layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer3_1_bn1_scale[(oc + ob_2) * 32 + j_4], layer3_1_bn1_shift[(oc + ob_2) * 32 + j_4]);
+                layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2071,63 +2249,75 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
   const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
   const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-  const float *layer3_0_relu1 = s->arena + 69632;
-  const float *layer3_1_relu0 = s->arena + 119808;
-  float *layer3_1_relu1 = s->arena + 169984;
-  float *layer3_1_bn2_scale = s->arena + 220160;
-  float *layer3_1_bn2_shift = s->arena + 220416;
-  float *layer3_1_conv2_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  const float *layer3_0_relu1 = s->arena + 768256;
+  const float *layer3_1_relu0 = s->arena + 655360;
+  float *layer3_1_relu1 = s->arena + 705536;
+  float *layer3_1_bn2_scale = s->arena + 755712;
+  float *layer3_1_bn2_shift = s->arena + 755968;
+  float *layer3_1_conv2_packed = s->arena + 0;
+  float *layer3_1_conv2_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
-    float shift = layer3_1_bn2_bias[c] - layer3_1_bn2_running_mean[c] * scale;
+    float shift = madd(-layer3_1_bn2_running_mean[c], scale, layer3_1_bn2_bias[c]);
     layer3_1_bn2_scale[c] = scale;
     layer3_1_bn2_shift[c] = shift;
   }
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_1_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_padded[((n * 256 + c_2) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_padded[((n * 256 + c_2) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_1_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float v = acc[j_3 * 32 + i_3] * layer3_1_bn2_scale[(oc * 8 + ob) * 2 + j_3] + layer3_1_bn2_shift[(oc * 8 + ob) * 2 + j_3] + layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_1_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = madd(acc[i_3 * 32 + j_4], layer3_1_bn2_scale[(oc + ob_2) * 32 + j_4], layer3_1_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
+                layer3_1_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2145,7 +2335,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-  const float *layer3_1_relu1 = s->arena + 169984;
+  const float *layer3_1_relu1 = s->arena + 705536;
   float *layer4_0_relu0 = s->arena + 81920;
   float *layer4_0_bn1_scale = s->arena + 107008;
   float *layer4_0_bn1_shift = s->arena + 107520;
@@ -2153,7 +2343,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
-    float shift = layer4_0_bn1_bias[c] - layer4_0_bn1_running_mean[c] * scale;
+    float shift = madd(-layer4_0_bn1_running_mean[c], scale, layer4_0_bn1_bias[c]);
     layer4_0_bn1_scale[c] = scale;
     layer4_0_bn1_shift[c] = shift;
   }
@@ -2186,7 +2376,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_0_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -2196,7 +2386,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
               ptrdiff_t p = t * 32 + i_3;
               if (p % 8 < 7 && p < 55) {
-                float v = acc[j_3 * 32 + i_3] * layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3] + layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3];
+                float v = madd(acc[j_3 * 32 + i_3], layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3], layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3]);
                 layer4_0_relu0[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = v < 0.0f ? 0.0f : v;
               }
             }
@@ -2215,7 +2405,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
   const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-  const float *layer3_1_relu1 = s->arena + 169984;
+  const float *layer3_1_relu1 = s->arena + 705536;
   float *layer4_0_downsample_1 = s->arena + 107008;
   float *layer4_0_downsample_1_scale = s->arena + 71680;
   float *layer4_0_downsample_1_shift = s->arena + 72192;
@@ -2223,7 +2413,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
-    float shift = layer4_0_downsample_1_bias[c] - layer4_0_downsample_1_running_mean[c] * scale;
+    float shift = madd(-layer4_0_downsample_1_running_mean[c], scale, layer4_0_downsample_1_bias[c]);
     layer4_0_downsample_1_scale[c] = scale;
     layer4_0_downsample_1_shift[c] = shift;
   }
@@ -2256,7 +2446,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_0_downsample_0_weight[((oc * 64 + ob) * 2 + j_2) * 256 + ic + kh + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -2266,7 +2456,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
               ptrdiff_t p = t * 32 + i_3;
               if (p % 7 < 7 && p < 49) {
-                layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = acc[j_3 * 32 + i_3] * layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3] + layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3];
+                layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = madd(acc[j_3 * 32 + i_3], layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3], layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3]);
               }
             }
           }
@@ -2293,7 +2483,7 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
-    float shift = layer4_0_bn2_bias[c] - layer4_0_bn2_running_mean[c] * scale;
+    float shift = madd(-layer4_0_bn2_running_mean[c], scale, layer4_0_bn2_bias[c]);
     layer4_0_bn2_scale[c] = scale;
     layer4_0_bn2_shift[c] = shift;
   }
@@ -2322,7 +2512,7 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_0_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -2332,7 +2522,7 @@ static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
               ptrdiff_t p = t * 32 + i_3;
               if (p % 9 < 7 && p < 61) {
-                float v = acc[j_3 * 32 + i_3] * layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                float v = madd(acc[j_3 * 32 + i_3], layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3], layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3]) + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
                 layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
               }
             }
@@ -2359,7 +2549,7 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
-    float shift = layer4_1_bn1_bias[c] - layer4_1_bn1_running_mean[c] * scale;
+    float shift = madd(-layer4_1_bn1_running_mean[c], scale, layer4_1_bn1_bias[c]);
     layer4_1_bn1_scale[c] = scale;
     layer4_1_bn1_shift[c] = shift;
   }
@@ -2388,7 +2578,7 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_1_conv1_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -2398,7 +2588,7 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
               ptrdiff_t p = t * 32 + i_3;
               if (p % 9 < 7 && p < 61) {
-                float v = acc[j_3 * 32 + i_3] * layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3];
+                float v = madd(acc[j_3 * 32 + i_3], layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3], layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3]);
                 layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
               }
             }
@@ -2426,7 +2616,7 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
-    float shift = layer4_1_bn2_bias[c] - layer4_1_bn2_running_mean[c] * scale;
+    float shift = madd(-layer4_1_bn2_running_mean[c], scale, layer4_1_bn2_bias[c]);
     layer4_1_bn2_scale[c] = scale;
     layer4_1_bn2_shift[c] = shift;
   }
@@ -2455,7 +2645,7 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_1_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -2465,7 +2655,7 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
               ptrdiff_t p = t * 32 + i_3;
               if (p % 9 < 7 && p < 61) {
-                float v = acc[j_3 * 32 + i_3] * layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3] + layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3] + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
+                float v = madd(acc[j_3 * 32 + i_3], layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3], layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3]) + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
                 layer4_1_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
               }
             }
@@ -2479,7 +2669,7 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
 /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
 static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu1 = s->arena + 96256;
-  float *global_avgpool0 = s->arena + 1000;
+  float *global_avgpool0 = s->arena + 1008;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 1; oh++) {
@@ -2504,7 +2694,7 @@ static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
 static void forward_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
-  const float *flatten0 = s->arena + 1000;
+  const float *flatten0 = s->arena + 1008;
   float *fc = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 250; ob++) {
@@ -2515,7 +2705,7 @@ static void forward_fc(resnet18_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 32; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += flatten0[n * 512 + t * 16 + l] * fc_weight[(ob * 4 + j) * 512 + t * 16 + l];
+            acc[j * 16 + l] = madd(flatten0[n * 512 + t * 16 + l], fc_weight[(ob * 4 + j) * 512 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
@@ -2585,12 +2775,24 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
 }
 
 /* conv1: conv, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 537 tiles (11 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
-  float *conv1 = s->arena + 0;
-  float *conv1_padded = s->arena + 802816;
+  float *conv1 = s->arena + 1179648;
+  float *conv1_packed = s->arena + 160080;
+  float *conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 3; ic++) {
+        for (ptrdiff_t kh = 0; kh < 7; kh++) {
+          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+            conv1_packed[(((ob * 3 + ic) * 7 + kh) * 7 + kw) * 32 + j] = conv1_weight[(((ob * 32 + j) * 3 + ic) * 7 + kh) * 7 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 3; c++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
@@ -2605,33 +2807,31 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 4293; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 537; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 3; ic++) {
-            for (ptrdiff_t kh = 0; kh < 7; kh++) {
-              for (ptrdiff_t kw = 0; kw < 7; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += conv1_padded[((n_2 * 12 + (ic * 2 + kh % 2) * 2 + kw % 2) * 116 + kh / 2) * 115 + t * 24 + i_2 + kw / 2] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 115 < 112 && p < 12877) {
-                conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 112 + p / 115) * 112 + p % 115] = acc[j_3 * 24 + i_3];
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 115 < 112 && p < 12877) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              conv1[((n_2 * 64 + ob_2 * 32 + j_4) * 112 + p / 115) * 112 + p % 115] = acc[i_3 * 32 + j_4];
             }
           }
         }
@@ -2647,8 +2847,8 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
   float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
   float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
   int64_t *bn1_num_batches_tracked = s->i64 + 0; /* bn1.num_batches_tracked */
-  const float *conv1 = s->arena + 0;
-  float *relu0 = s->arena + 802816;
+  const float *conv1 = s->arena + 1179648;
+  float *relu0 = s->arena + 1982464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2672,7 +2872,7 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 12544; i_3++) {
-        float v = conv1[(n_3 * 64 + c) * 12544 + i_3] * scale + shift;
+        float v = madd(conv1[(n_3 * 64 + c) * 12544 + i_3], scale, shift);
         relu0[(n_3 * 64 + c) * 12544 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -2682,21 +2882,29 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* maxpool0: maxpool, resnet18.cnn:30 */
 static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 802816;
-  float *maxpool0 = s->arena + 2043648;
+  const float *relu0 = s->arena + 1982464;
+  float *maxpool0 = s->arena + 2785280;
+  float *maxpool0_padded = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t a = 0; a < 113; a++) {
+        for (ptrdiff_t q = 0; q < 113; q++) {
+          maxpool0_padded[((n * 64 + c) * 113 + a) * 113 + q] = 0 <= a - 1 && 0 <= q - 1 ? relu0[((n * 64 + c) * 112 + a - 1) * 112 + q - 1] : -INFINITY;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                m = max_of(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
-              }
+              m = max_of(m, maxpool0_padded[((n_2 * 64 + c_2) * 113 + oh * 2 - 1 + kh + 1) * 113 + ow * 2 - 1 + kw + 1]);
             }
           }
-          maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
+          maxpool0[((n_2 * 64 + c_2) * 56 + oh) * 56 + ow] = m;
         }
       }
     }
@@ -2704,50 +2912,60 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *maxpool0 = s->arena + 2043648;
-  float *layer1_0_conv1 = s->arena + 2244352;
-  float *layer1_0_conv1_padded = s->arena + 1605632;
+  const float *maxpool0 = s->arena + 2785280;
+  float *layer1_0_conv1 = s->arena + 2985984;
+  float *layer1_0_conv1_packed = s->arena + 215296;
+  float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_0_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_0_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_0_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              layer1_0_conv1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
@@ -2762,9 +2980,9 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
   float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
-  int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 1; /* layer1.0.bn1.num_batches_tracked */
-  const float *layer1_0_conv1 = s->arena + 2244352;
-  float *layer1_0_relu0 = s->arena + 2445056;
+  int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 16; /* layer1.0.bn1.num_batches_tracked */
+  const float *layer1_0_conv1 = s->arena + 2985984;
+  float *layer1_0_relu0 = s->arena + 3186688;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2788,7 +3006,7 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        float v = layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        float v = madd(layer1_0_conv1[(n_3 * 64 + c) * 3136 + i_3], scale, shift);
         layer1_0_relu0[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -2797,50 +3015,60 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 2445056;
-  float *layer1_0_conv2 = s->arena + 2645760;
-  float *layer1_0_conv2_padded = s->arena + 1605632;
+  const float *layer1_0_relu0 = s->arena + 3186688;
+  float *layer1_0_conv2 = s->arena + 3387392;
+  float *layer1_0_conv2_packed = s->arena + 215296;
+  float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_0_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_0_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_0_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_0_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              layer1_0_conv2[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
@@ -2855,10 +3083,10 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
   float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
-  int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 2; /* layer1.0.bn2.num_batches_tracked */
-  const float *maxpool0 = s->arena + 2043648;
-  const float *layer1_0_conv2 = s->arena + 2645760;
-  float *layer1_0_relu1 = s->arena + 2846464;
+  int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 32; /* layer1.0.bn2.num_batches_tracked */
+  const float *maxpool0 = s->arena + 2785280;
+  const float *layer1_0_conv2 = s->arena + 3387392;
+  float *layer1_0_relu1 = s->arena + 3588096;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2882,7 +3110,7 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_0_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        float v = layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift + maxpool0[(n_3 * 64 + c) * 3136 + i_3];
+        float v = madd(layer1_0_conv2[(n_3 * 64 + c) * 3136 + i_3], scale, shift) + maxpool0[(n_3 * 64 + c) * 3136 + i_3];
         layer1_0_relu1[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -2891,50 +3119,60 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 2846464;
-  float *layer1_1_conv1 = s->arena + 3047168;
-  float *layer1_1_conv1_padded = s->arena + 1605632;
+  const float *layer1_0_relu1 = s->arena + 3588096;
+  float *layer1_1_conv1 = s->arena + 3788800;
+  float *layer1_1_conv1_packed = s->arena + 215296;
+  float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_1_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_1_conv1_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_1_conv1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              layer1_1_conv1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
@@ -2949,9 +3187,9 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
   float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
-  int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 3; /* layer1.1.bn1.num_batches_tracked */
-  const float *layer1_1_conv1 = s->arena + 3047168;
-  float *layer1_1_relu0 = s->arena + 3247872;
+  int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 48; /* layer1.1.bn1.num_batches_tracked */
+  const float *layer1_1_conv1 = s->arena + 3788800;
+  float *layer1_1_relu0 = s->arena + 3989504;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2975,7 +3213,7 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        float v = layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3] * scale + shift;
+        float v = madd(layer1_1_conv1[(n_3 * 64 + c) * 3136 + i_3], scale, shift);
         layer1_1_relu0[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -2984,50 +3222,60 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 3247872;
-  float *layer1_1_conv2 = s->arena + 3448576;
-  float *layer1_1_conv2_padded = s->arena + 1605632;
+  const float *layer1_1_relu0 = s->arena + 3989504;
+  float *layer1_1_conv2 = s->arena + 4190208;
+  float *layer1_1_conv2_packed = s->arena + 215296;
+  float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_1_conv2_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer1_1_conv2[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              layer1_1_conv2[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
@@ -3042,10 +3290,10 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
   float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
-  int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 4; /* layer1.1.bn2.num_batches_tracked */
-  const float *layer1_0_relu1 = s->arena + 2846464;
-  const float *layer1_1_conv2 = s->arena + 3448576;
-  float *layer1_1_relu1 = s->arena + 3649280;
+  int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 64; /* layer1.1.bn2.num_batches_tracked */
+  const float *layer1_0_relu1 = s->arena + 3588096;
+  const float *layer1_1_conv2 = s->arena + 4190208;
+  float *layer1_1_relu1 = s->arena + 4390912;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3069,7 +3317,7 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer1_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 3136; i_3++) {
-        float v = layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3] * scale + shift + layer1_0_relu1[(n_3 * 64 + c) * 3136 + i_3];
+        float v = madd(layer1_1_conv2[(n_3 * 64 + c) * 3136 + i_3], scale, shift) + layer1_0_relu1[(n_3 * 64 + c) * 3136 + i_3];
         layer1_1_relu1[(n_3 * 64 + c) * 3136 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3078,13 +3326,25 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 34 tiles (5 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer1_1_relu1 = s->arena + 3649280;
-  float *layer2_0_conv1 = s->arena + 1914880;
-  float *layer2_0_conv1_padded = s->arena + 1605632;
+  const float *layer1_1_relu1 = s->arena + 4390912;
+  float *layer2_0_conv1 = s->arena + 4722688;
+  float *layer2_0_conv1_packed = s->arena + 222720;
+  float *layer2_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
@@ -3101,30 +3361,30 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 271; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_conv1_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 30 + kh / 2) * 29 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_conv1_padded[((n_2 * 256 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 30 + kh_2 / 2) * 29 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv1_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 29 < 28 && p < 811) {
-                layer2_0_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 29) * 28 + p % 29] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 29 < 28 && p < 811) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer2_0_conv1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 29) * 28 + p % 29] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3140,9 +3400,9 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
   float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
-  int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 5; /* layer2.0.bn1.num_batches_tracked */
-  const float *layer2_0_conv1 = s->arena + 1914880;
-  float *layer2_0_relu0 = s->arena + 3849984;
+  int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 80; /* layer2.0.bn1.num_batches_tracked */
+  const float *layer2_0_conv1 = s->arena + 4722688;
+  float *layer2_0_relu0 = s->arena + 4823040;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3166,7 +3426,7 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        float v = layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        float v = madd(layer2_0_conv1[(n_3 * 128 + c) * 784 + i_3], scale, shift);
         layer2_0_relu0[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3175,13 +3435,25 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 3849984;
-  float *layer2_0_conv2 = s->arena + 3950336;
-  float *layer2_0_conv2_padded = s->arena + 1605632;
+  const float *layer2_0_relu0 = s->arena + 4823040;
+  float *layer2_0_conv2 = s->arena + 4923392;
+  float *layer2_0_conv2_packed = s->arena + 0;
+  float *layer2_0_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_0_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
@@ -3194,30 +3466,30 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer2_0_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer2_0_conv2[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3228,13 +3500,25 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 3649280;
-  float *layer2_0_downsample_0 = s->arena + 4050688;
-  float *layer2_0_downsample_0_padded = s->arena + 1605632;
+  const float *layer1_1_relu1 = s->arena + 4390912;
+  float *layer2_0_downsample_0 = s->arena + 5023744;
+  float *layer2_0_downsample_0_packed = s->arena + 207872;
+  float *layer2_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer2_0_downsample_0_packed[(ob * 64 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[(ob * 32 + j) * 64 + ic + kh + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
@@ -3251,30 +3535,30 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 33; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 262; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_downsample_0_weight[((oc * 8 + ob) * 4 + j_2) * 64 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_downsample_0_padded[((n_2 * 256 + (ic * 2 + kh % 2) * 2 + kw % 2) * 29 + kh / 2) * 28 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_downsample_0_padded[((n_2 * 256 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 29 + kh_2 / 2) * 28 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_downsample_0_packed[((oc + ob_2) * 64 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 28 < 28 && p < 784) {
-                layer2_0_downsample_0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 28 < 28 && p < 784) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer2_0_downsample_0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3290,9 +3574,9 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
   float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
-  int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 7; /* layer2.0.downsample.1.num_batches_tracked */
-  const float *layer2_0_downsample_0 = s->arena + 4050688;
-  float *layer2_0_downsample_1 = s->arena + 1605632;
+  int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 112; /* layer2.0.downsample.1.num_batches_tracked */
+  const float *layer2_0_downsample_0 = s->arena + 5023744;
+  float *layer2_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3316,7 +3600,7 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_0_downsample_1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        layer2_0_downsample_1[(n_3 * 128 + c) * 784 + i_3] = layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        layer2_0_downsample_1[(n_3 * 128 + c) * 784 + i_3] = madd(layer2_0_downsample_0[(n_3 * 128 + c) * 784 + i_3], scale, shift);
       }
     }
   }
@@ -3329,10 +3613,10 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
   float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-  int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 6; /* layer2.0.bn2.num_batches_tracked */
-  const float *layer2_0_conv2 = s->arena + 3950336;
-  const float *layer2_0_downsample_1 = s->arena + 1605632;
-  float *layer2_0_relu1 = s->arena + 4151040;
+  int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 96; /* layer2.0.bn2.num_batches_tracked */
+  const float *layer2_0_conv2 = s->arena + 4923392;
+  const float *layer2_0_downsample_1 = s->arena + 0;
+  float *layer2_0_relu1 = s->arena + 5124096;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3356,7 +3640,7 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_0_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        float v = layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift + layer2_0_downsample_1[(n_3 * 128 + c) * 784 + i_3];
+        float v = madd(layer2_0_conv2[(n_3 * 128 + c) * 784 + i_3], scale, shift) + layer2_0_downsample_1[(n_3 * 128 + c) * 784 + i_3];
         layer2_0_relu1[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3365,13 +3649,25 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 4151040;
-  float *layer2_1_conv1 = s->arena + 4251392;
-  float *layer2_1_conv1_padded = s->arena + 1605632;
+  const float *layer2_0_relu1 = s->arena + 5124096;
+  float *layer2_1_conv1 = s->arena + 5224448;
+  float *layer2_1_conv1_packed = s->arena + 0;
+  float *layer2_1_conv1_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
@@ -3384,30 +3680,30 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_1_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_1_conv1_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer2_1_conv1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer2_1_conv1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3423,9 +3719,9 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
   float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-  int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 8; /* layer2.1.bn1.num_batches_tracked */
-  const float *layer2_1_conv1 = s->arena + 4251392;
-  float *layer2_1_relu0 = s->arena + 4351744;
+  int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 128; /* layer2.1.bn1.num_batches_tracked */
+  const float *layer2_1_conv1 = s->arena + 5224448;
+  float *layer2_1_relu0 = s->arena + 5324800;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3449,7 +3745,7 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        float v = layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3] * scale + shift;
+        float v = madd(layer2_1_conv1[(n_3 * 128 + c) * 784 + i_3], scale, shift);
         layer2_1_relu0[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3458,13 +3754,25 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 4351744;
-  float *layer2_1_conv2 = s->arena + 4452096;
-  float *layer2_1_conv2_padded = s->arena + 1605632;
+  const float *layer2_1_relu0 = s->arena + 5324800;
+  float *layer2_1_conv2 = s->arena + 5425152;
+  float *layer2_1_conv2_packed = s->arena + 0;
+  float *layer2_1_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_1_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
@@ -3477,30 +3785,30 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_1_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_1_conv2_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer2_1_conv2[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer2_1_conv2[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3516,10 +3824,10 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
   float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-  int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 9; /* layer2.1.bn2.num_batches_tracked */
-  const float *layer2_0_relu1 = s->arena + 4151040;
-  const float *layer2_1_conv2 = s->arena + 4452096;
-  float *layer2_1_relu1 = s->arena + 4552448;
+  int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 144; /* layer2.1.bn2.num_batches_tracked */
+  const float *layer2_0_relu1 = s->arena + 5124096;
+  const float *layer2_1_conv2 = s->arena + 5425152;
+  float *layer2_1_relu1 = s->arena + 5525504;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3543,7 +3851,7 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer2_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 784; i_3++) {
-        float v = layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3] * scale + shift + layer2_0_relu1[(n_3 * 128 + c) * 784 + i_3];
+        float v = madd(layer2_1_conv2[(n_3 * 128 + c) * 784 + i_3], scale, shift) + layer2_0_relu1[(n_3 * 128 + c) * 784 + i_3];
         layer2_1_relu1[(n_3 * 128 + c) * 784 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3552,13 +3860,25 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 9 tiles (7 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer2_1_relu1 = s->arena + 4552448;
-  float *layer3_0_conv1 = s->arena + 1775616;
-  float *layer3_0_conv1_padded = s->arena + 1605632;
+  const float *layer2_1_relu1 = s->arena + 5525504;
+  float *layer3_0_conv1 = s->arena + 5625856;
+  float *layer3_0_conv1_packed = s->arena + 0;
+  float *layer3_0_conv1_padded = s->arena + 294912;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_0_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
@@ -3575,30 +3895,30 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 70; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer3_0_conv1_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 15 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_conv1_padded[((n_2 * 512 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 16 + kh_2 / 2) * 15 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 15 < 14 && p < 209) {
-                layer3_0_conv1[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 14 + p / 15) * 14 + p % 15] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 15 < 14 && p < 209) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_0_conv1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 15) * 14 + p % 15] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3614,9 +3934,9 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
   float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-  int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 10; /* layer3.0.bn1.num_batches_tracked */
-  const float *layer3_0_conv1 = s->arena + 1775616;
-  float *layer3_0_relu0 = s->arena + 1825792;
+  int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 160; /* layer3.0.bn1.num_batches_tracked */
+  const float *layer3_0_conv1 = s->arena + 5625856;
+  float *layer3_0_relu0 = s->arena + 5676032;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3640,7 +3960,7 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        float v = layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        float v = madd(layer3_0_conv1[(n_3 * 256 + c) * 196 + i_3], scale, shift);
         layer3_0_relu0[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3649,49 +3969,61 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 1825792;
-  float *layer3_0_conv2 = s->arena + 4652800;
-  float *layer3_0_conv2_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  const float *layer3_0_relu0 = s->arena + 5676032;
+  float *layer3_0_conv2 = s->arena + 5726208;
+  float *layer3_0_conv2_packed = s->arena + 0;
+  float *layer3_0_conv2_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_0_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_0_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_0_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer3_0_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_0_conv2[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3702,20 +4034,32 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 16 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 4552448;
-  float *layer3_0_downsample_0 = s->arena + 4702976;
-  float *layer3_0_downsample_0_padded = s->arena + 1605632;
+  const float *layer2_1_relu1 = s->arena + 5525504;
+  float *layer3_0_downsample_0 = s->arena + 5776384;
+  float *layer3_0_downsample_0_packed = s->arena + 107520;
+  float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer3_0_downsample_0_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[(ob * 32 + j) * 128 + ic + kh + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
         for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 16; a++) {
+          for (ptrdiff_t a = 0; a < 15; a++) {
             for (ptrdiff_t q = 0; q < 14; q++) {
-              layer3_0_downsample_0_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 16 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
+              layer3_0_downsample_0_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 15 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
             }
           }
         }
@@ -3725,30 +4069,30 @@ static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t ob = 0; ob < 16; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 66; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_downsample_0_weight[((oc * 16 + ob) * 4 + j_2) * 128 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer3_0_downsample_0_padded[((n_2 * 512 + (ic * 2 + kh % 2) * 2 + kw % 2) * 16 + kh / 2) * 14 + t * 24 + i_2 + kw / 2] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_downsample_0_padded[((n_2 * 512 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 15 + kh_2 / 2) * 14 + t * 3 + i_2 + kw_2 / 2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_downsample_0_packed[((oc * 2 + ob_2) * 128 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 14 < 14 && p < 196) {
-                layer3_0_downsample_0[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 14 < 14 && p < 196) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_0_downsample_0[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3764,9 +4108,9 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
   float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-  int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 12; /* layer3.0.downsample.1.num_batches_tracked */
-  const float *layer3_0_downsample_0 = s->arena + 4702976;
-  float *layer3_0_downsample_1 = s->arena + 1605632;
+  int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 192; /* layer3.0.downsample.1.num_batches_tracked */
+  const float *layer3_0_downsample_0 = s->arena + 5776384;
+  float *layer3_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3790,7 +4134,7 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_0_downsample_1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        layer3_0_downsample_1[(n_3 * 256 + c) * 196 + i_3] = layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        layer3_0_downsample_1[(n_3 * 256 + c) * 196 + i_3] = madd(layer3_0_downsample_0[(n_3 * 256 + c) * 196 + i_3], scale, shift);
       }
     }
   }
@@ -3803,10 +4147,10 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
   float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 11; /* layer3.0.bn2.num_batches_tracked */
-  const float *layer3_0_conv2 = s->arena + 4652800;
-  const float *layer3_0_downsample_1 = s->arena + 1605632;
-  float *layer3_0_relu1 = s->arena + 4753152;
+  int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 176; /* layer3.0.bn2.num_batches_tracked */
+  const float *layer3_0_conv2 = s->arena + 5726208;
+  const float *layer3_0_downsample_1 = s->arena + 0;
+  float *layer3_0_relu1 = s->arena + 5826560;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3830,7 +4174,7 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_0_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        float v = layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift + layer3_0_downsample_1[(n_3 * 256 + c) * 196 + i_3];
+        float v = madd(layer3_0_conv2[(n_3 * 256 + c) * 196 + i_3], scale, shift) + layer3_0_downsample_1[(n_3 * 256 + c) * 196 + i_3];
         layer3_0_relu1[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3839,49 +4183,61 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 4753152;
-  float *layer3_1_conv1 = s->arena + 4803328;
-  float *layer3_1_conv1_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  const float *layer3_0_relu1 = s->arena + 5826560;
+  float *layer3_1_conv1 = s->arena + 5876736;
+  float *layer3_1_conv1_packed = s->arena + 0;
+  float *layer3_1_conv1_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_1_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_1_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_1_conv1_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer3_1_conv1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_1_conv1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3897,9 +4253,9 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
   float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-  int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 13; /* layer3.1.bn1.num_batches_tracked */
-  const float *layer3_1_conv1 = s->arena + 4803328;
-  float *layer3_1_relu0 = s->arena + 4853504;
+  int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 208; /* layer3.1.bn1.num_batches_tracked */
+  const float *layer3_1_conv1 = s->arena + 5876736;
+  float *layer3_1_relu0 = s->arena + 5926912;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3923,7 +4279,7 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        float v = layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3] * scale + shift;
+        float v = madd(layer3_1_conv1[(n_3 * 256 + c) * 196 + i_3], scale, shift);
         layer3_1_relu0[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -3932,49 +4288,61 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 4853504;
-  float *layer3_1_conv2 = s->arena + 4903680;
-  float *layer3_1_conv2_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  const float *layer3_1_relu0 = s->arena + 5926912;
+  float *layer3_1_conv2 = s->arena + 5977088;
+  float *layer3_1_conv2_packed = s->arena + 0;
+  float *layer3_1_conv2_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_1_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_1_conv2_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_1_conv2_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer3_1_conv2[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_1_conv2[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -3990,10 +4358,10 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
   float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-  int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 14; /* layer3.1.bn2.num_batches_tracked */
-  const float *layer3_0_relu1 = s->arena + 4753152;
-  const float *layer3_1_conv2 = s->arena + 4903680;
-  float *layer3_1_relu1 = s->arena + 4953856;
+  int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 224; /* layer3.1.bn2.num_batches_tracked */
+  const float *layer3_0_relu1 = s->arena + 5826560;
+  const float *layer3_1_conv2 = s->arena + 5977088;
+  float *layer3_1_relu1 = s->arena + 6027264;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4017,7 +4385,7 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer3_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 196; i_3++) {
-        float v = layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3] * scale + shift + layer3_0_relu1[(n_3 * 256 + c) * 196 + i_3];
+        float v = madd(layer3_1_conv2[(n_3 * 256 + c) * 196 + i_3], scale, shift) + layer3_0_relu1[(n_3 * 256 + c) * 196 + i_3];
         layer3_1_relu1[(n_3 * 256 + c) * 196 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -4029,9 +4397,9 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 4953856;
-  float *layer4_0_conv1 = s->arena + 1721344;
-  float *layer4_0_conv1_padded = s->arena + 1605632;
+  const float *layer3_1_relu1 = s->arena + 6027264;
+  float *layer4_0_conv1 = s->arena + 115712;
+  float *layer4_0_conv1_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -4062,7 +4430,7 @@ static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_0_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -4088,9 +4456,9 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-  int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 15; /* layer4.0.bn1.num_batches_tracked */
-  const float *layer4_0_conv1 = s->arena + 1721344;
-  float *layer4_0_relu0 = s->arena + 1746432;
+  int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 240; /* layer4.0.bn1.num_batches_tracked */
+  const float *layer4_0_conv1 = s->arena + 115712;
+  float *layer4_0_relu0 = s->arena + 140800;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4114,7 +4482,7 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_0_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        float v = layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        float v = madd(layer4_0_conv1[(n_3 * 512 + c) * 49 + i_3], scale, shift);
         layer4_0_relu0[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -4126,9 +4494,9 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 1746432;
-  float *layer4_0_conv2 = s->arena + 1875968;
-  float *layer4_0_conv2_padded = s->arena + 1605632;
+  const float *layer4_0_relu0 = s->arena + 140800;
+  float *layer4_0_conv2 = s->arena + 165888;
+  float *layer4_0_conv2_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -4155,7 +4523,7 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_0_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -4179,9 +4547,9 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 64 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 4953856;
-  float *layer4_0_downsample_0 = s->arena + 1684480;
-  float *layer4_0_downsample_0_padded = s->arena + 1605632;
+  const float *layer3_1_relu1 = s->arena + 6027264;
+  float *layer4_0_downsample_0 = s->arena + 78848;
+  float *layer4_0_downsample_0_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -4212,7 +4580,7 @@ static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_0_downsample_0_weight[((oc * 64 + ob) * 2 + j_2) * 256 + ic + kh + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -4238,9 +4606,9 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
   float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-  int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 17; /* layer4.0.downsample.1.num_batches_tracked */
-  const float *layer4_0_downsample_0 = s->arena + 1684480;
-  float *layer4_0_downsample_1 = s->arena + 1605632;
+  int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 272; /* layer4.0.downsample.1.num_batches_tracked */
+  const float *layer4_0_downsample_0 = s->arena + 78848;
+  float *layer4_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4264,7 +4632,7 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_0_downsample_1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        layer4_0_downsample_1[(n_3 * 512 + c) * 49 + i_3] = layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        layer4_0_downsample_1[(n_3 * 512 + c) * 49 + i_3] = madd(layer4_0_downsample_0[(n_3 * 512 + c) * 49 + i_3], scale, shift);
       }
     }
   }
@@ -4277,10 +4645,10 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
   float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-  int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 16; /* layer4.0.bn2.num_batches_tracked */
-  const float *layer4_0_conv2 = s->arena + 1875968;
-  const float *layer4_0_downsample_1 = s->arena + 1605632;
-  float *layer4_0_relu1 = s->arena + 2015232;
+  int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 256; /* layer4.0.bn2.num_batches_tracked */
+  const float *layer4_0_conv2 = s->arena + 165888;
+  const float *layer4_0_downsample_1 = s->arena + 0;
+  float *layer4_0_relu1 = s->arena + 190976;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4304,7 +4672,7 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_0_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        float v = layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift + layer4_0_downsample_1[(n_3 * 512 + c) * 49 + i_3];
+        float v = madd(layer4_0_conv2[(n_3 * 512 + c) * 49 + i_3], scale, shift) + layer4_0_downsample_1[(n_3 * 512 + c) * 49 + i_3];
         layer4_0_relu1[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -4316,9 +4684,9 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 2015232;
-  float *layer4_1_conv1 = s->arena + 5004032;
-  float *layer4_1_conv1_padded = s->arena + 1605632;
+  const float *layer4_0_relu1 = s->arena + 190976;
+  float *layer4_1_conv1 = s->arena + 216064;
+  float *layer4_1_conv1_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -4345,7 +4713,7 @@ static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_1_conv1_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -4371,9 +4739,9 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
   float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
-  int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 18; /* layer4.1.bn1.num_batches_tracked */
-  const float *layer4_1_conv1 = s->arena + 5004032;
-  float *layer4_1_relu0 = s->arena + 5029120;
+  int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 288; /* layer4.1.bn1.num_batches_tracked */
+  const float *layer4_1_conv1 = s->arena + 216064;
+  float *layer4_1_relu0 = s->arena + 241152;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4397,7 +4765,7 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_1_bn1_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        float v = layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3] * scale + shift;
+        float v = madd(layer4_1_conv1[(n_3 * 512 + c) * 49 + i_3], scale, shift);
         layer4_1_relu0[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -4409,9 +4777,9 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 5029120;
-  float *layer4_1_conv2 = s->arena + 1651712;
-  float *layer4_1_conv2_padded = s->arena + 1605632;
+  const float *layer4_1_relu0 = s->arena + 241152;
+  float *layer4_1_conv2 = s->arena + 46080;
+  float *layer4_1_conv2_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -4438,7 +4806,7 @@ static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_1_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -4464,10 +4832,10 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
   float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
-  int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 19; /* layer4.1.bn2.num_batches_tracked */
-  const float *layer4_0_relu1 = s->arena + 2015232;
-  const float *layer4_1_conv2 = s->arena + 1651712;
-  float *layer4_1_relu1 = s->arena + 1605632;
+  int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 304; /* layer4.1.bn2.num_batches_tracked */
+  const float *layer4_0_relu1 = s->arena + 190976;
+  const float *layer4_1_conv2 = s->arena + 46080;
+  float *layer4_1_relu1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4491,7 +4859,7 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
     float shift = layer4_1_bn2_bias[c] - mean * scale;
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t i_3 = 0; i_3 < 49; i_3++) {
-        float v = layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3] * scale + shift + layer4_0_relu1[(n_3 * 512 + c) * 49 + i_3];
+        float v = madd(layer4_1_conv2[(n_3 * 512 + c) * 49 + i_3], scale, shift) + layer4_0_relu1[(n_3 * 512 + c) * 49 + i_3];
         layer4_1_relu1[(n_3 * 512 + c) * 49 + i_3] = v < 0.0f ? 0.0f : v;
       }
     }
@@ -4501,8 +4869,8 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
 
 /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
 static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 1605632;
-  float *global_avgpool0 = s->arena + 1632720;
+  const float *layer4_1_relu1 = s->arena + 0;
+  float *global_avgpool0 = s->arena + 27104;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 1; oh++) {
@@ -4527,8 +4895,8 @@ static void train_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
 static void train_fc(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
   const float *fc_bias = s->f32 + 11698112; /* fc.bias */
-  const float *flatten0 = s->arena + 1632720;
-  float *fc = s->arena + 1630720;
+  const float *flatten0 = s->arena + 27104;
+  float *fc = s->arena + 25088;
   float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 250; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4538,7 +4906,7 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
       for (ptrdiff_t t = 0; t < 32; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 16 + l] += flatten0[n * 512 + t * 16 + l] * fc_weight[(ob * 4 + j) * 512 + t * 16 + l];
+            acc[j * 16 + l] = madd(flatten0[n * 512 + t * 16 + l], fc_weight[(ob * 4 + j) * 512 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
@@ -4555,8 +4923,8 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
 static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *fc = s->arena + 1630720;
-  float *cross_entropy0 = s->arena + 5104384;
+  const float *fc = s->arena + 25088;
+  float *cross_entropy0 = s->arena + 6177792;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -4577,8 +4945,8 @@ static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64
 
 /* cross_entropy0.dx: loss_dx, resnet18.cnn:39 */
 static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *fc = s->arena + 1630720;
-  float *cross_entropy0_dx = s->arena + 1631720;
+  const float *fc = s->arena + 25088;
+  float *cross_entropy0_dx = s->arena + 26096;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
       float m = -INFINITY;
@@ -4602,8 +4970,8 @@ static void train_cross_entropy0_dx(resnet18_state *s, ptrdiff_t count, const in
  * schedule: accumulators: 1 sample x 32 in-features (16 tiles + 0) */
 static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
   const float *fc_weight = s->f32 + 11186112; /* fc.weight */
-  const float *cross_entropy0_dx = s->arena + 1631720;
-  float *fc_dx = s->arena + 1630720;
+  const float *cross_entropy0_dx = s->arena + 26096;
+  float *fc_dx = s->arena + 25088;
   float acc[32]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 16; t++) {
@@ -4613,7 +4981,7 @@ static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
       for (ptrdiff_t o = 0; o < 1000; o++) {
         float d = cross_entropy0_dx[n * 1000 + o];
         for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-          acc[l_2] += d * fc_weight[o * 512 + t * 32 + l_2];
+          acc[l_2] = madd(d, fc_weight[o * 512 + t * 32 + l_2], acc[l_2]);
         }
       }
       for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
@@ -4626,8 +4994,8 @@ static void train_fc_dx(resnet18_state *s, ptrdiff_t count) {
 /* fc.dweight: dense_dw, resnet18.cnn:38
  * schedule: accumulators: 4 outputs x 24 in-features (21 tiles + 8) */
 static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *flatten0 = s->arena + 1632720;
-  const float *cross_entropy0_dx = s->arena + 1631720;
+  const float *flatten0 = s->arena + 27104;
+  const float *cross_entropy0_dx = s->arena + 26096;
   float *fc_weight_grad = s->g32 + 11186112;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 250; ob++) {
@@ -4639,7 +5007,7 @@ static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           float d = cross_entropy0_dx[n * 1000 + ob * 4 + j];
           for (ptrdiff_t l = 0; l < 24; l++) {
-            acc[j * 24 + l] += d * flatten0[n * 512 + t * 24 + l];
+            acc[j * 24 + l] = madd(d, flatten0[n * 512 + t * 24 + l], acc[j * 24 + l]);
           }
         }
       }
@@ -4656,7 +5024,7 @@ static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
         float d_2 = cross_entropy0_dx[n_2 * 1000 + ob * 4 + j_3];
         for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          acc[j_3 * 8 + l_3] += d_2 * flatten0[n_2 * 512 + 504 + l_3];
+          acc[j_3 * 8 + l_3] = madd(d_2, flatten0[n_2 * 512 + 504 + l_3], acc[j_3 * 8 + l_3]);
         }
       }
     }
@@ -4670,7 +5038,7 @@ static void train_fc_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* fc.dbias: bias_grad, resnet18.cnn:38 */
 static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 1631720;
+  const float *cross_entropy0_dx = s->arena + 26096;
   float *fc_bias_grad = s->g32 + 11698112;
   for (ptrdiff_t c = 0; c < 1000; c++) {
     float acc = 0.0f;
@@ -4685,9 +5053,9 @@ static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
 
 /* global_avgpool0.dx: pool_dx+act_dx with layer4.1.relu1.dx, resnet18.cnn:33 */
 static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 1605632;
-  const float *flatten0_dx = s->arena + 1630720;
-  float *layer4_1_relu1_dx = s->arena + 5054208;
+  const float *layer4_1_relu1 = s->arena + 0;
+  const float *flatten0_dx = s->arena + 25088;
+  float *layer4_1_relu1_dx = s->arena + 266240;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_1_relu1_dx[n * 25088 + i] = 0.0f;
@@ -4722,9 +5090,9 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
-  const float *layer4_1_conv2 = s->arena + 1651712;
-  const float *layer4_1_relu1_dx = s->arena + 5054208;
-  float *layer4_1_bn2_dx = s->arena + 5079296;
+  const float *layer4_1_conv2 = s->arena + 46080;
+  const float *layer4_1_relu1_dx = s->arena + 266240;
+  float *layer4_1_bn2_dx = s->arena + 291328;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4763,8 +5131,8 @@ static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv2 = s->arena + 1651712;
-  const float *layer4_1_relu1_dx = s->arena + 5054208;
+  const float *layer4_1_conv2 = s->arena + 46080;
+  const float *layer4_1_relu1_dx = s->arena + 266240;
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4799,7 +5167,7 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 5054208;
+  const float *layer4_1_relu1_dx = s->arena + 266240;
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -4815,11 +5183,11 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0 = s->arena + 5029120;
-  const float *layer4_1_bn2_dx = s->arena + 5079296;
+  const float *layer4_1_relu0 = s->arena + 241152;
+  const float *layer4_1_bn2_dx = s->arena + 291328;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
-  float *layer4_1_conv2_dweight_padded = s->arena + 1605632;
-  float *layer4_1_conv2_dweight_dy_flat = s->arena + 1651712;
+  float *layer4_1_conv2_dweight_padded = s->arena + 0;
+  float *layer4_1_conv2_dweight_dy_flat = s->arena + 46080;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -4849,7 +5217,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 1; j++) {
               for (ptrdiff_t k = 0; k < 3; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] += layer4_1_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_1_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k];
+                  acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_1_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
                 }
               }
             }
@@ -4873,10 +5241,10 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 5029120;
-  const float *layer4_1_bn2_dx = s->arena + 5079296;
-  float *layer4_1_relu0_dx = s->arena + 1651712;
-  float *layer4_1_conv2_dx_padded = s->arena + 1605632;
+  const float *layer4_1_relu0 = s->arena + 241152;
+  const float *layer4_1_bn2_dx = s->arena + 291328;
+  float *layer4_1_relu0_dx = s->arena + 46080;
+  float *layer4_1_conv2_dx_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -4903,7 +5271,7 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_1_conv2_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -4927,9 +5295,9 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-  const float *layer4_1_conv1 = s->arena + 5004032;
-  const float *layer4_1_relu0_dx = s->arena + 1651712;
-  float *layer4_1_bn1_dx = s->arena + 5029120;
+  const float *layer4_1_conv1 = s->arena + 216064;
+  const float *layer4_1_relu0_dx = s->arena + 46080;
+  float *layer4_1_bn1_dx = s->arena + 241152;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4968,8 +5336,8 @@ static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv1 = s->arena + 5004032;
-  const float *layer4_1_relu0_dx = s->arena + 1651712;
+  const float *layer4_1_conv1 = s->arena + 216064;
+  const float *layer4_1_relu0_dx = s->arena + 46080;
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5004,7 +5372,7 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0_dx = s->arena + 1651712;
+  const float *layer4_1_relu0_dx = s->arena + 46080;
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5020,11 +5388,11 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 2015232;
-  const float *layer4_1_bn1_dx = s->arena + 5029120;
+  const float *layer4_0_relu1 = s->arena + 190976;
+  const float *layer4_1_bn1_dx = s->arena + 241152;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
-  float *layer4_1_conv1_dweight_padded = s->arena + 1605632;
-  float *layer4_1_conv1_dweight_dy_flat = s->arena + 1651712;
+  float *layer4_1_conv1_dweight_padded = s->arena + 0;
+  float *layer4_1_conv1_dweight_dy_flat = s->arena + 46080;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5054,7 +5422,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 1; j++) {
               for (ptrdiff_t k = 0; k < 3; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] += layer4_1_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_1_conv1_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k];
+                  acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_1_conv1_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
                 }
               }
             }
@@ -5078,11 +5446,11 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 2015232;
-  const float *layer4_1_relu1_dx = s->arena + 5054208;
-  const float *layer4_1_bn1_dx = s->arena + 5029120;
-  float *layer4_0_relu1_dx = s->arena + 5004032;
-  float *layer4_1_conv1_dx_padded = s->arena + 1605632;
+  const float *layer4_0_relu1 = s->arena + 190976;
+  const float *layer4_1_relu1_dx = s->arena + 266240;
+  const float *layer4_1_bn1_dx = s->arena + 241152;
+  float *layer4_0_relu1_dx = s->arena + 216064;
+  float *layer4_1_conv1_dx_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5109,7 +5477,7 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_1_conv1_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -5133,9 +5501,9 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-  const float *layer4_0_downsample_0 = s->arena + 1684480;
-  const float *layer4_0_relu1_dx = s->arena + 5004032;
-  float *layer4_0_downsample_1_dx = s->arena + 2015232;
+  const float *layer4_0_downsample_0 = s->arena + 78848;
+  const float *layer4_0_relu1_dx = s->arena + 216064;
+  float *layer4_0_downsample_1_dx = s->arena + 6127616;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5174,8 +5542,8 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0 = s->arena + 1684480;
-  const float *layer4_0_relu1_dx = s->arena + 5004032;
+  const float *layer4_0_downsample_0 = s->arena + 78848;
+  const float *layer4_0_relu1_dx = s->arena + 216064;
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5210,7 +5578,7 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 5004032;
+  const float *layer4_0_relu1_dx = s->arena + 216064;
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5226,11 +5594,11 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3 tiles (23 spare positions), no guards */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 4953856;
-  const float *layer4_0_downsample_1_dx = s->arena + 2015232;
+  const float *layer3_1_relu1 = s->arena + 6027264;
+  const float *layer4_0_downsample_1_dx = s->arena + 6127616;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
-  float *layer4_0_downsample_0_dweight_padded = s->arena + 1605632;
-  float *layer4_0_downsample_0_dweight_dy_flat = s->arena + 1684480;
+  float *layer4_0_downsample_0_dweight_padded = s->arena + 0;
+  float *layer4_0_downsample_0_dweight_dy_flat = s->arena + 78848;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5264,7 +5632,7 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
             for (ptrdiff_t j = 0; j < 4; j++) {
               for (ptrdiff_t k = 0; k < 1; k++) {
                 for (ptrdiff_t l = 0; l < 24; l++) {
-                  acc[(j + k) * 24 + l] += layer4_0_downsample_0_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 72 + t * 24 + l] * layer4_0_downsample_0_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 11 + kh / 2) * 7 + t * 24 + l + k / 2];
+                  acc[(j + k) * 24 + l] = madd(layer4_0_downsample_0_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 72 + t * 24 + l], layer4_0_downsample_0_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 11 + kh / 2) * 7 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
                 }
               }
             }
@@ -5287,9 +5655,9 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_conv2 = s->arena + 1875968;
-  const float *layer4_0_relu1_dx = s->arena + 5004032;
-  float *layer4_0_bn2_dx = s->arena + 1684480;
+  const float *layer4_0_conv2 = s->arena + 165888;
+  const float *layer4_0_relu1_dx = s->arena + 216064;
+  float *layer4_0_bn2_dx = s->arena + 78848;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5328,8 +5696,8 @@ static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2 = s->arena + 1875968;
-  const float *layer4_0_relu1_dx = s->arena + 5004032;
+  const float *layer4_0_conv2 = s->arena + 165888;
+  const float *layer4_0_relu1_dx = s->arena + 216064;
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5364,7 +5732,7 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 5004032;
+  const float *layer4_0_relu1_dx = s->arena + 216064;
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5380,11 +5748,11 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0 = s->arena + 1746432;
-  const float *layer4_0_bn2_dx = s->arena + 1684480;
+  const float *layer4_0_relu0 = s->arena + 140800;
+  const float *layer4_0_bn2_dx = s->arena + 78848;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
-  float *layer4_0_conv2_dweight_padded = s->arena + 1605632;
-  float *layer4_0_conv2_dweight_dy_flat = s->arena + 1651712;
+  float *layer4_0_conv2_dweight_padded = s->arena + 0;
+  float *layer4_0_conv2_dweight_dy_flat = s->arena + 46080;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5414,7 +5782,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 1; j++) {
               for (ptrdiff_t k = 0; k < 3; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] += layer4_0_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_0_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k];
+                  acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_0_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
                 }
               }
             }
@@ -5438,10 +5806,10 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 1746432;
-  const float *layer4_0_bn2_dx = s->arena + 1684480;
-  float *layer4_0_relu0_dx = s->arena + 1651712;
-  float *layer4_0_conv2_dx_padded = s->arena + 1605632;
+  const float *layer4_0_relu0 = s->arena + 140800;
+  const float *layer4_0_bn2_dx = s->arena + 78848;
+  float *layer4_0_relu0_dx = s->arena + 46080;
+  float *layer4_0_conv2_dx_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5468,7 +5836,7 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                   float wv = layer4_0_conv2_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw] * wv;
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -5492,9 +5860,9 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-  const float *layer4_0_conv1 = s->arena + 1721344;
-  const float *layer4_0_relu0_dx = s->arena + 1651712;
-  float *layer4_0_bn1_dx = s->arena + 1746432;
+  const float *layer4_0_conv1 = s->arena + 115712;
+  const float *layer4_0_relu0_dx = s->arena + 46080;
+  float *layer4_0_bn1_dx = s->arena + 6152704;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5533,8 +5901,8 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv1 = s->arena + 1721344;
-  const float *layer4_0_relu0_dx = s->arena + 1651712;
+  const float *layer4_0_conv1 = s->arena + 115712;
+  const float *layer4_0_relu0_dx = s->arena + 46080;
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5569,7 +5937,7 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0_dx = s->arena + 1651712;
+  const float *layer4_0_relu0_dx = s->arena + 46080;
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5583,49 +5951,61 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 1746432;
-  float *layer4_0_conv1_dx = s->arena + 5004032;
-  float *layer4_0_conv1_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  const float *layer4_0_bn1_dx = s->arena + 6152704;
+  float *layer4_0_conv1_dx = s->arena + 6077440;
+  float *layer4_0_conv1_dx_packed = s->arena + 0;
+  float *layer4_0_conv1_dx_padded = s->arena + 4591616;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer4_0_conv1_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer4_0_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer4_0_conv1_dx_padded[((n * 512 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 13 && (0 <= q - 1 && q - 1 < 13) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer4_0_bn1_dx[((n * 512 + c) * 7 + (a - 1) / 2) * 7 + (q - 1) / 2] : 0.0f;
+          layer4_0_conv1_dx_padded[((n * 512 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 13 && (0 <= q - 1 && q - 1 < 13) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer4_0_bn1_dx[((n * 512 + c) * 7 + (a - 1) / 2) * 7 + (q - 1) / 2] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_conv1_weight[((ic * 256 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer4_0_conv1_dx_padded[((n_2 * 512 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer4_0_conv1_dx_padded[((n_2 * 512 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer4_0_conv1_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                layer4_0_conv1_dx[((n_2 * 256 + (oc * 4 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = acc[j_3 * 32 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer4_0_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -5638,11 +6018,11 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 4953856;
-  const float *layer4_0_bn1_dx = s->arena + 1746432;
+  const float *layer3_1_relu1 = s->arena + 6027264;
+  const float *layer4_0_bn1_dx = s->arena + 6152704;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
-  float *layer4_0_conv1_dweight_padded = s->arena + 1605632;
-  float *layer4_0_conv1_dweight_dy_flat = s->arena + 1687552;
+  float *layer4_0_conv1_dweight_padded = s->arena + 0;
+  float *layer4_0_conv1_dweight_dy_flat = s->arena + 81920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5676,7 +6056,7 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 1; j++) {
               for (ptrdiff_t k = 0; k < 3; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] += layer4_0_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l] * layer4_0_conv1_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 10 + kh / 2) * 8 + t * 32 + l + k / 2];
+                  acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_0_conv1_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 10 + kh / 2) * 8 + t * 32 + l + k / 2], acc[(j * 3 + k) * 32 + l]);
                 }
               }
             }
@@ -5697,20 +6077,32 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0.dx: conv_dx+add+act_dx with layer3.1.relu1.dsum and layer3.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 16 blocks; chunks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 4953856;
-  const float *layer4_0_downsample_1_dx = s->arena + 2015232;
-  const float *layer4_0_conv1_dx = s->arena + 5004032;
-  float *layer3_1_relu1_dx = s->arena + 5054208;
-  float *layer4_0_downsample_0_dx_padded = s->arena + 1605632;
+  const float *layer3_1_relu1 = s->arena + 6027264;
+  const float *layer4_0_downsample_1_dx = s->arena + 6127616;
+  const float *layer4_0_conv1_dx = s->arena + 6077440;
+  float *layer3_1_relu1_dx = s->arena + 655360;
+  float *layer4_0_downsample_0_dx_packed = s->arena + 0;
+  float *layer4_0_downsample_0_dx_padded = s->arena + 131072;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer4_0_downsample_0_dx_packed[(ob * 512 + ic + kh + kw) * 32 + j] = layer4_0_downsample_0_weight[ic * 256 + ob * 32 + j + 0 - kh + 0 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t a = 0; a < 15; a++) {
         for (ptrdiff_t q = 0; q < 14; q++) {
-          layer4_0_downsample_0_dx_padded[((n * 512 + c) * 16 + a) * 14 + q] = a < 13 && q < 13 && a % 2 == 0 && q % 2 == 0 ? layer4_0_downsample_1_dx[((n * 512 + c) * 7 + a / 2) * 7 + q / 2] : 0.0f;
+          layer4_0_downsample_0_dx_padded[((n * 512 + c) * 15 + a) * 14 + q] = a < 13 && q < 13 && a % 2 == 0 && q % 2 == 0 ? layer4_0_downsample_1_dx[((n * 512 + c) * 7 + a / 2) * 7 + q / 2] : 0.0f;
         }
       }
     }
@@ -5718,31 +6110,31 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 9; t++) {
-        for (ptrdiff_t ob = 0; ob < 16; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 66; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer4_0_downsample_0_weight[ic * 256 + (oc * 16 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer4_0_downsample_0_dx_padded[((n_2 * 512 + ic) * 16 + kh) * 14 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer4_0_downsample_0_dx_padded[((n_2 * 512 + ic_2) * 15 + kh_2) * 14 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer4_0_downsample_0_dx_packed[((oc * 2 + ob_2) * 512 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 14 < 14 && p < 196) {
-                float y = layer3_1_relu1[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14];
-                layer3_1_relu1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 16 + ob) * 4 + j_3) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 14 < 14 && p < 196) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer3_1_relu1[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14];
+                layer3_1_relu1_dx[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14] : 0.0f;
               }
             }
           }
@@ -5755,9 +6147,9 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_conv2 = s->arena + 4903680;
-  const float *layer3_1_relu1_dx = s->arena + 5054208;
-  float *layer3_1_bn2_dx = s->arena + 4953856;
+  const float *layer3_1_conv2 = s->arena + 5977088;
+  const float *layer3_1_relu1_dx = s->arena + 655360;
+  float *layer3_1_bn2_dx = s->arena + 705536;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5796,8 +6188,8 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2 = s->arena + 4903680;
-  const float *layer3_1_relu1_dx = s->arena + 5054208;
+  const float *layer3_1_conv2 = s->arena + 5977088;
+  const float *layer3_1_relu1_dx = s->arena + 655360;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -5832,7 +6224,7 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 5054208;
+  const float *layer3_1_relu1_dx = s->arena + 655360;
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5848,11 +6240,11 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 4853504;
-  const float *layer3_1_bn2_dx = s->arena + 4953856;
+  const float *layer3_1_relu0 = s->arena + 5926912;
+  const float *layer3_1_bn2_dx = s->arena + 705536;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
-  float *layer3_1_conv2_dweight_padded = s->arena + 1605632;
-  float *layer3_1_conv2_dweight_dy_flat = s->arena + 1675264;
+  float *layer3_1_conv2_dweight_padded = s->arena + 0;
+  float *layer3_1_conv2_dweight_dy_flat = s->arena + 69632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5882,7 +6274,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 1; j++) {
               for (ptrdiff_t k = 0; k < 3; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] += layer3_1_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l] * layer3_1_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k];
+                  acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l], layer3_1_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
                 }
               }
             }
@@ -5903,51 +6295,63 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dx: conv_dx+act_dx with layer3.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 4853504;
-  const float *layer3_1_bn2_dx = s->arena + 4953856;
-  float *layer3_1_relu0_dx = s->arena + 1675264;
-  float *layer3_1_conv2_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  const float *layer3_1_relu0 = s->arena + 5926912;
+  const float *layer3_1_bn2_dx = s->arena + 705536;
+  float *layer3_1_relu0_dx = s->arena + 755712;
+  float *layer3_1_conv2_dx_packed = s->arena + 0;
+  float *layer3_1_conv2_dx_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_1_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_dx_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_dx_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_1_conv2_weight[((ic * 256 + (oc * 8 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_1_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_1_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float y = layer3_1_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_1_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
+                layer3_1_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -5960,9 +6364,9 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_conv1 = s->arena + 4803328;
-  const float *layer3_1_relu0_dx = s->arena + 1675264;
-  float *layer3_1_bn1_dx = s->arena + 4853504;
+  const float *layer3_1_conv1 = s->arena + 5876736;
+  const float *layer3_1_relu0_dx = s->arena + 755712;
+  float *layer3_1_bn1_dx = s->arena + 705536;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6001,8 +6405,8 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1 = s->arena + 4803328;
-  const float *layer3_1_relu0_dx = s->arena + 1675264;
+  const float *layer3_1_conv1 = s->arena + 5876736;
+  const float *layer3_1_relu0_dx = s->arena + 755712;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6037,7 +6441,7 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0_dx = s->arena + 1675264;
+  const float *layer3_1_relu0_dx = s->arena + 755712;
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6053,11 +6457,11 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 4753152;
-  const float *layer3_1_bn1_dx = s->arena + 4853504;
+  const float *layer3_0_relu1 = s->arena + 5826560;
+  const float *layer3_1_bn1_dx = s->arena + 705536;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
-  float *layer3_1_conv1_dweight_padded = s->arena + 1605632;
-  float *layer3_1_conv1_dweight_dy_flat = s->arena + 1675264;
+  float *layer3_1_conv1_dweight_padded = s->arena + 0;
+  float *layer3_1_conv1_dweight_dy_flat = s->arena + 69632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6087,7 +6491,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 1; j++) {
               for (ptrdiff_t k = 0; k < 3; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] += layer3_1_conv1_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l] * layer3_1_conv1_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k];
+                  acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv1_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l], layer3_1_conv1_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
                 }
               }
             }
@@ -6108,52 +6512,64 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dx: conv_dx+add+act_dx with layer3.0.relu1.dsum and layer3.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 4753152;
-  const float *layer3_1_relu1_dx = s->arena + 5054208;
-  const float *layer3_1_bn1_dx = s->arena + 4853504;
-  float *layer3_0_relu1_dx = s->arena + 4803328;
-  float *layer3_1_conv1_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  const float *layer3_0_relu1 = s->arena + 5826560;
+  const float *layer3_1_relu1_dx = s->arena + 655360;
+  const float *layer3_1_bn1_dx = s->arena + 705536;
+  float *layer3_0_relu1_dx = s->arena + 755712;
+  float *layer3_1_conv1_dx_packed = s->arena + 0;
+  float *layer3_1_conv1_dx_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_1_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_dx_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_dx_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_1_conv1_weight[((ic * 256 + (oc * 8 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_1_conv1_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_1_conv1_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float y = layer3_0_relu1[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] + layer3_1_relu1_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer3_1_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] : 0.0f;
               }
             }
           }
@@ -6166,9 +6582,9 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_0 = s->arena + 4702976;
-  const float *layer3_0_relu1_dx = s->arena + 4803328;
-  float *layer3_0_downsample_1_dx = s->arena + 4853504;
+  const float *layer3_0_downsample_0 = s->arena + 5776384;
+  const float *layer3_0_relu1_dx = s->arena + 755712;
+  float *layer3_0_downsample_1_dx = s->arena + 655360;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6207,8 +6623,8 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0 = s->arena + 4702976;
-  const float *layer3_0_relu1_dx = s->arena + 4803328;
+  const float *layer3_0_downsample_0 = s->arena + 5776384;
+  const float *layer3_0_relu1_dx = s->arena + 755712;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6243,7 +6659,7 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 4803328;
+  const float *layer3_0_relu1_dx = s->arena + 755712;
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6259,11 +6675,11 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 4552448;
-  const float *layer3_0_downsample_1_dx = s->arena + 4853504;
+  const float *layer2_1_relu1 = s->arena + 5525504;
+  const float *layer3_0_downsample_1_dx = s->arena + 655360;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
-  float *layer3_0_downsample_0_dweight_padded = s->arena + 1605632;
-  float *layer3_0_downsample_0_dweight_dy_flat = s->arena + 1720320;
+  float *layer3_0_downsample_0_dweight_padded = s->arena + 0;
+  float *layer3_0_downsample_0_dweight_dy_flat = s->arena + 114688;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -6297,7 +6713,7 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
             for (ptrdiff_t j = 0; j < 4; j++) {
               for (ptrdiff_t k = 0; k < 1; k++) {
                 for (ptrdiff_t l = 0; l < 24; l++) {
-                  acc[(j + k) * 24 + l] += layer3_0_downsample_0_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l] * layer3_0_downsample_0_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + k % 2) * 16 + kh / 2) * 14 + t * 24 + l + k / 2];
+                  acc[(j + k) * 24 + l] = madd(layer3_0_downsample_0_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l], layer3_0_downsample_0_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + k % 2) * 16 + kh / 2) * 14 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
                 }
               }
             }
@@ -6320,9 +6736,9 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_conv2 = s->arena + 4652800;
-  const float *layer3_0_relu1_dx = s->arena + 4803328;
-  float *layer3_0_bn2_dx = s->arena + 4702976;
+  const float *layer3_0_conv2 = s->arena + 5726208;
+  const float *layer3_0_relu1_dx = s->arena + 755712;
+  float *layer3_0_bn2_dx = s->arena + 705536;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6361,8 +6777,8 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2 = s->arena + 4652800;
-  const float *layer3_0_relu1_dx = s->arena + 4803328;
+  const float *layer3_0_conv2 = s->arena + 5726208;
+  const float *layer3_0_relu1_dx = s->arena + 755712;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6397,7 +6813,7 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 4803328;
+  const float *layer3_0_relu1_dx = s->arena + 755712;
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6413,11 +6829,11 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 1825792;
-  const float *layer3_0_bn2_dx = s->arena + 4702976;
+  const float *layer3_0_relu0 = s->arena + 5676032;
+  const float *layer3_0_bn2_dx = s->arena + 705536;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
-  float *layer3_0_conv2_dweight_padded = s->arena + 1605632;
-  float *layer3_0_conv2_dweight_dy_flat = s->arena + 1675264;
+  float *layer3_0_conv2_dweight_padded = s->arena + 0;
+  float *layer3_0_conv2_dweight_dy_flat = s->arena + 69632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6447,7 +6863,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 1; j++) {
               for (ptrdiff_t k = 0; k < 3; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] += layer3_0_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l] * layer3_0_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k];
+                  acc[(j * 3 + k) * 32 + l] = madd(layer3_0_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l], layer3_0_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
                 }
               }
             }
@@ -6468,51 +6884,63 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dx: conv_dx+act_dx with layer3.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 1825792;
-  const float *layer3_0_bn2_dx = s->arena + 4702976;
-  float *layer3_0_relu0_dx = s->arena + 1675264;
-  float *layer3_0_conv2_dx_padded = s->arena + 1605632;
-  float acc[64]; /* accumulators */
+  const float *layer3_0_relu0 = s->arena + 5676032;
+  const float *layer3_0_bn2_dx = s->arena + 705536;
+  float *layer3_0_relu0_dx = s->arena + 755712;
+  float *layer3_0_conv2_dx_packed = s->arena + 0;
+  float *layer3_0_conv2_dx_padded = s->arena + 589824;
+  float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_0_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+      for (ptrdiff_t a = 0; a < 16; a++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_dx_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_dx_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 7; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 74; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer3_0_conv2_weight[((ic * 256 + (oc * 8 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] += layer3_0_conv2_dx_padded[((n_2 * 256 + ic) * 17 + kh) * 16 + t * 32 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 16 < 14 && p < 222) {
-                float y = layer3_0_relu0[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu0_dx[((n_2 * 256 + (oc * 8 + ob) * 2 + j_3) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[j_3 * 32 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 16 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer3_0_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
+                layer3_0_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -6525,9 +6953,9 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_conv1 = s->arena + 1775616;
-  const float *layer3_0_relu0_dx = s->arena + 1675264;
-  float *layer3_0_bn1_dx = s->arena + 1843712;
+  const float *layer3_0_conv1 = s->arena + 5625856;
+  const float *layer3_0_relu0_dx = s->arena + 755712;
+  float *layer3_0_bn1_dx = s->arena + 705536;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6566,8 +6994,8 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv1 = s->arena + 1775616;
-  const float *layer3_0_relu0_dx = s->arena + 1675264;
+  const float *layer3_0_conv1 = s->arena + 5625856;
+  const float *layer3_0_relu0_dx = s->arena + 755712;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6602,7 +7030,7 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0_dx = s->arena + 1675264;
+  const float *layer3_0_relu0_dx = s->arena + 755712;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6616,13 +7044,25 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer3_0_bn1_dx = s->arena + 1843712;
-  float *layer3_0_conv1_dx = s->arena + 4652800;
-  float *layer3_0_conv1_dx_padded = s->arena + 1605632;
+  const float *layer3_0_bn1_dx = s->arena + 705536;
+  float *layer3_0_conv1_dx = s->arena + 532992;
+  float *layer3_0_conv1_dx_packed = s->arena + 0;
+  float *layer3_0_conv1_dx_padded = s->arena + 294912;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer3_0_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
@@ -6633,32 +7073,32 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 8; oc++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_conv1_weight[((ic * 128 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer3_0_conv1_dx_padded[((n_2 * 256 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_conv1_dx_padded[((n_2 * 256 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                layer3_0_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -6671,11 +7111,11 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 4552448;
-  const float *layer3_0_bn1_dx = s->arena + 1843712;
+  const float *layer2_1_relu1 = s->arena + 5525504;
+  const float *layer3_0_bn1_dx = s->arena + 705536;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
-  float *layer3_0_conv1_dweight_padded = s->arena + 1605632;
-  float *layer3_0_conv1_dweight_dy_flat = s->arena + 1728512;
+  float *layer3_0_conv1_dweight_padded = s->arena + 0;
+  float *layer3_0_conv1_dweight_dy_flat = s->arena + 122880;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -6710,7 +7150,7 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer3_0_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l] * layer3_0_conv1_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 16 + kh / 2) * 15 + t * 24 + l + (kc + k) / 2];
+                    acc[(j + k) * 24 + l] = madd(layer3_0_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l], layer3_0_conv1_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 16 + kh / 2) * 15 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6732,15 +7172,27 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0.dx: conv_dx+add+act_dx with layer2.1.relu1.dsum and layer2.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 784 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards */
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 4552448;
-  const float *layer3_0_downsample_1_dx = s->arena + 4853504;
-  const float *layer3_0_conv1_dx = s->arena + 4652800;
-  float *layer2_1_relu1_dx = s->arena + 4753152;
-  float *layer3_0_downsample_0_dx_padded = s->arena + 1605632;
+  const float *layer2_1_relu1 = s->arena + 5525504;
+  const float *layer3_0_downsample_1_dx = s->arena + 655360;
+  const float *layer3_0_conv1_dx = s->arena + 532992;
+  float *layer2_1_relu1_dx = s->arena + 266496;
+  float *layer3_0_downsample_0_dx_packed = s->arena + 207872;
+  float *layer3_0_downsample_0_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer3_0_downsample_0_dx_packed[(ob * 256 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[ic * 128 + ob * 32 + j + 0 - kh + 0 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t a = 0; a < 29; a++) {
@@ -6753,31 +7205,31 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 33; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 262; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer3_0_downsample_0_weight[ic * 128 + (oc * 8 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer3_0_downsample_0_dx_padded[((n_2 * 256 + ic) * 29 + kh) * 28 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_downsample_0_dx_padded[((n_2 * 256 + ic_2) * 29 + kh_2) * 28 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_downsample_0_dx_packed[((oc + ob_2) * 256 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 28 < 28 && p < 784) {
-                float y = layer2_1_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28];
-                layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer3_0_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 28) * 28 + p % 28] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 28 < 28 && p < 784) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer2_1_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28];
+                layer2_1_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28] : 0.0f;
               }
             }
           }
@@ -6790,9 +7242,9 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-  const float *layer2_1_conv2 = s->arena + 4452096;
-  const float *layer2_1_relu1_dx = s->arena + 4753152;
-  float *layer2_1_bn2_dx = s->arena + 4552448;
+  const float *layer2_1_conv2 = s->arena + 5425152;
+  const float *layer2_1_relu1_dx = s->arena + 266496;
+  float *layer2_1_bn2_dx = s->arena + 366848;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6831,8 +7283,8 @@ static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv2 = s->arena + 4452096;
-  const float *layer2_1_relu1_dx = s->arena + 4753152;
+  const float *layer2_1_conv2 = s->arena + 5425152;
+  const float *layer2_1_relu1_dx = s->arena + 266496;
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -6867,7 +7319,7 @@ static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1_dx = s->arena + 4753152;
+  const float *layer2_1_relu1_dx = s->arena + 266496;
   float *layer2_1_bn2_bias_grad = s->g32 + 684608;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -6883,11 +7335,11 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0 = s->arena + 4351744;
-  const float *layer2_1_bn2_dx = s->arena + 4552448;
+  const float *layer2_1_relu0 = s->arena + 5324800;
+  const float *layer2_1_bn2_dx = s->arena + 366848;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
-  float *layer2_1_conv2_dweight_padded = s->arena + 1605632;
-  float *layer2_1_conv2_dweight_dy_flat = s->arena + 1724672;
+  float *layer2_1_conv2_dweight_padded = s->arena + 0;
+  float *layer2_1_conv2_dweight_dy_flat = s->arena + 119040;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -6918,7 +7370,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer2_1_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l] * layer2_1_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(layer2_1_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l], layer2_1_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6940,14 +7392,26 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dx: conv_dx+act_dx with layer2.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 4351744;
-  const float *layer2_1_bn2_dx = s->arena + 4552448;
-  float *layer2_1_relu0_dx = s->arena + 1724672;
-  float *layer2_1_conv2_dx_padded = s->arena + 1605632;
+  const float *layer2_1_relu0 = s->arena + 5324800;
+  const float *layer2_1_bn2_dx = s->arena + 366848;
+  float *layer2_1_relu0_dx = s->arena + 467200;
+  float *layer2_1_conv2_dx_packed = s->arena + 0;
+  float *layer2_1_conv2_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_1_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
@@ -6960,31 +7424,31 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_1_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_1_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_1_conv2_dx_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float y = layer2_1_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_1_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer2_1_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
+                layer2_1_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -6997,9 +7461,9 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-  const float *layer2_1_conv1 = s->arena + 4251392;
-  const float *layer2_1_relu0_dx = s->arena + 1724672;
-  float *layer2_1_bn1_dx = s->arena + 4351744;
+  const float *layer2_1_conv1 = s->arena + 5224448;
+  const float *layer2_1_relu0_dx = s->arena + 467200;
+  float *layer2_1_bn1_dx = s->arena + 366848;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7038,8 +7502,8 @@ static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv1 = s->arena + 4251392;
-  const float *layer2_1_relu0_dx = s->arena + 1724672;
+  const float *layer2_1_conv1 = s->arena + 5224448;
+  const float *layer2_1_relu0_dx = s->arena + 467200;
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7074,7 +7538,7 @@ static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0_dx = s->arena + 1724672;
+  const float *layer2_1_relu0_dx = s->arena + 467200;
   float *layer2_1_bn1_bias_grad = s->g32 + 536640;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7090,11 +7554,11 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 4151040;
-  const float *layer2_1_bn1_dx = s->arena + 4351744;
+  const float *layer2_0_relu1 = s->arena + 5124096;
+  const float *layer2_1_bn1_dx = s->arena + 366848;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
-  float *layer2_1_conv1_dweight_padded = s->arena + 1605632;
-  float *layer2_1_conv1_dweight_dy_flat = s->arena + 1724672;
+  float *layer2_1_conv1_dweight_padded = s->arena + 0;
+  float *layer2_1_conv1_dweight_dy_flat = s->arena + 119040;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7125,7 +7589,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer2_1_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l] * layer2_1_conv1_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(layer2_1_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l], layer2_1_conv1_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7147,15 +7611,27 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dx: conv_dx+add+act_dx with layer2.0.relu1.dsum and layer2.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 4151040;
-  const float *layer2_1_relu1_dx = s->arena + 4753152;
-  const float *layer2_1_bn1_dx = s->arena + 4351744;
-  float *layer2_0_relu1_dx = s->arena + 4251392;
-  float *layer2_1_conv1_dx_padded = s->arena + 1605632;
+  const float *layer2_0_relu1 = s->arena + 5124096;
+  const float *layer2_1_relu1_dx = s->arena + 266496;
+  const float *layer2_1_bn1_dx = s->arena + 366848;
+  float *layer2_0_relu1_dx = s->arena + 467200;
+  float *layer2_1_conv1_dx_packed = s->arena + 0;
+  float *layer2_1_conv1_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_1_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
@@ -7168,31 +7644,31 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_1_conv1_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_1_conv1_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_1_conv1_dx_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float y = layer2_0_relu1[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_1_relu1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer2_1_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] : 0.0f;
               }
             }
           }
@@ -7205,9 +7681,9 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-  const float *layer2_0_downsample_0 = s->arena + 4050688;
-  const float *layer2_0_relu1_dx = s->arena + 4251392;
-  float *layer2_0_downsample_1_dx = s->arena + 4351744;
+  const float *layer2_0_downsample_0 = s->arena + 5023744;
+  const float *layer2_0_relu1_dx = s->arena + 467200;
+  float *layer2_0_downsample_1_dx = s->arena + 832000;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7246,8 +7722,8 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0 = s->arena + 4050688;
-  const float *layer2_0_relu1_dx = s->arena + 4251392;
+  const float *layer2_0_downsample_0 = s->arena + 5023744;
+  const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7282,7 +7758,7 @@ static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer2.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 4251392;
+  const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7298,11 +7774,11 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 3649280;
-  const float *layer2_0_downsample_1_dx = s->arena + 4351744;
+  const float *layer1_1_relu1 = s->arena + 4390912;
+  const float *layer2_0_downsample_1_dx = s->arena + 832000;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
-  float *layer2_0_downsample_0_dweight_padded = s->arena + 1605632;
-  float *layer2_0_downsample_0_dweight_dy_flat = s->arena + 1813504;
+  float *layer2_0_downsample_0_dweight_padded = s->arena + 0;
+  float *layer2_0_downsample_0_dweight_dy_flat = s->arena + 207872;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -7336,7 +7812,7 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
             for (ptrdiff_t j = 0; j < 4; j++) {
               for (ptrdiff_t k = 0; k < 1; k++) {
                 for (ptrdiff_t l = 0; l < 24; l++) {
-                  acc[(j + k) * 24 + l] += layer2_0_downsample_0_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 792 + t * 24 + l] * layer2_0_downsample_0_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + k % 2) * 29 + kh / 2) * 28 + t * 24 + l + k / 2];
+                  acc[(j + k) * 24 + l] = madd(layer2_0_downsample_0_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 792 + t * 24 + l], layer2_0_downsample_0_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + k % 2) * 29 + kh / 2) * 28 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
                 }
               }
             }
@@ -7359,9 +7835,9 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_conv2 = s->arena + 3950336;
-  const float *layer2_0_relu1_dx = s->arena + 4251392;
-  float *layer2_0_bn2_dx = s->arena + 4050688;
+  const float *layer2_0_conv2 = s->arena + 4923392;
+  const float *layer2_0_relu1_dx = s->arena + 467200;
+  float *layer2_0_bn2_dx = s->arena + 266496;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7400,8 +7876,8 @@ static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2 = s->arena + 3950336;
-  const float *layer2_0_relu1_dx = s->arena + 4251392;
+  const float *layer2_0_conv2 = s->arena + 4923392;
+  const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7436,7 +7912,7 @@ static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1_dx = s->arena + 4251392;
+  const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_bn2_bias_grad = s->g32 + 379968;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7452,11 +7928,11 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0 = s->arena + 3849984;
-  const float *layer2_0_bn2_dx = s->arena + 4050688;
+  const float *layer2_0_relu0 = s->arena + 4823040;
+  const float *layer2_0_bn2_dx = s->arena + 266496;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
-  float *layer2_0_conv2_dweight_padded = s->arena + 1605632;
-  float *layer2_0_conv2_dweight_dy_flat = s->arena + 1724672;
+  float *layer2_0_conv2_dweight_padded = s->arena + 0;
+  float *layer2_0_conv2_dweight_dy_flat = s->arena + 119040;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7487,7 +7963,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer2_0_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l] * layer2_0_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(layer2_0_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l], layer2_0_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7509,14 +7985,26 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dx: conv_dx+act_dx with layer2.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 3849984;
-  const float *layer2_0_bn2_dx = s->arena + 4050688;
-  float *layer2_0_relu0_dx = s->arena + 1724672;
-  float *layer2_0_conv2_dx_padded = s->arena + 1605632;
+  const float *layer2_0_relu0 = s->arena + 4823040;
+  const float *layer2_0_bn2_dx = s->arena + 266496;
+  float *layer2_0_relu0_dx = s->arena + 366848;
+  float *layer2_0_conv2_dx_packed = s->arena + 0;
+  float *layer2_0_conv2_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_0_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 31; a++) {
@@ -7529,31 +8017,31 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 35; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 280; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_conv2_dx_padded[((n_2 * 128 + ic) * 31 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_conv2_dx_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28 && p < 838) {
-                float y = layer2_0_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28 && p < 838) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = layer2_0_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
+                layer2_0_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -7566,9 +8054,9 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-  const float *layer2_0_conv1 = s->arena + 1914880;
-  const float *layer2_0_relu0_dx = s->arena + 1724672;
-  float *layer2_0_bn1_dx = s->arena + 4050688;
+  const float *layer2_0_conv1 = s->arena + 4722688;
+  const float *layer2_0_relu0_dx = s->arena + 366848;
+  float *layer2_0_bn1_dx = s->arena + 631296;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7607,8 +8095,8 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv1 = s->arena + 1914880;
-  const float *layer2_0_relu0_dx = s->arena + 1724672;
+  const float *layer2_0_conv1 = s->arena + 4722688;
+  const float *layer2_0_relu0_dx = s->arena + 366848;
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -7643,7 +8131,7 @@ static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0_dx = s->arena + 1724672;
+  const float *layer2_0_relu0_dx = s->arena + 366848;
   float *layer2_0_bn1_bias_grad = s->g32 + 232000;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7657,49 +8145,61 @@ static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer2_0_bn1_dx = s->arena + 4050688;
-  float *layer2_0_conv1_dx = s->arena + 3849984;
-  float *layer2_0_conv1_dx_padded = s->arena + 1605632;
+  const float *layer2_0_bn1_dx = s->arena + 631296;
+  float *layer2_0_conv1_dx = s->arena + 430592;
+  float *layer2_0_conv1_dx_packed = s->arena + 731648;
+  float *layer2_0_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer2_0_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer2_0_conv1_dx_padded[((n * 128 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 55 && (0 <= q - 1 && q - 1 < 55) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer2_0_bn1_dx[((n * 128 + c) * 28 + (a - 1) / 2) * 28 + (q - 1) / 2] : 0.0f;
+          layer2_0_conv1_dx_padded[((n * 128 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 55 && (0 <= q - 1 && q - 1 < 55) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer2_0_bn1_dx[((n * 128 + c) * 28 + (a - 1) / 2) * 28 + (q - 1) / 2] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+  for (ptrdiff_t t = 0; t < 1082; t++) {
+    for (ptrdiff_t oc = 0; oc < 2; oc++) {
+      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_conv1_dx_padded[((n_2 * 128 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer2_0_conv1_dx_padded[((n_2 * 128 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 58 < 56) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer2_0_conv1_dx[((n_2 * 64 + (oc + ob_2) * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -7712,11 +8212,11 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 3649280;
-  const float *layer2_0_bn1_dx = s->arena + 4050688;
+  const float *layer1_1_relu1 = s->arena + 4390912;
+  const float *layer2_0_bn1_dx = s->arena + 631296;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
-  float *layer2_0_conv1_dweight_padded = s->arena + 1605632;
-  float *layer2_0_conv1_dweight_dy_flat = s->arena + 1828352;
+  float *layer2_0_conv1_dweight_padded = s->arena + 0;
+  float *layer2_0_conv1_dweight_dy_flat = s->arena + 222720;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -7751,7 +8251,7 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer2_0_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 816 + t * 24 + l] * layer2_0_conv1_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 30 + kh / 2) * 29 + t * 24 + l + (kc + k) / 2];
+                    acc[(j + k) * 24 + l] = madd(layer2_0_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 816 + t * 24 + l], layer2_0_conv1_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 30 + kh / 2) * 29 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7773,15 +8273,27 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0.dx: conv_dx+add+act_dx with layer1.1.relu1.dsum and layer1.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3136 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 131 tiles (8 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3136 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1046 tiles (2 spare positions), no guards */
 static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 3649280;
-  const float *layer2_0_downsample_1_dx = s->arena + 4351744;
-  const float *layer2_0_conv1_dx = s->arena + 3849984;
-  float *layer1_1_relu1_dx = s->arena + 4050688;
-  float *layer2_0_downsample_0_dx_padded = s->arena + 1605632;
+  const float *layer1_1_relu1 = s->arena + 4390912;
+  const float *layer2_0_downsample_1_dx = s->arena + 832000;
+  const float *layer2_0_conv1_dx = s->arena + 430592;
+  float *layer1_1_relu1_dx = s->arena + 631296;
+  float *layer2_0_downsample_0_dx_packed = s->arena + 408576;
+  float *layer2_0_downsample_0_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer2_0_downsample_0_dx_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[ic * 64 + ob * 32 + j + 0 - kh + 0 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 57; a++) {
@@ -7792,34 +8304,32 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1046; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 131; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer2_0_downsample_0_weight[ic * 64 + (oc * 4 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer2_0_downsample_0_dx_padded[((n_2 * 128 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer2_0_downsample_0_dx_padded[((n_2 * 128 + ic_2) * 57 + kh_2) * 56 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer2_0_downsample_0_dx_packed[(ob_2 * 128 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 56 && p < 3136) {
-                float y = layer1_1_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56];
-                layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer2_0_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 56) * 56 + p % 56] : 0.0f;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 56 < 56 && p < 3136) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float y = layer1_1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 56) * 56 + p % 56];
+              layer1_1_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer2_0_conv1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 56) * 56 + p % 56] : 0.0f;
             }
           }
         }
@@ -7831,9 +8341,9 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-  const float *layer1_1_conv2 = s->arena + 3448576;
-  const float *layer1_1_relu1_dx = s->arena + 4050688;
-  float *layer1_1_bn2_dx = s->arena + 3649280;
+  const float *layer1_1_conv2 = s->arena + 4190208;
+  const float *layer1_1_relu1_dx = s->arena + 631296;
+  float *layer1_1_bn2_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -7872,8 +8382,8 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv2 = s->arena + 3448576;
-  const float *layer1_1_relu1_dx = s->arena + 4050688;
+  const float *layer1_1_conv2 = s->arena + 4190208;
+  const float *layer1_1_relu1_dx = s->arena + 631296;
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -7908,7 +8418,7 @@ static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 4050688;
+  const float *layer1_1_relu1_dx = s->arena + 631296;
   float *layer1_1_bn2_bias_grad = s->g32 + 157952;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -7924,11 +8434,11 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0 = s->arena + 3247872;
-  const float *layer1_1_bn2_dx = s->arena + 3649280;
+  const float *layer1_1_relu0 = s->arena + 3989504;
+  const float *layer1_1_bn2_dx = s->arena + 427904;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
-  float *layer1_1_conv2_dweight_padded = s->arena + 1605632;
-  float *layer1_1_conv2_dweight_dy_flat = s->arena + 1824640;
+  float *layer1_1_conv2_dweight_padded = s->arena + 0;
+  float *layer1_1_conv2_dweight_dy_flat = s->arena + 219008;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -7959,7 +8469,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer1_1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_1_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(layer1_1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_1_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7981,52 +8491,62 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dx: conv_dx+act_dx with layer1.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 3247872;
-  const float *layer1_1_bn2_dx = s->arena + 3649280;
-  float *layer1_1_relu0_dx = s->arena + 1824640;
-  float *layer1_1_conv2_dx_padded = s->arena + 1605632;
+  const float *layer1_1_relu0 = s->arena + 3989504;
+  const float *layer1_1_bn2_dx = s->arena + 427904;
+  float *layer1_1_relu0_dx = s->arena + 215296;
+  float *layer1_1_conv2_dx_packed = s->arena + 832000;
+  float *layer1_1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_1_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_1_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_1_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_1_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float y = layer1_1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float y = layer1_1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
+              layer1_1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
             }
           }
         }
@@ -8038,9 +8558,9 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-  const float *layer1_1_conv1 = s->arena + 3047168;
-  const float *layer1_1_relu0_dx = s->arena + 1824640;
-  float *layer1_1_bn1_dx = s->arena + 3247872;
+  const float *layer1_1_conv1 = s->arena + 3788800;
+  const float *layer1_1_relu0_dx = s->arena + 215296;
+  float *layer1_1_bn1_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8079,8 +8599,8 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv1 = s->arena + 3047168;
-  const float *layer1_1_relu0_dx = s->arena + 1824640;
+  const float *layer1_1_conv1 = s->arena + 3788800;
+  const float *layer1_1_relu0_dx = s->arena + 215296;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -8115,7 +8635,7 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0_dx = s->arena + 1824640;
+  const float *layer1_1_relu0_dx = s->arena + 215296;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -8131,11 +8651,11 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 2846464;
-  const float *layer1_1_bn1_dx = s->arena + 3247872;
+  const float *layer1_0_relu1 = s->arena + 3588096;
+  const float *layer1_1_bn1_dx = s->arena + 427904;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
-  float *layer1_1_conv1_dweight_padded = s->arena + 1605632;
-  float *layer1_1_conv1_dweight_dy_flat = s->arena + 1824640;
+  float *layer1_1_conv1_dweight_padded = s->arena + 0;
+  float *layer1_1_conv1_dweight_dy_flat = s->arena + 219008;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -8166,7 +8686,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer1_1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_1_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(layer1_1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_1_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -8188,53 +8708,63 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dx: conv_dx+add+act_dx with layer1.0.relu1.dsum and layer1.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 2846464;
-  const float *layer1_1_relu1_dx = s->arena + 4050688;
-  const float *layer1_1_bn1_dx = s->arena + 3247872;
-  float *layer1_0_relu1_dx = s->arena + 3047168;
-  float *layer1_1_conv1_dx_padded = s->arena + 1605632;
+  const float *layer1_0_relu1 = s->arena + 3588096;
+  const float *layer1_1_relu1_dx = s->arena + 631296;
+  const float *layer1_1_bn1_dx = s->arena + 427904;
+  float *layer1_0_relu1_dx = s->arena + 832000;
+  float *layer1_1_conv1_dx_packed = s->arena + 215296;
+  float *layer1_1_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_1_conv1_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_1_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_1_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_1_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv1_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float y = layer1_0_relu1[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] + layer1_1_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] : 0.0f;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float y = layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
+              layer1_0_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer1_1_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] : 0.0f;
             }
           }
         }
@@ -8246,9 +8776,9 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-  const float *layer1_0_conv2 = s->arena + 2645760;
-  const float *layer1_0_relu1_dx = s->arena + 3047168;
-  float *layer1_0_bn2_dx = s->arena + 2846464;
+  const float *layer1_0_conv2 = s->arena + 3387392;
+  const float *layer1_0_relu1_dx = s->arena + 832000;
+  float *layer1_0_bn2_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8287,8 +8817,8 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv2 = s->arena + 2645760;
-  const float *layer1_0_relu1_dx = s->arena + 3047168;
+  const float *layer1_0_conv2 = s->arena + 3387392;
+  const float *layer1_0_relu1_dx = s->arena + 832000;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -8323,7 +8853,7 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 3047168;
+  const float *layer1_0_relu1_dx = s->arena + 832000;
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -8339,11 +8869,11 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0 = s->arena + 2445056;
-  const float *layer1_0_bn2_dx = s->arena + 2846464;
+  const float *layer1_0_relu0 = s->arena + 3186688;
+  const float *layer1_0_bn2_dx = s->arena + 427904;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
-  float *layer1_0_conv2_dweight_padded = s->arena + 1605632;
-  float *layer1_0_conv2_dweight_dy_flat = s->arena + 1824640;
+  float *layer1_0_conv2_dweight_padded = s->arena + 0;
+  float *layer1_0_conv2_dweight_dy_flat = s->arena + 219008;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -8374,7 +8904,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer1_0_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_0_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(layer1_0_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_0_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -8396,52 +8926,62 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dx: conv_dx+act_dx with layer1.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 2445056;
-  const float *layer1_0_bn2_dx = s->arena + 2846464;
-  float *layer1_0_relu0_dx = s->arena + 1824640;
-  float *layer1_0_conv2_dx_padded = s->arena + 1605632;
+  const float *layer1_0_relu0 = s->arena + 3186688;
+  const float *layer1_0_bn2_dx = s->arena + 427904;
+  float *layer1_0_relu0_dx = s->arena + 215296;
+  float *layer1_0_conv2_dx_packed = s->arena + 628608;
+  float *layer1_0_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_0_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_0_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_0_conv2_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_0_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                float y = layer1_0_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-                layer1_0_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float y = layer1_0_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
+              layer1_0_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
             }
           }
         }
@@ -8453,9 +8993,9 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-  const float *layer1_0_conv1 = s->arena + 2244352;
-  const float *layer1_0_relu0_dx = s->arena + 1824640;
-  float *layer1_0_bn1_dx = s->arena + 2445056;
+  const float *layer1_0_conv1 = s->arena + 2985984;
+  const float *layer1_0_relu0_dx = s->arena + 215296;
+  float *layer1_0_bn1_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8494,8 +9034,8 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv1 = s->arena + 2244352;
-  const float *layer1_0_relu0_dx = s->arena + 1824640;
+  const float *layer1_0_conv1 = s->arena + 2985984;
+  const float *layer1_0_relu0_dx = s->arena + 215296;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -8530,7 +9070,7 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0_dx = s->arena + 1824640;
+  const float *layer1_0_relu0_dx = s->arena + 215296;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -8544,51 +9084,61 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dx: conv_dx+add with maxpool0.dsum, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *layer1_0_relu1_dx = s->arena + 3047168;
-  const float *layer1_0_bn1_dx = s->arena + 2445056;
-  float *maxpool0_dsum = s->arena + 2645760;
-  float *layer1_0_conv1_dx_padded = s->arena + 1605632;
+  const float *layer1_0_relu1_dx = s->arena + 832000;
+  const float *layer1_0_bn1_dx = s->arena + 427904;
+  float *maxpool0_dsum = s->arena + 2985984;
+  float *layer1_0_conv1_dx_packed = s->arena + 215296;
+  float *layer1_0_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            layer1_0_conv1_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_dx_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 1082; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = layer1_0_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += layer1_0_conv1_dx_padded[((n_2 * 64 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer1_0_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv1_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                maxpool0_dsum[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3] + layer1_0_relu1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58];
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 58 < 56) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              maxpool0_dsum[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4] + layer1_0_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
             }
           }
         }
@@ -8600,11 +9150,11 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 2043648;
-  const float *layer1_0_bn1_dx = s->arena + 2445056;
+  const float *maxpool0 = s->arena + 2785280;
+  const float *layer1_0_bn1_dx = s->arena + 427904;
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
-  float *layer1_0_conv1_dweight_padded = s->arena + 1605632;
-  float *layer1_0_conv1_dweight_dy_flat = s->arena + 1824640;
+  float *layer1_0_conv1_dweight_padded = s->arena + 0;
+  float *layer1_0_conv1_dweight_dy_flat = s->arena + 219008;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -8635,7 +9185,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += layer1_0_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l] * layer1_0_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(layer1_0_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_0_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -8658,9 +9208,9 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* maxpool0.dx: pool_dx+act_dx with relu0.dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 802816;
-  const float *maxpool0_dsum = s->arena + 2645760;
-  float *relu0_dx = s->arena + 1605632;
+  const float *relu0 = s->arena + 1982464;
+  const float *maxpool0_dsum = s->arena + 2985984;
+  float *relu0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       relu0_dx[n * 802816 + i] = 0.0f;
@@ -8703,9 +9253,9 @@ static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
 /* bn1.dx: bn_dx, resnet18.cnn:29 */
 static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
-  const float *conv1 = s->arena + 0;
-  const float *relu0_dx = s->arena + 1605632;
-  float *bn1_dx = s->arena + 2408448;
+  const float *conv1 = s->arena + 1179648;
+  const float *relu0_dx = s->arena + 0;
+  float *bn1_dx = s->arena + 1982464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -8744,8 +9294,8 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* bn1.dweight: bn_dw, resnet18.cnn:29 */
 static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *conv1 = s->arena + 0;
-  const float *relu0_dx = s->arena + 1605632;
+  const float *conv1 = s->arena + 1179648;
+  const float *relu0_dx = s->arena + 0;
   float *bn1_weight_grad = s->g32 + 9408;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -8780,7 +9330,7 @@ static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* bn1.dbias: bias_grad, resnet18.cnn:29 */
 static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0_dx = s->arena + 1605632;
+  const float *relu0_dx = s->arena + 0;
   float *bn1_bias_grad = s->g32 + 9472;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -8796,7 +9346,7 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* conv1.dweight: conv_dw, resnet18.cnn:29
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
-  const float *bn1_dx = s->arena + 2408448;
+  const float *bn1_dx = s->arena + 1982464;
   float *conv1_weight_grad = s->g32 + 0;
   float *conv1_dweight_padded = s->arena + 824832;
   float *conv1_dweight_dy_flat = s->arena + 0;
@@ -8834,7 +9384,7 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 12888 + t * 24 + l] * conv1_dweight_padded[((n_3 * 12 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 116 + kh / 2) * 115 + t * 24 + l + (kc + k) / 2];
+                    acc[(j + k) * 24 + l] = madd(conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 12888 + t * 24 + l], conv1_dweight_padded[((n_3 * 12 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 116 + kh / 2) * 115 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -8862,10 +9412,10 @@ static void update_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *conv1_weight_grad = s->g32 + 0;
   float *conv1_weight_m = s->m32 + 0;
   for (ptrdiff_t i = 0; i < 9408; i++) {
-    float g = conv1_weight_grad[i] + 0.0001f * conv1_weight[i];
-    float buf = 0.9f * conv1_weight_m[i] + g;
+    float g = madd(0.0001f, conv1_weight[i], conv1_weight_grad[i]);
+    float buf = madd(0.9f, conv1_weight_m[i], g);
     conv1_weight_m[i] = buf;
-    conv1_weight[i] = conv1_weight[i] - s->lr * buf;
+    conv1_weight[i] = madd(-s->lr, buf, conv1_weight[i]);
   }
 }
 
@@ -8876,10 +9426,10 @@ static void update_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *bn1_weight_grad = s->g32 + 9408;
   float *bn1_weight_m = s->m32 + 9408;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = bn1_weight_grad[i] + 0.0001f * bn1_weight[i];
-    float buf = 0.9f * bn1_weight_m[i] + g;
+    float g = madd(0.0001f, bn1_weight[i], bn1_weight_grad[i]);
+    float buf = madd(0.9f, bn1_weight_m[i], g);
     bn1_weight_m[i] = buf;
-    bn1_weight[i] = bn1_weight[i] - s->lr * buf;
+    bn1_weight[i] = madd(-s->lr, buf, bn1_weight[i]);
   }
 }
 
@@ -8890,10 +9440,10 @@ static void update_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *bn1_bias_grad = s->g32 + 9472;
   float *bn1_bias_m = s->m32 + 9472;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = bn1_bias_grad[i] + 0.0001f * bn1_bias[i];
-    float buf = 0.9f * bn1_bias_m[i] + g;
+    float g = madd(0.0001f, bn1_bias[i], bn1_bias_grad[i]);
+    float buf = madd(0.9f, bn1_bias_m[i], g);
     bn1_bias_m[i] = buf;
-    bn1_bias[i] = bn1_bias[i] - s->lr * buf;
+    bn1_bias[i] = madd(-s->lr, buf, bn1_bias[i]);
   }
 }
 
@@ -8904,10 +9454,10 @@ static void update_layer1_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
   float *layer1_0_conv1_weight_m = s->m32 + 9664;
   for (ptrdiff_t i = 0; i < 36864; i++) {
-    float g = layer1_0_conv1_weight_grad[i] + 0.0001f * layer1_0_conv1_weight[i];
-    float buf = 0.9f * layer1_0_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_0_conv1_weight[i], layer1_0_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer1_0_conv1_weight_m[i], g);
     layer1_0_conv1_weight_m[i] = buf;
-    layer1_0_conv1_weight[i] = layer1_0_conv1_weight[i] - s->lr * buf;
+    layer1_0_conv1_weight[i] = madd(-s->lr, buf, layer1_0_conv1_weight[i]);
   }
 }
 
@@ -8918,10 +9468,10 @@ static void update_layer1_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   float *layer1_0_bn1_weight_m = s->m32 + 46528;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_0_bn1_weight_grad[i] + 0.0001f * layer1_0_bn1_weight[i];
-    float buf = 0.9f * layer1_0_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_0_bn1_weight[i], layer1_0_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer1_0_bn1_weight_m[i], g);
     layer1_0_bn1_weight_m[i] = buf;
-    layer1_0_bn1_weight[i] = layer1_0_bn1_weight[i] - s->lr * buf;
+    layer1_0_bn1_weight[i] = madd(-s->lr, buf, layer1_0_bn1_weight[i]);
   }
 }
 
@@ -8932,10 +9482,10 @@ static void update_layer1_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   float *layer1_0_bn1_bias_m = s->m32 + 46592;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_0_bn1_bias_grad[i] + 0.0001f * layer1_0_bn1_bias[i];
-    float buf = 0.9f * layer1_0_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer1_0_bn1_bias[i], layer1_0_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer1_0_bn1_bias_m[i], g);
     layer1_0_bn1_bias_m[i] = buf;
-    layer1_0_bn1_bias[i] = layer1_0_bn1_bias[i] - s->lr * buf;
+    layer1_0_bn1_bias[i] = madd(-s->lr, buf, layer1_0_bn1_bias[i]);
   }
 }
 
@@ -8946,10 +9496,10 @@ static void update_layer1_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
   float *layer1_0_conv2_weight_m = s->m32 + 46784;
   for (ptrdiff_t i = 0; i < 36864; i++) {
-    float g = layer1_0_conv2_weight_grad[i] + 0.0001f * layer1_0_conv2_weight[i];
-    float buf = 0.9f * layer1_0_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_0_conv2_weight[i], layer1_0_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer1_0_conv2_weight_m[i], g);
     layer1_0_conv2_weight_m[i] = buf;
-    layer1_0_conv2_weight[i] = layer1_0_conv2_weight[i] - s->lr * buf;
+    layer1_0_conv2_weight[i] = madd(-s->lr, buf, layer1_0_conv2_weight[i]);
   }
 }
 
@@ -8960,10 +9510,10 @@ static void update_layer1_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   float *layer1_0_bn2_weight_m = s->m32 + 83648;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_0_bn2_weight_grad[i] + 0.0001f * layer1_0_bn2_weight[i];
-    float buf = 0.9f * layer1_0_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_0_bn2_weight[i], layer1_0_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer1_0_bn2_weight_m[i], g);
     layer1_0_bn2_weight_m[i] = buf;
-    layer1_0_bn2_weight[i] = layer1_0_bn2_weight[i] - s->lr * buf;
+    layer1_0_bn2_weight[i] = madd(-s->lr, buf, layer1_0_bn2_weight[i]);
   }
 }
 
@@ -8974,10 +9524,10 @@ static void update_layer1_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
   float *layer1_0_bn2_bias_m = s->m32 + 83712;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_0_bn2_bias_grad[i] + 0.0001f * layer1_0_bn2_bias[i];
-    float buf = 0.9f * layer1_0_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer1_0_bn2_bias[i], layer1_0_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer1_0_bn2_bias_m[i], g);
     layer1_0_bn2_bias_m[i] = buf;
-    layer1_0_bn2_bias[i] = layer1_0_bn2_bias[i] - s->lr * buf;
+    layer1_0_bn2_bias[i] = madd(-s->lr, buf, layer1_0_bn2_bias[i]);
   }
 }
 
@@ -8988,10 +9538,10 @@ static void update_layer1_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
   float *layer1_1_conv1_weight_m = s->m32 + 83904;
   for (ptrdiff_t i = 0; i < 36864; i++) {
-    float g = layer1_1_conv1_weight_grad[i] + 0.0001f * layer1_1_conv1_weight[i];
-    float buf = 0.9f * layer1_1_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_1_conv1_weight[i], layer1_1_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer1_1_conv1_weight_m[i], g);
     layer1_1_conv1_weight_m[i] = buf;
-    layer1_1_conv1_weight[i] = layer1_1_conv1_weight[i] - s->lr * buf;
+    layer1_1_conv1_weight[i] = madd(-s->lr, buf, layer1_1_conv1_weight[i]);
   }
 }
 
@@ -9002,10 +9552,10 @@ static void update_layer1_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   float *layer1_1_bn1_weight_m = s->m32 + 120768;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_1_bn1_weight_grad[i] + 0.0001f * layer1_1_bn1_weight[i];
-    float buf = 0.9f * layer1_1_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_1_bn1_weight[i], layer1_1_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer1_1_bn1_weight_m[i], g);
     layer1_1_bn1_weight_m[i] = buf;
-    layer1_1_bn1_weight[i] = layer1_1_bn1_weight[i] - s->lr * buf;
+    layer1_1_bn1_weight[i] = madd(-s->lr, buf, layer1_1_bn1_weight[i]);
   }
 }
 
@@ -9016,10 +9566,10 @@ static void update_layer1_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   float *layer1_1_bn1_bias_m = s->m32 + 120832;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_1_bn1_bias_grad[i] + 0.0001f * layer1_1_bn1_bias[i];
-    float buf = 0.9f * layer1_1_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer1_1_bn1_bias[i], layer1_1_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer1_1_bn1_bias_m[i], g);
     layer1_1_bn1_bias_m[i] = buf;
-    layer1_1_bn1_bias[i] = layer1_1_bn1_bias[i] - s->lr * buf;
+    layer1_1_bn1_bias[i] = madd(-s->lr, buf, layer1_1_bn1_bias[i]);
   }
 }
 
@@ -9030,10 +9580,10 @@ static void update_layer1_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
   float *layer1_1_conv2_weight_m = s->m32 + 121024;
   for (ptrdiff_t i = 0; i < 36864; i++) {
-    float g = layer1_1_conv2_weight_grad[i] + 0.0001f * layer1_1_conv2_weight[i];
-    float buf = 0.9f * layer1_1_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_1_conv2_weight[i], layer1_1_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer1_1_conv2_weight_m[i], g);
     layer1_1_conv2_weight_m[i] = buf;
-    layer1_1_conv2_weight[i] = layer1_1_conv2_weight[i] - s->lr * buf;
+    layer1_1_conv2_weight[i] = madd(-s->lr, buf, layer1_1_conv2_weight[i]);
   }
 }
 
@@ -9044,10 +9594,10 @@ static void update_layer1_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   float *layer1_1_bn2_weight_m = s->m32 + 157888;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_1_bn2_weight_grad[i] + 0.0001f * layer1_1_bn2_weight[i];
-    float buf = 0.9f * layer1_1_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer1_1_bn2_weight[i], layer1_1_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer1_1_bn2_weight_m[i], g);
     layer1_1_bn2_weight_m[i] = buf;
-    layer1_1_bn2_weight[i] = layer1_1_bn2_weight[i] - s->lr * buf;
+    layer1_1_bn2_weight[i] = madd(-s->lr, buf, layer1_1_bn2_weight[i]);
   }
 }
 
@@ -9058,10 +9608,10 @@ static void update_layer1_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn2_bias_grad = s->g32 + 157952;
   float *layer1_1_bn2_bias_m = s->m32 + 157952;
   for (ptrdiff_t i = 0; i < 64; i++) {
-    float g = layer1_1_bn2_bias_grad[i] + 0.0001f * layer1_1_bn2_bias[i];
-    float buf = 0.9f * layer1_1_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer1_1_bn2_bias[i], layer1_1_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer1_1_bn2_bias_m[i], g);
     layer1_1_bn2_bias_m[i] = buf;
-    layer1_1_bn2_bias[i] = layer1_1_bn2_bias[i] - s->lr * buf;
+    layer1_1_bn2_bias[i] = madd(-s->lr, buf, layer1_1_bn2_bias[i]);
   }
 }
 
@@ -9072,10 +9622,10 @@ static void update_layer2_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
   float *layer2_0_conv1_weight_m = s->m32 + 158144;
   for (ptrdiff_t i = 0; i < 73728; i++) {
-    float g = layer2_0_conv1_weight_grad[i] + 0.0001f * layer2_0_conv1_weight[i];
-    float buf = 0.9f * layer2_0_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_0_conv1_weight[i], layer2_0_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer2_0_conv1_weight_m[i], g);
     layer2_0_conv1_weight_m[i] = buf;
-    layer2_0_conv1_weight[i] = layer2_0_conv1_weight[i] - s->lr * buf;
+    layer2_0_conv1_weight[i] = madd(-s->lr, buf, layer2_0_conv1_weight[i]);
   }
 }
 
@@ -9086,10 +9636,10 @@ static void update_layer2_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   float *layer2_0_bn1_weight_m = s->m32 + 231872;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_0_bn1_weight_grad[i] + 0.0001f * layer2_0_bn1_weight[i];
-    float buf = 0.9f * layer2_0_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_0_bn1_weight[i], layer2_0_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer2_0_bn1_weight_m[i], g);
     layer2_0_bn1_weight_m[i] = buf;
-    layer2_0_bn1_weight[i] = layer2_0_bn1_weight[i] - s->lr * buf;
+    layer2_0_bn1_weight[i] = madd(-s->lr, buf, layer2_0_bn1_weight[i]);
   }
 }
 
@@ -9100,10 +9650,10 @@ static void update_layer2_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn1_bias_grad = s->g32 + 232000;
   float *layer2_0_bn1_bias_m = s->m32 + 232000;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_0_bn1_bias_grad[i] + 0.0001f * layer2_0_bn1_bias[i];
-    float buf = 0.9f * layer2_0_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer2_0_bn1_bias[i], layer2_0_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer2_0_bn1_bias_m[i], g);
     layer2_0_bn1_bias_m[i] = buf;
-    layer2_0_bn1_bias[i] = layer2_0_bn1_bias[i] - s->lr * buf;
+    layer2_0_bn1_bias[i] = madd(-s->lr, buf, layer2_0_bn1_bias[i]);
   }
 }
 
@@ -9114,10 +9664,10 @@ static void update_layer2_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
   float *layer2_0_conv2_weight_m = s->m32 + 232384;
   for (ptrdiff_t i = 0; i < 147456; i++) {
-    float g = layer2_0_conv2_weight_grad[i] + 0.0001f * layer2_0_conv2_weight[i];
-    float buf = 0.9f * layer2_0_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_0_conv2_weight[i], layer2_0_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer2_0_conv2_weight_m[i], g);
     layer2_0_conv2_weight_m[i] = buf;
-    layer2_0_conv2_weight[i] = layer2_0_conv2_weight[i] - s->lr * buf;
+    layer2_0_conv2_weight[i] = madd(-s->lr, buf, layer2_0_conv2_weight[i]);
   }
 }
 
@@ -9128,10 +9678,10 @@ static void update_layer2_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   float *layer2_0_bn2_weight_m = s->m32 + 379840;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_0_bn2_weight_grad[i] + 0.0001f * layer2_0_bn2_weight[i];
-    float buf = 0.9f * layer2_0_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_0_bn2_weight[i], layer2_0_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer2_0_bn2_weight_m[i], g);
     layer2_0_bn2_weight_m[i] = buf;
-    layer2_0_bn2_weight[i] = layer2_0_bn2_weight[i] - s->lr * buf;
+    layer2_0_bn2_weight[i] = madd(-s->lr, buf, layer2_0_bn2_weight[i]);
   }
 }
 
@@ -9142,10 +9692,10 @@ static void update_layer2_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn2_bias_grad = s->g32 + 379968;
   float *layer2_0_bn2_bias_m = s->m32 + 379968;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_0_bn2_bias_grad[i] + 0.0001f * layer2_0_bn2_bias[i];
-    float buf = 0.9f * layer2_0_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer2_0_bn2_bias[i], layer2_0_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer2_0_bn2_bias_m[i], g);
     layer2_0_bn2_bias_m[i] = buf;
-    layer2_0_bn2_bias[i] = layer2_0_bn2_bias[i] - s->lr * buf;
+    layer2_0_bn2_bias[i] = madd(-s->lr, buf, layer2_0_bn2_bias[i]);
   }
 }
 
@@ -9156,10 +9706,10 @@ static void update_layer2_0_downsample_0_weight(resnet18_state *s, ptrdiff_t cou
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
   float *layer2_0_downsample_0_weight_m = s->m32 + 380352;
   for (ptrdiff_t i = 0; i < 8192; i++) {
-    float g = layer2_0_downsample_0_weight_grad[i] + 0.0001f * layer2_0_downsample_0_weight[i];
-    float buf = 0.9f * layer2_0_downsample_0_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_0_downsample_0_weight[i], layer2_0_downsample_0_weight_grad[i]);
+    float buf = madd(0.9f, layer2_0_downsample_0_weight_m[i], g);
     layer2_0_downsample_0_weight_m[i] = buf;
-    layer2_0_downsample_0_weight[i] = layer2_0_downsample_0_weight[i] - s->lr * buf;
+    layer2_0_downsample_0_weight[i] = madd(-s->lr, buf, layer2_0_downsample_0_weight[i]);
   }
 }
 
@@ -9170,10 +9720,10 @@ static void update_layer2_0_downsample_1_weight(resnet18_state *s, ptrdiff_t cou
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   float *layer2_0_downsample_1_weight_m = s->m32 + 388544;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_0_downsample_1_weight_grad[i] + 0.0001f * layer2_0_downsample_1_weight[i];
-    float buf = 0.9f * layer2_0_downsample_1_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_0_downsample_1_weight[i], layer2_0_downsample_1_weight_grad[i]);
+    float buf = madd(0.9f, layer2_0_downsample_1_weight_m[i], g);
     layer2_0_downsample_1_weight_m[i] = buf;
-    layer2_0_downsample_1_weight[i] = layer2_0_downsample_1_weight[i] - s->lr * buf;
+    layer2_0_downsample_1_weight[i] = madd(-s->lr, buf, layer2_0_downsample_1_weight[i]);
   }
 }
 
@@ -9184,10 +9734,10 @@ static void update_layer2_0_downsample_1_bias(resnet18_state *s, ptrdiff_t count
   float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
   float *layer2_0_downsample_1_bias_m = s->m32 + 388672;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_0_downsample_1_bias_grad[i] + 0.0001f * layer2_0_downsample_1_bias[i];
-    float buf = 0.9f * layer2_0_downsample_1_bias_m[i] + g;
+    float g = madd(0.0001f, layer2_0_downsample_1_bias[i], layer2_0_downsample_1_bias_grad[i]);
+    float buf = madd(0.9f, layer2_0_downsample_1_bias_m[i], g);
     layer2_0_downsample_1_bias_m[i] = buf;
-    layer2_0_downsample_1_bias[i] = layer2_0_downsample_1_bias[i] - s->lr * buf;
+    layer2_0_downsample_1_bias[i] = madd(-s->lr, buf, layer2_0_downsample_1_bias[i]);
   }
 }
 
@@ -9198,10 +9748,10 @@ static void update_layer2_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
   float *layer2_1_conv1_weight_m = s->m32 + 389056;
   for (ptrdiff_t i = 0; i < 147456; i++) {
-    float g = layer2_1_conv1_weight_grad[i] + 0.0001f * layer2_1_conv1_weight[i];
-    float buf = 0.9f * layer2_1_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_1_conv1_weight[i], layer2_1_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer2_1_conv1_weight_m[i], g);
     layer2_1_conv1_weight_m[i] = buf;
-    layer2_1_conv1_weight[i] = layer2_1_conv1_weight[i] - s->lr * buf;
+    layer2_1_conv1_weight[i] = madd(-s->lr, buf, layer2_1_conv1_weight[i]);
   }
 }
 
@@ -9212,10 +9762,10 @@ static void update_layer2_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   float *layer2_1_bn1_weight_m = s->m32 + 536512;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_1_bn1_weight_grad[i] + 0.0001f * layer2_1_bn1_weight[i];
-    float buf = 0.9f * layer2_1_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_1_bn1_weight[i], layer2_1_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer2_1_bn1_weight_m[i], g);
     layer2_1_bn1_weight_m[i] = buf;
-    layer2_1_bn1_weight[i] = layer2_1_bn1_weight[i] - s->lr * buf;
+    layer2_1_bn1_weight[i] = madd(-s->lr, buf, layer2_1_bn1_weight[i]);
   }
 }
 
@@ -9226,10 +9776,10 @@ static void update_layer2_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn1_bias_grad = s->g32 + 536640;
   float *layer2_1_bn1_bias_m = s->m32 + 536640;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_1_bn1_bias_grad[i] + 0.0001f * layer2_1_bn1_bias[i];
-    float buf = 0.9f * layer2_1_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer2_1_bn1_bias[i], layer2_1_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer2_1_bn1_bias_m[i], g);
     layer2_1_bn1_bias_m[i] = buf;
-    layer2_1_bn1_bias[i] = layer2_1_bn1_bias[i] - s->lr * buf;
+    layer2_1_bn1_bias[i] = madd(-s->lr, buf, layer2_1_bn1_bias[i]);
   }
 }
 
@@ -9240,10 +9790,10 @@ static void update_layer2_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
   float *layer2_1_conv2_weight_m = s->m32 + 537024;
   for (ptrdiff_t i = 0; i < 147456; i++) {
-    float g = layer2_1_conv2_weight_grad[i] + 0.0001f * layer2_1_conv2_weight[i];
-    float buf = 0.9f * layer2_1_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_1_conv2_weight[i], layer2_1_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer2_1_conv2_weight_m[i], g);
     layer2_1_conv2_weight_m[i] = buf;
-    layer2_1_conv2_weight[i] = layer2_1_conv2_weight[i] - s->lr * buf;
+    layer2_1_conv2_weight[i] = madd(-s->lr, buf, layer2_1_conv2_weight[i]);
   }
 }
 
@@ -9254,10 +9804,10 @@ static void update_layer2_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   float *layer2_1_bn2_weight_m = s->m32 + 684480;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_1_bn2_weight_grad[i] + 0.0001f * layer2_1_bn2_weight[i];
-    float buf = 0.9f * layer2_1_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer2_1_bn2_weight[i], layer2_1_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer2_1_bn2_weight_m[i], g);
     layer2_1_bn2_weight_m[i] = buf;
-    layer2_1_bn2_weight[i] = layer2_1_bn2_weight[i] - s->lr * buf;
+    layer2_1_bn2_weight[i] = madd(-s->lr, buf, layer2_1_bn2_weight[i]);
   }
 }
 
@@ -9268,10 +9818,10 @@ static void update_layer2_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn2_bias_grad = s->g32 + 684608;
   float *layer2_1_bn2_bias_m = s->m32 + 684608;
   for (ptrdiff_t i = 0; i < 128; i++) {
-    float g = layer2_1_bn2_bias_grad[i] + 0.0001f * layer2_1_bn2_bias[i];
-    float buf = 0.9f * layer2_1_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer2_1_bn2_bias[i], layer2_1_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer2_1_bn2_bias_m[i], g);
     layer2_1_bn2_bias_m[i] = buf;
-    layer2_1_bn2_bias[i] = layer2_1_bn2_bias[i] - s->lr * buf;
+    layer2_1_bn2_bias[i] = madd(-s->lr, buf, layer2_1_bn2_bias[i]);
   }
 }
 
@@ -9282,10 +9832,10 @@ static void update_layer3_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
   float *layer3_0_conv1_weight_m = s->m32 + 684992;
   for (ptrdiff_t i = 0; i < 294912; i++) {
-    float g = layer3_0_conv1_weight_grad[i] + 0.0001f * layer3_0_conv1_weight[i];
-    float buf = 0.9f * layer3_0_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_0_conv1_weight[i], layer3_0_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer3_0_conv1_weight_m[i], g);
     layer3_0_conv1_weight_m[i] = buf;
-    layer3_0_conv1_weight[i] = layer3_0_conv1_weight[i] - s->lr * buf;
+    layer3_0_conv1_weight[i] = madd(-s->lr, buf, layer3_0_conv1_weight[i]);
   }
 }
 
@@ -9296,10 +9846,10 @@ static void update_layer3_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   float *layer3_0_bn1_weight_m = s->m32 + 979904;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_0_bn1_weight_grad[i] + 0.0001f * layer3_0_bn1_weight[i];
-    float buf = 0.9f * layer3_0_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_0_bn1_weight[i], layer3_0_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer3_0_bn1_weight_m[i], g);
     layer3_0_bn1_weight_m[i] = buf;
-    layer3_0_bn1_weight[i] = layer3_0_bn1_weight[i] - s->lr * buf;
+    layer3_0_bn1_weight[i] = madd(-s->lr, buf, layer3_0_bn1_weight[i]);
   }
 }
 
@@ -9310,10 +9860,10 @@ static void update_layer3_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   float *layer3_0_bn1_bias_m = s->m32 + 980160;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_0_bn1_bias_grad[i] + 0.0001f * layer3_0_bn1_bias[i];
-    float buf = 0.9f * layer3_0_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer3_0_bn1_bias[i], layer3_0_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer3_0_bn1_bias_m[i], g);
     layer3_0_bn1_bias_m[i] = buf;
-    layer3_0_bn1_bias[i] = layer3_0_bn1_bias[i] - s->lr * buf;
+    layer3_0_bn1_bias[i] = madd(-s->lr, buf, layer3_0_bn1_bias[i]);
   }
 }
 
@@ -9324,10 +9874,10 @@ static void update_layer3_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
   float *layer3_0_conv2_weight_m = s->m32 + 980928;
   for (ptrdiff_t i = 0; i < 589824; i++) {
-    float g = layer3_0_conv2_weight_grad[i] + 0.0001f * layer3_0_conv2_weight[i];
-    float buf = 0.9f * layer3_0_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_0_conv2_weight[i], layer3_0_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer3_0_conv2_weight_m[i], g);
     layer3_0_conv2_weight_m[i] = buf;
-    layer3_0_conv2_weight[i] = layer3_0_conv2_weight[i] - s->lr * buf;
+    layer3_0_conv2_weight[i] = madd(-s->lr, buf, layer3_0_conv2_weight[i]);
   }
 }
 
@@ -9338,10 +9888,10 @@ static void update_layer3_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   float *layer3_0_bn2_weight_m = s->m32 + 1570752;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_0_bn2_weight_grad[i] + 0.0001f * layer3_0_bn2_weight[i];
-    float buf = 0.9f * layer3_0_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_0_bn2_weight[i], layer3_0_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer3_0_bn2_weight_m[i], g);
     layer3_0_bn2_weight_m[i] = buf;
-    layer3_0_bn2_weight[i] = layer3_0_bn2_weight[i] - s->lr * buf;
+    layer3_0_bn2_weight[i] = madd(-s->lr, buf, layer3_0_bn2_weight[i]);
   }
 }
 
@@ -9352,10 +9902,10 @@ static void update_layer3_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
   float *layer3_0_bn2_bias_m = s->m32 + 1571008;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_0_bn2_bias_grad[i] + 0.0001f * layer3_0_bn2_bias[i];
-    float buf = 0.9f * layer3_0_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer3_0_bn2_bias[i], layer3_0_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer3_0_bn2_bias_m[i], g);
     layer3_0_bn2_bias_m[i] = buf;
-    layer3_0_bn2_bias[i] = layer3_0_bn2_bias[i] - s->lr * buf;
+    layer3_0_bn2_bias[i] = madd(-s->lr, buf, layer3_0_bn2_bias[i]);
   }
 }
 
@@ -9366,10 +9916,10 @@ static void update_layer3_0_downsample_0_weight(resnet18_state *s, ptrdiff_t cou
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float *layer3_0_downsample_0_weight_m = s->m32 + 1571776;
   for (ptrdiff_t i = 0; i < 32768; i++) {
-    float g = layer3_0_downsample_0_weight_grad[i] + 0.0001f * layer3_0_downsample_0_weight[i];
-    float buf = 0.9f * layer3_0_downsample_0_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_0_downsample_0_weight[i], layer3_0_downsample_0_weight_grad[i]);
+    float buf = madd(0.9f, layer3_0_downsample_0_weight_m[i], g);
     layer3_0_downsample_0_weight_m[i] = buf;
-    layer3_0_downsample_0_weight[i] = layer3_0_downsample_0_weight[i] - s->lr * buf;
+    layer3_0_downsample_0_weight[i] = madd(-s->lr, buf, layer3_0_downsample_0_weight[i]);
   }
 }
 
@@ -9380,10 +9930,10 @@ static void update_layer3_0_downsample_1_weight(resnet18_state *s, ptrdiff_t cou
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   float *layer3_0_downsample_1_weight_m = s->m32 + 1604544;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_0_downsample_1_weight_grad[i] + 0.0001f * layer3_0_downsample_1_weight[i];
-    float buf = 0.9f * layer3_0_downsample_1_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_0_downsample_1_weight[i], layer3_0_downsample_1_weight_grad[i]);
+    float buf = madd(0.9f, layer3_0_downsample_1_weight_m[i], g);
     layer3_0_downsample_1_weight_m[i] = buf;
-    layer3_0_downsample_1_weight[i] = layer3_0_downsample_1_weight[i] - s->lr * buf;
+    layer3_0_downsample_1_weight[i] = madd(-s->lr, buf, layer3_0_downsample_1_weight[i]);
   }
 }
 
@@ -9394,10 +9944,10 @@ static void update_layer3_0_downsample_1_bias(resnet18_state *s, ptrdiff_t count
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
   float *layer3_0_downsample_1_bias_m = s->m32 + 1604800;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_0_downsample_1_bias_grad[i] + 0.0001f * layer3_0_downsample_1_bias[i];
-    float buf = 0.9f * layer3_0_downsample_1_bias_m[i] + g;
+    float g = madd(0.0001f, layer3_0_downsample_1_bias[i], layer3_0_downsample_1_bias_grad[i]);
+    float buf = madd(0.9f, layer3_0_downsample_1_bias_m[i], g);
     layer3_0_downsample_1_bias_m[i] = buf;
-    layer3_0_downsample_1_bias[i] = layer3_0_downsample_1_bias[i] - s->lr * buf;
+    layer3_0_downsample_1_bias[i] = madd(-s->lr, buf, layer3_0_downsample_1_bias[i]);
   }
 }
 
@@ -9408,10 +9958,10 @@ static void update_layer3_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
   float *layer3_1_conv1_weight_m = s->m32 + 1605568;
   for (ptrdiff_t i = 0; i < 589824; i++) {
-    float g = layer3_1_conv1_weight_grad[i] + 0.0001f * layer3_1_conv1_weight[i];
-    float buf = 0.9f * layer3_1_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_1_conv1_weight[i], layer3_1_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer3_1_conv1_weight_m[i], g);
     layer3_1_conv1_weight_m[i] = buf;
-    layer3_1_conv1_weight[i] = layer3_1_conv1_weight[i] - s->lr * buf;
+    layer3_1_conv1_weight[i] = madd(-s->lr, buf, layer3_1_conv1_weight[i]);
   }
 }
 
@@ -9422,10 +9972,10 @@ static void update_layer3_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   float *layer3_1_bn1_weight_m = s->m32 + 2195392;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_1_bn1_weight_grad[i] + 0.0001f * layer3_1_bn1_weight[i];
-    float buf = 0.9f * layer3_1_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_1_bn1_weight[i], layer3_1_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer3_1_bn1_weight_m[i], g);
     layer3_1_bn1_weight_m[i] = buf;
-    layer3_1_bn1_weight[i] = layer3_1_bn1_weight[i] - s->lr * buf;
+    layer3_1_bn1_weight[i] = madd(-s->lr, buf, layer3_1_bn1_weight[i]);
   }
 }
 
@@ -9436,10 +9986,10 @@ static void update_layer3_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
   float *layer3_1_bn1_bias_m = s->m32 + 2195648;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_1_bn1_bias_grad[i] + 0.0001f * layer3_1_bn1_bias[i];
-    float buf = 0.9f * layer3_1_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer3_1_bn1_bias[i], layer3_1_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer3_1_bn1_bias_m[i], g);
     layer3_1_bn1_bias_m[i] = buf;
-    layer3_1_bn1_bias[i] = layer3_1_bn1_bias[i] - s->lr * buf;
+    layer3_1_bn1_bias[i] = madd(-s->lr, buf, layer3_1_bn1_bias[i]);
   }
 }
 
@@ -9450,10 +10000,10 @@ static void update_layer3_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
   float *layer3_1_conv2_weight_m = s->m32 + 2196416;
   for (ptrdiff_t i = 0; i < 589824; i++) {
-    float g = layer3_1_conv2_weight_grad[i] + 0.0001f * layer3_1_conv2_weight[i];
-    float buf = 0.9f * layer3_1_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_1_conv2_weight[i], layer3_1_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer3_1_conv2_weight_m[i], g);
     layer3_1_conv2_weight_m[i] = buf;
-    layer3_1_conv2_weight[i] = layer3_1_conv2_weight[i] - s->lr * buf;
+    layer3_1_conv2_weight[i] = madd(-s->lr, buf, layer3_1_conv2_weight[i]);
   }
 }
 
@@ -9464,10 +10014,10 @@ static void update_layer3_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   float *layer3_1_bn2_weight_m = s->m32 + 2786240;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_1_bn2_weight_grad[i] + 0.0001f * layer3_1_bn2_weight[i];
-    float buf = 0.9f * layer3_1_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer3_1_bn2_weight[i], layer3_1_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer3_1_bn2_weight_m[i], g);
     layer3_1_bn2_weight_m[i] = buf;
-    layer3_1_bn2_weight[i] = layer3_1_bn2_weight[i] - s->lr * buf;
+    layer3_1_bn2_weight[i] = madd(-s->lr, buf, layer3_1_bn2_weight[i]);
   }
 }
 
@@ -9478,10 +10028,10 @@ static void update_layer3_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
   float *layer3_1_bn2_bias_m = s->m32 + 2786496;
   for (ptrdiff_t i = 0; i < 256; i++) {
-    float g = layer3_1_bn2_bias_grad[i] + 0.0001f * layer3_1_bn2_bias[i];
-    float buf = 0.9f * layer3_1_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer3_1_bn2_bias[i], layer3_1_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer3_1_bn2_bias_m[i], g);
     layer3_1_bn2_bias_m[i] = buf;
-    layer3_1_bn2_bias[i] = layer3_1_bn2_bias[i] - s->lr * buf;
+    layer3_1_bn2_bias[i] = madd(-s->lr, buf, layer3_1_bn2_bias[i]);
   }
 }
 
@@ -9492,10 +10042,10 @@ static void update_layer4_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float *layer4_0_conv1_weight_m = s->m32 + 2787264;
   for (ptrdiff_t i = 0; i < 1179648; i++) {
-    float g = layer4_0_conv1_weight_grad[i] + 0.0001f * layer4_0_conv1_weight[i];
-    float buf = 0.9f * layer4_0_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_0_conv1_weight[i], layer4_0_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer4_0_conv1_weight_m[i], g);
     layer4_0_conv1_weight_m[i] = buf;
-    layer4_0_conv1_weight[i] = layer4_0_conv1_weight[i] - s->lr * buf;
+    layer4_0_conv1_weight[i] = madd(-s->lr, buf, layer4_0_conv1_weight[i]);
   }
 }
 
@@ -9506,10 +10056,10 @@ static void update_layer4_0_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   float *layer4_0_bn1_weight_m = s->m32 + 3966912;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_0_bn1_weight_grad[i] + 0.0001f * layer4_0_bn1_weight[i];
-    float buf = 0.9f * layer4_0_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_0_bn1_weight[i], layer4_0_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer4_0_bn1_weight_m[i], g);
     layer4_0_bn1_weight_m[i] = buf;
-    layer4_0_bn1_weight[i] = layer4_0_bn1_weight[i] - s->lr * buf;
+    layer4_0_bn1_weight[i] = madd(-s->lr, buf, layer4_0_bn1_weight[i]);
   }
 }
 
@@ -9520,10 +10070,10 @@ static void update_layer4_0_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
   float *layer4_0_bn1_bias_m = s->m32 + 3967424;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_0_bn1_bias_grad[i] + 0.0001f * layer4_0_bn1_bias[i];
-    float buf = 0.9f * layer4_0_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer4_0_bn1_bias[i], layer4_0_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer4_0_bn1_bias_m[i], g);
     layer4_0_bn1_bias_m[i] = buf;
-    layer4_0_bn1_bias[i] = layer4_0_bn1_bias[i] - s->lr * buf;
+    layer4_0_bn1_bias[i] = madd(-s->lr, buf, layer4_0_bn1_bias[i]);
   }
 }
 
@@ -9534,10 +10084,10 @@ static void update_layer4_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
   float *layer4_0_conv2_weight_m = s->m32 + 3968960;
   for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = layer4_0_conv2_weight_grad[i] + 0.0001f * layer4_0_conv2_weight[i];
-    float buf = 0.9f * layer4_0_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_0_conv2_weight[i], layer4_0_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer4_0_conv2_weight_m[i], g);
     layer4_0_conv2_weight_m[i] = buf;
-    layer4_0_conv2_weight[i] = layer4_0_conv2_weight[i] - s->lr * buf;
+    layer4_0_conv2_weight[i] = madd(-s->lr, buf, layer4_0_conv2_weight[i]);
   }
 }
 
@@ -9548,10 +10098,10 @@ static void update_layer4_0_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   float *layer4_0_bn2_weight_m = s->m32 + 6328256;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_0_bn2_weight_grad[i] + 0.0001f * layer4_0_bn2_weight[i];
-    float buf = 0.9f * layer4_0_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_0_bn2_weight[i], layer4_0_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer4_0_bn2_weight_m[i], g);
     layer4_0_bn2_weight_m[i] = buf;
-    layer4_0_bn2_weight[i] = layer4_0_bn2_weight[i] - s->lr * buf;
+    layer4_0_bn2_weight[i] = madd(-s->lr, buf, layer4_0_bn2_weight[i]);
   }
 }
 
@@ -9562,10 +10112,10 @@ static void update_layer4_0_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
   float *layer4_0_bn2_bias_m = s->m32 + 6328768;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_0_bn2_bias_grad[i] + 0.0001f * layer4_0_bn2_bias[i];
-    float buf = 0.9f * layer4_0_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer4_0_bn2_bias[i], layer4_0_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer4_0_bn2_bias_m[i], g);
     layer4_0_bn2_bias_m[i] = buf;
-    layer4_0_bn2_bias[i] = layer4_0_bn2_bias[i] - s->lr * buf;
+    layer4_0_bn2_bias[i] = madd(-s->lr, buf, layer4_0_bn2_bias[i]);
   }
 }
 
@@ -9576,10 +10126,10 @@ static void update_layer4_0_downsample_0_weight(resnet18_state *s, ptrdiff_t cou
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
   float *layer4_0_downsample_0_weight_m = s->m32 + 6330304;
   for (ptrdiff_t i = 0; i < 131072; i++) {
-    float g = layer4_0_downsample_0_weight_grad[i] + 0.0001f * layer4_0_downsample_0_weight[i];
-    float buf = 0.9f * layer4_0_downsample_0_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_0_downsample_0_weight[i], layer4_0_downsample_0_weight_grad[i]);
+    float buf = madd(0.9f, layer4_0_downsample_0_weight_m[i], g);
     layer4_0_downsample_0_weight_m[i] = buf;
-    layer4_0_downsample_0_weight[i] = layer4_0_downsample_0_weight[i] - s->lr * buf;
+    layer4_0_downsample_0_weight[i] = madd(-s->lr, buf, layer4_0_downsample_0_weight[i]);
   }
 }
 
@@ -9590,10 +10140,10 @@ static void update_layer4_0_downsample_1_weight(resnet18_state *s, ptrdiff_t cou
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   float *layer4_0_downsample_1_weight_m = s->m32 + 6461376;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_0_downsample_1_weight_grad[i] + 0.0001f * layer4_0_downsample_1_weight[i];
-    float buf = 0.9f * layer4_0_downsample_1_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_0_downsample_1_weight[i], layer4_0_downsample_1_weight_grad[i]);
+    float buf = madd(0.9f, layer4_0_downsample_1_weight_m[i], g);
     layer4_0_downsample_1_weight_m[i] = buf;
-    layer4_0_downsample_1_weight[i] = layer4_0_downsample_1_weight[i] - s->lr * buf;
+    layer4_0_downsample_1_weight[i] = madd(-s->lr, buf, layer4_0_downsample_1_weight[i]);
   }
 }
 
@@ -9604,10 +10154,10 @@ static void update_layer4_0_downsample_1_bias(resnet18_state *s, ptrdiff_t count
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
   float *layer4_0_downsample_1_bias_m = s->m32 + 6461888;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_0_downsample_1_bias_grad[i] + 0.0001f * layer4_0_downsample_1_bias[i];
-    float buf = 0.9f * layer4_0_downsample_1_bias_m[i] + g;
+    float g = madd(0.0001f, layer4_0_downsample_1_bias[i], layer4_0_downsample_1_bias_grad[i]);
+    float buf = madd(0.9f, layer4_0_downsample_1_bias_m[i], g);
     layer4_0_downsample_1_bias_m[i] = buf;
-    layer4_0_downsample_1_bias[i] = layer4_0_downsample_1_bias[i] - s->lr * buf;
+    layer4_0_downsample_1_bias[i] = madd(-s->lr, buf, layer4_0_downsample_1_bias[i]);
   }
 }
 
@@ -9618,10 +10168,10 @@ static void update_layer4_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
   float *layer4_1_conv1_weight_m = s->m32 + 6463424;
   for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = layer4_1_conv1_weight_grad[i] + 0.0001f * layer4_1_conv1_weight[i];
-    float buf = 0.9f * layer4_1_conv1_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_1_conv1_weight[i], layer4_1_conv1_weight_grad[i]);
+    float buf = madd(0.9f, layer4_1_conv1_weight_m[i], g);
     layer4_1_conv1_weight_m[i] = buf;
-    layer4_1_conv1_weight[i] = layer4_1_conv1_weight[i] - s->lr * buf;
+    layer4_1_conv1_weight[i] = madd(-s->lr, buf, layer4_1_conv1_weight[i]);
   }
 }
 
@@ -9632,10 +10182,10 @@ static void update_layer4_1_bn1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   float *layer4_1_bn1_weight_m = s->m32 + 8822720;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_1_bn1_weight_grad[i] + 0.0001f * layer4_1_bn1_weight[i];
-    float buf = 0.9f * layer4_1_bn1_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_1_bn1_weight[i], layer4_1_bn1_weight_grad[i]);
+    float buf = madd(0.9f, layer4_1_bn1_weight_m[i], g);
     layer4_1_bn1_weight_m[i] = buf;
-    layer4_1_bn1_weight[i] = layer4_1_bn1_weight[i] - s->lr * buf;
+    layer4_1_bn1_weight[i] = madd(-s->lr, buf, layer4_1_bn1_weight[i]);
   }
 }
 
@@ -9646,10 +10196,10 @@ static void update_layer4_1_bn1_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
   float *layer4_1_bn1_bias_m = s->m32 + 8823232;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_1_bn1_bias_grad[i] + 0.0001f * layer4_1_bn1_bias[i];
-    float buf = 0.9f * layer4_1_bn1_bias_m[i] + g;
+    float g = madd(0.0001f, layer4_1_bn1_bias[i], layer4_1_bn1_bias_grad[i]);
+    float buf = madd(0.9f, layer4_1_bn1_bias_m[i], g);
     layer4_1_bn1_bias_m[i] = buf;
-    layer4_1_bn1_bias[i] = layer4_1_bn1_bias[i] - s->lr * buf;
+    layer4_1_bn1_bias[i] = madd(-s->lr, buf, layer4_1_bn1_bias[i]);
   }
 }
 
@@ -9660,10 +10210,10 @@ static void update_layer4_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
   float *layer4_1_conv2_weight_m = s->m32 + 8824768;
   for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = layer4_1_conv2_weight_grad[i] + 0.0001f * layer4_1_conv2_weight[i];
-    float buf = 0.9f * layer4_1_conv2_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_1_conv2_weight[i], layer4_1_conv2_weight_grad[i]);
+    float buf = madd(0.9f, layer4_1_conv2_weight_m[i], g);
     layer4_1_conv2_weight_m[i] = buf;
-    layer4_1_conv2_weight[i] = layer4_1_conv2_weight[i] - s->lr * buf;
+    layer4_1_conv2_weight[i] = madd(-s->lr, buf, layer4_1_conv2_weight[i]);
   }
 }
 
@@ -9674,10 +10224,10 @@ static void update_layer4_1_bn2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   float *layer4_1_bn2_weight_m = s->m32 + 11184064;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_1_bn2_weight_grad[i] + 0.0001f * layer4_1_bn2_weight[i];
-    float buf = 0.9f * layer4_1_bn2_weight_m[i] + g;
+    float g = madd(0.0001f, layer4_1_bn2_weight[i], layer4_1_bn2_weight_grad[i]);
+    float buf = madd(0.9f, layer4_1_bn2_weight_m[i], g);
     layer4_1_bn2_weight_m[i] = buf;
-    layer4_1_bn2_weight[i] = layer4_1_bn2_weight[i] - s->lr * buf;
+    layer4_1_bn2_weight[i] = madd(-s->lr, buf, layer4_1_bn2_weight[i]);
   }
 }
 
@@ -9688,10 +10238,10 @@ static void update_layer4_1_bn2_bias(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
   float *layer4_1_bn2_bias_m = s->m32 + 11184576;
   for (ptrdiff_t i = 0; i < 512; i++) {
-    float g = layer4_1_bn2_bias_grad[i] + 0.0001f * layer4_1_bn2_bias[i];
-    float buf = 0.9f * layer4_1_bn2_bias_m[i] + g;
+    float g = madd(0.0001f, layer4_1_bn2_bias[i], layer4_1_bn2_bias_grad[i]);
+    float buf = madd(0.9f, layer4_1_bn2_bias_m[i], g);
     layer4_1_bn2_bias_m[i] = buf;
-    layer4_1_bn2_bias[i] = layer4_1_bn2_bias[i] - s->lr * buf;
+    layer4_1_bn2_bias[i] = madd(-s->lr, buf, layer4_1_bn2_bias[i]);
   }
 }
 
@@ -9702,10 +10252,10 @@ static void update_fc_weight(resnet18_state *s, ptrdiff_t count) {
   float *fc_weight_grad = s->g32 + 11186112;
   float *fc_weight_m = s->m32 + 11186112;
   for (ptrdiff_t i = 0; i < 512000; i++) {
-    float g = fc_weight_grad[i] + 0.0001f * fc_weight[i];
-    float buf = 0.9f * fc_weight_m[i] + g;
+    float g = madd(0.0001f, fc_weight[i], fc_weight_grad[i]);
+    float buf = madd(0.9f, fc_weight_m[i], g);
     fc_weight_m[i] = buf;
-    fc_weight[i] = fc_weight[i] - s->lr * buf;
+    fc_weight[i] = madd(-s->lr, buf, fc_weight[i]);
   }
 }
 
@@ -9716,10 +10266,10 @@ static void update_fc_bias(resnet18_state *s, ptrdiff_t count) {
   float *fc_bias_grad = s->g32 + 11698112;
   float *fc_bias_m = s->m32 + 11698112;
   for (ptrdiff_t i = 0; i < 1000; i++) {
-    float g = fc_bias_grad[i] + 0.0001f * fc_bias[i];
-    float buf = 0.9f * fc_bias_m[i] + g;
+    float g = madd(0.0001f, fc_bias[i], fc_bias_grad[i]);
+    float buf = madd(0.9f, fc_bias_m[i], g);
     fc_bias_m[i] = buf;
-    fc_bias[i] = fc_bias[i] - s->lr * buf;
+    fc_bias[i] = madd(-s->lr, buf, fc_bias[i]);
   }
 }
 
@@ -9877,7 +10427,7 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
   RESNET18_KERNEL("bn1.dweight", train_bn1_dweight(s, count));
   RESNET18_KERNEL("bn1.dbias", train_bn1_dbias(s, count));
   RESNET18_KERNEL("conv1.dweight", train_conv1_dweight(s, count, x));
-  *loss = s->arena[5104384];
+  *loss = s->arena[6177792];
   return 0;
 }
 

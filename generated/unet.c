@@ -34,6 +34,18 @@ static inline float min_of(float x, float y) {
   return x < y ? x : y != y ? x : y;
 }
 
+/* a * b + c rounded once, as the loop nests' fused multiply-adds
+ * are (cnnc's contraction; -fno-fma leaves none): the instruction
+ * where the target has one, else a multiply and an add, rounded
+ * twice, where fmaf would be a library call for each. */
+static inline float madd(float a, float b, float c) {
+#if defined(FP_FAST_FMAF) || defined(__FMA__)
+  return fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 /* The state's tensors, named as in PyTorch's state_dict. */
 typedef struct unet_tensor {
   const char *name;
@@ -992,7 +1004,7 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
                 for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                   float wv = down1_conv1_weight[(((oc * 4 + ob) * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+                    acc[j_2 * 24 + i_2] = madd(x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw], wv, acc[j_2 * 24 + i_2]);
                   }
                 }
               }
@@ -1025,7 +1037,7 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
               for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
                 float wv_2 = down1_conv1_weight[(((oc * 4 + ob_2) * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
                 for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
+                  acc[j_5 * 24 + i_5] = madd(x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2], wv_2, acc[j_5 * 24 + i_5]);
                 }
               }
             }
@@ -1050,71 +1062,83 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (the last ending at the last position), no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
   const float *down1_relu0 = s->arena + 0;
   float *down1_relu1 = s->arena + 20793600;
+  float *down1_conv2_packed = s->arena + 41441536;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 13489; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down1_conv2_bias[(oc * 4 + ob) * 4 + j];
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 570 < 568) {
-                float v = acc[j_3 * 24 + i_3];
-                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
-              }
-            }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t t = 0; t < 107919; t++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = down1_conv2_bias[ob_2 * 32 + j_2];
           }
         }
         for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, down1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 323734 + i_6;
-            if (p_2 % 570 < 568 && 323736 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 570 < 568) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = acc[i_3 * 32 + j_4];
+              down1_relu1[((n * 64 + ob_2 * 32 + j_4) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+          acc[i_4 * 32 + j_5] = down1_conv2_bias[ob_3 * 32 + j_5];
+        }
+      }
+      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
+        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+              float xv_2 = down1_relu0[((n_2 * 64 + ic_3) * 570 + kh_3) * 570 + 323755 + i_5 + kw_3];
+              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                acc[i_5 * 32 + j_6] = madd(xv_2, down1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+        ptrdiff_t p_2 = 323755 + i_6;
+        if (p_2 % 570 < 568 && 323757 <= p_2) {
+          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+            float v_2 = acc[i_6 * 32 + j_7];
+            down1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1144,70 +1168,82 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (the last ending at the last position), no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
   const float *maxpool0 = s->arena + 10179072;
   float *down2_relu0 = s->arena + 0;
+  float *down2_conv1_packed = s->arena + 15341056;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down2_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3336; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down2_conv1_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 26695; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down2_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down2_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down2_conv1_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 284 < 282) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 284 < 282) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down2_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down2_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down2_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool0[((n * 64 + ic_3) * 284 + kh_3) * 284 + 80083 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv1_packed[((((oc + ob_3) * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 80062 + i_6;
-            if (p_2 % 284 < 282 && 80064 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 80083 + i_6;
+          if (p_2 % 284 < 282 && 80085 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1217,70 +1253,82 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (the last ending at the last position), no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
   const float *down2_relu0 = s->arena + 0;
   float *down2_relu1 = s->arena + 10179072;
+  float *down2_conv2_packed = s->arena + 20214272;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3289; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down2_conv2_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 26319; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down2_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 282 < 280) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 282 < 280) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down2_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = down2_relu0[((n * 128 + ic_3) * 282 + kh_3) * 282 + 78955 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 78934 + i_6;
-            if (p_2 % 282 < 280 && 78936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 78955 + i_6;
+          if (p_2 % 282 < 280 && 78957 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1311,70 +1359,82 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 805 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (the last ending at the last position), no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
   const float *maxpool1 = s->arena + 4875264;
   float *down3_relu0 = s->arena + 0;
+  float *down3_conv1_packed = s->arena + 7384064;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down3_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 804; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down3_conv1_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 6439; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down3_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down3_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 140 < 138) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 140 < 138) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down3_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down3_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down3_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool1[((n * 128 + ic_3) * 140 + kh_3) * 140 + 19315 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv1_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 19294 + i_6;
-            if (p_2 % 140 < 138 && 19296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 19315 + i_6;
+          if (p_2 % 140 < 138 && 19317 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1384,70 +1444,82 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 782 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (the last ending at the last position), no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
   const float *down3_relu0 = s->arena + 0;
-  float *down3_relu1 = s->arena + 4875264;
+  float *down3_relu1 = s->arena + 41441536;
+  float *down3_conv2_packed = s->arena + 4875264;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 781; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down3_conv2_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 6255; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down3_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 138 < 136) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 138 < 136) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down3_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = down3_relu0[((n * 256 + ic_3) * 138 + kh_3) * 138 + 18763 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 18742 + i_6;
-            if (p_2 % 138 < 136 && 18744 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 18763 + i_6;
+          if (p_2 % 138 < 136 && 18765 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1458,8 +1530,8 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2: maxpool, unet.cnn:29 */
 static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 4875264;
-  float *maxpool2 = s->arena + 2230272;
+  const float *down3_relu1 = s->arena + 41441536;
+  float *maxpool2 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
@@ -1478,70 +1550,82 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 187 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (the last ending at the last position), no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 2230272;
-  float *down4_relu0 = s->arena + 0;
+  const float *maxpool2 = s->arena + 0;
+  float *down4_relu0 = s->arena + 2359296;
+  float *down4_conv1_packed = s->arena + 4589568;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down4_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 186; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down4_conv1_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 1495; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down4_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down4_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 68 < 66) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 68 < 66) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down4_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down4_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down4_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool2[((n * 256 + ic_3) * 68 + kh_3) * 68 + 4483 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4462 + i_6;
-            if (p_2 % 68 < 66 && 4464 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 4483 + i_6;
+          if (p_2 % 68 < 66 && 4485 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1551,70 +1635,82 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 176 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (the last ending at the last position), no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 0;
-  float *down4_relu1 = s->arena + 2230272;
+  const float *down4_relu0 = s->arena + 2359296;
+  float *down4_relu1 = s->arena + 46176512;
+  float *down4_conv2_packed = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 175; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down4_conv2_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 1407; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down4_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 66 < 64) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 66 < 64) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down4_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = down4_relu0[((n * 512 + ic_3) * 66 + kh_3) * 66 + 4219 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4198 + i_6;
-            if (p_2 % 66 < 64 && 4200 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 4219 + i_6;
+          if (p_2 % 66 < 64 && 4221 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1625,8 +1721,8 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3: maxpool, unet.cnn:30 */
 static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 2230272;
-  float *maxpool3 = s->arena + 921600;
+  const float *down4_relu1 = s->arena + 46176512;
+  float *maxpool3 = s->arena + 4718592;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
@@ -1645,70 +1741,82 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 40 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (the last ending at the last position), no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 921600;
-  float *bottom_relu0 = s->arena + 0;
+  const float *maxpool3 = s->arena + 4718592;
+  float *bottom_relu0 = s->arena + 48273664;
+  float *bottom_conv1_packed = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            bottom_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 128; oc++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 39; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = bottom_conv1_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 319; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = bottom_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = bottom_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 32 < 30) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 32 < 30) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                bottom_relu0[((n * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = bottom_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = bottom_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = bottom_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool3[((n * 512 + ic_3) * 32 + kh_3) * 32 + 955 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 934 + i_6;
-            if (p_2 % 32 < 30 && 936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 955 + i_6;
+          if (p_2 % 32 < 30 && 957 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              bottom_relu0[((n * 1024 + (oc + ob_3) * 32 + j_7) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1718,70 +1826,82 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 35 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (the last ending at the last position), no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 0;
-  float *bottom_relu1 = s->arena + 921600;
+  const float *bottom_relu0 = s->arena + 48273664;
+  float *bottom_relu1 = s->arena + 49195264;
+  float *bottom_conv2_packed = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            bottom_conv2_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 256; oc++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t ob = 0; ob < 1; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = bottom_conv2_bias[(oc + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 279; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = bottom_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = bottom_conv2_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                bottom_relu1[((n * 1024 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = bottom_conv2_bias[(oc + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = bottom_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = bottom_conv2_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = bottom_relu0[((n * 1024 + ic_3) * 30 + kh_3) * 30 + 835 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv2_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 814 + i_6;
-            if (p_2 % 30 < 28 && 816 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 835 + i_6;
+          if (p_2 % 30 < 28 && 837 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              bottom_relu1[((n * 1024 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1794,8 +1914,8 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 921600;
-  float *up4_upconv = s->arena + 41441536;
+  const float *dropout0 = s->arena + 49195264;
+  float *up4_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
@@ -1807,7 +1927,7 @@ static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] += v * up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw];
+                up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] = madd(v, up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw], up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw]);
               }
             }
           }
@@ -1819,8 +1939,8 @@ static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 2230272;
-  float *up4_crop0 = s->arena + 43047168;
+  const float *down4_relu1 = s->arena + 46176512;
+  float *up4_crop0 = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t h = 0; h < 56; h++) {
@@ -1834,9 +1954,9 @@ static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0: concat, unet.cnn:20 */
 static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv = s->arena + 41441536;
-  const float *up4_crop0 = s->arena + 43047168;
-  float *up4_concat0 = s->arena + 0;
+  const float *up4_upconv = s->arena + 0;
+  const float *up4_crop0 = s->arena + 1605632;
+  float *up4_concat0 = s->arena + 4718592;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -1850,70 +1970,82 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 126 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (the last ending at the last position), no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 0;
-  float *up4_relu0 = s->arena + 3211264;
+  const float *up4_concat0 = s->arena + 4718592;
+  float *up4_relu0 = s->arena + 7929856;
+  float *up4_conv1_packed = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up4_conv1_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 128; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 125; t++) {
-        for (ptrdiff_t ob = 0; ob < 1; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up4_conv1_bias[(oc + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 1007; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up4_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up4_conv1_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 54) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 56 < 54) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up4_conv1_bias[(oc + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up4_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up4_conv1_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up4_concat0[((n * 1024 + ic_3) * 56 + kh_3) * 56 + 3019 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv1_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2998 + i_6;
-            if (p_2 % 56 < 54 && 3000 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 3019 + i_6;
+          if (p_2 % 56 < 54 && 3021 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1923,70 +2055,82 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 117 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (the last ending at the last position), no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 3211264;
-  float *up4_relu1 = s->arena + 0;
+  const float *up4_relu0 = s->arena + 7929856;
+  float *up4_relu1 = s->arena + 2359296;
+  float *up4_conv2_packed = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 116; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up4_conv2_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 935; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up4_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 54 < 52) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 54 < 52) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up4_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up4_relu0[((n * 512 + ic_3) * 54 + kh_3) * 54 + 2803 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2782 + i_6;
-            if (p_2 % 54 < 52 && 2784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 2803 + i_6;
+          if (p_2 % 54 < 52 && 2805 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1999,8 +2143,8 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 0;
-  float *up3_upconv = s->arena + 41441536;
+  const float *up4_relu1 = s->arena + 2359296;
+  float *up3_upconv = s->arena + 5537792;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
@@ -2012,7 +2156,7 @@ static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] += v * up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw];
+                up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] = madd(v, up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw], up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw]);
               }
             }
           }
@@ -2024,8 +2168,8 @@ static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void forward_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 4875264;
-  float *up3_crop0 = s->arena + 44210432;
+  const float *down3_relu1 = s->arena + 41441536;
+  float *up3_crop0 = s->arena + 46176512;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t h = 0; h < 104; h++) {
@@ -2039,8 +2183,8 @@ static void forward_up3_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0: concat, unet.cnn:20 */
 static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up3_upconv = s->arena + 41441536;
-  const float *up3_crop0 = s->arena + 44210432;
+  const float *up3_upconv = s->arena + 5537792;
+  const float *up3_crop0 = s->arena + 46176512;
   float *up3_concat0 = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
@@ -2055,70 +2199,82 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 442 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (the last ending at the last position), no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
   const float *up3_concat0 = s->arena + 0;
   float *up3_relu0 = s->arena + 5537792;
+  float *up3_conv1_packed = s->arena + 8201216;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up3_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 441; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up3_conv1_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 3535; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up3_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up3_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 104 < 102) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 104 < 102) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up3_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up3_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up3_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up3_concat0[((n * 512 + ic_3) * 104 + kh_3) * 104 + 10603 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10582 + i_6;
-            if (p_2 % 104 < 102 && 10584 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 10603 + i_6;
+          if (p_2 % 104 < 102 && 10605 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2128,70 +2284,82 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 425 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (the last ending at the last position), no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
   const float *up3_relu0 = s->arena + 5537792;
   float *up3_relu1 = s->arena + 0;
+  float *up3_conv2_packed = s->arena + 2560000;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 424; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up3_conv2_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 3399; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up3_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 102 < 100) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 102 < 100) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up3_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up3_relu0[((n * 256 + ic_3) * 102 + kh_3) * 102 + 10195 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10174 + i_6;
-            if (p_2 % 102 < 100 && 10176 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 10195 + i_6;
+          if (p_2 % 102 < 100 && 10197 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2217,7 +2385,7 @@ static void forward_up2_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] += v * up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw];
+                up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] = madd(v, up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw], up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw]);
               }
             }
           }
@@ -2260,70 +2428,82 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (the last ending at the last position), no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 0;
   float *up2_relu0 = s->arena + 10240000;
+  float *up2_conv1_packed = s->arena + 15258112;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up2_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 8; oc++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1649; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up2_conv1_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 13199; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up2_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up2_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 200 < 198) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 200 < 198) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up2_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up2_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up2_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up2_concat0[((n * 256 + ic_3) * 200 + kh_3) * 200 + 39595 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 39574 + i_6;
-            if (p_2 % 200 < 198 && 39576 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 39595 + i_6;
+          if (p_2 % 200 < 198 && 39597 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2333,70 +2513,82 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (the last ending at the last position), no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
   const float *up2_relu0 = s->arena + 10240000;
   float *up2_relu1 = s->arena + 0;
+  float *up2_conv2_packed = s->arena + 4917248;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1616; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up2_conv2_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 12935; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up2_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 198 < 196) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 198 < 196) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up2_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up2_relu0[((n * 128 + ic_3) * 198 + kh_3) * 198 + 38803 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 38782 + i_6;
-            if (p_2 % 198 < 196 && 38784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 38803 + i_6;
+          if (p_2 % 198 < 196 && 38805 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2422,7 +2614,7 @@ static void forward_up1_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] += v * up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw];
+                up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] = madd(v, up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw], up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw]);
               }
             }
           }
@@ -2465,70 +2657,86 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (the last ending at the last position), no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
   const float *up1_concat0 = s->arena + 0;
   float *up1_relu0 = s->arena + 19668992;
+  float *up1_conv1_packed = s->arena + 29403392;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6369; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up1_conv1_bias[(oc * 4 + ob) * 4 + j];
+  for (ptrdiff_t t = 0; t < 50959; t++) {
+    for (ptrdiff_t oc = 0; oc < 2; oc++) {
+      for (ptrdiff_t n = 0; n < count; n++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up1_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 392 < 390) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 392 < 390) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up1_relu0[((n * 64 + (oc + ob_2) * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up1_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+    }
+  }
+  for (ptrdiff_t oc_2 = 0; oc_2 < 2; oc_2++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up1_conv1_bias[(oc_2 + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up1_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up1_concat0[((n_2 * 128 + ic_3) * 392 + kh_3) * 392 + 152875 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv1_packed[((((oc_2 + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 152854 + i_6;
-            if (p_2 % 392 < 390 && 152856 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 152875 + i_6;
+          if (p_2 % 392 < 390 && 152877 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up1_relu0[((n_2 * 64 + (oc_2 + ob_3) * 32 + j_7) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2538,71 +2746,83 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (the last ending at the last position), no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
   const float *up1_relu0 = s->arena + 19668992;
   float *up1_relu1 = s->arena + 0;
+  float *up1_conv2_packed = s->arena + 9634816;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6304; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up1_conv2_bias[(oc * 4 + ob) * 4 + j];
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 390 < 388) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
-              }
-            }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t t = 0; t < 50439; t++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = up1_conv2_bias[ob_2 * 32 + j_2];
           }
         }
         for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, up1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 151294 + i_6;
-            if (p_2 % 390 < 388 && 151296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 390 < 388) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = acc[i_3 * 32 + j_4];
+              up1_relu1[((n * 64 + ob_2 * 32 + j_4) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+          acc[i_4 * 32 + j_5] = up1_conv2_bias[ob_3 * 32 + j_5];
+        }
+      }
+      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
+        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+              float xv_2 = up1_relu0[((n_2 * 64 + ic_3) * 390 + kh_3) * 390 + 151315 + i_5 + kw_3];
+              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+        ptrdiff_t p_2 = 151315 + i_6;
+        if (p_2 % 390 < 388 && 151317 <= p_2) {
+          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+            float v_2 = acc[i_6 * 32 + j_7];
+            up1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2632,7 +2852,7 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                 float wv = head_weight[(ob * 2 + j_2) * 64 + ic + kh + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up1_relu1[((n * 64 + ic) * 388 + kh) * 388 + t * 32 + i_2 + kw] * wv;
+                  acc[j_2 * 32 + i_2] = madd(up1_relu1[((n * 64 + ic) * 388 + kh) * 388 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                 }
               }
             }
@@ -2660,7 +2880,7 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
               float wv_2 = head_weight[(ob_2 * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
               for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
-                acc[j_5 * 32 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2] * wv_2;
+                acc[j_5 * 32 + i_5] = madd(up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2], wv_2, acc[j_5 * 32 + i_5]);
               }
             }
           }
@@ -2776,7 +2996,7 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
                 for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                   float wv = down1_conv1_weight[(((oc * 4 + ob) * 4 + j_2 + ic) * 3 + kh) * 3 + kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw] * wv;
+                    acc[j_2 * 24 + i_2] = madd(x[((n + ic) * 572 + kh) * 572 + t * 24 + i_2 + kw], wv, acc[j_2 * 24 + i_2]);
                   }
                 }
               }
@@ -2809,7 +3029,7 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
               for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
                 float wv_2 = down1_conv1_weight[(((oc * 4 + ob_2) * 4 + j_5 + ic_2) * 3 + kh_2) * 3 + kw_2];
                 for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2] * wv_2;
+                  acc[j_5 * 24 + i_5] = madd(x[((n + ic_2) * 572 + kh_2) * 572 + 326014 + i_5 + kw_2], wv_2, acc[j_5 * 24 + i_5]);
                 }
               }
             }
@@ -2834,71 +3054,83 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13490 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (the last ending at the last position), no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
   const float *down1_relu0 = s->arena + 20976384;
   float *down1_relu1 = s->arena + 0;
+  float *down1_conv2_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 13489; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down1_conv2_bias[(oc * 4 + ob) * 4 + j];
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down1_relu0[((n * 64 + ic) * 570 + kh) * 570 + t * 24 + i_2 + kw] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 570 < 568) {
-                float v = acc[j_3 * 24 + i_3];
-                down1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
-              }
-            }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t t = 0; t < 107919; t++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = down1_conv2_bias[ob_2 * 32 + j_2];
           }
         }
         for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + 323734 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, down1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 323734 + i_6;
-            if (p_2 % 570 < 568 && 323736 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 570 < 568) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = acc[i_3 * 32 + j_4];
+              down1_relu1[((n * 64 + ob_2 * 32 + j_4) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+          acc[i_4 * 32 + j_5] = down1_conv2_bias[ob_3 * 32 + j_5];
+        }
+      }
+      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
+        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+              float xv_2 = down1_relu0[((n_2 * 64 + ic_3) * 570 + kh_3) * 570 + 323755 + i_5 + kw_3];
+              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                acc[i_5 * 32 + j_6] = madd(xv_2, down1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+        ptrdiff_t p_2 = 323755 + i_6;
+        if (p_2 % 570 < 568 && 323757 <= p_2) {
+          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+            float v_2 = acc[i_6 * 32 + j_7];
+            down1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2928,70 +3160,82 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3337 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (the last ending at the last position), no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
   const float *maxpool0 = s->arena + 156337920;
   float *down2_relu0 = s->arena + 111067136;
+  float *down2_conv1_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down2_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3336; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down2_conv1_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 26695; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down2_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down2_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool0[((n * 64 + ic) * 284 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down2_conv1_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 284 < 282) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu0[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 284 < 282) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down2_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down2_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down2_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + 80062 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool0[((n * 64 + ic_3) * 284 + kh_3) * 284 + 80083 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv1_packed[((((oc + ob_3) * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 80062 + i_6;
-            if (p_2 % 284 < 282 && 80064 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu0[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 80083 + i_6;
+          if (p_2 % 284 < 282 && 80085 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3001,70 +3245,82 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3290 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (the last ending at the last position), no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
   const float *down2_relu0 = s->arena + 111067136;
   float *down2_relu1 = s->arena + 121246208;
+  float *down2_conv2_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3289; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down2_conv2_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 26319; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down2_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down2_relu0[((n * 128 + ic) * 282 + kh) * 282 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 282 < 280) {
-                float v = acc[j_3 * 24 + i_3];
-                down2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 282 < 280) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down2_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + 78934 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = down2_relu0[((n * 128 + ic_3) * 282 + kh_3) * 282 + 78955 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 78934 + i_6;
-            if (p_2 % 282 < 280 && 78936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 78955 + i_6;
+          if (p_2 % 282 < 280 && 78957 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3095,70 +3351,82 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 805 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (the last ending at the last position), no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
   const float *maxpool1 = s->arena + 189480192;
   float *down3_relu0 = s->arena + 171435264;
+  float *down3_conv1_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down3_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 804; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down3_conv1_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 6439; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down3_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down3_conv1_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool1[((n * 128 + ic) * 140 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 140 < 138) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu0[((n * 256 + (oc * 8 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 140 < 138) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down3_conv1_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down3_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down3_conv1_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + 19294 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool1[((n * 128 + ic_3) * 140 + kh_3) * 140 + 19315 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv1_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 19294 + i_6;
-            if (p_2 % 140 < 138 && 19296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu0[((n * 256 + (oc * 8 + ob_2) * 4 + j_6) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 19315 + i_6;
+          if (p_2 % 140 < 138 && 19317 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3168,70 +3436,82 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 782 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (the last ending at the last position), no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
   const float *down3_relu0 = s->arena + 171435264;
   float *down3_relu1 = s->arena + 176310528;
+  float *down3_conv2_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 781; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down3_conv2_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 6255; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down3_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down3_relu0[((n * 256 + ic) * 138 + kh) * 138 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 138 < 136) {
-                float v = acc[j_3 * 24 + i_3];
-                down3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 138 < 136) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down3_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + 18742 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = down3_relu0[((n * 256 + ic_3) * 138 + kh_3) * 138 + 18763 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 18742 + i_6;
-            if (p_2 % 138 < 136 && 18744 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 18763 + i_6;
+          if (p_2 % 138 < 136 && 18765 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3262,70 +3542,82 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 187 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (the last ending at the last position), no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
   const float *maxpool2 = s->arena + 199193856;
   float *down4_relu0 = s->arena + 191988992;
+  float *down4_conv1_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down4_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 186; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down4_conv1_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 1495; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down4_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down4_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool2[((n * 256 + ic) * 68 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 68 < 66) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu0[((n * 512 + (oc * 4 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 68 < 66) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down4_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down4_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down4_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + 4462 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool2[((n * 256 + ic_3) * 68 + kh_3) * 68 + 4483 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4462 + i_6;
-            if (p_2 % 68 < 66 && 4464 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu0[((n * 512 + (oc * 4 + ob_2) * 4 + j_6) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 4483 + i_6;
+          if (p_2 % 68 < 66 && 4485 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3335,70 +3627,82 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 176 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (the last ending at the last position), no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
   const float *down4_relu0 = s->arena + 191988992;
   float *down4_relu1 = s->arena + 194219264;
+  float *down4_conv2_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 175; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = down4_conv2_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 1407; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = down4_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down4_relu0[((n * 512 + ic) * 66 + kh) * 66 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 66 < 64) {
-                float v = acc[j_3 * 24 + i_3];
-                down4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 66 < 64) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                down4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = down4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = down4_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = down4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + 4198 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = down4_relu0[((n * 512 + ic_3) * 66 + kh_3) * 66 + 4219 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 4198 + i_6;
-            if (p_2 % 66 < 64 && 4200 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              down4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 4219 + i_6;
+          if (p_2 % 66 < 64 && 4221 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              down4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3429,70 +3733,82 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 40 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (the last ending at the last position), no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
   const float *maxpool3 = s->arena + 202904832;
   float *bottom_relu0 = s->arena + 200377600;
+  float *bottom_conv1_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            bottom_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 128; oc++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 39; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = bottom_conv1_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 319; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = bottom_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = bottom_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += maxpool3[((n * 512 + ic) * 32 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 32 < 30) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu0[((n * 1024 + (oc * 2 + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 32 < 30) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                bottom_relu0[((n * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = bottom_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = bottom_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = bottom_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + 934 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = maxpool3[((n * 512 + ic_3) * 32 + kh_3) * 32 + 955 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 934 + i_6;
-            if (p_2 % 32 < 30 && 936 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu0[((n * 1024 + (oc * 2 + ob_2) * 4 + j_6) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 955 + i_6;
+          if (p_2 % 32 < 30 && 957 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              bottom_relu0[((n * 1024 + (oc + ob_3) * 32 + j_7) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3502,70 +3818,82 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 35 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (the last ending at the last position), no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
   const float *bottom_relu0 = s->arena + 200377600;
   float *bottom_relu1 = s->arena + 201299200;
+  float *bottom_conv2_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            bottom_conv2_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 256; oc++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 34; t++) {
-        for (ptrdiff_t ob = 0; ob < 1; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = bottom_conv2_bias[(oc + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 279; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = bottom_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = bottom_conv2_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += bottom_relu0[((n * 1024 + ic) * 30 + kh) * 30 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 30 < 28) {
-                float v = acc[j_3 * 24 + i_3];
-                bottom_relu1[((n * 1024 + (oc + ob) * 4 + j_3) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 30 < 28) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                bottom_relu1[((n * 1024 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = bottom_conv2_bias[(oc + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = bottom_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = bottom_conv2_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + 814 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = bottom_relu0[((n * 1024 + ic_3) * 30 + kh_3) * 30 + 835 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv2_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 814 + i_6;
-            if (p_2 % 30 < 28 && 816 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              bottom_relu1[((n * 1024 + (oc + ob_2) * 4 + j_6) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 835 + i_6;
+          if (p_2 % 30 < 28 && 837 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              bottom_relu1[((n * 1024 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3602,7 +3930,7 @@ static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] += v * up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw];
+                up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] = madd(v, up4_upconv_weight[((ic * 512 + ocg) * 2 + kh) * 2 + kw], up4_upconv[((n * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw]);
               }
             }
           }
@@ -3645,70 +3973,82 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 126 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (the last ending at the last position), no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
   const float *up4_concat0 = s->arena + 181045504;
   float *up4_relu0 = s->arena + 196316416;
+  float *up4_conv1_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up4_conv1_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 128; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 125; t++) {
-        for (ptrdiff_t ob = 0; ob < 1; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up4_conv1_bias[(oc + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 1007; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up4_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up4_conv1_weight[((((oc + ob) * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up4_concat0[((n * 1024 + ic) * 56 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 54) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu0[((n * 512 + (oc + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 56 < 54) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up4_conv1_bias[(oc + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up4_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up4_conv1_weight[((((oc + ob_2) * 4 + j_5) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + 2998 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up4_concat0[((n * 1024 + ic_3) * 56 + kh_3) * 56 + 3019 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv1_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2998 + i_6;
-            if (p_2 % 56 < 54 && 3000 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu0[((n * 512 + (oc + ob_2) * 4 + j_6) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 3019 + i_6;
+          if (p_2 % 56 < 54 && 3021 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3718,70 +4058,82 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 117 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (the last ending at the last position), no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
   const float *up4_relu0 = s->arena + 196316416;
   float *up4_relu1 = s->arena + 197809408;
+  float *up4_conv2_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 116; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up4_conv2_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 935; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up4_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up4_conv2_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up4_relu0[((n * 512 + ic) * 54 + kh) * 54 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 54 < 52) {
-                float v = acc[j_3 * 24 + i_3];
-                up4_relu1[((n * 512 + (oc * 2 + ob) * 4 + j_3) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 54 < 52) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up4_conv2_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up4_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up4_conv2_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + 2782 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up4_relu0[((n * 512 + ic_3) * 54 + kh_3) * 54 + 2803 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 2782 + i_6;
-            if (p_2 % 54 < 52 && 2784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up4_relu1[((n * 512 + (oc * 2 + ob_2) * 4 + j_6) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 2803 + i_6;
+          if (p_2 % 54 < 52 && 2805 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3807,7 +4159,7 @@ static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] += v * up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw];
+                up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] = madd(v, up3_upconv_weight[((ic * 256 + ocg) * 2 + kh) * 2 + kw], up3_upconv[((n * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw]);
               }
             }
           }
@@ -3850,70 +4202,82 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 442 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (the last ending at the last position), no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
   const float *up3_concat0 = s->arena + 150800128;
   float *up3_relu0 = s->arena + 184256768;
+  float *up3_conv1_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up3_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 441; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up3_conv1_bias[(oc * 2 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 3535; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up3_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up3_conv1_weight[((((oc * 2 + ob) * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up3_concat0[((n * 512 + ic) * 104 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 104 < 102) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu0[((n * 256 + (oc * 2 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 104 < 102) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up3_conv1_bias[(oc * 2 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up3_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up3_conv1_weight[((((oc * 2 + ob_2) * 4 + j_5) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + 10582 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up3_concat0[((n * 512 + ic_3) * 104 + kh_3) * 104 + 10603 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10582 + i_6;
-            if (p_2 % 104 < 102 && 10584 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu0[((n * 256 + (oc * 2 + ob_2) * 4 + j_6) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 10603 + i_6;
+          if (p_2 % 104 < 102 && 10605 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3923,70 +4287,82 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 425 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (the last ending at the last position), no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
   const float *up3_relu0 = s->arena + 184256768;
   float *up3_relu1 = s->arena + 186920192;
+  float *up3_conv2_packed = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 424; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up3_conv2_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 3399; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up3_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up3_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up3_relu0[((n * 256 + ic) * 102 + kh) * 102 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 102 < 100) {
-                float v = acc[j_3 * 24 + i_3];
-                up3_relu1[((n * 256 + (oc * 4 + ob) * 4 + j_3) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 102 < 100) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up3_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up3_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up3_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + 10174 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up3_relu0[((n * 256 + ic_3) * 102 + kh_3) * 102 + 10195 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 10174 + i_6;
-            if (p_2 % 102 < 100 && 10176 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up3_relu1[((n * 256 + (oc * 4 + ob_2) * 4 + j_6) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 10195 + i_6;
+          if (p_2 % 102 < 100 && 10197 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4012,7 +4388,7 @@ static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] += v * up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw];
+                up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] = madd(v, up2_upconv_weight[((ic * 128 + ocg) * 2 + kh) * 2 + kw], up2_upconv[((n * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw]);
               }
             }
           }
@@ -4055,70 +4431,82 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 1650 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (the last ending at the last position), no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 100827136;
   float *up2_relu0 = s->arena + 161499904;
+  float *up2_conv1_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up2_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 8; oc++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1649; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up2_conv1_bias[(oc * 4 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 13199; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up2_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up2_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up2_concat0[((n * 256 + ic) * 200 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 200 < 198) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu0[((n * 128 + (oc * 4 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 200 < 198) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up2_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up2_conv1_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up2_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + 39574 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up2_concat0[((n * 256 + ic_3) * 200 + kh_3) * 200 + 39595 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 39574 + i_6;
-            if (p_2 % 200 < 198 && 39576 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu0[((n * 128 + (oc * 4 + ob_2) * 4 + j_6) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 39595 + i_6;
+          if (p_2 % 200 < 198 && 39597 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4128,70 +4516,82 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1617 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (the last ending at the last position), no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
   const float *up2_relu0 = s->arena + 161499904;
   float *up2_relu1 = s->arena + 166518016;
+  float *up2_conv2_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1616; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up2_conv2_bias[(oc * 8 + ob) * 4 + j];
+      for (ptrdiff_t t = 0; t < 12935; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up2_conv2_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up2_conv2_weight[((((oc * 8 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up2_relu0[((n * 128 + ic) * 198 + kh) * 198 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 198 < 196) {
-                float v = acc[j_3 * 24 + i_3];
-                up2_relu1[((n * 128 + (oc * 8 + ob) * 4 + j_3) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 198 < 196) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 8; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up2_conv2_bias[(oc * 8 + ob_2) * 4 + j_4];
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up2_conv2_bias[(oc + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up2_conv2_weight[((((oc * 8 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + 38782 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up2_relu0[((n * 128 + ic_3) * 198 + kh_3) * 198 + 38803 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 38782 + i_6;
-            if (p_2 % 198 < 196 && 38784 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up2_relu1[((n * 128 + (oc * 8 + ob_2) * 4 + j_6) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 38803 + i_6;
+          if (p_2 % 198 < 196 && 38805 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4217,7 +4617,7 @@ static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
             for (ptrdiff_t kh = 0; kh < 2; kh++) {
               for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] += v * up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw];
+                up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] = madd(v, up1_upconv_weight[((ic * 64 + ocg) * 2 + kh) * 2 + kw], up1_upconv[((n * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw]);
               }
             }
           }
@@ -4260,70 +4660,86 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6370 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (the last ending at the last position), no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
   const float *up1_concat0 = s->arena + 61489152;
   float *up1_relu0 = s->arena + 51629568;
+  float *up1_conv1_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+          }
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6369; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up1_conv1_bias[(oc * 4 + ob) * 4 + j];
+  for (ptrdiff_t t = 0; t < 50959; t++) {
+    for (ptrdiff_t oc = 0; oc < 2; oc++) {
+      for (ptrdiff_t n = 0; n < count; n++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = up1_conv1_bias[(oc + ob_2) * 32 + j_2];
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up1_conv1_weight[((((oc * 4 + ob) * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up1_concat0[((n * 128 + ic) * 392 + kh) * 392 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 392 < 390) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu0[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 392 < 390) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float v = acc[i_3 * 32 + j_4];
+                up1_relu0[((n * 64 + (oc + ob_2) * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
               }
             }
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up1_conv1_bias[(oc * 4 + ob_2) * 4 + j_4];
+    }
+  }
+  for (ptrdiff_t oc_2 = 0; oc_2 < 2; oc_2++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = up1_conv1_bias[(oc_2 + ob_3) * 32 + j_5];
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up1_conv1_weight[((((oc * 4 + ob_2) * 4 + j_5) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + 152854 + i_5 + kw_2] * wv_2;
+        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = up1_concat0[((n_2 * 128 + ic_3) * 392 + kh_3) * 392 + 152875 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv1_packed[((((oc_2 + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 152854 + i_6;
-            if (p_2 % 392 < 390 && 152856 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu0[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 152875 + i_6;
+          if (p_2 % 392 < 390 && 152877 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float v_2 = acc[i_6 * 32 + j_7];
+              up1_relu0[((n_2 * 64 + (oc_2 + ob_3) * 32 + j_7) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4333,71 +4749,83 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6305 tiles (the last ending at the last position), no guards */
+ * schedule: rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (the last ending at the last position), no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
   const float *up1_relu0 = s->arena + 51629568;
   float *up1_relu1 = s->arena + 81158144;
+  float *up1_conv2_packed = s->arena + 20647936;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6304; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = up1_conv2_bias[(oc * 4 + ob) * 4 + j];
-            }
-          }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up1_conv2_weight[((((oc * 4 + ob) * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up1_relu0[((n * 64 + ic) * 390 + kh) * 390 + t * 24 + i_2 + kw] * wv;
-                  }
-                }
-              }
-            }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 390 < 388) {
-                float v = acc[j_3 * 24 + i_3];
-                up1_relu1[((n * 64 + (oc * 4 + ob) * 4 + j_3) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
-              }
-            }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
       }
-      for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            acc[j_4 * 24 + i_4] = up1_conv2_bias[(oc * 4 + ob_2) * 4 + j_4];
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t t = 0; t < 50439; t++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = up1_conv2_bias[ob_2 * 32 + j_2];
           }
         }
         for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-              for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = up1_conv2_weight[((((oc * 4 + ob_2) * 4 + j_5) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2];
-                for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + 151294 + i_5 + kw_2] * wv_2;
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, up1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p_2 = 151294 + i_6;
-            if (p_2 % 390 < 388 && 151296 <= p_2) {
-              float v_2 = acc[j_6 * 24 + i_6];
-              up1_relu1[((n * 64 + (oc * 4 + ob_2) * 4 + j_6) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 390 < 388) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = acc[i_3 * 32 + j_4];
+              up1_relu1[((n * 64 + ob_2 * 32 + j_4) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+          acc[i_4 * 32 + j_5] = up1_conv2_bias[ob_3 * 32 + j_5];
+        }
+      }
+      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
+        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+              float xv_2 = up1_relu0[((n_2 * 64 + ic_3) * 390 + kh_3) * 390 + 151315 + i_5 + kw_3];
+              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+        ptrdiff_t p_2 = 151315 + i_6;
+        if (p_2 % 390 < 388 && 151317 <= p_2) {
+          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+            float v_2 = acc[i_6 * 32 + j_7];
+            up1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4427,7 +4855,7 @@ static void train_head(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
                 float wv = head_weight[(ob * 2 + j_2) * 64 + ic + kh + kw];
                 for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] += up1_relu1[((n * 64 + ic) * 388 + kh) * 388 + t * 32 + i_2 + kw] * wv;
+                  acc[j_2 * 32 + i_2] = madd(up1_relu1[((n * 64 + ic) * 388 + kh) * 388 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
                 }
               }
             }
@@ -4455,7 +4883,7 @@ static void train_head(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
               float wv_2 = head_weight[(ob_2 * 2 + j_5) * 64 + ic_2 + kh_2 + kw_2];
               for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
-                acc[j_5 * 32 + i_5] += up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2] * wv_2;
+                acc[j_5 * 32 + i_5] = madd(up1_relu1[((n * 64 + ic_2) * 388 + kh_2) * 388 + 150512 + i_5 + kw_2], wv_2, acc[j_5 * 32 + i_5]);
               }
             }
           }
@@ -4554,7 +4982,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t j = 0; j < 2; j++) {
               for (ptrdiff_t k = 0; k < 1; k++) {
                 for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j + k) * 32 + l] += head_dweight_dy_flat[(n_3 * 2 + ob * 2 + j) * 150560 + t * 32 + l] * head_dweight_padded[((n_3 * 64 + ic) * 389 + kh) * 388 + t * 32 + l + k];
+                  acc[(j + k) * 32 + l] = madd(head_dweight_dy_flat[(n_3 * 2 + ob * 2 + j) * 150560 + t * 32 + l], head_dweight_padded[((n_3 * 64 + ic) * 389 + kh) * 388 + t * 32 + l + k], acc[(j + k) * 32 + l]);
                 }
               }
             }
@@ -4613,7 +5041,7 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
                 for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
                   float wv = head_weight[ic * 64 + (oc * 4 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
                   for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw] * wv;
+                    acc[j_2 * 24 + i_2] = madd(cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw], wv, acc[j_2 * 24 + i_2]);
                   }
                 }
               }
@@ -4646,7 +5074,7 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
                 float wv_2 = head_weight[ic_2 * 64 + (oc * 4 + ob_2) * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
                 for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] += cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150520 + i_5 + kw_2] * wv_2;
+                  acc[j_5 * 24 + i_5] = madd(cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150520 + i_5 + kw_2], wv_2, acc[j_5 * 24 + i_5]);
                 }
               }
             }
@@ -4708,7 +5136,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 151320 + t * 24 + l] * up1_conv2_dweight_padded[((n_3 * 64 + ic) * 391 + kh) * 390 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 151320 + t * 24 + l], up1_conv2_dweight_padded[((n_3 * 64 + ic) * 391 + kh) * 390 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -4745,14 +5173,26 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dx: conv_dx+act_dx with up1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 6370 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_relu0 = s->arena + 51629568;
   const float *up1_relu1_dx = s->arena + 90842624;
   float *up1_relu0_dx = s->arena + 141065728;
+  float *up1_conv2_dx_packed = s->arena + 20647936;
   float *up1_conv2_dx_padded = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up1_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t a = 0; a < 393; a++) {
@@ -4763,34 +5203,32 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 50960; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 6370; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up1_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up1_conv2_dx_padded[((n_2 * 64 + ic) * 393 + kh) * 392 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = up1_conv2_dx_padded[((n_2 * 64 + ic_2) * 393 + kh_2) * 392 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, up1_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 392 < 390 && p < 152878) {
-                float y = up1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392];
-                up1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 392 < 390 && p < 152878) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float y = up1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 390 + p / 392) * 390 + p % 392];
+              up1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
             }
           }
         }
@@ -4800,18 +5238,30 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 154446 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 6436 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 154446 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 51482 tiles, no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_relu0_dx = s->arena + 141065728;
   float *up1_conv1_dx = s->arena + 81158144;
+  float *up1_conv1_dx_packed = s->arena + 20647936;
   float *up1_conv1_dx_padded = s->arena + 41769984;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up1_conv1_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 395; a++) {
+      for (ptrdiff_t a = 0; a < 394; a++) {
         for (ptrdiff_t q = 0; q < 394; q++) {
-          up1_conv1_dx_padded[((n * 64 + c) * 395 + a) * 394 + q] = 0 <= a - 2 && a - 2 < 390 && (0 <= q - 2 && q - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + a - 2) * 390 + q - 2] : 0.0f;
+          up1_conv1_dx_padded[((n * 64 + c) * 394 + a) * 394 + q] = 0 <= a - 2 && a - 2 < 390 && (0 <= q - 2 && q - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + a - 2) * 390 + q - 2] : 0.0f;
         }
       }
     }
@@ -4819,30 +5269,30 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 6436; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 51482; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up1_conv1_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up1_conv1_dx_padded[((n_2 * 64 + ic) * 395 + kh) * 394 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up1_conv1_dx_padded[((n_2 * 64 + ic_2) * 394 + kh_2) * 394 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up1_conv1_dx_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 394 < 392 && p < 154446) {
-                up1_conv1_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 392 + p / 394) * 392 + p % 394] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 394 < 392) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                up1_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 392 + p / 394) * 392 + p % 394] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -4890,7 +5340,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 152880 + t * 24 + l] * up1_conv1_dweight_padded[((n_3 * 128 + ic) * 393 + kh) * 392 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 152880 + t * 24 + l], up1_conv1_dweight_padded[((n_3 * 128 + ic) * 393 + kh) * 392 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -4982,7 +5432,7 @@ static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t ocg = 0; ocg < 64; ocg++) {
               for (ptrdiff_t kh = 0; kh < 2; kh++) {
                 for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  acc = acc + up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw] * up1_upconv_weight[(((g * 128 + icg) * 64 + ocg) * 2 + kh) * 2 + kw];
+                  acc = madd(up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw], up1_upconv_weight[(((g * 128 + icg) * 64 + ocg) * 2 + kh) * 2 + kw], acc);
                 }
               }
             }
@@ -5008,7 +5458,7 @@ static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t n = 0; n < count; n++) {
               for (ptrdiff_t ih = 0; ih < 196; ih++) {
                 for (ptrdiff_t iw = 0; iw < 196; iw++) {
-                  acc = acc + up2_relu1[((n * 128 + g * 128 + icg) * 196 + ih) * 196 + iw] * up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw];
+                  acc = madd(up2_relu1[((n * 128 + g * 128 + icg) * 196 + ih) * 196 + iw], up1_concat0_dx1[((n * 64 + g * 64 + ocg) * 392 + ih * 2 + kh) * 392 + iw * 2 + kw], acc);
                 }
               }
             }
@@ -5086,7 +5536,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 38808 + t * 24 + l] * up2_conv2_dweight_padded[((n_3 * 128 + ic) * 199 + kh) * 198 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 38808 + t * 24 + l], up2_conv2_dweight_padded[((n_3 * 128 + ic) * 199 + kh) * 198 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -5123,14 +5573,26 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dx: conv_dx+act_dx with up2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1650 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_relu0 = s->arena + 161499904;
   const float *up2_relu1_dx = s->arena + 72428800;
   float *up2_relu0_dx = s->arena + 88017920;
+  float *up2_conv2_dx_packed = s->arena + 20647936;
   float *up2_conv2_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up2_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 201; a++) {
@@ -5143,31 +5605,31 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1650; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 13200; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up2_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up2_conv2_dx_padded[((n_2 * 128 + ic) * 201 + kh) * 200 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up2_conv2_dx_padded[((n_2 * 128 + ic_2) * 201 + kh_2) * 200 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 200 < 198 && p < 39598) {
-                float y = up2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200];
-                up2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 200 < 198 && p < 39598) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = up2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200];
+                up2_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -5178,18 +5640,30 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 40398 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 1684 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 40398 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13466 tiles, no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_relu0_dx = s->arena + 88017920;
   float *up2_conv1_dx = s->arena + 72709120;
+  float *up2_conv1_dx_packed = s->arena + 20647936;
   float *up2_conv1_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up2_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 203; a++) {
+      for (ptrdiff_t a = 0; a < 202; a++) {
         for (ptrdiff_t q = 0; q < 202; q++) {
-          up2_conv1_dx_padded[((n * 128 + c) * 203 + a) * 202 + q] = 0 <= a - 2 && a - 2 < 198 && (0 <= q - 2 && q - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + a - 2) * 198 + q - 2] : 0.0f;
+          up2_conv1_dx_padded[((n * 128 + c) * 202 + a) * 202 + q] = 0 <= a - 2 && a - 2 < 198 && (0 <= q - 2 && q - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + a - 2) * 198 + q - 2] : 0.0f;
         }
       }
     }
@@ -5197,30 +5671,30 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1684; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 13466; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up2_conv1_weight[((ic * 256 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up2_conv1_dx_padded[((n_2 * 128 + ic) * 203 + kh) * 202 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up2_conv1_dx_padded[((n_2 * 128 + ic_2) * 202 + kh_2) * 202 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 202 < 200 && p < 40398) {
-                up2_conv1_dx[((n_2 * 256 + (oc * 8 + ob) * 4 + j_3) * 200 + p / 202) * 200 + p % 202] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 202 < 200) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                up2_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 200 + p / 202) * 200 + p % 202] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -5268,7 +5742,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 39600 + t * 24 + l] * up2_conv1_dweight_padded[((n_3 * 256 + ic) * 201 + kh) * 200 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 39600 + t * 24 + l], up2_conv1_dweight_padded[((n_3 * 256 + ic) * 201 + kh) * 200 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -5360,7 +5834,7 @@ static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t ocg = 0; ocg < 128; ocg++) {
               for (ptrdiff_t kh = 0; kh < 2; kh++) {
                 for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  acc = acc + up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw] * up2_upconv_weight[(((g * 256 + icg) * 128 + ocg) * 2 + kh) * 2 + kw];
+                  acc = madd(up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw], up2_upconv_weight[(((g * 256 + icg) * 128 + ocg) * 2 + kh) * 2 + kw], acc);
                 }
               }
             }
@@ -5386,7 +5860,7 @@ static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t n = 0; n < count; n++) {
               for (ptrdiff_t ih = 0; ih < 100; ih++) {
                 for (ptrdiff_t iw = 0; iw < 100; iw++) {
-                  acc = acc + up3_relu1[((n * 256 + g * 256 + icg) * 100 + ih) * 100 + iw] * up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw];
+                  acc = madd(up3_relu1[((n * 256 + g * 256 + icg) * 100 + ih) * 100 + iw], up2_concat0_dx1[((n * 128 + g * 128 + ocg) * 200 + ih * 2 + kh) * 200 + iw * 2 + kw], acc);
                 }
               }
             }
@@ -5464,7 +5938,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10200 + t * 24 + l] * up3_conv2_dweight_padded[((n_3 * 256 + ic) * 103 + kh) * 102 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10200 + t * 24 + l], up3_conv2_dweight_padded[((n_3 * 256 + ic) * 103 + kh) * 102 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -5501,14 +5975,26 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dx: conv_dx+act_dx with up3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 442 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_relu0 = s->arena + 184256768;
   const float *up3_relu1_dx = s->arena + 77753856;
   float *up3_relu0_dx = s->arena + 86297600;
+  float *up3_conv2_dx_packed = s->arena + 75248640;
   float *up3_conv2_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up3_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t a = 0; a < 105; a++) {
@@ -5519,33 +6005,33 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 442; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 3536; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up3_conv2_weight[((ic * 256 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up3_conv2_dx_padded[((n_2 * 256 + ic) * 105 + kh) * 104 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up3_conv2_dx_padded[((n_2 * 256 + ic_2) * 105 + kh_2) * 104 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 104 < 102 && p < 10606) {
-                float y = up3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104];
-                up3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 104 < 102 && p < 10606) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = up3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104];
+                up3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -5556,49 +6042,61 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 11022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 460 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 11022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3674 tiles, no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_relu0_dx = s->arena + 86297600;
   float *up3_conv1_dx = s->arena + 78044160;
+  float *up3_conv1_dx_packed = s->arena + 75329536;
   float *up3_conv1_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up3_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 107; a++) {
+      for (ptrdiff_t a = 0; a < 106; a++) {
         for (ptrdiff_t q = 0; q < 106; q++) {
-          up3_conv1_dx_padded[((n * 256 + c) * 107 + a) * 106 + q] = 0 <= a - 2 && a - 2 < 102 && (0 <= q - 2 && q - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + a - 2) * 102 + q - 2] : 0.0f;
+          up3_conv1_dx_padded[((n * 256 + c) * 106 + a) * 106 + q] = 0 <= a - 2 && a - 2 < 102 && (0 <= q - 2 && q - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + a - 2) * 102 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 460; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 3674; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up3_conv1_weight[((ic * 512 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up3_conv1_dx_padded[((n_2 * 256 + ic) * 107 + kh) * 106 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up3_conv1_dx_padded[((n_2 * 256 + ic_2) * 106 + kh_2) * 106 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 106 < 104 && p < 11022) {
-                up3_conv1_dx[((n_2 * 512 + (oc * 4 + ob) * 4 + j_3) * 104 + p / 106) * 104 + p % 106] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 106 < 104) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                up3_conv1_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 104 + p / 106) * 104 + p % 106] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -5646,7 +6144,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10608 + t * 24 + l] * up3_conv1_dweight_padded[((n_3 * 512 + ic) * 105 + kh) * 104 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10608 + t * 24 + l], up3_conv1_dweight_padded[((n_3 * 512 + ic) * 105 + kh) * 104 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -5685,7 +6183,7 @@ static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 /* up3.concat0.dx0: slice, unet.cnn:20 */
 static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_dx = s->arena + 78044160;
-  float *up3_concat0_dx0 = s->arena + 83581952;
+  float *up3_concat0_dx0 = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx0[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + i];
@@ -5696,7 +6194,7 @@ static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
 /* up3.concat0.dx1: slice, unet.cnn:20 */
 static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_dx = s->arena + 78044160;
-  float *up3_concat0_dx1 = s->arena + 86350848;
+  float *up3_concat0_dx1 = s->arena + 75222016;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0_dx1[n * 2768896 + i] = up3_conv1_dx[n * 5537792 + 2768896 + i];
@@ -5706,8 +6204,8 @@ static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx0 = s->arena + 83581952;
-  float *up3_crop0_dx = s->arena + 72453120;
+  const float *up3_concat0_dx0 = s->arena + 72453120;
+  float *up3_crop0_dx = s->arena + 81890304;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       up3_crop0_dx[n * 4734976 + i] = 0.0f;
@@ -5727,8 +6225,8 @@ static void train_up3_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up3.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
-  const float *up3_concat0_dx1 = s->arena + 86350848;
-  float *up3_upconv_dx = s->arena + 77188096;
+  const float *up3_concat0_dx1 = s->arena + 75222016;
+  float *up3_upconv_dx = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -5738,7 +6236,7 @@ static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t ocg = 0; ocg < 256; ocg++) {
               for (ptrdiff_t kh = 0; kh < 2; kh++) {
                 for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  acc = acc + up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw] * up3_upconv_weight[(((g * 512 + icg) * 256 + ocg) * 2 + kh) * 2 + kw];
+                  acc = madd(up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw], up3_upconv_weight[(((g * 512 + icg) * 256 + ocg) * 2 + kh) * 2 + kw], acc);
                 }
               }
             }
@@ -5753,7 +6251,7 @@ static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
 /* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_relu1 = s->arena + 197809408;
-  const float *up3_concat0_dx1 = s->arena + 86350848;
+  const float *up3_concat0_dx1 = s->arena + 75222016;
   float *up3_upconv_weight_grad = s->g32 + 28018624;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 512; icg++) {
@@ -5764,7 +6262,7 @@ static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t n = 0; n < count; n++) {
               for (ptrdiff_t ih = 0; ih < 52; ih++) {
                 for (ptrdiff_t iw = 0; iw < 52; iw++) {
-                  acc = acc + up4_relu1[((n * 512 + g * 512 + icg) * 52 + ih) * 52 + iw] * up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw];
+                  acc = madd(up4_relu1[((n * 512 + g * 512 + icg) * 52 + ih) * 52 + iw], up3_concat0_dx1[((n * 256 + g * 256 + ocg) * 104 + ih * 2 + kh) * 104 + iw * 2 + kw], acc);
                 }
               }
             }
@@ -5778,7 +6276,7 @@ static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0_dx1 = s->arena + 86350848;
+  const float *up3_concat0_dx1 = s->arena + 75222016;
   float *up3_upconv_bias_grad = s->g32 + 28542912;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5794,8 +6292,8 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
 /* up4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_relu1 = s->arena + 197809408;
-  const float *up3_upconv_dx = s->arena + 77188096;
-  float *up4_relu1_dx = s->arena + 80146432;
+  const float *up3_upconv_dx = s->arena + 72453120;
+  float *up4_relu1_dx = s->arena + 76446720;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1384448; i++) {
       float y = up4_relu1[n * 1384448 + i];
@@ -5808,10 +6306,10 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 2806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 117 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_relu0 = s->arena + 196316416;
-  const float *up4_relu1_dx = s->arena + 80146432;
+  const float *up4_relu1_dx = s->arena + 76446720;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
-  float *up4_conv2_dweight_padded = s->arena + 77188096;
-  float *up4_conv2_dweight_dy_flat = s->arena + 78708736;
+  float *up4_conv2_dweight_padded = s->arena + 72453120;
+  float *up4_conv2_dweight_dy_flat = s->arena + 73973760;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5842,7 +6340,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 2808 + t * 24 + l] * up4_conv2_dweight_padded[((n_3 * 512 + ic) * 55 + kh) * 54 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 2808 + t * 24 + l], up4_conv2_dweight_padded[((n_3 * 512 + ic) * 55 + kh) * 54 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -5865,7 +6363,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1_dx = s->arena + 80146432;
+  const float *up4_relu1_dx = s->arena + 76446720;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -5879,14 +6377,26 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dx: conv_dx+act_dx with up4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 126 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_relu0 = s->arena + 196316416;
-  const float *up4_relu1_dx = s->arena + 80146432;
-  float *up4_relu0_dx = s->arena + 85216256;
-  float *up4_conv2_dx_padded = s->arena + 77188096;
+  const float *up4_relu1_dx = s->arena + 76446720;
+  float *up4_relu0_dx = s->arena + 80382976;
+  float *up4_conv2_dx_packed = s->arena + 72453120;
+  float *up4_conv2_dx_padded = s->arena + 74812416;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up4_conv2_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t a = 0; a < 57; a++) {
@@ -5897,33 +6407,33 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 126; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 1008; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up4_conv2_weight[((ic * 512 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up4_conv2_dx_padded[((n_2 * 512 + ic) * 57 + kh) * 56 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up4_conv2_dx_padded[((n_2 * 512 + ic_2) * 57 + kh_2) * 56 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 56 < 54 && p < 3022) {
-                float y = up4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56];
-                up4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 56 < 54 && p < 3022) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = up4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56];
+                up4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -5934,49 +6444,61 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1082 tiles, no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-  const float *up4_relu0_dx = s->arena + 85216256;
-  float *up4_conv1_dx = s->arena + 80456704;
-  float *up4_conv1_dx_padded = s->arena + 77188096;
+  const float *up4_relu0_dx = s->arena + 80382976;
+  float *up4_conv1_dx = s->arena + 77171712;
+  float *up4_conv1_dx_packed = s->arena + 72453120;
+  float *up4_conv1_dx_padded = s->arena + 86625280;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            up4_conv1_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[((ic * 1024 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+      for (ptrdiff_t a = 0; a < 58; a++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          up4_conv1_dx_padded[((n * 512 + c) * 59 + a) * 58 + q] = 0 <= a - 2 && a - 2 < 54 && (0 <= q - 2 && q - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + a - 2) * 54 + q - 2] : 0.0f;
+          up4_conv1_dx_padded[((n * 512 + c) * 58 + a) * 58 + q] = 0 <= a - 2 && a - 2 < 54 && (0 <= q - 2 && q - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + a - 2) * 54 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 128; oc++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 136; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 1082; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = up4_conv1_weight[((ic * 1024 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += up4_conv1_dx_padded[((n_2 * 512 + ic) * 59 + kh) * 58 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = up4_conv1_dx_padded[((n_2 * 512 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 58 < 56 && p < 3246) {
-                up4_conv1_dx[((n_2 * 1024 + (oc * 2 + ob) * 4 + j_3) * 56 + p / 58) * 56 + p % 58] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 58 < 56) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                up4_conv1_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -5990,10 +6512,10 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 3022 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_concat0 = s->arena + 181045504;
-  const float *up4_relu0_dx = s->arena + 85216256;
+  const float *up4_relu0_dx = s->arena + 80382976;
   float *up4_conv1_weight_grad = s->g32 + 20939712;
-  float *up4_conv1_dweight_padded = s->arena + 77188096;
-  float *up4_conv1_dweight_dy_flat = s->arena + 83667968;
+  float *up4_conv1_dweight_padded = s->arena + 72453120;
+  float *up4_conv1_dweight_dy_flat = s->arena + 86625280;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
@@ -6024,7 +6546,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += up4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 3024 + t * 24 + l] * up4_conv1_dweight_padded[((n_3 * 1024 + ic) * 57 + kh) * 56 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(up4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 3024 + t * 24 + l], up4_conv1_dweight_padded[((n_3 * 1024 + ic) * 57 + kh) * 56 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6047,7 +6569,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0_dx = s->arena + 85216256;
+  const float *up4_relu0_dx = s->arena + 80382976;
   float *up4_conv1_bias_grad = s->g32 + 25658304;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6062,8 +6584,8 @@ static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx0: slice, unet.cnn:20 */
 static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 80456704;
-  float *up4_concat0_dx0 = s->arena + 83667968;
+  const float *up4_conv1_dx = s->arena + 77171712;
+  float *up4_concat0_dx0 = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx0[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + i];
@@ -6073,8 +6595,8 @@ static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx1: slice, unet.cnn:20 */
 static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 80456704;
-  float *up4_concat0_dx1 = s->arena + 85273600;
+  const float *up4_conv1_dx = s->arena + 77171712;
+  float *up4_concat0_dx1 = s->arena + 74058752;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0_dx1[n * 1605632 + i] = up4_conv1_dx[n * 3211264 + 1605632 + i];
@@ -6084,8 +6606,8 @@ static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx0 = s->arena + 83667968;
-  float *up4_crop0_dx = s->arena + 77188096;
+  const float *up4_concat0_dx0 = s->arena + 72453120;
+  float *up4_crop0_dx = s->arena + 86625280;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       up4_crop0_dx[n * 2097152 + i] = 0.0f;
@@ -6105,8 +6627,8 @@ static void train_up4_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up4.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
-  const float *up4_concat0_dx1 = s->arena + 85273600;
-  float *up4_upconv_dx = s->arena + 79285248;
+  const float *up4_concat0_dx1 = s->arena + 74058752;
+  float *up4_upconv_dx = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
       for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -6116,7 +6638,7 @@ static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t ocg = 0; ocg < 512; ocg++) {
               for (ptrdiff_t kh = 0; kh < 2; kh++) {
                 for (ptrdiff_t kw = 0; kw < 2; kw++) {
-                  acc = acc + up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw] * up4_upconv_weight[(((g * 1024 + icg) * 512 + ocg) * 2 + kh) * 2 + kw];
+                  acc = madd(up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw], up4_upconv_weight[(((g * 1024 + icg) * 512 + ocg) * 2 + kh) * 2 + kw], acc);
                 }
               }
             }
@@ -6131,7 +6653,7 @@ static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
 /* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
   const float *dropout0 = s->arena + 202102016;
-  const float *up4_concat0_dx1 = s->arena + 85273600;
+  const float *up4_concat0_dx1 = s->arena + 74058752;
   float *up4_upconv_weight_grad = s->g32 + 18842048;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 1024; icg++) {
@@ -6142,7 +6664,7 @@ static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t n = 0; n < count; n++) {
               for (ptrdiff_t ih = 0; ih < 28; ih++) {
                 for (ptrdiff_t iw = 0; iw < 28; iw++) {
-                  acc = acc + dropout0[((n * 1024 + g * 1024 + icg) * 28 + ih) * 28 + iw] * up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw];
+                  acc = madd(dropout0[((n * 1024 + g * 1024 + icg) * 28 + ih) * 28 + iw], up4_concat0_dx1[((n * 512 + g * 512 + ocg) * 56 + ih * 2 + kh) * 56 + iw * 2 + kw], acc);
                 }
               }
             }
@@ -6156,7 +6678,7 @@ static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0_dx1 = s->arena + 85273600;
+  const float *up4_concat0_dx1 = s->arena + 74058752;
   float *up4_upconv_bias_grad = s->g32 + 20939200;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6171,8 +6693,8 @@ static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* dropout0.dx: dropout_dx, unet.cnn:30 */
 static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv_dx = s->arena + 79285248;
-  float *dropout0_dx = s->arena + 80088064;
+  const float *up4_upconv_dx = s->arena + 72453120;
+  float *dropout0_dx = s->arena + 73255936;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0_dx[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? up4_upconv_dx[n * 802816 + i] * 2.0f : 0.0f;
@@ -6183,8 +6705,8 @@ static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
 /* bottom.relu1.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu1 = s->arena + 201299200;
-  const float *dropout0_dx = s->arena + 80088064;
-  float *bottom_relu1_dx = s->arena + 81425408;
+  const float *dropout0_dx = s->arena + 73255936;
+  float *bottom_relu1_dx = s->arena + 90725376;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       float y = bottom_relu1[n * 802816 + i];
@@ -6197,10 +6719,10 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu0 = s->arena + 200377600;
-  const float *bottom_relu1_dx = s->arena + 81425408;
+  const float *bottom_relu1_dx = s->arena + 90725376;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
-  float *bottom_conv2_dweight_padded = s->arena + 79285248;
-  float *bottom_conv2_dweight_dy_flat = s->arena + 80237568;
+  float *bottom_conv2_dweight_padded = s->arena + 72453120;
+  float *bottom_conv2_dweight_dy_flat = s->arena + 73405440;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
@@ -6231,7 +6753,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += bottom_conv2_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 840 + t * 24 + l] * bottom_conv2_dweight_padded[((n_3 * 1024 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(bottom_conv2_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 840 + t * 24 + l], bottom_conv2_dweight_padded[((n_3 * 1024 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6254,7 +6776,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1_dx = s->arena + 81425408;
+  const float *bottom_relu1_dx = s->arena + 90725376;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6268,14 +6790,26 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dx: conv_dx+act_dx with bottom.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 40 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_relu0 = s->arena + 200377600;
-  const float *bottom_relu1_dx = s->arena + 81425408;
-  float *bottom_relu0_dx = s->arena + 80503808;
-  float *bottom_conv2_dx_padded = s->arena + 79285248;
+  const float *bottom_relu1_dx = s->arena + 90725376;
+  float *bottom_relu0_dx = s->arena + 89803776;
+  float *bottom_conv2_dx_packed = s->arena + 72453120;
+  float *bottom_conv2_dx_padded = s->arena + 88722432;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            bottom_conv2_dx_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[((ic * 1024 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
       for (ptrdiff_t a = 0; a < 33; a++) {
@@ -6286,33 +6820,33 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 256; oc++) {
+  for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 40; t++) {
-        for (ptrdiff_t ob = 0; ob < 1; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 320; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = bottom_conv2_weight[((ic * 1024 + (oc + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += bottom_conv2_dx_padded[((n_2 * 1024 + ic) * 33 + kh) * 32 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = bottom_conv2_dx_padded[((n_2 * 1024 + ic_2) * 33 + kh_2) * 32 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_dx_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 32 < 30 && p < 958) {
-                float y = bottom_relu0[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32];
-                bottom_relu0_dx[((n_2 * 1024 + (oc + ob) * 4 + j_3) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 32 < 30 && p < 958) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = bottom_relu0[((n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32];
+                bottom_relu0_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -6323,49 +6857,61 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 1086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 1 blocks; chunks shared out among threads; 46 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 1086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 362 tiles, no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-  const float *bottom_relu0_dx = s->arena + 80503808;
-  float *bottom_conv1_dx = s->arena + 84060160;
-  float *bottom_conv1_dx_padded = s->arena + 79285248;
+  const float *bottom_relu0_dx = s->arena + 89803776;
+  float *bottom_conv1_dx = s->arena + 78355456;
+  float *bottom_conv1_dx_packed = s->arena + 72453120;
+  float *bottom_conv1_dx_padded = s->arena + 77171712;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            bottom_conv1_dx_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t a = 0; a < 35; a++) {
+      for (ptrdiff_t a = 0; a < 34; a++) {
         for (ptrdiff_t q = 0; q < 34; q++) {
-          bottom_conv1_dx_padded[((n * 1024 + c) * 35 + a) * 34 + q] = 0 <= a - 2 && a - 2 < 30 && (0 <= q - 2 && q - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + a - 2) * 30 + q - 2] : 0.0f;
+          bottom_conv1_dx_padded[((n * 1024 + c) * 34 + a) * 34 + q] = 0 <= a - 2 && a - 2 < 30 && (0 <= q - 2 && q - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + a - 2) * 30 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 128; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 46; t++) {
-        for (ptrdiff_t ob = 0; ob < 1; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 362; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = bottom_conv1_weight[((ic * 512 + (oc + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += bottom_conv1_dx_padded[((n_2 * 1024 + ic) * 35 + kh) * 34 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = bottom_conv1_dx_padded[((n_2 * 1024 + ic_2) * 34 + kh_2) * 34 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_dx_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 34 < 32 && p < 1086) {
-                bottom_conv1_dx[((n_2 * 512 + (oc + ob) * 4 + j_3) * 32 + p / 34) * 32 + p % 34] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 34 < 32) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                bottom_conv1_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 32 + p / 34) * 32 + p % 34] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -6379,10 +6925,10 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool3 = s->arena + 202904832;
-  const float *bottom_relu0_dx = s->arena + 80503808;
+  const float *bottom_relu0_dx = s->arena + 89803776;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
-  float *bottom_conv1_dweight_padded = s->arena + 81425408;
-  float *bottom_conv1_dweight_dy_flat = s->arena + 79285248;
+  float *bottom_conv1_dweight_padded = s->arena + 73436160;
+  float *bottom_conv1_dweight_dy_flat = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6413,7 +6959,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += bottom_conv1_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 960 + t * 24 + l] * bottom_conv1_dweight_padded[((n_3 * 512 + ic) * 33 + kh) * 32 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(bottom_conv1_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 960 + t * 24 + l], bottom_conv1_dweight_padded[((n_3 * 512 + ic) * 33 + kh) * 32 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6436,7 +6982,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0_dx = s->arena + 80503808;
+  const float *bottom_relu0_dx = s->arena + 89803776;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6452,9 +6998,9 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
 /* maxpool3.dx: pool_dx+add+act_dx with down4.relu1.dsum and down4.relu1.dx, unet.cnn:30 */
 static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_relu1 = s->arena + 194219264;
-  const float *up4_crop0_dx = s->arena + 77188096;
-  const float *bottom_conv1_dx = s->arena + 84060160;
-  float *down4_relu1_dx = s->arena + 81963008;
+  const float *up4_crop0_dx = s->arena + 86625280;
+  const float *bottom_conv1_dx = s->arena + 78355456;
+  float *down4_relu1_dx = s->arena + 79444992;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       down4_relu1_dx[n * 2097152 + i] = 0.0f;
@@ -6496,10 +7042,10 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 4222 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 176 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down4_relu0 = s->arena + 191988992;
-  const float *down4_relu1_dx = s->arena + 81963008;
+  const float *down4_relu1_dx = s->arena + 79444992;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
-  float *down4_conv2_dweight_padded = s->arena + 77188096;
-  float *down4_conv2_dweight_dy_flat = s->arena + 79452160;
+  float *down4_conv2_dweight_padded = s->arena + 72453120;
+  float *down4_conv2_dweight_dy_flat = s->arena + 74717184;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6530,7 +7076,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4224 + t * 24 + l] * down4_conv2_dweight_padded[((n_3 * 512 + ic) * 67 + kh) * 66 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4224 + t * 24 + l], down4_conv2_dweight_padded[((n_3 * 512 + ic) * 67 + kh) * 66 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6553,7 +7099,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1_dx = s->arena + 81963008;
+  const float *down4_relu1_dx = s->arena + 79444992;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6567,14 +7113,26 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dx: conv_dx+act_dx with down4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 187 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_relu0 = s->arena + 191988992;
-  const float *down4_relu1_dx = s->arena + 81963008;
-  float *down4_relu0_dx = s->arena + 79732736;
-  float *down4_conv2_dx_padded = s->arena + 77188096;
+  const float *down4_relu1_dx = s->arena + 79444992;
+  float *down4_relu0_dx = s->arena + 77214720;
+  float *down4_conv2_dx_packed = s->arena + 74855424;
+  float *down4_conv2_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 16; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down4_conv2_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t a = 0; a < 69; a++) {
@@ -6585,33 +7143,33 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 187; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 1496; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down4_conv2_weight[((ic * 512 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down4_conv2_dx_padded[((n_2 * 512 + ic) * 69 + kh) * 68 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down4_conv2_dx_padded[((n_2 * 512 + ic_2) * 69 + kh_2) * 68 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 68 < 66 && p < 4486) {
-                float y = down4_relu0[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68];
-                down4_relu0_dx[((n_2 * 512 + (oc * 2 + ob) * 4 + j_3) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 68 < 66 && p < 4486) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = down4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68];
+                down4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -6622,49 +7180,61 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4758 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 2 blocks; chunks shared out among threads; 199 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 4758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1586 tiles, no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-  const float *down4_relu0_dx = s->arena + 79732736;
-  float *down4_conv1_dx = s->arena + 87261696;
-  float *down4_conv1_dx_padded = s->arena + 77188096;
+  const float *down4_relu0_dx = s->arena + 77214720;
+  float *down4_conv1_dx = s->arena + 75952128;
+  float *down4_conv1_dx_packed = s->arena + 79444992;
+  float *down4_conv1_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down4_conv1_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 71; a++) {
+      for (ptrdiff_t a = 0; a < 70; a++) {
         for (ptrdiff_t q = 0; q < 70; q++) {
-          down4_conv1_dx_padded[((n * 512 + c) * 71 + a) * 70 + q] = 0 <= a - 2 && a - 2 < 66 && (0 <= q - 2 && q - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + a - 2) * 66 + q - 2] : 0.0f;
+          down4_conv1_dx_padded[((n * 512 + c) * 70 + a) * 70 + q] = 0 <= a - 2 && a - 2 < 66 && (0 <= q - 2 && q - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + a - 2) * 66 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 199; t++) {
-        for (ptrdiff_t ob = 0; ob < 2; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 1586; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down4_conv1_weight[((ic * 256 + (oc * 2 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down4_conv1_dx_padded[((n_2 * 512 + ic) * 71 + kh) * 70 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down4_conv1_dx_padded[((n_2 * 512 + ic_2) * 70 + kh_2) * 70 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 70 < 68 && p < 4758) {
-                down4_conv1_dx[((n_2 * 256 + (oc * 2 + ob) * 4 + j_3) * 68 + p / 70) * 68 + p % 70] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 70 < 68) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                down4_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 68 + p / 70) * 68 + p % 70] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -6678,10 +7248,10 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 4486 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool2 = s->arena + 199193856;
-  const float *down4_relu0_dx = s->arena + 79732736;
+  const float *down4_relu0_dx = s->arena + 77214720;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
-  float *down4_conv1_dweight_padded = s->arena + 81963008;
-  float *down4_conv1_dweight_dy_flat = s->arena + 77188096;
+  float *down4_conv1_dweight_padded = s->arena + 74750976;
+  float *down4_conv1_dweight_dy_flat = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6712,7 +7282,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4488 + t * 24 + l] * down4_conv1_dweight_padded[((n_3 * 256 + ic) * 69 + kh) * 68 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4488 + t * 24 + l], down4_conv1_dweight_padded[((n_3 * 256 + ic) * 69 + kh) * 68 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6735,7 +7305,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0_dx = s->arena + 79732736;
+  const float *down4_relu0_dx = s->arena + 77214720;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6751,9 +7321,9 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 /* maxpool2.dx: pool_dx+add+act_dx with down3.relu1.dsum and down3.relu1.dx, unet.cnn:29 */
 static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_relu1 = s->arena + 176310528;
-  const float *up3_crop0_dx = s->arena + 72453120;
-  const float *down4_conv1_dx = s->arena + 87261696;
-  float *down3_relu1_dx = s->arena + 82526720;
+  const float *up3_crop0_dx = s->arena + 81890304;
+  const float *down4_conv1_dx = s->arena + 75952128;
+  float *down3_relu1_dx = s->arena + 86625280;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       down3_relu1_dx[n * 4734976 + i] = 0.0f;
@@ -6795,7 +7365,7 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 18766 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 782 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down3_relu0 = s->arena + 171435264;
-  const float *down3_relu1_dx = s->arena + 82526720;
+  const float *down3_relu1_dx = s->arena + 86625280;
   float *down3_conv2_weight_grad = s->g32 + 554176;
   float *down3_conv2_dweight_padded = s->arena + 72453120;
   float *down3_conv2_dweight_dy_flat = s->arena + 77363712;
@@ -6829,7 +7399,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 18768 + t * 24 + l] * down3_conv2_dweight_padded[((n_3 * 256 + ic) * 139 + kh) * 138 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 18768 + t * 24 + l], down3_conv2_dweight_padded[((n_3 * 256 + ic) * 139 + kh) * 138 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -6852,7 +7422,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1_dx = s->arena + 82526720;
+  const float *down3_relu1_dx = s->arena + 86625280;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6866,14 +7436,26 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dx: conv_dx+act_dx with down3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 805 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_relu0 = s->arena + 171435264;
-  const float *down3_relu1_dx = s->arena + 82526720;
-  float *down3_relu0_dx = s->arena + 77651456;
+  const float *down3_relu1_dx = s->arena + 86625280;
+  float *down3_relu0_dx = s->arena + 77615104;
+  float *down3_conv2_dx_packed = s->arena + 82490368;
   float *down3_conv2_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down3_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t a = 0; a < 141; a++) {
@@ -6884,33 +7466,33 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+  for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 805; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 6440; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down3_conv2_weight[((ic * 256 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down3_conv2_dx_padded[((n_2 * 256 + ic) * 141 + kh) * 140 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down3_conv2_dx_padded[((n_2 * 256 + ic_2) * 141 + kh_2) * 140 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 140 < 138 && p < 19318) {
-                float y = down3_relu0[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140];
-                down3_relu0_dx[((n_2 * 256 + (oc * 4 + ob) * 4 + j_3) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 140 < 138 && p < 19318) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = down3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140];
+                down3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -6921,49 +7503,61 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19878 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 829 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 19878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6626 tiles, no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-  const float *down3_relu0_dx = s->arena + 77651456;
-  float *down3_conv1_dx = s->arena + 93138688;
+  const float *down3_relu0_dx = s->arena + 77615104;
+  float *down3_conv1_dx = s->arena + 93102080;
+  float *down3_conv1_dx_packed = s->arena + 20647936;
   float *down3_conv1_dx_padded = s->arena + 72453120;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down3_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 143; a++) {
+      for (ptrdiff_t a = 0; a < 142; a++) {
         for (ptrdiff_t q = 0; q < 142; q++) {
-          down3_conv1_dx_padded[((n * 256 + c) * 143 + a) * 142 + q] = 0 <= a - 2 && a - 2 < 138 && (0 <= q - 2 && q - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + a - 2) * 138 + q - 2] : 0.0f;
+          down3_conv1_dx_padded[((n * 256 + c) * 142 + a) * 142 + q] = 0 <= a - 2 && a - 2 < 138 && (0 <= q - 2 && q - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + a - 2) * 138 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 8; oc++) {
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 829; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 6626; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down3_conv1_weight[((ic * 128 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down3_conv1_dx_padded[((n_2 * 256 + ic) * 143 + kh) * 142 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down3_conv1_dx_padded[((n_2 * 256 + ic_2) * 142 + kh_2) * 142 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 142 < 140 && p < 19878) {
-                down3_conv1_dx[((n_2 * 128 + (oc * 4 + ob) * 4 + j_3) * 140 + p / 142) * 140 + p % 142] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 142 < 140) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                down3_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 140 + p / 142) * 140 + p % 142] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -6977,9 +7571,9 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 19318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool1 = s->arena + 189480192;
-  const float *down3_relu0_dx = s->arena + 77651456;
+  const float *down3_relu0_dx = s->arena + 77615104;
   float *down3_conv1_weight_grad = s->g32 + 259008;
-  float *down3_conv1_dweight_padded = s->arena + 82526720;
+  float *down3_conv1_dweight_padded = s->arena + 82490368;
   float *down3_conv1_dweight_dy_flat = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -7011,7 +7605,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 19320 + t * 24 + l] * down3_conv1_dweight_padded[((n_3 * 128 + ic) * 141 + kh) * 140 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 19320 + t * 24 + l], down3_conv1_dweight_padded[((n_3 * 128 + ic) * 141 + kh) * 140 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7034,7 +7628,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0_dx = s->arena + 77651456;
+  const float *down3_relu0_dx = s->arena + 77615104;
   float *down3_conv1_bias_grad = s->g32 + 553920;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7051,8 +7645,8 @@ static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_relu1 = s->arena + 121246208;
   const float *up2_crop0_dx = s->arena + 62417920;
-  const float *down3_conv1_dx = s->arena + 93138688;
-  float *down2_relu1_dx = s->arena + 83103488;
+  const float *down3_conv1_dx = s->arena + 93102080;
+  float *down2_relu1_dx = s->arena + 83066880;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
       down2_relu1_dx[n * 10035200 + i] = 0.0f;
@@ -7094,7 +7688,7 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 78958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3290 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0 = s->arena + 111067136;
-  const float *down2_relu1_dx = s->arena + 83103488;
+  const float *down2_relu1_dx = s->arena + 83066880;
   float *down2_conv2_weight_grad = s->g32 + 111424;
   float *down2_conv2_dweight_padded = s->arena + 62417920;
   float *down2_conv2_dweight_dy_flat = s->arena + 72633088;
@@ -7128,7 +7722,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 78960 + t * 24 + l] * down2_conv2_dweight_padded[((n_3 * 128 + ic) * 283 + kh) * 282 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 78960 + t * 24 + l], down2_conv2_dweight_padded[((n_3 * 128 + ic) * 283 + kh) * 282 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7151,7 +7745,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1_dx = s->arena + 83103488;
+  const float *down2_relu1_dx = s->arena + 83066880;
   float *down2_conv2_bias_grad = s->g32 + 258880;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7165,14 +7759,26 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dx: conv_dx+act_dx with down2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 3337 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_relu0 = s->arena + 111067136;
-  const float *down2_relu1_dx = s->arena + 83103488;
-  float *down2_relu0_dx = s->arena + 72924416;
+  const float *down2_relu1_dx = s->arena + 83066880;
+  float *down2_relu0_dx = s->arena + 72887808;
+  float *down2_conv2_dx_packed = s->arena + 20647936;
   float *down2_conv2_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down2_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t a = 0; a < 285; a++) {
@@ -7185,31 +7791,31 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 3337; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+      for (ptrdiff_t t = 0; t < 26696; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down2_conv2_weight[((ic * 128 + (oc * 8 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down2_conv2_dx_padded[((n_2 * 128 + ic) * 285 + kh) * 284 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down2_conv2_dx_padded[((n_2 * 128 + ic_2) * 285 + kh_2) * 284 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down2_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 284 < 282 && p < 80086) {
-                float y = down2_relu0[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284];
-                down2_relu0_dx[((n_2 * 128 + (oc * 8 + ob) * 4 + j_3) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 284 < 282 && p < 80086) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                float y = down2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284];
+                down2_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
               }
             }
           }
@@ -7220,49 +7826,61 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 81222 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 3385 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 81222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 27074 tiles, no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
-  const float *down2_relu0_dx = s->arena + 72924416;
-  float *down2_conv1_dx = s->arena + 88283648;
+  const float *down2_relu0_dx = s->arena + 72887808;
+  float *down2_conv1_dx = s->arena + 88247040;
+  float *down2_conv1_dx_packed = s->arena + 20647936;
   float *down2_conv1_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down2_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 287; a++) {
+      for (ptrdiff_t a = 0; a < 286; a++) {
         for (ptrdiff_t q = 0; q < 286; q++) {
-          down2_conv1_dx_padded[((n * 128 + c) * 287 + a) * 286 + q] = 0 <= a - 2 && a - 2 < 282 && (0 <= q - 2 && q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + q - 2] : 0.0f;
+          down2_conv1_dx_padded[((n * 128 + c) * 286 + a) * 286 + q] = 0 <= a - 2 && a - 2 < 282 && (0 <= q - 2 && q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + q - 2] : 0.0f;
         }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 3385; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
+  for (ptrdiff_t t = 0; t < 27074; t++) {
+    for (ptrdiff_t oc = 0; oc < 2; oc++) {
+      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 128; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down2_conv1_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down2_conv1_dx_padded[((n_2 * 128 + ic) * 287 + kh) * 286 + t * 24 + i_2 + kw] * wv;
+          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = down2_conv1_dx_padded[((n_2 * 128 + ic_2) * 286 + kh_2) * 286 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, down2_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 286 < 284 && p < 81222) {
-                down2_conv1_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 284 + p / 286) * 284 + p % 286] = acc[j_3 * 24 + i_3];
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 286 < 284) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                down2_conv1_dx[((n_2 * 64 + (oc + ob_2) * 32 + j_4) * 284 + p / 286) * 284 + p % 286] = acc[i_3 * 32 + j_4];
               }
             }
           }
@@ -7276,9 +7894,9 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 80086 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 156337920;
-  const float *down2_relu0_dx = s->arena + 72924416;
+  const float *down2_relu0_dx = s->arena + 72887808;
   float *down2_conv1_weight_grad = s->g32 + 37568;
-  float *down2_conv1_dweight_padded = s->arena + 83103488;
+  float *down2_conv1_dweight_padded = s->arena + 83066880;
   float *down2_conv1_dweight_dy_flat = s->arena + 62417920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -7310,7 +7928,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 80088 + t * 24 + l] * down2_conv1_dweight_padded[((n_3 * 64 + ic) * 285 + kh) * 284 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 80088 + t * 24 + l], down2_conv1_dweight_padded[((n_3 * 64 + ic) * 285 + kh) * 284 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7333,7 +7951,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0_dx = s->arena + 72924416;
+  const float *down2_relu0_dx = s->arena + 72887808;
   float *down2_conv1_bias_grad = s->g32 + 111296;
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
@@ -7350,7 +7968,7 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 0;
   const float *up1_crop0_dx = s->arena + 41769984;
-  const float *down2_conv1_dx = s->arena + 88283648;
+  const float *down2_conv1_dx = s->arena + 88247040;
   float *down1_relu1_dx = s->arena + 62563584;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
@@ -7427,7 +8045,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 323760 + t * 24 + l] * down1_conv2_dweight_padded[((n_3 * 64 + ic) * 571 + kh) * 570 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 323760 + t * 24 + l], down1_conv2_dweight_padded[((n_3 * 64 + ic) * 571 + kh) * 570 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7464,14 +8082,26 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dx: conv_dx+act_dx with down1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 13585 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 326038 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 108680 tiles (2 spare positions), no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_relu0 = s->arena + 20976384;
   const float *down1_relu1_dx = s->arena + 62563584;
   float *down1_relu0_dx = s->arena + 41769984;
+  float *down1_conv2_dx_packed = s->arena + 83211520;
   float *down1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            down1_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+          }
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t a = 0; a < 573; a++) {
@@ -7482,34 +8112,32 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+  for (ptrdiff_t t = 0; t < 108680; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 13585; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 4; j++) {
-            for (ptrdiff_t i = 0; i < 24; i++) {
-              acc[j * 24 + i] = 0.0f;
-            }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic = 0; ic < 64; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = down1_conv2_weight[((ic * 64 + (oc * 4 + ob) * 4 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] += down1_conv2_dx_padded[((n_2 * 64 + ic) * 573 + kh) * 572 + t * 24 + i_2 + kw] * wv;
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 64; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = down1_conv2_dx_padded[((n_2 * 64 + ic_2) * 573 + kh_2) * 572 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, down1_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-              ptrdiff_t p = t * 24 + i_3;
-              if (p % 572 < 570 && p < 326038) {
-                float y = down1_relu0[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572];
-                down1_relu0_dx[((n_2 * 64 + (oc * 4 + ob) * 4 + j_3) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[j_3 * 24 + i_3] : 0.0f;
-              }
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 572 < 570 && p < 326038) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float y = down1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 570 + p / 572) * 570 + p % 572];
+              down1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
             }
           }
         }
@@ -7555,7 +8183,7 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
               for (ptrdiff_t j = 0; j < 4; j++) {
                 for (ptrdiff_t k = 0; k < 1; k++) {
                   for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] += down1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 326040 + t * 24 + l] * down1_conv1_dweight_padded[((n_3 + ic) * 573 + kh) * 572 + t * 24 + l + kc + k];
+                    acc[(j + k) * 24 + l] = madd(down1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 326040 + t * 24 + l], down1_conv1_dweight_padded[((n_3 + ic) * 573 + kh) * 572 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
                   }
                 }
               }
@@ -7599,9 +8227,9 @@ static void update_down1_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *down1_conv1_weight_m = s->m32 + 0;
   for (ptrdiff_t i = 0; i < 576; i++) {
     float g = down1_conv1_weight_grad[i];
-    float buf = 0.99f * down1_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, down1_conv1_weight_m[i], g);
     down1_conv1_weight_m[i] = buf;
-    down1_conv1_weight[i] = down1_conv1_weight[i] - s->lr * buf;
+    down1_conv1_weight[i] = madd(-s->lr, buf, down1_conv1_weight[i]);
   }
 }
 
@@ -7613,9 +8241,9 @@ static void update_down1_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *down1_conv1_bias_m = s->m32 + 576;
   for (ptrdiff_t i = 0; i < 64; i++) {
     float g = down1_conv1_bias_grad[i];
-    float buf = 0.99f * down1_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, down1_conv1_bias_m[i], g);
     down1_conv1_bias_m[i] = buf;
-    down1_conv1_bias[i] = down1_conv1_bias[i] - s->lr * buf;
+    down1_conv1_bias[i] = madd(-s->lr, buf, down1_conv1_bias[i]);
   }
 }
 
@@ -7627,9 +8255,9 @@ static void update_down1_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_weight_m = s->m32 + 640;
   for (ptrdiff_t i = 0; i < 36864; i++) {
     float g = down1_conv2_weight_grad[i];
-    float buf = 0.99f * down1_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, down1_conv2_weight_m[i], g);
     down1_conv2_weight_m[i] = buf;
-    down1_conv2_weight[i] = down1_conv2_weight[i] - s->lr * buf;
+    down1_conv2_weight[i] = madd(-s->lr, buf, down1_conv2_weight[i]);
   }
 }
 
@@ -7641,9 +8269,9 @@ static void update_down1_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_bias_m = s->m32 + 37504;
   for (ptrdiff_t i = 0; i < 64; i++) {
     float g = down1_conv2_bias_grad[i];
-    float buf = 0.99f * down1_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, down1_conv2_bias_m[i], g);
     down1_conv2_bias_m[i] = buf;
-    down1_conv2_bias[i] = down1_conv2_bias[i] - s->lr * buf;
+    down1_conv2_bias[i] = madd(-s->lr, buf, down1_conv2_bias[i]);
   }
 }
 
@@ -7655,9 +8283,9 @@ static void update_down2_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_weight_m = s->m32 + 37568;
   for (ptrdiff_t i = 0; i < 73728; i++) {
     float g = down2_conv1_weight_grad[i];
-    float buf = 0.99f * down2_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, down2_conv1_weight_m[i], g);
     down2_conv1_weight_m[i] = buf;
-    down2_conv1_weight[i] = down2_conv1_weight[i] - s->lr * buf;
+    down2_conv1_weight[i] = madd(-s->lr, buf, down2_conv1_weight[i]);
   }
 }
 
@@ -7669,9 +8297,9 @@ static void update_down2_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_bias_m = s->m32 + 111296;
   for (ptrdiff_t i = 0; i < 128; i++) {
     float g = down2_conv1_bias_grad[i];
-    float buf = 0.99f * down2_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, down2_conv1_bias_m[i], g);
     down2_conv1_bias_m[i] = buf;
-    down2_conv1_bias[i] = down2_conv1_bias[i] - s->lr * buf;
+    down2_conv1_bias[i] = madd(-s->lr, buf, down2_conv1_bias[i]);
   }
 }
 
@@ -7683,9 +8311,9 @@ static void update_down2_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_weight_m = s->m32 + 111424;
   for (ptrdiff_t i = 0; i < 147456; i++) {
     float g = down2_conv2_weight_grad[i];
-    float buf = 0.99f * down2_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, down2_conv2_weight_m[i], g);
     down2_conv2_weight_m[i] = buf;
-    down2_conv2_weight[i] = down2_conv2_weight[i] - s->lr * buf;
+    down2_conv2_weight[i] = madd(-s->lr, buf, down2_conv2_weight[i]);
   }
 }
 
@@ -7697,9 +8325,9 @@ static void update_down2_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_bias_m = s->m32 + 258880;
   for (ptrdiff_t i = 0; i < 128; i++) {
     float g = down2_conv2_bias_grad[i];
-    float buf = 0.99f * down2_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, down2_conv2_bias_m[i], g);
     down2_conv2_bias_m[i] = buf;
-    down2_conv2_bias[i] = down2_conv2_bias[i] - s->lr * buf;
+    down2_conv2_bias[i] = madd(-s->lr, buf, down2_conv2_bias[i]);
   }
 }
 
@@ -7711,9 +8339,9 @@ static void update_down3_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_weight_m = s->m32 + 259008;
   for (ptrdiff_t i = 0; i < 294912; i++) {
     float g = down3_conv1_weight_grad[i];
-    float buf = 0.99f * down3_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, down3_conv1_weight_m[i], g);
     down3_conv1_weight_m[i] = buf;
-    down3_conv1_weight[i] = down3_conv1_weight[i] - s->lr * buf;
+    down3_conv1_weight[i] = madd(-s->lr, buf, down3_conv1_weight[i]);
   }
 }
 
@@ -7725,9 +8353,9 @@ static void update_down3_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_bias_m = s->m32 + 553920;
   for (ptrdiff_t i = 0; i < 256; i++) {
     float g = down3_conv1_bias_grad[i];
-    float buf = 0.99f * down3_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, down3_conv1_bias_m[i], g);
     down3_conv1_bias_m[i] = buf;
-    down3_conv1_bias[i] = down3_conv1_bias[i] - s->lr * buf;
+    down3_conv1_bias[i] = madd(-s->lr, buf, down3_conv1_bias[i]);
   }
 }
 
@@ -7739,9 +8367,9 @@ static void update_down3_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_weight_m = s->m32 + 554176;
   for (ptrdiff_t i = 0; i < 589824; i++) {
     float g = down3_conv2_weight_grad[i];
-    float buf = 0.99f * down3_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, down3_conv2_weight_m[i], g);
     down3_conv2_weight_m[i] = buf;
-    down3_conv2_weight[i] = down3_conv2_weight[i] - s->lr * buf;
+    down3_conv2_weight[i] = madd(-s->lr, buf, down3_conv2_weight[i]);
   }
 }
 
@@ -7753,9 +8381,9 @@ static void update_down3_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_bias_m = s->m32 + 1144000;
   for (ptrdiff_t i = 0; i < 256; i++) {
     float g = down3_conv2_bias_grad[i];
-    float buf = 0.99f * down3_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, down3_conv2_bias_m[i], g);
     down3_conv2_bias_m[i] = buf;
-    down3_conv2_bias[i] = down3_conv2_bias[i] - s->lr * buf;
+    down3_conv2_bias[i] = madd(-s->lr, buf, down3_conv2_bias[i]);
   }
 }
 
@@ -7767,9 +8395,9 @@ static void update_down4_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_weight_m = s->m32 + 1144256;
   for (ptrdiff_t i = 0; i < 1179648; i++) {
     float g = down4_conv1_weight_grad[i];
-    float buf = 0.99f * down4_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, down4_conv1_weight_m[i], g);
     down4_conv1_weight_m[i] = buf;
-    down4_conv1_weight[i] = down4_conv1_weight[i] - s->lr * buf;
+    down4_conv1_weight[i] = madd(-s->lr, buf, down4_conv1_weight[i]);
   }
 }
 
@@ -7781,9 +8409,9 @@ static void update_down4_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_bias_m = s->m32 + 2323904;
   for (ptrdiff_t i = 0; i < 512; i++) {
     float g = down4_conv1_bias_grad[i];
-    float buf = 0.99f * down4_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, down4_conv1_bias_m[i], g);
     down4_conv1_bias_m[i] = buf;
-    down4_conv1_bias[i] = down4_conv1_bias[i] - s->lr * buf;
+    down4_conv1_bias[i] = madd(-s->lr, buf, down4_conv1_bias[i]);
   }
 }
 
@@ -7795,9 +8423,9 @@ static void update_down4_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_weight_m = s->m32 + 2324416;
   for (ptrdiff_t i = 0; i < 2359296; i++) {
     float g = down4_conv2_weight_grad[i];
-    float buf = 0.99f * down4_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, down4_conv2_weight_m[i], g);
     down4_conv2_weight_m[i] = buf;
-    down4_conv2_weight[i] = down4_conv2_weight[i] - s->lr * buf;
+    down4_conv2_weight[i] = madd(-s->lr, buf, down4_conv2_weight[i]);
   }
 }
 
@@ -7809,9 +8437,9 @@ static void update_down4_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_bias_m = s->m32 + 4683712;
   for (ptrdiff_t i = 0; i < 512; i++) {
     float g = down4_conv2_bias_grad[i];
-    float buf = 0.99f * down4_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, down4_conv2_bias_m[i], g);
     down4_conv2_bias_m[i] = buf;
-    down4_conv2_bias[i] = down4_conv2_bias[i] - s->lr * buf;
+    down4_conv2_bias[i] = madd(-s->lr, buf, down4_conv2_bias[i]);
   }
 }
 
@@ -7823,9 +8451,9 @@ static void update_bottom_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_weight_m = s->m32 + 4684224;
   for (ptrdiff_t i = 0; i < 4718592; i++) {
     float g = bottom_conv1_weight_grad[i];
-    float buf = 0.99f * bottom_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, bottom_conv1_weight_m[i], g);
     bottom_conv1_weight_m[i] = buf;
-    bottom_conv1_weight[i] = bottom_conv1_weight[i] - s->lr * buf;
+    bottom_conv1_weight[i] = madd(-s->lr, buf, bottom_conv1_weight[i]);
   }
 }
 
@@ -7837,9 +8465,9 @@ static void update_bottom_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_bias_m = s->m32 + 9402816;
   for (ptrdiff_t i = 0; i < 1024; i++) {
     float g = bottom_conv1_bias_grad[i];
-    float buf = 0.99f * bottom_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, bottom_conv1_bias_m[i], g);
     bottom_conv1_bias_m[i] = buf;
-    bottom_conv1_bias[i] = bottom_conv1_bias[i] - s->lr * buf;
+    bottom_conv1_bias[i] = madd(-s->lr, buf, bottom_conv1_bias[i]);
   }
 }
 
@@ -7851,9 +8479,9 @@ static void update_bottom_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_weight_m = s->m32 + 9403840;
   for (ptrdiff_t i = 0; i < 9437184; i++) {
     float g = bottom_conv2_weight_grad[i];
-    float buf = 0.99f * bottom_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, bottom_conv2_weight_m[i], g);
     bottom_conv2_weight_m[i] = buf;
-    bottom_conv2_weight[i] = bottom_conv2_weight[i] - s->lr * buf;
+    bottom_conv2_weight[i] = madd(-s->lr, buf, bottom_conv2_weight[i]);
   }
 }
 
@@ -7865,9 +8493,9 @@ static void update_bottom_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_bias_m = s->m32 + 18841024;
   for (ptrdiff_t i = 0; i < 1024; i++) {
     float g = bottom_conv2_bias_grad[i];
-    float buf = 0.99f * bottom_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, bottom_conv2_bias_m[i], g);
     bottom_conv2_bias_m[i] = buf;
-    bottom_conv2_bias[i] = bottom_conv2_bias[i] - s->lr * buf;
+    bottom_conv2_bias[i] = madd(-s->lr, buf, bottom_conv2_bias[i]);
   }
 }
 
@@ -7879,9 +8507,9 @@ static void update_up4_upconv_weight(unet_state *s, ptrdiff_t count) {
   float *up4_upconv_weight_m = s->m32 + 18842048;
   for (ptrdiff_t i = 0; i < 2097152; i++) {
     float g = up4_upconv_weight_grad[i];
-    float buf = 0.99f * up4_upconv_weight_m[i] + g;
+    float buf = madd(0.99f, up4_upconv_weight_m[i], g);
     up4_upconv_weight_m[i] = buf;
-    up4_upconv_weight[i] = up4_upconv_weight[i] - s->lr * buf;
+    up4_upconv_weight[i] = madd(-s->lr, buf, up4_upconv_weight[i]);
   }
 }
 
@@ -7893,9 +8521,9 @@ static void update_up4_upconv_bias(unet_state *s, ptrdiff_t count) {
   float *up4_upconv_bias_m = s->m32 + 20939200;
   for (ptrdiff_t i = 0; i < 512; i++) {
     float g = up4_upconv_bias_grad[i];
-    float buf = 0.99f * up4_upconv_bias_m[i] + g;
+    float buf = madd(0.99f, up4_upconv_bias_m[i], g);
     up4_upconv_bias_m[i] = buf;
-    up4_upconv_bias[i] = up4_upconv_bias[i] - s->lr * buf;
+    up4_upconv_bias[i] = madd(-s->lr, buf, up4_upconv_bias[i]);
   }
 }
 
@@ -7907,9 +8535,9 @@ static void update_up4_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_weight_m = s->m32 + 20939712;
   for (ptrdiff_t i = 0; i < 4718592; i++) {
     float g = up4_conv1_weight_grad[i];
-    float buf = 0.99f * up4_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, up4_conv1_weight_m[i], g);
     up4_conv1_weight_m[i] = buf;
-    up4_conv1_weight[i] = up4_conv1_weight[i] - s->lr * buf;
+    up4_conv1_weight[i] = madd(-s->lr, buf, up4_conv1_weight[i]);
   }
 }
 
@@ -7921,9 +8549,9 @@ static void update_up4_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_bias_m = s->m32 + 25658304;
   for (ptrdiff_t i = 0; i < 512; i++) {
     float g = up4_conv1_bias_grad[i];
-    float buf = 0.99f * up4_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, up4_conv1_bias_m[i], g);
     up4_conv1_bias_m[i] = buf;
-    up4_conv1_bias[i] = up4_conv1_bias[i] - s->lr * buf;
+    up4_conv1_bias[i] = madd(-s->lr, buf, up4_conv1_bias[i]);
   }
 }
 
@@ -7935,9 +8563,9 @@ static void update_up4_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_weight_m = s->m32 + 25658816;
   for (ptrdiff_t i = 0; i < 2359296; i++) {
     float g = up4_conv2_weight_grad[i];
-    float buf = 0.99f * up4_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, up4_conv2_weight_m[i], g);
     up4_conv2_weight_m[i] = buf;
-    up4_conv2_weight[i] = up4_conv2_weight[i] - s->lr * buf;
+    up4_conv2_weight[i] = madd(-s->lr, buf, up4_conv2_weight[i]);
   }
 }
 
@@ -7949,9 +8577,9 @@ static void update_up4_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_bias_m = s->m32 + 28018112;
   for (ptrdiff_t i = 0; i < 512; i++) {
     float g = up4_conv2_bias_grad[i];
-    float buf = 0.99f * up4_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, up4_conv2_bias_m[i], g);
     up4_conv2_bias_m[i] = buf;
-    up4_conv2_bias[i] = up4_conv2_bias[i] - s->lr * buf;
+    up4_conv2_bias[i] = madd(-s->lr, buf, up4_conv2_bias[i]);
   }
 }
 
@@ -7963,9 +8591,9 @@ static void update_up3_upconv_weight(unet_state *s, ptrdiff_t count) {
   float *up3_upconv_weight_m = s->m32 + 28018624;
   for (ptrdiff_t i = 0; i < 524288; i++) {
     float g = up3_upconv_weight_grad[i];
-    float buf = 0.99f * up3_upconv_weight_m[i] + g;
+    float buf = madd(0.99f, up3_upconv_weight_m[i], g);
     up3_upconv_weight_m[i] = buf;
-    up3_upconv_weight[i] = up3_upconv_weight[i] - s->lr * buf;
+    up3_upconv_weight[i] = madd(-s->lr, buf, up3_upconv_weight[i]);
   }
 }
 
@@ -7977,9 +8605,9 @@ static void update_up3_upconv_bias(unet_state *s, ptrdiff_t count) {
   float *up3_upconv_bias_m = s->m32 + 28542912;
   for (ptrdiff_t i = 0; i < 256; i++) {
     float g = up3_upconv_bias_grad[i];
-    float buf = 0.99f * up3_upconv_bias_m[i] + g;
+    float buf = madd(0.99f, up3_upconv_bias_m[i], g);
     up3_upconv_bias_m[i] = buf;
-    up3_upconv_bias[i] = up3_upconv_bias[i] - s->lr * buf;
+    up3_upconv_bias[i] = madd(-s->lr, buf, up3_upconv_bias[i]);
   }
 }
 
@@ -7991,9 +8619,9 @@ static void update_up3_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_weight_m = s->m32 + 28543168;
   for (ptrdiff_t i = 0; i < 1179648; i++) {
     float g = up3_conv1_weight_grad[i];
-    float buf = 0.99f * up3_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, up3_conv1_weight_m[i], g);
     up3_conv1_weight_m[i] = buf;
-    up3_conv1_weight[i] = up3_conv1_weight[i] - s->lr * buf;
+    up3_conv1_weight[i] = madd(-s->lr, buf, up3_conv1_weight[i]);
   }
 }
 
@@ -8005,9 +8633,9 @@ static void update_up3_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_bias_m = s->m32 + 29722816;
   for (ptrdiff_t i = 0; i < 256; i++) {
     float g = up3_conv1_bias_grad[i];
-    float buf = 0.99f * up3_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, up3_conv1_bias_m[i], g);
     up3_conv1_bias_m[i] = buf;
-    up3_conv1_bias[i] = up3_conv1_bias[i] - s->lr * buf;
+    up3_conv1_bias[i] = madd(-s->lr, buf, up3_conv1_bias[i]);
   }
 }
 
@@ -8019,9 +8647,9 @@ static void update_up3_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_weight_m = s->m32 + 29723072;
   for (ptrdiff_t i = 0; i < 589824; i++) {
     float g = up3_conv2_weight_grad[i];
-    float buf = 0.99f * up3_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, up3_conv2_weight_m[i], g);
     up3_conv2_weight_m[i] = buf;
-    up3_conv2_weight[i] = up3_conv2_weight[i] - s->lr * buf;
+    up3_conv2_weight[i] = madd(-s->lr, buf, up3_conv2_weight[i]);
   }
 }
 
@@ -8033,9 +8661,9 @@ static void update_up3_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_bias_m = s->m32 + 30312896;
   for (ptrdiff_t i = 0; i < 256; i++) {
     float g = up3_conv2_bias_grad[i];
-    float buf = 0.99f * up3_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, up3_conv2_bias_m[i], g);
     up3_conv2_bias_m[i] = buf;
-    up3_conv2_bias[i] = up3_conv2_bias[i] - s->lr * buf;
+    up3_conv2_bias[i] = madd(-s->lr, buf, up3_conv2_bias[i]);
   }
 }
 
@@ -8047,9 +8675,9 @@ static void update_up2_upconv_weight(unet_state *s, ptrdiff_t count) {
   float *up2_upconv_weight_m = s->m32 + 30313152;
   for (ptrdiff_t i = 0; i < 131072; i++) {
     float g = up2_upconv_weight_grad[i];
-    float buf = 0.99f * up2_upconv_weight_m[i] + g;
+    float buf = madd(0.99f, up2_upconv_weight_m[i], g);
     up2_upconv_weight_m[i] = buf;
-    up2_upconv_weight[i] = up2_upconv_weight[i] - s->lr * buf;
+    up2_upconv_weight[i] = madd(-s->lr, buf, up2_upconv_weight[i]);
   }
 }
 
@@ -8061,9 +8689,9 @@ static void update_up2_upconv_bias(unet_state *s, ptrdiff_t count) {
   float *up2_upconv_bias_m = s->m32 + 30444224;
   for (ptrdiff_t i = 0; i < 128; i++) {
     float g = up2_upconv_bias_grad[i];
-    float buf = 0.99f * up2_upconv_bias_m[i] + g;
+    float buf = madd(0.99f, up2_upconv_bias_m[i], g);
     up2_upconv_bias_m[i] = buf;
-    up2_upconv_bias[i] = up2_upconv_bias[i] - s->lr * buf;
+    up2_upconv_bias[i] = madd(-s->lr, buf, up2_upconv_bias[i]);
   }
 }
 
@@ -8075,9 +8703,9 @@ static void update_up2_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_weight_m = s->m32 + 30444352;
   for (ptrdiff_t i = 0; i < 294912; i++) {
     float g = up2_conv1_weight_grad[i];
-    float buf = 0.99f * up2_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, up2_conv1_weight_m[i], g);
     up2_conv1_weight_m[i] = buf;
-    up2_conv1_weight[i] = up2_conv1_weight[i] - s->lr * buf;
+    up2_conv1_weight[i] = madd(-s->lr, buf, up2_conv1_weight[i]);
   }
 }
 
@@ -8089,9 +8717,9 @@ static void update_up2_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_bias_m = s->m32 + 30739264;
   for (ptrdiff_t i = 0; i < 128; i++) {
     float g = up2_conv1_bias_grad[i];
-    float buf = 0.99f * up2_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, up2_conv1_bias_m[i], g);
     up2_conv1_bias_m[i] = buf;
-    up2_conv1_bias[i] = up2_conv1_bias[i] - s->lr * buf;
+    up2_conv1_bias[i] = madd(-s->lr, buf, up2_conv1_bias[i]);
   }
 }
 
@@ -8103,9 +8731,9 @@ static void update_up2_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_weight_m = s->m32 + 30739392;
   for (ptrdiff_t i = 0; i < 147456; i++) {
     float g = up2_conv2_weight_grad[i];
-    float buf = 0.99f * up2_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, up2_conv2_weight_m[i], g);
     up2_conv2_weight_m[i] = buf;
-    up2_conv2_weight[i] = up2_conv2_weight[i] - s->lr * buf;
+    up2_conv2_weight[i] = madd(-s->lr, buf, up2_conv2_weight[i]);
   }
 }
 
@@ -8117,9 +8745,9 @@ static void update_up2_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_bias_m = s->m32 + 30886848;
   for (ptrdiff_t i = 0; i < 128; i++) {
     float g = up2_conv2_bias_grad[i];
-    float buf = 0.99f * up2_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, up2_conv2_bias_m[i], g);
     up2_conv2_bias_m[i] = buf;
-    up2_conv2_bias[i] = up2_conv2_bias[i] - s->lr * buf;
+    up2_conv2_bias[i] = madd(-s->lr, buf, up2_conv2_bias[i]);
   }
 }
 
@@ -8131,9 +8759,9 @@ static void update_up1_upconv_weight(unet_state *s, ptrdiff_t count) {
   float *up1_upconv_weight_m = s->m32 + 30886976;
   for (ptrdiff_t i = 0; i < 32768; i++) {
     float g = up1_upconv_weight_grad[i];
-    float buf = 0.99f * up1_upconv_weight_m[i] + g;
+    float buf = madd(0.99f, up1_upconv_weight_m[i], g);
     up1_upconv_weight_m[i] = buf;
-    up1_upconv_weight[i] = up1_upconv_weight[i] - s->lr * buf;
+    up1_upconv_weight[i] = madd(-s->lr, buf, up1_upconv_weight[i]);
   }
 }
 
@@ -8145,9 +8773,9 @@ static void update_up1_upconv_bias(unet_state *s, ptrdiff_t count) {
   float *up1_upconv_bias_m = s->m32 + 30919744;
   for (ptrdiff_t i = 0; i < 64; i++) {
     float g = up1_upconv_bias_grad[i];
-    float buf = 0.99f * up1_upconv_bias_m[i] + g;
+    float buf = madd(0.99f, up1_upconv_bias_m[i], g);
     up1_upconv_bias_m[i] = buf;
-    up1_upconv_bias[i] = up1_upconv_bias[i] - s->lr * buf;
+    up1_upconv_bias[i] = madd(-s->lr, buf, up1_upconv_bias[i]);
   }
 }
 
@@ -8159,9 +8787,9 @@ static void update_up1_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_weight_m = s->m32 + 30919808;
   for (ptrdiff_t i = 0; i < 73728; i++) {
     float g = up1_conv1_weight_grad[i];
-    float buf = 0.99f * up1_conv1_weight_m[i] + g;
+    float buf = madd(0.99f, up1_conv1_weight_m[i], g);
     up1_conv1_weight_m[i] = buf;
-    up1_conv1_weight[i] = up1_conv1_weight[i] - s->lr * buf;
+    up1_conv1_weight[i] = madd(-s->lr, buf, up1_conv1_weight[i]);
   }
 }
 
@@ -8173,9 +8801,9 @@ static void update_up1_conv1_bias(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_bias_m = s->m32 + 30993536;
   for (ptrdiff_t i = 0; i < 64; i++) {
     float g = up1_conv1_bias_grad[i];
-    float buf = 0.99f * up1_conv1_bias_m[i] + g;
+    float buf = madd(0.99f, up1_conv1_bias_m[i], g);
     up1_conv1_bias_m[i] = buf;
-    up1_conv1_bias[i] = up1_conv1_bias[i] - s->lr * buf;
+    up1_conv1_bias[i] = madd(-s->lr, buf, up1_conv1_bias[i]);
   }
 }
 
@@ -8187,9 +8815,9 @@ static void update_up1_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_weight_m = s->m32 + 30993600;
   for (ptrdiff_t i = 0; i < 36864; i++) {
     float g = up1_conv2_weight_grad[i];
-    float buf = 0.99f * up1_conv2_weight_m[i] + g;
+    float buf = madd(0.99f, up1_conv2_weight_m[i], g);
     up1_conv2_weight_m[i] = buf;
-    up1_conv2_weight[i] = up1_conv2_weight[i] - s->lr * buf;
+    up1_conv2_weight[i] = madd(-s->lr, buf, up1_conv2_weight[i]);
   }
 }
 
@@ -8201,9 +8829,9 @@ static void update_up1_conv2_bias(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_bias_m = s->m32 + 31030464;
   for (ptrdiff_t i = 0; i < 64; i++) {
     float g = up1_conv2_bias_grad[i];
-    float buf = 0.99f * up1_conv2_bias_m[i] + g;
+    float buf = madd(0.99f, up1_conv2_bias_m[i], g);
     up1_conv2_bias_m[i] = buf;
-    up1_conv2_bias[i] = up1_conv2_bias[i] - s->lr * buf;
+    up1_conv2_bias[i] = madd(-s->lr, buf, up1_conv2_bias[i]);
   }
 }
 
@@ -8215,9 +8843,9 @@ static void update_head_weight(unet_state *s, ptrdiff_t count) {
   float *head_weight_m = s->m32 + 31030528;
   for (ptrdiff_t i = 0; i < 128; i++) {
     float g = head_weight_grad[i];
-    float buf = 0.99f * head_weight_m[i] + g;
+    float buf = madd(0.99f, head_weight_m[i], g);
     head_weight_m[i] = buf;
-    head_weight[i] = head_weight[i] - s->lr * buf;
+    head_weight[i] = madd(-s->lr, buf, head_weight[i]);
   }
 }
 
@@ -8229,9 +8857,9 @@ static void update_head_bias(unet_state *s, ptrdiff_t count) {
   float *head_bias_m = s->m32 + 31030656;
   for (ptrdiff_t i = 0; i < 2; i++) {
     float g = head_bias_grad[i];
-    float buf = 0.99f * head_bias_m[i] + g;
+    float buf = madd(0.99f, head_bias_m[i], g);
     head_bias_m[i] = buf;
-    head_bias[i] = head_bias[i] - s->lr * buf;
+    head_bias[i] = madd(-s->lr, buf, head_bias[i]);
   }
 }
 

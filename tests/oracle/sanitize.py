@@ -2,7 +2,7 @@
 """The generated code of every example under AddressSanitizer and
 UndefinedBehaviorSanitizer: for each dsl-example (at forward.py's reduced
 sizes), random weights and inputs go through `cnnc run` and `cnnc grad`
-with the model compiled by `cc -O0 -fsanitize=address,undefined
+with the model compiled by `cc -O0 -march=native -fsanitize=address,undefined
 -fno-sanitize-recover=all`; each run must succeed with no sanitizer report.
 (-O0: the big examples' training code compiles several times faster than
 at -O1, and the reduced inputs keep the slower code quick.)
@@ -11,8 +11,9 @@ loaders; correctness against PyTorch is forward.py's and grad.py's job,
 which run through the JIT (cnnc's default). So each result of the C path
 here is also compared with the JIT's on the same files: outputs, loss and
 gradients must agree within a relative 1e-5 of each tensor's scale (both
-compile the same loop IR, without fused multiply-adds, so they agree to
-the bit in practice). (Leak detection is
+compile the same loop IR, and both fuse its multiply-adds on this machine:
+-march=native lets the C's madd() use the instruction, as the JIT does; so
+they agree to the bit in practice). (Leak detection is
 off: the drivers leave their buffers to the end of the process on purpose.)
 U-Net also runs with its channel widths divided by 16 (narrow()): the loops
 index the same way, and at full width the instrumented backward pass takes
@@ -34,7 +35,7 @@ import forward  # noqa: E402
 import graph_torch  # noqa: E402
 import st  # noqa: E402
 
-SAN_CC = "cc -O0 -fsanitize=address,undefined -fno-sanitize-recover=all"
+SAN_CC = "cc -O0 -march=native -fsanitize=address,undefined -fno-sanitize-recover=all"
 
 
 def inputs(g, n, train):
