@@ -32,8 +32,9 @@ typedef struct Conv {
                kernel's (ic, oc, KH-1-kh, KW-1-kw) */
   ConvSchedule s;
   Buffer *acc;
-  Buffer *packed; /* chan_inner: the weights, packed (pack_weights) */
-  int n, grp;     /* loop variables: sample, group (-1: one group) */
+  Buffer *packed;  /* chan_inner: the weights, packed (pack_weights) */
+  Buffer *partial; /* chan_inner in passes (icb): the sums between them */
+  int n, grp;      /* loop variables: sample, group (-1: one group) */
 } Conv;
 
 static Expr *group_base(Lower *L, const Conv *c, int64_t per) {
@@ -67,6 +68,17 @@ static Expr *tap_shift(Lower *L, Expr *off, int64_t phases) {
   return phases > 1 ? dvd(L, off, I(L, phases)) : off;
 }
 
+/* Element (row, col) of channel ch in phase plane phase of sample n in
+ * the copy with channels innermost (schedule.h, chan_inner). */
+static Expr *hwc(Lower *L, const Conv *c, Expr *n, Expr *phase, Expr *row,
+                 Expr *col, Expr *ch) {
+  const ConvSchedule *s = &c->s;
+  Expr *at = add(L, mul(L, n, I(L, s->phase_h * s->phase_w)), phase);
+  at = add(L, mul(L, at, I(L, s->plane_h)), row);
+  at = add(L, mul(L, at, I(L, s->plane_w)), col);
+  return add(L, mul(L, at, I(L, c->g.C)), ch);
+}
+
 /* What tap (kh, kw) of input channel icx reads at position pos (schedule.h,
  * positions): its phase's plane, shifted by the tap. */
 static Expr *tap_read(Lower *L, const Conv *c, Expr *icx, Expr *kh, Expr *kw,
@@ -74,6 +86,14 @@ static Expr *tap_read(Lower *L, const Conv *c, Expr *icx, Expr *kh, Expr *kw,
   const ConvGeom *g = &c->g;
   int64_t PH = c->s.phase_h, PW = c->s.phase_w;
   Expr *offh = mul(L, kh, I(L, g->dh)), *offw = mul(L, kw, I(L, g->dw));
+  if (c->s.hwc) { /* the copy, channels innermost */
+    Expr *phase = PH * PW > 1 ? add(L, mul(L, tap_phase(L, offh, PH), I(L, PW)),
+                                    tap_phase(L, offw, PW))
+                              : I(L, 0);
+    return load(L, c->x,
+                hwc(L, c, V(L, c->n), phase, tap_shift(L, offh, PH),
+                    add(L, pos, tap_shift(L, offw, PW)), icx));
+  }
   Expr *plane = icx;
   if (PH * PW > 1)
     plane = add(
@@ -169,35 +189,56 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
  * chan_inner): acc[i * ocb + j] for position p0 + i and channel ocl0 + j,
  * each tap the position's input times the block's packed weights. */
 static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
-                      int64_t from) {
+                      int64_t from, int icc) {
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb;
+  int64_t icb = s->icb ? s->icb : Cg, last = Cg / icb - 1;
   LoopBuilder *b = &L->b;
   Expr *ocx0 = add(L, group_base(L, c, Og), mul(L, blk, I(L, ocb)));
   int i = lb_for(b, "i", width);
   int j = lb_for(b, "j", ocb);
   Expr *at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
-  lb_store(b, c->acc, at,
-           c->bias ? load(L, c->bias, add(L, ocx0, V(L, j))) : F(L, 0));
+  /* the sums so far, between passes over the input channels */
+  Expr *part = icc >= 0 ? idx(L, V(L, c->n), add(L, ocx0, V(L, j)), I(L, 0),
+                              add(L, p0, V(L, i)), c->partial->shape)
+                        : NULL;
+  Expr *start = c->bias ? load(L, c->bias, add(L, ocx0, V(L, j))) : F(L, 0);
+  if (part)
+    start = x_select(L->p, x_bin(L->p, X_EQ, V(L, icc), I(L, 0)), start,
+                     load(L, c->partial, part));
+  lb_store(b, c->acc, at, start);
   close(L, 2);
-  int ic = lb_for(b, "ic", Cg);
+  int ic = lb_for(b, "ic", icb);
   int kh = lb_for(b, "kh", g->KH);
   int kw = lb_for(b, "kw", g->KW);
   i = lb_for(b, "i", width);
-  Expr *icx = add(L, group_base(L, c, Cg), V(L, ic));
+  Expr *icl =
+      icc >= 0 ? add(L, mul(L, V(L, icc), I(L, icb)), V(L, ic)) : V(L, ic);
+  Expr *icx = add(L, group_base(L, c, Cg), icl);
   int xv = lb_let(b, "xv",
                   tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))));
   j = lb_for(b, "j", ocb);
   Expr *bx = add(L, group_base(L, c, Og / ocb), blk);
-  Expr *tap = add(
-      L, mul(L, add(L, mul(L, bx, I(L, Cg)), V(L, ic)), I(L, g->KH)), V(L, kh));
+  Expr *tap =
+      add(L, mul(L, add(L, mul(L, bx, I(L, Cg)), icl), I(L, g->KH)), V(L, kh));
   tap = add(L, mul(L, tap, I(L, g->KW)), V(L, kw));
   at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
   lb_accum(b, c->acc, at,
            mul(L, x_temp(L->p, xv),
                load(L, c->packed, add(L, mul(L, tap, I(L, ocb)), V(L, j)))));
   close(L, 5);
+  if (part) { /* not the last pass: keep the sums; the last: store */
+    lb_if(b, x_bin(L->p, X_LT, V(L, icc), I(L, last)));
+    i = lb_for(b, "i", width);
+    j = lb_for(b, "j", ocb);
+    part = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), I(L, 0),
+               add(L, p0, V(L, i)), c->partial->shape);
+    lb_store(b, c->partial, part,
+             load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j))));
+    close(L, 3);
+    lb_if(b, x_bin(L->p, X_EQ, V(L, icc), I(L, last)));
+  }
   int in_place = lower_epilogue_in_place(L, c->acc, width, ocb, ocx0, 1);
   i = lb_for(b, "i", width);
   Expr *p = x_itemp(L->p, lb_let(b, "p", add(L, p0, V(L, i))));
@@ -212,7 +253,7 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j)));
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
-  close(L, 3);
+  close(L, 3 + (part != NULL));
 }
 
 /* The weights in the order chan_tile reads them: for each group and
@@ -253,10 +294,15 @@ static void pad_input(Lower *L, Conv *c) {
   LoopBuilder *b = &L->b;
   int n = s->parallel == PAR_SAMPLES ? lb_parallel_for(b, "n", -1)
                                      : lb_for(b, "n", -1);
-  int ch = lb_for(b, "c", g->C);
+  /* channels innermost: a row at a time, each channel's run of it read
+   * in order and written C apart (the row's copy stays in cache) */
+  int hw = s->hwc;
+  int ch = hw ? -1 : lb_for(b, "c", g->C);
   int rh = PH > 1 ? lb_for(b, "rh", PH) : -1;
   int rw = PW > 1 ? lb_for(b, "rw", PW) : -1;
   int a = lb_for(b, "a", s->plane_h);
+  if (hw)
+    ch = lb_for(b, "c", g->C);
   int q = lb_for(b, "q", s->plane_w);
   /* the padded row a * PH + rh and column q * PW + rw */
   Expr *pr = rh >= 0 ? add(L, mul(L, V(L, a), I(L, PH)), V(L, rh)) : V(L, a);
@@ -288,7 +334,12 @@ static void pad_input(Lower *L, Conv *c) {
     plane = add(L, mul(L, plane, I(L, PH)), V(L, rh));
   if (rw >= 0)
     plane = add(L, mul(L, plane, I(L, PW)), V(L, rw));
-  lb_store(b, pad, idx(L, V(L, n), plane, V(L, a), V(L, q), ps),
+  Expr *phase = rh >= 0 ? V(L, rh) : I(L, 0);
+  if (rw >= 0)
+    phase = add(L, mul(L, phase, I(L, PW)), V(L, rw));
+  lb_store(b, pad,
+           hw ? hwc(L, c, V(L, n), phase, V(L, a), V(L, q), V(L, ch))
+              : idx(L, V(L, n), plane, V(L, a), V(L, q), ps),
            x_select(L->p, in,
                     load(L, c->x, idx(L, V(L, n), V(L, ch), ih, iw, c->xs)),
                     F(L, 0)));
@@ -326,16 +377,25 @@ static void lower_forward(Lower *L, Conv *c) {
   /* without a copy, a last tile that would run past the positions ends
    * at the last one instead */
   int64_t w = s->width, shifted = !s->pad_copy && s->tiles * w > s->positions;
+  /* passes over the input channels (schedule.h, icb), each over the tiles */
+  int64_t passes = s->icb ? g->C / g->groups / s->icb : 1;
+  if (passes > 1) {
+    Shape ps = {3, {g->O, 1, s->tiles * w, 0}};
+    c->partial = lower_scratch(L, "partial", ps);
+  }
   for (int last = 0; last < 2; last++) {
     if (last ? !shifted : s->tiles - shifted <= 0)
       continue;
-    int t = -1;
+    int t = -1, icc = -1;
     if (tiles_out) { /* tiles, then chunks and samples within each */
       t = last ? -1 : lb_parallel_for(b, "t", s->tiles - shifted);
       ch = chunks > 1 ? lb_for(b, "oc", chunks) : -1;
       c->n = lb_for(b, "n", -1);
-    } else if (!last) {
-      t = lb_for(b, "t", s->tiles - shifted);
+      icc = passes > 1 ? lb_for(b, "icc", passes) : -1;
+    } else {
+      icc = passes > 1 ? lb_for(b, "icc", passes) : -1;
+      if (!last)
+        t = lb_for(b, "t", s->tiles - shifted);
     }
     int ob = lb_for(b, "ob", per);
     Expr *blk =
@@ -345,10 +405,11 @@ static void lower_forward(Lower *L, Conv *c) {
     Expr *p0 = last ? I(L, s->positions - w) : mul(L, V(L, t), I(L, w));
     int64_t from = last ? (s->tiles - 1) * w : 0;
     if (s->chan_inner)
-      chan_tile(L, c, p0, w, blk, from);
+      chan_tile(L, c, p0, w, blk, from, icc);
     else
       flat_tile(L, c, p0, w, ocl0, from);
-    close(L, 1 + (t >= 0) + (c->grp >= 0) + (tiles_out ? 1 + (ch >= 0) : 0));
+    close(L, 1 + (t >= 0) + (icc >= 0) + (c->grp >= 0) +
+                 (tiles_out ? 1 + (ch >= 0) : 0));
   }
   if (!tiles_out)
     close(L, 1 + (ch >= 0));

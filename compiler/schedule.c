@@ -42,7 +42,16 @@ enum { LANES = 8, MAX_ACC = 12, ROW_STORE_WORK = 32, PACK_POSITIONS = 128 };
  * innermost and 50 channels innermost, packing included (microbenchmarks
  * of both nests). The packing is a pass over the weights each call, so
  * it pays where every weight meets many positions: at 14 x 14 it still
- * won (45 against 40 GFLOP/s), at 7 x 7 it lost (24 against 31). */
+ * won (45 against 40 GFLOP/s), at 7 x 7 it lost (24 against 31).
+ * With a kernel wider than 1 x 1 and 16 input channels or more, the
+ * input is copied with its channels innermost (schedule.h, hwc), so that
+ * a tile's broadcasts, every input channel at a few positions, read a
+ * few contiguous runs: from the planes of NCHW they were as many pages
+ * as channels and kernel rows (VGG16's features.7: 95 ms, 66 from the
+ * copy). A 1 x 1 layer reads one row per channel, and the transposing
+ * copy cost more than it saved (ResNet-50's layer1.1.conv1: 2.5 ms
+ * without, 4.7 with), as it did at a stride of 2 (layer2.0.conv2: 5.3
+ * against 6.4 ms). */
 static int chan_inner(const ConvGeom *g, ConvPass pass, ConvSchedule *s) {
   int64_t og = g->O / g->groups;
   if (pass != CONV_FORWARD || g->OH * g->OW < PACK_POSITIONS ||
@@ -97,8 +106,11 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
    * guarded windows, strided loads and narrow rows (ResNet's 7 and 14
    * columns) would cost more. */
   ConvGeom p = padded_geom(g);
+  int inner = chan_inner(g, pass, &s);
+  s.hwc = inner && g->KH * g->KW > 1 && g->C / g->groups >= 16 && g->sh == 1 &&
+          g->sw == 1 && g->uh <= 1 && g->uw <= 1;
   s.pad_copy = pass == CONV_WEIGHT || g->sh > 1 || g->sw > 1 || g->ph != 0 ||
-               g->pw != 0 || g->uh > 1 || g->uw > 1;
+               g->pw != 0 || g->uh > 1 || g->uw > 1 || s.hwc;
   s.phase_h = s.pad_copy ? g->sh : 1;
   s.phase_w = s.pad_copy ? g->sw : 1;
   s.plane_h = s.pad_copy ? (p.H + s.phase_h - 1) / s.phase_h : g->H;
@@ -107,7 +119,7 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   int64_t wi = s.positions, og = g->O / g->groups;
   static const int64_t widths[] = {8, 16, 24, 32};
   double best = -1;
-  for (int i = chan_inner(g, pass, &s) ? 5 : 0; i <= 4; i++) {
+  for (int i = inner ? 5 : 0; i <= 4; i++) {
     int64_t w = i < 4 ? widths[i] : wi; /* one tile, if narrow */
     /* The last tile is a whole one: past the positions into the copy's
      * zero rows, or without a copy ending at the last position
@@ -206,6 +218,9 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
                                      "accumulators: %" PRId64
                                      " output channels x %" PRId64 " positions",
                                      s->ocb, s->width);
+  if (s->icb)
+    acc = arena_printf(a, "%s; input channels in passes of %" PRId64, acc,
+                       s->icb);
   if (s->chunk)
     acc = arena_printf(a, "%s; tiles through chunks of %" PRId64 " blocks", acc,
                        s->chunk);
@@ -220,9 +235,11 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
       : s->phase_h * s->phase_w > 1
           ? arena_printf(a,
                          "input copied zero-padded into %" PRId64 " x %" PRId64
-                         " planes of the stride's phases; ",
-                         s->phase_h, s->phase_w)
-          : "input copied zero-padded; ";
+                         " planes of the stride's phases%s; ",
+                         s->phase_h, s->phase_w,
+                         s->hwc ? ", channels innermost" : "")
+      : s->hwc ? "input copied zero-padded, channels innermost; "
+               : "input copied zero-padded; ";
   if (s->row_stores)
     acc = arena_printf(a, "%s; stores row by row", acc);
   int64_t spare = s->tiles * s->width - s->positions;
@@ -252,9 +269,22 @@ static int64_t largest_divisor(int64_t n, int64_t most) {
  * its small ones. */
 enum { CHUNK_BYTES = 256 << 10 };
 
+/* A block's weights for all its input channels can pass the L2 cache:
+ * VGG16's 512-channel layers hold 590 KB a block, which every tile of 3
+ * positions read again from L3. In passes of icb input channels they
+ * stay. */
+static int64_t input_chunk(const ConvGeom *g, const ConvSchedule *s) {
+  int64_t cg = g->C / g->groups, per = s->ocb * g->KH * g->KW * 4;
+  if (!s->chan_inner || cg * per <= CHUNK_BYTES)
+    return 0;
+  return largest_divisor(cg, CHUNK_BYTES / per < 1 ? 1 : CHUNK_BYTES / per);
+}
+
 void schedule_chunk(const ConvGeom *g, ConvSchedule *s) {
   int64_t nob = g->O / g->groups / s->ocb;
-  int64_t block = s->ocb * (g->C / g->groups) * g->KH * g->KW * g->groups * 4;
+  s->icb = input_chunk(g, s);
+  int64_t icb = s->icb ? s->icb : g->C / g->groups;
+  int64_t block = s->ocb * icb * g->KH * g->KW * g->groups * 4;
   int64_t most = CHUNK_BYTES / block;
   if (s->parallel == PAR_BLOCKS && most > nob / 4)
     most = nob / 4; /* chunks for 4 threads at least */

@@ -54,6 +54,8 @@ typedef struct ConvSchedule {
                         the start of the call; width is then a few
                         positions. Else the positions are innermost and
                         each weight is a scalar */
+  int hwc;           /* chan_inner: the input is copied (pad_copy) with its
+                        channels innermost, [phase][row][col][C] */
   int64_t kwb;       /* weight gradient: kw taps per block */
   int64_t width;     /* positions per tile: the innermost, contiguous
                         loop, which the backends' compilers vectorize */
@@ -70,6 +72,11 @@ typedef struct ConvSchedule {
                         L2 cache: the tiles go by once per chunk, each
                         through its blocks (at least 4 chunks when threads
                         share out the blocks); schedule_chunk sets it */
+  int64_t icb;       /* chan_inner: input channels per pass over the tiles
+                        (a divisor of the group's; 0: all in one pass), so
+                        that a block's weights for them fit in the L2
+                        cache; the sums so far wait in a scratch buffer
+                        between passes, summed in the same order */
 } ConvSchedule;
 
 /* Work (multiply-adds per call) below which a nest runs on one thread:

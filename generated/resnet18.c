@@ -1224,7 +1224,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
@@ -1256,10 +1256,10 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1277,7 +1277,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_0_conv1_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -1300,7 +1300,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
@@ -1333,10 +1333,10 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1354,7 +1354,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_0_conv2_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -1377,7 +1377,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
@@ -1409,10 +1409,10 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1430,7 +1430,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_1_conv1_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -1453,7 +1453,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
@@ -1486,10 +1486,10 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_padded[((n * 64 + c_2) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -1507,7 +1507,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_1_conv2_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -1693,7 +1693,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
@@ -1726,10 +1726,10 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_padded[((n * 128 + c_2) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_0_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -1748,7 +1748,7 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_0_conv2_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1772,7 +1772,7 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
@@ -1804,10 +1804,10 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_padded[((n * 128 + c_2) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv1_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -1826,7 +1826,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_1_conv1_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1850,7 +1850,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
@@ -1883,10 +1883,10 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_padded[((n * 128 + c_2) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -1905,7 +1905,7 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_1_conv2_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1937,7 +1937,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
   const float *layer2_1_relu1 = s->arena + 567552;
-  float *layer3_0_relu0 = s->arena + 667904;
+  float *layer3_0_relu0 = s->arena + 712192;
   float *layer3_0_bn1_scale = s->arena + 417792;
   float *layer3_0_bn1_shift = s->arena + 418048;
   float *layer3_0_conv1_packed = s->arena + 0;
@@ -2019,7 +2019,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
   const float *layer2_1_relu1 = s->arena + 567552;
-  float *layer3_0_downsample_1 = s->arena + 718080;
+  float *layer3_0_downsample_1 = s->arena + 762368;
   float *layer3_0_downsample_1_scale = s->arena + 140288;
   float *layer3_0_downsample_1_shift = s->arena + 140544;
   float *layer3_0_downsample_0_packed = s->arena + 107520;
@@ -2092,20 +2092,21 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
   const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
   const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  const float *layer3_0_relu0 = s->arena + 667904;
-  const float *layer3_0_downsample_1 = s->arena + 718080;
-  float *layer3_0_relu1 = s->arena + 768256;
-  float *layer3_0_bn2_scale = s->arena + 655360;
-  float *layer3_0_bn2_shift = s->arena + 655616;
+  const float *layer3_0_relu0 = s->arena + 712192;
+  const float *layer3_0_downsample_1 = s->arena + 762368;
+  float *layer3_0_relu1 = s->arena + 812544;
+  float *layer3_0_bn2_scale = s->arena + 862720;
+  float *layer3_0_bn2_shift = s->arena + 862976;
   float *layer3_0_conv2_packed = s->arena + 0;
   float *layer3_0_conv2_padded = s->arena + 589824;
+  float *layer3_0_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
@@ -2125,10 +2126,10 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_padded[((n * 256 + c_2) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -2136,31 +2137,42 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_0_conv2_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = madd(acc[i_3 * 32 + j_4], layer3_0_bn2_scale[(oc + ob_2) * 32 + j_4], layer3_0_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer3_0_downsample_1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = madd(acc[i_4 * 32 + j_5], layer3_0_bn2_scale[(oc + ob_2) * 32 + j_5], layer3_0_bn2_shift[(oc + ob_2) * 32 + j_5]) + layer3_0_downsample_1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
+                    layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+                  }
+                }
               }
             }
           }
@@ -2171,19 +2183,20 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
   const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
   const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-  const float *layer3_0_relu1 = s->arena + 768256;
-  float *layer3_1_relu0 = s->arena + 655360;
-  float *layer3_1_bn1_scale = s->arena + 705536;
-  float *layer3_1_bn1_shift = s->arena + 705792;
+  const float *layer3_0_relu1 = s->arena + 812544;
+  float *layer3_1_relu0 = s->arena + 712192;
+  float *layer3_1_bn1_scale = s->arena + 762368;
+  float *layer3_1_bn1_shift = s->arena + 762624;
   float *layer3_1_conv1_packed = s->arena + 0;
   float *layer3_1_conv1_padded = s->arena + 589824;
+  float *layer3_1_conv1_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
@@ -2203,10 +2216,10 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_padded[((n * 256 + c_2) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -2214,31 +2227,42 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_1_conv1_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = madd(acc[i_3 * 32 + j_4], layer3_1_bn1_scale[(oc + ob_2) * 32 + j_4], layer3_1_bn1_shift[(oc + ob_2) * 32 + j_4]);
-                layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = madd(acc[i_4 * 32 + j_5], layer3_1_bn1_scale[(oc + ob_2) * 32 + j_5], layer3_1_bn1_shift[(oc + ob_2) * 32 + j_5]);
+                    layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+                  }
+                }
               }
             }
           }
@@ -2249,20 +2273,21 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
   const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
   const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-  const float *layer3_0_relu1 = s->arena + 768256;
-  const float *layer3_1_relu0 = s->arena + 655360;
-  float *layer3_1_relu1 = s->arena + 705536;
-  float *layer3_1_bn2_scale = s->arena + 755712;
-  float *layer3_1_bn2_shift = s->arena + 755968;
+  const float *layer3_0_relu1 = s->arena + 812544;
+  const float *layer3_1_relu0 = s->arena + 712192;
+  float *layer3_1_relu1 = s->arena + 762368;
+  float *layer3_1_bn2_scale = s->arena + 862720;
+  float *layer3_1_bn2_shift = s->arena + 862976;
   float *layer3_1_conv2_packed = s->arena + 0;
   float *layer3_1_conv2_padded = s->arena + 589824;
+  float *layer3_1_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
@@ -2282,10 +2307,10 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_padded[((n * 256 + c_2) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -2293,31 +2318,42 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_1_conv2_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = madd(acc[i_3 * 32 + j_4], layer3_1_bn2_scale[(oc + ob_2) * 32 + j_4], layer3_1_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
-                layer3_1_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = madd(acc[i_4 * 32 + j_5], layer3_1_bn2_scale[(oc + ob_2) * 32 + j_5], layer3_1_bn2_shift[(oc + ob_2) * 32 + j_5]) + layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
+                    layer3_1_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+                  }
+                }
               }
             }
           }
@@ -2335,7 +2371,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-  const float *layer3_1_relu1 = s->arena + 705536;
+  const float *layer3_1_relu1 = s->arena + 762368;
   float *layer4_0_relu0 = s->arena + 81920;
   float *layer4_0_bn1_scale = s->arena + 107008;
   float *layer4_0_bn1_shift = s->arena + 107520;
@@ -2405,7 +2441,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
   const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-  const float *layer3_1_relu1 = s->arena + 705536;
+  const float *layer3_1_relu1 = s->arena + 762368;
   float *layer4_0_downsample_1 = s->arena + 107008;
   float *layer4_0_downsample_1_scale = s->arena + 71680;
   float *layer4_0_downsample_1_shift = s->arena + 72192;
@@ -2912,7 +2948,7 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *maxpool0 = s->arena + 2785280;
@@ -2932,10 +2968,10 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -2953,7 +2989,7 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_0_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_0_conv1_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -3015,7 +3051,7 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 3186688;
@@ -3035,10 +3071,10 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -3056,7 +3092,7 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_0_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_0_conv2_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -3119,7 +3155,7 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 3588096;
@@ -3139,10 +3175,10 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -3160,7 +3196,7 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_1_conv1_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_1_conv1_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv1_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -3222,7 +3258,7 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3989504;
@@ -3242,10 +3278,10 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -3263,7 +3299,7 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_1_conv2_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_1_conv2_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -3435,7 +3471,7 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 4823040;
@@ -3455,10 +3491,10 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_0_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -3477,7 +3513,7 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_0_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_0_conv2_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -3649,7 +3685,7 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 5124096;
@@ -3669,10 +3705,10 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv1_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -3691,7 +3727,7 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_1_conv1_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_1_conv1_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -3754,7 +3790,7 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 5324800;
@@ -3774,10 +3810,10 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -3796,7 +3832,7 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_1_conv2_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_1_conv2_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -3864,7 +3900,7 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer2_1_relu1 = s->arena + 5525504;
-  float *layer3_0_conv1 = s->arena + 5625856;
+  float *layer3_0_conv1 = s->arena + 5682688;
   float *layer3_0_conv1_packed = s->arena + 0;
   float *layer3_0_conv1_padded = s->arena + 294912;
   float acc[96]; /* accumulators */
@@ -3935,8 +3971,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
   int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 160; /* layer3.0.bn1.num_batches_tracked */
-  const float *layer3_0_conv1 = s->arena + 5625856;
-  float *layer3_0_relu0 = s->arena + 5676032;
+  const float *layer3_0_conv1 = s->arena + 5682688;
+  float *layer3_0_relu0 = s->arena + 5732864;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3969,13 +4005,14 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 5676032;
-  float *layer3_0_conv2 = s->arena + 5726208;
+  const float *layer3_0_relu0 = s->arena + 5732864;
+  float *layer3_0_conv2 = s->arena + 5783040;
   float *layer3_0_conv2_packed = s->arena + 0;
   float *layer3_0_conv2_padded = s->arena + 589824;
+  float *layer3_0_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3989,10 +4026,10 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -4000,30 +4037,41 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_0_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_0_conv2_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer3_0_conv2[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    layer3_0_conv2[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -4038,7 +4086,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 5525504;
-  float *layer3_0_downsample_0 = s->arena + 5776384;
+  float *layer3_0_downsample_0 = s->arena + 5833216;
   float *layer3_0_downsample_0_packed = s->arena + 107520;
   float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -4109,7 +4157,7 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
   int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 192; /* layer3.0.downsample.1.num_batches_tracked */
-  const float *layer3_0_downsample_0 = s->arena + 5776384;
+  const float *layer3_0_downsample_0 = s->arena + 5833216;
   float *layer3_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -4148,9 +4196,9 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
   int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 176; /* layer3.0.bn2.num_batches_tracked */
-  const float *layer3_0_conv2 = s->arena + 5726208;
+  const float *layer3_0_conv2 = s->arena + 5783040;
   const float *layer3_0_downsample_1 = s->arena + 0;
-  float *layer3_0_relu1 = s->arena + 5826560;
+  float *layer3_0_relu1 = s->arena + 5883392;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4183,13 +4231,14 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 5826560;
-  float *layer3_1_conv1 = s->arena + 5876736;
+  const float *layer3_0_relu1 = s->arena + 5883392;
+  float *layer3_1_conv1 = s->arena + 5933568;
   float *layer3_1_conv1_packed = s->arena + 0;
   float *layer3_1_conv1_padded = s->arena + 589824;
+  float *layer3_1_conv1_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4203,10 +4252,10 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -4214,30 +4263,41 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_1_conv1_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_1_conv1_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer3_1_conv1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    layer3_1_conv1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -4254,8 +4314,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
   int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 208; /* layer3.1.bn1.num_batches_tracked */
-  const float *layer3_1_conv1 = s->arena + 5876736;
-  float *layer3_1_relu0 = s->arena + 5926912;
+  const float *layer3_1_conv1 = s->arena + 5933568;
+  float *layer3_1_relu0 = s->arena + 5983744;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4288,13 +4348,14 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 5926912;
-  float *layer3_1_conv2 = s->arena + 5977088;
+  const float *layer3_1_relu0 = s->arena + 5983744;
+  float *layer3_1_conv2 = s->arena + 6033920;
   float *layer3_1_conv2_packed = s->arena + 0;
   float *layer3_1_conv2_padded = s->arena + 589824;
+  float *layer3_1_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4308,10 +4369,10 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -4319,30 +4380,41 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_1_conv2_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_1_conv2_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer3_1_conv2[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    layer3_1_conv2[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -4359,9 +4431,9 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
   int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 224; /* layer3.1.bn2.num_batches_tracked */
-  const float *layer3_0_relu1 = s->arena + 5826560;
-  const float *layer3_1_conv2 = s->arena + 5977088;
-  float *layer3_1_relu1 = s->arena + 6027264;
+  const float *layer3_0_relu1 = s->arena + 5883392;
+  const float *layer3_1_conv2 = s->arena + 6033920;
+  float *layer3_1_relu1 = s->arena + 6084096;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4397,7 +4469,7 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 6027264;
+  const float *layer3_1_relu1 = s->arena + 6084096;
   float *layer4_0_conv1 = s->arena + 115712;
   float *layer4_0_conv1_padded = s->arena + 0;
   float acc[64]; /* accumulators */
@@ -4547,7 +4619,7 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 64 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 6027264;
+  const float *layer3_1_relu1 = s->arena + 6084096;
   float *layer4_0_downsample_0 = s->arena + 78848;
   float *layer4_0_downsample_0_padded = s->arena + 0;
   float acc[64]; /* accumulators */
@@ -4924,7 +4996,7 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
 static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *fc = s->arena + 25088;
-  float *cross_entropy0 = s->arena + 6177792;
+  float *cross_entropy0 = s->arena + 6234624;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -5503,7 +5575,7 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
   const float *layer4_0_downsample_0 = s->arena + 78848;
   const float *layer4_0_relu1_dx = s->arena + 216064;
-  float *layer4_0_downsample_1_dx = s->arena + 6127616;
+  float *layer4_0_downsample_1_dx = s->arena + 6184448;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5594,8 +5666,8 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3 tiles (23 spare positions), no guards */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 6027264;
-  const float *layer4_0_downsample_1_dx = s->arena + 6127616;
+  const float *layer3_1_relu1 = s->arena + 6084096;
+  const float *layer4_0_downsample_1_dx = s->arena + 6184448;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
   float *layer4_0_downsample_0_dweight_padded = s->arena + 0;
   float *layer4_0_downsample_0_dweight_dy_flat = s->arena + 78848;
@@ -5862,7 +5934,7 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
   const float *layer4_0_conv1 = s->arena + 115712;
   const float *layer4_0_relu0_dx = s->arena + 46080;
-  float *layer4_0_bn1_dx = s->arena + 6152704;
+  float *layer4_0_bn1_dx = s->arena + 6209536;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5951,13 +6023,14 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 6152704;
-  float *layer4_0_conv1_dx = s->arena + 6077440;
+  const float *layer4_0_bn1_dx = s->arena + 6209536;
+  float *layer4_0_conv1_dx = s->arena + 6134272;
   float *layer4_0_conv1_dx_packed = s->arena + 0;
   float *layer4_0_conv1_dx_padded = s->arena + 4591616;
+  float *layer4_0_conv1_dx_partial = s->arena + 5625856;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5982,30 +6055,41 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer4_0_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer4_0_conv1_dx_padded[((n_2 * 512 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer4_0_conv1_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer4_0_conv1_dx_padded[((n_2 * 512 + icc * 128 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer4_0_conv1_dx_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer4_0_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = acc[i_3 * 32 + j_4];
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer4_0_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    layer4_0_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -6018,8 +6102,8 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 6027264;
-  const float *layer4_0_bn1_dx = s->arena + 6152704;
+  const float *layer3_1_relu1 = s->arena + 6084096;
+  const float *layer4_0_bn1_dx = s->arena + 6209536;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float *layer4_0_conv1_dweight_padded = s->arena + 0;
   float *layer4_0_conv1_dweight_dy_flat = s->arena + 81920;
@@ -6080,10 +6164,10 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 6027264;
-  const float *layer4_0_downsample_1_dx = s->arena + 6127616;
-  const float *layer4_0_conv1_dx = s->arena + 6077440;
-  float *layer3_1_relu1_dx = s->arena + 655360;
+  const float *layer3_1_relu1 = s->arena + 6084096;
+  const float *layer4_0_downsample_1_dx = s->arena + 6184448;
+  const float *layer4_0_conv1_dx = s->arena + 6134272;
+  float *layer3_1_relu1_dx = s->arena + 712192;
   float *layer4_0_downsample_0_dx_packed = s->arena + 0;
   float *layer4_0_downsample_0_dx_padded = s->arena + 131072;
   float acc[96]; /* accumulators */
@@ -6147,9 +6231,9 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_conv2 = s->arena + 5977088;
-  const float *layer3_1_relu1_dx = s->arena + 655360;
-  float *layer3_1_bn2_dx = s->arena + 705536;
+  const float *layer3_1_conv2 = s->arena + 6033920;
+  const float *layer3_1_relu1_dx = s->arena + 712192;
+  float *layer3_1_bn2_dx = s->arena + 762368;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6188,8 +6272,8 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2 = s->arena + 5977088;
-  const float *layer3_1_relu1_dx = s->arena + 655360;
+  const float *layer3_1_conv2 = s->arena + 6033920;
+  const float *layer3_1_relu1_dx = s->arena + 712192;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6224,7 +6308,7 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1_dx = s->arena + 655360;
+  const float *layer3_1_relu1_dx = s->arena + 712192;
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6240,8 +6324,8 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 5926912;
-  const float *layer3_1_bn2_dx = s->arena + 705536;
+  const float *layer3_1_relu0 = s->arena + 5983744;
+  const float *layer3_1_bn2_dx = s->arena + 762368;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
   float *layer3_1_conv2_dweight_padded = s->arena + 0;
   float *layer3_1_conv2_dweight_dy_flat = s->arena + 69632;
@@ -6295,14 +6379,15 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dx: conv_dx+act_dx with layer3.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 5926912;
-  const float *layer3_1_bn2_dx = s->arena + 705536;
-  float *layer3_1_relu0_dx = s->arena + 755712;
+  const float *layer3_1_relu0 = s->arena + 5983744;
+  const float *layer3_1_bn2_dx = s->arena + 762368;
+  float *layer3_1_relu0_dx = s->arena + 812544;
   float *layer3_1_conv2_dx_packed = s->arena + 0;
   float *layer3_1_conv2_dx_padded = s->arena + 589824;
+  float *layer3_1_conv2_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6316,10 +6401,10 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_dx_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_dx_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -6327,31 +6412,42 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_1_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_1_conv2_dx_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv2_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
-                layer3_1_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_1_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
+                    layer3_1_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -6364,9 +6460,9 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_conv1 = s->arena + 5876736;
-  const float *layer3_1_relu0_dx = s->arena + 755712;
-  float *layer3_1_bn1_dx = s->arena + 705536;
+  const float *layer3_1_conv1 = s->arena + 5933568;
+  const float *layer3_1_relu0_dx = s->arena + 812544;
+  float *layer3_1_bn1_dx = s->arena + 762368;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6405,8 +6501,8 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1 = s->arena + 5876736;
-  const float *layer3_1_relu0_dx = s->arena + 755712;
+  const float *layer3_1_conv1 = s->arena + 5933568;
+  const float *layer3_1_relu0_dx = s->arena + 812544;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6441,7 +6537,7 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0_dx = s->arena + 755712;
+  const float *layer3_1_relu0_dx = s->arena + 812544;
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6457,8 +6553,8 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 5826560;
-  const float *layer3_1_bn1_dx = s->arena + 705536;
+  const float *layer3_0_relu1 = s->arena + 5883392;
+  const float *layer3_1_bn1_dx = s->arena + 762368;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
   float *layer3_1_conv1_dweight_padded = s->arena + 0;
   float *layer3_1_conv1_dweight_dy_flat = s->arena + 69632;
@@ -6512,15 +6608,16 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dx: conv_dx+add+act_dx with layer3.0.relu1.dsum and layer3.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 5826560;
-  const float *layer3_1_relu1_dx = s->arena + 655360;
-  const float *layer3_1_bn1_dx = s->arena + 705536;
-  float *layer3_0_relu1_dx = s->arena + 755712;
+  const float *layer3_0_relu1 = s->arena + 5883392;
+  const float *layer3_1_relu1_dx = s->arena + 712192;
+  const float *layer3_1_bn1_dx = s->arena + 762368;
+  float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_1_conv1_dx_packed = s->arena + 0;
   float *layer3_1_conv1_dx_padded = s->arena + 589824;
+  float *layer3_1_conv1_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6534,10 +6631,10 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_dx_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_dx_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_bn1_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -6545,31 +6642,42 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_1_conv1_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_1_conv1_dx_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_1_conv1_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer3_1_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_1_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
+                    layer3_0_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_4 * 32 + j_5] + layer3_1_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -6582,9 +6690,9 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_0 = s->arena + 5776384;
-  const float *layer3_0_relu1_dx = s->arena + 755712;
-  float *layer3_0_downsample_1_dx = s->arena + 655360;
+  const float *layer3_0_downsample_0 = s->arena + 5833216;
+  const float *layer3_0_relu1_dx = s->arena + 812544;
+  float *layer3_0_downsample_1_dx = s->arena + 740864;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6623,8 +6731,8 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0 = s->arena + 5776384;
-  const float *layer3_0_relu1_dx = s->arena + 755712;
+  const float *layer3_0_downsample_0 = s->arena + 5833216;
+  const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6659,7 +6767,7 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer3.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 755712;
+  const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6676,7 +6784,7 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 5525504;
-  const float *layer3_0_downsample_1_dx = s->arena + 655360;
+  const float *layer3_0_downsample_1_dx = s->arena + 740864;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float *layer3_0_downsample_0_dweight_padded = s->arena + 0;
   float *layer3_0_downsample_0_dweight_dy_flat = s->arena + 114688;
@@ -6736,9 +6844,9 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_conv2 = s->arena + 5726208;
-  const float *layer3_0_relu1_dx = s->arena + 755712;
-  float *layer3_0_bn2_dx = s->arena + 705536;
+  const float *layer3_0_conv2 = s->arena + 5783040;
+  const float *layer3_0_relu1_dx = s->arena + 812544;
+  float *layer3_0_bn2_dx = s->arena + 862720;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6777,8 +6885,8 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2 = s->arena + 5726208;
-  const float *layer3_0_relu1_dx = s->arena + 755712;
+  const float *layer3_0_conv2 = s->arena + 5783040;
+  const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -6813,7 +6921,7 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1_dx = s->arena + 755712;
+  const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6829,8 +6937,8 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 5676032;
-  const float *layer3_0_bn2_dx = s->arena + 705536;
+  const float *layer3_0_relu0 = s->arena + 5732864;
+  const float *layer3_0_bn2_dx = s->arena + 862720;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
   float *layer3_0_conv2_dweight_padded = s->arena + 0;
   float *layer3_0_conv2_dweight_dy_flat = s->arena + 69632;
@@ -6884,14 +6992,15 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dx: conv_dx+act_dx with layer3.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 5676032;
-  const float *layer3_0_bn2_dx = s->arena + 705536;
-  float *layer3_0_relu0_dx = s->arena + 755712;
+  const float *layer3_0_relu0 = s->arena + 5732864;
+  const float *layer3_0_bn2_dx = s->arena + 862720;
+  float *layer3_0_relu0_dx = s->arena + 791040;
   float *layer3_0_conv2_dx_packed = s->arena + 0;
   float *layer3_0_conv2_dx_padded = s->arena + 589824;
+  float *layer3_0_conv2_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6905,10 +7014,10 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_dx_padded[((n * 256 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_dx_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_bn2_dx[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -6916,31 +7025,42 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 74; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 74; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_0_conv2_dx_padded[((n_2 * 256 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_0_conv2_dx_padded[((n_2 * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv2_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 16 < 14) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer3_0_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16];
-                layer3_0_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_0_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 16 < 14) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = layer3_0_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
+                    layer3_0_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -6953,9 +7073,9 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_conv1 = s->arena + 5625856;
-  const float *layer3_0_relu0_dx = s->arena + 755712;
-  float *layer3_0_bn1_dx = s->arena + 705536;
+  const float *layer3_0_conv1 = s->arena + 5682688;
+  const float *layer3_0_relu0_dx = s->arena + 791040;
+  float *layer3_0_bn1_dx = s->arena + 841216;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6994,8 +7114,8 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv1 = s->arena + 5625856;
-  const float *layer3_0_relu0_dx = s->arena + 755712;
+  const float *layer3_0_conv1 = s->arena + 5682688;
+  const float *layer3_0_relu0_dx = s->arena + 791040;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -7030,7 +7150,7 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0_dx = s->arena + 755712;
+  const float *layer3_0_relu0_dx = s->arena + 791040;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7044,13 +7164,14 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer3_0_bn1_dx = s->arena + 705536;
-  float *layer3_0_conv1_dx = s->arena + 532992;
+  const float *layer3_0_bn1_dx = s->arena + 841216;
+  float *layer3_0_conv1_dx = s->arena + 640512;
   float *layer3_0_conv1_dx_packed = s->arena + 0;
   float *layer3_0_conv1_dx_padded = s->arena + 294912;
+  float *layer3_0_conv1_dx_partial = s->arena + 532992;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7075,30 +7196,41 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 280; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 280; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 840 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_0_conv1_dx_padded[((n_2 * 256 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = layer3_0_conv1_dx_padded[((n_2 * 256 + icc * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 30 < 28 && p < 838) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer3_0_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 840 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 30 < 28 && p < 838) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_5) * 28 + p / 30) * 28 + p % 30] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -7112,7 +7244,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 5525504;
-  const float *layer3_0_bn1_dx = s->arena + 705536;
+  const float *layer3_0_bn1_dx = s->arena + 841216;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
   float *layer3_0_conv1_dweight_padded = s->arena + 0;
   float *layer3_0_conv1_dweight_dy_flat = s->arena + 122880;
@@ -7176,8 +7308,8 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 5525504;
-  const float *layer3_0_downsample_1_dx = s->arena + 655360;
-  const float *layer3_0_conv1_dx = s->arena + 532992;
+  const float *layer3_0_downsample_1_dx = s->arena + 740864;
+  const float *layer3_0_conv1_dx = s->arena + 640512;
   float *layer2_1_relu1_dx = s->arena + 266496;
   float *layer3_0_downsample_0_dx_packed = s->arena + 207872;
   float *layer3_0_downsample_0_dx_padded = s->arena + 0;
@@ -7392,7 +7524,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dx: conv_dx+act_dx with layer2.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_relu0 = s->arena + 5324800;
@@ -7413,10 +7545,10 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_dx_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv2_dx_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -7435,7 +7567,7 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_1_conv2_dx_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_1_conv2_dx_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -7611,7 +7743,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dx: conv_dx+add+act_dx with layer2.0.relu1.dsum and layer2.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_0_relu1 = s->arena + 5124096;
@@ -7633,10 +7765,10 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_dx_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv1_dx_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -7655,7 +7787,7 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_1_conv1_dx_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_1_conv1_dx_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_1_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -7985,7 +8117,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dx: conv_dx+act_dx with layer2.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_relu0 = s->arena + 4823040;
@@ -8006,10 +8138,10 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_dx_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_0_conv2_dx_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -8028,7 +8160,7 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_0_conv2_dx_padded[((n_2 * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
+                  float xv = layer2_0_conv2_dx_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -8491,7 +8623,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dx: conv_dx+act_dx with layer1.1.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 3989504;
@@ -8512,10 +8644,10 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -8533,7 +8665,7 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_1_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_1_conv2_dx_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -8708,7 +8840,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dx: conv_dx+add+act_dx with layer1.0.relu1.dsum and layer1.0.relu1.dx, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 3588096;
@@ -8730,10 +8862,10 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -8751,7 +8883,7 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_1_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_1_conv1_dx_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_1_conv1_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -8926,7 +9058,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dx: conv_dx+act_dx with layer1.0.relu0.dx, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 3186688;
@@ -8947,10 +9079,10 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -8968,7 +9100,7 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_0_conv2_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_0_conv2_dx_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -9084,7 +9216,7 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dx: conv_dx+add with maxpool0.dsum, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_relu1_dx = s->arena + 832000;
@@ -9105,10 +9237,10 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_dx_padded[((n * 64 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -9126,7 +9258,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer1_0_conv1_dx_padded[((n_2 * 64 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
+                float xv = layer1_0_conv1_dx_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, layer1_0_conv1_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -10427,7 +10559,7 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
   RESNET18_KERNEL("bn1.dweight", train_bn1_dweight(s, count));
   RESNET18_KERNEL("bn1.dbias", train_bn1_dbias(s, count));
   RESNET18_KERNEL("conv1.dweight", train_conv1_dweight(s, count, x));
-  *loss = s->arena[6177792];
+  *loss = s->arena[6234624];
   return 0;
 }
 

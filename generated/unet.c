@@ -986,7 +986,7 @@ size_t unet_save(const unet_state *s, void *data, size_t size) {
 static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_conv1_weight = s->f32 + 0; /* down1.conv1.weight */
   const float *down1_conv1_bias = s->f32 + 576; /* down1.conv1.bias */
-  float *down1_relu0 = s->arena + 0;
+  float *down1_relu0 = s->arena + 20830080;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
@@ -1062,13 +1062,14 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (2 spare positions), no guards */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
-  const float *down1_relu0 = s->arena + 0;
-  float *down1_relu1 = s->arena + 20793600;
-  float *down1_conv2_packed = s->arena + 41441536;
+  const float *down1_relu0 = s->arena + 20830080;
+  float *down1_relu1 = s->arena + 41623680;
+  float *down1_conv2_packed = s->arena + 62271616;
+  float *down1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1081,9 +1082,18 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 571; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 570; q++) {
+          down1_conv2_padded[((n * 571 + a) * 570 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 107919; t++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
+  for (ptrdiff_t t = 0; t < 107920; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
         for (ptrdiff_t i = 0; i < 3; i++) {
           for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -1094,7 +1104,7 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + t * 3 + i_2 + kw_2];
+                float xv = down1_conv2_padded[((n_2 * 571 + kh_2) * 570 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, down1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -1104,41 +1114,11 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
           ptrdiff_t p = t * 3 + i_3;
-          if (p % 570 < 568) {
+          if (p % 570 < 568 && p < 323758) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
               float v = acc[i_3 * 32 + j_4];
-              down1_relu1[((n * 64 + ob_2 * 32 + j_4) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+              down1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-          acc[i_4 * 32 + j_5] = down1_conv2_bias[ob_3 * 32 + j_5];
-        }
-      }
-      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
-        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-              float xv_2 = down1_relu0[((n_2 * 64 + ic_3) * 570 + kh_3) * 570 + 323755 + i_5 + kw_3];
-              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                acc[i_5 * 32 + j_6] = madd(xv_2, down1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-        ptrdiff_t p_2 = 323755 + i_6;
-        if (p_2 % 570 < 568 && 323757 <= p_2) {
-          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-            float v_2 = acc[i_6 * 32 + j_7];
-            down1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -1148,8 +1128,8 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool0: maxpool, unet.cnn:27 */
 static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 20793600;
-  float *maxpool0 = s->arena + 10179072;
+  const float *down1_relu1 = s->arena + 41623680;
+  float *maxpool0 = s->arena + 20394240;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
@@ -1168,13 +1148,14 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-  const float *maxpool0 = s->arena + 10179072;
-  float *down2_relu0 = s->arena + 0;
-  float *down2_conv1_packed = s->arena + 15341056;
+  const float *maxpool0 = s->arena + 20394240;
+  float *down2_relu0 = s->arena + 10215168;
+  float *down2_conv1_packed = s->arena + 5180160;
+  float *down2_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1187,10 +1168,19 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 285; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 284; q++) {
+          down2_conv1_padded[((n * 285 + a) * 284 + q) * 64 + c] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 26695; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 26696; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -1201,7 +1191,7 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + t * 3 + i_2 + kw_2];
+                  float xv = down2_conv1_padded[((n_2 * 285 + kh_2) * 284 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down2_conv1_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1211,39 +1201,11 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 284 < 282) {
+            if (p % 284 < 282 && p < 80086) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+                down2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down2_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool0[((n * 64 + ic_3) * 284 + kh_3) * 284 + 80083 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv1_packed[((((oc + ob_3) * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 80083 + i_6;
-          if (p_2 % 284 < 282 && 80085 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1253,13 +1215,14 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (2 spare positions), no guards */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-  const float *down2_relu0 = s->arena + 0;
-  float *down2_relu1 = s->arena + 10179072;
-  float *down2_conv2_packed = s->arena + 20214272;
+  const float *down2_relu0 = s->arena + 10215168;
+  float *down2_relu1 = s->arena + 20394240;
+  float *down2_conv2_packed = s->arena + 30429440;
+  float *down2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1272,10 +1235,19 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 283; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 282; q++) {
+          down2_conv2_padded[((n * 283 + a) * 282 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 26319; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 26320; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -1286,7 +1258,7 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + t * 3 + i_2 + kw_2];
+                  float xv = down2_conv2_padded[((n_2 * 283 + kh_2) * 282 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1296,39 +1268,11 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 282 < 280) {
+            if (p % 282 < 280 && p < 78958) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+                down2_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down2_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = down2_relu0[((n * 128 + ic_3) * 282 + kh_3) * 282 + 78955 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 78955 + i_6;
-          if (p_2 % 282 < 280 && 78957 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1339,8 +1283,8 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1: maxpool, unet.cnn:28 */
 static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 10179072;
-  float *maxpool1 = s->arena + 4875264;
+  const float *down2_relu1 = s->arena + 20394240;
+  float *maxpool1 = s->arena + 9785856;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
@@ -1359,13 +1303,14 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-  const float *maxpool1 = s->arena + 4875264;
-  float *down3_relu0 = s->arena + 0;
-  float *down3_conv1_packed = s->arena + 7384064;
+  const float *maxpool1 = s->arena + 9785856;
+  float *down3_relu0 = s->arena + 4910592;
+  float *down3_conv1_packed = s->arena + 2526720;
+  float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1378,10 +1323,19 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 141; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 140; q++) {
+          down3_conv1_padded[((n * 141 + a) * 140 + q) * 128 + c] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6439; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 6440; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -1392,7 +1346,7 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + t * 3 + i_2 + kw_2];
+                  float xv = down3_conv1_padded[((n_2 * 141 + kh_2) * 140 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down3_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1402,39 +1356,11 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 140 < 138) {
+            if (p % 140 < 138 && p < 19318) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+                down3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down3_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool1[((n * 128 + ic_3) * 140 + kh_3) * 140 + 19315 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv1_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 19315 + i_6;
-          if (p_2 % 140 < 138 && 19317 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -1444,13 +1370,15 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (2 spare positions), no guards */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-  const float *down3_relu0 = s->arena + 0;
-  float *down3_relu1 = s->arena + 41441536;
-  float *down3_conv2_packed = s->arena + 4875264;
+  const float *down3_relu0 = s->arena + 4910592;
+  float *down3_relu1 = s->arena + 14590464;
+  float *down3_conv2_packed = s->arena + 19325440;
+  float *down3_conv2_padded = s->arena + 0;
+  float *down3_conv2_partial = s->arena + 9785856;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1463,63 +1391,55 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 139; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 138; q++) {
+          down3_conv2_padded[((n * 139 + a) * 138 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6255; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = down3_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 6256; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? down3_conv2_bias[(oc + ob_2) * 32 + j_2] : down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 18768 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down3_conv2_padded[((n_2 * 139 + kh_2) * 138 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 138 < 136) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                down3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down3_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = down3_relu0[((n * 256 + ic_3) * 138 + kh_3) * 138 + 18763 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 18768 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 18763 + i_6;
-          if (p_2 % 138 < 136 && 18765 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 138 < 136 && p < 18766) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    down3_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -1530,8 +1450,8 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2: maxpool, unet.cnn:29 */
 static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 41441536;
-  float *maxpool2 = s->arena + 0;
+  const float *down3_relu1 = s->arena + 14590464;
+  float *maxpool2 = s->arena + 6853632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
@@ -1550,13 +1470,15 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 0;
-  float *down4_relu0 = s->arena + 2359296;
-  float *down4_conv1_packed = s->arena + 4589568;
+  const float *maxpool2 = s->arena + 6853632;
+  float *down4_relu0 = s->arena + 4623360;
+  float *down4_conv1_packed = s->arena + 8037376;
+  float *down4_conv1_padded = s->arena + 2297856;
+  float *down4_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1569,63 +1491,55 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 69; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 68; q++) {
+          down4_conv1_padded[((n * 69 + a) * 68 + q) * 256 + c] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1495; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = down4_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 1496; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv1_bias[(oc + ob_2) * 32 + j_2] : down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4488 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down4_conv1_padded[((n_2 * 69 + kh_2) * 68 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 68 < 66) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                down4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down4_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool2[((n * 256 + ic_3) * 68 + kh_3) * 68 + 4483 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4488 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 4483 + i_6;
-          if (p_2 % 68 < 66 && 4485 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 68 < 66 && p < 4486) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    down4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -1635,13 +1549,15 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (2 spare positions), no guards */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 2359296;
-  float *down4_relu1 = s->arena + 46176512;
+  const float *down4_relu0 = s->arena + 4623360;
+  float *down4_relu1 = s->arena + 9437184;
   float *down4_conv2_packed = s->arena + 0;
+  float *down4_conv2_padded = s->arena + 2359296;
+  float *down4_conv2_partial = s->arena + 6853632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1654,63 +1570,55 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 67; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 66; q++) {
+          down4_conv2_padded[((n * 67 + a) * 66 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1407; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = down4_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 1408; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4224 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down4_conv2_padded[((n_2 * 67 + kh_2) * 66 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 66 < 64) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                down4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down4_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = down4_relu0[((n * 512 + ic_3) * 66 + kh_3) * 66 + 4219 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4224 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 4219 + i_6;
-          if (p_2 % 66 < 64 && 4221 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 66 < 64 && p < 4222) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    down4_relu1[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -1721,8 +1629,8 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3: maxpool, unet.cnn:30 */
 static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 46176512;
-  float *maxpool3 = s->arena + 4718592;
+  const float *down4_relu1 = s->arena + 9437184;
+  float *maxpool3 = s->arena + 6242304;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
@@ -1741,13 +1649,15 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 4718592;
-  float *bottom_relu0 = s->arena + 48273664;
+  const float *maxpool3 = s->arena + 6242304;
+  float *bottom_relu0 = s->arena + 12486656;
   float *bottom_conv1_packed = s->arena + 0;
+  float *bottom_conv1_padded = s->arena + 5701632;
+  float *bottom_conv1_partial = s->arena + 4718592;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1760,63 +1670,55 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 33; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 32; q++) {
+          bottom_conv1_padded[((n * 33 + a) * 32 + q) * 512 + c] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 32; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 319; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = bottom_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 320; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv1_bias[(oc + ob_2) * 32 + j_2] : bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 960 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = bottom_conv1_padded[((n_2 * 33 + kh_2) * 32 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 32 < 30) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                bottom_relu0[((n * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = bottom_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool3[((n * 512 + ic_3) * 32 + kh_3) * 32 + 955 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 960 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 955 + i_6;
-          if (p_2 % 32 < 30 && 957 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              bottom_relu0[((n * 1024 + (oc + ob_3) * 32 + j_7) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 32 < 30 && p < 958) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    bottom_relu0[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -1826,13 +1728,15 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 48273664;
-  float *bottom_relu1 = s->arena + 49195264;
+  const float *bottom_relu0 = s->arena + 12486656;
+  float *bottom_relu1 = s->arena + 19325440;
   float *bottom_conv2_packed = s->arena + 0;
+  float *bottom_conv2_padded = s->arena + 11534336;
+  float *bottom_conv2_partial = s->arena + 13408256;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1845,63 +1749,55 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          bottom_conv2_padded[((n * 31 + a) * 30 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 32; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 279; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = bottom_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 8; icc++) {
+        for (ptrdiff_t t = 0; t < 280; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv2_bias[(oc + ob_2) * 32 + j_2] : bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 840 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = bottom_conv2_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 1024 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_packed[((((oc + ob_2) * 1024 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 30 < 28) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                bottom_relu1[((n * 1024 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = bottom_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = bottom_relu0[((n * 1024 + ic_3) * 30 + kh_3) * 30 + 835 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv2_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 7) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 840 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 835 + i_6;
-          if (p_2 % 30 < 28 && 837 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              bottom_relu1[((n * 1024 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 7) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 30 < 28 && p < 838) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    bottom_relu1[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -1914,7 +1810,7 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 49195264;
+  const float *dropout0 = s->arena + 19325440;
   float *up4_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
@@ -1939,7 +1835,7 @@ static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 46176512;
+  const float *down4_relu1 = s->arena + 9437184;
   float *up4_crop0 = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -1956,7 +1852,7 @@ static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
 static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv = s->arena + 0;
   const float *up4_crop0 = s->arena + 1605632;
-  float *up4_concat0 = s->arena + 4718592;
+  float *up4_concat0 = s->arena + 7987200;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -1970,13 +1866,15 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 4718592;
-  float *up4_relu0 = s->arena + 7929856;
+  const float *up4_concat0 = s->arena + 7987200;
+  float *up4_relu0 = s->arena + 12746752;
   float *up4_conv1_packed = s->arena + 0;
+  float *up4_conv1_padded = s->arena + 4718592;
+  float *up4_conv1_partial = s->arena + 11198464;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -1989,63 +1887,55 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 57; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
+        for (ptrdiff_t q = 0; q < 56; q++) {
+          up4_conv1_padded[((n * 57 + a) * 56 + q) * 1024 + c] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1007; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up4_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 8; icc++) {
+        for (ptrdiff_t t = 0; t < 1008; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv1_bias[(oc + ob_2) * 32 + j_2] : up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 3024 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up4_conv1_padded[((n_2 * 57 + kh_2) * 56 + t * 3 + i_2 + kw_2) * 1024 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_packed[((((oc + ob_2) * 1024 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 56 < 54) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up4_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up4_concat0[((n * 1024 + ic_3) * 56 + kh_3) * 56 + 3019 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv1_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 7) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 3024 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 3019 + i_6;
-          if (p_2 % 56 < 54 && 3021 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 7) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 56 < 54 && p < 3022) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -2055,13 +1945,15 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (2 spare positions), no guards */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 7929856;
-  float *up4_relu1 = s->arena + 2359296;
+  const float *up4_relu0 = s->arena + 12746752;
+  float *up4_relu1 = s->arena + 5317632;
   float *up4_conv2_packed = s->arena + 0;
+  float *up4_conv2_padded = s->arena + 2359296;
+  float *up4_conv2_partial = s->arena + 3879936;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -2074,63 +1966,55 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 55; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 54; q++) {
+          up4_conv2_padded[((n * 55 + a) * 54 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 935; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up4_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 936; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv2_bias[(oc + ob_2) * 32 + j_2] : up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 2808 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up4_conv2_padded[((n_2 * 55 + kh_2) * 54 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 54 < 52) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up4_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up4_relu0[((n * 512 + ic_3) * 54 + kh_3) * 54 + 2803 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 2808 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 2803 + i_6;
-          if (p_2 % 54 < 52 && 2805 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 54 < 52 && p < 2806) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up4_relu1[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -2143,8 +2027,8 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 2359296;
-  float *up3_upconv = s->arena + 5537792;
+  const float *up4_relu1 = s->arena + 5317632;
+  float *up3_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
@@ -2168,8 +2052,8 @@ static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void forward_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 41441536;
-  float *up3_crop0 = s->arena + 46176512;
+  const float *down3_relu1 = s->arena + 14590464;
+  float *up3_crop0 = s->arena + 2768896;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t h = 0; h < 104; h++) {
@@ -2183,9 +2067,9 @@ static void forward_up3_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0: concat, unet.cnn:20 */
 static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up3_upconv = s->arena + 5537792;
-  const float *up3_crop0 = s->arena + 46176512;
-  float *up3_concat0 = s->arena + 0;
+  const float *up3_upconv = s->arena + 0;
+  const float *up3_crop0 = s->arena + 2768896;
+  float *up3_concat0 = s->arena + 5591040;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
@@ -2199,13 +2083,15 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-  const float *up3_concat0 = s->arena + 0;
-  float *up3_relu0 = s->arena + 5537792;
-  float *up3_conv1_packed = s->arena + 8201216;
+  const float *up3_concat0 = s->arena + 5591040;
+  float *up3_relu0 = s->arena + 13844480;
+  float *up3_conv1_packed = s->arena + 16507904;
+  float *up3_conv1_padded = s->arena + 0;
+  float *up3_conv1_partial = s->arena + 11128832;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -2218,63 +2104,55 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 105; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 104; q++) {
+          up3_conv1_padded[((n * 105 + a) * 104 + q) * 512 + c] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3535; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up3_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 3536; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv1_bias[(oc + ob_2) * 32 + j_2] : up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10608 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up3_conv1_padded[((n_2 * 105 + kh_2) * 104 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 104 < 102) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up3_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up3_concat0[((n * 512 + ic_3) * 104 + kh_3) * 104 + 10603 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10608 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 10603 + i_6;
-          if (p_2 % 104 < 102 && 10605 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 104 < 102 && p < 10606) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -2284,13 +2162,15 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (2 spare positions), no guards */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-  const float *up3_relu0 = s->arena + 5537792;
-  float *up3_relu1 = s->arena + 0;
-  float *up3_conv2_packed = s->arena + 2560000;
+  const float *up3_relu0 = s->arena + 13844480;
+  float *up3_relu1 = s->arena + 5300736;
+  float *up3_conv2_packed = s->arena + 7860736;
+  float *up3_conv2_padded = s->arena + 0;
+  float *up3_conv2_partial = s->arena + 2689536;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -2303,63 +2183,55 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 103; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 102; q++) {
+          up3_conv2_padded[((n * 103 + a) * 102 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3399; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up3_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 3400; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv2_bias[(oc + ob_2) * 32 + j_2] : up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10200 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up3_conv2_padded[((n_2 * 103 + kh_2) * 102 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 102 < 100) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up3_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up3_relu0[((n * 256 + ic_3) * 102 + kh_3) * 102 + 10195 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10200 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 10195 + i_6;
-          if (p_2 % 102 < 100 && 10197 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 102 < 100 && p < 10198) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up3_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -2372,8 +2244,8 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up2_upconv(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
   const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-  const float *up3_relu1 = s->arena + 0;
-  float *up2_upconv = s->arena + 41441536;
+  const float *up3_relu1 = s->arena + 5300736;
+  float *up2_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
@@ -2397,8 +2269,8 @@ static void forward_up2_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0: crop, unet.cnn:20 */
 static void forward_up2_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 10179072;
-  float *up2_crop0 = s->arena + 46561536;
+  const float *down2_relu1 = s->arena + 20394240;
+  float *up2_crop0 = s->arena + 5120000;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t h = 0; h < 200; h++) {
@@ -2412,9 +2284,9 @@ static void forward_up2_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0: concat, unet.cnn:20 */
 static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up2_upconv = s->arena + 41441536;
-  const float *up2_crop0 = s->arena + 46561536;
-  float *up2_concat0 = s->arena + 0;
+  const float *up2_upconv = s->arena + 0;
+  const float *up2_crop0 = s->arena + 5120000;
+  float *up2_concat0 = s->arena + 10291200;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
@@ -2428,13 +2300,15 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-  const float *up2_concat0 = s->arena + 0;
-  float *up2_relu0 = s->arena + 10240000;
-  float *up2_conv1_packed = s->arena + 15258112;
+  const float *up2_concat0 = s->arena + 10291200;
+  float *up2_relu0 = s->arena + 25600000;
+  float *up2_conv1_packed = s->arena + 30618112;
+  float *up2_conv1_padded = s->arena + 0;
+  float *up2_conv1_partial = s->arena + 20531200;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -2447,63 +2321,55 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 201; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 200; q++) {
+          up2_conv1_padded[((n * 201 + a) * 200 + q) * 256 + c] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 13199; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up2_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 13200; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up2_conv1_bias[(oc + ob_2) * 32 + j_2] : up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 39600 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up2_conv1_padded[((n_2 * 201 + kh_2) * 200 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 200 < 198) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up2_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up2_concat0[((n * 256 + ic_3) * 200 + kh_3) * 200 + 39595 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 39600 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 39595 + i_6;
-          if (p_2 % 200 < 198 && 39597 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 200 < 198 && p < 39598) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_5) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -2513,13 +2379,14 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (2 spare positions), no guards */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-  const float *up2_relu0 = s->arena + 10240000;
-  float *up2_relu1 = s->arena + 0;
-  float *up2_conv2_packed = s->arena + 4917248;
+  const float *up2_relu0 = s->arena + 25600000;
+  float *up2_relu1 = s->arena + 9834496;
+  float *up2_conv2_packed = s->arena + 5043456;
+  float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -2532,10 +2399,19 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 199; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 198; q++) {
+          up2_conv2_padded[((n * 199 + a) * 198 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 12935; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 12936; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -2546,7 +2422,7 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + t * 3 + i_2 + kw_2];
+                  float xv = up2_conv2_padded[((n_2 * 199 + kh_2) * 198 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, up2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -2556,39 +2432,11 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 198 < 196) {
+            if (p % 198 < 196 && p < 38806) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                up2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+                up2_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up2_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up2_relu0[((n * 128 + ic_3) * 198 + kh_3) * 198 + 38803 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 38803 + i_6;
-          if (p_2 % 198 < 196 && 38805 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2601,8 +2449,8 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up1_upconv(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
   const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-  const float *up2_relu1 = s->arena + 0;
-  float *up1_upconv = s->arena + 41441536;
+  const float *up2_relu1 = s->arena + 9834496;
+  float *up1_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
@@ -2626,8 +2474,8 @@ static void forward_up1_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0: crop, unet.cnn:20 */
 static void forward_up1_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 20793600;
-  float *up1_crop0 = s->arena + 51276032;
+  const float *down1_relu1 = s->arena + 41623680;
+  float *up1_crop0 = s->arena + 9834496;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t h = 0; h < 392; h++) {
@@ -2641,9 +2489,9 @@ static void forward_up1_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0: concat, unet.cnn:20 */
 static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up1_upconv = s->arena + 41441536;
-  const float *up1_crop0 = s->arena + 51276032;
-  float *up1_concat0 = s->arena + 0;
+  const float *up1_upconv = s->arena + 0;
+  const float *up1_crop0 = s->arena + 9834496;
+  float *up1_concat0 = s->arena + 19719168;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
@@ -2657,13 +2505,14 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-  const float *up1_concat0 = s->arena + 0;
-  float *up1_relu0 = s->arena + 19668992;
-  float *up1_conv1_packed = s->arena + 29403392;
+  const float *up1_concat0 = s->arena + 19719168;
+  float *up1_relu0 = s->arena + 39388160;
+  float *up1_conv1_packed = s->arena + 49122560;
+  float *up1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -2676,10 +2525,19 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 393; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 392; q++) {
+          up1_conv1_padded[((n * 393 + a) * 392 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 50959; t++) {
+  for (ptrdiff_t t = 0; t < 50960; t++) {
     for (ptrdiff_t oc = 0; oc < 2; oc++) {
-      for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -2690,7 +2548,7 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + t * 3 + i_2 + kw_2];
+                  float xv = up1_conv1_padded[((n_2 * 393 + kh_2) * 392 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, up1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -2700,43 +2558,11 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 392 < 390) {
+            if (p % 392 < 390 && p < 152878) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                up1_relu0[((n * 64 + (oc + ob_2) * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+                up1_relu0[((n_2 * 64 + (oc + ob_2) * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t oc_2 = 0; oc_2 < 2; oc_2++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up1_conv1_bias[(oc_2 + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up1_concat0[((n_2 * 128 + ic_3) * 392 + kh_3) * 392 + 152875 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv1_packed[((((oc_2 + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 152875 + i_6;
-          if (p_2 % 392 < 390 && 152877 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up1_relu0[((n_2 * 64 + (oc_2 + ob_3) * 32 + j_7) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -2746,13 +2572,14 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (2 spare positions), no guards */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-  const float *up1_relu0 = s->arena + 19668992;
-  float *up1_relu1 = s->arena + 0;
-  float *up1_conv2_packed = s->arena + 9634816;
+  const float *up1_relu0 = s->arena + 39388160;
+  float *up1_relu1 = s->arena + 9759360;
+  float *up1_conv2_packed = s->arena + 19394176;
+  float *up1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -2765,9 +2592,18 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 391; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 390; q++) {
+          up1_conv2_padded[((n * 391 + a) * 390 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 50439; t++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
+  for (ptrdiff_t t = 0; t < 50440; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
         for (ptrdiff_t i = 0; i < 3; i++) {
           for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -2778,7 +2614,7 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + t * 3 + i_2 + kw_2];
+                float xv = up1_conv2_padded[((n_2 * 391 + kh_2) * 390 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, up1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -2788,41 +2624,11 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
           ptrdiff_t p = t * 3 + i_3;
-          if (p % 390 < 388) {
+          if (p % 390 < 388 && p < 151318) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
               float v = acc[i_3 * 32 + j_4];
-              up1_relu1[((n * 64 + ob_2 * 32 + j_4) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+              up1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-          acc[i_4 * 32 + j_5] = up1_conv2_bias[ob_3 * 32 + j_5];
-        }
-      }
-      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
-        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-              float xv_2 = up1_relu0[((n_2 * 64 + ic_3) * 390 + kh_3) * 390 + 151315 + i_5 + kw_3];
-              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-        ptrdiff_t p_2 = 151315 + i_6;
-        if (p_2 % 390 < 388 && 151317 <= p_2) {
-          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-            float v_2 = acc[i_6 * 32 + j_7];
-            up1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -2835,8 +2641,8 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
-  const float *up1_relu1 = s->arena + 0;
-  float *head = s->arena + 9634816;
+  const float *up1_relu1 = s->arena + 9759360;
+  float *head = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 4704; t++) {
@@ -2900,7 +2706,7 @@ static void forward_head(unet_state *s, ptrdiff_t count) {
 
 /* logits: output, unet.cnn:36 */
 static void forward_logits(unet_state *s, ptrdiff_t count, float *logits) {
-  const float *head = s->arena + 9634816;
+  const float *head = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 301088; i++) {
       logits[n * 301088 + i] = head[n * 301088 + i];
@@ -3054,13 +2860,14 @@ static void train_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) {
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (2 spare positions), no guards */
 static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
   const float *down1_relu0 = s->arena + 20976384;
-  float *down1_relu1 = s->arena + 0;
-  float *down1_conv2_packed = s->arena + 20647936;
+  float *down1_relu1 = s->arena + 41769984;
+  float *down1_conv2_packed = s->arena + 20830080;
+  float *down1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3073,9 +2880,18 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 571; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 570; q++) {
+          down1_conv2_padded[((n * 571 + a) * 570 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 107919; t++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
+  for (ptrdiff_t t = 0; t < 107920; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
         for (ptrdiff_t i = 0; i < 3; i++) {
           for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -3086,7 +2902,7 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = down1_relu0[((n * 64 + ic_2) * 570 + kh_2) * 570 + t * 3 + i_2 + kw_2];
+                float xv = down1_conv2_padded[((n_2 * 571 + kh_2) * 570 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, down1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -3096,41 +2912,11 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
           ptrdiff_t p = t * 3 + i_3;
-          if (p % 570 < 568) {
+          if (p % 570 < 568 && p < 323758) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
               float v = acc[i_3 * 32 + j_4];
-              down1_relu1[((n * 64 + ob_2 * 32 + j_4) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
+              down1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 568 + p / 570) * 568 + p % 570] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-          acc[i_4 * 32 + j_5] = down1_conv2_bias[ob_3 * 32 + j_5];
-        }
-      }
-      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
-        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-              float xv_2 = down1_relu0[((n_2 * 64 + ic_3) * 570 + kh_3) * 570 + 323755 + i_5 + kw_3];
-              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                acc[i_5 * 32 + j_6] = madd(xv_2, down1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-        ptrdiff_t p_2 = 323755 + i_6;
-        if (p_2 % 570 < 568 && 323757 <= p_2) {
-          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-            float v_2 = acc[i_6 * 32 + j_7];
-            down1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 568 + p_2 / 570) * 568 + p_2 % 570] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -3140,8 +2926,8 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool0: maxpool, unet.cnn:27 */
 static void train_maxpool0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 0;
-  float *maxpool0 = s->arena + 156337920;
+  const float *down1_relu1 = s->arena + 41769984;
+  float *maxpool0 = s->arena + 157266688;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
@@ -3160,13 +2946,14 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards */
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-  const float *maxpool0 = s->arena + 156337920;
-  float *down2_relu0 = s->arena + 111067136;
-  float *down2_conv1_packed = s->arena + 20647936;
+  const float *maxpool0 = s->arena + 157266688;
+  float *down2_relu0 = s->arena + 111995904;
+  float *down2_conv1_packed = s->arena + 5180160;
+  float *down2_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3179,10 +2966,19 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 285; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 284; q++) {
+          down2_conv1_padded[((n * 285 + a) * 284 + q) * 64 + c] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 26695; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 26696; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -3193,7 +2989,7 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool0[((n * 64 + ic_2) * 284 + kh_2) * 284 + t * 3 + i_2 + kw_2];
+                  float xv = down2_conv1_padded[((n_2 * 285 + kh_2) * 284 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down2_conv1_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -3203,39 +2999,11 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 284 < 282) {
+            if (p % 284 < 282 && p < 80086) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+                down2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down2_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool0[((n * 64 + ic_3) * 284 + kh_3) * 284 + 80083 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv1_packed[((((oc + ob_3) * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 80083 + i_6;
-          if (p_2 % 284 < 282 && 80085 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 282 + p_2 / 284) * 282 + p_2 % 284] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3245,13 +3013,14 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (2 spare positions), no guards */
 static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
-  const float *down2_relu0 = s->arena + 111067136;
-  float *down2_relu1 = s->arena + 121246208;
-  float *down2_conv2_packed = s->arena + 20647936;
+  const float *down2_relu0 = s->arena + 111995904;
+  float *down2_relu1 = s->arena + 122174976;
+  float *down2_conv2_packed = s->arena + 10215168;
+  float *down2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3264,10 +3033,19 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 283; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 282; q++) {
+          down2_conv2_padded[((n * 283 + a) * 282 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 26319; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 26320; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -3278,7 +3056,7 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down2_relu0[((n * 128 + ic_2) * 282 + kh_2) * 282 + t * 3 + i_2 + kw_2];
+                  float xv = down2_conv2_padded[((n_2 * 283 + kh_2) * 282 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -3288,39 +3066,11 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 282 < 280) {
+            if (p % 282 < 280 && p < 78958) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
+                down2_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 280 + p / 282) * 280 + p % 282] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down2_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = down2_relu0[((n * 128 + ic_3) * 282 + kh_3) * 282 + 78955 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 78955 + i_6;
-          if (p_2 % 282 < 280 && 78957 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 280 + p_2 / 282) * 280 + p_2 % 282] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3331,8 +3081,8 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1: maxpool, unet.cnn:28 */
 static void train_maxpool1(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 121246208;
-  float *maxpool1 = s->arena + 189480192;
+  const float *down2_relu1 = s->arena + 122174976;
+  float *maxpool1 = s->arena + 190408960;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
@@ -3351,13 +3101,14 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards */
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-  const float *maxpool1 = s->arena + 189480192;
-  float *down3_relu0 = s->arena + 171435264;
-  float *down3_conv1_packed = s->arena + 20647936;
+  const float *maxpool1 = s->arena + 190408960;
+  float *down3_relu0 = s->arena + 172364032;
+  float *down3_conv1_packed = s->arena + 2526720;
+  float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3370,10 +3121,19 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 141; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 140; q++) {
+          down3_conv1_padded[((n * 141 + a) * 140 + q) * 128 + c] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6439; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 6440; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -3384,7 +3144,7 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool1[((n * 128 + ic_2) * 140 + kh_2) * 140 + t * 3 + i_2 + kw_2];
+                  float xv = down3_conv1_padded[((n_2 * 141 + kh_2) * 140 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down3_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -3394,39 +3154,11 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 140 < 138) {
+            if (p % 140 < 138 && p < 19318) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+                down3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down3_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool1[((n * 128 + ic_3) * 140 + kh_3) * 140 + 19315 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv1_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 19315 + i_6;
-          if (p_2 % 140 < 138 && 19317 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 138 + p_2 / 140) * 138 + p_2 % 140] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -3436,13 +3168,15 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (2 spare positions), no guards */
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-  const float *down3_relu0 = s->arena + 171435264;
-  float *down3_relu1 = s->arena + 176310528;
-  float *down3_conv2_packed = s->arena + 41769984;
+  const float *down3_relu0 = s->arena + 172364032;
+  float *down3_relu1 = s->arena + 177239296;
+  float *down3_conv2_packed = s->arena + 9715200;
+  float *down3_conv2_padded = s->arena + 0;
+  float *down3_conv2_partial = s->arena + 4910592;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3455,63 +3189,55 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 139; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 138; q++) {
+          down3_conv2_padded[((n * 139 + a) * 138 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 6255; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = down3_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 6256; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? down3_conv2_bias[(oc + ob_2) * 32 + j_2] : down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 18768 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down3_relu0[((n * 256 + ic_2) * 138 + kh_2) * 138 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down3_conv2_padded[((n_2 * 139 + kh_2) * 138 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 138 < 136) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                down3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down3_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = down3_relu0[((n * 256 + ic_3) * 138 + kh_3) * 138 + 18763 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 18768 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 18763 + i_6;
-          if (p_2 % 138 < 136 && 18765 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 136 + p_2 / 138) * 136 + p_2 % 138] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 138 < 136 && p < 18766) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    down3_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 136 + p / 138) * 136 + p % 138] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -3522,8 +3248,8 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2: maxpool, unet.cnn:29 */
 static void train_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 176310528;
-  float *maxpool2 = s->arena + 199193856;
+  const float *down3_relu1 = s->arena + 177239296;
+  float *maxpool2 = s->arena + 200122624;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
@@ -3542,13 +3268,15 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards */
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 199193856;
-  float *down4_relu0 = s->arena + 191988992;
-  float *down4_conv1_packed = s->arena + 41769984;
+  const float *maxpool2 = s->arena + 200122624;
+  float *down4_relu0 = s->arena + 192917760;
+  float *down4_conv1_packed = s->arena + 3499008;
+  float *down4_conv1_padded = s->arena + 2297856;
+  float *down4_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3561,63 +3289,55 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 69; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 68; q++) {
+          down4_conv1_padded[((n * 69 + a) * 68 + q) * 256 + c] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1495; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = down4_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 1496; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv1_bias[(oc + ob_2) * 32 + j_2] : down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4488 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool2[((n * 256 + ic_2) * 68 + kh_2) * 68 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down4_conv1_padded[((n_2 * 69 + kh_2) * 68 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 68 < 66) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                down4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down4_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool2[((n * 256 + ic_3) * 68 + kh_3) * 68 + 4483 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4488 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 4483 + i_6;
-          if (p_2 % 68 < 66 && 4485 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 66 + p_2 / 68) * 66 + p_2 % 68] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 68 < 66 && p < 4486) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    down4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -3627,13 +3347,15 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (2 spare positions), no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 191988992;
-  float *down4_relu1 = s->arena + 194219264;
-  float *down4_conv2_packed = s->arena + 41769984;
+  const float *down4_relu0 = s->arena + 192917760;
+  float *down4_relu1 = s->arena + 195148032;
+  float *down4_conv2_packed = s->arena + 0;
+  float *down4_conv2_padded = s->arena + 2359296;
+  float *down4_conv2_partial = s->arena + 4623360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3646,63 +3368,55 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 67; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 66; q++) {
+          down4_conv2_padded[((n * 67 + a) * 66 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1407; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = down4_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 1408; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4224 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down4_relu0[((n * 512 + ic_2) * 66 + kh_2) * 66 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down4_conv2_padded[((n_2 * 67 + kh_2) * 66 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 66 < 64) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                down4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = down4_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = down4_relu0[((n * 512 + ic_3) * 66 + kh_3) * 66 + 4219 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, down4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4224 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 4219 + i_6;
-          if (p_2 % 66 < 64 && 4221 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              down4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 64 + p_2 / 66) * 64 + p_2 % 66] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 66 < 64 && p < 4222) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    down4_relu1[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -3713,8 +3427,8 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3: maxpool, unet.cnn:30 */
 static void train_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 194219264;
-  float *maxpool3 = s->arena + 202904832;
+  const float *down4_relu1 = s->arena + 195148032;
+  float *maxpool3 = s->arena + 203833600;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
@@ -3733,13 +3447,15 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards */
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 202904832;
-  float *bottom_relu0 = s->arena + 200377600;
-  float *bottom_conv1_packed = s->arena + 41769984;
+  const float *maxpool3 = s->arena + 203833600;
+  float *bottom_relu0 = s->arena + 201306368;
+  float *bottom_conv1_packed = s->arena + 0;
+  float *bottom_conv1_padded = s->arena + 5701632;
+  float *bottom_conv1_partial = s->arena + 4718592;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3752,63 +3468,55 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 33; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 32; q++) {
+          bottom_conv1_padded[((n * 33 + a) * 32 + q) * 512 + c] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 32; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 319; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = bottom_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 320; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv1_bias[(oc + ob_2) * 32 + j_2] : bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 960 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = maxpool3[((n * 512 + ic_2) * 32 + kh_2) * 32 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = bottom_conv1_padded[((n_2 * 33 + kh_2) * 32 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 32 < 30) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                bottom_relu0[((n * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = bottom_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = maxpool3[((n * 512 + ic_3) * 32 + kh_3) * 32 + 955 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 960 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 955 + i_6;
-          if (p_2 % 32 < 30 && 957 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              bottom_relu0[((n * 1024 + (oc + ob_3) * 32 + j_7) * 30 + p_2 / 32) * 30 + p_2 % 32] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 32 < 30 && p < 958) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    bottom_relu0[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -3818,13 +3526,15 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 200377600;
-  float *bottom_relu1 = s->arena + 201299200;
-  float *bottom_conv2_packed = s->arena + 41769984;
+  const float *bottom_relu0 = s->arena + 201306368;
+  float *bottom_relu1 = s->arena + 202227968;
+  float *bottom_conv2_packed = s->arena + 0;
+  float *bottom_conv2_padded = s->arena + 9437184;
+  float *bottom_conv2_partial = s->arena + 10389504;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3837,63 +3547,55 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 31; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
+        for (ptrdiff_t q = 0; q < 30; q++) {
+          bottom_conv2_padded[((n * 31 + a) * 30 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 32; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 279; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = bottom_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 8; icc++) {
+        for (ptrdiff_t t = 0; t < 280; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv2_bias[(oc + ob_2) * 32 + j_2] : bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 840 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = bottom_relu0[((n * 1024 + ic_2) * 30 + kh_2) * 30 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = bottom_conv2_padded[((n_2 * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2) * 1024 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_packed[((((oc + ob_2) * 1024 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 30 < 28) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                bottom_relu1[((n * 1024 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = bottom_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = bottom_relu0[((n * 1024 + ic_3) * 30 + kh_3) * 30 + 835 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, bottom_conv2_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 7) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 840 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 835 + i_6;
-          if (p_2 % 30 < 28 && 837 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              bottom_relu1[((n * 1024 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 30) * 28 + p_2 % 30] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 7) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 30 < 28 && p < 838) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    bottom_relu1[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -3904,8 +3606,8 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
 
 /* dropout0: dropout, unet.cnn:30 */
 static void train_dropout0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 201299200;
-  float *dropout0 = s->arena + 202102016;
+  const float *bottom_relu1 = s->arena + 202227968;
+  float *dropout0 = s->arena + 203030784;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? bottom_relu1[n * 802816 + i] * 2.0f : 0.0f;
@@ -3917,8 +3619,8 @@ static void train_dropout0(unet_state *s, ptrdiff_t count) {
 static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 202102016;
-  float *up4_upconv = s->arena + 41769984;
+  const float *dropout0 = s->arena + 203030784;
+  float *up4_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_upconv[n * 1605632 + i] = up4_upconv_bias[i / 3136];
@@ -3942,8 +3644,8 @@ static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 194219264;
-  float *up4_crop0 = s->arena + 43375616;
+  const float *down4_relu1 = s->arena + 195148032;
+  float *up4_crop0 = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t h = 0; h < 56; h++) {
@@ -3957,9 +3659,9 @@ static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0: concat, unet.cnn:20 */
 static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up4_upconv = s->arena + 41769984;
-  const float *up4_crop0 = s->arena + 43375616;
-  float *up4_concat0 = s->arena + 181045504;
+  const float *up4_upconv = s->arena + 0;
+  const float *up4_crop0 = s->arena + 1605632;
+  float *up4_concat0 = s->arena + 181974272;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -3973,13 +3675,15 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards */
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 181045504;
-  float *up4_relu0 = s->arena + 196316416;
-  float *up4_conv1_packed = s->arena + 41769984;
+  const float *up4_concat0 = s->arena + 181974272;
+  float *up4_relu0 = s->arena + 197245184;
+  float *up4_conv1_packed = s->arena + 0;
+  float *up4_conv1_padded = s->arena + 4718592;
+  float *up4_conv1_partial = s->arena + 7987200;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -3992,63 +3696,55 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 57; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
+        for (ptrdiff_t q = 0; q < 56; q++) {
+          up4_conv1_padded[((n * 57 + a) * 56 + q) * 1024 + c] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 1007; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up4_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 8; icc++) {
+        for (ptrdiff_t t = 0; t < 1008; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv1_bias[(oc + ob_2) * 32 + j_2] : up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 3024 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up4_concat0[((n * 1024 + ic_2) * 56 + kh_2) * 56 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up4_conv1_padded[((n_2 * 57 + kh_2) * 56 + t * 3 + i_2 + kw_2) * 1024 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_packed[((((oc + ob_2) * 1024 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 56 < 54) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up4_relu0[((n * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up4_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 1024; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up4_concat0[((n * 1024 + ic_3) * 56 + kh_3) * 56 + 3019 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv1_packed[((((oc + ob_3) * 1024 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 7) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 3024 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 3019 + i_6;
-          if (p_2 % 56 < 54 && 3021 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up4_relu0[((n * 512 + (oc + ob_3) * 32 + j_7) * 54 + p_2 / 56) * 54 + p_2 % 56] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 7) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 56 < 54 && p < 3022) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -4058,13 +3754,15 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (2 spare positions), no guards */
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 196316416;
-  float *up4_relu1 = s->arena + 197809408;
-  float *up4_conv2_packed = s->arena + 41769984;
+  const float *up4_relu0 = s->arena + 197245184;
+  float *up4_relu1 = s->arena + 198738176;
+  float *up4_conv2_packed = s->arena + 0;
+  float *up4_conv2_padded = s->arena + 2359296;
+  float *up4_conv2_partial = s->arena + 3879936;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4077,63 +3775,55 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 55; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 54; q++) {
+          up4_conv2_padded[((n * 55 + a) * 54 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 935; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up4_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 936; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv2_bias[(oc + ob_2) * 32 + j_2] : up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 2808 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up4_relu0[((n * 512 + ic_2) * 54 + kh_2) * 54 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up4_conv2_padded[((n_2 * 55 + kh_2) * 54 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 54 < 52) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up4_relu1[((n * 512 + (oc + ob_2) * 32 + j_4) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up4_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up4_relu0[((n * 512 + ic_3) * 54 + kh_3) * 54 + 2803 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up4_conv2_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 2808 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 2803 + i_6;
-          if (p_2 % 54 < 52 && 2805 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up4_relu1[((n * 512 + (oc + ob_3) * 32 + j_7) * 52 + p_2 / 54) * 52 + p_2 % 54] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 54 < 52 && p < 2806) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up4_relu1[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 52 + p / 54) * 52 + p % 54] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -4146,8 +3836,8 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 197809408;
-  float *up3_upconv = s->arena + 41769984;
+  const float *up4_relu1 = s->arena + 198738176;
+  float *up3_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_upconv[n * 2768896 + i] = up3_upconv_bias[i / 10816];
@@ -4171,8 +3861,8 @@ static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 176310528;
-  float *up3_crop0 = s->arena + 44538880;
+  const float *down3_relu1 = s->arena + 177239296;
+  float *up3_crop0 = s->arena + 2768896;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t h = 0; h < 104; h++) {
@@ -4186,9 +3876,9 @@ static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0: concat, unet.cnn:20 */
 static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up3_upconv = s->arena + 41769984;
-  const float *up3_crop0 = s->arena + 44538880;
-  float *up3_concat0 = s->arena + 150800128;
+  const float *up3_upconv = s->arena + 0;
+  const float *up3_crop0 = s->arena + 2768896;
+  float *up3_concat0 = s->arena + 151728896;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
@@ -4202,13 +3892,15 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards */
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-  const float *up3_concat0 = s->arena + 150800128;
-  float *up3_relu0 = s->arena + 184256768;
-  float *up3_conv1_packed = s->arena + 41769984;
+  const float *up3_concat0 = s->arena + 151728896;
+  float *up3_relu0 = s->arena + 185185536;
+  float *up3_conv1_packed = s->arena + 8306688;
+  float *up3_conv1_padded = s->arena + 0;
+  float *up3_conv1_partial = s->arena + 5591040;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4221,63 +3913,55 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 105; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
+        for (ptrdiff_t q = 0; q < 104; q++) {
+          up3_conv1_padded[((n * 105 + a) * 104 + q) * 512 + c] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3535; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up3_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 3536; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv1_bias[(oc + ob_2) * 32 + j_2] : up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10608 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up3_concat0[((n * 512 + ic_2) * 104 + kh_2) * 104 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up3_conv1_padded[((n_2 * 105 + kh_2) * 104 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 104 < 102) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up3_relu0[((n * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up3_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up3_concat0[((n * 512 + ic_3) * 104 + kh_3) * 104 + 10603 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv1_packed[((((oc + ob_3) * 512 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10608 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 10603 + i_6;
-          if (p_2 % 104 < 102 && 10605 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up3_relu0[((n * 256 + (oc + ob_3) * 32 + j_7) * 102 + p_2 / 104) * 102 + p_2 % 104] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 104 < 102 && p < 10606) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -4287,13 +3971,15 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (2 spare positions), no guards */
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-  const float *up3_relu0 = s->arena + 184256768;
-  float *up3_relu1 = s->arena + 186920192;
-  float *up3_conv2_packed = s->arena + 41769984;
+  const float *up3_relu0 = s->arena + 185185536;
+  float *up3_relu1 = s->arena + 187848960;
+  float *up3_conv2_packed = s->arena + 5300736;
+  float *up3_conv2_padded = s->arena + 0;
+  float *up3_conv2_partial = s->arena + 2689536;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4306,63 +3992,55 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 103; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 102; q++) {
+          up3_conv2_padded[((n * 103 + a) * 102 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 3399; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up3_conv2_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 3400; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv2_bias[(oc + ob_2) * 32 + j_2] : up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10200 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up3_relu0[((n * 256 + ic_2) * 102 + kh_2) * 102 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up3_conv2_padded[((n_2 * 103 + kh_2) * 102 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 102 < 100) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up3_relu1[((n * 256 + (oc + ob_2) * 32 + j_4) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up3_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up3_relu0[((n * 256 + ic_3) * 102 + kh_3) * 102 + 10195 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up3_conv2_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10200 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 10195 + i_6;
-          if (p_2 % 102 < 100 && 10197 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up3_relu1[((n * 256 + (oc + ob_3) * 32 + j_7) * 100 + p_2 / 102) * 100 + p_2 % 102] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 102 < 100 && p < 10198) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up3_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 100 + p / 102) * 100 + p % 102] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -4375,8 +4053,8 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
   const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-  const float *up3_relu1 = s->arena + 186920192;
-  float *up2_upconv = s->arena + 41769984;
+  const float *up3_relu1 = s->arena + 187848960;
+  float *up2_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_upconv[n * 5120000 + i] = up2_upconv_bias[i / 40000];
@@ -4400,8 +4078,8 @@ static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0: crop, unet.cnn:20 */
 static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 121246208;
-  float *up2_crop0 = s->arena + 46889984;
+  const float *down2_relu1 = s->arena + 122174976;
+  float *up2_crop0 = s->arena + 5120000;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t h = 0; h < 200; h++) {
@@ -4415,9 +4093,9 @@ static void train_up2_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0: concat, unet.cnn:20 */
 static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up2_upconv = s->arena + 41769984;
-  const float *up2_crop0 = s->arena + 46889984;
-  float *up2_concat0 = s->arena + 100827136;
+  const float *up2_upconv = s->arena + 0;
+  const float *up2_crop0 = s->arena + 5120000;
+  float *up2_concat0 = s->arena + 101755904;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0[n * 10240000 + i] = up2_crop0[n * 5120000 + i];
@@ -4431,13 +4109,15 @@ static void train_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards */
 static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
-  const float *up2_concat0 = s->arena + 100827136;
-  float *up2_relu0 = s->arena + 161499904;
-  float *up2_conv1_packed = s->arena + 20647936;
+  const float *up2_concat0 = s->arena + 101755904;
+  float *up2_relu0 = s->arena + 162428672;
+  float *up2_conv1_packed = s->arena + 15360000;
+  float *up2_conv1_padded = s->arena + 0;
+  float *up2_conv1_partial = s->arena + 10291200;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4450,63 +4130,55 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 201; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 200; q++) {
+          up2_conv1_padded[((n * 201 + a) * 200 + q) * 256 + c] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 13199; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = up2_conv1_bias[(oc + ob_2) * 32 + j_2];
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 13200; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? up2_conv1_bias[(oc + ob_2) * 32 + j_2] : up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 39600 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up2_concat0[((n * 256 + ic_2) * 200 + kh_2) * 200 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up2_conv1_padded[((n_2 * 201 + kh_2) * 200 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 200 < 198) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = acc[i_3 * 32 + j_4];
-                up2_relu0[((n * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up2_conv1_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up2_concat0[((n * 256 + ic_3) * 200 + kh_3) * 200 + 39595 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv1_packed[((((oc + ob_3) * 256 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 39600 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 39595 + i_6;
-          if (p_2 % 200 < 198 && 39597 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up2_relu0[((n * 128 + (oc + ob_3) * 32 + j_7) * 198 + p_2 / 200) * 198 + p_2 % 200] = v_2 < 0.0f ? 0.0f : v_2;
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 200 < 198 && p < 39598) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = acc[i_4 * 32 + j_5];
+                    up2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_5) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+                  }
+                }
+              }
             }
           }
         }
@@ -4516,13 +4188,14 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (2 spare positions), no guards */
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-  const float *up2_relu0 = s->arena + 161499904;
-  float *up2_relu1 = s->arena + 166518016;
-  float *up2_conv2_packed = s->arena + 20647936;
+  const float *up2_relu0 = s->arena + 162428672;
+  float *up2_relu1 = s->arena + 167446784;
+  float *up2_conv2_packed = s->arena + 5043456;
+  float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4535,10 +4208,19 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 199; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 198; q++) {
+          up2_conv2_padded[((n * 199 + a) * 198 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t t = 0; t < 12935; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t t = 0; t < 12936; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -4549,7 +4231,7 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up2_relu0[((n * 128 + ic_2) * 198 + kh_2) * 198 + t * 3 + i_2 + kw_2];
+                  float xv = up2_conv2_padded[((n_2 * 199 + kh_2) * 198 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, up2_conv2_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -4559,39 +4241,11 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 198 < 196) {
+            if (p % 198 < 196 && p < 38806) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                up2_relu1[((n * 128 + (oc + ob_2) * 32 + j_4) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
+                up2_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 196 + p / 198) * 196 + p % 198] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up2_conv2_bias[(oc + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up2_relu0[((n * 128 + ic_3) * 198 + kh_3) * 198 + 38803 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up2_conv2_packed[((((oc + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 38803 + i_6;
-          if (p_2 % 198 < 196 && 38805 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up2_relu1[((n * 128 + (oc + ob_3) * 32 + j_7) * 196 + p_2 / 198) * 196 + p_2 % 198] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4604,8 +4258,8 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
   const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-  const float *up2_relu1 = s->arena + 166518016;
-  float *up1_upconv = s->arena + 41769984;
+  const float *up2_relu1 = s->arena + 167446784;
+  float *up1_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_upconv[n * 9834496 + i] = up1_upconv_bias[i / 153664];
@@ -4629,8 +4283,8 @@ static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up1.crop0: crop, unet.cnn:20 */
 static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 0;
-  float *up1_crop0 = s->arena + 51604480;
+  const float *down1_relu1 = s->arena + 41769984;
+  float *up1_crop0 = s->arena + 9834496;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t h = 0; h < 392; h++) {
@@ -4644,9 +4298,9 @@ static void train_up1_crop0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0: concat, unet.cnn:20 */
 static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
-  const float *up1_upconv = s->arena + 41769984;
-  const float *up1_crop0 = s->arena + 51604480;
-  float *up1_concat0 = s->arena + 61489152;
+  const float *up1_upconv = s->arena + 0;
+  const float *up1_crop0 = s->arena + 9834496;
+  float *up1_concat0 = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0[n * 19668992 + i] = up1_crop0[n * 9834496 + i];
@@ -4660,13 +4314,14 @@ static void train_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards */
 static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
-  const float *up1_concat0 = s->arena + 61489152;
-  float *up1_relu0 = s->arena + 51629568;
-  float *up1_conv1_packed = s->arena + 20647936;
+  const float *up1_concat0 = s->arena + 62417920;
+  float *up1_relu0 = s->arena + 82086912;
+  float *up1_conv1_packed = s->arena + 19719168;
+  float *up1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4679,10 +4334,19 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 393; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 392; q++) {
+          up1_conv1_padded[((n * 393 + a) * 392 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 50959; t++) {
+  for (ptrdiff_t t = 0; t < 50960; t++) {
     for (ptrdiff_t oc = 0; oc < 2; oc++) {
-      for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
           for (ptrdiff_t i = 0; i < 3; i++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -4693,7 +4357,7 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up1_concat0[((n * 128 + ic_2) * 392 + kh_2) * 392 + t * 3 + i_2 + kw_2];
+                  float xv = up1_conv1_padded[((n_2 * 393 + kh_2) * 392 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, up1_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -4703,43 +4367,11 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
           }
           for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
             ptrdiff_t p = t * 3 + i_3;
-            if (p % 392 < 390) {
+            if (p % 392 < 390 && p < 152878) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                up1_relu0[((n * 64 + (oc + ob_2) * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+                up1_relu0[((n_2 * 64 + (oc + ob_2) * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
               }
-            }
-          }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t oc_2 = 0; oc_2 < 2; oc_2++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
-        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-            acc[i_4 * 32 + j_5] = up1_conv1_bias[(oc_2 + ob_3) * 32 + j_5];
-          }
-        }
-        for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
-          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-                float xv_2 = up1_concat0[((n_2 * 128 + ic_3) * 392 + kh_3) * 392 + 152875 + i_5 + kw_3];
-                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                  acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv1_packed[((((oc_2 + ob_3) * 128 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-                }
-              }
-            }
-          }
-        }
-        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-          ptrdiff_t p_2 = 152875 + i_6;
-          if (p_2 % 392 < 390 && 152877 <= p_2) {
-            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-              float v_2 = acc[i_6 * 32 + j_7];
-              up1_relu0[((n_2 * 64 + (oc_2 + ob_3) * 32 + j_7) * 390 + p_2 / 392) * 390 + p_2 % 392] = v_2 < 0.0f ? 0.0f : v_2;
             }
           }
         }
@@ -4749,13 +4381,14 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (the last ending at the last position), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (2 spare positions), no guards */
 static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
-  const float *up1_relu0 = s->arena + 51629568;
-  float *up1_relu1 = s->arena + 81158144;
-  float *up1_conv2_packed = s->arena + 20647936;
+  const float *up1_relu0 = s->arena + 82086912;
+  float *up1_relu1 = s->arena + 9759360;
+  float *up1_conv2_packed = s->arena + 19394176;
+  float *up1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4768,9 +4401,18 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t a = 0; a < 391; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 390; q++) {
+          up1_conv2_padded[((n * 391 + a) * 390 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 50439; t++) {
-    for (ptrdiff_t n = 0; n < count; n++) {
+  for (ptrdiff_t t = 0; t < 50440; t++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
         for (ptrdiff_t i = 0; i < 3; i++) {
           for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
@@ -4781,7 +4423,7 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = up1_relu0[((n * 64 + ic_2) * 390 + kh_2) * 390 + t * 3 + i_2 + kw_2];
+                float xv = up1_conv2_padded[((n_2 * 391 + kh_2) * 390 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, up1_conv2_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -4791,41 +4433,11 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
           ptrdiff_t p = t * 3 + i_3;
-          if (p % 390 < 388) {
+          if (p % 390 < 388 && p < 151318) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
               float v = acc[i_3 * 32 + j_4];
-              up1_relu1[((n * 64 + ob_2 * 32 + j_4) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
+              up1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 388 + p / 390) * 388 + p % 390] = v < 0.0f ? 0.0f : v;
             }
-          }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-          acc[i_4 * 32 + j_5] = up1_conv2_bias[ob_3 * 32 + j_5];
-        }
-      }
-      for (ptrdiff_t ic_3 = 0; ic_3 < 64; ic_3++) {
-        for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
-          for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
-              float xv_2 = up1_relu0[((n_2 * 64 + ic_3) * 390 + kh_3) * 390 + 151315 + i_5 + kw_3];
-              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
-                acc[i_5 * 32 + j_6] = madd(xv_2, up1_conv2_packed[(((ob_3 * 64 + ic_3) * 3 + kh_3) * 3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
-              }
-            }
-          }
-        }
-      }
-      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
-        ptrdiff_t p_2 = 151315 + i_6;
-        if (p_2 % 390 < 388 && 151317 <= p_2) {
-          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
-            float v_2 = acc[i_6 * 32 + j_7];
-            up1_relu1[((n_2 * 64 + ob_3 * 32 + j_7) * 388 + p_2 / 390) * 388 + p_2 % 390] = v_2 < 0.0f ? 0.0f : v_2;
           }
         }
       }
@@ -4838,8 +4450,8 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
 static void train_head(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *head_bias = s->f32 + 31030656; /* head.bias */
-  const float *up1_relu1 = s->arena + 81158144;
-  float *head = s->arena + 20647936;
+  const float *up1_relu1 = s->arena + 9759360;
+  float *head = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t t = 0; t < 4704; t++) {
@@ -4903,8 +4515,8 @@ static void train_head(unet_state *s, ptrdiff_t count) {
 
 /* cross_entropy0: cross_entropy, unet.cnn:37 */
 static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 20647936;
-  float *cross_entropy0 = s->arena + 203429120;
+  const float *head = s->arena + 0;
+  float *cross_entropy0 = s->arena + 204357888;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
@@ -4925,8 +4537,8 @@ static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *
 
 /* cross_entropy0.dx: loss_dx, unet.cnn:37 */
 static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_t *labels) {
-  const float *head = s->arena + 20647936;
-  float *cross_entropy0_dx = s->arena + 100477440;
+  const float *head = s->arena + 0;
+  float *cross_entropy0_dx = s->arena + 19695296;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
       float m = -INFINITY;
@@ -4949,11 +4561,11 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
 /* head.dweight: conv_dw, unet.cnn:36
  * schedule: input copied zero-padded; rows flattened to 150544 positions, dy copied along them; accumulators: 2 output channels x 1 kw taps x 32 lanes of positions; 4705 tiles (16 spare positions), no guards */
 static void train_head_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1 = s->arena + 81158144;
-  const float *cross_entropy0_dx = s->arena + 100477440;
+  const float *up1_relu1 = s->arena + 9759360;
+  const float *cross_entropy0_dx = s->arena + 19695296;
   float *head_weight_grad = s->g32 + 31030528;
-  float *head_dweight_padded = s->arena + 41769984;
-  float *head_dweight_dy_flat = s->arena + 20647936;
+  float *head_dweight_padded = s->arena + 0;
+  float *head_dweight_dy_flat = s->arena + 19394176;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -5004,7 +4616,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
 
 /* head.dbias: bias_grad, unet.cnn:36 */
 static void train_head_dbias(unet_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 100477440;
+  const float *cross_entropy0_dx = s->arena + 19695296;
   float *head_bias_grad = s->g32 + 31030656;
   for (ptrdiff_t c = 0; c < 2; c++) {
     float acc = 0.0f;
@@ -5021,9 +4633,9 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
  * schedule: rows flattened to 150544 positions; accumulators: 4 output channels x 24 positions; tiles through chunks of 4 blocks; chunks shared out among threads; stores row by row; 6273 tiles (the last ending at the last position), no guards */
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
-  const float *up1_relu1 = s->arena + 81158144;
-  const float *cross_entropy0_dx = s->arena + 100477440;
-  float *up1_relu1_dx = s->arena + 90842624;
+  const float *up1_relu1 = s->arena + 9759360;
+  const float *cross_entropy0_dx = s->arena + 19695296;
+  float *up1_relu1_dx = s->arena + 91821312;
   float acc[96]; /* accumulators */
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
@@ -5101,11 +4713,11 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
 /* up1.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 151318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 6305 tiles (2 spare positions), no guards */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0 = s->arena + 51629568;
-  const float *up1_relu1_dx = s->arena + 90842624;
+  const float *up1_relu0 = s->arena + 82086912;
+  const float *up1_relu1_dx = s->arena + 91821312;
   float *up1_conv2_weight_grad = s->g32 + 30993600;
-  float *up1_conv2_dweight_padded = s->arena + 41769984;
-  float *up1_conv2_dweight_dy_flat = s->arena + 81158144;
+  float *up1_conv2_dweight_padded = s->arena + 0;
+  float *up1_conv2_dweight_dy_flat = s->arena + 9759360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -5159,7 +4771,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu1_dx = s->arena + 90842624;
+  const float *up1_relu1_dx = s->arena + 91821312;
   float *up1_conv2_bias_grad = s->g32 + 31030464;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -5173,14 +4785,14 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dx: conv_dx+act_dx with up1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards */
 static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
-  const float *up1_relu0 = s->arena + 51629568;
-  const float *up1_relu1_dx = s->arena + 90842624;
-  float *up1_relu0_dx = s->arena + 141065728;
-  float *up1_conv2_dx_packed = s->arena + 20647936;
-  float *up1_conv2_dx_padded = s->arena + 41769984;
+  const float *up1_relu0 = s->arena + 82086912;
+  const float *up1_relu1_dx = s->arena + 91821312;
+  float *up1_relu0_dx = s->arena + 141994496;
+  float *up1_conv2_dx_packed = s->arena + 9859584;
+  float *up1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5194,10 +4806,10 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 393; a++) {
+    for (ptrdiff_t a = 0; a < 393; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 392; q++) {
-          up1_conv2_dx_padded[((n * 64 + c) * 393 + a) * 392 + q] = 0 <= a - 2 && a - 2 < 388 && (0 <= q - 2 && q - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + a - 2) * 388 + q - 2] : 0.0f;
+          up1_conv2_dx_padded[((n * 393 + a) * 392 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 388 && (0 <= q - 2 && q - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + a - 2) * 388 + q - 2] : 0.0f;
         }
       }
     }
@@ -5215,7 +4827,7 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = up1_conv2_dx_padded[((n_2 * 64 + ic_2) * 393 + kh_2) * 392 + t * 3 + i_2 + kw_2];
+                float xv = up1_conv2_dx_padded[((n_2 * 393 + kh_2) * 392 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, up1_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -5238,13 +4850,13 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 154446 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 51482 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 154446 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 51482 tiles, no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-  const float *up1_relu0_dx = s->arena + 141065728;
-  float *up1_conv1_dx = s->arena + 81158144;
-  float *up1_conv1_dx_packed = s->arena + 20647936;
-  float *up1_conv1_dx_padded = s->arena + 41769984;
+  const float *up1_relu0_dx = s->arena + 141994496;
+  float *up1_conv1_dx = s->arena + 82086912;
+  float *up1_conv1_dx_packed = s->arena + 9935104;
+  float *up1_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5258,10 +4870,10 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 394; a++) {
+    for (ptrdiff_t a = 0; a < 394; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 394; q++) {
-          up1_conv1_dx_padded[((n * 64 + c) * 394 + a) * 394 + q] = 0 <= a - 2 && a - 2 < 390 && (0 <= q - 2 && q - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + a - 2) * 390 + q - 2] : 0.0f;
+          up1_conv1_dx_padded[((n * 394 + a) * 394 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 390 && (0 <= q - 2 && q - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + a - 2) * 390 + q - 2] : 0.0f;
         }
       }
     }
@@ -5280,7 +4892,7 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up1_conv1_dx_padded[((n_2 * 64 + ic_2) * 394 + kh_2) * 394 + t * 3 + i_2 + kw_2];
+                  float xv = up1_conv1_dx_padded[((n_2 * 394 + kh_2) * 394 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, up1_conv1_dx_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -5305,11 +4917,11 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up1.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 152878 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 6370 tiles (2 spare positions), no guards */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0 = s->arena + 61489152;
-  const float *up1_relu0_dx = s->arena + 141065728;
+  const float *up1_concat0 = s->arena + 62417920;
+  const float *up1_relu0_dx = s->arena + 141994496;
   float *up1_conv1_weight_grad = s->g32 + 30919808;
-  float *up1_conv1_dweight_padded = s->arena + 41769984;
-  float *up1_conv1_dweight_dy_flat = s->arena + 131281408;
+  float *up1_conv1_dweight_padded = s->arena + 0;
+  float *up1_conv1_dweight_dy_flat = s->arena + 132210176;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
@@ -5363,7 +4975,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0_dx = s->arena + 141065728;
+  const float *up1_relu0_dx = s->arena + 141994496;
   float *up1_conv1_bias_grad = s->g32 + 30993536;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -5378,7 +4990,7 @@ static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx0: slice, unet.cnn:20 */
 static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 81158144;
+  const float *up1_conv1_dx = s->arena + 82086912;
   float *up1_concat0_dx0 = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
@@ -5389,8 +5001,8 @@ static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx1: slice, unet.cnn:20 */
 static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 81158144;
-  float *up1_concat0_dx1 = s->arena + 131281408;
+  const float *up1_conv1_dx = s->arena + 82086912;
+  float *up1_concat0_dx1 = s->arena + 72252416;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
       up1_concat0_dx1[n * 9834496 + i] = up1_conv1_dx[n * 19668992 + 9834496 + i];
@@ -5401,7 +5013,7 @@ static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
 /* up1.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_concat0_dx0 = s->arena + 62417920;
-  float *up1_crop0_dx = s->arena + 41769984;
+  float *up1_crop0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
       up1_crop0_dx[n * 20647936 + i] = 0.0f;
@@ -5421,7 +5033,7 @@ static void train_up1_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up1.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
-  const float *up1_concat0_dx1 = s->arena + 131281408;
+  const float *up1_concat0_dx1 = s->arena + 72252416;
   float *up1_upconv_dx = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
@@ -5446,8 +5058,8 @@ static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 166518016;
-  const float *up1_concat0_dx1 = s->arena + 131281408;
+  const float *up2_relu1 = s->arena + 167446784;
+  const float *up1_concat0_dx1 = s->arena + 72252416;
   float *up1_upconv_weight_grad = s->g32 + 30886976;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 128; icg++) {
@@ -5472,7 +5084,7 @@ static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_concat0_dx1 = s->arena + 131281408;
+  const float *up1_concat0_dx1 = s->arena + 72252416;
   float *up1_upconv_bias_grad = s->g32 + 30919744;
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
@@ -5487,7 +5099,7 @@ static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 166518016;
+  const float *up2_relu1 = s->arena + 167446784;
   const float *up1_upconv_dx = s->arena + 62417920;
   float *up2_relu1_dx = s->arena + 72428800;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -5501,7 +5113,7 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 38806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 1617 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0 = s->arena + 161499904;
+  const float *up2_relu0 = s->arena + 162428672;
   const float *up2_relu1_dx = s->arena + 72428800;
   float *up2_conv2_weight_grad = s->g32 + 30739392;
   float *up2_conv2_dweight_padded = s->arena + 62417920;
@@ -5573,10 +5185,10 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dx: conv_dx+act_dx with up2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-  const float *up2_relu0 = s->arena + 161499904;
+  const float *up2_relu0 = s->arena + 162428672;
   const float *up2_relu1_dx = s->arena + 72428800;
   float *up2_relu0_dx = s->arena + 88017920;
   float *up2_conv2_dx_packed = s->arena + 20647936;
@@ -5594,10 +5206,10 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 201; a++) {
+    for (ptrdiff_t a = 0; a < 201; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 200; q++) {
-          up2_conv2_dx_padded[((n * 128 + c) * 201 + a) * 200 + q] = 0 <= a - 2 && a - 2 < 196 && (0 <= q - 2 && q - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + a - 2) * 196 + q - 2] : 0.0f;
+          up2_conv2_dx_padded[((n * 201 + a) * 200 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 196 && (0 <= q - 2 && q - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + a - 2) * 196 + q - 2] : 0.0f;
         }
       }
     }
@@ -5616,7 +5228,7 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up2_conv2_dx_padded[((n_2 * 128 + ic_2) * 201 + kh_2) * 200 + t * 3 + i_2 + kw_2];
+                  float xv = up2_conv2_dx_padded[((n_2 * 201 + kh_2) * 200 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, up2_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -5640,7 +5252,7 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 40398 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13466 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 40398 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13466 tiles, no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_relu0_dx = s->arena + 88017920;
@@ -5660,10 +5272,10 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 202; a++) {
+    for (ptrdiff_t a = 0; a < 202; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 202; q++) {
-          up2_conv1_dx_padded[((n * 128 + c) * 202 + a) * 202 + q] = 0 <= a - 2 && a - 2 < 198 && (0 <= q - 2 && q - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + a - 2) * 198 + q - 2] : 0.0f;
+          up2_conv1_dx_padded[((n * 202 + a) * 202 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 198 && (0 <= q - 2 && q - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + a - 2) * 198 + q - 2] : 0.0f;
         }
       }
     }
@@ -5682,7 +5294,7 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up2_conv1_dx_padded[((n_2 * 128 + ic_2) * 202 + kh_2) * 202 + t * 3 + i_2 + kw_2];
+                  float xv = up2_conv1_dx_padded[((n_2 * 202 + kh_2) * 202 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, up2_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -5707,7 +5319,7 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up2.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 39598 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 1650 tiles (2 spare positions), no guards */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0 = s->arena + 100827136;
+  const float *up2_concat0 = s->arena + 101755904;
   const float *up2_relu0_dx = s->arena + 88017920;
   float *up2_conv1_weight_grad = s->g32 + 30444352;
   float *up2_conv1_dweight_padded = s->arena + 62417920;
@@ -5848,7 +5460,7 @@ static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 186920192;
+  const float *up3_relu1 = s->arena + 187848960;
   const float *up2_concat0_dx1 = s->arena + 88069120;
   float *up2_upconv_weight_grad = s->g32 + 30313152;
   for (ptrdiff_t g = 0; g < 1; g++) {
@@ -5889,9 +5501,9 @@ static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 186920192;
+  const float *up3_relu1 = s->arena + 187848960;
   const float *up2_upconv_dx = s->arena + 72453120;
-  float *up3_relu1_dx = s->arena + 77753856;
+  float *up3_relu1_dx = s->arena + 77964288;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2560000; i++) {
       float y = up3_relu1[n * 2560000 + i];
@@ -5903,8 +5515,8 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 10198 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 425 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0 = s->arena + 184256768;
-  const float *up3_relu1_dx = s->arena + 77753856;
+  const float *up3_relu0 = s->arena + 185185536;
+  const float *up3_relu1_dx = s->arena + 77964288;
   float *up3_conv2_weight_grad = s->g32 + 29723072;
   float *up3_conv2_dweight_padded = s->arena + 72453120;
   float *up3_conv2_dweight_dy_flat = s->arena + 75142656;
@@ -5961,7 +5573,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1_dx = s->arena + 77753856;
+  const float *up3_relu1_dx = s->arena + 77964288;
   float *up3_conv2_bias_grad = s->g32 + 30312896;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -5975,14 +5587,15 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dx: conv_dx+act_dx with up3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-  const float *up3_relu0 = s->arena + 184256768;
-  const float *up3_relu1_dx = s->arena + 77753856;
-  float *up3_relu0_dx = s->arena + 86297600;
-  float *up3_conv2_dx_packed = s->arena + 75248640;
+  const float *up3_relu0 = s->arena + 185185536;
+  const float *up3_relu1_dx = s->arena + 77964288;
+  float *up3_relu0_dx = s->arena + 86510592;
+  float *up3_conv2_dx_packed = s->arena + 80524288;
   float *up3_conv2_dx_padded = s->arena + 72453120;
+  float *up3_conv2_dx_partial = s->arena + 75248640;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5996,10 +5609,10 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 105; a++) {
+    for (ptrdiff_t a = 0; a < 105; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 104; q++) {
-          up3_conv2_dx_padded[((n * 256 + c) * 105 + a) * 104 + q] = 0 <= a - 2 && a - 2 < 100 && (0 <= q - 2 && q - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + a - 2) * 100 + q - 2] : 0.0f;
+          up3_conv2_dx_padded[((n * 105 + a) * 104 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 100 && (0 <= q - 2 && q - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + a - 2) * 100 + q - 2] : 0.0f;
         }
       }
     }
@@ -6007,31 +5620,42 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 3536; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 3536; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10608 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up3_conv2_dx_padded[((n_2 * 256 + ic_2) * 105 + kh_2) * 104 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up3_conv2_dx_padded[((n_2 * 105 + kh_2) * 104 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up3_conv2_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 104 < 102 && p < 10606) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = up3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104];
-                up3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10608 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 104 < 102 && p < 10606) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = up3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104];
+                    up3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -6042,13 +5666,14 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 11022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 3674 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 11022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3674 tiles, no guards */
 static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
-  const float *up3_relu0_dx = s->arena + 86297600;
-  float *up3_conv1_dx = s->arena + 78044160;
-  float *up3_conv1_dx_packed = s->arena + 75329536;
-  float *up3_conv1_dx_padded = s->arena + 72453120;
+  const float *up3_relu0_dx = s->arena + 86510592;
+  float *up3_conv1_dx = s->arena + 78096384;
+  float *up3_conv1_dx_packed = s->arena + 89174016;
+  float *up3_conv1_dx_padded = s->arena + 83634176;
+  float *up3_conv1_dx_partial = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6062,10 +5687,10 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 106; a++) {
+    for (ptrdiff_t a = 0; a < 106; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 106; q++) {
-          up3_conv1_dx_padded[((n * 256 + c) * 106 + a) * 106 + q] = 0 <= a - 2 && a - 2 < 102 && (0 <= q - 2 && q - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + a - 2) * 102 + q - 2] : 0.0f;
+          up3_conv1_dx_padded[((n * 106 + a) * 106 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 102 && (0 <= q - 2 && q - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + a - 2) * 102 + q - 2] : 0.0f;
         }
       }
     }
@@ -6073,30 +5698,41 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 3674; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 3674; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up3_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 11022 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up3_conv1_dx_padded[((n_2 * 256 + ic_2) * 106 + kh_2) * 106 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up3_conv1_dx_padded[((n_2 * 106 + kh_2) * 106 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up3_conv1_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 106 < 104) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                up3_conv1_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 104 + p / 106) * 104 + p % 106] = acc[i_3 * 32 + j_4];
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up3_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 11022 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 106 < 104) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    up3_conv1_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 104 + p / 106) * 104 + p % 106] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -6109,11 +5745,11 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up3.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 10606 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 442 tiles (2 spare positions), no guards */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0 = s->arena + 150800128;
-  const float *up3_relu0_dx = s->arena + 86297600;
+  const float *up3_concat0 = s->arena + 151728896;
+  const float *up3_relu0_dx = s->arena + 86510592;
   float *up3_conv1_weight_grad = s->g32 + 28543168;
   float *up3_conv1_dweight_padded = s->arena + 72453120;
-  float *up3_conv1_dweight_dy_flat = s->arena + 83581952;
+  float *up3_conv1_dweight_dy_flat = s->arena + 83634176;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6167,7 +5803,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0_dx = s->arena + 86297600;
+  const float *up3_relu0_dx = s->arena + 86510592;
   float *up3_conv1_bias_grad = s->g32 + 29722816;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -6182,7 +5818,7 @@ static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx0: slice, unet.cnn:20 */
 static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 78044160;
+  const float *up3_conv1_dx = s->arena + 78096384;
   float *up3_concat0_dx0 = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
@@ -6193,7 +5829,7 @@ static void train_up3_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up3.concat0.dx1: slice, unet.cnn:20 */
 static void train_up3_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up3_conv1_dx = s->arena + 78044160;
+  const float *up3_conv1_dx = s->arena + 78096384;
   float *up3_concat0_dx1 = s->arena + 75222016;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
@@ -6250,7 +5886,7 @@ static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 197809408;
+  const float *up4_relu1 = s->arena + 198738176;
   const float *up3_concat0_dx1 = s->arena + 75222016;
   float *up3_upconv_weight_grad = s->g32 + 28018624;
   for (ptrdiff_t g = 0; g < 1; g++) {
@@ -6291,9 +5927,9 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 197809408;
+  const float *up4_relu1 = s->arena + 198738176;
   const float *up3_upconv_dx = s->arena + 72453120;
-  float *up4_relu1_dx = s->arena + 76446720;
+  float *up4_relu1_dx = s->arena + 77995008;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1384448; i++) {
       float y = up4_relu1[n * 1384448 + i];
@@ -6305,8 +5941,8 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 2806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 117 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0 = s->arena + 196316416;
-  const float *up4_relu1_dx = s->arena + 76446720;
+  const float *up4_relu0 = s->arena + 197245184;
+  const float *up4_relu1_dx = s->arena + 77995008;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
   float *up4_conv2_dweight_padded = s->arena + 72453120;
   float *up4_conv2_dweight_dy_flat = s->arena + 73973760;
@@ -6363,7 +5999,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1_dx = s->arena + 76446720;
+  const float *up4_relu1_dx = s->arena + 77995008;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6377,14 +6013,15 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dx: conv_dx+act_dx with up4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-  const float *up4_relu0 = s->arena + 196316416;
-  const float *up4_relu1_dx = s->arena + 76446720;
-  float *up4_relu0_dx = s->arena + 80382976;
+  const float *up4_relu0 = s->arena + 197245184;
+  const float *up4_relu1_dx = s->arena + 77995008;
+  float *up4_relu0_dx = s->arena + 91558912;
   float *up4_conv2_dx_packed = s->arena + 72453120;
   float *up4_conv2_dx_padded = s->arena + 74812416;
+  float *up4_conv2_dx_partial = s->arena + 76446720;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6398,10 +6035,10 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 57; a++) {
+    for (ptrdiff_t a = 0; a < 57; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 56; q++) {
-          up4_conv2_dx_padded[((n * 512 + c) * 57 + a) * 56 + q] = 0 <= a - 2 && a - 2 < 52 && (0 <= q - 2 && q - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + a - 2) * 52 + q - 2] : 0.0f;
+          up4_conv2_dx_padded[((n * 57 + a) * 56 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 52 && (0 <= q - 2 && q - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + a - 2) * 52 + q - 2] : 0.0f;
         }
       }
     }
@@ -6409,31 +6046,42 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1008; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 1008; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 3024 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up4_conv2_dx_padded[((n_2 * 512 + ic_2) * 57 + kh_2) * 56 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up4_conv2_dx_padded[((n_2 * 57 + kh_2) * 56 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up4_conv2_dx_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 56 < 54 && p < 3022) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = up4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56];
-                up4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 3024 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 56 < 54 && p < 3022) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = up4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56];
+                    up4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -6444,13 +6092,14 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1082 tiles, no guards */
 static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
-  const float *up4_relu0_dx = s->arena + 80382976;
-  float *up4_conv1_dx = s->arena + 77171712;
+  const float *up4_relu0_dx = s->arena + 91558912;
+  float *up4_conv1_dx = s->arena + 86625280;
   float *up4_conv1_dx_packed = s->arena + 72453120;
-  float *up4_conv1_dx_padded = s->arena + 86625280;
+  float *up4_conv1_dx_padded = s->arena + 89836544;
+  float *up4_conv1_dx_partial = s->arena + 77171712;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6464,10 +6113,10 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          up4_conv1_dx_padded[((n * 512 + c) * 58 + a) * 58 + q] = 0 <= a - 2 && a - 2 < 54 && (0 <= q - 2 && q - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + a - 2) * 54 + q - 2] : 0.0f;
+          up4_conv1_dx_padded[((n * 58 + a) * 58 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 54 && (0 <= q - 2 && q - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + a - 2) * 54 + q - 2] : 0.0f;
         }
       }
     }
@@ -6475,30 +6124,41 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1082; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 1082; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up4_conv1_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 3246 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = up4_conv1_dx_padded[((n_2 * 512 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = up4_conv1_dx_padded[((n_2 * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, up4_conv1_dx_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 58 < 56) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                up4_conv1_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  up4_conv1_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 3246 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 58 < 56) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    up4_conv1_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 56 + p / 58) * 56 + p % 58] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -6511,11 +6171,11 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* up4.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3022 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0 = s->arena + 181045504;
-  const float *up4_relu0_dx = s->arena + 80382976;
+  const float *up4_concat0 = s->arena + 181974272;
+  const float *up4_relu0_dx = s->arena + 91558912;
   float *up4_conv1_weight_grad = s->g32 + 20939712;
   float *up4_conv1_dweight_padded = s->arena + 72453120;
-  float *up4_conv1_dweight_dy_flat = s->arena + 86625280;
+  float *up4_conv1_dweight_dy_flat = s->arena + 75721728;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1024; c++) {
@@ -6569,7 +6229,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0_dx = s->arena + 80382976;
+  const float *up4_relu0_dx = s->arena + 91558912;
   float *up4_conv1_bias_grad = s->g32 + 25658304;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -6584,7 +6244,7 @@ static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx0: slice, unet.cnn:20 */
 static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 77171712;
+  const float *up4_conv1_dx = s->arena + 86625280;
   float *up4_concat0_dx0 = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
@@ -6595,7 +6255,7 @@ static void train_up4_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up4.concat0.dx1: slice, unet.cnn:20 */
 static void train_up4_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up4_conv1_dx = s->arena + 77171712;
+  const float *up4_conv1_dx = s->arena + 86625280;
   float *up4_concat0_dx1 = s->arena + 74058752;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
@@ -6652,7 +6312,7 @@ static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *dropout0 = s->arena + 202102016;
+  const float *dropout0 = s->arena + 203030784;
   const float *up4_concat0_dx1 = s->arena + 74058752;
   float *up4_upconv_weight_grad = s->g32 + 18842048;
   for (ptrdiff_t g = 0; g < 1; g++) {
@@ -6704,9 +6364,9 @@ static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu1.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 201299200;
+  const float *bottom_relu1 = s->arena + 202227968;
   const float *dropout0_dx = s->arena + 73255936;
-  float *bottom_relu1_dx = s->arena + 90725376;
+  float *bottom_relu1_dx = s->arena + 91708416;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       float y = bottom_relu1[n * 802816 + i];
@@ -6718,8 +6378,8 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0 = s->arena + 200377600;
-  const float *bottom_relu1_dx = s->arena + 90725376;
+  const float *bottom_relu0 = s->arena + 201306368;
+  const float *bottom_relu1_dx = s->arena + 91708416;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
   float *bottom_conv2_dweight_padded = s->arena + 72453120;
   float *bottom_conv2_dweight_dy_flat = s->arena + 73405440;
@@ -6776,7 +6436,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1_dx = s->arena + 90725376;
+  const float *bottom_relu1_dx = s->arena + 91708416;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6790,14 +6450,15 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dx: conv_dx+act_dx with bottom.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-  const float *bottom_relu0 = s->arena + 200377600;
-  const float *bottom_relu1_dx = s->arena + 90725376;
-  float *bottom_relu0_dx = s->arena + 89803776;
+  const float *bottom_relu0 = s->arena + 201306368;
+  const float *bottom_relu1_dx = s->arena + 91708416;
+  float *bottom_relu0_dx = s->arena + 90786816;
   float *bottom_conv2_dx_packed = s->arena + 72453120;
   float *bottom_conv2_dx_padded = s->arena + 88722432;
+  float *bottom_conv2_dx_partial = s->arena + 89803776;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6811,10 +6472,10 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t a = 0; a < 33; a++) {
+    for (ptrdiff_t a = 0; a < 33; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
         for (ptrdiff_t q = 0; q < 32; q++) {
-          bottom_conv2_dx_padded[((n * 1024 + c) * 33 + a) * 32 + q] = 0 <= a - 2 && a - 2 < 28 && (0 <= q - 2 && q - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + a - 2) * 28 + q - 2] : 0.0f;
+          bottom_conv2_dx_padded[((n * 33 + a) * 32 + q) * 1024 + c] = 0 <= a - 2 && a - 2 < 28 && (0 <= q - 2 && q - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + a - 2) * 28 + q - 2] : 0.0f;
         }
       }
     }
@@ -6822,31 +6483,42 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 32; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 320; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 8; icc++) {
+        for (ptrdiff_t t = 0; t < 320; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : bottom_conv2_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 960 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = bottom_conv2_dx_padded[((n_2 * 1024 + ic_2) * 33 + kh_2) * 32 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_dx_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = bottom_conv2_dx_padded[((n_2 * 33 + kh_2) * 32 + t * 3 + i_2 + kw_2) * 1024 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, bottom_conv2_dx_packed[((((oc + ob_2) * 1024 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 32 < 30 && p < 958) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = bottom_relu0[((n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32];
-                bottom_relu0_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+            if (icc < 7) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  bottom_conv2_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 960 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 7) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 32 < 30 && p < 958) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = bottom_relu0[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32];
+                    bottom_relu0_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -6857,13 +6529,14 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 1086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 362 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 1086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 362 tiles, no guards */
 static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
-  const float *bottom_relu0_dx = s->arena + 89803776;
-  float *bottom_conv1_dx = s->arena + 78355456;
+  const float *bottom_relu0_dx = s->arena + 90786816;
+  float *bottom_conv1_dx = s->arena + 78911488;
   float *bottom_conv1_dx_packed = s->arena + 72453120;
   float *bottom_conv1_dx_padded = s->arena + 77171712;
+  float *bottom_conv1_dx_partial = s->arena + 78355456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6877,10 +6550,10 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t a = 0; a < 34; a++) {
+    for (ptrdiff_t a = 0; a < 34; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
         for (ptrdiff_t q = 0; q < 34; q++) {
-          bottom_conv1_dx_padded[((n * 1024 + c) * 34 + a) * 34 + q] = 0 <= a - 2 && a - 2 < 30 && (0 <= q - 2 && q - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + a - 2) * 30 + q - 2] : 0.0f;
+          bottom_conv1_dx_padded[((n * 34 + a) * 34 + q) * 1024 + c] = 0 <= a - 2 && a - 2 < 30 && (0 <= q - 2 && q - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + a - 2) * 30 + q - 2] : 0.0f;
         }
       }
     }
@@ -6888,30 +6561,41 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 362; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 8; icc++) {
+        for (ptrdiff_t t = 0; t < 362; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : bottom_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 1086 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 1024; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = bottom_conv1_dx_padded[((n_2 * 1024 + ic_2) * 34 + kh_2) * 34 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_dx_packed[((((oc + ob_2) * 1024 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = bottom_conv1_dx_padded[((n_2 * 34 + kh_2) * 34 + t * 3 + i_2 + kw_2) * 1024 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, bottom_conv1_dx_packed[((((oc + ob_2) * 1024 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 34 < 32) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                bottom_conv1_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 32 + p / 34) * 32 + p % 34] = acc[i_3 * 32 + j_4];
+            if (icc < 7) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  bottom_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 1086 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 7) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 34 < 32) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    bottom_conv1_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 32 + p / 34) * 32 + p % 34] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -6924,8 +6608,8 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* bottom.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool3 = s->arena + 202904832;
-  const float *bottom_relu0_dx = s->arena + 89803776;
+  const float *maxpool3 = s->arena + 203833600;
+  const float *bottom_relu0_dx = s->arena + 90786816;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
   float *bottom_conv1_dweight_padded = s->arena + 73436160;
   float *bottom_conv1_dweight_dy_flat = s->arena + 72453120;
@@ -6982,7 +6666,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* bottom.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0_dx = s->arena + 89803776;
+  const float *bottom_relu0_dx = s->arena + 90786816;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
@@ -6997,10 +6681,10 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3.dx: pool_dx+add+act_dx with down4.relu1.dsum and down4.relu1.dx, unet.cnn:30 */
 static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 194219264;
+  const float *down4_relu1 = s->arena + 195148032;
   const float *up4_crop0_dx = s->arena + 86625280;
-  const float *bottom_conv1_dx = s->arena + 78355456;
-  float *down4_relu1_dx = s->arena + 79444992;
+  const float *bottom_conv1_dx = s->arena + 78911488;
+  float *down4_relu1_dx = s->arena + 88722432;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2097152; i++) {
       down4_relu1_dx[n * 2097152 + i] = 0.0f;
@@ -7041,8 +6725,8 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 /* down4.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 4222 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 176 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0 = s->arena + 191988992;
-  const float *down4_relu1_dx = s->arena + 79444992;
+  const float *down4_relu0 = s->arena + 192917760;
+  const float *down4_relu1_dx = s->arena + 88722432;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
   float *down4_conv2_dweight_padded = s->arena + 72453120;
   float *down4_conv2_dweight_dy_flat = s->arena + 74717184;
@@ -7099,7 +6783,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1_dx = s->arena + 79444992;
+  const float *down4_relu1_dx = s->arena + 88722432;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -7113,14 +6797,15 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dx: conv_dx+act_dx with down4.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-  const float *down4_relu0 = s->arena + 191988992;
-  const float *down4_relu1_dx = s->arena + 79444992;
-  float *down4_relu0_dx = s->arena + 77214720;
+  const float *down4_relu0 = s->arena + 192917760;
+  const float *down4_relu1_dx = s->arena + 88722432;
+  float *down4_relu0_dx = s->arena + 79512576;
   float *down4_conv2_dx_packed = s->arena + 74855424;
   float *down4_conv2_dx_padded = s->arena + 72453120;
+  float *down4_conv2_dx_partial = s->arena + 77214720;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7134,10 +6819,10 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 69; a++) {
+    for (ptrdiff_t a = 0; a < 69; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 68; q++) {
-          down4_conv2_dx_padded[((n * 512 + c) * 69 + a) * 68 + q] = 0 <= a - 2 && a - 2 < 64 && (0 <= q - 2 && q - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + a - 2) * 64 + q - 2] : 0.0f;
+          down4_conv2_dx_padded[((n * 69 + a) * 68 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 64 && (0 <= q - 2 && q - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + a - 2) * 64 + q - 2] : 0.0f;
         }
       }
     }
@@ -7145,31 +6830,42 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1496; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 1496; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4488 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down4_conv2_dx_padded[((n_2 * 512 + ic_2) * 69 + kh_2) * 68 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down4_conv2_dx_padded[((n_2 * 69 + kh_2) * 68 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_dx_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 68 < 66 && p < 4486) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = down4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68];
-                down4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_4) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4488 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 68 < 66 && p < 4486) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = down4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68];
+                    down4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -7180,13 +6876,14 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 1586 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1586 tiles, no guards */
 static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
-  const float *down4_relu0_dx = s->arena + 77214720;
-  float *down4_conv1_dx = s->arena + 75952128;
-  float *down4_conv1_dx_packed = s->arena + 79444992;
+  const float *down4_relu0_dx = s->arena + 79512576;
+  float *down4_conv1_dx = s->arena + 76179968;
+  float *down4_conv1_dx_packed = s->arena + 77363712;
   float *down4_conv1_dx_padded = s->arena + 72453120;
+  float *down4_conv1_dx_partial = s->arena + 74961920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7200,10 +6897,10 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 70; a++) {
+    for (ptrdiff_t a = 0; a < 70; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 70; q++) {
-          down4_conv1_dx_padded[((n * 512 + c) * 70 + a) * 70 + q] = 0 <= a - 2 && a - 2 < 66 && (0 <= q - 2 && q - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + a - 2) * 66 + q - 2] : 0.0f;
+          down4_conv1_dx_padded[((n * 70 + a) * 70 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 66 && (0 <= q - 2 && q - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + a - 2) * 66 + q - 2] : 0.0f;
         }
       }
     }
@@ -7211,30 +6908,41 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 1586; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 4; icc++) {
+        for (ptrdiff_t t = 0; t < 1586; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down4_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 4758 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down4_conv1_dx_padded[((n_2 * 512 + ic_2) * 70 + kh_2) * 70 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_dx_packed[((((oc + ob_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down4_conv1_dx_padded[((n_2 * 70 + kh_2) * 70 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv1_dx_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 70 < 68) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                down4_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 68 + p / 70) * 68 + p % 70] = acc[i_3 * 32 + j_4];
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down4_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 4758 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 70 < 68) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    down4_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 68 + p / 70) * 68 + p % 70] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -7247,8 +6955,8 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* down4.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 4486 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool2 = s->arena + 199193856;
-  const float *down4_relu0_dx = s->arena + 77214720;
+  const float *maxpool2 = s->arena + 200122624;
+  const float *down4_relu0_dx = s->arena + 79512576;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
   float *down4_conv1_dweight_padded = s->arena + 74750976;
   float *down4_conv1_dweight_dy_flat = s->arena + 72453120;
@@ -7305,7 +7013,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down4.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0_dx = s->arena + 77214720;
+  const float *down4_relu0_dx = s->arena + 79512576;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
@@ -7320,10 +7028,10 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2.dx: pool_dx+add+act_dx with down3.relu1.dsum and down3.relu1.dx, unet.cnn:29 */
 static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 176310528;
+  const float *down3_relu1 = s->arena + 177239296;
   const float *up3_crop0_dx = s->arena + 81890304;
-  const float *down4_conv1_dx = s->arena + 75952128;
-  float *down3_relu1_dx = s->arena + 86625280;
+  const float *down4_conv1_dx = s->arena + 76179968;
+  float *down3_relu1_dx = s->arena + 87327744;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4734976; i++) {
       down3_relu1_dx[n * 4734976 + i] = 0.0f;
@@ -7364,8 +7072,8 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 /* down3.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 18766 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 782 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0 = s->arena + 171435264;
-  const float *down3_relu1_dx = s->arena + 86625280;
+  const float *down3_relu0 = s->arena + 172364032;
+  const float *down3_relu1_dx = s->arena + 87327744;
   float *down3_conv2_weight_grad = s->g32 + 554176;
   float *down3_conv2_dweight_padded = s->arena + 72453120;
   float *down3_conv2_dweight_dy_flat = s->arena + 77363712;
@@ -7422,7 +7130,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1_dx = s->arena + 86625280;
+  const float *down3_relu1_dx = s->arena + 87327744;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7436,14 +7144,15 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dx: conv_dx+act_dx with down3.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-  const float *down3_relu0 = s->arena + 171435264;
-  const float *down3_relu1_dx = s->arena + 86625280;
-  float *down3_relu0_dx = s->arena + 77615104;
-  float *down3_conv2_dx_packed = s->arena + 82490368;
+  const float *down3_relu0 = s->arena + 172364032;
+  const float *down3_relu1_dx = s->arena + 87327744;
+  float *down3_relu0_dx = s->arena + 82452480;
+  float *down3_conv2_dx_packed = s->arena + 92062720;
   float *down3_conv2_dx_padded = s->arena + 72453120;
+  float *down3_conv2_dx_partial = s->arena + 77506560;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7457,10 +7166,10 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 141; a++) {
+    for (ptrdiff_t a = 0; a < 141; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 140; q++) {
-          down3_conv2_dx_padded[((n * 256 + c) * 141 + a) * 140 + q] = 0 <= a - 2 && a - 2 < 136 && (0 <= q - 2 && q - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + a - 2) * 136 + q - 2] : 0.0f;
+          down3_conv2_dx_padded[((n * 141 + a) * 140 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 136 && (0 <= q - 2 && q - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + a - 2) * 136 + q - 2] : 0.0f;
         }
       }
     }
@@ -7468,31 +7177,42 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 8; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 6440; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 6440; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 19320 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down3_conv2_dx_padded[((n_2 * 256 + ic_2) * 141 + kh_2) * 140 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down3_conv2_dx_padded[((n_2 * 141 + kh_2) * 140 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down3_conv2_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 140 < 138 && p < 19318) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = down3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140];
-                down3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 19320 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 140 < 138 && p < 19318) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float y = down3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 138 + p / 140) * 138 + p % 140];
+                    down3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                  }
+                }
               }
             }
           }
@@ -7503,13 +7223,14 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6626 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 19878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6626 tiles, no guards */
 static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
-  const float *down3_relu0_dx = s->arena + 77615104;
+  const float *down3_relu0_dx = s->arena + 82452480;
   float *down3_conv1_dx = s->arena + 93102080;
   float *down3_conv1_dx_packed = s->arena + 20647936;
   float *down3_conv1_dx_padded = s->arena + 72453120;
+  float *down3_conv1_dx_partial = s->arena + 77615104;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7523,10 +7244,10 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 142; a++) {
+    for (ptrdiff_t a = 0; a < 142; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 142; q++) {
-          down3_conv1_dx_padded[((n * 256 + c) * 142 + a) * 142 + q] = 0 <= a - 2 && a - 2 < 138 && (0 <= q - 2 && q - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + a - 2) * 138 + q - 2] : 0.0f;
+          down3_conv1_dx_padded[((n * 142 + a) * 142 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 138 && (0 <= q - 2 && q - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + a - 2) * 138 + q - 2] : 0.0f;
         }
       }
     }
@@ -7534,30 +7255,41 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 6626; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t icc = 0; icc < 2; icc++) {
+        for (ptrdiff_t t = 0; t < 6626; t++) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down3_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 19878 + t * 3 + i];
+              }
             }
-          }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down3_conv1_dx_padded[((n_2 * 256 + ic_2) * 142 + kh_2) * 142 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, down3_conv1_dx_packed[((((oc + ob_2) * 256 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = down3_conv1_dx_padded[((n_2 * 142 + kh_2) * 142 + t * 3 + i_2 + kw_2) * 256 + icc * 128 + ic_2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, down3_conv1_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 142 < 140) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                down3_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 140 + p / 142) * 140 + p % 142] = acc[i_3 * 32 + j_4];
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  down3_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 19878 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p = t * 3 + i_4;
+                if (p % 142 < 140) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    down3_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_5) * 140 + p / 142) * 140 + p % 142] = acc[i_4 * 32 + j_5];
+                  }
+                }
               }
             }
           }
@@ -7570,10 +7302,10 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* down3.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 19318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool1 = s->arena + 189480192;
-  const float *down3_relu0_dx = s->arena + 77615104;
+  const float *maxpool1 = s->arena + 190408960;
+  const float *down3_relu0_dx = s->arena + 82452480;
   float *down3_conv1_weight_grad = s->g32 + 259008;
-  float *down3_conv1_dweight_padded = s->arena + 82490368;
+  float *down3_conv1_dweight_padded = s->arena + 77399040;
   float *down3_conv1_dweight_dy_flat = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -7628,7 +7360,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* down3.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0_dx = s->arena + 77615104;
+  const float *down3_relu0_dx = s->arena + 82452480;
   float *down3_conv1_bias_grad = s->g32 + 553920;
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
@@ -7643,7 +7375,7 @@ static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool1.dx: pool_dx+add+act_dx with down2.relu1.dsum and down2.relu1.dx, unet.cnn:28 */
 static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu1 = s->arena + 121246208;
+  const float *down2_relu1 = s->arena + 122174976;
   const float *up2_crop0_dx = s->arena + 62417920;
   const float *down3_conv1_dx = s->arena + 93102080;
   float *down2_relu1_dx = s->arena + 83066880;
@@ -7687,7 +7419,7 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 /* down2.conv2.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 78958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3290 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down2_relu0 = s->arena + 111067136;
+  const float *down2_relu0 = s->arena + 111995904;
   const float *down2_relu1_dx = s->arena + 83066880;
   float *down2_conv2_weight_grad = s->g32 + 111424;
   float *down2_conv2_dweight_padded = s->arena + 62417920;
@@ -7759,10 +7491,10 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dx: conv_dx+act_dx with down2.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
-  const float *down2_relu0 = s->arena + 111067136;
+  const float *down2_relu0 = s->arena + 111995904;
   const float *down2_relu1_dx = s->arena + 83066880;
   float *down2_relu0_dx = s->arena + 72887808;
   float *down2_conv2_dx_packed = s->arena + 20647936;
@@ -7780,10 +7512,10 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 285; a++) {
+    for (ptrdiff_t a = 0; a < 285; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 284; q++) {
-          down2_conv2_dx_padded[((n * 128 + c) * 285 + a) * 284 + q] = 0 <= a - 2 && a - 2 < 280 && (0 <= q - 2 && q - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + a - 2) * 280 + q - 2] : 0.0f;
+          down2_conv2_dx_padded[((n * 285 + a) * 284 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 280 && (0 <= q - 2 && q - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + a - 2) * 280 + q - 2] : 0.0f;
         }
       }
     }
@@ -7802,7 +7534,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down2_conv2_dx_padded[((n_2 * 128 + ic_2) * 285 + kh_2) * 284 + t * 3 + i_2 + kw_2];
+                  float xv = down2_conv2_dx_padded[((n_2 * 285 + kh_2) * 284 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down2_conv2_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -7826,7 +7558,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dx: conv_dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 81222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 27074 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 81222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 27074 tiles, no guards */
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_relu0_dx = s->arena + 72887808;
@@ -7846,10 +7578,10 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 286; a++) {
+    for (ptrdiff_t a = 0; a < 286; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 286; q++) {
-          down2_conv1_dx_padded[((n * 128 + c) * 286 + a) * 286 + q] = 0 <= a - 2 && a - 2 < 282 && (0 <= q - 2 && q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + q - 2] : 0.0f;
+          down2_conv1_dx_padded[((n * 286 + a) * 286 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 282 && (0 <= q - 2 && q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + q - 2] : 0.0f;
         }
       }
     }
@@ -7868,7 +7600,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = down2_conv1_dx_padded[((n_2 * 128 + ic_2) * 286 + kh_2) * 286 + t * 3 + i_2 + kw_2];
+                  float xv = down2_conv1_dx_padded[((n_2 * 286 + kh_2) * 286 + t * 3 + i_2 + kw_2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, down2_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -7893,7 +7625,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
 /* down2.conv1.dweight: conv_dw, unet.cnn:13
  * schedule: input copied zero-padded; rows flattened to 80086 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 156337920;
+  const float *maxpool0 = s->arena + 157266688;
   const float *down2_relu0_dx = s->arena + 72887808;
   float *down2_conv1_weight_grad = s->g32 + 37568;
   float *down2_conv1_dweight_padded = s->arena + 83066880;
@@ -7966,8 +7698,8 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool0.dx: pool_dx+add+act_dx with down1.relu1.dsum and down1.relu1.dx, unet.cnn:27 */
 static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
-  const float *down1_relu1 = s->arena + 0;
-  const float *up1_crop0_dx = s->arena + 41769984;
+  const float *down1_relu1 = s->arena + 41769984;
+  const float *up1_crop0_dx = s->arena + 0;
   const float *down2_conv1_dx = s->arena + 88247040;
   float *down1_relu1_dx = s->arena + 62563584;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -8082,7 +7814,7 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dx: conv_dx+act_dx with down1.relu0.dx, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 108680 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 326038 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 108680 tiles (2 spare positions), no guards */
 static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_relu0 = s->arena + 20976384;
@@ -8103,10 +7835,10 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 573; a++) {
+    for (ptrdiff_t a = 0; a < 573; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 572; q++) {
-          down1_conv2_dx_padded[((n * 64 + c) * 573 + a) * 572 + q] = 0 <= a - 2 && a - 2 < 568 && (0 <= q - 2 && q - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + a - 2) * 568 + q - 2] : 0.0f;
+          down1_conv2_dx_padded[((n * 573 + a) * 572 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 568 && (0 <= q - 2 && q - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + a - 2) * 568 + q - 2] : 0.0f;
         }
       }
     }
@@ -8124,7 +7856,7 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = down1_conv2_dx_padded[((n_2 * 64 + ic_2) * 573 + kh_2) * 572 + t * 3 + i_2 + kw_2];
+                float xv = down1_conv2_dx_padded[((n_2 * 573 + kh_2) * 572 + t * 3 + i_2 + kw_2) * 64 + ic_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                   acc[i_2 * 32 + j_3] = madd(xv, down1_conv2_dx_packed[(((ob_2 * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
@@ -8995,7 +8727,7 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   UNET_KERNEL("down1.conv2.dx", train_down1_conv2_dx(s, count));
   UNET_KERNEL("down1.conv1.dweight", train_down1_conv1_dweight(s, count, x));
   UNET_KERNEL("down1.conv1.dbias", train_down1_conv1_dbias(s, count));
-  *loss = s->arena[203429120];
+  *loss = s->arena[204357888];
   return 0;
 }
 
