@@ -69,7 +69,7 @@ static Expr *tap_shift(Lower *L, Expr *off, int64_t phases) {
 }
 
 /* Element (row, col) of channel ch in phase plane phase of sample n in
- * the copy with channels innermost (schedule.h, chan_inner). */
+ * the copy with channels innermost (schedule.h, hwc). */
 static Expr *hwc(Lower *L, const Conv *c, Expr *n, Expr *phase, Expr *row,
                  Expr *col, Expr *ch) {
   const ConvSchedule *s = &c->s;
@@ -185,6 +185,26 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
   close(L, rows ? 4 : 3);
 }
 
+/* Where the packed weights (pack_weights) hold the weight of local input
+ * channel icl, tap (kh, kw) and channel j of block bx (counted across
+ * groups). */
+static Expr *packed_at(Lower *L, const Conv *c, Expr *bx, Expr *icl, Expr *kh,
+                       Expr *kw, Expr *j) {
+  const ConvGeom *g = &c->g;
+  Expr *at = add(L, mul(L, bx, I(L, g->C / g->groups)), icl);
+  at = add(L, mul(L, at, I(L, g->KH)), kh);
+  at = add(L, mul(L, at, I(L, g->KW)), kw);
+  return add(L, mul(L, at, I(L, c->s.ocb)), j);
+}
+
+/* The sum so far of channel ocx0 + j at position p0 + i (loop variables
+ * i, j), between passes over the input channels (schedule.h, icb). */
+static Expr *partial_at(Lower *L, const Conv *c, Expr *ocx0, Expr *p0, int i,
+                        int j) {
+  return idx(L, V(L, c->n), add(L, ocx0, V(L, j)), I(L, 0), add(L, p0, V(L, i)),
+             c->partial->shape);
+}
+
 /* The same tile with the block's channels innermost (schedule.h,
  * chan_inner): acc[i * ocb + j] for position p0 + i and channel ocl0 + j,
  * each tap the position's input times the block's packed weights. */
@@ -200,9 +220,7 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
   int j = lb_for(b, "j", ocb);
   Expr *at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
   /* the sums so far, between passes over the input channels */
-  Expr *part = icc >= 0 ? idx(L, V(L, c->n), add(L, ocx0, V(L, j)), I(L, 0),
-                              add(L, p0, V(L, i)), c->partial->shape)
-                        : NULL;
+  Expr *part = icc >= 0 ? partial_at(L, c, ocx0, p0, i, j) : NULL;
   Expr *start = c->bias ? load(L, c->bias, add(L, ocx0, V(L, j))) : F(L, 0);
   if (part)
     start = x_select(L->p, x_bin(L->p, X_EQ, V(L, icc), I(L, 0)), start,
@@ -220,20 +238,17 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
                   tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))));
   j = lb_for(b, "j", ocb);
   Expr *bx = add(L, group_base(L, c, Og / ocb), blk);
-  Expr *tap =
-      add(L, mul(L, add(L, mul(L, bx, I(L, Cg)), icl), I(L, g->KH)), V(L, kh));
-  tap = add(L, mul(L, tap, I(L, g->KW)), V(L, kw));
   at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
   lb_accum(b, c->acc, at,
            mul(L, x_temp(L->p, xv),
-               load(L, c->packed, add(L, mul(L, tap, I(L, ocb)), V(L, j)))));
+               load(L, c->packed,
+                    packed_at(L, c, bx, icl, V(L, kh), V(L, kw), V(L, j)))));
   close(L, 5);
   if (part) { /* not the last pass: keep the sums; the last: store */
     lb_if(b, x_bin(L->p, X_LT, V(L, icc), I(L, last)));
     i = lb_for(b, "i", width);
     j = lb_for(b, "j", ocb);
-    part = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), I(L, 0),
-               add(L, p0, V(L, i)), c->partial->shape);
+    part = partial_at(L, c, ocx0, p0, i, j);
     lb_store(b, c->partial, part,
              load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j))));
     close(L, 3);
@@ -272,10 +287,7 @@ static void pack_weights(Lower *L, Conv *c) {
   int kh = lb_for(b, "kh", g->KH);
   int kw = lb_for(b, "kw", g->KW);
   Expr *bx = add(L, group_base(L, c, Og / ocb), V(L, ob));
-  Expr *tap = add(
-      L, mul(L, add(L, mul(L, bx, I(L, Cg)), V(L, ic)), I(L, g->KH)), V(L, kh));
-  tap = add(L, mul(L, tap, I(L, g->KW)), V(L, kw));
-  lb_store(b, pk, add(L, mul(L, tap, I(L, ocb)), V(L, j)),
+  lb_store(b, pk, packed_at(L, c, bx, V(L, ic), V(L, kh), V(L, kw), V(L, j)),
            weight(L, c, add(L, mul(L, V(L, ob), I(L, ocb)), V(L, j)), V(L, ic),
                   V(L, kh), V(L, kw)));
   close(L, 5 + (c->grp >= 0));
