@@ -29,7 +29,17 @@ static void check(const ConvGeom *g, ConvPass pass) {
   ConvGeom p = padded_geom(g);
   /* the weight gradient always copies: its last tile runs past */
   int copy = pass == CONV_WEIGHT || g->sh > 1 || g->sw > 1 || g->ph > 0 ||
-             g->pw > 0 || g->uh > 1 || g->uw > 1;
+             g->pw > 0 || g->uh > 1 || g->uw > 1 || s.hwc;
+  if (s.chan_inner) { /* 32 or 24 channels by 3 or 4 positions */
+    assert_int_equal(pass, CONV_FORWARD);
+    assert_true(s.ocb == 32 || s.ocb == 24);
+    assert_int_equal(s.width * s.ocb, 12 * 8);
+    assert_true(g->OH * g->OW >= 128);
+    assert_false(s.row_stores);
+  }
+  if (s.hwc) /* channels innermost in the copy: kernels past 1 x 1, stride 1 */
+    assert_true(s.chan_inner && g->KH * g->KW > 1 && g->sh == 1 && g->sw == 1 &&
+                g->uh <= 1 && g->uw <= 1);
   assert_int_equal(s.pad_copy, copy);
   int64_t PH = copy ? g->sh : 1, PW = copy ? g->sw : 1;
   assert_int_equal(s.phase_h, PH);
@@ -49,9 +59,12 @@ static void check(const ConvGeom *g, ConvPass pass) {
       ConvSchedule t = s;
       t.parallel = par;
       schedule_chunk(g, &t);
+      int64_t cg = g->C / g->groups, icb = t.icb ? t.icb : cg;
+      assert_true(t.icb == 0 || (t.chan_inner && cg % t.icb == 0));
       int64_t nob = g->O / g->groups / t.ocb,
-              block =
-                  t.ocb * (g->C / g->groups) * g->KH * g->KW * g->groups * 4;
+              block = t.ocb * icb * g->KH * g->KW * g->groups * 4;
+      if (t.icb) /* passes: a block's weights for them fit the cache */
+        assert_true(block <= 256 << 10);
       assert_true(t.chunk >= 1 && nob % t.chunk == 0);
       assert_true(t.chunk == 1 || t.chunk * block <= 256 << 10);
       if (par == PAR_BLOCKS) /* at least 4 chunks to share out */
@@ -109,6 +122,43 @@ static void interior_and_tiles(void **state) {
               n++;
             }
   assert_true(n > 300);
+  (void)state;
+}
+
+/* Channels innermost where the outputs are many and the channels divide
+ * into blocks of 32 or 24; the copy channels innermost for kernels past
+ * 1 x 1 at stride 1; input channels in passes when a block's weights
+ * pass 256 KB. */
+static void channels_innermost(void **state) {
+  static const struct {
+    int64_t C, H, O, k, s, p;
+    int chan_inner, hwc;
+    int64_t ocb, icb;
+  } cases[] = {
+      {64, 56, 64, 3, 1, 1, 1, 1, 32, 0},     /* ResNet-18 layer1 */
+      {512, 28, 512, 3, 1, 1, 1, 1, 32, 128}, /* VGG16 features.19 */
+      {64, 20, 48, 3, 1, 1, 1, 1, 24, 0},     /* 24 lanes */
+      {512, 7, 512, 3, 1, 1, 0, 0, 0, 0},     /* 49 positions: too few */
+      {256, 56, 64, 1, 1, 0, 1, 0, 32, 0},    /* 1 x 1: no copy */
+      {64, 56, 128, 3, 2, 1, 1, 0, 32, 0},    /* stride 2: NCHW planes */
+      {16, 28, 6, 5, 1, 2, 0, 0, 0, 0},       /* 6 channels */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    int64_t OH = out_size(cases[i].H, cases[i].k, cases[i].s, cases[i].p, 1);
+    ConvGeom g = {1,          cases[i].C, cases[i].H, cases[i].H, cases[i].O,
+                  OH,         OH,         cases[i].k, cases[i].k, cases[i].s,
+                  cases[i].s, cases[i].p, cases[i].p, 1,          1,
+                  1,          1};
+    ConvSchedule s = schedule_conv(&g, CONV_FORWARD, 1);
+    schedule_chunk(&g, &s);
+    assert_int_equal(s.chan_inner, cases[i].chan_inner);
+    assert_int_equal(s.hwc, cases[i].hwc);
+    if (cases[i].chan_inner)
+      assert_int_equal(s.ocb, cases[i].ocb);
+    assert_int_equal(s.icb, cases[i].icb);
+    check(&g, CONV_FORWARD);
+    assert_false(schedule_conv(&g, CONV_WEIGHT, 1).chan_inner);
+  }
   (void)state;
 }
 
@@ -196,6 +246,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(interior_and_tiles),
       cmocka_unit_test(chunks_for_threads),
+      cmocka_unit_test(channels_innermost),
       cmocka_unit_test(row_stores),
       cmocka_unit_test(dense_tiles),
       cmocka_unit_test(lowering_records_schedules),
