@@ -693,19 +693,34 @@ static void emit_uniform(FILE *c, const char *m) {
           m);
 }
 
-static int uses_rand_expr(const Expr *e) {
-  return e && (e->k == X_RAND || uses_rand_expr(e->a) || uses_rand_expr(e->b) ||
-               uses_rand_expr(e->c));
+/* Whether e, the statements of body or the kernels of v use the float
+ * operation k (X_RAND, X_MAX, X_MIN, X_FMA): the helper functions model.c
+ * defines for them are only those it calls. */
+static int uses_expr(const Expr *e, XKind k) {
+  return e && ((e->k == k && !e->isint) || uses_expr(e->a, k) ||
+               uses_expr(e->b, k) || uses_expr(e->c, k));
 }
 
-static int uses_rand(const StmtVec *body) {
+static int uses_body(const StmtVec *body, XKind k) {
   for (int i = 0; i < body->n; i++) {
     const Stmt *s = body->v[i];
-    if (uses_rand_expr(s->index) || uses_rand_expr(s->value) ||
-        uses_rand(&s->body))
+    if (uses_expr(s->index, k) || uses_expr(s->value, k) ||
+        uses_body(&s->body, k))
       return 1;
   }
   return 0;
+}
+
+static int uses(const KernelVec *v, XKind k) {
+  for (int i = 0; i < v->n; i++)
+    if (uses_body(&v->v[i]->body, k))
+      return 1;
+  return 0;
+}
+
+static int program_uses(const Program *p, const Program *t, XKind k) {
+  return uses(&p->kernels, k) || uses(&p->update, k) ||
+         (t && (uses(&t->kernels, k) || uses(&t->update, k)));
 }
 
 void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
@@ -738,29 +753,42 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
       " * does); by default it is the call alone. */\n"
       "#ifndef %s_KERNEL\n"
       "#define %s_KERNEL(layer, call) call\n"
-      "#endif\n\n"
-      "/* fmaxf and fminf as glibc computes them on x86-64 (x > y ? x : y,\n"
-      " * and x when y is NaN), written out: compilers inline and vectorize\n"
-      " * these, where gcc calls fmaxf for every element of a max pool. */\n"
-      "static inline float max_of(float x, float y) {\n"
-      "  return x > y ? x : y != y ? x : y;\n"
-      "}\n\n"
-      "static inline float min_of(float x, float y) {\n"
-      "  return x < y ? x : y != y ? x : y;\n"
-      "}\n\n",
+      "#endif\n\n",
       M, M, M, M, M, M, M);
-  fputs("/* a * b + c rounded once, as the loop nests' fused multiply-adds\n"
-        " * are (cnnc's contraction; -fno-fma leaves none): the instruction\n"
-        " * where the target has one, else a multiply and an add, rounded\n"
-        " * twice, where fmaf would be a library call for each. */\n"
-        "static inline float madd(float a, float b, float c) {\n"
-        "#if defined(FP_FAST_FMAF) || defined(__FMA__)\n"
-        "  return fmaf(a, b, c);\n"
-        "#else\n"
-        "  return a * b + c;\n"
-        "#endif\n"
-        "}\n\n",
-        c);
+  /* the helpers the kernels call, only those (clang warns of an unused
+   * static function, inline or not) */
+  int max = program_uses(p, t, X_MAX), min = program_uses(p, t, X_MIN);
+  if (max || min)
+    fputs("/* fmaxf and fminf as glibc computes them on x86-64 (x > y ? x : "
+          "y,\n"
+          " * and x when y is NaN), written out: compilers inline and "
+          "vectorize\n"
+          " * these, where gcc calls fmaxf for every element of a max pool. "
+          "*/\n",
+          c);
+  if (max)
+    fputs("static inline float max_of(float x, float y) {\n"
+          "  return x > y ? x : y != y ? x : y;\n"
+          "}\n\n",
+          c);
+  if (min)
+    fputs("static inline float min_of(float x, float y) {\n"
+          "  return x < y ? x : y != y ? x : y;\n"
+          "}\n\n",
+          c);
+  if (program_uses(p, t, X_FMA))
+    fputs("/* a * b + c rounded once, as the loop nests' fused multiply-adds\n"
+          " * are (cnnc's contraction; -fno-fma leaves none): the instruction\n"
+          " * where the target has one, else a multiply and an add, rounded\n"
+          " * twice, where fmaf would be a library call for each. */\n"
+          "static inline float madd(float a, float b, float c) {\n"
+          "#if defined(FP_FAST_FMAF) || defined(__FMA__)\n"
+          "  return fmaf(a, b, c);\n"
+          "#else\n"
+          "  return a * b + c;\n"
+          "#endif\n"
+          "}\n\n",
+          c);
   emit_tables(c, p, m);
   print_template(c, emit_c_safetensors_template, m);
   fprintf(c, "\n");
@@ -791,10 +819,7 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
   fprintf(c, "  return 0;\n}\n");
   if (t) {
     fprintf(c, "\n");
-    int rand = 0;
-    for (int i = 0; i < t->kernels.n; i++)
-      rand |= uses_rand(&t->kernels.v[i]->body);
-    if (rand)
+    if (uses(&t->kernels, X_RAND))
       emit_uniform(c, m);
     emit_train(c, t, d, m, M, &names);
   }

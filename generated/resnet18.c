@@ -30,10 +30,6 @@ static inline float max_of(float x, float y) {
   return x > y ? x : y != y ? x : y;
 }
 
-static inline float min_of(float x, float y) {
-  return x < y ? x : y != y ? x : y;
-}
-
 /* a * b + c rounded once, as the loop nests' fused multiply-adds
  * are (cnnc's contraction; -fno-fma leaves none): the instruction
  * where the target has one, else a multiply and an add, rounded
