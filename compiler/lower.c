@@ -180,22 +180,21 @@ static Buffer *new_buffer(Program *p, const char *name, BufKind kind,
   return b;
 }
 
-Buffer *lower_scratch(Lower *L, const char *what, Shape s) {
+static Buffer *scratch(Lower *L, const char *what, int64_t size, Shape s) {
   const Node *nd = L->node;
   Buffer *b = new_buffer(L->p, arena_printf(L->p->a, "%s.%s", nd->name, what),
-                         BUF_ARENA, shape_numel(s) * L->p->batch);
+                         BUF_ARENA, size);
   b->node = nd;
   b->shape = s;
   return b;
 }
 
+Buffer *lower_scratch(Lower *L, const char *what, Shape s) {
+  return scratch(L, what, shape_numel(s) * L->p->batch, s);
+}
+
 Buffer *lower_scratch_once(Lower *L, const char *what, int64_t numel) {
-  const Node *nd = L->node;
-  Buffer *b = new_buffer(L->p, arena_printf(L->p->a, "%s.%s", nd->name, what),
-                         BUF_ARENA, numel);
-  b->node = nd;
-  b->shape = shape_of(1, &numel);
-  return b;
+  return scratch(L, what, numel, shape_of(1, &numel));
 }
 
 /* Convolution, accumulating each (input channel, tap) into the output
@@ -330,11 +329,8 @@ static Buffer *padded_copy(Lower *L, Buffer *x, Shape *s, const Attrs *at,
   int q = lb_for(b, "q", reach[1]);
   Expr *ih = sub(L, V(L, a), I(L, at->p[0]));
   Expr *iw = sub(L, V(L, q), I(L, at->p[1]));
-  Expr *gh = in_range(L, ih, 0, xs.d[1], -at->p[0], reach[0] - 1 - at->p[0]);
-  Expr *gw = in_range(L, iw, 0, xs.d[2], -at->p[1], reach[1] - 1 - at->p[1]);
-  Expr *in = gh->k == X_INT   ? gw
-             : gw->k == X_INT ? gh
-                              : x_bin(L->p, X_AND, gh, gw);
+  /* the copy's rows and columns are the windows' reach */
+  Expr *in = window_guard(L, ih, iw, at, xs, ys);
   lb_store(b, pad, idx(L, V(L, n), V(L, c), V(L, a), V(L, q), ps),
            x_select(L->p, in, load(L, x, idx(L, V(L, n), V(L, c), ih, iw, xs)),
                     F(L, fill)));
