@@ -116,6 +116,35 @@ static Expr *is_output(Lower *L, const Conv *c, Expr *p, Expr *col) {
   return keep;
 }
 
+/* The stores of a tile of whole rows (width a multiple of plane_w, p0 at
+ * a row's start): each row's first OW columns, a run whose loop has no
+ * test, so it vectorizes without masked stores (on Zen 3, 20 cycles
+ * each: LeNet-5's c1 spent a fifth of its time in them). Rows past the
+ * last output row, in the copy's zero rows, are skipped whole. */
+static void aligned_rows(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocx0,
+                         int in_place) {
+  const ConvSchedule *s = &c->s;
+  LoopBuilder *b = &L->b;
+  int64_t ocb = s->ocb, rows = width / s->plane_w;
+  int j = lb_for(b, "j", ocb);
+  int r = lb_for(b, "r", rows);
+  Expr *row = x_itemp(
+      L->p, lb_let(b, "row", add(L, dvd(L, p0, I(L, s->plane_w)), V(L, r))));
+  int past = s->tiles * width > s->positions;
+  if (past)
+    lb_if(b, x_bin(L->p, X_LT, row, I(L, c->g.OH)));
+  int i = lb_for(b, "i", c->g.OW);
+  Expr *at = add(
+      L,
+      add(L, mul(L, V(L, j), I(L, width)), mul(L, V(L, r), I(L, s->plane_w))),
+      V(L, i));
+  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), row, V(L, i), c->ys);
+  Expr *v = load(L, c->acc, at);
+  lb_store(b, c->y, yat,
+           in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
+  close(L, 3 + past);
+}
+
 /* Positions [p0, p0 + width) of every output row of the block's channels,
  * tap (kh, kw) reading its plane at p + shift; the positions past a row's
  * last output column, past the last output, or below from (stored by the
@@ -147,7 +176,8 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
   close(L, 5);
   /* The stores: row by row when the schedule says so (each row a run of
    * columns whose address and test are affine in i, which C compilers
-   * vectorize as masked stores), else position by position. A tile
+   * vectorize as masked stores; aligned_rows when the tile is whole
+   * rows), else position by position. A tile
    * starting at a row's start reaches width / plane_w rows when that
    * divides; any other, up to one more than it spans. */
   int64_t rows = !s->row_stores ? 0
@@ -155,6 +185,10 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
                      ? width / s->plane_w
                      : (width - 1) / s->plane_w + 2;
   int in_place = lower_epilogue_in_place(L, c->acc, ocb, width, ocx0, 0);
+  if (rows && width % s->plane_w == 0 && from == 0) {
+    aligned_rows(L, c, p0, width, ocx0, in_place);
+    return;
+  }
   j = lb_for(b, "j", ocb);
   int r = rows ? lb_for(b, "r", rows) : -1;
   int rv = rows

@@ -964,11 +964,9 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
         for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
           for (ptrdiff_t r = 0; r < 1; r++) {
             ptrdiff_t row = t * 32 / 32 + r;
-            for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
-              ptrdiff_t p = t * 32 + i_6;
-              ptrdiff_t col = p - row * 32;
-              if (0 <= col && (col < 28 && p < 892)) {
-                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + col] = acc[j_6 * 32 + i_6];
+            if (row < 28) {
+              for (ptrdiff_t i_6 = 0; i_6 < 28; i_6++) {
+                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + i_6] = acc[j_6 * 32 + r * 32 + i_6];
               }
             }
           }
@@ -1332,11 +1330,9 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
         for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
           for (ptrdiff_t r = 0; r < 1; r++) {
             ptrdiff_t row = t * 32 / 32 + r;
-            for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
-              ptrdiff_t p = t * 32 + i_6;
-              ptrdiff_t col = p - row * 32;
-              if (0 <= col && (col < 28 && p < 892)) {
-                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + col] = acc[j_6 * 32 + i_6];
+            if (row < 28) {
+              for (ptrdiff_t i_6 = 0; i_6 < 28; i_6++) {
+                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + i_6] = acc[j_6 * 32 + r * 32 + i_6];
               }
             }
           }
