@@ -396,17 +396,50 @@ static void dense_dw(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
 }
 
 /* Sum over the batch and the positions of each channel of dy. */
+/* A bias's gradient: dy summed over samples and positions, per channel.
+ * One running sum is a chain of dependent adds (LeNet-5's c1.dbias took
+ * 0.34 ms of an 11.6 ms training step); 32 lanes of sums along the
+ * positions, added up at the end, are four independent vector chains.
+ * Like the weight gradient's lanes (schedule.c), they reorder the sum
+ * within float32 rounding, and -fno-tile keeps the single sum. */
+enum { SUM_LANES = 32 };
+
 static void channel_sum(Lower *L, Buffer *out, Buffer *dy, Shape s) {
   int64_t C = s.d[0], P = shape_numel(s) / C;
   LoopBuilder *b = &L->b;
   int c = lb_for(b, "c", C);
   int acc = lb_let(b, "acc", F(L, 0));
-  int n = lb_for(b, "n", -1);
-  int i = lb_for(b, "i", P);
-  lb_set(
-      b, acc,
-      add(L, T(L, acc), load(L, dy, ncp(L, V(L, n), V(L, c), V(L, i), C, P))));
-  close(L, 2);
+  if (L->p->tile && P >= SUM_LANES) {
+    int64_t runs = P / SUM_LANES, rest = P % SUM_LANES;
+    Buffer *lane = loop_local(L->p, b->k, "lanes", SUM_LANES);
+    int j = lb_for(b, "j", SUM_LANES);
+    lb_store(b, lane, V(L, j), F(L, 0));
+    close(L, 1);
+    int n = lb_for(b, "n", -1);
+    int r = lb_for(b, "r", runs);
+    j = lb_for(b, "j", SUM_LANES);
+    Expr *i = add(L, mul(L, V(L, r), I(L, SUM_LANES)), V(L, j));
+    lb_accum(b, lane, V(L, j), load(L, dy, ncp(L, V(L, n), V(L, c), i, C, P)));
+    close(L, 2);
+    if (rest) {
+      j = lb_for(b, "j", rest);
+      i = add(L, I(L, runs * SUM_LANES), V(L, j));
+      lb_accum(b, lane, V(L, j),
+               load(L, dy, ncp(L, V(L, n), V(L, c), i, C, P)));
+      close(L, 1);
+    }
+    close(L, 1);
+    j = lb_for(b, "j", SUM_LANES);
+    lb_set(b, acc, add(L, T(L, acc), load(L, lane, V(L, j))));
+    close(L, 1);
+  } else {
+    int n = lb_for(b, "n", -1);
+    int i = lb_for(b, "i", P);
+    lb_set(b, acc,
+           add(L, T(L, acc),
+               load(L, dy, ncp(L, V(L, n), V(L, c), V(L, i), C, P))));
+    close(L, 2);
+  }
   lb_store(b, out, V(L, c), T(L, acc));
   close(L, 1);
 }

@@ -2071,12 +2071,24 @@ static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
 static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
   const float *tanh1_dx = s->arena + 10176;
   float *c3_bias_grad = s->g32 + 2576;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 16; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 100; i++) {
-        acc = acc + tanh1_dx[(n * 16 + c) * 100 + i];
+      for (ptrdiff_t r = 0; r < 3; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += tanh1_dx[(n * 16 + c) * 100 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += tanh1_dx[(n * 16 + c) * 100 + 96 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     c3_bias_grad[c] = acc;
   }
@@ -2177,12 +2189,24 @@ static void train_c1_dweight(lenet5_state *s, ptrdiff_t count, const float *x) {
 static void train_c1_dbias(lenet5_state *s, ptrdiff_t count) {
   const float *tanh0_dx = s->arena + 10176;
   float *c1_bias_grad = s->g32 + 160;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 6; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        acc = acc + tanh0_dx[(n * 6 + c) * 784 + i];
+      for (ptrdiff_t r = 0; r < 24; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += tanh0_dx[(n * 6 + c) * 784 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += tanh0_dx[(n * 6 + c) * 784 + 768 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     c1_bias_grad[c] = acc;
   }

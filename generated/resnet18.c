@@ -5237,12 +5237,24 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu1_dx = s->arena + 266240;
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        acc = acc + layer4_1_relu1_dx[(n * 512 + c) * 49 + i];
+      for (ptrdiff_t r = 0; r < 1; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer4_1_relu1_dx[(n * 512 + c) * 49 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 17; j_3++) {
+        lanes[j_3] += layer4_1_relu1_dx[(n * 512 + c) * 49 + 32 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer4_1_bn2_bias_grad[c] = acc;
   }
@@ -5442,12 +5454,24 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu0_dx = s->arena + 46080;
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        acc = acc + layer4_1_relu0_dx[(n * 512 + c) * 49 + i];
+      for (ptrdiff_t r = 0; r < 1; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer4_1_relu0_dx[(n * 512 + c) * 49 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 17; j_3++) {
+        lanes[j_3] += layer4_1_relu0_dx[(n * 512 + c) * 49 + 32 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer4_1_bn1_bias_grad[c] = acc;
   }
@@ -5648,12 +5672,24 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1_dx = s->arena + 216064;
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        acc = acc + layer4_0_relu1_dx[(n * 512 + c) * 49 + i];
+      for (ptrdiff_t r = 0; r < 1; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer4_0_relu1_dx[(n * 512 + c) * 49 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 17; j_3++) {
+        lanes[j_3] += layer4_0_relu1_dx[(n * 512 + c) * 49 + 32 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer4_0_downsample_1_bias_grad[c] = acc;
   }
@@ -5802,12 +5838,24 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1_dx = s->arena + 216064;
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        acc = acc + layer4_0_relu1_dx[(n * 512 + c) * 49 + i];
+      for (ptrdiff_t r = 0; r < 1; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer4_0_relu1_dx[(n * 512 + c) * 49 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 17; j_3++) {
+        lanes[j_3] += layer4_0_relu1_dx[(n * 512 + c) * 49 + 32 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer4_0_bn2_bias_grad[c] = acc;
   }
@@ -6007,12 +6055,24 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu0_dx = s->arena + 46080;
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 49; i++) {
-        acc = acc + layer4_0_relu0_dx[(n * 512 + c) * 49 + i];
+      for (ptrdiff_t r = 0; r < 1; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer4_0_relu0_dx[(n * 512 + c) * 49 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 17; j_3++) {
+        lanes[j_3] += layer4_0_relu0_dx[(n * 512 + c) * 49 + 32 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer4_0_bn1_bias_grad[c] = acc;
   }
@@ -6306,12 +6366,24 @@ static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1_dx = s->arena + 712192;
   float *layer3_1_bn2_bias_grad = s->g32 + 2786496;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        acc = acc + layer3_1_relu1_dx[(n * 256 + c) * 196 + i];
+      for (ptrdiff_t r = 0; r < 6; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer3_1_relu1_dx[(n * 256 + c) * 196 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += layer3_1_relu1_dx[(n * 256 + c) * 196 + 192 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer3_1_bn2_bias_grad[c] = acc;
   }
@@ -6535,12 +6607,24 @@ static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu0_dx = s->arena + 812544;
   float *layer3_1_bn1_bias_grad = s->g32 + 2195648;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        acc = acc + layer3_1_relu0_dx[(n * 256 + c) * 196 + i];
+      for (ptrdiff_t r = 0; r < 6; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer3_1_relu0_dx[(n * 256 + c) * 196 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += layer3_1_relu0_dx[(n * 256 + c) * 196 + 192 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer3_1_bn1_bias_grad[c] = acc;
   }
@@ -6765,12 +6849,24 @@ static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_downsample_1_bias_grad = s->g32 + 1604800;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        acc = acc + layer3_0_relu1_dx[(n * 256 + c) * 196 + i];
+      for (ptrdiff_t r = 0; r < 6; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer3_0_relu1_dx[(n * 256 + c) * 196 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += layer3_0_relu1_dx[(n * 256 + c) * 196 + 192 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer3_0_downsample_1_bias_grad[c] = acc;
   }
@@ -6919,12 +7015,24 @@ static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_bn2_bias_grad = s->g32 + 1571008;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        acc = acc + layer3_0_relu1_dx[(n * 256 + c) * 196 + i];
+      for (ptrdiff_t r = 0; r < 6; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer3_0_relu1_dx[(n * 256 + c) * 196 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += layer3_0_relu1_dx[(n * 256 + c) * 196 + 192 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer3_0_bn2_bias_grad[c] = acc;
   }
@@ -7148,12 +7256,24 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0_dx = s->arena + 791040;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 196; i++) {
-        acc = acc + layer3_0_relu0_dx[(n * 256 + c) * 196 + i];
+      for (ptrdiff_t r = 0; r < 6; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer3_0_relu0_dx[(n * 256 + c) * 196 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += layer3_0_relu0_dx[(n * 256 + c) * 196 + 192 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer3_0_bn1_bias_grad[c] = acc;
   }
@@ -7449,12 +7569,24 @@ static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1_dx = s->arena + 266496;
   float *layer2_1_bn2_bias_grad = s->g32 + 684608;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        acc = acc + layer2_1_relu1_dx[(n * 128 + c) * 784 + i];
+      for (ptrdiff_t r = 0; r < 24; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer2_1_relu1_dx[(n * 128 + c) * 784 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += layer2_1_relu1_dx[(n * 128 + c) * 784 + 768 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer2_1_bn2_bias_grad[c] = acc;
   }
@@ -7668,12 +7800,24 @@ static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu0_dx = s->arena + 467200;
   float *layer2_1_bn1_bias_grad = s->g32 + 536640;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        acc = acc + layer2_1_relu0_dx[(n * 128 + c) * 784 + i];
+      for (ptrdiff_t r = 0; r < 24; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer2_1_relu0_dx[(n * 128 + c) * 784 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += layer2_1_relu0_dx[(n * 128 + c) * 784 + 768 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer2_1_bn1_bias_grad[c] = acc;
   }
@@ -7888,12 +8032,24 @@ static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_downsample_1_bias_grad = s->g32 + 388672;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        acc = acc + layer2_0_relu1_dx[(n * 128 + c) * 784 + i];
+      for (ptrdiff_t r = 0; r < 24; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer2_0_relu1_dx[(n * 128 + c) * 784 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += layer2_0_relu1_dx[(n * 128 + c) * 784 + 768 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer2_0_downsample_1_bias_grad[c] = acc;
   }
@@ -8042,12 +8198,24 @@ static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_bn2_bias_grad = s->g32 + 379968;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        acc = acc + layer2_0_relu1_dx[(n * 128 + c) * 784 + i];
+      for (ptrdiff_t r = 0; r < 24; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer2_0_relu1_dx[(n * 128 + c) * 784 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += layer2_0_relu1_dx[(n * 128 + c) * 784 + 768 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer2_0_bn2_bias_grad[c] = acc;
   }
@@ -8261,12 +8429,24 @@ static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu0_dx = s->arena + 366848;
   float *layer2_0_bn1_bias_grad = s->g32 + 232000;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        acc = acc + layer2_0_relu0_dx[(n * 128 + c) * 784 + i];
+      for (ptrdiff_t r = 0; r < 24; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer2_0_relu0_dx[(n * 128 + c) * 784 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += layer2_0_relu0_dx[(n * 128 + c) * 784 + 768 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     layer2_0_bn1_bias_grad[c] = acc;
   }
@@ -8548,12 +8728,21 @@ static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1_dx = s->arena + 631296;
   float *layer1_1_bn2_bias_grad = s->g32 + 157952;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        acc = acc + layer1_1_relu1_dx[(n * 64 + c) * 3136 + i];
+      for (ptrdiff_t r = 0; r < 98; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer1_1_relu1_dx[(n * 64 + c) * 3136 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     layer1_1_bn2_bias_grad[c] = acc;
   }
@@ -8765,12 +8954,21 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0_dx = s->arena + 215296;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        acc = acc + layer1_1_relu0_dx[(n * 64 + c) * 3136 + i];
+      for (ptrdiff_t r = 0; r < 98; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer1_1_relu0_dx[(n * 64 + c) * 3136 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     layer1_1_bn1_bias_grad[c] = acc;
   }
@@ -8983,12 +9181,21 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1_dx = s->arena + 832000;
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        acc = acc + layer1_0_relu1_dx[(n * 64 + c) * 3136 + i];
+      for (ptrdiff_t r = 0; r < 98; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer1_0_relu1_dx[(n * 64 + c) * 3136 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     layer1_0_bn2_bias_grad[c] = acc;
   }
@@ -9200,12 +9407,21 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu0_dx = s->arena + 215296;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        acc = acc + layer1_0_relu0_dx[(n * 64 + c) * 3136 + i];
+      for (ptrdiff_t r = 0; r < 98; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += layer1_0_relu0_dx[(n * 64 + c) * 3136 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     layer1_0_bn1_bias_grad[c] = acc;
   }
@@ -9460,12 +9676,21 @@ static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *relu0_dx = s->arena + 0;
   float *bn1_bias_grad = s->g32 + 9472;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 12544; i++) {
-        acc = acc + relu0_dx[(n * 64 + c) * 12544 + i];
+      for (ptrdiff_t r = 0; r < 392; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += relu0_dx[(n * 64 + c) * 12544 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     bn1_bias_grad[c] = acc;
   }

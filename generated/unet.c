@@ -4614,12 +4614,24 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
 static void train_head_dbias(unet_state *s, ptrdiff_t count) {
   const float *cross_entropy0_dx = s->arena + 19695296;
   float *head_bias_grad = s->g32 + 31030656;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 2; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 150544; i++) {
-        acc = acc + cross_entropy0_dx[(n * 2 + c) * 150544 + i];
+      for (ptrdiff_t r = 0; r < 4704; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += cross_entropy0_dx[(n * 2 + c) * 150544 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += cross_entropy0_dx[(n * 2 + c) * 150544 + 150528 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     head_bias_grad[c] = acc;
   }
@@ -4769,12 +4781,24 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up1_relu1_dx = s->arena + 91821312;
   float *up1_conv2_bias_grad = s->g32 + 31030464;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 150544; i++) {
-        acc = acc + up1_relu1_dx[(n * 64 + c) * 150544 + i];
+      for (ptrdiff_t r = 0; r < 4704; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up1_relu1_dx[(n * 64 + c) * 150544 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += up1_relu1_dx[(n * 64 + c) * 150544 + 150528 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up1_conv2_bias_grad[c] = acc;
   }
@@ -4973,12 +4997,24 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up1_relu0_dx = s->arena + 141994496;
   float *up1_conv1_bias_grad = s->g32 + 30993536;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 152100; i++) {
-        acc = acc + up1_relu0_dx[(n * 64 + c) * 152100 + i];
+      for (ptrdiff_t r = 0; r < 4753; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up1_relu0_dx[(n * 64 + c) * 152100 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += up1_relu0_dx[(n * 64 + c) * 152100 + 152096 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up1_conv1_bias_grad[c] = acc;
   }
@@ -5082,12 +5118,21 @@ static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up1_concat0_dx1 = s->arena + 72252416;
   float *up1_upconv_bias_grad = s->g32 + 30919744;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 153664; i++) {
-        acc = acc + up1_concat0_dx1[(n * 64 + c) * 153664 + i];
+      for (ptrdiff_t r = 0; r < 4802; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up1_concat0_dx1[(n * 64 + c) * 153664 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     up1_upconv_bias_grad[c] = acc;
   }
@@ -5169,12 +5214,24 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up2_relu1_dx = s->arena + 72428800;
   float *up2_conv2_bias_grad = s->g32 + 30886848;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 38416; i++) {
-        acc = acc + up2_relu1_dx[(n * 128 + c) * 38416 + i];
+      for (ptrdiff_t r = 0; r < 1200; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up2_relu1_dx[(n * 128 + c) * 38416 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += up2_relu1_dx[(n * 128 + c) * 38416 + 38400 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up2_conv2_bias_grad[c] = acc;
   }
@@ -5375,12 +5432,24 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up2_relu0_dx = s->arena + 88017920;
   float *up2_conv1_bias_grad = s->g32 + 30739264;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 39204; i++) {
-        acc = acc + up2_relu0_dx[(n * 128 + c) * 39204 + i];
+      for (ptrdiff_t r = 0; r < 1225; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up2_relu0_dx[(n * 128 + c) * 39204 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += up2_relu0_dx[(n * 128 + c) * 39204 + 39200 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up2_conv1_bias_grad[c] = acc;
   }
@@ -5484,12 +5553,21 @@ static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up2_concat0_dx1 = s->arena + 88069120;
   float *up2_upconv_bias_grad = s->g32 + 30444224;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 40000; i++) {
-        acc = acc + up2_concat0_dx1[(n * 128 + c) * 40000 + i];
+      for (ptrdiff_t r = 0; r < 1250; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up2_concat0_dx1[(n * 128 + c) * 40000 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     up2_upconv_bias_grad[c] = acc;
   }
@@ -5571,12 +5649,24 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up3_relu1_dx = s->arena + 77964288;
   float *up3_conv2_bias_grad = s->g32 + 30312896;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10000; i++) {
-        acc = acc + up3_relu1_dx[(n * 256 + c) * 10000 + i];
+      for (ptrdiff_t r = 0; r < 312; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up3_relu1_dx[(n * 256 + c) * 10000 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += up3_relu1_dx[(n * 256 + c) * 10000 + 9984 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up3_conv2_bias_grad[c] = acc;
   }
@@ -5801,12 +5891,24 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up3_relu0_dx = s->arena + 86510592;
   float *up3_conv1_bias_grad = s->g32 + 29722816;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10404; i++) {
-        acc = acc + up3_relu0_dx[(n * 256 + c) * 10404 + i];
+      for (ptrdiff_t r = 0; r < 325; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up3_relu0_dx[(n * 256 + c) * 10404 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += up3_relu0_dx[(n * 256 + c) * 10404 + 10400 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up3_conv1_bias_grad[c] = acc;
   }
@@ -5910,12 +6012,21 @@ static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up3_concat0_dx1 = s->arena + 75222016;
   float *up3_upconv_bias_grad = s->g32 + 28542912;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 10816; i++) {
-        acc = acc + up3_concat0_dx1[(n * 256 + c) * 10816 + i];
+      for (ptrdiff_t r = 0; r < 338; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up3_concat0_dx1[(n * 256 + c) * 10816 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     up3_upconv_bias_grad[c] = acc;
   }
@@ -5997,12 +6108,24 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up4_relu1_dx = s->arena + 77995008;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2704; i++) {
-        acc = acc + up4_relu1_dx[(n * 512 + c) * 2704 + i];
+      for (ptrdiff_t r = 0; r < 84; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up4_relu1_dx[(n * 512 + c) * 2704 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += up4_relu1_dx[(n * 512 + c) * 2704 + 2688 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up4_conv2_bias_grad[c] = acc;
   }
@@ -6227,12 +6350,24 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up4_relu0_dx = s->arena + 91558912;
   float *up4_conv1_bias_grad = s->g32 + 25658304;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 2916; i++) {
-        acc = acc + up4_relu0_dx[(n * 512 + c) * 2916 + i];
+      for (ptrdiff_t r = 0; r < 91; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up4_relu0_dx[(n * 512 + c) * 2916 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += up4_relu0_dx[(n * 512 + c) * 2916 + 2912 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     up4_conv1_bias_grad[c] = acc;
   }
@@ -6336,12 +6471,21 @@ static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
 static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up4_concat0_dx1 = s->arena + 74058752;
   float *up4_upconv_bias_grad = s->g32 + 20939200;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 3136; i++) {
-        acc = acc + up4_concat0_dx1[(n * 512 + c) * 3136 + i];
+      for (ptrdiff_t r = 0; r < 98; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += up4_concat0_dx1[(n * 512 + c) * 3136 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     up4_upconv_bias_grad[c] = acc;
   }
@@ -6434,12 +6578,24 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu1_dx = s->arena + 91708416;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 784; i++) {
-        acc = acc + bottom_relu1_dx[(n * 1024 + c) * 784 + i];
+      for (ptrdiff_t r = 0; r < 24; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += bottom_relu1_dx[(n * 1024 + c) * 784 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 16; j_3++) {
+        lanes[j_3] += bottom_relu1_dx[(n * 1024 + c) * 784 + 768 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     bottom_conv2_bias_grad[c] = acc;
   }
@@ -6664,12 +6820,24 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu0_dx = s->arena + 90786816;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 900; i++) {
-        acc = acc + bottom_relu0_dx[(n * 1024 + c) * 900 + i];
+      for (ptrdiff_t r = 0; r < 28; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += bottom_relu0_dx[(n * 1024 + c) * 900 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += bottom_relu0_dx[(n * 1024 + c) * 900 + 896 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     bottom_conv1_bias_grad[c] = acc;
   }
@@ -6781,12 +6949,21 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down4_relu1_dx = s->arena + 88722432;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4096; i++) {
-        acc = acc + down4_relu1_dx[(n * 512 + c) * 4096 + i];
+      for (ptrdiff_t r = 0; r < 128; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down4_relu1_dx[(n * 512 + c) * 4096 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     down4_conv2_bias_grad[c] = acc;
   }
@@ -7011,12 +7188,24 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down4_relu0_dx = s->arena + 79512576;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 4356; i++) {
-        acc = acc + down4_relu0_dx[(n * 512 + c) * 4356 + i];
+      for (ptrdiff_t r = 0; r < 136; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down4_relu0_dx[(n * 512 + c) * 4356 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += down4_relu0_dx[(n * 512 + c) * 4356 + 4352 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     down4_conv1_bias_grad[c] = acc;
   }
@@ -7128,12 +7317,21 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down3_relu1_dx = s->arena + 87327744;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 18496; i++) {
-        acc = acc + down3_relu1_dx[(n * 256 + c) * 18496 + i];
+      for (ptrdiff_t r = 0; r < 578; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down3_relu1_dx[(n * 256 + c) * 18496 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     down3_conv2_bias_grad[c] = acc;
   }
@@ -7358,12 +7556,24 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down3_relu0_dx = s->arena + 82452480;
   float *down3_conv1_bias_grad = s->g32 + 553920;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 19044; i++) {
-        acc = acc + down3_relu0_dx[(n * 256 + c) * 19044 + i];
+      for (ptrdiff_t r = 0; r < 595; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down3_relu0_dx[(n * 256 + c) * 19044 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += down3_relu0_dx[(n * 256 + c) * 19044 + 19040 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     down3_conv1_bias_grad[c] = acc;
   }
@@ -7475,12 +7685,21 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down2_relu1_dx = s->arena + 83066880;
   float *down2_conv2_bias_grad = s->g32 + 258880;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 78400; i++) {
-        acc = acc + down2_relu1_dx[(n * 128 + c) * 78400 + i];
+      for (ptrdiff_t r = 0; r < 2450; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down2_relu1_dx[(n * 128 + c) * 78400 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     down2_conv2_bias_grad[c] = acc;
   }
@@ -7681,12 +7900,24 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0_dx = s->arena + 72887808;
   float *down2_conv1_bias_grad = s->g32 + 111296;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 79524; i++) {
-        acc = acc + down2_relu0_dx[(n * 128 + c) * 79524 + i];
+      for (ptrdiff_t r = 0; r < 2485; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down2_relu0_dx[(n * 128 + c) * 79524 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += down2_relu0_dx[(n * 128 + c) * 79524 + 79520 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     down2_conv1_bias_grad[c] = acc;
   }
@@ -7798,12 +8029,21 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
 static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1_dx = s->arena + 62563584;
   float *down1_conv2_bias_grad = s->g32 + 37504;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 322624; i++) {
-        acc = acc + down1_relu1_dx[(n * 64 + c) * 322624 + i];
+      for (ptrdiff_t r = 0; r < 10082; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down1_relu1_dx[(n * 64 + c) * 322624 + r * 32 + j_2];
+        }
       }
+    }
+    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+      acc = acc + lanes[j_3];
     }
     down1_conv2_bias_grad[c] = acc;
   }
@@ -7936,12 +8176,24 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
 static void train_down1_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv1_bias_grad = s->g32 + 576;
+  float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
+    for (ptrdiff_t j = 0; j < 32; j++) {
+      lanes[j] = 0.0f;
+    }
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t i = 0; i < 324900; i++) {
-        acc = acc + down1_relu0_dx[(n * 64 + c) * 324900 + i];
+      for (ptrdiff_t r = 0; r < 10153; r++) {
+        for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+          lanes[j_2] += down1_relu0_dx[(n * 64 + c) * 324900 + r * 32 + j_2];
+        }
       }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        lanes[j_3] += down1_relu0_dx[(n * 64 + c) * 324900 + 324896 + j_3];
+      }
+    }
+    for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+      acc = acc + lanes[j_4];
     }
     down1_conv1_bias_grad[c] = acc;
   }
