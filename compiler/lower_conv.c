@@ -575,10 +575,78 @@ static Buffer *flat_dy(Lower *L, Conv *c) {
   return f;
 }
 
+/* Where the weight gradient's sums wait between samples (schedule.h,
+ * samples_outer): lane a of block ob's input channel ic, kernel row kh
+ * and block kc of kw taps, across groups. */
+static Expr *sums_at(Lower *L, const Conv *c, int ob, int ic, int kh, int kc,
+                     Expr *a) {
+  const ConvGeom *g = &c->g;
+  const ConvSchedule *s = &c->s;
+  int64_t nob = g->O / g->groups / s->ocb, kcs = g->KW / s->kwb;
+  Expr *at = add(L, group_base(L, c, nob), V(L, ob));
+  at = add(L, mul(L, at, I(L, g->C / g->groups)), V(L, ic));
+  at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
+  at = add(L, mul(L, at, I(L, kcs)), kc >= 0 ? V(L, kc) : I(L, 0));
+  return add(L, mul(L, at, I(L, s->ocb * s->kwb * s->width)), a);
+}
+
+/* The tiles of one sample (c->n) for one input channel, kernel row and
+ * block of kw taps: lanes of dot products of dy with the tap's run. */
+static void dw_tiles(Lower *L, Conv *c, Buffer *fy, Expr *ocl0, Expr *icx,
+                     int kh, int kc) {
+  const ConvGeom *g = &c->g;
+  const ConvSchedule *s = &c->s;
+  int64_t Og = g->O / g->groups, ocb = s->ocb, kwb = s->kwb, w = s->width;
+  LoopBuilder *b = &L->b;
+  int t = lb_for(b, "t", s->tiles);
+  int j = lb_for(b, "j", ocb);
+  int k = lb_for(b, "k", kwb);
+  int l = lb_for(b, "l", w);
+  Expr *kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
+  Expr *pos = add(L, mul(L, V(L, t), I(L, w)), V(L, l));
+  Expr *ocx = add(L, add(L, group_base(L, c, Og), ocl0), V(L, j));
+  lb_accum(b, c->acc,
+           add(L, mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w)),
+               V(L, l)),
+           mul(L, load(L, fy, idx(L, V(L, c->n), ocx, I(L, 0), pos, fy->shape)),
+               tap_read(L, c, icx, V(L, kh), kw, pos)));
+  close(L, 4);
+}
+
+/* The sums of the lanes of acc (or of the kept sums, from) into dw. */
+static void dw_store(Lower *L, Conv *c, Buffer *dw, Buffer *from, Expr *ocl0,
+                     int ob, int ic, int kh, int kc) {
+  const ConvGeom *g = &c->g;
+  const ConvSchedule *s = &c->s;
+  int64_t Og = g->O / g->groups, Cg = g->C / g->groups, kwb = s->kwb,
+          w = s->width;
+  LoopBuilder *b = &L->b;
+  int j = lb_for(b, "j", s->ocb);
+  int k = lb_for(b, "k", kwb);
+  Expr *kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
+  Expr *base = mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w));
+  int sum = lb_let(b, "sum", F(L, 0));
+  int l = lb_for(b, "l", w);
+  Expr *lane = add(L, base, V(L, l));
+  lb_set(
+      b, sum,
+      add(L, x_temp(L->p, sum),
+          load(L, from,
+               from == c->acc ? lane : sums_at(L, c, ob, ic, kh, kc, lane))));
+  close(L, 1);
+  Expr *ocx = add(L, add(L, group_base(L, c, Og), ocl0), V(L, j));
+  Expr *at =
+      add(L, mul(L, add(L, mul(L, ocx, I(L, Cg)), V(L, ic)), I(L, g->KH)),
+          V(L, kh));
+  lb_store(b, dw, add(L, mul(L, at, I(L, g->KW)), kw), x_temp(L->p, sum));
+  close(L, 2);
+}
+
 /* The weight gradient: for each block of output channels, input channel,
  * kernel row and block of kw taps, lanes of dot products of dy with the
  * tap's run of the copy, over samples and tiles of positions, then their
- * sums. */
+ * sums. With samples outermost (schedule.h), each sample goes through
+ * every input channel and tap, its sums kept in a scratch buffer. */
 int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   const Node *of = L->node->of;
   /* c.y is dy, read; the result goes to dw */
@@ -587,10 +655,12 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   c.ys = of->shape;
   const ConvGeom *g = &c.g;
   c.s = schedule_conv(g, CONV_WEIGHT, L->p->tile);
-  if (c.s.tiled)
+  if (c.s.tiled) {
     c.s.parallel = schedule_parallel(
         schedule_conv_work(g), L->p->batch,
         g->groups > 1 ? g->groups : g->O / g->groups / c.s.ocb, 0);
+    schedule_dw_order(g, &c.s, L->p->batch);
+  }
   describe(L, &c.s, CONV_WEIGHT);
   if (!c.s.tiled)
     return 0;
@@ -598,10 +668,14 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   pad_input(L, &c);
   Buffer *fy = flat_dy(L, &c);
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb,
-          kwb = s->kwb, w = s->width;
-  int64_t size = ocb * kwb * w;
+          kwb = s->kwb;
+  int64_t size = ocb * kwb * s->width;
   LoopBuilder *b = &L->b;
   c.acc = loop_local(L->p, b->k, "acc", size);
+  Buffer *sums =
+      s->samples_outer
+          ? lower_scratch_once(L, "sums", g->O * Cg * g->KH * g->KW * s->width)
+          : NULL;
   /* groups and blocks of output channels write apart */
   c.grp = g->groups <= 1 ? -1
           : s->parallel  ? lb_parallel_for(b, "g", g->groups)
@@ -609,41 +683,47 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   int ob = s->parallel && c.grp < 0 ? lb_parallel_for(b, "ob", Og / ocb)
                                     : lb_for(b, "ob", Og / ocb);
   Expr *ocl0 = mul(L, V(L, ob), I(L, ocb));
-  int ic = lb_for(b, "ic", Cg);
-  Expr *icx = add(L, group_base(L, &c, Cg), V(L, ic));
-  int kh = lb_for(b, "kh", g->KH);
-  int kc = g->KW > kwb ? lb_for(b, "kc", g->KW / kwb) : -1;
-  int a = lb_for(b, "a", size);
-  lb_store(b, c.acc, V(L, a), F(L, 0));
-  close(L, 1);
-  c.n = lb_for(b, "n", -1);
-  int t = lb_for(b, "t", s->tiles);
-  int j = lb_for(b, "j", ocb);
-  int k = lb_for(b, "k", kwb);
-  int l = lb_for(b, "l", w);
-  Expr *kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
-  Expr *pos = add(L, mul(L, V(L, t), I(L, w)), V(L, l));
-  Expr *ocx = add(L, add(L, group_base(L, &c, Og), ocl0), V(L, j));
-  lb_accum(b, c.acc,
-           add(L, mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w)),
-               V(L, l)),
-           mul(L, load(L, fy, idx(L, V(L, c.n), ocx, I(L, 0), pos, fy->shape)),
-               tap_read(L, &c, icx, V(L, kh), kw, pos)));
-  close(L, 5);
-  j = lb_for(b, "j", ocb);
-  k = lb_for(b, "k", kwb);
-  kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
-  Expr *base = mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w));
-  int sum = lb_let(b, "sum", F(L, 0));
-  l = lb_for(b, "l", w);
-  lb_set(b, sum,
-         add(L, x_temp(L->p, sum), load(L, c.acc, add(L, base, V(L, l)))));
-  close(L, 1);
-  ocx = add(L, add(L, group_base(L, &c, Og), ocl0), V(L, j));
-  Expr *at =
-      add(L, mul(L, add(L, mul(L, ocx, I(L, Cg)), V(L, ic)), I(L, g->KH)),
-          V(L, kh));
-  lb_store(b, dw, add(L, mul(L, at, I(L, g->KW)), kw), x_temp(L->p, sum));
-  close(L, 2 + (kc >= 0) + 3 + (c.grp >= 0));
+  int64_t kcs = g->KW / kwb;
+  if (!sums) {
+    int ic = lb_for(b, "ic", Cg);
+    Expr *icx = add(L, group_base(L, &c, Cg), V(L, ic));
+    int kh = lb_for(b, "kh", g->KH);
+    int kc = kcs > 1 ? lb_for(b, "kc", kcs) : -1;
+    int a = lb_for(b, "a", size);
+    lb_store(b, c.acc, V(L, a), F(L, 0));
+    close(L, 1);
+    c.n = lb_for(b, "n", -1);
+    dw_tiles(L, &c, fy, ocl0, icx, kh, kc);
+    close(L, 1);
+    dw_store(L, &c, dw, c.acc, ocl0, ob, ic, kh, kc);
+    close(L, 3 + (kc >= 0) + (c.grp >= 0));
+    return 1;
+  }
+  for (int part = 0; part < 3; part++) {
+    /* 0: the sums zeroed; 1: each sample's tiles added to them; 2: dw */
+    c.n = part == 1 ? lb_for(b, "n", -1) : -1;
+    int ic = lb_for(b, "ic", Cg);
+    Expr *icx = add(L, group_base(L, &c, Cg), V(L, ic));
+    int kh = lb_for(b, "kh", g->KH);
+    int kc = kcs > 1 ? lb_for(b, "kc", kcs) : -1;
+    if (part == 2) {
+      dw_store(L, &c, dw, sums, ocl0, ob, ic, kh, kc);
+    } else {
+      int a = lb_for(b, "a", size);
+      Expr *at = sums_at(L, &c, ob, ic, kh, kc, V(L, a));
+      lb_store(b, part ? c.acc : sums, part ? V(L, a) : at,
+               part ? load(L, sums, at) : F(L, 0));
+      close(L, 1);
+      if (part) {
+        dw_tiles(L, &c, fy, ocl0, icx, kh, kc);
+        a = lb_for(b, "a", size);
+        lb_store(b, sums, sums_at(L, &c, ob, ic, kh, kc, V(L, a)),
+                 load(L, c.acc, V(L, a)));
+        close(L, 1);
+      }
+    }
+    close(L, 2 + (kc >= 0) + (part == 1));
+  }
+  close(L, 1 + (c.grp >= 0));
   return 1;
 }

@@ -57,6 +57,10 @@ typedef struct ConvSchedule {
   int hwc;           /* chan_inner: the input is copied (pad_copy) with its
                         channels innermost, [phase][row][col][C] */
   int64_t kwb;       /* weight gradient: kw taps per block */
+  int samples_outer; /* weight gradient: each sample's dy and input are
+                        walked for every tap before the next sample's,
+                        the sums so far kept in a scratch buffer between
+                        samples (schedule_dw_order) */
   int64_t width;     /* positions per tile: the innermost, contiguous
                         loop, which the backends' compilers vectorize */
   int64_t tiles;     /* tiles across the positions, the last a whole one
@@ -129,6 +133,9 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile);
  * columns exactly those the windows reach, no padding. */
 ConvGeom padded_geom(const ConvGeom *g);
 /* One line saying what the schedule is. */
+/* Whether the weight gradient walks samples outermost (samples_outer),
+ * for a batch of batch samples. */
+void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch);
 const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass);
 
 #endif

@@ -32,10 +32,12 @@ Dropout's mask depends only on the draw count, which is the same in every
 run, so dropout models are smooth too. Random data makes ties in max pooling
 unlikely.
 
-grad_ops/conv_packed runs only when named (--only conv_packed): its
-256-channel layers, there to reach the convolutions' passes over input
-channels, take over 4 minutes of probes through an unoptimized compile;
-grad.py checks its gradients against PyTorch's on every run.
+grad_ops/conv_packed and grad_ops/conv_dw_samples run only when named
+(--only conv_packed): conv_packed's 256-channel layers, there to reach the
+convolutions' passes over input channels, take over 4 minutes of probes
+through an unoptimized compile, and conv_dw_samples' batch of 8 64 x 64
+images (to reach the weight gradient's samples-outermost order) 97 s;
+grad.py checks their gradients against PyTorch's on every run.
 
 One line per model, `ok   NAME (probes, worst relative error)` or `FAIL NAME`
 with the failing probes, then "N passed, M failed"; exit status 1 on failure.
@@ -170,7 +172,7 @@ def run_case(case, cnnc, work, seed, probes, verbose):
 
 
 # Cases too slow for every run (the docstring says why).
-BY_NAME_ONLY = {"grad_ops/conv_packed"}
+BY_NAME_ONLY = {"grad_ops/conv_packed", "grad_ops/conv_dw_samples"}
 
 
 def main(argv):

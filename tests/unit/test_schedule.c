@@ -187,6 +187,24 @@ static void row_stores(void **state) {
   (void)state;
 }
 
+/* Samples outermost in the weight gradient where a batch of dy's rows and
+ * input planes passes the L2 budget: LeNet-5's c1 at batch 64 (about 15
+ * KB a sample), not at batch 8, nor a 1 x 1 kernel, which reads each
+ * sample once anyway. */
+static void dw_samples_outer(void **state) {
+  ConvGeom c1 = {1, 1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1, 1};
+  ConvGeom one = {1, 64, 28, 28, 64, 28, 28, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1};
+  ConvSchedule s = schedule_conv(&c1, CONV_WEIGHT, 1);
+  schedule_dw_order(&c1, &s, 64);
+  assert_true(s.samples_outer);
+  schedule_dw_order(&c1, &s, 8);
+  assert_false(s.samples_outer);
+  s = schedule_conv(&one, CONV_WEIGHT, 1);
+  schedule_dw_order(&one, &s, 64);
+  assert_false(s.samples_outer);
+  (void)state;
+}
+
 static void dense_tiles(void **state) {
   for (int64_t in = 1; in <= 100; in += 3)
     for (int64_t out = 1; out <= 20; out += 3)
@@ -248,6 +266,7 @@ int main(void) {
       cmocka_unit_test(chunks_for_threads),
       cmocka_unit_test(channels_innermost),
       cmocka_unit_test(row_stores),
+      cmocka_unit_test(dw_samples_outer),
       cmocka_unit_test(dense_tiles),
       cmocka_unit_test(lowering_records_schedules),
   };
