@@ -578,13 +578,13 @@ static Buffer *flat_dy(Lower *L, Conv *c) {
 /* Where the weight gradient's sums wait between samples (schedule.h,
  * samples_outer): lane a of block ob's input channel ic, kernel row kh
  * and block kc of kw taps, across groups. */
-static Expr *sums_at(Lower *L, const Conv *c, int ob, int ic, int kh, int kc,
-                     Expr *a) {
+static Expr *sums_at(Lower *L, const Conv *c, Expr *ob, Expr *ic, int kh,
+                     int kc, Expr *a) {
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
   int64_t nob = g->O / g->groups / s->ocb, kcs = g->KW / s->kwb;
-  Expr *at = add(L, group_base(L, c, nob), V(L, ob));
-  at = add(L, mul(L, at, I(L, g->C / g->groups)), V(L, ic));
+  Expr *at = add(L, group_base(L, c, nob), ob);
+  at = add(L, mul(L, at, I(L, g->C / g->groups)), ic);
   at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
   at = add(L, mul(L, at, I(L, kcs)), kc >= 0 ? V(L, kc) : I(L, 0));
   return add(L, mul(L, at, I(L, s->ocb * s->kwb * s->width)), a);
@@ -615,7 +615,7 @@ static void dw_tiles(Lower *L, Conv *c, Buffer *fy, Expr *ocl0, Expr *icx,
 
 /* The sums of the lanes of acc (or of the kept sums, from) into dw. */
 static void dw_store(Lower *L, Conv *c, Buffer *dw, Buffer *from, Expr *ocl0,
-                     int ob, int ic, int kh, int kc) {
+                     Expr *ob, Expr *ic, int kh, int kc) {
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups, kwb = s->kwb,
@@ -636,8 +636,7 @@ static void dw_store(Lower *L, Conv *c, Buffer *dw, Buffer *from, Expr *ocl0,
   close(L, 1);
   Expr *ocx = add(L, add(L, group_base(L, c, Og), ocl0), V(L, j));
   Expr *at =
-      add(L, mul(L, add(L, mul(L, ocx, I(L, Cg)), V(L, ic)), I(L, g->KH)),
-          V(L, kh));
+      add(L, mul(L, add(L, mul(L, ocx, I(L, Cg)), ic), I(L, g->KH)), V(L, kh));
   lb_store(b, dw, add(L, mul(L, at, I(L, g->KW)), kw), x_temp(L->p, sum));
   close(L, 2);
 }
@@ -680,13 +679,22 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   c.grp = g->groups <= 1 ? -1
           : s->parallel  ? lb_parallel_for(b, "g", g->groups)
                          : lb_for(b, "g", g->groups);
-  int ob = s->parallel && c.grp < 0 ? lb_parallel_for(b, "ob", Og / ocb)
-                                    : lb_for(b, "ob", Og / ocb);
-  Expr *ocl0 = mul(L, V(L, ob), I(L, ocb));
+  /* in blocks of output-channel blocks by input channels (schedule.h,
+   * dw_ob and dw_ic) when the rows of all of them pass L2 */
+  int64_t OB = s->dw_ob ? s->dw_ob : 1, IB = s->dw_ic ? s->dw_ic : Cg;
+  int obo = s->parallel && c.grp < 0 ? lb_parallel_for(b, "ob", Og / ocb / OB)
+                                     : lb_for(b, "ob", Og / ocb / OB);
   int64_t kcs = g->KW / kwb;
   if (!sums) {
-    int ic = lb_for(b, "ic", Cg);
-    Expr *icx = add(L, group_base(L, &c, Cg), V(L, ic));
+    int ico = IB < Cg ? lb_for(b, "icc", Cg / IB) : -1;
+    int obi = OB > 1 ? lb_for(b, "obi", OB) : -1;
+    Expr *obv =
+        obi >= 0 ? add(L, mul(L, V(L, obo), I(L, OB)), V(L, obi)) : V(L, obo);
+    Expr *ocl0 = mul(L, obv, I(L, ocb));
+    int ici = lb_for(b, "ic", IB);
+    Expr *icv =
+        ico >= 0 ? add(L, mul(L, V(L, ico), I(L, IB)), V(L, ici)) : V(L, ici);
+    Expr *icx = add(L, group_base(L, &c, Cg), icv);
     int kh = lb_for(b, "kh", g->KH);
     int kc = kcs > 1 ? lb_for(b, "kc", kcs) : -1;
     int a = lb_for(b, "a", size);
@@ -695,10 +703,12 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
     c.n = lb_for(b, "n", -1);
     dw_tiles(L, &c, fy, ocl0, icx, kh, kc);
     close(L, 1);
-    dw_store(L, &c, dw, c.acc, ocl0, ob, ic, kh, kc);
-    close(L, 3 + (kc >= 0) + (c.grp >= 0));
+    dw_store(L, &c, dw, c.acc, ocl0, obv, icv, kh, kc);
+    close(L, 3 + (kc >= 0) + (ico >= 0) + (obi >= 0) + (c.grp >= 0));
     return 1;
   }
+  int ob = obo;
+  Expr *ocl0 = mul(L, V(L, ob), I(L, ocb));
   for (int part = 0; part < 3; part++) {
     /* 0: the sums zeroed; 1: each sample's tiles added to them; 2: dw */
     c.n = part == 1 ? lb_for(b, "n", -1) : -1;
@@ -707,17 +717,17 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
     int kh = lb_for(b, "kh", g->KH);
     int kc = kcs > 1 ? lb_for(b, "kc", kcs) : -1;
     if (part == 2) {
-      dw_store(L, &c, dw, sums, ocl0, ob, ic, kh, kc);
+      dw_store(L, &c, dw, sums, ocl0, V(L, ob), V(L, ic), kh, kc);
     } else {
       int a = lb_for(b, "a", size);
-      Expr *at = sums_at(L, &c, ob, ic, kh, kc, V(L, a));
+      Expr *at = sums_at(L, &c, V(L, ob), V(L, ic), kh, kc, V(L, a));
       lb_store(b, part ? c.acc : sums, part ? V(L, a) : at,
                part ? load(L, sums, at) : F(L, 0));
       close(L, 1);
       if (part) {
         dw_tiles(L, &c, fy, ocl0, icx, kh, kc);
         a = lb_for(b, "a", size);
-        lb_store(b, sums, sums_at(L, &c, ob, ic, kh, kc, V(L, a)),
+        lb_store(b, sums, sums_at(L, &c, V(L, ob), V(L, ic), kh, kc, V(L, a)),
                  load(L, c.acc, V(L, a)));
         close(L, 1);
       }

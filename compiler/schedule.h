@@ -61,6 +61,10 @@ typedef struct ConvSchedule {
                         walked for every tap before the next sample's,
                         the sums so far kept in a scratch buffer between
                         samples (schedule_dw_order) */
+  int64_t dw_ob;     /* weight gradient, not samples_outer: blocks of
+                        output channels per outer block (0: no blocking) */
+  int64_t dw_ic;     /* and input channels per pass within it, so that the
+                        rows of both stay in L2 (0: all) */
   int64_t width;     /* positions per tile: the innermost, contiguous
                         loop, which the backends' compilers vectorize */
   int64_t tiles;     /* tiles across the positions, the last a whole one
@@ -134,7 +138,7 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile);
 ConvGeom padded_geom(const ConvGeom *g);
 /* One line saying what the schedule is. */
 /* Whether the weight gradient walks samples outermost (samples_outer),
- * for a batch of batch samples. */
+ * for a batch of batch samples, or else in blocks (dw_ob, dw_ic). */
 void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch);
 const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass);
 

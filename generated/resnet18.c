@@ -5261,7 +5261,7 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu0 = s->arena + 241152;
   const float *layer4_1_bn2_dx = s->arena + 291328;
@@ -5286,30 +5286,34 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 2; t++) {
-            for (ptrdiff_t j = 0; j < 1; j++) {
-              for (ptrdiff_t k = 0; k < 3; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_1_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 2; icc++) {
+      for (ptrdiff_t obi = 0; obi < 128; obi++) {
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 2; t++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t k = 0; k < 3; k++) {
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv2_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_1_conv2_dweight_padded[((n_3 * 512 + icc * 256 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+                }
+                layer4_1_conv2_weight_grad[(((ob * 128 + obi + j_2) * 512 + icc * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
+              }
             }
-            layer4_1_conv2_weight_grad[(((ob + j_2) * 512 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -5478,7 +5482,7 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1 = s->arena + 190976;
   const float *layer4_1_bn1_dx = s->arena + 241152;
@@ -5503,30 +5507,34 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 2; t++) {
-            for (ptrdiff_t j = 0; j < 1; j++) {
-              for (ptrdiff_t k = 0; k < 3; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_1_conv1_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 2; icc++) {
+      for (ptrdiff_t obi = 0; obi < 128; obi++) {
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 2; t++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t k = 0; k < 3; k++) {
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv1_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_1_conv1_dweight_padded[((n_3 * 512 + icc * 256 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+                }
+                layer4_1_conv1_weight_grad[(((ob * 128 + obi + j_2) * 512 + icc * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
+              }
             }
-            layer4_1_conv1_weight_grad[(((ob + j_2) * 512 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -5696,7 +5704,7 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3 tiles (23 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 32 output blocks by 64 input channels; blocks shared out among threads; 3 tiles (23 spare positions), no guards */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 6084096;
   const float *layer4_0_downsample_1_dx = s->arena + 6184448;
@@ -5725,30 +5733,34 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 3; t++) {
-            for (ptrdiff_t j = 0; j < 4; j++) {
-              for (ptrdiff_t k = 0; k < 1; k++) {
-                for (ptrdiff_t l = 0; l < 24; l++) {
-                  acc[(j + k) * 24 + l] = madd(layer4_0_downsample_0_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 72 + t * 24 + l], layer4_0_downsample_0_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 11 + kh / 2) * 7 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 32; obi++) {
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 3; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(layer4_0_downsample_0_dweight_dy_flat[(n_3 * 512 + (ob * 32 + obi) * 4 + j) * 72 + t * 24 + l], layer4_0_downsample_0_dweight_padded[((n_3 * 1024 + ((icc * 64 + ic) * 2 + kh % 2) * 2 + k % 2) * 11 + kh / 2) * 7 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-              sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                layer4_0_downsample_0_weight_grad[((ob * 32 + obi) * 4 + j_2) * 256 + icc * 64 + ic + kh + k_2] = sum;
+              }
             }
-            layer4_0_downsample_0_weight_grad[(ob * 4 + j_2) * 256 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -5862,7 +5874,7 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu0 = s->arena + 140800;
   const float *layer4_0_bn2_dx = s->arena + 78848;
@@ -5887,30 +5899,34 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 2; t++) {
-            for (ptrdiff_t j = 0; j < 1; j++) {
-              for (ptrdiff_t k = 0; k < 3; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv2_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_0_conv2_dweight_padded[((n_3 * 512 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 2; icc++) {
+      for (ptrdiff_t obi = 0; obi < 128; obi++) {
+        for (ptrdiff_t ic = 0; ic < 256; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 2; t++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t k = 0; k < 3; k++) {
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv2_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_0_conv2_dweight_padded[((n_3 * 512 + icc * 256 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+                }
+                layer4_0_conv2_weight_grad[(((ob * 128 + obi + j_2) * 512 + icc * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
+              }
             }
-            layer4_0_conv2_weight_grad[(((ob + j_2) * 512 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6156,7 +6172,7 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 64 input channels; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 6084096;
   const float *layer4_0_bn1_dx = s->arena + 6209536;
@@ -6185,30 +6201,34 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 512; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 2; t++) {
-            for (ptrdiff_t j = 0; j < 1; j++) {
-              for (ptrdiff_t k = 0; k < 3; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv1_dweight_dy_flat[(n_3 * 512 + ob + j) * 64 + t * 32 + l], layer4_0_conv1_dweight_padded[((n_3 * 1024 + (ic * 2 + kh % 2) * 2 + k % 2) * 10 + kh / 2) * 8 + t * 32 + l + k / 2], acc[(j * 3 + k) * 32 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 128; obi++) {
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 2; t++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t k = 0; k < 3; k++) {
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv1_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_0_conv1_dweight_padded[((n_3 * 1024 + ((icc * 64 + ic) * 2 + kh % 2) * 2 + k % 2) * 10 + kh / 2) * 8 + t * 32 + l + k / 2], acc[(j * 3 + k) * 32 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+                }
+                layer4_0_conv1_weight_grad[(((ob * 128 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
+              }
             }
-            layer4_0_conv1_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6390,7 +6410,7 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu0 = s->arena + 5983744;
   const float *layer3_1_bn2_dx = s->arena + 762368;
@@ -6415,30 +6435,34 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 7; t++) {
-            for (ptrdiff_t j = 0; j < 1; j++) {
-              for (ptrdiff_t k = 0; k < 3; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l], layer3_1_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 64; obi++) {
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 7; t++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t k = 0; k < 3; k++) {
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv2_dweight_dy_flat[(n_3 * 256 + ob * 64 + obi + j) * 224 + t * 32 + l], layer3_1_conv2_dweight_padded[((n_3 * 256 + icc * 64 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+                }
+                layer3_1_conv2_weight_grad[(((ob * 64 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
+              }
             }
-            layer3_1_conv2_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6631,7 +6655,7 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1 = s->arena + 5883392;
   const float *layer3_1_bn1_dx = s->arena + 762368;
@@ -6656,30 +6680,34 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 7; t++) {
-            for (ptrdiff_t j = 0; j < 1; j++) {
-              for (ptrdiff_t k = 0; k < 3; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv1_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l], layer3_1_conv1_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 64; obi++) {
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 7; t++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t k = 0; k < 3; k++) {
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv1_dweight_dy_flat[(n_3 * 256 + ob * 64 + obi + j) * 224 + t * 32 + l], layer3_1_conv1_dweight_padded[((n_3 * 256 + icc * 64 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+                }
+                layer3_1_conv1_weight_grad[(((ob * 64 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
+              }
             }
-            layer3_1_conv1_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -6873,7 +6901,7 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 16 output blocks by 32 input channels; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 5525504;
   const float *layer3_0_downsample_1_dx = s->arena + 740864;
@@ -6902,30 +6930,34 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 9; t++) {
-            for (ptrdiff_t j = 0; j < 4; j++) {
-              for (ptrdiff_t k = 0; k < 1; k++) {
-                for (ptrdiff_t l = 0; l < 24; l++) {
-                  acc[(j + k) * 24 + l] = madd(layer3_0_downsample_0_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l], layer3_0_downsample_0_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + k % 2) * 16 + kh / 2) * 14 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 16; obi++) {
+        for (ptrdiff_t ic = 0; ic < 32; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 9; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(layer3_0_downsample_0_dweight_dy_flat[(n_3 * 256 + (ob * 16 + obi) * 4 + j) * 216 + t * 24 + l], layer3_0_downsample_0_dweight_padded[((n_3 * 512 + ((icc * 32 + ic) * 2 + kh % 2) * 2 + k % 2) * 16 + kh / 2) * 14 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-              sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                layer3_0_downsample_0_weight_grad[((ob * 16 + obi) * 4 + j_2) * 128 + icc * 32 + ic + kh + k_2] = sum;
+              }
             }
-            layer3_0_downsample_0_weight_grad[(ob * 4 + j_2) * 128 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -7039,7 +7071,7 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0 = s->arena + 5732864;
   const float *layer3_0_bn2_dx = s->arena + 862720;
@@ -7064,30 +7096,34 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 7; t++) {
-            for (ptrdiff_t j = 0; j < 1; j++) {
-              for (ptrdiff_t k = 0; k < 3; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j * 3 + k) * 32 + l] = madd(layer3_0_conv2_dweight_dy_flat[(n_3 * 256 + ob + j) * 224 + t * 32 + l], layer3_0_conv2_dweight_padded[((n_3 * 256 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 64; obi++) {
+        for (ptrdiff_t ic = 0; ic < 64; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 7; t++) {
+                for (ptrdiff_t j = 0; j < 1; j++) {
+                  for (ptrdiff_t k = 0; k < 3; k++) {
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[(j * 3 + k) * 32 + l] = madd(layer3_0_conv2_dweight_dy_flat[(n_3 * 256 + ob * 64 + obi + j) * 224 + t * 32 + l], layer3_0_conv2_dweight_padded[((n_3 * 256 + icc * 64 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
+                }
+                layer3_0_conv2_weight_grad[(((ob * 64 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
+              }
             }
-            layer3_0_conv2_weight_grad[(((ob + j_2) * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
           }
         }
       }
@@ -7357,7 +7393,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 16 output blocks by 32 input channels; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 5525504;
   const float *layer3_0_bn1_dx = s->arena + 841216;
@@ -7386,31 +7422,35 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 9; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer3_0_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 216 + t * 24 + l], layer3_0_conv1_dweight_padded[((n_3 * 512 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 16 + kh / 2) * 15 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 16; obi++) {
+        for (ptrdiff_t ic = 0; ic < 32; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 9; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer3_0_conv1_dweight_dy_flat[(n_3 * 256 + (ob * 16 + obi) * 4 + j) * 216 + t * 24 + l], layer3_0_conv1_dweight_padded[((n_3 * 512 + ((icc * 32 + ic) * 2 + kh % 2) * 2 + (kc + k) % 2) * 16 + kh / 2) * 15 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer3_0_conv1_weight_grad[((((ob * 16 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer3_0_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7593,7 +7633,7 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu0 = s->arena + 5324800;
   const float *layer2_1_bn2_dx = s->arena + 366848;
@@ -7618,31 +7658,35 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 35; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer2_1_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l], layer2_1_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 8; obi++) {
+        for (ptrdiff_t ic = 0; ic < 32; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 35; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer2_1_conv2_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], layer2_1_conv2_dweight_padded[((n_3 * 128 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer2_1_conv2_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer2_1_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7824,7 +7868,7 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1 = s->arena + 5124096;
   const float *layer2_1_bn1_dx = s->arena + 366848;
@@ -7849,31 +7893,35 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 35; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer2_1_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l], layer2_1_conv1_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 8; obi++) {
+        for (ptrdiff_t ic = 0; ic < 32; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 35; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer2_1_conv1_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], layer2_1_conv1_dweight_padded[((n_3 * 128 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer2_1_conv1_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer2_1_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -8056,7 +8104,7 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 8 input channels; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 4390912;
   const float *layer2_0_downsample_1_dx = s->arena + 832000;
@@ -8085,30 +8133,34 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 33; t++) {
-            for (ptrdiff_t j = 0; j < 4; j++) {
-              for (ptrdiff_t k = 0; k < 1; k++) {
-                for (ptrdiff_t l = 0; l < 24; l++) {
-                  acc[(j + k) * 24 + l] = madd(layer2_0_downsample_0_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 792 + t * 24 + l], layer2_0_downsample_0_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + k % 2) * 29 + kh / 2) * 28 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 8; icc++) {
+      for (ptrdiff_t obi = 0; obi < 8; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 33; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(layer2_0_downsample_0_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 792 + t * 24 + l], layer2_0_downsample_0_dweight_padded[((n_3 * 256 + ((icc * 8 + ic) * 2 + kh % 2) * 2 + k % 2) * 29 + kh / 2) * 28 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
+                    }
+                  }
                 }
               }
             }
-          }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-              sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                layer2_0_downsample_0_weight_grad[((ob * 8 + obi) * 4 + j_2) * 64 + icc * 8 + ic + kh + k_2] = sum;
+              }
             }
-            layer2_0_downsample_0_weight_grad[(ob * 4 + j_2) * 64 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -8222,7 +8274,7 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu0 = s->arena + 4823040;
   const float *layer2_0_bn2_dx = s->arena + 266496;
@@ -8247,31 +8299,35 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 35; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer2_0_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 840 + t * 24 + l], layer2_0_conv2_dweight_padded[((n_3 * 128 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t obi = 0; obi < 8; obi++) {
+        for (ptrdiff_t ic = 0; ic < 32; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 35; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer2_0_conv2_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], layer2_0_conv2_dweight_padded[((n_3 * 128 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer2_0_conv2_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer2_0_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -8518,7 +8574,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 8 input channels; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 4390912;
   const float *layer2_0_bn1_dx = s->arena + 631296;
@@ -8547,31 +8603,35 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 34; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer2_0_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 816 + t * 24 + l], layer2_0_conv1_dweight_padded[((n_3 * 256 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 30 + kh / 2) * 29 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 4; ob++) {
+    for (ptrdiff_t icc = 0; icc < 8; icc++) {
+      for (ptrdiff_t obi = 0; obi < 8; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 34; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer2_0_conv1_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 816 + t * 24 + l], layer2_0_conv1_dweight_padded[((n_3 * 256 + ((icc * 8 + ic) * 2 + kh % 2) * 2 + (kc + k) % 2) * 30 + kh / 2) * 29 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer2_0_conv1_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer2_0_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -8749,7 +8809,7 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0 = s->arena + 3989504;
   const float *layer1_1_bn2_dx = s->arena + 427904;
@@ -8774,31 +8834,35 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 136; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer1_1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_1_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t icc = 0; icc < 8; icc++) {
+      for (ptrdiff_t obi = 0; obi < 2; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 136; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer1_1_conv2_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_1_conv2_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer1_1_conv2_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer1_1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -8975,7 +9039,7 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1 = s->arena + 3588096;
   const float *layer1_1_bn1_dx = s->arena + 427904;
@@ -9000,31 +9064,35 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 136; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer1_1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_1_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t icc = 0; icc < 8; icc++) {
+      for (ptrdiff_t obi = 0; obi < 2; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 136; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer1_1_conv1_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_1_conv1_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer1_1_conv1_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer1_1_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -9202,7 +9270,7 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu0 = s->arena + 3186688;
   const float *layer1_0_bn2_dx = s->arena + 427904;
@@ -9227,31 +9295,35 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 136; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer1_0_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_0_conv2_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t icc = 0; icc < 8; icc++) {
+      for (ptrdiff_t obi = 0; obi < 2; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 136; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer1_0_conv2_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_0_conv2_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer1_0_conv2_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer1_0_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -9492,7 +9564,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 2785280;
   const float *layer1_0_bn1_dx = s->arena + 427904;
@@ -9517,31 +9589,35 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 136; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(layer1_0_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 3264 + t * 24 + l], layer1_0_conv1_dweight_padded[((n_3 * 64 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 8; ob++) {
+    for (ptrdiff_t icc = 0; icc < 8; icc++) {
+      for (ptrdiff_t obi = 0; obi < 2; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 136; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(layer1_0_conv1_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_0_conv1_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  layer1_0_conv1_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              layer1_0_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -9697,7 +9773,7 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* conv1.dweight: conv_dw, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *bn1_dx = s->arena + 1982464;
   float *conv1_weight_grad = s->g32 + 0;
@@ -9726,30 +9802,32 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
   }
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 3; ic++) {
-      for (ptrdiff_t kh = 0; kh < 7; kh++) {
-        for (ptrdiff_t kc = 0; kc < 7; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 537; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 12888 + t * 24 + l], conv1_dweight_padded[((n_3 * 12 + (ic * 2 + kh % 2) * 2 + (kc + k) % 2) * 116 + kh / 2) * 115 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 3; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 7; kh++) {
+          for (ptrdiff_t kc = 0; kc < 7; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 537; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 12888 + t * 24 + l], conv1_dweight_padded[((n_3 * 12 + ((icc + ic) * 2 + kh % 2) * 2 + (kc + k) % 2) * 116 + kh / 2) * 115 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                conv1_weight_grad[(((ob * 4 + j_2) * 3 + icc + ic) * 7 + kh) * 7 + kc + k_2] = sum;
               }
-              conv1_weight_grad[(((ob * 4 + j_2) * 3 + ic) * 7 + kh) * 7 + kc + k_2] = sum;
             }
           }
         }

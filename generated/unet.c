@@ -4555,7 +4555,7 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
 }
 
 /* head.dweight: conv_dw, unet.cnn:36
- * schedule: input copied zero-padded; rows flattened to 150544 positions, dy copied along them; accumulators: 2 output channels x 1 kw taps x 32 lanes of positions; 4705 tiles (16 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 150544 positions, dy copied along them; accumulators: 2 output channels x 1 kw taps x 32 lanes of positions; in blocks of 1 output blocks by 1 input channels; 4705 tiles (16 spare positions), no guards */
 static void train_head_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_relu1 = s->arena + 9759360;
   const float *cross_entropy0_dx = s->arena + 19695296;
@@ -4580,29 +4580,31 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob = 0; ob < 1; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
-          acc[a_2] = 0.0f;
-        }
-        for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-          for (ptrdiff_t t = 0; t < 4705; t++) {
-            for (ptrdiff_t j = 0; j < 2; j++) {
-              for (ptrdiff_t k = 0; k < 1; k++) {
-                for (ptrdiff_t l = 0; l < 32; l++) {
-                  acc[(j + k) * 32 + l] = madd(head_dweight_dy_flat[(n_3 * 2 + ob * 2 + j) * 150560 + t * 32 + l], head_dweight_padded[((n_3 * 64 + ic) * 389 + kh) * 388 + t * 32 + l + k], acc[(j + k) * 32 + l]);
+    for (ptrdiff_t icc = 0; icc < 64; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t t = 0; t < 4705; t++) {
+              for (ptrdiff_t j = 0; j < 2; j++) {
+                for (ptrdiff_t k = 0; k < 1; k++) {
+                  for (ptrdiff_t l = 0; l < 32; l++) {
+                    acc[(j + k) * 32 + l] = madd(head_dweight_dy_flat[(n_3 * 2 + ob * 2 + j) * 150560 + t * 32 + l], head_dweight_padded[((n_3 * 64 + icc + ic) * 389 + kh) * 388 + t * 32 + l + k], acc[(j + k) * 32 + l]);
+                  }
                 }
               }
             }
           }
-        }
-        for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-          for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-            float sum = 0.0f;
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              sum = sum + acc[(j_2 + k_2) * 32 + l_2];
+          for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+              float sum = 0.0f;
+              for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                sum = sum + acc[(j_2 + k_2) * 32 + l_2];
+              }
+              head_weight_grad[(ob * 2 + j_2) * 64 + icc + ic + kh + k_2] = sum;
             }
-            head_weight_grad[(ob * 2 + j_2) * 64 + ic + kh + k_2] = sum;
           }
         }
       }
@@ -4719,7 +4721,7 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 151318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 6305 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 151318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 6305 tiles (2 spare positions), no guards */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_relu0 = s->arena + 82086912;
   const float *up1_relu1_dx = s->arena + 91821312;
@@ -4745,30 +4747,32 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 6305; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 151320 + t * 24 + l], up1_conv2_dweight_padded[((n_3 * 64 + ic) * 391 + kh) * 390 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 64; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 6305; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(up1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 151320 + t * 24 + l], up1_conv2_dweight_padded[((n_3 * 64 + icc + ic) * 391 + kh) * 390 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                up1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              up1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -4935,7 +4939,7 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 6370 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 152878 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 6370 tiles (2 spare positions), no guards */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_concat0 = s->arena + 62417920;
   const float *up1_relu0_dx = s->arena + 141994496;
@@ -4961,30 +4965,32 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 6370; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 152880 + t * 24 + l], up1_conv1_dweight_padded[((n_3 * 128 + ic) * 393 + kh) * 392 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 128; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 6370; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(up1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 152880 + t * 24 + l], up1_conv1_dweight_padded[((n_3 * 128 + icc + ic) * 393 + kh) * 392 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                up1_conv1_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              up1_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -5152,7 +5158,7 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 38806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 1617 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 38806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 1617 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_relu0 = s->arena + 162428672;
   const float *up2_relu1_dx = s->arena + 72428800;
@@ -5178,30 +5184,32 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 1617; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 38808 + t * 24 + l], up2_conv2_dweight_padded[((n_3 * 128 + ic) * 199 + kh) * 198 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 128; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 1617; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(up2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 38808 + t * 24 + l], up2_conv2_dweight_padded[((n_3 * 128 + icc + ic) * 199 + kh) * 198 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                up2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              up2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -5370,7 +5378,7 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 1650 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 39598 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 1650 tiles (2 spare positions), no guards */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_concat0 = s->arena + 101755904;
   const float *up2_relu0_dx = s->arena + 88017920;
@@ -5396,30 +5404,32 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 1650; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 39600 + t * 24 + l], up2_conv1_dweight_padded[((n_3 * 256 + ic) * 201 + kh) * 200 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 256; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 1650; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(up2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 39600 + t * 24 + l], up2_conv1_dweight_padded[((n_3 * 256 + icc + ic) * 201 + kh) * 200 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                up2_conv1_weight_grad[(((ob * 4 + j_2) * 256 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              up2_conv1_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -5587,7 +5597,7 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10198 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 425 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 10198 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 2 input channels; blocks shared out among threads; 425 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up3_relu0 = s->arena + 185185536;
   const float *up3_relu1_dx = s->arena + 77964288;
@@ -5613,30 +5623,32 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 425; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10200 + t * 24 + l], up3_conv2_dweight_padded[((n_3 * 256 + ic) * 103 + kh) * 102 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 128; icc++) {
+      for (ptrdiff_t ic = 0; ic < 2; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 425; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(up3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10200 + t * 24 + l], up3_conv2_dweight_padded[((n_3 * 256 + icc * 2 + ic) * 103 + kh) * 102 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                up3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + icc * 2 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              up3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -5829,7 +5841,7 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 442 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 10606 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 2 input channels; blocks shared out among threads; 442 tiles (2 spare positions), no guards */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up3_concat0 = s->arena + 151728896;
   const float *up3_relu0_dx = s->arena + 86510592;
@@ -5855,30 +5867,32 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 442; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10608 + t * 24 + l], up3_conv1_dweight_padded[((n_3 * 512 + ic) * 105 + kh) * 104 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 256; icc++) {
+      for (ptrdiff_t ic = 0; ic < 2; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 442; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(up3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10608 + t * 24 + l], up3_conv1_dweight_padded[((n_3 * 512 + icc * 2 + ic) * 105 + kh) * 104 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                up3_conv1_weight_grad[(((ob * 4 + j_2) * 512 + icc * 2 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              up3_conv1_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -6046,7 +6060,7 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 2806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 117 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 2806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 117 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_relu0 = s->arena + 197245184;
   const float *up4_relu1_dx = s->arena + 77995008;
@@ -6071,31 +6085,35 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 117; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 2808 + t * 24 + l], up4_conv2_dweight_padded[((n_3 * 512 + ic) * 55 + kh) * 54 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t icc = 0; icc < 64; icc++) {
+      for (ptrdiff_t obi = 0; obi < 2; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 117; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(up4_conv2_dweight_dy_flat[(n_3 * 512 + (ob * 2 + obi) * 4 + j) * 2808 + t * 24 + l], up4_conv2_dweight_padded[((n_3 * 512 + icc * 8 + ic) * 55 + kh) * 54 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  up4_conv2_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 512 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              up4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -6288,7 +6306,7 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 3022 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up4_concat0 = s->arena + 181974272;
   const float *up4_relu0_dx = s->arena + 91558912;
@@ -6313,31 +6331,35 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
-    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 126; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(up4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 3024 + t * 24 + l], up4_conv1_dweight_padded[((n_3 * 1024 + ic) * 57 + kh) * 56 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 64; ob++) {
+    for (ptrdiff_t icc = 0; icc < 128; icc++) {
+      for (ptrdiff_t obi = 0; obi < 2; obi++) {
+        for (ptrdiff_t ic = 0; ic < 8; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 126; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(up4_conv1_dweight_dy_flat[(n_3 * 512 + (ob * 2 + obi) * 4 + j) * 3024 + t * 24 + l], up4_conv1_dweight_padded[((n_3 * 1024 + icc * 8 + ic) * 57 + kh) * 56 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  up4_conv1_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 1024 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              up4_conv1_weight_grad[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -6516,7 +6538,7 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu0 = s->arena + 201306368;
   const float *bottom_relu1_dx = s->arena + 91708416;
@@ -6541,31 +6563,35 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
-    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 35; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(bottom_conv2_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 840 + t * 24 + l], bottom_conv2_dweight_padded[((n_3 * 1024 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t icc = 0; icc < 32; icc++) {
+      for (ptrdiff_t obi = 0; obi < 8; obi++) {
+        for (ptrdiff_t ic = 0; ic < 32; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 35; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(bottom_conv2_dweight_dy_flat[(n_3 * 1024 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], bottom_conv2_dweight_padded[((n_3 * 1024 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  bottom_conv2_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 1024 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              bottom_conv2_weight_grad[(((ob * 4 + j_2) * 1024 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -6758,7 +6784,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 16 input channels; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool3 = s->arena + 203833600;
   const float *bottom_relu0_dx = s->arena + 90786816;
@@ -6783,31 +6809,35 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 256; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 40; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(bottom_conv1_dweight_dy_flat[(n_3 * 1024 + ob * 4 + j) * 960 + t * 24 + l], bottom_conv1_dweight_padded[((n_3 * 512 + ic) * 33 + kh) * 32 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+  for (ptrdiff_t ob = 0; ob < 32; ob++) {
+    for (ptrdiff_t icc = 0; icc < 32; icc++) {
+      for (ptrdiff_t obi = 0; obi < 8; obi++) {
+        for (ptrdiff_t ic = 0; ic < 16; ic++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 3; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = 0.0f;
+              }
+              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+                for (ptrdiff_t t = 0; t < 40; t++) {
+                  for (ptrdiff_t j = 0; j < 4; j++) {
+                    for (ptrdiff_t k = 0; k < 1; k++) {
+                      for (ptrdiff_t l = 0; l < 24; l++) {
+                        acc[(j + k) * 24 + l] = madd(bottom_conv1_dweight_dy_flat[(n_3 * 1024 + (ob * 8 + obi) * 4 + j) * 960 + t * 24 + l], bottom_conv1_dweight_padded[((n_3 * 512 + icc * 16 + ic) * 33 + kh) * 32 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                  float sum = 0.0f;
+                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                  }
+                  bottom_conv1_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 512 + icc * 16 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+                }
               }
-              bottom_conv1_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -6887,7 +6917,7 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4222 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 176 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 4222 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 4 input channels; blocks shared out among threads; 176 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down4_relu0 = s->arena + 192917760;
   const float *down4_relu1_dx = s->arena + 88722432;
@@ -6913,30 +6943,32 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 176; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4224 + t * 24 + l], down4_conv2_dweight_padded[((n_3 * 512 + ic) * 67 + kh) * 66 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 128; icc++) {
+      for (ptrdiff_t ic = 0; ic < 4; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 176; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(down4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4224 + t * 24 + l], down4_conv2_dweight_padded[((n_3 * 512 + icc * 4 + ic) * 67 + kh) * 66 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                down4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + icc * 4 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              down4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7126,7 +7158,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 4486 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 4 input channels; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool2 = s->arena + 200122624;
   const float *down4_relu0_dx = s->arena + 79512576;
@@ -7152,30 +7184,32 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 128; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 187; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4488 + t * 24 + l], down4_conv1_dweight_padded[((n_3 * 256 + ic) * 69 + kh) * 68 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 64; icc++) {
+      for (ptrdiff_t ic = 0; ic < 4; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 187; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(down4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4488 + t * 24 + l], down4_conv1_dweight_padded[((n_3 * 256 + icc * 4 + ic) * 69 + kh) * 68 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                down4_conv1_weight_grad[(((ob * 4 + j_2) * 256 + icc * 4 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              down4_conv1_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7255,7 +7289,7 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 18766 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 782 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 18766 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 782 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down3_relu0 = s->arena + 172364032;
   const float *down3_relu1_dx = s->arena + 87327744;
@@ -7281,30 +7315,32 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 782; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 18768 + t * 24 + l], down3_conv2_dweight_padded[((n_3 * 256 + ic) * 139 + kh) * 138 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 256; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 782; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(down3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 18768 + t * 24 + l], down3_conv2_dweight_padded[((n_3 * 256 + icc + ic) * 139 + kh) * 138 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                down3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              down3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7494,7 +7530,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 19318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool1 = s->arena + 190408960;
   const float *down3_relu0_dx = s->arena + 82452480;
@@ -7520,30 +7556,32 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 805; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 19320 + t * 24 + l], down3_conv1_dweight_padded[((n_3 * 128 + ic) * 141 + kh) * 140 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 128; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 805; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(down3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 19320 + t * 24 + l], down3_conv1_dweight_padded[((n_3 * 128 + icc + ic) * 141 + kh) * 140 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                down3_conv1_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              down3_conv1_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7623,7 +7661,7 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 78958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3290 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 78958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 3290 tiles (2 spare positions), no guards */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0 = s->arena + 111995904;
   const float *down2_relu1_dx = s->arena + 83066880;
@@ -7649,30 +7687,32 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 3290; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 78960 + t * 24 + l], down2_conv2_dweight_padded[((n_3 * 128 + ic) * 283 + kh) * 282 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 128; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 3290; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(down2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 78960 + t * 24 + l], down2_conv2_dweight_padded[((n_3 * 128 + icc + ic) * 283 + kh) * 282 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                down2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              down2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7838,7 +7878,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 80086 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 157266688;
   const float *down2_relu0_dx = s->arena + 72887808;
@@ -7864,30 +7904,32 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 3337; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 80088 + t * 24 + l], down2_conv1_dweight_padded[((n_3 * 64 + ic) * 285 + kh) * 284 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 64; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 3337; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(down2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 80088 + t * 24 + l], down2_conv1_dweight_padded[((n_3 * 64 + icc + ic) * 285 + kh) * 284 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                down2_conv1_weight_grad[(((ob * 4 + j_2) * 64 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              down2_conv1_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -7967,7 +8009,7 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 323758 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 13490 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 323758 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 13490 tiles (2 spare positions), no guards */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down1_relu0 = s->arena + 20976384;
   const float *down1_relu1_dx = s->arena + 62563584;
@@ -7993,30 +8035,32 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 13490; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 323760 + t * 24 + l], down1_conv2_dweight_padded[((n_3 * 64 + ic) * 571 + kh) * 570 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t icc = 0; icc < 64; icc++) {
+      for (ptrdiff_t ic = 0; ic < 1; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kc = 0; kc < 3; kc++) {
+            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+              acc[a_2] = 0.0f;
+            }
+            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+              for (ptrdiff_t t = 0; t < 13490; t++) {
+                for (ptrdiff_t j = 0; j < 4; j++) {
+                  for (ptrdiff_t k = 0; k < 1; k++) {
+                    for (ptrdiff_t l = 0; l < 24; l++) {
+                      acc[(j + k) * 24 + l] = madd(down1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 323760 + t * 24 + l], down1_conv2_dweight_padded[((n_3 * 64 + icc + ic) * 571 + kh) * 570 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+                    }
                   }
                 }
               }
             }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
+              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
+                float sum = 0.0f;
+                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
+                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
+                }
+                down1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
               }
-              down1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
             }
           }
         }
@@ -8115,7 +8159,7 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; blocks shared out among threads; 13585 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded; rows flattened to 326038 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 13585 tiles (2 spare positions), no guards */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv1_weight_grad = s->g32 + 0;

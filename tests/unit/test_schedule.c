@@ -205,6 +205,30 @@ static void dw_samples_outer(void **state) {
   (void)state;
 }
 
+/* Otherwise, blocks of output and input channels whose rows fit half of
+ * L2 each, where all of them do not fit (ResNet-18's layer4 at batch 8);
+ * none where they do (LeNet-5's c3 at batch 1). */
+static void dw_blocks(void **state) {
+  ConvGeom l4 = {1, 512, 7, 7, 512, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvGeom c3 = {1, 6, 14, 14, 16, 10, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 1};
+  ConvSchedule s = schedule_conv(&l4, CONV_WEIGHT, 1);
+  s.parallel = PAR_BLOCKS;
+  schedule_dw_order(&l4, &s, 8);
+  int64_t nob = 512 / s.ocb;
+  int64_t rows = s.ocb * s.tiles * s.width * 8 * 4,
+          planes = s.phase_h * s.phase_w * s.plane_h * s.plane_w * 8 * 4;
+  assert_false(s.samples_outer);
+  assert_true(s.dw_ob > 1 && nob % s.dw_ob == 0 && nob / s.dw_ob >= 4);
+  assert_true(s.dw_ic > 1 && 512 % s.dw_ic == 0);
+  assert_true(s.dw_ob * rows <= (256 << 10) / 2);
+  assert_true(s.dw_ic * planes <= (256 << 10) / 2);
+  s = schedule_conv(&c3, CONV_WEIGHT, 1);
+  schedule_dw_order(&c3, &s, 1);
+  assert_int_equal(s.dw_ob, 0);
+  assert_int_equal(s.dw_ic, 0);
+  (void)state;
+}
+
 static void dense_tiles(void **state) {
   for (int64_t in = 1; in <= 100; in += 3)
     for (int64_t out = 1; out <= 20; out += 3)
@@ -267,6 +291,7 @@ int main(void) {
       cmocka_unit_test(channels_innermost),
       cmocka_unit_test(row_stores),
       cmocka_unit_test(dw_samples_outer),
+      cmocka_unit_test(dw_blocks),
       cmocka_unit_test(dense_tiles),
       cmocka_unit_test(lowering_records_schedules),
   };
