@@ -590,6 +590,11 @@ static Expr *sums_at(Lower *L, const Conv *c, Expr *ob, Expr *ic, int kh,
   return add(L, mul(L, at, I(L, s->ocb * s->kwb * s->width)), a);
 }
 
+/* Kernel column k of block kc of kwb kw taps (kc < 0: one block). */
+static Expr *block_kw(Lower *L, int kc, int64_t kwb, int k) {
+  return kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
+}
+
 /* The tiles of one sample (c->n) for one input channel, kernel row and
  * block of kw taps: lanes of dot products of dy with the tap's run. */
 static void dw_tiles(Lower *L, Conv *c, Buffer *fy, Expr *ocl0, Expr *icx,
@@ -602,7 +607,7 @@ static void dw_tiles(Lower *L, Conv *c, Buffer *fy, Expr *ocl0, Expr *icx,
   int j = lb_for(b, "j", ocb);
   int k = lb_for(b, "k", kwb);
   int l = lb_for(b, "l", w);
-  Expr *kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
+  Expr *kw = block_kw(L, kc, kwb, k);
   Expr *pos = add(L, mul(L, V(L, t), I(L, w)), V(L, l));
   Expr *ocx = add(L, add(L, group_base(L, c, Og), ocl0), V(L, j));
   lb_accum(b, c->acc,
@@ -623,7 +628,7 @@ static void dw_store(Lower *L, Conv *c, Buffer *dw, Buffer *from, Expr *ocl0,
   LoopBuilder *b = &L->b;
   int j = lb_for(b, "j", s->ocb);
   int k = lb_for(b, "k", kwb);
-  Expr *kw = kc >= 0 ? add(L, mul(L, V(L, kc), I(L, kwb)), V(L, k)) : V(L, k);
+  Expr *kw = block_kw(L, kc, kwb, k);
   Expr *base = mul(L, add(L, mul(L, V(L, j), I(L, kwb)), V(L, k)), I(L, w));
   int sum = lb_let(b, "sum", F(L, 0));
   int l = lb_for(b, "l", w);

@@ -160,7 +160,9 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
    * this core (Zen 3) about 20 cycles each: they pay where an output is
    * a few multiply-adds (LeNet-5's c1, 25: its stores went from a third of
    * the layer to a tenth) and cost 10-15% where it is hundreds (VGG16),
-   * whose scalar stores are a rounding error beside the arithmetic. */
+   * whose scalar stores are a rounding error beside the arithmetic. A
+   * tile of whole rows stores them with no mask at all (lower_conv.c,
+   * aligned_rows). */
   s.row_stores = pass != CONV_WEIGHT && !s.chan_inner &&
                  (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK;
   if (s.pad_copy) { /* the last tile's reads, deepest tap */
