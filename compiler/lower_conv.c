@@ -174,21 +174,17 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
            mul(L, tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))),
                x_temp(L->p, wv)));
   close(L, 5);
-  /* The stores: row by row when the schedule says so (each row a run of
-   * columns whose address and test are affine in i, which C compilers
-   * vectorize as masked stores; aligned_rows when the tile is whole
-   * rows), else position by position. A tile
-   * starting at a row's start reaches width / plane_w rows when that
-   * divides; any other, up to one more than it spans. */
-  int64_t rows = !s->row_stores ? 0
-                 : width % s->plane_w == 0 && from == 0
-                     ? width / s->plane_w
-                     : (width - 1) / s->plane_w + 2;
+  /* The stores: row by row when the schedule says so (aligned_rows when
+   * the tile is whole rows; else each row a run of columns whose address
+   * and test are affine in i, which C compilers vectorize as masked
+   * stores, over the up to one more row than the tile spans), else
+   * position by position. */
   int in_place = lower_epilogue_in_place(L, c->acc, ocb, width, ocx0, 0);
-  if (rows && width % s->plane_w == 0 && from == 0) {
+  if (s->row_stores && width % s->plane_w == 0 && from == 0) {
     aligned_rows(L, c, p0, width, ocx0, in_place);
     return;
   }
+  int64_t rows = s->row_stores ? (width - 1) / s->plane_w + 2 : 0;
   j = lb_for(b, "j", ocb);
   int r = rows ? lb_for(b, "r", rows) : -1;
   int rv = rows
@@ -712,8 +708,7 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
     close(L, 3 + (kc >= 0) + (ico >= 0) + (obi >= 0) + (c.grp >= 0));
     return 1;
   }
-  int ob = obo;
-  Expr *ocl0 = mul(L, V(L, ob), I(L, ocb));
+  Expr *ocl0 = mul(L, V(L, obo), I(L, ocb));
   for (int part = 0; part < 3; part++) {
     /* 0: the sums zeroed; 1: each sample's tiles added to them; 2: dw */
     c.n = part == 1 ? lb_for(b, "n", -1) : -1;
@@ -722,17 +717,17 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
     int kh = lb_for(b, "kh", g->KH);
     int kc = kcs > 1 ? lb_for(b, "kc", kcs) : -1;
     if (part == 2) {
-      dw_store(L, &c, dw, sums, ocl0, V(L, ob), V(L, ic), kh, kc);
+      dw_store(L, &c, dw, sums, ocl0, V(L, obo), V(L, ic), kh, kc);
     } else {
       int a = lb_for(b, "a", size);
-      Expr *at = sums_at(L, &c, V(L, ob), V(L, ic), kh, kc, V(L, a));
+      Expr *at = sums_at(L, &c, V(L, obo), V(L, ic), kh, kc, V(L, a));
       lb_store(b, part ? c.acc : sums, part ? V(L, a) : at,
                part ? load(L, sums, at) : F(L, 0));
       close(L, 1);
       if (part) {
         dw_tiles(L, &c, fy, ocl0, icx, kh, kc);
         a = lb_for(b, "a", size);
-        lb_store(b, sums, sums_at(L, &c, V(L, ob), V(L, ic), kh, kc, V(L, a)),
+        lb_store(b, sums, sums_at(L, &c, V(L, obo), V(L, ic), kh, kc, V(L, a)),
                  load(L, c.acc, V(L, a)));
         close(L, 1);
       }

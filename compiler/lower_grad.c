@@ -395,7 +395,6 @@ static void dense_dw(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   close(L, 2);
 }
 
-/* Sum over the batch and the positions of each channel of dy. */
 /* A bias's gradient: dy summed over samples and positions, per channel.
  * One running sum is a chain of dependent adds (LeNet-5's c1.dbias took
  * 0.34 ms of an 11.6 ms training step); 32 lanes of sums along the

@@ -297,10 +297,12 @@ static int64_t input_chunk(const ConvGeom *g, const ConvSchedule *s) {
  * stay in cache through all the taps, and the tiles' sums wait in a
  * scratch buffer between samples (a few loads and stores per tile). */
 void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch) {
-  int64_t plane = s->phase_h * s->phase_w * s->plane_h * s->plane_w;
-  int64_t per = (s->ocb * s->tiles * s->width + plane) * 4;
+  /* bytes of a block's dy rows and of an input channel's planes */
+  int64_t rows = s->ocb * s->tiles * s->width * batch * 4,
+          planes =
+              s->phase_h * s->phase_w * s->plane_h * s->plane_w * batch * 4;
   s->samples_outer = s->tiled && batch > 1 && g->KH * g->KW / s->kwb > 1 &&
-                     batch * per > CHUNK_BYTES;
+                     rows + planes > CHUNK_BYTES;
   /* Else the blocks of output channels each read every input channel's
    * plane in every sample, and the input channels every block's rows:
    * when all of them pass L2, ResNet-18's layer4 read 1.5 MB of planes
@@ -309,8 +311,6 @@ void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch) {
   if (!s->tiled || s->samples_outer)
     return;
   int64_t nob = g->O / g->groups / s->ocb, cg = g->C / g->groups;
-  int64_t rows = s->ocb * s->tiles * s->width * batch * 4,
-          planes = plane * batch * 4;
   if (nob * rows + cg * planes <= CHUNK_BYTES)
     return;
   int64_t most = CHUNK_BYTES / 2 / rows;

@@ -136,10 +136,10 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile);
 /* The convolution over the zero-padded copy of its input: rows and
  * columns exactly those the windows reach, no padding. */
 ConvGeom padded_geom(const ConvGeom *g);
-/* One line saying what the schedule is. */
 /* Whether the weight gradient walks samples outermost (samples_outer),
  * for a batch of batch samples, or else in blocks (dw_ob, dw_ic). */
 void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch);
+/* One line saying what the schedule is. */
 const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass);
 
 #endif
