@@ -125,7 +125,8 @@ class CSide:
         name = g.name
         os.makedirs(work, exist_ok=True)
         c = os.path.join(work, name + ".c")
-        cmd = [args.cnnc, path, "-o", c, "--batch", str(batch)]
+        # tiles for this processor, as the harness is built for it (-march=native)
+        cmd = [args.cnnc, path, "-o", c, "--batch", str(batch), "--target", "native"]
         if not train:
             cmd.append("--infer-only")
         run(cmd)

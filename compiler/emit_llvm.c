@@ -30,6 +30,7 @@
 #if CNNC_LLVM
 
 #include "emit_llvm.h"
+#include "schedule.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -607,16 +608,21 @@ static void add_attr(Emit *e, LLVMValueRef fn, unsigned index,
   LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(e->cx, kind, 0));
 }
 
-static void target_attrs(Emit *e, LLVMValueRef fn) {
-  static const char cpu[] = "target-cpu", feat[] = "target-features";
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(e->cx, cpu, sizeof cpu - 1,
-                                                    e->cpu,
-                                                    (unsigned)strlen(e->cpu)));
+static void str_attr(Emit *e, LLVMValueRef fn, const char *key,
+                     const char *value) {
   LLVMAddAttributeAtIndex(
       fn, LLVMAttributeFunctionIndex,
-      LLVMCreateStringAttribute(e->cx, feat, sizeof feat - 1, e->features,
-                                (unsigned)strlen(e->features)));
+      LLVMCreateStringAttribute(e->cx, key, (unsigned)strlen(key), value,
+                                (unsigned)strlen(value)));
+}
+
+static void target_attrs(Emit *e, LLVMValueRef fn) {
+  str_attr(e, fn, "target-cpu", e->cpu);
+  str_attr(e, fn, "target-features", e->features);
+  /* LLVM's tuning for AVX-512 processors keeps vectors at 256 bits, so
+   * a tile of 4 x 16 lanes would take 8 registers a position and spill */
+  if (e->p->tile == TARGET_AVX512)
+    str_attr(e, fn, "prefer-vector-width", "512");
   add_attr(e, fn, LLVMAttributeFunctionIndex, "nounwind");
 }
 

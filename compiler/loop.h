@@ -143,9 +143,10 @@ typedef struct Program {
   BufferVec inputs, outputs; /* the caller's arrays, in declaration order */
   KernelVec kernels;         /* in order */
   int train;                 /* the training step, not the forward pass */
-  int tile;                  /* lowering tiles loop nests (schedule.h) */
-  Buffer *loss;              /* train: the loss value */
-  KernelVec update;          /* train: the optimizer's update */
+  int tile;         /* lowering tiles loop nests for vectors of this many floats
+                       (schedule.h: TARGET_AVX2 or TARGET_AVX512), 0 not at all */
+  Buffer *loss;     /* train: the loss value */
+  KernelVec update; /* train: the optimizer's update */
   ParamInitVec inits;
   int64_t f32_count, i64_count, arena_count;
   int64_t activation_sum; /* elements of all arena buffers, unshared */

@@ -12,6 +12,7 @@
 #include "contract.h"
 #include "fuse.h"
 #include "ops.h"
+#include "schedule.h"
 
 /* C keywords and the generated code's own names, which buffers avoid. */
 static const char *const reserved[] = {
@@ -1103,7 +1104,9 @@ static Program *build(Diag *d, Arena *a, const Graph *g, int64_t batch,
                       int train, unsigned passes) {
   Program *p = arena_alloc(a, sizeof *p);
   p->a = a;
-  p->tile = (passes & LOWER_TILE) != 0;
+  p->tile = !(passes & LOWER_TILE)  ? 0
+            : passes & LOWER_AVX512 ? TARGET_AVX512
+                                    : TARGET_AVX2;
   p->g = g;
   p->batch = batch;
   p->train = train;

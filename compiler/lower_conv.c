@@ -654,13 +654,7 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   c.xs = of->in.v[0]->shape;
   c.ys = of->shape;
   const ConvGeom *g = &c.g;
-  c.s = schedule_conv(g, CONV_WEIGHT, L->p->tile);
-  if (c.s.tiled) {
-    c.s.parallel = schedule_parallel(
-        schedule_conv_work(g), L->p->batch,
-        g->groups > 1 ? g->groups : g->O / g->groups / c.s.ocb, 0);
-    schedule_dw_order(g, &c.s, L->p->batch);
-  }
+  c.s = schedule_dw(g, L->p->tile, L->p->batch);
   describe(L, &c.s, CONV_WEIGHT);
   if (!c.s.tiled)
     return 0;

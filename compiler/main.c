@@ -104,6 +104,12 @@ static const char usage[] =
     "graph),\n"
     "                     lower (the loop nests) or plan (with memory "
     "offsets)\n"
+    "  --target T         size the tiles for T's vector registers: avx2 (16\n"
+    "                     of 8 floats), avx512 (32 of 16) or native (this\n"
+    "                     processor's); the default is native for run,\n"
+    "                     grad and train, avx2 otherwise. The C is\n"
+    "                     portable either way; build it with the -march=\n"
+    "                     of a processor that has T (or -march=native)\n"
     "  -fno-tile          build every loop nest plain, one output element at\n"
     "                     a time, instead of tiling convolutions and dense\n"
     "                     layers (each kernel's schedule shows in\n"
@@ -154,8 +160,27 @@ typedef struct Options {
   int no_tile;         /* -fno-tile */
   int no_fuse;         /* -fno-fuse */
   int no_fma;          /* -fno-fma */
+  const char *target;  /* --target */
   const char *threads; /* --threads */
 } Options;
+
+/* Whether the tiles are sized for AVX-512 (cnnc --target). The code that
+ * runs here (run, grad, train) is for this processor; the C written by
+ * compile is for whatever processor it is built for, so it stays AVX2's
+ * unless asked: the same model gives the same file on every machine. */
+static int wide_target(const Options *o) {
+  const char *c = o->command;
+  int here = !strcmp(c, "run") || !strcmp(c, "grad") || !strcmp(c, "train");
+  const char *t = o->target ? o->target : here ? "native" : "avx2";
+  if (!strcmp(t, "native")) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+  }
+  return !strcmp(t, "avx512");
+}
 
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
@@ -244,6 +269,11 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("--threads needs a number from 1 to 64, not '%s'",
                            v);
       o->threads = v;
+    } else if ((v = value_of(argc, argv, &i, "--target"))) {
+      if (strcmp(v, "avx2") && strcmp(v, "avx512") && strcmp(v, "native"))
+        return usage_error("--target needs avx2, avx512 or native, not '%s'",
+                           v);
+      o->target = v;
     } else if (strcmp(a, "--quiet") == 0) {
       o->quiet = 1;
     } else if ((v = value_of(argc, argv, &i, "--batch"))) {
@@ -467,9 +497,9 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
                g->name);
     return 1;
   }
-  unsigned passes = (o->no_tile ? 0u : LOWER_TILE) |
-                    (o->no_fuse ? 0u : LOWER_FUSE) |
-                    (o->no_fma ? 0u : LOWER_FMA);
+  unsigned passes =
+      (o->no_tile ? 0u : LOWER_TILE) | (o->no_fuse ? 0u : LOWER_FUSE) |
+      (o->no_fma ? 0u : LOWER_FMA) | (wide_target(o) ? LOWER_AVX512 : 0u);
   Program *p = lower_passes(d, arena, g, batch, 0, passes), *t = NULL;
   if (d->errors)
     return 1;

@@ -30,7 +30,11 @@
 
 #include <inttypes.h>
 
-enum { LANES = 8, MAX_ACC = 12, ROW_STORE_WORK = 32, PACK_POSITIONS = 128 };
+enum { ROW_STORE_WORK = 32, PACK_POSITIONS = 128 };
+
+/* Accumulator registers a tile may take: 12 of AVX2's 16, 24 of AVX-512's
+ * 32, the rest for the loads, broadcasts and addresses. */
+static int64_t max_acc(int lanes) { return lanes >= TARGET_AVX512 ? 24 : 12; }
 
 /* Channels innermost (schedule.h, chan_inner), for the forward pass: 32
  * or 24 channels of packed weights by 3 or 4 positions, 12 accumulator
@@ -52,38 +56,39 @@ enum { LANES = 8, MAX_ACC = 12, ROW_STORE_WORK = 32, PACK_POSITIONS = 128 };
  * copy cost more than it saved (ResNet-50's layer1.1.conv1: 2.5 ms
  * without, 4.7 with), as it did at a stride of 2 (layer2.0.conv2: 5.3
  * against 6.4 ms). */
-static int chan_inner(const ConvGeom *g, ConvPass pass, ConvSchedule *s) {
+static int chan_inner(const ConvGeom *g, ConvPass pass, int L,
+                      ConvSchedule *s) {
   int64_t og = g->O / g->groups;
   if (pass != CONV_FORWARD || g->OH * g->OW < PACK_POSITIONS ||
       (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK)
     return 0;
-  int64_t lanes = og % 32 == 0 ? 32 : og % 24 == 0 ? 24 : 0;
+  int64_t lanes = og % (4 * L) == 0 ? 4 * L : og % (3 * L) == 0 ? 3 * L : 0;
   if (!lanes)
     return 0;
   s->chan_inner = 1;
   s->ocb = lanes;
   s->kwb = 1;
-  s->width = MAX_ACC / (lanes / LANES);
+  s->width = max_acc(L) / (lanes / L);
   return 1;
 }
 
 /* The vector operations a row of width columns takes: full vectors,
  * then a half vector, then single lanes. */
-static int64_t vectors(int64_t width) {
-  return width / LANES + width % LANES / (LANES / 2) + width % (LANES / 2);
+static int64_t vectors(int64_t width, int L) {
+  return width / L + width % L / (L / 2) + width % (L / 2);
 }
 
 /* Cycles per tap of a forward tile of ocb channels by width positions:
  * the broadcast weights and the input's vectors, then the multiply-adds. */
-static double tile_cost(int64_t ocb, int64_t width) {
-  double v = (double)vectors(width), ops = ocb * v / 2, mem = (ocb + v) / 2;
+static double tile_cost(int64_t ocb, int64_t width, int L) {
+  double v = (double)vectors(width, L), ops = ocb * v / 2, mem = (ocb + v) / 2;
   return (ops > mem ? ops : mem) + 0.5;
 }
 
 /* Cycles per tile of the weight gradient with ocb channels by kwb taps by
  * width lanes: dy's vectors for each channel, x's for each tap. */
-static double dw_cost(int64_t ocb, int64_t kwb, int64_t width) {
-  double v = (double)vectors(width), ops = ocb * kwb * v / 2,
+static double dw_cost(int64_t ocb, int64_t kwb, int64_t width, int L) {
+  double v = (double)vectors(width, L), ops = ocb * kwb * v / 2,
          mem = (ocb + kwb) * v / 2;
   return (ops > mem ? ops : mem) + 0.5;
 }
@@ -106,7 +111,7 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
    * guarded windows, strided loads and narrow rows (ResNet's 7 and 14
    * columns) would cost more. */
   ConvGeom p = padded_geom(g);
-  int inner = chan_inner(g, pass, &s);
+  int L = tile, inner = chan_inner(g, pass, L, &s);
   s.hwc = inner && g->KH * g->KW > 1 && g->C / g->groups >= 16 && g->sh == 1 &&
           g->sw == 1 && g->uh <= 1 && g->uw <= 1;
   s.pad_copy = pass == CONV_WEIGHT || g->sh > 1 || g->sw > 1 || g->ph != 0 ||
@@ -117,10 +122,10 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   s.plane_w = s.pad_copy ? (p.W + s.phase_w - 1) / s.phase_w : g->W;
   s.positions = (g->OH - 1) * s.plane_w + g->OW;
   int64_t wi = s.positions, og = g->O / g->groups;
-  static const int64_t widths[] = {8, 16, 24, 32};
   double best = -1;
-  for (int i = inner ? 5 : 0; i <= 4; i++) {
-    int64_t w = i < 4 ? widths[i] : wi; /* one tile, if narrow */
+  int n = L / 2; /* widths of 8, 16, ... up to 4 vectors */
+  for (int i = inner ? n + 1 : 0; i <= n; i++) {
+    int64_t w = i < n ? (i + 1) * 8 : wi; /* one tile, if narrow */
     /* The last tile is a whole one: past the positions into the copy's
      * zero rows, or without a copy ending at the last position
      * (schedule.h); without a copy, w = wi is one exact tile. Tiles are
@@ -129,7 +134,7 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
      * wrong loop or leaves part of it in memory (2 to 10 times slower);
      * LLVM does as well either way. */
     if (w <= 0 || (w > wi && !s.pad_copy) ||
-        (i == 4 && (s.pad_copy || w > 32 || (w % LANES && wi > LANES))))
+        (i == n && (s.pad_copy || w > 4 * L || (w % L && wi > L))))
       continue;
     if (w <= 16 && (s.pad_copy || wi >= 24))
       continue;
@@ -139,12 +144,12 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
         continue;
       for (int64_t kwb = 1; kwb <= (pass == CONV_WEIGHT ? g->KW : 1); kwb++) {
         if (g->KW % kwb ||
-            ((ocb > 1 || kwb > 1) && ocb * kwb * vectors(w) > MAX_ACC))
+            ((ocb > 1 || kwb > 1) && ocb * kwb * vectors(w, L) > max_acc(L)))
           continue;
-        double cost =
-            (double)(og / ocb) * tiles *
-            (pass == CONV_WEIGHT ? (double)(g->KW / kwb) * dw_cost(ocb, kwb, w)
-                                 : tile_cost(ocb, w));
+        double cost = (double)(og / ocb) * tiles *
+                      (pass == CONV_WEIGHT
+                           ? (double)(g->KW / kwb) * dw_cost(ocb, kwb, w, L)
+                           : tile_cost(ocb, w, L));
         if (best < 0 || cost < best - 1e-9) {
           best = cost;
           s.ocb = ocb;
@@ -320,6 +325,25 @@ void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch) {
   s->dw_ic = largest_divisor(cg, CHUNK_BYTES / 2 / planes);
 }
 
+ConvSchedule schedule_dw(const ConvGeom *g, int tile, int64_t batch) {
+  ConvSchedule s = schedule_conv(g, CONV_WEIGHT, tile);
+  if (!s.tiled)
+    return s;
+  s.parallel = schedule_parallel(
+      schedule_conv_work(g), batch,
+      g->groups > 1 ? g->groups : g->O / g->groups / s.ocb, 0);
+  schedule_dw_order(g, &s, batch);
+  /* Samples outermost, a tile loads and stores its sums at every sample:
+   * AVX-512's tiles of 24 registers, with a load of x split across two
+   * cache lines at every tap past the first, took ResNet-18's layer1 and
+   * layer2 weight gradients (batch 8) 76-84 ms against 60-67 for AVX2's
+   * tiles on the same processor. The blocked order gains from the wider
+   * tiles (layer3: 31-36 against 57-59 ms). */
+  if (s.samples_outer && tile == TARGET_AVX512)
+    return schedule_dw(g, TARGET_AVX2, batch);
+  return s;
+}
+
 void schedule_chunk(const ConvGeom *g, ConvSchedule *s) {
   int64_t nob = g->O / g->groups / s->ocb;
   s->icb = input_chunk(g, s);
@@ -341,24 +365,25 @@ void schedule_chunk(const ConvGeom *g, ConvSchedule *s) {
 DenseSchedule schedule_dense(int64_t in, int64_t out, DensePass pass,
                              int tile) {
   DenseSchedule s = {0};
-  if (!tile || in < LANES)
+  int64_t L = tile; /* lanes of a vector */
+  if (!tile || in < L)
     return s;
   s.tiled = 1;
   switch (pass) {
   case DENSE_FORWARD:
     s.ob = largest_divisor(out, 4);
-    s.width = in >= 2 * LANES ? 2 * LANES : LANES;
+    s.width = in >= 2 * L ? 2 * L : L;
     break;
   case DENSE_DX:
     s.ob = 1;
-    s.width = in >= 4 * LANES ? 4 * LANES : in / LANES * LANES;
+    s.width = in >= 4 * L ? 4 * L : in / L * L;
     break;
   case DENSE_WEIGHT:
     /* 3 vectors, not 2: gcc unrolls a 16-lane loop completely and
      * vectorizes it across the wrong loop (LeNet-5's f5.dweight ran at
      * 4.6 GFLOP/s with 16 lanes, 40 with 24) */
     s.ob = largest_divisor(out, 4);
-    s.width = in >= 3 * LANES ? 3 * LANES : LANES;
+    s.width = in >= 3 * L ? 3 * L : L;
     break;
   }
   s.tiles = in / s.width;

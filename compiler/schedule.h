@@ -9,6 +9,12 @@
 
 #include <stdint.h>
 
+/* The vector units schedules are sized for (cnnc --target), as the floats
+ * a vector holds: AVX2 has 16 registers of 8, AVX-512 32 registers of 16.
+ * Schedules take the width as their tile argument, 0 asking for the plain
+ * nest. */
+enum { TARGET_AVX2 = 8, TARGET_AVX512 = 16 };
+
 /* A convolution as a direct sum: out[o, oh, ow] = sum over the group's
  * input channels c and taps (kh, kw) of in[c, oh*sh - ph + kh*dh,
  * ow*sw - pw + kw*dw] w[...]. Per sample; C and O count all groups. */
@@ -125,13 +131,15 @@ typedef struct DenseSchedule {
   int64_t ob, width, tiles, rem;
 } DenseSchedule;
 
+/* tile: the target's lanes (TARGET_AVX2, TARGET_AVX512), 0 for plain. */
 DenseSchedule schedule_dense(int64_t in, int64_t out, DensePass pass, int tile);
 const char *schedule_describe_dense(Arena *a, const DenseSchedule *s,
                                     DensePass pass);
 
 /* Sets s->chunk, once s->parallel is known. */
 void schedule_chunk(const ConvGeom *g, ConvSchedule *s);
-/* The schedule of a convolution pass; tile 0 asks for the plain nest. */
+/* The schedule of a convolution pass; tile: the target's lanes, 0 for
+ * the plain nest. */
 ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile);
 /* The convolution over the zero-padded copy of its input: rows and
  * columns exactly those the windows reach, no padding. */
@@ -139,6 +147,9 @@ ConvGeom padded_geom(const ConvGeom *g);
 /* Whether the weight gradient walks samples outermost (samples_outer),
  * for a batch of batch samples, or else in blocks (dw_ob, dw_ic). */
 void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch);
+/* The weight gradient's schedule, its threads and order (schedule_dw_order)
+ * for a batch of batch samples. */
+ConvSchedule schedule_dw(const ConvGeom *g, int tile, int64_t batch);
 /* One line saying what the schedule is. */
 const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass);
 

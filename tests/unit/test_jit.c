@@ -250,9 +250,14 @@ static int outputs_agree(const char *a, const char *b, double rel, long *values,
 }
 
 /* One model through both paths, on ordinary and on special inputs. */
-static void agree(const char *path, int64_t batch, int64_t count) {
+/* extra: lowering passes beyond the default (LOWER_AVX512) */
+static void agree(const char *path, int64_t batch, int64_t count,
+                  unsigned extra) {
   Compiled *c = compile_file(path);
-  Program *p = forward(c, batch);
+  Program *p = lower_passes(&c->d, c->a, c->g, batch, 0,
+                            LOWER_TILE | LOWER_FUSE | LOWER_FMA | extra);
+  assert_int_equal(c->d.errors, 0);
+  plan(p);
   const char *w = W, *in = IN;
   long values = 0, identical = 0;
   rng = 0x2545f4914f6cdd1du;
@@ -268,8 +273,8 @@ static void agree(const char *path, int64_t batch, int64_t count) {
     assert_int_equal(rj, 0);
     assert_true(outputs_agree(oc, oj, 1e-5, &values, &identical, path, 0));
   }
-  printf("  ok %-40s %7ld values, %7ld identical to the bit\n", path, values,
-         identical);
+  printf("  ok %-40s %7ld values, %7ld identical to the bit%s\n", path, values,
+         identical, extra ? " (AVX-512 tiles)" : "");
   release(c);
 }
 
@@ -288,14 +293,18 @@ static void test_ops(void **state) {
   for (int i = 0; i < n; i++) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-    agree(path, 2, 5); /* 5 samples: chunks of 2, 2 and 1 */
+    agree(path, 2, 5, 0); /* 5 samples: chunks of 2, 2 and 1 */
     free(names[i]);
   }
 }
 
 static void test_lenet5(void **state) {
   (void)state;
-  agree("dsl-examples/lenet5.cnn", 3, 4);
+  agree("dsl-examples/lenet5.cnn", 3, 4, 0);
+  /* the tiles sized for AVX-512, whatever this processor has */
+  agree("dsl-examples/lenet5.cnn", 3, 4, LOWER_AVX512);
+  agree("tests/oracle/ops/conv_packed.cnn", 2, 5, LOWER_AVX512);
+  agree("tests/oracle/ops/conv_same.cnn", 2, 5, LOWER_AVX512);
 }
 
 /* A model's outputs through jit_compile at level, on fixed files. */
@@ -877,8 +886,8 @@ static void test_threads(void **state) {
   fclose(f);
   setenv("OMP_NUM_THREADS", "2", 1);
   threads_set(2);
-  agree(path, 1, 1);
-  agree(path, 4, 4);
+  agree(path, 1, 1, 0);
+  agree(path, 4, 4, 0);
   unsetenv("OMP_NUM_THREADS");
   threads_set(0);
 }

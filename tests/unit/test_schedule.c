@@ -18,8 +18,11 @@ static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p,
   return (in + 2 * p - d * (k - 1) - 1) / s + 1;
 }
 
-static void check(const ConvGeom *g, ConvPass pass) {
-  ConvSchedule s = schedule_conv(g, pass, 1);
+/* The accumulator registers a target's tiles may take (schedule.c). */
+static int64_t acc_regs(int lanes) { return lanes == TARGET_AVX512 ? 24 : 12; }
+
+static void check_for(const ConvGeom *g, ConvPass pass, int L) {
+  ConvSchedule s = schedule_conv(g, pass, L);
   assert_true(s.tiled);
   assert_true(s.ocb >= 1 && (g->O / g->groups) % s.ocb == 0);
   assert_true(s.width >= 1);
@@ -30,10 +33,10 @@ static void check(const ConvGeom *g, ConvPass pass) {
   /* the weight gradient always copies: its last tile runs past */
   int copy = pass == CONV_WEIGHT || g->sh > 1 || g->sw > 1 || g->ph > 0 ||
              g->pw > 0 || g->uh > 1 || g->uw > 1 || s.hwc;
-  if (s.chan_inner) { /* 32 or 24 channels by 3 or 4 positions */
+  if (s.chan_inner) { /* 4 or 3 vectors of channels by a few positions */
     assert_int_equal(pass, CONV_FORWARD);
-    assert_true(s.ocb == 32 || s.ocb == 24);
-    assert_int_equal(s.width * s.ocb, 12 * 8);
+    assert_true(s.ocb == 4 * L || s.ocb == 3 * L);
+    assert_int_equal(s.width * s.ocb, acc_regs(L) * L);
     assert_true(g->OH * g->OW >= 128);
     assert_false(s.row_stores);
   }
@@ -51,6 +54,10 @@ static void check(const ConvGeom *g, ConvPass pass) {
   /* the tiles cover the positions, the last at most a tile past them */
   int64_t covered = s.tiles * s.width;
   assert_true(covered >= s.positions);
+  /* the tile fits the registers: runs of 8 lanes, or one tile */
+  if (!s.chan_inner && (s.ocb > 1 || s.kwb > 1))
+    assert_true(s.ocb * s.kwb * ((s.width + L - 1) / L) <= acc_regs(L));
+  assert_true(s.chan_inner || s.width % 8 == 0 || s.tiles == 1);
   assert_true(covered - s.positions < s.width);
   int64_t reach =
       covered + (g->KH - 1) * g->dh / PH * s.plane_w + (g->KW - 1) * g->dw / PW;
@@ -74,6 +81,11 @@ static void check(const ConvGeom *g, ConvPass pass) {
     assert_true(reach <= s.plane_h * s.plane_w);
   else /* the last tile ends at the last position instead */
     assert_true(covered == s.positions || s.width <= s.positions);
+}
+
+static void check(const ConvGeom *g, ConvPass pass) {
+  check_for(g, pass, TARGET_AVX2);
+  check_for(g, pass, TARGET_AVX512);
 }
 
 static void interior_and_tiles(void **state) {
@@ -149,7 +161,7 @@ static void channels_innermost(void **state) {
                   OH,         OH,         cases[i].k, cases[i].k, cases[i].s,
                   cases[i].s, cases[i].p, cases[i].p, 1,          1,
                   1,          1};
-    ConvSchedule s = schedule_conv(&g, CONV_FORWARD, 1);
+    ConvSchedule s = schedule_conv(&g, CONV_FORWARD, TARGET_AVX2);
     schedule_chunk(&g, &s);
     assert_int_equal(s.chan_inner, cases[i].chan_inner);
     assert_int_equal(s.hwc, cases[i].hwc);
@@ -157,7 +169,7 @@ static void channels_innermost(void **state) {
       assert_int_equal(s.ocb, cases[i].ocb);
     assert_int_equal(s.icb, cases[i].icb);
     check(&g, CONV_FORWARD);
-    assert_false(schedule_conv(&g, CONV_WEIGHT, 1).chan_inner);
+    assert_false(schedule_conv(&g, CONV_WEIGHT, TARGET_AVX2).chan_inner);
   }
   (void)state;
 }
@@ -181,9 +193,9 @@ static void chunks_for_threads(void **state) {
 static void row_stores(void **state) {
   ConvGeom c1 = {1, 1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1, 1};
   ConvGeom vgg = {1, 64, 56, 56, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
-  assert_true(schedule_conv(&c1, CONV_FORWARD, 1).row_stores);
-  assert_false(schedule_conv(&c1, CONV_WEIGHT, 1).row_stores);
-  assert_false(schedule_conv(&vgg, CONV_FORWARD, 1).row_stores);
+  assert_true(schedule_conv(&c1, CONV_FORWARD, TARGET_AVX2).row_stores);
+  assert_false(schedule_conv(&c1, CONV_WEIGHT, TARGET_AVX2).row_stores);
+  assert_false(schedule_conv(&vgg, CONV_FORWARD, TARGET_AVX2).row_stores);
   (void)state;
 }
 
@@ -194,12 +206,12 @@ static void row_stores(void **state) {
 static void dw_samples_outer(void **state) {
   ConvGeom c1 = {1, 1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1, 1};
   ConvGeom one = {1, 64, 28, 28, 64, 28, 28, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1};
-  ConvSchedule s = schedule_conv(&c1, CONV_WEIGHT, 1);
+  ConvSchedule s = schedule_conv(&c1, CONV_WEIGHT, TARGET_AVX2);
   schedule_dw_order(&c1, &s, 64);
   assert_true(s.samples_outer);
   schedule_dw_order(&c1, &s, 8);
   assert_false(s.samples_outer);
-  s = schedule_conv(&one, CONV_WEIGHT, 1);
+  s = schedule_conv(&one, CONV_WEIGHT, TARGET_AVX2);
   schedule_dw_order(&one, &s, 64);
   assert_false(s.samples_outer);
   (void)state;
@@ -211,7 +223,7 @@ static void dw_samples_outer(void **state) {
 static void dw_blocks(void **state) {
   ConvGeom l4 = {1, 512, 7, 7, 512, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
   ConvGeom c3 = {1, 6, 14, 14, 16, 10, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 1};
-  ConvSchedule s = schedule_conv(&l4, CONV_WEIGHT, 1);
+  ConvSchedule s = schedule_conv(&l4, CONV_WEIGHT, TARGET_AVX2);
   s.parallel = PAR_BLOCKS;
   schedule_dw_order(&l4, &s, 8);
   int64_t nob = 512 / s.ocb;
@@ -222,7 +234,7 @@ static void dw_blocks(void **state) {
   assert_true(s.dw_ic > 1 && 512 % s.dw_ic == 0);
   assert_true(s.dw_ob * rows <= (256 << 10) / 2);
   assert_true(s.dw_ic * planes <= (256 << 10) / 2);
-  s = schedule_conv(&c3, CONV_WEIGHT, 1);
+  s = schedule_conv(&c3, CONV_WEIGHT, TARGET_AVX2);
   schedule_dw_order(&c3, &s, 1);
   assert_int_equal(s.dw_ob, 0);
   assert_int_equal(s.dw_ic, 0);
@@ -233,7 +245,7 @@ static void dense_tiles(void **state) {
   for (int64_t in = 1; in <= 100; in += 3)
     for (int64_t out = 1; out <= 20; out += 3)
       for (int p = DENSE_FORWARD; p <= DENSE_WEIGHT; p++) {
-        DenseSchedule s = schedule_dense(in, out, (DensePass)p, 1);
+        DenseSchedule s = schedule_dense(in, out, (DensePass)p, TARGET_AVX2);
         if (!s.tiled)
           continue;
         assert_true(s.ob >= 1 && out % s.ob == 0);
