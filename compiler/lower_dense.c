@@ -4,7 +4,7 @@
  *
  *   forward  each output of a block keeps lanes of partial sums over the
  *            in-features (a tile's lanes, then the leftover tile's own
- *            lanes), added to the bias at the end;
+ *            lanes), folded in halves to 8 and added to the bias;
  *   dx       a tile of in-features of one sample sums dy[n, o] w[o, i]
  *            over the outputs o, in order;
  *   dw       a block of outputs by a tile of in-features sums dy[n, o]
@@ -36,6 +36,18 @@ static void fwd_piece(Lower *L, Buffer *acc, Buffer *x, Buffer *w, int n,
            add(L, add(L, mul(L, V(L, j), I(L, lanes)), I(L, lane)), V(L, l)),
            mul(L, load(L, x, at2(L, V(L, n), in, i)),
                load(L, w, at2(L, add(L, o0, V(L, j)), in, i))));
+  close(L, 2);
+}
+
+/* Forward: acc[j * lanes + l] += acc[j * lanes + from + l] for l < count,
+ * for each output j of the block. */
+static void fold_lanes(Lower *L, Buffer *acc, int64_t ob, int64_t lanes,
+                       int64_t from, int64_t count) {
+  LoopBuilder *b = &L->b;
+  int j = lb_for(b, "j", ob);
+  int l = lb_for(b, "l", count);
+  Expr *at = add(L, mul(L, V(L, j), I(L, lanes)), V(L, l));
+  lb_accum(b, acc, at, load(L, acc, add(L, at, I(L, from))));
   close(L, 2);
 }
 
@@ -73,10 +85,18 @@ int lower_dense_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   if (s.rem > 0)
     fwd_piece(L, acc, x, w, n, o0, I(L, s.tiles * s.width), s.rem, s.width,
               lanes, s.ob, in);
+  /* The lanes fold in halves down to 8 before the sum of each output: one
+   * chain of dependent adds over all of them took LeNet-5's f6 longer than
+   * its multiply-adds (56 adds an output; 3.1 against 2.0 us folded). */
+  if (s.rem > 0)
+    fold_lanes(L, acc, s.ob, lanes, s.width, s.rem);
+  int64_t h = s.width;
+  for (; h > 8 && h % 2 == 0; h /= 2)
+    fold_lanes(L, acc, s.ob, lanes, h / 2, h / 2);
   int j = lb_for(b, "j", s.ob);
   Expr *o = add(L, o0, V(L, j));
   int sum = lb_let(b, "sum", bias ? load(L, bias, o) : F(L, 0));
-  int l = lb_for(b, "l", lanes);
+  int l = lb_for(b, "l", h);
   lb_set(b, sum,
          add(L, x_temp(L->p, sum),
              load(L, acc, add(L, mul(L, V(L, j), I(L, lanes)), V(L, l)))));

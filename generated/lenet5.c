@@ -1145,14 +1145,19 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-        float sum = f5_bias[ob * 4 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          sum = sum + acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          acc[j_2 * 16 + l_2] += acc[j_2 * 16 + l_2 + 8];
+        }
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float sum = f5_bias[ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          sum = sum + acc[j_3 * 16 + l_3];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh2[n * 120 + ob * 4 + j_2] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh2[n * 120 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1184,14 +1189,24 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-        float sum = f6_bias[ob * 4 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 24; l_3++) {
-          sum = sum + acc[j_3 * 24 + l_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          acc[j_3 * 24 + l_3] += acc[j_3 * 24 + l_3 + 16];
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+          acc[j_4 * 24 + l_4] += acc[j_4 * 24 + l_4 + 8];
+        }
+      }
+      for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+        float sum = f6_bias[ob * 4 + j_5];
+        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+          sum = sum + acc[j_5 * 24 + l_5];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh3[n * 84 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh3[n * 84 + ob * 4 + j_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1223,11 +1238,21 @@ static void forward_f7(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-        float sum = f7_bias[ob * 2 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 20; l_3++) {
-          sum = sum + acc[j_3 * 20 + l_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 4; l_3++) {
+          acc[j_3 * 20 + l_3] += acc[j_3 * 20 + l_3 + 16];
         }
-        f7[n * 10 + ob * 2 + j_3] = sum;
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+          acc[j_4 * 20 + l_4] += acc[j_4 * 20 + l_4 + 8];
+        }
+      }
+      for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+        float sum = f7_bias[ob * 2 + j_5];
+        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+          sum = sum + acc[j_5 * 20 + l_5];
+        }
+        f7[n * 10 + ob * 2 + j_5] = sum;
       }
     }
   }
@@ -1511,14 +1536,19 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-        float sum = f5_bias[ob * 4 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          sum = sum + acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          acc[j_2 * 16 + l_2] += acc[j_2 * 16 + l_2 + 8];
+        }
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float sum = f5_bias[ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          sum = sum + acc[j_3 * 16 + l_3];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh2[n * 120 + ob * 4 + j_2] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh2[n * 120 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1550,14 +1580,24 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-        float sum = f6_bias[ob * 4 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 24; l_3++) {
-          sum = sum + acc[j_3 * 24 + l_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          acc[j_3 * 24 + l_3] += acc[j_3 * 24 + l_3 + 16];
+        }
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+          acc[j_4 * 24 + l_4] += acc[j_4 * 24 + l_4 + 8];
+        }
+      }
+      for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+        float sum = f6_bias[ob * 4 + j_5];
+        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+          sum = sum + acc[j_5 * 24 + l_5];
         }
         float v = sum;
         float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
         float z = c * c;
-        tanh3[n * 84 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh3[n * 84 + ob * 4 + j_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1589,11 +1629,21 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-        float sum = f7_bias[ob * 2 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 20; l_3++) {
-          sum = sum + acc[j_3 * 20 + l_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 4; l_3++) {
+          acc[j_3 * 20 + l_3] += acc[j_3 * 20 + l_3 + 16];
         }
-        f7[n * 10 + ob * 2 + j_3] = sum;
+      }
+      for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+          acc[j_4 * 20 + l_4] += acc[j_4 * 20 + l_4 + 8];
+        }
+      }
+      for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+        float sum = f7_bias[ob * 2 + j_5];
+        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+          sum = sum + acc[j_5 * 20 + l_5];
+        }
+        f7[n * 10 + ob * 2 + j_5] = sum;
       }
     }
   }

@@ -2742,11 +2742,16 @@ static void forward_fc(resnet18_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-        float sum = fc_bias[ob * 4 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          sum = sum + acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          acc[j_2 * 16 + l_2] += acc[j_2 * 16 + l_2 + 8];
         }
-        fc[n * 1000 + ob * 4 + j_2] = sum;
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float sum = fc_bias[ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          sum = sum + acc[j_3 * 16 + l_3];
+        }
+        fc[n * 1000 + ob * 4 + j_3] = sum;
       }
     }
   }
@@ -4979,11 +4984,16 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-        float sum = fc_bias[ob * 4 + j_2];
-        for (ptrdiff_t l_2 = 0; l_2 < 16; l_2++) {
-          sum = sum + acc[j_2 * 16 + l_2];
+        for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
+          acc[j_2 * 16 + l_2] += acc[j_2 * 16 + l_2 + 8];
         }
-        fc[n * 1000 + ob * 4 + j_2] = sum;
+      }
+      for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
+        float sum = fc_bias[ob * 4 + j_3];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          sum = sum + acc[j_3 * 16 + l_3];
+        }
+        fc[n * 1000 + ob * 4 + j_3] = sum;
       }
     }
   }
