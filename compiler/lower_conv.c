@@ -642,6 +642,80 @@ static void dw_store(Lower *L, Conv *c, Buffer *dw, Buffer *from, Expr *ocl0,
   close(L, 2);
 }
 
+/* The weight gradient with input channels in the lanes (schedule.h,
+ * dw_chan): for each chunk of positions, block of input channels, block
+ * of output channels (shared out among threads) and tap, the tile's sums
+ * so far come from a scratch buffer, gain dy's element at every position
+ * of the chunk times the tap's run of input channels there, and go back;
+ * then dw is read out of the sums. The copy is channels innermost, so a
+ * stride is a longer step between positions and needs no planes. */
+static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
+  const ConvGeom *g = &c->g;
+  const ConvSchedule *s = &c->s;
+  int64_t ocb = s->ocb, icw = s->width, nob = g->O / ocb, nib = g->C / icw;
+  int64_t rows = s->dw_rows, rbs = g->OH / rows, tile = ocb * icw;
+  LoopBuilder *b = &L->b;
+  Buffer *sums = lower_scratch_once(L, "sums", g->O * g->C * g->KH * g->KW);
+  int n = s->dw_all ? -1 : lb_for(b, "n", -1);
+  int rb = rbs > 1 ? lb_for(b, "rb", rbs) : -1;
+  int ib = lb_for(b, "ib", nib);
+  int ob = s->parallel ? lb_parallel_for(b, "ob", nob) : lb_for(b, "ob", nob);
+  int kh = lb_for(b, "kh", g->KH);
+  int kw = lb_for(b, "kw", g->KW);
+  /* the tile's sums: [ob][ib][kh][kw], then ocb x icw */
+  Expr *at = add(L, mul(L, V(L, ob), I(L, nib)), V(L, ib));
+  at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
+  Expr *base =
+      mul(L, add(L, mul(L, at, I(L, g->KW)), V(L, kw)), I(L, tile));
+  Expr *first = NULL; /* the first chunk starts from zero */
+  if (n >= 0)
+    first = x_bin(L->p, X_EQ, V(L, n), I(L, 0));
+  if (rb >= 0) {
+    Expr *r0 = x_bin(L->p, X_EQ, V(L, rb), I(L, 0));
+    first = first ? x_bin(L->p, X_AND, first, r0) : r0;
+  }
+  int a = lb_for(b, "a", tile);
+  Expr *so_far = load(L, sums, add(L, base, V(L, a)));
+  lb_store(b, c->acc, V(L, a),
+           first ? x_select(L->p, first, F(L, 0), so_far) : F(L, 0));
+  close(L, 1);
+  int nn = n >= 0 ? n : lb_for(b, "n", -1);
+  int r = lb_for(b, "r", rows);
+  Expr *oh = rb >= 0 ? add(L, mul(L, V(L, rb), I(L, rows)), V(L, r)) : V(L, r);
+  int ow = lb_for(b, "ow", g->OW);
+  int i = lb_for(b, "i", ocb);
+  Expr *oc = add(L, mul(L, V(L, ob), I(L, ocb)), V(L, i));
+  int d = lb_let(b, "d", load(L, c->y, idx(L, V(L, nn), oc, oh, V(L, ow), c->ys)));
+  int l = lb_for(b, "l", icw);
+  Expr *row = add(L, mul(L, oh, I(L, g->sh)), mul(L, V(L, kh), I(L, g->dh)));
+  Expr *col =
+      add(L, mul(L, V(L, ow), I(L, g->sw)), mul(L, V(L, kw), I(L, g->dw)));
+  Expr *ch = add(L, mul(L, V(L, ib), I(L, icw)), V(L, l));
+  lb_accum(b, c->acc, add(L, mul(L, V(L, i), I(L, icw)), V(L, l)),
+           mul(L, x_temp(L->p, d),
+               load(L, c->x, hwc(L, c, V(L, nn), I(L, 0), row, col, ch))));
+  close(L, 4 + (n < 0));
+  a = lb_for(b, "a", tile);
+  lb_store(b, sums, add(L, base, V(L, a)), load(L, c->acc, V(L, a)));
+  close(L, 5 + (rb >= 0) + (n >= 0));
+  /* dw[o][c][kh][kw] from the tiles' sums */
+  int o = lb_for(b, "o", g->O);
+  int ic = lb_for(b, "ic", g->C);
+  kh = lb_for(b, "kh", g->KH);
+  kw = lb_for(b, "kw", g->KW);
+  at = add(L, mul(L, dvd(L, V(L, o), I(L, ocb)), I(L, nib)),
+           dvd(L, V(L, ic), I(L, icw)));
+  at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
+  at = mul(L, add(L, mul(L, at, I(L, g->KW)), V(L, kw)), I(L, tile));
+  at = add(L, at,
+           add(L, mul(L, x_bin(L->p, X_MOD, V(L, o), I(L, ocb)), I(L, icw)),
+               x_bin(L->p, X_MOD, V(L, ic), I(L, icw))));
+  Expr *to = add(L, mul(L, V(L, o), I(L, g->C)), V(L, ic));
+  to = add(L, mul(L, to, I(L, g->KH)), V(L, kh));
+  lb_store(b, dw, add(L, mul(L, to, I(L, g->KW)), V(L, kw)), load(L, sums, at));
+  close(L, 4);
+}
+
 /* The weight gradient: for each block of output channels, input channel,
  * kernel row and block of kw taps, lanes of dot products of dy with the
  * tap's run of the copy, over samples and tiles of positions, then their
@@ -660,6 +734,12 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
     return 0;
   const ConvSchedule *s = &c.s;
   pad_input(L, &c);
+  if (s->dw_chan) {
+    c.acc = loop_local(L->p, L->b.k, "acc", s->ocb * s->width);
+    c.grp = -1;
+    dw_chan_nest(L, &c, dw);
+    return 1;
+  }
   Buffer *fy = flat_dy(L, &c);
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb,
           kwb = s->kwb;

@@ -210,6 +210,18 @@ Parallel schedule_conv_parallel(const ConvGeom *g, const ConvSchedule *s,
 const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
   if (!s->tiled)
     return "plain (tiling off)";
+  if (s->dw_chan)
+    return arena_printf(
+        a,
+        "input copied zero-padded, channels innermost; accumulators: %" PRId64
+        " output channels x %" PRId64 " input channels of a tap, over %s; "
+        "sums kept between chunks%s",
+        s->ocb, s->width,
+        s->dw_all ? "every sample's positions at once"
+                  : arena_printf(a, "each sample's positions %" PRId64
+                                    " output rows at a time",
+                                 s->dw_rows),
+        s->parallel ? "; blocks shared out among threads" : "");
   const char *acc =
       pass == CONV_WEIGHT
           ? arena_printf(a,
@@ -325,8 +337,62 @@ void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch) {
   s->dw_ic = largest_divisor(cg, CHUNK_BYTES / 2 / planes);
 }
 
+/* The weight gradient with input channels in the lanes (schedule.h,
+ * dw_chan). The nest over positions sums, for each tap, dy's element (a
+ * broadcast) times a run of input channels at the tap's shift, into ocb x
+ * width accumulators: the forward pass's channels-innermost tile turned
+ * round, with every position of the batch as its reduction. The lanes'
+ * nest does the same work as dot products along positions, but with few
+ * positions (ResNet's 7 x 7 and 14 x 14) its tiles were short and their
+ * lane sums long: ResNet-18's layer4 weight gradients ran at 15-20
+ * GFLOP/s. Taken for AVX-512, where it was measured; needs the input
+ * channels in whole vectors. */
+static int dw_chan(const ConvGeom *g, int L, int64_t batch, ConvSchedule *s) {
+  if (L != TARGET_AVX512 || g->groups != 1 || g->C % L || g->uh > 1 ||
+      g->uw > 1)
+    return 0;
+  double best = -1;
+  for (int64_t v = 1; v <= 4; v++) {
+    if (g->C % (v * L))
+      continue;
+    for (int64_t ocb = 1; ocb * v <= max_acc(L); ocb++) {
+      if (g->O % ocb)
+        continue;
+      /* cycles per vector multiply-add: the broadcasts and loads, or the
+       * multiply-adds; then more chains to hide their latency */
+      double fma = (double)(ocb * v), mem = (double)(ocb + v);
+      double cost = (fma > mem ? fma : mem) / fma - 1e-3 * fma;
+      if (best < 0 || cost < best) {
+        best = cost;
+        s->ocb = ocb;
+        s->width = v * L;
+      }
+    }
+  }
+  if (s->ocb * (s->width / L) < 8) /* too few chains for the latency */
+    return 0;
+  ConvGeom p = padded_geom(g);
+  s->dw_chan = s->tiled = s->pad_copy = s->hwc = 1;
+  s->kwb = s->phase_h = s->phase_w = 1;
+  s->plane_h = p.H;
+  s->plane_w = p.W;
+  s->positions = g->OH * g->OW;
+  s->tiles = 1;
+  /* chunks whose run of the copy (width channels) fits half of L2 */
+  int64_t run = s->width * 4 * p.W;
+  s->dw_all = run * p.H * batch <= CHUNK_BYTES;
+  int64_t most = (CHUNK_BYTES / run - (g->KH - 1) * g->dh) / g->sh;
+  s->dw_rows = s->dw_all ? g->OH : largest_divisor(g->OH, most < 1 ? 1 : most);
+  s->parallel = schedule_parallel(schedule_conv_work(g), batch,
+                                  g->O / s->ocb, 0);
+  return 1;
+}
+
 ConvSchedule schedule_dw(const ConvGeom *g, int tile, int64_t batch) {
-  ConvSchedule s = schedule_conv(g, CONV_WEIGHT, tile);
+  ConvSchedule s = {0};
+  if (tile && dw_chan(g, tile, batch, &s))
+    return s;
+  s = schedule_conv(g, CONV_WEIGHT, tile);
   if (!s.tiled)
     return s;
   s.parallel = schedule_parallel(

@@ -71,6 +71,15 @@ typedef struct ConvSchedule {
                         output channels per outer block (0: no blocking) */
   int64_t dw_ic;     /* and input channels per pass within it, so that the
                         rows of both stay in L2 (0: all) */
+  int dw_chan;       /* weight gradient with input channels in the lanes:
+                        a tile is ocb output channels by width input
+                        channels of one tap, summed over every position
+                        (dy's element broadcast, a run of the input copied
+                        channels innermost); positions go by in chunks,
+                        the tiles' sums kept in a scratch buffer between
+                        them (schedule_dw) */
+  int dw_all;        /* dw_chan: a chunk is every sample's rows ... */
+  int64_t dw_rows;   /* ... else dw_rows output rows of one sample */
   int64_t width;     /* positions per tile: the innermost, contiguous
                         loop, which the backends' compilers vectorize */
   int64_t tiles;     /* tiles across the positions, the last a whole one
