@@ -218,8 +218,9 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
         "sums kept between chunks%s",
         s->ocb, s->width,
         s->dw_all ? "every sample's positions at once"
-                  : arena_printf(a, "each sample's positions %" PRId64
-                                    " output rows at a time",
+                  : arena_printf(a,
+                                 "each sample's positions %" PRId64
+                                 " output rows at a time",
                                  s->dw_rows),
         s->parallel ? "; blocks shared out among threads" : "");
   const char *acc =
@@ -383,8 +384,8 @@ static int dw_chan(const ConvGeom *g, int L, int64_t batch, ConvSchedule *s) {
   s->dw_all = run * p.H * batch <= CHUNK_BYTES;
   int64_t most = (CHUNK_BYTES / run - (g->KH - 1) * g->dh) / g->sh;
   s->dw_rows = s->dw_all ? g->OH : largest_divisor(g->OH, most < 1 ? 1 : most);
-  s->parallel = schedule_parallel(schedule_conv_work(g), batch,
-                                  g->O / s->ocb, 0);
+  s->parallel =
+      schedule_parallel(schedule_conv_work(g), batch, g->O / s->ocb, 0);
   return 1;
 }
 

@@ -1370,7 +1370,7 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
 /* avgpool0: avgpool, lenet5.cnn:9 */
 static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
   const float *tanh0 = s->arena + 5472;
-  float *avgpool0 = s->arena + 11776;
+  float *avgpool0 = s->arena + 14176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 6; c++) {
       for (ptrdiff_t oh = 0; oh < 14; oh++) {
@@ -1393,7 +1393,7 @@ static void train_avgpool0(lenet5_state *s, ptrdiff_t count) {
 static void train_c3(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 176; /* c3.weight */
   const float *c3_bias = s->f32 + 2576; /* c3.bias */
-  const float *avgpool0 = s->arena + 11776;
+  const float *avgpool0 = s->arena + 14176;
   float *tanh1 = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -1652,7 +1652,7 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, lenet5.cnn:15 */
 static void train_cross_entropy0(lenet5_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *f7 = s->arena + 2224;
-  float *cross_entropy0 = s->arena + 16064;
+  float *cross_entropy0 = s->arena + 16544;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -1979,7 +1979,7 @@ static void train_f5_dbias(lenet5_state *s, ptrdiff_t count) {
 static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
   const float *tanh1 = s->arena + 0;
   const float *flatten0_dx = s->arena + 2000;
-  float *tanh1_dx = s->arena + 10176;
+  float *tanh1_dx = s->arena + 12576;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1600; i++) {
       tanh1_dx[n * 1600 + i] = 0.0f;
@@ -2013,10 +2013,20 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 248 positions; accumulators: 3 output channels x 32 positions; tiles through chunks of 2 blocks; 8 tiles (8 spare positions), no guards */
 static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
   const float *c3_weight = s->f32 + 176; /* c3.weight */
-  const float *tanh1_dx = s->arena + 10176;
-  float *c3_dx = s->arena + 14880;
+  const float *tanh1_dx = s->arena + 12576;
+  float *c3_dx = s->arena + 15360;
+  float *c3_dx_unflipped = s->arena + 10176;
   float *c3_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t o = 0; o < 6; o++) {
+    for (ptrdiff_t ic = 0; ic < 16; ic++) {
+      for (ptrdiff_t kh = 0; kh < 5; kh++) {
+        for (ptrdiff_t kw = 0; kw < 5; kw++) {
+          c3_dx_unflipped[((o * 16 + ic) * 5 + kh) * 5 + kw] = c3_weight[((ic * 6 + o) * 5 + 4 - kh) * 5 + 4 - kw];
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 16; c++) {
       for (ptrdiff_t a = 0; a < 19; a++) {
@@ -2034,13 +2044,13 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
             acc[j * 32 + i] = 0.0f;
           }
         }
-        for (ptrdiff_t ic = 0; ic < 16; ic++) {
-          for (ptrdiff_t kh = 0; kh < 5; kh++) {
-            for (ptrdiff_t kw = 0; kw < 5; kw++) {
+        for (ptrdiff_t ic_2 = 0; ic_2 < 16; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
               for (ptrdiff_t j_2 = 0; j_2 < 3; j_2++) {
-                float wv = c3_weight[((ic * 6 + ob * 3 + j_2) * 5 + 4 - kh) * 5 + 4 - kw];
+                float wv = c3_dx_unflipped[(((ob * 3 + j_2) * 16 + ic_2) * 5 + kh_2) * 5 + kw_2];
                 for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                  acc[j_2 * 32 + i_2] = madd(c3_dx_padded[((n_2 * 16 + ic) * 19 + kh) * 18 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
+                  acc[j_2 * 32 + i_2] = madd(c3_dx_padded[((n_2 * 16 + ic_2) * 19 + kh_2) * 18 + t * 32 + i_2 + kw_2], wv, acc[j_2 * 32 + i_2]);
                 }
               }
             }
@@ -2062,8 +2072,8 @@ static void train_c3_dx(lenet5_state *s, ptrdiff_t count) {
 /* c3.dweight: conv_dw, lenet5.cnn:10
  * schedule: input copied zero-padded; rows flattened to 136 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; 6 tiles (8 spare positions), no guards */
 static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
-  const float *avgpool0 = s->arena + 11776;
-  const float *tanh1_dx = s->arena + 10176;
+  const float *avgpool0 = s->arena + 14176;
+  const float *tanh1_dx = s->arena + 12576;
   float *c3_weight_grad = s->g32 + 176;
   float *c3_dweight_padded = s->arena + 2304;
   float *c3_dweight_dy_flat = s->arena + 0;
@@ -2119,7 +2129,7 @@ static void train_c3_dweight(lenet5_state *s, ptrdiff_t count) {
 
 /* c3.dbias: bias_grad, lenet5.cnn:10 */
 static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
-  const float *tanh1_dx = s->arena + 10176;
+  const float *tanh1_dx = s->arena + 12576;
   float *c3_bias_grad = s->g32 + 2576;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 16; c++) {
@@ -2147,7 +2157,7 @@ static void train_c3_dbias(lenet5_state *s, ptrdiff_t count) {
 /* avgpool0.dx: pool_dx+act_dx with tanh0.dx, lenet5.cnn:9 */
 static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
   const float *tanh0 = s->arena + 5472;
-  const float *c3_dx = s->arena + 14880;
+  const float *c3_dx = s->arena + 15360;
   float *tanh0_dx = s->arena + 10176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4704; i++) {
@@ -2432,7 +2442,7 @@ int lenet5_backward(lenet5_state *s, int count, const float *x, const int64_t *l
   LENET5_KERNEL("avgpool0.dx", train_avgpool0_dx(s, count));
   LENET5_KERNEL("c1.dweight", train_c1_dweight(s, count, x));
   LENET5_KERNEL("c1.dbias", train_c1_dbias(s, count));
-  *loss = s->arena[16064];
+  *loss = s->arena[16544];
   return 0;
 }
 

@@ -18,7 +18,7 @@
 typedef struct lenet5_state {
   float f32[61760]; /* parameters and float buffers */
   int64_t i64[16]; /* integer buffers */
-  float arena[16080]; /* activations, planned by lifetime */
+  float arena[16560]; /* activations, planned by lifetime */
   float g32[61760]; /* gradients, as f32 */
   float m32[61760]; /* optimizer state: momentum */
   float lr;       /* the learning rate */

@@ -2815,7 +2815,7 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
-  float *conv1 = s->arena + 1179648;
+  float *conv1 = s->arena + 2359296;
   float *conv1_packed = s->arena + 160080;
   float *conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -2884,8 +2884,8 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
   float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
   float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
   int64_t *bn1_num_batches_tracked = s->i64 + 0; /* bn1.num_batches_tracked */
-  const float *conv1 = s->arena + 1179648;
-  float *relu0 = s->arena + 1982464;
+  const float *conv1 = s->arena + 2359296;
+  float *relu0 = s->arena + 3162112;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -2919,8 +2919,8 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
 
 /* maxpool0: maxpool, resnet18.cnn:30 */
 static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 1982464;
-  float *maxpool0 = s->arena + 2785280;
+  const float *relu0 = s->arena + 3162112;
+  float *maxpool0 = s->arena + 3964928;
   float *maxpool0_padded = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
@@ -2952,8 +2952,8 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *maxpool0 = s->arena + 2785280;
-  float *layer1_0_conv1 = s->arena + 2985984;
+  const float *maxpool0 = s->arena + 3964928;
+  float *layer1_0_conv1 = s->arena + 4165632;
   float *layer1_0_conv1_packed = s->arena + 215296;
   float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -3018,8 +3018,8 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
   int64_t *layer1_0_bn1_num_batches_tracked = s->i64 + 16; /* layer1.0.bn1.num_batches_tracked */
-  const float *layer1_0_conv1 = s->arena + 2985984;
-  float *layer1_0_relu0 = s->arena + 3186688;
+  const float *layer1_0_conv1 = s->arena + 4165632;
+  float *layer1_0_relu0 = s->arena + 4366336;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3055,8 +3055,8 @@ static void train_layer1_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 3186688;
-  float *layer1_0_conv2 = s->arena + 3387392;
+  const float *layer1_0_relu0 = s->arena + 4366336;
+  float *layer1_0_conv2 = s->arena + 4567040;
   float *layer1_0_conv2_packed = s->arena + 215296;
   float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -3121,9 +3121,9 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
   int64_t *layer1_0_bn2_num_batches_tracked = s->i64 + 32; /* layer1.0.bn2.num_batches_tracked */
-  const float *maxpool0 = s->arena + 2785280;
-  const float *layer1_0_conv2 = s->arena + 3387392;
-  float *layer1_0_relu1 = s->arena + 3588096;
+  const float *maxpool0 = s->arena + 3964928;
+  const float *layer1_0_conv2 = s->arena + 4567040;
+  float *layer1_0_relu1 = s->arena + 4767744;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3159,8 +3159,8 @@ static void train_layer1_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 3588096;
-  float *layer1_1_conv1 = s->arena + 3788800;
+  const float *layer1_0_relu1 = s->arena + 4767744;
+  float *layer1_1_conv1 = s->arena + 4968448;
   float *layer1_1_conv1_packed = s->arena + 215296;
   float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -3225,8 +3225,8 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
   int64_t *layer1_1_bn1_num_batches_tracked = s->i64 + 48; /* layer1.1.bn1.num_batches_tracked */
-  const float *layer1_1_conv1 = s->arena + 3788800;
-  float *layer1_1_relu0 = s->arena + 3989504;
+  const float *layer1_1_conv1 = s->arena + 4968448;
+  float *layer1_1_relu0 = s->arena + 5169152;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3262,8 +3262,8 @@ static void train_layer1_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 3989504;
-  float *layer1_1_conv2 = s->arena + 4190208;
+  const float *layer1_1_relu0 = s->arena + 5169152;
+  float *layer1_1_conv2 = s->arena + 5369856;
   float *layer1_1_conv2_packed = s->arena + 215296;
   float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -3328,9 +3328,9 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
   int64_t *layer1_1_bn2_num_batches_tracked = s->i64 + 64; /* layer1.1.bn2.num_batches_tracked */
-  const float *layer1_0_relu1 = s->arena + 3588096;
-  const float *layer1_1_conv2 = s->arena + 4190208;
-  float *layer1_1_relu1 = s->arena + 4390912;
+  const float *layer1_0_relu1 = s->arena + 4767744;
+  const float *layer1_1_conv2 = s->arena + 5369856;
+  float *layer1_1_relu1 = s->arena + 5570560;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3366,8 +3366,8 @@ static void train_layer1_1_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer1_1_relu1 = s->arena + 4390912;
-  float *layer2_0_conv1 = s->arena + 4722688;
+  const float *layer1_1_relu1 = s->arena + 5570560;
+  float *layer2_0_conv1 = s->arena + 5771264;
   float *layer2_0_conv1_packed = s->arena + 222720;
   float *layer2_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -3438,8 +3438,8 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
   int64_t *layer2_0_bn1_num_batches_tracked = s->i64 + 80; /* layer2.0.bn1.num_batches_tracked */
-  const float *layer2_0_conv1 = s->arena + 4722688;
-  float *layer2_0_relu0 = s->arena + 4823040;
+  const float *layer2_0_conv1 = s->arena + 5771264;
+  float *layer2_0_relu0 = s->arena + 5871616;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3475,8 +3475,8 @@ static void train_layer2_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 4823040;
-  float *layer2_0_conv2 = s->arena + 4923392;
+  const float *layer2_0_relu0 = s->arena + 5871616;
+  float *layer2_0_conv2 = s->arena + 5971968;
   float *layer2_0_conv2_packed = s->arena + 0;
   float *layer2_0_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
@@ -3540,8 +3540,8 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards */
 static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 4390912;
-  float *layer2_0_downsample_0 = s->arena + 5023744;
+  const float *layer1_1_relu1 = s->arena + 5570560;
+  float *layer2_0_downsample_0 = s->arena + 6072320;
   float *layer2_0_downsample_0_packed = s->arena + 207872;
   float *layer2_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -3612,7 +3612,7 @@ static void train_layer2_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
   int64_t *layer2_0_downsample_1_num_batches_tracked = s->i64 + 112; /* layer2.0.downsample.1.num_batches_tracked */
-  const float *layer2_0_downsample_0 = s->arena + 5023744;
+  const float *layer2_0_downsample_0 = s->arena + 6072320;
   float *layer2_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
@@ -3651,9 +3651,9 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
   int64_t *layer2_0_bn2_num_batches_tracked = s->i64 + 96; /* layer2.0.bn2.num_batches_tracked */
-  const float *layer2_0_conv2 = s->arena + 4923392;
+  const float *layer2_0_conv2 = s->arena + 5971968;
   const float *layer2_0_downsample_1 = s->arena + 0;
-  float *layer2_0_relu1 = s->arena + 5124096;
+  float *layer2_0_relu1 = s->arena + 6172672;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3689,8 +3689,8 @@ static void train_layer2_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 5124096;
-  float *layer2_1_conv1 = s->arena + 5224448;
+  const float *layer2_0_relu1 = s->arena + 6172672;
+  float *layer2_1_conv1 = s->arena + 6273024;
   float *layer2_1_conv1_packed = s->arena + 0;
   float *layer2_1_conv1_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
@@ -3757,8 +3757,8 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
   int64_t *layer2_1_bn1_num_batches_tracked = s->i64 + 128; /* layer2.1.bn1.num_batches_tracked */
-  const float *layer2_1_conv1 = s->arena + 5224448;
-  float *layer2_1_relu0 = s->arena + 5324800;
+  const float *layer2_1_conv1 = s->arena + 6273024;
+  float *layer2_1_relu0 = s->arena + 6373376;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3794,8 +3794,8 @@ static void train_layer2_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 5324800;
-  float *layer2_1_conv2 = s->arena + 5425152;
+  const float *layer2_1_relu0 = s->arena + 6373376;
+  float *layer2_1_conv2 = s->arena + 6473728;
   float *layer2_1_conv2_packed = s->arena + 0;
   float *layer2_1_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
@@ -3862,9 +3862,9 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
   int64_t *layer2_1_bn2_num_batches_tracked = s->i64 + 144; /* layer2.1.bn2.num_batches_tracked */
-  const float *layer2_0_relu1 = s->arena + 5124096;
-  const float *layer2_1_conv2 = s->arena + 5425152;
-  float *layer2_1_relu1 = s->arena + 5525504;
+  const float *layer2_0_relu1 = s->arena + 6172672;
+  const float *layer2_1_conv2 = s->arena + 6473728;
+  float *layer2_1_relu1 = s->arena + 6574080;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -3900,8 +3900,8 @@ static void train_layer2_1_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards */
 static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer2_1_relu1 = s->arena + 5525504;
-  float *layer3_0_conv1 = s->arena + 5682688;
+  const float *layer2_1_relu1 = s->arena + 6574080;
+  float *layer3_0_conv1 = s->arena + 6674432;
   float *layer3_0_conv1_packed = s->arena + 0;
   float *layer3_0_conv1_padded = s->arena + 294912;
   float acc[96]; /* accumulators */
@@ -3972,8 +3972,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
   int64_t *layer3_0_bn1_num_batches_tracked = s->i64 + 160; /* layer3.0.bn1.num_batches_tracked */
-  const float *layer3_0_conv1 = s->arena + 5682688;
-  float *layer3_0_relu0 = s->arena + 5732864;
+  const float *layer3_0_conv1 = s->arena + 6674432;
+  float *layer3_0_relu0 = s->arena + 6724608;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4009,8 +4009,8 @@ static void train_layer3_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 5732864;
-  float *layer3_0_conv2 = s->arena + 5783040;
+  const float *layer3_0_relu0 = s->arena + 6724608;
+  float *layer3_0_conv2 = s->arena + 6774784;
   float *layer3_0_conv2_packed = s->arena + 0;
   float *layer3_0_conv2_padded = s->arena + 589824;
   float *layer3_0_conv2_partial = s->arena + 655360;
@@ -4086,8 +4086,8 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
 static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 5525504;
-  float *layer3_0_downsample_0 = s->arena + 5833216;
+  const float *layer2_1_relu1 = s->arena + 6574080;
+  float *layer3_0_downsample_0 = s->arena + 6824960;
   float *layer3_0_downsample_0_packed = s->arena + 107520;
   float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -4158,7 +4158,7 @@ static void train_layer3_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
   int64_t *layer3_0_downsample_1_num_batches_tracked = s->i64 + 192; /* layer3.0.downsample.1.num_batches_tracked */
-  const float *layer3_0_downsample_0 = s->arena + 5833216;
+  const float *layer3_0_downsample_0 = s->arena + 6824960;
   float *layer3_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -4197,9 +4197,9 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
   int64_t *layer3_0_bn2_num_batches_tracked = s->i64 + 176; /* layer3.0.bn2.num_batches_tracked */
-  const float *layer3_0_conv2 = s->arena + 5783040;
+  const float *layer3_0_conv2 = s->arena + 6774784;
   const float *layer3_0_downsample_1 = s->arena + 0;
-  float *layer3_0_relu1 = s->arena + 5883392;
+  float *layer3_0_relu1 = s->arena + 6875136;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4235,8 +4235,8 @@ static void train_layer3_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 5883392;
-  float *layer3_1_conv1 = s->arena + 5933568;
+  const float *layer3_0_relu1 = s->arena + 6875136;
+  float *layer3_1_conv1 = s->arena + 6925312;
   float *layer3_1_conv1_packed = s->arena + 0;
   float *layer3_1_conv1_padded = s->arena + 589824;
   float *layer3_1_conv1_partial = s->arena + 655360;
@@ -4315,8 +4315,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
   int64_t *layer3_1_bn1_num_batches_tracked = s->i64 + 208; /* layer3.1.bn1.num_batches_tracked */
-  const float *layer3_1_conv1 = s->arena + 5933568;
-  float *layer3_1_relu0 = s->arena + 5983744;
+  const float *layer3_1_conv1 = s->arena + 6925312;
+  float *layer3_1_relu0 = s->arena + 6975488;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4352,8 +4352,8 @@ static void train_layer3_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 5983744;
-  float *layer3_1_conv2 = s->arena + 6033920;
+  const float *layer3_1_relu0 = s->arena + 6975488;
+  float *layer3_1_conv2 = s->arena + 7025664;
   float *layer3_1_conv2_packed = s->arena + 0;
   float *layer3_1_conv2_padded = s->arena + 589824;
   float *layer3_1_conv2_partial = s->arena + 655360;
@@ -4432,9 +4432,9 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
   int64_t *layer3_1_bn2_num_batches_tracked = s->i64 + 224; /* layer3.1.bn2.num_batches_tracked */
-  const float *layer3_0_relu1 = s->arena + 5883392;
-  const float *layer3_1_conv2 = s->arena + 6033920;
-  float *layer3_1_relu1 = s->arena + 6084096;
+  const float *layer3_0_relu1 = s->arena + 6875136;
+  const float *layer3_1_conv2 = s->arena + 7025664;
+  float *layer3_1_relu1 = s->arena + 7075840;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4470,8 +4470,8 @@ static void train_layer3_1_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer3_1_relu1 = s->arena + 6084096;
-  float *layer4_0_conv1 = s->arena + 115712;
+  const float *layer3_1_relu1 = s->arena + 7075840;
+  float *layer4_0_conv1 = s->arena + 7172096;
   float *layer4_0_conv1_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4530,8 +4530,8 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
   int64_t *layer4_0_bn1_num_batches_tracked = s->i64 + 240; /* layer4.0.bn1.num_batches_tracked */
-  const float *layer4_0_conv1 = s->arena + 115712;
-  float *layer4_0_relu0 = s->arena + 140800;
+  const float *layer4_0_conv1 = s->arena + 7172096;
+  float *layer4_0_relu0 = s->arena + 7197184;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4567,8 +4567,8 @@ static void train_layer4_0_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 140800;
-  float *layer4_0_conv2 = s->arena + 165888;
+  const float *layer4_0_relu0 = s->arena + 7197184;
+  float *layer4_0_conv2 = s->arena + 7222272;
   float *layer4_0_conv2_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4620,8 +4620,8 @@ static void train_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 64 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
 static void train_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 6084096;
-  float *layer4_0_downsample_0 = s->arena + 78848;
+  const float *layer3_1_relu1 = s->arena + 7075840;
+  float *layer4_0_downsample_0 = s->arena + 7247360;
   float *layer4_0_downsample_0_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4680,7 +4680,7 @@ static void train_layer4_0_downsample_1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
   int64_t *layer4_0_downsample_1_num_batches_tracked = s->i64 + 272; /* layer4.0.downsample.1.num_batches_tracked */
-  const float *layer4_0_downsample_0 = s->arena + 78848;
+  const float *layer4_0_downsample_0 = s->arena + 7247360;
   float *layer4_0_downsample_1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -4719,9 +4719,9 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
   int64_t *layer4_0_bn2_num_batches_tracked = s->i64 + 256; /* layer4.0.bn2.num_batches_tracked */
-  const float *layer4_0_conv2 = s->arena + 165888;
+  const float *layer4_0_conv2 = s->arena + 7222272;
   const float *layer4_0_downsample_1 = s->arena + 0;
-  float *layer4_0_relu1 = s->arena + 190976;
+  float *layer4_0_relu1 = s->arena + 7272448;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4757,8 +4757,8 @@ static void train_layer4_0_bn2(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 190976;
-  float *layer4_1_conv1 = s->arena + 216064;
+  const float *layer4_0_relu1 = s->arena + 7272448;
+  float *layer4_1_conv1 = s->arena + 7297536;
   float *layer4_1_conv1_padded = s->arena + 0;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -4813,8 +4813,8 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
   int64_t *layer4_1_bn1_num_batches_tracked = s->i64 + 288; /* layer4.1.bn1.num_batches_tracked */
-  const float *layer4_1_conv1 = s->arena + 216064;
-  float *layer4_1_relu0 = s->arena + 241152;
+  const float *layer4_1_conv1 = s->arena + 7297536;
+  float *layer4_1_relu0 = s->arena + 7322624;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4850,7 +4850,7 @@ static void train_layer4_1_bn1(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 241152;
+  const float *layer4_1_relu0 = s->arena + 7322624;
   float *layer4_1_conv2 = s->arena + 46080;
   float *layer4_1_conv2_padded = s->arena + 0;
   float acc[64]; /* accumulators */
@@ -4906,7 +4906,7 @@ static void train_layer4_1_bn2(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
   int64_t *layer4_1_bn2_num_batches_tracked = s->i64 + 304; /* layer4.1.bn2.num_batches_tracked */
-  const float *layer4_0_relu1 = s->arena + 190976;
+  const float *layer4_0_relu1 = s->arena + 7272448;
   const float *layer4_1_conv2 = s->arena + 46080;
   float *layer4_1_relu1 = s->arena + 0;
   for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5002,7 +5002,7 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, resnet18.cnn:39 */
 static void train_cross_entropy0(resnet18_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *fc = s->arena + 25088;
-  float *cross_entropy0 = s->arena + 6234624;
+  float *cross_entropy0 = s->arena + 7422976;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 1; p++) {
@@ -5133,7 +5133,7 @@ static void train_fc_dbias(resnet18_state *s, ptrdiff_t count) {
 static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu1 = s->arena + 0;
   const float *flatten0_dx = s->arena + 25088;
-  float *layer4_1_relu1_dx = s->arena + 266240;
+  float *layer4_1_relu1_dx = s->arena + 7347712;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 25088; i++) {
       layer4_1_relu1_dx[n * 25088 + i] = 0.0f;
@@ -5169,8 +5169,8 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
   const float *layer4_1_conv2 = s->arena + 46080;
-  const float *layer4_1_relu1_dx = s->arena + 266240;
-  float *layer4_1_bn2_dx = s->arena + 291328;
+  const float *layer4_1_relu1_dx = s->arena + 7347712;
+  float *layer4_1_bn2_dx = s->arena + 7372800;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5210,7 +5210,7 @@ static void train_layer4_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2 = s->arena + 46080;
-  const float *layer4_1_relu1_dx = s->arena + 266240;
+  const float *layer4_1_relu1_dx = s->arena + 7347712;
   float *layer4_1_bn2_weight_grad = s->g32 + 11184064;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5245,7 +5245,7 @@ static void train_layer4_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1_dx = s->arena + 266240;
+  const float *layer4_1_relu1_dx = s->arena + 7347712;
   float *layer4_1_bn2_bias_grad = s->g32 + 11184576;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5273,8 +5273,8 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0 = s->arena + 241152;
-  const float *layer4_1_bn2_dx = s->arena + 291328;
+  const float *layer4_1_relu0 = s->arena + 7322624;
+  const float *layer4_1_bn2_dx = s->arena + 7372800;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
   float *layer4_1_conv2_dweight_padded = s->arena + 0;
   float *layer4_1_conv2_dweight_dy_flat = s->arena + 46080;
@@ -5335,11 +5335,21 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
-  const float *layer4_1_relu0 = s->arena + 241152;
-  const float *layer4_1_bn2_dx = s->arena + 291328;
-  float *layer4_1_relu0_dx = s->arena + 46080;
-  float *layer4_1_conv2_dx_padded = s->arena + 0;
+  const float *layer4_1_relu0 = s->arena + 7322624;
+  const float *layer4_1_bn2_dx = s->arena + 7372800;
+  float *layer4_1_relu0_dx = s->arena + 7397888;
+  float *layer4_1_conv2_dx_unflipped = s->arena + 0;
+  float *layer4_1_conv2_dx_padded = s->arena + 7126016;
   float acc[64]; /* accumulators */
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          layer4_1_conv2_dx_unflipped[((o * 512 + ic) * 3 + kh) * 3 + kw] = layer4_1_conv2_weight[((ic * 512 + o) * 3 + 2 - kh) * 3 + 2 - kw];
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t a = 0; a < 10; a++) {
@@ -5359,13 +5369,13 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
               acc[j * 32 + i] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_1_conv2_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  float wv = layer4_1_conv2_dx_unflipped[((((oc * 4 + ob) * 2 + j_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv2_dx_padded[((n_2 * 512 + ic_2) * 10 + kh_2) * 9 + t * 32 + i_2 + kw_2], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -5389,9 +5399,9 @@ static void train_layer4_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
-  const float *layer4_1_conv1 = s->arena + 216064;
-  const float *layer4_1_relu0_dx = s->arena + 46080;
-  float *layer4_1_bn1_dx = s->arena + 241152;
+  const float *layer4_1_conv1 = s->arena + 7297536;
+  const float *layer4_1_relu0_dx = s->arena + 7397888;
+  float *layer4_1_bn1_dx = s->arena + 7322624;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5430,8 +5440,8 @@ static void train_layer4_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_conv1 = s->arena + 216064;
-  const float *layer4_1_relu0_dx = s->arena + 46080;
+  const float *layer4_1_conv1 = s->arena + 7297536;
+  const float *layer4_1_relu0_dx = s->arena + 7397888;
   float *layer4_1_bn1_weight_grad = s->g32 + 8822720;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5466,7 +5476,7 @@ static void train_layer4_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu0_dx = s->arena + 46080;
+  const float *layer4_1_relu0_dx = s->arena + 7397888;
   float *layer4_1_bn1_bias_grad = s->g32 + 8823232;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5494,8 +5504,8 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1 = s->arena + 190976;
-  const float *layer4_1_bn1_dx = s->arena + 241152;
+  const float *layer4_0_relu1 = s->arena + 7272448;
+  const float *layer4_1_bn1_dx = s->arena + 7322624;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
   float *layer4_1_conv1_dweight_padded = s->arena + 0;
   float *layer4_1_conv1_dweight_dy_flat = s->arena + 46080;
@@ -5556,12 +5566,22 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
-  const float *layer4_0_relu1 = s->arena + 190976;
-  const float *layer4_1_relu1_dx = s->arena + 266240;
-  const float *layer4_1_bn1_dx = s->arena + 241152;
-  float *layer4_0_relu1_dx = s->arena + 216064;
-  float *layer4_1_conv1_dx_padded = s->arena + 0;
+  const float *layer4_0_relu1 = s->arena + 7272448;
+  const float *layer4_1_relu1_dx = s->arena + 7347712;
+  const float *layer4_1_bn1_dx = s->arena + 7322624;
+  float *layer4_0_relu1_dx = s->arena + 7297536;
+  float *layer4_1_conv1_dx_unflipped = s->arena + 0;
+  float *layer4_1_conv1_dx_padded = s->arena + 7126016;
   float acc[64]; /* accumulators */
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          layer4_1_conv1_dx_unflipped[((o * 512 + ic) * 3 + kh) * 3 + kw] = layer4_1_conv1_weight[((ic * 512 + o) * 3 + 2 - kh) * 3 + 2 - kw];
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t a = 0; a < 10; a++) {
@@ -5581,13 +5601,13 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
               acc[j * 32 + i] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_1_conv1_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  float wv = layer4_1_conv1_dx_unflipped[((((oc * 4 + ob) * 2 + j_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv1_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
+                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv1_dx_padded[((n_2 * 512 + ic_2) * 10 + kh_2) * 9 + t * 32 + i_2 + kw_2], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -5611,9 +5631,9 @@ static void train_layer4_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
-  const float *layer4_0_downsample_0 = s->arena + 78848;
-  const float *layer4_0_relu1_dx = s->arena + 216064;
-  float *layer4_0_downsample_1_dx = s->arena + 6184448;
+  const float *layer4_0_downsample_0 = s->arena + 7247360;
+  const float *layer4_0_relu1_dx = s->arena + 7297536;
+  float *layer4_0_downsample_1_dx = s->arena + 7272448;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5652,8 +5672,8 @@ static void train_layer4_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_downsample_0 = s->arena + 78848;
-  const float *layer4_0_relu1_dx = s->arena + 216064;
+  const float *layer4_0_downsample_0 = s->arena + 7247360;
+  const float *layer4_0_relu1_dx = s->arena + 7297536;
   float *layer4_0_downsample_1_weight_grad = s->g32 + 6461376;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5688,7 +5708,7 @@ static void train_layer4_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t cou
 
 /* layer4.0.downsample.1.dbias: bias_grad, resnet18.cnn:16 */
 static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 216064;
+  const float *layer4_0_relu1_dx = s->arena + 7297536;
   float *layer4_0_downsample_1_bias_grad = s->g32 + 6461888;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5716,8 +5736,8 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 32 output blocks by 64 input channels; blocks shared out among threads; 3 tiles (23 spare positions), no guards */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 6084096;
-  const float *layer4_0_downsample_1_dx = s->arena + 6184448;
+  const float *layer3_1_relu1 = s->arena + 7075840;
+  const float *layer4_0_downsample_1_dx = s->arena + 7272448;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
   float *layer4_0_downsample_0_dweight_padded = s->arena + 0;
   float *layer4_0_downsample_0_dweight_dy_flat = s->arena + 78848;
@@ -5781,9 +5801,9 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer4.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
-  const float *layer4_0_conv2 = s->arena + 165888;
-  const float *layer4_0_relu1_dx = s->arena + 216064;
-  float *layer4_0_bn2_dx = s->arena + 78848;
+  const float *layer4_0_conv2 = s->arena + 7222272;
+  const float *layer4_0_relu1_dx = s->arena + 7297536;
+  float *layer4_0_bn2_dx = s->arena + 7247360;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -5822,8 +5842,8 @@ static void train_layer4_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv2 = s->arena + 165888;
-  const float *layer4_0_relu1_dx = s->arena + 216064;
+  const float *layer4_0_conv2 = s->arena + 7222272;
+  const float *layer4_0_relu1_dx = s->arena + 7297536;
   float *layer4_0_bn2_weight_grad = s->g32 + 6328256;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -5858,7 +5878,7 @@ static void train_layer4_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu1_dx = s->arena + 216064;
+  const float *layer4_0_relu1_dx = s->arena + 7297536;
   float *layer4_0_bn2_bias_grad = s->g32 + 6328768;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5886,8 +5906,8 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0 = s->arena + 140800;
-  const float *layer4_0_bn2_dx = s->arena + 78848;
+  const float *layer4_0_relu0 = s->arena + 7197184;
+  const float *layer4_0_bn2_dx = s->arena + 7247360;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
   float *layer4_0_conv2_dweight_padded = s->arena + 0;
   float *layer4_0_conv2_dweight_dy_flat = s->arena + 46080;
@@ -5948,11 +5968,21 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
 static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
-  const float *layer4_0_relu0 = s->arena + 140800;
-  const float *layer4_0_bn2_dx = s->arena + 78848;
-  float *layer4_0_relu0_dx = s->arena + 46080;
-  float *layer4_0_conv2_dx_padded = s->arena + 0;
+  const float *layer4_0_relu0 = s->arena + 7197184;
+  const float *layer4_0_bn2_dx = s->arena + 7247360;
+  float *layer4_0_relu0_dx = s->arena + 7222272;
+  float *layer4_0_conv2_dx_unflipped = s->arena + 0;
+  float *layer4_0_conv2_dx_padded = s->arena + 7126016;
   float acc[64]; /* accumulators */
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          layer4_0_conv2_dx_unflipped[((o * 512 + ic) * 3 + kh) * 3 + kw] = layer4_0_conv2_weight[((ic * 512 + o) * 3 + 2 - kh) * 3 + 2 - kw];
+        }
+      }
+    }
+  }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t a = 0; a < 10; a++) {
@@ -5972,13 +6002,13 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
               acc[j * 32 + i] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_conv2_weight[((ic * 512 + (oc * 4 + ob) * 2 + j_2) * 3 + 2 - kh) * 3 + 2 - kw];
+                  float wv = layer4_0_conv2_dx_unflipped[((((oc * 4 + ob) * 2 + j_2) * 512 + ic_2) * 3 + kh_2) * 3 + kw_2];
                   for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv2_dx_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv2_dx_padded[((n_2 * 512 + ic_2) * 10 + kh_2) * 9 + t * 32 + i_2 + kw_2], wv, acc[j_2 * 32 + i_2]);
                   }
                 }
               }
@@ -6002,9 +6032,9 @@ static void train_layer4_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
-  const float *layer4_0_conv1 = s->arena + 115712;
-  const float *layer4_0_relu0_dx = s->arena + 46080;
-  float *layer4_0_bn1_dx = s->arena + 6209536;
+  const float *layer4_0_conv1 = s->arena + 7172096;
+  const float *layer4_0_relu0_dx = s->arena + 7222272;
+  float *layer4_0_bn1_dx = s->arena + 1417728;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -6043,8 +6073,8 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_conv1 = s->arena + 115712;
-  const float *layer4_0_relu0_dx = s->arena + 46080;
+  const float *layer4_0_conv1 = s->arena + 7172096;
+  const float *layer4_0_relu0_dx = s->arena + 7222272;
   float *layer4_0_bn1_weight_grad = s->g32 + 3966912;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
@@ -6079,7 +6109,7 @@ static void train_layer4_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer4.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_0_relu0_dx = s->arena + 46080;
+  const float *layer4_0_relu0_dx = s->arena + 7222272;
   float *layer4_0_bn1_bias_grad = s->g32 + 3967424;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6108,11 +6138,11 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 6209536;
-  float *layer4_0_conv1_dx = s->arena + 6134272;
+  const float *layer4_0_bn1_dx = s->arena + 1417728;
+  float *layer4_0_conv1_dx = s->arena + 1367552;
   float *layer4_0_conv1_dx_packed = s->arena + 0;
-  float *layer4_0_conv1_dx_padded = s->arena + 4591616;
-  float *layer4_0_conv1_dx_partial = s->arena + 5625856;
+  float *layer4_0_conv1_dx_padded = s->arena + 1179648;
+  float *layer4_0_conv1_dx_partial = s->arena + 1310720;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6184,8 +6214,8 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 64 input channels; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu1 = s->arena + 6084096;
-  const float *layer4_0_bn1_dx = s->arena + 6209536;
+  const float *layer3_1_relu1 = s->arena + 7075840;
+  const float *layer4_0_bn1_dx = s->arena + 1417728;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float *layer4_0_conv1_dweight_padded = s->arena + 0;
   float *layer4_0_conv1_dweight_dy_flat = s->arena + 81920;
@@ -6250,9 +6280,9 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
-  const float *layer3_1_relu1 = s->arena + 6084096;
-  const float *layer4_0_downsample_1_dx = s->arena + 6184448;
-  const float *layer4_0_conv1_dx = s->arena + 6134272;
+  const float *layer3_1_relu1 = s->arena + 7075840;
+  const float *layer4_0_downsample_1_dx = s->arena + 7272448;
+  const float *layer4_0_conv1_dx = s->arena + 1367552;
   float *layer3_1_relu1_dx = s->arena + 712192;
   float *layer4_0_downsample_0_dx_packed = s->arena + 0;
   float *layer4_0_downsample_0_dx_padded = s->arena + 131072;
@@ -6317,7 +6347,7 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
-  const float *layer3_1_conv2 = s->arena + 6033920;
+  const float *layer3_1_conv2 = s->arena + 7025664;
   const float *layer3_1_relu1_dx = s->arena + 712192;
   float *layer3_1_bn2_dx = s->arena + 762368;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6358,7 +6388,7 @@ static void train_layer3_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv2 = s->arena + 6033920;
+  const float *layer3_1_conv2 = s->arena + 7025664;
   const float *layer3_1_relu1_dx = s->arena + 712192;
   float *layer3_1_bn2_weight_grad = s->g32 + 2786240;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6422,7 +6452,7 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_relu0 = s->arena + 5983744;
+  const float *layer3_1_relu0 = s->arena + 6975488;
   const float *layer3_1_bn2_dx = s->arena + 762368;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
   float *layer3_1_conv2_dweight_padded = s->arena + 0;
@@ -6484,7 +6514,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
-  const float *layer3_1_relu0 = s->arena + 5983744;
+  const float *layer3_1_relu0 = s->arena + 6975488;
   const float *layer3_1_bn2_dx = s->arena + 762368;
   float *layer3_1_relu0_dx = s->arena + 812544;
   float *layer3_1_conv2_dx_packed = s->arena + 0;
@@ -6562,7 +6592,7 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
-  const float *layer3_1_conv1 = s->arena + 5933568;
+  const float *layer3_1_conv1 = s->arena + 6925312;
   const float *layer3_1_relu0_dx = s->arena + 812544;
   float *layer3_1_bn1_dx = s->arena + 762368;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6603,7 +6633,7 @@ static void train_layer3_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_1_conv1 = s->arena + 5933568;
+  const float *layer3_1_conv1 = s->arena + 6925312;
   const float *layer3_1_relu0_dx = s->arena + 812544;
   float *layer3_1_bn1_weight_grad = s->g32 + 2195392;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6667,7 +6697,7 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu1 = s->arena + 5883392;
+  const float *layer3_0_relu1 = s->arena + 6875136;
   const float *layer3_1_bn1_dx = s->arena + 762368;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
   float *layer3_1_conv1_dweight_padded = s->arena + 0;
@@ -6729,7 +6759,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
-  const float *layer3_0_relu1 = s->arena + 5883392;
+  const float *layer3_0_relu1 = s->arena + 6875136;
   const float *layer3_1_relu1_dx = s->arena + 712192;
   const float *layer3_1_bn1_dx = s->arena + 762368;
   float *layer3_0_relu1_dx = s->arena + 812544;
@@ -6808,7 +6838,7 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
-  const float *layer3_0_downsample_0 = s->arena + 5833216;
+  const float *layer3_0_downsample_0 = s->arena + 6824960;
   const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_downsample_1_dx = s->arena + 740864;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6849,7 +6879,7 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer3_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_downsample_0 = s->arena + 5833216;
+  const float *layer3_0_downsample_0 = s->arena + 6824960;
   const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_downsample_1_weight_grad = s->g32 + 1604544;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -6913,7 +6943,7 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 16 output blocks by 32 input channels; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 5525504;
+  const float *layer2_1_relu1 = s->arena + 6574080;
   const float *layer3_0_downsample_1_dx = s->arena + 740864;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float *layer3_0_downsample_0_dweight_padded = s->arena + 0;
@@ -6978,7 +7008,7 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer3.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
-  const float *layer3_0_conv2 = s->arena + 5783040;
+  const float *layer3_0_conv2 = s->arena + 6774784;
   const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_bn2_dx = s->arena + 862720;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7019,7 +7049,7 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer3_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv2 = s->arena + 5783040;
+  const float *layer3_0_conv2 = s->arena + 6774784;
   const float *layer3_0_relu1_dx = s->arena + 812544;
   float *layer3_0_bn2_weight_grad = s->g32 + 1570752;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7083,7 +7113,7 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0 = s->arena + 5732864;
+  const float *layer3_0_relu0 = s->arena + 6724608;
   const float *layer3_0_bn2_dx = s->arena + 862720;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
   float *layer3_0_conv2_dweight_padded = s->arena + 0;
@@ -7145,7 +7175,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
-  const float *layer3_0_relu0 = s->arena + 5732864;
+  const float *layer3_0_relu0 = s->arena + 6724608;
   const float *layer3_0_bn2_dx = s->arena + 862720;
   float *layer3_0_relu0_dx = s->arena + 791040;
   float *layer3_0_conv2_dx_packed = s->arena + 0;
@@ -7223,7 +7253,7 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
-  const float *layer3_0_conv1 = s->arena + 5682688;
+  const float *layer3_0_conv1 = s->arena + 6674432;
   const float *layer3_0_relu0_dx = s->arena + 791040;
   float *layer3_0_bn1_dx = s->arena + 841216;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7264,7 +7294,7 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_conv1 = s->arena + 5682688;
+  const float *layer3_0_conv1 = s->arena + 6674432;
   const float *layer3_0_relu0_dx = s->arena + 791040;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7405,7 +7435,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 16 output blocks by 32 input channels; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu1 = s->arena + 5525504;
+  const float *layer2_1_relu1 = s->arena + 6574080;
   const float *layer3_0_bn1_dx = s->arena + 841216;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
   float *layer3_0_conv1_dweight_padded = s->arena + 0;
@@ -7473,7 +7503,7 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards */
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
-  const float *layer2_1_relu1 = s->arena + 5525504;
+  const float *layer2_1_relu1 = s->arena + 6574080;
   const float *layer3_0_downsample_1_dx = s->arena + 740864;
   const float *layer3_0_conv1_dx = s->arena + 640512;
   float *layer2_1_relu1_dx = s->arena + 266496;
@@ -7540,7 +7570,7 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
-  const float *layer2_1_conv2 = s->arena + 5425152;
+  const float *layer2_1_conv2 = s->arena + 6473728;
   const float *layer2_1_relu1_dx = s->arena + 266496;
   float *layer2_1_bn2_dx = s->arena + 366848;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7581,7 +7611,7 @@ static void train_layer2_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv2 = s->arena + 5425152;
+  const float *layer2_1_conv2 = s->arena + 6473728;
   const float *layer2_1_relu1_dx = s->arena + 266496;
   float *layer2_1_bn2_weight_grad = s->g32 + 684480;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7645,7 +7675,7 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_relu0 = s->arena + 5324800;
+  const float *layer2_1_relu0 = s->arena + 6373376;
   const float *layer2_1_bn2_dx = s->arena + 366848;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
   float *layer2_1_conv2_dweight_padded = s->arena + 0;
@@ -7709,7 +7739,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
-  const float *layer2_1_relu0 = s->arena + 5324800;
+  const float *layer2_1_relu0 = s->arena + 6373376;
   const float *layer2_1_bn2_dx = s->arena + 366848;
   float *layer2_1_relu0_dx = s->arena + 467200;
   float *layer2_1_conv2_dx_packed = s->arena + 0;
@@ -7775,7 +7805,7 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
-  const float *layer2_1_conv1 = s->arena + 5224448;
+  const float *layer2_1_conv1 = s->arena + 6273024;
   const float *layer2_1_relu0_dx = s->arena + 467200;
   float *layer2_1_bn1_dx = s->arena + 366848;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7816,7 +7846,7 @@ static void train_layer2_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_1_conv1 = s->arena + 5224448;
+  const float *layer2_1_conv1 = s->arena + 6273024;
   const float *layer2_1_relu0_dx = s->arena + 467200;
   float *layer2_1_bn1_weight_grad = s->g32 + 536512;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7880,7 +7910,7 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu1 = s->arena + 5124096;
+  const float *layer2_0_relu1 = s->arena + 6172672;
   const float *layer2_1_bn1_dx = s->arena + 366848;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
   float *layer2_1_conv1_dweight_padded = s->arena + 0;
@@ -7944,7 +7974,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
-  const float *layer2_0_relu1 = s->arena + 5124096;
+  const float *layer2_0_relu1 = s->arena + 6172672;
   const float *layer2_1_relu1_dx = s->arena + 266496;
   const float *layer2_1_bn1_dx = s->arena + 366848;
   float *layer2_0_relu1_dx = s->arena + 467200;
@@ -8011,7 +8041,7 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.downsample.1.dx: bn_dx, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
-  const float *layer2_0_downsample_0 = s->arena + 5023744;
+  const float *layer2_0_downsample_0 = s->arena + 6072320;
   const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_downsample_1_dx = s->arena + 832000;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8052,7 +8082,7 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.downsample.1.dweight: bn_dw, resnet18.cnn:16 */
 static void train_layer2_0_downsample_1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_downsample_0 = s->arena + 5023744;
+  const float *layer2_0_downsample_0 = s->arena + 6072320;
   const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_downsample_1_weight_grad = s->g32 + 388544;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8116,7 +8146,7 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 8 input channels; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 4390912;
+  const float *layer1_1_relu1 = s->arena + 5570560;
   const float *layer2_0_downsample_1_dx = s->arena + 832000;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
   float *layer2_0_downsample_0_dweight_padded = s->arena + 0;
@@ -8181,7 +8211,7 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
 /* layer2.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
-  const float *layer2_0_conv2 = s->arena + 4923392;
+  const float *layer2_0_conv2 = s->arena + 5971968;
   const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_bn2_dx = s->arena + 266496;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8222,7 +8252,7 @@ static void train_layer2_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer2_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv2 = s->arena + 4923392;
+  const float *layer2_0_conv2 = s->arena + 5971968;
   const float *layer2_0_relu1_dx = s->arena + 467200;
   float *layer2_0_bn2_weight_grad = s->g32 + 379840;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8286,7 +8316,7 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_relu0 = s->arena + 4823040;
+  const float *layer2_0_relu0 = s->arena + 5871616;
   const float *layer2_0_bn2_dx = s->arena + 266496;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
   float *layer2_0_conv2_dweight_padded = s->arena + 0;
@@ -8350,7 +8380,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
 static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
-  const float *layer2_0_relu0 = s->arena + 4823040;
+  const float *layer2_0_relu0 = s->arena + 5871616;
   const float *layer2_0_bn2_dx = s->arena + 266496;
   float *layer2_0_relu0_dx = s->arena + 366848;
   float *layer2_0_conv2_dx_packed = s->arena + 0;
@@ -8416,7 +8446,7 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
-  const float *layer2_0_conv1 = s->arena + 4722688;
+  const float *layer2_0_conv1 = s->arena + 5771264;
   const float *layer2_0_relu0_dx = s->arena + 366848;
   float *layer2_0_bn1_dx = s->arena + 631296;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8457,7 +8487,7 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer2.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer2_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer2_0_conv1 = s->arena + 4722688;
+  const float *layer2_0_conv1 = s->arena + 5771264;
   const float *layer2_0_relu0_dx = s->arena + 366848;
   float *layer2_0_bn1_weight_grad = s->g32 + 231872;
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -8586,7 +8616,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 8 input channels; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1 = s->arena + 4390912;
+  const float *layer1_1_relu1 = s->arena + 5570560;
   const float *layer2_0_bn1_dx = s->arena + 631296;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
   float *layer2_0_conv1_dweight_padded = s->arena + 0;
@@ -8654,7 +8684,7 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3136 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1046 tiles (2 spare positions), no guards */
 static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
-  const float *layer1_1_relu1 = s->arena + 4390912;
+  const float *layer1_1_relu1 = s->arena + 5570560;
   const float *layer2_0_downsample_1_dx = s->arena + 832000;
   const float *layer2_0_conv1_dx = s->arena + 430592;
   float *layer1_1_relu1_dx = s->arena + 631296;
@@ -8719,7 +8749,7 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
-  const float *layer1_1_conv2 = s->arena + 4190208;
+  const float *layer1_1_conv2 = s->arena + 5369856;
   const float *layer1_1_relu1_dx = s->arena + 631296;
   float *layer1_1_bn2_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -8760,7 +8790,7 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv2 = s->arena + 4190208;
+  const float *layer1_1_conv2 = s->arena + 5369856;
   const float *layer1_1_relu1_dx = s->arena + 631296;
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -8821,7 +8851,7 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0 = s->arena + 3989504;
+  const float *layer1_1_relu0 = s->arena + 5169152;
   const float *layer1_1_bn2_dx = s->arena + 427904;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
   float *layer1_1_conv2_dweight_padded = s->arena + 0;
@@ -8885,7 +8915,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
-  const float *layer1_1_relu0 = s->arena + 3989504;
+  const float *layer1_1_relu0 = s->arena + 5169152;
   const float *layer1_1_bn2_dx = s->arena + 427904;
   float *layer1_1_relu0_dx = s->arena + 215296;
   float *layer1_1_conv2_dx_packed = s->arena + 832000;
@@ -8949,7 +8979,7 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
-  const float *layer1_1_conv1 = s->arena + 3788800;
+  const float *layer1_1_conv1 = s->arena + 4968448;
   const float *layer1_1_relu0_dx = s->arena + 215296;
   float *layer1_1_bn1_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -8990,7 +9020,7 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_conv1 = s->arena + 3788800;
+  const float *layer1_1_conv1 = s->arena + 4968448;
   const float *layer1_1_relu0_dx = s->arena + 215296;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9051,7 +9081,7 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1 = s->arena + 3588096;
+  const float *layer1_0_relu1 = s->arena + 4767744;
   const float *layer1_1_bn1_dx = s->arena + 427904;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
   float *layer1_1_conv1_dweight_padded = s->arena + 0;
@@ -9115,7 +9145,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
-  const float *layer1_0_relu1 = s->arena + 3588096;
+  const float *layer1_0_relu1 = s->arena + 4767744;
   const float *layer1_1_relu1_dx = s->arena + 631296;
   const float *layer1_1_bn1_dx = s->arena + 427904;
   float *layer1_0_relu1_dx = s->arena + 832000;
@@ -9180,7 +9210,7 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn2.dx: bn_dx, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
-  const float *layer1_0_conv2 = s->arena + 3387392;
+  const float *layer1_0_conv2 = s->arena + 4567040;
   const float *layer1_0_relu1_dx = s->arena + 832000;
   float *layer1_0_bn2_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9221,7 +9251,7 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv2 = s->arena + 3387392;
+  const float *layer1_0_conv2 = s->arena + 4567040;
   const float *layer1_0_relu1_dx = s->arena + 832000;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9282,7 +9312,7 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0 = s->arena + 3186688;
+  const float *layer1_0_relu0 = s->arena + 4366336;
   const float *layer1_0_bn2_dx = s->arena + 427904;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
   float *layer1_0_conv2_dweight_padded = s->arena + 0;
@@ -9346,7 +9376,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
-  const float *layer1_0_relu0 = s->arena + 3186688;
+  const float *layer1_0_relu0 = s->arena + 4366336;
   const float *layer1_0_bn2_dx = s->arena + 427904;
   float *layer1_0_relu0_dx = s->arena + 215296;
   float *layer1_0_conv2_dx_packed = s->arena + 628608;
@@ -9410,7 +9440,7 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dx: bn_dx, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
-  const float *layer1_0_conv1 = s->arena + 2985984;
+  const float *layer1_0_conv1 = s->arena + 4165632;
   const float *layer1_0_relu0_dx = s->arena + 215296;
   float *layer1_0_bn1_dx = s->arena + 427904;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9451,7 +9481,7 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_conv1 = s->arena + 2985984;
+  const float *layer1_0_conv1 = s->arena + 4165632;
   const float *layer1_0_relu0_dx = s->arena + 215296;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9515,7 +9545,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_relu1_dx = s->arena + 832000;
   const float *layer1_0_bn1_dx = s->arena + 427904;
-  float *maxpool0_dsum = s->arena + 2985984;
+  float *maxpool0_dsum = s->arena + 1032704;
   float *layer1_0_conv1_dx_packed = s->arena + 215296;
   float *layer1_0_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -9576,7 +9606,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
  * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 2785280;
+  const float *maxpool0 = s->arena + 3964928;
   const float *layer1_0_bn1_dx = s->arena + 427904;
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
   float *layer1_0_conv1_dweight_padded = s->arena + 0;
@@ -9638,8 +9668,8 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* maxpool0.dx: pool_dx+act_dx with relu0.dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 1982464;
-  const float *maxpool0_dsum = s->arena + 2985984;
+  const float *relu0 = s->arena + 3162112;
+  const float *maxpool0_dsum = s->arena + 1032704;
   float *relu0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
@@ -9683,9 +9713,9 @@ static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
 /* bn1.dx: bn_dx, resnet18.cnn:29 */
 static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
-  const float *conv1 = s->arena + 1179648;
+  const float *conv1 = s->arena + 2359296;
   const float *relu0_dx = s->arena + 0;
-  float *bn1_dx = s->arena + 1982464;
+  float *bn1_dx = s->arena + 824832;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -9724,7 +9754,7 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 
 /* bn1.dweight: bn_dw, resnet18.cnn:29 */
 static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
-  const float *conv1 = s->arena + 1179648;
+  const float *conv1 = s->arena + 2359296;
   const float *relu0_dx = s->arena + 0;
   float *bn1_weight_grad = s->g32 + 9408;
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -9785,9 +9815,9 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 /* conv1.dweight: conv_dw, resnet18.cnn:29
  * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
-  const float *bn1_dx = s->arena + 1982464;
+  const float *bn1_dx = s->arena + 824832;
   float *conv1_weight_grad = s->g32 + 0;
-  float *conv1_dweight_padded = s->arena + 824832;
+  float *conv1_dweight_padded = s->arena + 1627648;
   float *conv1_dweight_dy_flat = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -10868,7 +10898,7 @@ int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_
   RESNET18_KERNEL("bn1.dweight", train_bn1_dweight(s, count));
   RESNET18_KERNEL("bn1.dbias", train_bn1_dbias(s, count));
   RESNET18_KERNEL("conv1.dweight", train_conv1_dweight(s, count, x));
-  *loss = s->arena[6234624];
+  *loss = s->arena[7422976];
   return 0;
 }
 

@@ -18,7 +18,7 @@
 typedef struct resnet18_state {
   float f32[11699120]; /* parameters and float buffers */
   int64_t i64[320]; /* integer buffers */
-  float arena[6234640]; /* activations, planned by lifetime */
+  float arena[7422992]; /* activations, planned by lifetime */
   float g32[11699120]; /* gradients, as f32 */
   float m32[11699120]; /* optimizer state: momentum */
   float lr;       /* the learning rate */

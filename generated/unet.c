@@ -4646,7 +4646,17 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_relu1 = s->arena + 9759360;
   const float *cross_entropy0_dx = s->arena + 19695296;
   float *up1_relu1_dx = s->arena + 91821312;
+  float *head_dx_unflipped = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 2; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          head_dx_unflipped[o * 2 + ic + kh + kw] = head_weight[ic * 64 + o + 0 - kh + 0 - kw];
+        }
+      }
+    }
+  }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -4657,13 +4667,13 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
               acc[j * 24 + i] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 2; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
                 for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                  float wv = head_weight[ic * 64 + (oc * 4 + ob) * 4 + j_2 + 0 - kh + 0 - kw];
+                  float wv = head_dx_unflipped[((oc * 4 + ob) * 4 + j_2) * 2 + ic_2 + kh_2 + kw_2];
                   for (ptrdiff_t i_2 = 0; i_2 < 24; i_2++) {
-                    acc[j_2 * 24 + i_2] = madd(cross_entropy0_dx[((n * 2 + ic) * 388 + kh) * 388 + t * 24 + i_2 + kw], wv, acc[j_2 * 24 + i_2]);
+                    acc[j_2 * 24 + i_2] = madd(cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + t * 24 + i_2 + kw_2], wv, acc[j_2 * 24 + i_2]);
                   }
                 }
               }
@@ -4690,13 +4700,13 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
             acc[j_4 * 24 + i_4] = 0.0f;
           }
         }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 2; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+        for (ptrdiff_t ic_3 = 0; ic_3 < 2; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 1; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
               for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-                float wv_2 = head_weight[ic_2 * 64 + (oc * 4 + ob_2) * 4 + j_5 + 0 - kh_2 + 0 - kw_2];
+                float wv_2 = head_dx_unflipped[((oc * 4 + ob_2) * 4 + j_5) * 2 + ic_3 + kh_3 + kw_3];
                 for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-                  acc[j_5 * 24 + i_5] = madd(cross_entropy0_dx[((n * 2 + ic_2) * 388 + kh_2) * 388 + 150520 + i_5 + kw_2], wv_2, acc[j_5 * 24 + i_5]);
+                  acc[j_5 * 24 + i_5] = madd(cross_entropy0_dx[((n * 2 + ic_3) * 388 + kh_3) * 388 + 150520 + i_5 + kw_3], wv_2, acc[j_5 * 24 + i_5]);
                 }
               }
             }
