@@ -345,12 +345,13 @@ void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch) {
  * round, with every position of the batch as its reduction. The lanes'
  * nest does the same work as dot products along positions, but with few
  * positions (ResNet's 7 x 7 and 14 x 14) its tiles were short and their
- * lane sums long: ResNet-18's layer4 weight gradients ran at 15-20
- * GFLOP/s. Taken for AVX-512, where it was measured; needs the input
- * channels in whole vectors. */
+ * lane sums long. ResNet-18 at batch 8 on one core (Xeon, AVX-512):
+ * layer4's weight gradients took 91-97 ms that way, 20 with AVX-512's
+ * tiles here, and layer1's 66-70 against 15-17; the same code built
+ * for AVX2 (-march=haswell), 104 against 57-61 and 71-73 against 55-61.
+ * Needs the input channels in whole vectors. */
 static int dw_chan(const ConvGeom *g, int L, int64_t batch, ConvSchedule *s) {
-  if (L != TARGET_AVX512 || g->groups != 1 || g->C % L || g->uh > 1 ||
-      g->uw > 1)
+  if (g->groups != 1 || g->C % L || g->uh > 1 || g->uw > 1)
     return 0;
   double best = -1;
   for (int64_t v = 1; v <= 4; v++) {

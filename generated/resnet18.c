@@ -6557,60 +6557,54 @@ static void train_layer4_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_relu0 = s->arena + 7322624;
   const float *layer4_1_bn2_dx = s->arena + 7372800;
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
-  float *layer4_1_conv2_dweight_padded = s->arena + 0;
-  float *layer4_1_conv2_dweight_dy_flat = s->arena + 46080;
-  float acc[96]; /* accumulators */
+  float *layer4_1_conv2_dweight_padded = s->arena + 7126016;
+  float *layer4_1_conv2_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 10; a++) {
+    for (ptrdiff_t a = 0; a < 9; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv2_dweight_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+          layer4_1_conv2_dweight_padded[((n * 9 + a) * 9 + q) * 512 + c] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 64; p++) {
-        layer4_1_conv2_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 9 < 7 && p < 61 ? layer4_1_bn2_dx[((n_2 * 512 + o) * 7 + p / 9) * 7 + p % 9] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 2; icc++) {
-      for (ptrdiff_t obi = 0; obi < 128; obi++) {
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 2; t++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t k = 0; k < 3; k++) {
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv2_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_1_conv2_dweight_padded[((n_3 * 512 + icc * 256 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
-                    }
+  for (ptrdiff_t ib = 0; ib < 32; ib++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 7; r++) {
+              for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer4_1_bn2_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer4_1_conv2_dweight_padded[((n_2 * 9 + r + kh) * 9 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
-                }
-                layer4_1_conv2_weight_grad[(((ob * 128 + obi + j_2) * 512 + icc * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
-              }
-            }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer4_1_conv2_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_1_conv2_weight_grad[((o * 512 + ic) * 3 + kh_2) * 3 + kw_2] = layer4_1_conv2_dweight_sums[(((o / 4 * 32 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7024,60 +7018,54 @@ static void train_layer4_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu1 = s->arena + 7272448;
   const float *layer4_1_bn1_dx = s->arena + 7322624;
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
-  float *layer4_1_conv1_dweight_padded = s->arena + 0;
-  float *layer4_1_conv1_dweight_dy_flat = s->arena + 46080;
-  float acc[96]; /* accumulators */
+  float *layer4_1_conv1_dweight_padded = s->arena + 7126016;
+  float *layer4_1_conv1_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 10; a++) {
+    for (ptrdiff_t a = 0; a < 9; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv1_dweight_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+          layer4_1_conv1_dweight_padded[((n * 9 + a) * 9 + q) * 512 + c] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 64; p++) {
-        layer4_1_conv1_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 9 < 7 && p < 61 ? layer4_1_bn1_dx[((n_2 * 512 + o) * 7 + p / 9) * 7 + p % 9] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 2; icc++) {
-      for (ptrdiff_t obi = 0; obi < 128; obi++) {
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 2; t++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t k = 0; k < 3; k++) {
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[(j * 3 + k) * 32 + l] = madd(layer4_1_conv1_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_1_conv1_dweight_padded[((n_3 * 512 + icc * 256 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
-                    }
+  for (ptrdiff_t ib = 0; ib < 32; ib++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 7; r++) {
+              for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer4_1_bn1_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer4_1_conv1_dweight_padded[((n_2 * 9 + r + kh) * 9 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
-                }
-                layer4_1_conv1_weight_grad[(((ob * 128 + obi + j_2) * 512 + icc * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
-              }
-            }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer4_1_conv1_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_1_conv1_weight_grad[((o * 512 + ic) * 3 + kh_2) * 3 + kw_2] = layer4_1_conv1_dweight_sums[(((o / 4 * 32 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7492,64 +7480,54 @@ static void train_layer4_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer4.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 32 output blocks by 64 input channels; blocks shared out among threads; 3 tiles (23 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 7075840;
   const float *layer4_0_downsample_1_dx = s->arena + 7272448;
   float *layer4_0_downsample_0_weight_grad = s->g32 + 6330304;
-  float *layer4_0_downsample_0_dweight_padded = s->arena + 0;
-  float *layer4_0_downsample_0_dweight_dy_flat = s->arena + 78848;
-  float acc[96]; /* accumulators */
+  float *layer4_0_downsample_0_dweight_padded = s->arena + 131072;
+  float *layer4_0_downsample_0_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 11; a++) {
-            for (ptrdiff_t q = 0; q < 7; q++) {
-              layer4_0_downsample_0_dweight_padded[((n * 1024 + (c * 2 + rh) * 2 + rw) * 11 + a) * 7 + q] = a * 2 + rh < 14 ? layer3_1_relu1[((n * 256 + c) * 14 + a * 2 + rh) * 14 + q * 2 + rw] : 0.0f;
+    for (ptrdiff_t a = 0; a < 13; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 13; q++) {
+          layer4_0_downsample_0_dweight_padded[((n * 13 + a) * 13 + q) * 256 + c] = layer3_1_relu1[((n * 256 + c) * 14 + a) * 14 + q];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 7; r++) {
+              for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer4_0_downsample_1_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer4_0_downsample_0_dweight_padded[((n_2 * 13 + r * 2 + kh) * 13 + ow * 2 + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                  }
+                }
+              }
             }
+          }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer4_0_downsample_0_dweight_sums[(ob * 16 + ib + kh + kw) * 64 + a_3] = acc[a_3];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 72; p++) {
-        layer4_0_downsample_0_dweight_dy_flat[(n_2 * 512 + o) * 72 + p] = p % 7 < 7 && p < 49 ? layer4_0_downsample_1_dx[((n_2 * 512 + o) * 7 + p / 7) * 7 + p % 7] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 32; obi++) {
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 3; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(layer4_0_downsample_0_dweight_dy_flat[(n_3 * 512 + (ob * 32 + obi) * 4 + j) * 72 + t * 24 + l], layer4_0_downsample_0_dweight_padded[((n_3 * 1024 + ((icc * 64 + ic) * 2 + kh % 2) * 2 + k % 2) * 11 + kh / 2) * 7 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
-                    }
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                layer4_0_downsample_0_weight_grad[((ob * 32 + obi) * 4 + j_2) * 256 + icc * 64 + ic + kh + k_2] = sum;
-              }
-            }
-          }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+          layer4_0_downsample_0_weight_grad[o * 256 + ic + kh_2 + kw_2] = layer4_0_downsample_0_dweight_sums[(o / 4 * 16 + ic / 16 + kh_2 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7898,60 +7876,54 @@ static void train_layer4_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 256 input channels; blocks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_relu0 = s->arena + 7197184;
   const float *layer4_0_bn2_dx = s->arena + 7247360;
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
-  float *layer4_0_conv2_dweight_padded = s->arena + 0;
-  float *layer4_0_conv2_dweight_dy_flat = s->arena + 46080;
-  float acc[96]; /* accumulators */
+  float *layer4_0_conv2_dweight_padded = s->arena + 7126016;
+  float *layer4_0_conv2_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 10; a++) {
+    for (ptrdiff_t a = 0; a < 9; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_0_conv2_dweight_padded[((n * 512 + c) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+          layer4_0_conv2_dweight_padded[((n * 9 + a) * 9 + q) * 512 + c] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 64; p++) {
-        layer4_0_conv2_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 9 < 7 && p < 61 ? layer4_0_bn2_dx[((n_2 * 512 + o) * 7 + p / 9) * 7 + p % 9] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 2; icc++) {
-      for (ptrdiff_t obi = 0; obi < 128; obi++) {
-        for (ptrdiff_t ic = 0; ic < 256; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 2; t++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t k = 0; k < 3; k++) {
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv2_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_0_conv2_dweight_padded[((n_3 * 512 + icc * 256 + ic) * 10 + kh) * 9 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
-                    }
+  for (ptrdiff_t ib = 0; ib < 32; ib++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 7; r++) {
+              for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer4_0_bn2_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer4_0_conv2_dweight_padded[((n_2 * 9 + r + kh) * 9 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
-                }
-                layer4_0_conv2_weight_grad[(((ob * 128 + obi + j_2) * 512 + icc * 256 + ic) * 3 + kh) * 3 + k_2] = sum;
-              }
-            }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer4_0_conv2_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_0_conv2_weight_grad[((o * 512 + ic) * 3 + kh_2) * 3 + kw_2] = layer4_0_conv2_dweight_sums[(((o / 4 * 32 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -8442,64 +8414,54 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 128 output blocks by 64 input channels; blocks shared out among threads; 2 tiles (9 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 7075840;
   const float *layer4_0_bn1_dx = s->arena + 1417728;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
-  float *layer4_0_conv1_dweight_padded = s->arena + 0;
-  float *layer4_0_conv1_dweight_dy_flat = s->arena + 81920;
-  float acc[96]; /* accumulators */
+  float *layer4_0_conv1_dweight_padded = s->arena + 1179648;
+  float *layer4_0_conv1_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 10; a++) {
-            for (ptrdiff_t q = 0; q < 8; q++) {
-              layer4_0_conv1_dweight_padded[((n * 1024 + (c * 2 + rh) * 2 + rw) * 10 + a) * 8 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 14 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 14) ? layer3_1_relu1[((n * 256 + c) * 14 + a * 2 + rh - 1) * 14 + q * 2 + rw - 1] : 0.0f;
+    for (ptrdiff_t a = 0; a < 15; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 15; q++) {
+          layer4_0_conv1_dweight_padded[((n * 15 + a) * 15 + q) * 256 + c] = 0 <= a - 1 && 0 <= q - 1 ? layer3_1_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 7; r++) {
+              for (ptrdiff_t ow = 0; ow < 7; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer4_0_bn1_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer4_0_conv1_dweight_padded[((n_2 * 15 + r * 2 + kh) * 15 + ow * 2 + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                  }
+                }
+              }
             }
+          }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer4_0_conv1_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 64; p++) {
-        layer4_0_conv1_dweight_dy_flat[(n_2 * 512 + o) * 64 + p] = p % 8 < 7 && p < 55 ? layer4_0_bn1_dx[((n_2 * 512 + o) * 7 + p / 8) * 7 + p % 8] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 128; obi++) {
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 2; t++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t k = 0; k < 3; k++) {
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[(j * 3 + k) * 32 + l] = madd(layer4_0_conv1_dweight_dy_flat[(n_3 * 512 + ob * 128 + obi + j) * 64 + t * 32 + l], layer4_0_conv1_dweight_padded[((n_3 * 1024 + ((icc * 64 + ic) * 2 + kh % 2) * 2 + k % 2) * 10 + kh / 2) * 8 + t * 32 + l + k / 2], acc[(j * 3 + k) * 32 + l]);
-                    }
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
-                }
-                layer4_0_conv1_weight_grad[(((ob * 128 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
-              }
-            }
-          }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_0_conv1_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = layer4_0_conv1_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -8916,60 +8878,54 @@ static void train_layer3_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu0 = s->arena + 6975488;
   const float *layer3_1_bn2_dx = s->arena + 762368;
   float *layer3_1_conv2_weight_grad = s->g32 + 2196416;
-  float *layer3_1_conv2_dweight_padded = s->arena + 0;
-  float *layer3_1_conv2_dweight_dy_flat = s->arena + 69632;
-  float acc[96]; /* accumulators */
+  float *layer3_1_conv2_dweight_padded = s->arena + 589824;
+  float *layer3_1_conv2_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_dweight_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_dweight_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 224; p++) {
-        layer3_1_conv2_dweight_dy_flat[(n_2 * 256 + o) * 224 + p] = p % 16 < 14 && p < 222 ? layer3_1_bn2_dx[((n_2 * 256 + o) * 14 + p / 16) * 14 + p % 16] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 64; obi++) {
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 7; t++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t k = 0; k < 3; k++) {
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv2_dweight_dy_flat[(n_3 * 256 + ob * 64 + obi + j) * 224 + t * 32 + l], layer3_1_conv2_dweight_padded[((n_3 * 256 + icc * 64 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
-                    }
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 14; r++) {
+              for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer3_1_bn2_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer3_1_conv2_dweight_padded[((n_2 * 16 + r + kh) * 16 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
-                }
-                layer3_1_conv2_weight_grad[(((ob * 64 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
-              }
-            }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer3_1_conv2_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer3_1_conv2_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = layer3_1_conv2_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -9397,60 +9353,54 @@ static void train_layer3_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu1 = s->arena + 6875136;
   const float *layer3_1_bn1_dx = s->arena + 762368;
   float *layer3_1_conv1_weight_grad = s->g32 + 1605568;
-  float *layer3_1_conv1_dweight_padded = s->arena + 0;
-  float *layer3_1_conv1_dweight_dy_flat = s->arena + 69632;
-  float acc[96]; /* accumulators */
+  float *layer3_1_conv1_dweight_padded = s->arena + 589824;
+  float *layer3_1_conv1_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_dweight_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_dweight_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 224; p++) {
-        layer3_1_conv1_dweight_dy_flat[(n_2 * 256 + o) * 224 + p] = p % 16 < 14 && p < 222 ? layer3_1_bn1_dx[((n_2 * 256 + o) * 14 + p / 16) * 14 + p % 16] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 64; obi++) {
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 7; t++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t k = 0; k < 3; k++) {
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[(j * 3 + k) * 32 + l] = madd(layer3_1_conv1_dweight_dy_flat[(n_3 * 256 + ob * 64 + obi + j) * 224 + t * 32 + l], layer3_1_conv1_dweight_padded[((n_3 * 256 + icc * 64 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
-                    }
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 14; r++) {
+              for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer3_1_bn1_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer3_1_conv1_dweight_padded[((n_2 * 16 + r + kh) * 16 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
-                }
-                layer3_1_conv1_weight_grad[(((ob * 64 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
-              }
-            }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer3_1_conv1_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer3_1_conv1_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = layer3_1_conv1_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -9879,64 +9829,54 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer3.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 16 output blocks by 32 input channels; blocks shared out among threads; 9 tiles (20 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 6574080;
   const float *layer3_0_downsample_1_dx = s->arena + 740864;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float *layer3_0_downsample_0_dweight_padded = s->arena + 0;
-  float *layer3_0_downsample_0_dweight_dy_flat = s->arena + 114688;
-  float acc[96]; /* accumulators */
+  float *layer3_0_downsample_0_dweight_sums = s->arena + 93312;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 16; a++) {
-            for (ptrdiff_t q = 0; q < 14; q++) {
-              layer3_0_downsample_0_dweight_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 16 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
+    for (ptrdiff_t a = 0; a < 27; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 27; q++) {
+          layer3_0_downsample_0_dweight_padded[((n * 27 + a) * 27 + q) * 128 + c] = layer2_1_relu1[((n * 128 + c) * 28 + a) * 28 + q];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 14; r++) {
+              for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer3_0_downsample_1_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer3_0_downsample_0_dweight_padded[((n_2 * 27 + r * 2 + kh) * 27 + ow * 2 + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                  }
+                }
+              }
             }
+          }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer3_0_downsample_0_dweight_sums[(ob * 8 + ib + kh + kw) * 64 + a_3] = acc[a_3];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 216; p++) {
-        layer3_0_downsample_0_dweight_dy_flat[(n_2 * 256 + o) * 216 + p] = p % 14 < 14 && p < 196 ? layer3_0_downsample_1_dx[((n_2 * 256 + o) * 14 + p / 14) * 14 + p % 14] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 16; obi++) {
-        for (ptrdiff_t ic = 0; ic < 32; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 9; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(layer3_0_downsample_0_dweight_dy_flat[(n_3 * 256 + (ob * 16 + obi) * 4 + j) * 216 + t * 24 + l], layer3_0_downsample_0_dweight_padded[((n_3 * 512 + ((icc * 32 + ic) * 2 + kh % 2) * 2 + k % 2) * 16 + kh / 2) * 14 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
-                    }
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                layer3_0_downsample_0_weight_grad[((ob * 16 + obi) * 4 + j_2) * 128 + icc * 32 + ic + kh + k_2] = sum;
-              }
-            }
-          }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+          layer3_0_downsample_0_weight_grad[o * 128 + ic + kh_2 + kw_2] = layer3_0_downsample_0_dweight_sums[(o / 4 * 8 + ic / 16 + kh_2 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -10285,60 +10225,54 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 222 positions, dy copied along them; accumulators: 1 output channels x 3 kw taps x 32 lanes of positions; in blocks of 64 output blocks by 64 input channels; blocks shared out among threads; 7 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0 = s->arena + 6724608;
   const float *layer3_0_bn2_dx = s->arena + 862720;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
-  float *layer3_0_conv2_dweight_padded = s->arena + 0;
-  float *layer3_0_conv2_dweight_dy_flat = s->arena + 69632;
-  float acc[96]; /* accumulators */
+  float *layer3_0_conv2_dweight_padded = s->arena + 589824;
+  float *layer3_0_conv2_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 17; a++) {
+    for (ptrdiff_t a = 0; a < 16; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_dweight_padded[((n * 256 + c) * 17 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_dweight_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 224; p++) {
-        layer3_0_conv2_dweight_dy_flat[(n_2 * 256 + o) * 224 + p] = p % 16 < 14 && p < 222 ? layer3_0_bn2_dx[((n_2 * 256 + o) * 14 + p / 16) * 14 + p % 16] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 64; obi++) {
-        for (ptrdiff_t ic = 0; ic < 64; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 7; t++) {
-                for (ptrdiff_t j = 0; j < 1; j++) {
-                  for (ptrdiff_t k = 0; k < 3; k++) {
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[(j * 3 + k) * 32 + l] = madd(layer3_0_conv2_dweight_dy_flat[(n_3 * 256 + ob * 64 + obi + j) * 224 + t * 32 + l], layer3_0_conv2_dweight_padded[((n_3 * 256 + icc * 64 + ic) * 17 + kh) * 16 + t * 32 + l + k], acc[(j * 3 + k) * 32 + l]);
-                    }
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 14; r++) {
+              for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer3_0_bn2_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer3_0_conv2_dweight_padded[((n_2 * 16 + r + kh) * 16 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 1; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 3; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                  sum = sum + acc[(j_2 * 3 + k_2) * 32 + l_2];
-                }
-                layer3_0_conv2_weight_grad[(((ob * 64 + obi + j_2) * 256 + icc * 64 + ic) * 3 + kh) * 3 + k_2] = sum;
-              }
-            }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer3_0_conv2_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer3_0_conv2_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = layer3_0_conv2_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -10843,66 +10777,54 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 16 output blocks by 32 input channels; blocks shared out among threads; 9 tiles (7 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 6574080;
   const float *layer3_0_bn1_dx = s->arena + 841216;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
-  float *layer3_0_conv1_dweight_padded = s->arena + 0;
-  float *layer3_0_conv1_dweight_dy_flat = s->arena + 122880;
-  float acc[96]; /* accumulators */
+  float *layer3_0_conv1_dweight_padded = s->arena + 294912;
+  float *layer3_0_conv1_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 16; a++) {
-            for (ptrdiff_t q = 0; q < 15; q++) {
-              layer3_0_conv1_dweight_padded[((n * 512 + (c * 2 + rh) * 2 + rw) * 16 + a) * 15 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 28 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 28) ? layer2_1_relu1[((n * 128 + c) * 28 + a * 2 + rh - 1) * 28 + q * 2 + rw - 1] : 0.0f;
+    for (ptrdiff_t a = 0; a < 29; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 29; q++) {
+          layer3_0_conv1_dweight_padded[((n * 29 + a) * 29 + q) * 128 + c] = 0 <= a - 1 && 0 <= q - 1 ? layer2_1_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t ob = 0; ob < 64; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 14; r++) {
+              for (ptrdiff_t ow = 0; ow < 14; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer3_0_bn1_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer3_0_conv1_dweight_padded[((n_2 * 29 + r * 2 + kh) * 29 + ow * 2 + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                  }
+                }
+              }
             }
+          }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer3_0_conv1_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 216; p++) {
-        layer3_0_conv1_dweight_dy_flat[(n_2 * 256 + o) * 216 + p] = p % 15 < 14 && p < 209 ? layer3_0_bn1_dx[((n_2 * 256 + o) * 14 + p / 15) * 14 + p % 15] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 16; obi++) {
-        for (ptrdiff_t ic = 0; ic < 32; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 9; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer3_0_conv1_dweight_dy_flat[(n_3 * 256 + (ob * 16 + obi) * 4 + j) * 216 + t * 24 + l], layer3_0_conv1_dweight_padded[((n_3 * 512 + ((icc * 32 + ic) * 2 + kh % 2) * 2 + (kc + k) % 2) * 16 + kh / 2) * 15 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
-                      }
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer3_0_conv1_weight_grad[((((ob * 16 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
-                }
-              }
-            }
-          }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer3_0_conv1_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = layer3_0_conv1_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -11293,62 +11215,54 @@ static void train_layer2_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu0 = s->arena + 6373376;
   const float *layer2_1_bn2_dx = s->arena + 366848;
   float *layer2_1_conv2_weight_grad = s->g32 + 537024;
-  float *layer2_1_conv2_dweight_padded = s->arena + 0;
-  float *layer2_1_conv2_dweight_dy_flat = s->arena + 119040;
-  float acc[96]; /* accumulators */
+  float *layer2_1_conv2_dweight_padded = s->arena + 147456;
+  float *layer2_1_conv2_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 30; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_dweight_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv2_dweight_padded[((n * 30 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 840; p++) {
-        layer2_1_conv2_dweight_dy_flat[(n_2 * 128 + o) * 840 + p] = p % 30 < 28 && p < 838 ? layer2_1_bn2_dx[((n_2 * 128 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 8; obi++) {
-        for (ptrdiff_t ic = 0; ic < 32; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 35; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer2_1_conv2_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], layer2_1_conv2_dweight_padded[((n_3 * 128 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 28; r++) {
+              for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer2_1_bn2_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer2_1_conv2_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer2_1_conv2_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer2_1_conv2_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer2_1_conv2_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = layer2_1_conv2_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -11738,62 +11652,54 @@ static void train_layer2_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu1 = s->arena + 6172672;
   const float *layer2_1_bn1_dx = s->arena + 366848;
   float *layer2_1_conv1_weight_grad = s->g32 + 389056;
-  float *layer2_1_conv1_dweight_padded = s->arena + 0;
-  float *layer2_1_conv1_dweight_dy_flat = s->arena + 119040;
-  float acc[96]; /* accumulators */
+  float *layer2_1_conv1_dweight_padded = s->arena + 147456;
+  float *layer2_1_conv1_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 30; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_dweight_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv1_dweight_padded[((n * 30 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 840; p++) {
-        layer2_1_conv1_dweight_dy_flat[(n_2 * 128 + o) * 840 + p] = p % 30 < 28 && p < 838 ? layer2_1_bn1_dx[((n_2 * 128 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 8; obi++) {
-        for (ptrdiff_t ic = 0; ic < 32; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 35; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer2_1_conv1_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], layer2_1_conv1_dweight_padded[((n_3 * 128 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 28; r++) {
+              for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer2_1_bn1_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer2_1_conv1_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer2_1_conv1_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer2_1_conv1_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer2_1_conv1_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = layer2_1_conv1_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -12184,64 +12090,54 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
 }
 
 /* layer2.0.downsample.0.dweight: conv_dw, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 8 input channels; blocks shared out among threads; 33 tiles (8 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 5570560;
   const float *layer2_0_downsample_1_dx = s->arena + 832000;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
   float *layer2_0_downsample_0_dweight_padded = s->arena + 0;
-  float *layer2_0_downsample_0_dweight_dy_flat = s->arena + 207872;
-  float acc[96]; /* accumulators */
+  float *layer2_0_downsample_0_dweight_sums = s->arena + 193600;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 29; a++) {
-            for (ptrdiff_t q = 0; q < 28; q++) {
-              layer2_0_downsample_0_dweight_padded[((n * 256 + (c * 2 + rh) * 2 + rw) * 29 + a) * 28 + q] = a * 2 + rh < 56 ? layer1_1_relu1[((n * 64 + c) * 56 + a * 2 + rh) * 56 + q * 2 + rw] : 0.0f;
+    for (ptrdiff_t a = 0; a < 55; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 55; q++) {
+          layer2_0_downsample_0_dweight_padded[((n * 55 + a) * 55 + q) * 64 + c] = layer1_1_relu1[((n * 64 + c) * 56 + a) * 56 + q];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 28; r++) {
+              for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer2_0_downsample_1_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer2_0_downsample_0_dweight_padded[((n_2 * 55 + r * 2 + kh) * 55 + ow * 2 + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                  }
+                }
+              }
             }
+          }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer2_0_downsample_0_dweight_sums[(ob * 4 + ib + kh + kw) * 64 + a_3] = acc[a_3];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 792; p++) {
-        layer2_0_downsample_0_dweight_dy_flat[(n_2 * 128 + o) * 792 + p] = p % 28 < 28 && p < 784 ? layer2_0_downsample_1_dx[((n_2 * 128 + o) * 28 + p / 28) * 28 + p % 28] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 8; icc++) {
-      for (ptrdiff_t obi = 0; obi < 8; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 1; kh++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 33; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(layer2_0_downsample_0_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 792 + t * 24 + l], layer2_0_downsample_0_dweight_padded[((n_3 * 256 + ((icc * 8 + ic) * 2 + kh % 2) * 2 + k % 2) * 29 + kh / 2) * 28 + t * 24 + l + k / 2], acc[(j + k) * 24 + l]);
-                    }
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                layer2_0_downsample_0_weight_grad[((ob * 8 + obi) * 4 + j_2) * 64 + icc * 8 + ic + kh + k_2] = sum;
-              }
-            }
-          }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+          layer2_0_downsample_0_weight_grad[o * 64 + ic + kh_2 + kw_2] = layer2_0_downsample_0_dweight_sums[(o / 4 * 4 + ic / 16 + kh_2 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -12564,62 +12460,54 @@ static void train_layer2_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_relu0 = s->arena + 5871616;
   const float *layer2_0_bn2_dx = s->arena + 266496;
   float *layer2_0_conv2_weight_grad = s->g32 + 232384;
-  float *layer2_0_conv2_dweight_padded = s->arena + 0;
-  float *layer2_0_conv2_dweight_dy_flat = s->arena + 119040;
-  float acc[96]; /* accumulators */
+  float *layer2_0_conv2_dweight_padded = s->arena + 147456;
+  float *layer2_0_conv2_dweight_sums = s->arena + 0;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 30; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_dweight_padded[((n * 128 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_0_conv2_dweight_padded[((n * 30 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 840; p++) {
-        layer2_0_conv2_dweight_dy_flat[(n_2 * 128 + o) * 840 + p] = p % 30 < 28 && p < 838 ? layer2_0_bn2_dx[((n_2 * 128 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 4; icc++) {
-      for (ptrdiff_t obi = 0; obi < 8; obi++) {
-        for (ptrdiff_t ic = 0; ic < 32; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 35; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer2_0_conv2_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], layer2_0_conv2_dweight_padded[((n_3 * 128 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 28; r++) {
+              for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer2_0_bn2_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer2_0_conv2_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer2_0_conv2_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 128 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer2_0_conv2_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer2_0_conv2_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = layer2_0_conv2_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -13074,66 +12962,54 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 8 input channels; blocks shared out among threads; 34 tiles (5 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 5570560;
   const float *layer2_0_bn1_dx = s->arena + 631296;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
   float *layer2_0_conv1_dweight_padded = s->arena + 0;
-  float *layer2_0_conv1_dweight_dy_flat = s->arena + 222720;
-  float acc[96]; /* accumulators */
+  float *layer2_0_conv1_dweight_sums = s->arena + 207936;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 30; a++) {
-            for (ptrdiff_t q = 0; q < 29; q++) {
-              layer2_0_conv1_dweight_padded[((n * 256 + (c * 2 + rh) * 2 + rw) * 30 + a) * 29 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 56 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 56) ? layer1_1_relu1[((n * 64 + c) * 56 + a * 2 + rh - 1) * 56 + q * 2 + rw - 1] : 0.0f;
+    for (ptrdiff_t a = 0; a < 57; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
+        for (ptrdiff_t q = 0; q < 57; q++) {
+          layer2_0_conv1_dweight_padded[((n * 57 + a) * 57 + q) * 64 + c] = 0 <= a - 1 && 0 <= q - 1 ? layer1_1_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 28; r++) {
+              for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer2_0_bn1_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer2_0_conv1_dweight_padded[((n_2 * 57 + r * 2 + kh) * 57 + ow * 2 + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                  }
+                }
+              }
             }
+          }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer2_0_conv1_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 816; p++) {
-        layer2_0_conv1_dweight_dy_flat[(n_2 * 128 + o) * 816 + p] = p % 29 < 28 && p < 811 ? layer2_0_bn1_dx[((n_2 * 128 + o) * 28 + p / 29) * 28 + p % 29] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t icc = 0; icc < 8; icc++) {
-      for (ptrdiff_t obi = 0; obi < 8; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 34; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer2_0_conv1_dweight_dy_flat[(n_3 * 128 + (ob * 8 + obi) * 4 + j) * 816 + t * 24 + l], layer2_0_conv1_dweight_padded[((n_3 * 256 + ((icc * 8 + ic) * 2 + kh % 2) * 2 + (kc + k) % 2) * 30 + kh / 2) * 29 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
-                      }
-                    }
-                  }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer2_0_conv1_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
-                }
-              }
-            }
-          }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer2_0_conv1_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = layer2_0_conv1_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -13211,7 +13087,7 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
   const float *layer1_1_conv2 = s->arena + 5369856;
   const float *layer1_1_relu1_dx = s->arena + 631296;
-  float *layer1_1_bn2_dx = s->arena + 427904;
+  float *layer1_1_bn2_dx = s->arena + 215296;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -13519,62 +13395,54 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0 = s->arena + 5169152;
-  const float *layer1_1_bn2_dx = s->arena + 427904;
+  const float *layer1_1_bn2_dx = s->arena + 215296;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
   float *layer1_1_conv2_dweight_padded = s->arena + 0;
-  float *layer1_1_conv2_dweight_dy_flat = s->arena + 219008;
-  float acc[96]; /* accumulators */
+  float *layer1_1_conv2_dweight_sums = s->arena + 416000;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 3264; p++) {
-        layer1_1_conv2_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_1_bn2_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t icc = 0; icc < 8; icc++) {
-      for (ptrdiff_t obi = 0; obi < 2; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 136; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer1_1_conv2_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_1_conv2_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 56; r++) {
+              for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer1_1_bn2_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer1_1_conv2_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer1_1_conv2_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer1_1_conv2_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer1_1_conv2_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = layer1_1_conv2_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -13586,8 +13454,8 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 5169152;
-  const float *layer1_1_bn2_dx = s->arena + 427904;
-  float *layer1_1_relu0_dx = s->arena + 215296;
+  const float *layer1_1_bn2_dx = s->arena + 215296;
+  float *layer1_1_relu0_dx = s->arena + 416000;
   float *layer1_1_conv2_dx_packed = s->arena + 832000;
   float *layer1_1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -13650,8 +13518,8 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
   const float *layer1_1_conv1 = s->arena + 4968448;
-  const float *layer1_1_relu0_dx = s->arena + 215296;
-  float *layer1_1_bn1_dx = s->arena + 427904;
+  const float *layer1_1_relu0_dx = s->arena + 416000;
+  float *layer1_1_bn1_dx = s->arena + 215296;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -13796,7 +13664,7 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1 = s->arena + 4968448;
-  const float *layer1_1_relu0_dx = s->arena + 215296;
+  const float *layer1_1_relu0_dx = s->arena + 416000;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -13936,7 +13804,7 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0_dx = s->arena + 215296;
+  const float *layer1_1_relu0_dx = s->arena + 416000;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -13959,62 +13827,54 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1 = s->arena + 4767744;
-  const float *layer1_1_bn1_dx = s->arena + 427904;
+  const float *layer1_1_bn1_dx = s->arena + 215296;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
   float *layer1_1_conv1_dweight_padded = s->arena + 0;
-  float *layer1_1_conv1_dweight_dy_flat = s->arena + 219008;
-  float acc[96]; /* accumulators */
+  float *layer1_1_conv1_dweight_sums = s->arena + 416000;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 3264; p++) {
-        layer1_1_conv1_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_1_bn1_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t icc = 0; icc < 8; icc++) {
-      for (ptrdiff_t obi = 0; obi < 2; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 136; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer1_1_conv1_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_1_conv1_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 56; r++) {
+              for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer1_1_bn1_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer1_1_conv1_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer1_1_conv1_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer1_1_conv1_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer1_1_conv1_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = layer1_1_conv1_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -14027,9 +13887,9 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 4767744;
   const float *layer1_1_relu1_dx = s->arena + 631296;
-  const float *layer1_1_bn1_dx = s->arena + 427904;
-  float *layer1_0_relu1_dx = s->arena + 832000;
-  float *layer1_1_conv1_dx_packed = s->arena + 215296;
+  const float *layer1_1_bn1_dx = s->arena + 215296;
+  float *layer1_0_relu1_dx = s->arena + 416000;
+  float *layer1_1_conv1_dx_packed = s->arena + 832000;
   float *layer1_1_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -14091,8 +13951,8 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
   const float *layer1_0_conv2 = s->arena + 4567040;
-  const float *layer1_0_relu1_dx = s->arena + 832000;
-  float *layer1_0_bn2_dx = s->arena + 427904;
+  const float *layer1_0_relu1_dx = s->arena + 416000;
+  float *layer1_0_bn2_dx = s->arena + 215296;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -14237,7 +14097,7 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2 = s->arena + 4567040;
-  const float *layer1_0_relu1_dx = s->arena + 832000;
+  const float *layer1_0_relu1_dx = s->arena + 416000;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -14377,7 +14237,7 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 832000;
+  const float *layer1_0_relu1_dx = s->arena + 416000;
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -14400,62 +14260,54 @@ static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2.dweight: conv_dw, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu0 = s->arena + 4366336;
-  const float *layer1_0_bn2_dx = s->arena + 427904;
+  const float *layer1_0_bn2_dx = s->arena + 215296;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
   float *layer1_0_conv2_dweight_padded = s->arena + 0;
-  float *layer1_0_conv2_dweight_dy_flat = s->arena + 219008;
-  float acc[96]; /* accumulators */
+  float *layer1_0_conv2_dweight_sums = s->arena + 616704;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 3264; p++) {
-        layer1_0_conv2_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_0_bn2_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t icc = 0; icc < 8; icc++) {
-      for (ptrdiff_t obi = 0; obi < 2; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 136; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer1_0_conv2_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_0_conv2_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 56; r++) {
+              for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer1_0_bn2_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer1_0_conv2_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer1_0_conv2_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer1_0_conv2_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer1_0_conv2_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = layer1_0_conv2_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -14467,9 +14319,9 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 4366336;
-  const float *layer1_0_bn2_dx = s->arena + 427904;
-  float *layer1_0_relu0_dx = s->arena + 215296;
-  float *layer1_0_conv2_dx_packed = s->arena + 628608;
+  const float *layer1_0_bn2_dx = s->arena + 215296;
+  float *layer1_0_relu0_dx = s->arena + 616704;
+  float *layer1_0_conv2_dx_packed = s->arena + 817408;
   float *layer1_0_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -14531,8 +14383,8 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
   const float *layer1_0_conv1 = s->arena + 4165632;
-  const float *layer1_0_relu0_dx = s->arena + 215296;
-  float *layer1_0_bn1_dx = s->arena + 427904;
+  const float *layer1_0_relu0_dx = s->arena + 616704;
+  float *layer1_0_bn1_dx = s->arena + 215296;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -14677,7 +14529,7 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1 = s->arena + 4165632;
-  const float *layer1_0_relu0_dx = s->arena + 215296;
+  const float *layer1_0_relu0_dx = s->arena + 616704;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -14817,7 +14669,7 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0_dx = s->arena + 215296;
+  const float *layer1_0_relu0_dx = s->arena + 616704;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -14843,10 +14695,10 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *layer1_0_relu1_dx = s->arena + 832000;
-  const float *layer1_0_bn1_dx = s->arena + 427904;
-  float *maxpool0_dsum = s->arena + 1032704;
-  float *layer1_0_conv1_dx_packed = s->arena + 215296;
+  const float *layer1_0_relu1_dx = s->arena + 416000;
+  const float *layer1_0_bn1_dx = s->arena + 215296;
+  float *maxpool0_dsum = s->arena + 802816;
+  float *layer1_0_conv1_dx_packed = s->arena + 616704;
   float *layer1_0_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -14904,62 +14756,54 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1.dweight: conv_dw, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 3246 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 136 tiles (18 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *maxpool0 = s->arena + 3964928;
-  const float *layer1_0_bn1_dx = s->arena + 427904;
+  const float *layer1_0_bn1_dx = s->arena + 215296;
   float *layer1_0_conv1_weight_grad = s->g32 + 9664;
   float *layer1_0_conv1_dweight_padded = s->arena + 0;
-  float *layer1_0_conv1_dweight_dy_flat = s->arena + 219008;
-  float acc[96]; /* accumulators */
+  float *layer1_0_conv1_dweight_sums = s->arena + 416000;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 59; a++) {
+    for (ptrdiff_t a = 0; a < 58; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_dweight_padded[((n * 64 + c) * 59 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 3264; p++) {
-        layer1_0_conv1_dweight_dy_flat[(n_2 * 64 + o) * 3264 + p] = p % 58 < 56 && p < 3246 ? layer1_0_bn1_dx[((n_2 * 64 + o) * 56 + p / 58) * 56 + p % 58] : 0.0f;
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t icc = 0; icc < 8; icc++) {
-      for (ptrdiff_t obi = 0; obi < 2; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 136; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(layer1_0_conv1_dweight_dy_flat[(n_3 * 64 + (ob * 2 + obi) * 4 + j) * 3264 + t * 24 + l], layer1_0_conv1_dweight_padded[((n_3 * 64 + icc * 8 + ic) * 59 + kh) * 58 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 56; r++) {
+              for (ptrdiff_t ow = 0; ow < 56; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = layer1_0_bn1_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, layer1_0_conv1_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  layer1_0_conv1_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 64 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            layer1_0_conv1_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer1_0_conv1_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = layer1_0_conv1_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -14969,7 +14813,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 /* maxpool0.dx: pool_dx+act_dx with relu0.dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 3162112;
-  const float *maxpool0_dsum = s->arena + 1032704;
+  const float *maxpool0_dsum = s->arena + 802816;
   float *relu0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {

@@ -2923,7 +2923,7 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
 /* maxpool0: maxpool, unet.cnn:27 */
 static void train_maxpool0(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 41769984;
-  float *maxpool0 = s->arena + 157266688;
+  float *maxpool0 = s->arena + 147482368;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
@@ -2946,7 +2946,7 @@ static void train_maxpool0(unet_state *s, ptrdiff_t count) {
 static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
-  const float *maxpool0 = s->arena + 157266688;
+  const float *maxpool0 = s->arena + 147482368;
   float *down2_relu0 = s->arena + 111995904;
   float *down2_conv1_packed = s->arena + 5180160;
   float *down2_conv1_padded = s->arena + 0;
@@ -3078,7 +3078,7 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
 /* maxpool1: maxpool, unet.cnn:28 */
 static void train_maxpool1(unet_state *s, ptrdiff_t count) {
   const float *down2_relu1 = s->arena + 122174976;
-  float *maxpool1 = s->arena + 190408960;
+  float *maxpool1 = s->arena + 180624640;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
@@ -3101,8 +3101,8 @@ static void train_maxpool1(unet_state *s, ptrdiff_t count) {
 static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
-  const float *maxpool1 = s->arena + 190408960;
-  float *down3_relu0 = s->arena + 172364032;
+  const float *maxpool1 = s->arena + 180624640;
+  float *down3_relu0 = s->arena + 162579712;
   float *down3_conv1_packed = s->arena + 2526720;
   float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -3168,8 +3168,8 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
 static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
-  const float *down3_relu0 = s->arena + 172364032;
-  float *down3_relu1 = s->arena + 177239296;
+  const float *down3_relu0 = s->arena + 162579712;
+  float *down3_relu1 = s->arena + 167454976;
   float *down3_conv2_packed = s->arena + 9715200;
   float *down3_conv2_padded = s->arena + 0;
   float *down3_conv2_partial = s->arena + 4910592;
@@ -3244,8 +3244,8 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2: maxpool, unet.cnn:29 */
 static void train_maxpool2(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 177239296;
-  float *maxpool2 = s->arena + 200122624;
+  const float *down3_relu1 = s->arena + 167454976;
+  float *maxpool2 = s->arena + 190338304;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
@@ -3268,8 +3268,8 @@ static void train_maxpool2(unet_state *s, ptrdiff_t count) {
 static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 200122624;
-  float *down4_relu0 = s->arena + 192917760;
+  const float *maxpool2 = s->arena + 190338304;
+  float *down4_relu0 = s->arena + 183133440;
   float *down4_conv1_packed = s->arena + 3499008;
   float *down4_conv1_padded = s->arena + 2297856;
   float *down4_conv1_partial = s->arena + 0;
@@ -3347,8 +3347,8 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 192917760;
-  float *down4_relu1 = s->arena + 195148032;
+  const float *down4_relu0 = s->arena + 183133440;
+  float *down4_relu1 = s->arena + 185363712;
   float *down4_conv2_packed = s->arena + 0;
   float *down4_conv2_padded = s->arena + 2359296;
   float *down4_conv2_partial = s->arena + 4623360;
@@ -3423,8 +3423,8 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3: maxpool, unet.cnn:30 */
 static void train_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 195148032;
-  float *maxpool3 = s->arena + 203833600;
+  const float *down4_relu1 = s->arena + 185363712;
+  float *maxpool3 = s->arena + 194049280;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
@@ -3447,8 +3447,8 @@ static void train_maxpool3(unet_state *s, ptrdiff_t count) {
 static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 203833600;
-  float *bottom_relu0 = s->arena + 201306368;
+  const float *maxpool3 = s->arena + 194049280;
+  float *bottom_relu0 = s->arena + 191522048;
   float *bottom_conv1_packed = s->arena + 0;
   float *bottom_conv1_padded = s->arena + 5701632;
   float *bottom_conv1_partial = s->arena + 4718592;
@@ -3526,8 +3526,8 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
 static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 201306368;
-  float *bottom_relu1 = s->arena + 202227968;
+  const float *bottom_relu0 = s->arena + 191522048;
+  float *bottom_relu1 = s->arena + 192443648;
   float *bottom_conv2_packed = s->arena + 0;
   float *bottom_conv2_padded = s->arena + 9437184;
   float *bottom_conv2_partial = s->arena + 10389504;
@@ -3602,8 +3602,8 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
 
 /* dropout0: dropout, unet.cnn:30 */
 static void train_dropout0(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 202227968;
-  float *dropout0 = s->arena + 203030784;
+  const float *bottom_relu1 = s->arena + 192443648;
+  float *dropout0 = s->arena + 193246464;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 802816; i++) {
       dropout0[n * 802816 + i] = 0.5f <= uniform(s, 25, n * 802816 + i) ? bottom_relu1[n * 802816 + i] * 2.0f : 0.0f;
@@ -3615,7 +3615,7 @@ static void train_dropout0(unet_state *s, ptrdiff_t count) {
 static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 203030784;
+  const float *dropout0 = s->arena + 193246464;
   float *up4_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
@@ -3640,7 +3640,7 @@ static void train_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 195148032;
+  const float *down4_relu1 = s->arena + 185363712;
   float *up4_crop0 = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -3657,7 +3657,7 @@ static void train_up4_crop0(unet_state *s, ptrdiff_t count) {
 static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv = s->arena + 0;
   const float *up4_crop0 = s->arena + 1605632;
-  float *up4_concat0 = s->arena + 181974272;
+  float *up4_concat0 = s->arena + 172189952;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -3675,8 +3675,8 @@ static void train_up4_concat0(unet_state *s, ptrdiff_t count) {
 static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 181974272;
-  float *up4_relu0 = s->arena + 197245184;
+  const float *up4_concat0 = s->arena + 172189952;
+  float *up4_relu0 = s->arena + 187460864;
   float *up4_conv1_packed = s->arena + 0;
   float *up4_conv1_padded = s->arena + 4718592;
   float *up4_conv1_partial = s->arena + 7987200;
@@ -3754,8 +3754,8 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
 static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 197245184;
-  float *up4_relu1 = s->arena + 198738176;
+  const float *up4_relu0 = s->arena + 187460864;
+  float *up4_relu1 = s->arena + 188953856;
   float *up4_conv2_packed = s->arena + 0;
   float *up4_conv2_padded = s->arena + 2359296;
   float *up4_conv2_partial = s->arena + 3879936;
@@ -3832,7 +3832,7 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 198738176;
+  const float *up4_relu1 = s->arena + 188953856;
   float *up3_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
@@ -3857,7 +3857,7 @@ static void train_up3_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up3.crop0: crop, unet.cnn:20 */
 static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 177239296;
+  const float *down3_relu1 = s->arena + 167454976;
   float *up3_crop0 = s->arena + 2768896;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
@@ -3874,7 +3874,7 @@ static void train_up3_crop0(unet_state *s, ptrdiff_t count) {
 static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv = s->arena + 0;
   const float *up3_crop0 = s->arena + 2768896;
-  float *up3_concat0 = s->arena + 151728896;
+  float *up3_concat0 = s->arena + 141944576;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
       up3_concat0[n * 5537792 + i] = up3_crop0[n * 2768896 + i];
@@ -3892,8 +3892,8 @@ static void train_up3_concat0(unet_state *s, ptrdiff_t count) {
 static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
-  const float *up3_concat0 = s->arena + 151728896;
-  float *up3_relu0 = s->arena + 185185536;
+  const float *up3_concat0 = s->arena + 141944576;
+  float *up3_relu0 = s->arena + 175401216;
   float *up3_conv1_packed = s->arena + 8306688;
   float *up3_conv1_padded = s->arena + 0;
   float *up3_conv1_partial = s->arena + 5591040;
@@ -3971,8 +3971,8 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
 static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
-  const float *up3_relu0 = s->arena + 185185536;
-  float *up3_relu1 = s->arena + 187848960;
+  const float *up3_relu0 = s->arena + 175401216;
+  float *up3_relu1 = s->arena + 178064640;
   float *up3_conv2_packed = s->arena + 5300736;
   float *up3_conv2_padded = s->arena + 0;
   float *up3_conv2_partial = s->arena + 2689536;
@@ -4049,7 +4049,7 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up2_upconv(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
   const float *up2_upconv_bias = s->f32 + 30444224; /* up2.upconv.bias */
-  const float *up3_relu1 = s->arena + 187848960;
+  const float *up3_relu1 = s->arena + 178064640;
   float *up2_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
@@ -4110,7 +4110,7 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
   const float *up2_concat0 = s->arena + 101755904;
-  float *up2_relu0 = s->arena + 162428672;
+  float *up2_relu0 = s->arena + 152644352;
   float *up2_conv1_packed = s->arena + 15360000;
   float *up2_conv1_padded = s->arena + 0;
   float *up2_conv1_partial = s->arena + 10291200;
@@ -4188,8 +4188,8 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
 static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
-  const float *up2_relu0 = s->arena + 162428672;
-  float *up2_relu1 = s->arena + 167446784;
+  const float *up2_relu0 = s->arena + 152644352;
+  float *up2_relu1 = s->arena + 157662464;
   float *up2_conv2_packed = s->arena + 5043456;
   float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -4254,7 +4254,7 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
 static void train_up1_upconv(unet_state *s, ptrdiff_t count) {
   const float *up1_upconv_weight = s->f32 + 30886976; /* up1.upconv.weight */
   const float *up1_upconv_bias = s->f32 + 30919744; /* up1.upconv.bias */
-  const float *up2_relu1 = s->arena + 167446784;
+  const float *up2_relu1 = s->arena + 157662464;
   float *up1_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
@@ -4512,7 +4512,7 @@ static void train_head(unet_state *s, ptrdiff_t count) {
 /* cross_entropy0: cross_entropy, unet.cnn:37 */
 static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *head = s->arena + 0;
-  float *cross_entropy0 = s->arena + 204357888;
+  float *cross_entropy0 = s->arena + 194573568;
   float total = 0.0f;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
@@ -4534,7 +4534,7 @@ static void train_cross_entropy0(unet_state *s, ptrdiff_t count, const int64_t *
 /* cross_entropy0.dx: loss_dx, unet.cnn:37 */
 static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_t *labels) {
   const float *head = s->arena + 0;
-  float *cross_entropy0_dx = s->arena + 19695296;
+  float *cross_entropy0_dx = s->arena + 19394176;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t p = 0; p < 150544; p++) {
       float m = -INFINITY;
@@ -4555,57 +4555,56 @@ static void train_cross_entropy0_dx(unet_state *s, ptrdiff_t count, const int64_
 }
 
 /* head.dweight: conv_dw, unet.cnn:36
- * schedule: input copied zero-padded; rows flattened to 150544 positions, dy copied along them; accumulators: 2 output channels x 1 kw taps x 32 lanes of positions; in blocks of 1 output blocks by 1 input channels; 4705 tiles (16 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 2 output channels x 32 input channels of a tap, over each sample's positions 4 output rows at a time; sums kept between chunks */
 static void train_head_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_relu1 = s->arena + 9759360;
-  const float *cross_entropy0_dx = s->arena + 19695296;
+  const float *cross_entropy0_dx = s->arena + 19394176;
   float *head_weight_grad = s->g32 + 31030528;
   float *head_dweight_padded = s->arena + 0;
-  float *head_dweight_dy_flat = s->arena + 19394176;
+  float *head_dweight_sums = s->arena + 9634816;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 389; a++) {
+    for (ptrdiff_t a = 0; a < 388; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 388; q++) {
-          head_dweight_padded[((n * 64 + c) * 389 + a) * 388 + q] = a < 388 ? up1_relu1[((n * 64 + c) * 388 + a) * 388 + q] : 0.0f;
+          head_dweight_padded[((n * 388 + a) * 388 + q) * 64 + c] = up1_relu1[((n * 64 + c) * 388 + a) * 388 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 2; o++) {
-      for (ptrdiff_t p = 0; p < 150560; p++) {
-        head_dweight_dy_flat[(n_2 * 2 + o) * 150560 + p] = p % 388 < 388 && p < 150544 ? cross_entropy0_dx[((n_2 * 2 + o) * 388 + p / 388) * 388 + p % 388] : 0.0f;
-      }
-    }
-  }
-  for (ptrdiff_t ob = 0; ob < 1; ob++) {
-    for (ptrdiff_t icc = 0; icc < 64; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 4705; t++) {
-              for (ptrdiff_t j = 0; j < 2; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 32; l++) {
-                    acc[(j + k) * 32 + l] = madd(head_dweight_dy_flat[(n_3 * 2 + ob * 2 + j) * 150560 + t * 32 + l], head_dweight_padded[((n_3 * 64 + icc + ic) * 389 + kh) * 388 + t * 32 + l + k], acc[(j + k) * 32 + l]);
+    for (ptrdiff_t rb = 0; rb < 97; rb++) {
+      for (ptrdiff_t ib = 0; ib < 2; ib++) {
+        for (ptrdiff_t ob = 0; ob < 1; ob++) {
+          for (ptrdiff_t kh = 0; kh < 1; kh++) {
+            for (ptrdiff_t kw = 0; kw < 1; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : head_dweight_sums[(ob * 2 + ib + kh + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 4; r++) {
+                for (ptrdiff_t ow = 0; ow < 388; ow++) {
+                  for (ptrdiff_t i = 0; i < 2; i++) {
+                    float d = cross_entropy0_dx[((n_2 * 2 + ob * 2 + i) * 388 + rb * 4 + r) * 388 + ow];
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[i * 32 + l] = madd(d, head_dweight_padded[((n_2 * 388 + rb * 4 + r + kh) * 388 + ow + kw) * 64 + ib * 32 + l], acc[i * 32 + l]);
+                    }
                   }
                 }
               }
-            }
-          }
-          for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 32 + l_2];
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                head_dweight_sums[(ob * 2 + ib + kh + kw) * 64 + a_3] = acc[a_3];
               }
-              head_weight_grad[(ob * 2 + j_2) * 64 + icc + ic + kh + k_2] = sum;
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 2; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+          head_weight_grad[o * 64 + ic + kh_2 + kw_2] = head_dweight_sums[(o / 2 * 2 + ic / 32 + kh_2 + kw_2) * 64 + o % 2 * 32 + ic % 32];
         }
       }
     }
@@ -4614,7 +4613,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
 
 /* head.dbias: bias_grad, unet.cnn:36 */
 static void train_head_dbias(unet_state *s, ptrdiff_t count) {
-  const float *cross_entropy0_dx = s->arena + 19695296;
+  const float *cross_entropy0_dx = s->arena + 19394176;
   float *head_bias_grad = s->g32 + 31030656;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 2; c++) {
@@ -4644,7 +4643,7 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
 static void train_head_dx(unet_state *s, ptrdiff_t count) {
   const float *head_weight = s->f32 + 31030528; /* head.weight */
   const float *up1_relu1 = s->arena + 9759360;
-  const float *cross_entropy0_dx = s->arena + 19695296;
+  const float *cross_entropy0_dx = s->arena + 19394176;
   float *up1_relu1_dx = s->arena + 91821312;
   float *head_dx_unflipped = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -4731,60 +4730,56 @@ static void train_head_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 151318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 6305 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 4 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_relu0 = s->arena + 82086912;
   const float *up1_relu1_dx = s->arena + 91821312;
   float *up1_conv2_weight_grad = s->g32 + 30993600;
   float *up1_conv2_dweight_padded = s->arena + 0;
-  float *up1_conv2_dweight_dy_flat = s->arena + 9759360;
-  float acc[96]; /* accumulators */
+  float *up1_conv2_dweight_sums = s->arena + 9734400;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 391; a++) {
+    for (ptrdiff_t a = 0; a < 390; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 390; q++) {
-          up1_conv2_dweight_padded[((n * 64 + c) * 391 + a) * 390 + q] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
+          up1_conv2_dweight_padded[((n * 390 + a) * 390 + q) * 64 + c] = up1_relu0[((n * 64 + c) * 390 + a) * 390 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 151320; p++) {
-        up1_conv2_dweight_dy_flat[(n_2 * 64 + o) * 151320 + p] = p % 390 < 388 && p < 151318 ? up1_relu1_dx[((n_2 * 64 + o) * 388 + p / 390) * 388 + p % 390] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t icc = 0; icc < 64; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 6305; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(up1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 151320 + t * 24 + l], up1_conv2_dweight_padded[((n_3 * 64 + icc + ic) * 391 + kh) * 390 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 97; rb++) {
+      for (ptrdiff_t ib = 0; ib < 4; ib++) {
+        for (ptrdiff_t ob = 0; ob < 16; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : up1_conv2_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 4; r++) {
+                for (ptrdiff_t ow = 0; ow < 388; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = up1_relu1_dx[((n_2 * 64 + ob * 4 + i) * 388 + rb * 4 + r) * 388 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, up1_conv2_dweight_padded[((n_2 * 390 + rb * 4 + r + kh) * 390 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                up1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                up1_conv2_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up1_conv2_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = up1_conv2_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -4824,7 +4819,7 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_relu0 = s->arena + 82086912;
   const float *up1_relu1_dx = s->arena + 91821312;
-  float *up1_relu0_dx = s->arena + 141994496;
+  float *up1_relu0_dx = s->arena + 132210176;
   float *up1_conv2_dx_packed = s->arena + 9859584;
   float *up1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
@@ -4887,10 +4882,10 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 154446 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 51482 tiles, no guards */
 static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
-  const float *up1_relu0_dx = s->arena + 141994496;
-  float *up1_conv1_dx = s->arena + 82086912;
-  float *up1_conv1_dx_packed = s->arena + 9935104;
-  float *up1_conv1_dx_padded = s->arena + 0;
+  const float *up1_relu0_dx = s->arena + 132210176;
+  float *up1_conv1_dx = s->arena + 0;
+  float *up1_conv1_dx_packed = s->arena + 19668992;
+  float *up1_conv1_dx_padded = s->arena + 82086912;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4949,60 +4944,56 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 152878 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 6370 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 6 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up1_concat0 = s->arena + 62417920;
-  const float *up1_relu0_dx = s->arena + 141994496;
+  const float *up1_relu0_dx = s->arena + 132210176;
   float *up1_conv1_weight_grad = s->g32 + 30919808;
-  float *up1_conv1_dweight_padded = s->arena + 0;
-  float *up1_conv1_dweight_dy_flat = s->arena + 132210176;
-  float acc[96]; /* accumulators */
+  float *up1_conv1_dweight_padded = s->arena + 82086912;
+  float *up1_conv1_dweight_sums = s->arena + 19668992;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 393; a++) {
+    for (ptrdiff_t a = 0; a < 392; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 392; q++) {
-          up1_conv1_dweight_padded[((n * 128 + c) * 393 + a) * 392 + q] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
+          up1_conv1_dweight_padded[((n * 392 + a) * 392 + q) * 128 + c] = up1_concat0[((n * 128 + c) * 392 + a) * 392 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 152880; p++) {
-        up1_conv1_dweight_dy_flat[(n_2 * 64 + o) * 152880 + p] = p % 392 < 390 && p < 152878 ? up1_relu0_dx[((n_2 * 64 + o) * 390 + p / 392) * 390 + p % 392] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t icc = 0; icc < 128; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 6370; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(up1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 152880 + t * 24 + l], up1_conv1_dweight_padded[((n_3 * 128 + icc + ic) * 393 + kh) * 392 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 65; rb++) {
+      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+        for (ptrdiff_t ob = 0; ob < 16; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : up1_conv1_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 6; r++) {
+                for (ptrdiff_t ow = 0; ow < 390; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = up1_relu0_dx[((n_2 * 64 + ob * 4 + i) * 390 + rb * 6 + r) * 390 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, up1_conv1_dweight_padded[((n_2 * 392 + rb * 6 + r + kh) * 392 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                up1_conv1_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                up1_conv1_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up1_conv1_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = up1_conv1_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -5011,7 +5002,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up1.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up1_relu0_dx = s->arena + 141994496;
+  const float *up1_relu0_dx = s->arena + 132210176;
   float *up1_conv1_bias_grad = s->g32 + 30993536;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -5038,7 +5029,7 @@ static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx0: slice, unet.cnn:20 */
 static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 82086912;
+  const float *up1_conv1_dx = s->arena + 0;
   float *up1_concat0_dx0 = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
@@ -5049,7 +5040,7 @@ static void train_up1_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up1.concat0.dx1: slice, unet.cnn:20 */
 static void train_up1_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up1_conv1_dx = s->arena + 82086912;
+  const float *up1_conv1_dx = s->arena + 0;
   float *up1_concat0_dx1 = s->arena + 72252416;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 9834496; i++) {
@@ -5106,7 +5097,7 @@ static void train_up1_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up1.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up1_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 167446784;
+  const float *up2_relu1 = s->arena + 157662464;
   const float *up1_concat0_dx1 = s->arena + 72252416;
   float *up1_upconv_weight_grad = s->g32 + 30886976;
   for (ptrdiff_t g = 0; g < 1; g++) {
@@ -5156,9 +5147,9 @@ static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1 = s->arena + 167446784;
+  const float *up2_relu1 = s->arena + 157662464;
   const float *up1_upconv_dx = s->arena + 62417920;
-  float *up2_relu1_dx = s->arena + 72428800;
+  float *up2_relu1_dx = s->arena + 67563520;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 4917248; i++) {
       float y = up2_relu1[n * 4917248 + i];
@@ -5168,60 +5159,56 @@ static void train_up2_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 38806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 1617 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 14 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0 = s->arena + 162428672;
-  const float *up2_relu1_dx = s->arena + 72428800;
+  const float *up2_relu0 = s->arena + 152644352;
+  const float *up2_relu1_dx = s->arena + 67563520;
   float *up2_conv2_weight_grad = s->g32 + 30739392;
   float *up2_conv2_dweight_padded = s->arena + 62417920;
-  float *up2_conv2_dweight_dy_flat = s->arena + 67461376;
-  float acc[96]; /* accumulators */
+  float *up2_conv2_dweight_sums = s->arena + 20647936;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 199; a++) {
+    for (ptrdiff_t a = 0; a < 198; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 198; q++) {
-          up2_conv2_dweight_padded[((n * 128 + c) * 199 + a) * 198 + q] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + q] : 0.0f;
+          up2_conv2_dweight_padded[((n * 198 + a) * 198 + q) * 128 + c] = up2_relu0[((n * 128 + c) * 198 + a) * 198 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 38808; p++) {
-        up2_conv2_dweight_dy_flat[(n_2 * 128 + o) * 38808 + p] = p % 198 < 196 && p < 38806 ? up2_relu1_dx[((n_2 * 128 + o) * 196 + p / 198) * 196 + p % 198] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t icc = 0; icc < 128; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 1617; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(up2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 38808 + t * 24 + l], up2_conv2_dweight_padded[((n_3 * 128 + icc + ic) * 199 + kh) * 198 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 14; rb++) {
+      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : up2_conv2_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 14; r++) {
+                for (ptrdiff_t ow = 0; ow < 196; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = up2_relu1_dx[((n_2 * 128 + ob * 4 + i) * 196 + rb * 14 + r) * 196 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, up2_conv2_dweight_padded[((n_2 * 198 + rb * 14 + r + kh) * 198 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                up2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                up2_conv2_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up2_conv2_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = up2_conv2_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -5230,7 +5217,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv2.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu1_dx = s->arena + 72428800;
+  const float *up2_relu1_dx = s->arena + 67563520;
   float *up2_conv2_bias_grad = s->g32 + 30886848;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -5259,9 +5246,9 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards */
 static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
-  const float *up2_relu0 = s->arena + 162428672;
-  const float *up2_relu1_dx = s->arena + 72428800;
-  float *up2_relu0_dx = s->arena + 88017920;
+  const float *up2_relu0 = s->arena + 152644352;
+  const float *up2_relu1_dx = s->arena + 67563520;
+  float *up2_relu0_dx = s->arena + 82897920;
   float *up2_conv2_dx_packed = s->arena + 20647936;
   float *up2_conv2_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
@@ -5326,10 +5313,10 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 40398 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 13466 tiles, no guards */
 static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
-  const float *up2_relu0_dx = s->arena + 88017920;
-  float *up2_conv1_dx = s->arena + 72709120;
+  const float *up2_relu0_dx = s->arena + 82897920;
+  float *up2_conv1_dx = s->arena + 62417920;
   float *up2_conv1_dx_packed = s->arena + 20647936;
-  float *up2_conv1_dx_padded = s->arena + 62417920;
+  float *up2_conv1_dx_padded = s->arena + 72657920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5388,60 +5375,56 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 39598 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 1650 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 18 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   const float *up2_concat0 = s->arena + 101755904;
-  const float *up2_relu0_dx = s->arena + 88017920;
+  const float *up2_relu0_dx = s->arena + 82897920;
   float *up2_conv1_weight_grad = s->g32 + 30444352;
-  float *up2_conv1_dweight_padded = s->arena + 62417920;
-  float *up2_conv1_dweight_dy_flat = s->arena + 82949120;
-  float acc[96]; /* accumulators */
+  float *up2_conv1_dweight_padded = s->arena + 72657920;
+  float *up2_conv1_dweight_sums = s->arena + 20647936;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 201; a++) {
+    for (ptrdiff_t a = 0; a < 200; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 200; q++) {
-          up2_conv1_dweight_padded[((n * 256 + c) * 201 + a) * 200 + q] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + q] : 0.0f;
+          up2_conv1_dweight_padded[((n * 200 + a) * 200 + q) * 256 + c] = up2_concat0[((n * 256 + c) * 200 + a) * 200 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 39600; p++) {
-        up2_conv1_dweight_dy_flat[(n_2 * 128 + o) * 39600 + p] = p % 200 < 198 && p < 39598 ? up2_relu0_dx[((n_2 * 128 + o) * 198 + p / 200) * 198 + p % 200] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t icc = 0; icc < 256; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 1650; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(up2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 39600 + t * 24 + l], up2_conv1_dweight_padded[((n_3 * 256 + icc + ic) * 201 + kh) * 200 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 11; rb++) {
+      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : up2_conv1_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 18; r++) {
+                for (ptrdiff_t ow = 0; ow < 198; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = up2_relu0_dx[((n_2 * 128 + ob * 4 + i) * 198 + rb * 18 + r) * 198 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, up2_conv1_dweight_padded[((n_2 * 200 + rb * 18 + r + kh) * 200 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                up2_conv1_weight_grad[(((ob * 4 + j_2) * 256 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                up2_conv1_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up2_conv1_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = up2_conv1_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -5450,7 +5433,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.conv1.dbias: bias_grad, unet.cnn:13 */
 static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_relu0_dx = s->arena + 88017920;
+  const float *up2_relu0_dx = s->arena + 82897920;
   float *up2_conv1_bias_grad = s->g32 + 30739264;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -5477,8 +5460,8 @@ static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx0: slice, unet.cnn:20 */
 static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 72709120;
-  float *up2_concat0_dx0 = s->arena + 82949120;
+  const float *up2_conv1_dx = s->arena + 62417920;
+  float *up2_concat0_dx0 = s->arena + 72657920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx0[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + i];
@@ -5488,8 +5471,8 @@ static void train_up2_concat0_dx0(unet_state *s, ptrdiff_t count) {
 
 /* up2.concat0.dx1: slice, unet.cnn:20 */
 static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
-  const float *up2_conv1_dx = s->arena + 72709120;
-  float *up2_concat0_dx1 = s->arena + 88069120;
+  const float *up2_conv1_dx = s->arena + 62417920;
+  float *up2_concat0_dx1 = s->arena + 77777920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 5120000; i++) {
       up2_concat0_dx1[n * 5120000 + i] = up2_conv1_dx[n * 10240000 + 5120000 + i];
@@ -5499,7 +5482,7 @@ static void train_up2_concat0_dx1(unet_state *s, ptrdiff_t count) {
 
 /* up2.crop0.dx: crop_dx, unet.cnn:20 */
 static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx0 = s->arena + 82949120;
+  const float *up2_concat0_dx0 = s->arena + 72657920;
   float *up2_crop0_dx = s->arena + 62417920;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 10035200; i++) {
@@ -5520,7 +5503,7 @@ static void train_up2_crop0_dx(unet_state *s, ptrdiff_t count) {
 /* up2.upconv.dx: deconv_dx, unet.cnn:19 */
 static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
   const float *up2_upconv_weight = s->f32 + 30313152; /* up2.upconv.weight */
-  const float *up2_concat0_dx1 = s->arena + 88069120;
+  const float *up2_concat0_dx1 = s->arena + 77777920;
   float *up2_upconv_dx = s->arena + 72453120;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t g = 0; g < 1; g++) {
@@ -5545,8 +5528,8 @@ static void train_up2_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 187848960;
-  const float *up2_concat0_dx1 = s->arena + 88069120;
+  const float *up3_relu1 = s->arena + 178064640;
+  const float *up2_concat0_dx1 = s->arena + 77777920;
   float *up2_upconv_weight_grad = s->g32 + 30313152;
   for (ptrdiff_t g = 0; g < 1; g++) {
     for (ptrdiff_t icg = 0; icg < 256; icg++) {
@@ -5571,7 +5554,7 @@ static void train_up2_upconv_dweight(unet_state *s, ptrdiff_t count) {
 
 /* up2.upconv.dbias: bias_grad, unet.cnn:19 */
 static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
-  const float *up2_concat0_dx1 = s->arena + 88069120;
+  const float *up2_concat0_dx1 = s->arena + 77777920;
   float *up2_upconv_bias_grad = s->g32 + 30444224;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -5595,7 +5578,7 @@ static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up3.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu1 = s->arena + 187848960;
+  const float *up3_relu1 = s->arena + 178064640;
   const float *up2_upconv_dx = s->arena + 72453120;
   float *up3_relu1_dx = s->arena + 77964288;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -5607,60 +5590,56 @@ static void train_up3_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10198 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 2 input channels; blocks shared out among threads; 425 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 25 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_relu0 = s->arena + 185185536;
+  const float *up3_relu0 = s->arena + 175401216;
   const float *up3_relu1_dx = s->arena + 77964288;
   float *up3_conv2_weight_grad = s->g32 + 29723072;
   float *up3_conv2_dweight_padded = s->arena + 72453120;
-  float *up3_conv2_dweight_dy_flat = s->arena + 75142656;
-  float acc[96]; /* accumulators */
+  float *up3_conv2_dweight_sums = s->arena + 75116544;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 103; a++) {
+    for (ptrdiff_t a = 0; a < 102; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 102; q++) {
-          up3_conv2_dweight_padded[((n * 256 + c) * 103 + a) * 102 + q] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + q] : 0.0f;
+          up3_conv2_dweight_padded[((n * 102 + a) * 102 + q) * 256 + c] = up3_relu0[((n * 256 + c) * 102 + a) * 102 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 10200; p++) {
-        up3_conv2_dweight_dy_flat[(n_2 * 256 + o) * 10200 + p] = p % 102 < 100 && p < 10198 ? up3_relu1_dx[((n_2 * 256 + o) * 100 + p / 102) * 100 + p % 102] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t icc = 0; icc < 128; icc++) {
-      for (ptrdiff_t ic = 0; ic < 2; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 425; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(up3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10200 + t * 24 + l], up3_conv2_dweight_padded[((n_3 * 256 + icc * 2 + ic) * 103 + kh) * 102 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 4; rb++) {
+      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+        for (ptrdiff_t ob = 0; ob < 64; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : up3_conv2_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 25; r++) {
+                for (ptrdiff_t ow = 0; ow < 100; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = up3_relu1_dx[((n_2 * 256 + ob * 4 + i) * 100 + rb * 25 + r) * 100 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, up3_conv2_dweight_padded[((n_2 * 102 + rb * 25 + r + kh) * 102 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                up3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + icc * 2 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                up3_conv2_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up3_conv2_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = up3_conv2_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -5698,7 +5677,7 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards */
 static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
-  const float *up3_relu0 = s->arena + 185185536;
+  const float *up3_relu0 = s->arena + 175401216;
   const float *up3_relu1_dx = s->arena + 77964288;
   float *up3_relu0_dx = s->arena + 86510592;
   float *up3_conv2_dx_packed = s->arena + 80524288;
@@ -5851,60 +5830,56 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 10606 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 2 input channels; blocks shared out among threads; 442 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 34 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up3_concat0 = s->arena + 151728896;
+  const float *up3_concat0 = s->arena + 141944576;
   const float *up3_relu0_dx = s->arena + 86510592;
   float *up3_conv1_weight_grad = s->g32 + 28543168;
   float *up3_conv1_dweight_padded = s->arena + 72453120;
-  float *up3_conv1_dweight_dy_flat = s->arena + 83634176;
-  float acc[96]; /* accumulators */
+  float *up3_conv1_dweight_sums = s->arena + 83634176;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 105; a++) {
+    for (ptrdiff_t a = 0; a < 104; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 104; q++) {
-          up3_conv1_dweight_padded[((n * 512 + c) * 105 + a) * 104 + q] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + q] : 0.0f;
+          up3_conv1_dweight_padded[((n * 104 + a) * 104 + q) * 512 + c] = up3_concat0[((n * 512 + c) * 104 + a) * 104 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 10608; p++) {
-        up3_conv1_dweight_dy_flat[(n_2 * 256 + o) * 10608 + p] = p % 104 < 102 && p < 10606 ? up3_relu0_dx[((n_2 * 256 + o) * 102 + p / 104) * 102 + p % 104] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t icc = 0; icc < 256; icc++) {
-      for (ptrdiff_t ic = 0; ic < 2; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 442; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(up3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 10608 + t * 24 + l], up3_conv1_dweight_padded[((n_3 * 512 + icc * 2 + ic) * 105 + kh) * 104 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 3; rb++) {
+      for (ptrdiff_t ib = 0; ib < 32; ib++) {
+        for (ptrdiff_t ob = 0; ob < 64; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : up3_conv1_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 34; r++) {
+                for (ptrdiff_t ow = 0; ow < 102; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = up3_relu0_dx[((n_2 * 256 + ob * 4 + i) * 102 + rb * 34 + r) * 102 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, up3_conv1_dweight_padded[((n_2 * 104 + rb * 34 + r + kh) * 104 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                up3_conv1_weight_grad[(((ob * 4 + j_2) * 512 + icc * 2 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                up3_conv1_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up3_conv1_weight_grad[((o * 512 + ic) * 3 + kh_2) * 3 + kw_2] = up3_conv1_dweight_sums[(((o / 4 * 32 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -6008,7 +5983,7 @@ static void train_up3_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up3.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up3_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 198738176;
+  const float *up4_relu1 = s->arena + 188953856;
   const float *up3_concat0_dx1 = s->arena + 75222016;
   float *up3_upconv_weight_grad = s->g32 + 28018624;
   for (ptrdiff_t g = 0; g < 1; g++) {
@@ -6058,7 +6033,7 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
 
 /* up4.relu1.dx: act_dx, unet.cnn:13 */
 static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu1 = s->arena + 198738176;
+  const float *up4_relu1 = s->arena + 188953856;
   const float *up3_upconv_dx = s->arena + 72453120;
   float *up4_relu1_dx = s->arena + 77995008;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -6070,62 +6045,54 @@ static void train_up4_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 2806 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 117 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_relu0 = s->arena + 197245184;
+  const float *up4_relu0 = s->arena + 187460864;
   const float *up4_relu1_dx = s->arena + 77995008;
   float *up4_conv2_weight_grad = s->g32 + 25658816;
-  float *up4_conv2_dweight_padded = s->arena + 72453120;
-  float *up4_conv2_dweight_dy_flat = s->arena + 73973760;
-  float acc[96]; /* accumulators */
+  float *up4_conv2_dweight_padded = s->arena + 74812416;
+  float *up4_conv2_dweight_sums = s->arena + 72453120;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 55; a++) {
+    for (ptrdiff_t a = 0; a < 54; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 54; q++) {
-          up4_conv2_dweight_padded[((n * 512 + c) * 55 + a) * 54 + q] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + q] : 0.0f;
+          up4_conv2_dweight_padded[((n * 54 + a) * 54 + q) * 512 + c] = up4_relu0[((n * 512 + c) * 54 + a) * 54 + q];
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 2808; p++) {
-        up4_conv2_dweight_dy_flat[(n_2 * 512 + o) * 2808 + p] = p % 54 < 52 && p < 2806 ? up4_relu1_dx[((n_2 * 512 + o) * 52 + p / 54) * 52 + p % 54] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t icc = 0; icc < 64; icc++) {
-      for (ptrdiff_t obi = 0; obi < 2; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 117; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(up4_conv2_dweight_dy_flat[(n_3 * 512 + (ob * 2 + obi) * 4 + j) * 2808 + t * 24 + l], up4_conv2_dweight_padded[((n_3 * 512 + icc * 8 + ic) * 55 + kh) * 54 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 32; ib++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 52; r++) {
+              for (ptrdiff_t ow = 0; ow < 52; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = up4_relu1_dx[((n_2 * 512 + ob * 4 + i) * 52 + r) * 52 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, up4_conv2_dweight_padded[((n_2 * 54 + r + kh) * 54 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  up4_conv2_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 512 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            up4_conv2_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up4_conv2_weight_grad[((o * 512 + ic) * 3 + kh_2) * 3 + kw_2] = up4_conv2_dweight_sums[(((o / 4 * 32 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -6163,7 +6130,7 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards */
 static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
-  const float *up4_relu0 = s->arena + 197245184;
+  const float *up4_relu0 = s->arena + 187460864;
   const float *up4_relu1_dx = s->arena + 77995008;
   float *up4_relu0_dx = s->arena + 91558912;
   float *up4_conv2_dx_packed = s->arena + 72453120;
@@ -6316,62 +6283,54 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 3022 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 2 output blocks by 8 input channels; blocks shared out among threads; 126 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *up4_concat0 = s->arena + 181974272;
+  const float *up4_concat0 = s->arena + 172189952;
   const float *up4_relu0_dx = s->arena + 91558912;
   float *up4_conv1_weight_grad = s->g32 + 20939712;
-  float *up4_conv1_dweight_padded = s->arena + 72453120;
-  float *up4_conv1_dweight_dy_flat = s->arena + 75721728;
-  float acc[96]; /* accumulators */
+  float *up4_conv1_dweight_padded = s->arena + 77171712;
+  float *up4_conv1_dweight_sums = s->arena + 72453120;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t a = 0; a < 57; a++) {
+    for (ptrdiff_t a = 0; a < 56; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
         for (ptrdiff_t q = 0; q < 56; q++) {
-          up4_conv1_dweight_padded[((n * 1024 + c) * 57 + a) * 56 + q] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q] : 0.0f;
+          up4_conv1_dweight_padded[((n * 56 + a) * 56 + q) * 1024 + c] = up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q];
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 3024; p++) {
-        up4_conv1_dweight_dy_flat[(n_2 * 512 + o) * 3024 + p] = p % 56 < 54 && p < 3022 ? up4_relu0_dx[((n_2 * 512 + o) * 54 + p / 56) * 54 + p % 56] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t icc = 0; icc < 128; icc++) {
-      for (ptrdiff_t obi = 0; obi < 2; obi++) {
-        for (ptrdiff_t ic = 0; ic < 8; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 126; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(up4_conv1_dweight_dy_flat[(n_3 * 512 + (ob * 2 + obi) * 4 + j) * 3024 + t * 24 + l], up4_conv1_dweight_padded[((n_3 * 1024 + icc * 8 + ic) * 57 + kh) * 56 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 64; ib++) {
+    for (ptrdiff_t ob = 0; ob < 128; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 54; r++) {
+              for (ptrdiff_t ow = 0; ow < 54; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = up4_relu0_dx[((n_2 * 512 + ob * 4 + i) * 54 + r) * 54 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, up4_conv1_dweight_padded[((n_2 * 56 + r + kh) * 56 + ow + kw) * 1024 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  up4_conv1_weight_grad[((((ob * 2 + obi) * 4 + j_2) * 1024 + icc * 8 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            up4_conv1_dweight_sums[(((ob * 64 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          up4_conv1_weight_grad[((o * 1024 + ic) * 3 + kh_2) * 3 + kw_2] = up4_conv1_dweight_sums[(((o / 4 * 64 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -6475,7 +6434,7 @@ static void train_up4_upconv_dx(unet_state *s, ptrdiff_t count) {
 
 /* up4.upconv.dweight: deconv_dw, unet.cnn:19 */
 static void train_up4_upconv_dweight(unet_state *s, ptrdiff_t count) {
-  const float *dropout0 = s->arena + 203030784;
+  const float *dropout0 = s->arena + 193246464;
   const float *up4_concat0_dx1 = s->arena + 74058752;
   float *up4_upconv_weight_grad = s->g32 + 18842048;
   for (ptrdiff_t g = 0; g < 1; g++) {
@@ -6536,7 +6495,7 @@ static void train_dropout0_dx(unet_state *s, ptrdiff_t count) {
 
 /* bottom.relu1.dx: act_dx, unet.cnn:13 */
 static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu1 = s->arena + 202227968;
+  const float *bottom_relu1 = s->arena + 192443648;
   const float *dropout0_dx = s->arena + 73255936;
   float *bottom_relu1_dx = s->arena + 91708416;
   for (ptrdiff_t n = 0; n < count; n++) {
@@ -6548,62 +6507,54 @@ static void train_bottom_relu1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 838 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 32 input channels; blocks shared out among threads; 35 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *bottom_relu0 = s->arena + 201306368;
+  const float *bottom_relu0 = s->arena + 191522048;
   const float *bottom_relu1_dx = s->arena + 91708416;
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
-  float *bottom_conv2_dweight_padded = s->arena + 72453120;
-  float *bottom_conv2_dweight_dy_flat = s->arena + 73405440;
-  float acc[96]; /* accumulators */
+  float *bottom_conv2_dweight_padded = s->arena + 88722432;
+  float *bottom_conv2_dweight_sums = s->arena + 72453120;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 1024; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
+    for (ptrdiff_t a = 0; a < 30; a++) {
+      for (ptrdiff_t c = 0; c < 1024; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          bottom_conv2_dweight_padded[((n * 1024 + c) * 31 + a) * 30 + q] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q] : 0.0f;
+          bottom_conv2_dweight_padded[((n * 30 + a) * 30 + q) * 1024 + c] = bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q];
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 1024; o++) {
-      for (ptrdiff_t p = 0; p < 840; p++) {
-        bottom_conv2_dweight_dy_flat[(n_2 * 1024 + o) * 840 + p] = p % 30 < 28 && p < 838 ? bottom_relu1_dx[((n_2 * 1024 + o) * 28 + p / 30) * 28 + p % 30] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t icc = 0; icc < 32; icc++) {
-      for (ptrdiff_t obi = 0; obi < 8; obi++) {
-        for (ptrdiff_t ic = 0; ic < 32; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 35; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(bottom_conv2_dweight_dy_flat[(n_3 * 1024 + (ob * 8 + obi) * 4 + j) * 840 + t * 24 + l], bottom_conv2_dweight_padded[((n_3 * 1024 + icc * 32 + ic) * 31 + kh) * 30 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 64; ib++) {
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 28; r++) {
+              for (ptrdiff_t ow = 0; ow < 28; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = bottom_relu1_dx[((n_2 * 1024 + ob * 4 + i) * 28 + r) * 28 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, bottom_conv2_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 1024 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  bottom_conv2_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 1024 + icc * 32 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            bottom_conv2_dweight_sums[(((ob * 64 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 1024; o++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          bottom_conv2_weight_grad[((o * 1024 + ic) * 3 + kh_2) * 3 + kw_2] = bottom_conv2_dweight_sums[(((o / 4 * 64 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -6641,7 +6592,7 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards */
 static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
-  const float *bottom_relu0 = s->arena + 201306368;
+  const float *bottom_relu0 = s->arena + 191522048;
   const float *bottom_relu1_dx = s->arena + 91708416;
   float *bottom_relu0_dx = s->arena + 90786816;
   float *bottom_conv2_dx_packed = s->arena + 72453120;
@@ -6794,62 +6745,54 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 8 output blocks by 16 input channels; blocks shared out among threads; 40 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool3 = s->arena + 203833600;
+  const float *maxpool3 = s->arena + 194049280;
   const float *bottom_relu0_dx = s->arena + 90786816;
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
-  float *bottom_conv1_dweight_padded = s->arena + 73436160;
-  float *bottom_conv1_dweight_dy_flat = s->arena + 72453120;
-  float acc[96]; /* accumulators */
+  float *bottom_conv1_dweight_padded = s->arena + 77171712;
+  float *bottom_conv1_dweight_sums = s->arena + 72453120;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 33; a++) {
+    for (ptrdiff_t a = 0; a < 32; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 32; q++) {
-          bottom_conv1_dweight_padded[((n * 512 + c) * 33 + a) * 32 + q] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + q] : 0.0f;
+          bottom_conv1_dweight_padded[((n * 32 + a) * 32 + q) * 512 + c] = maxpool3[((n * 512 + c) * 32 + a) * 32 + q];
         }
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 1024; o++) {
-      for (ptrdiff_t p = 0; p < 960; p++) {
-        bottom_conv1_dweight_dy_flat[(n_2 * 1024 + o) * 960 + p] = p % 32 < 30 && p < 958 ? bottom_relu0_dx[((n_2 * 1024 + o) * 30 + p / 32) * 30 + p % 32] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t icc = 0; icc < 32; icc++) {
-      for (ptrdiff_t obi = 0; obi < 8; obi++) {
-        for (ptrdiff_t ic = 0; ic < 16; ic++) {
-          for (ptrdiff_t kh = 0; kh < 3; kh++) {
-            for (ptrdiff_t kc = 0; kc < 3; kc++) {
-              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-                acc[a_2] = 0.0f;
-              }
-              for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-                for (ptrdiff_t t = 0; t < 40; t++) {
-                  for (ptrdiff_t j = 0; j < 4; j++) {
-                    for (ptrdiff_t k = 0; k < 1; k++) {
-                      for (ptrdiff_t l = 0; l < 24; l++) {
-                        acc[(j + k) * 24 + l] = madd(bottom_conv1_dweight_dy_flat[(n_3 * 1024 + (ob * 8 + obi) * 4 + j) * 960 + t * 24 + l], bottom_conv1_dweight_padded[((n_3 * 512 + icc * 16 + ic) * 33 + kh) * 32 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
-                      }
-                    }
+  for (ptrdiff_t ib = 0; ib < 32; ib++) {
+    for (ptrdiff_t ob = 0; ob < 256; ob++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+            for (ptrdiff_t r = 0; r < 30; r++) {
+              for (ptrdiff_t ow = 0; ow < 30; ow++) {
+                for (ptrdiff_t i = 0; i < 4; i++) {
+                  float d = bottom_relu0_dx[((n_2 * 1024 + ob * 4 + i) * 30 + r) * 30 + ow];
+                  for (ptrdiff_t l = 0; l < 16; l++) {
+                    acc[i * 16 + l] = madd(d, bottom_conv1_dweight_padded[((n_2 * 32 + r + kh) * 32 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
                   }
-                }
-              }
-              for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-                for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                  float sum = 0.0f;
-                  for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                    sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                  }
-                  bottom_conv1_weight_grad[((((ob * 8 + obi) * 4 + j_2) * 512 + icc * 16 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
                 }
               }
             }
           }
+          for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+            bottom_conv1_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 1024; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          bottom_conv1_weight_grad[((o * 512 + ic) * 3 + kh_2) * 3 + kw_2] = bottom_conv1_dweight_sums[(((o / 4 * 32 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -6885,7 +6828,7 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3.dx: pool_dx+add+act_dx with down4.relu1.dsum and down4.relu1.dx, unet.cnn:30 */
 static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 195148032;
+  const float *down4_relu1 = s->arena + 185363712;
   const float *up4_crop0_dx = s->arena + 86625280;
   const float *bottom_conv1_dx = s->arena + 78911488;
   float *down4_relu1_dx = s->arena + 88722432;
@@ -6927,60 +6870,56 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4222 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 4 input channels; blocks shared out among threads; 176 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 32 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu0 = s->arena + 192917760;
+  const float *down4_relu0 = s->arena + 183133440;
   const float *down4_relu1_dx = s->arena + 88722432;
   float *down4_conv2_weight_grad = s->g32 + 2324416;
-  float *down4_conv2_dweight_padded = s->arena + 72453120;
-  float *down4_conv2_dweight_dy_flat = s->arena + 74717184;
-  float acc[96]; /* accumulators */
+  float *down4_conv2_dweight_padded = s->arena + 74812416;
+  float *down4_conv2_dweight_sums = s->arena + 72453120;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 67; a++) {
+    for (ptrdiff_t a = 0; a < 66; a++) {
+      for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 66; q++) {
-          down4_conv2_dweight_padded[((n * 512 + c) * 67 + a) * 66 + q] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + q] : 0.0f;
+          down4_conv2_dweight_padded[((n * 66 + a) * 66 + q) * 512 + c] = down4_relu0[((n * 512 + c) * 66 + a) * 66 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 4224; p++) {
-        down4_conv2_dweight_dy_flat[(n_2 * 512 + o) * 4224 + p] = p % 66 < 64 && p < 4222 ? down4_relu1_dx[((n_2 * 512 + o) * 64 + p / 66) * 64 + p % 66] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
-    for (ptrdiff_t icc = 0; icc < 128; icc++) {
-      for (ptrdiff_t ic = 0; ic < 4; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 176; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(down4_conv2_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4224 + t * 24 + l], down4_conv2_dweight_padded[((n_3 * 512 + icc * 4 + ic) * 67 + kh) * 66 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 2; rb++) {
+      for (ptrdiff_t ib = 0; ib < 32; ib++) {
+        for (ptrdiff_t ob = 0; ob < 128; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : down4_conv2_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 32; r++) {
+                for (ptrdiff_t ow = 0; ow < 64; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = down4_relu1_dx[((n_2 * 512 + ob * 4 + i) * 64 + rb * 32 + r) * 64 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, down4_conv2_dweight_padded[((n_2 * 66 + rb * 32 + r + kh) * 66 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                down4_conv2_weight_grad[(((ob * 4 + j_2) * 512 + icc * 4 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                down4_conv2_dweight_sums[(((ob * 32 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          down4_conv2_weight_grad[((o * 512 + ic) * 3 + kh_2) * 3 + kw_2] = down4_conv2_dweight_sums[(((o / 4 * 32 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7015,7 +6954,7 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards */
 static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
-  const float *down4_relu0 = s->arena + 192917760;
+  const float *down4_relu0 = s->arena + 183133440;
   const float *down4_relu1_dx = s->arena + 88722432;
   float *down4_relu0_dx = s->arena + 79512576;
   float *down4_conv2_dx_packed = s->arena + 74855424;
@@ -7168,60 +7107,56 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 4486 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 4 input channels; blocks shared out among threads; 187 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 33 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool2 = s->arena + 200122624;
+  const float *maxpool2 = s->arena + 190338304;
   const float *down4_relu0_dx = s->arena + 79512576;
   float *down4_conv1_weight_grad = s->g32 + 1144256;
-  float *down4_conv1_dweight_padded = s->arena + 74750976;
-  float *down4_conv1_dweight_dy_flat = s->arena + 72453120;
-  float acc[96]; /* accumulators */
+  float *down4_conv1_dweight_padded = s->arena + 72453120;
+  float *down4_conv1_dweight_sums = s->arena + 73636864;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 69; a++) {
+    for (ptrdiff_t a = 0; a < 68; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 68; q++) {
-          down4_conv1_dweight_padded[((n * 256 + c) * 69 + a) * 68 + q] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + q] : 0.0f;
+          down4_conv1_dweight_padded[((n * 68 + a) * 68 + q) * 256 + c] = maxpool2[((n * 256 + c) * 68 + a) * 68 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 512; o++) {
-      for (ptrdiff_t p = 0; p < 4488; p++) {
-        down4_conv1_dweight_dy_flat[(n_2 * 512 + o) * 4488 + p] = p % 68 < 66 && p < 4486 ? down4_relu0_dx[((n_2 * 512 + o) * 66 + p / 68) * 66 + p % 68] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 128; ob++) {
-    for (ptrdiff_t icc = 0; icc < 64; icc++) {
-      for (ptrdiff_t ic = 0; ic < 4; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 187; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(down4_conv1_dweight_dy_flat[(n_3 * 512 + ob * 4 + j) * 4488 + t * 24 + l], down4_conv1_dweight_padded[((n_3 * 256 + icc * 4 + ic) * 69 + kh) * 68 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 2; rb++) {
+      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+        for (ptrdiff_t ob = 0; ob < 128; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : down4_conv1_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 33; r++) {
+                for (ptrdiff_t ow = 0; ow < 66; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = down4_relu0_dx[((n_2 * 512 + ob * 4 + i) * 66 + rb * 33 + r) * 66 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, down4_conv1_dweight_padded[((n_2 * 68 + rb * 33 + r + kh) * 68 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                down4_conv1_weight_grad[(((ob * 4 + j_2) * 256 + icc * 4 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                down4_conv1_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 512; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          down4_conv1_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = down4_conv1_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7257,7 +7192,7 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
 
 /* maxpool2.dx: pool_dx+add+act_dx with down3.relu1.dsum and down3.relu1.dx, unet.cnn:29 */
 static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu1 = s->arena + 177239296;
+  const float *down3_relu1 = s->arena + 167454976;
   const float *up3_crop0_dx = s->arena + 81890304;
   const float *down4_conv1_dx = s->arena + 76179968;
   float *down3_relu1_dx = s->arena + 87327744;
@@ -7299,60 +7234,56 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 18766 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 782 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 17 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
-  const float *down3_relu0 = s->arena + 172364032;
+  const float *down3_relu0 = s->arena + 162579712;
   const float *down3_relu1_dx = s->arena + 87327744;
   float *down3_conv2_weight_grad = s->g32 + 554176;
   float *down3_conv2_dweight_padded = s->arena + 72453120;
-  float *down3_conv2_dweight_dy_flat = s->arena + 77363712;
-  float acc[96]; /* accumulators */
+  float *down3_conv2_dweight_sums = s->arena + 77328384;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 139; a++) {
+    for (ptrdiff_t a = 0; a < 138; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 138; q++) {
-          down3_conv2_dweight_padded[((n * 256 + c) * 139 + a) * 138 + q] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + q] : 0.0f;
+          down3_conv2_dweight_padded[((n * 138 + a) * 138 + q) * 256 + c] = down3_relu0[((n * 256 + c) * 138 + a) * 138 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 18768; p++) {
-        down3_conv2_dweight_dy_flat[(n_2 * 256 + o) * 18768 + p] = p % 138 < 136 && p < 18766 ? down3_relu1_dx[((n_2 * 256 + o) * 136 + p / 138) * 136 + p % 138] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t icc = 0; icc < 256; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 782; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(down3_conv2_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 18768 + t * 24 + l], down3_conv2_dweight_padded[((n_3 * 256 + icc + ic) * 139 + kh) * 138 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 8; rb++) {
+      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+        for (ptrdiff_t ob = 0; ob < 64; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : down3_conv2_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 17; r++) {
+                for (ptrdiff_t ow = 0; ow < 136; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = down3_relu1_dx[((n_2 * 256 + ob * 4 + i) * 136 + rb * 17 + r) * 136 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, down3_conv2_dweight_padded[((n_2 * 138 + rb * 17 + r + kh) * 138 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                down3_conv2_weight_grad[(((ob * 4 + j_2) * 256 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                down3_conv2_dweight_sums[(((ob * 16 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          down3_conv2_weight_grad[((o * 256 + ic) * 3 + kh_2) * 3 + kw_2] = down3_conv2_dweight_sums[(((o / 4 * 16 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7387,7 +7318,7 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards */
 static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
-  const float *down3_relu0 = s->arena + 172364032;
+  const float *down3_relu0 = s->arena + 162579712;
   const float *down3_relu1_dx = s->arena + 87327744;
   float *down3_relu0_dx = s->arena + 82452480;
   float *down3_conv2_dx_packed = s->arena + 92062720;
@@ -7540,60 +7471,56 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 19318 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 805 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 23 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool1 = s->arena + 190408960;
+  const float *maxpool1 = s->arena + 180624640;
   const float *down3_relu0_dx = s->arena + 82452480;
   float *down3_conv1_weight_grad = s->g32 + 259008;
-  float *down3_conv1_dweight_padded = s->arena + 77399040;
-  float *down3_conv1_dweight_dy_flat = s->arena + 72453120;
-  float acc[96]; /* accumulators */
+  float *down3_conv1_dweight_padded = s->arena + 72453120;
+  float *down3_conv1_dweight_sums = s->arena + 20647936;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 141; a++) {
+    for (ptrdiff_t a = 0; a < 140; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 140; q++) {
-          down3_conv1_dweight_padded[((n * 128 + c) * 141 + a) * 140 + q] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + q] : 0.0f;
+          down3_conv1_dweight_padded[((n * 140 + a) * 140 + q) * 128 + c] = maxpool1[((n * 128 + c) * 140 + a) * 140 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 256; o++) {
-      for (ptrdiff_t p = 0; p < 19320; p++) {
-        down3_conv1_dweight_dy_flat[(n_2 * 256 + o) * 19320 + p] = p % 140 < 138 && p < 19318 ? down3_relu0_dx[((n_2 * 256 + o) * 138 + p / 140) * 138 + p % 140] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 64; ob++) {
-    for (ptrdiff_t icc = 0; icc < 128; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 805; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(down3_conv1_dweight_dy_flat[(n_3 * 256 + ob * 4 + j) * 19320 + t * 24 + l], down3_conv1_dweight_padded[((n_3 * 128 + icc + ic) * 141 + kh) * 140 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 6; rb++) {
+      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+        for (ptrdiff_t ob = 0; ob < 64; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : down3_conv1_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 23; r++) {
+                for (ptrdiff_t ow = 0; ow < 138; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = down3_relu0_dx[((n_2 * 256 + ob * 4 + i) * 138 + rb * 23 + r) * 138 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, down3_conv1_dweight_padded[((n_2 * 140 + rb * 23 + r + kh) * 140 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                down3_conv1_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                down3_conv1_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          down3_conv1_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = down3_conv1_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7671,60 +7598,56 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 78958 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 3290 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 10 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0 = s->arena + 111995904;
   const float *down2_relu1_dx = s->arena + 83066880;
   float *down2_conv2_weight_grad = s->g32 + 111424;
   float *down2_conv2_dweight_padded = s->arena + 62417920;
-  float *down2_conv2_dweight_dy_flat = s->arena + 72633088;
-  float acc[96]; /* accumulators */
+  float *down2_conv2_dweight_sums = s->arena + 20647936;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 283; a++) {
+    for (ptrdiff_t a = 0; a < 282; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 282; q++) {
-          down2_conv2_dweight_padded[((n * 128 + c) * 283 + a) * 282 + q] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + q] : 0.0f;
+          down2_conv2_dweight_padded[((n * 282 + a) * 282 + q) * 128 + c] = down2_relu0[((n * 128 + c) * 282 + a) * 282 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 78960; p++) {
-        down2_conv2_dweight_dy_flat[(n_2 * 128 + o) * 78960 + p] = p % 282 < 280 && p < 78958 ? down2_relu1_dx[((n_2 * 128 + o) * 280 + p / 282) * 280 + p % 282] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t icc = 0; icc < 128; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 3290; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(down2_conv2_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 78960 + t * 24 + l], down2_conv2_dweight_padded[((n_3 * 128 + icc + ic) * 283 + kh) * 282 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 28; rb++) {
+      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : down2_conv2_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 10; r++) {
+                for (ptrdiff_t ow = 0; ow < 280; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = down2_relu1_dx[((n_2 * 128 + ob * 4 + i) * 280 + rb * 10 + r) * 280 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, down2_conv2_dweight_padded[((n_2 * 282 + rb * 10 + r + kh) * 282 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                down2_conv2_weight_grad[(((ob * 4 + j_2) * 128 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                down2_conv2_dweight_sums[(((ob * 8 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          down2_conv2_weight_grad[((o * 128 + ic) * 3 + kh_2) * 3 + kw_2] = down2_conv2_dweight_sums[(((o / 4 * 8 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7827,7 +7750,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
 static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_relu0_dx = s->arena + 72887808;
-  float *down2_conv1_dx = s->arena + 88247040;
+  float *down2_conv1_dx = s->arena + 83211520;
   float *down2_conv1_dx_packed = s->arena + 20647936;
   float *down2_conv1_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
@@ -7888,60 +7811,56 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 80086 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 3337 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 6 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
-  const float *maxpool0 = s->arena + 157266688;
+  const float *maxpool0 = s->arena + 147482368;
   const float *down2_relu0_dx = s->arena + 72887808;
   float *down2_conv1_weight_grad = s->g32 + 37568;
-  float *down2_conv1_dweight_padded = s->arena + 83066880;
-  float *down2_conv1_dweight_dy_flat = s->arena + 62417920;
-  float acc[96]; /* accumulators */
+  float *down2_conv1_dweight_padded = s->arena + 62417920;
+  float *down2_conv1_dweight_sums = s->arena + 20647936;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 285; a++) {
+    for (ptrdiff_t a = 0; a < 284; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 284; q++) {
-          down2_conv1_dweight_padded[((n * 64 + c) * 285 + a) * 284 + q] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + q] : 0.0f;
+          down2_conv1_dweight_padded[((n * 284 + a) * 284 + q) * 64 + c] = maxpool0[((n * 64 + c) * 284 + a) * 284 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 128; o++) {
-      for (ptrdiff_t p = 0; p < 80088; p++) {
-        down2_conv1_dweight_dy_flat[(n_2 * 128 + o) * 80088 + p] = p % 284 < 282 && p < 80086 ? down2_relu0_dx[((n_2 * 128 + o) * 282 + p / 284) * 282 + p % 284] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t icc = 0; icc < 64; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 3337; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(down2_conv1_dweight_dy_flat[(n_3 * 128 + ob * 4 + j) * 80088 + t * 24 + l], down2_conv1_dweight_padded[((n_3 * 64 + icc + ic) * 285 + kh) * 284 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 47; rb++) {
+      for (ptrdiff_t ib = 0; ib < 4; ib++) {
+        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : down2_conv1_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 6; r++) {
+                for (ptrdiff_t ow = 0; ow < 282; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = down2_relu0_dx[((n_2 * 128 + ob * 4 + i) * 282 + rb * 6 + r) * 282 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, down2_conv1_dweight_padded[((n_2 * 284 + rb * 6 + r + kh) * 284 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                down2_conv1_weight_grad[(((ob * 4 + j_2) * 64 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                down2_conv1_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 128; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          down2_conv1_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = down2_conv1_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -7979,7 +7898,7 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
 static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 41769984;
   const float *up1_crop0_dx = s->arena + 0;
-  const float *down2_conv1_dx = s->arena + 88247040;
+  const float *down2_conv1_dx = s->arena + 83211520;
   float *down1_relu1_dx = s->arena + 62563584;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 20647936; i++) {
@@ -8019,60 +7938,56 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv2.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 323758 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 13490 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over each sample's positions 4 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   const float *down1_relu0 = s->arena + 20976384;
   const float *down1_relu1_dx = s->arena + 62563584;
   float *down1_conv2_weight_grad = s->g32 + 640;
   float *down1_conv2_dweight_padded = s->arena + 0;
-  float *down1_conv2_dweight_dy_flat = s->arena + 41769984;
-  float acc[96]; /* accumulators */
+  float *down1_conv2_dweight_sums = s->arena + 20793600;
+  float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
-      for (ptrdiff_t a = 0; a < 571; a++) {
+    for (ptrdiff_t a = 0; a < 570; a++) {
+      for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 570; q++) {
-          down1_conv2_dweight_padded[((n * 64 + c) * 571 + a) * 570 + q] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
+          down1_conv2_dweight_padded[((n * 570 + a) * 570 + q) * 64 + c] = down1_relu0[((n * 64 + c) * 570 + a) * 570 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 323760; p++) {
-        down1_conv2_dweight_dy_flat[(n_2 * 64 + o) * 323760 + p] = p % 570 < 568 && p < 323758 ? down1_relu1_dx[((n_2 * 64 + o) * 568 + p / 570) * 568 + p % 570] : 0.0f;
-      }
-    }
-  }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t icc = 0; icc < 64; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kc = 0; kc < 3; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 13490; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(down1_conv2_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 323760 + t * 24 + l], down1_conv2_dweight_padded[((n_3 * 64 + icc + ic) * 571 + kh) * 570 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+    for (ptrdiff_t rb = 0; rb < 142; rb++) {
+      for (ptrdiff_t ib = 0; ib < 4; ib++) {
+        for (ptrdiff_t ob = 0; ob < 16; ob++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kw = 0; kw < 3; kw++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 64; a_2++) {
+                acc[a_2] = n_2 == 0 && rb == 0 ? 0.0f : down1_conv2_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 4; r++) {
+                for (ptrdiff_t ow = 0; ow < 568; ow++) {
+                  for (ptrdiff_t i = 0; i < 4; i++) {
+                    float d = down1_relu1_dx[((n_2 * 64 + ob * 4 + i) * 568 + rb * 4 + r) * 568 + ow];
+                    for (ptrdiff_t l = 0; l < 16; l++) {
+                      acc[i * 16 + l] = madd(d, down1_conv2_dweight_padded[((n_2 * 570 + rb * 4 + r + kh) * 570 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
               }
-            }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                down1_conv2_weight_grad[(((ob * 4 + j_2) * 64 + icc + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+              for (ptrdiff_t a_3 = 0; a_3 < 64; a_3++) {
+                down1_conv2_dweight_sums[(((ob * 4 + ib) * 3 + kh) * 3 + kw) * 64 + a_3] = acc[a_3];
               }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          down1_conv2_weight_grad[((o * 64 + ic) * 3 + kh_2) * 3 + kw_2] = down1_conv2_dweight_sums[(((o / 4 * 4 + ic / 16) * 3 + kh_2) * 3 + kw_2) * 64 + o % 4 * 16 + ic % 16];
         }
       }
     }
@@ -9029,7 +8944,7 @@ int unet_backward(unet_state *s, int count, const float *x, const int64_t *label
   UNET_KERNEL("down1.conv2.dx", train_down1_conv2_dx(s, count));
   UNET_KERNEL("down1.conv1.dweight", train_down1_conv1_dweight(s, count, x));
   UNET_KERNEL("down1.conv1.dbias", train_down1_conv1_dbias(s, count));
-  *loss = s->arena[204357888];
+  *loss = s->arena[194573568];
   return 0;
 }
 

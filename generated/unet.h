@@ -18,7 +18,7 @@
 typedef struct unet_state {
   float f32[31030672]; /* parameters and float buffers */
   int64_t i64[16]; /* integer buffers */
-  float arena[204357904]; /* activations, planned by lifetime */
+  float arena[194573584]; /* activations, planned by lifetime */
   float g32[31030672]; /* gradients, as f32 */
   float m32[31030672]; /* optimizer state: momentum */
   float lr;       /* the learning rate */

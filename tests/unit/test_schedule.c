@@ -241,6 +241,46 @@ static void dw_blocks(void **state) {
   (void)state;
 }
 
+/* Input channels in the lanes of the weight gradient where they fill
+ * whole vectors and there is one group (schedule_dw): tiles that divide
+ * both channel counts and fit the registers with at least 8 chains, and
+ * chunks of positions whose run of the copy fits half of L2 (all samples
+ * at once for ResNet-18's layer4 at batch 8; rows of one sample that
+ * divide its outputs for layer1's first, stride 2 too). Not for 3 input
+ * channels (its conv1) nor groups. */
+static void dw_channel_lanes(void **state) {
+  ConvGeom l4 = {1, 512, 7, 7, 512, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvGeom l1 = {1, 64, 56, 56, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvGeom s2 = {1, 128, 56, 56, 256, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1};
+  ConvGeom c1 = {1, 3, 224, 224, 64, 112, 112, 7, 7, 2, 2, 3, 3, 1, 1, 1, 1};
+  ConvGeom gr = {2, 64, 28, 28, 64, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  const ConvGeom *yes[] = {&l4, &l1, &s2};
+  for (int L = TARGET_AVX2; L <= TARGET_AVX512; L *= 2)
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+      const ConvGeom *g = yes[i];
+      ConvSchedule s = schedule_dw(g, L, 8);
+      assert_true(s.tiled && s.dw_chan && s.hwc && s.pad_copy);
+      assert_true(s.width % L == 0 && g->C % s.width == 0);
+      assert_true(g->O % s.ocb == 0);
+      int64_t acc = s.ocb * (s.width / L);
+      assert_true(acc >= 8 && acc <= acc_regs(L));
+      assert_true(s.dw_rows >= 1 && g->OH % s.dw_rows == 0);
+      ConvGeom p = padded_geom(g);
+      int64_t run = s.width * 4 * p.W;
+      if (s.dw_all)
+        assert_true(run * p.H * 8 <= 256 << 10);
+      else
+        assert_true(s.dw_rows == 1 ||
+                    run * ((s.dw_rows - 1) * g->sh + g->KH) <= 256 << 10);
+      assert_false(schedule_dw(g, 0, 8).tiled);
+    }
+  assert_true(schedule_dw(&l4, TARGET_AVX512, 8).dw_all);
+  assert_false(schedule_dw(&l1, TARGET_AVX2, 8).dw_all);
+  assert_false(schedule_dw(&c1, TARGET_AVX512, 8).dw_chan);
+  assert_false(schedule_dw(&gr, TARGET_AVX512, 8).dw_chan);
+  (void)state;
+}
+
 static void dense_tiles(void **state) {
   for (int64_t in = 1; in <= 100; in += 3)
     for (int64_t out = 1; out <= 20; out += 3)
@@ -304,6 +344,7 @@ int main(void) {
       cmocka_unit_test(row_stores),
       cmocka_unit_test(dw_samples_outer),
       cmocka_unit_test(dw_blocks),
+      cmocka_unit_test(dw_channel_lanes),
       cmocka_unit_test(dense_tiles),
       cmocka_unit_test(lowering_records_schedules),
   };
