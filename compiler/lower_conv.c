@@ -744,6 +744,64 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
   close(L, 4);
 }
 
+/* The weight gradient with output channels in the lanes (schedule.h,
+ * dw_ochan): dy copied channels innermost, then for each block of output
+ * channels (shared out among threads), block of input channels, kernel
+ * row and block of kw taps, the tile sums over every position of the
+ * batch each tap's input element (a broadcast) times dy's run of the
+ * block's channels there, and goes to dw. */
+static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
+  const ConvGeom *g = &c->g;
+  const ConvSchedule *s = &c->s;
+  int64_t ow_ = s->width, cb = s->ocb, kb = s->kwb, taps = cb * kb;
+  LoopBuilder *b = &L->b;
+  Shape ts = {3, {g->OH, g->OW, g->O, 0}};
+  Buffer *dyt = lower_scratch(L, "dy_hwc", ts);
+  int n = lb_for(b, "n", -1);
+  int oh = lb_for(b, "oh", g->OH);
+  int o = lb_for(b, "o", g->O);
+  int ow = lb_for(b, "ow", g->OW);
+  lb_store(b, dyt, idx(L, V(L, n), V(L, oh), V(L, ow), V(L, o), ts),
+           load(L, c->y, idx(L, V(L, n), V(L, o), V(L, oh), V(L, ow), c->ys)));
+  close(L, 4);
+  int ob = s->parallel ? lb_parallel_for(b, "ob", g->O / ow_)
+                       : lb_for(b, "ob", g->O / ow_);
+  int ib = lb_for(b, "ib", g->C / cb);
+  int kh = lb_for(b, "kh", g->KH);
+  int kc = lb_for(b, "kc", g->KW / kb);
+  int a = lb_for(b, "a", taps * ow_);
+  lb_store(b, c->acc, V(L, a), F(L, 0));
+  close(L, 1);
+  n = lb_for(b, "n", -1);
+  oh = lb_for(b, "oh", g->OH);
+  ow = lb_for(b, "ow", g->OW);
+  int t = lb_for(b, "t", taps);
+  Expr *ic = add(L, mul(L, V(L, ib), I(L, cb)), dvd(L, V(L, t), I(L, kb)));
+  Expr *kw =
+      add(L, mul(L, V(L, kc), I(L, kb)), x_bin(L->p, X_MOD, V(L, t), I(L, kb)));
+  Expr *row =
+      add(L, mul(L, V(L, oh), I(L, g->sh)), mul(L, V(L, kh), I(L, g->dh)));
+  Expr *col = add(L, mul(L, V(L, ow), I(L, g->sw)), mul(L, kw, I(L, g->dw)));
+  int xv = lb_let(b, "xv", load(L, c->x, idx(L, V(L, n), ic, row, col, c->xs)));
+  int l = lb_for(b, "l", ow_);
+  Expr *oc = add(L, mul(L, V(L, ob), I(L, ow_)), V(L, l));
+  lb_accum(b, c->acc, add(L, mul(L, V(L, t), I(L, ow_)), V(L, l)),
+           mul(L, x_temp(L->p, xv),
+               load(L, dyt, idx(L, V(L, n), V(L, oh), V(L, ow), oc, ts))));
+  close(L, 5);
+  t = lb_for(b, "t", taps);
+  l = lb_for(b, "l", ow_);
+  ic = add(L, mul(L, V(L, ib), I(L, cb)), dvd(L, V(L, t), I(L, kb)));
+  kw =
+      add(L, mul(L, V(L, kc), I(L, kb)), x_bin(L->p, X_MOD, V(L, t), I(L, kb)));
+  oc = add(L, mul(L, V(L, ob), I(L, ow_)), V(L, l));
+  Expr *to =
+      add(L, mul(L, add(L, mul(L, oc, I(L, g->C)), ic), I(L, g->KH)), V(L, kh));
+  lb_store(b, dw, add(L, mul(L, to, I(L, g->KW)), kw),
+           load(L, c->acc, add(L, mul(L, V(L, t), I(L, ow_)), V(L, l))));
+  close(L, 6);
+}
+
 /* The weight gradient: for each block of output channels, input channel,
  * kernel row and block of kw taps, lanes of dot products of dy with the
  * tap's run of the copy, over samples and tiles of positions, then their
@@ -762,10 +820,14 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
     return 0;
   const ConvSchedule *s = &c.s;
   pad_input(L, &c);
-  if (s->dw_chan) {
-    c.acc = loop_local(L->p, L->b.k, "acc", s->ocb * s->width);
+  if (s->dw_chan || s->dw_ochan) {
+    c.acc = loop_local(L->p, L->b.k, "acc",
+                       s->ocb * s->width * (s->dw_ochan ? s->kwb : 1));
     c.grp = -1;
-    dw_chan_nest(L, &c, dw);
+    if (s->dw_chan)
+      dw_chan_nest(L, &c, dw);
+    else
+      dw_ochan_nest(L, &c, dw);
     return 1;
   }
   Buffer *fy = flat_dy(L, &c);

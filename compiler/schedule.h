@@ -78,6 +78,11 @@ typedef struct ConvSchedule {
                         channels innermost); positions go by in chunks,
                         the tiles' sums kept in a scratch buffer between
                         them (schedule_dw) */
+  int dw_ochan;      /* weight gradient with output channels in the lanes:
+                        a tile is width output channels by ocb input
+                        channels times kwb kw taps of one kernel row, each
+                        tap's input element broadcast, dy copied channels
+                        innermost; every position of the batch at once */
   int dw_all;        /* dw_chan: a chunk is every sample's rows ... */
   int64_t dw_rows;   /* ... else dw_rows output rows of one sample */
   int64_t width;     /* positions per tile: the innermost, contiguous

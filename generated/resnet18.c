@@ -14859,7 +14859,7 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
   const float *conv1 = s->arena + 2359296;
   const float *relu0_dx = s->arena + 0;
-  float *bn1_dx = s->arena + 824832;
+  float *bn1_dx = s->arena + 802816;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -15167,61 +15167,54 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* conv1.dweight: conv_dw, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 537 tiles (11 spare positions), no guards */
+ * schedule: input copied zero-padded, dy channels innermost; accumulators: 32 output channels x 3 input channels x 1 kw taps, over every sample's positions at once; blocks shared out among threads */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
-  const float *bn1_dx = s->arena + 824832;
+  const float *bn1_dx = s->arena + 802816;
   float *conv1_weight_grad = s->g32 + 0;
-  float *conv1_dweight_padded = s->arena + 1627648;
-  float *conv1_dweight_dy_flat = s->arena + 0;
+  float *conv1_dweight_padded = s->arena + 1605632;
+  float *conv1_dweight_dy_hwc = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 3; c++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 116; a++) {
-            for (ptrdiff_t q = 0; q < 115; q++) {
-              conv1_dweight_padded[((n * 12 + (c * 2 + rh) * 2 + rw) * 116 + a) * 115 + q] = 0 <= a * 2 + rh - 3 && a * 2 + rh - 3 < 224 && (0 <= q * 2 + rw - 3 && q * 2 + rw - 3 < 224) ? x[((n * 3 + c) * 224 + a * 2 + rh - 3) * 224 + q * 2 + rw - 3] : 0.0f;
-            }
-          }
+      for (ptrdiff_t a = 0; a < 229; a++) {
+        for (ptrdiff_t q = 0; q < 229; q++) {
+          conv1_dweight_padded[((n * 3 + c) * 229 + a) * 229 + q] = 0 <= a - 3 && a - 3 < 224 && (0 <= q - 3 && q - 3 < 224) ? x[((n * 3 + c) * 224 + a - 3) * 224 + q - 3] : 0.0f;
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 12888; p++) {
-        conv1_dweight_dy_flat[(n_2 * 64 + o) * 12888 + p] = p % 115 < 112 && p < 12877 ? bn1_dx[((n_2 * 64 + o) * 112 + p / 115) * 112 + p % 115] : 0.0f;
+    for (ptrdiff_t oh = 0; oh < 112; oh++) {
+      for (ptrdiff_t o = 0; o < 64; o++) {
+        for (ptrdiff_t ow = 0; ow < 112; ow++) {
+          conv1_dweight_dy_hwc[((n_2 * 112 + oh) * 112 + ow) * 64 + o] = bn1_dx[((n_2 * 64 + o) * 112 + oh) * 112 + ow];
+        }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t icc = 0; icc < 3; icc++) {
-      for (ptrdiff_t ic = 0; ic < 1; ic++) {
-        for (ptrdiff_t kh = 0; kh < 7; kh++) {
-          for (ptrdiff_t kc = 0; kc < 7; kc++) {
-            for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-              acc[a_2] = 0.0f;
-            }
-            for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-              for (ptrdiff_t t = 0; t < 537; t++) {
-                for (ptrdiff_t j = 0; j < 4; j++) {
-                  for (ptrdiff_t k = 0; k < 1; k++) {
-                    for (ptrdiff_t l = 0; l < 24; l++) {
-                      acc[(j + k) * 24 + l] = madd(conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 12888 + t * 24 + l], conv1_dweight_padded[((n_3 * 12 + ((icc + ic) * 2 + kh % 2) * 2 + (kc + k) % 2) * 116 + kh / 2) * 115 + t * 24 + l + (kc + k) / 2], acc[(j + k) * 24 + l]);
-                    }
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t ib = 0; ib < 1; ib++) {
+      for (ptrdiff_t kh = 0; kh < 7; kh++) {
+        for (ptrdiff_t kc = 0; kc < 7; kc++) {
+          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+            acc[a_2] = 0.0f;
+          }
+          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+            for (ptrdiff_t oh_2 = 0; oh_2 < 112; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
+                for (ptrdiff_t t = 0; t < 3; t++) {
+                  float xv = conv1_dweight_padded[((n_3 * 3 + ib * 3 + t) * 229 + oh_2 * 2 + kh) * 229 + ow_2 * 2 + kc];
+                  for (ptrdiff_t l = 0; l < 32; l++) {
+                    acc[t * 32 + l] = madd(xv, conv1_dweight_dy_hwc[((n_3 * 112 + oh_2) * 112 + ow_2) * 64 + ob * 32 + l], acc[t * 32 + l]);
                   }
                 }
               }
             }
-            for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-              for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-                float sum = 0.0f;
-                for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                  sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-                }
-                conv1_weight_grad[(((ob * 4 + j_2) * 3 + icc + ic) * 7 + kh) * 7 + kc + k_2] = sum;
-              }
+          }
+          for (ptrdiff_t t_2 = 0; t_2 < 3; t_2++) {
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              conv1_weight_grad[(((ob * 32 + l_2) * 3 + ib * 3 + t_2) * 7 + kh) * 7 + kc] = acc[t_2 * 32 + l_2];
             }
           }
         }

@@ -8084,55 +8084,54 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded; rows flattened to 326038 positions, dy copied along them; accumulators: 4 output channels x 1 kw taps x 24 lanes of positions; in blocks of 1 output blocks by 1 input channels; blocks shared out among threads; 13585 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, dy channels innermost; accumulators: 32 output channels x 1 input channels x 3 kw taps, over every sample's positions at once; blocks shared out among threads */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv1_weight_grad = s->g32 + 0;
-  float *down1_conv1_dweight_padded = s->arena + 20866560;
-  float *down1_conv1_dweight_dy_flat = s->arena + 0;
+  float *down1_conv1_dweight_padded = s->arena + 20793600;
+  float *down1_conv1_dweight_dy_hwc = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1; c++) {
-      for (ptrdiff_t a = 0; a < 573; a++) {
+      for (ptrdiff_t a = 0; a < 572; a++) {
         for (ptrdiff_t q = 0; q < 572; q++) {
-          down1_conv1_dweight_padded[((n + c) * 573 + a) * 572 + q] = a < 572 ? x[((n + c) * 572 + a) * 572 + q] : 0.0f;
+          down1_conv1_dweight_padded[((n + c) * 572 + a) * 572 + q] = x[((n + c) * 572 + a) * 572 + q];
         }
       }
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
-      for (ptrdiff_t p = 0; p < 326040; p++) {
-        down1_conv1_dweight_dy_flat[(n_2 * 64 + o) * 326040 + p] = p % 572 < 570 && p < 326038 ? down1_relu0_dx[((n_2 * 64 + o) * 570 + p / 572) * 570 + p % 572] : 0.0f;
+    for (ptrdiff_t oh = 0; oh < 570; oh++) {
+      for (ptrdiff_t o = 0; o < 64; o++) {
+        for (ptrdiff_t ow = 0; ow < 570; ow++) {
+          down1_conv1_dweight_dy_hwc[((n_2 * 570 + oh) * 570 + ow) * 64 + o] = down1_relu0_dx[((n_2 * 64 + o) * 570 + oh) * 570 + ow];
+        }
       }
     }
   }
   UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 1; ic++) {
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t ib = 0; ib < 1; ib++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 3; kc++) {
+        for (ptrdiff_t kc = 0; kc < 1; kc++) {
           for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
             acc[a_2] = 0.0f;
           }
           for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t t = 0; t < 13585; t++) {
-              for (ptrdiff_t j = 0; j < 4; j++) {
-                for (ptrdiff_t k = 0; k < 1; k++) {
-                  for (ptrdiff_t l = 0; l < 24; l++) {
-                    acc[(j + k) * 24 + l] = madd(down1_conv1_dweight_dy_flat[(n_3 * 64 + ob * 4 + j) * 326040 + t * 24 + l], down1_conv1_dweight_padded[((n_3 + ic) * 573 + kh) * 572 + t * 24 + l + kc + k], acc[(j + k) * 24 + l]);
+            for (ptrdiff_t oh_2 = 0; oh_2 < 570; oh_2++) {
+              for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
+                for (ptrdiff_t t = 0; t < 3; t++) {
+                  float xv = down1_conv1_dweight_padded[((n_3 + ib + t / 3) * 572 + oh_2 + kh) * 572 + ow_2 + kc * 3 + t % 3];
+                  for (ptrdiff_t l = 0; l < 32; l++) {
+                    acc[t * 32 + l] = madd(xv, down1_conv1_dweight_dy_hwc[((n_3 * 570 + oh_2) * 570 + ow_2) * 64 + ob * 32 + l], acc[t * 32 + l]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
-            for (ptrdiff_t k_2 = 0; k_2 < 1; k_2++) {
-              float sum = 0.0f;
-              for (ptrdiff_t l_2 = 0; l_2 < 24; l_2++) {
-                sum = sum + acc[(j_2 + k_2) * 24 + l_2];
-              }
-              down1_conv1_weight_grad[((ob * 4 + j_2 + ic) * 3 + kh) * 3 + kc + k_2] = sum;
+          for (ptrdiff_t t_2 = 0; t_2 < 3; t_2++) {
+            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+              down1_conv1_weight_grad[((ob * 32 + l_2 + ib + t_2 / 3) * 3 + kh) * 3 + kc * 3 + t_2 % 3] = acc[t_2 * 32 + l_2];
             }
           }
         }

@@ -281,6 +281,26 @@ static void dw_channel_lanes(void **state) {
   (void)state;
 }
 
+/* Output channels in the lanes where the input channels are too few for
+ * them (ResNet's conv1, 3 in and 64 out): runs of more than 16 channels
+ * that divide the outputs, at most 16 taps from whole blocks of input
+ * channels and kw taps, at least 8 accumulators within the registers.
+ * Not for LeNet-5's c3, whose 16 output channels gcc would unroll. */
+static void dw_output_lanes(void **state) {
+  ConvGeom c1 = {1, 3, 224, 224, 64, 112, 112, 7, 7, 2, 2, 3, 3, 1, 1, 1, 1};
+  ConvGeom c3 = {1, 6, 14, 14, 16, 10, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 1};
+  for (int L = TARGET_AVX2; L <= TARGET_AVX512; L *= 2) {
+    ConvSchedule s = schedule_dw(&c1, L, 8);
+    assert_true(s.tiled && s.dw_ochan && !s.dw_chan && s.pad_copy);
+    assert_true(s.width % L == 0 && s.width > 16 && 64 % s.width == 0);
+    assert_true(3 % s.ocb == 0 && 7 % s.kwb == 0 && s.ocb * s.kwb <= 16);
+    int64_t acc = s.ocb * s.kwb * (s.width / L);
+    assert_true(acc >= 8 && acc <= acc_regs(L));
+    assert_false(schedule_dw(&c3, L, 64).dw_ochan);
+  }
+  (void)state;
+}
+
 static void dense_tiles(void **state) {
   for (int64_t in = 1; in <= 100; in += 3)
     for (int64_t out = 1; out <= 20; out += 3)
@@ -345,6 +365,7 @@ int main(void) {
       cmocka_unit_test(dw_samples_outer),
       cmocka_unit_test(dw_blocks),
       cmocka_unit_test(dw_channel_lanes),
+      cmocka_unit_test(dw_output_lanes),
       cmocka_unit_test(dense_tiles),
       cmocka_unit_test(lowering_records_schedules),
   };
