@@ -225,8 +225,9 @@ NO_FUSE_CASES = fusion bn add lenet5
 # The cases whose sums contraction fuses into multiply-adds (every tiled
 # nest, the tanh polynomial, batch norm, the optimizer), for -fno-fma.
 NO_FMA_CASES = conv_same conv_packed dense fusion lenet5
-# The tiled nests whose schedules differ by vector target (--target): each
-# target is tested whatever this machine's own is (native, above).
+# The tiled nests whose schedules differ by vector target: the runs above
+# use AVX2's tiles (the default), these --target avx512, whatever this
+# processor has.
 TARGET_CASES = $(NO_TILE_CASES) conv_dilation_groups conv_dw_samples \
   resnet18 googlenet
 
@@ -257,13 +258,10 @@ check-oracle: $(BUILD)/cnnc
 	  $(NO_FMA_CASES:%=--only %)
 	@CNNC_FLAGS=-fno-fma $(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc \
 	  $(NO_FMA_CASES:%=--only %)
-	@for t in avx2 avx512; do \
-	  echo "== the same with --target $$t (tiles for its vector registers)"; \
-	  CNNC_FLAGS="--target $$t" $(PYTHON) tests/oracle/forward.py \
-	    $(BUILD)/cnnc || exit 1; \
-	  CNNC_FLAGS="--target $$t" $(PYTHON) tests/oracle/grad.py \
-	    $(BUILD)/cnnc $(TARGET_CASES:%=--only %) || exit 1; \
-	done
+	@echo "== the same with --target avx512 (tiles for AVX-512's registers)"
+	@CNNC_FLAGS="--target avx512" $(PYTHON) tests/oracle/forward.py $(BUILD)/cnnc
+	@CNNC_FLAGS="--target avx512" $(PYTHON) tests/oracle/grad.py $(BUILD)/cnnc \
+	  $(TARGET_CASES:%=--only %)
 	@echo "== gradients against finite differences of cnnc's own loss"
 	@$(PYTHON) tests/oracle/fd.py $(BUILD)/cnnc
 	@echo "== SGD and Adam steps of the generated code against torch.optim"
