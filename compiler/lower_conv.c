@@ -753,7 +753,7 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
 static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
-  int64_t ow_ = s->width, cb = s->ocb, kb = s->kwb, taps = cb * kb;
+  int64_t ocw = s->width, cb = s->ocb, kb = s->kwb, taps = cb * kb;
   LoopBuilder *b = &L->b;
   Shape ts = {3, {g->OH, g->OW, g->O, 0}};
   Buffer *dyt = lower_scratch(L, "dy_hwc", ts);
@@ -764,12 +764,12 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
   lb_store(b, dyt, idx(L, V(L, n), V(L, oh), V(L, ow), V(L, o), ts),
            load(L, c->y, idx(L, V(L, n), V(L, o), V(L, oh), V(L, ow), c->ys)));
   close(L, 4);
-  int ob = s->parallel ? lb_parallel_for(b, "ob", g->O / ow_)
-                       : lb_for(b, "ob", g->O / ow_);
+  int ob = s->parallel ? lb_parallel_for(b, "ob", g->O / ocw)
+                       : lb_for(b, "ob", g->O / ocw);
   int ib = lb_for(b, "ib", g->C / cb);
   int kh = lb_for(b, "kh", g->KH);
   int kc = lb_for(b, "kc", g->KW / kb);
-  int a = lb_for(b, "a", taps * ow_);
+  int a = lb_for(b, "a", taps * ocw);
   lb_store(b, c->acc, V(L, a), F(L, 0));
   close(L, 1);
   n = lb_for(b, "n", -1);
@@ -783,22 +783,22 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
       add(L, mul(L, V(L, oh), I(L, g->sh)), mul(L, V(L, kh), I(L, g->dh)));
   Expr *col = add(L, mul(L, V(L, ow), I(L, g->sw)), mul(L, kw, I(L, g->dw)));
   int xv = lb_let(b, "xv", load(L, c->x, idx(L, V(L, n), ic, row, col, c->xs)));
-  int l = lb_for(b, "l", ow_);
-  Expr *oc = add(L, mul(L, V(L, ob), I(L, ow_)), V(L, l));
-  lb_accum(b, c->acc, add(L, mul(L, V(L, t), I(L, ow_)), V(L, l)),
+  int l = lb_for(b, "l", ocw);
+  Expr *oc = add(L, mul(L, V(L, ob), I(L, ocw)), V(L, l));
+  lb_accum(b, c->acc, add(L, mul(L, V(L, t), I(L, ocw)), V(L, l)),
            mul(L, x_temp(L->p, xv),
                load(L, dyt, idx(L, V(L, n), V(L, oh), V(L, ow), oc, ts))));
   close(L, 5);
   t = lb_for(b, "t", taps);
-  l = lb_for(b, "l", ow_);
+  l = lb_for(b, "l", ocw);
   ic = add(L, mul(L, V(L, ib), I(L, cb)), dvd(L, V(L, t), I(L, kb)));
   kw =
       add(L, mul(L, V(L, kc), I(L, kb)), x_bin(L->p, X_MOD, V(L, t), I(L, kb)));
-  oc = add(L, mul(L, V(L, ob), I(L, ow_)), V(L, l));
+  oc = add(L, mul(L, V(L, ob), I(L, ocw)), V(L, l));
   Expr *to =
       add(L, mul(L, add(L, mul(L, oc, I(L, g->C)), ic), I(L, g->KH)), V(L, kh));
   lb_store(b, dw, add(L, mul(L, to, I(L, g->KW)), kw),
-           load(L, c->acc, add(L, mul(L, V(L, t), I(L, ow_)), V(L, l))));
+           load(L, c->acc, add(L, mul(L, V(L, t), I(L, ocw)), V(L, l))));
   close(L, 6);
 }
 

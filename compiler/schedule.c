@@ -5,15 +5,16 @@
  * keep in vector registers) while it walks the input channels and taps;
  * the tile's positions are the innermost loop, contiguous in memory.
  *
- * The sizes come from a small cost model of this machine class (AVX2:
- * 8 floats per vector, 16 vector registers, two loads and two multiply-
- * add pairs per cycle): a tile of ocb channels by width positions costs per
- * tap max(ocb * v / 2, (ocb + v) / 2) + 1/2 cycles for its v vector
- * operations (width/8 full vectors; leftover lanes cost about as much as
- * vectors each), with at most 12 accumulator registers; the plan with the
- * fewest cycles wins. The weight gradient sums over positions instead:
- * its accumulators are ocb channels by kwb kw taps by width lanes, summed
- * at the end.
+ * The sizes come from a small cost model of the target's vector unit
+ * (schedule.h: AVX2's 16 registers of 8 floats, or AVX-512's 32 of 16;
+ * two loads and two multiply-add pairs per cycle): a tile of ocb channels
+ * by width positions costs per tap max(ocb * v / 2, (ocb + v) / 2) + 1/2
+ * cycles for its v vector operations (full vectors; leftover lanes cost
+ * about as much as vectors each), with at most 12 or 24 accumulator
+ * registers; the plan with the fewest cycles wins. The weight gradient
+ * sums over positions instead: its accumulators are ocb channels by kwb
+ * kw taps by width lanes, summed at the end; or it puts channels in the
+ * lanes (dw_chan, dw_ochan).
  *
  * Both take the rows of a plane as one run of positions (schedule.h,
  * positions): tiles then span row ends, so narrow images (LeNet's
@@ -36,9 +37,10 @@ enum { ROW_STORE_WORK = 32, PACK_POSITIONS = 128 };
  * 32, the rest for the loads, broadcasts and addresses. */
 static int64_t max_acc(int lanes) { return lanes >= TARGET_AVX512 ? 24 : 12; }
 
-/* Channels innermost (schedule.h, chan_inner), for the forward pass: 32
- * or 24 channels of packed weights by 3 or 4 positions, 12 accumulator
- * registers. The weights' vectors are aligned runs and the input a
+/* Channels innermost (schedule.h, chan_inner), for the forward pass: 4
+ * or 3 vectors of channels of packed weights (32 or 24 with AVX2, 64 or
+ * 48 with AVX-512) by as many positions as the accumulators allow (3 or
+ * 4; 6 or 8). The weights' vectors are aligned runs and the input a
  * broadcast scalar, where positions innermost read each tap's input at
  * an offset of one float more than the last (a third to a half of those
  * loads cross a cache line) and broadcast each weight apart: gcc's code
@@ -346,6 +348,22 @@ void schedule_dw_order(const ConvGeom *g, ConvSchedule *s, int64_t batch) {
   s->dw_ic = largest_divisor(cg, CHUNK_BYTES / 2 / planes);
 }
 
+/* What the weight gradients with channels in the lanes share: a tiled nest
+ * over the input copied zero-padded in one plane per channel (a stride is
+ * a longer step between positions), threads sharing its blocks of output
+ * channels. */
+static void dw_lanes_copy(const ConvGeom *g, ConvSchedule *s, int64_t batch,
+                          int64_t blocks) {
+  ConvGeom p = padded_geom(g);
+  s->tiled = s->pad_copy = 1;
+  s->phase_h = s->phase_w = 1;
+  s->plane_h = p.H;
+  s->plane_w = p.W;
+  s->positions = g->OH * g->OW;
+  s->tiles = 1;
+  s->parallel = schedule_parallel(schedule_conv_work(g), batch, blocks, 0);
+}
+
 /* The weight gradient with input channels in the lanes (schedule.h,
  * dw_chan). The nest over positions sums, for each tap, dy's element (a
  * broadcast) times a run of input channels at the tap's shift, into ocb x
@@ -382,19 +400,14 @@ static int dw_chan(const ConvGeom *g, int L, int64_t batch, ConvSchedule *s) {
   if (s->ocb * (s->width / L) < 8) /* too few chains for the latency */
     return 0;
   ConvGeom p = padded_geom(g);
-  s->dw_chan = s->tiled = s->pad_copy = s->hwc = 1;
-  s->kwb = s->phase_h = s->phase_w = 1;
-  s->plane_h = p.H;
-  s->plane_w = p.W;
-  s->positions = g->OH * g->OW;
-  s->tiles = 1;
+  dw_lanes_copy(g, s, batch, g->O / s->ocb);
+  s->dw_chan = s->hwc = 1;
+  s->kwb = 1;
   /* chunks whose run of the copy (width channels) fits half of L2 */
   int64_t run = s->width * 4 * p.W;
   s->dw_all = run * p.H * batch <= CHUNK_BYTES;
   int64_t most = (CHUNK_BYTES / run - (g->KH - 1) * g->dh) / g->sh;
   s->dw_rows = s->dw_all ? g->OH : largest_divisor(g->OH, most < 1 ? 1 : most);
-  s->parallel =
-      schedule_parallel(schedule_conv_work(g), batch, g->O / s->ocb, 0);
   return 1;
 }
 
@@ -431,16 +444,9 @@ static int dw_ochan(const ConvGeom *g, int L, int64_t batch, ConvSchedule *s) {
   }
   if (best < 0 || s->ocb * s->kwb * (s->width / L) < 8)
     return 0;
-  ConvGeom p = padded_geom(g);
-  s->dw_ochan = s->tiled = s->pad_copy = s->dw_all = 1;
-  s->phase_h = s->phase_w = 1;
-  s->plane_h = p.H;
-  s->plane_w = p.W;
-  s->positions = g->OH * g->OW;
-  s->tiles = 1;
+  dw_lanes_copy(g, s, batch, g->O / s->width);
+  s->dw_ochan = s->dw_all = 1;
   s->dw_rows = g->OH;
-  s->parallel =
-      schedule_parallel(schedule_conv_work(g), batch, g->O / s->width, 0);
   return 1;
 }
 
