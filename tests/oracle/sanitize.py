@@ -20,7 +20,8 @@ index the same way, and at full width the instrumented backward pass takes
 minutes.
 
 usage: /usr/bin/python3 tests/oracle/sanitize.py [CNNC [STEM ...]]
-(the named examples only, when STEMs are given)"""
+(the named examples only, when STEMs are given; the environment variable
+CNNC_FLAGS adds options to both cnnc commands, e.g. --target avx512)"""
 import os
 import re
 import subprocess
@@ -107,8 +108,9 @@ def main(argv):
             st.write(i, inputs(g, 2, cmd == "grad"))
             env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
             start = time.time()
+            extra = os.environ.get("CNNC_FLAGS", "").split()
             r = subprocess.run([cnnc, cmd, path, "--weights", w, "--input", i, "--output", o,
-                                "--batch", "2", "--cc", SAN_CC], capture_output=True,
+                                "--batch", "2", "--cc", SAN_CC] + extra, capture_output=True,
                                text=True, env=env)
             bad = r.returncode != 0 or "runtime error" in r.stderr or "Sanitizer" in r.stderr
             name = f"{stem} ({cmd})"
@@ -116,7 +118,8 @@ def main(argv):
             if not bad:
                 oj = os.path.join(tmp, f"{stem}.{cmd}.jit.safetensors")
                 rj = subprocess.run([cnnc, cmd, path, "--weights", w, "--input", i, "--output",
-                                     oj, "--batch", "2", "--jit"], capture_output=True, text=True)
+                                     oj, "--batch", "2", "--jit"] + extra, capture_output=True,
+                                    text=True)
                 if rj.returncode != 0:
                     bad, detail = True, f"--jit: exit {rj.returncode}\n{rj.stderr[-2000:]}"
                 else:
