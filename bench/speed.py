@@ -15,13 +15,15 @@ default; --size changes its input to [C, H, W]):
              forward pass in training mode, the loss, the backward pass and
              the optimizer's update of the model's train section (SGD with
              momentum and weight decay for LeNet-5). cnnc: NAME_train_step
-             of `cnnc MODEL -o NAME.c --batch B`. PyTorch: zero_grad,
-             forward, F.cross_entropy, backward and the same torch.optim
+             of `cnnc MODEL -o NAME.c --batch B --target native`. PyTorch:
+             zero_grad, forward, F.cross_entropy, backward and the same
+             torch.optim
              step on bench/torch_model.py's nn.Module of cnnc's graph
              (tests/oracle/graph_torch.py's layers), in eager mode.
   inference  the median latency of one forward pass (evaluation mode) at
              --infer-batch (0: skip). cnnc: NAME_forward of `cnnc MODEL -o
-             NAME.c --infer-only --batch B`, as a product embeds it.
+             NAME.c --infer-only --batch B --target native`, as a product
+             built for this processor embeds it.
              PyTorch: the eager module under torch.inference_mode(), and
              the TorchScript module (traced, frozen, then
              torch.jit.optimize_for_inference); the faster one is compared.
