@@ -670,6 +670,13 @@ static void dw_store(Lower *L, Conv *c, Buffer *dw, Buffer *from, Expr *ocl0,
   close(L, 2);
 }
 
+/* The input row (or column) that output row out reads at kernel row k, in
+ * the copy zero-padded in one plane per channel. */
+static Expr *tap_at(Lower *L, Expr *out, int64_t stride, Expr *k,
+                    int64_t dilation) {
+  return add(L, mul(L, out, I(L, stride)), mul(L, k, I(L, dilation)));
+}
+
 /* The weight gradient with input channels in the lanes (schedule.h,
  * dw_chan): for each chunk of positions, block of input channels, block
  * of output channels (shared out among threads) and tap, the tile's sums
@@ -715,9 +722,8 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
   int d =
       lb_let(b, "d", load(L, c->y, idx(L, V(L, nn), oc, oh, V(L, ow), c->ys)));
   int l = lb_for(b, "l", icw);
-  Expr *row = add(L, mul(L, oh, I(L, g->sh)), mul(L, V(L, kh), I(L, g->dh)));
-  Expr *col =
-      add(L, mul(L, V(L, ow), I(L, g->sw)), mul(L, V(L, kw), I(L, g->dw)));
+  Expr *row = tap_at(L, oh, g->sh, V(L, kh), g->dh);
+  Expr *col = tap_at(L, V(L, ow), g->sw, V(L, kw), g->dw);
   Expr *ch = add(L, mul(L, V(L, ib), I(L, icw)), V(L, l));
   lb_accum(b, c->acc, add(L, mul(L, V(L, i), I(L, icw)), V(L, l)),
            mul(L, x_temp(L->p, d),
@@ -742,6 +748,15 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
   to = add(L, mul(L, to, I(L, g->KH)), V(L, kh));
   lb_store(b, dw, add(L, mul(L, to, I(L, g->KW)), V(L, kw)), load(L, sums, at));
   close(L, 4);
+}
+
+/* Tap t of a dw_ochan tile of input-channel block ib and kw-tap block kc:
+ * its input channel and kernel column. */
+static void ochan_tap(Lower *L, const ConvSchedule *s, int ib, int kc, int t,
+                      Expr **ic, Expr **kw) {
+  *ic = add(L, mul(L, V(L, ib), I(L, s->ocb)), dvd(L, V(L, t), I(L, s->kwb)));
+  *kw = add(L, mul(L, V(L, kc), I(L, s->kwb)),
+            x_bin(L->p, X_MOD, V(L, t), I(L, s->kwb)));
 }
 
 /* The weight gradient with output channels in the lanes (schedule.h,
@@ -776,12 +791,10 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
   oh = lb_for(b, "oh", g->OH);
   ow = lb_for(b, "ow", g->OW);
   int t = lb_for(b, "t", taps);
-  Expr *ic = add(L, mul(L, V(L, ib), I(L, cb)), dvd(L, V(L, t), I(L, kb)));
-  Expr *kw =
-      add(L, mul(L, V(L, kc), I(L, kb)), x_bin(L->p, X_MOD, V(L, t), I(L, kb)));
-  Expr *row =
-      add(L, mul(L, V(L, oh), I(L, g->sh)), mul(L, V(L, kh), I(L, g->dh)));
-  Expr *col = add(L, mul(L, V(L, ow), I(L, g->sw)), mul(L, kw, I(L, g->dw)));
+  Expr *ic, *kw;
+  ochan_tap(L, s, ib, kc, t, &ic, &kw);
+  Expr *row = tap_at(L, V(L, oh), g->sh, V(L, kh), g->dh);
+  Expr *col = tap_at(L, V(L, ow), g->sw, kw, g->dw);
   int xv = lb_let(b, "xv", load(L, c->x, idx(L, V(L, n), ic, row, col, c->xs)));
   int l = lb_for(b, "l", ocw);
   Expr *oc = add(L, mul(L, V(L, ob), I(L, ocw)), V(L, l));
@@ -791,9 +804,7 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
   close(L, 5);
   t = lb_for(b, "t", taps);
   l = lb_for(b, "l", ocw);
-  ic = add(L, mul(L, V(L, ib), I(L, cb)), dvd(L, V(L, t), I(L, kb)));
-  kw =
-      add(L, mul(L, V(L, kc), I(L, kb)), x_bin(L->p, X_MOD, V(L, t), I(L, kb)));
+  ochan_tap(L, s, ib, kc, t, &ic, &kw);
   oc = add(L, mul(L, V(L, ob), I(L, ocw)), V(L, l));
   Expr *to =
       add(L, mul(L, add(L, mul(L, oc, I(L, g->C)), ic), I(L, g->KH)), V(L, kh));
@@ -820,9 +831,10 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
     return 0;
   const ConvSchedule *s = &c.s;
   pad_input(L, &c);
+  /* every nest's tile: ocb x kwb x width accumulators */
+  int64_t size = s->ocb * s->kwb * s->width;
+  c.acc = loop_local(L->p, L->b.k, "acc", size);
   if (s->dw_chan || s->dw_ochan) {
-    c.acc = loop_local(L->p, L->b.k, "acc",
-                       s->ocb * s->width * (s->dw_ochan ? s->kwb : 1));
     c.grp = -1;
     if (s->dw_chan)
       dw_chan_nest(L, &c, dw);
@@ -833,9 +845,7 @@ int lower_conv_dw_tiled(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   Buffer *fy = flat_dy(L, &c);
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups, ocb = s->ocb,
           kwb = s->kwb;
-  int64_t size = ocb * kwb * s->width;
   LoopBuilder *b = &L->b;
-  c.acc = loop_local(L->p, b->k, "acc", size);
   Buffer *sums =
       s->samples_outer
           ? lower_scratch_once(L, "sums", g->O * Cg * g->KH * g->KW * s->width)
