@@ -10,7 +10,10 @@
  *             conv_dx is the same nest: a forward convolution of dy,
  *             padded by d(k - 1) - p, with the kernel's input and output
  *             channels swapped and its taps reversed; at a stride above 1,
- *             dy spread that far apart with zeros in the copy.
+ *             one such convolution per phase of dx's rows and columns,
+ *             each with the taps that reach it (dx_phases), or where a
+ *             phase cannot be one, dy spread apart with zeros in the
+ *             copy.
  *   weight    for each block of output channels, input channel, kernel
  *   gradient  row and block of kw taps, lanes of dot products of dy
  *             (copied along the same positions, zero where no output is)
@@ -30,6 +33,11 @@ typedef struct Conv {
   ConvGeom g;
   int flip; /* conv_dx: the weight of (oc, ic, kh, kw) is the forward
                kernel's (ic, oc, KH-1-kh, KW-1-kw) */
+  /* conv_dx by stride phases (dx_phases): tap k of this convolution's
+   * kernel is tap tap0 + step * k of the flipped kernel, of full[] taps,
+   * and its output rows and columns go out0 + ostep * i of y's (ostep 0:
+   * every row and column in order) */
+  int64_t full[2], tap0[2], step[2], out0[2], ostep[2];
   ConvSchedule s;
   Buffer *acc;
   Buffer *packed;  /* chan_inner: the weights, packed (pack_weights) */
@@ -46,16 +54,30 @@ static Expr *weight(Lower *L, const Conv *c, Expr *ocl, Expr *icl, Expr *kh,
                     Expr *kw) {
   const ConvGeom *g = &c->g;
   int64_t Og = g->O / g->groups, Cg = g->C / g->groups;
+  int64_t KH = g->KH, KW = g->KW;
   Expr *pair;
   if (c->flip) {
     pair = add(L, mul(L, add(L, group_base(L, c, Cg), icl), I(L, Og)), ocl);
-    kh = sub(L, I(L, g->KH - 1), kh);
-    kw = sub(L, I(L, g->KW - 1), kw);
+    KH = c->full[0];
+    KW = c->full[1];
+    kh = sub(L, I(L, KH - 1),
+             add(L, I(L, c->tap0[0]), mul(L, kh, I(L, c->step[0]))));
+    kw = sub(L, I(L, KW - 1),
+             add(L, I(L, c->tap0[1]), mul(L, kw, I(L, c->step[1]))));
   } else {
     pair = add(L, mul(L, add(L, group_base(L, c, Og), ocl), I(L, Cg)), icl);
   }
-  Expr *e = add(L, mul(L, pair, I(L, g->KH)), kh);
-  return load(L, c->w, add(L, mul(L, e, I(L, g->KW)), kw));
+  Expr *e = add(L, mul(L, pair, I(L, KH)), kh);
+  return load(L, c->w, add(L, mul(L, e, I(L, KW)), kw));
+}
+
+/* Where output (row, col) of channel ch goes in y. */
+static Expr *y_at(Lower *L, const Conv *c, Expr *ch, Expr *row, Expr *col) {
+  if (c->ostep[0]) {
+    row = add(L, mul(L, row, I(L, c->ostep[0])), I(L, c->out0[0]));
+    col = add(L, mul(L, col, I(L, c->ostep[1])), I(L, c->out0[1]));
+  }
+  return idx(L, V(L, c->n), ch, row, col, c->ys);
 }
 
 /* A tap's offset along an axis in the copy's planes: the plane's phase
@@ -68,15 +90,29 @@ static Expr *tap_shift(Lower *L, Expr *off, int64_t phases) {
   return phases > 1 ? dvd(L, off, I(L, phases)) : off;
 }
 
-/* Element (row, col) of channel ch in phase plane phase of sample n in
- * the copy with channels innermost (schedule.h, hwc). */
-static Expr *hwc(Lower *L, const Conv *c, Expr *n, Expr *phase, Expr *row,
-                 Expr *col, Expr *ch) {
+/* Element (row, col) of channel lane of block blk (schedule.h,
+ * hwc_block; without blocks, blk is 0 and lane the channel) in phase
+ * plane phase of sample n in the copy with channels innermost (hwc). */
+static Expr *hwc_run(Lower *L, const Conv *c, Expr *n, Expr *phase, Expr *row,
+                     Expr *col, Expr *blk, Expr *lane) {
   const ConvSchedule *s = &c->s;
+  int64_t B = s->hwc_block ? s->hwc_block : c->g.C;
+  if (s->hwc_block)
+    n = add(L, mul(L, blk, I(L, L->p->batch)), n);
   Expr *at = add(L, mul(L, n, I(L, s->phase_h * s->phase_w)), phase);
   at = add(L, mul(L, at, I(L, s->plane_h)), row);
   at = add(L, mul(L, at, I(L, s->plane_w)), col);
-  return add(L, mul(L, at, I(L, c->g.C)), ch);
+  return add(L, mul(L, at, I(L, B)), lane);
+}
+
+/* The same for channel ch. */
+static Expr *hwc(Lower *L, const Conv *c, Expr *n, Expr *phase, Expr *row,
+                 Expr *col, Expr *ch) {
+  int64_t B = c->s.hwc_block;
+  if (!B)
+    return hwc_run(L, c, n, phase, row, col, I(L, 0), ch);
+  return hwc_run(L, c, n, phase, row, col, dvd(L, ch, I(L, B)),
+                 x_bin(L->p, X_MOD, ch, I(L, B)));
 }
 
 /* What tap (kh, kw) of input channel icx reads at position pos (schedule.h,
@@ -138,7 +174,7 @@ static void aligned_rows(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocx0,
       L,
       add(L, mul(L, V(L, j), I(L, width)), mul(L, V(L, r), I(L, s->plane_w))),
       V(L, i));
-  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), row, V(L, i), c->ys);
+  Expr *yat = y_at(L, c, add(L, ocx0, V(L, j)), row, V(L, i));
   Expr *v = load(L, c->acc, at);
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
@@ -208,7 +244,7 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
   if (from > 0)
     keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
   lb_if(b, keep);
-  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), row, col, c->ys);
+  Expr *yat = y_at(L, c, add(L, ocx0, V(L, j)), row, col);
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)));
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
@@ -294,7 +330,7 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
     keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
   lb_if(b, keep);
   j = lb_for(b, "j", ocb);
-  Expr *yat = idx(L, V(L, c->n), add(L, ocx0, V(L, j)), row, col, c->ys);
+  Expr *yat = y_at(L, c, add(L, ocx0, V(L, j)), row, col);
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j)));
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
@@ -529,6 +565,114 @@ int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   return 1;
 }
 
+/* One axis of conv_dx's stride phase r (dx_phases): the flipped kernel's
+ * taps that reach output rows r, r + s, ... (tap0, then every step-th),
+ * how many (0: none), the rows' count and the phase convolution's
+ * dilation and padding over dy. Returns 0 where the phase would start
+ * past dy's first row (a negative padding), which the spread nest
+ * covers instead. */
+typedef struct PhaseAxis {
+  int64_t tap0, step, taps, out, dil, pad;
+} PhaseAxis;
+
+static int64_t gcd(int64_t a, int64_t b) { return b ? gcd(b, a % b) : a; }
+
+static int phase_axis(int64_t r, int64_t s, int64_t K, int64_t p, int64_t d,
+                      int64_t in, PhaseAxis *a) {
+  int64_t pad = d * (K - 1) - p; /* conv_dx's padding of spread dy */
+  a->step = s / gcd(d, s);
+  a->dil = d / gcd(d, s);
+  a->out = in > r ? (in - r + s - 1) / s : 0;
+  a->taps = 0;
+  a->pad = 0;
+  for (int64_t k = 0; k < K && k < a->step; k++) {
+    int64_t off = r + k * d - pad;
+    if (((off % s) + s) % s)
+      continue;
+    a->tap0 = k;
+    a->taps = (K - 1 - k) / a->step + 1;
+    a->pad = -off / s;
+    return a->pad >= 0;
+  }
+  return 1;
+}
+
+/* conv_dx at a stride, one convolution per phase of dx's rows and
+ * columns: output row r + s * i of the transposed convolution gets only
+ * the taps whose spread dy rows are not the zeros between (every s-th),
+ * so each phase is a stride-1 convolution of dy itself with those taps,
+ * and the phases together do the forward's multiply-adds, not s^2 times
+ * them as over dy spread with zeros. A phase no tap reaches (a 1 x 1
+ * kernel's odd rows) is zero, through the epilogue. */
+static int dx_phases(Lower *L, const ConvGeom *f, Buffer *dx, Buffer *dy,
+                     Buffer *w) {
+  PhaseAxis ph[2][8];
+  int64_t s[2] = {f->sh, f->sw}, K[2] = {f->KH, f->KW}, pad[2] = {f->ph, f->pw},
+          D[2] = {f->dh, f->dw}, in[2] = {f->H, f->W};
+  if (s[0] > 8 || s[1] > 8)
+    return 0;
+  for (int a = 0; a < 2; a++)
+    for (int64_t r = 0; r < s[a]; r++)
+      if (!phase_axis(r, s[a], K[a], pad[a], D[a], in[a], &ph[a][r]))
+        return 0;
+  const Node *of = L->node->of;
+  LoopBuilder *b = &L->b;
+  const char *first = NULL;
+  /* Phases no tap reaches are zero: first every element of dx through the
+   * epilogue at zero, in order, which the other phases then overwrite
+   * (the zero phases' strided stores alone cost more: ResNet-18's
+   * layer2.0.downsample.0.dx, three quarters zero, took 7.7 ms with them
+   * and 5.5 with this pass, batch 8). */
+  int zeros = 0;
+  for (int64_t rh = 0; rh < f->sh; rh++)
+    for (int64_t rw = 0; rw < f->sw; rw++)
+      zeros |= ph[0][rh].out && ph[1][rw].out &&
+               (!ph[0][rh].taps || !ph[1][rw].taps);
+  if (zeros) {
+    Shape ys = of->in.v[0]->shape;
+    int64_t P = shape_numel(ys) / f->C;
+    int n = lb_for(b, "n", -1);
+    int ch = lb_for(b, "c", f->C);
+    int i = lb_for(b, "i", P);
+    Expr *at = flat(L, V(L, n), add(L, mul(L, V(L, ch), I(L, P)), V(L, i)), ys);
+    lb_store(b, dx, at, lower_epilogue(L, F(L, 0), V(L, ch), at));
+    close(L, 3);
+  }
+  for (int64_t rh = 0; rh < f->sh; rh++)
+    for (int64_t rw = 0; rw < f->sw; rw++) {
+      PhaseAxis *h = &ph[0][rh], *v = &ph[1][rw];
+      if (!h->out || !v->out)
+        continue;
+      if (!h->taps || !v->taps)
+        continue; /* zero: the pass before */
+      ConvGeom g = {f->groups, f->O,    f->OH,   f->OW, f->C, h->out,
+                    v->out,    h->taps, v->taps, 1,     1,    h->pad,
+                    v->pad,    h->dil,  v->dil,  1,     1};
+      Conv c = {.x = dy,
+                .y = dx,
+                .w = w,
+                .g = g,
+                .flip = 1,
+                .full = {f->KH, f->KW},
+                .tap0 = {h->tap0, v->tap0},
+                .step = {h->step, v->step},
+                .out0 = {rh, rw},
+                .ostep = {f->sh, f->sw}};
+      c.xs = of->shape;
+      c.ys = of->in.v[0]->shape;
+      c.s = schedule_conv(&g, CONV_FORWARD, L->p->tile);
+      c.s.parallel = schedule_conv_parallel(&g, &c.s, L->p->batch);
+      schedule_chunk(&c.g, &c.s);
+      if (!first)
+        first = schedule_describe(L->p->a, &c.s, CONV_FORWARD);
+      lower_forward(L, &c);
+    }
+  L->b.k->schedule = arena_printf(
+      L->p->a, "dy in %" PRId64 " x %" PRId64 " stride phases, the first: %s",
+      f->sh, f->sw, first ? first : "none");
+  return 1;
+}
+
 int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
   const Node *of = L->node->of;
   ConvGeom f = geom(of);
@@ -551,6 +695,8 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
                 1};
   if (g.ph < 0 || g.pw < 0)
     return 0; /* the plain scatter */
+  if ((f.sh > 1 || f.sw > 1) && L->p->tile && dx_phases(L, &f, dx, dy, w))
+    return 1;
   /* at a stride, dy spread apart by it, zeros between: the transposed
    * convolution as a direct one, stride^2 times the multiply-adds (most
    * of them by zero), in the tiled nest rather than a scatter */
@@ -558,7 +704,13 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
   g.W = (f.OW - 1) * f.sw + 1;
   g.uh = f.sh;
   g.uw = f.sw;
-  Conv c = {.x = dy, .y = dx, .w = w, .g = g, .flip = 1};
+  Conv c = {.x = dy,
+            .y = dx,
+            .w = w,
+            .g = g,
+            .flip = 1,
+            .full = {f.KH, f.KW},
+            .step = {1, 1}};
   c.xs = of->shape;
   c.ys = of->in.v[0]->shape;
   c.s = schedule_conv(&g, CONV_FORWARD, L->p->tile);
@@ -724,10 +876,11 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
   int l = lb_for(b, "l", icw);
   Expr *row = tap_at(L, oh, g->sh, V(L, kh), g->dh);
   Expr *col = tap_at(L, V(L, ow), g->sw, V(L, kw), g->dw);
-  Expr *ch = add(L, mul(L, V(L, ib), I(L, icw)), V(L, l));
-  lb_accum(b, c->acc, add(L, mul(L, V(L, i), I(L, icw)), V(L, l)),
-           mul(L, x_temp(L->p, d),
-               load(L, c->x, hwc(L, c, V(L, nn), I(L, 0), row, col, ch))));
+  lb_accum(
+      b, c->acc, add(L, mul(L, V(L, i), I(L, icw)), V(L, l)),
+      mul(L, x_temp(L->p, d),
+          load(L, c->x,
+               hwc_run(L, c, V(L, nn), I(L, 0), row, col, V(L, ib), V(L, l)))));
   close(L, 4 + (n < 0));
   a = lb_for(b, "a", tile);
   lb_store(b, sums, add(L, base, V(L, a)), load(L, c->acc, V(L, a)));
@@ -760,56 +913,94 @@ static void ochan_tap(Lower *L, const ConvSchedule *s, int ib, int kc, int t,
 }
 
 /* The weight gradient with output channels in the lanes (schedule.h,
- * dw_ochan): dy copied channels innermost, then for each block of output
- * channels (shared out among threads), block of input channels, kernel
- * row and block of kw taps, the tile sums over every position of the
- * batch each tap's input element (a broadcast) times dy's run of the
- * block's channels there, and goes to dw. */
+ * dw_ochan): dy copied channels innermost in blocks of the tile's
+ * channels (a block's runs at consecutive positions adjacent), then for
+ * each chunk of positions (as dw_chan's), block of output channels
+ * (shared out among threads), block of input channels, kernel row and
+ * block of kw taps, the tile's sums so far come from a scratch buffer,
+ * gain each tap's input element (a broadcast) times dy's run of the
+ * block's channels at every position of the chunk, and go back; then dw
+ * is read out of the sums. */
 static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
   int64_t ocw = s->width, cb = s->ocb, kb = s->kwb, taps = cb * kb;
+  int64_t nob = g->O / ocw, nib = g->C / cb, nkc = g->KW / kb;
+  int64_t rows = s->dw_rows, rbs = g->OH / rows, tile = taps * ocw;
   LoopBuilder *b = &L->b;
-  Shape ts = {3, {g->OH, g->OW, g->O, 0}};
-  Buffer *dyt = lower_scratch(L, "dy_hwc", ts);
+  /* [ob][n][oh][ow][ocw], each sample's block as ts */
+  Shape ts = {3, {g->OH, g->OW, ocw, 0}};
+  Buffer *dyt =
+      lower_scratch_once(L, "dy_hwc", shape_numel(ts) * nob * L->p->batch);
+  Buffer *sums = lower_scratch_once(L, "sums", g->O * g->C * g->KH * g->KW);
   int n = lb_for(b, "n", -1);
-  int oh = lb_for(b, "oh", g->OH);
   int o = lb_for(b, "o", g->O);
+  int oh = lb_for(b, "oh", g->OH);
   int ow = lb_for(b, "ow", g->OW);
-  lb_store(b, dyt, idx(L, V(L, n), V(L, oh), V(L, ow), V(L, o), ts),
+  Expr *blk = dvd(L, V(L, o), I(L, ocw));
+  lb_store(b, dyt,
+           idx(L, add(L, mul(L, blk, I(L, L->p->batch)), V(L, n)), V(L, oh),
+               V(L, ow), x_bin(L->p, X_MOD, V(L, o), I(L, ocw)), ts),
            load(L, c->y, idx(L, V(L, n), V(L, o), V(L, oh), V(L, ow), c->ys)));
   close(L, 4);
-  int ob = s->parallel ? lb_parallel_for(b, "ob", g->O / ocw)
-                       : lb_for(b, "ob", g->O / ocw);
-  int ib = lb_for(b, "ib", g->C / cb);
+  n = s->dw_all ? -1 : lb_for(b, "n", -1);
+  int rb = rbs > 1 ? lb_for(b, "rb", rbs) : -1;
+  int ob = s->parallel ? lb_parallel_for(b, "ob", nob) : lb_for(b, "ob", nob);
+  int ib = lb_for(b, "ib", nib);
   int kh = lb_for(b, "kh", g->KH);
-  int kc = lb_for(b, "kc", g->KW / kb);
-  int a = lb_for(b, "a", taps * ocw);
-  lb_store(b, c->acc, V(L, a), F(L, 0));
+  int kc = lb_for(b, "kc", nkc);
+  /* the tile's sums: [ob][ib][kh][kc], then taps x ocw */
+  Expr *at = add(L, mul(L, V(L, ob), I(L, nib)), V(L, ib));
+  at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
+  Expr *base = mul(L, add(L, mul(L, at, I(L, nkc)), V(L, kc)), I(L, tile));
+  Expr *first = NULL; /* the first chunk starts from zero */
+  if (n >= 0)
+    first = x_bin(L->p, X_EQ, V(L, n), I(L, 0));
+  if (rb >= 0) {
+    Expr *r0 = x_bin(L->p, X_EQ, V(L, rb), I(L, 0));
+    first = first ? x_bin(L->p, X_AND, first, r0) : r0;
+  }
+  int a = lb_for(b, "a", tile);
+  Expr *so_far = load(L, sums, add(L, base, V(L, a)));
+  lb_store(b, c->acc, V(L, a),
+           first ? x_select(L->p, first, F(L, 0), so_far) : F(L, 0));
   close(L, 1);
-  n = lb_for(b, "n", -1);
-  oh = lb_for(b, "oh", g->OH);
+  int nn = n >= 0 ? n : lb_for(b, "n", -1);
+  int r = lb_for(b, "r", rows);
+  Expr *ohv = rb >= 0 ? add(L, mul(L, V(L, rb), I(L, rows)), V(L, r)) : V(L, r);
   ow = lb_for(b, "ow", g->OW);
   int t = lb_for(b, "t", taps);
   Expr *ic, *kw;
   ochan_tap(L, s, ib, kc, t, &ic, &kw);
-  Expr *row = tap_at(L, V(L, oh), g->sh, V(L, kh), g->dh);
+  Expr *row = tap_at(L, ohv, g->sh, V(L, kh), g->dh);
   Expr *col = tap_at(L, V(L, ow), g->sw, kw, g->dw);
-  int xv = lb_let(b, "xv", load(L, c->x, idx(L, V(L, n), ic, row, col, c->xs)));
+  int xv =
+      lb_let(b, "xv", load(L, c->x, idx(L, V(L, nn), ic, row, col, c->xs)));
   int l = lb_for(b, "l", ocw);
-  Expr *oc = add(L, mul(L, V(L, ob), I(L, ocw)), V(L, l));
+  Expr *bn = add(L, mul(L, V(L, ob), I(L, L->p->batch)), V(L, nn));
   lb_accum(b, c->acc, add(L, mul(L, V(L, t), I(L, ocw)), V(L, l)),
            mul(L, x_temp(L->p, xv),
-               load(L, dyt, idx(L, V(L, n), V(L, oh), V(L, ow), oc, ts))));
-  close(L, 5);
+               load(L, dyt, idx(L, bn, ohv, V(L, ow), V(L, l), ts))));
+  close(L, 4 + (n < 0));
+  a = lb_for(b, "a", tile);
+  lb_store(b, sums, add(L, base, V(L, a)), load(L, c->acc, V(L, a)));
+  close(L, 5 + (rb >= 0) + (n >= 0));
+  /* dw[o][c][kh][kw] from the tiles' sums */
+  ob = lb_for(b, "ob", nob);
+  ib = lb_for(b, "ib", nib);
+  kh = lb_for(b, "kh", g->KH);
+  kc = lb_for(b, "kc", nkc);
   t = lb_for(b, "t", taps);
   l = lb_for(b, "l", ocw);
   ochan_tap(L, s, ib, kc, t, &ic, &kw);
-  oc = add(L, mul(L, V(L, ob), I(L, ocw)), V(L, l));
+  Expr *oc = add(L, mul(L, V(L, ob), I(L, ocw)), V(L, l));
   Expr *to =
       add(L, mul(L, add(L, mul(L, oc, I(L, g->C)), ic), I(L, g->KH)), V(L, kh));
-  lb_store(b, dw, add(L, mul(L, to, I(L, g->KW)), kw),
-           load(L, c->acc, add(L, mul(L, V(L, t), I(L, ocw)), V(L, l))));
+  at = add(L, mul(L, V(L, ob), I(L, nib)), V(L, ib));
+  at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
+  at = add(L, mul(L, add(L, mul(L, at, I(L, nkc)), V(L, kc)), I(L, tile)),
+           add(L, mul(L, V(L, t), I(L, ocw)), V(L, l)));
+  lb_store(b, dw, add(L, mul(L, to, I(L, g->KW)), kw), load(L, sums, at));
   close(L, 6);
 }
 

@@ -116,8 +116,11 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   int L = tile, inner = chan_inner(g, pass, L, &s);
   s.hwc = inner && g->KH * g->KW > 1 && g->C / g->groups >= 16 && g->sh == 1 &&
           g->sw == 1 && g->uh <= 1 && g->uw <= 1;
+  /* (windows past the input's last row or column: conv_dx's stride
+   * phases, whose padding is at the end) */
   s.pad_copy = pass == CONV_WEIGHT || g->sh > 1 || g->sw > 1 || g->ph != 0 ||
-               g->pw != 0 || g->uh > 1 || g->uw > 1 || s.hwc;
+               g->pw != 0 || g->uh > 1 || g->uw > 1 || s.hwc || p.H > g->H ||
+               p.W > g->W;
   s.phase_h = s.pad_copy ? g->sh : 1;
   s.phase_w = s.pad_copy ? g->sw : 1;
   s.plane_h = s.pad_copy ? (p.H + s.phase_h - 1) / s.phase_h : g->H;
@@ -209,6 +212,15 @@ Parallel schedule_conv_parallel(const ConvGeom *g, const ConvSchedule *s,
   return par;
 }
 
+/* The chunks of positions of the weight gradient's channel lanes. */
+static const char *chunks(Arena *a, const ConvSchedule *s) {
+  if (s->dw_all)
+    return "every sample's positions at once";
+  return arena_printf(
+      a, "each sample's positions %" PRId64 " output rows at a time",
+      s->dw_rows);
+}
+
 const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
   if (!s->tiled)
     return "plain (tiling off)";
@@ -217,8 +229,8 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
                         "input copied zero-padded, dy channels innermost; "
                         "accumulators: %" PRId64 " output channels x %" PRId64
                         " input channels x %" PRId64
-                        " kw taps, over every sample's positions at once%s",
-                        s->width, s->ocb, s->kwb,
+                        " kw taps, over %s; sums kept between chunks%s",
+                        s->width, s->ocb, s->kwb, chunks(a, s),
                         s->parallel ? "; blocks shared out among threads" : "");
   if (s->dw_chan)
     return arena_printf(
@@ -226,12 +238,7 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
         "input copied zero-padded, channels innermost; accumulators: %" PRId64
         " output channels x %" PRId64 " input channels of a tap, over %s; "
         "sums kept between chunks%s",
-        s->ocb, s->width,
-        s->dw_all ? "every sample's positions at once"
-                  : arena_printf(a,
-                                 "each sample's positions %" PRId64
-                                 " output rows at a time",
-                                 s->dw_rows),
+        s->ocb, s->width, chunks(a, s),
         s->parallel ? "; blocks shared out among threads" : "");
   const char *acc =
       pass == CONV_WEIGHT
@@ -402,6 +409,7 @@ static int dw_chan(const ConvGeom *g, int L, int64_t batch, ConvSchedule *s) {
   ConvGeom p = padded_geom(g);
   dw_lanes_copy(g, s, batch, g->O / s->ocb);
   s->dw_chan = s->hwc = 1;
+  s->hwc_block = s->width;
   s->kwb = 1;
   /* chunks whose run of the copy (width channels) fits half of L2 */
   int64_t run = s->width * 4 * p.W;
@@ -445,8 +453,12 @@ static int dw_ochan(const ConvGeom *g, int L, int64_t batch, ConvSchedule *s) {
   if (best < 0 || s->ocb * s->kwb * (s->width / L) < 8)
     return 0;
   dw_lanes_copy(g, s, batch, g->O / s->width);
-  s->dw_ochan = s->dw_all = 1;
-  s->dw_rows = g->OH;
+  s->dw_ochan = 1;
+  /* chunks whose rows of dy's block (width channels) fit half of L2 */
+  int64_t run = s->width * 4 * g->OW;
+  s->dw_all = run * g->OH * batch <= CHUNK_BYTES;
+  int64_t most = CHUNK_BYTES / run;
+  s->dw_rows = s->dw_all ? g->OH : largest_divisor(g->OH, most < 1 ? 1 : most);
   return 1;
 }
 

@@ -62,6 +62,9 @@ typedef struct ConvSchedule {
                         each weight is a scalar */
   int hwc;           /* chan_inner: the input is copied (pad_copy) with its
                         channels innermost, [phase][row][col][C] */
+  int64_t hwc_block; /* hwc in blocks of this many channels (0: all C):
+                        [C / block][sample][phase][row][col][block], a
+                        block's runs at consecutive positions adjacent */
   int64_t kwb;       /* weight gradient: kw taps per block */
   int samples_outer; /* weight gradient: each sample's dy and input are
                         walked for every tap before the next sample's,

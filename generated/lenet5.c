@@ -1981,29 +1981,23 @@ static void train_avgpool1_dx(lenet5_state *s, ptrdiff_t count) {
   const float *flatten0_dx = s->arena + 2000;
   float *tanh1_dx = s->arena + 12576;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 1600; i++) {
-      tanh1_dx[n * 1600 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 16; c++) {
+      for (ptrdiff_t i = 0; i < 100; i++) {
+        tanh1_dx[(n * 16 + c) * 100 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 5; oh++) {
         for (ptrdiff_t ow = 0; ow < 5; ow++) {
-          float g = flatten0_dx[((n_2 * 16 + c) * 5 + oh) * 5 + ow] / 4.0f;
+          float g = flatten0_dx[((n * 16 + c) * 5 + oh) * 5 + ow] / 4.0f;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              tanh1_dx[((n_2 * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw] += g;
+              tanh1_dx[((n * 16 + c) * 10 + oh * 2 + kh) * 10 + ow * 2 + kw] += g;
             }
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 16; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 100; i_2++) {
-        float y = tanh1[(n_3 * 16 + c_2) * 100 + i_2];
-        tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] = tanh1_dx[(n_3 * 16 + c_2) * 100 + i_2] * madd(-y, y, 1.0f);
+        float y = tanh1[(n * 16 + c) * 100 + i_2];
+        tanh1_dx[(n * 16 + c) * 100 + i_2] = tanh1_dx[(n * 16 + c) * 100 + i_2] * madd(-y, y, 1.0f);
       }
     }
   }
@@ -2160,29 +2154,23 @@ static void train_avgpool0_dx(lenet5_state *s, ptrdiff_t count) {
   const float *c3_dx = s->arena + 15360;
   float *tanh0_dx = s->arena + 10176;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4704; i++) {
-      tanh0_dx[n * 4704 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 6; c++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        tanh0_dx[(n * 6 + c) * 784 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 14; oh++) {
         for (ptrdiff_t ow = 0; ow < 14; ow++) {
-          float g = c3_dx[((n_2 * 6 + c) * 14 + oh) * 14 + ow] / 4.0f;
+          float g = c3_dx[((n * 6 + c) * 14 + oh) * 14 + ow] / 4.0f;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              tanh0_dx[((n_2 * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += g;
+              tanh0_dx[((n * 6 + c) * 28 + oh * 2 + kh) * 28 + ow * 2 + kw] += g;
             }
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 6; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 784; i_2++) {
-        float y = tanh0[(n_3 * 6 + c_2) * 784 + i_2];
-        tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] = tanh0_dx[(n_3 * 6 + c_2) * 784 + i_2] * madd(-y, y, 1.0f);
+        float y = tanh0[(n * 6 + c) * 784 + i_2];
+        tanh0_dx[(n * 6 + c) * 784 + i_2] = tanh0_dx[(n * 6 + c) * 784 + i_2] * madd(-y, y, 1.0f);
       }
     }
   }

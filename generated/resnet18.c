@@ -6185,31 +6185,25 @@ static void train_global_avgpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *flatten0_dx = s->arena + 25088;
   float *layer4_1_relu1_dx = s->arena + 7347712;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 25088; i++) {
-      layer4_1_relu1_dx[n * 25088 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t i = 0; i < 49; i++) {
+        layer4_1_relu1_dx[(n * 512 + c) * 49 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 1; oh++) {
         for (ptrdiff_t ow = 0; ow < 1; ow++) {
-          float g = flatten0_dx[n_2 * 512 + c + oh + ow] / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
+          float g = flatten0_dx[n * 512 + c + oh + ow] / (float)(((oh + 1) * 7 - oh * 7) * ((ow + 1) * 7 - ow * 7));
           for (ptrdiff_t kh = 0; kh < 7; kh++) {
             for (ptrdiff_t kw = 0; kw < 7; kw++) {
               if (oh * 7 + kh < (oh + 1) * 7 && ow * 7 + kw < (ow + 1) * 7) {
-                layer4_1_relu1_dx[((n_2 * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw] += g;
+                layer4_1_relu1_dx[((n * 512 + c) * 7 + oh * 7 + kh) * 7 + ow * 7 + kw] += g;
               }
             }
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 49; i_2++) {
-        float y = layer4_1_relu1[(n_3 * 512 + c_2) * 49 + i_2];
-        layer4_1_relu1_dx[(n_3 * 512 + c_2) * 49 + i_2] = 0.0f < y ? layer4_1_relu1_dx[(n_3 * 512 + c_2) * 49 + i_2] : 0.0f;
+        float y = layer4_1_relu1[(n * 512 + c) * 49 + i_2];
+        layer4_1_relu1_dx[(n * 512 + c) * 49 + i_2] = 0.0f < y ? layer4_1_relu1_dx[(n * 512 + c) * 49 + i_2] : 0.0f;
       }
     }
   }
@@ -6569,7 +6563,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 9; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv2_dweight_padded[((n * 9 + a) * 9 + q) * 512 + c] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+          layer4_1_conv2_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
@@ -6587,7 +6581,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer4_1_bn2_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer4_1_conv2_dweight_padded[((n_2 * 9 + r + kh) * 9 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer4_1_conv2_dweight_padded[(((ib + n_2) * 9 + r + kh) * 9 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -7030,7 +7024,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 9; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv1_dweight_padded[((n * 9 + a) * 9 + q) * 512 + c] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+          layer4_1_conv1_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
@@ -7048,7 +7042,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer4_1_bn1_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer4_1_conv1_dweight_padded[((n_2 * 9 + r + kh) * 9 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer4_1_conv1_dweight_padded[(((ib + n_2) * 9 + r + kh) * 9 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -7492,7 +7486,7 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
     for (ptrdiff_t a = 0; a < 13; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 13; q++) {
-          layer4_0_downsample_0_dweight_padded[((n * 13 + a) * 13 + q) * 256 + c] = layer3_1_relu1[((n * 256 + c) * 14 + a) * 14 + q];
+          layer4_0_downsample_0_dweight_padded[(((c / 16 + n) * 13 + a) * 13 + q) * 16 + c % 16] = layer3_1_relu1[((n * 256 + c) * 14 + a) * 14 + q];
         }
       }
     }
@@ -7510,7 +7504,7 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer4_0_downsample_1_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer4_0_downsample_0_dweight_padded[((n_2 * 13 + r * 2 + kh) * 13 + ow * 2 + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer4_0_downsample_0_dweight_padded[(((ib + n_2) * 13 + r * 2 + kh) * 13 + ow * 2 + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -7888,7 +7882,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 9; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_0_conv2_dweight_padded[((n * 9 + a) * 9 + q) * 512 + c] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+          layer4_0_conv2_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
         }
       }
     }
@@ -7906,7 +7900,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer4_0_bn2_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer4_0_conv2_dweight_padded[((n_2 * 9 + r + kh) * 9 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer4_0_conv2_dweight_padded[(((ib + n_2) * 9 + r + kh) * 9 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -8000,7 +7994,7 @@ static void train_layer4_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
   const float *layer4_0_conv1 = s->arena + 7172096;
   const float *layer4_0_relu0_dx = s->arena + 7222272;
-  float *layer4_0_bn1_dx = s->arena + 1417728;
+  float *layer4_0_bn1_dx = s->arena + 1363712;
   for (ptrdiff_t c = 0; c < 512; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -8337,73 +8331,241 @@ static void train_layer4_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: dy in 2 x 2 stride phases, the first: rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 32 blocks; chunks shared out among threads; 2 tiles (the last ending at the last position), no guards */
 static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
-  const float *layer4_0_bn1_dx = s->arena + 1417728;
-  float *layer4_0_conv1_dx = s->arena + 1367552;
-  float *layer4_0_conv1_dx_packed = s->arena + 0;
-  float *layer4_0_conv1_dx_padded = s->arena + 1179648;
-  float *layer4_0_conv1_dx_partial = s->arena + 1310720;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            layer4_0_conv1_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer4_0_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+  const float *layer4_0_bn1_dx = s->arena + 1363712;
+  float *layer4_0_conv1_dx = s->arena + 1237248;
+  float *layer4_0_conv1_dx_unflipped = s->arena + 1048576;
+  float *layer4_0_conv1_dx_unflipped_t = s->arena + 524288;
+  float *layer4_0_conv1_dx_padded = s->arena + 1326848;
+  float *layer4_0_conv1_dx_unflipped_t2 = s->arena + 786432;
+  float *layer4_0_conv1_dx_padded_t = s->arena + 1287424;
+  float *layer4_0_conv1_dx_unflipped_t3 = s->arena + 0;
+  float *layer4_0_conv1_dx_padded_t2 = s->arena + 1179648;
+  float acc[64]; /* accumulators */
+  float acc_2[64]; /* accumulators */
+  float acc_3[64]; /* accumulators */
+  float acc_4[64]; /* accumulators */
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          layer4_0_conv1_dx_unflipped[o * 512 + ic + kh + kw] = layer4_0_conv1_weight[((ic * 256 + o) * 3 + 2 - (1 + kh * 2)) * 3 + 2 - (1 + kw * 2)];
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t t = 0; t < 1; t++) {
+        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i = 0; i < 32; i++) {
+              acc[j * 32 + i] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_conv1_dx_unflipped[((oc * 32 + ob) * 2 + j_2) * 512 + ic_2 + kh_2 + kw_2];
+                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+                    acc[j_2 * 32 + i_2] = madd(layer4_0_bn1_dx[((n * 512 + ic_2) * 7 + kh_2) * 7 + t * 32 + i_2 + kw_2], wv, acc[j_2 * 32 + i_2]);
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+              ptrdiff_t p = t * 32 + i_3;
+              if (p % 7 < 7) {
+                layer4_0_conv1_dx[((n * 256 + (oc * 32 + ob) * 2 + j_3) * 14 + p / 7 * 2) * 14 + p % 7 * 2] = acc[j_3 * 32 + i_3];
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 32; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+          for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
+            acc[j_4 * 32 + i_4] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 1; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+                float wv_2 = layer4_0_conv1_dx_unflipped[((oc * 32 + ob_2) * 2 + j_5) * 512 + ic_3 + kh_3 + kw_3];
+                for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
+                  acc[j_5 * 32 + i_5] = madd(layer4_0_bn1_dx[((n * 512 + ic_3) * 7 + kh_3) * 7 + 17 + i_5 + kw_3], wv_2, acc[j_5 * 32 + i_5]);
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+          for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+            ptrdiff_t p_2 = 17 + i_6;
+            if (p_2 % 7 < 7 && 32 <= p_2) {
+              layer4_0_conv1_dx[((n * 256 + (oc * 32 + ob_2) * 2 + j_6) * 14 + p_2 / 7 * 2) * 14 + p_2 % 7 * 2] = acc[j_6 * 32 + i_6];
+            }
           }
         }
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 16; a++) {
-        for (ptrdiff_t q = 0; q < 16; q++) {
-          layer4_0_conv1_dx_padded[((n * 512 + c) * 16 + a) * 16 + q] = 0 <= a - 1 && a - 1 < 13 && (0 <= q - 1 && q - 1 < 13) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer4_0_bn1_dx[((n * 512 + c) * 7 + (a - 1) / 2) * 7 + (q - 1) / 2] : 0.0f;
+  for (ptrdiff_t o_2 = 0; o_2 < 256; o_2++) {
+    for (ptrdiff_t ic_4 = 0; ic_4 < 512; ic_4++) {
+      for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
+        for (ptrdiff_t kw_4 = 0; kw_4 < 2; kw_4++) {
+          layer4_0_conv1_dx_unflipped_t[(o_2 * 512 + ic_4 + kh_4) * 2 + kw_4] = layer4_0_conv1_weight[((ic_4 * 256 + o_2) * 3 + 2 - (1 + kh_4 * 2)) * 3 + 2 - kw_4 * 2];
         }
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 8; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t icc = 0; icc < 4; icc++) {
-        for (ptrdiff_t t = 0; t < 74; t++) {
-          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-            for (ptrdiff_t i = 0; i < 3; i++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer4_0_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
-              }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t a = 0; a < 9; a++) {
+        for (ptrdiff_t q = 0; q < 8; q++) {
+          layer4_0_conv1_dx_padded[((n_2 * 512 + c) * 9 + a) * 8 + q] = a < 7 && q < 7 ? layer4_0_bn1_dx[((n_2 * 512 + c) * 7 + a) * 7 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc_2 = 0; oc_2 < 4; oc_2++) {
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t t_2 = 0; t_2 < 2; t_2++) {
+        for (ptrdiff_t ob_3 = 0; ob_3 < 32; ob_3++) {
+          for (ptrdiff_t j_7 = 0; j_7 < 2; j_7++) {
+            for (ptrdiff_t i_7 = 0; i_7 < 32; i_7++) {
+              acc_2[j_7 * 32 + i_7] = 0.0f;
             }
-            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                    float xv = layer4_0_conv1_dx_padded[((n_2 * 512 + icc * 128 + ic_2) * 16 + kh_2) * 16 + t * 3 + i_2 + kw_2];
-                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                      acc[i_2 * 32 + j_3] = madd(xv, layer4_0_conv1_dx_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
-                    }
+          }
+          for (ptrdiff_t ic_5 = 0; ic_5 < 512; ic_5++) {
+            for (ptrdiff_t kh_5 = 0; kh_5 < 1; kh_5++) {
+              for (ptrdiff_t kw_5 = 0; kw_5 < 2; kw_5++) {
+                for (ptrdiff_t j_8 = 0; j_8 < 2; j_8++) {
+                  float wv_3 = layer4_0_conv1_dx_unflipped_t[(((oc_2 * 32 + ob_3) * 2 + j_8) * 512 + ic_5 + kh_5) * 2 + kw_5];
+                  for (ptrdiff_t i_8 = 0; i_8 < 32; i_8++) {
+                    acc_2[j_8 * 32 + i_8] = madd(layer4_0_conv1_dx_padded[((n_3 * 512 + ic_5) * 9 + kh_5) * 8 + t_2 * 32 + i_8 + kw_5], wv_3, acc_2[j_8 * 32 + i_8]);
                   }
                 }
               }
             }
-            if (icc < 3) {
-              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer4_0_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+          }
+          for (ptrdiff_t j_9 = 0; j_9 < 2; j_9++) {
+            for (ptrdiff_t i_9 = 0; i_9 < 32; i_9++) {
+              ptrdiff_t p_3 = t_2 * 32 + i_9;
+              if (p_3 % 8 < 7 && p_3 < 55) {
+                layer4_0_conv1_dx[((n_3 * 256 + (oc_2 * 32 + ob_3) * 2 + j_9) * 14 + p_3 / 8 * 2) * 14 + p_3 % 8 * 2 + 1] = acc_2[j_9 * 32 + i_9];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o_3 = 0; o_3 < 256; o_3++) {
+    for (ptrdiff_t ic_6 = 0; ic_6 < 512; ic_6++) {
+      for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
+        for (ptrdiff_t kw_6 = 0; kw_6 < 1; kw_6++) {
+          layer4_0_conv1_dx_unflipped_t2[(o_3 * 512 + ic_6) * 2 + kh_6 + kw_6] = layer4_0_conv1_weight[((ic_6 * 256 + o_3) * 3 + 2 - kh_6 * 2) * 3 + 2 - (1 + kw_6 * 2)];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t a_2 = 0; a_2 < 11; a_2++) {
+        for (ptrdiff_t q_2 = 0; q_2 < 7; q_2++) {
+          layer4_0_conv1_dx_padded_t[((n_4 * 512 + c_2) * 11 + a_2) * 7 + q_2] = a_2 < 7 ? layer4_0_bn1_dx[((n_4 * 512 + c_2) * 7 + a_2) * 7 + q_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc_3 = 0; oc_3 < 4; oc_3++) {
+    for (ptrdiff_t n_5 = 0; n_5 < count; n_5++) {
+      for (ptrdiff_t t_3 = 0; t_3 < 2; t_3++) {
+        for (ptrdiff_t ob_4 = 0; ob_4 < 32; ob_4++) {
+          for (ptrdiff_t j_10 = 0; j_10 < 2; j_10++) {
+            for (ptrdiff_t i_10 = 0; i_10 < 32; i_10++) {
+              acc_3[j_10 * 32 + i_10] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic_7 = 0; ic_7 < 512; ic_7++) {
+            for (ptrdiff_t kh_7 = 0; kh_7 < 2; kh_7++) {
+              for (ptrdiff_t kw_7 = 0; kw_7 < 1; kw_7++) {
+                for (ptrdiff_t j_11 = 0; j_11 < 2; j_11++) {
+                  float wv_4 = layer4_0_conv1_dx_unflipped_t2[(((oc_3 * 32 + ob_4) * 2 + j_11) * 512 + ic_7) * 2 + kh_7 + kw_7];
+                  for (ptrdiff_t i_11 = 0; i_11 < 32; i_11++) {
+                    acc_3[j_11 * 32 + i_11] = madd(layer4_0_conv1_dx_padded_t[((n_5 * 512 + ic_7) * 11 + kh_7) * 7 + t_3 * 32 + i_11 + kw_7], wv_4, acc_3[j_11 * 32 + i_11]);
+                  }
                 }
               }
             }
-            if (icc == 3) {
-              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-                ptrdiff_t p = t * 3 + i_4;
-                if (p % 16 < 14) {
-                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    layer4_0_conv1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
+          }
+          for (ptrdiff_t j_12 = 0; j_12 < 2; j_12++) {
+            for (ptrdiff_t i_12 = 0; i_12 < 32; i_12++) {
+              ptrdiff_t p_4 = t_3 * 32 + i_12;
+              if (p_4 % 7 < 7 && p_4 < 49) {
+                layer4_0_conv1_dx[((n_5 * 256 + (oc_3 * 32 + ob_4) * 2 + j_12) * 14 + p_4 / 7 * 2 + 1) * 14 + p_4 % 7 * 2] = acc_3[j_12 * 32 + i_12];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t o_4 = 0; o_4 < 256; o_4++) {
+    for (ptrdiff_t ic_8 = 0; ic_8 < 512; ic_8++) {
+      for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
+        for (ptrdiff_t kw_8 = 0; kw_8 < 2; kw_8++) {
+          layer4_0_conv1_dx_unflipped_t3[((o_4 * 512 + ic_8) * 2 + kh_8) * 2 + kw_8] = layer4_0_conv1_weight[((ic_8 * 256 + o_4) * 3 + 2 - kh_8 * 2) * 3 + 2 - kw_8 * 2];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_6 = 0; n_6 < count; n_6++) {
+    for (ptrdiff_t c_3 = 0; c_3 < 512; c_3++) {
+      for (ptrdiff_t a_3 = 0; a_3 < 10; a_3++) {
+        for (ptrdiff_t q_3 = 0; q_3 < 8; q_3++) {
+          layer4_0_conv1_dx_padded_t2[((n_6 * 512 + c_3) * 10 + a_3) * 8 + q_3] = a_3 < 7 && q_3 < 7 ? layer4_0_bn1_dx[((n_6 * 512 + c_3) * 7 + a_3) * 7 + q_3] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc_4 = 0; oc_4 < 8; oc_4++) {
+    for (ptrdiff_t n_7 = 0; n_7 < count; n_7++) {
+      for (ptrdiff_t t_4 = 0; t_4 < 2; t_4++) {
+        for (ptrdiff_t ob_5 = 0; ob_5 < 16; ob_5++) {
+          for (ptrdiff_t j_13 = 0; j_13 < 2; j_13++) {
+            for (ptrdiff_t i_13 = 0; i_13 < 32; i_13++) {
+              acc_4[j_13 * 32 + i_13] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic_9 = 0; ic_9 < 512; ic_9++) {
+            for (ptrdiff_t kh_9 = 0; kh_9 < 2; kh_9++) {
+              for (ptrdiff_t kw_9 = 0; kw_9 < 2; kw_9++) {
+                for (ptrdiff_t j_14 = 0; j_14 < 2; j_14++) {
+                  float wv_5 = layer4_0_conv1_dx_unflipped_t3[((((oc_4 * 16 + ob_5) * 2 + j_14) * 512 + ic_9) * 2 + kh_9) * 2 + kw_9];
+                  for (ptrdiff_t i_14 = 0; i_14 < 32; i_14++) {
+                    acc_4[j_14 * 32 + i_14] = madd(layer4_0_conv1_dx_padded_t2[((n_7 * 512 + ic_9) * 10 + kh_9) * 8 + t_4 * 32 + i_14 + kw_9], wv_5, acc_4[j_14 * 32 + i_14]);
                   }
                 }
+              }
+            }
+          }
+          for (ptrdiff_t j_15 = 0; j_15 < 2; j_15++) {
+            for (ptrdiff_t i_15 = 0; i_15 < 32; i_15++) {
+              ptrdiff_t p_5 = t_4 * 32 + i_15;
+              if (p_5 % 8 < 7 && p_5 < 55) {
+                layer4_0_conv1_dx[((n_7 * 256 + (oc_4 * 16 + ob_5) * 2 + j_15) * 14 + p_5 / 8 * 2 + 1) * 14 + p_5 % 8 * 2 + 1] = acc_4[j_15 * 32 + i_15];
               }
             }
           }
@@ -8417,7 +8579,7 @@ static void train_layer4_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_relu1 = s->arena + 7075840;
-  const float *layer4_0_bn1_dx = s->arena + 1417728;
+  const float *layer4_0_bn1_dx = s->arena + 1363712;
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float *layer4_0_conv1_dweight_padded = s->arena + 1179648;
   float *layer4_0_conv1_dweight_sums = s->arena + 0;
@@ -8426,7 +8588,7 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 15; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 15; q++) {
-          layer4_0_conv1_dweight_padded[((n * 15 + a) * 15 + q) * 256 + c] = 0 <= a - 1 && 0 <= q - 1 ? layer3_1_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer4_0_conv1_dweight_padded[(((c / 16 + n) * 15 + a) * 15 + q) * 16 + c % 16] = 0 <= a - 1 && 0 <= q - 1 ? layer3_1_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -8444,7 +8606,7 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer4_0_bn1_dx[((n_2 * 512 + ob * 4 + i) * 7 + r) * 7 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer4_0_conv1_dweight_padded[((n_2 * 15 + r * 2 + kh) * 15 + ow * 2 + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer4_0_conv1_dweight_padded[(((ib + n_2) * 15 + r * 2 + kh) * 15 + ow * 2 + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -8469,32 +8631,28 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0.dx: conv_dx+add+act_dx with layer3.1.relu1.dsum and layer3.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
+ * schedule: dy in 2 x 2 stride phases, the first: rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 32 blocks; chunks shared out among threads; 2 tiles (the last ending at the last position), no guards */
 static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer3_1_relu1 = s->arena + 7075840;
   const float *layer4_0_downsample_1_dx = s->arena + 7272448;
-  const float *layer4_0_conv1_dx = s->arena + 1367552;
+  const float *layer4_0_conv1_dx = s->arena + 1237248;
   float *layer3_1_relu1_dx = s->arena + 712192;
-  float *layer4_0_downsample_0_dx_packed = s->arena + 0;
-  float *layer4_0_downsample_0_dx_padded = s->arena + 131072;
-  float acc[96]; /* accumulators */
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            layer4_0_downsample_0_dx_packed[(ob * 512 + ic + kh + kw) * 32 + j] = layer4_0_downsample_0_weight[ic * 256 + ob * 32 + j + 0 - kh + 0 - kw];
-          }
-        }
+  float *layer4_0_downsample_0_dx_unflipped = s->arena + 0;
+  float acc[64]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t i = 0; i < 196; i++) {
+        float y = layer3_1_relu1[n * 50176 + c * 196 + i];
+        layer3_1_relu1_dx[n * 50176 + c * 196 + i] = 0.0f < y ? 0.0f + layer4_0_conv1_dx[n * 50176 + c * 196 + i] : 0.0f;
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
-      for (ptrdiff_t a = 0; a < 15; a++) {
-        for (ptrdiff_t q = 0; q < 14; q++) {
-          layer4_0_downsample_0_dx_padded[((n * 512 + c) * 15 + a) * 14 + q] = a < 13 && q < 13 && a % 2 == 0 && q % 2 == 0 ? layer4_0_downsample_1_dx[((n * 512 + c) * 7 + a / 2) * 7 + q / 2] : 0.0f;
+  for (ptrdiff_t o = 0; o < 256; o++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          layer4_0_downsample_0_dx_unflipped[o * 512 + ic + kh + kw] = layer4_0_downsample_0_weight[ic * 256 + o + 0 - kh * 2 + 0 - kw * 2];
         }
       }
     }
@@ -8502,32 +8660,60 @@ static void train_layer4_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 66; t++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+      for (ptrdiff_t t = 0; t < 1; t++) {
+        for (ptrdiff_t ob = 0; ob < 32; ob++) {
+          for (ptrdiff_t j = 0; j < 2; j++) {
+            for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
+              acc[j * 32 + i_2] = 0.0f;
             }
           }
           for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer4_0_downsample_0_dx_padded[((n_2 * 512 + ic_2) * 15 + kh_2) * 14 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer4_0_downsample_0_dx_packed[((oc * 2 + ob_2) * 512 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
+                  float wv = layer4_0_downsample_0_dx_unflipped[((oc * 32 + ob) * 2 + j_2) * 512 + ic_2 + kh_2 + kw_2];
+                  for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
+                    acc[j_2 * 32 + i_3] = madd(layer4_0_downsample_1_dx[((n_2 * 512 + ic_2) * 7 + kh_2) * 7 + t * 32 + i_3 + kw_2], wv, acc[j_2 * 32 + i_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 14 < 14 && p < 196) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer3_1_relu1[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14];
-                layer3_1_relu1_dx[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14] : 0.0f;
+          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
+            for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
+              ptrdiff_t p = t * 32 + i_4;
+              if (p % 7 < 7) {
+                float y_2 = layer3_1_relu1[((n_2 * 256 + (oc * 32 + ob) * 2 + j_3) * 14 + p / 7 * 2) * 14 + p % 7 * 2];
+                layer3_1_relu1_dx[((n_2 * 256 + (oc * 32 + ob) * 2 + j_3) * 14 + p / 7 * 2) * 14 + p % 7 * 2] = 0.0f < y_2 ? acc[j_3 * 32 + i_4] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 32 + ob) * 2 + j_3) * 14 + p / 7 * 2) * 14 + p % 7 * 2] : 0.0f;
               }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t ob_2 = 0; ob_2 < 32; ob_2++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
+          for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
+            acc[j_4 * 32 + i_5] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_3 = 0; ic_3 < 512; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 1; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+              for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+                float wv_2 = layer4_0_downsample_0_dx_unflipped[((oc * 32 + ob_2) * 2 + j_5) * 512 + ic_3 + kh_3 + kw_3];
+                for (ptrdiff_t i_6 = 0; i_6 < 32; i_6++) {
+                  acc[j_5 * 32 + i_6] = madd(layer4_0_downsample_1_dx[((n_2 * 512 + ic_3) * 7 + kh_3) * 7 + 17 + i_6 + kw_3], wv_2, acc[j_5 * 32 + i_6]);
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+          for (ptrdiff_t i_7 = 0; i_7 < 32; i_7++) {
+            ptrdiff_t p_2 = 17 + i_7;
+            if (p_2 % 7 < 7 && 32 <= p_2) {
+              float y_3 = layer3_1_relu1[((n_2 * 256 + (oc * 32 + ob_2) * 2 + j_6) * 14 + p_2 / 7 * 2) * 14 + p_2 % 7 * 2];
+              layer3_1_relu1_dx[((n_2 * 256 + (oc * 32 + ob_2) * 2 + j_6) * 14 + p_2 / 7 * 2) * 14 + p_2 % 7 * 2] = 0.0f < y_3 ? acc[j_6 * 32 + i_7] + layer4_0_conv1_dx[((n_2 * 256 + (oc * 32 + ob_2) * 2 + j_6) * 14 + p_2 / 7 * 2) * 14 + p_2 % 7 * 2] : 0.0f;
             }
           }
         }
@@ -8890,7 +9076,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 16; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_dweight_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv2_dweight_padded[(((c / 16 + n) * 16 + a) * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -8908,7 +9094,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer3_1_bn2_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer3_1_conv2_dweight_padded[((n_2 * 16 + r + kh) * 16 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer3_1_conv2_dweight_padded[(((ib + n_2) * 16 + r + kh) * 16 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -9365,7 +9551,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 16; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_dweight_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_1_conv1_dweight_padded[(((c / 16 + n) * 16 + a) * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -9383,7 +9569,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer3_1_bn1_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer3_1_conv1_dweight_padded[((n_2 * 16 + r + kh) * 16 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer3_1_conv1_dweight_padded[(((ib + n_2) * 16 + r + kh) * 16 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -9492,7 +9678,7 @@ static void train_layer3_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
   const float *layer3_0_downsample_0 = s->arena + 6824960;
   const float *layer3_0_relu1_dx = s->arena + 812544;
-  float *layer3_0_downsample_1_dx = s->arena + 740864;
+  float *layer3_0_downsample_1_dx = s->arena + 712192;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -9832,7 +10018,7 @@ static void train_layer3_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 6574080;
-  const float *layer3_0_downsample_1_dx = s->arena + 740864;
+  const float *layer3_0_downsample_1_dx = s->arena + 712192;
   float *layer3_0_downsample_0_weight_grad = s->g32 + 1571776;
   float *layer3_0_downsample_0_dweight_padded = s->arena + 0;
   float *layer3_0_downsample_0_dweight_sums = s->arena + 93312;
@@ -9841,7 +10027,7 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
     for (ptrdiff_t a = 0; a < 27; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 27; q++) {
-          layer3_0_downsample_0_dweight_padded[((n * 27 + a) * 27 + q) * 128 + c] = layer2_1_relu1[((n * 128 + c) * 28 + a) * 28 + q];
+          layer3_0_downsample_0_dweight_padded[(((c / 16 + n) * 27 + a) * 27 + q) * 16 + c % 16] = layer2_1_relu1[((n * 128 + c) * 28 + a) * 28 + q];
         }
       }
     }
@@ -9859,7 +10045,7 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer3_0_downsample_1_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer3_0_downsample_0_dweight_padded[((n_2 * 27 + r * 2 + kh) * 27 + ow * 2 + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer3_0_downsample_0_dweight_padded[(((ib + n_2) * 27 + r * 2 + kh) * 27 + ow * 2 + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -9888,7 +10074,7 @@ static void train_layer3_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
   const float *layer3_0_conv2 = s->arena + 6774784;
   const float *layer3_0_relu1_dx = s->arena + 812544;
-  float *layer3_0_bn2_dx = s->arena + 862720;
+  float *layer3_0_bn2_dx = s->arena + 762368;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -10228,7 +10414,7 @@ static void train_layer3_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_relu0 = s->arena + 6724608;
-  const float *layer3_0_bn2_dx = s->arena + 862720;
+  const float *layer3_0_bn2_dx = s->arena + 762368;
   float *layer3_0_conv2_weight_grad = s->g32 + 980928;
   float *layer3_0_conv2_dweight_padded = s->arena + 589824;
   float *layer3_0_conv2_dweight_sums = s->arena + 0;
@@ -10237,7 +10423,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 16; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_dweight_padded[((n * 16 + a) * 16 + q) * 256 + c] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+          layer3_0_conv2_dweight_padded[(((c / 16 + n) * 16 + a) * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c) * 14 + a - 1) * 14 + q - 1] : 0.0f;
         }
       }
     }
@@ -10255,7 +10441,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer3_0_bn2_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer3_0_conv2_dweight_padded[((n_2 * 16 + r + kh) * 16 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer3_0_conv2_dweight_padded[(((ib + n_2) * 16 + r + kh) * 16 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -10284,8 +10470,8 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_relu0 = s->arena + 6724608;
-  const float *layer3_0_bn2_dx = s->arena + 862720;
-  float *layer3_0_relu0_dx = s->arena + 791040;
+  const float *layer3_0_bn2_dx = s->arena + 762368;
+  float *layer3_0_relu0_dx = s->arena + 812544;
   float *layer3_0_conv2_dx_packed = s->arena + 0;
   float *layer3_0_conv2_dx_padded = s->arena + 589824;
   float *layer3_0_conv2_dx_partial = s->arena + 655360;
@@ -10362,8 +10548,8 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
   const float *layer3_0_conv1 = s->arena + 6674432;
-  const float *layer3_0_relu0_dx = s->arena + 791040;
-  float *layer3_0_bn1_dx = s->arena + 841216;
+  const float *layer3_0_relu0_dx = s->arena + 812544;
+  float *layer3_0_bn1_dx = s->arena + 560256;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -10521,7 +10707,7 @@ static void train_layer3_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer3.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1 = s->arena + 6674432;
-  const float *layer3_0_relu0_dx = s->arena + 791040;
+  const float *layer3_0_relu0_dx = s->arena + 812544;
   float *layer3_0_bn1_weight_grad = s->g32 + 979904;
   for (ptrdiff_t c = 0; c < 256; c++) {
     double sum = 0.0f;
@@ -10674,7 +10860,7 @@ static void train_layer3_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer3.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer3_0_relu0_dx = s->arena + 791040;
+  const float *layer3_0_relu0_dx = s->arena + 812544;
   float *layer3_0_bn1_bias_grad = s->g32 + 980160;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -10700,73 +10886,249 @@ static void train_layer3_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: dy in 2 x 2 stride phases, the first: rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 66 tiles (the last ending at the last position), no guards */
 static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
-  const float *layer3_0_bn1_dx = s->arena + 841216;
-  float *layer3_0_conv1_dx = s->arena + 640512;
-  float *layer3_0_conv1_dx_packed = s->arena + 0;
-  float *layer3_0_conv1_dx_padded = s->arena + 294912;
-  float *layer3_0_conv1_dx_partial = s->arena + 532992;
+  const float *layer3_0_bn1_dx = s->arena + 560256;
+  float *layer3_0_conv1_dx = s->arena + 402560;
+  float *layer3_0_conv1_dx_packed = s->arena + 610432;
+  float *layer3_0_conv1_dx_packed_t = s->arena + 131072;
+  float *layer3_0_conv1_dx_padded = s->arena + 323584;
+  float *layer3_0_conv1_dx_packed_t2 = s->arena + 196608;
+  float *layer3_0_conv1_dx_padded_t = s->arena + 502912;
+  float *layer3_0_conv1_dx_packed_t3 = s->arena + 0;
+  float *layer3_0_conv1_dx_padded_t2 = s->arena + 262144;
   float acc[96]; /* accumulators */
+  float acc_2[96]; /* accumulators */
+  float acc_3[96]; /* accumulators */
+  float acc_4[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
       for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            layer3_0_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer3_0_conv1_dx_packed[(ob * 256 + ic + kh + kw) * 32 + j] = layer3_0_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - (1 + kh * 2)) * 3 + 2 - (1 + kw * 2)];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 31; a++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer3_0_conv1_dx_padded[((n * 256 + c) * 31 + a) * 30 + q] = 0 <= a - 1 && a - 1 < 27 && (0 <= q - 1 && q - 1 < 27) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer3_0_bn1_dx[((n * 256 + c) * 14 + (a - 1) / 2) * 14 + (q - 1) / 2] : 0.0f;
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc = 0; oc < 4; oc++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t t = 0; t < 65; t++) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+            for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+              for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                  float xv = layer3_0_bn1_dx[((n * 256 + ic_2) * 14 + kh_2) * 14 + t * 3 + i_2 + kw_2];
+                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_dx_packed[((oc + ob_2) * 256 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                  }
+                }
+              }
+            }
+          }
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p = t * 3 + i_3;
+            if (p % 14 < 14) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer3_0_conv1_dx[((n * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 14 * 2) * 28 + p % 14 * 2] = acc[i_3 * 32 + j_4];
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_4 * 32 + j_5] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 1; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+              for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+                float xv_2 = layer3_0_bn1_dx[((n * 256 + ic_3) * 14 + kh_3) * 14 + 193 + i_5 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_5 * 32 + j_6] = madd(xv_2, layer3_0_conv1_dx_packed[((oc + ob_3) * 256 + ic_3 + kh_3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+          ptrdiff_t p_2 = 193 + i_6;
+          if (p_2 % 14 < 14 && 195 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              layer3_0_conv1_dx[((n * 128 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 14 * 2) * 28 + p_2 % 14 * 2] = acc[i_6 * 32 + j_7];
+            }
+          }
         }
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t icc = 0; icc < 2; icc++) {
-        for (ptrdiff_t t = 0; t < 280; t++) {
-          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-            for (ptrdiff_t i = 0; i < 3; i++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 840 + t * 3 + i];
-              }
+  for (ptrdiff_t ob_4 = 0; ob_4 < 4; ob_4++) {
+    for (ptrdiff_t j_8 = 0; j_8 < 32; j_8++) {
+      for (ptrdiff_t ic_4 = 0; ic_4 < 256; ic_4++) {
+        for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 2; kw_4++) {
+            layer3_0_conv1_dx_packed_t[((ob_4 * 256 + ic_4 + kh_4) * 2 + kw_4) * 32 + j_8] = layer3_0_conv1_weight[((ic_4 * 128 + ob_4 * 32 + j_8) * 3 + 2 - (1 + kh_4 * 2)) * 3 + 2 - kw_4 * 2];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t a = 0; a < 15; a++) {
+      for (ptrdiff_t c = 0; c < 256; c++) {
+        for (ptrdiff_t q = 0; q < 15; q++) {
+          layer3_0_conv1_dx_padded[((n_2 * 15 + a) * 15 + q) * 256 + c] = a < 14 && q < 14 ? layer3_0_bn1_dx[((n_2 * 256 + c) * 14 + a) * 14 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc_2 = 0; oc_2 < 4; oc_2++) {
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t t_2 = 0; t_2 < 70; t_2++) {
+        for (ptrdiff_t ob_5 = 0; ob_5 < 1; ob_5++) {
+          for (ptrdiff_t i_7 = 0; i_7 < 3; i_7++) {
+            for (ptrdiff_t j_9 = 0; j_9 < 32; j_9++) {
+              acc_2[i_7 * 32 + j_9] = 0.0f;
             }
-            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                    float xv = layer3_0_conv1_dx_padded[((n_2 * 256 + icc * 128 + ic_2) * 31 + kh_2) * 30 + t * 3 + i_2 + kw_2];
-                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                      acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_dx_packed[((((oc + ob_2) * 256 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
-                    }
+          }
+          for (ptrdiff_t ic_5 = 0; ic_5 < 256; ic_5++) {
+            for (ptrdiff_t kh_5 = 0; kh_5 < 1; kh_5++) {
+              for (ptrdiff_t kw_5 = 0; kw_5 < 2; kw_5++) {
+                for (ptrdiff_t i_8 = 0; i_8 < 3; i_8++) {
+                  float xv_3 = layer3_0_conv1_dx_padded[((n_3 * 15 + kh_5) * 15 + t_2 * 3 + i_8 + kw_5) * 256 + ic_5];
+                  for (ptrdiff_t j_10 = 0; j_10 < 32; j_10++) {
+                    acc_2[i_8 * 32 + j_10] = madd(xv_3, layer3_0_conv1_dx_packed_t[(((oc_2 + ob_5) * 256 + ic_5 + kh_5) * 2 + kw_5) * 32 + j_10], acc_2[i_8 * 32 + j_10]);
                   }
                 }
               }
             }
-            if (icc < 1) {
-              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_0_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 840 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+          }
+          for (ptrdiff_t i_9 = 0; i_9 < 3; i_9++) {
+            ptrdiff_t p_3 = t_2 * 3 + i_9;
+            if (p_3 % 15 < 14 && p_3 < 209) {
+              for (ptrdiff_t j_11 = 0; j_11 < 32; j_11++) {
+                layer3_0_conv1_dx[((n_3 * 128 + (oc_2 + ob_5) * 32 + j_11) * 28 + p_3 / 15 * 2) * 28 + p_3 % 15 * 2 + 1] = acc_2[i_9 * 32 + j_11];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ob_6 = 0; ob_6 < 4; ob_6++) {
+    for (ptrdiff_t j_12 = 0; j_12 < 32; j_12++) {
+      for (ptrdiff_t ic_6 = 0; ic_6 < 256; ic_6++) {
+        for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
+          for (ptrdiff_t kw_6 = 0; kw_6 < 1; kw_6++) {
+            layer3_0_conv1_dx_packed_t2[((ob_6 * 256 + ic_6) * 2 + kh_6 + kw_6) * 32 + j_12] = layer3_0_conv1_weight[((ic_6 * 128 + ob_6 * 32 + j_12) * 3 + 2 - kh_6 * 2) * 3 + 2 - (1 + kw_6 * 2)];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+    for (ptrdiff_t a_2 = 0; a_2 < 16; a_2++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+        for (ptrdiff_t q_2 = 0; q_2 < 14; q_2++) {
+          layer3_0_conv1_dx_padded_t[((n_4 * 16 + a_2) * 14 + q_2) * 256 + c_2] = a_2 < 14 ? layer3_0_bn1_dx[((n_4 * 256 + c_2) * 14 + a_2) * 14 + q_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc_3 = 0; oc_3 < 4; oc_3++) {
+    for (ptrdiff_t n_5 = 0; n_5 < count; n_5++) {
+      for (ptrdiff_t t_3 = 0; t_3 < 66; t_3++) {
+        for (ptrdiff_t ob_7 = 0; ob_7 < 1; ob_7++) {
+          for (ptrdiff_t i_10 = 0; i_10 < 3; i_10++) {
+            for (ptrdiff_t j_13 = 0; j_13 < 32; j_13++) {
+              acc_3[i_10 * 32 + j_13] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic_7 = 0; ic_7 < 256; ic_7++) {
+            for (ptrdiff_t kh_7 = 0; kh_7 < 2; kh_7++) {
+              for (ptrdiff_t kw_7 = 0; kw_7 < 1; kw_7++) {
+                for (ptrdiff_t i_11 = 0; i_11 < 3; i_11++) {
+                  float xv_4 = layer3_0_conv1_dx_padded_t[((n_5 * 16 + kh_7) * 14 + t_3 * 3 + i_11 + kw_7) * 256 + ic_7];
+                  for (ptrdiff_t j_14 = 0; j_14 < 32; j_14++) {
+                    acc_3[i_11 * 32 + j_14] = madd(xv_4, layer3_0_conv1_dx_packed_t2[(((oc_3 + ob_7) * 256 + ic_7) * 2 + kh_7 + kw_7) * 32 + j_14], acc_3[i_11 * 32 + j_14]);
+                  }
                 }
               }
             }
-            if (icc == 1) {
-              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-                ptrdiff_t p = t * 3 + i_4;
-                if (p % 30 < 28 && p < 838) {
-                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_5) * 28 + p / 30) * 28 + p % 30] = acc[i_4 * 32 + j_5];
+          }
+          for (ptrdiff_t i_12 = 0; i_12 < 3; i_12++) {
+            ptrdiff_t p_4 = t_3 * 3 + i_12;
+            if (p_4 % 14 < 14 && p_4 < 196) {
+              for (ptrdiff_t j_15 = 0; j_15 < 32; j_15++) {
+                layer3_0_conv1_dx[((n_5 * 128 + (oc_3 + ob_7) * 32 + j_15) * 28 + p_4 / 14 * 2 + 1) * 28 + p_4 % 14 * 2] = acc_3[i_12 * 32 + j_15];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ob_8 = 0; ob_8 < 4; ob_8++) {
+    for (ptrdiff_t j_16 = 0; j_16 < 32; j_16++) {
+      for (ptrdiff_t ic_8 = 0; ic_8 < 256; ic_8++) {
+        for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
+          for (ptrdiff_t kw_8 = 0; kw_8 < 2; kw_8++) {
+            layer3_0_conv1_dx_packed_t3[(((ob_8 * 256 + ic_8) * 2 + kh_8) * 2 + kw_8) * 32 + j_16] = layer3_0_conv1_weight[((ic_8 * 128 + ob_8 * 32 + j_16) * 3 + 2 - kh_8 * 2) * 3 + 2 - kw_8 * 2];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_6 = 0; n_6 < count; n_6++) {
+    for (ptrdiff_t a_3 = 0; a_3 < 16; a_3++) {
+      for (ptrdiff_t c_3 = 0; c_3 < 256; c_3++) {
+        for (ptrdiff_t q_3 = 0; q_3 < 15; q_3++) {
+          layer3_0_conv1_dx_padded_t2[((n_6 * 16 + a_3) * 15 + q_3) * 256 + c_3] = a_3 < 14 && q_3 < 14 ? layer3_0_bn1_dx[((n_6 * 256 + c_3) * 14 + a_3) * 14 + q_3] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t oc_4 = 0; oc_4 < 4; oc_4++) {
+    for (ptrdiff_t n_7 = 0; n_7 < count; n_7++) {
+      for (ptrdiff_t t_4 = 0; t_4 < 70; t_4++) {
+        for (ptrdiff_t ob_9 = 0; ob_9 < 1; ob_9++) {
+          for (ptrdiff_t i_13 = 0; i_13 < 3; i_13++) {
+            for (ptrdiff_t j_17 = 0; j_17 < 32; j_17++) {
+              acc_4[i_13 * 32 + j_17] = 0.0f;
+            }
+          }
+          for (ptrdiff_t ic_9 = 0; ic_9 < 256; ic_9++) {
+            for (ptrdiff_t kh_9 = 0; kh_9 < 2; kh_9++) {
+              for (ptrdiff_t kw_9 = 0; kw_9 < 2; kw_9++) {
+                for (ptrdiff_t i_14 = 0; i_14 < 3; i_14++) {
+                  float xv_5 = layer3_0_conv1_dx_padded_t2[((n_7 * 16 + kh_9) * 15 + t_4 * 3 + i_14 + kw_9) * 256 + ic_9];
+                  for (ptrdiff_t j_18 = 0; j_18 < 32; j_18++) {
+                    acc_4[i_14 * 32 + j_18] = madd(xv_5, layer3_0_conv1_dx_packed_t3[((((oc_4 + ob_9) * 256 + ic_9) * 2 + kh_9) * 2 + kw_9) * 32 + j_18], acc_4[i_14 * 32 + j_18]);
                   }
                 }
+              }
+            }
+          }
+          for (ptrdiff_t i_15 = 0; i_15 < 3; i_15++) {
+            ptrdiff_t p_5 = t_4 * 3 + i_15;
+            if (p_5 % 15 < 14 && p_5 < 209) {
+              for (ptrdiff_t j_19 = 0; j_19 < 32; j_19++) {
+                layer3_0_conv1_dx[((n_7 * 128 + (oc_4 + ob_9) * 32 + j_19) * 28 + p_5 / 15 * 2 + 1) * 28 + p_5 % 15 * 2 + 1] = acc_4[i_15 * 32 + j_19];
               }
             }
           }
@@ -10780,7 +11142,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_relu1 = s->arena + 6574080;
-  const float *layer3_0_bn1_dx = s->arena + 841216;
+  const float *layer3_0_bn1_dx = s->arena + 560256;
   float *layer3_0_conv1_weight_grad = s->g32 + 684992;
   float *layer3_0_conv1_dweight_padded = s->arena + 294912;
   float *layer3_0_conv1_dweight_sums = s->arena + 0;
@@ -10789,7 +11151,7 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 29; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 29; q++) {
-          layer3_0_conv1_dweight_padded[((n * 29 + a) * 29 + q) * 128 + c] = 0 <= a - 1 && 0 <= q - 1 ? layer2_1_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer3_0_conv1_dweight_padded[(((c / 16 + n) * 29 + a) * 29 + q) * 16 + c % 16] = 0 <= a - 1 && 0 <= q - 1 ? layer2_1_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -10807,7 +11169,7 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer3_0_bn1_dx[((n_2 * 256 + ob * 4 + i) * 14 + r) * 14 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer3_0_conv1_dweight_padded[((n_2 * 29 + r * 2 + kh) * 29 + ow * 2 + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer3_0_conv1_dweight_padded[(((ib + n_2) * 29 + r * 2 + kh) * 29 + ow * 2 + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -10832,32 +11194,30 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0.dx: conv_dx+add+act_dx with layer2.1.relu1.dsum and layer2.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards */
+ * schedule: dy in 2 x 2 stride phases, the first: rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 66 tiles (the last ending at the last position), no guards */
 static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer2_1_relu1 = s->arena + 6574080;
-  const float *layer3_0_downsample_1_dx = s->arena + 740864;
-  const float *layer3_0_conv1_dx = s->arena + 640512;
+  const float *layer3_0_downsample_1_dx = s->arena + 712192;
+  const float *layer3_0_conv1_dx = s->arena + 402560;
   float *layer2_1_relu1_dx = s->arena + 266496;
-  float *layer3_0_downsample_0_dx_packed = s->arena + 207872;
-  float *layer3_0_downsample_0_dx_padded = s->arena + 0;
+  float *layer3_0_downsample_0_dx_packed = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t i = 0; i < 784; i++) {
+        float y = layer2_1_relu1[n * 100352 + c * 784 + i];
+        layer2_1_relu1_dx[n * 100352 + c * 784 + i] = 0.0f < y ? 0.0f + layer3_0_conv1_dx[n * 100352 + c * 784 + i] : 0.0f;
+      }
+    }
+  }
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
       for (ptrdiff_t ic = 0; ic < 256; ic++) {
         for (ptrdiff_t kh = 0; kh < 1; kh++) {
           for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            layer3_0_downsample_0_dx_packed[(ob * 256 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[ic * 128 + ob * 32 + j + 0 - kh + 0 - kw];
+            layer3_0_downsample_0_dx_packed[(ob * 256 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[ic * 128 + ob * 32 + j + 0 - kh * 2 + 0 - kw * 2];
           }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
-      for (ptrdiff_t a = 0; a < 29; a++) {
-        for (ptrdiff_t q = 0; q < 28; q++) {
-          layer3_0_downsample_0_dx_padded[((n * 256 + c) * 29 + a) * 28 + q] = a < 27 && q < 27 && a % 2 == 0 && q % 2 == 0 ? layer3_0_downsample_1_dx[((n * 256 + c) * 14 + a / 2) * 14 + q / 2] : 0.0f;
         }
       }
     }
@@ -10865,32 +11225,60 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 262; t++) {
+      for (ptrdiff_t t = 0; t < 65; t++) {
         for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
             for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
+              acc[i_2 * 32 + j_2] = 0.0f;
             }
           }
           for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_0_downsample_0_dx_padded[((n_2 * 256 + ic_2) * 29 + kh_2) * 28 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                  float xv = layer3_0_downsample_1_dx[((n_2 * 256 + ic_2) * 14 + kh_2) * 14 + t * 3 + i_3 + kw_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer3_0_downsample_0_dx_packed[((oc + ob_2) * 256 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    acc[i_3 * 32 + j_3] = madd(xv, layer3_0_downsample_0_dx_packed[((oc + ob_2) * 256 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_3 * 32 + j_3]);
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 28 < 28 && p < 784) {
+          for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+            ptrdiff_t p = t * 3 + i_4;
+            if (p % 14 < 14) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer2_1_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28];
-                layer2_1_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28] : 0.0f;
+                float y_2 = layer2_1_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 14 * 2) * 28 + p % 14 * 2];
+                layer2_1_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 14 * 2) * 28 + p % 14 * 2] = 0.0f < y_2 ? acc[i_4 * 32 + j_4] + layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 14 * 2) * 28 + p % 14 * 2] : 0.0f;
               }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t ob_3 = 0; ob_3 < 1; ob_3++) {
+        for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+          for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+            acc[i_5 * 32 + j_5] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_3 = 0; ic_3 < 256; ic_3++) {
+          for (ptrdiff_t kh_3 = 0; kh_3 < 1; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+              for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+                float xv_2 = layer3_0_downsample_1_dx[((n_2 * 256 + ic_3) * 14 + kh_3) * 14 + 193 + i_6 + kw_3];
+                for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                  acc[i_6 * 32 + j_6] = madd(xv_2, layer3_0_downsample_0_dx_packed[((oc + ob_3) * 256 + ic_3 + kh_3 + kw_3) * 32 + j_6], acc[i_6 * 32 + j_6]);
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t i_7 = 0; i_7 < 3; i_7++) {
+          ptrdiff_t p_2 = 193 + i_7;
+          if (p_2 % 14 < 14 && 195 <= p_2) {
+            for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+              float y_3 = layer2_1_relu1[((n_2 * 128 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 14 * 2) * 28 + p_2 % 14 * 2];
+              layer2_1_relu1_dx[((n_2 * 128 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 14 * 2) * 28 + p_2 % 14 * 2] = 0.0f < y_3 ? acc[i_7 * 32 + j_7] + layer3_0_conv1_dx[((n_2 * 128 + (oc + ob_3) * 32 + j_7) * 28 + p_2 / 14 * 2) * 28 + p_2 % 14 * 2] : 0.0f;
             }
           }
         }
@@ -11227,7 +11615,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_dweight_padded[((n * 30 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -11245,7 +11633,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer2_1_bn2_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer2_1_conv2_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer2_1_conv2_dweight_padded[(((ib + n_2) * 30 + r + kh) * 30 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -11664,7 +12052,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_dweight_padded[((n * 30 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_1_conv1_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -11682,7 +12070,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer2_1_bn1_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer2_1_conv1_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer2_1_conv1_dweight_padded[(((ib + n_2) * 30 + r + kh) * 30 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -11779,7 +12167,7 @@ static void train_layer2_0_downsample_1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
   const float *layer2_0_downsample_0 = s->arena + 6072320;
   const float *layer2_0_relu1_dx = s->arena + 467200;
-  float *layer2_0_downsample_1_dx = s->arena + 832000;
+  float *layer2_0_downsample_1_dx = s->arena + 623808;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -12093,7 +12481,7 @@ static void train_layer2_0_downsample_1_dbias(resnet18_state *s, ptrdiff_t count
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 5570560;
-  const float *layer2_0_downsample_1_dx = s->arena + 832000;
+  const float *layer2_0_downsample_1_dx = s->arena + 623808;
   float *layer2_0_downsample_0_weight_grad = s->g32 + 380352;
   float *layer2_0_downsample_0_dweight_padded = s->arena + 0;
   float *layer2_0_downsample_0_dweight_sums = s->arena + 193600;
@@ -12102,7 +12490,7 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
     for (ptrdiff_t a = 0; a < 55; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 55; q++) {
-          layer2_0_downsample_0_dweight_padded[((n * 55 + a) * 55 + q) * 64 + c] = layer1_1_relu1[((n * 64 + c) * 56 + a) * 56 + q];
+          layer2_0_downsample_0_dweight_padded[(((c / 16 + n) * 55 + a) * 55 + q) * 16 + c % 16] = layer1_1_relu1[((n * 64 + c) * 56 + a) * 56 + q];
         }
       }
     }
@@ -12120,7 +12508,7 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer2_0_downsample_1_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer2_0_downsample_0_dweight_padded[((n_2 * 55 + r * 2 + kh) * 55 + ow * 2 + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer2_0_downsample_0_dweight_padded[(((ib + n_2) * 55 + r * 2 + kh) * 55 + ow * 2 + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -12472,7 +12860,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_dweight_padded[((n * 30 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+          layer2_0_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
         }
       }
     }
@@ -12490,7 +12878,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer2_0_bn2_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer2_0_conv2_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer2_0_conv2_dweight_padded[(((ib + n_2) * 30 + r + kh) * 30 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -12586,7 +12974,7 @@ static void train_layer2_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
   const float *layer2_0_conv1 = s->arena + 5771264;
   const float *layer2_0_relu0_dx = s->arena + 366848;
-  float *layer2_0_bn1_dx = s->arena + 631296;
+  float *layer2_0_bn1_dx = s->arena + 724160;
   for (ptrdiff_t c = 0; c < 128; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -12897,62 +13285,244 @@ static void train_layer2_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1.dx: conv_dx, resnet18.cnn:12
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: dy in 2 x 2 stride phases, the first: rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 262 tiles (the last ending at the last position), no guards */
 static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
-  const float *layer2_0_bn1_dx = s->arena + 631296;
-  float *layer2_0_conv1_dx = s->arena + 430592;
-  float *layer2_0_conv1_dx_packed = s->arena + 731648;
-  float *layer2_0_conv1_dx_padded = s->arena + 0;
+  const float *layer2_0_bn1_dx = s->arena + 724160;
+  float *layer2_0_conv1_dx = s->arena + 207936;
+  float *layer2_0_conv1_dx_packed = s->arena + 176896;
+  float *layer2_0_conv1_dx_packed_t = s->arena + 144128;
+  float *layer2_0_conv1_dx_padded = s->arena + 408640;
+  float *layer2_0_conv1_dx_packed_t2 = s->arena + 160512;
+  float *layer2_0_conv1_dx_padded_t = s->arena + 516288;
+  float *layer2_0_conv1_dx_packed_t3 = s->arena + 111360;
+  float *layer2_0_conv1_dx_padded_t2 = s->arena + 0;
   float acc[96]; /* accumulators */
+  float acc_2[96]; /* accumulators */
+  float acc_3[96]; /* accumulators */
+  float acc_4[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
       for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
-            layer2_0_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            layer2_0_conv1_dx_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer2_0_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - (1 + kh * 2)) * 3 + 2 - (1 + kw * 2)];
           }
         }
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 58; a++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer2_0_conv1_dx_padded[((n * 128 + c) * 58 + a) * 58 + q] = 0 <= a - 1 && a - 1 < 55 && (0 <= q - 1 && q - 1 < 55) && (a + 1) % 2 == 0 && (q + 1) % 2 == 0 ? layer2_0_bn1_dx[((n * 128 + c) * 28 + (a - 1) / 2) * 28 + (q - 1) / 2] : 0.0f;
-        }
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 1082; t++) {
-    for (ptrdiff_t oc = 0; oc < 2; oc++) {
-      for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-        for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-          for (ptrdiff_t i = 0; i < 3; i++) {
-            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-              acc[i * 32 + j_2] = 0.0f;
-            }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t t = 0; t < 261; t++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
           }
-          for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-            for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-              for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_0_conv1_dx_padded[((n_2 * 128 + ic_2) * 58 + kh_2) * 58 + t * 3 + i_2 + kw_2];
-                  for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                    acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv1_dx_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
-                  }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer2_0_bn1_dx[((n * 128 + ic_2) * 28 + kh_2) * 28 + t * 3 + i_2 + kw_2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv1_dx_packed[(ob_2 * 128 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
-          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-            ptrdiff_t p = t * 3 + i_3;
-            if (p % 58 < 56) {
-              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer2_0_conv1_dx[((n_2 * 64 + (oc + ob_2) * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
+        }
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 28 < 28) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              layer2_0_conv1_dx[((n * 64 + ob_2 * 32 + j_4) * 56 + p / 28 * 2) * 56 + p % 28 * 2] = acc[i_3 * 32 + j_4];
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+          acc[i_4 * 32 + j_5] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+        for (ptrdiff_t kh_3 = 0; kh_3 < 1; kh_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+            for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+              float xv_2 = layer2_0_bn1_dx[((n_2 * 128 + ic_3) * 28 + kh_3) * 28 + 781 + i_5 + kw_3];
+              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                acc[i_5 * 32 + j_6] = madd(xv_2, layer2_0_conv1_dx_packed[(ob_3 * 128 + ic_3 + kh_3 + kw_3) * 32 + j_6], acc[i_5 * 32 + j_6]);
               }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+        ptrdiff_t p_2 = 781 + i_6;
+        if (p_2 % 28 < 28 && 783 <= p_2) {
+          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+            layer2_0_conv1_dx[((n_2 * 64 + ob_3 * 32 + j_7) * 56 + p_2 / 28 * 2) * 56 + p_2 % 28 * 2] = acc[i_6 * 32 + j_7];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ob_4 = 0; ob_4 < 2; ob_4++) {
+    for (ptrdiff_t j_8 = 0; j_8 < 32; j_8++) {
+      for (ptrdiff_t ic_4 = 0; ic_4 < 128; ic_4++) {
+        for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
+          for (ptrdiff_t kw_4 = 0; kw_4 < 2; kw_4++) {
+            layer2_0_conv1_dx_packed_t[((ob_4 * 128 + ic_4 + kh_4) * 2 + kw_4) * 32 + j_8] = layer2_0_conv1_weight[((ic_4 * 64 + ob_4 * 32 + j_8) * 3 + 2 - (1 + kh_4 * 2)) * 3 + 2 - kw_4 * 2];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t a = 0; a < 29; a++) {
+      for (ptrdiff_t c = 0; c < 128; c++) {
+        for (ptrdiff_t q = 0; q < 29; q++) {
+          layer2_0_conv1_dx_padded[((n_3 * 29 + a) * 29 + q) * 128 + c] = a < 28 && q < 28 ? layer2_0_bn1_dx[((n_3 * 128 + c) * 28 + a) * 28 + q] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t t_2 = 0; t_2 < 271; t_2++) {
+    for (ptrdiff_t n_4 = 0; n_4 < count; n_4++) {
+      for (ptrdiff_t ob_5 = 0; ob_5 < 2; ob_5++) {
+        for (ptrdiff_t i_7 = 0; i_7 < 3; i_7++) {
+          for (ptrdiff_t j_9 = 0; j_9 < 32; j_9++) {
+            acc_2[i_7 * 32 + j_9] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_5 = 0; ic_5 < 128; ic_5++) {
+          for (ptrdiff_t kh_5 = 0; kh_5 < 1; kh_5++) {
+            for (ptrdiff_t kw_5 = 0; kw_5 < 2; kw_5++) {
+              for (ptrdiff_t i_8 = 0; i_8 < 3; i_8++) {
+                float xv_3 = layer2_0_conv1_dx_padded[((n_4 * 29 + kh_5) * 29 + t_2 * 3 + i_8 + kw_5) * 128 + ic_5];
+                for (ptrdiff_t j_10 = 0; j_10 < 32; j_10++) {
+                  acc_2[i_8 * 32 + j_10] = madd(xv_3, layer2_0_conv1_dx_packed_t[((ob_5 * 128 + ic_5 + kh_5) * 2 + kw_5) * 32 + j_10], acc_2[i_8 * 32 + j_10]);
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t i_9 = 0; i_9 < 3; i_9++) {
+          ptrdiff_t p_3 = t_2 * 3 + i_9;
+          if (p_3 % 29 < 28 && p_3 < 811) {
+            for (ptrdiff_t j_11 = 0; j_11 < 32; j_11++) {
+              layer2_0_conv1_dx[((n_4 * 64 + ob_5 * 32 + j_11) * 56 + p_3 / 29 * 2) * 56 + p_3 % 29 * 2 + 1] = acc_2[i_9 * 32 + j_11];
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ob_6 = 0; ob_6 < 2; ob_6++) {
+    for (ptrdiff_t j_12 = 0; j_12 < 32; j_12++) {
+      for (ptrdiff_t ic_6 = 0; ic_6 < 128; ic_6++) {
+        for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
+          for (ptrdiff_t kw_6 = 0; kw_6 < 1; kw_6++) {
+            layer2_0_conv1_dx_packed_t2[((ob_6 * 128 + ic_6) * 2 + kh_6 + kw_6) * 32 + j_12] = layer2_0_conv1_weight[((ic_6 * 64 + ob_6 * 32 + j_12) * 3 + 2 - kh_6 * 2) * 3 + 2 - (1 + kw_6 * 2)];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_5 = 0; n_5 < count; n_5++) {
+    for (ptrdiff_t a_2 = 0; a_2 < 30; a_2++) {
+      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+        for (ptrdiff_t q_2 = 0; q_2 < 28; q_2++) {
+          layer2_0_conv1_dx_padded_t[((n_5 * 30 + a_2) * 28 + q_2) * 128 + c_2] = a_2 < 28 ? layer2_0_bn1_dx[((n_5 * 128 + c_2) * 28 + a_2) * 28 + q_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t t_3 = 0; t_3 < 262; t_3++) {
+    for (ptrdiff_t n_6 = 0; n_6 < count; n_6++) {
+      for (ptrdiff_t ob_7 = 0; ob_7 < 2; ob_7++) {
+        for (ptrdiff_t i_10 = 0; i_10 < 3; i_10++) {
+          for (ptrdiff_t j_13 = 0; j_13 < 32; j_13++) {
+            acc_3[i_10 * 32 + j_13] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_7 = 0; ic_7 < 128; ic_7++) {
+          for (ptrdiff_t kh_7 = 0; kh_7 < 2; kh_7++) {
+            for (ptrdiff_t kw_7 = 0; kw_7 < 1; kw_7++) {
+              for (ptrdiff_t i_11 = 0; i_11 < 3; i_11++) {
+                float xv_4 = layer2_0_conv1_dx_padded_t[((n_6 * 30 + kh_7) * 28 + t_3 * 3 + i_11 + kw_7) * 128 + ic_7];
+                for (ptrdiff_t j_14 = 0; j_14 < 32; j_14++) {
+                  acc_3[i_11 * 32 + j_14] = madd(xv_4, layer2_0_conv1_dx_packed_t2[((ob_7 * 128 + ic_7) * 2 + kh_7 + kw_7) * 32 + j_14], acc_3[i_11 * 32 + j_14]);
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t i_12 = 0; i_12 < 3; i_12++) {
+          ptrdiff_t p_4 = t_3 * 3 + i_12;
+          if (p_4 % 28 < 28 && p_4 < 784) {
+            for (ptrdiff_t j_15 = 0; j_15 < 32; j_15++) {
+              layer2_0_conv1_dx[((n_6 * 64 + ob_7 * 32 + j_15) * 56 + p_4 / 28 * 2 + 1) * 56 + p_4 % 28 * 2] = acc_3[i_12 * 32 + j_15];
+            }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ob_8 = 0; ob_8 < 2; ob_8++) {
+    for (ptrdiff_t j_16 = 0; j_16 < 32; j_16++) {
+      for (ptrdiff_t ic_8 = 0; ic_8 < 128; ic_8++) {
+        for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
+          for (ptrdiff_t kw_8 = 0; kw_8 < 2; kw_8++) {
+            layer2_0_conv1_dx_packed_t3[(((ob_8 * 128 + ic_8) * 2 + kh_8) * 2 + kw_8) * 32 + j_16] = layer2_0_conv1_weight[((ic_8 * 64 + ob_8 * 32 + j_16) * 3 + 2 - kh_8 * 2) * 3 + 2 - kw_8 * 2];
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_7 = 0; n_7 < count; n_7++) {
+    for (ptrdiff_t a_3 = 0; a_3 < 30; a_3++) {
+      for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
+        for (ptrdiff_t q_3 = 0; q_3 < 29; q_3++) {
+          layer2_0_conv1_dx_padded_t2[((n_7 * 30 + a_3) * 29 + q_3) * 128 + c_3] = a_3 < 28 && q_3 < 28 ? layer2_0_bn1_dx[((n_7 * 128 + c_3) * 28 + a_3) * 28 + q_3] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t t_4 = 0; t_4 < 271; t_4++) {
+    for (ptrdiff_t n_8 = 0; n_8 < count; n_8++) {
+      for (ptrdiff_t ob_9 = 0; ob_9 < 2; ob_9++) {
+        for (ptrdiff_t i_13 = 0; i_13 < 3; i_13++) {
+          for (ptrdiff_t j_17 = 0; j_17 < 32; j_17++) {
+            acc_4[i_13 * 32 + j_17] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_9 = 0; ic_9 < 128; ic_9++) {
+          for (ptrdiff_t kh_9 = 0; kh_9 < 2; kh_9++) {
+            for (ptrdiff_t kw_9 = 0; kw_9 < 2; kw_9++) {
+              for (ptrdiff_t i_14 = 0; i_14 < 3; i_14++) {
+                float xv_5 = layer2_0_conv1_dx_padded_t2[((n_8 * 30 + kh_9) * 29 + t_4 * 3 + i_14 + kw_9) * 128 + ic_9];
+                for (ptrdiff_t j_18 = 0; j_18 < 32; j_18++) {
+                  acc_4[i_14 * 32 + j_18] = madd(xv_5, layer2_0_conv1_dx_packed_t3[(((ob_9 * 128 + ic_9) * 2 + kh_9) * 2 + kw_9) * 32 + j_18], acc_4[i_14 * 32 + j_18]);
+                }
+              }
+            }
+          }
+        }
+        for (ptrdiff_t i_15 = 0; i_15 < 3; i_15++) {
+          ptrdiff_t p_5 = t_4 * 3 + i_15;
+          if (p_5 % 29 < 28 && p_5 < 811) {
+            for (ptrdiff_t j_19 = 0; j_19 < 32; j_19++) {
+              layer2_0_conv1_dx[((n_8 * 64 + ob_9 * 32 + j_19) * 56 + p_5 / 29 * 2 + 1) * 56 + p_5 % 29 * 2 + 1] = acc_4[i_15 * 32 + j_19];
             }
           }
         }
@@ -12965,16 +13535,16 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu1 = s->arena + 5570560;
-  const float *layer2_0_bn1_dx = s->arena + 631296;
+  const float *layer2_0_bn1_dx = s->arena + 724160;
   float *layer2_0_conv1_weight_grad = s->g32 + 158144;
   float *layer2_0_conv1_dweight_padded = s->arena + 0;
-  float *layer2_0_conv1_dweight_sums = s->arena + 207936;
+  float *layer2_0_conv1_dweight_sums = s->arena + 408640;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 57; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 57; q++) {
-          layer2_0_conv1_dweight_padded[((n * 57 + a) * 57 + q) * 64 + c] = 0 <= a - 1 && 0 <= q - 1 ? layer1_1_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer2_0_conv1_dweight_padded[(((c / 16 + n) * 57 + a) * 57 + q) * 16 + c % 16] = 0 <= a - 1 && 0 <= q - 1 ? layer1_1_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -12992,7 +13562,7 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer2_0_bn1_dx[((n_2 * 128 + ob * 4 + i) * 28 + r) * 28 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer2_0_conv1_dweight_padded[((n_2 * 57 + r * 2 + kh) * 57 + ow * 2 + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer2_0_conv1_dweight_padded[(((ib + n_2) * 57 + r * 2 + kh) * 57 + ow * 2 + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -13017,64 +13587,92 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0.dx: conv_dx+add+act_dx with layer1.1.relu1.dsum and layer1.1.relu1.dx, resnet18.cnn:16
- * schedule: dy spread 2 x 2 apart with zeros; input copied zero-padded; rows flattened to 3136 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1046 tiles (2 spare positions), no guards */
+ * schedule: dy in 2 x 2 stride phases, the first: rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 262 tiles (the last ending at the last position), no guards */
 static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer1_1_relu1 = s->arena + 5570560;
-  const float *layer2_0_downsample_1_dx = s->arena + 832000;
-  const float *layer2_0_conv1_dx = s->arena + 430592;
-  float *layer1_1_relu1_dx = s->arena + 631296;
-  float *layer2_0_downsample_0_dx_packed = s->arena + 408576;
-  float *layer2_0_downsample_0_dx_padded = s->arena + 0;
+  const float *layer2_0_downsample_1_dx = s->arena + 623808;
+  const float *layer2_0_conv1_dx = s->arena + 207936;
+  float *layer1_1_relu1_dx = s->arena + 408640;
+  float *layer2_0_downsample_0_dx_packed = s->arena + 0;
   float acc[96]; /* accumulators */
+  for (ptrdiff_t n = 0; n < count; n++) {
+    for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t i = 0; i < 3136; i++) {
+        float y = layer1_1_relu1[n * 200704 + c * 3136 + i];
+        layer1_1_relu1_dx[n * 200704 + c * 3136 + i] = 0.0f < y ? 0.0f + layer2_0_conv1_dx[n * 200704 + c * 3136 + i] : 0.0f;
+      }
+    }
+  }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t j = 0; j < 32; j++) {
       for (ptrdiff_t ic = 0; ic < 128; ic++) {
         for (ptrdiff_t kh = 0; kh < 1; kh++) {
           for (ptrdiff_t kw = 0; kw < 1; kw++) {
-            layer2_0_downsample_0_dx_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[ic * 64 + ob * 32 + j + 0 - kh + 0 - kw];
+            layer2_0_downsample_0_dx_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[ic * 64 + ob * 32 + j + 0 - kh * 2 + 0 - kw * 2];
           }
-        }
-      }
-    }
-  }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
-      for (ptrdiff_t a = 0; a < 57; a++) {
-        for (ptrdiff_t q = 0; q < 56; q++) {
-          layer2_0_downsample_0_dx_padded[((n * 128 + c) * 57 + a) * 56 + q] = a < 55 && q < 55 && a % 2 == 0 && q % 2 == 0 ? layer2_0_downsample_1_dx[((n * 128 + c) * 28 + a / 2) * 28 + q / 2] : 0.0f;
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 1046; t++) {
+  for (ptrdiff_t t = 0; t < 261; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t i = 0; i < 3; i++) {
+        for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
           for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-            acc[i * 32 + j_2] = 0.0f;
+            acc[i_2 * 32 + j_2] = 0.0f;
           }
         }
         for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
           for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = layer2_0_downsample_0_dx_padded[((n_2 * 128 + ic_2) * 57 + kh_2) * 56 + t * 3 + i_2 + kw_2];
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                float xv = layer2_0_downsample_1_dx[((n_2 * 128 + ic_2) * 28 + kh_2) * 28 + t * 3 + i_3 + kw_2];
                 for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                  acc[i_2 * 32 + j_3] = madd(xv, layer2_0_downsample_0_dx_packed[(ob_2 * 128 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                  acc[i_3 * 32 + j_3] = madd(xv, layer2_0_downsample_0_dx_packed[(ob_2 * 128 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_3 * 32 + j_3]);
                 }
               }
             }
           }
         }
-        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-          ptrdiff_t p = t * 3 + i_3;
-          if (p % 56 < 56 && p < 3136) {
+        for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+          ptrdiff_t p = t * 3 + i_4;
+          if (p % 28 < 28) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float y = layer1_1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 56) * 56 + p % 56];
-              layer1_1_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 56) * 56 + p % 56] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer2_0_conv1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 56) * 56 + p % 56] : 0.0f;
+              float y_2 = layer1_1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 28 * 2) * 56 + p % 28 * 2];
+              layer1_1_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 28 * 2) * 56 + p % 28 * 2] = 0.0f < y_2 ? acc[i_4 * 32 + j_4] + layer2_0_conv1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 28 * 2) * 56 + p % 28 * 2] : 0.0f;
             }
+          }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t ob_3 = 0; ob_3 < 2; ob_3++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 3; i_5++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+          acc[i_5 * 32 + j_5] = 0.0f;
+        }
+      }
+      for (ptrdiff_t ic_3 = 0; ic_3 < 128; ic_3++) {
+        for (ptrdiff_t kh_3 = 0; kh_3 < 1; kh_3++) {
+          for (ptrdiff_t kw_3 = 0; kw_3 < 1; kw_3++) {
+            for (ptrdiff_t i_6 = 0; i_6 < 3; i_6++) {
+              float xv_2 = layer2_0_downsample_1_dx[((n_3 * 128 + ic_3) * 28 + kh_3) * 28 + 781 + i_6 + kw_3];
+              for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+                acc[i_6 * 32 + j_6] = madd(xv_2, layer2_0_downsample_0_dx_packed[(ob_3 * 128 + ic_3 + kh_3 + kw_3) * 32 + j_6], acc[i_6 * 32 + j_6]);
+              }
+            }
+          }
+        }
+      }
+      for (ptrdiff_t i_7 = 0; i_7 < 3; i_7++) {
+        ptrdiff_t p_2 = 781 + i_7;
+        if (p_2 % 28 < 28 && 783 <= p_2) {
+          for (ptrdiff_t j_7 = 0; j_7 < 32; j_7++) {
+            float y_3 = layer1_1_relu1[((n_3 * 64 + ob_3 * 32 + j_7) * 56 + p_2 / 28 * 2) * 56 + p_2 % 28 * 2];
+            layer1_1_relu1_dx[((n_3 * 64 + ob_3 * 32 + j_7) * 56 + p_2 / 28 * 2) * 56 + p_2 % 28 * 2] = 0.0f < y_3 ? acc[i_7 * 32 + j_7] + layer2_0_conv1_dx[((n_3 * 64 + ob_3 * 32 + j_7) * 56 + p_2 / 28 * 2) * 56 + p_2 % 28 * 2] : 0.0f;
           }
         }
       }
@@ -13086,8 +13684,8 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
   const float *layer1_1_conv2 = s->arena + 5369856;
-  const float *layer1_1_relu1_dx = s->arena + 631296;
-  float *layer1_1_bn2_dx = s->arena + 215296;
+  const float *layer1_1_relu1_dx = s->arena + 408640;
+  float *layer1_1_bn2_dx = s->arena + 609344;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -13232,7 +13830,7 @@ static void train_layer1_1_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2 = s->arena + 5369856;
-  const float *layer1_1_relu1_dx = s->arena + 631296;
+  const float *layer1_1_relu1_dx = s->arena + 408640;
   float *layer1_1_bn2_weight_grad = s->g32 + 157888;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -13372,7 +13970,7 @@ static void train_layer1_1_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu1_dx = s->arena + 631296;
+  const float *layer1_1_relu1_dx = s->arena + 408640;
   float *layer1_1_bn2_bias_grad = s->g32 + 157952;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -13398,16 +13996,16 @@ static void train_layer1_1_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_relu0 = s->arena + 5169152;
-  const float *layer1_1_bn2_dx = s->arena + 215296;
+  const float *layer1_1_bn2_dx = s->arena + 609344;
   float *layer1_1_conv2_weight_grad = s->g32 + 121024;
   float *layer1_1_conv2_dweight_padded = s->arena + 0;
-  float *layer1_1_conv2_dweight_sums = s->arena + 416000;
+  float *layer1_1_conv2_dweight_sums = s->arena + 215296;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv2_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -13425,7 +14023,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer1_1_bn2_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer1_1_conv2_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer1_1_conv2_dweight_padded[(((ib + n_2) * 58 + r + kh) * 58 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -13454,9 +14052,9 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_relu0 = s->arena + 5169152;
-  const float *layer1_1_bn2_dx = s->arena + 215296;
-  float *layer1_1_relu0_dx = s->arena + 416000;
-  float *layer1_1_conv2_dx_packed = s->arena + 832000;
+  const float *layer1_1_bn2_dx = s->arena + 609344;
+  float *layer1_1_relu0_dx = s->arena + 810048;
+  float *layer1_1_conv2_dx_packed = s->arena + 215296;
   float *layer1_1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -13518,8 +14116,8 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
   const float *layer1_1_conv1 = s->arena + 4968448;
-  const float *layer1_1_relu0_dx = s->arena + 416000;
-  float *layer1_1_bn1_dx = s->arena + 215296;
+  const float *layer1_1_relu0_dx = s->arena + 810048;
+  float *layer1_1_bn1_dx = s->arena + 609344;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -13664,7 +14262,7 @@ static void train_layer1_1_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.1.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1 = s->arena + 4968448;
-  const float *layer1_1_relu0_dx = s->arena + 416000;
+  const float *layer1_1_relu0_dx = s->arena + 810048;
   float *layer1_1_bn1_weight_grad = s->g32 + 120768;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -13804,7 +14402,7 @@ static void train_layer1_1_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.1.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_1_relu0_dx = s->arena + 416000;
+  const float *layer1_1_relu0_dx = s->arena + 810048;
   float *layer1_1_bn1_bias_grad = s->g32 + 120832;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -13830,16 +14428,16 @@ static void train_layer1_1_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; accumulators: 4 output channels x 16 input channels of a tap, over every sample's positions at once; sums kept between chunks; blocks shared out among threads */
 static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_relu1 = s->arena + 4767744;
-  const float *layer1_1_bn1_dx = s->arena + 215296;
+  const float *layer1_1_bn1_dx = s->arena + 609344;
   float *layer1_1_conv1_weight_grad = s->g32 + 83904;
   float *layer1_1_conv1_dweight_padded = s->arena + 0;
-  float *layer1_1_conv1_dweight_sums = s->arena + 416000;
+  float *layer1_1_conv1_dweight_sums = s->arena + 215296;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_1_conv1_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -13857,7 +14455,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer1_1_bn1_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer1_1_conv1_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer1_1_conv1_dweight_padded[(((ib + n_2) * 58 + r + kh) * 58 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -13886,10 +14484,10 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_0_relu1 = s->arena + 4767744;
-  const float *layer1_1_relu1_dx = s->arena + 631296;
-  const float *layer1_1_bn1_dx = s->arena + 215296;
-  float *layer1_0_relu1_dx = s->arena + 416000;
-  float *layer1_1_conv1_dx_packed = s->arena + 832000;
+  const float *layer1_1_relu1_dx = s->arena + 408640;
+  const float *layer1_1_bn1_dx = s->arena + 609344;
+  float *layer1_0_relu1_dx = s->arena + 810048;
+  float *layer1_1_conv1_dx_packed = s->arena + 215296;
   float *layer1_1_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -13951,7 +14549,7 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
   const float *layer1_0_conv2 = s->arena + 4567040;
-  const float *layer1_0_relu1_dx = s->arena + 416000;
+  const float *layer1_0_relu1_dx = s->arena + 810048;
   float *layer1_0_bn2_dx = s->arena + 215296;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -14097,7 +14695,7 @@ static void train_layer1_0_bn2_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn2.dweight: bn_dw, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2 = s->arena + 4567040;
-  const float *layer1_0_relu1_dx = s->arena + 416000;
+  const float *layer1_0_relu1_dx = s->arena + 810048;
   float *layer1_0_bn2_weight_grad = s->g32 + 83648;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -14237,7 +14835,7 @@ static void train_layer1_0_bn2_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn2.dbias: bias_grad, resnet18.cnn:13 */
 static void train_layer1_0_bn2_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu1_dx = s->arena + 416000;
+  const float *layer1_0_relu1_dx = s->arena + 810048;
   float *layer1_0_bn2_bias_grad = s->g32 + 83712;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -14266,13 +14864,13 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_dx = s->arena + 215296;
   float *layer1_0_conv2_weight_grad = s->g32 + 46784;
   float *layer1_0_conv2_dweight_padded = s->arena + 0;
-  float *layer1_0_conv2_dweight_sums = s->arena + 616704;
+  float *layer1_0_conv2_dweight_sums = s->arena + 416000;
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv2_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -14290,7 +14888,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer1_0_bn2_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer1_0_conv2_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer1_0_conv2_dweight_padded[(((ib + n_2) * 58 + r + kh) * 58 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -14320,8 +14918,8 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_relu0 = s->arena + 4366336;
   const float *layer1_0_bn2_dx = s->arena + 215296;
-  float *layer1_0_relu0_dx = s->arena + 616704;
-  float *layer1_0_conv2_dx_packed = s->arena + 817408;
+  float *layer1_0_relu0_dx = s->arena + 416000;
+  float *layer1_0_conv2_dx_packed = s->arena + 616704;
   float *layer1_0_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -14383,7 +14981,7 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
 static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
   const float *layer1_0_conv1 = s->arena + 4165632;
-  const float *layer1_0_relu0_dx = s->arena + 616704;
+  const float *layer1_0_relu0_dx = s->arena + 416000;
   float *layer1_0_bn1_dx = s->arena + 215296;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -14529,7 +15127,7 @@ static void train_layer1_0_bn1_dx(resnet18_state *s, ptrdiff_t count) {
 /* layer1.0.bn1.dweight: bn_dw, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1 = s->arena + 4165632;
-  const float *layer1_0_relu0_dx = s->arena + 616704;
+  const float *layer1_0_relu0_dx = s->arena + 416000;
   float *layer1_0_bn1_weight_grad = s->g32 + 46528;
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
@@ -14669,7 +15267,7 @@ static void train_layer1_0_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
 
 /* layer1.0.bn1.dbias: bias_grad, resnet18.cnn:12 */
 static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
-  const float *layer1_0_relu0_dx = s->arena + 616704;
+  const float *layer1_0_relu0_dx = s->arena + 416000;
   float *layer1_0_bn1_bias_grad = s->g32 + 46592;
   float lanes[32]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -14695,10 +15293,10 @@ static void train_layer1_0_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
  * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
 static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
-  const float *layer1_0_relu1_dx = s->arena + 416000;
+  const float *layer1_0_relu1_dx = s->arena + 810048;
   const float *layer1_0_bn1_dx = s->arena + 215296;
-  float *maxpool0_dsum = s->arena + 802816;
-  float *layer1_0_conv1_dx_packed = s->arena + 616704;
+  float *maxpool0_dsum = s->arena + 1010752;
+  float *layer1_0_conv1_dx_packed = s->arena + 416000;
   float *layer1_0_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
@@ -14768,7 +15366,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_dweight_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+          layer1_0_conv1_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
         }
       }
     }
@@ -14786,7 +15384,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = layer1_0_bn1_dx[((n_2 * 64 + ob * 4 + i) * 56 + r) * 56 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, layer1_0_conv1_dweight_padded[((n_2 * 58 + r + kh) * 58 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, layer1_0_conv1_dweight_padded[(((ib + n_2) * 58 + r + kh) * 58 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -14813,15 +15411,13 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
 /* maxpool0.dx: pool_dx+act_dx with relu0.dx, resnet18.cnn:30 */
 static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 3162112;
-  const float *maxpool0_dsum = s->arena + 802816;
+  const float *maxpool0_dsum = s->arena + 1010752;
   float *relu0_dx = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 802816; i++) {
-      relu0_dx[n * 802816 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t i = 0; i < 12544; i++) {
+        relu0_dx[(n * 64 + c) * 12544 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
@@ -14829,26 +15425,22 @@ static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                float v = relu0[((n_2 * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw];
+                float v = relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw];
                 if (m < v && 1) {
                   m = v;
-                  arg = ((n_2 * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw;
+                  arg = ((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw;
                 }
               }
             }
           }
           if (0 <= arg) {
-            relu0_dx[arg] += maxpool0_dsum[((n_2 * 64 + c) * 56 + oh) * 56 + ow];
+            relu0_dx[arg] += maxpool0_dsum[((n * 64 + c) * 56 + oh) * 56 + ow];
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 12544; i_2++) {
-        float y = relu0[(n_3 * 64 + c_2) * 12544 + i_2];
-        relu0_dx[(n_3 * 64 + c_2) * 12544 + i_2] = 0.0f < y ? relu0_dx[(n_3 * 64 + c_2) * 12544 + i_2] : 0.0f;
+        float y = relu0[(n * 64 + c) * 12544 + i_2];
+        relu0_dx[(n * 64 + c) * 12544 + i_2] = 0.0f < y ? relu0_dx[(n * 64 + c) * 12544 + i_2] : 0.0f;
       }
     }
   }
@@ -15167,12 +15759,13 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* conv1.dweight: conv_dw, resnet18.cnn:29
- * schedule: input copied zero-padded, dy channels innermost; accumulators: 32 output channels x 3 input channels x 1 kw taps, over every sample's positions at once; blocks shared out among threads */
+ * schedule: input copied zero-padded, dy channels innermost; accumulators: 32 output channels x 3 input channels x 1 kw taps, over each sample's positions 16 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *bn1_dx = s->arena + 802816;
   float *conv1_weight_grad = s->g32 + 0;
   float *conv1_dweight_padded = s->arena + 1605632;
   float *conv1_dweight_dy_hwc = s->arena + 0;
+  float *conv1_dweight_sums = s->arena + 1762960;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 3; c++) {
@@ -15184,37 +15777,49 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 112; oh++) {
-      for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t oh = 0; oh < 112; oh++) {
         for (ptrdiff_t ow = 0; ow < 112; ow++) {
-          conv1_dweight_dy_hwc[((n_2 * 112 + oh) * 112 + ow) * 64 + o] = bn1_dx[((n_2 * 64 + o) * 112 + oh) * 112 + ow];
+          conv1_dweight_dy_hwc[(((o / 32 + n_2) * 112 + oh) * 112 + ow) * 32 + o % 32] = bn1_dx[((n_2 * 64 + o) * 112 + oh) * 112 + ow];
         }
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ib = 0; ib < 1; ib++) {
-      for (ptrdiff_t kh = 0; kh < 7; kh++) {
-        for (ptrdiff_t kc = 0; kc < 7; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t oh_2 = 0; oh_2 < 112; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
-                for (ptrdiff_t t = 0; t < 3; t++) {
-                  float xv = conv1_dweight_padded[((n_3 * 3 + ib * 3 + t) * 229 + oh_2 * 2 + kh) * 229 + ow_2 * 2 + kc];
-                  for (ptrdiff_t l = 0; l < 32; l++) {
-                    acc[t * 32 + l] = madd(xv, conv1_dweight_dy_hwc[((n_3 * 112 + oh_2) * 112 + ow_2) * 64 + ob * 32 + l], acc[t * 32 + l]);
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t rb = 0; rb < 7; rb++) {
+      for (ptrdiff_t ob = 0; ob < 2; ob++) {
+        for (ptrdiff_t ib = 0; ib < 1; ib++) {
+          for (ptrdiff_t kh = 0; kh < 7; kh++) {
+            for (ptrdiff_t kc = 0; kc < 7; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = n_3 == 0 && rb == 0 ? 0.0f : conv1_dweight_sums[(((ob + ib) * 7 + kh) * 7 + kc) * 96 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 16; r++) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
+                  for (ptrdiff_t t = 0; t < 3; t++) {
+                    float xv = conv1_dweight_padded[((n_3 * 3 + ib * 3 + t) * 229 + (rb * 16 + r) * 2 + kh) * 229 + ow_2 * 2 + kc];
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[t * 32 + l] = madd(xv, conv1_dweight_dy_hwc[(((ob + n_3) * 112 + rb * 16 + r) * 112 + ow_2) * 32 + l], acc[t * 32 + l]);
+                    }
                   }
                 }
               }
+              for (ptrdiff_t a_3 = 0; a_3 < 96; a_3++) {
+                conv1_dweight_sums[(((ob + ib) * 7 + kh) * 7 + kc) * 96 + a_3] = acc[a_3];
+              }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+    for (ptrdiff_t ib_2 = 0; ib_2 < 1; ib_2++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+        for (ptrdiff_t kc_2 = 0; kc_2 < 7; kc_2++) {
           for (ptrdiff_t t_2 = 0; t_2 < 3; t_2++) {
             for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              conv1_weight_grad[(((ob * 32 + l_2) * 3 + ib * 3 + t_2) * 7 + kh) * 7 + kc] = acc[t_2 * 32 + l_2];
+              conv1_weight_grad[(((ob_2 * 32 + l_2) * 3 + ib_2 * 3 + t_2) * 7 + kh_2) * 7 + kc_2] = conv1_dweight_sums[(((ob_2 + ib_2) * 7 + kh_2) * 7 + kc_2) * 96 + t_2 * 32 + l_2];
             }
           }
         }

@@ -4567,7 +4567,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 388; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 388; q++) {
-          head_dweight_padded[((n * 388 + a) * 388 + q) * 64 + c] = up1_relu1[((n * 64 + c) * 388 + a) * 388 + q];
+          head_dweight_padded[(((c / 32 + n) * 388 + a) * 388 + q) * 32 + c % 32] = up1_relu1[((n * 64 + c) * 388 + a) * 388 + q];
         }
       }
     }
@@ -4586,7 +4586,7 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 2; i++) {
                     float d = cross_entropy0_dx[((n_2 * 2 + ob * 2 + i) * 388 + rb * 4 + r) * 388 + ow];
                     for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[i * 32 + l] = madd(d, head_dweight_padded[((n_2 * 388 + rb * 4 + r + kh) * 388 + ow + kw) * 64 + ib * 32 + l], acc[i * 32 + l]);
+                      acc[i * 32 + l] = madd(d, head_dweight_padded[(((ib + n_2) * 388 + rb * 4 + r + kh) * 388 + ow + kw) * 32 + l], acc[i * 32 + l]);
                     }
                   }
                 }
@@ -4742,7 +4742,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 390; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 390; q++) {
-          up1_conv2_dweight_padded[((n * 390 + a) * 390 + q) * 64 + c] = up1_relu0[((n * 64 + c) * 390 + a) * 390 + q];
+          up1_conv2_dweight_padded[(((c / 16 + n) * 390 + a) * 390 + q) * 16 + c % 16] = up1_relu0[((n * 64 + c) * 390 + a) * 390 + q];
         }
       }
     }
@@ -4761,7 +4761,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = up1_relu1_dx[((n_2 * 64 + ob * 4 + i) * 388 + rb * 4 + r) * 388 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, up1_conv2_dweight_padded[((n_2 * 390 + rb * 4 + r + kh) * 390 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, up1_conv2_dweight_padded[(((ib + n_2) * 390 + rb * 4 + r + kh) * 390 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -4956,7 +4956,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 392; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 392; q++) {
-          up1_conv1_dweight_padded[((n * 392 + a) * 392 + q) * 128 + c] = up1_concat0[((n * 128 + c) * 392 + a) * 392 + q];
+          up1_conv1_dweight_padded[(((c / 16 + n) * 392 + a) * 392 + q) * 16 + c % 16] = up1_concat0[((n * 128 + c) * 392 + a) * 392 + q];
         }
       }
     }
@@ -4975,7 +4975,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = up1_relu0_dx[((n_2 * 64 + ob * 4 + i) * 390 + rb * 6 + r) * 390 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, up1_conv1_dweight_padded[((n_2 * 392 + rb * 6 + r + kh) * 392 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, up1_conv1_dweight_padded[(((ib + n_2) * 392 + rb * 6 + r + kh) * 392 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -5171,7 +5171,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 198; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 198; q++) {
-          up2_conv2_dweight_padded[((n * 198 + a) * 198 + q) * 128 + c] = up2_relu0[((n * 128 + c) * 198 + a) * 198 + q];
+          up2_conv2_dweight_padded[(((c / 16 + n) * 198 + a) * 198 + q) * 16 + c % 16] = up2_relu0[((n * 128 + c) * 198 + a) * 198 + q];
         }
       }
     }
@@ -5190,7 +5190,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = up2_relu1_dx[((n_2 * 128 + ob * 4 + i) * 196 + rb * 14 + r) * 196 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, up2_conv2_dweight_padded[((n_2 * 198 + rb * 14 + r + kh) * 198 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, up2_conv2_dweight_padded[(((ib + n_2) * 198 + rb * 14 + r + kh) * 198 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -5387,7 +5387,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 200; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 200; q++) {
-          up2_conv1_dweight_padded[((n * 200 + a) * 200 + q) * 256 + c] = up2_concat0[((n * 256 + c) * 200 + a) * 200 + q];
+          up2_conv1_dweight_padded[(((c / 16 + n) * 200 + a) * 200 + q) * 16 + c % 16] = up2_concat0[((n * 256 + c) * 200 + a) * 200 + q];
         }
       }
     }
@@ -5406,7 +5406,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = up2_relu0_dx[((n_2 * 128 + ob * 4 + i) * 198 + rb * 18 + r) * 198 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, up2_conv1_dweight_padded[((n_2 * 200 + rb * 18 + r + kh) * 200 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, up2_conv1_dweight_padded[(((ib + n_2) * 200 + rb * 18 + r + kh) * 200 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -5602,7 +5602,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 102; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 102; q++) {
-          up3_conv2_dweight_padded[((n * 102 + a) * 102 + q) * 256 + c] = up3_relu0[((n * 256 + c) * 102 + a) * 102 + q];
+          up3_conv2_dweight_padded[(((c / 16 + n) * 102 + a) * 102 + q) * 16 + c % 16] = up3_relu0[((n * 256 + c) * 102 + a) * 102 + q];
         }
       }
     }
@@ -5621,7 +5621,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = up3_relu1_dx[((n_2 * 256 + ob * 4 + i) * 100 + rb * 25 + r) * 100 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, up3_conv2_dweight_padded[((n_2 * 102 + rb * 25 + r + kh) * 102 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, up3_conv2_dweight_padded[(((ib + n_2) * 102 + rb * 25 + r + kh) * 102 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -5842,7 +5842,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 104; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 104; q++) {
-          up3_conv1_dweight_padded[((n * 104 + a) * 104 + q) * 512 + c] = up3_concat0[((n * 512 + c) * 104 + a) * 104 + q];
+          up3_conv1_dweight_padded[(((c / 16 + n) * 104 + a) * 104 + q) * 16 + c % 16] = up3_concat0[((n * 512 + c) * 104 + a) * 104 + q];
         }
       }
     }
@@ -5861,7 +5861,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = up3_relu0_dx[((n_2 * 256 + ob * 4 + i) * 102 + rb * 34 + r) * 102 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, up3_conv1_dweight_padded[((n_2 * 104 + rb * 34 + r + kh) * 104 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, up3_conv1_dweight_padded[(((ib + n_2) * 104 + rb * 34 + r + kh) * 104 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -6057,7 +6057,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 54; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 54; q++) {
-          up4_conv2_dweight_padded[((n * 54 + a) * 54 + q) * 512 + c] = up4_relu0[((n * 512 + c) * 54 + a) * 54 + q];
+          up4_conv2_dweight_padded[(((c / 16 + n) * 54 + a) * 54 + q) * 16 + c % 16] = up4_relu0[((n * 512 + c) * 54 + a) * 54 + q];
         }
       }
     }
@@ -6075,7 +6075,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = up4_relu1_dx[((n_2 * 512 + ob * 4 + i) * 52 + r) * 52 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, up4_conv2_dweight_padded[((n_2 * 54 + r + kh) * 54 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, up4_conv2_dweight_padded[(((ib + n_2) * 54 + r + kh) * 54 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -6295,7 +6295,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 56; a++) {
       for (ptrdiff_t c = 0; c < 1024; c++) {
         for (ptrdiff_t q = 0; q < 56; q++) {
-          up4_conv1_dweight_padded[((n * 56 + a) * 56 + q) * 1024 + c] = up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q];
+          up4_conv1_dweight_padded[(((c / 16 + n) * 56 + a) * 56 + q) * 16 + c % 16] = up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q];
         }
       }
     }
@@ -6313,7 +6313,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = up4_relu0_dx[((n_2 * 512 + ob * 4 + i) * 54 + r) * 54 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, up4_conv1_dweight_padded[((n_2 * 56 + r + kh) * 56 + ow + kw) * 1024 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, up4_conv1_dweight_padded[(((ib + n_2) * 56 + r + kh) * 56 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -6519,7 +6519,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 1024; c++) {
         for (ptrdiff_t q = 0; q < 30; q++) {
-          bottom_conv2_dweight_padded[((n * 30 + a) * 30 + q) * 1024 + c] = bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q];
+          bottom_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q];
         }
       }
     }
@@ -6537,7 +6537,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = bottom_relu1_dx[((n_2 * 1024 + ob * 4 + i) * 28 + r) * 28 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, bottom_conv2_dweight_padded[((n_2 * 30 + r + kh) * 30 + ow + kw) * 1024 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, bottom_conv2_dweight_padded[(((ib + n_2) * 30 + r + kh) * 30 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -6757,7 +6757,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 32; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 32; q++) {
-          bottom_conv1_dweight_padded[((n * 32 + a) * 32 + q) * 512 + c] = maxpool3[((n * 512 + c) * 32 + a) * 32 + q];
+          bottom_conv1_dweight_padded[(((c / 16 + n) * 32 + a) * 32 + q) * 16 + c % 16] = maxpool3[((n * 512 + c) * 32 + a) * 32 + q];
         }
       }
     }
@@ -6775,7 +6775,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
                 for (ptrdiff_t i = 0; i < 4; i++) {
                   float d = bottom_relu0_dx[((n_2 * 1024 + ob * 4 + i) * 30 + r) * 30 + ow];
                   for (ptrdiff_t l = 0; l < 16; l++) {
-                    acc[i * 16 + l] = madd(d, bottom_conv1_dweight_padded[((n_2 * 32 + r + kh) * 32 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
+                    acc[i * 16 + l] = madd(d, bottom_conv1_dweight_padded[(((ib + n_2) * 32 + r + kh) * 32 + ow + kw) * 16 + l], acc[i * 16 + l]);
                   }
                 }
               }
@@ -6833,37 +6833,31 @@ static void train_maxpool3_dx(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_dx = s->arena + 78911488;
   float *down4_relu1_dx = s->arena + 88722432;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 2097152; i++) {
-      down4_relu1_dx[n * 2097152 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
+      for (ptrdiff_t i = 0; i < 4096; i++) {
+        down4_relu1_dx[(n * 512 + c) * 4096 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
         for (ptrdiff_t ow = 0; ow < 32; ow++) {
           float m = -INFINITY;
           ptrdiff_t arg = -1;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float v = down4_relu1[((n_2 * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw];
+              float v = down4_relu1[((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw];
               if (m < v && 1) {
                 m = v;
-                arg = ((n_2 * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw;
+                arg = ((n * 512 + c) * 64 + oh * 2 + kh) * 64 + ow * 2 + kw;
               }
             }
           }
           if (0 <= arg) {
-            down4_relu1_dx[arg] += bottom_conv1_dx[((n_2 * 512 + c) * 32 + oh) * 32 + ow];
+            down4_relu1_dx[arg] += bottom_conv1_dx[((n * 512 + c) * 32 + oh) * 32 + ow];
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 4096; i_2++) {
-        float y = down4_relu1[(n_3 * 512 + c_2) * 4096 + i_2];
-        down4_relu1_dx[(n_3 * 512 + c_2) * 4096 + i_2] = 0.0f < y ? down4_relu1_dx[(n_3 * 512 + c_2) * 4096 + i_2] + up4_crop0_dx[(n_3 * 512 + c_2) * 4096 + i_2] : 0.0f;
+        float y = down4_relu1[(n * 512 + c) * 4096 + i_2];
+        down4_relu1_dx[(n * 512 + c) * 4096 + i_2] = 0.0f < y ? down4_relu1_dx[(n * 512 + c) * 4096 + i_2] + up4_crop0_dx[(n * 512 + c) * 4096 + i_2] : 0.0f;
       }
     }
   }
@@ -6882,7 +6876,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 66; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
         for (ptrdiff_t q = 0; q < 66; q++) {
-          down4_conv2_dweight_padded[((n * 66 + a) * 66 + q) * 512 + c] = down4_relu0[((n * 512 + c) * 66 + a) * 66 + q];
+          down4_conv2_dweight_padded[(((c / 16 + n) * 66 + a) * 66 + q) * 16 + c % 16] = down4_relu0[((n * 512 + c) * 66 + a) * 66 + q];
         }
       }
     }
@@ -6901,7 +6895,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = down4_relu1_dx[((n_2 * 512 + ob * 4 + i) * 64 + rb * 32 + r) * 64 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, down4_conv2_dweight_padded[((n_2 * 66 + rb * 32 + r + kh) * 66 + ow + kw) * 512 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, down4_conv2_dweight_padded[(((ib + n_2) * 66 + rb * 32 + r + kh) * 66 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -7119,7 +7113,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 68; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 68; q++) {
-          down4_conv1_dweight_padded[((n * 68 + a) * 68 + q) * 256 + c] = maxpool2[((n * 256 + c) * 68 + a) * 68 + q];
+          down4_conv1_dweight_padded[(((c / 16 + n) * 68 + a) * 68 + q) * 16 + c % 16] = maxpool2[((n * 256 + c) * 68 + a) * 68 + q];
         }
       }
     }
@@ -7138,7 +7132,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = down4_relu0_dx[((n_2 * 512 + ob * 4 + i) * 66 + rb * 33 + r) * 66 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, down4_conv1_dweight_padded[((n_2 * 68 + rb * 33 + r + kh) * 68 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, down4_conv1_dweight_padded[(((ib + n_2) * 68 + rb * 33 + r + kh) * 68 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -7197,37 +7191,31 @@ static void train_maxpool2_dx(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_dx = s->arena + 76179968;
   float *down3_relu1_dx = s->arena + 87327744;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 4734976; i++) {
-      down3_relu1_dx[n * 4734976 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 256; c++) {
+      for (ptrdiff_t i = 0; i < 18496; i++) {
+        down3_relu1_dx[(n * 256 + c) * 18496 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
         for (ptrdiff_t ow = 0; ow < 68; ow++) {
           float m = -INFINITY;
           ptrdiff_t arg = -1;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float v = down3_relu1[((n_2 * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw];
+              float v = down3_relu1[((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw];
               if (m < v && 1) {
                 m = v;
-                arg = ((n_2 * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw;
+                arg = ((n * 256 + c) * 136 + oh * 2 + kh) * 136 + ow * 2 + kw;
               }
             }
           }
           if (0 <= arg) {
-            down3_relu1_dx[arg] += down4_conv1_dx[((n_2 * 256 + c) * 68 + oh) * 68 + ow];
+            down3_relu1_dx[arg] += down4_conv1_dx[((n * 256 + c) * 68 + oh) * 68 + ow];
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 18496; i_2++) {
-        float y = down3_relu1[(n_3 * 256 + c_2) * 18496 + i_2];
-        down3_relu1_dx[(n_3 * 256 + c_2) * 18496 + i_2] = 0.0f < y ? down3_relu1_dx[(n_3 * 256 + c_2) * 18496 + i_2] + up3_crop0_dx[(n_3 * 256 + c_2) * 18496 + i_2] : 0.0f;
+        float y = down3_relu1[(n * 256 + c) * 18496 + i_2];
+        down3_relu1_dx[(n * 256 + c) * 18496 + i_2] = 0.0f < y ? down3_relu1_dx[(n * 256 + c) * 18496 + i_2] + up3_crop0_dx[(n * 256 + c) * 18496 + i_2] : 0.0f;
       }
     }
   }
@@ -7246,7 +7234,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 138; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
         for (ptrdiff_t q = 0; q < 138; q++) {
-          down3_conv2_dweight_padded[((n * 138 + a) * 138 + q) * 256 + c] = down3_relu0[((n * 256 + c) * 138 + a) * 138 + q];
+          down3_conv2_dweight_padded[(((c / 16 + n) * 138 + a) * 138 + q) * 16 + c % 16] = down3_relu0[((n * 256 + c) * 138 + a) * 138 + q];
         }
       }
     }
@@ -7265,7 +7253,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = down3_relu1_dx[((n_2 * 256 + ob * 4 + i) * 136 + rb * 17 + r) * 136 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, down3_conv2_dweight_padded[((n_2 * 138 + rb * 17 + r + kh) * 138 + ow + kw) * 256 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, down3_conv2_dweight_padded[(((ib + n_2) * 138 + rb * 17 + r + kh) * 138 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -7483,7 +7471,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 140; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 140; q++) {
-          down3_conv1_dweight_padded[((n * 140 + a) * 140 + q) * 128 + c] = maxpool1[((n * 128 + c) * 140 + a) * 140 + q];
+          down3_conv1_dweight_padded[(((c / 16 + n) * 140 + a) * 140 + q) * 16 + c % 16] = maxpool1[((n * 128 + c) * 140 + a) * 140 + q];
         }
       }
     }
@@ -7502,7 +7490,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = down3_relu0_dx[((n_2 * 256 + ob * 4 + i) * 138 + rb * 23 + r) * 138 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, down3_conv1_dweight_padded[((n_2 * 140 + rb * 23 + r + kh) * 140 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, down3_conv1_dweight_padded[(((ib + n_2) * 140 + rb * 23 + r + kh) * 140 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -7561,37 +7549,31 @@ static void train_maxpool1_dx(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_dx = s->arena + 93102080;
   float *down2_relu1_dx = s->arena + 83066880;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 10035200; i++) {
-      down2_relu1_dx[n * 10035200 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 128; c++) {
+      for (ptrdiff_t i = 0; i < 78400; i++) {
+        down2_relu1_dx[(n * 128 + c) * 78400 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
         for (ptrdiff_t ow = 0; ow < 140; ow++) {
           float m = -INFINITY;
           ptrdiff_t arg = -1;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float v = down2_relu1[((n_2 * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw];
+              float v = down2_relu1[((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw];
               if (m < v && 1) {
                 m = v;
-                arg = ((n_2 * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw;
+                arg = ((n * 128 + c) * 280 + oh * 2 + kh) * 280 + ow * 2 + kw;
               }
             }
           }
           if (0 <= arg) {
-            down2_relu1_dx[arg] += down3_conv1_dx[((n_2 * 128 + c) * 140 + oh) * 140 + ow];
+            down2_relu1_dx[arg] += down3_conv1_dx[((n * 128 + c) * 140 + oh) * 140 + ow];
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 78400; i_2++) {
-        float y = down2_relu1[(n_3 * 128 + c_2) * 78400 + i_2];
-        down2_relu1_dx[(n_3 * 128 + c_2) * 78400 + i_2] = 0.0f < y ? down2_relu1_dx[(n_3 * 128 + c_2) * 78400 + i_2] + up2_crop0_dx[(n_3 * 128 + c_2) * 78400 + i_2] : 0.0f;
+        float y = down2_relu1[(n * 128 + c) * 78400 + i_2];
+        down2_relu1_dx[(n * 128 + c) * 78400 + i_2] = 0.0f < y ? down2_relu1_dx[(n * 128 + c) * 78400 + i_2] + up2_crop0_dx[(n * 128 + c) * 78400 + i_2] : 0.0f;
       }
     }
   }
@@ -7610,7 +7592,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 282; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 282; q++) {
-          down2_conv2_dweight_padded[((n * 282 + a) * 282 + q) * 128 + c] = down2_relu0[((n * 128 + c) * 282 + a) * 282 + q];
+          down2_conv2_dweight_padded[(((c / 16 + n) * 282 + a) * 282 + q) * 16 + c % 16] = down2_relu0[((n * 128 + c) * 282 + a) * 282 + q];
         }
       }
     }
@@ -7629,7 +7611,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = down2_relu1_dx[((n_2 * 128 + ob * 4 + i) * 280 + rb * 10 + r) * 280 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, down2_conv2_dweight_padded[((n_2 * 282 + rb * 10 + r + kh) * 282 + ow + kw) * 128 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, down2_conv2_dweight_padded[(((ib + n_2) * 282 + rb * 10 + r + kh) * 282 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -7823,7 +7805,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 284; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 284; q++) {
-          down2_conv1_dweight_padded[((n * 284 + a) * 284 + q) * 64 + c] = maxpool0[((n * 64 + c) * 284 + a) * 284 + q];
+          down2_conv1_dweight_padded[(((c / 16 + n) * 284 + a) * 284 + q) * 16 + c % 16] = maxpool0[((n * 64 + c) * 284 + a) * 284 + q];
         }
       }
     }
@@ -7842,7 +7824,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = down2_relu0_dx[((n_2 * 128 + ob * 4 + i) * 282 + rb * 6 + r) * 282 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, down2_conv1_dweight_padded[((n_2 * 284 + rb * 6 + r + kh) * 284 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, down2_conv1_dweight_padded[(((ib + n_2) * 284 + rb * 6 + r + kh) * 284 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -7901,37 +7883,31 @@ static void train_maxpool0_dx(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_dx = s->arena + 83211520;
   float *down1_relu1_dx = s->arena + 62563584;
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t i = 0; i < 20647936; i++) {
-      down1_relu1_dx[n * 20647936 + i] = 0.0f;
-    }
-  }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t c = 0; c < 64; c++) {
+      for (ptrdiff_t i = 0; i < 322624; i++) {
+        down1_relu1_dx[(n * 64 + c) * 322624 + i] = 0.0f;
+      }
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
         for (ptrdiff_t ow = 0; ow < 284; ow++) {
           float m = -INFINITY;
           ptrdiff_t arg = -1;
           for (ptrdiff_t kh = 0; kh < 2; kh++) {
             for (ptrdiff_t kw = 0; kw < 2; kw++) {
-              float v = down1_relu1[((n_2 * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw];
+              float v = down1_relu1[((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw];
               if (m < v && 1) {
                 m = v;
-                arg = ((n_2 * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw;
+                arg = ((n * 64 + c) * 568 + oh * 2 + kh) * 568 + ow * 2 + kw;
               }
             }
           }
           if (0 <= arg) {
-            down1_relu1_dx[arg] += down2_conv1_dx[((n_2 * 64 + c) * 284 + oh) * 284 + ow];
+            down1_relu1_dx[arg] += down2_conv1_dx[((n * 64 + c) * 284 + oh) * 284 + ow];
           }
         }
       }
-    }
-  }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
       for (ptrdiff_t i_2 = 0; i_2 < 322624; i_2++) {
-        float y = down1_relu1[(n_3 * 64 + c_2) * 322624 + i_2];
-        down1_relu1_dx[(n_3 * 64 + c_2) * 322624 + i_2] = 0.0f < y ? down1_relu1_dx[(n_3 * 64 + c_2) * 322624 + i_2] + up1_crop0_dx[(n_3 * 64 + c_2) * 322624 + i_2] : 0.0f;
+        float y = down1_relu1[(n * 64 + c) * 322624 + i_2];
+        down1_relu1_dx[(n * 64 + c) * 322624 + i_2] = 0.0f < y ? down1_relu1_dx[(n * 64 + c) * 322624 + i_2] + up1_crop0_dx[(n * 64 + c) * 322624 + i_2] : 0.0f;
       }
     }
   }
@@ -7950,7 +7926,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
     for (ptrdiff_t a = 0; a < 570; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 570; q++) {
-          down1_conv2_dweight_padded[((n * 570 + a) * 570 + q) * 64 + c] = down1_relu0[((n * 64 + c) * 570 + a) * 570 + q];
+          down1_conv2_dweight_padded[(((c / 16 + n) * 570 + a) * 570 + q) * 16 + c % 16] = down1_relu0[((n * 64 + c) * 570 + a) * 570 + q];
         }
       }
     }
@@ -7969,7 +7945,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
                   for (ptrdiff_t i = 0; i < 4; i++) {
                     float d = down1_relu1_dx[((n_2 * 64 + ob * 4 + i) * 568 + rb * 4 + r) * 568 + ow];
                     for (ptrdiff_t l = 0; l < 16; l++) {
-                      acc[i * 16 + l] = madd(d, down1_conv2_dweight_padded[((n_2 * 570 + rb * 4 + r + kh) * 570 + ow + kw) * 64 + ib * 16 + l], acc[i * 16 + l]);
+                      acc[i * 16 + l] = madd(d, down1_conv2_dweight_padded[(((ib + n_2) * 570 + rb * 4 + r + kh) * 570 + ow + kw) * 16 + l], acc[i * 16 + l]);
                     }
                   }
                 }
@@ -8084,12 +8060,13 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
 }
 
 /* down1.conv1.dweight: conv_dw, unet.cnn:13
- * schedule: input copied zero-padded, dy channels innermost; accumulators: 32 output channels x 1 input channels x 3 kw taps, over every sample's positions at once; blocks shared out among threads */
+ * schedule: input copied zero-padded, dy channels innermost; accumulators: 32 output channels x 1 input channels x 3 kw taps, over each sample's positions 3 output rows at a time; sums kept between chunks; blocks shared out among threads */
 static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const float *x) {
   const float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv1_weight_grad = s->g32 + 0;
   float *down1_conv1_dweight_padded = s->arena + 20793600;
   float *down1_conv1_dweight_dy_hwc = s->arena + 0;
+  float *down1_conv1_dweight_sums = s->arena + 21120784;
   float acc[96]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1; c++) {
@@ -8101,37 +8078,49 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t oh = 0; oh < 570; oh++) {
-      for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t o = 0; o < 64; o++) {
+      for (ptrdiff_t oh = 0; oh < 570; oh++) {
         for (ptrdiff_t ow = 0; ow < 570; ow++) {
-          down1_conv1_dweight_dy_hwc[((n_2 * 570 + oh) * 570 + ow) * 64 + o] = down1_relu0_dx[((n_2 * 64 + o) * 570 + oh) * 570 + ow];
+          down1_conv1_dweight_dy_hwc[(((o / 32 + n_2) * 570 + oh) * 570 + ow) * 32 + o % 32] = down1_relu0_dx[((n_2 * 64 + o) * 570 + oh) * 570 + ow];
         }
       }
     }
   }
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ib = 0; ib < 1; ib++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kc = 0; kc < 1; kc++) {
-          for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
-            acc[a_2] = 0.0f;
-          }
-          for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-            for (ptrdiff_t oh_2 = 0; oh_2 < 570; oh_2++) {
-              for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
-                for (ptrdiff_t t = 0; t < 3; t++) {
-                  float xv = down1_conv1_dweight_padded[((n_3 + ib + t / 3) * 572 + oh_2 + kh) * 572 + ow_2 + kc * 3 + t % 3];
-                  for (ptrdiff_t l = 0; l < 32; l++) {
-                    acc[t * 32 + l] = madd(xv, down1_conv1_dweight_dy_hwc[((n_3 * 570 + oh_2) * 570 + ow_2) * 64 + ob * 32 + l], acc[t * 32 + l]);
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t rb = 0; rb < 190; rb++) {
+      for (ptrdiff_t ob = 0; ob < 2; ob++) {
+        for (ptrdiff_t ib = 0; ib < 1; ib++) {
+          for (ptrdiff_t kh = 0; kh < 3; kh++) {
+            for (ptrdiff_t kc = 0; kc < 1; kc++) {
+              for (ptrdiff_t a_2 = 0; a_2 < 96; a_2++) {
+                acc[a_2] = n_3 == 0 && rb == 0 ? 0.0f : down1_conv1_dweight_sums[((ob + ib) * 3 + kh + kc) * 96 + a_2];
+              }
+              for (ptrdiff_t r = 0; r < 3; r++) {
+                for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
+                  for (ptrdiff_t t = 0; t < 3; t++) {
+                    float xv = down1_conv1_dweight_padded[((n_3 + ib + t / 3) * 572 + rb * 3 + r + kh) * 572 + ow_2 + kc * 3 + t % 3];
+                    for (ptrdiff_t l = 0; l < 32; l++) {
+                      acc[t * 32 + l] = madd(xv, down1_conv1_dweight_dy_hwc[(((ob + n_3) * 570 + rb * 3 + r) * 570 + ow_2) * 32 + l], acc[t * 32 + l]);
+                    }
                   }
                 }
               }
+              for (ptrdiff_t a_3 = 0; a_3 < 96; a_3++) {
+                down1_conv1_dweight_sums[((ob + ib) * 3 + kh + kc) * 96 + a_3] = acc[a_3];
+              }
             }
           }
+        }
+      }
+    }
+  }
+  for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+    for (ptrdiff_t ib_2 = 0; ib_2 < 1; ib_2++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kc_2 = 0; kc_2 < 1; kc_2++) {
           for (ptrdiff_t t_2 = 0; t_2 < 3; t_2++) {
             for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              down1_conv1_weight_grad[((ob * 32 + l_2 + ib + t_2 / 3) * 3 + kh) * 3 + kc * 3 + t_2 % 3] = acc[t_2 * 32 + l_2];
+              down1_conv1_weight_grad[((ob_2 * 32 + l_2 + ib_2 + t_2 / 3) * 3 + kh_2) * 3 + kc_2 * 3 + t_2 % 3] = down1_conv1_dweight_sums[((ob_2 + ib_2) * 3 + kh_2 + kc_2) * 96 + t_2 * 32 + l_2];
             }
           }
         }

@@ -261,6 +261,7 @@ static void dw_channel_lanes(void **state) {
       ConvSchedule s = schedule_dw(g, L, 8);
       assert_true(s.tiled && s.dw_chan && s.hwc && s.pad_copy);
       assert_true(s.width % L == 0 && g->C % s.width == 0);
+      assert_int_equal(s.hwc_block, s.width);
       assert_true(g->O % s.ocb == 0);
       int64_t acc = s.ocb * (s.width / L);
       assert_true(acc >= 8 && acc <= acc_regs(L));
@@ -296,6 +297,14 @@ static void dw_output_lanes(void **state) {
     assert_true(3 % s.ocb == 0 && 7 % s.kwb == 0 && s.ocb * s.kwb <= 16);
     int64_t acc = s.ocb * s.kwb * (s.width / L);
     assert_true(acc >= 8 && acc <= acc_regs(L));
+    /* chunks of rows whose dy block fits half of L2: 26 MB of dy at
+     * batch 8 */
+    int64_t run = s.width * 4 * c1.OW;
+    assert_false(s.dw_all);
+    assert_true(s.dw_rows >= 1 && c1.OH % s.dw_rows == 0);
+    assert_true(run * s.dw_rows <= 256 << 10 &&
+                run * 2 * s.dw_rows > 256 << 10);
+    assert_true(schedule_dw(&c1, L, 1).dw_rows < c1.OH);
     assert_false(schedule_dw(&c3, L, 64).dw_ochan);
   }
   (void)state;
