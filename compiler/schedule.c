@@ -65,6 +65,16 @@ static int chan_inner(const ConvGeom *g, ConvPass pass, int L,
       (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK)
     return 0;
   int64_t lanes = og % (4 * L) == 0 ? 4 * L : og % (3 * L) == 0 ? 3 * L : 0;
+  /* An image's first layer (fewer than 16 input channels: no copy with
+   * channels innermost) takes 2 vectors by twice the positions, each
+   * weight vector then meeting 12 positions' broadcasts of adjacent
+   * floats: ResNet-18's conv1 4.1 -> 3.0 ms at batch 1 (training, batch
+   * 8: 30-31 -> 22), AlexNet's 2.9 -> 2.2; VGG16's 3 x 3 features.0 2.6
+   * against 2.8, within the noise. Layers of more channels lost (ResNet-18's
+   * layer2.0.conv1, 64 in: 9.6 -> 22 ms). Not where 2 vectors are 16
+   * floats or fewer (AVX2), which gcc unrolls (schedule_conv). */
+  if (g->C / g->groups < 16 && og % (2 * L) == 0 && 2 * L > 16)
+    lanes = 2 * L;
   if (!lanes)
     return 0;
   s->chan_inner = 1;
