@@ -370,8 +370,12 @@ static void pad_input(Lower *L, Conv *c) {
   Shape ps = {3, {g->C * PH * PW, s->plane_h, s->plane_w, 0}};
   Buffer *pad = lower_scratch(L, "padded", ps);
   LoopBuilder *b = &L->b;
-  int n = s->parallel == PAR_SAMPLES ? lb_parallel_for(b, "n", -1)
-                                     : lb_for(b, "n", -1);
+  /* (the channel-lane weight gradients share out blocks, not samples,
+   * but their copies' samples are apart too) */
+  int n =
+      s->parallel == PAR_SAMPLES || (s->parallel && (s->dw_chan || s->dw_ochan))
+          ? lb_parallel_for(b, "n", -1)
+          : lb_for(b, "n", -1);
   /* channels innermost: a row at a time, each channel's run of it read
    * in order and written C apart (the row's copy stays in cache) */
   int hw = s->hwc;
@@ -843,10 +847,20 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
   int64_t rows = s->dw_rows, rbs = g->OH / rows, tile = ocb * icw;
   LoopBuilder *b = &L->b;
   Buffer *sums = lower_scratch_once(L, "sums", g->O * g->C * g->KH * g->KW);
+  /* Threads share out the blocks of input channels (each its own run of
+   * the copy), or with one block the blocks of output channels, at the
+   * top: the backends run a parallel loop only there. */
+  int ib = -1, ob = -1;
+  if (s->parallel && nib > 1)
+    ib = lb_parallel_for(b, "ib", nib);
+  else if (s->parallel)
+    ob = lb_parallel_for(b, "ob", nob);
   int n = s->dw_all ? -1 : lb_for(b, "n", -1);
   int rb = rbs > 1 ? lb_for(b, "rb", rbs) : -1;
-  int ib = lb_for(b, "ib", nib);
-  int ob = s->parallel ? lb_parallel_for(b, "ob", nob) : lb_for(b, "ob", nob);
+  if (ib < 0)
+    ib = lb_for(b, "ib", nib);
+  if (ob < 0)
+    ob = lb_for(b, "ob", nob);
   int kh = lb_for(b, "kh", g->KH);
   int kw = lb_for(b, "kw", g->KW);
   /* the tile's sums: [ob][ib][kh][kw], then ocb x icw */
@@ -933,7 +947,7 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
   Buffer *dyt =
       lower_scratch_once(L, "dy_hwc", shape_numel(ts) * nob * L->p->batch);
   Buffer *sums = lower_scratch_once(L, "sums", g->O * g->C * g->KH * g->KW);
-  int n = lb_for(b, "n", -1);
+  int n = s->parallel ? lb_parallel_for(b, "n", -1) : lb_for(b, "n", -1);
   int o = lb_for(b, "o", g->O);
   int oh = lb_for(b, "oh", g->OH);
   int ow = lb_for(b, "ow", g->OW);
@@ -943,9 +957,10 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
                V(L, ow), x_bin(L->p, X_MOD, V(L, o), I(L, ocw)), ts),
            load(L, c->y, idx(L, V(L, n), V(L, o), V(L, oh), V(L, ow), c->ys)));
   close(L, 4);
+  /* threads share out the blocks of output channels, at the top */
+  int ob = s->parallel ? lb_parallel_for(b, "ob", nob) : lb_for(b, "ob", nob);
   n = s->dw_all ? -1 : lb_for(b, "n", -1);
   int rb = rbs > 1 ? lb_for(b, "rb", rbs) : -1;
-  int ob = s->parallel ? lb_parallel_for(b, "ob", nob) : lb_for(b, "ob", nob);
   int ib = lb_for(b, "ib", nib);
   int kh = lb_for(b, "kh", g->KH);
   int kc = lb_for(b, "kc", nkc);

@@ -37,6 +37,15 @@ static Expr *ncp(Lower *L, Expr *n, Expr *c, Expr *i, int64_t C, int64_t P) {
   return add(L, mul(L, add(L, mul(L, n, I(L, C)), c), I(L, P)), i);
 }
 
+/* The loop over channels of a per-channel pass (batch norm, a bias's
+ * gradient): each channel's sums and elements are its own, so threads
+ * may share the channels out (the work: a few passes over the values). */
+static int channel_loop(Lower *L, int64_t C, int64_t P) {
+  if (schedule_parallel(4 * C * P, L->p->batch, C, 0) == PAR_BLOCKS)
+    return lb_parallel_for(&L->b, "c", C);
+  return lb_for(&L->b, "c", C);
+}
+
 static void zero(Lower *L, Buffer *y, const Node *nd) {
   LoopBuilder *b = &L->b;
   if (nd->whole) {
@@ -166,7 +175,7 @@ static void bn_train(Lower *L, Buffer *y, Buffer *x, Buffer **ps) {
   Shape s = nd->shape;
   int64_t C = s.d[0], P = shape_numel(s) / C;
   LoopBuilder *b = &L->b;
-  int c = lb_for(b, "c", C);
+  int c = channel_loop(L, C, P);
   int mean, inv;
   bn_stats(L, x, ps, c, C, P, 0, &mean, &inv);
   int sc = lb_let(b, "scale",
@@ -460,7 +469,7 @@ enum { SUM_LANES = 32 };
 static void channel_sum(Lower *L, Buffer *out, Buffer *dy, Shape s) {
   int64_t C = s.d[0], P = shape_numel(s) / C;
   LoopBuilder *b = &L->b;
-  int c = lb_for(b, "c", C);
+  int c = channel_loop(L, C, P);
   int acc = lb_let(b, "acc", F(L, 0));
   if (L->p->tile && P >= SUM_LANES) {
     int64_t runs = P / SUM_LANES, rest = P % SUM_LANES;
@@ -659,7 +668,7 @@ static void bn_grad(Lower *L, Buffer *out, Buffer *x, Buffer *dy, Buffer **ps,
   int64_t C = s.d[0], P = shape_numel(s) / C;
   int frozen = of->frozen;
   LoopBuilder *b = &L->b;
-  int c = lb_for(b, "c", C);
+  int c = channel_loop(L, C, P);
   int mean, inv;
   bn_stats(L, x, ps, c, C, P, frozen, &mean, &inv);
   static const char *const names[] = {"sum_dy", "sum_dy_xhat"};

@@ -2886,6 +2886,7 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
   int64_t *bn1_num_batches_tracked = s->i64 + 0; /* bn1.num_batches_tracked */
   const float *conv1 = s->arena + 2359296;
   float *relu0 = s->arena + 3162112;
+  RESNET18_PARALLEL_FOR()
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -6559,6 +6560,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_conv2_dweight_padded = s->arena + 7126016;
   float *layer4_1_conv2_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 9; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6568,6 +6570,7 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 32; ib++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7020,6 +7023,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_conv1_dweight_padded = s->arena + 7126016;
   float *layer4_1_conv1_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 9; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
@@ -7029,6 +7033,7 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 32; ib++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7482,6 +7487,7 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
   float *layer4_0_downsample_0_dweight_padded = s->arena + 131072;
   float *layer4_0_downsample_0_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 13; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7491,6 +7497,7 @@ static void train_layer4_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 16; ib++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -7878,6 +7885,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_conv2_dweight_padded = s->arena + 7126016;
   float *layer4_0_conv2_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 9; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
@@ -7887,6 +7895,7 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 32; ib++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -8584,6 +8593,7 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_conv1_dweight_padded = s->arena + 1179648;
   float *layer4_0_conv1_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 15; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -8593,6 +8603,7 @@ static void train_layer4_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 16; ib++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -9072,6 +9083,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv2_dweight_padded = s->arena + 589824;
   float *layer3_1_conv2_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 16; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -9081,6 +9093,7 @@ static void train_layer3_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 16; ib++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -9547,6 +9560,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv1_dweight_padded = s->arena + 589824;
   float *layer3_1_conv1_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 16; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -9556,6 +9570,7 @@ static void train_layer3_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 16; ib++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -10023,6 +10038,7 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
   float *layer3_0_downsample_0_dweight_padded = s->arena + 0;
   float *layer3_0_downsample_0_dweight_sums = s->arena + 93312;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 27; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -10032,6 +10048,7 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 8; ib++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -10419,6 +10436,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv2_dweight_padded = s->arena + 589824;
   float *layer3_0_conv2_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 16; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -10428,6 +10446,7 @@ static void train_layer3_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 16; ib++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -11147,6 +11166,7 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv1_dweight_padded = s->arena + 294912;
   float *layer3_0_conv1_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 29; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -11156,6 +11176,7 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 8; ib++) {
     for (ptrdiff_t ob = 0; ob < 64; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -11611,6 +11632,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv2_dweight_padded = s->arena + 147456;
   float *layer2_1_conv2_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -11620,6 +11642,7 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 8; ib++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -12048,6 +12071,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv1_dweight_padded = s->arena + 147456;
   float *layer2_1_conv1_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -12057,6 +12081,7 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 8; ib++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -12486,6 +12511,7 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
   float *layer2_0_downsample_0_dweight_padded = s->arena + 0;
   float *layer2_0_downsample_0_dweight_sums = s->arena + 193600;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 55; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -12495,6 +12521,7 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 4; ib++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -12856,6 +12883,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv2_dweight_padded = s->arena + 147456;
   float *layer2_0_conv2_dweight_sums = s->arena + 0;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -12865,6 +12893,7 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 8; ib++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -13540,6 +13569,7 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv1_dweight_padded = s->arena + 0;
   float *layer2_0_conv1_dweight_sums = s->arena + 408640;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 57; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -13549,6 +13579,7 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 4; ib++) {
     for (ptrdiff_t ob = 0; ob < 32; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -14001,6 +14032,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv2_dweight_padded = s->arena + 0;
   float *layer1_1_conv2_dweight_sums = s->arena + 215296;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -14010,6 +14042,7 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 4; ib++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -14433,6 +14466,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv1_dweight_padded = s->arena + 0;
   float *layer1_1_conv1_dweight_sums = s->arena + 215296;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -14442,6 +14476,7 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 4; ib++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -14866,6 +14901,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv2_dweight_padded = s->arena + 0;
   float *layer1_0_conv2_dweight_sums = s->arena + 416000;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -14875,6 +14911,7 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 4; ib++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -15362,6 +15399,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv1_dweight_padded = s->arena + 0;
   float *layer1_0_conv1_dweight_sums = s->arena + 416000;
   float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -15371,6 +15409,7 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 4; ib++) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -15452,6 +15491,7 @@ static void train_bn1_dx(resnet18_state *s, ptrdiff_t count) {
   const float *conv1 = s->arena + 2359296;
   const float *relu0_dx = s->arena + 0;
   float *bn1_dx = s->arena + 802816;
+  RESNET18_PARALLEL_FOR()
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -15598,6 +15638,7 @@ static void train_bn1_dweight(resnet18_state *s, ptrdiff_t count) {
   const float *conv1 = s->arena + 2359296;
   const float *relu0_dx = s->arena + 0;
   float *bn1_weight_grad = s->g32 + 9408;
+  RESNET18_PARALLEL_FOR()
   for (ptrdiff_t c = 0; c < 64; c++) {
     double sum = 0.0f;
     double sum_2 = 0.0f;
@@ -15739,6 +15780,7 @@ static void train_bn1_dbias(resnet18_state *s, ptrdiff_t count) {
   const float *relu0_dx = s->arena + 0;
   float *bn1_bias_grad = s->g32 + 9472;
   float lanes[32]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -15767,6 +15809,7 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
   float *conv1_dweight_dy_hwc = s->arena + 0;
   float *conv1_dweight_sums = s->arena + 1762960;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 3; c++) {
       for (ptrdiff_t a = 0; a < 229; a++) {
@@ -15776,6 +15819,7 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t o = 0; o < 64; o++) {
       for (ptrdiff_t oh = 0; oh < 112; oh++) {
@@ -15785,9 +15829,10 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
       }
     }
   }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t rb = 0; rb < 7; rb++) {
-      for (ptrdiff_t ob = 0; ob < 2; ob++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t rb = 0; rb < 7; rb++) {
         for (ptrdiff_t ib = 0; ib < 1; ib++) {
           for (ptrdiff_t kh = 0; kh < 7; kh++) {
             for (ptrdiff_t kc = 0; kc < 7; kc++) {

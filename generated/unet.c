@@ -4616,6 +4616,7 @@ static void train_head_dbias(unet_state *s, ptrdiff_t count) {
   const float *cross_entropy0_dx = s->arena + 19394176;
   float *head_bias_grad = s->g32 + 31030656;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 2; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4738,6 +4739,7 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_dweight_padded = s->arena + 0;
   float *up1_conv2_dweight_sums = s->arena + 9734400;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 390; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -4747,9 +4749,10 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 97; rb++) {
-      for (ptrdiff_t ib = 0; ib < 4; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 97; rb++) {
         for (ptrdiff_t ob = 0; ob < 16; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -4791,6 +4794,7 @@ static void train_up1_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up1_relu1_dx = s->arena + 91821312;
   float *up1_conv2_bias_grad = s->g32 + 31030464;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -4952,6 +4956,7 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_dweight_padded = s->arena + 82086912;
   float *up1_conv1_dweight_sums = s->arena + 19668992;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 392; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -4961,9 +4966,10 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 65; rb++) {
-      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 65; rb++) {
         for (ptrdiff_t ob = 0; ob < 16; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -5005,6 +5011,7 @@ static void train_up1_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up1_relu0_dx = s->arena + 132210176;
   float *up1_conv1_bias_grad = s->g32 + 30993536;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5126,6 +5133,7 @@ static void train_up1_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up1_concat0_dx1 = s->arena + 72252416;
   float *up1_upconv_bias_grad = s->g32 + 30919744;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5167,6 +5175,7 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_dweight_padded = s->arena + 62417920;
   float *up2_conv2_dweight_sums = s->arena + 20647936;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 198; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -5176,9 +5185,10 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 14; rb++) {
-      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 14; rb++) {
         for (ptrdiff_t ob = 0; ob < 32; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -5220,6 +5230,7 @@ static void train_up2_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up2_relu1_dx = s->arena + 67563520;
   float *up2_conv2_bias_grad = s->g32 + 30886848;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5383,6 +5394,7 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_dweight_padded = s->arena + 72657920;
   float *up2_conv1_dweight_sums = s->arena + 20647936;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 200; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5392,9 +5404,10 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 11; rb++) {
-      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 11; rb++) {
         for (ptrdiff_t ob = 0; ob < 32; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -5436,6 +5449,7 @@ static void train_up2_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up2_relu0_dx = s->arena + 82897920;
   float *up2_conv1_bias_grad = s->g32 + 30739264;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5557,6 +5571,7 @@ static void train_up2_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up2_concat0_dx1 = s->arena + 77777920;
   float *up2_upconv_bias_grad = s->g32 + 30444224;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5598,6 +5613,7 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_dweight_padded = s->arena + 72453120;
   float *up3_conv2_dweight_sums = s->arena + 75116544;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 102; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -5607,9 +5623,10 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 4; rb++) {
-      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 4; rb++) {
         for (ptrdiff_t ob = 0; ob < 64; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -5651,6 +5668,7 @@ static void train_up3_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up3_relu1_dx = s->arena + 77964288;
   float *up3_conv2_bias_grad = s->g32 + 30312896;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -5838,6 +5856,7 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_dweight_padded = s->arena + 72453120;
   float *up3_conv1_dweight_sums = s->arena + 83634176;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 104; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
@@ -5847,9 +5866,10 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 3; rb++) {
-      for (ptrdiff_t ib = 0; ib < 32; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 32; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 3; rb++) {
         for (ptrdiff_t ob = 0; ob < 64; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -5891,6 +5911,7 @@ static void train_up3_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up3_relu0_dx = s->arena + 86510592;
   float *up3_conv1_bias_grad = s->g32 + 29722816;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6012,6 +6033,7 @@ static void train_up3_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up3_concat0_dx1 = s->arena + 75222016;
   float *up3_upconv_bias_grad = s->g32 + 28542912;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6053,6 +6075,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_dweight_padded = s->arena + 74812416;
   float *up4_conv2_dweight_sums = s->arena + 72453120;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 54; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6062,6 +6085,7 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 32; ib++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6104,6 +6128,7 @@ static void train_up4_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *up4_relu1_dx = s->arena + 77995008;
   float *up4_conv2_bias_grad = s->g32 + 28018112;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6291,6 +6316,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_dweight_padded = s->arena + 77171712;
   float *up4_conv1_dweight_sums = s->arena + 72453120;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 56; a++) {
       for (ptrdiff_t c = 0; c < 1024; c++) {
@@ -6300,6 +6326,7 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 64; ib++) {
     for (ptrdiff_t ob = 0; ob < 128; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6342,6 +6369,7 @@ static void train_up4_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *up4_relu0_dx = s->arena + 91558912;
   float *up4_conv1_bias_grad = s->g32 + 25658304;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6463,6 +6491,7 @@ static void train_up4_upconv_dbias(unet_state *s, ptrdiff_t count) {
   const float *up4_concat0_dx1 = s->arena + 74058752;
   float *up4_upconv_bias_grad = s->g32 + 20939200;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6515,6 +6544,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_dweight_padded = s->arena + 88722432;
   float *bottom_conv2_dweight_sums = s->arena + 72453120;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
       for (ptrdiff_t c = 0; c < 1024; c++) {
@@ -6524,6 +6554,7 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 64; ib++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6566,6 +6597,7 @@ static void train_bottom_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu1_dx = s->arena + 91708416;
   float *bottom_conv2_bias_grad = s->g32 + 18841024;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6753,6 +6785,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_dweight_padded = s->arena + 77171712;
   float *bottom_conv1_dweight_sums = s->arena + 72453120;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 32; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6762,6 +6795,7 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ib = 0; ib < 32; ib++) {
     for (ptrdiff_t ob = 0; ob < 256; ob++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6804,6 +6838,7 @@ static void train_bottom_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *bottom_relu0_dx = s->arena + 90786816;
   float *bottom_conv1_bias_grad = s->g32 + 9402816;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 1024; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -6872,6 +6907,7 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_dweight_padded = s->arena + 74812416;
   float *down4_conv2_dweight_sums = s->arena + 72453120;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 66; a++) {
       for (ptrdiff_t c = 0; c < 512; c++) {
@@ -6881,9 +6917,10 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 2; rb++) {
-      for (ptrdiff_t ib = 0; ib < 32; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 32; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 2; rb++) {
         for (ptrdiff_t ob = 0; ob < 128; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -6925,6 +6962,7 @@ static void train_down4_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down4_relu1_dx = s->arena + 88722432;
   float *down4_conv2_bias_grad = s->g32 + 4683712;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7109,6 +7147,7 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_dweight_padded = s->arena + 72453120;
   float *down4_conv1_dweight_sums = s->arena + 73636864;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 68; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7118,9 +7157,10 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 2; rb++) {
-      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 2; rb++) {
         for (ptrdiff_t ob = 0; ob < 128; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -7162,6 +7202,7 @@ static void train_down4_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down4_relu0_dx = s->arena + 79512576;
   float *down4_conv1_bias_grad = s->g32 + 2323904;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 512; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7230,6 +7271,7 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_dweight_padded = s->arena + 72453120;
   float *down3_conv2_dweight_sums = s->arena + 77328384;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 138; a++) {
       for (ptrdiff_t c = 0; c < 256; c++) {
@@ -7239,9 +7281,10 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 8; rb++) {
-      for (ptrdiff_t ib = 0; ib < 16; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 16; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 8; rb++) {
         for (ptrdiff_t ob = 0; ob < 64; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -7283,6 +7326,7 @@ static void train_down3_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down3_relu1_dx = s->arena + 87327744;
   float *down3_conv2_bias_grad = s->g32 + 1144000;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7467,6 +7511,7 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_dweight_padded = s->arena + 72453120;
   float *down3_conv1_dweight_sums = s->arena + 20647936;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 140; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7476,9 +7521,10 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 6; rb++) {
-      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 6; rb++) {
         for (ptrdiff_t ob = 0; ob < 64; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -7520,6 +7566,7 @@ static void train_down3_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down3_relu0_dx = s->arena + 82452480;
   float *down3_conv1_bias_grad = s->g32 + 553920;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 256; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7588,6 +7635,7 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_dweight_padded = s->arena + 62417920;
   float *down2_conv2_dweight_sums = s->arena + 20647936;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 282; a++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
@@ -7597,9 +7645,10 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 28; rb++) {
-      for (ptrdiff_t ib = 0; ib < 8; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 8; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 28; rb++) {
         for (ptrdiff_t ob = 0; ob < 32; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -7641,6 +7690,7 @@ static void train_down2_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down2_relu1_dx = s->arena + 83066880;
   float *down2_conv2_bias_grad = s->g32 + 258880;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7801,6 +7851,7 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_dweight_padded = s->arena + 62417920;
   float *down2_conv1_dweight_sums = s->arena + 20647936;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 284; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -7810,9 +7861,10 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 47; rb++) {
-      for (ptrdiff_t ib = 0; ib < 4; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 47; rb++) {
         for (ptrdiff_t ob = 0; ob < 32; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -7854,6 +7906,7 @@ static void train_down2_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down2_relu0_dx = s->arena + 72887808;
   float *down2_conv1_bias_grad = s->g32 + 111296;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 128; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -7922,6 +7975,7 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_dweight_padded = s->arena + 0;
   float *down1_conv2_dweight_sums = s->arena + 20793600;
   float acc[64]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 570; a++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
@@ -7931,9 +7985,10 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t rb = 0; rb < 142; rb++) {
-      for (ptrdiff_t ib = 0; ib < 4; ib++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ib = 0; ib < 4; ib++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+      for (ptrdiff_t rb = 0; rb < 142; rb++) {
         for (ptrdiff_t ob = 0; ob < 16; ob++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
@@ -7975,6 +8030,7 @@ static void train_down1_conv2_dbias(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1_dx = s->arena + 62563584;
   float *down1_conv2_bias_grad = s->g32 + 37504;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
@@ -8068,6 +8124,7 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
   float *down1_conv1_dweight_dy_hwc = s->arena + 0;
   float *down1_conv1_dweight_sums = s->arena + 21120784;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 1; c++) {
       for (ptrdiff_t a = 0; a < 572; a++) {
@@ -8077,6 +8134,7 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
       }
     }
   }
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
     for (ptrdiff_t o = 0; o < 64; o++) {
       for (ptrdiff_t oh = 0; oh < 570; oh++) {
@@ -8086,9 +8144,10 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
       }
     }
   }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t rb = 0; rb < 190; rb++) {
-      for (ptrdiff_t ob = 0; ob < 2; ob++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t ob = 0; ob < 2; ob++) {
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+      for (ptrdiff_t rb = 0; rb < 190; rb++) {
         for (ptrdiff_t ib = 0; ib < 1; ib++) {
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kc = 0; kc < 1; kc++) {
@@ -8134,6 +8193,7 @@ static void train_down1_conv1_dbias(unet_state *s, ptrdiff_t count) {
   const float *down1_relu0_dx = s->arena + 41769984;
   float *down1_conv1_bias_grad = s->g32 + 576;
   float lanes[32]; /* accumulators */
+  UNET_PARALLEL_FOR(private(lanes))
   for (ptrdiff_t c = 0; c < 64; c++) {
     float acc = 0.0f;
     for (ptrdiff_t j = 0; j < 32; j++) {
