@@ -484,15 +484,18 @@ ConvSchedule schedule_dw(const ConvGeom *g, int tile, int64_t batch) {
       schedule_conv_work(g), batch,
       g->groups > 1 ? g->groups : g->O / g->groups / s.ocb, 0);
   schedule_dw_order(g, &s, batch);
-  /* Samples outermost, a tile loads and stores its sums at every sample:
-   * AVX-512's tiles of 24 registers, with a load of x split across two
-   * cache lines at every tap past the first, took ResNet-18's layer1 and
-   * layer2 weight gradients (batch 8) 76-84 ms against 60-67 for AVX2's
-   * tiles on the same processor. The blocked order gains from the wider
-   * tiles (layer3: 31-36 against 57-59 ms). (Measured before dw_chan took
-   * those layers; this nest now serves layers of few channels, such as
-   * LeNet-5's.) */
-  if (s.samples_outer && tile == TARGET_AVX512)
+  /* With AVX-512's tiles (24 registers, 16-float lanes of positions) this
+   * nest ran slower than with AVX2's wherever it was measured: samples
+   * outermost, a tile loads and stores its sums at every sample, and a
+   * load of x splits across two cache lines at every tap past the first
+   * (ResNet-18's layer1 and layer2, batch 8, before dw_chan took them:
+   * 76-84 ms against 60-67); in blocks, LeNet-5's c3.dweight (batch 64)
+   * 2.1-2.3 against 1.7-1.8 ms and AlexNet's grouped conv4.dweight and
+   * conv5.dweight (batch 8) 80 and 54 against 39-41 and 26-28 ms. (Only
+   * ResNet-18's layer3, in blocks, had gained from them, 31-36 against
+   * 57-59 ms, before dw_chan took it.) The nest now serves only layers
+   * the channel lanes do not take: few channels, groups. */
+  if (tile == TARGET_AVX512)
     return schedule_dw(g, TARGET_AVX2, batch);
   return s;
 }
