@@ -833,6 +833,35 @@ static Expr *tap_at(Lower *L, Expr *out, int64_t stride, Expr *k,
   return add(L, mul(L, out, I(L, stride)), mul(L, k, I(L, dilation)));
 }
 
+/* A channel-lane tile's accumulators from its sums so far at base in
+ * sums, or zero in the first chunk (sample n and row block rb 0; -1:
+ * no such loop). */
+static void sums_so_far(Lower *L, Conv *c, Buffer *sums, Expr *base,
+                        int64_t tile, int n, int rb) {
+  LoopBuilder *b = &L->b;
+  Expr *first = NULL;
+  if (n >= 0)
+    first = x_bin(L->p, X_EQ, V(L, n), I(L, 0));
+  if (rb >= 0) {
+    Expr *r0 = x_bin(L->p, X_EQ, V(L, rb), I(L, 0));
+    first = first ? x_bin(L->p, X_AND, first, r0) : r0;
+  }
+  int a = lb_for(b, "a", tile);
+  Expr *so_far = load(L, sums, add(L, base, V(L, a)));
+  lb_store(b, c->acc, V(L, a),
+           first ? x_select(L->p, first, F(L, 0), so_far) : F(L, 0));
+  close(L, 1);
+}
+
+/* ... and back into sums after the chunk. */
+static void sums_keep(Lower *L, Conv *c, Buffer *sums, Expr *base,
+                      int64_t tile) {
+  LoopBuilder *b = &L->b;
+  int a = lb_for(b, "a", tile);
+  lb_store(b, sums, add(L, base, V(L, a)), load(L, c->acc, V(L, a)));
+  close(L, 1);
+}
+
 /* The weight gradient with input channels in the lanes (schedule.h,
  * dw_chan): for each chunk of positions, block of input channels, block
  * of output channels (shared out among threads) and tap, the tile's sums
@@ -867,18 +896,7 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
   Expr *at = add(L, mul(L, V(L, ob), I(L, nib)), V(L, ib));
   at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
   Expr *base = mul(L, add(L, mul(L, at, I(L, g->KW)), V(L, kw)), I(L, tile));
-  Expr *first = NULL; /* the first chunk starts from zero */
-  if (n >= 0)
-    first = x_bin(L->p, X_EQ, V(L, n), I(L, 0));
-  if (rb >= 0) {
-    Expr *r0 = x_bin(L->p, X_EQ, V(L, rb), I(L, 0));
-    first = first ? x_bin(L->p, X_AND, first, r0) : r0;
-  }
-  int a = lb_for(b, "a", tile);
-  Expr *so_far = load(L, sums, add(L, base, V(L, a)));
-  lb_store(b, c->acc, V(L, a),
-           first ? x_select(L->p, first, F(L, 0), so_far) : F(L, 0));
-  close(L, 1);
+  sums_so_far(L, c, sums, base, tile, n, rb);
   int nn = n >= 0 ? n : lb_for(b, "n", -1);
   int r = lb_for(b, "r", rows);
   Expr *oh = rb >= 0 ? add(L, mul(L, V(L, rb), I(L, rows)), V(L, r)) : V(L, r);
@@ -896,9 +914,8 @@ static void dw_chan_nest(Lower *L, Conv *c, Buffer *dw) {
           load(L, c->x,
                hwc_run(L, c, V(L, nn), I(L, 0), row, col, V(L, ib), V(L, l)))));
   close(L, 4 + (n < 0));
-  a = lb_for(b, "a", tile);
-  lb_store(b, sums, add(L, base, V(L, a)), load(L, c->acc, V(L, a)));
-  close(L, 5 + (rb >= 0) + (n >= 0));
+  sums_keep(L, c, sums, base, tile);
+  close(L, 4 + (rb >= 0) + (n >= 0));
   /* dw[o][c][kh][kw] from the tiles' sums */
   int o = lb_for(b, "o", g->O);
   int ic = lb_for(b, "ic", g->C);
@@ -968,18 +985,7 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
   Expr *at = add(L, mul(L, V(L, ob), I(L, nib)), V(L, ib));
   at = add(L, mul(L, at, I(L, g->KH)), V(L, kh));
   Expr *base = mul(L, add(L, mul(L, at, I(L, nkc)), V(L, kc)), I(L, tile));
-  Expr *first = NULL; /* the first chunk starts from zero */
-  if (n >= 0)
-    first = x_bin(L->p, X_EQ, V(L, n), I(L, 0));
-  if (rb >= 0) {
-    Expr *r0 = x_bin(L->p, X_EQ, V(L, rb), I(L, 0));
-    first = first ? x_bin(L->p, X_AND, first, r0) : r0;
-  }
-  int a = lb_for(b, "a", tile);
-  Expr *so_far = load(L, sums, add(L, base, V(L, a)));
-  lb_store(b, c->acc, V(L, a),
-           first ? x_select(L->p, first, F(L, 0), so_far) : F(L, 0));
-  close(L, 1);
+  sums_so_far(L, c, sums, base, tile, n, rb);
   int nn = n >= 0 ? n : lb_for(b, "n", -1);
   int r = lb_for(b, "r", rows);
   Expr *ohv = rb >= 0 ? add(L, mul(L, V(L, rb), I(L, rows)), V(L, r)) : V(L, r);
@@ -997,9 +1003,8 @@ static void dw_ochan_nest(Lower *L, Conv *c, Buffer *dw) {
            mul(L, x_temp(L->p, xv),
                load(L, dyt, idx(L, bn, ohv, V(L, ow), V(L, l), ts))));
   close(L, 4 + (n < 0));
-  a = lb_for(b, "a", tile);
-  lb_store(b, sums, add(L, base, V(L, a)), load(L, c->acc, V(L, a)));
-  close(L, 5 + (rb >= 0) + (n >= 0));
+  sums_keep(L, c, sums, base, tile);
+  close(L, 4 + (rb >= 0) + (n >= 0));
   /* dw[o][c][kh][kw] from the tiles' sums */
   ob = lb_for(b, "ob", nob);
   ib = lb_for(b, "ib", nib);
