@@ -394,28 +394,16 @@ static void lower_pool(Lower *L, Buffer *y, Buffer *x) {
 static void lower_adaptive(Lower *L, Buffer *y, Buffer *x) {
   const Node *nd = L->node;
   Shape xs = nd->in.v[0]->shape, ys = nd->shape;
-  int64_t H = xs.d[1], W = xs.d[2], OH = ys.d[1], OW = ys.d[2];
-  int64_t KH = (H + OH - 1) / OH + 1, KW = (W + OW - 1) / OW + 1;
-  if (KH > H)
-    KH = H;
-  if (KW > W)
-    KW = W;
   LoopBuilder *b = &L->b;
   int n = lb_for(b, "n", -1);
   int c = lb_for(b, "c", ys.d[0]);
-  int oh = lb_for(b, "oh", OH);
-  int ow = lb_for(b, "ow", OW);
-  Expr *h0 = dvd(L, mul(L, V(L, oh), I(L, H)), I(L, OH));
-  Expr *h1 =
-      dvd(L, add(L, mul(L, add(L, V(L, oh), I(L, 1)), I(L, H)), I(L, OH - 1)),
-          I(L, OH));
-  Expr *w0 = dvd(L, mul(L, V(L, ow), I(L, W)), I(L, OW));
-  Expr *w1 =
-      dvd(L, add(L, mul(L, add(L, V(L, ow), I(L, 1)), I(L, W)), I(L, OW - 1)),
-          I(L, OW));
+  int oh = lb_for(b, "oh", ys.d[1]);
+  int ow = lb_for(b, "ow", ys.d[2]);
+  AdaptiveWindow a = adaptive_window(L, oh, ow, xs, ys);
+  Expr *h0 = a.h0, *h1 = a.h1, *w0 = a.w0, *w1 = a.w1;
   int sum = lb_let(b, "sum", F(L, 0));
-  int kh = lb_for(b, "kh", KH);
-  int kw = lb_for(b, "kw", KW);
+  int kh = lb_for(b, "kh", a.KH);
+  int kw = lb_for(b, "kw", a.KW);
   Expr *ih = add(L, h0, V(L, kh)), *iw = add(L, w0, V(L, kw));
   lb_if(b, x_bin(L->p, X_AND, x_bin(L->p, X_LT, ih, h1),
                  x_bin(L->p, X_LT, iw, w1)));

@@ -567,23 +567,13 @@ static void pool_dx(Lower *L, Buffer *dx, Buffer *x, Buffer *dy) {
     close(L, opened + 2 + 2);
   } else {
     /* adaptive (and global) average pooling: PyTorch's windows */
-    int64_t H = xs.d[1], W = xs.d[2], OH = ys.d[1], OW = ys.d[2];
-    int64_t KH = (H + OH - 1) / OH + 1, KW = (W + OW - 1) / OW + 1;
-    KH = KH > H ? H : KH;
-    KW = KW > W ? W : KW;
-    Expr *h0 = dvd(L, mul(L, V(L, oh), I(L, H)), I(L, OH));
-    Expr *h1 =
-        dvd(L, add(L, mul(L, add(L, V(L, oh), I(L, 1)), I(L, H)), I(L, OH - 1)),
-            I(L, OH));
-    Expr *w0 = dvd(L, mul(L, V(L, ow), I(L, W)), I(L, OW));
-    Expr *w1 =
-        dvd(L, add(L, mul(L, add(L, V(L, ow), I(L, 1)), I(L, W)), I(L, OW - 1)),
-            I(L, OW));
+    AdaptiveWindow a = adaptive_window(L, oh, ow, xs, ys);
+    Expr *h0 = a.h0, *h1 = a.h1, *w0 = a.w0, *w1 = a.w1;
     int gv = lb_let(b, "g",
                     fdiv(L, load(L, dy, here),
                          tofloat(L, mul(L, sub(L, h1, h0), sub(L, w1, w0)))));
-    int kh = lb_for(b, "kh", KH);
-    int kw = lb_for(b, "kw", KW);
+    int kh = lb_for(b, "kh", a.KH);
+    int kw = lb_for(b, "kw", a.KW);
     Expr *ih = add(L, h0, V(L, kh)), *iw = add(L, w0, V(L, kw));
     lb_if(b, x_bin(L->p, X_AND, lt(L, ih, h1), lt(L, iw, w1)));
     lb_accum(b, dx, idx(L, V(L, n), V(L, c), ih, iw, xs), T(L, gv));

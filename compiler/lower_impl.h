@@ -105,6 +105,33 @@ static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
   return x_bin(L->p, X_AND, gh, gw);
 }
 
+/* Adaptive (and global) average pooling's window of output (oh, ow), as
+ * PyTorch's: rows [h0, h1) and columns [w0, w1) of input x, at most KH x
+ * KW of them. */
+typedef struct AdaptiveWindow {
+  Expr *h0, *h1, *w0, *w1;
+  int64_t KH, KW;
+} AdaptiveWindow;
+
+static inline AdaptiveWindow adaptive_window(Lower *L, int oh, int ow, Shape x,
+                                             Shape y) {
+  int64_t H = x.d[1], W = x.d[2], OH = y.d[1], OW = y.d[2];
+  AdaptiveWindow a;
+  a.KH = (H + OH - 1) / OH + 1;
+  a.KW = (W + OW - 1) / OW + 1;
+  a.KH = a.KH > H ? H : a.KH;
+  a.KW = a.KW > W ? W : a.KW;
+  a.h0 = dvd(L, mul(L, V(L, oh), I(L, H)), I(L, OH));
+  a.h1 =
+      dvd(L, add(L, mul(L, add(L, V(L, oh), I(L, 1)), I(L, H)), I(L, OH - 1)),
+          I(L, OH));
+  a.w0 = dvd(L, mul(L, V(L, ow), I(L, W)), I(L, OW));
+  a.w1 =
+      dvd(L, add(L, mul(L, add(L, V(L, ow), I(L, 1)), I(L, W)), I(L, OW - 1)),
+          I(L, OW));
+  return a;
+}
+
 /* An activation-arena buffer of shape s per sample that only the kernel
  * being lowered uses, named after its node and what. */
 Buffer *lower_scratch(Lower *L, const char *what, Shape s);
