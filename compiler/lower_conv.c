@@ -552,16 +552,23 @@ static void describe(Lower *L, const ConvSchedule *s, ConvPass pass) {
   L->b.k->schedule = schedule_describe(L->p->a, s, pass);
 }
 
+/* The forward nest's schedule for g (conv_dx's too): its tiles, then
+ * what threads share out and the chunks that takes. */
+static ConvSchedule forward_schedule(Lower *L, const ConvGeom *g) {
+  ConvSchedule s = schedule_conv(g, CONV_FORWARD, L->p->tile);
+  if (s.tiled) {
+    s.parallel = schedule_conv_parallel(g, &s, L->p->batch);
+    schedule_chunk(g, &s);
+  }
+  return s;
+}
+
 int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   const Node *nd = L->node;
   Conv c = {.x = x, .y = y, .w = w, .bias = bias, .g = geom(nd)};
   c.xs = nd->in.v[0]->shape;
   c.ys = nd->shape;
-  c.s = schedule_conv(&c.g, CONV_FORWARD, L->p->tile);
-  if (c.s.tiled) {
-    c.s.parallel = schedule_conv_parallel(&c.g, &c.s, L->p->batch);
-    schedule_chunk(&c.g, &c.s);
-  }
+  c.s = forward_schedule(L, &c.g);
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;
@@ -645,10 +652,8 @@ static int dx_phases(Lower *L, const ConvGeom *f, Buffer *dx, Buffer *dy,
   for (int64_t rh = 0; rh < f->sh; rh++)
     for (int64_t rw = 0; rw < f->sw; rw++) {
       PhaseAxis *h = &ph[0][rh], *v = &ph[1][rw];
-      if (!h->out || !v->out)
-        continue;
-      if (!h->taps || !v->taps)
-        continue; /* zero: the pass before */
+      if (!h->out || !v->out || !h->taps || !v->taps)
+        continue; /* no rows, or zero: the pass before */
       ConvGeom g = {f->groups, f->O,    f->OH,   f->OW, f->C, h->out,
                     v->out,    h->taps, v->taps, 1,     1,    h->pad,
                     v->pad,    h->dil,  v->dil,  1,     1};
@@ -664,9 +669,7 @@ static int dx_phases(Lower *L, const ConvGeom *f, Buffer *dx, Buffer *dy,
                 .ostep = {f->sh, f->sw}};
       c.xs = of->shape;
       c.ys = of->in.v[0]->shape;
-      c.s = schedule_conv(&g, CONV_FORWARD, L->p->tile);
-      c.s.parallel = schedule_conv_parallel(&g, &c.s, L->p->batch);
-      schedule_chunk(&c.g, &c.s);
+      c.s = forward_schedule(L, &c.g);
       if (!first)
         first = schedule_describe(L->p->a, &c.s, CONV_FORWARD);
       lower_forward(L, &c);
@@ -717,11 +720,7 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
             .step = {1, 1}};
   c.xs = of->shape;
   c.ys = of->in.v[0]->shape;
-  c.s = schedule_conv(&g, CONV_FORWARD, L->p->tile);
-  if (c.s.tiled) {
-    c.s.parallel = schedule_conv_parallel(&g, &c.s, L->p->batch);
-    schedule_chunk(&c.g, &c.s);
-  }
+  c.s = forward_schedule(L, &c.g);
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;

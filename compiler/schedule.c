@@ -476,7 +476,20 @@ ConvSchedule schedule_dw(const ConvGeom *g, int tile, int64_t batch) {
   ConvSchedule s = {0};
   if (tile && (dw_chan(g, tile, batch, &s) || dw_ochan(g, tile, batch, &s)))
     return s;
-  s = (ConvSchedule){0};
+  /* With AVX-512's tiles (24 registers, 16-float lanes of positions) the
+   * positions-innermost nest ran slower than with AVX2's wherever it was
+   * measured: samples outermost, a tile loads and stores its sums at
+   * every sample, and a load of x splits across two cache lines at every
+   * tap past the first (ResNet-18's layer1 and layer2, batch 8, before
+   * dw_chan took them: 76-84 ms against 60-67); in blocks, LeNet-5's
+   * c3.dweight (batch 64) 2.1-2.3 against 1.7-1.8 ms and AlexNet's grouped
+   * conv4.dweight and conv5.dweight (batch 8) 80 and 54 against 39-41 and
+   * 26-28 ms. (Only ResNet-18's layer3, in blocks, had gained from them,
+   * 31-36 against 57-59 ms, before dw_chan took it.) The nest now serves
+   * only layers the channel lanes do not take: few channels, groups. So
+   * AVX2's widths are tried, lanes first, before it is built. */
+  if (tile == TARGET_AVX512)
+    return schedule_dw(g, TARGET_AVX2, batch);
   s = schedule_conv(g, CONV_WEIGHT, tile);
   if (!s.tiled)
     return s;
@@ -484,19 +497,6 @@ ConvSchedule schedule_dw(const ConvGeom *g, int tile, int64_t batch) {
       schedule_conv_work(g), batch,
       g->groups > 1 ? g->groups : g->O / g->groups / s.ocb, 0);
   schedule_dw_order(g, &s, batch);
-  /* With AVX-512's tiles (24 registers, 16-float lanes of positions) this
-   * nest ran slower than with AVX2's wherever it was measured: samples
-   * outermost, a tile loads and stores its sums at every sample, and a
-   * load of x splits across two cache lines at every tap past the first
-   * (ResNet-18's layer1 and layer2, batch 8, before dw_chan took them:
-   * 76-84 ms against 60-67); in blocks, LeNet-5's c3.dweight (batch 64)
-   * 2.1-2.3 against 1.7-1.8 ms and AlexNet's grouped conv4.dweight and
-   * conv5.dweight (batch 8) 80 and 54 against 39-41 and 26-28 ms. (Only
-   * ResNet-18's layer3, in blocks, had gained from them, 31-36 against
-   * 57-59 ms, before dw_chan took it.) The nest now serves only layers
-   * the channel lanes do not take: few channels, groups. */
-  if (tile == TARGET_AVX512)
-    return schedule_dw(g, TARGET_AVX2, batch);
   return s;
 }
 
