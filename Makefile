@@ -229,7 +229,7 @@ NO_FMA_CASES = conv_same conv_packed dense fusion lenet5
 # use AVX2's tiles (the default), these --target avx512, whatever this
 # processor has.
 TARGET_CASES = $(NO_TILE_CASES) conv_dilation_groups conv_dw_samples \
-  conv_phases resnet18 googlenet
+  conv_phases conv_windows resnet18 googlenet
 
 check-oracle: $(BUILD)/cnnc
 	@echo "== parameter totals"

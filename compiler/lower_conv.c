@@ -42,7 +42,8 @@ typedef struct Conv {
   Buffer *acc;
   Buffer *packed;  /* chan_inner: the weights, packed (pack_weights) */
   Buffer *partial; /* chan_inner in passes (icb): the sums between them */
-  int n, grp;      /* loop variables: sample, group (-1: one group) */
+  int n, grp;      /* loop variables: sample (-1: the windows' positions
+                      span the batch), group (-1: one group) */
 } Conv;
 
 static Expr *group_base(Lower *L, const Conv *c, int64_t per) {
@@ -71,13 +72,18 @@ static Expr *weight(Lower *L, const Conv *c, Expr *ocl, Expr *icl, Expr *kh,
   return load(L, c->w, add(L, mul(L, e, I(L, KW)), kw));
 }
 
-/* Where output (row, col) of channel ch goes in y. */
-static Expr *y_at(Lower *L, const Conv *c, Expr *ch, Expr *row, Expr *col) {
+static Expr *sample(Lower *L, const Conv *c) {
+  return c->n >= 0 ? V(L, c->n) : I(L, 0);
+}
+
+/* Where output (row, col) of channel ch of sample n goes in y. */
+static Expr *y_at(Lower *L, const Conv *c, Expr *n, Expr *ch, Expr *row,
+                  Expr *col) {
   if (c->ostep[0]) {
     row = add(L, mul(L, row, I(L, c->ostep[0])), I(L, c->out0[0]));
     col = add(L, mul(L, col, I(L, c->ostep[1])), I(L, c->out0[1]));
   }
-  return idx(L, V(L, c->n), ch, row, col, c->ys);
+  return idx(L, n, ch, row, col, c->ys);
 }
 
 /* A tap's offset along an axis in the copy's planes: the plane's phase
@@ -174,7 +180,7 @@ static void aligned_rows(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocx0,
       L,
       add(L, mul(L, V(L, j), I(L, width)), mul(L, V(L, r), I(L, s->plane_w))),
       V(L, i));
-  Expr *yat = y_at(L, c, add(L, ocx0, V(L, j)), row, V(L, i));
+  Expr *yat = y_at(L, c, sample(L, c), add(L, ocx0, V(L, j)), row, V(L, i));
   Expr *v = load(L, c->acc, at);
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
@@ -244,7 +250,7 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
   if (from > 0)
     keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
   lb_if(b, keep);
-  Expr *yat = y_at(L, c, add(L, ocx0, V(L, j)), row, col);
+  Expr *yat = y_at(L, c, sample(L, c), add(L, ocx0, V(L, j)), row, col);
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, j), I(L, width)), V(L, i)));
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
@@ -264,11 +270,16 @@ static Expr *packed_at(Lower *L, const Conv *c, Expr *bx, Expr *icl, Expr *kh,
 }
 
 /* The sum so far of channel ocx0 + j at position p0 + i (loop variables
- * i, j), between passes over the input channels (schedule.h, icb). */
+ * i, j), between passes over the input channels (schedule.h, icb): each
+ * block's in the tile's order, a run per position (channel by channel,
+ * a tile's loads and stores were gathers, 10-20% of ResNet-18's layer4
+ * convolutions in 8 passes). */
 static Expr *partial_at(Lower *L, const Conv *c, Expr *ocx0, Expr *p0, int i,
                         int j) {
-  return idx(L, V(L, c->n), add(L, ocx0, V(L, j)), I(L, 0), add(L, p0, V(L, i)),
-             c->partial->shape);
+  int64_t run = c->s.tiles * c->s.width;
+  Expr *at = add(L, mul(L, sample(L, c), I(L, c->g.O)), ocx0);
+  Expr *in = add(L, mul(L, add(L, p0, V(L, i)), I(L, c->s.ocb)), V(L, j));
+  return add(L, mul(L, at, I(L, run)), in);
 }
 
 /* The same tile with the block's channels innermost (schedule.h,
@@ -293,23 +304,44 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
                      load(L, c->partial, part));
   lb_store(b, c->acc, at, start);
   close(L, 2);
-  int ic = lb_for(b, "ic", icb);
-  int kh = lb_for(b, "kh", g->KH);
-  int kw = lb_for(b, "kw", g->KW);
-  i = lb_for(b, "i", width);
-  Expr *icl =
-      icc >= 0 ? add(L, mul(L, V(L, icc), I(L, icb)), V(L, ic)) : V(L, ic);
-  Expr *icx = add(L, group_base(L, c, Cg), icl);
-  int xv = lb_let(b, "xv",
-                  tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))));
-  j = lb_for(b, "j", ocb);
   Expr *bx = add(L, group_base(L, c, Og / ocb), blk);
-  at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
-  lb_accum(b, c->acc, at,
-           mul(L, x_temp(L->p, xv),
-               load(L, c->packed,
-                    packed_at(L, c, bx, icl, V(L, kh), V(L, kw), V(L, j)))));
-  close(L, 5);
+  int xv;
+  if (s->windows) {
+    /* a window's channels and taps are one run, as are the packed
+     * weights' (one group): one loop, not three of which the innermost
+     * is a kernel row's few taps */
+    int64_t K = Cg * g->KH * g->KW, run = icb * g->KH * g->KW;
+    int k = lb_for(b, "k", run);
+    Expr *kx =
+        icc >= 0 ? add(L, mul(L, V(L, icc), I(L, run)), V(L, k)) : V(L, k);
+    i = lb_for(b, "i", width);
+    xv =
+        lb_let(b, "xv",
+               load(L, c->x, add(L, mul(L, add(L, p0, V(L, i)), I(L, K)), kx)));
+    j = lb_for(b, "j", ocb);
+    Expr *wat =
+        add(L, mul(L, add(L, mul(L, bx, I(L, K)), kx), I(L, ocb)), V(L, j));
+    lb_accum(b, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j)),
+             mul(L, x_temp(L->p, xv), load(L, c->packed, wat)));
+    close(L, 3);
+  } else {
+    int ic = lb_for(b, "ic", icb);
+    int kh = lb_for(b, "kh", g->KH);
+    int kw = lb_for(b, "kw", g->KW);
+    i = lb_for(b, "i", width);
+    Expr *icl =
+        icc >= 0 ? add(L, mul(L, V(L, icc), I(L, icb)), V(L, ic)) : V(L, ic);
+    Expr *icx = add(L, group_base(L, c, Cg), icl);
+    xv = lb_let(b, "xv",
+                tap_read(L, c, icx, V(L, kh), V(L, kw), add(L, p0, V(L, i))));
+    j = lb_for(b, "j", ocb);
+    at = add(L, mul(L, V(L, i), I(L, ocb)), V(L, j));
+    lb_accum(b, c->acc, at,
+             mul(L, x_temp(L->p, xv),
+                 load(L, c->packed,
+                      packed_at(L, c, bx, icl, V(L, kh), V(L, kw), V(L, j)))));
+    close(L, 5);
+  }
   if (part) { /* not the last pass: keep the sums; the last: store */
     lb_if(b, x_bin(L->p, X_LT, V(L, icc), I(L, last)));
     i = lb_for(b, "i", width);
@@ -323,14 +355,24 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
   int in_place = lower_epilogue_in_place(L, c->acc, width, ocb, ocx0, 1);
   i = lb_for(b, "i", width);
   Expr *p = x_itemp(L->p, lb_let(b, "p", add(L, p0, V(L, i))));
-  Expr *row = dvd(L, p, I(L, s->plane_w));
-  Expr *col = x_bin(L->p, X_MOD, p, I(L, s->plane_w));
-  Expr *keep = is_output(L, c, p, col);
+  Expr *n = sample(L, c), *row, *col, *keep;
+  if (s->windows) { /* p is (sample, row, column) of the caller's samples */
+    int64_t P = g->OH * g->OW;
+    n = dvd(L, p, I(L, P));
+    Expr *in = x_bin(L->p, X_MOD, p, I(L, P));
+    row = dvd(L, in, I(L, g->OW));
+    col = x_bin(L->p, X_MOD, in, I(L, g->OW));
+    keep = x_bin(L->p, X_LT, p, mul(L, x_n(L->p), I(L, P)));
+  } else {
+    row = dvd(L, p, I(L, s->plane_w));
+    col = x_bin(L->p, X_MOD, p, I(L, s->plane_w));
+    keep = is_output(L, c, p, col);
+  }
   if (from > 0)
     keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LE, I(L, from), p));
   lb_if(b, keep);
   j = lb_for(b, "j", ocb);
-  Expr *yat = y_at(L, c, add(L, ocx0, V(L, j)), row, col);
+  Expr *yat = y_at(L, c, n, add(L, ocx0, V(L, j)), row, col);
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j)));
   lb_store(b, c->y, yat,
            in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
@@ -347,11 +389,15 @@ static void pack_weights(Lower *L, Conv *c) {
   LoopBuilder *b = &L->b;
   c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
   int ob = lb_for(b, "ob", Og / ocb);
-  /* the source's runs in order (input channels, then taps) */
-  int j = lb_for(b, "j", ocb);
+  /* the destination in order: the runs of the block's ocb channels come
+   * from ocb rows of the kernel read side by side (a run at a time, each
+   * store a line apart, the forward pass's took a third as long as
+   * ResNet-18's layer4 convolutions at batch 8); conv_dx's flipped
+   * kernel reads its runs' weights a few taps apart */
   int ic = lb_for(b, "ic", Cg);
   int kh = lb_for(b, "kh", g->KH);
   int kw = lb_for(b, "kw", g->KW);
+  int j = lb_for(b, "j", ocb);
   Expr *bx = add(L, group_base(L, c, Og / ocb), V(L, ob));
   lb_store(b, pk, packed_at(L, c, bx, V(L, ic), V(L, kh), V(L, kw), V(L, j)),
            weight(L, c, add(L, mul(L, V(L, ob), I(L, ocb)), V(L, j)), V(L, ic),
@@ -430,6 +476,48 @@ static void pad_input(Lower *L, Conv *c) {
   c->xs = ps;
 }
 
+/* The input as the windows of the batch's outputs (schedule.h,
+ * windows): position p, of sample p / (OH OW), holds its window's input
+ * channels and taps in a run, zero where the window reaches the padding
+ * and throughout past the caller's samples (the last tile reads there). */
+static void copy_windows(Lower *L, Conv *c) {
+  const ConvGeom *g = &c->g;
+  const ConvSchedule *s = &c->s;
+  int64_t P = g->OH * g->OW, K = g->C * g->KH * g->KW;
+  int64_t all = s->tiles * s->width;
+  Buffer *win = lower_scratch_once(L, "windows", all * K);
+  LoopBuilder *b = &L->b;
+  int q = s->parallel ? lb_parallel_for(b, "p", all) : lb_for(b, "p", all);
+  Expr *p = V(L, q);
+  Expr *n = x_itemp(L->p, lb_let(b, "n", dvd(L, p, I(L, P))));
+  Expr *at = x_itemp(L->p, lb_let(b, "at", x_bin(L->p, X_MOD, p, I(L, P))));
+  Expr *oh = dvd(L, at, I(L, g->OW)), *ow = x_bin(L->p, X_MOD, at, I(L, g->OW));
+  int ic = lb_for(b, "ic", g->C);
+  int kh = lb_for(b, "kh", g->KH);
+  int kw = lb_for(b, "kw", g->KW);
+  Expr *ih = add(L, sub(L, mul(L, oh, I(L, g->sh)), I(L, g->ph)),
+                 mul(L, V(L, kh), I(L, g->dh)));
+  Expr *iw = add(L, sub(L, mul(L, ow, I(L, g->sw)), I(L, g->pw)),
+                 mul(L, V(L, kw), I(L, g->dw)));
+  Expr *in = x_bin(L->p, X_LT, p, mul(L, x_n(L->p), I(L, P)));
+  Expr *gh = in_range(L, ih, 0, g->H, -g->ph,
+                      (g->OH - 1) * g->sh - g->ph + (g->KH - 1) * g->dh);
+  Expr *gw = in_range(L, iw, 0, g->W, -g->pw,
+                      (g->OW - 1) * g->sw - g->pw + (g->KW - 1) * g->dw);
+  if (gh->k != X_INT)
+    in = x_bin(L->p, X_AND, in, gh);
+  if (gw->k != X_INT)
+    in = x_bin(L->p, X_AND, in, gw);
+  Expr *k = add(
+      L, mul(L, add(L, mul(L, V(L, ic), I(L, g->KH)), V(L, kh)), I(L, g->KW)),
+      V(L, kw));
+  lb_store(b, win, add(L, mul(L, p, I(L, K)), k),
+           x_select(L->p, in, load(L, c->x, idx(L, n, V(L, ic), ih, iw, c->xs)),
+                    F(L, 0)));
+  close(L, 4);
+  c->x = win;
+}
+
 /* conv_dx's kernel copied into the forward convolution's order (each
  * output channel's input channels and taps in a run), for the tiles that
  * read it weight by weight: read in place, the flipped kernel's weights
@@ -461,7 +549,9 @@ static void lower_forward(Lower *L, Conv *c) {
     pack_weights(L, c);
   else if (c->flip)
     unflip_weights(L, c);
-  if (c->s.pad_copy)
+  if (c->s.windows)
+    copy_windows(L, c);
+  else if (c->s.pad_copy)
     pad_input(L, c);
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
@@ -473,7 +563,8 @@ static void lower_forward(Lower *L, Conv *c) {
    * go by once, each through the chunk's blocks: the chunk's weights
    * stay in cache while the input streams through once (schedule.h). */
   int64_t nob = Og / s->ocb, per = s->chunk, chunks = nob / per;
-  int ch = -1, tiles_out = s->parallel == PAR_TILES;
+  int ch = -1, tiles_out = s->parallel == PAR_TILES, wins = s->windows;
+  c->n = -1;
   if (s->parallel == PAR_SAMPLES) {
     c->n = lb_parallel_for(b, "n", -1);
     if (chunks > 1)
@@ -482,7 +573,8 @@ static void lower_forward(Lower *L, Conv *c) {
     if (chunks > 1)
       ch = s->parallel ? lb_parallel_for(b, "oc", chunks)
                        : lb_for(b, "oc", chunks);
-    c->n = lb_for(b, "n", -1);
+    if (!wins)
+      c->n = lb_for(b, "n", -1);
   }
   /* without a copy, a last tile that would run past the positions ends
    * at the last one instead */
@@ -491,7 +583,8 @@ static void lower_forward(Lower *L, Conv *c) {
   int64_t passes = s->icb ? g->C / g->groups / s->icb : 1;
   if (passes > 1) {
     Shape ps = {3, {g->O, 1, s->tiles * w, 0}};
-    c->partial = lower_scratch(L, "partial", ps);
+    c->partial = wins ? lower_scratch_once(L, "partial", shape_numel(ps))
+                      : lower_scratch(L, "partial", ps);
   }
   for (int last = 0; last < 2; last++) {
     if (last ? !shifted : s->tiles - shifted <= 0)
@@ -500,29 +593,32 @@ static void lower_forward(Lower *L, Conv *c) {
     if (tiles_out) { /* tiles, then chunks and samples within each */
       t = last ? -1 : lb_parallel_for(b, "t", s->tiles - shifted);
       ch = chunks > 1 ? lb_for(b, "oc", chunks) : -1;
-      c->n = lb_for(b, "n", -1);
+      if (!wins)
+        c->n = lb_for(b, "n", -1);
       icc = passes > 1 ? lb_for(b, "icc", passes) : -1;
     } else {
       icc = passes > 1 ? lb_for(b, "icc", passes) : -1;
       if (!last)
         t = lb_for(b, "t", s->tiles - shifted);
     }
+    Expr *p0 = last ? I(L, s->positions - w) : mul(L, V(L, t), I(L, w));
+    if (wins) /* the tiles of the caller's samples */
+      lb_if(b, x_bin(L->p, X_LT, p0, mul(L, x_n(L->p), I(L, g->OH * g->OW))));
     int ob = lb_for(b, "ob", per);
     Expr *blk =
         ch >= 0 ? add(L, mul(L, V(L, ch), I(L, per)), V(L, ob)) : V(L, ob);
     Expr *ocl0 = mul(L, blk, I(L, s->ocb));
     c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
-    Expr *p0 = last ? I(L, s->positions - w) : mul(L, V(L, t), I(L, w));
     int64_t from = last ? (s->tiles - 1) * w : 0;
     if (s->chan_inner)
       chan_tile(L, c, p0, w, blk, from, icc);
     else
       flat_tile(L, c, p0, w, ocl0, from);
-    close(L, 1 + (t >= 0) + (icc >= 0) + (c->grp >= 0) +
-                 (tiles_out ? 1 + (ch >= 0) : 0));
+    close(L, 1 + wins + (t >= 0) + (icc >= 0) + (c->grp >= 0) +
+                 (tiles_out ? !wins + (ch >= 0) : 0));
   }
   if (!tiles_out)
-    close(L, 1 + (ch >= 0));
+    close(L, !wins + (ch >= 0));
 }
 
 static ConvGeom geom(const Node *of) {
@@ -556,6 +652,7 @@ static void describe(Lower *L, const ConvSchedule *s, ConvPass pass) {
  * what threads share out and the chunks that takes. */
 static ConvSchedule forward_schedule(Lower *L, const ConvGeom *g) {
   ConvSchedule s = schedule_conv(g, CONV_FORWARD, L->p->tile);
+  schedule_windows(g, &s, L->p->tile, L->p->batch);
   if (s.tiled) {
     s.parallel = schedule_conv_parallel(g, &s, L->p->batch);
     schedule_chunk(g, &s);

@@ -58,12 +58,8 @@ static int64_t max_acc(int lanes) { return lanes >= TARGET_AVX512 ? 24 : 12; }
  * copy cost more than it saved (ResNet-50's layer1.1.conv1: 2.5 ms
  * without, 4.7 with), as it did at a stride of 2 (layer2.0.conv2: 5.3
  * against 6.4 ms). */
-static int chan_inner(const ConvGeom *g, ConvPass pass, int L,
-                      ConvSchedule *s) {
+static int chan_lanes(const ConvGeom *g, int L, ConvSchedule *s) {
   int64_t og = g->O / g->groups;
-  if (pass != CONV_FORWARD || g->OH * g->OW < PACK_POSITIONS ||
-      (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK)
-    return 0;
   int64_t lanes = og % (4 * L) == 0 ? 4 * L : og % (3 * L) == 0 ? 3 * L : 0;
   /* An image's first layer (fewer than 16 input channels: no copy with
    * channels innermost) takes 2 vectors by twice the positions, each
@@ -82,6 +78,14 @@ static int chan_inner(const ConvGeom *g, ConvPass pass, int L,
   s->kwb = 1;
   s->width = max_acc(L) / (lanes / L);
   return 1;
+}
+
+static int chan_inner(const ConvGeom *g, ConvPass pass, int L,
+                      ConvSchedule *s) {
+  if (pass != CONV_FORWARD || g->OH * g->OW < PACK_POSITIONS ||
+      (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK)
+    return 0;
+  return chan_lanes(g, L, s);
 }
 
 /* The vector operations a row of width columns takes: full vectors,
@@ -195,6 +199,44 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   return s;
 }
 
+/* Bytes the windows' copy may take (ResNet-18's layer4 at batch 64: 58
+ * MB). */
+enum { WINDOWS_BYTES = 64 << 20 };
+
+/* Small images leave many of the positions a tile computes idle: the
+ * columns and rows of the padding that the flattened rows run through,
+ * and the last tile's spare ones (ResNet-18's 7 x 7 layer4: 49 outputs
+ * of 64 positions, positions innermost). Taking every output of the
+ * batch as a position, each tile's are outputs (all but the batch's last
+ * tile), with channels innermost: the input is copied as every output's
+ * window, input channels then taps, a convolution then being a matrix
+ * product of those runs with the packed weights. ResNet-18's layer4 at
+ * batch 8, one thread (Xeon, AVX-512; the least of 3 runs each, with
+ * pack_weights' and the passes' new orders): its 3 x 3 convolutions
+ * 21 -> 17 ms, their input gradients 27 -> 17-19. */
+void schedule_windows(const ConvGeom *g, ConvSchedule *s, int tile,
+                      int64_t batch) {
+  int64_t P = g->OH * g->OW, NP = batch * P, K = g->C * g->KH * g->KW;
+  if (!s->tiled || !tile || g->groups != 1 || g->uh > 1 || g->uw > 1 ||
+      NP < PACK_POSITIONS || K <= ROW_STORE_WORK)
+    return;
+  /* already 4 of 5 positions outputs (ResNet-18's 14 x 14 layer3: 196 of
+   * 222): the copy, about as large as the work's inputs, would not pay */
+  if (5 * P >= 4 * s->tiles * s->width)
+    return;
+  ConvSchedule w = {0};
+  if (!chan_lanes(g, tile, &w))
+    return;
+  w.tiled = 1;
+  w.windows = w.pad_copy = 1;
+  w.phase_h = w.phase_w = 1;
+  w.positions = NP;
+  w.tiles = (NP + w.width - 1) / w.width;
+  if (w.tiles * w.width * K * 4 > WINDOWS_BYTES)
+    return;
+  *s = w;
+}
+
 int64_t schedule_conv_work(const ConvGeom *g) {
   return g->O * g->OH * g->OW * (g->C / g->groups) * g->KH * g->KW;
 }
@@ -215,7 +257,7 @@ Parallel schedule_parallel(int64_t work, int64_t batch, int64_t blocks,
 Parallel schedule_conv_parallel(const ConvGeom *g, const ConvSchedule *s,
                                 int64_t batch) {
   int64_t work = schedule_conv_work(g), blocks = g->O / g->groups / s->ocb;
-  Parallel par = schedule_parallel(work, batch, blocks, 1);
+  Parallel par = schedule_parallel(work, batch, blocks, !s->windows);
   if (s->chan_inner && par != PAR_SAMPLES && blocks < 4 &&
       work * batch >= PARALLEL_WORK && s->tiles >= 2)
     par = PAR_TILES;
@@ -297,6 +339,12 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
   if (s->row_stores)
     acc = arena_printf(a, "%s; stores row by row", acc);
   int64_t spare = s->tiles * s->width - s->positions;
+  if (s->windows)
+    return arena_printf(a,
+                        "every output of the batch a position, %" PRId64
+                        " of them, the input copied as their windows; %s; "
+                        "%" PRId64 " tiles (%" PRId64 " spare positions)",
+                        s->positions, acc, s->tiles, spare);
   const char *last =
       spare == 0    ? ""
       : s->pad_copy ? arena_printf(a, " (%" PRId64 " spare positions)", spare)

@@ -60,6 +60,13 @@ typedef struct ConvSchedule {
                         the start of the call; width is then a few
                         positions. Else the positions are innermost and
                         each weight is a scalar */
+  int windows;       /* chan_inner: the positions are every output of the
+                        batch in order (sample, row, column), batch * OH *
+                        OW of them, and the input is first copied as one
+                        run per position holding its window (input
+                        channels, then taps), zero in the padding; tiles
+                        past the caller's samples are skipped
+                        (schedule_windows) */
   int hwc;           /* chan_inner: the input is copied (pad_copy) with its
                         channels innermost, [phase][row][col][C] */
   int64_t hwc_block; /* hwc in blocks of this many channels (0: all C):
@@ -153,6 +160,11 @@ DenseSchedule schedule_dense(int64_t in, int64_t out, DensePass pass, int tile);
 const char *schedule_describe_dense(Arena *a, const DenseSchedule *s,
                                     DensePass pass);
 
+/* Whether the forward convolution s (schedule_conv's) takes the batch's
+ * outputs as its positions through a copy of their windows instead
+ * (s->windows), for a batch of batch samples; rewrites s if so. */
+void schedule_windows(const ConvGeom *g, ConvSchedule *s, int tile,
+                      int64_t batch);
 /* Sets s->chunk, once s->parallel is known. */
 void schedule_chunk(const ConvGeom *g, ConvSchedule *s);
 /* The schedule of a convolution pass; tile: the target's lanes, 0 for

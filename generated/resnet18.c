@@ -1130,10 +1130,10 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
     bn1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 3; ic++) {
-        for (ptrdiff_t kh = 0; kh < 7; kh++) {
-          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+    for (ptrdiff_t ic = 0; ic < 3; ic++) {
+      for (ptrdiff_t kh = 0; kh < 7; kh++) {
+        for (ptrdiff_t kw = 0; kw < 7; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             conv1_packed[(((ob * 3 + ic) * 7 + kh) * 7 + kw) * 32 + j] = conv1_weight[(((ob * 32 + j) * 3 + ic) * 7 + kh) * 7 + kw];
           }
         }
@@ -1241,10 +1241,10 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer1_0_bn1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1318,10 +1318,10 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer1_0_bn2_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_0_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1394,10 +1394,10 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer1_1_bn1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_1_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1471,10 +1471,10 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer1_1_bn2_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1547,10 +1547,10 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer2_0_bn1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1629,10 +1629,10 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     layer2_0_downsample_1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_downsample_0_packed[(ob * 64 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[(ob * 32 + j) * 64 + ic + kh + kw];
           }
         }
@@ -1711,10 +1711,10 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer2_0_bn2_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1789,10 +1789,10 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer2_1_bn1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1868,10 +1868,10 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer2_1_bn2_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_1_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1946,10 +1946,10 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer3_0_bn1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2028,10 +2028,10 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     layer3_0_downsample_1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_downsample_0_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[(ob * 32 + j) * 128 + ic + kh + kw];
           }
         }
@@ -2111,10 +2111,10 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer3_0_bn2_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2138,7 +2138,7 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -2156,7 +2156,7 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -2201,10 +2201,10 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer3_1_bn1_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_1_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2228,7 +2228,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -2246,7 +2246,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -2292,10 +2292,10 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer3_1_bn2_shift[c] = shift;
   }
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_1_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2319,7 +2319,7 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -2337,7 +2337,7 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -2820,10 +2820,10 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   float *conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 3; ic++) {
-        for (ptrdiff_t kh = 0; kh < 7; kh++) {
-          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+    for (ptrdiff_t ic = 0; ic < 3; ic++) {
+      for (ptrdiff_t kh = 0; kh < 7; kh++) {
+        for (ptrdiff_t kw = 0; kw < 7; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             conv1_packed[(((ob * 3 + ic) * 7 + kh) * 7 + kw) * 32 + j] = conv1_weight[(((ob * 32 + j) * 3 + ic) * 7 + kh) * 7 + kw];
           }
         }
@@ -3008,10 +3008,10 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3160,10 +3160,10 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_0_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3313,10 +3313,10 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_1_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3465,10 +3465,10 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3618,10 +3618,10 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3776,10 +3776,10 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3841,10 +3841,10 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_downsample_0_packed[(ob * 64 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[(ob * 32 + j) * 64 + ic + kh + kw];
           }
         }
@@ -4088,10 +4088,10 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv1_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4242,10 +4242,10 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_1_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4397,10 +4397,10 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv1_padded = s->arena + 294912;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4563,10 +4563,10 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4590,7 +4590,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -4608,7 +4608,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_0_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -4639,10 +4639,10 @@ static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_downsample_0_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[(ob * 32 + j) * 128 + ic + kh + kw];
           }
         }
@@ -4901,10 +4901,10 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv1_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_1_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4928,7 +4928,7 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -4946,7 +4946,7 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_1_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -5074,10 +5074,10 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_1_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -5101,7 +5101,7 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -5119,7 +5119,7 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_1_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -9143,10 +9143,10 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv2_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_1_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -9170,7 +9170,7 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -9188,7 +9188,7 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_1_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_1_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -9621,10 +9621,10 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv1_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_1_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -9648,7 +9648,7 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_1_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -9666,7 +9666,7 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_1_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_1_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -10496,10 +10496,10 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv2_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -10523,7 +10523,7 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 222 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer3_0_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -10541,7 +10541,7 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  layer3_0_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 222 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  layer3_0_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 222 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -10922,10 +10922,10 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float acc_3[96]; /* accumulators */
   float acc_4[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_conv1_dx_packed[(ob * 256 + ic + kh + kw) * 32 + j] = layer3_0_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - (1 + kh * 2)) * 3 + 2 - (1 + kw * 2)];
           }
         }
@@ -10994,10 +10994,10 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob_4 = 0; ob_4 < 4; ob_4++) {
-    for (ptrdiff_t j_8 = 0; j_8 < 32; j_8++) {
-      for (ptrdiff_t ic_4 = 0; ic_4 < 256; ic_4++) {
-        for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 2; kw_4++) {
+    for (ptrdiff_t ic_4 = 0; ic_4 < 256; ic_4++) {
+      for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
+        for (ptrdiff_t kw_4 = 0; kw_4 < 2; kw_4++) {
+          for (ptrdiff_t j_8 = 0; j_8 < 32; j_8++) {
             layer3_0_conv1_dx_packed_t[((ob_4 * 256 + ic_4 + kh_4) * 2 + kw_4) * 32 + j_8] = layer3_0_conv1_weight[((ic_4 * 128 + ob_4 * 32 + j_8) * 3 + 2 - (1 + kh_4 * 2)) * 3 + 2 - kw_4 * 2];
           }
         }
@@ -11048,10 +11048,10 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob_6 = 0; ob_6 < 4; ob_6++) {
-    for (ptrdiff_t j_12 = 0; j_12 < 32; j_12++) {
-      for (ptrdiff_t ic_6 = 0; ic_6 < 256; ic_6++) {
-        for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
-          for (ptrdiff_t kw_6 = 0; kw_6 < 1; kw_6++) {
+    for (ptrdiff_t ic_6 = 0; ic_6 < 256; ic_6++) {
+      for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
+        for (ptrdiff_t kw_6 = 0; kw_6 < 1; kw_6++) {
+          for (ptrdiff_t j_12 = 0; j_12 < 32; j_12++) {
             layer3_0_conv1_dx_packed_t2[((ob_6 * 256 + ic_6) * 2 + kh_6 + kw_6) * 32 + j_12] = layer3_0_conv1_weight[((ic_6 * 128 + ob_6 * 32 + j_12) * 3 + 2 - kh_6 * 2) * 3 + 2 - (1 + kw_6 * 2)];
           }
         }
@@ -11102,10 +11102,10 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob_8 = 0; ob_8 < 4; ob_8++) {
-    for (ptrdiff_t j_16 = 0; j_16 < 32; j_16++) {
-      for (ptrdiff_t ic_8 = 0; ic_8 < 256; ic_8++) {
-        for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
-          for (ptrdiff_t kw_8 = 0; kw_8 < 2; kw_8++) {
+    for (ptrdiff_t ic_8 = 0; ic_8 < 256; ic_8++) {
+      for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
+        for (ptrdiff_t kw_8 = 0; kw_8 < 2; kw_8++) {
+          for (ptrdiff_t j_16 = 0; j_16 < 32; j_16++) {
             layer3_0_conv1_dx_packed_t3[(((ob_8 * 256 + ic_8) * 2 + kh_8) * 2 + kw_8) * 32 + j_16] = layer3_0_conv1_weight[((ic_8 * 128 + ob_8 * 32 + j_16) * 3 + 2 - kh_8 * 2) * 3 + 2 - kw_8 * 2];
           }
         }
@@ -11233,10 +11233,10 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer3_0_downsample_0_dx_packed[(ob * 256 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[ic * 128 + ob * 32 + j + 0 - kh * 2 + 0 - kw * 2];
           }
         }
@@ -11691,10 +11691,10 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv2_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_1_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -12131,10 +12131,10 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv1_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_1_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -12942,10 +12942,10 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv2_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -13331,10 +13331,10 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float acc_3[96]; /* accumulators */
   float acc_4[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_conv1_dx_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer2_0_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - (1 + kh * 2)) * 3 + 2 - (1 + kw * 2)];
           }
         }
@@ -13403,10 +13403,10 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob_4 = 0; ob_4 < 2; ob_4++) {
-    for (ptrdiff_t j_8 = 0; j_8 < 32; j_8++) {
-      for (ptrdiff_t ic_4 = 0; ic_4 < 128; ic_4++) {
-        for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
-          for (ptrdiff_t kw_4 = 0; kw_4 < 2; kw_4++) {
+    for (ptrdiff_t ic_4 = 0; ic_4 < 128; ic_4++) {
+      for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
+        for (ptrdiff_t kw_4 = 0; kw_4 < 2; kw_4++) {
+          for (ptrdiff_t j_8 = 0; j_8 < 32; j_8++) {
             layer2_0_conv1_dx_packed_t[((ob_4 * 128 + ic_4 + kh_4) * 2 + kw_4) * 32 + j_8] = layer2_0_conv1_weight[((ic_4 * 64 + ob_4 * 32 + j_8) * 3 + 2 - (1 + kh_4 * 2)) * 3 + 2 - kw_4 * 2];
           }
         }
@@ -13455,10 +13455,10 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob_6 = 0; ob_6 < 2; ob_6++) {
-    for (ptrdiff_t j_12 = 0; j_12 < 32; j_12++) {
-      for (ptrdiff_t ic_6 = 0; ic_6 < 128; ic_6++) {
-        for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
-          for (ptrdiff_t kw_6 = 0; kw_6 < 1; kw_6++) {
+    for (ptrdiff_t ic_6 = 0; ic_6 < 128; ic_6++) {
+      for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
+        for (ptrdiff_t kw_6 = 0; kw_6 < 1; kw_6++) {
+          for (ptrdiff_t j_12 = 0; j_12 < 32; j_12++) {
             layer2_0_conv1_dx_packed_t2[((ob_6 * 128 + ic_6) * 2 + kh_6 + kw_6) * 32 + j_12] = layer2_0_conv1_weight[((ic_6 * 64 + ob_6 * 32 + j_12) * 3 + 2 - kh_6 * 2) * 3 + 2 - (1 + kw_6 * 2)];
           }
         }
@@ -13507,10 +13507,10 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob_8 = 0; ob_8 < 2; ob_8++) {
-    for (ptrdiff_t j_16 = 0; j_16 < 32; j_16++) {
-      for (ptrdiff_t ic_8 = 0; ic_8 < 128; ic_8++) {
-        for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
-          for (ptrdiff_t kw_8 = 0; kw_8 < 2; kw_8++) {
+    for (ptrdiff_t ic_8 = 0; ic_8 < 128; ic_8++) {
+      for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
+        for (ptrdiff_t kw_8 = 0; kw_8 < 2; kw_8++) {
+          for (ptrdiff_t j_16 = 0; j_16 < 32; j_16++) {
             layer2_0_conv1_dx_packed_t3[(((ob_8 * 128 + ic_8) * 2 + kh_8) * 2 + kw_8) * 32 + j_16] = layer2_0_conv1_weight[((ic_8 * 64 + ob_8 * 32 + j_16) * 3 + 2 - kh_8 * 2) * 3 + 2 - kw_8 * 2];
           }
         }
@@ -13636,10 +13636,10 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 1; kh++) {
-          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 1; kh++) {
+        for (ptrdiff_t kw = 0; kw < 1; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer2_0_downsample_0_dx_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[ic * 64 + ob * 32 + j + 0 - kh * 2 + 0 - kw * 2];
           }
         }
@@ -14091,10 +14091,10 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_1_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -14526,10 +14526,10 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_1_conv1_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -14960,10 +14960,10 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_0_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -15337,10 +15337,10 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             layer1_0_conv1_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }

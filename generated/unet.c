@@ -1068,10 +1068,10 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1154,10 +1154,10 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down2_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1221,10 +1221,10 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1309,10 +1309,10 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down3_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1377,10 +1377,10 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_partial = s->arena + 9785856;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1404,7 +1404,7 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down3_conv2_bias[(oc + ob_2) * 32 + j_2] : down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 18768 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? down3_conv2_bias[(oc + ob_2) * 32 + j_2] : down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 18768 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1422,7 +1422,7 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 18768 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 18768 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -1477,10 +1477,10 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down4_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1504,7 +1504,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down4_conv1_bias[(oc + ob_2) * 32 + j_2] : down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4488 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv1_bias[(oc + ob_2) * 32 + j_2] : down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4488 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1522,7 +1522,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4488 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4488 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -1556,10 +1556,10 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_partial = s->arena + 6853632;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1583,7 +1583,7 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4224 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1601,7 +1601,7 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4224 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -1656,10 +1656,10 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_partial = s->arena + 4718592;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             bottom_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1683,7 +1683,7 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? bottom_conv1_bias[(oc + ob_2) * 32 + j_2] : bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 960 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv1_bias[(oc + ob_2) * 32 + j_2] : bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 960 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1701,7 +1701,7 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 960 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 960 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -1735,10 +1735,10 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_partial = s->arena + 13408256;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             bottom_conv2_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1762,7 +1762,7 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? bottom_conv2_bias[(oc + ob_2) * 32 + j_2] : bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 840 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv2_bias[(oc + ob_2) * 32 + j_2] : bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 840 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1780,7 +1780,7 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 7) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 840 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 840 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -1873,10 +1873,10 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_partial = s->arena + 11198464;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up4_conv1_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1900,7 +1900,7 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up4_conv1_bias[(oc + ob_2) * 32 + j_2] : up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 3024 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv1_bias[(oc + ob_2) * 32 + j_2] : up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 3024 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1918,7 +1918,7 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 7) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 3024 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 3024 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -1952,10 +1952,10 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_partial = s->arena + 3879936;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -1979,7 +1979,7 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up4_conv2_bias[(oc + ob_2) * 32 + j_2] : up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 2808 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv2_bias[(oc + ob_2) * 32 + j_2] : up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 2808 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -1997,7 +1997,7 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 2808 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 2808 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -2090,10 +2090,10 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_partial = s->arena + 11128832;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up3_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2117,7 +2117,7 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up3_conv1_bias[(oc + ob_2) * 32 + j_2] : up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10608 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv1_bias[(oc + ob_2) * 32 + j_2] : up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10608 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -2135,7 +2135,7 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10608 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10608 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -2169,10 +2169,10 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_partial = s->arena + 2689536;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2196,7 +2196,7 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up3_conv2_bias[(oc + ob_2) * 32 + j_2] : up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10200 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv2_bias[(oc + ob_2) * 32 + j_2] : up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10200 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -2214,7 +2214,7 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10200 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10200 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -2307,10 +2307,10 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_partial = s->arena + 20531200;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up2_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2334,7 +2334,7 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up2_conv1_bias[(oc + ob_2) * 32 + j_2] : up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 39600 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up2_conv1_bias[(oc + ob_2) * 32 + j_2] : up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32) * 39600 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -2352,7 +2352,7 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 39600 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32) * 39600 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -2385,10 +2385,10 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2511,10 +2511,10 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2578,10 +2578,10 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2866,10 +2866,10 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -2952,10 +2952,10 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down2_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3019,10 +3019,10 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3107,10 +3107,10 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down3_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3175,10 +3175,10 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_partial = s->arena + 4910592;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3202,7 +3202,7 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down3_conv2_bias[(oc + ob_2) * 32 + j_2] : down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 18768 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? down3_conv2_bias[(oc + ob_2) * 32 + j_2] : down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 18768 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3220,7 +3220,7 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 18768 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 18768 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3275,10 +3275,10 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down4_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3302,7 +3302,7 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down4_conv1_bias[(oc + ob_2) * 32 + j_2] : down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4488 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv1_bias[(oc + ob_2) * 32 + j_2] : down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4488 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3320,7 +3320,7 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4488 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4488 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3354,10 +3354,10 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_partial = s->arena + 4623360;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3381,7 +3381,7 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4224 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3399,7 +3399,7 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4224 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3454,10 +3454,10 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_partial = s->arena + 4718592;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             bottom_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3481,7 +3481,7 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? bottom_conv1_bias[(oc + ob_2) * 32 + j_2] : bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 960 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv1_bias[(oc + ob_2) * 32 + j_2] : bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 960 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3499,7 +3499,7 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 960 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  bottom_conv1_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 960 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3533,10 +3533,10 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_partial = s->arena + 10389504;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             bottom_conv2_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3560,7 +3560,7 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? bottom_conv2_bias[(oc + ob_2) * 32 + j_2] : bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 840 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? bottom_conv2_bias[(oc + ob_2) * 32 + j_2] : bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 840 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3578,7 +3578,7 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 7) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 840 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  bottom_conv2_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 840 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3682,10 +3682,10 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_partial = s->arena + 7987200;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up4_conv1_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3709,7 +3709,7 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up4_conv1_bias[(oc + ob_2) * 32 + j_2] : up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 3024 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv1_bias[(oc + ob_2) * 32 + j_2] : up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 3024 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3727,7 +3727,7 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 7) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 3024 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up4_conv1_partial[(n_2 * 512 + (oc + ob_2) * 32) * 3024 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3761,10 +3761,10 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_partial = s->arena + 3879936;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3788,7 +3788,7 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up4_conv2_bias[(oc + ob_2) * 32 + j_2] : up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 2808 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up4_conv2_bias[(oc + ob_2) * 32 + j_2] : up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 2808 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3806,7 +3806,7 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 2808 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 2808 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3899,10 +3899,10 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_partial = s->arena + 5591040;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up3_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -3926,7 +3926,7 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up3_conv1_bias[(oc + ob_2) * 32 + j_2] : up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10608 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv1_bias[(oc + ob_2) * 32 + j_2] : up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10608 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -3944,7 +3944,7 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10608 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up3_conv1_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10608 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -3978,10 +3978,10 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_partial = s->arena + 2689536;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4005,7 +4005,7 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up3_conv2_bias[(oc + ob_2) * 32 + j_2] : up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10200 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up3_conv2_bias[(oc + ob_2) * 32 + j_2] : up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10200 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -4023,7 +4023,7 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10200 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up3_conv2_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10200 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -4116,10 +4116,10 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_partial = s->arena + 10291200;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up2_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4143,7 +4143,7 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? up2_conv1_bias[(oc + ob_2) * 32 + j_2] : up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 39600 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? up2_conv1_bias[(oc + ob_2) * 32 + j_2] : up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32) * 39600 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -4161,7 +4161,7 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 39600 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up2_conv1_partial[(n_2 * 128 + (oc + ob_2) * 32) * 39600 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -4194,10 +4194,10 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4320,10 +4320,10 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4387,10 +4387,10 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
           }
         }
@@ -4828,10 +4828,10 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up1_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -4892,10 +4892,10 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_dx_padded = s->arena + 82086912;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up1_conv1_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -5264,10 +5264,10 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up2_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -5330,10 +5330,10 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_dx_padded = s->arena + 72657920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up2_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -5703,10 +5703,10 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_dx_partial = s->arena + 75248640;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up3_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -5730,7 +5730,7 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 10608 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10608 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -5748,7 +5748,7 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 10608 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 10608 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -5781,10 +5781,10 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_dx_partial = s->arena + 72453120;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up3_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -5808,7 +5808,7 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up3_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 11022 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up3_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 11022 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -5826,7 +5826,7 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up3_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 11022 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up3_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 11022 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -6163,10 +6163,10 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_dx_partial = s->arena + 76446720;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up4_conv2_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -6190,7 +6190,7 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 3024 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 3024 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -6208,7 +6208,7 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 3024 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 3024 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -6241,10 +6241,10 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_dx_partial = s->arena + 77171712;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             up4_conv1_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[((ic * 1024 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -6268,7 +6268,7 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up4_conv1_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 3246 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : up4_conv1_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 3246 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -6286,7 +6286,7 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  up4_conv1_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 3246 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  up4_conv1_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 3246 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -6632,10 +6632,10 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_dx_partial = s->arena + 89803776;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             bottom_conv2_dx_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[((ic * 1024 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -6659,7 +6659,7 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : bottom_conv2_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_2) * 960 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : bottom_conv2_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 960 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -6677,7 +6677,7 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 7) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  bottom_conv2_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32 + j_4) * 960 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  bottom_conv2_dx_partial[(n_2 * 1024 + (oc + ob_2) * 32) * 960 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -6710,10 +6710,10 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_dx_partial = s->arena + 78355456;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             bottom_conv1_dx_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -6737,7 +6737,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : bottom_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 1086 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : bottom_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 1086 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -6755,7 +6755,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 7) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  bottom_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 1086 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  bottom_conv1_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 1086 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -6994,10 +6994,10 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_dx_partial = s->arena + 77214720;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down4_conv2_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[((ic * 512 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -7021,7 +7021,7 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_2) * 4488 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4488 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -7039,7 +7039,7 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32 + j_4) * 4488 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down4_conv2_dx_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4488 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -7072,10 +7072,10 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_dx_partial = s->arena + 74961920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 512; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 512; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down4_conv1_dx_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -7099,7 +7099,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down4_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 4758 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down4_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 4758 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -7117,7 +7117,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 3) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 4758 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down4_conv1_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 4758 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -7358,10 +7358,10 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_dx_partial = s->arena + 77506560;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down3_conv2_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[((ic * 256 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -7385,7 +7385,7 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_2) * 19320 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 19320 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -7403,7 +7403,7 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32 + j_4) * 19320 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down3_conv2_dx_partial[(n_2 * 256 + (oc + ob_2) * 32) * 19320 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -7436,10 +7436,10 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_dx_partial = s->arena + 77615104;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 256; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 256; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down3_conv1_dx_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -7463,7 +7463,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
           for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
             for (ptrdiff_t i = 0; i < 3; i++) {
               for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down3_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_2) * 19878 + t * 3 + i];
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : down3_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32) * 19878 + (t * 3 + i) * 32 + j_2];
               }
             }
             for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
@@ -7481,7 +7481,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
             if (icc < 1) {
               for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
                 for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down3_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32 + j_4) * 19878 + t * 3 + i_3] = acc[i_3 * 32 + j_4];
+                  down3_conv1_dx_partial[(n_2 * 128 + (oc + ob_2) * 32) * 19878 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
                 }
               }
             }
@@ -7721,10 +7721,10 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down2_conv2_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[((ic * 128 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -7787,10 +7787,10 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 128; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 128; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down2_conv1_dx_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }
@@ -8061,10 +8061,10 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t j = 0; j < 32; j++) {
-      for (ptrdiff_t ic = 0; ic < 64; ic++) {
-        for (ptrdiff_t kh = 0; kh < 3; kh++) {
-          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+    for (ptrdiff_t ic = 0; ic < 64; ic++) {
+      for (ptrdiff_t kh = 0; kh < 3; kh++) {
+        for (ptrdiff_t kw = 0; kw < 3; kw++) {
+          for (ptrdiff_t j = 0; j < 32; j++) {
             down1_conv2_dx_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[((ic * 64 + ob * 32 + j) * 3 + 2 - kh) * 3 + 2 - kw];
           }
         }

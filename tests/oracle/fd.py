@@ -32,12 +32,13 @@ Dropout's mask depends only on the draw count, which is the same in every
 run, so dropout models are smooth too. Random data makes ties in max pooling
 unlikely.
 
-grad_ops/conv_packed and grad_ops/conv_dw_samples run only when named
-(--only conv_packed): conv_packed's 256-channel layers, there to reach the
-convolutions' passes over input channels, take over 4 minutes of probes
-through an unoptimized compile, and conv_dw_samples' batch of 8 64 x 64
-images (to reach the weight gradient's samples-outermost order) 97 s;
-grad.py checks their gradients against PyTorch's on every run.
+grad_ops/conv_packed, grad_ops/conv_dw_samples and grad_ops/conv_windows
+run only when named (--only conv_packed): conv_packed's 256-channel
+layers, there to reach the convolutions' passes over input channels, take
+over 4 minutes of probes through an unoptimized compile, conv_dw_samples'
+batch of 8 64 x 64 images (to reach the weight gradient's samples-outermost
+order) 97 s, and conv_windows' (a batch of 8 and 256 channels) about 3
+minutes; grad.py checks their gradients against PyTorch's on every run.
 
 One line per model, `ok   NAME (probes, worst relative error)` or `FAIL NAME`
 with the failing probes, then "N passed, M failed"; exit status 1 on failure.
@@ -172,7 +173,8 @@ def run_case(case, cnnc, work, seed, probes, verbose):
 
 
 # Cases too slow for every run (the docstring says why).
-BY_NAME_ONLY = {"grad_ops/conv_packed", "grad_ops/conv_dw_samples"}
+BY_NAME_ONLY = {"grad_ops/conv_packed", "grad_ops/conv_dw_samples",
+                "grad_ops/conv_windows"}
 
 
 def main(argv):

@@ -184,6 +184,54 @@ static void channels_innermost(void **state) {
   (void)state;
 }
 
+/* The batch's outputs as the positions (schedule_windows): ResNet-18's
+ * 7 x 7 layer4 at batch 8, whose flattened rows leave a quarter of the
+ * positions idle, on both targets: every tile's positions outputs but
+ * the last's spare ones, channels innermost, and threads not sharing
+ * out samples (the positions span them). Not at batch 1 (too few
+ * positions to pay for packing the weights), nor where 4 of 5 positions
+ * are outputs already (layer3's 14 x 14), nor with groups, nor where the
+ * copy would pass 64 MB (batch 128), nor over dy spread apart. */
+static void batch_windows(void **state) {
+  ConvGeom l4 = {1, 512, 7, 7, 512, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  int targets[] = {TARGET_AVX2, TARGET_AVX512};
+  for (int t = 0; t < 2; t++) {
+    int L = targets[t];
+    ConvSchedule s = schedule_conv(&l4, CONV_FORWARD, L);
+    assert_false(s.chan_inner);
+    schedule_windows(&l4, &s, L, 8);
+    assert_true(s.tiled && s.windows && s.chan_inner && s.pad_copy);
+    assert_false(s.hwc);
+    assert_int_equal(s.positions, 8 * 49);
+    assert_int_equal(s.ocb, 4 * L);
+    assert_int_equal(s.width, L == TARGET_AVX2 ? 3 : 6);
+    assert_int_equal(s.tiles, (392 + s.width - 1) / s.width);
+    assert_true(schedule_conv_parallel(&l4, &s, 8) != PAR_SAMPLES);
+    ConvSchedule one = schedule_conv(&l4, CONV_FORWARD, L);
+    schedule_windows(&l4, &one, L, 1);
+    assert_false(one.windows);
+    ConvSchedule big = schedule_conv(&l4, CONV_FORWARD, L);
+    schedule_windows(&l4, &big, L, 128);
+    assert_false(big.windows);
+  }
+  ConvGeom l3 = {1, 256, 14, 14, 256, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvSchedule s = schedule_conv(&l3, CONV_FORWARD, TARGET_AVX512);
+  schedule_windows(&l3, &s, TARGET_AVX512, 8);
+  assert_false(s.windows);
+  ConvGeom grp = l4;
+  grp.groups = 2;
+  s = schedule_conv(&grp, CONV_FORWARD, TARGET_AVX512);
+  schedule_windows(&grp, &s, TARGET_AVX512, 8);
+  assert_false(s.windows);
+  ConvGeom spread = l4;
+  spread.H = spread.W = 13;
+  spread.uh = spread.uw = 2;
+  s = schedule_conv(&spread, CONV_FORWARD, TARGET_AVX512);
+  schedule_windows(&spread, &s, TARGET_AVX512, 8);
+  assert_false(s.windows);
+  (void)state;
+}
+
 /* Weights of which 5 blocks fit a chunk, in 12 blocks: shared out among
  * threads, the chunks are 3 blocks (4 chunks), not 4 (3 chunks). */
 static void chunks_for_threads(void **state) {
@@ -385,6 +433,7 @@ int main(void) {
       cmocka_unit_test(interior_and_tiles),
       cmocka_unit_test(chunks_for_threads),
       cmocka_unit_test(channels_innermost),
+      cmocka_unit_test(batch_windows),
       cmocka_unit_test(row_stores),
       cmocka_unit_test(dw_samples_outer),
       cmocka_unit_test(dw_blocks),
