@@ -662,7 +662,10 @@ static void bn_grad(Lower *L, Buffer *out, Buffer *x, Buffer *dy, Buffer **ps,
   int mean, inv;
   bn_stats(L, x, ps, c, C, P, frozen, &mean, &inv);
   static const char *const names[] = {"sum_dy", "sum_dy_xhat"};
-  GradCtx ctx = {x, dy, mean, inv};
+  /* xhat in float throughout (the mean rounded to float once): with the
+   * double mean in it, gcc left the sums' lanes scalar, a third of
+   * ResNet-18's bn1.dx */
+  GradCtx ctx = {x, dy, lb_let(b, "mean_f", T(L, mean)), inv};
   int sums[2];
   wide_sums(L, c, C, P, 2, names, grad_terms, &ctx, sums);
   int sdy = sums[0], sdx = sums[1];
