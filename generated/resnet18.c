@@ -1129,6 +1129,7 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
     bn1_scale[c] = scale;
     bn1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 3; ic++) {
       for (ptrdiff_t kh = 0; kh < 7; kh++) {
@@ -1240,6 +1241,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer1_0_bn1_scale[c] = scale;
     layer1_0_bn1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1317,6 +1319,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer1_0_bn2_scale[c] = scale;
     layer1_0_bn2_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1393,6 +1396,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer1_1_bn1_scale[c] = scale;
     layer1_1_bn1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1470,6 +1474,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer1_1_bn2_scale[c] = scale;
     layer1_1_bn2_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1546,6 +1551,7 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer2_0_bn1_scale[c] = scale;
     layer2_0_bn1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1628,6 +1634,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     layer2_0_downsample_1_scale[c] = scale;
     layer2_0_downsample_1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -1710,6 +1717,7 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer2_0_bn2_scale[c] = scale;
     layer2_0_bn2_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1788,6 +1796,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer2_1_bn1_scale[c] = scale;
     layer2_1_bn1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1867,6 +1876,7 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer2_1_bn2_scale[c] = scale;
     layer2_1_bn2_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1945,6 +1955,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer3_0_bn1_scale[c] = scale;
     layer3_0_bn1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2027,6 +2038,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     layer3_0_downsample_1_scale[c] = scale;
     layer3_0_downsample_1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -2110,6 +2122,7 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer3_0_bn2_scale[c] = scale;
     layer3_0_bn2_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2200,6 +2213,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer3_1_bn1_scale[c] = scale;
     layer3_1_bn1_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2291,6 +2305,7 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer3_1_bn2_scale[c] = scale;
     layer3_1_bn2_shift[c] = shift;
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2819,6 +2834,7 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   float *conv1_packed = s->arena + 160080;
   float *conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 3; ic++) {
       for (ptrdiff_t kh = 0; kh < 7; kh++) {
@@ -3007,6 +3023,7 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv1_packed = s->arena + 215296;
   float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3159,6 +3176,7 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv2_packed = s->arena + 215296;
   float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3312,6 +3330,7 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv1_packed = s->arena + 215296;
   float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3464,6 +3483,7 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv2_packed = s->arena + 215296;
   float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3617,6 +3637,7 @@ static void train_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv1_packed = s->arena + 222720;
   float *layer2_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3775,6 +3796,7 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv2_packed = s->arena + 0;
   float *layer2_0_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3840,6 +3862,7 @@ static void train_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_downsample_0_packed = s->arena + 207872;
   float *layer2_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -4087,6 +4110,7 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv1_packed = s->arena + 0;
   float *layer2_1_conv1_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4241,6 +4265,7 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv2_packed = s->arena + 0;
   float *layer2_1_conv2_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4396,6 +4421,7 @@ static void train_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv1_packed = s->arena + 0;
   float *layer3_0_conv1_padded = s->arena + 294912;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4562,6 +4588,7 @@ static void train_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv2_padded = s->arena + 589824;
   float *layer3_0_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4638,6 +4665,7 @@ static void train_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_downsample_0_packed = s->arena + 107520;
   float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -4900,6 +4928,7 @@ static void train_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv1_padded = s->arena + 589824;
   float *layer3_1_conv1_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5073,6 +5102,7 @@ static void train_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv2_padded = s->arena + 589824;
   float *layer3_1_conv2_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -9154,6 +9184,7 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv2_dx_padded = s->arena + 589824;
   float *layer3_1_conv2_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -9634,6 +9665,7 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer3_1_conv1_dx_padded = s->arena + 589824;
   float *layer3_1_conv1_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -10513,6 +10545,7 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer3_0_conv2_dx_padded = s->arena + 589824;
   float *layer3_0_conv2_dx_partial = s->arena + 655360;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -10941,6 +10974,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float acc_2[96]; /* accumulators */
   float acc_3[96]; /* accumulators */
   float acc_4[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -11013,6 +11047,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob_4 = 0; ob_4 < 4; ob_4++) {
     for (ptrdiff_t ic_4 = 0; ic_4 < 256; ic_4++) {
       for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
@@ -11067,6 +11102,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob_6 = 0; ob_6 < 4; ob_6++) {
     for (ptrdiff_t ic_6 = 0; ic_6 < 256; ic_6++) {
       for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
@@ -11121,6 +11157,7 @@ static void train_layer3_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob_8 = 0; ob_8 < 4; ob_8++) {
     for (ptrdiff_t ic_8 = 0; ic_8 < 256; ic_8++) {
       for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
@@ -11252,6 +11289,7 @@ static void train_layer3_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -11712,6 +11750,7 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv2_dx_packed = s->arena + 0;
   float *layer2_1_conv2_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -12154,6 +12193,7 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer2_1_conv1_dx_packed = s->arena + 0;
   float *layer2_1_conv1_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -12969,6 +13009,7 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer2_0_conv2_dx_packed = s->arena + 0;
   float *layer2_0_conv2_dx_padded = s->arena + 147456;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -13360,6 +13401,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float acc_2[96]; /* accumulators */
   float acc_3[96]; /* accumulators */
   float acc_4[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -13432,6 +13474,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob_4 = 0; ob_4 < 2; ob_4++) {
     for (ptrdiff_t ic_4 = 0; ic_4 < 128; ic_4++) {
       for (ptrdiff_t kh_4 = 0; kh_4 < 1; kh_4++) {
@@ -13484,6 +13527,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob_6 = 0; ob_6 < 2; ob_6++) {
     for (ptrdiff_t ic_6 = 0; ic_6 < 128; ic_6++) {
       for (ptrdiff_t kh_6 = 0; kh_6 < 2; kh_6++) {
@@ -13536,6 +13580,7 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t ob_8 = 0; ob_8 < 2; ob_8++) {
     for (ptrdiff_t ic_8 = 0; ic_8 < 128; ic_8++) {
       for (ptrdiff_t kh_8 = 0; kh_8 < 2; kh_8++) {
@@ -13665,6 +13710,7 @@ static void train_layer2_0_downsample_0_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 1; kh++) {
@@ -14122,6 +14168,7 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv2_dx_packed = s->arena + 215296;
   float *layer1_1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -14559,6 +14606,7 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_1_conv1_dx_packed = s->arena + 215296;
   float *layer1_1_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -14995,6 +15043,7 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv2_dx_packed = s->arena + 616704;
   float *layer1_0_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -15374,6 +15423,7 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   float *layer1_0_conv1_dx_packed = s->arena + 416000;
   float *layer1_0_conv1_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {

@@ -1067,6 +1067,7 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_packed = s->arena + 62271616;
   float *down1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1153,6 +1154,7 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_packed = s->arena + 5180160;
   float *down2_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1220,6 +1222,7 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_packed = s->arena + 30429440;
   float *down2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1308,6 +1311,7 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_packed = s->arena + 2526720;
   float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1376,6 +1380,7 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_padded = s->arena + 0;
   float *down3_conv2_partial = s->arena + 9785856;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1476,6 +1481,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_padded = s->arena + 2297856;
   float *down4_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1555,6 +1561,7 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_padded = s->arena + 2359296;
   float *down4_conv2_partial = s->arena + 6853632;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1655,6 +1662,7 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_padded = s->arena + 5701632;
   float *bottom_conv1_partial = s->arena + 4718592;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1734,6 +1742,7 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_padded = s->arena + 11534336;
   float *bottom_conv2_partial = s->arena + 13408256;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1872,6 +1881,7 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_padded = s->arena + 4718592;
   float *up4_conv1_partial = s->arena + 11198464;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -1951,6 +1961,7 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_padded = s->arena + 2359296;
   float *up4_conv2_partial = s->arena + 3879936;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2089,6 +2100,7 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_padded = s->arena + 0;
   float *up3_conv1_partial = s->arena + 11128832;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2168,6 +2180,7 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_padded = s->arena + 0;
   float *up3_conv2_partial = s->arena + 2689536;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2306,6 +2319,7 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_padded = s->arena + 0;
   float *up2_conv1_partial = s->arena + 20531200;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2384,6 +2398,7 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_packed = s->arena + 5043456;
   float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2510,6 +2525,7 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_packed = s->arena + 49122560;
   float *up1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2577,6 +2593,7 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_packed = s->arena + 19394176;
   float *up1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2865,6 +2882,7 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_packed = s->arena + 20830080;
   float *down1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -2951,6 +2969,7 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_packed = s->arena + 5180160;
   float *down2_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3018,6 +3037,7 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_packed = s->arena + 10215168;
   float *down2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3106,6 +3126,7 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_packed = s->arena + 2526720;
   float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3174,6 +3195,7 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_padded = s->arena + 0;
   float *down3_conv2_partial = s->arena + 4910592;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3274,6 +3296,7 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_padded = s->arena + 2297856;
   float *down4_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3353,6 +3376,7 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_padded = s->arena + 2359296;
   float *down4_conv2_partial = s->arena + 4623360;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3453,6 +3477,7 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_padded = s->arena + 5701632;
   float *bottom_conv1_partial = s->arena + 4718592;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3532,6 +3557,7 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_padded = s->arena + 9437184;
   float *bottom_conv2_partial = s->arena + 10389504;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3681,6 +3707,7 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_padded = s->arena + 4718592;
   float *up4_conv1_partial = s->arena + 7987200;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3760,6 +3787,7 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_padded = s->arena + 2359296;
   float *up4_conv2_partial = s->arena + 3879936;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3898,6 +3926,7 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_padded = s->arena + 0;
   float *up3_conv1_partial = s->arena + 5591040;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3977,6 +4006,7 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_padded = s->arena + 0;
   float *up3_conv2_partial = s->arena + 2689536;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4115,6 +4145,7 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_padded = s->arena + 0;
   float *up2_conv1_partial = s->arena + 10291200;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4193,6 +4224,7 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_packed = s->arena + 5043456;
   float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4319,6 +4351,7 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_packed = s->arena + 19719168;
   float *up1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4386,6 +4419,7 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_packed = s->arena + 19394176;
   float *up1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4827,6 +4861,7 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up1_conv2_dx_packed = s->arena + 9859584;
   float *up1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -4891,6 +4926,7 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up1_conv1_dx_packed = s->arena + 19668992;
   float *up1_conv1_dx_padded = s->arena + 82086912;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5263,6 +5299,7 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up2_conv2_dx_packed = s->arena + 20647936;
   float *up2_conv2_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5329,6 +5366,7 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up2_conv1_dx_packed = s->arena + 20647936;
   float *up2_conv1_dx_padded = s->arena + 72657920;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5702,6 +5740,7 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up3_conv2_dx_padded = s->arena + 72453120;
   float *up3_conv2_dx_partial = s->arena + 75248640;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -5780,6 +5819,7 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_dx_padded = s->arena + 83634176;
   float *up3_conv1_dx_partial = s->arena + 72453120;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6162,6 +6202,7 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_dx_padded = s->arena + 74812416;
   float *up4_conv2_dx_partial = s->arena + 76446720;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6240,6 +6281,7 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_dx_padded = s->arena + 89836544;
   float *up4_conv1_dx_partial = s->arena + 77171712;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6631,6 +6673,7 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_dx_padded = s->arena + 88722432;
   float *bottom_conv2_dx_partial = s->arena + 89803776;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 32; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6709,6 +6752,7 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_dx_padded = s->arena + 77171712;
   float *bottom_conv1_dx_partial = s->arena + 78355456;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 1024; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -6993,6 +7037,7 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_dx_padded = s->arena + 72453120;
   float *down4_conv2_dx_partial = s->arena + 77214720;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7071,6 +7116,7 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_dx_padded = s->arena + 72453120;
   float *down4_conv1_dx_partial = s->arena + 74961920;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7357,6 +7403,7 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down3_conv2_dx_padded = s->arena + 72453120;
   float *down3_conv2_dx_partial = s->arena + 77506560;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 8; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7435,6 +7482,7 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *down3_conv1_dx_padded = s->arena + 72453120;
   float *down3_conv1_dx_partial = s->arena + 77615104;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 256; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7720,6 +7768,7 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down2_conv2_dx_packed = s->arena + 20647936;
   float *down2_conv2_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 4; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -7786,6 +7835,7 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   float *down2_conv1_dx_packed = s->arena + 20647936;
   float *down2_conv1_dx_padded = s->arena + 62417920;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 128; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -8060,6 +8110,7 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   float *down1_conv2_dx_packed = s->arena + 83211520;
   float *down1_conv2_dx_padded = s->arena + 0;
   float acc[96]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 64; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
