@@ -15911,10 +15911,12 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
   }
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t bo = 0; bo < 2; bo++) {
       for (ptrdiff_t oh = 0; oh < 112; oh++) {
         for (ptrdiff_t ow = 0; ow < 112; ow++) {
-          conv1_dweight_dy_hwc[(((o / 32 + n_2) * 112 + oh) * 112 + ow) * 32 + o % 32] = bn1_dx[((n_2 * 64 + o) * 112 + oh) * 112 + ow];
+          for (ptrdiff_t l = 0; l < 32; l++) {
+            conv1_dweight_dy_hwc[(((bo + n_2) * 112 + oh) * 112 + ow) * 32 + l] = bn1_dx[((n_2 * 64 + bo * 32 + l) * 112 + oh) * 112 + ow];
+          }
         }
       }
     }
@@ -15933,8 +15935,8 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
                 for (ptrdiff_t ow_2 = 0; ow_2 < 112; ow_2++) {
                   for (ptrdiff_t t = 0; t < 3; t++) {
                     float xv = conv1_dweight_padded[((n_3 * 3 + ib * 3 + t) * 229 + (rb * 16 + r) * 2 + kh) * 229 + ow_2 * 2 + kc];
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[t * 32 + l] = madd(xv, conv1_dweight_dy_hwc[(((ob + n_3) * 112 + rb * 16 + r) * 112 + ow_2) * 32 + l], acc[t * 32 + l]);
+                    for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                      acc[t * 32 + l_2] = madd(xv, conv1_dweight_dy_hwc[(((ob + n_3) * 112 + rb * 16 + r) * 112 + ow_2) * 32 + l_2], acc[t * 32 + l_2]);
                     }
                   }
                 }
@@ -15953,8 +15955,8 @@ static void train_conv1_dweight(resnet18_state *s, ptrdiff_t count, const float 
       for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
         for (ptrdiff_t kc_2 = 0; kc_2 < 7; kc_2++) {
           for (ptrdiff_t t_2 = 0; t_2 < 3; t_2++) {
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              conv1_weight_grad[(((ob_2 * 32 + l_2) * 3 + ib_2 * 3 + t_2) * 7 + kh_2) * 7 + kc_2] = conv1_dweight_sums[(((ob_2 + ib_2) * 7 + kh_2) * 7 + kc_2) * 96 + t_2 * 32 + l_2];
+            for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
+              conv1_weight_grad[(((ob_2 * 32 + l_3) * 3 + ib_2 * 3 + t_2) * 7 + kh_2) * 7 + kc_2] = conv1_dweight_sums[(((ob_2 + ib_2) * 7 + kh_2) * 7 + kc_2) * 96 + t_2 * 32 + l_3];
             }
           }
         }

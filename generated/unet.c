@@ -8187,10 +8187,12 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
   }
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t o = 0; o < 64; o++) {
+    for (ptrdiff_t bo = 0; bo < 2; bo++) {
       for (ptrdiff_t oh = 0; oh < 570; oh++) {
         for (ptrdiff_t ow = 0; ow < 570; ow++) {
-          down1_conv1_dweight_dy_hwc[(((o / 32 + n_2) * 570 + oh) * 570 + ow) * 32 + o % 32] = down1_relu0_dx[((n_2 * 64 + o) * 570 + oh) * 570 + ow];
+          for (ptrdiff_t l = 0; l < 32; l++) {
+            down1_conv1_dweight_dy_hwc[(((bo + n_2) * 570 + oh) * 570 + ow) * 32 + l] = down1_relu0_dx[((n_2 * 64 + bo * 32 + l) * 570 + oh) * 570 + ow];
+          }
         }
       }
     }
@@ -8209,8 +8211,8 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
                 for (ptrdiff_t ow_2 = 0; ow_2 < 570; ow_2++) {
                   for (ptrdiff_t t = 0; t < 3; t++) {
                     float xv = down1_conv1_dweight_padded[((n_3 + ib + t / 3) * 572 + rb * 3 + r + kh) * 572 + ow_2 + kc * 3 + t % 3];
-                    for (ptrdiff_t l = 0; l < 32; l++) {
-                      acc[t * 32 + l] = madd(xv, down1_conv1_dweight_dy_hwc[(((ob + n_3) * 570 + rb * 3 + r) * 570 + ow_2) * 32 + l], acc[t * 32 + l]);
+                    for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
+                      acc[t * 32 + l_2] = madd(xv, down1_conv1_dweight_dy_hwc[(((ob + n_3) * 570 + rb * 3 + r) * 570 + ow_2) * 32 + l_2], acc[t * 32 + l_2]);
                     }
                   }
                 }
@@ -8229,8 +8231,8 @@ static void train_down1_conv1_dweight(unet_state *s, ptrdiff_t count, const floa
       for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
         for (ptrdiff_t kc_2 = 0; kc_2 < 1; kc_2++) {
           for (ptrdiff_t t_2 = 0; t_2 < 3; t_2++) {
-            for (ptrdiff_t l_2 = 0; l_2 < 32; l_2++) {
-              down1_conv1_weight_grad[((ob_2 * 32 + l_2 + ib_2 + t_2 / 3) * 3 + kh_2) * 3 + kc_2 * 3 + t_2 % 3] = down1_conv1_dweight_sums[((ob_2 + ib_2) * 3 + kh_2 + kc_2) * 96 + t_2 * 32 + l_2];
+            for (ptrdiff_t l_3 = 0; l_3 < 32; l_3++) {
+              down1_conv1_weight_grad[((ob_2 * 32 + l_3 + ib_2 + t_2 / 3) * 3 + kh_2) * 3 + kc_2 * 3 + t_2 % 3] = down1_conv1_dweight_sums[((ob_2 + ib_2) * 3 + kh_2 + kc_2) * 96 + t_2 * 32 + l_3];
             }
           }
         }
