@@ -42,6 +42,9 @@ typedef struct Conv {
   Buffer *acc;
   Buffer *packed;  /* chan_inner: the weights, packed (pack_weights) */
   Buffer *partial; /* chan_inner in passes (icb): the sums between them */
+  int later;       /* chan_inner: the tiles store their sums as they are
+                      and a pass over y's planes applies the epilogue
+                      (later_epilogue) */
   int n, grp;      /* loop variables: sample (-1: the windows' positions
                       span the batch), group (-1: one group) */
 } Conv;
@@ -352,7 +355,8 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
     close(L, 3);
     lb_if(b, x_bin(L->p, X_EQ, V(L, icc), I(L, last)));
   }
-  int in_place = lower_epilogue_in_place(L, c->acc, width, ocb, ocx0, 1);
+  int in_place =
+      c->later || lower_epilogue_in_place(L, c->acc, width, ocb, ocx0, 1);
   i = lb_for(b, "i", width);
   Expr *p = x_itemp(L->p, lb_let(b, "p", add(L, p0, V(L, i))));
   Expr *n = sample(L, c), *row, *col, *keep;
@@ -551,7 +555,36 @@ static void unflip_weights(Lower *L, Conv *c) {
   c->flip = 0;
 }
 
+/* Whether the epilogue reads other tensors at each element (a residual,
+ * an activation's value): the channels-innermost tile's stores are a
+ * position's channels, a plane apart, and each such read a gather too,
+ * where a pass over y's planes reads runs (ResNet-18's conv_dx+add+act_dx
+ * at batch 8 took 15-40% longer than its conv_dx+act_dx). Not for
+ * dx_phases' convolutions, which store a phase of y each. */
+static int epilogue_later(const Lower *L, const Conv *c) {
+  return c->s.chan_inner && L->ep && (L->ep->residual || L->ep->value) &&
+         !c->ostep[0];
+}
+
+/* The epilogue over the planes of sample n of y (n < 0: every sample,
+ * shared out among threads where the nest is). */
+static void later_epilogue(Lower *L, Conv *c, int n) {
+  Shape ys = c->ys;
+  int64_t C = ys.d[0], P = shape_numel(ys) / C;
+  LoopBuilder *b = &L->b;
+  int all = n < 0;
+  if (all)
+    n = c->s.parallel ? lb_parallel_for(b, "n", -1) : lb_for(b, "n", -1);
+  int ch = lb_for(b, "c", C);
+  int i = lb_for(b, "i", P);
+  Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, ch)), I(L, P)),
+                 V(L, i));
+  lb_store(b, c->y, at, lower_epilogue(L, load(L, c->y, at), V(L, ch), at));
+  close(L, 2 + all);
+}
+
 static void lower_forward(Lower *L, Conv *c) {
+  c->later = epilogue_later(L, c);
   if (c->s.chan_inner)
     pack_weights(L, c);
   else if (c->flip)
@@ -625,7 +658,15 @@ static void lower_forward(Lower *L, Conv *c) {
                  (tiles_out ? !wins + (ch >= 0) : 0));
   }
   if (!tiles_out)
-    close(L, !wins + (ch >= 0));
+    close(L, ch >= 0);
+  /* each sample's planes while they are in cache, else all at the end */
+  int by_sample = !tiles_out && !wins && s->parallel == PAR_SAMPLES;
+  if (c->later && by_sample)
+    later_epilogue(L, c, c->n);
+  if (!tiles_out && !wins)
+    close(L, 1);
+  if (c->later && !by_sample)
+    later_epilogue(L, c, -1);
 }
 
 static ConvGeom geom(const Node *of) {

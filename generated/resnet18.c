@@ -1365,11 +1365,19 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float v = madd(acc[i_3 * 32 + j_4], layer1_0_bn2_scale[ob_2 * 32 + j_4], layer1_0_bn2_shift[ob_2 * 32 + j_4]) + maxpool0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
-              layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_3 = 0; c_3 < 64; c_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        float v = madd(layer1_0_relu1[(n_3 * 64 + c_3) * 3136 + i_4], layer1_0_bn2_scale[c_3], layer1_0_bn2_shift[c_3]) + maxpool0[(n_3 * 64 + c_3) * 3136 + i_4];
+        layer1_0_relu1[(n_3 * 64 + c_3) * 3136 + i_4] = v < 0.0f ? 0.0f : v;
       }
     }
   }
@@ -1520,11 +1528,19 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float v = madd(acc[i_3 * 32 + j_4], layer1_1_bn2_scale[ob_2 * 32 + j_4], layer1_1_bn2_shift[ob_2 * 32 + j_4]) + layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
-              layer1_1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              layer1_1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_3 = 0; c_3 < 64; c_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        float v = madd(layer1_1_relu1[(n_3 * 64 + c_3) * 3136 + i_4], layer1_1_bn2_scale[c_3], layer1_1_bn2_shift[c_3]) + layer1_0_relu1[(n_3 * 64 + c_3) * 3136 + i_4];
+        layer1_1_relu1[(n_3 * 64 + c_3) * 3136 + i_4] = v < 0.0f ? 0.0f : v;
       }
     }
   }
@@ -1764,12 +1780,20 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = madd(acc[i_3 * 32 + j_4], layer2_0_bn2_scale[(oc + ob_2) * 32 + j_4], layer2_0_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer2_0_downsample_1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+                layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        float v = madd(layer2_0_relu1[(n_3 * 128 + c_3) * 784 + i_4], layer2_0_bn2_scale[c_3], layer2_0_bn2_shift[c_3]) + layer2_0_downsample_1[(n_3 * 128 + c_3) * 784 + i_4];
+        layer2_0_relu1[(n_3 * 128 + c_3) * 784 + i_4] = v < 0.0f ? 0.0f : v;
       }
     }
   }
@@ -1923,12 +1947,20 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float v = madd(acc[i_3 * 32 + j_4], layer2_1_bn2_scale[(oc + ob_2) * 32 + j_4], layer2_1_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
-                layer2_1_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+                layer2_1_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        float v = madd(layer2_1_relu1[(n_3 * 128 + c_3) * 784 + i_4], layer2_1_bn2_scale[c_3], layer2_1_bn2_shift[c_3]) + layer2_0_relu1[(n_3 * 128 + c_3) * 784 + i_4];
+        layer2_1_relu1[(n_3 * 128 + c_3) * 784 + i_4] = v < 0.0f ? 0.0f : v;
       }
     }
   }
@@ -2178,14 +2210,22 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float v = madd(acc[i_4 * 32 + j_5], layer3_0_bn2_scale[(oc + ob_2) * 32 + j_5], layer3_0_bn2_shift[(oc + ob_2) * 32 + j_5]) + layer3_0_downsample_1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
-                    layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+                    layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_3 = 0; c_3 < 256; c_3++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 196; i_5++) {
+        float v = madd(layer3_0_relu1[(n_3 * 256 + c_3) * 196 + i_5], layer3_0_bn2_scale[c_3], layer3_0_bn2_shift[c_3]) + layer3_0_downsample_1[(n_3 * 256 + c_3) * 196 + i_5];
+        layer3_0_relu1[(n_3 * 256 + c_3) * 196 + i_5] = v < 0.0f ? 0.0f : v;
       }
     }
   }
@@ -2361,14 +2401,22 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float v = madd(acc[i_4 * 32 + j_5], layer3_1_bn2_scale[(oc + ob_2) * 32 + j_5], layer3_1_bn2_shift[(oc + ob_2) * 32 + j_5]) + layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
-                    layer3_1_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+                    layer3_1_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_3 = 0; c_3 < 256; c_3++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 196; i_5++) {
+        float v = madd(layer3_1_relu1[(n_3 * 256 + c_3) * 196 + i_5], layer3_1_bn2_scale[c_3], layer3_1_bn2_shift[c_3]) + layer3_0_relu1[(n_3 * 256 + c_3) * 196 + i_5];
+        layer3_1_relu1[(n_3 * 256 + c_3) * 196 + i_5] = v < 0.0f ? 0.0f : v;
       }
     }
   }
@@ -9240,14 +9288,22 @@ static void train_layer3_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
-                    layer3_1_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                    layer3_1_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 196; i_5++) {
+        float y = layer3_1_relu0[(n_3 * 256 + c_2) * 196 + i_5];
+        layer3_1_relu0_dx[(n_3 * 256 + c_2) * 196 + i_5] = 0.0f < y ? layer3_1_relu0_dx[(n_3 * 256 + c_2) * 196 + i_5] : 0.0f;
       }
     }
   }
@@ -9721,14 +9777,22 @@ static void train_layer3_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
-                    layer3_0_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_4 * 32 + j_5] + layer3_1_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] : 0.0f;
+                    layer3_0_relu1_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 196; i_5++) {
+        float y = layer3_0_relu1[(n_3 * 256 + c_2) * 196 + i_5];
+        layer3_0_relu1_dx[(n_3 * 256 + c_2) * 196 + i_5] = 0.0f < y ? layer3_0_relu1_dx[(n_3 * 256 + c_2) * 196 + i_5] + layer3_1_relu1_dx[(n_3 * 256 + c_2) * 196 + i_5] : 0.0f;
       }
     }
   }
@@ -10601,14 +10665,22 @@ static void train_layer3_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = layer3_0_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16];
-                    layer3_0_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                    layer3_0_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 196; i_5++) {
+        float y = layer3_0_relu0[(n_3 * 256 + c_2) * 196 + i_5];
+        layer3_0_relu0_dx[(n_3 * 256 + c_2) * 196 + i_5] = 0.0f < y ? layer3_0_relu0_dx[(n_3 * 256 + c_2) * 196 + i_5] : 0.0f;
       }
     }
   }
@@ -11797,12 +11869,20 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer2_1_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
-                layer2_1_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+                layer2_1_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        float y = layer2_1_relu0[(n_3 * 128 + c_2) * 784 + i_4];
+        layer2_1_relu0_dx[(n_3 * 128 + c_2) * 784 + i_4] = 0.0f < y ? layer2_1_relu0_dx[(n_3 * 128 + c_2) * 784 + i_4] : 0.0f;
       }
     }
   }
@@ -12240,12 +12320,20 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer2_1_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] : 0.0f;
+                layer2_0_relu1_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        float y = layer2_0_relu1[(n_3 * 128 + c_2) * 784 + i_4];
+        layer2_0_relu1_dx[(n_3 * 128 + c_2) * 784 + i_4] = 0.0f < y ? layer2_0_relu1_dx[(n_3 * 128 + c_2) * 784 + i_4] + layer2_1_relu1_dx[(n_3 * 128 + c_2) * 784 + i_4] : 0.0f;
       }
     }
   }
@@ -13056,12 +13144,20 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = layer2_0_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30];
-                layer2_0_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+                layer2_0_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
               }
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        float y = layer2_0_relu0[(n_3 * 128 + c_2) * 784 + i_4];
+        layer2_0_relu0_dx[(n_3 * 128 + c_2) * 784 + i_4] = 0.0f < y ? layer2_0_relu0_dx[(n_3 * 128 + c_2) * 784 + i_4] : 0.0f;
       }
     }
   }
@@ -14214,11 +14310,19 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float y = layer1_1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
-              layer1_1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+              layer1_1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        float y = layer1_1_relu0[(n_3 * 64 + c_2) * 3136 + i_4];
+        layer1_1_relu0_dx[(n_3 * 64 + c_2) * 3136 + i_4] = 0.0f < y ? layer1_1_relu0_dx[(n_3 * 64 + c_2) * 3136 + i_4] : 0.0f;
       }
     }
   }
@@ -14652,11 +14756,19 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float y = layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
-              layer1_0_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[i_3 * 32 + j_4] + layer1_1_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] : 0.0f;
+              layer1_0_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        float y = layer1_0_relu1[(n_3 * 64 + c_2) * 3136 + i_4];
+        layer1_0_relu1_dx[(n_3 * 64 + c_2) * 3136 + i_4] = 0.0f < y ? layer1_0_relu1_dx[(n_3 * 64 + c_2) * 3136 + i_4] + layer1_1_relu1_dx[(n_3 * 64 + c_2) * 3136 + i_4] : 0.0f;
       }
     }
   }
@@ -15089,11 +15201,19 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float y = layer1_0_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
-              layer1_0_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+              layer1_0_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        float y = layer1_0_relu0[(n_3 * 64 + c_2) * 3136 + i_4];
+        layer1_0_relu0_dx[(n_3 * 64 + c_2) * 3136 + i_4] = 0.0f < y ? layer1_0_relu0_dx[(n_3 * 64 + c_2) * 3136 + i_4] : 0.0f;
       }
     }
   }
@@ -15469,10 +15589,18 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              maxpool0_dsum[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4] + layer1_0_relu1_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58];
+              maxpool0_dsum[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
+        maxpool0_dsum[(n_3 * 64 + c_2) * 3136 + i_4] = maxpool0_dsum[(n_3 * 64 + c_2) * 3136 + i_4] + layer1_0_relu1_dx[(n_3 * 64 + c_2) * 3136 + i_4];
       }
     }
   }

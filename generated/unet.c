@@ -4907,11 +4907,19 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 392 < 390 && p < 152878) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float y = up1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 390 + p / 392) * 390 + p % 392];
-              up1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+              up1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 152100; i_4++) {
+        float y = up1_relu0[(n_3 * 64 + c_2) * 152100 + i_4];
+        up1_relu0_dx[(n_3 * 64 + c_2) * 152100 + i_4] = 0.0f < y ? up1_relu0_dx[(n_3 * 64 + c_2) * 152100 + i_4] : 0.0f;
       }
     }
   }
@@ -5346,12 +5354,20 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 200 < 198 && p < 39598) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = up2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200];
-                up2_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+                up2_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 198 + p / 200) * 198 + p % 200] = acc[i_3 * 32 + j_4];
               }
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 39204; i_4++) {
+        float y = up2_relu0[(n_3 * 128 + c_2) * 39204 + i_4];
+        up2_relu0_dx[(n_3 * 128 + c_2) * 39204 + i_4] = 0.0f < y ? up2_relu0_dx[(n_3 * 128 + c_2) * 39204 + i_4] : 0.0f;
       }
     }
   }
@@ -5796,14 +5812,22 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 104 < 102 && p < 10606) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = up3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104];
-                    up3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                    up3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 10404; i_5++) {
+        float y = up3_relu0[(n_3 * 256 + c_2) * 10404 + i_5];
+        up3_relu0_dx[(n_3 * 256 + c_2) * 10404 + i_5] = 0.0f < y ? up3_relu0_dx[(n_3 * 256 + c_2) * 10404 + i_5] : 0.0f;
       }
     }
   }
@@ -6258,14 +6282,22 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 56 < 54 && p < 3022) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = up4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56];
-                    up4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                    up4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 2916; i_5++) {
+        float y = up4_relu0[(n_3 * 512 + c_2) * 2916 + i_5];
+        up4_relu0_dx[(n_3 * 512 + c_2) * 2916 + i_5] = 0.0f < y ? up4_relu0_dx[(n_3 * 512 + c_2) * 2916 + i_5] : 0.0f;
       }
     }
   }
@@ -6729,14 +6761,22 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 32 < 30 && p < 958) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = bottom_relu0[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32];
-                    bottom_relu0_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                    bottom_relu0_dx[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 1024; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 900; i_5++) {
+        float y = bottom_relu0[(n_3 * 1024 + c_2) * 900 + i_5];
+        bottom_relu0_dx[(n_3 * 1024 + c_2) * 900 + i_5] = 0.0f < y ? bottom_relu0_dx[(n_3 * 1024 + c_2) * 900 + i_5] : 0.0f;
       }
     }
   }
@@ -7093,14 +7133,22 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 68 < 66 && p < 4486) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = down4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68];
-                    down4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                    down4_relu0_dx[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 4356; i_5++) {
+        float y = down4_relu0[(n_3 * 512 + c_2) * 4356 + i_5];
+        down4_relu0_dx[(n_3 * 512 + c_2) * 4356 + i_5] = 0.0f < y ? down4_relu0_dx[(n_3 * 512 + c_2) * 4356 + i_5] : 0.0f;
       }
     }
   }
@@ -7459,14 +7507,22 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 140 < 138 && p < 19318) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float y = down3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 138 + p / 140) * 138 + p % 140];
-                    down3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 138 + p / 140) * 138 + p % 140] = 0.0f < y ? acc[i_4 * 32 + j_5] : 0.0f;
+                    down3_relu0_dx[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 138 + p / 140) * 138 + p % 140] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 19044; i_5++) {
+        float y = down3_relu0[(n_3 * 256 + c_2) * 19044 + i_5];
+        down3_relu0_dx[(n_3 * 256 + c_2) * 19044 + i_5] = 0.0f < y ? down3_relu0_dx[(n_3 * 256 + c_2) * 19044 + i_5] : 0.0f;
       }
     }
   }
@@ -7815,12 +7871,20 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 284 < 282 && p < 80086) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                float y = down2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284];
-                down2_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+                down2_relu0_dx[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = acc[i_3 * 32 + j_4];
               }
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 79524; i_4++) {
+        float y = down2_relu0[(n_3 * 128 + c_2) * 79524 + i_4];
+        down2_relu0_dx[(n_3 * 128 + c_2) * 79524 + i_4] = 0.0f < y ? down2_relu0_dx[(n_3 * 128 + c_2) * 79524 + i_4] : 0.0f;
       }
     }
   }
@@ -8156,11 +8220,19 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 572 < 570 && p < 326038) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float y = down1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 570 + p / 572) * 570 + p % 572];
-              down1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 570 + p / 572) * 570 + p % 572] = 0.0f < y ? acc[i_3 * 32 + j_4] : 0.0f;
+              down1_relu0_dx[((n_2 * 64 + ob_2 * 32 + j_4) * 570 + p / 572) * 570 + p % 572] = acc[i_3 * 32 + j_4];
             }
           }
         }
+      }
+    }
+  }
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 324900; i_4++) {
+        float y = down1_relu0[(n_3 * 64 + c_2) * 324900 + i_4];
+        down1_relu0_dx[(n_3 * 64 + c_2) * 324900 + i_4] = 0.0f < y ? down1_relu0_dx[(n_3 * 64 + c_2) * 324900 + i_4] : 0.0f;
       }
     }
   }
