@@ -996,8 +996,18 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
                             prm->owner->loc);
     Lower L = {p, lb_start(p, k), prm->owner, NULL, 0};
     LoopBuilder *b = &L.b;
-    int e = lb_for(b, "i", w->size);
-    Expr *at = V(&L, e);
+    /* a large parameter's elements in runs that threads share out (the
+     * update is a pass over four or five arrays, bound by memory) */
+    int64_t runs = 1;
+    if (w->size >= PARALLEL_WORK)
+      for (int64_t d = 64; d > 1 && runs == 1; d--)
+        if (w->size % d == 0)
+          runs = d;
+    int r = runs > 1 ? lb_parallel_for(b, "r", runs) : -1;
+    int e = lb_for(b, "i", w->size / runs);
+    Expr *at = r >= 0
+                   ? add(&L, mul(&L, V(&L, r), I(&L, w->size / runs)), V(&L, e))
+                   : V(&L, e);
     Expr *grad = load(&L, gr, at);
     if (t->weight_decay != 0)
       grad = add(&L, grad, mul(&L, F(&L, t->weight_decay), load(&L, w, at)));
@@ -1032,7 +1042,7 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
     }
     lb_store(b, w, at,
              sub(&L, load(&L, w, at), mul(&L, x_state(p, X_LR), step)));
-    close(&L, 1);
+    close(&L, 1 + (r >= 0));
   }
   p->update = p->kernels;
   p->kernels = forward;

@@ -16729,11 +16729,14 @@ static void update_layer4_0_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   float *layer4_0_conv1_weight_grad = s->g32 + 2787264;
   float *layer4_0_conv1_weight_m = s->m32 + 2787264;
-  for (ptrdiff_t i = 0; i < 1179648; i++) {
-    float g = madd(0.0001f, layer4_0_conv1_weight[i], layer4_0_conv1_weight_grad[i]);
-    float buf = madd(0.9f, layer4_0_conv1_weight_m[i], g);
-    layer4_0_conv1_weight_m[i] = buf;
-    layer4_0_conv1_weight[i] = madd(-s->lr, buf, layer4_0_conv1_weight[i]);
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 18432; i++) {
+      float g = madd(0.0001f, layer4_0_conv1_weight[r * 18432 + i], layer4_0_conv1_weight_grad[r * 18432 + i]);
+      float buf = madd(0.9f, layer4_0_conv1_weight_m[r * 18432 + i], g);
+      layer4_0_conv1_weight_m[r * 18432 + i] = buf;
+      layer4_0_conv1_weight[r * 18432 + i] = madd(-s->lr, buf, layer4_0_conv1_weight[r * 18432 + i]);
+    }
   }
 }
 
@@ -16771,11 +16774,14 @@ static void update_layer4_0_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   float *layer4_0_conv2_weight_grad = s->g32 + 3968960;
   float *layer4_0_conv2_weight_m = s->m32 + 3968960;
-  for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = madd(0.0001f, layer4_0_conv2_weight[i], layer4_0_conv2_weight_grad[i]);
-    float buf = madd(0.9f, layer4_0_conv2_weight_m[i], g);
-    layer4_0_conv2_weight_m[i] = buf;
-    layer4_0_conv2_weight[i] = madd(-s->lr, buf, layer4_0_conv2_weight[i]);
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 36864; i++) {
+      float g = madd(0.0001f, layer4_0_conv2_weight[r * 36864 + i], layer4_0_conv2_weight_grad[r * 36864 + i]);
+      float buf = madd(0.9f, layer4_0_conv2_weight_m[r * 36864 + i], g);
+      layer4_0_conv2_weight_m[r * 36864 + i] = buf;
+      layer4_0_conv2_weight[r * 36864 + i] = madd(-s->lr, buf, layer4_0_conv2_weight[r * 36864 + i]);
+    }
   }
 }
 
@@ -16855,11 +16861,14 @@ static void update_layer4_1_conv1_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   float *layer4_1_conv1_weight_grad = s->g32 + 6463424;
   float *layer4_1_conv1_weight_m = s->m32 + 6463424;
-  for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = madd(0.0001f, layer4_1_conv1_weight[i], layer4_1_conv1_weight_grad[i]);
-    float buf = madd(0.9f, layer4_1_conv1_weight_m[i], g);
-    layer4_1_conv1_weight_m[i] = buf;
-    layer4_1_conv1_weight[i] = madd(-s->lr, buf, layer4_1_conv1_weight[i]);
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 36864; i++) {
+      float g = madd(0.0001f, layer4_1_conv1_weight[r * 36864 + i], layer4_1_conv1_weight_grad[r * 36864 + i]);
+      float buf = madd(0.9f, layer4_1_conv1_weight_m[r * 36864 + i], g);
+      layer4_1_conv1_weight_m[r * 36864 + i] = buf;
+      layer4_1_conv1_weight[r * 36864 + i] = madd(-s->lr, buf, layer4_1_conv1_weight[r * 36864 + i]);
+    }
   }
 }
 
@@ -16897,11 +16906,14 @@ static void update_layer4_1_conv2_weight(resnet18_state *s, ptrdiff_t count) {
   float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   float *layer4_1_conv2_weight_grad = s->g32 + 8824768;
   float *layer4_1_conv2_weight_m = s->m32 + 8824768;
-  for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = madd(0.0001f, layer4_1_conv2_weight[i], layer4_1_conv2_weight_grad[i]);
-    float buf = madd(0.9f, layer4_1_conv2_weight_m[i], g);
-    layer4_1_conv2_weight_m[i] = buf;
-    layer4_1_conv2_weight[i] = madd(-s->lr, buf, layer4_1_conv2_weight[i]);
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 36864; i++) {
+      float g = madd(0.0001f, layer4_1_conv2_weight[r * 36864 + i], layer4_1_conv2_weight_grad[r * 36864 + i]);
+      float buf = madd(0.9f, layer4_1_conv2_weight_m[r * 36864 + i], g);
+      layer4_1_conv2_weight_m[r * 36864 + i] = buf;
+      layer4_1_conv2_weight[r * 36864 + i] = madd(-s->lr, buf, layer4_1_conv2_weight[r * 36864 + i]);
+    }
   }
 }
 

@@ -8515,11 +8515,14 @@ static void update_down4_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   float *down4_conv1_weight_grad = s->g32 + 1144256;
   float *down4_conv1_weight_m = s->m32 + 1144256;
-  for (ptrdiff_t i = 0; i < 1179648; i++) {
-    float g = down4_conv1_weight_grad[i];
-    float buf = madd(0.99f, down4_conv1_weight_m[i], g);
-    down4_conv1_weight_m[i] = buf;
-    down4_conv1_weight[i] = madd(-s->lr, buf, down4_conv1_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 18432; i++) {
+      float g = down4_conv1_weight_grad[r * 18432 + i];
+      float buf = madd(0.99f, down4_conv1_weight_m[r * 18432 + i], g);
+      down4_conv1_weight_m[r * 18432 + i] = buf;
+      down4_conv1_weight[r * 18432 + i] = madd(-s->lr, buf, down4_conv1_weight[r * 18432 + i]);
+    }
   }
 }
 
@@ -8543,11 +8546,14 @@ static void update_down4_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   float *down4_conv2_weight_grad = s->g32 + 2324416;
   float *down4_conv2_weight_m = s->m32 + 2324416;
-  for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = down4_conv2_weight_grad[i];
-    float buf = madd(0.99f, down4_conv2_weight_m[i], g);
-    down4_conv2_weight_m[i] = buf;
-    down4_conv2_weight[i] = madd(-s->lr, buf, down4_conv2_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 36864; i++) {
+      float g = down4_conv2_weight_grad[r * 36864 + i];
+      float buf = madd(0.99f, down4_conv2_weight_m[r * 36864 + i], g);
+      down4_conv2_weight_m[r * 36864 + i] = buf;
+      down4_conv2_weight[r * 36864 + i] = madd(-s->lr, buf, down4_conv2_weight[r * 36864 + i]);
+    }
   }
 }
 
@@ -8571,11 +8577,14 @@ static void update_bottom_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   float *bottom_conv1_weight_grad = s->g32 + 4684224;
   float *bottom_conv1_weight_m = s->m32 + 4684224;
-  for (ptrdiff_t i = 0; i < 4718592; i++) {
-    float g = bottom_conv1_weight_grad[i];
-    float buf = madd(0.99f, bottom_conv1_weight_m[i], g);
-    bottom_conv1_weight_m[i] = buf;
-    bottom_conv1_weight[i] = madd(-s->lr, buf, bottom_conv1_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 73728; i++) {
+      float g = bottom_conv1_weight_grad[r * 73728 + i];
+      float buf = madd(0.99f, bottom_conv1_weight_m[r * 73728 + i], g);
+      bottom_conv1_weight_m[r * 73728 + i] = buf;
+      bottom_conv1_weight[r * 73728 + i] = madd(-s->lr, buf, bottom_conv1_weight[r * 73728 + i]);
+    }
   }
 }
 
@@ -8599,11 +8608,14 @@ static void update_bottom_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   float *bottom_conv2_weight_grad = s->g32 + 9403840;
   float *bottom_conv2_weight_m = s->m32 + 9403840;
-  for (ptrdiff_t i = 0; i < 9437184; i++) {
-    float g = bottom_conv2_weight_grad[i];
-    float buf = madd(0.99f, bottom_conv2_weight_m[i], g);
-    bottom_conv2_weight_m[i] = buf;
-    bottom_conv2_weight[i] = madd(-s->lr, buf, bottom_conv2_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 147456; i++) {
+      float g = bottom_conv2_weight_grad[r * 147456 + i];
+      float buf = madd(0.99f, bottom_conv2_weight_m[r * 147456 + i], g);
+      bottom_conv2_weight_m[r * 147456 + i] = buf;
+      bottom_conv2_weight[r * 147456 + i] = madd(-s->lr, buf, bottom_conv2_weight[r * 147456 + i]);
+    }
   }
 }
 
@@ -8627,11 +8639,14 @@ static void update_up4_upconv_weight(unet_state *s, ptrdiff_t count) {
   float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   float *up4_upconv_weight_grad = s->g32 + 18842048;
   float *up4_upconv_weight_m = s->m32 + 18842048;
-  for (ptrdiff_t i = 0; i < 2097152; i++) {
-    float g = up4_upconv_weight_grad[i];
-    float buf = madd(0.99f, up4_upconv_weight_m[i], g);
-    up4_upconv_weight_m[i] = buf;
-    up4_upconv_weight[i] = madd(-s->lr, buf, up4_upconv_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 32768; i++) {
+      float g = up4_upconv_weight_grad[r * 32768 + i];
+      float buf = madd(0.99f, up4_upconv_weight_m[r * 32768 + i], g);
+      up4_upconv_weight_m[r * 32768 + i] = buf;
+      up4_upconv_weight[r * 32768 + i] = madd(-s->lr, buf, up4_upconv_weight[r * 32768 + i]);
+    }
   }
 }
 
@@ -8655,11 +8670,14 @@ static void update_up4_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   float *up4_conv1_weight_grad = s->g32 + 20939712;
   float *up4_conv1_weight_m = s->m32 + 20939712;
-  for (ptrdiff_t i = 0; i < 4718592; i++) {
-    float g = up4_conv1_weight_grad[i];
-    float buf = madd(0.99f, up4_conv1_weight_m[i], g);
-    up4_conv1_weight_m[i] = buf;
-    up4_conv1_weight[i] = madd(-s->lr, buf, up4_conv1_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 73728; i++) {
+      float g = up4_conv1_weight_grad[r * 73728 + i];
+      float buf = madd(0.99f, up4_conv1_weight_m[r * 73728 + i], g);
+      up4_conv1_weight_m[r * 73728 + i] = buf;
+      up4_conv1_weight[r * 73728 + i] = madd(-s->lr, buf, up4_conv1_weight[r * 73728 + i]);
+    }
   }
 }
 
@@ -8683,11 +8701,14 @@ static void update_up4_conv2_weight(unet_state *s, ptrdiff_t count) {
   float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   float *up4_conv2_weight_grad = s->g32 + 25658816;
   float *up4_conv2_weight_m = s->m32 + 25658816;
-  for (ptrdiff_t i = 0; i < 2359296; i++) {
-    float g = up4_conv2_weight_grad[i];
-    float buf = madd(0.99f, up4_conv2_weight_m[i], g);
-    up4_conv2_weight_m[i] = buf;
-    up4_conv2_weight[i] = madd(-s->lr, buf, up4_conv2_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 36864; i++) {
+      float g = up4_conv2_weight_grad[r * 36864 + i];
+      float buf = madd(0.99f, up4_conv2_weight_m[r * 36864 + i], g);
+      up4_conv2_weight_m[r * 36864 + i] = buf;
+      up4_conv2_weight[r * 36864 + i] = madd(-s->lr, buf, up4_conv2_weight[r * 36864 + i]);
+    }
   }
 }
 
@@ -8739,11 +8760,14 @@ static void update_up3_conv1_weight(unet_state *s, ptrdiff_t count) {
   float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   float *up3_conv1_weight_grad = s->g32 + 28543168;
   float *up3_conv1_weight_m = s->m32 + 28543168;
-  for (ptrdiff_t i = 0; i < 1179648; i++) {
-    float g = up3_conv1_weight_grad[i];
-    float buf = madd(0.99f, up3_conv1_weight_m[i], g);
-    up3_conv1_weight_m[i] = buf;
-    up3_conv1_weight[i] = madd(-s->lr, buf, up3_conv1_weight[i]);
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t r = 0; r < 64; r++) {
+    for (ptrdiff_t i = 0; i < 18432; i++) {
+      float g = up3_conv1_weight_grad[r * 18432 + i];
+      float buf = madd(0.99f, up3_conv1_weight_m[r * 18432 + i], g);
+      up3_conv1_weight_m[r * 18432 + i] = buf;
+      up3_conv1_weight[r * 18432 + i] = madd(-s->lr, buf, up3_conv1_weight[r * 18432 + i]);
+    }
   }
 }
 

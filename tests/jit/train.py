@@ -6,7 +6,8 @@ the same weights (within float32 tolerance: the two compilers may contract
 multiply-adds differently). The models cover what jit_train.c does itself
 rather than through the loop IR: the seeded initialization, every
 learning-rate schedule, SGD with and without momentum (which has no
-moments to checkpoint), Adam, batch norm's running statistics and dropout.
+moments to checkpoint), Adam, batch norm's running statistics and dropout;
+and an update of over 2^20 elements, which threads share out.
 Then the JIT trains with no C compiler on PATH, and --resume continues
 from its checkpoint.
 
@@ -48,6 +49,19 @@ model small {
     epochs = 3
     optimizer sgd(lr=0.1)
     schedule plateau(factor=0.5, patience=0)
+  }
+}
+""",
+    # a parameter of over 2^20 elements: its update is a parallel loop
+    "wide_momentum": """
+model small {
+  input x[1, 28, 28]
+  output y = x -> flatten -> dense(1344) -> relu -> dense(10)
+  loss cross_entropy(y)
+  train {
+    batch = 32
+    epochs = 3
+    optimizer sgd(lr=0.01, momentum=0.9, weight_decay=5e-4)
   }
 }
 """,

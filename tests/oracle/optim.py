@@ -118,6 +118,20 @@ model {NAME} {
   }
 }
 """, False),
+    # A parameter of 2^20 elements, whose update threads share out in runs
+    # (lower.c, lower_update); SGD only: among a million gradients some
+    # cancel to float32's rounding, whose sign Adam's step then follows.
+    "wide": ("""
+model {NAME} {
+  input x[1024]
+  output y = x -> fc1: dense(1024) -> tanh -> fc2: dense(3)
+  loss cross_entropy(y)
+  train {
+    batch = 4
+    optimizer {OPT}
+  }
+}
+""", False),
 }
 
 # name: (model, optimizer text, torch optimizer, {step: set_lr}, control)
@@ -156,6 +170,9 @@ CASES = [
     ("adam_unused_head", "two_heads", "adam(lr=0.01, weight_decay=0.1)",
      ("Adam", dict(lr=0.01, weight_decay=0.1)), {},
      (("Adam", dict(lr=0.01)), {})),
+    ("sgd_wide", "wide", "sgd(lr=0.1, momentum=0.9, weight_decay=0.05)",
+     ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.05)), {},
+     (("SGD", dict(lr=0.1, momentum=0.9)), {})),
     ("sgd_unused_bn_head", "two_heads_bn", "sgd(lr=0.1, momentum=0.9)",
      ("SGD", dict(lr=0.1, momentum=0.9)), {},
      (("SGD", dict(lr=0.1)), {})),
