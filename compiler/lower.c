@@ -542,19 +542,18 @@ Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at) {
   return v;
 }
 
-/* The epilogue as a pass over y, after a head whose nest does not apply
- * it in its stores (the plain nests, which accumulate in y itself). */
-static void epilogue_pass(Lower *L, Buffer *y) {
-  Shape s = L->node->shape;
+void lower_epilogue_pass(Lower *L, Buffer *y, Shape s, int n, int parallel) {
   int64_t C = s.d[0], P = shape_numel(s) / C;
   LoopBuilder *b = &L->b;
-  int n = lb_for(b, "n", -1);
+  int all = n < 0;
+  if (all)
+    n = parallel ? lb_parallel_for(b, "n", -1) : lb_for(b, "n", -1);
   int c = lb_for(b, "c", C);
   int i = lb_for(b, "i", P);
   Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)),
                  V(L, i));
   lb_store(b, y, at, lower_epilogue(L, load(L, y, at), V(L, c), at));
-  close(L, 3);
+  close(L, 2 + all);
 }
 
 static void lower_add(Lower *L, Buffer *y, Buffer *a, Buffer *c) {
@@ -998,11 +997,7 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
     LoopBuilder *b = &L.b;
     /* a large parameter's elements in runs that threads share out (the
      * update is a pass over four or five arrays, bound by memory) */
-    int64_t runs = 1;
-    if (w->size >= PARALLEL_WORK)
-      for (int64_t d = 64; d > 1 && runs == 1; d--)
-        if (w->size % d == 0)
-          runs = d;
+    int64_t runs = w->size >= PARALLEL_WORK ? largest_divisor(w->size, 64) : 1;
     int r = runs > 1 ? lb_parallel_for(b, "r", runs) : -1;
     int e = lb_for(b, "i", w->size / runs);
     Expr *at = r >= 0
@@ -1222,7 +1217,7 @@ static Program *build(Diag *d, Arena *a, const Graph *g, int64_t batch,
     if (!made && !lower_node(&L, nbuf[i], ins, ps))
       p->kernels.n--; /* an alias: nothing to compute */
     else if (ch && !L.ep_used)
-      epilogue_pass(&L, nbuf[i]);
+      lower_epilogue_pass(&L, nbuf[i], nd->shape, -1, 0);
   }
   if (train) {
     p->loss = nbuf[g->loss->id];

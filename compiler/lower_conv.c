@@ -44,7 +44,7 @@ typedef struct Conv {
   Buffer *partial; /* chan_inner in passes (icb): the sums between them */
   int later;       /* chan_inner: the tiles store their sums as they are
                       and a pass over y's planes applies the epilogue
-                      (later_epilogue) */
+                      (lower_epilogue_pass) */
   int n, grp;      /* loop variables: sample (-1: the windows' positions
                       span the batch), group (-1: one group) */
 } Conv;
@@ -566,23 +566,6 @@ static int epilogue_later(const Lower *L, const Conv *c) {
          !c->ostep[0];
 }
 
-/* The epilogue over the planes of sample n of y (n < 0: every sample,
- * shared out among threads where the nest is). */
-static void later_epilogue(Lower *L, Conv *c, int n) {
-  Shape ys = c->ys;
-  int64_t C = ys.d[0], P = shape_numel(ys) / C;
-  LoopBuilder *b = &L->b;
-  int all = n < 0;
-  if (all)
-    n = c->s.parallel ? lb_parallel_for(b, "n", -1) : lb_for(b, "n", -1);
-  int ch = lb_for(b, "c", C);
-  int i = lb_for(b, "i", P);
-  Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, ch)), I(L, P)),
-                 V(L, i));
-  lb_store(b, c->y, at, lower_epilogue(L, load(L, c->y, at), V(L, ch), at));
-  close(L, 2 + all);
-}
-
 static void lower_forward(Lower *L, Conv *c) {
   c->later = epilogue_later(L, c);
   if (c->s.chan_inner)
@@ -662,11 +645,11 @@ static void lower_forward(Lower *L, Conv *c) {
   /* each sample's planes while they are in cache, else all at the end */
   int by_sample = !tiles_out && !wins && s->parallel == PAR_SAMPLES;
   if (c->later && by_sample)
-    later_epilogue(L, c, c->n);
+    lower_epilogue_pass(L, c->y, c->ys, c->n, 0);
   if (!tiles_out && !wins)
     close(L, 1);
   if (c->later && !by_sample)
-    later_epilogue(L, c, -1);
+    lower_epilogue_pass(L, c->y, c->ys, -1, s->parallel != PAR_NONE);
 }
 
 static ConvGeom geom(const Node *of) {

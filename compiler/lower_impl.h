@@ -143,6 +143,14 @@ Buffer *lower_scratch_once(Lower *L, const char *what, int64_t numel);
  * when the epilogue has no scale. */
 Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at);
 
+/* The epilogue as a pass over y's planes (s per sample): those of sample n
+ * (a loop variable already open), or of every sample (n < 0), their loop
+ * shared out among threads when parallel. For a head whose nest does not
+ * apply it in its stores: the plain nests, which accumulate in y itself,
+ * and the channels-innermost tiles that leave it for later (lower_conv.c,
+ * epilogue_later). */
+void lower_epilogue_pass(Lower *L, Buffer *y, Shape s, int n, int parallel);
+
 /* base raised to e, as powf(base, e) but, when e is a multiple of 1/4 up
  * to 2 in size, as products of base, its square root and the root of
  * that (within 2 ulps of powf): a call of powf costs about 15 ns and

@@ -357,7 +357,7 @@ const char *schedule_describe(Arena *a, const ConvSchedule *s, ConvPass pass) {
                       s->tiles, last);
 }
 
-static int64_t largest_divisor(int64_t n, int64_t most) {
+int64_t largest_divisor(int64_t n, int64_t most) {
   for (int64_t d = most < n ? most : n; d > 1; d--)
     if (n % d == 0)
       return d;

@@ -165,6 +165,8 @@ const char *schedule_describe_dense(Arena *a, const DenseSchedule *s,
  * (s->windows), for a batch of batch samples; rewrites s if so. */
 void schedule_windows(const ConvGeom *g, ConvSchedule *s, int tile,
                       int64_t batch);
+/* The largest divisor of n no greater than most, 1 if none above 1. */
+int64_t largest_divisor(int64_t n, int64_t most);
 /* Sets s->chunk, once s->parallel is known. */
 void schedule_chunk(const ConvGeom *g, ConvSchedule *s);
 /* The schedule of a convolution pass; tile: the target's lanes, 0 for
