@@ -549,11 +549,11 @@ void lower_epilogue_pass(Lower *L, Buffer *y, Shape s, int n, int parallel) {
   if (all)
     n = parallel ? lb_parallel_for(b, "n", -1) : lb_for(b, "n", -1);
   int c = lb_for(b, "c", C);
-  int i = lb_for(b, "i", P);
-  Expr *at = add(L, mul(L, add(L, mul(L, V(L, n), I(L, C)), V(L, c)), I(L, P)),
-                 V(L, i));
+  Expr *at = add(L, mul(L, V(L, n), I(L, C)), V(L, c));
+  if (P > 1) /* (a dense layer's outputs are channels of one element) */
+    at = add(L, mul(L, at, I(L, P)), V(L, lb_for(b, "i", P)));
   lb_store(b, y, at, lower_epilogue(L, load(L, y, at), V(L, c), at));
-  close(L, 2 + all);
+  close(L, 1 + (P > 1) + all);
 }
 
 static void lower_add(Lower *L, Buffer *y, Buffer *a, Buffer *c) {

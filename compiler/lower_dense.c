@@ -4,7 +4,9 @@
  *
  *   forward  each output of a block keeps lanes of partial sums over the
  *            in-features (a tile's lanes, then the leftover tile's own
- *            lanes), folded in halves to 8 and added to the bias;
+ *            lanes), folded in halves to 8 and added to the bias in y,
+ *            lane by lane across the block's outputs; the epilogue
+ *            follows as a pass over y;
  *   dx       a tile of in-features of one sample sums dy[n, o] w[o, i]
  *            over the outputs o, in order;
  *   dw       a block of outputs by a tile of in-features sums dy[n, o]
@@ -85,9 +87,15 @@ int lower_dense_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   if (s.rem > 0)
     fwd_piece(L, acc, x, w, n, o0, I(L, s.tiles * s.width), s.rem, s.width,
               lanes, s.ob, in);
-  /* The lanes fold in halves down to 8 before the sum of each output: one
-   * chain of dependent adds over all of them took LeNet-5's f6 longer than
-   * its multiply-adds (56 adds an output; 3.1 against 2.0 us folded). */
+  /* The lanes fold in halves down to 8, then each lane of the block's
+   * outputs is added to their sums in y, a vector across the outputs: one
+   * chain of dependent adds over all lanes took LeNet-5's f6 longer than
+   * its multiply-adds (56 adds an output; 3.1 against 2.0 us folded), and
+   * an output's 8 lanes summed on their own, then its epilogue, were
+   * scalar code gcc spread over hundreds of shuffles (f5 4.4 against 1.6
+   * us, AVX-512). The epilogue is a pass over y after the nest (lower.c),
+   * vectorized across the outputs too. Each output still sums its bias,
+   * then lanes 0 to 7 in order. */
   if (s.rem > 0)
     fold_lanes(L, acc, s.ob, lanes, s.width, s.rem);
   int64_t h = s.width;
@@ -95,15 +103,13 @@ int lower_dense_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
     fold_lanes(L, acc, s.ob, lanes, h / 2, h / 2);
   int j = lb_for(b, "j", s.ob);
   Expr *o = add(L, o0, V(L, j));
-  int sum = lb_let(b, "sum", bias ? load(L, bias, o) : F(L, 0));
-  int l = lb_for(b, "l", h);
-  lb_set(b, sum,
-         add(L, x_temp(L->p, sum),
-             load(L, acc, add(L, mul(L, V(L, j), I(L, lanes)), V(L, l)))));
+  lb_store(b, y, at2(L, V(L, n), out, o), bias ? load(L, bias, o) : F(L, 0));
   close(L, 1);
-  Expr *at = at2(L, V(L, n), out, o);
-  lb_store(b, y, at, lower_epilogue(L, x_temp(L->p, sum), o, at));
-  close(L, 3);
+  int l = lb_for(b, "l", h);
+  j = lb_for(b, "j", s.ob);
+  lb_accum(b, y, at2(L, V(L, n), out, add(L, o0, V(L, j))),
+           load(L, acc, add(L, mul(L, V(L, j), I(L, lanes)), V(L, l))));
+  close(L, 4);
   return 1;
 }
 

@@ -181,14 +181,18 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
   s.tiled = 1;
   s.tiles = (wi + s.width - 1) / s.width;
   /* Row by row, a tile's stores vectorize as masked stores, which cost
-   * this core (Zen 3) about 20 cycles each: they pay where an output is
-   * a few multiply-adds (LeNet-5's c1, 25: its stores went from a third of
-   * the layer to a tenth) and cost 10-15% where it is hundreds (VGG16),
-   * whose scalar stores are a rounding error beside the arithmetic. A
-   * tile of whole rows stores them with no mask at all (lower_conv.c,
-   * aligned_rows). */
+   * AVX2 on Zen 3 about 20 cycles each: they pay where an output is a few
+   * multiply-adds (LeNet-5's c1, 25: its stores went from a third of the
+   * layer to a tenth) and cost 10-15% where it is hundreds (VGG16), whose
+   * scalar stores are a rounding error beside the arithmetic. AVX-512's
+   * masked stores are plain stores under a mask register: every tile
+   * takes them (LeNet-5's c3, 150 an output, whose scalar stores each
+   * divided by the row's width: 13.7 -> 8.6 us; ResNet-18's 7 x 7 layer4
+   * within the noise). A tile of whole rows stores them with no mask at
+   * all (lower_conv.c, aligned_rows). */
   s.row_stores = pass != CONV_WEIGHT && !s.chan_inner &&
-                 (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK;
+                 (L >= TARGET_AVX512 ||
+                  (g->C / g->groups) * g->KH * g->KW <= ROW_STORE_WORK);
   if (s.pad_copy) { /* the last tile's reads, deepest tap */
     int64_t reach = s.tiles * s.width +
                     (g->KH - 1) * g->dh / s.phase_h * s.plane_w +
@@ -560,11 +564,13 @@ void schedule_chunk(const ConvGeom *g, ConvSchedule *s) {
 }
 
 /* Dense layers are a matrix product with one small side (the batch), so
- * they are bound by loading w: the forward pass keeps 2 vectors of lanes
- * for each of up to 4 outputs (8 accumulators, 10 loads per 8 vector
- * multiply-adds). Rows of w read 16 floats at a time stream at twice the
- * rate gcc's code reached reading 8 rows of 8 (AlexNet's fc6: 7 against
- * 14 GB/s). dx keeps 4 vectors of in-features, dw 4 outputs by 3
+ * they are bound by loading w: the forward pass keeps 16 lanes, a cache
+ * line of w, for each of up to 4 outputs (2 vectors of AVX2, 1 of
+ * AVX-512). Rows of w read 16 floats at a time stream at twice the rate
+ * gcc's code reached reading 8 rows of 8 (AlexNet's fc6: 7 against 14
+ * GB/s); AVX-512's 32 lanes left fc6 as it was and LeNet-5's f5 folding
+ * 32 lanes into 16 (4.4 against 1.6 us with the sums across outputs,
+ * lower_dense.c). dx keeps 4 vectors of in-features, dw 4 outputs by 3
  * vectors. */
 DenseSchedule schedule_dense(int64_t in, int64_t out, DensePass pass,
                              int tile) {
@@ -576,7 +582,7 @@ DenseSchedule schedule_dense(int64_t in, int64_t out, DensePass pass,
   switch (pass) {
   case DENSE_FORWARD:
     s.ob = largest_divisor(out, 4);
-    s.width = in >= 2 * L ? 2 * L : L;
+    s.width = in >= 16 ? 16 : L;
     break;
   case DENSE_DX:
     s.ob = 1;

@@ -1150,15 +1150,21 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-        float sum = f5_bias[ob * 4 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          sum = sum + acc[j_3 * 16 + l_3];
-        }
-        float v = sum;
-        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-        float z = c * c;
-        tanh2[n * 120 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh2[n * 120 + ob * 4 + j_3] = f5_bias[ob * 4 + j_3];
       }
+      for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          tanh2[n * 120 + ob * 4 + j_4] += acc[j_4 * 16 + l_3];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 120; c++) {
+      float v = tanh2[n_2 * 120 + c];
+      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c_2 * c_2;
+      tanh2[n_2 * 120 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
@@ -1199,15 +1205,21 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-        float sum = f6_bias[ob * 4 + j_5];
-        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-          sum = sum + acc[j_5 * 24 + l_5];
-        }
-        float v = sum;
-        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-        float z = c * c;
-        tanh3[n * 84 + ob * 4 + j_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh3[n * 84 + ob * 4 + j_5] = f6_bias[ob * 4 + j_5];
       }
+      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          tanh3[n * 84 + ob * 4 + j_6] += acc[j_6 * 24 + l_5];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 84; c++) {
+      float v = tanh3[n_2 * 84 + c];
+      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c_2 * c_2;
+      tanh3[n_2 * 84 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
@@ -1248,11 +1260,12 @@ static void forward_f7(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-        float sum = f7_bias[ob * 2 + j_5];
-        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-          sum = sum + acc[j_5 * 20 + l_5];
+        f7[n * 10 + ob * 2 + j_5] = f7_bias[ob * 2 + j_5];
+      }
+      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+        for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+          f7[n * 10 + ob * 2 + j_6] += acc[j_6 * 20 + l_5];
         }
-        f7[n * 10 + ob * 2 + j_5] = sum;
       }
     }
   }
@@ -1541,15 +1554,21 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-        float sum = f5_bias[ob * 4 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          sum = sum + acc[j_3 * 16 + l_3];
-        }
-        float v = sum;
-        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-        float z = c * c;
-        tanh2[n * 120 + ob * 4 + j_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh2[n * 120 + ob * 4 + j_3] = f5_bias[ob * 4 + j_3];
       }
+      for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          tanh2[n * 120 + ob * 4 + j_4] += acc[j_4 * 16 + l_3];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 120; c++) {
+      float v = tanh2[n_2 * 120 + c];
+      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c_2 * c_2;
+      tanh2[n_2 * 120 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
@@ -1590,15 +1609,21 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-        float sum = f6_bias[ob * 4 + j_5];
-        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-          sum = sum + acc[j_5 * 24 + l_5];
-        }
-        float v = sum;
-        float c = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-        float z = c * c;
-        tanh3[n * 84 + ob * 4 + j_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+        tanh3[n * 84 + ob * 4 + j_5] = f6_bias[ob * 4 + j_5];
       }
+      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+          tanh3[n * 84 + ob * 4 + j_6] += acc[j_6 * 24 + l_5];
+        }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c = 0; c < 84; c++) {
+      float v = tanh3[n_2 * 84 + c];
+      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
+      float z = c_2 * c_2;
+      tanh3[n_2 * 84 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
@@ -1639,11 +1664,12 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-        float sum = f7_bias[ob * 2 + j_5];
-        for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-          sum = sum + acc[j_5 * 20 + l_5];
+        f7[n * 10 + ob * 2 + j_5] = f7_bias[ob * 2 + j_5];
+      }
+      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
+        for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
+          f7[n * 10 + ob * 2 + j_6] += acc[j_6 * 20 + l_5];
         }
-        f7[n * 10 + ob * 2 + j_5] = sum;
       }
     }
   }

@@ -2810,11 +2810,12 @@ static void forward_fc(resnet18_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-        float sum = fc_bias[ob * 4 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          sum = sum + acc[j_3 * 16 + l_3];
+        fc[n * 1000 + ob * 4 + j_3] = fc_bias[ob * 4 + j_3];
+      }
+      for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          fc[n * 1000 + ob * 4 + j_4] += acc[j_4 * 16 + l_3];
         }
-        fc[n * 1000 + ob * 4 + j_3] = sum;
       }
     }
   }
@@ -6118,11 +6119,12 @@ static void train_fc(resnet18_state *s, ptrdiff_t count) {
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
-        float sum = fc_bias[ob * 4 + j_3];
-        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          sum = sum + acc[j_3 * 16 + l_3];
+        fc[n * 1000 + ob * 4 + j_3] = fc_bias[ob * 4 + j_3];
+      }
+      for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+          fc[n * 1000 + ob * 4 + j_4] += acc[j_4 * 16 + l_3];
         }
-        fc[n * 1000 + ob * 4 + j_3] = sum;
       }
     }
   }

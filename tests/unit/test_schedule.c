@@ -245,15 +245,25 @@ static void chunks_for_threads(void **state) {
   (void)state;
 }
 
-/* Row-by-row (masked) stores only where an output is a few multiply-adds:
- * LeNet-5's c1 (1 channel, 5 x 5), not a 3 x 3 layer of 64 channels, and
- * never in the weight gradient, whose stores are its dot products. */
+/* Row-by-row (masked) stores with AVX2 only where an output is a few
+ * multiply-adds: LeNet-5's c1 (1 channel, 5 x 5), not its c3 (6 channels)
+ * nor a 3 x 3 layer of 512 channels; with AVX-512 in every forward tile
+ * but the channels-innermost ones (which store channels, not rows); never
+ * in the weight gradient, whose stores are its dot products. */
 static void row_stores(void **state) {
   ConvGeom c1 = {1, 1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1, 1};
+  ConvGeom c3 = {1, 6, 14, 14, 16, 10, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 1};
+  ConvGeom l4 = {1, 512, 7, 7, 512, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
   ConvGeom vgg = {1, 64, 56, 56, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
   assert_true(schedule_conv(&c1, CONV_FORWARD, TARGET_AVX2).row_stores);
   assert_false(schedule_conv(&c1, CONV_WEIGHT, TARGET_AVX2).row_stores);
-  assert_false(schedule_conv(&vgg, CONV_FORWARD, TARGET_AVX2).row_stores);
+  assert_false(schedule_conv(&c3, CONV_FORWARD, TARGET_AVX2).row_stores);
+  assert_false(schedule_conv(&l4, CONV_FORWARD, TARGET_AVX2).row_stores);
+  assert_true(schedule_conv(&c3, CONV_FORWARD, TARGET_AVX512).row_stores);
+  assert_true(schedule_conv(&l4, CONV_FORWARD, TARGET_AVX512).row_stores);
+  assert_false(schedule_conv(&c1, CONV_WEIGHT, TARGET_AVX512).row_stores);
+  ConvSchedule v = schedule_conv(&vgg, CONV_FORWARD, TARGET_AVX512);
+  assert_true(v.chan_inner && !v.row_stores);
   (void)state;
 }
 
@@ -373,17 +383,28 @@ static void dw_output_lanes(void **state) {
   (void)state;
 }
 
+/* The forward pass's lanes are 16 floats, a cache line of w, on both
+ * targets (LeNet-5's f5, 400 in-features: 25 tiles), 8 where AVX2 has
+ * fewer than 16 in-features. */
 static void dense_tiles(void **state) {
-  for (int64_t in = 1; in <= 100; in += 3)
-    for (int64_t out = 1; out <= 20; out += 3)
-      for (int p = DENSE_FORWARD; p <= DENSE_WEIGHT; p++) {
-        DenseSchedule s = schedule_dense(in, out, (DensePass)p, TARGET_AVX2);
-        if (!s.tiled)
-          continue;
-        assert_true(s.ob >= 1 && out % s.ob == 0);
-        assert_int_equal(s.tiles * s.width + s.rem, in);
-        assert_false(schedule_dense(in, out, (DensePass)p, 0).tiled);
-      }
+  for (int t = 0; t < 2; t++) {
+    int L = t ? TARGET_AVX512 : TARGET_AVX2;
+    for (int64_t in = 1; in <= 100; in += 3)
+      for (int64_t out = 1; out <= 20; out += 3)
+        for (int p = DENSE_FORWARD; p <= DENSE_WEIGHT; p++) {
+          DenseSchedule s = schedule_dense(in, out, (DensePass)p, L);
+          assert_int_equal(s.tiled, in >= L);
+          if (!s.tiled)
+            continue;
+          assert_true(s.ob >= 1 && out % s.ob == 0);
+          assert_int_equal(s.tiles * s.width + s.rem, in);
+          if (p == DENSE_FORWARD)
+            assert_int_equal(s.width, in >= 16 ? 16 : 8);
+          assert_false(schedule_dense(in, out, (DensePass)p, 0).tiled);
+        }
+  }
+  DenseSchedule f5 = schedule_dense(400, 120, DENSE_FORWARD, TARGET_AVX512);
+  assert_true(f5.width == 16 && f5.tiles == 25 && f5.rem == 0 && f5.ob == 4);
   (void)state;
 }
 
