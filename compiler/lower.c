@@ -493,27 +493,39 @@ static Expr *epilogue_scale(Lower *L, const Epilogue *e, Expr *v, Expr *ch) {
   return add(L, mul(L, v, load(L, e->scale, ch)), load(L, e->shift, ch));
 }
 
-int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
-                            Expr *ch0, int by_column) {
+int lower_epilogue_tanh(const Lower *L) {
   const Epilogue *e = L->ep;
-  if (!e || e->residual || !e->act || e->act->op != OP_TANH)
-    return 0;
+  return e && !e->residual && e->act && e->act->op == OP_TANH;
+}
+
+/* The tanh epilogue in three loops over rows x width elements of buf
+ * from base (lower_epilogue_in_place); one row has no loop of its own. */
+static void tanh_passes(Lower *L, Buffer *buf, Expr *base, int64_t rows,
+                        int64_t width, Expr *ch0, int by_column) {
+  const Epilogue *e = L->ep;
   L->ep_used = 1;
   LoopBuilder *b = &L->b;
   for (int pass = 0; pass < 3; pass++) {
-    int j = lb_for(b, "j", rows);
+    Expr *j = rows > 1 ? V(L, lb_for(b, "j", rows)) : I(L, 0);
     int i = lb_for(b, "i", width);
-    Expr *at = add(L, mul(L, V(L, j), I(L, width)), V(L, i));
-    Expr *v = load(L, acc, at);
+    Expr *at = add(L, base, add(L, mul(L, j, I(L, width)), V(L, i)));
+    Expr *v = load(L, buf, at);
     if (pass == 0)
-      v = epilogue_scale(L, e, v, add(L, ch0, V(L, by_column ? i : j)));
+      v = epilogue_scale(L, e, v, add(L, ch0, by_column ? V(L, i) : j));
     int t = lb_let(b, pass == 2 ? "c" : "v", v);
-    lb_store(b, acc, at,
+    lb_store(b, buf, at,
              pass == 0   ? clamp_above(L, x_temp(L->p, t), x_temp(L->p, t))
              : pass == 1 ? clamp_below(L, x_temp(L->p, t))
                          : tanh_rational(L, t));
-    close(L, 2);
+    close(L, 1 + (rows > 1));
   }
+}
+
+int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
+                            Expr *ch0, int by_column) {
+  if (!lower_epilogue_tanh(L))
+    return 0;
+  tanh_passes(L, acc, I(L, 0), rows, width, ch0, by_column);
   return 1;
 }
 
@@ -548,6 +560,15 @@ void lower_epilogue_pass(Lower *L, Buffer *y, Shape s, int n, int parallel) {
   int all = n < 0;
   if (all)
     n = parallel ? lb_parallel_for(b, "n", -1) : lb_for(b, "n", -1);
+  if (lower_epilogue_tanh(L)) { /* vectorized (lower_epilogue_in_place) */
+    Expr *base = mul(L, V(L, n), I(L, C * P));
+    if (P > 1)
+      tanh_passes(L, y, base, C, P, I(L, 0), 0);
+    else
+      tanh_passes(L, y, base, 1, C, I(L, 0), 1);
+    close(L, all);
+    return;
+  }
   int c = lb_for(b, "c", C);
   Expr *at = add(L, mul(L, V(L, n), I(L, C)), V(L, c));
   if (P > 1) /* (a dense layer's outputs are channels of one element) */

@@ -42,9 +42,9 @@ typedef struct Conv {
   Buffer *acc;
   Buffer *packed;  /* chan_inner: the weights, packed (pack_weights) */
   Buffer *partial; /* chan_inner in passes (icb): the sums between them */
-  int later;       /* chan_inner: the tiles store their sums as they are
-                      and a pass over y's planes applies the epilogue
-                      (lower_epilogue_pass) */
+  int later;       /* the tiles store their sums as they are and a pass
+                      over y's planes applies the epilogue
+                      (epilogue_later, lower_epilogue_pass) */
   int n, grp;      /* loop variables: sample (-1: the windows' positions
                       span the batch), group (-1: one group) */
 } Conv;
@@ -224,7 +224,8 @@ static void flat_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *ocl0,
    * and test are affine in i, which C compilers vectorize as masked
    * stores, over the up to one more row than the tile spans), else
    * position by position. */
-  int in_place = lower_epilogue_in_place(L, c->acc, ocb, width, ocx0, 0);
+  int in_place =
+      c->later || lower_epilogue_in_place(L, c->acc, ocb, width, ocx0, 0);
   if (s->row_stores && width % s->plane_w == 0 && from == 0) {
     aligned_rows(L, c, p0, width, ocx0, in_place);
     return;
@@ -555,15 +556,22 @@ static void unflip_weights(Lower *L, Conv *c) {
   c->flip = 0;
 }
 
-/* Whether the epilogue reads other tensors at each element (a residual,
- * an activation's value): the channels-innermost tile's stores are a
- * position's channels, a plane apart, and each such read a gather too,
- * where a pass over y's planes reads runs (ResNet-18's conv_dx+add+act_dx
- * at batch 8 took 15-40% longer than its conv_dx+act_dx). Not for
- * dx_phases' convolutions, which store a phase of y each. */
+/* Whether the tiles store their sums as they are and a pass over y's
+ * planes applies the epilogue after them: in channels-innermost tiles
+ * where it reads other tensors at each element (a residual, an
+ * activation's value), whose stores are a position's channels, a plane
+ * apart, and each such read a gather too, where the pass reads runs
+ * (ResNet-18's conv_dx+add+act_dx at batch 8 took 15-40% longer than its
+ * conv_dx+act_dx); in positions-innermost tiles where it is tanh, whose
+ * constants, held in registers across the tile's loops, took gcc's
+ * accumulators' (AVX-512: LeNet-5's c3 7.4 -> 5.5 us, a microbenchmark
+ * of the emitted function; AVX2 within the noise). Not for dx_phases'
+ * convolutions, which store a phase of y each. */
 static int epilogue_later(const Lower *L, const Conv *c) {
-  return c->s.chan_inner && L->ep && (L->ep->residual || L->ep->value) &&
-         !c->ostep[0];
+  if (!L->ep || c->ostep[0])
+    return 0;
+  return c->s.chan_inner ? L->ep->residual || L->ep->value
+                         : lower_epilogue_tanh(L);
 }
 
 static void lower_forward(Lower *L, Conv *c) {

@@ -147,7 +147,7 @@ Expr *lower_epilogue(Lower *L, Expr *v, Expr *ch, Expr *at);
  * (a loop variable already open), or of every sample (n < 0), their loop
  * shared out among threads when parallel. For a head whose nest does not
  * apply it in its stores: the plain nests, which accumulate in y itself,
- * and the channels-innermost tiles that leave it for later (lower_conv.c,
+ * and the convolution tiles that leave it for later (lower_conv.c,
  * epilogue_later). */
 void lower_epilogue_pass(Lower *L, Buffer *y, Shape s, int n, int parallel);
 
@@ -165,6 +165,9 @@ Expr *lower_pow(Lower *L, Expr *base, double e);
  * as it is. The stores after it then take the values as they are. */
 int lower_epilogue_in_place(Lower *L, Buffer *acc, int64_t rows, int64_t width,
                             Expr *ch0, int by_column);
+/* Whether the epilogue ends in tanh and has no residual (what
+ * lower_epilogue_in_place takes). */
+int lower_epilogue_tanh(const Lower *L);
 
 /* g times the derivative of activation node of, at its value (its output;
  * its input for leaky_relu). */

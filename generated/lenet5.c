@@ -943,34 +943,36 @@ static void forward_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            float v = acc[j_3 * 32 + i_3];
-            acc[j_3 * 32 + i_3] = 7.905311f < v ? 7.905311f : v;
-          }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 3; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
-            float v_2 = acc[j_4 * 32 + i_4];
-            acc[j_4 * 32 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
-          }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 3; j_5++) {
-          for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
-            float c_2 = acc[j_5 * 32 + i_5];
-            float z = c_2 * c_2;
-            acc[j_5 * 32 + i_5] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
-          }
-        }
-        for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
           for (ptrdiff_t r = 0; r < 1; r++) {
             ptrdiff_t row = t * 32 / 32 + r;
             if (row < 28) {
-              for (ptrdiff_t i_6 = 0; i_6 < 28; i_6++) {
-                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + i_6] = acc[j_6 * 32 + r * 32 + i_6];
+              for (ptrdiff_t i_3 = 0; i_3 < 28; i_3++) {
+                tanh0[((n_2 * 6 + ob * 3 + j_3) * 28 + row) * 28 + i_3] = acc[j_3 * 32 + r * 32 + i_3];
               }
             }
           }
         }
+      }
+    }
+  }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t j_4 = 0; j_4 < 6; j_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        float v = tanh0[n_3 * 4704 + j_4 * 784 + i_4];
+        tanh0[n_3 * 4704 + j_4 * 784 + i_4] = 7.905311f < v ? 7.905311f : v;
+      }
+    }
+    for (ptrdiff_t j_5 = 0; j_5 < 6; j_5++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 784; i_5++) {
+        float v_2 = tanh0[n_3 * 4704 + j_5 * 784 + i_5];
+        tanh0[n_3 * 4704 + j_5 * 784 + i_5] = v_2 < -7.905311f ? -7.905311f : v_2;
+      }
+    }
+    for (ptrdiff_t j_6 = 0; j_6 < 6; j_6++) {
+      for (ptrdiff_t i_6 = 0; i_6 < 784; i_6++) {
+        float c_2 = tanh0[n_3 * 4704 + j_6 * 784 + i_6];
+        float z = c_2 * c_2;
+        tanh0[n_3 * 4704 + j_6 * 784 + i_6] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1027,77 +1029,60 @@ static void forward_c3(lenet5_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            float v = acc[j_3 * 24 + i_3];
-            acc[j_3 * 24 + i_3] = 7.905311f < v ? 7.905311f : v;
-          }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            float v_2 = acc[j_4 * 24 + i_4];
-            acc[j_4 * 24 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
-          }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-          for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-            float c = acc[j_5 * 24 + i_5];
-            float z = c * c;
-            acc[j_5 * 24 + i_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
-          }
-        }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p = t * 24 + i_6;
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 14 < 10) {
-              tanh1[((n * 16 + ob * 4 + j_6) * 10 + p / 14) * 10 + p % 14] = acc[j_6 * 24 + i_6];
+              tanh1[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = acc[j_3 * 24 + i_3];
             }
           }
         }
       }
     }
     for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-      for (ptrdiff_t j_7 = 0; j_7 < 4; j_7++) {
-        for (ptrdiff_t i_7 = 0; i_7 < 24; i_7++) {
-          acc[j_7 * 24 + i_7] = c3_bias[ob_2 * 4 + j_7];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = c3_bias[ob_2 * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-            for (ptrdiff_t j_8 = 0; j_8 < 4; j_8++) {
-              float wv_2 = c3_weight[(((ob_2 * 4 + j_8) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_8 = 0; i_8 < 24; i_8++) {
-                acc[j_8 * 24 + i_8] = madd(avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2], wv_2, acc[j_8 * 24 + i_8]);
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = c3_weight[(((ob_2 * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] = madd(avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2], wv_2, acc[j_5 * 24 + i_5]);
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_9 = 0; j_9 < 4; j_9++) {
-        for (ptrdiff_t i_9 = 0; i_9 < 24; i_9++) {
-          float v_3 = acc[j_9 * 24 + i_9];
-          acc[j_9 * 24 + i_9] = 7.905311f < v_3 ? 7.905311f : v_3;
-        }
-      }
-      for (ptrdiff_t j_10 = 0; j_10 < 4; j_10++) {
-        for (ptrdiff_t i_10 = 0; i_10 < 24; i_10++) {
-          float v_4 = acc[j_10 * 24 + i_10];
-          acc[j_10 * 24 + i_10] = v_4 < -7.905311f ? -7.905311f : v_4;
-        }
-      }
-      for (ptrdiff_t j_11 = 0; j_11 < 4; j_11++) {
-        for (ptrdiff_t i_11 = 0; i_11 < 24; i_11++) {
-          float c_2 = acc[j_11 * 24 + i_11];
-          float z_2 = c_2 * c_2;
-          acc[j_11 * 24 + i_11] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z_2, 2.2016791e-05f), z_2, 0.003578622f), z_2, 0.13450314f), z_2, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z_2, 0.00034230313f), z_2, 0.026190847f), z_2, 0.4678364f), z_2, 1.0f);
-        }
-      }
-      for (ptrdiff_t j_12 = 0; j_12 < 4; j_12++) {
-        for (ptrdiff_t i_12 = 0; i_12 < 24; i_12++) {
-          ptrdiff_t p_2 = 112 + i_12;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 112 + i_6;
           if (p_2 % 14 < 10 && 120 <= p_2) {
-            tanh1[((n * 16 + ob_2 * 4 + j_12) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_12 * 24 + i_12];
+            tanh1[((n * 16 + ob_2 * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_6 * 24 + i_6];
           }
         }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t j_7 = 0; j_7 < 16; j_7++) {
+      for (ptrdiff_t i_7 = 0; i_7 < 100; i_7++) {
+        float v = tanh1[n_2 * 1600 + j_7 * 100 + i_7];
+        tanh1[n_2 * 1600 + j_7 * 100 + i_7] = 7.905311f < v ? 7.905311f : v;
+      }
+    }
+    for (ptrdiff_t j_8 = 0; j_8 < 16; j_8++) {
+      for (ptrdiff_t i_8 = 0; i_8 < 100; i_8++) {
+        float v_2 = tanh1[n_2 * 1600 + j_8 * 100 + i_8];
+        tanh1[n_2 * 1600 + j_8 * 100 + i_8] = v_2 < -7.905311f ? -7.905311f : v_2;
+      }
+    }
+    for (ptrdiff_t j_9 = 0; j_9 < 16; j_9++) {
+      for (ptrdiff_t i_9 = 0; i_9 < 100; i_9++) {
+        float c = tanh1[n_2 * 1600 + j_9 * 100 + i_9];
+        float z = c * c;
+        tanh1[n_2 * 1600 + j_9 * 100 + i_9] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1160,11 +1145,18 @@ static void forward_f5(lenet5_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t c = 0; c < 120; c++) {
-      float v = tanh2[n_2 * 120 + c];
-      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c_2 * c_2;
-      tanh2[n_2 * 120 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+    for (ptrdiff_t i = 0; i < 120; i++) {
+      float v = tanh2[n_2 * 120 + i];
+      tanh2[n_2 * 120 + i] = 7.905311f < v ? 7.905311f : v;
+    }
+    for (ptrdiff_t i_2 = 0; i_2 < 120; i_2++) {
+      float v_2 = tanh2[n_2 * 120 + i_2];
+      tanh2[n_2 * 120 + i_2] = v_2 < -7.905311f ? -7.905311f : v_2;
+    }
+    for (ptrdiff_t i_3 = 0; i_3 < 120; i_3++) {
+      float c = tanh2[n_2 * 120 + i_3];
+      float z = c * c;
+      tanh2[n_2 * 120 + i_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
@@ -1215,11 +1207,18 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t c = 0; c < 84; c++) {
-      float v = tanh3[n_2 * 84 + c];
-      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c_2 * c_2;
-      tanh3[n_2 * 84 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+    for (ptrdiff_t i = 0; i < 84; i++) {
+      float v = tanh3[n_2 * 84 + i];
+      tanh3[n_2 * 84 + i] = 7.905311f < v ? 7.905311f : v;
+    }
+    for (ptrdiff_t i_2 = 0; i_2 < 84; i_2++) {
+      float v_2 = tanh3[n_2 * 84 + i_2];
+      tanh3[n_2 * 84 + i_2] = v_2 < -7.905311f ? -7.905311f : v_2;
+    }
+    for (ptrdiff_t i_3 = 0; i_3 < 84; i_3++) {
+      float c = tanh3[n_2 * 84 + i_3];
+      float z = c * c;
+      tanh3[n_2 * 84 + i_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
@@ -1347,34 +1346,36 @@ static void train_c1(lenet5_state *s, ptrdiff_t count, const float *x) {
           }
         }
         for (ptrdiff_t j_3 = 0; j_3 < 3; j_3++) {
-          for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-            float v = acc[j_3 * 32 + i_3];
-            acc[j_3 * 32 + i_3] = 7.905311f < v ? 7.905311f : v;
-          }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 3; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 32; i_4++) {
-            float v_2 = acc[j_4 * 32 + i_4];
-            acc[j_4 * 32 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
-          }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 3; j_5++) {
-          for (ptrdiff_t i_5 = 0; i_5 < 32; i_5++) {
-            float c_2 = acc[j_5 * 32 + i_5];
-            float z = c_2 * c_2;
-            acc[j_5 * 32 + i_5] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
-          }
-        }
-        for (ptrdiff_t j_6 = 0; j_6 < 3; j_6++) {
           for (ptrdiff_t r = 0; r < 1; r++) {
             ptrdiff_t row = t * 32 / 32 + r;
             if (row < 28) {
-              for (ptrdiff_t i_6 = 0; i_6 < 28; i_6++) {
-                tanh0[((n_2 * 6 + ob * 3 + j_6) * 28 + row) * 28 + i_6] = acc[j_6 * 32 + r * 32 + i_6];
+              for (ptrdiff_t i_3 = 0; i_3 < 28; i_3++) {
+                tanh0[((n_2 * 6 + ob * 3 + j_3) * 28 + row) * 28 + i_3] = acc[j_3 * 32 + r * 32 + i_3];
               }
             }
           }
         }
+      }
+    }
+  }
+  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
+    for (ptrdiff_t j_4 = 0; j_4 < 6; j_4++) {
+      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
+        float v = tanh0[n_3 * 4704 + j_4 * 784 + i_4];
+        tanh0[n_3 * 4704 + j_4 * 784 + i_4] = 7.905311f < v ? 7.905311f : v;
+      }
+    }
+    for (ptrdiff_t j_5 = 0; j_5 < 6; j_5++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 784; i_5++) {
+        float v_2 = tanh0[n_3 * 4704 + j_5 * 784 + i_5];
+        tanh0[n_3 * 4704 + j_5 * 784 + i_5] = v_2 < -7.905311f ? -7.905311f : v_2;
+      }
+    }
+    for (ptrdiff_t j_6 = 0; j_6 < 6; j_6++) {
+      for (ptrdiff_t i_6 = 0; i_6 < 784; i_6++) {
+        float c_2 = tanh0[n_3 * 4704 + j_6 * 784 + i_6];
+        float z = c_2 * c_2;
+        tanh0[n_3 * 4704 + j_6 * 784 + i_6] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1431,77 +1432,60 @@ static void train_c3(lenet5_state *s, ptrdiff_t count) {
         }
         for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
           for (ptrdiff_t i_3 = 0; i_3 < 24; i_3++) {
-            float v = acc[j_3 * 24 + i_3];
-            acc[j_3 * 24 + i_3] = 7.905311f < v ? 7.905311f : v;
-          }
-        }
-        for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-          for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
-            float v_2 = acc[j_4 * 24 + i_4];
-            acc[j_4 * 24 + i_4] = v_2 < -7.905311f ? -7.905311f : v_2;
-          }
-        }
-        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-          for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
-            float c = acc[j_5 * 24 + i_5];
-            float z = c * c;
-            acc[j_5 * 24 + i_5] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
-          }
-        }
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
-            ptrdiff_t p = t * 24 + i_6;
+            ptrdiff_t p = t * 24 + i_3;
             if (p % 14 < 10) {
-              tanh1[((n * 16 + ob * 4 + j_6) * 10 + p / 14) * 10 + p % 14] = acc[j_6 * 24 + i_6];
+              tanh1[((n * 16 + ob * 4 + j_3) * 10 + p / 14) * 10 + p % 14] = acc[j_3 * 24 + i_3];
             }
           }
         }
       }
     }
     for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
-      for (ptrdiff_t j_7 = 0; j_7 < 4; j_7++) {
-        for (ptrdiff_t i_7 = 0; i_7 < 24; i_7++) {
-          acc[j_7 * 24 + i_7] = c3_bias[ob_2 * 4 + j_7];
+      for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
+        for (ptrdiff_t i_4 = 0; i_4 < 24; i_4++) {
+          acc[j_4 * 24 + i_4] = c3_bias[ob_2 * 4 + j_4];
         }
       }
       for (ptrdiff_t ic_2 = 0; ic_2 < 6; ic_2++) {
         for (ptrdiff_t kh_2 = 0; kh_2 < 5; kh_2++) {
           for (ptrdiff_t kw_2 = 0; kw_2 < 5; kw_2++) {
-            for (ptrdiff_t j_8 = 0; j_8 < 4; j_8++) {
-              float wv_2 = c3_weight[(((ob_2 * 4 + j_8) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
-              for (ptrdiff_t i_8 = 0; i_8 < 24; i_8++) {
-                acc[j_8 * 24 + i_8] = madd(avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_8 + kw_2], wv_2, acc[j_8 * 24 + i_8]);
+            for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+              float wv_2 = c3_weight[(((ob_2 * 4 + j_5) * 6 + ic_2) * 5 + kh_2) * 5 + kw_2];
+              for (ptrdiff_t i_5 = 0; i_5 < 24; i_5++) {
+                acc[j_5 * 24 + i_5] = madd(avgpool0[((n * 6 + ic_2) * 14 + kh_2) * 14 + 112 + i_5 + kw_2], wv_2, acc[j_5 * 24 + i_5]);
               }
             }
           }
         }
       }
-      for (ptrdiff_t j_9 = 0; j_9 < 4; j_9++) {
-        for (ptrdiff_t i_9 = 0; i_9 < 24; i_9++) {
-          float v_3 = acc[j_9 * 24 + i_9];
-          acc[j_9 * 24 + i_9] = 7.905311f < v_3 ? 7.905311f : v_3;
-        }
-      }
-      for (ptrdiff_t j_10 = 0; j_10 < 4; j_10++) {
-        for (ptrdiff_t i_10 = 0; i_10 < 24; i_10++) {
-          float v_4 = acc[j_10 * 24 + i_10];
-          acc[j_10 * 24 + i_10] = v_4 < -7.905311f ? -7.905311f : v_4;
-        }
-      }
-      for (ptrdiff_t j_11 = 0; j_11 < 4; j_11++) {
-        for (ptrdiff_t i_11 = 0; i_11 < 24; i_11++) {
-          float c_2 = acc[j_11 * 24 + i_11];
-          float z_2 = c_2 * c_2;
-          acc[j_11 * 24 + i_11] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z_2, 2.2016791e-05f), z_2, 0.003578622f), z_2, 0.13450314f), z_2, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z_2, 0.00034230313f), z_2, 0.026190847f), z_2, 0.4678364f), z_2, 1.0f);
-        }
-      }
-      for (ptrdiff_t j_12 = 0; j_12 < 4; j_12++) {
-        for (ptrdiff_t i_12 = 0; i_12 < 24; i_12++) {
-          ptrdiff_t p_2 = 112 + i_12;
+      for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
+        for (ptrdiff_t i_6 = 0; i_6 < 24; i_6++) {
+          ptrdiff_t p_2 = 112 + i_6;
           if (p_2 % 14 < 10 && 120 <= p_2) {
-            tanh1[((n * 16 + ob_2 * 4 + j_12) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_12 * 24 + i_12];
+            tanh1[((n * 16 + ob_2 * 4 + j_6) * 10 + p_2 / 14) * 10 + p_2 % 14] = acc[j_6 * 24 + i_6];
           }
         }
+      }
+    }
+  }
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t j_7 = 0; j_7 < 16; j_7++) {
+      for (ptrdiff_t i_7 = 0; i_7 < 100; i_7++) {
+        float v = tanh1[n_2 * 1600 + j_7 * 100 + i_7];
+        tanh1[n_2 * 1600 + j_7 * 100 + i_7] = 7.905311f < v ? 7.905311f : v;
+      }
+    }
+    for (ptrdiff_t j_8 = 0; j_8 < 16; j_8++) {
+      for (ptrdiff_t i_8 = 0; i_8 < 100; i_8++) {
+        float v_2 = tanh1[n_2 * 1600 + j_8 * 100 + i_8];
+        tanh1[n_2 * 1600 + j_8 * 100 + i_8] = v_2 < -7.905311f ? -7.905311f : v_2;
+      }
+    }
+    for (ptrdiff_t j_9 = 0; j_9 < 16; j_9++) {
+      for (ptrdiff_t i_9 = 0; i_9 < 100; i_9++) {
+        float c = tanh1[n_2 * 1600 + j_9 * 100 + i_9];
+        float z = c * c;
+        tanh1[n_2 * 1600 + j_9 * 100 + i_9] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
       }
     }
   }
@@ -1564,11 +1548,18 @@ static void train_f5(lenet5_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t c = 0; c < 120; c++) {
-      float v = tanh2[n_2 * 120 + c];
-      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c_2 * c_2;
-      tanh2[n_2 * 120 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+    for (ptrdiff_t i = 0; i < 120; i++) {
+      float v = tanh2[n_2 * 120 + i];
+      tanh2[n_2 * 120 + i] = 7.905311f < v ? 7.905311f : v;
+    }
+    for (ptrdiff_t i_2 = 0; i_2 < 120; i_2++) {
+      float v_2 = tanh2[n_2 * 120 + i_2];
+      tanh2[n_2 * 120 + i_2] = v_2 < -7.905311f ? -7.905311f : v_2;
+    }
+    for (ptrdiff_t i_3 = 0; i_3 < 120; i_3++) {
+      float c = tanh2[n_2 * 120 + i_3];
+      float z = c * c;
+      tanh2[n_2 * 120 + i_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
@@ -1619,11 +1610,18 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t c = 0; c < 84; c++) {
-      float v = tanh3[n_2 * 84 + c];
-      float c_2 = 7.905311f < v ? 7.905311f : (v < -7.905311f ? -7.905311f : v);
-      float z = c_2 * c_2;
-      tanh3[n_2 * 84 + c] = c_2 * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
+    for (ptrdiff_t i = 0; i < 84; i++) {
+      float v = tanh3[n_2 * 84 + i];
+      tanh3[n_2 * 84 + i] = 7.905311f < v ? 7.905311f : v;
+    }
+    for (ptrdiff_t i_2 = 0; i_2 < 84; i_2++) {
+      float v_2 = tanh3[n_2 * 84 + i_2];
+      tanh3[n_2 * 84 + i_2] = v_2 < -7.905311f ? -7.905311f : v_2;
+    }
+    for (ptrdiff_t i_3 = 0; i_3 < 84; i_3++) {
+      float c = tanh3[n_2 * 84 + i_3];
+      float z = c * c;
+      tanh3[n_2 * 84 + i_3] = c * madd(madd(madd(madd(1.5418005e-08f, z, 2.2016791e-05f), z, 0.003578622f), z, 0.13450314f), z, 1.0f) / madd(madd(madd(madd(8.59494e-07f, z, 0.00034230313f), z, 0.026190847f), z, 0.4678364f), z, 1.0f);
     }
   }
 }
