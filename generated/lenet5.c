@@ -1168,40 +1168,35 @@ static void forward_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_bias = s->f32 + 60800; /* f6.bias */
   const float *tanh2 = s->arena + 0;
   float *tanh3 = s->arena + 128;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 96; a++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t t = 0; t < 7; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 24 + l] = madd(tanh2[n * 120 + t * 16 + l], f6_weight[(ob * 4 + j) * 120 + t * 16 + l], acc[j * 24 + l]);
+            acc[j * 16 + l] = madd(tanh2[n * 120 + t * 16 + l], f6_weight[(ob * 4 + j) * 120 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          acc[j_2 * 24 + 16 + l_2] = madd(tanh2[n * 120 + 112 + l_2], f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2], acc[j_2 * 24 + 16 + l_2]);
+          acc[j_2 * 16 + l_2] = madd(tanh2[n * 120 + 112 + l_2], f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2], acc[j_2 * 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
         for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          acc[j_3 * 24 + l_3] += acc[j_3 * 24 + l_3 + 16];
+          acc[j_3 * 16 + l_3] += acc[j_3 * 16 + l_3 + 8];
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
-          acc[j_4 * 24 + l_4] += acc[j_4 * 24 + l_4 + 8];
-        }
+        tanh3[n * 84 + ob * 4 + j_4] = f6_bias[ob * 4 + j_4];
       }
-      for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-        tanh3[n * 84 + ob * 4 + j_5] = f6_bias[ob * 4 + j_5];
-      }
-      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          tanh3[n * 84 + ob * 4 + j_6] += acc[j_6 * 24 + l_5];
+      for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+          tanh3[n * 84 + ob * 4 + j_5] += acc[j_5 * 16 + l_4];
         }
       }
     }
@@ -1230,40 +1225,35 @@ static void forward_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_bias = s->f32 + 61744; /* f7.bias */
   const float *tanh3 = s->arena + 128;
   float *f7 = s->arena + 0;
-  float acc[40]; /* accumulators */
+  float acc[32]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 5; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 40; a++) {
+      for (ptrdiff_t a = 0; a < 32; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t t = 0; t < 5; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 20 + l] = madd(tanh3[n * 84 + t * 16 + l], f7_weight[(ob * 2 + j) * 84 + t * 16 + l], acc[j * 20 + l]);
+            acc[j * 16 + l] = madd(tanh3[n * 84 + t * 16 + l], f7_weight[(ob * 2 + j) * 84 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-          acc[j_2 * 20 + 16 + l_2] = madd(tanh3[n * 84 + 80 + l_2], f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2], acc[j_2 * 20 + 16 + l_2]);
+          acc[j_2 * 16 + l_2] = madd(tanh3[n * 84 + 80 + l_2], f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2], acc[j_2 * 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-        for (ptrdiff_t l_3 = 0; l_3 < 4; l_3++) {
-          acc[j_3 * 20 + l_3] += acc[j_3 * 20 + l_3 + 16];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          acc[j_3 * 16 + l_3] += acc[j_3 * 16 + l_3 + 8];
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
-          acc[j_4 * 20 + l_4] += acc[j_4 * 20 + l_4 + 8];
-        }
+        f7[n * 10 + ob * 2 + j_4] = f7_bias[ob * 2 + j_4];
       }
-      for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-        f7[n * 10 + ob * 2 + j_5] = f7_bias[ob * 2 + j_5];
-      }
-      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-        for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-          f7[n * 10 + ob * 2 + j_6] += acc[j_6 * 20 + l_5];
+      for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+          f7[n * 10 + ob * 2 + j_5] += acc[j_5 * 16 + l_4];
         }
       }
     }
@@ -1571,40 +1561,35 @@ static void train_f6(lenet5_state *s, ptrdiff_t count) {
   const float *f6_bias = s->f32 + 60800; /* f6.bias */
   const float *tanh2 = s->arena + 2000;
   float *tanh3 = s->arena + 2128;
-  float acc[96]; /* accumulators */
+  float acc[64]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 21; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 96; a++) {
+      for (ptrdiff_t a = 0; a < 64; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t t = 0; t < 7; t++) {
         for (ptrdiff_t j = 0; j < 4; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 24 + l] = madd(tanh2[n * 120 + t * 16 + l], f6_weight[(ob * 4 + j) * 120 + t * 16 + l], acc[j * 24 + l]);
+            acc[j * 16 + l] = madd(tanh2[n * 120 + t * 16 + l], f6_weight[(ob * 4 + j) * 120 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 4; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 8; l_2++) {
-          acc[j_2 * 24 + 16 + l_2] = madd(tanh2[n * 120 + 112 + l_2], f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2], acc[j_2 * 24 + 16 + l_2]);
+          acc[j_2 * 16 + l_2] = madd(tanh2[n * 120 + 112 + l_2], f6_weight[(ob * 4 + j_2) * 120 + 112 + l_2], acc[j_2 * 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 4; j_3++) {
         for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
-          acc[j_3 * 24 + l_3] += acc[j_3 * 24 + l_3 + 16];
+          acc[j_3 * 16 + l_3] += acc[j_3 * 16 + l_3 + 8];
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 4; j_4++) {
-        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
-          acc[j_4 * 24 + l_4] += acc[j_4 * 24 + l_4 + 8];
-        }
+        tanh3[n * 84 + ob * 4 + j_4] = f6_bias[ob * 4 + j_4];
       }
-      for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
-        tanh3[n * 84 + ob * 4 + j_5] = f6_bias[ob * 4 + j_5];
-      }
-      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-        for (ptrdiff_t j_6 = 0; j_6 < 4; j_6++) {
-          tanh3[n * 84 + ob * 4 + j_6] += acc[j_6 * 24 + l_5];
+      for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 4; j_5++) {
+          tanh3[n * 84 + ob * 4 + j_5] += acc[j_5 * 16 + l_4];
         }
       }
     }
@@ -1633,40 +1618,35 @@ static void train_f7(lenet5_state *s, ptrdiff_t count) {
   const float *f7_bias = s->f32 + 61744; /* f7.bias */
   const float *tanh3 = s->arena + 2128;
   float *f7 = s->arena + 2224;
-  float acc[40]; /* accumulators */
+  float acc[32]; /* accumulators */
   for (ptrdiff_t ob = 0; ob < 5; ob++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 40; a++) {
+      for (ptrdiff_t a = 0; a < 32; a++) {
         acc[a] = 0.0f;
       }
       for (ptrdiff_t t = 0; t < 5; t++) {
         for (ptrdiff_t j = 0; j < 2; j++) {
           for (ptrdiff_t l = 0; l < 16; l++) {
-            acc[j * 20 + l] = madd(tanh3[n * 84 + t * 16 + l], f7_weight[(ob * 2 + j) * 84 + t * 16 + l], acc[j * 20 + l]);
+            acc[j * 16 + l] = madd(tanh3[n * 84 + t * 16 + l], f7_weight[(ob * 2 + j) * 84 + t * 16 + l], acc[j * 16 + l]);
           }
         }
       }
       for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
         for (ptrdiff_t l_2 = 0; l_2 < 4; l_2++) {
-          acc[j_2 * 20 + 16 + l_2] = madd(tanh3[n * 84 + 80 + l_2], f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2], acc[j_2 * 20 + 16 + l_2]);
+          acc[j_2 * 16 + l_2] = madd(tanh3[n * 84 + 80 + l_2], f7_weight[(ob * 2 + j_2) * 84 + 80 + l_2], acc[j_2 * 16 + l_2]);
         }
       }
       for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-        for (ptrdiff_t l_3 = 0; l_3 < 4; l_3++) {
-          acc[j_3 * 20 + l_3] += acc[j_3 * 20 + l_3 + 16];
+        for (ptrdiff_t l_3 = 0; l_3 < 8; l_3++) {
+          acc[j_3 * 16 + l_3] += acc[j_3 * 16 + l_3 + 8];
         }
       }
       for (ptrdiff_t j_4 = 0; j_4 < 2; j_4++) {
-        for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
-          acc[j_4 * 20 + l_4] += acc[j_4 * 20 + l_4 + 8];
-        }
+        f7[n * 10 + ob * 2 + j_4] = f7_bias[ob * 2 + j_4];
       }
-      for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
-        f7[n * 10 + ob * 2 + j_5] = f7_bias[ob * 2 + j_5];
-      }
-      for (ptrdiff_t l_5 = 0; l_5 < 8; l_5++) {
-        for (ptrdiff_t j_6 = 0; j_6 < 2; j_6++) {
-          f7[n * 10 + ob * 2 + j_6] += acc[j_6 * 20 + l_5];
+      for (ptrdiff_t l_4 = 0; l_4 < 8; l_4++) {
+        for (ptrdiff_t j_5 = 0; j_5 < 2; j_5++) {
+          f7[n * 10 + ob * 2 + j_5] += acc[j_5 * 16 + l_4];
         }
       }
     }
