@@ -185,15 +185,18 @@ ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile) {
    * multiply-adds (LeNet-5's c1, 25: its stores went from a third of the
    * layer to a tenth) and cost 10-15% where it is hundreds (VGG16), whose
    * scalar stores are a rounding error beside the arithmetic. AVX-512's
-   * masked stores are plain stores under a mask register, and pay up to
-   * 256 (LeNet-5's c3, 150 an output, whose scalar stores each divided by
-   * the row's width: 13.7 -> 8.6 us), though not at 512 (ResNet-50's 1 x
-   * 1 layer4.1.conv3, 7 x 7 outputs: 1.75 -> 2.28 ms with them). A tile
-   * of whole rows stores them with no mask at all (lower_conv.c,
-   * aligned_rows). */
+   * masked stores are plain stores under a mask register, and paid below
+   * 512 (LeNet-5's c3, 150 an output, whose scalar stores each divided by
+   * the row's width: 13.7 -> 8.6 us; its c3.dx at batch 64, 400: 0.92 ->
+   * 0.80 ms), though not at 512 and 1024 (ResNet-50's 1 x 1 layer4.1.conv3
+   * and the stride-2 layer4.0.downsample.0, 7 x 7 outputs: 1.75 -> 2.28
+   * and 2.52 -> 3.12 ms with them), nor at 4,608 (a 3 x 3 layer of 512
+   * channels, within the noise). A tile of whole rows stores them with no
+   * mask at all (lower_conv.c, aligned_rows). */
+  int64_t work = (g->C / g->groups) * g->KH * g->KW;
   s.row_stores = pass != CONV_WEIGHT && !s.chan_inner &&
-                 (g->C / g->groups) * g->KH * g->KW <=
-                     (L >= TARGET_AVX512 ? 8 : 1) * ROW_STORE_WORK;
+                 (L >= TARGET_AVX512 ? work < 16 * ROW_STORE_WORK
+                                     : work <= ROW_STORE_WORK);
   if (s.pad_copy) { /* the last tile's reads, deepest tap */
     int64_t reach = s.tiles * s.width +
                     (g->KH - 1) * g->dh / s.phase_h * s.plane_w +

@@ -247,20 +247,24 @@ static void chunks_for_threads(void **state) {
 
 /* Row-by-row (masked) stores only where an output is a few multiply-adds:
  * with AVX2 32 or fewer, LeNet-5's c1 (1 channel, 5 x 5), not its c3 (6
- * channels); with AVX-512 256 or fewer, c3 too, but not a 1 x 1 layer of
- * 512 channels nor a 3 x 3 one; never in the weight gradient, whose stores
- * are its dot products, nor in channels-innermost tiles. */
+ * channels); with AVX-512 fewer than 512, c3 and c3's input gradient (16
+ * channels) too, but not a 1 x 1 layer of 512 channels nor a 3 x 3 one;
+ * never in the weight gradient, whose stores are its dot products, nor in
+ * channels-innermost tiles. */
 static void row_stores(void **state) {
   ConvGeom c1 = {1, 1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1, 1};
   ConvGeom c3 = {1, 6, 14, 14, 16, 10, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 1};
   ConvGeom l4 = {1, 512, 7, 7, 512, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
   ConvGeom l4_1x1 = {1, 512, 7, 7, 2048, 7, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1};
+  ConvGeom c3_dx = {1, 16, 10, 10, 6, 14, 14, 5, 5, 1, 1, 4, 4, 1, 1, 1, 1};
   ConvGeom vgg = {1, 64, 56, 56, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
   assert_true(schedule_conv(&c1, CONV_FORWARD, TARGET_AVX2).row_stores);
   assert_false(schedule_conv(&c1, CONV_WEIGHT, TARGET_AVX2).row_stores);
   assert_false(schedule_conv(&c3, CONV_FORWARD, TARGET_AVX2).row_stores);
   assert_false(schedule_conv(&l4, CONV_FORWARD, TARGET_AVX2).row_stores);
   assert_true(schedule_conv(&c3, CONV_FORWARD, TARGET_AVX512).row_stores);
+  assert_true(schedule_conv(&c3_dx, CONV_FORWARD, TARGET_AVX512).row_stores);
+  assert_false(schedule_conv(&c3_dx, CONV_FORWARD, TARGET_AVX2).row_stores);
   assert_false(schedule_conv(&l4, CONV_FORWARD, TARGET_AVX512).row_stores);
   assert_false(schedule_conv(&l4_1x1, CONV_FORWARD, TARGET_AVX512).row_stores);
   assert_false(schedule_conv(&c1, CONV_WEIGHT, TARGET_AVX512).row_stores);
