@@ -428,19 +428,31 @@ static void pad_input(Lower *L, Conv *c) {
   Shape ps = {3, {g->C * PH * PW, s->plane_h, s->plane_w, 0}};
   Buffer *pad = lower_scratch(L, "padded", ps);
   LoopBuilder *b = &L->b;
-  /* (the channel-lane weight gradients share out blocks, not samples,
-   * but their copies' samples are apart too) */
-  int n =
-      s->parallel == PAR_SAMPLES || (s->parallel && (s->dw_chan || s->dw_ochan))
-          ? lb_parallel_for(b, "n", -1)
-          : lb_for(b, "n", -1);
   /* channels innermost: a row at a time, each channel's run of it read
    * in order and written C apart (the row's copy stays in cache) */
-  int hw = s->hwc;
-  int ch = hw ? -1 : lb_for(b, "c", g->C);
+  int hw = s->hwc, ch = -1, a = -1, n;
+  if (s->parallel == PAR_TILES) {
+    /* the tiles' threads share out the copy too, by rows (channels
+     * innermost) or channels: at batch 1 it had run on one of them */
+    if (hw)
+      a = lb_parallel_for(b, "a", s->plane_h);
+    else
+      ch = lb_parallel_for(b, "c", g->C);
+    n = lb_for(b, "n", -1);
+  } else {
+    /* (the channel-lane weight gradients share out blocks, not samples,
+     * but their copies' samples are apart too) */
+    n = s->parallel == PAR_SAMPLES ||
+                (s->parallel && (s->dw_chan || s->dw_ochan))
+            ? lb_parallel_for(b, "n", -1)
+            : lb_for(b, "n", -1);
+  }
+  if (!hw && ch < 0)
+    ch = lb_for(b, "c", g->C);
   int rh = PH > 1 ? lb_for(b, "rh", PH) : -1;
   int rw = PW > 1 ? lb_for(b, "rw", PW) : -1;
-  int a = lb_for(b, "a", s->plane_h);
+  if (a < 0)
+    a = lb_for(b, "a", s->plane_h);
   if (hw)
     ch = lb_for(b, "c", g->C);
   int q = lb_for(b, "q", s->plane_w);

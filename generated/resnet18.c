@@ -1141,8 +1141,9 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
         for (ptrdiff_t rw = 0; rw < 2; rw++) {
           for (ptrdiff_t a = 0; a < 116; a++) {
@@ -1194,8 +1195,9 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 817216;
   float *maxpool0 = s->arena + 1620032;
   float *maxpool0_padded = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 113; a++) {
         for (ptrdiff_t q = 0; q < 113; q++) {
           maxpool0_padded[((n * 64 + c) * 113 + a) * 113 + q] = 0 <= a - 1 && 0 <= q - 1 ? relu0[((n * 64 + c) * 112 + a - 1) * 112 + q - 1] : -INFINITY;
@@ -1203,8 +1205,9 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
@@ -1253,8 +1256,9 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_0_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -1331,8 +1335,9 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_0_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -1416,8 +1421,9 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_1_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -1494,8 +1500,9 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_1_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -2895,8 +2902,9 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 3; c++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t c = 0; c < 3; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
         for (ptrdiff_t rw = 0; rw < 2; rw++) {
           for (ptrdiff_t a = 0; a < 116; a++) {
@@ -3037,8 +3045,9 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 3162112;
   float *maxpool0 = s->arena + 3964928;
   float *maxpool0_padded = s->arena + 0;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t a = 0; a < 113; a++) {
         for (ptrdiff_t q = 0; q < 113; q++) {
           maxpool0_padded[((n * 64 + c) * 113 + a) * 113 + q] = 0 <= a - 1 && 0 <= q - 1 ? relu0[((n * 64 + c) * 112 + a - 1) * 112 + q - 1] : -INFINITY;
@@ -3046,8 +3055,9 @@ static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+  RESNET18_PARALLEL_FOR()
+  for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t oh = 0; oh < 56; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
@@ -3084,8 +3094,9 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_0_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -3237,8 +3248,9 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_0_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -3391,8 +3403,9 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_1_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -3544,8 +3557,9 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_1_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -13584,8 +13598,9 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t a = 0; a < 29; a++) {
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t a = 0; a < 29; a++) {
+    for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 29; q++) {
           layer2_0_conv1_dx_padded[((n_3 * 29 + a) * 29 + q) * 128 + c] = a < 28 && q < 28 ? layer2_0_bn1_dx[((n_3 * 128 + c) * 28 + a) * 28 + q] : 0.0f;
@@ -13637,8 +13652,9 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_5 = 0; n_5 < count; n_5++) {
-    for (ptrdiff_t a_2 = 0; a_2 < 30; a_2++) {
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t a_2 = 0; a_2 < 30; a_2++) {
+    for (ptrdiff_t n_5 = 0; n_5 < count; n_5++) {
       for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
         for (ptrdiff_t q_2 = 0; q_2 < 28; q_2++) {
           layer2_0_conv1_dx_padded_t[((n_5 * 30 + a_2) * 28 + q_2) * 128 + c_2] = a_2 < 28 ? layer2_0_bn1_dx[((n_5 * 128 + c_2) * 28 + a_2) * 28 + q_2] : 0.0f;
@@ -13690,8 +13706,9 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n_7 = 0; n_7 < count; n_7++) {
-    for (ptrdiff_t a_3 = 0; a_3 < 30; a_3++) {
+  RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
+  for (ptrdiff_t a_3 = 0; a_3 < 30; a_3++) {
+    for (ptrdiff_t n_7 = 0; n_7 < count; n_7++) {
       for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
         for (ptrdiff_t q_3 = 0; q_3 < 29; q_3++) {
           layer2_0_conv1_dx_padded_t2[((n_7 * 30 + a_3) * 29 + q_3) * 128 + c_3] = a_3 < 28 && q_3 < 28 ? layer2_0_bn1_dx[((n_7 * 128 + c_3) * 28 + a_3) * 28 + q_3] : 0.0f;
@@ -14278,8 +14295,9 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_1_conv2_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -14724,8 +14742,9 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_1_conv1_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -15169,8 +15188,9 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_0_conv2_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
@@ -15557,8 +15577,9 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 58; a++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 58; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 58; q++) {
           layer1_0_conv1_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;

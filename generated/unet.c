@@ -1079,8 +1079,9 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 571; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 571; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 570; q++) {
           down1_conv2_padded[((n * 571 + a) * 570 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
@@ -1127,8 +1128,9 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 41623680;
   float *maxpool0 = s->arena + 20394240;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
         for (ptrdiff_t ow = 0; ow < 284; ow++) {
           float m = -INFINITY;
@@ -1284,8 +1286,9 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
   const float *down2_relu1 = s->arena + 20394240;
   float *maxpool1 = s->arena + 9785856;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
         for (ptrdiff_t ow = 0; ow < 140; ow++) {
           float m = -INFINITY;
@@ -1453,8 +1456,9 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
   const float *down3_relu1 = s->arena + 14590464;
   float *maxpool2 = s->arena + 6853632;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
         for (ptrdiff_t ow = 0; ow < 68; ow++) {
           float m = -INFINITY;
@@ -1634,8 +1638,9 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
   const float *down4_relu1 = s->arena + 9437184;
   float *maxpool3 = s->arena + 6242304;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
         for (ptrdiff_t ow = 0; ow < 32; ow++) {
           float m = -INFINITY;
@@ -2537,8 +2542,9 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 393; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 393; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 392; q++) {
           up1_conv1_padded[((n * 393 + a) * 392 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
@@ -2605,8 +2611,9 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 391; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 391; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 390; q++) {
           up1_conv2_padded[((n * 391 + a) * 390 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
@@ -2894,8 +2901,9 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 571; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 571; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 570; q++) {
           down1_conv2_padded[((n * 571 + a) * 570 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
@@ -2942,8 +2950,9 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
 static void train_maxpool0(unet_state *s, ptrdiff_t count) {
   const float *down1_relu1 = s->arena + 41769984;
   float *maxpool0 = s->arena + 147482368;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 64; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 64; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 284; oh++) {
         for (ptrdiff_t ow = 0; ow < 284; ow++) {
           float m = -INFINITY;
@@ -3099,8 +3108,9 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
 static void train_maxpool1(unet_state *s, ptrdiff_t count) {
   const float *down2_relu1 = s->arena + 122174976;
   float *maxpool1 = s->arena + 180624640;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 128; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 128; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 140; oh++) {
         for (ptrdiff_t ow = 0; ow < 140; ow++) {
           float m = -INFINITY;
@@ -3268,8 +3278,9 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
 static void train_maxpool2(unet_state *s, ptrdiff_t count) {
   const float *down3_relu1 = s->arena + 167454976;
   float *maxpool2 = s->arena + 190338304;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 256; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 256; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 68; oh++) {
         for (ptrdiff_t ow = 0; ow < 68; ow++) {
           float m = -INFINITY;
@@ -3449,8 +3460,9 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
 static void train_maxpool3(unet_state *s, ptrdiff_t count) {
   const float *down4_relu1 = s->arena + 185363712;
   float *maxpool3 = s->arena + 194049280;
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c = 0; c < 512; c++) {
+  UNET_PARALLEL_FOR()
+  for (ptrdiff_t c = 0; c < 512; c++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t oh = 0; oh < 32; oh++) {
         for (ptrdiff_t ow = 0; ow < 32; ow++) {
           float m = -INFINITY;
@@ -4363,8 +4375,9 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 393; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 393; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 392; q++) {
           up1_conv1_padded[((n * 393 + a) * 392 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
@@ -4431,8 +4444,9 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 391; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 391; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 390; q++) {
           up1_conv2_padded[((n * 391 + a) * 390 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
@@ -4873,8 +4887,9 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 393; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 393; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 392; q++) {
           up1_conv2_dx_padded[((n * 393 + a) * 392 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 388 && (0 <= q - 2 && q - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + a - 2) * 388 + q - 2] : 0.0f;
@@ -7911,8 +7926,9 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 286; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 286; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 128; c++) {
         for (ptrdiff_t q = 0; q < 286; q++) {
           down2_conv1_dx_padded[((n * 286 + a) * 286 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 282 && (0 <= q - 2 && q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + q - 2] : 0.0f;
@@ -8186,8 +8202,9 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
       }
     }
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t a = 0; a < 573; a++) {
+  UNET_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t a = 0; a < 573; a++) {
+    for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t c = 0; c < 64; c++) {
         for (ptrdiff_t q = 0; q < 572; q++) {
           down1_conv2_dx_padded[((n * 573 + a) * 572 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 568 && (0 <= q - 2 && q - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + a - 2) * 568 + q - 2] : 0.0f;

@@ -819,15 +819,16 @@ static void test_fusion_train(void **state) {
   }
 }
 
-/* Threads change no bit: the parallel loops (large convolutions and
- * dense layers) split their blocks of channels (batch 1, and weight
- * gradients) or their samples (batch 4) among 1, 2 or 3 threads, forward
- * and training step. */
+/* Threads change no bit: the parallel loops (large convolutions, dense
+ * layers, a max pool and its padded copy) split their blocks of channels
+ * (batch 1, and weight gradients) or their samples (batch 4) among 1, 2
+ * or 3 threads, forward and training step. */
 static const char threads_model_src[] =
     "model t_threads {\n"
-    "  input x[8, 24, 24]\n"
+    "  input x[8, 64, 64]\n"
     "  output y = x -> c1: conv(32, k=3, p=1) -> b1: bn -> relu\n"
-    "    -> c2: conv(32, k=3, s=2, p=1) -> relu -> flatten\n"
+    "    -> maxpool(3, s=1, p=1)\n"
+    "    -> c2: conv(32, k=3, s=2, p=1) -> relu -> maxpool(2) -> flatten\n"
     "    -> fc1: dense(300) -> relu -> fc2: dense(10)\n"
     "  loss cross_entropy(y)\n"
     "  train { batch = 4 }\n"
@@ -842,11 +843,16 @@ static void test_threads(void **state) {
     Program *t = lower(&c->d, c->a, c->g, 4, 1);
     assert_int_equal(c->d.errors, 0);
     plan(t);
-    int parallel = 0;
+    int parallel = 0, pool = 0;
     for (int i = 0; i < p->kernels.n; i++)
-      for (int j = 0; j < p->kernels.v[i]->body.n; j++)
-        parallel += p->kernels.v[i]->body.v[j]->parallel;
-    assert_true(parallel >= 3); /* c1, c2, fc1 */
+      for (int j = 0; j < p->kernels.v[i]->body.n; j++) {
+        int par = p->kernels.v[i]->body.v[j]->parallel;
+        parallel += par;
+        if (!strcmp(p->kernels.v[i]->name, "maxpool0"))
+          pool += par;
+      }
+    assert_true(parallel >= 5); /* c1, the pool and its copy, c2, fc1 */
+    assert_int_equal(pool, 2);
     rng = 17;
     write_weights(t, W, (Spoil){0});
     write_inputs(p, IN, batch, 0, (BadInput){0});
