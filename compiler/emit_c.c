@@ -124,6 +124,10 @@ static void declare(FILE *o, const Buffer *b, int writes) {
     fprintf(o, "  %s%s *%s = s->arena + %" PRId64 ";", cq, type, b->name,
             r->offset);
     break;
+  case BUF_PACKED:
+    fprintf(o, "  %s%s *%s = s->packed + %" PRId64 ";", cq, type, b->name,
+            r->offset);
+    break;
   case BUF_GRAD:
   case BUF_M:
   case BUF_V:
@@ -399,6 +403,11 @@ static void emit_header(FILE *h, const Program *p, const Program *t,
   fprintf(
       h, "  float arena[%" PRId64 "]; /* activations, planned by lifetime */\n",
       arena ? arena : 16);
+  if (p->packed_count)
+    fprintf(h,
+            "  float packed[%" PRId64 "]; /* weights packed for the forward "
+            "pass */\n",
+            p->packed_count);
   if (t) {
     int64_t n = p->f32_count ? p->f32_count : 16;
     fprintf(h, "  float g32[%" PRId64 "]; /* gradients, as f32 */\n", n);
@@ -442,6 +451,15 @@ static void emit_header(FILE *h, const Program *p, const Program *t,
           "int %s_load(%s_state *s, const void *data, size_t size,\n"
           "%*schar *err, size_t errlen);\n",
           m, m, (int)strlen(m) + 10, "");
+  if (p->packed_ok)
+    fprintf(
+        h,
+        "/* The forward pass keeps the convolutions' weights packed for its\n"
+        " * loops in s->packed, made by its first call after init, load or\n"
+        " * update. Call this after writing weights into s->f32 yourself,\n"
+        " * so that the next call packs them again. */\n"
+        "void %s_weights_changed(%s_state *s);\n",
+        m, m);
   fprintf(h, "/* Bytes of the safetensors image %s_save writes. */\n", m);
   fprintf(h, "size_t %s_save_size(void);\n", m);
   fprintf(h, "/* Writes the weights as a safetensors image; returns the bytes\n"
@@ -793,12 +811,28 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
   print_template(c, emit_c_safetensors_template, m);
   fprintf(c, "\n");
   emit_init(c, p, t, m);
-  fprintf(c,
-          "int %s_load(%s_state *s, const void *data, size_t size,\n"
-          "%*schar *err, size_t errlen) {\n"
-          "  return %s_st_load((const unsigned char *)data, size, %s_tensors,\n"
-          "%*s%s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
-          m, m, (int)strlen(m) + 10, "", m, m, (int)strlen(m) + 18, "", m);
+  if (p->packed_ok) {
+    fprintf(c,
+            "void %s_weights_changed(%s_state *s) {\n"
+            "  s->i64[%" PRId64 "] = 0; /* weights_packed */\n}\n\n",
+            m, m, p->packed_ok->offset);
+    fprintf(c,
+            "int %s_load(%s_state *s, const void *data, size_t size,\n"
+            "%*schar *err, size_t errlen) {\n"
+            "  %s_weights_changed(s);\n"
+            "  return %s_st_load((const unsigned char *)data, size, "
+            "%s_tensors,\n"
+            "%*s%s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
+            m, m, (int)strlen(m) + 10, "", m, m, m, (int)strlen(m) + 18, "", m);
+  } else {
+    fprintf(c,
+            "int %s_load(%s_state *s, const void *data, size_t size,\n"
+            "%*schar *err, size_t errlen) {\n"
+            "  return %s_st_load((const unsigned char *)data, size, "
+            "%s_tensors,\n"
+            "%*s%s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
+            m, m, (int)strlen(m) + 10, "", m, m, (int)strlen(m) + 18, "", m);
+  }
   fprintf(c,
           "size_t %s_save_size(void) {\n"
           "  return %s_st_size(%s_tensors, %s_NTENSORS);\n}\n\n",

@@ -99,6 +99,7 @@ enum {
   SF_G32,
   SF_M32,
   SF_V32,
+  SF_PACKED,
   SF_LR,
   SF_STEP,
   SF_SEED,
@@ -881,7 +882,8 @@ static LLVMValueRef base(Emit *e, const Buffer *r, const LLVMValueRef *areas,
                      : r->kind == BUF_ARENA ? SF_ARENA
                      : r->kind == BUF_GRAD  ? SF_G32
                      : r->kind == BUF_M     ? SF_M32
-                                            : SF_V32;
+                     : r->kind == BUF_V     ? SF_V32
+                                            : SF_PACKED;
     LLVMValueRef area = areas[field];
     LLVMValueRef off = ci64(e, r->offset);
     return LLVMBuildInBoundsGEP2(e->b, elem_type(e, r), area, &off, 1, r->name);
@@ -964,8 +966,8 @@ static void entry_point(Emit *e, const char *name, const KernelVec *ks,
   LLVMPositionBuilderAtEnd(e->b, run);
   if (what != ENTRY_FORWARD)
     bump(e, s, what == ENTRY_BACKWARD ? SF_DRAWS : SF_STEP);
-  LLVMValueRef areas[SF_V32 + 1];
-  for (unsigned i = 0; i <= SF_V32; i++)
+  LLVMValueRef areas[SF_PACKED + 1];
+  for (unsigned i = 0; i <= SF_PACKED; i++)
     areas[i] = state_field(e, s, i);
   for (int i = 0; i < ks->n; i++) {
     int n = 2 + nroots[i];
@@ -1030,8 +1032,9 @@ LLVMModuleRef emit_llvm_part(Diag *d, LLVMContextRef ctx, const Program *p,
   LLVMTypeRef fields[SF_COUNT] = {f32p,   LLVMPointerType(e->i64, 0),
                                   f32p,   f32p,
                                   f32p,   f32p,
-                                  e->f32, e->i64,
-                                  e->i64, e->i64};
+                                  f32p,   e->f32,
+                                  e->i64, e->i64,
+                                  e->i64};
   e->state = LLVMStructCreateNamed(ctx, "JitState");
   LLVMStructSetBody(e->state, fields, SF_COUNT, 0);
   e->fields = fields;

@@ -319,6 +319,8 @@ static Jit *jit_new(const Program *p) {
   j->st.f32 = mem_alloc_lines(sizeof(float) * (size_t)p->f32_count);
   j->st.i64 = mem_alloc_lines(sizeof(int64_t) * (size_t)p->i64_count);
   j->st.arena = mem_alloc_lines(sizeof(float) * (size_t)p->arena_count);
+  if (p->packed_count)
+    j->st.packed = mem_alloc_lines(sizeof(float) * (size_t)p->packed_count);
   /* the training areas mirror f32, where the program has them */
   for (int i = 0; i < p->bufs.n; i++) {
     BufKind k = p->bufs.v[i]->kind;
@@ -346,6 +348,7 @@ void jit_free(Jit *j) {
     mem_free(j->st.i64);
   }
   mem_free(j->st.arena);
+  mem_free(j->st.packed);
   mem_free(j->st.g32);
   mem_free(j->st.m32);
   mem_free(j->st.v32);
@@ -366,7 +369,13 @@ Jit *jit_compile_parts(Diag *d, const Program *p, int level, int nparts) {
   return j;
 }
 
+void jit_weights_changed(Jit *j) {
+  if (j->p->packed_ok)
+    j->st.i64[j->p->packed_ok->offset] = 0;
+}
+
 int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen) {
+  jit_weights_changed(j);
   return PREFIX_st_load(data, size, j->tab, j->ntab, j->st.f32, j->st.i64, err,
                         errlen);
 }
@@ -619,6 +628,8 @@ int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen) {
 }
 
 JitState *jit_state(Jit *j) { return (void)j, NULL; }
+
+void jit_weights_changed(Jit *j) { (void)j; }
 
 void jit_share_params(Jit *j, Jit *owner) {
   (void)j;

@@ -47,6 +47,7 @@ typedef struct JitState {
   float *g32;     /* training: gradients */
   float *m32;     /* training: momentum, or Adam's first moments */
   float *v32;     /* training: Adam's second moments */
+  float *packed;  /* inference: weights packed once (Program.packed_ok) */
   float lr;       /* training: the learning rate */
   int64_t step;   /* training: optimizer steps taken */
   uint64_t seed;  /* training: dropout's random stream */
@@ -71,6 +72,9 @@ Jit *jit_compile_parts(Diag *d, const Program *p, int level, int nparts);
  * bytes) and the state unchanged. */
 int jit_load(Jit *j, const void *data, size_t size, char *err, size_t errlen);
 JitState *jit_state(Jit *j);
+/* After writing weights into jit_state(j)->f32 other than by jit_load:
+ * the forward pass packs its kept weights again on its next call. */
+void jit_weights_changed(Jit *j);
 /* Points j's parameter and buffer areas (f32, i64) at owner's, so a
  * forward and a training program compiled from one graph (their planner
  * places every parameter at the same offset) work on one set of

@@ -254,8 +254,10 @@ static int64_t *t_step_of(void *state) { return &((Trainer *)state)->s->step; }
 
 /* Every parameter of p at the same offset in t: what sharing needs. */
 static int same_layout(const Program *p, const Program *t) {
-  if (p->f32_count != t->f32_count || p->i64_count != t->i64_count)
-    return 0;
+  if (p->f32_count != t->f32_count || p->i64_count != t->i64_count ||
+      !p->packed_ok != !t->packed_ok ||
+      (p->packed_ok && p->packed_ok->offset != t->packed_ok->offset))
+    return 0; /* (the update clears the forward pass's packed_ok) */
   int n = p->g->params.n;
   const Buffer **in_t = mem_alloc(sizeof *in_t * ((size_t)n + 1));
   memset(in_t, 0, sizeof *in_t * ((size_t)n + 1));

@@ -481,6 +481,7 @@ static const char *kind_name(BufKind k) {
   case BUF_M: return "m";
   case BUF_V: return "v";
   case BUF_LOCAL: return "local";
+  case BUF_PACKED: return "packed";
   }
   return "?";
 }

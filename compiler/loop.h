@@ -21,6 +21,9 @@ typedef enum BufKind {
   BUF_V,      /* Adam's second moment (v32) */
   BUF_LOCAL,  /* a kernel's own small array (a tile of accumulators): on
                  the stack of the kernel's function, not in the state */
+  BUF_PACKED, /* weights packed for the forward pass's tiles, made once
+                 after the weights change and kept: the state's packed
+                 area (Program.packed_ok) */
 } BufKind;
 
 typedef struct Buffer {
@@ -148,7 +151,13 @@ typedef struct Program {
   Buffer *loss;     /* train: the loss value */
   KernelVec update; /* train: the optimizer's update */
   ParamInitVec inits;
-  int64_t f32_count, i64_count, arena_count;
+  /* Where inference keeps convolutions' weights packed (BUF_PACKED), an
+   * integer buffer in both programs: 1 while the packed area holds the
+   * weights as they are. The forward pass packs them when it is 0 and
+   * then sets it; init, load and the optimizer's update clear it. NULL
+   * when no convolution keeps its weights packed. */
+  Buffer *packed_ok;
+  int64_t f32_count, i64_count, arena_count, packed_count;
   int64_t activation_sum; /* elements of all arena buffers, unshared */
   NameSet names;          /* the buffers' names: lowering keeps them unique */
 } Program;

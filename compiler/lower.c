@@ -198,6 +198,12 @@ Buffer *lower_scratch_once(Lower *L, const char *what, int64_t numel) {
   return scratch(L, what, numel, shape_of(1, &numel));
 }
 
+Buffer *lower_packed(Lower *L, int64_t numel) {
+  Buffer *b = scratch(L, "packed", numel, shape_of(1, &numel));
+  b->kind = BUF_PACKED;
+  return b;
+}
+
 /* Convolution, accumulating each (input channel, tap) into the output
  * plane: the innermost loop walks an output row and the matching input
  * row, which compilers vectorize, and every output element still sums
@@ -1000,6 +1006,13 @@ static void check_labels(Program *p, const Node *loss, Buffer *labels) {
   close(&L, 2);
 }
 
+/* A kernel setting Program.packed_ok to v. */
+static void packed_flag(Program *p, int64_t v, const char *what) {
+  Kernel *k = loop_kernel(p, "weights_packed", what, (Loc){0, 0, 0});
+  LoopBuilder b = lb_start(p, k);
+  lb_store(&b, p->packed_ok, x_int(p, 0), x_int(p, v));
+}
+
 /* The optimizer's update of every trainable parameter, PyTorch's rules:
  * SGD with momentum (the buffer starts at zero, which equals PyTorch's
  * first-step copy), Nesterov and weight decay; Adam with bias correction
@@ -1076,6 +1089,8 @@ static void lower_update(Program *p, Buffer **pbuf, Buffer **gbuf) {
              sub(&L, load(&L, w, at), mul(&L, x_state(p, X_LR), step)));
     close(&L, 1 + (r >= 0));
   }
+  if (p->packed_ok)
+    packed_flag(p, 0, "s->packed no longer holds the weights");
   p->update = p->kernels;
   p->kernels = forward;
 }
@@ -1171,6 +1186,13 @@ static Program *build(Diag *d, Arena *a, const Graph *g, int64_t batch,
     pbuf[i] = b;
     add_inits(p, b, prm);
   }
+  /* after the parameters, so that both programs have it at one offset */
+  for (int i = 0; i < nn && !p->packed_ok; i++)
+    if (lower_keeps_packed(g->nodes.v[i], p->tile, batch)) {
+      p->packed_ok = new_buffer(p, "weights_packed", BUF_I64, 1);
+      p->packed_ok->shape = shape_of(1, &(int64_t){1});
+      p->packed_ok->is_int = 1;
+    }
   /* Inputs in declaration order, then one buffer per needed node. */
   Buffer **nbuf = arena_alloc(a, sizeof(Buffer *) * (size_t)(nn + 1));
   Buffer *labels = NULL;
@@ -1289,6 +1311,8 @@ static Program *build(Diag *d, Arena *a, const Graph *g, int64_t batch,
     Buffer *src = nbuf[o->node->id];
     copy_kernel(&L, b, src, o->node->shape);
   }
+  if (p->packed_ok)
+    packed_flag(p, 1, "s->packed now holds the weights packed");
   (void)d;
   return p;
 }

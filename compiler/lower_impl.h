@@ -137,6 +137,13 @@ static inline AdaptiveWindow adaptive_window(Lower *L, int oh, int ow, Shape x,
 Buffer *lower_scratch(Lower *L, const char *what, Shape s);
 /* The same, numel elements for the whole batch. */
 Buffer *lower_scratch_once(Lower *L, const char *what, int64_t numel);
+/* A buffer of numel floats in the state's packed area, kept between
+ * calls: the node's weights packed once (Program.packed_ok). */
+Buffer *lower_packed(Lower *L, int64_t numel);
+/* Whether inference packs the weights of convolution nd (chan_inner,
+ * schedule.h) once and keeps them, for tiles of tile lanes and a batch
+ * of batch samples. */
+int lower_keeps_packed(const Node *nd, int tile, int64_t batch);
 
 /* The value v of element at (channel ch) of the head's output, as the
  * chain's last node has it; v itself without an epilogue. ch may be NULL

@@ -520,13 +520,14 @@ static int compile(Diag *d, Arena *arena, const Options *o, const char *self) {
   plan(p);
   if (t)
     plan(t);
-  /* The state struct: parameters, buffers, the larger arena, and with
-   * training the gradients and the optimizer's moments. */
+  /* The state struct: parameters, buffers, the larger arena, the packed
+   * weights, and with training the gradients and the optimizer's moments. */
   double arena_n =
       (double)(t && t->arena_count > p->arena_count ? t->arena_count
                                                     : p->arena_count);
   double bytes =
-      4.0 * ((double)p->f32_count + arena_n) + 8.0 * (double)p->i64_count;
+      4.0 * ((double)p->f32_count + arena_n + (double)p->packed_count) +
+      8.0 * (double)p->i64_count;
   if (t)
     bytes += 4.0 * (double)p->f32_count * (g->train.opt == OPT_ADAM ? 3 : 2);
   double limit = o->max_memory > 0 ? o->max_memory : 16.0 * (1 << 30);

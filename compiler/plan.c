@@ -1,5 +1,6 @@
 /* Memory planning. Parameters and buffers get consecutive offsets in the
- * state's f32 and i64 areas, in the graph's order. Each activation lives
+ * state's f32 and i64 areas, in the graph's order, and packed weights in
+ * its packed area. Each activation lives
  * from the kernel that first writes it to the last kernel that reads it
  * (an aliasing buffer, like flatten's, extends the life of the one it
  * shares); buffers are then placed largest first at the lowest offset that
@@ -164,6 +165,9 @@ void plan(Program *p) {
     } else if (b->kind == BUF_I64) {
       b->offset = p->i64_count;
       p->i64_count = aligned(add_sat(p->i64_count, b->size));
+    } else if (b->kind == BUF_PACKED) {
+      b->offset = p->packed_count;
+      p->packed_count = aligned(add_sat(p->packed_count, b->size));
     }
   }
   for (int i = 0; i < p->bufs.n; i++) {

@@ -1094,8 +1094,13 @@ void resnet18_init(resnet18_state *s, uint64_t seed) {
   }
 }
 
+void resnet18_weights_changed(resnet18_state *s) {
+  s->i64[320] = 0; /* weights_packed */
+}
+
 int resnet18_load(resnet18_state *s, const void *data, size_t size,
                   char *err, size_t errlen) {
+  resnet18_weights_changed(s);
   return resnet18_st_load((const unsigned char *)data, size, resnet18_tensors,
                           resnet18_NTENSORS, s->f32, s->i64, err, errlen);
 }
@@ -1110,17 +1115,18 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
   const float *bn1_bias = s->f32 + 9472; /* bn1.bias */
   const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
   const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   float *relu0 = s->arena + 817216;
-  float *bn1_scale = s->arena + 169488;
-  float *bn1_shift = s->arena + 169552;
-  float *conv1_packed = s->arena + 160080;
+  float *bn1_scale = s->arena + 160080;
+  float *bn1_shift = s->arena + 160144;
+  float *conv1_packed = s->packed + 0;
   float *conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1129,13 +1135,14 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
     bn1_scale[c] = scale;
     bn1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 3; ic++) {
-      for (ptrdiff_t kh = 0; kh < 7; kh++) {
-        for (ptrdiff_t kw = 0; kw < 7; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            conv1_packed[(((ob * 3 + ic) * 7 + kh) * 7 + kw) * 32 + j] = conv1_weight[(((ob * 32 + j) * 3 + ic) * 7 + kh) * 7 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 3; ic++) {
+        for (ptrdiff_t kh = 0; kh < 7; kh++) {
+          for (ptrdiff_t kw = 0; kw < 7; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              conv1_packed[(((ob * 3 + ic) * 7 + kh) * 7 + kw) * 32 + j] = conv1_weight[(((ob * 32 + j) * 3 + ic) * 7 + kh) * 7 + kw];
+            }
           }
         }
       }
@@ -1224,18 +1231,19 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
   const float *layer1_0_bn1_bias = s->f32 + 46592; /* layer1.0.bn1.bias */
   const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *maxpool0 = s->arena + 1620032;
   float *layer1_0_relu0 = s->arena + 215296;
-  float *layer1_0_bn1_scale = s->arena + 452864;
-  float *layer1_0_bn1_shift = s->arena + 452928;
-  float *layer1_0_conv1_packed = s->arena + 416000;
+  float *layer1_0_bn1_scale = s->arena + 416000;
+  float *layer1_0_bn1_shift = s->arena + 416064;
+  float *layer1_0_conv1_packed = s->packed + 9408;
   float *layer1_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1244,13 +1252,14 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer1_0_bn1_scale[c] = scale;
     layer1_0_bn1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer1_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer1_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1302,19 +1311,20 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
   const float *layer1_0_bn2_bias = s->f32 + 83712; /* layer1.0.bn2.bias */
   const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *maxpool0 = s->arena + 1620032;
   const float *layer1_0_relu0 = s->arena + 215296;
   float *layer1_0_relu1 = s->arena + 416000;
-  float *layer1_0_bn2_scale = s->arena + 653568;
-  float *layer1_0_bn2_shift = s->arena + 653632;
-  float *layer1_0_conv2_packed = s->arena + 616704;
+  float *layer1_0_bn2_scale = s->arena + 616704;
+  float *layer1_0_bn2_shift = s->arena + 616768;
+  float *layer1_0_conv2_packed = s->packed + 46272;
   float *layer1_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1323,13 +1333,14 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer1_0_bn2_scale[c] = scale;
     layer1_0_bn2_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer1_0_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer1_0_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_0_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1389,18 +1400,19 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
   const float *layer1_1_bn1_bias = s->f32 + 120832; /* layer1.1.bn1.bias */
   const float *layer1_1_bn1_running_mean = s->f32 + 120896; /* layer1.1.bn1.running_mean */
   const float *layer1_1_bn1_running_var = s->f32 + 120960; /* layer1.1.bn1.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *layer1_0_relu1 = s->arena + 416000;
   float *layer1_1_relu0 = s->arena + 215296;
-  float *layer1_1_bn1_scale = s->arena + 653568;
-  float *layer1_1_bn1_shift = s->arena + 653632;
-  float *layer1_1_conv1_packed = s->arena + 616704;
+  float *layer1_1_bn1_scale = s->arena + 616704;
+  float *layer1_1_bn1_shift = s->arena + 616768;
+  float *layer1_1_conv1_packed = s->packed + 83136;
   float *layer1_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1409,13 +1421,14 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer1_1_bn1_scale[c] = scale;
     layer1_1_bn1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer1_1_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer1_1_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1467,19 +1480,20 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
   const float *layer1_1_bn2_bias = s->f32 + 157952; /* layer1.1.bn2.bias */
   const float *layer1_1_bn2_running_mean = s->f32 + 158016; /* layer1.1.bn2.running_mean */
   const float *layer1_1_bn2_running_var = s->f32 + 158080; /* layer1.1.bn2.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *layer1_0_relu1 = s->arena + 416000;
   const float *layer1_1_relu0 = s->arena + 215296;
   float *layer1_1_relu1 = s->arena + 616704;
-  float *layer1_1_bn2_scale = s->arena + 854272;
-  float *layer1_1_bn2_shift = s->arena + 854336;
-  float *layer1_1_conv2_packed = s->arena + 817408;
+  float *layer1_1_bn2_scale = s->arena + 817408;
+  float *layer1_1_bn2_shift = s->arena + 817472;
+  float *layer1_1_conv2_packed = s->packed + 120000;
   float *layer1_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
@@ -1488,13 +1502,14 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer1_1_bn2_scale[c] = scale;
     layer1_1_bn2_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer1_1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer1_1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer1_1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1554,18 +1569,19 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
   const float *layer2_0_bn1_bias = s->f32 + 232000; /* layer2.0.bn1.bias */
   const float *layer2_0_bn1_running_mean = s->f32 + 232128; /* layer2.0.bn1.running_mean */
   const float *layer2_0_bn1_running_var = s->f32 + 232256; /* layer2.0.bn1.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *layer1_1_relu1 = s->arena + 616704;
-  float *layer2_0_relu0 = s->arena + 266496;
-  float *layer2_0_bn1_scale = s->arena + 222720;
-  float *layer2_0_bn1_shift = s->arena + 222848;
-  float *layer2_0_conv1_packed = s->arena + 366848;
+  float *layer2_0_relu0 = s->arena + 222720;
+  float *layer2_0_bn1_scale = s->arena + 323072;
+  float *layer2_0_bn1_shift = s->arena + 323200;
+  float *layer2_0_conv1_packed = s->packed + 156864;
   float *layer2_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -1574,13 +1590,14 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer2_0_bn1_scale[c] = scale;
     layer2_0_bn1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer2_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer2_0_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1637,18 +1654,19 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
   const float *layer2_0_downsample_1_bias = s->f32 + 388672; /* layer2.0.downsample.1.bias */
   const float *layer2_0_downsample_1_running_mean = s->f32 + 388800; /* layer2.0.downsample.1.running_mean */
   const float *layer2_0_downsample_1_running_var = s->f32 + 388928; /* layer2.0.downsample.1.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *layer1_1_relu1 = s->arena + 616704;
-  float *layer2_0_downsample_1 = s->arena + 366848;
-  float *layer2_0_downsample_1_scale = s->arena + 216064;
-  float *layer2_0_downsample_1_shift = s->arena + 216192;
-  float *layer2_0_downsample_0_packed = s->arena + 207872;
+  float *layer2_0_downsample_1 = s->arena + 323072;
+  float *layer2_0_downsample_1_scale = s->arena + 207872;
+  float *layer2_0_downsample_1_shift = s->arena + 208000;
+  float *layer2_0_downsample_0_packed = s->packed + 230592;
   float *layer2_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
@@ -1657,13 +1675,14 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     layer2_0_downsample_1_scale[c] = scale;
     layer2_0_downsample_1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t kw = 0; kw < 1; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer2_0_downsample_0_packed[(ob * 64 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[(ob * 32 + j) * 64 + ic + kh + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer2_0_downsample_0_packed[(ob * 64 + ic + kh + kw) * 32 + j] = layer2_0_downsample_0_weight[(ob * 32 + j) * 64 + ic + kh + kw];
+            }
           }
         }
       }
@@ -1719,20 +1738,21 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
   const float *layer2_0_bn2_bias = s->f32 + 379968; /* layer2.0.bn2.bias */
   const float *layer2_0_bn2_running_mean = s->f32 + 380096; /* layer2.0.bn2.running_mean */
   const float *layer2_0_bn2_running_var = s->f32 + 380224; /* layer2.0.bn2.running_var */
-  const float *layer2_0_relu0 = s->arena + 266496;
-  const float *layer2_0_downsample_1 = s->arena + 366848;
-  float *layer2_0_relu1 = s->arena + 467200;
-  float *layer2_0_bn2_scale = s->arena + 567552;
-  float *layer2_0_bn2_shift = s->arena + 567680;
-  float *layer2_0_conv2_packed = s->arena + 0;
-  float *layer2_0_conv2_padded = s->arena + 147456;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer2_0_relu0 = s->arena + 222720;
+  const float *layer2_0_downsample_1 = s->arena + 323072;
+  float *layer2_0_relu1 = s->arena + 119040;
+  float *layer2_0_bn2_scale = s->arena + 219392;
+  float *layer2_0_bn2_shift = s->arena + 219520;
+  float *layer2_0_conv2_packed = s->packed + 238784;
+  float *layer2_0_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_0_bn2_weight[c] / sqrtf(layer2_0_bn2_running_var[c] + 1e-05f);
@@ -1740,13 +1760,14 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer2_0_bn2_scale[c] = scale;
     layer2_0_bn2_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer2_0_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer2_0_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_0_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1807,19 +1828,20 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
   const float *layer2_1_bn1_bias = s->f32 + 536640; /* layer2.1.bn1.bias */
   const float *layer2_1_bn1_running_mean = s->f32 + 536768; /* layer2.1.bn1.running_mean */
   const float *layer2_1_bn1_running_var = s->f32 + 536896; /* layer2.1.bn1.running_var */
-  const float *layer2_0_relu1 = s->arena + 467200;
-  float *layer2_1_relu0 = s->arena + 266496;
-  float *layer2_1_bn1_scale = s->arena + 366848;
-  float *layer2_1_bn1_shift = s->arena + 366976;
-  float *layer2_1_conv1_packed = s->arena + 0;
-  float *layer2_1_conv1_padded = s->arena + 147456;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer2_0_relu1 = s->arena + 119040;
+  float *layer2_1_relu0 = s->arena + 219392;
+  float *layer2_1_bn1_scale = s->arena + 319744;
+  float *layer2_1_bn1_shift = s->arena + 319872;
+  float *layer2_1_conv1_packed = s->packed + 386240;
+  float *layer2_1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn1_weight[c] / sqrtf(layer2_1_bn1_running_var[c] + 1e-05f);
@@ -1827,13 +1849,14 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer2_1_bn1_scale[c] = scale;
     layer2_1_bn1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer2_1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer2_1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1886,20 +1909,21 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
   const float *layer2_1_bn2_bias = s->f32 + 684608; /* layer2.1.bn2.bias */
   const float *layer2_1_bn2_running_mean = s->f32 + 684736; /* layer2.1.bn2.running_mean */
   const float *layer2_1_bn2_running_var = s->f32 + 684864; /* layer2.1.bn2.running_var */
-  const float *layer2_0_relu1 = s->arena + 467200;
-  const float *layer2_1_relu0 = s->arena + 266496;
-  float *layer2_1_relu1 = s->arena + 567552;
-  float *layer2_1_bn2_scale = s->arena + 366848;
-  float *layer2_1_bn2_shift = s->arena + 366976;
-  float *layer2_1_conv2_packed = s->arena + 0;
-  float *layer2_1_conv2_padded = s->arena + 147456;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer2_0_relu1 = s->arena + 119040;
+  const float *layer2_1_relu0 = s->arena + 219392;
+  float *layer2_1_relu1 = s->arena + 319744;
+  float *layer2_1_bn2_scale = s->arena + 420096;
+  float *layer2_1_bn2_shift = s->arena + 420224;
+  float *layer2_1_conv2_packed = s->packed + 533696;
+  float *layer2_1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 128; c++) {
     float scale = layer2_1_bn2_weight[c] / sqrtf(layer2_1_bn2_running_var[c] + 1e-05f);
@@ -1907,13 +1931,14 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer2_1_bn2_scale[c] = scale;
     layer2_1_bn2_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer2_1_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer2_1_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer2_1_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1974,19 +1999,20 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards; the packed weights kept between calls */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
   const float *layer3_0_bn1_bias = s->f32 + 980160; /* layer3.0.bn1.bias */
   const float *layer3_0_bn1_running_mean = s->f32 + 980416; /* layer3.0.bn1.running_mean */
   const float *layer3_0_bn1_running_var = s->f32 + 980672; /* layer3.0.bn1.running_var */
-  const float *layer2_1_relu1 = s->arena + 567552;
-  float *layer3_0_relu0 = s->arena + 712192;
-  float *layer3_0_bn1_scale = s->arena + 417792;
-  float *layer3_0_bn1_shift = s->arena + 418048;
-  float *layer3_0_conv1_packed = s->arena + 0;
-  float *layer3_0_conv1_padded = s->arena + 294912;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer2_1_relu1 = s->arena + 319744;
+  float *layer3_0_relu0 = s->arena + 122880;
+  float *layer3_0_bn1_scale = s->arena + 173056;
+  float *layer3_0_bn1_shift = s->arena + 173312;
+  float *layer3_0_conv1_packed = s->packed + 681152;
+  float *layer3_0_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn1_weight[c] / sqrtf(layer3_0_bn1_running_var[c] + 1e-05f);
@@ -1994,13 +2020,14 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
     layer3_0_bn1_scale[c] = scale;
     layer3_0_bn1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer3_0_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer3_0_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2057,18 +2084,19 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
   const float *layer3_0_downsample_1_bias = s->f32 + 1604800; /* layer3.0.downsample.1.bias */
   const float *layer3_0_downsample_1_running_mean = s->f32 + 1605056; /* layer3.0.downsample.1.running_mean */
   const float *layer3_0_downsample_1_running_var = s->f32 + 1605312; /* layer3.0.downsample.1.running_var */
-  const float *layer2_1_relu1 = s->arena + 567552;
-  float *layer3_0_downsample_1 = s->arena + 762368;
-  float *layer3_0_downsample_1_scale = s->arena + 140288;
-  float *layer3_0_downsample_1_shift = s->arena + 140544;
-  float *layer3_0_downsample_0_packed = s->arena + 107520;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer2_1_relu1 = s->arena + 319744;
+  float *layer3_0_downsample_1 = s->arena + 173056;
+  float *layer3_0_downsample_1_scale = s->arena + 107520;
+  float *layer3_0_downsample_1_shift = s->arena + 107776;
+  float *layer3_0_downsample_0_packed = s->packed + 976064;
   float *layer3_0_downsample_0_padded = s->arena + 0;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
@@ -2077,13 +2105,14 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     layer3_0_downsample_1_scale[c] = scale;
     layer3_0_downsample_1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 1; kh++) {
-        for (ptrdiff_t kw = 0; kw < 1; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer3_0_downsample_0_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[(ob * 32 + j) * 128 + ic + kh + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer3_0_downsample_0_packed[(ob * 128 + ic + kh + kw) * 32 + j] = layer3_0_downsample_0_weight[(ob * 32 + j) * 128 + ic + kh + kw];
+            }
           }
         }
       }
@@ -2139,21 +2168,22 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
   const float *layer3_0_bn2_bias = s->f32 + 1571008; /* layer3.0.bn2.bias */
   const float *layer3_0_bn2_running_mean = s->f32 + 1571264; /* layer3.0.bn2.running_mean */
   const float *layer3_0_bn2_running_var = s->f32 + 1571520; /* layer3.0.bn2.running_var */
-  const float *layer3_0_relu0 = s->arena + 712192;
-  const float *layer3_0_downsample_1 = s->arena + 762368;
-  float *layer3_0_relu1 = s->arena + 812544;
-  float *layer3_0_bn2_scale = s->arena + 862720;
-  float *layer3_0_bn2_shift = s->arena + 862976;
-  float *layer3_0_conv2_packed = s->arena + 0;
-  float *layer3_0_conv2_padded = s->arena + 589824;
-  float *layer3_0_conv2_partial = s->arena + 655360;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer3_0_relu0 = s->arena + 122880;
+  const float *layer3_0_downsample_1 = s->arena + 173056;
+  float *layer3_0_relu1 = s->arena + 223232;
+  float *layer3_0_bn2_scale = s->arena + 122368;
+  float *layer3_0_bn2_shift = s->arena + 122624;
+  float *layer3_0_conv2_packed = s->packed + 1008832;
+  float *layer3_0_conv2_padded = s->arena + 0;
+  float *layer3_0_conv2_partial = s->arena + 65536;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_0_bn2_weight[c] / sqrtf(layer3_0_bn2_running_var[c] + 1e-05f);
@@ -2161,13 +2191,14 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
     layer3_0_bn2_scale[c] = scale;
     layer3_0_bn2_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer3_0_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer3_0_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_0_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2239,20 +2270,21 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
   const float *layer3_1_bn1_bias = s->f32 + 2195648; /* layer3.1.bn1.bias */
   const float *layer3_1_bn1_running_mean = s->f32 + 2195904; /* layer3.1.bn1.running_mean */
   const float *layer3_1_bn1_running_var = s->f32 + 2196160; /* layer3.1.bn1.running_var */
-  const float *layer3_0_relu1 = s->arena + 812544;
-  float *layer3_1_relu0 = s->arena + 712192;
-  float *layer3_1_bn1_scale = s->arena + 762368;
-  float *layer3_1_bn1_shift = s->arena + 762624;
-  float *layer3_1_conv1_packed = s->arena + 0;
-  float *layer3_1_conv1_padded = s->arena + 589824;
-  float *layer3_1_conv1_partial = s->arena + 655360;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer3_0_relu1 = s->arena + 223232;
+  float *layer3_1_relu0 = s->arena + 122368;
+  float *layer3_1_bn1_scale = s->arena + 172544;
+  float *layer3_1_bn1_shift = s->arena + 172800;
+  float *layer3_1_conv1_packed = s->packed + 1598656;
+  float *layer3_1_conv1_padded = s->arena + 0;
+  float *layer3_1_conv1_partial = s->arena + 65536;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn1_weight[c] / sqrtf(layer3_1_bn1_running_var[c] + 1e-05f);
@@ -2260,13 +2292,14 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
     layer3_1_bn1_scale[c] = scale;
     layer3_1_bn1_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer3_1_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer3_1_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2330,21 +2363,22 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
   const float *layer3_1_bn2_bias = s->f32 + 2786496; /* layer3.1.bn2.bias */
   const float *layer3_1_bn2_running_mean = s->f32 + 2786752; /* layer3.1.bn2.running_mean */
   const float *layer3_1_bn2_running_var = s->f32 + 2787008; /* layer3.1.bn2.running_var */
-  const float *layer3_0_relu1 = s->arena + 812544;
-  const float *layer3_1_relu0 = s->arena + 712192;
-  float *layer3_1_relu1 = s->arena + 762368;
-  float *layer3_1_bn2_scale = s->arena + 862720;
-  float *layer3_1_bn2_shift = s->arena + 862976;
-  float *layer3_1_conv2_packed = s->arena + 0;
-  float *layer3_1_conv2_padded = s->arena + 589824;
-  float *layer3_1_conv2_partial = s->arena + 655360;
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer3_0_relu1 = s->arena + 223232;
+  const float *layer3_1_relu0 = s->arena + 122368;
+  float *layer3_1_relu1 = s->arena + 172544;
+  float *layer3_1_bn2_scale = s->arena + 222720;
+  float *layer3_1_bn2_shift = s->arena + 222976;
+  float *layer3_1_conv2_packed = s->packed + 2188480;
+  float *layer3_1_conv2_padded = s->arena + 0;
+  float *layer3_1_conv2_partial = s->arena + 65536;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 256; c++) {
     float scale = layer3_1_bn2_weight[c] / sqrtf(layer3_1_bn2_running_var[c] + 1e-05f);
@@ -2352,13 +2386,14 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
     layer3_1_bn2_scale[c] = scale;
     layer3_1_bn2_shift[c] = shift;
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            layer3_1_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer3_1_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer3_1_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2437,7 +2472,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
-  const float *layer3_1_relu1 = s->arena + 762368;
+  const float *layer3_1_relu1 = s->arena + 172544;
   float *layer4_0_relu0 = s->arena + 81920;
   float *layer4_0_bn1_scale = s->arena + 107008;
   float *layer4_0_bn1_shift = s->arena + 107520;
@@ -2507,7 +2542,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
   const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
-  const float *layer3_1_relu1 = s->arena + 762368;
+  const float *layer3_1_relu1 = s->arena + 172544;
   float *layer4_0_downsample_1 = s->arena + 107008;
   float *layer4_0_downsample_1_scale = s->arena + 71680;
   float *layer4_0_downsample_1_shift = s->arena + 72192;
@@ -2838,6 +2873,13 @@ static void forward_y(resnet18_state *s, ptrdiff_t count, float *y) {
   }
 }
 
+/* weights_packed: s->packed now holds the weights packed */
+static void forward_weights_packed(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  int64_t *weights_packed = s->i64 + 320;
+  weights_packed[0] = 1;
+}
+
 int resnet18_forward(resnet18_state *s, int count, const float *x, float *y) {
   if (count < 1 || count > RESNET18_BATCH)
     return -1;
@@ -2865,6 +2907,7 @@ int resnet18_forward(resnet18_state *s, int count, const float *x, float *y) {
   RESNET18_KERNEL("global_avgpool0", forward_global_avgpool0(s, count));
   RESNET18_KERNEL("fc", forward_fc(s, count));
   RESNET18_KERNEL("y", forward_y(s, count, y));
+  RESNET18_KERNEL("weights_packed", forward_weights_packed(s, count));
   return 0;
 }
 
@@ -16996,6 +17039,13 @@ static void update_fc_bias(resnet18_state *s, ptrdiff_t count) {
   }
 }
 
+/* weights_packed: s->packed no longer holds the weights */
+static void update_weights_packed(resnet18_state *s, ptrdiff_t count) {
+  (void)count;
+  int64_t *weights_packed = s->i64 + 320;
+  weights_packed[0] = 0;
+}
+
 int resnet18_backward(resnet18_state *s, int count, const float *x, const int64_t *labels, float *loss) {
   if (count < 1 || count > RESNET18_BATCH)
     return -1;
@@ -17219,6 +17269,7 @@ void resnet18_update(resnet18_state *s) {
   RESNET18_KERNEL("layer4.1.bn2.bias", update_layer4_1_bn2_bias(s, count));
   RESNET18_KERNEL("fc.weight", update_fc_weight(s, count));
   RESNET18_KERNEL("fc.bias", update_fc_bias(s, count));
+  RESNET18_KERNEL("weights_packed", update_weights_packed(s, count));
   (void)count;
 }
 

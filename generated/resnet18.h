@@ -17,8 +17,9 @@
  * tensors start on cache lines, which the loops are faster for. */
 typedef struct resnet18_state {
   float f32[11699120]; /* parameters and float buffers */
-  int64_t i64[320]; /* integer buffers */
+  int64_t i64[336]; /* integer buffers */
   float arena[7422992]; /* activations, planned by lifetime */
+  float packed[2778304]; /* weights packed for the forward pass */
   float g32[11699120]; /* gradients, as f32 */
   float m32[11699120]; /* optimizer state: momentum */
   float lr;       /* the learning rate */
@@ -44,6 +45,11 @@ int resnet18_forward(resnet18_state *s, int count, const float *x, float *y);
  * in err. */
 int resnet18_load(resnet18_state *s, const void *data, size_t size,
                   char *err, size_t errlen);
+/* The forward pass keeps the convolutions' weights packed for its
+ * loops in s->packed, made by its first call after init, load or
+ * update. Call this after writing weights into s->f32 yourself,
+ * so that the next call packs them again. */
+void resnet18_weights_changed(resnet18_state *s);
 /* Bytes of the safetensors image resnet18_save writes. */
 size_t resnet18_save_size(void);
 /* Writes the weights as a safetensors image; returns the bytes

@@ -962,8 +962,13 @@ void unet_init(unet_state *s, uint64_t seed) {
   }
 }
 
+void unet_weights_changed(unet_state *s) {
+  s->i64[0] = 0; /* weights_packed */
+}
+
 int unet_load(unet_state *s, const void *data, size_t size,
               char *err, size_t errlen) {
+  unet_weights_changed(s);
   return unet_st_load((const unsigned char *)data, size, unet_tensors,
                       unet_NTENSORS, s->f32, s->i64, err, errlen);
 }
@@ -1058,22 +1063,24 @@ static void forward_down1_conv1(unet_state *s, ptrdiff_t count, const float *x) 
 }
 
 /* down1.conv2: conv+relu with down1.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 323758 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 107920 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   const float *down1_conv2_weight = s->f32 + 640; /* down1.conv2.weight */
   const float *down1_conv2_bias = s->f32 + 37504; /* down1.conv2.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *down1_relu0 = s->arena + 20830080;
   float *down1_relu1 = s->arena + 41623680;
-  float *down1_conv2_packed = s->arena + 62271616;
+  float *down1_conv2_packed = s->packed + 0;
   float *down1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            down1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              down1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1147,22 +1154,24 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *maxpool0 = s->arena + 20394240;
   float *down2_relu0 = s->arena + 10215168;
-  float *down2_conv1_packed = s->arena + 5180160;
+  float *down2_conv1_packed = s->packed + 36864;
   float *down2_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            down2_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              down2_conv1_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv1_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1215,22 +1224,24 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *down2_relu0 = s->arena + 10215168;
   float *down2_relu1 = s->arena + 20394240;
-  float *down2_conv2_packed = s->arena + 30429440;
+  float *down2_conv2_packed = s->packed + 110592;
   float *down2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            down2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              down2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1305,22 +1316,24 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *maxpool1 = s->arena + 9785856;
   float *down3_relu0 = s->arena + 4910592;
-  float *down3_conv1_packed = s->arena + 2526720;
+  float *down3_conv1_packed = s->packed + 258048;
   float *down3_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            down3_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              down3_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1373,23 +1386,25 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *down3_relu0 = s->arena + 4910592;
   float *down3_relu1 = s->arena + 14590464;
-  float *down3_conv2_packed = s->arena + 19325440;
+  float *down3_conv2_packed = s->packed + 552960;
   float *down3_conv2_padded = s->arena + 0;
   float *down3_conv2_partial = s->arena + 9785856;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            down3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              down3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1455,7 +1470,7 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
 /* maxpool2: maxpool, unet.cnn:29 */
 static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
   const float *down3_relu1 = s->arena + 14590464;
-  float *maxpool2 = s->arena + 6853632;
+  float *maxpool2 = s->arena + 5729280;
   UNET_PARALLEL_FOR()
   for (ptrdiff_t c = 0; c < 256; c++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1475,23 +1490,25 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
-  const float *maxpool2 = s->arena + 6853632;
-  float *down4_relu0 = s->arena + 4623360;
-  float *down4_conv1_packed = s->arena + 8037376;
-  float *down4_conv1_padded = s->arena + 2297856;
+  const int64_t *weights_packed = s->i64 + 0;
+  const float *maxpool2 = s->arena + 5729280;
+  float *down4_relu0 = s->arena + 2297856;
+  float *down4_conv1_packed = s->packed + 1142784;
+  float *down4_conv1_padded = s->arena + 4528128;
   float *down4_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            down4_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              down4_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1555,23 +1572,25 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
-  const float *down4_relu0 = s->arena + 4623360;
-  float *down4_relu1 = s->arena + 9437184;
-  float *down4_conv2_packed = s->arena + 0;
-  float *down4_conv2_padded = s->arena + 2359296;
-  float *down4_conv2_partial = s->arena + 6853632;
+  const int64_t *weights_packed = s->i64 + 0;
+  const float *down4_relu0 = s->arena + 2297856;
+  float *down4_relu1 = s->arena + 6690816;
+  float *down4_conv2_packed = s->packed + 2322432;
+  float *down4_conv2_padded = s->arena + 0;
+  float *down4_conv2_partial = s->arena + 4528128;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            down4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              down4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = down4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1636,8 +1655,8 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
 
 /* maxpool3: maxpool, unet.cnn:30 */
 static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 9437184;
-  float *maxpool3 = s->arena + 6242304;
+  const float *down4_relu1 = s->arena + 6690816;
+  float *maxpool3 = s->arena + 2445312;
   UNET_PARALLEL_FOR()
   for (ptrdiff_t c = 0; c < 512; c++) {
     for (ptrdiff_t n = 0; n < count; n++) {
@@ -1657,23 +1676,25 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
-  const float *maxpool3 = s->arena + 6242304;
-  float *bottom_relu0 = s->arena + 12486656;
-  float *bottom_conv1_packed = s->arena + 0;
-  float *bottom_conv1_padded = s->arena + 5701632;
-  float *bottom_conv1_partial = s->arena + 4718592;
+  const int64_t *weights_packed = s->i64 + 0;
+  const float *maxpool3 = s->arena + 2445312;
+  float *bottom_relu0 = s->arena + 983040;
+  float *bottom_conv1_packed = s->packed + 4681728;
+  float *bottom_conv1_padded = s->arena + 1904640;
+  float *bottom_conv1_partial = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            bottom_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              bottom_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1737,23 +1758,25 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
-  const float *bottom_relu0 = s->arena + 12486656;
-  float *bottom_relu1 = s->arena + 19325440;
-  float *bottom_conv2_packed = s->arena + 0;
-  float *bottom_conv2_padded = s->arena + 11534336;
-  float *bottom_conv2_partial = s->arena + 13408256;
+  const int64_t *weights_packed = s->i64 + 0;
+  const float *bottom_relu0 = s->arena + 983040;
+  float *bottom_relu1 = s->arena + 2764800;
+  float *bottom_conv2_packed = s->packed + 9400320;
+  float *bottom_conv2_padded = s->arena + 0;
+  float *bottom_conv2_partial = s->arena + 1904640;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 32; ob++) {
-    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            bottom_conv2_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 32; ob++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              bottom_conv2_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = bottom_conv2_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1820,7 +1843,7 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv_weight = s->f32 + 18842048; /* up4.upconv.weight */
   const float *up4_upconv_bias = s->f32 + 20939200; /* up4.upconv.bias */
-  const float *dropout0 = s->arena + 19325440;
+  const float *dropout0 = s->arena + 2764800;
   float *up4_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
@@ -1845,7 +1868,7 @@ static void forward_up4_upconv(unet_state *s, ptrdiff_t count) {
 
 /* up4.crop0: crop, unet.cnn:20 */
 static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
-  const float *down4_relu1 = s->arena + 9437184;
+  const float *down4_relu1 = s->arena + 6690816;
   float *up4_crop0 = s->arena + 1605632;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {
@@ -1862,7 +1885,7 @@ static void forward_up4_crop0(unet_state *s, ptrdiff_t count) {
 static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
   const float *up4_upconv = s->arena + 0;
   const float *up4_crop0 = s->arena + 1605632;
-  float *up4_concat0 = s->arena + 7987200;
+  float *up4_concat0 = s->arena + 3268608;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 1605632; i++) {
       up4_concat0[n * 3211264 + i] = up4_crop0[n * 1605632 + i];
@@ -1876,23 +1899,25 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
-  const float *up4_concat0 = s->arena + 7987200;
-  float *up4_relu0 = s->arena + 12746752;
-  float *up4_conv1_packed = s->arena + 0;
-  float *up4_conv1_padded = s->arena + 4718592;
-  float *up4_conv1_partial = s->arena + 11198464;
+  const int64_t *weights_packed = s->i64 + 0;
+  const float *up4_concat0 = s->arena + 3268608;
+  float *up4_relu0 = s->arena + 8028160;
+  float *up4_conv1_packed = s->packed + 18837504;
+  float *up4_conv1_padded = s->arena + 0;
+  float *up4_conv1_partial = s->arena + 6479872;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 1024; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up4_conv1_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 1024; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up4_conv1_packed[(((ob * 1024 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv1_weight[(((ob * 32 + j) * 1024 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -1956,23 +1981,25 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
-  const float *up4_relu0 = s->arena + 12746752;
-  float *up4_relu1 = s->arena + 5317632;
-  float *up4_conv2_packed = s->arena + 0;
-  float *up4_conv2_padded = s->arena + 2359296;
-  float *up4_conv2_partial = s->arena + 3879936;
+  const int64_t *weights_packed = s->i64 + 0;
+  const float *up4_relu0 = s->arena + 8028160;
+  float *up4_relu1 = s->arena + 2958336;
+  float *up4_conv2_packed = s->packed + 23556096;
+  float *up4_conv2_padded = s->arena + 0;
+  float *up4_conv2_partial = s->arena + 1520640;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 16; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up4_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up4_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2039,7 +2066,7 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
 static void forward_up3_upconv(unet_state *s, ptrdiff_t count) {
   const float *up3_upconv_weight = s->f32 + 28018624; /* up3.upconv.weight */
   const float *up3_upconv_bias = s->f32 + 28542912; /* up3.upconv.bias */
-  const float *up4_relu1 = s->arena + 5317632;
+  const float *up4_relu1 = s->arena + 2958336;
   float *up3_upconv = s->arena + 0;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t i = 0; i < 2768896; i++) {
@@ -2095,23 +2122,25 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *up3_concat0 = s->arena + 5591040;
   float *up3_relu0 = s->arena + 13844480;
-  float *up3_conv1_packed = s->arena + 16507904;
+  float *up3_conv1_packed = s->packed + 25915392;
   float *up3_conv1_padded = s->arena + 0;
   float *up3_conv1_partial = s->arena + 11128832;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 512; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up3_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up3_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2175,23 +2204,25 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *up3_relu0 = s->arena + 13844480;
   float *up3_relu1 = s->arena + 5300736;
-  float *up3_conv2_packed = s->arena + 7860736;
+  float *up3_conv2_packed = s->packed + 27095040;
   float *up3_conv2_padded = s->arena + 0;
   float *up3_conv2_partial = s->arena + 2689536;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 8; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 8; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up3_conv2_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up3_conv2_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2314,23 +2345,25 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *up2_concat0 = s->arena + 10291200;
   float *up2_relu0 = s->arena + 25600000;
-  float *up2_conv1_packed = s->arena + 30618112;
+  float *up2_conv1_packed = s->packed + 27684864;
   float *up2_conv1_padded = s->arena + 0;
   float *up2_conv1_partial = s->arena + 20531200;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 256; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up2_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up2_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2394,22 +2427,24 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *up2_relu0 = s->arena + 25600000;
   float *up2_relu1 = s->arena + 9834496;
-  float *up2_conv2_packed = s->arena + 5043456;
+  float *up2_conv2_packed = s->packed + 27979776;
   float *up2_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 4; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 4; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up2_conv2_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up2_conv2_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2521,22 +2556,24 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *up1_concat0 = s->arena + 19719168;
   float *up1_relu0 = s->arena + 39388160;
-  float *up1_conv1_packed = s->arena + 49122560;
+  float *up1_conv1_packed = s->packed + 28127232;
   float *up1_conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 128; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 128; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up1_conv1_packed[(((ob * 128 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv1_weight[(((ob * 32 + j) * 128 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2590,22 +2627,24 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
+  const int64_t *weights_packed = s->i64 + 0;
   const float *up1_relu0 = s->arena + 39388160;
   float *up1_relu1 = s->arena + 9759360;
-  float *up1_conv2_packed = s->arena + 19394176;
+  float *up1_conv2_packed = s->packed + 28200960;
   float *up1_conv2_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t ob = 0; ob < 2; ob++) {
-    for (ptrdiff_t ic = 0; ic < 64; ic++) {
-      for (ptrdiff_t kh = 0; kh < 3; kh++) {
-        for (ptrdiff_t kw = 0; kw < 3; kw++) {
-          for (ptrdiff_t j = 0; j < 32; j++) {
-            up1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 2; ob++) {
+      for (ptrdiff_t ic = 0; ic < 64; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              up1_conv2_packed[(((ob * 64 + ic) * 3 + kh) * 3 + kw) * 32 + j] = up1_conv2_weight[(((ob * 32 + j) * 64 + ic) * 3 + kh) * 3 + kw];
+            }
           }
         }
       }
@@ -2734,6 +2773,13 @@ static void forward_logits(unet_state *s, ptrdiff_t count, float *logits) {
   }
 }
 
+/* weights_packed: s->packed now holds the weights packed */
+static void forward_weights_packed(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  int64_t *weights_packed = s->i64 + 0;
+  weights_packed[0] = 1;
+}
+
 int unet_forward(unet_state *s, int count, const float *x, float *logits) {
   if (count < 1 || count > UNET_BATCH)
     return -1;
@@ -2773,6 +2819,7 @@ int unet_forward(unet_state *s, int count, const float *x, float *logits) {
   UNET_KERNEL("up1.conv2", forward_up1_conv2(s, count));
   UNET_KERNEL("head", forward_head(s, count));
   UNET_KERNEL("logits", forward_logits(s, count, logits));
+  UNET_KERNEL("weights_packed", forward_weights_packed(s, count));
   return 0;
 }
 
@@ -9026,6 +9073,13 @@ static void update_head_bias(unet_state *s, ptrdiff_t count) {
   }
 }
 
+/* weights_packed: s->packed no longer holds the weights */
+static void update_weights_packed(unet_state *s, ptrdiff_t count) {
+  (void)count;
+  int64_t *weights_packed = s->i64 + 0;
+  weights_packed[0] = 0;
+}
+
 int unet_backward(unet_state *s, int count, const float *x, const int64_t *labels, float *loss) {
   if (count < 1 || count > UNET_BATCH)
     return -1;
@@ -9211,6 +9265,7 @@ void unet_update(unet_state *s) {
   UNET_KERNEL("up1.conv2.bias", update_up1_conv2_bias(s, count));
   UNET_KERNEL("head.weight", update_head_weight(s, count));
   UNET_KERNEL("head.bias", update_head_bias(s, count));
+  UNET_KERNEL("weights_packed", update_weights_packed(s, count));
   (void)count;
 }
 

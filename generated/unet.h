@@ -19,6 +19,7 @@ typedef struct unet_state {
   float f32[31030672]; /* parameters and float buffers */
   int64_t i64[16]; /* integer buffers */
   float arena[194573584]; /* activations, planned by lifetime */
+  float packed[28237824]; /* weights packed for the forward pass */
   float g32[31030672]; /* gradients, as f32 */
   float m32[31030672]; /* optimizer state: momentum */
   float lr;       /* the learning rate */
@@ -44,6 +45,11 @@ int unet_forward(unet_state *s, int count, const float *x, float *logits);
  * in err. */
 int unet_load(unet_state *s, const void *data, size_t size,
               char *err, size_t errlen);
+/* The forward pass keeps the convolutions' weights packed for its
+ * loops in s->packed, made by its first call after init, load or
+ * update. Call this after writing weights into s->f32 yourself,
+ * so that the next call packs them again. */
+void unet_weights_changed(unet_state *s);
 /* Bytes of the safetensors image unet_save writes. */
 size_t unet_save_size(void);
 /* Writes the weights as a safetensors image; returns the bytes
