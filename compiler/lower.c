@@ -330,85 +330,118 @@ static void pool_loops(Lower *L, Parallel par, int64_t C, int *n, int *c) {
   }
 }
 
-/* x copied into a scratch buffer with its padding made of fill, rows and
- * columns as far as the windows reach (*s: its shape per sample). The
- * windows then need no guard, and gcc vectorizes a pool across its
- * outputs; guarded, ResNet-18's max pool took 6 ms. */
-static Buffer *padded_copy(Lower *L, Buffer *x, Shape *s, const Attrs *at,
-                           Shape ys, float fill, Parallel par) {
-  Shape xs = *s;
-  int64_t reach[2];
-  for (int ax = 0; ax < 2; ax++)
-    reach[ax] = (ys.d[1 + ax] - 1) * at->s[ax] +
-                (at->k[ax] - 1) * (at->d[ax] ? at->d[ax] : 1) + 1;
-  Shape ps = {3, {xs.d[0], reach[0], reach[1], 0}};
-  Buffer *pad = lower_scratch(L, "padded", ps);
-  LoopBuilder *b = &L->b;
-  int n, c;
-  pool_loops(L, par, xs.d[0], &n, &c);
-  int a = lb_for(b, "a", reach[0]);
-  int q = lb_for(b, "q", reach[1]);
-  Expr *ih = sub(L, V(L, a), I(L, at->p[0]));
-  Expr *iw = sub(L, V(L, q), I(L, at->p[1]));
-  /* the copy's rows and columns are the windows' reach */
-  Expr *in = window_guard(L, ih, iw, at, xs, ys);
-  lb_store(b, pad, idx(L, V(L, n), V(L, c), V(L, a), V(L, q), ps),
-           x_select(L->p, in, load(L, x, idx(L, V(L, n), V(L, c), ih, iw, xs)),
-                    F(L, fill)));
-  close(L, 4);
-  *s = ps;
-  return pad;
+/* Output rows (or columns) from, from + 1, ... of a pool, count of
+ * them. */
+typedef struct Span {
+  int64_t from, count;
+} Span;
+
+/* The outputs of a pool whose windows lie inside x along axis ax (0:
+ * rows, 1: columns): those from the first whose window starts at 0 or
+ * past it to the last whose window ends inside. */
+static Span inside(const Attrs *at, Shape xs, Shape ys, int ax) {
+  int64_t s = at->s[ax], p = at->p[ax], d = at->d[ax] ? at->d[ax] : 1;
+  int64_t reach = (at->k[ax] - 1) * d, in = xs.d[1 + ax], out = ys.d[1 + ax];
+  int64_t lo = (p + s - 1) / s, hi = in - 1 + p - reach;
+  hi = hi < 0 ? -1 : hi / s;
+  if (hi > out - 1)
+    hi = out - 1;
+  if (lo > out)
+    lo = out;
+  return (Span){lo, hi >= lo ? hi - lo + 1 : 0};
 }
 
-static void lower_pool(Lower *L, Buffer *y, Buffer *x) {
+/* The windows of the outputs in rows r and columns q of the plane (n, c):
+ * their taps, each tested against x's edges unless every window there
+ * lies inside, then the value stored. */
+static void pool_span(Lower *L, Buffer *y, Buffer *x, Expr *n, Expr *c, Span r,
+                      Span q) {
+  if (!r.count || !q.count)
+    return;
   const Node *nd = L->node;
   const Attrs *at = &nd->at;
   int max = nd->op == OP_MAXPOOL;
   Shape xs = nd->in.v[0]->shape, ys = nd->shape;
   LoopBuilder *b = &L->b;
-  float fill = max ? -INFINITY : 0;
-  Shape ps = xs;
-  int copied = L->p->tile && at->p[0] + at->p[1] > 0;
-  Parallel par = schedule_parallel(shape_numel(ys) * at->k[0] * at->k[1],
-                                   L->p->batch, ys.d[0], 1);
-  if (copied)
-    x = padded_copy(L, x, &ps, at, ys, fill, par);
-  int n, c;
-  pool_loops(L, par, ys.d[0], &n, &c);
-  int oh = lb_for(b, "oh", ys.d[1]);
-  int ow = lb_for(b, "ow", ys.d[2]);
-  int acc = lb_let(b, max ? "m" : "sum", F(L, fill));
+  int oh = lb_for(b, "oh", r.count);
+  int ow = lb_for(b, "ow", q.count);
+  Expr *ohx = add(L, V(L, oh), I(L, r.from)),
+       *owx = add(L, V(L, ow), I(L, q.from));
+  int acc = lb_let(b, max ? "m" : "sum", F(L, max ? -INFINITY : 0));
   int kh = lb_for(b, "kh", at->k[0]);
   int kw = lb_for(b, "kw", at->k[1]);
-  Expr *ih = window_coord(L, oh, kh, at, 0),
-       *iw = window_coord(L, ow, kw, at, 1);
-  int opened = 0;
-  if (copied) {
-    ih = add(L, ih, I(L, at->p[0]));
-    iw = add(L, iw, I(L, at->p[1]));
-  } else {
-    opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
-  }
-  Expr *xv = load(L, x, idx(L, V(L, n), V(L, c), ih, iw, ps));
+  int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
+  Expr *hs = sub(L, mul(L, ohx, I(L, at->s[0])), I(L, at->p[0]));
+  Expr *ws = sub(L, mul(L, owx, I(L, at->s[1])), I(L, at->p[1]));
+  Expr *ih = add(L, hs, mul(L, V(L, kh), I(L, dh)));
+  Expr *iw = add(L, ws, mul(L, V(L, kw), I(L, dw)));
+  /* the taps' least and greatest coordinates over the span */
+  int64_t h0 = r.from * at->s[0] - at->p[0],
+          h1 = (r.from + r.count - 1) * at->s[0] - at->p[0] +
+               (at->k[0] - 1) * dh;
+  int64_t w0 = q.from * at->s[1] - at->p[1],
+          w1 = (q.from + q.count - 1) * at->s[1] - at->p[1] +
+               (at->k[1] - 1) * dw;
+  Expr *gh = in_range(L, ih, 0, xs.d[1], h0, h1);
+  Expr *gw = in_range(L, iw, 0, xs.d[2], w0, w1);
+  Expr *g = gh->k == X_INT   ? gw
+            : gw->k == X_INT ? gh
+                             : x_bin(L->p, X_AND, gh, gw);
+  int opened = open_if(L, g);
+  Expr *xv = load(L, x, idx(L, n, c, ih, iw, xs));
   Expr *t = x_temp(L->p, acc);
   lb_set(b, acc, max ? x_bin(L->p, X_MAX, t, xv) : add(L, t, xv));
   close(L, opened + 2);
-  Expr *r = x_temp(L->p, acc);
+  Expr *v = x_temp(L->p, acc);
   if (!max) {
     /* PyTorch counts padding, but not the part of a ceil-mode window
      * that hangs past the padding. */
-    Expr *hs = sub(L, mul(L, V(L, oh), I(L, at->s[0])), I(L, at->p[0]));
-    Expr *ws = sub(L, mul(L, V(L, ow), I(L, at->s[1])), I(L, at->p[1]));
     Expr *hn = x_bin(L->p, X_MIN, I(L, at->k[0]),
                      sub(L, I(L, xs.d[1] + at->p[0]), hs));
     Expr *wn = x_bin(L->p, X_MIN, I(L, at->k[1]),
                      sub(L, I(L, xs.d[2] + at->p[1]), ws));
-    int exact = !at->ceil;
-    Expr *count = exact ? I(L, at->k[0] * at->k[1]) : mul(L, hn, wn);
-    r = x_bin(L->p, X_DIV, r, x_un(L->p, X_TOFLOAT, count));
+    Expr *count = at->ceil ? mul(L, hn, wn) : I(L, at->k[0] * at->k[1]);
+    v = x_bin(L->p, X_DIV, v, x_un(L->p, X_TOFLOAT, count));
   }
-  lb_store(b, y, idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys), r);
-  close(L, 4);
+  lb_store(b, y, idx(L, n, c, ohx, owx, ys), v);
+  close(L, 2);
+}
+
+/* Max and average pooling. Tiled, each plane's outputs go in five
+ * spans: the rows whose windows reach past the top or bottom edge, then
+ * in the rows between, the columns whose windows reach past the left or
+ * right edge, each tap tested; and the rest, whose windows lie inside and
+ * need no test, a nest gcc vectorizes across the outputs. (A copy of x
+ * padded with the fill, read unguarded, had cost ResNet-18's max pool a
+ * pass over 3.2 MB and a copy of as much.) Plain, one span with the tests
+ * wherever a window may reach the padding. The taps are summed in the
+ * same order either way, the padding's left out: adding its zeros or
+ * taking the max with its -inf changes no sum that starts at +0 or -inf. */
+static void lower_pool(Lower *L, Buffer *y, Buffer *x) {
+  const Node *nd = L->node;
+  const Attrs *at = &nd->at;
+  Shape ys = nd->shape;
+  Parallel par = schedule_parallel(shape_numel(ys) * at->k[0] * at->k[1],
+                                   L->p->batch, ys.d[0], 1);
+  int n, c;
+  pool_loops(L, par, ys.d[0], &n, &c);
+  Span all[2] = {{0, ys.d[1]}, {0, ys.d[2]}};
+  if (!L->p->tile) {
+    pool_span(L, y, x, V(L, n), V(L, c), all[0], all[1]);
+  } else {
+    Shape xs = nd->in.v[0]->shape;
+    Span r = inside(at, xs, ys, 0), q = inside(at, xs, ys, 1);
+    Span top = {0, r.count ? r.from : ys.d[1]};
+    Span bottom = {r.from + r.count, r.count ? ys.d[1] - r.from - r.count : 0};
+    Span left = {0, q.count ? q.from : ys.d[2]};
+    Span right = {q.from + q.count, q.count ? ys.d[2] - q.from - q.count : 0};
+    pool_span(L, y, x, V(L, n), V(L, c), top, all[1]);
+    pool_span(L, y, x, V(L, n), V(L, c), r, left);
+    pool_span(L, y, x, V(L, n), V(L, c), r, q);
+    pool_span(L, y, x, V(L, n), V(L, c), r, right);
+    pool_span(L, y, x, V(L, n), V(L, c), bottom, all[1]);
+  }
+  close(L, 2);
 }
 
 /* Adaptive average pooling: output cell o covers input rows

@@ -1123,11 +1123,11 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *bn1_running_mean = s->f32 + 9536; /* bn1.running_mean */
   const float *bn1_running_var = s->f32 + 9600; /* bn1.running_var */
   const int64_t *weights_packed = s->i64 + 320;
-  float *relu0 = s->arena + 817216;
-  float *bn1_scale = s->arena + 160080;
-  float *bn1_shift = s->arena + 160144;
+  float *relu0 = s->arena + 0;
+  float *bn1_scale = s->arena + 962896;
+  float *bn1_shift = s->arena + 962960;
   float *conv1_packed = s->packed + 0;
-  float *conv1_padded = s->arena + 0;
+  float *conv1_padded = s->arena + 802816;
   float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
@@ -1199,31 +1199,46 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
 
 /* maxpool0: maxpool, resnet18.cnn:30 */
 static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *relu0 = s->arena + 817216;
-  float *maxpool0 = s->arena + 1620032;
-  float *maxpool0_padded = s->arena + 0;
+  const float *relu0 = s->arena + 0;
+  float *maxpool0 = s->arena + 802816;
   RESNET18_PARALLEL_FOR()
   for (ptrdiff_t c = 0; c < 64; c++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 113; a++) {
-        for (ptrdiff_t q = 0; q < 113; q++) {
-          maxpool0_padded[((n * 64 + c) * 113 + a) * 113 + q] = 0 <= a - 1 && 0 <= q - 1 ? relu0[((n * 64 + c) * 112 + a - 1) * 112 + q - 1] : -INFINITY;
-        }
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR()
-  for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+      for (ptrdiff_t oh = 0; oh < 1; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              m = max_of(m, maxpool0_padded[((n_2 * 64 + c_2) * 113 + oh * 2 - 1 + kh + 1) * 113 + ow * 2 - 1 + kw + 1]);
+              if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                m = max_of(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
+              }
             }
           }
-          maxpool0[((n_2 * 64 + c_2) * 56 + oh) * 56 + ow] = m;
+          maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
+        }
+      }
+      for (ptrdiff_t oh_2 = 0; oh_2 < 55; oh_2++) {
+        for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+          float m_2 = -INFINITY;
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              if (0 <= ow_2 * 2 - 1 + kw_2) {
+                m_2 = max_of(m_2, relu0[((n * 64 + c) * 112 + (oh_2 + 1) * 2 - 1 + kh_2) * 112 + ow_2 * 2 - 1 + kw_2]);
+              }
+            }
+          }
+          maxpool0[((n * 64 + c) * 56 + oh_2 + 1) * 56 + ow_2] = m_2;
+        }
+      }
+      for (ptrdiff_t oh_3 = 0; oh_3 < 55; oh_3++) {
+        for (ptrdiff_t ow_3 = 0; ow_3 < 55; ow_3++) {
+          float m_3 = -INFINITY;
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              m_3 = max_of(m_3, relu0[((n * 64 + c) * 112 + (oh_3 + 1) * 2 - 1 + kh_3) * 112 + (ow_3 + 1) * 2 - 1 + kw_3]);
+            }
+          }
+          maxpool0[((n * 64 + c) * 56 + oh_3 + 1) * 56 + ow_3 + 1] = m_3;
         }
       }
     }
@@ -1239,7 +1254,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn1_running_mean = s->f32 + 46656; /* layer1.0.bn1.running_mean */
   const float *layer1_0_bn1_running_var = s->f32 + 46720; /* layer1.0.bn1.running_var */
   const int64_t *weights_packed = s->i64 + 320;
-  const float *maxpool0 = s->arena + 1620032;
+  const float *maxpool0 = s->arena + 802816;
   float *layer1_0_relu0 = s->arena + 215296;
   float *layer1_0_bn1_scale = s->arena + 416000;
   float *layer1_0_bn1_shift = s->arena + 416064;
@@ -1319,7 +1334,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_bn2_running_mean = s->f32 + 83776; /* layer1.0.bn2.running_mean */
   const float *layer1_0_bn2_running_var = s->f32 + 83840; /* layer1.0.bn2.running_var */
   const int64_t *weights_packed = s->i64 + 320;
-  const float *maxpool0 = s->arena + 1620032;
+  const float *maxpool0 = s->arena + 802816;
   const float *layer1_0_relu0 = s->arena + 215296;
   float *layer1_0_relu1 = s->arena + 416000;
   float *layer1_0_bn2_scale = s->arena + 616704;
@@ -3087,29 +3102,44 @@ static void train_bn1(resnet18_state *s, ptrdiff_t count) {
 static void train_maxpool0(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 3162112;
   float *maxpool0 = s->arena + 3964928;
-  float *maxpool0_padded = s->arena + 0;
   RESNET18_PARALLEL_FOR()
   for (ptrdiff_t c = 0; c < 64; c++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t a = 0; a < 113; a++) {
-        for (ptrdiff_t q = 0; q < 113; q++) {
-          maxpool0_padded[((n * 64 + c) * 113 + a) * 113 + q] = 0 <= a - 1 && 0 <= q - 1 ? relu0[((n * 64 + c) * 112 + a - 1) * 112 + q - 1] : -INFINITY;
-        }
-      }
-    }
-  }
-  RESNET18_PARALLEL_FOR()
-  for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+      for (ptrdiff_t oh = 0; oh < 1; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
-              m = max_of(m, maxpool0_padded[((n_2 * 64 + c_2) * 113 + oh * 2 - 1 + kh + 1) * 113 + ow * 2 - 1 + kw + 1]);
+              if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
+                m = max_of(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
+              }
             }
           }
-          maxpool0[((n_2 * 64 + c_2) * 56 + oh) * 56 + ow] = m;
+          maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
+        }
+      }
+      for (ptrdiff_t oh_2 = 0; oh_2 < 55; oh_2++) {
+        for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+          float m_2 = -INFINITY;
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              if (0 <= ow_2 * 2 - 1 + kw_2) {
+                m_2 = max_of(m_2, relu0[((n * 64 + c) * 112 + (oh_2 + 1) * 2 - 1 + kh_2) * 112 + ow_2 * 2 - 1 + kw_2]);
+              }
+            }
+          }
+          maxpool0[((n * 64 + c) * 56 + oh_2 + 1) * 56 + ow_2] = m_2;
+        }
+      }
+      for (ptrdiff_t oh_3 = 0; oh_3 < 55; oh_3++) {
+        for (ptrdiff_t ow_3 = 0; ow_3 < 55; ow_3++) {
+          float m_3 = -INFINITY;
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              m_3 = max_of(m_3, relu0[((n * 64 + c) * 112 + (oh_3 + 1) * 2 - 1 + kh_3) * 112 + (ow_3 + 1) * 2 - 1 + kw_3]);
+            }
+          }
+          maxpool0[((n * 64 + c) * 56 + oh_3 + 1) * 56 + ow_3 + 1] = m_3;
         }
       }
     }
