@@ -811,28 +811,21 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
   print_template(c, emit_c_safetensors_template, m);
   fprintf(c, "\n");
   emit_init(c, p, t, m);
-  if (p->packed_ok) {
+  if (p->packed_ok)
     fprintf(c,
             "void %s_weights_changed(%s_state *s) {\n"
             "  s->i64[%" PRId64 "] = 0; /* weights_packed */\n}\n\n",
             m, m, p->packed_ok->offset);
-    fprintf(c,
-            "int %s_load(%s_state *s, const void *data, size_t size,\n"
-            "%*schar *err, size_t errlen) {\n"
-            "  %s_weights_changed(s);\n"
-            "  return %s_st_load((const unsigned char *)data, size, "
-            "%s_tensors,\n"
-            "%*s%s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
-            m, m, (int)strlen(m) + 10, "", m, m, m, (int)strlen(m) + 18, "", m);
-  } else {
-    fprintf(c,
-            "int %s_load(%s_state *s, const void *data, size_t size,\n"
-            "%*schar *err, size_t errlen) {\n"
-            "  return %s_st_load((const unsigned char *)data, size, "
-            "%s_tensors,\n"
-            "%*s%s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
-            m, m, (int)strlen(m) + 10, "", m, m, (int)strlen(m) + 18, "", m);
-  }
+  fprintf(c,
+          "int %s_load(%s_state *s, const void *data, size_t size,\n"
+          "%*schar *err, size_t errlen) {\n",
+          m, m, (int)strlen(m) + 10, "");
+  if (p->packed_ok)
+    fprintf(c, "  %s_weights_changed(s);\n", m);
+  fprintf(c,
+          "  return %s_st_load((const unsigned char *)data, size, %s_tensors,\n"
+          "%*s%s_NTENSORS, s->f32, s->i64, err, errlen);\n}\n\n",
+          m, m, (int)strlen(m) + 18, "", m);
   fprintf(c,
           "size_t %s_save_size(void) {\n"
           "  return %s_st_size(%s_tensors, %s_NTENSORS);\n}\n\n",
