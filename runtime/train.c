@@ -128,7 +128,9 @@ static int matches(const char *name, const char *pattern) {
 /* Copies the tensors of a file into the state, by name, strictly: every
  * parameter present with its dtype and shape (num_batches_tracked may be
  * absent; names matching --except keep their initial values), nothing
- * unknown but cnnc's own "__" tensors. */
+ * unknown but cnnc's own "__" tensors. Only right after init, before any
+ * forward pass: the weights that pass keeps packed are made by its first
+ * call after init (docs/generated-code.md). */
 static int load_weights(const rt_model *m, void *s, const char *path,
                         const char *except, rt_tensors *t, char *err,
                         size_t errlen) {
