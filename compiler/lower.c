@@ -330,27 +330,6 @@ static void pool_loops(Lower *L, Parallel par, int64_t C, int *n, int *c) {
   }
 }
 
-/* Output rows (or columns) from, from + 1, ... of a pool, count of
- * them. */
-typedef struct Span {
-  int64_t from, count;
-} Span;
-
-/* The outputs of a pool whose windows lie inside x along axis ax (0:
- * rows, 1: columns): those from the first whose window starts at 0 or
- * past it to the last whose window ends inside. */
-static Span inside(const Attrs *at, Shape xs, Shape ys, int ax) {
-  int64_t s = at->s[ax], p = at->p[ax], d = at->d[ax] ? at->d[ax] : 1;
-  int64_t reach = (at->k[ax] - 1) * d, in = xs.d[1 + ax], out = ys.d[1 + ax];
-  int64_t lo = (p + s - 1) / s, hi = in - 1 + p - reach;
-  hi = hi < 0 ? -1 : hi / s;
-  if (hi > out - 1)
-    hi = out - 1;
-  if (lo > out)
-    lo = out;
-  return (Span){lo, hi >= lo ? hi - lo + 1 : 0};
-}
-
 /* The windows of the outputs in rows r and columns q of the plane (n, c):
  * their taps, each tested against x's edges unless every window there
  * lies inside, then the value stored. */
@@ -425,21 +404,14 @@ static void lower_pool(Lower *L, Buffer *y, Buffer *x) {
                                    L->p->batch, ys.d[0], 1);
   int n, c;
   pool_loops(L, par, ys.d[0], &n, &c);
-  Span all[2] = {{0, ys.d[1]}, {0, ys.d[2]}};
   if (!L->p->tile) {
-    pool_span(L, y, x, V(L, n), V(L, c), all[0], all[1]);
+    pool_span(L, y, x, V(L, n), V(L, c), (Span){0, ys.d[1]},
+              (Span){0, ys.d[2]});
   } else {
-    Shape xs = nd->in.v[0]->shape;
-    Span r = inside(at, xs, ys, 0), q = inside(at, xs, ys, 1);
-    Span top = {0, r.count ? r.from : ys.d[1]};
-    Span bottom = {r.from + r.count, r.count ? ys.d[1] - r.from - r.count : 0};
-    Span left = {0, q.count ? q.from : ys.d[2]};
-    Span right = {q.from + q.count, q.count ? ys.d[2] - q.from - q.count : 0};
-    pool_span(L, y, x, V(L, n), V(L, c), top, all[1]);
-    pool_span(L, y, x, V(L, n), V(L, c), r, left);
-    pool_span(L, y, x, V(L, n), V(L, c), r, q);
-    pool_span(L, y, x, V(L, n), V(L, c), r, right);
-    pool_span(L, y, x, V(L, n), V(L, c), bottom, all[1]);
+    Span r[5], q[5];
+    pool_spans(at, nd->in.v[0]->shape, ys, r, q);
+    for (int i = 0; i < 5; i++)
+      pool_span(L, y, x, V(L, n), V(L, c), r[i], q[i]);
   }
   close(L, 2);
 }

@@ -508,6 +508,53 @@ static void channel_sum(Lower *L, Buffer *out, Buffer *dy, Shape s) {
 
 /* --- pooling ------------------------------------------------------------- */
 
+/* The gradients of a max pool's outputs in rows r and columns q of the
+ * plane (n, c), each to the first maximum of its window, as PyTorch's;
+ * each tap tested against x's edges unless every window there lies
+ * inside (pool_spans). */
+static void max_dx_span(Lower *L, Buffer *dx, Buffer *x, Buffer *dy, Expr *n,
+                        Expr *c, Span r, Span q) {
+  if (!r.count || !q.count)
+    return;
+  const Attrs *at = &L->node->of->at;
+  Shape xs = L->node->of->in.v[0]->shape, ys = L->node->of->shape;
+  LoopBuilder *b = &L->b;
+  int oh = lb_for(b, "oh", r.count);
+  int ow = lb_for(b, "ow", q.count);
+  Expr *ohx = add(L, V(L, oh), I(L, r.from)),
+       *owx = add(L, V(L, ow), I(L, q.from));
+  int m = lb_let(b, "m", F(L, -INFINITY));
+  int arg = lb_let(b, "arg", I(L, -1));
+  int kh = lb_for(b, "kh", at->k[0]);
+  int kw = lb_for(b, "kw", at->k[1]);
+  int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
+  Expr *ih = add(L, sub(L, mul(L, ohx, I(L, at->s[0])), I(L, at->p[0])),
+                 mul(L, V(L, kh), I(L, dh)));
+  Expr *iw = add(L, sub(L, mul(L, owx, I(L, at->s[1])), I(L, at->p[1])),
+                 mul(L, V(L, kw), I(L, dw)));
+  /* the taps' least and greatest coordinates over the span */
+  int64_t h0 = r.from * at->s[0] - at->p[0],
+          h1 = (r.from + r.count - 1) * at->s[0] - at->p[0] +
+               (at->k[0] - 1) * dh;
+  int64_t w0 = q.from * at->s[1] - at->p[1],
+          w1 = (q.from + q.count - 1) * at->s[1] - at->p[1] +
+               (at->k[1] - 1) * dw;
+  Expr *gh = in_range(L, ih, 0, xs.d[1], h0, h1);
+  Expr *gw = in_range(L, iw, 0, xs.d[2], w0, w1);
+  int opened = open_if(L, gh->k == X_INT   ? gw
+                          : gw->k == X_INT ? gh
+                                           : x_bin(L->p, X_AND, gh, gw));
+  Expr *at_x = idx(L, n, c, ih, iw, xs);
+  int v = lb_let(b, "v", load(L, x, at_x));
+  lb_if(b, x_bin(L->p, X_AND, lt(L, T(L, m), T(L, v)), I(L, 1)));
+  lb_set(b, m, T(L, v));
+  lb_set(b, arg, at_x);
+  close(L, 1 + opened + 2);
+  lb_if(b, x_bin(L->p, X_LE, I(L, 0), IT(L, arg)));
+  lb_accum(b, dx, IT(L, arg), load(L, dy, idx(L, n, c, ohx, owx, ys)));
+  close(L, 1 + 2);
+}
+
 /* Each plane of dx is zeroed, gets its windows' gradients and then the
  * epilogue (the activation's gradient before the pooling) while it is in
  * cache. As three passes over the whole of dx, ResNet-18's maxpool0.dx
@@ -527,57 +574,48 @@ static void pool_dx(Lower *L, Buffer *dx, Buffer *x, Buffer *dy) {
   int i = lb_for(b, "i", P);
   lb_store(b, dx, ncp(L, V(L, n), V(L, c), V(L, i), C, P), F(L, 0));
   close(L, 1);
-  int oh = lb_for(b, "oh", ys.d[1]);
-  int ow = lb_for(b, "ow", ys.d[2]);
-  Expr *here = idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys);
   if (of->op == OP_MAXPOOL) {
-    /* the gradient goes to the first maximum of the window, as PyTorch */
-    int m = lb_let(b, "m", F(L, -INFINITY));
-    int arg = lb_let(b, "arg", I(L, -1));
-    int kh = lb_for(b, "kh", at->k[0]);
-    int kw = lb_for(b, "kw", at->k[1]);
-    Expr *ih = window_coord(L, oh, kh, at, 0),
-         *iw = window_coord(L, ow, kw, at, 1);
-    int opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
-    Expr *at_x = idx(L, V(L, n), V(L, c), ih, iw, xs);
-    int v = lb_let(b, "v", load(L, x, at_x));
-    lb_if(b, x_bin(L->p, X_AND, lt(L, T(L, m), T(L, v)), I(L, 1)));
-    lb_set(b, m, T(L, v));
-    lb_set(b, arg, at_x);
-    close(L, 1 + opened + 2);
-    lb_if(b, x_bin(L->p, X_LE, I(L, 0), IT(L, arg)));
-    lb_accum(b, dx, IT(L, arg), load(L, dy, here));
-    close(L, 1 + 2);
-  } else if (of->op == OP_AVGPOOL) {
-    Expr *hs = sub(L, mul(L, V(L, oh), I(L, at->s[0])), I(L, at->p[0]));
-    Expr *wsx = sub(L, mul(L, V(L, ow), I(L, at->s[1])), I(L, at->p[1]));
-    Expr *count = at->ceil ? mul(L,
-                                 x_bin(L->p, X_MIN, I(L, at->k[0]),
-                                       sub(L, I(L, xs.d[1] + at->p[0]), hs)),
-                                 x_bin(L->p, X_MIN, I(L, at->k[1]),
-                                       sub(L, I(L, xs.d[2] + at->p[1]), wsx)))
-                           : I(L, at->k[0] * at->k[1]);
-    int gv = lb_let(b, "g", fdiv(L, load(L, dy, here), tofloat(L, count)));
-    int kh = lb_for(b, "kh", at->k[0]);
-    int kw = lb_for(b, "kw", at->k[1]);
-    Expr *ih = window_coord(L, oh, kh, at, 0),
-         *iw = window_coord(L, ow, kw, at, 1);
-    int opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
-    lb_accum(b, dx, idx(L, V(L, n), V(L, c), ih, iw, xs), T(L, gv));
-    close(L, opened + 2 + 2);
+    /* tiled, the windows inside x go without tests (pool_spans) */
+    Span r[5] = {{0, ys.d[1]}}, q[5] = {{0, ys.d[2]}};
+    if (L->p->tile)
+      pool_spans(at, xs, ys, r, q);
+    for (int k = 0; k < 5; k++)
+      max_dx_span(L, dx, x, dy, V(L, n), V(L, c), r[k], q[k]);
   } else {
-    /* adaptive (and global) average pooling: PyTorch's windows */
-    AdaptiveWindow a = adaptive_window(L, oh, ow, xs, ys);
-    Expr *h0 = a.h0, *h1 = a.h1, *w0 = a.w0, *w1 = a.w1;
-    int gv = lb_let(b, "g",
-                    fdiv(L, load(L, dy, here),
-                         tofloat(L, mul(L, sub(L, h1, h0), sub(L, w1, w0)))));
-    int kh = lb_for(b, "kh", a.KH);
-    int kw = lb_for(b, "kw", a.KW);
-    Expr *ih = add(L, h0, V(L, kh)), *iw = add(L, w0, V(L, kw));
-    lb_if(b, x_bin(L->p, X_AND, lt(L, ih, h1), lt(L, iw, w1)));
-    lb_accum(b, dx, idx(L, V(L, n), V(L, c), ih, iw, xs), T(L, gv));
-    close(L, 3 + 2);
+    int oh = lb_for(b, "oh", ys.d[1]);
+    int ow = lb_for(b, "ow", ys.d[2]);
+    Expr *here = idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys);
+    if (of->op == OP_AVGPOOL) {
+      Expr *hs = sub(L, mul(L, V(L, oh), I(L, at->s[0])), I(L, at->p[0]));
+      Expr *wsx = sub(L, mul(L, V(L, ow), I(L, at->s[1])), I(L, at->p[1]));
+      Expr *count = at->ceil ? mul(L,
+                                   x_bin(L->p, X_MIN, I(L, at->k[0]),
+                                         sub(L, I(L, xs.d[1] + at->p[0]), hs)),
+                                   x_bin(L->p, X_MIN, I(L, at->k[1]),
+                                         sub(L, I(L, xs.d[2] + at->p[1]), wsx)))
+                             : I(L, at->k[0] * at->k[1]);
+      int gv = lb_let(b, "g", fdiv(L, load(L, dy, here), tofloat(L, count)));
+      int kh = lb_for(b, "kh", at->k[0]);
+      int kw = lb_for(b, "kw", at->k[1]);
+      Expr *ih = window_coord(L, oh, kh, at, 0),
+           *iw = window_coord(L, ow, kw, at, 1);
+      int opened = open_if(L, window_guard(L, ih, iw, at, xs, ys));
+      lb_accum(b, dx, idx(L, V(L, n), V(L, c), ih, iw, xs), T(L, gv));
+      close(L, opened + 2 + 2);
+    } else {
+      /* adaptive (and global) average pooling: PyTorch's windows */
+      AdaptiveWindow a = adaptive_window(L, oh, ow, xs, ys);
+      Expr *h0 = a.h0, *h1 = a.h1, *w0 = a.w0, *w1 = a.w1;
+      int gv = lb_let(b, "g",
+                      fdiv(L, load(L, dy, here),
+                           tofloat(L, mul(L, sub(L, h1, h0), sub(L, w1, w0)))));
+      int kh = lb_for(b, "kh", a.KH);
+      int kw = lb_for(b, "kw", a.KW);
+      Expr *ih = add(L, h0, V(L, kh)), *iw = add(L, w0, V(L, kw));
+      lb_if(b, x_bin(L->p, X_AND, lt(L, ih, h1), lt(L, iw, w1)));
+      lb_accum(b, dx, idx(L, V(L, n), V(L, c), ih, iw, xs), T(L, gv));
+      close(L, 3 + 2);
+    }
   }
   if (L->ep) {
     i = lb_for(b, "i", P);

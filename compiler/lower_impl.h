@@ -105,6 +105,50 @@ static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
   return x_bin(L->p, X_AND, gh, gw);
 }
 
+/* Output rows (or columns) from, from + 1, ... of a pool, count of
+ * them. */
+typedef struct Span {
+  int64_t from, count;
+} Span;
+
+/* The outputs of a pool whose windows lie inside x along axis ax (0:
+ * rows, 1: columns): those from the first whose window starts at 0 or
+ * past it to the last whose window ends inside. */
+static inline Span inside(const Attrs *at, Shape xs, Shape ys, int ax) {
+  int64_t s = at->s[ax], p = at->p[ax], d = at->d[ax] ? at->d[ax] : 1;
+  int64_t reach = (at->k[ax] - 1) * d, in = xs.d[1 + ax], out = ys.d[1 + ax];
+  int64_t lo = (p + s - 1) / s, hi = in - 1 + p - reach;
+  hi = hi < 0 ? -1 : hi / s;
+  if (hi > out - 1)
+    hi = out - 1;
+  if (lo > out)
+    lo = out;
+  return (Span){lo, hi >= lo ? hi - lo + 1 : 0};
+}
+
+/* A pool's outputs in five spans of rows r[i] by columns q[i]: the rows
+ * whose windows reach past the top, then in the rows between, the
+ * columns whose windows reach past the left, those whose windows lie
+ * inside x, those reaching past the right; then the rows reaching past
+ * the bottom. Only the third needs no test of its taps. */
+static inline void pool_spans(const Attrs *at, Shape xs, Shape ys, Span r[5],
+                              Span q[5]) {
+  Span in_r = inside(at, xs, ys, 0), in_q = inside(at, xs, ys, 1);
+  Span cols = {0, ys.d[2]};
+  Span top = {0, in_r.count ? in_r.from : ys.d[1]};
+  Span bottom = {in_r.from + in_r.count,
+                 in_r.count ? ys.d[1] - in_r.from - in_r.count : 0};
+  Span left = {0, in_q.count ? in_q.from : ys.d[2]};
+  Span right = {in_q.from + in_q.count,
+                in_q.count ? ys.d[2] - in_q.from - in_q.count : 0};
+  Span rr[5] = {top, in_r, in_r, in_r, bottom};
+  Span qq[5] = {cols, left, in_q, right, cols};
+  for (int i = 0; i < 5; i++) {
+    r[i] = rr[i];
+    q[i] = qq[i];
+  }
+}
+
 /* Adaptive (and global) average pooling's window of output (oh, ow), as
  * PyTorch's: rows [h0, h1) and columns [w0, w1) of input x, at most KH x
  * KW of them. */

@@ -15769,7 +15769,7 @@ static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
       for (ptrdiff_t i = 0; i < 12544; i++) {
         relu0_dx[(n * 64 + c) * 12544 + i] = 0.0f;
       }
-      for (ptrdiff_t oh = 0; oh < 56; oh++) {
+      for (ptrdiff_t oh = 0; oh < 1; oh++) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
           float m = -INFINITY;
           ptrdiff_t arg = -1;
@@ -15786,6 +15786,44 @@ static void train_maxpool0_dx(resnet18_state *s, ptrdiff_t count) {
           }
           if (0 <= arg) {
             relu0_dx[arg] += maxpool0_dsum[((n * 64 + c) * 56 + oh) * 56 + ow];
+          }
+        }
+      }
+      for (ptrdiff_t oh_2 = 0; oh_2 < 55; oh_2++) {
+        for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
+          float m_2 = -INFINITY;
+          ptrdiff_t arg_2 = -1;
+          for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+              if (0 <= ow_2 * 2 - 1 + kw_2) {
+                float v_2 = relu0[((n * 64 + c) * 112 + (oh_2 + 1) * 2 - 1 + kh_2) * 112 + ow_2 * 2 - 1 + kw_2];
+                if (m_2 < v_2 && 1) {
+                  m_2 = v_2;
+                  arg_2 = ((n * 64 + c) * 112 + (oh_2 + 1) * 2 - 1 + kh_2) * 112 + ow_2 * 2 - 1 + kw_2;
+                }
+              }
+            }
+          }
+          if (0 <= arg_2) {
+            relu0_dx[arg_2] += maxpool0_dsum[((n * 64 + c) * 56 + oh_2 + 1) * 56 + ow_2];
+          }
+        }
+      }
+      for (ptrdiff_t oh_3 = 0; oh_3 < 55; oh_3++) {
+        for (ptrdiff_t ow_3 = 0; ow_3 < 55; ow_3++) {
+          float m_3 = -INFINITY;
+          ptrdiff_t arg_3 = -1;
+          for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
+            for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
+              float v_3 = relu0[((n * 64 + c) * 112 + (oh_3 + 1) * 2 - 1 + kh_3) * 112 + (ow_3 + 1) * 2 - 1 + kw_3];
+              if (m_3 < v_3 && 1) {
+                m_3 = v_3;
+                arg_3 = ((n * 64 + c) * 112 + (oh_3 + 1) * 2 - 1 + kh_3) * 112 + (ow_3 + 1) * 2 - 1 + kw_3;
+              }
+            }
+          }
+          if (0 <= arg_3) {
+            relu0_dx[arg_3] += maxpool0_dsum[((n * 64 + c) * 56 + oh_3 + 1) * 56 + ow_3 + 1];
           }
         }
       }
