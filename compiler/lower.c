@@ -349,24 +349,9 @@ static void pool_span(Lower *L, Buffer *y, Buffer *x, Expr *n, Expr *c, Span r,
   int acc = lb_let(b, max ? "m" : "sum", F(L, max ? -INFINITY : 0));
   int kh = lb_for(b, "kh", at->k[0]);
   int kw = lb_for(b, "kw", at->k[1]);
-  int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
-  Expr *hs = sub(L, mul(L, ohx, I(L, at->s[0])), I(L, at->p[0]));
-  Expr *ws = sub(L, mul(L, owx, I(L, at->s[1])), I(L, at->p[1]));
-  Expr *ih = add(L, hs, mul(L, V(L, kh), I(L, dh)));
-  Expr *iw = add(L, ws, mul(L, V(L, kw), I(L, dw)));
-  /* the taps' least and greatest coordinates over the span */
-  int64_t h0 = r.from * at->s[0] - at->p[0],
-          h1 = (r.from + r.count - 1) * at->s[0] - at->p[0] +
-               (at->k[0] - 1) * dh;
-  int64_t w0 = q.from * at->s[1] - at->p[1],
-          w1 = (q.from + q.count - 1) * at->s[1] - at->p[1] +
-               (at->k[1] - 1) * dw;
-  Expr *gh = in_range(L, ih, 0, xs.d[1], h0, h1);
-  Expr *gw = in_range(L, iw, 0, xs.d[2], w0, w1);
-  Expr *g = gh->k == X_INT   ? gw
-            : gw->k == X_INT ? gh
-                             : x_bin(L->p, X_AND, gh, gw);
-  int opened = open_if(L, g);
+  SpanTap tap = span_tap(L, at, xs, r, q, ohx, owx, kh, kw);
+  Expr *hs = tap.hs, *ws = tap.ws, *ih = tap.ih, *iw = tap.iw;
+  int opened = open_if(L, tap.guard);
   Expr *xv = load(L, x, idx(L, n, c, ih, iw, xs));
   Expr *t = x_temp(L->p, acc);
   lb_set(b, acc, max ? x_bin(L->p, X_MAX, t, xv) : add(L, t, xv));

@@ -149,6 +149,37 @@ static inline void pool_spans(const Attrs *at, Shape xs, Shape ys, Span r[5],
   }
 }
 
+/* Tap (kh, kw) of output (oh, ow), in span rows r by columns q of a
+ * pool's outputs: where its window starts (hs, ws) and the tap falls
+ * (ih, iw) in x, and the test of x's edges it needs, an integer 1 where
+ * every window of the span lies inside (for open_if). */
+typedef struct SpanTap {
+  Expr *hs, *ws, *ih, *iw, *guard;
+} SpanTap;
+
+static inline SpanTap span_tap(Lower *L, const Attrs *at, Shape xs, Span r,
+                               Span q, Expr *oh, Expr *ow, int kh, int kw) {
+  int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
+  SpanTap t;
+  t.hs = sub(L, mul(L, oh, I(L, at->s[0])), I(L, at->p[0]));
+  t.ws = sub(L, mul(L, ow, I(L, at->s[1])), I(L, at->p[1]));
+  t.ih = add(L, t.hs, mul(L, V(L, kh), I(L, dh)));
+  t.iw = add(L, t.ws, mul(L, V(L, kw), I(L, dw)));
+  /* the taps' least and greatest coordinates over the span */
+  int64_t h0 = r.from * at->s[0] - at->p[0],
+          h1 = (r.from + r.count - 1) * at->s[0] - at->p[0] +
+               (at->k[0] - 1) * dh;
+  int64_t w0 = q.from * at->s[1] - at->p[1],
+          w1 = (q.from + q.count - 1) * at->s[1] - at->p[1] +
+               (at->k[1] - 1) * dw;
+  Expr *gh = in_range(L, t.ih, 0, xs.d[1], h0, h1);
+  Expr *gw = in_range(L, t.iw, 0, xs.d[2], w0, w1);
+  t.guard = gh->k == X_INT   ? gw
+            : gw->k == X_INT ? gh
+                             : x_bin(L->p, X_AND, gh, gw);
+  return t;
+}
+
 /* Adaptive (and global) average pooling's window of output (oh, ow), as
  * PyTorch's: rows [h0, h1) and columns [w0, w1) of input x, at most KH x
  * KW of them. */
