@@ -284,10 +284,7 @@ static void lower_deconv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
       (xs.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
   Expr *gh = in_range(L, oh, 0, ys.d[1], -at->p[0], maxh);
   Expr *gw = in_range(L, ow, 0, ys.d[2], -at->p[1], maxw);
-  Expr *guard = gh->k == X_INT   ? gw
-                : gw->k == X_INT ? gh
-                                 : x_bin(L->p, X_AND, gh, gw);
-  int opened = open_if(L, guard);
+  int opened = open_if(L, and_of(L, gh, gw));
   Expr *ocx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Og)), V(L, oc)) : V(L, oc);
   Shape ws = {3, {Og, at->k[0], at->k[1], 0}};
   Expr *wv = load(L, w, idx(L, icx, V(L, oc), V(L, kh), V(L, kw), ws));
@@ -357,16 +354,9 @@ static void pool_span(Lower *L, Buffer *y, Buffer *x, Expr *n, Expr *c, Span r,
   lb_set(b, acc, max ? x_bin(L->p, X_MAX, t, xv) : add(L, t, xv));
   close(L, opened + 2);
   Expr *v = x_temp(L->p, acc);
-  if (!max) {
-    /* PyTorch counts padding, but not the part of a ceil-mode window
-     * that hangs past the padding. */
-    Expr *hn = x_bin(L->p, X_MIN, I(L, at->k[0]),
-                     sub(L, I(L, xs.d[1] + at->p[0]), hs));
-    Expr *wn = x_bin(L->p, X_MIN, I(L, at->k[1]),
-                     sub(L, I(L, xs.d[2] + at->p[1]), ws));
-    Expr *count = at->ceil ? mul(L, hn, wn) : I(L, at->k[0] * at->k[1]);
-    v = x_bin(L->p, X_DIV, v, x_un(L->p, X_TOFLOAT, count));
-  }
+  if (!max)
+    v = x_bin(L->p, X_DIV, v,
+              x_un(L->p, X_TOFLOAT, avg_divisor(L, at, xs, hs, ws)));
   lb_store(b, y, idx(L, n, c, ohx, owx, ys), v);
   close(L, 2);
 }

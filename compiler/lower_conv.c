@@ -472,9 +472,7 @@ static void pad_input(Lower *L, Conv *c) {
   Expr *ih = sub(L, pr, I(L, g->ph)), *iw = sub(L, pc, I(L, g->pw));
   Expr *gh = in_range(L, ih, 0, g->H, -g->ph, PH * s->plane_h - 1 - g->ph);
   Expr *gw = in_range(L, iw, 0, g->W, -g->pw, PW * s->plane_w - 1 - g->pw);
-  Expr *in = gh->k == X_INT   ? gw
-             : gw->k == X_INT ? gh
-                              : x_bin(L->p, X_AND, gh, gw);
+  Expr *in = and_of(L, gh, gw);
   /* an input spread apart: the rows and columns between its own are 0
    * (the padded coordinate shifted by a multiple of u past the padding,
    * so that the remainder's operand is not negative) */
@@ -488,7 +486,7 @@ static void pad_input(Lower *L, Conv *c) {
     Expr *on = x_bin(
         L->p, X_EQ,
         x_bin(L->p, X_MOD, add(L, pos[ax], I(L, shift)), I(L, u[ax])), I(L, 0));
-    in = in->k == X_INT ? on : x_bin(L->p, X_AND, in, on);
+    in = and_of(L, in, on);
     *at[ax] = dvd(L, *at[ax], I(L, u[ax]));
   }
   Expr *plane = V(L, ch);
@@ -538,10 +536,7 @@ static void copy_windows(Lower *L, Conv *c) {
                       (g->OH - 1) * g->sh - g->ph + (g->KH - 1) * g->dh);
   Expr *gw = in_range(L, iw, 0, g->W, -g->pw,
                       (g->OW - 1) * g->sw - g->pw + (g->KW - 1) * g->dw);
-  if (gh->k != X_INT)
-    in = x_bin(L->p, X_AND, in, gh);
-  if (gw->k != X_INT)
-    in = x_bin(L->p, X_AND, in, gw);
+  in = and_of(L, and_of(L, in, gh), gw);
   Expr *k = add(
       L, mul(L, add(L, mul(L, V(L, ic), I(L, g->KH)), V(L, kh)), I(L, g->KW)),
       V(L, kw));
@@ -709,11 +704,17 @@ static void describe(Lower *L, const ConvSchedule *s, ConvPass pass) {
   L->b.k->schedule = schedule_describe(L->p->a, s, pass);
 }
 
-/* The forward nest's schedule for g (conv_dx's too): its tiles, then
- * what threads share out and the chunks that takes. */
+/* The forward nest's tiles for g (conv_dx's too), for tiles of tile
+ * lanes and a batch of batch samples. */
+static ConvSchedule forward_tiles(const ConvGeom *g, int tile, int64_t batch) {
+  ConvSchedule s = schedule_conv(g, CONV_FORWARD, tile);
+  schedule_windows(g, &s, tile, batch);
+  return s;
+}
+
+/* ... then what threads share out and the chunks that takes. */
 static ConvSchedule forward_schedule(Lower *L, const ConvGeom *g) {
-  ConvSchedule s = schedule_conv(g, CONV_FORWARD, L->p->tile);
-  schedule_windows(g, &s, L->p->tile, L->p->batch);
+  ConvSchedule s = forward_tiles(g, L->p->tile, L->p->batch);
   if (s.tiled) {
     s.parallel = schedule_conv_parallel(g, &s, L->p->batch);
     schedule_chunk(g, &s);
@@ -744,9 +745,7 @@ int lower_keeps_packed(const Node *nd, int tile, int64_t batch) {
   if (!tile || nd->op != OP_CONV)
     return 0;
   ConvGeom g = geom(nd);
-  ConvSchedule s = schedule_conv(&g, CONV_FORWARD, tile);
-  schedule_windows(&g, &s, tile, batch);
-  return s.chan_inner;
+  return forward_tiles(&g, tile, batch).chan_inner;
 }
 
 /* One axis of conv_dx's stride phase r (dx_phases): the flipped kernel's

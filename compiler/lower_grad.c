@@ -360,7 +360,7 @@ static Expr *deconv_guard(Lower *L, Expr *oh, Expr *ow, const Attrs *at,
       (xs.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
   Expr *gh = in_range(L, oh, 0, ys.d[1], -at->p[0], maxh);
   Expr *gw = in_range(L, ow, 0, ys.d[2], -at->p[1], maxw);
-  return gh->k == X_INT ? gw : gw->k == X_INT ? gh : x_bin(L->p, X_AND, gh, gw);
+  return and_of(L, gh, gw);
 }
 
 static void deconv_grad(Lower *L, Buffer *out, Buffer *a, Buffer *b2,
@@ -574,13 +574,9 @@ static void pool_dx(Lower *L, Buffer *dx, Buffer *x, Buffer *dy) {
     if (of->op == OP_AVGPOOL) {
       Expr *hs = sub(L, mul(L, V(L, oh), I(L, at->s[0])), I(L, at->p[0]));
       Expr *wsx = sub(L, mul(L, V(L, ow), I(L, at->s[1])), I(L, at->p[1]));
-      Expr *count = at->ceil ? mul(L,
-                                   x_bin(L->p, X_MIN, I(L, at->k[0]),
-                                         sub(L, I(L, xs.d[1] + at->p[0]), hs)),
-                                   x_bin(L->p, X_MIN, I(L, at->k[1]),
-                                         sub(L, I(L, xs.d[2] + at->p[1]), wsx)))
-                             : I(L, at->k[0] * at->k[1]);
-      int gv = lb_let(b, "g", fdiv(L, load(L, dy, here), tofloat(L, count)));
+      int gv = lb_let(b, "g",
+                      fdiv(L, load(L, dy, here),
+                           tofloat(L, avg_divisor(L, at, xs, hs, wsx))));
       int kh = lb_for(b, "kh", at->k[0]);
       int kw = lb_for(b, "kw", at->k[1]);
       Expr *ih = window_coord(L, oh, kh, at, 0),

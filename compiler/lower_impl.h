@@ -58,6 +58,12 @@ static inline Expr *flat(Lower *L, Expr *n, Expr *i, Shape s) {
   return add(L, mul(L, n, I(L, shape_numel(s))), i);
 }
 
+/* a && b, where either may be the integer 1 of a test that always holds
+ * (in_range's), which is then left out. */
+static inline Expr *and_of(Lower *L, Expr *a, Expr *b) {
+  return a->k == X_INT ? b : b->k == X_INT ? a : x_bin(L->p, X_AND, a, b);
+}
+
 /* lo <= e < hi, leaving out halves that always hold. */
 static inline Expr *in_range(Lower *L, Expr *e, int64_t lo, int64_t hi,
                              int64_t min_e, int64_t max_e) {
@@ -65,8 +71,7 @@ static inline Expr *in_range(Lower *L, Expr *e, int64_t lo, int64_t hi,
   if (min_e < lo)
     c = x_bin(L->p, X_LE, I(L, lo), e);
   if (max_e >= hi) {
-    Expr *u = x_bin(L->p, X_LT, e, I(L, hi));
-    c = c->k == X_INT ? u : x_bin(L->p, X_AND, c, u);
+    c = and_of(L, c, x_bin(L->p, X_LT, e, I(L, hi)));
   }
   return c;
 }
@@ -96,13 +101,8 @@ static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
   int64_t dh = at->d[0] ? at->d[0] : 1, dw = at->d[1] ? at->d[1] : 1;
   int64_t maxh = (y.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * dh;
   int64_t maxw = (y.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * dw;
-  Expr *gh = in_range(L, ih, 0, x.d[1], -at->p[0], maxh);
-  Expr *gw = in_range(L, iw, 0, x.d[2], -at->p[1], maxw);
-  if (gh->k == X_INT)
-    return gw;
-  if (gw->k == X_INT)
-    return gh;
-  return x_bin(L->p, X_AND, gh, gw);
+  return and_of(L, in_range(L, ih, 0, x.d[1], -at->p[0], maxh),
+                in_range(L, iw, 0, x.d[2], -at->p[1], maxw));
 }
 
 /* Output rows (or columns) from, from + 1, ... of a pool, count of
@@ -172,12 +172,23 @@ static inline SpanTap span_tap(Lower *L, const Attrs *at, Shape xs, Span r,
   int64_t w0 = q.from * at->s[1] - at->p[1],
           w1 = (q.from + q.count - 1) * at->s[1] - at->p[1] +
                (at->k[1] - 1) * dw;
-  Expr *gh = in_range(L, t.ih, 0, xs.d[1], h0, h1);
-  Expr *gw = in_range(L, t.iw, 0, xs.d[2], w0, w1);
-  t.guard = gh->k == X_INT   ? gw
-            : gw->k == X_INT ? gh
-                             : x_bin(L->p, X_AND, gh, gw);
+  t.guard = and_of(L, in_range(L, t.ih, 0, xs.d[1], h0, h1),
+                   in_range(L, t.iw, 0, xs.d[2], w0, w1));
   return t;
+}
+
+/* Average pooling's divisor for the window that starts at (hs, ws): its
+ * taps, padding included, as PyTorch counts them, but not the part of a
+ * ceil-mode window that hangs past the padding. */
+static inline Expr *avg_divisor(Lower *L, const Attrs *at, Shape xs, Expr *hs,
+                                Expr *ws) {
+  if (!at->ceil)
+    return I(L, at->k[0] * at->k[1]);
+  Expr *hn =
+      x_bin(L->p, X_MIN, I(L, at->k[0]), sub(L, I(L, xs.d[1] + at->p[0]), hs));
+  Expr *wn =
+      x_bin(L->p, X_MIN, I(L, at->k[1]), sub(L, I(L, xs.d[2] + at->p[1]), ws));
+  return mul(L, hn, wn);
 }
 
 /* Adaptive (and global) average pooling's window of output (oh, ow), as
