@@ -274,17 +274,8 @@ static void lower_deconv(Lower *L, Buffer *y, Buffer *x, Buffer *w,
   int oc = lb_for(b, "ocg", Og);
   int kh = lb_for(b, "kh", at->k[0]);
   int kw = lb_for(b, "kw", at->k[1]);
-  Expr *oh = add(L, sub(L, mul(L, V(L, ih), I(L, at->s[0])), I(L, at->p[0])),
-                 mul(L, V(L, kh), I(L, at->d[0])));
-  Expr *ow = add(L, sub(L, mul(L, V(L, iw), I(L, at->s[1])), I(L, at->p[1])),
-                 mul(L, V(L, kw), I(L, at->d[1])));
-  int64_t maxh =
-      (xs.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * at->d[0];
-  int64_t maxw =
-      (xs.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
-  Expr *gh = in_range(L, oh, 0, ys.d[1], -at->p[0], maxh);
-  Expr *gw = in_range(L, ow, 0, ys.d[2], -at->p[1], maxw);
-  int opened = open_if(L, and_of(L, gh, gw));
+  Expr *oh = deconv_out(L, ih, kh, at, 0), *ow = deconv_out(L, iw, kw, at, 1);
+  int opened = open_if(L, deconv_guard(L, oh, ow, at, xs, ys));
   Expr *ocx = g >= 0 ? add(L, mul(L, V(L, g), I(L, Og)), V(L, oc)) : V(L, oc);
   Shape ws = {3, {Og, at->k[0], at->k[1], 0}};
   Expr *wv = load(L, w, idx(L, icx, V(L, oc), V(L, kh), V(L, kw), ws));

@@ -346,23 +346,6 @@ static void conv_dw(Lower *L, Buffer *dw, Buffer *x, Buffer *dy) {
   close(L, 5);
 }
 
-/* The output position a transposed convolution's tap reaches. */
-static Expr *deconv_out(Lower *L, int i, int k, const Attrs *at, int ax) {
-  return add(L, sub(L, mul(L, V(L, i), I(L, at->s[ax])), I(L, at->p[ax])),
-             mul(L, V(L, k), I(L, at->d[ax])));
-}
-
-static Expr *deconv_guard(Lower *L, Expr *oh, Expr *ow, const Attrs *at,
-                          Shape xs, Shape ys) {
-  int64_t maxh =
-      (xs.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * at->d[0];
-  int64_t maxw =
-      (xs.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
-  Expr *gh = in_range(L, oh, 0, ys.d[1], -at->p[0], maxh);
-  Expr *gw = in_range(L, ow, 0, ys.d[2], -at->p[1], maxw);
-  return and_of(L, gh, gw);
-}
-
 static void deconv_grad(Lower *L, Buffer *out, Buffer *a, Buffer *b2,
                         int wgrad) {
   const Node *of = L->node->of;

@@ -105,6 +105,26 @@ static inline Expr *window_guard(Lower *L, Expr *ih, Expr *iw, const Attrs *at,
                 in_range(L, iw, 0, x.d[2], -at->p[1], maxw));
 }
 
+/* A transposed convolution: the output position input i's tap k reaches
+ * along one axis, and whether that can leave the output (xs: its input,
+ * ys: its output). */
+static inline Expr *deconv_out(Lower *L, int i, int k, const Attrs *at,
+                               int ax) {
+  return add(L, sub(L, mul(L, V(L, i), I(L, at->s[ax])), I(L, at->p[ax])),
+             mul(L, V(L, k), I(L, at->d[ax])));
+}
+
+static inline Expr *deconv_guard(Lower *L, Expr *oh, Expr *ow, const Attrs *at,
+                                 Shape xs, Shape ys) {
+  int64_t maxh =
+      (xs.d[1] - 1) * at->s[0] - at->p[0] + (at->k[0] - 1) * at->d[0];
+  int64_t maxw =
+      (xs.d[2] - 1) * at->s[1] - at->p[1] + (at->k[1] - 1) * at->d[1];
+  Expr *gh = in_range(L, oh, 0, ys.d[1], -at->p[0], maxh);
+  Expr *gw = in_range(L, ow, 0, ys.d[2], -at->p[1], maxw);
+  return and_of(L, gh, gw);
+}
+
 /* Output rows (or columns) from, from + 1, ... of a pool, count of
  * them. */
 typedef struct Span {
