@@ -78,7 +78,7 @@ static void mark_stmts(const StmtVec *body, Used *u) {
   for (int i = 0; i < body->n; i++) {
     const Stmt *s = body->v[i];
     if (s->buf)
-      use(u, s->buf, 2);
+      use(u, s->buf, s->k == S_PREFETCH ? 1 : 2);
     mark_expr(s->index, u);
     mark_expr(s->value, u);
     mark_stmts(&s->body, u);
@@ -207,6 +207,11 @@ static void print_stmts(FILE *o, const Kernel *k, const StmtVec *body,
       loop_print_expr(o, k, s->value, 1);
       fputs(")\n", o);
       fprintf(o, "%*sreturn -1;\n", depth * 2 + 2, "");
+      break;
+    case S_PREFETCH:
+      fprintf(o, "%s_PREFETCH(&%s[", M, s->buf->name);
+      loop_print_expr(o, k, s->index, 1);
+      fputs("]);\n", o);
       break;
     }
   }
@@ -736,6 +741,20 @@ static int uses(const KernelVec *v, XKind k) {
   return 0;
 }
 
+static int prefetches(const StmtVec *body) {
+  for (int i = 0; i < body->n; i++)
+    if (body->v[i]->k == S_PREFETCH || prefetches(&body->v[i]->body))
+      return 1;
+  return 0;
+}
+
+static int program_prefetches(const Program *p) {
+  for (int i = 0; i < p->kernels.n; i++)
+    if (prefetches(&p->kernels.v[i]->body))
+      return 1;
+  return 0;
+}
+
 static int program_uses(const Program *p, const Program *t, XKind k) {
   return uses(&p->kernels, k) || uses(&p->update, k) ||
          (t && (uses(&t->kernels, k) || uses(&t->update, k)));
@@ -773,6 +792,19 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
       "#define %s_KERNEL(layer, call) call\n"
       "#endif\n\n",
       M, M, M, M, M, M, M);
+  if (program_prefetches(p))
+    fprintf(c,
+            "/* Where gcc or clang compiles it, a hint that the packed "
+            "weights at p\n"
+            " * will be read soon, fetched into the L2 cache while the "
+            "tiles work\n"
+            " * (lower_conv.c); elsewhere nothing. */\n"
+            "#ifdef __GNUC__\n"
+            "#define %s_PREFETCH(p) __builtin_prefetch((p), 0, 2)\n"
+            "#else\n"
+            "#define %s_PREFETCH(p) ((void)(p))\n"
+            "#endif\n\n",
+            M, M);
   /* the helpers the kernels call, only those (clang warns of an unused
    * static function, inline or not) */
   int max = program_uses(p, t, X_MAX), min = program_uses(p, t, X_MIN);

@@ -59,7 +59,8 @@ typedef struct Emit {
   LLVMBuilderRef b;
   LLVMTypeRef f32, f64, i64, i32, i1, i8p, state, statep, un, bin;
   LLVMTypeRef *fields; /* of JitState */
-  LLVMValueRef expf_, logf_, powf_, sqrt_, fma_;
+  LLVMValueRef expf_, logf_, powf_, sqrt_, fma_, prefetch_;
+  LLVMTypeRef prefetch_type; /* void (i8*, i32, i32, i32) */
   LLVMTypeRef tri;           /* float (float, float, float) */
   int has_fma;               /* the target machine has the instruction */
   LLVMValueRef parallel_for; /* threads_parallel_for, in cnnc */
@@ -502,6 +503,14 @@ static void stmt(Emit *e, const Stmt *s) {
   case S_SET: {
     LLVMBuildStore(e->b, convert(e, expr(e, s->value), var_type(e, s->var)),
                    e->vars[s->var]);
+    break;
+  }
+  case S_PREFETCH: { /* a read, into L2 (locality 2), of data */
+    LLVMValueRef args[4] = {
+        LLVMBuildBitCast(e->b, address(e, s->buf, s->index), e->i8p, ""),
+        LLVMConstInt(e->i32, 0, 0), LLVMConstInt(e->i32, 2, 0),
+        LLVMConstInt(e->i32, 1, 0)};
+    LLVMBuildCall2(e->b, e->prefetch_type, e->prefetch_, args, 4, "");
     break;
   }
   case S_FAIL: {
@@ -1061,6 +1070,11 @@ LLVMModuleRef emit_llvm_part(Diag *d, LLVMContextRef ctx, const Program *p,
   e->tri = LLVMFunctionType(e->f32, three, 3, 0);
   e->fma_ = LLVMGetIntrinsicDeclaration(
       e->m, LLVMLookupIntrinsicID("llvm.fma", 8), &e->f32, 1);
+  e->prefetch_ = LLVMGetIntrinsicDeclaration(
+      e->m, LLVMLookupIntrinsicID("llvm.prefetch", 13), &e->i8p, 1);
+  LLVMTypeRef pf_args[4] = {e->i8p, e->i32, e->i32, e->i32};
+  e->prefetch_type =
+      LLVMFunctionType(LLVMVoidTypeInContext(ctx), pf_args, 4, 0);
   e->has_fma = has_feature(e->features, "fma");
   e->nobuiltin = LLVMCreateEnumAttribute(
       ctx, LLVMGetEnumAttributeKindForName("nobuiltin", 9), 0);

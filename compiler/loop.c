@@ -261,6 +261,10 @@ void lb_accum(LoopBuilder *b, Buffer *buf, Expr *index, Expr *value) {
   store(b, S_ACCUM, buf, index, value);
 }
 
+void lb_prefetch(LoopBuilder *b, Buffer *buf, Expr *index) {
+  store(b, S_PREFETCH, buf, index, NULL);
+}
+
 void lb_fail_if(LoopBuilder *b, Expr *cond) {
   Stmt *s = loop_stmt(b->p, S_FAIL);
   s->value = cond;
@@ -465,6 +469,11 @@ static void print_stmts(FILE *out, const Kernel *k, const StmtVec *body,
       fputs("fail if ", out);
       loop_print_expr(out, k, s->value, 0);
       fputc('\n', out);
+      break;
+    case S_PREFETCH:
+      fprintf(out, "prefetch %s[", s->buf->name);
+      loop_print_expr(out, k, s->index, 0);
+      fputs("]\n", out);
       break;
     }
   }

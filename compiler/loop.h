@@ -84,13 +84,15 @@ typedef struct Expr {
 } Expr;
 
 typedef enum SKind {
-  S_FOR,   /* for var in [0, extent) (extent -1: the caller's n) body */
-  S_STORE, /* buf[index] = value */
-  S_ACCUM, /* buf[index] += value */
-  S_LET,   /* float temp var = value (declares it) */
-  S_SET,   /* temp var = value */
-  S_IF,    /* if (value) body */
-  S_FAIL,  /* if (value) the call fails: the function returns -1 */
+  S_FOR,      /* for var in [0, extent) (extent -1: the caller's n) body */
+  S_STORE,    /* buf[index] = value */
+  S_ACCUM,    /* buf[index] += value */
+  S_LET,      /* float temp var = value (declares it) */
+  S_SET,      /* temp var = value */
+  S_IF,       /* if (value) body */
+  S_FAIL,     /* if (value) the call fails: the function returns -1 */
+  S_PREFETCH, /* a hint that buf[index] will be read soon; no effect on
+                 any result (index stays within buf) */
 } SKind;
 
 typedef struct Stmt Stmt;
@@ -206,6 +208,7 @@ int lb_let(LoopBuilder *b, const char *temp, Expr *value);
 int lb_let_wide(LoopBuilder *b, const char *temp, Expr *value);
 void lb_set(LoopBuilder *b, int temp, Expr *value);
 void lb_fail_if(LoopBuilder *b, Expr *cond);
+void lb_prefetch(LoopBuilder *b, Buffer *buf, Expr *index);
 
 /* Prints an expression; c selects C syntax (for the C backend) over the
  * IR's own text form. */

@@ -47,6 +47,9 @@ typedef struct Conv {
   int later;       /* the tiles store their sums as they are and a pass
                       over y's planes applies the epilogue
                       (epilogue_later, lower_epilogue_pass) */
+  int tile;        /* inference: the tiles' loop variable, when its tiles
+                      fetch the next pass's weights (prefetch_next); -1 */
+  int64_t tiles;   /* ... and its extent */
   int n, grp;      /* loop variables: sample (-1: the windows' positions
                       span the batch), group (-1: one group) */
 } Conv;
@@ -288,6 +291,57 @@ static Expr *partial_at(Lower *L, const Conv *c, Expr *ocx0, Expr *p0, int i,
   return add(L, mul(L, at, I(L, run)), in);
 }
 
+/* A 64-byte cache line, in floats; the most tiles a pass may have for
+ * its tiles to fetch the next pass's weights (prefetch_next). */
+enum { LINE_FLOATS = 16, PREFETCH_TILES = 64 };
+
+/* Inference reads the kept packed weights from memory: a ResNet's
+ * layer4 convolution holds 9.4 MB of them, and the model's do not stay
+ * in cache from one call to the next. A pass's first tile, the one that
+ * brings a run of the block's weights in, waited on memory at every tap
+ * while the others found them in L2: ResNet-18's layer4 convolutions
+ * took 2.9-3.0 ms a layer (batch 1, one thread, Xeon), 1.9 with weights
+ * that stayed in cache. So each tile of a pass also fetches its share of
+ * the run the next pass reads (the block's next input channels, or the
+ * next chunk's block), spread over the steps of its loop k (of steps):
+ * 2.0-2.2 ms; its 14 x 14 layer3 2.03 -> 1.85-1.89. Only where a pass
+ * has few tiles (ResNet's 7 x 7 and 14 x 14 at batch 1, 9 and 37): over
+ * many the first tile's wait is a small part of the pass (VGG16's 28 x
+ * 28 layers, 140 tiles, measured the same either way, within the noise).
+ * The pass's weights are run taps of ocb floats. */
+static void prefetch_next(Lower *L, const Conv *c, Expr *bx, int icc, Expr *k,
+                          int64_t steps, int64_t run) {
+  if (c->tile < 0 || c->tiles > PREFETCH_TILES)
+    return;
+  const ConvGeom *g = &c->g;
+  int64_t ocb = c->s.ocb, K = g->C / g->groups * g->KH * g->KW;
+  int64_t lines = run * ocb / LINE_FLOATS,
+          share = (lines + c->tiles - 1) / c->tiles, /* lines a tile */
+      each = (share + steps - 1) / steps,            /* lines a step */
+      per = share < steps ? steps / share : 1;       /* steps a line */
+  Expr *pass = icc >= 0 ? add(L, V(L, icc), I(L, 1)) : I(L, 1);
+  Expr *next =
+      mul(L, add(L, mul(L, bx, I(L, K)), mul(L, pass, I(L, run))), I(L, ocb));
+  /* after a block's last pass, the next chunk's block */
+  int64_t skip = (c->s.chunk - 1) * K * ocb;
+  if (skip && icc >= 0)
+    next = add(L, next,
+               x_select(L->p, x_bin(L->p, X_EQ, V(L, icc), I(L, K / run - 1)),
+                        I(L, skip), I(L, 0)));
+  else if (skip)
+    next = add(L, next, I(L, skip));
+  Expr *first = add(L, mul(L, V(L, c->tile), I(L, share)),
+                    dvd(L, mul(L, k, I(L, each)), I(L, per)));
+  for (int64_t u = 0; u < each; u++) {
+    Expr *at = x_itemp(
+        L->p, lb_let(&L->b, "ahead",
+                     add(L, next,
+                         mul(L, add(L, first, I(L, u)), I(L, LINE_FLOATS)))));
+    lb_prefetch(&L->b, c->packed,
+                x_bin(L->p, X_MIN, at, I(L, c->packed->size - 1)));
+  }
+}
+
 /* The same tile with the block's channels innermost (schedule.h,
  * chan_inner): acc[i * ocb + j] for position p0 + i and channel ocl0 + j,
  * each tap the position's input times the block's packed weights. */
@@ -320,6 +374,7 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
     int k = lb_for(b, "k", run);
     Expr *kx =
         icc >= 0 ? add(L, mul(L, V(L, icc), I(L, run)), V(L, k)) : V(L, k);
+    prefetch_next(L, c, bx, icc, V(L, k), run, run);
     i = lb_for(b, "i", width);
     xv =
         lb_let(b, "xv",
@@ -332,6 +387,7 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
     close(L, 3);
   } else {
     int ic = lb_for(b, "ic", icb);
+    prefetch_next(L, c, bx, icc, V(L, ic), icb, icb * g->KH * g->KW);
     int kh = lb_for(b, "kh", g->KH);
     int kw = lb_for(b, "kw", g->KW);
     i = lb_for(b, "i", width);
@@ -650,6 +706,8 @@ static void lower_forward(Lower *L, Conv *c) {
         t = lb_for(b, "t", s->tiles - shifted);
     }
     Expr *p0 = last ? I(L, s->positions - w) : mul(L, V(L, t), I(L, w));
+    c->tile = c->kept && !tiles_out && t >= 0 ? t : -1;
+    c->tiles = s->tiles - shifted;
     if (wins) /* the tiles of the caller's samples */
       lb_if(b, x_bin(L->p, X_LT, p0, mul(L, x_n(L->p), I(L, g->OH * g->OW))));
     int ob = lb_for(b, "ob", per);
@@ -705,16 +763,21 @@ static void describe(Lower *L, const ConvSchedule *s, ConvPass pass) {
 }
 
 /* The forward nest's tiles for g (conv_dx's too), for tiles of tile
- * lanes and a batch of batch samples. */
-static ConvSchedule forward_tiles(const ConvGeom *g, int tile, int64_t batch) {
+ * lanes and a batch of batch samples; kept: inference, which keeps
+ * packed weights. */
+static ConvSchedule forward_tiles(const ConvGeom *g, int tile, int64_t batch,
+                                  int kept) {
   ConvSchedule s = schedule_conv(g, CONV_FORWARD, tile);
-  schedule_windows(g, &s, tile, batch);
+  schedule_windows(g, &s, tile, batch, kept);
   return s;
 }
 
+/* Inference, where the program keeps packed weights (lower_keeps_packed). */
+static int keeps(const Lower *L) { return L->p->packed_ok && !L->p->train; }
+
 /* ... then what threads share out and the chunks that takes. */
-static ConvSchedule forward_schedule(Lower *L, const ConvGeom *g) {
-  ConvSchedule s = forward_tiles(g, L->p->tile, L->p->batch);
+static ConvSchedule forward_schedule(Lower *L, const ConvGeom *g, int kept) {
+  ConvSchedule s = forward_tiles(g, L->p->tile, L->p->batch, kept);
   if (s.tiled) {
     s.parallel = schedule_conv_parallel(g, &s, L->p->batch);
     schedule_chunk(g, &s);
@@ -727,10 +790,10 @@ int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   Conv c = {.x = x, .y = y, .w = w, .bias = bias, .g = geom(nd)};
   c.xs = nd->in.v[0]->shape;
   c.ys = nd->shape;
-  c.s = forward_schedule(L, &c.g);
+  c.s = forward_schedule(L, &c.g, keeps(L));
   /* inference's weights stay put between calls, where the program has
    * somewhere to keep them packed (build, lower_keeps_packed) */
-  c.kept = c.s.chan_inner && L->p->packed_ok && !L->p->train;
+  c.kept = c.s.chan_inner && keeps(L);
   describe(L, &c.s, CONV_FORWARD);
   if (c.kept)
     L->b.k->schedule = arena_printf(
@@ -745,7 +808,7 @@ int lower_keeps_packed(const Node *nd, int tile, int64_t batch) {
   if (!tile || nd->op != OP_CONV)
     return 0;
   ConvGeom g = geom(nd);
-  return forward_tiles(&g, tile, batch).chan_inner;
+  return forward_tiles(&g, tile, batch, 1).chan_inner;
 }
 
 /* One axis of conv_dx's stride phase r (dx_phases): the flipped kernel's
@@ -841,7 +904,7 @@ static int dx_phases(Lower *L, const ConvGeom *f, Buffer *dx, Buffer *dy,
                 .ostep = {f->sh, f->sw}};
       c.xs = of->shape;
       c.ys = of->in.v[0]->shape;
-      c.s = forward_schedule(L, &c.g);
+      c.s = forward_schedule(L, &c.g, 0);
       if (!first)
         first = schedule_describe(L->p->a, &c.s, CONV_FORWARD);
       lower_forward(L, &c);
@@ -892,7 +955,7 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
             .step = {1, 1}};
   c.xs = of->shape;
   c.ys = of->in.v[0]->shape;
-  c.s = forward_schedule(L, &c.g);
+  c.s = forward_schedule(L, &c.g, 0);
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;

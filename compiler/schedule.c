@@ -227,12 +227,16 @@ enum { WINDOWS_BYTES = 64 << 20 };
  * product of those runs with the packed weights. ResNet-18's layer4 at
  * batch 8, one thread (Xeon, AVX-512; the least of 3 runs each, with
  * pack_weights' and the passes' new orders): its 3 x 3 convolutions
- * 21 -> 17 ms, their input gradients 27 -> 17-19. */
+ * 21 -> 17 ms, their input gradients 27 -> 17-19. In inference (kept:
+ * the weights packed once and kept) the packing costs nothing a call, and
+ * with the next pass's weights fetched while the tiles work (lower_conv.c,
+ * prefetch_next) the 7 x 7 layer4 at batch 1 took 2.2 ms a layer against
+ * 2.9 positions innermost (one thread). */
 void schedule_windows(const ConvGeom *g, ConvSchedule *s, int tile,
-                      int64_t batch) {
+                      int64_t batch, int kept) {
   int64_t P = g->OH * g->OW, NP = batch * P, K = g->C * g->KH * g->KW;
   if (!s->tiled || !tile || g->groups != 1 || g->uh > 1 || g->uw > 1 ||
-      NP < PACK_POSITIONS || K <= ROW_STORE_WORK)
+      (NP < PACK_POSITIONS && !kept) || K <= ROW_STORE_WORK)
     return;
   /* already 4 of 5 positions outputs (ResNet-18's 14 x 14 layer3: 196 of
    * 222): the copy, about as large as the work's inputs, would not pay */

@@ -162,9 +162,10 @@ const char *schedule_describe_dense(Arena *a, const DenseSchedule *s,
 
 /* Whether the forward convolution s (schedule_conv's) takes the batch's
  * outputs as its positions through a copy of their windows instead
- * (s->windows), for a batch of batch samples; rewrites s if so. */
+ * (s->windows), for a batch of batch samples; rewrites s if so. kept:
+ * inference, whose packed weights are made once, not each call. */
 void schedule_windows(const ConvGeom *g, ConvSchedule *s, int tile,
-                      int64_t batch);
+                      int64_t batch, int kept);
 /* The largest divisor of n no greater than most, 1 if none above 1. */
 int64_t largest_divisor(int64_t n, int64_t most);
 /* Sets s->chunk, once s->parallel is known. */

@@ -23,6 +23,15 @@
 #define RESNET18_KERNEL(layer, call) call
 #endif
 
+/* Where gcc or clang compiles it, a hint that the packed weights at p
+ * will be read soon, fetched into the L2 cache while the tiles work
+ * (lower_conv.c); elsewhere nothing. */
+#ifdef __GNUC__
+#define RESNET18_PREFETCH(p) __builtin_prefetch((p), 0, 2)
+#else
+#define RESNET18_PREFETCH(p) ((void)(p))
+#endif
+
 /* fmaxf and fminf as glibc computes them on x86-64 (x > y ? x : y,
  * and x when y is NaN), written out: compilers inline and vectorize
  * these, where gcc calls fmaxf for every element of a max pool. */
@@ -2480,32 +2489,35 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv1: conv+bn+relu with layer4.0.bn1 and layer4.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 55 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 8 blocks; chunks shared out among threads; 2 tiles (9 spare positions), no guards */
+ * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
   const float *layer4_0_bn1_bias = s->f32 + 3967424; /* layer4.0.bn1.bias */
   const float *layer4_0_bn1_running_mean = s->f32 + 3967936; /* layer4.0.bn1.running_mean */
   const float *layer4_0_bn1_running_var = s->f32 + 3968448; /* layer4.0.bn1.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *layer3_1_relu1 = s->arena + 172544;
-  float *layer4_0_relu0 = s->arena + 81920;
-  float *layer4_0_bn1_scale = s->arena + 107008;
-  float *layer4_0_bn1_shift = s->arena + 107520;
-  float *layer4_0_conv1_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float *layer4_0_relu0 = s->arena + 261120;
+  float *layer4_0_bn1_scale = s->arena + 143616;
+  float *layer4_0_bn1_shift = s->arena + 144128;
+  float *layer4_0_conv1_packed = s->packed + 2778304;
+  float *layer4_0_conv1_windows = s->arena + 0;
+  float *layer4_0_conv1_partial = s->arena + 117504;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn1_weight[c] / sqrtf(layer4_0_bn1_running_var[c] + 1e-05f);
     float shift = madd(-layer4_0_bn1_running_mean[c], scale, layer4_0_bn1_bias[c]);
     layer4_0_bn1_scale[c] = scale;
     layer4_0_bn1_shift[c] = shift;
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 10; a++) {
-            for (ptrdiff_t q = 0; q < 8; q++) {
-              layer4_0_conv1_padded[((n * 1024 + (c_2 * 2 + rh) * 2 + rw) * 10 + a) * 8 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 14 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 14) ? layer3_1_relu1[((n * 256 + c_2) * 14 + a * 2 + rh - 1) * 14 + q * 2 + rw - 1] : 0.0f;
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer4_0_conv1_packed[(((ob * 256 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer4_0_conv1_weight[(((ob * 32 + j) * 256 + ic) * 3 + kh) * 3 + kw];
             }
           }
         }
@@ -2513,33 +2525,54 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 32; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t ob = 0; ob < 8; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+  for (ptrdiff_t p = 0; p < 51; p++) {
+    ptrdiff_t n = p / 49;
+    ptrdiff_t at = p % 49;
+    for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_0_conv1_windows[p * 2304 + (ic_2 * 3 + kh_2) * 3 + kw_2] = p < count * 49 && 0 <= at / 7 * 2 - 1 + kh_2 && 0 <= at % 7 * 2 - 1 + kw_2 ? layer3_1_relu1[((n * 256 + ic_2) * 14 + at / 7 * 2 - 1 + kh_2) * 14 + at % 7 * 2 - 1 + kw_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+    for (ptrdiff_t icc = 0; icc < 2; icc++) {
+      for (ptrdiff_t t = 0; t < 17; t++) {
+        if (t * 3 < count * 49) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer4_0_conv1_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i) * 32 + j_2];
+              }
             }
-          }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_conv1_weight[((((oc * 8 + ob) * 2 + j_2) * 256 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv1_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 8 + t * 32 + i_2 + kw / 2], wv, acc[j_2 * 32 + i_2]);
-                  }
+            for (ptrdiff_t k = 0; k < 1152; k++) {
+              ptrdiff_t ahead = ((oc + ob_2) * 2304 + (icc + 1) * 1152) * 32 + (t * 136 + k / 8) * 16;
+              RESNET18_PREFETCH(&layer4_0_conv1_packed[(ahead < 1179647 ? ahead : 1179647)]);
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer4_0_conv1_windows[(t * 3 + i_2) * 2304 + icc * 1152 + k];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer4_0_conv1_packed[((oc + ob_2) * 2304 + icc * 1152 + k) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 8 < 7 && p < 55) {
-                float v = madd(acc[j_3 * 32 + i_3], layer4_0_bn1_scale[(oc * 8 + ob) * 2 + j_3], layer4_0_bn1_shift[(oc * 8 + ob) * 2 + j_3]);
-                layer4_0_relu0[((n_2 * 512 + (oc * 8 + ob) * 2 + j_3) * 7 + p / 8) * 7 + p % 8] = v < 0.0f ? 0.0f : v;
+            if (icc < 1) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer4_0_conv1_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 1) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p_2 = t * 3 + i_4;
+                if (p_2 < count * 49) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = madd(acc[i_4 * 32 + j_5], layer4_0_bn1_scale[(oc + ob_2) * 32 + j_5], layer4_0_bn1_shift[(oc + ob_2) * 32 + j_5]);
+                    layer4_0_relu0[((p_2 / 49 * 512 + (oc + ob_2) * 32 + j_5) * 7 + p_2 % 49 / 7) * 7 + p_2 % 49 % 7] = v < 0.0f ? 0.0f : v;
+                  }
+                }
               }
             }
           }
@@ -2550,32 +2583,34 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 49 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 64 blocks; chunks shared out among threads; 2 tiles (15 spare positions), no guards */
+ * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 4 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
   const float *layer4_0_downsample_1_bias = s->f32 + 6461888; /* layer4.0.downsample.1.bias */
   const float *layer4_0_downsample_1_running_mean = s->f32 + 6462400; /* layer4.0.downsample.1.running_mean */
   const float *layer4_0_downsample_1_running_var = s->f32 + 6462912; /* layer4.0.downsample.1.running_var */
+  const int64_t *weights_packed = s->i64 + 320;
   const float *layer3_1_relu1 = s->arena + 172544;
-  float *layer4_0_downsample_1 = s->arena + 107008;
-  float *layer4_0_downsample_1_scale = s->arena + 71680;
-  float *layer4_0_downsample_1_shift = s->arena + 72192;
-  float *layer4_0_downsample_0_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  float *layer4_0_downsample_1 = s->arena + 286208;
+  float *layer4_0_downsample_1_scale = s->arena + 13056;
+  float *layer4_0_downsample_1_shift = s->arena + 13568;
+  float *layer4_0_downsample_0_packed = s->packed + 3957952;
+  float *layer4_0_downsample_0_windows = s->arena + 0;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_downsample_1_weight[c] / sqrtf(layer4_0_downsample_1_running_var[c] + 1e-05f);
     float shift = madd(-layer4_0_downsample_1_running_mean[c], scale, layer4_0_downsample_1_bias[c]);
     layer4_0_downsample_1_scale[c] = scale;
     layer4_0_downsample_1_shift[c] = shift;
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 10; a++) {
-            for (ptrdiff_t q = 0; q < 7; q++) {
-              layer4_0_downsample_0_padded[((n * 1024 + (c_2 * 2 + rh) * 2 + rw) * 10 + a) * 7 + q] = a * 2 + rh < 14 ? layer3_1_relu1[((n * 256 + c_2) * 14 + a * 2 + rh) * 14 + q * 2 + rw] : 0.0f;
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 256; ic++) {
+        for (ptrdiff_t kh = 0; kh < 1; kh++) {
+          for (ptrdiff_t kw = 0; kw < 1; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer4_0_downsample_0_packed[(ob * 256 + ic + kh + kw) * 32 + j] = layer4_0_downsample_0_weight[(ob * 32 + j) * 256 + ic + kh + kw];
             }
           }
         }
@@ -2583,32 +2618,42 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t p = 0; p < 51; p++) {
+    ptrdiff_t n = p / 49;
+    ptrdiff_t at = p % 49;
+    for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
+          layer4_0_downsample_0_windows[p * 256 + ic_2 + kh_2 + kw_2] = p < count * 49 ? layer3_1_relu1[((n * 256 + ic_2) * 14 + at / 7 * 2 + kh_2) * 14 + at % 7 * 2 + kw_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t oc = 0; oc < 4; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t ob = 0; ob < 64; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+    for (ptrdiff_t t = 0; t < 17; t++) {
+      if (t * 3 < count * 49) {
+        for (ptrdiff_t ob_2 = 0; ob_2 < 4; ob_2++) {
+          for (ptrdiff_t i = 0; i < 3; i++) {
+            for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+              acc[i * 32 + j_2] = 0.0f;
             }
           }
-          for (ptrdiff_t ic = 0; ic < 256; ic++) {
-            for (ptrdiff_t kh = 0; kh < 1; kh++) {
-              for (ptrdiff_t kw = 0; kw < 1; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_downsample_0_weight[((oc * 64 + ob) * 2 + j_2) * 256 + ic + kh + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_0_downsample_0_padded[((n_2 * 1024 + (ic * 2 + kh % 2) * 2 + kw % 2) * 10 + kh / 2) * 7 + t * 32 + i_2 + kw / 2], wv, acc[j_2 * 32 + i_2]);
-                  }
-                }
+          for (ptrdiff_t k = 0; k < 256; k++) {
+            ptrdiff_t ahead = ((oc * 4 + ob_2) * 256 + 256) * 32 + 24576 + (t * 31 + k / 8) * 16;
+            RESNET18_PREFETCH(&layer4_0_downsample_0_packed[(ahead < 131071 ? ahead : 131071)]);
+            for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+              float xv = layer4_0_downsample_0_windows[(t * 3 + i_2) * 256 + k];
+              for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                acc[i_2 * 32 + j_3] = madd(xv, layer4_0_downsample_0_packed[((oc * 4 + ob_2) * 256 + k) * 32 + j_3], acc[i_2 * 32 + j_3]);
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 7 < 7 && p < 49) {
-                layer4_0_downsample_1[((n_2 * 512 + (oc * 64 + ob) * 2 + j_3) * 7 + p / 7) * 7 + p % 7] = madd(acc[j_3 * 32 + i_3], layer4_0_downsample_1_scale[(oc * 64 + ob) * 2 + j_3], layer4_0_downsample_1_shift[(oc * 64 + ob) * 2 + j_3]);
+          for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+            ptrdiff_t p_2 = t * 3 + i_3;
+            if (p_2 < count * 49) {
+              for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                layer4_0_downsample_1[((p_2 / 49 * 512 + (oc * 4 + ob_2) * 32 + j_4) * 7 + p_2 % 49 / 7) * 7 + p_2 % 49 % 7] = madd(acc[i_3 * 32 + j_4], layer4_0_downsample_1_scale[(oc * 4 + ob_2) * 32 + j_4], layer4_0_downsample_1_shift[(oc * 4 + ob_2) * 32 + j_4]);
               }
             }
           }
@@ -2619,129 +2664,193 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.conv2: conv+bn+add+relu with layer4.0.bn2, layer4.0.add0 and layer4.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls */
 static void forward_layer4_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv2_weight = s->f32 + 3968960; /* layer4.0.conv2.weight */
   const float *layer4_0_bn2_weight = s->f32 + 6328256; /* layer4.0.bn2.weight */
   const float *layer4_0_bn2_bias = s->f32 + 6328768; /* layer4.0.bn2.bias */
   const float *layer4_0_bn2_running_mean = s->f32 + 6329280; /* layer4.0.bn2.running_mean */
   const float *layer4_0_bn2_running_var = s->f32 + 6329792; /* layer4.0.bn2.running_var */
-  const float *layer4_0_relu0 = s->arena + 81920;
-  const float *layer4_0_downsample_1 = s->arena + 107008;
-  float *layer4_0_relu1 = s->arena + 46080;
-  float *layer4_0_bn2_scale = s->arena + 71168;
-  float *layer4_0_bn2_shift = s->arena + 71680;
-  float *layer4_0_conv2_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer4_0_relu0 = s->arena + 261120;
+  const float *layer4_0_downsample_1 = s->arena + 286208;
+  float *layer4_0_relu1 = s->arena + 311296;
+  float *layer4_0_bn2_scale = s->arena + 336384;
+  float *layer4_0_bn2_shift = s->arena + 336896;
+  float *layer4_0_conv2_packed = s->packed + 4089024;
+  float *layer4_0_conv2_windows = s->arena + 0;
+  float *layer4_0_conv2_partial = s->arena + 235008;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_0_bn2_weight[c] / sqrtf(layer4_0_bn2_running_var[c] + 1e-05f);
     float shift = madd(-layer4_0_bn2_running_mean[c], scale, layer4_0_bn2_bias[c]);
     layer4_0_bn2_scale[c] = scale;
     layer4_0_bn2_shift[c] = shift;
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
-      for (ptrdiff_t a = 0; a < 10; a++) {
-        for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_0_conv2_padded[((n * 512 + c_2) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c_2) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer4_0_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer4_0_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+            }
+          }
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+  for (ptrdiff_t p = 0; p < 51; p++) {
+    ptrdiff_t n = p / 49;
+    ptrdiff_t at = p % 49;
+    for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_0_conv2_windows[p * 4608 + (ic_2 * 3 + kh_2) * 3 + kw_2] = p < count * 49 && (0 <= at / 7 - 1 + kh_2 && at / 7 - 1 + kh_2 < 7) && (0 <= at % 7 - 1 + kw_2 && at % 7 - 1 + kw_2 < 7) ? layer4_0_relu0[((n * 512 + ic_2) * 7 + at / 7 - 1 + kh_2) * 7 + at % 7 - 1 + kw_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t t = 0; t < 17; t++) {
+        if (t * 3 < count * 49) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer4_0_conv2_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i) * 32 + j_2];
+              }
             }
-          }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_0_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_0_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
+            for (ptrdiff_t k = 0; k < 1152; k++) {
+              ptrdiff_t ahead = ((oc + ob_2) * 4608 + (icc + 1) * 1152) * 32 + (t * 136 + k / 8) * 16;
+              RESNET18_PREFETCH(&layer4_0_conv2_packed[(ahead < 2359295 ? ahead : 2359295)]);
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer4_0_conv2_windows[(t * 3 + i_2) * 4608 + icc * 1152 + k];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer4_0_conv2_packed[((oc + ob_2) * 4608 + icc * 1152 + k) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                }
+              }
+            }
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer4_0_conv2_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p_2 = t * 3 + i_4;
+                if (p_2 < count * 49) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    layer4_0_relu1[((p_2 / 49 * 512 + (oc + ob_2) * 32 + j_5) * 7 + p_2 % 49 / 7) * 7 + p_2 % 49 % 7] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float v = madd(acc[j_3 * 32 + i_3], layer4_0_bn2_scale[(oc * 4 + ob) * 2 + j_3], layer4_0_bn2_shift[(oc * 4 + ob) * 2 + j_3]) + layer4_0_downsample_1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-                layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 49; i_5++) {
+        float v = madd(layer4_0_relu1[(n_2 * 512 + c_2) * 49 + i_5], layer4_0_bn2_scale[c_2], layer4_0_bn2_shift[c_2]) + layer4_0_downsample_1[(n_2 * 512 + c_2) * 49 + i_5];
+        layer4_0_relu1[(n_2 * 512 + c_2) * 49 + i_5] = v < 0.0f ? 0.0f : v;
       }
     }
   }
 }
 
 /* layer4.1.conv1: conv+bn+relu with layer4.1.bn1 and layer4.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls */
 static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv1_weight = s->f32 + 6463424; /* layer4.1.conv1.weight */
   const float *layer4_1_bn1_weight = s->f32 + 8822720; /* layer4.1.bn1.weight */
   const float *layer4_1_bn1_bias = s->f32 + 8823232; /* layer4.1.bn1.bias */
   const float *layer4_1_bn1_running_mean = s->f32 + 8823744; /* layer4.1.bn1.running_mean */
   const float *layer4_1_bn1_running_var = s->f32 + 8824256; /* layer4.1.bn1.running_var */
-  const float *layer4_0_relu1 = s->arena + 46080;
-  float *layer4_1_relu0 = s->arena + 71168;
-  float *layer4_1_bn1_scale = s->arena + 96256;
-  float *layer4_1_bn1_shift = s->arena + 96768;
-  float *layer4_1_conv1_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer4_0_relu1 = s->arena + 311296;
+  float *layer4_1_relu0 = s->arena + 261120;
+  float *layer4_1_bn1_scale = s->arena + 286208;
+  float *layer4_1_bn1_shift = s->arena + 286720;
+  float *layer4_1_conv1_packed = s->packed + 6448320;
+  float *layer4_1_conv1_windows = s->arena + 0;
+  float *layer4_1_conv1_partial = s->arena + 235008;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn1_weight[c] / sqrtf(layer4_1_bn1_running_var[c] + 1e-05f);
     float shift = madd(-layer4_1_bn1_running_mean[c], scale, layer4_1_bn1_bias[c]);
     layer4_1_bn1_scale[c] = scale;
     layer4_1_bn1_shift[c] = shift;
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
-      for (ptrdiff_t a = 0; a < 10; a++) {
-        for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv1_padded[((n * 512 + c_2) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c_2) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer4_1_conv1_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer4_1_conv1_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+            }
+          }
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+  for (ptrdiff_t p = 0; p < 51; p++) {
+    ptrdiff_t n = p / 49;
+    ptrdiff_t at = p % 49;
+    for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_1_conv1_windows[p * 4608 + (ic_2 * 3 + kh_2) * 3 + kw_2] = p < count * 49 && (0 <= at / 7 - 1 + kh_2 && at / 7 - 1 + kh_2 < 7) && (0 <= at % 7 - 1 + kw_2 && at % 7 - 1 + kw_2 < 7) ? layer4_0_relu1[((n * 512 + ic_2) * 7 + at / 7 - 1 + kh_2) * 7 + at % 7 - 1 + kw_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t t = 0; t < 17; t++) {
+        if (t * 3 < count * 49) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer4_1_conv1_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i) * 32 + j_2];
+              }
             }
-          }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_1_conv1_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv1_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
-                  }
+            for (ptrdiff_t k = 0; k < 1152; k++) {
+              ptrdiff_t ahead = ((oc + ob_2) * 4608 + (icc + 1) * 1152) * 32 + (t * 136 + k / 8) * 16;
+              RESNET18_PREFETCH(&layer4_1_conv1_packed[(ahead < 2359295 ? ahead : 2359295)]);
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer4_1_conv1_windows[(t * 3 + i_2) * 4608 + icc * 1152 + k];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer4_1_conv1_packed[((oc + ob_2) * 4608 + icc * 1152 + k) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
-          }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float v = madd(acc[j_3 * 32 + i_3], layer4_1_bn1_scale[(oc * 4 + ob) * 2 + j_3], layer4_1_bn1_shift[(oc * 4 + ob) * 2 + j_3]);
-                layer4_1_relu0[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer4_1_conv1_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p_2 = t * 3 + i_4;
+                if (p_2 < count * 49) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    float v = madd(acc[i_4 * 32 + j_5], layer4_1_bn1_scale[(oc + ob_2) * 32 + j_5], layer4_1_bn1_shift[(oc + ob_2) * 32 + j_5]);
+                    layer4_1_relu0[((p_2 / 49 * 512 + (oc + ob_2) * 32 + j_5) * 7 + p_2 % 49 / 7) * 7 + p_2 % 49 % 7] = v < 0.0f ? 0.0f : v;
+                  }
+                }
               }
             }
           }
@@ -2752,67 +2861,103 @@ static void forward_layer4_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.1.conv2: conv+bn+add+relu with layer4.1.bn2, layer4.1.add0 and layer4.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded; rows flattened to 61 positions; accumulators: 2 output channels x 32 positions; tiles through chunks of 4 blocks; chunks shared out among threads; 2 tiles (3 spare positions), no guards */
+ * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls */
 static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_1_conv2_weight = s->f32 + 8824768; /* layer4.1.conv2.weight */
   const float *layer4_1_bn2_weight = s->f32 + 11184064; /* layer4.1.bn2.weight */
   const float *layer4_1_bn2_bias = s->f32 + 11184576; /* layer4.1.bn2.bias */
   const float *layer4_1_bn2_running_mean = s->f32 + 11185088; /* layer4.1.bn2.running_mean */
   const float *layer4_1_bn2_running_var = s->f32 + 11185600; /* layer4.1.bn2.running_var */
-  const float *layer4_0_relu1 = s->arena + 46080;
-  const float *layer4_1_relu0 = s->arena + 71168;
-  float *layer4_1_relu1 = s->arena + 96256;
-  float *layer4_1_bn2_scale = s->arena + 121344;
-  float *layer4_1_bn2_shift = s->arena + 121856;
-  float *layer4_1_conv2_padded = s->arena + 0;
-  float acc[64]; /* accumulators */
+  const int64_t *weights_packed = s->i64 + 320;
+  const float *layer4_0_relu1 = s->arena + 311296;
+  const float *layer4_1_relu0 = s->arena + 261120;
+  float *layer4_1_relu1 = s->arena + 286208;
+  float *layer4_1_bn2_scale = s->arena + 336384;
+  float *layer4_1_bn2_shift = s->arena + 336896;
+  float *layer4_1_conv2_packed = s->packed + 8807616;
+  float *layer4_1_conv2_windows = s->arena + 0;
+  float *layer4_1_conv2_partial = s->arena + 235008;
+  float acc[96]; /* accumulators */
   for (ptrdiff_t c = 0; c < 512; c++) {
     float scale = layer4_1_bn2_weight[c] / sqrtf(layer4_1_bn2_running_var[c] + 1e-05f);
     float shift = madd(-layer4_1_bn2_running_mean[c], scale, layer4_1_bn2_bias[c]);
     layer4_1_bn2_scale[c] = scale;
     layer4_1_bn2_shift[c] = shift;
   }
-  for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
-      for (ptrdiff_t a = 0; a < 10; a++) {
-        for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv2_padded[((n * 512 + c_2) * 10 + a) * 9 + q] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c_2) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+  if (weights_packed[0] == 0) {
+    for (ptrdiff_t ob = 0; ob < 16; ob++) {
+      for (ptrdiff_t ic = 0; ic < 512; ic++) {
+        for (ptrdiff_t kh = 0; kh < 3; kh++) {
+          for (ptrdiff_t kw = 0; kw < 3; kw++) {
+            for (ptrdiff_t j = 0; j < 32; j++) {
+              layer4_1_conv2_packed[(((ob * 512 + ic) * 3 + kh) * 3 + kw) * 32 + j] = layer4_1_conv2_weight[(((ob * 32 + j) * 512 + ic) * 3 + kh) * 3 + kw];
+            }
+          }
         }
       }
     }
   }
   RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t oc = 0; oc < 64; oc++) {
-    for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t t = 0; t < 2; t++) {
-        for (ptrdiff_t ob = 0; ob < 4; ob++) {
-          for (ptrdiff_t j = 0; j < 2; j++) {
-            for (ptrdiff_t i = 0; i < 32; i++) {
-              acc[j * 32 + i] = 0.0f;
+  for (ptrdiff_t p = 0; p < 51; p++) {
+    ptrdiff_t n = p / 49;
+    ptrdiff_t at = p % 49;
+    for (ptrdiff_t ic_2 = 0; ic_2 < 512; ic_2++) {
+      for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+        for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+          layer4_1_conv2_windows[p * 4608 + (ic_2 * 3 + kh_2) * 3 + kw_2] = p < count * 49 && (0 <= at / 7 - 1 + kh_2 && at / 7 - 1 + kh_2 < 7) && (0 <= at % 7 - 1 + kw_2 && at % 7 - 1 + kw_2 < 7) ? layer4_1_relu0[((n * 512 + ic_2) * 7 + at / 7 - 1 + kh_2) * 7 + at % 7 - 1 + kw_2] : 0.0f;
+        }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t oc = 0; oc < 16; oc++) {
+    for (ptrdiff_t icc = 0; icc < 4; icc++) {
+      for (ptrdiff_t t = 0; t < 17; t++) {
+        if (t * 3 < count * 49) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = icc == 0 ? 0.0f : layer4_1_conv2_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i) * 32 + j_2];
+              }
             }
-          }
-          for (ptrdiff_t ic = 0; ic < 512; ic++) {
-            for (ptrdiff_t kh = 0; kh < 3; kh++) {
-              for (ptrdiff_t kw = 0; kw < 3; kw++) {
-                for (ptrdiff_t j_2 = 0; j_2 < 2; j_2++) {
-                  float wv = layer4_1_conv2_weight[((((oc * 4 + ob) * 2 + j_2) * 512 + ic) * 3 + kh) * 3 + kw];
-                  for (ptrdiff_t i_2 = 0; i_2 < 32; i_2++) {
-                    acc[j_2 * 32 + i_2] = madd(layer4_1_conv2_padded[((n_2 * 512 + ic) * 10 + kh) * 9 + t * 32 + i_2 + kw], wv, acc[j_2 * 32 + i_2]);
+            for (ptrdiff_t k = 0; k < 1152; k++) {
+              ptrdiff_t ahead = ((oc + ob_2) * 4608 + (icc + 1) * 1152) * 32 + (t * 136 + k / 8) * 16;
+              RESNET18_PREFETCH(&layer4_1_conv2_packed[(ahead < 2359295 ? ahead : 2359295)]);
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = layer4_1_conv2_windows[(t * 3 + i_2) * 4608 + icc * 1152 + k];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, layer4_1_conv2_packed[((oc + ob_2) * 4608 + icc * 1152 + k) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                }
+              }
+            }
+            if (icc < 3) {
+              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  layer4_1_conv2_partial[(oc + ob_2) * 32 * 51 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
+                }
+              }
+            }
+            if (icc == 3) {
+              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                ptrdiff_t p_2 = t * 3 + i_4;
+                if (p_2 < count * 49) {
+                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                    layer4_1_relu1[((p_2 / 49 * 512 + (oc + ob_2) * 32 + j_5) * 7 + p_2 % 49 / 7) * 7 + p_2 % 49 % 7] = acc[i_4 * 32 + j_5];
                   }
                 }
               }
             }
           }
-          for (ptrdiff_t j_3 = 0; j_3 < 2; j_3++) {
-            for (ptrdiff_t i_3 = 0; i_3 < 32; i_3++) {
-              ptrdiff_t p = t * 32 + i_3;
-              if (p % 9 < 7 && p < 61) {
-                float v = madd(acc[j_3 * 32 + i_3], layer4_1_bn2_scale[(oc * 4 + ob) * 2 + j_3], layer4_1_bn2_shift[(oc * 4 + ob) * 2 + j_3]) + layer4_0_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9];
-                layer4_1_relu1[((n_2 * 512 + (oc * 4 + ob) * 2 + j_3) * 7 + p / 9) * 7 + p % 9] = v < 0.0f ? 0.0f : v;
-              }
-            }
-          }
         }
+      }
+    }
+  }
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
+    for (ptrdiff_t c_2 = 0; c_2 < 512; c_2++) {
+      for (ptrdiff_t i_5 = 0; i_5 < 49; i_5++) {
+        float v = madd(layer4_1_relu1[(n_2 * 512 + c_2) * 49 + i_5], layer4_1_bn2_scale[c_2], layer4_1_bn2_shift[c_2]) + layer4_0_relu1[(n_2 * 512 + c_2) * 49 + i_5];
+        layer4_1_relu1[(n_2 * 512 + c_2) * 49 + i_5] = v < 0.0f ? 0.0f : v;
       }
     }
   }
@@ -2820,7 +2965,7 @@ static void forward_layer4_1_conv2(resnet18_state *s, ptrdiff_t count) {
 
 /* global_avgpool0: global_avgpool, resnet18.cnn:33 */
 static void forward_global_avgpool0(resnet18_state *s, ptrdiff_t count) {
-  const float *layer4_1_relu1 = s->arena + 96256;
+  const float *layer4_1_relu1 = s->arena + 286208;
   float *global_avgpool0 = s->arena + 1008;
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t c = 0; c < 512; c++) {

@@ -19,7 +19,7 @@ typedef struct resnet18_state {
   float f32[11699120]; /* parameters and float buffers */
   int64_t i64[336]; /* integer buffers */
   float arena[7422992]; /* activations, planned by lifetime */
-  float packed[2778304]; /* weights packed for the forward pass */
+  float packed[11166912]; /* weights packed for the forward pass */
   float g32[11699120]; /* gradients, as f32 */
   float m32[11699120]; /* optimizer state: momentum */
   float lr;       /* the learning rate */

@@ -22,12 +22,13 @@
 #include "lower.h"
 #include "plan.h"
 
-/* A 64-channel convolution over 12 x 12 (144 positions): channels
- * innermost on both targets, its weights packed (schedule.c). */
+/* A 256-channel convolution over 12 x 12 (144 positions): channels
+ * innermost on both targets, its weights packed (schedule.c), in blocks
+ * enough that threads share them out (not the tiles). */
 static const char model_src[] =
     "model t_packed {\n"
     "  input x[8, 12, 12]\n"
-    "  output logits = x -> c1: conv(64, k=3, p=1) -> relu\n"
+    "  output logits = x -> c1: conv(256, k=3, p=1) -> relu\n"
     "    -> global_avgpool -> flatten -> fc: dense(5)\n"
     "  loss cross_entropy(logits)\n"
     "  train {\n    batch = 2\n    optimizer sgd(lr=0.5)\n  }\n"
@@ -54,6 +55,24 @@ static Programs programs(void) {
   return r;
 }
 
+/* Prefetches in body: how many, each checked to read buf below its end
+ * (an index clamped to size - 1). */
+static int prefetches(const StmtVec *body, const Buffer *buf) {
+  int n = 0;
+  for (int i = 0; i < body->n; i++) {
+    const Stmt *s = body->v[i];
+    if (s->k == S_PREFETCH) {
+      assert_ptr_equal(s->buf, buf);
+      assert_int_equal(s->index->k, X_MIN);
+      assert_int_equal(s->index->b->k, X_INT);
+      assert_int_equal(s->index->b->i, buf->size - 1);
+      n++;
+    }
+    n += prefetches(&s->body, buf);
+  }
+  return n;
+}
+
 static void test_programs(void **state) {
   (void)state;
   Programs r = programs();
@@ -62,14 +81,25 @@ static void test_programs(void **state) {
   assert_non_null(r.p->packed_ok);
   assert_non_null(r.t->packed_ok);
   assert_int_equal(r.p->packed_ok->offset, r.t->packed_ok->offset);
-  assert_int_equal(r.p->packed_count, 64 * 8 * 9);
+  assert_int_equal(r.p->packed_count, 256 * 8 * 9);
   assert_int_equal(r.t->packed_count, 0);
-  int kept = 0;
+  /* the kept weights' kernel fetches the next block's weights ahead
+   * (lower_conv.c, prefetch_next): training's packing each call, none */
+  int kept = 0, ahead = 0;
   for (int i = 0; i < r.p->kernels.n; i++) {
-    const char *s = r.p->kernels.v[i]->schedule;
-    kept += s && strstr(s, "packed weights kept between calls") != NULL;
+    const Kernel *k = r.p->kernels.v[i];
+    if (!k->schedule ||
+        !strstr(k->schedule, "packed weights kept between calls"))
+      continue;
+    kept++;
+    for (int b = 0; b < r.p->bufs.n; b++)
+      if (r.p->bufs.v[b]->kind == BUF_PACKED)
+        ahead += prefetches(&k->body, r.p->bufs.v[b]);
   }
   assert_int_equal(kept, 1);
+  assert_true(ahead > 0);
+  for (int i = 0; i < r.t->kernels.n; i++)
+    assert_int_equal(prefetches(&r.t->kernels.v[i]->body, NULL), 0);
   release(r.c);
 }
 

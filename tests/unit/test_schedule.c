@@ -189,7 +189,8 @@ static void channels_innermost(void **state) {
  * positions idle, on both targets: every tile's positions outputs but
  * the last's spare ones, channels innermost, and threads not sharing
  * out samples (the positions span them). Not at batch 1 (too few
- * positions to pay for packing the weights), nor where 4 of 5 positions
+ * positions to pay for packing the weights) unless the weights are
+ * packed once and kept (inference), nor where 4 of 5 positions
  * are outputs already (layer3's 14 x 14), nor with groups, nor where the
  * copy would pass 64 MB (batch 128), nor over dy spread apart. */
 static void batch_windows(void **state) {
@@ -199,7 +200,7 @@ static void batch_windows(void **state) {
     int L = targets[t];
     ConvSchedule s = schedule_conv(&l4, CONV_FORWARD, L);
     assert_false(s.chan_inner);
-    schedule_windows(&l4, &s, L, 8);
+    schedule_windows(&l4, &s, L, 8, 0);
     assert_true(s.tiled && s.windows && s.chan_inner && s.pad_copy);
     assert_false(s.hwc);
     assert_int_equal(s.positions, 8 * 49);
@@ -208,26 +209,30 @@ static void batch_windows(void **state) {
     assert_int_equal(s.tiles, (392 + s.width - 1) / s.width);
     assert_true(schedule_conv_parallel(&l4, &s, 8) != PAR_SAMPLES);
     ConvSchedule one = schedule_conv(&l4, CONV_FORWARD, L);
-    schedule_windows(&l4, &one, L, 1);
+    schedule_windows(&l4, &one, L, 1, 0);
     assert_false(one.windows);
+    one = schedule_conv(&l4, CONV_FORWARD, L);
+    schedule_windows(&l4, &one, L, 1, 1);
+    assert_true(one.windows && one.chan_inner);
+    assert_int_equal(one.positions, 49);
     ConvSchedule big = schedule_conv(&l4, CONV_FORWARD, L);
-    schedule_windows(&l4, &big, L, 128);
+    schedule_windows(&l4, &big, L, 128, 0);
     assert_false(big.windows);
   }
   ConvGeom l3 = {1, 256, 14, 14, 256, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
   ConvSchedule s = schedule_conv(&l3, CONV_FORWARD, TARGET_AVX512);
-  schedule_windows(&l3, &s, TARGET_AVX512, 8);
+  schedule_windows(&l3, &s, TARGET_AVX512, 8, 0);
   assert_false(s.windows);
   ConvGeom grp = l4;
   grp.groups = 2;
   s = schedule_conv(&grp, CONV_FORWARD, TARGET_AVX512);
-  schedule_windows(&grp, &s, TARGET_AVX512, 8);
+  schedule_windows(&grp, &s, TARGET_AVX512, 8, 0);
   assert_false(s.windows);
   ConvGeom spread = l4;
   spread.H = spread.W = 13;
   spread.uh = spread.uw = 2;
   s = schedule_conv(&spread, CONV_FORWARD, TARGET_AVX512);
-  schedule_windows(&spread, &s, TARGET_AVX512, 8);
+  schedule_windows(&spread, &s, TARGET_AVX512, 8, 0);
   assert_false(s.windows);
   (void)state;
 }
