@@ -47,9 +47,12 @@ typedef struct Conv {
   int later;       /* the tiles store their sums as they are and a pass
                       over y's planes applies the epilogue
                       (epilogue_later, lower_epilogue_pass) */
-  int tile;        /* inference: the tiles' loop variable, when its tiles
-                      fetch the next pass's weights (prefetch_next); -1 */
-  int64_t tiles;   /* ... and its extent */
+  Expr *tile;      /* inference: the tile's index, when the tiles fetch
+                      the next pass's weights (prefetch_next); NULL */
+  int64_t tiles;   /* ... and how many */
+  Buffer *stage;   /* the tiles' outputs, ocb x tiles x width (stage_tiles) */
+  Expr *stage_at;  /* where the tile's first output of the block's first
+                      channel goes in stage */
   int n, grp;      /* loop variables: sample (-1: the windows' positions
                       span the batch), group (-1: one group) */
 } Conv;
@@ -311,7 +314,7 @@ enum { LINE_FLOATS = 16, PREFETCH_TILES = 64 };
  * The pass's weights are run taps of ocb floats. */
 static void prefetch_next(Lower *L, const Conv *c, Expr *bx, int icc, Expr *k,
                           int64_t steps, int64_t run) {
-  if (c->tile < 0 || c->tiles > PREFETCH_TILES)
+  if (!c->tile || c->tiles > PREFETCH_TILES)
     return;
   const ConvGeom *g = &c->g;
   int64_t ocb = c->s.ocb, K = g->C / g->groups * g->KH * g->KW;
@@ -330,7 +333,7 @@ static void prefetch_next(Lower *L, const Conv *c, Expr *bx, int icc, Expr *k,
                         I(L, skip), I(L, 0)));
   else if (skip)
     next = add(L, next, I(L, skip));
-  Expr *first = add(L, mul(L, V(L, c->tile), I(L, share)),
+  Expr *first = add(L, mul(L, c->tile, I(L, share)),
                     dvd(L, mul(L, k, I(L, each)), I(L, per)));
   for (int64_t u = 0; u < each; u++) {
     Expr *at = x_itemp(
@@ -437,9 +440,39 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
   j = lb_for(b, "j", ocb);
   Expr *yat = y_at(L, c, n, add(L, ocx0, V(L, j)), row, col);
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j)));
-  lb_store(b, c->y, yat,
-           in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat));
+  Expr *out = in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat);
+  if (c->stage && from == 0) /* channel j's run in stage */
+    lb_store(b, c->stage,
+             add(L, c->stage_at,
+                 add(L, mul(L, V(L, j), I(L, s->stage * width)), V(L, i))),
+             out);
+  else
+    lb_store(b, c->y, yat, out);
   close(L, 3 + (part != NULL));
+}
+
+/* The stage's outputs to y (schedule.h, stage): each channel's run of
+ * the group of tiles starting at position p0, its positions up to end
+ * (the tiles' own; the last, shifted tile stores its own) that are
+ * outputs, written in order along y's plane. */
+static void flush_stage(Lower *L, Conv *c, Expr *p0, Expr *ch0, int64_t chans,
+                        int64_t end) {
+  const ConvSchedule *s = &c->s;
+  LoopBuilder *b = &L->b;
+  int64_t run = s->stage * s->width;
+  int j = lb_for(b, "j", chans);
+  int q = lb_for(b, "q", run);
+  Expr *p = x_itemp(L->p, lb_let(b, "p", add(L, p0, V(L, q))));
+  Expr *col = x_bin(L->p, X_MOD, p, I(L, s->plane_w));
+  Expr *keep = is_output(L, c, p, col);
+  if (end < (end / s->width + s->stage - 1) / s->stage * run)
+    keep = x_bin(L->p, X_AND, keep, x_bin(L->p, X_LT, p, I(L, end)));
+  lb_if(b, keep);
+  lb_store(b, c->y,
+           y_at(L, c, sample(L, c), add(L, ch0, V(L, j)),
+                dvd(L, p, I(L, s->plane_w)), col),
+           load(L, c->stage, add(L, mul(L, V(L, j), I(L, run)), V(L, q))));
+  close(L, 3);
 }
 
 /* The weights in the order chan_tile reads them: for each group and
@@ -487,6 +520,18 @@ static void pack_weights(Lower *L, Conv *c) {
 /* The input, zero-padded into a scratch buffer of planes (schedule.h):
  * rows and columns exactly those the windows reach, then zero rows. The
  * convolution then reads it unguarded. */
+/* Columns of a row the copy with channels innermost writes at a time:
+ * their C channels (16 KB at most) stay in L1 while each channel's run
+ * is read. A whole row of VGG16's 224 x 224 layers (58 KB with the
+ * padding) did not, and each of the 64 channels' passes over it missed
+ * at every column: its features.2 41.2 -> 37.0 ms a call (one thread,
+ * batch 1, with schedule_stage's stores; the copy by hand in the
+ * generated code, the builds alternated). */
+static int64_t hwc_columns(int64_t C) {
+  int64_t cols = (16 << 10) / 4 / C;
+  return cols < 1 ? 1 : cols > 16 ? 16 : cols;
+}
+
 static void pad_input(Lower *L, Conv *c) {
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
@@ -495,7 +540,8 @@ static void pad_input(Lower *L, Conv *c) {
   Buffer *pad = lower_scratch(L, "padded", ps);
   LoopBuilder *b = &L->b;
   /* channels innermost: a row at a time, each channel's run of it read
-   * in order and written C apart (the row's copy stays in cache) */
+   * in order and written C apart, in blocks of columns whose copy stays
+   * in L1 (hwc_columns) */
   int hw = s->hwc, ch = -1, a = -1, n;
   if (s->parallel == PAR_TILES) {
     /* the tiles' threads share out the copy too, by rows (channels
@@ -519,12 +565,21 @@ static void pad_input(Lower *L, Conv *c) {
   int rw = PW > 1 ? lb_for(b, "rw", PW) : -1;
   if (a < 0)
     a = lb_for(b, "a", s->plane_h);
+  int64_t cols = hw ? hwc_columns(g->C) : s->plane_w;
+  if (cols >= s->plane_w)
+    cols = s->plane_w;
+  int qb =
+      cols < s->plane_w ? lb_for(b, "qb", (s->plane_w + cols - 1) / cols) : -1;
   if (hw)
     ch = lb_for(b, "c", g->C);
-  int q = lb_for(b, "q", s->plane_w);
+  int q = lb_for(b, "q", cols);
+  Expr *qx = qb >= 0 ? add(L, mul(L, V(L, qb), I(L, cols)), V(L, q)) : V(L, q);
+  int guard = qb >= 0 && s->plane_w % cols;
+  if (guard)
+    lb_if(b, x_bin(L->p, X_LT, qx, I(L, s->plane_w)));
   /* the padded row a * PH + rh and column q * PW + rw */
   Expr *pr = rh >= 0 ? add(L, mul(L, V(L, a), I(L, PH)), V(L, rh)) : V(L, a);
-  Expr *pc = rw >= 0 ? add(L, mul(L, V(L, q), I(L, PW)), V(L, rw)) : V(L, q);
+  Expr *pc = rw >= 0 ? add(L, mul(L, qx, I(L, PW)), V(L, rw)) : qx;
   Expr *ih = sub(L, pr, I(L, g->ph)), *iw = sub(L, pc, I(L, g->pw));
   Expr *gh = in_range(L, ih, 0, g->H, -g->ph, PH * s->plane_h - 1 - g->ph);
   Expr *gw = in_range(L, iw, 0, g->W, -g->pw, PW * s->plane_w - 1 - g->pw);
@@ -554,12 +609,12 @@ static void pad_input(Lower *L, Conv *c) {
   if (rw >= 0)
     phase = add(L, mul(L, phase, I(L, PW)), V(L, rw));
   lb_store(b, pad,
-           hw ? hwc(L, c, V(L, n), phase, V(L, a), V(L, q), V(L, ch))
-              : idx(L, V(L, n), plane, V(L, a), V(L, q), ps),
+           hw ? hwc(L, c, V(L, n), phase, V(L, a), qx, V(L, ch))
+              : idx(L, V(L, n), plane, V(L, a), qx, ps),
            x_select(L->p, in,
                     load(L, c->x, idx(L, V(L, n), V(L, ch), ih, iw, c->xs)),
                     F(L, 0)));
-  close(L, 4 + (rh >= 0) + (rw >= 0));
+  close(L, 4 + (rh >= 0) + (rw >= 0) + (qb >= 0) + guard);
   c->x = pad;
   c->xs = ps;
 }
@@ -662,6 +717,9 @@ static void lower_forward(Lower *L, Conv *c) {
   int64_t Og = g->O / g->groups;
   LoopBuilder *b = &L->b;
   c->acc = loop_local(L->p, b->k, "acc", s->ocb * s->width);
+  if (s->stage)
+    c->stage = loop_local(L->p, b->k, "stage",
+                          s->chunk * s->ocb * s->stage * s->width);
   /* Samples or chunks of blocks of output channels outermost: either
    * writes apart, so threads can share them out. Within a chunk the tiles
    * go by once, each through the chunk's blocks: the chunk's weights
@@ -694,8 +752,11 @@ static void lower_forward(Lower *L, Conv *c) {
     if (last ? !shifted : s->tiles - shifted <= 0)
       continue;
     int t = -1, icc = -1;
+    /* tiles, or groups of G of them whose outputs go through the stage */
+    int64_t T = s->tiles - shifted, G = last ? 1 : s->stage ? s->stage : 1;
+    int64_t groups = (T + G - 1) / G;
     if (tiles_out) { /* tiles, then chunks and samples within each */
-      t = last ? -1 : lb_parallel_for(b, "t", s->tiles - shifted);
+      t = last ? -1 : lb_parallel_for(b, G > 1 ? "tg" : "t", groups);
       ch = chunks > 1 ? lb_for(b, "oc", chunks) : -1;
       if (!wins)
         c->n = lb_for(b, "n", -1);
@@ -703,11 +764,21 @@ static void lower_forward(Lower *L, Conv *c) {
     } else {
       icc = passes > 1 ? lb_for(b, "icc", passes) : -1;
       if (!last)
-        t = lb_for(b, "t", s->tiles - shifted);
+        t = lb_for(b, G > 1 ? "tg" : "t", groups);
     }
-    Expr *p0 = last ? I(L, s->positions - w) : mul(L, V(L, t), I(L, w));
-    c->tile = c->kept && !tiles_out && t >= 0 ? t : -1;
-    c->tiles = s->tiles - shifted;
+    Expr *tile = t >= 0 ? V(L, t) : NULL;
+    int tt = -1;
+    if (G > 1) {
+      tt = lb_for(b, "tt", G);
+      tile = x_itemp(L->p,
+                     lb_let(b, "t", add(L, mul(L, tile, I(L, G)), V(L, tt))));
+      if (T % G)
+        lb_if(b, x_bin(L->p, X_LT, tile, I(L, T)));
+      c->stage_at = mul(L, V(L, tt), I(L, w));
+    }
+    Expr *p0 = last ? I(L, s->positions - w) : mul(L, tile, I(L, w));
+    c->tile = c->kept && !tiles_out ? tile : NULL;
+    c->tiles = T;
     if (wins) /* the tiles of the caller's samples */
       lb_if(b, x_bin(L->p, X_LT, p0, mul(L, x_n(L->p), I(L, g->OH * g->OW))));
     int ob = lb_for(b, "ob", per);
@@ -716,12 +787,23 @@ static void lower_forward(Lower *L, Conv *c) {
     Expr *ocl0 = mul(L, blk, I(L, s->ocb));
     c->grp = g->groups > 1 ? lb_for(b, "g", g->groups) : -1;
     int64_t from = last ? (s->tiles - 1) * w : 0;
+    if (G > 1) /* the block's channels in stage */
+      c->stage_at = add(L, c->stage_at, mul(L, V(L, ob), I(L, s->ocb * G * w)));
     if (s->chan_inner)
       chan_tile(L, c, p0, w, blk, from, icc);
     else
       flat_tile(L, c, p0, w, ocl0, from);
-    close(L, 1 + wins + (t >= 0) + (icc >= 0) + (c->grp >= 0) +
-                 (tiles_out ? !wins + (ch >= 0) : 0));
+    close(L, 1 + wins + (c->grp >= 0));
+    if (G > 1) {
+      close(L, 1 + (T % G != 0));
+      if (icc >= 0)
+        lb_if(b, x_bin(L->p, X_EQ, V(L, icc), I(L, passes - 1)));
+      flush_stage(L, c, mul(L, V(L, t), I(L, G * w)),
+                  ch >= 0 ? mul(L, V(L, ch), I(L, per * s->ocb)) : I(L, 0),
+                  per * s->ocb, T * w);
+      close(L, icc >= 0);
+    }
+    close(L, (t >= 0) + (icc >= 0) + (tiles_out ? !wins + (ch >= 0) : 0));
   }
   if (!tiles_out)
     close(L, ch >= 0);
@@ -791,6 +873,8 @@ int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   c.xs = nd->in.v[0]->shape;
   c.ys = nd->shape;
   c.s = forward_schedule(L, &c.g, keeps(L));
+  if (c.s.tiled)
+    schedule_stage(&c.g, &c.s);
   /* inference's weights stay put between calls, where the program has
    * somewhere to keep them packed (build, lower_keeps_packed) */
   c.kept = c.s.chan_inner && keeps(L);

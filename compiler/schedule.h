@@ -115,6 +115,10 @@ typedef struct ConvSchedule {
                         that a block's weights for them fit in the L2
                         cache; the sums so far wait in a scratch buffer
                         between passes, summed in the same order */
+  int64_t stage;     /* chan_inner: tiles whose outputs are gathered in a
+                        local array, then written out a channel's run at a
+                        time (schedule_stage); 0: each tile stores its own,
+                        a position's channels a plane apart */
 } ConvSchedule;
 
 /* Work (multiply-adds per call) below which a nest runs on one thread:
@@ -170,6 +174,9 @@ void schedule_windows(const ConvGeom *g, ConvSchedule *s, int tile,
 int64_t largest_divisor(int64_t n, int64_t most);
 /* Sets s->chunk, once s->parallel is known. */
 void schedule_chunk(const ConvGeom *g, ConvSchedule *s);
+/* Sets s->stage for a forward convolution writing y's planes (OH x OW),
+ * once s->chunk is known. */
+void schedule_stage(const ConvGeom *g, ConvSchedule *s);
 /* The schedule of a convolution pass; tile: the target's lanes, 0 for
  * the plain nest. */
 ConvSchedule schedule_conv(const ConvGeom *g, ConvPass pass, int tile);

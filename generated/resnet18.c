@@ -1124,7 +1124,7 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; outputs through a stage of 16 tiles, a channel's run at a time; tiles shared out among threads; 4293 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
@@ -1138,6 +1138,7 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   float *conv1_packed = s->packed + 0;
   float *conv1_padded = s->arena + 802816;
   float acc[96]; /* accumulators */
+  float stage[3072]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
     float shift = madd(-bn1_running_mean[c], scale, bn1_bias[c]);
@@ -1157,7 +1158,7 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
+  RESNET18_PARALLEL_FOR(private(acc, stage))
   for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
@@ -1171,34 +1172,47 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 4293; t++) {
+  RESNET18_PARALLEL_FOR(private(acc, stage))
+  for (ptrdiff_t tg = 0; tg < 269; tg++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t i = 0; i < 3; i++) {
-          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-            acc[i * 32 + j_2] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
-              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
-                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                  acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+      for (ptrdiff_t tt = 0; tt < 16; tt++) {
+        ptrdiff_t t = tg * 16 + tt;
+        if (t < 4293) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = 0.0f;
+              }
+            }
+            for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
+                  }
+                }
+              }
+            }
+            for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+              ptrdiff_t p = t * 3 + i_3;
+              if (p % 115 < 112 && p < 12877) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  float v = madd(acc[i_3 * 32 + j_4], bn1_scale[ob_2 * 32 + j_4], bn1_shift[ob_2 * 32 + j_4]);
+                  stage[tt * 3 + ob_2 * 1536 + j_4 * 48 + i_3] = v < 0.0f ? 0.0f : v;
                 }
               }
             }
           }
         }
-        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-          ptrdiff_t p = t * 3 + i_3;
-          if (p % 115 < 112 && p < 12877) {
-            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              float v = madd(acc[i_3 * 32 + j_4], bn1_scale[ob_2 * 32 + j_4], bn1_shift[ob_2 * 32 + j_4]);
-              relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 112 + p / 115) * 112 + p % 115] = v < 0.0f ? 0.0f : v;
-            }
+      }
+      for (ptrdiff_t j_5 = 0; j_5 < 64; j_5++) {
+        for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
+          ptrdiff_t p_2 = tg * 48 + q_2;
+          if (p_2 % 115 < 112 && p_2 < 12877 && p_2 < 12879) {
+            relu0[((n_2 * 64 + j_5) * 112 + p_2 / 115) * 112 + p_2 % 115] = stage[j_5 * 48 + q_2];
           }
         }
       }
@@ -1292,9 +1306,13 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv1_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1373,9 +1391,13 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv2_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1461,9 +1483,13 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv1_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1542,9 +1568,13 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv2_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1799,9 +1829,13 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_0_conv2_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1888,9 +1922,13 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv1_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1970,9 +2008,13 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv2_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3086,14 +3128,15 @@ static int train_labels(const resnet18_state *s, ptrdiff_t count, const int64_t 
 }
 
 /* conv1: conv, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; outputs through a stage of 16 tiles, a channel's run at a time; tiles shared out among threads; 4293 tiles (2 spare positions), no guards */
 static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   float *conv1 = s->arena + 2359296;
   float *conv1_packed = s->arena + 160080;
   float *conv1_padded = s->arena + 0;
   float acc[96]; /* accumulators */
-  RESNET18_PARALLEL_FOR(private(acc))
+  float stage[3072]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc, stage))
   for (ptrdiff_t ob = 0; ob < 2; ob++) {
     for (ptrdiff_t ic = 0; ic < 3; ic++) {
       for (ptrdiff_t kh = 0; kh < 7; kh++) {
@@ -3105,7 +3148,7 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
+  RESNET18_PARALLEL_FOR(private(acc, stage))
   for (ptrdiff_t c = 0; c < 3; c++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
@@ -3119,33 +3162,46 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t t = 0; t < 4293; t++) {
+  RESNET18_PARALLEL_FOR(private(acc, stage))
+  for (ptrdiff_t tg = 0; tg < 269; tg++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-        for (ptrdiff_t i = 0; i < 3; i++) {
-          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-            acc[i * 32 + j_2] = 0.0f;
-          }
-        }
-        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
-          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
-            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
-              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
-                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                  acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+      for (ptrdiff_t tt = 0; tt < 16; tt++) {
+        ptrdiff_t t = tg * 16 + tt;
+        if (t < 4293) {
+          for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+            for (ptrdiff_t i = 0; i < 3; i++) {
+              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                acc[i * 32 + j_2] = 0.0f;
+              }
+            }
+            for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
+              for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+                for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                    float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
+                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                      acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                    }
+                  }
+                }
+              }
+            }
+            for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+              ptrdiff_t p = t * 3 + i_3;
+              if (p % 115 < 112 && p < 12877) {
+                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                  stage[tt * 3 + ob_2 * 1536 + j_4 * 48 + i_3] = acc[i_3 * 32 + j_4];
                 }
               }
             }
           }
         }
-        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-          ptrdiff_t p = t * 3 + i_3;
-          if (p % 115 < 112 && p < 12877) {
-            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              conv1[((n_2 * 64 + ob_2 * 32 + j_4) * 112 + p / 115) * 112 + p % 115] = acc[i_3 * 32 + j_4];
-            }
+      }
+      for (ptrdiff_t j_5 = 0; j_5 < 64; j_5++) {
+        for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
+          ptrdiff_t p_2 = tg * 48 + q_2;
+          if (p_2 % 115 < 112 && p_2 < 12877 && p_2 < 12879) {
+            conv1[((n_2 * 64 + j_5) * 112 + p_2 / 115) * 112 + p_2 % 115] = stage[j_5 * 48 + q_2];
           }
         }
       }
@@ -3315,9 +3371,13 @@ static void train_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv1_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3469,9 +3529,13 @@ static void train_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv2_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3624,9 +3688,13 @@ static void train_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv1_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3778,9 +3846,13 @@ static void train_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv2_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4091,9 +4163,13 @@ static void train_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_0_conv2_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4405,9 +4481,13 @@ static void train_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv1_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4560,9 +4640,13 @@ static void train_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv2_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -6877,9 +6961,13 @@ static void train_layer4_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 9; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv2_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 9) {
+              layer4_1_conv2_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + qb * 8 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= qb * 8 + q - 1 && qb * 8 + q - 1 < 7) ? layer4_1_relu0[((n * 512 + c) * 7 + a - 1) * 7 + qb * 8 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -7342,9 +7430,13 @@ static void train_layer4_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 9; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_1_conv1_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 9) {
+              layer4_1_conv1_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + qb * 8 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= qb * 8 + q - 1 && qb * 8 + q - 1 < 7) ? layer4_0_relu1[((n * 512 + c) * 7 + a - 1) * 7 + qb * 8 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -8208,9 +8300,13 @@ static void train_layer4_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 9; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 9; q++) {
-          layer4_0_conv2_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= q - 1 && q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 9) {
+              layer4_0_conv2_dweight_padded[(((c / 16 + n) * 9 + a) * 9 + qb * 8 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 7 && (0 <= qb * 8 + q - 1 && qb * 8 + q - 1 < 7) ? layer4_0_relu0[((n * 512 + c) * 7 + a - 1) * 7 + qb * 8 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -10387,9 +10483,13 @@ static void train_layer3_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 27; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 27; q++) {
-          layer3_0_downsample_0_dweight_padded[(((c / 16 + n) * 27 + a) * 27 + q) * 16 + c % 16] = layer2_1_relu1[((n * 128 + c) * 28 + a) * 28 + q];
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 27) {
+              layer3_0_downsample_0_dweight_padded[(((c / 16 + n) * 27 + a) * 27 + qb * 16 + q) * 16 + c % 16] = layer2_1_relu1[((n * 128 + c) * 28 + a) * 28 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -11532,9 +11632,13 @@ static void train_layer3_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 29; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 29; q++) {
-          layer3_0_conv1_dweight_padded[(((c / 16 + n) * 29 + a) * 29 + q) * 16 + c % 16] = 0 <= a - 1 && 0 <= q - 1 ? layer2_1_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 29) {
+              layer3_0_conv1_dweight_padded[(((c / 16 + n) * 29 + a) * 29 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && 0 <= qb * 16 + q - 1 ? layer2_1_relu1[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -12001,9 +12105,13 @@ static void train_layer2_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_1_relu0[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -12070,9 +12178,13 @@ static void train_layer2_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv2_dx_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv2_dx_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_1_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -12451,9 +12563,13 @@ static void train_layer2_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv1_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu1[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -12521,9 +12637,13 @@ static void train_layer2_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_1_conv1_dx_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_1_conv1_dx_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_1_bn1_dx[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -12902,9 +13022,13 @@ static void train_layer2_0_downsample_0_dweight(resnet18_state *s, ptrdiff_t cou
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 55; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 55; q++) {
-          layer2_0_downsample_0_dweight_padded[(((c / 16 + n) * 55 + a) * 55 + q) * 16 + c % 16] = layer1_1_relu1[((n * 64 + c) * 56 + a) * 56 + q];
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 55) {
+              layer2_0_downsample_0_dweight_padded[(((c / 16 + n) * 55 + a) * 55 + qb * 16 + q) * 16 + c % 16] = layer1_1_relu1[((n * 64 + c) * 56 + a) * 56 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -13276,9 +13400,13 @@ static void train_layer2_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_0_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu0[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -13345,9 +13473,13 @@ static void train_layer2_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          layer2_0_conv2_dx_padded[((n * 31 + a) * 30 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 30) {
+              layer2_0_conv2_dx_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_bn2_dx[((n * 128 + c) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -13819,9 +13951,13 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t a = 0; a < 29; a++) {
     for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 29; q++) {
-          layer2_0_conv1_dx_padded[((n_3 * 29 + a) * 29 + q) * 128 + c] = a < 28 && q < 28 ? layer2_0_bn1_dx[((n_3 * 128 + c) * 28 + a) * 28 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 29) {
+              layer2_0_conv1_dx_padded[((n_3 * 29 + a) * 29 + qb * 16 + q) * 128 + c] = a < 28 && qb * 16 + q < 28 ? layer2_0_bn1_dx[((n_3 * 128 + c) * 28 + a) * 28 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -13873,9 +14009,13 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t a_2 = 0; a_2 < 30; a_2++) {
     for (ptrdiff_t n_5 = 0; n_5 < count; n_5++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-        for (ptrdiff_t q_2 = 0; q_2 < 28; q_2++) {
-          layer2_0_conv1_dx_padded_t[((n_5 * 30 + a_2) * 28 + q_2) * 128 + c_2] = a_2 < 28 ? layer2_0_bn1_dx[((n_5 * 128 + c_2) * 28 + a_2) * 28 + q_2] : 0.0f;
+      for (ptrdiff_t qb_2 = 0; qb_2 < 2; qb_2++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+          for (ptrdiff_t q_2 = 0; q_2 < 16; q_2++) {
+            if (qb_2 * 16 + q_2 < 28) {
+              layer2_0_conv1_dx_padded_t[((n_5 * 30 + a_2) * 28 + qb_2 * 16 + q_2) * 128 + c_2] = a_2 < 28 ? layer2_0_bn1_dx[((n_5 * 128 + c_2) * 28 + a_2) * 28 + qb_2 * 16 + q_2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -13927,9 +14067,13 @@ static void train_layer2_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc, acc_2, acc_3, acc_4))
   for (ptrdiff_t a_3 = 0; a_3 < 30; a_3++) {
     for (ptrdiff_t n_7 = 0; n_7 < count; n_7++) {
-      for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
-        for (ptrdiff_t q_3 = 0; q_3 < 29; q_3++) {
-          layer2_0_conv1_dx_padded_t2[((n_7 * 30 + a_3) * 29 + q_3) * 128 + c_3] = a_3 < 28 && q_3 < 28 ? layer2_0_bn1_dx[((n_7 * 128 + c_3) * 28 + a_3) * 28 + q_3] : 0.0f;
+      for (ptrdiff_t qb_3 = 0; qb_3 < 2; qb_3++) {
+        for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
+          for (ptrdiff_t q_3 = 0; q_3 < 16; q_3++) {
+            if (qb_3 * 16 + q_3 < 29) {
+              layer2_0_conv1_dx_padded_t2[((n_7 * 30 + a_3) * 29 + qb_3 * 16 + q_3) * 128 + c_3] = a_3 < 28 && qb_3 * 16 + q_3 < 28 ? layer2_0_bn1_dx[((n_7 * 128 + c_3) * 28 + a_3) * 28 + qb_3 * 16 + q_3] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -13980,9 +14124,13 @@ static void train_layer2_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 57; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 57; q++) {
-          layer2_0_conv1_dweight_padded[(((c / 16 + n) * 57 + a) * 57 + q) * 16 + c % 16] = 0 <= a - 1 && 0 <= q - 1 ? layer1_1_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 57) {
+              layer2_0_conv1_dweight_padded[(((c / 16 + n) * 57 + a) * 57 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && 0 <= qb * 16 + q - 1 ? layer1_1_relu1[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -14446,9 +14594,13 @@ static void train_layer1_1_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv2_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_1_relu0[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -14516,9 +14668,13 @@ static void train_layer1_1_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv2_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv2_dx_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_1_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -14892,9 +15048,13 @@ static void train_layer1_1_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv1_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu1[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -14963,9 +15123,13 @@ static void train_layer1_1_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_1_conv1_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_1_conv1_dx_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_1_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -15339,9 +15503,13 @@ static void train_layer1_0_conv2_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv2_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu0[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -15409,9 +15577,13 @@ static void train_layer1_0_conv2_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv2_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv2_dx_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_bn2_dx[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -15798,9 +15970,13 @@ static void train_layer1_0_conv1_dx(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_dx_padded[((n * 58 + a) * 58 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv1_dx_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_bn1_dx[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -15859,9 +16035,13 @@ static void train_layer1_0_conv1_dweight(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          layer1_0_conv1_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + q - 1] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 58) {
+              layer1_0_conv1_dweight_padded[(((c / 16 + n) * 58 + a) * 58 + qb * 16 + q) * 16 + c % 16] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? maxpool0[((n * 64 + c) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
+            }
+          }
         }
       }
     }

@@ -1089,9 +1089,13 @@ static void forward_down1_conv2(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 571; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 570; q++) {
-          down1_conv2_padded[((n * 571 + a) * 570 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 36; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 570) {
+              down1_conv2_padded[((n * 571 + a) * 570 + qb * 16 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1179,9 +1183,13 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 285; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 284; q++) {
-          down2_conv1_padded[((n * 285 + a) * 284 + q) * 64 + c] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 284) {
+              down2_conv1_padded[((n * 285 + a) * 284 + qb * 16 + q) * 64 + c] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1249,9 +1257,13 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 283; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 282; q++) {
-          down2_conv2_padded[((n * 283 + a) * 282 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 282) {
+              down2_conv2_padded[((n * 283 + a) * 282 + qb * 16 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1341,9 +1353,13 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 141; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 140; q++) {
-          down3_conv1_padded[((n * 141 + a) * 140 + q) * 128 + c] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 140) {
+              down3_conv1_padded[((n * 141 + a) * 140 + qb * 16 + q) * 128 + c] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1412,9 +1428,13 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 139; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 138; q++) {
-          down3_conv2_padded[((n * 139 + a) * 138 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 138) {
+              down3_conv2_padded[((n * 139 + a) * 138 + qb * 16 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1516,9 +1536,13 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 69; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 68; q++) {
-          down4_conv1_padded[((n * 69 + a) * 68 + q) * 256 + c] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 5; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 68) {
+              down4_conv1_padded[((n * 69 + a) * 68 + qb * 16 + q) * 256 + c] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1572,7 +1596,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; outputs through a stage of 16 tiles, a channel's run at a time; chunks shared out among threads; 1408 tiles (2 spare positions), no guards; the packed weights kept between calls */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
@@ -1583,6 +1607,7 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_padded = s->arena + 0;
   float *down4_conv2_partial = s->arena + 4528128;
   float acc[96]; /* accumulators */
+  float stage[1536]; /* accumulators */
   if (weights_packed[0] == 0) {
     for (ptrdiff_t ob = 0; ob < 16; ob++) {
       for (ptrdiff_t ic = 0; ic < 512; ic++) {
@@ -1598,51 +1623,68 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 67; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 66; q++) {
-          down4_conv2_padded[((n * 67 + a) * 66 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 66) {
+              down4_conv2_padded[((n * 67 + a) * 66 + qb * 8 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + qb * 8 + q] : 0.0f;
+            }
+          }
         }
       }
     }
   }
-  UNET_PARALLEL_FOR(private(acc))
+  UNET_PARALLEL_FOR(private(acc, stage))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t icc = 0; icc < 4; icc++) {
-        for (ptrdiff_t t = 0; t < 1408; t++) {
-          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-            for (ptrdiff_t i = 0; i < 3; i++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i) * 32 + j_2];
+        for (ptrdiff_t tg = 0; tg < 88; tg++) {
+          for (ptrdiff_t tt = 0; tt < 16; tt++) {
+            ptrdiff_t t = tg * 16 + tt;
+            for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+              for (ptrdiff_t i = 0; i < 3; i++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                  acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i) * 32 + j_2];
+                }
               }
-            }
-            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                    float xv = down4_conv2_padded[((n_2 * 67 + kh_2) * 66 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
-                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+              for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+                for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                      float xv = down4_conv2_padded[((n_2 * 67 + kh_2) * 66 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                      for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                        acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                      }
+                    }
+                  }
+                }
+              }
+              if (icc < 3) {
+                for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                  for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                    down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
+                  }
+                }
+              }
+              if (icc == 3) {
+                for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                  ptrdiff_t p = t * 3 + i_4;
+                  if (p % 66 < 64 && p < 4222) {
+                    for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                      float v = acc[i_4 * 32 + j_5];
+                      stage[tt * 3 + ob_2 * 1536 + j_5 * 48 + i_4] = v < 0.0f ? 0.0f : v;
                     }
                   }
                 }
               }
             }
-            if (icc < 3) {
-              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
-                }
-              }
-            }
-            if (icc == 3) {
-              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-                ptrdiff_t p = t * 3 + i_4;
-                if (p % 66 < 64 && p < 4222) {
-                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float v = acc[i_4 * 32 + j_5];
-                    down4_relu1[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
-                  }
+          }
+          if (icc == 3) {
+            for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+              for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
+                ptrdiff_t p_2 = tg * 48 + q_2;
+                if (p_2 % 66 < 64 && p_2 < 4222) {
+                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = stage[j_6 * 48 + q_2];
                 }
               }
             }
@@ -1702,9 +1744,11 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 33; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 32; q++) {
-          bottom_conv1_padded[((n * 33 + a) * 32 + q) * 512 + c] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            bottom_conv1_padded[((n * 33 + a) * 32 + qb * 8 + q) * 512 + c] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + qb * 8 + q] : 0.0f;
+          }
         }
       }
     }
@@ -1784,9 +1828,13 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          bottom_conv2_padded[((n * 31 + a) * 30 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 8; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            if (qb * 4 + q < 30) {
+              bottom_conv2_padded[((n * 31 + a) * 30 + qb * 4 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + qb * 4 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -1925,9 +1973,11 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 57; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 56; q++) {
-          up4_conv1_padded[((n * 57 + a) * 56 + q) * 1024 + c] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 14; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            up4_conv1_padded[((n * 57 + a) * 56 + qb * 4 + q) * 1024 + c] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + qb * 4 + q] : 0.0f;
+          }
         }
       }
     }
@@ -2007,9 +2057,13 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 55; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 54; q++) {
-          up4_conv2_padded[((n * 55 + a) * 54 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 54) {
+              up4_conv2_padded[((n * 55 + a) * 54 + qb * 8 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + qb * 8 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -2148,9 +2202,11 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 105; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 104; q++) {
-          up3_conv1_padded[((n * 105 + a) * 104 + q) * 512 + c] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            up3_conv1_padded[((n * 105 + a) * 104 + qb * 8 + q) * 512 + c] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + qb * 8 + q] : 0.0f;
+          }
         }
       }
     }
@@ -2230,9 +2286,13 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 103; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 102; q++) {
-          up3_conv2_padded[((n * 103 + a) * 102 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 102) {
+              up3_conv2_padded[((n * 103 + a) * 102 + qb * 16 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -2371,9 +2431,13 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 201; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 200; q++) {
-          up2_conv1_padded[((n * 201 + a) * 200 + q) * 256 + c] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 200) {
+              up2_conv1_padded[((n * 201 + a) * 200 + qb * 16 + q) * 256 + c] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -2452,9 +2516,13 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 199; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 198; q++) {
-          up2_conv2_padded[((n * 199 + a) * 198 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 198) {
+              up2_conv2_padded[((n * 199 + a) * 198 + qb * 16 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -2582,9 +2650,13 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 393; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 392; q++) {
-          up1_conv1_padded[((n * 393 + a) * 392 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 392) {
+              up1_conv1_padded[((n * 393 + a) * 392 + qb * 16 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -2653,9 +2725,13 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 391; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 390; q++) {
-          up1_conv2_padded[((n * 391 + a) * 390 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 390) {
+              up1_conv2_padded[((n * 391 + a) * 390 + qb * 16 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -2951,9 +3027,13 @@ static void train_down1_conv2(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 571; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 570; q++) {
-          down1_conv2_padded[((n * 571 + a) * 570 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 36; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 570) {
+              down1_conv2_padded[((n * 571 + a) * 570 + qb * 16 + q) * 64 + c] = a < 570 ? down1_relu0[((n * 64 + c) * 570 + a) * 570 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3039,9 +3119,13 @@ static void train_down2_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 285; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 284; q++) {
-          down2_conv1_padded[((n * 285 + a) * 284 + q) * 64 + c] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 284) {
+              down2_conv1_padded[((n * 285 + a) * 284 + qb * 16 + q) * 64 + c] = a < 284 ? maxpool0[((n * 64 + c) * 284 + a) * 284 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3107,9 +3191,13 @@ static void train_down2_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 283; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 282; q++) {
-          down2_conv2_padded[((n * 283 + a) * 282 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 282) {
+              down2_conv2_padded[((n * 283 + a) * 282 + qb * 16 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3197,9 +3285,13 @@ static void train_down3_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 141; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 140; q++) {
-          down3_conv1_padded[((n * 141 + a) * 140 + q) * 128 + c] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 140) {
+              down3_conv1_padded[((n * 141 + a) * 140 + qb * 16 + q) * 128 + c] = a < 140 ? maxpool1[((n * 128 + c) * 140 + a) * 140 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3266,9 +3358,13 @@ static void train_down3_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 139; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 138; q++) {
-          down3_conv2_padded[((n * 139 + a) * 138 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 138) {
+              down3_conv2_padded[((n * 139 + a) * 138 + qb * 16 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3368,9 +3464,13 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 69; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 68; q++) {
-          down4_conv1_padded[((n * 69 + a) * 68 + q) * 256 + c] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 5; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 68) {
+              down4_conv1_padded[((n * 69 + a) * 68 + qb * 16 + q) * 256 + c] = a < 68 ? maxpool2[((n * 256 + c) * 68 + a) * 68 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3424,7 +3524,7 @@ static void train_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1408 tiles (2 spare positions), no guards */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; outputs through a stage of 16 tiles, a channel's run at a time; chunks shared out among threads; 1408 tiles (2 spare positions), no guards */
 static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
@@ -3434,7 +3534,8 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   float *down4_conv2_padded = s->arena + 2359296;
   float *down4_conv2_partial = s->arena + 4623360;
   float acc[96]; /* accumulators */
-  UNET_PARALLEL_FOR(private(acc))
+  float stage[1536]; /* accumulators */
+  UNET_PARALLEL_FOR(private(acc, stage))
   for (ptrdiff_t ob = 0; ob < 16; ob++) {
     for (ptrdiff_t ic = 0; ic < 512; ic++) {
       for (ptrdiff_t kh = 0; kh < 3; kh++) {
@@ -3448,51 +3549,68 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 67; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 66; q++) {
-          down4_conv2_padded[((n * 67 + a) * 66 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 66) {
+              down4_conv2_padded[((n * 67 + a) * 66 + qb * 8 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + qb * 8 + q] : 0.0f;
+            }
+          }
         }
       }
     }
   }
-  UNET_PARALLEL_FOR(private(acc))
+  UNET_PARALLEL_FOR(private(acc, stage))
   for (ptrdiff_t oc = 0; oc < 16; oc++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
       for (ptrdiff_t icc = 0; icc < 4; icc++) {
-        for (ptrdiff_t t = 0; t < 1408; t++) {
-          for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
-            for (ptrdiff_t i = 0; i < 3; i++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i) * 32 + j_2];
+        for (ptrdiff_t tg = 0; tg < 88; tg++) {
+          for (ptrdiff_t tt = 0; tt < 16; tt++) {
+            ptrdiff_t t = tg * 16 + tt;
+            for (ptrdiff_t ob_2 = 0; ob_2 < 1; ob_2++) {
+              for (ptrdiff_t i = 0; i < 3; i++) {
+                for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+                  acc[i * 32 + j_2] = icc == 0 ? down4_conv2_bias[(oc + ob_2) * 32 + j_2] : down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i) * 32 + j_2];
+                }
               }
-            }
-            for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
-              for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
-                for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                    float xv = down4_conv2_padded[((n_2 * 67 + kh_2) * 66 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
-                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                      acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+              for (ptrdiff_t ic_2 = 0; ic_2 < 128; ic_2++) {
+                for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
+                  for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
+                    for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                      float xv = down4_conv2_padded[((n_2 * 67 + kh_2) * 66 + t * 3 + i_2 + kw_2) * 512 + icc * 128 + ic_2];
+                      for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                        acc[i_2 * 32 + j_3] = madd(xv, down4_conv2_packed[((((oc + ob_2) * 512 + icc * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
+                      }
+                    }
+                  }
+                }
+              }
+              if (icc < 3) {
+                for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+                  for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+                    down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
+                  }
+                }
+              }
+              if (icc == 3) {
+                for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
+                  ptrdiff_t p = t * 3 + i_4;
+                  if (p % 66 < 64 && p < 4222) {
+                    for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
+                      float v = acc[i_4 * 32 + j_5];
+                      stage[tt * 3 + ob_2 * 1536 + j_5 * 48 + i_4] = v < 0.0f ? 0.0f : v;
                     }
                   }
                 }
               }
             }
-            if (icc < 3) {
-              for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  down4_conv2_partial[(n_2 * 512 + (oc + ob_2) * 32) * 4224 + (t * 3 + i_3) * 32 + j_4] = acc[i_3 * 32 + j_4];
-                }
-              }
-            }
-            if (icc == 3) {
-              for (ptrdiff_t i_4 = 0; i_4 < 3; i_4++) {
-                ptrdiff_t p = t * 3 + i_4;
-                if (p % 66 < 64 && p < 4222) {
-                  for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    float v = acc[i_4 * 32 + j_5];
-                    down4_relu1[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 64 + p / 66) * 64 + p % 66] = v < 0.0f ? 0.0f : v;
-                  }
+          }
+          if (icc == 3) {
+            for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
+              for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
+                ptrdiff_t p_2 = tg * 48 + q_2;
+                if (p_2 % 66 < 64 && p_2 < 4222) {
+                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = stage[j_6 * 48 + q_2];
                 }
               }
             }
@@ -3550,9 +3668,11 @@ static void train_bottom_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 33; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 32; q++) {
-          bottom_conv1_padded[((n * 33 + a) * 32 + q) * 512 + c] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            bottom_conv1_padded[((n * 33 + a) * 32 + qb * 8 + q) * 512 + c] = a < 32 ? maxpool3[((n * 512 + c) * 32 + a) * 32 + qb * 8 + q] : 0.0f;
+          }
         }
       }
     }
@@ -3630,9 +3750,13 @@ static void train_bottom_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          bottom_conv2_padded[((n * 31 + a) * 30 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 8; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            if (qb * 4 + q < 30) {
+              bottom_conv2_padded[((n * 31 + a) * 30 + qb * 4 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + qb * 4 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3780,9 +3904,11 @@ static void train_up4_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 57; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 56; q++) {
-          up4_conv1_padded[((n * 57 + a) * 56 + q) * 1024 + c] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 14; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            up4_conv1_padded[((n * 57 + a) * 56 + qb * 4 + q) * 1024 + c] = a < 56 ? up4_concat0[((n * 1024 + c) * 56 + a) * 56 + qb * 4 + q] : 0.0f;
+          }
         }
       }
     }
@@ -3860,9 +3986,13 @@ static void train_up4_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 55; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 54; q++) {
-          up4_conv2_padded[((n * 55 + a) * 54 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 54) {
+              up4_conv2_padded[((n * 55 + a) * 54 + qb * 8 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + qb * 8 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -3999,9 +4129,11 @@ static void train_up3_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 105; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 104; q++) {
-          up3_conv1_padded[((n * 105 + a) * 104 + q) * 512 + c] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            up3_conv1_padded[((n * 105 + a) * 104 + qb * 8 + q) * 512 + c] = a < 104 ? up3_concat0[((n * 512 + c) * 104 + a) * 104 + qb * 8 + q] : 0.0f;
+          }
         }
       }
     }
@@ -4079,9 +4211,13 @@ static void train_up3_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 103; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 102; q++) {
-          up3_conv2_padded[((n * 103 + a) * 102 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 102) {
+              up3_conv2_padded[((n * 103 + a) * 102 + qb * 16 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4218,9 +4354,13 @@ static void train_up2_conv1(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 201; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 200; q++) {
-          up2_conv1_padded[((n * 201 + a) * 200 + q) * 256 + c] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 200) {
+              up2_conv1_padded[((n * 201 + a) * 200 + qb * 16 + q) * 256 + c] = a < 200 ? up2_concat0[((n * 256 + c) * 200 + a) * 200 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4297,9 +4437,13 @@ static void train_up2_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 199; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 198; q++) {
-          up2_conv2_padded[((n * 199 + a) * 198 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 198) {
+              up2_conv2_padded[((n * 199 + a) * 198 + qb * 16 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4425,9 +4569,13 @@ static void train_up1_conv1(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 393; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 392; q++) {
-          up1_conv1_padded[((n * 393 + a) * 392 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 392) {
+              up1_conv1_padded[((n * 393 + a) * 392 + qb * 16 + q) * 128 + c] = a < 392 ? up1_concat0[((n * 128 + c) * 392 + a) * 392 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4494,9 +4642,13 @@ static void train_up1_conv2(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 391; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 390; q++) {
-          up1_conv2_padded[((n * 391 + a) * 390 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + q] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 390) {
+              up1_conv2_padded[((n * 391 + a) * 390 + qb * 16 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + qb * 16 + q] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -4660,9 +4812,13 @@ static void train_head_dweight(unet_state *s, ptrdiff_t count) {
   float acc[64]; /* accumulators */
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 388; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 388; q++) {
-          head_dweight_padded[(((c / 32 + n) * 388 + a) * 388 + q) * 32 + c % 32] = up1_relu1[((n * 64 + c) * 388 + a) * 388 + q];
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 388) {
+              head_dweight_padded[(((c / 32 + n) * 388 + a) * 388 + qb * 16 + q) * 32 + c % 32] = up1_relu1[((n * 64 + c) * 388 + a) * 388 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -4837,9 +4993,13 @@ static void train_up1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 390; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 390; q++) {
-          up1_conv2_dweight_padded[(((c / 16 + n) * 390 + a) * 390 + q) * 16 + c % 16] = up1_relu0[((n * 64 + c) * 390 + a) * 390 + q];
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 390) {
+              up1_conv2_dweight_padded[(((c / 16 + n) * 390 + a) * 390 + qb * 16 + q) * 16 + c % 16] = up1_relu0[((n * 64 + c) * 390 + a) * 390 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -4937,9 +5097,13 @@ static void train_up1_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 393; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 392; q++) {
-          up1_conv2_dx_padded[((n * 393 + a) * 392 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 388 && (0 <= q - 2 && q - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + a - 2) * 388 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 392) {
+              up1_conv2_dx_padded[((n * 393 + a) * 392 + qb * 16 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 388 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 388) ? up1_relu1_dx[((n * 64 + c) * 388 + a - 2) * 388 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -5010,9 +5174,13 @@ static void train_up1_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 394; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 394; q++) {
-          up1_conv1_dx_padded[((n * 394 + a) * 394 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 390 && (0 <= q - 2 && q - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + a - 2) * 390 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 394) {
+              up1_conv1_dx_padded[((n * 394 + a) * 394 + qb * 16 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 390 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 390) ? up1_relu0_dx[((n * 64 + c) * 390 + a - 2) * 390 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -5065,9 +5233,13 @@ static void train_up1_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 392; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 392; q++) {
-          up1_conv1_dweight_padded[(((c / 16 + n) * 392 + a) * 392 + q) * 16 + c % 16] = up1_concat0[((n * 128 + c) * 392 + a) * 392 + q];
+      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 392) {
+              up1_conv1_dweight_padded[(((c / 16 + n) * 392 + a) * 392 + qb * 16 + q) * 16 + c % 16] = up1_concat0[((n * 128 + c) * 392 + a) * 392 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -5284,9 +5456,13 @@ static void train_up2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 198; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 198; q++) {
-          up2_conv2_dweight_padded[(((c / 16 + n) * 198 + a) * 198 + q) * 16 + c % 16] = up2_relu0[((n * 128 + c) * 198 + a) * 198 + q];
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 198) {
+              up2_conv2_dweight_padded[(((c / 16 + n) * 198 + a) * 198 + qb * 16 + q) * 16 + c % 16] = up2_relu0[((n * 128 + c) * 198 + a) * 198 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -5383,9 +5559,13 @@ static void train_up2_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 201; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 200; q++) {
-          up2_conv2_dx_padded[((n * 201 + a) * 200 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 196 && (0 <= q - 2 && q - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + a - 2) * 196 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 200) {
+              up2_conv2_dx_padded[((n * 201 + a) * 200 + qb * 16 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 196 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 196) ? up2_relu1_dx[((n * 128 + c) * 196 + a - 2) * 196 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -5458,9 +5638,13 @@ static void train_up2_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 202; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 202; q++) {
-          up2_conv1_dx_padded[((n * 202 + a) * 202 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 198 && (0 <= q - 2 && q - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + a - 2) * 198 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 202) {
+              up2_conv1_dx_padded[((n * 202 + a) * 202 + qb * 16 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 198 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 198) ? up2_relu0_dx[((n * 128 + c) * 198 + a - 2) * 198 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -5513,9 +5697,13 @@ static void train_up2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 200; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 200; q++) {
-          up2_conv1_dweight_padded[(((c / 16 + n) * 200 + a) * 200 + q) * 16 + c % 16] = up2_concat0[((n * 256 + c) * 200 + a) * 200 + q];
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 200) {
+              up2_conv1_dweight_padded[(((c / 16 + n) * 200 + a) * 200 + qb * 16 + q) * 16 + c % 16] = up2_concat0[((n * 256 + c) * 200 + a) * 200 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -5732,9 +5920,13 @@ static void train_up3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 102; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 102; q++) {
-          up3_conv2_dweight_padded[(((c / 16 + n) * 102 + a) * 102 + q) * 16 + c % 16] = up3_relu0[((n * 256 + c) * 102 + a) * 102 + q];
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 102) {
+              up3_conv2_dweight_padded[(((c / 16 + n) * 102 + a) * 102 + qb * 16 + q) * 16 + c % 16] = up3_relu0[((n * 256 + c) * 102 + a) * 102 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -5832,9 +6024,13 @@ static void train_up3_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 105; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 104; q++) {
-          up3_conv2_dx_padded[((n * 105 + a) * 104 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 100 && (0 <= q - 2 && q - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + a - 2) * 100 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 104) {
+              up3_conv2_dx_padded[((n * 105 + a) * 104 + qb * 16 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 100 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 100) ? up3_relu1_dx[((n * 256 + c) * 100 + a - 2) * 100 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -5919,9 +6115,13 @@ static void train_up3_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 106; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 106; q++) {
-          up3_conv1_dx_padded[((n * 106 + a) * 106 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 102 && (0 <= q - 2 && q - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + a - 2) * 102 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 106) {
+              up3_conv1_dx_padded[((n * 106 + a) * 106 + qb * 16 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 102 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 102) ? up3_relu0_dx[((n * 256 + c) * 102 + a - 2) * 102 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -5985,9 +6185,11 @@ static void train_up3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 104; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 104; q++) {
-          up3_conv1_dweight_padded[(((c / 16 + n) * 104 + a) * 104 + q) * 16 + c % 16] = up3_concat0[((n * 512 + c) * 104 + a) * 104 + q];
+      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            up3_conv1_dweight_padded[(((c / 16 + n) * 104 + a) * 104 + qb * 8 + q) * 16 + c % 16] = up3_concat0[((n * 512 + c) * 104 + a) * 104 + qb * 8 + q];
+          }
         }
       }
     }
@@ -6204,9 +6406,13 @@ static void train_up4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 54; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 54; q++) {
-          up4_conv2_dweight_padded[(((c / 16 + n) * 54 + a) * 54 + q) * 16 + c % 16] = up4_relu0[((n * 512 + c) * 54 + a) * 54 + q];
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 54) {
+              up4_conv2_dweight_padded[(((c / 16 + n) * 54 + a) * 54 + qb * 8 + q) * 16 + c % 16] = up4_relu0[((n * 512 + c) * 54 + a) * 54 + qb * 8 + q];
+            }
+          }
         }
       }
     }
@@ -6302,9 +6508,11 @@ static void train_up4_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 57; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 56; q++) {
-          up4_conv2_dx_padded[((n * 57 + a) * 56 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 52 && (0 <= q - 2 && q - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + a - 2) * 52 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            up4_conv2_dx_padded[((n * 57 + a) * 56 + qb * 8 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 52 && (0 <= qb * 8 + q - 2 && qb * 8 + q - 2 < 52) ? up4_relu1_dx[((n * 512 + c) * 52 + a - 2) * 52 + qb * 8 + q - 2] : 0.0f;
+          }
         }
       }
     }
@@ -6389,9 +6597,13 @@ static void train_up4_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 58; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 58; q++) {
-          up4_conv1_dx_padded[((n * 58 + a) * 58 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 54 && (0 <= q - 2 && q - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + a - 2) * 54 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 8; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 58) {
+              up4_conv1_dx_padded[((n * 58 + a) * 58 + qb * 8 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 54 && (0 <= qb * 8 + q - 2 && qb * 8 + q - 2 < 54) ? up4_relu0_dx[((n * 512 + c) * 54 + a - 2) * 54 + qb * 8 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -6455,9 +6667,11 @@ static void train_up4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 56; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 56; q++) {
-          up4_conv1_dweight_padded[(((c / 16 + n) * 56 + a) * 56 + q) * 16 + c % 16] = up4_concat0[((n * 1024 + c) * 56 + a) * 56 + q];
+      for (ptrdiff_t qb = 0; qb < 14; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            up4_conv1_dweight_padded[(((c / 16 + n) * 56 + a) * 56 + qb * 4 + q) * 16 + c % 16] = up4_concat0[((n * 1024 + c) * 56 + a) * 56 + qb * 4 + q];
+          }
         }
       }
     }
@@ -6683,9 +6897,13 @@ static void train_bottom_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 30; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 30; q++) {
-          bottom_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + q) * 16 + c % 16] = bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + q];
+      for (ptrdiff_t qb = 0; qb < 8; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            if (qb * 4 + q < 30) {
+              bottom_conv2_dweight_padded[(((c / 16 + n) * 30 + a) * 30 + qb * 4 + q) * 16 + c % 16] = bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + qb * 4 + q];
+            }
+          }
         }
       }
     }
@@ -6781,9 +6999,11 @@ static void train_bottom_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 33; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 32; q++) {
-          bottom_conv2_dx_padded[((n * 33 + a) * 32 + q) * 1024 + c] = 0 <= a - 2 && a - 2 < 28 && (0 <= q - 2 && q - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + a - 2) * 28 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 8; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            bottom_conv2_dx_padded[((n * 33 + a) * 32 + qb * 4 + q) * 1024 + c] = 0 <= a - 2 && a - 2 < 28 && (0 <= qb * 4 + q - 2 && qb * 4 + q - 2 < 28) ? bottom_relu1_dx[((n * 1024 + c) * 28 + a - 2) * 28 + qb * 4 + q - 2] : 0.0f;
+          }
         }
       }
     }
@@ -6868,9 +7088,13 @@ static void train_bottom_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 34; a++) {
-      for (ptrdiff_t c = 0; c < 1024; c++) {
-        for (ptrdiff_t q = 0; q < 34; q++) {
-          bottom_conv1_dx_padded[((n * 34 + a) * 34 + q) * 1024 + c] = 0 <= a - 2 && a - 2 < 30 && (0 <= q - 2 && q - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + a - 2) * 30 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 1024; c++) {
+          for (ptrdiff_t q = 0; q < 4; q++) {
+            if (qb * 4 + q < 34) {
+              bottom_conv1_dx_padded[((n * 34 + a) * 34 + qb * 4 + q) * 1024 + c] = 0 <= a - 2 && a - 2 < 30 && (0 <= qb * 4 + q - 2 && qb * 4 + q - 2 < 30) ? bottom_relu0_dx[((n * 1024 + c) * 30 + a - 2) * 30 + qb * 4 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -6934,9 +7158,11 @@ static void train_bottom_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 32; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 32; q++) {
-          bottom_conv1_dweight_padded[(((c / 16 + n) * 32 + a) * 32 + q) * 16 + c % 16] = maxpool3[((n * 512 + c) * 32 + a) * 32 + q];
+      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            bottom_conv1_dweight_padded[(((c / 16 + n) * 32 + a) * 32 + qb * 8 + q) * 16 + c % 16] = maxpool3[((n * 512 + c) * 32 + a) * 32 + qb * 8 + q];
+          }
         }
       }
     }
@@ -7056,9 +7282,13 @@ static void train_down4_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 66; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 66; q++) {
-          down4_conv2_dweight_padded[(((c / 16 + n) * 66 + a) * 66 + q) * 16 + c % 16] = down4_relu0[((n * 512 + c) * 66 + a) * 66 + q];
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 66) {
+              down4_conv2_dweight_padded[(((c / 16 + n) * 66 + a) * 66 + qb * 8 + q) * 16 + c % 16] = down4_relu0[((n * 512 + c) * 66 + a) * 66 + qb * 8 + q];
+            }
+          }
         }
       }
     }
@@ -7153,9 +7383,13 @@ static void train_down4_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 69; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 68; q++) {
-          down4_conv2_dx_padded[((n * 69 + a) * 68 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 64 && (0 <= q - 2 && q - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + a - 2) * 64 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 68) {
+              down4_conv2_dx_padded[((n * 69 + a) * 68 + qb * 8 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 64 && (0 <= qb * 8 + q - 2 && qb * 8 + q - 2 < 64) ? down4_relu1_dx[((n * 512 + c) * 64 + a - 2) * 64 + qb * 8 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -7240,9 +7474,13 @@ static void train_down4_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 70; a++) {
-      for (ptrdiff_t c = 0; c < 512; c++) {
-        for (ptrdiff_t q = 0; q < 70; q++) {
-          down4_conv1_dx_padded[((n * 70 + a) * 70 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 66 && (0 <= q - 2 && q - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + a - 2) * 66 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 512; c++) {
+          for (ptrdiff_t q = 0; q < 8; q++) {
+            if (qb * 8 + q < 70) {
+              down4_conv1_dx_padded[((n * 70 + a) * 70 + qb * 8 + q) * 512 + c] = 0 <= a - 2 && a - 2 < 66 && (0 <= qb * 8 + q - 2 && qb * 8 + q - 2 < 66) ? down4_relu0_dx[((n * 512 + c) * 66 + a - 2) * 66 + qb * 8 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -7306,9 +7544,13 @@ static void train_down4_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 68; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 68; q++) {
-          down4_conv1_dweight_padded[(((c / 16 + n) * 68 + a) * 68 + q) * 16 + c % 16] = maxpool2[((n * 256 + c) * 68 + a) * 68 + q];
+      for (ptrdiff_t qb = 0; qb < 5; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 68) {
+              down4_conv1_dweight_padded[(((c / 16 + n) * 68 + a) * 68 + qb * 16 + q) * 16 + c % 16] = maxpool2[((n * 256 + c) * 68 + a) * 68 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -7430,9 +7672,13 @@ static void train_down3_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 138; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 138; q++) {
-          down3_conv2_dweight_padded[(((c / 16 + n) * 138 + a) * 138 + q) * 16 + c % 16] = down3_relu0[((n * 256 + c) * 138 + a) * 138 + q];
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 138) {
+              down3_conv2_dweight_padded[(((c / 16 + n) * 138 + a) * 138 + qb * 16 + q) * 16 + c % 16] = down3_relu0[((n * 256 + c) * 138 + a) * 138 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -7527,9 +7773,13 @@ static void train_down3_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 141; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 140; q++) {
-          down3_conv2_dx_padded[((n * 141 + a) * 140 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 136 && (0 <= q - 2 && q - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + a - 2) * 136 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 140) {
+              down3_conv2_dx_padded[((n * 141 + a) * 140 + qb * 16 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 136 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 136) ? down3_relu1_dx[((n * 256 + c) * 136 + a - 2) * 136 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -7614,9 +7864,13 @@ static void train_down3_conv1_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 142; a++) {
-      for (ptrdiff_t c = 0; c < 256; c++) {
-        for (ptrdiff_t q = 0; q < 142; q++) {
-          down3_conv1_dx_padded[((n * 142 + a) * 142 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 138 && (0 <= q - 2 && q - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + a - 2) * 138 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 256; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 142) {
+              down3_conv1_dx_padded[((n * 142 + a) * 142 + qb * 16 + q) * 256 + c] = 0 <= a - 2 && a - 2 < 138 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 138) ? down3_relu0_dx[((n * 256 + c) * 138 + a - 2) * 138 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -7680,9 +7934,13 @@ static void train_down3_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 140; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 140; q++) {
-          down3_conv1_dweight_padded[(((c / 16 + n) * 140 + a) * 140 + q) * 16 + c % 16] = maxpool1[((n * 128 + c) * 140 + a) * 140 + q];
+      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 140) {
+              down3_conv1_dweight_padded[(((c / 16 + n) * 140 + a) * 140 + qb * 16 + q) * 16 + c % 16] = maxpool1[((n * 128 + c) * 140 + a) * 140 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -7804,9 +8062,13 @@ static void train_down2_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 282; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 282; q++) {
-          down2_conv2_dweight_padded[(((c / 16 + n) * 282 + a) * 282 + q) * 16 + c % 16] = down2_relu0[((n * 128 + c) * 282 + a) * 282 + q];
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 282) {
+              down2_conv2_dweight_padded[(((c / 16 + n) * 282 + a) * 282 + qb * 16 + q) * 16 + c % 16] = down2_relu0[((n * 128 + c) * 282 + a) * 282 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -7900,9 +8162,13 @@ static void train_down2_conv2_dx(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 285; a++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 284; q++) {
-          down2_conv2_dx_padded[((n * 285 + a) * 284 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 280 && (0 <= q - 2 && q - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + a - 2) * 280 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 284) {
+              down2_conv2_dx_padded[((n * 285 + a) * 284 + qb * 16 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 280 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 280) ? down2_relu1_dx[((n * 128 + c) * 280 + a - 2) * 280 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -7976,9 +8242,13 @@ static void train_down2_conv1_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 286; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 128; c++) {
-        for (ptrdiff_t q = 0; q < 286; q++) {
-          down2_conv1_dx_padded[((n * 286 + a) * 286 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 282 && (0 <= q - 2 && q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 128; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 286) {
+              down2_conv1_dx_padded[((n * 286 + a) * 286 + qb * 16 + q) * 128 + c] = 0 <= a - 2 && a - 2 < 282 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 282) ? down2_relu0_dx[((n * 128 + c) * 282 + a - 2) * 282 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }
@@ -8031,9 +8301,13 @@ static void train_down2_conv1_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 284; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 284; q++) {
-          down2_conv1_dweight_padded[(((c / 16 + n) * 284 + a) * 284 + q) * 16 + c % 16] = maxpool0[((n * 64 + c) * 284 + a) * 284 + q];
+      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 284) {
+              down2_conv1_dweight_padded[(((c / 16 + n) * 284 + a) * 284 + qb * 16 + q) * 16 + c % 16] = maxpool0[((n * 64 + c) * 284 + a) * 284 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -8155,9 +8429,13 @@ static void train_down1_conv2_dweight(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 570; a++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 570; q++) {
-          down1_conv2_dweight_padded[(((c / 16 + n) * 570 + a) * 570 + q) * 16 + c % 16] = down1_relu0[((n * 64 + c) * 570 + a) * 570 + q];
+      for (ptrdiff_t qb = 0; qb < 36; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 570) {
+              down1_conv2_dweight_padded[(((c / 16 + n) * 570 + a) * 570 + qb * 16 + q) * 16 + c % 16] = down1_relu0[((n * 64 + c) * 570 + a) * 570 + qb * 16 + q];
+            }
+          }
         }
       }
     }
@@ -8252,9 +8530,13 @@ static void train_down1_conv2_dx(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 573; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t c = 0; c < 64; c++) {
-        for (ptrdiff_t q = 0; q < 572; q++) {
-          down1_conv2_dx_padded[((n * 573 + a) * 572 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 568 && (0 <= q - 2 && q - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + a - 2) * 568 + q - 2] : 0.0f;
+      for (ptrdiff_t qb = 0; qb < 36; qb++) {
+        for (ptrdiff_t c = 0; c < 64; c++) {
+          for (ptrdiff_t q = 0; q < 16; q++) {
+            if (qb * 16 + q < 572) {
+              down1_conv2_dx_padded[((n * 573 + a) * 572 + qb * 16 + q) * 64 + c] = 0 <= a - 2 && a - 2 < 568 && (0 <= qb * 16 + q - 2 && qb * 16 + q - 2 < 568) ? down1_relu1_dx[((n * 64 + c) * 568 + a - 2) * 568 + qb * 16 + q - 2] : 0.0f;
+            }
+          }
         }
       }
     }

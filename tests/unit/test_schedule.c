@@ -237,6 +237,49 @@ static void batch_windows(void **state) {
   (void)state;
 }
 
+/* A forward tile's outputs go through a stage (schedule_stage) where
+ * the planes of its channels fall in a few of L1's sets: VGG16's 224 x
+ * 224 (every plane's line in one set) and 112 x 112 (4 sets for 64
+ * channels); not at 56 x 56 (16 sets, 4 lines each), nor at 14 x 14
+ * (planes not whole lines), nor positions innermost. */
+static void output_stage(void **state) {
+  ConvGeom big = {1, 64, 224, 224, 64, 224, 224, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  ConvSchedule s = schedule_conv(&big, CONV_FORWARD, TARGET_AVX512);
+  s.parallel = PAR_TILES;
+  schedule_chunk(&big, &s);
+  schedule_stage(&big, &s);
+  assert_true(s.chan_inner);
+  assert_true(s.stage >= 2);
+  assert_true(s.stage * s.width >= 16); /* a line of each channel at least */
+  assert_true(s.chunk * s.ocb * s.stage * s.width * 4 <= 24 << 10);
+  ConvGeom mid = big;
+  mid.H = mid.W = mid.OH = mid.OW = 112;
+  s = schedule_conv(&mid, CONV_FORWARD, TARGET_AVX512);
+  schedule_chunk(&mid, &s);
+  schedule_stage(&mid, &s);
+  assert_true(s.stage >= 2);
+  ConvGeom l1 = big;
+  l1.H = l1.W = l1.OH = l1.OW = 56;
+  s = schedule_conv(&l1, CONV_FORWARD, TARGET_AVX512);
+  schedule_chunk(&l1, &s);
+  schedule_stage(&l1, &s);
+  assert_true(s.chan_inner);
+  assert_int_equal(s.stage, 0);
+  ConvGeom l3 = {1, 256, 14, 14, 256, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+  s = schedule_conv(&l3, CONV_FORWARD, TARGET_AVX512);
+  schedule_chunk(&l3, &s);
+  schedule_stage(&l3, &s);
+  assert_int_equal(s.stage, 0);
+  ConvSchedule flat = {0};
+  flat.tiled = 1;
+  flat.ocb = 16;
+  flat.width = 32;
+  flat.chunk = 4;
+  schedule_stage(&big, &flat);
+  assert_int_equal(flat.stage, 0);
+  (void)state;
+}
+
 /* Weights of which 5 blocks fit a chunk, in 12 blocks: shared out among
  * threads, the chunks are 3 blocks (4 chunks), not 4 (3 chunks). */
 static void chunks_for_threads(void **state) {
@@ -466,6 +509,7 @@ int main(void) {
       cmocka_unit_test(chunks_for_threads),
       cmocka_unit_test(channels_innermost),
       cmocka_unit_test(batch_windows),
+      cmocka_unit_test(output_stage),
       cmocka_unit_test(row_stores),
       cmocka_unit_test(dw_samples_outer),
       cmocka_unit_test(dw_blocks),
