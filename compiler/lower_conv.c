@@ -50,9 +50,10 @@ typedef struct Conv {
   Expr *tile;      /* inference: the tile's index, when the tiles fetch
                       the next pass's weights (prefetch_next); NULL */
   int64_t tiles;   /* ... and how many */
-  Buffer *stage;   /* the tiles' outputs, ocb x tiles x width (stage_tiles) */
+  Buffer *stage;   /* a group's outputs: the chunk's channels, each a run
+                      of the group's positions (schedule.h, stage) */
   Expr *stage_at;  /* where the tile's first output of the block's first
-                      channel goes in stage */
+                      channel goes in stage; NULL: the tile stores to y */
   int n, grp;      /* loop variables: sample (-1: the windows' positions
                       span the batch), group (-1: one group) */
 } Conv;
@@ -441,7 +442,7 @@ static void chan_tile(Lower *L, Conv *c, Expr *p0, int64_t width, Expr *blk,
   Expr *yat = y_at(L, c, n, add(L, ocx0, V(L, j)), row, col);
   Expr *v = load(L, c->acc, add(L, mul(L, V(L, i), I(L, ocb)), V(L, j)));
   Expr *out = in_place ? v : lower_epilogue(L, v, add(L, ocx0, V(L, j)), yat);
-  if (c->stage && from == 0) /* channel j's run in stage */
+  if (c->stage_at) /* channel j's run in stage */
     lb_store(b, c->stage,
              add(L, c->stage_at,
                  add(L, mul(L, V(L, j), I(L, s->stage * width)), V(L, i))),
@@ -768,6 +769,7 @@ static void lower_forward(Lower *L, Conv *c) {
     }
     Expr *tile = t >= 0 ? V(L, t) : NULL;
     int tt = -1;
+    c->stage_at = NULL;
     if (G > 1) {
       tt = lb_for(b, "tt", G);
       tile = x_itemp(L->p,
