@@ -606,8 +606,9 @@ void schedule_stage(const ConvGeom *g, ConvSchedule *s) {
   if (chans / sets <= L1_WAYS)
     return;
   s->stage = (48 + s->width - 1) / s->width; /* 3 lines a channel */
-  while (s->stage > 1 && chans * s->stage * s->width * 4 > (24 << 10))
-    s->stage--;
+  while (s->stage > 1 && (chans * s->stage * s->width * 4 > (24 << 10) ||
+                          s->stage * s->width > s->plane_w))
+    s->stage--; /* (flush_stage: a run spans two rows at most) */
   if (s->stage < 2)
     s->stage = 0;
 }

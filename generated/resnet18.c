@@ -1208,11 +1208,18 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
           }
         }
       }
+      ptrdiff_t row = tg * 48 / 115;
+      ptrdiff_t col = tg * 48 - row * 115;
+      ptrdiff_t left = 12877 - tg * 48;
       for (ptrdiff_t j_5 = 0; j_5 < 64; j_5++) {
         for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
-          ptrdiff_t p_2 = tg * 48 + q_2;
-          if (p_2 % 115 < 112 && p_2 < 12877 && p_2 < 12879) {
-            relu0[((n_2 * 64 + j_5) * 112 + p_2 / 115) * 112 + p_2 % 115] = stage[j_5 * 48 + q_2];
+          if (q_2 < left && col + q_2 < 112) {
+            relu0[((n_2 * 64 + j_5) * 112 + row) * 112 + col + q_2] = stage[j_5 * 48 + q_2];
+          }
+        }
+        for (ptrdiff_t q_3 = 0; q_3 < 48; q_3++) {
+          if (0 <= col + q_3 - 115 && (q_3 < left && col + q_3 - 115 < 112)) {
+            relu0[((n_2 * 64 + j_5) * 112 + row + 1) * 112 + col + q_3 - 115] = stage[j_5 * 48 + q_3];
           }
         }
       }
@@ -3197,11 +3204,18 @@ static void train_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
           }
         }
       }
+      ptrdiff_t row = tg * 48 / 115;
+      ptrdiff_t col = tg * 48 - row * 115;
+      ptrdiff_t left = 12877 - tg * 48;
       for (ptrdiff_t j_5 = 0; j_5 < 64; j_5++) {
         for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
-          ptrdiff_t p_2 = tg * 48 + q_2;
-          if (p_2 % 115 < 112 && p_2 < 12877 && p_2 < 12879) {
-            conv1[((n_2 * 64 + j_5) * 112 + p_2 / 115) * 112 + p_2 % 115] = stage[j_5 * 48 + q_2];
+          if (q_2 < left && col + q_2 < 112) {
+            conv1[((n_2 * 64 + j_5) * 112 + row) * 112 + col + q_2] = stage[j_5 * 48 + q_2];
+          }
+        }
+        for (ptrdiff_t q_3 = 0; q_3 < 48; q_3++) {
+          if (0 <= col + q_3 - 115 && (q_3 < left && col + q_3 - 115 < 112)) {
+            conv1[((n_2 * 64 + j_5) * 112 + row + 1) * 112 + col + q_3 - 115] = stage[j_5 * 48 + q_3];
           }
         }
       }

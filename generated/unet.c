@@ -1680,11 +1680,18 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           if (icc == 3) {
+            ptrdiff_t row = tg * 48 / 66;
+            ptrdiff_t col = tg * 48 - row * 66;
+            ptrdiff_t left = 4222 - tg * 48;
             for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
               for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
-                ptrdiff_t p_2 = tg * 48 + q_2;
-                if (p_2 % 66 < 64 && p_2 < 4222) {
-                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = stage[j_6 * 48 + q_2];
+                if (q_2 < left && col + q_2 < 64) {
+                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + row) * 64 + col + q_2] = stage[j_6 * 48 + q_2];
+                }
+              }
+              for (ptrdiff_t q_3 = 0; q_3 < 48; q_3++) {
+                if (0 <= col + q_3 - 66 && (q_3 < left && col + q_3 - 66 < 64)) {
+                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + row + 1) * 64 + col + q_3 - 66] = stage[j_6 * 48 + q_3];
                 }
               }
             }
@@ -3606,11 +3613,18 @@ static void train_down4_conv2(unet_state *s, ptrdiff_t count) {
             }
           }
           if (icc == 3) {
+            ptrdiff_t row = tg * 48 / 66;
+            ptrdiff_t col = tg * 48 - row * 66;
+            ptrdiff_t left = 4222 - tg * 48;
             for (ptrdiff_t j_6 = 0; j_6 < 32; j_6++) {
               for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
-                ptrdiff_t p_2 = tg * 48 + q_2;
-                if (p_2 % 66 < 64 && p_2 < 4222) {
-                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + p_2 / 66) * 64 + p_2 % 66] = stage[j_6 * 48 + q_2];
+                if (q_2 < left && col + q_2 < 64) {
+                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + row) * 64 + col + q_2] = stage[j_6 * 48 + q_2];
+                }
+              }
+              for (ptrdiff_t q_3 = 0; q_3 < 48; q_3++) {
+                if (0 <= col + q_3 - 66 && (q_3 < left && col + q_3 - 66 < 64)) {
+                  down4_relu1[((n_2 * 512 + oc * 32 + j_6) * 64 + row + 1) * 64 + col + q_3 - 66] = stage[j_6 * 48 + q_3];
                 }
               }
             }

@@ -251,6 +251,7 @@ static void output_stage(void **state) {
   assert_true(s.chan_inner);
   assert_true(s.stage >= 2);
   assert_true(s.stage * s.width >= 16); /* a line of each channel at least */
+  assert_true(s.stage * s.width <= s.plane_w); /* two rows at most */
   assert_true(s.chunk * s.ocb * s.stage * s.width * 4 <= 24 << 10);
   ConvGeom mid = big;
   mid.H = mid.W = mid.OH = mid.OW = 112;
