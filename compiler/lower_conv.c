@@ -533,9 +533,6 @@ static void pack_weights(Lower *L, Conv *c) {
   c->packed = pk;
 }
 
-/* The input, zero-padded into a scratch buffer of planes (schedule.h):
- * rows and columns exactly those the windows reach, then zero rows. The
- * convolution then reads it unguarded. */
 /* Columns of a row the copy with channels innermost writes at a time:
  * their C channels (16 KB at most) stay in L1 while each channel's run
  * is read. A whole row of VGG16's 224 x 224 layers (58 KB with the
@@ -548,6 +545,9 @@ static int64_t hwc_columns(int64_t C) {
   return cols < 1 ? 1 : cols > 16 ? 16 : cols;
 }
 
+/* The input, zero-padded into a scratch buffer of planes (schedule.h):
+ * rows and columns exactly those the windows reach, then zero rows. The
+ * convolution then reads it unguarded. */
 static void pad_input(Lower *L, Conv *c) {
   const ConvGeom *g = &c->g;
   const ConvSchedule *s = &c->s;
