@@ -748,11 +748,18 @@ static int prefetches(const StmtVec *body) {
   return 0;
 }
 
-static int program_prefetches(const Program *p) {
-  for (int i = 0; i < p->kernels.n; i++)
-    if (prefetches(&p->kernels.v[i]->body))
+static int kernels_prefetch(const KernelVec *v) {
+  for (int i = 0; i < v->n; i++)
+    if (prefetches(&v->v[i]->body))
       return 1;
   return 0;
+}
+
+/* Whether any kernel model.c prints prefetches, as program_uses asks of
+ * an operation: the training program's too. */
+static int program_prefetches(const Program *p, const Program *t) {
+  return kernels_prefetch(&p->kernels) || kernels_prefetch(&p->update) ||
+         (t && (kernels_prefetch(&t->kernels) || kernels_prefetch(&t->update)));
 }
 
 static int program_uses(const Program *p, const Program *t, XKind k) {
@@ -792,7 +799,7 @@ void emit_c(FILE *c, FILE *h, const Program *p, const Program *t, const Diag *d,
       "#define %s_KERNEL(layer, call) call\n"
       "#endif\n\n",
       M, M, M, M, M, M, M);
-  if (program_prefetches(p))
+  if (program_prefetches(p, t))
     fprintf(c,
             "/* Where gcc or clang compiles it, a hint that the packed "
             "weights at p\n"
