@@ -22,11 +22,13 @@ counts (convolutions and dense layers; a training step counts three times
 the forward pass: forward, dx and dw), over the CPU time of a run (the
 median of the rounds; on a shared machine wall time mostly measures the
 load); and the peak: a
-microbenchmark of independent fused multiply-adds on 8-float vectors
+microbenchmark of independent fused multiply-adds on its widest vectors
 (bench/peak.c, cc -O3 -march=native -ffp-contract=fast) on one core. The
 generated code's multiply-adds are fused where cnnc's contraction pass
 fused them (madd(): fmaf under -march=native), so that peak is its
-ceiling too.
+ceiling too. The last column is PyTorch's share of the same peak, from its
+CPU time: what a ratio against PyTorch asks of cnnc in terms of the peak
+(a goal of 1.25x PyTorch's speed needs 1.25 times PyTorch's share).
 """
 import argparse
 import os
@@ -122,12 +124,15 @@ def main():
             rows.append((name, what, shown, t, ratio, cratio, flops))
     print()
     print(f"{'model':9} {'measure':32} {'cnnc':>12} {'PyTorch':>22} {'speed-up':>9} "
-          f"{'(CPU)':>7} {'GFLOP/s':>8} {'of peak':>8}")
+          f"{'(CPU)':>7} {'GFLOP/s':>8} {'of peak':>8} {'PyTorch':>8}")
     for name, what, c, t, ratio, cratio, flops in rows:
-        g = f"{flops * 1e-9:8.1f} {flops * 1e-9 / top:8.0%}" if flops else ""
+        # PyTorch's rate from its CPU time: cnnc's times the CPU-time ratio
+        g = (f"{flops * 1e-9:8.1f} {flops * 1e-9 / top:8.0%} "
+             f"{flops / cratio * 1e-9 / top:8.0%}") if flops and cratio else ""
         print(f"{name:9} {what:32} {c:>12} {t:>22} {ratio:8.2f}x {cratio:6.2f}x {g}")
     print(f"(speed-up: cnnc over PyTorch from wall and CPU time, above 1 cnnc is "
-          f"faster; GFLOP/s from cnnc's CPU time per run; load average after "
+          f"faster; GFLOP/s and of peak from cnnc's CPU time per run, PyTorch's "
+          f"share of the peak from its own; load average after "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())})")
 
 
