@@ -35,8 +35,9 @@ endif
 LIB_SRC = compiler/mem.c compiler/diag.c compiler/ast.c compiler/load.c \
           compiler/ops.c compiler/graph.c compiler/elaborate.c \
           compiler/shape.c compiler/check.c compiler/dot.c compiler/loop.c \
-          compiler/lower.c compiler/lower_grad.c compiler/lower_conv.c \
-          compiler/lower_dense.c compiler/schedule.c compiler/autodiff.c \
+          compiler/lower.c compiler/lower_layout.c compiler/lower_grad.c \
+          compiler/lower_conv.c compiler/lower_dense.c compiler/schedule.c \
+          compiler/autodiff.c \
           compiler/fuse.c compiler/contract.c compiler/threads.c \
           compiler/plan.c compiler/emit_c.c compiler/run.c \
           compiler/emit_llvm.c compiler/jit.c compiler/jit_train.c

@@ -38,7 +38,9 @@ typedef struct Buffer {
   struct Buffer *alias;     /* shares this buffer's storage (flatten, ...) */
   struct Buffer *param_buf; /* BUF_GRAD: the parameter's own buffer */
   int is_int;               /* int64 elements (labels, counters) */
-  int first, last;          /* kernels that write it first and read it last */
+  int hwc;         /* an activation stored (n, h, w, c), channels innermost, not
+                      (n, c, h, w): between convolutions (lower_layout.c) */
+  int first, last; /* kernels that write it first and read it last */
 } Buffer;
 VEC_TYPE(BufferVec, Buffer *);
 

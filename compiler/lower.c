@@ -352,6 +352,84 @@ static void pool_span(Lower *L, Buffer *y, Buffer *x, Expr *n, Expr *c, Span r,
   close(L, 2);
 }
 
+/* The windows of output row oh, columns q, of sample n, from x kept
+ * channels innermost (lower_layout.c); oh lies in the span of rows r
+ * (for the taps' tests). Each tap's run of channels is taken into acc,
+ * a local array of them, in the taps' order, then the outputs stored, a
+ * run where y too keeps channels innermost. */
+static void pool_span_hwc(Lower *L, Buffer *y, Buffer *x, Buffer *acc, Expr *n,
+                          Expr *oh, Span r, Span q) {
+  const Node *nd = L->node;
+  const Attrs *at = &nd->at;
+  int max = nd->op == OP_MAXPOOL;
+  Shape xs = nd->in.v[0]->shape, ys = nd->shape;
+  int64_t C = ys.d[0];
+  LoopBuilder *b = &L->b;
+  int ow = lb_for(b, "ow", q.count);
+  Expr *owx = add(L, V(L, ow), I(L, q.from));
+  int c = lb_for(b, "c", C);
+  lb_store(b, acc, V(L, c), F(L, max ? -INFINITY : 0));
+  close(L, 1);
+  int kh = lb_for(b, "kh", at->k[0]);
+  int kw = lb_for(b, "kw", at->k[1]);
+  SpanTap tap = span_tap(L, at, xs, r, q, oh, owx, kh, kw);
+  int opened = open_if(L, tap.guard);
+  c = lb_for(b, "c", C);
+  Expr *xv = load(L, x, idx_hwc(L, n, V(L, c), tap.ih, tap.iw, xs));
+  Expr *t = load(L, acc, V(L, c));
+  lb_store(b, acc, V(L, c), max ? x_bin(L->p, X_MAX, t, xv) : add(L, t, xv));
+  close(L, 1 + opened + 2);
+  c = lb_for(b, "c", C);
+  Expr *v = load(L, acc, V(L, c));
+  if (!max)
+    v = x_bin(L->p, X_DIV, v,
+              x_un(L->p, X_TOFLOAT, avg_divisor(L, at, xs, tap.hs, tap.ws)));
+  lb_store(b, y, (y->hwc ? idx_hwc : idx)(L, n, V(L, c), oh, owx, ys), v);
+  close(L, 2);
+}
+
+/* A pool of x kept channels innermost: in one loop over the output rows
+ * (or the samples), which threads share out, the rows whose windows
+ * reach past the top or bottom edge, every tap tested, and the rows
+ * between in lower_pool's three spans of columns. */
+static void lower_pool_hwc(Lower *L, Buffer *y, Buffer *x, Parallel par) {
+  const Node *nd = L->node;
+  Shape ys = nd->shape;
+  LoopBuilder *b = &L->b;
+  Buffer *acc = loop_local(L->p, b->k, "acc", ys.d[0]);
+  b->k->schedule = y->hwc ? "x read channels innermost; y stored channels "
+                            "innermost"
+                          : "x read channels innermost";
+  Span r[5], q[5];
+  pool_spans(&nd->at, nd->in.v[0]->shape, ys, r, q);
+  Span all = {0, ys.d[1]}, in = r[2];
+  int n = par == PAR_SAMPLES ? lb_parallel_for(b, "n", -1) : -1;
+  int oh = n < 0 && par != PAR_NONE ? lb_parallel_for(b, "oh", ys.d[1])
+                                    : lb_for(b, "oh", ys.d[1]);
+  if (n < 0)
+    n = lb_for(b, "n", -1);
+  Expr *row = V(L, oh), *nx = V(L, n);
+  int64_t end = in.from + in.count;
+  if (in.from > 0) {
+    lb_if(b, x_bin(L->p, X_LT, row, I(L, in.from)));
+    pool_span_hwc(L, y, x, acc, nx, row, all, q[0]);
+    close(L, 1);
+  }
+  if (end < ys.d[1]) {
+    lb_if(b, x_bin(L->p, X_LE, I(L, end), row));
+    pool_span_hwc(L, y, x, acc, nx, row, all, q[0]);
+    close(L, 1);
+  }
+  if (in.count) {
+    int opened = open_if(L, in_range(L, row, in.from, end, 0, ys.d[1] - 1));
+    for (int i = 1; i < 4; i++)
+      if (q[i].count)
+        pool_span_hwc(L, y, x, acc, nx, row, in, q[i]);
+    close(L, opened);
+  }
+  close(L, 2);
+}
+
 /* Max and average pooling. Tiled, each plane's outputs go in five
  * spans: the rows whose windows reach past the top or bottom edge, then
  * in the rows between, the columns whose windows reach past the left or
@@ -368,6 +446,10 @@ static void lower_pool(Lower *L, Buffer *y, Buffer *x) {
   Shape ys = nd->shape;
   Parallel par = schedule_parallel(shape_numel(ys) * at->k[0] * at->k[1],
                                    L->p->batch, ys.d[0], 1);
+  if (x->hwc) {
+    lower_pool_hwc(L, y, x, par);
+    return;
+  }
   int n, c;
   pool_loops(L, par, ys.d[0], &n, &c);
   if (!L->p->tile) {
@@ -1209,6 +1291,7 @@ static Program *build(Diag *d, Arena *a, const Graph *g, int64_t batch,
   }
   if (train && labels && g->loss->op == OP_CROSS_ENTROPY)
     check_labels(p, g->loss, labels);
+  lower_layouts(p, g, chain, needed, nbuf);
   for (int i = 0; i < nn; i++) {
     const Node *last = g->nodes.v[i];
     if (!needed[i] || last->op == OP_INPUT || last->op == OP_PARAM)

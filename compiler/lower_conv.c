@@ -95,7 +95,8 @@ static Expr *y_at(Lower *L, const Conv *c, Expr *n, Expr *ch, Expr *row,
     row = add(L, mul(L, row, I(L, c->ostep[0])), I(L, c->out0[0]));
     col = add(L, mul(L, col, I(L, c->ostep[1])), I(L, c->out0[1]));
   }
-  return idx(L, n, ch, row, col, c->ys);
+  return c->y->hwc ? idx_hwc(L, n, ch, row, col, c->ys)
+                   : idx(L, n, ch, row, col, c->ys);
 }
 
 /* A tap's offset along an axis in the copy's planes: the plane's phase
@@ -147,6 +148,12 @@ static Expr *tap_read(Lower *L, const Conv *c, Expr *icx, Expr *kh, Expr *kw,
     return load(L, c->x,
                 hwc(L, c, V(L, c->n), phase, tap_shift(L, offh, PH),
                     add(L, pos, tap_shift(L, offw, PW)), icx));
+  }
+  if (c->x->hwc) { /* x itself, channels innermost (lower_layout.c): the
+                      plane's flat offset, times the channels */
+    Expr *f = add(L, mul(L, offh, I(L, g->W)), add(L, pos, offw));
+    f = add(L, mul(L, V(L, c->n), I(L, g->H * g->W)), f);
+    return load(L, c->x, add(L, mul(L, f, I(L, g->C)), icx));
   }
   Expr *plane = icx;
   if (PH * PW > 1)
@@ -581,14 +588,19 @@ static void pad_input(Lower *L, Conv *c) {
   int rw = PW > 1 ? lb_for(b, "rw", PW) : -1;
   if (a < 0)
     a = lb_for(b, "a", s->plane_h);
-  int64_t cols = hw ? hwc_columns(g->C) : s->plane_w;
+  /* (from an input itself channels innermost, a row's columns in order,
+   * each column's channels a run) */
+  int runs = hw && c->x->hwc;
+  int64_t cols = hw && !runs ? hwc_columns(g->C) : s->plane_w;
   if (cols >= s->plane_w)
     cols = s->plane_w;
   int qb =
       cols < s->plane_w ? lb_for(b, "qb", (s->plane_w + cols - 1) / cols) : -1;
-  if (hw)
+  if (hw && !runs)
     ch = lb_for(b, "c", g->C);
   int q = lb_for(b, "q", cols);
+  if (runs)
+    ch = lb_for(b, "c", g->C);
   Expr *qx = qb >= 0 ? add(L, mul(L, V(L, qb), I(L, cols)), V(L, q)) : V(L, q);
   int guard = qb >= 0 && s->plane_w % cols;
   if (guard)
@@ -628,7 +640,9 @@ static void pad_input(Lower *L, Conv *c) {
            hw ? hwc(L, c, V(L, n), phase, V(L, a), qx, V(L, ch))
               : idx(L, V(L, n), plane, V(L, a), qx, ps),
            x_select(L->p, in,
-                    load(L, c->x, idx(L, V(L, n), V(L, ch), ih, iw, c->xs)),
+                    load(L, c->x,
+                         (c->x->hwc ? idx_hwc : idx)(L, V(L, n), V(L, ch), ih,
+                                                     iw, c->xs)),
                     F(L, 0)));
   close(L, 4 + (rh >= 0) + (rw >= 0) + (qb >= 0) + guard);
   c->x = pad;
@@ -872,33 +886,68 @@ static ConvSchedule forward_tiles(const ConvGeom *g, int tile, int64_t batch,
 }
 
 /* Inference, where the program keeps packed weights (lower_keeps_packed). */
-static int keeps(const Lower *L) { return L->p->packed_ok && !L->p->train; }
+static int keeps(const Program *p) { return p->packed_ok && !p->train; }
 
 /* ... then what threads share out and the chunks that takes. */
-static ConvSchedule forward_schedule(Lower *L, const ConvGeom *g, int kept) {
-  ConvSchedule s = forward_tiles(g, L->p->tile, L->p->batch, kept);
+static ConvSchedule forward_schedule(const Program *p, const ConvGeom *g,
+                                     int kept) {
+  ConvSchedule s = forward_tiles(g, p->tile, p->batch, kept);
   if (s.tiled) {
-    s.parallel = schedule_conv_parallel(g, &s, L->p->batch);
+    s.parallel = schedule_conv_parallel(g, &s, p->batch);
     schedule_chunk(g, &s);
   }
   return s;
 }
 
+/* The schedule lower_conv_tiled gives node nd's forward nest. */
+static ConvSchedule node_schedule(const Program *p, const Node *nd,
+                                  ConvGeom *g) {
+  *g = geom(nd);
+  ConvSchedule s = forward_schedule(p, g, keeps(p));
+  if (s.tiled)
+    schedule_stage(g, &s);
+  return s;
+}
+
+int lower_conv_hwc_out(const Program *p, const Node *nd) {
+  if (nd->op != OP_CONV || !p->tile || p->train)
+    return 0;
+  ConvGeom g;
+  ConvSchedule s = node_schedule(p, nd, &g);
+  return s.tiled && s.chan_inner && !s.windows && g.groups == 1;
+}
+
+int lower_conv_hwc_in(const Program *p, const Node *nd) {
+  if (nd->op != OP_CONV || !p->tile || p->train)
+    return 0;
+  ConvGeom g;
+  ConvSchedule s = node_schedule(p, nd, &g);
+  return s.tiled && s.chan_inner && !s.windows && !s.hwc_block &&
+         g.groups == 1 && (s.pad_copy ? s.hwc : 1);
+}
+
 int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   const Node *nd = L->node;
-  Conv c = {.x = x, .y = y, .w = w, .bias = bias, .g = geom(nd)};
+  Conv c = {.x = x, .y = y, .w = w, .bias = bias};
   c.xs = nd->in.v[0]->shape;
   c.ys = nd->shape;
-  c.s = forward_schedule(L, &c.g, keeps(L));
-  if (c.s.tiled)
-    schedule_stage(&c.g, &c.s);
+  c.s = node_schedule(L->p, nd, &c.g);
+  if (y->hwc) /* a position's channels a run: no set of L1 takes them all */
+    c.s.stage = 0;
   /* inference's weights stay put between calls, where the program has
    * somewhere to keep them packed (build, lower_keeps_packed) */
-  c.kept = c.s.chan_inner && keeps(L);
+  c.kept = c.s.chan_inner && keeps(L->p);
   describe(L, &c.s, CONV_FORWARD);
+  Kernel *k = L->b.k;
   if (c.kept)
-    L->b.k->schedule = arena_printf(
-        L->p->a, "%s; the packed weights kept between calls", L->b.k->schedule);
+    k->schedule = arena_printf(
+        L->p->a, "%s; the packed weights kept between calls", k->schedule);
+  if (x->hwc)
+    k->schedule =
+        arena_printf(L->p->a, "%s; x read channels innermost", k->schedule);
+  if (y->hwc)
+    k->schedule =
+        arena_printf(L->p->a, "%s; y stored channels innermost", k->schedule);
   if (!c.s.tiled)
     return 0;
   lower_forward(L, &c);
@@ -1005,7 +1054,7 @@ static int dx_phases(Lower *L, const ConvGeom *f, Buffer *dx, Buffer *dy,
                 .ostep = {f->sh, f->sw}};
       c.xs = of->shape;
       c.ys = of->in.v[0]->shape;
-      c.s = forward_schedule(L, &c.g, 0);
+      c.s = forward_schedule(L->p, &c.g, 0);
       if (!first)
         first = schedule_describe(L->p->a, &c.s, CONV_FORWARD);
       lower_forward(L, &c);
@@ -1056,7 +1105,7 @@ int lower_conv_dx_tiled(Lower *L, Buffer *dx, Buffer *dy, Buffer *w) {
             .step = {1, 1}};
   c.xs = of->shape;
   c.ys = of->in.v[0]->shape;
-  c.s = forward_schedule(L, &c.g, 0);
+  c.s = forward_schedule(L->p, &c.g, 0);
   describe(L, &c.s, CONV_FORWARD);
   if (!c.s.tiled)
     return 0;

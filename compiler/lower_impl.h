@@ -3,6 +3,7 @@
 #ifndef CNNC_LOWER_IMPL_H
 #define CNNC_LOWER_IMPL_H
 
+#include "fuse.h"
 #include "lower.h"
 
 /* What a fused kernel (fuse.h) applies to every value its head computes
@@ -51,6 +52,18 @@ static inline Expr *idx(Lower *L, Expr *n, Expr *c, Expr *h, Expr *w, Shape s) {
   Expr *e = add(L, mul(L, n, I(L, C)), c);
   e = add(L, mul(L, e, I(L, H)), h);
   return add(L, mul(L, e, I(L, W)), w);
+}
+
+/* The same element where the buffer keeps channels innermost
+ * (Buffer.hwc): sample n's rows, each row's columns, each column's C
+ * channels. */
+static inline Expr *idx_hwc(Lower *L, Expr *n, Expr *c, Expr *h, Expr *w,
+                            Shape s) {
+  int64_t C = s.d[0], H = s.rank == 3 ? s.d[1] : 1,
+          W = s.rank == 3 ? s.d[2] : 1;
+  Expr *e = add(L, mul(L, n, I(L, H)), h);
+  e = add(L, mul(L, e, I(L, W)), w);
+  return add(L, mul(L, e, I(L, C)), c);
 }
 
 /* The element i of sample n, the sample seen as flat. */
@@ -250,6 +263,20 @@ Buffer *lower_packed(Lower *L, int64_t numel);
  * schedule.h) once and keeps them, for tiles of tile lanes and a batch
  * of batch samples. */
 int lower_keeps_packed(const Node *nd, int tile, int64_t batch);
+/* Whether convolution nd's tiles in program p could store its outputs
+ * channels innermost (Buffer.hwc): channels-innermost tiles, not as
+ * windows, in one group (then without a stage, which only spreads
+ * stores a plane apart over L1's sets). */
+int lower_conv_hwc_out(const Program *p, const Node *nd);
+/* Whether they could read its input so: channels-innermost tiles, in one
+ * group, that read the input itself (no copy) or copy it channels
+ * innermost (pad_input); not as windows (copy_windows), where it measured
+ * no faster. */
+int lower_conv_hwc_in(const Program *p, const Node *nd);
+/* Which activations program p keeps channels innermost (lower_layout.c),
+ * its buffers made (nbuf, by node id) and before any kernel. */
+void lower_layouts(Program *p, const Graph *g, Chain **chain, const int *needed,
+                   Buffer **nbuf);
 
 /* The value v of element at (channel ch) of the head's output, as the
  * chain's last node has it; v itself without an epilogue. ch may be NULL

@@ -1124,7 +1124,7 @@ size_t resnet18_save(const resnet18_state *s, void *data, size_t size) {
 }
 
 /* conv1: conv+bn+relu with bn1 and relu0, resnet18.cnn:29
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; outputs through a stage of 16 tiles, a channel's run at a time; tiles shared out among threads; 4293 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 12877 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 4293 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   const float *conv1_weight = s->f32 + 0; /* conv1.weight */
   const float *bn1_weight = s->f32 + 9408; /* bn1.weight */
@@ -1138,7 +1138,6 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   float *conv1_packed = s->packed + 0;
   float *conv1_padded = s->arena + 802816;
   float acc[96]; /* accumulators */
-  float stage[3072]; /* accumulators */
   for (ptrdiff_t c = 0; c < 64; c++) {
     float scale = bn1_weight[c] / sqrtf(bn1_running_var[c] + 1e-05f);
     float shift = madd(-bn1_running_mean[c], scale, bn1_bias[c]);
@@ -1158,7 +1157,7 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc, stage))
+  RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t c_2 = 0; c_2 < 3; c_2++) {
     for (ptrdiff_t n = 0; n < count; n++) {
       for (ptrdiff_t rh = 0; rh < 2; rh++) {
@@ -1172,54 +1171,34 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc, stage))
-  for (ptrdiff_t tg = 0; tg < 269; tg++) {
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t t = 0; t < 4293; t++) {
     for (ptrdiff_t n_2 = 0; n_2 < count; n_2++) {
-      for (ptrdiff_t tt = 0; tt < 16; tt++) {
-        ptrdiff_t t = tg * 16 + tt;
-        if (t < 4293) {
-          for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
-            for (ptrdiff_t i = 0; i < 3; i++) {
-              for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
-                acc[i * 32 + j_2] = 0.0f;
-              }
-            }
-            for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
-              for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
-                for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
-                  for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                    float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
-                    for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
-                      acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
-                    }
-                  }
-                }
-              }
-            }
-            for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
-              ptrdiff_t p = t * 3 + i_3;
-              if (p % 115 < 112 && p < 12877) {
-                for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                  float v = madd(acc[i_3 * 32 + j_4], bn1_scale[ob_2 * 32 + j_4], bn1_shift[ob_2 * 32 + j_4]);
-                  stage[tt * 3 + ob_2 * 1536 + j_4 * 48 + i_3] = v < 0.0f ? 0.0f : v;
+      for (ptrdiff_t ob_2 = 0; ob_2 < 2; ob_2++) {
+        for (ptrdiff_t i = 0; i < 3; i++) {
+          for (ptrdiff_t j_2 = 0; j_2 < 32; j_2++) {
+            acc[i * 32 + j_2] = 0.0f;
+          }
+        }
+        for (ptrdiff_t ic_2 = 0; ic_2 < 3; ic_2++) {
+          for (ptrdiff_t kh_2 = 0; kh_2 < 7; kh_2++) {
+            for (ptrdiff_t kw_2 = 0; kw_2 < 7; kw_2++) {
+              for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
+                float xv = conv1_padded[((n_2 * 12 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 116 + kh_2 / 2) * 115 + t * 3 + i_2 + kw_2 / 2];
+                for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
+                  acc[i_2 * 32 + j_3] = madd(xv, conv1_packed[(((ob_2 * 3 + ic_2) * 7 + kh_2) * 7 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                 }
               }
             }
           }
         }
-      }
-      ptrdiff_t row = tg * 48 / 115;
-      ptrdiff_t col = tg * 48 - row * 115;
-      ptrdiff_t left = 12877 - tg * 48;
-      for (ptrdiff_t j_5 = 0; j_5 < 64; j_5++) {
-        for (ptrdiff_t q_2 = 0; q_2 < 48; q_2++) {
-          if (q_2 < left && col + q_2 < 112) {
-            relu0[((n_2 * 64 + j_5) * 112 + row) * 112 + col + q_2] = stage[j_5 * 48 + q_2];
-          }
-        }
-        for (ptrdiff_t q_3 = 0; q_3 < 48; q_3++) {
-          if (0 <= col + q_3 - 115 && (q_3 < left && col + q_3 - 115 < 112)) {
-            relu0[((n_2 * 64 + j_5) * 112 + row + 1) * 112 + col + q_3 - 115] = stage[j_5 * 48 + q_3];
+        for (ptrdiff_t i_3 = 0; i_3 < 3; i_3++) {
+          ptrdiff_t p = t * 3 + i_3;
+          if (p % 115 < 112 && p < 12877) {
+            for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
+              float v = madd(acc[i_3 * 32 + j_4], bn1_scale[ob_2 * 32 + j_4], bn1_shift[ob_2 * 32 + j_4]);
+              relu0[((n_2 * 112 + p / 115) * 112 + p % 115) * 64 + ob_2 * 32 + j_4] = v < 0.0f ? 0.0f : v;
+            }
           }
         }
       }
@@ -1227,48 +1206,66 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
   }
 }
 
-/* maxpool0: maxpool, resnet18.cnn:30 */
+/* maxpool0: maxpool, resnet18.cnn:30
+ * schedule: x read channels innermost */
 static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 0;
   float *maxpool0 = s->arena + 802816;
-  RESNET18_PARALLEL_FOR()
-  for (ptrdiff_t c = 0; c < 64; c++) {
+  float acc[64]; /* accumulators */
+  RESNET18_PARALLEL_FOR(private(acc))
+  for (ptrdiff_t oh = 0; oh < 56; oh++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t oh = 0; oh < 1; oh++) {
+      if (oh < 1) {
         for (ptrdiff_t ow = 0; ow < 56; ow++) {
-          float m = -INFINITY;
+          for (ptrdiff_t c = 0; c < 64; c++) {
+            acc[c] = -INFINITY;
+          }
           for (ptrdiff_t kh = 0; kh < 3; kh++) {
             for (ptrdiff_t kw = 0; kw < 3; kw++) {
               if (0 <= oh * 2 - 1 + kh && 0 <= ow * 2 - 1 + kw) {
-                m = max_of(m, relu0[((n * 64 + c) * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw]);
+                for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+                  acc[c_2] = max_of(acc[c_2], relu0[((n * 112 + oh * 2 - 1 + kh) * 112 + ow * 2 - 1 + kw) * 64 + c_2]);
+                }
               }
             }
           }
-          maxpool0[((n * 64 + c) * 56 + oh) * 56 + ow] = m;
+          for (ptrdiff_t c_3 = 0; c_3 < 64; c_3++) {
+            maxpool0[((n * 64 + c_3) * 56 + oh) * 56 + ow] = acc[c_3];
+          }
         }
       }
-      for (ptrdiff_t oh_2 = 0; oh_2 < 55; oh_2++) {
+      if (1 <= oh) {
         for (ptrdiff_t ow_2 = 0; ow_2 < 1; ow_2++) {
-          float m_2 = -INFINITY;
+          for (ptrdiff_t c_4 = 0; c_4 < 64; c_4++) {
+            acc[c_4] = -INFINITY;
+          }
           for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
             for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
               if (0 <= ow_2 * 2 - 1 + kw_2) {
-                m_2 = max_of(m_2, relu0[((n * 64 + c) * 112 + (oh_2 + 1) * 2 - 1 + kh_2) * 112 + ow_2 * 2 - 1 + kw_2]);
+                for (ptrdiff_t c_5 = 0; c_5 < 64; c_5++) {
+                  acc[c_5] = max_of(acc[c_5], relu0[((n * 112 + oh * 2 - 1 + kh_2) * 112 + ow_2 * 2 - 1 + kw_2) * 64 + c_5]);
+                }
               }
             }
           }
-          maxpool0[((n * 64 + c) * 56 + oh_2 + 1) * 56 + ow_2] = m_2;
+          for (ptrdiff_t c_6 = 0; c_6 < 64; c_6++) {
+            maxpool0[((n * 64 + c_6) * 56 + oh) * 56 + ow_2] = acc[c_6];
+          }
         }
-      }
-      for (ptrdiff_t oh_3 = 0; oh_3 < 55; oh_3++) {
         for (ptrdiff_t ow_3 = 0; ow_3 < 55; ow_3++) {
-          float m_3 = -INFINITY;
+          for (ptrdiff_t c_7 = 0; c_7 < 64; c_7++) {
+            acc[c_7] = -INFINITY;
+          }
           for (ptrdiff_t kh_3 = 0; kh_3 < 3; kh_3++) {
             for (ptrdiff_t kw_3 = 0; kw_3 < 3; kw_3++) {
-              m_3 = max_of(m_3, relu0[((n * 64 + c) * 112 + (oh_3 + 1) * 2 - 1 + kh_3) * 112 + (ow_3 + 1) * 2 - 1 + kw_3]);
+              for (ptrdiff_t c_8 = 0; c_8 < 64; c_8++) {
+                acc[c_8] = max_of(acc[c_8], relu0[((n * 112 + oh * 2 - 1 + kh_3) * 112 + (ow_3 + 1) * 2 - 1 + kw_3) * 64 + c_8]);
+              }
             }
           }
-          maxpool0[((n * 64 + c) * 56 + oh_3 + 1) * 56 + ow_3 + 1] = m_3;
+          for (ptrdiff_t c_9 = 0; c_9 < 64; c_9++) {
+            maxpool0[((n * 64 + c_9) * 56 + oh) * 56 + ow_3 + 1] = acc[c_9];
+          }
         }
       }
     }
@@ -1276,7 +1273,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
@@ -1350,7 +1347,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
               float v = madd(acc[i_3 * 32 + j_4], layer1_0_bn1_scale[ob_2 * 32 + j_4], layer1_0_bn1_shift[ob_2 * 32 + j_4]);
-              layer1_0_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              layer1_0_relu0[((n_2 * 56 + p / 58) * 56 + p % 58) * 64 + ob_2 * 32 + j_4] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1360,7 +1357,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
@@ -1398,13 +1395,9 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+      for (ptrdiff_t q = 0; q < 58; q++) {
         for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 58) {
-              layer1_0_conv2_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
-            }
-          }
+          layer1_0_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu0[((n * 56 + a - 1) * 56 + q - 1) * 64 + c_2] : 0.0f;
         }
       }
     }
@@ -1453,7 +1446,7 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
@@ -1527,7 +1520,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
               float v = madd(acc[i_3 * 32 + j_4], layer1_1_bn1_scale[ob_2 * 32 + j_4], layer1_1_bn1_shift[ob_2 * 32 + j_4]);
-              layer1_1_relu0[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = v < 0.0f ? 0.0f : v;
+              layer1_1_relu0[((n_2 * 56 + p / 58) * 56 + p % 58) * 64 + ob_2 * 32 + j_4] = v < 0.0f ? 0.0f : v;
             }
           }
         }
@@ -1537,7 +1530,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
@@ -1575,13 +1568,9 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+      for (ptrdiff_t q = 0; q < 58; q++) {
         for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 58) {
-              layer1_1_conv2_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_1_relu0[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
-            }
-          }
+          layer1_1_conv2_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_1_relu0[((n * 56 + a - 1) * 56 + q - 1) * 64 + c_2] : 0.0f;
         }
       }
     }
@@ -1630,7 +1619,7 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
@@ -1704,7 +1693,7 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
             if (p % 29 < 28 && p < 811) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = madd(acc[i_3 * 32 + j_4], layer2_0_bn1_scale[(oc + ob_2) * 32 + j_4], layer2_0_bn1_shift[(oc + ob_2) * 32 + j_4]);
-                layer2_0_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 29) * 28 + p % 29] = v < 0.0f ? 0.0f : v;
+                layer2_0_relu0[((n_2 * 28 + p / 29) * 28 + p % 29) * 128 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1799,7 +1788,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
@@ -1836,13 +1825,9 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+      for (ptrdiff_t q = 0; q < 30; q++) {
         for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 30) {
-              layer2_0_conv2_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
-            }
-          }
+          layer2_0_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu0[((n * 28 + a - 1) * 28 + q - 1) * 128 + c_2] : 0.0f;
         }
       }
     }
@@ -1893,7 +1878,7 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
@@ -1967,7 +1952,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = madd(acc[i_3 * 32 + j_4], layer2_1_bn1_scale[(oc + ob_2) * 32 + j_4], layer2_1_bn1_shift[(oc + ob_2) * 32 + j_4]);
-                layer2_1_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = v < 0.0f ? 0.0f : v;
+                layer2_1_relu0[((n_2 * 28 + p / 30) * 28 + p % 30) * 128 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1978,7 +1963,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
@@ -2015,13 +2000,9 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+      for (ptrdiff_t q = 0; q < 30; q++) {
         for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 30) {
-              layer2_1_conv2_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_1_relu0[((n * 128 + c_2) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
-            }
-          }
+          layer2_1_conv2_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_1_relu0[((n * 28 + a - 1) * 28 + q - 1) * 128 + c_2] : 0.0f;
         }
       }
     }
@@ -2072,7 +2053,7 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
@@ -2146,7 +2127,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
             if (p % 15 < 14 && p < 209) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = madd(acc[i_3 * 32 + j_4], layer3_0_bn1_scale[(oc + ob_2) * 32 + j_4], layer3_0_bn1_shift[(oc + ob_2) * 32 + j_4]);
-                layer3_0_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 14 + p / 15) * 14 + p % 15] = v < 0.0f ? 0.0f : v;
+                layer3_0_relu0[((n_2 * 14 + p / 15) * 14 + p % 15) * 256 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2241,7 +2222,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
@@ -2279,9 +2260,9 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 16; a++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-        for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_0_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+      for (ptrdiff_t q = 0; q < 16; q++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+          layer3_0_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu0[((n * 14 + a - 1) * 14 + q - 1) * 256 + c_2] : 0.0f;
         }
       }
     }
@@ -2343,7 +2324,7 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
@@ -2423,7 +2404,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
                     float v = madd(acc[i_4 * 32 + j_5], layer3_1_bn1_scale[(oc + ob_2) * 32 + j_5], layer3_1_bn1_shift[(oc + ob_2) * 32 + j_5]);
-                    layer3_1_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = v < 0.0f ? 0.0f : v;
+                    layer3_1_relu0[((n_2 * 14 + p / 16) * 14 + p % 16) * 256 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -2436,7 +2417,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
@@ -2474,9 +2455,9 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 16; a++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-        for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+      for (ptrdiff_t q = 0; q < 16; q++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+          layer3_1_conv2_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_1_relu0[((n * 14 + a - 1) * 14 + q - 1) * 256 + c_2] : 0.0f;
         }
       }
     }

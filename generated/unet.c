@@ -1158,7 +1158,7 @@ static void forward_maxpool0(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv1: conv+relu with down2.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 80086 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26696 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
   const float *down2_conv1_weight = s->f32 + 37568; /* down2.conv1.weight */
   const float *down2_conv1_bias = s->f32 + 111296; /* down2.conv1.bias */
@@ -1221,7 +1221,7 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
             if (p % 284 < 282 && p < 80086) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 282 + p / 284) * 282 + p % 284] = v < 0.0f ? 0.0f : v;
+                down2_relu0[((n_2 * 282 + p / 284) * 282 + p % 284) * 128 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1232,7 +1232,7 @@ static void forward_down2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down2.conv2: conv+relu with down2.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 78958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 26320 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   const float *down2_conv2_weight = s->f32 + 111424; /* down2.conv2.weight */
   const float *down2_conv2_bias = s->f32 + 258880; /* down2.conv2.bias */
@@ -1257,13 +1257,9 @@ static void forward_down2_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 283; a++) {
-      for (ptrdiff_t qb = 0; qb < 18; qb++) {
+      for (ptrdiff_t q = 0; q < 282; q++) {
         for (ptrdiff_t c = 0; c < 128; c++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 282) {
-              down2_conv2_padded[((n * 283 + a) * 282 + qb * 16 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 128 + c) * 282 + a) * 282 + qb * 16 + q] : 0.0f;
-            }
-          }
+          down2_conv2_padded[((n * 283 + a) * 282 + q) * 128 + c] = a < 282 ? down2_relu0[((n * 282 + a) * 282 + q) * 128 + c] : 0.0f;
         }
       }
     }
@@ -1328,7 +1324,7 @@ static void forward_maxpool1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv1: conv+relu with down3.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 19318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 6440 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
   const float *down3_conv1_weight = s->f32 + 259008; /* down3.conv1.weight */
   const float *down3_conv1_bias = s->f32 + 553920; /* down3.conv1.bias */
@@ -1391,7 +1387,7 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
             if (p % 140 < 138 && p < 19318) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                down3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_4) * 138 + p / 140) * 138 + p % 140] = v < 0.0f ? 0.0f : v;
+                down3_relu0[((n_2 * 138 + p / 140) * 138 + p % 140) * 256 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1402,7 +1398,7 @@ static void forward_down3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down3.conv2: conv+relu with down3.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 18766 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 6256 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   const float *down3_conv2_weight = s->f32 + 554176; /* down3.conv2.weight */
   const float *down3_conv2_bias = s->f32 + 1144000; /* down3.conv2.bias */
@@ -1428,13 +1424,9 @@ static void forward_down3_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 139; a++) {
-      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+      for (ptrdiff_t q = 0; q < 138; q++) {
         for (ptrdiff_t c = 0; c < 256; c++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 138) {
-              down3_conv2_padded[((n * 139 + a) * 138 + qb * 16 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 256 + c) * 138 + a) * 138 + qb * 16 + q] : 0.0f;
-            }
-          }
+          down3_conv2_padded[((n * 139 + a) * 138 + q) * 256 + c] = a < 138 ? down3_relu0[((n * 138 + a) * 138 + q) * 256 + c] : 0.0f;
         }
       }
     }
@@ -1510,7 +1502,7 @@ static void forward_maxpool2(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv1: conv+relu with down4.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4486 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1496 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
   const float *down4_conv1_weight = s->f32 + 1144256; /* down4.conv1.weight */
   const float *down4_conv1_bias = s->f32 + 2323904; /* down4.conv1.bias */
@@ -1583,7 +1575,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
                 if (p % 68 < 66 && p < 4486) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
                     float v = acc[i_4 * 32 + j_5];
-                    down4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 66 + p / 68) * 66 + p % 68] = v < 0.0f ? 0.0f : v;
+                    down4_relu0[((n_2 * 66 + p / 68) * 66 + p % 68) * 512 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -1596,7 +1588,7 @@ static void forward_down4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* down4.conv2: conv+relu with down4.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; outputs through a stage of 16 tiles, a channel's run at a time; chunks shared out among threads; 1408 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 4222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; outputs through a stage of 16 tiles, a channel's run at a time; chunks shared out among threads; 1408 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   const float *down4_conv2_weight = s->f32 + 2324416; /* down4.conv2.weight */
   const float *down4_conv2_bias = s->f32 + 4683712; /* down4.conv2.bias */
@@ -1623,13 +1615,9 @@ static void forward_down4_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 67; a++) {
-      for (ptrdiff_t qb = 0; qb < 9; qb++) {
+      for (ptrdiff_t q = 0; q < 66; q++) {
         for (ptrdiff_t c = 0; c < 512; c++) {
-          for (ptrdiff_t q = 0; q < 8; q++) {
-            if (qb * 8 + q < 66) {
-              down4_conv2_padded[((n * 67 + a) * 66 + qb * 8 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 512 + c) * 66 + a) * 66 + qb * 8 + q] : 0.0f;
-            }
-          }
+          down4_conv2_padded[((n * 67 + a) * 66 + q) * 512 + c] = a < 66 ? down4_relu0[((n * 66 + a) * 66 + q) * 512 + c] : 0.0f;
         }
       }
     }
@@ -1725,7 +1713,7 @@ static void forward_maxpool3(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv1: conv+relu with bottom.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 958 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 320 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv1_weight = s->f32 + 4684224; /* bottom.conv1.weight */
   const float *bottom_conv1_bias = s->f32 + 9402816; /* bottom.conv1.bias */
@@ -1796,7 +1784,7 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
                 if (p % 32 < 30 && p < 958) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
                     float v = acc[i_4 * 32 + j_5];
-                    bottom_relu0[((n_2 * 1024 + (oc + ob_2) * 32 + j_5) * 30 + p / 32) * 30 + p % 32] = v < 0.0f ? 0.0f : v;
+                    bottom_relu0[((n_2 * 30 + p / 32) * 30 + p % 32) * 1024 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -1809,7 +1797,7 @@ static void forward_bottom_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* bottom.conv2: conv+relu with bottom.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   const float *bottom_conv2_weight = s->f32 + 9403840; /* bottom.conv2.weight */
   const float *bottom_conv2_bias = s->f32 + 18841024; /* bottom.conv2.bias */
@@ -1835,13 +1823,9 @@ static void forward_bottom_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t qb = 0; qb < 8; qb++) {
+      for (ptrdiff_t q = 0; q < 30; q++) {
         for (ptrdiff_t c = 0; c < 1024; c++) {
-          for (ptrdiff_t q = 0; q < 4; q++) {
-            if (qb * 4 + q < 30) {
-              bottom_conv2_padded[((n * 31 + a) * 30 + qb * 4 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 1024 + c) * 30 + a) * 30 + qb * 4 + q] : 0.0f;
-            }
-          }
+          bottom_conv2_padded[((n * 31 + a) * 30 + q) * 1024 + c] = a < 30 ? bottom_relu0[((n * 30 + a) * 30 + q) * 1024 + c] : 0.0f;
         }
       }
     }
@@ -1954,7 +1938,7 @@ static void forward_up4_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv1: conv+relu with up4.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3022 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 1008 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
   const float *up4_conv1_weight = s->f32 + 20939712; /* up4.conv1.weight */
   const float *up4_conv1_bias = s->f32 + 25658304; /* up4.conv1.bias */
@@ -2025,7 +2009,7 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
                 if (p % 56 < 54 && p < 3022) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
                     float v = acc[i_4 * 32 + j_5];
-                    up4_relu0[((n_2 * 512 + (oc + ob_2) * 32 + j_5) * 54 + p / 56) * 54 + p % 56] = v < 0.0f ? 0.0f : v;
+                    up4_relu0[((n_2 * 54 + p / 56) * 54 + p % 56) * 512 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -2038,7 +2022,7 @@ static void forward_up4_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up4.conv2: conv+relu with up4.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 2806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 936 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   const float *up4_conv2_weight = s->f32 + 25658816; /* up4.conv2.weight */
   const float *up4_conv2_bias = s->f32 + 28018112; /* up4.conv2.bias */
@@ -2064,13 +2048,9 @@ static void forward_up4_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 55; a++) {
-      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+      for (ptrdiff_t q = 0; q < 54; q++) {
         for (ptrdiff_t c = 0; c < 512; c++) {
-          for (ptrdiff_t q = 0; q < 8; q++) {
-            if (qb * 8 + q < 54) {
-              up4_conv2_padded[((n * 55 + a) * 54 + qb * 8 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 512 + c) * 54 + a) * 54 + qb * 8 + q] : 0.0f;
-            }
-          }
+          up4_conv2_padded[((n * 55 + a) * 54 + q) * 512 + c] = a < 54 ? up4_relu0[((n * 54 + a) * 54 + q) * 512 + c] : 0.0f;
         }
       }
     }
@@ -2183,7 +2163,7 @@ static void forward_up3_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv1: conv+relu with up3.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10606 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3536 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
   const float *up3_conv1_weight = s->f32 + 28543168; /* up3.conv1.weight */
   const float *up3_conv1_bias = s->f32 + 29722816; /* up3.conv1.bias */
@@ -2254,7 +2234,7 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
                 if (p % 104 < 102 && p < 10606) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
                     float v = acc[i_4 * 32 + j_5];
-                    up3_relu0[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 102 + p / 104) * 102 + p % 104] = v < 0.0f ? 0.0f : v;
+                    up3_relu0[((n_2 * 102 + p / 104) * 102 + p % 104) * 256 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -2267,7 +2247,7 @@ static void forward_up3_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up3.conv2: conv+relu with up3.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 10198 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 3400 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   const float *up3_conv2_weight = s->f32 + 29723072; /* up3.conv2.weight */
   const float *up3_conv2_bias = s->f32 + 30312896; /* up3.conv2.bias */
@@ -2293,13 +2273,9 @@ static void forward_up3_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 103; a++) {
-      for (ptrdiff_t qb = 0; qb < 7; qb++) {
+      for (ptrdiff_t q = 0; q < 102; q++) {
         for (ptrdiff_t c = 0; c < 256; c++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 102) {
-              up3_conv2_padded[((n * 103 + a) * 102 + qb * 16 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 256 + c) * 102 + a) * 102 + qb * 16 + q] : 0.0f;
-            }
-          }
+          up3_conv2_padded[((n * 103 + a) * 102 + q) * 256 + c] = a < 102 ? up3_relu0[((n * 102 + a) * 102 + q) * 256 + c] : 0.0f;
         }
       }
     }
@@ -2412,7 +2388,7 @@ static void forward_up2_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv1: conv+relu with up2.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 39598 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 13200 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
   const float *up2_conv1_weight = s->f32 + 30444352; /* up2.conv1.weight */
   const float *up2_conv1_bias = s->f32 + 30739264; /* up2.conv1.bias */
@@ -2485,7 +2461,7 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
                 if (p % 200 < 198 && p < 39598) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
                     float v = acc[i_4 * 32 + j_5];
-                    up2_relu0[((n_2 * 128 + (oc + ob_2) * 32 + j_5) * 198 + p / 200) * 198 + p % 200] = v < 0.0f ? 0.0f : v;
+                    up2_relu0[((n_2 * 198 + p / 200) * 198 + p % 200) * 128 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -2498,7 +2474,7 @@ static void forward_up2_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up2.conv2: conv+relu with up2.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 38806 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 12936 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   const float *up2_conv2_weight = s->f32 + 30739392; /* up2.conv2.weight */
   const float *up2_conv2_bias = s->f32 + 30886848; /* up2.conv2.bias */
@@ -2523,13 +2499,9 @@ static void forward_up2_conv2(unet_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 199; a++) {
-      for (ptrdiff_t qb = 0; qb < 13; qb++) {
+      for (ptrdiff_t q = 0; q < 198; q++) {
         for (ptrdiff_t c = 0; c < 128; c++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 198) {
-              up2_conv2_padded[((n * 199 + a) * 198 + qb * 16 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 128 + c) * 198 + a) * 198 + qb * 16 + q] : 0.0f;
-            }
-          }
+          up2_conv2_padded[((n * 199 + a) * 198 + q) * 128 + c] = a < 198 ? up2_relu0[((n * 198 + a) * 198 + q) * 128 + c] : 0.0f;
         }
       }
     }
@@ -2631,7 +2603,7 @@ static void forward_up1_concat0(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv1: conv+relu with up1.relu0, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 152878 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; tiles shared out among threads; 50960 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
 static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
   const float *up1_conv1_weight = s->f32 + 30919808; /* up1.conv1.weight */
   const float *up1_conv1_bias = s->f32 + 30993536; /* up1.conv1.bias */
@@ -2695,7 +2667,7 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
             if (p % 392 < 390 && p < 152878) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
                 float v = acc[i_3 * 32 + j_4];
-                up1_relu0[((n_2 * 64 + (oc + ob_2) * 32 + j_4) * 390 + p / 392) * 390 + p % 392] = v < 0.0f ? 0.0f : v;
+                up1_relu0[((n_2 * 390 + p / 392) * 390 + p % 392) * 64 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2706,7 +2678,7 @@ static void forward_up1_conv1(unet_state *s, ptrdiff_t count) {
 }
 
 /* up1.conv2: conv+relu with up1.relu1, unet.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 151318 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 50440 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
 static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   const float *up1_conv2_weight = s->f32 + 30993600; /* up1.conv2.weight */
   const float *up1_conv2_bias = s->f32 + 31030464; /* up1.conv2.bias */
@@ -2732,13 +2704,9 @@ static void forward_up1_conv2(unet_state *s, ptrdiff_t count) {
   UNET_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 391; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t qb = 0; qb < 25; qb++) {
+      for (ptrdiff_t q = 0; q < 390; q++) {
         for (ptrdiff_t c = 0; c < 64; c++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 390) {
-              up1_conv2_padded[((n * 391 + a) * 390 + qb * 16 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 64 + c) * 390 + a) * 390 + qb * 16 + q] : 0.0f;
-            }
-          }
+          up1_conv2_padded[((n * 391 + a) * 390 + q) * 64 + c] = a < 390 ? up1_relu0[((n * 390 + a) * 390 + q) * 64 + c] : 0.0f;
         }
       }
     }
