@@ -139,14 +139,25 @@ static const char *const reserved[] = {
     "uniform",
 };
 
+/* Whether s is one or more digits and nothing else. */
+static int all_digits(const char *s) {
+  if (!*s)
+    return 0;
+  for (; *s; s++)
+    if (!isdigit((unsigned char)*s))
+      return 0;
+  return 1;
+}
+
 static int name_taken(const Program *p, const char *name) {
   for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++) {
     size_t len = strlen(reserved[i]);
     if (strncmp(reserved[i], name, len) != 0)
       continue;
-    /* the name itself, or a numbered loop variable like "c_2" */
-    if (name[len] == 0 ||
-        (name[len] == '_' && isdigit((unsigned char)name[len + 1])))
+    /* the name itself, or a numbered loop variable like "c_2" (only that:
+     * "l_2_weight" is free, and a suffix added after it must free a name
+     * or c_name never ends) */
+    if (name[len] == 0 || (name[len] == '_' && all_digits(name + len + 1)))
       return 1;
   }
   return nameset_has(&p->names, name);
@@ -470,6 +481,8 @@ static void lower_adaptive(Lower *L, Buffer *y, Buffer *x) {
   const Node *nd = L->node;
   Shape xs = nd->in.v[0]->shape, ys = nd->shape;
   LoopBuilder *b = &L->b;
+  if (x->hwc)
+    b->k->schedule = "x read channels innermost";
   int n = lb_for(b, "n", -1);
   int c = lb_for(b, "c", ys.d[0]);
   int oh = lb_for(b, "oh", ys.d[1]);
@@ -484,7 +497,8 @@ static void lower_adaptive(Lower *L, Buffer *y, Buffer *x) {
                  x_bin(L->p, X_LT, iw, w1)));
   lb_set(b, sum,
          add(L, x_temp(L->p, sum),
-             load(L, x, idx(L, V(L, n), V(L, c), ih, iw, xs))));
+             load(L, x,
+                  (x->hwc ? idx_hwc : idx)(L, V(L, n), V(L, c), ih, iw, xs))));
   close(L, 3);
   Expr *count = x_un(L->p, X_TOFLOAT, mul(L, sub(L, h1, h0), sub(L, w1, w0)));
   lb_store(b, y, idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys),

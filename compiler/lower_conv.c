@@ -681,9 +681,12 @@ static void copy_windows(Lower *L, Conv *c) {
   Expr *k = add(
       L, mul(L, add(L, mul(L, V(L, ic), I(L, g->KH)), V(L, kh)), I(L, g->KW)),
       V(L, kw));
-  lb_store(b, win, add(L, mul(L, p, I(L, K)), k),
-           x_select(L->p, in, load(L, c->x, idx(L, n, V(L, ic), ih, iw, c->xs)),
-                    F(L, 0)));
+  lb_store(
+      b, win, add(L, mul(L, p, I(L, K)), k),
+      x_select(L->p, in,
+               load(L, c->x,
+                    (c->x->hwc ? idx_hwc : idx)(L, n, V(L, ic), ih, iw, c->xs)),
+               F(L, 0)));
   close(L, 4);
   c->x = win;
 }
@@ -726,7 +729,8 @@ static void unflip_weights(Lower *L, Conv *c) {
  * of the emitted function; AVX2 within the noise). Not for dx_phases'
  * convolutions, which store a phase of y each. */
 static int epilogue_later(const Lower *L, const Conv *c) {
-  if (!L->ep || c->ostep[0])
+  if (!L->ep || c->ostep[0] || c->y->hwc) /* (hwc: y's and the residual's
+                                             channels are runs) */
     return 0;
   return c->s.chan_inner ? L->ep->residual || L->ep->value
                          : lower_epilogue_tanh(L);
@@ -922,8 +926,7 @@ int lower_conv_hwc_in(const Program *p, const Node *nd) {
     return 0;
   ConvGeom g;
   ConvSchedule s = node_schedule(p, nd, &g);
-  return s.tiled && s.chan_inner && !s.windows && !s.hwc_block &&
-         g.groups == 1 && (s.pad_copy ? s.hwc : 1);
+  return s.tiled && s.chan_inner && !s.hwc_block && g.groups == 1;
 }
 
 int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
@@ -934,6 +937,10 @@ int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {
   c.s = node_schedule(L->p, nd, &c.g);
   if (y->hwc) /* a position's channels a run: no set of L1 takes them all */
     c.s.stage = 0;
+  /* from an input kept channels innermost, the copy with channels
+   * innermost reads runs: no transposition to weigh (schedule.c, hwc) */
+  if (x->hwc && c.s.chan_inner && c.s.pad_copy && !c.s.windows)
+    c.s.hwc = 1;
   /* inference's weights stay put between calls, where the program has
    * somewhere to keep them packed (build, lower_keeps_packed) */
   c.kept = c.s.chan_inner && keeps(L->p);

@@ -269,9 +269,8 @@ int lower_keeps_packed(const Node *nd, int tile, int64_t batch);
  * stores a plane apart over L1's sets). */
 int lower_conv_hwc_out(const Program *p, const Node *nd);
 /* Whether they could read its input so: channels-innermost tiles, in one
- * group, that read the input itself (no copy) or copy it channels
- * innermost (pad_input); not as windows (copy_windows), where it measured
- * no faster. */
+ * group, that read the input itself (no copy) or a copy made channels
+ * innermost (pad_input) or as windows (copy_windows). */
 int lower_conv_hwc_in(const Program *p, const Node *nd);
 /* Which activations program p keeps channels innermost (lower_layout.c),
  * its buffers made (nbuf, by node id) and before any kernel. */

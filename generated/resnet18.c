@@ -1207,7 +1207,7 @@ static void forward_conv1(resnet18_state *s, ptrdiff_t count, const float *x) {
 }
 
 /* maxpool0: maxpool, resnet18.cnn:30
- * schedule: x read channels innermost */
+ * schedule: x read channels innermost; y stored channels innermost */
 static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
   const float *relu0 = s->arena + 0;
   float *maxpool0 = s->arena + 802816;
@@ -1230,7 +1230,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t c_3 = 0; c_3 < 64; c_3++) {
-            maxpool0[((n * 64 + c_3) * 56 + oh) * 56 + ow] = acc[c_3];
+            maxpool0[((n * 56 + oh) * 56 + ow) * 64 + c_3] = acc[c_3];
           }
         }
       }
@@ -1249,7 +1249,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t c_6 = 0; c_6 < 64; c_6++) {
-            maxpool0[((n * 64 + c_6) * 56 + oh) * 56 + ow_2] = acc[c_6];
+            maxpool0[((n * 56 + oh) * 56 + ow_2) * 64 + c_6] = acc[c_6];
           }
         }
         for (ptrdiff_t ow_3 = 0; ow_3 < 55; ow_3++) {
@@ -1264,7 +1264,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
             }
           }
           for (ptrdiff_t c_9 = 0; c_9 < 64; c_9++) {
-            maxpool0[((n * 64 + c_9) * 56 + oh) * 56 + ow_3 + 1] = acc[c_9];
+            maxpool0[((n * 56 + oh) * 56 + ow_3 + 1) * 64 + c_9] = acc[c_9];
           }
         }
       }
@@ -1273,7 +1273,7 @@ static void forward_maxpool0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv1: conv+bn+relu with layer1.0.bn1 and layer1.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; y stored channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv1_weight = s->f32 + 9664; /* layer1.0.conv1.weight */
   const float *layer1_0_bn1_weight = s->f32 + 46528; /* layer1.0.bn1.weight */
@@ -1310,13 +1310,9 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+      for (ptrdiff_t q = 0; q < 58; q++) {
         for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 58) {
-              layer1_0_conv1_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? maxpool0[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
-            }
-          }
+          layer1_0_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? maxpool0[((n * 56 + a - 1) * 56 + q - 1) * 64 + c_2] : 0.0f;
         }
       }
     }
@@ -1357,7 +1353,7 @@ static void forward_layer1_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.0.conv2: conv+bn+add+relu with layer1.0.bn2, layer1.0.add0 and layer1.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_0_conv2_weight = s->f32 + 46784; /* layer1.0.conv2.weight */
   const float *layer1_0_bn2_weight = s->f32 + 83648; /* layer1.0.bn2.weight */
@@ -1427,26 +1423,18 @@ static void forward_layer1_0_conv2(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              layer1_0_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
+              float v = madd(acc[i_3 * 32 + j_4], layer1_0_bn2_scale[ob_2 * 32 + j_4], layer1_0_bn2_shift[ob_2 * 32 + j_4]) + maxpool0[((n_2 * 56 + p / 58) * 56 + p % 58) * 64 + ob_2 * 32 + j_4];
+              layer1_0_relu1[((n_2 * 56 + p / 58) * 56 + p % 58) * 64 + ob_2 * 32 + j_4] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_3 = 0; c_3 < 64; c_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
-        float v = madd(layer1_0_relu1[(n_3 * 64 + c_3) * 3136 + i_4], layer1_0_bn2_scale[c_3], layer1_0_bn2_shift[c_3]) + maxpool0[(n_3 * 64 + c_3) * 3136 + i_4];
-        layer1_0_relu1[(n_3 * 64 + c_3) * 3136 + i_4] = v < 0.0f ? 0.0f : v;
-      }
-    }
-  }
 }
 
 /* layer1.1.conv1: conv+bn+relu with layer1.1.bn1 and layer1.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; y stored channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv1_weight = s->f32 + 83904; /* layer1.1.conv1.weight */
   const float *layer1_1_bn1_weight = s->f32 + 120768; /* layer1.1.bn1.weight */
@@ -1483,13 +1471,9 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
   RESNET18_PARALLEL_FOR(private(acc))
   for (ptrdiff_t a = 0; a < 58; a++) {
     for (ptrdiff_t n = 0; n < count; n++) {
-      for (ptrdiff_t qb = 0; qb < 4; qb++) {
+      for (ptrdiff_t q = 0; q < 58; q++) {
         for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 58) {
-              layer1_1_conv1_padded[((n * 58 + a) * 58 + qb * 16 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 56) ? layer1_0_relu1[((n * 64 + c_2) * 56 + a - 1) * 56 + qb * 16 + q - 1] : 0.0f;
-            }
-          }
+          layer1_1_conv1_padded[((n * 58 + a) * 58 + q) * 64 + c_2] = 0 <= a - 1 && a - 1 < 56 && (0 <= q - 1 && q - 1 < 56) ? layer1_0_relu1[((n * 56 + a - 1) * 56 + q - 1) * 64 + c_2] : 0.0f;
         }
       }
     }
@@ -1530,7 +1514,7 @@ static void forward_layer1_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer1.1.conv2: conv+bn+add+relu with layer1.1.bn2, layer1.1.add0 and layer1.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 3246 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; tiles shared out among threads; 1082 tiles, no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer1_1_conv2_weight = s->f32 + 121024; /* layer1.1.conv2.weight */
   const float *layer1_1_bn2_weight = s->f32 + 157888; /* layer1.1.bn2.weight */
@@ -1600,26 +1584,18 @@ static void forward_layer1_1_conv2(resnet18_state *s, ptrdiff_t count) {
           ptrdiff_t p = t * 3 + i_3;
           if (p % 58 < 56) {
             for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-              layer1_1_relu1[((n_2 * 64 + ob_2 * 32 + j_4) * 56 + p / 58) * 56 + p % 58] = acc[i_3 * 32 + j_4];
+              float v = madd(acc[i_3 * 32 + j_4], layer1_1_bn2_scale[ob_2 * 32 + j_4], layer1_1_bn2_shift[ob_2 * 32 + j_4]) + layer1_0_relu1[((n_2 * 56 + p / 58) * 56 + p % 58) * 64 + ob_2 * 32 + j_4];
+              layer1_1_relu1[((n_2 * 56 + p / 58) * 56 + p % 58) * 64 + ob_2 * 32 + j_4] = v < 0.0f ? 0.0f : v;
             }
           }
         }
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_3 = 0; c_3 < 64; c_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 3136; i_4++) {
-        float v = madd(layer1_1_relu1[(n_3 * 64 + c_3) * 3136 + i_4], layer1_1_bn2_scale[c_3], layer1_1_bn2_shift[c_3]) + layer1_0_relu1[(n_3 * 64 + c_3) * 3136 + i_4];
-        layer1_1_relu1[(n_3 * 64 + c_3) * 3136 + i_4] = v < 0.0f ? 0.0f : v;
-      }
-    }
-  }
 }
 
 /* layer2.0.conv1: conv+bn+relu with layer2.0.bn1 and layer2.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases, channels innermost; rows flattened to 811 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 271 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv1_weight = s->f32 + 158144; /* layer2.0.conv1.weight */
   const float *layer2_0_bn1_weight = s->f32 + 231872; /* layer2.0.bn1.weight */
@@ -1654,12 +1630,12 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 30; a++) {
-            for (ptrdiff_t q = 0; q < 29; q++) {
-              layer2_0_conv1_padded[((n * 256 + (c_2 * 2 + rh) * 2 + rw) * 30 + a) * 29 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 56 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 56) ? layer1_1_relu1[((n * 64 + c_2) * 56 + a * 2 + rh - 1) * 56 + q * 2 + rw - 1] : 0.0f;
+    for (ptrdiff_t rh = 0; rh < 2; rh++) {
+      for (ptrdiff_t rw = 0; rw < 2; rw++) {
+        for (ptrdiff_t a = 0; a < 30; a++) {
+          for (ptrdiff_t q = 0; q < 29; q++) {
+            for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+              layer2_0_conv1_padded[(((n * 4 + rh * 2 + rw) * 30 + a) * 29 + q) * 64 + c_2] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 56 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 56) ? layer1_1_relu1[((n * 56 + a * 2 + rh - 1) * 56 + q * 2 + rw - 1) * 64 + c_2] : 0.0f;
             }
           }
         }
@@ -1680,7 +1656,7 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_0_conv1_padded[((n_2 * 256 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 30 + kh_2 / 2) * 29 + t * 3 + i_2 + kw_2 / 2];
+                  float xv = layer2_0_conv1_padded[(((n_2 * 4 + kh_2 % 2 * 2 + kw_2 % 2) * 30 + kh_2 / 2) * 29 + t * 3 + i_2 + kw_2 / 2) * 64 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_0_conv1_packed[((((oc + ob_2) * 64 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1704,7 +1680,7 @@ static void forward_layer2_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.downsample.0: conv+bn with layer2.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases, channels innermost; rows flattened to 784 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 262 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_downsample_0_weight = s->f32 + 380352; /* layer2.0.downsample.0.weight */
   const float *layer2_0_downsample_1_weight = s->f32 + 388544; /* layer2.0.downsample.1.weight */
@@ -1739,12 +1715,12 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 29; a++) {
-            for (ptrdiff_t q = 0; q < 28; q++) {
-              layer2_0_downsample_0_padded[((n * 256 + (c_2 * 2 + rh) * 2 + rw) * 29 + a) * 28 + q] = a * 2 + rh < 56 ? layer1_1_relu1[((n * 64 + c_2) * 56 + a * 2 + rh) * 56 + q * 2 + rw] : 0.0f;
+    for (ptrdiff_t rh = 0; rh < 2; rh++) {
+      for (ptrdiff_t rw = 0; rw < 2; rw++) {
+        for (ptrdiff_t a = 0; a < 29; a++) {
+          for (ptrdiff_t q = 0; q < 28; q++) {
+            for (ptrdiff_t c_2 = 0; c_2 < 64; c_2++) {
+              layer2_0_downsample_0_padded[(((n * 4 + rh * 2 + rw) * 29 + a) * 28 + q) * 64 + c_2] = a * 2 + rh < 56 ? layer1_1_relu1[((n * 56 + a * 2 + rh) * 56 + q * 2 + rw) * 64 + c_2] : 0.0f;
             }
           }
         }
@@ -1765,7 +1741,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer2_0_downsample_0_padded[((n_2 * 256 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 29 + kh_2 / 2) * 28 + t * 3 + i_2 + kw_2 / 2];
+                  float xv = layer2_0_downsample_0_padded[(((n_2 * 4 + kh_2 % 2 * 2 + kw_2 % 2) * 29 + kh_2 / 2) * 28 + t * 3 + i_2 + kw_2 / 2) * 64 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer2_0_downsample_0_packed[((oc + ob_2) * 64 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -1777,7 +1753,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 28 < 28 && p < 784) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer2_0_downsample_1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 28) * 28 + p % 28] = madd(acc[i_3 * 32 + j_4], layer2_0_downsample_1_scale[(oc + ob_2) * 32 + j_4], layer2_0_downsample_1_shift[(oc + ob_2) * 32 + j_4]);
+                layer2_0_downsample_1[((n_2 * 28 + p / 28) * 28 + p % 28) * 128 + (oc + ob_2) * 32 + j_4] = madd(acc[i_3 * 32 + j_4], layer2_0_downsample_1_scale[(oc + ob_2) * 32 + j_4], layer2_0_downsample_1_shift[(oc + ob_2) * 32 + j_4]);
               }
             }
           }
@@ -1788,7 +1764,7 @@ static void forward_layer2_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.0.conv2: conv+bn+add+relu with layer2.0.bn2, layer2.0.add0 and layer2.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_0_conv2_weight = s->f32 + 232384; /* layer2.0.conv2.weight */
   const float *layer2_0_bn2_weight = s->f32 + 379840; /* layer2.0.bn2.weight */
@@ -1858,7 +1834,8 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer2_0_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
+                float v = madd(acc[i_3 * 32 + j_4], layer2_0_bn2_scale[(oc + ob_2) * 32 + j_4], layer2_0_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer2_0_downsample_1[((n_2 * 28 + p / 30) * 28 + p % 30) * 128 + (oc + ob_2) * 32 + j_4];
+                layer2_0_relu1[((n_2 * 28 + p / 30) * 28 + p % 30) * 128 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -1866,19 +1843,10 @@ static void forward_layer2_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
-        float v = madd(layer2_0_relu1[(n_3 * 128 + c_3) * 784 + i_4], layer2_0_bn2_scale[c_3], layer2_0_bn2_shift[c_3]) + layer2_0_downsample_1[(n_3 * 128 + c_3) * 784 + i_4];
-        layer2_0_relu1[(n_3 * 128 + c_3) * 784 + i_4] = v < 0.0f ? 0.0f : v;
-      }
-    }
-  }
 }
 
 /* layer2.1.conv1: conv+bn+relu with layer2.1.bn1 and layer2.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv1_weight = s->f32 + 389056; /* layer2.1.conv1.weight */
   const float *layer2_1_bn1_weight = s->f32 + 536512; /* layer2.1.bn1.weight */
@@ -1914,13 +1882,9 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 31; a++) {
-      for (ptrdiff_t qb = 0; qb < 2; qb++) {
+      for (ptrdiff_t q = 0; q < 30; q++) {
         for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-          for (ptrdiff_t q = 0; q < 16; q++) {
-            if (qb * 16 + q < 30) {
-              layer2_1_conv1_padded[((n * 31 + a) * 30 + qb * 16 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= qb * 16 + q - 1 && qb * 16 + q - 1 < 28) ? layer2_0_relu1[((n * 128 + c_2) * 28 + a - 1) * 28 + qb * 16 + q - 1] : 0.0f;
-            }
-          }
+          layer2_1_conv1_padded[((n * 31 + a) * 30 + q) * 128 + c_2] = 0 <= a - 1 && a - 1 < 28 && (0 <= q - 1 && q - 1 < 28) ? layer2_0_relu1[((n * 28 + a - 1) * 28 + q - 1) * 128 + c_2] : 0.0f;
         }
       }
     }
@@ -1963,7 +1927,7 @@ static void forward_layer2_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer2.1.conv2: conv+bn+add+relu with layer2.1.bn2, layer2.1.add0 and layer2.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 838 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 280 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer2_1_conv2_weight = s->f32 + 537024; /* layer2.1.conv2.weight */
   const float *layer2_1_bn2_weight = s->f32 + 684480; /* layer2.1.bn2.weight */
@@ -2033,7 +1997,8 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 30 < 28 && p < 838) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer2_1_relu1[((n_2 * 128 + (oc + ob_2) * 32 + j_4) * 28 + p / 30) * 28 + p % 30] = acc[i_3 * 32 + j_4];
+                float v = madd(acc[i_3 * 32 + j_4], layer2_1_bn2_scale[(oc + ob_2) * 32 + j_4], layer2_1_bn2_shift[(oc + ob_2) * 32 + j_4]) + layer2_0_relu1[((n_2 * 28 + p / 30) * 28 + p % 30) * 128 + (oc + ob_2) * 32 + j_4];
+                layer2_1_relu1[((n_2 * 28 + p / 30) * 28 + p % 30) * 128 + (oc + ob_2) * 32 + j_4] = v < 0.0f ? 0.0f : v;
               }
             }
           }
@@ -2041,19 +2006,10 @@ static void forward_layer2_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_3 = 0; c_3 < 128; c_3++) {
-      for (ptrdiff_t i_4 = 0; i_4 < 784; i_4++) {
-        float v = madd(layer2_1_relu1[(n_3 * 128 + c_3) * 784 + i_4], layer2_1_bn2_scale[c_3], layer2_1_bn2_shift[c_3]) + layer2_0_relu1[(n_3 * 128 + c_3) * 784 + i_4];
-        layer2_1_relu1[(n_3 * 128 + c_3) * 784 + i_4] = v < 0.0f ? 0.0f : v;
-      }
-    }
-  }
 }
 
 /* layer3.0.conv1: conv+bn+relu with layer3.0.bn1 and layer3.0.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards; the packed weights kept between calls; y stored channels innermost */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases, channels innermost; rows flattened to 209 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 1 blocks; chunks shared out among threads; 70 tiles (1 spare positions), no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv1_weight = s->f32 + 684992; /* layer3.0.conv1.weight */
   const float *layer3_0_bn1_weight = s->f32 + 979904; /* layer3.0.bn1.weight */
@@ -2088,12 +2044,12 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 16; a++) {
-            for (ptrdiff_t q = 0; q < 15; q++) {
-              layer3_0_conv1_padded[((n * 512 + (c_2 * 2 + rh) * 2 + rw) * 16 + a) * 15 + q] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 28 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 28) ? layer2_1_relu1[((n * 128 + c_2) * 28 + a * 2 + rh - 1) * 28 + q * 2 + rw - 1] : 0.0f;
+    for (ptrdiff_t rh = 0; rh < 2; rh++) {
+      for (ptrdiff_t rw = 0; rw < 2; rw++) {
+        for (ptrdiff_t a = 0; a < 16; a++) {
+          for (ptrdiff_t q = 0; q < 15; q++) {
+            for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+              layer3_0_conv1_padded[(((n * 4 + rh * 2 + rw) * 16 + a) * 15 + q) * 128 + c_2] = 0 <= a * 2 + rh - 1 && a * 2 + rh - 1 < 28 && (0 <= q * 2 + rw - 1 && q * 2 + rw - 1 < 28) ? layer2_1_relu1[((n * 28 + a * 2 + rh - 1) * 28 + q * 2 + rw - 1) * 128 + c_2] : 0.0f;
             }
           }
         }
@@ -2114,7 +2070,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_0_conv1_padded[((n_2 * 512 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 16 + kh_2 / 2) * 15 + t * 3 + i_2 + kw_2 / 2];
+                  float xv = layer3_0_conv1_padded[(((n_2 * 4 + kh_2 % 2 * 2 + kw_2 % 2) * 16 + kh_2 / 2) * 15 + t * 3 + i_2 + kw_2 / 2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer3_0_conv1_packed[((((oc + ob_2) * 128 + ic_2) * 3 + kh_2) * 3 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -2138,7 +2094,7 @@ static void forward_layer3_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.downsample.0: conv+bn with layer3.0.downsample.1, resnet18.cnn:16
- * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards; the packed weights kept between calls */
+ * schedule: input copied zero-padded into 2 x 2 planes of the stride's phases, channels innermost; rows flattened to 196 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 2 blocks; chunks shared out among threads; 66 tiles (2 spare positions), no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_downsample_0_weight = s->f32 + 1571776; /* layer3.0.downsample.0.weight */
   const float *layer3_0_downsample_1_weight = s->f32 + 1604544; /* layer3.0.downsample.1.weight */
@@ -2173,12 +2129,12 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     }
   }
   for (ptrdiff_t n = 0; n < count; n++) {
-    for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
-      for (ptrdiff_t rh = 0; rh < 2; rh++) {
-        for (ptrdiff_t rw = 0; rw < 2; rw++) {
-          for (ptrdiff_t a = 0; a < 15; a++) {
-            for (ptrdiff_t q = 0; q < 14; q++) {
-              layer3_0_downsample_0_padded[((n * 512 + (c_2 * 2 + rh) * 2 + rw) * 15 + a) * 14 + q] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 128 + c_2) * 28 + a * 2 + rh) * 28 + q * 2 + rw] : 0.0f;
+    for (ptrdiff_t rh = 0; rh < 2; rh++) {
+      for (ptrdiff_t rw = 0; rw < 2; rw++) {
+        for (ptrdiff_t a = 0; a < 15; a++) {
+          for (ptrdiff_t q = 0; q < 14; q++) {
+            for (ptrdiff_t c_2 = 0; c_2 < 128; c_2++) {
+              layer3_0_downsample_0_padded[(((n * 4 + rh * 2 + rw) * 15 + a) * 14 + q) * 128 + c_2] = a * 2 + rh < 28 ? layer2_1_relu1[((n * 28 + a * 2 + rh) * 28 + q * 2 + rw) * 128 + c_2] : 0.0f;
             }
           }
         }
@@ -2199,7 +2155,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
               for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
                 for (ptrdiff_t i_2 = 0; i_2 < 3; i_2++) {
-                  float xv = layer3_0_downsample_0_padded[((n_2 * 512 + (ic_2 * 2 + kh_2 % 2) * 2 + kw_2 % 2) * 15 + kh_2 / 2) * 14 + t * 3 + i_2 + kw_2 / 2];
+                  float xv = layer3_0_downsample_0_padded[(((n_2 * 4 + kh_2 % 2 * 2 + kw_2 % 2) * 15 + kh_2 / 2) * 14 + t * 3 + i_2 + kw_2 / 2) * 128 + ic_2];
                   for (ptrdiff_t j_3 = 0; j_3 < 32; j_3++) {
                     acc[i_2 * 32 + j_3] = madd(xv, layer3_0_downsample_0_packed[((oc * 2 + ob_2) * 128 + ic_2 + kh_2 + kw_2) * 32 + j_3], acc[i_2 * 32 + j_3]);
                   }
@@ -2211,7 +2167,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
             ptrdiff_t p = t * 3 + i_3;
             if (p % 14 < 14 && p < 196) {
               for (ptrdiff_t j_4 = 0; j_4 < 32; j_4++) {
-                layer3_0_downsample_1[((n_2 * 256 + (oc * 2 + ob_2) * 32 + j_4) * 14 + p / 14) * 14 + p % 14] = madd(acc[i_3 * 32 + j_4], layer3_0_downsample_1_scale[(oc * 2 + ob_2) * 32 + j_4], layer3_0_downsample_1_shift[(oc * 2 + ob_2) * 32 + j_4]);
+                layer3_0_downsample_1[((n_2 * 14 + p / 14) * 14 + p % 14) * 256 + (oc * 2 + ob_2) * 32 + j_4] = madd(acc[i_3 * 32 + j_4], layer3_0_downsample_1_scale[(oc * 2 + ob_2) * 32 + j_4], layer3_0_downsample_1_shift[(oc * 2 + ob_2) * 32 + j_4]);
               }
             }
           }
@@ -2222,7 +2178,7 @@ static void forward_layer3_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.0.conv2: conv+bn+add+relu with layer3.0.bn2, layer3.0.add0 and layer3.0.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; x read channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_0_conv2_weight = s->f32 + 980928; /* layer3.0.conv2.weight */
   const float *layer3_0_bn2_weight = s->f32 + 1570752; /* layer3.0.bn2.weight */
@@ -2302,7 +2258,8 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    layer3_0_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
+                    float v = madd(acc[i_4 * 32 + j_5], layer3_0_bn2_scale[(oc + ob_2) * 32 + j_5], layer3_0_bn2_shift[(oc + ob_2) * 32 + j_5]) + layer3_0_downsample_1[((n_2 * 14 + p / 16) * 14 + p % 16) * 256 + (oc + ob_2) * 32 + j_5];
+                    layer3_0_relu1[((n_2 * 14 + p / 16) * 14 + p % 16) * 256 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -2312,19 +2269,10 @@ static void forward_layer3_0_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_3 = 0; c_3 < 256; c_3++) {
-      for (ptrdiff_t i_5 = 0; i_5 < 196; i_5++) {
-        float v = madd(layer3_0_relu1[(n_3 * 256 + c_3) * 196 + i_5], layer3_0_bn2_scale[c_3], layer3_0_bn2_shift[c_3]) + layer3_0_downsample_1[(n_3 * 256 + c_3) * 196 + i_5];
-        layer3_0_relu1[(n_3 * 256 + c_3) * 196 + i_5] = v < 0.0f ? 0.0f : v;
-      }
-    }
-  }
 }
 
 /* layer3.1.conv1: conv+bn+relu with layer3.1.bn1 and layer3.1.relu0, resnet18.cnn:12
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; y stored channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv1_weight = s->f32 + 1605568; /* layer3.1.conv1.weight */
   const float *layer3_1_bn1_weight = s->f32 + 2195392; /* layer3.1.bn1.weight */
@@ -2361,9 +2309,9 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
   }
   for (ptrdiff_t n = 0; n < count; n++) {
     for (ptrdiff_t a = 0; a < 16; a++) {
-      for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
-        for (ptrdiff_t q = 0; q < 16; q++) {
-          layer3_1_conv1_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 256 + c_2) * 14 + a - 1) * 14 + q - 1] : 0.0f;
+      for (ptrdiff_t q = 0; q < 16; q++) {
+        for (ptrdiff_t c_2 = 0; c_2 < 256; c_2++) {
+          layer3_1_conv1_padded[((n * 16 + a) * 16 + q) * 256 + c_2] = 0 <= a - 1 && a - 1 < 14 && (0 <= q - 1 && q - 1 < 14) ? layer3_0_relu1[((n * 14 + a - 1) * 14 + q - 1) * 256 + c_2] : 0.0f;
         }
       }
     }
@@ -2417,7 +2365,7 @@ static void forward_layer3_1_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer3.1.conv2: conv+bn+add+relu with layer3.1.bn2, layer3.1.add0 and layer3.1.relu1, resnet18.cnn:13
- * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; x read channels innermost */
+ * schedule: input copied zero-padded, channels innermost; rows flattened to 222 positions; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 74 tiles, no guards; the packed weights kept between calls; x read channels innermost; y stored channels innermost */
 static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
   const float *layer3_1_conv2_weight = s->f32 + 2196416; /* layer3.1.conv2.weight */
   const float *layer3_1_bn2_weight = s->f32 + 2786240; /* layer3.1.bn2.weight */
@@ -2497,7 +2445,8 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
                 ptrdiff_t p = t * 3 + i_4;
                 if (p % 16 < 14) {
                   for (ptrdiff_t j_5 = 0; j_5 < 32; j_5++) {
-                    layer3_1_relu1[((n_2 * 256 + (oc + ob_2) * 32 + j_5) * 14 + p / 16) * 14 + p % 16] = acc[i_4 * 32 + j_5];
+                    float v = madd(acc[i_4 * 32 + j_5], layer3_1_bn2_scale[(oc + ob_2) * 32 + j_5], layer3_1_bn2_shift[(oc + ob_2) * 32 + j_5]) + layer3_0_relu1[((n_2 * 14 + p / 16) * 14 + p % 16) * 256 + (oc + ob_2) * 32 + j_5];
+                    layer3_1_relu1[((n_2 * 14 + p / 16) * 14 + p % 16) * 256 + (oc + ob_2) * 32 + j_5] = v < 0.0f ? 0.0f : v;
                   }
                 }
               }
@@ -2507,19 +2456,10 @@ static void forward_layer3_1_conv2(resnet18_state *s, ptrdiff_t count) {
       }
     }
   }
-  RESNET18_PARALLEL_FOR(private(acc))
-  for (ptrdiff_t n_3 = 0; n_3 < count; n_3++) {
-    for (ptrdiff_t c_3 = 0; c_3 < 256; c_3++) {
-      for (ptrdiff_t i_5 = 0; i_5 < 196; i_5++) {
-        float v = madd(layer3_1_relu1[(n_3 * 256 + c_3) * 196 + i_5], layer3_1_bn2_scale[c_3], layer3_1_bn2_shift[c_3]) + layer3_0_relu1[(n_3 * 256 + c_3) * 196 + i_5];
-        layer3_1_relu1[(n_3 * 256 + c_3) * 196 + i_5] = v < 0.0f ? 0.0f : v;
-      }
-    }
-  }
 }
 
 /* layer4.0.conv1: conv+bn+relu with layer4.0.bn1 and layer4.0.relu0, resnet18.cnn:12
- * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls */
+ * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; input channels in passes of 128; tiles through chunks of 1 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls; x read channels innermost */
 static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_conv1_weight = s->f32 + 2787264; /* layer4.0.conv1.weight */
   const float *layer4_0_bn1_weight = s->f32 + 3966912; /* layer4.0.bn1.weight */
@@ -2561,7 +2501,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
       for (ptrdiff_t kh_2 = 0; kh_2 < 3; kh_2++) {
         for (ptrdiff_t kw_2 = 0; kw_2 < 3; kw_2++) {
-          layer4_0_conv1_windows[p * 2304 + (ic_2 * 3 + kh_2) * 3 + kw_2] = p < count * 49 && 0 <= at / 7 * 2 - 1 + kh_2 && 0 <= at % 7 * 2 - 1 + kw_2 ? layer3_1_relu1[((n * 256 + ic_2) * 14 + at / 7 * 2 - 1 + kh_2) * 14 + at % 7 * 2 - 1 + kw_2] : 0.0f;
+          layer4_0_conv1_windows[p * 2304 + (ic_2 * 3 + kh_2) * 3 + kw_2] = p < count * 49 && 0 <= at / 7 * 2 - 1 + kh_2 && 0 <= at % 7 * 2 - 1 + kw_2 ? layer3_1_relu1[((n * 14 + at / 7 * 2 - 1 + kh_2) * 14 + at % 7 * 2 - 1 + kw_2) * 256 + ic_2] : 0.0f;
         }
       }
     }
@@ -2613,7 +2553,7 @@ static void forward_layer4_0_conv1(resnet18_state *s, ptrdiff_t count) {
 }
 
 /* layer4.0.downsample.0: conv+bn with layer4.0.downsample.1, resnet18.cnn:16
- * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 4 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls */
+ * schedule: every output of the batch a position, 49 of them, the input copied as their windows; weights packed by blocks of 32 output channels; accumulators: 3 positions x 32 output channels; tiles through chunks of 4 blocks; chunks shared out among threads; 17 tiles (2 spare positions); the packed weights kept between calls; x read channels innermost */
 static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
   const float *layer4_0_downsample_0_weight = s->f32 + 6330304; /* layer4.0.downsample.0.weight */
   const float *layer4_0_downsample_1_weight = s->f32 + 6461376; /* layer4.0.downsample.1.weight */
@@ -2654,7 +2594,7 @@ static void forward_layer4_0_downsample_0(resnet18_state *s, ptrdiff_t count) {
     for (ptrdiff_t ic_2 = 0; ic_2 < 256; ic_2++) {
       for (ptrdiff_t kh_2 = 0; kh_2 < 1; kh_2++) {
         for (ptrdiff_t kw_2 = 0; kw_2 < 1; kw_2++) {
-          layer4_0_downsample_0_windows[p * 256 + ic_2 + kh_2 + kw_2] = p < count * 49 ? layer3_1_relu1[((n * 256 + ic_2) * 14 + at / 7 * 2 + kh_2) * 14 + at % 7 * 2 + kw_2] : 0.0f;
+          layer4_0_downsample_0_windows[p * 256 + ic_2 + kh_2 + kw_2] = p < count * 49 ? layer3_1_relu1[((n * 14 + at / 7 * 2 + kh_2) * 14 + at % 7 * 2 + kw_2) * 256 + ic_2] : 0.0f;
         }
       }
     }

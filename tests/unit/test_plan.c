@@ -183,6 +183,24 @@ static void c_names(void **state) {
   release(c);
 }
 
+/* A name that starts as a numbered loop variable does ("l_2.weight", "l"
+ * then "_2") is not one: it is kept, and lowering ends (it once looked
+ * for a free name forever). */
+static void c_names_like_loop_variables(void **state) {
+  (void)state;
+  Compiled *c = compile_ok("model m {\n  input x[6, 4, 5]\n"
+                           "  output y = x -> l_2: groupnorm(1)\n}\n");
+  Program *p = lowered(c, 1);
+  int saw = 0;
+  for (int i = 0; i < p->bufs.n; i++) {
+    const char *nm = p->bufs.v[i]->name;
+    assert_string_not_equal(nm, "l_2");
+    saw += strcmp(nm, "l_2_weight") == 0 || strcmp(nm, "l_2_bias") == 0;
+  }
+  assert_int_equal(saw, 2);
+  release(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(arena_invariant),
@@ -190,6 +208,7 @@ int main(void) {
       cmocka_unit_test(parameters_in_one_block),
       cmocka_unit_test(aliases),
       cmocka_unit_test(c_names),
+      cmocka_unit_test(c_names_like_loop_variables),
   };
   return cmocka_run_group_tests_name("plan", tests, NULL, NULL);
 }
