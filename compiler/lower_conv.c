@@ -913,20 +913,25 @@ static ConvSchedule node_schedule(const Program *p, const Node *nd,
   return s;
 }
 
-int lower_conv_hwc_out(const Program *p, const Node *nd) {
+/* Node nd's schedule where program p may keep activations channels
+ * innermost (inference, tiled), in s; whether its tiles are channels
+ * innermost, in one group. */
+static int layout_schedule(const Program *p, const Node *nd, ConvSchedule *s) {
   if (nd->op != OP_CONV || !p->tile || p->train)
     return 0;
   ConvGeom g;
-  ConvSchedule s = node_schedule(p, nd, &g);
-  return s.tiled && s.chan_inner && !s.windows && g.groups == 1;
+  *s = node_schedule(p, nd, &g);
+  return s->tiled && s->chan_inner && g.groups == 1;
+}
+
+int lower_conv_hwc_out(const Program *p, const Node *nd) {
+  ConvSchedule s;
+  return layout_schedule(p, nd, &s) && !s.windows;
 }
 
 int lower_conv_hwc_in(const Program *p, const Node *nd) {
-  if (nd->op != OP_CONV || !p->tile || p->train)
-    return 0;
-  ConvGeom g;
-  ConvSchedule s = node_schedule(p, nd, &g);
-  return s.tiled && s.chan_inner && !s.hwc_block && g.groups == 1;
+  ConvSchedule s;
+  return layout_schedule(p, nd, &s) && !s.hwc_block;
 }
 
 int lower_conv_tiled(Lower *L, Buffer *y, Buffer *x, Buffer *w, Buffer *bias) {

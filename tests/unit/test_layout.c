@@ -127,6 +127,42 @@ static void test_which(void **state) {
   }
 }
 
+/* A residual stream of many blocks: kept channels innermost throughout,
+ * or, when its end or its start is read as planes, sent back to planes
+ * throughout, each block's clearing reaching the next and the one
+ * before. */
+static void test_stream(void **state) {
+  (void)state;
+  static const char src[] =
+      "model t_stream {\n"
+      "  input x[64, 24, 24]\n"
+      "  x = x -> c0: conv(64, k=3, p=1) -> relu\n"
+      "  x0 = x\n"
+      "  for i in 0..100 {\n"
+      "    x = relu((x -> [i]: seq { conv(64, k=1) -> relu\n"
+      "                               -> conv(64, k=1) }) + x)\n"
+      "  }\n"
+      "  output y = x -> %s -> flatten -> fc: dense(5)\n"
+      "%s"
+      "}\n";
+  for (int planes = 0; planes < 3; planes++) {
+    char text[sizeof src + 64];
+    snprintf(text, sizeof text, src, planes == 1 ? "relu" : "global_avgpool",
+             planes == 2 ? "  output z = x0 -> flatten -> fz: dense(3)\n" : "");
+    Compiled *c = compile(text);
+    assert_int_equal(c->d.errors, 0);
+    Program *p = lower_passes(&c->d, c->a, c->g, COUNT, 0,
+                              LOWER_TILE | LOWER_FUSE | LOWER_FMA);
+    int kept = 0;
+    for (int i = 0; i < p->bufs.n; i++)
+      kept += p->bufs.v[i]->hwc;
+    /* each block's first convolution's output, and the stream: c0's
+     * output and each block's chain's */
+    assert_int_equal(kept, planes ? 100 : 100 + 1 + 100);
+    release(c);
+  }
+}
+
 /* The forward pass through the JIT, tiled (the layouts) and plain. */
 static void test_values(void **state) {
   (void)state;
@@ -172,6 +208,7 @@ static void test_values(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_which),
+      cmocka_unit_test(test_stream),
       cmocka_unit_test(test_values),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
