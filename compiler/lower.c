@@ -395,7 +395,7 @@ static void pool_span_hwc(Lower *L, Buffer *y, Buffer *x, Buffer *acc, Expr *n,
   if (!max)
     v = x_bin(L->p, X_DIV, v,
               x_un(L->p, X_TOFLOAT, avg_divisor(L, at, xs, tap.hs, tap.ws)));
-  lb_store(b, y, (y->hwc ? idx_hwc : idx)(L, n, V(L, c), oh, owx, ys), v);
+  lb_store(b, y, idx_of(L, y, n, V(L, c), oh, owx, ys), v);
   close(L, 2);
 }
 
@@ -497,8 +497,7 @@ static void lower_adaptive(Lower *L, Buffer *y, Buffer *x) {
                  x_bin(L->p, X_LT, iw, w1)));
   lb_set(b, sum,
          add(L, x_temp(L->p, sum),
-             load(L, x,
-                  (x->hwc ? idx_hwc : idx)(L, V(L, n), V(L, c), ih, iw, xs))));
+             load(L, x, idx_of(L, x, V(L, n), V(L, c), ih, iw, xs))));
   close(L, 3);
   Expr *count = x_un(L->p, X_TOFLOAT, mul(L, sub(L, h1, h0), sub(L, w1, w0)));
   lb_store(b, y, idx(L, V(L, n), V(L, c), V(L, oh), V(L, ow), ys),

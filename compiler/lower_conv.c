@@ -95,8 +95,7 @@ static Expr *y_at(Lower *L, const Conv *c, Expr *n, Expr *ch, Expr *row,
     row = add(L, mul(L, row, I(L, c->ostep[0])), I(L, c->out0[0]));
     col = add(L, mul(L, col, I(L, c->ostep[1])), I(L, c->out0[1]));
   }
-  return c->y->hwc ? idx_hwc(L, n, ch, row, col, c->ys)
-                   : idx(L, n, ch, row, col, c->ys);
+  return idx_of(L, c->y, n, ch, row, col, c->ys);
 }
 
 /* A tap's offset along an axis in the copy's planes: the plane's phase
@@ -149,12 +148,10 @@ static Expr *tap_read(Lower *L, const Conv *c, Expr *icx, Expr *kh, Expr *kw,
                 hwc(L, c, V(L, c->n), phase, tap_shift(L, offh, PH),
                     add(L, pos, tap_shift(L, offw, PW)), icx));
   }
-  if (c->x->hwc) { /* x itself, channels innermost (lower_layout.c): the
-                      plane's flat offset, times the channels */
-    Expr *f = add(L, mul(L, offh, I(L, g->W)), add(L, pos, offw));
-    f = add(L, mul(L, V(L, c->n), I(L, g->H * g->W)), f);
-    return load(L, c->x, add(L, mul(L, f, I(L, g->C)), icx));
-  }
+  if (c->x->hwc) /* x itself, channels innermost (lower_layout.c); the
+                    column runs past the row as pos does */
+    return load(L, c->x,
+                idx_hwc(L, V(L, c->n), icx, offh, add(L, pos, offw), c->xs));
   Expr *plane = icx;
   if (PH * PW > 1)
     plane = add(
@@ -636,14 +633,13 @@ static void pad_input(Lower *L, Conv *c) {
   Expr *phase = rh >= 0 ? V(L, rh) : I(L, 0);
   if (rw >= 0)
     phase = add(L, mul(L, phase, I(L, PW)), V(L, rw));
-  lb_store(b, pad,
-           hw ? hwc(L, c, V(L, n), phase, V(L, a), qx, V(L, ch))
-              : idx(L, V(L, n), plane, V(L, a), qx, ps),
-           x_select(L->p, in,
-                    load(L, c->x,
-                         (c->x->hwc ? idx_hwc : idx)(L, V(L, n), V(L, ch), ih,
-                                                     iw, c->xs)),
-                    F(L, 0)));
+  lb_store(
+      b, pad,
+      hw ? hwc(L, c, V(L, n), phase, V(L, a), qx, V(L, ch))
+         : idx(L, V(L, n), plane, V(L, a), qx, ps),
+      x_select(L->p, in,
+               load(L, c->x, idx_of(L, c->x, V(L, n), V(L, ch), ih, iw, c->xs)),
+               F(L, 0)));
   close(L, 4 + (rh >= 0) + (rw >= 0) + (qb >= 0) + guard);
   c->x = pad;
   c->xs = ps;
@@ -681,12 +677,10 @@ static void copy_windows(Lower *L, Conv *c) {
   Expr *k = add(
       L, mul(L, add(L, mul(L, V(L, ic), I(L, g->KH)), V(L, kh)), I(L, g->KW)),
       V(L, kw));
-  lb_store(
-      b, win, add(L, mul(L, p, I(L, K)), k),
-      x_select(L->p, in,
-               load(L, c->x,
-                    (c->x->hwc ? idx_hwc : idx)(L, n, V(L, ic), ih, iw, c->xs)),
-               F(L, 0)));
+  lb_store(b, win, add(L, mul(L, p, I(L, K)), k),
+           x_select(L->p, in,
+                    load(L, c->x, idx_of(L, c->x, n, V(L, ic), ih, iw, c->xs)),
+                    F(L, 0)));
   close(L, 4);
   c->x = win;
 }

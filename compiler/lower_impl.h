@@ -66,6 +66,13 @@ static inline Expr *idx_hwc(Lower *L, Expr *n, Expr *c, Expr *h, Expr *w,
   return add(L, mul(L, e, I(L, C)), c);
 }
 
+/* Element (n, c, h, w) of buffer b, of per-sample shape s, in b's layout:
+ * planes, or channels innermost (Buffer.hwc). */
+static inline Expr *idx_of(Lower *L, const Buffer *b, Expr *n, Expr *c, Expr *h,
+                           Expr *w, Shape s) {
+  return b->hwc ? idx_hwc(L, n, c, h, w, s) : idx(L, n, c, h, w, s);
+}
+
 /* The element i of sample n, the sample seen as flat. */
 static inline Expr *flat(Lower *L, Expr *n, Expr *i, Shape s) {
   return add(L, mul(L, n, I(L, shape_numel(s))), i);
